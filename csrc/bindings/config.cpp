@@ -1,0 +1,42 @@
+#include "prge/config.h"
+
+#include <torch/extension.h>
+
+namespace py = pybind11;
+
+namespace prge::bindings {
+
+void bind_config(py::module_& m) {
+  static py::exception<ConfigError> config_error(m, "ConfigError", PyExc_ValueError);
+
+  py::class_<ModelOptions>(m, "ModelOptions")
+      .def_readonly("name", &ModelOptions::name)
+      .def_readonly("dtype", &ModelOptions::dtype)
+      .def_readonly("device", &ModelOptions::device);
+  py::class_<DataOptions>(m, "DataOptions")
+      .def_readonly("task", &DataOptions::task)
+      .def_readonly("data_dir", &DataOptions::data_dir)
+      .def_readonly("train_examples", &DataOptions::train_examples)
+      .def_readonly("eval_examples", &DataOptions::eval_examples)
+      .def_readonly("batch_size", &DataOptions::batch_size)
+      .def_readonly("max_length", &DataOptions::max_length);
+  py::class_<RunOptions>(m, "RunOptions")
+      .def_readonly("steps", &RunOptions::steps)
+      .def_readonly("seed", &RunOptions::seed)
+      .def_readonly("eval_every", &RunOptions::eval_every)
+      .def_readonly("log_every", &RunOptions::log_every)
+      .def_readonly("output_dir", &RunOptions::output_dir);
+  py::class_<RunConfig>(m, "RunConfig")
+      .def_readonly("model", &RunConfig::model)
+      .def_readonly("adapter", &RunConfig::adapter)
+      .def_readonly("use_adapter", &RunConfig::use_adapter)
+      .def_readonly("estimator", &RunConfig::estimator)
+      .def_readonly("optimizer", &RunConfig::optimizer)
+      .def_readonly("data", &RunConfig::data)
+      .def_readonly("run", &RunConfig::run)
+      .def("to_yaml", &RunConfig::to_yaml);
+  m.def("parse_run_config", &parse_run_config, py::arg("yaml_text"), py::arg("source") = "<string>");
+  m.def("load_run_config", &load_run_config, py::arg("path"));
+}
+
+}  // namespace prge::bindings

@@ -1,0 +1,112 @@
+#include "prge/estimators/prge_estimator.h"
+#include "prge/models/llama.h"
+#include "prge/token_batch.h"
+
+#include <torch/extension.h>
+
+namespace py = pybind11;
+
+namespace prge::bindings {
+
+void bind_model(py::module_& m) {
+  py::class_<LlamaConfig>(m, "LlamaConfig")
+      .def(py::init<>())
+      .def_readwrite("vocab_size", &LlamaConfig::vocab_size)
+      .def_readwrite("hidden_size", &LlamaConfig::hidden_size)
+      .def_readwrite("intermediate_size", &LlamaConfig::intermediate_size)
+      .def_readwrite("num_hidden_layers", &LlamaConfig::num_hidden_layers)
+      .def_readwrite("num_attention_heads", &LlamaConfig::num_attention_heads)
+      .def_readwrite("num_key_value_heads", &LlamaConfig::num_key_value_heads)
+      .def_readwrite("head_dim", &LlamaConfig::head_dim)
+      .def_readwrite("rms_norm_eps", &LlamaConfig::rms_norm_eps)
+      .def_readwrite("rope_theta", &LlamaConfig::rope_theta)
+      .def_readwrite("tie_word_embeddings", &LlamaConfig::tie_word_embeddings)
+      .def_static("from_json_file", &LlamaConfig::from_json_file)
+      .def("parameter_count", &LlamaConfig::parameter_count);
+
+  py::class_<AdapterOptions>(m, "AdapterOptions")
+      .def(py::init([](int64_t rank, double alpha, std::vector<std::string> targets, uint64_t seed) {
+             return AdapterOptions{rank, alpha, std::move(targets), seed};
+           }),
+           py::arg("rank") = 16, py::arg("alpha") = 32.0, py::arg("targets") = projection_names(),
+           py::arg("init_seed") = 0)
+      .def_readonly("rank", &AdapterOptions::rank)
+      .def_readonly("alpha", &AdapterOptions::alpha)
+      .def_readonly("targets", &AdapterOptions::targets)
+      .def_readonly("init_seed", &AdapterOptions::init_seed);
+
+  py::class_<TokenBatch>(m, "TokenBatch")
+      .def(py::init([](torch::Tensor ids, torch::Tensor targets) {
+             TokenBatch b{std::move(ids), std::move(targets)};
+             b.validate();
+             return b;
+           }),
+           py::arg("input_ids"), py::arg("targets"))
+      .def_readonly("input_ids", &TokenBatch::input_ids)
+      .def_readonly("targets", &TokenBatch::targets);
+
+  py::class_<LlamaModel, std::shared_ptr<LlamaModel>>(m, "LlamaModel")
+      .def_static(
+          "from_pretrained",
+          [](const std::string& dir, const std::string& device, const std::string& dtype) {
+            py::gil_scoped_release release;
+            return std::make_shared<LlamaModel>(
+                LlamaModel::from_pretrained(dir, torch::Device(device), parse_dtype(dtype)));
+          },
+          py::arg("path"), py::arg("device") = "cpu", py::arg("dtype") = "float32")
+      .def_static(
+          "random",
+          [](const LlamaConfig& config, uint64_t seed, const std::string& device,
+             const std::string& dtype) {
+            return std::make_shared<LlamaModel>(
+                LlamaModel::random(config, seed, torch::Device(device), parse_dtype(dtype)));
+          },
+          py::arg("config"), py::arg("seed") = 0, py::arg("device") = "cpu",
+          py::arg("dtype") = "float32")
+      .def("attach_adapters", &LlamaModel::attach_adapters, py::arg("options"))
+      .def_property_readonly("config", &LlamaModel::config)
+      .def_property_readonly("device", [](const LlamaModel& m) { return m.device().str(); })
+      .def("hidden_states",
+           [](const LlamaModel& m, const torch::Tensor& ids) {
+             c10::InferenceMode guard;
+             return m.hidden_states(ids);
+           })
+      .def("logits",
+           [](const LlamaModel& m, const torch::Tensor& ids) {
+             py::gil_scoped_release release;
+             c10::InferenceMode guard;
+             return m.logits(ids);
+           })
+      .def("plan_losses",
+           [](const LlamaModel& m, const TokenBatch& batch, const PerturbationPlan& plan) {
+             py::gil_scoped_release release;
+             c10::InferenceMode guard;
+             return evaluate_plan(m, batch, plan);
+           },
+           py::arg("batch"), py::arg("plan"),
+           "Mean answer-token loss of every copy of `plan`, from one batched forward.")
+      .def("adapters",
+           [](LlamaModel& m) {
+             py::list out;
+             for (auto* layer : m.adapted_layers()) {
+               py::dict d;
+               d["name"] = layer->name();
+               d["index"] = layer->param_index();
+               d["lora_a"] = layer->lora_a();
+               d["lora_b"] = layer->lora_b();
+               d["scaling"] = layer->scaling();
+               out.append(d);
+             }
+             return out;
+           },
+           "LoRA-FA layers in parameter order; lora_b shares storage with the model.")
+      .def("full_parameters",
+           [](LlamaModel& m) {
+             py::list out;
+             for (const auto& p : m.full_parameters()) out.append(py::make_tuple(p.name, p.value));
+             return out;
+           },
+           "(name, tensor) for every weight in MeZO's parameter order; tensors share storage.");
+}
+
+}  // namespace prge::bindings

@@ -1,0 +1,49 @@
+#include "prge/perturbation.h"
+#include "prge/perturbation_plan.h"
+
+#include <torch/extension.h>
+
+namespace py = pybind11;
+
+namespace prge::bindings {
+
+void bind_perturbation(py::module_& m) {
+  m.def("derive_seed", &derive_seed, py::arg("seed"), py::arg("step"), py::arg("param_index"),
+        py::arg("query"));
+  m.attr("QUERY_BLOCK") = kQueryBlock;
+
+  py::class_<PerturbationStream>(m, "PerturbationStream")
+      .def(py::init([](uint64_t seed, const std::string& distribution) {
+             return PerturbationStream(seed, parse_noise_distribution(distribution));
+           }),
+           py::arg("seed"), py::arg("distribution") = "gaussian")
+      .def_property_readonly("seed", &PerturbationStream::seed)
+      .def("noise",
+           [](const PerturbationStream& s, int64_t step, int64_t param, int64_t query,
+              std::vector<int64_t> shape, const std::string& device) {
+             return s.noise(step, param, query, shape, torch::Device(device));
+           },
+           py::arg("step"), py::arg("param_index"), py::arg("query"), py::arg("shape"),
+           py::arg("device") = "cpu")
+      .def("noise_block",
+           [](const PerturbationStream& s, int64_t step, int64_t param, int64_t queries,
+              std::vector<int64_t> shape, const std::string& device) {
+             return s.noise_block(step, param, queries, shape, torch::Device(device));
+           },
+           py::arg("step"), py::arg("param_index"), py::arg("queries"), py::arg("shape"),
+           py::arg("device") = "cpu");
+
+  // Plans keep a pointer to their stream: keep_alive ties the stream's lifetime to the plan.
+  py::class_<PerturbationPlan>(m, "PerturbationPlan")
+      .def_static("central_dual", &PerturbationPlan::central_dual, py::keep_alive<0, 1>())
+      .def_static("one_sided", &PerturbationPlan::one_sided, py::keep_alive<0, 1>())
+      .def_static("single_query", &PerturbationPlan::single_query, py::keep_alive<0, 1>())
+      .def_static("forward_difference", &PerturbationPlan::forward_difference, py::keep_alive<0, 1>())
+      .def_readonly("copy_query", &PerturbationPlan::copy_query)
+      .def_readonly("copy_scale", &PerturbationPlan::copy_scale)
+      .def_readonly("queries", &PerturbationPlan::queries)
+      .def_readonly("step", &PerturbationPlan::step)
+      .def("copies", &PerturbationPlan::copies);
+}
+
+}  // namespace prge::bindings

@@ -1,0 +1,70 @@
+#include "prge/trainer.h"
+
+#include <torch/extension.h>
+
+namespace py = pybind11;
+
+namespace prge::bindings {
+
+void bind_trainer(py::module_& m) {
+  py::class_<EstimatorOptions>(m, "EstimatorOptions")
+      .def(py::init([](const std::string& kind, int64_t queries, double epsilon,
+                       const std::string& difference, const std::string& parallel,
+                       const std::string& distribution) {
+             EstimatorOptions o{parse_estimator_kind(kind), queries, epsilon,
+                                parse_difference(difference), parse_parallelism(parallel),
+                                parse_noise_distribution(distribution)};
+             o.validate();
+             return o;
+           }),
+           py::arg("kind") = "prge", py::arg("queries") = 1, py::arg("epsilon") = 1e-2,
+           py::arg("difference") = "central", py::arg("parallel") = "dual",
+           py::arg("distribution") = "gaussian")
+      .def_property_readonly("kind", [](const EstimatorOptions& o) { return to_string(o.kind); })
+      .def_readonly("queries", &EstimatorOptions::queries)
+      .def_readonly("epsilon", &EstimatorOptions::epsilon)
+      .def_property_readonly("difference",
+                             [](const EstimatorOptions& o) { return to_string(o.difference); })
+      .def_property_readonly("parallel",
+                             [](const EstimatorOptions& o) { return to_string(o.parallel); })
+      .def_property_readonly("distribution",
+                             [](const EstimatorOptions& o) { return to_string(o.distribution); });
+
+  py::class_<OptimizerOptions>(m, "OptimizerOptions")
+      .def(py::init([](double lr, double momentum, double weight_decay) {
+             OptimizerOptions o{lr, momentum, weight_decay};
+             o.validate();
+             return o;
+           }),
+           py::arg("lr") = 1e-4, py::arg("momentum") = 0.0, py::arg("weight_decay") = 0.0)
+      .def_readonly("lr", &OptimizerOptions::lr)
+      .def_readonly("momentum", &OptimizerOptions::momentum)
+      .def_readonly("weight_decay", &OptimizerOptions::weight_decay);
+
+  py::class_<StepResult>(m, "StepResult")
+      .def_readonly("step", &StepResult::step)
+      .def_readonly("loss", &StepResult::loss)
+      .def_readonly("projected_grads", &StepResult::projected_grads)
+      .def_readonly("losses", &StepResult::losses)
+      .def_readonly("forward_passes", &StepResult::forward_passes)
+      .def_readonly("sequences", &StepResult::sequences)
+      .def_readonly("seconds", &StepResult::seconds);
+
+  py::class_<Trainer>(m, "Trainer")
+      .def(py::init<std::shared_ptr<LlamaModel>, EstimatorOptions, OptimizerOptions, uint64_t>(),
+           py::arg("model"), py::arg("estimator"), py::arg("optimizer"), py::arg("seed"))
+      .def("step", &Trainer::step, py::arg("batch"), py::call_guard<py::gil_scoped_release>())
+      .def("score",
+           [](const Trainer& t, const TokenBatch& batch) {
+             py::gil_scoped_release release;
+             auto s = t.score(batch);
+             return py::make_tuple(s.nll_sum, s.count);
+           },
+           py::arg("batch"), "(-sum log p(answer), answer token count) per sequence")
+      .def_property("step_count", &Trainer::step_count, &Trainer::set_step_count)
+      .def_property_readonly("model", &Trainer::model_ptr)
+      .def("save_checkpoint", &Trainer::save_checkpoint, py::arg("path"))
+      .def("load_checkpoint", &Trainer::load_checkpoint, py::arg("path"));
+}
+
+}  // namespace prge::bindings

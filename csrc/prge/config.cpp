@@ -1,0 +1,253 @@
+#include "prge/config.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace prge {
+namespace {
+
+class Reader {
+ public:
+  explicit Reader(std::string source) : source_(std::move(source)) {}
+
+  [[noreturn]] void fail(const YAML::Node& node, const std::string& key, const std::string& what) const {
+    const auto mark = node.Mark();
+    const auto where = mark.line >= 0 ? fmt::format("{}:{}:{}", source_, mark.line + 1, mark.column + 1)
+                                      : source_;
+    throw ConfigError(fmt::format("{}: {}: {}", where, key, what));
+  }
+
+  void check_keys(const YAML::Node& node, const std::string& section,
+                  const std::vector<std::string>& allowed) const {
+    if (!node.IsMap()) fail(node, section, "expected a mapping of keys");
+    for (const auto& item : node) {
+      const auto key = item.first.as<std::string>();
+      if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+        fail(item.first, section.empty() ? key : section + "." + key,
+             fmt::format("unknown key (allowed: {})", fmt::join(allowed, ", ")));
+      }
+    }
+  }
+
+  template <typename T>
+  void read(const YAML::Node& section, const std::string& section_name, const char* key, T& out) const {
+    const auto node = section[key];
+    if (!node || node.IsNull()) return;
+    const auto path = section_name + "." + key;
+    if (!node.IsScalar()) fail(node, path, "expected a single value");
+    try {
+      out = node.as<T>();
+    } catch (const YAML::BadConversion&) {
+      fail(node, path, fmt::format("expected {}, got '{}'", type_name<T>(), node.Scalar()));
+    }
+  }
+
+  void read_list(const YAML::Node& section, const std::string& section_name, const char* key,
+                 std::vector<std::string>& out) const {
+    const auto node = section[key];
+    if (!node) return;
+    if (!node.IsSequence()) fail(node, section_name + "." + key, "expected a list");
+    out.clear();
+    for (const auto& item : node) out.push_back(item.as<std::string>());
+  }
+
+  template <typename Parse>
+  void read_choice(const YAML::Node& section, const std::string& section_name, const char* key,
+                   Parse parse) const {
+    std::string value;
+    read(section, section_name, key, value);
+    if (value.empty()) return;
+    try {
+      parse(value);
+    } catch (const std::invalid_argument& e) {
+      fail(section[key], section_name + "." + key, e.what());
+    }
+  }
+
+  template <typename T>
+  static const char* type_name() {
+    if constexpr (std::is_same_v<T, bool>) return "true or false";
+    else if constexpr (std::is_integral_v<T>) return "an integer";
+    else if constexpr (std::is_floating_point_v<T>) return "a number";
+    else return "a string";
+  }
+
+ private:
+  std::string source_;
+};
+
+YAML::Node section_of(const YAML::Node& root, const char* name) {
+  return root[name] ? root[name] : YAML::Node(YAML::NodeType::Map);
+}
+
+}  // namespace
+
+RunConfig parse_run_config(const std::string& yaml_text, const std::string& source) {
+  Reader reader(source);
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(fmt::format("{}:{}:{}: malformed YAML: {}", source, e.mark.line + 1,
+                                  e.mark.column + 1, e.msg));
+  }
+  if (!root || root.IsNull()) throw ConfigError(fmt::format("{}: the config is empty", source));
+  reader.check_keys(root, "", {"model", "adapter", "estimator", "optimizer", "data", "run"});
+
+  RunConfig c;
+  const auto model = section_of(root, "model");
+  reader.check_keys(model, "model", {"name", "dtype", "device"});
+  reader.read(model, "model", "name", c.model.name);
+  reader.read_choice(model, "model", "dtype", [&](const std::string& v) {
+    parse_dtype(v);
+    c.model.dtype = dtype_name(parse_dtype(v));
+  });
+  reader.read(model, "model", "device", c.model.device);
+  try {
+    torch::Device device(c.model.device);
+    (void)device;
+  } catch (const std::exception&) {
+    reader.fail(model["device"], "model.device",
+                fmt::format("'{}' is not a device (examples: cpu, cuda, cuda:1)", c.model.device));
+  }
+
+  if (root["adapter"] && root["adapter"].IsNull()) {
+    c.use_adapter = false;
+  } else {
+    const auto adapter = section_of(root, "adapter");
+    reader.check_keys(adapter, "adapter", {"rank", "alpha", "targets", "init_seed"});
+    reader.read(adapter, "adapter", "rank", c.adapter.rank);
+    reader.read(adapter, "adapter", "alpha", c.adapter.alpha);
+    reader.read_list(adapter, "adapter", "targets", c.adapter.targets);
+    reader.read(adapter, "adapter", "init_seed", c.adapter.init_seed);
+    if (c.adapter.rank < 1) reader.fail(adapter["rank"], "adapter.rank", "must be >= 1");
+    for (const auto& t : c.adapter.targets) {
+      const auto& names = projection_names();
+      if (std::find(names.begin(), names.end(), t) == names.end()) {
+        reader.fail(adapter["targets"], "adapter.targets",
+                    fmt::format("unknown projection '{}' (allowed: {})", t, fmt::join(names, ", ")));
+      }
+    }
+  }
+
+  const auto est = section_of(root, "estimator");
+  reader.check_keys(est, "estimator",
+                    {"kind", "queries", "epsilon", "difference", "parallel", "distribution"});
+  reader.read_choice(est, "estimator", "kind",
+                     [&](const std::string& v) { c.estimator.kind = parse_estimator_kind(v); });
+  if (c.estimator.kind == EstimatorKind::Mezo) c.estimator.parallel = Parallelism::None;
+  reader.read(est, "estimator", "queries", c.estimator.queries);
+  reader.read(est, "estimator", "epsilon", c.estimator.epsilon);
+  reader.read_choice(est, "estimator", "difference",
+                     [&](const std::string& v) { c.estimator.difference = parse_difference(v); });
+  reader.read_choice(est, "estimator", "parallel",
+                     [&](const std::string& v) { c.estimator.parallel = parse_parallelism(v); });
+  reader.read_choice(est, "estimator", "distribution", [&](const std::string& v) {
+    c.estimator.distribution = parse_noise_distribution(v);
+  });
+  try {
+    c.estimator.validate();
+  } catch (const std::invalid_argument& e) {
+    reader.fail(est, "estimator", e.what());
+  }
+  if (c.estimator.kind == EstimatorKind::Mezo) {
+    c.use_adapter = false;  // MeZO tunes every weight; adapters would only slow it down
+  } else if (!c.use_adapter || c.adapter.targets.empty()) {
+    reader.fail(est, "estimator.kind",
+                fmt::format("'{}' trains LoRA-FA B and needs adapter targets", to_string(c.estimator.kind)));
+  }
+
+  const auto opt = section_of(root, "optimizer");
+  reader.check_keys(opt, "optimizer", {"lr", "momentum", "weight_decay"});
+  reader.read(opt, "optimizer", "lr", c.optimizer.lr);
+  reader.read(opt, "optimizer", "momentum", c.optimizer.momentum);
+  reader.read(opt, "optimizer", "weight_decay", c.optimizer.weight_decay);
+  try {
+    c.optimizer.validate();
+  } catch (const std::invalid_argument& e) {
+    reader.fail(opt, "optimizer", e.what());
+  }
+
+  const auto data = section_of(root, "data");
+  reader.check_keys(data, "data", {"task", "data_dir", "train_examples", "eval_examples",
+                                   "batch_size", "max_length"});
+  reader.read(data, "data", "task", c.data.task);
+  reader.read(data, "data", "data_dir", c.data.data_dir);
+  reader.read(data, "data", "train_examples", c.data.train_examples);
+  reader.read(data, "data", "eval_examples", c.data.eval_examples);
+  reader.read(data, "data", "batch_size", c.data.batch_size);
+  reader.read(data, "data", "max_length", c.data.max_length);
+  for (auto [key, value] : {std::pair{"train_examples", c.data.train_examples},
+                            {"eval_examples", c.data.eval_examples},
+                            {"batch_size", c.data.batch_size},
+                            {"max_length", c.data.max_length}}) {
+    if (value < 1) reader.fail(data[key], std::string("data.") + key, "must be >= 1");
+  }
+
+  const auto run = section_of(root, "run");
+  reader.check_keys(run, "run", {"steps", "seed", "eval_every", "log_every", "output_dir"});
+  reader.read(run, "run", "steps", c.run.steps);
+  reader.read(run, "run", "seed", c.run.seed);
+  reader.read(run, "run", "eval_every", c.run.eval_every);
+  reader.read(run, "run", "log_every", c.run.log_every);
+  reader.read(run, "run", "output_dir", c.run.output_dir);
+  if (c.run.steps < 0) reader.fail(run["steps"], "run.steps", "must be >= 0");
+  if (c.run.eval_every < 0) reader.fail(run["eval_every"], "run.eval_every", "must be >= 0");
+  if (c.run.log_every < 1) reader.fail(run["log_every"], "run.log_every", "must be >= 1");
+  return c;
+}
+
+RunConfig load_run_config(const std::string& path) {
+  if (!std::filesystem::exists(path)) throw ConfigError(fmt::format("{}: config file not found", path));
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_run_config(text.str(), path);
+}
+
+std::string RunConfig::to_yaml() const {
+  YAML::Emitter e;
+  e << YAML::BeginMap;
+  e << YAML::Key << "model" << YAML::Value << YAML::BeginMap << YAML::Key << "name" << YAML::Value
+    << model.name << YAML::Key << "dtype" << YAML::Value << model.dtype << YAML::Key << "device"
+    << YAML::Value << model.device << YAML::EndMap;
+  e << YAML::Key << "adapter" << YAML::Value;
+  if (use_adapter) {
+    e << YAML::BeginMap << YAML::Key << "rank" << YAML::Value << adapter.rank << YAML::Key << "alpha"
+      << YAML::Value << adapter.alpha << YAML::Key << "targets" << YAML::Value << YAML::Flow
+      << adapter.targets << YAML::Key << "init_seed" << YAML::Value << adapter.init_seed
+      << YAML::EndMap;
+  } else {
+    e << YAML::Null;
+  }
+  e << YAML::Key << "estimator" << YAML::Value << YAML::BeginMap << YAML::Key << "kind"
+    << YAML::Value << to_string(estimator.kind) << YAML::Key << "queries" << YAML::Value
+    << estimator.queries << YAML::Key << "epsilon" << YAML::Value << estimator.epsilon << YAML::Key
+    << "difference" << YAML::Value << to_string(estimator.difference) << YAML::Key << "parallel"
+    << YAML::Value << to_string(estimator.parallel) << YAML::Key << "distribution" << YAML::Value
+    << to_string(estimator.distribution) << YAML::EndMap;
+  e << YAML::Key << "optimizer" << YAML::Value << YAML::BeginMap << YAML::Key << "lr" << YAML::Value
+    << optimizer.lr << YAML::Key << "momentum" << YAML::Value << optimizer.momentum << YAML::Key
+    << "weight_decay" << YAML::Value << optimizer.weight_decay << YAML::EndMap;
+  e << YAML::Key << "data" << YAML::Value << YAML::BeginMap << YAML::Key << "task" << YAML::Value
+    << data.task << YAML::Key << "data_dir" << YAML::Value << data.data_dir << YAML::Key
+    << "train_examples" << YAML::Value << data.train_examples << YAML::Key << "eval_examples"
+    << YAML::Value << data.eval_examples << YAML::Key << "batch_size" << YAML::Value
+    << data.batch_size << YAML::Key << "max_length" << YAML::Value << data.max_length
+    << YAML::EndMap;
+  e << YAML::Key << "run" << YAML::Value << YAML::BeginMap << YAML::Key << "steps" << YAML::Value
+    << run.steps << YAML::Key << "seed" << YAML::Value << run.seed << YAML::Key << "eval_every"
+    << YAML::Value << run.eval_every << YAML::Key << "log_every" << YAML::Value << run.log_every
+    << YAML::Key << "output_dir" << YAML::Value << run.output_dir << YAML::EndMap;
+  e << YAML::EndMap;
+  return std::string(e.c_str()) + "\n";
+}
+
+}  // namespace prge

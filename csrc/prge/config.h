@@ -1,0 +1,58 @@
+#pragma once
+// RunConfig: one YAML file, parsed and validated once. Each section configures one
+// component with that component's own options struct; unknown keys and bad values are
+// rejected with the file, line, key and the allowed values.
+#include "prge/estimators/zo_estimator.h"
+#include "prge/models/llama.h"
+#include "prge/optim/zo_sgd.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace prge {
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct ModelOptions {
+  std::string name = "smollm2-135m";  // registry name or a directory with config.json + *.safetensors
+  std::string dtype = "float32";
+  std::string device = "cpu";
+};
+
+struct DataOptions {
+  std::string task = "fine_food";
+  std::string data_dir;  // empty: the task's default location
+  int64_t train_examples = 1000;
+  int64_t eval_examples = 500;
+  int64_t batch_size = 4;
+  int64_t max_length = 128;
+};
+
+struct RunOptions {
+  int64_t steps = 300;
+  uint64_t seed = 42;
+  int64_t eval_every = 0;  // 0: evaluate only before and after
+  int64_t log_every = 10;
+  std::string output_dir = "runs/default";
+};
+
+struct RunConfig {
+  ModelOptions model;
+  AdapterOptions adapter;
+  bool use_adapter = true;  // false for full-parameter MeZO
+  EstimatorOptions estimator;
+  OptimizerOptions optimizer;
+  DataOptions data;
+  RunOptions run;
+
+  // Normalised YAML with every default filled in (stored beside results).
+  std::string to_yaml() const;
+};
+
+RunConfig parse_run_config(const std::string& yaml_text, const std::string& source = "<string>");
+RunConfig load_run_config(const std::string& path);
+
+}  // namespace prge

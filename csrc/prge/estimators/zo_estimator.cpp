@@ -1,0 +1,64 @@
+#include "prge/estimators/zo_estimator.h"
+
+#include "prge/estimators/mezo_estimator.h"
+#include "prge/estimators/prge_estimator.h"
+
+#include <fmt/format.h>
+
+#include <stdexcept>
+
+namespace prge {
+
+EstimatorKind parse_estimator_kind(const std::string& name) {
+  if (name == "prge") return EstimatorKind::Prge;
+  if (name == "mezo") return EstimatorKind::Mezo;
+  if (name == "first_order") return EstimatorKind::FirstOrder;
+  throw std::invalid_argument(
+      fmt::format("unknown estimator '{}' (allowed: prge, mezo, first_order)", name));
+}
+
+Difference parse_difference(const std::string& name) {
+  if (name == "central") return Difference::Central;
+  if (name == "forward") return Difference::Forward;
+  throw std::invalid_argument(fmt::format("unknown difference '{}' (allowed: central, forward)", name));
+}
+
+Parallelism parse_parallelism(const std::string& name) {
+  if (name == "dual") return Parallelism::Dual;
+  if (name == "single") return Parallelism::Single;
+  if (name == "none") return Parallelism::None;
+  throw std::invalid_argument(fmt::format("unknown parallel mode '{}' (allowed: dual, single, none)", name));
+}
+
+std::string to_string(EstimatorKind kind) {
+  switch (kind) {
+    case EstimatorKind::Prge: return "prge";
+    case EstimatorKind::Mezo: return "mezo";
+    default: return "first_order";
+  }
+}
+std::string to_string(Difference d) { return d == Difference::Central ? "central" : "forward"; }
+std::string to_string(Parallelism p) {
+  return p == Parallelism::Dual ? "dual" : (p == Parallelism::Single ? "single" : "none");
+}
+
+void EstimatorOptions::validate() const {
+  if (queries < 1) throw std::invalid_argument("estimator.queries must be >= 1");
+  if (!(epsilon > 0.0)) throw std::invalid_argument("estimator.epsilon must be > 0");
+  if (kind == EstimatorKind::Mezo && parallel != Parallelism::None) {
+    throw std::invalid_argument(
+        "estimator.parallel must be 'none' for mezo: full-parameter MeZO perturbs the weights in "
+        "place, one point at a time");
+  }
+}
+
+std::unique_ptr<ZoEstimator> make_zo_estimator(const EstimatorOptions& options) {
+  options.validate();
+  switch (options.kind) {
+    case EstimatorKind::Prge: return std::make_unique<PrgeEstimator>(options);
+    case EstimatorKind::Mezo: return std::make_unique<MezoEstimator>(options);
+    default: throw std::invalid_argument("first_order is not a zeroth-order estimator");
+  }
+}
+
+}  // namespace prge

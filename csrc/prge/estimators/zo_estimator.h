@@ -1,0 +1,61 @@
+#pragma once
+// An estimator evaluates the loss at perturbed parameter points and returns the
+// projected gradients g_i of RGE; it never touches the optimizer or any logging.
+//   central:  g_i = (L(θ + ε z_i) − L(θ − ε z_i)) / 2ε
+//   forward:  g_i = (L(θ + ε z_i) − L(θ)) / ε
+#include "prge/models/llama.h"
+#include "prge/perturbation.h"
+#include "prge/token_batch.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace prge {
+
+enum class EstimatorKind { Prge, Mezo, FirstOrder };
+enum class Difference { Central, Forward };
+// Dual: every ±ε point of every query in one forward (P-RGE inner + outer loop).
+// Single: the q queries batched, but + and − (or θ and θ+εz) in two forwards (outer loop).
+// None: one forward per evaluation (ZO LoRA-FA / MeZO style).
+enum class Parallelism { Dual, Single, None };
+
+EstimatorKind parse_estimator_kind(const std::string& name);
+Difference parse_difference(const std::string& name);
+Parallelism parse_parallelism(const std::string& name);
+std::string to_string(EstimatorKind kind);
+std::string to_string(Difference difference);
+std::string to_string(Parallelism parallel);
+
+struct EstimatorOptions {
+  EstimatorKind kind = EstimatorKind::Prge;
+  int64_t queries = 1;
+  double epsilon = 1e-2;
+  Difference difference = Difference::Central;
+  Parallelism parallel = Parallelism::Dual;
+  NoiseDistribution distribution = NoiseDistribution::Gaussian;
+
+  void validate() const;
+};
+
+struct ZoEstimate {
+  int64_t step = 0;
+  std::vector<double> projected_grads;  // g_i, one per query
+  std::vector<double> losses;           // every evaluated point, in evaluation order
+  double loss = 0.0;                    // estimate of L(θ) reported as the training loss
+  int64_t forward_passes = 0;           // batched forward calls made
+  int64_t sequences = 0;                // sequences pushed through the model
+};
+
+class ZoEstimator {
+ public:
+  virtual ~ZoEstimator() = default;
+  virtual ZoEstimate estimate(LlamaModel& model, const TokenBatch& batch, int64_t step,
+                              const PerturbationStream& stream) = 0;
+  // The tensors this estimator perturbs (and the optimizer updates).
+  virtual std::vector<ZoParameter> parameters(LlamaModel& model) const = 0;
+};
+
+std::unique_ptr<ZoEstimator> make_zo_estimator(const EstimatorOptions& options);
+
+}  // namespace prge

@@ -1,0 +1,137 @@
+#include "prge/io/safetensors.h"
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+
+namespace prge::io {
+namespace {
+
+torch::ScalarType dtype_from_name(const std::string& name, const std::string& path) {
+  if (name == "F32") return torch::kFloat32;
+  if (name == "F16") return torch::kFloat16;
+  if (name == "BF16") return torch::kBFloat16;
+  if (name == "F64") return torch::kFloat64;
+  if (name == "I64") return torch::kInt64;
+  if (name == "I32") return torch::kInt32;
+  if (name == "U8") return torch::kUInt8;
+  if (name == "BOOL") return torch::kBool;
+  throw std::runtime_error(fmt::format("{}: unsupported safetensors dtype '{}'", path, name));
+}
+
+std::string dtype_name(torch::ScalarType type) {
+  switch (type) {
+    case torch::kFloat32: return "F32";
+    case torch::kFloat16: return "F16";
+    case torch::kBFloat16: return "BF16";
+    case torch::kFloat64: return "F64";
+    case torch::kInt64: return "I64";
+    case torch::kInt32: return "I32";
+    case torch::kUInt8: return "U8";
+    case torch::kBool: return "BOOL";
+    default: throw std::runtime_error("save_safetensors: unsupported dtype");
+  }
+}
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
+}
+
+}  // namespace
+
+TensorMap load_safetensors(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) throw std::runtime_error(fmt::format("{}: cannot open safetensors file", path));
+  const auto file_size = std::filesystem::file_size(path);
+  uint64_t header_size = 0;
+  if (!file.read(reinterpret_cast<char*>(&header_size), 8) || header_size + 8 > file_size) {
+    throw std::runtime_error(fmt::format("{}: truncated or not a safetensors file", path));
+  }
+  std::string header(header_size, '\0');
+  file.read(header.data(), static_cast<std::streamsize>(header_size));
+  YAML::Node root;
+  try {
+    root = YAML::Load(header);  // JSON is valid YAML flow syntax
+  } catch (const YAML::Exception& e) {
+    throw std::runtime_error(fmt::format("{}: malformed safetensors header: {}", path, e.what()));
+  }
+  const uint64_t data_start = 8 + header_size;
+  TensorMap tensors;
+  for (const auto& entry : root) {
+    const auto name = entry.first.as<std::string>();
+    if (name == "__metadata__") continue;
+    const auto& info = entry.second;
+    const auto type = dtype_from_name(info["dtype"].as<std::string>(), path);
+    std::vector<int64_t> shape;
+    for (const auto& d : info["shape"]) shape.push_back(d.as<int64_t>());
+    const auto begin = info["data_offsets"][0].as<uint64_t>();
+    const auto end = info["data_offsets"][1].as<uint64_t>();
+    auto tensor = torch::empty(shape, torch::TensorOptions().dtype(type));
+    const uint64_t nbytes = static_cast<uint64_t>(tensor.nbytes());
+    if (end - begin != nbytes || data_start + end > file_size) {
+      throw std::runtime_error(
+          fmt::format("{}: tensor '{}' has inconsistent offsets (file truncated?)", path, name));
+    }
+    file.seekg(static_cast<std::streamoff>(data_start + begin));
+    file.read(static_cast<char*>(tensor.data_ptr()), static_cast<std::streamsize>(nbytes));
+    if (!file) throw std::runtime_error(fmt::format("{}: could not read tensor '{}'", path, name));
+    tensors.emplace(name, std::move(tensor));
+  }
+  return tensors;
+}
+
+void save_safetensors(const std::string& path, const TensorMap& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  std::string header = "{";
+  bool first = true;
+  if (!metadata.empty()) {
+    header += "\"__metadata__\":{";
+    for (const auto& [k, v] : metadata) {
+      if (!first) header += ",";
+      header += fmt::format("\"{}\":\"{}\"", json_escape(k), json_escape(v));
+      first = false;
+    }
+    header += "}";
+  }
+  std::vector<torch::Tensor> contiguous;
+  uint64_t offset = 0;
+  for (const auto& [name, tensor] : tensors) {
+    auto t = tensor.detach().to(torch::kCPU).contiguous();
+    std::string shape;
+    for (int64_t i = 0; i < t.dim(); ++i) shape += (i ? "," : "") + std::to_string(t.size(i));
+    const uint64_t nbytes = static_cast<uint64_t>(t.nbytes());
+    header += fmt::format("{}\"{}\":{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
+                          first ? "" : ",", json_escape(name), dtype_name(t.scalar_type()), shape,
+                          offset, offset + nbytes);
+    first = false;
+    offset += nbytes;
+    contiguous.push_back(t);
+  }
+  header += "}";
+  while (header.size() % 8 != 0) header += ' ';
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw std::runtime_error(fmt::format("{}: cannot open for writing", tmp));
+    const uint64_t header_size = header.size();
+    out.write(reinterpret_cast<const char*>(&header_size), 8);
+    out.write(header.data(), static_cast<std::streamsize>(header.size()));
+    for (const auto& t : contiguous) {
+      out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
+    }
+    out.flush();
+    if (!out) throw std::runtime_error(fmt::format("{}: write failed (disk full?)", tmp));
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+}  // namespace prge::io

@@ -1,0 +1,22 @@
+#pragma once
+// Minimal reader/writer for the safetensors format (8-byte little-endian header
+// length, JSON header, raw little-endian tensor bytes).
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+
+namespace prge::io {
+
+using TensorMap = std::map<std::string, torch::Tensor>;
+
+// Reads every tensor of `path` onto the CPU. Throws std::runtime_error naming the file
+// and the problem for a missing, truncated or malformed file.
+TensorMap load_safetensors(const std::string& path);
+
+// Writes atomically: the data goes to `path + ".tmp"` and is renamed over `path` only
+// once complete, so an interrupted save never leaves a corrupt checkpoint.
+void save_safetensors(const std::string& path, const TensorMap& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace prge::io

@@ -1,0 +1,47 @@
+#pragma once
+// LoRA-FA linear layer: y = W x + (alpha / r) * B (A x), with W and A frozen and only B
+// trained (Zhang et al., 2023). Under a PerturbationPlan the batch is grouped
+// [copies, b*T] and each group sees its own copy of B; W x and A x are one GEMM each
+// over the whole repeated batch and the copies of B are applied with one bmm.
+#include "prge/perturbation_plan.h"
+
+#include <torch/torch.h>
+
+#include <string>
+
+namespace prge {
+
+class LoraFaLinear {
+ public:
+  LoraFaLinear() = default;
+  explicit LoraFaLinear(torch::Tensor weight, std::string name = "");
+
+  // Attach a LoRA-FA adapter: A ~ U(-1/sqrt(in), 1/sqrt(in)) (LoRA's kaiming-uniform with
+  // a = sqrt(5)) drawn from `init_seed`, B = 0 in float32.
+  void attach_adapter(int64_t rank, double alpha, uint64_t init_seed, int64_t param_index);
+
+  bool has_adapter() const { return lora_a_.defined(); }
+  const torch::Tensor& weight() const { return weight_; }
+  torch::Tensor& mutable_weight() { return weight_; }
+  const torch::Tensor& lora_a() const { return lora_a_; }
+  torch::Tensor& lora_b() { return lora_b_; }
+  const torch::Tensor& lora_b() const { return lora_b_; }
+  double scaling() const { return scaling_; }
+  int64_t param_index() const { return param_index_; }
+  const std::string& name() const { return name_; }
+
+  // x: [N, T, in] with N = copies * b when a perturbing plan is given.
+  torch::Tensor forward(const torch::Tensor& x, const MaterializedPlan* plan = nullptr) const;
+
+  void to(const torch::Device& device, torch::ScalarType dtype);
+
+ private:
+  torch::Tensor weight_;  // [out, in], model dtype
+  torch::Tensor lora_a_;  // [r, in], model dtype
+  torch::Tensor lora_b_;  // [out, r], float32 master copy
+  double scaling_ = 0.0;
+  int64_t param_index_ = -1;
+  std::string name_;
+};
+
+}  // namespace prge

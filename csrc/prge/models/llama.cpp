@@ -1,0 +1,351 @@
+#include "prge/models/llama.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <stdexcept>
+
+namespace prge {
+namespace fs = std::filesystem;
+
+torch::ScalarType parse_dtype(const std::string& name) {
+  if (name == "float32" || name == "fp32") return torch::kFloat32;
+  if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
+  if (name == "float16" || name == "fp16") return torch::kFloat16;
+  throw std::invalid_argument(
+      fmt::format("unknown dtype '{}' (allowed: float32, bfloat16, float16)", name));
+}
+
+std::string dtype_name(torch::ScalarType dtype) {
+  switch (dtype) {
+    case torch::kFloat32: return "float32";
+    case torch::kBFloat16: return "bfloat16";
+    case torch::kFloat16: return "float16";
+    default: return "unsupported";
+  }
+}
+
+const std::vector<std::string>& projection_names() {
+  static const std::vector<std::string> names{"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                              "gate_proj", "up_proj", "down_proj"};
+  return names;
+}
+
+LlamaConfig LlamaConfig::from_json_file(const std::string& path) {
+  if (!fs::exists(path)) throw std::runtime_error(fmt::format("{}: model config not found", path));
+  YAML::Node json;
+  try {
+    json = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    throw std::runtime_error(fmt::format("{}: malformed config.json: {}", path, e.what()));
+  }
+  auto required = [&](const char* key) {
+    if (!json[key]) throw std::runtime_error(fmt::format("{}: missing key '{}'", path, key));
+    return json[key];
+  };
+  LlamaConfig c;
+  c.vocab_size = required("vocab_size").as<int64_t>();
+  c.hidden_size = required("hidden_size").as<int64_t>();
+  c.intermediate_size = required("intermediate_size").as<int64_t>();
+  c.num_hidden_layers = required("num_hidden_layers").as<int64_t>();
+  c.num_attention_heads = required("num_attention_heads").as<int64_t>();
+  c.num_key_value_heads = json["num_key_value_heads"] && !json["num_key_value_heads"].IsNull()
+                              ? json["num_key_value_heads"].as<int64_t>()
+                              : c.num_attention_heads;
+  c.head_dim = json["head_dim"] && !json["head_dim"].IsNull()
+                   ? json["head_dim"].as<int64_t>()
+                   : c.hidden_size / c.num_attention_heads;
+  if (json["rms_norm_eps"]) c.rms_norm_eps = json["rms_norm_eps"].as<double>();
+  if (json["rope_theta"]) c.rope_theta = json["rope_theta"].as<double>();
+  if (json["rope_parameters"] && json["rope_parameters"]["rope_theta"]) {
+    c.rope_theta = json["rope_parameters"]["rope_theta"].as<double>();
+  }
+  if (json["tie_word_embeddings"]) c.tie_word_embeddings = json["tie_word_embeddings"].as<bool>();
+  const auto model_type = json["model_type"] ? json["model_type"].as<std::string>() : "llama";
+  if (model_type != "llama") {
+    throw std::runtime_error(fmt::format("{}: model_type '{}' is not supported (only 'llama')",
+                                         path, model_type));
+  }
+  for (const char* key : {"attention_bias", "mlp_bias"}) {
+    if (json[key] && json[key].as<bool>()) {
+      throw std::runtime_error(fmt::format("{}: '{}: true' is not supported", path, key));
+    }
+  }
+  if (json["rope_scaling"] && !json["rope_scaling"].IsNull()) {
+    throw std::runtime_error(fmt::format("{}: rope_scaling is not supported", path));
+  }
+  if (json["hidden_act"] && json["hidden_act"].as<std::string>() != "silu") {
+    throw std::runtime_error(fmt::format("{}: hidden_act must be 'silu'", path));
+  }
+  c.validate();
+  return c;
+}
+
+void LlamaConfig::validate() const {
+  if (vocab_size <= 0 || hidden_size <= 0 || intermediate_size <= 0 || num_hidden_layers <= 0 ||
+      num_attention_heads <= 0 || num_key_value_heads <= 0 || head_dim <= 0) {
+    throw std::invalid_argument("Llama config: every size must be positive");
+  }
+  if (num_attention_heads % num_key_value_heads != 0) {
+    throw std::invalid_argument(fmt::format(
+        "Llama config: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
+        num_attention_heads, num_key_value_heads));
+  }
+  if (head_dim % 2 != 0) throw std::invalid_argument("Llama config: head_dim must be even (RoPE)");
+}
+
+int64_t LlamaConfig::parameter_count() const {
+  const int64_t d = hidden_size, kv = num_key_value_heads * head_dim, q = num_attention_heads * head_dim;
+  const int64_t per_layer = d * q + 2 * d * kv + q * d + 3 * d * intermediate_size + 2 * d;
+  return vocab_size * d * (tie_word_embeddings ? 1 : 2) + num_hidden_layers * per_layer + d;
+}
+
+LoraFaLinear& LlamaLayer::projection(const std::string& name) {
+  if (name == "q_proj") return q_proj;
+  if (name == "k_proj") return k_proj;
+  if (name == "v_proj") return v_proj;
+  if (name == "o_proj") return o_proj;
+  if (name == "gate_proj") return gate_proj;
+  if (name == "up_proj") return up_proj;
+  if (name == "down_proj") return down_proj;
+  throw std::invalid_argument(fmt::format(
+      "unknown adapter target '{}' (allowed: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
+      "down_proj)",
+      name));
+}
+
+namespace {
+
+torch::Tensor take(io::TensorMap& weights, const std::string& name, std::vector<int64_t> shape,
+                   const torch::Device& device, torch::ScalarType dtype) {
+  auto it = weights.find(name);
+  if (it == weights.end()) throw std::runtime_error(fmt::format("missing weight '{}'", name));
+  auto t = it->second;
+  if (t.sizes() != at::IntArrayRef(shape)) {
+    throw std::runtime_error(fmt::format("weight '{}' has shape {}, expected {}", name,
+                                         fmt::join(t.sizes(), "x"), fmt::join(shape, "x")));
+  }
+  weights.erase(it);
+  return t.to(device, dtype).contiguous();
+}
+
+// HF LlamaRMSNorm: normalise in float32, cast back, then scale.
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  auto xf = x.to(torch::kFloat32);
+  xf = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * xf.to(x.scalar_type());
+}
+
+torch::Tensor rotate_half(const torch::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+}  // namespace
+
+LlamaModel::LlamaModel(LlamaConfig config, io::TensorMap weights, const torch::Device& device,
+                       torch::ScalarType dtype)
+    : config_(std::move(config)), device_(device), dtype_(dtype) {
+  config_.validate();
+  const auto& c = config_;
+  const int64_t d = c.hidden_size, q = c.num_attention_heads * c.head_dim,
+                kv = c.num_key_value_heads * c.head_dim, f = c.intermediate_size;
+  embed_tokens_ = take(weights, "model.embed_tokens.weight", {c.vocab_size, d}, device, dtype);
+  final_norm_ = take(weights, "model.norm.weight", {d}, device, dtype);
+  if (c.tie_word_embeddings) {
+    weights.erase("lm_head.weight");
+    lm_head_ = embed_tokens_;
+  } else {
+    lm_head_ = take(weights, "lm_head.weight", {c.vocab_size, d}, device, dtype);
+  }
+  layers_.resize(static_cast<size_t>(c.num_hidden_layers));
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    auto& layer = layers_[static_cast<size_t>(i)];
+    const auto p = fmt::format("model.layers.{}.", i);
+    auto linear = [&](const std::string& name, int64_t out, int64_t in) {
+      return LoraFaLinear(take(weights, p + name + ".weight", {out, in}, device, dtype),
+                          fmt::format("layers.{}.{}", i, name.substr(name.find('.') + 1)));
+    };
+    layer.input_norm = take(weights, p + "input_layernorm.weight", {d}, device, dtype);
+    layer.post_attention_norm =
+        take(weights, p + "post_attention_layernorm.weight", {d}, device, dtype);
+    layer.q_proj = linear("self_attn.q_proj", q, d);
+    layer.k_proj = linear("self_attn.k_proj", kv, d);
+    layer.v_proj = linear("self_attn.v_proj", kv, d);
+    layer.o_proj = linear("self_attn.o_proj", d, q);
+    layer.gate_proj = linear("mlp.gate_proj", f, d);
+    layer.up_proj = linear("mlp.up_proj", f, d);
+    layer.down_proj = linear("mlp.down_proj", d, f);
+  }
+  for (const auto& [name, tensor] : weights) {
+    if (name.find("rotary_emb") == std::string::npos) {
+      throw std::runtime_error(fmt::format("unexpected weight '{}' in checkpoint", name));
+    }
+  }
+}
+
+LlamaModel LlamaModel::from_pretrained(const std::string& dir, const torch::Device& device,
+                                       torch::ScalarType dtype) {
+  if (!fs::is_directory(dir)) {
+    throw std::runtime_error(fmt::format("{}: model directory not found", dir));
+  }
+  auto config = LlamaConfig::from_json_file((fs::path(dir) / "config.json").string());
+  io::TensorMap weights;
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().extension() == ".safetensors") files.push_back(entry.path());
+  }
+  if (files.empty()) throw std::runtime_error(fmt::format("{}: no *.safetensors weights", dir));
+  std::sort(files.begin(), files.end());
+  for (const auto& file : files) weights.merge(io::load_safetensors(file.string()));
+  return LlamaModel(std::move(config), std::move(weights), device, dtype);
+}
+
+LlamaModel LlamaModel::random(const LlamaConfig& c, uint64_t seed, const torch::Device& device,
+                              torch::ScalarType dtype) {
+  c.validate();
+  torch::manual_seed(seed);
+  io::TensorMap w;
+  auto options = torch::TensorOptions().dtype(dtype).device(device);
+  auto normal = [&](std::vector<int64_t> shape) { return torch::randn(shape, options).mul_(0.02); };
+  const int64_t d = c.hidden_size, q = c.num_attention_heads * c.head_dim,
+                kv = c.num_key_value_heads * c.head_dim, f = c.intermediate_size;
+  w["model.embed_tokens.weight"] = normal({c.vocab_size, d});
+  w["model.norm.weight"] = torch::ones({d}, options);
+  if (!c.tie_word_embeddings) w["lm_head.weight"] = normal({c.vocab_size, d});
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const auto p = fmt::format("model.layers.{}.", i);
+    w[p + "input_layernorm.weight"] = torch::ones({d}, options);
+    w[p + "post_attention_layernorm.weight"] = torch::ones({d}, options);
+    w[p + "self_attn.q_proj.weight"] = normal({q, d});
+    w[p + "self_attn.k_proj.weight"] = normal({kv, d});
+    w[p + "self_attn.v_proj.weight"] = normal({kv, d});
+    w[p + "self_attn.o_proj.weight"] = normal({d, q});
+    w[p + "mlp.gate_proj.weight"] = normal({f, d});
+    w[p + "mlp.up_proj.weight"] = normal({f, d});
+    w[p + "mlp.down_proj.weight"] = normal({d, f});
+  }
+  return LlamaModel(c, std::move(w), device, dtype);
+}
+
+void LlamaModel::attach_adapters(const AdapterOptions& options) {
+  for (const auto& target : options.targets) {
+    if (std::find(projection_names().begin(), projection_names().end(), target) ==
+        projection_names().end()) {
+      layers_.front().projection(target);  // throws the descriptive error
+    }
+  }
+  int64_t index = 0;
+  for (auto& layer : layers_) {
+    for (const auto& name : projection_names()) {
+      if (std::find(options.targets.begin(), options.targets.end(), name) == options.targets.end()) {
+        continue;
+      }
+      layer.projection(name).attach_adapter(options.rank, options.alpha, options.init_seed, index++);
+    }
+  }
+}
+
+torch::Tensor LlamaModel::attention_block(const LlamaLayer& layer, const torch::Tensor& x,
+                                          const torch::Tensor& cos, const torch::Tensor& sin,
+                                          const MaterializedPlan* plan) const {
+  const int64_t n = x.size(0), t = x.size(1), hd = config_.head_dim;
+  auto h = rms_norm(x, layer.input_norm, config_.rms_norm_eps);
+  auto q = layer.q_proj.forward(h, plan).view({n, t, -1, hd}).transpose(1, 2);
+  auto k = layer.k_proj.forward(h, plan).view({n, t, -1, hd}).transpose(1, 2);
+  auto v = layer.v_proj.forward(h, plan).view({n, t, -1, hd}).transpose(1, 2);
+  q = q * cos + rotate_half(q) * sin;
+  k = k * cos + rotate_half(k) * sin;
+  auto attn = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, std::nullopt,
+                                               /*enable_gqa=*/true);
+  attn = attn.transpose(1, 2).reshape({n, t, -1});
+  return layer.o_proj.forward(attn, plan);
+}
+
+torch::Tensor LlamaModel::mlp_block(const LlamaLayer& layer, const torch::Tensor& x,
+                                    const MaterializedPlan* plan) const {
+  auto h = rms_norm(x, layer.post_attention_norm, config_.rms_norm_eps);
+  auto gate = layer.gate_proj.forward(h, plan);
+  auto up = layer.up_proj.forward(h, plan);
+  return layer.down_proj.forward(at::silu(gate).mul_(up), plan);
+}
+
+torch::Tensor LlamaModel::hidden_states(const torch::Tensor& input_ids,
+                                        const MaterializedPlan* plan) const {
+  if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64) {
+    throw std::invalid_argument(fmt::format(
+        "input_ids must be a 2-D int64 tensor [batch, seq], got {}-D {}", input_ids.dim(),
+        c10::toString(input_ids.scalar_type())));
+  }
+  const int64_t t = input_ids.size(1), hd = config_.head_dim;
+  // RoPE tables as in HF: inv_freq = theta^(-2i/hd), angles = pos * inv_freq, duplicated.
+  auto float_options = torch::TensorOptions().dtype(torch::kFloat32).device(device_);
+  auto inv_freq = 1.0 / torch::pow(config_.rope_theta,
+                                   torch::arange(0, hd, 2, float_options) / static_cast<double>(hd));
+  auto angles = torch::outer(torch::arange(t, float_options), inv_freq);
+  auto emb = torch::cat({angles, angles}, -1);
+  auto cos = emb.cos().to(dtype_), sin = emb.sin().to(dtype_);
+
+  auto ids = input_ids.to(device_);
+  auto x = at::embedding(embed_tokens_, ids);
+  for (const auto& layer : layers_) {
+    x = x + attention_block(layer, x, cos, sin, plan);
+    x = x + mlp_block(layer, x, plan);
+  }
+  return rms_norm(x, final_norm_, config_.rms_norm_eps);
+}
+
+torch::Tensor LlamaModel::project_to_vocab(const torch::Tensor& hidden_rows) const {
+  return at::linear(hidden_rows, lm_head_).to(torch::kFloat32);
+}
+
+torch::Tensor LlamaModel::logits(const torch::Tensor& input_ids) const {
+  return project_to_vocab(hidden_states(input_ids));
+}
+
+std::vector<LoraFaLinear*> LlamaModel::adapted_layers() {
+  std::vector<LoraFaLinear*> out;
+  for (auto& layer : layers_) {
+    for (const auto& name : projection_names()) {
+      auto& proj = layer.projection(name);
+      if (proj.has_adapter()) out.push_back(&proj);
+    }
+  }
+  return out;
+}
+
+std::vector<ZoParameter> LlamaModel::adapter_parameters() {
+  std::vector<ZoParameter> out;
+  for (auto* layer : adapted_layers()) {
+    out.push_back({layer->lora_b(), layer->param_index(), NoiseLayout::Block,
+                   layer->name() + ".lora_b"});
+  }
+  return out;
+}
+
+std::vector<ZoParameter> LlamaModel::full_parameters() {
+  std::vector<ZoParameter> out;
+  auto add = [&](torch::Tensor& t, const std::string& name) {
+    out.push_back({t, static_cast<int64_t>(out.size()), NoiseLayout::PerQuery, name});
+  };
+  add(embed_tokens_, "model.embed_tokens.weight");
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    auto& layer = layers_[i];
+    const auto p = fmt::format("model.layers.{}.", i);
+    add(layer.input_norm, p + "input_layernorm.weight");
+    for (const auto& name : projection_names()) {
+      const bool attn = name == "q_proj" || name == "k_proj" || name == "v_proj" || name == "o_proj";
+      add(layer.projection(name).mutable_weight(),
+          p + (attn ? "self_attn." : "mlp.") + name + ".weight");
+      if (name == "o_proj") add(layer.post_attention_norm, p + "post_attention_layernorm.weight");
+    }
+  }
+  add(final_norm_, "model.norm.weight");
+  if (!config_.tie_word_embeddings) add(lm_head_, "lm_head.weight");
+  return out;
+}
+
+}  // namespace prge

@@ -1,0 +1,100 @@
+#pragma once
+// Native decoder-only transformer of the Llama family (RMSNorm, RoPE, GQA, SwiGLU):
+// covers TinyLlama, Llama-2 and SmolLM2. Weights use the Hugging Face names and load
+// from safetensors; every projection is a LoraFaLinear so adapters can sit on any of them.
+#include "prge/io/safetensors.h"
+#include "prge/lora_fa_linear.h"
+#include "prge/perturbation.h"
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+namespace prge {
+
+struct LlamaConfig {
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;
+  int64_t head_dim = 0;
+  double rms_norm_eps = 1e-5;
+  double rope_theta = 10000.0;
+  bool tie_word_embeddings = false;
+
+  // Parses a Hugging Face config.json; rejects features this model does not implement.
+  static LlamaConfig from_json_file(const std::string& path);
+  void validate() const;
+  int64_t parameter_count() const;
+};
+
+// The seven projections LoRA-FA may target, in parameter order.
+const std::vector<std::string>& projection_names();
+
+struct AdapterOptions {
+  int64_t rank = 16;
+  double alpha = 32.0;
+  std::vector<std::string> targets = projection_names();
+  uint64_t init_seed = 0;
+};
+
+struct LlamaLayer {
+  torch::Tensor input_norm;
+  torch::Tensor post_attention_norm;
+  LoraFaLinear q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
+  LoraFaLinear& projection(const std::string& name);
+};
+
+class LlamaModel {
+ public:
+  LlamaModel(LlamaConfig config, io::TensorMap weights, const torch::Device& device,
+             torch::ScalarType dtype);
+  // Reads config.json and model.safetensors (or model-*.safetensors shards) from `dir`.
+  static LlamaModel from_pretrained(const std::string& dir, const torch::Device& device,
+                                    torch::ScalarType dtype);
+  // Random weights at a real shape (speed benchmarks: speed does not depend on values).
+  static LlamaModel random(const LlamaConfig& config, uint64_t seed, const torch::Device& device,
+                           torch::ScalarType dtype);
+
+  void attach_adapters(const AdapterOptions& options);
+
+  // ids: [N, T] int64 (right-padded). Returns the final-normed hidden states [N, T, d].
+  torch::Tensor hidden_states(const torch::Tensor& input_ids,
+                              const MaterializedPlan* plan = nullptr) const;
+  // Logits (float32) for selected hidden rows [M, d] -> [M, V]; only answer positions
+  // are ever projected during training, which skips most of the vocabulary GEMM.
+  torch::Tensor project_to_vocab(const torch::Tensor& hidden_rows) const;
+  torch::Tensor logits(const torch::Tensor& input_ids) const;
+
+  std::vector<ZoParameter> adapter_parameters();  // LoRA-FA B matrices (Block noise layout)
+  std::vector<ZoParameter> full_parameters();     // every weight, for full-parameter MeZO
+  std::vector<LoraFaLinear*> adapted_layers();
+
+  const LlamaConfig& config() const { return config_; }
+  const torch::Device& device() const { return device_; }
+  torch::ScalarType dtype() const { return dtype_; }
+  std::vector<LlamaLayer>& layers() { return layers_; }
+
+ private:
+  torch::Tensor attention_block(const LlamaLayer& layer, const torch::Tensor& x,
+                                const torch::Tensor& cos, const torch::Tensor& sin,
+                                const MaterializedPlan* plan) const;
+  torch::Tensor mlp_block(const LlamaLayer& layer, const torch::Tensor& x,
+                          const MaterializedPlan* plan) const;
+
+  LlamaConfig config_;
+  torch::Device device_;
+  torch::ScalarType dtype_;
+  torch::Tensor embed_tokens_;
+  torch::Tensor final_norm_;
+  torch::Tensor lm_head_;  // aliases embed_tokens_ when tied
+  std::vector<LlamaLayer> layers_;
+};
+
+torch::ScalarType parse_dtype(const std::string& name);
+std::string dtype_name(torch::ScalarType dtype);
+
+}  // namespace prge

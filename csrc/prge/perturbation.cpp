@@ -1,0 +1,98 @@
+#include "prge/perturbation.h"
+
+#include <ATen/Context.h>
+#include <fmt/format.h>
+
+#include <mutex>
+#include <stdexcept>
+
+namespace prge {
+
+NoiseDistribution parse_noise_distribution(const std::string& name) {
+  if (name == "gaussian") return NoiseDistribution::Gaussian;
+  if (name == "rademacher") return NoiseDistribution::Rademacher;
+  throw std::invalid_argument(
+      fmt::format("unknown noise distribution '{}' (allowed: gaussian, rademacher)", name));
+}
+
+std::string to_string(NoiseDistribution distribution) {
+  return distribution == NoiseDistribution::Gaussian ? "gaussian" : "rademacher";
+}
+
+namespace {
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+}  // namespace
+
+uint64_t derive_seed(uint64_t seed, int64_t step, int64_t param_index, int64_t query) {
+  uint64_t h = splitmix64(seed);
+  h = splitmix64(h ^ static_cast<uint64_t>(step));
+  h = splitmix64(h ^ static_cast<uint64_t>(param_index));
+  h = splitmix64(h ^ static_cast<uint64_t>(query));
+  return h & 0x7fffffffffffffffULL;
+}
+
+PerturbationStream::PerturbationStream(uint64_t seed, NoiseDistribution distribution)
+    : seed_(seed), distribution_(distribution) {}
+
+torch::Tensor PerturbationStream::draw(uint64_t derived_seed, at::IntArrayRef shape,
+                                       const torch::Device& device) const {
+  // A fresh generator of the device's own kind (CPU: mt19937, CUDA: Philox), seeded
+  // like torch.Generator(device).manual_seed(derived_seed) so Python references
+  // regenerate the same z.
+  at::Generator generator = at::globalContext().defaultGenerator(device).clone();
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_current_seed(derived_seed);
+  }
+  auto options = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+  if (distribution_ == NoiseDistribution::Gaussian) {
+    return at::randn(shape, generator, options);
+  }
+  return at::empty(shape, options).bernoulli_(0.5, generator).mul_(2.0).sub_(1.0);
+}
+
+torch::Tensor PerturbationStream::noise(int64_t step, int64_t param_index, int64_t query,
+                                        at::IntArrayRef shape, const torch::Device& device) const {
+  return draw(derive_seed(seed_, step, param_index, query), shape, device);
+}
+
+torch::Tensor PerturbationStream::noise_block(int64_t step, int64_t param_index, int64_t queries,
+                                              at::IntArrayRef shape,
+                                              const torch::Device& device) const {
+  std::vector<int64_t> block_shape{queries};
+  block_shape.insert(block_shape.end(), shape.begin(), shape.end());
+  return draw(derive_seed(seed_, step, param_index, kQueryBlock), block_shape, device);
+}
+
+torch::Tensor PerturbationStream::query_noise(const ZoParameter& param, int64_t step, int64_t query,
+                                              int64_t queries) const {
+  const auto& v = param.value;
+  if (param.layout == NoiseLayout::PerQuery) {
+    return noise(step, param.index, query, v.sizes(), v.device());
+  }
+  return noise_block(step, param.index, queries, v.sizes(), v.device()).select(0, query);
+}
+
+torch::Tensor PerturbationStream::combine(const ZoParameter& param, int64_t step,
+                                          const std::vector<double>& projected_grads) const {
+  const auto queries = static_cast<int64_t>(projected_grads.size());
+  const auto& v = param.value;
+  if (param.layout == NoiseLayout::Block) {
+    auto z = noise_block(step, param.index, queries, v.sizes(), v.device());
+    auto g = torch::tensor(projected_grads, torch::kFloat64).to(torch::kFloat32).to(v.device());
+    // One contraction over the query axis instead of q axpys.
+    return at::tensordot(g, z, {0}, {0}).div_(static_cast<double>(queries));
+  }
+  auto direction = torch::zeros(v.sizes(), v.options().dtype(torch::kFloat32));
+  for (int64_t i = 0; i < queries; ++i) {
+    direction.add_(noise(step, param.index, i, v.sizes(), v.device()), projected_grads[i]);
+  }
+  return direction.div_(static_cast<double>(queries));
+}
+
+}  // namespace prge

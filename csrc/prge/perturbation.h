@@ -1,0 +1,64 @@
+#pragma once
+// Perturbations are a function, not a tensor: z(seed, step, param, query) is
+// regenerated from a derived seed whenever it is needed (MeZO's seed trick), so
+// no estimator ever stores z between the forward pass and the update.
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace prge {
+
+enum class NoiseDistribution { Gaussian, Rademacher };
+NoiseDistribution parse_noise_distribution(const std::string& name);
+std::string to_string(NoiseDistribution distribution);
+
+// Marks a draw that yields all q queries of one parameter at once ([q, ...]).
+constexpr int64_t kQueryBlock = -1;
+
+// splitmix64 chained over (seed, step, param_index, query); top bit cleared so the
+// result is a valid torch manual_seed on every frontend.
+uint64_t derive_seed(uint64_t seed, int64_t step, int64_t param_index, int64_t query);
+
+// How a trainable tensor draws its q noise directions.
+enum class NoiseLayout {
+  Block,     // one draw of shape [q, ...] (LoRA-FA B: the q copies feed one bmm)
+  PerQuery,  // one draw per query (MeZO: full-size tensors, perturbed one query at a time)
+};
+
+struct ZoParameter {
+  torch::Tensor value;  // updated in place
+  int64_t index = 0;    // position in the model's parameter order; part of the seed
+  NoiseLayout layout = NoiseLayout::Block;
+  std::string name;
+};
+
+class PerturbationStream {
+ public:
+  PerturbationStream(uint64_t seed, NoiseDistribution distribution);
+
+  uint64_t seed() const { return seed_; }
+  NoiseDistribution distribution() const { return distribution_; }
+
+  // z for one query of one parameter (float32, on `device`).
+  torch::Tensor noise(int64_t step, int64_t param_index, int64_t query, at::IntArrayRef shape,
+                      const torch::Device& device) const;
+  // z for all q queries of one parameter in one draw: [q, shape...].
+  torch::Tensor noise_block(int64_t step, int64_t param_index, int64_t queries,
+                            at::IntArrayRef shape, const torch::Device& device) const;
+  // z_i of `param` for query i, honouring its layout (a slice of the block for Block).
+  torch::Tensor query_noise(const ZoParameter& param, int64_t step, int64_t query,
+                            int64_t queries) const;
+  // (1/q) sum_i g_i z_i  — the RGE direction of Eq. (1) for one parameter, float32.
+  torch::Tensor combine(const ZoParameter& param, int64_t step,
+                        const std::vector<double>& projected_grads) const;
+
+ private:
+  torch::Tensor draw(uint64_t derived_seed, at::IntArrayRef shape, const torch::Device& device) const;
+
+  uint64_t seed_;
+  NoiseDistribution distribution_;
+};
+
+}  // namespace prge

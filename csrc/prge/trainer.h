@@ -1,0 +1,55 @@
+#pragma once
+// Trainer: one ZO (or first-order reference) step at a time over a LlamaModel with
+// LoRA-FA adapters (or full-parameter MeZO). Data loading lives in Python; the step
+// itself (forwards, estimate, update) runs here in torch::InferenceMode.
+#include "prge/config.h"
+#include "prge/estimators/zo_estimator.h"
+#include "prge/losses.h"
+#include "prge/models/llama.h"
+#include "prge/optim/zo_sgd.h"
+
+#include <memory>
+
+namespace prge {
+
+struct StepResult {
+  int64_t step = 0;
+  double loss = 0.0;
+  std::vector<double> projected_grads;
+  std::vector<double> losses;
+  int64_t forward_passes = 0;
+  int64_t sequences = 0;
+  double seconds = 0.0;
+};
+
+class Trainer {
+ public:
+  Trainer(std::shared_ptr<LlamaModel> model, EstimatorOptions estimator, OptimizerOptions optimizer,
+          uint64_t seed);
+
+  StepResult step(const TokenBatch& batch);
+  // Answer-token NLL per sequence, unperturbed (evaluation / option scoring).
+  SequenceScores score(const TokenBatch& batch) const;
+
+  int64_t step_count() const { return step_; }
+  void set_step_count(int64_t step) { step_ = step; }
+  LlamaModel& model() { return *model_; }
+  std::shared_ptr<LlamaModel> model_ptr() { return model_; }
+  const PerturbationStream& stream() const { return stream_; }
+
+  // LoRA-FA B (or, for MeZO, every weight) with the step count; atomic write.
+  void save_checkpoint(const std::string& path) const;
+  void load_checkpoint(const std::string& path);
+
+ private:
+  std::vector<ZoParameter> trained_parameters() const;
+
+  std::shared_ptr<LlamaModel> model_;
+  EstimatorOptions estimator_options_;
+  std::unique_ptr<ZoEstimator> estimator_;  // null for first_order
+  ZoSgd optimizer_;
+  PerturbationStream stream_;
+  int64_t step_ = 0;
+};
+
+}  // namespace prge

@@ -1,0 +1,60 @@
+// Bad YAML must fail at load time with a message naming the key, not mid-run.
+#include "prge/config.h"
+
+#include <gtest/gtest.h>
+
+namespace {
+std::string error_of(const std::string& yaml) {
+  try {
+    prge::parse_run_config(yaml, "test.yaml");
+  } catch (const prge::ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST(Config, DefaultsAndOverrides) {
+  auto c = prge::parse_run_config("estimator: {queries: 4, parallel: single}\noptimizer: {lr: 2e-4}\n");
+  EXPECT_EQ(c.estimator.queries, 4);
+  EXPECT_EQ(c.estimator.parallel, prge::Parallelism::Single);
+  EXPECT_DOUBLE_EQ(c.optimizer.lr, 2e-4);
+  EXPECT_EQ(c.adapter.rank, 16);
+  EXPECT_EQ(c.adapter.targets.size(), 7u);
+  // The normalised YAML parses back to the same config.
+  auto again = prge::parse_run_config(c.to_yaml());
+  EXPECT_EQ(again.to_yaml(), c.to_yaml());
+}
+
+TEST(Config, UnknownKeyNamesKeyAndAllowed) {
+  auto msg = error_of("estimator:\n  querys: 4\n");
+  EXPECT_NE(msg.find("test.yaml:2:3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("estimator.querys"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("allowed: kind, queries"), std::string::npos) << msg;
+}
+
+TEST(Config, BadValues) {
+  EXPECT_NE(error_of("estimator: {queries: many}").find("expected an integer, got 'many'"), std::string::npos);
+  EXPECT_NE(error_of("estimator: {kind: sgd}").find("allowed: prge, mezo, first_order"), std::string::npos);
+  EXPECT_NE(error_of("estimator: {queries: 0}").find("queries must be >= 1"), std::string::npos);
+  EXPECT_NE(error_of("model: {dtype: int8}").find("model.dtype"), std::string::npos);
+  EXPECT_NE(error_of("adapter: {targets: [q_proj, qkv]}").find("unknown projection 'qkv'"), std::string::npos);
+  EXPECT_NE(error_of("model: [1, 2]").find("expected a mapping"), std::string::npos);
+}
+
+TEST(Config, MalformedYamlReportsLine) {
+  auto msg = error_of("model:\n  name: [unclosed\n");
+  EXPECT_NE(msg.find("malformed YAML"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("test.yaml:"), std::string::npos) << msg;
+}
+
+TEST(Config, MezoDropsAdapters) {
+  auto c = prge::parse_run_config("estimator: {kind: mezo, epsilon: 1e-3}\n");
+  EXPECT_FALSE(c.use_adapter);
+  EXPECT_EQ(c.estimator.parallel, prge::Parallelism::None);
+  EXPECT_NE(error_of("estimator: {kind: mezo, parallel: dual}").find("must be 'none' for mezo"), std::string::npos);
+}
+
+TEST(Config, MissingFile) {
+  EXPECT_THROW(prge::load_run_config("/nonexistent/run.yaml"), prge::ConfigError);
+}
