@@ -56,8 +56,11 @@ void bind_trainer(py::module_& m) {
       .def("step", &Trainer::step, py::arg("batch"), py::call_guard<py::gil_scoped_release>())
       .def("score",
            [](const Trainer& t, const TokenBatch& batch) {
-             py::gil_scoped_release release;
-             auto s = t.score(batch);
+             SequenceScores s;
+             {
+               py::gil_scoped_release release;
+               s = t.score(batch);
+             }
              return py::make_tuple(s.nll_sum, s.count);
            },
            py::arg("batch"), "(-sum log p(answer), answer token count) per sequence")

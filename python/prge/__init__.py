@@ -1,0 +1,22 @@
+"""prge: zeroth-order fine-tuning of LLMs with parallelized randomized gradient
+estimation (P-RGE), using forward passes only. The math runs in the C++ core
+(`prge._core`); this package wires configs, data, models and reports."""
+import torch  # noqa: F401  (loads libtorch before the extension)
+
+from prge._core import (  # noqa: F401
+    AdapterOptions,
+    ConfigError,
+    EstimatorOptions,
+    LlamaConfig,
+    LlamaModel,
+    OptimizerOptions,
+    PerturbationPlan,
+    PerturbationStream,
+    TokenBatch,
+    Trainer,
+    derive_seed,
+    load_run_config,
+    parse_run_config,
+)
+
+__version__ = "0.1.0"

