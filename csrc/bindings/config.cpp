@@ -7,7 +7,7 @@ namespace py = pybind11;
 namespace prge::bindings {
 
 void bind_config(py::module_& m) {
-  static py::exception<ConfigError> config_error(m, "ConfigError", PyExc_ValueError);
+  py::register_exception<ConfigError>(m, "ConfigError", PyExc_ValueError);
 
   py::class_<ModelOptions>(m, "ModelOptions")
       .def_readonly("name", &ModelOptions::name)

@@ -1,0 +1,135 @@
+"""Bad input gets a readable error naming the problem; the CLI trains end to end on a
+tiny model + tokenizer + labelled CSV made here, writes results and resumes sweeps."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import prge
+from prge.cli import main
+from conftest import make_hf_llama
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(prge.ConfigError, match=r"run.yaml:2:3: estimator.querys: unknown key"):
+        prge.parse_run_config("estimator:\n  querys: 4\n", "run.yaml")
+    with pytest.raises(prge.ConfigError, match="optimizer.lr: expected a number, got 'fast'"):
+        prge.parse_run_config("optimizer: {lr: fast}")
+    with pytest.raises(prge.ConfigError, match="malformed YAML"):
+        prge.parse_run_config("model: {name: [x\n")
+    with pytest.raises(prge.ConfigError, match="config file not found"):
+        prge.load_run_config("/no/such/file.yaml")
+
+
+def test_cli_reports_errors_without_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("estimator: {kind: adam}\n")
+    assert main(["check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "estimator.kind" in err and "allowed: prge, mezo, first_order" in err
+    assert main(["check", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    good = tmp_path / "good.yaml"
+    good.write_text("estimator: {queries: 2}\n")
+    assert main(["check", str(good), "--set", "estimator.parallel=single"]) == 0
+    assert "parallel: single" in capsys.readouterr().out
+
+
+def make_tiny_assets(tmp_path: Path):
+    """A word-level tokenizer, a matching random Llama and a labelled review CSV."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["Review", ":", "Is", "this", "a", "five-star", "review", "?", "Answer", "Yes", "No",
+             "good", "bad", "tasty", "awful", "great", "stale", "love", "hate", "it"]
+    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    model_dir, _ = make_hf_llama(tmp_path, vocab=len(vocab))
+    tok.save(str(model_dir / "tokenizer.json"))
+    data_dir = tmp_path / "food"
+    data_dir.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 40), ("test", 16)):
+        with open(data_dir / f"{split}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["product", "review", "score"])
+            for i in range(n):
+                great = i % 2 == 0
+                pool = ["good", "tasty", "great", "love"] if great else ["bad", "awful", "stale", "hate"]
+                text = " ".join(pool[int(j)] for j in torch.randint(0, 4, (5,), generator=g))
+                w.writerow([f"P{i}", text, "great" if great else "other"])
+    return model_dir, data_dir
+
+
+def write_config(tmp_path, model_dir, data_dir, **over):
+    config = {
+        "model": {"name": str(model_dir)},
+        "adapter": {"rank": 4, "alpha": 8},
+        "estimator": {"kind": "prge", "queries": 2, "parallel": "dual"},
+        "optimizer": {"lr": 1e-2},
+        "data": {"task": "fine_food", "data_dir": str(data_dir), "train_examples": 40,
+                 "eval_examples": 16, "batch_size": 4, "max_length": 16},
+        "run": {"steps": 6, "seed": 1, "eval_every": 3, "log_every": 2,
+                "output_dir": str(tmp_path / "run")},
+    }
+    for k, v in over.items():
+        config[k].update(v)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_train_end_to_end(tmp_path):
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    config = write_config(tmp_path, model_dir, data_dir)
+    assert main(["train", str(config), "--no-progress"]) == 0
+    run = tmp_path / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 6 and 0.0 <= summary["accuracy_after"] <= 1.0
+    assert [h["step"] for h in summary["eval_history"]] == [0, 3, 6]
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "loss" in x] == [2, 4, 6]
+    assert all(x["forward_passes"] == 1 and x["sequences"] == 16 for x in lines if "loss" in x)
+    # The checkpoint holds the trained B and loads back into a fresh trainer.
+    cfg = prge.load_run_config(str(config))
+    model = prge.LlamaModel.from_pretrained(str(model_dir))
+    model.attach_adapters(cfg.adapter)
+    trainer = prge.Trainer(model, cfg.estimator, cfg.optimizer, 1)
+    trainer.load_checkpoint(str(run / "trained.safetensors"))
+    assert any(float(a["lora_b"].abs().max()) > 0 for a in model.adapters())
+
+
+def test_mezo_and_missing_data(tmp_path, capsys):
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    config = write_config(tmp_path, model_dir, data_dir,
+                          estimator={"kind": "mezo", "queries": 1, "epsilon": 1e-3, "parallel": "none"},
+                          run={"steps": 2, "eval_every": 0})
+    assert main(["train", str(config), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["estimator"] == "mezo"
+    config = write_config(tmp_path, model_dir, tmp_path / "nowhere")
+    assert main(["train", str(config), "--no-progress"]) == 2
+    assert "not found" in capsys.readouterr().err
+    config = write_config(tmp_path, model_dir, data_dir, data={"task": "imdb"})
+    assert main(["train", str(config), "--no-progress"]) == 2
+    assert "unknown task 'imdb'" in capsys.readouterr().err
+
+
+def test_sweep_resumes(tmp_path, capsys):
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    base = write_config(tmp_path, model_dir, data_dir, run={"steps": 2, "eval_every": 0})
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "base": base.name, "output_root": str(tmp_path / "sweep"),
+        "grid": {"estimator.queries": [1, 2]},
+        "variants": [{"name": "dual"}, {"name": "single", "estimator.parallel": "single"}]}))
+    assert main(["sweep", str(sweep)]) == 0
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == [
+        "dual-queries1", "dual-queries2", "single-queries1", "single-queries2"]
+    capsys.readouterr()
+    assert main(["sweep", str(sweep)]) == 0
+    assert capsys.readouterr().out.count("finished earlier, skipping") == 4
+    sweep.write_text(yaml.safe_dump({"base": base.name, "grids": {}}))
+    assert main(["sweep", str(sweep)]) == 2
