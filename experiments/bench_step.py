@@ -1,0 +1,267 @@
+"""Time per step and peak memory of MeZO vs ZO LoRA-FA vs P-RGE (q = 1, 4, 16; single and
+dual), all at q * batch = 16 and therefore all evaluating 2 * 16 sequences per step
+("equal forward passes"), measured in ONE run so the ratios are comparable.
+
+Baselines measured beside P-RGE in the same process:
+  - mezo_eager_torch: MeZO as in its reference code: a transformers LlamaForCausalLM,
+    in-place perturb / restore of every weight with torch.normal, one forward at a time;
+  - mezo_cpp: the same algorithm through prge's C++ engine;
+  - inference: one plain batched forward of the 32 sequences (what P-RGE dual should cost);
+  - matmul: an 8192^3 matrix product, the device's achievable peak for FLOP/s ratios.
+
+Weights are random at the real shape (speed does not depend on their values).
+
+  python experiments/bench_step.py --device cuda --dtype bfloat16 --shape tinyllama-1.1b
+  python experiments/bench_step.py --device cpu --dtype float32 --shape smollm2-135m --seq-len 64
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import prge
+from prge.models import SHAPES, shape_config
+
+QB = 16  # queries * batch, the paper's setting
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def reset_memory(device):
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_gib(device):
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**30
+    return None  # no per-method allocator statistics on the CPU
+
+
+def timed(fn, warmup, steps, device):
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def make_batch(vocab, batch, seq_len, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab, (batch, seq_len), generator=g)
+    targets = torch.full((batch, seq_len), -100, dtype=torch.int64)
+    targets[:, -2] = ids[:, -1]  # one answer token per prompt, as in the classification tasks
+    return prge.TokenBatch(ids, targets)
+
+
+def forward_flops(config, sequences, seq_len):
+    """2 * (non-embedding params) per token + causal attention (QK^T and PV)."""
+    c = config
+    q, kv = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
+    per_layer = c.hidden_size * (2 * q + 2 * kv) + 3 * c.hidden_size * c.intermediate_size
+    tokens = sequences * seq_len
+    attention = 2 * 2 * c.num_hidden_layers * sequences * seq_len * seq_len * q / 2
+    return 2 * per_layer * c.num_hidden_layers * tokens + attention
+
+
+def bench_prge(args, config, kind, queries, parallel, warmup, steps):
+    batch_size = QB // queries
+    model = prge.LlamaModel.random(config, 0, args.device, args.dtype)
+    if kind != "mezo":
+        model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
+    eps = 1e-3 if kind == "mezo" else 1e-2
+    trainer = prge.Trainer(model, prge.EstimatorOptions(kind, queries, eps, "central", parallel),
+                           prge.OptimizerOptions(lr=1e-6 if kind == "mezo" else 5e-5), 0)
+    batch = make_batch(config.vocab_size, batch_size, args.seq_len)
+    reset_memory(args.device)
+    seconds = timed(lambda: trainer.step(batch), warmup, steps, args.device)
+    peak = peak_memory_gib(args.device)
+    del trainer, model
+    return seconds, peak
+
+
+def bench_inference(args, config, warmup, steps):
+    model = prge.LlamaModel.random(config, 0, args.device, args.dtype)
+    model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
+    batch = make_batch(config.vocab_size, 2 * QB, args.seq_len)
+    ids = batch.input_ids.to(args.device)
+    reset_memory(args.device)
+    seconds = timed(lambda: model.hidden_states(ids), warmup, steps, args.device)
+    peak = peak_memory_gib(args.device)
+    del model
+    return seconds, peak
+
+
+def bench_mezo_eager_torch(args, config, queries, warmup, steps):
+    """MeZO's reference loop (Malladi et al. 2023, trainer.zo_step) on transformers."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hf_config = LlamaConfig(
+        vocab_size=config.vocab_size, hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size, num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads, num_key_value_heads=config.num_key_value_heads,
+        head_dim=config.head_dim, tie_word_embeddings=config.tie_word_embeddings,
+        max_position_embeddings=4096)
+    dtype = getattr(torch, args.dtype)
+    with torch.device(args.device):
+        torch.set_default_dtype(dtype)
+        model = LlamaForCausalLM(hf_config).eval()
+        torch.set_default_dtype(torch.float32)
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    batch = make_batch(config.vocab_size, QB // queries, args.seq_len)
+    ids, targets = batch.input_ids.to(args.device), batch.targets.to(args.device)
+    eps, lr = 1e-3, 1e-6
+
+    def perturb(seed, scale):
+        torch.manual_seed(seed)
+        for _, p in params:
+            z = torch.normal(mean=0, std=1, size=p.data.size(), device=p.data.device, dtype=p.data.dtype)
+            p.data = p.data + scale * z * eps
+
+    def loss():
+        logits = model(ids).logits
+        return torch.nn.functional.cross_entropy(
+            logits.float().transpose(1, 2), targets, ignore_index=-100).item()
+
+    @torch.inference_mode()
+    def step():
+        grads = []
+        for i in range(queries):
+            seed = 1000 * i + 7
+            perturb(seed, 1)
+            plus = loss()
+            perturb(seed, -2)
+            minus = loss()
+            perturb(seed, 1)
+            grads.append((seed, (plus - minus) / (2 * eps)))
+        for seed, g in grads:
+            torch.manual_seed(seed)
+            for _, p in params:
+                z = torch.normal(mean=0, std=1, size=p.data.size(), device=p.data.device, dtype=p.data.dtype)
+                p.data = p.data - lr * g / queries * z
+
+    reset_memory(args.device)
+    seconds = timed(step, warmup, steps, args.device)
+    peak = peak_memory_gib(args.device)
+    del model, params
+    return seconds, peak
+
+
+def bench_matmul(args):
+    if not args.device.startswith("cuda"):
+        n = 2048
+    else:
+        n = 8192
+    dtype = getattr(torch, args.dtype)
+    a = torch.randn(n, n, device=args.device, dtype=dtype)
+    b = torch.randn(n, n, device=args.device, dtype=dtype)
+    seconds = timed(lambda: a @ b, 3, 10, args.device)
+    return 2 * n**3 / seconds
+
+
+def fmt(value):
+    return "-" if value is None else f"{value:.2f}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", default="tinyllama-1.1b", choices=sorted(SHAPES))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--queries", default="1,4,16")
+    parser.add_argument("--skip-eager", action="store_true", help="skip the transformers MeZO baseline")
+    parser.add_argument("--out", default="experiments/results")
+    args = parser.parse_args()
+    if args.device == "cpu":
+        torch.set_num_threads(torch.get_num_threads())
+    config = shape_config(args.shape)
+    qs = [int(q) for q in args.queries.split(",")]
+    rows = []
+
+    def record(name, kind, queries, parallel, seconds, peak):
+        sequences = 2 * QB
+        flops = forward_flops(config, sequences, args.seq_len)
+        rows.append(dict(method=name, estimator=kind, queries=queries, batch=QB // queries if queries else 2 * QB,
+                         parallel=parallel, ms_per_step=1e3 * seconds,
+                         tokens_per_s=sequences * args.seq_len / seconds,
+                         tflops=flops / seconds / 1e12, peak_gib=peak))
+        print(f"{name:32s} {1e3 * seconds:10.2f} ms  {peak or 0:7.2f} GiB", flush=True)
+
+    peak_flops = bench_matmul(args)
+    print(f"matmul peak: {peak_flops / 1e12:.1f} TFLOP/s ({args.dtype})", flush=True)
+    s, m = bench_inference(args, config, args.warmup, args.steps)
+    record("inference (2*16 seqs)", "none", 0, "-", s, m)
+    if not args.skip_eager:
+        for q in (1, max(qs)):
+            s, m = bench_mezo_eager_torch(args, config, q, 1, max(2, args.steps // (2 * q)))
+            record(f"mezo_eager_torch q={q}", "mezo", q, "none", s, m)
+    s, m = bench_prge(args, config, "mezo", 1, "none", 1, args.steps)
+    record("mezo_cpp q=1", "mezo", 1, "none", s, m)
+    s, m = bench_prge(args, config, "prge", 1, "none", args.warmup, args.steps)
+    record("zo_lora_fa q=1", "prge", 1, "none", s, m)
+    if max(qs) > 1:
+        s, m = bench_prge(args, config, "prge", max(qs), "none", 1, max(2, args.steps // 4))
+        record(f"zo_lora_fa q={max(qs)} (sequential)", "prge", max(qs), "none", s, m)
+    for parallel in ("single", "dual"):
+        for q in qs:
+            s, m = bench_prge(args, config, "prge", q, parallel, args.warmup, args.steps)
+            record(f"prge_{parallel} q={q}", "prge", q, parallel, s, m)
+
+    by = {r["method"]: r for r in rows}
+    base_eager = by.get("mezo_eager_torch q=1")
+    base_cpp = by["mezo_cpp q=1"]
+    infer = by["inference (2*16 seqs)"]
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    for r in rows:
+        r["speedup_vs_mezo_eager_q1"] = base_eager["ms_per_step"] / r["ms_per_step"] if base_eager else None
+        r["speedup_vs_mezo_cpp_q1"] = base_cpp["ms_per_step"] / r["ms_per_step"]
+        r["time_vs_inference"] = r["ms_per_step"] / infer["ms_per_step"]
+        r["memory_vs_inference"] = r["peak_gib"] / infer["peak_gib"] if r["peak_gib"] else None
+        r["fraction_of_matmul_peak"] = r["tflops"] * 1e12 / peak_flops
+
+    tag = f"{args.shape}_{args.device.split(':')[0]}_{args.dtype}_T{args.seq_len}"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = dict(shape=args.shape, device=device_name, dtype=args.dtype, seq_len=args.seq_len,
+                qb=QB, matmul_peak_tflops=peak_flops / 1e12, torch=torch.__version__,
+                date=time.strftime("%Y-%m-%d"), params=config.parameter_count())
+    (out / f"bench_step_{tag}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
+    lines = [f"# Step time: {args.shape} shape (random weights), {device_name}, {args.dtype}, "
+             f"seq len {args.seq_len}, q*b = {QB} (every row evaluates {2 * QB} sequences per step)",
+             "", f"torch {torch.__version__}; matmul peak measured in the same run: "
+             f"{peak_flops / 1e12:.1f} TFLOP/s. Ratios are against rows of this same run.", "",
+             "| method | q | b | ms/step | tokens/s | model TFLOP/s | % of matmul peak | peak GiB | "
+             "× vs MeZO eager (q=1) | × vs MeZO C++ (q=1) | time / inference | memory / inference |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        eager = f"{r['speedup_vs_mezo_eager_q1']:.2f}" if r["speedup_vs_mezo_eager_q1"] else "-"
+        lines.append(f"| {r['method']} | {r['queries']} | {r['batch']} | {r['ms_per_step']:.1f} | "
+                     f"{r['tokens_per_s']:.0f} | {r['tflops']:.1f} | {100 * r['fraction_of_matmul_peak']:.0f}% | "
+                     f"{fmt(r['peak_gib'])} | {eager} | {r['speedup_vs_mezo_cpp_q1']:.2f} | "
+                     f"{r['time_vs_inference']:.2f} | {fmt(r['memory_vs_inference'])} |")
+    (out / f"bench_step_{tag}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
