@@ -36,35 +36,43 @@ void LoraFaLinear::attach_adapter(int64_t rank, double alpha, uint64_t init_seed
   param_index_ = param_index;
 }
 
+void LoraFaLinear::share_storage(torch::Tensor weight_view, torch::Tensor lora_a_view) {
+  weight_ = std::move(weight_view);
+  if (lora_a_view.defined()) lora_a_ = std::move(lora_a_view);
+}
+
+torch::Tensor LoraFaLinear::b_copies(const MaterializedPlan* plan) const {
+  if (!plan) return lora_b_.unsqueeze(0);
+  return plan->stack(lora_b_, param_index_);
+}
+
+void add_low_rank(torch::Tensor& y, const torch::Tensor& ax, const torch::Tensor& b_stack,
+                  double scaling, const std::string& name) {
+  const int64_t copies = b_stack.size(0);
+  const int64_t rows = ax.numel() / ax.size(-1);
+  if (rows % copies != 0) {
+    throw std::invalid_argument(fmt::format(
+        "layer '{}': {} rows cannot be split into {} perturbation copies", name, rows, copies));
+  }
+  if (copies == 1) {
+    // One copy of B for every row: a plain GEMM keeps autograd (first-order path) simple.
+    y.add_(at::linear(ax, b_stack.select(0, 0)), scaling);
+    return;
+  }
+  const int64_t out = y.size(-1);
+  y.view({copies, rows / copies, out})
+      .baddbmm_(ax.reshape({copies, rows / copies, ax.size(-1)}), b_stack.transpose(1, 2), 1.0,
+                scaling);
+}
+
 torch::Tensor LoraFaLinear::forward(const torch::Tensor& x, const MaterializedPlan* plan) const {
   auto y = at::linear(x, weight_);
   if (!has_adapter()) return y;
-  auto ax = at::linear(x, lora_a_);
-  const int64_t copies = plan ? plan->plan->copies() : 1;
-  const int64_t rows = x.numel() / x.size(-1);
-  if (rows % copies != 0) {
-    throw std::invalid_argument(fmt::format(
-        "layer '{}': {} rows cannot be split into {} perturbation copies", name_, rows, copies));
-  }
-  if (!plan || !plan->plan->perturbs()) {
-    // One copy of B for every row: a plain addmm keeps autograd (first-order path) simple.
-    auto b = lora_b_.to(y.scalar_type());
-    return y.add_(at::linear(ax, b), scaling_);
-  }
-  auto b_copies = plan->stack(lora_b_, param_index_).to(y.scalar_type());  // [C, out, r]
-  const int64_t out = y.size(-1);
-  auto grouped = y.view({copies, rows / copies, out});
-  grouped.baddbmm_(ax.reshape({copies, rows / copies, ax.size(-1)}), b_copies.transpose(1, 2), 1.0,
-                   scaling_);
+  const bool perturbed = plan && plan->plan->perturbs();
+  // Unperturbed copies all share B: one plain GEMM serves every row.
+  auto b = b_copies(perturbed ? plan : nullptr);
+  add_low_rank(y, at::linear(x, lora_a_), b.to(y.scalar_type()), scaling_, name_);
   return y;
-}
-
-void LoraFaLinear::to(const torch::Device& device, torch::ScalarType dtype) {
-  weight_ = weight_.to(device, dtype);
-  if (has_adapter()) {
-    lora_a_ = lora_a_.to(device, dtype);
-    lora_b_ = lora_b_.to(device, torch::kFloat32);
-  }
 }
 
 }  // namespace prge

@@ -20,6 +20,9 @@ class LoraFaLinear {
   // a = sqrt(5)) drawn from `init_seed`, B = 0 in float32.
   void attach_adapter(int64_t rank, double alpha, uint64_t init_seed, int64_t param_index);
 
+  // Point W and A at views of a fused group's storage (FusedLoraFaProjection).
+  void share_storage(torch::Tensor weight_view, torch::Tensor lora_a_view);
+
   bool has_adapter() const { return lora_a_.defined(); }
   const torch::Tensor& weight() const { return weight_; }
   torch::Tensor& mutable_weight() { return weight_; }
@@ -32,8 +35,8 @@ class LoraFaLinear {
 
   // x: [N, T, in] with N = copies * b when a perturbing plan is given.
   torch::Tensor forward(const torch::Tensor& x, const MaterializedPlan* plan = nullptr) const;
-
-  void to(const torch::Device& device, torch::ScalarType dtype);
+  // The copies of B the plan asks for, [copies, out, r] float32 ([1, out, r] without a plan).
+  torch::Tensor b_copies(const MaterializedPlan* plan) const;
 
  private:
   torch::Tensor weight_;  // [out, in], model dtype
@@ -43,5 +46,11 @@ class LoraFaLinear {
   int64_t param_index_ = -1;
   std::string name_;
 };
+
+// y += scaling * B_c (A x) for each copy c of the batch: y [N, T, out] is viewed as
+// [copies, N/copies * T, out] and updated by one baddbmm (Eq. P-RGE outer loop).
+// b_stack: [copies, out, r] in y's dtype; ax: [N, T, r].
+void add_low_rank(torch::Tensor& y, const torch::Tensor& ax, const torch::Tensor& b_stack,
+                  double scaling, const std::string& name);
 
 }  // namespace prge

@@ -104,12 +104,12 @@ int64_t LlamaConfig::parameter_count() const {
 }
 
 LoraFaLinear& LlamaLayer::projection(const std::string& name) {
-  if (name == "q_proj") return q_proj;
-  if (name == "k_proj") return k_proj;
-  if (name == "v_proj") return v_proj;
+  if (name == "q_proj") return qkv.part(0);
+  if (name == "k_proj") return qkv.part(1);
+  if (name == "v_proj") return qkv.part(2);
   if (name == "o_proj") return o_proj;
-  if (name == "gate_proj") return gate_proj;
-  if (name == "up_proj") return up_proj;
+  if (name == "gate_proj") return gate_up.part(0);
+  if (name == "up_proj") return gate_up.part(1);
   if (name == "down_proj") return down_proj;
   throw std::invalid_argument(fmt::format(
       "unknown adapter target '{}' (allowed: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
@@ -132,16 +132,24 @@ torch::Tensor take(io::TensorMap& weights, const std::string& name, std::vector<
   return t.to(device, dtype).contiguous();
 }
 
-// HF LlamaRMSNorm: normalise in float32, cast back, then scale.
+// RMSNorm (Zhang & Sennrich): x / sqrt(mean(x^2) + eps) * w, one fused kernel where
+// ATen has one (statistics in float32 for half types, as in HF's LlamaRMSNorm).
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
-  auto xf = x.to(torch::kFloat32);
-  xf = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  return weight * xf.to(x.scalar_type());
+  return at::rms_norm(x, {x.size(-1)}, weight, eps);
 }
 
-torch::Tensor rotate_half(const torch::Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+// RoPE, HF layout: x*cos + rotate_half(x)*sin with rotate_half(x) = [-x2, x1].
+// Swapping the halves (one copy) and a sign-folded sin table [-sin, sin] give the same
+// numbers with two fewer passes.
+torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos,
+                         const torch::Tensor& signed_sin) {
+  auto sizes = x.sizes().vec();
+  const int64_t hd = sizes.back();
+  std::vector<int64_t> halves(sizes.begin(), sizes.end() - 1);
+  halves.push_back(2);
+  halves.push_back(hd / 2);
+  auto swapped = x.reshape(halves).flip(-2).reshape(sizes);
+  return torch::addcmul(x * cos, swapped, signed_sin);
 }
 
 }  // namespace
@@ -165,20 +173,21 @@ LlamaModel::LlamaModel(LlamaConfig config, io::TensorMap weights, const torch::D
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     auto& layer = layers_[static_cast<size_t>(i)];
     const auto p = fmt::format("model.layers.{}.", i);
-    auto linear = [&](const std::string& name, int64_t out, int64_t in) {
-      return LoraFaLinear(take(weights, p + name + ".weight", {out, in}, device, dtype),
-                          fmt::format("layers.{}.{}", i, name.substr(name.find('.') + 1)));
+    auto tensor = [&](const std::string& name, int64_t out, int64_t in) {
+      return take(weights, p + name + ".weight", {out, in}, device, dtype);
     };
+    auto label = [&](const std::string& proj) { return fmt::format("layers.{}.{}", i, proj); };
     layer.input_norm = take(weights, p + "input_layernorm.weight", {d}, device, dtype);
     layer.post_attention_norm =
         take(weights, p + "post_attention_layernorm.weight", {d}, device, dtype);
-    layer.q_proj = linear("self_attn.q_proj", q, d);
-    layer.k_proj = linear("self_attn.k_proj", kv, d);
-    layer.v_proj = linear("self_attn.v_proj", kv, d);
-    layer.o_proj = linear("self_attn.o_proj", d, q);
-    layer.gate_proj = linear("mlp.gate_proj", f, d);
-    layer.up_proj = linear("mlp.up_proj", f, d);
-    layer.down_proj = linear("mlp.down_proj", d, f);
+    layer.qkv = FusedLoraFaProjection(
+        {tensor("self_attn.q_proj", q, d), tensor("self_attn.k_proj", kv, d),
+         tensor("self_attn.v_proj", kv, d)},
+        {label("q_proj"), label("k_proj"), label("v_proj")});
+    layer.o_proj = LoraFaLinear(tensor("self_attn.o_proj", d, q), label("o_proj"));
+    layer.gate_up = FusedLoraFaProjection({tensor("mlp.gate_proj", f, d), tensor("mlp.up_proj", f, d)},
+                                          {label("gate_proj"), label("up_proj")});
+    layer.down_proj = LoraFaLinear(tensor("mlp.down_proj", d, f), label("down_proj"));
   }
   for (const auto& [name, tensor] : weights) {
     if (name.find("rotary_emb") == std::string::npos) {
@@ -246,6 +255,8 @@ void LlamaModel::attach_adapters(const AdapterOptions& options) {
       }
       layer.projection(name).attach_adapter(options.rank, options.alpha, options.init_seed, index++);
     }
+    layer.qkv.refresh_adapters();
+    layer.gate_up.refresh_adapters();
   }
 }
 
@@ -254,11 +265,10 @@ torch::Tensor LlamaModel::attention_block(const LlamaLayer& layer, const torch::
                                           const MaterializedPlan* plan) const {
   const int64_t n = x.size(0), t = x.size(1), hd = config_.head_dim;
   auto h = rms_norm(x, layer.input_norm, config_.rms_norm_eps);
-  auto q = layer.q_proj.forward(h, plan).view({n, t, -1, hd}).transpose(1, 2);
-  auto k = layer.k_proj.forward(h, plan).view({n, t, -1, hd}).transpose(1, 2);
-  auto v = layer.v_proj.forward(h, plan).view({n, t, -1, hd}).transpose(1, 2);
-  q = q * cos + rotate_half(q) * sin;
-  k = k * cos + rotate_half(k) * sin;
+  const auto qkv = layer.qkv.forward(h, plan);
+  auto q = apply_rope(qkv[0].view({n, t, -1, hd}).transpose(1, 2), cos, sin);
+  auto k = apply_rope(qkv[1].view({n, t, -1, hd}).transpose(1, 2), cos, sin);
+  auto v = qkv[2].view({n, t, -1, hd}).transpose(1, 2);
   auto attn = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, std::nullopt,
                                                /*enable_gqa=*/true);
   attn = attn.transpose(1, 2).reshape({n, t, -1});
@@ -268,9 +278,8 @@ torch::Tensor LlamaModel::attention_block(const LlamaLayer& layer, const torch::
 torch::Tensor LlamaModel::mlp_block(const LlamaLayer& layer, const torch::Tensor& x,
                                     const MaterializedPlan* plan) const {
   auto h = rms_norm(x, layer.post_attention_norm, config_.rms_norm_eps);
-  auto gate = layer.gate_proj.forward(h, plan);
-  auto up = layer.up_proj.forward(h, plan);
-  return layer.down_proj.forward(at::silu(gate).mul_(up), plan);
+  const auto gate_up = layer.gate_up.forward(h, plan);
+  return layer.down_proj.forward(at::silu(gate_up[0]).mul_(gate_up[1]), plan);
 }
 
 torch::Tensor LlamaModel::hidden_states(const torch::Tensor& input_ids,
@@ -286,8 +295,8 @@ torch::Tensor LlamaModel::hidden_states(const torch::Tensor& input_ids,
   auto inv_freq = 1.0 / torch::pow(config_.rope_theta,
                                    torch::arange(0, hd, 2, float_options) / static_cast<double>(hd));
   auto angles = torch::outer(torch::arange(t, float_options), inv_freq);
-  auto emb = torch::cat({angles, angles}, -1);
-  auto cos = emb.cos().to(dtype_), sin = emb.sin().to(dtype_);
+  auto cos = torch::cat({angles.cos(), angles.cos()}, -1).to(dtype_);
+  auto sin = torch::cat({-angles.sin(), angles.sin()}, -1).to(dtype_);  // sign-folded, see apply_rope
 
   auto ids = input_ids.to(device_);
   auto x = at::embedding(embed_tokens_, ids);

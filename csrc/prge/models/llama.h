@@ -2,6 +2,7 @@
 // Native decoder-only transformer of the Llama family (RMSNorm, RoPE, GQA, SwiGLU):
 // covers TinyLlama, Llama-2 and SmolLM2. Weights use the Hugging Face names and load
 // from safetensors; every projection is a LoraFaLinear so adapters can sit on any of them.
+#include "prge/fused_projection.h"
 #include "prge/io/safetensors.h"
 #include "prge/lora_fa_linear.h"
 #include "prge/perturbation.h"
@@ -44,7 +45,10 @@ struct AdapterOptions {
 struct LlamaLayer {
   torch::Tensor input_norm;
   torch::Tensor post_attention_norm;
-  LoraFaLinear q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
+  FusedLoraFaProjection qkv;      // q_proj, k_proj, v_proj: one GEMM
+  LoraFaLinear o_proj;
+  FusedLoraFaProjection gate_up;  // gate_proj, up_proj: one GEMM
+  LoraFaLinear down_proj;
   LoraFaLinear& projection(const std::string& name);
 };
 

@@ -1,0 +1,68 @@
+#include "prge/fused_projection.h"
+
+#include <fmt/format.h>
+
+#include <stdexcept>
+
+namespace prge {
+
+FusedLoraFaProjection::FusedLoraFaProjection(const std::vector<torch::Tensor>& weights,
+                                             const std::vector<std::string>& names) {
+  if (weights.empty() || weights.size() != names.size()) {
+    throw std::invalid_argument("fused projection needs one name per weight");
+  }
+  weight_ = torch::cat(weights, 0);
+  int64_t offset = 0;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const int64_t rows = weights[i].size(0);
+    parts_.emplace_back(weight_.narrow(0, offset, rows), names[i]);
+    sizes_.push_back(rows);
+    offsets_.push_back(offset);
+    offset += rows;
+  }
+}
+
+void FusedLoraFaProjection::refresh_adapters() {
+  adapted_.clear();
+  std::vector<torch::Tensor> as;
+  for (size_t i = 0; i < parts_.size(); ++i) {
+    if (!parts_[i].has_adapter()) continue;
+    if (!as.empty() && parts_[i].lora_a().size(0) != as.front().size(0)) {
+      throw std::invalid_argument("fused projections need one LoRA rank for every part");
+    }
+    adapted_.push_back(i);
+    as.push_back(parts_[i].lora_a());
+  }
+  if (as.empty()) return;
+  lora_a_ = torch::cat(as, 0);
+  const int64_t r = as.front().size(0);
+  for (size_t j = 0; j < adapted_.size(); ++j) {
+    auto& p = parts_[adapted_[j]];
+    p.share_storage(p.weight(), lora_a_.narrow(0, static_cast<int64_t>(j) * r, r));
+  }
+}
+
+std::vector<torch::Tensor> FusedLoraFaProjection::forward(const torch::Tensor& x,
+                                                          const MaterializedPlan* plan) const {
+  auto y = at::linear(x, weight_);
+  if (!adapted_.empty()) {
+    const bool perturbed = plan && plan->plan->perturbs();
+    const int64_t copies = plan ? plan->plan->copies() : 1;
+    const int64_t r = lora_a_.size(0) / static_cast<int64_t>(adapted_.size());
+    // Unperturbed copies all share B (size-1 stack: one plain GEMM).
+    // Block-diagonal B: rows of part p, columns of its r-slice of A x; zero elsewhere.
+    auto blocks = torch::zeros({perturbed ? copies : 1, weight_.size(0), lora_a_.size(0)},
+                               y.options());
+    for (size_t j = 0; j < adapted_.size(); ++j) {
+      const auto& part = parts_[adapted_[j]];
+      blocks.narrow(1, offsets_[adapted_[j]], sizes_[adapted_[j]])
+          .narrow(2, static_cast<int64_t>(j) * r, r)
+          .copy_(part.b_copies(perturbed ? plan : nullptr));
+    }
+    add_low_rank(y, at::linear(x, lora_a_), blocks, parts_[adapted_.front()].scaling(),
+                 parts_[adapted_.front()].name());
+  }
+  return y.split_with_sizes(sizes_, -1);
+}
+
+}  // namespace prge

@@ -1,0 +1,40 @@
+#pragma once
+// Projections that read the same input (q/k/v; gate/up) run as one GEMM over the
+// row-concatenated W and one over the row-concatenated A of the adapted parts; the
+// copies of every part's B go into one block-diagonal bmm. Each part stays a
+// LoraFaLinear whose W and A are views of the fused storage, so parameter indices,
+// MeZO perturbations and checkpoints still see one tensor per projection.
+#include "prge/lora_fa_linear.h"
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+namespace prge {
+
+class FusedLoraFaProjection {
+ public:
+  FusedLoraFaProjection() = default;
+  FusedLoraFaProjection(const std::vector<torch::Tensor>& weights, const std::vector<std::string>& names);
+
+  LoraFaLinear& part(size_t i) { return parts_.at(i); }
+  const LoraFaLinear& part(size_t i) const { return parts_.at(i); }
+  size_t parts() const { return parts_.size(); }
+
+  // Re-fuse A after adapters were attached to some parts.
+  void refresh_adapters();
+
+  // One output per part (views into the fused output [N, T, sum out]).
+  std::vector<torch::Tensor> forward(const torch::Tensor& x, const MaterializedPlan* plan) const;
+
+ private:
+  torch::Tensor weight_;              // [sum out, in]
+  torch::Tensor lora_a_;              // [adapted * r, in]
+  std::vector<LoraFaLinear> parts_;
+  std::vector<int64_t> sizes_;        // out features per part
+  std::vector<int64_t> offsets_;      // first row of each part in weight_
+  std::vector<size_t> adapted_;       // parts with an adapter, in order
+};
+
+}  // namespace prge
