@@ -1,5 +1,7 @@
 #include "prge/config.h"
 
+#include "prge/io/yaml_scalars.h"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
@@ -28,7 +30,7 @@ class Reader {
                   const std::vector<std::string>& allowed) const {
     if (!node.IsMap()) fail(node, section, "expected a mapping of keys");
     for (const auto& item : node) {
-      const auto key = item.first.as<std::string>();
+      const auto key = item.first.Scalar();
       if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
         fail(item.first, section.empty() ? key : section + "." + key,
              fmt::format("unknown key (allowed: {})", fmt::join(allowed, ", ")));
@@ -43,8 +45,8 @@ class Reader {
     const auto path = section_name + "." + key;
     if (!node.IsScalar()) fail(node, path, "expected a single value");
     try {
-      out = node.as<T>();
-    } catch (const YAML::BadConversion&) {
+      out = io::scalar_as<T>(node);
+    } catch (const std::invalid_argument&) {
       fail(node, path, fmt::format("expected {}, got '{}'", type_name<T>(), node.Scalar()));
     }
   }
@@ -55,7 +57,10 @@ class Reader {
     if (!node) return;
     if (!node.IsSequence()) fail(node, section_name + "." + key, "expected a list");
     out.clear();
-    for (const auto& item : node) out.push_back(item.as<std::string>());
+    for (const auto& item : node) {
+      if (!item.IsScalar()) fail(item, section_name + "." + key, "expected a list of names");
+      out.push_back(item.Scalar());
+    }
   }
 
   template <typename Parse>

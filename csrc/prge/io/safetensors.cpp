@@ -1,5 +1,7 @@
 #include "prge/io/safetensors.h"
 
+#include "prge/io/yaml_scalars.h"
+
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
@@ -67,14 +69,14 @@ TensorMap load_safetensors(const std::string& path) {
   const uint64_t data_start = 8 + header_size;
   TensorMap tensors;
   for (const auto& entry : root) {
-    const auto name = entry.first.as<std::string>();
+    const auto name = entry.first.Scalar();
     if (name == "__metadata__") continue;
     const auto& info = entry.second;
-    const auto type = dtype_from_name(info["dtype"].as<std::string>(), path);
+    const auto type = dtype_from_name(info["dtype"].Scalar(), path);
     std::vector<int64_t> shape;
-    for (const auto& d : info["shape"]) shape.push_back(d.as<int64_t>());
-    const auto begin = info["data_offsets"][0].as<uint64_t>();
-    const auto end = info["data_offsets"][1].as<uint64_t>();
+    for (const auto& d : info["shape"]) shape.push_back(scalar_as<int64_t>(d));
+    const auto begin = scalar_as<uint64_t>(info["data_offsets"][0]);
+    const auto end = scalar_as<uint64_t>(info["data_offsets"][1]);
     auto tensor = torch::empty(shape, torch::TensorOptions().dtype(type));
     const uint64_t nbytes = static_cast<uint64_t>(tensor.nbytes());
     if (end - begin != nbytes || data_start + end > file_size) {

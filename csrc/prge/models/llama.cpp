@@ -1,5 +1,7 @@
 #include "prge/models/llama.h"
 
+#include "prge/io/yaml_scalars.h"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
@@ -47,37 +49,37 @@ LlamaConfig LlamaConfig::from_json_file(const std::string& path) {
     return json[key];
   };
   LlamaConfig c;
-  c.vocab_size = required("vocab_size").as<int64_t>();
-  c.hidden_size = required("hidden_size").as<int64_t>();
-  c.intermediate_size = required("intermediate_size").as<int64_t>();
-  c.num_hidden_layers = required("num_hidden_layers").as<int64_t>();
-  c.num_attention_heads = required("num_attention_heads").as<int64_t>();
+  c.vocab_size = io::scalar_as<int64_t>(required("vocab_size"));
+  c.hidden_size = io::scalar_as<int64_t>(required("hidden_size"));
+  c.intermediate_size = io::scalar_as<int64_t>(required("intermediate_size"));
+  c.num_hidden_layers = io::scalar_as<int64_t>(required("num_hidden_layers"));
+  c.num_attention_heads = io::scalar_as<int64_t>(required("num_attention_heads"));
   c.num_key_value_heads = json["num_key_value_heads"] && !json["num_key_value_heads"].IsNull()
-                              ? json["num_key_value_heads"].as<int64_t>()
+                              ? io::scalar_as<int64_t>(json["num_key_value_heads"])
                               : c.num_attention_heads;
   c.head_dim = json["head_dim"] && !json["head_dim"].IsNull()
-                   ? json["head_dim"].as<int64_t>()
+                   ? io::scalar_as<int64_t>(json["head_dim"])
                    : c.hidden_size / c.num_attention_heads;
-  if (json["rms_norm_eps"]) c.rms_norm_eps = json["rms_norm_eps"].as<double>();
-  if (json["rope_theta"]) c.rope_theta = json["rope_theta"].as<double>();
+  if (json["rms_norm_eps"]) c.rms_norm_eps = io::scalar_as<double>(json["rms_norm_eps"]);
+  if (json["rope_theta"]) c.rope_theta = io::scalar_as<double>(json["rope_theta"]);
   if (json["rope_parameters"] && json["rope_parameters"]["rope_theta"]) {
-    c.rope_theta = json["rope_parameters"]["rope_theta"].as<double>();
+    c.rope_theta = io::scalar_as<double>(json["rope_parameters"]["rope_theta"]);
   }
-  if (json["tie_word_embeddings"]) c.tie_word_embeddings = json["tie_word_embeddings"].as<bool>();
-  const auto model_type = json["model_type"] ? json["model_type"].as<std::string>() : "llama";
+  if (json["tie_word_embeddings"]) c.tie_word_embeddings = io::scalar_as<bool>(json["tie_word_embeddings"]);
+  const auto model_type = json["model_type"] ? io::scalar_as<std::string>(json["model_type"]) : "llama";
   if (model_type != "llama") {
     throw std::runtime_error(fmt::format("{}: model_type '{}' is not supported (only 'llama')",
                                          path, model_type));
   }
   for (const char* key : {"attention_bias", "mlp_bias"}) {
-    if (json[key] && json[key].as<bool>()) {
+    if (json[key] && io::scalar_as<bool>(json[key])) {
       throw std::runtime_error(fmt::format("{}: '{}: true' is not supported", path, key));
     }
   }
   if (json["rope_scaling"] && !json["rope_scaling"].IsNull()) {
     throw std::runtime_error(fmt::format("{}: rope_scaling is not supported", path));
   }
-  if (json["hidden_act"] && json["hidden_act"].as<std::string>() != "silu") {
+  if (json["hidden_act"] && io::scalar_as<std::string>(json["hidden_act"]) != "silu") {
     throw std::runtime_error(fmt::format("{}: hidden_act must be 'silu'", path));
   }
   c.validate();

@@ -1,0 +1,46 @@
+#pragma once
+// Scalar conversion for yaml-cpp nodes without iostreams. yaml-cpp's Node::as<int/double>
+// goes through std::istream and its locale facets, which crashed inside the extension on a
+// machine whose torch links its own libstdc++ pieces; strtoll/strtod have no such state.
+#include <yaml-cpp/yaml.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+namespace prge::io {
+
+template <typename T>
+T scalar_as(const YAML::Node& node) {
+  if (!node.IsScalar()) throw std::invalid_argument("not a scalar");
+  const std::string& text = node.Scalar();
+  if constexpr (std::is_same_v<T, std::string>) {
+    return text;
+  } else if constexpr (std::is_same_v<T, bool>) {
+    if (text == "true" || text == "True" || text == "TRUE") return true;
+    if (text == "false" || text == "False" || text == "FALSE") return false;
+    throw std::invalid_argument("not a boolean: " + text);
+  } else {
+    if (text.empty()) throw std::invalid_argument("empty value");
+    char* end = nullptr;
+    errno = 0;
+    T value{};
+    if constexpr (std::is_floating_point_v<T>) {
+      value = static_cast<T>(std::strtod(text.c_str(), &end));
+    } else if constexpr (std::is_signed_v<T>) {
+      value = static_cast<T>(std::strtoll(text.c_str(), &end, 10));
+    } else {
+      if (text.front() == '-') throw std::invalid_argument("negative value: " + text);
+      value = static_cast<T>(std::strtoull(text.c_str(), &end, 10));
+    }
+    if (errno != 0 || end == text.c_str() || *end != '\0') {
+      throw std::invalid_argument("not a number: " + text);
+    }
+    return value;
+  }
+}
+
+}  // namespace prge::io

