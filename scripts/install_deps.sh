@@ -6,15 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 need_apt=0
-for pkg in libyaml-cpp-dev libeigen3-dev libfmt-dev libgtest-dev ccache r-cran-modeldata; do
+for pkg in libyaml-cpp-dev libgtest-dev ccache r-cran-modeldata; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt=1
 done
 if [ "$need_apt" = 1 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
-    libyaml-cpp-dev libeigen3-dev libfmt-dev libgtest-dev ccache r-cran-modeldata >/dev/null
+    libyaml-cpp-dev libgtest-dev ccache r-cran-modeldata >/dev/null
 fi
-python3 -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 # CPU torch pinned: an unpinned torch can pull a multi-GB CUDA build.
 python3 -m pip install -q "torch==2.13.0"
 python3 -m pip install -q scikit-build-core pybind11 cmake ninja numpy pyyaml safetensors \
