@@ -44,9 +44,9 @@ def test_prge_matches_reference(tiny_llama, parallel, difference, queries):
                                rtol=0, atol=1e-5)
     torch.testing.assert_close(torch.tensor(result.projected_grads), torch.tensor(ref_grads),
                                rtol=0, atol=2e-3)  # (1e-5 loss error) / (2 eps) amplification
-    for a, expected in zip(adapters, ref_b):
+    for a, expected, before in zip(adapters, ref_b, b_before):
         torch.testing.assert_close(a["lora_b"], expected, rtol=0, atol=1e-5)
-        assert not torch.equal(a["lora_b"], b_before[adapters.index(a)]) or LR == 0
+        assert not torch.equal(a["lora_b"], before)  # the step moved every B
 
 
 def test_dual_losses_are_in_plan_order(tiny_llama):
