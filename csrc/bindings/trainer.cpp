@@ -64,6 +64,9 @@ void bind_trainer(py::module_& m) {
              return py::make_tuple(s.nll_sum, s.count);
            },
            py::arg("batch"), "(-sum log p(answer), answer token count) per sequence")
+      .def("answer_logprobs", &Trainer::answer_logprobs, py::arg("batch"), py::arg("candidates"),
+           py::call_guard<py::gil_scoped_release>(),
+           "[N, C] log p(candidate) at each sequence's single answer position")
       .def_property("step_count", &Trainer::step_count, &Trainer::set_step_count)
       .def_property_readonly("model", &Trainer::model_ptr)
       .def("save_checkpoint", &Trainer::save_checkpoint, py::arg("path"))

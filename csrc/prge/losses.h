@@ -16,6 +16,11 @@ struct SequenceScores {
 SequenceScores score_sequences(const LlamaModel& model, const torch::Tensor& hidden,
                                const torch::Tensor& targets);
 
+// log p(candidate | prompt) at the one answer position of each sequence (targets marks
+// it): [N, C] float32. One forward scores every single-token label word.
+torch::Tensor answer_logprobs(const LlamaModel& model, const torch::Tensor& hidden,
+                              const torch::Tensor& targets, const torch::Tensor& candidates);
+
 // Mean answer-token loss of each copy: sequences are grouped [copies, b]; -> [copies] (cpu, fp64).
 torch::Tensor copy_losses(const SequenceScores& scores, int64_t copies);
 

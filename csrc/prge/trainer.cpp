@@ -68,6 +68,14 @@ SequenceScores Trainer::score(const TokenBatch& batch) const {
   return {scores.nll_sum.cpu(), scores.count.cpu()};
 }
 
+torch::Tensor Trainer::answer_logprobs(const TokenBatch& batch, const torch::Tensor& candidates) const {
+  batch.validate();
+  c10::InferenceMode guard;
+  const auto device_batch = batch.repeated(1, model_->device());
+  auto hidden = model_->hidden_states(device_batch.input_ids);
+  return prge::answer_logprobs(*model_, hidden, device_batch.targets, candidates).cpu();
+}
+
 void Trainer::save_checkpoint(const std::string& path) const {
   io::TensorMap tensors;
   for (const auto& p : trained_parameters()) tensors[p.name] = p.value;

@@ -30,6 +30,8 @@ class Trainer {
   StepResult step(const TokenBatch& batch);
   // Answer-token NLL per sequence, unperturbed (evaluation / option scoring).
   SequenceScores score(const TokenBatch& batch) const;
+  // [N, C] log-probabilities of single-token candidates at each sequence's answer position.
+  torch::Tensor answer_logprobs(const TokenBatch& batch, const torch::Tensor& candidates) const;
 
   int64_t step_count() const { return step_; }
   void set_step_count(int64_t step) { step_ = step; }

@@ -12,6 +12,14 @@ def option_scores(trainer, encoder: PromptEncoder, examples: list[EncodedExample
     """[n, classes] mean log-probability of each label word."""
     classes = len(encoder.label_ids)
     out = torch.empty(len(examples), classes, dtype=torch.float64)
+    if encoder.single_token_labels:
+        # One forward per prompt scores every label word at the answer position.
+        candidates = torch.tensor([ids[0] for ids in encoder.label_ids], dtype=torch.int64)
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start: start + batch_size]
+            out[start: start + len(chunk)] = trainer.answer_logprobs(
+                encoder.batch(chunk, labels=[0] * len(chunk)), candidates).double()
+        return out
     for start in range(0, len(examples), batch_size):
         chunk = examples[start: start + batch_size]
         for c in range(classes):
