@@ -1,4 +1,4 @@
-"""Command line: prge train CONFIG [--set k=v ...] | prge sweep SWEEP | prge check CONFIG."""
+"""Command line: prge train CONFIG [--set k=v ...] | prge sweep SWEEP | prge report DIR | prge check CONFIG."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--no-progress", action="store_true")
     sweep = sub.add_parser("sweep", help="run every configuration of a sweep YAML")
     sweep.add_argument("sweep")
+    report = sub.add_parser("report", help="Markdown table of the finished runs under a directory")
+    report.add_argument("runs_dir")
+    report.add_argument("--title", default="prge runs")
+    report.add_argument("--out", help="write the table here instead of printing it")
     check = sub.add_parser("check", help="validate a config and print it with defaults filled in")
     check.add_argument("config")
     check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -50,6 +54,14 @@ def main(argv: list[str] | None = None) -> int:
             from prge.train import run_training
 
             run_training(_load_config(args.config, args.set), progress=not args.no_progress)
+        elif args.command == "report":
+            from prge.report import collect, markdown_table
+
+            table = markdown_table(collect(args.runs_dir), args.title)
+            if args.out:
+                Path(args.out).write_text(table)
+            else:
+                print(table, end="")
         elif args.command == "sweep":
             from prge.sweep import run_sweep
 

@@ -131,6 +131,10 @@ def test_sweep_resumes(tmp_path, capsys):
     capsys.readouterr()
     assert main(["sweep", str(sweep)]) == 0
     assert capsys.readouterr().out.count("finished earlier, skipping") == 4
+    assert main(["report", str(tmp_path / "sweep"), "--out", str(tmp_path / "table.md")]) == 0
+    table = (tmp_path / "table.md").read_text()
+    assert table.count("| dual-queries") == 2 and table.count("| single-queries") == 2
+    assert main(["report", str(tmp_path / "empty")]) == 2
     sweep.write_text(yaml.safe_dump({"base": base.name, "grids": {}}))
     assert main(["sweep", str(sweep)]) == 2
 
