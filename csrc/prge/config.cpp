@@ -181,15 +181,21 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   }
 
   const auto data = section_of(root, "data");
-  reader.check_keys(data, "data", {"task", "data_dir", "train_examples", "eval_examples",
-                                   "batch_size", "max_length"});
+  reader.check_keys(data, "data", {"task", "data_dir", "protocol", "train_examples",
+                                   "dev_examples", "eval_examples", "batch_size", "max_length"});
   reader.read(data, "data", "task", c.data.task);
   reader.read(data, "data", "data_dir", c.data.data_dir);
+  reader.read_choice(data, "data", "protocol", [&](const std::string& v) {
+    if (v != "paper" && v != "mezo") throw std::invalid_argument(fmt::format("unknown protocol '{}' (allowed: paper, mezo)", v));
+    c.data.protocol = v;
+  });
   reader.read(data, "data", "train_examples", c.data.train_examples);
+  reader.read(data, "data", "dev_examples", c.data.dev_examples);
   reader.read(data, "data", "eval_examples", c.data.eval_examples);
   reader.read(data, "data", "batch_size", c.data.batch_size);
   reader.read(data, "data", "max_length", c.data.max_length);
   for (auto [key, value] : {std::pair{"train_examples", c.data.train_examples},
+                            {"dev_examples", c.data.dev_examples},
                             {"eval_examples", c.data.eval_examples},
                             {"batch_size", c.data.batch_size},
                             {"max_length", c.data.max_length}}) {
@@ -243,7 +249,9 @@ std::string RunConfig::to_yaml() const {
     << "weight_decay" << YAML::Value << optimizer.weight_decay << YAML::EndMap;
   e << YAML::Key << "data" << YAML::Value << YAML::BeginMap << YAML::Key << "task" << YAML::Value
     << data.task << YAML::Key << "data_dir" << YAML::Value << data.data_dir << YAML::Key
-    << "train_examples" << YAML::Value << data.train_examples << YAML::Key << "eval_examples"
+    << "protocol" << YAML::Value << data.protocol << YAML::Key << "train_examples" << YAML::Value
+    << data.train_examples << YAML::Key << "dev_examples" << YAML::Value << data.dev_examples
+    << YAML::Key << "eval_examples"
     << YAML::Value << data.eval_examples << YAML::Key << "batch_size" << YAML::Value
     << data.batch_size << YAML::Key << "max_length" << YAML::Value << data.max_length
     << YAML::EndMap;

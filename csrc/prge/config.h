@@ -25,7 +25,14 @@ struct ModelOptions {
 struct DataOptions {
   std::string task = "fine_food";
   std::string data_dir;  // empty: the task's default location
+  // paper: train on the first train_examples after a seeded shuffle, evaluate on the
+  //        first eval_examples of the validation split (best = max over evaluations).
+  // mezo:  MeZO's protocol: train and dev (dev_examples) drawn from the shuffled train
+  //        split, test = eval_examples of the validation split; the best checkpoint is
+  //        picked on dev and reported on test.
+  std::string protocol = "paper";
   int64_t train_examples = 1000;
+  int64_t dev_examples = 500;  // mezo protocol only
   int64_t eval_examples = 500;
   int64_t batch_size = 4;
   int64_t max_length = 128;

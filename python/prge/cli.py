@@ -1,4 +1,11 @@
-"""Command line: prge train CONFIG [--set k=v ...] | prge sweep SWEEP | prge report DIR | prge check CONFIG."""
+"""prge command line.
+
+  prge train CONFIG [--set KEY=VALUE ...]      one fine-tuning run
+  prge sweep SWEEP.yaml [--set KEY=VALUE]      every run of a sweep (finished runs are skipped)
+  prge report SWEEP.yaml|RUNS_DIR [--out DIR]  Markdown/CSV tables and figures of finished runs
+  prge data copy TASK [--from DIR] [--to DIR]  copy a task's files into the user data dir
+  prge data list                               tasks and where their data is found
+  prge check CONFIG                            validate a config, print it with defaults"""
 from __future__ import annotations
 
 import argparse
@@ -36,10 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--no-progress", action="store_true")
     sweep = sub.add_parser("sweep", help="run every configuration of a sweep YAML")
     sweep.add_argument("sweep")
-    report = sub.add_parser("report", help="Markdown table of the finished runs under a directory")
-    report.add_argument("runs_dir")
-    report.add_argument("--title", default="prge runs")
-    report.add_argument("--out", help="write the table here instead of printing it")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a value in every run, e.g. --set run.steps=300")
+    sweep.add_argument("--output-root", help="where the runs go (default: the sweep's output_root)")
+    sweep.add_argument("--no-progress", action="store_true")
+    report = sub.add_parser("report", help="tables (Markdown, CSV) and figures of finished runs")
+    report.add_argument("source", help="a sweep YAML (its output_root and report: section) or a runs directory")
+    report.add_argument("--title")
+    report.add_argument("--out", help="directory for <name>.md, CSVs and PNG figures")
+    report.add_argument("--no-figures", action="store_true")
+    data = sub.add_parser("data", help="task data: copy into the user data dir, list")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    copy = data_sub.add_parser("copy", help="copy a task's published files into the user data dir")
+    copy.add_argument("task")
+    copy.add_argument("--from", dest="source", help="directory with the files (default: ../shared/data/TASK)")
+    copy.add_argument("--to", dest="destination", help="target directory (default: user data dir / TASK)")
+    data_sub.add_parser("list", help="known tasks and where their data is found")
     check = sub.add_parser("check", help="validate a config and print it with defaults filled in")
     check.add_argument("config")
     check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -55,21 +74,60 @@ def main(argv: list[str] | None = None) -> int:
 
             run_training(_load_config(args.config, args.set), progress=not args.no_progress)
         elif args.command == "report":
-            from prge.report import collect, markdown_table
-
-            table = markdown_table(collect(args.runs_dir), args.title)
-            if args.out:
-                Path(args.out).write_text(table)
-            else:
-                print(table, end="")
+            _report(args)
         elif args.command == "sweep":
             from prge.sweep import run_sweep
 
-            run_sweep(args.sweep)
-    except (ConfigError, ValueError, FileNotFoundError, KeyError) as e:
+            from prge.overrides import parse_assignment
+
+            run_sweep(args.sweep, progress=not args.no_progress, output_root=args.output_root,
+                      overrides=dict(parse_assignment(o) for o in args.set))
+        elif args.command == "data":
+            _data(args)
+    except (ConfigError, ValueError, FileNotFoundError, KeyError, ImportError) as e:
         print(f"prge: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _report(args) -> None:
+    from prge.reporting import collect, write_report
+
+    source = Path(args.source)
+    if source.is_file():
+        from prge.sweep import load_sweep_spec
+
+        spec = load_sweep_spec(source)
+        runs_dir = Path(spec.get("output_root", f"runs/{source.stem}"))
+        settings = spec.get("report") or {}
+        title = args.title or settings.get("title", source.stem)
+        out = args.out or settings.get("out")
+        name = source.stem
+    else:
+        runs_dir, title, out, name = source, args.title or source.name, args.out, source.name
+    markdown = write_report(collect(runs_dir), title, out, name, figures=not args.no_figures)
+    print(markdown, end="")
+
+
+def _data(args) -> None:
+    from prge.data.locations import copy_task_data, find_task_dir, user_data_dir
+    from prge.data.tasks import TASKS, get_task
+
+    if args.data_command == "copy":
+        get_task(args.task)  # unknown task names fail here
+        target = copy_task_data(args.task, args.source, args.destination)
+        print(f"[prge] copied {args.task} to {target}")
+        return
+    print(f"user data dir: {user_data_dir()}")
+    for name, task in sorted(TASKS.items()):
+        if task.builtin is not None:
+            where = "built in (installed package)"
+        else:
+            try:
+                where = str(find_task_dir(name))
+            except FileNotFoundError:
+                where = "not found (prge data copy / data.data_dir)"
+        print(f"  {name:10s} {where}  - {task.description}")
 
 
 if __name__ == "__main__":

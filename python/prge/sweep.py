@@ -1,6 +1,11 @@
 """Sweeps: a base config crossed with a grid (and optional named variants). Each run
 gets its own directory; runs whose summary.json exists are skipped, so an interrupted
-sweep resumes where it stopped."""
+sweep resumes where it stopped.
+
+    base: CONFIG.yaml or an inline config     grid: {key: [values]}   (crossed)
+    variants: [{name: ..., key: value}]       output_root: runs/NAME
+    mode: train (default) | speed             speed: {warmup, steps, shape}
+    report: {title: ..., out: DIR}            (where `prge report` writes tables/figures)"""
 from __future__ import annotations
 
 import itertools
@@ -11,17 +16,38 @@ import yaml
 from prge._core import parse_run_config
 from prge.overrides import apply_overrides
 
-SWEEP_KEYS = {"base", "output_root", "grid", "variants"}
+SWEEP_KEYS = {"base", "output_root", "grid", "variants", "mode", "speed", "report"}
+MODES = ("train", "speed")
 
 
-def expand_sweep(path: str | Path) -> list[tuple[str, object]]:
+def load_sweep_spec(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"sweep file not found: {path}")
-    spec = yaml.safe_load(path.read_text()) or {}
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: malformed YAML: {e}") from e
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: a sweep file is a mapping of {sorted(SWEEP_KEYS)}")
     unknown = set(spec) - SWEEP_KEYS
     if unknown:
         raise ValueError(f"{path}: unknown sweep key(s) {sorted(unknown)} (allowed: {sorted(SWEEP_KEYS)})")
+    if spec.get("mode", "train") not in MODES:
+        raise ValueError(f"{path}: mode must be one of {MODES}, got {spec['mode']!r}")
+    from prge.speed import SPEED_KEYS
+
+    unknown = set(spec.get("speed") or {}) - SPEED_KEYS
+    if unknown:
+        raise ValueError(f"{path}: unknown speed key(s) {sorted(unknown)} (allowed: {sorted(SPEED_KEYS)})")
+    return spec
+
+
+def expand_sweep(path: str | Path, overrides: dict | None = None,
+                 output_root: str | None = None) -> list[tuple[str, object]]:
+    """(label, RunConfig) of every run; overrides (dotted keys) apply to every run, last."""
+    path = Path(path)
+    spec = load_sweep_spec(path)
     base = spec.get("base", {})
     if isinstance(base, str):
         base_path = (path.parent / base).resolve()
@@ -33,7 +59,7 @@ def expand_sweep(path: str | Path) -> list[tuple[str, object]]:
         if not isinstance(values, list) or not values:
             raise ValueError(f"{path}: grid.{key} must be a non-empty list")
     variants = spec.get("variants") or [{"name": "run"}]
-    root = Path(spec.get("output_root", f"runs/{path.stem}"))
+    root = Path(output_root or spec.get("output_root", f"runs/{path.stem}"))
     runs = []
     for variant in variants:
         variant = dict(variant)
@@ -41,18 +67,23 @@ def expand_sweep(path: str | Path) -> list[tuple[str, object]]:
         for combo in itertools.product(*grid.values()):
             point = dict(zip(grid.keys(), combo))
             label = "-".join([name] + [f"{k.split('.')[-1]}{v}" for k, v in point.items()])
-            tree = apply_overrides(base, {**variant, **point, "run.output_dir": str(root / label)})
+            tree = apply_overrides(base, {**variant, **point, **(overrides or {}),
+                                          "run.output_dir": str(root / label)})
             config = parse_run_config(yaml.safe_dump(tree), f"{path} [{label}]")
             runs.append((label, config))
     return runs
 
 
-def run_sweep(path: str | Path, log=print) -> list[dict]:
+def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: dict | None = None,
+              output_root: str | None = None) -> list[dict]:
+    from prge.speed import run_speed
     from prge.train import run_training
     import json
 
+    spec = load_sweep_spec(path)
+    speed = spec.get("mode", "train") == "speed"
     summaries = []
-    runs = expand_sweep(path)
+    runs = expand_sweep(path, overrides, output_root)
     for i, (label, config) in enumerate(runs, 1):
         summary_path = Path(config.run.output_dir) / "summary.json"
         if summary_path.is_file():
@@ -60,5 +91,8 @@ def run_sweep(path: str | Path, log=print) -> list[dict]:
             summaries.append(json.loads(summary_path.read_text()))
             continue
         log(f"[prge] ({i}/{len(runs)}) {label}")
-        summaries.append(run_training(config, log=log))
+        if speed:
+            summaries.append(run_speed(config, log=log, **(spec.get("speed") or {})))
+        else:
+            summaries.append(run_training(config, progress=progress, log=log))
     return summaries

@@ -23,6 +23,27 @@ def select_examples(examples: list, n: int, seed: int, shuffle: bool) -> list:
     return examples[:n]
 
 
+def split_protocol(task, data, seed: int) -> tuple[list, list, list]:
+    """(train, dev, test) examples of a protocol; dev is empty under the paper protocol.
+
+    paper: first train_examples of the seeded-shuffled train split; the first
+           eval_examples of the validation split.
+    mezo:  train_examples then dev_examples of the seeded-shuffled train split;
+           eval_examples of the seeded-shuffled validation split as the test set."""
+    data_dir = data.data_dir or None
+    train_all, eval_all = task.load("train", data_dir), task.load("eval", data_dir)
+    if data.protocol == "paper":
+        return (select_examples(train_all, data.train_examples, seed, shuffle=True), [],
+                select_examples(eval_all, data.eval_examples, seed, shuffle=False))
+    needed = data.train_examples + data.dev_examples
+    if len(train_all) < needed:
+        raise ValueError(f"{task.name}: the mezo protocol needs {needed} train examples "
+                         f"({data.train_examples} train + {data.dev_examples} dev), the split has {len(train_all)}")
+    shuffled = select_examples(train_all, needed, seed, shuffle=True)
+    return (shuffled[:data.train_examples], shuffled[data.train_examples:],
+            select_examples(eval_all, data.eval_examples, seed, shuffle=True))
+
+
 def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
     out_dir = Path(config.run.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -32,12 +53,8 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
     model_dir = resolve_model(config.model.name)
     tokenizer = load_tokenizer(model_dir)
     encoder = PromptEncoder(task, tokenizer, config.data.max_length)
-    data_dir = config.data.data_dir or None
-    train = encoder.encode_all(select_examples(task.load("train", data_dir), config.data.train_examples,
-                                               config.run.seed, shuffle=True))
-    evaluation = encoder.encode_all(select_examples(task.load("eval", data_dir),
-                                                    config.data.eval_examples, config.run.seed,
-                                                    shuffle=False))
+    train, dev, evaluation = (encoder.encode_all(split) for split in
+                              split_protocol(task, config.data, config.run.seed))
 
     model = LlamaModel.from_pretrained(str(model_dir), config.model.device, config.model.dtype)
     if config.use_adapter:
@@ -46,49 +63,57 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
     trainer = Trainer(model, config.estimator, config.optimizer, config.run.seed)
     sampler = BatchSampler(len(train), config.data.batch_size, config.run.seed)
 
-    def evaluate() -> float:
-        return accuracy(trainer, encoder, evaluation)
+    def evaluate(step: int, passes: int, sequences: int) -> dict:
+        record = {"step": step, "forward_passes": passes, "sequences": sequences,
+                  "eval_accuracy": accuracy(trainer, encoder, evaluation)}
+        if dev:
+            record["dev_accuracy"] = accuracy(trainer, encoder, dev)
+        return record
 
     log(f"[prge] {config.estimator.kind} q={config.estimator.queries} "
         f"parallel={config.estimator.parallel} on {task.name} with {config.model.name}: "
-        f"{len(train)} train / {len(evaluation)} eval examples, {config.run.steps} steps")
-    history = []
-    acc_before = evaluate()
-    history.append({"step": 0, "eval_accuracy": acc_before})
-    log(f"[prge] accuracy before: {acc_before:.4f}")
-    best = acc_before
+        f"{len(train)} train / {len(dev)} dev / {len(evaluation)} eval examples "
+        f"({config.data.protocol} protocol), {config.run.steps} steps")
+    history = [evaluate(0, 0, 0)]
+    log(f"[prge] accuracy before: {history[0]['eval_accuracy']:.4f}")
     metrics_path = out_dir / "metrics.jsonl"
     step_seconds = []
+    passes = sequences = 0
     bar = _progress(config.run.steps, progress)
     with open(metrics_path, "w") as metrics:
-        for step in range(config.run.steps):
+        metrics.write(json.dumps(history[0]) + "\n")
+        for step in range(1, config.run.steps + 1):
             result = trainer.step(encoder.batch([train[i] for i in sampler.next()]))
             step_seconds.append(result.seconds)
-            record = {"step": step + 1, "loss": result.loss, "seconds": result.seconds,
-                      "forward_passes": result.forward_passes, "sequences": result.sequences}
-            if (step + 1) % config.run.log_every == 0:
-                metrics.write(json.dumps(record) + "\n")
+            passes += result.forward_passes
+            sequences += result.sequences
+            if step % config.run.log_every == 0:
+                metrics.write(json.dumps({"step": step, "loss": result.loss, "seconds": result.seconds,
+                                          "forward_passes": passes, "sequences": sequences}) + "\n")
                 metrics.flush()
-            if config.run.eval_every and (step + 1) % config.run.eval_every == 0 and step + 1 < config.run.steps:
-                acc = evaluate()
-                best = max(best, acc)
-                history.append({"step": step + 1, "eval_accuracy": acc})
-                metrics.write(json.dumps({"step": step + 1, "eval_accuracy": acc}) + "\n")
-                log(f"[prge] step {step + 1}: accuracy {acc:.4f}")
+            if step == config.run.steps or (config.run.eval_every and step % config.run.eval_every == 0):
+                history.append(evaluate(step, passes, sequences))
+                metrics.write(json.dumps(history[-1]) + "\n")
+                metrics.flush()
+                log(f"[prge] step {step}: accuracy {history[-1]['eval_accuracy']:.4f}"
+                    + (f" (dev {history[-1]['dev_accuracy']:.4f})" if dev else ""))
             if bar:
                 bar.set_postfix(loss=f"{result.loss:.4f}")
                 bar.update(1)
     if bar:
         bar.close()
-    acc_after = evaluate()
-    best = max(best, acc_after)
-    history.append({"step": config.run.steps, "eval_accuracy": acc_after})
+    acc_before, acc_after = history[0]["eval_accuracy"], history[-1]["eval_accuracy"]
+    best = best_checkpoint(history)
     trainer.save_checkpoint(str(out_dir / "trained.safetensors"))
     summary = {
         "task": task.name, "model": config.model.name,
         "estimator": config.estimator.kind, "queries": config.estimator.queries,
         "parallel": config.estimator.parallel, "steps": config.run.steps, "seed": config.run.seed,
-        "accuracy_before": acc_before, "accuracy_after": acc_after, "accuracy_best": best,
+        "protocol": config.data.protocol, "lr": config.optimizer.lr,
+        "epsilon": config.estimator.epsilon, "batch_size": config.data.batch_size,
+        "accuracy_before": acc_before, "accuracy_after": acc_after,
+        "accuracy_best": best["eval_accuracy"], "best_step": best["step"],
+        "forward_passes": passes, "sequences": sequences,
         "eval_history": history,
         "mean_step_seconds": sum(step_seconds) / len(step_seconds) if step_seconds else None,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -99,6 +124,14 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
     log(f"[prge] accuracy after {config.run.steps} steps: {acc_after:.4f} "
         f"(before {acc_before:.4f}); results in {out_dir}")
     return summary
+
+
+def best_checkpoint(history: list[dict]) -> dict:
+    """The evaluation record of the best checkpoint: highest dev accuracy where a dev set
+    exists (MeZO protocol, reported on test), else highest eval accuracy; ties go to the
+    earlier step."""
+    key = "dev_accuracy" if "dev_accuracy" in history[0] else "eval_accuracy"
+    return max(history, key=lambda r: (r[key], -r["step"]))
 
 
 def _progress(total: int, enabled: bool):

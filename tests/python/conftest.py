@@ -1,8 +1,10 @@
+import csv
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -44,3 +46,47 @@ def make_batch(vocab: int, batch: int = 3, length: int = 10, seed: int = 1):
         ids[i, end:] = 0
         targets[i, end - 3: end - 1] = ids[i, end - 2: end]
     return prge.TokenBatch(ids, targets)
+
+
+def make_tiny_assets(tmp_path: Path):
+    """A word-level tokenizer, a matching random Llama and a labelled review CSV."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["Review", ":", "Is", "this", "a", "five-star", "review", "?", "Answer", "Yes", "No",
+             "good", "bad", "tasty", "awful", "great", "stale", "love", "hate", "it"]
+    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    model_dir, _ = make_hf_llama(tmp_path, vocab=len(vocab))
+    tok.save(str(model_dir / "tokenizer.json"))
+    data_dir = tmp_path / "food"
+    data_dir.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 40), ("test", 16)):
+        with open(data_dir / f"{split}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["product", "review", "score"])
+            for i in range(n):
+                great = i % 2 == 0
+                pool = ["good", "tasty", "great", "love"] if great else ["bad", "awful", "stale", "hate"]
+                text = " ".join(pool[int(j)] for j in torch.randint(0, 4, (5,), generator=g))
+                w.writerow([f"P{i}", text, "great" if great else "other"])
+    return model_dir, data_dir
+
+
+def write_config(tmp_path, model_dir, data_dir, **over):
+    config = {
+        "model": {"name": str(model_dir)},
+        "adapter": {"rank": 4, "alpha": 8},
+        "estimator": {"kind": "prge", "queries": 2, "parallel": "dual"},
+        "optimizer": {"lr": 1e-2},
+        "data": {"task": "fine_food", "data_dir": str(data_dir), "train_examples": 40,
+                 "eval_examples": 16, "batch_size": 4, "max_length": 16},
+        "run": {"steps": 6, "seed": 1, "eval_every": 3, "log_every": 2,
+                "output_dir": str(tmp_path / "run")},
+    }
+    for k, v in over.items():
+        config[k].update(v)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

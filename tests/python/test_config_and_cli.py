@@ -2,7 +2,6 @@
 tiny model + tokenizer + labelled CSV made here, writes results and resumes sweeps."""
 import csv
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +9,7 @@ import yaml
 
 import prge
 from prge.cli import main
-from conftest import make_hf_llama
+from conftest import make_tiny_assets, write_config
 
 
 def test_config_errors_name_the_key():
@@ -38,50 +37,6 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     assert "parallel: single" in capsys.readouterr().out
 
 
-def make_tiny_assets(tmp_path: Path):
-    """A word-level tokenizer, a matching random Llama and a labelled review CSV."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    words = ["Review", ":", "Is", "this", "a", "five-star", "review", "?", "Answer", "Yes", "No",
-             "good", "bad", "tasty", "awful", "great", "stale", "love", "hate", "it"]
-    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    model_dir, _ = make_hf_llama(tmp_path, vocab=len(vocab))
-    tok.save(str(model_dir / "tokenizer.json"))
-    data_dir = tmp_path / "food"
-    data_dir.mkdir()
-    g = torch.Generator().manual_seed(0)
-    for split, n in (("train", 40), ("test", 16)):
-        with open(data_dir / f"{split}.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["product", "review", "score"])
-            for i in range(n):
-                great = i % 2 == 0
-                pool = ["good", "tasty", "great", "love"] if great else ["bad", "awful", "stale", "hate"]
-                text = " ".join(pool[int(j)] for j in torch.randint(0, 4, (5,), generator=g))
-                w.writerow([f"P{i}", text, "great" if great else "other"])
-    return model_dir, data_dir
-
-
-def write_config(tmp_path, model_dir, data_dir, **over):
-    config = {
-        "model": {"name": str(model_dir)},
-        "adapter": {"rank": 4, "alpha": 8},
-        "estimator": {"kind": "prge", "queries": 2, "parallel": "dual"},
-        "optimizer": {"lr": 1e-2},
-        "data": {"task": "fine_food", "data_dir": str(data_dir), "train_examples": 40,
-                 "eval_examples": 16, "batch_size": 4, "max_length": 16},
-        "run": {"steps": 6, "seed": 1, "eval_every": 3, "log_every": 2,
-                "output_dir": str(tmp_path / "run")},
-    }
-    for k, v in over.items():
-        config[k].update(v)
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 def test_train_end_to_end(tmp_path):
     model_dir, data_dir = make_tiny_assets(tmp_path)
     config = write_config(tmp_path, model_dir, data_dir)
@@ -92,7 +47,10 @@ def test_train_end_to_end(tmp_path):
     assert [h["step"] for h in summary["eval_history"]] == [0, 3, 6]
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if "loss" in x] == [2, 4, 6]
-    assert all(x["forward_passes"] == 1 and x["sequences"] == 16 for x in lines if "loss" in x)
+    # forward passes and sequences are cumulative: one dual forward of 16 sequences a step
+    assert all(x["forward_passes"] == x["step"] and x["sequences"] == 16 * x["step"]
+               for x in lines if "step" in x)
+    assert summary["best_step"] in (0, 3, 6) and summary["sequences"] == 96
     # The checkpoint holds the trained B and loads back into a fresh trainer.
     cfg = prge.load_run_config(str(config))
     model = prge.LlamaModel.from_pretrained(str(model_dir))
@@ -131,9 +89,14 @@ def test_sweep_resumes(tmp_path, capsys):
     capsys.readouterr()
     assert main(["sweep", str(sweep)]) == 0
     assert capsys.readouterr().out.count("finished earlier, skipping") == 4
-    assert main(["report", str(tmp_path / "sweep"), "--out", str(tmp_path / "table.md")]) == 0
-    table = (tmp_path / "table.md").read_text()
-    assert table.count("| dual-queries") == 2 and table.count("| single-queries") == 2
+    assert main(["report", str(tmp_path / "sweep"), "--out", str(tmp_path / "report")]) == 0
+    table = (tmp_path / "report" / "sweep.md").read_text()
+    assert table.count("| dual-queries1 |") == 2 and table.count("| single-queries2 |") == 2  # method + run rows
+    with open(tmp_path / "report" / "sweep_runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["run"] for r in rows) == ["dual-queries1", "dual-queries2", "single-queries1", "single-queries2"]
+    for figure in ("sweep_loss_vs_step.png", "sweep_accuracy_vs_forward_passes.png"):
+        assert (tmp_path / "report" / figure).read_bytes()[:4] == b"\x89PNG"
     assert main(["report", str(tmp_path / "empty")]) == 2
     sweep.write_text(yaml.safe_dump({"base": base.name, "grids": {}}))
     assert main(["sweep", str(sweep)]) == 2

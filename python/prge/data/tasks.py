@@ -3,14 +3,13 @@ has a label word, the training loss counts only the answer tokens of the gold la
 evaluation picks the label word with the highest log-likelihood."""
 from __future__ import annotations
 
-import csv
-import json
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
+from prge.data.locations import find_task_dir
+from prge.data.sources import read_split
+
 MODELDATA_DIR = Path("/usr/lib/R/site-library/modeldata/data")
 
 
@@ -22,74 +21,65 @@ class Example:
 
 @dataclass(frozen=True)
 class Task:
+    """A task: how to render a prompt, the label words, and how to turn a raw record
+    (published files or the Hugging Face format) into an Example."""
     name: str
     description: str
     label_words: tuple[str, ...]
     template: Callable[[dict], str]
-    loader: Callable[[str, Path | None], list[Example]]  # split in {"train", "eval"}
+    parse: Callable[[dict], Example]
+    files: dict = field(default_factory=dict)  # split -> file name in the published format
+    builtin: Callable[[str], list[Example]] | None = None  # default source when no directory is given
 
     def load(self, split: str, data_dir: str | Path | None = None) -> list[Example]:
         if split not in ("train", "eval"):
             raise ValueError(f"split must be 'train' or 'eval', got '{split}'")
-        return self.loader(split, Path(data_dir) if data_dir else None)
+        if not data_dir and self.builtin is not None:
+            return self.builtin(split)
+        root = data_dir or find_task_dir(self.name)
+        records = read_split(root, split, self.files, self.name)
+        try:
+            return [self.parse(r) for r in records]
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{self.name}: a record of the {split} split in {root} does not have "
+                             f"the expected fields: {e!r}") from e
 
     def prompt(self, example: Example) -> str:
         return self.template(example.fields)
 
 
-def _default_shared(task_dir: str) -> Path:
-    env = os.environ.get("PRGE_DATA")
-    candidates = [Path(env) / task_dir] if env else []
-    candidates += [SHARED_DATA.resolve() / task_dir, Path.cwd().parent / "shared" / "data" / task_dir]
-    for c in candidates:
-        if c.is_dir():
-            return c
-    raise FileNotFoundError(
-        f"data for '{task_dir}' not found (looked in {', '.join(map(str, candidates))}); "
-        "set data.data_dir or PRGE_DATA")
+def _fine_food_record(r: dict) -> Example:
+    return Example({"text": " ".join(str(r["review"]).split())}, 0 if r["score"] == "great" else 1)
 
 
-def _load_fine_food(split: str, data_dir: Path | None) -> list[Example]:
+def _fine_food_builtin(split: str) -> list[Example]:
     """Amazon Fine Food reviews (small_fine_foods, R package modeldata, MIT):
     4000 train / 1000 test, score 'great' (5 stars) vs 'other'."""
-    if data_dir is not None:  # CSVs exported with Rscript (train.csv / test.csv)
-        path = data_dir / ("train.csv" if split == "train" else "test.csv")
-        if not path.is_file():
-            raise FileNotFoundError(f"fine_food: {path} not found")
-        with open(path, newline="") as f:
-            rows = [(r["review"], r["score"]) for r in csv.DictReader(f)]
-    else:
-        if not MODELDATA_DIR.is_dir():
-            raise FileNotFoundError(
-                f"fine_food: {MODELDATA_DIR} not found; install Debian's r-cran-modeldata "
-                "(apt-get install r-cran-modeldata) or set data.data_dir")
-        from prge.data.r_lazyload import read_lazyload_object
+    if not MODELDATA_DIR.is_dir():
+        raise FileNotFoundError(
+            f"fine_food: {MODELDATA_DIR} not found; install Debian's r-cran-modeldata "
+            "(apt-get install r-cran-modeldata) or set data.data_dir")
+    from prge.data.r_lazyload import read_lazyload_object
 
-        frame = read_lazyload_object(MODELDATA_DIR, "training_data" if split == "train" else "testing_data")
-        rows = list(zip(frame["review"].tolist(), frame["score"].tolist()))
-    return [Example({"text": " ".join(str(text).split())}, 0 if score == "great" else 1)
-            for text, score in rows]
+    frame = read_lazyload_object(MODELDATA_DIR, "training_data" if split == "train" else "testing_data")
+    return [_fine_food_record({"review": t, "score": s})
+            for t, s in zip(frame["review"].tolist(), frame["score"].tolist())]
 
 
-def _load_sst2(split: str, data_dir: Path | None) -> list[Example]:
-    root = data_dir or _default_shared("sst2")
-    path = root / ("train.tsv" if split == "train" else "validation.tsv")
-    if not path.is_file():
-        raise FileNotFoundError(f"sst2: {path} not found")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        return [Example({"text": r["sentence"].strip()}, int(r["label"])) for r in reader]
+def _sst2_record(r: dict) -> Example:
+    return Example({"text": str(r["sentence"]).strip()}, int(r["label"]))
 
 
-def _load_rte(split: str, data_dir: Path | None) -> list[Example]:
-    root = data_dir or _default_shared("rte")
-    path = root / ("train.jsonl" if split == "train" else "validation.jsonl")
-    if not path.is_file():
-        raise FileNotFoundError(f"rte: {path} not found")
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return [Example({"premise": r["premise"], "hypothesis": r["hypothesis"]},
-                    0 if r["label"] == "entailment" else 1) for r in rows]
+def _rte_record(r: dict) -> Example:
+    label = r["label"]  # published: "entailment" / "not_entailment"; HF: 0 / 1
+    entailed = label == "entailment" if isinstance(label, str) else int(label) == 0
+    return Example({"premise": r["premise"], "hypothesis": r["hypothesis"]}, 0 if entailed else 1)
+
+
+def _wsc_record(r: dict) -> Example:
+    spans = r.get("target", r)  # published: nested under target; HF: top level
+    return Example({"text": r["text"], "span1": spans["span1_text"], "span2": spans["span2_text"]},
+                   int(bool(r["label"])))
 
 
 TASKS: dict[str, Task] = {
@@ -97,17 +87,23 @@ TASKS: dict[str, Task] = {
         "fine_food", "Amazon Fine Food reviews: five stars ('great') or not",
         (" Yes", " No"),
         lambda f: f"Review: {f['text']}\nIs this a five-star review? Answer:",
-        _load_fine_food),
+        _fine_food_record, {"train": "train.csv", "eval": "test.csv"}, _fine_food_builtin),
     "sst2": Task(
         "sst2", "GLUE SST-2 sentiment (MeZO template)",
         (" terrible", " great"),
         lambda f: f"{f['text']} It was",
-        _load_sst2),
+        _sst2_record, {"train": "train.tsv", "eval": "validation.tsv"}),
     "rte": Task(
         "rte", "SuperGLUE RTE entailment (MeZO template)",
         (" Yes", " No"),
         lambda f: f"{f['premise']}\nDoes this mean that \"{f['hypothesis']}\" is true? Yes or No?\n",
-        _load_rte),
+        _rte_record, {"train": "train.jsonl", "eval": "validation.jsonl"}),
+    "wsc": Task(
+        "wsc", "SuperGLUE WSC coreference (MeZO template)",
+        (" No", " Yes"),
+        lambda f: f"{f['text']}\nIn the previous sentence, does the pronoun \"{f['span2'].lower()}\" "
+                  f"refer to {f['span1']}? Yes or No?\n",
+        _wsc_record, {"train": "train.jsonl", "eval": "validation.jsonl"}),
 }
 
 

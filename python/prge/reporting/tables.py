@@ -1,0 +1,112 @@
+"""Markdown and CSV tables: one row per run, and one per method (mean ± std over seeds)."""
+from __future__ import annotations
+
+import csv
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+RUN_COLUMNS = ["run", "method", "estimator", "queries", "parallel", "batch_size", "steps", "seed",
+               "protocol", "forward_passes", "sequences", "accuracy_before", "accuracy_best",
+               "best_step", "accuracy_after", "mean_step_seconds"]
+SPEED_COLUMNS = ["method", "estimator", "queries", "parallel", "batch_size", "seq_len",
+                 "forward_passes_per_step", "sequences_per_step", "step_seconds",
+                 "tokens_per_second", "peak_memory_gib", "speedup_vs_sequential"]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def accuracy_rows(runs: list[dict]) -> list[dict]:
+    """One row per method: mean and std over its seeds of best and final accuracy."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in runs:
+        groups[r["method"]].append(r)
+    rows = []
+    for method, members in groups.items():
+        first = members[0]
+        best = _mean_std([m["accuracy_best"] for m in members])
+        final = _mean_std([m["accuracy_after"] for m in members])
+        rows.append({"method": method, "estimator": first["estimator"], "queries": first["queries"],
+                     "parallel": first["parallel"], "batch_size": first.get("batch_size"),
+                     "steps": first["steps"], "seeds": " ".join(str(m["seed"]) for m in members),
+                     "accuracy_before": statistics.fmean(m["accuracy_before"] for m in members),
+                     "best_mean": best[0], "best_std": best[1],
+                     "final_mean": final[0], "final_std": final[1],
+                     "sequences": first.get("sequences")})
+    return rows
+
+
+def speed_rows(runs: list[dict]) -> list[dict]:
+    """One row per method with its speed-up over the sequential (parallel: none) run of
+    the same estimator kind and q, measured in the same sweep."""
+    sequential = {(r["estimator"], r["queries"]): r["step_seconds"]
+                  for r in runs if r["parallel"] == "none"}
+    rows = []
+    for r in runs:
+        base = sequential.get((r["estimator"], r["queries"]))
+        rows.append({**{k: r.get(k) for k in SPEED_COLUMNS if k in r}, "method": r["method"],
+                     "speedup_vs_sequential": base / r["step_seconds"] if base else None})
+    return rows
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _markdown(columns: list[str], rows: list[dict]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return lines
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_report(runs: list[dict], title: str, out_dir: str | Path | None, name: str,
+                 figures: bool = True) -> str:
+    """Markdown of the report; with out_dir, also <name>.md, CSVs and figures there."""
+    speed = all(r.get("mode") == "speed" for r in runs)
+    lines = [f"# {title}", ""]
+    written = []
+    if speed:
+        rows = speed_rows(runs)
+        lines += ["Speed at equal forward passes, measured in one process; speed-up is over the "
+                  "sequential run (parallel: none) of the same estimator and q.", ""]
+        lines += _markdown(SPEED_COLUMNS, rows)
+        tables = [(f"{name}_speed.csv", SPEED_COLUMNS, rows)]
+    else:
+        per_method = accuracy_rows(runs)
+        method_columns = ["method", "estimator", "queries", "parallel", "batch_size", "steps",
+                          "seeds", "accuracy_before", "best_mean", "best_std", "final_mean",
+                          "final_std"]
+        lines += ["Accuracy over seeds (mean ± std): best checkpoint and final.", ""]
+        lines += _markdown(method_columns, per_method)
+        lines += ["", "## Runs", ""]
+        lines += _markdown(RUN_COLUMNS, runs)
+        tables = [(f"{name}_methods.csv", method_columns, per_method),
+                  (f"{name}_runs.csv", RUN_COLUMNS, runs)]
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for file_name, columns, rows in tables:
+            _write_csv(out / file_name, columns, rows)
+            written.append(file_name)
+        if figures:
+            from prge.reporting import figures as fig
+
+            written += fig.speed_figures(runs, out, name) if speed else fig.accuracy_figures(runs, out, name)
+        lines += ["", "Files: " + ", ".join(written)]
+    markdown = "\n".join(lines) + "\n"
+    if out_dir is not None:
+        (Path(out_dir) / f"{name}.md").write_text(markdown)
+    return markdown

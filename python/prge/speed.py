@@ -1,0 +1,89 @@
+"""Speed of one configured method: median time per training step, tokens/s and peak
+memory, on random tokens of data.max_length at the model's real shape (weights random
+when `shape` is given: speed does not depend on weight values). Used by `mode: speed`
+sweeps, which measure every method of a table in one process so ratios are comparable."""
+from __future__ import annotations
+
+import gc
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from prge._core import LlamaModel, RunConfig, TokenBatch, Trainer
+from prge.models import resolve_model, shape_config
+
+SPEED_KEYS = {"warmup", "steps", "shape"}
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def random_batch(vocab: int, batch: int, seq_len: int, seed: int = 0) -> TokenBatch:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab, (batch, seq_len), generator=g)
+    targets = torch.full((batch, seq_len), -100, dtype=torch.int64)
+    targets[:, -2] = ids[:, -1]  # one answer token per prompt, as in the classification tasks
+    return TokenBatch(ids, targets)
+
+
+def build_model(config: RunConfig, shape: str | None) -> LlamaModel:
+    if shape:
+        model = LlamaModel.random(shape_config(shape), 0, config.model.device, config.model.dtype)
+    else:
+        model = LlamaModel.from_pretrained(str(resolve_model(config.model.name)),
+                                           config.model.device, config.model.dtype)
+    if config.use_adapter:
+        model.attach_adapters(config.adapter)
+    return model
+
+
+def run_speed(config: RunConfig, warmup: int = 2, steps: int = 5, shape: str | None = None,
+              log=print) -> dict:
+    device = config.model.device
+    out_dir = Path(config.run.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(config.to_yaml())
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    model = build_model(config, shape)
+    trainer = Trainer(model, config.estimator, config.optimizer, config.run.seed)
+    batch = random_batch(model.config.vocab_size, config.data.batch_size, config.data.max_length)
+    for _ in range(warmup):
+        result = trainer.step(batch)
+    _sync(device)
+    times = []
+    with open(out_dir / "metrics.jsonl", "w") as metrics:
+        for i in range(steps):
+            start = time.perf_counter()
+            result = trainer.step(batch)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+            metrics.write(json.dumps({"step": i + 1, "seconds": times[-1], "loss": result.loss}) + "\n")
+    seconds = statistics.median(times)
+    tokens = result.sequences * config.data.max_length
+    summary = {
+        "mode": "speed", "model": shape or config.model.name, "device": config.model.device,
+        "dtype": config.model.dtype, "estimator": config.estimator.kind,
+        "queries": config.estimator.queries, "parallel": config.estimator.parallel,
+        "batch_size": config.data.batch_size, "seq_len": config.data.max_length,
+        "forward_passes_per_step": result.forward_passes, "sequences_per_step": result.sequences,
+        "step_seconds": seconds, "tokens_per_second": tokens / seconds,
+        "peak_memory_gib": (torch.cuda.max_memory_allocated() / 2**30
+                            if device.startswith("cuda") else None),
+        "warmup": warmup, "timed_steps": steps,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    tmp = out_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(out_dir / "summary.json")
+    log(f"[prge] {config.estimator.kind} q={config.estimator.queries} {config.estimator.parallel}: "
+        f"{seconds * 1e3:.1f} ms/step, {summary['tokens_per_second']:.0f} tokens/s")
+    del trainer, model
+    return summary

@@ -1,0 +1,143 @@
+"""Reproduction harness: data locations and formats (published files, HF `datasets`),
+the MeZO protocol with best-checkpoint selection on dev, speed sweeps and their report."""
+import csv
+import json
+
+import pytest
+import yaml
+
+from conftest import make_tiny_assets, write_config
+from prge.cli import main
+from prge.data.tasks import get_task
+
+
+def write_sst2_files(root, n_train=30, n_eval=10):
+    root.mkdir(parents=True)
+    for name, n in (("train.tsv", n_train), ("validation.tsv", n_eval)):
+        with open(root / name, "w") as f:
+            f.write("sentence\tlabel\n")
+            for i in range(n):
+                f.write(f"sentence number {i} \t{i % 2}\n")
+
+
+def test_data_copy_then_tasks_read_the_user_data_dir(tmp_path, monkeypatch, capsys):
+    write_sst2_files(tmp_path / "published")
+    monkeypatch.setenv("PRGE_DATA", str(tmp_path / "userdata"))
+    assert main(["data", "copy", "sst2", "--from", str(tmp_path / "published")]) == 0
+    assert (tmp_path / "userdata" / "sst2" / "train.tsv").is_file()
+    train = get_task("sst2").load("train")  # no data_dir: found in $PRGE_DATA/sst2
+    assert len(train) == 30 and train[3].fields["text"] == "sentence number 3" and train[3].label == 1
+    assert main(["data", "list"]) == 0
+    assert str(tmp_path / "userdata" / "sst2") in capsys.readouterr().out
+    assert main(["data", "copy", "imdb"]) == 2
+    assert "unknown task 'imdb'" in capsys.readouterr().err
+    assert main(["data", "copy", "rte", "--from", str(tmp_path / "nowhere")]) == 2
+    assert "source directory not found" in capsys.readouterr().err
+
+
+def test_loaders_accept_the_hf_datasets_format(tmp_path):
+    datasets = pytest.importorskip("datasets", reason="the HF datasets format needs `datasets`")
+    sst2 = datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"sentence": ["a fine film ", "dull"], "label": [1, 0], "idx": [0, 1]}),
+        "validation": datasets.Dataset.from_dict({"sentence": ["great"], "label": [1], "idx": [0]})})
+    sst2.save_to_disk(str(tmp_path / "sst2_hf"))
+    train = get_task("sst2").load("train", tmp_path / "sst2_hf")
+    assert [(e.fields["text"], e.label) for e in train] == [("a fine film", 1), ("dull", 0)]
+    # super_glue/rte: integer labels, 0 = entailment -> " Yes" (class 0), as the published strings
+    rte = datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"premise": ["p"], "hypothesis": ["h"], "label": [1], "idx": [0]}),
+        "validation": datasets.Dataset.from_dict({"premise": ["p"], "hypothesis": ["h"], "label": [0], "idx": [0]})})
+    rte.save_to_disk(str(tmp_path / "rte_hf"))
+    assert get_task("rte").load("eval", tmp_path / "rte_hf")[0].label == 0
+    assert get_task("rte").load("train", tmp_path / "rte_hf")[0].label == 1
+    # super_glue/wsc.fixed: spans at top level, label 1 = the pronoun refers to span1 -> " Yes"
+    wsc = datasets.DatasetDict({split: datasets.Dataset.from_dict(
+        {"text": ["Mark lied to Pete. He was sorry."], "span1_text": ["Mark"], "span2_text": ["He"],
+         "span1_index": [0], "span2_index": [4], "label": [1], "idx": [0]}) for split in ("train", "validation")})
+    wsc.save_to_disk(str(tmp_path / "wsc_hf"))
+    example = get_task("wsc").load("train", tmp_path / "wsc_hf")[0]
+    assert example.label == 1 and get_task("wsc").label_words[1] == " Yes"
+    assert 'pronoun "he" refer to Mark?' in get_task("wsc").prompt(example)
+
+
+def test_wrong_fields_and_unknown_names_are_named(tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "train.tsv").write_text("text\tlabel\nhello\t1\n")
+    with pytest.raises(ValueError, match="sst2: a record of the train split .* expected fields"):
+        get_task("sst2").load("train", bad)
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    config = write_config(tmp_path, model_dir, data_dir, model={"name": "gpt-17"})
+    assert main(["train", str(config), "--no-progress"]) == 2
+    assert "unknown model 'gpt-17'" in capsys.readouterr().err
+
+
+def test_mezo_protocol_picks_the_best_checkpoint_on_dev(tmp_path):
+    from prge.train import best_checkpoint, split_protocol
+
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    config = write_config(tmp_path, model_dir, data_dir,
+                          data={"protocol": "mezo", "train_examples": 24, "dev_examples": 12,
+                                "eval_examples": 10})
+    assert main(["train", str(config), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    history = summary["eval_history"]
+    assert summary["protocol"] == "mezo" and all("dev_accuracy" in h for h in history)
+    best = max(history, key=lambda h: (h["dev_accuracy"], -h["step"]))
+    assert summary["best_step"] == best["step"] and summary["accuracy_best"] == best["eval_accuracy"]
+    assert best_checkpoint([{"step": 0, "dev_accuracy": 0.5, "eval_accuracy": 0.9},
+                            {"step": 5, "dev_accuracy": 0.7, "eval_accuracy": 0.6}])["step"] == 5
+    # train and dev are disjoint draws from the train split; too few examples is an error
+    import prge
+
+    cfg = prge.load_run_config(str(config))
+    train, dev, test = split_protocol(get_task("fine_food"), cfg.data, cfg.run.seed)
+    assert (len(train), len(dev), len(test)) == (24, 12, 10)
+    assert not any(any(e is d for d in dev) for e in train)
+    config = write_config(tmp_path, model_dir, data_dir,
+                          data={"protocol": "mezo", "train_examples": 30, "dev_examples": 20})
+    with pytest.raises(ValueError, match="mezo protocol needs 50 train examples"):
+        split_protocol(get_task("fine_food"), prge.load_run_config(str(config)).data, 0)
+    with pytest.raises(prge.ConfigError, match="data.protocol: unknown protocol 'glue'"):
+        prge.parse_run_config("data: {protocol: glue}")
+
+
+def test_speed_sweep_and_report(tmp_path):
+    sweep = tmp_path / "speed.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "mode": "speed", "speed": {"warmup": 1, "steps": 2, "shape": "tiny-debug"},
+        "base": {"adapter": {"rank": 4, "alpha": 8}, "data": {"max_length": 12}},
+        "output_root": str(tmp_path / "runs"),
+        "report": {"title": "tiny speed", "out": str(tmp_path / "report")},
+        "grid": {"estimator.queries": [1, 4]},
+        "variants": [{"name": "none", "estimator.parallel": "none"},
+                     {"name": "dual", "estimator.parallel": "dual"}]}))
+    assert main(["sweep", str(sweep)]) == 0
+    summary = json.loads((tmp_path / "runs" / "dual-queries4" / "summary.json").read_text())
+    assert summary["forward_passes_per_step"] == 1 and summary["sequences_per_step"] == 8 * 4
+    assert summary["tokens_per_second"] == pytest.approx(32 * 12 / summary["step_seconds"])
+    assert main(["report", str(sweep)]) == 0
+    with open(tmp_path / "report" / "speed_speed.csv") as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert float(rows["none-queries4"]["speedup_vs_sequential"]) == 1.0
+    expected = float(rows["none-queries4"]["step_seconds"]) / float(rows["dual-queries4"]["step_seconds"])
+    assert float(rows["dual-queries4"]["speedup_vs_sequential"]) == pytest.approx(expected, rel=1e-3)
+    assert (tmp_path / "report" / "speed_speedup_vs_q.png").read_bytes()[:4] == b"\x89PNG"
+    sweep.write_text(yaml.safe_dump({"mode": "race"}))
+    assert main(["sweep", str(sweep)]) == 2
+
+
+def test_paper_sweeps_expand_to_equal_forward_passes():
+    """Every ZO method of the paper tables evaluates 2 * q * batch = 32 sequences a step."""
+    from pathlib import Path
+
+    from prge.sweep import expand_sweep
+
+    root = Path(__file__).resolve().parents[2] / "configs" / "sweeps"
+    runs = expand_sweep(root / "paper_accuracy.yaml")
+    assert len(runs) == 9 * 3 * 3  # methods x tasks x seeds
+    for label, config in runs:
+        if config.estimator.kind != "first_order":
+            assert config.estimator.queries * config.data.batch_size == 16, label
+    speed = expand_sweep(root / "paper_speed.yaml")
+    assert {c.estimator.queries * c.data.batch_size for _, c in speed} == {16}
