@@ -1,3 +1,4 @@
+#include "prge/counter_rng.h"
 #include "prge/perturbation.h"
 #include "prge/perturbation_plan.h"
 
@@ -11,12 +12,18 @@ void bind_perturbation(py::module_& m) {
   m.def("derive_seed", &derive_seed, py::arg("seed"), py::arg("step"), py::arg("param_index"),
         py::arg("query"));
   m.attr("QUERY_BLOCK") = kQueryBlock;
+  m.def("counter_step_key", &counter_rng::step_key, py::arg("seed"), py::arg("step"),
+        "The 32-bit step key an exported training step takes as its step seed.");
+  m.def("counter_stream_key", &counter_rng::stream_key, py::arg("step_key"), py::arg("param_index"),
+        py::arg("query"));
+  m.def("counter_mix32", py::overload_cast<uint32_t>(&counter_rng::mix32), py::arg("x"));
 
   py::class_<PerturbationStream>(m, "PerturbationStream")
-      .def(py::init([](uint64_t seed, const std::string& distribution) {
-             return PerturbationStream(seed, parse_noise_distribution(distribution));
+      .def(py::init([](uint64_t seed, const std::string& distribution, const std::string& rng) {
+             return PerturbationStream(seed, parse_noise_distribution(distribution),
+                                       parse_noise_rng(rng));
            }),
-           py::arg("seed"), py::arg("distribution") = "gaussian")
+           py::arg("seed"), py::arg("distribution") = "gaussian", py::arg("rng") = "torch")
       .def_property_readonly("seed", &PerturbationStream::seed)
       .def("noise",
            [](const PerturbationStream& s, int64_t step, int64_t param, int64_t query,

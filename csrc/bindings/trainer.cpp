@@ -10,16 +10,16 @@ void bind_trainer(py::module_& m) {
   py::class_<EstimatorOptions>(m, "EstimatorOptions")
       .def(py::init([](const std::string& kind, int64_t queries, double epsilon,
                        const std::string& difference, const std::string& parallel,
-                       const std::string& distribution) {
+                       const std::string& distribution, const std::string& rng) {
              EstimatorOptions o{parse_estimator_kind(kind), queries, epsilon,
                                 parse_difference(difference), parse_parallelism(parallel),
-                                parse_noise_distribution(distribution)};
+                                parse_noise_distribution(distribution), parse_noise_rng(rng)};
              o.validate();
              return o;
            }),
            py::arg("kind") = "prge", py::arg("queries") = 1, py::arg("epsilon") = 1e-2,
            py::arg("difference") = "central", py::arg("parallel") = "dual",
-           py::arg("distribution") = "gaussian")
+           py::arg("distribution") = "gaussian", py::arg("rng") = "torch")
       .def_property_readonly("kind", [](const EstimatorOptions& o) { return to_string(o.kind); })
       .def_readonly("queries", &EstimatorOptions::queries)
       .def_readonly("epsilon", &EstimatorOptions::epsilon)
@@ -28,7 +28,8 @@ void bind_trainer(py::module_& m) {
       .def_property_readonly("parallel",
                              [](const EstimatorOptions& o) { return to_string(o.parallel); })
       .def_property_readonly("distribution",
-                             [](const EstimatorOptions& o) { return to_string(o.distribution); });
+                             [](const EstimatorOptions& o) { return to_string(o.distribution); })
+      .def_property_readonly("rng", [](const EstimatorOptions& o) { return to_string(o.rng); });
 
   py::class_<OptimizerOptions>(m, "OptimizerOptions")
       .def(py::init([](double lr, double momentum, double weight_decay) {

@@ -144,7 +144,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
 
   const auto est = section_of(root, "estimator");
   reader.check_keys(est, "estimator",
-                    {"kind", "queries", "epsilon", "difference", "parallel", "distribution"});
+                    {"kind", "queries", "epsilon", "difference", "parallel", "distribution", "rng"});
   reader.read_choice(est, "estimator", "kind",
                      [&](const std::string& v) { c.estimator.kind = parse_estimator_kind(v); });
   if (c.estimator.kind == EstimatorKind::Mezo) c.estimator.parallel = Parallelism::None;
@@ -157,6 +157,8 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   reader.read_choice(est, "estimator", "distribution", [&](const std::string& v) {
     c.estimator.distribution = parse_noise_distribution(v);
   });
+  reader.read_choice(est, "estimator", "rng",
+                     [&](const std::string& v) { c.estimator.rng = parse_noise_rng(v); });
   try {
     c.estimator.validate();
   } catch (const std::invalid_argument& e) {
@@ -243,7 +245,8 @@ std::string RunConfig::to_yaml() const {
     << estimator.queries << YAML::Key << "epsilon" << YAML::Value << estimator.epsilon << YAML::Key
     << "difference" << YAML::Value << to_string(estimator.difference) << YAML::Key << "parallel"
     << YAML::Value << to_string(estimator.parallel) << YAML::Key << "distribution" << YAML::Value
-    << to_string(estimator.distribution) << YAML::EndMap;
+    << to_string(estimator.distribution) << YAML::Key << "rng" << YAML::Value
+    << to_string(estimator.rng) << YAML::EndMap;
   e << YAML::Key << "optimizer" << YAML::Value << YAML::BeginMap << YAML::Key << "lr" << YAML::Value
     << optimizer.lr << YAML::Key << "momentum" << YAML::Value << optimizer.momentum << YAML::Key
     << "weight_decay" << YAML::Value << optimizer.weight_decay << YAML::EndMap;

@@ -1,5 +1,7 @@
 #include "prge/perturbation.h"
 
+#include "prge/counter_rng.h"
+
 #include <ATen/Context.h>
 #include <fmt/format.h>
 
@@ -19,6 +21,14 @@ std::string to_string(NoiseDistribution distribution) {
   return distribution == NoiseDistribution::Gaussian ? "gaussian" : "rademacher";
 }
 
+NoiseRng parse_noise_rng(const std::string& name) {
+  if (name == "torch") return NoiseRng::Torch;
+  if (name == "counter") return NoiseRng::Counter;
+  throw std::invalid_argument(fmt::format("unknown noise rng '{}' (allowed: torch, counter)", name));
+}
+
+std::string to_string(NoiseRng rng) { return rng == NoiseRng::Torch ? "torch" : "counter"; }
+
 namespace {
 uint64_t splitmix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
@@ -36,8 +46,17 @@ uint64_t derive_seed(uint64_t seed, int64_t step, int64_t param_index, int64_t q
   return h & 0x7fffffffffffffffULL;
 }
 
-PerturbationStream::PerturbationStream(uint64_t seed, NoiseDistribution distribution)
-    : seed_(seed), distribution_(distribution) {}
+PerturbationStream::PerturbationStream(uint64_t seed, NoiseDistribution distribution, NoiseRng rng)
+    : seed_(seed), distribution_(distribution), rng_(rng) {}
+
+torch::Tensor PerturbationStream::counter_draw(int64_t step, int64_t param_index, int64_t query,
+                                               at::IntArrayRef shape,
+                                               const torch::Device& device) const {
+  const auto key = counter_rng::stream_key(counter_rng::step_key(seed_, step), param_index, query);
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return counter_rng::noise(key, n, distribution_ == NoiseDistribution::Gaussian, device).view(shape);
+}
 
 torch::Tensor PerturbationStream::draw(uint64_t derived_seed, at::IntArrayRef shape,
                                        const torch::Device& device) const {
@@ -58,12 +77,18 @@ torch::Tensor PerturbationStream::draw(uint64_t derived_seed, at::IntArrayRef sh
 
 torch::Tensor PerturbationStream::noise(int64_t step, int64_t param_index, int64_t query,
                                         at::IntArrayRef shape, const torch::Device& device) const {
+  if (rng_ == NoiseRng::Counter) return counter_draw(step, param_index, query, shape, device);
   return draw(derive_seed(seed_, step, param_index, query), shape, device);
 }
 
 torch::Tensor PerturbationStream::noise_block(int64_t step, int64_t param_index, int64_t queries,
                                               at::IntArrayRef shape,
                                               const torch::Device& device) const {
+  if (rng_ == NoiseRng::Counter) {  // query i of the block is the per-query stream i
+    std::vector<torch::Tensor> rows;
+    for (int64_t i = 0; i < queries; ++i) rows.push_back(counter_draw(step, param_index, i, shape, device));
+    return torch::stack(rows);
+  }
   std::vector<int64_t> block_shape{queries};
   block_shape.insert(block_shape.end(), shape.begin(), shape.end());
   return draw(derive_seed(seed_, step, param_index, kQueryBlock), block_shape, device);

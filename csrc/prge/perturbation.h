@@ -14,6 +14,15 @@ enum class NoiseDistribution { Gaussian, Rademacher };
 NoiseDistribution parse_noise_distribution(const std::string& name);
 std::string to_string(NoiseDistribution distribution);
 
+// Where z comes from:
+//   Torch:   torch's generator of the device (CPU mt19937, CUDA Philox) seeded per draw;
+//            bit-reproducible per device type.
+//   Counter: counter_rng.h, integer ops only; the same integers on every device and in
+//            exported graphs (ONNX Runtime, AOTInductor), so engines can reproduce it.
+enum class NoiseRng { Torch, Counter };
+NoiseRng parse_noise_rng(const std::string& name);
+std::string to_string(NoiseRng rng);
+
 // Marks a draw that yields all q queries of one parameter at once ([q, ...]).
 constexpr int64_t kQueryBlock = -1;
 
@@ -36,10 +45,11 @@ struct ZoParameter {
 
 class PerturbationStream {
  public:
-  PerturbationStream(uint64_t seed, NoiseDistribution distribution);
+  PerturbationStream(uint64_t seed, NoiseDistribution distribution, NoiseRng rng = NoiseRng::Torch);
 
   uint64_t seed() const { return seed_; }
   NoiseDistribution distribution() const { return distribution_; }
+  NoiseRng rng() const { return rng_; }
 
   // z for one query of one parameter (float32, on `device`).
   torch::Tensor noise(int64_t step, int64_t param_index, int64_t query, at::IntArrayRef shape,
@@ -57,8 +67,12 @@ class PerturbationStream {
  private:
   torch::Tensor draw(uint64_t derived_seed, at::IntArrayRef shape, const torch::Device& device) const;
 
+  torch::Tensor counter_draw(int64_t step, int64_t param_index, int64_t query, at::IntArrayRef shape,
+                             const torch::Device& device) const;
+
   uint64_t seed_;
   NoiseDistribution distribution_;
+  NoiseRng rng_;
 };
 
 }  // namespace prge

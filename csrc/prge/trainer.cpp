@@ -16,7 +16,7 @@ Trainer::Trainer(std::shared_ptr<LlamaModel> model, EstimatorOptions estimator,
     : model_(std::move(model)),
       estimator_options_(estimator),
       optimizer_(optimizer),
-      stream_(seed, estimator.distribution) {
+      stream_(seed, estimator.distribution, estimator.rng) {
   if (estimator.kind != EstimatorKind::FirstOrder) estimator_ = make_zo_estimator(estimator);
   trained_parameters();  // fail now, not at the first step, if nothing can be trained
 }

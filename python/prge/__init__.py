@@ -14,6 +14,8 @@ from prge._core import (  # noqa: F401
     PerturbationStream,
     TokenBatch,
     Trainer,
+    counter_step_key,
+    counter_stream_key,
     derive_seed,
     load_run_config,
     parse_run_config,

@@ -5,7 +5,9 @@
   prge report SWEEP.yaml|RUNS_DIR [--out DIR]  Markdown/CSV tables and figures of finished runs
   prge data copy TASK [--from DIR] [--to DIR]  copy a task's files into the user data dir
   prge data list                               tasks and where their data is found
-  prge check CONFIG                            validate a config, print it with defaults"""
+  prge check CONFIG                            validate a config, print it with defaults
+  prge export CONFIG --runtime onnx|aoti       export the training step for an inference runtime
+  prge train CONFIG --engine onnx|aoti         fine-tune through that runtime"""
 from __future__ import annotations
 
 import argparse
@@ -41,6 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set estimator.queries=4")
     train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--engine", choices=["eager", "onnx", "aoti"], default="eager",
+                       help="eager: prge's C++ engine; onnx / aoti: export the step and train "
+                            "through ONNX Runtime / AOTInductor (needs estimator.rng: counter)")
+    export = sub.add_parser("export", help="export the P-RGE training step for an inference runtime")
+    export.add_argument("config")
+    export.add_argument("--runtime", choices=["onnx", "aoti"], required=True)
+    export.add_argument("--out", help="export directory (default: RUN_OUTPUT_DIR/export_RUNTIME)")
+    export.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     sweep = sub.add_parser("sweep", help="run every configuration of a sweep YAML")
     sweep.add_argument("sweep")
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -70,9 +80,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             print(_load_config(args.config, args.set).to_yaml(), end="")
         elif args.command == "train":
-            from prge.train import run_training
+            config = _load_config(args.config, args.set)
+            if args.engine == "eager":
+                from prge.train import run_training
 
-            run_training(_load_config(args.config, args.set), progress=not args.no_progress)
+                run_training(config, progress=not args.no_progress)
+            else:
+                from prge.export.engine import train_with_engine
+
+                train_with_engine(config, args.engine, progress=not args.no_progress)
+        elif args.command == "export":
+            from prge.export.engine import export_run
+
+            config = _load_config(args.config, args.set)
+            export_run(config, args.runtime, args.out or Path(config.run.output_dir) / f"export_{args.runtime}")
         elif args.command == "report":
             _report(args)
         elif args.command == "sweep":

@@ -34,6 +34,7 @@ struct EstimatorOptions {
   Difference difference = Difference::Central;
   Parallelism parallel = Parallelism::Dual;
   NoiseDistribution distribution = NoiseDistribution::Gaussian;
+  NoiseRng rng = NoiseRng::Torch;
 
   void validate() const;
 };

@@ -1,0 +1,55 @@
+"""The counter-based RNG of csrc/prge/counter_rng.h in plain torch ops (xor, and,
+multiply, right shift on int64 holding uint32 values; multipliers below 2^31 so nothing
+overflows), so it traces into torch.export / ONNX / AOTInductor graphs and yields the
+same integers as the C++ engine's `estimator.rng: counter`."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+MASK32 = 0xFFFFFFFF
+MUL1 = 0x7FEB352D
+MUL2 = 0x2C1B3C6D
+QUERIES_PER_PARAM = 4096
+
+
+def mix32_int(x: int) -> int:
+    x &= MASK32
+    x ^= x >> 16
+    x = (x * MUL1) & MASK32
+    x ^= x >> 15
+    x = (x * MUL2) & MASK32
+    return x ^ (x >> 16)
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    x = torch.bitwise_xor(x, torch.bitwise_right_shift(x, 16))
+    x = torch.bitwise_and(x * MUL1, MASK32)
+    x = torch.bitwise_xor(x, torch.bitwise_right_shift(x, 15))
+    x = torch.bitwise_and(x * MUL2, MASK32)
+    return torch.bitwise_xor(x, torch.bitwise_right_shift(x, 16))
+
+
+def coordinate_hashes(param_index: int, queries: int) -> list[int]:
+    """mix32(p * 4096 + i) for each query i: the per-(parameter, query) part of the key."""
+    if queries > QUERIES_PER_PARAM:
+        raise ValueError(f"counter rng supports at most {QUERIES_PER_PARAM} queries")
+    return [mix32_int(param_index * QUERIES_PER_PARAM + i) for i in range(queries)]
+
+
+def stream_keys(step_key: torch.Tensor, coordinates: torch.Tensor) -> torch.Tensor:
+    """[q] int64 stream keys from the 32-bit step key (0-d int64) and coordinate hashes."""
+    return mix32(torch.bitwise_xor(mix32(step_key), coordinates))
+
+
+def noise(keys: torch.Tensor, n: int, gaussian: bool = True) -> torch.Tensor:
+    """[q, n] float32: row i is the stream of keys[i] (Box-Muller Gaussian or Rademacher)."""
+    count = 2 * n if gaussian else n
+    counters = mix32(torch.arange(count, dtype=torch.int64, device=keys.device))
+    bits = mix32(torch.bitwise_xor(counters.unsqueeze(0), keys.unsqueeze(1)))
+    if not gaussian:
+        return (1 - 2 * torch.bitwise_right_shift(bits, 31)).to(torch.float32)
+    u = (torch.bitwise_right_shift(bits, 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+    u1, u2 = u[:, :n], u[:, n:]
+    return torch.sqrt(torch.log(u1) * -2.0) * torch.cos(u2 * (2.0 * math.pi))
