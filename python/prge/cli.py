@@ -6,8 +6,8 @@
   prge data copy TASK [--from DIR] [--to DIR]  copy a task's files into the user data dir
   prge data list                               tasks and where their data is found
   prge check CONFIG                            validate a config, print it with defaults
-  prge export CONFIG --runtime onnx|aoti       export the training step for an inference runtime
-  prge train CONFIG --engine onnx|aoti         fine-tune through that runtime"""
+  prge export CONFIG --runtime onnx|aoti|executorch  export the training step for an inference runtime
+  prge train CONFIG --engine onnx|aoti|executorch   fine-tune through that runtime"""
 from __future__ import annotations
 
 import argparse
@@ -43,12 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set estimator.queries=4")
     train.add_argument("--no-progress", action="store_true")
-    train.add_argument("--engine", choices=["eager", "onnx", "aoti"], default="eager",
-                       help="eager: prge's C++ engine; onnx / aoti: export the step and train "
-                            "through ONNX Runtime / AOTInductor (needs estimator.rng: counter)")
+    train.add_argument("--engine", choices=["eager", "onnx", "aoti", "executorch"], default="eager",
+                       help="eager: prge's C++ engine; onnx / aoti / executorch: export the step "
+                            "and train through that runtime (needs estimator.rng: counter)")
     export = sub.add_parser("export", help="export the P-RGE training step for an inference runtime")
     export.add_argument("config")
-    export.add_argument("--runtime", choices=["onnx", "aoti"], required=True)
+    export.add_argument("--runtime", choices=["onnx", "aoti", "executorch"], required=True)
     export.add_argument("--out", help="export directory (default: RUN_OUTPUT_DIR/export_RUNTIME)")
     export.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     sweep = sub.add_parser("sweep", help="run every configuration of a sweep YAML")

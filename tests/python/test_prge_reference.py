@@ -120,3 +120,17 @@ def test_first_order_gradient_matches_autograd_reference(tiny_llama):
         grads = torch.autograd.grad(loss, leaves)
     for a, b, g in zip(adapters, b0, grads):
         torch.testing.assert_close(a["lora_b"], b - 0.1 * g, rtol=0, atol=1e-6)
+
+
+def test_counter_rng_python_equals_cpp():
+    """The torch-op RNG that exported graphs run regenerates the C++ engine's z exactly."""
+    from prge.export import counter_rng
+
+    for distribution in ("gaussian", "rademacher"):
+        stream = prge.PerturbationStream(123, distribution, "counter")
+        z = stream.noise_block(7, 11, 3, [5, 6])
+        key = torch.tensor(prge.counter_step_key(123, 7))
+        keys = counter_rng.stream_keys(key, torch.tensor(counter_rng.coordinate_hashes(11, 3)))
+        assert [prge.counter_stream_key(int(key), 11, i) for i in range(3)] == keys.tolist()
+        python = counter_rng.noise(keys, 30, gaussian=distribution == "gaussian").view(3, 5, 6)
+        assert torch.equal(z, python)

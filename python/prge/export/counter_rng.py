@@ -23,12 +23,23 @@ def mix32_int(x: int) -> int:
     return x ^ (x >> 16)
 
 
-def mix32(x: torch.Tensor) -> torch.Tensor:
-    x = torch.bitwise_xor(x, torch.bitwise_right_shift(x, 16))
+def shift_right(x: torch.Tensor, bits: int, mode: str = "shift") -> torch.Tensor:
+    """x >> bits for 0 <= x < 2^32. Two spellings with identical integers, for exporters:
+    'shift' (ONNX lowers integer floor division through float32, so shift it is) and
+    'divide' (ExecuTorch's core ATen opset has no right shift; its division is integer)."""
+    if mode == "shift":
+        return torch.bitwise_right_shift(x, bits)
+    if mode == "divide":
+        return torch.div(x, 1 << bits, rounding_mode="floor")
+    raise ValueError(f"unknown shift mode '{mode}' (allowed: shift, divide)")
+
+
+def mix32(x: torch.Tensor, mode: str = "shift") -> torch.Tensor:
+    x = torch.bitwise_xor(x, shift_right(x, 16, mode))
     x = torch.bitwise_and(x * MUL1, MASK32)
-    x = torch.bitwise_xor(x, torch.bitwise_right_shift(x, 15))
+    x = torch.bitwise_xor(x, shift_right(x, 15, mode))
     x = torch.bitwise_and(x * MUL2, MASK32)
-    return torch.bitwise_xor(x, torch.bitwise_right_shift(x, 16))
+    return torch.bitwise_xor(x, shift_right(x, 16, mode))
 
 
 def coordinate_hashes(param_index: int, queries: int) -> list[int]:
@@ -38,18 +49,18 @@ def coordinate_hashes(param_index: int, queries: int) -> list[int]:
     return [mix32_int(param_index * QUERIES_PER_PARAM + i) for i in range(queries)]
 
 
-def stream_keys(step_key: torch.Tensor, coordinates: torch.Tensor) -> torch.Tensor:
+def stream_keys(step_key: torch.Tensor, coordinates: torch.Tensor, mode: str = "shift") -> torch.Tensor:
     """[q] int64 stream keys from the 32-bit step key (0-d int64) and coordinate hashes."""
-    return mix32(torch.bitwise_xor(mix32(step_key), coordinates))
+    return mix32(torch.bitwise_xor(mix32(step_key, mode), coordinates), mode)
 
 
-def noise(keys: torch.Tensor, n: int, gaussian: bool = True) -> torch.Tensor:
+def noise(keys: torch.Tensor, n: int, gaussian: bool = True, mode: str = "shift") -> torch.Tensor:
     """[q, n] float32: row i is the stream of keys[i] (Box-Muller Gaussian or Rademacher)."""
     count = 2 * n if gaussian else n
-    counters = mix32(torch.arange(count, dtype=torch.int64, device=keys.device))
-    bits = mix32(torch.bitwise_xor(counters.unsqueeze(0), keys.unsqueeze(1)))
+    counters = mix32(torch.arange(count, dtype=torch.int64, device=keys.device), mode)
+    bits = mix32(torch.bitwise_xor(counters.unsqueeze(0), keys.unsqueeze(1)), mode)
     if not gaussian:
-        return (1 - 2 * torch.bitwise_right_shift(bits, 31)).to(torch.float32)
-    u = (torch.bitwise_right_shift(bits, 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+        return (1 - 2 * shift_right(bits, 31, mode)).to(torch.float32)
+    u = (shift_right(bits, 8, mode).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
     u1, u2 = u[:, :n], u[:, n:]
     return torch.sqrt(torch.log(u1) * -2.0) * torch.cos(u2 * (2.0 * math.pi))

@@ -1,7 +1,7 @@
 """`prge export CONFIG --runtime onnx|aoti` and `prge train CONFIG --engine onnx|aoti`.
 
 An export directory holds everything a runtime needs to fine-tune without Python:
-  step.onnx | step.pt2     the training step (one forward pass = one P-RGE dual step)
+  step.onnx | step.pt2 | step.pte   the training step (one forward pass = one P-RGE dual step)
   initial_b.safetensors    b_0 .. b_{P-1}: LoRA-FA B before training (adapter order)
   batches.safetensors      input_ids / targets [steps, b, T]: the run's training batches,
                            drawn exactly as `prge train` draws them
@@ -26,8 +26,8 @@ from prge.export.step_module import FunctionalStep, MutableBufferStep, StepSpec
 from prge.models import load_tokenizer, resolve_model
 from prge.train import split_protocol
 
-RUNTIMES = ("onnx", "aoti")
-MODEL_FILES = {"onnx": "step.onnx", "aoti": "step.pt2"}
+RUNTIMES = ("onnx", "aoti", "executorch")
+MODEL_FILES = {"onnx": "step.onnx", "aoti": "step.pt2", "executorch": "step.pte"}
 
 
 def check_exportable(config: RunConfig, runtime: str) -> None:
@@ -43,8 +43,8 @@ def check_exportable(config: RunConfig, runtime: str) -> None:
         problems.append("optimizer.momentum and weight_decay must be 0 (the fused update is plain ZO-SGD)")
     if not config.use_adapter:
         problems.append("LoRA-FA adapters are required (adapter: null given)")
-    if runtime == "onnx" and config.model.device != "cpu":
-        problems.append("the ONNX runner uses ONNX Runtime's CPU provider: set model.device: cpu")
+    if runtime in ("onnx", "executorch") and config.model.device != "cpu":
+        problems.append(f"the {runtime} runner runs on the CPU: set model.device: cpu")
     if problems:
         raise ValueError("cannot export this config: " + "; ".join(problems))
 
@@ -90,16 +90,20 @@ def export_run(config: RunConfig, runtime: str, out_dir: str | Path, data: RunDa
     out.mkdir(parents=True, exist_ok=True)
     model = build_model(config, data.model_dir)
     spec = StepSpec(config.estimator.queries, config.data.batch_size, config.data.max_length,
-                    data.answer_tokens, config.estimator.distribution == "gaussian")
+                    data.answer_tokens, config.estimator.distribution == "gaussian",
+                    "divide" if runtime == "executorch" else "shift")
     log(f"[prge] exporting the P-RGE step (q={spec.queries}, b={spec.batch_size}, T={spec.seq_len}) "
         f"for {runtime} into {out}")
     start = time.perf_counter()
     if runtime == "onnx":
         step = FunctionalStep(model, spec)
         runtimes.export_onnx(step, out / MODEL_FILES[runtime])
-    else:
+    elif runtime == "aoti":
         step = MutableBufferStep(model, spec)
         runtimes.export_aoti(step, out / MODEL_FILES[runtime])
+    else:
+        step = MutableBufferStep(model, spec)
+        runtimes.export_executorch(step, out / MODEL_FILES[runtime])
     save_file({f"b_{i}": b.detach().cpu().contiguous() for i, b in enumerate(step.w.initial_b)},
               str(out / "initial_b.safetensors"))
     save_file({"input_ids": data.input_ids.contiguous(), "targets": data.targets.contiguous()},
@@ -127,6 +131,8 @@ def open_runner(export_dir: str | Path):
 
         initial = load_file(str(export_dir / manifest["initial_b"]))
         return runtimes.OnnxRunner(path, [initial[f"b_{i}"] for i in range(len(initial))])
+    if manifest["runtime"] == "executorch":
+        return runtimes.ExecuTorchRunner(path)
     return runtimes.AotiRunner(path, manifest["device"])
 
 

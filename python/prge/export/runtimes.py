@@ -2,7 +2,10 @@
 
   export_onnx(step: FunctionalStep, path)     ONNX (torch.onnx dynamo exporter); B as I/O
   export_aoti(step: MutableBufferStep, path)  AOTInductor .pt2; B in mutable buffers
-  OnnxRunner / AotiRunner / EagerRunner       .step(ids, targets, lr, eps, step_key)
+  export_executorch(step: MutableBufferStep, path)  ExecuTorch .pte (portable kernels);
+                                              B in mutable buffers (needs shift_mode='divide')
+  OnnxRunner / AotiRunner / ExecuTorchRunner / EagerRunner
+                                              .step(ids, targets, lr, eps, step_key)
                                               -> (loss, projected_grads, [B ...])"""
 from __future__ import annotations
 
@@ -52,6 +55,21 @@ def export_aoti(step: MutableBufferStep, path: str | Path) -> Path:
         return Path(torch._inductor.aoti_compile_and_package(program, package_path=str(path)))
 
 
+def export_executorch(step: MutableBufferStep, path: str | Path) -> Path:
+    if step.spec.shift_mode != "divide":
+        raise ValueError("ExecuTorch's core ATen opset has no right shift: build the step with shift_mode='divide'")
+    try:
+        from executorch.exir import to_edge_transform_and_lower
+    except ImportError as e:
+        raise ImportError("the executorch runtime needs `pip install --no-deps executorch` "
+                          "(see scripts/install_deps.sh)") from e
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    program = to_edge_transform_and_lower(export_program(step)).to_executorch()
+    path.write_bytes(program.buffer)
+    return path
+
+
 def _scalars(lr, epsilon, step_key, device="cpu"):
     return (torch.tensor(lr, dtype=torch.float32, device=device),
             torch.tensor(epsilon, dtype=torch.float32, device=device),
@@ -95,6 +113,23 @@ class AotiRunner:
             loss, grads, *b = self.model(input_ids.to(self.device), targets.to(self.device),
                                          *_scalars(lr, epsilon, step_key, self.device))
         return float(loss), grads.double().cpu(), [x.cpu() for x in b]
+
+
+class ExecuTorchRunner:
+    """ExecuTorch program (.pte) run by its portable-kernel runtime (Python bindings)."""
+    runtime = "executorch"
+
+    def __init__(self, path: str | Path):
+        from executorch.extension.pybindings.portable_lib import _load_for_executorch
+
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"ExecuTorch program not found: {path}")
+        self.module = _load_for_executorch(str(path))
+
+    def step(self, input_ids, targets, lr, epsilon, step_key):
+        loss, grads, *b = self.module.run_method(
+            "forward", (input_ids.cpu().contiguous(), targets.cpu().contiguous(), *_scalars(lr, epsilon, step_key)))
+        return float(loss), grads.double(), [x.clone() for x in b]
 
 
 class EagerRunner:

@@ -36,6 +36,7 @@ class StepSpec:
     seq_len: int
     answer_tokens: int = 1  # K: answer positions per sequence scored by the loss
     gaussian: bool = True
+    shift_mode: str = "shift"  # how the RNG spells >> (counter_rng.shift_right); same integers
 
     @property
     def copies(self) -> int:
@@ -163,8 +164,8 @@ class _PrgeStepBase(nn.Module):
         zs = []
         stacked = []
         for p, b in enumerate(bs):
-            keys = counter_rng.stream_keys(step_key, self.coordinates[p])
-            z = counter_rng.noise(keys, b.numel(), s.gaussian).view(s.queries, *b.shape).to(b.dtype)
+            keys = counter_rng.stream_keys(step_key, self.coordinates[p], s.shift_mode)
+            z = counter_rng.noise(keys, b.numel(), s.gaussian, s.shift_mode).view(s.queries, *b.shape).to(b.dtype)
             zs.append(z)
             scaled = z * epsilon.to(b.dtype)
             stacked.append(torch.cat([b.unsqueeze(0) + scaled, b.unsqueeze(0) - scaled], 0))
