@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# On the GPU machine: build prge, run the paper speed sweep (configs/sweeps/paper_speed.yaml)
+# and the engine benchmark on CUDA. Runs land in OUT_DIR; tables and figures are then made
+# with `prge report OUT_DIR/runs/paper_speed --out experiments/results/paper_speed`.
+# Usage (repository root): bash experiments/device_paper_speed.sh OUT_DIR
+set -uo pipefail
+out=${1:?output dir}
+export PYTHONUNBUFFERED=1
+start=$(date +%s)
+python3 -m pip install -q --no-build-isolation --no-deps --no-cache-dir \
+  -C build-dir=/tmp/prge-build -C cmake.define.PRGE_BUILD_TESTS=OFF . 2>&1 | tail -20
+echo "build: $(( $(date +%s) - start )) s"
+python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
+timeout 280 prge sweep configs/sweeps/paper_speed.yaml --no-progress --output-root "$out/runs/paper_speed"
+echo "sweep done: $(( $(date +%s) - start )) s"
+timeout 240 python3 experiments/bench_engines.py --shape smollm2-135m --device cuda --queries 4 \
+  --batch 4 --seq-len 64 --runtimes aoti --out "$out" 2>&1 | grep -v Warning
+echo "total: $(( $(date +%s) - start )) s"
