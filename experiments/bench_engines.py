@@ -53,6 +53,8 @@ def timed(step_fn, warmup, steps, device):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", default="smollm2-135m")
+    parser.add_argument("--layers", type=int, help="keep only this many layers of the shape "
+                        "(AOTInductor compile time grows with depth)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--queries", type=int, default=4)
     parser.add_argument("--batch", type=int, default=2)
@@ -64,6 +66,8 @@ def main():
     args = parser.parse_args()
 
     config = shape_config(args.shape)
+    if args.layers:
+        config.num_hidden_layers = args.layers
     model = prge.LlamaModel.random(config, 0, args.device, "float32")
     model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
     g = torch.Generator().manual_seed(0)
@@ -133,8 +137,9 @@ def main():
     for r in rows:
         r["ratio_vs_eager_engine"] = r["step_ms"] / base
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
-    tag = f"{args.shape}_{args.device.split(':')[0]}_q{args.queries}_b{args.batch}_T{args.seq_len}"
-    meta = {"shape": args.shape, "device": args.device, "device_name": device_name, "dtype": "float32",
+    shape_tag = args.shape + (f"-{args.layers}layers" if args.layers else "")
+    tag = f"{shape_tag}_{args.device.split(':')[0]}_q{args.queries}_b{args.batch}_T{args.seq_len}"
+    meta = {"shape": shape_tag, "device": args.device, "device_name": device_name, "dtype": "float32",
             "queries": args.queries, "batch": args.batch, "seq_len": args.seq_len,
             "sequences_per_step": 2 * args.queries * args.batch, "torch": torch.__version__,
             "warmup": args.warmup, "timed_steps": args.steps}

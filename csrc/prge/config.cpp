@@ -225,45 +225,57 @@ RunConfig load_run_config(const std::string& path) {
   return parse_run_config(text.str(), path);
 }
 
-std::string RunConfig::to_yaml() const {
-  YAML::Emitter e;
-  e << YAML::BeginMap;
-  e << YAML::Key << "model" << YAML::Value << YAML::BeginMap << YAML::Key << "name" << YAML::Value
-    << model.name << YAML::Key << "dtype" << YAML::Value << model.dtype << YAML::Key << "device"
-    << YAML::Value << model.device << YAML::EndMap;
-  e << YAML::Key << "adapter" << YAML::Value;
-  if (use_adapter) {
-    e << YAML::BeginMap << YAML::Key << "rank" << YAML::Value << adapter.rank << YAML::Key << "alpha"
-      << YAML::Value << adapter.alpha << YAML::Key << "targets" << YAML::Value << YAML::Flow
-      << adapter.targets << YAML::Key << "init_seed" << YAML::Value << adapter.init_seed
-      << YAML::EndMap;
-  } else {
-    e << YAML::Null;
+namespace {
+// YAML text without YAML::Emitter: the emitter formats through std::ostream, whose locale
+// facets crashed inside the extension on the GPU image (as Node::as<number> did); fmt
+// formats numbers itself.
+std::string yaml_string(const std::string& v) {
+  std::string out = "\"";
+  for (char c : v) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
   }
-  e << YAML::Key << "estimator" << YAML::Value << YAML::BeginMap << YAML::Key << "kind"
-    << YAML::Value << to_string(estimator.kind) << YAML::Key << "queries" << YAML::Value
-    << estimator.queries << YAML::Key << "epsilon" << YAML::Value << estimator.epsilon << YAML::Key
-    << "difference" << YAML::Value << to_string(estimator.difference) << YAML::Key << "parallel"
-    << YAML::Value << to_string(estimator.parallel) << YAML::Key << "distribution" << YAML::Value
-    << to_string(estimator.distribution) << YAML::Key << "rng" << YAML::Value
-    << to_string(estimator.rng) << YAML::EndMap;
-  e << YAML::Key << "optimizer" << YAML::Value << YAML::BeginMap << YAML::Key << "lr" << YAML::Value
-    << optimizer.lr << YAML::Key << "momentum" << YAML::Value << optimizer.momentum << YAML::Key
-    << "weight_decay" << YAML::Value << optimizer.weight_decay << YAML::EndMap;
-  e << YAML::Key << "data" << YAML::Value << YAML::BeginMap << YAML::Key << "task" << YAML::Value
-    << data.task << YAML::Key << "data_dir" << YAML::Value << data.data_dir << YAML::Key
-    << "protocol" << YAML::Value << data.protocol << YAML::Key << "train_examples" << YAML::Value
-    << data.train_examples << YAML::Key << "dev_examples" << YAML::Value << data.dev_examples
-    << YAML::Key << "eval_examples"
-    << YAML::Value << data.eval_examples << YAML::Key << "batch_size" << YAML::Value
-    << data.batch_size << YAML::Key << "max_length" << YAML::Value << data.max_length
-    << YAML::EndMap;
-  e << YAML::Key << "run" << YAML::Value << YAML::BeginMap << YAML::Key << "steps" << YAML::Value
-    << run.steps << YAML::Key << "seed" << YAML::Value << run.seed << YAML::Key << "eval_every"
-    << YAML::Value << run.eval_every << YAML::Key << "log_every" << YAML::Value << run.log_every
-    << YAML::Key << "output_dir" << YAML::Value << run.output_dir << YAML::EndMap;
-  e << YAML::EndMap;
-  return std::string(e.c_str()) + "\n";
+  return out + "\"";
+}
+
+std::string yaml_double(double v) {
+  std::string s = fmt::format("{}", v);  // shortest round-trip form
+  if (s.find_first_of(".ein") == std::string::npos) return s + ".0";
+  const auto e = s.find('e');
+  if (e != std::string::npos && s.find('.') == std::string::npos) s.insert(e, ".0");  // 1e-05 -> 1.0e-05 (YAML 1.1 float)
+  return s;
+}
+}  // namespace
+
+std::string RunConfig::to_yaml() const {
+  std::string y;
+  y += fmt::format("model:\n  name: {}\n  dtype: {}\n  device: {}\n", yaml_string(model.name),
+                   model.dtype, yaml_string(model.device));
+  if (use_adapter) {
+    std::vector<std::string> targets;
+    for (const auto& t : adapter.targets) targets.push_back(yaml_string(t));
+    y += fmt::format("adapter:\n  rank: {}\n  alpha: {}\n  targets: [{}]\n  init_seed: {}\n",
+                     adapter.rank, yaml_double(adapter.alpha), fmt::join(targets, ", "), adapter.init_seed);
+  } else {
+    y += "adapter: null\n";
+  }
+  y += fmt::format(
+      "estimator:\n  kind: {}\n  queries: {}\n  epsilon: {}\n  difference: {}\n  parallel: {}\n"
+      "  distribution: {}\n  rng: {}\n",
+      to_string(estimator.kind), estimator.queries, yaml_double(estimator.epsilon),
+      to_string(estimator.difference), to_string(estimator.parallel),
+      to_string(estimator.distribution), to_string(estimator.rng));
+  y += fmt::format("optimizer:\n  lr: {}\n  momentum: {}\n  weight_decay: {}\n",
+                   yaml_double(optimizer.lr), yaml_double(optimizer.momentum),
+                   yaml_double(optimizer.weight_decay));
+  y += fmt::format(
+      "data:\n  task: {}\n  data_dir: {}\n  protocol: {}\n  train_examples: {}\n  dev_examples: {}\n"
+      "  eval_examples: {}\n  batch_size: {}\n  max_length: {}\n",
+      yaml_string(data.task), yaml_string(data.data_dir), data.protocol, data.train_examples,
+      data.dev_examples, data.eval_examples, data.batch_size, data.max_length);
+  y += fmt::format("run:\n  steps: {}\n  seed: {}\n  eval_every: {}\n  log_every: {}\n  output_dir: {}\n",
+                   run.steps, run.seed, run.eval_every, run.log_every, yaml_string(run.output_dir));
+  return y;
 }
 
 }  // namespace prge

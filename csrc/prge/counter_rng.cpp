@@ -37,14 +37,21 @@ uint32_t stream_key(uint32_t key, int64_t param_index, int64_t query) {
   return mix32(mix32(key) ^ mix32(coordinate));
 }
 
-torch::Tensor noise(uint32_t key, int64_t n, bool gaussian, const torch::Device& device) {
+torch::Tensor noise_rows(const std::vector<uint32_t>& keys, int64_t n, bool gaussian,
+                         const torch::Device& device) {
   const auto ints = torch::TensorOptions().dtype(torch::kInt64).device(device);
   const int64_t count = gaussian ? 2 * n : n;
-  auto bits = mix32(mix32(torch::arange(count, ints)).bitwise_xor(static_cast<int64_t>(key)));
+  std::vector<int64_t> key_values(keys.begin(), keys.end());
+  auto key_column = torch::tensor(key_values, torch::kInt64).to(device).view({-1, 1});
+  auto bits = mix32(mix32(torch::arange(count, ints)).unsqueeze(0).bitwise_xor(key_column));  // [q, count]
   if (!gaussian) return torch::bitwise_right_shift(bits, 31).mul(-2).add(1).to(torch::kFloat32);
   auto u = torch::bitwise_right_shift(bits, 8).to(torch::kFloat32).add(0.5).mul(1.0 / (1 << 24));
-  auto u1 = u.narrow(0, 0, n), u2 = u.narrow(0, n, n);
+  auto u1 = u.narrow(1, 0, n), u2 = u.narrow(1, n, n);
   return u1.log().mul(-2.0).sqrt().mul(u2.mul(2.0 * M_PI).cos());
+}
+
+torch::Tensor noise(uint32_t key, int64_t n, bool gaussian, const torch::Device& device) {
+  return noise_rows({key}, n, gaussian, device).squeeze(0);
 }
 
 }  // namespace prge::counter_rng

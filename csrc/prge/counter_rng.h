@@ -16,6 +16,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace prge::counter_rng {
 
@@ -32,5 +33,8 @@ uint32_t stream_key(uint32_t step_key, int64_t param_index, int64_t query);
 
 // n float32 values of the stream (gaussian or rademacher), on `device`.
 torch::Tensor noise(uint32_t stream_key, int64_t n, bool gaussian, const torch::Device& device);
+// [keys.size(), n]: row i is noise(keys[i], n); one batch of kernels for all rows.
+torch::Tensor noise_rows(const std::vector<uint32_t>& stream_keys, int64_t n, bool gaussian,
+                         const torch::Device& device);
 
 }  // namespace prge::counter_rng

@@ -85,9 +85,15 @@ torch::Tensor PerturbationStream::noise_block(int64_t step, int64_t param_index,
                                               at::IntArrayRef shape,
                                               const torch::Device& device) const {
   if (rng_ == NoiseRng::Counter) {  // query i of the block is the per-query stream i
-    std::vector<torch::Tensor> rows;
-    for (int64_t i = 0; i < queries; ++i) rows.push_back(counter_draw(step, param_index, i, shape, device));
-    return torch::stack(rows);
+    const auto step_key = counter_rng::step_key(seed_, step);
+    std::vector<uint32_t> keys;
+    for (int64_t i = 0; i < queries; ++i) keys.push_back(counter_rng::stream_key(step_key, param_index, i));
+    int64_t n = 1;
+    for (auto d : shape) n *= d;
+    std::vector<int64_t> block_shape{queries};
+    block_shape.insert(block_shape.end(), shape.begin(), shape.end());
+    return counter_rng::noise_rows(keys, n, distribution_ == NoiseDistribution::Gaussian, device)
+        .view(block_shape);
   }
   std::vector<int64_t> block_shape{queries};
   block_shape.insert(block_shape.end(), shape.begin(), shape.end());

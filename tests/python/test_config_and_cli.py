@@ -23,6 +23,20 @@ def test_config_errors_name_the_key():
         prge.load_run_config("/no/such/file.yaml")
 
 
+def test_normalised_yaml_round_trips():
+    """to_yaml (written beside every run) parses back to the same config, in C++ and PyYAML."""
+    config = prge.parse_run_config(
+        "model: {name: 'odd \"dir\"'}\nestimator: {epsilon: 1.0e-5, rng: counter}\noptimizer: {lr: 3}\n"
+        "data: {protocol: mezo, data_dir: 'a b'}\nadapter: {targets: [q_proj, v_proj], alpha: 16}\n")
+    text = config.to_yaml()
+    assert prge.parse_run_config(text).to_yaml() == text
+    tree = yaml.safe_load(text)
+    assert tree["estimator"]["epsilon"] == 1e-5 and tree["optimizer"]["lr"] == 3.0
+    assert tree["model"]["name"] == 'odd "dir"' and tree["adapter"]["targets"] == ["q_proj", "v_proj"]
+    assert tree["estimator"]["rng"] == "counter" and tree["data"]["protocol"] == "mezo"
+    assert prge.parse_run_config("adapter: null\nestimator: {kind: mezo, parallel: none}\n").to_yaml().count("adapter: null") == 1
+
+
 def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("estimator: {kind: adam}\n")
