@@ -65,9 +65,9 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
 
     def evaluate(step: int, passes: int, sequences: int) -> dict:
         record = {"step": step, "forward_passes": passes, "sequences": sequences,
-                  "eval_accuracy": accuracy(trainer, encoder, evaluation)}
+                  "eval_accuracy": accuracy(trainer, encoder, evaluation, progress=progress)}
         if dev:
-            record["dev_accuracy"] = accuracy(trainer, encoder, dev)
+            record["dev_accuracy"] = accuracy(trainer, encoder, dev, progress=progress)
         return record
 
     log(f"[prge] {config.estimator.kind} q={config.estimator.queries} "
