@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# GPU slice of the paper accuracy table (configs/sweeps/paper_accuracy_sst2_short.yaml).
+# The machine has no registry access, so the SmolLM2 GGUF (94 MiB) travels in two carried
+# halves (.devicecarry/a, .devicecarry/b) with the pure-Python gguf reader and SST-2.
+#   bash experiments/device_paper_accuracy.sh build            # call 1 (carry .devicecarry/a)
+#   bash experiments/device_paper_accuracy.sh run OUT_DIR      # calls 2+ (carry .devicecarry/b); resumes
+set -uo pipefail
+export PYTHONUNBUFFERED=1 PRGE_CACHE=/tmp/prge-cache PYTHONPATH="$PWD/.devicecarry/a:${PYTHONPATH:-}"
+case "$1" in
+  build)
+    mkdir -p /tmp/prge-carry && cp .devicecarry/a/smollm2.gguf.part0 /tmp/prge-carry/
+    cp -r .devicecarry/a/gguf .devicecarry/a/data /tmp/prge-carry/
+    python3 -m pip install -q --no-build-isolation --no-deps --no-cache-dir \
+      -C build-dir=/tmp/prge-build -C cmake.define.PRGE_BUILD_TESTS=OFF . 2>&1 | tail -5
+    python3 -c "import prge; print('built', prge.__file__)" ;;
+  run)
+    out=${2:?out dir}
+    export PYTHONPATH="/tmp/prge-carry:${PYTHONPATH}"
+    model=$PRGE_CACHE/models/smollm2-135m
+    if [ ! -f "$model/model.safetensors" ]; then
+      cat /tmp/prge-carry/smollm2.gguf.part0 .devicecarry/b/smollm2.gguf.part1 > /tmp/prge-carry/smollm2.gguf
+      python3 -c "from prge.models.gguf_convert import convert_gguf; convert_gguf('/tmp/prge-carry/smollm2.gguf', '$model')"
+    fi
+    timeout 520 prge sweep configs/sweeps/paper_accuracy_sst2_short.yaml --no-progress \
+      --output-root /tmp/runs/paper_accuracy_sst2_short \
+      --set model.device=cuda --set data.data_dir=/tmp/prge-carry/data/sst2
+    tar czf "$out/paper_accuracy_sst2_short_runs.tgz" -C /tmp/runs paper_accuracy_sst2_short
+    ls /tmp/runs/paper_accuracy_sst2_short/*/summary.json | wc -l ;;
+esac
