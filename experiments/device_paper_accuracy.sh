@@ -17,13 +17,14 @@ case "$1" in
     out=${2:?out dir}
     export PYTHONPATH="/tmp/prge-carry:${PYTHONPATH}"
     model=$PRGE_CACHE/models/smollm2-135m
-    if [ ! -f "$model/model.safetensors" ]; then
+    if [ ! -f "$model/tokenizer.json" ]; then
       cat /tmp/prge-carry/smollm2.gguf.part0 .devicecarry/b/smollm2.gguf.part1 > /tmp/prge-carry/smollm2.gguf
-      python3 -c "from prge.models.gguf_convert import convert_gguf; convert_gguf('/tmp/prge-carry/smollm2.gguf', '$model')"
+      python3 -c "from prge.models.gguf_convert import convert_gguf; convert_gguf('/tmp/prge-carry/smollm2.gguf', '$model')" 2>&1 | tail -5
     fi
+    ls "$model"
     timeout 520 prge sweep configs/sweeps/paper_accuracy_sst2_short.yaml --no-progress \
       --output-root /tmp/runs/paper_accuracy_sst2_short \
-      --set model.device=cuda --set data.data_dir=/tmp/prge-carry/data/sst2
+      --set model.device=cuda --set model.name="$model" --set data.data_dir=/tmp/prge-carry/data/sst2
     tar czf "$out/paper_accuracy_sst2_short_runs.tgz" -C /tmp/runs paper_accuracy_sst2_short
     ls /tmp/runs/paper_accuracy_sst2_short/*/summary.json | wc -l ;;
 esac
