@@ -3,7 +3,7 @@
 # The machine has no registry access, so the SmolLM2 GGUF (94 MiB) travels in two carried
 # halves (.devicecarry/a, .devicecarry/b) with the pure-Python gguf reader and SST-2.
 #   bash experiments/device_paper_accuracy.sh build            # call 1 (carry .devicecarry/a)
-#   bash experiments/device_paper_accuracy.sh run OUT_DIR      # calls 2+ (carry .devicecarry/b); resumes
+#   bash experiments/device_paper_accuracy.sh run OUT_DIR      # calls 2+ (carry .devicecarry/b and /c); resumes
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PRGE_CACHE=/tmp/prge-cache PYTHONPATH="$PWD/.devicecarry/a:${PYTHONPATH:-}"
 case "$1" in
@@ -21,6 +21,9 @@ case "$1" in
       cat /tmp/prge-carry/smollm2.gguf.part0 .devicecarry/b/smollm2.gguf.part1 > /tmp/prge-carry/smollm2.gguf
       python3 -c "from prge.models.gguf_convert import convert_gguf; convert_gguf('/tmp/prge-carry/smollm2.gguf', '$model')" 2>&1 | tail -5
     fi
+    # transformers' GGUF tokenizer export needs the gguf dist-info, which the carried reader
+    # lacks: the tokenizer.json converted here (.devicecarry/c) travels instead.
+    [ -f "$model/tokenizer.json" ] || cp .devicecarry/c/tokenizer.json "$model/"
     ls "$model"
     timeout 520 prge sweep configs/sweeps/paper_accuracy_sst2_short.yaml --no-progress \
       --output-root /tmp/runs/paper_accuracy_sst2_short \
