@@ -25,9 +25,10 @@ case "$1" in
     # lacks: the tokenizer.json converted here (.devicecarry/c) travels instead.
     [ -f "$model/tokenizer.json" ] || cp .devicecarry/c/tokenizer.json "$model/"
     ls "$model"
-    timeout 520 prge sweep configs/sweeps/paper_accuracy_sst2_short.yaml --no-progress \
+    timeout "${SWEEP_SECONDS:-480}" prge sweep configs/sweeps/paper_accuracy_sst2_short.yaml --no-progress \
       --output-root /tmp/runs/paper_accuracy_sst2_short \
       --set model.device=cuda --set model.name="$model" --set data.data_dir=/tmp/prge-carry/data/sst2
-    tar czf "$out/paper_accuracy_sst2_short_runs.tgz" -C /tmp/runs paper_accuracy_sst2_short
+    # summaries and metrics only: checkpoints (MeZO's is the whole model) stay on the machine
+    tar czf "$out/paper_accuracy_sst2_short_runs.tgz" --exclude='*.safetensors' -C /tmp/runs paper_accuracy_sst2_short
     ls /tmp/runs/paper_accuracy_sst2_short/*/summary.json | wc -l ;;
 esac
