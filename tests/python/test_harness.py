@@ -141,3 +141,16 @@ def test_paper_sweeps_expand_to_equal_forward_passes():
             assert config.estimator.queries * config.data.batch_size == 16, label
     speed = expand_sweep(root / "paper_speed.yaml")
     assert {c.estimator.queries * c.data.batch_size for _, c in speed} == {16}
+
+
+def test_every_committed_sweep_expands():
+    """Each sweep under configs/sweeps parses and every run's config validates."""
+    from pathlib import Path
+
+    from prge.sweep import expand_sweep
+
+    sweeps = sorted((Path(__file__).resolve().parents[2] / "configs" / "sweeps").glob("*.yaml"))
+    assert len(sweeps) >= 5
+    for sweep in sweeps:
+        runs = expand_sweep(sweep)
+        assert runs and len({label for label, _ in runs}) == len(runs), sweep.name
