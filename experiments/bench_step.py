@@ -28,6 +28,7 @@ import torch
 
 import prge
 from prge.models import SHAPES, shape_config
+from prge.speed import random_batch
 
 QB = 16  # queries * batch, the paper's setting
 
@@ -63,14 +64,6 @@ def timed(fn, warmup, steps, device):
     return statistics.median(times)
 
 
-def make_batch(vocab, batch, seq_len, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, vocab, (batch, seq_len), generator=g)
-    targets = torch.full((batch, seq_len), -100, dtype=torch.int64)
-    targets[:, -2] = ids[:, -1]  # one answer token per prompt, as in the classification tasks
-    return prge.TokenBatch(ids, targets)
-
-
 def forward_flops(config, sequences, seq_len):
     """2 * (non-embedding params) per token + causal attention (QK^T and PV)."""
     c = config
@@ -89,7 +82,7 @@ def bench_prge(args, config, kind, queries, parallel, warmup, steps):
     eps = 1e-3 if kind == "mezo" else 1e-2
     trainer = prge.Trainer(model, prge.EstimatorOptions(kind, queries, eps, "central", parallel),
                            prge.OptimizerOptions(lr=1e-6 if kind == "mezo" else 5e-5), 0)
-    batch = make_batch(config.vocab_size, batch_size, args.seq_len)
+    batch = random_batch(config.vocab_size, batch_size, args.seq_len)
     reset_memory(args.device)
     seconds = timed(lambda: trainer.step(batch), warmup, steps, args.device)
     peak = peak_memory_gib(args.device)
@@ -100,7 +93,7 @@ def bench_prge(args, config, kind, queries, parallel, warmup, steps):
 def bench_inference(args, config, warmup, steps):
     model = prge.LlamaModel.random(config, 0, args.device, args.dtype)
     model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
-    batch = make_batch(config.vocab_size, 2 * QB, args.seq_len)
+    batch = random_batch(config.vocab_size, 2 * QB, args.seq_len)
     ids = batch.input_ids.to(args.device)
     reset_memory(args.device)
     seconds = timed(lambda: model.hidden_states(ids), warmup, steps, args.device)
@@ -125,7 +118,7 @@ def bench_mezo_eager_torch(args, config, queries, warmup, steps):
         model = LlamaForCausalLM(hf_config).eval()
         torch.set_default_dtype(torch.float32)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    batch = make_batch(config.vocab_size, QB // queries, args.seq_len)
+    batch = random_batch(config.vocab_size, QB // queries, args.seq_len)
     ids, targets = batch.input_ids.to(args.device), batch.targets.to(args.device)
     eps, lr = 1e-3, 1e-6
 

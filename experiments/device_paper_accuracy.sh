@@ -10,8 +10,7 @@ case "$1" in
   build)
     mkdir -p /tmp/prge-carry && cp .devicecarry/a/smollm2.gguf.part0 /tmp/prge-carry/
     cp -r .devicecarry/a/gguf .devicecarry/a/data /tmp/prge-carry/
-    python3 -m pip install -q --no-build-isolation --no-deps --no-cache-dir \
-      -C build-dir=/tmp/prge-build -C cmake.define.PRGE_BUILD_TESTS=OFF . 2>&1 | tail -5
+    source experiments/device_build.sh
     python3 -c "import prge; print('built', prge.__file__)" ;;
   run)
     out=${2:?out dir}

@@ -5,11 +5,8 @@
 # Usage (repository root): bash experiments/device_paper_speed.sh OUT_DIR
 set -uo pipefail
 out=${1:?output dir}
-export PYTHONUNBUFFERED=1
 start=$(date +%s)
-python3 -m pip install -q --no-build-isolation --no-deps --no-cache-dir \
-  -C build-dir=/tmp/prge-build -C cmake.define.PRGE_BUILD_TESTS=OFF . 2>&1 | tail -20
-echo "build: $(( $(date +%s) - start )) s"
+source experiments/device_build.sh
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
 timeout 280 prge sweep configs/sweeps/paper_speed.yaml --no-progress --output-root "$out/runs/paper_speed"
 echo "sweep done: $(( $(date +%s) - start )) s"

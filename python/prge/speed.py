@@ -14,6 +14,7 @@ import torch
 
 from prge._core import LlamaModel, RunConfig, TokenBatch, Trainer
 from prge.models import resolve_model, shape_config
+from prge.train import write_summary
 
 SPEED_KEYS = {"warmup", "steps", "shape"}
 
@@ -80,9 +81,7 @@ def run_speed(config: RunConfig, warmup: int = 2, steps: int = 5, shape: str | N
         "warmup": warmup, "timed_steps": steps,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    tmp = out_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(out_dir / "summary.json")
+    write_summary(out_dir, summary)
     log(f"[prge] {config.estimator.kind} q={config.estimator.queries} {config.estimator.parallel}: "
         f"{seconds * 1e3:.1f} ms/step, {summary['tokens_per_second']:.0f} tokens/s")
     del trainer, model

@@ -118,12 +118,17 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
         "mean_step_seconds": sum(step_seconds) / len(step_seconds) if step_seconds else None,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    tmp = out_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(out_dir / "summary.json")  # written last: its presence marks a finished run
+    write_summary(out_dir, summary)
     log(f"[prge] accuracy after {config.run.steps} steps: {acc_after:.4f} "
         f"(before {acc_before:.4f}); results in {out_dir}")
     return summary
+
+
+def write_summary(out_dir: Path, summary: dict) -> None:
+    """summary.json, atomically and last: its presence marks a finished run (sweeps skip it)."""
+    tmp = out_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(out_dir / "summary.json")
 
 
 def best_checkpoint(history: list[dict]) -> dict:

@@ -24,7 +24,7 @@ from prge.data.tasks import get_task
 from prge.export import runtimes
 from prge.export.step_module import FunctionalStep, MutableBufferStep, StepSpec
 from prge.models import load_tokenizer, resolve_model
-from prge.train import split_protocol
+from prge.train import split_protocol, write_summary
 
 RUNTIMES = ("onnx", "aoti", "executorch")
 MODEL_FILES = {"onnx": "step.onnx", "aoti": "step.pt2", "executorch": "step.pte"}
@@ -184,9 +184,7 @@ def train_with_engine(config: RunConfig, runtime: str, progress: bool = True, lo
                                 {"step": config.run.steps, "eval_accuracy": acc_after}],
                "mean_step_seconds": sum(times) / len(times) if times else None,
                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(out / "summary.json")
+    write_summary(out, summary)
     log(f"[prge] {runtime} engine: accuracy after {config.run.steps} steps {acc_after:.4f} "
         f"(before {acc_before:.4f}); results in {out}")
     return summary
