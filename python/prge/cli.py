@@ -36,7 +36,8 @@ def _load_config(path: str, overrides: list[str]):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="prge", description=__doc__)
+    parser = argparse.ArgumentParser(prog="prge", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="run one fine-tuning job from a YAML config")
     train.add_argument("config")
