@@ -6,7 +6,11 @@ Baselines measured beside P-RGE in the same process:
   - mezo_eager_torch: MeZO as in its reference code: a transformers LlamaForCausalLM,
     in-place perturb / restore of every weight with torch.normal, one forward at a time;
   - mezo_cpp: the same algorithm through prge's C++ engine;
-  - inference: one plain batched forward of the 32 sequences (what P-RGE dual should cost);
+  - inference: one plain batched forward of the 32 sequences through prge's native model;
+  - transformers forward (eager / torch.compile / torch.compile with CUDA graphs): the same
+    32 sequences through transformers, logits at the answer positions only. The fastest of
+    them is the floor a training step is compared with ("time / best forward");
+  - paper P-RGE (eager / compiled): the paper's recipe on transformers (experiments/peers.py);
   - matmul: an 8192^3 matrix product, the device's achievable peak for FLOP/s ratios.
 
 Weights are random at the real shape (speed does not depend on their values).
@@ -74,14 +78,17 @@ def forward_flops(config, sequences, seq_len):
     return 2 * per_layer * c.num_hidden_layers * tokens + attention
 
 
-def bench_prge(args, config, kind, queries, parallel, warmup, steps):
+def bench_prge(args, config, kind, queries, parallel, warmup, steps, graphs=True):
+    """prge's trainer; P-RGE uses the counter RNG (the CUDA kernels and graph capture need it)."""
     batch_size = QB // queries
     model = prge.LlamaModel.random(config, 0, args.device, args.dtype)
     if kind != "mezo":
         model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
     eps = 1e-3 if kind == "mezo" else 1e-2
-    trainer = prge.Trainer(model, prge.EstimatorOptions(kind, queries, eps, "central", parallel),
-                           prge.OptimizerOptions(lr=1e-6 if kind == "mezo" else 5e-5), 0)
+    rng = "torch" if kind == "mezo" else "counter"
+    trainer = prge.Trainer(model, prge.EstimatorOptions(kind, queries, eps, "central", parallel, rng=rng),
+                           prge.OptimizerOptions(lr=1e-6 if kind == "mezo" else 5e-5), 0,
+                           cuda_graphs=graphs)
     batch = random_batch(config.vocab_size, batch_size, args.seq_len)
     reset_memory(args.device)
     seconds = timed(lambda: trainer.step(batch), warmup, steps, args.device)
@@ -157,6 +164,20 @@ def bench_mezo_eager_torch(args, config, queries, warmup, steps):
     return seconds, peak
 
 
+def bench_peer(args, config, make, warmup, steps):
+    """Time a peer built by make(model, ids, targets) on a fresh transformers model."""
+    from peers import transformers_llama
+
+    model = transformers_llama(config, getattr(torch, args.dtype), args.device)
+    runner = make(model, config)
+    reset_memory(args.device)
+    seconds = timed(runner, warmup, steps, args.device)
+    peak = peak_memory_gib(args.device)
+    del runner, model
+    torch._dynamo.reset()
+    return seconds, peak
+
+
 def bench_matmul(args):
     if not args.device.startswith("cuda"):
         n = 2048
@@ -183,6 +204,13 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--queries", default="1,4,16")
     parser.add_argument("--skip-eager", action="store_true", help="skip the transformers MeZO baseline")
+    parser.add_argument("--skip-peers", action="store_true",
+                        help="skip the transformers forward and paper P-RGE peers")
+    parser.add_argument("--peer-queries", default=None,
+                        help="queries of the paper P-RGE peer rows (default: --queries)")
+    parser.add_argument("--compile-modes", default=None,
+                        help="torch.compile modes for the peers (default: default,reduce-overhead "
+                             "on CUDA, default on the CPU)")
     parser.add_argument("--out", default="experiments/results")
     args = parser.parse_args()
     if args.device == "cpu":
@@ -204,6 +232,29 @@ def main():
     print(f"matmul peak: {peak_flops / 1e12:.1f} TFLOP/s ({args.dtype})", flush=True)
     s, m = bench_inference(args, config, args.warmup, args.steps)
     record("inference (2*16 seqs)", "none", 0, "-", s, m)
+    forward_rows = []
+    if not args.skip_peers:
+        from peers import PaperPrgeStep, TransformersForward
+
+        cuda = args.device.startswith("cuda")
+        modes = (args.compile_modes or ("default,reduce-overhead" if cuda else "default")).split(",")
+        batch = random_batch(config.vocab_size, 2 * QB, args.seq_len)
+        ids, targets = batch.input_ids.to(args.device), batch.targets.to(args.device)
+        for mode in [None] + modes:
+            name = f"transformers forward {mode or 'eager'}"
+            s, m = bench_peer(args, config, lambda model, c: TransformersForward(model, ids, targets, mode),
+                              args.warmup + (3 if mode else 0), args.steps)
+            record(name, "none", 0, "-", s, m)
+            forward_rows.append(name)
+        peer_qs = [int(q) for q in args.peer_queries.split(",")] if args.peer_queries else qs
+        for compiled in (False, True):
+            for q in peer_qs:
+                small = random_batch(config.vocab_size, QB // q, args.seq_len)
+                sids, stargets = small.input_ids.to(args.device), small.targets.to(args.device)
+                s, m = bench_peer(args, config, lambda model, c: PaperPrgeStep(
+                    model, sids, stargets, q, 1e-2, 5e-5, compiled), args.warmup + (3 if compiled else 0),
+                    args.steps)
+                record(f"paper_prge_dual {'compiled' if compiled else 'eager'} q={q}", "prge", q, "dual", s, m)
     if not args.skip_eager:
         for q in (1, max(qs)):
             s, m = bench_mezo_eager_torch(args, config, q, 1, max(2, args.steps // (2 * q)))
@@ -219,16 +270,22 @@ def main():
         for q in qs:
             s, m = bench_prge(args, config, "prge", q, parallel, args.warmup, args.steps)
             record(f"prge_{parallel} q={q}", "prge", q, parallel, s, m)
+    if args.device.startswith("cuda") and prge.cuda_built:
+        for q in qs:  # what the CUDA graph adds: the same fused step, uncaptured
+            s, m = bench_prge(args, config, "prge", q, "dual", args.warmup, args.steps, graphs=False)
+            record(f"prge_dual q={q} (no CUDA graph)", "prge", q, "dual", s, m)
 
     by = {r["method"]: r for r in rows}
     base_eager = by.get("mezo_eager_torch q=1")
     base_cpp = by["mezo_cpp q=1"]
     infer = by["inference (2*16 seqs)"]
+    best_forward = min((by[n] for n in forward_rows), key=lambda r: r["ms_per_step"], default=infer)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     for r in rows:
         r["speedup_vs_mezo_eager_q1"] = base_eager["ms_per_step"] / r["ms_per_step"] if base_eager else None
         r["speedup_vs_mezo_cpp_q1"] = base_cpp["ms_per_step"] / r["ms_per_step"]
         r["time_vs_inference"] = r["ms_per_step"] / infer["ms_per_step"]
+        r["time_vs_best_forward"] = r["ms_per_step"] / best_forward["ms_per_step"]
         r["memory_vs_inference"] = r["peak_gib"] / infer["peak_gib"] if r["peak_gib"] else None
         r["fraction_of_matmul_peak"] = r["tflops"] * 1e12 / peak_flops
 
@@ -242,16 +299,20 @@ def main():
     lines = [f"# Step time: {args.shape} shape (random weights), {device_name}, {args.dtype}, "
              f"seq len {args.seq_len}, q*b = {QB} (every row evaluates {2 * QB} sequences per step)",
              "", f"torch {torch.__version__}; matmul peak measured in the same run: "
-             f"{peak_flops / 1e12:.1f} TFLOP/s. Ratios are against rows of this same run.", "",
+             f"{peak_flops / 1e12:.1f} TFLOP/s. Ratios are against rows of this same run; "
+             f"'best forward' is the fastest inference forward of the same {2 * QB} sequences "
+             f"({best_forward['method']}).", "",
              "| method | q | b | ms/step | tokens/s | model TFLOP/s | % of matmul peak | peak GiB | "
-             "× vs MeZO eager (q=1) | × vs MeZO C++ (q=1) | time / inference | memory / inference |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "× vs MeZO eager (q=1) | × vs MeZO C++ (q=1) | time / prge inference | time / best forward | "
+             "memory / prge inference |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         eager = f"{r['speedup_vs_mezo_eager_q1']:.2f}" if r["speedup_vs_mezo_eager_q1"] else "-"
         lines.append(f"| {r['method']} | {r['queries']} | {r['batch']} | {r['ms_per_step']:.1f} | "
                      f"{r['tokens_per_s']:.0f} | {r['tflops']:.1f} | {100 * r['fraction_of_matmul_peak']:.0f}% | "
                      f"{fmt(r['peak_gib'])} | {eager} | {r['speedup_vs_mezo_cpp_q1']:.2f} | "
-                     f"{r['time_vs_inference']:.2f} | {fmt(r['memory_vs_inference'])} |")
+                     f"{r['time_vs_inference']:.2f} | {r['time_vs_best_forward']:.2f} | "
+                     f"{fmt(r['memory_vs_inference'])} |")
     (out / f"bench_step_{tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

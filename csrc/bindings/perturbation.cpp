@@ -1,8 +1,13 @@
+#include "prge/adapter_buffer.h"
 #include "prge/counter_rng.h"
 #include "prge/perturbation.h"
 #include "prge/perturbation_plan.h"
 
 #include <torch/extension.h>
+
+#ifdef PRGE_WITH_CUDA
+#include "prge/cuda/adapter_kernels.h"
+#endif
 
 namespace py = pybind11;
 
@@ -17,6 +22,29 @@ void bind_perturbation(py::module_& m) {
   m.def("counter_stream_key", &counter_rng::stream_key, py::arg("step_key"), py::arg("param_index"),
         py::arg("query"));
   m.def("counter_mix32", py::overload_cast<uint32_t>(&counter_rng::mix32), py::arg("x"));
+#ifdef PRGE_WITH_CUDA
+  m.attr("cuda_built") = true;
+#else
+  m.attr("cuda_built") = false;
+#endif
+  m.def(
+      "counter_noise_rows",
+      [](const std::vector<uint32_t>& keys, int64_t n, bool gaussian, const std::string& device,
+         bool kernel) {
+        const torch::Device d(device);
+#ifdef PRGE_WITH_CUDA
+        if (kernel && d.is_cuda()) {
+          std::vector<int64_t> values(keys.begin(), keys.end());
+          return cuda::counter_noise_rows(torch::tensor(values, torch::kInt64).to(d), n, gaussian);
+        }
+#endif
+        if (kernel) throw std::invalid_argument("the counter noise kernel needs a CUDA build and device");
+        return counter_rng::noise_rows(keys, n, gaussian, d);
+      },
+      py::arg("stream_keys"), py::arg("n"), py::arg("gaussian") = true, py::arg("device") = "cpu",
+      py::arg("kernel") = false,
+      "[keys, n] counter-RNG noise through ATen ops, or the CUDA kernel (kernel=True): the GPU "
+      "test checks that they agree");
 
   py::class_<PerturbationStream>(m, "PerturbationStream")
       .def(py::init([](uint64_t seed, const std::string& distribution, const std::string& rng) {

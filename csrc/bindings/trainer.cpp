@@ -52,8 +52,18 @@ void bind_trainer(py::module_& m) {
       .def_readonly("seconds", &StepResult::seconds);
 
   py::class_<Trainer>(m, "Trainer")
-      .def(py::init<std::shared_ptr<LlamaModel>, EstimatorOptions, OptimizerOptions, uint64_t>(),
-           py::arg("model"), py::arg("estimator"), py::arg("optimizer"), py::arg("seed"))
+      .def(py::init([](std::shared_ptr<LlamaModel> model, EstimatorOptions estimator,
+                       OptimizerOptions optimizer, uint64_t seed, bool fused_step, bool cuda_graphs) {
+             return std::make_unique<Trainer>(std::move(model), estimator, optimizer, seed,
+                                              TrainerOptions{fused_step, cuda_graphs});
+           }),
+           py::arg("model"), py::arg("estimator"), py::arg("optimizer"), py::arg("seed"),
+           py::arg("fused_step") = true, py::arg("cuda_graphs") = true)
+      .def_property_readonly("uses_fused_step", &Trainer::uses_fused_step,
+                             "P-RGE dual runs as one device-side step (single forward, flat update)")
+      .def_property_readonly("uses_cuda_graphs", &Trainer::uses_cuda_graphs,
+                             "that step is captured and replayed as a CUDA graph")
+      .def_property_readonly("cuda_graphs_captured", &Trainer::cuda_graphs_captured)
       .def("step", &Trainer::step, py::arg("batch"), py::call_guard<py::gil_scoped_release>())
       .def("score",
            [](const Trainer& t, const TokenBatch& batch) {

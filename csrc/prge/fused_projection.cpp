@@ -47,17 +47,21 @@ std::vector<torch::Tensor> FusedLoraFaProjection::forward(const torch::Tensor& x
   auto y = at::linear(x, weight_);
   if (!adapted_.empty()) {
     const bool perturbed = plan && plan->plan->perturbs();
-    const int64_t copies = plan ? plan->plan->copies() : 1;
     const int64_t r = lora_a_.size(0) / static_cast<int64_t>(adapted_.size());
-    // Unperturbed copies all share B (size-1 stack: one plain GEMM).
     // Block-diagonal B: rows of part p, columns of its r-slice of A x; zero elsewhere.
-    auto blocks = torch::zeros({perturbed ? copies : 1, weight_.size(0), lora_a_.size(0)},
-                               y.options());
+    // Unperturbed, every row shares one B (a size-1 stack: one plain GEMM).
+    std::vector<GroupMember> members;
     for (size_t j = 0; j < adapted_.size(); ++j) {
-      const auto& part = parts_[adapted_[j]];
-      blocks.narrow(1, offsets_[adapted_[j]], sizes_[adapted_[j]])
-          .narrow(2, static_cast<int64_t>(j) * r, r)
-          .copy_(part.b_copies(perturbed ? plan : nullptr));
+      members.push_back(parts_[adapted_[j]].as_member(offsets_[adapted_[j]], static_cast<int64_t>(j) * r));
+    }
+    torch::Tensor blocks;
+    if (perturbed) {
+      blocks = plan->group_copies(members, weight_.size(0), lora_a_.size(0), y.scalar_type());
+    } else {
+      blocks = torch::zeros({1, weight_.size(0), lora_a_.size(0)}, y.options());
+      for (const auto& m : members) {
+        blocks.narrow(1, m.row_offset, m.lora_b->size(0)).narrow(2, m.col_offset, r).copy_(*m.lora_b);
+      }
     }
     add_low_rank(y, at::linear(x, lora_a_), blocks, parts_[adapted_.front()].scaling(),
                  parts_[adapted_.front()].name());

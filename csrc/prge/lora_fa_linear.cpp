@@ -41,9 +41,13 @@ void LoraFaLinear::share_storage(torch::Tensor weight_view, torch::Tensor lora_a
   if (lora_a_view.defined()) lora_a_ = std::move(lora_a_view);
 }
 
-torch::Tensor LoraFaLinear::b_copies(const MaterializedPlan* plan) const {
-  if (!plan) return lora_b_.unsqueeze(0);
-  return plan->stack(lora_b_, param_index_);
+void LoraFaLinear::set_lora_b(torch::Tensor view) {
+  if (view.sizes() != lora_b_.sizes()) throw std::invalid_argument("set_lora_b: shape mismatch");
+  lora_b_ = std::move(view);
+}
+
+GroupMember LoraFaLinear::as_member(int64_t row_offset, int64_t col_offset) const {
+  return {&lora_b_, param_index_, row_offset, col_offset};
 }
 
 void add_low_rank(torch::Tensor& y, const torch::Tensor& ax, const torch::Tensor& b_stack,
@@ -70,8 +74,9 @@ torch::Tensor LoraFaLinear::forward(const torch::Tensor& x, const MaterializedPl
   if (!has_adapter()) return y;
   const bool perturbed = plan && plan->plan->perturbs();
   // Unperturbed copies all share B: one plain GEMM serves every row.
-  auto b = b_copies(perturbed ? plan : nullptr);
-  add_low_rank(y, at::linear(x, lora_a_), b.to(y.scalar_type()), scaling_, name_);
+  auto b = perturbed ? plan->group_copies({as_member(0, 0)}, lora_b_.size(0), lora_b_.size(1), y.scalar_type())
+                     : lora_b_.unsqueeze(0).to(y.scalar_type());
+  add_low_rank(y, at::linear(x, lora_a_), b, scaling_, name_);
   return y;
 }
 

@@ -22,6 +22,8 @@ class LoraFaLinear {
 
   // Point W and A at views of a fused group's storage (FusedLoraFaProjection).
   void share_storage(torch::Tensor weight_view, torch::Tensor lora_a_view);
+  // Point B at its view of the model's flat adapter buffer (AdapterBuffer).
+  void set_lora_b(torch::Tensor view);
 
   bool has_adapter() const { return lora_a_.defined(); }
   const torch::Tensor& weight() const { return weight_; }
@@ -35,8 +37,8 @@ class LoraFaLinear {
 
   // x: [N, T, in] with N = copies * b when a perturbing plan is given.
   torch::Tensor forward(const torch::Tensor& x, const MaterializedPlan* plan = nullptr) const;
-  // The copies of B the plan asks for, [copies, out, r] float32 ([1, out, r] without a plan).
-  torch::Tensor b_copies(const MaterializedPlan* plan) const;
+  // This B as a member of a copy stack (its own, or a fused group's block-diagonal one).
+  GroupMember as_member(int64_t row_offset, int64_t col_offset) const;
 
  private:
   torch::Tensor weight_;  // [out, in], model dtype

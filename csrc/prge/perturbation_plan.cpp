@@ -1,5 +1,12 @@
 #include "prge/perturbation_plan.h"
 
+#include "prge/adapter_buffer.h"
+#include "prge/counter_rng.h"
+
+#ifdef PRGE_WITH_CUDA
+#include "prge/cuda/adapter_kernels.h"
+#endif
+
 #include <stdexcept>
 
 namespace prge {
@@ -48,7 +55,8 @@ PerturbationPlan PerturbationPlan::forward_difference(const PerturbationStream& 
   return plan;
 }
 
-MaterializedPlan MaterializedPlan::build(const PerturbationPlan& plan, const torch::Device& device) {
+MaterializedPlan MaterializedPlan::build(const PerturbationPlan& plan, const torch::Device& device,
+                                         torch::Tensor step_key) {
   if (plan.copies() == 0) throw std::invalid_argument("perturbation plan has no copies");
   MaterializedPlan m;
   m.plan = &plan;
@@ -60,10 +68,13 @@ MaterializedPlan MaterializedPlan::build(const PerturbationPlan& plan, const tor
   }
   m.dual_epsilon = plan.copy_scale.empty() ? 0.0 : plan.copy_scale[0];
   m.query_index = torch::tensor(plan.copy_query, torch::kInt64).to(device);
-  m.scale = torch::tensor(plan.copy_scale, torch::kFloat64)
-                .to(torch::kFloat32)
-                .view({-1, 1, 1})
-                .to(device);
+  m.scale = torch::tensor(plan.copy_scale, torch::kFloat64).to(torch::kFloat32).to(device);
+  m.step_key = step_key.defined()
+                   ? step_key
+                   : torch::tensor({static_cast<int64_t>(counter_rng::step_key(plan.stream->seed(), plan.step))},
+                                   torch::kInt64)
+                         .to(device);
+  m.cuda_kernels = use_cuda_kernels(device, plan.stream->rng());
   return m;
 }
 
@@ -76,7 +87,37 @@ torch::Tensor MaterializedPlan::stack(const torch::Tensor& lora_b, int64_t param
     auto scaled = z.mul_(dual_epsilon);
     return torch::cat({lora_b.unsqueeze(0) + scaled, lora_b.unsqueeze(0) - scaled}, 0);
   }
-  return lora_b.unsqueeze(0) + z.index_select(0, query_index) * scale;
+  return lora_b.unsqueeze(0) + z.index_select(0, query_index) * scale.view({-1, 1, 1});
+}
+
+torch::Tensor MaterializedPlan::group_copies(const std::vector<GroupMember>& members, int64_t rows,
+                                             int64_t cols, torch::ScalarType dtype) const {
+  const int64_t copies = plan->copies();
+  auto options = members.front().lora_b->options().dtype(dtype);
+#ifdef PRGE_WITH_CUDA
+  if (cuda_kernels) {
+    std::vector<cuda::GroupPart> parts;
+    for (const auto& m : members) {
+      parts.push_back({m.lora_b->data_ptr<float>(), m.lora_b->size(0), m.lora_b->size(1), m.row_offset,
+                       m.col_offset, m.param_index});
+    }
+    auto out = torch::empty({copies, rows, cols}, options);
+    cuda::fill_group_copies(parts.data(), static_cast<int>(parts.size()), query_index, scale, step_key,
+                            plan->stream->distribution() == NoiseDistribution::Gaussian, out);
+    return out;
+  }
+#endif
+  const auto& only = members.front();
+  if (members.size() == 1 && only.lora_b->size(0) == rows && only.lora_b->size(1) == cols) {
+    return stack(*only.lora_b, only.param_index).to(dtype);
+  }
+  auto blocks = torch::zeros({copies, rows, cols}, options);
+  for (const auto& m : members) {
+    blocks.narrow(1, m.row_offset, m.lora_b->size(0))
+        .narrow(2, m.col_offset, m.lora_b->size(1))
+        .copy_(stack(*m.lora_b, m.param_index));
+  }
+  return blocks;
 }
 
 }  // namespace prge

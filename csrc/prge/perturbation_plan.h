@@ -34,17 +34,37 @@ struct PerturbationPlan {
                                              int64_t queries, double epsilon);
 };
 
-// Device-side form of a plan, built once per forward and shared by all layers.
+// One adapted projection inside a group that shares a GEMM (q/k/v; gate/up): where its B's
+// block sits in the group's block-diagonal copy stack [copies, rows, cols].
+struct GroupMember {
+  const torch::Tensor* lora_b = nullptr;  // [rows_m, r] float32
+  int64_t param_index = 0;
+  int64_t row_offset = 0;
+  int64_t col_offset = 0;
+};
+
+// Device-side form of a plan, built once per forward and shared by all layers. Its tensors
+// stay valid across steps, so a captured CUDA graph can keep using them: only step_key
+// changes between replays.
 struct MaterializedPlan {
   const PerturbationPlan* plan = nullptr;
   torch::Tensor query_index;  // [copies] int64
-  torch::Tensor scale;        // [copies, 1, 1] float32
+  torch::Tensor scale;        // [copies] float32
+  torch::Tensor step_key;     // [1] int64: counter_rng::step_key(seed, step) (counter RNG)
   bool is_central_dual = false;
   double dual_epsilon = 0.0;
+  bool cuda_kernels = false;  // fill copies with the CUDA kernel (CUDA build, CUDA, counter RNG)
 
-  static MaterializedPlan build(const PerturbationPlan& plan, const torch::Device& device);
-  // The copies of B this plan asks for: [copies, out, r], float32.
+  // step_key: a persistent device tensor to read the key from (graph replay); undefined:
+  // computed here from the plan's step.
+  static MaterializedPlan build(const PerturbationPlan& plan, const torch::Device& device,
+                                torch::Tensor step_key = {});
+  // The copies of B this plan asks for: [copies, out, r], float32 (ATen path).
   torch::Tensor stack(const torch::Tensor& lora_b, int64_t param_index) const;
+  // Every copy of a group's B in one block-diagonal stack [copies, rows, cols] of `dtype`:
+  // member m's copies in its block, zeros elsewhere (one kernel on CUDA).
+  torch::Tensor group_copies(const std::vector<GroupMember>& members, int64_t rows, int64_t cols,
+                             torch::ScalarType dtype) const;
 };
 
 }  // namespace prge

@@ -1,7 +1,16 @@
 #include "prge/trainer.h"
 
+#include "prge/counter_rng.h"
 #include "prge/estimators/first_order.h"
 #include "prge/io/safetensors.h"
+
+#ifdef PRGE_WITH_CUDA
+#include "prge/cuda/step_graphs.h"
+#else
+namespace prge::cuda {
+class StepGraphs {};  // CPU build: never constructed
+}  // namespace prge::cuda
+#endif
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -11,14 +20,111 @@
 
 namespace prge {
 
+namespace {
+// The flat adapter buffer's optimizer state key (per-matrix keys are parameter indices >= 0).
+constexpr int64_t kAdapterBufferKey = -1;
+
+// Right-pads a batch to a multiple of `multiple` tokens (pad id 0, ignored targets).
+TokenBatch padded_to_multiple(const TokenBatch& batch, int64_t multiple) {
+  const int64_t t = batch.input_ids.size(1);
+  const int64_t padded = (t + multiple - 1) / multiple * multiple;
+  if (padded == t) return batch;
+  using torch::indexing::Slice;
+  auto ids = torch::zeros({batch.size(), padded}, batch.input_ids.options());
+  auto targets = torch::full({batch.size(), padded}, kIgnoreIndex, batch.targets.options());
+  ids.index_put_({Slice(), Slice(0, t)}, batch.input_ids);
+  targets.index_put_({Slice(), Slice(0, t)}, batch.targets);
+  return {ids, targets};
+}
+}  // namespace
+
 Trainer::Trainer(std::shared_ptr<LlamaModel> model, EstimatorOptions estimator,
-                 OptimizerOptions optimizer, uint64_t seed)
+                 OptimizerOptions optimizer, uint64_t seed, TrainerOptions options)
     : model_(std::move(model)),
       estimator_options_(estimator),
       optimizer_(optimizer),
-      stream_(seed, estimator.distribution, estimator.rng) {
+      stream_(seed, estimator.distribution, estimator.rng),
+      options_(options) {
   if (estimator.kind != EstimatorKind::FirstOrder) estimator_ = make_zo_estimator(estimator);
   trained_parameters();  // fail now, not at the first step, if nothing can be trained
+#ifdef PRGE_WITH_CUDA
+  if (uses_cuda_graphs()) graphs_ = std::make_unique<cuda::StepGraphs>();
+#endif
+}
+
+Trainer::~Trainer() = default;
+
+bool Trainer::uses_fused_step() const {
+  return options_.fused_step && evaluates_in_one_forward(estimator_options_) &&
+         !model_->adapter_buffer().empty();
+}
+
+bool Trainer::uses_cuda_graphs() const {
+#ifdef PRGE_WITH_CUDA
+  return uses_fused_step() && options_.cuda_graphs && use_cuda_kernels(model_->device(), stream_.rng());
+#else
+  return false;
+#endif
+}
+
+int64_t Trainer::cuda_graphs_captured() const {
+#ifdef PRGE_WITH_CUDA
+  return graphs_ ? graphs_->captured() : 0;
+#else
+  return 0;
+#endif
+}
+
+DeviceEstimate Trainer::run_fused(const torch::Tensor& input_ids, const AnswerLayout& layout,
+                                  const MaterializedPlan& plan) {
+  auto estimate = estimate_in_one_forward(*model_, input_ids, layout, plan, estimator_options_);
+  const auto& buffer = model_->adapter_buffer();
+  optimizer_.update(kAdapterBufferKey, buffer.values(),
+                    buffer.direction(stream_, plan.plan->step, estimate.projected_grads, plan.step_key));
+  return estimate;
+}
+
+StepResult Trainer::fused_step(const TokenBatch& batch) {
+  const auto start = std::chrono::steady_clock::now();
+  batch.validate();
+  c10::InferenceMode guard;
+  const auto& device = model_->device();
+  const auto plan = one_forward_plan(estimator_options_, stream_, step_);
+  const auto shaped = device.is_cuda() ? padded_to_multiple(batch, kGraphLengthMultiple) : batch;
+  DeviceEstimate estimate;
+#ifdef PRGE_WITH_CUDA
+  if (graphs_) {
+    estimate = graphs_->run(shaped, plan, counter_rng::step_key(stream_.seed(), step_), device,
+                            [this](const torch::Tensor& ids, const AnswerLayout& layout,
+                                   const MaterializedPlan& materialized) {
+                              return run_fused(ids, layout, materialized);
+                            });
+  }
+#endif
+  if (!estimate.losses.defined()) {
+    const auto layout = AnswerLayout::from_targets(shaped.targets).to(device);
+    const auto materialized = MaterializedPlan::build(plan, device);
+    estimate = run_fused(shaped.input_ids.to(device), layout, materialized);
+  }
+  const auto losses = estimate.losses.to(torch::kCPU, torch::kFloat64).contiguous();
+  const auto grads = estimate.projected_grads.to(torch::kCPU, torch::kFloat64).contiguous();
+  StepResult result;
+  result.step = step_;
+  result.losses.assign(losses.data_ptr<double>(), losses.data_ptr<double>() + losses.numel());
+  result.projected_grads.assign(grads.data_ptr<double>(), grads.data_ptr<double>() + grads.numel());
+  const int64_t q = estimator_options_.queries;
+  if (estimator_options_.difference == Difference::Central) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < q; ++i) sum += 0.5 * (result.losses[i] + result.losses[q + i]);
+    result.loss = sum / static_cast<double>(q);
+  } else {
+    result.loss = result.losses[0];
+  }
+  result.forward_passes = 1;
+  result.sequences = plan.copies() * batch.size();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ++step_;
+  return result;
 }
 
 std::vector<ZoParameter> Trainer::trained_parameters() const {
@@ -29,13 +135,21 @@ std::vector<ZoParameter> Trainer::trained_parameters() const {
 }
 
 StepResult Trainer::step(const TokenBatch& batch) {
+  if (uses_fused_step()) return fused_step(batch);
   const auto start = std::chrono::steady_clock::now();
   StepResult result;
   result.step = step_;
   if (estimator_) {
     c10::InferenceMode guard;
     const auto estimate = estimator_->estimate(*model_, batch, step_, stream_);
-    optimizer_.apply(estimator_->parameters(*model_), stream_, estimate);
+    const auto& buffer = model_->adapter_buffer();
+    if (estimator_options_.kind == EstimatorKind::Prge && !buffer.empty()) {
+      const auto g = torch::tensor(estimate.projected_grads, torch::kFloat64).to(torch::kFloat32);
+      optimizer_.update(kAdapterBufferKey, buffer.values(),
+                        buffer.direction_aten(stream_, step_, g.to(model_->device())));
+    } else {
+      optimizer_.apply(estimator_->parameters(*model_), stream_, estimate);
+    }
     result.loss = estimate.loss;
     result.projected_grads = estimate.projected_grads;
     result.losses = estimate.losses;

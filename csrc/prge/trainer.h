@@ -3,6 +3,7 @@
 // LoRA-FA adapters (or full-parameter MeZO). Data loading lives in Python; the step
 // itself (forwards, estimate, update) runs here in torch::InferenceMode.
 #include "prge/config.h"
+#include "prge/estimators/prge_estimator.h"
 #include "prge/estimators/zo_estimator.h"
 #include "prge/losses.h"
 #include "prge/models/llama.h"
@@ -11,6 +12,10 @@
 #include <memory>
 
 namespace prge {
+
+namespace cuda {
+class StepGraphs;
+}
 
 struct StepResult {
   int64_t step = 0;
@@ -22,10 +27,25 @@ struct StepResult {
   double seconds = 0.0;
 };
 
+struct TrainerOptions {
+  // P-RGE dual as one device-side step: a single forward, the RGE direction over the flat
+  // adapter buffer, no host sync until the losses are read (the plain path estimates on
+  // the host and updates B matrix by matrix; it stays for the other modes and as reference).
+  bool fused_step = true;
+  // On CUDA with the counter RNG, capture that step as a CUDA graph per batch shape (T
+  // rounded up to kGraphLengthMultiple) and replay it.
+  bool cuda_graphs = true;
+};
+
+// Batches are right-padded to a multiple of this length on CUDA, so that few graph shapes
+// serve a run; causal attention makes the padding invisible to the answer tokens.
+constexpr int64_t kGraphLengthMultiple = 32;
+
 class Trainer {
  public:
   Trainer(std::shared_ptr<LlamaModel> model, EstimatorOptions estimator, OptimizerOptions optimizer,
-          uint64_t seed);
+          uint64_t seed, TrainerOptions options = {});
+  ~Trainer();
 
   StepResult step(const TokenBatch& batch);
   // Answer-token NLL per sequence, unperturbed (evaluation / option scoring).
@@ -34,6 +54,10 @@ class Trainer {
   torch::Tensor answer_logprobs(const TokenBatch& batch, const torch::Tensor& candidates) const;
 
   int64_t step_count() const { return step_; }
+  // Whether step() takes the fused one-forward path, and whether it replays CUDA graphs.
+  bool uses_fused_step() const;
+  bool uses_cuda_graphs() const;
+  int64_t cuda_graphs_captured() const;
   void set_step_count(int64_t step) { step_ = step; }
   LlamaModel& model() { return *model_; }
   std::shared_ptr<LlamaModel> model_ptr() { return model_; }
@@ -45,12 +69,18 @@ class Trainer {
 
  private:
   std::vector<ZoParameter> trained_parameters() const;
+  StepResult fused_step(const TokenBatch& batch);
+  // The device work of one fused step (estimate + update); no host sync.
+  DeviceEstimate run_fused(const torch::Tensor& input_ids, const AnswerLayout& layout,
+                           const MaterializedPlan& plan);
 
   std::shared_ptr<LlamaModel> model_;
   EstimatorOptions estimator_options_;
   std::unique_ptr<ZoEstimator> estimator_;  // null for first_order
   ZoSgd optimizer_;
   PerturbationStream stream_;
+  TrainerOptions options_;
+  std::unique_ptr<cuda::StepGraphs> graphs_;  // CUDA builds only
   int64_t step_ = 0;
 };
 

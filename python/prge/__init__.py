@@ -14,11 +14,13 @@ from prge._core import (  # noqa: F401
     PerturbationStream,
     TokenBatch,
     Trainer,
+    counter_noise_rows,
     counter_step_key,
     counter_stream_key,
     derive_seed,
     load_run_config,
     parse_run_config,
 )
+from prge._core import cuda_built  # noqa: F401  (CUDA kernels and graphs compiled in)
 
 __version__ = "0.1.0"

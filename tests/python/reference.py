@@ -32,8 +32,19 @@ def draw(seed: int, shape, distribution: str = "gaussian") -> torch.Tensor:
     return torch.empty(shape).bernoulli_(0.5, generator=g).mul_(2).sub_(1)
 
 
-def block_noise(seed, step, param, queries, shape, distribution="gaussian"):
-    return draw(derive_seed(seed, step, param, -1), (queries, *shape), distribution)
+def block_noise(seed, step, param, queries, shape, distribution="gaussian", rng="torch"):
+    """z for all queries of one matrix: torch's generator seeded per block, or the counter RNG
+    (prge.export.counter_rng, checked equal to the C++ integers elsewhere)."""
+    if rng == "torch":
+        return draw(derive_seed(seed, step, param, -1), (queries, *shape), distribution)
+    from prge.export import counter_rng
+
+    step_key = torch.tensor(derive_seed(seed, step, 0, 0) & 0xFFFFFFFF)
+    keys = counter_rng.stream_keys(step_key, torch.tensor(counter_rng.coordinate_hashes(param, queries)))
+    n = 1
+    for d in shape:
+        n *= d
+    return counter_rng.noise(keys, n, gaussian=distribution == "gaussian").view(queries, *shape)
 
 
 def module_for(hf_model, name: str):
@@ -71,10 +82,10 @@ def answer_loss(hf_model, input_ids, targets) -> float:
 
 
 def rge_step(hf_model, adapters, b_master, batch, *, seed, step, queries, epsilon, lr,
-             difference="central", distribution="gaussian"):
+             difference="central", distribution="gaussian", rng="torch"):
     """One P-RGE / ZO LoRA-FA step, each perturbed point evaluated separately.
     Returns (losses in the order P-RGE dual lists them, projected grads, new B list)."""
-    z = [block_noise(seed, step, a["index"], queries, b.shape, distribution)
+    z = [block_noise(seed, step, a["index"], queries, b.shape, distribution, rng)
          for a, b in zip(adapters, b_master)]
 
     def loss_at(query, scale):

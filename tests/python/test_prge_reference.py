@@ -21,23 +21,24 @@ def make_native(path, rank=4):
     return native
 
 
+@pytest.mark.parametrize("rng", ["torch", "counter"])
 @pytest.mark.parametrize("parallel", ["dual", "single", "none"])
 @pytest.mark.parametrize("difference", ["central", "forward"])
 @pytest.mark.parametrize("queries", [1, 3])
-def test_prge_matches_reference(tiny_llama, parallel, difference, queries):
+def test_prge_matches_reference(tiny_llama, parallel, difference, queries, rng):
     path, hf = tiny_llama
     native = make_native(path)
     adapters = native.adapters()
     b_before = [a["lora_b"].clone() for a in adapters]
     batch = make_batch(128)
     trainer = prge.Trainer(native, prge.EstimatorOptions(
-        "prge", queries, EPS, difference, parallel), prge.OptimizerOptions(lr=LR), SEED)
+        "prge", queries, EPS, difference, parallel, rng=rng), prge.OptimizerOptions(lr=LR), SEED)
     trainer.step_count = 7
     result = trainer.step(batch)
 
     ref_losses, ref_grads, ref_b = reference.rge_step(
         hf, adapters, b_before, batch, seed=SEED, step=7, queries=queries, epsilon=EPS, lr=LR,
-        difference=difference)
+        difference=difference, rng=rng)
     expected_passes = {"dual": 1, "single": 2, "none": 2 * queries if difference == "central" else queries + 1}
     assert result.forward_passes == expected_passes[parallel]
     torch.testing.assert_close(torch.tensor(sorted(result.losses)), torch.tensor(sorted(ref_losses)),

@@ -15,6 +15,35 @@ std::vector<double> evaluate_plan(const LlamaModel& model, const TokenBatch& bat
   return std::vector<double>(losses.data_ptr<double>(), losses.data_ptr<double>() + losses.numel());
 }
 
+bool evaluates_in_one_forward(const EstimatorOptions& options) {
+  return options.kind == EstimatorKind::Prge && options.parallel == Parallelism::Dual;
+}
+
+PerturbationPlan one_forward_plan(const EstimatorOptions& options, const PerturbationStream& stream,
+                                  int64_t step) {
+  if (!evaluates_in_one_forward(options)) {
+    throw std::invalid_argument("one_forward_plan needs estimator.kind prge with parallel: dual");
+  }
+  return options.difference == Difference::Central
+             ? PerturbationPlan::central_dual(stream, step, options.queries, options.epsilon)
+             : PerturbationPlan::forward_difference(stream, step, options.queries, options.epsilon);
+}
+
+DeviceEstimate estimate_in_one_forward(const LlamaModel& model, const torch::Tensor& input_ids,
+                                       const AnswerLayout& layout, const MaterializedPlan& plan,
+                                       const EstimatorOptions& options) {
+  const int64_t copies = plan.plan->copies(), q = options.queries;
+  const auto hidden = model.hidden_states(input_ids.repeat({copies, 1}), &plan);
+  DeviceEstimate out;
+  out.losses = copy_losses(model, hidden, layout, copies);
+  const auto losses = out.losses.to(torch::kFloat64);
+  const auto g = options.difference == Difference::Central
+                     ? (losses.narrow(0, 0, q) - losses.narrow(0, q, q)) / (2.0 * options.epsilon)
+                     : (losses.narrow(0, 1, q) - losses.narrow(0, 0, 1)) / options.epsilon;
+  out.projected_grads = g.to(torch::kFloat32);
+  return out;
+}
+
 PrgeEstimator::PrgeEstimator(EstimatorOptions options) : options_(std::move(options)) {
   options_.validate();
 }

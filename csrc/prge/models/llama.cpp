@@ -260,6 +260,7 @@ void LlamaModel::attach_adapters(const AdapterOptions& options) {
     layer.qkv.refresh_adapters();
     layer.gate_up.refresh_adapters();
   }
+  adapter_buffer_ = AdapterBuffer(adapted_layers());
 }
 
 torch::Tensor LlamaModel::attention_block(const LlamaLayer& layer, const torch::Tensor& x,

@@ -2,6 +2,7 @@
 // Native decoder-only transformer of the Llama family (RMSNorm, RoPE, GQA, SwiGLU):
 // covers TinyLlama, Llama-2 and SmolLM2. Weights use the Hugging Face names and load
 // from safetensors; every projection is a LoraFaLinear so adapters can sit on any of them.
+#include "prge/adapter_buffer.h"
 #include "prge/fused_projection.h"
 #include "prge/io/safetensors.h"
 #include "prge/lora_fa_linear.h"
@@ -74,6 +75,8 @@ class LlamaModel {
   torch::Tensor logits(const torch::Tensor& input_ids) const;
 
   std::vector<ZoParameter> adapter_parameters();  // LoRA-FA B matrices (Block noise layout)
+  // Every B of the model in one flat float32 buffer (the lora_b tensors are views of it).
+  const AdapterBuffer& adapter_buffer() const { return adapter_buffer_; }
   std::vector<ZoParameter> full_parameters();     // every weight, for full-parameter MeZO
   std::vector<LoraFaLinear*> adapted_layers();
 
@@ -96,6 +99,7 @@ class LlamaModel {
   torch::Tensor final_norm_;
   torch::Tensor lm_head_;  // aliases embed_tokens_ when tied
   std::vector<LlamaLayer> layers_;
+  AdapterBuffer adapter_buffer_;
 };
 
 torch::ScalarType parse_dtype(const std::string& name);

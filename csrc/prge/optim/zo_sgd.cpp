@@ -16,20 +16,21 @@ ZoSgd::ZoSgd(OptimizerOptions options) : options_(options) { options_.validate()
 
 void ZoSgd::apply(const std::vector<ZoParameter>& params, const PerturbationStream& stream,
                   const ZoEstimate& estimate) {
-  for (const auto& p : params) {
-    auto direction = stream.combine(p, estimate.step, estimate.projected_grads);
-    if (options_.weight_decay > 0.0) direction.add_(p.value.to(torch::kFloat32), options_.weight_decay);
-    if (options_.momentum > 0.0) {
-      auto& buffer = momentum_[p.index];
-      if (!buffer.defined()) {
-        buffer = direction;
-      } else {
-        buffer.mul_(options_.momentum).add_(direction);
-      }
-      direction = buffer;
+  for (const auto& p : params) update(p.index, p.value, stream.combine(p, estimate.step, estimate.projected_grads));
+}
+
+void ZoSgd::update(int64_t key, const torch::Tensor& value, torch::Tensor direction) {
+  if (options_.weight_decay > 0.0) direction.add_(value.to(torch::kFloat32), options_.weight_decay);
+  if (options_.momentum > 0.0) {
+    auto& buffer = momentum_[key];
+    if (!buffer.defined()) {
+      buffer = direction;
+    } else {
+      buffer.mul_(options_.momentum).add_(direction);
     }
-    p.value.sub_(direction, options_.lr);
+    direction = buffer;
   }
+  value.sub_(direction, options_.lr);
 }
 
 void sgd_update(const std::vector<ZoParameter>& params, const std::vector<torch::Tensor>& grads,

@@ -20,6 +20,9 @@ class ZoSgd {
   explicit ZoSgd(OptimizerOptions options);
   void apply(const std::vector<ZoParameter>& params, const PerturbationStream& stream,
              const ZoEstimate& estimate);
+  // value <- value - lr * (d + wd * value), heavy-ball momentum on d kept under `key`; d is a
+  // float32 direction of value's shape (e.g. the flat adapter buffer's RGE direction).
+  void update(int64_t key, const torch::Tensor& value, torch::Tensor direction);
   const OptimizerOptions& options() const { return options_; }
 
  private:

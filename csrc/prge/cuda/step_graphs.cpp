@@ -1,0 +1,63 @@
+#include "prge/cuda/step_graphs.h"
+
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/cuda.h>
+
+namespace prge::cuda {
+namespace {
+int64_t next_power_of_two(int64_t n) {
+  int64_t p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}
+}  // namespace
+
+int64_t StepGraphs::captured() const {
+  int64_t n = 0;
+  for (const auto& [key, entry] : entries_) n += entry->runs >= 2 ? 1 : 0;
+  return n;
+}
+
+DeviceEstimate StepGraphs::run(const TokenBatch& batch, const PerturbationPlan& plan, uint32_t step_key,
+                               const torch::Device& device, const StepFn& step) {
+  auto host_layout = AnswerLayout::from_targets(batch.targets);
+  const int64_t capacity = next_power_of_two(host_layout.answers);
+  host_layout = AnswerLayout::from_targets(batch.targets, capacity);
+  const Key key{batch.size(), batch.input_ids.size(1), capacity, plan.copies()};
+  auto& slot = entries_[key];
+  if (!slot) {
+    slot = std::make_unique<Entry>();
+    slot->plan = plan;
+    slot->input_ids = torch::empty_like(batch.input_ids, batch.input_ids.options().device(device));
+    slot->layout = host_layout.to(device);
+    slot->step_key = torch::zeros({1}, torch::TensorOptions().dtype(torch::kInt64).device(device));
+    slot->materialized = MaterializedPlan::build(slot->plan, device, slot->step_key);
+  }
+  Entry& e = *slot;
+  e.plan.step = plan.step;  // host-side only (the kernels read step_key)
+  e.input_ids.copy_(batch.input_ids);
+  e.layout.positions.copy_(host_layout.positions);
+  e.layout.tokens.copy_(host_layout.tokens);
+  e.layout.weights.copy_(host_layout.weights);
+  e.layout.answers = host_layout.answers;
+  e.step_key.fill_(static_cast<int64_t>(step_key));
+  if (e.runs++ == 0) return step(e.input_ids, e.layout, e.materialized);  // eager warm-up step
+  if (e.runs == 2) {
+    torch::cuda::synchronize();
+    auto capture_stream = c10::cuda::getStreamFromPool();
+    {
+      c10::cuda::CUDAStreamGuard guard(capture_stream);
+      e.graph.capture_begin(pool_);
+      e.outputs = step(e.input_ids, e.layout, e.materialized);
+      e.graph.capture_end();
+    }
+    if (pool_ == at::cuda::MempoolId_t{0, 0}) pool_ = e.graph.pool();
+    torch::cuda::synchronize();
+  }
+  e.graph.replay();
+  return e.outputs;
+}
+
+}  // namespace prge::cuda

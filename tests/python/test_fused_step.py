@@ -1,0 +1,60 @@
+"""The fused P-RGE step (one device-side step: single forward, answer-layout losses, g on
+the device, the RGE direction over the flat adapter buffer) must equal the plain path it
+replaces (host-side estimate, per-matrix stacks of B copies, score_sequences losses).
+A mis-sliced flat view, a wrong segment offset or param index in the direction, or a
+mis-weighted answer row would each break it. Tolerance: the two paths sum the answer-token
+losses in different orders (float32, ~1e-7 apart); g amplifies that by 1/(2 eps) and momentum
+carries it over 3 steps, so B agrees to 1e-5 (observed ~1e-6), losses to 1e-6."""
+import pytest
+import torch
+
+import prge
+from conftest import make_batch
+from test_prge_reference import EPS, LR, SEED, make_native
+
+
+def run(path, fused, options, steps=3, momentum=0.0):
+    native = make_native(path)
+    trainer = prge.Trainer(native, options, prge.OptimizerOptions(lr=LR, momentum=momentum), SEED,
+                           fused_step=fused)
+    assert trainer.uses_fused_step == fused
+    results = [trainer.step(make_batch(128, seed=s)) for s in range(steps)]
+    return results, [a["lora_b"].clone() for a in native.adapters()]
+
+
+@pytest.mark.parametrize("rng", ["torch", "counter"])
+@pytest.mark.parametrize("difference", ["central", "forward"])
+@pytest.mark.parametrize("queries", [1, 3])
+def test_fused_step_equals_plain_path(tiny_llama, rng, difference, queries):
+    path, _ = tiny_llama
+    options = prge.EstimatorOptions("prge", queries, EPS, difference, "dual", rng=rng)
+    fused, fused_b = run(path, True, options, momentum=0.9)
+    plain, plain_b = run(path, False, options, momentum=0.9)
+    for f, p in zip(fused, plain):
+        assert (f.forward_passes, f.sequences) == (p.forward_passes, p.sequences)
+        torch.testing.assert_close(torch.tensor(f.losses), torch.tensor(p.losses), rtol=0, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(f.projected_grads), torch.tensor(p.projected_grads),
+                                   rtol=0, atol=1e-6 / EPS)
+        assert f.loss == pytest.approx(p.loss, abs=1e-6)
+    for f, p in zip(fused_b, plain_b):
+        torch.testing.assert_close(f, p, rtol=0, atol=1e-5)
+
+
+def test_adapters_are_views_of_one_flat_buffer(tiny_llama):
+    """Writing a B through its view is what the next step sees, and the step writes back."""
+    path, _ = tiny_llama
+    native = make_native(path)
+    adapters = native.adapters()
+    trainer = prge.Trainer(native, prge.EstimatorOptions("prge", 2, EPS), prge.OptimizerOptions(lr=LR), SEED)
+    before = [a["lora_b"].clone() for a in adapters]
+    trainer.step(make_batch(128))
+    assert all(not torch.equal(a["lora_b"], b) for a, b in zip(adapters, before))
+    assert not trainer.uses_cuda_graphs  # CPU: graphs never apply
+
+
+def test_other_modes_keep_the_plain_path(tiny_llama):
+    path, _ = tiny_llama
+    for parallel in ("single", "none"):
+        trainer = prge.Trainer(make_native(path), prge.EstimatorOptions("prge", 2, EPS, "central", parallel),
+                               prge.OptimizerOptions(lr=LR), SEED)
+        assert not trainer.uses_fused_step
