@@ -43,8 +43,9 @@ void FusedLoraFaProjection::refresh_adapters() {
 }
 
 std::vector<torch::Tensor> FusedLoraFaProjection::forward(const torch::Tensor& x,
-                                                          const MaterializedPlan* plan) const {
-  auto y = at::linear(x, weight_);
+                                                          const MaterializedPlan* plan,
+                                                          const torch::Tensor& weight) const {
+  auto y = at::linear(x, weight.defined() ? weight : weight_);
   if (!adapted_.empty()) {
     const bool perturbed = plan && plan->plan->perturbs();
     const int64_t r = lora_a_.size(0) / static_cast<int64_t>(adapted_.size());

@@ -25,8 +25,10 @@ class FusedLoraFaProjection {
   // Re-fuse A after adapters were attached to some parts.
   void refresh_adapters();
 
-  // One output per part (views into the fused output [N, T, sum out]).
-  std::vector<torch::Tensor> forward(const torch::Tensor& x, const MaterializedPlan* plan) const;
+  // One output per part (views into the fused output [N, T, sum out]). `weight`, when
+  // defined, replaces the fused W for this call (MeZO's perturbed temporary).
+  std::vector<torch::Tensor> forward(const torch::Tensor& x, const MaterializedPlan* plan,
+                                     const torch::Tensor& weight = {}) const;
 
  private:
   torch::Tensor weight_;              // [sum out, in]

@@ -69,8 +69,9 @@ void add_low_rank(torch::Tensor& y, const torch::Tensor& ax, const torch::Tensor
                 scaling);
 }
 
-torch::Tensor LoraFaLinear::forward(const torch::Tensor& x, const MaterializedPlan* plan) const {
-  auto y = at::linear(x, weight_);
+torch::Tensor LoraFaLinear::forward(const torch::Tensor& x, const MaterializedPlan* plan,
+                                    const torch::Tensor& weight) const {
+  auto y = at::linear(x, weight.defined() ? weight : weight_);
   if (!has_adapter()) return y;
   const bool perturbed = plan && plan->plan->perturbs();
   // Unperturbed copies all share B: one plain GEMM serves every row.

@@ -35,8 +35,10 @@ class LoraFaLinear {
   int64_t param_index() const { return param_index_; }
   const std::string& name() const { return name_; }
 
-  // x: [N, T, in] with N = copies * b when a perturbing plan is given.
-  torch::Tensor forward(const torch::Tensor& x, const MaterializedPlan* plan = nullptr) const;
+  // x: [N, T, in] with N = copies * b when a perturbing plan is given. `weight`, when defined,
+  // replaces W for this call (MeZO's perturbed temporary).
+  torch::Tensor forward(const torch::Tensor& x, const MaterializedPlan* plan = nullptr,
+                        const torch::Tensor& weight = {}) const;
   // This B as a member of a copy stack (its own, or a fused group's block-diagonal one).
   GroupMember as_member(int64_t row_offset, int64_t col_offset) const;
 

@@ -5,12 +5,12 @@
 namespace prge {
 
 SequenceScores score_sequences(const LlamaModel& model, const torch::Tensor& hidden,
-                               const torch::Tensor& targets) {
+                               const torch::Tensor& targets, const WeightPerturbation* perturbation) {
   const int64_t n = hidden.size(0), t = hidden.size(1);
   auto flat_targets = targets.to(hidden.device()).reshape({n * t});
   auto positions = (flat_targets != kIgnoreIndex).nonzero().squeeze(1);
   auto rows = hidden.reshape({n * t, hidden.size(2)}).index_select(0, positions);
-  auto logits = model.project_to_vocab(rows);  // [M, V] float32
+  auto logits = model.project_to_vocab(rows, perturbation);  // [M, V] float32
   auto nll = at::cross_entropy_loss(logits, flat_targets.index_select(0, positions), {},
                                     at::Reduction::None);
   auto sequence = positions.div(t, "floor");

@@ -12,9 +12,10 @@ struct SequenceScores {
   torch::Tensor mean_loss() const { return nll_sum / count; }
 };
 
-// hidden: [N, T, d]; targets: [N, T].
+// hidden: [N, T, d]; targets: [N, T]. `perturbation`: MeZO's, for the lm_head too.
 SequenceScores score_sequences(const LlamaModel& model, const torch::Tensor& hidden,
-                               const torch::Tensor& targets);
+                               const torch::Tensor& targets,
+                               const WeightPerturbation* perturbation = nullptr);
 
 // log p(candidate | prompt) at the one answer position of each sequence (targets marks
 // it): [N, C] float32. One forward scores every single-token label word.

@@ -1,5 +1,8 @@
 """Full-parameter MeZO: same losses and same weights after a step as a plain-PyTorch
-MeZO (in-place perturb/restore on transformers' model, z regenerated from the seed)."""
+MeZO (in-place perturb/restore on transformers' model, z regenerated from the seed).
+prge forms θ ± εz per layer instead of perturbing in place, so the minus point differs from
+the reference's (θ + εz) − 2εz by float32 rounding: losses agree to 1e-5."""
+import pytest
 import torch
 
 import prge
@@ -36,13 +39,18 @@ def test_mezo_matches_reference(tiny_llama):
     assert moved > 1e-4  # the step really moved the weights
 
 
-def test_mezo_restore(tiny_llama):
-    """With lr = 0 a step must leave the weights where they were. In-place float
-    arithmetic (θ + εz − 2εz + εz) can round by an ulp, exactly as the reference does:
-    the restored weights are bit-identical to the reference's and within 2 ulp of θ."""
-    native, hf, before, result, _, _ = run_both(tiny_llama, lr=0.0)
-    hf_params = dict(hf.named_parameters())
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_mezo_lr0_leaves_weights_bit_identical(tiny_llama, dtype):
+    """θ ± εz is formed inside the forward, never written to the weights: with lr = 0 many
+    steps leave every weight bit-identical in every dtype (in-place perturb / restore, as in
+    MeZO's code, drifts: 19 % of max |w| after 200 bf16 steps). The perturbation must still
+    act: the projected gradients are non-zero."""
+    path, _ = tiny_llama
+    native = prge.LlamaModel.from_pretrained(str(path), "cpu", dtype)
+    before = {n: t.clone() for n, t in native.full_parameters()}
+    trainer = prge.Trainer(native, prge.EstimatorOptions("mezo", 2, EPS, parallel="none"),
+                           prge.OptimizerOptions(lr=0.0), SEED)
+    grads = [g for s in range(25) for g in trainer.step(make_batch(128, seed=s)).projected_grads]
+    assert all(g != 0.0 for g in grads)
     for name, t in native.full_parameters():
-        assert torch.equal(t, hf_params[name].detach()), name
-        ulp = torch.finfo(torch.float32).eps * before[name].abs().clamp_min(EPS * 4)
-        assert ((t - before[name]).abs() <= 2 * ulp).all(), name
+        assert torch.equal(t, before[name]), name

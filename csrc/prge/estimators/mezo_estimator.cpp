@@ -1,6 +1,6 @@
 #include "prge/estimators/mezo_estimator.h"
 
-#include "prge/estimators/prge_estimator.h"
+#include "prge/losses.h"
 
 namespace prge {
 
@@ -12,46 +12,35 @@ std::vector<ZoParameter> MezoEstimator::parameters(LlamaModel& model) const {
   return model.full_parameters();
 }
 
-void MezoEstimator::perturb(const std::vector<ZoParameter>& params, const PerturbationStream& stream,
-                            int64_t step, int64_t query, double scale) {
-  for (const auto& p : params) {
-    auto z = stream.noise(step, p.index, query, p.value.sizes(), p.value.device());
-    p.value.add_(z, scale);
-  }
-}
-
 ZoEstimate MezoEstimator::estimate(LlamaModel& model, const TokenBatch& batch, int64_t step,
                                    const PerturbationStream& stream) {
   batch.validate();
-  const auto params = parameters(model);
   const double eps = options_.epsilon;
-  const auto unperturbed = PerturbationPlan{&stream, step, 1, {0}, {0.0}};
+  const auto device_batch = batch.repeated(1, model.device());
   ZoEstimate out;
   out.step = step;
-  auto loss_now = [&]() {
+  auto loss_at = [&](const WeightPerturbation* perturbation) {
     out.forward_passes += 1;
     out.sequences += batch.size();
-    const double loss = evaluate_plan(model, batch, unperturbed)[0];
+    const auto hidden = model.hidden_states(device_batch.input_ids, nullptr, perturbation);
+    const auto scores = score_sequences(model, hidden, device_batch.targets, perturbation);
+    const double loss = copy_losses(scores, 1).item<double>();
     out.losses.push_back(loss);
     return loss;
   };
   double sum = 0.0;
   const bool central = options_.difference == Difference::Central;
-  const double center = central ? 0.0 : loss_now();  // L(θ), shared by every query
+  const double center = central ? 0.0 : loss_at(nullptr);  // L(θ), shared by every query
   for (int64_t i = 0; i < options_.queries; ++i) {
+    const WeightPerturbation plus_eps{&stream, step, i, eps}, minus_eps{&stream, step, i, -eps};
     double g = 0.0;
     if (central) {
-      perturb(params, stream, step, i, eps);
-      const double plus = loss_now();
-      perturb(params, stream, step, i, -2.0 * eps);
-      const double minus = loss_now();
-      perturb(params, stream, step, i, eps);  // restore
+      const double plus = loss_at(&plus_eps);
+      const double minus = loss_at(&minus_eps);
       g = (plus - minus) / (2.0 * eps);
       sum += 0.5 * (plus + minus);
     } else {
-      perturb(params, stream, step, i, eps);
-      const double plus = loss_now();
-      perturb(params, stream, step, i, -eps);  // restore
+      const double plus = loss_at(&plus_eps);
       g = (plus - center) / eps;
       sum += center;
     }

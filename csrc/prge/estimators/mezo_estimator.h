@@ -1,7 +1,10 @@
 #pragma once
-// Full-parameter MeZO (Malladi et al., 2023): for each query, perturb every weight in
-// place by +εz, evaluate, move to −εz, evaluate, and restore; z is regenerated from the
-// seed each time, never stored. Sequential forward passes of the unrepeated batch.
+// Full-parameter MeZO (Malladi et al., 2023): for each query, evaluate the loss at θ + εz
+// and θ − εz (central) or θ + εz (forward); z is regenerated from the seed, never stored.
+// Sequential forward passes of the unrepeated batch. Unlike MeZO's in-place perturb /
+// restore, each layer's θ ± εz is formed inside the forward as a temporary
+// (WeightPerturbation): the stored weights change only in the update, so with lr = 0 they
+// stay bit-identical in any dtype, and each query saves two sweeps over every weight.
 #include "prge/estimators/zo_estimator.h"
 
 namespace prge {
@@ -12,10 +15,6 @@ class MezoEstimator final : public ZoEstimator {
   ZoEstimate estimate(LlamaModel& model, const TokenBatch& batch, int64_t step,
                       const PerturbationStream& stream) override;
   std::vector<ZoParameter> parameters(LlamaModel& model) const override;
-
-  // θ ← θ + scale · z_query for every parameter (MeZO's perturb_parameters).
-  static void perturb(const std::vector<ZoParameter>& params, const PerturbationStream& stream,
-                      int64_t step, int64_t query, double scale);
 
  private:
   EstimatorOptions options_;

@@ -263,30 +263,67 @@ void LlamaModel::attach_adapters(const AdapterOptions& options) {
   adapter_buffer_ = AdapterBuffer(adapted_layers());
 }
 
-torch::Tensor LlamaModel::attention_block(const LlamaLayer& layer, const torch::Tensor& x,
-                                          const torch::Tensor& cos, const torch::Tensor& sin,
-                                          const MaterializedPlan* plan) const {
+namespace {
+// Parameter indices in full_parameters() order: the embedding, then per layer input_norm,
+// q, k, v, o, post_attention_norm, gate, up, down, then the final norm and lm_head.
+constexpr int64_t kPerLayer = 9;
+int64_t layer_param(size_t layer, int64_t offset) {
+  return 1 + static_cast<int64_t>(layer) * kPerLayer + offset;
+}
+enum LayerParam : int64_t { kInputNorm = 0, kQ, kK, kV, kO, kPostNorm, kGate, kUp, kDown };
+}  // namespace
+
+torch::Tensor LlamaModel::weight(const torch::Tensor& w, int64_t index,
+                                 const WeightPerturbation* perturbation) const {
+  if (!perturbation) return w;
+  const auto& p = *perturbation;
+  auto z = p.stream->noise(p.step, index, p.query, w.sizes(), w.device());  // float32
+  if (w.scalar_type() == torch::kFloat32) return w.add(z, p.scale);
+  return w.to(torch::kFloat32).add_(z, p.scale).to(w.scalar_type());
+}
+
+torch::Tensor LlamaModel::attention_block(size_t i, const torch::Tensor& x, const torch::Tensor& cos,
+                                          const torch::Tensor& sin, const MaterializedPlan* plan,
+                                          const WeightPerturbation* perturbation) const {
+  const auto& layer = layers_[i];
   const int64_t n = x.size(0), t = x.size(1), hd = config_.head_dim;
-  auto h = rms_norm(x, layer.input_norm, config_.rms_norm_eps);
-  const auto qkv = layer.qkv.forward(h, plan);
+  auto h = rms_norm(x, weight(layer.input_norm, layer_param(i, kInputNorm), perturbation),
+                    config_.rms_norm_eps);
+  torch::Tensor qkv_weight;  // undefined: the stored fused weight
+  if (perturbation) {
+    qkv_weight = torch::cat({weight(layer.qkv.part(0).weight(), layer_param(i, kQ), perturbation),
+                             weight(layer.qkv.part(1).weight(), layer_param(i, kK), perturbation),
+                             weight(layer.qkv.part(2).weight(), layer_param(i, kV), perturbation)});
+  }
+  const auto qkv = layer.qkv.forward(h, plan, qkv_weight);
   auto q = apply_rope(qkv[0].view({n, t, -1, hd}).transpose(1, 2), cos, sin);
   auto k = apply_rope(qkv[1].view({n, t, -1, hd}).transpose(1, 2), cos, sin);
   auto v = qkv[2].view({n, t, -1, hd}).transpose(1, 2);
   auto attn = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, std::nullopt,
                                                /*enable_gqa=*/true);
   attn = attn.transpose(1, 2).reshape({n, t, -1});
-  return layer.o_proj.forward(attn, plan);
+  return layer.o_proj.forward(attn, plan,
+                              perturbation ? weight(layer.o_proj.weight(), layer_param(i, kO), perturbation)
+                                           : torch::Tensor());
 }
 
-torch::Tensor LlamaModel::mlp_block(const LlamaLayer& layer, const torch::Tensor& x,
-                                    const MaterializedPlan* plan) const {
-  auto h = rms_norm(x, layer.post_attention_norm, config_.rms_norm_eps);
-  const auto gate_up = layer.gate_up.forward(h, plan);
-  return layer.down_proj.forward(at::silu(gate_up[0]).mul_(gate_up[1]), plan);
+torch::Tensor LlamaModel::mlp_block(size_t i, const torch::Tensor& x, const MaterializedPlan* plan,
+                                    const WeightPerturbation* perturbation) const {
+  const auto& layer = layers_[i];
+  auto h = rms_norm(x, weight(layer.post_attention_norm, layer_param(i, kPostNorm), perturbation),
+                    config_.rms_norm_eps);
+  torch::Tensor gate_up_weight, down_weight;
+  if (perturbation) {
+    gate_up_weight = torch::cat({weight(layer.gate_up.part(0).weight(), layer_param(i, kGate), perturbation),
+                                 weight(layer.gate_up.part(1).weight(), layer_param(i, kUp), perturbation)});
+    down_weight = weight(layer.down_proj.weight(), layer_param(i, kDown), perturbation);
+  }
+  const auto gate_up = layer.gate_up.forward(h, plan, gate_up_weight);
+  return layer.down_proj.forward(at::silu(gate_up[0]).mul_(gate_up[1]), plan, down_weight);
 }
 
-torch::Tensor LlamaModel::hidden_states(const torch::Tensor& input_ids,
-                                        const MaterializedPlan* plan) const {
+torch::Tensor LlamaModel::hidden_states(const torch::Tensor& input_ids, const MaterializedPlan* plan,
+                                        const WeightPerturbation* perturbation) const {
   if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64) {
     throw std::invalid_argument(fmt::format(
         "input_ids must be a 2-D int64 tensor [batch, seq], got {}-D {}", input_ids.dim(),
@@ -302,16 +339,20 @@ torch::Tensor LlamaModel::hidden_states(const torch::Tensor& input_ids,
   auto sin = torch::cat({-angles.sin(), angles.sin()}, -1).to(dtype_);  // sign-folded, see apply_rope
 
   auto ids = input_ids.to(device_);
-  auto x = at::embedding(embed_tokens_, ids);
-  for (const auto& layer : layers_) {
-    x = x + attention_block(layer, x, cos, sin, plan);
-    x = x + mlp_block(layer, x, plan);
+  auto x = at::embedding(weight(embed_tokens_, 0, perturbation), ids);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    x = x + attention_block(i, x, cos, sin, plan, perturbation);
+    x = x + mlp_block(i, x, plan, perturbation);
   }
-  return rms_norm(x, final_norm_, config_.rms_norm_eps);
+  const int64_t final_norm_index = layer_param(layers_.size(), 0);
+  return rms_norm(x, weight(final_norm_, final_norm_index, perturbation), config_.rms_norm_eps);
 }
 
-torch::Tensor LlamaModel::project_to_vocab(const torch::Tensor& hidden_rows) const {
-  return at::linear(hidden_rows, lm_head_).to(torch::kFloat32);
+torch::Tensor LlamaModel::project_to_vocab(const torch::Tensor& hidden_rows,
+                                           const WeightPerturbation* perturbation) const {
+  // Tied: the embedding's own perturbation (one parameter); untied: lm_head is the last one.
+  const int64_t index = config_.tie_word_embeddings ? 0 : layer_param(layers_.size(), 1);
+  return at::linear(hidden_rows, weight(lm_head_, index, perturbation)).to(torch::kFloat32);
 }
 
 torch::Tensor LlamaModel::logits(const torch::Tensor& input_ids) const {

@@ -43,6 +43,17 @@ struct AdapterOptions {
   uint64_t init_seed = 0;
 };
 
+// Full-parameter MeZO's perturbation, applied inside the forward: each weight w is used as
+// w + scale * z(step, param, query), formed as a temporary one layer at a time (z regenerated
+// from the seed, added in float32, rounded once to the model dtype). The stored weights are
+// never perturbed, so no restore can drift in bf16 / fp16.
+struct WeightPerturbation {
+  const PerturbationStream* stream = nullptr;
+  int64_t step = 0;
+  int64_t query = 0;
+  double scale = 0.0;
+};
+
 struct LlamaLayer {
   torch::Tensor input_norm;
   torch::Tensor post_attention_norm;
@@ -67,11 +78,12 @@ class LlamaModel {
   void attach_adapters(const AdapterOptions& options);
 
   // ids: [N, T] int64 (right-padded). Returns the final-normed hidden states [N, T, d].
-  torch::Tensor hidden_states(const torch::Tensor& input_ids,
-                              const MaterializedPlan* plan = nullptr) const;
+  torch::Tensor hidden_states(const torch::Tensor& input_ids, const MaterializedPlan* plan = nullptr,
+                              const WeightPerturbation* perturbation = nullptr) const;
   // Logits (float32) for selected hidden rows [M, d] -> [M, V]; only answer positions
   // are ever projected during training, which skips most of the vocabulary GEMM.
-  torch::Tensor project_to_vocab(const torch::Tensor& hidden_rows) const;
+  torch::Tensor project_to_vocab(const torch::Tensor& hidden_rows,
+                                 const WeightPerturbation* perturbation = nullptr) const;
   torch::Tensor logits(const torch::Tensor& input_ids) const;
 
   std::vector<ZoParameter> adapter_parameters();  // LoRA-FA B matrices (Block noise layout)
@@ -86,11 +98,13 @@ class LlamaModel {
   std::vector<LlamaLayer>& layers() { return layers_; }
 
  private:
-  torch::Tensor attention_block(const LlamaLayer& layer, const torch::Tensor& x,
-                                const torch::Tensor& cos, const torch::Tensor& sin,
-                                const MaterializedPlan* plan) const;
-  torch::Tensor mlp_block(const LlamaLayer& layer, const torch::Tensor& x,
-                          const MaterializedPlan* plan) const;
+  torch::Tensor attention_block(size_t layer_index, const torch::Tensor& x, const torch::Tensor& cos,
+                                const torch::Tensor& sin, const MaterializedPlan* plan,
+                                const WeightPerturbation* perturbation) const;
+  torch::Tensor mlp_block(size_t layer_index, const torch::Tensor& x, const MaterializedPlan* plan,
+                          const WeightPerturbation* perturbation) const;
+  // w itself, or w + scale * z of parameter `index` (full_parameters() order) as a temporary.
+  torch::Tensor weight(const torch::Tensor& w, int64_t index, const WeightPerturbation* perturbation) const;
 
   LlamaConfig config_;
   torch::Device device_;
