@@ -1,5 +1,5 @@
-"""Accuracy in the MeZO protocol: the predicted class is the label word with the highest
-mean log-likelihood given the prompt."""
+"""Classification metrics in the MeZO protocol: the predicted class is the label word with
+the highest mean log-likelihood given the prompt."""
 from __future__ import annotations
 
 import torch
@@ -40,10 +40,32 @@ def option_scores(trainer, encoder: PromptEncoder, examples: list[EncodedExample
     return out
 
 
-def accuracy(trainer, encoder: PromptEncoder, examples: list[EncodedExample],
-             batch_size: int = 16, progress: bool = False) -> float:
+def classification_metrics(predicted: torch.Tensor, labels: torch.Tensor, classes: int) -> dict:
+    """Accuracy and macro-F1 (mean over classes of 2·TP / (2·TP + FP + FN)); macro-F1 does
+    not reward always answering the majority class (0.5 / classes of it at best)."""
+    f1 = []
+    for c in range(classes):
+        tp = ((predicted == c) & (labels == c)).sum().item()
+        wrong = ((predicted == c) != (labels == c)).sum().item()  # FP + FN
+        f1.append(2 * tp / (2 * tp + wrong) if tp + wrong else 0.0)
+    return {"accuracy": (predicted == labels).double().mean().item(), "macro_f1": sum(f1) / classes}
+
+
+def majority_accuracy(examples: list[EncodedExample]) -> float:
+    """The accuracy of always answering the most frequent label: the trivial baseline."""
+    labels = torch.tensor([e.label for e in examples])
+    return labels.bincount().max().item() / len(examples)
+
+
+def evaluate(trainer, encoder: PromptEncoder, examples: list[EncodedExample],
+             batch_size: int = 16, progress: bool = False) -> dict:
     if not examples:
         raise ValueError("no evaluation examples")
     scores = option_scores(trainer, encoder, examples, batch_size, progress)
     labels = torch.tensor([e.label for e in examples])
-    return (scores.argmax(1) == labels).double().mean().item()
+    return classification_metrics(scores.argmax(1), labels, len(encoder.label_ids))
+
+
+def accuracy(trainer, encoder: PromptEncoder, examples: list[EncodedExample],
+             batch_size: int = 16, progress: bool = False) -> float:
+    return evaluate(trainer, encoder, examples, batch_size, progress)["accuracy"]

@@ -11,7 +11,7 @@ import torch
 from prge._core import LlamaModel, RunConfig, Trainer
 from prge.data.batching import BatchSampler, PromptEncoder
 from prge.data.tasks import get_task
-from prge.evaluation import accuracy
+from prge.evaluation import evaluate as evaluate_examples, majority_accuracy
 from prge.models import load_tokenizer, resolve_model
 
 
@@ -64,18 +64,25 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
     sampler = BatchSampler(len(train), config.data.batch_size, config.run.seed)
 
     def evaluate(step: int, passes: int, sequences: int) -> dict:
+        metrics = evaluate_examples(trainer, encoder, evaluation, progress=progress)
         record = {"step": step, "forward_passes": passes, "sequences": sequences,
-                  "eval_accuracy": accuracy(trainer, encoder, evaluation, progress=progress)}
+                  "eval_accuracy": metrics["accuracy"], "eval_macro_f1": metrics["macro_f1"]}
         if dev:
-            record["dev_accuracy"] = accuracy(trainer, encoder, dev, progress=progress)
+            record["dev_accuracy"] = evaluate_examples(trainer, encoder, dev, progress=progress)["accuracy"]
         return record
+
+    def describe(record: dict) -> str:
+        return (f"accuracy {record['eval_accuracy']:.4f}, macro-F1 {record['eval_macro_f1']:.4f}"
+                + (f" (dev accuracy {record['dev_accuracy']:.4f})" if dev else ""))
 
     log(f"[prge] {config.estimator.kind} q={config.estimator.queries} "
         f"parallel={config.estimator.parallel} on {task.name} with {config.model.name}: "
         f"{len(train)} train / {len(dev)} dev / {len(evaluation)} eval examples "
         f"({config.data.protocol} protocol), {config.run.steps} steps")
+    majority = majority_accuracy(evaluation)
     history = [evaluate(0, 0, 0)]
-    log(f"[prge] accuracy before: {history[0]['eval_accuracy']:.4f}")
+    log(f"[prge] before training: {describe(history[0])}; "
+        f"always answering the majority class: accuracy {majority:.4f}, macro-F1 <= 0.5")
     metrics_path = out_dir / "metrics.jsonl"
     step_seconds = []
     passes = sequences = 0
@@ -95,8 +102,7 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
                 history.append(evaluate(step, passes, sequences))
                 metrics.write(json.dumps(history[-1]) + "\n")
                 metrics.flush()
-                log(f"[prge] step {step}: accuracy {history[-1]['eval_accuracy']:.4f}"
-                    + (f" (dev {history[-1]['dev_accuracy']:.4f})" if dev else ""))
+                log(f"[prge] step {step}: {describe(history[-1])}")
             if bar:
                 bar.set_postfix(loss=f"{result.loss:.4f}")
                 bar.update(1)
@@ -113,14 +119,17 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
         "epsilon": config.estimator.epsilon, "batch_size": config.data.batch_size,
         "accuracy_before": acc_before, "accuracy_after": acc_after,
         "accuracy_best": best["eval_accuracy"], "best_step": best["step"],
+        "macro_f1_before": history[0]["eval_macro_f1"], "macro_f1_after": history[-1]["eval_macro_f1"],
+        "majority_accuracy": majority,
         "forward_passes": passes, "sequences": sequences,
         "eval_history": history,
         "mean_step_seconds": sum(step_seconds) / len(step_seconds) if step_seconds else None,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     write_summary(out_dir, summary)
-    log(f"[prge] accuracy after {config.run.steps} steps: {acc_after:.4f} "
-        f"(before {acc_before:.4f}); results in {out_dir}")
+    log(f"[prge] after {config.run.steps} steps: accuracy {acc_before:.4f} -> {acc_after:.4f}, "
+        f"macro-F1 {history[0]['eval_macro_f1']:.4f} -> {history[-1]['eval_macro_f1']:.4f} "
+        f"(majority-class accuracy {majority:.4f}); results in {out_dir}")
     return summary
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 RUN_COLUMNS = ["run", "method", "estimator", "queries", "parallel", "batch_size", "steps", "seed",
                "protocol", "forward_passes", "sequences", "accuracy_before", "accuracy_best",
-               "best_step", "accuracy_after", "mean_step_seconds"]
+               "best_step", "accuracy_after", "macro_f1_before", "macro_f1_after", "majority_accuracy",
+               "mean_step_seconds"]
 SPEED_COLUMNS = ["method", "estimator", "queries", "parallel", "batch_size", "seq_len",
                  "forward_passes_per_step", "sequences_per_step", "step_seconds",
                  "tokens_per_second", "peak_memory_gib", "speedup_vs_sequential"]
