@@ -13,7 +13,7 @@ case "$stage" in
     mkdir -p /tmp/prge-carry && cp -r .devicecarry/a/. /tmp/prge-carry/
     source experiments/device_build.sh
     python3 -c "import torch, prge; print(torch.__version__, torch.cuda.get_device_name(), 'prge cuda:', prge.cuda_built)"
-    python3 -X faulthandler experiments/gpu_checks.py --out "$out/gpu_checks.txt"
+    mkdir -p "$out" && python3 -X faulthandler experiments/gpu_checks.py --out "$out/gpu_checks.txt"
     python3 experiments/bench_step.py --out "$out" "$@" ;;
   sweep)
     sweep=${1:?sweep file}; shift
