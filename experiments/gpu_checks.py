@@ -8,7 +8,9 @@ machine; CI has no GPU). Each line prints PASS/FAIL with the measured difference
 3. CUDA-graph replay vs the same fused step uncaptured, fp32 and bf16, 6 steps (steps 1-2
    warm up and capture): bit-identical losses and B;
 4. the torch RNG on CUDA falls back to the uncaptured fused step, and still trains;
-5. full-parameter MeZO in bf16 with lr = 0: weights bit-identical after 20 steps.
+5. full-parameter MeZO in bf16 with lr = 0: weights bit-identical after 20 steps;
+6. fused RoPE / SwiGLU kernels vs the ATen path: logits of a forward, fp32 and bf16 (the
+   kernels round where ATen rounds; ATen may contract a multiply-add, so ulp-level only).
 
     python experiments/gpu_checks.py [--out experiments/results/gpu_checks.txt]
 """
@@ -106,6 +108,18 @@ def check_mezo_no_drift(config) -> None:
            f"identical: {same}, non-zero projected gradients: {all(g != 0 for g in grads)}")
 
 
+def check_layer_kernels(config) -> None:
+    ids = random_batch(config.vocab_size, 4, 64, seed=9).input_ids.cuda()
+    for dtype, tolerance in (("float32", 1e-4), ("bfloat16", 3e-2)):
+        model = prge.LlamaModel.random(config, 0, "cuda", dtype)
+        fused = model.logits(ids)
+        model.layer_kernels = False
+        aten = model.logits(ids)
+        relative = ((fused - aten).abs().max() / aten.abs().max()).item()
+        report(f"fused RoPE / SwiGLU kernels vs ATen path, {dtype} logits", relative <= tolerance,
+               f"max |diff| / max |logits| = {relative:.3g} (allowed {tolerance:g})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out")
@@ -122,6 +136,7 @@ def main() -> int:
     check_graphs(config, "bfloat16")
     check_torch_rng_fallback(config)
     check_mezo_no_drift(config)
+    check_layer_kernels(config)
     if args.out:
         with open(args.out, "w") as f:
             f.write(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}\n" + "\n".join(LINES) + "\n")

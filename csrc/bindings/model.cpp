@@ -64,6 +64,8 @@ void bind_model(py::module_& m) {
           py::arg("config"), py::arg("seed") = 0, py::arg("device") = "cpu",
           py::arg("dtype") = "float32")
       .def("attach_adapters", &LlamaModel::attach_adapters, py::arg("options"))
+      .def_property("layer_kernels", &LlamaModel::layer_kernels, &LlamaModel::set_layer_kernels,
+                    "fused CUDA RoPE / SwiGLU kernels (CUDA builds); False: the ATen path")
       .def_property_readonly("config", &LlamaModel::config)
       .def_property_readonly("device", [](const LlamaModel& m) { return m.device().str(); })
       .def("hidden_states",

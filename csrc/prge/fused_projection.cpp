@@ -45,6 +45,11 @@ void FusedLoraFaProjection::refresh_adapters() {
 std::vector<torch::Tensor> FusedLoraFaProjection::forward(const torch::Tensor& x,
                                                           const MaterializedPlan* plan,
                                                           const torch::Tensor& weight) const {
+  return forward_fused(x, plan, weight).split_with_sizes(sizes_, -1);
+}
+
+torch::Tensor FusedLoraFaProjection::forward_fused(const torch::Tensor& x, const MaterializedPlan* plan,
+                                                   const torch::Tensor& weight) const {
   auto y = at::linear(x, weight.defined() ? weight : weight_);
   if (!adapted_.empty()) {
     const bool perturbed = plan && plan->plan->perturbs();
@@ -67,7 +72,7 @@ std::vector<torch::Tensor> FusedLoraFaProjection::forward(const torch::Tensor& x
     add_low_rank(y, at::linear(x, lora_a_), blocks, parts_[adapted_.front()].scaling(),
                  parts_[adapted_.front()].name());
   }
-  return y.split_with_sizes(sizes_, -1);
+  return y;
 }
 
 }  // namespace prge

@@ -29,6 +29,9 @@ class FusedLoraFaProjection {
   // defined, replaces the fused W for this call (MeZO's perturbed temporary).
   std::vector<torch::Tensor> forward(const torch::Tensor& x, const MaterializedPlan* plan,
                                      const torch::Tensor& weight = {}) const;
+  // The fused output itself, [N, T, sum out] contiguous (parts side by side).
+  torch::Tensor forward_fused(const torch::Tensor& x, const MaterializedPlan* plan,
+                              const torch::Tensor& weight = {}) const;
 
  private:
   torch::Tensor weight_;              // [sum out, in]

@@ -2,6 +2,10 @@
 
 #include "prge/io/yaml_scalars.h"
 
+#ifdef PRGE_WITH_CUDA
+#include "prge/cuda/layer_kernels.h"
+#endif
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
@@ -273,6 +277,14 @@ int64_t layer_param(size_t layer, int64_t offset) {
 enum LayerParam : int64_t { kInputNorm = 0, kQ, kK, kV, kO, kPostNorm, kGate, kUp, kDown };
 }  // namespace
 
+bool LlamaModel::use_layer_kernels() const {
+#ifdef PRGE_WITH_CUDA
+  return layer_kernels_ && device_.is_cuda() && !at::GradMode::is_enabled();
+#else
+  return false;
+#endif
+}
+
 torch::Tensor LlamaModel::weight(const torch::Tensor& w, int64_t index,
                                  const WeightPerturbation* perturbation) const {
   if (!perturbation) return w;
@@ -296,8 +308,14 @@ torch::Tensor LlamaModel::attention_block(size_t i, const torch::Tensor& x, cons
                              weight(layer.qkv.part(2).weight(), layer_param(i, kV), perturbation)});
   }
   const auto qkv = layer.qkv.forward(h, plan, qkv_weight);
-  auto q = apply_rope(qkv[0].view({n, t, -1, hd}).transpose(1, 2), cos, sin);
-  auto k = apply_rope(qkv[1].view({n, t, -1, hd}).transpose(1, 2), cos, sin);
+  auto rope = [&](const torch::Tensor& x) {
+#ifdef PRGE_WITH_CUDA
+    if (use_layer_kernels()) return cuda::rope(x, cos, sin);
+#endif
+    return apply_rope(x, cos, sin);
+  };
+  auto q = rope(qkv[0].view({n, t, -1, hd}).transpose(1, 2));
+  auto k = rope(qkv[1].view({n, t, -1, hd}).transpose(1, 2));
   auto v = qkv[2].view({n, t, -1, hd}).transpose(1, 2);
   auto attn = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, std::nullopt,
                                                /*enable_gqa=*/true);
@@ -318,6 +336,12 @@ torch::Tensor LlamaModel::mlp_block(size_t i, const torch::Tensor& x, const Mate
                                  weight(layer.gate_up.part(1).weight(), layer_param(i, kUp), perturbation)});
     down_weight = weight(layer.down_proj.weight(), layer_param(i, kDown), perturbation);
   }
+#ifdef PRGE_WITH_CUDA
+  if (use_layer_kernels()) {
+    return layer.down_proj.forward(cuda::swiglu(layer.gate_up.forward_fused(h, plan, gate_up_weight)), plan,
+                                   down_weight);
+  }
+#endif
   const auto gate_up = layer.gate_up.forward(h, plan, gate_up_weight);
   return layer.down_proj.forward(at::silu(gate_up[0]).mul_(gate_up[1]), plan, down_weight);
 }

@@ -92,6 +92,11 @@ class LlamaModel {
   std::vector<ZoParameter> full_parameters();     // every weight, for full-parameter MeZO
   std::vector<LoraFaLinear*> adapted_layers();
 
+  // Fused CUDA kernels for RoPE and SwiGLU (CUDA build, CUDA device, no autograd); off: the
+  // ATen path they replace (tests compare the two).
+  void set_layer_kernels(bool enabled) { layer_kernels_ = enabled; }
+  bool layer_kernels() const { return layer_kernels_; }
+
   const LlamaConfig& config() const { return config_; }
   const torch::Device& device() const { return device_; }
   torch::ScalarType dtype() const { return dtype_; }
@@ -114,6 +119,8 @@ class LlamaModel {
   torch::Tensor lm_head_;  // aliases embed_tokens_ when tied
   std::vector<LlamaLayer> layers_;
   AdapterBuffer adapter_buffer_;
+  bool layer_kernels_ = true;
+  bool use_layer_kernels() const;
 };
 
 torch::ScalarType parse_dtype(const std::string& name);

@@ -1,0 +1,18 @@
+#pragma once
+// Fused CUDA kernels for the memory-bound passes of a Llama layer that ATen runs as separate
+// kernels. Each is checked against the ATen path on the GPU (experiments/gpu_checks.py).
+// Built only in a CUDA build (PRGE_WITH_CUDA).
+#include <torch/torch.h>
+
+namespace prge::cuda {
+
+// RoPE, HF layout, one pass: out = x * cos + rotate_half(x) * sin with rotate_half(x) =
+// [-x2, x1]. x: [n, h, t, hd] (any strides, last dim contiguous), cos / signed_sin: [t, hd]
+// contiguous ([-sin, sin], see apply_rope). Returns a contiguous [n, h, t, hd] tensor.
+torch::Tensor rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& signed_sin);
+
+// SwiGLU of the fused gate/up output in one pass: silu(gate) * up, with gate_up [..., 2f]
+// contiguous (gate first). Returns [..., f].
+torch::Tensor swiglu(const torch::Tensor& gate_up);
+
+}  // namespace prge::cuda
