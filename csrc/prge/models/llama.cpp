@@ -286,12 +286,30 @@ bool LlamaModel::use_layer_kernels() const {
 }
 
 torch::Tensor LlamaModel::weight(const torch::Tensor& w, int64_t index,
-                                 const WeightPerturbation* perturbation) const {
+                                 const WeightPerturbation* perturbation, torch::Tensor out) const {
   if (!perturbation) return w;
   const auto& p = *perturbation;
   auto z = p.stream->noise(p.step, index, p.query, w.sizes(), w.device());  // float32
-  if (w.scalar_type() == torch::kFloat32) return w.add(z, p.scale);
-  return w.to(torch::kFloat32).add_(z, p.scale).to(w.scalar_type());
+  if (!out.defined()) out = torch::empty_like(w);
+  // w + scale * z computed in float32 (type promotion) and rounded once into w's dtype: one
+  // pass, written straight where the forward reads it.
+  at::add_out(out, w, z, p.scale);
+  return out;
+}
+
+torch::Tensor LlamaModel::group_weight(const FusedLoraFaProjection& group, std::vector<int64_t> indices,
+                                       const WeightPerturbation* perturbation) const {
+  int64_t rows = 0;
+  for (size_t j = 0; j < group.parts(); ++j) rows += group.part(j).weight().size(0);
+  const auto& first = group.part(0).weight();
+  auto fused = torch::empty({rows, first.size(1)}, first.options());
+  int64_t offset = 0;
+  for (size_t j = 0; j < group.parts(); ++j) {
+    const auto& w = group.part(j).weight();
+    weight(w, indices.at(j), perturbation, fused.narrow(0, offset, w.size(0)));
+    offset += w.size(0);
+  }
+  return fused;
 }
 
 torch::Tensor LlamaModel::attention_block(size_t i, const torch::Tensor& x, const torch::Tensor& cos,
@@ -303,9 +321,8 @@ torch::Tensor LlamaModel::attention_block(size_t i, const torch::Tensor& x, cons
                     config_.rms_norm_eps);
   torch::Tensor qkv_weight;  // undefined: the stored fused weight
   if (perturbation) {
-    qkv_weight = torch::cat({weight(layer.qkv.part(0).weight(), layer_param(i, kQ), perturbation),
-                             weight(layer.qkv.part(1).weight(), layer_param(i, kK), perturbation),
-                             weight(layer.qkv.part(2).weight(), layer_param(i, kV), perturbation)});
+    qkv_weight = group_weight(layer.qkv, {layer_param(i, kQ), layer_param(i, kK), layer_param(i, kV)},
+                              perturbation);
   }
   const auto qkv = layer.qkv.forward(h, plan, qkv_weight);
   auto rope = [&](const torch::Tensor& x) {
@@ -332,8 +349,7 @@ torch::Tensor LlamaModel::mlp_block(size_t i, const torch::Tensor& x, const Mate
                     config_.rms_norm_eps);
   torch::Tensor gate_up_weight, down_weight;
   if (perturbation) {
-    gate_up_weight = torch::cat({weight(layer.gate_up.part(0).weight(), layer_param(i, kGate), perturbation),
-                                 weight(layer.gate_up.part(1).weight(), layer_param(i, kUp), perturbation)});
+    gate_up_weight = group_weight(layer.gate_up, {layer_param(i, kGate), layer_param(i, kUp)}, perturbation);
     down_weight = weight(layer.down_proj.weight(), layer_param(i, kDown), perturbation);
   }
 #ifdef PRGE_WITH_CUDA

@@ -108,8 +108,13 @@ class LlamaModel {
                                 const WeightPerturbation* perturbation) const;
   torch::Tensor mlp_block(size_t layer_index, const torch::Tensor& x, const MaterializedPlan* plan,
                           const WeightPerturbation* perturbation) const;
-  // w itself, or w + scale * z of parameter `index` (full_parameters() order) as a temporary.
-  torch::Tensor weight(const torch::Tensor& w, int64_t index, const WeightPerturbation* perturbation) const;
+  // w itself, or w + scale * z of parameter `index` (full_parameters() order) as a temporary
+  // (written into `out` when given).
+  torch::Tensor weight(const torch::Tensor& w, int64_t index, const WeightPerturbation* perturbation,
+                       torch::Tensor out = {}) const;
+  // A fused group's perturbed weight [sum out, in], each part written in place (no cat).
+  torch::Tensor group_weight(const FusedLoraFaProjection& group, std::vector<int64_t> indices,
+                             const WeightPerturbation* perturbation) const;
 
   LlamaConfig config_;
   torch::Device device_;
