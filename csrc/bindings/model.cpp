@@ -83,7 +83,7 @@ void bind_model(py::module_& m) {
            [](const LlamaModel& m, const TokenBatch& batch, const PerturbationPlan& plan) {
              py::gil_scoped_release release;
              c10::InferenceMode guard;
-             return evaluate_plan(m, batch, plan);
+             return evaluate_plan(m, batch, plan);  // unperturbed weights
            },
            py::arg("batch"), py::arg("plan"),
            "Mean answer-token loss of every copy of `plan`, from one batched forward.")

@@ -42,7 +42,7 @@ def option_scores(trainer, encoder: PromptEncoder, examples: list[EncodedExample
 
 def classification_metrics(predicted: torch.Tensor, labels: torch.Tensor, classes: int) -> dict:
     """Accuracy and macro-F1 (mean over classes of 2·TP / (2·TP + FP + FN)); macro-F1 does
-    not reward always answering the majority class (0.5 / classes of it at best)."""
+    not reward always answering the majority class (at most 1 / classes for it)."""
     f1 = []
     for c in range(classes):
         tp = ((predicted == c) & (labels == c)).sum().item()
@@ -51,10 +51,11 @@ def classification_metrics(predicted: torch.Tensor, labels: torch.Tensor, classe
     return {"accuracy": (predicted == labels).double().mean().item(), "macro_f1": sum(f1) / classes}
 
 
-def majority_accuracy(examples: list[EncodedExample]) -> float:
-    """The accuracy of always answering the most frequent label: the trivial baseline."""
+def majority_baseline(examples: list[EncodedExample], classes: int) -> dict:
+    """The metrics of always answering the most frequent label: the trivial baseline."""
     labels = torch.tensor([e.label for e in examples])
-    return labels.bincount().max().item() / len(examples)
+    majority = labels.bincount(minlength=classes).argmax()
+    return classification_metrics(torch.full_like(labels, majority.item()), labels, classes)
 
 
 def evaluate(trainer, encoder: PromptEncoder, examples: list[EncodedExample],

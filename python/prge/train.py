@@ -11,7 +11,7 @@ import torch
 from prge._core import LlamaModel, RunConfig, Trainer
 from prge.data.batching import BatchSampler, PromptEncoder
 from prge.data.tasks import get_task
-from prge.evaluation import evaluate as evaluate_examples, majority_accuracy
+from prge.evaluation import evaluate as evaluate_examples, majority_baseline
 from prge.models import load_tokenizer, resolve_model
 
 
@@ -79,10 +79,11 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
         f"parallel={config.estimator.parallel} on {task.name} with {config.model.name}: "
         f"{len(train)} train / {len(dev)} dev / {len(evaluation)} eval examples "
         f"({config.data.protocol} protocol), {config.run.steps} steps")
-    majority = majority_accuracy(evaluation)
+    trivial = majority_baseline(evaluation, len(encoder.label_ids))
+    majority = trivial["accuracy"]
     history = [evaluate(0, 0, 0)]
     log(f"[prge] before training: {describe(history[0])}; "
-        f"always answering the majority class: accuracy {majority:.4f}, macro-F1 <= 0.5")
+        f"always answering the majority class: accuracy {majority:.4f}, macro-F1 {trivial['macro_f1']:.4f}")
     metrics_path = out_dir / "metrics.jsonl"
     step_seconds = []
     passes = sequences = 0

@@ -22,9 +22,9 @@ int64_t StepGraphs::captured() const {
 
 DeviceEstimate StepGraphs::run(const TokenBatch& batch, const PerturbationPlan& plan, uint32_t step_key,
                                const torch::Device& device, const StepFn& step) {
-  auto host_layout = AnswerLayout::from_targets(batch.targets);
-  const int64_t capacity = next_power_of_two(host_layout.answers);
-  host_layout = AnswerLayout::from_targets(batch.targets, capacity);
+  const int64_t answers = (batch.targets != kIgnoreIndex).sum().item<int64_t>();
+  const auto host_layout = AnswerLayout::from_targets(batch.targets, next_power_of_two(answers));
+  const int64_t capacity = host_layout.capacity();
   const Key key{batch.size(), batch.input_ids.size(1), capacity, plan.copies()};
   auto& slot = entries_[key];
   if (!slot) {

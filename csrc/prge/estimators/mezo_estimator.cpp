@@ -1,6 +1,6 @@
 #include "prge/estimators/mezo_estimator.h"
 
-#include "prge/losses.h"
+#include "prge/estimators/prge_estimator.h"
 
 namespace prge {
 
@@ -16,15 +16,13 @@ ZoEstimate MezoEstimator::estimate(LlamaModel& model, const TokenBatch& batch, i
                                    const PerturbationStream& stream) {
   batch.validate();
   const double eps = options_.epsilon;
-  const auto device_batch = batch.repeated(1, model.device());
+  const auto unperturbed = PerturbationPlan{&stream, step, 1, {0}, {0.0}};  // no LoRA copies
   ZoEstimate out;
   out.step = step;
   auto loss_at = [&](const WeightPerturbation* perturbation) {
     out.forward_passes += 1;
     out.sequences += batch.size();
-    const auto hidden = model.hidden_states(device_batch.input_ids, nullptr, perturbation);
-    const auto scores = score_sequences(model, hidden, device_batch.targets, perturbation);
-    const double loss = copy_losses(scores, 1).item<double>();
+    const double loss = evaluate_plan(model, batch, unperturbed, perturbation)[0];
     out.losses.push_back(loss);
     return loss;
   };

@@ -7,11 +7,12 @@
 namespace prge {
 
 std::vector<double> evaluate_plan(const LlamaModel& model, const TokenBatch& batch,
-                                  const PerturbationPlan& plan) {
+                                  const PerturbationPlan& plan, const WeightPerturbation* perturbation) {
   const auto materialized = MaterializedPlan::build(plan, model.device());
   const auto repeated = batch.repeated(plan.copies(), model.device());
-  const auto hidden = model.hidden_states(repeated.input_ids, &materialized);
-  const auto losses = copy_losses(score_sequences(model, hidden, repeated.targets), plan.copies());
+  const auto hidden = model.hidden_states(repeated.input_ids, &materialized, perturbation);
+  const auto losses =
+      copy_losses(score_sequences(model, hidden, repeated.targets, perturbation), plan.copies());
   return std::vector<double>(losses.data_ptr<double>(), losses.data_ptr<double>() + losses.numel());
 }
 

@@ -19,9 +19,11 @@ class PrgeEstimator final : public ZoEstimator {
   EstimatorOptions options_;
 };
 
-// Mean answer-token loss of each copy of `plan`, evaluated in one batched forward.
+// Mean answer-token loss of each copy of `plan`, evaluated in one batched forward; every
+// weight perturbed by `perturbation` when given (full-parameter MeZO).
 std::vector<double> evaluate_plan(const LlamaModel& model, const TokenBatch& batch,
-                                  const PerturbationPlan& plan);
+                                  const PerturbationPlan& plan,
+                                  const WeightPerturbation* perturbation = nullptr);
 
 // P-RGE with every evaluated point in ONE forward (parallel: dual): central [θ+εz_i, θ−εz_i]
 // or forward [θ, θ+εz_i]. Such a step can run on device tensors alone (no host sync), which
