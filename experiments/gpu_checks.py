@@ -9,8 +9,11 @@ machine; CI has no GPU). Each line prints PASS/FAIL with the measured difference
    warm up and capture): bit-identical losses and B;
 4. the torch RNG on CUDA falls back to the uncaptured fused step, and still trains;
 5. full-parameter MeZO in bf16 with lr = 0: weights bit-identical after 20 steps;
-6. fused RoPE / SwiGLU kernels vs the ATen path: logits of a forward, fp32 and bf16 (the
-   kernels round where ATen rounds; ATen may contract a multiply-add, so ulp-level only).
+6. each fused layer kernel (RoPE, SwiGLU, residual add + RMSNorm) vs the ATen ops it
+   replaces, on random tensors in fp32 / bf16 / fp16, and the logits of a whole forward
+   with the kernels on and off (the kernels round where ATen rounds, apart from RMSNorm's
+   single rounding of x * rstd * w and ATen's possible multiply-add contraction);
+7. every P-RGE mode (dual, single, none) runs the device step, graphed == uncaptured.
 
     python experiments/gpu_checks.py [--out experiments/results/gpu_checks.txt]
 """
@@ -46,13 +49,13 @@ def check_noise_kernel() -> None:
                f"vs CPU ATen max |diff| {(cpu - kernel.cpu()).abs().max().item():.3g}")
 
 
-def trainer(config, dtype, queries, *, fused, graphs, rng="counter", seed=5):
+def trainer(config, dtype, queries, *, fused, graphs, rng="counter", seed=5, parallel="dual"):
     model = prge.LlamaModel.random(config, 0, "cuda", dtype)
     model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32, init_seed=3))
     g = torch.Generator().manual_seed(1)
     for a in model.adapters():  # a trained point, so B + eps z is not just eps z
         a["lora_b"].copy_(0.01 * torch.randn(a["lora_b"].shape, generator=g))
-    return prge.Trainer(model, prge.EstimatorOptions("prge", queries, 1e-2, "central", "dual", rng=rng),
+    return prge.Trainer(model, prge.EstimatorOptions("prge", queries, 1e-2, "central", parallel, rng=rng),
                         prge.OptimizerOptions(lr=1e-3, momentum=0.9), seed, fused_step=fused,
                         cuda_graphs=graphs), model
 
@@ -75,14 +78,14 @@ def check_fused_vs_plain(config) -> None:
            f"max loss diff {loss_diff:.3g}, max B diff {b_diff:.3g} (max |B| {pb.abs().max().item():.3g})")
 
 
-def check_graphs(config, dtype) -> None:
-    graphed, gm = trainer(config, dtype, 4, fused=True, graphs=True)
-    eager, em = trainer(config, dtype, 4, fused=True, graphs=False)
+def check_graphs(config, dtype, parallel="dual", queries=4) -> None:
+    graphed, gm = trainer(config, dtype, queries, fused=True, graphs=True, parallel=parallel)
+    eager, em = trainer(config, dtype, queries, fused=True, graphs=False, parallel=parallel)
     assert graphed.uses_cuda_graphs and not eager.uses_cuda_graphs
     gr, gb = run(graphed, gm, config, 6, 4, 64)
     er, eb = run(eager, em, config, 6, 4, 64)
     same_losses = all(g.losses == e.losses for g, e in zip(gr, er))
-    report(f"CUDA graph replay == uncaptured fused step, {dtype}, 6 steps",
+    report(f"CUDA graph replay == uncaptured fused step, {parallel} q={queries}, {dtype}, 6 steps",
            same_losses and torch.equal(gb, eb) and graphed.cuda_graphs_captured == 2,
            f"losses identical: {same_losses}, B identical: {torch.equal(gb, eb)}, "
            f"graphs captured: {graphed.cuda_graphs_captured} (two batch shapes)")
@@ -108,6 +111,33 @@ def check_mezo_no_drift(config) -> None:
            f"identical: {same}, non-zero projected gradients: {all(g != 0 for g in grads)}")
 
 
+def check_kernels_vs_aten() -> None:
+    kernels = prge._core.layer_kernels
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for dtype, tolerance in ((torch.float32, 1e-6), (torch.bfloat16, 1e-2), (torch.float16, 1e-3)):
+        def randn(*shape):
+            return torch.randn(*shape, generator=g, device="cuda").to(dtype)
+        # RoPE on the model's [n, t, h, hd] -> [n, h, t, hd] transposed view
+        x = randn(3, 40, 5, 64).transpose(1, 2)
+        cos, sin = randn(40, 64), randn(40, 64)
+        swapped = torch.cat([x[..., 32:], x[..., :32]], -1)
+        aten = torch.addcmul(x * cos, swapped, sin)
+        rope = kernels.rope(x, cos, sin)
+        gate_up = randn(3, 40, 2 * 96)
+        aten_swiglu = torch.nn.functional.silu(gate_up[..., :96]) * gate_up[..., 96:]
+        swiglu = kernels.swiglu(gate_up)
+        residual, delta, weight = randn(3, 40, 576), randn(3, 40, 576), randn(576)
+        aten_x = residual + delta
+        aten_norm = torch.rms_norm(aten_x, (576,), weight, 1e-5)
+        norm = kernels.add_rms_norm_(residual, delta, weight, 1e-5)
+        for name, got, want in (("RoPE", rope, aten), ("SwiGLU", swiglu, aten_swiglu),
+                                ("residual add", residual, aten_x), ("RMSNorm", norm, aten_norm)):
+            relative = ((got.float() - want.float()).abs().max() / want.float().abs().max()).item()
+            report(f"{name} kernel vs ATen, {str(dtype).split('.')[1]}", relative <= tolerance,
+                   f"max |diff| / max |ATen| = {relative:.3g} (allowed {tolerance:g}; equal elements "
+                   f"{(got == want).float().mean().item():.4f})")
+
+
 def check_layer_kernels(config) -> None:
     ids = random_batch(config.vocab_size, 4, 64, seed=9).input_ids.cuda()
     for dtype, tolerance in (("float32", 1e-4), ("bfloat16", 3e-2)):
@@ -116,7 +146,7 @@ def check_layer_kernels(config) -> None:
         model.layer_kernels = False
         aten = model.logits(ids)
         relative = ((fused - aten).abs().max() / aten.abs().max()).item()
-        report(f"fused RoPE / SwiGLU kernels vs ATen path, {dtype} logits", relative <= tolerance,
+        report(f"fused layer kernels vs ATen path, {dtype} logits of a forward", relative <= tolerance,
                f"max |diff| / max |logits| = {relative:.3g} (allowed {tolerance:g})")
 
 
@@ -136,7 +166,10 @@ def main() -> int:
     check_graphs(config, "bfloat16")
     check_torch_rng_fallback(config)
     check_mezo_no_drift(config)
+    check_kernels_vs_aten()
     check_layer_kernels(config)
+    check_graphs(config, "bfloat16", "single", 4)
+    check_graphs(config, "bfloat16", "none", 1)
     if args.out:
         with open(args.out, "w") as f:
             f.write(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}\n" + "\n".join(LINES) + "\n")

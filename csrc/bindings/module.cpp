@@ -6,6 +6,7 @@ void bind_config(pybind11::module_& m);
 void bind_perturbation(pybind11::module_& m);
 void bind_model(pybind11::module_& m);
 void bind_trainer(pybind11::module_& m);
+void bind_layer_kernels(pybind11::module_& m);
 }  // namespace prge::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -14,4 +15,5 @@ PYBIND11_MODULE(_core, m) {
   prge::bindings::bind_perturbation(m);
   prge::bindings::bind_model(m);
   prge::bindings::bind_trainer(m);
+  prge::bindings::bind_layer_kernels(m);
 }

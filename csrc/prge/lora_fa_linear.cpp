@@ -58,9 +58,10 @@ void add_low_rank(torch::Tensor& y, const torch::Tensor& ax, const torch::Tensor
     throw std::invalid_argument(fmt::format(
         "layer '{}': {} rows cannot be split into {} perturbation copies", name, rows, copies));
   }
+  // Either way one GEMM whose epilogue adds into y (beta = 1): y is read and written once,
+  // with no temporary of its size.
   if (copies == 1) {
-    // One copy of B for every row: a plain GEMM keeps autograd (first-order path) simple.
-    y.add_(at::linear(ax, b_stack.select(0, 0)), scaling);
+    y.view({rows, y.size(-1)}).addmm_(ax.reshape({rows, ax.size(-1)}), b_stack.select(0, 0).t(), 1.0, scaling);
     return;
   }
   const int64_t out = y.size(-1);

@@ -18,6 +18,11 @@ bool PerturbationPlan::perturbs() const {
   return false;
 }
 
+PerturbationPlan PerturbationPlan::unperturbed(const PerturbationStream& stream, int64_t step,
+                                               int64_t queries) {
+  return PerturbationPlan{&stream, step, queries, {0}, {0.0}};
+}
+
 PerturbationPlan PerturbationPlan::central_dual(const PerturbationStream& stream, int64_t step,
                                                 int64_t queries, double epsilon) {
   PerturbationPlan plan{&stream, step, queries, {}, {}};

@@ -20,6 +20,8 @@ struct PerturbationPlan {
   int64_t copies() const { return static_cast<int64_t>(copy_query.size()); }
   bool perturbs() const;
 
+  // One copy at θ itself (the centre of a forward difference evaluated on its own).
+  static PerturbationPlan unperturbed(const PerturbationStream& stream, int64_t step, int64_t queries);
   // P-RGE inner + outer loop ("dual"): [+eps z_0..z_{q-1}, -eps z_0..z_{q-1}], 2q copies.
   static PerturbationPlan central_dual(const PerturbationStream& stream, int64_t step,
                                        int64_t queries, double epsilon);

@@ -55,7 +55,7 @@ Trainer::Trainer(std::shared_ptr<LlamaModel> model, EstimatorOptions estimator,
 Trainer::~Trainer() = default;
 
 bool Trainer::uses_fused_step() const {
-  return options_.fused_step && evaluates_in_one_forward(estimator_options_) &&
+  return options_.fused_step && runs_on_device(estimator_options_) &&
          !model_->adapter_buffer().empty();
 }
 
@@ -76,9 +76,10 @@ int64_t Trainer::cuda_graphs_captured() const {
 }
 
 DeviceEstimate Trainer::run_fused(const torch::Tensor& input_ids, const AnswerLayout& layout,
-                                  const MaterializedPlan& plan) {
-  auto estimate = estimate_in_one_forward(*model_, input_ids, layout, plan, estimator_options_);
+                                  const std::vector<MaterializedPlan>& plans) {
+  auto estimate = estimate_on_device(*model_, input_ids, layout, plans, estimator_options_);
   const auto& buffer = model_->adapter_buffer();
+  const auto& plan = plans.front();
   optimizer_.update(kAdapterBufferKey, buffer.values(),
                     buffer.direction(stream_, plan.plan->step, estimate.projected_grads, plan.step_key));
   return estimate;
@@ -89,21 +90,22 @@ StepResult Trainer::fused_step(const TokenBatch& batch) {
   batch.validate();
   c10::InferenceMode guard;
   const auto& device = model_->device();
-  const auto plan = one_forward_plan(estimator_options_, stream_, step_);
+  const auto plans = device_step_plans(estimator_options_, stream_, step_);
   const auto shaped = device.is_cuda() ? padded_to_multiple(batch, kGraphLengthMultiple) : batch;
   DeviceEstimate estimate;
 #ifdef PRGE_WITH_CUDA
   if (graphs_) {
-    estimate = graphs_->run(shaped, plan, counter_rng::step_key(stream_.seed(), step_), device,
+    estimate = graphs_->run(shaped, plans, counter_rng::step_key(stream_.seed(), step_), device,
                             [this](const torch::Tensor& ids, const AnswerLayout& layout,
-                                   const MaterializedPlan& materialized) {
+                                   const std::vector<MaterializedPlan>& materialized) {
                               return run_fused(ids, layout, materialized);
                             });
   }
 #endif
   if (!estimate.losses.defined()) {
     const auto layout = AnswerLayout::from_targets(shaped.targets).to(device);
-    const auto materialized = MaterializedPlan::build(plan, device);
+    std::vector<MaterializedPlan> materialized;
+    for (const auto& plan : plans) materialized.push_back(MaterializedPlan::build(plan, device));
     estimate = run_fused(shaped.input_ids.to(device), layout, materialized);
   }
   const auto losses = estimate.losses.to(torch::kCPU, torch::kFloat64).contiguous();
@@ -120,8 +122,9 @@ StepResult Trainer::fused_step(const TokenBatch& batch) {
   } else {
     result.loss = result.losses[0];
   }
-  result.forward_passes = 1;
-  result.sequences = plan.copies() * batch.size();
+  result.forward_passes = static_cast<int64_t>(plans.size());
+  result.sequences = 0;
+  for (const auto& plan : plans) result.sequences += plan.copies() * batch.size();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ++step_;
   return result;

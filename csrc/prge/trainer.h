@@ -28,9 +28,9 @@ struct StepResult {
 };
 
 struct TrainerOptions {
-  // P-RGE dual as one device-side step: a single forward, the RGE direction over the flat
-  // adapter buffer, no host sync until the losses are read (the plain path estimates on
-  // the host and updates B matrix by matrix; it stays for the other modes and as reference).
+  // P-RGE as one device-side step: its forwards (one for dual), the RGE direction over the
+  // flat adapter buffer, no host sync until the losses are read (the plain path estimates on
+  // the host and updates through per-matrix ATen ops; it stays for MeZO and as reference).
   bool fused_step = true;
   // On CUDA with the counter RNG, capture that step as a CUDA graph per batch shape (T
   // rounded up to kGraphLengthMultiple) and replay it.
@@ -72,7 +72,7 @@ class Trainer {
   StepResult fused_step(const TokenBatch& batch);
   // The device work of one fused step (estimate + update); no host sync.
   DeviceEstimate run_fused(const torch::Tensor& input_ids, const AnswerLayout& layout,
-                           const MaterializedPlan& plan);
+                           const std::vector<MaterializedPlan>& plans);
 
   std::shared_ptr<LlamaModel> model_;
   EstimatorOptions estimator_options_;

@@ -1,6 +1,5 @@
-"""The fused P-RGE step (one device-side step: single forward, answer-layout losses, g on
-the device, the RGE direction over the flat adapter buffer) must equal the plain path it
-replaces (host-side estimate, per-matrix stacks of B copies, score_sequences losses).
+"""The fused P-RGE step (one device-side step: its forwards, answer-layout losses, g on the
+device, the RGE direction over the flat adapter buffer) must equal the plain path it replaces (host-side estimate, per-matrix stacks of B copies, score_sequences losses).
 A mis-sliced flat view, a wrong segment offset or param index in the direction, or a
 mis-weighted answer row would each break it. Tolerance: the two paths sum the answer-token
 losses in different orders (float32, ~1e-7 apart); g amplifies that by 1/(2 eps) and momentum
@@ -25,9 +24,10 @@ def run(path, fused, options, steps=3, momentum=0.0):
 @pytest.mark.parametrize("rng", ["torch", "counter"])
 @pytest.mark.parametrize("difference", ["central", "forward"])
 @pytest.mark.parametrize("queries", [1, 3])
-def test_fused_step_equals_plain_path(tiny_llama, rng, difference, queries):
+@pytest.mark.parametrize("parallel", ["dual", "single", "none"])
+def test_fused_step_equals_plain_path(tiny_llama, rng, difference, queries, parallel):
     path, _ = tiny_llama
-    options = prge.EstimatorOptions("prge", queries, EPS, difference, "dual", rng=rng)
+    options = prge.EstimatorOptions("prge", queries, EPS, difference, parallel, rng=rng)
     fused, fused_b = run(path, True, options, momentum=0.9)
     plain, plain_b = run(path, False, options, momentum=0.9)
     for f, p in zip(fused, plain):
@@ -52,9 +52,8 @@ def test_adapters_are_views_of_one_flat_buffer(tiny_llama):
     assert not trainer.uses_cuda_graphs  # CPU: graphs never apply
 
 
-def test_other_modes_keep_the_plain_path(tiny_llama):
+def test_mezo_keeps_the_plain_path(tiny_llama):
     path, _ = tiny_llama
-    for parallel in ("single", "none"):
-        trainer = prge.Trainer(make_native(path), prge.EstimatorOptions("prge", 2, EPS, "central", parallel),
-                               prge.OptimizerOptions(lr=LR), SEED)
-        assert not trainer.uses_fused_step
+    trainer = prge.Trainer(prge.LlamaModel.from_pretrained(str(path)), prge.EstimatorOptions("mezo", 1, EPS, "central", "none"),
+                           prge.OptimizerOptions(lr=LR), SEED)
+    assert not trainer.uses_fused_step

@@ -11,6 +11,7 @@ namespace prge::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kWarp = 32;
 
 template <typename T>
 struct Convert;
@@ -30,38 +31,117 @@ struct Convert<__half> {
   static __device__ __forceinline__ __half out(float v) { return __float2half_rn(v); }
 };
 
-int blocks_for(int64_t elements) {
-  const int64_t wanted = (elements + kThreads - 1) / kThreads;
+// V values of T in one 16-byte load / store (the kernels are memory-bound: one instruction
+// per 16 bytes instead of per element).
+template <typename T>
+struct alignas(16) Vec {
+  static constexpr int kSize = 16 / sizeof(T);
+  T v[kSize];
+};
+template <typename T>
+__device__ __forceinline__ Vec<T> load(const T* p) { return *reinterpret_cast<const Vec<T>*>(p); }
+template <typename T>
+__device__ __forceinline__ void store(T* p, const Vec<T>& v) { *reinterpret_cast<Vec<T>*>(p) = v; }
+
+bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+int blocks_for(int64_t work_items) {
+  const int64_t wanted = (work_items + kThreads - 1) / kThreads;
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, 132LL * 32)));
 }
 
 // As ATen rounds: x * cos rounded to the dtype, then + swapped * sin in float, rounded once.
 template <typename T>
-__global__ void rope_kernel(const T* x, int64_t stride_n, int64_t stride_h, int64_t stride_t,
-                            const T* cos, const T* sin, int64_t heads, int64_t t, int64_t hd,
-                            int64_t total, T* out) {
+__device__ __forceinline__ T rope_value(T x, T cos, T swapped, T sin) {
   using C = Convert<T>;
-  const int64_t half = hd / 2;
-  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t i = e % hd, pos = (e / hd) % t, head = (e / (hd * t)) % heads, n = e / (hd * t * heads);
-    const T* row = x + n * stride_n + head * stride_h + pos * stride_t;
-    const float scaled = C::in(C::out(__fmul_rn(C::in(row[i]), C::in(cos[pos * hd + i]))));
-    const float swapped = C::in(row[i < half ? i + half : i - half]);
-    out[e] = C::out(__fadd_rn(scaled, __fmul_rn(swapped, C::in(sin[pos * hd + i]))));
+  const float scaled = C::in(C::out(__fmul_rn(C::in(x), C::in(cos))));
+  return C::out(__fadd_rn(scaled, __fmul_rn(C::in(swapped), C::in(sin))));
+}
+
+// One work item: V elements of each half of one (n, head, pos) row of hd values, so the
+// rotate-half partner sits in the same thread.
+template <typename T>
+__global__ void rope_kernel(const T* x, int64_t stride_n, int64_t stride_h, int64_t stride_t,
+                            const T* cos, const T* sin, int heads, int t, int hd, int64_t items, T* out) {
+  constexpr int V = Vec<T>::kSize;
+  const int half = hd / 2, chunks = half / V;
+  for (int64_t item = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; item < items;
+       item += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int chunk = static_cast<int>(item % chunks);
+    const int64_t row = item / chunks;
+    const int pos = static_cast<int>(row % t);
+    const int64_t head = (row / t) % heads, n = row / (static_cast<int64_t>(t) * heads);
+    const T* in = x + n * stride_n + head * stride_h + pos * stride_t;
+    const int i = chunk * V;
+    const auto x1 = load(in + i), x2 = load(in + half + i);
+    const auto c1 = load(cos + pos * hd + i), c2 = load(cos + pos * hd + half + i);
+    const auto s1 = load(sin + pos * hd + i), s2 = load(sin + pos * hd + half + i);
+    Vec<T> o1, o2;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      o1.v[k] = rope_value(x1.v[k], c1.v[k], x2.v[k], s1.v[k]);
+      o2.v[k] = rope_value(x2.v[k], c2.v[k], x1.v[k], s2.v[k]);
+    }
+    T* dst = out + row * hd;
+    store(dst + i, o1);
+    store(dst + half + i, o2);
   }
 }
 
 // As ATen rounds: silu(gate) = g / (1 + exp(-g)) rounded to the dtype, then * up rounded.
 template <typename T>
-__global__ void swiglu_kernel(const T* gate_up, int64_t f, int64_t total, T* out) {
+__global__ void swiglu_kernel(const T* gate_up, int64_t f, int64_t items, T* out) {
   using C = Convert<T>;
-  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t row = e / f, col = e % f;
-    const float g = C::in(gate_up[row * 2 * f + col]);
-    const float activated = C::in(C::out(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g)))));
-    out[e] = C::out(__fmul_rn(activated, C::in(gate_up[row * 2 * f + f + col])));
+  constexpr int V = Vec<T>::kSize;
+  const int64_t chunks = f / V;
+  for (int64_t item = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; item < items;
+       item += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = item / chunks, col = (item % chunks) * V;
+    const auto g = load(gate_up + row * 2 * f + col), u = load(gate_up + row * 2 * f + f + col);
+    Vec<T> o;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const float gate = C::in(g.v[k]);
+      const float activated = C::in(C::out(__fdiv_rn(gate, __fadd_rn(1.0f, expf(-gate)))));
+      o.v[k] = C::out(__fmul_rn(activated, C::in(u.v[k])));
+    }
+    store(out + row * f + col, o);
+  }
+}
+
+// One warp per row: x = residual + delta (rounded), stored back; the sum of squares of the
+// rounded x reduced over the warp in float32; then out = x * rstd * weight.
+template <typename T>
+__global__ void add_rms_norm_kernel(T* residual, const T* delta, const T* weight, int64_t rows, int d, float eps,
+                                    T* out) {
+  using C = Convert<T>;
+  constexpr int V = Vec<T>::kSize;
+  const int lane = threadIdx.x % kWarp;
+  const int64_t row = blockIdx.x * static_cast<int64_t>(blockDim.x / kWarp) + threadIdx.x / kWarp;
+  if (row >= rows) return;
+  T* x = residual + row * d;
+  const T* dx = delta + row * d;
+  float sum = 0.0f;
+  for (int i = lane * V; i < d; i += kWarp * V) {
+    auto a = load(x + i);
+    const auto b = load(dx + i);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      a.v[k] = C::out(__fadd_rn(C::in(a.v[k]), C::in(b.v[k])));
+      sum = fmaf(C::in(a.v[k]), C::in(a.v[k]), sum);
+    }
+    store(x + i, a);
+  }
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  const float rstd = rsqrtf(sum / static_cast<float>(d) + eps);
+  T* y = out + row * d;
+  for (int i = lane * V; i < d; i += kWarp * V) {
+    const auto a = load(x + i), w = load(weight + i);
+    Vec<T> o;
+#pragma unroll
+    for (int k = 0; k < V; ++k) o.v[k] = C::out(C::in(a.v[k]) * rstd * C::in(w.v[k]));
+    store(y + i, o);
   }
 }
 
@@ -75,40 +155,80 @@ void dispatch(torch::ScalarType type, const Launch& launch) {
   }
 }
 
+int vector_width(torch::ScalarType type) { return 16 / static_cast<int>(c10::elementSize(type)); }
+
 }  // namespace
 
 torch::Tensor rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& signed_sin) {
+  const int v = vector_width(x.scalar_type());
   if (!x.is_cuda() || x.dim() != 4 || x.stride(3) != 1 || !cos.is_contiguous() || !signed_sin.is_contiguous() ||
       cos.scalar_type() != x.scalar_type() || signed_sin.scalar_type() != x.scalar_type() ||
-      cos.size(0) != x.size(2) || cos.size(1) != x.size(3) || x.size(3) % 2 != 0) {
-    throw std::invalid_argument("rope: x [n, h, t, hd] CUDA with a contiguous last dim, tables [t, hd] of x's dtype");
+      cos.size(0) != x.size(2) || cos.size(1) != x.size(3) || x.size(3) % (2 * v) != 0 ||
+      x.stride(0) % v != 0 || x.stride(1) % v != 0 || x.stride(2) % v != 0 || !aligned(x.data_ptr()) ||
+      !aligned(cos.data_ptr()) || !aligned(signed_sin.data_ptr())) {
+    throw std::invalid_argument(
+        "rope: x [n, h, t, hd] CUDA with a contiguous last dim, 16-byte aligned rows, hd a multiple of "
+        "2 * (16 / element size); tables [t, hd] of x's dtype");
   }
   auto out = torch::empty(x.sizes(), x.options());
+  const int64_t items = out.numel() / (2 * v);
   auto stream = c10::cuda::getCurrentCUDAStream();
   dispatch(x.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    rope_kernel<T><<<blocks_for(out.numel()), kThreads, 0, stream>>>(
+    rope_kernel<T><<<blocks_for(items), kThreads, 0, stream>>>(
         reinterpret_cast<const T*>(x.data_ptr()), x.stride(0), x.stride(1), x.stride(2),
         reinterpret_cast<const T*>(cos.data_ptr()), reinterpret_cast<const T*>(signed_sin.data_ptr()),
-        x.size(1), x.size(2), x.size(3), out.numel(), reinterpret_cast<T*>(out.data_ptr()));
+        static_cast<int>(x.size(1)), static_cast<int>(x.size(2)), static_cast<int>(x.size(3)), items,
+        reinterpret_cast<T*>(out.data_ptr()));
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }
 
 torch::Tensor swiglu(const torch::Tensor& gate_up) {
-  if (!gate_up.is_cuda() || !gate_up.is_contiguous() || gate_up.size(-1) % 2 != 0) {
-    throw std::invalid_argument("swiglu: a contiguous CUDA [..., 2f] tensor");
+  const int v = vector_width(gate_up.scalar_type());
+  if (!gate_up.is_cuda() || !gate_up.is_contiguous() || gate_up.size(-1) % (2 * v) != 0 ||
+      !aligned(gate_up.data_ptr())) {
+    throw std::invalid_argument("swiglu: a contiguous, 16-byte aligned CUDA [..., 2f] tensor, f a multiple of 16 / element size");
   }
   auto sizes = gate_up.sizes().vec();
   const int64_t f = sizes.back() / 2;
   sizes.back() = f;
   auto out = torch::empty(sizes, gate_up.options());
+  const int64_t items = out.numel() / v;
   auto stream = c10::cuda::getCurrentCUDAStream();
   dispatch(gate_up.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    swiglu_kernel<T><<<blocks_for(out.numel()), kThreads, 0, stream>>>(
-        reinterpret_cast<const T*>(gate_up.data_ptr()), f, out.numel(), reinterpret_cast<T*>(out.data_ptr()));
+    swiglu_kernel<T><<<blocks_for(items), kThreads, 0, stream>>>(
+        reinterpret_cast<const T*>(gate_up.data_ptr()), f, items, reinterpret_cast<T*>(out.data_ptr()));
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+torch::Tensor add_rms_norm_(torch::Tensor& residual, const torch::Tensor& delta, const torch::Tensor& weight,
+                            double eps) {
+  const int64_t d = residual.size(-1);
+  if (!residual.is_cuda() || !residual.is_contiguous() || !delta.is_contiguous() ||
+      delta.sizes() != residual.sizes() || delta.scalar_type() != residual.scalar_type() ||
+      !weight.is_contiguous() || weight.numel() != d || weight.scalar_type() != residual.scalar_type() ||
+      d % vector_width(residual.scalar_type()) != 0 || !aligned(residual.data_ptr()) ||
+      !aligned(delta.data_ptr()) || !aligned(weight.data_ptr())) {
+    throw std::invalid_argument(
+        "add_rms_norm_: contiguous, 16-byte aligned CUDA residual and delta [..., d], weight [d], one dtype, "
+        "d a multiple of 16 / element size");
+  }
+  auto out = torch::empty_like(residual);
+  const int64_t rows = residual.numel() / d;
+  if (rows == 0) return out;
+  constexpr int kRowsPerBlock = kThreads / kWarp;
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  dispatch(residual.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    add_rms_norm_kernel<T><<<static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, stream>>>(
+        reinterpret_cast<T*>(residual.data_ptr()), reinterpret_cast<const T*>(delta.data_ptr()),
+        reinterpret_cast<const T*>(weight.data_ptr()), rows, static_cast<int>(d), static_cast<float>(eps),
+        reinterpret_cast<T*>(out.data_ptr()));
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;

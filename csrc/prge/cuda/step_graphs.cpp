@@ -20,23 +20,27 @@ int64_t StepGraphs::captured() const {
   return n;
 }
 
-DeviceEstimate StepGraphs::run(const TokenBatch& batch, const PerturbationPlan& plan, uint32_t step_key,
+DeviceEstimate StepGraphs::run(const TokenBatch& batch, const std::vector<PerturbationPlan>& plans, uint32_t step_key,
                                const torch::Device& device, const StepFn& step) {
   const int64_t answers = (batch.targets != kIgnoreIndex).sum().item<int64_t>();
   const auto host_layout = AnswerLayout::from_targets(batch.targets, next_power_of_two(answers));
   const int64_t capacity = host_layout.capacity();
-  const Key key{batch.size(), batch.input_ids.size(1), capacity, plan.copies()};
+  std::vector<int64_t> copies;
+  for (const auto& plan : plans) copies.push_back(plan.copies());
+  const Key key{batch.size(), batch.input_ids.size(1), capacity, copies};
   auto& slot = entries_[key];
   if (!slot) {
     slot = std::make_unique<Entry>();
-    slot->plan = plan;
+    slot->plans = plans;
     slot->input_ids = torch::empty_like(batch.input_ids, batch.input_ids.options().device(device));
     slot->layout = host_layout.to(device);
     slot->step_key = torch::zeros({1}, torch::TensorOptions().dtype(torch::kInt64).device(device));
-    slot->materialized = MaterializedPlan::build(slot->plan, device, slot->step_key);
+    for (const auto& plan : slot->plans) {
+      slot->materialized.push_back(MaterializedPlan::build(plan, device, slot->step_key));
+    }
   }
   Entry& e = *slot;
-  e.plan.step = plan.step;  // host-side only (the kernels read step_key)
+  for (auto& plan : e.plans) plan.step = plans.front().step;  // host-side only (the kernels read step_key)
   e.input_ids.copy_(batch.input_ids);
   e.layout.positions.copy_(host_layout.positions);
   e.layout.tokens.copy_(host_layout.tokens);

@@ -16,33 +16,35 @@
 #include <map>
 #include <memory>
 #include <tuple>
+#include <vector>
 
 namespace prge::cuda {
 
 class StepGraphs {
  public:
   using StepFn = std::function<DeviceEstimate(const torch::Tensor& input_ids, const AnswerLayout& layout,
-                                              const MaterializedPlan& plan)>;
+                                              const std::vector<MaterializedPlan>& plans)>;
 
-  // Runs one step of `plan` (its step only selects the key, given as step_key) on `batch`.
+  // Runs one step of `plans` (their step only selects the key, given as step_key) on `batch`.
   // The returned tensors belong to the graph: read them before the next call.
-  DeviceEstimate run(const TokenBatch& batch, const PerturbationPlan& plan, uint32_t step_key,
+  DeviceEstimate run(const TokenBatch& batch, const std::vector<PerturbationPlan>& plans, uint32_t step_key,
                      const torch::Device& device, const StepFn& step);
 
   int64_t captured() const;  // graphs captured so far
 
  private:
   struct Entry {
-    PerturbationPlan plan;  // persistent: the materialized plan points at it
+    std::vector<PerturbationPlan> plans;  // persistent: the materialized plans point at them
     torch::Tensor input_ids;
     AnswerLayout layout;
     torch::Tensor step_key;
-    MaterializedPlan materialized;
+    std::vector<MaterializedPlan> materialized;
     at::cuda::CUDAGraph graph;
     DeviceEstimate outputs;
     int64_t runs = 0;
   };
-  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t>;  // b, T, answer capacity, copies
+  // b, T, answer capacity, copies per plan (one step's plans have one layout)
+  using Key = std::tuple<int64_t, int64_t, int64_t, std::vector<int64_t>>;
   std::map<Key, std::unique_ptr<Entry>> entries_;
   at::cuda::MempoolId_t pool_{0, 0};
 };

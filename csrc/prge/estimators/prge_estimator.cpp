@@ -16,31 +16,51 @@ std::vector<double> evaluate_plan(const LlamaModel& model, const TokenBatch& bat
   return std::vector<double>(losses.data_ptr<double>(), losses.data_ptr<double>() + losses.numel());
 }
 
-bool evaluates_in_one_forward(const EstimatorOptions& options) {
-  return options.kind == EstimatorKind::Prge && options.parallel == Parallelism::Dual;
-}
+bool runs_on_device(const EstimatorOptions& options) { return options.kind == EstimatorKind::Prge; }
 
-PerturbationPlan one_forward_plan(const EstimatorOptions& options, const PerturbationStream& stream,
-                                  int64_t step) {
-  if (!evaluates_in_one_forward(options)) {
-    throw std::invalid_argument("one_forward_plan needs estimator.kind prge with parallel: dual");
+std::vector<PerturbationPlan> device_step_plans(const EstimatorOptions& options,
+                                                const PerturbationStream& stream, int64_t step) {
+  if (!runs_on_device(options)) throw std::invalid_argument("device_step_plans needs estimator.kind prge");
+  const int64_t q = options.queries;
+  const double eps = options.epsilon;
+  const bool central = options.difference == Difference::Central;
+  std::vector<PerturbationPlan> plans;
+  switch (options.parallel) {
+    case Parallelism::Dual:
+      plans.push_back(central ? PerturbationPlan::central_dual(stream, step, q, eps)
+                              : PerturbationPlan::forward_difference(stream, step, q, eps));
+      break;
+    case Parallelism::Single:
+      plans.push_back(central ? PerturbationPlan::one_sided(stream, step, q, eps)
+                              : PerturbationPlan::unperturbed(stream, step, q));
+      plans.push_back(PerturbationPlan::one_sided(stream, step, q, central ? -eps : eps));
+      break;
+    case Parallelism::None:
+      if (!central) plans.push_back(PerturbationPlan::unperturbed(stream, step, q));
+      for (double sign : central ? std::vector<double>{1.0, -1.0} : std::vector<double>{1.0}) {
+        for (int64_t i = 0; i < q; ++i) plans.push_back(PerturbationPlan::single_query(stream, step, q, i, sign * eps));
+      }
+      break;
   }
-  return options.difference == Difference::Central
-             ? PerturbationPlan::central_dual(stream, step, options.queries, options.epsilon)
-             : PerturbationPlan::forward_difference(stream, step, options.queries, options.epsilon);
+  return plans;
 }
 
-DeviceEstimate estimate_in_one_forward(const LlamaModel& model, const torch::Tensor& input_ids,
-                                       const AnswerLayout& layout, const MaterializedPlan& plan,
-                                       const EstimatorOptions& options) {
-  const int64_t copies = plan.plan->copies(), q = options.queries;
-  const auto hidden = model.hidden_states(input_ids.repeat({copies, 1}), &plan);
+DeviceEstimate estimate_on_device(const LlamaModel& model, const torch::Tensor& input_ids,
+                                  const AnswerLayout& layout, const std::vector<MaterializedPlan>& plans,
+                                  const EstimatorOptions& options) {
+  const int64_t q = options.queries;
+  std::vector<torch::Tensor> losses;
+  for (const auto& plan : plans) {
+    const int64_t copies = plan.plan->copies();
+    const auto hidden = model.hidden_states(copies == 1 ? input_ids : input_ids.repeat({copies, 1}), &plan);
+    losses.push_back(copy_losses(model, hidden, layout, copies));
+  }
   DeviceEstimate out;
-  out.losses = copy_losses(model, hidden, layout, copies);
-  const auto losses = out.losses.to(torch::kFloat64);
+  out.losses = losses.size() == 1 ? losses.front() : torch::cat(losses);
+  const auto l = out.losses.to(torch::kFloat64);
   const auto g = options.difference == Difference::Central
-                     ? (losses.narrow(0, 0, q) - losses.narrow(0, q, q)) / (2.0 * options.epsilon)
-                     : (losses.narrow(0, 1, q) - losses.narrow(0, 0, 1)) / options.epsilon;
+                     ? (l.narrow(0, 0, q) - l.narrow(0, q, q)) / (2.0 * options.epsilon)
+                     : (l.narrow(0, 1, q) - l.narrow(0, 0, 1)) / options.epsilon;
   out.projected_grads = g.to(torch::kFloat32);
   return out;
 }
@@ -68,10 +88,9 @@ ZoEstimate PrgeEstimator::estimate(LlamaModel& model, const TokenBatch& batch, i
     auto losses = evaluate_plan(model, batch, plan);
     out.forward_passes += 1;
     out.sequences += plan.copies() * batch.size();
-    out.losses.insert(out.losses.end(), losses.begin(), losses.end());
     return losses;
   };
-  const auto unperturbed = PerturbationPlan{&stream, step, q, {0}, {0.0}};
+  const auto unperturbed = PerturbationPlan::unperturbed(stream, step, q);
 
   std::vector<double> first(q), second(q);  // central: L(θ+εz_i), L(θ−εz_i); forward: L(θ+εz_i)
   double center = 0.0;
@@ -95,6 +114,8 @@ ZoEstimate PrgeEstimator::estimate(LlamaModel& model, const TokenBatch& batch, i
       sum += 0.5 * (first[i] + second[i]);
     }
     out.loss = sum / static_cast<double>(q);
+    out.losses = first;
+    out.losses.insert(out.losses.end(), second.begin(), second.end());
   } else {
     if (options_.parallel == Parallelism::Dual) {
       auto all = run(PerturbationPlan::forward_difference(stream, step, q, eps));
@@ -112,6 +133,8 @@ ZoEstimate PrgeEstimator::estimate(LlamaModel& model, const TokenBatch& batch, i
     }
     for (int64_t i = 0; i < q; ++i) out.projected_grads.push_back((first[i] - center) / eps);
     out.loss = center;
+    out.losses = {center};
+    out.losses.insert(out.losses.end(), first.begin(), first.end());
   }
   return out;
 }

@@ -25,21 +25,24 @@ std::vector<double> evaluate_plan(const LlamaModel& model, const TokenBatch& bat
                                   const PerturbationPlan& plan,
                                   const WeightPerturbation* perturbation = nullptr);
 
-// P-RGE with every evaluated point in ONE forward (parallel: dual): central [θ+εz_i, θ−εz_i]
-// or forward [θ, θ+εz_i]. Such a step can run on device tensors alone (no host sync), which
-// lets the trainer capture it as a CUDA graph.
-bool evaluates_in_one_forward(const EstimatorOptions& options);
-PerturbationPlan one_forward_plan(const EstimatorOptions& options, const PerturbationStream& stream,
-                                  int64_t step);
+// P-RGE as plans of one forward each whose losses, concatenated, come in the dual plan's
+// order: central [θ+εz_0..θ+εz_{q-1}, θ−εz_0..θ−εz_{q-1}], forward [θ, θ+εz_0..θ+εz_{q-1}].
+// dual: one plan; single: two (the + and − sides, or θ and the + side); none: one per point.
+// Such a step runs on device tensors alone (no host sync), which lets the trainer capture
+// it as a CUDA graph.
+bool runs_on_device(const EstimatorOptions& options);  // every P-RGE mode
+std::vector<PerturbationPlan> device_step_plans(const EstimatorOptions& options,
+                                                const PerturbationStream& stream, int64_t step);
 
 struct DeviceEstimate {
-  torch::Tensor losses;           // [copies] float32, in plan order
+  torch::Tensor losses;           // [points] float32, in the order above
   torch::Tensor projected_grads;  // [q] float32: g_i, from the losses in float64 as estimate() does
 };
 
-// input_ids: [b, T] on the model's device; layout: AnswerLayout of the batch's targets, same device.
-DeviceEstimate estimate_in_one_forward(const LlamaModel& model, const torch::Tensor& input_ids,
-                                       const AnswerLayout& layout, const MaterializedPlan& plan,
-                                       const EstimatorOptions& options);
+// input_ids: [b, T] on the model's device; layout: AnswerLayout of the batch's targets, same
+// device; plans: device_step_plans(...) materialized, in order.
+DeviceEstimate estimate_on_device(const LlamaModel& model, const torch::Tensor& input_ids,
+                                  const AnswerLayout& layout, const std::vector<MaterializedPlan>& plans,
+                                  const EstimatorOptions& options);
 
 }  // namespace prge

@@ -42,7 +42,8 @@ struct EstimatorOptions {
 struct ZoEstimate {
   int64_t step = 0;
   std::vector<double> projected_grads;  // g_i, one per query
-  std::vector<double> losses;           // every evaluated point, in evaluation order
+  std::vector<double> losses;           // every evaluated point: P-RGE in device_step_plans'
+                                        // order, MeZO in evaluation order
   double loss = 0.0;                    // estimate of L(θ) reported as the training loss
   int64_t forward_passes = 0;           // batched forward calls made
   int64_t sequences = 0;                // sequences pushed through the model

@@ -279,7 +279,11 @@ enum LayerParam : int64_t { kInputNorm = 0, kQ, kK, kV, kO, kPostNorm, kGate, kU
 
 bool LlamaModel::use_layer_kernels() const {
 #ifdef PRGE_WITH_CUDA
-  return layer_kernels_ && device_.is_cuda() && !at::GradMode::is_enabled();
+  // The kernels move 16 bytes per access: every row length a multiple of 8 elements
+  // (head_dim of 16, so that each RoPE half is too).
+  const auto& c = config_;
+  const bool vectorizable = c.head_dim % 16 == 0 && c.hidden_size % 8 == 0 && c.intermediate_size % 8 == 0;
+  return layer_kernels_ && vectorizable && device_.is_cuda() && !at::GradMode::is_enabled();
 #else
   return false;
 #endif
@@ -312,13 +316,11 @@ torch::Tensor LlamaModel::group_weight(const FusedLoraFaProjection& group, std::
   return fused;
 }
 
-torch::Tensor LlamaModel::attention_block(size_t i, const torch::Tensor& x, const torch::Tensor& cos,
+torch::Tensor LlamaModel::attention_block(size_t i, const torch::Tensor& h, const torch::Tensor& cos,
                                           const torch::Tensor& sin, const MaterializedPlan* plan,
                                           const WeightPerturbation* perturbation) const {
   const auto& layer = layers_[i];
-  const int64_t n = x.size(0), t = x.size(1), hd = config_.head_dim;
-  auto h = rms_norm(x, weight(layer.input_norm, layer_param(i, kInputNorm), perturbation),
-                    config_.rms_norm_eps);
+  const int64_t n = h.size(0), t = h.size(1), hd = config_.head_dim;
   torch::Tensor qkv_weight;  // undefined: the stored fused weight
   if (perturbation) {
     qkv_weight = group_weight(layer.qkv, {layer_param(i, kQ), layer_param(i, kK), layer_param(i, kV)},
@@ -342,11 +344,9 @@ torch::Tensor LlamaModel::attention_block(size_t i, const torch::Tensor& x, cons
                                            : torch::Tensor());
 }
 
-torch::Tensor LlamaModel::mlp_block(size_t i, const torch::Tensor& x, const MaterializedPlan* plan,
+torch::Tensor LlamaModel::mlp_block(size_t i, const torch::Tensor& h, const MaterializedPlan* plan,
                                     const WeightPerturbation* perturbation) const {
   const auto& layer = layers_[i];
-  auto h = rms_norm(x, weight(layer.post_attention_norm, layer_param(i, kPostNorm), perturbation),
-                    config_.rms_norm_eps);
   torch::Tensor gate_up_weight, down_weight;
   if (perturbation) {
     gate_up_weight = group_weight(layer.gate_up, {layer_param(i, kGate), layer_param(i, kUp)}, perturbation);
@@ -378,14 +378,30 @@ torch::Tensor LlamaModel::hidden_states(const torch::Tensor& input_ids, const Ma
   auto cos = torch::cat({angles.cos(), angles.cos()}, -1).to(dtype_);
   auto sin = torch::cat({-angles.sin(), angles.sin()}, -1).to(dtype_);  // sign-folded, see apply_rope
 
+  // x: the residual stream; h: the normalized input of the next block. Each block's output
+  // is added to x and normalized for the next block in one step (one kernel on CUDA).
   auto ids = input_ids.to(device_);
   auto x = at::embedding(weight(embed_tokens_, 0, perturbation), ids);
+  auto h = rms_norm(x, weight(layers_.front().input_norm, layer_param(0, kInputNorm), perturbation),
+                    config_.rms_norm_eps);
   for (size_t i = 0; i < layers_.size(); ++i) {
-    x = x + attention_block(i, x, cos, sin, plan, perturbation);
-    x = x + mlp_block(i, x, plan, perturbation);
+    h = add_rms_norm(x, attention_block(i, h, cos, sin, plan, perturbation),
+                     weight(layers_[i].post_attention_norm, layer_param(i, kPostNorm), perturbation));
+    const bool last = i + 1 == layers_.size();
+    const auto next_norm = last ? weight(final_norm_, layer_param(layers_.size(), 0), perturbation)
+                                : weight(layers_[i + 1].input_norm, layer_param(i + 1, kInputNorm), perturbation);
+    h = add_rms_norm(x, mlp_block(i, h, plan, perturbation), next_norm);
   }
-  const int64_t final_norm_index = layer_param(layers_.size(), 0);
-  return rms_norm(x, weight(final_norm_, final_norm_index, perturbation), config_.rms_norm_eps);
+  return h;
+}
+
+torch::Tensor LlamaModel::add_rms_norm(torch::Tensor& x, const torch::Tensor& delta,
+                                       const torch::Tensor& norm_weight) const {
+#ifdef PRGE_WITH_CUDA
+  if (use_layer_kernels()) return cuda::add_rms_norm_(x, delta, norm_weight, config_.rms_norm_eps);
+#endif
+  x = x + delta;
+  return rms_norm(x, norm_weight, config_.rms_norm_eps);
 }
 
 torch::Tensor LlamaModel::project_to_vocab(const torch::Tensor& hidden_rows,

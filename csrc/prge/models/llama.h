@@ -92,7 +92,7 @@ class LlamaModel {
   std::vector<ZoParameter> full_parameters();     // every weight, for full-parameter MeZO
   std::vector<LoraFaLinear*> adapted_layers();
 
-  // Fused CUDA kernels for RoPE and SwiGLU (CUDA build, CUDA device, no autograd); off: the
+  // Fused CUDA kernels for RoPE, SwiGLU and residual add + RMSNorm (CUDA build, CUDA device, no autograd); off: the
   // ATen path they replace (tests compare the two).
   void set_layer_kernels(bool enabled) { layer_kernels_ = enabled; }
   bool layer_kernels() const { return layer_kernels_; }
@@ -103,11 +103,15 @@ class LlamaModel {
   std::vector<LlamaLayer>& layers() { return layers_; }
 
  private:
-  torch::Tensor attention_block(size_t layer_index, const torch::Tensor& x, const torch::Tensor& cos,
+  // Both blocks take the RMS-normalized residual stream h and return what is added to it.
+  torch::Tensor attention_block(size_t layer_index, const torch::Tensor& h, const torch::Tensor& cos,
                                 const torch::Tensor& sin, const MaterializedPlan* plan,
                                 const WeightPerturbation* perturbation) const;
-  torch::Tensor mlp_block(size_t layer_index, const torch::Tensor& x, const MaterializedPlan* plan,
+  torch::Tensor mlp_block(size_t layer_index, const torch::Tensor& h, const MaterializedPlan* plan,
                           const WeightPerturbation* perturbation) const;
+  // x += delta, then RMSNorm(x) with norm_weight: one kernel on CUDA (in place on x), else
+  // ATen (x rebound to a new tensor, autograd-safe).
+  torch::Tensor add_rms_norm(torch::Tensor& x, const torch::Tensor& delta, const torch::Tensor& norm_weight) const;
   // w itself, or w + scale * z of parameter `index` (full_parameters() order) as a temporary
   // (written into `out` when given).
   torch::Tensor weight(const torch::Tensor& w, int64_t index, const WeightPerturbation* perturbation,
