@@ -49,9 +49,19 @@ def reset_memory(device):
         torch.cuda.reset_peak_memory_stats()
 
 
-def peak_memory_gib(device):
+def leftover_memory(device):
+    """Memory still allocated before a row builds anything (caches of earlier rows, e.g.
+    torch.compile's CUDA-graph pools): not the row's own, so subtracted from its peak."""
+    gc.collect()
     if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**30
+        torch.cuda.empty_cache()
+        return torch.cuda.memory_allocated()
+    return 0
+
+
+def peak_memory_gib(device, leftover):
+    if device.startswith("cuda"):
+        return (torch.cuda.max_memory_allocated() - leftover) / 2**30
     return None  # no per-method allocator statistics on the CPU
 
 
@@ -80,6 +90,7 @@ def forward_flops(config, sequences, seq_len):
 
 def bench_prge(args, config, kind, queries, parallel, warmup, steps, graphs=True):
     """prge's trainer; P-RGE uses the counter RNG (the CUDA kernels and graph capture need it)."""
+    leftover = leftover_memory(args.device)
     batch_size = QB // queries
     model = prge.LlamaModel.random(config, 0, args.device, args.dtype)
     if kind != "mezo":
@@ -92,19 +103,20 @@ def bench_prge(args, config, kind, queries, parallel, warmup, steps, graphs=True
     batch = random_batch(config.vocab_size, batch_size, args.seq_len)
     reset_memory(args.device)
     seconds = timed(lambda: trainer.step(batch), warmup, steps, args.device)
-    peak = peak_memory_gib(args.device)
+    peak = peak_memory_gib(args.device, leftover)
     del trainer, model
     return seconds, peak
 
 
 def bench_inference(args, config, warmup, steps):
+    leftover = leftover_memory(args.device)
     model = prge.LlamaModel.random(config, 0, args.device, args.dtype)
     model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
     batch = random_batch(config.vocab_size, 2 * QB, args.seq_len)
     ids = batch.input_ids.to(args.device)
     reset_memory(args.device)
     seconds = timed(lambda: model.hidden_states(ids), warmup, steps, args.device)
-    peak = peak_memory_gib(args.device)
+    peak = peak_memory_gib(args.device, leftover)
     del model
     return seconds, peak
 
@@ -113,6 +125,7 @@ def bench_mezo_eager_torch(args, config, queries, warmup, steps):
     """MeZO's reference loop (Malladi et al. 2023, trainer.zo_step) on transformers."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    leftover = leftover_memory(args.device)
     hf_config = LlamaConfig(
         vocab_size=config.vocab_size, hidden_size=config.hidden_size,
         intermediate_size=config.intermediate_size, num_hidden_layers=config.num_hidden_layers,
@@ -159,20 +172,21 @@ def bench_mezo_eager_torch(args, config, queries, warmup, steps):
 
     reset_memory(args.device)
     seconds = timed(step, warmup, steps, args.device)
-    peak = peak_memory_gib(args.device)
+    peak = peak_memory_gib(args.device, leftover)
     del model, params
     return seconds, peak
 
 
 def bench_peer(args, config, make, warmup, steps):
     """Time a peer built by make(model, ids, targets) on a fresh transformers model."""
+    leftover = leftover_memory(args.device)
     from peers import transformers_llama
 
     model = transformers_llama(config, getattr(torch, args.dtype), args.device)
     runner = make(model, config)
     reset_memory(args.device)
     seconds = timed(runner, warmup, steps, args.device)
-    peak = peak_memory_gib(args.device)
+    peak = peak_memory_gib(args.device, leftover)
     del runner, model
     torch._dynamo.reset()
     return seconds, peak
@@ -301,7 +315,8 @@ def main():
              "", f"torch {torch.__version__}; matmul peak measured in the same run: "
              f"{peak_flops / 1e12:.1f} TFLOP/s. Ratios are against rows of this same run; "
              f"'best forward' is the fastest inference forward of the same {2 * QB} sequences "
-             f"({best_forward['method']}).", "",
+             f"({best_forward['method']}). Peak memory is the row's own: what earlier rows "
+             f"left allocated (e.g. torch.compile's CUDA-graph pools) is subtracted.", "",
              "| method | q | b | ms/step | tokens/s | model TFLOP/s | % of matmul peak | peak GiB | "
              "× vs MeZO eager (q=1) | × vs MeZO C++ (q=1) | time / prge inference | time / best forward | "
              "memory / prge inference |",

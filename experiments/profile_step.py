@@ -24,6 +24,11 @@ def kernel_table(fn, steps: int, rows: int) -> str:
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    transient = (torch.cuda.max_memory_allocated() - before) / 2**20
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
             fn()
@@ -31,7 +36,8 @@ def kernel_table(fn, steps: int, rows: int) -> str:
     events = [e for e in prof.key_averages() if e.device_time_total > 0]
     total = sum(e.self_device_time_total for e in events)
     events.sort(key=lambda e: e.self_device_time_total, reverse=True)
-    lines = [f"total kernel time per call: {total / steps / 1e3:.2f} ms",
+    lines = [f"total kernel time per call: {total / steps / 1e3:.2f} ms; memory held before a call "
+             f"{before / 2**20:.0f} MiB, allocated on top of it during one: {transient:.0f} MiB", "",
              "| share | ms / call | calls / call | kernel |", "|---|---|---|---|"]
     for e in events[:rows]:
         lines.append(f"| {100 * e.self_device_time_total / total:.1f} % | {e.self_device_time_total / steps / 1e3:.3f} "

@@ -59,15 +59,17 @@ struct Parts {
   int count;
 };
 
+// 32-bit index arithmetic (the stack has < 2^31 elements, checked at launch): 64-bit
+// division per element cost more than the noise itself.
 template <typename T>
 __global__ void fill_group_copies_kernel(Parts parts, const int64_t* query, const float* scale,
-                                         const int64_t* step_key, bool gaussian, int64_t copies,
-                                         int64_t rows, int64_t cols, T* out) {
-  const int64_t total = copies * rows * cols;
+                                         const int64_t* step_key, bool gaussian, int copies, int rows,
+                                         int cols, T* out) {
+  const auto total = static_cast<uint32_t>(copies) * rows * cols;
   const auto key = static_cast<uint32_t>(*step_key);
-  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t c = e / (rows * cols), row = (e / cols) % rows, col = e % cols;
+  for (uint32_t e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    const uint32_t c = e / (rows * cols), rest = e % (rows * cols);
+    const int row = static_cast<int>(rest / cols), col = static_cast<int>(rest % cols);
     float value = 0.0f;
     for (int p = 0; p < parts.count; ++p) {
       const GroupPart& g = parts.part[p];
@@ -140,7 +142,9 @@ void fill_group_copies(const GroupPart* parts, int num_parts, const torch::Tenso
   Parts packed{};
   for (int p = 0; p < num_parts; ++p) packed.part[p] = parts[p];
   packed.count = num_parts;
-  const int64_t copies = out.size(0), rows = out.size(1), cols = out.size(2);
+  if (out.numel() >= (int64_t{1} << 31)) throw std::invalid_argument("fill_group_copies: stack over 2^31 elements");
+  const int copies = static_cast<int>(out.size(0)), rows = static_cast<int>(out.size(1)),
+            cols = static_cast<int>(out.size(2));
   auto stream = c10::cuda::getCurrentCUDAStream();
   const int blocks = blocks_for(out.numel());
   switch (out.scalar_type()) {

@@ -82,7 +82,7 @@ __global__ void rope_kernel(const T* x, int64_t stride_n, int64_t stride_h, int6
       o1.v[k] = rope_value(x1.v[k], c1.v[k], x2.v[k], s1.v[k]);
       o2.v[k] = rope_value(x2.v[k], c2.v[k], x1.v[k], s2.v[k]);
     }
-    T* dst = out + row * hd;
+    T* dst = out + ((n * t + pos) * heads + head) * hd;  // out is [n, t, h, hd] in memory
     store(dst + i, o1);
     store(dst + half + i, o2);
   }
@@ -170,7 +170,9 @@ torch::Tensor rope(const torch::Tensor& x, const torch::Tensor& cos, const torch
         "rope: x [n, h, t, hd] CUDA with a contiguous last dim, 16-byte aligned rows, hd a multiple of "
         "2 * (16 / element size); tables [t, hd] of x's dtype");
   }
-  auto out = torch::empty(x.sizes(), x.options());
+  // Stored [n, t, h, hd] and returned as its [n, h, t, hd] view: attention then returns its
+  // output in the same layout, so merging the heads back into [n, t, h * hd] is free.
+  auto out = torch::empty({x.size(0), x.size(2), x.size(1), x.size(3)}, x.options());
   const int64_t items = out.numel() / (2 * v);
   auto stream = c10::cuda::getCurrentCUDAStream();
   dispatch(x.scalar_type(), [&](auto tag) {
@@ -182,7 +184,7 @@ torch::Tensor rope(const torch::Tensor& x, const torch::Tensor& cos, const torch
         reinterpret_cast<T*>(out.data_ptr()));
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return out;
+  return out.transpose(1, 2);
 }
 
 torch::Tensor swiglu(const torch::Tensor& gate_up) {

@@ -8,7 +8,8 @@ namespace prge::cuda {
 
 // RoPE, HF layout, one pass: out = x * cos + rotate_half(x) * sin with rotate_half(x) =
 // [-x2, x1]. x: [n, h, t, hd] (any strides, last dim contiguous), cos / signed_sin: [t, hd]
-// contiguous ([-sin, sin], see apply_rope). Returns a contiguous [n, h, t, hd] tensor.
+// contiguous ([-sin, sin], see apply_rope). Returns [n, h, t, hd] as the transposed view of a
+// contiguous [n, t, h, hd] tensor (the layout ATen's elementwise ops give the model's view).
 torch::Tensor rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& signed_sin);
 
 // SwiGLU of the fused gate/up output in one pass: silu(gate) * up, with gate_up [..., 2f]
