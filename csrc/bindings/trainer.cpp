@@ -32,15 +32,40 @@ void bind_trainer(py::module_& m) {
       .def_property_readonly("rng", [](const EstimatorOptions& o) { return to_string(o.rng); });
 
   py::class_<OptimizerOptions>(m, "OptimizerOptions")
-      .def(py::init([](double lr, double momentum, double weight_decay) {
-             OptimizerOptions o{lr, momentum, weight_decay};
+      .def(py::init([](double lr, double momentum, double weight_decay, const std::string& kind,
+                       std::pair<double, double> betas, double eps, const std::string& schedule,
+                       int64_t warmup_steps, int64_t total_steps, int64_t accumulate) {
+             OptimizerOptions o;
+             o.kind = parse_optimizer_kind(kind);
+             o.lr = lr;
+             o.momentum = momentum;
+             o.weight_decay = weight_decay;
+             o.beta1 = betas.first;
+             o.beta2 = betas.second;
+             o.adam_eps = eps;
+             o.schedule = parse_lr_schedule(schedule);
+             o.warmup_steps = warmup_steps;
+             o.total_steps = total_steps;
+             o.accumulate = accumulate;
              o.validate();
              return o;
            }),
-           py::arg("lr") = 1e-4, py::arg("momentum") = 0.0, py::arg("weight_decay") = 0.0)
+           py::arg("lr") = 1e-4, py::arg("momentum") = 0.0, py::arg("weight_decay") = 0.0,
+           py::arg("kind") = "sgd", py::arg("betas") = std::pair<double, double>{0.9, 0.999},
+           py::arg("eps") = 1e-8, py::arg("schedule") = "constant", py::arg("warmup_steps") = 0,
+           py::arg("total_steps") = 0, py::arg("accumulate") = 1)
+      .def_property_readonly("kind", [](const OptimizerOptions& o) { return to_string(o.kind); })
       .def_readonly("lr", &OptimizerOptions::lr)
       .def_readonly("momentum", &OptimizerOptions::momentum)
-      .def_readonly("weight_decay", &OptimizerOptions::weight_decay);
+      .def_property_readonly("betas", [](const OptimizerOptions& o) { return std::pair{o.beta1, o.beta2}; })
+      .def_readonly("eps", &OptimizerOptions::adam_eps)
+      .def_readonly("weight_decay", &OptimizerOptions::weight_decay)
+      .def_property_readonly("schedule", [](const OptimizerOptions& o) { return to_string(o.schedule); })
+      .def_readonly("warmup_steps", &OptimizerOptions::warmup_steps)
+      .def_readonly("total_steps", &OptimizerOptions::total_steps)
+      .def_readonly("accumulate", &OptimizerOptions::accumulate);
+  m.def("scheduled_lr", &scheduled_lr, py::arg("options"), py::arg("update"),
+        "lr · schedule at update t (0-based), as the optimizer applies it");
 
   py::class_<StepResult>(m, "StepResult")
       .def_readonly("step", &StepResult::step)

@@ -172,10 +172,29 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   }
 
   const auto opt = section_of(root, "optimizer");
-  reader.check_keys(opt, "optimizer", {"lr", "momentum", "weight_decay"});
+  reader.check_keys(opt, "optimizer", {"kind", "lr", "momentum", "betas", "eps", "weight_decay", "schedule",
+                                       "warmup_steps", "accumulate"});
+  reader.read_choice(opt, "optimizer", "kind",
+                     [&](const std::string& v) { c.optimizer.kind = parse_optimizer_kind(v); });
   reader.read(opt, "optimizer", "lr", c.optimizer.lr);
   reader.read(opt, "optimizer", "momentum", c.optimizer.momentum);
+  if (opt["betas"]) {
+    std::vector<std::string> betas;
+    reader.read_list(opt, "optimizer", "betas", betas);
+    if (betas.size() != 2) reader.fail(opt["betas"], "optimizer.betas", "expected two numbers [beta1, beta2]");
+    try {
+      c.optimizer.beta1 = io::scalar_as<double>(opt["betas"][0]);
+      c.optimizer.beta2 = io::scalar_as<double>(opt["betas"][1]);
+    } catch (const std::invalid_argument&) {
+      reader.fail(opt["betas"], "optimizer.betas", "expected two numbers [beta1, beta2]");
+    }
+  }
+  reader.read(opt, "optimizer", "eps", c.optimizer.adam_eps);
   reader.read(opt, "optimizer", "weight_decay", c.optimizer.weight_decay);
+  reader.read_choice(opt, "optimizer", "schedule",
+                     [&](const std::string& v) { c.optimizer.schedule = parse_lr_schedule(v); });
+  reader.read(opt, "optimizer", "warmup_steps", c.optimizer.warmup_steps);
+  reader.read(opt, "optimizer", "accumulate", c.optimizer.accumulate);
   try {
     c.optimizer.validate();
   } catch (const std::invalid_argument& e) {
@@ -214,6 +233,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   if (c.run.steps < 0) reader.fail(run["steps"], "run.steps", "must be >= 0");
   if (c.run.eval_every < 0) reader.fail(run["eval_every"], "run.eval_every", "must be >= 0");
   if (c.run.log_every < 1) reader.fail(run["log_every"], "run.log_every", "must be >= 1");
+  c.optimizer.total_steps = c.run.steps;  // where a linear / cosine schedule reaches 0
   return c;
 }
 
@@ -265,9 +285,13 @@ std::string RunConfig::to_yaml() const {
       to_string(estimator.kind), estimator.queries, yaml_double(estimator.epsilon),
       to_string(estimator.difference), to_string(estimator.parallel),
       to_string(estimator.distribution), to_string(estimator.rng));
-  y += fmt::format("optimizer:\n  lr: {}\n  momentum: {}\n  weight_decay: {}\n",
-                   yaml_double(optimizer.lr), yaml_double(optimizer.momentum),
-                   yaml_double(optimizer.weight_decay));
+  y += fmt::format(
+      "optimizer:\n  kind: {}\n  lr: {}\n  momentum: {}\n  betas: [{}, {}]\n  eps: {}\n  weight_decay: {}\n"
+      "  schedule: {}\n  warmup_steps: {}\n  accumulate: {}\n",
+      to_string(optimizer.kind), yaml_double(optimizer.lr), yaml_double(optimizer.momentum),
+      yaml_double(optimizer.beta1), yaml_double(optimizer.beta2), yaml_double(optimizer.adam_eps),
+      yaml_double(optimizer.weight_decay), to_string(optimizer.schedule), optimizer.warmup_steps,
+      optimizer.accumulate);
   y += fmt::format(
       "data:\n  task: {}\n  data_dir: {}\n  protocol: {}\n  train_examples: {}\n  dev_examples: {}\n"
       "  eval_examples: {}\n  batch_size: {}\n  max_length: {}\n",

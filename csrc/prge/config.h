@@ -4,7 +4,7 @@
 // rejected with the file, line, key and the allowed values.
 #include "prge/estimators/zo_estimator.h"
 #include "prge/models/llama.h"
-#include "prge/optim/zo_sgd.h"
+#include "prge/optim/optimizer.h"
 
 #include <stdexcept>
 #include <string>

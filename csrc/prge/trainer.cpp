@@ -61,7 +61,8 @@ bool Trainer::uses_fused_step() const {
 
 bool Trainer::uses_cuda_graphs() const {
 #ifdef PRGE_WITH_CUDA
-  return uses_fused_step() && options_.cuda_graphs && use_cuda_kernels(model_->device(), stream_.rng());
+  return uses_fused_step() && options_.cuda_graphs && !optimizer_.needs_host_control() &&
+         use_cuda_kernels(model_->device(), stream_.rng());
 #else
   return false;
 #endif
@@ -90,6 +91,7 @@ StepResult Trainer::fused_step(const TokenBatch& batch) {
   batch.validate();
   c10::InferenceMode guard;
   const auto& device = model_->device();
+  optimizer_.begin_step(device);
   const auto plans = device_step_plans(estimator_options_, stream_, step_);
   const auto shaped = device.is_cuda() ? padded_to_multiple(batch, kGraphLengthMultiple) : batch;
   DeviceEstimate estimate;
@@ -144,6 +146,7 @@ StepResult Trainer::step(const TokenBatch& batch) {
   result.step = step_;
   if (estimator_) {
     c10::InferenceMode guard;
+    optimizer_.begin_step(model_->device());
     const auto estimate = estimator_->estimate(*model_, batch, step_, stream_);
     const auto& buffer = model_->adapter_buffer();
     if (estimator_options_.kind == EstimatorKind::Prge && !buffer.empty()) {
@@ -162,7 +165,12 @@ StepResult Trainer::step(const TokenBatch& batch) {
     auto fo = lora_fa_gradient(*model_, batch);
     {
       c10::InferenceMode guard;
-      sgd_update(model_->adapter_parameters(), fo.grads, optimizer_.options());
+      // The gradients in the flat buffer's layout: the same optimizer (and state layout) as
+      // the ZO paths.
+      std::vector<torch::Tensor> flat;
+      for (const auto& g : fo.grads) flat.push_back(g.to(torch::kFloat32).flatten());
+      optimizer_.begin_step(model_->device());
+      optimizer_.update(kAdapterBufferKey, model_->adapter_buffer().values(), torch::cat(flat));
     }
     result.loss = fo.loss;
     result.losses = {fo.loss};
@@ -196,9 +204,12 @@ torch::Tensor Trainer::answer_logprobs(const TokenBatch& batch, const torch::Ten
 void Trainer::save_checkpoint(const std::string& path) const {
   io::TensorMap tensors;
   for (const auto& p : trained_parameters()) tensors[p.name] = p.value;
+  for (const auto& [name, tensor] : optimizer_.state()) tensors[name] = tensor;
+  tensors["trainer.step"] = torch::tensor({step_}, torch::kInt64);
   io::save_safetensors(path, tensors,
                        {{"step", std::to_string(step_)},
                         {"estimator", to_string(estimator_options_.kind)},
+                        {"optimizer", to_string(optimizer_.options().kind)},
                         {"seed", std::to_string(stream_.seed())}});
 }
 
@@ -216,6 +227,14 @@ void Trainer::load_checkpoint(const std::string& path) {
                                            fmt::join(p.value.sizes(), "x")));
     }
     p.value.copy_(it->second);
+  }
+  std::map<std::string, torch::Tensor> state;
+  for (const auto& [name, tensor] : tensors) {
+    if (name.rfind("optimizer.", 0) == 0) state[name] = tensor;
+  }
+  optimizer_.load_state(state, model_->device());
+  if (auto it = tensors.find("trainer.step"); it != tensors.end()) {
+    step_ = it->second.to(torch::kCPU, torch::kInt64).item<int64_t>();
   }
 }
 

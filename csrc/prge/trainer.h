@@ -7,7 +7,7 @@
 #include "prge/estimators/zo_estimator.h"
 #include "prge/losses.h"
 #include "prge/models/llama.h"
-#include "prge/optim/zo_sgd.h"
+#include "prge/optim/optimizer.h"
 
 #include <memory>
 
@@ -63,7 +63,8 @@ class Trainer {
   std::shared_ptr<LlamaModel> model_ptr() { return model_; }
   const PerturbationStream& stream() const { return stream_; }
 
-  // LoRA-FA B (or, for MeZO, every weight) with the step count; atomic write.
+  // LoRA-FA B (or, for MeZO, every weight), the optimizer's state and the step count;
+  // atomic write. Loading restores all three.
   void save_checkpoint(const std::string& path) const;
   void load_checkpoint(const std::string& path);
 
@@ -77,7 +78,7 @@ class Trainer {
   std::shared_ptr<LlamaModel> model_;
   EstimatorOptions estimator_options_;
   std::unique_ptr<ZoEstimator> estimator_;  // null for first_order
-  ZoSgd optimizer_;
+  Optimizer optimizer_;
   PerturbationStream stream_;
   TrainerOptions options_;
   std::unique_ptr<cuda::StepGraphs> graphs_;  // CUDA builds only

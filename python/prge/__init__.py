@@ -20,6 +20,7 @@ from prge._core import (  # noqa: F401
     derive_seed,
     load_run_config,
     parse_run_config,
+    scheduled_lr,
 )
 from prge._core import cuda_built  # noqa: F401  (CUDA kernels and graphs compiled in)
 

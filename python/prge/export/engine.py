@@ -39,8 +39,9 @@ def check_exportable(config: RunConfig, runtime: str) -> None:
         problems.append(f"estimator must be prge / dual / central (got {e.kind} / {e.parallel} / {e.difference})")
     if e.rng != "counter":
         problems.append("estimator.rng must be 'counter' (the integer-op RNG an engine can run)")
-    if o.momentum or o.weight_decay:
-        problems.append("optimizer.momentum and weight_decay must be 0 (the fused update is plain ZO-SGD)")
+    if o.kind != "sgd" or o.momentum or o.weight_decay or o.schedule != "constant" or o.warmup_steps or o.accumulate != 1:
+        problems.append("optimizer must be plain sgd (kind: sgd, momentum and weight_decay 0, schedule: constant, "
+                        "no warmup_steps, accumulate: 1): the exported step fuses that update")
     if not config.use_adapter:
         problems.append("LoRA-FA adapters are required (adapter: null given)")
     if runtime in ("onnx", "executorch") and config.model.device != "cpu":

@@ -1,0 +1,163 @@
+#include "prge/optim/optimizer.h"
+
+#include "prge/optim/transforms.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <stdexcept>
+
+namespace prge {
+
+OptimizerKind parse_optimizer_kind(const std::string& name) {
+  if (name == "sgd") return OptimizerKind::Sgd;
+  if (name == "adam") return OptimizerKind::Adam;
+  if (name == "sign") return OptimizerKind::Sign;
+  throw std::invalid_argument(fmt::format("unknown optimizer.kind '{}' (allowed: sgd, adam, sign)", name));
+}
+
+LrSchedule parse_lr_schedule(const std::string& name) {
+  if (name == "constant") return LrSchedule::Constant;
+  if (name == "linear") return LrSchedule::Linear;
+  if (name == "cosine") return LrSchedule::Cosine;
+  throw std::invalid_argument(
+      fmt::format("unknown optimizer.schedule '{}' (allowed: constant, linear, cosine)", name));
+}
+
+std::string to_string(OptimizerKind kind) {
+  switch (kind) {
+    case OptimizerKind::Sgd: return "sgd";
+    case OptimizerKind::Adam: return "adam";
+    case OptimizerKind::Sign: return "sign";
+  }
+  return "?";
+}
+
+std::string to_string(LrSchedule schedule) {
+  switch (schedule) {
+    case LrSchedule::Constant: return "constant";
+    case LrSchedule::Linear: return "linear";
+    case LrSchedule::Cosine: return "cosine";
+  }
+  return "?";
+}
+
+void OptimizerOptions::validate() const {
+  if (!(lr >= 0.0)) throw std::invalid_argument("optimizer.lr must be >= 0");
+  if (!(momentum >= 0.0 && momentum < 1.0)) throw std::invalid_argument("optimizer.momentum must be in [0, 1)");
+  if (kind == OptimizerKind::Adam && momentum > 0.0) {
+    throw std::invalid_argument("optimizer.momentum applies to sgd and sign; adam uses optimizer.betas");
+  }
+  if (!(beta1 >= 0.0 && beta1 < 1.0 && beta2 >= 0.0 && beta2 < 1.0)) {
+    throw std::invalid_argument("optimizer.betas must both be in [0, 1)");
+  }
+  if (!(adam_eps > 0.0)) throw std::invalid_argument("optimizer.eps must be > 0");
+  if (!(weight_decay >= 0.0)) throw std::invalid_argument("optimizer.weight_decay must be >= 0");
+  if (warmup_steps < 0) throw std::invalid_argument("optimizer.warmup_steps must be >= 0");
+  if (accumulate < 1) throw std::invalid_argument("optimizer.accumulate must be >= 1");
+  if (total_steps < 0) throw std::invalid_argument("optimizer total steps must be >= 0");
+}
+
+double scheduled_lr(const OptimizerOptions& o, int64_t t) {
+  if (t < o.warmup_steps) return o.lr * static_cast<double>(t + 1) / static_cast<double>(o.warmup_steps);
+  const int64_t decay_steps = o.total_steps - o.warmup_steps;
+  if (o.schedule == LrSchedule::Constant || decay_steps <= 0) return o.lr;
+  const double progress = std::min(1.0, static_cast<double>(t - o.warmup_steps) / static_cast<double>(decay_steps));
+  if (o.schedule == LrSchedule::Linear) return o.lr * (1.0 - progress);
+  return o.lr * 0.5 * (1.0 + std::cos(M_PI * progress));
+}
+
+Optimizer::Optimizer(OptimizerOptions options) : options_(options) { options_.validate(); }
+
+bool Optimizer::begin_step(const torch::Device& device) {
+  applying_ = (steps_ + 1) % options_.accumulate == 0;
+  ++steps_;
+  if (!scalars_.defined() || scalars_.device() != device) {
+    scalars_ = torch::zeros({3}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+  }
+  if (applying_) {
+    const int64_t t = updates_ + 1;  // Adam's bias-correction count of this update
+    const auto host = torch::tensor({static_cast<float>(-scheduled_lr(options_, updates_)),
+                                     static_cast<float>(1.0 - std::pow(options_.beta1, static_cast<double>(t))),
+                                     static_cast<float>(1.0 - std::pow(options_.beta2, static_cast<double>(t)))});
+    scalars_.copy_(host);
+    ++updates_;
+  }
+  return applying_;
+}
+
+void Optimizer::update(int64_t key, const torch::Tensor& value, torch::Tensor d) {
+  if (!scalars_.defined()) {
+    throw std::logic_error("Optimizer::update before begin_step");
+  }
+  auto& s = slots_[key];
+  auto zeros = [&] { return torch::zeros(value.sizes(), value.options().dtype(torch::kFloat32)); };
+  if (options_.accumulate > 1) {
+    if (!s.accumulated.defined()) s.accumulated = zeros();
+    s.accumulated.add_(d);
+    if (!applying_) return;
+    d = s.accumulated / static_cast<double>(options_.accumulate);
+    s.accumulated.zero_();
+  }
+  optim::add_decayed_weights(d, value, options_.weight_decay);
+  switch (options_.kind) {
+    case OptimizerKind::Sgd:
+      if (options_.momentum > 0.0) {
+        if (!s.m.defined()) s.m = zeros();
+        optim::trace(d, s.m, options_.momentum);
+      }
+      break;
+    case OptimizerKind::Adam:
+      if (!s.m.defined()) s.m = zeros(), s.v = zeros();
+      optim::scale_by_adam(d, s.m, s.v, options_.beta1, options_.beta2, options_.adam_eps, scalars_[1],
+                           scalars_[2]);
+      break;
+    case OptimizerKind::Sign:
+      if (options_.momentum > 0.0) {
+        if (!s.m.defined()) s.m = zeros();
+        optim::trace(d, s.m, options_.momentum);
+      }
+      optim::scale_by_sign(d);
+      break;
+  }
+  value.addcmul_(d, scalars_[0]);  // value += (-lr_t) · d, lr_t read on the device
+}
+
+void Optimizer::apply(const std::vector<ZoParameter>& params, const PerturbationStream& stream,
+                      const ZoEstimate& estimate) {
+  for (const auto& p : params) update(p.index, p.value, stream.combine(p, estimate.step, estimate.projected_grads));
+}
+
+std::map<std::string, torch::Tensor> Optimizer::state() const {
+  std::map<std::string, torch::Tensor> out;
+  auto name = [](int64_t key, const char* slot) {
+    return fmt::format("optimizer.{}.{}", key < 0 ? "adapter_buffer" : fmt::format("param{}", key), slot);
+  };
+  for (const auto& [key, s] : slots_) {
+    if (s.m.defined()) out[name(key, "m")] = s.m;
+    if (s.v.defined()) out[name(key, "v")] = s.v;
+    if (s.accumulated.defined()) out[name(key, "accumulated")] = s.accumulated;
+  }
+  out["optimizer.steps"] = torch::tensor({steps_, updates_}, torch::kInt64);
+  return out;
+}
+
+void Optimizer::load_state(const std::map<std::string, torch::Tensor>& tensors, const torch::Device& device) {
+  auto counts = tensors.find("optimizer.steps");
+  if (counts == tensors.end()) return;  // a checkpoint without optimizer state: fresh state
+  const auto c = counts->second.to(torch::kCPU, torch::kInt64).contiguous();
+  steps_ = c.data_ptr<int64_t>()[0];
+  updates_ = c.data_ptr<int64_t>()[1];
+  for (const auto& [name, tensor] : tensors) {
+    if (name.rfind("optimizer.", 0) != 0 || name == "optimizer.steps") continue;
+    const auto rest = name.substr(std::string("optimizer.").size());
+    const auto dot = rest.rfind('.');
+    const auto owner = rest.substr(0, dot), slot = rest.substr(dot + 1);
+    const int64_t key = owner == "adapter_buffer" ? -1 : std::stoll(owner.substr(std::string("param").size()));
+    auto& s = slots_[key];
+    auto& target = slot == "m" ? s.m : slot == "v" ? s.v : s.accumulated;
+    target = tensor.to(device, torch::kFloat32).clone();
+  }
+}
+
+}  // namespace prge

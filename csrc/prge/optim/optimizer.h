@@ -1,0 +1,74 @@
+#pragma once
+// One optimizer for the ZO and first-order paths: the transforms of transforms.h chained as
+// optimizer.kind says, a learning-rate schedule with warm-up, and gradient accumulation over
+// `accumulate` steps. State (moments, accumulated direction) is kept per key in the layout
+// of the tensor it updates (for LoRA-FA: the flat adapter buffer) and saved with checkpoints.
+#include "prge/estimators/zo_estimator.h"
+#include "prge/perturbation.h"
+
+#include <map>
+#include <string>
+
+namespace prge {
+
+enum class OptimizerKind { Sgd, Adam, Sign };
+enum class LrSchedule { Constant, Linear, Cosine };
+OptimizerKind parse_optimizer_kind(const std::string& name);
+LrSchedule parse_lr_schedule(const std::string& name);
+std::string to_string(OptimizerKind kind);
+std::string to_string(LrSchedule schedule);
+
+struct OptimizerOptions {
+  OptimizerKind kind = OptimizerKind::Sgd;
+  double lr = 1e-4;
+  double momentum = 0.0;  // sgd: heavy ball; sign: sign of the momentum (signum)
+  double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
+  double weight_decay = 0.0;
+  LrSchedule schedule = LrSchedule::Constant;
+  int64_t warmup_steps = 0;
+  int64_t total_steps = 0;  // linear / cosine decay end (run.steps); 0: no decay
+  int64_t accumulate = 1;   // average the direction over this many steps per update
+  void validate() const;
+};
+
+// lr · schedule at update t (0-based): linear warm-up from lr / warmup to lr over the first
+// `warmup_steps` updates, then constant, or linear / cosine decay to 0 at `total_steps`.
+double scheduled_lr(const OptimizerOptions& options, int64_t t);
+
+class Optimizer {
+ public:
+  explicit Optimizer(OptimizerOptions options);
+
+  // Host side, once per trainer step before the device work: advances the step count and
+  // writes this update's scalars (lr · schedule, Adam's bias corrections) into device
+  // tensors. Returns whether this step applies an update (false while accumulating).
+  bool begin_step(const torch::Device& device);
+  // value <- value - lr_t · chain(d), with the state kept under `key`. d: float32 of value's
+  // shape. With accumulation, d is added to the running sum and applied every k-th step.
+  void update(int64_t key, const torch::Tensor& value, torch::Tensor direction);
+  // Per-matrix update of ZO parameters from an estimate (MeZO; the plain P-RGE path).
+  void apply(const std::vector<ZoParameter>& params, const PerturbationStream& stream,
+             const ZoEstimate& estimate);
+
+  // Whether update() depends on host control flow between steps (accumulation): such a step
+  // cannot be replayed from one captured CUDA graph.
+  bool needs_host_control() const { return options_.accumulate > 1; }
+  const OptimizerOptions& options() const { return options_; }
+
+  // State as named tensors ("optimizer.<key>.<slot>", plus "optimizer.updates"), and back.
+  std::map<std::string, torch::Tensor> state() const;
+  void load_state(const std::map<std::string, torch::Tensor>& tensors, const torch::Device& device);
+
+ private:
+  struct Slots {
+    torch::Tensor m, v, accumulated;
+  };
+  OptimizerOptions options_;
+  std::map<int64_t, Slots> slots_;
+  int64_t steps_ = 0;    // trainer steps seen (begin_step calls)
+  int64_t updates_ = 0;  // updates applied
+  bool applying_ = true;
+  torch::Tensor scalars_;  // device [3] float32: -lr_t, 1 - β1^t, 1 - β2^t
+};
+
+}  // namespace prge
