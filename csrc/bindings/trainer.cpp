@@ -9,17 +9,22 @@ namespace prge::bindings {
 void bind_trainer(py::module_& m) {
   py::class_<EstimatorOptions>(m, "EstimatorOptions")
       .def(py::init([](const std::string& kind, int64_t queries, double epsilon,
-                       const std::string& difference, const std::string& parallel,
-                       const std::string& distribution, const std::string& rng) {
+                       std::optional<std::string> difference, const std::string& parallel,
+                       std::optional<std::string> distribution, const std::string& rng) {
+             // Unset difference / distribution take the estimator's defaults (fzoo: forward,
+             // rademacher; otherwise central, gaussian).
+             const bool fzoo = kind == "fzoo";
              EstimatorOptions o{parse_estimator_kind(kind), queries, epsilon,
-                                parse_difference(difference), parse_parallelism(parallel),
-                                parse_noise_distribution(distribution), parse_noise_rng(rng)};
+                                parse_difference(difference.value_or(fzoo ? "forward" : "central")),
+                                parse_parallelism(parallel),
+                                parse_noise_distribution(distribution.value_or(fzoo ? "rademacher" : "gaussian")),
+                                parse_noise_rng(rng)};
              o.validate();
              return o;
            }),
            py::arg("kind") = "prge", py::arg("queries") = 1, py::arg("epsilon") = 1e-2,
-           py::arg("difference") = "central", py::arg("parallel") = "dual",
-           py::arg("distribution") = "gaussian", py::arg("rng") = "torch")
+           py::arg("difference") = py::none(), py::arg("parallel") = "dual",
+           py::arg("distribution") = py::none(), py::arg("rng") = "torch")
       .def_property_readonly("kind", [](const EstimatorOptions& o) { return to_string(o.kind); })
       .def_readonly("queries", &EstimatorOptions::queries)
       .def_readonly("epsilon", &EstimatorOptions::epsilon)

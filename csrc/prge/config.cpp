@@ -148,6 +148,10 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   reader.read_choice(est, "estimator", "kind",
                      [&](const std::string& v) { c.estimator.kind = parse_estimator_kind(v); });
   if (c.estimator.kind == EstimatorKind::Mezo) c.estimator.parallel = Parallelism::None;
+  if (c.estimator.kind == EstimatorKind::Fzoo) {  // its defaults; explicit other values fail validate()
+    c.estimator.difference = Difference::Forward;
+    c.estimator.distribution = NoiseDistribution::Rademacher;
+  }
   reader.read(est, "estimator", "queries", c.estimator.queries);
   reader.read(est, "estimator", "epsilon", c.estimator.epsilon);
   reader.read_choice(est, "estimator", "difference",

@@ -149,7 +149,7 @@ StepResult Trainer::step(const TokenBatch& batch) {
     optimizer_.begin_step(model_->device());
     const auto estimate = estimator_->estimate(*model_, batch, step_, stream_);
     const auto& buffer = model_->adapter_buffer();
-    if (estimator_options_.kind == EstimatorKind::Prge && !buffer.empty()) {
+    if (runs_on_device(estimator_options_) && !buffer.empty()) {
       const auto g = torch::tensor(estimate.projected_grads, torch::kFloat64).to(torch::kFloat32);
       optimizer_.update(kAdapterBufferKey, buffer.values(),
                         buffer.direction_aten(stream_, step_, g.to(model_->device())));

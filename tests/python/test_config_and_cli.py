@@ -42,7 +42,7 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     bad.write_text("estimator: {kind: adam}\n")
     assert main(["check", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "estimator.kind" in err and "allowed: prge, mezo, first_order" in err
+    assert "estimator.kind" in err and "allowed: prge, fzoo, mezo, first_order" in err
     assert main(["check", str(tmp_path / "missing.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
     good = tmp_path / "good.yaml"

@@ -2,6 +2,7 @@
 
 #include "prge/losses.h"
 
+#include <cmath>
 #include <stdexcept>
 
 namespace prge {
@@ -16,7 +17,9 @@ std::vector<double> evaluate_plan(const LlamaModel& model, const TokenBatch& bat
   return std::vector<double>(losses.data_ptr<double>(), losses.data_ptr<double>() + losses.numel());
 }
 
-bool runs_on_device(const EstimatorOptions& options) { return options.kind == EstimatorKind::Prge; }
+bool runs_on_device(const EstimatorOptions& options) {
+  return options.kind == EstimatorKind::Prge || options.kind == EstimatorKind::Fzoo;
+}
 
 std::vector<PerturbationPlan> device_step_plans(const EstimatorOptions& options,
                                                 const PerturbationStream& stream, int64_t step) {
@@ -61,7 +64,14 @@ DeviceEstimate estimate_on_device(const LlamaModel& model, const torch::Tensor& 
   const auto g = options.difference == Difference::Central
                      ? (l.narrow(0, 0, q) - l.narrow(0, q, q)) / (2.0 * options.epsilon)
                      : (l.narrow(0, 1, q) - l.narrow(0, 0, 1)) / options.epsilon;
-  out.projected_grads = g.to(torch::kFloat32);
+  // FZOO: divided by the (population) standard deviation of the N perturbed losses; a zero σ
+  // (every query landed on the same loss) gives g = 0 instead of a division by zero.
+  auto normalized = g;
+  if (options.kind == EstimatorKind::Fzoo) {
+    const auto sigma = l.narrow(0, 1, q).std(/*unbiased=*/false);
+    normalized = torch::where(sigma > 0, g / sigma, torch::zeros_like(g));
+  }
+  out.projected_grads = normalized.to(torch::kFloat32);
   return out;
 }
 
@@ -131,7 +141,17 @@ ZoEstimate PrgeEstimator::estimate(LlamaModel& model, const TokenBatch& batch, i
         }
       }
     }
-    for (int64_t i = 0; i < q; ++i) out.projected_grads.push_back((first[i] - center) / eps);
+    double sigma = 0.0;
+    if (options_.kind == EstimatorKind::Fzoo) {
+      double mean = 0.0;
+      for (double v : first) mean += v / static_cast<double>(q);
+      for (double v : first) sigma += (v - mean) * (v - mean) / static_cast<double>(q);
+      sigma = std::sqrt(sigma);
+    }
+    for (int64_t i = 0; i < q; ++i) {
+      const double g = (first[i] - center) / eps;
+      out.projected_grads.push_back(options_.kind != EstimatorKind::Fzoo ? g : sigma > 0.0 ? g / sigma : 0.0);
+    }
     out.loss = center;
     out.losses = {center};
     out.losses.insert(out.losses.end(), first.begin(), first.end());

@@ -11,10 +11,11 @@ namespace prge {
 
 EstimatorKind parse_estimator_kind(const std::string& name) {
   if (name == "prge") return EstimatorKind::Prge;
+  if (name == "fzoo") return EstimatorKind::Fzoo;
   if (name == "mezo") return EstimatorKind::Mezo;
   if (name == "first_order") return EstimatorKind::FirstOrder;
   throw std::invalid_argument(
-      fmt::format("unknown estimator '{}' (allowed: prge, mezo, first_order)", name));
+      fmt::format("unknown estimator '{}' (allowed: prge, fzoo, mezo, first_order)", name));
 }
 
 Difference parse_difference(const std::string& name) {
@@ -33,6 +34,7 @@ Parallelism parse_parallelism(const std::string& name) {
 std::string to_string(EstimatorKind kind) {
   switch (kind) {
     case EstimatorKind::Prge: return "prge";
+    case EstimatorKind::Fzoo: return "fzoo";
     case EstimatorKind::Mezo: return "mezo";
     default: return "first_order";
   }
@@ -50,12 +52,20 @@ void EstimatorOptions::validate() const {
         "estimator.parallel must be 'none' for mezo: full-parameter MeZO perturbs the weights in "
         "place, one point at a time");
   }
+  if (kind == EstimatorKind::Fzoo) {
+    if (difference != Difference::Forward || distribution != NoiseDistribution::Rademacher) {
+      throw std::invalid_argument("fzoo is a forward difference of Rademacher queries: estimator.difference "
+                                  "must be forward and estimator.distribution rademacher (the defaults for fzoo)");
+    }
+    if (queries < 2) throw std::invalid_argument("fzoo needs estimator.queries >= 2 (σ of the N query losses)");
+  }
 }
 
 std::unique_ptr<ZoEstimator> make_zo_estimator(const EstimatorOptions& options) {
   options.validate();
   switch (options.kind) {
-    case EstimatorKind::Prge: return std::make_unique<PrgeEstimator>(options);
+    case EstimatorKind::Prge:
+    case EstimatorKind::Fzoo: return std::make_unique<PrgeEstimator>(options);
     case EstimatorKind::Mezo: return std::make_unique<MezoEstimator>(options);
     default: throw std::invalid_argument("first_order is not a zeroth-order estimator");
   }

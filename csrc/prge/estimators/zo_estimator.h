@@ -3,6 +3,8 @@
 // projected gradients g_i of RGE; it never touches the optimizer or any logging.
 //   central:  g_i = (L(θ + ε z_i) − L(θ − ε z_i)) / 2ε
 //   forward:  g_i = (L(θ + ε z_i) − L(θ)) / ε
+//   fzoo:     forward with Rademacher z_i, divided by σ, the standard deviation of the N
+//             perturbed losses L(θ + ε z_i) (FZOO, Dang et al. 2025: normalized ZO-SGD)
 #include "prge/models/llama.h"
 #include "prge/perturbation.h"
 #include "prge/token_batch.h"
@@ -13,7 +15,7 @@
 
 namespace prge {
 
-enum class EstimatorKind { Prge, Mezo, FirstOrder };
+enum class EstimatorKind { Prge, Fzoo, Mezo, FirstOrder };
 enum class Difference { Central, Forward };
 // Dual: every ±ε point of every query in one forward (P-RGE inner + outer loop).
 // Single: the q queries batched, but + and − (or θ and θ+εz) in two forwards (outer loop).
