@@ -9,6 +9,8 @@ namespace py = pybind11;
 namespace prge::bindings {
 
 void bind_model(py::module_& m) {
+  m.attr("IGNORE_INDEX") = kIgnoreIndex;  // target value of positions that are not scored
+  m.attr("PROJECTIONS") = py::tuple(py::cast(projection_names()));  // adapter targets, layer order
   py::class_<LlamaConfig>(m, "LlamaConfig")
       .def(py::init<>())
       .def_readwrite("vocab_size", &LlamaConfig::vocab_size)

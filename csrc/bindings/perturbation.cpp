@@ -16,12 +16,16 @@ namespace prge::bindings {
 void bind_perturbation(py::module_& m) {
   m.def("derive_seed", &derive_seed, py::arg("seed"), py::arg("step"), py::arg("param_index"),
         py::arg("query"));
-  m.attr("QUERY_BLOCK") = kQueryBlock;
   m.def("counter_step_key", &counter_rng::step_key, py::arg("seed"), py::arg("step"),
         "The 32-bit step key an exported training step takes as its step seed.");
   m.def("counter_stream_key", &counter_rng::stream_key, py::arg("step_key"), py::arg("param_index"),
         py::arg("query"));
-  m.def("counter_mix32", py::overload_cast<uint32_t>(&counter_rng::mix32), py::arg("x"));
+  // The counter RNG's constants, so that the exportable Python twin (prge.export.counter_rng)
+  // uses these numbers instead of a copy.
+  m.attr("COUNTER_RNG_MUL1") = counter_rng::kMul1;
+  m.attr("COUNTER_RNG_MUL2") = counter_rng::kMul2;
+  m.attr("COUNTER_RNG_MASK32") = counter_rng::kMask32;
+  m.attr("COUNTER_RNG_QUERIES_PER_PARAM") = counter_rng::kQueriesPerParam;
 #ifdef PRGE_WITH_CUDA
   m.attr("cuda_built") = true;
 #else

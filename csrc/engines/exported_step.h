@@ -37,6 +37,5 @@ std::unique_ptr<ExportedStep> open_aoti_step(const std::string& package_path,
 std::unique_ptr<ExportedStep> open_onnx_step(const std::string& model_path,
                                              std::vector<torch::Tensor> initial_b);
 
-bool onnx_runtime_available();
 
 }  // namespace prge::engines

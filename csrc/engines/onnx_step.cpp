@@ -89,16 +89,12 @@ class OnnxStep final : public ExportedStep {
 
 }  // namespace
 
-bool onnx_runtime_available() { return true; }
-
 std::unique_ptr<ExportedStep> open_onnx_step(const std::string& model_path,
                                              std::vector<torch::Tensor> initial_b) {
   if (!std::filesystem::exists(model_path)) throw std::runtime_error("ONNX model not found: " + model_path);
   return std::make_unique<OnnxStep>(model_path, std::move(initial_b));
 }
 #else
-bool onnx_runtime_available() { return false; }
-
 std::unique_ptr<ExportedStep> open_onnx_step(const std::string&, std::vector<torch::Tensor>) {
   throw std::runtime_error(
       "prge was built without ONNX Runtime (pip install onnxruntime, then rebuild prge)");

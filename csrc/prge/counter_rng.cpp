@@ -1,6 +1,6 @@
 #include "prge/counter_rng.h"
 
-#include "prge/perturbation.h"
+#include "prge/seeds.h"
 
 #include <cmath>
 #include <stdexcept>

@@ -2,6 +2,8 @@
 // Perturbations are a function, not a tensor: z(seed, step, param, query) is
 // regenerated from a derived seed whenever it is needed (MeZO's seed trick), so
 // no estimator ever stores z between the forward pass and the update.
+#include "prge/seeds.h"
+
 #include <torch/torch.h>
 
 #include <cstdint>
@@ -26,9 +28,6 @@ std::string to_string(NoiseRng rng);
 // Marks a draw that yields all q queries of one parameter at once ([q, ...]).
 constexpr int64_t kQueryBlock = -1;
 
-// splitmix64 chained over (seed, step, param_index, query); top bit cleared so the
-// result is a valid torch manual_seed on every frontend.
-uint64_t derive_seed(uint64_t seed, int64_t step, int64_t param_index, int64_t query);
 
 // How a trainable tensor draws its q noise directions.
 enum class NoiseLayout {

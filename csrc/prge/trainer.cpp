@@ -1,7 +1,7 @@
 #include "prge/trainer.h"
 
 #include "prge/counter_rng.h"
-#include "prge/estimators/first_order.h"
+#include "prge/first_order_gradient.h"
 #include "prge/io/safetensors.h"
 
 #ifdef PRGE_WITH_CUDA

@@ -59,9 +59,7 @@ class Trainer {
   bool uses_cuda_graphs() const;
   int64_t cuda_graphs_captured() const;
   void set_step_count(int64_t step) { step_ = step; }
-  LlamaModel& model() { return *model_; }
   std::shared_ptr<LlamaModel> model_ptr() { return model_; }
-  const PerturbationStream& stream() const { return stream_; }
 
   // LoRA-FA B (or, for MeZO, every weight), the optimizer's state and the step count;
   // atomic write. Loading restores all three.

@@ -23,5 +23,6 @@ from prge._core import (  # noqa: F401
     scheduled_lr,
 )
 from prge._core import cuda_built  # noqa: F401  (CUDA kernels and graphs compiled in)
+from prge._core import IGNORE_INDEX, PROJECTIONS  # noqa: F401  (one source: the C++ core)
 
 __version__ = "0.1.0"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from prge._core import LlamaModel, RunConfig, TokenBatch, Trainer
+from prge._core import IGNORE_INDEX, LlamaModel, RunConfig, TokenBatch, Trainer
 from prge.models import resolve_model, shape_config
-from prge.train import write_summary
+from prge import run_summary
 
 SPEED_KEYS = {"warmup", "steps", "shape"}
 
@@ -27,7 +27,7 @@ def _sync(device: str) -> None:
 def random_batch(vocab: int, batch: int, seq_len: int, seed: int = 0) -> TokenBatch:
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, vocab, (batch, seq_len), generator=g)
-    targets = torch.full((batch, seq_len), -100, dtype=torch.int64)
+    targets = torch.full((batch, seq_len), IGNORE_INDEX, dtype=torch.int64)
     targets[:, -2] = ids[:, -1]  # one answer token per prompt, as in the classification tasks
     return TokenBatch(ids, targets)
 
@@ -69,19 +69,14 @@ def run_speed(config: RunConfig, warmup: int = 2, steps: int = 5, shape: str | N
             metrics.write(json.dumps({"step": i + 1, "seconds": times[-1], "loss": result.loss}) + "\n")
     seconds = statistics.median(times)
     tokens = result.sequences * config.data.max_length
-    summary = {
-        "mode": "speed", "model": shape or config.model.name, "device": config.model.device,
-        "dtype": config.model.dtype, "estimator": config.estimator.kind,
-        "queries": config.estimator.queries, "parallel": config.estimator.parallel,
-        "batch_size": config.data.batch_size, "seq_len": config.data.max_length,
+    summary = run_summary.write(out_dir, run_summary.identity(config, mode="speed", model=shape or config.model.name), {
+        "seq_len": config.data.max_length,
         "forward_passes_per_step": result.forward_passes, "sequences_per_step": result.sequences,
         "step_seconds": seconds, "tokens_per_second": tokens / seconds,
         "peak_memory_gib": (torch.cuda.max_memory_allocated() / 2**30
                             if device.startswith("cuda") else None),
         "warmup": warmup, "timed_steps": steps,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    write_summary(out_dir, summary)
+    })
     log(f"[prge] {config.estimator.kind} q={config.estimator.queries} {config.estimator.parallel}: "
         f"{seconds * 1e3:.1f} ms/step, {summary['tokens_per_second']:.0f} tokens/s")
     del trainer, model

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from pathlib import Path
 
 import torch
 
+from prge import run_summary
+from prge.progress import progress_bar
 from prge._core import LlamaModel, RunConfig, Trainer
 from prge.data.batching import BatchSampler, PromptEncoder
 from prge.data.tasks import get_task
@@ -87,7 +88,7 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
     metrics_path = out_dir / "metrics.jsonl"
     step_seconds = []
     passes = sequences = 0
-    bar = _progress(config.run.steps, progress)
+    bar = progress_bar(config.run.steps, progress)
     with open(metrics_path, "w") as metrics:
         metrics.write(json.dumps(history[0]) + "\n")
         for step in range(1, config.run.steps + 1):
@@ -112,12 +113,7 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
     acc_before, acc_after = history[0]["eval_accuracy"], history[-1]["eval_accuracy"]
     best = best_checkpoint(history)
     trainer.save_checkpoint(str(out_dir / "trained.safetensors"))
-    summary = {
-        "task": task.name, "model": config.model.name,
-        "estimator": config.estimator.kind, "queries": config.estimator.queries,
-        "parallel": config.estimator.parallel, "steps": config.run.steps, "seed": config.run.seed,
-        "protocol": config.data.protocol, "lr": config.optimizer.lr,
-        "epsilon": config.estimator.epsilon, "batch_size": config.data.batch_size,
+    summary = run_summary.write(out_dir, run_summary.identity(config, mode="train", task=task.name), {
         "accuracy_before": acc_before, "accuracy_after": acc_after,
         "accuracy_best": best["eval_accuracy"], "best_step": best["step"],
         "macro_f1_before": history[0]["eval_macro_f1"], "macro_f1_after": history[-1]["eval_macro_f1"],
@@ -125,20 +121,11 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
         "forward_passes": passes, "sequences": sequences,
         "eval_history": history,
         "mean_step_seconds": sum(step_seconds) / len(step_seconds) if step_seconds else None,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    write_summary(out_dir, summary)
+    })
     log(f"[prge] after {config.run.steps} steps: accuracy {acc_before:.4f} -> {acc_after:.4f}, "
         f"macro-F1 {history[0]['eval_macro_f1']:.4f} -> {history[-1]['eval_macro_f1']:.4f} "
         f"(majority-class accuracy {majority:.4f}); results in {out_dir}")
     return summary
-
-
-def write_summary(out_dir: Path, summary: dict) -> None:
-    """summary.json, atomically and last: its presence marks a finished run (sweeps skip it)."""
-    tmp = out_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(out_dir / "summary.json")
 
 
 def best_checkpoint(history: list[dict]) -> dict:
@@ -149,11 +136,3 @@ def best_checkpoint(history: list[dict]) -> dict:
     return max(history, key=lambda r: (r[key], -r["step"]))
 
 
-def _progress(total: int, enabled: bool):
-    if not enabled or total == 0:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="train", unit="step", dynamic_ncols=True)

@@ -100,7 +100,6 @@ class LlamaModel {
   const LlamaConfig& config() const { return config_; }
   const torch::Device& device() const { return device_; }
   torch::ScalarType dtype() const { return dtype_; }
-  std::vector<LlamaLayer>& layers() { return layers_; }
 
  private:
   // Both blocks take the RMS-normalized residual stream h and return what is added to it.

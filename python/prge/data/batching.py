@@ -1,5 +1,5 @@
 """Tokenise prompts into right-padded TokenBatches in the MeZO format: targets hold the
-answer tokens at the positions that predict them and -100 elsewhere."""
+answer tokens at the positions that predict them and IGNORE_INDEX elsewhere."""
 from __future__ import annotations
 
 import random
@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import torch
 
-from prge._core import TokenBatch
+from prge._core import IGNORE_INDEX, TokenBatch
 from prge.data.tasks import Example, Task
 
-IGNORE = -100
+IGNORE = IGNORE_INDEX
 
 
 @dataclass

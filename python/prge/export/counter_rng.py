@@ -8,10 +8,8 @@ import math
 
 import torch
 
-MASK32 = 0xFFFFFFFF
-MUL1 = 0x7FEB352D
-MUL2 = 0x2C1B3C6D
-QUERIES_PER_PARAM = 4096
+from prge._core import (COUNTER_RNG_MASK32 as MASK32, COUNTER_RNG_MUL1 as MUL1, COUNTER_RNG_MUL2 as MUL2,
+                        COUNTER_RNG_QUERIES_PER_PARAM as QUERIES_PER_PARAM)
 
 
 def mix32_int(x: int) -> int:
@@ -43,7 +41,7 @@ def mix32(x: torch.Tensor, mode: str = "shift") -> torch.Tensor:
 
 
 def coordinate_hashes(param_index: int, queries: int) -> list[int]:
-    """mix32(p * 4096 + i) for each query i: the per-(parameter, query) part of the key."""
+    """mix32(p * QUERIES_PER_PARAM + i) for each query i: the per-(parameter, query) part of the key."""
     if queries > QUERIES_PER_PARAM:
         raise ValueError(f"counter rng supports at most {QUERIES_PER_PARAM} queries")
     return [mix32_int(param_index * QUERIES_PER_PARAM + i) for i in range(queries)]

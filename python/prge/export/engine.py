@@ -18,13 +18,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from prge._core import LlamaModel, RunConfig, Trainer, counter_step_key
+from prge._core import IGNORE_INDEX, LlamaModel, RunConfig, Trainer, counter_step_key
 from prge.data.batching import BatchSampler, PromptEncoder
 from prge.data.tasks import get_task
 from prge.export import runtimes
 from prge.export.step_module import FunctionalStep, MutableBufferStep, StepSpec
 from prge.models import load_tokenizer, resolve_model
-from prge.train import split_protocol, write_summary
+from prge import run_summary
+from prge.progress import progress_bar
+from prge.train import split_protocol
 
 RUNTIMES = ("onnx", "aoti", "executorch")
 MODEL_FILES = {"onnx": "step.onnx", "aoti": "step.pt2", "executorch": "step.pte"}
@@ -56,7 +58,7 @@ def pad_to(batch, length: int):
         raise ValueError(f"a batch is {ids.shape[1]} tokens long, longer than data.max_length={length}")
     pad = length - ids.shape[1]
     return (torch.nn.functional.pad(ids, (0, pad), value=0),
-            torch.nn.functional.pad(targets, (0, pad), value=-100))
+            torch.nn.functional.pad(targets, (0, pad), value=IGNORE_INDEX))
 
 
 class RunData:
@@ -141,7 +143,6 @@ def train_with_engine(config: RunConfig, runtime: str, progress: bool = True, lo
     """Fine-tune through the runtime (every step is one call of the exported module);
     accuracy before and after is measured by prge's own model with the engine's B."""
     from prge.evaluation import accuracy
-    from prge.train import _progress
 
     check_exportable(config, runtime)
     out = Path(config.run.output_dir)
@@ -154,7 +155,7 @@ def train_with_engine(config: RunConfig, runtime: str, progress: bool = True, lo
     evaluator = Trainer(model, config.estimator, config.optimizer, config.run.seed)
     acc_before = accuracy(evaluator, data.encoder, data.eval)
     log(f"[prge] {runtime} engine: accuracy before {acc_before:.4f}")
-    bar = _progress(config.run.steps, progress)
+    bar = progress_bar(config.run.steps, progress)
     lora_b, times = None, []
     with open(out / "metrics.jsonl", "w") as metrics:
         for s in range(config.run.steps):
@@ -176,16 +177,12 @@ def train_with_engine(config: RunConfig, runtime: str, progress: bool = True, lo
                 adapter["lora_b"].copy_(b.to(adapter["lora_b"].dtype))
     acc_after = accuracy(evaluator, data.encoder, data.eval)
     evaluator.save_checkpoint(str(out / "trained.safetensors"))
-    summary = {"task": data.task.name, "model": config.model.name, "engine": runtime,
-               "estimator": "prge", "queries": config.estimator.queries, "parallel": "dual",
-               "steps": config.run.steps, "seed": config.run.seed,
+    summary = run_summary.write(out, run_summary.identity(config, mode="train", engine=runtime, task=data.task.name), {
                "accuracy_before": acc_before, "accuracy_after": acc_after,
                "accuracy_best": max(acc_before, acc_after), "best_step": config.run.steps if acc_after > acc_before else 0,
                "eval_history": [{"step": 0, "eval_accuracy": acc_before},
                                 {"step": config.run.steps, "eval_accuracy": acc_after}],
-               "mean_step_seconds": sum(times) / len(times) if times else None,
-               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    write_summary(out, summary)
+               "mean_step_seconds": sum(times) / len(times) if times else None})
     log(f"[prge] {runtime} engine: accuracy after {config.run.steps} steps {acc_after:.4f} "
         f"(before {acc_before:.4f}); results in {out}")
     return summary

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from prge._core import IGNORE_INDEX
+
 from prge.export.step_module import FunctionalStep, MutableBufferStep
 
 
@@ -21,7 +23,7 @@ def example_inputs(step, lr: float = 1e-3, epsilon: float = 1e-2, step_key: int 
     s = step.spec
     device = step.coordinates.device
     ids = torch.ones(s.batch_size, s.seq_len, dtype=torch.int64, device=device)
-    targets = torch.full((s.batch_size, s.seq_len), -100, dtype=torch.int64, device=device)
+    targets = torch.full((s.batch_size, s.seq_len), IGNORE_INDEX, dtype=torch.int64, device=device)
     targets[:, -1] = 1
     return (ids, targets, torch.tensor(lr, dtype=torch.float32, device=device),
             torch.tensor(epsilon, dtype=torch.float32, device=device),

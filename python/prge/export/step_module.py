@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from prge._core import IGNORE_INDEX
 from prge.export import counter_rng
 
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -146,11 +146,11 @@ class _PrgeStepBase(nn.Module):
         s = self.spec
         n, t = targets.shape
         # The first K answer positions of each sequence, found with static-shape ops.
-        answer = (targets != -100).to(torch.float32)
+        answer = (targets != IGNORE_INDEX).to(torch.float32)
         rank = answer * (t - torch.arange(t, dtype=torch.float32, device=targets.device))
         positions = torch.topk(rank, s.answer_tokens, dim=1).indices            # [n, K]
         picked = torch.gather(targets, 1, positions)                              # [n, K]
-        valid = (picked != -100).to(torch.float32)
+        valid = (picked != IGNORE_INDEX).to(torch.float32)
         rows = torch.gather(hidden, 1, positions.unsqueeze(-1).expand(n, s.answer_tokens, hidden.shape[-1]))
         logits = torch.matmul(rows, self.w.weight("lm_head.weight").t()).float()  # [n, K, V]
         logp = torch.log_softmax(logits, dim=-1)

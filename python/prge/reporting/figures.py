@@ -69,11 +69,10 @@ def accuracy_figures(runs: list[dict], out: Path, name: str) -> list[str]:
     return [loss_file, acc_file]
 
 
-def speed_figures(runs: list[dict], out: Path, name: str) -> list[str]:
-    from prge.reporting.tables import speed_rows
-
+def speed_figures(speed_rows: list[dict], out: Path, name: str) -> list[str]:
+    """speed_rows: tables.speed_rows(runs)."""
     plt = _pyplot()
-    rows = [r for r in speed_rows(runs) if r["speedup_vs_sequential"] and r["parallel"] != "none"]
+    rows = [r for r in speed_rows if r["speedup_vs_sequential"] and r["parallel"] != "none"]
     fig, ax = plt.subplots(figsize=(6, 4))
     for parallel in ("single", "dual"):
         points = sorted((r["queries"], r["speedup_vs_sequential"]) for r in rows if r["parallel"] == parallel)

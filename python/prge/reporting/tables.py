@@ -6,6 +6,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from prge.reporting import figures as figures_module
+
 RUN_COLUMNS = ["run", "method", "estimator", "queries", "parallel", "batch_size", "steps", "seed",
                "protocol", "forward_passes", "sequences", "accuracy_before", "accuracy_best",
                "best_step", "accuracy_after", "macro_f1_before", "macro_f1_after", "majority_accuracy",
@@ -103,9 +105,8 @@ def write_report(runs: list[dict], title: str, out_dir: str | Path | None, name:
             _write_csv(out / file_name, columns, rows)
             written.append(file_name)
         if figures:
-            from prge.reporting import figures as fig
-
-            written += fig.speed_figures(runs, out, name) if speed else fig.accuracy_figures(runs, out, name)
+            written += (figures_module.speed_figures(speed_rows(runs), out, name) if speed
+                        else figures_module.accuracy_figures(runs, out, name))
         lines += ["", "Files: " + ", ".join(written)]
     markdown = "\n".join(lines) + "\n"
     if out_dir is not None:

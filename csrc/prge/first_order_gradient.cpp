@@ -1,4 +1,4 @@
-#include "prge/estimators/first_order.h"
+#include "prge/first_order_gradient.h"
 
 #include "prge/losses.h"
 

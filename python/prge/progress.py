@@ -1,0 +1,12 @@
+"""Progress bars for training and evaluation loops (tqdm when installed and enabled)."""
+from __future__ import annotations
+
+
+def progress_bar(total: int, enabled: bool, desc: str = "train", unit: str = "step"):
+    if not enabled or total == 0:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)

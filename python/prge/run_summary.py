@@ -1,0 +1,55 @@
+"""summary.json: one schema for every run (training, speed, training through an exported
+engine), one writer and one reader. A run's summary is its identity (what ran: the config
+fields that name a run) plus its results; it is written atomically and last, so its presence
+marks a finished run (sweeps skip such runs)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+SCHEMA = 1
+MODES = ("train", "speed")
+
+
+def identity(config, *, mode: str, engine: str = "eager", task: str | None = None, model: str | None = None) -> dict:
+    """The fields every summary carries, from the run's config."""
+    if mode not in MODES:
+        raise ValueError(f"summary mode must be one of {MODES}, got {mode!r}")
+    e, o = config.estimator, config.optimizer
+    return {
+        "schema": SCHEMA, "mode": mode, "engine": engine,
+        "task": task if task is not None else config.data.task,
+        "model": model if model is not None else config.model.name,
+        "device": config.model.device, "dtype": config.model.dtype,
+        "estimator": e.kind, "queries": e.queries, "parallel": e.parallel, "epsilon": e.epsilon,
+        "optimizer": o.kind, "lr": o.lr, "batch_size": config.data.batch_size,
+        "steps": config.run.steps, "seed": config.run.seed, "protocol": config.data.protocol,
+    }
+
+
+def write(out_dir: Path, run_identity: dict, results: dict) -> dict:
+    clash = sorted(set(run_identity) & set(results))
+    if clash:
+        raise ValueError(f"summary results repeat identity fields: {clash}")
+    summary = {**run_identity, **results, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    tmp = Path(out_dir) / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(Path(out_dir) / "summary.json")
+    return summary
+
+
+def read(path: Path) -> dict:
+    """A summary.json of any prge version: summaries written before the schema existed
+    (schema 0) are training runs of the eager engine unless they say otherwise."""
+    path = Path(path)
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a readable summary.json ({e})") from e
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path}: summary.json must hold an object")
+    summary.setdefault("schema", 0)
+    summary.setdefault("mode", summary.get("mode", "train"))
+    summary.setdefault("engine", "eager")
+    return summary
