@@ -272,15 +272,15 @@ def main():
     if not args.skip_eager:
         for q in (1, max(qs)):
             s, m = bench_mezo_eager_torch(args, config, q, 1, max(2, args.steps // (2 * q)))
-            record(f"mezo_eager_torch q={q}", "mezo", q, "none", s, m)
-    s, m = bench_prge(args, config, "mezo", 1, "none", 1, args.steps)
-    record("mezo_cpp q=1", "mezo", 1, "none", s, m)
-    s, m = bench_prge(args, config, "prge", 1, "none", args.warmup, args.steps)
-    record("zo_lora_fa q=1", "prge", 1, "none", s, m)
+            record(f"mezo_eager_torch q={q}", "mezo", q, "sequential", s, m)
+    s, m = bench_prge(args, config, "mezo", 1, "sequential", 1, args.steps)
+    record("mezo_cpp q=1", "mezo", 1, "sequential", s, m)
+    s, m = bench_prge(args, config, "prge", 1, "sequential", args.warmup, args.steps)
+    record("zo_lora_fa q=1", "prge", 1, "sequential", s, m)
     if max(qs) > 1:
-        s, m = bench_prge(args, config, "prge", max(qs), "none", 1, max(2, args.steps // 4))
-        record(f"zo_lora_fa q={max(qs)} (sequential)", "prge", max(qs), "none", s, m)
-    for parallel in ("single", "dual"):
+        s, m = bench_prge(args, config, "prge", max(qs), "sequential", 1, max(2, args.steps // 4))
+        record(f"zo_lora_fa q={max(qs)} (sequential)", "prge", max(qs), "sequential", s, m)
+    for parallel in ("queries", "dual"):
         for q in qs:
             s, m = bench_prge(args, config, "prge", q, parallel, args.warmup, args.steps)
             record(f"prge_{parallel} q={q}", "prge", q, parallel, s, m)

@@ -10,6 +10,6 @@ source experiments/device_build.sh
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
 timeout 280 prge sweep configs/sweeps/paper_speed.yaml --no-progress --output-root "$out/runs/paper_speed"
 echo "sweep done: $(( $(date +%s) - start )) s"
-timeout 300 python3 experiments/bench_engines.py --shape smollm2-135m --layers 6 --device cuda --queries 4 \
+timeout 300 python3 experiments/bench_runtimes.py --shape smollm2-135m --layers 6 --device cuda --queries 4 \
   --batch 4 --seq-len 64 --runtimes aoti --out "$out" 2>&1 | grep -v Warning
 echo "total: $(( $(date +%s) - start )) s"

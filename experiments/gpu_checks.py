@@ -103,7 +103,7 @@ def check_torch_rng_fallback(config) -> None:
 def check_mezo_no_drift(config) -> None:
     model = prge.LlamaModel.random(config, 0, "cuda", "bfloat16")
     before = [t.clone() for _, t in model.full_parameters()]
-    t = prge.Trainer(model, prge.EstimatorOptions("mezo", 1, 1e-3, "central", "none"),
+    t = prge.Trainer(model, prge.EstimatorOptions("mezo", 1, 1e-3, "central", "sequential"),
                      prge.OptimizerOptions(lr=0.0), 3)
     grads = [g for s in range(20) for g in t.step(random_batch(config.vocab_size, 4, 64, seed=s)).projected_grads]
     same = all(torch.equal(a, b) for a, (_, b) in zip(before, model.full_parameters()))
@@ -168,8 +168,8 @@ def main() -> int:
     check_mezo_no_drift(config)
     check_kernels_vs_aten()
     check_layer_kernels(config)
-    check_graphs(config, "bfloat16", "single", 4)
-    check_graphs(config, "bfloat16", "none", 1)
+    check_graphs(config, "bfloat16", "queries", 4)
+    check_graphs(config, "bfloat16", "sequential", 1)
     if args.out:
         with open(args.out, "w") as f:
             f.write(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}\n" + "\n".join(LINES) + "\n")

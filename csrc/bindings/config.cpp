@@ -36,9 +36,13 @@ void bind_config(py::module_& m) {
       .def_readonly("optimizer", &RunConfig::optimizer)
       .def_readonly("data", &RunConfig::data)
       .def_readonly("run", &RunConfig::run)
+      .def_readonly("warnings", &RunConfig::warnings)
       .def("to_yaml", &RunConfig::to_yaml);
   m.def("parse_run_config", &parse_run_config, py::arg("yaml_text"), py::arg("source") = "<string>");
   m.def("load_run_config", &load_run_config, py::arg("path"));
+  m.def(
+      "canonical_parallelism", [](const std::string& name) { return to_string(parse_parallelism(name)); },
+      py::arg("name"), "The current spelling of a parallel mode (old spellings: single, none).");
 }
 
 }  // namespace prge::bindings

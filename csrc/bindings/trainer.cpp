@@ -14,6 +14,10 @@ void bind_trainer(py::module_& m) {
              // Unset difference / distribution take the estimator's defaults (fzoo: forward,
              // rademacher; otherwise central, gaussian).
              const bool fzoo = kind == "fzoo";
+             const auto deprecated = deprecated_parallelism(parallel);
+             if (!deprecated.empty() && PyErr_WarnEx(PyExc_DeprecationWarning, deprecated.c_str(), 1) != 0) {
+               throw py::error_already_set();
+             }
              EstimatorOptions o{parse_estimator_kind(kind), queries, epsilon,
                                 parse_difference(difference.value_or(fzoo ? "forward" : "central")),
                                 parse_parallelism(parallel),

@@ -5,7 +5,7 @@
 // EXPORT_DIR/export.json names the runtime, model file, batches, lr, epsilon and seed.
 // Prints one JSON line per step ({"step", "loss", "projected_grads"}) and saves the
 // trained B tensors (b_0 .. b_{P-1}) to --out (default EXPORT_DIR/trained_b_<runtime>.safetensors).
-#include "engines/exported_step.h"
+#include "runtimes/exported_step.h"
 #include "prge/counter_rng.h"
 #include "prge/io/safetensors.h"
 #include "prge/io/yaml_scalars.h"
@@ -75,15 +75,15 @@ int main(int argc, char** argv) {
       throw std::runtime_error(fmt::format("{} steps asked, the batches file holds {}", steps, ids.size(0)));
     }
     const auto model_file = (dir / field<std::string>(root, "model", manifest)).string();
-    std::unique_ptr<prge::engines::ExportedStep> engine =
-        runtime == "aoti" ? prge::engines::open_aoti_step(model_file, device)
+    std::unique_ptr<prge::runtimes::ExportedStep> step =
+        runtime == "aoti" ? prge::runtimes::open_aoti_step(model_file, device)
         : runtime == "onnx"
-            ? prge::engines::open_onnx_step(model_file, initial_b)
+            ? prge::runtimes::open_onnx_step(model_file, initial_b)
             : throw std::runtime_error("unknown runtime '" + runtime + "' (allowed: aoti, onnx)");
-    prge::engines::ExportedStepResult result;
+    prge::runtimes::ExportedStepResult result;
     for (int64_t s = 0; s < steps; ++s) {
       const auto start = std::chrono::steady_clock::now();
-      result = engine->step(ids[s], targets[s], lr, epsilon, prge::counter_rng::step_key(seed, s));
+      result = step->step(ids[s], targets[s], lr, epsilon, prge::counter_rng::step_key(seed, s));
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       fmt::print("{{\"step\": {}, \"loss\": {:.9g}, \"projected_grads\": [{:.9g}], \"seconds\": {:.6f}}}\n",
                  s + 1, result.loss, fmt::join(result.projected_grads, ", "), seconds);
@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < result.lora_b.size(); ++i) trained[fmt::format("b_{}", i)] = result.lora_b[i];
     if (out.empty()) out = (dir / fmt::format("trained_b_{}.safetensors", runtime)).string();
     if (!trained.empty()) prge::io::save_safetensors(out, trained, {{"runtime", runtime}});
-    std::cerr << "[prge_run_exported] " << steps << " steps through " << engine->runtime()
+    std::cerr << "[prge_run_exported] " << steps << " steps through " << step->runtime()
               << "; trained B saved to " << out << "\n";
   } catch (const std::exception& e) {
     std::cerr << "prge_run_exported: error: " << e.what() << "\n";

@@ -20,10 +20,14 @@ class Reader {
   explicit Reader(std::string source) : source_(std::move(source)) {}
 
   [[noreturn]] void fail(const YAML::Node& node, const std::string& key, const std::string& what) const {
+    throw ConfigError(located(node, key, what));
+  }
+
+  std::string located(const YAML::Node& node, const std::string& key, const std::string& what) const {
     const auto mark = node.Mark();
     const auto where = mark.line >= 0 ? fmt::format("{}:{}:{}", source_, mark.line + 1, mark.column + 1)
                                       : source_;
-    throw ConfigError(fmt::format("{}: {}: {}", where, key, what));
+    return fmt::format("{}: {}: {}", where, key, what);
   }
 
   void check_keys(const YAML::Node& node, const std::string& section,
@@ -147,7 +151,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
                     {"kind", "queries", "epsilon", "difference", "parallel", "distribution", "rng"});
   reader.read_choice(est, "estimator", "kind",
                      [&](const std::string& v) { c.estimator.kind = parse_estimator_kind(v); });
-  if (c.estimator.kind == EstimatorKind::Mezo) c.estimator.parallel = Parallelism::None;
+  if (c.estimator.kind == EstimatorKind::Mezo) c.estimator.parallel = Parallelism::Sequential;
   if (c.estimator.kind == EstimatorKind::Fzoo) {  // its defaults; explicit other values fail validate()
     c.estimator.difference = Difference::Forward;
     c.estimator.distribution = NoiseDistribution::Rademacher;
@@ -156,8 +160,11 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   reader.read(est, "estimator", "epsilon", c.estimator.epsilon);
   reader.read_choice(est, "estimator", "difference",
                      [&](const std::string& v) { c.estimator.difference = parse_difference(v); });
-  reader.read_choice(est, "estimator", "parallel",
-                     [&](const std::string& v) { c.estimator.parallel = parse_parallelism(v); });
+  reader.read_choice(est, "estimator", "parallel", [&](const std::string& v) {
+    c.estimator.parallel = parse_parallelism(v);
+    const auto deprecated = deprecated_parallelism(v);
+    if (!deprecated.empty()) c.warnings.push_back(reader.located(est["parallel"], "estimator.parallel", deprecated));
+  });
   reader.read_choice(est, "estimator", "distribution", [&](const std::string& v) {
     c.estimator.distribution = parse_noise_distribution(v);
   });

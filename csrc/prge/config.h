@@ -54,6 +54,8 @@ struct RunConfig {
   OptimizerOptions optimizer;
   DataOptions data;
   RunOptions run;
+  // Accepted but deprecated spellings, each "file:line:col: key: message"; not in to_yaml().
+  std::vector<std::string> warnings;
 
   // Normalised YAML with every default filled in (stored beside results).
   std::string to_yaml() const;

@@ -9,7 +9,7 @@ import torch
 
 def build(flavour, path):
     import prge
-    from prge.export import runtimes
+    from prge.export import exporters
     from prge.export.step_module import FunctionalStep, MutableBufferStep, StepSpec
     from prge.models import shape_config
 
@@ -21,9 +21,9 @@ def build(flavour, path):
     model.attach_adapters(prge.AdapterOptions(rank=4, alpha=8))
     spec = StepSpec(2, 2, 8, 1)
     if flavour == "mutable":
-        return runtimes.export_aoti(MutableBufferStep(model, spec), path)
+        return exporters.export_aoti(MutableBufferStep(model, spec), path)
     step = FunctionalStep(model, spec)
-    inputs = runtimes.example_inputs(step) + tuple(step.initial_inputs())
+    inputs = exporters.example_inputs(step) + tuple(step.initial_inputs())
     with torch.no_grad():
         program = torch.export.export(step, inputs, strict=False)
         return torch._inductor.aoti_compile_and_package(program, package_path=path)

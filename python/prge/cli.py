@@ -7,7 +7,7 @@
   prge data list                               tasks and where their data is found
   prge check CONFIG                            validate a config, print it with defaults
   prge export CONFIG --runtime onnx|aoti|executorch  export the training step for an inference runtime
-  prge train CONFIG --engine onnx|aoti|executorch   fine-tune through that runtime"""
+  prge train CONFIG --runtime onnx|aoti|executorch  fine-tune through that runtime"""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+RUNTIME_CHOICES = ["eager", "onnx", "aoti", "executorch"]
 
 
 def _load_config(path: str, overrides: list[str]):
@@ -32,7 +34,10 @@ def _load_config(path: str, overrides: list[str]):
             raise ValueError(f"{path}: malformed YAML: {e}") from e
         tree = apply_overrides(tree, dict(parse_assignment(o) for o in overrides))
         text = yaml.safe_dump(tree)
-    return parse_run_config(text, path)
+    config = parse_run_config(text, path)
+    for warning in config.warnings:
+        print(f"prge: warning: {warning}", file=sys.stderr)
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set estimator.queries=4")
     train.add_argument("--no-progress", action="store_true")
-    train.add_argument("--engine", choices=["eager", "onnx", "aoti", "executorch"], default="eager",
-                       help="eager: prge's C++ engine; onnx / aoti / executorch: export the step "
-                            "and train through that runtime (needs estimator.rng: counter)")
+    train.add_argument("--runtime", choices=RUNTIME_CHOICES, default="eager",
+                       help="eager: prge's C++ trainer; onnx / aoti / executorch: export the step "
+                            "and train through that inference runtime (needs estimator.rng: counter)")
+    train.add_argument("--engine", choices=RUNTIME_CHOICES, help=argparse.SUPPRESS)  # before 0.3
     export = sub.add_parser("export", help="export the P-RGE training step for an inference runtime")
     export.add_argument("config")
     export.add_argument("--runtime", choices=["onnx", "aoti", "executorch"], required=True)
@@ -82,16 +88,20 @@ def main(argv: list[str] | None = None) -> int:
             print(_load_config(args.config, args.set).to_yaml(), end="")
         elif args.command == "train":
             config = _load_config(args.config, args.set)
-            if args.engine == "eager":
+            runtime = args.runtime
+            if args.engine:
+                print(f"prge: warning: --engine is now spelled --runtime (--runtime {args.engine})", file=sys.stderr)
+                runtime = args.engine
+            if runtime == "eager":
                 from prge.train import run_training
 
                 run_training(config, progress=not args.no_progress)
             else:
-                from prge.export.engine import train_with_engine
+                from prge.export.train_through_runtime import train_through_runtime
 
-                train_with_engine(config, args.engine, progress=not args.no_progress)
+                train_through_runtime(config, runtime, progress=not args.no_progress)
         elif args.command == "export":
-            from prge.export.engine import export_run
+            from prge.export.exporters import export_run
 
             config = _load_config(args.config, args.set)
             export_run(config, args.runtime, args.out or Path(config.run.output_dir) / f"export_{args.runtime}")

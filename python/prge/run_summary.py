@@ -8,17 +8,19 @@ import json
 import time
 from pathlib import Path
 
+from prge._core import canonical_parallelism
+
 SCHEMA = 1
 MODES = ("train", "speed")
 
 
-def identity(config, *, mode: str, engine: str = "eager", task: str | None = None, model: str | None = None) -> dict:
+def identity(config, *, mode: str, runtime: str = "eager", task: str | None = None, model: str | None = None) -> dict:
     """The fields every summary carries, from the run's config."""
     if mode not in MODES:
         raise ValueError(f"summary mode must be one of {MODES}, got {mode!r}")
     e, o = config.estimator, config.optimizer
     return {
-        "schema": SCHEMA, "mode": mode, "engine": engine,
+        "schema": SCHEMA, "mode": mode, "runtime": runtime,
         "task": task if task is not None else config.data.task,
         "model": model if model is not None else config.model.name,
         "device": config.model.device, "dtype": config.model.dtype,
@@ -40,8 +42,9 @@ def write(out_dir: Path, run_identity: dict, results: dict) -> dict:
 
 
 def read(path: Path) -> dict:
-    """A summary.json of any prge version: summaries written before the schema existed
-    (schema 0) are training runs of the eager engine unless they say otherwise."""
+    """A summary.json of any prge version, in the current names: summaries written before
+    the schema existed (schema 0) are training runs of the eager runtime unless they say
+    otherwise; the runtime was called "engine", parallel modes single / none."""
     path = Path(path)
     try:
         summary = json.loads(path.read_text())
@@ -51,5 +54,7 @@ def read(path: Path) -> dict:
         raise ValueError(f"{path}: summary.json must hold an object")
     summary.setdefault("schema", 0)
     summary.setdefault("mode", summary.get("mode", "train"))
-    summary.setdefault("engine", "eager")
+    summary.setdefault("runtime", summary.pop("engine", "eager"))  # "engine" before 0.3
+    if "parallel" in summary:  # written before the rename: single -> queries, none -> sequential
+        summary["parallel"] = canonical_parallelism(str(summary["parallel"]))
     return summary

@@ -9,6 +9,7 @@ sweep resumes where it stopped.
 from __future__ import annotations
 
 import itertools
+import sys
 from pathlib import Path
 
 import yaml
@@ -60,7 +61,7 @@ def expand_sweep(path: str | Path, overrides: dict | None = None,
             raise ValueError(f"{path}: grid.{key} must be a non-empty list")
     variants = spec.get("variants") or [{"name": "run"}]
     root = Path(output_root or spec.get("output_root", f"runs/{path.stem}"))
-    runs = []
+    runs, warned = [], set()
     for variant in variants:
         variant = dict(variant)
         name = str(variant.pop("name", "run"))
@@ -70,6 +71,11 @@ def expand_sweep(path: str | Path, overrides: dict | None = None,
             tree = apply_overrides(base, {**variant, **point, **(overrides or {}),
                                           "run.output_dir": str(root / label)})
             config = parse_run_config(yaml.safe_dump(tree), f"{path} [{label}]")
+            for warning in config.warnings:  # once per sweep: "key: message" without the location
+                message = warning.split(": ", 1)[-1]
+                if message not in warned:
+                    warned.add(message)
+                    print(f"prge: warning: {path}: {message}", file=sys.stderr)
             runs.append((label, config))
     return runs
 

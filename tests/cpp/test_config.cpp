@@ -15,9 +15,9 @@ std::string error_of(const std::string& yaml) {
 }  // namespace
 
 TEST(Config, DefaultsAndOverrides) {
-  auto c = prge::parse_run_config("estimator: {queries: 4, parallel: single}\noptimizer: {lr: 2e-4}\n");
+  auto c = prge::parse_run_config("estimator: {queries: 4, parallel: queries}\noptimizer: {lr: 2e-4}\n");
   EXPECT_EQ(c.estimator.queries, 4);
-  EXPECT_EQ(c.estimator.parallel, prge::Parallelism::Single);
+  EXPECT_EQ(c.estimator.parallel, prge::Parallelism::Queries);
   EXPECT_DOUBLE_EQ(c.optimizer.lr, 2e-4);
   EXPECT_EQ(c.adapter.rank, 16);
   EXPECT_EQ(c.adapter.targets.size(), 7u);
@@ -51,10 +51,22 @@ TEST(Config, MalformedYamlReportsLine) {
 TEST(Config, MezoDropsAdapters) {
   auto c = prge::parse_run_config("estimator: {kind: mezo, epsilon: 1e-3}\n");
   EXPECT_FALSE(c.use_adapter);
-  EXPECT_EQ(c.estimator.parallel, prge::Parallelism::None);
-  EXPECT_NE(error_of("estimator: {kind: mezo, parallel: dual}").find("must be 'none' for mezo"), std::string::npos);
+  EXPECT_EQ(c.estimator.parallel, prge::Parallelism::Sequential);
+  EXPECT_NE(error_of("estimator: {kind: mezo, parallel: dual}").find("must be 'sequential' for mezo"), std::string::npos);
 }
 
 TEST(Config, MissingFile) {
   EXPECT_THROW(prge::load_run_config("/nonexistent/run.yaml"), prge::ConfigError);
+}
+
+TEST(Config, OldParallelSpellingsReadWithDeprecationWarning) {
+  auto c = prge::parse_run_config("estimator:\n  parallel: single\n", "old.yaml");
+  EXPECT_EQ(c.estimator.parallel, prge::Parallelism::Queries);
+  ASSERT_EQ(c.warnings.size(), 1u);
+  EXPECT_NE(c.warnings[0].find("old.yaml:2:13: estimator.parallel"), std::string::npos) << c.warnings[0];
+  EXPECT_NE(c.warnings[0].find("now spelled 'queries'"), std::string::npos) << c.warnings[0];
+  EXPECT_EQ(prge::parse_run_config("estimator: {parallel: none}").estimator.parallel, prge::Parallelism::Sequential);
+  EXPECT_TRUE(prge::parse_run_config("estimator: {parallel: sequential}").warnings.empty());
+  // The normalised YAML carries the new spelling only.
+  EXPECT_NE(c.to_yaml().find("parallel: queries"), std::string::npos);
 }

@@ -34,7 +34,7 @@ def test_normalised_yaml_round_trips():
     assert tree["estimator"]["epsilon"] == 1e-5 and tree["optimizer"]["lr"] == 3.0
     assert tree["model"]["name"] == 'odd "dir"' and tree["adapter"]["targets"] == ["q_proj", "v_proj"]
     assert tree["estimator"]["rng"] == "counter" and tree["data"]["protocol"] == "mezo"
-    assert prge.parse_run_config("adapter: null\nestimator: {kind: mezo, parallel: none}\n").to_yaml().count("adapter: null") == 1
+    assert prge.parse_run_config("adapter: null\nestimator: {kind: mezo, parallel: sequential}\n").to_yaml().count("adapter: null") == 1
 
 
 def test_cli_reports_errors_without_traceback(tmp_path, capsys):
@@ -47,8 +47,10 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     assert "config file not found" in capsys.readouterr().err
     good = tmp_path / "good.yaml"
     good.write_text("estimator: {queries: 2}\n")
-    assert main(["check", str(good), "--set", "estimator.parallel=single"]) == 0
-    assert "parallel: single" in capsys.readouterr().out
+    assert main(["check", str(good), "--set", "estimator.parallel=single"]) == 0  # old spelling
+    out, err = capsys.readouterr()
+    assert "parallel: queries" in out
+    assert "prge: warning:" in err and "parallel mode 'single' is now spelled 'queries'" in err
 
 
 def test_train_end_to_end(tmp_path):
@@ -77,10 +79,12 @@ def test_train_end_to_end(tmp_path):
 def test_mezo_and_missing_data(tmp_path, capsys):
     model_dir, data_dir = make_tiny_assets(tmp_path)
     config = write_config(tmp_path, model_dir, data_dir,
-                          estimator={"kind": "mezo", "queries": 1, "epsilon": 1e-3, "parallel": "none"},
+                          estimator={"kind": "mezo", "queries": 1, "epsilon": 1e-3, "parallel": "sequential"},
                           run={"steps": 2, "eval_every": 0})
-    assert main(["train", str(config), "--no-progress"]) == 0
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["estimator"] == "mezo"
+    assert main(["train", str(config), "--no-progress", "--engine", "eager"]) == 0  # the old flag
+    assert "--engine is now spelled --runtime" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["estimator"] == "mezo" and summary["runtime"] == "eager" and summary["parallel"] == "sequential"
     config = write_config(tmp_path, model_dir, tmp_path / "nowhere")
     assert main(["train", str(config), "--no-progress"]) == 2
     assert "not found" in capsys.readouterr().err
@@ -96,19 +100,19 @@ def test_sweep_resumes(tmp_path, capsys):
     sweep.write_text(yaml.safe_dump({
         "base": base.name, "output_root": str(tmp_path / "sweep"),
         "grid": {"estimator.queries": [1, 2]},
-        "variants": [{"name": "dual"}, {"name": "single", "estimator.parallel": "single"}]}))
+        "variants": [{"name": "dual"}, {"name": "queries", "estimator.parallel": "queries"}]}))
     assert main(["sweep", str(sweep)]) == 0
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == [
-        "dual-queries1", "dual-queries2", "single-queries1", "single-queries2"]
+        "dual-queries1", "dual-queries2", "queries-queries1", "queries-queries2"]
     capsys.readouterr()
     assert main(["sweep", str(sweep)]) == 0
     assert capsys.readouterr().out.count("finished earlier, skipping") == 4
     assert main(["report", str(tmp_path / "sweep"), "--out", str(tmp_path / "report")]) == 0
     table = (tmp_path / "report" / "sweep.md").read_text()
-    assert table.count("| dual-queries1 |") == 2 and table.count("| single-queries2 |") == 2  # method + run rows
+    assert table.count("| dual-queries1 |") == 2 and table.count("| queries-queries2 |") == 2  # method + run rows
     with open(tmp_path / "report" / "sweep_runs.csv") as f:
         rows = list(csv.DictReader(f))
-    assert sorted(r["run"] for r in rows) == ["dual-queries1", "dual-queries2", "single-queries1", "single-queries2"]
+    assert sorted(r["run"] for r in rows) == ["dual-queries1", "dual-queries2", "queries-queries1", "queries-queries2"]
     for figure in ("sweep_loss_vs_step.png", "sweep_accuracy_vs_forward_passes.png"):
         assert (tmp_path / "report" / figure).read_bytes()[:4] == b"\x89PNG"
     assert main(["report", str(tmp_path / "empty")]) == 2

@@ -2,8 +2,9 @@
 device, the RGE direction over the flat adapter buffer) must equal the plain path it replaces (host-side estimate, per-matrix stacks of B copies, score_sequences losses).
 A mis-sliced flat view, a wrong segment offset or param index in the direction, or a
 mis-weighted answer row would each break it. Tolerance: the two paths sum the answer-token
-losses in different orders (float32, ~1e-7 apart); g amplifies that by 1/(2 eps) and momentum
-carries it over 3 steps, so B agrees to 1e-5 (observed ~1e-6), losses to 1e-6."""
+losses in different orders (float32, a few ulps: up to 1.4e-6 at losses near 5, i.e. 3e-7
+relative); g amplifies that by 1/(2 eps) and momentum carries it over 3 steps, so B agrees to
+1e-5 (observed ~1e-6), losses to 1e-6 relative."""
 import pytest
 import torch
 
@@ -24,7 +25,7 @@ def run(path, fused, options, steps=3, momentum=0.0):
 @pytest.mark.parametrize("rng", ["torch", "counter"])
 @pytest.mark.parametrize("difference", ["central", "forward"])
 @pytest.mark.parametrize("queries", [1, 3])
-@pytest.mark.parametrize("parallel", ["dual", "single", "none"])
+@pytest.mark.parametrize("parallel", ["dual", "queries", "sequential"])
 def test_fused_step_equals_plain_path(tiny_llama, rng, difference, queries, parallel):
     path, _ = tiny_llama
     options = prge.EstimatorOptions("prge", queries, EPS, difference, parallel, rng=rng)
@@ -32,10 +33,10 @@ def test_fused_step_equals_plain_path(tiny_llama, rng, difference, queries, para
     plain, plain_b = run(path, False, options, momentum=0.9)
     for f, p in zip(fused, plain):
         assert (f.forward_passes, f.sequences) == (p.forward_passes, p.sequences)
-        torch.testing.assert_close(torch.tensor(f.losses), torch.tensor(p.losses), rtol=0, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(f.losses), torch.tensor(p.losses), rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(torch.tensor(f.projected_grads), torch.tensor(p.projected_grads),
                                    rtol=0, atol=1e-6 / EPS)
-        assert f.loss == pytest.approx(p.loss, abs=1e-6)
+        assert f.loss == pytest.approx(p.loss, rel=1e-6, abs=1e-6)
     for f, p in zip(fused_b, plain_b):
         torch.testing.assert_close(f, p, rtol=0, atol=1e-5)
 
@@ -54,6 +55,6 @@ def test_adapters_are_views_of_one_flat_buffer(tiny_llama):
 
 def test_mezo_keeps_the_plain_path(tiny_llama):
     path, _ = tiny_llama
-    trainer = prge.Trainer(prge.LlamaModel.from_pretrained(str(path)), prge.EstimatorOptions("mezo", 1, EPS, "central", "none"),
+    trainer = prge.Trainer(prge.LlamaModel.from_pretrained(str(path)), prge.EstimatorOptions("mezo", 1, EPS, "central", "sequential"),
                            prge.OptimizerOptions(lr=LR), SEED)
     assert not trainer.uses_fused_step

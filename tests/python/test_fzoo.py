@@ -12,7 +12,7 @@ from test_prge_reference import EPS, LR, SEED, make_native
 
 
 @pytest.mark.parametrize("rng", ["torch", "counter"])
-@pytest.mark.parametrize("parallel", ["dual", "single"])
+@pytest.mark.parametrize("parallel", ["dual", "queries"])
 def test_fzoo_matches_reference(tiny_llama, rng, parallel):
     path, hf = tiny_llama
     native = make_native(path)

@@ -111,7 +111,7 @@ def test_speed_sweep_and_report(tmp_path):
         "output_root": str(tmp_path / "runs"),
         "report": {"title": "tiny speed", "out": str(tmp_path / "report")},
         "grid": {"estimator.queries": [1, 4]},
-        "variants": [{"name": "none", "estimator.parallel": "none"},
+        "variants": [{"name": "sequential", "estimator.parallel": "sequential"},
                      {"name": "dual", "estimator.parallel": "dual"}]}))
     assert main(["sweep", str(sweep)]) == 0
     summary = json.loads((tmp_path / "runs" / "dual-queries4" / "summary.json").read_text())
@@ -120,8 +120,8 @@ def test_speed_sweep_and_report(tmp_path):
     assert main(["report", str(sweep)]) == 0
     with open(tmp_path / "report" / "speed_speed.csv") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
-    assert float(rows["none-queries4"]["speedup_vs_sequential"]) == 1.0
-    expected = float(rows["none-queries4"]["step_seconds"]) / float(rows["dual-queries4"]["step_seconds"])
+    assert float(rows["sequential-queries4"]["speedup_vs_sequential"]) == 1.0
+    expected = float(rows["sequential-queries4"]["step_seconds"]) / float(rows["dual-queries4"]["step_seconds"])
     assert float(rows["dual-queries4"]["speedup_vs_sequential"]) == pytest.approx(expected, rel=1e-3)
     assert (tmp_path / "report" / "speed_speedup_vs_q.png").read_bytes()[:4] == b"\x89PNG"
     sweep.write_text(yaml.safe_dump({"mode": "race"}))
@@ -155,3 +155,16 @@ def test_every_committed_sweep_expands():
     for sweep in sweeps:
         runs = expand_sweep(sweep)
         assert runs and len({label for label, _ in runs}) == len(runs), sweep.name
+        assert not [w for _, config in runs for w in config.warnings], f"{sweep.name}: deprecated spelling"
+
+
+def test_summaries_from_before_the_rename_read_with_current_names(tmp_path):
+    """Committed results say parallel: single / none; reports group them with queries / sequential."""
+    import json
+
+    from prge import run_summary
+
+    for old, new in (("single", "queries"), ("none", "sequential"), ("dual", "dual")):
+        path = tmp_path / f"{old}.json"
+        path.write_text(json.dumps({"parallel": old, "accuracy_after": 0.5}))
+        assert run_summary.read(path)["parallel"] == new

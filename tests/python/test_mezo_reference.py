@@ -17,7 +17,7 @@ def run_both(tiny_llama, lr, queries=2):
     native = prge.LlamaModel.from_pretrained(str(path))
     before = {n: t.clone() for n, t in native.full_parameters()}
     names = [(i, n) for i, (n, _) in enumerate(native.full_parameters())]
-    trainer = prge.Trainer(native, prge.EstimatorOptions("mezo", queries, EPS, parallel="none"),
+    trainer = prge.Trainer(native, prge.EstimatorOptions("mezo", queries, EPS, parallel="sequential"),
                            prge.OptimizerOptions(lr=lr), SEED)
     batch = make_batch(128)
     result = trainer.step(batch)
@@ -48,7 +48,7 @@ def test_mezo_lr0_leaves_weights_bit_identical(tiny_llama, dtype):
     path, _ = tiny_llama
     native = prge.LlamaModel.from_pretrained(str(path), "cpu", dtype)
     before = {n: t.clone() for n, t in native.full_parameters()}
-    trainer = prge.Trainer(native, prge.EstimatorOptions("mezo", 2, EPS, parallel="none"),
+    trainer = prge.Trainer(native, prge.EstimatorOptions("mezo", 2, EPS, parallel="sequential"),
                            prge.OptimizerOptions(lr=0.0), SEED)
     grads = [g for s in range(25) for g in trainer.step(make_batch(128, seed=s)).projected_grads]
     assert all(g != 0.0 for g in grads)

@@ -42,7 +42,7 @@ def test_reproduction_notebook(tmp_path):
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({
         "base": base.name, "grid": {"run.seed": [1, 2]},
-        "variants": [{"name": "lora_fa_q1", "estimator.queries": 1, "estimator.parallel": "none"},
+        "variants": [{"name": "lora_fa_q1", "estimator.queries": 1, "estimator.parallel": "sequential"},
                      {"name": "prge_q2_dual", "estimator.queries": 2, "estimator.parallel": "dual"}]}))
     report = tmp_path / "report"
     execute("reproduction.ipynb", "\n".join([

@@ -22,7 +22,7 @@ def make_native(path, rank=4):
 
 
 @pytest.mark.parametrize("rng", ["torch", "counter"])
-@pytest.mark.parametrize("parallel", ["dual", "single", "none"])
+@pytest.mark.parametrize("parallel", ["dual", "queries", "sequential"])
 @pytest.mark.parametrize("difference", ["central", "forward"])
 @pytest.mark.parametrize("queries", [1, 3])
 def test_prge_matches_reference(tiny_llama, parallel, difference, queries, rng):
@@ -39,7 +39,7 @@ def test_prge_matches_reference(tiny_llama, parallel, difference, queries, rng):
     ref_losses, ref_grads, ref_b = reference.rge_step(
         hf, adapters, b_before, batch, seed=SEED, step=7, queries=queries, epsilon=EPS, lr=LR,
         difference=difference, rng=rng)
-    expected_passes = {"dual": 1, "single": 2, "none": 2 * queries if difference == "central" else queries + 1}
+    expected_passes = {"dual": 1, "queries": 2, "sequential": 2 * queries if difference == "central" else queries + 1}
     assert result.forward_passes == expected_passes[parallel]
     torch.testing.assert_close(torch.tensor(sorted(result.losses)), torch.tensor(sorted(ref_losses)),
                                rtol=0, atol=1e-5)

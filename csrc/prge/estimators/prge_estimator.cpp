@@ -33,12 +33,12 @@ std::vector<PerturbationPlan> device_step_plans(const EstimatorOptions& options,
       plans.push_back(central ? PerturbationPlan::central_dual(stream, step, q, eps)
                               : PerturbationPlan::forward_difference(stream, step, q, eps));
       break;
-    case Parallelism::Single:
+    case Parallelism::Queries:
       plans.push_back(central ? PerturbationPlan::one_sided(stream, step, q, eps)
                               : PerturbationPlan::unperturbed(stream, step, q));
       plans.push_back(PerturbationPlan::one_sided(stream, step, q, central ? -eps : eps));
       break;
-    case Parallelism::None:
+    case Parallelism::Sequential:
       if (!central) plans.push_back(PerturbationPlan::unperturbed(stream, step, q));
       for (double sign : central ? std::vector<double>{1.0, -1.0} : std::vector<double>{1.0}) {
         for (int64_t i = 0; i < q; ++i) plans.push_back(PerturbationPlan::single_query(stream, step, q, i, sign * eps));
@@ -109,7 +109,7 @@ ZoEstimate PrgeEstimator::estimate(LlamaModel& model, const TokenBatch& batch, i
       auto all = run(PerturbationPlan::central_dual(stream, step, q, eps));
       std::copy(all.begin(), all.begin() + q, first.begin());
       std::copy(all.begin() + q, all.end(), second.begin());
-    } else if (options_.parallel == Parallelism::Single) {
+    } else if (options_.parallel == Parallelism::Queries) {
       first = run(PerturbationPlan::one_sided(stream, step, q, eps));
       second = run(PerturbationPlan::one_sided(stream, step, q, -eps));
     } else {
@@ -133,7 +133,7 @@ ZoEstimate PrgeEstimator::estimate(LlamaModel& model, const TokenBatch& batch, i
       std::copy(all.begin() + 1, all.end(), first.begin());
     } else {
       center = run(unperturbed)[0];
-      if (options_.parallel == Parallelism::Single) {
+      if (options_.parallel == Parallelism::Queries) {
         first = run(PerturbationPlan::one_sided(stream, step, q, eps));
       } else {
         for (int64_t i = 0; i < q; ++i) {

@@ -1,7 +1,7 @@
 #pragma once
 // RGE over LoRA-FA B with P-RGE parallelism: the outer loop batches the q queries into
 // one forward ([q*b, T]) and the inner loop ("dual") adds the ±ε copies ([2q*b, T]).
-// parallel: none with q = 1 is the plain ZO LoRA-FA baseline.
+// parallel: sequential with q = 1 is the plain ZO LoRA-FA baseline.
 #include "prge/estimators/zo_estimator.h"
 #include "prge/losses.h"
 #include "prge/perturbation_plan.h"
@@ -27,7 +27,7 @@ std::vector<double> evaluate_plan(const LlamaModel& model, const TokenBatch& bat
 
 // P-RGE as plans of one forward each whose losses, concatenated, come in the dual plan's
 // order: central [θ+εz_0..θ+εz_{q-1}, θ−εz_0..θ−εz_{q-1}], forward [θ, θ+εz_0..θ+εz_{q-1}].
-// dual: one plan; single: two (the + and − sides, or θ and the + side); none: one per point.
+// dual: one plan; queries: two (the + and − sides, or θ and the + side); sequential: one per point.
 // Such a step runs on device tensors alone (no host sync), which lets the trainer capture
 // it as a CUDA graph.
 bool runs_on_device(const EstimatorOptions& options);  // every P-RGE mode

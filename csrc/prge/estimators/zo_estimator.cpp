@@ -26,9 +26,16 @@ Difference parse_difference(const std::string& name) {
 
 Parallelism parse_parallelism(const std::string& name) {
   if (name == "dual") return Parallelism::Dual;
-  if (name == "single") return Parallelism::Single;
-  if (name == "none") return Parallelism::None;
-  throw std::invalid_argument(fmt::format("unknown parallel mode '{}' (allowed: dual, single, none)", name));
+  if (name == "queries" || name == "single") return Parallelism::Queries;
+  if (name == "sequential" || name == "none") return Parallelism::Sequential;
+  throw std::invalid_argument(
+      fmt::format("unknown parallel mode '{}' (allowed: dual, queries, sequential)", name));
+}
+
+std::string deprecated_parallelism(const std::string& name) {
+  if (name != "single" && name != "none") return "";
+  const auto now = to_string(parse_parallelism(name));
+  return fmt::format("parallel mode '{}' is now spelled '{}' (the old spelling will be removed)", name, now);
 }
 
 std::string to_string(EstimatorKind kind) {
@@ -41,15 +48,15 @@ std::string to_string(EstimatorKind kind) {
 }
 std::string to_string(Difference d) { return d == Difference::Central ? "central" : "forward"; }
 std::string to_string(Parallelism p) {
-  return p == Parallelism::Dual ? "dual" : (p == Parallelism::Single ? "single" : "none");
+  return p == Parallelism::Dual ? "dual" : (p == Parallelism::Queries ? "queries" : "sequential");
 }
 
 void EstimatorOptions::validate() const {
   if (queries < 1) throw std::invalid_argument("estimator.queries must be >= 1");
   if (!(epsilon > 0.0)) throw std::invalid_argument("estimator.epsilon must be > 0");
-  if (kind == EstimatorKind::Mezo && parallel != Parallelism::None) {
+  if (kind == EstimatorKind::Mezo && parallel != Parallelism::Sequential) {
     throw std::invalid_argument(
-        "estimator.parallel must be 'none' for mezo: full-parameter MeZO perturbs the weights in "
+        "estimator.parallel must be 'sequential' for mezo: full-parameter MeZO perturbs the weights in "
         "place, one point at a time");
   }
   if (kind == EstimatorKind::Fzoo) {

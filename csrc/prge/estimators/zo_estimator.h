@@ -17,14 +17,18 @@ namespace prge {
 
 enum class EstimatorKind { Prge, Fzoo, Mezo, FirstOrder };
 enum class Difference { Central, Forward };
-// Dual: every ±ε point of every query in one forward (P-RGE inner + outer loop).
-// Single: the q queries batched, but + and − (or θ and θ+εz) in two forwards (outer loop).
-// None: one forward per evaluation (ZO LoRA-FA / MeZO style).
-enum class Parallelism { Dual, Single, None };
+// How the evaluated points share forwards (estimator.parallel):
+//   dual:       every ±ε point of every query in one forward (P-RGE inner + outer loop);
+//   queries:    the q queries batched, + and − (or θ and θ+εz) in two forwards (outer loop);
+//   sequential: one forward per evaluated point (ZO LoRA-FA / MeZO style).
+// The spellings before 0.3, single and none, are still read (see deprecated_parallelism).
+enum class Parallelism { Dual, Queries, Sequential };
 
 EstimatorKind parse_estimator_kind(const std::string& name);
 Difference parse_difference(const std::string& name);
 Parallelism parse_parallelism(const std::string& name);
+// The deprecation message for an old spelling of a parallel mode, "" for a current one.
+std::string deprecated_parallelism(const std::string& name);
 std::string to_string(EstimatorKind kind);
 std::string to_string(Difference difference);
 std::string to_string(Parallelism parallel);

@@ -1,3 +1,7 @@
-"""Fine-tuning through unmodified inference engines: the P-RGE step exported as one
-forward pass (step_module), its integer-op RNG (counter_rng), runtimes (ONNX Runtime,
-AOTInductor) and the `prge export` / `prge train --engine` driver (engine)."""
+"""Fine-tuning through unmodified inference runtimes (ONNX Runtime, AOTInductor, ExecuTorch):
+  step_module            the P-RGE step as one forward pass, mirroring the C++ trainer
+  counter_rng            its integer-op RNG (the same integers as csrc/prge/counter_rng.h)
+  run_data               the run's training batches at the step's static shape
+  exporters              `prge export`: the step file, batches, initial B, export.json
+  runners                one step a call through each runtime from Python
+  train_through_runtime  `prge train --runtime`: the training loop over a runner"""

@@ -15,7 +15,8 @@ Two flavours of the same step:
   FunctionalStep    — B_p are inputs and the updated B_p outputs, for runtimes without
                       mutable state (ONNX Runtime): the caller feeds them back.
 Shapes are static: [b, T] and the number of answer tokens K per sequence are fixed at
-export. The arithmetic follows the C++ engine (prge.Trainer, estimator.rng: counter)."""
+export. The arithmetic follows the C++ trainer (prge.Trainer, estimator.rng: counter), and
+the methods carry the names of the C++ functions they mirror, so the two read side by side."""
 from __future__ import annotations
 
 import math
@@ -26,7 +27,6 @@ from torch import nn
 
 from prge._core import IGNORE_INDEX
 from prge.export import counter_rng
-
 
 
 @dataclass(frozen=True)
@@ -93,18 +93,19 @@ class _PrgeStepBase(nn.Module):
                              persistent=False)
         self.slot = {name: i for i, name in enumerate(w.adapter_names)}
 
-    # -- model -------------------------------------------------------------------------
-    def _rms_norm(self, x, weight):
+    # -- the model: csrc/prge/models/llama.cpp, lora_fa_linear.cpp, losses.cpp --------------
+    def rms_norm(self, x, weight):
         variance = x.float().pow(2).mean(-1, keepdim=True)
         return (x.float() * torch.rsqrt(variance + self.w.eps)).to(x.dtype) * weight
 
-    def _rope(self, x):  # [N, H, T, D]
+    def apply_rope(self, x):  # [N, H, T, D]
         half = x.shape[-1] // 2
         rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
         return x * self.rope_cos + rotated * self.rope_sin
 
-    def _project(self, x, layer: int, name: str, kind: str, stacked_b):
-        """x [C*b, T, in] -> W x + scaling * B_c (A x), copy c using its own B_c."""
+    def lora_fa_linear(self, x, layer: int, name: str, kind: str, group_copies):
+        """x [C*b, T, in] -> W x + scaling * B_c (A x), copy c using its own B_c
+        (LoraFaLinear::forward / linear_plus_low_rank)."""
         full = f"model.layers.{layer}.{kind}.{name}.weight"
         y = torch.matmul(x, self.w.weight(full).t())
         key = f"layers.{layer}.{name}"
@@ -112,36 +113,41 @@ class _PrgeStepBase(nn.Module):
             return y
         a = getattr(self.w, f"A__{key.replace('.', '__')}")
         c, n, t = self.spec.copies, x.shape[0] // self.spec.copies, x.shape[1]
-        xa = torch.matmul(x, a.t()).reshape(c, n * t, a.shape[0])          # [C, b*T, r]
-        low = torch.bmm(xa, stacked_b[self.slot[key]].transpose(1, 2))      # [C, b*T, out]
+        ax = torch.matmul(x, a.t()).reshape(c, n * t, a.shape[0])             # [C, b*T, r]
+        low = torch.bmm(ax, group_copies[self.slot[key]].transpose(1, 2))      # [C, b*T, out]
         return y + self.w.scaling[key] * low.reshape(c * n, t, -1)
 
-    def _hidden(self, input_ids, stacked_b):
+    def attention_block(self, i: int, h, group_copies):
         w = self.w
-        n, t = input_ids.shape
-        h = torch.nn.functional.embedding(input_ids, w.weight("model.embed_tokens.weight"))
+        n, t = h.shape[0], h.shape[1]
+        q = self.lora_fa_linear(h, i, "q_proj", "self_attn", group_copies).view(n, t, w.heads, w.head_dim).transpose(1, 2)
+        k = self.lora_fa_linear(h, i, "k_proj", "self_attn", group_copies).view(n, t, w.kv_heads, w.head_dim).transpose(1, 2)
+        v = self.lora_fa_linear(h, i, "v_proj", "self_attn", group_copies).view(n, t, w.kv_heads, w.head_dim).transpose(1, 2)
+        q, k = self.apply_rope(q), self.apply_rope(k)
+        groups = w.heads // w.kv_heads
+        if groups > 1:
+            k = k.unsqueeze(2).expand(n, w.kv_heads, groups, t, w.head_dim).reshape(n, w.heads, t, w.head_dim)
+            v = v.unsqueeze(2).expand(n, w.kv_heads, groups, t, w.head_dim).reshape(n, w.heads, t, w.head_dim)
+        scores = torch.matmul(q, k.transpose(2, 3)) * (1.0 / math.sqrt(w.head_dim)) + self.causal_mask
+        attn = torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), v)
+        attn = attn.transpose(1, 2).reshape(n, t, w.heads * w.head_dim)
+        return self.lora_fa_linear(attn, i, "o_proj", "self_attn", group_copies)
+
+    def mlp_block(self, i: int, h, group_copies):
+        gate = self.lora_fa_linear(h, i, "gate_proj", "mlp", group_copies)
+        up = self.lora_fa_linear(h, i, "up_proj", "mlp", group_copies)
+        return self.lora_fa_linear(torch.nn.functional.silu(gate) * up, i, "down_proj", "mlp", group_copies)
+
+    def hidden_states(self, input_ids, group_copies):
+        w = self.w
+        x = torch.nn.functional.embedding(input_ids, w.weight("model.embed_tokens.weight"))  # residual stream
         for i in range(w.num_layers):
             p = f"model.layers.{i}."
-            x = self._rms_norm(h, w.weight(p + "input_layernorm.weight"))
-            q = self._project(x, i, "q_proj", "self_attn", stacked_b).view(n, t, w.heads, w.head_dim).transpose(1, 2)
-            k = self._project(x, i, "k_proj", "self_attn", stacked_b).view(n, t, w.kv_heads, w.head_dim).transpose(1, 2)
-            v = self._project(x, i, "v_proj", "self_attn", stacked_b).view(n, t, w.kv_heads, w.head_dim).transpose(1, 2)
-            q, k = self._rope(q), self._rope(k)
-            groups = w.heads // w.kv_heads
-            if groups > 1:
-                k = k.unsqueeze(2).expand(n, w.kv_heads, groups, t, w.head_dim).reshape(n, w.heads, t, w.head_dim)
-                v = v.unsqueeze(2).expand(n, w.kv_heads, groups, t, w.head_dim).reshape(n, w.heads, t, w.head_dim)
-            scores = torch.matmul(q, k.transpose(2, 3)) * (1.0 / math.sqrt(w.head_dim)) + self.causal_mask
-            attn = torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), v)
-            attn = attn.transpose(1, 2).reshape(n, t, w.heads * w.head_dim)
-            h = h + self._project(attn, i, "o_proj", "self_attn", stacked_b)
-            x = self._rms_norm(h, w.weight(p + "post_attention_layernorm.weight"))
-            gate = self._project(x, i, "gate_proj", "mlp", stacked_b)
-            up = self._project(x, i, "up_proj", "mlp", stacked_b)
-            h = h + self._project(torch.nn.functional.silu(gate) * up, i, "down_proj", "mlp", stacked_b)
-        return self._rms_norm(h, w.weight("model.norm.weight"))
+            x = x + self.attention_block(i, self.rms_norm(x, w.weight(p + "input_layernorm.weight")), group_copies)
+            x = x + self.mlp_block(i, self.rms_norm(x, w.weight(p + "post_attention_layernorm.weight")), group_copies)
+        return self.rms_norm(x, w.weight("model.norm.weight"))
 
-    def _copy_losses(self, hidden, targets):
+    def copy_losses(self, hidden, targets):
         """Mean over each copy's sequences of the mean answer-token NLL: [C]."""
         s = self.spec
         n, t = targets.shape
@@ -158,35 +164,46 @@ class _PrgeStepBase(nn.Module):
         per_sequence = nll.sum(1) / valid.sum(1)
         return per_sequence.view(s.copies, -1).mean(1)
 
-    # -- the step ----------------------------------------------------------------------
-    def _step(self, input_ids, targets, lr, epsilon, step_key, bs: list[torch.Tensor]):
+    # -- the step: csrc/prge/perturbation*.cpp, estimators/prge_estimator.cpp, optim/ --------
+    def noise(self, p: int, b, step_key):
+        """z_{p,0..q-1} of adapter p (PerturbationStream::noise_block, counter RNG)."""
         s = self.spec
-        zs = []
-        stacked = []
-        for p, b in enumerate(bs):
-            keys = counter_rng.stream_keys(step_key, self.coordinates[p], s.shift_mode)
-            z = counter_rng.noise(keys, b.numel(), s.gaussian, s.shift_mode).view(s.queries, *b.shape).to(b.dtype)
-            zs.append(z)
-            scaled = z * epsilon.to(b.dtype)
-            stacked.append(torch.cat([b.unsqueeze(0) + scaled, b.unsqueeze(0) - scaled], 0))
-        ids = input_ids.repeat(s.copies, 1)
-        tg = targets.repeat(s.copies, 1)
-        losses = self._copy_losses(self._hidden(ids, stacked), tg)
+        keys = counter_rng.stream_keys(step_key, self.coordinates[p], s.shift_mode)
+        return counter_rng.noise(keys, b.numel(), s.gaussian, s.shift_mode).view(s.queries, *b.shape).to(b.dtype)
+
+    def stack(self, b, z, epsilon):
+        """[B + eps z_0 .. B + eps z_{q-1}, B - eps z_0 ..] (MaterializedPlan::stack, central dual)."""
+        scaled = z * epsilon.to(b.dtype)
+        return torch.cat([b.unsqueeze(0) + scaled, b.unsqueeze(0) - scaled], 0)
+
+    def estimate(self, input_ids, targets, epsilon, zs, bs):
+        """(loss, g): one forward of all 2q copies (PrgeEstimator::estimate, parallel: dual)."""
+        s = self.spec
+        group_copies = [self.stack(b, z, epsilon) for b, z in zip(bs, zs)]
+        hidden = self.hidden_states(input_ids.repeat(s.copies, 1), group_copies)
+        losses = self.copy_losses(hidden, targets.repeat(s.copies, 1))
         plus, minus = losses[: s.queries], losses[s.queries:]
-        grads = (plus - minus) / (2.0 * epsilon)
-        loss = (0.5 * (plus + minus)).mean()
-        updated = []
-        for b, z in zip(bs, zs):
-            direction = torch.tensordot(grads.to(torch.float32), z.to(torch.float32), dims=([0], [0])) / s.queries
-            updated.append((b.to(torch.float32) - lr * direction).to(b.dtype))
-        return loss, grads, updated
+        return (0.5 * (plus + minus)).mean(), (plus - minus) / (2.0 * epsilon)
+
+    def combine(self, grads, z):
+        """(1/q) sum_i g_i z_i (PerturbationStream::combine)."""
+        return torch.tensordot(grads.to(torch.float32), z.to(torch.float32), dims=([0], [0])) / self.spec.queries
+
+    def update(self, b, direction, lr):
+        """B - lr * d (Optimizer::update, kind: sgd, no momentum or decay)."""
+        return (b.to(torch.float32) - lr * direction).to(b.dtype)
+
+    def step(self, input_ids, targets, lr, epsilon, step_key, bs: list[torch.Tensor]):
+        zs = [self.noise(p, b, step_key) for p, b in enumerate(bs)]
+        loss, grads = self.estimate(input_ids, targets, epsilon, zs, bs)
+        return loss, grads, [self.update(b, self.combine(grads, z), lr) for b, z in zip(bs, zs)]
 
 
 class FunctionalStep(_PrgeStepBase):
     """B in, updated B out (runtimes without mutable state)."""
 
     def forward(self, input_ids, targets, lr, epsilon, step_key, *bs):
-        loss, grads, updated = self._step(input_ids, targets, lr, epsilon, step_key, list(bs))
+        loss, grads, updated = self.step(input_ids, targets, lr, epsilon, step_key, list(bs))
         return (loss, grads, *updated)
 
     def initial_inputs(self) -> list[torch.Tensor]:
@@ -205,7 +222,7 @@ class MutableBufferStep(_PrgeStepBase):
         return [getattr(self, f"lora_b_{i}") for i in range(len(self.w.initial_b))]
 
     def forward(self, input_ids, targets, lr, epsilon, step_key):
-        loss, grads, updated = self._step(input_ids, targets, lr, epsilon, step_key, self.lora_b())
+        loss, grads, updated = self.step(input_ids, targets, lr, epsilon, step_key, self.lora_b())
         for buffer, new in zip(self.lora_b(), updated):
             buffer.copy_(new)
         return (loss, grads, *[u.clone() for u in updated])

@@ -17,7 +17,7 @@ def method_of(run_name: str) -> str:
 
 # The summary fields that name a method: runs equal in all of them are seeds of one method,
 # whatever their directories are called.
-IDENTITY = ("mode", "engine", "task", "model", "device", "dtype", "estimator", "queries", "parallel",
+IDENTITY = ("mode", "runtime", "task", "model", "device", "dtype", "estimator", "queries", "parallel",
             "epsilon", "optimizer", "lr", "batch_size", "steps", "protocol")
 
 

@@ -72,9 +72,9 @@ def accuracy_figures(runs: list[dict], out: Path, name: str) -> list[str]:
 def speed_figures(speed_rows: list[dict], out: Path, name: str) -> list[str]:
     """speed_rows: tables.speed_rows(runs)."""
     plt = _pyplot()
-    rows = [r for r in speed_rows if r["speedup_vs_sequential"] and r["parallel"] != "none"]
+    rows = [r for r in speed_rows if r["speedup_vs_sequential"] and r["parallel"] != "sequential"]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for parallel in ("single", "dual"):
+    for parallel in ("queries", "dual"):
         points = sorted((r["queries"], r["speedup_vs_sequential"]) for r in rows if r["parallel"] == parallel)
         if points:
             ax.plot(*zip(*points), marker="o", label=f"P-RGE {parallel}")

@@ -42,10 +42,10 @@ def accuracy_rows(runs: list[dict]) -> list[dict]:
 
 
 def speed_rows(runs: list[dict]) -> list[dict]:
-    """One row per method with its speed-up over the sequential (parallel: none) run of
+    """One row per method with its speed-up over the sequential (parallel: sequential) run of
     the same estimator kind and q, measured in the same sweep."""
     sequential = {(r["estimator"], r["queries"]): r["step_seconds"]
-                  for r in runs if r["parallel"] == "none"}
+                  for r in runs if r["parallel"] == "sequential"}
     rows = []
     for r in runs:
         base = sequential.get((r["estimator"], r["queries"]))
@@ -84,7 +84,7 @@ def write_report(runs: list[dict], title: str, out_dir: str | Path | None, name:
     if speed:
         rows = speed_rows(runs)
         lines += ["Speed at equal forward passes, measured in one process; speed-up is over the "
-                  "sequential run (parallel: none) of the same estimator and q.", ""]
+                  "sequential run (parallel: sequential) of the same estimator and q.", ""]
         lines += _markdown(SPEED_COLUMNS, rows)
         tables = [(f"{name}_speed.csv", SPEED_COLUMNS, rows)]
     else:

@@ -34,9 +34,10 @@ B_RTOL = 1e-3  # of max |B|
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from prge.export.engine import RunData, build_model
+    from prge.export.exporters import build_model
+    from prge.export.run_data import RunData
 
-    tmp = tmp_path_factory.mktemp("engines")
+    tmp = tmp_path_factory.mktemp("runtimes")
     model_dir, data_dir = make_tiny_assets(tmp)
     path = write_config(tmp, model_dir, data_dir,
                         estimator={"kind": "prge", "queries": 2, "parallel": "dual", "rng": "counter"},
@@ -64,7 +65,7 @@ def assert_matches(losses, final_b, ref_losses, ref_b):
 
 
 def run_cpp(export_dir):
-    from prge.export.engine import runner_binary
+    from prge.export.runners import runner_binary
 
     done = subprocess.run([str(runner_binary()), str(export_dir)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -75,8 +76,9 @@ def run_cpp(export_dir):
 
 
 @pytest.mark.parametrize("runtime", ["onnx", "aoti", "executorch"])
-def test_runtime_matches_eager_engine(setup, runtime):
-    from prge.export.engine import export_run, open_runner
+def test_runtime_matches_eager_trainer(setup, runtime):
+    from prge.export.exporters import export_run
+    from prge.export.runners import open_runner
 
     if runtime == "executorch":
         installed_module("executorch", "pip install --no-deps executorch==1.5.1")
@@ -93,12 +95,12 @@ def test_runtime_matches_eager_engine(setup, runtime):
         assert_matches(*run_cpp(export_dir), ref_losses, ref_b)
 
 
-def test_train_with_engine_cli(setup, capsys):
+def test_train_through_runtime_cli(setup, capsys):
     tmp, path, config, _, ref_losses, ref_b = setup
-    assert main(["train", str(path), "--engine", "onnx", "--no-progress",
+    assert main(["train", str(path), "--runtime", "onnx", "--no-progress",
                  "--set", f"run.output_dir={tmp / 'engine_run'}"]) == 0
     summary = json.loads((tmp / "engine_run" / "summary.json").read_text())
-    assert summary["engine"] == "onnx" and summary["steps"] == STEPS
+    assert summary["runtime"] == "onnx" and summary["steps"] == STEPS
     records = [json.loads(x) for x in (tmp / "engine_run" / "metrics.jsonl").read_text().splitlines()]
     assert_matches([r["loss"] for r in records], ref_b, ref_losses, ref_b)
     # the trained checkpoint holds the engine's B
@@ -107,5 +109,5 @@ def test_train_with_engine_cli(setup, capsys):
     # configs the exported step cannot express are refused with the reason
     assert main(["export", str(path), "--runtime", "onnx", "--set", "estimator.rng=torch"]) == 2
     assert "estimator.rng must be 'counter'" in capsys.readouterr().err
-    assert main(["export", str(path), "--runtime", "onnx", "--set", "estimator.parallel=single"]) == 2
+    assert main(["export", str(path), "--runtime", "onnx", "--set", "estimator.parallel=queries"]) == 2
     assert "prge / dual / central" in capsys.readouterr().err

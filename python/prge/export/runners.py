@@ -1,77 +1,16 @@
-"""Export the training step for a runtime and run it from Python.
-
-  export_onnx(step: FunctionalStep, path)     ONNX (torch.onnx dynamo exporter); B as I/O
-  export_aoti(step: MutableBufferStep, path)  AOTInductor .pt2; B in mutable buffers
-  export_executorch(step: MutableBufferStep, path)  ExecuTorch .pte (portable kernels);
-                                              B in mutable buffers (needs shift_mode='divide')
+"""Run an exported step from Python, one training step a call:
   OnnxRunner / AotiRunner / ExecuTorchRunner / EagerRunner
-                                              .step(ids, targets, lr, eps, step_key)
-                                              -> (loss, projected_grads, [B ...])"""
+      .step(ids, targets, lr, eps, step_key) -> (loss, projected_grads, [B ...])
+open_runner(export_dir) picks one from export.json; runner_binary() finds the pure C++ one."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from prge._core import IGNORE_INDEX
-
-from prge.export.step_module import FunctionalStep, MutableBufferStep
-
-
-def example_inputs(step, lr: float = 1e-3, epsilon: float = 1e-2, step_key: int = 0):
-    s = step.spec
-    device = step.coordinates.device
-    ids = torch.ones(s.batch_size, s.seq_len, dtype=torch.int64, device=device)
-    targets = torch.full((s.batch_size, s.seq_len), IGNORE_INDEX, dtype=torch.int64, device=device)
-    targets[:, -1] = 1
-    return (ids, targets, torch.tensor(lr, dtype=torch.float32, device=device),
-            torch.tensor(epsilon, dtype=torch.float32, device=device),
-            torch.tensor(step_key, dtype=torch.int64, device=device))
-
-
-def export_onnx(step: FunctionalStep, path: str | Path) -> Path:
-    """ONNX through torch.onnx's dynamo exporter. The onnxscript graph optimizer is off: on a
-    30-layer model it ran for over ten minutes (ONNX Runtime optimises the graph at load)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    b_inputs = tuple(step.initial_inputs())
-    names = ["input_ids", "targets", "lr", "epsilon", "step_key"] + [f"b_{i}" for i in range(len(b_inputs))]
-    outputs = ["loss", "projected_grads"] + [f"b_{i}_updated" for i in range(len(b_inputs))]
-    with torch.no_grad():
-        program = torch.onnx.export(step, example_inputs(step) + b_inputs, dynamo=True,
-                                    input_names=names, output_names=outputs, optimize=False,
-                                    external_data=False)
-    program.save(str(path))
-    return path
-
-
-def export_program(step: MutableBufferStep):
-    with torch.no_grad():
-        return torch.export.export(step, example_inputs(step), strict=False)
-
-
-def export_aoti(step: MutableBufferStep, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    program = export_program(step)
-    with torch.no_grad():
-        return Path(torch._inductor.aoti_compile_and_package(program, package_path=str(path)))
-
-
-def export_executorch(step: MutableBufferStep, path: str | Path) -> Path:
-    if step.spec.shift_mode != "divide":
-        raise ValueError("ExecuTorch's core ATen opset has no right shift: build the step with shift_mode='divide'")
-    try:
-        from executorch.exir import to_edge_transform_and_lower
-    except ImportError as e:
-        raise ImportError("the executorch runtime needs `pip install --no-deps executorch` "
-                          "(see scripts/install_deps.sh)") from e
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    program = to_edge_transform_and_lower(export_program(step)).to_executorch()
-    path.write_bytes(program.buffer)
-    return path
+from prge.export.step_module import MutableBufferStep
 
 
 def _scalars(lr, epsilon, step_key, device="cpu"):
@@ -149,3 +88,36 @@ class EagerRunner:
             loss, grads, *b = self.module(input_ids.to(device), targets.to(device),
                                           *_scalars(lr, epsilon, step_key, device))
         return float(loss), grads.double().cpu(), [x.cpu() for x in b]
+
+
+def open_runner(export_dir: str | Path):
+    export_dir = Path(export_dir)
+    manifest = json.loads((export_dir / "export.json").read_text())
+    path = export_dir / manifest["model"]
+    if manifest["runtime"] == "onnx":
+        from safetensors.torch import load_file
+
+        initial = load_file(str(export_dir / manifest["initial_b"]))
+        return OnnxRunner(path, [initial[f"b_{i}"] for i in range(len(initial))])
+    if manifest["runtime"] == "executorch":
+        return ExecuTorchRunner(path)
+    return AotiRunner(path, manifest["device"])
+
+
+def runner_binary() -> Path:
+    """The pure C++ runner, prge_run_exported, installed beside the package (or in the build tree)."""
+    here = Path(__file__).resolve().parents[1]
+    candidates = [here / "bin" / "prge_run_exported"]
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("prge._core")
+        if spec and spec.origin:
+            candidates.append(Path(spec.origin).parent / "bin" / "prge_run_exported")
+    except ImportError:
+        pass
+    candidates.append(here.parents[1] / "build" / "py" / "csrc" / "prge_run_exported")
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise FileNotFoundError(f"prge_run_exported not found (looked in {', '.join(map(str, candidates))})")

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-namespace prge::engines {
+namespace prge::runtimes {
 
 struct ExportedStepResult {
   double loss = 0.0;
@@ -38,4 +38,4 @@ std::unique_ptr<ExportedStep> open_onnx_step(const std::string& model_path,
                                              std::vector<torch::Tensor> initial_b);
 
 
-}  // namespace prge::engines
+}  // namespace prge::runtimes

@@ -1,8 +1,8 @@
 """Compare a run of the eager C++ engine with the same run through an inference runtime
-(`prge train CONFIG` vs `prge train CONFIG --engine RUNTIME`): per-step losses, accuracy,
+(`prge train CONFIG` vs `prge train CONFIG --runtime RUNTIME`): per-step losses, accuracy,
 seconds per step and the trained B. Writes a Markdown table.
 
-  python experiments/compare_engine_runs.py runs/engine_fine_food/eager runs/engine_fine_food/onnx \
+  python experiments/compare_runtime_runs.py runs/runtime_fine_food/eager runs/runtime_fine_food/onnx \
       --out experiments/results/engine_fine_food.md
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main():
     keys = sorted(k for k in be if "lora_b" in k)
     b_diff = max((be[k] - br[k]).abs().max().item() for k in keys)
     b_scale = max(be[k].abs().max().item() for k in keys)
-    runtime = sr.get("engine", "engine")
+    runtime = sr.get("runtime", sr.get("engine", "runtime"))
     lines = [
         f"# {se['model']} on {se['task']}: eager C++ engine vs {runtime} (same config, seed, batches)", "",
         f"P-RGE dual q={se['queries']}, {se['steps']} steps, counter RNG; CPU fp32. Accuracy is measured by prge's "

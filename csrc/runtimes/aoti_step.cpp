@@ -1,11 +1,11 @@
-#include "engines/exported_step.h"
+#include "runtimes/exported_step.h"
 
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 
 #include <filesystem>
 #include <stdexcept>
 
-namespace prge::engines {
+namespace prge::runtimes {
 namespace {
 
 ExportedStepResult unpack(const std::vector<torch::Tensor>& outputs) {
@@ -49,4 +49,4 @@ std::unique_ptr<ExportedStep> open_aoti_step(const std::string& package_path,
   return std::make_unique<AotiStep>(package_path, device);
 }
 
-}  // namespace prge::engines
+}  // namespace prge::runtimes

@@ -1,4 +1,4 @@
-#include "engines/exported_step.h"
+#include "runtimes/exported_step.h"
 
 #include <filesystem>
 #include <stdexcept>
@@ -7,7 +7,7 @@
 #include <onnxruntime_cxx_api.h>
 #endif
 
-namespace prge::engines {
+namespace prge::runtimes {
 
 #ifdef PRGE_WITH_ONNXRUNTIME
 namespace {
@@ -101,4 +101,4 @@ std::unique_ptr<ExportedStep> open_onnx_step(const std::string&, std::vector<tor
 }
 #endif
 
-}  // namespace prge::engines
+}  // namespace prge::runtimes

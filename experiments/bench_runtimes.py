@@ -10,8 +10,8 @@ engine, measured in ONE run (same model, batch, seed) so the ratios are comparab
 Weights are random at a real shape (speed does not depend on their values). Each row
 also reports the first step's loss difference from the eager engine.
 
-  python experiments/bench_engines.py --shape smollm2-135m --device cpu --runtimes onnx,aoti,executorch
-  python experiments/bench_engines.py --shape smollm2-135m --device cuda --runtimes aoti
+  python experiments/bench_runtimes.py --shape smollm2-135m --device cpu --runtimes onnx,aoti,executorch
+  python experiments/bench_runtimes.py --shape smollm2-135m --device cuda --runtimes aoti
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 import prge
-from prge.export import runtimes
+from prge.export import exporters, runners
 from prge.export.step_module import FunctionalStep, MutableBufferStep, StepSpec
 from prge.models import shape_config
 
@@ -105,7 +105,7 @@ def main():
         print(f"{name:13s} {sec * 1e3:8.1f} ms/step  (export {export_seconds:.0f} s, "
               f"first-step loss diff {abs(first - reference):.2e})", flush=True)
 
-    run_runner("eager_module", runtimes.EagerRunner(module), 0.0)
+    run_runner("eager_module", runners.EagerRunner(module), 0.0)
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             start = time.perf_counter()
@@ -115,17 +115,17 @@ def main():
                         print("onnx: skipped (CPU provider only)")
                         continue
                     step = steps["onnx"]
-                    path = runtimes.export_onnx(step, Path(tmp) / "step.onnx")
-                    runner = runtimes.OnnxRunner(path, step.initial_inputs())
+                    path = exporters.export_onnx(step, Path(tmp) / "step.onnx")
+                    runner = runners.OnnxRunner(path, step.initial_inputs())
                 elif name == "aoti":
-                    path = runtimes.export_aoti(steps["aoti"], Path(tmp) / "step.pt2")
-                    runner = runtimes.AotiRunner(path, args.device)
+                    path = exporters.export_aoti(steps["aoti"], Path(tmp) / "step.pt2")
+                    runner = runners.AotiRunner(path, args.device)
                 elif name == "executorch":
                     if args.device != "cpu":
                         print("executorch: skipped (portable CPU kernels)")
                         continue
-                    path = runtimes.export_executorch(steps["executorch"], Path(tmp) / "step.pte")
-                    runner = runtimes.ExecuTorchRunner(path)
+                    path = exporters.export_executorch(steps["executorch"], Path(tmp) / "step.pte")
+                    runner = runners.ExecuTorchRunner(path)
                 else:
                     raise ValueError(f"unknown runtime {name}")
             except ImportError as e:

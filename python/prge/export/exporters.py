@@ -1,0 +1,150 @@
+"""`prge export CONFIG --runtime onnx|aoti|executorch`: the P-RGE step exported for an
+inference runtime, with everything the runtime needs to fine-tune without Python.
+
+An export directory holds:
+  step.onnx | step.pt2 | step.pte   the training step (one forward pass = one P-RGE dual step)
+  initial_b.safetensors    b_0 .. b_{P-1}: LoRA-FA B before training (adapter order)
+  batches.safetensors      input_ids / targets [steps, b, T]: the run's training batches,
+                           drawn exactly as `prge train` draws them
+  export.json              runtime, files, lr, epsilon, seed, device, adapter names
+The C++ runner (prge_run_exported DIR) and the Python runners (runners.py) read the same
+directory. Step s uses the step key counter_step_key(seed, s), so runs match prge's C++ trainer
+with `estimator.rng: counter`."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from prge._core import IGNORE_INDEX, LlamaModel, RunConfig
+from prge.export.run_data import RunData
+from prge.export.step_module import FunctionalStep, MutableBufferStep, StepSpec
+
+RUNTIMES = ("onnx", "aoti", "executorch")
+MODEL_FILES = {"onnx": "step.onnx", "aoti": "step.pt2", "executorch": "step.pte"}
+
+
+def check_exportable(config: RunConfig, runtime: str) -> None:
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime '{runtime}' (allowed: {', '.join(RUNTIMES)})")
+    e, o = config.estimator, config.optimizer
+    problems = []
+    if e.kind != "prge" or e.parallel != "dual" or e.difference != "central":
+        problems.append(f"estimator must be prge / dual / central (got {e.kind} / {e.parallel} / {e.difference})")
+    if e.rng != "counter":
+        problems.append("estimator.rng must be 'counter' (the integer-op RNG a runtime can run)")
+    if o.kind != "sgd" or o.momentum or o.weight_decay or o.schedule != "constant" or o.warmup_steps or o.accumulate != 1:
+        problems.append("optimizer must be plain sgd (kind: sgd, momentum and weight_decay 0, schedule: constant, "
+                        "no warmup_steps, accumulate: 1): the exported step fuses that update")
+    if not config.use_adapter:
+        problems.append("LoRA-FA adapters are required (adapter: null given)")
+    if runtime in ("onnx", "executorch") and config.model.device != "cpu":
+        problems.append(f"the {runtime} runner runs on the CPU: set model.device: cpu")
+    if problems:
+        raise ValueError("cannot export this config: " + "; ".join(problems))
+
+
+def example_inputs(step, lr: float = 1e-3, epsilon: float = 1e-2, step_key: int = 0):
+    s = step.spec
+    device = step.coordinates.device
+    ids = torch.ones(s.batch_size, s.seq_len, dtype=torch.int64, device=device)
+    targets = torch.full((s.batch_size, s.seq_len), IGNORE_INDEX, dtype=torch.int64, device=device)
+    targets[:, -1] = 1
+    return (ids, targets, torch.tensor(lr, dtype=torch.float32, device=device),
+            torch.tensor(epsilon, dtype=torch.float32, device=device),
+            torch.tensor(step_key, dtype=torch.int64, device=device))
+
+
+def export_onnx(step: FunctionalStep, path: str | Path) -> Path:
+    """ONNX through torch.onnx's dynamo exporter. The onnxscript graph optimizer is off: on a
+    30-layer model it ran for over ten minutes (ONNX Runtime optimises the graph at load)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    b_inputs = tuple(step.initial_inputs())
+    names = ["input_ids", "targets", "lr", "epsilon", "step_key"] + [f"b_{i}" for i in range(len(b_inputs))]
+    outputs = ["loss", "projected_grads"] + [f"b_{i}_updated" for i in range(len(b_inputs))]
+    with torch.no_grad():
+        program = torch.onnx.export(step, example_inputs(step) + b_inputs, dynamo=True,
+                                    input_names=names, output_names=outputs, optimize=False,
+                                    external_data=False)
+    program.save(str(path))
+    return path
+
+
+def export_program(step: MutableBufferStep):
+    with torch.no_grad():
+        return torch.export.export(step, example_inputs(step), strict=False)
+
+
+def export_aoti(step: MutableBufferStep, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    program = export_program(step)
+    with torch.no_grad():
+        return Path(torch._inductor.aoti_compile_and_package(program, package_path=str(path)))
+
+
+def export_executorch(step: MutableBufferStep, path: str | Path) -> Path:
+    if step.spec.shift_mode != "divide":
+        raise ValueError("ExecuTorch's core ATen opset has no right shift: build the step with shift_mode='divide'")
+    try:
+        from executorch.exir import to_edge_transform_and_lower
+    except ImportError as e:
+        raise ImportError("the executorch runtime needs `pip install --no-deps executorch` "
+                          "(see scripts/install_deps.sh)") from e
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    program = to_edge_transform_and_lower(export_program(step)).to_executorch()
+    path.write_bytes(program.buffer)
+    return path
+
+
+def build_model(config: RunConfig, model_dir: Path) -> LlamaModel:
+    model = LlamaModel.from_pretrained(str(model_dir), config.model.device, config.model.dtype)
+    model.attach_adapters(config.adapter)
+    return model
+
+
+def export_run(config: RunConfig, runtime: str, out_dir: str | Path, data: RunData | None = None,
+               log=print) -> Path:
+    check_exportable(config, runtime)
+    data = data or RunData(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = build_model(config, data.model_dir)
+    spec = StepSpec(config.estimator.queries, config.data.batch_size, config.data.max_length,
+                    data.answer_tokens, config.estimator.distribution == "gaussian",
+                    "divide" if runtime == "executorch" else "shift")
+    log(f"[prge] exporting the P-RGE step (q={spec.queries}, b={spec.batch_size}, T={spec.seq_len}) "
+        f"for {runtime} into {out}")
+    start = time.perf_counter()
+    if runtime == "onnx":
+        step = FunctionalStep(model, spec)
+        export_onnx(step, out / MODEL_FILES[runtime])
+    elif runtime == "aoti":
+        step = MutableBufferStep(model, spec)
+        export_aoti(step, out / MODEL_FILES[runtime])
+    else:
+        step = MutableBufferStep(model, spec)
+        export_executorch(step, out / MODEL_FILES[runtime])
+    save_file({f"b_{i}": b.detach().cpu().contiguous() for i, b in enumerate(step.w.initial_b)},
+              str(out / "initial_b.safetensors"))
+    save_file({"input_ids": data.input_ids.contiguous(), "targets": data.targets.contiguous()},
+              str(out / "batches.safetensors"))
+    manifest = {
+        "runtime": runtime, "model": MODEL_FILES[runtime], "initial_b": "initial_b.safetensors",
+        "batches": "batches.safetensors", "lr": config.optimizer.lr, "epsilon": config.estimator.epsilon,
+        "seed": config.run.seed, "steps": config.run.steps, "device": config.model.device,
+        "queries": spec.queries, "batch_size": spec.batch_size, "seq_len": spec.seq_len,
+        "answer_tokens": spec.answer_tokens, "adapters": step.w.adapter_names,
+        "export_seconds": time.perf_counter() - start,
+    }
+    (out / "export.json").write_text(json.dumps(manifest, indent=2))
+    log(f"[prge] exported in {manifest['export_seconds']:.1f} s; run it without Python: "
+        f"prge_run_exported {out}")
+    return out
+
+

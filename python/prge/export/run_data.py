@@ -1,0 +1,38 @@
+"""The training batches of a run, drawn exactly as `prge train` draws them, padded to the
+exported step's static shape."""
+from __future__ import annotations
+
+import torch
+
+from prge._core import IGNORE_INDEX, RunConfig
+from prge.data.batching import BatchSampler, PromptEncoder
+from prge.data.tasks import get_task
+from prge.models import load_tokenizer, resolve_model
+from prge.train import split_protocol
+
+
+def pad_to(batch, length: int):
+    ids, targets = batch.input_ids, batch.targets
+    if ids.shape[1] > length:
+        raise ValueError(f"a batch is {ids.shape[1]} tokens long, longer than data.max_length={length}")
+    pad = length - ids.shape[1]
+    return (torch.nn.functional.pad(ids, (0, pad), value=0),
+            torch.nn.functional.pad(targets, (0, pad), value=IGNORE_INDEX))
+
+
+class RunData:
+    """The run's encoder, splits and training batches, as `prge train` builds them."""
+
+    def __init__(self, config: RunConfig):
+        self.task = get_task(config.data.task)
+        self.model_dir = resolve_model(config.model.name)
+        self.encoder = PromptEncoder(self.task, load_tokenizer(self.model_dir), config.data.max_length)
+        self.train, self.dev, self.eval = (self.encoder.encode_all(split) for split in
+                                           split_protocol(self.task, config.data, config.run.seed))
+        self.answer_tokens = max(len(ids) for ids in self.encoder.label_ids)
+        sampler = BatchSampler(len(self.train), config.data.batch_size, config.run.seed)
+        batches = [pad_to(self.encoder.batch([self.train[i] for i in sampler.next()]), config.data.max_length)
+                   for _ in range(config.run.steps)]
+        shape = (0, config.data.batch_size, config.data.max_length)
+        self.input_ids = torch.stack([b[0] for b in batches]) if batches else torch.zeros(shape, dtype=torch.int64)
+        self.targets = torch.stack([b[1] for b in batches]) if batches else torch.zeros(shape, dtype=torch.int64)
