@@ -50,29 +50,27 @@ std::vector<torch::Tensor> FusedLoraFaProjection::forward(const torch::Tensor& x
 
 torch::Tensor FusedLoraFaProjection::forward_fused(const torch::Tensor& x, const MaterializedPlan* plan,
                                                    const torch::Tensor& weight) const {
-  auto y = at::linear(x, weight.defined() ? weight : weight_);
-  if (!adapted_.empty()) {
-    const bool perturbed = plan && plan->plan->perturbs();
-    const int64_t r = lora_a_.size(0) / static_cast<int64_t>(adapted_.size());
-    // Block-diagonal B: rows of part p, columns of its r-slice of A x; zero elsewhere.
-    // Unperturbed, every row shares one B (a size-1 stack: one plain GEMM).
-    std::vector<GroupMember> members;
-    for (size_t j = 0; j < adapted_.size(); ++j) {
-      members.push_back(parts_[adapted_[j]].as_member(offsets_[adapted_[j]], static_cast<int64_t>(j) * r));
-    }
-    torch::Tensor blocks;
-    if (perturbed) {
-      blocks = plan->group_copies(members, weight_.size(0), lora_a_.size(0), y.scalar_type());
-    } else {
-      blocks = torch::zeros({1, weight_.size(0), lora_a_.size(0)}, y.options());
-      for (const auto& m : members) {
-        blocks.narrow(1, m.row_offset, m.lora_b->size(0)).narrow(2, m.col_offset, r).copy_(*m.lora_b);
-      }
-    }
-    add_low_rank(y, at::linear(x, lora_a_), blocks, parts_[adapted_.front()].scaling(),
-                 parts_[adapted_.front()].name());
+  const auto& w = weight.defined() ? weight : weight_;
+  if (adapted_.empty()) return at::linear(x, w);
+  const bool perturbed = plan && plan->plan->perturbs();
+  const int64_t r = lora_a_.size(0) / static_cast<int64_t>(adapted_.size());
+  // Block-diagonal B: rows of part p, columns of its r-slice of A x; zero elsewhere.
+  // Unperturbed, every row shares one B (a size-1 stack: one plain GEMM).
+  std::vector<GroupMember> members;
+  for (size_t j = 0; j < adapted_.size(); ++j) {
+    members.push_back(parts_[adapted_[j]].as_member(offsets_[adapted_[j]], static_cast<int64_t>(j) * r));
   }
-  return y;
+  torch::Tensor blocks;
+  if (perturbed) {
+    blocks = plan->group_copies(members, weight_.size(0), lora_a_.size(0), x.scalar_type());
+  } else {
+    blocks = torch::zeros({1, weight_.size(0), lora_a_.size(0)}, x.options());
+    for (const auto& m : members) {
+      blocks.narrow(1, m.row_offset, m.lora_b->size(0)).narrow(2, m.col_offset, r).copy_(*m.lora_b);
+    }
+  }
+  return linear_plus_low_rank(x, w, at::linear(x, lora_a_), blocks, parts_[adapted_.front()].scaling(),
+                              parts_[adapted_.front()].name());
 }
 
 }  // namespace prge

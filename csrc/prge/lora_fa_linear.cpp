@@ -50,36 +50,46 @@ GroupMember LoraFaLinear::as_member(int64_t row_offset, int64_t col_offset) cons
   return {&lora_b_, param_index_, row_offset, col_offset};
 }
 
-void add_low_rank(torch::Tensor& y, const torch::Tensor& ax, const torch::Tensor& b_stack,
-                  double scaling, const std::string& name) {
-  const int64_t copies = b_stack.size(0);
-  const int64_t rows = ax.numel() / ax.size(-1);
+torch::Tensor linear_plus_low_rank(const torch::Tensor& x, const torch::Tensor& weight,
+                                   const torch::Tensor& ax, const torch::Tensor& b_stack,
+                                   double scaling, const std::string& name) {
+  const int64_t copies = b_stack.size(0), r = ax.size(-1);
+  const int64_t in = x.size(-1), out = weight.size(0);
+  const int64_t rows = x.numel() / in;
   if (rows % copies != 0) {
     throw std::invalid_argument(fmt::format(
         "layer '{}': {} rows cannot be split into {} perturbation copies", name, rows, copies));
   }
-  // Either way one GEMM whose epilogue adds into y (beta = 1): y is read and written once,
-  // with no temporary of its size.
-  if (copies == 1) {
-    y.view({rows, y.size(-1)}).addmm_(ax.reshape({rows, ax.size(-1)}), b_stack.select(0, 0).t(), 1.0, scaling);
-    return;
+  auto sizes = x.sizes().vec();
+  sizes.back() = out;
+  const auto x2 = x.reshape({rows, in});
+  if (at::GradMode::is_enabled()) {  // autograd (the first-order reference): no out= ops
+    auto low = copies == 1 ? at::mm(ax.reshape({rows, r}), b_stack.select(0, 0).t())
+                           : at::bmm(ax.reshape({copies, rows / copies, r}), b_stack.transpose(1, 2));
+    return at::addmm(low.reshape({rows, out}), x2, weight.t(), scaling, 1.0).view(sizes);
   }
-  const int64_t out = y.size(-1);
-  y.view({copies, rows / copies, out})
-      .baddbmm_(ax.reshape({copies, rows / copies, ax.size(-1)}), b_stack.transpose(1, 2), 1.0,
-                scaling);
+  auto y = at::empty(sizes, x.options());
+  auto y2 = y.view({rows, out});
+  // beta = 0: y's uninitialised contents are never read.
+  if (copies == 1) {
+    at::addmm_out(y2, y2, ax.reshape({rows, r}), b_stack.select(0, 0).t(), 0.0, scaling);
+  } else {
+    auto y3 = y.view({copies, rows / copies, out});
+    at::baddbmm_out(y3, y3, ax.reshape({copies, rows / copies, r}), b_stack.transpose(1, 2), 0.0, scaling);
+  }
+  y2.addmm_(x2, weight.t(), 1.0, 1.0);
+  return y;
 }
 
 torch::Tensor LoraFaLinear::forward(const torch::Tensor& x, const MaterializedPlan* plan,
                                     const torch::Tensor& weight) const {
-  auto y = at::linear(x, weight.defined() ? weight : weight_);
-  if (!has_adapter()) return y;
+  const auto& w = weight.defined() ? weight : weight_;
+  if (!has_adapter()) return at::linear(x, w);
   const bool perturbed = plan && plan->plan->perturbs();
   // Unperturbed copies all share B: one plain GEMM serves every row.
-  auto b = perturbed ? plan->group_copies({as_member(0, 0)}, lora_b_.size(0), lora_b_.size(1), y.scalar_type())
-                     : lora_b_.unsqueeze(0).to(y.scalar_type());
-  add_low_rank(y, at::linear(x, lora_a_), b, scaling_, name_);
-  return y;
+  auto b = perturbed ? plan->group_copies({as_member(0, 0)}, lora_b_.size(0), lora_b_.size(1), x.scalar_type())
+                     : lora_b_.unsqueeze(0).to(x.scalar_type());
+  return linear_plus_low_rank(x, w, at::linear(x, lora_a_), b, scaling_, name_);
 }
 
 }  // namespace prge

@@ -51,10 +51,13 @@ class LoraFaLinear {
   std::string name_;
 };
 
-// y += scaling * B_c (A x) for each copy c of the batch: y [N, T, out] is viewed as
-// [copies, N/copies * T, out] and updated by one baddbmm (Eq. P-RGE outer loop).
-// b_stack: [copies, out, r] in y's dtype; ax: [N, T, r].
-void add_low_rank(torch::Tensor& y, const torch::Tensor& ax, const torch::Tensor& b_stack,
-                  double scaling, const std::string& name);
+// y = x Wᵀ + scaling * B_c (A x) for each copy c of the batch (Eq. P-RGE outer loop):
+// x [N, T, in] is viewed as [copies, N/copies * T, in]. The low-rank term is written first
+// (one bmm, K = r) and the big GEMM adds into it in its epilogue (beta = 1), so the output
+// is written, read and written once each instead of an extra read-modify-write pass.
+// b_stack: [copies, out, r] in x's dtype; ax: [N, T, r].
+torch::Tensor linear_plus_low_rank(const torch::Tensor& x, const torch::Tensor& weight,
+                                   const torch::Tensor& ax, const torch::Tensor& b_stack,
+                                   double scaling, const std::string& name);
 
 }  // namespace prge
