@@ -21,7 +21,14 @@ void bind_config(py::module_& m) {
       .def_readonly("dev_examples", &DataOptions::dev_examples)
       .def_readonly("eval_examples", &DataOptions::eval_examples)
       .def_readonly("batch_size", &DataOptions::batch_size)
-      .def_readonly("max_length", &DataOptions::max_length);
+      .def_readonly("max_length", &DataOptions::max_length)
+      .def_readonly("train_file", &DataOptions::train_file)
+      .def_readonly("eval_file", &DataOptions::eval_file)
+      .def_readonly("template", &DataOptions::prompt_template)
+      .def_readonly("label_field", &DataOptions::label_field)
+      .def_readonly("label_words", &DataOptions::label_words)
+      .def_readonly("response_field", &DataOptions::response_field)
+      .def_readonly("chat_template", &DataOptions::chat_template);
   py::class_<RunOptions>(m, "RunOptions")
       .def_readonly("steps", &RunOptions::steps)
       .def_readonly("seed", &RunOptions::seed)

@@ -96,6 +96,45 @@ YAML::Node section_of(const YAML::Node& root, const char* name) {
   return root[name] ? root[name] : YAML::Node(YAML::NodeType::Map);
 }
 
+// The keys of `task: custom`: only with that task, and then a complete description of it.
+// What needs the data itself (fields present, labels inside label_words) is checked when
+// the files are read.
+void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions& d) {
+  const std::vector<std::string> keys = {"train_file", "eval_file", "template", "label_field",
+                                         "label_words", "response_field", "chat_template"};
+  if (!d.custom()) {
+    for (const auto& key : keys) {
+      if (data[key]) reader.fail(data[key], "data." + key, fmt::format("applies to task: custom only (task is '{}')", d.task));
+    }
+    return;
+  }
+  reader.read(data, "data", "train_file", d.train_file);
+  reader.read(data, "data", "eval_file", d.eval_file);
+  reader.read(data, "data", "template", d.prompt_template);
+  reader.read(data, "data", "label_field", d.label_field);
+  reader.read(data, "data", "response_field", d.response_field);
+  reader.read(data, "data", "chat_template", d.chat_template);
+  if (const auto words = data["label_words"]; words && !words.IsNull()) {
+    if (!words.IsMap() || words.size() == 0) {
+      reader.fail(words, "data.label_words", "expected a mapping of label value -> label word, e.g. {positive: \" positive\"}");
+    }
+    for (const auto& item : words) {
+      if (!item.second.IsScalar() || item.second.Scalar().empty()) {
+        reader.fail(item.second, "data.label_words." + item.first.Scalar(), "expected a non-empty label word");
+      }
+      d.label_words.emplace_back(item.first.Scalar(), item.second.Scalar());
+    }
+  }
+  for (const auto& [key, value] : {std::pair{"train_file", &d.train_file}, {"eval_file", &d.eval_file},
+                                   {"template", &d.prompt_template}}) {
+    if (value->empty()) reader.fail(data, std::string("data.") + key, "task: custom needs it");
+  }
+  if (d.label_words.empty() == d.response_field.empty()) {
+    reader.fail(data, "data.label_words",
+                "task: custom needs exactly one of label_words (classification) or response_field (generation)");
+  }
+}
+
 }  // namespace
 
 RunConfig parse_run_config(const std::string& yaml_text, const std::string& source) {
@@ -213,8 +252,9 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   }
 
   const auto data = section_of(root, "data");
-  reader.check_keys(data, "data", {"task", "data_dir", "protocol", "train_examples",
-                                   "dev_examples", "eval_examples", "batch_size", "max_length"});
+  reader.check_keys(data, "data", {"task", "data_dir", "protocol", "train_examples", "dev_examples",
+                                   "eval_examples", "batch_size", "max_length", "train_file", "eval_file",
+                                   "template", "label_field", "label_words", "response_field", "chat_template"});
   reader.read(data, "data", "task", c.data.task);
   reader.read(data, "data", "data_dir", c.data.data_dir);
   reader.read_choice(data, "data", "protocol", [&](const std::string& v) {
@@ -233,6 +273,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
                             {"max_length", c.data.max_length}}) {
     if (value < 1) reader.fail(data[key], std::string("data.") + key, "must be >= 1");
   }
+  read_custom_task(reader, data, c.data);
 
   const auto run = section_of(root, "run");
   reader.check_keys(run, "run", {"steps", "seed", "eval_every", "log_every", "output_dir"});
@@ -263,8 +304,13 @@ namespace {
 std::string yaml_string(const std::string& v) {
   std::string out = "\"";
   for (char c : v) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
+    if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c == '\r') out += "\\r";
+    else {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
   }
   return out + "\"";
 }
@@ -308,6 +354,19 @@ std::string RunConfig::to_yaml() const {
       "  eval_examples: {}\n  batch_size: {}\n  max_length: {}\n",
       yaml_string(data.task), yaml_string(data.data_dir), data.protocol, data.train_examples,
       data.dev_examples, data.eval_examples, data.batch_size, data.max_length);
+  if (data.custom()) {
+    y += fmt::format("  train_file: {}\n  eval_file: {}\n  template: {}\n  label_field: {}\n",
+                     yaml_string(data.train_file), yaml_string(data.eval_file),
+                     yaml_string(data.prompt_template), yaml_string(data.label_field));
+    if (!data.label_words.empty()) {
+      std::vector<std::string> words;
+      for (const auto& [label, word] : data.label_words) words.push_back(yaml_string(label) + ": " + yaml_string(word));
+      y += fmt::format("  label_words: {{{}}}\n", fmt::join(words, ", "));
+    } else {
+      y += fmt::format("  response_field: {}\n", yaml_string(data.response_field));
+    }
+    y += fmt::format("  chat_template: {}\n", data.chat_template ? "true" : "false");
+  }
   y += fmt::format("run:\n  steps: {}\n  seed: {}\n  eval_every: {}\n  log_every: {}\n  output_dir: {}\n",
                    run.steps, run.seed, run.eval_every, run.log_every, yaml_string(run.output_dir));
   return y;

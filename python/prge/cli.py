@@ -33,7 +33,7 @@ def _load_config(path: str, overrides: list[str]):
         except yaml.YAMLError as e:
             raise ValueError(f"{path}: malformed YAML: {e}") from e
         tree = apply_overrides(tree, dict(parse_assignment(o) for o in overrides))
-        text = yaml.safe_dump(tree)
+        text = yaml.safe_dump(tree, sort_keys=False)  # label_words keep their order
     config = parse_run_config(text, path)
     for warning in config.warnings:
         print(f"prge: warning: {warning}", file=sys.stderr)

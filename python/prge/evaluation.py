@@ -1,6 +1,9 @@
-"""Classification metrics in the MeZO protocol: the predicted class is the label word with
-the highest mean log-likelihood given the prompt."""
+"""Evaluation. Classification in the MeZO protocol: the predicted class is the label word with
+the highest mean log-likelihood given the prompt. Generation tasks: the perplexity of the
+reference responses (mean NLL per response token)."""
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -58,10 +61,25 @@ def majority_baseline(examples: list[EncodedExample], classes: int) -> dict:
     return classification_metrics(torch.full_like(labels, majority.item()), labels, classes)
 
 
+def answer_perplexity(trainer, encoder: PromptEncoder, examples: list[EncodedExample],
+                      batch_size: int = 16, progress: bool = False) -> dict:
+    """Mean NLL per reference-response token and its exponential, over all examples."""
+    nll_sum, tokens = 0.0, 0.0
+    for start in _chunks(len(examples), batch_size, progress):
+        nll, count = trainer.score(encoder.batch(examples[start: start + batch_size]))
+        nll_sum += nll.double().sum().item()
+        tokens += count.double().sum().item()
+    mean = nll_sum / tokens
+    return {"answer_nll": mean, "perplexity": math.exp(min(mean, 700.0))}
+
+
 def evaluate(trainer, encoder: PromptEncoder, examples: list[EncodedExample],
              batch_size: int = 16, progress: bool = False) -> dict:
+    """accuracy and macro_f1 (classification) or answer_nll and perplexity (generation)."""
     if not examples:
         raise ValueError("no evaluation examples")
+    if encoder.task.generation:
+        return answer_perplexity(trainer, encoder, examples, batch_size, progress)
     scores = option_scores(trainer, encoder, examples, batch_size, progress)
     labels = torch.tensor([e.label for e in examples])
     return classification_metrics(scores.argmax(1), labels, len(encoder.label_ids))

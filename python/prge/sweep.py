@@ -70,7 +70,7 @@ def expand_sweep(path: str | Path, overrides: dict | None = None,
             label = "-".join([name] + [f"{k.split('.')[-1]}{v}" for k, v in point.items()])
             tree = apply_overrides(base, {**variant, **point, **(overrides or {}),
                                           "run.output_dir": str(root / label)})
-            config = parse_run_config(yaml.safe_dump(tree), f"{path} [{label}]")
+            config = parse_run_config(yaml.safe_dump(tree, sort_keys=False), f"{path} [{label}]")
             for warning in config.warnings:  # once per sweep: "key: message" without the location
                 message = warning.split(": ", 1)[-1]
                 if message not in warned:

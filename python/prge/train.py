@@ -10,8 +10,8 @@ import torch
 from prge import run_summary
 from prge.progress import progress_bar
 from prge._core import LlamaModel, RunConfig, Trainer
-from prge.data.batching import BatchSampler, PromptEncoder
-from prge.data.tasks import get_task
+from prge.data.batching import BatchSampler, PromptEncoder, load_chat_template
+from prge.data.tasks import task_for
 from prge.evaluation import evaluate as evaluate_examples, majority_baseline
 from prge.models import load_tokenizer, resolve_model
 
@@ -50,10 +50,11 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(config.to_yaml())
 
-    task = get_task(config.data.task)
+    task = task_for(config.data)
     model_dir = resolve_model(config.model.name)
     tokenizer = load_tokenizer(model_dir)
-    encoder = PromptEncoder(task, tokenizer, config.data.max_length)
+    encoder = PromptEncoder(task, tokenizer, config.data.max_length,
+                            chat_template=load_chat_template(model_dir) if task.chat_template else None)
     train, dev, evaluation = (encoder.encode_all(split) for split in
                               split_protocol(task, config.data, config.run.seed))
 
@@ -64,27 +65,35 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
     trainer = Trainer(model, config.estimator, config.optimizer, config.run.seed)
     sampler = BatchSampler(len(train), config.data.batch_size, config.run.seed)
 
+    generation = task.generation
+    primary = "perplexity" if generation else "accuracy"  # the metric best_checkpoint picks by
+
     def evaluate(step: int, passes: int, sequences: int) -> dict:
         metrics = evaluate_examples(trainer, encoder, evaluation, progress=progress)
         record = {"step": step, "forward_passes": passes, "sequences": sequences,
-                  "eval_accuracy": metrics["accuracy"], "eval_macro_f1": metrics["macro_f1"]}
+                  **{f"eval_{k}": v for k, v in metrics.items()}}
         if dev:
-            record["dev_accuracy"] = evaluate_examples(trainer, encoder, dev, progress=progress)["accuracy"]
+            record[f"dev_{primary}"] = evaluate_examples(trainer, encoder, dev, progress=progress)[primary]
         return record
 
     def describe(record: dict) -> str:
-        return (f"accuracy {record['eval_accuracy']:.4f}, macro-F1 {record['eval_macro_f1']:.4f}"
-                + (f" (dev accuracy {record['dev_accuracy']:.4f})" if dev else ""))
+        if generation:
+            text = f"answer perplexity {record['eval_perplexity']:.4f}"
+        else:
+            text = f"accuracy {record['eval_accuracy']:.4f}, macro-F1 {record['eval_macro_f1']:.4f}"
+        return text + (f" (dev {primary} {record[f'dev_{primary}']:.4f})" if dev else "")
 
     log(f"[prge] {config.estimator.kind} q={config.estimator.queries} "
         f"parallel={config.estimator.parallel} on {task.name} with {config.model.name}: "
         f"{len(train)} train / {len(dev)} dev / {len(evaluation)} eval examples "
         f"({config.data.protocol} protocol), {config.run.steps} steps")
-    trivial = majority_baseline(evaluation, len(encoder.label_ids))
-    majority = trivial["accuracy"]
     history = [evaluate(0, 0, 0)]
-    log(f"[prge] before training: {describe(history[0])}; "
-        f"always answering the majority class: accuracy {majority:.4f}, macro-F1 {trivial['macro_f1']:.4f}")
+    if generation:
+        log(f"[prge] before training: {describe(history[0])}")
+    else:
+        trivial = majority_baseline(evaluation, len(encoder.label_ids))
+        log(f"[prge] before training: {describe(history[0])}; always answering the majority class: "
+            f"accuracy {trivial['accuracy']:.4f}, macro-F1 {trivial['macro_f1']:.4f}")
     metrics_path = out_dir / "metrics.jsonl"
     step_seconds = []
     passes = sequences = 0
@@ -110,29 +119,36 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
                 bar.update(1)
     if bar:
         bar.close()
-    acc_before, acc_after = history[0]["eval_accuracy"], history[-1]["eval_accuracy"]
+    before, after = history[0][f"eval_{primary}"], history[-1][f"eval_{primary}"]
     best = best_checkpoint(history)
     trainer.save_checkpoint(str(out_dir / "trained.safetensors"))
+    results = {f"{primary}_before": before, f"{primary}_after": after,
+               f"{primary}_best": best[f"eval_{primary}"], "best_step": best["step"]}
+    if not generation:
+        results.update({"macro_f1_before": history[0]["eval_macro_f1"],
+                        "macro_f1_after": history[-1]["eval_macro_f1"],
+                        "majority_accuracy": trivial["accuracy"]})
     summary = run_summary.write(out_dir, run_summary.identity(config, mode="train", task=task.name), {
-        "accuracy_before": acc_before, "accuracy_after": acc_after,
-        "accuracy_best": best["eval_accuracy"], "best_step": best["step"],
-        "macro_f1_before": history[0]["eval_macro_f1"], "macro_f1_after": history[-1]["eval_macro_f1"],
-        "majority_accuracy": majority,
-        "forward_passes": passes, "sequences": sequences,
-        "eval_history": history,
+        **results, "forward_passes": passes, "sequences": sequences, "eval_history": history,
         "mean_step_seconds": sum(step_seconds) / len(step_seconds) if step_seconds else None,
     })
-    log(f"[prge] after {config.run.steps} steps: accuracy {acc_before:.4f} -> {acc_after:.4f}, "
-        f"macro-F1 {history[0]['eval_macro_f1']:.4f} -> {history[-1]['eval_macro_f1']:.4f} "
-        f"(majority-class accuracy {majority:.4f}); results in {out_dir}")
+    if generation:
+        log(f"[prge] after {config.run.steps} steps: answer perplexity {before:.4f} -> {after:.4f}; "
+            f"results in {out_dir}")
+    else:
+        log(f"[prge] after {config.run.steps} steps: accuracy {before:.4f} -> {after:.4f}, "
+            f"macro-F1 {history[0]['eval_macro_f1']:.4f} -> {history[-1]['eval_macro_f1']:.4f} "
+            f"(majority-class accuracy {trivial['accuracy']:.4f}); results in {out_dir}")
     return summary
 
 
 def best_checkpoint(history: list[dict]) -> dict:
-    """The evaluation record of the best checkpoint: highest dev accuracy where a dev set
-    exists (MeZO protocol, reported on test), else highest eval accuracy; ties go to the
-    earlier step."""
-    key = "dev_accuracy" if "dev_accuracy" in history[0] else "eval_accuracy"
-    return max(history, key=lambda r: (r[key], -r["step"]))
+    """The evaluation record of the best checkpoint: best dev metric where a dev set exists
+    (MeZO protocol, reported on test), else best eval metric: the highest accuracy, or the
+    lowest answer perplexity for generation tasks; ties go to the earlier step."""
+    metric = "perplexity" if "eval_perplexity" in history[0] else "accuracy"
+    key = f"dev_{metric}" if f"dev_{metric}" in history[0] else f"eval_{metric}"
+    sign = -1.0 if metric == "perplexity" else 1.0
+    return max(history, key=lambda r: (sign * r[key], -r["step"]))
 
 

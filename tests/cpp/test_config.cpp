@@ -70,3 +70,33 @@ TEST(Config, OldParallelSpellingsReadWithDeprecationWarning) {
   // The normalised YAML carries the new spelling only.
   EXPECT_NE(c.to_yaml().find("parallel: queries"), std::string::npos);
 }
+
+TEST(Config, CustomTaskFromConfigAlone) {
+  auto c = prge::parse_run_config(
+      "data:\n  task: custom\n  train_file: my/train.jsonl\n  eval_file: my/test.jsonl\n"
+      "  template: \"Review: {text}\\nSentiment:\"\n"
+      "  label_words: {positive: \" positive\", negative: \" negative\"}\n");
+  EXPECT_EQ(c.data.prompt_template, "Review: {text}\nSentiment:");
+  ASSERT_EQ(c.data.label_words.size(), 2u);
+  EXPECT_EQ(c.data.label_words[0].first, "positive");  // document order kept
+  EXPECT_EQ(c.data.label_words[1].second, " negative");
+  EXPECT_EQ(c.data.label_field, "label");
+  // to_yaml round-trips it, the newline in the template included.
+  EXPECT_EQ(prge::parse_run_config(c.to_yaml()).to_yaml(), c.to_yaml());
+  auto g = prge::parse_run_config(
+      "data: {task: custom, train_file: a.csv, eval_file: b.csv, template: 'Q: {q}\nA:', response_field: a}\n");
+  EXPECT_EQ(g.data.response_field, "a");
+  EXPECT_EQ(prge::parse_run_config(g.to_yaml()).to_yaml(), g.to_yaml());
+}
+
+TEST(Config, CustomTaskErrorsNameTheKey) {
+  EXPECT_NE(error_of("data: {task: sst2, train_file: a.jsonl}").find("data.train_file: applies to task: custom only"),
+            std::string::npos);
+  EXPECT_NE(error_of("data: {task: custom, eval_file: b, template: x, response_field: a}").find("data.train_file: task: custom needs it"),
+            std::string::npos);
+  EXPECT_NE(error_of("data: {task: custom, train_file: a, eval_file: b, template: x}").find("exactly one of label_words"),
+            std::string::npos);
+  EXPECT_NE(error_of("data: {task: custom, train_file: a, eval_file: b, template: x, label_words: [a, b]}")
+                .find("data.label_words: expected a mapping"),
+            std::string::npos);
+}

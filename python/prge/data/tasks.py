@@ -16,7 +16,8 @@ MODELDATA_DIR = Path("/usr/lib/R/site-library/modeldata/data")
 @dataclass(frozen=True)
 class Example:
     fields: dict
-    label: int
+    label: int                   # index into the task's label words; -1 for generation tasks
+    response: str | None = None  # generation / SFT tasks: the answer the loss is taken on
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,19 @@ class Task:
     parse: Callable[[dict], Example]
     files: dict = field(default_factory=dict)  # split -> file name in the published format
     builtin: Callable[[str], list[Example]] | None = None  # default source when no directory is given
+    reader: Callable[[str], list[Example]] | None = None  # custom tasks: reads their own files
+    response_field: str | None = None  # set for generation / SFT tasks (no label words)
+    chat_template: bool = False
+
+    @property
+    def generation(self) -> bool:
+        return self.response_field is not None
 
     def load(self, split: str, data_dir: str | Path | None = None) -> list[Example]:
         if split not in ("train", "eval"):
             raise ValueError(f"split must be 'train' or 'eval', got '{split}'")
+        if self.reader is not None:
+            return self.reader(split)
         if not data_dir and self.builtin is not None:
             return self.builtin(split)
         root = data_dir or find_task_dir(self.name)
@@ -112,5 +122,15 @@ TASKS: dict[str, Task] = {
 
 def get_task(name: str) -> Task:
     if name not in TASKS:
-        raise ValueError(f"unknown task '{name}' (known: {', '.join(sorted(TASKS))})")
+        raise ValueError(f"unknown task '{name}' (known: {', '.join(sorted(TASKS))}, or custom "
+                         "with data.train_file / eval_file / template)")
     return TASKS[name]
+
+
+def task_for(data) -> Task:
+    """The task a config's data section names: a built-in one, or `custom` from its keys."""
+    if data.task == "custom":
+        from prge.data.custom import custom_task
+
+        return custom_task(data)
+    return get_task(data.task)

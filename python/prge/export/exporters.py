@@ -39,6 +39,8 @@ def check_exportable(config: RunConfig, runtime: str) -> None:
     if o.kind != "sgd" or o.momentum or o.weight_decay or o.schedule != "constant" or o.warmup_steps or o.accumulate != 1:
         problems.append("optimizer must be plain sgd (kind: sgd, momentum and weight_decay 0, schedule: constant, "
                         "no warmup_steps, accumulate: 1): the exported step fuses that update")
+    if config.data.task == "custom" and config.data.response_field:
+        problems.append("the exported step scores label words: train generation tasks with the C++ trainer")
     if not config.use_adapter:
         problems.append("LoRA-FA adapters are required (adapter: null given)")
     if runtime in ("onnx", "executorch") and config.model.device != "cpu":

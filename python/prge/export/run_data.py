@@ -6,7 +6,7 @@ import torch
 
 from prge._core import IGNORE_INDEX, RunConfig
 from prge.data.batching import BatchSampler, PromptEncoder
-from prge.data.tasks import get_task
+from prge.data.tasks import task_for
 from prge.models import load_tokenizer, resolve_model
 from prge.train import split_protocol
 
@@ -24,7 +24,7 @@ class RunData:
     """The run's encoder, splits and training batches, as `prge train` builds them."""
 
     def __init__(self, config: RunConfig):
-        self.task = get_task(config.data.task)
+        self.task = task_for(config.data)
         self.model_dir = resolve_model(config.model.name)
         self.encoder = PromptEncoder(self.task, load_tokenizer(self.model_dir), config.data.max_length)
         self.train, self.dev, self.eval = (self.encoder.encode_all(split) for split in

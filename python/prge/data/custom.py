@@ -1,0 +1,133 @@
+"""`data.task: custom`: a task from config alone, on the user's own files.
+
+    data:
+      task: custom
+      train_file: my/train.jsonl      # JSONL, CSV, TSV, or a datasets.save_to_disk directory
+      eval_file: my/test.jsonl
+      template: "Review: {text}\\nSentiment:"
+      label_field: label
+      label_words: {positive: " positive", negative: " negative"}   # classification
+      # or: response_field: answer    # generation / SFT: the loss counts the response only
+      # chat_template: true           # wrap the prompt with the tokenizer's chat template
+
+Everything that needs the data is checked when the files are read, before any step: a
+missing file or field, an empty file, a label outside label_words, a template placeholder
+no record has. Errors name the config key, the file and the record (1-based line)."""
+from __future__ import annotations
+
+import csv
+import json
+import string
+from pathlib import Path
+
+from prge.data.tasks import Example, Task
+
+SPLIT_KEYS = {"train": "train_file", "eval": "eval_file"}
+HF_SPLIT_NAMES = {"train": ("train",), "eval": ("validation", "test")}
+
+
+def template_fields(template: str) -> list[str]:
+    """The {placeholders} of a template, in order, each once."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as e:
+        raise ValueError(f"data.template: {e} in {template!r} (write {{{{ and }}}} for literal braces)") from e
+    if any(not n or not n.isidentifier() for n in names):
+        raise ValueError(f"data.template: placeholders must be field names like {{text}}, got {template!r}")
+    return list(dict.fromkeys(names))
+
+
+def _label_key(value) -> str:
+    """Label values as the YAML keys of label_words spell them (true, 1, positive)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    records = []
+    with open(path) as f:
+        for line_number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{line_number}: malformed JSON ({e.msg})") from e
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{line_number}: expected a JSON object per line")
+            records.append(record)
+    return records
+
+
+def _read_delimited(path: Path, delimiter: str) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f, delimiter=delimiter))
+
+
+def _read_disk_dataset(path: Path, split: str) -> list[dict]:
+    try:
+        import datasets
+    except ImportError as e:
+        raise ImportError(f"{path}: reading a datasets.save_to_disk directory needs `pip install datasets`") from e
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        names = [n for n in HF_SPLIT_NAMES[split] if n in loaded]
+        if not names:
+            raise ValueError(f"{path}: no {' or '.join(HF_SPLIT_NAMES[split])} split (has {list(loaded)})")
+        loaded = loaded[names[0]]
+    return [dict(row) for row in loaded]
+
+
+def read_records(path: Path, split: str) -> list[dict]:
+    key = f"data.{SPLIT_KEYS[split]}"
+    if path.is_dir():
+        return _read_disk_dataset(path, split)
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}: {path} not found")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        records = _read_jsonl(path)
+    elif suffix in (".csv", ".tsv"):
+        records = _read_delimited(path, "," if suffix == ".csv" else "\t")
+    else:
+        raise ValueError(f"{key}: {path}: unknown format '{suffix}' (allowed: .jsonl, .csv, .tsv, "
+                         "or a datasets.save_to_disk directory)")
+    if not records:
+        raise ValueError(f"{key}: {path} holds no records")
+    return records
+
+
+def custom_task(data) -> Task:
+    """The Task a config's data section describes (data.task == 'custom')."""
+    fields = template_fields(data.template)
+    base = Path(data.data_dir) if data.data_dir else Path.cwd()
+    paths = {split: base / getattr(data, key) for split, key in SPLIT_KEYS.items()}
+    labels = [label for label, _ in data.label_words]
+    generation = bool(data.response_field)
+
+    def parse(record: dict, where: str) -> Example:
+        needed = fields + [data.response_field if generation else data.label_field]
+        missing = [f for f in needed if f not in record or record[f] is None]
+        if missing:
+            raise ValueError(f"{where} has no field {missing[0]!r} (it has: {', '.join(map(str, record))})")
+        values = {f: str(record[f]) for f in fields}
+        if generation:
+            return Example(values, -1, response=str(record[data.response_field]))
+        label = _label_key(record[data.label_field])
+        if label not in labels:
+            raise ValueError(f"{where}: {data.label_field} = {label!r} is not one of data.label_words "
+                             f"({', '.join(labels)})")
+        return Example(values, labels.index(label))
+
+    def load(split: str) -> list[Example]:
+        records = read_records(paths[split], split)
+        key = f"data.{SPLIT_KEYS[split]}"
+        return [parse(r, f"{key}: {paths[split]}: record {i}") for i, r in enumerate(records, 1)]
+
+    return Task("custom", f"custom task from {paths['train']}",
+                tuple(word for _, word in data.label_words),
+                lambda f: data.template.format(**f), lambda record: parse(record, "a record"),
+                reader=load, response_field=data.response_field or None, chat_template=data.chat_template)

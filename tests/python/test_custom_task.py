@@ -1,0 +1,105 @@
+"""`data.task: custom`: a user's own files, described by the config alone, train end to end;
+every mistake in the files is reported when they are read, naming key, file and record."""
+import json
+
+import pytest
+import yaml
+
+from conftest import make_tiny_assets, write_config
+from prge.cli import main
+
+REVIEWS = [("good tasty great love good", "positive"), ("bad awful stale hate bad", "negative")]
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def custom_config(tmp_path, model_dir, **data):
+    base = {"task": "custom", "train_file": str(tmp_path / "train.jsonl"), "eval_file": str(tmp_path / "test.jsonl"),
+            "template": "Review : {text} Sentiment :", "label_field": "sentiment",
+            "label_words": {"positive": " positive", "negative": " negative"},
+            "train_examples": 40, "eval_examples": 16}
+    base.update(data)
+    path = write_config(tmp_path, model_dir, tmp_path, data=base, run={"steps": 4, "eval_every": 0})
+    tree = yaml.safe_load(path.read_text())
+    tree["data"].pop("data_dir")
+    tree["data"]["label_words"] = base["label_words"]  # in the order written, as a user's file has it
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def assets(tmp_path):
+    model_dir, _ = make_tiny_assets(tmp_path)
+    rows = [{"text": REVIEWS[i % 2][0], "sentiment": REVIEWS[i % 2][1], "id": i} for i in range(24)]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "test.jsonl", rows[:8])
+    return tmp_path, model_dir
+
+
+def test_custom_classification_trains_from_config_alone(assets):
+    tmp_path, model_dir = assets
+    assert main(["train", str(custom_config(tmp_path, model_dir)), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["task"] == "custom" and summary["steps"] == 4
+    assert 0.0 <= summary["accuracy_after"] <= 1.0 and summary["majority_accuracy"] == 0.5
+
+
+def test_custom_csv_tsv_and_generation(assets):
+    tmp_path, model_dir = assets
+    for name, sep in (("train.csv", ","), ("train.tsv", "\t")):
+        (tmp_path / name).write_text(f"text{sep}answer\n" + "".join(
+            f"{REVIEWS[i % 2][0]}{sep}{REVIEWS[i % 2][1]}\n" for i in range(12)))
+    config = custom_config(tmp_path, model_dir, train_file=str(tmp_path / "train.csv"),
+                           eval_file=str(tmp_path / "train.tsv"), label_words=None, label_field="label",
+                           response_field="answer", eval_examples=6)
+    assert main(["train", str(config), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["perplexity_after"] > 1.0 and "accuracy_after" not in summary
+    history = summary["eval_history"]
+    assert history[0]["eval_answer_nll"] > 0 and history[-1]["step"] == 4
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda p: p.write_text(""), "holds no records"),
+    (lambda p: write_jsonl(p, [{"text": "good", "sentiment": "neutral"}]),
+     "record 1: sentiment = 'neutral' is not one of data.label_words (positive, negative)"),
+    (lambda p: write_jsonl(p, [{"text": "good", "sentiment": "positive"}, {"sentiment": "negative"}]),
+     "record 2 has no field 'text'"),
+    (lambda p: p.write_text('{"text": "good", "sentiment": "positive"}\n{not json\n'), "test.jsonl:2: malformed JSON"),
+    (lambda p: p.unlink(), "data.eval_file: "),
+])
+def test_bad_files_fail_at_load_time_naming_file_and_record(assets, capsys, mutate, message):
+    tmp_path, model_dir = assets
+    mutate(tmp_path / "test.jsonl")
+    assert main(["train", str(custom_config(tmp_path, model_dir)), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prge: error: ") and message in err, err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # nothing ran
+
+
+def test_template_placeholder_without_field_and_bad_template(assets, capsys):
+    tmp_path, model_dir = assets
+    assert main(["train", str(custom_config(tmp_path, model_dir, template="{title}: {text}")), "--no-progress"]) == 2
+    assert "data.train_file: " in capsys.readouterr().err  # record 1 has no field 'title'
+    assert main(["train", str(custom_config(tmp_path, model_dir, template="{text")), "--no-progress"]) == 2
+    assert "data.template:" in capsys.readouterr().err
+
+
+def test_chat_template_wraps_the_prompt(assets):
+    from prge._core import parse_run_config
+    from prge.data.batching import PromptEncoder
+    from prge.data.tasks import task_for
+    from prge.models import load_tokenizer
+
+    tmp_path, model_dir = assets
+    config = parse_run_config(custom_config(tmp_path, model_dir, chat_template=True).read_text())
+    task = task_for(config.data)
+    with pytest.raises(ValueError, match="no chat template"):
+        PromptEncoder(task, load_tokenizer(model_dir), 16)
+    encoder = PromptEncoder(task, load_tokenizer(model_dir), 16,
+                            chat_template="<u>{{ messages[0]['content'] }}</u>{% if add_generation_prompt %}A:{% endif %}")
+    example = task.load("train")[0]
+    assert encoder.prompt_text(example) == "<u>Review : good tasty great love good Sentiment :</u>A:"
