@@ -18,7 +18,7 @@ fi
 python3 -m pip install -q "torch==2.13.0"
 python3 -m pip install -q scikit-build-core pybind11 cmake ninja numpy pyyaml safetensors \
   tokenizers tqdm pytest "transformers>=4.45" gguf rdata sentencepiece \
-  matplotlib nbclient nbformat ipykernel datasets onnx onnxscript onnxruntime
+  matplotlib nbclient nbformat ipykernel datasets onnx onnxscript onnxruntime peft jinja2
 # ExecuTorch (optional third runtime for fine-tuning through an inference engine): its
 # Python package declares no torch pin and runs beside torch 2.13; install it without its
 # heavy optional extras (coremltools, scikit-learn, ...), with the few modules exir imports.

@@ -1,3 +1,4 @@
+#include "prge/generation.h"
 #include "prge/estimators/prge_estimator.h"
 #include "prge/models/llama.h"
 #include "prge/token_batch.h"
@@ -35,7 +36,8 @@ void bind_model(py::module_& m) {
       .def_readonly("rank", &AdapterOptions::rank)
       .def_readonly("alpha", &AdapterOptions::alpha)
       .def_readonly("targets", &AdapterOptions::targets)
-      .def_readonly("init_seed", &AdapterOptions::init_seed);
+      .def_readonly("init_seed", &AdapterOptions::init_seed)
+      .def_readonly("init_from", &AdapterOptions::init_from);
 
   py::class_<TokenBatch>(m, "TokenBatch")
       .def(py::init([](torch::Tensor ids, torch::Tensor targets) {
@@ -104,6 +106,19 @@ void bind_model(py::module_& m) {
              return out;
            },
            "LoRA-FA layers in parameter order; lora_b shares storage with the model.")
+      .def(
+          "generate",
+          [](const LlamaModel& m, const std::vector<std::vector<int64_t>>& prompts, int64_t max_new_tokens,
+             double temperature, int64_t top_k, double top_p, uint64_t seed, std::vector<int64_t> stop_tokens,
+             int64_t pad_id) {
+            GenerationOptions o{max_new_tokens, temperature, top_k, top_p, seed, std::move(stop_tokens), pad_id};
+            py::gil_scoped_release release;
+            return generate(m, prompts, o);
+          },
+          py::arg("prompts"), py::arg("max_new_tokens") = 32, py::arg("temperature") = 0.0, py::arg("top_k") = 0,
+          py::arg("top_p") = 1.0, py::arg("seed") = 0, py::arg("stop_tokens") = std::vector<int64_t>{},
+          py::arg("pad_id") = 0,
+          "New token ids for each prompt (lists of ids), with a KV cache: greedy at temperature 0.")
       .def("full_parameters",
            [](LlamaModel& m) {
              py::list out;

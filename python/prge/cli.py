@@ -6,6 +6,9 @@
   prge data copy TASK [--from DIR] [--to DIR]  copy a task's files into the user data dir
   prge data list                               tasks and where their data is found
   prge check CONFIG                            validate a config, print it with defaults
+  prge generate MODEL_OR_RUN_DIR --prompt TEXT  text from a model or a fine-tuned run (KV cache)
+  prge adapters export RUN_DIR --out DIR [--merge]  the run's adapters in PEFT's format (or merged
+                                               into a full Hugging Face model directory)
   prge export CONFIG --runtime onnx|aoti|executorch  export the training step for an inference runtime
   prge train CONFIG --runtime onnx|aoti|executorch  fine-tune through that runtime"""
 from __future__ import annotations
@@ -32,7 +35,7 @@ def _load_config(path: str, overrides: list[str]):
             tree = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ValueError(f"{path}: malformed YAML: {e}") from e
-        tree = apply_overrides(tree, dict(parse_assignment(o) for o in overrides))
+        tree = apply_overrides(tree, dict(parse_assignment(o) for o in overrides), path)
         text = yaml.safe_dump(tree, sort_keys=False)  # label_words keep their order
     config = parse_run_config(text, path)
     for warning in config.warnings:
@@ -76,6 +79,23 @@ def main(argv: list[str] | None = None) -> int:
     copy.add_argument("--from", dest="source", help="directory with the files (default: ../shared/data/TASK)")
     copy.add_argument("--to", dest="destination", help="target directory (default: user data dir / TASK)")
     data_sub.add_parser("list", help="known tasks and where their data is found")
+    gen = sub.add_parser("generate", help="generate text from a model or a fine-tuned run")
+    gen.add_argument("source", help="a run directory (its trained adapters), a model directory or a registry name")
+    gen.add_argument("--prompt", action="append", required=True, help="repeat for a batch")
+    gen.add_argument("--max-new-tokens", type=int, default=32)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--stop", action="append", default=[], help="stop at this token (default: the model's end tokens)")
+    gen.add_argument("--chat", action="store_true", help="wrap each prompt with the model's chat template")
+    adapters = sub.add_parser("adapters", help="trained adapters out of prge")
+    adapters_sub = adapters.add_subparsers(dest="adapters_command", required=True)
+    adapters_export = adapters_sub.add_parser("export", help="a run's adapters in PEFT's LoRA format")
+    adapters_export.add_argument("run_dir", help="a directory `prge train` wrote (config.yaml, trained.safetensors)")
+    adapters_export.add_argument("--out", required=True, help="directory to write")
+    adapters_export.add_argument("--merge", action="store_true",
+                                 help="write a full Hugging Face model with (alpha/r) B A folded into W")
     check = sub.add_parser("check", help="validate a config and print it with defaults filled in")
     check.add_argument("config")
     check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -116,10 +136,44 @@ def main(argv: list[str] | None = None) -> int:
                       overrides=dict(parse_assignment(o) for o in args.set))
         elif args.command == "data":
             _data(args)
+        elif args.command == "generate":
+            _generate(args)
+        elif args.command == "adapters":
+            from prge.adapters import export_merged, export_peft
+
+            out = (export_merged if args.merge else export_peft)(args.run_dir, args.out)
+            what = "merged Hugging Face model" if args.merge else "PEFT adapter"
+            print(f"[prge] {what} written to {out}")
     except (ConfigError, ValueError, FileNotFoundError, KeyError, ImportError) as e:
         print(f"prge: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _generate(args) -> None:
+    from prge.data.batching import compile_chat_template, load_chat_template
+    from prge.generation import generate_text, load_model, stop_ids
+    from prge.models import load_tokenizer
+
+    model, model_dir = load_model(args.source)
+    tokenizer = load_tokenizer(model_dir)
+    stop = stop_ids(tokenizer, model_dir)
+    for text in args.stop:
+        ids = tokenizer.encode(text, add_special_tokens=False).ids
+        if len(ids) != 1:
+            raise ValueError(f"--stop {text!r} is {len(ids)} tokens; a stop must be one token")
+        stop.append(ids[0])
+    template = None
+    if args.chat:
+        source = load_chat_template(model_dir)
+        if source is None:
+            raise ValueError(f"--chat: {model_dir} has no chat template")
+        template = compile_chat_template(source)
+    outputs = generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
+                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                            stop=stop, chat_template=template)
+    for prompt, output in zip(args.prompt, outputs):
+        print(f"{prompt}{output}" if len(args.prompt) == 1 else f"--- {prompt!r}\n{output}")
 
 
 def _report(args) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -13,7 +14,23 @@ from prge._core import LlamaModel, RunConfig, Trainer
 from prge.data.batching import BatchSampler, PromptEncoder, load_chat_template
 from prge.data.tasks import task_for
 from prge.evaluation import evaluate as evaluate_examples, majority_baseline
+from prge.generation import answer_metrics, stop_ids
 from prge.models import load_tokenizer, resolve_model
+
+
+class DivergenceError(ValueError):
+    """A step produced a non-finite loss or projected gradient: the run stops there."""
+
+
+def check_finite(step: int, result, metrics_path: Path) -> None:
+    values = [result.loss, *result.projected_grads]
+    if all(math.isfinite(v) for v in values):
+        return
+    grads = ", ".join(f"{g:.4g}" for g in result.projected_grads)
+    raise DivergenceError(
+        f"step {step}: the run diverged (loss {result.loss:.4g}, projected gradients [{grads}]); it stopped "
+        f"there: {metrics_path} ends at the last finite step and no summary.json marks the run finished. "
+        "Lower optimizer.lr or estimator.epsilon.")
 
 
 def select_examples(examples: list, n: int, seed: int, shuffle: bool) -> list:
@@ -61,6 +78,10 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
     model = LlamaModel.from_pretrained(str(model_dir), config.model.device, config.model.dtype)
     if config.use_adapter:
         model.attach_adapters(config.adapter)
+        if config.adapter.init_from:  # a PEFT adapter as the starting point
+            from prge.adapters import load_peft
+
+            load_peft(model, config.adapter.init_from, config.adapter)
     torch.manual_seed(config.run.seed)
     trainer = Trainer(model, config.estimator, config.optimizer, config.run.seed)
     sampler = BatchSampler(len(train), config.data.batch_size, config.run.seed)
@@ -68,8 +89,12 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
     generation = task.generation
     primary = "perplexity" if generation else "accuracy"  # the metric best_checkpoint picks by
 
+    stop = stop_ids(tokenizer, model_dir) if generation else []
+
     def evaluate(step: int, passes: int, sequences: int) -> dict:
         metrics = evaluate_examples(trainer, encoder, evaluation, progress=progress)
+        if generation:  # greedy answers through the KV-cache decoder, SQuAD-style scores
+            metrics.update(answer_metrics(model, encoder, evaluation, stop))
         record = {"step": step, "forward_passes": passes, "sequences": sequences,
                   **{f"eval_{k}": v for k, v in metrics.items()}}
         if dev:
@@ -78,7 +103,8 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
 
     def describe(record: dict) -> str:
         if generation:
-            text = f"answer perplexity {record['eval_perplexity']:.4f}"
+            text = (f"answer perplexity {record['eval_perplexity']:.4f}, exact match "
+                    f"{record['eval_exact_match']:.4f}, token F1 {record['eval_token_f1']:.4f}")
         else:
             text = f"accuracy {record['eval_accuracy']:.4f}, macro-F1 {record['eval_macro_f1']:.4f}"
         return text + (f" (dev {primary} {record[f'dev_{primary}']:.4f})" if dev else "")
@@ -102,6 +128,7 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
         metrics.write(json.dumps(history[0]) + "\n")
         for step in range(1, config.run.steps + 1):
             result = trainer.step(encoder.batch([train[i] for i in sampler.next()]))
+            check_finite(step, result, metrics_path)
             step_seconds.append(result.seconds)
             passes += result.forward_passes
             sequences += result.sequences
@@ -124,7 +151,10 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
     trainer.save_checkpoint(str(out_dir / "trained.safetensors"))
     results = {f"{primary}_before": before, f"{primary}_after": after,
                f"{primary}_best": best[f"eval_{primary}"], "best_step": best["step"]}
-    if not generation:
+    if generation:
+        results.update({"exact_match_after": history[-1]["eval_exact_match"],
+                        "token_f1_after": history[-1]["eval_token_f1"]})
+    else:
         results.update({"macro_f1_before": history[0]["eval_macro_f1"],
                         "macro_f1_after": history[-1]["eval_macro_f1"],
                         "majority_accuracy": trivial["accuracy"]})

@@ -395,6 +395,46 @@ torch::Tensor LlamaModel::hidden_states(const torch::Tensor& input_ids, const Ma
   return h;
 }
 
+torch::Tensor LlamaModel::forward_cached(const torch::Tensor& input_ids, const torch::Tensor& positions,
+                                         const torch::Tensor& key_mask, KvCache& cache) const {
+  const int64_t n = input_ids.size(0), t = input_ids.size(1), hd = config_.head_dim;
+  const int64_t past = cache.length(), total = past + t;
+  if (key_mask.size(0) != n || key_mask.size(1) != total) {
+    throw std::invalid_argument(fmt::format("forward_cached: key_mask must be [{}, {}]", n, total));
+  }
+  if (cache.keys.empty()) cache.keys.resize(layers_.size()), cache.values.resize(layers_.size());
+  // RoPE at each row's own positions: [N, 1, t, hd], sign-folded as in hidden_states.
+  auto float_options = torch::TensorOptions().dtype(torch::kFloat32).device(device_);
+  auto inv_freq = 1.0 / torch::pow(config_.rope_theta,
+                                   torch::arange(0, hd, 2, float_options) / static_cast<double>(hd));
+  auto angles = positions.to(device_, torch::kFloat32).unsqueeze(-1) * inv_freq;
+  auto cos = torch::cat({angles.cos(), angles.cos()}, -1).to(dtype_).unsqueeze(1);
+  auto sin = torch::cat({-angles.sin(), angles.sin()}, -1).to(dtype_).unsqueeze(1);
+  // Query a (absolute position past + a) sees real keys up to itself, and always itself (so
+  // a padding query has one key and no all-masked row).
+  auto key_index = torch::arange(total, torch::TensorOptions().dtype(torch::kInt64).device(device_));
+  auto query_index = key_index.narrow(0, past, t).unsqueeze(1);
+  auto causal = key_index.unsqueeze(0) <= query_index;                              // [t, total]
+  auto mask = (key_mask.to(device_, torch::kBool).unsqueeze(1) & causal.unsqueeze(0)) |
+              (key_index.unsqueeze(0) == query_index).unsqueeze(0);                // [N, t, total]
+  mask = mask.unsqueeze(1);
+  auto x = at::embedding(embed_tokens_, input_ids.to(device_));
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const auto& layer = layers_[i];
+    auto qkv = layer.qkv.forward(rms_norm(x, layer.input_norm, config_.rms_norm_eps), nullptr);
+    auto q = apply_rope(qkv[0].view({n, t, -1, hd}).transpose(1, 2), cos, sin);
+    auto k = apply_rope(qkv[1].view({n, t, -1, hd}).transpose(1, 2), cos, sin);
+    auto v = qkv[2].view({n, t, -1, hd}).transpose(1, 2);
+    cache.keys[i] = past ? torch::cat({cache.keys[i], k}, 2) : k.contiguous();
+    cache.values[i] = past ? torch::cat({cache.values[i], v}, 2) : v.contiguous();
+    auto attn = at::scaled_dot_product_attention(q, cache.keys[i], cache.values[i], mask, 0.0,
+                                                 /*is_causal=*/false, std::nullopt, /*enable_gqa=*/true);
+    x = x + layer.o_proj.forward(attn.transpose(1, 2).reshape({n, t, -1}));
+    x = x + mlp_block(i, rms_norm(x, layer.post_attention_norm, config_.rms_norm_eps), nullptr, nullptr);
+  }
+  return rms_norm(x, final_norm_, config_.rms_norm_eps);
+}
+
 torch::Tensor LlamaModel::add_rms_norm(torch::Tensor& x, const torch::Tensor& delta,
                                        const torch::Tensor& norm_weight) const {
 #ifdef PRGE_WITH_CUDA

@@ -41,6 +41,9 @@ struct AdapterOptions {
   double alpha = 32.0;
   std::vector<std::string> targets = projection_names();
   uint64_t init_seed = 0;
+  // A PEFT LoRA adapter directory whose A and B replace the fresh ones (a run's starting
+  // point); rank, alpha and targets must match it. Read by the Python side.
+  std::string init_from;
 };
 
 // Full-parameter MeZO's perturbation, applied inside the forward: each weight w is used as
@@ -52,6 +55,12 @@ struct WeightPerturbation {
   int64_t step = 0;
   int64_t query = 0;
   double scale = 0.0;
+};
+
+// Keys and values of every layer for incremental decoding: [N, kv_heads, length, head_dim].
+struct KvCache {
+  std::vector<torch::Tensor> keys, values;
+  int64_t length() const { return keys.empty() ? 0 : keys.front().size(2); }
 };
 
 struct LlamaLayer {
@@ -85,6 +94,12 @@ class LlamaModel {
   torch::Tensor project_to_vocab(const torch::Tensor& hidden_rows,
                                  const WeightPerturbation* perturbation = nullptr) const;
   torch::Tensor logits(const torch::Tensor& input_ids) const;
+  // Incremental forward for generation (unperturbed; adapters applied): ids [N, t] at RoPE
+  // positions [N, t], attending to the cache and to themselves causally; key_mask [N,
+  // cache.length() + t] is false at padding, which no real token attends to. Appends this
+  // call's keys and values to `cache`; returns the final-normed hidden states [N, t, d].
+  torch::Tensor forward_cached(const torch::Tensor& input_ids, const torch::Tensor& positions,
+                               const torch::Tensor& key_mask, KvCache& cache) const;
 
   std::vector<ZoParameter> adapter_parameters();  // LoRA-FA B matrices (Block noise layout)
   // Every B of the model in one flat float32 buffer (the lora_b tensors are views of it).

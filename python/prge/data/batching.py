@@ -29,7 +29,7 @@ class PromptEncoder:
     def __init__(self, task: Task, tokenizer, max_length: int, pad_id: int = 0,
                  chat_template: str | None = None):
         self.task, self.tokenizer, self.max_length, self.pad_id = task, tokenizer, max_length, pad_id
-        self.chat = _compile_chat_template(chat_template) if chat_template else None
+        self.chat = compile_chat_template(chat_template) if chat_template else None
         if task.chat_template and self.chat is None:
             raise ValueError("data.chat_template: true, but the model directory has no chat template "
                              "(chat_template.jinja or tokenizer_config.json)")
@@ -84,7 +84,7 @@ class PromptEncoder:
         return TokenBatch(ids, targets)
 
 
-def _compile_chat_template(source: str):
+def compile_chat_template(source: str):
     try:
         import jinja2
     except ImportError as e:

@@ -1,0 +1,107 @@
+#include "prge/generation.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <limits>
+#include <mutex>
+#include <stdexcept>
+
+namespace prge {
+
+void GenerationOptions::validate() const {
+  if (max_new_tokens < 0) throw std::invalid_argument("max_new_tokens must be >= 0");
+  if (!(temperature >= 0.0)) throw std::invalid_argument("temperature must be >= 0");
+  if (top_k < 0) throw std::invalid_argument("top_k must be >= 0");
+  if (!(top_p > 0.0 && top_p <= 1.0)) throw std::invalid_argument("top_p must be in (0, 1]");
+}
+
+namespace {
+
+// Next token of every row from its logits [N, V] (float32).
+torch::Tensor choose(torch::Tensor logits, const GenerationOptions& o, at::Generator& generator) {
+  if (o.temperature == 0.0) return logits.argmax(-1);
+  logits = logits / o.temperature;
+  if (o.top_k > 0 && o.top_k < logits.size(-1)) {
+    auto kth = std::get<0>(logits.topk(o.top_k, -1)).select(-1, o.top_k - 1).unsqueeze(-1);
+    logits = logits.masked_fill(logits < kth, -std::numeric_limits<float>::infinity());
+  }
+  if (o.top_p < 1.0) {  // keep the smallest set of most likely tokens whose mass reaches top_p
+    auto [sorted, order] = logits.sort(-1, /*descending=*/true);
+    auto before = sorted.softmax(-1).cumsum(-1) - sorted.softmax(-1);  // mass strictly above each
+    sorted = sorted.masked_fill(before >= o.top_p, -std::numeric_limits<float>::infinity());
+    logits = torch::full_like(logits, -std::numeric_limits<float>::infinity()).scatter(-1, order, sorted);
+  }
+  auto probs = logits.softmax(-1).to(torch::kCPU);
+  return at::multinomial(probs, 1, false, generator).squeeze(-1).to(logits.device());
+}
+
+}  // namespace
+
+std::vector<std::vector<int64_t>> generate(const LlamaModel& model,
+                                           const std::vector<std::vector<int64_t>>& prompts,
+                                           const GenerationOptions& options) {
+  options.validate();
+  c10::InferenceMode guard;
+  const auto n = static_cast<int64_t>(prompts.size());
+  std::vector<std::vector<int64_t>> out(prompts.size());
+  if (n == 0 || options.max_new_tokens == 0) return out;
+  int64_t width = 0;
+  for (const auto& p : prompts) {
+    if (p.empty()) throw std::invalid_argument("generate: an empty prompt");
+    for (auto id : p) {
+      if (id < 0 || id >= model.config().vocab_size) {
+        throw std::invalid_argument(fmt::format("generate: token id {} outside the vocabulary of {}", id,
+                                                model.config().vocab_size));
+      }
+    }
+    width = std::max<int64_t>(width, static_cast<int64_t>(p.size()));
+  }
+  // Left padding: every prompt ends at column width - 1, so one new column serves all rows.
+  auto ids = torch::full({n, width}, options.pad_id, torch::kInt64);
+  auto mask = torch::zeros({n, width}, torch::kBool);
+  auto positions = torch::zeros({n, width}, torch::kInt64);
+  for (int64_t i = 0; i < n; ++i) {
+    const auto& p = prompts[static_cast<size_t>(i)];
+    const int64_t pad = width - static_cast<int64_t>(p.size());
+    ids[i].narrow(0, pad, static_cast<int64_t>(p.size())).copy_(torch::tensor(p, torch::kInt64));
+    mask[i].narrow(0, pad, static_cast<int64_t>(p.size())).fill_(true);
+    positions[i].narrow(0, pad, static_cast<int64_t>(p.size())).copy_(torch::arange(static_cast<int64_t>(p.size())));
+  }
+  const auto device = model.device();
+  mask = mask.to(device);
+  auto next_position = positions.select(1, width - 1).unsqueeze(1) + 1;  // [N, 1]
+  KvCache cache;
+  auto hidden = model.forward_cached(ids.to(device), positions.to(device), mask, cache);
+  auto logits = model.project_to_vocab(hidden.select(1, width - 1));  // [N, V] float32
+  at::Generator generator = at::globalContext().defaultGenerator(torch::kCPU).clone();
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_current_seed(options.seed);
+  }
+  std::vector<bool> done(prompts.size(), false);
+  for (int64_t step = 0; step < options.max_new_tokens; ++step) {
+    const auto chosen = choose(logits, options, generator).to(torch::kCPU);
+    const auto* token = chosen.data_ptr<int64_t>();
+    bool all_done = true;
+    for (int64_t i = 0; i < n; ++i) {
+      const auto row = static_cast<size_t>(i);
+      if (done[row]) continue;
+      const auto& stop = options.stop_tokens;
+      if (std::find(stop.begin(), stop.end(), token[i]) != stop.end()) {
+        done[row] = true;
+      } else {
+        out[row].push_back(token[i]);
+      }
+      all_done = all_done && done[row];
+    }
+    if (all_done || step + 1 == options.max_new_tokens) break;
+    mask = torch::cat({mask, torch::ones({n, 1}, mask.options())}, 1);
+    hidden = model.forward_cached(chosen.unsqueeze(1).to(device), next_position.to(device), mask, cache);
+    next_position = next_position + 1;
+    logits = model.project_to_vocab(hidden.select(1, 0));
+  }
+  return out;
+}
+
+}  // namespace prge

@@ -1,0 +1,29 @@
+#pragma once
+// Text generation with a KV cache on the native model: the prompts (left-padded, batched)
+// run once through forward_cached, then one token a step for every sequence at once.
+// Greedy when temperature is 0, else sampling from softmax(logits / temperature) restricted
+// to the top_k tokens and the top_p probability mass, from a seeded generator.
+#include "prge/models/llama.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace prge {
+
+struct GenerationOptions {
+  int64_t max_new_tokens = 32;
+  double temperature = 0.0;  // 0: greedy
+  int64_t top_k = 0;         // 0: no limit
+  double top_p = 1.0;
+  uint64_t seed = 0;
+  std::vector<int64_t> stop_tokens;  // a sequence ends at the first of these (not returned)
+  int64_t pad_id = 0;
+  void validate() const;
+};
+
+// The new tokens of each prompt (without the prompt, without the stop token).
+std::vector<std::vector<int64_t>> generate(const LlamaModel& model,
+                                           const std::vector<std::vector<int64_t>>& prompts,
+                                           const GenerationOptions& options);
+
+}  // namespace prge

