@@ -84,7 +84,7 @@ class Reader {
   static const char* type_name() {
     if constexpr (std::is_same_v<T, bool>) return "true or false";
     else if constexpr (std::is_integral_v<T>) return "an integer";
-    else if constexpr (std::is_floating_point_v<T>) return "a number";
+    else if constexpr (std::is_floating_point_v<T>) return "a finite number";
     else return "a string";
   }
 
@@ -170,11 +170,12 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
     c.use_adapter = false;
   } else {
     const auto adapter = section_of(root, "adapter");
-    reader.check_keys(adapter, "adapter", {"rank", "alpha", "targets", "init_seed"});
+    reader.check_keys(adapter, "adapter", {"rank", "alpha", "targets", "init_seed", "init_from"});
     reader.read(adapter, "adapter", "rank", c.adapter.rank);
     reader.read(adapter, "adapter", "alpha", c.adapter.alpha);
     reader.read_list(adapter, "adapter", "targets", c.adapter.targets);
     reader.read(adapter, "adapter", "init_seed", c.adapter.init_seed);
+    reader.read(adapter, "adapter", "init_from", c.adapter.init_from);
     if (c.adapter.rank < 1) reader.fail(adapter["rank"], "adapter.rank", "must be >= 1");
     for (const auto& t : c.adapter.targets) {
       const auto& names = projection_names();
@@ -285,6 +286,9 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   if (c.run.steps < 0) reader.fail(run["steps"], "run.steps", "must be >= 0");
   if (c.run.eval_every < 0) reader.fail(run["eval_every"], "run.eval_every", "must be >= 0");
   if (c.run.log_every < 1) reader.fail(run["log_every"], "run.log_every", "must be >= 1");
+  if (c.run.output_dir.empty()) {
+    reader.fail(run["output_dir"], "run.output_dir", "must name a directory (empty would write into the working directory)");
+  }
   c.optimizer.total_steps = c.run.steps;  // where a linear / cosine schedule reaches 0
   return c;
 }
@@ -333,6 +337,7 @@ std::string RunConfig::to_yaml() const {
     for (const auto& t : adapter.targets) targets.push_back(yaml_string(t));
     y += fmt::format("adapter:\n  rank: {}\n  alpha: {}\n  targets: [{}]\n  init_seed: {}\n",
                      adapter.rank, yaml_double(adapter.alpha), fmt::join(targets, ", "), adapter.init_seed);
+    if (!adapter.init_from.empty()) y += fmt::format("  init_from: {}\n", yaml_string(adapter.init_from));
   } else {
     y += "adapter: null\n";
   }

@@ -9,12 +9,21 @@ import yaml
 
 def parse_assignment(text: str) -> tuple[str, object]:
     if "=" not in text:
-        raise ValueError(f"override '{text}' must look like section.key=value")
+        raise ValueError(f"--set {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    if not key.strip() or not raw.strip():
+        raise ValueError(f"--set {text!r}: an empty {'key' if not key.strip() else 'value'} "
+                         "(a key left empty would silently fall back to its default)")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ValueError(f"--set {text!r}: the value is not valid YAML ({e})") from e
 
 
-def apply_overrides(tree: dict | None, overrides: dict[str, object]) -> dict:
+def apply_overrides(tree: dict | None, overrides: dict[str, object], source: str = "the config") -> dict:
+    if tree is not None and not isinstance(tree, dict):
+        raise ValueError(f"{source}: expected a mapping of sections (model:, estimator:, ...), "
+                         f"got a YAML {type(tree).__name__}")
     tree = copy.deepcopy(tree) if tree else {}
     for dotted, value in overrides.items():
         node = tree

@@ -15,7 +15,7 @@ from conftest import make_tiny_assets, write_config
 def test_config_errors_name_the_key():
     with pytest.raises(prge.ConfigError, match=r"run.yaml:2:3: estimator.querys: unknown key"):
         prge.parse_run_config("estimator:\n  querys: 4\n", "run.yaml")
-    with pytest.raises(prge.ConfigError, match="optimizer.lr: expected a number, got 'fast'"):
+    with pytest.raises(prge.ConfigError, match="optimizer.lr: expected a finite number, got 'fast'"):
         prge.parse_run_config("optimizer: {lr: fast}")
     with pytest.raises(prge.ConfigError, match="malformed YAML"):
         prge.parse_run_config("model: {name: [x\n")

@@ -5,6 +5,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <stdexcept>
@@ -38,6 +39,9 @@ T scalar_as(const YAML::Node& node) {
     }
     if (errno != 0 || end == text.c_str() || *end != '\0') {
       throw std::invalid_argument("not a number: " + text);
+    }
+    if constexpr (std::is_floating_point_v<T>) {
+      if (!std::isfinite(value)) throw std::invalid_argument("not a finite number: " + text);
     }
     return value;
   }

@@ -49,10 +49,15 @@ class Task:
         root = data_dir or find_task_dir(self.name)
         records = read_split(root, split, self.files, self.name)
         try:
-            return [self.parse(r) for r in records]
+            examples = [self.parse(r) for r in records]
         except (KeyError, ValueError) as e:
             raise ValueError(f"{self.name}: a record of the {split} split in {root} does not have "
                              f"the expected fields: {e!r}") from e
+        for i, e in enumerate(examples, 1):
+            if not 0 <= e.label < len(self.label_words):
+                raise ValueError(f"{self.name}: record {i} of the {split} split in {root} has label {e.label}, "
+                                 f"outside 0..{len(self.label_words) - 1} ({', '.join(self.label_words)})")
+        return examples
 
     def prompt(self, example: Example) -> str:
         return self.template(example.fields)

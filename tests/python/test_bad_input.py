@@ -1,0 +1,72 @@
+"""Bad input a user can cause ends as `prge: error: ...` (exit 2) naming the key or step,
+and never as a run marked finished with non-finite results. Table-driven: one row a case."""
+import json
+
+import pytest
+
+from conftest import make_tiny_assets, write_config
+from prge.cli import main
+
+# (config overrides, what the error must say)
+CONFIG_CASES = [
+    ({"estimator": {"epsilon": "inf"}}, "estimator.epsilon: expected a finite number, got 'inf'"),
+    ({"optimizer": {"lr": "inf"}}, "optimizer.lr: expected a finite number, got 'inf'"),
+    ({"optimizer": {"lr": "nan"}}, "optimizer.lr: expected a finite number, got 'nan'"),
+    ({"adapter": {"alpha": "nan"}}, "adapter.alpha: expected a finite number, got 'nan'"),
+    ({"optimizer": {"lr": "1e400"}}, "optimizer.lr: expected a finite number, got '1e400'"),
+]
+
+
+@pytest.fixture
+def assets(tmp_path):
+    return tmp_path, *make_tiny_assets(tmp_path)
+
+
+@pytest.mark.parametrize("overrides, message", CONFIG_CASES)
+def test_non_finite_config_values_are_rejected_when_read(assets, capsys, overrides, message):
+    tmp_path, model_dir, data_dir = assets
+    path = write_config(tmp_path, model_dir, data_dir, **overrides)
+    path.write_text(path.read_text().replace("'inf'", "inf").replace("'nan'", "nan").replace("'1e400'", "1e400"))
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prge: error: ") and message in err, err
+
+
+def test_a_diverging_run_stops_naming_the_step_and_is_not_marked_finished(assets, capsys):
+    tmp_path, model_dir, data_dir = assets
+    path = write_config(tmp_path, model_dir, data_dir, optimizer={"lr": 1e30}, run={"steps": 6, "eval_every": 0,
+                                                                                   "log_every": 1})
+    assert main(["train", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prge: error: step ") and "the run diverged" in err, err
+    run = tmp_path / "run"
+    assert not (run / "summary.json").exists()
+    for line in (run / "metrics.jsonl").read_text().splitlines():  # valid JSON, finite numbers only
+        record = json.loads(line)
+        assert all(v == v and abs(v) != float("inf") for v in record.values() if isinstance(v, float))
+
+
+def test_cli_input_mistakes_are_named(assets, capsys):
+    tmp_path, model_dir, data_dir = assets
+    path = write_config(tmp_path, model_dir, data_dir)
+    cases = [
+        (["check", str(path), "--set", "run.steps="], "--set 'run.steps=': an empty value"),
+        (["check", str(path), "--set", "estimator.queries=[1"], "the value is not valid YAML"),
+        (["check", str(path), "--set", "run.output_dir=''"], "run.output_dir: must name a directory"),
+    ]
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- model\n- data\n")
+    cases.append((["check", str(listed), "--set", "run.steps=3"], "expected a mapping of sections"))
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("prge: error: ") and message in err, (argv, err)
+
+
+@pytest.mark.parametrize("label", ["-1", "2"])
+def test_a_label_outside_the_label_words_is_named_at_load(tmp_path, label):
+    from prge.data.tasks import get_task
+
+    (tmp_path / "train.tsv").write_text(f"sentence\tlabel\ngood film\t1\nbad film\t{label}\n")
+    with pytest.raises(ValueError, match=r"record 2 of the train split .* has label .*outside 0..1"):
+        get_task("sst2").load("train", tmp_path)
