@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set estimator.queries=4")
     train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--overwrite", action="store_true", help="replace another run's files in run.output_dir")
     train.add_argument("--runtime", choices=RUNTIME_CHOICES, default="eager",
                        help="eager: prge's C++ trainer; onnx / aoti / executorch: export the step "
                             "and train through that inference runtime (needs estimator.rng: counter)")
@@ -115,11 +116,11 @@ def main(argv: list[str] | None = None) -> int:
             if runtime == "eager":
                 from prge.train import run_training
 
-                run_training(config, progress=not args.no_progress)
+                run_training(config, progress=not args.no_progress, overwrite=args.overwrite)
             else:
                 from prge.export.train_through_runtime import train_through_runtime
 
-                train_through_runtime(config, runtime, progress=not args.no_progress)
+                train_through_runtime(config, runtime, progress=not args.no_progress, overwrite=args.overwrite)
         elif args.command == "export":
             from prge.export.exporters import export_run
 

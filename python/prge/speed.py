@@ -15,6 +15,7 @@ import torch
 from prge._core import IGNORE_INDEX, LlamaModel, RunConfig, TokenBatch, Trainer
 from prge.models import resolve_model, shape_config
 from prge import run_summary
+from prge.run_dir import claim
 
 SPEED_KEYS = {"warmup", "steps", "shape"}
 
@@ -44,11 +45,13 @@ def build_model(config: RunConfig, shape: str | None) -> LlamaModel:
 
 
 def run_speed(config: RunConfig, warmup: int = 2, steps: int = 5, shape: str | None = None,
-              log=print) -> dict:
+              log=print, overwrite: bool = False) -> dict:
+    with claim(config.run.output_dir, config.to_yaml(), overwrite) as out_dir:
+        return _measure(config, out_dir, warmup, steps, shape, log)
+
+
+def _measure(config: RunConfig, out_dir: Path, warmup: int, steps: int, shape: str | None, log) -> dict:
     device = config.model.device
-    out_dir = Path(config.run.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(config.to_yaml())
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()

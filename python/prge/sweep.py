@@ -1,6 +1,7 @@
 """Sweeps: a base config crossed with a grid (and optional named variants). Each run
-gets its own directory; runs whose summary.json exists are skipped, so an interrupted
-sweep resumes where it stopped.
+gets its own directory; a run finished with the same config (its stored config.yaml) is
+skipped, so an interrupted sweep resumes where it stopped; one finished with other settings
+is refused, naming the difference; a run another process is writing is left to it.
 
     base: CONFIG.yaml or an inline config     grid: {key: [values]}   (crossed)
     variants: [{name: ..., key: value}]       output_root: runs/NAME
@@ -16,6 +17,7 @@ import yaml
 
 from prge._core import parse_run_config
 from prge.overrides import apply_overrides
+from prge.run_dir import RunInProgress, finished
 
 SWEEP_KEYS = {"base", "output_root", "grid", "variants", "mode", "speed", "report"}
 MODES = ("train", "speed")
@@ -91,14 +93,17 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: dic
     summaries = []
     runs = expand_sweep(path, overrides, output_root)
     for i, (label, config) in enumerate(runs, 1):
-        summary_path = Path(config.run.output_dir) / "summary.json"
-        if summary_path.is_file():
+        out_dir = Path(config.run.output_dir)
+        if finished(out_dir, config.to_yaml()):
             log(f"[prge] ({i}/{len(runs)}) {label}: finished earlier, skipping")
-            summaries.append(json.loads(summary_path.read_text()))
+            summaries.append(json.loads((out_dir / "summary.json").read_text()))
             continue
         log(f"[prge] ({i}/{len(runs)}) {label}")
-        if speed:
-            summaries.append(run_speed(config, log=log, **(spec.get("speed") or {})))
-        else:
-            summaries.append(run_training(config, progress=progress, log=log))
+        try:  # an interrupted run of this sweep starts again from its first step
+            if speed:
+                summaries.append(run_speed(config, log=log, overwrite=True, **(spec.get("speed") or {})))
+            else:
+                summaries.append(run_training(config, progress=progress, log=log, overwrite=True))
+        except RunInProgress:
+            log(f"[prge] ({i}/{len(runs)}) {label}: another process is running it, skipping")
     return summaries

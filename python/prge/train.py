@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from prge import run_summary
+from prge.run_dir import claim
 from prge.progress import progress_bar
 from prge._core import LlamaModel, RunConfig, Trainer
 from prge.data.batching import BatchSampler, PromptEncoder, load_chat_template
@@ -62,11 +63,7 @@ def split_protocol(task, data, seed: int) -> tuple[list, list, list]:
             select_examples(eval_all, data.eval_examples, seed, shuffle=True))
 
 
-def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
-    out_dir = Path(config.run.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(config.to_yaml())
-
+def run_training(config: RunConfig, progress: bool = True, log=print, overwrite: bool = False) -> dict:
     task = task_for(config.data)
     model_dir = resolve_model(config.model.name)
     tokenizer = load_tokenizer(model_dir)
@@ -85,91 +82,94 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
     torch.manual_seed(config.run.seed)
     trainer = Trainer(model, config.estimator, config.optimizer, config.run.seed)
     sampler = BatchSampler(len(train), config.data.batch_size, config.run.seed)
+    # The output directory is claimed only once the config, data and model have loaded: bad
+    # input never touches a directory.
+    with claim(config.run.output_dir, config.to_yaml(), overwrite) as out_dir:
 
-    generation = task.generation
-    primary = "perplexity" if generation else "accuracy"  # the metric best_checkpoint picks by
+        generation = task.generation
+        primary = "perplexity" if generation else "accuracy"  # the metric best_checkpoint picks by
 
-    stop = stop_ids(tokenizer, model_dir) if generation else []
+        stop = stop_ids(tokenizer, model_dir) if generation else []
 
-    def evaluate(step: int, passes: int, sequences: int) -> dict:
-        metrics = evaluate_examples(trainer, encoder, evaluation, progress=progress)
-        if generation:  # greedy answers through the KV-cache decoder, SQuAD-style scores
-            metrics.update(answer_metrics(model, encoder, evaluation, stop))
-        record = {"step": step, "forward_passes": passes, "sequences": sequences,
-                  **{f"eval_{k}": v for k, v in metrics.items()}}
-        if dev:
-            record[f"dev_{primary}"] = evaluate_examples(trainer, encoder, dev, progress=progress)[primary]
-        return record
+        def evaluate(step: int, passes: int, sequences: int) -> dict:
+            metrics = evaluate_examples(trainer, encoder, evaluation, progress=progress)
+            if generation:  # greedy answers through the KV-cache decoder, SQuAD-style scores
+                metrics.update(answer_metrics(model, encoder, evaluation, stop))
+            record = {"step": step, "forward_passes": passes, "sequences": sequences,
+                      **{f"eval_{k}": v for k, v in metrics.items()}}
+            if dev:
+                record[f"dev_{primary}"] = evaluate_examples(trainer, encoder, dev, progress=progress)[primary]
+            return record
 
-    def describe(record: dict) -> str:
+        def describe(record: dict) -> str:
+            if generation:
+                text = (f"answer perplexity {record['eval_perplexity']:.4f}, exact match "
+                        f"{record['eval_exact_match']:.4f}, token F1 {record['eval_token_f1']:.4f}")
+            else:
+                text = f"accuracy {record['eval_accuracy']:.4f}, macro-F1 {record['eval_macro_f1']:.4f}"
+            return text + (f" (dev {primary} {record[f'dev_{primary}']:.4f})" if dev else "")
+
+        log(f"[prge] {config.estimator.kind} q={config.estimator.queries} "
+            f"parallel={config.estimator.parallel} on {task.name} with {config.model.name}: "
+            f"{len(train)} train / {len(dev)} dev / {len(evaluation)} eval examples "
+            f"({config.data.protocol} protocol), {config.run.steps} steps")
+        history = [evaluate(0, 0, 0)]
         if generation:
-            text = (f"answer perplexity {record['eval_perplexity']:.4f}, exact match "
-                    f"{record['eval_exact_match']:.4f}, token F1 {record['eval_token_f1']:.4f}")
+            log(f"[prge] before training: {describe(history[0])}")
         else:
-            text = f"accuracy {record['eval_accuracy']:.4f}, macro-F1 {record['eval_macro_f1']:.4f}"
-        return text + (f" (dev {primary} {record[f'dev_{primary}']:.4f})" if dev else "")
-
-    log(f"[prge] {config.estimator.kind} q={config.estimator.queries} "
-        f"parallel={config.estimator.parallel} on {task.name} with {config.model.name}: "
-        f"{len(train)} train / {len(dev)} dev / {len(evaluation)} eval examples "
-        f"({config.data.protocol} protocol), {config.run.steps} steps")
-    history = [evaluate(0, 0, 0)]
-    if generation:
-        log(f"[prge] before training: {describe(history[0])}")
-    else:
-        trivial = majority_baseline(evaluation, len(encoder.label_ids))
-        log(f"[prge] before training: {describe(history[0])}; always answering the majority class: "
-            f"accuracy {trivial['accuracy']:.4f}, macro-F1 {trivial['macro_f1']:.4f}")
-    metrics_path = out_dir / "metrics.jsonl"
-    step_seconds = []
-    passes = sequences = 0
-    bar = progress_bar(config.run.steps, progress)
-    with open(metrics_path, "w") as metrics:
-        metrics.write(json.dumps(history[0]) + "\n")
-        for step in range(1, config.run.steps + 1):
-            result = trainer.step(encoder.batch([train[i] for i in sampler.next()]))
-            check_finite(step, result, metrics_path)
-            step_seconds.append(result.seconds)
-            passes += result.forward_passes
-            sequences += result.sequences
-            if step % config.run.log_every == 0:
-                metrics.write(json.dumps({"step": step, "loss": result.loss, "seconds": result.seconds,
-                                          "forward_passes": passes, "sequences": sequences}) + "\n")
-                metrics.flush()
-            if step == config.run.steps or (config.run.eval_every and step % config.run.eval_every == 0):
-                history.append(evaluate(step, passes, sequences))
-                metrics.write(json.dumps(history[-1]) + "\n")
-                metrics.flush()
-                log(f"[prge] step {step}: {describe(history[-1])}")
-            if bar:
-                bar.set_postfix(loss=f"{result.loss:.4f}")
-                bar.update(1)
-    if bar:
-        bar.close()
-    before, after = history[0][f"eval_{primary}"], history[-1][f"eval_{primary}"]
-    best = best_checkpoint(history)
-    trainer.save_checkpoint(str(out_dir / "trained.safetensors"))
-    results = {f"{primary}_before": before, f"{primary}_after": after,
-               f"{primary}_best": best[f"eval_{primary}"], "best_step": best["step"]}
-    if generation:
-        results.update({"exact_match_after": history[-1]["eval_exact_match"],
-                        "token_f1_after": history[-1]["eval_token_f1"]})
-    else:
-        results.update({"macro_f1_before": history[0]["eval_macro_f1"],
-                        "macro_f1_after": history[-1]["eval_macro_f1"],
-                        "majority_accuracy": trivial["accuracy"]})
-    summary = run_summary.write(out_dir, run_summary.identity(config, mode="train", task=task.name), {
-        **results, "forward_passes": passes, "sequences": sequences, "eval_history": history,
-        "mean_step_seconds": sum(step_seconds) / len(step_seconds) if step_seconds else None,
-    })
-    if generation:
-        log(f"[prge] after {config.run.steps} steps: answer perplexity {before:.4f} -> {after:.4f}; "
-            f"results in {out_dir}")
-    else:
-        log(f"[prge] after {config.run.steps} steps: accuracy {before:.4f} -> {after:.4f}, "
-            f"macro-F1 {history[0]['eval_macro_f1']:.4f} -> {history[-1]['eval_macro_f1']:.4f} "
-            f"(majority-class accuracy {trivial['accuracy']:.4f}); results in {out_dir}")
-    return summary
+            trivial = majority_baseline(evaluation, len(encoder.label_ids))
+            log(f"[prge] before training: {describe(history[0])}; always answering the majority class: "
+                f"accuracy {trivial['accuracy']:.4f}, macro-F1 {trivial['macro_f1']:.4f}")
+        metrics_path = out_dir / "metrics.jsonl"
+        step_seconds = []
+        passes = sequences = 0
+        bar = progress_bar(config.run.steps, progress)
+        with open(metrics_path, "w") as metrics:
+            metrics.write(json.dumps(history[0]) + "\n")
+            for step in range(1, config.run.steps + 1):
+                result = trainer.step(encoder.batch([train[i] for i in sampler.next()]))
+                check_finite(step, result, metrics_path)
+                step_seconds.append(result.seconds)
+                passes += result.forward_passes
+                sequences += result.sequences
+                if step % config.run.log_every == 0:
+                    metrics.write(json.dumps({"step": step, "loss": result.loss, "seconds": result.seconds,
+                                              "forward_passes": passes, "sequences": sequences}) + "\n")
+                    metrics.flush()
+                if step == config.run.steps or (config.run.eval_every and step % config.run.eval_every == 0):
+                    history.append(evaluate(step, passes, sequences))
+                    metrics.write(json.dumps(history[-1]) + "\n")
+                    metrics.flush()
+                    log(f"[prge] step {step}: {describe(history[-1])}")
+                if bar:
+                    bar.set_postfix(loss=f"{result.loss:.4f}")
+                    bar.update(1)
+        if bar:
+            bar.close()
+        before, after = history[0][f"eval_{primary}"], history[-1][f"eval_{primary}"]
+        best = best_checkpoint(history)
+        trainer.save_checkpoint(str(out_dir / "trained.safetensors"))
+        results = {f"{primary}_before": before, f"{primary}_after": after,
+                   f"{primary}_best": best[f"eval_{primary}"], "best_step": best["step"]}
+        if generation:
+            results.update({"exact_match_after": history[-1]["eval_exact_match"],
+                            "token_f1_after": history[-1]["eval_token_f1"]})
+        else:
+            results.update({"macro_f1_before": history[0]["eval_macro_f1"],
+                            "macro_f1_after": history[-1]["eval_macro_f1"],
+                            "majority_accuracy": trivial["accuracy"]})
+        summary = run_summary.write(out_dir, run_summary.identity(config, mode="train", task=task.name), {
+            **results, "forward_passes": passes, "sequences": sequences, "eval_history": history,
+            "mean_step_seconds": sum(step_seconds) / len(step_seconds) if step_seconds else None,
+        })
+        if generation:
+            log(f"[prge] after {config.run.steps} steps: answer perplexity {before:.4f} -> {after:.4f}; "
+                f"results in {out_dir}")
+        else:
+            log(f"[prge] after {config.run.steps} steps: accuracy {before:.4f} -> {after:.4f}, "
+                f"macro-F1 {history[0]['eval_macro_f1']:.4f} -> {history[-1]['eval_macro_f1']:.4f} "
+                f"(majority-class accuracy {trivial['accuracy']:.4f}); results in {out_dir}")
+        return summary
 
 
 def best_checkpoint(history: list[dict]) -> dict:

@@ -14,17 +14,20 @@ from prge._core import RunConfig, Trainer, counter_step_key
 from prge.export.exporters import build_model, check_exportable, export_run
 from prge.export.run_data import RunData
 from prge.export.runners import open_runner
+from prge.evaluation import accuracy
 from prge.progress import progress_bar
+from prge.run_dir import claim
 
 
-def train_through_runtime(config: RunConfig, runtime: str, progress: bool = True, log=print) -> dict:
-    from prge.evaluation import accuracy
-
+def train_through_runtime(config: RunConfig, runtime: str, progress: bool = True, log=print,
+                          overwrite: bool = False) -> dict:
     check_exportable(config, runtime)
-    out = Path(config.run.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(config.to_yaml())
     data = RunData(config)
+    with claim(config.run.output_dir, config.to_yaml(), overwrite) as out:
+        return _train(config, runtime, data, out, progress, log)
+
+
+def _train(config: RunConfig, runtime: str, data: RunData, out: Path, progress: bool, log) -> dict:
     export_dir = export_run(config, runtime, out / f"export_{runtime}", data, log=log)
     runner = open_runner(export_dir)
     model = build_model(config, data.model_dir)
