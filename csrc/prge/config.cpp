@@ -277,15 +277,17 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   read_custom_task(reader, data, c.data);
 
   const auto run = section_of(root, "run");
-  reader.check_keys(run, "run", {"steps", "seed", "eval_every", "log_every", "output_dir"});
+  reader.check_keys(run, "run", {"steps", "seed", "eval_every", "log_every", "checkpoint_every", "output_dir"});
   reader.read(run, "run", "steps", c.run.steps);
   reader.read(run, "run", "seed", c.run.seed);
   reader.read(run, "run", "eval_every", c.run.eval_every);
   reader.read(run, "run", "log_every", c.run.log_every);
+  reader.read(run, "run", "checkpoint_every", c.run.checkpoint_every);
   reader.read(run, "run", "output_dir", c.run.output_dir);
   if (c.run.steps < 0) reader.fail(run["steps"], "run.steps", "must be >= 0");
   if (c.run.eval_every < 0) reader.fail(run["eval_every"], "run.eval_every", "must be >= 0");
   if (c.run.log_every < 1) reader.fail(run["log_every"], "run.log_every", "must be >= 1");
+  if (c.run.checkpoint_every < 0) reader.fail(run["checkpoint_every"], "run.checkpoint_every", "must be >= 0");
   if (c.run.output_dir.empty()) {
     reader.fail(run["output_dir"], "run.output_dir", "must name a directory (empty would write into the working directory)");
   }
@@ -372,8 +374,9 @@ std::string RunConfig::to_yaml() const {
     }
     y += fmt::format("  chat_template: {}\n", data.chat_template ? "true" : "false");
   }
-  y += fmt::format("run:\n  steps: {}\n  seed: {}\n  eval_every: {}\n  log_every: {}\n  output_dir: {}\n",
-                   run.steps, run.seed, run.eval_every, run.log_every, yaml_string(run.output_dir));
+  y += fmt::format(
+      "run:\n  steps: {}\n  seed: {}\n  eval_every: {}\n  log_every: {}\n  checkpoint_every: {}\n  output_dir: {}\n",
+      run.steps, run.seed, run.eval_every, run.log_every, run.checkpoint_every, yaml_string(run.output_dir));
   return y;
 }
 

@@ -54,6 +54,7 @@ struct RunOptions {
   uint64_t seed = 42;
   int64_t eval_every = 0;  // 0: evaluate only before and after
   int64_t log_every = 10;
+  int64_t checkpoint_every = 0;  // 0: only the final weights; N: a resumable checkpoint every N steps
   std::string output_dir = "runs/default";
 };
 

@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="override a config value, e.g. --set estimator.queries=4")
     train.add_argument("--no-progress", action="store_true")
     train.add_argument("--overwrite", action="store_true", help="replace another run's files in run.output_dir")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in run.output_dir from its last checkpoint")
     train.add_argument("--runtime", choices=RUNTIME_CHOICES, default="eager",
                        help="eager: prge's C++ trainer; onnx / aoti / executorch: export the step "
                             "and train through that inference runtime (needs estimator.rng: counter)")
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             if runtime == "eager":
                 from prge.train import run_training
 
-                run_training(config, progress=not args.no_progress, overwrite=args.overwrite)
+                run_training(config, progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume)
             else:
                 from prge.export.train_through_runtime import train_through_runtime
 

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 
-def progress_bar(total: int, enabled: bool, desc: str = "train", unit: str = "step"):
+def progress_bar(total: int, enabled: bool, desc: str = "train", unit: str = "step", initial: int = 0):
     if not enabled or total == 0:
         return None
     try:
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, initial=initial)

@@ -21,11 +21,40 @@ class RunInProgress(RunDirError):
     """Another process holds the directory's lock."""
 
 
+def _check_resumable(out_dir: Path, config_yaml: str) -> None:
+    if (out_dir / "summary.json").is_file():
+        raise RunDirError(f"{out_dir}: the run finished; nothing to resume")
+    if not (out_dir / "config.yaml").is_file():
+        raise RunDirError(f"{out_dir}: no run to resume (no config.yaml)")
+    stored = normalized((out_dir / "config.yaml").read_text())
+    if stored != config_yaml:
+        raise RunDirError(f"{out_dir}: the run there has other settings (first difference: "
+                          f"{first_difference(stored, config_yaml)}); resume needs the same config")
+
+
+def resumable(out_dir: Path, config_yaml: str) -> bool:
+    try:
+        _check_resumable(Path(out_dir), config_yaml)
+        return True
+    except RunDirError:
+        return False
+
+
 def first_difference(stored: str, wanted: str) -> str:
     for line in difflib.unified_diff(stored.splitlines(), wanted.splitlines(), lineterm="", n=0):
         if line.startswith(("+", "-")) and not line.startswith(("+++", "---")):
             return line
     return ""
+
+
+def normalized(config_yaml: str) -> str:
+    """A stored config.yaml as this version writes it (keys added since get their defaults)."""
+    from prge._core import ConfigError, parse_run_config
+
+    try:
+        return parse_run_config(config_yaml).to_yaml()
+    except ConfigError:
+        return config_yaml
 
 
 def finished(out_dir: str | Path, config_yaml: str) -> bool:
@@ -34,7 +63,7 @@ def finished(out_dir: str | Path, config_yaml: str) -> bool:
     out_dir = Path(out_dir)
     if not (out_dir / "summary.json").is_file():
         return False
-    stored = (out_dir / "config.yaml").read_text() if (out_dir / "config.yaml").is_file() else ""
+    stored = normalized((out_dir / "config.yaml").read_text()) if (out_dir / "config.yaml").is_file() else ""
     if stored == config_yaml:
         return True
     raise RunDirError(f"{out_dir} holds a finished run of other settings (first difference: "
@@ -43,9 +72,10 @@ def finished(out_dir: str | Path, config_yaml: str) -> bool:
 
 
 @contextmanager
-def claim(out_dir: str | Path, config_yaml: str, overwrite: bool = False):
+def claim(out_dir: str | Path, config_yaml: str, overwrite: bool = False, resume: bool = False):
     """Lock the directory for this process, clear another run's files (only with overwrite),
-    write config.yaml, and yield the directory."""
+    write config.yaml, and yield the directory. With resume, the directory must hold an
+    unfinished run of this very config, and nothing is cleared."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise RunDirError(f"run.output_dir: {out_dir} is a file, not a directory")
@@ -59,7 +89,12 @@ def claim(out_dir: str | Path, config_yaml: str, overwrite: bool = False):
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
             raise RunInProgress(f"run.output_dir: another prge process is writing {out_dir}") from e
-        present = [name for name in RUN_FILES if (out_dir / name).exists()]
+        if resume:
+            _check_resumable(out_dir, config_yaml)
+            yield out_dir
+            return
+        present = [name for name in RUN_FILES + ("checkpoint.json", "checkpoint.safetensors")
+                   if (out_dir / name).exists()]
         if present and not overwrite:
             raise RunDirError(f"run.output_dir: {out_dir} holds another run ({', '.join(present)}); "
                               "pass --overwrite to replace it, or choose another run.output_dir")

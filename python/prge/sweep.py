@@ -17,7 +17,8 @@ import yaml
 
 from prge._core import parse_run_config
 from prge.overrides import apply_overrides
-from prge.run_dir import RunInProgress, finished
+from prge import checkpoints
+from prge.run_dir import RunInProgress, finished, resumable
 
 SWEEP_KEYS = {"base", "output_root", "grid", "variants", "mode", "speed", "report"}
 MODES = ("train", "speed")
@@ -99,11 +100,13 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: dic
             summaries.append(json.loads((out_dir / "summary.json").read_text()))
             continue
         log(f"[prge] ({i}/{len(runs)}) {label}")
-        try:  # an interrupted run of this sweep starts again from its first step
+        # An interrupted run continues from its checkpoint; without one it starts again.
+        resume = not speed and checkpoints.exists(out_dir) and resumable(out_dir, config.to_yaml())
+        try:
             if speed:
                 summaries.append(run_speed(config, log=log, overwrite=True, **(spec.get("speed") or {})))
             else:
-                summaries.append(run_training(config, progress=progress, log=log, overwrite=True))
+                summaries.append(run_training(config, progress=progress, log=log, overwrite=True, resume=resume))
         except RunInProgress:
             log(f"[prge] ({i}/{len(runs)}) {label}: another process is running it, skipping")
     return summaries

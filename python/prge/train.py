@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import math
 import random
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from prge import run_summary
+from prge import checkpoints, run_summary
 from prge.run_dir import claim
 from prge.progress import progress_bar
 from prge._core import LlamaModel, RunConfig, Trainer
@@ -17,6 +19,32 @@ from prge.data.tasks import task_for
 from prge.evaluation import evaluate as evaluate_examples, majority_baseline
 from prge.generation import answer_metrics, stop_ids
 from prge.models import load_tokenizer, resolve_model
+
+
+class RunInterrupted(ValueError):
+    """Ctrl-C: the run stopped after a whole step, with a checkpoint to resume from."""
+
+
+@contextmanager
+def stop_on_interrupt():
+    """The first Ctrl-C asks the loop to stop after the step in flight (a second one stops at
+    once); yields a function telling whether it was pressed."""
+    pressed = []
+
+    def handler(signum, frame):
+        if pressed:
+            raise KeyboardInterrupt
+        pressed.append(signum)
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+        yield lambda: False
+        return
+    try:
+        yield lambda: bool(pressed)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class DivergenceError(ValueError):
@@ -63,7 +91,8 @@ def split_protocol(task, data, seed: int) -> tuple[list, list, list]:
             select_examples(eval_all, data.eval_examples, seed, shuffle=True))
 
 
-def run_training(config: RunConfig, progress: bool = True, log=print, overwrite: bool = False) -> dict:
+def run_training(config: RunConfig, progress: bool = True, log=print, overwrite: bool = False,
+                 resume: bool = False) -> dict:
     task = task_for(config.data)
     model_dir = resolve_model(config.model.name)
     tokenizer = load_tokenizer(model_dir)
@@ -84,7 +113,7 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
     sampler = BatchSampler(len(train), config.data.batch_size, config.run.seed)
     # The output directory is claimed only once the config, data and model have loaded: bad
     # input never touches a directory.
-    with claim(config.run.output_dir, config.to_yaml(), overwrite) as out_dir:
+    with claim(config.run.output_dir, config.to_yaml(), overwrite, resume) as out_dir:
 
         generation = task.generation
         primary = "perplexity" if generation else "accuracy"  # the metric best_checkpoint picks by
@@ -113,20 +142,31 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
             f"parallel={config.estimator.parallel} on {task.name} with {config.model.name}: "
             f"{len(train)} train / {len(dev)} dev / {len(evaluation)} eval examples "
             f"({config.data.protocol} protocol), {config.run.steps} steps")
-        history = [evaluate(0, 0, 0)]
-        if generation:
-            log(f"[prge] before training: {describe(history[0])}")
-        else:
+        if not generation:
             trivial = majority_baseline(evaluation, len(encoder.label_ids))
-            log(f"[prge] before training: {describe(history[0])}; always answering the majority class: "
-                f"accuracy {trivial['accuracy']:.4f}, macro-F1 {trivial['macro_f1']:.4f}")
         metrics_path = out_dir / "metrics.jsonl"
-        step_seconds = []
-        passes = sequences = 0
-        bar = progress_bar(config.run.steps, progress)
-        with open(metrics_path, "w") as metrics:
-            metrics.write(json.dumps(history[0]) + "\n")
-            for step in range(1, config.run.steps + 1):
+        step_seconds, passes, sequences, first = [], 0, 0, 1
+        if resume:
+            state = checkpoints.load(out_dir, trainer)
+            sampler.set_state(state["sampler"])
+            passes, sequences, step_seconds = state["forward_passes"], state["sequences"], state["step_seconds"]
+            first = state["step"] + 1
+            history = [r for r in checkpoints.metrics_until(metrics_path, state["step"]) if f"eval_{primary}" in r]
+            log(f"[prge] resuming after step {state['step']} from {out_dir / checkpoints.STATE}")
+        else:
+            history = [evaluate(0, 0, 0)]
+            baseline = "" if generation else (f"; always answering the majority class: accuracy "
+                                               f"{trivial['accuracy']:.4f}, macro-F1 {trivial['macro_f1']:.4f}")
+            log(f"[prge] before training: {describe(history[0])}{baseline}")
+            metrics_path.write_text(json.dumps(history[0]) + "\n")
+
+        def checkpoint(step: int) -> None:
+            checkpoints.save(out_dir, trainer, {"step": step, "sampler": sampler.state(), "forward_passes": passes,
+                                                "sequences": sequences, "step_seconds": step_seconds})
+
+        bar = progress_bar(config.run.steps, progress, initial=first - 1)
+        with open(metrics_path, "a") as metrics, stop_on_interrupt() as interrupted:
+            for step in range(first, config.run.steps + 1):
                 result = trainer.step(encoder.batch([train[i] for i in sampler.next()]))
                 check_finite(step, result, metrics_path)
                 step_seconds.append(result.seconds)
@@ -135,15 +175,19 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
                 if step % config.run.log_every == 0:
                     metrics.write(json.dumps({"step": step, "loss": result.loss, "seconds": result.seconds,
                                               "forward_passes": passes, "sequences": sequences}) + "\n")
-                    metrics.flush()
                 if step == config.run.steps or (config.run.eval_every and step % config.run.eval_every == 0):
                     history.append(evaluate(step, passes, sequences))
                     metrics.write(json.dumps(history[-1]) + "\n")
-                    metrics.flush()
                     log(f"[prge] step {step}: {describe(history[-1])}")
+                metrics.flush()
                 if bar:
                     bar.set_postfix(loss=f"{result.loss:.4f}")
                     bar.update(1)
+                if interrupted() or (config.run.checkpoint_every and step % config.run.checkpoint_every == 0):
+                    checkpoint(step)
+                if interrupted():
+                    raise RunInterrupted(f"interrupted after step {step}: checkpoint saved in {out_dir}; "
+                                         "continue with `prge train CONFIG --resume`")
         if bar:
             bar.close()
         before, after = history[0][f"eval_{primary}"], history[-1][f"eval_{primary}"]

@@ -116,6 +116,16 @@ class BatchSampler:
         self.n, self.batch_size, self.rng = n, batch_size, random.Random(seed)
         self.order: list[int] = []
 
+    def state(self) -> dict:
+        """The data-order position, JSON-serialisable (saved with checkpoints)."""
+        version, internal, gauss = self.rng.getstate()
+        return {"rng": [version, list(internal), gauss], "order": list(self.order)}
+
+    def set_state(self, state: dict) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.order = list(state["order"])
+
     def next(self) -> list[int]:
         if len(self.order) < self.batch_size:
             epoch = list(range(self.n))
