@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -147,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
             out = (export_merged if args.merge else export_peft)(args.run_dir, args.out)
             what = "merged Hugging Face model" if args.merge else "PEFT adapter"
             print(f"[prge] {what} written to {out}")
-    except (ConfigError, ValueError, FileNotFoundError, KeyError, ImportError) as e:
+    except (ConfigError, ValueError, OSError, KeyError, ImportError, RuntimeError, IndexError) as e:
+        # Errors of the C++ core arrive as RuntimeError with the file or key in the message.
+        # PRGE_DEBUG=1 shows the traceback for a bug report.
+        if os.environ.get("PRGE_DEBUG"):
+            raise
         print(f"prge: error: {e}", file=sys.stderr)
         return 2
     return 0

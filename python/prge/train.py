@@ -62,6 +62,16 @@ def check_finite(step: int, result, metrics_path: Path) -> None:
         "Lower optimizer.lr or estimator.epsilon.")
 
 
+def check_token_ids(model_dir, vocab_size: int, encoder, examples) -> None:
+    """Every id the tokenizer produced for this run indexes the model's vocabulary."""
+    ids = [i for e in examples for i in e.prompt_ids + (e.answer_ids or [])]
+    ids += [i for word in encoder.label_ids for i in word]
+    top = max(ids, default=0)
+    if top >= vocab_size:
+        raise ValueError(f"{model_dir}/tokenizer.json: token id {top} is outside the model's vocabulary "
+                         f"(vocab_size {vocab_size} in config.json): tokenizer and weights do not belong together")
+
+
 def select_examples(examples: list, n: int, seed: int, shuffle: bool) -> list:
     """Paper protocol: the first n examples after a seeded shuffle (train), or the first n."""
     if shuffle:
@@ -102,6 +112,7 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
                               split_protocol(task, config.data, config.run.seed))
 
     model = LlamaModel.from_pretrained(str(model_dir), config.model.device, config.model.dtype)
+    check_token_ids(model_dir, model.config.vocab_size, encoder, train + dev + evaluation)
     if config.use_adapter:
         model.attach_adapters(config.adapter)
         if config.adapter.init_from:  # a PEFT adapter as the starting point

@@ -70,3 +70,49 @@ def test_a_label_outside_the_label_words_is_named_at_load(tmp_path, label):
     (tmp_path / "train.tsv").write_text(f"sentence\tlabel\ngood film\t1\nbad film\t{label}\n")
     with pytest.raises(ValueError, match=r"record 2 of the train split .* has label .*outside 0..1"):
         get_task("sst2").load("train", tmp_path)
+
+
+def _damage(kind, model_dir):
+    import json as _json
+
+    weights, config = model_dir / "model.safetensors", model_dir / "config.json"
+    if kind == "empty weights":
+        weights.write_bytes(b"")
+    elif kind == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif kind == "huge header length":
+        data = bytearray(weights.read_bytes())
+        data[:8] = (2**64 - 4).to_bytes(8, "little")
+        weights.write_bytes(bytes(data))
+    elif kind == "malformed config.json":
+        config.write_text("{")
+    elif kind == "config.json shape mismatch":
+        tree = _json.loads(config.read_text())
+        tree["intermediate_size"] += 8
+        config.write_text(_json.dumps(tree))
+    elif kind == "config.json value of the wrong type":
+        tree = _json.loads(config.read_text())
+        tree["hidden_size"] = "wide"
+        config.write_text(_json.dumps(tree))
+    elif kind == "tokenizer beyond the vocabulary":
+        tree = _json.loads((model_dir / "tokenizer.json").read_text())
+        tree["model"]["vocab"] = {w: i + 100 for w, i in tree["model"]["vocab"].items()}
+        (model_dir / "tokenizer.json").write_text(_json.dumps(tree))
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("empty weights", "truncated or not a safetensors file"),
+    ("truncated weights", "model.safetensors"),
+    ("huge header length", "truncated or not a safetensors file"),
+    ("malformed config.json", "malformed config.json"),
+    ("config.json shape mismatch", "shape"),
+    ("config.json value of the wrong type", "config.json: not a number: wide"),
+    ("tokenizer beyond the vocabulary", "is outside the model's vocabulary"),
+])
+def test_broken_model_files_are_named_not_tracebacks(assets, capsys, kind, message):
+    tmp_path, model_dir, data_dir = assets
+    _damage(kind, model_dir)
+    path = write_config(tmp_path, model_dir, data_dir, run={"steps": 1, "eval_every": 0})
+    assert main(["train", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prge: error: ") and message in err and str(model_dir) in err, err

@@ -22,7 +22,7 @@ torch::ScalarType dtype_from_name(const std::string& name, const std::string& pa
   if (name == "I32") return torch::kInt32;
   if (name == "U8") return torch::kUInt8;
   if (name == "BOOL") return torch::kBool;
-  throw std::runtime_error(fmt::format("{}: unsupported safetensors dtype '{}'", path, name));
+  throw std::invalid_argument(fmt::format("unsupported dtype '{}' in {}", name, path));
 }
 
 std::string dtype_name(torch::ScalarType type) {
@@ -48,44 +48,84 @@ std::string json_escape(const std::string& s) {
   return out;
 }
 
+// Text from a damaged file, safe to put in an error message (which Python decodes as
+// UTF-8): bytes outside printable ASCII become \xNN.
+std::string printable(const std::string& text) {
+  std::string out;
+  for (unsigned char c : text) {
+    if (c >= 0x20 && c < 0x7f) out.push_back(static_cast<char>(c));
+    else out += fmt::format("\\x{:02x}", c);
+  }
+  return out;
+}
+
 }  // namespace
 
+// Every size read from the file is checked against the file before it is used, without
+// overflow: a hostile or damaged file ends in a runtime_error naming the file, never in an
+// allocation sized by garbage or a read past the end.
 TensorMap load_safetensors(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
   if (!file) throw std::runtime_error(fmt::format("{}: cannot open safetensors file", path));
-  const auto file_size = std::filesystem::file_size(path);
+  std::error_code size_error;
+  const uint64_t file_size = std::filesystem::file_size(path, size_error);
+  if (size_error) throw std::runtime_error(fmt::format("{}: cannot stat safetensors file", path));
   uint64_t header_size = 0;
-  if (!file.read(reinterpret_cast<char*>(&header_size), 8) || header_size + 8 > file_size) {
+  if (file_size < 8 || !file.read(reinterpret_cast<char*>(&header_size), 8) || header_size > file_size - 8) {
     throw std::runtime_error(fmt::format("{}: truncated or not a safetensors file", path));
   }
   std::string header(header_size, '\0');
-  file.read(header.data(), static_cast<std::streamsize>(header_size));
+  if (!file.read(header.data(), static_cast<std::streamsize>(header_size))) {
+    throw std::runtime_error(fmt::format("{}: truncated safetensors header", path));
+  }
   YAML::Node root;
   try {
     root = YAML::Load(header);  // JSON is valid YAML flow syntax
   } catch (const YAML::Exception& e) {
-    throw std::runtime_error(fmt::format("{}: malformed safetensors header: {}", path, e.what()));
+    throw std::runtime_error(fmt::format("{}: malformed safetensors header: {}", path, printable(e.what())));
   }
-  const uint64_t data_start = 8 + header_size;
+  if (!root.IsMap()) throw std::runtime_error(fmt::format("{}: malformed safetensors header (not an object)", path));
+  const uint64_t data_size = file_size - 8 - header_size;
   TensorMap tensors;
   for (const auto& entry : root) {
     const auto name = entry.first.Scalar();
     if (name == "__metadata__") continue;
-    const auto& info = entry.second;
-    const auto type = dtype_from_name(info["dtype"].Scalar(), path);
+    const auto bad = [&](const std::string& what) {
+      return std::runtime_error(fmt::format("{}: tensor '{}': {}", path, printable(name), printable(what)));
+    };
+    if (printable(name) != name) throw bad("name is not printable ASCII (damaged header?)");
+    torch::ScalarType type = torch::kFloat32;
     std::vector<int64_t> shape;
-    for (const auto& d : info["shape"]) shape.push_back(scalar_as<int64_t>(d));
-    const auto begin = scalar_as<uint64_t>(info["data_offsets"][0]);
-    const auto end = scalar_as<uint64_t>(info["data_offsets"][1]);
-    auto tensor = torch::empty(shape, torch::TensorOptions().dtype(type));
-    const uint64_t nbytes = static_cast<uint64_t>(tensor.nbytes());
-    if (end - begin != nbytes || data_start + end > file_size) {
-      throw std::runtime_error(
-          fmt::format("{}: tensor '{}' has inconsistent offsets (file truncated?)", path, name));
+    uint64_t begin = 0, end = 0;
+    try {
+      const auto& info = entry.second;
+      if (!info.IsMap() || !info["shape"].IsSequence() || !info["data_offsets"].IsSequence() ||
+          info["data_offsets"].size() != 2) {
+        throw bad("malformed entry (needs dtype, shape and two data_offsets)");
+      }
+      type = dtype_from_name(info["dtype"].Scalar(), path);
+      for (const auto& d : info["shape"]) shape.push_back(scalar_as<int64_t>(d));
+      begin = scalar_as<uint64_t>(info["data_offsets"][0]);
+      end = scalar_as<uint64_t>(info["data_offsets"][1]);
+    } catch (const std::invalid_argument& e) {
+      throw bad(fmt::format("malformed entry ({})", e.what()));
+    } catch (const YAML::Exception& e) {
+      throw bad(fmt::format("malformed entry ({})", e.what()));
     }
-    file.seekg(static_cast<std::streamoff>(data_start + begin));
+    // Bytes the shape needs, overflow-checked, before anything is allocated.
+    uint64_t nbytes = c10::elementSize(type);
+    for (const auto d : shape) {
+      if (d < 0) throw bad("negative dimension");
+      if (d != 0 && nbytes > data_size / static_cast<uint64_t>(d)) throw bad("shape larger than the file");
+      nbytes *= static_cast<uint64_t>(d);
+    }
+    if (begin > end || end > data_size || end - begin != nbytes) {
+      throw bad("inconsistent data_offsets (file truncated or damaged?)");
+    }
+    auto tensor = torch::empty(shape, torch::TensorOptions().dtype(type));
+    file.seekg(static_cast<std::streamoff>(8 + header_size + begin));
     file.read(static_cast<char*>(tensor.data_ptr()), static_cast<std::streamsize>(nbytes));
-    if (!file) throw std::runtime_error(fmt::format("{}: could not read tensor '{}'", path, name));
+    if (!file) throw bad("could not read its bytes");
     tensors.emplace(name, std::move(tensor));
   }
   return tensors;

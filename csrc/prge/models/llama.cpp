@@ -207,7 +207,13 @@ LlamaModel LlamaModel::from_pretrained(const std::string& dir, const torch::Devi
   if (!fs::is_directory(dir)) {
     throw std::runtime_error(fmt::format("{}: model directory not found", dir));
   }
-  auto config = LlamaConfig::from_json_file((fs::path(dir) / "config.json").string());
+  const auto config_path = (fs::path(dir) / "config.json").string();
+  LlamaConfig config;
+  try {
+    config = LlamaConfig::from_json_file(config_path);
+  } catch (const std::invalid_argument& e) {  // a value of the wrong type: name the file
+    throw std::runtime_error(fmt::format("{}: {}", config_path, e.what()));
+  }
   io::TensorMap weights;
   std::vector<fs::path> files;
   for (const auto& entry : fs::directory_iterator(dir)) {
@@ -216,7 +222,11 @@ LlamaModel LlamaModel::from_pretrained(const std::string& dir, const torch::Devi
   if (files.empty()) throw std::runtime_error(fmt::format("{}: no *.safetensors weights", dir));
   std::sort(files.begin(), files.end());
   for (const auto& file : files) weights.merge(io::load_safetensors(file.string()));
-  return LlamaModel(std::move(config), std::move(weights), device, dtype);
+  try {
+    return LlamaModel(std::move(config), std::move(weights), device, dtype);
+  } catch (const std::exception& e) {  // a missing, extra or misshapen weight: name the model
+    throw std::runtime_error(fmt::format("{}: {}", dir, e.what()));
+  }
 }
 
 LlamaModel LlamaModel::random(const LlamaConfig& c, uint64_t seed, const torch::Device& device,
