@@ -21,25 +21,34 @@ from pathlib import Path
 import yaml
 
 RUNTIME_CHOICES = ["eager", "onnx", "aoti", "executorch"]
+MAX_MESSAGE = 2000
 
 
 def _load_config(path: str, overrides: list[str]):
-    from prge._core import parse_run_config
-    from prge.overrides import apply_overrides, parse_assignment
+    from prge._core import ConfigError, parse_run_config
+    from prge.overrides import REWRITTEN, apply_overrides, parse_assignment, relocate
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     text = p.read_text()
-    if overrides:
+    if not overrides:
+        config = parse_run_config(text, path)
+        warnings = list(config.warnings)
+    else:
         try:
             tree = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ValueError(f"{path}: malformed YAML: {e}") from e
-        tree = apply_overrides(tree, dict(parse_assignment(o) for o in overrides), path)
-        text = yaml.safe_dump(tree, sort_keys=False)  # label_words keep their order
-    config = parse_run_config(text, path)
-    for warning in config.warnings:
+        assignments = dict(parse_assignment(o) for o in overrides)
+        tree = apply_overrides(tree, assignments, path)
+        rewritten = yaml.safe_dump(tree, sort_keys=False)  # label_words keep their order
+        try:
+            config = parse_run_config(rewritten, REWRITTEN)
+        except ConfigError as e:  # located in the user's file, or at the --set that wrote the key
+            raise ConfigError(relocate(str(e), text, path, assignments)) from None
+        warnings = [relocate(w, text, path, assignments) for w in config.warnings]
+    for warning in warnings:
         print(f"prge: warning: {warning}", file=sys.stderr)
     return config
 
@@ -153,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         # PRGE_DEBUG=1 shows the traceback for a bug report.
         if os.environ.get("PRGE_DEBUG"):
             raise
-        print(f"prge: error: {e}", file=sys.stderr)
+        message = str(e)
+        if len(message) > MAX_MESSAGE:  # e.g. a 10 MB model.name echoed back
+            message = f"{message[:MAX_MESSAGE]}... ({len(message)} characters)"
+        print(f"prge: error: {message}", file=sys.stderr)
         return 2
     return 0
 

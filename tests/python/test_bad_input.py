@@ -116,3 +116,38 @@ def test_broken_model_files_are_named_not_tracebacks(assets, capsys, kind, messa
     assert main(["train", str(path), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("prge: error: ") and message in err and str(model_dir) in err, err
+
+
+def test_set_errors_point_at_the_users_file_or_the_set(assets, capsys):
+    tmp_path, model_dir, data_dir = assets
+    path = write_config(tmp_path, model_dir, data_dir, optimizer={"lr": "fast"})
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if text.strip().startswith("lr:"))
+    assert main(["check", str(path), "--set", "run.steps=3"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:{line}:" in err and "optimizer.lr: expected a finite number, got 'fast'" in err, err
+    good = write_config(tmp_path, model_dir, data_dir)
+    assert main(["check", str(good), "--set", "optimizer.lr=fast"]) == 2
+    assert f"{good}: --set optimizer.lr: optimizer.lr: expected a finite number" in capsys.readouterr().err
+
+
+def test_huge_values_and_malformed_json_lines_are_named_briefly(assets, capsys, tmp_path):
+    from prge.data.tasks import get_task
+
+    _, model_dir, data_dir = assets
+    path = write_config(tmp_path, model_dir, data_dir)
+    assert main(["check", str(path), "--set", "model.name=" + "m" * 10_000_000]) in (0, 2)
+    capsys.readouterr()
+    assert main(["train", str(path), "--no-progress", "--set", "model.name=" + "m" * 10_000_000]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prge: error: ") and len(err) < 2200, len(err)
+    rte = tmp_path / "rte"
+    rte.mkdir()
+    (rte / "train.jsonl").write_text('{"premise": "a", "hypothesis": "b", "label": "entailment"}\n{oops\n')
+    with pytest.raises(ValueError, match=r"train.jsonl:2: malformed JSON"):
+        get_task("rte").load("train", rte)
+    runs = tmp_path / "runs" / "r"
+    runs.mkdir(parents=True)
+    (runs / "summary.json").write_text('{"accuracy_before": 0.5, "accuracy_after": 0.5}')
+    (runs / "metrics.jsonl").write_text('{"step": 1}\nnot json\n')
+    assert main(["report", str(tmp_path / "runs")]) == 2
+    assert "metrics.jsonl:2: malformed JSON" in capsys.readouterr().err

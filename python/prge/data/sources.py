@@ -21,8 +21,16 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    records = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{number}: malformed JSON ({e.msg})") from e
+    return records
 
 
 READERS = {".tsv": read_tsv, ".csv": read_csv, ".jsonl": read_jsonl}

@@ -33,8 +33,16 @@ def group_methods(runs: list[dict]) -> None:
 def read_metrics(path: Path) -> list[dict]:
     if not path.is_file():
         return []
+    records = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{number}: malformed JSON ({e.msg})") from e
+    return records
 
 
 def collect(root: str | Path) -> list[dict]:
