@@ -16,11 +16,11 @@ no record has. Errors name the config key, the file and the record (1-based line
 from __future__ import annotations
 
 import csv
-import json
 import string
 from pathlib import Path
 
 from prge.data.tasks import Example, Task
+from prge.jsonl import read_jsonl
 
 SPLIT_KEYS = {"train": "train_file", "eval": "eval_file"}
 HF_SPLIT_NAMES = {"train": ("train",), "eval": ("validation", "test")}
@@ -47,18 +47,10 @@ def _label_key(value) -> str:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    records = []
-    with open(path) as f:
-        for line_number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_number}: malformed JSON ({e.msg})") from e
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{line_number}: expected a JSON object per line")
-            records.append(record)
+    records = read_jsonl(path)
+    for number, record in enumerate(records, 1):
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: record {number}: expected a JSON object per line")
     return records
 
 

@@ -4,8 +4,9 @@ save_to_disk, or hf:NAME[/CONFIG] loaded from the hub (needs internet)."""
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
+
+from prge.jsonl import read_jsonl
 
 HF_SPLITS = {"train": "train", "eval": "validation"}
 
@@ -18,19 +19,6 @@ def read_tsv(path: Path) -> list[dict]:
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    records = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{number}: malformed JSON ({e.msg})") from e
-    return records
 
 
 READERS = {".tsv": read_tsv, ".csv": read_csv, ".jsonl": read_jsonl}

@@ -1,11 +1,11 @@
 """Finished runs (every summary.json below a directory) with their metrics.jsonl."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from prge import run_summary
+from prge.jsonl import read_jsonl
 
 SEED_SUFFIX = re.compile(r"-seed\d+$")
 
@@ -33,16 +33,7 @@ def group_methods(runs: list[dict]) -> None:
 def read_metrics(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    records = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{number}: malformed JSON ({e.msg})") from e
-    return records
+    return read_jsonl(path)
 
 
 def collect(root: str | Path) -> list[dict]:
