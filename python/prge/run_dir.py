@@ -9,7 +9,8 @@ from pathlib import Path
 
 # Removed in this order when a directory is reused: the summary first, so that an interrupted
 # clean-up can never leave a "finished" mark beside another run's files.
-RUN_FILES = ("summary.json", "summary.json.tmp", "metrics.jsonl", "trained.safetensors", "config.yaml")
+RUN_FILES = ("summary.json", "summary.json.tmp", "metrics.jsonl", "trained.safetensors", "config.yaml",
+             "checkpoint.json", "checkpoint.safetensors")
 LOCK_FILE = ".prge.lock"
 
 
@@ -93,8 +94,7 @@ def claim(out_dir: str | Path, config_yaml: str, overwrite: bool = False, resume
             _check_resumable(out_dir, config_yaml)
             yield out_dir
             return
-        present = [name for name in RUN_FILES + ("checkpoint.json", "checkpoint.safetensors")
-                   if (out_dir / name).exists()]
+        present = [name for name in RUN_FILES if (out_dir / name).exists()]
         if present and not overwrite:
             raise RunDirError(f"run.output_dir: {out_dir} holds another run ({', '.join(present)}); "
                               "pass --overwrite to replace it, or choose another run.output_dir")
