@@ -99,6 +99,22 @@ void bind_trainer(py::module_& m) {
                              "that step is captured and replayed as a CUDA graph")
       .def_property_readonly("cuda_graphs_captured", &Trainer::cuda_graphs_captured)
       .def("step", &Trainer::step, py::arg("batch"), py::call_guard<py::gil_scoped_release>())
+      .def("evaluate_share",
+           [](Trainer& t, const TokenBatch& batch, int64_t begin, int64_t end, bool center) {
+             PointLosses points;
+             {
+               py::gil_scoped_release release;
+               points = t.evaluate_share(batch, QueryRange{begin, end, center});
+             }
+             return py::make_tuple(points.losses, points.forward_passes, points.sequences);
+           },
+           py::arg("batch"), py::arg("query_begin"), py::arg("query_end"), py::arg("center") = true,
+           "(losses, forward passes, sequences) of the points of queries [query_begin, query_end) "
+           "on this batch: central [+εz.., −εz..], forward [θ, +εz..] (θ only with center); "
+           "nothing is updated")
+      .def("apply_losses", &Trainer::apply_losses, py::arg("losses"), py::call_guard<py::gil_scoped_release>(),
+           "The estimate and the update from the losses of every point of the step (all queries, "
+           "whole batch), in evaluate_share's order")
       .def("score",
            [](const Trainer& t, const TokenBatch& batch) {
              SequenceScores s;

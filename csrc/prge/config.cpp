@@ -13,6 +13,9 @@
 #include <sstream>
 
 namespace prge {
+
+// adapter.alpha above this is no LoRA setting anyone means (the usual values are 8 to 64).
+constexpr double kMaxAdapterAlpha = 1e4;
 namespace {
 
 class Reader {
@@ -177,6 +180,11 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
     reader.read(adapter, "adapter", "init_seed", c.adapter.init_seed);
     reader.read(adapter, "adapter", "init_from", c.adapter.init_from);
     if (c.adapter.rank < 1) reader.fail(adapter["rank"], "adapter.rank", "must be >= 1");
+    if (!(c.adapter.alpha > 0.0 && c.adapter.alpha <= kMaxAdapterAlpha)) {
+      reader.fail(adapter["alpha"], "adapter.alpha",
+                  fmt::format("must be in (0, {:g}] (the LoRA scaling is alpha / rank; 0 would train nothing)",
+                              kMaxAdapterAlpha));
+    }
     for (const auto& t : c.adapter.targets) {
       const auto& names = projection_names();
       if (std::find(names.begin(), names.end(), t) == names.end()) {
@@ -277,17 +285,20 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   read_custom_task(reader, data, c.data);
 
   const auto run = section_of(root, "run");
-  reader.check_keys(run, "run", {"steps", "seed", "eval_every", "log_every", "checkpoint_every", "output_dir"});
+  reader.check_keys(run, "run", {"steps", "seed", "eval_every", "log_every", "checkpoint_every", "data_parallel",
+                                   "output_dir"});
   reader.read(run, "run", "steps", c.run.steps);
   reader.read(run, "run", "seed", c.run.seed);
   reader.read(run, "run", "eval_every", c.run.eval_every);
   reader.read(run, "run", "log_every", c.run.log_every);
   reader.read(run, "run", "checkpoint_every", c.run.checkpoint_every);
+  reader.read(run, "run", "data_parallel", c.run.data_parallel);
   reader.read(run, "run", "output_dir", c.run.output_dir);
   if (c.run.steps < 0) reader.fail(run["steps"], "run.steps", "must be >= 0");
   if (c.run.eval_every < 0) reader.fail(run["eval_every"], "run.eval_every", "must be >= 0");
   if (c.run.log_every < 1) reader.fail(run["log_every"], "run.log_every", "must be >= 1");
   if (c.run.checkpoint_every < 0) reader.fail(run["checkpoint_every"], "run.checkpoint_every", "must be >= 0");
+  if (c.run.data_parallel < 1) reader.fail(run["data_parallel"], "run.data_parallel", "must be >= 1");
   if (c.run.output_dir.empty()) {
     reader.fail(run["output_dir"], "run.output_dir", "must name a directory (empty would write into the working directory)");
   }
@@ -375,8 +386,10 @@ std::string RunConfig::to_yaml() const {
     y += fmt::format("  chat_template: {}\n", data.chat_template ? "true" : "false");
   }
   y += fmt::format(
-      "run:\n  steps: {}\n  seed: {}\n  eval_every: {}\n  log_every: {}\n  checkpoint_every: {}\n  output_dir: {}\n",
-      run.steps, run.seed, run.eval_every, run.log_every, run.checkpoint_every, yaml_string(run.output_dir));
+      "run:\n  steps: {}\n  seed: {}\n  eval_every: {}\n  log_every: {}\n  checkpoint_every: {}\n  data_parallel: {}\n"
+      "  output_dir: {}\n",
+      run.steps, run.seed, run.eval_every, run.log_every, run.checkpoint_every, run.data_parallel,
+      yaml_string(run.output_dir));
   return y;
 }
 

@@ -55,6 +55,9 @@ struct RunOptions {
   int64_t eval_every = 0;  // 0: evaluate only before and after
   int64_t log_every = 10;
   int64_t checkpoint_every = 0;  // 0: only the final weights; N: a resumable checkpoint every N steps
+  // Under torchrun: processes that split each batch (the rest split the queries); see
+  // python/prge/distributed.py. 1 in a single process.
+  int64_t data_parallel = 1;
   std::string output_dir = "runs/default";
 };
 

@@ -76,6 +76,62 @@ int64_t Trainer::cuda_graphs_captured() const {
 #endif
 }
 
+void Trainer::update_adapters(const torch::Tensor& g) {
+  const auto& buffer = model_->adapter_buffer();
+  if (!uses_fused_step()) {
+    optimizer_.update(kAdapterBufferKey, buffer.values(), buffer.direction_aten(stream_, step_, g));
+    return;
+  }
+  const auto key = torch::tensor({static_cast<int64_t>(counter_rng::step_key(stream_.seed(), step_))}, torch::kInt64)
+                       .to(model_->device());
+  optimizer_.update(kAdapterBufferKey, buffer.values(), buffer.direction(stream_, step_, g, key));
+}
+
+PointLosses Trainer::evaluate_share(const TokenBatch& batch, QueryRange range) {
+  if (!estimator_) throw std::invalid_argument("a distributed step needs a zeroth-order estimator, not first_order");
+  batch.validate();
+  check_range(estimator_options_, range);
+  c10::InferenceMode guard;
+  if (!uses_fused_step()) return estimator_->evaluate_share(*model_, batch, step_, stream_, range);
+  const auto& device = model_->device();
+  const auto plans = device_step_plans(estimator_options_, stream_, step_, range);
+  const auto layout = AnswerLayout::from_targets(batch.targets).to(device);
+  std::vector<MaterializedPlan> materialized;
+  for (const auto& plan : plans) materialized.push_back(MaterializedPlan::build(plan, device));
+  const auto losses = losses_on_device(*model_, batch.input_ids.to(device), layout, materialized)
+                          .to(torch::kCPU, torch::kFloat64)
+                          .contiguous();
+  PointLosses out;
+  out.losses.assign(losses.data_ptr<double>(), losses.data_ptr<double>() + losses.numel());
+  out.forward_passes = static_cast<int64_t>(plans.size());
+  for (const auto& plan : plans) out.sequences += plan.copies() * batch.size();
+  return out;
+}
+
+StepResult Trainer::apply_losses(const std::vector<double>& losses) {
+  if (!estimator_) throw std::invalid_argument("a distributed step needs a zeroth-order estimator, not first_order");
+  const auto start = std::chrono::steady_clock::now();
+  const auto estimate = estimate_from_losses(estimator_options_, step_, losses);
+  {
+    c10::InferenceMode guard;
+    optimizer_.begin_step(model_->device());
+    if (runs_on_device(estimator_options_) && !model_->adapter_buffer().empty()) {
+      update_adapters(torch::tensor(estimate.projected_grads, torch::kFloat64).to(torch::kFloat32).to(model_->device()));
+    } else {
+      optimizer_.apply(estimator_->parameters(*model_), stream_, estimate);
+    }
+  }
+  if (model_->device().is_cuda()) torch::cuda::synchronize();
+  StepResult result;
+  result.step = step_;
+  result.loss = estimate.loss;
+  result.projected_grads = estimate.projected_grads;
+  result.losses = estimate.losses;
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ++step_;
+  return result;
+}
+
 DeviceEstimate Trainer::run_fused(const torch::Tensor& input_ids, const AnswerLayout& layout,
                                   const std::vector<MaterializedPlan>& plans) {
   auto estimate = estimate_on_device(*model_, input_ids, layout, plans, estimator_options_);
@@ -148,11 +204,8 @@ StepResult Trainer::step(const TokenBatch& batch) {
     c10::InferenceMode guard;
     optimizer_.begin_step(model_->device());
     const auto estimate = estimator_->estimate(*model_, batch, step_, stream_);
-    const auto& buffer = model_->adapter_buffer();
-    if (runs_on_device(estimator_options_) && !buffer.empty()) {
-      const auto g = torch::tensor(estimate.projected_grads, torch::kFloat64).to(torch::kFloat32);
-      optimizer_.update(kAdapterBufferKey, buffer.values(),
-                        buffer.direction_aten(stream_, step_, g.to(model_->device())));
+    if (runs_on_device(estimator_options_) && !model_->adapter_buffer().empty()) {
+      update_adapters(torch::tensor(estimate.projected_grads, torch::kFloat64).to(torch::kFloat32).to(model_->device()));
     } else {
       optimizer_.apply(estimator_->parameters(*model_), stream_, estimate);
     }

@@ -48,6 +48,13 @@ class Trainer {
   ~Trainer();
 
   StepResult step(const TokenBatch& batch);
+  // One step split in two halves for a distributed run (python/prge/distributed.py): the
+  // losses of this process's share (its queries, on its slice of the batch; nothing
+  // updated), then, from the losses of every point (zo_estimator.h's order) that all
+  // processes gathered, the estimate and the update, which every process applies alike.
+  // The same arithmetic as step() for the points a share evaluates.
+  PointLosses evaluate_share(const TokenBatch& batch, QueryRange range);
+  StepResult apply_losses(const std::vector<double>& losses);
   // Answer-token NLL per sequence, unperturbed (evaluation / option scoring).
   SequenceScores score(const TokenBatch& batch) const;
   // [N, C] log-probabilities of single-token candidates at each sequence's answer position.
@@ -72,6 +79,8 @@ class Trainer {
   // The device work of one fused step (estimate + update); no host sync.
   DeviceEstimate run_fused(const torch::Tensor& input_ids, const AnswerLayout& layout,
                            const std::vector<MaterializedPlan>& plans);
+  // The update from projected gradients g ([q] float32, on the model's device).
+  void update_adapters(const torch::Tensor& g);
 
   std::shared_ptr<LlamaModel> model_;
   EstimatorOptions estimator_options_;

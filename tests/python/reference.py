@@ -119,15 +119,17 @@ def mezo_step(hf_model, names, batch, *, seed, step, queries, epsilon, lr):
             p = params[name]
             p.add_(draw(derive_seed(seed, step, index, query), p.shape), alpha=scale)
 
-    losses, grads = [], []
+    pluses, minuses, grads = [], [], []
     for i in range(queries):
         perturb(i, epsilon)
         plus = answer_loss(hf_model, batch.input_ids, batch.targets)
         perturb(i, -2 * epsilon)
         minus = answer_loss(hf_model, batch.input_ids, batch.targets)
         perturb(i, epsilon)
-        losses += [plus, minus]
+        pluses.append(plus)
+        minuses.append(minus)
         grads.append((plus - minus) / (2 * epsilon))
+    losses = pluses + minuses  # prge's order of points: every +εz, then every −εz
     for index, name in names:
         p = params[name]
         d = torch.zeros_like(p)

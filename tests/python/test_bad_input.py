@@ -14,6 +14,12 @@ CONFIG_CASES = [
     ({"optimizer": {"lr": "nan"}}, "optimizer.lr: expected a finite number, got 'nan'"),
     ({"adapter": {"alpha": "nan"}}, "adapter.alpha: expected a finite number, got 'nan'"),
     ({"optimizer": {"lr": "1e400"}}, "optimizer.lr: expected a finite number, got '1e400'"),
+    # finite but absurd: no setting anyone means, rejected before anything runs
+    ({"optimizer": {"lr": 1e40}}, "optimizer.lr must be <= 10"),
+    ({"optimizer": {"weight_decay": 1e6}}, "optimizer.weight_decay must be <= 10"),
+    ({"estimator": {"epsilon": 1e3}}, "estimator.epsilon must be <= 10"),
+    ({"adapter": {"alpha": 0}}, "adapter.alpha: must be in (0, 10000]"),
+    ({"adapter": {"alpha": 1e9}}, "adapter.alpha: must be in (0, 10000]"),
 ]
 
 
@@ -33,9 +39,10 @@ def test_non_finite_config_values_are_rejected_when_read(assets, capsys, overrid
 
 
 def test_a_diverging_run_stops_naming_the_step_and_is_not_marked_finished(assets, capsys):
+    """The largest accepted lr and epsilon in float16: the perturbed activations overflow."""
     tmp_path, model_dir, data_dir = assets
-    path = write_config(tmp_path, model_dir, data_dir, optimizer={"lr": 1e30}, run={"steps": 6, "eval_every": 0,
-                                                                                   "log_every": 1})
+    path = write_config(tmp_path, model_dir, data_dir, model={"dtype": "float16"}, optimizer={"lr": 10},
+                        estimator={"epsilon": 10}, run={"steps": 6, "eval_every": 0, "log_every": 1})
     assert main(["train", str(path), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("prge: error: step ") and "the run diverged" in err, err

@@ -12,39 +12,30 @@ std::vector<ZoParameter> MezoEstimator::parameters(LlamaModel& model) const {
   return model.full_parameters();
 }
 
-ZoEstimate MezoEstimator::estimate(LlamaModel& model, const TokenBatch& batch, int64_t step,
-                                   const PerturbationStream& stream) {
+PointLosses MezoEstimator::evaluate_share(LlamaModel& model, const TokenBatch& batch, int64_t step,
+                                          const PerturbationStream& stream, QueryRange range) {
   batch.validate();
+  check_range(options_, range);
   const double eps = options_.epsilon;
   const auto unperturbed = PerturbationPlan{&stream, step, 1, {0}, {0.0}};  // no LoRA copies
-  ZoEstimate out;
-  out.step = step;
+  PointLosses out;
   auto loss_at = [&](const WeightPerturbation* perturbation) {
     out.forward_passes += 1;
     out.sequences += batch.size();
-    const double loss = evaluate_plan(model, batch, unperturbed, perturbation)[0];
-    out.losses.push_back(loss);
-    return loss;
+    return evaluate_plan(model, batch, unperturbed, perturbation)[0];
   };
-  double sum = 0.0;
   const bool central = options_.difference == Difference::Central;
-  const double center = central ? 0.0 : loss_at(nullptr);  // L(θ), shared by every query
-  for (int64_t i = 0; i < options_.queries; ++i) {
+  std::vector<double> plus, minus;
+  const bool with_center = !central && range.center;
+  const double center = with_center ? loss_at(nullptr) : 0.0;  // L(θ), shared by every query
+  for (int64_t i = range.begin; i < range.stop(options_.queries); ++i) {
     const WeightPerturbation plus_eps{&stream, step, i, eps}, minus_eps{&stream, step, i, -eps};
-    double g = 0.0;
-    if (central) {
-      const double plus = loss_at(&plus_eps);
-      const double minus = loss_at(&minus_eps);
-      g = (plus - minus) / (2.0 * eps);
-      sum += 0.5 * (plus + minus);
-    } else {
-      const double plus = loss_at(&plus_eps);
-      g = (plus - center) / eps;
-      sum += center;
-    }
-    out.projected_grads.push_back(g);
+    plus.push_back(loss_at(&plus_eps));
+    if (central) minus.push_back(loss_at(&minus_eps));
   }
-  out.loss = sum / static_cast<double>(options_.queries);
+  if (with_center) out.losses.push_back(center);
+  out.losses.insert(out.losses.end(), plus.begin(), plus.end());
+  out.losses.insert(out.losses.end(), minus.begin(), minus.end());
   return out;
 }
 

@@ -12,9 +12,10 @@ namespace prge {
 class MezoEstimator final : public ZoEstimator {
  public:
   explicit MezoEstimator(EstimatorOptions options);
-  ZoEstimate estimate(LlamaModel& model, const TokenBatch& batch, int64_t step,
-                      const PerturbationStream& stream) override;
+  PointLosses evaluate_share(LlamaModel& model, const TokenBatch& batch, int64_t step,
+                             const PerturbationStream& stream, QueryRange range) override;
   std::vector<ZoParameter> parameters(LlamaModel& model) const override;
+  const EstimatorOptions& options() const override { return options_; }
 
  private:
   EstimatorOptions options_;

@@ -21,45 +21,77 @@ bool runs_on_device(const EstimatorOptions& options) {
   return options.kind == EstimatorKind::Prge || options.kind == EstimatorKind::Fzoo;
 }
 
+namespace {
+// One forward's copies: θ first when `center`, then the queries of `range` at each of
+// `scales` in turn ([s_0 z_b .. s_0 z_{e-1}, s_1 z_b ..]).
+PerturbationPlan copies_of(const PerturbationStream& stream, int64_t step, int64_t queries, QueryRange range,
+                           std::vector<double> scales, bool center = false) {
+  PerturbationPlan plan{&stream, step, queries, {}, {}};
+  if (center) {
+    plan.copy_query.push_back(0);
+    plan.copy_scale.push_back(0.0);
+  }
+  for (double scale : scales) {
+    for (int64_t i = range.begin; i < range.stop(queries); ++i) {
+      plan.copy_query.push_back(i);
+      plan.copy_scale.push_back(scale);
+    }
+  }
+  return plan;
+}
+}  // namespace
+
 std::vector<PerturbationPlan> device_step_plans(const EstimatorOptions& options,
-                                                const PerturbationStream& stream, int64_t step) {
+                                                const PerturbationStream& stream, int64_t step,
+                                                QueryRange range) {
   if (!runs_on_device(options)) throw std::invalid_argument("device_step_plans needs estimator.kind prge");
+  check_range(options, range);
   const int64_t q = options.queries;
   const double eps = options.epsilon;
   const bool central = options.difference == Difference::Central;
   std::vector<PerturbationPlan> plans;
   switch (options.parallel) {
     case Parallelism::Dual:
-      plans.push_back(central ? PerturbationPlan::central_dual(stream, step, q, eps)
-                              : PerturbationPlan::forward_difference(stream, step, q, eps));
+      plans.push_back(central ? copies_of(stream, step, q, range, {eps, -eps})
+                              : copies_of(stream, step, q, range, {eps}, range.center));
       break;
     case Parallelism::Queries:
-      plans.push_back(central ? PerturbationPlan::one_sided(stream, step, q, eps)
-                              : PerturbationPlan::unperturbed(stream, step, q));
-      plans.push_back(PerturbationPlan::one_sided(stream, step, q, central ? -eps : eps));
+      if (central) {
+        plans.push_back(copies_of(stream, step, q, range, {eps}));
+      } else if (range.center) {
+        plans.push_back(PerturbationPlan::unperturbed(stream, step, q));
+      }
+      plans.push_back(copies_of(stream, step, q, range, {central ? -eps : eps}));
       break;
     case Parallelism::Sequential:
-      if (!central) plans.push_back(PerturbationPlan::unperturbed(stream, step, q));
+      if (!central && range.center) plans.push_back(PerturbationPlan::unperturbed(stream, step, q));
       for (double sign : central ? std::vector<double>{1.0, -1.0} : std::vector<double>{1.0}) {
-        for (int64_t i = 0; i < q; ++i) plans.push_back(PerturbationPlan::single_query(stream, step, q, i, sign * eps));
+        for (int64_t i = range.begin; i < range.stop(q); ++i) {
+          plans.push_back(PerturbationPlan::single_query(stream, step, q, i, sign * eps));
+        }
       }
       break;
   }
   return plans;
 }
 
-DeviceEstimate estimate_on_device(const LlamaModel& model, const torch::Tensor& input_ids,
-                                  const AnswerLayout& layout, const std::vector<MaterializedPlan>& plans,
-                                  const EstimatorOptions& options) {
-  const int64_t q = options.queries;
+torch::Tensor losses_on_device(const LlamaModel& model, const torch::Tensor& input_ids,
+                               const AnswerLayout& layout, const std::vector<MaterializedPlan>& plans) {
   std::vector<torch::Tensor> losses;
   for (const auto& plan : plans) {
     const int64_t copies = plan.plan->copies();
     const auto hidden = model.hidden_states(copies == 1 ? input_ids : input_ids.repeat({copies, 1}), &plan);
     losses.push_back(copy_losses(model, hidden, layout, copies));
   }
+  return losses.size() == 1 ? losses.front() : torch::cat(losses);
+}
+
+DeviceEstimate estimate_on_device(const LlamaModel& model, const torch::Tensor& input_ids,
+                                  const AnswerLayout& layout, const std::vector<MaterializedPlan>& plans,
+                                  const EstimatorOptions& options) {
+  const int64_t q = options.queries;
   DeviceEstimate out;
-  out.losses = losses.size() == 1 ? losses.front() : torch::cat(losses);
+  out.losses = losses_on_device(model, input_ids, layout, plans);
   const auto l = out.losses.to(torch::kFloat64);
   const auto g = options.difference == Difference::Central
                      ? (l.narrow(0, 0, q) - l.narrow(0, q, q)) / (2.0 * options.epsilon)
@@ -87,74 +119,15 @@ std::vector<ZoParameter> PrgeEstimator::parameters(LlamaModel& model) const {
   return params;
 }
 
-ZoEstimate PrgeEstimator::estimate(LlamaModel& model, const TokenBatch& batch, int64_t step,
-                                   const PerturbationStream& stream) {
+PointLosses PrgeEstimator::evaluate_share(LlamaModel& model, const TokenBatch& batch, int64_t step,
+                                           const PerturbationStream& stream, QueryRange range) {
   batch.validate();
-  const int64_t q = options_.queries;
-  const double eps = options_.epsilon;
-  ZoEstimate out;
-  out.step = step;
-  auto run = [&](const PerturbationPlan& plan) {
-    auto losses = evaluate_plan(model, batch, plan);
+  PointLosses out;
+  for (const auto& plan : device_step_plans(options_, stream, step, range)) {
+    const auto losses = evaluate_plan(model, batch, plan);
+    out.losses.insert(out.losses.end(), losses.begin(), losses.end());
     out.forward_passes += 1;
     out.sequences += plan.copies() * batch.size();
-    return losses;
-  };
-  const auto unperturbed = PerturbationPlan::unperturbed(stream, step, q);
-
-  std::vector<double> first(q), second(q);  // central: L(θ+εz_i), L(θ−εz_i); forward: L(θ+εz_i)
-  double center = 0.0;
-  if (options_.difference == Difference::Central) {
-    if (options_.parallel == Parallelism::Dual) {
-      auto all = run(PerturbationPlan::central_dual(stream, step, q, eps));
-      std::copy(all.begin(), all.begin() + q, first.begin());
-      std::copy(all.begin() + q, all.end(), second.begin());
-    } else if (options_.parallel == Parallelism::Queries) {
-      first = run(PerturbationPlan::one_sided(stream, step, q, eps));
-      second = run(PerturbationPlan::one_sided(stream, step, q, -eps));
-    } else {
-      for (int64_t i = 0; i < q; ++i) {
-        first[i] = run(PerturbationPlan::single_query(stream, step, q, i, eps))[0];
-        second[i] = run(PerturbationPlan::single_query(stream, step, q, i, -eps))[0];
-      }
-    }
-    double sum = 0.0;
-    for (int64_t i = 0; i < q; ++i) {
-      out.projected_grads.push_back((first[i] - second[i]) / (2.0 * eps));
-      sum += 0.5 * (first[i] + second[i]);
-    }
-    out.loss = sum / static_cast<double>(q);
-    out.losses = first;
-    out.losses.insert(out.losses.end(), second.begin(), second.end());
-  } else {
-    if (options_.parallel == Parallelism::Dual) {
-      auto all = run(PerturbationPlan::forward_difference(stream, step, q, eps));
-      center = all[0];
-      std::copy(all.begin() + 1, all.end(), first.begin());
-    } else {
-      center = run(unperturbed)[0];
-      if (options_.parallel == Parallelism::Queries) {
-        first = run(PerturbationPlan::one_sided(stream, step, q, eps));
-      } else {
-        for (int64_t i = 0; i < q; ++i) {
-          first[i] = run(PerturbationPlan::single_query(stream, step, q, i, eps))[0];
-        }
-      }
-    }
-    double sigma = 0.0;
-    if (options_.kind == EstimatorKind::Fzoo) {
-      double mean = 0.0;
-      for (double v : first) mean += v / static_cast<double>(q);
-      for (double v : first) sigma += (v - mean) * (v - mean) / static_cast<double>(q);
-      sigma = std::sqrt(sigma);
-    }
-    for (int64_t i = 0; i < q; ++i) {
-      const double g = (first[i] - center) / eps;
-      out.projected_grads.push_back(options_.kind != EstimatorKind::Fzoo ? g : sigma > 0.0 ? g / sigma : 0.0);
-    }
-    out.loss = center;
-    out.losses = {center};
-    out.losses.insert(out.losses.end(), first.begin(), first.end());
   }
   return out;
 }

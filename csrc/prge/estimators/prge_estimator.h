@@ -11,9 +11,10 @@ namespace prge {
 class PrgeEstimator final : public ZoEstimator {
  public:
   explicit PrgeEstimator(EstimatorOptions options);
-  ZoEstimate estimate(LlamaModel& model, const TokenBatch& batch, int64_t step,
-                      const PerturbationStream& stream) override;
+  PointLosses evaluate_share(LlamaModel& model, const TokenBatch& batch, int64_t step,
+                             const PerturbationStream& stream, QueryRange range) override;
   std::vector<ZoParameter> parameters(LlamaModel& model) const override;
+  const EstimatorOptions& options() const override { return options_; }
 
  private:
   EstimatorOptions options_;
@@ -25,14 +26,15 @@ std::vector<double> evaluate_plan(const LlamaModel& model, const TokenBatch& bat
                                   const PerturbationPlan& plan,
                                   const WeightPerturbation* perturbation = nullptr);
 
-// P-RGE as plans of one forward each whose losses, concatenated, come in the dual plan's
-// order: central [θ+εz_0..θ+εz_{q-1}, θ−εz_0..θ−εz_{q-1}], forward [θ, θ+εz_0..θ+εz_{q-1}].
+// P-RGE as plans of one forward each whose losses, concatenated, list the points of the
+// queries in `range` in the order of zo_estimator.h (central [+εz.., −εz..], forward [θ, +εz..]).
 // dual: one plan; queries: two (the + and − sides, or θ and the + side); sequential: one per point.
 // Such a step runs on device tensors alone (no host sync), which lets the trainer capture
 // it as a CUDA graph.
 bool runs_on_device(const EstimatorOptions& options);  // every P-RGE mode
 std::vector<PerturbationPlan> device_step_plans(const EstimatorOptions& options,
-                                                const PerturbationStream& stream, int64_t step);
+                                                const PerturbationStream& stream, int64_t step,
+                                                QueryRange range = {});
 
 struct DeviceEstimate {
   torch::Tensor losses;           // [points] float32, in the order above
@@ -41,6 +43,10 @@ struct DeviceEstimate {
 
 // input_ids: [b, T] on the model's device; layout: AnswerLayout of the batch's targets, same
 // device; plans: device_step_plans(...) materialized, in order.
+// The plans' losses, concatenated: [points] float32 on the device.
+torch::Tensor losses_on_device(const LlamaModel& model, const torch::Tensor& input_ids,
+                               const AnswerLayout& layout, const std::vector<MaterializedPlan>& plans);
+
 DeviceEstimate estimate_on_device(const LlamaModel& model, const torch::Tensor& input_ids,
                                   const AnswerLayout& layout, const std::vector<MaterializedPlan>& plans,
                                   const EstimatorOptions& options);

@@ -44,6 +44,11 @@ std::string to_string(LrSchedule schedule) {
 
 void OptimizerOptions::validate() const {
   if (!(lr >= 0.0)) throw std::invalid_argument("optimizer.lr must be >= 0");
+  if (lr > kMaxLearningRate) {
+    throw std::invalid_argument(fmt::format("optimizer.lr must be <= {:g}: a larger step throws the weights off the "
+                                            "loss surface at the first update (ZO fine-tuning uses 1e-7 to 1e-2)",
+                                            kMaxLearningRate));
+  }
   if (!(momentum >= 0.0 && momentum < 1.0)) throw std::invalid_argument("optimizer.momentum must be in [0, 1)");
   if (kind == OptimizerKind::Adam && momentum > 0.0) {
     throw std::invalid_argument("optimizer.momentum applies to sgd and sign; adam uses optimizer.betas");
@@ -53,6 +58,9 @@ void OptimizerOptions::validate() const {
   }
   if (!(adam_eps > 0.0)) throw std::invalid_argument("optimizer.eps must be > 0");
   if (!(weight_decay >= 0.0)) throw std::invalid_argument("optimizer.weight_decay must be >= 0");
+  if (weight_decay > kMaxWeightDecay) {
+    throw std::invalid_argument(fmt::format("optimizer.weight_decay must be <= {:g}", kMaxWeightDecay));
+  }
   if (warmup_steps < 0) throw std::invalid_argument("optimizer.warmup_steps must be >= 0");
   if (accumulate < 1) throw std::invalid_argument("optimizer.accumulate must be >= 1");
   if (total_steps < 0) throw std::invalid_argument("optimizer total steps must be >= 0");

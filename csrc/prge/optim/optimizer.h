@@ -18,6 +18,11 @@ LrSchedule parse_lr_schedule(const std::string& name);
 std::string to_string(OptimizerKind kind);
 std::string to_string(LrSchedule schedule);
 
+// Above these a config value is no setting anyone means (lr 1e40 overflows at the first
+// update): rejected when the config is read.
+constexpr double kMaxLearningRate = 10.0;
+constexpr double kMaxWeightDecay = 10.0;
+
 struct OptimizerOptions {
   OptimizerKind kind = OptimizerKind::Sgd;
   double lr = 1e-4;
