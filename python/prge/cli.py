@@ -2,6 +2,8 @@
 
   prge train CONFIG [--set KEY=VALUE ...]      one fine-tuning run
   prge sweep SWEEP.yaml [--set KEY=VALUE]      every run of a sweep (finished runs are skipped)
+  prge sweep SWEEP.yaml --gpus 0,1,...         the same, one run per GPU at a time
+  torchrun --nproc-per-node N -m prge train CONFIG  one run over N processes (prge/distributed.py)
   prge report SWEEP.yaml|RUNS_DIR [--out DIR]  Markdown/CSV tables and figures of finished runs
   prge data copy TASK [--from DIR] [--to DIR]  copy a task's files into the user data dir
   prge data list                               tasks and where their data is found
@@ -69,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="eager: prge's C++ trainer; onnx / aoti / executorch: export the step "
                             "and train through that inference runtime (needs estimator.rng: counter)")
     train.add_argument("--engine", choices=RUNTIME_CHOICES, help=argparse.SUPPRESS)  # before 0.3
+    train.add_argument("--rank-timeout", type=float, default=None, metavar="SECONDS",
+                       help="under torchrun: how long a rank waits for the others before the job stops with an "
+                            "error (a dead or hung rank); default 300")
     export = sub.add_parser("export", help="export the P-RGE training step for an inference runtime")
     export.add_argument("config")
     export.add_argument("--runtime", choices=["onnx", "aoti", "executorch"], required=True)
@@ -80,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="override a value in every run, e.g. --set run.steps=300")
     sweep.add_argument("--output-root", help="where the runs go (default: the sweep's output_root)")
     sweep.add_argument("--no-progress", action="store_true")
+    sweep.add_argument("--gpus", metavar="0,1,...|all",
+                       help="run one run per listed GPU at a time, each in its own process")
     report = sub.add_parser("report", help="tables (Markdown, CSV) and figures of finished runs")
     report.add_argument("source", help="a sweep YAML (its output_root and report: section) or a runs directory")
     report.add_argument("--title")
@@ -126,10 +133,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"prge: warning: --engine is now spelled --runtime (--runtime {args.engine})", file=sys.stderr)
                 runtime = args.engine
             if runtime == "eager":
+                from prge import distributed
                 from prge.train import run_training
 
-                run_training(config, progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume)
+                try:
+                    run_training(config, progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume,
+                                 rank_timeout=args.rank_timeout or distributed.DEFAULT_TIMEOUT_SECONDS)
+                finally:
+                    distributed.stop()
             else:
+                from prge import distributed
+
+                if distributed.launched():
+                    raise ValueError(f"--runtime {runtime}: training through an inference runtime runs in one "
+                                     "process; start it without torchrun")
                 from prge.export.train_through_runtime import train_through_runtime
 
                 train_through_runtime(config, runtime, progress=not args.no_progress, overwrite=args.overwrite)
@@ -145,8 +162,11 @@ def main(argv: list[str] | None = None) -> int:
 
             from prge.overrides import parse_assignment
 
+            from prge.sweep_gpus import parse_gpus
+
             run_sweep(args.sweep, progress=not args.no_progress, output_root=args.output_root,
-                      overrides=dict(parse_assignment(o) for o in args.set))
+                      overrides=dict(parse_assignment(o) for o in args.set),
+                      gpus=parse_gpus(args.gpus) if args.gpus else None)
         elif args.command == "data":
             _data(args)
         elif args.command == "generate":

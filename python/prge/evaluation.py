@@ -10,37 +10,43 @@ import torch
 from prge.data.batching import EncodedExample, PromptEncoder
 
 
-def _chunks(n: int, batch_size: int, progress: bool):
-    starts = range(0, n, batch_size)
-    if progress and n > batch_size:
+def _per_chunk(n: int, batch_size: int, progress: bool, compute, shard=None) -> list:
+    """compute(start) for the start of every chunk of batch_size examples, in order. `shard`
+    (prge.distributed.Shard): each rank computes whole chunks, as a single process does, and
+    the ranks exchange the results."""
+    starts = list(range(0, n, batch_size))
+    mine = starts if shard is None else shard.mine(starts)
+    shown = mine
+    if progress and len(mine) > 1:
         try:
             from tqdm import tqdm
 
-            return tqdm(starts, desc="eval", unit="batch", leave=False, dynamic_ncols=True)
+            shown = tqdm(mine, desc="eval", unit="batch", leave=False, dynamic_ncols=True)
         except ImportError:
             pass
-    return starts
+    results = {start: compute(start) for start in shown}
+    if shard is not None:
+        results = shard.gather(results)
+    return [results[start] for start in starts]
 
 
 def option_scores(trainer, encoder: PromptEncoder, examples: list[EncodedExample],
-                  batch_size: int = 16, progress: bool = False) -> torch.Tensor:
+                  batch_size: int = 16, progress: bool = False, shard=None) -> torch.Tensor:
     """[n, classes] mean log-probability of each label word."""
     classes = len(encoder.label_ids)
-    out = torch.empty(len(examples), classes, dtype=torch.float64)
-    if encoder.single_token_labels:
-        # One forward per prompt scores every label word at the answer position.
-        candidates = torch.tensor([ids[0] for ids in encoder.label_ids], dtype=torch.int64)
-        for start in _chunks(len(examples), batch_size, progress):
-            chunk = examples[start: start + batch_size]
-            out[start: start + len(chunk)] = trainer.answer_logprobs(
-                encoder.batch(chunk, labels=[0] * len(chunk)), candidates).double()
-        return out
-    for start in _chunks(len(examples), batch_size, progress):
+    candidates = torch.tensor([ids[0] for ids in encoder.label_ids], dtype=torch.int64)
+
+    def scores(start: int) -> torch.Tensor:
         chunk = examples[start: start + batch_size]
+        if encoder.single_token_labels:  # one forward scores every label word at the answer position
+            return trainer.answer_logprobs(encoder.batch(chunk, labels=[0] * len(chunk)), candidates).double()
+        out = torch.empty(len(chunk), classes, dtype=torch.float64)
         for c in range(classes):
             nll, count = trainer.score(encoder.batch(chunk, labels=[c] * len(chunk)))
-            out[start: start + len(chunk), c] = (-nll / count).double()
-    return out
+            out[:, c] = (-nll / count).double()
+        return out
+
+    return torch.cat(_per_chunk(len(examples), batch_size, progress, scores, shard))
 
 
 def classification_metrics(predicted: torch.Tensor, labels: torch.Tensor, classes: int) -> dict:
@@ -62,25 +68,30 @@ def majority_baseline(examples: list[EncodedExample], classes: int) -> dict:
 
 
 def answer_perplexity(trainer, encoder: PromptEncoder, examples: list[EncodedExample],
-                      batch_size: int = 16, progress: bool = False) -> dict:
+                      batch_size: int = 16, progress: bool = False, shard=None) -> dict:
     """Mean NLL per reference-response token and its exponential, over all examples."""
-    nll_sum, tokens = 0.0, 0.0
-    for start in _chunks(len(examples), batch_size, progress):
+
+    def sums(start: int) -> tuple[float, float]:
         nll, count = trainer.score(encoder.batch(examples[start: start + batch_size]))
-        nll_sum += nll.double().sum().item()
-        tokens += count.double().sum().item()
+        return nll.double().sum().item(), count.double().sum().item()
+
+    nll_sum, tokens = 0.0, 0.0
+    for nll, count in _per_chunk(len(examples), batch_size, progress, sums, shard):
+        nll_sum += nll
+        tokens += count
     mean = nll_sum / tokens
     return {"answer_nll": mean, "perplexity": math.exp(min(mean, 700.0))}
 
 
 def evaluate(trainer, encoder: PromptEncoder, examples: list[EncodedExample],
-             batch_size: int = 16, progress: bool = False) -> dict:
-    """accuracy and macro_f1 (classification) or answer_nll and perplexity (generation)."""
+             batch_size: int = 16, progress: bool = False, shard=None) -> dict:
+    """accuracy and macro_f1 (classification) or answer_nll and perplexity (generation);
+    `shard`: split over the ranks of a distributed run (prge.distributed.Shard)."""
     if not examples:
         raise ValueError("no evaluation examples")
     if encoder.task.generation:
-        return answer_perplexity(trainer, encoder, examples, batch_size, progress)
-    scores = option_scores(trainer, encoder, examples, batch_size, progress)
+        return answer_perplexity(trainer, encoder, examples, batch_size, progress, shard)
+    scores = option_scores(trainer, encoder, examples, batch_size, progress, shard)
     labels = torch.tensor([e.label for e in examples])
     return classification_metrics(scores.argmax(1), labels, len(encoder.label_ids))
 

@@ -76,17 +76,26 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def answer_metrics(model, encoder, examples, stop: list[int], batch_size: int = 16) -> dict:
+def answer_metrics(model, encoder, examples, stop: list[int], batch_size: int = 16, shard=None) -> dict:
     """Greedy answers to the encoded prompts, first line only, scored against the reference
-    responses: mean exact match and token F1."""
-    em = f1 = 0.0
+    responses: mean exact match and token F1 (`shard`: split over a distributed run's ranks)."""
+    from prge.evaluation import _per_chunk
+
     max_new = max(len(e.answer_ids) for e in examples) + 8
-    for start in range(0, len(examples), batch_size):
+
+    def scores(start: int) -> list[tuple[float, float]]:
         chunk = examples[start: start + batch_size]
         new = model.generate([e.prompt_ids for e in chunk], max_new_tokens=max_new, stop_tokens=stop)
+        out = []
         for e, tokens in zip(chunk, new):
             prediction = encoder.tokenizer.decode(tokens).strip().split("\n")[0]
             reference = encoder.tokenizer.decode(e.answer_ids)
-            em += exact_match(prediction, reference)
-            f1 += token_f1(prediction, reference)
+            out.append((exact_match(prediction, reference), token_f1(prediction, reference)))
+        return out
+
+    em = f1 = 0.0
+    for chunk in _per_chunk(len(examples), batch_size, False, scores, shard):
+        for e, f in chunk:
+            em += e
+            f1 += f
     return {"exact_match": em / len(examples), "token_f1": f1 / len(examples)}

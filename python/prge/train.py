@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import signal
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
 
-from prge import checkpoints, run_summary
+from prge import checkpoints, distributed, run_summary
 from prge.run_dir import claim
 from prge.progress import progress_bar
 from prge._core import LlamaModel, RunConfig, Trainer
@@ -102,7 +103,22 @@ def split_protocol(task, data, seed: int) -> tuple[list, list, list]:
 
 
 def run_training(config: RunConfig, progress: bool = True, log=print, overwrite: bool = False,
-                 resume: bool = False) -> dict:
+                 resume: bool = False, rank_timeout: float = distributed.DEFAULT_TIMEOUT_SECONDS) -> dict | None:
+    """One run; under torchrun, this process's part of it (see prge.distributed): every rank
+    trains, rank 0 alone writes, and only rank 0 returns the summary."""
+    team = None
+    if distributed.launched():
+        if config.estimator.kind == "first_order":
+            raise ValueError("estimator.kind: first_order runs in one process; the distributed step is zeroth-order")
+        grid = distributed.start(config.run.data_parallel, config.model.device, rank_timeout)
+        grid.check(config.estimator.queries, config.data.batch_size)
+        team = distributed.Communicator(grid, rank_timeout)
+    elif config.run.data_parallel != 1:
+        raise ValueError(f"run.data_parallel: {config.run.data_parallel} needs as many processes or a multiple "
+                         "(torchrun --nproc-per-node N -m prge train CONFIG); this is a single process")
+    writer = team is None or team.grid.rank == 0
+    if not writer:
+        log, progress = (lambda *args, **kwargs: None), False
     task = task_for(config.data)
     model_dir = resolve_model(config.model.name)
     tokenizer = load_tokenizer(model_dir)
@@ -111,7 +127,8 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
     train, dev, evaluation = (encoder.encode_all(split) for split in
                               split_protocol(task, config.data, config.run.seed))
 
-    model = LlamaModel.from_pretrained(str(model_dir), config.model.device, config.model.dtype)
+    device = distributed.device_for(config.model.device)
+    model = LlamaModel.from_pretrained(str(model_dir), device, config.model.dtype)
     check_token_ids(model_dir, model.config.vocab_size, encoder, train + dev + evaluation)
     if config.use_adapter:
         model.attach_adapters(config.adapter)
@@ -122,9 +139,18 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
     torch.manual_seed(config.run.seed)
     trainer = Trainer(model, config.estimator, config.optimizer, config.run.seed)
     sampler = BatchSampler(len(train), config.data.batch_size, config.run.seed)
+    step_on, shard = trainer.step, None
+    if team:
+        step_on = distributed.DistributedStep(trainer, team, config.estimator.queries,
+                                              config.estimator.difference == "central", device)
+        shard = distributed.Shard(team)
+        trained = ([a["lora_b"] for a in model.adapters()] if config.use_adapter
+                   else [t for _, t in model.full_parameters()])
     # The output directory is claimed only once the config, data and model have loaded: bad
-    # input never touches a directory.
-    with claim(config.run.output_dir, config.to_yaml(), overwrite, resume) as out_dir:
+    # input never touches a directory. Rank 0 writes it; the others read a checkpoint from it.
+    owner = claim(config.run.output_dir, config.to_yaml(), overwrite, resume) if writer else \
+        nullcontext(Path(config.run.output_dir))
+    with owner as out_dir:
 
         generation = task.generation
         primary = "perplexity" if generation else "accuracy"  # the metric best_checkpoint picks by
@@ -132,13 +158,14 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
         stop = stop_ids(tokenizer, model_dir) if generation else []
 
         def evaluate(step: int, passes: int, sequences: int) -> dict:
-            metrics = evaluate_examples(trainer, encoder, evaluation, progress=progress)
+            metrics = evaluate_examples(trainer, encoder, evaluation, progress=progress, shard=shard)
             if generation:  # greedy answers through the KV-cache decoder, SQuAD-style scores
-                metrics.update(answer_metrics(model, encoder, evaluation, stop))
+                metrics.update(answer_metrics(model, encoder, evaluation, stop, shard=shard))
             record = {"step": step, "forward_passes": passes, "sequences": sequences,
                       **{f"eval_{k}": v for k, v in metrics.items()}}
             if dev:
-                record[f"dev_{primary}"] = evaluate_examples(trainer, encoder, dev, progress=progress)[primary]
+                record[f"dev_{primary}"] = evaluate_examples(trainer, encoder, dev, progress=progress,
+                                                             shard=shard)[primary]
             return record
 
         def describe(record: dict) -> str:
@@ -153,33 +180,48 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
             f"parallel={config.estimator.parallel} on {task.name} with {config.model.name}: "
             f"{len(train)} train / {len(dev)} dev / {len(evaluation)} eval examples "
             f"({config.data.protocol} protocol), {config.run.steps} steps")
+        if team:
+            log(f"[prge] distributed: {team.grid.world} processes = {team.grid.query_groups} query group(s) x "
+                f"{team.grid.data_parallel} data group(s), backend {distributed.backend()}")
         if not generation:
             trivial = majority_baseline(evaluation, len(encoder.label_ids))
         metrics_path = out_dir / "metrics.jsonl"
         step_seconds, passes, sequences, first = [], 0, 0, 1
         if resume:
+            if team:  # rank 0 has checked the directory before the others read it
+                team.barrier("resume")
             state = checkpoints.load(out_dir, trainer)
             sampler.set_state(state["sampler"])
             passes, sequences, step_seconds = state["forward_passes"], state["sequences"], state["step_seconds"]
             first = state["step"] + 1
-            history = [r for r in checkpoints.metrics_until(metrics_path, state["step"]) if f"eval_{primary}" in r]
+            history = [r for r in checkpoints.metrics_until(metrics_path, state["step"])
+                       if f"eval_{primary}" in r] if writer else []
             log(f"[prge] resuming after step {state['step']} from {out_dir / checkpoints.STATE}")
         else:
             history = [evaluate(0, 0, 0)]
             baseline = "" if generation else (f"; always answering the majority class: accuracy "
                                                f"{trivial['accuracy']:.4f}, macro-F1 {trivial['macro_f1']:.4f}")
             log(f"[prge] before training: {describe(history[0])}{baseline}")
-            metrics_path.write_text(json.dumps(history[0]) + "\n")
+            if writer:
+                metrics_path.write_text(json.dumps(history[0]) + "\n")
 
         def checkpoint(step: int) -> None:
+            if not writer:
+                return
             checkpoints.save(out_dir, trainer, {"step": step, "sampler": sampler.state(), "forward_passes": passes,
                                                 "sequences": sequences, "step_seconds": step_seconds})
 
         bar = progress_bar(config.run.steps, progress, initial=first - 1)
-        with open(metrics_path, "a") as metrics, stop_on_interrupt() as interrupted:
+        with open(metrics_path if writer else os.devnull, "a") as metrics, stop_on_interrupt() as interrupted:
+            if team:
+                step_on.interrupted = interrupted  # the ranks agree on a Ctrl-C through the step's gather
             for step in range(first, config.run.steps + 1):
-                result = trainer.step(encoder.batch([train[i] for i in sampler.next()]))
+                result = step_on(encoder.batch([train[i] for i in sampler.next()]))
                 check_finite(step, result, metrics_path)
+                stopping = result.stop if team else interrupted()
+                if team and (step % config.run.log_every == 0 or step == config.run.steps or stopping or
+                             (config.run.checkpoint_every and step % config.run.checkpoint_every == 0)):
+                    distributed.check_in_step(team, trained, step, device)
                 step_seconds.append(result.seconds)
                 passes += result.forward_passes
                 sequences += result.sequences
@@ -194,13 +236,15 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
                 if bar:
                     bar.set_postfix(loss=f"{result.loss:.4f}")
                     bar.update(1)
-                if interrupted() or (config.run.checkpoint_every and step % config.run.checkpoint_every == 0):
+                if stopping or (config.run.checkpoint_every and step % config.run.checkpoint_every == 0):
                     checkpoint(step)
-                if interrupted():
+                if stopping:
                     raise RunInterrupted(f"interrupted after step {step}: checkpoint saved in {out_dir}; "
                                          "continue with `prge train CONFIG --resume`")
         if bar:
             bar.close()
+        if not writer:
+            return None
         before, after = history[0][f"eval_{primary}"], history[-1][f"eval_{primary}"]
         best = best_checkpoint(history)
         trainer.save_checkpoint(str(out_dir / "trained.safetensors"))
@@ -213,6 +257,9 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
             results.update({"macro_f1_before": history[0]["eval_macro_f1"],
                             "macro_f1_after": history[-1]["eval_macro_f1"],
                             "majority_accuracy": trivial["accuracy"]})
+        if team:
+            results.update({"processes": team.grid.world, "data_parallel": team.grid.data_parallel,
+                            "bytes_gathered_per_step": step_on.bytes_per_step})
         summary = run_summary.write(out_dir, run_summary.identity(config, mode="train", task=task.name), {
             **results, "forward_passes": passes, "sequences": sequences, "eval_history": history,
             "mean_step_seconds": sum(step_seconds) / len(step_seconds) if step_seconds else None,
