@@ -6,7 +6,9 @@ is refused, naming the difference; a run another process is writing is left to i
     base: CONFIG.yaml or an inline config     grid: {key: [values]}   (crossed)
     variants: [{name: ..., key: value}]       output_root: runs/NAME
     mode: train (default) | speed             speed: {warmup, steps, shape}
-    report: {title: ..., out: DIR}            (where `prge report` writes tables/figures)"""
+    report: {title: ..., out: DIR}            (where `prge report` writes tables/figures)
+
+`prge sweep FILE --gpus 0,1,...` runs one run per listed GPU at a time."""
 from __future__ import annotations
 
 import itertools
@@ -84,14 +86,18 @@ def expand_sweep(path: str | Path, overrides: dict | None = None,
 
 
 def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: dict | None = None,
-              output_root: str | None = None) -> list[dict]:
+              output_root: str | None = None, gpus: list[str] | None = None) -> list[dict]:
+    """Every run of the sweep, one after another in this process; with `gpus`, as many at once
+    as GPUs are listed, each in its own process on its own GPU (prge.sweep_gpus)."""
     from prge.speed import run_speed
     from prge.train import run_training
     import json
 
     spec = load_sweep_spec(path)
     speed = spec.get("mode", "train") == "speed"
-    summaries = []
+    if gpus and speed:
+        raise ValueError(f"{path}: mode: speed measures one run at a time; run it without --gpus")
+    summaries, pending = [], []
     runs = expand_sweep(path, overrides, output_root)
     for i, (label, config) in enumerate(runs, 1):
         out_dir = Path(config.run.output_dir)
@@ -99,9 +105,12 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: dic
             log(f"[prge] ({i}/{len(runs)}) {label}: finished earlier, skipping")
             summaries.append(json.loads((out_dir / "summary.json").read_text()))
             continue
-        log(f"[prge] ({i}/{len(runs)}) {label}")
         # An interrupted run continues from its checkpoint; without one it starts again.
         resume = not speed and checkpoints.exists(out_dir) and resumable(out_dir, config.to_yaml())
+        if gpus:
+            pending.append((f"({i}/{len(runs)}) {label}", config, resume))
+            continue
+        log(f"[prge] ({i}/{len(runs)}) {label}")
         try:
             if speed:
                 summaries.append(run_speed(config, log=log, overwrite=True, **(spec.get("speed") or {})))
@@ -109,4 +118,8 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: dic
                 summaries.append(run_training(config, progress=progress, log=log, overwrite=True, resume=resume))
         except RunInProgress:
             log(f"[prge] ({i}/{len(runs)}) {label}: another process is running it, skipping")
+    if pending:
+        from prge.sweep_gpus import run_on_gpus
+
+        summaries += run_on_gpus(pending, gpus, log)
     return summaries

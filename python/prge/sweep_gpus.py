@@ -1,0 +1,67 @@
+"""A sweep's runs spread over the GPUs of a machine: one run per GPU at a time, each a
+`prge train` process that sees only its GPU (CUDA_VISIBLE_DEVICES), so that its config
+(model.device: cuda) and results are those of the same run in a sequential sweep. Each run's
+output goes to RUN_DIR.log beside its directory; a failed run is named at the end, after the
+others have finished."""
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from prge.run_summary import read as read_summary
+
+
+def parse_gpus(text: str) -> list[str]:
+    """'0,1,3' -> ['0', '1', '3']; 'all' -> every GPU torch sees."""
+    if text.strip() == "all":
+        import torch
+
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ValueError("--gpus all: torch sees no CUDA GPU on this machine")
+        return [str(i) for i in range(count)]
+    gpus = [g.strip() for g in text.split(",")]
+    if not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
+        raise ValueError(f"--gpus {text!r}: expected distinct GPU indices like 0,1,2,3, or all")
+    return gpus
+
+
+def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print) -> list[dict]:
+    """jobs: (label, RunConfig, resume). Returns the finished runs' summaries in job order."""
+    free: queue.Queue[str] = queue.Queue()
+    for gpu in gpus:
+        free.put(gpu)
+
+    def run(job, config_dir: Path):
+        label, config, resume = job
+        out_dir = Path(config.run.output_dir)
+        config_path = config_dir / f"{abs(hash(label))}.yaml"
+        config_path.write_text(config.to_yaml())
+        argv = [sys.executable, "-m", "prge", "train", str(config_path), "--no-progress",
+                "--resume" if resume else "--overwrite"]
+        log_path = out_dir.with_name(out_dir.name + ".log")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        gpu = free.get()
+        try:
+            log(f"[prge] {label}: started on GPU {gpu} (output in {log_path})")
+            with open(log_path, "w") as out:
+                code = subprocess.run(argv, env={**os.environ, "CUDA_VISIBLE_DEVICES": gpu},
+                                      stdout=out, stderr=subprocess.STDOUT).returncode
+        finally:
+            free.put(gpu)
+        log(f"[prge] {label}: {'finished' if code == 0 else f'failed (exit {code})'} on GPU {gpu}")
+        return code, log_path
+
+    with tempfile.TemporaryDirectory(prefix="prge-sweep-") as config_dir, \
+            ThreadPoolExecutor(max_workers=len(gpus)) as pool:
+        outcomes = list(pool.map(lambda job: run(job, Path(config_dir)), jobs))
+    failed = [f"{label} (exit {code}; see {log_path})"
+              for (label, _, _), (code, log_path) in zip(jobs, outcomes) if code != 0]
+    if failed:
+        raise ValueError(f"{len(failed)} of {len(jobs)} runs failed: " + "; ".join(failed))
+    return [read_summary(Path(config.run.output_dir) / "summary.json") for _, config, _ in jobs]

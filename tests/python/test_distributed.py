@@ -1,0 +1,276 @@
+"""Distributed P-RGE / MeZO with torch.distributed on CPUs (gloo), 2 and 4 processes started as a
+user starts them (torchrun): the losses, the evaluation metrics and the final trained tensors
+equal those of the single-process run of the same config. With one data group every point is
+evaluated as in one process: bit-identical. Data groups average row means in float64 instead
+of one float32 sum: equal to 1e-5 relative. A rank that dies or hangs ends the job with a clear
+error within the timeout."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import make_tiny_assets, write_config
+from prge.distributed import Grid
+from safetensors.torch import load_file
+
+DATA_PARALLEL_RTOL = 1e-5
+# One thread a process: the single-process reference and every rank run the same kernels.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("distributed")
+    return tmp, *make_tiny_assets(tmp)
+
+
+def config_for(tmp, model_dir, data_dir, name, **over):
+    directory = tmp / name
+    directory.mkdir(exist_ok=True)
+    over.setdefault("run", {})
+    over["run"] = {"steps": 6, "seed": 1, "eval_every": 3, "log_every": 1, **over["run"],
+                   "output_dir": str(directory / "run")}
+    return write_config(directory, model_dir, data_dir, **over), directory / "run"
+
+
+def train(config, processes: int, *extra) -> subprocess.CompletedProcess:
+    extra = extra or ("--overwrite",)
+    if processes == 1:
+        argv = [sys.executable, "-m", "prge", "train", str(config), "--no-progress", *extra]
+    else:
+        argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+                "-m", "prge", "train", str(config), "--no-progress", *extra]
+    done = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def records(run_dir) -> list[dict]:
+    out = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        record.pop("seconds", None)  # wall clock
+        out.append(record)
+    return out
+
+
+def trained(run_dir) -> dict:
+    return {k: v for k, v in load_file(str(run_dir / "trained.safetensors")).items()
+            if not k.startswith(("optimizer.", "trainer."))}
+
+
+def assert_same_run(got_dir, want_dir, rtol: float = 0.0):
+    got, want = records(got_dir), records(want_dir)
+    assert [r["step"] for r in got] == [r["step"] for r in want]
+    for g, w in zip(got, want):
+        assert g.keys() == w.keys(), (g, w)
+        for key in ("loss", "eval_accuracy", "eval_macro_f1"):
+            if key in w:
+                assert abs(g[key] - w[key]) <= rtol * abs(w[key]), (key, g, w)
+        if "sequences" in w and "loss" in w:  # every rank's sequences together
+            assert g["sequences"] == w["sequences"], (g, w)
+    got_t, want_t = trained(got_dir), trained(want_dir)
+    assert got_t.keys() == want_t.keys() and got_t
+    for name in want_t:
+        if rtol == 0.0:
+            assert torch.equal(got_t[name], want_t[name]), name
+        else:
+            torch.testing.assert_close(got_t[name], want_t[name], rtol=rtol, atol=rtol * want_t[name].abs().max())
+    summary = json.loads((got_dir / "summary.json").read_text())
+    return summary
+
+
+CASES = [
+    # name, processes, overrides, tolerance
+    ("queries-dual-2", 2, {"estimator": {"queries": 4, "parallel": "dual"}}, 0.0),
+    ("queries-sequential-4", 4, {"estimator": {"queries": 4, "parallel": "sequential"}}, 0.0),
+    ("queries-forward-uneven-2", 2, {"estimator": {"queries": 3, "parallel": "dual", "difference": "forward"}}, 0.0),
+    ("data-2", 2, {"estimator": {"queries": 2}, "run": {"data_parallel": 2}}, DATA_PARALLEL_RTOL),
+    ("grid-2x2", 4, {"estimator": {"queries": 4}, "run": {"data_parallel": 2}}, DATA_PARALLEL_RTOL),
+    ("mezo-queries-2", 2, {"estimator": {"kind": "mezo", "queries": 2, "parallel": "sequential"},
+                           "adapter": {"targets": []}, "optimizer": {"lr": 1e-4}}, 0.0),
+]
+
+
+@pytest.mark.parametrize("name, processes, overrides, rtol", CASES, ids=[c[0] for c in CASES])
+def test_a_distributed_run_equals_the_single_process_run(assets, name, processes, overrides, rtol):
+    tmp, model_dir, data_dir = assets
+    single, single_dir = config_for(tmp, model_dir, data_dir, name + "-single", **overrides)
+    many, many_dir = config_for(tmp, model_dir, data_dir, name, **overrides)
+    if "data_parallel" in overrides.get("run", {}):  # the single-process run has one data group
+        text = single.read_text().replace(f"data_parallel: {overrides['run']['data_parallel']}", "data_parallel: 1")
+        single.write_text(text)
+    train(single, 1)
+    done = train(many, processes)
+    summary = assert_same_run(many_dir, single_dir, rtol)
+    assert summary["processes"] == processes
+    assert "distributed:" in done.stdout and done.stdout.count("[prge] before training") == 1  # rank 0 logs
+
+
+def test_a_killed_distributed_run_resumes_to_the_uninterrupted_result(assets):
+    tmp, model_dir, data_dir = assets
+    over = {"estimator": {"queries": 2}, "run": {"steps": 300, "eval_every": 100, "checkpoint_every": 10}}
+    single, single_dir = config_for(tmp, model_dir, data_dir, "resume-single", **over)
+    many, many_dir = config_for(tmp, model_dir, data_dir, "resume", **over)
+    train(single, 1)
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+            "-m", "prge", "train", str(many), "--no-progress", "--overwrite"]
+    job = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = many_dir / "checkpoint.json"
+    deadline = time.time() + 300
+    while not (state.exists() and json.loads(state.read_text() or "{}").get("step", 0) >= 20):
+        assert job.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.005)
+    for pid in [job.pid, *descendants(job.pid)]:  # torchrun and every rank (each in its own session)
+        os.kill(pid, signal.SIGKILL)
+    job.wait()
+    assert not (many_dir / "summary.json").exists(), "the run finished before the kill: make it longer"
+    train(many, 2, "--resume")
+    assert_same_run(many_dir, single_dir)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc."""
+    children = {}
+    for stat in os.listdir("/proc"):
+        if stat.isdigit():
+            try:
+                fields = open(f"/proc/{stat}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(stat))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("fault", ["dies", "hangs"])
+def test_a_rank_that_dies_or_hangs_ends_the_job_with_a_clear_error(assets, fault):
+    """The ranks started by hand with torchrun's environment, so that the test can kill or
+    stop one of them; the other must end with prge: error within the timeout, not hang."""
+    tmp, model_dir, data_dir = assets
+    config, run_dir = config_for(tmp, model_dir, data_dir, f"fault-{fault}",
+                                 run={"steps": 100000, "eval_every": 0, "log_every": 1})
+    port, timeout = free_port(), 8
+    ranks = []
+    for rank in range(2):
+        env = {**ENV, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        ranks.append(subprocess.Popen([sys.executable, "-m", "prge", "train", str(config), "--no-progress",
+                                       "--overwrite", "--rank-timeout", str(timeout)],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        metrics = run_dir / "metrics.jsonl"
+        deadline = time.time() + 120
+        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+            assert ranks[0].poll() is None and time.time() < deadline, ranks[0].communicate()[1][-2000:]
+            time.sleep(0.01)
+        ranks[1].send_signal(signal.SIGKILL if fault == "dies" else signal.SIGSTOP)
+        start = time.time()
+        _, err = ranks[0].communicate(timeout=timeout + 60)
+        assert ranks[0].returncode == 2, err[-2000:]
+        assert time.time() - start <= timeout + 30
+        assert "prge: error: rank 0: step " in err and "no answer from the other ranks" in err, err[-2000:]
+        assert not (run_dir / "summary.json").exists()
+    finally:
+        for process in ranks:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def test_the_grid_splits_queries_and_rows_and_names_impossible_splits():
+    grid = Grid(rank=5, world=6, data_parallel=2)  # 3 query groups x 2 data groups
+    assert (grid.query_groups, grid.query_group, grid.data_group) == (3, 2, 1)
+    assert [Grid(r, 6, 2).query_range(7) for r in (0, 2, 4)] == [(0, 3), (3, 5), (5, 7)]
+    assert [Grid(r, 6, 2).batch_rows(5) for r in (0, 1)] == [(0, 3), (3, 5)]
+    with pytest.raises(ValueError, match="run.data_parallel: 4 does not divide the 6 processes"):
+        Grid(0, 6, 4)
+    with pytest.raises(ValueError, match="estimator.queries: 2 queries cannot be shared by 3 query groups"):
+        grid.check(queries=2, batch_size=4)
+    with pytest.raises(ValueError, match="data.batch_size: 1 rows cannot be shared"):
+        grid.check(queries=3, batch_size=1)
+
+
+def test_data_parallel_without_torchrun_is_named(assets, capsys):
+    from prge.cli import main
+
+    tmp, model_dir, data_dir = assets
+    config, _ = config_for(tmp, model_dir, data_dir, "dp-single", run={"data_parallel": 2})
+    assert main(["train", str(config), "--no-progress"]) == 2
+    assert "run.data_parallel: 2 needs as many processes" in capsys.readouterr().err
+
+
+def _check_in_step_worker(rank, port, out):
+    import torch.distributed as dist
+
+    from prge.distributed import Communicator, RankFailure, check_in_step
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    comm = Communicator(Grid(rank, 2))
+    same = [torch.arange(6.0).reshape(2, 3)]
+    check_in_step(comm, same, step=4, device="cpu")  # equal: passes
+    differs = [same[0] + (1e-7 if rank == 1 else 0.0)]
+    try:
+        check_in_step(comm, differs, step=5, device="cpu")
+        out.put((rank, "passed"))
+    except RankFailure as e:
+        out.put((rank, str(e)))
+    dist.destroy_process_group()
+
+
+def test_the_weights_check_stops_ranks_that_went_out_of_step():
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out, port = ctx.Queue(), free_port()
+    workers = [ctx.Process(target=_check_in_step_worker, args=(rank, port, out)) for rank in range(2)]
+    for w in workers:
+        w.start()
+    results = dict(out.get(timeout=120) for _ in workers)
+    for w in workers:
+        w.join(timeout=60)
+    for rank in (0, 1):
+        assert "step 5: the trained weights of rank(s) [1] differ from rank 0's" in results[rank], results
+
+
+def test_a_sweep_spreads_its_runs_over_the_listed_gpus_with_the_sequential_results(assets):
+    """`--gpus 0,1`: two runs at once, each its own process with CUDA_VISIBLE_DEVICES set (on
+    this CPU machine the runs are CPU runs; the scheduling is the same); each run's summary and
+    weights equal those of the sequential sweep."""
+    import yaml
+
+    from prge.sweep import run_sweep
+
+    tmp, model_dir, data_dir = assets
+    base, _ = config_for(tmp, model_dir, data_dir, "sweep-base")
+    spec = tmp / "sweep.yaml"
+    spec.write_text(yaml.safe_dump({"base": str(base), "grid": {"optimizer.lr": [0.01, 0.02]}}))
+    lines = []
+    parallel = run_sweep(spec, log=lines.append, progress=False, output_root=str(tmp / "sweep-gpus"), gpus=["0", "1"])
+    sequential = run_sweep(spec, log=lambda *a: None, progress=False, output_root=str(tmp / "sweep-seq"))
+    started = [i for i, line in enumerate(lines) if "started on GPU" in line]
+    done = [i for i, line in enumerate(lines) if line.endswith(("finished on GPU 0", "finished on GPU 1"))]
+    assert len(started) == 2 and len(done) == 2 and max(started) < min(done), lines  # both ran at once
+    assert {line.split("started on GPU ")[1][0] for line in lines if "started on GPU" in line} == {"0", "1"}
+    for p, s in zip(parallel, sequential):
+        assert p["accuracy_after"] == s["accuracy_after"] and p["lr"] == s["lr"]
+    for label in ("run-lr0.01", "run-lr0.02"):
+        assert records(tmp / "sweep-gpus" / label) == records(tmp / "sweep-seq" / label)
+        got, want = trained(tmp / "sweep-gpus" / label), trained(tmp / "sweep-seq" / label)
+        assert all(torch.equal(got[k], want[k]) for k in want)
