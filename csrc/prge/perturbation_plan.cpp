@@ -102,12 +102,15 @@ torch::Tensor MaterializedPlan::group_copies(const std::vector<GroupMember>& mem
 #ifdef PRGE_WITH_CUDA
   if (cuda_kernels) {
     std::vector<cuda::GroupPart> parts;
+    std::vector<int64_t> layout{copies, rows, cols, static_cast<int64_t>(dtype)};
     for (const auto& m : members) {
       parts.push_back({m.lora_b->data_ptr<float>(), m.lora_b->size(0), m.lora_b->size(1), m.row_offset,
                        m.col_offset, m.param_index});
+      layout.insert(layout.end(), {m.lora_b->size(0), m.lora_b->size(1), m.row_offset, m.col_offset});
     }
-    auto out = torch::empty({copies, rows, cols}, options);
-    cuda::fill_group_copies(parts.data(), static_cast<int>(parts.size()), query_index, scale, step_key,
+    auto& out = zeroed_stacks[layout];
+    if (!out.defined()) out = torch::zeros({copies, rows, cols}, options);
+    cuda::fill_group_blocks(parts.data(), static_cast<int>(parts.size()), query_index, scale, step_key,
                             plan->stream->distribution() == NoiseDistribution::Gaussian, out);
     return out;
   }

@@ -6,6 +6,7 @@
 
 #include <torch/torch.h>
 
+#include <map>
 #include <vector>
 
 namespace prge {
@@ -56,6 +57,10 @@ struct MaterializedPlan {
   bool is_central_dual = false;
   double dual_epsilon = 0.0;
   bool cuda_kernels = false;  // fill copies with the CUDA kernel (CUDA build, CUDA, counter RNG)
+  // CUDA kernels: the stacks group_copies fills, one per group layout and dtype, zeroed once
+  // and shared by every layer of a forward (and every replay of a captured one): the kernel
+  // rewrites only the members' blocks, the zeros around them stay.
+  mutable std::map<std::vector<int64_t>, torch::Tensor> zeroed_stacks;
 
   // step_key: a persistent device tensor to read the key from (graph replay); undefined:
   // computed here from the plan's step.

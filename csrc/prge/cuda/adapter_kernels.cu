@@ -59,29 +59,31 @@ struct Parts {
   int count;
 };
 
-// 32-bit index arithmetic (the stack has < 2^31 elements, checked at launch): 64-bit
+// One thread per element of the parts' blocks only (the zeros around them are left as they
+// are). 32-bit index arithmetic (the stack has < 2^31 elements, checked at launch): 64-bit
 // division per element cost more than the noise itself.
 template <typename T>
-__global__ void fill_group_copies_kernel(Parts parts, const int64_t* query, const float* scale,
+__global__ void fill_group_blocks_kernel(Parts parts, const int64_t* query, const float* scale,
                                          const int64_t* step_key, bool gaussian, int copies, int rows,
                                          int cols, T* out) {
-  const auto total = static_cast<uint32_t>(copies) * rows * cols;
+  uint32_t per_copy = 0;
+  for (int p = 0; p < parts.count; ++p) per_copy += static_cast<uint32_t>(parts.part[p].rows * parts.part[p].rank);
+  const auto total = static_cast<uint32_t>(copies) * per_copy;
   const auto key = static_cast<uint32_t>(*step_key);
   for (uint32_t e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
-    const uint32_t c = e / (rows * cols), rest = e % (rows * cols);
-    const int row = static_cast<int>(rest / cols), col = static_cast<int>(rest % cols);
-    float value = 0.0f;
-    for (int p = 0; p < parts.count; ++p) {
-      const GroupPart& g = parts.part[p];
-      if (row < g.row_offset || row >= g.row_offset + g.rows || col < g.col_offset ||
-          col >= g.col_offset + g.rank) {
-        continue;
-      }
-      const int64_t k = (row - g.row_offset) * g.rank + (col - g.col_offset);
-      const float z = noise(stream_key(key, g.param_index, query[c]), k, g.rows * g.rank, gaussian);
-      value = __fadd_rn(g.lora_b[k], __fmul_rn(scale[c], z));
+    const uint32_t c = e / per_copy;
+    uint32_t k = e % per_copy;
+    int p = 0;
+    while (k >= static_cast<uint32_t>(parts.part[p].rows * parts.part[p].rank)) {
+      k -= static_cast<uint32_t>(parts.part[p].rows * parts.part[p].rank);
+      ++p;
     }
-    out[e] = from_float<T>(value);
+    const GroupPart& g = parts.part[p];
+    const auto rank = static_cast<uint32_t>(g.rank);
+    const float z = noise(stream_key(key, g.param_index, query[c]), k, g.rows * g.rank, gaussian);
+    const uint32_t row = static_cast<uint32_t>(g.row_offset) + k / rank;
+    const uint32_t col = static_cast<uint32_t>(g.col_offset) + k % rank;
+    out[(c * rows + row) * cols + col] = from_float<T>(__fadd_rn(g.lora_b[k], __fmul_rn(scale[c], z)));
   }
 }
 
@@ -127,44 +129,46 @@ void check_device_tensor(const torch::Tensor& t, torch::ScalarType type, const c
 
 }  // namespace
 
-void fill_group_copies(const GroupPart* parts, int num_parts, const torch::Tensor& query,
+void fill_group_blocks(const GroupPart* parts, int num_parts, const torch::Tensor& query,
                        const torch::Tensor& scale, const torch::Tensor& step_key, bool gaussian,
                        torch::Tensor& out) {
   if (num_parts < 1 || num_parts > kMaxGroupParts) {
-    throw std::invalid_argument("fill_group_copies: 1 to 4 parts per group");
+    throw std::invalid_argument("fill_group_blocks: 1 to 4 parts per group");
   }
   check_device_tensor(query, torch::kInt64, "query");
   check_device_tensor(scale, torch::kFloat32, "scale");
   check_device_tensor(step_key, torch::kInt64, "step_key");
   if (!out.is_cuda() || !out.is_contiguous() || out.dim() != 3 || out.size(0) != query.size(0)) {
-    throw std::invalid_argument("fill_group_copies: out must be a contiguous CUDA [copies, rows, cols]");
+    throw std::invalid_argument("fill_group_blocks: out must be a contiguous CUDA [copies, rows, cols]");
   }
   Parts packed{};
   for (int p = 0; p < num_parts; ++p) packed.part[p] = parts[p];
   packed.count = num_parts;
-  if (out.numel() >= (int64_t{1} << 31)) throw std::invalid_argument("fill_group_copies: stack over 2^31 elements");
+  if (out.numel() >= (int64_t{1} << 31)) throw std::invalid_argument("fill_group_blocks: stack over 2^31 elements");
   const int copies = static_cast<int>(out.size(0)), rows = static_cast<int>(out.size(1)),
             cols = static_cast<int>(out.size(2));
   auto stream = c10::cuda::getCurrentCUDAStream();
-  const int blocks = blocks_for(out.numel());
+  int64_t block_elements = 0;
+  for (int p = 0; p < num_parts; ++p) block_elements += parts[p].rows * parts[p].rank;
+  const int blocks = blocks_for(copies * block_elements);
   switch (out.scalar_type()) {
     case torch::kFloat32:
-      fill_group_copies_kernel<float><<<blocks, kThreads, 0, stream>>>(
+      fill_group_blocks_kernel<float><<<blocks, kThreads, 0, stream>>>(
           packed, query.data_ptr<int64_t>(), scale.data_ptr<float>(), step_key.data_ptr<int64_t>(),
           gaussian, copies, rows, cols, out.data_ptr<float>());
       break;
     case torch::kBFloat16:
-      fill_group_copies_kernel<__nv_bfloat16><<<blocks, kThreads, 0, stream>>>(
+      fill_group_blocks_kernel<__nv_bfloat16><<<blocks, kThreads, 0, stream>>>(
           packed, query.data_ptr<int64_t>(), scale.data_ptr<float>(), step_key.data_ptr<int64_t>(),
           gaussian, copies, rows, cols, reinterpret_cast<__nv_bfloat16*>(out.data_ptr()));
       break;
     case torch::kFloat16:
-      fill_group_copies_kernel<__half><<<blocks, kThreads, 0, stream>>>(
+      fill_group_blocks_kernel<__half><<<blocks, kThreads, 0, stream>>>(
           packed, query.data_ptr<int64_t>(), scale.data_ptr<float>(), step_key.data_ptr<int64_t>(),
           gaussian, copies, rows, cols, reinterpret_cast<__half*>(out.data_ptr()));
       break;
     default:
-      throw std::invalid_argument("fill_group_copies: out must be float32, bfloat16 or float16");
+      throw std::invalid_argument("fill_group_blocks: out must be float32, bfloat16 or float16");
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }

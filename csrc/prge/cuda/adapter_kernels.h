@@ -22,9 +22,10 @@ struct GroupPart {
 };
 constexpr int kMaxGroupParts = 4;
 
-// out [copies, rows, cols] (model dtype): B_p + scale[c] * z_{query[c]}(p) inside part p's
-// block, zero elsewhere. query: [copies] int64, scale: [copies] float32, step_key: [1] int64.
-void fill_group_copies(const GroupPart* parts, int num_parts, const torch::Tensor& query,
+// out [copies, rows, cols] (model dtype): B_p + scale[c] * z_{query[c]}(p) written into part
+// p's block; the rest of `out` is not touched (the caller keeps it zero). query: [copies]
+// int64, scale: [copies] float32, step_key: [1] int64.
+void fill_group_blocks(const GroupPart* parts, int num_parts, const torch::Tensor& query,
                        const torch::Tensor& scale, const torch::Tensor& step_key, bool gaussian,
                        torch::Tensor& out);
 

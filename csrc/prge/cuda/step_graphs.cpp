@@ -25,8 +25,11 @@ DeviceEstimate StepGraphs::run(const TokenBatch& batch, const std::vector<Pertur
   const int64_t answers = (batch.targets != kIgnoreIndex).sum().item<int64_t>();
   const auto host_layout = AnswerLayout::from_targets(batch.targets, next_power_of_two(answers));
   const int64_t capacity = host_layout.capacity();
-  std::vector<int64_t> copies;
-  for (const auto& plan : plans) copies.push_back(plan.copies());
+  std::vector<int64_t> copies;  // and which queries: a share of the queries is a graph of its own
+  for (const auto& plan : plans) {
+    copies.push_back(plan.copies());
+    copies.insert(copies.end(), plan.copy_query.begin(), plan.copy_query.end());
+  }
   const Key key{batch.size(), batch.input_ids.size(1), capacity, copies};
   auto& slot = entries_[key];
   if (!slot) {
@@ -53,7 +56,9 @@ DeviceEstimate StepGraphs::run(const TokenBatch& batch, const std::vector<Pertur
     auto capture_stream = c10::cuda::getStreamFromPool();
     {
       c10::cuda::CUDAStreamGuard guard(capture_stream);
-      e.graph.capture_begin(pool_);
+      // Thread-local capture: other threads' CUDA calls (NCCL's watchdog in a distributed run)
+      // neither break the capture nor are refused while it runs.
+      e.graph.capture_begin(pool_, cudaStreamCaptureModeThreadLocal);
       e.outputs = step(e.input_ids, e.layout, e.materialized);
       e.graph.capture_end();
     }
