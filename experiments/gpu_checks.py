@@ -13,7 +13,11 @@ machine; CI has no GPU). Each line prints PASS/FAIL with the measured difference
    replaces, on random tensors in fp32 / bf16 / fp16, and the logits of a whole forward
    with the kernels on and off (the kernels round where ATen rounds, apart from RMSNorm's
    single rounding of x * rstd * w and ATen's possible multiply-add contraction);
-7. every P-RGE mode (dual, single, none) runs the device step, graphed == uncaptured.
+7. every P-RGE mode (dual, single, none) runs the device step, graphed == uncaptured;
+8. the distributed step's halves (evaluate_share, captured per share, + apply_losses) vs
+   trainer.step: the whole range on one trainer bit-identical (then whole steps on that same
+   trainer, whose graphs are kept apart from the shares'); two shares on two trainers
+   (two ranks, losses gathered by hand) equal to rounding (their forwards batch fewer copies).
 
     python experiments/gpu_checks.py [--out experiments/results/gpu_checks.txt]
 """
@@ -89,6 +93,35 @@ def check_graphs(config, dtype, parallel="dual", queries=4) -> None:
            same_losses and torch.equal(gb, eb) and graphed.cuda_graphs_captured == 2,
            f"losses identical: {same_losses}, B identical: {torch.equal(gb, eb)}, "
            f"graphs captured: {graphed.cuda_graphs_captured} (two batch shapes)")
+
+
+def check_split_step(config, dtype="bfloat16", queries=4) -> None:
+    whole, wm = trainer(config, dtype, queries, fused=True, graphs=True)
+    split, sm = trainer(config, dtype, queries, fused=True, graphs=True)
+    ranks = [trainer(config, dtype, queries, fused=True, graphs=True) for _ in range(2)]
+    same, worst = True, 0.0
+    for s in range(6):
+        batch = random_batch(config.vocab_size, 4, 64 - (s % 2) * 40, seed=s)
+        want = whole.step(batch)
+        if s < 4:  # the halves, then whole steps on the same trainer (separate graph sets)
+            losses, _, _ = split.evaluate_share(batch, 0, queries)
+            got = split.apply_losses(losses)
+        else:
+            got = split.step(batch)
+        same &= list(got.losses) == list(want.losses)
+        half = queries // 2  # rank 0: queries [0, half), rank 1: [half, q); central order [+.., -..]
+        parts = [t.evaluate_share(batch, b, e)[0] for (t, _), (b, e) in zip(ranks, [(0, half), (half, queries)])]
+        gathered = parts[0][:half] + parts[1][:half] + parts[0][half:] + parts[1][half:]
+        shared = [t.apply_losses(gathered) for t, _ in ranks]
+        worst = max(worst, max(abs(a - b) / abs(b) for a, b in zip(shared[0].losses, want.losses)))
+    weights = lambda m: torch.cat([a["lora_b"].flatten() for a in m.adapters()]).cpu()  # noqa: E731
+    wb, sb, r0, r1 = weights(wm), weights(sm), weights(ranks[0][1]), weights(ranks[1][1])
+    b_rel = ((r0 - wb).abs().max() / wb.abs().max()).item()
+    report(f"distributed step halves vs trainer.step, dual q={queries}, {dtype}, graphs, 6 steps",
+           same and torch.equal(sb, wb) and torch.equal(r0, r1) and worst < 1e-2 and b_rel < 1e-2,
+           f"whole range: losses identical {same}, B identical {torch.equal(sb, wb)}; two shares: ranks' B "
+           f"identical {torch.equal(r0, r1)}, max relative loss diff {worst:.3g}, max |B diff| / max |B| {b_rel:.3g} "
+           f"(graphs captured per rank: {ranks[0][0].cuda_graphs_captured})")
 
 
 def check_torch_rng_fallback(config) -> None:
@@ -170,6 +203,7 @@ def main() -> int:
     check_layer_kernels(config)
     check_graphs(config, "bfloat16", "queries", 4)
     check_graphs(config, "bfloat16", "sequential", 1)
+    check_split_step(config)
     if args.out:
         with open(args.out, "w") as f:
             f.write(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}\n" + "\n".join(LINES) + "\n")

@@ -48,7 +48,10 @@ Trainer::Trainer(std::shared_ptr<LlamaModel> model, EstimatorOptions estimator,
   if (estimator.kind != EstimatorKind::FirstOrder) estimator_ = make_zo_estimator(estimator);
   trained_parameters();  // fail now, not at the first step, if nothing can be trained
 #ifdef PRGE_WITH_CUDA
-  if (uses_cuda_graphs()) graphs_ = std::make_unique<cuda::StepGraphs>();
+  if (uses_cuda_graphs()) {
+    graphs_ = std::make_unique<cuda::StepGraphs>();
+    share_graphs_ = std::make_unique<cuda::StepGraphs>();
+  }
 #endif
 }
 
@@ -70,7 +73,7 @@ bool Trainer::uses_cuda_graphs() const {
 
 int64_t Trainer::cuda_graphs_captured() const {
 #ifdef PRGE_WITH_CUDA
-  return graphs_ ? graphs_->captured() : 0;
+  return graphs_ ? graphs_->captured() + share_graphs_->captured() : 0;
 #else
   return 0;
 #endif
@@ -95,12 +98,26 @@ PointLosses Trainer::evaluate_share(const TokenBatch& batch, QueryRange range) {
   if (!uses_fused_step()) return estimator_->evaluate_share(*model_, batch, step_, stream_, range);
   const auto& device = model_->device();
   const auto plans = device_step_plans(estimator_options_, stream_, step_, range);
-  const auto layout = AnswerLayout::from_targets(batch.targets).to(device);
-  std::vector<MaterializedPlan> materialized;
-  for (const auto& plan : plans) materialized.push_back(MaterializedPlan::build(plan, device));
-  const auto losses = losses_on_device(*model_, batch.input_ids.to(device), layout, materialized)
-                          .to(torch::kCPU, torch::kFloat64)
-                          .contiguous();
+  const auto shaped = device.is_cuda() ? padded_to_multiple(batch, kGraphLengthMultiple) : batch;
+  auto losses_of = [this](const torch::Tensor& ids, const AnswerLayout& layout,
+                          const std::vector<MaterializedPlan>& materialized) {
+    DeviceEstimate estimate;
+    estimate.losses = losses_on_device(*model_, ids, layout, materialized);
+    return estimate;
+  };
+  torch::Tensor device_losses;
+#ifdef PRGE_WITH_CUDA
+  if (share_graphs_) {  // the share's forwards as a CUDA graph (the update after the gather runs eagerly)
+    device_losses = share_graphs_->run(shaped, plans, counter_rng::step_key(stream_.seed(), step_), device, losses_of).losses;
+  }
+#endif
+  if (!device_losses.defined()) {
+    std::vector<MaterializedPlan> materialized;
+    for (const auto& plan : plans) materialized.push_back(MaterializedPlan::build(plan, device));
+    device_losses = losses_of(shaped.input_ids.to(device), AnswerLayout::from_targets(shaped.targets).to(device),
+                              materialized).losses;
+  }
+  const auto losses = device_losses.to(torch::kCPU, torch::kFloat64).contiguous();
   PointLosses out;
   out.losses.assign(losses.data_ptr<double>(), losses.data_ptr<double>() + losses.numel());
   out.forward_passes = static_cast<int64_t>(plans.size());

@@ -89,6 +89,9 @@ class Trainer {
   PerturbationStream stream_;
   TrainerOptions options_;
   std::unique_ptr<cuda::StepGraphs> graphs_;  // CUDA builds only
+  // evaluate_share's forwards: graphs of their own (their outputs are losses only, no update),
+  // never replayed for a whole step of the same shape.
+  std::unique_ptr<cuda::StepGraphs> share_graphs_;
   int64_t step_ = 0;
 };
 
