@@ -16,36 +16,18 @@ import argparse
 import os
 import platform
 import socket
-import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
+
+from bench_step import timed as median_seconds  # median of timed steps after warm-up
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def median_seconds(fn, warmup: int, steps: int, device: str) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def gather_latency(comm, width: int, device: str, reps: int = 200) -> float:
