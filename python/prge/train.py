@@ -26,10 +26,15 @@ class RunInterrupted(ValueError):
     """Ctrl-C: the run stopped after a whole step, with a checkpoint to resume from."""
 
 
+# Ctrl-C, and SIGTERM: what torchrun sends every rank on Ctrl-C, and what schedulers send
+# before preempting a job.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextmanager
 def stop_on_interrupt():
-    """The first Ctrl-C asks the loop to stop after the step in flight (a second one stops at
-    once); yields a function telling whether it was pressed."""
+    """The first Ctrl-C or SIGTERM asks the loop to stop after the step in flight (a second one
+    stops at once); yields a function telling whether one arrived."""
     pressed = []
 
     def handler(signum, frame):
@@ -38,14 +43,15 @@ def stop_on_interrupt():
         pressed.append(signum)
 
     try:
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
         yield lambda: False
         return
     try:
         yield lambda: bool(pressed)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, before in previous.items():
+            signal.signal(sig, before)
 
 
 class DivergenceError(ValueError):

@@ -274,3 +274,29 @@ def test_a_sweep_spreads_its_runs_over_the_listed_gpus_with_the_sequential_resul
         assert records(tmp / "sweep-gpus" / label) == records(tmp / "sweep-seq" / label)
         got, want = trained(tmp / "sweep-gpus" / label), trained(tmp / "sweep-seq" / label)
         assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_ctrl_c_on_torchrun_checkpoints_every_rank_at_one_step_and_resumes(assets):
+    """Ctrl-C reaches torchrun, which sends SIGTERM to every rank: the ranks agree (through the
+    step's all_gather) on the step to stop after, rank 0 checkpoints it, and --resume finishes
+    the run as an uninterrupted single-process run would."""
+    tmp, model_dir, data_dir = assets
+    over = {"estimator": {"queries": 2}, "run": {"steps": 300, "eval_every": 100}}
+    single, single_dir = config_for(tmp, model_dir, data_dir, "sigint-single", **over)
+    many, many_dir = config_for(tmp, model_dir, data_dir, "sigint", **over)
+    train(single, 1)
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+            "-m", "prge", "train", str(many), "--no-progress", "--overwrite"]
+    job = subprocess.Popen(argv, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = many_dir / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
+        assert job.poll() is None and time.time() < deadline, "the run ended before it could be interrupted"
+        time.sleep(0.005)
+    job.send_signal(signal.SIGINT)
+    _, err = job.communicate(timeout=120)
+    assert job.returncode != 0 and "checkpoint saved" in err, err[-3000:]
+    state = json.loads((many_dir / "checkpoint.json").read_text())
+    assert 4 <= state["step"] < 300 and not (many_dir / "summary.json").exists()
+    train(many, 2, "--resume")
+    assert_same_run(many_dir, single_dir)
