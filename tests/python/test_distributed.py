@@ -95,6 +95,9 @@ CASES = [
     ("grid-2x2", 4, {"estimator": {"queries": 4}, "run": {"data_parallel": 2}}, DATA_PARALLEL_RTOL),
     ("mezo-queries-2", 2, {"estimator": {"kind": "mezo", "queries": 2, "parallel": "sequential"},
                            "adapter": {"targets": []}, "optimizer": {"lr": 1e-4}}, 0.0),
+    ("mezo-data-2", 2, {"estimator": {"kind": "mezo", "queries": 2, "parallel": "sequential"},
+                        "adapter": {"targets": []}, "optimizer": {"lr": 1e-4}, "run": {"data_parallel": 2}},
+     DATA_PARALLEL_RTOL),
 ]
 
 
