@@ -9,7 +9,9 @@ same run: the single-process step (trainer.step) and the split path on one rank.
         --batch 2 --world-sizes 1,2,4 --out experiments/results      # CPUs, gloo
     python experiments/bench_distributed.py --gather-only --world-sizes 2,4,8 ...  # latency only
 
-On CUDA (NCCL) each rank takes GPU `rank`; with one GPU only world size 1 runs there."""
+On CUDA (NCCL) each rank takes GPU `rank`; with one GPU only world size 1 runs there. Every row
+runs the same number of steps on the same batch from the same start, so its final B is compared
+with the one-process row's (0 = bit-identical)."""
 from __future__ import annotations
 
 import argparse
@@ -65,6 +67,8 @@ def worker(rank: int, world: int, data_parallel: int, args, port: int, out) -> N
     step = DistributedStep(trainer, comm, args.queries, True, device)
     row = {"rank": rank, "split": median_seconds(lambda: step(batch), args.warmup, args.steps, device),
            "latency": gather_latency(comm, step.width, device), "bytes": step.bytes_per_step}
+    if rank == 0:  # B after the same warmup + steps steps in every row: compared with 1 process
+        row["b"] = torch.cat([a["lora_b"].flatten() for a in model.adapters()]).cpu()
     if world == 1:  # the single-process step, same process, same model
         row["single"] = median_seconds(lambda: trainer.step(batch), args.warmup, args.steps, device)
     out.put(row)
@@ -81,7 +85,8 @@ def measure(world: int, data_parallel: int, args) -> dict:
     for p in procs:
         p.join()
     rows.sort(key=lambda r: r["rank"])
-    return {"world": world, "data_parallel": data_parallel, **{k: max(r.get(k, 0) for r in rows) for k in rows[0]}}
+    final_b = rows[0].pop("b", None)
+    return {"b": final_b, "world": world, "data_parallel": data_parallel, **{k: max(r.get(k, 0) for r in rows) for k in rows[0]}}
 
 
 def main() -> None:
@@ -108,7 +113,7 @@ def main() -> None:
                 continue  # rows or queries too few to share
             row = measure(world, data_parallel, args)
             rows.append(row)
-            print(row, flush=True)
+            print({k: v for k, v in row.items() if k != "b"}, flush=True)
     cores = os.cpu_count()
     what = "all_gather latency" if args.gather_only else f"{args.shape}, T={args.seq_len}, q={args.queries}, b={args.batch}"
     lines = [f"# Distributed P-RGE dual on {args.device} ({what})", "",
@@ -120,13 +125,15 @@ def main() -> None:
     else:
         base = next(r for r in rows if r["world"] == 1)
         lines += ["| processes | query groups x data groups | step (s) | speed-up vs 1 process (same run) | "
-                  "payload per rank per step (bytes) | received per rank per step (bytes) | all_gather alone (us) |",
-                  "|---|---|---|---|---|---|---|"]
-        lines.append(f"| 1, trainer.step | 1 x 1 | {base['single']:.3f} | 1.00 | 0 | 0 | - |")
+                  "payload per rank per step (bytes) | received per rank per step (bytes) | all_gather alone (us) | "
+                  "final B vs 1 process: max abs diff / max abs B |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines.append(f"| 1, trainer.step | 1 x 1 | {base['single']:.3f} | 1.00 | 0 | 0 | - | - |")
         for r in rows:
             groups = f"{r['world'] // r['data_parallel']} x {r['data_parallel']}"
+            b_diff = ((r["b"] - base["b"]).abs().max() / base["b"].abs().max()).item()
             lines.append(f"| {r['world']} | {groups} | {r['split']:.3f} | {base['single'] / r['split']:.2f} | "
-                         f"{r['bytes']} | {r['bytes'] * r['world']} | {r['latency'] * 1e6:.1f} |")
+                         f"{r['bytes']} | {r['bytes'] * r['world']} | {r['latency'] * 1e6:.1f} | {b_diff:.2g} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
