@@ -41,7 +41,7 @@ def worker(rank: int, world: int, data_parallel: int, args, port: int, out) -> N
     import torch.distributed as dist
 
     import prge
-    from prge.distributed import Communicator, DistributedStep, Grid
+    from prge.distributed import Communicator, DistributedStep, Grid, payload_width
     from prge.models import shape_config
     from prge.speed import random_batch
 
@@ -52,8 +52,8 @@ def worker(rank: int, world: int, data_parallel: int, args, port: int, out) -> N
     dist.init_process_group("nccl" if device.startswith("cuda") else "gloo",
                             init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     comm = Communicator(Grid(rank, world, data_parallel))
-    central_width = 2 * -(-args.queries // (world // data_parallel)) + len(DistributedStep.TAIL)
     if args.gather_only:
+        central_width = payload_width(comm.grid, args.queries, central=True)
         latency = gather_latency(comm, central_width, device)
         out.put({"rank": rank, "latency": latency, "bytes": central_width * 8})
         dist.destroy_process_group()

@@ -18,46 +18,46 @@ bool PerturbationPlan::perturbs() const {
   return false;
 }
 
-PerturbationPlan PerturbationPlan::unperturbed(const PerturbationStream& stream, int64_t step,
-                                               int64_t queries) {
-  return PerturbationPlan{&stream, step, queries, {0}, {0.0}};
-}
-
-PerturbationPlan PerturbationPlan::central_dual(const PerturbationStream& stream, int64_t step,
-                                                int64_t queries, double epsilon) {
+PerturbationPlan PerturbationPlan::queries_at(const PerturbationStream& stream, int64_t step, int64_t queries,
+                                              int64_t begin, int64_t end, const std::vector<double>& scales,
+                                              bool center) {
   PerturbationPlan plan{&stream, step, queries, {}, {}};
-  for (double sign : {1.0, -1.0}) {
-    for (int64_t i = 0; i < queries; ++i) {
+  if (center) {
+    plan.copy_query.push_back(0);
+    plan.copy_scale.push_back(0.0);
+  }
+  for (double scale : scales) {
+    for (int64_t i = begin; i < end; ++i) {
       plan.copy_query.push_back(i);
-      plan.copy_scale.push_back(sign * epsilon);
+      plan.copy_scale.push_back(scale);
     }
   }
   return plan;
 }
 
+PerturbationPlan PerturbationPlan::unperturbed(const PerturbationStream& stream, int64_t step,
+                                               int64_t queries) {
+  return queries_at(stream, step, queries, 0, 0, {}, /*center=*/true);
+}
+
+PerturbationPlan PerturbationPlan::central_dual(const PerturbationStream& stream, int64_t step,
+                                                int64_t queries, double epsilon) {
+  return queries_at(stream, step, queries, 0, queries, {epsilon, -epsilon});
+}
+
 PerturbationPlan PerturbationPlan::one_sided(const PerturbationStream& stream, int64_t step,
                                              int64_t queries, double scale) {
-  PerturbationPlan plan{&stream, step, queries, {}, {}};
-  for (int64_t i = 0; i < queries; ++i) {
-    plan.copy_query.push_back(i);
-    plan.copy_scale.push_back(scale);
-  }
-  return plan;
+  return queries_at(stream, step, queries, 0, queries, {scale});
 }
 
 PerturbationPlan PerturbationPlan::single_query(const PerturbationStream& stream, int64_t step,
                                                 int64_t queries, int64_t query, double scale) {
-  return PerturbationPlan{&stream, step, queries, {query}, {scale}};
+  return queries_at(stream, step, queries, query, query + 1, {scale});
 }
 
 PerturbationPlan PerturbationPlan::forward_difference(const PerturbationStream& stream, int64_t step,
                                                       int64_t queries, double epsilon) {
-  PerturbationPlan plan{&stream, step, queries, {0}, {0.0}};
-  for (int64_t i = 0; i < queries; ++i) {
-    plan.copy_query.push_back(i);
-    plan.copy_scale.push_back(epsilon);
-  }
-  return plan;
+  return queries_at(stream, step, queries, 0, queries, {epsilon}, /*center=*/true);
 }
 
 MaterializedPlan MaterializedPlan::build(const PerturbationPlan& plan, const torch::Device& device,

@@ -21,6 +21,11 @@ struct PerturbationPlan {
   int64_t copies() const { return static_cast<int64_t>(copy_query.size()); }
   bool perturbs() const;
 
+  // θ first when `center`, then the queries [begin, end) at each of `scales` in turn:
+  // [s_0 z_begin .. s_0 z_{end-1}, s_1 z_begin ..]. Every factory below is one of these.
+  static PerturbationPlan queries_at(const PerturbationStream& stream, int64_t step, int64_t queries,
+                                     int64_t begin, int64_t end, const std::vector<double>& scales,
+                                     bool center = false);
   // One copy at θ itself (the centre of a forward difference evaluated on its own).
   static PerturbationPlan unperturbed(const PerturbationStream& stream, int64_t step, int64_t queries);
   // P-RGE inner + outer loop ("dual"): [+eps z_0..z_{q-1}, -eps z_0..z_{q-1}], 2q copies.

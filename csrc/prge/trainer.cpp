@@ -36,7 +36,22 @@ TokenBatch padded_to_multiple(const TokenBatch& batch, int64_t multiple) {
   targets.index_put_({Slice(), Slice(0, t)}, batch.targets);
   return {ids, targets};
 }
+// The fields a step reports from its estimate (timing is the caller's).
+StepResult result_of(const ZoEstimate& estimate) {
+  StepResult result;
+  result.step = estimate.step;
+  result.loss = estimate.loss;
+  result.projected_grads = estimate.projected_grads;
+  result.losses = estimate.losses;
+  result.forward_passes = estimate.forward_passes;
+  result.sequences = estimate.sequences;
+  return result;
+}
 }  // namespace
+
+TokenBatch Trainer::shaped_for_device(const TokenBatch& batch) const {
+  return model_->device().is_cuda() ? padded_to_multiple(batch, kGraphLengthMultiple) : batch;
+}
 
 Trainer::Trainer(std::shared_ptr<LlamaModel> model, EstimatorOptions estimator,
                  OptimizerOptions optimizer, uint64_t seed, TrainerOptions options)
@@ -79,45 +94,55 @@ int64_t Trainer::cuda_graphs_captured() const {
 #endif
 }
 
-void Trainer::update_adapters(const torch::Tensor& g) {
+void Trainer::update_adapters(const torch::Tensor& g, torch::Tensor step_key) {
   const auto& buffer = model_->adapter_buffer();
   if (!uses_fused_step()) {
     optimizer_.update(kAdapterBufferKey, buffer.values(), buffer.direction_aten(stream_, step_, g));
     return;
   }
-  const auto key = torch::tensor({static_cast<int64_t>(counter_rng::step_key(stream_.seed(), step_))}, torch::kInt64)
-                       .to(model_->device());
-  optimizer_.update(kAdapterBufferKey, buffer.values(), buffer.direction(stream_, step_, g, key));
+  if (!step_key.defined()) {
+    step_key = torch::tensor({static_cast<int64_t>(counter_rng::step_key(stream_.seed(), step_))}, torch::kInt64)
+                   .to(model_->device());
+  }
+  optimizer_.update(kAdapterBufferKey, buffer.values(), buffer.direction(stream_, step_, g, step_key));
+}
+
+void Trainer::apply_estimate(const ZoEstimate& estimate) {
+  optimizer_.begin_step(model_->device());
+  if (runs_on_device(estimator_options_) && !model_->adapter_buffer().empty()) {
+    update_adapters(torch::tensor(estimate.projected_grads, torch::kFloat64).to(torch::kFloat32).to(model_->device()));
+  } else {
+    optimizer_.apply(estimator_->parameters(*model_), stream_, estimate);
+  }
+}
+
+DeviceEstimate Trainer::on_device(const TokenBatch& shaped, const std::vector<PerturbationPlan>& plans,
+                                  cuda::StepGraphs* graphs, const DeviceWork& work) {
+  const auto& device = model_->device();
+#ifdef PRGE_WITH_CUDA
+  if (graphs) return graphs->run(shaped, plans, counter_rng::step_key(stream_.seed(), step_), device, work);
+#else
+  (void)graphs;  // CPU build: never a graph
+#endif
+  std::vector<MaterializedPlan> materialized;
+  for (const auto& plan : plans) materialized.push_back(MaterializedPlan::build(plan, device));
+  return work(shaped.input_ids.to(device), AnswerLayout::from_targets(shaped.targets).to(device), materialized);
 }
 
 PointLosses Trainer::evaluate_share(const TokenBatch& batch, QueryRange range) {
   if (!estimator_) throw std::invalid_argument("a distributed step needs a zeroth-order estimator, not first_order");
   batch.validate();
-  check_range(estimator_options_, range);
   c10::InferenceMode guard;
   if (!uses_fused_step()) return estimator_->evaluate_share(*model_, batch, step_, stream_, range);
-  const auto& device = model_->device();
   const auto plans = device_step_plans(estimator_options_, stream_, step_, range);
-  const auto shaped = device.is_cuda() ? padded_to_multiple(batch, kGraphLengthMultiple) : batch;
-  auto losses_of = [this](const torch::Tensor& ids, const AnswerLayout& layout,
-                          const std::vector<MaterializedPlan>& materialized) {
-    DeviceEstimate estimate;
-    estimate.losses = losses_on_device(*model_, ids, layout, materialized);
-    return estimate;
-  };
-  torch::Tensor device_losses;
-#ifdef PRGE_WITH_CUDA
-  if (share_graphs_) {  // the share's forwards as a CUDA graph (the update after the gather runs eagerly)
-    device_losses = share_graphs_->run(shaped, plans, counter_rng::step_key(stream_.seed(), step_), device, losses_of).losses;
-  }
-#endif
-  if (!device_losses.defined()) {
-    std::vector<MaterializedPlan> materialized;
-    for (const auto& plan : plans) materialized.push_back(MaterializedPlan::build(plan, device));
-    device_losses = losses_of(shaped.input_ids.to(device), AnswerLayout::from_targets(shaped.targets).to(device),
-                              materialized).losses;
-  }
-  const auto losses = device_losses.to(torch::kCPU, torch::kFloat64).contiguous();
+  // The share's forwards only (captured on CUDA); the update after the gather runs eagerly.
+  const auto losses = on_device(shaped_for_device(batch), plans, share_graphs_.get(),
+                                [this](const torch::Tensor& ids, const AnswerLayout& layout,
+                                       const std::vector<MaterializedPlan>& materialized) {
+                                  return DeviceEstimate{losses_on_device(*model_, ids, layout, materialized), {}};
+                                })
+                          .losses.to(torch::kCPU, torch::kFloat64)
+                          .contiguous();
   PointLosses out;
   out.losses.assign(losses.data_ptr<double>(), losses.data_ptr<double>() + losses.numel());
   out.forward_passes = static_cast<int64_t>(plans.size());
@@ -131,19 +156,10 @@ StepResult Trainer::apply_losses(const std::vector<double>& losses) {
   const auto estimate = estimate_from_losses(estimator_options_, step_, losses);
   {
     c10::InferenceMode guard;
-    optimizer_.begin_step(model_->device());
-    if (runs_on_device(estimator_options_) && !model_->adapter_buffer().empty()) {
-      update_adapters(torch::tensor(estimate.projected_grads, torch::kFloat64).to(torch::kFloat32).to(model_->device()));
-    } else {
-      optimizer_.apply(estimator_->parameters(*model_), stream_, estimate);
-    }
+    apply_estimate(estimate);
   }
   if (model_->device().is_cuda()) torch::cuda::synchronize();
-  StepResult result;
-  result.step = step_;
-  result.loss = estimate.loss;
-  result.projected_grads = estimate.projected_grads;
-  result.losses = estimate.losses;
+  auto result = result_of(estimate);  // no forwards: the caller counts its share's
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ++step_;
   return result;
@@ -152,10 +168,7 @@ StepResult Trainer::apply_losses(const std::vector<double>& losses) {
 DeviceEstimate Trainer::run_fused(const torch::Tensor& input_ids, const AnswerLayout& layout,
                                   const std::vector<MaterializedPlan>& plans) {
   auto estimate = estimate_on_device(*model_, input_ids, layout, plans, estimator_options_);
-  const auto& buffer = model_->adapter_buffer();
-  const auto& plan = plans.front();
-  optimizer_.update(kAdapterBufferKey, buffer.values(),
-                    buffer.direction(stream_, plan.plan->step, estimate.projected_grads, plan.step_key));
+  update_adapters(estimate.projected_grads, plans.front().step_key);
   return estimate;
 }
 
@@ -163,40 +176,19 @@ StepResult Trainer::fused_step(const TokenBatch& batch) {
   const auto start = std::chrono::steady_clock::now();
   batch.validate();
   c10::InferenceMode guard;
-  const auto& device = model_->device();
-  optimizer_.begin_step(device);
+  optimizer_.begin_step(model_->device());
   const auto plans = device_step_plans(estimator_options_, stream_, step_);
-  const auto shaped = device.is_cuda() ? padded_to_multiple(batch, kGraphLengthMultiple) : batch;
-  DeviceEstimate estimate;
-#ifdef PRGE_WITH_CUDA
-  if (graphs_) {
-    estimate = graphs_->run(shaped, plans, counter_rng::step_key(stream_.seed(), step_), device,
-                            [this](const torch::Tensor& ids, const AnswerLayout& layout,
-                                   const std::vector<MaterializedPlan>& materialized) {
-                              return run_fused(ids, layout, materialized);
-                            });
-  }
-#endif
-  if (!estimate.losses.defined()) {
-    const auto layout = AnswerLayout::from_targets(shaped.targets).to(device);
-    std::vector<MaterializedPlan> materialized;
-    for (const auto& plan : plans) materialized.push_back(MaterializedPlan::build(plan, device));
-    estimate = run_fused(shaped.input_ids.to(device), layout, materialized);
-  }
+  const auto estimate = on_device(shaped_for_device(batch), plans, graphs_.get(),
+                                  [this](const torch::Tensor& ids, const AnswerLayout& layout,
+                                         const std::vector<MaterializedPlan>& materialized) {
+                                    return run_fused(ids, layout, materialized);
+                                  });
   const auto losses = estimate.losses.to(torch::kCPU, torch::kFloat64).contiguous();
   const auto grads = estimate.projected_grads.to(torch::kCPU, torch::kFloat64).contiguous();
-  StepResult result;
-  result.step = step_;
-  result.losses.assign(losses.data_ptr<double>(), losses.data_ptr<double>() + losses.numel());
+  // The reported loss from the losses as every path computes it; g as the device applied it.
+  auto result = result_of(estimate_from_losses(
+      estimator_options_, step_, std::vector<double>(losses.data_ptr<double>(), losses.data_ptr<double>() + losses.numel())));
   result.projected_grads.assign(grads.data_ptr<double>(), grads.data_ptr<double>() + grads.numel());
-  const int64_t q = estimator_options_.queries;
-  if (estimator_options_.difference == Difference::Central) {
-    double sum = 0.0;
-    for (int64_t i = 0; i < q; ++i) sum += 0.5 * (result.losses[i] + result.losses[q + i]);
-    result.loss = sum / static_cast<double>(q);
-  } else {
-    result.loss = result.losses[0];
-  }
   result.forward_passes = static_cast<int64_t>(plans.size());
   result.sequences = 0;
   for (const auto& plan : plans) result.sequences += plan.copies() * batch.size();
@@ -219,18 +211,9 @@ StepResult Trainer::step(const TokenBatch& batch) {
   result.step = step_;
   if (estimator_) {
     c10::InferenceMode guard;
-    optimizer_.begin_step(model_->device());
     const auto estimate = estimator_->estimate(*model_, batch, step_, stream_);
-    if (runs_on_device(estimator_options_) && !model_->adapter_buffer().empty()) {
-      update_adapters(torch::tensor(estimate.projected_grads, torch::kFloat64).to(torch::kFloat32).to(model_->device()));
-    } else {
-      optimizer_.apply(estimator_->parameters(*model_), stream_, estimate);
-    }
-    result.loss = estimate.loss;
-    result.projected_grads = estimate.projected_grads;
-    result.losses = estimate.losses;
-    result.forward_passes = estimate.forward_passes;
-    result.sequences = estimate.sequences;
+    apply_estimate(estimate);
+    result = result_of(estimate);
   } else {
     auto fo = lora_fa_gradient(*model_, batch);
     {

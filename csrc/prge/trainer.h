@@ -9,6 +9,7 @@
 #include "prge/models/llama.h"
 #include "prge/optim/optimizer.h"
 
+#include <functional>
 #include <memory>
 
 namespace prge {
@@ -79,8 +80,19 @@ class Trainer {
   // The device work of one fused step (estimate + update); no host sync.
   DeviceEstimate run_fused(const torch::Tensor& input_ids, const AnswerLayout& layout,
                            const std::vector<MaterializedPlan>& plans);
-  // The update from projected gradients g ([q] float32, on the model's device).
-  void update_adapters(const torch::Tensor& g);
+  // The update from projected gradients g ([q] float32, on the model's device); step_key: the
+  // counter RNG's key on the device (a captured graph's own tensor), else computed here.
+  void update_adapters(const torch::Tensor& g, torch::Tensor step_key = {});
+  // The update from a host-side estimate (the flat adapter buffer, or MeZO's parameters).
+  void apply_estimate(const ZoEstimate& estimate);
+  // The batch as the device step takes it: on CUDA right-padded to kGraphLengthMultiple.
+  TokenBatch shaped_for_device(const TokenBatch& batch) const;
+  using DeviceWork = std::function<DeviceEstimate(const torch::Tensor& input_ids, const AnswerLayout& layout,
+                                                  const std::vector<MaterializedPlan>& plans)>;
+  // `work` over the plans, materialized on the device: replayed from `graphs` when given
+  // (CUDA build), else run eagerly.
+  DeviceEstimate on_device(const TokenBatch& shaped, const std::vector<PerturbationPlan>& plans,
+                           cuda::StepGraphs* graphs, const DeviceWork& work);
 
   std::shared_ptr<LlamaModel> model_;
   EstimatorOptions estimator_options_;

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -140,7 +140,6 @@ class Communicator:
     """The collectives of a run, each turning a dead or hung peer into a RankFailure."""
     grid: Grid
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
-    bytes_sent: int = field(default=0)  # payload bytes this rank contributed, all collectives
 
     def _fail(self, what: str, error: BaseException) -> RankFailure:
         return RankFailure(f"rank {self.grid.rank}: {what}: no answer from the other ranks within "
@@ -156,7 +155,6 @@ class Communicator:
             dist.all_gather(out, tensor)
         except (RuntimeError, ValueError) as e:
             raise self._fail(what, e) from e
-        self.bytes_sent += tensor.numel() * tensor.element_size()
         return torch.stack([t.cpu() for t in out])
 
     def gather_objects(self, value, what: str) -> list:
@@ -171,6 +169,17 @@ class Communicator:
 
     def barrier(self, what: str) -> None:
         self.gather_objects(None, what)
+
+
+# After a share's losses, a rank's payload carries these (float64 each).
+PAYLOAD_TAIL = ("rows", "forward_passes", "sequences", "interrupted")
+
+
+def payload_width(grid: Grid, queries: int, central: bool) -> int:
+    """Float64 values each rank sends per step: the largest share's losses (smaller shares
+    are NaN-padded), then PAYLOAD_TAIL."""
+    share = -(-queries // grid.query_groups)  # query_range: sizes differ by at most one
+    return (2 * share if central else share + 1) + len(PAYLOAD_TAIL)
 
 
 @dataclass
@@ -190,17 +199,10 @@ class DistributedStep:
 
     def __init__(self, trainer, communicator: Communicator, queries: int, central: bool, device: str):
         self.trainer, self.comm, self.queries, self.central = trainer, communicator, queries, central
-        grid = communicator.grid
-        self.begin, self.end = grid.query_range(queries)
-        share = max(grid.query_range(queries, g)[1] - grid.query_range(queries, g)[0]
-                    for g in range(grid.query_groups))
-        # The payload: the share's losses (NaN-padded to the largest share), then its rows,
-        # forwards, sequences and whether this rank was interrupted.
-        self.width = (2 * share if central else share + 1) + len(self.TAIL)
+        self.begin, self.end = communicator.grid.query_range(queries)
+        self.width = payload_width(communicator.grid, queries, central)
         self.device = device if device.startswith("cuda") else "cpu"
         self.interrupted = lambda: False
-
-    TAIL = ("rows", "forward_passes", "sequences", "interrupted")
 
     @property
     def bytes_per_step(self) -> int:
@@ -219,7 +221,7 @@ class DistributedStep:
                                                                 center=grid.query_group == 0)
         payload = torch.full((self.width,), float("nan"), dtype=torch.float64)
         payload[:len(losses)] = torch.tensor(losses, dtype=torch.float64)
-        tail = len(self.TAIL)
+        tail = len(PAYLOAD_TAIL)
         payload[-tail:] = torch.tensor([hi - lo, passes, sequences, float(self.interrupted())], dtype=torch.float64)
         step = self.trainer.step_count + 1
         gathered = self.comm.all_gather(payload.to(self.device), f"step {step}")
@@ -239,7 +241,7 @@ class DistributedStep:
             points = None
             for data in range(grid.data_parallel):
                 row = gathered[grid.rank_of(group, data)]
-                weighted = row[:n] if grid.data_parallel == 1 else row[:n] * (row[-len(self.TAIL)] / rows)
+                weighted = row[:n] if grid.data_parallel == 1 else row[:n] * (row[-len(PAYLOAD_TAIL)] / rows)
                 points = weighted if points is None else points + weighted
             values = points.tolist()
             if self.central:

@@ -10,7 +10,7 @@ import torch
 from prge.data.batching import EncodedExample, PromptEncoder
 
 
-def _per_chunk(n: int, batch_size: int, progress: bool, compute, shard=None) -> list:
+def per_chunk(n: int, batch_size: int, progress: bool, compute, shard=None) -> list:
     """compute(start) for the start of every chunk of batch_size examples, in order. `shard`
     (prge.distributed.Shard): each rank computes whole chunks, as a single process does, and
     the ranks exchange the results."""
@@ -46,7 +46,7 @@ def option_scores(trainer, encoder: PromptEncoder, examples: list[EncodedExample
             out[:, c] = (-nll / count).double()
         return out
 
-    return torch.cat(_per_chunk(len(examples), batch_size, progress, scores, shard))
+    return torch.cat(per_chunk(len(examples), batch_size, progress, scores, shard))
 
 
 def classification_metrics(predicted: torch.Tensor, labels: torch.Tensor, classes: int) -> dict:
@@ -76,7 +76,7 @@ def answer_perplexity(trainer, encoder: PromptEncoder, examples: list[EncodedExa
         return nll.double().sum().item(), count.double().sum().item()
 
     nll_sum, tokens = 0.0, 0.0
-    for nll, count in _per_chunk(len(examples), batch_size, progress, sums, shard):
+    for nll, count in per_chunk(len(examples), batch_size, progress, sums, shard):
         nll_sum += nll
         tokens += count
     mean = nll_sum / tokens

@@ -79,7 +79,7 @@ def token_f1(prediction: str, reference: str) -> float:
 def answer_metrics(model, encoder, examples, stop: list[int], batch_size: int = 16, shard=None) -> dict:
     """Greedy answers to the encoded prompts, first line only, scored against the reference
     responses: mean exact match and token F1 (`shard`: split over a distributed run's ranks)."""
-    from prge.evaluation import _per_chunk
+    from prge.evaluation import per_chunk
 
     max_new = max(len(e.answer_ids) for e in examples) + 8
 
@@ -94,7 +94,7 @@ def answer_metrics(model, encoder, examples, stop: list[int], batch_size: int = 
         return out
 
     em = f1 = 0.0
-    for chunk in _per_chunk(len(examples), batch_size, False, scores, shard):
+    for chunk in per_chunk(len(examples), batch_size, False, scores, shard):
         for e, f in chunk:
             em += e
             f1 += f

@@ -21,26 +21,6 @@ bool runs_on_device(const EstimatorOptions& options) {
   return options.kind == EstimatorKind::Prge || options.kind == EstimatorKind::Fzoo;
 }
 
-namespace {
-// One forward's copies: θ first when `center`, then the queries of `range` at each of
-// `scales` in turn ([s_0 z_b .. s_0 z_{e-1}, s_1 z_b ..]).
-PerturbationPlan copies_of(const PerturbationStream& stream, int64_t step, int64_t queries, QueryRange range,
-                           std::vector<double> scales, bool center = false) {
-  PerturbationPlan plan{&stream, step, queries, {}, {}};
-  if (center) {
-    plan.copy_query.push_back(0);
-    plan.copy_scale.push_back(0.0);
-  }
-  for (double scale : scales) {
-    for (int64_t i = range.begin; i < range.stop(queries); ++i) {
-      plan.copy_query.push_back(i);
-      plan.copy_scale.push_back(scale);
-    }
-  }
-  return plan;
-}
-}  // namespace
-
 std::vector<PerturbationPlan> device_step_plans(const EstimatorOptions& options,
                                                 const PerturbationStream& stream, int64_t step,
                                                 QueryRange range) {
@@ -49,24 +29,27 @@ std::vector<PerturbationPlan> device_step_plans(const EstimatorOptions& options,
   const int64_t q = options.queries;
   const double eps = options.epsilon;
   const bool central = options.difference == Difference::Central;
+  const int64_t begin = range.begin, end = range.stop(q);
+  auto copies_of = [&](std::vector<double> scales, bool center = false) {
+    return PerturbationPlan::queries_at(stream, step, q, begin, end, scales, center);
+  };
   std::vector<PerturbationPlan> plans;
   switch (options.parallel) {
     case Parallelism::Dual:
-      plans.push_back(central ? copies_of(stream, step, q, range, {eps, -eps})
-                              : copies_of(stream, step, q, range, {eps}, range.center));
+      plans.push_back(central ? copies_of({eps, -eps}) : copies_of({eps}, range.center));
       break;
     case Parallelism::Queries:
       if (central) {
-        plans.push_back(copies_of(stream, step, q, range, {eps}));
+        plans.push_back(copies_of({eps}));
       } else if (range.center) {
         plans.push_back(PerturbationPlan::unperturbed(stream, step, q));
       }
-      plans.push_back(copies_of(stream, step, q, range, {central ? -eps : eps}));
+      plans.push_back(copies_of({central ? -eps : eps}));
       break;
     case Parallelism::Sequential:
       if (!central && range.center) plans.push_back(PerturbationPlan::unperturbed(stream, step, q));
       for (double sign : central ? std::vector<double>{1.0, -1.0} : std::vector<double>{1.0}) {
-        for (int64_t i = range.begin; i < range.stop(q); ++i) {
+        for (int64_t i = begin; i < end; ++i) {
           plans.push_back(PerturbationPlan::single_query(stream, step, q, i, sign * eps));
         }
       }
