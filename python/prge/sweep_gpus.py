@@ -40,7 +40,7 @@ def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print
     def run(job, config_dir: Path):
         label, config, resume = job
         out_dir = Path(config.run.output_dir)
-        config_path = config_dir / f"{abs(hash(label))}.yaml"
+        config_path = config_dir / f"{out_dir.name}.yaml"  # run directories have distinct names
         config_path.write_text(config.to_yaml())
         argv = [sys.executable, "-m", "prge", "train", str(config_path), "--no-progress",
                 "--resume" if resume else "--overwrite"]
