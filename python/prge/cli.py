@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.engine:
                 print(f"prge: warning: --engine is now spelled --runtime (--runtime {args.engine})", file=sys.stderr)
                 runtime = args.engine
+            if args.rank_timeout is not None and not args.rank_timeout > 0:
+                raise ValueError(f"--rank-timeout {args.rank_timeout:g}: must be a number of seconds > 0")
             if runtime == "eager":
                 from prge import distributed
                 from prge.train import run_training

@@ -210,13 +210,23 @@ def test_the_grid_splits_queries_and_rows_and_names_impossible_splits():
         grid.check(queries=3, batch_size=1)
 
 
-def test_data_parallel_without_torchrun_is_named(assets, capsys):
+def test_distributed_input_mistakes_are_named(assets, capsys):
     from prge.cli import main
 
     tmp, model_dir, data_dir = assets
     config, _ = config_for(tmp, model_dir, data_dir, "dp-single", run={"data_parallel": 2})
-    assert main(["train", str(config), "--no-progress"]) == 2
-    assert "run.data_parallel: 2 needs as many processes" in capsys.readouterr().err
+    spec = tmp / "gpus-sweep.yaml"
+    spec.write_text(f"base: {config}\n")
+    cases = [
+        (["train", str(config), "--no-progress"], "run.data_parallel: 2 needs as many processes"),
+        (["train", str(config), "--no-progress", "--rank-timeout", "0"], "--rank-timeout 0: must be a number"),
+        (["check", str(config), "--set", "run.data_parallel=0"], "run.data_parallel: must be >= 1"),
+        (["sweep", str(spec), "--gpus", "0,x"], "--gpus '0,x': expected distinct GPU indices"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("prge: error: ") and message in err, (argv, err)
 
 
 def _check_in_step_worker(rank, port, out):
