@@ -51,9 +51,12 @@ def reset_memory(device):
 
 def leftover_memory(device):
     """Memory still allocated before a row builds anything (caches of earlier rows, e.g.
-    torch.compile's CUDA-graph pools): not the row's own, so subtracted from its peak."""
+    torch.compile's CUDA-graph pools): not the row's own, so subtracted from its peak. cuBLAS's
+    cached workspaces (one per stream, 32 MiB on Hopper) are freed first, so that every row
+    counts the workspaces it allocates itself, rather than the first row to use a stream."""
     gc.collect()
     if device.startswith("cuda"):
+        torch._C._cuda_clearCublasWorkspaces()
         torch.cuda.empty_cache()
         return torch.cuda.memory_allocated()
     return 0
@@ -316,7 +319,8 @@ def main():
              f"{peak_flops / 1e12:.1f} TFLOP/s. Ratios are against rows of this same run; "
              f"'best forward' is the fastest inference forward of the same {2 * QB} sequences "
              f"({best_forward['method']}). Peak memory is the row's own: what earlier rows "
-             f"left allocated (e.g. torch.compile's CUDA-graph pools) is subtracted.", "",
+             f"left allocated (e.g. torch.compile's CUDA-graph pools) is subtracted, and cuBLAS's "
+             f"per-stream workspaces are freed before each row, so each row counts its own.", "",
              "| method | q | b | ms/step | tokens/s | model TFLOP/s | % of matmul peak | peak GiB | "
              "× vs MeZO eager (q=1) | × vs MeZO C++ (q=1) | time / prge inference | time / best forward | "
              "memory / prge inference |",

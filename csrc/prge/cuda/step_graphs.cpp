@@ -1,5 +1,6 @@
 #include "prge/cuda/step_graphs.h"
 
+#include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -53,6 +54,11 @@ DeviceEstimate StepGraphs::run(const TokenBatch& batch, const std::vector<Pertur
   if (e.runs++ == 0) return step(e.input_ids, e.layout, e.materialized);  // eager warm-up step
   if (e.runs == 2) {
     torch::cuda::synchronize();
+    // cuBLAS keeps a workspace per (handle, stream): the capture stream's is allocated during
+    // the capture, in the graph's pool. Freeing the cached ones first (as torch.compile's CUDA
+    // graphs do) keeps the eager warm-up's workspace from being held beside it; eager work
+    // that comes later allocates its own again.
+    at::cuda::clearCublasWorkspaces();
     auto capture_stream = c10::cuda::getStreamFromPool();
     {
       c10::cuda::CUDAStreamGuard guard(capture_stream);
