@@ -4,7 +4,8 @@ machine; CI has no GPU). Each line prints PASS/FAIL with the measured difference
 1. counter-RNG noise kernel vs the ATen integer ops on the same device: same integers, and
    float32 Box-Muller through the same CUDA math library, so bit-identical;
 2. fused step (copy-stack kernel, direction kernel, answer-layout losses) vs the plain path
-   (ATen noise per matrix, host-side estimate), 5 steps, fp32: close (summation order);
+   (ATen noise per matrix, host-side estimate) for every copy layout (dual, queries, forward
+   difference, Rademacher), 5 steps, fp32: close (summation order);
 3. CUDA-graph replay vs the same fused step uncaptured, fp32 and bf16, 6 steps (steps 1-2
    warm up and capture): bit-identical losses and B;
 4. the torch RNG on CUDA falls back to the uncaptured fused step, and still trains;
@@ -53,14 +54,15 @@ def check_noise_kernel() -> None:
                f"vs CPU ATen max |diff| {(cpu - kernel.cpu()).abs().max().item():.3g}")
 
 
-def trainer(config, dtype, queries, *, fused, graphs, rng="counter", seed=5, parallel="dual"):
+def trainer(config, dtype, queries, *, fused, graphs, rng="counter", seed=5, parallel="dual", difference="central",
+            distribution="gaussian"):
     model = prge.LlamaModel.random(config, 0, "cuda", dtype)
     model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32, init_seed=3))
     g = torch.Generator().manual_seed(1)
     for a in model.adapters():  # a trained point, so B + eps z is not just eps z
         a["lora_b"].copy_(0.01 * torch.randn(a["lora_b"].shape, generator=g))
-    return prge.Trainer(model, prge.EstimatorOptions("prge", queries, 1e-2, "central", parallel, rng=rng),
-                        prge.OptimizerOptions(lr=1e-3, momentum=0.9), seed, fused_step=fused,
+    options = prge.EstimatorOptions("prge", queries, 1e-2, difference, parallel, rng=rng, distribution=distribution)
+    return prge.Trainer(model, options, prge.OptimizerOptions(lr=1e-3, momentum=0.9), seed, fused_step=fused,
                         cuda_graphs=graphs), model
 
 
@@ -71,15 +73,20 @@ def run(t, model, config, steps, batch_size, seq_len):
 
 
 def check_fused_vs_plain(config) -> None:
-    fused, fm = trainer(config, "float32", 4, fused=True, graphs=False)
-    plain, pm = trainer(config, "float32", 4, fused=False, graphs=False)
-    fr, fb = run(fused, fm, config, 5, 4, 64)
-    pr, pb = run(plain, pm, config, 5, 4, 64)
-    loss_diff = max(abs(a - b) for f, p in zip(fr, pr) for a, b in zip(f.losses, p.losses))
-    b_diff = (fb - pb).abs().max().item()
-    report("fused step (CUDA kernels) vs plain path, fp32, 5 steps",
-           loss_diff < 1e-4 and b_diff < 1e-4 * max(1.0, pb.abs().max().item()),
-           f"max loss diff {loss_diff:.3g}, max B diff {b_diff:.3g} (max |B| {pb.abs().max().item():.3g})")
+    # Every copy layout the stack kernel meets: ±eps copies sharing a query's z (dual), one
+    # copy per query (queries), θ beside the +eps copies (forward difference), Rademacher z.
+    for parallel, difference, distribution in (("dual", "central", "gaussian"), ("queries", "central", "gaussian"),
+                                               ("dual", "forward", "gaussian"), ("dual", "central", "rademacher")):
+        kw = dict(parallel=parallel, difference=difference, distribution=distribution)
+        fused, fm = trainer(config, "float32", 4, fused=True, graphs=False, **kw)
+        plain, pm = trainer(config, "float32", 4, fused=False, graphs=False, **kw)
+        fr, fb = run(fused, fm, config, 5, 4, 64)
+        pr, pb = run(plain, pm, config, 5, 4, 64)
+        loss_diff = max(abs(a - b) for f, p in zip(fr, pr) for a, b in zip(f.losses, p.losses))
+        b_diff = (fb - pb).abs().max().item()
+        report(f"fused step (CUDA kernels) vs plain path, {parallel} {difference} {distribution}, fp32, 5 steps",
+               loss_diff < 1e-4 and b_diff < 1e-4 * max(1.0, pb.abs().max().item()),
+               f"max loss diff {loss_diff:.3g}, max B diff {b_diff:.3g} (max |B| {pb.abs().max().item():.3g})")
 
 
 def check_graphs(config, dtype, parallel="dual", queries=4) -> None:

@@ -42,6 +42,15 @@ void FusedLoraFaProjection::refresh_adapters() {
   }
 }
 
+CopyStackRequest FusedLoraFaProjection::copy_request() const {
+  const int64_t r = lora_a_.size(0) / static_cast<int64_t>(adapted_.size());
+  CopyStackRequest request{{}, weight_.size(0), lora_a_.size(0)};
+  for (size_t j = 0; j < adapted_.size(); ++j) {
+    request.members.push_back(parts_[adapted_[j]].as_member(offsets_[adapted_[j]], static_cast<int64_t>(j) * r));
+  }
+  return request;
+}
+
 std::vector<torch::Tensor> FusedLoraFaProjection::forward(const torch::Tensor& x,
                                                           const MaterializedPlan* plan,
                                                           const torch::Tensor& weight) const {
@@ -53,20 +62,15 @@ torch::Tensor FusedLoraFaProjection::forward_fused(const torch::Tensor& x, const
   const auto& w = weight.defined() ? weight : weight_;
   if (adapted_.empty()) return at::linear(x, w);
   const bool perturbed = plan && plan->plan->perturbs();
-  const int64_t r = lora_a_.size(0) / static_cast<int64_t>(adapted_.size());
-  // Block-diagonal B: rows of part p, columns of its r-slice of A x; zero elsewhere.
   // Unperturbed, every row shares one B (a size-1 stack: one plain GEMM).
-  std::vector<GroupMember> members;
-  for (size_t j = 0; j < adapted_.size(); ++j) {
-    members.push_back(parts_[adapted_[j]].as_member(offsets_[adapted_[j]], static_cast<int64_t>(j) * r));
-  }
   torch::Tensor blocks;
   if (perturbed) {
-    blocks = plan->group_copies(members, weight_.size(0), lora_a_.size(0), x.scalar_type());
+    blocks = plan->group_copies(copy_request(), x.scalar_type());
   } else {
-    blocks = torch::zeros({1, weight_.size(0), lora_a_.size(0)}, x.options());
-    for (const auto& m : members) {
-      blocks.narrow(1, m.row_offset, m.lora_b->size(0)).narrow(2, m.col_offset, r).copy_(*m.lora_b);
+    const auto request = copy_request();
+    blocks = torch::zeros({1, request.rows, request.cols}, x.options());
+    for (const auto& m : request.members) {
+      blocks.narrow(1, m.row_offset, m.lora_b->size(0)).narrow(2, m.col_offset, m.lora_b->size(1)).copy_(*m.lora_b);
     }
   }
   return linear_plus_low_rank(x, w, at::linear(x, lora_a_), blocks, parts_[adapted_.front()].scaling(),

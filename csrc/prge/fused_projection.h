@@ -24,6 +24,10 @@ class FusedLoraFaProjection {
 
   // Re-fuse A after adapters were attached to some parts.
   void refresh_adapters();
+  bool adapted() const { return !adapted_.empty(); }
+  // The block-diagonal copy stack forward asks a perturbing plan for (adapted() only): rows
+  // of part p, columns of its r-slice of A x.
+  CopyStackRequest copy_request() const;
 
   // One output per part (views into the fused output [N, T, sum out]). `weight`, when
   // defined, replaces the fused W for this call (MeZO's perturbed temporary).

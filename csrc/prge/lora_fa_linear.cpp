@@ -50,6 +50,10 @@ GroupMember LoraFaLinear::as_member(int64_t row_offset, int64_t col_offset) cons
   return {&lora_b_, param_index_, row_offset, col_offset};
 }
 
+CopyStackRequest LoraFaLinear::copy_request() const {
+  return {{as_member(0, 0)}, lora_b_.size(0), lora_b_.size(1)};
+}
+
 torch::Tensor linear_plus_low_rank(const torch::Tensor& x, const torch::Tensor& weight,
                                    const torch::Tensor& ax, const torch::Tensor& b_stack,
                                    double scaling, const std::string& name) {
@@ -87,8 +91,7 @@ torch::Tensor LoraFaLinear::forward(const torch::Tensor& x, const MaterializedPl
   if (!has_adapter()) return at::linear(x, w);
   const bool perturbed = plan && plan->plan->perturbs();
   // Unperturbed copies all share B: one plain GEMM serves every row.
-  auto b = perturbed ? plan->group_copies({as_member(0, 0)}, lora_b_.size(0), lora_b_.size(1), x.scalar_type())
-                     : lora_b_.unsqueeze(0).to(x.scalar_type());
+  auto b = perturbed ? plan->group_copies(copy_request(), x.scalar_type()) : lora_b_.unsqueeze(0).to(x.scalar_type());
   return linear_plus_low_rank(x, w, at::linear(x, lora_a_), b, scaling_, name_);
 }
 

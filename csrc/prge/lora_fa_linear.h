@@ -41,6 +41,8 @@ class LoraFaLinear {
                         const torch::Tensor& weight = {}) const;
   // This B as a member of a copy stack (its own, or a fused group's block-diagonal one).
   GroupMember as_member(int64_t row_offset, int64_t col_offset) const;
+  // The copy stack forward asks a perturbing plan for (an adapted layer only).
+  CopyStackRequest copy_request() const;
 
  private:
   torch::Tensor weight_;  // [out, in], model dtype

@@ -7,6 +7,7 @@
 #include "prge/cuda/adapter_kernels.h"
 #endif
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace prge {
@@ -73,6 +74,27 @@ MaterializedPlan MaterializedPlan::build(const PerturbationPlan& plan, const tor
   }
   m.dual_epsilon = plan.copy_scale.empty() ? 0.0 : plan.copy_scale[0];
   m.query_index = torch::tensor(plan.copy_query, torch::kInt64).to(device);
+  std::vector<int64_t> queries;                 // distinct, in order of first use
+  std::vector<std::vector<int64_t>> copies_of;  // per distinct query
+  for (int64_t c = 0; c < plan.copies(); ++c) {
+    const auto at = std::find(queries.begin(), queries.end(), plan.copy_query[c]) - queries.begin();
+    if (at == static_cast<int64_t>(queries.size())) {
+      queries.push_back(plan.copy_query[c]);
+      copies_of.emplace_back();
+    }
+    copies_of[at].push_back(c);
+  }
+  size_t widest = 0;
+  for (const auto& row : copies_of) widest = std::max(widest, row.size());
+  std::vector<int64_t> padded;
+  for (const auto& row : copies_of) {
+    padded.insert(padded.end(), row.begin(), row.end());
+    padded.insert(padded.end(), widest - row.size(), -1);
+  }
+  m.noise_query = torch::tensor(queries, torch::kInt64).to(device);
+  m.noise_copies = torch::tensor(padded, torch::kInt64)
+                       .view({static_cast<int64_t>(queries.size()), static_cast<int64_t>(widest)})
+                       .to(device);
   m.scale = torch::tensor(plan.copy_scale, torch::kFloat64).to(torch::kFloat32).to(device);
   m.step_key = step_key.defined()
                    ? step_key
@@ -95,24 +117,69 @@ torch::Tensor MaterializedPlan::stack(const torch::Tensor& lora_b, int64_t param
   return lora_b.unsqueeze(0) + z.index_select(0, query_index) * scale.view({-1, 1, 1});
 }
 
-torch::Tensor MaterializedPlan::group_copies(const std::vector<GroupMember>& members, int64_t rows,
-                                             int64_t cols, torch::ScalarType dtype) const {
-  const int64_t copies = plan->copies();
+#ifdef PRGE_WITH_CUDA
+namespace {
+// The zeroed stack of `request` in `slot` (layout and slot are its key), and its parts.
+std::vector<cuda::StackPart> stack_parts(const MaterializedPlan& m, const CopyStackRequest& request,
+                                         int64_t slot, torch::ScalarType dtype, torch::Tensor& stack) {
+  const int64_t copies = m.plan->copies();
+  std::vector<int64_t> key{slot, copies, request.rows, request.cols, static_cast<int64_t>(dtype)};
+  for (const auto& member : request.members) {
+    const auto& b = *member.lora_b;
+    key.insert(key.end(), {b.size(0), b.size(1), member.row_offset, member.col_offset});
+  }
+  auto& zeroed = m.zeroed_stacks[key];
+  if (!zeroed.defined()) {
+    zeroed = torch::zeros({copies, request.rows, request.cols}, request.members.front().lora_b->options().dtype(dtype));
+  }
+  stack = zeroed;
+  std::vector<cuda::StackPart> parts;
+  for (const auto& member : request.members) {
+    const auto& b = *member.lora_b;
+    parts.push_back({b.data_ptr<float>(), b.size(0), b.size(1), member.row_offset, member.col_offset,
+                     member.param_index, stack.data_ptr(), request.rows, request.cols});
+  }
+  return parts;
+}
+
+void fill(const MaterializedPlan& m, const std::vector<cuda::StackPart>& parts, torch::ScalarType dtype) {
+  cuda::fill_copy_stacks(parts, m.noise_query, m.noise_copies, m.scale, m.step_key,
+                         m.plan->stream->distribution() == NoiseDistribution::Gaussian, dtype);
+}
+}  // namespace
+#endif
+
+void MaterializedPlan::prepare_copies(const std::vector<CopyStackRequest>& requests, torch::ScalarType dtype) const {
+  prepared_stacks.clear();
+#ifdef PRGE_WITH_CUDA
+  if (!cuda_kernels || !plan->perturbs()) return;
+  std::vector<cuda::StackPart> parts;
+  for (size_t slot = 0; slot < requests.size(); ++slot) {
+    torch::Tensor stack;
+    auto more = stack_parts(*this, requests[slot], static_cast<int64_t>(slot) + 1, dtype, stack);
+    parts.insert(parts.end(), more.begin(), more.end());
+    prepared_stacks[requests[slot].members.front().lora_b->data_ptr()] = stack;
+  }
+  fill(*this, parts, dtype);
+#endif
+}
+
+torch::Tensor MaterializedPlan::group_copies(const CopyStackRequest& request, torch::ScalarType dtype) const {
+  const auto& members = request.members;
+  const int64_t copies = plan->copies(), rows = request.rows, cols = request.cols;
   auto options = members.front().lora_b->options().dtype(dtype);
 #ifdef PRGE_WITH_CUDA
   if (cuda_kernels) {
-    std::vector<cuda::GroupPart> parts;
-    std::vector<int64_t> layout{copies, rows, cols, static_cast<int64_t>(dtype)};
-    for (const auto& m : members) {
-      parts.push_back({m.lora_b->data_ptr<float>(), m.lora_b->size(0), m.lora_b->size(1), m.row_offset,
-                       m.col_offset, m.param_index});
-      layout.insert(layout.end(), {m.lora_b->size(0), m.lora_b->size(1), m.row_offset, m.col_offset});
+    // Handed out once: a later forward must fill again (or record the fill, under capture).
+    auto ready = prepared_stacks.find(members.front().lora_b->data_ptr());
+    if (ready != prepared_stacks.end() && ready->second.scalar_type() == dtype) {
+      auto stack = ready->second;
+      prepared_stacks.erase(ready);
+      return stack;
     }
-    auto& out = zeroed_stacks[layout];
-    if (!out.defined()) out = torch::zeros({copies, rows, cols}, options);
-    cuda::fill_group_blocks(parts.data(), static_cast<int>(parts.size()), query_index, scale, step_key,
-                            plan->stream->distribution() == NoiseDistribution::Gaussian, out);
-    return out;
+    torch::Tensor stack;
+    fill(*this, stack_parts(*this, request, 0, dtype, stack), dtype);
+    return stack;
   }
 #endif
   const auto& only = members.front();

@@ -51,6 +51,14 @@ struct GroupMember {
   int64_t col_offset = 0;
 };
 
+// The copy stack one projection asks for, [copies, rows, cols]: each member's copies of its B
+// in its block, zeros elsewhere (one member filling the whole stack: plain [copies, out, r]).
+struct CopyStackRequest {
+  std::vector<GroupMember> members;
+  int64_t rows = 0;
+  int64_t cols = 0;
+};
+
 // Device-side form of a plan, built once per forward and shared by all layers. Its tensors
 // stay valid across steps, so a captured CUDA graph can keep using them: only step_key
 // changes between replays.
@@ -58,14 +66,21 @@ struct MaterializedPlan {
   const PerturbationPlan* plan = nullptr;
   torch::Tensor query_index;  // [copies] int64
   torch::Tensor scale;        // [copies] float32
+  // The copies grouped by query, for kernels that draw each query's z once: row u draws
+  // z_{noise_query[u]} and serves the copies noise_copies[u] ([U, S] int64, -1 padded).
+  torch::Tensor noise_query;
+  torch::Tensor noise_copies;
   torch::Tensor step_key;     // [1] int64: counter_rng::step_key(seed, step) (counter RNG)
   bool is_central_dual = false;
   double dual_epsilon = 0.0;
   bool cuda_kernels = false;  // fill copies with the CUDA kernel (CUDA build, CUDA, counter RNG)
-  // CUDA kernels: the stacks group_copies fills, one per group layout and dtype, zeroed once
-  // and shared by every layer of a forward (and every replay of a captured one): the kernel
-  // rewrites only the members' blocks, the zeros around them stay.
+  // CUDA kernels: the stacks, one per layout and slot (a layer's stacks are filled together,
+  // and two of its projections may share a layout), zeroed once and shared by every layer of
+  // a forward (and every replay of a captured one): the kernel rewrites only the members'
+  // blocks, the zeros around them stay.
   mutable std::map<std::vector<int64_t>, torch::Tensor> zeroed_stacks;
+  // Stacks filled by prepare_copies and not yet handed out, by their first member's B.
+  mutable std::map<const void*, torch::Tensor> prepared_stacks;
 
   // step_key: a persistent device tensor to read the key from (graph replay); undefined:
   // computed here from the plan's step.
@@ -73,10 +88,13 @@ struct MaterializedPlan {
                                 torch::Tensor step_key = {});
   // The copies of B this plan asks for: [copies, out, r], float32 (ATen path).
   torch::Tensor stack(const torch::Tensor& lora_b, int64_t param_index) const;
-  // Every copy of a group's B in one block-diagonal stack [copies, rows, cols] of `dtype`:
-  // member m's copies in its block, zeros elsewhere (one kernel on CUDA).
-  torch::Tensor group_copies(const std::vector<GroupMember>& members, int64_t rows, int64_t cols,
-                             torch::ScalarType dtype) const;
+  // CUDA kernels: fills the stacks of several projections (one layer's) in one launch, ahead
+  // of them; group_copies then hands each its stack without a launch of its own. Nothing
+  // otherwise (the ATen path, or a plan that does not perturb).
+  void prepare_copies(const std::vector<CopyStackRequest>& requests, torch::ScalarType dtype) const;
+  // Every copy of a projection's (or group's) B in one stack of `dtype` (one kernel on CUDA,
+  // none when prepare_copies filled it).
+  torch::Tensor group_copies(const CopyStackRequest& request, torch::ScalarType dtype) const;
 };
 
 }  // namespace prge

@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace prge::cuda {
@@ -55,35 +56,54 @@ template <>
 __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
 
 struct Parts {
-  GroupPart part[kMaxGroupParts];
-  int count;
+  StackPart part[kMaxStackParts];
+  uint32_t elements[kMaxStackParts];  // rows * rank of each part, 0 past `count`
+  uint32_t total;
 };
 
-// One thread per element of the parts' blocks only (the zeros around them are left as they
-// are). 32-bit index arithmetic (the stack has < 2^31 elements, checked at launch): 64-bit
-// division per element cost more than the noise itself.
+// Noise rows one thread draws for its element: enough work per thread to hide the loads
+// before the first draw, enough threads (elements x rows / this) to fill the GPU.
+constexpr int kRowsPerThread = 4;
+
+// Grid: x over the elements of every part's block, y over groups of kRowsPerThread noise rows
+// (distinct queries). Per row, a thread draws z once and writes B + scale[c] * z into every
+// copy c of that row (the +eps and -eps copies of a query share z), leaving the zeros around
+// the blocks as they are. 32-bit index arithmetic (each stack has < 2^31 elements, checked at
+// launch): 64-bit division per element cost more than the noise itself.
 template <typename T>
-__global__ void fill_group_blocks_kernel(Parts parts, const int64_t* query, const float* scale,
-                                         const int64_t* step_key, bool gaussian, int copies, int rows,
-                                         int cols, T* out) {
-  uint32_t per_copy = 0;
-  for (int p = 0; p < parts.count; ++p) per_copy += static_cast<uint32_t>(parts.part[p].rows * parts.part[p].rank);
-  const auto total = static_cast<uint32_t>(copies) * per_copy;
+__global__ void fill_copy_stacks_kernel(Parts parts, const int64_t* row_query, int num_rows, const int64_t* row_copies,
+                                        int copies_per_row, const float* scale, const int64_t* step_key,
+                                        bool gaussian) {
   const auto key = static_cast<uint32_t>(*step_key);
-  for (uint32_t e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
-    const uint32_t c = e / per_copy;
-    uint32_t k = e % per_copy;
+  const int first_row = static_cast<int>(blockIdx.y) * kRowsPerThread;
+  for (uint32_t e = blockIdx.x * blockDim.x + threadIdx.x; e < parts.total; e += gridDim.x * blockDim.x) {
+    uint32_t k = e;
     int p = 0;
-    while (k >= static_cast<uint32_t>(parts.part[p].rows * parts.part[p].rank)) {
-      k -= static_cast<uint32_t>(parts.part[p].rows * parts.part[p].rank);
-      ++p;
+#pragma unroll
+    for (int i = 0; i + 1 < kMaxStackParts; ++i) {
+      if (p == i && k >= parts.elements[i]) {
+        k -= parts.elements[i];
+        p = i + 1;
+      }
     }
-    const GroupPart& g = parts.part[p];
+    const StackPart& g = parts.part[p];
     const auto rank = static_cast<uint32_t>(g.rank);
-    const float z = noise(stream_key(key, g.param_index, query[c]), k, g.rows * g.rank, gaussian);
-    const uint32_t row = static_cast<uint32_t>(g.row_offset) + k / rank;
-    const uint32_t col = static_cast<uint32_t>(g.col_offset) + k % rank;
-    out[(c * rows + row) * cols + col] = from_float<T>(__fadd_rn(g.lora_b[k], __fmul_rn(scale[c], z)));
+    const float b = g.lora_b[k];
+    const auto cols = static_cast<uint32_t>(g.out_cols);
+    const uint32_t per_copy = static_cast<uint32_t>(g.out_rows) * cols;
+    const uint32_t at = (static_cast<uint32_t>(g.row_offset) + k / rank) * cols + static_cast<uint32_t>(g.col_offset) + k % rank;
+    T* out = static_cast<T*>(g.out);
+#pragma unroll
+    for (int j = 0; j < kRowsPerThread; ++j) {
+      const int u = first_row + j;
+      if (u >= num_rows) break;
+      const float z = noise(stream_key(key, g.param_index, row_query[u]), k, g.rows * g.rank, gaussian);
+      for (int s = 0; s < copies_per_row; ++s) {
+        const int64_t c = row_copies[u * copies_per_row + s];
+        if (c < 0) break;
+        out[static_cast<uint32_t>(c) * per_copy + at] = from_float<T>(__fadd_rn(b, __fmul_rn(scale[c], z)));
+      }
+    }
   }
 }
 
@@ -129,48 +149,54 @@ void check_device_tensor(const torch::Tensor& t, torch::ScalarType type, const c
 
 }  // namespace
 
-void fill_group_blocks(const GroupPart* parts, int num_parts, const torch::Tensor& query,
-                       const torch::Tensor& scale, const torch::Tensor& step_key, bool gaussian,
-                       torch::Tensor& out) {
-  if (num_parts < 1 || num_parts > kMaxGroupParts) {
-    throw std::invalid_argument("fill_group_blocks: 1 to 4 parts per group");
-  }
-  check_device_tensor(query, torch::kInt64, "query");
+void fill_copy_stacks(const std::vector<StackPart>& parts, const torch::Tensor& row_query,
+                      const torch::Tensor& row_copies, const torch::Tensor& scale,
+                      const torch::Tensor& step_key, bool gaussian, torch::ScalarType dtype) {
+  check_device_tensor(row_query, torch::kInt64, "row_query");
+  check_device_tensor(row_copies, torch::kInt64, "row_copies");
   check_device_tensor(scale, torch::kFloat32, "scale");
   check_device_tensor(step_key, torch::kInt64, "step_key");
-  if (!out.is_cuda() || !out.is_contiguous() || out.dim() != 3 || out.size(0) != query.size(0)) {
-    throw std::invalid_argument("fill_group_blocks: out must be a contiguous CUDA [copies, rows, cols]");
+  if (row_copies.dim() != 2 || row_copies.size(0) != row_query.size(0)) {
+    throw std::invalid_argument("fill_copy_stacks: row_copies must be [rows of noise, copies per row]");
   }
-  Parts packed{};
-  for (int p = 0; p < num_parts; ++p) packed.part[p] = parts[p];
-  packed.count = num_parts;
-  if (out.numel() >= (int64_t{1} << 31)) throw std::invalid_argument("fill_group_blocks: stack over 2^31 elements");
-  const int copies = static_cast<int>(out.size(0)), rows = static_cast<int>(out.size(1)),
-            cols = static_cast<int>(out.size(2));
+  const int64_t copies = scale.size(0);
+  const int copies_per_row = static_cast<int>(row_copies.size(1));
+  const auto* query = row_query.data_ptr<int64_t>();
+  const auto* copy_index = row_copies.data_ptr<int64_t>();
   auto stream = c10::cuda::getCurrentCUDAStream();
-  int64_t block_elements = 0;
-  for (int p = 0; p < num_parts; ++p) block_elements += parts[p].rows * parts[p].rank;
-  const int blocks = blocks_for(copies * block_elements);
-  switch (out.scalar_type()) {
-    case torch::kFloat32:
-      fill_group_blocks_kernel<float><<<blocks, kThreads, 0, stream>>>(
-          packed, query.data_ptr<int64_t>(), scale.data_ptr<float>(), step_key.data_ptr<int64_t>(),
-          gaussian, copies, rows, cols, out.data_ptr<float>());
-      break;
-    case torch::kBFloat16:
-      fill_group_blocks_kernel<__nv_bfloat16><<<blocks, kThreads, 0, stream>>>(
-          packed, query.data_ptr<int64_t>(), scale.data_ptr<float>(), step_key.data_ptr<int64_t>(),
-          gaussian, copies, rows, cols, reinterpret_cast<__nv_bfloat16*>(out.data_ptr()));
-      break;
-    case torch::kFloat16:
-      fill_group_blocks_kernel<__half><<<blocks, kThreads, 0, stream>>>(
-          packed, query.data_ptr<int64_t>(), scale.data_ptr<float>(), step_key.data_ptr<int64_t>(),
-          gaussian, copies, rows, cols, reinterpret_cast<__half*>(out.data_ptr()));
-      break;
-    default:
-      throw std::invalid_argument("fill_group_blocks: out must be float32, bfloat16 or float16");
+  for (size_t first = 0; first < parts.size(); first += kMaxStackParts) {
+    Parts packed{};
+    int64_t total = 0;
+    for (size_t p = first; p < std::min(parts.size(), first + kMaxStackParts); ++p) {
+      const auto& part = parts[p];
+      if (copies * part.out_rows * part.out_cols >= (int64_t{1} << 31) || part.rows * part.rank <= 0) {
+        throw std::invalid_argument("fill_copy_stacks: a stack over 2^31 elements or an empty part");
+      }
+      packed.part[p - first] = part;
+      packed.elements[p - first] = static_cast<uint32_t>(part.rows * part.rank);
+      total += part.rows * part.rank;
+    }
+    packed.total = static_cast<uint32_t>(total);
+    const int num_rows = static_cast<int>(row_query.size(0));
+    const dim3 grid(blocks_for(total), static_cast<unsigned>((num_rows + kRowsPerThread - 1) / kRowsPerThread));
+    switch (dtype) {
+      case torch::kFloat32:
+        fill_copy_stacks_kernel<float><<<grid, kThreads, 0, stream>>>(
+            packed, query, num_rows, copy_index, copies_per_row, scale.data_ptr<float>(), step_key.data_ptr<int64_t>(), gaussian);
+        break;
+      case torch::kBFloat16:
+        fill_copy_stacks_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(
+            packed, query, num_rows, copy_index, copies_per_row, scale.data_ptr<float>(), step_key.data_ptr<int64_t>(), gaussian);
+        break;
+      case torch::kFloat16:
+        fill_copy_stacks_kernel<__half><<<grid, kThreads, 0, stream>>>(
+            packed, query, num_rows, copy_index, copies_per_row, scale.data_ptr<float>(), step_key.data_ptr<int64_t>(), gaussian);
+        break;
+      default:
+        throw std::invalid_argument("fill_copy_stacks: stacks must be float32, bfloat16 or float16");
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 void rge_direction(const torch::Tensor& segments, const torch::Tensor& g, const torch::Tensor& step_key,

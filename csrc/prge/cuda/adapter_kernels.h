@@ -7,27 +7,34 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace prge::cuda {
 
-// One part of a projection group: its B (contiguous [rows, rank] float32 view) and where its
-// block sits in the group's block-diagonal copy stack.
-struct GroupPart {
+// One B (contiguous [rows, rank] float32) and where its block sits in a copy stack: `out`,
+// [copies, out_rows, out_cols] of the model dtype (a projection's own stack, or its group's
+// block-diagonal one).
+struct StackPart {
   const float* lora_b = nullptr;
   int64_t rows = 0;
   int64_t rank = 0;
   int64_t row_offset = 0;
   int64_t col_offset = 0;
   int64_t param_index = 0;
+  void* out = nullptr;
+  int64_t out_rows = 0;
+  int64_t out_cols = 0;
 };
-constexpr int kMaxGroupParts = 4;
+constexpr int kMaxStackParts = 8;  // parts per launch (a Llama layer has 7)
 
-// out [copies, rows, cols] (model dtype): B_p + scale[c] * z_{query[c]}(p) written into part
-// p's block; the rest of `out` is not touched (the caller keeps it zero). query: [copies]
-// int64, scale: [copies] float32, step_key: [1] int64.
-void fill_group_blocks(const GroupPart* parts, int num_parts, const torch::Tensor& query,
-                       const torch::Tensor& scale, const torch::Tensor& step_key, bool gaussian,
-                       torch::Tensor& out);
+// For every part: B + scale[c] * z_{row_query[u]}(part) written into its block of copy c of
+// its stack, for every copy c listed in row_copies[u] (-1 pads a row): z is drawn once per
+// noise row, however many copies use it. The rest of each stack is not touched (the caller
+// keeps it zero). One launch per kMaxStackParts parts. row_query: [U] int64, row_copies:
+// [U, S] int64, scale: [copies] float32, step_key: [1] int64; every stack has `dtype`.
+void fill_copy_stacks(const std::vector<StackPart>& parts, const torch::Tensor& row_query,
+                      const torch::Tensor& row_copies, const torch::Tensor& scale,
+                      const torch::Tensor& step_key, bool gaussian, torch::ScalarType dtype);
 
 // out [total] float32: (1/q) sum_i g_i z_i(j) for every element of the flat adapter buffer.
 // segments: [P, 3] int64 (offset, numel, param_index), sorted by offset; g: [q] float32.

@@ -123,6 +123,15 @@ LoraFaLinear& LlamaLayer::projection(const std::string& name) {
       name));
 }
 
+std::vector<CopyStackRequest> LlamaLayer::copy_requests() const {
+  std::vector<CopyStackRequest> requests;
+  if (qkv.adapted()) requests.push_back(qkv.copy_request());
+  if (o_proj.has_adapter()) requests.push_back(o_proj.copy_request());
+  if (gate_up.adapted()) requests.push_back(gate_up.copy_request());
+  if (down_proj.has_adapter()) requests.push_back(down_proj.copy_request());
+  return requests;
+}
+
 namespace {
 
 torch::Tensor take(io::TensorMap& weights, const std::string& name, std::vector<int64_t> shape,
@@ -395,6 +404,7 @@ torch::Tensor LlamaModel::hidden_states(const torch::Tensor& input_ids, const Ma
   auto h = rms_norm(x, weight(layers_.front().input_norm, layer_param(0, kInputNorm), perturbation),
                     config_.rms_norm_eps);
   for (size_t i = 0; i < layers_.size(); ++i) {
+    if (plan) plan->prepare_copies(layers_[i].copy_requests(), dtype_);  // the layer's B copies, one kernel
     h = add_rms_norm(x, attention_block(i, h, cos, sin, plan, perturbation),
                      weight(layers_[i].post_attention_norm, layer_param(i, kPostNorm), perturbation));
     const bool last = i + 1 == layers_.size();

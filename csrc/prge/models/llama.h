@@ -71,6 +71,8 @@ struct LlamaLayer {
   FusedLoraFaProjection gate_up;  // gate_proj, up_proj: one GEMM
   LoraFaLinear down_proj;
   LoraFaLinear& projection(const std::string& name);
+  // The copy stacks of the adapted projections, in the order the forward uses them.
+  std::vector<CopyStackRequest> copy_requests() const;
 };
 
 class LlamaModel {
