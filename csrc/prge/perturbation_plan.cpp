@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <tuple>
+#include <utility>
 
 namespace prge {
 
@@ -61,21 +63,12 @@ PerturbationPlan PerturbationPlan::forward_difference(const PerturbationStream& 
   return queries_at(stream, step, queries, 0, queries, {epsilon}, /*center=*/true);
 }
 
-MaterializedPlan MaterializedPlan::build(const PerturbationPlan& plan, const torch::Device& device,
-                                         torch::Tensor step_key) {
-  if (plan.copies() == 0) throw std::invalid_argument("perturbation plan has no copies");
-  MaterializedPlan m;
-  m.plan = &plan;
-  const int64_t q = plan.queries;
-  m.is_central_dual = plan.copies() == 2 * q && q > 0;
-  for (int64_t c = 0; m.is_central_dual && c < plan.copies(); ++c) {
-    const double expected = c < q ? plan.copy_scale[0] : -plan.copy_scale[0];
-    m.is_central_dual = plan.copy_query[c] == c % q && plan.copy_scale[c] == expected;
-  }
-  m.dual_epsilon = plan.copy_scale.empty() ? 0.0 : plan.copy_scale[0];
-  m.query_index = torch::tensor(plan.copy_query, torch::kInt64).to(device);
-  std::vector<int64_t> queries;                 // distinct, in order of first use
-  std::vector<std::vector<int64_t>> copies_of;  // per distinct query
+namespace {
+// The plan's distinct queries in order of first use ([U]) and, per query, the copies that use
+// it ([U, S], -1 padded).
+std::pair<torch::Tensor, torch::Tensor> copies_by_query(const PerturbationPlan& plan, const torch::Device& device) {
+  std::vector<int64_t> queries;
+  std::vector<std::vector<int64_t>> copies_of;
   for (int64_t c = 0; c < plan.copies(); ++c) {
     const auto at = std::find(queries.begin(), queries.end(), plan.copy_query[c]) - queries.begin();
     if (at == static_cast<int64_t>(queries.size())) {
@@ -91,10 +84,26 @@ MaterializedPlan MaterializedPlan::build(const PerturbationPlan& plan, const tor
     padded.insert(padded.end(), row.begin(), row.end());
     padded.insert(padded.end(), widest - row.size(), -1);
   }
-  m.noise_query = torch::tensor(queries, torch::kInt64).to(device);
-  m.noise_copies = torch::tensor(padded, torch::kInt64)
-                       .view({static_cast<int64_t>(queries.size()), static_cast<int64_t>(widest)})
-                       .to(device);
+  const auto rows = static_cast<int64_t>(queries.size());
+  return {torch::tensor(queries, torch::kInt64).to(device),
+          torch::tensor(padded, torch::kInt64).view({rows, static_cast<int64_t>(widest)}).to(device)};
+}
+}  // namespace
+
+MaterializedPlan MaterializedPlan::build(const PerturbationPlan& plan, const torch::Device& device,
+                                         torch::Tensor step_key) {
+  if (plan.copies() == 0) throw std::invalid_argument("perturbation plan has no copies");
+  MaterializedPlan m;
+  m.plan = &plan;
+  const int64_t q = plan.queries;
+  m.is_central_dual = plan.copies() == 2 * q && q > 0;
+  for (int64_t c = 0; m.is_central_dual && c < plan.copies(); ++c) {
+    const double expected = c < q ? plan.copy_scale[0] : -plan.copy_scale[0];
+    m.is_central_dual = plan.copy_query[c] == c % q && plan.copy_scale[c] == expected;
+  }
+  m.dual_epsilon = plan.copy_scale.empty() ? 0.0 : plan.copy_scale[0];
+  m.query_index = torch::tensor(plan.copy_query, torch::kInt64).to(device);
+  std::tie(m.noise_query, m.noise_copies) = copies_by_query(plan, device);
   m.scale = torch::tensor(plan.copy_scale, torch::kFloat64).to(torch::kFloat32).to(device);
   m.step_key = step_key.defined()
                    ? step_key
