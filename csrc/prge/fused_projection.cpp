@@ -63,16 +63,9 @@ torch::Tensor FusedLoraFaProjection::forward_fused(const torch::Tensor& x, const
   if (adapted_.empty()) return at::linear(x, w);
   const bool perturbed = plan && plan->plan->perturbs();
   // Unperturbed, every row shares one B (a size-1 stack: one plain GEMM).
-  torch::Tensor blocks;
-  if (perturbed) {
-    blocks = plan->group_copies(copy_request(), x.scalar_type());
-  } else {
-    const auto request = copy_request();
-    blocks = torch::zeros({1, request.rows, request.cols}, x.options());
-    for (const auto& m : request.members) {
-      blocks.narrow(1, m.row_offset, m.lora_b->size(0)).narrow(2, m.col_offset, m.lora_b->size(1)).copy_(*m.lora_b);
-    }
-  }
+  const auto request = copy_request();
+  const auto blocks = perturbed ? plan->group_copies(request, x.scalar_type())
+                                : request.assemble(1, x.options(), [](const GroupMember& m) { return *m.lora_b; });
   return linear_plus_low_rank(x, w, at::linear(x, lora_a_), blocks, parts_[adapted_.front()].scaling(),
                               parts_[adapted_.front()].name());
 }

@@ -14,6 +14,15 @@
 
 namespace prge {
 
+torch::Tensor CopyStackRequest::assemble(int64_t copies, const torch::TensorOptions& options,
+                                         const std::function<torch::Tensor(const GroupMember&)>& copies_of) const {
+  auto blocks = torch::zeros({copies, rows, cols}, options);
+  for (const auto& m : members) {
+    blocks.narrow(1, m.row_offset, m.lora_b->size(0)).narrow(2, m.col_offset, m.lora_b->size(1)).copy_(copies_of(m));
+  }
+  return blocks;
+}
+
 bool PerturbationPlan::perturbs() const {
   for (double s : copy_scale) {
     if (s != 0.0) return true;
@@ -195,13 +204,7 @@ torch::Tensor MaterializedPlan::group_copies(const CopyStackRequest& request, to
   if (members.size() == 1 && only.lora_b->size(0) == rows && only.lora_b->size(1) == cols) {
     return stack(*only.lora_b, only.param_index).to(dtype);
   }
-  auto blocks = torch::zeros({copies, rows, cols}, options);
-  for (const auto& m : members) {
-    blocks.narrow(1, m.row_offset, m.lora_b->size(0))
-        .narrow(2, m.col_offset, m.lora_b->size(1))
-        .copy_(stack(*m.lora_b, m.param_index));
-  }
-  return blocks;
+  return request.assemble(copies, options, [&](const GroupMember& m) { return stack(*m.lora_b, m.param_index); });
 }
 
 }  // namespace prge

@@ -6,6 +6,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <vector>
 
@@ -57,6 +58,11 @@ struct CopyStackRequest {
   std::vector<GroupMember> members;
   int64_t rows = 0;
   int64_t cols = 0;
+
+  // The stack assembled from each member's copies ([copies, rows_m, r] from `copies_of`) on
+  // the ATen path: a zeroed [copies, rows, cols] with every member's copies in its block.
+  torch::Tensor assemble(int64_t copies, const torch::TensorOptions& options,
+                         const std::function<torch::Tensor(const GroupMember&)>& copies_of) const;
 };
 
 // Device-side form of a plan, built once per forward and shared by all layers. Its tensors
