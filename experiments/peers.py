@@ -25,7 +25,7 @@ def transformers_llama(config, dtype: torch.dtype, device: str):
         intermediate_size=config.intermediate_size, num_hidden_layers=config.num_hidden_layers,
         num_attention_heads=config.num_attention_heads, num_key_value_heads=config.num_key_value_heads,
         head_dim=config.head_dim, tie_word_embeddings=config.tie_word_embeddings,
-        rope_theta=config.rope_theta, max_position_embeddings=4096)
+        rope_theta=config.rope.theta, max_position_embeddings=4096)
     hf_config._attn_implementation = "sdpa"
     with torch.device(device):
         model = LlamaForCausalLM(hf_config).to(dtype).eval()

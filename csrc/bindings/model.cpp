@@ -12,6 +12,14 @@ namespace prge::bindings {
 void bind_model(py::module_& m) {
   m.attr("IGNORE_INDEX") = kIgnoreIndex;  // target value of positions that are not scored
   m.attr("PROJECTIONS") = py::tuple(py::cast(projection_names()));  // adapter targets, layer order
+  py::class_<RopeParameters>(m, "RopeParameters", "RoPE variant and its parameters, as read from config.json")
+      .def(py::init<>())
+      .def_property_readonly("type", [](const RopeParameters& r) { return to_string(r.type); })
+      .def_readwrite("theta", &RopeParameters::theta)
+      .def_readonly("factor", &RopeParameters::factor)
+      .def_readonly("original_max_position_embeddings", &RopeParameters::original_max_position_embeddings)
+      .def_readonly("attention_factor", &RopeParameters::attention_factor);
+
   py::class_<LlamaConfig>(m, "LlamaConfig")
       .def(py::init<>())
       .def_readwrite("vocab_size", &LlamaConfig::vocab_size)
@@ -22,7 +30,8 @@ void bind_model(py::module_& m) {
       .def_readwrite("num_key_value_heads", &LlamaConfig::num_key_value_heads)
       .def_readwrite("head_dim", &LlamaConfig::head_dim)
       .def_readwrite("rms_norm_eps", &LlamaConfig::rms_norm_eps)
-      .def_readwrite("rope_theta", &LlamaConfig::rope_theta)
+      .def_readwrite("max_position_embeddings", &LlamaConfig::max_position_embeddings)
+      .def_readwrite("rope", &LlamaConfig::rope)
       .def_readwrite("tie_word_embeddings", &LlamaConfig::tie_word_embeddings)
       .def_static("from_json_file", &LlamaConfig::from_json_file)
       .def("parameter_count", &LlamaConfig::parameter_count);
@@ -71,6 +80,8 @@ void bind_model(py::module_& m) {
       .def_property("layer_kernels", &LlamaModel::layer_kernels, &LlamaModel::set_layer_kernels,
                     "fused CUDA RoPE / SwiGLU kernels (CUDA builds); False: the ATen path")
       .def_property_readonly("config", &LlamaModel::config)
+      .def("rope_frequencies", &LlamaModel::rope_frequencies, py::arg("length"),
+           "RoPE inverse frequencies [head_dim / 2] float32 for a forward of `length` positions")
       .def_property_readonly("device", [](const LlamaModel& m) { return m.device().str(); })
       .def("hidden_states",
            [](const LlamaModel& m, const torch::Tensor& ids) {

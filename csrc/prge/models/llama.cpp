@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <limits>
+#include <set>
 #include <stdexcept>
 
 namespace prge {
@@ -40,6 +42,40 @@ const std::vector<std::string>& projection_names() {
   return names;
 }
 
+namespace {
+
+// config.json keys of a Llama model that change nothing prge computes: token ids (generation
+// reads them), bookkeeping, generation defaults older transformers wrote into every config,
+// initialisation and training-only dropout (zeroth-order forwards are inference forwards, as
+// in MeZO), and pretraining_tp (a sliced matmul with the same result).
+const std::set<std::string>& keys_without_effect() {
+  static const std::set<std::string> keys{
+      "_name_or_path", "architectures", "transformers_version", "torch_dtype", "dtype", "bos_token_id",
+      "eos_token_id", "pad_token_id", "sep_token_id", "decoder_start_token_id", "use_cache", "initializer_range",
+      "pretraining_tp", "attention_dropout", "id2label", "label2id", "output_attentions", "output_hidden_states",
+      "return_dict", "problem_type", "is_encoder_decoder", "is_decoder", "chunk_size_feed_forward",
+      "add_cross_attention", "tie_encoder_decoder", "cross_attention_hidden_size", "torchscript", "use_bfloat16",
+      "tf_legacy_loss", "pruned_heads", "finetuning_task", "tokenizer_class", "prefix", "task_specific_params",
+      "bad_words_ids", "begin_suppress_tokens", "suppress_tokens", "diversity_penalty", "do_sample",
+      "early_stopping", "encoder_no_repeat_ngram_size", "exponential_decay_length_penalty", "forced_bos_token_id",
+      "forced_eos_token_id", "length_penalty", "max_length", "min_length", "no_repeat_ngram_size",
+      "num_beam_groups", "num_beams", "num_return_sequences", "output_scores", "remove_invalid_values",
+      "repetition_penalty", "return_dict_in_generate", "temperature", "top_k", "top_p", "typical_p"};
+  return keys;
+}
+
+// Keys from_json_file reads (each implemented, or its unsupported values refused).
+const std::set<std::string>& keys_read() {
+  static const std::set<std::string> keys{
+      "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+      "num_key_value_heads", "head_dim", "rms_norm_eps", "max_position_embeddings", "tie_word_embeddings",
+      "hidden_act", "attention_bias", "mlp_bias", "rope_theta", "rope_parameters", "rope_scaling",
+      "partial_rotary_factor", "original_max_position_embeddings"};
+  return keys;
+}
+
+}  // namespace
+
 LlamaConfig LlamaConfig::from_json_file(const std::string& path) {
   if (!fs::exists(path)) throw std::runtime_error(fmt::format("{}: model config not found", path));
   YAML::Node json;
@@ -48,45 +84,61 @@ LlamaConfig LlamaConfig::from_json_file(const std::string& path) {
   } catch (const YAML::Exception& e) {
     throw std::runtime_error(fmt::format("{}: malformed config.json: {}", path, e.what()));
   }
-  auto required = [&](const char* key) {
-    if (!json[key]) throw std::runtime_error(fmt::format("{}: missing key '{}'", path, key));
-    return json[key];
+  if (!json.IsMap()) throw std::runtime_error(fmt::format("{}: expected a JSON object", path));
+  const YAML::Node& config = json;
+  auto present = [&](const char* key) { return config[key] && !config[key].IsNull(); };
+  auto read = [&](const char* key, auto fallback) {
+    using T = decltype(fallback);
+    if (!present(key)) return fallback;
+    try {
+      return io::scalar_as<T>(config[key]);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(fmt::format("{}: {}: {}", path, key, e.what()));
+    }
   };
-  LlamaConfig c;
-  c.vocab_size = io::scalar_as<int64_t>(required("vocab_size"));
-  c.hidden_size = io::scalar_as<int64_t>(required("hidden_size"));
-  c.intermediate_size = io::scalar_as<int64_t>(required("intermediate_size"));
-  c.num_hidden_layers = io::scalar_as<int64_t>(required("num_hidden_layers"));
-  c.num_attention_heads = io::scalar_as<int64_t>(required("num_attention_heads"));
-  c.num_key_value_heads = json["num_key_value_heads"] && !json["num_key_value_heads"].IsNull()
-                              ? io::scalar_as<int64_t>(json["num_key_value_heads"])
-                              : c.num_attention_heads;
-  c.head_dim = json["head_dim"] && !json["head_dim"].IsNull()
-                   ? io::scalar_as<int64_t>(json["head_dim"])
-                   : c.hidden_size / c.num_attention_heads;
-  if (json["rms_norm_eps"]) c.rms_norm_eps = io::scalar_as<double>(json["rms_norm_eps"]);
-  if (json["rope_theta"]) c.rope_theta = io::scalar_as<double>(json["rope_theta"]);
-  if (json["rope_parameters"] && json["rope_parameters"]["rope_theta"]) {
-    c.rope_theta = io::scalar_as<double>(json["rope_parameters"]["rope_theta"]);
-  }
-  if (json["tie_word_embeddings"]) c.tie_word_embeddings = io::scalar_as<bool>(json["tie_word_embeddings"]);
-  const auto model_type = json["model_type"] ? io::scalar_as<std::string>(json["model_type"]) : "llama";
+  auto required = [&](const char* key) {
+    if (!present(key)) throw std::runtime_error(fmt::format("{}: missing key '{}'", path, key));
+    return read(key, int64_t{0});
+  };
+  const auto model_type = read("model_type", std::string("llama"));
   if (model_type != "llama") {
     throw std::runtime_error(fmt::format("{}: model_type '{}' is not supported (only 'llama')",
                                          path, model_type));
   }
-  for (const char* key : {"attention_bias", "mlp_bias"}) {
-    if (json[key] && io::scalar_as<bool>(json[key])) {
-      throw std::runtime_error(fmt::format("{}: '{}: true' is not supported", path, key));
+  for (const auto& entry : config) {
+    const auto key = entry.first.as<std::string>();
+    if (keys_read().count(key) || keys_without_effect().count(key)) continue;
+    if (key == "quantization_config") {
+      throw std::runtime_error(fmt::format("{}: quantization_config: quantized Hugging Face checkpoints are not "
+                                           "supported (load a dense checkpoint or a GGUF file)", path));
     }
+    if (key == "auto_map") {
+      throw std::runtime_error(fmt::format("{}: auto_map: the model ships its own modeling code, which prge "
+                                           "cannot check against its native Llama", path));
+    }
+    throw std::runtime_error(fmt::format("{}: key '{}' is not supported for model_type 'llama' (prge implements "
+                                         "or refuses every field that may change the forward)", path, key));
   }
-  if (json["rope_scaling"] && !json["rope_scaling"].IsNull()) {
-    throw std::runtime_error(fmt::format("{}: rope_scaling is not supported", path));
+  LlamaConfig c;
+  c.vocab_size = required("vocab_size");
+  c.hidden_size = required("hidden_size");
+  c.intermediate_size = required("intermediate_size");
+  c.num_hidden_layers = required("num_hidden_layers");
+  c.num_attention_heads = required("num_attention_heads");
+  c.num_key_value_heads = read("num_key_value_heads", c.num_attention_heads);
+  c.head_dim = read("head_dim", c.num_attention_heads > 0 ? c.hidden_size / c.num_attention_heads : int64_t{0});
+  c.rms_norm_eps = read("rms_norm_eps", c.rms_norm_eps);
+  c.max_position_embeddings = read("max_position_embeddings", c.max_position_embeddings);
+  c.tie_word_embeddings = read("tie_word_embeddings", c.tie_word_embeddings);
+  for (const char* key : {"attention_bias", "mlp_bias"}) {
+    if (read(key, false)) throw std::runtime_error(fmt::format("{}: '{}: true' is not supported", path, key));
   }
-  if (json["hidden_act"] && io::scalar_as<std::string>(json["hidden_act"]) != "silu") {
-    throw std::runtime_error(fmt::format("{}: hidden_act must be 'silu'", path));
+  const auto act = read("hidden_act", std::string("silu"));
+  if (act != "silu" && act != "swish") {
+    throw std::runtime_error(fmt::format("{}: hidden_act '{}' is not supported (only silu)", path, act));
   }
   c.validate();
+  c.rope = read_rope_parameters(config, path, c.head_dim, c.max_position_embeddings);
   return c;
 }
 
@@ -176,6 +228,7 @@ LlamaModel::LlamaModel(LlamaConfig config, io::TensorMap weights, const torch::D
   const auto& c = config_;
   const int64_t d = c.hidden_size, q = c.num_attention_heads * c.head_dim,
                 kv = c.num_key_value_heads * c.head_dim, f = c.intermediate_size;
+  rope_inv_freq_ = rope_inverse_frequencies(c.rope, c.head_dim, 0, device);
   embed_tokens_ = take(weights, "model.embed_tokens.weight", {c.vocab_size, d}, device, dtype);
   final_norm_ = take(weights, "model.norm.weight", {d}, device, dtype);
   if (c.tie_word_embeddings) {
@@ -388,14 +441,10 @@ torch::Tensor LlamaModel::hidden_states(const torch::Tensor& input_ids, const Ma
         "input_ids must be a 2-D int64 tensor [batch, seq], got {}-D {}", input_ids.dim(),
         c10::toString(input_ids.scalar_type())));
   }
-  const int64_t t = input_ids.size(1), hd = config_.head_dim;
-  // RoPE tables as in HF: inv_freq = theta^(-2i/hd), angles = pos * inv_freq, duplicated.
-  auto float_options = torch::TensorOptions().dtype(torch::kFloat32).device(device_);
-  auto inv_freq = 1.0 / torch::pow(config_.rope_theta,
-                                   torch::arange(0, hd, 2, float_options) / static_cast<double>(hd));
-  auto angles = torch::outer(torch::arange(t, float_options), inv_freq);
-  auto cos = torch::cat({angles.cos(), angles.cos()}, -1).to(dtype_);
-  auto sin = torch::cat({-angles.sin(), angles.sin()}, -1).to(dtype_);  // sign-folded, see apply_rope
+  const int64_t t = input_ids.size(1);
+  const auto [cos, sin] = rope_tables(rope_frequencies(t), config_.rope.attention_factor,
+                                      torch::arange(t, torch::TensorOptions().dtype(torch::kInt64).device(device_)),
+                                      dtype_);  // [t, hd], sin sign-folded (see apply_rope)
 
   // x: the residual stream; h: the normalized input of the next block. Each block's output
   // is added to x and normalized for the next block in one step (one kernel on CUDA).
@@ -415,6 +464,12 @@ torch::Tensor LlamaModel::hidden_states(const torch::Tensor& input_ids, const Ma
   return h;
 }
 
+torch::Tensor LlamaModel::rope_frequencies(int64_t length) const {
+  return length > config_.rope.rescaled_beyond()
+             ? rope_inverse_frequencies(config_.rope, config_.head_dim, length, device_)
+             : rope_inv_freq_;
+}
+
 torch::Tensor LlamaModel::forward_cached(const torch::Tensor& input_ids, const torch::Tensor& positions,
                                          const torch::Tensor& key_mask, KvCache& cache) const {
   const int64_t n = input_ids.size(0), t = input_ids.size(1), hd = config_.head_dim;
@@ -423,13 +478,17 @@ torch::Tensor LlamaModel::forward_cached(const torch::Tensor& input_ids, const t
     throw std::invalid_argument(fmt::format("forward_cached: key_mask must be [{}, {}]", n, total));
   }
   if (cache.keys.empty()) cache.keys.resize(layers_.size()), cache.values.resize(layers_.size());
-  // RoPE at each row's own positions: [N, 1, t, hd], sign-folded as in hidden_states.
-  auto float_options = torch::TensorOptions().dtype(torch::kFloat32).device(device_);
-  auto inv_freq = 1.0 / torch::pow(config_.rope_theta,
-                                   torch::arange(0, hd, 2, float_options) / static_cast<double>(hd));
-  auto angles = positions.to(device_, torch::kFloat32).unsqueeze(-1) * inv_freq;
-  auto cos = torch::cat({angles.cos(), angles.cos()}, -1).to(dtype_).unsqueeze(1);
-  auto sin = torch::cat({-angles.sin(), angles.sin()}, -1).to(dtype_).unsqueeze(1);
+  // RoPE at each row's own positions: [N, 1, t, hd], sign-folded as in hidden_states. The
+  // length that dynamic / longrope RoPE depend on is this call's, 1 + its largest position
+  // (as transformers computes it per forward).
+  const auto device_positions = positions.to(device_, torch::kInt64);
+  int64_t length = 0;
+  if (config_.rope.rescaled_beyond() < std::numeric_limits<int64_t>::max() && device_positions.numel()) {
+    length = device_positions.max().item<int64_t>() + 1;
+  }
+  auto [cos, sin] = rope_tables(rope_frequencies(length), config_.rope.attention_factor, device_positions, dtype_);
+  cos = cos.unsqueeze(1);
+  sin = sin.unsqueeze(1);
   // Query a (absolute position past + a) sees real keys up to itself, and always itself (so
   // a padding query has one key and no all-masked row).
   auto key_index = torch::arange(total, torch::TensorOptions().dtype(torch::kInt64).device(device_));

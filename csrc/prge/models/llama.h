@@ -6,6 +6,7 @@
 #include "prge/fused_projection.h"
 #include "prge/io/safetensors.h"
 #include "prge/lora_fa_linear.h"
+#include "prge/models/rope.h"
 #include "prge/perturbation.h"
 
 #include <torch/torch.h>
@@ -24,10 +25,13 @@ struct LlamaConfig {
   int64_t num_key_value_heads = 0;
   int64_t head_dim = 0;
   double rms_norm_eps = 1e-5;
-  double rope_theta = 10000.0;
+  int64_t max_position_embeddings = 2048;  // transformers' LlamaConfig default
+  RopeParameters rope;
   bool tie_word_embeddings = false;
 
-  // Parses a Hugging Face config.json; rejects features this model does not implement.
+  // Parses a Hugging Face config.json. Every key is either read, known not to change the
+  // forward (generation defaults, token ids, bookkeeping), or refused by name: nothing that
+  // changes the logits is ignored.
   static LlamaConfig from_json_file(const std::string& path);
   void validate() const;
   int64_t parameter_count() const;
@@ -115,6 +119,9 @@ class LlamaModel {
   bool layer_kernels() const { return layer_kernels_; }
 
   const LlamaConfig& config() const { return config_; }
+  // RoPE inverse frequencies [head_dim / 2] float32 on the model's device for a forward of
+  // `length` positions (the frequencies of short forwards are computed once, at load).
+  torch::Tensor rope_frequencies(int64_t length) const;
   const torch::Device& device() const { return device_; }
   torch::ScalarType dtype() const { return dtype_; }
 
@@ -143,6 +150,7 @@ class LlamaModel {
   torch::Tensor final_norm_;
   torch::Tensor lm_head_;  // aliases embed_tokens_ when tied
   std::vector<LlamaLayer> layers_;
+  torch::Tensor rope_inv_freq_;
   AdapterBuffer adapter_buffer_;
   bool layer_kernels_ = true;
   bool use_layer_kernels() const;

@@ -51,7 +51,7 @@ class _LlamaWeights(nn.Module):
         c = model.config
         self.num_layers, self.heads, self.kv_heads = c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads
         self.head_dim, self.eps = c.head_dim, c.rms_norm_eps
-        self.rope_theta = c.rope_theta
+        self.rope_attention_factor = c.rope.attention_factor
         weights = dict(model.full_parameters())
         if "lm_head.weight" not in weights:
             weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
@@ -79,13 +79,15 @@ class _PrgeStepBase(nn.Module):
         self.w = _LlamaWeights(model)
         w = self.w
         dtype = w.initial_b[0].dtype
-        # RoPE tables for the static sequence length (HF convention: rotate_half).
-        inv_freq = 1.0 / (w.rope_theta ** (torch.arange(0, w.head_dim, 2, dtype=torch.float32) / w.head_dim))
+        # RoPE tables for the static sequence length (HF convention: rotate_half), from the
+        # model's own frequencies (every RoPE variant of its config.json).
+        inv_freq = model.rope_frequencies(spec.seq_len).cpu()
         freqs = torch.outer(torch.arange(spec.seq_len, dtype=torch.float32), inv_freq)
         emb = torch.cat([freqs, freqs], dim=-1)
         device = w.initial_b[0].device
-        self.register_buffer("rope_cos", emb.cos().to(device, dtype), persistent=False)
-        self.register_buffer("rope_sin", emb.sin().to(device, dtype), persistent=False)
+        scale = w.rope_attention_factor
+        self.register_buffer("rope_cos", (emb.cos() * scale).to(device, dtype), persistent=False)
+        self.register_buffer("rope_sin", (emb.sin() * scale).to(device, dtype), persistent=False)
         causal = torch.full((spec.seq_len, spec.seq_len), float("-inf")).triu(1)
         self.register_buffer("causal_mask", causal.to(device, dtype), persistent=False)
         coords = [counter_rng.coordinate_hashes(p, spec.queries) for p in w.adapter_index]

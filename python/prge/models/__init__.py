@@ -59,7 +59,8 @@ SHAPES = {
                        num_attention_heads=4, num_key_value_heads=2, head_dim=16),
     "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536,
                          num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-                         head_dim=64, tie_word_embeddings=True, rope_theta=100000.0),
+                         head_dim=64, tie_word_embeddings=True, rope_theta=100000.0,
+                         max_position_embeddings=8192),
     "tinyllama-1.1b": dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632,
                            num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
                            head_dim=64),
@@ -74,7 +75,10 @@ def shape_config(name: str) -> LlamaConfig:
         raise ValueError(f"unknown model shape '{name}' (known: {', '.join(SHAPES)})")
     config = LlamaConfig()
     for key, value in SHAPES[name].items():
-        setattr(config, key, value)
+        if key == "rope_theta":
+            config.rope.theta = value
+        else:
+            setattr(config, key, value)
     return config
 
 
