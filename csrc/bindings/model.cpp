@@ -37,16 +37,36 @@ void bind_model(py::module_& m) {
       .def("parameter_count", &LlamaConfig::parameter_count);
 
   py::class_<AdapterOptions>(m, "AdapterOptions")
-      .def(py::init([](int64_t rank, double alpha, std::vector<std::string> targets, uint64_t seed) {
-             return AdapterOptions{rank, alpha, std::move(targets), seed};
+      .def(py::init([](int64_t rank, double alpha, std::vector<std::string> targets, uint64_t seed, bool use_rslora,
+                       const py::dict& rank_pattern, const py::dict& alpha_pattern) {
+             AdapterOptions o{rank, alpha, std::move(targets), seed};
+             o.use_rslora = use_rslora;
+             for (const auto& [k, v] : rank_pattern) o.rank_pattern.emplace_back(py::cast<std::string>(k), py::cast<int64_t>(v));
+             for (const auto& [k, v] : alpha_pattern) o.alpha_pattern.emplace_back(py::cast<std::string>(k), py::cast<double>(v));
+             return o;
            }),
            py::arg("rank") = 16, py::arg("alpha") = 32.0, py::arg("targets") = projection_names(),
-           py::arg("init_seed") = 0)
+           py::arg("init_seed") = 0, py::arg("use_rslora") = false, py::arg("rank_pattern") = py::dict(),
+           py::arg("alpha_pattern") = py::dict(),
+           "LoRA settings in PEFT's terms (rank_pattern / alpha_pattern keys match module names as PEFT's do)")
       .def_readonly("rank", &AdapterOptions::rank)
       .def_readonly("alpha", &AdapterOptions::alpha)
       .def_readonly("targets", &AdapterOptions::targets)
       .def_readonly("init_seed", &AdapterOptions::init_seed)
-      .def_readonly("init_from", &AdapterOptions::init_from);
+      .def_readonly("init_from", &AdapterOptions::init_from)
+      .def_readonly("use_rslora", &AdapterOptions::use_rslora)
+      .def_property_readonly("rank_pattern", [](const AdapterOptions& o) {
+        py::dict d;
+        for (const auto& [k, v] : o.rank_pattern) d[py::str(k)] = v;
+        return d;
+      })
+      .def_property_readonly("alpha_pattern", [](const AdapterOptions& o) {
+        py::dict d;
+        for (const auto& [k, v] : o.alpha_pattern) d[py::str(k)] = v;
+        return d;
+      })
+      .def("rank_of", &AdapterOptions::rank_of, py::arg("module"))
+      .def("scaling_of", &AdapterOptions::scaling_of, py::arg("module"));
 
   py::class_<TokenBatch>(m, "TokenBatch")
       .def(py::init([](torch::Tensor ids, torch::Tensor targets) {

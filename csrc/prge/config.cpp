@@ -102,6 +102,26 @@ YAML::Node section_of(const YAML::Node& root, const char* name) {
 // The keys of `task: custom`: only with that task, and then a complete description of it.
 // What needs the data itself (fields present, labels inside label_words) is checked when
 // the files are read.
+// adapter.rank_pattern / alpha_pattern: a mapping of PEFT module patterns to values, in order.
+template <typename T, typename Parse>
+void read_pattern(const Reader& reader, const YAML::Node& adapter, const char* key,
+                  std::vector<std::pair<std::string, T>>& out, Parse parse) {
+  const auto node = adapter[key];
+  if (!node || node.IsNull()) return;
+  const auto name = std::string("adapter.") + key;
+  if (!node.IsMap()) reader.fail(node, name, "expected a mapping of module pattern -> value, e.g. {q_proj: 8}");
+  for (const auto& item : node) {
+    T value{};
+    bool ok = false;
+    try {
+      ok = item.second.IsScalar() && parse(item.second, value);
+    } catch (const std::invalid_argument&) {
+    }
+    if (!ok) reader.fail(item.second, name + "." + item.first.Scalar(), "expected a positive number (rank >= 1)");
+    out.emplace_back(item.first.Scalar(), value);
+  }
+}
+
 void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions& d) {
   const std::vector<std::string> keys = {"train_file", "eval_file", "template", "label_field",
                                          "label_words", "response_field", "chat_template"};
@@ -173,12 +193,22 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
     c.use_adapter = false;
   } else {
     const auto adapter = section_of(root, "adapter");
-    reader.check_keys(adapter, "adapter", {"rank", "alpha", "targets", "init_seed", "init_from"});
+    reader.check_keys(adapter, "adapter", {"rank", "alpha", "targets", "init_seed", "init_from", "use_rslora",
+                                           "rank_pattern", "alpha_pattern"});
     reader.read(adapter, "adapter", "rank", c.adapter.rank);
     reader.read(adapter, "adapter", "alpha", c.adapter.alpha);
     reader.read_list(adapter, "adapter", "targets", c.adapter.targets);
     reader.read(adapter, "adapter", "init_seed", c.adapter.init_seed);
     reader.read(adapter, "adapter", "init_from", c.adapter.init_from);
+    reader.read(adapter, "adapter", "use_rslora", c.adapter.use_rslora);
+    read_pattern(reader, adapter, "rank_pattern", c.adapter.rank_pattern, [&](const YAML::Node& node, auto& value) {
+      value = io::scalar_as<int64_t>(node);
+      return value >= 1;
+    });
+    read_pattern(reader, adapter, "alpha_pattern", c.adapter.alpha_pattern, [&](const YAML::Node& node, auto& value) {
+      value = io::scalar_as<double>(node);
+      return value > 0.0 && value <= kMaxAdapterAlpha;
+    });
     if (c.adapter.rank < 1) reader.fail(adapter["rank"], "adapter.rank", "must be >= 1");
     if (!(c.adapter.alpha > 0.0 && c.adapter.alpha <= kMaxAdapterAlpha)) {
       reader.fail(adapter["alpha"], "adapter.alpha",
@@ -302,7 +332,19 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   if (c.run.output_dir.empty()) {
     reader.fail(run["output_dir"], "run.output_dir", "must name a directory (empty would write into the working directory)");
   }
-  c.optimizer.total_steps = c.run.steps;  // where a linear / cosine schedule reaches 0
+  c.optimizer.total_steps = c.run.steps;  // the schedule runs over this run's updates
+  // Settings under which training does nothing, or nearly nothing, are mistakes.
+  if (c.run.steps > 0 && c.optimizer.accumulate > c.run.steps) {
+    reader.fail(opt["accumulate"], "optimizer.accumulate",
+                fmt::format("{} exceeds run.steps = {}: no update would ever be applied", c.optimizer.accumulate,
+                            c.run.steps));
+  }
+  if (c.run.steps > 0 && c.optimizer.warmup_steps > c.optimizer.total_updates()) {
+    reader.fail(opt["warmup_steps"], "optimizer.warmup_steps",
+                fmt::format("{} exceeds the run's {} updates (run.steps / optimizer.accumulate): the learning rate "
+                            "would never reach optimizer.lr",
+                            c.optimizer.warmup_steps, c.optimizer.total_updates()));
+  }
   return c;
 }
 
@@ -351,6 +393,17 @@ std::string RunConfig::to_yaml() const {
     y += fmt::format("adapter:\n  rank: {}\n  alpha: {}\n  targets: [{}]\n  init_seed: {}\n",
                      adapter.rank, yaml_double(adapter.alpha), fmt::join(targets, ", "), adapter.init_seed);
     if (!adapter.init_from.empty()) y += fmt::format("  init_from: {}\n", yaml_string(adapter.init_from));
+    if (adapter.use_rslora) y += "  use_rslora: true\n";
+    if (!adapter.rank_pattern.empty()) {
+      std::vector<std::string> items;
+      for (const auto& [k, v] : adapter.rank_pattern) items.push_back(fmt::format("{}: {}", yaml_string(k), v));
+      y += fmt::format("  rank_pattern: {{{}}}\n", fmt::join(items, ", "));
+    }
+    if (!adapter.alpha_pattern.empty()) {
+      std::vector<std::string> items;
+      for (const auto& [k, v] : adapter.alpha_pattern) items.push_back(fmt::format("{}: {}", yaml_string(k), yaml_double(v)));
+      y += fmt::format("  alpha_pattern: {{{}}}\n", fmt::join(items, ", "));
+    }
   } else {
     y += "adapter: null\n";
   }

@@ -24,31 +24,40 @@ FusedLoraFaProjection::FusedLoraFaProjection(const std::vector<torch::Tensor>& w
 
 void FusedLoraFaProjection::refresh_adapters() {
   adapted_.clear();
+  a_offsets_.clear();
+  one_scaling_ = true;
   std::vector<torch::Tensor> as;
+  int64_t rows = 0;
   for (size_t i = 0; i < parts_.size(); ++i) {
     if (!parts_[i].has_adapter()) continue;
-    if (!as.empty() && parts_[i].lora_a().size(0) != as.front().size(0)) {
-      throw std::invalid_argument("fused projections need one LoRA rank for every part");
-    }
+    if (!adapted_.empty() && parts_[i].scaling() != parts_[adapted_.front()].scaling()) one_scaling_ = false;
     adapted_.push_back(i);
+    a_offsets_.push_back(rows);
+    rows += parts_[i].lora_a().size(0);
     as.push_back(parts_[i].lora_a());
   }
   if (as.empty()) return;
   lora_a_ = torch::cat(as, 0);
-  const int64_t r = as.front().size(0);
   for (size_t j = 0; j < adapted_.size(); ++j) {
     auto& p = parts_[adapted_[j]];
-    p.share_storage(p.weight(), lora_a_.narrow(0, static_cast<int64_t>(j) * r, r));
+    p.share_storage(p.weight(), lora_a_.narrow(0, a_offsets_[j], p.lora_a().size(0)));
   }
 }
 
-CopyStackRequest FusedLoraFaProjection::copy_request() const {
-  const int64_t r = lora_a_.size(0) / static_cast<int64_t>(adapted_.size());
+CopyStackRequest FusedLoraFaProjection::fused_request() const {
   CopyStackRequest request{{}, weight_.size(0), lora_a_.size(0)};
   for (size_t j = 0; j < adapted_.size(); ++j) {
-    request.members.push_back(parts_[adapted_[j]].as_member(offsets_[adapted_[j]], static_cast<int64_t>(j) * r));
+    request.members.push_back(parts_[adapted_[j]].as_member(offsets_[adapted_[j]], a_offsets_[j]));
   }
   return request;
+}
+
+std::vector<CopyStackRequest> FusedLoraFaProjection::copy_requests() const {
+  if (adapted_.empty()) return {};
+  if (one_scaling_) return {fused_request()};
+  std::vector<CopyStackRequest> out;
+  for (auto i : adapted_) out.push_back(parts_[i].copy_request());
+  return out;
 }
 
 std::vector<torch::Tensor> FusedLoraFaProjection::forward(const torch::Tensor& x,
@@ -61,9 +70,16 @@ torch::Tensor FusedLoraFaProjection::forward_fused(const torch::Tensor& x, const
                                                    const torch::Tensor& weight) const {
   const auto& w = weight.defined() ? weight : weight_;
   if (adapted_.empty()) return at::linear(x, w);
+  if (!one_scaling_) {  // parts with their own scalings (PEFT alpha_pattern / rank_pattern): one layer each
+    std::vector<torch::Tensor> outputs;
+    for (size_t i = 0; i < parts_.size(); ++i) {
+      outputs.push_back(parts_[i].forward(x, plan, w.narrow(0, offsets_[i], sizes_[i])));
+    }
+    return torch::cat(outputs, -1);
+  }
   const bool perturbed = plan && plan->plan->perturbs();
   // Unperturbed, every row shares one B (a size-1 stack: one plain GEMM).
-  const auto request = copy_request();
+  const auto request = fused_request();
   const auto blocks = perturbed ? plan->group_copies(request, x.scalar_type())
                                 : request.assemble(1, x.options(), [](const GroupMember& m) { return *m.lora_b; });
   return linear_plus_low_rank(x, w, at::linear(x, lora_a_), blocks, parts_[adapted_.front()].scaling(),

@@ -25,9 +25,10 @@ class FusedLoraFaProjection {
   // Re-fuse A after adapters were attached to some parts.
   void refresh_adapters();
   bool adapted() const { return !adapted_.empty(); }
-  // The block-diagonal copy stack forward asks a perturbing plan for (adapted() only): rows
-  // of part p, columns of its r-slice of A x.
-  CopyStackRequest copy_request() const;
+  // The copy stacks forward asks a perturbing plan for: one block-diagonal stack (rows of
+  // part p, columns of its rank-slice of A x) when every adapted part has the same scaling,
+  // else one stack per adapted part (each part then runs as its own LoRA-FA layer).
+  std::vector<CopyStackRequest> copy_requests() const;
 
   // One output per part (views into the fused output [N, T, sum out]). `weight`, when
   // defined, replaces the fused W for this call (MeZO's perturbed temporary).
@@ -44,6 +45,10 @@ class FusedLoraFaProjection {
   std::vector<int64_t> sizes_;        // out features per part
   std::vector<int64_t> offsets_;      // first row of each part in weight_
   std::vector<size_t> adapted_;       // parts with an adapter, in order
+  std::vector<int64_t> a_offsets_;    // first row of each adapted part's A in lora_a_
+  bool one_scaling_ = true;           // adapted parts share a scaling: fused low-rank term
+
+  CopyStackRequest fused_request() const;
 };
 
 }  // namespace prge

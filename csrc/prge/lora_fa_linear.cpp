@@ -16,9 +16,9 @@ LoraFaLinear::LoraFaLinear(torch::Tensor weight, std::string name)
   }
 }
 
-void LoraFaLinear::attach_adapter(int64_t rank, double alpha, uint64_t init_seed,
+void LoraFaLinear::attach_adapter(int64_t rank, double scaling, uint64_t init_seed,
                                   int64_t param_index) {
-  if (rank <= 0) throw std::invalid_argument("LoRA rank must be positive");
+  if (rank <= 0) throw std::invalid_argument(fmt::format("layer '{}': LoRA rank must be positive", name_));
   const int64_t in_features = weight_.size(1);
   const int64_t out_features = weight_.size(0);
   at::Generator generator = at::globalContext().defaultGenerator(torch::kCPU).clone();
@@ -32,7 +32,7 @@ void LoraFaLinear::attach_adapter(int64_t rank, double alpha, uint64_t init_seed
                 .to(weight_.device(), weight_.scalar_type());
   lora_b_ = torch::zeros({out_features, rank},
                          torch::TensorOptions().dtype(torch::kFloat32).device(weight_.device()));
-  scaling_ = alpha / static_cast<double>(rank);
+  scaling_ = scaling;
   param_index_ = param_index;
 }
 

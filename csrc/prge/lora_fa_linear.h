@@ -17,8 +17,9 @@ class LoraFaLinear {
   explicit LoraFaLinear(torch::Tensor weight, std::string name = "");
 
   // Attach a LoRA-FA adapter: A ~ U(-1/sqrt(in), 1/sqrt(in)) (LoRA's kaiming-uniform with
-  // a = sqrt(5)) drawn from `init_seed`, B = 0 in float32.
-  void attach_adapter(int64_t rank, double alpha, uint64_t init_seed, int64_t param_index);
+  // a = sqrt(5)) drawn from `init_seed`, B = 0 in float32; y = W x + scaling * B (A x)
+  // (scaling: alpha / rank in LoRA, AdapterOptions::scaling_of).
+  void attach_adapter(int64_t rank, double scaling, uint64_t init_seed, int64_t param_index);
 
   // Point W and A at views of a fused group's storage (FusedLoraFaProjection).
   void share_storage(torch::Tensor weight_view, torch::Tensor lora_a_view);

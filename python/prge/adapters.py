@@ -10,10 +10,15 @@
 
 PEFT names a LoRA pair after the module it wraps:
 base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight ([r, in]) and .lora_B.weight
-([out, r]); its scaling is lora_alpha / r, as prge's is alpha / rank."""
+([out, r]); its scaling is lora_alpha / r (lora_alpha / sqrt(r) with use_rslora), with r and
+lora_alpha overridden per module by rank_pattern / alpha_pattern, as prge's AdapterOptions
+computes it. Every adapter_config.json field that changes PeftModel's forward is either read
+(the ones above and target_modules) or refused by name (PEFT_REFUSED); fields that only
+describe training or initialisation are accepted (PEFT_WITHOUT_EFFECT); any other field is refused."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -25,6 +30,74 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
                    "special_tokens_map.json", "generation_config.json")
+
+
+# Fields that leave PeftModel's forward of a saved LoRA adapter unchanged: bookkeeping, and
+# initialisation / training settings (the saved A and B are what counts; dropout acts only in
+# training).
+PEFT_WITHOUT_EFFECT = {
+    "task_type", "peft_type", "auto_mapping", "peft_version", "base_model_name_or_path", "revision",
+    "inference_mode", "lora_dropout", "init_lora_weights", "loftq_config", "eva_config", "corda_config",
+    "lora_ga_config", "megatron_core", "qalora_group_size", "runtime_config"}
+# Fields prge reads: the adapter's modules, ranks and scalings.
+PEFT_READ = {"r", "lora_alpha", "target_modules", "use_rslora", "rank_pattern", "alpha_pattern"}
+# Fields that change the forward and that prge does not implement: accepted only at these
+# (PEFT's default) values.
+PEFT_REFUSED = {
+    "use_dora": (False,), "modules_to_save": (None, []), "bias": ("none",), "layers_to_transform": (None,),
+    "layers_pattern": (None, []), "fan_in_fan_out": (False,), "exclude_modules": (None, []),
+    "megatron_config": (None,), "trainable_token_indices": (None,), "alora_invocation_tokens": (None,),
+    "use_qalora": (False,), "layer_replication": (None,), "lora_bias": (False,), "target_parameters": (None, []),
+    "use_bdlora": (None, False), "arrow_config": (None,), "kasa_config": (None,), "velora_config": (None,),
+    "monteclora_config": (None,), "ensure_weight_tying": (False,)}
+
+
+def read_peft_config(adapter_dir: Path, key: str = "adapter.init_from") -> dict:
+    """adapter_config.json of a PEFT LoRA adapter, checked field by field (see PEFT_*)."""
+    path = adapter_dir / ADAPTER_CONFIG
+    try:
+        peft = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{key}: {path}: malformed JSON: {e}") from e
+    if not isinstance(peft, dict):
+        raise ValueError(f"{key}: {path}: expected a JSON object")
+    if peft.get("peft_type", "LORA") != "LORA":
+        raise ValueError(f"{key}: {path}: a {peft.get('peft_type')} adapter; prge loads LoRA")
+    for field, value in peft.items():
+        if field in PEFT_WITHOUT_EFFECT or field in PEFT_READ:
+            continue
+        if field not in PEFT_REFUSED:
+            raise ValueError(f"{key}: {path}: field '{field}' is not supported (prge cannot tell whether it changes "
+                             "the adapter's forward)")
+        if value not in PEFT_REFUSED[field]:
+            raise ValueError(f"{key}: {path}: {field} = {json.dumps(value)} is not supported (prge implements "
+                             f"plain LoRA; accepted: {' or '.join(json.dumps(v) for v in PEFT_REFUSED[field])})")
+    if "r" not in peft or "lora_alpha" not in peft or not peft.get("target_modules"):
+        raise ValueError(f"{key}: {path}: needs r, lora_alpha and target_modules")
+    return peft
+
+
+def peft_targets(peft: dict, modules: dict[str, str], where: str) -> list[str]:
+    """The projections a PEFT config's target_modules selects, as PEFT matches them (a string:
+    a regular expression matched against the whole module name; a list: module names or name
+    suffixes; 'all-linear': every projection). Only the same projections in every layer can be
+    prge targets."""
+    from prge._core import PROJECTIONS
+
+    wanted = peft["target_modules"]
+    names = sorted(modules.values())
+    if wanted == "all-linear":
+        chosen = set(names)
+    elif isinstance(wanted, str):
+        chosen = {n for n in names if re.fullmatch(wanted, n)}
+    else:
+        chosen = {n for n in names if any(n == t or n.endswith("." + t) for t in wanted)}
+    projections = sorted({n.rsplit(".", 1)[1] for n in chosen}, key=PROJECTIONS.index)
+    layers = {n.split(".")[2] for n in names}
+    if len(chosen) != len(projections) * len(layers):
+        raise ValueError(f"{where}: target_modules {json.dumps(wanted)} selects projections in some layers only; "
+                         "prge adapts the same projections in every layer")
+    return projections
 
 
 def module_names(model) -> dict[str, str]:
@@ -76,8 +149,10 @@ def export_peft(run_dir: str | Path, out: str | Path) -> Path:
     (out / ADAPTER_CONFIG).write_text(json.dumps({
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": str(model_dir),
         "r": adapter.rank, "lora_alpha": adapter.alpha, "target_modules": sorted(adapter.targets),
+        "use_rslora": adapter.use_rslora, "rank_pattern": adapter.rank_pattern,
+        "alpha_pattern": adapter.alpha_pattern,
         "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False, "inference_mode": True,
-        "init_lora_weights": True, "use_rslora": False, "use_dora": False, "modules_to_save": None,
+        "init_lora_weights": True, "use_dora": False, "modules_to_save": None,
     }, indent=2))
     return out
 
@@ -107,23 +182,40 @@ def export_merged(run_dir: str | Path, out: str | Path) -> Path:
 
 def load_peft(model, adapter_dir: str | Path, options) -> None:
     """Copy a PEFT LoRA adapter's A and B into a model whose adapters were attached with
-    `options`; rank, alpha and targets must be the adapter's."""
+    `options`; the adapter's modules, ranks and scalings (r, lora_alpha, target_modules,
+    use_rslora, rank_pattern, alpha_pattern, as PEFT computes them) must be the options'.
+    Raises ValueError naming the field or module that differs, FileNotFoundError when the
+    directory holds no adapter."""
     adapter_dir = Path(adapter_dir)
     key = "adapter.init_from"
     if not (adapter_dir / ADAPTER_CONFIG).is_file() or not (adapter_dir / ADAPTER_WEIGHTS).is_file():
         raise FileNotFoundError(f"{key}: {adapter_dir} has no {ADAPTER_CONFIG} + {ADAPTER_WEIGHTS} (a PEFT adapter)")
-    peft = json.loads((adapter_dir / ADAPTER_CONFIG).read_text())
-    if peft.get("peft_type", "LORA") != "LORA":
-        raise ValueError(f"{key}: {adapter_dir} is a {peft.get('peft_type')} adapter; prge loads LoRA")
-    targets = peft.get("target_modules") or []
-    targets = sorted([targets] if isinstance(targets, str) else targets)
-    for what, theirs, ours in (("r", peft.get("r"), options.rank), ("lora_alpha", peft.get("lora_alpha"), options.alpha),
-                               ("target_modules", targets, sorted(options.targets))):
-        if theirs != ours:
-            raise ValueError(f"{key}: {adapter_dir} has {what} = {theirs}, the config's adapter section "
-                             f"says {ours}: set adapter.rank / alpha / targets to match")
-    tensors = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
+    peft = read_peft_config(adapter_dir, key)
     modules = module_names(model)
+    where = f"{key}: {adapter_dir / ADAPTER_CONFIG}"
+    targets = peft_targets(peft, modules, where)
+    if set(targets) != set(options.targets):
+        raise ValueError(f"{where}: target_modules select {targets}, the config's adapter.targets are "
+                         f"{list(options.targets)}: set adapter.targets to match")
+    from prge._core import AdapterOptions
+
+    theirs = AdapterOptions(rank=int(peft["r"]), alpha=float(peft["lora_alpha"]), targets=targets,
+                            use_rslora=bool(peft.get("use_rslora", False)),
+                            rank_pattern=dict(peft.get("rank_pattern") or {}),
+                            alpha_pattern=dict(peft.get("alpha_pattern") or {}))
+    for name, module in sorted(modules.items()):
+        if name.rsplit(".", 1)[1] not in targets:
+            continue
+        for what in ("rank_of", "scaling_of"):
+            mine, peft_value = getattr(options, what)(module), getattr(theirs, what)(module)
+            if abs(mine - peft_value) > 1e-12 * abs(peft_value):
+                setting = {k: peft.get(k) for k in ("r", "lora_alpha", "use_rslora", "rank_pattern", "alpha_pattern")
+                           if peft.get(k) not in (None, {}, False)}
+                raise ValueError(f"{where}: module {module} has {what.split('_')[0]} {peft_value:g} there, "
+                                 f"{mine:g} under the config's adapter section: set adapter.rank / alpha / "
+                                 f"use_rslora / rank_pattern / alpha_pattern as the adapter has them "
+                                 f"({json.dumps(setting)})")
+    tensors = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
     with torch.no_grad():
         for a in model.adapters():
             for part, slot in (("lora_A", "lora_a"), ("lora_B", "lora_b")):

@@ -7,7 +7,7 @@
 TEST(LoraFaLinear, GroupedCopiesMatchPerCopyLayers) {
   torch::manual_seed(0);
   prge::LoraFaLinear layer(torch::randn({12, 8}), "test");
-  layer.attach_adapter(4, 8.0, 3, 0);
+  layer.attach_adapter(4, 8.0 / 4, 3, 0);
   layer.lora_b().copy_(torch::randn({12, 4}));
   prge::PerturbationStream stream(5, prge::NoiseDistribution::Gaussian);
   const int64_t q = 3, b = 2, t = 5;
@@ -26,7 +26,7 @@ TEST(LoraFaLinear, GroupedCopiesMatchPerCopyLayers) {
 
 TEST(LoraFaLinear, RejectsBatchNotDivisibleByCopies) {
   prge::LoraFaLinear layer(torch::randn({4, 4}), "test");
-  layer.attach_adapter(2, 4.0, 0, 0);
+  layer.attach_adapter(2, 4.0 / 2, 0, 0);
   prge::PerturbationStream stream(5, prge::NoiseDistribution::Gaussian);
   auto plan = prge::PerturbationPlan::central_dual(stream, 0, 2, 0.1);
   auto materialized = prge::MaterializedPlan::build(plan, torch::kCPU);

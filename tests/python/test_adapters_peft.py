@@ -86,3 +86,130 @@ def test_a_peft_adapter_is_a_starting_point(trained, capsys):
     config = write_config(tmp, model_dir, tmp / "food", adapter={"rank": 2, "init_from": str(tmp / "start")})
     assert main(["train", str(config), "--no-progress"]) == 2
     assert "adapter.init_from:" in capsys.readouterr().err
+
+
+ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# PEFT settings that change the forward and that prge implements: each as a LoraConfig and
+# the prge adapter settings that must reproduce PeftModel's logits.
+PEFT_SETTINGS = {
+    "rslora": (dict(r=4, lora_alpha=8, use_rslora=True, target_modules=ALL), dict(use_rslora=True)),
+    "alpha_pattern": (dict(r=4, lora_alpha=8, target_modules=ALL, alpha_pattern={"q_proj": 32, "down_proj": 2}),
+                      dict(alpha_pattern={"q_proj": 32, "down_proj": 2})),
+    # k_proj's rank differs inside the fused q/k/v group, one layer's up_proj inside gate/up.
+    "rank_pattern": (dict(r=4, lora_alpha=8, target_modules=ALL,
+                          rank_pattern={"k_proj": 2, "model.layers.1.mlp.up_proj": 8}),
+                     dict(rank_pattern={"k_proj": 2, "model.layers.1.mlp.up_proj": 8})),
+    "all_three": (dict(r=4, lora_alpha=8, use_rslora=True, target_modules=["q_proj", "v_proj", "up_proj"],
+                       rank_pattern={"v_proj": 6}, alpha_pattern={"layers.0.self_attn.q_proj": 3}),
+                  dict(use_rslora=True, targets=["q_proj", "v_proj", "up_proj"], rank_pattern={"v_proj": 6},
+                       alpha_pattern={"layers.0.self_attn.q_proj": 3})),
+    "regex_targets": (dict(r=4, lora_alpha=8, target_modules=r".*\.(q_proj|down_proj)"),
+                      dict(targets=["q_proj", "down_proj"])),
+}
+
+
+def peft_adapter(model_dir, out, settings: dict, seed: int = 0):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(hf_model(model_dir), LoraConfig(init_lora_weights=False, **settings))  # B != 0
+    peft_model.save_pretrained(str(out))
+    return peft_model.eval()
+
+
+@pytest.mark.parametrize("case", sorted(PEFT_SETTINGS))
+def test_peft_settings_give_peftmodels_logits(trained, case):
+    """use_rslora, alpha_pattern, rank_pattern and regex target_modules are read, not ignored."""
+    import prge
+    from prge.adapters import load_peft
+
+    tmp, model_dir, _, ids = trained
+    theirs_settings, ours = PEFT_SETTINGS[case]
+    peft_model = peft_adapter(model_dir, tmp / f"peft_{case}", theirs_settings)
+    native = prge.LlamaModel.from_pretrained(str(model_dir))
+    options = prge.AdapterOptions(rank=4, alpha=8, **ours)
+    native.attach_adapters(options)
+    load_peft(native, tmp / f"peft_{case}", options)
+    with torch.no_grad():
+        assert_same_logits(native.logits(ids), peft_model(ids).logits)
+    # The settings are not decorative: the same weights under plain LoRA give other logits.
+    plain = prge.LlamaModel.from_pretrained(str(model_dir))
+    plain.attach_adapters(prge.AdapterOptions(rank=4, alpha=8, targets=ours.get("targets", ALL),
+                                              rank_pattern=ours.get("rank_pattern", {})))
+    load_peft_unchecked(plain, tmp / f"peft_{case}")
+    if "use_rslora" in ours or "alpha_pattern" in ours:  # (rank_pattern shows in the shapes already)
+        assert (plain.logits(ids) - native.logits(ids)).abs().max().item() > 1e-3
+
+
+def load_peft_unchecked(model, adapter_dir):
+    from safetensors.torch import load_file
+
+    from prge.adapters import PEFT_PREFIX, module_names
+
+    tensors, modules = load_file(str(adapter_dir / "adapter_model.safetensors")), module_names(model)
+    with torch.no_grad():
+        for a in model.adapters():
+            a["lora_a"].copy_(tensors[f"{PEFT_PREFIX}{modules[a['name']]}.lora_A.weight"])
+            a["lora_b"].copy_(tensors[f"{PEFT_PREFIX}{modules[a['name']]}.lora_B.weight"])
+
+
+def test_patterned_adapters_train_and_export_as_peft_reads_them(trained):
+    """A run started from an rsLoRA adapter with rank and alpha patterns: its config states
+    them, P-RGE trains through the per-part path of the fused projections, and the exported
+    adapter loads in peft with prge's logits."""
+    from peft import PeftModel
+
+    from prge.adapters import load_run
+
+    tmp, model_dir, _, ids = trained
+    theirs, ours = PEFT_SETTINGS["all_three"]
+    peft_adapter(model_dir, tmp / "start3", theirs)
+    adapter = {"rank": 4, "alpha": 8, "init_from": str(tmp / "start3"), **ours}
+    config = write_config(tmp, model_dir, tmp / "food", adapter=adapter, optimizer={"lr": 0.5},
+                          run={"steps": 3, "eval_every": 0, "output_dir": str(tmp / "patterned")})
+    assert main(["train", str(config), "--no-progress"]) == 0
+    _, _, model = load_run(tmp / "patterned")
+    assert main(["adapters", "export", str(tmp / "patterned"), "--out", str(tmp / "patterned_peft")]) == 0
+    exported = json.loads((tmp / "patterned_peft" / "adapter_config.json").read_text())
+    assert exported["use_rslora"] and exported["rank_pattern"] == {"v_proj": 6}
+    with torch.no_grad():
+        theirs_logits = PeftModel.from_pretrained(hf_model(model_dir), str(tmp / "patterned_peft")).eval()(ids).logits
+    assert_same_logits(model.logits(ids), theirs_logits)
+    # The config's adapter section must say what the adapter is: a missing pattern is named.
+    adapter.pop("rank_pattern")
+    config = write_config(tmp, model_dir, tmp / "food", adapter=adapter,
+                          run={"steps": 1, "eval_every": 0, "output_dir": str(tmp / "mismatch")})
+    assert main(["train", str(config), "--no-progress"]) == 2
+
+
+REFUSED_PEFT = [
+    ({"use_dora": True}, "use_dora"),
+    ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
+    ({"bias": "all"}, "bias"),
+    ({"layers_to_transform": [0]}, "layers_to_transform"),
+    ({"fan_in_fan_out": True}, "fan_in_fan_out"),
+    ({"lora_bias": True}, "lora_bias"),
+    ({"exclude_modules": ["q_proj"]}, "exclude_modules"),
+    ({"some_new_peft_field": 1}, "field 'some_new_peft_field'"),
+    ({"target_modules": ["model.layers.0.self_attn.q_proj"]}, "some layers only"),
+    ({"peft_type": "IA3"}, "IA3"),
+]
+
+
+@pytest.mark.parametrize("change,words", REFUSED_PEFT, ids=[w for _, w in REFUSED_PEFT])
+def test_peft_fields_that_change_the_forward_are_refused_by_name(trained, capsys, change, words):
+    tmp, model_dir, _, _ = trained
+    source = tmp / "peft_rslora"
+    if not source.is_dir():
+        peft_adapter(model_dir, source, PEFT_SETTINGS["rslora"][0])
+    edited = tmp / f"refused_{words.split()[0].strip(chr(39))}"
+    edited.mkdir(exist_ok=True)
+    config = json.loads((source / "adapter_config.json").read_text())
+    config.update(change)
+    (edited / "adapter_config.json").write_text(json.dumps(config))
+    (edited / "adapter_model.safetensors").write_bytes((source / "adapter_model.safetensors").read_bytes())
+    run_config = write_config(tmp, model_dir, tmp / "food", adapter={"use_rslora": True, "init_from": str(edited)},
+                              run={"steps": 1, "eval_every": 0, "output_dir": str(tmp / "refused_run")})
+    assert main(["train", str(run_config), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "prge: error: adapter.init_from:" in err and words in err, err

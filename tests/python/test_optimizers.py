@@ -117,6 +117,34 @@ def test_accumulation_averages_k_directions(tiny_llama):
             torch.testing.assert_close(got[i], b[i], rtol=1e-5, atol=1e-7, msg=f"step {t}")
 
 
+@pytest.mark.parametrize("kind,warmup,accumulate,steps,expected", [
+    # 8 steps, 2 updates: the last gets lr / 2 (not the 8.75e-4 of a schedule sized in steps).
+    ("linear", 0, 4, 8, [1.0, 0.5]),
+    # 4 updates: warm-up over 2 updates, then decay over the remaining 2.
+    ("linear", 2, 2, 8, [0.5, 1.0, 1.0, 0.5]),
+    ("cosine", 0, 3, 9, [1.0, 0.75, 0.25]),
+])
+def test_schedules_are_counted_in_updates(tiny_llama, kind, warmup, accumulate, steps, expected):
+    """With the sign optimizer every nonzero element moves by exactly the applied lr, so the
+    change of B at each update reads the schedule off the trained weights."""
+    lr = 1e-3
+    native = make_native(tiny_llama[0])
+    options = prge.OptimizerOptions(lr=lr, kind="sign", schedule=kind, warmup_steps=warmup, total_steps=steps,
+                                    accumulate=accumulate)
+    trainer = prge.Trainer(native, prge.EstimatorOptions("prge", Q, EPS), options, SEED)
+    applied = []
+    before = torch.cat([a["lora_b"].flatten() for a in native.adapters()]).clone()
+    for s in range(steps):
+        trainer.step(make_batch(128, seed=s))
+        after = torch.cat([a["lora_b"].flatten() for a in native.adapters()]).clone()
+        if (s + 1) % accumulate == 0:
+            applied.append((after - before).abs().max().item())
+        else:
+            assert torch.equal(after, before), f"step {s}: B moved while accumulating"
+        before = after
+    assert applied == pytest.approx([lr * e for e in expected], rel=1e-5)
+
+
 def first_order_run(path, options, steps=3):
     native = make_native(path)
     trainer = prge.Trainer(native, prge.EstimatorOptions("first_order"), options, SEED)
@@ -179,7 +207,25 @@ def test_optimizer_state_survives_a_checkpoint(tiny_llama, tmp_path):
     ("optimizer: {kind: adam, momentum: 0.9}", "adam uses optimizer.betas"),
     ("optimizer: {schedule: step}", "optimizer.schedule"),
     ("optimizer: {accumulate: 0}", "accumulate"),
+    # Settings under which training does nothing (issue: no silent no-op).
+    ("optimizer: {accumulate: 8}\nrun: {steps: 4}", r"test.yaml:1:\d+: optimizer.accumulate: 8 exceeds run.steps = 4"),
+    ("optimizer: {warmup_steps: 5, accumulate: 2}\nrun: {steps: 8}", "warmup_steps: 5 exceeds the run's 4 updates"),
+    ("adapter: {rank_pattern: [q_proj]}", "adapter.rank_pattern"),
+    ("adapter: {rank_pattern: {q_proj: 0}}", "adapter.rank_pattern.q_proj"),
+    ("adapter: {alpha_pattern: {q_proj: -1}}", "adapter.alpha_pattern.q_proj"),
+    ("adapter: {use_rslora: maybe}", "adapter.use_rslora"),
 ])
 def test_bad_optimizer_config_is_named(yaml_text, message):
     with pytest.raises(prge.ConfigError, match=message):
         prge.parse_run_config(yaml_text, "test.yaml")
+
+
+def test_adapter_patterns_round_trip_through_the_saved_config():
+    config = prge.parse_run_config(
+        "adapter: {use_rslora: true, rank_pattern: {k_proj: 2, 'layers\\.1\\..*': 6}, alpha_pattern: {q_proj: 4.5}}",
+        "test.yaml")
+    again = prge.parse_run_config(config.to_yaml(), "saved.yaml")
+    assert again.adapter.use_rslora and again.adapter.rank_pattern == {"k_proj": 2, r"layers\.1\..*": 6}
+    assert again.adapter.alpha_pattern == {"q_proj": 4.5}
+    module = "model.layers.1.self_attn.k_proj"
+    assert again.adapter.rank_of(module) == 2 and again.adapter.scaling_of(module) == pytest.approx(32 / 2 ** 0.5)

@@ -12,9 +12,9 @@ from conftest import make_batch
 SEED, LR, EPS = 1234, 5e-3, 1e-2
 
 
-def make_native(path, rank=4):
+def make_native(path, rank=4, **settings):
     native = prge.LlamaModel.from_pretrained(str(path))
-    native.attach_adapters(prge.AdapterOptions(rank=rank, alpha=8, init_seed=3))
+    native.attach_adapters(prge.AdapterOptions(rank=rank, alpha=8, init_seed=3, **settings))
     g = torch.Generator().manual_seed(5)
     for a in native.adapters():  # non-zero B so the perturbations act on a trained point
         a["lora_b"].copy_(0.05 * torch.randn(a["lora_b"].shape, generator=g))
@@ -48,6 +48,28 @@ def test_prge_matches_reference(tiny_llama, parallel, difference, queries, rng):
     for a, expected, before in zip(adapters, ref_b, b_before):
         torch.testing.assert_close(a["lora_b"], expected, rtol=0, atol=1e-5)
         assert not torch.equal(a["lora_b"], before)  # the step moved every B
+
+
+@pytest.mark.parametrize("parallel", ["dual", "sequential"])
+def test_prge_with_per_module_ranks_and_scalings_matches_reference(tiny_llama, parallel):
+    """PEFT-style rank_pattern / alpha_pattern / rsLoRA: the parts of a fused q/k/v or gate/up
+    projection then have their own ranks and scalings (the per-part path under a plan)."""
+    path, hf = tiny_llama
+    native = make_native(path, use_rslora=True, rank_pattern={"k_proj": 2, "layers.1.mlp.up_proj": 6},
+                         alpha_pattern={"q_proj": 16})
+    adapters = native.adapters()
+    assert len({a["scaling"] for a in adapters}) > 2 and len({a["lora_b"].shape[1] for a in adapters}) == 3
+    b_before = [a["lora_b"].clone() for a in adapters]
+    batch = make_batch(128)
+    trainer = prge.Trainer(native, prge.EstimatorOptions("prge", 2, EPS, parallel=parallel),
+                           prge.OptimizerOptions(lr=LR), SEED)
+    result = trainer.step(batch)
+    ref_losses, _, ref_b = reference.rge_step(hf, adapters, b_before, batch, seed=SEED, step=0, queries=2,
+                                              epsilon=EPS, lr=LR)
+    torch.testing.assert_close(torch.tensor(sorted(result.losses)), torch.tensor(sorted(ref_losses)),
+                               rtol=0, atol=1e-5)
+    for a, expected in zip(adapters, ref_b):
+        torch.testing.assert_close(a["lora_b"], expected, rtol=0, atol=1e-5)
 
 
 def test_dual_losses_are_in_plan_order(tiny_llama):

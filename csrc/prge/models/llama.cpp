@@ -12,7 +12,9 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <cmath>
 #include <limits>
+#include <regex>
 #include <set>
 #include <stdexcept>
 
@@ -177,9 +179,10 @@ LoraFaLinear& LlamaLayer::projection(const std::string& name) {
 
 std::vector<CopyStackRequest> LlamaLayer::copy_requests() const {
   std::vector<CopyStackRequest> requests;
-  if (qkv.adapted()) requests.push_back(qkv.copy_request());
+  auto add = [&](std::vector<CopyStackRequest> more) { requests.insert(requests.end(), more.begin(), more.end()); };
+  add(qkv.copy_requests());
   if (o_proj.has_adapter()) requests.push_back(o_proj.copy_request());
-  if (gate_up.adapted()) requests.push_back(gate_up.copy_request());
+  add(gate_up.copy_requests());
   if (down_proj.has_adapter()) requests.push_back(down_proj.copy_request());
   return requests;
 }
@@ -318,6 +321,36 @@ LlamaModel LlamaModel::random(const LlamaConfig& c, uint64_t seed, const torch::
   return LlamaModel(c, std::move(w), device, dtype);
 }
 
+namespace {
+// PEFT's get_pattern_key: the first key K of `patterns` such that the module name matches
+// (.*\.)?(K)$ from its start.
+template <typename T>
+const std::pair<std::string, T>* pattern_for(const std::vector<std::pair<std::string, T>>& patterns,
+                                             const std::string& module) {
+  for (const auto& entry : patterns) {
+    try {
+      if (std::regex_match(module, std::regex("(.*\\.)?(" + entry.first + ")"))) return &entry;
+    } catch (const std::regex_error& e) {
+      throw std::invalid_argument(fmt::format("adapter pattern '{}' is not a regular expression: {}", entry.first,
+                                              e.what()));
+    }
+  }
+  return nullptr;
+}
+}  // namespace
+
+int64_t AdapterOptions::rank_of(const std::string& module) const {
+  const auto* match = pattern_for(rank_pattern, module);
+  return match ? match->second : rank;
+}
+
+double AdapterOptions::scaling_of(const std::string& module) const {
+  const auto* match = pattern_for(alpha_pattern, module);
+  const double a = match ? match->second : alpha;
+  const auto r = static_cast<double>(rank_of(module));
+  return use_rslora ? a / std::sqrt(r) : a / r;
+}
+
 void LlamaModel::attach_adapters(const AdapterOptions& options) {
   for (const auto& target : options.targets) {
     if (std::find(projection_names().begin(), projection_names().end(), target) ==
@@ -331,7 +364,9 @@ void LlamaModel::attach_adapters(const AdapterOptions& options) {
       if (std::find(options.targets.begin(), options.targets.end(), name) == options.targets.end()) {
         continue;
       }
-      layer.projection(name).attach_adapter(options.rank, options.alpha, options.init_seed, index++);
+      const auto module = hf_module_name(static_cast<size_t>(&layer - layers_.data()), name);
+      layer.projection(name).attach_adapter(options.rank_of(module), options.scaling_of(module), options.init_seed,
+                                            index++);
     }
     layer.qkv.refresh_adapters();
     layer.gate_up.refresh_adapters();
@@ -554,6 +589,12 @@ std::vector<ZoParameter> LlamaModel::adapter_parameters() {
   return out;
 }
 
+std::string LlamaModel::hf_module_name(size_t layer, const std::string& projection) {
+  const bool attention = projection == "q_proj" || projection == "k_proj" || projection == "v_proj" ||
+                         projection == "o_proj";
+  return fmt::format("model.layers.{}.{}.{}", layer, attention ? "self_attn" : "mlp", projection);
+}
+
 std::vector<ZoParameter> LlamaModel::full_parameters() {
   std::vector<ZoParameter> out;
   auto add = [&](torch::Tensor& t, const std::string& name) {
@@ -565,9 +606,7 @@ std::vector<ZoParameter> LlamaModel::full_parameters() {
     const auto p = fmt::format("model.layers.{}.", i);
     add(layer.input_norm, p + "input_layernorm.weight");
     for (const auto& name : projection_names()) {
-      const bool attn = name == "q_proj" || name == "k_proj" || name == "v_proj" || name == "o_proj";
-      add(layer.projection(name).mutable_weight(),
-          p + (attn ? "self_attn." : "mlp.") + name + ".weight");
+      add(layer.projection(name).mutable_weight(), hf_module_name(i, name) + ".weight");
       if (name == "o_proj") add(layer.post_attention_norm, p + "post_attention_layernorm.weight");
     }
   }

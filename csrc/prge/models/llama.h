@@ -40,14 +40,26 @@ struct LlamaConfig {
 // The seven projections LoRA-FA may target, in parameter order.
 const std::vector<std::string>& projection_names();
 
+// LoRA settings in PEFT's terms (peft.LoraConfig): the scaling of a module is alpha / rank,
+// or alpha / sqrt(rank) with use_rslora (Kalajdzievski 2023, rsLoRA); rank_pattern and
+// alpha_pattern override rank and alpha for the modules whose Hugging Face name
+// (model.layers.N.self_attn.q_proj) matches a key as PEFT matches it, `(.*\.)?(KEY)$`, the
+// first matching key in order winning.
 struct AdapterOptions {
   int64_t rank = 16;
   double alpha = 32.0;
   std::vector<std::string> targets = projection_names();
   uint64_t init_seed = 0;
   // A PEFT LoRA adapter directory whose A and B replace the fresh ones (a run's starting
-  // point); rank, alpha and targets must match it. Read by the Python side.
+  // point); its LoRA settings must be these. Read by the Python side.
   std::string init_from;
+  bool use_rslora = false;
+  std::vector<std::pair<std::string, int64_t>> rank_pattern;
+  std::vector<std::pair<std::string, double>> alpha_pattern;
+
+  // The rank and scaling of the adapter on the module named `module` (Hugging Face name).
+  int64_t rank_of(const std::string& module) const;
+  double scaling_of(const std::string& module) const;
 };
 
 // Full-parameter MeZO's perturbation, applied inside the forward: each weight w is used as
@@ -111,6 +123,8 @@ class LlamaModel {
   // Every B of the model in one flat float32 buffer (the lora_b tensors are views of it).
   const AdapterBuffer& adapter_buffer() const { return adapter_buffer_; }
   std::vector<ZoParameter> full_parameters();     // every weight, for full-parameter MeZO
+  // The Hugging Face module name of a layer's projection (model.layers.N.self_attn.q_proj).
+  static std::string hf_module_name(size_t layer, const std::string& projection);
   std::vector<LoraFaLinear*> adapted_layers();
 
   // Fused CUDA kernels for RoPE, SwiGLU and residual add + RMSNorm (CUDA build, CUDA device, no autograd); off: the

@@ -68,7 +68,7 @@ void OptimizerOptions::validate() const {
 
 double scheduled_lr(const OptimizerOptions& o, int64_t t) {
   if (t < o.warmup_steps) return o.lr * static_cast<double>(t + 1) / static_cast<double>(o.warmup_steps);
-  const int64_t decay_steps = o.total_steps - o.warmup_steps;
+  const int64_t decay_steps = o.total_updates() - o.warmup_steps;
   if (o.schedule == LrSchedule::Constant || decay_steps <= 0) return o.lr;
   const double progress = std::min(1.0, static_cast<double>(t - o.warmup_steps) / static_cast<double>(decay_steps));
   if (o.schedule == LrSchedule::Linear) return o.lr * (1.0 - progress);

@@ -30,14 +30,18 @@ struct OptimizerOptions {
   double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
   double weight_decay = 0.0;
   LrSchedule schedule = LrSchedule::Constant;
-  int64_t warmup_steps = 0;
-  int64_t total_steps = 0;  // linear / cosine decay end (run.steps); 0: no decay
-  int64_t accumulate = 1;   // average the direction over this many steps per update
+  int64_t warmup_steps = 0;  // counted in updates, as the schedule is
+  int64_t total_steps = 0;   // trainer steps of the run (run.steps); 0: no decay
+  int64_t accumulate = 1;    // average the direction over this many steps per update
+  // The updates a run of total_steps applies: one per `accumulate` steps.
+  int64_t total_updates() const { return total_steps / accumulate; }
   void validate() const;
 };
 
-// lr · schedule at update t (0-based): linear warm-up from lr / warmup to lr over the first
-// `warmup_steps` updates, then constant, or linear / cosine decay to 0 at `total_steps`.
+// lr · schedule at update t (0-based; with accumulation an update is every k-th step, and the
+// schedule is defined over updates): linear warm-up from lr / warmup to lr over the first
+// `warmup_steps` updates, then constant, or linear / cosine decay towards 0 over the remaining
+// updates of total_updates(), so the last update of a linear schedule gets lr / (updates - warmup).
 double scheduled_lr(const OptimizerOptions& options, int64_t t);
 
 class Optimizer {
