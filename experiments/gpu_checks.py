@@ -55,9 +55,9 @@ def check_noise_kernel() -> None:
 
 
 def trainer(config, dtype, queries, *, fused, graphs, rng="counter", seed=5, parallel="dual", difference="central",
-            distribution="gaussian"):
+            distribution="gaussian", adapter=None):
     model = prge.LlamaModel.random(config, 0, "cuda", dtype)
-    model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32, init_seed=3))
+    model.attach_adapters(adapter or prge.AdapterOptions(rank=16, alpha=32, init_seed=3))
     g = torch.Generator().manual_seed(1)
     for a in model.adapters():  # a trained point, so B + eps z is not just eps z
         a["lora_b"].copy_(0.01 * torch.randn(a["lora_b"].shape, generator=g))
@@ -129,6 +129,37 @@ def check_split_step(config, dtype="bfloat16", queries=4) -> None:
            f"whole range: losses identical {same}, B identical {torch.equal(sb, wb)}; two shares: ranks' B "
            f"identical {torch.equal(r0, r1)}, max relative loss diff {worst:.3g}, max |B diff| / max |B| {b_rel:.3g} "
            f"(graphs captured per rank: {ranks[0][0].cuda_graphs_captured})")
+
+
+def check_default_path(config) -> None:
+    """What a user gets without naming estimator.rng: the CUDA-graphed fused step."""
+    model = prge.LlamaModel.random(config, 0, "cuda", "bfloat16")
+    model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
+    t = prge.Trainer(model, prge.EstimatorOptions("prge", 4), prge.OptimizerOptions(lr=1e-3), 0)
+    results, _ = run(t, model, config, 3, 4, 64)
+    report("default estimator options on CUDA: rng auto -> counter, CUDA-graphed fused step",
+           t.rng == "counter" and t.uses_cuda_graphs and t.cuda_graphs_captured >= 1,
+           f"rng {t.rng}, step path: {t.step_path}, graphs captured {t.cuda_graphs_captured}")
+
+
+def check_patterned_adapters(config) -> None:
+    """PEFT rank / alpha patterns and rsLoRA: the parts of a fused projection with their own
+    ranks (cumulative offsets in the block-diagonal stack) and scalings (one stack per part)."""
+    adapter = prge.AdapterOptions(rank=16, alpha=32, init_seed=3, use_rslora=True,
+                                  rank_pattern={"k_proj": 8, "layers.1.mlp.up_proj": 4}, alpha_pattern={"q_proj": 8})
+    kw = dict(adapter=adapter)
+    fused, fm = trainer(config, "float32", 4, fused=True, graphs=False, **kw)
+    plain, pm = trainer(config, "float32", 4, fused=False, graphs=False, **kw)
+    graphed, gm = trainer(config, "float32", 4, fused=True, graphs=True, **kw)
+    fr, fb = run(fused, fm, config, 5, 4, 64)
+    pr, pb = run(plain, pm, config, 5, 4, 64)
+    gr, gb = run(graphed, gm, config, 5, 4, 64)
+    loss_diff = max(abs(a - b) for f, p in zip(fr, pr) for a, b in zip(f.losses, p.losses))
+    b_diff = (fb - pb).abs().max().item()
+    report("patterned adapters (rsLoRA, rank / alpha patterns): fused vs plain close, graphed == uncaptured",
+           loss_diff < 1e-4 and b_diff < 1e-4 * max(1.0, pb.abs().max().item()) and torch.equal(gb, fb)
+           and all(g.losses == f.losses for g, f in zip(gr, fr)),
+           f"max loss diff {loss_diff:.3g}, max B diff {b_diff:.3g}, graphed B identical {torch.equal(gb, fb)}")
 
 
 def check_torch_rng_fallback(config) -> None:
@@ -205,6 +236,8 @@ def main() -> int:
     check_graphs(config, "float32")
     check_graphs(config, "bfloat16")
     check_torch_rng_fallback(config)
+    check_default_path(config)
+    check_patterned_adapters(config)
     check_mezo_no_drift(config)
     check_kernels_vs_aten()
     check_layer_kernels(config)

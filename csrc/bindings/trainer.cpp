@@ -28,7 +28,7 @@ void bind_trainer(py::module_& m) {
            }),
            py::arg("kind") = "prge", py::arg("queries") = 1, py::arg("epsilon") = 1e-2,
            py::arg("difference") = py::none(), py::arg("parallel") = "dual",
-           py::arg("distribution") = py::none(), py::arg("rng") = "torch")
+           py::arg("distribution") = py::none(), py::arg("rng") = "auto")
       .def_property_readonly("kind", [](const EstimatorOptions& o) { return to_string(o.kind); })
       .def_readonly("queries", &EstimatorOptions::queries)
       .def_readonly("epsilon", &EstimatorOptions::epsilon)
@@ -98,6 +98,9 @@ void bind_trainer(py::module_& m) {
       .def_property_readonly("uses_cuda_graphs", &Trainer::uses_cuda_graphs,
                              "that step is captured and replayed as a CUDA graph")
       .def_property_readonly("cuda_graphs_captured", &Trainer::cuda_graphs_captured)
+      .def_property_readonly("rng", [](const Trainer& t) { return to_string(t.rng()); },
+                             "the generator z is drawn from (estimator.rng resolved for the device)")
+      .def_property_readonly("step_path", &Trainer::step_path, "which code runs a step, in words")
       .def("step", &Trainer::step, py::arg("batch"), py::call_guard<py::gil_scoped_release>())
       .def("evaluate_share",
            [](Trainer& t, const TokenBatch& batch, int64_t begin, int64_t end, bool center) {

@@ -24,13 +24,28 @@ std::string to_string(NoiseDistribution distribution) {
 NoiseRng parse_noise_rng(const std::string& name) {
   if (name == "torch") return NoiseRng::Torch;
   if (name == "counter") return NoiseRng::Counter;
-  throw std::invalid_argument(fmt::format("unknown noise rng '{}' (allowed: torch, counter)", name));
+  if (name == "auto") return NoiseRng::Auto;
+  throw std::invalid_argument(fmt::format("unknown noise rng '{}' (allowed: auto, torch, counter)", name));
 }
 
-std::string to_string(NoiseRng rng) { return rng == NoiseRng::Torch ? "torch" : "counter"; }
+std::string to_string(NoiseRng rng) {
+  switch (rng) {
+    case NoiseRng::Torch: return "torch";
+    case NoiseRng::Counter: return "counter";
+    case NoiseRng::Auto: return "auto";
+  }
+  return "?";
+}
+
+NoiseRng resolve_noise_rng(NoiseRng rng, const torch::Device& device) {
+  if (rng != NoiseRng::Auto) return rng;
+  return device.is_cuda() ? NoiseRng::Counter : NoiseRng::Torch;
+}
 
 PerturbationStream::PerturbationStream(uint64_t seed, NoiseDistribution distribution, NoiseRng rng)
-    : seed_(seed), distribution_(distribution), rng_(rng) {}
+    : seed_(seed), distribution_(distribution), rng_(rng) {
+  if (rng == NoiseRng::Auto) throw std::invalid_argument("a perturbation stream needs a resolved rng (torch or counter)");
+}
 
 torch::Tensor PerturbationStream::counter_draw(int64_t step, int64_t param_index, int64_t query,
                                                at::IntArrayRef shape,

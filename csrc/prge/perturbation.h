@@ -21,9 +21,15 @@ std::string to_string(NoiseDistribution distribution);
 //            bit-reproducible per device type.
 //   Counter: counter_rng.h, integer ops only; the same integers on every device and in
 //            exported graphs (ONNX Runtime, AOTInductor), so engines can reproduce it.
-enum class NoiseRng { Torch, Counter };
+// Torch: the device's own generator (CPU mt19937, CUDA Philox), seeded per coordinate.
+// Counter: integer-hash noise, the same numbers on every device and in exported graphs, and
+// what the CUDA kernels and CUDA graphs draw. Auto (the default): Counter on CUDA devices,
+// where it enables the fused, CUDA-graphed step, and Torch elsewhere.
+enum class NoiseRng { Torch, Counter, Auto };
 NoiseRng parse_noise_rng(const std::string& name);
 std::string to_string(NoiseRng rng);
+// The generator `rng` means on `device` (Auto resolved; the others as they are).
+NoiseRng resolve_noise_rng(NoiseRng rng, const torch::Device& device);
 
 // Marks a draw that yields all q queries of one parameter at once ([q, ...]).
 constexpr int64_t kQueryBlock = -1;

@@ -58,7 +58,7 @@ Trainer::Trainer(std::shared_ptr<LlamaModel> model, EstimatorOptions estimator,
     : model_(std::move(model)),
       estimator_options_(estimator),
       optimizer_(optimizer),
-      stream_(seed, estimator.distribution, estimator.rng),
+      stream_(seed, estimator.distribution, resolve_noise_rng(estimator.rng, model_->device())),
       options_(options) {
   if (estimator.kind != EstimatorKind::FirstOrder) estimator_ = make_zo_estimator(estimator);
   trained_parameters();  // fail now, not at the first step, if nothing can be trained
@@ -84,6 +84,19 @@ bool Trainer::uses_cuda_graphs() const {
 #else
   return false;
 #endif
+}
+
+std::string Trainer::step_path() const {
+  const auto rng = to_string(stream_.rng());
+  if (uses_cuda_graphs()) return fmt::format("fused device step in CUDA graphs (rng {})", rng);
+  if (uses_fused_step()) {
+    std::string why = optimizer_.needs_host_control() ? "optimizer.accumulate > 1"
+                      : !options_.cuda_graphs         ? "CUDA graphs off"
+                      : model_->device().is_cuda()     ? "rng torch"
+                                                       : "not a CUDA device";
+    return fmt::format("fused device step, no CUDA graphs ({}; rng {})", why, rng);
+  }
+  return fmt::format("ATen step (rng {})", rng);
 }
 
 int64_t Trainer::cuda_graphs_captured() const {

@@ -65,6 +65,10 @@ class Trainer {
   // Whether step() takes the fused one-forward path, and whether it replays CUDA graphs.
   bool uses_fused_step() const;
   bool uses_cuda_graphs() const;
+  // The generator z is drawn from (estimator.rng resolved for the model's device).
+  NoiseRng rng() const { return stream_.rng(); }
+  // Which code runs a step, in words (logged by prge train, stored in summary.json).
+  std::string step_path() const;
   int64_t cuda_graphs_captured() const;
   void set_step_count(int64_t step) { step_ = step; }
   std::shared_ptr<LlamaModel> model_ptr() { return model_; }

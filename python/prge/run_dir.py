@@ -27,10 +27,10 @@ def _check_resumable(out_dir: Path, config_yaml: str) -> None:
         raise RunDirError(f"{out_dir}: the run finished; nothing to resume")
     if not (out_dir / "config.yaml").is_file():
         raise RunDirError(f"{out_dir}: no run to resume (no config.yaml)")
-    stored = normalized((out_dir / "config.yaml").read_text())
-    if stored != config_yaml:
+    stored, wanted = normalized((out_dir / "config.yaml").read_text()), normalized(config_yaml)
+    if stored != wanted:
         raise RunDirError(f"{out_dir}: the run there has other settings (first difference: "
-                          f"{first_difference(stored, config_yaml)}); resume needs the same config")
+                          f"{first_difference(stored, wanted)}); resume needs the same config")
 
 
 def resumable(out_dir: Path, config_yaml: str) -> bool:
@@ -49,13 +49,17 @@ def first_difference(stored: str, wanted: str) -> str:
 
 
 def normalized(config_yaml: str) -> str:
-    """A stored config.yaml as this version writes it (keys added since get their defaults)."""
+    """A config.yaml as this version writes it (keys added since get their defaults), with
+    estimator.rng: auto written as the generator it resolves to on the config's device, so a
+    run stored before `auto` became the default (rng: torch on the CPU) is the same run."""
     from prge._core import ConfigError, parse_run_config
 
     try:
-        return parse_run_config(config_yaml).to_yaml()
+        config = parse_run_config(config_yaml)
     except ConfigError:
         return config_yaml
+    resolved = "counter" if config.model.device.startswith("cuda") else "torch"
+    return config.to_yaml().replace("\n  rng: auto\n", f"\n  rng: {resolved}\n")
 
 
 def finished(out_dir: str | Path, config_yaml: str) -> bool:
@@ -65,6 +69,7 @@ def finished(out_dir: str | Path, config_yaml: str) -> bool:
     if not (out_dir / "summary.json").is_file():
         return False
     stored = normalized((out_dir / "config.yaml").read_text()) if (out_dir / "config.yaml").is_file() else ""
+    config_yaml = normalized(config_yaml)
     if stored == config_yaml:
         return True
     raise RunDirError(f"{out_dir} holds a finished run of other settings (first difference: "

@@ -58,3 +58,21 @@ def test_mezo_keeps_the_plain_path(tiny_llama):
     trainer = prge.Trainer(prge.LlamaModel.from_pretrained(str(path)), prge.EstimatorOptions("mezo", 1, EPS, "central", "sequential"),
                            prge.OptimizerOptions(lr=LR), SEED)
     assert not trainer.uses_fused_step
+
+
+def test_the_generator_defaults_to_auto_and_resolves_per_device(tiny_llama):
+    """estimator.rng: auto (the default in configs, the Python API and the CLI) is the counter
+    RNG on CUDA devices (the CUDA-graphed fused step; checked on the GPU by
+    experiments/gpu_checks.py) and the torch generator elsewhere, which every earlier CPU run
+    used: the same losses as an explicit rng: torch."""
+    assert prge.EstimatorOptions("prge", 2).rng == "auto"
+    assert prge.parse_run_config("run: {steps: 1}\n").estimator.rng == "auto"
+    results = {}
+    for rng in ("auto", "torch"):
+        trainer = prge.Trainer(make_native(tiny_llama[0]), prge.EstimatorOptions("prge", 2, EPS, rng=rng),
+                               prge.OptimizerOptions(lr=LR), SEED)
+        assert trainer.rng == "torch" and "rng torch" in trainer.step_path
+        results[rng] = trainer.step(make_batch(128)).losses
+    assert results["auto"] == results["torch"]
+    with pytest.raises(ValueError, match="allowed: auto, torch, counter"):
+        prge.EstimatorOptions("prge", 2, rng="philox")

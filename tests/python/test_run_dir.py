@@ -61,3 +61,19 @@ def test_a_sweep_rerun_with_other_settings_is_refused_naming_the_difference(run_
     assert main(["sweep", str(sweep), "--set", "optimizer.lr=0.5"]) == 2
     err = capsys.readouterr().err
     assert "holds a finished run of other settings (first difference: -  lr: 0.01)" in err, err
+
+
+def test_a_run_stored_before_rng_auto_is_the_same_run_on_its_device(tmp_path):
+    """estimator.rng defaults to auto (counter on CUDA, torch elsewhere): a finished CPU run
+    whose config.yaml says rng: torch is this version's default run, one saying counter is not."""
+    import prge
+    from prge.run_dir import RunDirError, finished
+
+    config = prge.parse_run_config("run: {steps: 1}\n", "test.yaml")
+    assert "  rng: auto\n" in config.to_yaml()
+    (tmp_path / "summary.json").write_text("{}")
+    (tmp_path / "config.yaml").write_text(config.to_yaml().replace("rng: auto", "rng: torch"))
+    assert finished(tmp_path, config.to_yaml())
+    (tmp_path / "config.yaml").write_text(config.to_yaml().replace("rng: auto", "rng: counter"))
+    with pytest.raises(RunDirError, match="rng: counter"):
+        finished(tmp_path, config.to_yaml())

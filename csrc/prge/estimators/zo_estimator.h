@@ -44,7 +44,7 @@ struct EstimatorOptions {
   Difference difference = Difference::Central;
   Parallelism parallel = Parallelism::Dual;
   NoiseDistribution distribution = NoiseDistribution::Gaussian;
-  NoiseRng rng = NoiseRng::Torch;
+  NoiseRng rng = NoiseRng::Auto;
 
   void validate() const;
 };
