@@ -1,6 +1,6 @@
 #include "prge/generation.h"
 #include "prge/estimators/prge_estimator.h"
-#include "prge/models/llama.h"
+#include "prge/models/causal_lm.h"
 #include "prge/token_batch.h"
 
 #include <torch/extension.h>
@@ -20,21 +20,59 @@ void bind_model(py::module_& m) {
       .def_readonly("original_max_position_embeddings", &RopeParameters::original_max_position_embeddings)
       .def_readonly("attention_factor", &RopeParameters::attention_factor);
 
-  py::class_<LlamaConfig>(m, "LlamaConfig")
+  py::class_<ArchSpec>(m, "ArchSpec")
       .def(py::init<>())
-      .def_readwrite("vocab_size", &LlamaConfig::vocab_size)
-      .def_readwrite("hidden_size", &LlamaConfig::hidden_size)
-      .def_readwrite("intermediate_size", &LlamaConfig::intermediate_size)
-      .def_readwrite("num_hidden_layers", &LlamaConfig::num_hidden_layers)
-      .def_readwrite("num_attention_heads", &LlamaConfig::num_attention_heads)
-      .def_readwrite("num_key_value_heads", &LlamaConfig::num_key_value_heads)
-      .def_readwrite("head_dim", &LlamaConfig::head_dim)
-      .def_readwrite("rms_norm_eps", &LlamaConfig::rms_norm_eps)
-      .def_readwrite("max_position_embeddings", &LlamaConfig::max_position_embeddings)
-      .def_readwrite("rope", &LlamaConfig::rope)
-      .def_readwrite("tie_word_embeddings", &LlamaConfig::tie_word_embeddings)
-      .def_static("from_json_file", &LlamaConfig::from_json_file)
-      .def("parameter_count", &LlamaConfig::parameter_count);
+      .def_readwrite("vocab_size", &ArchSpec::vocab_size)
+      .def_readwrite("hidden_size", &ArchSpec::hidden_size)
+      .def_readwrite("intermediate_size", &ArchSpec::intermediate_size)
+      .def_readwrite("num_hidden_layers", &ArchSpec::num_hidden_layers)
+      .def_readwrite("num_attention_heads", &ArchSpec::num_attention_heads)
+      .def_readwrite("num_key_value_heads", &ArchSpec::num_key_value_heads)
+      .def_readwrite("head_dim", &ArchSpec::head_dim)
+      .def_readwrite("rms_norm_eps", &ArchSpec::rms_norm_eps)
+      .def_readwrite("max_position_embeddings", &ArchSpec::max_position_embeddings)
+      .def_readwrite("tie_word_embeddings", &ArchSpec::tie_word_embeddings)
+      .def_readwrite("model_type", &ArchSpec::model_type)
+      .def_readwrite("qkv_bias", &ArchSpec::qkv_bias)
+      .def_readwrite("o_bias", &ArchSpec::o_bias)
+      .def_readwrite("mlp_bias", &ArchSpec::mlp_bias)
+      .def_readwrite("qk_norm", &ArchSpec::qk_norm)
+      .def_readwrite("sandwich_norms", &ArchSpec::sandwich_norms)
+      .def_readwrite("scale_embeddings", &ArchSpec::scale_embeddings)
+      .def_readwrite("fused_checkpoint", &ArchSpec::fused_checkpoint)
+      .def_readwrite("query_pre_attn_scalar", &ArchSpec::query_pre_attn_scalar)
+      .def_readwrite("final_logit_softcapping", &ArchSpec::final_logit_softcapping)
+      .def_readwrite("partial_rotary_factor", &ArchSpec::partial_rotary_factor)
+      .def_property("norm", [](const ArchSpec& s) { return s.norm == NormKind::Gemma ? "gemma" : "llama"; },
+                    [](ArchSpec& s, const std::string& v) {
+                      if (v != "gemma" && v != "llama") throw std::invalid_argument("norm: llama or gemma");
+                      s.norm = v == "gemma" ? NormKind::Gemma : NormKind::Llama;
+                    })
+      .def_property("activation",
+                    [](const ArchSpec& s) { return s.activation == Activation::Silu ? "silu" : "gelu_pytorch_tanh"; },
+                    [](ArchSpec& s, const std::string& v) {
+                      if (v != "silu" && v != "gelu_pytorch_tanh") throw std::invalid_argument("activation: silu or gelu_pytorch_tanh");
+                      s.activation = v == "silu" ? Activation::Silu : Activation::GeluTanh;
+                    })
+      .def_property("rope", [](const ArchSpec& s) { return s.ropes.at(0); },
+                    [](ArchSpec& s, const RopeParameters& r) { s.ropes.at(0) = r; },
+                    "the RoPE of full-attention layers (ropes[0])")
+      .def_readonly("ropes", &ArchSpec::ropes)
+      .def_property_readonly("layers", [](const ArchSpec& s) {
+        py::list out;
+        for (int64_t i = 0; i < s.num_hidden_layers; ++i) out.append(py::make_tuple(s.attention(i).window, s.attention(i).rope));
+        return out;
+      }, "(sliding window or 0, RoPE set) per layer")
+      .def_property_readonly("layer_weight_names", [](const ArchSpec& s) {
+        std::vector<std::string> names;
+        for (const auto& e : s.weights().layer) names.push_back(e.name);
+        return names;
+      }, "a layer's checkpoint names (after model.layers.N.), in MeZO's parameter order")
+      .def_property_readonly("projections", [](const ArchSpec& s) { return s.weights().projections; },
+                             "the projections LoRA-FA may target, in adapter order")
+      .def_static("from_json_file", &ArchSpec::from_json_file)
+      .def("parameter_count", &ArchSpec::parameter_count);
+  m.def("supported_model_types", &supported_model_types, "model_type values the family registry knows");
 
   py::class_<AdapterOptions>(m, "AdapterOptions")
       .def(py::init([](int64_t rank, double alpha, std::vector<std::string> targets, uint64_t seed, bool use_rslora,
@@ -78,44 +116,47 @@ void bind_model(py::module_& m) {
       .def_readonly("input_ids", &TokenBatch::input_ids)
       .def_readonly("targets", &TokenBatch::targets);
 
-  py::class_<LlamaModel, std::shared_ptr<LlamaModel>>(m, "LlamaModel")
+  py::class_<CausalLM, std::shared_ptr<CausalLM>>(m, "CausalLM")
       .def_static(
           "from_pretrained",
           [](const std::string& dir, const std::string& device, const std::string& dtype) {
             py::gil_scoped_release release;
-            return std::make_shared<LlamaModel>(
-                LlamaModel::from_pretrained(dir, torch::Device(device), parse_dtype(dtype)));
+            return std::make_shared<CausalLM>(
+                CausalLM::from_pretrained(dir, torch::Device(device), parse_dtype(dtype)));
           },
           py::arg("path"), py::arg("device") = "cpu", py::arg("dtype") = "float32")
       .def_static(
           "random",
-          [](const LlamaConfig& config, uint64_t seed, const std::string& device,
+          [](const ArchSpec& config, uint64_t seed, const std::string& device,
              const std::string& dtype) {
-            return std::make_shared<LlamaModel>(
-                LlamaModel::random(config, seed, torch::Device(device), parse_dtype(dtype)));
+            return std::make_shared<CausalLM>(
+                CausalLM::random(config, seed, torch::Device(device), parse_dtype(dtype)));
           },
           py::arg("config"), py::arg("seed") = 0, py::arg("device") = "cpu",
           py::arg("dtype") = "float32")
-      .def("attach_adapters", &LlamaModel::attach_adapters, py::arg("options"))
-      .def_property("layer_kernels", &LlamaModel::layer_kernels, &LlamaModel::set_layer_kernels,
+      .def("attach_adapters", &CausalLM::attach_adapters, py::arg("options"))
+      .def_property("layer_kernels", &CausalLM::layer_kernels, &CausalLM::set_layer_kernels,
                     "fused CUDA RoPE / SwiGLU kernels (CUDA builds); False: the ATen path")
-      .def_property_readonly("config", &LlamaModel::config)
-      .def("rope_frequencies", &LlamaModel::rope_frequencies, py::arg("length"),
-           "RoPE inverse frequencies [head_dim / 2] float32 for a forward of `length` positions")
-      .def_property_readonly("device", [](const LlamaModel& m) { return m.device().str(); })
+      .def_property_readonly("spec", &CausalLM::spec, "the architecture spec read from config.json")
+      .def_property_readonly("config", &CausalLM::spec, "the spec (its name before the model seam)")
+      .def("rope_frequencies", &CausalLM::rope_frequencies, py::arg("length"), py::arg("rope") = 0,
+           "RoPE inverse frequencies [rotary_dim / 2] float32 of RoPE set `rope` for a forward of `length` positions")
+      .def("hf_module_name", &CausalLM::hf_module_name, py::arg("layer"), py::arg("projection"),
+           "the Hugging Face module name of a layer's projection (model.layers.N.self_attn.q_proj)")
+      .def_property_readonly("device", [](const CausalLM& m) { return m.device().str(); })
       .def("hidden_states",
-           [](const LlamaModel& m, const torch::Tensor& ids) {
+           [](const CausalLM& m, const torch::Tensor& ids) {
              c10::InferenceMode guard;
              return m.hidden_states(ids);
            })
       .def("logits",
-           [](const LlamaModel& m, const torch::Tensor& ids) {
+           [](const CausalLM& m, const torch::Tensor& ids) {
              py::gil_scoped_release release;
              c10::InferenceMode guard;
              return m.logits(ids);
            })
       .def("plan_losses",
-           [](const LlamaModel& m, const TokenBatch& batch, const PerturbationPlan& plan) {
+           [](const CausalLM& m, const TokenBatch& batch, const PerturbationPlan& plan) {
              py::gil_scoped_release release;
              c10::InferenceMode guard;
              return evaluate_plan(m, batch, plan);  // unperturbed weights
@@ -123,7 +164,7 @@ void bind_model(py::module_& m) {
            py::arg("batch"), py::arg("plan"),
            "Mean answer-token loss of every copy of `plan`, from one batched forward.")
       .def("adapters",
-           [](LlamaModel& m) {
+           [](CausalLM& m) {
              py::list out;
              for (auto* layer : m.adapted_layers()) {
                py::dict d;
@@ -139,7 +180,7 @@ void bind_model(py::module_& m) {
            "LoRA-FA layers in parameter order; lora_b shares storage with the model.")
       .def(
           "generate",
-          [](const LlamaModel& m, const std::vector<std::vector<int64_t>>& prompts, int64_t max_new_tokens,
+          [](const CausalLM& m, const std::vector<std::vector<int64_t>>& prompts, int64_t max_new_tokens,
              double temperature, int64_t top_k, double top_p, uint64_t seed, std::vector<int64_t> stop_tokens,
              int64_t pad_id) {
             GenerationOptions o{max_new_tokens, temperature, top_k, top_p, seed, std::move(stop_tokens), pad_id};
@@ -151,12 +192,15 @@ void bind_model(py::module_& m) {
           py::arg("pad_id") = 0,
           "New token ids for each prompt (lists of ids), with a KV cache: greedy at temperature 0.")
       .def("full_parameters",
-           [](LlamaModel& m) {
+           [](CausalLM& m) {
              py::list out;
              for (const auto& p : m.full_parameters()) out.append(py::make_tuple(p.name, p.value));
              return out;
            },
            "(name, tensor) for every weight in MeZO's parameter order; tensors share storage.");
+  // The names from before the model seam, while Python code moves to CausalLM / ArchSpec.
+  m.attr("LlamaModel") = m.attr("CausalLM");
+  m.attr("LlamaConfig") = m.attr("ArchSpec");
 }
 
 }  // namespace prge::bindings

@@ -86,7 +86,7 @@ void bind_trainer(py::module_& m) {
       .def_readonly("seconds", &StepResult::seconds);
 
   py::class_<Trainer>(m, "Trainer")
-      .def(py::init([](std::shared_ptr<LlamaModel> model, EstimatorOptions estimator,
+      .def(py::init([](std::shared_ptr<CausalLM> model, EstimatorOptions estimator,
                        OptimizerOptions optimizer, uint64_t seed, bool fused_step, bool cuda_graphs) {
              return std::make_unique<Trainer>(std::move(model), estimator, optimizer, seed,
                                               TrainerOptions{fused_step, cuda_graphs});

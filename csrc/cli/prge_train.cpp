@@ -17,12 +17,12 @@ int main(int argc, char** argv) {
     const auto config = prge::load_run_config(argv[1]);
     std::cout << config.to_yaml();
     if (argc < 3) return 0;
-    auto model = std::make_shared<prge::LlamaModel>(prge::LlamaModel::from_pretrained(
+    auto model = std::make_shared<prge::CausalLM>(prge::CausalLM::from_pretrained(
         argv[2], torch::Device(config.model.device), prge::parse_dtype(config.model.dtype)));
     if (config.use_adapter) model->attach_adapters(config.adapter);
     prge::Trainer trainer(model, config.estimator, config.optimizer, config.run.seed);
     const int64_t b = config.data.batch_size, t = config.data.max_length;
-    auto ids = torch::randint(model->config().vocab_size, {b, t}, torch::kInt64);
+    auto ids = torch::randint(model->spec().vocab_size, {b, t}, torch::kInt64);
     auto targets = torch::full({b, t}, prge::kIgnoreIndex, torch::kInt64);
     targets.select(1, t - 2).copy_(ids.select(1, t - 1));
     for (int64_t s = 0; s < config.run.steps; ++s) {

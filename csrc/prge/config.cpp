@@ -1,6 +1,7 @@
 #include "prge/config.h"
 
 #include "prge/io/yaml_scalars.h"
+#include "prge/models/causal_lm.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -215,8 +216,10 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
                   fmt::format("must be in (0, {:g}] (the LoRA scaling is alpha / rank; 0 would train nothing)",
                               kMaxAdapterAlpha));
     }
+    // The model's family decides finally (Phi-3's fused qkv_proj / gate_up_proj), at load.
+    auto names = projection_names();
+    names.insert(names.end(), {"qkv_proj", "gate_up_proj"});
     for (const auto& t : c.adapter.targets) {
-      const auto& names = projection_names();
       if (std::find(names.begin(), names.end(), t) == names.end()) {
         reader.fail(adapter["targets"], "adapter.targets",
                     fmt::format("unknown projection '{}' (allowed: {})", t, fmt::join(names, ", ")));

@@ -3,7 +3,7 @@
 // component with that component's own options struct; unknown keys and bad values are
 // rejected with the file, line, key and the allowed values.
 #include "prge/estimators/zo_estimator.h"
-#include "prge/models/llama.h"
+#include "prge/adapter_options.h"
 #include "prge/optim/optimizer.h"
 
 #include <stdexcept>

@@ -6,7 +6,7 @@
 
 namespace prge {
 
-FirstOrderResult lora_fa_gradient(LlamaModel& model, const TokenBatch& batch) {
+FirstOrderResult lora_fa_gradient(CausalLM& model, const TokenBatch& batch) {
   batch.validate();
   if (c10::InferenceMode::is_enabled()) {
     throw std::logic_error("lora_fa_gradient needs autograd: call it outside InferenceMode");

@@ -1,7 +1,7 @@
 #pragma once
 // First-order reference: the exact gradient of the answer-token loss w.r.t. LoRA-FA B
 // by backpropagation (FO-SGD LoRA-FA baseline, and ground truth for RGE's expectation).
-#include "prge/models/llama.h"
+#include "prge/models/causal_lm.h"
 #include "prge/token_batch.h"
 
 namespace prge {
@@ -11,6 +11,6 @@ struct FirstOrderResult {
   std::vector<torch::Tensor> grads;  // one per adapter B, float32
 };
 
-FirstOrderResult lora_fa_gradient(LlamaModel& model, const TokenBatch& batch);
+FirstOrderResult lora_fa_gradient(CausalLM& model, const TokenBatch& batch);
 
 }  // namespace prge

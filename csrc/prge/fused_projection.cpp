@@ -7,15 +7,18 @@
 namespace prge {
 
 FusedLoraFaProjection::FusedLoraFaProjection(const std::vector<torch::Tensor>& weights,
-                                             const std::vector<std::string>& names) {
-  if (weights.empty() || weights.size() != names.size()) {
-    throw std::invalid_argument("fused projection needs one name per weight");
+                                             const std::vector<std::string>& names,
+                                             const std::vector<torch::Tensor>& biases) {
+  if (weights.empty() || weights.size() != names.size() || (!biases.empty() && biases.size() != weights.size())) {
+    throw std::invalid_argument("fused projection needs one name (and bias, if any) per weight");
   }
   weight_ = torch::cat(weights, 0);
+  if (!biases.empty()) bias_ = torch::cat(biases, 0);
   int64_t offset = 0;
   for (size_t i = 0; i < weights.size(); ++i) {
     const int64_t rows = weights[i].size(0);
-    parts_.emplace_back(weight_.narrow(0, offset, rows), names[i]);
+    parts_.emplace_back(weight_.narrow(0, offset, rows), names[i],
+                        bias_.defined() ? bias_.narrow(0, offset, rows) : torch::Tensor());
     sizes_.push_back(rows);
     offsets_.push_back(offset);
     offset += rows;
@@ -40,7 +43,7 @@ void FusedLoraFaProjection::refresh_adapters() {
   lora_a_ = torch::cat(as, 0);
   for (size_t j = 0; j < adapted_.size(); ++j) {
     auto& p = parts_[adapted_[j]];
-    p.share_storage(p.weight(), lora_a_.narrow(0, a_offsets_[j], p.lora_a().size(0)));
+    p.share_storage(p.weight(), lora_a_.narrow(0, a_offsets_[j], p.lora_a().size(0)), p.bias());
   }
 }
 
@@ -60,20 +63,17 @@ std::vector<CopyStackRequest> FusedLoraFaProjection::copy_requests() const {
   return out;
 }
 
-std::vector<torch::Tensor> FusedLoraFaProjection::forward(const torch::Tensor& x,
-                                                          const MaterializedPlan* plan,
-                                                          const torch::Tensor& weight) const {
-  return forward_fused(x, plan, weight).split_with_sizes(sizes_, -1);
-}
-
 torch::Tensor FusedLoraFaProjection::forward_fused(const torch::Tensor& x, const MaterializedPlan* plan,
-                                                   const torch::Tensor& weight) const {
+                                                   const torch::Tensor& weight, const torch::Tensor& bias) const {
   const auto& w = weight.defined() ? weight : weight_;
-  if (adapted_.empty()) return at::linear(x, w);
+  const auto& b_frozen = bias.defined() ? bias : bias_;
+  if (adapted_.empty()) return at::linear(x, w, b_frozen);
   if (!one_scaling_) {  // parts with their own scalings (PEFT alpha_pattern / rank_pattern): one layer each
     std::vector<torch::Tensor> outputs;
     for (size_t i = 0; i < parts_.size(); ++i) {
-      outputs.push_back(parts_[i].forward(x, plan, w.narrow(0, offsets_[i], sizes_[i])));
+      outputs.push_back(parts_[i].forward(x, plan, w.narrow(0, offsets_[i], sizes_[i]),
+                                          b_frozen.defined() ? b_frozen.narrow(0, offsets_[i], sizes_[i])
+                                                             : torch::Tensor()));
     }
     return torch::cat(outputs, -1);
   }
@@ -83,7 +83,7 @@ torch::Tensor FusedLoraFaProjection::forward_fused(const torch::Tensor& x, const
   const auto blocks = perturbed ? plan->group_copies(request, x.scalar_type())
                                 : request.assemble(1, x.options(), [](const GroupMember& m) { return *m.lora_b; });
   return linear_plus_low_rank(x, w, at::linear(x, lora_a_), blocks, parts_[adapted_.front()].scaling(),
-                              parts_[adapted_.front()].name());
+                              parts_[adapted_.front()].name(), b_frozen);
 }
 
 }  // namespace prge

@@ -16,7 +16,9 @@ namespace prge {
 class FusedLoraFaProjection {
  public:
   FusedLoraFaProjection() = default;
-  FusedLoraFaProjection(const std::vector<torch::Tensor>& weights, const std::vector<std::string>& names);
+  // weights [out_p, in] per part; biases: one [out_p] per part, or none.
+  FusedLoraFaProjection(const std::vector<torch::Tensor>& weights, const std::vector<std::string>& names,
+                        const std::vector<torch::Tensor>& biases = {});
 
   LoraFaLinear& part(size_t i) { return parts_.at(i); }
   const LoraFaLinear& part(size_t i) const { return parts_.at(i); }
@@ -30,16 +32,15 @@ class FusedLoraFaProjection {
   // else one stack per adapted part (each part then runs as its own LoRA-FA layer).
   std::vector<CopyStackRequest> copy_requests() const;
 
-  // One output per part (views into the fused output [N, T, sum out]). `weight`, when
-  // defined, replaces the fused W for this call (MeZO's perturbed temporary).
-  std::vector<torch::Tensor> forward(const torch::Tensor& x, const MaterializedPlan* plan,
-                                     const torch::Tensor& weight = {}) const;
-  // The fused output itself, [N, T, sum out] contiguous (parts side by side).
+  // The fused output [N, T, sum out] contiguous (parts side by side). `weight` / `bias`, when
+  // defined, replace the fused W / bias for this call (MeZO's perturbed temporaries).
   torch::Tensor forward_fused(const torch::Tensor& x, const MaterializedPlan* plan,
-                              const torch::Tensor& weight = {}) const;
+                              const torch::Tensor& weight = {}, const torch::Tensor& bias = {}) const;
+  const torch::Tensor& bias() const { return bias_; }  // [sum out] or undefined
 
  private:
   torch::Tensor weight_;              // [sum out, in]
+  torch::Tensor bias_;                // [sum out] or undefined
   torch::Tensor lora_a_;              // [adapted * r, in]
   std::vector<LoraFaLinear> parts_;
   std::vector<int64_t> sizes_;        // out features per part

@@ -38,7 +38,7 @@ torch::Tensor choose(torch::Tensor logits, const GenerationOptions& o, at::Gener
 
 }  // namespace
 
-std::vector<std::vector<int64_t>> generate(const LlamaModel& model,
+std::vector<std::vector<int64_t>> generate(const CausalLM& model,
                                            const std::vector<std::vector<int64_t>>& prompts,
                                            const GenerationOptions& options) {
   options.validate();
@@ -50,9 +50,9 @@ std::vector<std::vector<int64_t>> generate(const LlamaModel& model,
   for (const auto& p : prompts) {
     if (p.empty()) throw std::invalid_argument("generate: an empty prompt");
     for (auto id : p) {
-      if (id < 0 || id >= model.config().vocab_size) {
+      if (id < 0 || id >= model.spec().vocab_size) {
         throw std::invalid_argument(fmt::format("generate: token id {} outside the vocabulary of {}", id,
-                                                model.config().vocab_size));
+                                                model.spec().vocab_size));
       }
     }
     width = std::max<int64_t>(width, static_cast<int64_t>(p.size()));

@@ -3,7 +3,7 @@
 // run once through forward_cached, then one token a step for every sequence at once.
 // Greedy when temperature is 0, else sampling from softmax(logits / temperature) restricted
 // to the top_k tokens and the top_p probability mass, from a seeded generator.
-#include "prge/models/llama.h"
+#include "prge/models/causal_lm.h"
 
 #include <cstdint>
 #include <vector>
@@ -22,7 +22,7 @@ struct GenerationOptions {
 };
 
 // The new tokens of each prompt (without the prompt, without the stop token).
-std::vector<std::vector<int64_t>> generate(const LlamaModel& model,
+std::vector<std::vector<int64_t>> generate(const CausalLM& model,
                                            const std::vector<std::vector<int64_t>>& prompts,
                                            const GenerationOptions& options);
 

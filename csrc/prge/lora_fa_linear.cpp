@@ -8,8 +8,8 @@
 
 namespace prge {
 
-LoraFaLinear::LoraFaLinear(torch::Tensor weight, std::string name)
-    : weight_(std::move(weight)), name_(std::move(name)) {
+LoraFaLinear::LoraFaLinear(torch::Tensor weight, std::string name, torch::Tensor bias)
+    : weight_(std::move(weight)), bias_(std::move(bias)), name_(std::move(name)) {
   if (weight_.dim() != 2) {
     throw std::invalid_argument(
         fmt::format("linear '{}' expects a 2-D weight, got {} dims", name_, weight_.dim()));
@@ -36,9 +36,10 @@ void LoraFaLinear::attach_adapter(int64_t rank, double scaling, uint64_t init_se
   param_index_ = param_index;
 }
 
-void LoraFaLinear::share_storage(torch::Tensor weight_view, torch::Tensor lora_a_view) {
+void LoraFaLinear::share_storage(torch::Tensor weight_view, torch::Tensor lora_a_view, torch::Tensor bias_view) {
   weight_ = std::move(weight_view);
   if (lora_a_view.defined()) lora_a_ = std::move(lora_a_view);
+  if (bias_view.defined()) bias_ = std::move(bias_view);
 }
 
 void LoraFaLinear::set_lora_b(torch::Tensor view) {
@@ -56,7 +57,7 @@ CopyStackRequest LoraFaLinear::copy_request() const {
 
 torch::Tensor linear_plus_low_rank(const torch::Tensor& x, const torch::Tensor& weight,
                                    const torch::Tensor& ax, const torch::Tensor& b_stack,
-                                   double scaling, const std::string& name) {
+                                   double scaling, const std::string& name, const torch::Tensor& bias) {
   const int64_t copies = b_stack.size(0), r = ax.size(-1);
   const int64_t in = x.size(-1), out = weight.size(0);
   const int64_t rows = x.numel() / in;
@@ -70,7 +71,8 @@ torch::Tensor linear_plus_low_rank(const torch::Tensor& x, const torch::Tensor& 
   if (at::GradMode::is_enabled()) {  // autograd (the first-order reference): no out= ops
     auto low = copies == 1 ? at::mm(ax.reshape({rows, r}), b_stack.select(0, 0).t())
                            : at::bmm(ax.reshape({copies, rows / copies, r}), b_stack.transpose(1, 2));
-    return at::addmm(low.reshape({rows, out}), x2, weight.t(), scaling, 1.0).view(sizes);
+    auto y = at::addmm(low.reshape({rows, out}), x2, weight.t(), scaling, 1.0).view(sizes);
+    return bias.defined() ? y + bias : y;
   }
   auto y = at::empty(sizes, x.options());
   auto y2 = y.view({rows, out});
@@ -82,17 +84,19 @@ torch::Tensor linear_plus_low_rank(const torch::Tensor& x, const torch::Tensor& 
     at::baddbmm_out(y3, y3, ax.reshape({copies, rows / copies, r}), b_stack.transpose(1, 2), 0.0, scaling);
   }
   y2.addmm_(x2, weight.t(), 1.0, 1.0);
+  if (bias.defined()) y2.add_(bias);
   return y;
 }
 
 torch::Tensor LoraFaLinear::forward(const torch::Tensor& x, const MaterializedPlan* plan,
-                                    const torch::Tensor& weight) const {
+                                    const torch::Tensor& weight, const torch::Tensor& bias) const {
   const auto& w = weight.defined() ? weight : weight_;
-  if (!has_adapter()) return at::linear(x, w);
+  const auto& b_frozen = bias.defined() ? bias : bias_;
+  if (!has_adapter()) return at::linear(x, w, b_frozen);
   const bool perturbed = plan && plan->plan->perturbs();
   // Unperturbed copies all share B: one plain GEMM serves every row.
   auto b = perturbed ? plan->group_copies(copy_request(), x.scalar_type()) : lora_b_.unsqueeze(0).to(x.scalar_type());
-  return linear_plus_low_rank(x, w, at::linear(x, lora_a_), b, scaling_, name_);
+  return linear_plus_low_rank(x, w, at::linear(x, lora_a_), b, scaling_, name_, b_frozen);
 }
 
 }  // namespace prge

@@ -14,21 +14,26 @@ namespace prge {
 class LoraFaLinear {
  public:
   LoraFaLinear() = default;
-  explicit LoraFaLinear(torch::Tensor weight, std::string name = "");
+  // weight [out, in] and an optional frozen bias [out] (Qwen2's q/k/v, attention_bias, mlp_bias).
+  explicit LoraFaLinear(torch::Tensor weight, std::string name = "", torch::Tensor bias = {});
 
   // Attach a LoRA-FA adapter: A ~ U(-1/sqrt(in), 1/sqrt(in)) (LoRA's kaiming-uniform with
   // a = sqrt(5)) drawn from `init_seed`, B = 0 in float32; y = W x + scaling * B (A x)
   // (scaling: alpha / rank in LoRA, AdapterOptions::scaling_of).
   void attach_adapter(int64_t rank, double scaling, uint64_t init_seed, int64_t param_index);
 
-  // Point W and A at views of a fused group's storage (FusedLoraFaProjection).
-  void share_storage(torch::Tensor weight_view, torch::Tensor lora_a_view);
+  // Point W (and bias) and A at views of a fused group's storage (FusedLoraFaProjection).
+  void share_storage(torch::Tensor weight_view, torch::Tensor lora_a_view, torch::Tensor bias_view = {});
   // Point B at its view of the model's flat adapter buffer (AdapterBuffer).
   void set_lora_b(torch::Tensor view);
 
   bool has_adapter() const { return lora_a_.defined(); }
   const torch::Tensor& weight() const { return weight_; }
   torch::Tensor& mutable_weight() { return weight_; }
+  const torch::Tensor& bias() const { return bias_; }  // undefined: no bias
+  torch::Tensor& mutable_bias() { return bias_; }
+  // The projection's own name without its layer (q_proj of layers.3.q_proj).
+  std::string projection() const { return name_.substr(name_.rfind('.') + 1); }
   const torch::Tensor& lora_a() const { return lora_a_; }
   torch::Tensor& lora_b() { return lora_b_; }
   const torch::Tensor& lora_b() const { return lora_b_; }
@@ -36,10 +41,10 @@ class LoraFaLinear {
   int64_t param_index() const { return param_index_; }
   const std::string& name() const { return name_; }
 
-  // x: [N, T, in] with N = copies * b when a perturbing plan is given. `weight`, when defined,
-  // replaces W for this call (MeZO's perturbed temporary).
+  // x: [N, T, in] with N = copies * b when a perturbing plan is given. `weight` / `bias`, when
+  // defined, replace W / the bias for this call (MeZO's perturbed temporaries).
   torch::Tensor forward(const torch::Tensor& x, const MaterializedPlan* plan = nullptr,
-                        const torch::Tensor& weight = {}) const;
+                        const torch::Tensor& weight = {}, const torch::Tensor& bias = {}) const;
   // This B as a member of a copy stack (its own, or a fused group's block-diagonal one).
   GroupMember as_member(int64_t row_offset, int64_t col_offset) const;
   // The copy stack forward asks a perturbing plan for (an adapted layer only).
@@ -47,6 +52,7 @@ class LoraFaLinear {
 
  private:
   torch::Tensor weight_;  // [out, in], model dtype
+  torch::Tensor bias_;    // [out], model dtype, or undefined
   torch::Tensor lora_a_;  // [r, in], model dtype
   torch::Tensor lora_b_;  // [out, r], float32 master copy
   double scaling_ = 0.0;
@@ -54,13 +60,13 @@ class LoraFaLinear {
   std::string name_;
 };
 
-// y = x Wᵀ + scaling * B_c (A x) for each copy c of the batch (Eq. P-RGE outer loop):
+// y = x Wᵀ + scaling * B_c (A x) (+ bias) for each copy c of the batch (Eq. P-RGE outer loop):
 // x [N, T, in] is viewed as [copies, N/copies * T, in]. The low-rank term is written first
 // (one bmm, K = r) and the big GEMM adds into it in its epilogue (beta = 1), so the output
 // is written, read and written once each instead of an extra read-modify-write pass.
-// b_stack: [copies, out, r] in x's dtype; ax: [N, T, r].
+// b_stack: [copies, out, r] in x's dtype; ax: [N, T, r]; bias: [out] or undefined.
 torch::Tensor linear_plus_low_rank(const torch::Tensor& x, const torch::Tensor& weight,
                                    const torch::Tensor& ax, const torch::Tensor& b_stack,
-                                   double scaling, const std::string& name);
+                                   double scaling, const std::string& name, const torch::Tensor& bias = {});
 
 }  // namespace prge

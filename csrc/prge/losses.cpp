@@ -4,7 +4,7 @@
 
 namespace prge {
 
-SequenceScores score_sequences(const LlamaModel& model, const torch::Tensor& hidden,
+SequenceScores score_sequences(const CausalLM& model, const torch::Tensor& hidden,
                                const torch::Tensor& targets, const WeightPerturbation* perturbation) {
   const int64_t n = hidden.size(0), t = hidden.size(1);
   auto flat_targets = targets.to(hidden.device()).reshape({n * t});
@@ -20,7 +20,7 @@ SequenceScores score_sequences(const LlamaModel& model, const torch::Tensor& hid
   return {nll_sum, count};
 }
 
-torch::Tensor answer_logprobs(const LlamaModel& model, const torch::Tensor& hidden,
+torch::Tensor answer_logprobs(const CausalLM& model, const torch::Tensor& hidden,
                               const torch::Tensor& targets, const torch::Tensor& candidates) {
   const int64_t n = hidden.size(0), t = hidden.size(1);
   auto mask = targets.to(hidden.device()) != kIgnoreIndex;
@@ -75,7 +75,7 @@ AnswerLayout AnswerLayout::to(const torch::Device& device) const {
   return {positions.to(device), tokens.to(device), weights.to(device), answers};
 }
 
-torch::Tensor copy_losses(const LlamaModel& model, const torch::Tensor& hidden,
+torch::Tensor copy_losses(const CausalLM& model, const torch::Tensor& hidden,
                           const AnswerLayout& layout, int64_t copies) {
   const int64_t rows_per_copy = hidden.size(0) / copies * hidden.size(1);
   auto offsets = torch::arange(copies, layout.positions.options()).mul_(rows_per_copy).unsqueeze(1);

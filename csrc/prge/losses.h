@@ -1,7 +1,7 @@
 #pragma once
 // Losses in the MeZO prompt format: cross-entropy over the full vocabulary, counted on
 // answer tokens only. Logits are formed only at answer positions.
-#include "prge/models/llama.h"
+#include "prge/models/causal_lm.h"
 #include "prge/token_batch.h"
 
 namespace prge {
@@ -13,13 +13,13 @@ struct SequenceScores {
 };
 
 // hidden: [N, T, d]; targets: [N, T]. `perturbation`: MeZO's, for the lm_head too.
-SequenceScores score_sequences(const LlamaModel& model, const torch::Tensor& hidden,
+SequenceScores score_sequences(const CausalLM& model, const torch::Tensor& hidden,
                                const torch::Tensor& targets,
                                const WeightPerturbation* perturbation = nullptr);
 
 // log p(candidate | prompt) at the one answer position of each sequence (targets marks
 // it): [N, C] float32. One forward scores every single-token label word.
-torch::Tensor answer_logprobs(const LlamaModel& model, const torch::Tensor& hidden,
+torch::Tensor answer_logprobs(const CausalLM& model, const torch::Tensor& hidden,
                               const torch::Tensor& targets, const torch::Tensor& candidates);
 
 // Mean answer-token loss of each copy: sequences are grouped [copies, b]; -> [copies] (cpu, fp64).
@@ -45,7 +45,7 @@ struct AnswerLayout {
 
 // [copies] float32 on the device: the answer-token loss of each copy of a batch repeated
 // `copies` times (hidden: [copies * b, T, d]).
-torch::Tensor copy_losses(const LlamaModel& model, const torch::Tensor& hidden,
+torch::Tensor copy_losses(const CausalLM& model, const torch::Tensor& hidden,
                           const AnswerLayout& layout, int64_t copies);
 
 }  // namespace prge

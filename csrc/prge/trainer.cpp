@@ -53,7 +53,7 @@ TokenBatch Trainer::shaped_for_device(const TokenBatch& batch) const {
   return model_->device().is_cuda() ? padded_to_multiple(batch, kGraphLengthMultiple) : batch;
 }
 
-Trainer::Trainer(std::shared_ptr<LlamaModel> model, EstimatorOptions estimator,
+Trainer::Trainer(std::shared_ptr<CausalLM> model, EstimatorOptions estimator,
                  OptimizerOptions optimizer, uint64_t seed, TrainerOptions options)
     : model_(std::move(model)),
       estimator_options_(estimator),

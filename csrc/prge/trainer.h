@@ -1,12 +1,12 @@
 #pragma once
-// Trainer: one ZO (or first-order reference) step at a time over a LlamaModel with
+// Trainer: one ZO (or first-order reference) step at a time over a CausalLM with
 // LoRA-FA adapters (or full-parameter MeZO). Data loading lives in Python; the step
 // itself (forwards, estimate, update) runs here in torch::InferenceMode.
 #include "prge/config.h"
 #include "prge/estimators/prge_estimator.h"
 #include "prge/estimators/zo_estimator.h"
 #include "prge/losses.h"
-#include "prge/models/llama.h"
+#include "prge/models/causal_lm.h"
 #include "prge/optim/optimizer.h"
 
 #include <functional>
@@ -44,7 +44,7 @@ constexpr int64_t kGraphLengthMultiple = 32;
 
 class Trainer {
  public:
-  Trainer(std::shared_ptr<LlamaModel> model, EstimatorOptions estimator, OptimizerOptions optimizer,
+  Trainer(std::shared_ptr<CausalLM> model, EstimatorOptions estimator, OptimizerOptions optimizer,
           uint64_t seed, TrainerOptions options = {});
   ~Trainer();
 
@@ -71,7 +71,7 @@ class Trainer {
   std::string step_path() const;
   int64_t cuda_graphs_captured() const;
   void set_step_count(int64_t step) { step_ = step; }
-  std::shared_ptr<LlamaModel> model_ptr() { return model_; }
+  std::shared_ptr<CausalLM> model_ptr() { return model_; }
 
   // LoRA-FA B (or, for MeZO, every weight), the optimizer's state and the step count;
   // atomic write. Loading restores all three.
@@ -98,7 +98,7 @@ class Trainer {
   DeviceEstimate on_device(const TokenBatch& shaped, const std::vector<PerturbationPlan>& plans,
                            cuda::StepGraphs* graphs, const DeviceWork& work);
 
-  std::shared_ptr<LlamaModel> model_;
+  std::shared_ptr<CausalLM> model_;
   EstimatorOptions estimator_options_;
   std::unique_ptr<ZoEstimator> estimator_;  // null for first_order
   Optimizer optimizer_;

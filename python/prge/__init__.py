@@ -5,10 +5,10 @@ import torch  # noqa: F401  (loads libtorch before the extension)
 
 from prge._core import (  # noqa: F401
     AdapterOptions,
+    ArchSpec,
+    CausalLM,
     ConfigError,
     EstimatorOptions,
-    LlamaConfig,
-    LlamaModel,
     OptimizerOptions,
     PerturbationPlan,
     PerturbationStream,
@@ -21,8 +21,11 @@ from prge._core import (  # noqa: F401
     load_run_config,
     parse_run_config,
     scheduled_lr,
+    supported_model_types,
 )
 from prge._core import cuda_built  # noqa: F401  (CUDA kernels and graphs compiled in)
 from prge._core import IGNORE_INDEX, PROJECTIONS  # noqa: F401  (one source: the C++ core)
+
+from prge._core import LlamaConfig, LlamaModel  # noqa: F401  (names from before the model seam)
 
 __version__ = "0.1.0"

@@ -77,13 +77,11 @@ def read_peft_config(adapter_dir: Path, key: str = "adapter.init_from") -> dict:
     return peft
 
 
-def peft_targets(peft: dict, modules: dict[str, str], where: str) -> list[str]:
+def peft_targets(peft: dict, modules: dict[str, str], projections: list[str], where: str) -> list[str]:
     """The projections a PEFT config's target_modules selects, as PEFT matches them (a string:
     a regular expression matched against the whole module name; a list: module names or name
     suffixes; 'all-linear': every projection). Only the same projections in every layer can be
     prge targets."""
-    from prge._core import PROJECTIONS
-
     wanted = peft["target_modules"]
     names = sorted(modules.values())
     if wanted == "all-linear":
@@ -92,7 +90,7 @@ def peft_targets(peft: dict, modules: dict[str, str], where: str) -> list[str]:
         chosen = {n for n in names if re.fullmatch(wanted, n)}
     else:
         chosen = {n for n in names if any(n == t or n.endswith("." + t) for t in wanted)}
-    projections = sorted({n.rsplit(".", 1)[1] for n in chosen}, key=PROJECTIONS.index)
+    projections = sorted({n.rsplit(".", 1)[1] for n in chosen}, key=projections.index)
     layers = {n.split(".")[2] for n in names}
     if len(chosen) != len(projections) * len(layers):
         raise ValueError(f"{where}: target_modules {json.dumps(wanted)} selects projections in some layers only; "
@@ -101,14 +99,10 @@ def peft_targets(peft: dict, modules: dict[str, str], where: str) -> list[str]:
 
 
 def module_names(model) -> dict[str, str]:
-    """prge adapter name (layers.N.q_proj) -> Hugging Face module (model.layers.N.self_attn.q_proj),
-    read off the model's own parameter names."""
-    out = {}
-    for name, _ in model.full_parameters():
-        parts = name.removesuffix(".weight").split(".")
-        if len(parts) == 5 and parts[1] == "layers":  # model.layers.N.<block>.<projection>
-            out[f"layers.{parts[2]}.{parts[4]}"] = ".".join(parts)
-    return out
+    """prge adapter name (layers.N.q_proj) -> Hugging Face module (model.layers.N.self_attn.q_proj)
+    for every projection of the model's family (its checkpoint-name table, through the core)."""
+    return {f"layers.{i}.{p}": model.hf_module_name(i, p)
+            for i in range(model.spec.num_hidden_layers) for p in model.spec.projections}
 
 
 def load_run(run_dir: str | Path):
@@ -148,7 +142,8 @@ def export_peft(run_dir: str | Path, out: str | Path) -> Path:
     adapter = config.adapter
     (out / ADAPTER_CONFIG).write_text(json.dumps({
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": str(model_dir),
-        "r": adapter.rank, "lora_alpha": adapter.alpha, "target_modules": sorted(adapter.targets),
+        "r": adapter.rank, "lora_alpha": adapter.alpha,
+        "target_modules": sorted({a["name"].rsplit(".", 1)[1] for a in model.adapters()}),  # the family's names
         "use_rslora": adapter.use_rslora, "rank_pattern": adapter.rank_pattern,
         "alpha_pattern": adapter.alpha_pattern,
         "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False, "inference_mode": True,
@@ -193,10 +188,11 @@ def load_peft(model, adapter_dir: str | Path, options) -> None:
     peft = read_peft_config(adapter_dir, key)
     modules = module_names(model)
     where = f"{key}: {adapter_dir / ADAPTER_CONFIG}"
-    targets = peft_targets(peft, modules, where)
-    if set(targets) != set(options.targets):
-        raise ValueError(f"{where}: target_modules select {targets}, the config's adapter.targets are "
-                         f"{list(options.targets)}: set adapter.targets to match")
+    targets = peft_targets(peft, modules, list(model.spec.projections), where)
+    adapted = {a["name"].rsplit(".", 1)[1] for a in model.adapters()}
+    if set(targets) != adapted:
+        raise ValueError(f"{where}: target_modules select {targets}, the config's adapter.targets "
+                         f"{list(options.targets)} adapt {sorted(adapted)}: set adapter.targets to match")
     from prge._core import AdapterOptions
 
     theirs = AdapterOptions(rank=int(peft["r"]), alpha=float(peft["lora_alpha"]), targets=targets,

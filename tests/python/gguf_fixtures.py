@@ -33,15 +33,16 @@ def llama3_divisors(config: dict, head_dim: int) -> np.ndarray:
     return np.array(out, dtype=np.float32)
 
 
-def write_llama_gguf(path, config: dict, state_dict: dict, *, tokens: list[str]) -> None:
-    """config: the transformers 5 config.json of a Llama; state_dict: its float weights."""
+def write_gguf(path, arch_name: str, config: dict, state_dict: dict, *, tokens: list[str]) -> None:
+    """config: the transformers 5 config.json of a llama / qwen2 / qwen3 / gemma3_text model;
+    state_dict: its float weights. Written as llama.cpp's converter writes that architecture."""
     import gguf
 
-    arch = gguf.MODEL_ARCH.LLAMA
+    arch = gguf.MODEL_ARCH[arch_name.upper()]
     layers, heads, kv = config["num_hidden_layers"], config["num_attention_heads"], config["num_key_value_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
     names = gguf.get_tensor_name_map(arch, layers)
-    w = gguf.GGUFWriter(str(path), "llama")
+    w = gguf.GGUFWriter(str(path), arch_name)
     w.add_block_count(layers)
     w.add_context_length(config["max_position_embeddings"])
     w.add_embedding_length(config["hidden_size"])
@@ -51,8 +52,13 @@ def write_llama_gguf(path, config: dict, state_dict: dict, *, tokens: list[str])
     w.add_layer_norm_rms_eps(config["rms_norm_eps"])
     w.add_key_length(head_dim)
     w.add_value_length(head_dim)
-    w.add_rope_dimension_count(head_dim)
+    if arch_name == "llama":
+        w.add_rope_dimension_count(head_dim)
     rope = config["rope_parameters"]
+    if arch_name == "gemma3":
+        w.add_sliding_window(config["sliding_window"])
+        w.add_rope_freq_base_swa(rope["sliding_attention"]["rope_theta"])
+        rope = rope["full_attention"]
     w.add_rope_freq_base(rope["rope_theta"])
     if rope["rope_type"] == "linear":
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
@@ -68,11 +74,15 @@ def write_llama_gguf(path, config: dict, state_dict: dict, *, tokens: list[str])
     w.add_bos_token_id(0)
     w.add_eos_token_id(1)
     for name, tensor in state_dict.items():
+        if name == "lm_head.weight" and config.get("tie_word_embeddings"):
+            continue  # a tied model's GGUF has no output tensor
         tensor = tensor.float()
-        if name.endswith("q_proj.weight"):
+        if arch_name == "llama" and (name.endswith("q_proj.weight") or name.endswith("q_proj.bias")):
             tensor = permute_rotary_rows(tensor, heads)
-        elif name.endswith("k_proj.weight"):
+        elif arch_name == "llama" and (name.endswith("k_proj.weight") or name.endswith("k_proj.bias")):
             tensor = permute_rotary_rows(tensor, kv)
+        if arch_name == "gemma3" and name.endswith("norm.weight"):
+            tensor = tensor + 1  # llama.cpp stores Gemma's gain
         base, suffix = name.rsplit(".", 1)
         w.add_tensor(f"{names.get_name(base)}.{suffix}", tensor.numpy())
     if rope["rope_type"] == "llama3":
@@ -81,3 +91,7 @@ def write_llama_gguf(path, config: dict, state_dict: dict, *, tokens: list[str])
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def write_llama_gguf(path, config: dict, state_dict: dict, *, tokens: list[str]) -> None:
+    write_gguf(path, "llama", config, state_dict, tokens=tokens)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import prge
-from gguf_fixtures import write_llama_gguf
+from gguf_fixtures import write_gguf, write_llama_gguf
 from installed import installed_module
 
 installed_module("gguf", "pip install gguf")
@@ -91,3 +91,43 @@ def test_partial_rotation_and_unknown_scaling_are_refused(tmp_path):
                                  "llama.rope.scaling.factor": (2.0, gguf.GGUFValueType.FLOAT32)})
     with pytest.raises(ValueError, match="scaling.type 'longrope' is not supported"):
         convert_gguf(odd, tmp_path / "b")
+
+
+def family_source(kind: str):
+    import transformers as t
+
+    common = dict(vocab_size=len(TOKENS), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.2)
+    if kind == "qwen2":
+        return "qwen2", t.Qwen2ForCausalLM(t.Qwen2Config(**common))
+    if kind == "qwen3":
+        return "qwen3", t.Qwen3ForCausalLM(t.Qwen3Config(**common, head_dim=24))
+    if kind == "llama_biases":
+        return "llama", t.LlamaForCausalLM(t.LlamaConfig(**common, attention_bias=True))
+    config = t.Gemma3TextConfig(**{**common, "num_hidden_layers": 6}, head_dim=16, query_pre_attn_scalar=16,
+                                sliding_window=32)
+    return "gemma3", t.Gemma3ForCausalLM(config)
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "qwen3", "gemma3", "llama_biases"])
+def test_gguf_of_other_families_converts_to_the_source_models_logits(tmp_path, kind):
+    """transformers' GGUF loader is the reference where it keeps everything (qwen2, gemma3 with
+    its default pattern and scale); the source model is, for every case."""
+    from prge.models.gguf_convert import convert_gguf
+
+    arch, hf = family_source(kind)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            p.normal_(0, 0.2) if "norm" not in name else p.add_(0.2 * torch.randn_like(p))
+    hf = hf.float().eval()
+    hf.save_pretrained(tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    write_gguf(tmp_path / "m.gguf", arch, config, hf.state_dict(), tokens=TOKENS)
+    out = convert_gguf(tmp_path / "m.gguf", tmp_path / "converted")
+    native = prge.CausalLM.from_pretrained(str(out))
+    assert native.spec.model_type == hf.config.model_type
+    ids = torch.randint(0, len(TOKENS), (2, 100), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = hf(ids).logits
+    torch.testing.assert_close(native.logits(ids), expected, rtol=1e-4, atol=1e-4)

@@ -111,15 +111,13 @@ REFUSED = [
     ({"partial_rotary_factor": 0.5}, "partial_rotary_factor"),
     ({"rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.75}},
      "partial_rotary_factor"),
-    ({"attention_bias": True}, "attention_bias"),
-    ({"mlp_bias": True}, "mlp_bias"),
-    ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+    ({"hidden_act": "gelu"}, "hidden_act: activation 'gelu' is not supported"),
     ({"quantization_config": {"quant_method": "bitsandbytes"}}, "quantization_config"),
     ({"auto_map": {"AutoModelForCausalLM": "modeling.Model"}}, "auto_map"),
     ({"sliding_window": 32}, "key 'sliding_window'"),
     ({"attn_logit_softcapping": 50.0}, "key 'attn_logit_softcapping'"),
     ({"some_future_field": 1}, "key 'some_future_field'"),
-    ({"model_type": "mamba"}, "model_type 'mamba'"),
+    ({"model_type": "mamba"}, "model_type 'mamba' is not supported"),
 ]
 
 

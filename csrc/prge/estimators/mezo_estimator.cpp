@@ -8,11 +8,11 @@ MezoEstimator::MezoEstimator(EstimatorOptions options) : options_(std::move(opti
   options_.validate();
 }
 
-std::vector<ZoParameter> MezoEstimator::parameters(LlamaModel& model) const {
+std::vector<ZoParameter> MezoEstimator::parameters(CausalLM& model) const {
   return model.full_parameters();
 }
 
-PointLosses MezoEstimator::evaluate_share(LlamaModel& model, const TokenBatch& batch, int64_t step,
+PointLosses MezoEstimator::evaluate_share(CausalLM& model, const TokenBatch& batch, int64_t step,
                                           const PerturbationStream& stream, QueryRange range) {
   batch.validate();
   check_range(options_, range);

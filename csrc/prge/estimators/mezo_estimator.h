@@ -12,9 +12,9 @@ namespace prge {
 class MezoEstimator final : public ZoEstimator {
  public:
   explicit MezoEstimator(EstimatorOptions options);
-  PointLosses evaluate_share(LlamaModel& model, const TokenBatch& batch, int64_t step,
+  PointLosses evaluate_share(CausalLM& model, const TokenBatch& batch, int64_t step,
                              const PerturbationStream& stream, QueryRange range) override;
-  std::vector<ZoParameter> parameters(LlamaModel& model) const override;
+  std::vector<ZoParameter> parameters(CausalLM& model) const override;
   const EstimatorOptions& options() const override { return options_; }
 
  private:

@@ -7,7 +7,7 @@
 
 namespace prge {
 
-std::vector<double> evaluate_plan(const LlamaModel& model, const TokenBatch& batch,
+std::vector<double> evaluate_plan(const CausalLM& model, const TokenBatch& batch,
                                   const PerturbationPlan& plan, const WeightPerturbation* perturbation) {
   const auto materialized = MaterializedPlan::build(plan, model.device());
   const auto repeated = batch.repeated(plan.copies(), model.device());
@@ -58,7 +58,7 @@ std::vector<PerturbationPlan> device_step_plans(const EstimatorOptions& options,
   return plans;
 }
 
-torch::Tensor losses_on_device(const LlamaModel& model, const torch::Tensor& input_ids,
+torch::Tensor losses_on_device(const CausalLM& model, const torch::Tensor& input_ids,
                                const AnswerLayout& layout, const std::vector<MaterializedPlan>& plans) {
   std::vector<torch::Tensor> losses;
   for (const auto& plan : plans) {
@@ -69,7 +69,7 @@ torch::Tensor losses_on_device(const LlamaModel& model, const torch::Tensor& inp
   return losses.size() == 1 ? losses.front() : torch::cat(losses);
 }
 
-DeviceEstimate estimate_on_device(const LlamaModel& model, const torch::Tensor& input_ids,
+DeviceEstimate estimate_on_device(const CausalLM& model, const torch::Tensor& input_ids,
                                   const AnswerLayout& layout, const std::vector<MaterializedPlan>& plans,
                                   const EstimatorOptions& options) {
   const int64_t q = options.queries;
@@ -94,7 +94,7 @@ PrgeEstimator::PrgeEstimator(EstimatorOptions options) : options_(std::move(opti
   options_.validate();
 }
 
-std::vector<ZoParameter> PrgeEstimator::parameters(LlamaModel& model) const {
+std::vector<ZoParameter> PrgeEstimator::parameters(CausalLM& model) const {
   auto params = model.adapter_parameters();
   if (params.empty()) {
     throw std::invalid_argument("the prge estimator needs LoRA-FA adapters (adapter.targets is empty)");
@@ -102,7 +102,7 @@ std::vector<ZoParameter> PrgeEstimator::parameters(LlamaModel& model) const {
   return params;
 }
 
-PointLosses PrgeEstimator::evaluate_share(LlamaModel& model, const TokenBatch& batch, int64_t step,
+PointLosses PrgeEstimator::evaluate_share(CausalLM& model, const TokenBatch& batch, int64_t step,
                                            const PerturbationStream& stream, QueryRange range) {
   batch.validate();
   PointLosses out;

@@ -11,9 +11,9 @@ namespace prge {
 class PrgeEstimator final : public ZoEstimator {
  public:
   explicit PrgeEstimator(EstimatorOptions options);
-  PointLosses evaluate_share(LlamaModel& model, const TokenBatch& batch, int64_t step,
+  PointLosses evaluate_share(CausalLM& model, const TokenBatch& batch, int64_t step,
                              const PerturbationStream& stream, QueryRange range) override;
-  std::vector<ZoParameter> parameters(LlamaModel& model) const override;
+  std::vector<ZoParameter> parameters(CausalLM& model) const override;
   const EstimatorOptions& options() const override { return options_; }
 
  private:
@@ -22,7 +22,7 @@ class PrgeEstimator final : public ZoEstimator {
 
 // Mean answer-token loss of each copy of `plan`, evaluated in one batched forward; every
 // weight perturbed by `perturbation` when given (full-parameter MeZO).
-std::vector<double> evaluate_plan(const LlamaModel& model, const TokenBatch& batch,
+std::vector<double> evaluate_plan(const CausalLM& model, const TokenBatch& batch,
                                   const PerturbationPlan& plan,
                                   const WeightPerturbation* perturbation = nullptr);
 
@@ -44,10 +44,10 @@ struct DeviceEstimate {
 // input_ids: [b, T] on the model's device; layout: AnswerLayout of the batch's targets, same
 // device; plans: device_step_plans(...) materialized, in order.
 // The plans' losses, concatenated: [points] float32 on the device.
-torch::Tensor losses_on_device(const LlamaModel& model, const torch::Tensor& input_ids,
+torch::Tensor losses_on_device(const CausalLM& model, const torch::Tensor& input_ids,
                                const AnswerLayout& layout, const std::vector<MaterializedPlan>& plans);
 
-DeviceEstimate estimate_on_device(const LlamaModel& model, const torch::Tensor& input_ids,
+DeviceEstimate estimate_on_device(const CausalLM& model, const torch::Tensor& input_ids,
                                   const AnswerLayout& layout, const std::vector<MaterializedPlan>& plans,
                                   const EstimatorOptions& options);
 

@@ -124,7 +124,7 @@ ZoEstimate estimate_from_losses(const EstimatorOptions& options, int64_t step, c
   return out;
 }
 
-ZoEstimate ZoEstimator::estimate(LlamaModel& model, const TokenBatch& batch, int64_t step,
+ZoEstimate ZoEstimator::estimate(CausalLM& model, const TokenBatch& batch, int64_t step,
                                  const PerturbationStream& stream) {
   const auto points = evaluate_share(model, batch, step, stream, QueryRange{});
   auto out = estimate_from_losses(options(), step, points.losses);

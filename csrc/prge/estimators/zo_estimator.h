@@ -5,7 +5,7 @@
 //   forward:  g_i = (L(θ + ε z_i) − L(θ)) / ε
 //   fzoo:     forward with Rademacher z_i, divided by σ, the standard deviation of the N
 //             perturbed losses L(θ + ε z_i) (FZOO, Dang et al. 2025: normalized ZO-SGD)
-#include "prge/models/llama.h"
+#include "prge/models/causal_lm.h"
 #include "prge/perturbation.h"
 #include "prge/token_batch.h"
 
@@ -89,13 +89,13 @@ class ZoEstimator {
  public:
   virtual ~ZoEstimator() = default;
   // The losses of the points of the queries in `range`; nothing is updated.
-  virtual PointLosses evaluate_share(LlamaModel& model, const TokenBatch& batch, int64_t step,
+  virtual PointLosses evaluate_share(CausalLM& model, const TokenBatch& batch, int64_t step,
                                      const PerturbationStream& stream, QueryRange range) = 0;
   // Every point, then g: evaluate_share over all queries + estimate_from_losses.
-  ZoEstimate estimate(LlamaModel& model, const TokenBatch& batch, int64_t step,
+  ZoEstimate estimate(CausalLM& model, const TokenBatch& batch, int64_t step,
                       const PerturbationStream& stream);
   // The tensors this estimator perturbs (and the optimizer updates).
-  virtual std::vector<ZoParameter> parameters(LlamaModel& model) const = 0;
+  virtual std::vector<ZoParameter> parameters(CausalLM& model) const = 0;
   virtual const EstimatorOptions& options() const = 0;
 };
 

@@ -80,7 +80,7 @@ torch::Tensor plain_inverse_frequencies(double base, int64_t dim) {
 
 RopeParameters read_rope_parameters(const YAML::Node& config, const std::string& path, int64_t head_dim,
                                     int64_t max_position_embeddings, double default_theta,
-                                    const std::string& layer_type) {
+                                    const std::string& layer_type, const RopeOptions& options) {
   // transformers reads the legacy rope_scaling first when both are present.
   const char* section = present(config, "rope_scaling") ? "rope_scaling"
                         : present(config, "rope_parameters") ? "rope_parameters"
@@ -88,11 +88,13 @@ RopeParameters read_rope_parameters(const YAML::Node& config, const std::string&
   YAML::Node dict;
   std::string where = path;
   if (section) {
-    dict = config[section];
+    // reset, not =: assigning to a yaml-cpp node that refers into a tree rewrites the tree.
+    dict.reset(config[section]);
     where = fmt::format("{}: {}", path, section);
     if (!dict.IsMap()) throw std::runtime_error(fmt::format("{}: expected a mapping", where));
-    if (!layer_type.empty() && dict[layer_type]) {
-      dict = dict[layer_type];
+    const YAML::Node& view = dict;
+    if (!layer_type.empty() && view[layer_type]) {
+      dict.reset(view[layer_type]);
       where = fmt::format("{}.{}", where, layer_type);
       if (!dict.IsMap()) throw std::runtime_error(fmt::format("{}: expected a mapping", where));
     }
@@ -126,13 +128,17 @@ RopeParameters read_rope_parameters(const YAML::Node& config, const std::string&
   std::string type = "default";
   if (dict && present(dict, "rope_type")) type = io::scalar_as<std::string>(dict["rope_type"]);
   else if (dict && present(dict, "type")) type = io::scalar_as<std::string>(dict["type"]);
+  for (const auto& [from, to] : options.aliases) {
+    if (type == from) type = to;
+  }
   rope.type = parse_rope_type(type, fmt::format("{}: rope_type", where));
 
   rope.theta = default_theta;
   if (present(config, "rope_theta")) rope.theta = number(config, "rope_theta", path);
   if (dict && present(dict, "rope_theta")) rope.theta = number(dict, "rope_theta", where);
   for (const auto& [node, at] : {std::pair{config, path}, std::pair{dict, where}}) {
-    if (node && present(node, "partial_rotary_factor") && number(node, "partial_rotary_factor", at) != 1.0) {
+    if (!options.allow_partial_rotation && node && present(node, "partial_rotary_factor") &&
+        number(node, "partial_rotary_factor", at) != 1.0) {
       throw std::runtime_error(fmt::format(
           "{}: partial_rotary_factor {} is not supported (prge rotates the whole head)", at,
           io::scalar_as<std::string>(node["partial_rotary_factor"])));

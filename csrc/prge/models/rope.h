@@ -45,15 +45,24 @@ struct RopeParameters {
   bool operator==(const RopeParameters& other) const;
 };
 
+// What a family's config class does beyond the common reading: rope type names it renames
+// (Phi-3: su, yarn -> longrope), and whether it rotates part of the head.
+struct RopeOptions {
+  std::vector<std::pair<std::string, std::string>> aliases;
+  bool allow_partial_rotation = false;
+};
+
 // RoPE of one attention kind, read from the parsed config.json `config` (the file `path`,
-// named in errors). `layer_type` selects one entry of a per-layer-type rope_parameters
+// named in errors). `rotary_dim` is the width RoPE rotates (head_dim, or head_dim *
+// partial_rotary_factor). `layer_type` selects one entry of a per-layer-type rope_parameters
 // ({"full_attention": {...}, "sliding_attention": {...}}, as Gemma 3 writes); empty: the flat
 // form. `default_theta` applies when the config names no theta; `max_position_embeddings` is
 // the model's. Unknown rope types, keys no rope type reads, and partial rotation
-// (partial_rotary_factor < 1) throw std::runtime_error naming the file and the field.
-RopeParameters read_rope_parameters(const YAML::Node& config, const std::string& path, int64_t head_dim,
+// (partial_rotary_factor < 1, unless options allow it) throw std::runtime_error naming the
+// file and the field.
+RopeParameters read_rope_parameters(const YAML::Node& config, const std::string& path, int64_t rotary_dim,
                                     int64_t max_position_embeddings, double default_theta = 10000.0,
-                                    const std::string& layer_type = "");
+                                    const std::string& layer_type = "", const RopeOptions& options = {});
 
 // inv_freq [head_dim / 2] float32 for a forward whose positions are all < seq_len, computed as
 // transformers' modeling_rope_utils does (float32 tables, double scalars).

@@ -6,7 +6,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from prge._core import LlamaConfig
+from prge._core import ArchSpec
 
 
 def cache_dir() -> Path:
@@ -70,10 +70,10 @@ SHAPES = {
 }
 
 
-def shape_config(name: str) -> LlamaConfig:
+def shape_config(name: str) -> ArchSpec:
     if name not in SHAPES:
         raise ValueError(f"unknown model shape '{name}' (known: {', '.join(SHAPES)})")
-    config = LlamaConfig()
+    config = ArchSpec()
     for key, value in SHAPES[name].items():
         if key == "rope_theta":
             config.rope.theta = value

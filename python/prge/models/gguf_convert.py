@@ -1,8 +1,15 @@
-"""Convert a llama.cpp GGUF checkpoint (Llama architecture) to a Hugging Face style
-directory: config.json, model.safetensors (float32) and tokenizer.json.
+"""Convert a llama.cpp GGUF checkpoint to a Hugging Face style directory: config.json,
+model.safetensors (float32) and the tokenizer files.
 
-Quantised tensors are dequantised with the `gguf` package; llama.cpp stores the Q and K
-projections with rows permuted for its rotary layout, which is undone here.
+Architectures: llama (also Mistral GGUFs, which llama.cpp writes as llama), qwen2, qwen3 and
+gemma3. The config is rebuilt from the GGUF metadata, including what transformers' own GGUF
+loader drops (RoPE scaling and Llama 3's rope_freqs, head sizes, Gemma's sliding window, its
+local RoPE base and its attention scale); the tensor names come from the `gguf` package's
+per-architecture tables, mapped onto the checkpoint names prge's family registry reads
+(prge.ArchSpec.layer_weight_names), so the converted directory loads through the same reader
+as any Hugging Face checkpoint. Quantised tensors are dequantised with `gguf`; llama.cpp stores
+a llama-architecture Q and K with rows permuted for its interleaved RoPE, which is undone here,
+and Gemma's norm weights as 1 + w, from which 1 is subtracted.
 """
 from __future__ import annotations
 
@@ -11,17 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-_LAYER_NAMES = {
-    "attn_norm": "input_layernorm",
-    "ffn_norm": "post_attention_layernorm",
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-}
+# GGUF general.architecture -> Hugging Face model_type.
+ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3": "gemma3_text"}
 
 
 def _field(reader, key, default=None):
@@ -30,116 +28,95 @@ def _field(reader, key, default=None):
         if default is None:
             raise ValueError(f"GGUF file lacks metadata key '{key}'")
         return default
-    value = field.contents()
-    return value
+    return field.contents()
 
 
 def unpermute_rotary_rows(weight: np.ndarray, n_heads: int) -> np.ndarray:
-    """Inverse of llama.cpp's convert `permute(w, n_head)` on Q/K rows."""
+    """Inverse of llama.cpp's convert `permute(w, n_head)` on Q/K rows (and biases)."""
     out_features = weight.shape[0]
     half = out_features // n_heads // 2
     return (weight.reshape(n_heads, half, 2, *weight.shape[1:])
             .swapaxes(1, 2).reshape(weight.shape))
 
 
-def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
-    import gguf
-    from safetensors.numpy import save_file
-
-    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
-    if not gguf_path.is_file():
-        raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
-    reader = gguf.GGUFReader(str(gguf_path))
-    arch = _field(reader, "general.architecture")
-    if arch != "llama":
-        raise ValueError(f"{gguf_path}: architecture '{arch}' is not supported (only llama)")
-    n_heads = int(_field(reader, "llama.attention.head_count"))
-    n_kv = int(_field(reader, "llama.attention.head_count_kv", n_heads))
-    hidden = int(_field(reader, "llama.embedding_length"))
-    head_dim = int(_field(reader, "llama.attention.key_length", hidden // n_heads))
-    rotary = int(_field(reader, "llama.rope.dimension_count", head_dim))
+def _config(reader, gguf_path: Path, arch: str, shapes: dict, rope_freqs) -> dict:
+    """config.json (transformers 5 layout) from the GGUF metadata; shapes: tensor name -> shape."""
+    f = lambda key, default=None: _field(reader, f"{arch}.{key}", default)  # noqa: E731
+    heads = int(f("attention.head_count"))
+    hidden = int(f("embedding_length"))
+    head_dim = int(f("attention.key_length", hidden // heads))
+    if int(f("attention.value_length", head_dim)) != head_dim:
+        raise ValueError(f"{gguf_path}: key and value head sizes differ; not supported")
+    rotary = int(f("rope.dimension_count", head_dim))
     if rotary != head_dim:
-        raise ValueError(f"{gguf_path}: llama.rope.dimension_count {rotary} < head size {head_dim} (partial "
+        raise ValueError(f"{gguf_path}: {arch}.rope.dimension_count {rotary} < head size {head_dim} (partial "
                          "rotary embeddings) is not supported")
-    tokens = _field(reader, "tokenizer.ggml.tokens")
-    tensors: dict[str, np.ndarray] = {}
-    rope_freqs = None
-    for t in reader.tensors:
-        data = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
-        data = data.reshape([int(d) for d in reversed(t.shape)])
-        parts = t.name.split(".")
-        if t.name == "token_embd.weight":
-            name = "model.embed_tokens.weight"
-        elif t.name == "output_norm.weight":
-            name = "model.norm.weight"
-        elif t.name == "output.weight":
-            name = "lm_head.weight"
-        elif t.name == "rope_freqs.weight":
-            rope_freqs = data.astype(np.float64)
-            continue
-        elif parts[0] == "blk" and parts[2] in _LAYER_NAMES:
-            name = f"model.layers.{parts[1]}.{_LAYER_NAMES[parts[2]]}.weight"
-            if parts[2] == "attn_q":
-                data = unpermute_rotary_rows(data, n_heads)
-            elif parts[2] == "attn_k":
-                data = unpermute_rotary_rows(data, n_kv)
-        else:
-            raise ValueError(f"{gguf_path}: tensor '{t.name}' has no place in a Llama model")
-        tensors[name] = np.ascontiguousarray(data)
-    context = int(_field(reader, "llama.context_length"))
-    theta = float(_field(reader, "llama.rope.freq_base", 10000.0))
-    rope = _rope_parameters(reader, gguf_path, theta, head_dim, rope_freqs)
+    layers = int(f("block_count"))
+    theta = float(f("rope.freq_base", 10000.0))
     config = {
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
-        "vocab_size": len(tokens),
+        "model_type": ARCHITECTURES[arch],
+        "vocab_size": int(shapes["token_embd.weight"][0]),
         "hidden_size": hidden,
-        "intermediate_size": int(_field(reader, "llama.feed_forward_length")),
-        "num_hidden_layers": int(_field(reader, "llama.block_count")),
-        "num_attention_heads": n_heads,
-        "num_key_value_heads": n_kv,
+        "intermediate_size": int(f("feed_forward_length")),
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": int(f("attention.head_count_kv", heads)),
         "head_dim": head_dim,
-        "rms_norm_eps": float(_field(reader, "llama.attention.layer_norm_rms_epsilon")),
-        "rope_parameters": rope,
-        "max_position_embeddings": context,
-        "tie_word_embeddings": "lm_head.weight" not in tensors,
-        "hidden_act": "silu",
+        "rms_norm_eps": float(f("attention.layer_norm_rms_epsilon")),
+        "max_position_embeddings": int(f("context_length")),
+        "tie_word_embeddings": "output.weight" not in shapes,
         "bos_token_id": int(_field(reader, "tokenizer.ggml.bos_token_id", 1)),
         "eos_token_id": int(_field(reader, "tokenizer.ggml.eos_token_id", 2)),
         "torch_dtype": "float32",
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "model.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(out_dir / "model.safetensors")
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
-    _export_tokenizer(gguf_path, out_dir)
-    return out_dir
+    if arch == "gemma3":
+        # llama.cpp writes neither the attention scale nor the layer pattern: it uses Gemma 3's
+        # (1 / sqrt(hidden / heads) for the 62-layer 27B, else 1 / sqrt(head_dim); every 6th
+        # layer global), and so does this.
+        config.update({
+            "query_pre_attn_scalar": hidden // heads if layers == 62 else head_dim,
+            "sliding_window": int(f("attention.sliding_window", 4096)),
+            "sliding_window_pattern": 6,
+            "rope_parameters": {
+                "full_attention": {"rope_theta": theta, **_rope_scaling(reader, gguf_path, arch, head_dim, None)},
+                "sliding_attention": {"rope_type": "default", "rope_theta": float(f("rope.freq_base_swa", 10000.0))},
+            },
+        })
+        if reader.fields.get(f"{arch}.final_logit_softcapping") is not None:
+            config["final_logit_softcapping"] = float(f("final_logit_softcapping"))
+        return config
+    config["hidden_act"] = "silu"
+    config["rope_parameters"] = {"rope_theta": theta, **_rope_scaling(reader, gguf_path, arch, head_dim, rope_freqs)}
+    if arch == "qwen3":
+        config["attention_bias"] = "blk.0.attn_output.bias" in shapes
+    elif arch == "llama":
+        config["attention_bias"] = "blk.0.attn_q.bias" in shapes
+    return config
 
 
-def _rope_parameters(reader, gguf_path: Path, theta: float, head_dim: int, rope_freqs) -> dict:
-    """config.json's rope_parameters from the GGUF's RoPE metadata. llama.cpp writes linear and
-    YaRN scaling as rope.scaling.* keys, and Llama 3's scaling as a tensor of per-frequency
-    divisors, rope_freqs (inv_freq[i] = theta^(-2i/d) / rope_freqs[i]), recovered here as the
-    llama3 parameters that reproduce it."""
-    kind = _field(reader, "llama.rope.scaling.type", "none")
+def _rope_scaling(reader, gguf_path: Path, arch: str, head_dim: int, rope_freqs) -> dict:
+    """rope_type and its parameters from the GGUF. llama.cpp writes linear and YaRN scaling as
+    rope.scaling.* keys, and Llama 3's scaling as a tensor of per-frequency divisors,
+    rope_freqs (inv_freq[i] = theta^(-2i/d) / rope_freqs[i]), recovered here as the llama3
+    parameters that reproduce it."""
+    kind = _field(reader, f"{arch}.rope.scaling.type", "none")
+    theta = float(_field(reader, f"{arch}.rope.freq_base", 10000.0))
     if rope_freqs is not None:
         if kind not in ("none", ""):
             raise ValueError(f"{gguf_path}: both rope_freqs and rope.scaling.type '{kind}': not supported")
-        return {"rope_theta": theta, **llama3_from_rope_freqs(rope_freqs, theta, head_dim, gguf_path)}
+        return llama3_from_rope_freqs(np.asarray(rope_freqs, dtype=np.float64), theta, head_dim, gguf_path)
     if kind in ("none", ""):
-        return {"rope_type": "default", "rope_theta": theta}
-    factor = float(_field(reader, "llama.rope.scaling.factor"))
+        return {"rope_type": "default"}
+    factor = float(_field(reader, f"{arch}.rope.scaling.factor"))
     if kind == "linear":
-        return {"rope_type": "linear", "rope_theta": theta, "factor": factor}
+        return {"rope_type": "linear", "factor": factor}
     if kind == "yarn":
-        extra = [k for k in reader.fields if k.startswith("llama.rope.scaling.yarn")]
+        extra = [k for k in reader.fields if k.startswith(f"{arch}.rope.scaling.yarn")]
         if extra:
             raise ValueError(f"{gguf_path}: YaRN metadata {', '.join(extra)} is not supported")
-        original = int(_field(reader, "llama.rope.scaling.original_context_length"))
-        return {"rope_type": "yarn", "rope_theta": theta, "factor": factor,
-                "original_max_position_embeddings": original}
-    raise ValueError(f"{gguf_path}: llama.rope.scaling.type '{kind}' is not supported (none, linear, yarn, "
+        original = int(_field(reader, f"{arch}.rope.scaling.original_context_length"))
+        return {"rope_type": "yarn", "factor": factor, "original_max_position_embeddings": original}
+    raise ValueError(f"{gguf_path}: {arch}.rope.scaling.type '{kind}' is not supported (none, linear, yarn, "
                      "or Llama 3's rope_freqs)")
 
 
@@ -175,6 +152,66 @@ def llama3_from_rope_freqs(rope_freqs: np.ndarray, theta: float, head_dim: int, 
             return {"rope_type": "llama3", "factor": factor, "low_freq_factor": low, "high_freq_factor": float(high),
                     "original_max_position_embeddings": original}
     raise ValueError(f"{gguf_path}: rope_freqs does not follow Llama 3's RoPE scaling; prge cannot express it")
+
+
+def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
+    """Write config.json, model.safetensors (float32) and tokenizer files for `gguf_path` into
+    `out_dir`. Raises ValueError naming the file and the metadata or tensor it cannot express."""
+    import gguf
+    from safetensors.numpy import save_file
+
+    from prge._core import ArchSpec
+
+    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
+    if not gguf_path.is_file():
+        raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
+    reader = gguf.GGUFReader(str(gguf_path))
+    arch = _field(reader, "general.architecture")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"{gguf_path}: architecture '{arch}' is not supported ({', '.join(ARCHITECTURES)})")
+    stored = {t.name: t for t in reader.tensors}
+
+    def dense(name: str) -> np.ndarray:
+        t = stored[name]
+        data = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        return data.reshape([int(d) for d in reversed(t.shape)])
+
+    shapes = {name: tuple(int(d) for d in reversed(t.shape)) for name, t in stored.items()}
+    rope_freqs = dense("rope_freqs.weight") if "rope_freqs.weight" in stored else None
+    config = _config(reader, gguf_path, arch, shapes, rope_freqs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    spec = ArchSpec.from_json_file(str(out_dir / "config.json"))  # prge's reader decides the names
+
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], spec.num_hidden_layers)
+    wanted = {"model.embed_tokens.weight", "model.norm.weight"}
+    if not spec.tie_word_embeddings:
+        wanted.add("lm_head.weight")
+    wanted |= {f"model.layers.{i}.{n}" for i in range(spec.num_hidden_layers) for n in spec.layer_weight_names}
+    tensors: dict[str, np.ndarray] = {}
+    used = {"rope_freqs.weight"}
+    for hf in sorted(wanted):
+        base, suffix = hf.rsplit(".", 1)
+        source = names.get_name(base)
+        if source is None or f"{source}.{suffix}" not in stored:
+            raise ValueError(f"{gguf_path}: no tensor for {hf} (expected {source}.{suffix})")
+        source = f"{source}.{suffix}"
+        used.add(source)
+        data = dense(source)
+        if arch == "llama" and (".attn_q." in source or ".attn_k." in source):
+            data = unpermute_rotary_rows(data, spec.num_attention_heads if ".attn_q." in source
+                                         else spec.num_key_value_heads)
+        if arch == "gemma3" and hf.endswith("norm.weight"):
+            data = data - 1.0  # llama.cpp stores Gemma's gain 1 + w
+        tensors[hf] = np.ascontiguousarray(data)
+    unused = sorted(set(stored) - used)
+    if unused:
+        raise ValueError(f"{gguf_path}: tensors {', '.join(unused[:5])} have no place in a {arch} model")
+    tmp = out_dir / "model.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp.replace(out_dir / "model.safetensors")
+    _export_tokenizer(gguf_path, out_dir)
+    return out_dir
 
 
 def _export_tokenizer(gguf_path: Path, out_dir: Path) -> None:

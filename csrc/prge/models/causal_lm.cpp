@@ -1,0 +1,636 @@
+#include "prge/models/causal_lm.h"
+
+#ifdef PRGE_WITH_CUDA
+#include "prge/cuda/layer_kernels.h"
+#endif
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <optional>
+#include <stdexcept>
+
+namespace prge {
+namespace fs = std::filesystem;
+
+torch::ScalarType parse_dtype(const std::string& name) {
+  if (name == "float32" || name == "fp32") return torch::kFloat32;
+  if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
+  if (name == "float16" || name == "fp16") return torch::kFloat16;
+  throw std::invalid_argument(
+      fmt::format("unknown dtype '{}' (allowed: float32, bfloat16, float16)", name));
+}
+
+std::string dtype_name(torch::ScalarType dtype) {
+  switch (dtype) {
+    case torch::kFloat32: return "float32";
+    case torch::kBFloat16: return "bfloat16";
+    case torch::kFloat16: return "float16";
+    default: return "unsupported";
+  }
+}
+
+LoraFaLinear* DecoderLayer::projection(const std::string& name) {
+  for (auto* group : {&qkv, &gate_up}) {
+    for (size_t j = 0; j < group->parts(); ++j) {
+      if (group->part(j).projection() == name) return &group->part(j);
+    }
+  }
+  if (o_proj.projection() == name) return &o_proj;
+  if (down_proj.projection() == name) return &down_proj;
+  return nullptr;
+}
+
+std::vector<CopyStackRequest> DecoderLayer::copy_requests() const {
+  std::vector<CopyStackRequest> requests;
+  auto add = [&](std::vector<CopyStackRequest> more) { requests.insert(requests.end(), more.begin(), more.end()); };
+  add(qkv.copy_requests());
+  if (o_proj.has_adapter()) requests.push_back(o_proj.copy_request());
+  add(gate_up.copy_requests());
+  if (down_proj.has_adapter()) requests.push_back(down_proj.copy_request());
+  return requests;
+}
+
+namespace {
+
+torch::Tensor take(io::TensorMap& weights, const std::string& name, const std::vector<int64_t>& shape,
+                   const torch::Device& device, torch::ScalarType dtype) {
+  auto it = weights.find(name);
+  if (it == weights.end()) throw std::runtime_error(fmt::format("missing weight '{}'", name));
+  auto t = it->second;
+  if (t.sizes() != at::IntArrayRef(shape)) {
+    throw std::runtime_error(fmt::format("weight '{}' has shape {}, expected {}", name,
+                                         fmt::join(t.sizes(), "x"), fmt::join(shape, "x")));
+  }
+  weights.erase(it);
+  return t.to(device, dtype).contiguous();
+}
+
+// x*cos + swap_halves(x)*signed_sin: HF's x*cos + rotate_half(x)*sin with a sign-folded sin
+// table [-sin, sin] (two fewer passes than rotate_half).
+torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& signed_sin) {
+  auto sizes = x.sizes().vec();
+  const int64_t hd = sizes.back();
+  std::vector<int64_t> halves(sizes.begin(), sizes.end() - 1);
+  halves.push_back(2);
+  halves.push_back(hd / 2);
+  auto swapped = x.reshape(halves).flip(-2).reshape(sizes);
+  return torch::addcmul(x * cos, swapped, signed_sin);
+}
+
+bool is_bias(Role role) {
+  switch (role) {
+    case Role::QBias: case Role::KBias: case Role::VBias: case Role::OBias:
+    case Role::GateBias: case Role::UpBias: case Role::DownBias: return true;
+    default: return false;
+  }
+}
+
+bool is_norm(Role role) {
+  switch (role) {
+    case Role::AttnInNorm: case Role::MlpInNorm: case Role::QNorm: case Role::KNorm:
+    case Role::AttnOutNorm: case Role::MlpOutNorm: return true;
+    default: return false;
+  }
+}
+
+// A gemma3 wrapper checkpoint's text weights under Gemma3ForCausalLM's names (either of the
+// two layouts transformers has written); its vision weights dropped.
+io::TensorMap text_weights_of_wrapper(io::TensorMap weights) {
+  io::TensorMap out;
+  for (auto& [name, tensor] : weights) {
+    std::string text = name;
+    for (const char* prefix : {"language_model.model.", "model.language_model."}) {
+      if (name.rfind(prefix, 0) == 0) text = "model." + name.substr(std::string(prefix).size());
+    }
+    if (name.rfind("language_model.lm_head.", 0) == 0) text = name.substr(std::string("language_model.").size());
+    if (text.find("vision_tower") != std::string::npos || text.find("multi_modal_projector") != std::string::npos) {
+      continue;
+    }
+    out[text] = tensor;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<Role> CausalLM::qkv_roles() const {
+  return spec_.fused_checkpoint ? std::vector<Role>{Role::QKV} : std::vector<Role>{Role::Q, Role::K, Role::V};
+}
+
+std::vector<Role> CausalLM::gate_up_roles() const {
+  return spec_.fused_checkpoint ? std::vector<Role>{Role::GateUp} : std::vector<Role>{Role::Gate, Role::Up};
+}
+
+CausalLM::CausalLM(ArchSpec spec, io::TensorMap weights, const torch::Device& device, torch::ScalarType dtype)
+    : spec_(std::move(spec)), table_(spec_.weights()), device_(device), dtype_(dtype) {
+  spec_.validate();
+  const auto& s = spec_;
+  for (size_t k = 0; k < table_.layer.size(); ++k) offsets_[table_.layer[k].role] = static_cast<int64_t>(k);
+  if (s.multimodal_wrapper) weights = text_weights_of_wrapper(std::move(weights));
+  for (size_t r = 0; r < s.ropes.size(); ++r) {
+    rope_inv_freq_.push_back(rope_inverse_frequencies(s.ropes[r], s.rotary_dim(), 0, device));
+  }
+  if (s.scale_embeddings) {  // sqrt(hidden) rounded to the dtype first, as transformers' Gemma does
+    embedding_scale_ = torch::scalar_tensor(std::sqrt(static_cast<double>(s.hidden_size)), torch::kFloat32)
+                           .to(dtype).to(torch::kFloat64).item<double>();
+  }
+  embed_tokens_ = take(weights, "model.embed_tokens.weight", {s.vocab_size, s.hidden_size}, device, dtype);
+  final_norm_ = take(weights, "model.norm.weight", {s.hidden_size}, device, dtype);
+  // Tied unless the checkpoint holds its own lm_head (transformers 5 then uses the stored one).
+  if (s.tie_word_embeddings && !weights.count("lm_head.weight")) {
+    lm_head_ = embed_tokens_;
+  } else if (s.tie_word_embeddings) {
+    lm_head_ = take(weights, "lm_head.weight", {s.vocab_size, s.hidden_size}, device, dtype);
+    spec_.tie_word_embeddings = false;
+  } else {
+    lm_head_ = take(weights, "lm_head.weight", {s.vocab_size, s.hidden_size}, device, dtype);
+  }
+  layers_.resize(static_cast<size_t>(s.num_hidden_layers));
+  for (int64_t i = 0; i < s.num_hidden_layers; ++i) {
+    auto& layer = layers_[static_cast<size_t>(i)];
+    std::map<Role, torch::Tensor> loaded;
+    for (const auto& entry : table_.layer) {
+      loaded[entry.role] = take(weights, fmt::format("model.layers.{}.{}", i, entry.name), s.shape(entry.role),
+                                device, dtype);
+    }
+    auto label = [&](Role role) {
+      for (const auto& entry : table_.layer) {
+        if (entry.role == role) {
+          auto name = entry.name.substr(0, entry.name.rfind('.'));  // self_attn.q_proj
+          return fmt::format("layers.{}.{}", i, name.substr(name.rfind('.') + 1));
+        }
+      }
+      return std::string();
+    };
+    auto bias_of = [&](Role role) { return loaded.count(role) ? loaded[role] : torch::Tensor(); };
+    auto group = [&](const std::vector<Role>& roles, const std::vector<Role>& bias_roles) {
+      std::vector<torch::Tensor> ws, bs;
+      std::vector<std::string> names;
+      for (size_t j = 0; j < roles.size(); ++j) {
+        ws.push_back(loaded.at(roles[j]));
+        names.push_back(label(roles[j]));
+        if (j < bias_roles.size() && loaded.count(bias_roles[j])) bs.push_back(loaded[bias_roles[j]]);
+      }
+      return FusedLoraFaProjection(ws, names, bs);
+    };
+    layer.qkv = group(qkv_roles(), {Role::QBias, Role::KBias, Role::VBias});
+    layer.o_proj = LoraFaLinear(loaded.at(Role::O), label(Role::O), bias_of(Role::OBias));
+    layer.gate_up = group(gate_up_roles(), {Role::GateBias, Role::UpBias});
+    layer.down_proj = LoraFaLinear(loaded.at(Role::Down), label(Role::Down), bias_of(Role::DownBias));
+    for (const auto& [role, tensor] : loaded) {
+      if (is_norm(role) || is_bias(role)) layer.tensors[role] = tensor;
+    }
+    // Biases live in the projections (views of fused storage); the map keeps those views.
+    if (layer.qkv.bias().defined()) {
+      const auto roles = std::vector<Role>{Role::QBias, Role::KBias, Role::VBias};
+      for (size_t j = 0; j < layer.qkv.parts(); ++j) {
+        if (j < roles.size() && layer.tensors.count(roles[j])) layer.tensors[roles[j]] = layer.qkv.part(j).bias();
+      }
+    }
+    if (layer.gate_up.bias().defined()) {
+      const auto roles = std::vector<Role>{Role::GateBias, Role::UpBias};
+      for (size_t j = 0; j < layer.gate_up.parts(); ++j) {
+        if (j < roles.size() && layer.tensors.count(roles[j])) layer.tensors[roles[j]] = layer.gate_up.part(j).bias();
+      }
+    }
+    if (layer.o_proj.bias().defined()) layer.tensors[Role::OBias] = layer.o_proj.bias();
+    if (layer.down_proj.bias().defined()) layer.tensors[Role::DownBias] = layer.down_proj.bias();
+  }
+  for (const auto& [name, tensor] : weights) {
+    if (name.find("rotary_emb") == std::string::npos) {
+      throw std::runtime_error(fmt::format("unexpected weight '{}' in checkpoint (model_type {})", name, s.model_type));
+    }
+  }
+}
+
+CausalLM CausalLM::from_pretrained(const std::string& dir, const torch::Device& device, torch::ScalarType dtype) {
+  if (!fs::is_directory(dir)) {
+    throw std::runtime_error(fmt::format("{}: model directory not found", dir));
+  }
+  const auto config_path = (fs::path(dir) / "config.json").string();
+  ArchSpec spec;
+  try {
+    spec = ArchSpec::from_json_file(config_path);
+  } catch (const std::invalid_argument& e) {  // a value of the wrong type: name the file
+    throw std::runtime_error(fmt::format("{}: {}", config_path, e.what()));
+  }
+  io::TensorMap weights;
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().extension() == ".safetensors") files.push_back(entry.path());
+  }
+  if (files.empty()) throw std::runtime_error(fmt::format("{}: no *.safetensors weights", dir));
+  std::sort(files.begin(), files.end());
+  for (const auto& file : files) weights.merge(io::load_safetensors(file.string()));
+  try {
+    return CausalLM(std::move(spec), std::move(weights), device, dtype);
+  } catch (const std::exception& e) {  // a missing, extra or misshapen weight: name the model
+    throw std::runtime_error(fmt::format("{}: {}", dir, e.what()));
+  }
+}
+
+CausalLM CausalLM::random(const ArchSpec& s, uint64_t seed, const torch::Device& device, torch::ScalarType dtype) {
+  s.validate();
+  torch::manual_seed(seed);
+  io::TensorMap w;
+  auto options = torch::TensorOptions().dtype(dtype).device(device);
+  auto normal = [&](const std::vector<int64_t>& shape) { return torch::randn(shape, options).mul_(0.02); };
+  // Norm gains of 1: Llama stores the gain, Gemma its offset from 1.
+  auto unit_gain = [&](const std::vector<int64_t>& shape) {
+    return s.norm == NormKind::Gemma ? torch::zeros(shape, options) : torch::ones(shape, options);
+  };
+  w["model.embed_tokens.weight"] = normal({s.vocab_size, s.hidden_size});
+  w["model.norm.weight"] = unit_gain({s.hidden_size});
+  if (!s.tie_word_embeddings) w["lm_head.weight"] = normal({s.vocab_size, s.hidden_size});
+  for (int64_t i = 0; i < s.num_hidden_layers; ++i) {
+    for (const auto& entry : s.weights().layer) {
+      const auto shape = s.shape(entry.role);
+      w[fmt::format("model.layers.{}.{}", i, entry.name)] = is_norm(entry.role) ? unit_gain(shape) : normal(shape);
+    }
+  }
+  auto spec = s;
+  spec.multimodal_wrapper = false;  // the names above are the text model's
+  return CausalLM(spec, std::move(w), device, dtype);
+}
+
+std::string CausalLM::hf_module_name(int64_t layer, const std::string& projection) const {
+  for (const auto& entry : table_.layer) {
+    const auto module = entry.name.substr(0, entry.name.rfind('.'));  // self_attn.q_proj
+    if (module.substr(module.rfind('.') + 1) == projection && entry.name.size() > 7 &&
+        entry.name.compare(entry.name.size() - 7, 7, ".weight") == 0) {
+      return fmt::format("model.layers.{}.{}", layer, module);
+    }
+  }
+  throw std::invalid_argument(fmt::format("model_type '{}' has no projection '{}'", spec_.model_type, projection));
+}
+
+void CausalLM::attach_adapters(const AdapterOptions& options) {
+  // Resolve the targets for the family: a fused projection (Phi-3) is targeted by its own name
+  // or by all of its parts' Llama names.
+  const std::map<std::string, std::vector<std::string>> fused_parts{
+      {"qkv_proj", {"q_proj", "k_proj", "v_proj"}}, {"gate_up_proj", {"gate_proj", "up_proj"}}};
+  const auto& projections = table_.projections;
+  auto named = [&](const std::string& p) {
+    return std::find(options.targets.begin(), options.targets.end(), p) != options.targets.end();
+  };
+  std::vector<std::string> targets;
+  for (const auto& p : projections) {
+    const auto parts = fused_parts.find(p);
+    if (named(p)) {
+      targets.push_back(p);
+    } else if (parts != fused_parts.end()) {
+      const auto count = std::count_if(parts->second.begin(), parts->second.end(), named);
+      if (count == static_cast<int64_t>(parts->second.size())) targets.push_back(p);
+      if (count > 0 && count < static_cast<int64_t>(parts->second.size())) {
+        throw std::invalid_argument(fmt::format(
+            "adapter.targets: model_type '{}' stores {} as one tensor, {}: target all of {} or {} itself",
+            spec_.model_type, fmt::join(parts->second, ", "), p, fmt::join(parts->second, ", "), p));
+      }
+    }
+  }
+  for (const auto& t : options.targets) {
+    bool known = std::find(projections.begin(), projections.end(), t) != projections.end();
+    for (const auto& [fused, parts] : fused_parts) {
+      if (std::find(projections.begin(), projections.end(), fused) != projections.end() &&
+          std::find(parts.begin(), parts.end(), t) != parts.end()) {
+        known = true;
+      }
+    }
+    if (!known) {
+      throw std::invalid_argument(fmt::format("unknown adapter target '{}' (allowed for model_type '{}': {})", t,
+                                              spec_.model_type, fmt::join(projections, ", ")));
+    }
+  }
+  int64_t index = 0;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    auto& layer = layers_[i];
+    for (const auto& name : projections) {
+      if (std::find(targets.begin(), targets.end(), name) == targets.end()) continue;
+      const auto module = hf_module_name(static_cast<int64_t>(i), name);
+      layer.projection(name)->attach_adapter(options.rank_of(module), options.scaling_of(module), options.init_seed,
+                                             index++);
+    }
+    layer.qkv.refresh_adapters();
+    layer.gate_up.refresh_adapters();
+  }
+  adapter_buffer_ = AdapterBuffer(adapted_layers());
+}
+
+int64_t CausalLM::param_index(size_t layer, Role role) const {
+  return 1 + static_cast<int64_t>(layer) * static_cast<int64_t>(table_.layer.size()) + offsets_.at(role);
+}
+
+int64_t CausalLM::final_norm_index() const { return param_index(layers_.size(), Role::AttnInNorm) - offsets_.at(Role::AttnInNorm); }
+
+bool CausalLM::use_layer_kernels() const {
+#ifdef PRGE_WITH_CUDA
+  // The kernels move 16 bytes per access: every row length a multiple of 8 elements (head_dim
+  // of 16, so that each RoPE half is too).
+  const auto& s = spec_;
+  const bool vectorizable = s.head_dim % 16 == 0 && s.hidden_size % 8 == 0 && s.intermediate_size % 8 == 0;
+  return layer_kernels_ && vectorizable && device_.is_cuda() && !at::GradMode::is_enabled();
+#else
+  return false;
+#endif
+}
+
+torch::Tensor CausalLM::weight(const torch::Tensor& w, int64_t index, const WeightPerturbation* perturbation,
+                               torch::Tensor out) const {
+  if (!perturbation || !w.defined()) return w;
+  const auto& p = *perturbation;
+  auto z = p.stream->noise(p.step, index, p.query, w.sizes(), w.device());  // float32
+  if (!out.defined()) out = torch::empty_like(w);
+  // w + scale * z computed in float32 (type promotion) and rounded once into w's dtype: one
+  // pass, written straight where the forward reads it.
+  at::add_out(out, w, z, p.scale);
+  return out;
+}
+
+torch::Tensor CausalLM::layer_tensor(size_t layer, Role role, const WeightPerturbation* perturbation) const {
+  const auto& tensors = layers_[layer].tensors;
+  const auto found = tensors.find(role);
+  if (found == tensors.end()) return {};
+  return weight(found->second, param_index(layer, role), perturbation);
+}
+
+std::pair<torch::Tensor, torch::Tensor> CausalLM::group_tensors(size_t layer, const FusedLoraFaProjection& group,
+                                                                const std::vector<Role>& weights,
+                                                                const std::vector<Role>& biases,
+                                                                const WeightPerturbation* perturbation) const {
+  if (!perturbation) return {};
+  int64_t rows = 0;
+  for (size_t j = 0; j < group.parts(); ++j) rows += group.part(j).weight().size(0);
+  const auto& first = group.part(0).weight();
+  auto fused = torch::empty({rows, first.size(1)}, first.options());
+  torch::Tensor fused_bias;
+  if (group.bias().defined()) fused_bias = torch::empty({rows}, first.options());
+  int64_t offset = 0;
+  for (size_t j = 0; j < group.parts(); ++j) {
+    const auto& part = group.part(j);
+    const int64_t n = part.weight().size(0);
+    weight(part.weight(), param_index(layer, weights.at(j)), perturbation, fused.narrow(0, offset, n));
+    if (fused_bias.defined()) {
+      weight(part.bias(), param_index(layer, biases.at(j)), perturbation, fused_bias.narrow(0, offset, n));
+    }
+    offset += n;
+  }
+  return {fused, fused_bias};
+}
+
+torch::Tensor CausalLM::rms_norm(const torch::Tensor& x, const torch::Tensor& w) const {
+  if (spec_.norm == NormKind::Gemma) {  // (n(x) * (1 + w)) in float32, rounded once
+    auto xf = x.to(torch::kFloat32);
+    auto n = xf * torch::rsqrt(xf.pow(2).mean(-1, true) + spec_.rms_norm_eps);
+    return (n * (w.to(torch::kFloat32) + 1.0)).to(x.scalar_type());
+  }
+  // Llama form; one fused ATen kernel (statistics in float32 for half types, as HF's).
+  return at::rms_norm(x, {x.size(-1)}, w, spec_.rms_norm_eps);
+}
+
+torch::Tensor CausalLM::add_rms_norm(torch::Tensor& x, const torch::Tensor& delta, const torch::Tensor& norm_weight) const {
+#ifdef PRGE_WITH_CUDA
+  if (use_layer_kernels() && spec_.norm == NormKind::Llama) {
+    return cuda::add_rms_norm_(x, delta, norm_weight, spec_.rms_norm_eps);
+  }
+#endif
+  x = x + delta;
+  return rms_norm(x, norm_weight);
+}
+
+torch::Tensor CausalLM::apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) const {
+  const int64_t rd = spec_.rotary_dim();
+  if (rd < spec_.head_dim) {  // partial rotation: the first rd dims rotate, the rest pass
+    return torch::cat({rotate(x.narrow(-1, 0, rd), cos, sin), x.narrow(-1, rd, spec_.head_dim - rd)}, -1);
+  }
+#ifdef PRGE_WITH_CUDA
+  if (use_layer_kernels() && cos.dim() == 2) return cuda::rope(x, cos, sin);
+#endif
+  return rotate(x, cos, sin);
+}
+
+torch::Tensor CausalLM::embed(const torch::Tensor& ids, const WeightPerturbation* perturbation) const {
+  auto x = at::embedding(weight(embed_tokens_, 0, perturbation), ids);
+  return spec_.scale_embeddings ? x * embedding_scale_ : x;
+}
+
+torch::Tensor CausalLM::attention_block(size_t i, const torch::Tensor& h, const torch::Tensor& cos,
+                                        const torch::Tensor& sin, const torch::Tensor& mask,
+                                        const MaterializedPlan* plan, const WeightPerturbation* perturbation,
+                                        KvCache* cache) const {
+  const auto& s = spec_;
+  const auto& layer = layers_[i];
+  const int64_t n = h.size(0), t = h.size(1), hd = s.head_dim;
+  const int64_t q_width = s.num_attention_heads * hd, kv_width = s.num_key_value_heads * hd;
+  const auto [qkv_weight, qkv_bias] = group_tensors(i, layer.qkv, qkv_roles(), {Role::QBias, Role::KBias, Role::VBias},
+                                                    perturbation);
+  const auto qkv = layer.qkv.forward_fused(h, plan, qkv_weight, qkv_bias);  // [n, t, q + 2 kv]
+  auto q = qkv.narrow(-1, 0, q_width).view({n, t, -1, hd});
+  auto k = qkv.narrow(-1, q_width, kv_width).view({n, t, -1, hd});
+  auto v = qkv.narrow(-1, q_width + kv_width, kv_width).view({n, t, -1, hd}).transpose(1, 2);
+  if (s.qk_norm) {  // per head over head_dim, before RoPE
+    q = rms_norm(q, layer_tensor(i, Role::QNorm, perturbation));
+    k = rms_norm(k, layer_tensor(i, Role::KNorm, perturbation));
+  }
+  q = apply_rope(q.transpose(1, 2), cos, sin);
+  k = apply_rope(k.transpose(1, 2), cos, sin);
+  if (cache) {
+    const bool past = cache->keys[i].defined();
+    cache->keys[i] = past ? torch::cat({cache->keys[i], k}, 2) : k.contiguous();
+    cache->values[i] = past ? torch::cat({cache->values[i], v}, 2) : v.contiguous();
+    k = cache->keys[i];
+    v = cache->values[i];
+  }
+  const bool causal = !mask.defined();
+  // SDPA's own 1 / sqrt(head_dim) unless the family scales otherwise (Gemma's query_pre_attn_scalar).
+  const auto scale = s.query_pre_attn_scalar > 0 ? std::optional<double>(s.attention_scale()) : std::nullopt;
+  auto attn = at::scaled_dot_product_attention(q, k, v, mask.defined() ? std::optional<torch::Tensor>(mask) : std::nullopt,
+                                               0.0, causal, scale, /*enable_gqa=*/true);
+  attn = attn.transpose(1, 2).reshape({n, t, -1});
+  return layer.o_proj.forward(attn, plan, weight(layer.o_proj.weight(), param_index(i, Role::O), perturbation),
+                              layer_tensor(i, Role::OBias, perturbation));
+}
+
+torch::Tensor CausalLM::mlp_block(size_t i, const torch::Tensor& h, const MaterializedPlan* plan,
+                                  const WeightPerturbation* perturbation) const {
+  const auto& layer = layers_[i];
+  const auto [gate_up_weight, gate_up_bias] =
+      group_tensors(i, layer.gate_up, gate_up_roles(), {Role::GateBias, Role::UpBias}, perturbation);
+  const auto down_weight = weight(layer.down_proj.weight(), param_index(i, Role::Down), perturbation);
+  const auto down_bias = layer_tensor(i, Role::DownBias, perturbation);
+  const auto gate_up = layer.gate_up.forward_fused(h, plan, gate_up_weight, gate_up_bias);  // [gate | up]
+#ifdef PRGE_WITH_CUDA
+  if (use_layer_kernels() && spec_.activation == Activation::Silu) {
+    return layer.down_proj.forward(cuda::swiglu(gate_up), plan, down_weight, down_bias);
+  }
+#endif
+  const int64_t f = spec_.intermediate_size;
+  const auto gate = gate_up.narrow(-1, 0, f), up = gate_up.narrow(-1, f, f);
+  const auto act = spec_.activation == Activation::Silu ? at::silu(gate) : at::gelu(gate, "tanh");
+  return layer.down_proj.forward(act * up, plan, down_weight, down_bias);
+}
+
+torch::Tensor CausalLM::rope_frequencies(int64_t length, int64_t rope) const {
+  const auto& r = spec_.ropes.at(static_cast<size_t>(rope));
+  return length > r.rescaled_beyond() ? rope_inverse_frequencies(r, spec_.rotary_dim(), length, device_)
+                                      : rope_inv_freq_.at(static_cast<size_t>(rope));
+}
+
+torch::Tensor CausalLM::hidden_states(const torch::Tensor& input_ids, const MaterializedPlan* plan,
+                                      const WeightPerturbation* perturbation) const {
+  if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64) {
+    throw std::invalid_argument(fmt::format(
+        "input_ids must be a 2-D int64 tensor [batch, seq], got {}-D {}", input_ids.dim(),
+        c10::toString(input_ids.scalar_type())));
+  }
+  const int64_t t = input_ids.size(1);
+  auto positions = torch::arange(t, torch::TensorOptions().dtype(torch::kInt64).device(device_));
+  std::vector<RopeTables> tables;  // [t, rotary_dim] per RoPE set, sin sign-folded (see rotate)
+  for (size_t r = 0; r < spec_.ropes.size(); ++r) {
+    tables.push_back(rope_tables(rope_frequencies(t, static_cast<int64_t>(r)), spec_.ropes[r].attention_factor,
+                                 positions, dtype_));
+  }
+  // A sliding window shorter than the sequence needs an explicit mask (keys j with 0 <= i - j < W).
+  std::map<int64_t, torch::Tensor> window_masks;
+  for (int64_t i = 0; i < spec_.num_hidden_layers; ++i) {
+    const auto window = spec_.attention(i).window;
+    if (window > 0 && window < t && !window_masks.count(window)) {
+      const auto distance = positions.unsqueeze(1) - positions.unsqueeze(0);  // i - j
+      window_masks[window] = (distance >= 0) & (distance < window);
+    }
+  }
+  // x: the residual stream; h: the normalized input of the next block. Each block's output is
+  // added to x and normalized for the next block in one step (one kernel on CUDA).
+  auto ids = input_ids.to(device_);
+  auto x = embed(ids, perturbation);
+  auto h = rms_norm(x, layer_tensor(0, Role::AttnInNorm, perturbation));
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (plan) plan->prepare_copies(layers_[i].copy_requests(), dtype_);  // the layer's B copies, one kernel
+    const auto attention = spec_.attention(static_cast<int64_t>(i));
+    const auto& rope = tables.at(static_cast<size_t>(attention.rope));
+    const auto found = window_masks.find(attention.window);
+    auto a = attention_block(i, h, rope.cos, rope.sin, found != window_masks.end() ? found->second : torch::Tensor(),
+                             plan, perturbation, nullptr);
+    if (spec_.sandwich_norms) a = rms_norm(a, layer_tensor(i, Role::AttnOutNorm, perturbation));
+    h = add_rms_norm(x, a, layer_tensor(i, Role::MlpInNorm, perturbation));
+    auto m = mlp_block(i, h, plan, perturbation);
+    if (spec_.sandwich_norms) m = rms_norm(m, layer_tensor(i, Role::MlpOutNorm, perturbation));
+    const bool last = i + 1 == layers_.size();
+    const auto next_norm = last ? weight(final_norm_, final_norm_index(), perturbation)
+                                : layer_tensor(i + 1, Role::AttnInNorm, perturbation);
+    h = add_rms_norm(x, m, next_norm);
+  }
+  return h;
+}
+
+torch::Tensor CausalLM::forward_cached(const torch::Tensor& input_ids, const torch::Tensor& positions,
+                                       const torch::Tensor& key_mask, KvCache& cache) const {
+  const int64_t n = input_ids.size(0), t = input_ids.size(1);
+  const int64_t past = cache.length(), total = past + t;
+  if (key_mask.size(0) != n || key_mask.size(1) != total) {
+    throw std::invalid_argument(fmt::format("forward_cached: key_mask must be [{}, {}]", n, total));
+  }
+  if (cache.keys.empty()) cache.keys.resize(layers_.size()), cache.values.resize(layers_.size());
+  // RoPE at each row's own positions: [N, 1, t, rotary_dim]. The length dynamic / longrope
+  // RoPE depend on is this call's, 1 + its largest position (as transformers computes it).
+  const auto device_positions = positions.to(device_, torch::kInt64);
+  std::vector<RopeTables> tables;
+  for (size_t r = 0; r < spec_.ropes.size(); ++r) {
+    int64_t length = 0;
+    if (spec_.ropes[r].rescaled_beyond() < std::numeric_limits<int64_t>::max() && device_positions.numel()) {
+      length = device_positions.max().item<int64_t>() + 1;
+    }
+    auto tab = rope_tables(rope_frequencies(length, static_cast<int64_t>(r)), spec_.ropes[r].attention_factor,
+                           device_positions, dtype_);
+    tables.push_back({tab.cos.unsqueeze(1), tab.sin.unsqueeze(1)});
+  }
+  // Query a (absolute position past + a) sees real keys up to itself (within the layer's
+  // window), and always itself (so a padding query has one key and no all-masked row).
+  auto key_index = torch::arange(total, torch::TensorOptions().dtype(torch::kInt64).device(device_));
+  auto query_index = key_index.narrow(0, past, t).unsqueeze(1);
+  auto visible = key_mask.to(device_, torch::kBool).unsqueeze(1) & (key_index.unsqueeze(0) <= query_index).unsqueeze(0);
+  auto itself = (key_index.unsqueeze(0) == query_index).unsqueeze(0);
+  std::map<int64_t, torch::Tensor> masks;  // by window; [N, 1, t, total]
+  for (int64_t i = 0; i < spec_.num_hidden_layers; ++i) {
+    const auto window = spec_.attention(i).window;
+    if (masks.count(window)) continue;
+    auto m = visible;
+    if (window > 0) m = m & (key_index.unsqueeze(0) > query_index - window).unsqueeze(0);
+    masks[window] = (m | itself).unsqueeze(1);
+  }
+  auto x = embed(input_ids.to(device_), nullptr);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const auto attention = spec_.attention(static_cast<int64_t>(i));
+    const auto& rope = tables.at(static_cast<size_t>(attention.rope));
+    auto a = attention_block(i, rms_norm(x, layers_[i].tensors.at(Role::AttnInNorm)), rope.cos, rope.sin,
+                             masks.at(attention.window), nullptr, nullptr, &cache);
+    if (spec_.sandwich_norms) a = rms_norm(a, layers_[i].tensors.at(Role::AttnOutNorm));
+    x = x + a;
+    auto m = mlp_block(i, rms_norm(x, layers_[i].tensors.at(Role::MlpInNorm)), nullptr, nullptr);
+    if (spec_.sandwich_norms) m = rms_norm(m, layers_[i].tensors.at(Role::MlpOutNorm));
+    x = x + m;
+  }
+  return rms_norm(x, final_norm_);
+}
+
+torch::Tensor CausalLM::project_to_vocab(const torch::Tensor& hidden_rows, const WeightPerturbation* perturbation) const {
+  // Tied: the embedding's own perturbation (one parameter); untied: lm_head is the last one.
+  const int64_t index = spec_.tie_word_embeddings ? 0 : final_norm_index() + 1;
+  auto logits = at::linear(hidden_rows, weight(lm_head_, index, perturbation)).to(torch::kFloat32);
+  if (spec_.final_logit_softcapping > 0) {
+    const double cap = spec_.final_logit_softcapping;
+    logits = torch::tanh(logits / cap) * cap;
+  }
+  return logits;
+}
+
+torch::Tensor CausalLM::logits(const torch::Tensor& input_ids) const { return project_to_vocab(hidden_states(input_ids)); }
+
+std::vector<LoraFaLinear*> CausalLM::adapted_layers() {
+  std::vector<LoraFaLinear*> out;
+  for (auto& layer : layers_) {
+    for (const auto& name : table_.projections) {
+      auto* proj = layer.projection(name);
+      if (proj && proj->has_adapter()) out.push_back(proj);
+    }
+  }
+  return out;
+}
+
+std::vector<ZoParameter> CausalLM::adapter_parameters() {
+  std::vector<ZoParameter> out;
+  for (auto* layer : adapted_layers()) {
+    out.push_back({layer->lora_b(), layer->param_index(), NoiseLayout::Block, layer->name() + ".lora_b"});
+  }
+  return out;
+}
+
+std::vector<ZoParameter> CausalLM::full_parameters() {
+  std::vector<ZoParameter> out;
+  auto add = [&](torch::Tensor& t, const std::string& name) {
+    out.push_back({t, static_cast<int64_t>(out.size()), NoiseLayout::PerQuery, name});
+  };
+  add(embed_tokens_, "model.embed_tokens.weight");
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    auto& layer = layers_[i];
+    for (const auto& entry : table_.layer) {
+      const auto name = fmt::format("model.layers.{}.{}", i, entry.name);
+      if (layer.tensors.count(entry.role)) {
+        add(layer.tensors[entry.role], name);
+        continue;
+      }
+      const auto module = entry.name.substr(0, entry.name.rfind('.'));
+      add(layer.projection(module.substr(module.rfind('.') + 1))->mutable_weight(), name);
+    }
+  }
+  add(final_norm_, "model.norm.weight");
+  if (!spec_.tie_word_embeddings) add(lm_head_, "lm_head.weight");
+  return out;
+}
+
+}  // namespace prge

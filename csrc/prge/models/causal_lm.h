@@ -1,0 +1,156 @@
+#pragma once
+// The model seam: one decoder-only causal LM that every estimator, the trainer, generation,
+// checkpoints and the bindings use. What differs between families (Llama, Mistral, Qwen2,
+// Qwen3, Gemma 3, Phi-3) is data in its ArchSpec (models/arch.h), read from config.json by the
+// family registry (models/families.cpp): biases, norm form, q/k norms, activation, embedding
+// scale, sliding windows and RoPE per layer, fused checkpoint tensors. Weights use the Hugging
+// Face names of the family's table and load from safetensors; every projection is a
+// LoraFaLinear, so LoRA-FA adapters can sit on any of them.
+#include "prge/adapter_buffer.h"
+#include "prge/adapter_options.h"
+#include "prge/fused_projection.h"
+#include "prge/io/safetensors.h"
+#include "prge/lora_fa_linear.h"
+#include "prge/models/arch.h"
+#include "prge/perturbation.h"
+
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace prge {
+
+// Full-parameter MeZO's perturbation, applied inside the forward: each weight w is used as
+// w + scale * z(step, param, query), formed as a temporary one layer at a time (z regenerated
+// from the seed, added in float32, rounded once to the model dtype). The stored weights are
+// never perturbed, so no restore can drift in bf16 / fp16.
+struct WeightPerturbation {
+  const PerturbationStream* stream = nullptr;
+  int64_t step = 0;
+  int64_t query = 0;
+  double scale = 0.0;
+};
+
+// Keys and values of every layer for incremental decoding: [N, kv_heads, length, head_dim].
+struct KvCache {
+  std::vector<torch::Tensor> keys, values;
+  int64_t length() const { return keys.empty() ? 0 : keys.front().size(2); }
+};
+
+struct DecoderLayer {
+  std::map<Role, torch::Tensor> tensors;  // norms and biases of the layer, by role
+  FusedLoraFaProjection qkv;      // q_proj, k_proj, v_proj (or Phi-3's qkv_proj): one GEMM
+  LoraFaLinear o_proj;
+  FusedLoraFaProjection gate_up;  // gate_proj, up_proj (or gate_up_proj): one GEMM
+  LoraFaLinear down_proj;
+  // The projection a family names `name` (q_proj, qkv_proj, ...), or null.
+  LoraFaLinear* projection(const std::string& name);
+  // The copy stacks of the adapted projections, in the order the forward uses them.
+  std::vector<CopyStackRequest> copy_requests() const;
+};
+
+class CausalLM {
+ public:
+  CausalLM(ArchSpec spec, io::TensorMap weights, const torch::Device& device, torch::ScalarType dtype);
+  // Reads config.json and model.safetensors (or model-*.safetensors shards) from `dir`.
+  static CausalLM from_pretrained(const std::string& dir, const torch::Device& device, torch::ScalarType dtype);
+  // Random weights at a real shape (speed benchmarks: speed does not depend on values).
+  static CausalLM random(const ArchSpec& spec, uint64_t seed, const torch::Device& device, torch::ScalarType dtype);
+
+  // Attaches LoRA-FA adapters to the targeted projections (options.targets, resolved for the
+  // family: Phi-3's qkv_proj when q_proj, k_proj and v_proj are all named). Throws
+  // std::invalid_argument naming a target the family has no projection for.
+  void attach_adapters(const AdapterOptions& options);
+
+  // ids: [N, T] int64 (right-padded). Returns the final-normed hidden states [N, T, d].
+  torch::Tensor hidden_states(const torch::Tensor& input_ids, const MaterializedPlan* plan = nullptr,
+                              const WeightPerturbation* perturbation = nullptr) const;
+  // Logits (float32) for selected hidden rows [M, d] -> [M, V]; only answer positions
+  // are ever projected during training, which skips most of the vocabulary GEMM.
+  torch::Tensor project_to_vocab(const torch::Tensor& hidden_rows,
+                                 const WeightPerturbation* perturbation = nullptr) const;
+  torch::Tensor logits(const torch::Tensor& input_ids) const;
+  // Incremental forward for generation (unperturbed; adapters applied): ids [N, t] at RoPE
+  // positions [N, t], attending to the cache and to themselves causally (within each layer's
+  // window); key_mask [N, cache.length() + t] is false at padding, which no real token attends
+  // to. Appends this call's keys and values to `cache`; returns the final-normed hidden states
+  // [N, t, d].
+  torch::Tensor forward_cached(const torch::Tensor& input_ids, const torch::Tensor& positions,
+                               const torch::Tensor& key_mask, KvCache& cache) const;
+
+  std::vector<ZoParameter> adapter_parameters();  // LoRA-FA B matrices (Block noise layout)
+  // Every B of the model in one flat float32 buffer (the lora_b tensors are views of it).
+  const AdapterBuffer& adapter_buffer() const { return adapter_buffer_; }
+  // Every weight, for full-parameter MeZO, in the family table's order (embedding, each
+  // layer's tensors, final norm, untied lm_head): the order is part of every z's seed.
+  std::vector<ZoParameter> full_parameters();
+  std::vector<LoraFaLinear*> adapted_layers();
+  // The Hugging Face module name of a layer's projection (model.layers.N.self_attn.q_proj).
+  std::string hf_module_name(int64_t layer, const std::string& projection) const;
+
+  // Fused CUDA kernels for RoPE, SwiGLU and residual add + RMSNorm (CUDA build, CUDA device,
+  // no autograd, where the spec's norm and activation are the kernels'); off: the ATen path
+  // they replace (tests compare the two).
+  void set_layer_kernels(bool enabled) { layer_kernels_ = enabled; }
+  bool layer_kernels() const { return layer_kernels_; }
+
+  const ArchSpec& spec() const { return spec_; }
+  const torch::Device& device() const { return device_; }
+  torch::ScalarType dtype() const { return dtype_; }
+  // RoPE inverse frequencies [rotary_dim / 2] float32 on the model's device of RoPE set
+  // `rope` for a forward of `length` positions (short forwards' are computed once, at load).
+  torch::Tensor rope_frequencies(int64_t length, int64_t rope = 0) const;
+
+ private:
+  // Attention and MLP take the normalized residual stream h and return what is added to it.
+  // `cos` / `sin`: the RoPE tables of the layer's set; `mask`: true where a query attends
+  // (undefined: causal); `cache`: incremental decoding.
+  torch::Tensor attention_block(size_t layer, const torch::Tensor& h, const torch::Tensor& cos, const torch::Tensor& sin,
+                                const torch::Tensor& mask, const MaterializedPlan* plan,
+                                const WeightPerturbation* perturbation, KvCache* cache) const;
+  torch::Tensor mlp_block(size_t layer, const torch::Tensor& h, const MaterializedPlan* plan,
+                          const WeightPerturbation* perturbation) const;
+  torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight) const;
+  // x += delta, then RMSNorm(x): one kernel on CUDA (Llama norm form, in place on x), else
+  // ATen (x rebound to a new tensor, autograd-safe).
+  torch::Tensor add_rms_norm(torch::Tensor& x, const torch::Tensor& delta, const torch::Tensor& norm_weight) const;
+  torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) const;
+  // w itself, or w + scale * z of parameter `index` (full_parameters() order) as a temporary
+  // (written into `out` when given).
+  torch::Tensor weight(const torch::Tensor& w, int64_t index, const WeightPerturbation* perturbation,
+                       torch::Tensor out = {}) const;
+  // A layer tensor by role, perturbed under MeZO (undefined when the layer has none).
+  torch::Tensor layer_tensor(size_t layer, Role role, const WeightPerturbation* perturbation) const;
+  // A fused group's weight and bias, perturbed part by part under MeZO (undefined otherwise).
+  std::pair<torch::Tensor, torch::Tensor> group_tensors(size_t layer, const FusedLoraFaProjection& group,
+                                                        const std::vector<Role>& weights,
+                                                        const std::vector<Role>& biases,
+                                                        const WeightPerturbation* perturbation) const;
+  int64_t param_index(size_t layer, Role role) const;  // in full_parameters() order
+  int64_t final_norm_index() const;
+  torch::Tensor embed(const torch::Tensor& ids, const WeightPerturbation* perturbation) const;
+  bool use_layer_kernels() const;
+  std::vector<Role> qkv_roles() const;
+  std::vector<Role> gate_up_roles() const;
+
+  ArchSpec spec_;
+  WeightTable table_;
+  std::map<Role, int64_t> offsets_;  // role -> position in a layer's part of the parameter order
+  torch::Device device_;
+  torch::ScalarType dtype_;
+  torch::Tensor embed_tokens_;
+  torch::Tensor final_norm_;
+  torch::Tensor lm_head_;  // aliases embed_tokens_ when tied
+  double embedding_scale_ = 1.0;
+  std::vector<DecoderLayer> layers_;
+  std::vector<torch::Tensor> rope_inv_freq_;  // per RoPE set
+  AdapterBuffer adapter_buffer_;
+  bool layer_kernels_ = true;
+};
+
+torch::ScalarType parse_dtype(const std::string& name);
+std::string dtype_name(torch::ScalarType dtype);
+
+}  // namespace prge

@@ -1,0 +1,412 @@
+// The model-family registry: model_type -> a config.json reader (written as a difference from
+// Llama, as transformers' modular files write them) and a checkpoint-name table. Facts from
+// transformers 5.24's configuration_*.py / modeling_*.py of each family.
+//
+// Add a family: one reader below (start from read_decoder, set what differs, read or accept
+// every key its config class writes) and one row in registry().
+#include "prge/io/yaml_scalars.h"
+#include "prge/models/arch.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <stdexcept>
+
+namespace prge {
+namespace {
+
+// Keys of any config.json that change nothing prge computes: token ids (generation reads
+// them), bookkeeping, generation defaults older transformers wrote into every config,
+// initialisation, and training-only dropout (zeroth-order forwards are inference forwards,
+// as in MeZO).
+const std::vector<std::string>& keys_without_effect() {
+  static const std::vector<std::string> keys{
+      "_name_or_path", "architectures", "transformers_version", "torch_dtype", "dtype", "bos_token_id",
+      "eos_token_id", "pad_token_id", "sep_token_id", "decoder_start_token_id", "use_cache", "initializer_range",
+      "attention_dropout", "id2label", "label2id", "output_attentions", "output_hidden_states", "return_dict",
+      "problem_type", "is_encoder_decoder", "is_decoder", "chunk_size_feed_forward", "add_cross_attention",
+      "tie_encoder_decoder", "cross_attention_hidden_size", "torchscript", "use_bfloat16", "tf_legacy_loss",
+      "pruned_heads", "finetuning_task", "tokenizer_class", "prefix", "task_specific_params", "bad_words_ids",
+      "begin_suppress_tokens", "suppress_tokens", "diversity_penalty", "do_sample", "early_stopping",
+      "encoder_no_repeat_ngram_size", "exponential_decay_length_penalty", "forced_bos_token_id",
+      "forced_eos_token_id", "length_penalty", "max_length", "min_length", "no_repeat_ngram_size",
+      "num_beam_groups", "num_beams", "num_return_sequences", "output_scores", "remove_invalid_values",
+      "repetition_penalty", "return_dict_in_generate", "temperature", "top_k", "top_p", "typical_p",
+      "model_type"};
+  return keys;
+}
+
+// The sizes every family has, with the family's defaults for missing keys (0: required).
+struct Defaults {
+  int64_t vocab_size = 0, hidden_size = 0, intermediate_size = 0, num_hidden_layers = 0, num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;  // 0: num_attention_heads
+  int64_t head_dim = 0;             // 0: hidden_size / num_attention_heads
+  double rms_norm_eps = 1e-6;
+  int64_t max_position_embeddings = 2048;
+  bool tie_word_embeddings = false;
+};
+
+Defaults defaults(const std::function<void(Defaults&)>& set) {
+  Defaults d;
+  set(d);
+  return d;
+}
+
+int64_t sized(ConfigJson& c, const char* key, int64_t fallback) {
+  if (!c.has(key) && fallback == 0) throw std::runtime_error(fmt::format("{}: missing key '{}'", c.path(), key));
+  return c.get<int64_t>(key, fallback);
+}
+
+ArchSpec read_decoder(ConfigJson& c, const std::string& model_type, const Defaults& d) {
+  ArchSpec s;
+  s.model_type = model_type;
+  s.vocab_size = sized(c, "vocab_size", d.vocab_size);
+  s.hidden_size = sized(c, "hidden_size", d.hidden_size);
+  s.intermediate_size = sized(c, "intermediate_size", d.intermediate_size);
+  s.num_hidden_layers = sized(c, "num_hidden_layers", d.num_hidden_layers);
+  s.num_attention_heads = sized(c, "num_attention_heads", d.num_attention_heads);
+  s.num_key_value_heads = c.get<int64_t>("num_key_value_heads",
+                                         d.num_key_value_heads ? d.num_key_value_heads : s.num_attention_heads);
+  s.head_dim = c.get<int64_t>(
+      "head_dim", d.head_dim ? d.head_dim : (s.num_attention_heads > 0 ? s.hidden_size / s.num_attention_heads : 0));
+  s.rms_norm_eps = c.get<double>("rms_norm_eps", d.rms_norm_eps);
+  s.max_position_embeddings = c.get<int64_t>("max_position_embeddings", d.max_position_embeddings);
+  s.tie_word_embeddings = c.get<bool>("tie_word_embeddings", d.tie_word_embeddings);
+  return s;
+}
+
+void read_activation(ConfigJson& c, ArchSpec& s, const char* key, const std::string& fallback) {
+  const auto act = c.get<std::string>(key, fallback);
+  if (act == "silu" || act == "swish") {
+    s.activation = Activation::Silu;
+  } else if (act == "gelu_pytorch_tanh" || act == "gelu_new" || act == "gelu_fast") {
+    s.activation = Activation::GeluTanh;
+  } else {
+    c.fail(key, fmt::format("activation '{}' is not supported (silu, gelu_pytorch_tanh)", act));
+  }
+}
+
+// One RoPE set from the keys transformers reads for it (rope_parameters / rope_scaling,
+// rope_theta, partial_rotary_factor, original_max_position_embeddings).
+RopeParameters read_rope(ConfigJson& c, const ArchSpec& s, double default_theta, const std::string& layer_type = "",
+                         const RopeOptions& options = {}) {
+  c.accept({"rope_parameters", "rope_scaling", "rope_theta", "partial_rotary_factor",
+            "original_max_position_embeddings"});
+  return read_rope_parameters(c.root(), c.path(), s.rotary_dim(), s.max_position_embeddings, default_theta,
+                              layer_type, options);
+}
+
+// Sliding windows of the Qwen families: only with use_sliding_window, only on the layers from
+// max_window_layers on (or those layer_types names "sliding_attention").
+void read_qwen_windows(ConfigJson& c, ArchSpec& s) {
+  const bool use = c.get<bool>("use_sliding_window", false);
+  const bool absent = !c.root()["sliding_window"];
+  const bool null = !absent && c.root()["sliding_window"].IsNull();
+  const int64_t window = c.get<int64_t>("sliding_window", 4096);
+  const int64_t first = c.get<int64_t>("max_window_layers", 28);
+  std::vector<std::string> types;
+  if (const auto node = c.node("layer_types"); node && !node.IsNull()) {
+    for (const auto& t : node) types.push_back(io::scalar_as<std::string>(t));
+  }
+  if (c.get<bool>("use_mrope", false)) c.fail("use_mrope", "multimodal RoPE is not supported");
+  if (!use || null) return;  // transformers sets sliding_window to None: every layer full
+  s.layers.assign(static_cast<size_t>(s.num_hidden_layers), LayerAttention{});
+  for (int64_t i = 0; i < s.num_hidden_layers; ++i) {
+    const bool sliding = types.empty() ? i >= first : types.at(static_cast<size_t>(i)) == "sliding_attention";
+    if (sliding) s.layers[static_cast<size_t>(i)].window = window;
+  }
+}
+
+// Sliding window on every layer when config.json gives one (Mistral, Phi-3).
+void read_window_on_all_layers(ConfigJson& c, ArchSpec& s, int64_t fallback) {
+  const bool absent = !c.root()["sliding_window"];
+  const int64_t window = c.get<int64_t>("sliding_window", absent ? fallback : 0);  // null: none
+  if (window > 0) s.layers.assign(static_cast<size_t>(s.num_hidden_layers), LayerAttention{window, 0});
+}
+
+ArchSpec read_llama(ConfigJson& c) {
+  auto s = read_decoder(c, "llama", {});
+  s.qkv_bias = s.o_bias = c.get<bool>("attention_bias", false);
+  s.mlp_bias = c.get<bool>("mlp_bias", false);
+  read_activation(c, s, "hidden_act", "silu");
+  c.accept({"pretraining_tp"});  // a sliced matmul with the same result; unused since transformers 5
+  s.ropes = {read_rope(c, s, 10000.0)};
+  return s;
+}
+
+ArchSpec read_mistral(ConfigJson& c) {
+  auto s = read_decoder(c, "mistral", defaults([](Defaults& d) { d.num_key_value_heads = 8; d.max_position_embeddings = 131072; }));
+  read_activation(c, s, "hidden_act", "silu");
+  c.accept({"attention_bias", "mlp_bias", "layer_types"});  // MistralAttention has no biases; layer_types unread
+  read_window_on_all_layers(c, s, 4096);
+  s.ropes = {read_rope(c, s, 10000.0)};
+  return s;
+}
+
+ArchSpec read_qwen2(ConfigJson& c) {
+  auto s = read_decoder(c, "qwen2", defaults([](Defaults& d) { d.num_key_value_heads = 32; d.max_position_embeddings = 32768; }));
+  s.qkv_bias = true;  // q/k/v always biased, o_proj never (attention_bias is not read)
+  c.accept({"attention_bias"});
+  read_activation(c, s, "hidden_act", "silu");
+  read_qwen_windows(c, s);
+  s.ropes = {read_rope(c, s, 10000.0)};
+  return s;
+}
+
+ArchSpec read_qwen3(ConfigJson& c) {
+  auto s = read_decoder(c, "qwen3", defaults([](Defaults& d) { d.num_key_value_heads = 32; d.head_dim = 128; d.max_position_embeddings = 32768; }));
+  s.qkv_bias = s.o_bias = c.get<bool>("attention_bias", false);
+  s.qk_norm = true;
+  read_activation(c, s, "hidden_act", "silu");
+  read_qwen_windows(c, s);
+  s.ropes = {read_rope(c, s, 10000.0)};
+  return s;
+}
+
+ArchSpec read_gemma3_text(ConfigJson& c) {
+  auto s = read_decoder(c, "gemma3_text",
+                        defaults([](Defaults& d) { d.vocab_size = 262208; d.hidden_size = 2304; d.intermediate_size = 9216; d.num_hidden_layers = 26; d.num_attention_heads = 8; d.num_key_value_heads = 4; d.head_dim = 256; d.max_position_embeddings = 131072; d.tie_word_embeddings = true; }));
+  s.norm = NormKind::Gemma;
+  s.sandwich_norms = s.scale_embeddings = s.qk_norm = true;
+  s.qkv_bias = s.o_bias = c.get<bool>("attention_bias", false);
+  read_activation(c, s, "hidden_activation", "gelu_pytorch_tanh");
+  c.accept({"hidden_act",                // Gemma3TextConfig reads hidden_activation
+            "attn_logit_softcapping"});  // stored, not applied by transformers 5.24
+  s.query_pre_attn_scalar = c.get<double>("query_pre_attn_scalar", 256.0);
+  s.final_logit_softcapping = c.get<double>("final_logit_softcapping", 0.0);  // null: none
+  if (c.get<bool>("use_bidirectional_attention", false)) {
+    c.fail("use_bidirectional_attention", "bidirectional attention (EmbeddingGemma) is not supported");
+  }
+  const int64_t window = c.get<int64_t>("sliding_window", 4096);
+  std::vector<std::string> types;
+  if (const auto node = c.node("layer_types"); node && !node.IsNull()) {
+    for (const auto& t : node) types.push_back(io::scalar_as<std::string>(t));
+  }
+  const int64_t pattern = c.get<int64_t>("sliding_window_pattern", 6);
+  c.accept({"_sliding_window_pattern"});  // written back by transformers, not read
+  // Two RoPE sets: full-attention layers (theta 1e6, scaled), sliding layers (rope_local_base_freq, never scaled).
+  const auto& root = c.root();
+  const bool nested = root["rope_parameters"] && root["rope_parameters"].IsMap() &&
+                      root["rope_parameters"]["full_attention"];
+  if (nested) {
+    s.ropes = {read_rope(c, s, 1e6, "full_attention"), read_rope(c, s, 1e4, "sliding_attention")};
+  } else {
+    RopeParameters local;
+    local.theta = c.get<double>("rope_local_base_freq", 1e4);
+    local.max_position_embeddings = s.max_position_embeddings;
+    s.ropes = {read_rope(c, s, 1e6), local};
+  }
+  c.accept({"rope_local_base_freq"});
+  s.layers.assign(static_cast<size_t>(s.num_hidden_layers), LayerAttention{});
+  for (int64_t i = 0; i < s.num_hidden_layers; ++i) {
+    const bool sliding = types.empty() ? (i + 1) % pattern != 0 : types.at(static_cast<size_t>(i)) == "sliding_attention";
+    if (sliding) s.layers[static_cast<size_t>(i)] = LayerAttention{window, 1};
+  }
+  return s;
+}
+
+ArchSpec read_phi3(ConfigJson& c) {
+  auto s = read_decoder(c, "phi3", defaults([](Defaults& d) { d.max_position_embeddings = 4096; }));
+  s.rms_norm_eps = c.get<double>("rms_norm_eps", 1e-5);
+  s.fused_checkpoint = true;
+  read_activation(c, s, "hidden_act", "silu");
+  c.accept({"attention_bias", "resid_pdrop", "embd_pdrop"});  // no biases; dropout: training only
+  read_window_on_all_layers(c, s, 0);
+  const auto& root = c.root();
+  auto prf = [&](const YAML::Node& n) { return n && !n.IsNull() ? io::scalar_as<double>(n) : 1.0; };
+  s.partial_rotary_factor = prf(root["partial_rotary_factor"]);
+  if (root["rope_parameters"] && root["rope_parameters"].IsMap() && root["rope_parameters"]["partial_rotary_factor"]) {
+    s.partial_rotary_factor = prf(root["rope_parameters"]["partial_rotary_factor"]);
+  }
+  RopeOptions options;
+  options.aliases = {{"su", "longrope"}, {"yarn", "longrope"}};  // Phi3Config renames them
+  options.allow_partial_rotation = true;
+  s.ropes = {read_rope(c, s, 10000.0, "", options)};
+  if (s.ropes[0].type != RopeType::Default && s.ropes[0].type != RopeType::LongRope) {
+    c.fail("rope_parameters", fmt::format("rope type '{}' is not one Phi-3 reads (default, longrope)",
+                                          to_string(s.ropes[0].type)));
+  }
+  return s;
+}
+
+// The multimodal Gemma 3 wrapper: its text model, with Gemma3TextConfig's defaults for every
+// key text_config leaves out (released configs list only the non-default ones).
+ArchSpec read_gemma3(ConfigJson& c) {
+  if (!c.has("text_config")) c.fail("text_config", "missing (a gemma3 config holds its text model there)");
+  ConfigJson text(c.node("text_config"), c.path() + ": text_config");
+  auto s = read_gemma3_text(text);
+  text.finish("gemma3_text");
+  c.accept({"vision_config", "mm_tokens_per_image", "boi_token_index", "eoi_token_index", "image_token_index",
+            "image_token_id", "boi_token_id", "eoi_token_id", "tie_word_embeddings"});
+  s.multimodal_wrapper = true;
+  return s;
+}
+
+struct Family {
+  std::function<ArchSpec(ConfigJson&)> read;
+};
+
+const std::map<std::string, Family>& registry() {
+  static const std::map<std::string, Family> families{
+      {"llama", {read_llama}},   {"mistral", {read_mistral}},         {"qwen2", {read_qwen2}},
+      {"qwen3", {read_qwen3}},   {"gemma3_text", {read_gemma3_text}}, {"gemma3", {read_gemma3}},
+      {"phi3", {read_phi3}},
+  };
+  return families;
+}
+
+// The supported family whose name shares the longest prefix (3 letters at least) with
+// `model_type` (qwen2_moe -> qwen2), else llama: what a refusal suggests.
+std::string nearest_family(const std::string& model_type) {
+  std::string best = "llama";
+  size_t longest = 2;
+  for (const auto& [name, _] : registry()) {
+    size_t n = 0;
+    while (n < name.size() && n < model_type.size() && name[n] == model_type[n]) ++n;
+    if (n > longest) longest = n, best = name;
+  }
+  return best;
+}
+
+}  // namespace
+
+std::vector<std::string> supported_model_types() {
+  std::vector<std::string> out;
+  for (const auto& [name, _] : registry()) out.push_back(name);
+  return out;
+}
+
+ConfigJson::ConfigJson(YAML::Node node, std::string path) : root_(std::move(node)), path_(std::move(path)) {
+  if (!root_.IsMap()) throw std::runtime_error(fmt::format("{}: expected a JSON object", path_));
+}
+
+bool ConfigJson::has(const std::string& key) const {
+  const YAML::Node& root = root_;
+  return root[key] && !root[key].IsNull();
+}
+
+template <typename T>
+T ConfigJson::get(const std::string& key, T fallback) {
+  read_.insert(key);
+  if (!has(key)) return fallback;
+  const YAML::Node& root = root_;
+  try {
+    return io::scalar_as<T>(root[key]);
+  } catch (const std::exception& e) {
+    fail(key, e.what());
+  }
+}
+template int64_t ConfigJson::get<int64_t>(const std::string&, int64_t);
+template double ConfigJson::get<double>(const std::string&, double);
+template bool ConfigJson::get<bool>(const std::string&, bool);
+template std::string ConfigJson::get<std::string>(const std::string&, std::string);
+
+YAML::Node ConfigJson::node(const std::string& key) {
+  read_.insert(key);
+  const YAML::Node& root = root_;
+  return root[key];
+}
+
+void ConfigJson::accept(const std::vector<std::string>& keys) { read_.insert(keys.begin(), keys.end()); }
+
+void ConfigJson::fail(const std::string& key, const std::string& what) const {
+  throw std::runtime_error(fmt::format("{}: {}: {}", path_, key, what));
+}
+
+void ConfigJson::finish(const std::string& family) const {
+  const auto& generic = keys_without_effect();
+  for (const auto& entry : root_) {
+    const auto key = entry.first.as<std::string>();
+    if (read_.count(key) || std::find(generic.begin(), generic.end(), key) != generic.end()) continue;
+    if (key == "quantization_config") {
+      throw std::runtime_error(fmt::format("{}: quantization_config: quantized Hugging Face checkpoints are not "
+                                           "supported (load a dense checkpoint or a GGUF file)", path_));
+    }
+    if (key == "auto_map") {
+      throw std::runtime_error(fmt::format("{}: auto_map: the model ships its own modeling code, which prge cannot "
+                                           "check against its native {}", path_, family));
+    }
+    throw std::runtime_error(fmt::format("{}: key '{}' is not supported for model_type '{}' (prge implements or "
+                                         "refuses every field that may change the forward)", path_, key, family));
+  }
+}
+
+ArchSpec ArchSpec::from_json_file(const std::string& path) {
+  if (!std::filesystem::exists(path)) throw std::runtime_error(fmt::format("{}: model config not found", path));
+  YAML::Node json;
+  try {
+    json = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    throw std::runtime_error(fmt::format("{}: malformed config.json: {}", path, e.what()));
+  }
+  ConfigJson config(json, path);
+  const auto model_type = config.get<std::string>("model_type", "llama");
+  const auto& families = registry();
+  const auto family = families.find(model_type);
+  if (family == families.end()) {
+    throw std::runtime_error(fmt::format("{}: model_type '{}' is not supported (supported: {}; nearest: {})", path,
+                                         model_type, fmt::join(supported_model_types(), ", "),
+                                         nearest_family(model_type)));
+  }
+  auto spec = family->second.read(config);
+  config.finish(model_type);
+  try {
+    spec.validate();
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(fmt::format("{}: {}", path, e.what()));
+  }
+  return spec;
+}
+
+WeightTable ArchSpec::weights() const {
+  WeightTable t;
+  auto add = [&](Role role, const std::string& name) { t.layer.push_back({role, name}); };
+  add(Role::AttnInNorm, "input_layernorm.weight");
+  if (fused_checkpoint) {
+    add(Role::QKV, "self_attn.qkv_proj.weight");
+  } else {
+    add(Role::Q, "self_attn.q_proj.weight");
+    add(Role::K, "self_attn.k_proj.weight");
+    add(Role::V, "self_attn.v_proj.weight");
+  }
+  add(Role::O, "self_attn.o_proj.weight");
+  add(Role::MlpInNorm, sandwich_norms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight");
+  if (fused_checkpoint) {
+    add(Role::GateUp, "mlp.gate_up_proj.weight");
+  } else {
+    add(Role::Gate, "mlp.gate_proj.weight");
+    add(Role::Up, "mlp.up_proj.weight");
+  }
+  add(Role::Down, "mlp.down_proj.weight");
+  // Everything Llama lacks comes after its nine tensors, so Llama's parameter order is unchanged.
+  if (qkv_bias) {
+    add(Role::QBias, "self_attn.q_proj.bias");
+    add(Role::KBias, "self_attn.k_proj.bias");
+    add(Role::VBias, "self_attn.v_proj.bias");
+  }
+  if (o_bias) add(Role::OBias, "self_attn.o_proj.bias");
+  if (mlp_bias) {
+    add(Role::GateBias, "mlp.gate_proj.bias");
+    add(Role::UpBias, "mlp.up_proj.bias");
+    add(Role::DownBias, "mlp.down_proj.bias");
+  }
+  if (qk_norm) {
+    add(Role::QNorm, "self_attn.q_norm.weight");
+    add(Role::KNorm, "self_attn.k_norm.weight");
+  }
+  if (sandwich_norms) {
+    add(Role::AttnOutNorm, "post_attention_layernorm.weight");
+    add(Role::MlpOutNorm, "post_feedforward_layernorm.weight");
+  }
+  t.projections = fused_checkpoint
+                      ? std::vector<std::string>{"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}
+                      : std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                 "down_proj"};
+  return t;
+}
+
+}  // namespace prge
