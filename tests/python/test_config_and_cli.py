@@ -125,17 +125,17 @@ def test_single_forward_option_scores_match_per_option_scoring(tmp_path):
     prompt + label word sequence separately does (mean answer log-likelihood)."""
     from prge.data.batching import PromptEncoder
     from prge.data.tasks import get_task
+    from prge.data.tokens import ModelTokenizer
     from prge.evaluation import option_scores
-    from prge.models import load_tokenizer
 
     model_dir, data_dir = make_tiny_assets(tmp_path)
     model = prge.LlamaModel.from_pretrained(str(model_dir))
     model.attach_adapters(prge.AdapterOptions(rank=4, alpha=8))
     trainer = prge.Trainer(model, prge.EstimatorOptions("prge", 2), prge.OptimizerOptions(), 0)
     task = get_task("fine_food")
-    encoder = PromptEncoder(task, load_tokenizer(model_dir), 16)
+    encoder = PromptEncoder(task, ModelTokenizer(model_dir), 16)
     examples = encoder.encode_all(task.load("eval", data_dir))
-    assert encoder.single_token_labels
+    assert all(len(o) == 1 for e in examples for o in e.options)  # the one-forward path applies
     fast = option_scores(trainer, encoder, examples, batch_size=5)
     encoder.single_token_labels = False
     slow = option_scores(trainer, encoder, examples, batch_size=5)
