@@ -18,7 +18,7 @@ TEXTS = ["The movie was great.", "Stale crackers, never again!", "café ☕ and 
 QUESTIONS = [("What is 2+2?", "4"), ("What is the capital of France?", " Paris"), ("Say hi", "hi there")]
 # The ids each layout's generate stops on (generation_config.json); END is the end-of-turn token
 # its chat template writes after an assistant message.
-STOPS = {"llama2": ["</s>"], "llama3": ["<|end_of_text|>", "<|eot_id|>"], "gemma": ["<eos>", "<end_of_turn>"]}
+STOPS = {"llama2": ["</s>"], "llama2-fast": ["</s>"], "llama3": ["<|end_of_text|>", "<|eot_id|>"], "gemma": ["<eos>", "<end_of_turn>"]}
 END = {"llama3": "<|eot_id|>", "gemma": "<end_of_turn>", "smollm2": "<|im_end|>"}
 
 
@@ -27,7 +27,7 @@ def task(template, labels=(), response=None, chat=False):
                 response_field=response, chat_template=chat)
 
 
-@pytest.fixture(params=["llama2", "llama3", "gemma", "smollm2"])
+@pytest.fixture(params=["llama2", "llama2-fast", "llama3", "gemma", "smollm2"])
 def layout(request, tmp_path):
     """(name, ModelTokenizer, transformers tokenizer) of one tokenizer layout."""
     name = request.param
@@ -82,10 +82,11 @@ def test_classification_sequences_are_transformers_encodings_of_prompt_plus_labe
         assert e.prompt_ids[0] != tokens.bos_id
 
 
-def test_a_label_word_is_the_piece_running_text_gives_under_sentencepiece(tmp_path):
+@pytest.mark.parametrize("name", ["llama2", "llama2-fast"])
+def test_a_label_word_is_the_piece_running_text_gives_under_sentencepiece(tmp_path, name):
     """The issue's case: Llama-2's layout, " positive" after "...It was" is one piece ▁positive,
     not ['▁', '▁positive'] as encoding the label word on its own gives."""
-    tokens = ModelTokenizer(LAYOUTS["llama2"](tmp_path / "llama2"))
+    tokens = ModelTokenizer(LAYOUTS[name](tmp_path / name))
     encoder = PromptEncoder(task("{text} It was", (" positive", " negative")), tokens, 64)
     e = encoder.encode(Example({"text": "The movie was great."}, 0))
     pieces = [tokens.tokenizer.convert_ids_to_tokens(o) for o in e.options]

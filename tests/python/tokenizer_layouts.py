@@ -4,6 +4,7 @@ own repositories hold them:
 
   llama2  SentencePiece BPE: normalizer Prepend('▁') + Replace(' ', '▁'), byte fallback
           (<0x00>..<0xFF>), BOS <s> from the post-processor, add_bos_token true, no chat template
+          (llama2-fast: the same files read as PreTrainedTokenizerFast, which keeps the normalizer)
   llama3  byte-level BPE with Llama 3's split pattern, <|begin_of_text|> BOS from the post-processor,
           a chat template that writes {{ bos_token }} and ends turns with <|eot_id|>
   gemma   SentencePiece-like BPE without a prefix space, byte fallback, <bos> from the
@@ -72,7 +73,10 @@ def _write(out: Path, tok: Tokenizer, config: dict, chat_template: str | None = 
     return out
 
 
-def llama2(out: Path) -> Path:
+def llama2(out: Path, tokenizer_class: str = "LlamaTokenizer") -> Path:
+    """tokenizer_class LlamaTokenizer: transformers 5 rebuilds the pipeline from the vocabulary
+    (a Metaspace pre-tokenizer); PreTrainedTokenizerFast: tokenizer.json's own pipeline, the
+    Prepend('▁') normalizer included."""
     specials = ["<unk>", "<s>", "</s>"]
     vocab, merges = _sentencepiece_vocab(specials, pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always",
                                                                             split=True))
@@ -83,7 +87,7 @@ def llama2(out: Path) -> Path:
     tok.add_special_tokens([AddedToken(s, normalized=False, special=True) for s in specials])
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
                                                        special_tokens=[("<s>", vocab["<s>"])])
-    return _write(out, tok, {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
+    return _write(out, tok, {"tokenizer_class": tokenizer_class, "add_bos_token": True, "add_eos_token": False,
                              "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": None,
                              "legacy": False, "clean_up_tokenization_spaces": False, "model_max_length": 4096})
 
@@ -124,4 +128,5 @@ def gemma(out: Path) -> Path:
                              "clean_up_tokenization_spaces": False, "model_max_length": 8192}, GEMMA_CHAT)
 
 
-LAYOUTS = {"llama2": llama2, "llama3": llama3, "gemma": gemma}
+LAYOUTS = {"llama2": llama2, "llama2-fast": lambda out: llama2(out, "PreTrainedTokenizerFast"), "llama3": llama3,
+           "gemma": gemma}
