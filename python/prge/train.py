@@ -132,6 +132,7 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
             f"parallel={config.estimator.parallel} on {task.name} with {config.model.name}: "
             f"{len(train)} train / {len(dev)} dev / {len(evaluation)} eval examples "
             f"({config.data.protocol} protocol), {config.run.steps} steps")
+        log(f"[prge] step: {trainer.step_path}")
         if team:
             log(f"[prge] distributed: {team.grid.world} processes = {team.grid.query_groups} query group(s) x "
                 f"{team.grid.data_parallel} data group(s), backend {distributed.backend()}")
@@ -215,6 +216,7 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
         summary = run_summary.write(out_dir, run_summary.identity(config, mode="train", task=task.name), {
             **results, "forward_passes": passes, "sequences": sequences, "eval_history": history,
             "mean_step_seconds": sum(step_seconds) / len(step_seconds) if step_seconds else None,
+            "step_path": trainer.step_path, "rng": trainer.rng,
         })
         if generation:
             log(f"[prge] after {config.run.steps} steps: answer perplexity {before:.4f} -> {after:.4f}; "

@@ -35,8 +35,8 @@ def check_exportable(config: RunConfig, runtime: str) -> None:
     problems = []
     if e.kind != "prge" or e.parallel != "dual" or e.difference != "central":
         problems.append(f"estimator must be prge / dual / central (got {e.kind} / {e.parallel} / {e.difference})")
-    if e.rng != "counter":
-        problems.append("estimator.rng must be 'counter' (the integer-op RNG a runtime can run)")
+    if e.rng == "torch":  # auto means counter for a runtime: the only RNG one can run
+        problems.append("estimator.rng must be 'counter' or 'auto' (the integer-op RNG a runtime can run)")
     if o.kind != "sgd" or o.momentum or o.weight_decay or o.schedule != "constant" or o.warmup_steps or o.accumulate != 1:
         problems.append("optimizer must be plain sgd (kind: sgd, momentum and weight_decay 0, schedule: constant, "
                         "no warmup_steps, accumulate: 1): the exported step fuses that update")
