@@ -53,23 +53,18 @@ def transformers_accuracy(run_dir: Path, peft_dir: Path):
     from transformers import LlamaForCausalLM
 
     from prge._core import load_run_config
-    from prge.data.batching import PromptEncoder
-    from prge.data.tasks import task_for
-    from prge.models import load_tokenizer, resolve_model
-    from prge.train import split_protocol
+    from prge.setup import setup_data
 
     config = load_run_config(str(run_dir / "config.yaml"))
-    model_dir = resolve_model(config.model.name)
-    task = task_for(config.data)
-    encoder = PromptEncoder(task, load_tokenizer(model_dir), config.data.max_length)
-    examples = encoder.encode_all(split_protocol(task, config.data, config.run.seed)[2])
+    data = setup_data(config)
+    model_dir, examples = data.model_dir, data.eval
     base = LlamaForCausalLM.from_pretrained(str(model_dir), torch_dtype=torch.float32).eval()
     model = PeftModel.from_pretrained(base, str(peft_dir)).eval()
     correct = 0
     with torch.no_grad():
         for e in examples:
             scores = []
-            for answer in encoder.label_ids:
+            for answer in e.options:
                 ids = torch.tensor([e.prompt_ids + answer])
                 logp = torch.log_softmax(model(ids).logits[0].float(), -1)
                 start = len(e.prompt_ids) - 1

@@ -37,9 +37,9 @@ std::string to_string(NoiseRng rng) {
   return "?";
 }
 
-NoiseRng resolve_noise_rng(NoiseRng rng, const torch::Device& device) {
+NoiseRng resolve_noise_rng(NoiseRng rng, const torch::Device& device, bool lora_fa) {
   if (rng != NoiseRng::Auto) return rng;
-  return device.is_cuda() ? NoiseRng::Counter : NoiseRng::Torch;
+  return device.is_cuda() && lora_fa ? NoiseRng::Counter : NoiseRng::Torch;
 }
 
 PerturbationStream::PerturbationStream(uint64_t seed, NoiseDistribution distribution, NoiseRng rng)

@@ -23,13 +23,15 @@ std::string to_string(NoiseDistribution distribution);
 //            exported graphs (ONNX Runtime, AOTInductor), so engines can reproduce it.
 // Torch: the device's own generator (CPU mt19937, CUDA Philox), seeded per coordinate.
 // Counter: integer-hash noise, the same numbers on every device and in exported graphs, and
-// what the CUDA kernels and CUDA graphs draw. Auto (the default): Counter on CUDA devices,
-// where it enables the fused, CUDA-graphed step, and Torch elsewhere.
+// what the CUDA kernels and CUDA graphs draw. Auto (the default): Counter where it enables the
+// fused, CUDA-graphed step (LoRA-FA estimators on CUDA devices), Torch elsewhere (on the CPU,
+// and for full-parameter MeZO, whose weight-sized noise Philox draws 5x faster).
 enum class NoiseRng { Torch, Counter, Auto };
 NoiseRng parse_noise_rng(const std::string& name);
 std::string to_string(NoiseRng rng);
-// The generator `rng` means on `device` (Auto resolved; the others as they are).
-NoiseRng resolve_noise_rng(NoiseRng rng, const torch::Device& device);
+// The generator `rng` means on `device` for an estimator that perturbs LoRA-FA B (true) or
+// every weight (false); Torch and Counter are returned as they are.
+NoiseRng resolve_noise_rng(NoiseRng rng, const torch::Device& device, bool lora_fa = true);
 
 // Marks a draw that yields all q queries of one parameter at once ([q, ...]).
 constexpr int64_t kQueryBlock = -1;

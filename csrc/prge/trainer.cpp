@@ -58,7 +58,8 @@ Trainer::Trainer(std::shared_ptr<CausalLM> model, EstimatorOptions estimator,
     : model_(std::move(model)),
       estimator_options_(estimator),
       optimizer_(optimizer),
-      stream_(seed, estimator.distribution, resolve_noise_rng(estimator.rng, model_->device())),
+      stream_(seed, estimator.distribution,
+              resolve_noise_rng(estimator.rng, model_->device(), estimator.kind != EstimatorKind::Mezo)),
       options_(options) {
   if (estimator.kind != EstimatorKind::FirstOrder) estimator_ = make_zo_estimator(estimator);
   trained_parameters();  // fail now, not at the first step, if nothing can be trained

@@ -107,8 +107,9 @@ def module_names(model) -> dict[str, str]:
 
 def load_run(run_dir: str | Path):
     """(config, model directory, model with the run's trained adapters) of a finished run."""
-    from prge._core import LlamaModel, Trainer, load_run_config
+    from prge._core import Trainer, load_run_config
     from prge.models import resolve_model
+    from prge.setup import setup_model
 
     run_dir = Path(run_dir)
     for needed in ("config.yaml", "trained.safetensors"):
@@ -119,10 +120,7 @@ def load_run(run_dir: str | Path):
         raise ValueError(f"{run_dir}: the run trained full weights (estimator {config.estimator.kind}), "
                          "not adapters")
     model_dir = resolve_model(config.model.name)
-    model = LlamaModel.from_pretrained(str(model_dir), "cpu", config.model.dtype)
-    model.attach_adapters(config.adapter)
-    if config.adapter.init_from:
-        load_peft(model, config.adapter.init_from, config.adapter)
+    model = setup_model(config, model_dir=model_dir, device="cpu")  # the run's model, adapters and start
     Trainer(model, config.estimator, config.optimizer, config.run.seed).load_checkpoint(
         str(run_dir / "trained.safetensors"))
     return config, model_dir, model

@@ -107,8 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--top-k", type=int, default=0)
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--stop", action="append", default=[], help="stop at this token (default: the model's end tokens)")
-    gen.add_argument("--chat", action="store_true", help="wrap each prompt with the model's chat template")
+    gen.add_argument("--stop", action="append", default=[],
+                     help="also stop at this token (always: the ids transformers' generate stops on for the model, "
+                          "from generation_config.json or config.json)")
+    gen.add_argument("--chat", action="store_true",
+                     help="wrap each prompt with the model's chat template (a user turn + the generation prompt)")
     adapters = sub.add_parser("adapters", help="trained adapters out of prge")
     adapters_sub = adapters.add_subparsers(dest="adapters_command", required=True)
     adapters_export = adapters_sub.add_parser("export", help="a run's adapters in PEFT's LoRA format")
@@ -193,27 +196,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _generate(args) -> None:
-    from prge.data.batching import compile_chat_template, load_chat_template
-    from prge.generation import generate_text, load_model, stop_ids
-    from prge.models import load_tokenizer
+    from prge.generation import generate_text, load_model
+    from prge.setup import setup_tokenizer
 
     model, model_dir = load_model(args.source)
-    tokenizer = load_tokenizer(model_dir)
-    stop = stop_ids(tokenizer, model_dir)
+    tokenizer = setup_tokenizer(model_dir)  # transformers' tokenizer, chat template and stop ids
+    stop = list(tokenizer.stop_ids)
     for text in args.stop:
-        ids = tokenizer.encode(text, add_special_tokens=False).ids
+        ids = tokenizer.encode([text], specials=False)[0]
         if len(ids) != 1:
             raise ValueError(f"--stop {text!r} is {len(ids)} tokens; a stop must be one token")
         stop.append(ids[0])
-    template = None
-    if args.chat:
-        source = load_chat_template(model_dir)
-        if source is None:
-            raise ValueError(f"--chat: {model_dir} has no chat template")
-        template = compile_chat_template(source)
     outputs = generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                            stop=stop, chat_template=template)
+                            stop=stop, chat=args.chat)
     for prompt, output in zip(args.prompt, outputs):
         print(f"{prompt}{output}" if len(args.prompt) == 1 else f"--- {prompt!r}\n{output}")
 

@@ -6,7 +6,6 @@ decoder (LlamaModel.generate), and the SQuAD-style answer metrics of generation 
 from __future__ import annotations
 
 import collections
-import json
 import re
 import string
 from pathlib import Path
@@ -28,30 +27,27 @@ def load_model(source: str):
     return LlamaModel.from_pretrained(str(model_dir)), model_dir
 
 
-def stop_ids(tokenizer, model_dir) -> list[int]:
-    """The model's end-of-sequence token ids (tokenizer_config.json's eos_token, and the
-    chat end-of-turn token where the vocabulary has one)."""
-    names = []
-    config = Path(model_dir) / "tokenizer_config.json"
-    if config.is_file():
-        eos = json.loads(config.read_text()).get("eos_token")
-        names.append(eos.get("content") if isinstance(eos, dict) else eos)
-    names += ["<|im_end|>", "<|endoftext|>", "</s>"]
-    ids = [tokenizer.token_to_id(n) for n in names if n]
-    return sorted({i for i in ids if i is not None})
+def stop_ids(model_dir) -> list[int]:
+    """Every id transformers' generate stops on for the model in model_dir: generation_config.json's
+    eos_token_id (int or list), else config.json's (prge.data.tokens.stop_token_ids)."""
+    from prge.data.tokens import stop_token_ids
+
+    return stop_token_ids(model_dir)
 
 
 def generate_text(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 32, temperature: float = 0.0,
                   top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop: list[int] | None = None,
-                  chat_template=None) -> list[str]:
-    if chat_template is not None:
-        prompts = [chat_template.render(messages=[{"role": "user", "content": p}], add_generation_prompt=True,
-                                        bos_token="", eos_token="") for p in prompts]
-    ids = [tokenizer.encode(p, add_special_tokens=False).ids for p in prompts]
+                  chat: bool = False) -> list[str]:
+    """The new text after each prompt. `tokenizer`: a prge.data.tokens.ModelTokenizer; prompts are
+    encoded as transformers encodes them (BOS where the tokenizer adds it), or rendered by the
+    model's chat template with the generation prompt when `chat` (as training with
+    data.chat_template renders them). `stop`: the ids that end a sequence (default: the model's
+    stop ids). Raises ValueError for a prompt that encodes to no tokens."""
+    ids = tokenizer.prompt_ids(prompts, chat=chat)
     if any(not x for x in ids):
         raise ValueError("a prompt encodes to no tokens")
     new = model.generate(ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                         top_p=top_p, seed=seed, stop_tokens=stop or [])
+                         top_p=top_p, seed=seed, stop_tokens=tokenizer.stop_ids if stop is None else stop)
     return [tokenizer.decode(t) for t in new]
 
 
@@ -77,8 +73,11 @@ def token_f1(prediction: str, reference: str) -> float:
 
 
 def answer_metrics(model, encoder, examples, stop: list[int], batch_size: int = 16, shard=None) -> dict:
-    """Greedy answers to the encoded prompts, first line only, scored against the reference
-    responses: mean exact match and token F1 (`shard`: split over a distributed run's ranks)."""
+    """Greedy answers to the encoded prompts (the same prompt tokens training and the answer
+    perplexity use: chat-rendered with the generation prompt under data.chat_template), stopping
+    at `stop` (the model's stop ids), first line only, scored against the reference responses
+    (their EOS / end-of-turn token not included): mean exact match and token F1 (`shard`: split
+    over a distributed run's ranks)."""
     from prge.evaluation import per_chunk
 
     max_new = max(len(e.answer_ids) for e in examples) + 8

@@ -50,7 +50,8 @@ def first_difference(stored: str, wanted: str) -> str:
 
 def normalized(config_yaml: str) -> str:
     """A config.yaml as this version writes it (keys added since get their defaults), with
-    estimator.rng: auto written as the generator it resolves to on the config's device, so a
+    estimator.rng: auto written as the generator it resolves to on the config's device (and
+    estimator), so a
     run stored before `auto` became the default (rng: torch on the CPU) is the same run."""
     from prge._core import ConfigError, parse_run_config
 
@@ -58,7 +59,8 @@ def normalized(config_yaml: str) -> str:
         config = parse_run_config(config_yaml)
     except ConfigError:
         return config_yaml
-    resolved = "counter" if config.model.device.startswith("cuda") else "torch"
+    lora_fa = config.estimator.kind != "mezo"  # resolve_noise_rng in csrc/prge/perturbation.cpp
+    resolved = "counter" if config.model.device.startswith("cuda") and lora_fa else "torch"
     return config.to_yaml().replace("\n  rng: auto\n", f"\n  rng: {resolved}\n")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from prge._core import IGNORE_INDEX, LlamaModel, RunConfig, TokenBatch, Trainer
-from prge.models import resolve_model, shape_config
+from prge.models import shape_config
 from prge import run_summary
 from prge.run_dir import claim
 
@@ -34,11 +34,11 @@ def random_batch(vocab: int, batch: int, seq_len: int, seed: int = 0) -> TokenBa
 
 
 def build_model(config: RunConfig, shape: str | None) -> LlamaModel:
-    if shape:
-        model = LlamaModel.random(shape_config(shape), 0, config.model.device, config.model.dtype)
-    else:
-        model = LlamaModel.from_pretrained(str(resolve_model(config.model.name)),
-                                           config.model.device, config.model.dtype)
+    if not shape:  # a real model: as `prge train` builds it (adapters, adapter.init_from)
+        from prge.setup import setup_model
+
+        return setup_model(config)
+    model = LlamaModel.random(shape_config(shape), 0, config.model.device, config.model.dtype)
     if config.use_adapter:
         model.attach_adapters(config.adapter)
     return model

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import signal
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -14,12 +13,11 @@ import torch
 from prge import checkpoints, distributed, run_summary
 from prge.run_dir import claim
 from prge.progress import progress_bar
-from prge._core import LlamaModel, RunConfig, Trainer
-from prge.data.batching import BatchSampler, PromptEncoder, load_chat_template
-from prge.data.tasks import task_for
+from prge._core import RunConfig, Trainer
+from prge.data.batching import BatchSampler
 from prge.evaluation import evaluate as evaluate_examples, majority_baseline
-from prge.generation import answer_metrics, stop_ids
-from prge.models import load_tokenizer, resolve_model
+from prge.generation import answer_metrics
+from prge.setup import select_examples, setup_data, setup_model, split_protocol  # noqa: F401 (re-exported)
 
 
 class RunInterrupted(ValueError):
@@ -69,45 +67,6 @@ def check_finite(step: int, result, metrics_path: Path) -> None:
         "Lower optimizer.lr or estimator.epsilon.")
 
 
-def check_token_ids(model_dir, vocab_size: int, encoder, examples) -> None:
-    """Every id the tokenizer produced for this run indexes the model's vocabulary."""
-    ids = [i for e in examples for i in e.prompt_ids + (e.answer_ids or [])]
-    ids += [i for word in encoder.label_ids for i in word]
-    top = max(ids, default=0)
-    if top >= vocab_size:
-        raise ValueError(f"{model_dir}/tokenizer.json: token id {top} is outside the model's vocabulary "
-                         f"(vocab_size {vocab_size} in config.json): tokenizer and weights do not belong together")
-
-
-def select_examples(examples: list, n: int, seed: int, shuffle: bool) -> list:
-    """Paper protocol: the first n examples after a seeded shuffle (train), or the first n."""
-    if shuffle:
-        examples = examples[:]
-        random.Random(seed).shuffle(examples)
-    return examples[:n]
-
-
-def split_protocol(task, data, seed: int) -> tuple[list, list, list]:
-    """(train, dev, test) examples of a protocol; dev is empty under the paper protocol.
-
-    paper: first train_examples of the seeded-shuffled train split; the first
-           eval_examples of the validation split.
-    mezo:  train_examples then dev_examples of the seeded-shuffled train split;
-           eval_examples of the seeded-shuffled validation split as the test set."""
-    data_dir = data.data_dir or None
-    train_all, eval_all = task.load("train", data_dir), task.load("eval", data_dir)
-    if data.protocol == "paper":
-        return (select_examples(train_all, data.train_examples, seed, shuffle=True), [],
-                select_examples(eval_all, data.eval_examples, seed, shuffle=False))
-    needed = data.train_examples + data.dev_examples
-    if len(train_all) < needed:
-        raise ValueError(f"{task.name}: the mezo protocol needs {needed} train examples "
-                         f"({data.train_examples} train + {data.dev_examples} dev), the split has {len(train_all)}")
-    shuffled = select_examples(train_all, needed, seed, shuffle=True)
-    return (shuffled[:data.train_examples], shuffled[data.train_examples:],
-            select_examples(eval_all, data.eval_examples, seed, shuffle=True))
-
-
 def run_training(config: RunConfig, progress: bool = True, log=print, overwrite: bool = False,
                  resume: bool = False, rank_timeout: float = distributed.DEFAULT_TIMEOUT_SECONDS) -> dict | None:
     """One run; under torchrun, this process's part of it (see prge.distributed): every rank
@@ -125,23 +84,10 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
     writer = team is None or team.grid.rank == 0
     if not writer:
         log, progress = (lambda *args, **kwargs: None), False
-    task = task_for(config.data)
-    model_dir = resolve_model(config.model.name)
-    tokenizer = load_tokenizer(model_dir)
-    encoder = PromptEncoder(task, tokenizer, config.data.max_length,
-                            chat_template=load_chat_template(model_dir) if task.chat_template else None)
-    train, dev, evaluation = (encoder.encode_all(split) for split in
-                              split_protocol(task, config.data, config.run.seed))
-
+    data = setup_data(config)
+    task, encoder, train, dev, evaluation = data.task, data.encoder, data.train, data.dev, data.eval
     device = distributed.device_for(config.model.device)
-    model = LlamaModel.from_pretrained(str(model_dir), device, config.model.dtype)
-    check_token_ids(model_dir, model.config.vocab_size, encoder, train + dev + evaluation)
-    if config.use_adapter:
-        model.attach_adapters(config.adapter)
-        if config.adapter.init_from:  # a PEFT adapter as the starting point
-            from prge.adapters import load_peft
-
-            load_peft(model, config.adapter.init_from, config.adapter)
+    model = setup_model(config, data, device=device)
     torch.manual_seed(config.run.seed)
     trainer = Trainer(model, config.estimator, config.optimizer, config.run.seed)
     sampler = BatchSampler(len(train), config.data.batch_size, config.run.seed)
@@ -161,17 +107,17 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
         generation = task.generation
         primary = "perplexity" if generation else "accuracy"  # the metric best_checkpoint picks by
 
-        stop = stop_ids(tokenizer, model_dir) if generation else []
+        stop = data.tokenizer.stop_ids  # what transformers' generate stops on for this model
 
         def evaluate(step: int, passes: int, sequences: int) -> dict:
-            metrics = evaluate_examples(trainer, encoder, evaluation, progress=progress, shard=shard)
+            metrics = evaluate_examples(trainer, encoder, evaluation, progress=progress, shard=shard, split="eval")
             if generation:  # greedy answers through the KV-cache decoder, SQuAD-style scores
                 metrics.update(answer_metrics(model, encoder, evaluation, stop, shard=shard))
             record = {"step": step, "forward_passes": passes, "sequences": sequences,
                       **{f"eval_{k}": v for k, v in metrics.items()}}
             if dev:
                 record[f"dev_{primary}"] = evaluate_examples(trainer, encoder, dev, progress=progress,
-                                                             shard=shard)[primary]
+                                                             shard=shard, split="dev")[primary]
             return record
 
         def describe(record: dict) -> str:
@@ -186,11 +132,12 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
             f"parallel={config.estimator.parallel} on {task.name} with {config.model.name}: "
             f"{len(train)} train / {len(dev)} dev / {len(evaluation)} eval examples "
             f"({config.data.protocol} protocol), {config.run.steps} steps")
+        log(f"[prge] step: {trainer.step_path}")
         if team:
             log(f"[prge] distributed: {team.grid.world} processes = {team.grid.query_groups} query group(s) x "
                 f"{team.grid.data_parallel} data group(s), backend {distributed.backend()}")
         if not generation:
-            trivial = majority_baseline(evaluation, len(encoder.label_ids))
+            trivial = majority_baseline(evaluation, encoder.classes)
         metrics_path = out_dir / "metrics.jsonl"
         step_seconds, passes, sequences, first = [], 0, 0, 1
         if resume:
@@ -269,6 +216,7 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
         summary = run_summary.write(out_dir, run_summary.identity(config, mode="train", task=task.name), {
             **results, "forward_passes": passes, "sequences": sequences, "eval_history": history,
             "mean_step_seconds": sum(step_seconds) / len(step_seconds) if step_seconds else None,
+            "step_path": trainer.step_path, "rng": trainer.rng,
         })
         if generation:
             log(f"[prge] after {config.run.steps} steps: answer perplexity {before:.4f} -> {after:.4f}; "

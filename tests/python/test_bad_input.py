@@ -113,7 +113,7 @@ def _damage(kind, model_dir):
     ("huge header length", "truncated or not a safetensors file"),
     ("malformed config.json", "malformed config.json"),
     ("config.json shape mismatch", "shape"),
-    ("config.json value of the wrong type", "config.json: not a number: wide"),
+    ("config.json value of the wrong type", "config.json: hidden_size: not a number: wide"),
     ("tokenizer beyond the vocabulary", "is outside the model's vocabulary"),
 ])
 def test_broken_model_files_are_named_not_tracebacks(assets, capsys, kind, message):
@@ -158,3 +158,122 @@ def test_huge_values_and_malformed_json_lines_are_named_briefly(assets, capsys, 
     (runs / "metrics.jsonl").write_text('{"step": 1}\nnot json\n')
     assert main(["report", str(tmp_path / "runs")]) == 2
     assert "metrics.jsonl:2: malformed JSON" in capsys.readouterr().err
+
+
+def test_an_evaluation_that_scores_nan_is_an_error_not_an_accuracy(assets, capsys):
+    """float16 weights whose activations overflow (the float32 model is finite): the evaluation
+    before training names the split and the NaN count, and no accuracy is printed or saved."""
+    from safetensors.torch import load_file, save_file
+
+    tmp_path, model_dir, data_dir = assets
+    weights = load_file(str(model_dir / "model.safetensors"))
+    save_file({k: v * 300 if "proj" in k else v for k, v in weights.items()}, str(model_dir / "model.safetensors"))
+    path = write_config(tmp_path, model_dir, data_dir, model={"dtype": "float16"}, run={"steps": 2, "eval_every": 0})
+    assert main(["train", str(path), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("prge: error: eval: 16 of 16 examples scored NaN or inf"), captured.err
+    assert "accuracy" not in captured.out
+    assert not (tmp_path / "run" / "summary.json").exists()
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert main(["train", str(path), "--no-progress", "--set", "model.dtype=float32", "--overwrite"]) == 0
+
+
+class _Scores:
+    """A trainer stand-in: the scores of sequences that start with token 99 are NaN."""
+
+    def answer_logprobs(self, batch, candidates):
+        import torch
+
+        out = torch.zeros(batch.input_ids.shape[0], len(candidates))
+        out[batch.input_ids[:, 0] == 99] = float("nan")
+        return out
+
+    def score(self, batch):
+        import torch
+
+        nll = torch.ones(batch.input_ids.shape[0])
+        nll[batch.input_ids[:, 0] == 99] = float("nan")
+        return nll, torch.ones_like(nll)
+
+
+@pytest.mark.parametrize("generation", [False, True])
+def test_evaluate_names_the_split_and_counts_the_nan_examples(generation):
+    from prge.data.batching import EncodedExample, PromptEncoder
+    from prge.data.tasks import Task
+    from prge.evaluation import evaluate
+
+    task = Task("t", "", () if generation else (" a", " b"), str, str, response_field="r" if generation else None)
+    encoder = PromptEncoder.__new__(PromptEncoder)  # no tokenizer needed: the examples come encoded
+    encoder.task, encoder.pad_id, encoder.classes, encoder.single_token_labels = task, 0, len(task.label_words), True
+    examples = [EncodedExample([99 if i in (1, 4, 6) else 5, 6], -1 if generation else 0,
+                               answer_ids=[7] if generation else None, options=None if generation else [[7], [8]])
+                for i in range(8)]
+    with pytest.raises(ValueError, match=r"^dev: 3 of 8 examples scored NaN or inf"):
+        evaluate(_Scores(), encoder, examples, batch_size=3, split="dev")
+    examples = [EncodedExample([5, 6], e.label, e.answer_ids, e.options) for e in examples]
+    assert evaluate(_Scores(), encoder, examples, batch_size=3, split="dev")  # finite scores: a result
+
+
+def _jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+# (what goes wrong in the custom task's train file / config, what the error must say)
+DATA_CASES = [
+    ({"records": [{"text": "good", "sentiment": "positive"}, {"text": "", "sentiment": "negative"}]},
+     "train.jsonl: record 2: field 'text' is empty"),
+    ({"records": [{"text": "   ", "sentiment": "positive"}]}, "train.jsonl: record 1: field 'text' is empty"),
+    ({"template": "  \n"}, "train.jsonl: record 1: the template renders to nothing (only whitespace)"),
+    ({"label_words": {"positive": " ", "negative": " negative"}},
+     "train.jsonl: record 1: label word ' ' (data.label_words) tokenizes to no tokens after the prompt"),
+    ({"response": True, "records": [{"text": "good", "answer": "positive"}, {"text": "bad", "answer": ""}]},
+     "train.jsonl: record 2: field 'answer' (data.response_field) is empty"),
+]
+
+
+@pytest.mark.parametrize("case, message", DATA_CASES)
+def test_data_mistakes_name_file_record_and_field(assets, capsys, case, message):
+    """The issue's case first: `"text": ""` once ended in 'every sequence needs at least one
+    answer token' naming nothing."""
+    import yaml
+
+    tmp_path, model_dir, _ = assets
+    records = case.get("records", [{"text": "good tasty", "sentiment": "positive"}])
+    _jsonl(tmp_path / "train.jsonl", records)
+    _jsonl(tmp_path / "test.jsonl", [{"text": "good", "sentiment": "positive", "answer": "positive"}])
+    data = {"task": "custom", "train_file": str(tmp_path / "train.jsonl"), "eval_file": str(tmp_path / "test.jsonl"),
+            "template": case.get("template", "{text}"), "train_examples": 2, "eval_examples": 1, "batch_size": 1}
+    if case.get("response"):
+        data["response_field"] = "answer"
+    else:
+        data.update(label_field="sentiment", label_words=case.get("label_words", {"positive": " positive",
+                                                                                  "negative": " negative"}))
+    path = tmp_path / "custom.yaml"
+    path.write_text(yaml.safe_dump({"model": {"name": str(model_dir)}, "data": data,
+                                    "run": {"steps": 1, "output_dir": str(tmp_path / "run")}}, sort_keys=False))
+    assert main(["train", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prge: error: data.train_file: ") and message in err, err
+    assert not (tmp_path / "run").exists()  # named before anything ran
+
+
+def test_a_built_in_tasks_empty_field_names_task_split_and_record(tmp_path):
+    from prge.data.tasks import get_task
+
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood film\t1\n \t0\n")
+    with pytest.raises(ValueError, match=rf"^sst2: train split in {tmp_path}: record 2: field 'text' is empty"):
+        get_task("sst2").load("train", tmp_path)
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("generation_config.json", "{oops", "generation_config.json: cannot read the generation settings"),
+    ("generation_config.json", '{"eos_token_id": "x"}', "generation_config.json: eos_token_id must be a token id"),
+    ("chat_template.jinja", "{{ raise_exception('no turns') }}", "the chat template fails on a user conversation"),
+    ("tokenizer_config.json", "{", "tokenizer_config.json: malformed tokenizer_config.json"),
+])
+def test_broken_tokenizer_side_files_are_named(assets, capsys, name, text, message):
+    tmp_path, model_dir, _ = assets
+    (model_dir / name).write_text(text)
+    assert main(["generate", str(model_dir), "--prompt", "Review : good", "--chat"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"prge: error: {model_dir}") and message in err, err

@@ -125,18 +125,31 @@ def test_single_forward_option_scores_match_per_option_scoring(tmp_path):
     prompt + label word sequence separately does (mean answer log-likelihood)."""
     from prge.data.batching import PromptEncoder
     from prge.data.tasks import get_task
+    from prge.data.tokens import ModelTokenizer
     from prge.evaluation import option_scores
-    from prge.models import load_tokenizer
 
     model_dir, data_dir = make_tiny_assets(tmp_path)
     model = prge.LlamaModel.from_pretrained(str(model_dir))
     model.attach_adapters(prge.AdapterOptions(rank=4, alpha=8))
     trainer = prge.Trainer(model, prge.EstimatorOptions("prge", 2), prge.OptimizerOptions(), 0)
     task = get_task("fine_food")
-    encoder = PromptEncoder(task, load_tokenizer(model_dir), 16)
+    encoder = PromptEncoder(task, ModelTokenizer(model_dir), 16)
     examples = encoder.encode_all(task.load("eval", data_dir))
-    assert encoder.single_token_labels
+    assert all(len(o) == 1 for e in examples for o in e.options)  # the one-forward path applies
     fast = option_scores(trainer, encoder, examples, batch_size=5)
     encoder.single_token_labels = False
     slow = option_scores(trainer, encoder, examples, batch_size=5)
     torch.testing.assert_close(fast, slow, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,epsilon,warned", [
+    ("bfloat16", "1.0e-3", True), ("bfloat16", "1.0e-2", False), ("float16", "1.0e-4", True),
+    ("float16", "1.0e-3", False), ("float32", "1.0e-5", False)])
+def test_an_epsilon_below_the_dtypes_rounding_is_warned_about(dtype, epsilon, warned):
+    """bf16 g at eps 1e-3 correlates 0.49 with fp32 g (experiments/results/precision/): a warning
+    names the key, its line and the floor."""
+    config = prge.parse_run_config(f"model: {{dtype: {dtype}}}\nestimator:\n  epsilon: {epsilon}\n", "test.yaml")
+    warnings = [w for w in config.warnings if "estimator.epsilon" in w]
+    assert bool(warnings) == warned
+    if warned:
+        assert warnings[0].startswith("test.yaml:3:") and "mostly noise" in warnings[0]

@@ -92,14 +92,15 @@ def test_chat_template_wraps_the_prompt(assets):
     from prge._core import parse_run_config
     from prge.data.batching import PromptEncoder
     from prge.data.tasks import task_for
-    from prge.models import load_tokenizer
+    from prge.data.tokens import ModelTokenizer
 
     tmp_path, model_dir = assets
     config = parse_run_config(custom_config(tmp_path, model_dir, chat_template=True).read_text())
     task = task_for(config.data)
     with pytest.raises(ValueError, match="no chat template"):
-        PromptEncoder(task, load_tokenizer(model_dir), 16)
-    encoder = PromptEncoder(task, load_tokenizer(model_dir), 16,
-                            chat_template="<u>{{ messages[0]['content'] }}</u>{% if add_generation_prompt %}A:{% endif %}")
+        PromptEncoder(task, ModelTokenizer(model_dir), 16)
+    (model_dir / "chat_template.jinja").write_text(
+        "<u>{{ messages[0]['content'] }}</u>{% if add_generation_prompt %}A:{% endif %}")
+    encoder = PromptEncoder(task, ModelTokenizer(model_dir), 16)
     example = task.load("train")[0]
     assert encoder.prompt_text(example) == "<u>Review : good tasty great love good Sentiment :</u>A:"

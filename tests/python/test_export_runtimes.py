@@ -46,7 +46,7 @@ def setup(tmp_path_factory):
     config = prge.load_run_config(str(path))
     data = RunData(config)
     # The eager reference: prge's C++ engine on the same batches with the same seed.
-    model = build_model(config, data.model_dir)
+    model = build_model(config, data)
     trainer = prge.Trainer(model, config.estimator, config.optimizer, config.run.seed)
     losses = [trainer.step(prge.TokenBatch(data.input_ids[s], data.targets[s])).loss for s in range(STEPS)]
     final_b = [a["lora_b"].clone() for a in model.adapters()]

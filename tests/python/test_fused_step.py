@@ -76,3 +76,17 @@ def test_the_generator_defaults_to_auto_and_resolves_per_device(tiny_llama):
     assert results["auto"] == results["torch"]
     with pytest.raises(ValueError, match="allowed: auto, torch, counter"):
         prge.EstimatorOptions("prge", 2, rng="philox")
+
+
+def test_prge_train_says_which_step_path_runs(tmp_path, capsys):
+    import json
+
+    from conftest import make_tiny_assets, write_config
+    from prge.cli import main
+
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    config = write_config(tmp_path, model_dir, data_dir, run={"steps": 1, "eval_every": 0})
+    assert main(["train", str(config), "--no-progress"]) == 0
+    assert "[prge] step: fused device step, no CUDA graphs (not a CUDA device; rng torch)" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["rng"] == "torch" and summary["step_path"].startswith("fused device step")

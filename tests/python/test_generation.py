@@ -62,7 +62,7 @@ def test_smollm2_greedy_equals_transformers():
     tokenizer = load_tokenizer(path)
     native = prge.LlamaModel.from_pretrained(str(path))
     hf = LlamaForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
-    prompts = [tokenizer.encode(t).ids for t in ("The capital of France is", "Review: Great coffee. Sentiment:")]
+    prompts = [tokenizer(t)["input_ids"] for t in ("The capital of France is", "Review: Great coffee. Sentiment:")]
     assert native.generate(prompts, max_new_tokens=16) == [hf_greedy(hf, p, 16) for p in prompts]
 
 

@@ -36,7 +36,7 @@ def test_smollm2_native_matches_transformers():
 
     path = resolve_model("smollm2-135m")
     tokenizer = load_tokenizer(path)
-    ids = torch.tensor([tokenizer.encode("Review: Great coffee, will buy again. It was").ids])
+    ids = torch.tensor([tokenizer("Review: Great coffee, will buy again. It was")["input_ids"]])
     native = prge.LlamaModel.from_pretrained(str(path))
     hf = LlamaForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
     with torch.no_grad():

