@@ -59,7 +59,7 @@ def worker(rank: int, world: int, data_parallel: int, args, port: int, out) -> N
         dist.destroy_process_group()
         return
     config = shape_config(args.shape)
-    model = prge.LlamaModel.random(config, 0, device, args.dtype)
+    model = prge.CausalLM.random(config, 0, device, args.dtype)
     model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
     trainer = prge.Trainer(model, prge.EstimatorOptions("prge", args.queries, 1e-2, "central", "dual", rng="counter"),
                            prge.OptimizerOptions(lr=1e-4), 0)

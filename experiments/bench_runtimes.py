@@ -68,7 +68,7 @@ def main():
     config = shape_config(args.shape)
     if args.layers:
         config.num_hidden_layers = args.layers
-    model = prge.LlamaModel.random(config, 0, args.device, "float32")
+    model = prge.CausalLM.random(config, 0, args.device, "float32")
     model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1, config.vocab_size, (args.batch, args.seq_len), generator=g)

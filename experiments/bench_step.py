@@ -96,7 +96,7 @@ def bench_prge(args, config, kind, queries, parallel, warmup, steps, graphs=True
     CUDA (what the CUDA kernels and graph capture need); rng="torch" is the earlier default."""
     leftover = leftover_memory(args.device)
     batch_size = QB // queries
-    model = prge.LlamaModel.random(config, 0, args.device, args.dtype)
+    model = prge.CausalLM.random(config, 0, args.device, args.dtype)
     if kind != "mezo":
         model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
     eps = 1e-3 if kind == "mezo" else 1e-2
@@ -113,7 +113,7 @@ def bench_prge(args, config, kind, queries, parallel, warmup, steps, graphs=True
 
 def bench_inference(args, config, warmup, steps):
     leftover = leftover_memory(args.device)
-    model = prge.LlamaModel.random(config, 0, args.device, args.dtype)
+    model = prge.CausalLM.random(config, 0, args.device, args.dtype)
     model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
     batch = random_batch(config.vocab_size, 2 * QB, args.seq_len)
     ids = batch.input_ids.to(args.device)
@@ -183,9 +183,9 @@ def bench_mezo_eager_torch(args, config, queries, warmup, steps):
 def bench_peer(args, config, make, warmup, steps):
     """Time a peer built by make(model, ids, targets) on a fresh transformers model."""
     leftover = leftover_memory(args.device)
-    from peers import transformers_llama
+    from peers import transformers_model
 
-    model = transformers_llama(config, getattr(torch, args.dtype), args.device)
+    model = transformers_model(config, getattr(torch, args.dtype), args.device)
     runner = make(model, config)
     reset_memory(args.device)
     seconds = timed(runner, warmup, steps, args.device)

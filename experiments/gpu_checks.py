@@ -56,7 +56,7 @@ def check_noise_kernel() -> None:
 
 def trainer(config, dtype, queries, *, fused, graphs, rng="counter", seed=5, parallel="dual", difference="central",
             distribution="gaussian", adapter=None):
-    model = prge.LlamaModel.random(config, 0, "cuda", dtype)
+    model = prge.CausalLM.random(config, 0, "cuda", dtype)
     model.attach_adapters(adapter or prge.AdapterOptions(rank=16, alpha=32, init_seed=3))
     g = torch.Generator().manual_seed(1)
     for a in model.adapters():  # a trained point, so B + eps z is not just eps z
@@ -133,11 +133,11 @@ def check_split_step(config, dtype="bfloat16", queries=4) -> None:
 
 def check_default_path(config) -> None:
     """What a user gets without naming estimator.rng: the CUDA-graphed fused step."""
-    model = prge.LlamaModel.random(config, 0, "cuda", "bfloat16")
+    model = prge.CausalLM.random(config, 0, "cuda", "bfloat16")
     model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
     t = prge.Trainer(model, prge.EstimatorOptions("prge", 4), prge.OptimizerOptions(lr=1e-3), 0)
     results, _ = run(t, model, config, 3, 4, 64)
-    mezo = prge.Trainer(prge.LlamaModel.random(config, 0, "cuda", "bfloat16"), prge.EstimatorOptions("mezo", 1),
+    mezo = prge.Trainer(prge.CausalLM.random(config, 0, "cuda", "bfloat16"), prge.EstimatorOptions("mezo", 1),
                         prge.OptimizerOptions(lr=0.0), 0)
     report("default estimator options on CUDA: rng auto -> counter, CUDA-graphed fused step (MeZO: torch)",
            t.rng == "counter" and t.uses_cuda_graphs and t.cuda_graphs_captured >= 1 and mezo.rng == "torch",
@@ -174,7 +174,7 @@ def check_torch_rng_fallback(config) -> None:
 
 
 def check_mezo_no_drift(config) -> None:
-    model = prge.LlamaModel.random(config, 0, "cuda", "bfloat16")
+    model = prge.CausalLM.random(config, 0, "cuda", "bfloat16")
     before = [t.clone() for _, t in model.full_parameters()]
     t = prge.Trainer(model, prge.EstimatorOptions("mezo", 1, 1e-3, "central", "sequential"),
                      prge.OptimizerOptions(lr=0.0), 3)
@@ -214,7 +214,7 @@ def check_kernels_vs_aten() -> None:
 def check_layer_kernels(config) -> None:
     ids = random_batch(config.vocab_size, 4, 64, seed=9).input_ids.cuda()
     for dtype, tolerance in (("float32", 1e-4), ("bfloat16", 3e-2)):
-        model = prge.LlamaModel.random(config, 0, "cuda", dtype)
+        model = prge.CausalLM.random(config, 0, "cuda", dtype)
         fused = model.logits(ids)
         model.layer_kernels = False
         aten = model.logits(ids)

@@ -39,8 +39,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         path = tiny_checkpoint(Path(tmp))
         ids = torch.randint(1, 512, (3, 24), generator=torch.Generator().manual_seed(1))
-        cpu = prge.LlamaModel.from_pretrained(str(path), "cpu", "float32")
-        gpu = prge.LlamaModel.from_pretrained(str(path), "cuda", "float32")
+        cpu = prge.CausalLM.from_pretrained(str(path), "cpu", "float32")
+        gpu = prge.CausalLM.from_pretrained(str(path), "cuda", "float32")
         diff = (cpu.logits(ids) - gpu.logits(ids).cpu()).abs().max().item()
         print(f"logits cpu vs cuda (fp32): max |diff| = {diff:.2e}")
         gpu.attach_adapters(prge.AdapterOptions(rank=8, alpha=16))

@@ -17,18 +17,19 @@ from torch import nn
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def transformers_llama(config, dtype: torch.dtype, device: str):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def transformers_model(config, dtype: torch.dtype, device: str):
+    """transformers' own model of the spec's family (Llama, Qwen2, ...) at its shape."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    hf_config = LlamaConfig(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size,
+    hf_config = AutoConfig.for_model(
+        config.model_type, vocab_size=config.vocab_size, hidden_size=config.hidden_size,
         intermediate_size=config.intermediate_size, num_hidden_layers=config.num_hidden_layers,
         num_attention_heads=config.num_attention_heads, num_key_value_heads=config.num_key_value_heads,
         head_dim=config.head_dim, tie_word_embeddings=config.tie_word_embeddings,
         rope_theta=config.rope.theta, max_position_embeddings=4096)
     hf_config._attn_implementation = "sdpa"
     with torch.device(device):
-        model = LlamaForCausalLM(hf_config).to(dtype).eval()
+        model = AutoModelForCausalLM.from_config(hf_config).to(dtype).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model

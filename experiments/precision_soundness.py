@@ -39,7 +39,7 @@ def batches(model_dir: Path, data_dir: Path, count: int, batch_size: int, max_le
 
 
 def trainer_for(model_dir: Path, dtype: str, epsilon: float, queries: int, lr: float, seed: int, device: str):
-    model = prge.LlamaModel.from_pretrained(str(model_dir), device, dtype)
+    model = prge.CausalLM.from_pretrained(str(model_dir), device, dtype)
     model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
     estimator = prge.EstimatorOptions("prge", queries, epsilon, parallel="dual", rng="counter")
     return model, prge.Trainer(model, estimator, prge.OptimizerOptions(lr=lr), seed)

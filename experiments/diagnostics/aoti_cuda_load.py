@@ -17,7 +17,7 @@ def build(flavour, path):
         mlp = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2)).cuda()
         program = torch.export.export(mlp, (torch.randn(4, 8, device="cuda"),))
         return torch._inductor.aoti_compile_and_package(program, package_path=path)
-    model = prge.LlamaModel.random(shape_config("tiny-debug"), 0, "cuda", "float32")
+    model = prge.CausalLM.random(shape_config("tiny-debug"), 0, "cuda", "float32")
     model.attach_adapters(prge.AdapterOptions(rank=4, alpha=8))
     spec = StepSpec(2, 2, 8, 1)
     if flavour == "mutable":

@@ -16,7 +16,7 @@ from prge.speed import random_batch
 
 def main(rounds: int = 6) -> None:
     config = shape_config("smollm2-135m")
-    model = prge.LlamaModel.random(config, 0, "cpu", "float32")
+    model = prge.CausalLM.random(config, 0, "cpu", "float32")
     model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
     trainer = prge.Trainer(model, prge.EstimatorOptions("prge", 4, 1e-2, "central", "dual", rng="counter"),
                            prge.OptimizerOptions(lr=5e-5), 0)

@@ -1,5 +1,5 @@
 """Text generation from a model or a finished run, through the native model's KV-cache
-decoder (LlamaModel.generate), and the SQuAD-style answer metrics of generation tasks.
+decoder (CausalLM.generate), and the SQuAD-style answer metrics of generation tasks.
 
     prge generate MODEL_OR_RUN_DIR --prompt "..." [--prompt ...] [--max-new-tokens 32]
                   [--temperature 0] [--top-k 0] [--top-p 1] [--seed 0] [--stop TEXT] [--chat]"""
@@ -14,7 +14,7 @@ from pathlib import Path
 def load_model(source: str):
     """(model, model directory) of a run directory (its trained adapters applied) or of a
     model name / directory."""
-    from prge._core import LlamaModel
+    from prge._core import CausalLM
     from prge.models import resolve_model
 
     path = Path(source)
@@ -24,7 +24,7 @@ def load_model(source: str):
         _, model_dir, model = load_run(path)
         return model, model_dir
     model_dir = resolve_model(source)
-    return LlamaModel.from_pretrained(str(model_dir)), model_dir
+    return CausalLM.from_pretrained(str(model_dir)), model_dir
 
 
 def stop_ids(model_dir) -> list[int]:

@@ -73,13 +73,13 @@ def setup_tokenizer(model_dir: str | Path) -> ModelTokenizer:
 def setup_data(config, model_dir: str | Path | None = None) -> DataSetup:
     """The task of config.data, its splits under config.data.protocol (seeded by run.seed) and
     their encodings with the model's tokenizer (config.model.name unless `model_dir`)."""
-    from prge._core import LlamaConfig
+    from prge._core import ArchSpec
 
     task = task_for(config.data)
     model_dir = Path(model_dir) if model_dir is not None else resolve_model(config.model.name)
     # config.json as the model loader reads it, first: transformers' tokenizer reads it too,
     # and prge's loader names a bad key by file and key.
-    LlamaConfig.from_json_file(str(model_dir / "config.json"))
+    ArchSpec.from_json_file(str(model_dir / "config.json"))
     tokenizer = setup_tokenizer(model_dir)
     encoder = PromptEncoder(task, tokenizer, config.data.max_length)
     train, dev, evaluation = (encoder.encode_all(split) for split in split_protocol(task, config.data, config.run.seed))
@@ -99,18 +99,18 @@ def check_token_ids(model_dir, vocab_size: int, examples: list[EncodedExample]) 
 
 def setup_model(config, data: DataSetup | None = None, *, model_dir: str | Path | None = None,
                 device: str | None = None):
-    """prge.LlamaModel of config.model (on `device` when given, e.g. a distributed rank's GPU),
+    """prge.CausalLM of config.model (on `device` when given, e.g. a distributed rank's GPU),
     in config.model.dtype, with config.adapter's LoRA-FA adapters attached when the config
     trains adapters, loaded from adapter.init_from (a PEFT adapter) when set. With `data`, the
     model is data.model_dir's and the encoded examples' ids are checked against its vocabulary."""
-    from prge._core import LlamaModel
+    from prge._core import CausalLM
 
     if data is not None:
         model_dir = data.model_dir
     model_dir = Path(model_dir) if model_dir is not None else resolve_model(config.model.name)
-    model = LlamaModel.from_pretrained(str(model_dir), device or config.model.device, config.model.dtype)
+    model = CausalLM.from_pretrained(str(model_dir), device or config.model.device, config.model.dtype)
     if data is not None:
-        check_token_ids(model_dir, model.config.vocab_size, data.train + data.dev + data.eval)
+        check_token_ids(model_dir, model.spec.vocab_size, data.train + data.dev + data.eval)
     if config.use_adapter:
         model.attach_adapters(config.adapter)
         if config.adapter.init_from:  # a PEFT adapter as the starting point

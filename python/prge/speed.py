@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from prge._core import IGNORE_INDEX, LlamaModel, RunConfig, TokenBatch, Trainer
+from prge._core import IGNORE_INDEX, CausalLM, RunConfig, TokenBatch, Trainer
 from prge.models import shape_config
 from prge import run_summary
 from prge.run_dir import claim
@@ -33,12 +33,12 @@ def random_batch(vocab: int, batch: int, seq_len: int, seed: int = 0) -> TokenBa
     return TokenBatch(ids, targets)
 
 
-def build_model(config: RunConfig, shape: str | None) -> LlamaModel:
+def build_model(config: RunConfig, shape: str | None) -> CausalLM:
     if not shape:  # a real model: as `prge train` builds it (adapters, adapter.init_from)
         from prge.setup import setup_model
 
         return setup_model(config)
-    model = LlamaModel.random(shape_config(shape), 0, config.model.device, config.model.dtype)
+    model = CausalLM.random(shape_config(shape), 0, config.model.device, config.model.dtype)
     if config.use_adapter:
         model.attach_adapters(config.adapter)
     return model
@@ -58,7 +58,7 @@ def _measure(config: RunConfig, out_dir: Path, warmup: int, steps: int, shape: s
         torch.cuda.reset_peak_memory_stats()
     model = build_model(config, shape)
     trainer = Trainer(model, config.estimator, config.optimizer, config.run.seed)
-    batch = random_batch(model.config.vocab_size, config.data.batch_size, config.data.max_length)
+    batch = random_batch(model.spec.vocab_size, config.data.batch_size, config.data.max_length)
     for _ in range(warmup):
         result = trainer.step(batch)
     _sync(device)

@@ -25,6 +25,22 @@ def missing(what: str, install_step: str) -> None:
     pytest.skip(message)
 
 
+def registered_model(name: str):
+    """The converted directory of a registered real model (prge.models.REGISTERED); a missing
+    package skips, or fails under CI when the install script installs it (opt-in models skip)."""
+    from prge.models import REGISTERED, resolve_model
+
+    model = REGISTERED[name]
+    try:
+        model.gguf()
+    except FileNotFoundError:
+        if model.default:
+            missing(f"model '{name}'", model.install)
+        pytest.skip(f"model '{name}' is installed on request only ({model.install})")
+    installed_module("gguf", "pip install gguf")
+    return resolve_model(name)
+
+
 def installed_module(name: str, install_step: str):
     """importorskip for modules the install script installs."""
     try:

@@ -73,7 +73,7 @@ def test_a_peft_adapter_is_a_starting_point(trained, capsys):
     peft_model = get_peft_model(hf_model(model_dir), LoraConfig(r=4, lora_alpha=8, target_modules=targets,
                                                                 init_lora_weights=False))  # B != 0
     peft_model.save_pretrained(str(tmp / "start"))
-    native = prge.LlamaModel.from_pretrained(str(resolve_model(str(model_dir))))
+    native = prge.CausalLM.from_pretrained(str(resolve_model(str(model_dir))))
     options = prge.AdapterOptions(rank=4, alpha=8)
     native.attach_adapters(options)
     load_peft(native, tmp / "start", options)
@@ -126,14 +126,14 @@ def test_peft_settings_give_peftmodels_logits(trained, case):
     tmp, model_dir, _, ids = trained
     theirs_settings, ours = PEFT_SETTINGS[case]
     peft_model = peft_adapter(model_dir, tmp / f"peft_{case}", theirs_settings)
-    native = prge.LlamaModel.from_pretrained(str(model_dir))
+    native = prge.CausalLM.from_pretrained(str(model_dir))
     options = prge.AdapterOptions(rank=4, alpha=8, **ours)
     native.attach_adapters(options)
     load_peft(native, tmp / f"peft_{case}", options)
     with torch.no_grad():
         assert_same_logits(native.logits(ids), peft_model(ids).logits)
     # The settings are not decorative: the same weights under plain LoRA give other logits.
-    plain = prge.LlamaModel.from_pretrained(str(model_dir))
+    plain = prge.CausalLM.from_pretrained(str(model_dir))
     plain.attach_adapters(prge.AdapterOptions(rank=4, alpha=8, targets=ours.get("targets", ALL),
                                               rank_pattern=ours.get("rank_pattern", {})))
     load_peft_unchecked(plain, tmp / f"peft_{case}")

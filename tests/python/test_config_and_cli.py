@@ -69,7 +69,7 @@ def test_train_end_to_end(tmp_path):
     assert summary["best_step"] in (0, 3, 6) and summary["sequences"] == 96
     # The checkpoint holds the trained B and loads back into a fresh trainer.
     cfg = prge.load_run_config(str(config))
-    model = prge.LlamaModel.from_pretrained(str(model_dir))
+    model = prge.CausalLM.from_pretrained(str(model_dir))
     model.attach_adapters(cfg.adapter)
     trainer = prge.Trainer(model, cfg.estimator, cfg.optimizer, 1)
     trainer.load_checkpoint(str(run / "trained.safetensors"))
@@ -129,7 +129,7 @@ def test_single_forward_option_scores_match_per_option_scoring(tmp_path):
     from prge.evaluation import option_scores
 
     model_dir, data_dir = make_tiny_assets(tmp_path)
-    model = prge.LlamaModel.from_pretrained(str(model_dir))
+    model = prge.CausalLM.from_pretrained(str(model_dir))
     model.attach_adapters(prge.AdapterOptions(rank=4, alpha=8))
     trainer = prge.Trainer(model, prge.EstimatorOptions("prge", 2), prge.OptimizerOptions(), 0)
     task = get_task("fine_food")

@@ -55,7 +55,7 @@ def test_adapters_are_views_of_one_flat_buffer(tiny_llama):
 
 def test_mezo_keeps_the_plain_path(tiny_llama):
     path, _ = tiny_llama
-    trainer = prge.Trainer(prge.LlamaModel.from_pretrained(str(path)), prge.EstimatorOptions("mezo", 1, EPS, "central", "sequential"),
+    trainer = prge.Trainer(prge.CausalLM.from_pretrained(str(path)), prge.EstimatorOptions("mezo", 1, EPS, "central", "sequential"),
                            prge.OptimizerOptions(lr=LR), SEED)
     assert not trainer.uses_fused_step
 

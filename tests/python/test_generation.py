@@ -24,7 +24,7 @@ def test_greedy_equals_transformers_and_batching_changes_nothing(tmp_path):
     import prge
 
     path, hf = make_hf_llama(tmp_path, vocab=128)
-    native = prge.LlamaModel.from_pretrained(str(path))
+    native = prge.CausalLM.from_pretrained(str(path))
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(1, 128, (n,), generator=g).tolist() for n in (5, 9, 2)]
     one_by_one = [native.generate([p], max_new_tokens=NEW)[0] for p in prompts]
@@ -36,7 +36,7 @@ def test_sampling_is_seeded_and_stop_tokens_end_a_sequence(tmp_path):
     import prge
 
     path, _ = make_hf_llama(tmp_path, vocab=128)
-    native = prge.LlamaModel.from_pretrained(str(path))
+    native = prge.CausalLM.from_pretrained(str(path))
     prompt = [[5, 17, 3, 99]]
     a = native.generate(prompt, max_new_tokens=NEW, temperature=1.0, top_p=0.9, seed=7)
     assert a == native.generate(prompt, max_new_tokens=NEW, temperature=1.0, top_p=0.9, seed=7)
@@ -60,7 +60,7 @@ def test_smollm2_greedy_equals_transformers():
 
     path = resolve_model("smollm2-135m")
     tokenizer = load_tokenizer(path)
-    native = prge.LlamaModel.from_pretrained(str(path))
+    native = prge.CausalLM.from_pretrained(str(path))
     hf = LlamaForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
     prompts = [tokenizer(t)["input_ids"] for t in ("The capital of France is", "Review: Great coffee. Sentiment:")]
     assert native.generate(prompts, max_new_tokens=16) == [hf_greedy(hf, p, 16) for p in prompts]

@@ -49,7 +49,7 @@ def test_converted_gguf_computes_the_source_models_logits(tmp_path, rope, head_d
     converted = json.loads((out / "config.json").read_text())
     assert converted["head_dim"] == head_dim
     assert converted["rope_parameters"]["rope_type"] == ROPES[rope]["rope_type"]
-    native = prge.LlamaModel.from_pretrained(str(out))
+    native = prge.CausalLM.from_pretrained(str(out))
     ids = torch.randint(0, len(TOKENS), (2, 200), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = hf(ids).logits

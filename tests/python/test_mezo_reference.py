@@ -14,7 +14,7 @@ SEED, EPS = 77, 1e-3
 
 def run_both(tiny_llama, lr, queries=2):
     path, hf = tiny_llama
-    native = prge.LlamaModel.from_pretrained(str(path))
+    native = prge.CausalLM.from_pretrained(str(path))
     before = {n: t.clone() for n, t in native.full_parameters()}
     names = [(i, n) for i, (n, _) in enumerate(native.full_parameters())]
     trainer = prge.Trainer(native, prge.EstimatorOptions("mezo", queries, EPS, parallel="sequential"),
@@ -46,7 +46,7 @@ def test_mezo_lr0_leaves_weights_bit_identical(tiny_llama, dtype):
     MeZO's code, drifts: 19 % of max |w| after 200 bf16 steps). The perturbation must still
     act: the projected gradients are non-zero."""
     path, _ = tiny_llama
-    native = prge.LlamaModel.from_pretrained(str(path), "cpu", dtype)
+    native = prge.CausalLM.from_pretrained(str(path), "cpu", dtype)
     before = {n: t.clone() for n, t in native.full_parameters()}
     trainer = prge.Trainer(native, prge.EstimatorOptions("mezo", 2, EPS, parallel="sequential"),
                            prge.OptimizerOptions(lr=0.0), SEED)

@@ -62,8 +62,8 @@ def test_rope_variants_match_transformers(tmp_path, variant, layout):
     model_dir, hf = save_llama(tmp_path, ROPE_VARIANTS[variant])
     if layout == "rope_scaling":
         to_legacy_layout(model_dir)
-    native = prge.LlamaModel.from_pretrained(str(model_dir))
-    assert native.config.rope.type == ROPE_VARIANTS[variant]["rope_type"]
+    native = prge.CausalLM.from_pretrained(str(model_dir))
+    assert native.spec.rope.type == ROPE_VARIANTS[variant]["rope_type"]
     g = torch.Generator().manual_seed(1)
     # 40: shorter than every rescaling threshold; 300: beyond max_position_embeddings (dynamic)
     # and original_max_position_embeddings (longrope).
@@ -80,7 +80,7 @@ def test_rope_variants_match_transformers(tmp_path, variant, layout):
 def test_greedy_generation_matches_transformers_with_scaled_rope(tmp_path, variant):
     """The KV-cache decoder computes RoPE per call at the call's own positions."""
     model_dir, hf = save_llama(tmp_path, ROPE_VARIANTS[variant])
-    native = prge.LlamaModel.from_pretrained(str(model_dir))
+    native = prge.CausalLM.from_pretrained(str(model_dir))
     prompt = torch.randint(1, 97, (1, 250), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         expected = hf.generate(prompt, max_new_tokens=20, do_sample=False, pad_token_id=0)[0, 250:].tolist()
@@ -126,7 +126,7 @@ def test_fields_that_change_the_forward_are_refused_by_name(tmp_path, changes, w
     model_dir, _ = save_llama(tmp_path, {"rope_type": "default"})
     edit_config(model_dir, **changes)
     with pytest.raises(RuntimeError) as error:
-        prge.LlamaModel.from_pretrained(str(model_dir))
+        prge.CausalLM.from_pretrained(str(model_dir))
     assert words in str(error.value) and "config.json" in str(error.value)
 
 
@@ -148,5 +148,5 @@ def test_fields_without_effect_are_accepted(tmp_path, changes):
     ids = torch.randint(0, 97, (2, 30), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = hf(ids).logits
-    torch.testing.assert_close(prge.LlamaModel.from_pretrained(str(model_dir)).logits(ids), expected,
+    torch.testing.assert_close(prge.CausalLM.from_pretrained(str(model_dir)).logits(ids), expected,
                                rtol=1e-4, atol=1e-4)

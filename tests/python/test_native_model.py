@@ -10,7 +10,7 @@ from conftest import make_hf_llama
 @pytest.mark.parametrize("tie", [False, True])
 def test_logits_match_transformers(tmp_path, tie):
     path, hf = make_hf_llama(tmp_path, tie=tie)
-    native = prge.LlamaModel.from_pretrained(str(path))
+    native = prge.CausalLM.from_pretrained(str(path))
     ids = torch.randint(0, 128, (3, 17), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = hf(ids).logits
@@ -22,7 +22,7 @@ def test_logits_match_transformers(tmp_path, tie):
 def test_adapters_start_as_identity(tiny_llama):
     """B = 0 at init (LoRA-FA), so attaching adapters must not change the logits."""
     path, hf = tiny_llama
-    native = prge.LlamaModel.from_pretrained(str(path))
+    native = prge.CausalLM.from_pretrained(str(path))
     ids = torch.randint(0, 128, (2, 9))
     before = native.logits(ids)
     native.attach_adapters(prge.AdapterOptions(rank=4, alpha=8))
@@ -34,15 +34,15 @@ def test_adapters_start_as_identity(tiny_llama):
 
 def test_bad_model_inputs_are_named(tmp_path, tiny_llama):
     path, _ = tiny_llama
-    native = prge.LlamaModel.from_pretrained(str(path))
+    native = prge.CausalLM.from_pretrained(str(path))
     with pytest.raises(ValueError, match="input_ids must be a 2-D int64"):
         native.logits(torch.zeros(4, dtype=torch.int64))
     with pytest.raises(RuntimeError, match="model directory not found"):
-        prge.LlamaModel.from_pretrained(str(tmp_path / "nope"))
+        prge.CausalLM.from_pretrained(str(tmp_path / "nope"))
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text('{"model_type": "llama", "vocab_size": 8}')
     with pytest.raises(RuntimeError, match="missing key 'hidden_size'"):
-        prge.LlamaModel.from_pretrained(str(tmp_path / "broken"))
+        prge.CausalLM.from_pretrained(str(tmp_path / "broken"))
     with pytest.raises(ValueError, match="unknown adapter target 'qkv_proj'"):
         native.attach_adapters(prge.AdapterOptions(targets=["qkv_proj"]))
     with pytest.raises(ValueError, match="targets must be int64 with the shape of input_ids"):

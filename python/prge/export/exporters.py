@@ -19,13 +19,32 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from prge._core import IGNORE_INDEX, LlamaModel, RunConfig
+from prge._core import IGNORE_INDEX, CausalLM, RunConfig
 from prge.export.run_data import RunData
 from prge.export.step_module import FunctionalStep, MutableBufferStep, StepSpec
 from prge.setup import setup_model
 
 RUNTIMES = ("onnx", "aoti", "executorch")
 MODEL_FILES = {"onnx": "step.onnx", "aoti": "step.pt2", "executorch": "step.pte"}
+
+
+def unexported_features(config: RunConfig) -> list[str]:
+    """What the model's family has that the exported step (step_module.py: a Llama block) does
+    not compute, read from its config.json through the family registry."""
+    from prge._core import ArchSpec
+    from prge.models import resolve_model
+
+    spec = ArchSpec.from_json_file(str(resolve_model(config.model.name) / "config.json"))
+    features = {
+        "biases": spec.qkv_bias or spec.o_bias or spec.mlp_bias, "q/k norms": spec.qk_norm,
+        "Gemma's norms": spec.norm == "gemma" or spec.sandwich_norms, "an embedding scale": spec.scale_embeddings,
+        "sliding windows shorter than data.max_length": any(0 < w < config.data.max_length for w, _ in spec.layers),
+        "partial rotary embeddings": spec.partial_rotary_factor != 1.0, "fused checkpoint tensors": spec.fused_checkpoint,
+        "logit soft-capping": spec.final_logit_softcapping > 0, "GeGLU": spec.activation != "silu",
+        "two RoPE sets": len(spec.ropes) > 1,
+    }
+    return [f"model_type '{spec.model_type}' has {name}, which the exported step does not compute (train it with "
+            "the C++ trainer)" for name, present in features.items() if present]
 
 
 def check_exportable(config: RunConfig, runtime: str) -> None:
@@ -46,6 +65,7 @@ def check_exportable(config: RunConfig, runtime: str) -> None:
         problems.append("LoRA-FA adapters are required (adapter: null given)")
     if runtime in ("onnx", "executorch") and config.model.device != "cpu":
         problems.append(f"the {runtime} runner runs on the CPU: set model.device: cpu")
+    problems += unexported_features(config)
     if problems:
         raise ValueError("cannot export this config: " + "; ".join(problems))
 
@@ -105,7 +125,7 @@ def export_executorch(step: MutableBufferStep, path: str | Path) -> Path:
     return path
 
 
-def build_model(config: RunConfig, data: RunData) -> LlamaModel:
+def build_model(config: RunConfig, data: RunData) -> CausalLM:
     """The run's model as `prge train` builds it (prge.setup.setup_model: adapters attached and
     started from adapter.init_from when set, token ids checked against the vocabulary)."""
     return setup_model(config, data.setup)

@@ -44,11 +44,11 @@ class StepSpec:
 
 
 class _LlamaWeights(nn.Module):
-    """Frozen weights + LoRA-FA A of a prge.LlamaModel, copied out as plain tensors."""
+    """Frozen weights + LoRA-FA A of a prge.CausalLM, copied out as plain tensors."""
 
     def __init__(self, model):
         super().__init__()
-        c = model.config
+        c = model.spec
         self.num_layers, self.heads, self.kv_heads = c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads
         self.head_dim, self.eps = c.head_dim, c.rms_norm_eps
         self.rope_attention_factor = c.rope.attention_factor

