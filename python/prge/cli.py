@@ -96,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     data_sub = data.add_subparsers(dest="data_command", required=True)
     copy = data_sub.add_parser("copy", help="copy a task's published files into the user data dir")
     copy.add_argument("task")
-    copy.add_argument("--from", dest="source", help="directory with the files (default: ../shared/data/TASK)")
-    copy.add_argument("--to", dest="destination", help="target directory (default: user data dir / TASK)")
-    data_sub.add_parser("list", help="known tasks and where their data is found")
+    copy.add_argument("--from", dest="source", help="directory with the files (default: ../shared/data/<task folder>)")
+    copy.add_argument("--to", dest="destination", help="target directory (default: user data dir / <task folder>)")
+    data_sub.add_parser("list", help="known tasks, their kinds and where their data is found")
     gen = sub.add_parser("generate", help="generate text from a model or a fine-tuned run")
     gen.add_argument("source", help="a run directory (its trained adapters), a model directory or a registry name")
     gen.add_argument("--prompt", action="append", required=True, help="repeat for a batch")
@@ -238,8 +238,8 @@ def _data(args) -> None:
     from prge.data.tasks import TASKS, get_task
 
     if args.data_command == "copy":
-        get_task(args.task)  # unknown task names fail here
-        target = copy_task_data(args.task, args.source, args.destination)
+        task = get_task(args.task)  # unknown task names fail here
+        target = copy_task_data(task.data_folder, args.source, args.destination)
         print(f"[prge] copied {args.task} to {target}")
         return
     print(f"user data dir: {user_data_dir()}")
@@ -248,10 +248,10 @@ def _data(args) -> None:
             where = "built in (installed package)"
         else:
             try:
-                where = str(find_task_dir(name))
+                where = str(find_task_dir(task.data_folder, name))
             except FileNotFoundError:
                 where = "not found (prge data copy / data.data_dir)"
-        print(f"  {name:10s} {where}  - {task.description}")
+        print(f"  {name:14s} {task.kind.name:16s} {where}  - {task.description}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prge.data.batching import EncodedExample, PromptEncoder
-from prge.data.tasks import Task, task_for
+from prge.data.examples import MissingSplit, Task
+from prge.data.tasks import task_for
 from prge.data.tokens import ModelTokenizer
 from prge.models import resolve_model
 
@@ -50,9 +51,24 @@ def split_protocol(task, data, seed: int) -> tuple[list, list, list]:
     paper: first train_examples of the seeded-shuffled train split; the first
            eval_examples of the validation split.
     mezo:  train_examples then dev_examples of the seeded-shuffled train split;
-           eval_examples of the seeded-shuffled validation split as the test set."""
+           eval_examples of the seeded-shuffled validation split as the test set.
+    data.train_from: validation (for data published without a training split: BoolQ,
+           WinoGrande, QNLI here): the validation split, shuffled by the seed, gives train (and
+           dev) first, and the test set is the first eval_examples of the rest: disjoint.
+
+    Raises MissingSplit (FileNotFoundError) naming the task, the missing split and
+    data.train_from when the data has no training split and train_from is not validation;
+    ValueError when the validation split is too small to leave examples to evaluate."""
     data_dir = data.data_dir or None
-    train_all, eval_all = task.load("train", data_dir), task.load("eval", data_dir)
+    if getattr(data, "train_from", "train") == "validation":  # absent from extensions built before the key
+        return _split_validation(task, data, seed, data_dir)
+    try:
+        train_all = task.load("train", data_dir)
+    except MissingSplit as e:
+        raise MissingSplit(f"{e}. {task.name} has no training split there: set data.train_from: validation to train "
+                           "on a seeded part of its validation split (the rest is evaluated), or give data.data_dir "
+                           "a directory with the training split") from e
+    eval_all = task.load("eval", data_dir)
     if data.protocol == "paper":
         return (select_examples(train_all, data.train_examples, seed, shuffle=True), [],
                 select_examples(eval_all, data.eval_examples, seed, shuffle=False))
@@ -63,6 +79,20 @@ def split_protocol(task, data, seed: int) -> tuple[list, list, list]:
     shuffled = select_examples(train_all, needed, seed, shuffle=True)
     return (shuffled[:data.train_examples], shuffled[data.train_examples:],
             select_examples(eval_all, data.eval_examples, seed, shuffle=True))
+
+
+def _split_validation(task, data, seed: int, data_dir) -> tuple[list, list, list]:
+    """data.train_from: validation (see split_protocol)."""
+    validation = task.load("eval", data_dir)
+    pool = select_examples(validation, len(validation), seed, shuffle=True)
+    taken = data.train_examples + (data.dev_examples if data.protocol == "mezo" else 0)
+    if taken >= len(pool):
+        what = (f"{data.train_examples} train + {data.dev_examples} dev" if data.protocol == "mezo"
+                else f"{data.train_examples} train")
+        raise ValueError(f"{task.name}: data.train_from: validation takes {what} examples from the validation split, "
+                         f"which has {len(pool)}: none would be left to evaluate; lower data.train_examples")
+    train = pool[: data.train_examples]
+    return train, pool[data.train_examples: taken], pool[taken: taken + data.eval_examples]
 
 
 def setup_tokenizer(model_dir: str | Path) -> ModelTokenizer:

@@ -15,8 +15,7 @@ from prge.run_dir import claim
 from prge.progress import progress_bar
 from prge._core import RunConfig, Trainer
 from prge.data.batching import BatchSampler
-from prge.evaluation import evaluate as evaluate_examples, majority_baseline
-from prge.generation import answer_metrics
+from prge.evaluation import evaluate as evaluate_examples
 from prge.setup import select_examples, setup_data, setup_model, split_protocol  # noqa: F401 (re-exported)
 
 
@@ -86,6 +85,7 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
         log, progress = (lambda *args, **kwargs: None), False
     data = setup_data(config)
     task, encoder, train, dev, evaluation = data.task, data.encoder, data.train, data.dev, data.eval
+    kind = task.kind  # what the examples' answers are and how they are evaluated (prge.data.kinds)
     device = distributed.device_for(config.model.device)
     model = setup_model(config, data, device=device)
     torch.manual_seed(config.run.seed)
@@ -104,15 +104,11 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
         nullcontext(Path(config.run.output_dir))
     with owner as out_dir:
 
-        generation = task.generation
-        primary = "perplexity" if generation else "accuracy"  # the metric best_checkpoint picks by
-
-        stop = data.tokenizer.stop_ids  # what transformers' generate stops on for this model
+        primary = kind.primary  # the metric best_checkpoint picks by
 
         def evaluate(step: int, passes: int, sequences: int) -> dict:
-            metrics = evaluate_examples(trainer, encoder, evaluation, progress=progress, shard=shard, split="eval")
-            if generation:  # greedy answers through the KV-cache decoder, SQuAD-style scores
-                metrics.update(answer_metrics(model, encoder, evaluation, stop, shard=shard))
+            metrics = evaluate_examples(trainer, encoder, evaluation, progress=progress, shard=shard, split="eval",
+                                        full=True, model=model)
             record = {"step": step, "forward_passes": passes, "sequences": sequences,
                       **{f"eval_{k}": v for k, v in metrics.items()}}
             if dev:
@@ -120,24 +116,22 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
                                                              shard=shard, split="dev")[primary]
             return record
 
+        def metrics_of(record: dict) -> dict:
+            return {k[len("eval_"):]: v for k, v in record.items() if k.startswith("eval_")}
+
         def describe(record: dict) -> str:
-            if generation:
-                text = (f"answer perplexity {record['eval_perplexity']:.4f}, exact match "
-                        f"{record['eval_exact_match']:.4f}, token F1 {record['eval_token_f1']:.4f}")
-            else:
-                text = f"accuracy {record['eval_accuracy']:.4f}, macro-F1 {record['eval_macro_f1']:.4f}"
+            text = kind.describe(metrics_of(record))
             return text + (f" (dev {primary} {record[f'dev_{primary}']:.4f})" if dev else "")
 
         log(f"[prge] {config.estimator.kind} q={config.estimator.queries} "
-            f"parallel={config.estimator.parallel} on {task.name} with {config.model.name}: "
+            f"parallel={config.estimator.parallel} on {task.name} ({kind.name}) with {config.model.name}: "
             f"{len(train)} train / {len(dev)} dev / {len(evaluation)} eval examples "
             f"({config.data.protocol} protocol), {config.run.steps} steps")
         log(f"[prge] step: {trainer.step_path}")
         if team:
             log(f"[prge] distributed: {team.grid.world} processes = {team.grid.query_groups} query group(s) x "
                 f"{team.grid.data_parallel} data group(s), backend {distributed.backend()}")
-        if not generation:
-            trivial = majority_baseline(evaluation, encoder.classes)
+        baseline = kind.baseline(task, evaluation)  # (log phrase, summary fields) of the trivial answer, or None
         metrics_path = out_dir / "metrics.jsonl"
         step_seconds, passes, sequences, first = [], 0, 0, 1
         if resume:
@@ -152,9 +146,7 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
             log(f"[prge] resuming after step {state['step']} from {out_dir / checkpoints.STATE}")
         else:
             history = [evaluate(0, 0, 0)]
-            baseline = "" if generation else (f"; always answering the majority class: accuracy "
-                                               f"{trivial['accuracy']:.4f}, macro-F1 {trivial['macro_f1']:.4f}")
-            log(f"[prge] before training: {describe(history[0])}{baseline}")
+            log(f"[prge] before training: {describe(history[0])}" + (f"; {baseline[0]}" if baseline else ""))
             if writer:
                 metrics_path.write_text(json.dumps(history[0]) + "\n")
 
@@ -199,17 +191,11 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
         if not writer:
             return None
         before, after = history[0][f"eval_{primary}"], history[-1][f"eval_{primary}"]
-        best = best_checkpoint(history)
+        best = best_checkpoint(history, primary, kind.higher_is_better)
         trainer.save_checkpoint(str(out_dir / "trained.safetensors"))
         results = {f"{primary}_before": before, f"{primary}_after": after,
-                   f"{primary}_best": best[f"eval_{primary}"], "best_step": best["step"]}
-        if generation:
-            results.update({"exact_match_after": history[-1]["eval_exact_match"],
-                            "token_f1_after": history[-1]["eval_token_f1"]})
-        else:
-            results.update({"macro_f1_before": history[0]["eval_macro_f1"],
-                            "macro_f1_after": history[-1]["eval_macro_f1"],
-                            "majority_accuracy": trivial["accuracy"]})
+                   f"{primary}_best": best[f"eval_{primary}"], "best_step": best["step"],
+                   **kind.results(metrics_of(history[0]), metrics_of(history[-1])), **(baseline[1] if baseline else {})}
         if team:
             results.update({"processes": team.grid.world, "data_parallel": team.grid.data_parallel,
                             "bytes_gathered_per_step": step_on.bytes_per_step})
@@ -218,23 +204,18 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
             "mean_step_seconds": sum(step_seconds) / len(step_seconds) if step_seconds else None,
             "step_path": trainer.step_path, "rng": trainer.rng,
         })
-        if generation:
-            log(f"[prge] after {config.run.steps} steps: answer perplexity {before:.4f} -> {after:.4f}; "
-                f"results in {out_dir}")
-        else:
-            log(f"[prge] after {config.run.steps} steps: accuracy {before:.4f} -> {after:.4f}, "
-                f"macro-F1 {history[0]['eval_macro_f1']:.4f} -> {history[-1]['eval_macro_f1']:.4f} "
-                f"(majority-class accuracy {trivial['accuracy']:.4f}); results in {out_dir}")
+        log(f"[prge] after {config.run.steps} steps: {kind.change(metrics_of(history[0]), metrics_of(history[-1]))}"
+            + (f" ({baseline[0]})" if baseline else "") + f"; results in {out_dir}")
         return summary
 
 
-def best_checkpoint(history: list[dict]) -> dict:
-    """The evaluation record of the best checkpoint: best dev metric where a dev set exists
-    (MeZO protocol, reported on test), else best eval metric: the highest accuracy, or the
-    lowest answer perplexity for generation tasks; ties go to the earlier step."""
-    metric = "perplexity" if "eval_perplexity" in history[0] else "accuracy"
+def best_checkpoint(history: list[dict], metric: str = "accuracy", higher_is_better: bool = True) -> dict:
+    """The evaluation record of the best checkpoint by `metric` (the task kind's primary one):
+    best dev value where a dev set exists (MeZO protocol, reported on test), else best eval
+    value; highest unless `higher_is_better` is False (answer perplexity); ties go to the
+    earlier step."""
     key = f"dev_{metric}" if f"dev_{metric}" in history[0] else f"eval_{metric}"
-    sign = -1.0 if metric == "perplexity" else 1.0
+    sign = 1.0 if higher_is_better else -1.0
     return max(history, key=lambda r: (sign * r[key], -r["step"]))
 
 

@@ -75,7 +75,7 @@ def test_a_label_outside_the_label_words_is_named_at_load(tmp_path, label):
     from prge.data.tasks import get_task
 
     (tmp_path / "train.tsv").write_text(f"sentence\tlabel\ngood film\t1\nbad film\t{label}\n")
-    with pytest.raises(ValueError, match=r"record 2 of the train split .* has label .*outside 0..1"):
+    with pytest.raises(ValueError, match=rf"^sst2: train split in {tmp_path}: record 2: label {label} is outside 0..1"):
         get_task("sst2").load("train", tmp_path)
 
 
@@ -199,12 +199,14 @@ class _Scores:
 @pytest.mark.parametrize("generation", [False, True])
 def test_evaluate_names_the_split_and_counts_the_nan_examples(generation):
     from prge.data.batching import EncodedExample, PromptEncoder
-    from prge.data.tasks import Task
+    from prge.data.examples import Task
+    from prge.data.kinds import CLASSIFICATION, GENERATION
     from prge.evaluation import evaluate
 
-    task = Task("t", "", () if generation else (" a", " b"), str, str, response_field="r" if generation else None)
+    task = Task("t", "", () if generation else (" a", " b"), str, str, response_field="r" if generation else None,
+                kind=GENERATION if generation else CLASSIFICATION)
     encoder = PromptEncoder.__new__(PromptEncoder)  # no tokenizer needed: the examples come encoded
-    encoder.task, encoder.pad_id, encoder.classes, encoder.single_token_labels = task, 0, len(task.label_words), True
+    encoder.task, encoder.pad_id, encoder.single_token_labels = task, 0, True
     examples = [EncodedExample([99 if i in (1, 4, 6) else 5, 6], -1 if generation else 0,
                                answer_ids=[7] if generation else None, options=None if generation else [[7], [8]])
                 for i in range(8)]

@@ -44,20 +44,20 @@ def test_loaders_accept_the_hf_datasets_format(tmp_path):
     sst2.save_to_disk(str(tmp_path / "sst2_hf"))
     train = get_task("sst2").load("train", tmp_path / "sst2_hf")
     assert [(e.fields["text"], e.label) for e in train] == [("a fine film", 1), ("dull", 0)]
-    # super_glue/rte: integer labels, 0 = entailment -> " Yes" (class 0), as the published strings
+    # super_glue/rte: integer labels, 0 = entailment -> "Yes" (class 0), as the published strings
     rte = datasets.DatasetDict({
         "train": datasets.Dataset.from_dict({"premise": ["p"], "hypothesis": ["h"], "label": [1], "idx": [0]}),
         "validation": datasets.Dataset.from_dict({"premise": ["p"], "hypothesis": ["h"], "label": [0], "idx": [0]})})
     rte.save_to_disk(str(tmp_path / "rte_hf"))
     assert get_task("rte").load("eval", tmp_path / "rte_hf")[0].label == 0
     assert get_task("rte").load("train", tmp_path / "rte_hf")[0].label == 1
-    # super_glue/wsc.fixed: spans at top level, label 1 = the pronoun refers to span1 -> " Yes"
+    # super_glue/wsc.fixed: spans at top level, label 1 = the pronoun refers to span1 -> "Yes"
     wsc = datasets.DatasetDict({split: datasets.Dataset.from_dict(
         {"text": ["Mark lied to Pete. He was sorry."], "span1_text": ["Mark"], "span2_text": ["He"],
          "span1_index": [0], "span2_index": [4], "label": [1], "idx": [0]}) for split in ("train", "validation")})
     wsc.save_to_disk(str(tmp_path / "wsc_hf"))
     example = get_task("wsc").load("train", tmp_path / "wsc_hf")[0]
-    assert example.label == 1 and get_task("wsc").label_words[1] == " Yes"
+    assert example.label == 1 and get_task("wsc").label_words[1] == "Yes"
     assert 'pronoun "he" refer to Mark?' in get_task("wsc").prompt(example)
 
 
@@ -65,7 +65,8 @@ def test_wrong_fields_and_unknown_names_are_named(tmp_path, capsys):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "train.tsv").write_text("text\tlabel\nhello\t1\n")
-    with pytest.raises(ValueError, match="sst2: a record of the train split .* expected fields"):
+    with pytest.raises(ValueError, match=rf"^sst2: train split in {bad}: record 1 does not have the expected fields: "
+                                         "KeyError: 'sentence'"):
         get_task("sst2").load("train", bad)
     model_dir, data_dir = make_tiny_assets(tmp_path)
     config = write_config(tmp_path, model_dir, data_dir, model={"name": "gpt-17"})

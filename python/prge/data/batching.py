@@ -1,5 +1,5 @@
-"""Prompts (+ label words or responses) as right-padded TokenBatches in the MeZO format:
-targets hold the answer tokens at the positions that predict them and IGNORE_INDEX elsewhere.
+"""Prompts (+ answers) as right-padded TokenBatches in the MeZO format: targets hold the answer
+tokens at the positions that predict them and IGNORE_INDEX elsewhere.
 
 Tokens come from the model's own tokenizer through transformers (prge.data.tokens), and every
 sequence is the encoding of one whole string, as lm-evaluation-harness builds it:
@@ -13,12 +13,14 @@ so the model is trained and scored on exactly the tokens transformers gives the 
 EOS included (add_special_tokens for plain prompts; with a chat template the rendered text,
 which writes its own BOS, is encoded without added specials, as apply_chat_template does). When
 the boundary tokens merge, the merged token counts as answer, and the prompt keeps only the
-tokens both encodings share. Classification takes one k for all label words of an example
-(the smallest of theirs), so every label word is scored after the very same prompt tokens and
+tokens both encodings share. Where an example has several options (the label words of a
+classification task, the candidates of a multiple-choice example), one k serves all of them
+(the smallest of theirs), so every option is scored after the very same prompt tokens and
 their log-likelihoods compare.
 
-Answers:
-  classification        each label word, appended to the prompt text as written (" positive")
+Answers (which ones is the task kind's choice, prge.data.kinds):
+  options               each option text, appended to the prompt as written (" positive",
+                        " the sun was rising.")
   generation, plain     the response, then the tokenizer's EOS token (none when the tokenizer
                         defines none; not twice when its post-processor appends one)
   generation, chat      what the chat template writes for the assistant turn after the
@@ -37,7 +39,7 @@ from dataclasses import dataclass
 import torch
 
 from prge._core import IGNORE_INDEX, TokenBatch
-from prge.data.tasks import Example, Task
+from prge.data.examples import Example, Task
 from prge.data.tokens import ModelTokenizer, common_prefix
 
 IGNORE = IGNORE_INDEX
@@ -46,26 +48,28 @@ IGNORE = IGNORE_INDEX
 @dataclass
 class EncodedExample:
     prompt_ids: list[int]
-    label: int                                # gold class; -1 for generation tasks
-    answer_ids: list[int] | None = None       # generation tasks: the response tokens (+ EOS / end of turn)
-    options: list[list[int]] | None = None    # classification: each label word's tokens after prompt_ids
+    label: int                                # gold option; -1 for generation tasks
+    answer_ids: list[int] | None = None       # generation: the response tokens (+ EOS / end of turn)
+    options: list[list[int]] | None = None    # label words / candidates: each one's tokens after prompt_ids
 
 
 class PromptEncoder:
     """Encodes a task's examples with a model's tokenizer (see the module docstring).
 
-    encode_all(examples) -> [EncodedExample]; batch(encoded, labels=None) -> TokenBatch
-    [b, T] (right-padded with pad_id). Data mistakes raise ValueError naming the example's
-    record (Example.where) and the field or label word."""
+    encode_all(examples) -> [EncodedExample] (through the task kind's `encode`);
+    batch(encoded, labels=None) -> TokenBatch [b, T]: one sequence per example (its gold option
+    or response), right-padded with pad_id; batch_options(encoded) -> TokenBatch [sum of the
+    examples' option counts, T]: every option of every example. Data mistakes raise ValueError
+    naming the example's record (Example.where) and the field, label word or candidate."""
 
     def __init__(self, task: Task, tokenizer: ModelTokenizer, max_length: int, pad_id: int = 0):
         self.task, self.tokenizer, self.max_length, self.pad_id = task, tokenizer, max_length, pad_id
         self.chat = bool(task.chat_template)
         if self.chat:
             tokenizer.require_chat_template("data.chat_template: true")
-        self.classes = len(task.label_words)
-        # Evaluation scores all label words in one forward where each is one token after the
-        # same prompt (False: one forward per label word; the same numbers, for tests).
+        # Evaluation scores all label words in one forward read off the answer position where
+        # each is one token after the same prompt (False: every option as its own sequence; the
+        # same numbers, for tests).
         self.single_token_labels = True
 
     def prompt_text(self, example: Example) -> str:
@@ -89,33 +93,44 @@ class PromptEncoder:
         return self.encode_all([example])[0]
 
     def encode_all(self, examples: list[Example]) -> list[EncodedExample]:
-        """All examples, with one batched tokenizer call (the prompts and the whole texts)."""
+        """All examples, encoded as their task's kind says (prge.data.kinds)."""
+        return self.task.kind.encode(self, examples)
+
+    def encode_options(self, examples: list[Example], options: list, what: str = "option {!r}") -> list[EncodedExample]:
+        """Examples whose answer is one of several texts: options[i] holds example i's option
+        texts (label words, or its candidates), each appended to the prompt as written; the gold
+        one is options[i][example.label]. One batched tokenizer call for the prompts and every
+        prompt + option text. `what` names an option in errors ("label word {!r} (data.label_words)")."""
         prompts = [self.prompt_text(e) for e in examples]
-        if self.task.generation:
-            wholes = [self._whole_text(e, p) for e, p in zip(examples, prompts)]
-        else:
-            wholes = [p + word for p in prompts for word in self.task.label_words]
+        wholes = [p + text for p, texts in zip(prompts, options) for text in texts]
         ids = self.tokenizer.encode(prompts + wholes, specials=not self.chat)
         contexts, whole_ids = ids[: len(prompts)], ids[len(prompts):]
-        if self.task.generation:
-            return [self._generation(e, c, w) for e, c, w in zip(examples, contexts, whole_ids)]
-        n = self.classes
-        return [self._classification(e, c, whole_ids[i * n: (i + 1) * n])
-                for i, (e, c) in enumerate(zip(examples, contexts))]
+        out, start = [], 0
+        for example, context, texts in zip(examples, contexts, options):
+            out.append(self._with_options(example, context, whole_ids[start: start + len(texts)], texts, what))
+            start += len(texts)
+        return out
+
+    def encode_responses(self, examples: list[Example]) -> list[EncodedExample]:
+        """Generation examples: prompt + response (see the module docstring), one batched
+        tokenizer call."""
+        prompts = [self.prompt_text(e) for e in examples]
+        wholes = [self._whole_text(e, p) for e, p in zip(examples, prompts)]
+        ids = self.tokenizer.encode(prompts + wholes, specials=not self.chat)
+        return [self._generation(e, c, w) for e, c, w in zip(examples, ids[: len(prompts)], ids[len(prompts):])]
 
     def _where(self, example: Example) -> str:
         return example.where or f"{self.task.name}: an example"
 
-    def _classification(self, example: Example, context: list[int], wholes: list[list[int]]) -> EncodedExample:
+    def _with_options(self, example: Example, context: list[int], wholes: list[list[int]], texts, what: str):
         k = min(common_prefix(context, w) for w in wholes)
         if k == 0:
-            raise ValueError(f"{self._where(example)}: the prompt leaves no token before the label words "
+            raise ValueError(f"{self._where(example)}: the prompt leaves no token before the answers "
                              "(the template renders to text that merges with them)")
         options = [w[k:] for w in wholes]
-        for word, tokens in zip(self.task.label_words, options):
+        for text, tokens in zip(texts, options):
             if not tokens:
-                raise ValueError(f"{self._where(example)}: label word {word!r} (data.label_words) tokenizes to no "
-                                 "tokens after the prompt")
+                raise ValueError(f"{self._where(example)}: {what.format(text)} tokenizes to no tokens after the prompt")
         prompt = self._fit(example, context[:k], max(len(o) for o in options))
         return EncodedExample(prompt, example.label, options=options)
 
@@ -154,15 +169,24 @@ class PromptEncoder:
         return prompt[:1] + prompt[len(prompt) - room + 1:] if bos else prompt[-room:]
 
     def answer(self, e: EncodedExample, label: int | None = None) -> list[int]:
+        """The answer tokens a batch puts after e's prompt: the response, or option `label`
+        (default: the gold one)."""
         if e.answer_ids is not None:
             return e.answer_ids
         return e.options[e.label if label is None else label]
 
     def batch(self, encoded: list[EncodedExample], labels: list[int] | None = None) -> TokenBatch:
-        """Prompt + answer per example: the response of a generation task, else the label word
-        of the gold label unless `labels` is given. input_ids, targets: [b, T], T the longest."""
+        """Prompt + answer per example: the response of a generation task, else the option of the
+        gold label unless `labels` is given. input_ids, targets: [b, T], T the longest."""
         labels = labels if labels is not None else [None] * len(encoded)
-        seqs = [(e.prompt_ids, self.answer(e, y)) for e, y in zip(encoded, labels)]
+        return self._pack([(e.prompt_ids, self.answer(e, y)) for e, y in zip(encoded, labels)])
+
+    def batch_options(self, encoded: list[EncodedExample]) -> TokenBatch:
+        """Every option of every example, example by example (rows e0o0, e0o1, ..., e1o0, ...):
+        input_ids, targets [sum of len(e.options), T], T the longest; one forward scores them all."""
+        return self._pack([(e.prompt_ids, option) for e in encoded for option in e.options])
+
+    def _pack(self, seqs: list[tuple[list[int], list[int]]]) -> TokenBatch:
         width = max(len(p) + len(a) for p, a in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.int64)
         targets = torch.full((len(seqs), width), IGNORE, dtype=torch.int64)

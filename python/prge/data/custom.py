@@ -1,4 +1,5 @@
-"""`data.task: custom`: a task from config alone, on the user's own files.
+"""`data.task: custom`: a task from config alone, on the user's own files. Its kind (prge.data.kinds)
+is the key that says where the answer is:
 
     data:
       task: custom
@@ -8,20 +9,29 @@
       label_field: label
       label_words: {positive: " positive", negative: " negative"}   # classification
       # or: response_field: answer    # generation / SFT: the loss counts the response only
+      # or: choices_field: options    # multiple choice: the record's own candidates (a list, or a
+      #                               # JSON list in a CSV / TSV cell); label_field holds the gold
+      #                               # one's index (0-based) or its text
       # chat_template: true           # wrap the prompt with the tokenizer's chat template
 
+A multiple-choice candidate is appended to the prompt after one space (lm-evaluation-harness's
+target delimiter) unless it starts with whitespace itself.
+
 Everything that needs the data is checked when the files are read, before any step: a
-missing file or field, an empty file, a label outside label_words, a template placeholder
-no record has, an empty field or response, a template that renders to nothing (Task.check);
-when the prompts are tokenized, a label word or response that yields no token. Errors name
-the config key, the file, the record (1-based) and the field."""
+missing file or field, an empty file, a label outside label_words or the candidates, a
+template placeholder no record has, an empty field, response or candidate, a template that
+renders to nothing (Task.check); when the prompts are tokenized, a label word, candidate or
+response that yields no token. Errors name the config key, the file, the record (1-based) and
+the field."""
 from __future__ import annotations
 
 import csv
+import json
 import string
 from pathlib import Path
 
-from prge.data.tasks import Example, Task
+from prge.data.examples import Example, Task
+from prge.data.kinds import CLASSIFICATION, GENERATION, MULTIPLE_CHOICE
 from prge.jsonl import read_jsonl
 
 SPLIT_KEYS = {"train": "train_file", "eval": "eval_file"}
@@ -57,8 +67,12 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _read_delimited(path: Path, delimiter: str) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f, delimiter=delimiter))
+    try:  # utf-8-sig: a byte-order mark (Excel's CSVs) is not part of the first field's name
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return list(csv.DictReader(f, delimiter=delimiter))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                         "save the file as UTF-8") from e
 
 
 def _read_disk_dataset(path: Path, split: str) -> list[dict]:
@@ -94,22 +108,63 @@ def read_records(path: Path, split: str) -> list[dict]:
     return records
 
 
+def _choices(value, where: str, key: str) -> tuple[str, ...]:
+    """A record's candidates: a list of strings, or a string holding a JSON list (CSV / TSV)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"{where}: {key} = {value!r} is not a list of candidates (in CSV / TSV, write a JSON "
+                             'list such as ["Paris", "Rome"])') from None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(c, (str, int, float)) for c in value):
+        raise ValueError(f"{where}: {key} must be a list of candidate texts, got {value!r}")
+    return tuple(str(c) if str(c)[:1].isspace() else " " + str(c) for c in value)
+
+
+def _choice_index(value, choices: tuple[str, ...], where: str, key: str) -> int:
+    """The gold candidate: an index (an integer, also as text) or the candidate's own text."""
+    if isinstance(value, bool):
+        raise ValueError(f"{where}: {key} = {value!r} is neither a candidate index nor a candidate's text")
+    text = str(value).strip()
+    if isinstance(value, int) or text.lstrip("-").isdigit():
+        index = int(text)
+        if not 0 <= index < len(choices):
+            raise ValueError(f"{where}: {key} = {index} is outside 0..{len(choices) - 1} "
+                             f"(its {len(choices)} candidates)")
+        return index
+    stripped = [c.strip() for c in choices]
+    if text not in stripped:
+        raise ValueError(f"{where}: {key} = {value!r} is not one of its candidates ({', '.join(stripped)})")
+    return stripped.index(text)
+
+
 def custom_task(data) -> Task:
-    """The Task a config's data section describes (data.task == 'custom')."""
+    """The Task a config's data section describes (data.task == 'custom'): classification with
+    label_words, generation with response_field, multiple choice with choices_field. Raises
+    ValueError naming data.template for a malformed template."""
     fields = template_fields(data.template)
     base = Path(data.data_dir) if data.data_dir else Path.cwd()
     paths = {split: base / getattr(data, key) for split, key in SPLIT_KEYS.items()}
     labels = [label for label, _ in data.label_words]
-    generation = bool(data.response_field)
+    choices_field = getattr(data, "choices_field", "")  # absent from extensions built before it
+    if choices_field:
+        kind, answer_fields = MULTIPLE_CHOICE, [choices_field, data.label_field]
+    elif data.response_field:
+        kind, answer_fields = GENERATION, [data.response_field]
+    else:
+        kind, answer_fields = CLASSIFICATION, [data.label_field]
 
     def parse(record: dict, where: str) -> Example:
-        needed = fields + [data.response_field if generation else data.label_field]
-        missing = [f for f in needed if f not in record or record[f] is None]
+        missing = [f for f in fields + answer_fields if f not in record or record[f] is None]
         if missing:
             raise ValueError(f"{where} has no field {missing[0]!r} (it has: {', '.join(map(str, record))})")
         values = {f: str(record[f]) for f in fields}
-        if generation:
+        if kind is GENERATION:
             return Example(values, -1, response=str(record[data.response_field]), where=where)
+        if kind is MULTIPLE_CHOICE:
+            choices = _choices(record[choices_field], where, f"data.choices_field {choices_field!r}")
+            label = _choice_index(record[data.label_field], choices, where, f"data.label_field {data.label_field!r}")
+            return Example(values, label, choices=choices, where=where)
         label = _label_key(record[data.label_field])
         if label not in labels:
             raise ValueError(f"{where}: {data.label_field} = {label!r} is not one of data.label_words "
@@ -121,7 +176,8 @@ def custom_task(data) -> Task:
         key = f"data.{SPLIT_KEYS[split]}"
         return [parse(r, f"{key}: {paths[split]}: record {i}") for i, r in enumerate(records, 1)]
 
-    return Task("custom", f"custom task from {paths['train']}",
+    return Task("custom", f"custom {kind.name} task from {paths['train']}",
                 tuple(word for _, word in data.label_words),
                 lambda f: data.template.format(**f), lambda record: parse(record, "a record"),
-                reader=load, response_field=data.response_field or None, chat_template=data.chat_template)
+                reader=load, response_field=data.response_field or None, chat_template=data.chat_template,
+                kind=kind)

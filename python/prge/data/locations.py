@@ -1,9 +1,10 @@
 """Where task data lives. A task's files are looked up, in order, in
   1. data.data_dir of the config (a path, or hf:NAME[/CONFIG] for the Hugging Face hub),
-  2. $PRGE_DATA/<task>,
-  3. the user data dir <user_data_dir()>/<task> (filled by `prge data copy`),
-  4. ../shared/data/<task> beside the project checkout (read in place).
-Data is never committed into the project."""
+  2. $PRGE_DATA/<folder>,
+  3. the user data dir <user_data_dir()>/<folder> (filled by `prge data copy`),
+  4. ../shared/data/<folder> beside the project checkout (read in place),
+where <folder> is the task's data folder (Task.data_folder: its name, or e.g. arc-easy for
+arc_easy). Data is never committed into the project."""
 from __future__ import annotations
 
 import os
@@ -25,20 +26,23 @@ def shared_candidates(task_dir: str) -> list[Path]:
     return [PROJECT_SHARED.resolve() / task_dir, Path.cwd().parent / "shared" / "data" / task_dir]
 
 
-def find_task_dir(task_dir: str) -> Path:
+def find_task_dir(task_dir: str, task: str | None = None) -> Path:
+    """The first existing location of a task's data folder `task_dir`; FileNotFoundError naming
+    every place looked in and how to fill one (`task`: the task's name, for that hint)."""
     candidates = [user_data_dir() / task_dir] + shared_candidates(task_dir)
     for c in candidates:
         if c.is_dir():
             return c
     raise FileNotFoundError(
-        f"data for '{task_dir}' not found (looked in {', '.join(map(str, candidates))}); "
-        f"copy it with `prge data copy {task_dir} --from DIR`, set data.data_dir "
+        f"data for '{task or task_dir}' not found (looked in {', '.join(map(str, candidates))}); "
+        f"copy it with `prge data copy {task or task_dir} --from DIR`, set data.data_dir "
         "(a directory, or hf:NAME/CONFIG with internet) or PRGE_DATA")
 
 
 def copy_task_data(task_dir: str, source: str | Path | None = None,
                    destination: str | Path | None = None) -> Path:
-    """Copy a task's published files (default: ../shared/data/<task>) into the user data dir."""
+    """Copy a task's published files (default: ../shared/data/<task_dir>) into the user data dir
+    (<user_data_dir()>/<task_dir>); the files of the folder only, not its subfolders."""
     if source is None:
         found = [c for c in shared_candidates(task_dir) if c.is_dir()]
         if not found:

@@ -1,91 +1,44 @@
-"""Task registry in the MeZO prompt format: a template renders the prompt, each class
-has a label word, the training loss counts only the answer tokens of the gold label and
-evaluation picks the label word with the highest log-likelihood."""
+"""The built-in tasks, in MeZO's prompt format (princeton-nlp/MeZO, large_models/templates.py):
+a template renders the prompt and the answer follows it: a label word (classification) or
+one of the example's candidates (multiple choice); prge.data.kinds says how each kind trains
+and evaluates. MRPC, WNLI and QNLI, which MeZO's large-model code does not have, use the
+questions of the paper's own code (MobiZO) with MeZO's answer format (the word right after the
+newline). Adding a task of an existing kind is one entry in TASKS (and, when its records need
+more than a field lookup, a record function beside it).
+
+Every task reads data.data_dir, $PRGE_DATA/<folder>, the user data dir or ../shared/data/<folder>
+(prge.data.locations), each in the published format (`files`) or a datasets.save_to_disk
+directory (Hugging Face field names, handled by the same record functions)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
-from prge.data.locations import find_task_dir
-from prge.data.sources import read_split
+from prge.data.custom import custom_task
+from prge.data.examples import Example, Task
+from prge.data.kinds import CLASSIFICATION, MULTIPLE_CHOICE
 
 MODELDATA_DIR = Path("/usr/lib/R/site-library/modeldata/data")
 
 
-@dataclass(frozen=True)
-class Example:
-    fields: dict
-    label: int                   # index into the task's label words; -1 for generation tasks
-    response: str | None = None  # generation / SFT tasks: the answer the loss is taken on
-    # Where the record came from, for error messages: "data.train_file: PATH: record 3",
-    # "sst2: train split in DIR: record 3" (1-based records); empty for hand-made examples.
-    where: str = field(default="", compare=False)
+def _index(value, names: dict[str, int], what: str = "label") -> int:
+    """A label as its class index: an int (or bool) as is, a string by `names` or as a number.
+    ValueError naming the value and the allowed ones otherwise."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if text.lower() in names:
+        return names[text.lower()]
+    if text.lstrip("-").isdigit():
+        return int(text)
+    raise ValueError(f"{what} {value!r} is not one of {', '.join(names)} (or a class index)")
 
 
-@dataclass(frozen=True)
-class Task:
-    """A task: how to render a prompt, the label words, and how to turn a raw record
-    (published files or the Hugging Face format) into an Example."""
-    name: str
-    description: str
-    label_words: tuple[str, ...]
-    template: Callable[[dict], str]
-    parse: Callable[[dict], Example]
-    files: dict = field(default_factory=dict)  # split -> file name in the published format
-    builtin: Callable[[str], list[Example]] | None = None  # default source when no directory is given
-    reader: Callable[[str], list[Example]] | None = None  # custom tasks: reads their own files
-    response_field: str | None = None  # set for generation / SFT tasks (no label words)
-    chat_template: bool = False
-
-    @property
-    def generation(self) -> bool:
-        return self.response_field is not None
-
-    def load(self, split: str, data_dir: str | Path | None = None) -> list[Example]:
-        """The split's examples, each checked (see `check`). Raises ValueError naming the file
-        (or task and split), the 1-based record and the field of a data mistake."""
-        if split not in ("train", "eval"):
-            raise ValueError(f"split must be 'train' or 'eval', got '{split}'")
-        if self.reader is not None:
-            examples = self.reader(split)
-        elif not data_dir and self.builtin is not None:
-            examples = [e if e.where else replace(e, where=f"{self.name}: {split} split (built in): record {i}")
-                        for i, e in enumerate(self.builtin(split), 1)]
-        else:
-            examples = self._load_files(split, data_dir)
-        for example in examples:
-            self.check(example)
-        return examples
-
-    def check(self, example: Example) -> None:
-        """A data mistake in one example is a ValueError naming its record and field: an empty
-        (or whitespace-only) template field or response, a prompt that renders to nothing."""
-        where = example.where or f"{self.name}: an example"
-        for name, value in example.fields.items():
-            if not str(value).strip():
-                raise ValueError(f"{where}: field {name!r} is empty")
-        if not self.prompt(example).strip():
-            raise ValueError(f"{where}: the template renders to nothing (only whitespace)")
-        if self.generation and (example.response is None or not example.response.strip()):
-            raise ValueError(f"{where}: field {self.response_field!r} (data.response_field) is empty")
-
-    def _load_files(self, split: str, data_dir) -> list[Example]:
-        root = data_dir or find_task_dir(self.name)
-        records = read_split(root, split, self.files, self.name)
-        try:
-            examples = [self.parse(r) for r in records]
-        except (KeyError, ValueError) as e:
-            raise ValueError(f"{self.name}: a record of the {split} split in {root} does not have "
-                             f"the expected fields: {e!r}") from e
-        for i, e in enumerate(examples, 1):
-            if not 0 <= e.label < len(self.label_words):
-                raise ValueError(f"{self.name}: record {i} of the {split} split in {root} has label {e.label}, "
-                                 f"outside 0..{len(self.label_words) - 1} ({', '.join(self.label_words)})")
-        return [replace(e, where=f"{self.name}: {split} split in {root}: record {i}") for i, e in enumerate(examples, 1)]
-
-    def prompt(self, example: Example) -> str:
-        return self.template(example.fields)
+def _yes_no(value) -> int:
+    """1 for true / 1 / "true", 0 for false / 0 / "false"."""
+    return _index(value, {"true": 1, "false": 0})
 
 
 def _fine_food_record(r: dict) -> Example:
@@ -109,47 +62,171 @@ def _fine_food_builtin(split: str) -> list[Example]:
 
 
 def _sst2_record(r: dict) -> Example:
-    return Example({"text": str(r["sentence"]).strip()}, int(r["label"]))
+    return Example({"text": str(r["sentence"]).strip()}, _index(r["label"], {}))
 
 
 def _rte_record(r: dict) -> Example:
-    label = r["label"]  # published: "entailment" / "not_entailment"; HF: 0 / 1
-    entailed = label == "entailment" if isinstance(label, str) else int(label) == 0
-    return Example({"premise": r["premise"], "hypothesis": r["hypothesis"]}, 0 if entailed else 1)
+    # published: "entailment" / "not_entailment"; HF super_glue/rte: 0 / 1
+    return Example({"premise": r["premise"], "hypothesis": r["hypothesis"]},
+                   _index(r["label"], {"entailment": 0, "not_entailment": 1}))
 
 
 def _wsc_record(r: dict) -> Example:
-    spans = r.get("target", r)  # published: nested under target; HF: top level
+    spans = r.get("target", r)  # published: nested under target; HF wsc.fixed: top level
     return Example({"text": r["text"], "span1": spans["span1_text"], "span2": spans["span2_text"]},
-                   int(bool(r["label"])))
+                   _yes_no(r["label"]))
 
 
-TASKS: dict[str, Task] = {
+def _cb_record(r: dict) -> Example:
+    # published: strings; HF super_glue/cb: 0 entailment, 1 contradiction, 2 neutral
+    return Example({"premise": r["premise"], "hypothesis": r["hypothesis"]},
+                   _index(r["label"], {"entailment": 0, "contradiction": 1, "neutral": 2}))
+
+
+def _boolq_record(r: dict) -> Example:
+    question = str(r["question"]).strip()
+    question = question[0].upper() + question[1:]
+    if not question.endswith("?"):
+        question += "?"
+    answer = r["label"] if "label" in r else r["answer"]  # SuperGLUE / super_glue: label; google/boolq: answer
+    return Example({"passage": r["passage"], "question": question}, 0 if _yes_no(answer) else 1)
+
+
+def _wic_record(r: dict) -> Example:
+    return Example({"word": r["word"], "sentence1": r["sentence1"], "sentence2": r["sentence2"]}, _yes_no(r["label"]))
+
+
+def _multirc_flat(paragraph: str, question: str, answer: str, label) -> Example:
+    return Example({"paragraph": paragraph, "question": question, "answer": answer}, _yes_no(label))
+
+
+def _multirc_record(r: dict) -> Example | list[Example]:
+    """Published (SuperGLUE): one paragraph per record with its questions and their answers,
+    each answer one example; HF super_glue/multirc: one answer per row."""
+    if "passage" not in r:
+        return _multirc_flat(r["paragraph"], r["question"], r["answer"], r["label"])
+    passage = r["passage"]
+    # Answers without text are left out (3 of the 27243 of the published train split).
+    return [_multirc_flat(passage["text"], q["question"], a["text"], a["label"])
+            for q in passage["questions"] for a in q["answers"] if str(a["text"]).strip()]
+
+
+def _mrpc_record(r: dict) -> Example:
+    if "Quality" in r:  # GLUE's TSV
+        return Example({"sentence1": r["#1 String"], "sentence2": r["#2 String"]}, _index(r["Quality"], {}))
+    return Example({"sentence1": r["sentence1"], "sentence2": r["sentence2"]}, _index(r["label"], {}))
+
+
+def _wnli_record(r: dict) -> Example:
+    return Example({"sentence1": r["sentence1"], "sentence2": r["sentence2"]}, _index(r["label"], {}))
+
+
+def _qnli_record(r: dict) -> Example:
+    # published: strings; HF glue/qnli: 0 entailment, 1 not_entailment
+    return Example({"question": r["question"], "sentence": r["sentence"]},
+                   _index(r["label"], {"entailment": 0, "not_entailment": 1}))
+
+
+def _copa_record(r: dict) -> Example:
+    """MeZO's COPA: the premise without its full stop, "because" (cause) or "so" (effect), and
+    each choice with its first word in lower case (unless it is "I")."""
+    connective = {"cause": "because", "effect": "so"}[r["question"]]
+    premise = str(r["premise"]).rstrip()
+    premise = premise[:-1] if premise.endswith(".") else premise
+
+    def continuation(choice: str) -> str:
+        words = str(choice).strip().split(" ")
+        if words[0] != "I":
+            words[0] = words[0].lower()
+        return " " + " ".join(words)
+
+    label = _index(r["label"], {})
+    return Example({"premise": premise, "connective": connective}, label,
+                   choices=(continuation(r["choice1"]), continuation(r["choice2"])))
+
+
+def _arc_record(r: dict) -> Example:
+    """ARC (Hugging Face ai2_arc layout): the gold choice is the one labelled answerKey."""
+    texts, labels = list(r["choices"]["text"]), [str(x) for x in r["choices"]["label"]]
+    if str(r["answerKey"]) not in labels:
+        raise ValueError(f"answerKey {r['answerKey']!r} is not one of the choice labels {labels}")
+    return Example({"question": str(r["question"]).strip()}, labels.index(str(r["answerKey"])),
+                   choices=tuple(" " + str(t).strip() for t in texts))
+
+
+def _winogrande_record(r: dict) -> Example:
+    """The sentence up to the blank is the prompt; each candidate is an option followed by the
+    rest of the sentence (MeZO scores the whole sentence with the option filled in: the words
+    before the blank score the same for both options, so only their part is scored here)."""
+    sentence = str(r["sentence"])
+    if sentence.count("_") != 1:
+        raise ValueError(f"sentence has {sentence.count('_')} blanks '_', expected 1: {sentence!r}")
+    before, after = sentence.split("_")
+    space = " " if before.endswith(" ") else ""
+    return Example({"context": before.rstrip(" ")}, _index(r["answer"], {}) - 1,
+                   choices=(space + str(r["option1"]) + after, space + str(r["option2"]) + after))
+
+
+YES_NO = ("Yes", "No")
+NO_YES = ("No", "Yes")
+
+TASKS: dict[str, Task] = {t.name: t for t in [
     # The label is five stars ('great') or not; SmolLM2-135M ranks these reviews far better
     # with a sentiment question (zero-shot AUC 0.76 on 400 test reviews) than with "Is this a
     # five-star review? Yes/No" (0.51), so fine-tuning starts from a prompt the model reads.
-    "fine_food": Task(
-        "fine_food", "Amazon Fine Food reviews: five stars ('great', positive) or not (negative)",
-        (" positive", " negative"),
-        lambda f: f"Review: {f['text']}\nSentiment:",
-        _fine_food_record, {"train": "train.csv", "eval": "test.csv"}, _fine_food_builtin),
-    "sst2": Task(
-        "sst2", "GLUE SST-2 sentiment (MeZO template)",
-        (" terrible", " great"),
-        lambda f: f"{f['text']} It was",
-        _sst2_record, {"train": "train.tsv", "eval": "validation.tsv"}),
-    "rte": Task(
-        "rte", "SuperGLUE RTE entailment (MeZO template)",
-        (" Yes", " No"),
-        lambda f: f"{f['premise']}\nDoes this mean that \"{f['hypothesis']}\" is true? Yes or No?\n",
-        _rte_record, {"train": "train.jsonl", "eval": "validation.jsonl"}),
-    "wsc": Task(
-        "wsc", "SuperGLUE WSC coreference (MeZO template)",
-        (" No", " Yes"),
-        lambda f: f"{f['text']}\nIn the previous sentence, does the pronoun \"{f['span2'].lower()}\" "
-                  f"refer to {f['span1']}? Yes or No?\n",
-        _wsc_record, {"train": "train.jsonl", "eval": "validation.jsonl"}),
-}
+    Task("fine_food", "Amazon Fine Food reviews: five stars ('great', positive) or not (negative)",
+         (" positive", " negative"), lambda f: f"Review: {f['text']}\nSentiment:",
+         _fine_food_record, {"train": "train.csv", "eval": "test.csv"}, _fine_food_builtin),
+    Task("sst2", "GLUE SST-2 sentiment", (" terrible", " great"), lambda f: f"{f['text']} It was",
+         _sst2_record, {"train": "train.tsv", "eval": "validation.tsv"}),
+    Task("rte", "SuperGLUE RTE entailment", YES_NO,
+         lambda f: f"{f['premise']}\nDoes this mean that \"{f['hypothesis']}\" is true? Yes or No?\n",
+         _rte_record, {"train": "train.jsonl", "eval": "validation.jsonl"}),
+    Task("wsc", "SuperGLUE WSC coreference", NO_YES,
+         lambda f: f"{f['text']}\nIn the previous sentence, does the pronoun \"{f['span2'].lower()}\" "
+                   f"refer to {f['span1']}? Yes or No?\n",
+         _wsc_record, {"train": "train.jsonl", "eval": "validation.jsonl"}),
+    Task("cb", "SuperGLUE CommitmentBank entailment (3 classes)", ("Yes", "No", "Maybe"),
+         lambda f: f"Suppose {f['premise']} Can we infer that \"{f['hypothesis']}\"? Yes, No, or Maybe?\n",
+         _cb_record, {"train": "train.jsonl", "eval": "val.jsonl"}),
+    Task("boolq", "SuperGLUE BoolQ yes/no questions on a passage", YES_NO,
+         lambda f: f"{f['passage']} {f['question']}\n",
+         _boolq_record, {"train": "train.jsonl", "eval": "val.jsonl"}),
+    Task("wic", "SuperGLUE WiC word sense", NO_YES,
+         lambda f: f"Does the word \"{f['word']}\" have the same meaning in these two sentences? Yes, No?\n"
+                   f"{f['sentence1']}\n{f['sentence2']}\n",
+         _wic_record, {"train": "train.jsonl", "eval": "val.jsonl"}),
+    Task("multirc", "SuperGLUE MultiRC: is this answer to a question on a paragraph correct (one example "
+         "per answer)", NO_YES,
+         lambda f: f"{f['paragraph']}\nQuestion: {f['question']}\nI found this answer \"{f['answer']}\". "
+                   "Is that correct? Yes or No?\n",
+         _multirc_record, {"train": "train.jsonl", "eval": "val.jsonl"}),
+    Task("mrpc", "GLUE MRPC paraphrase", NO_YES,
+         lambda f: "Do the following two sentences mean the same thing? Yes or No?\n"
+                   f"Sentence 1: {f['sentence1']}\nSentence 2: {f['sentence2']}\n",
+         _mrpc_record, {"train": "train.tsv", "eval": "dev.tsv"}),
+    Task("wnli", "GLUE WNLI entailment", NO_YES,
+         lambda f: "Given the first sentence, is the second sentence true? Yes or No?\n"
+                   f"Sentence 1: {f['sentence1']}\nSentence 2: {f['sentence2']}\n",
+         _wnli_record, {"train": "train.tsv", "eval": "dev.tsv"}),
+    Task("qnli", "GLUE QNLI: does the sentence answer the question", YES_NO,
+         lambda f: "Does this sentence answer the question? Yes or No?\n"
+                   f"Question: {f['question']}\nSentence: {f['sentence']}\n",
+         _qnli_record, {"train": "train.tsv", "eval": "dev.tsv"}),
+    Task("copa", "SuperGLUE COPA: the more plausible cause or effect (2 candidates)", (),
+         lambda f: f"{f['premise']} {f['connective']}", _copa_record,
+         {"train": "train.jsonl", "eval": "val.jsonl"}, kind=MULTIPLE_CHOICE),
+    Task("arc_easy", "AI2 ARC-Easy science questions (3-5 candidates)", (),
+         lambda f: f"Question: {f['question']}\nAnswer:", _arc_record,
+         {"train": "train.json", "eval": "validation.json"}, kind=MULTIPLE_CHOICE, folder="arc-easy"),
+    Task("arc_challenge", "AI2 ARC-Challenge science questions (3-5 candidates)", (),
+         lambda f: f"Question: {f['question']}\nAnswer:", _arc_record,
+         {"train": "ARC-Challenge_train.jsonl", "eval": "ARC-Challenge_validation.jsonl"},
+         kind=MULTIPLE_CHOICE, folder="arc-challenge"),
+    Task("winogrande", "WinoGrande 1.1: which option fills the blank (2 candidates)", (),
+         lambda f: f["context"], _winogrande_record,
+         {"train": "train_xl.jsonl", "eval": "dev.jsonl"}, kind=MULTIPLE_CHOICE),
+]}
 
 
 def get_task(name: str) -> Task:
@@ -163,8 +240,6 @@ def task_for(data) -> Task:
     """The task a config's data section names: a built-in one (wrapped by the model's chat
     template when data.chat_template is set), or `custom` from its keys."""
     if data.task == "custom":
-        from prge.data.custom import custom_task
-
         return custom_task(data)
     task = get_task(data.task)
     return replace(task, chat_template=True) if data.chat_template else task

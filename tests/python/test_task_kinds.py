@@ -1,0 +1,307 @@
+"""Task kinds (prge.data.kinds): multiple-choice candidates are scored as transformers' model
+scores them (summed and mean log-likelihood of each candidate's tokens after the prompt, on
+the same tiny weights), every candidate of a chunk in one forward; training targets are the
+gold candidate's tokens; a custom task picks its kind from its keys; data.train_from:
+validation splits the validation split in two disjoint seeded parts and is never implied."""
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import prge
+from conftest import make_tiny_assets
+from prge._core import IGNORE_INDEX
+from prge.data.batching import PromptEncoder
+from prge.data.custom import custom_task
+from prge.data.examples import Example, MissingSplit, Task
+from prge.data.kinds import CLASSIFICATION, GENERATION, MULTIPLE_CHOICE
+from prge.data.tokens import ModelTokenizer
+from prge.evaluation import Scorer, evaluate
+from prge.setup import split_protocol
+
+TEMPLATE = "Review : {text} Sentiment :"
+# Candidates of different counts and lengths, words of the tiny vocabulary (make_tiny_assets).
+RECORDS = [
+    {"text": "good tasty", "options": ["positive", "negative good", "great love it"], "answer": 2},
+    {"text": "bad awful stale", "options": ["negative", "positive"], "answer": 0},
+    {"text": "love it", "options": ["good", "bad", "awful hate", "tasty"], "answer": "tasty"},
+    {"text": "hate it", "options": ["stale bad", "great"], "answer": "0"},
+    {"text": "great", "options": ["love", "hate it bad"], "answer": 0},
+]
+
+
+def data_section(tmp_path, **keys):
+    """A config's data section as custom_task reads it (the C++ config's fields)."""
+    base = dict(task="custom", data_dir=str(tmp_path), train_file="train.jsonl", eval_file="train.jsonl",
+                template=TEMPLATE, label_field="answer", label_words=[], response_field="", choices_field="options",
+                chat_template=False)
+    base.update(keys)
+    return SimpleNamespace(**base)
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.fixture
+def mc(tmp_path):
+    """(task, encoder, encoded examples, model directory) of a custom multiple-choice task."""
+    model_dir, _ = make_tiny_assets(tmp_path)
+    write_jsonl(tmp_path / "train.jsonl", RECORDS)
+    task = custom_task(data_section(tmp_path))
+    encoder = PromptEncoder(task, ModelTokenizer(model_dir), 32)
+    return task, encoder, encoder.encode_all(task.load("train")), model_dir
+
+
+def trainer_of(model_dir):
+    model = prge.CausalLM.from_pretrained(str(model_dir))
+    model.attach_adapters(prge.AdapterOptions(rank=4, alpha=8))  # B = 0: the model is the base model
+    return prge.Trainer(model, prge.EstimatorOptions("prge", 2), prge.OptimizerOptions(), 0)
+
+
+def reference_logliks(model_dir, encoded) -> list[list[tuple[float, int]]]:
+    """(summed log p, token count) of every candidate of every example, by transformers'
+    LlamaForCausalLM on the same weights, one sequence at a time (plain log_softmax, float64)."""
+    from transformers import LlamaForCausalLM
+
+    hf = LlamaForCausalLM.from_pretrained(str(model_dir)).float().eval()
+    out = []
+    with torch.no_grad():
+        for e in encoded:
+            row = []
+            for option in e.options:
+                ids = torch.tensor([e.prompt_ids + option])
+                logp = torch.log_softmax(hf(ids).logits[0].double(), -1)
+                start = len(e.prompt_ids)
+                row.append((sum(logp[start - 1 + i, t].item() for i, t in enumerate(option)), len(option)))
+            out.append(row)
+    return out
+
+
+def test_multiple_choice_encoding_is_the_whole_string_encoding(mc):
+    task, encoder, encoded, model_dir = mc
+    assert task.kind is MULTIPLE_CHOICE and [e.label for e in encoded] == [2, 0, 3, 0, 0]
+    hf = encoder.tokenizer.tokenizer
+    for record, e in zip(RECORDS, encoded):
+        prompt = TEMPLATE.format(text=record["text"])
+        assert e.prompt_ids == hf(prompt)["input_ids"]
+        for text, option in zip(record["options"], e.options):  # candidates follow the prompt after one space
+            assert e.prompt_ids + option == hf(prompt + " " + text)["input_ids"]
+    batch = encoder.batch(encoded)  # training: one sequence per example, the gold candidate its target
+    for row, e in enumerate(encoded):
+        targets = batch.targets[row]
+        assert targets[targets != IGNORE_INDEX].tolist() == e.options[e.label]
+        assert batch.input_ids[row, len(e.prompt_ids): len(e.prompt_ids) + len(e.options[e.label])].tolist() == \
+            e.options[e.label]
+
+
+def test_multiple_choice_scores_equal_transformers_and_take_one_forward_per_chunk(mc):
+    task, encoder, encoded, model_dir = mc
+    trainer = trainer_of(model_dir)
+    calls = []
+
+    class Counting:  # the trainer, counting forwards and their rows
+        def score(self, batch):
+            calls.append(batch.input_ids.shape[0])
+            return trainer.score(batch)
+
+    sums, counts = Scorer(Counting(), encoder, batch_size=2).option_logliks(encoded)
+    # chunks of 2, 2 and 1 examples: one forward each, over every candidate of the chunk
+    assert calls == [3 + 2, 4 + 2, 2]
+    reference = reference_logliks(model_dir, encoded)
+    assert sums.shape == counts.shape == (5, 4)
+    for i, row in enumerate(reference):
+        for k, (logp, n) in enumerate(row):
+            assert counts[i, k].item() == n
+            assert sums[i, k].item() == pytest.approx(logp, abs=2e-4)
+        assert torch.all(sums[i, len(row):] == -math.inf) and torch.all(counts[i, len(row):] == 0)
+    metrics = evaluate(trainer, encoder, encoded, batch_size=2)
+    mean_choice = [max(range(len(r)), key=lambda k: r[k][0] / r[k][1]) for r in reference]
+    sum_choice = [max(range(len(r)), key=lambda k: r[k][0]) for r in reference]
+    labels = [e.label for e in encoded]
+    assert metrics["accuracy"] == pytest.approx(sum(c == y for c, y in zip(mean_choice, labels)) / 5)
+    assert metrics["accuracy_raw"] == pytest.approx(sum(c == y for c, y in zip(sum_choice, labels)) / 5)
+    # training loss of a batch: the gold candidate's NLL, as transformers computes it
+    nll, count = trainer.score(encoder.batch(encoded))
+    for i, e in enumerate(encoded):
+        assert nll[i].item() == pytest.approx(-reference[i][e.label][0], abs=2e-4)
+        assert count[i].item() == reference[i][e.label][1]
+
+
+def test_multi_token_label_words_are_scored_in_one_forward_as_transformers_scores_them(tmp_path):
+    model_dir, _ = make_tiny_assets(tmp_path)
+    write_jsonl(tmp_path / "train.jsonl", [{"text": r["text"], "answer": i % 2} for i, r in enumerate(RECORDS)])
+    task = custom_task(data_section(tmp_path, choices_field="", label_words=[("0", " good tasty"), ("1", " bad")]))
+    assert task.kind is CLASSIFICATION
+    encoder = PromptEncoder(task, ModelTokenizer(model_dir), 32)
+    encoded = encoder.encode_all(task.load("train"))
+    trainer = trainer_of(model_dir)
+    calls = []
+
+    class Counting:
+        def score(self, batch):
+            calls.append(batch.input_ids.shape[0])
+            return trainer.score(batch)
+
+    sums, counts = Scorer(Counting(), encoder, batch_size=4).option_logliks(encoded)
+    assert calls == [8, 2]  # every label word of every example of a chunk in one forward
+    reference = reference_logliks(model_dir, encoded)
+    expected = torch.tensor([[s for s, _ in r] for r in reference], dtype=torch.float64)
+    torch.testing.assert_close(sums, expected, rtol=0, atol=2e-4)
+    assert counts.tolist() == [[2, 1]] * 5
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"text": "good", "options": "positive", "answer": 0}, "is not a list of candidates (in CSV / TSV, write a JSON"),
+    ({"text": "good", "options": ["positive", "negative"], "answer": 2}, "answer' = 2 is outside 0..1"),
+    ({"text": "good", "options": ["positive", "negative"], "answer": "great"}, "is not one of its candidates"),
+    ({"text": "good", "options": ["positive"], "answer": 0}, "1 candidate(s); multiple choice needs at least 2"),
+    ({"text": "good", "options": ["positive", " "], "answer": 0}, "candidate 1 is empty"),
+    ({"text": "good", "answer": 0}, "has no field 'options'"),
+    ({"text": "good", "options": {"a": 1}, "answer": 0}, "must be a list of candidate texts"),
+])
+def test_custom_multiple_choice_mistakes_name_file_record_and_key(tmp_path, record, message):
+    write_jsonl(tmp_path / "train.jsonl", [RECORDS[0], record])
+    with pytest.raises(ValueError, match="record 2") as error:
+        custom_task(data_section(tmp_path)).load("train")
+    assert str(error.value).startswith(f"data.train_file: {tmp_path / 'train.jsonl'}: record 2") and \
+        message in str(error.value), str(error.value)
+
+
+def test_custom_csv_candidates_as_a_json_list(tmp_path):
+    (tmp_path / "train.csv").write_text('text,options,answer\ngood,"[""positive"", ""negative""]",negative\n')
+    example = custom_task(data_section(tmp_path, train_file="train.csv")).load("train")[0]
+    assert example.choices == (" positive", " negative") and example.label == 1
+
+
+def test_custom_kind_follows_the_keys(tmp_path):
+    assert custom_task(data_section(tmp_path)).kind is MULTIPLE_CHOICE
+    assert custom_task(data_section(tmp_path, choices_field="", response_field="answer")).kind is GENERATION
+    assert custom_task(data_section(tmp_path, choices_field="", label_words=[("a", " x")])).kind is CLASSIFICATION
+
+
+def _split_task(n: int, train: bool) -> Task:
+    """A classification task over n hand-made validation examples (and a train split or none)."""
+    def reader(split):
+        if split == "train" and not train:
+            raise MissingSplit("t: /data/t/train.jsonl not found (expected train.jsonl, or a datasets.save_to_disk "
+                               "directory)")
+        return [Example({"text": f"{split} {i}"}, i % 2, where=f"{split} {i}") for i in range(n)]
+    return Task("t", "", (" a", " b"), lambda f: f["text"], lambda r: r, reader=reader)
+
+
+def test_train_from_validation_splits_it_in_disjoint_seeded_parts():
+    data = SimpleNamespace(data_dir="", protocol="paper", train_examples=6, dev_examples=3, eval_examples=100,
+                           train_from="validation")
+    train, dev, test = split_protocol(_split_task(20, train=False), data, seed=1)
+    assert (len(train), len(dev), len(test)) == (6, 0, 14)
+    names = [e.where for e in train + test]
+    assert len(set(names)) == 20 and all(n.startswith("eval") for n in names)  # all of it, each example once
+    again, _, _ = split_protocol(_split_task(20, train=False), data, seed=1)
+    other, _, _ = split_protocol(_split_task(20, train=False), data, seed=2)
+    assert [e.where for e in again] == [e.where for e in train] != [e.where for e in other]
+    mezo = SimpleNamespace(**{**vars(data), "protocol": "mezo", "eval_examples": 4})
+    train, dev, test = split_protocol(_split_task(20, train=False), mezo, seed=1)
+    assert (len(train), len(dev), len(test)) == (6, 3, 4)
+    assert len({e.where for e in train + dev + test}) == 13
+    with pytest.raises(ValueError, match="t: data.train_from: validation takes 6 train examples from the validation "
+                                         "split, which has 6: none would be left to evaluate"):
+        split_protocol(_split_task(6, train=False), data, seed=1)
+
+
+def test_a_missing_training_split_is_an_error_naming_the_key_never_a_silent_fallback():
+    data = SimpleNamespace(data_dir="", protocol="paper", train_examples=6, dev_examples=3, eval_examples=4,
+                           train_from="train")
+    with pytest.raises(MissingSplit, match=r"^t: /data/t/train.jsonl not found .*t has no training split there: set "
+                                           r"data.train_from: validation"):
+        split_protocol(_split_task(20, train=False), data, seed=1)
+    train, _, test = split_protocol(_split_task(20, train=True), data, seed=1)
+    assert all(e.where.startswith("train") for e in train) and all(e.where.startswith("eval") for e in test)
+
+
+def test_prge_train_on_a_built_in_multiple_choice_task(tmp_path):
+    """copa end to end: the first evaluation (B = 0) is transformers' choice on every example;
+    the summary and metrics carry both accuracies and the chance baseline."""
+    import yaml
+
+    from conftest import write_config
+    from prge.cli import main
+    from prge.data.tasks import get_task
+
+    model_dir, _ = make_tiny_assets(tmp_path)
+    copa = tmp_path / "copa"
+    copa.mkdir()
+    words = ["good tasty", "bad awful", "great love it", "stale hate", "love it"]
+    rows = [{"premise": f"{words[i % 5]}.", "choice1": words[(i + 1) % 5], "choice2": words[(i + 3) % 5],
+             "question": ("cause", "effect")[i % 2], "label": i % 2, "idx": i} for i in range(12)]
+    write_jsonl(copa / "train.jsonl", rows)
+    write_jsonl(copa / "val.jsonl", rows[:7])
+    config = write_config(tmp_path, model_dir, copa, data={"task": "copa", "train_examples": 12, "eval_examples": 7,
+                                                           "batch_size": 2, "max_length": 16},
+                          run={"steps": 2, "eval_every": 0})
+    assert main(["train", str(config), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["task"] == "copa" and summary["chance_accuracy"] == 0.5
+    assert {"accuracy_before", "accuracy_after", "accuracy_best", "accuracy_raw_before", "accuracy_raw_after"} <= \
+        set(summary)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evaluations = [r for r in records if "eval_accuracy" in r]
+    assert [r["step"] for r in evaluations] == [0, 2] and all("eval_accuracy_raw" in r for r in evaluations)
+    task = get_task("copa")
+    encoder = PromptEncoder(task, ModelTokenizer(model_dir), 16)
+    reference = reference_logliks(model_dir, encoder.encode_all(task.load("eval", copa)))
+    labels = [r["label"] for r in rows[:7]]
+    norm = [max(range(2), key=lambda k: r[k][0] / r[k][1]) for r in reference]
+    raw = [max(range(2), key=lambda k: r[k][0]) for r in reference]
+    assert summary["accuracy_before"] == pytest.approx(sum(a == y for a, y in zip(norm, labels)) / 7)
+    assert summary["accuracy_raw_before"] == pytest.approx(sum(a == y for a, y in zip(raw, labels)) / 7)
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["task"] == "copa"
+
+
+needs_new_keys = pytest.mark.skipif(not hasattr(prge._core.DataOptions, "choices_field"),
+                                    reason="the installed extension predates data.choices_field / data.train_from "
+                                           "(csrc/prge/config.cpp): rebuild it")
+
+
+@needs_new_keys
+def test_config_keys_of_the_kinds_and_train_from():
+    config = prge.parse_run_config("data: {task: custom, train_file: a.jsonl, eval_file: b.jsonl, template: '{q}', "
+                                   "choices_field: options, label_field: gold}")
+    assert config.data.choices_field == "options" and config.data.label_field == "gold"
+    assert config.data.train_from == "train"
+    again = prge.parse_run_config(config.to_yaml())
+    assert again.data.choices_field == "options" and again.to_yaml() == config.to_yaml()
+    assert prge.parse_run_config("data: {task: boolq, train_from: validation}").data.train_from == "validation"
+    for text, message in [
+        ("data: {task: boolq, train_from: test}", "data.train_from: unknown train_from 'test' (allowed: train, validation)"),
+        ("data: {task: sst2, choices_field: options}", "data.choices_field: applies to task: custom only"),
+        ("data: {task: custom, train_file: a, eval_file: b, template: '{q}', choices_field: o, response_field: r}",
+         "exactly one of label_words (classification), response_field (generation) or choices_field"),
+    ]:
+        with pytest.raises(prge.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            prge.parse_run_config(text)
+
+
+@needs_new_keys
+def test_prge_train_with_train_from_validation_and_without(tmp_path, capsys):
+    """boolq published without its training split: named, with the key to set; with the key,
+    train and evaluation are disjoint parts of the validation split."""
+    from conftest import write_config
+    from prge.cli import main
+
+    model_dir, _ = make_tiny_assets(tmp_path)
+    boolq = tmp_path / "boolq"
+    boolq.mkdir()
+    write_jsonl(boolq / "val.jsonl", [{"question": "good", "passage": f"tasty {i}", "label": i % 2 == 0, "idx": i}
+                                      for i in range(10)])
+    data = {"task": "boolq", "train_examples": 6, "eval_examples": 100, "batch_size": 2, "max_length": 16}
+    config = write_config(tmp_path, model_dir, boolq, data=data, run={"steps": 1, "eval_every": 0})
+    assert main(["train", str(config), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"prge: error: boolq: {boolq / 'train.jsonl'} not found") and \
+        "set data.train_from: validation" in err, err
+    assert not (tmp_path / "run").exists()
+    assert main(["train", str(config), "--no-progress", "--set", "data.train_from=validation"]) == 0
+    assert "6 train / 0 dev / 4 eval examples" in capsys.readouterr().out
