@@ -125,7 +125,7 @@ void read_pattern(const Reader& reader, const YAML::Node& adapter, const char* k
 
 void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions& d) {
   const std::vector<std::string> keys = {"train_file", "eval_file", "template", "label_field",
-                                         "label_words", "response_field", "chat_template"};
+                                         "label_words", "response_field", "choices_field", "chat_template"};
   if (!d.custom()) {
     for (const auto& key : keys) {
       if (data[key]) reader.fail(data[key], "data." + key, fmt::format("applies to task: custom only (task is '{}')", d.task));
@@ -137,6 +137,7 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
   reader.read(data, "data", "template", d.prompt_template);
   reader.read(data, "data", "label_field", d.label_field);
   reader.read(data, "data", "response_field", d.response_field);
+  reader.read(data, "data", "choices_field", d.choices_field);
   reader.read(data, "data", "chat_template", d.chat_template);
   if (const auto words = data["label_words"]; words && !words.IsNull()) {
     if (!words.IsMap() || words.size() == 0) {
@@ -153,9 +154,10 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
                                    {"template", &d.prompt_template}}) {
     if (value->empty()) reader.fail(data, std::string("data.") + key, "task: custom needs it");
   }
-  if (d.label_words.empty() == d.response_field.empty()) {
+  if (!d.label_words.empty() + !d.response_field.empty() + !d.choices_field.empty() != 1) {
     reader.fail(data, "data.label_words",
-                "task: custom needs exactly one of label_words (classification) or response_field (generation)");
+                "task: custom needs exactly one of label_words (classification), response_field (generation) or "
+                "choices_field (multiple choice)");
   }
 }
 
@@ -312,13 +314,20 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
 
   const auto data = section_of(root, "data");
   reader.check_keys(data, "data", {"task", "data_dir", "protocol", "train_examples", "dev_examples",
-                                   "eval_examples", "batch_size", "max_length", "train_file", "eval_file",
-                                   "template", "label_field", "label_words", "response_field", "chat_template"});
+                                   "eval_examples", "batch_size", "max_length", "train_from", "train_file",
+                                   "eval_file", "template", "label_field", "label_words", "response_field",
+                                   "choices_field", "chat_template"});
   reader.read(data, "data", "task", c.data.task);
   reader.read(data, "data", "data_dir", c.data.data_dir);
   reader.read_choice(data, "data", "protocol", [&](const std::string& v) {
     if (v != "paper" && v != "mezo") throw std::invalid_argument(fmt::format("unknown protocol '{}' (allowed: paper, mezo)", v));
     c.data.protocol = v;
+  });
+  reader.read_choice(data, "data", "train_from", [&](const std::string& v) {
+    if (v != "train" && v != "validation") {
+      throw std::invalid_argument(fmt::format("unknown train_from '{}' (allowed: train, validation)", v));
+    }
+    c.data.train_from = v;
   });
   reader.read(data, "data", "train_examples", c.data.train_examples);
   reader.read(data, "data", "dev_examples", c.data.dev_examples);
@@ -442,9 +451,9 @@ std::string RunConfig::to_yaml() const {
       optimizer.accumulate);
   y += fmt::format(
       "data:\n  task: {}\n  data_dir: {}\n  protocol: {}\n  train_examples: {}\n  dev_examples: {}\n"
-      "  eval_examples: {}\n  batch_size: {}\n  max_length: {}\n",
+      "  eval_examples: {}\n  batch_size: {}\n  max_length: {}\n  train_from: {}\n",
       yaml_string(data.task), yaml_string(data.data_dir), data.protocol, data.train_examples,
-      data.dev_examples, data.eval_examples, data.batch_size, data.max_length);
+      data.dev_examples, data.eval_examples, data.batch_size, data.max_length, data.train_from);
   if (data.custom()) {
     y += fmt::format("  train_file: {}\n  eval_file: {}\n  template: {}\n  label_field: {}\n",
                      yaml_string(data.train_file), yaml_string(data.eval_file),
@@ -453,6 +462,8 @@ std::string RunConfig::to_yaml() const {
       std::vector<std::string> words;
       for (const auto& [label, word] : data.label_words) words.push_back(yaml_string(label) + ": " + yaml_string(word));
       y += fmt::format("  label_words: {{{}}}\n", fmt::join(words, ", "));
+    } else if (!data.choices_field.empty()) {
+      y += fmt::format("  choices_field: {}\n", yaml_string(data.choices_field));
     } else {
       y += fmt::format("  response_field: {}\n", yaml_string(data.response_field));
     }

@@ -36,15 +36,20 @@ struct DataOptions {
   int64_t eval_examples = 500;
   int64_t batch_size = 4;
   int64_t max_length = 128;
+  // train: training examples from the train split; validation: from a seeded part of the
+  // validation split, the rest evaluated (data published without a training split).
+  std::string train_from = "train";
   // task: custom, from config alone. Files are JSONL, CSV, TSV or a datasets.save_to_disk
   // directory (relative paths: to data_dir when set, else to the working directory).
   // Classification (MeZO format): label_words maps each value of label_field to its word;
-  // generation / SFT: response_field holds the answer, and the loss counts its tokens only.
+  // generation / SFT: response_field holds the answer, and the loss counts its tokens only;
+  // multiple choice: choices_field holds each record's candidates, label_field the gold one.
   std::string train_file, eval_file;
   std::string prompt_template;  // YAML key `template`: "{field}" placeholders
   std::string label_field = "label";
   std::vector<std::pair<std::string, std::string>> label_words;  // label value -> word, in order
   std::string response_field;
+  std::string choices_field;
   bool chat_template = false;  // wrap the prompt with the tokenizer's chat template
   bool custom() const { return task == "custom"; }
 };
