@@ -49,7 +49,20 @@ void bind_config(py::module_& m) {
       .def_readonly("run", &RunConfig::run)
       .def_readonly("warnings", &RunConfig::warnings)
       .def("to_yaml", &RunConfig::to_yaml);
-  m.def("parse_run_config", &parse_run_config, py::arg("yaml_text"), py::arg("source") = "<string>");
+  m.def(
+      "parse_run_config",
+      [](const std::string& yaml_text, const std::string& source, const std::vector<py::tuple>& overrides) {
+        std::vector<ConfigOverride> applied;
+        for (const auto& o : overrides) {
+          if (o.size() != 2 && o.size() != 3) throw py::value_error("an override is (key, value text[, origin])");
+          applied.push_back({o[0].cast<std::string>(), o[1].cast<std::string>(),
+                             o.size() == 3 ? o[2].cast<std::string>() : std::string()});
+        }
+        return parse_run_config(yaml_text, source, applied);
+      },
+      py::arg("yaml_text"), py::arg("source") = "<string>", py::arg("overrides") = std::vector<py::tuple>{},
+      "The RunConfig of a YAML text; overrides: (dotted key, YAML value text[, origin]) applied to the parsed "
+      "mapping in order (--set), errors naming the override.");
   m.def("load_run_config", &load_run_config, py::arg("path"));
   m.def(
       "canonical_parallelism", [](const std::string& name) { return to_string(parse_parallelism(name)); },

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -17,7 +18,18 @@ namespace prge {
 
 // adapter.alpha above this is no LoRA setting anyone means (the usual values are 8 to 64).
 constexpr double kMaxAdapterAlpha = 1e4;
+// More queries than this is no setting anyone means (P-RGE's gains level off at a few dozen;
+// the cosine check against backprop uses 512), and more sequences in one forward than this
+// would fail in the allocator minutes later instead of here.
+constexpr int64_t kMaxQueries = 4096;
+constexpr int64_t kMaxSequencesPerForward = 65536;
 namespace {
+
+// An override as applied: the node it wrote, and how messages name it.
+struct AppliedOverride {
+  std::string key, origin;
+  YAML::Node value;
+};
 
 class Reader {
  public:
@@ -27,12 +39,22 @@ class Reader {
     throw ConfigError(located(node, key, what));
   }
 
+  // "file:line:col: key: what" for a node of the file; "file: --set KEY: key: what" for a value
+  // an override wrote (or a key below it, or a section it created).
   std::string located(const YAML::Node& node, const std::string& key, const std::string& what) const {
-    const auto mark = node.Mark();
+    const auto mark = node.IsDefined() ? node.Mark() : YAML::Mark::null_mark();
+    for (const auto& o : applied_) {
+      const bool wrote = (node.IsDefined() && node.is(o.value)) || key == o.key || key.rfind(o.key + ".", 0) == 0 ||
+                         (mark.line < 0 && o.key.rfind(key + ".", 0) == 0);
+      if (wrote) return fmt::format("{}: {}: {}: {}", source_, o.origin, key, what);
+    }
     const auto where = mark.line >= 0 ? fmt::format("{}:{}:{}", source_, mark.line + 1, mark.column + 1)
                                       : source_;
     return fmt::format("{}: {}: {}", where, key, what);
   }
+
+  const std::string& source() const { return source_; }
+  void applied(AppliedOverride o) { applied_.push_back(std::move(o)); }
 
   void check_keys(const YAML::Node& node, const std::string& section,
                   const std::vector<std::string>& allowed) const {
@@ -94,7 +116,72 @@ class Reader {
 
  private:
   std::string source_;
+  std::vector<AppliedOverride> applied_;
 };
+
+std::string position(const std::string& source, const YAML::Mark& mark) {
+  return mark.line >= 0 ? fmt::format("{}:{}:{}", source, mark.line + 1, mark.column + 1) : source;
+}
+
+// yaml-cpp keeps both entries of a repeated key and looks up the first: a second one would be
+// ignored without a word. Every mapping of the file is checked, nested ones too.
+void check_duplicate_keys(const YAML::Node& node, const std::string& path, const std::string& source) {
+  if (node.IsMap()) {
+    std::map<std::string, YAML::Mark> seen;
+    for (const auto& item : node) {
+      const auto key = item.first.IsScalar() ? item.first.Scalar() : std::string();
+      const auto dotted = path.empty() ? key : path + "." + key;
+      if (item.first.IsScalar()) {
+        const auto [first, inserted] = seen.emplace(key, item.first.Mark());
+        if (!inserted) {
+          throw ConfigError(fmt::format("{}: {}: duplicate key: it is also at line {} (a key may appear once; "
+                                        "which value would count is not what the file says)",
+                                        position(source, item.first.Mark()), dotted, first->second.line + 1));
+        }
+      }
+      check_duplicate_keys(item.second, dotted, source);
+    }
+  } else if (node.IsSequence()) {
+    for (const auto& item : node) check_duplicate_keys(item, path, source);
+  }
+}
+
+// Applies `KEY=VALUE` to the parsed mapping: sections on the way are created (or replace a
+// null), VALUE is read as YAML 1.2 by yaml-cpp.
+void apply_override(YAML::Node& root, const ConfigOverride& override_, Reader& reader) {
+  const auto origin = override_.origin.empty() ? "--set " + override_.key : override_.origin;
+  const auto where = fmt::format("{}: {}", reader.source(), origin);
+  std::vector<std::string> parts;
+  std::string part;
+  std::istringstream dotted(override_.key);
+  while (std::getline(dotted, part, '.')) parts.push_back(part);
+  if (parts.empty() || std::any_of(parts.begin(), parts.end(), [](const auto& p) { return p.empty(); }) ||
+      override_.key.back() == '.') {
+    throw ConfigError(fmt::format("{}: '{}' is not a key (expected section.key, e.g. estimator.queries)", where,
+                                  override_.key));
+  }
+  YAML::Node value;
+  try {
+    value = YAML::Load(override_.value);
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(fmt::format("{}: '{}': the value is not valid YAML ({})", where, override_.value, e.msg));
+  }
+  YAML::Node node(root);  // rebound with reset(), never assigned: assignment would write the tree
+  std::string prefix;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    prefix += (i ? "." : "") + parts[i];
+    YAML::Node child(node[parts[i]]);
+    if (!child.IsDefined() || child.IsNull()) {
+      node[parts[i]] = YAML::Node(YAML::NodeType::Map);
+      child.reset(node[parts[i]]);
+    } else if (!child.IsMap()) {
+      throw ConfigError(fmt::format("{}: '{}' is not a section", where, prefix));
+    }
+    node.reset(child);
+  }
+  node[parts.back()] = value;
+  reader.applied({override_.key, origin, value});
+}
 
 YAML::Node section_of(const YAML::Node& root, const char* name) {
   return root[name] ? root[name] : YAML::Node(YAML::NodeType::Map);
@@ -147,6 +234,14 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
       if (!item.second.IsScalar() || item.second.Scalar().empty()) {
         reader.fail(item.second, "data.label_words." + item.first.Scalar(), "expected a non-empty label word");
       }
+      for (const auto& [label, word] : d.label_words) {
+        if (word == item.second.Scalar()) {
+          reader.fail(item.second, "data.label_words." + item.first.Scalar(),
+                      fmt::format("label word '{}' is also the word of label '{}': two classes with one word "
+                                  "can never be told apart; give each label its own word",
+                                  word, label));
+        }
+      }
       d.label_words.emplace_back(item.first.Scalar(), item.second.Scalar());
     }
   }
@@ -163,7 +258,8 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
 
 }  // namespace
 
-RunConfig parse_run_config(const std::string& yaml_text, const std::string& source) {
+RunConfig parse_run_config(const std::string& yaml_text, const std::string& source,
+                           const std::vector<ConfigOverride>& overrides) {
   Reader reader(source);
   YAML::Node root;
   try {
@@ -172,7 +268,14 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
     throw ConfigError(fmt::format("{}:{}:{}: malformed YAML: {}", source, e.mark.line + 1,
                                   e.mark.column + 1, e.msg));
   }
+  // Empty (or only comments) is an error with or without overrides: it is never the file meant.
   if (!root || root.IsNull()) throw ConfigError(fmt::format("{}: the config is empty", source));
+  if (!root.IsMap()) {
+    throw ConfigError(fmt::format("{}: expected a mapping of sections (model:, estimator:, ...), got a YAML {}",
+                                  position(source, root.Mark()), root.IsSequence() ? "list" : "scalar"));
+  }
+  check_duplicate_keys(root, "", source);
+  for (const auto& o : overrides) apply_override(root, o, reader);
   reader.check_keys(root, "", {"model", "adapter", "estimator", "optimizer", "data", "run"});
 
   RunConfig c;
@@ -258,6 +361,11 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   } catch (const std::invalid_argument& e) {
     reader.fail(est, "estimator", e.what());
   }
+  if (c.estimator.queries > kMaxQueries) {
+    reader.fail(est["queries"], "estimator.queries",
+                fmt::format("{} exceeds {}: each query costs a forward of the batch (P-RGE's gains level off at a "
+                            "few dozen queries)", c.estimator.queries, kMaxQueries));
+  }
   // Below these, a LoRA-FA perturbation moves the activations by less than the dtype's rounding
   // and g = (L+ - L-) / 2 eps is mostly rounding noise (H200, SmolLM2-135M on Fine Food:
   // correlation of bf16 g with fp32 g 0.49 at eps 1e-3, 0.98 at 1e-2;
@@ -342,6 +450,22 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
     if (value < 1) reader.fail(data[key], std::string("data.") + key, "must be >= 1");
   }
   read_custom_task(reader, data, c.data);
+  {  // sequences of one batched forward: the batch repeated for every point evaluated at once
+    const int64_t q = c.estimator.queries;
+    const bool central = c.estimator.difference == Difference::Central;
+    const int64_t points = c.estimator.kind == EstimatorKind::FirstOrder        ? 1
+                           : c.estimator.parallel == Parallelism::Dual          ? (central ? 2 * q : q + 1)
+                           : c.estimator.parallel == Parallelism::Queries       ? q
+                                                                                 : 1;
+    if (c.data.batch_size > kMaxSequencesPerForward / points) {
+      reader.fail(data["batch_size"] ? data["batch_size"] : est, "data.batch_size",
+                  fmt::format("{} x {} points of estimator.queries {} (parallel {}) is {:.0f} sequences in one forward, "
+                              "more than {}: lower data.batch_size or estimator.queries, or use parallel: sequential",
+                              c.data.batch_size, points, q, to_string(c.estimator.parallel),
+                              static_cast<double>(c.data.batch_size) * static_cast<double>(points),
+                              kMaxSequencesPerForward));
+    }
+  }
 
   const auto run = section_of(root, "run");
   reader.check_keys(run, "run", {"steps", "seed", "eval_every", "log_every", "checkpoint_every", "data_parallel",
@@ -382,7 +506,9 @@ RunConfig load_run_config(const std::string& path) {
   std::ifstream in(path);
   std::stringstream text;
   text << in.rdbuf();
-  return parse_run_config(text.str(), path);
+  auto content = text.str();
+  if (content.rfind("\xEF\xBB\xBF", 0) == 0) content.erase(0, 3);  // a UTF-8 byte-order mark
+  return parse_run_config(content, path);
 }
 
 namespace {

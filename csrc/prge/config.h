@@ -81,7 +81,19 @@ struct RunConfig {
   std::string to_yaml() const;
 };
 
-RunConfig parse_run_config(const std::string& yaml_text, const std::string& source = "<string>");
+// One `--set KEY=VALUE` (or a sweep's grid / variant value): applied to the parsed mapping
+// before it is read, VALUE read as a YAML 1.2 node (a scalar, or a flow list / mapping).
+struct ConfigOverride {
+  std::string key;     // dotted: estimator.queries
+  std::string value;   // YAML text
+  std::string origin;  // how messages name it; empty: "--set KEY"
+};
+
+// The config of one YAML text, read once: duplicate keys and an empty text are errors, the
+// overrides are applied to the parsed mapping in order, and every error names the file, line
+// and key, or the override that wrote the key.
+RunConfig parse_run_config(const std::string& yaml_text, const std::string& source = "<string>",
+                           const std::vector<ConfigOverride>& overrides = {});
 RunConfig load_run_config(const std::string& path);
 
 }  // namespace prge

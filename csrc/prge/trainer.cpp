@@ -283,6 +283,18 @@ void Trainer::save_checkpoint(const std::string& path) const {
 void Trainer::load_checkpoint(const std::string& path) {
   auto tensors = io::load_safetensors(path);
   c10::InferenceMode guard;
+  // A NaN or inf saved by a diverged run or written by a damaged disk would train and
+  // generate on silently (empty outputs, non-finite merged weights): named here, before any
+  // tensor is taken.
+  for (const auto& [name, tensor] : tensors) {
+    if (!tensor.is_floating_point()) continue;
+    const auto bad = tensor.numel() - torch::isfinite(tensor).sum().item<int64_t>();
+    if (bad > 0) {
+      throw std::runtime_error(fmt::format("{}: tensor '{}' holds {} non-finite value(s) (NaN or inf) of {}; the file "
+                                           "is damaged or was saved by a diverged run",
+                                           path, name, bad, tensor.numel()));
+    }
+  }
   for (auto& p : trained_parameters()) {
     auto it = tensors.find(p.name);
     if (it == tensors.end()) {

@@ -100,3 +100,84 @@ TEST(Config, CustomTaskErrorsNameTheKey) {
                 .find("data.label_words: expected a mapping"),
             std::string::npos);
 }
+
+// Issue 24: a config is read once and means one thing.
+namespace {
+std::string error_with(const std::string& yaml, const std::vector<prge::ConfigOverride>& overrides) {
+  try {
+    prge::parse_run_config(yaml, "test.yaml", overrides);
+  } catch (const prge::ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST(Config, OverridesEditTheParsedMappingAsYaml12) {
+  const std::string custom =
+      "data:\n  task: custom\n  train_file: a.csv\n  eval_file: b.csv\n  template: '{t}'\n"
+      "  label_words: {positive: yes, negative: no}\n";
+  // `yes` / `no` stay strings, with and without an override (YAML 1.2; the old path re-serialised
+  // through PyYAML's YAML 1.1 and got true / false).
+  for (const auto& c : {prge::parse_run_config(custom, "test.yaml"),
+                        prge::parse_run_config(custom, "test.yaml", {{"run.steps", "3", ""}})}) {
+    ASSERT_EQ(c.data.label_words.size(), 2u);
+    EXPECT_EQ(c.data.label_words[0].second, "yes");
+    EXPECT_EQ(c.data.label_words[1].second, "no");
+  }
+  auto c = prge::parse_run_config("adapter: null\nestimator: {kind: mezo}\n", "test.yaml",
+                                  {{"estimator.queries", "3", ""}, {"optimizer.betas", "[0.8, 0.9]", ""},
+                                   {"run.output_dir", "'a b'", ""}});
+  EXPECT_EQ(c.estimator.queries, 3);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta1, 0.8);
+  EXPECT_EQ(c.run.output_dir, "a b");
+  // A section set to null (adapter: null) is replaced by the override's mapping.
+  EXPECT_EQ(prge::parse_run_config("adapter: null\n", "t", {{"adapter.rank", "4", ""}}).adapter.rank, 4);
+  // A boolean key takes true / false only: `yes` is a string under YAML 1.2.
+  EXPECT_NE(error_of("adapter: {use_rslora: yes}").find("adapter.use_rslora: expected true or false, got 'yes'"),
+            std::string::npos);
+}
+
+TEST(Config, OverrideErrorsNameTheSet) {
+  auto msg = error_with("optimizer: {lr: 0.1}\n", {{"optimizer.lr", "fast", ""}});
+  EXPECT_NE(msg.find("test.yaml: --set optimizer.lr: optimizer.lr: expected a finite number, got 'fast'"),
+            std::string::npos) << msg;
+  msg = error_with("optimizer:\n  lr: fast\n", {{"run.steps", "3", ""}});  // the file's own mistake: its line
+  EXPECT_NE(msg.find("test.yaml:2:7: optimizer.lr"), std::string::npos) << msg;
+  msg = error_with("run: {steps: 1}\n", {{"estimator.queries", "[1", ""}});
+  EXPECT_NE(msg.find("--set estimator.queries: '[1': the value is not valid YAML"), std::string::npos) << msg;
+  msg = error_with("model: {name: x}\n", {{"model.name.deep", "1", ""}});
+  EXPECT_NE(msg.find("'model.name' is not a section"), std::string::npos) << msg;
+  msg = error_with("run: {steps: 1}\n", {{"runs.steps", "1", "grid runs.steps"}});
+  EXPECT_NE(msg.find("test.yaml: grid runs.steps: runs: unknown key"), std::string::npos) << msg;
+}
+
+TEST(Config, DuplicateKeysNameBothLines) {
+  auto msg = error_of("optimizer:\n  lr: 0.1\n  momentum: 0.9\n  lr: 0.5\n");
+  EXPECT_NE(msg.find("test.yaml:4:3: optimizer.lr: duplicate key: it is also at line 2"), std::string::npos) << msg;
+  msg = error_of("run: {steps: 1}\nrun: {steps: 2}\n");
+  EXPECT_NE(msg.find("test.yaml:2:1: run: duplicate key: it is also at line 1"), std::string::npos) << msg;
+  // Found before any override could hide it.
+  msg = error_with("run:\n  steps: 1\n  steps: 2\n", {{"run.steps", "3", ""}});
+  EXPECT_NE(msg.find("duplicate key"), std::string::npos) << msg;
+}
+
+TEST(Config, EmptyConfigIsAnErrorWithOrWithoutOverrides) {
+  for (const std::string text : {"", "# only a comment\n", "\n\n"}) {
+    EXPECT_NE(error_of(text).find("the config is empty"), std::string::npos);
+    EXPECT_NE(error_with(text, {{"run.steps", "3", ""}}).find("the config is empty"), std::string::npos);
+  }
+  EXPECT_NE(error_of("- model\n- data\n").find("expected a mapping of sections"), std::string::npos);
+}
+
+TEST(Config, SettingsThatTrainNothingAreErrors) {
+  EXPECT_NE(error_of("data: {task: custom, train_file: a, eval_file: b, template: x, "
+                     "label_words: {good: ' yes', bad: ' yes'}}")
+                .find("data.label_words.bad: label word ' yes' is also the word of label 'good'"),
+            std::string::npos);
+  EXPECT_NE(error_of("estimator: {queries: 1000000}").find("estimator.queries: 1000000 exceeds 4096"),
+            std::string::npos);
+  EXPECT_NE(error_of("estimator: {queries: 4096}\ndata: {batch_size: 64}").find("sequences in one forward"),
+            std::string::npos);
+  EXPECT_EQ(error_of("estimator: {queries: 4096, parallel: sequential}\ndata: {batch_size: 64}"), "");
+}
