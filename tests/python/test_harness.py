@@ -137,10 +137,16 @@ def test_paper_sweeps_expand_to_equal_forward_passes():
 
     root = Path(__file__).resolve().parents[2] / "configs" / "sweeps"
     runs = expand_sweep(root / "paper_accuracy.yaml")
-    assert len(runs) == 9 * 3 * 3  # methods x tasks x seeds
+    assert len(runs) == 5 * 11 * 3  # methods x tasks x seeds
+    tasks = {config.data.task for _, config in runs}
+    assert tasks == {"sst2", "rte", "wsc", "copa", "cb", "wic", "multirc", "mrpc", "wnli", "arc_easy", "arc_challenge"}
     for label, config in runs:
+        assert config.data.max_length == 512 and config.data.protocol == "paper", label
         if config.estimator.kind != "first_order":
-            assert config.estimator.queries * config.data.batch_size == 16, label
+            assert config.estimator.queries * config.data.batch_size == 16 and config.run.steps == 5000, label
+        # MeZO's lr 1e-6 updates of the weights themselves need float32; B stays float32 in any dtype
+        full_weights = config.estimator.kind in ("mezo", "first_order")
+        assert config.model.dtype == ("float32" if full_weights else "bfloat16"), label
     speed = expand_sweep(root / "paper_speed.yaml")
     assert {c.estimator.queries * c.data.batch_size for _, c in speed} == {16}
 

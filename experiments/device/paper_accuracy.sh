@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Issue 26 item 3 on the GPU machine: the paper accuracy sweep (configs/sweeps/paper_accuracy.yaml:
+# 11 tasks x 5 methods x 3 seeds) on SmolLM2-135M, resumable across calls: each call runs the sweep
+# for at most SWEEP_SECONDS (default 540: a call may run 10 minutes); the run in flight stops after
+# a step with a checkpoint (SIGTERM), and the next call skips the finished runs and resumes that
+# one, while the machine stays warm (/tmp/runs holds them). Each call sends the finished runs back
+# in $OUT (no weights); carry that archive and name it in RUNS_TGZ to go on from a fresh machine.
+# Needs PRGE_MODEL (source experiments/device/model.sh join) and the task data: .device/a/data.tgz
+# (experiments/device/stage_data.sh; `model.sh stage` copies it to /tmp/prge-carry) or a carried
+# .device/data/<task folder> tree.
+# TASKS="sst2 rte" / SEEDS="42": a part of the grid (same run names, so the parts add up).
+# Usage: bash experiments/device/paper_accuracy.sh OUT_DIR [prge sweep options: --gpus 0,1, --set KEY=VALUE]
+set -uo pipefail
+out=${1:?output dir}; shift
+mkdir -p "$out"
+: "${PRGE_MODEL:?source experiments/device/model.sh join first}"
+data=/tmp/prge-carry/data
+if [ -d .device/data ]; then
+  data=$PWD/.device/data
+elif [ ! -d "$data" ]; then
+  archive=$(ls .device/a/data.tgz /tmp/prge-carry/data.tgz 2>/dev/null | head -1)
+  [ -n "$archive" ] || { echo "no task data: run experiments/device/stage_data.sh here and carry .device/a"; exit 3; }
+  mkdir -p /tmp/prge-carry && tar xzf "$archive" -C /tmp/prge-carry
+fi
+export PRGE_DATA=$data  # every task finds $PRGE_DATA/<its folder>
+root=/tmp/runs/paper_accuracy
+if [ -n "${RUNS_TGZ:-}" ] && [ ! -d "$root" ]; then
+  mkdir -p /tmp/runs && tar xzf "$RUNS_TGZ" -C /tmp/runs
+fi
+sweep=configs/sweeps/paper_accuracy.yaml
+if [ -n "${TASKS:-}${SEEDS:-}" ]; then  # the same sweep with a smaller grid, beside it (base path)
+  sweep=configs/sweeps/paper_accuracy_part.yaml
+  python3 - "$sweep" <<'PY'
+import os, sys
+import yaml
+spec = yaml.safe_load(open("configs/sweeps/paper_accuracy.yaml"))
+if os.environ.get("TASKS"):
+    spec["grid"]["data.task"] = os.environ["TASKS"].split()
+if os.environ.get("SEEDS"):
+    spec["grid"]["run.seed"] = [int(s) for s in os.environ["SEEDS"].split()]
+yaml.safe_dump(spec, open(sys.argv[1], "w"), sort_keys=False)
+PY
+fi
+start=$(date +%s)
+timeout --signal=TERM --kill-after=60 "${SWEEP_SECONDS:-540}" \
+  prge sweep "$sweep" --no-progress --output-root "$root" \
+  --set model.name="$PRGE_MODEL" --set model.device=cuda "$@" 2>&1 | grep -v Warning
+echo "sweep call: $(( $(date +%s) - start )) s"
+tar czf "$out/paper_accuracy_runs.tgz" --exclude='*.safetensors' --exclude='checkpoint*' -C /tmp/runs paper_accuracy
+python3 - "$root" <<'PY' | tee "$out/paper_accuracy_times.txt"
+import json, sys
+from pathlib import Path
+runs = sorted(Path(sys.argv[1]).glob("*/summary.json"))
+print(f"finished runs: {len(runs)} of 165")
+for path in runs:
+    s = json.loads(path.read_text())
+    print(f"{path.parent.name:45s} {s['steps']:5d} steps {1000 * (s.get('mean_step_seconds') or 0):7.2f} ms/step  "
+          f"accuracy {s.get('accuracy_before', float('nan')):.4f} -> {s.get('accuracy_after', float('nan')):.4f}")
+PY

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Task data for the GPU machine, which has no ../shared: the files the tasks of a sweep read
+# (each task's published train and validation files, nothing else) packed into .device/a/data.tgz
+# (git-ignored), which travels with .device/a in `model.sh stage` (call 1; SmolLM2's first half
+# is 53 MiB of a call's 64 MiB, so the 12 MiB of plain files would not fit beside it, the
+# 4 MiB archive does). experiments/device/paper_accuracy.sh unpacks it on the machine.
+# Usage (repository root, here): bash experiments/device/stage_data.sh [SWEEP.yaml]
+#   default: configs/sweeps/paper_accuracy.yaml
+set -euo pipefail
+sweep=${1:-configs/sweeps/paper_accuracy.yaml}
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+python3 - "$sweep" "$stage" <<'PY'
+import shutil, sys
+from pathlib import Path
+
+import yaml
+
+from prge.data.locations import find_task_dir
+from prge.data.tasks import get_task
+
+spec = yaml.safe_load(Path(sys.argv[1]).read_text())
+names = (spec.get("grid") or {}).get("data.task") or [((spec.get("base") or {}).get("data") or {}).get("task")]
+for name in names:
+    task = get_task(name)
+    source = find_task_dir(task.data_folder, name)
+    target = Path(sys.argv[2]) / "data" / task.data_folder
+    target.mkdir(parents=True)
+    for file in task.files.values():
+        if (source / file).is_file():  # a task published without its training split has its validation file only
+            shutil.copy2(source / file, target / file)
+    print(f"{name:14s} {source} -> {', '.join(sorted(p.name for p in target.iterdir()))}")
+PY
+mkdir -p .device/a
+tar czf .device/a/data.tgz -C "$stage" data
+du -h .device/a/data.tgz
+du -sh .device/a
