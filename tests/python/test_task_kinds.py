@@ -292,6 +292,7 @@ def test_prge_train_with_train_from_validation_and_without(tmp_path, capsys):
     from prge.cli import main
 
     model_dir, _ = make_tiny_assets(tmp_path)
+    capsys.readouterr()  # what writing the tiny model printed
     boolq = tmp_path / "boolq"
     boolq.mkdir()
     write_jsonl(boolq / "val.jsonl", [{"question": "good", "passage": f"tasty {i}", "label": i % 2 == 0, "idx": i}
