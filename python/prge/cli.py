@@ -248,7 +248,10 @@ def _data(args) -> None:
             where = "built in (installed package)"
         else:
             try:
-                where = str(find_task_dir(task.data_folder, name))
+                found = find_task_dir(task.data_folder, name)
+                where = str(found)
+                if not (found / task.files["train"]).is_file() and not (found / "dataset_dict.json").is_file():
+                    where += " (no training split: data.train_from: validation)"
             except FileNotFoundError:
                 where = "not found (prge data copy / data.data_dir)"
         print(f"  {name:14s} {task.kind.name:16s} {where}  - {task.description}")

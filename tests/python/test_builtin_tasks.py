@@ -190,12 +190,15 @@ def test_data_list_shows_every_task_with_its_kind_and_data_and_copy_uses_its_fol
     monkeypatch.setenv("PRGE_DATA", str(tmp_path / "userdata"))
     assert main(["data", "copy", "arc_easy", "--from", str(source)]) == 0
     assert (tmp_path / "userdata" / "arc-easy" / "train.json").is_file()
+    (tmp_path / "userdata" / "boolq").mkdir()
+    (tmp_path / "userdata" / "boolq" / "val.jsonl").write_text(FIXTURES["boolq"][0]["val.jsonl"])
     assert main(["data", "list"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
     assert set(lines) == set(TASKS)
     for name, task in TASKS.items():
         assert lines[name].split()[1] == task.kind.name
-    assert str(tmp_path / "userdata" / "arc-easy") in lines["arc_easy"]
+    assert str(tmp_path / "userdata" / "arc-easy") in lines["arc_easy"] and "no training split" not in lines["arc_easy"]
+    assert f"{tmp_path / 'userdata' / 'boolq'} (no training split: data.train_from: validation)" in lines["boolq"]
     assert lines["copa"].split()[1] == "multiple_choice" and lines["sst2"].split()[1] == "classification"
 
 
