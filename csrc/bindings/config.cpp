@@ -12,7 +12,9 @@ void bind_config(py::module_& m) {
   py::class_<ModelOptions>(m, "ModelOptions")
       .def_readonly("name", &ModelOptions::name)
       .def_readonly("dtype", &ModelOptions::dtype)
-      .def_readonly("device", &ModelOptions::device);
+      .def_readonly("device", &ModelOptions::device)
+      .def_readonly("quantize", &ModelOptions::quantize)
+      .def_readonly("group_size", &ModelOptions::group_size);
   py::class_<DataOptions>(m, "DataOptions")
       .def_readonly("task", &DataOptions::task)
       .def_readonly("data_dir", &DataOptions::data_dir)

@@ -9,6 +9,17 @@ namespace py = pybind11;
 
 namespace prge::bindings {
 
+namespace {
+// model.quantize's words as a WeightFormat (int4 groups of 64 unless told).
+WeightFormat weight_format(const std::string& quantize, int64_t group_size) {
+  if (quantize == "none") return {};
+  if (quantize == "dense") return {WeightFormat::kDense, 0};
+  if (quantize == "int8") return {8, group_size};
+  if (quantize == "int4") return {4, group_size ? group_size : 64};
+  throw std::invalid_argument("quantize: none, dense, int8 or int4, got '" + quantize + "'");
+}
+}  // namespace
+
 void bind_model(py::module_& m) {
   m.attr("IGNORE_INDEX") = kIgnoreIndex;  // target value of positions that are not scored
   m.attr("PROJECTIONS") = py::tuple(py::cast(projection_names()));  // adapter targets, layer order
@@ -73,6 +84,29 @@ void bind_model(py::module_& m) {
       .def_static("from_json_file", &ArchSpec::from_json_file)
       .def("parameter_count", &ArchSpec::parameter_count);
   m.def("supported_model_types", &supported_model_types, "model_type values the family registry knows");
+  py::class_<QuantizedWeight>(m, "QuantizedWeight", "a frozen weight kept quantized (csrc/prge/quantized_weight.h)")
+      .def_readonly("bits", &QuantizedWeight::bits)
+      .def_readonly("group_size", &QuantizedWeight::group_size)
+      .def_readonly("qweight", &QuantizedWeight::qweight)
+      .def_readonly("scales", &QuantizedWeight::scales)
+      .def_readonly("offsets", &QuantizedWeight::offsets)
+      .def("dequantize", [](const QuantizedWeight& q, const std::string& dtype) { return q.dequantize(parse_dtype(dtype)); },
+           py::arg("dtype") = "float32");
+  m.def("quantize_weight", &quantize, py::arg("weight"), py::arg("bits"), py::arg("group_size"),
+        "round-to-nearest int8 (symmetric) / int4 (asymmetric) quantization, group_size columns per scale");
+  m.def(
+      "quantized_weight_dequantize",
+      [](torch::Tensor qweight, torch::Tensor scales, std::optional<torch::Tensor> offsets, int64_t bits,
+         int64_t group_size, int64_t rows, int64_t cols) {
+        QuantizedWeight q;
+        q.bits = bits, q.group_size = group_size, q.rows = rows, q.cols = cols;
+        q.qweight = std::move(qweight), q.scales = std::move(scales);
+        if (offsets) q.offsets = *offsets;
+        q.validate("argument");
+        return q.dequantize(torch::kFloat32);
+      },
+      py::arg("qweight"), py::arg("scales"), py::arg("offsets"), py::arg("bits"), py::arg("group_size"),
+      py::arg("rows"), py::arg("cols"), "the float32 weight [rows, cols] of quantized tensors (the model's own dequantization)");
 
   py::class_<AdapterOptions>(m, "AdapterOptions")
       .def(py::init([](int64_t rank, double alpha, std::vector<std::string> targets, uint64_t seed, bool use_rslora,
@@ -119,21 +153,29 @@ void bind_model(py::module_& m) {
   py::class_<CausalLM, std::shared_ptr<CausalLM>>(m, "CausalLM")
       .def_static(
           "from_pretrained",
-          [](const std::string& dir, const std::string& device, const std::string& dtype) {
+          [](const std::string& dir, const std::string& device, const std::string& dtype, const std::string& quantize,
+             int64_t group_size) {
+            const auto format = weight_format(quantize, group_size);
             py::gil_scoped_release release;
             return std::make_shared<CausalLM>(
-                CausalLM::from_pretrained(dir, torch::Device(device), parse_dtype(dtype)));
+                CausalLM::from_pretrained(dir, torch::Device(device), parse_dtype(dtype), format));
           },
-          py::arg("path"), py::arg("device") = "cpu", py::arg("dtype") = "float32")
+          py::arg("path"), py::arg("device") = "cpu", py::arg("dtype") = "float32", py::arg("quantize") = "none",
+          py::arg("group_size") = 0,
+          "config.json + safetensors of a directory; quantize: none | int8 | int4 (frozen projections, round to "
+          "nearest, group_size columns per scale; a checkpoint's own quantized weights are kept as stored)")
       .def_static(
           "random",
-          [](const ArchSpec& config, uint64_t seed, const std::string& device,
-             const std::string& dtype) {
-            return std::make_shared<CausalLM>(
-                CausalLM::random(config, seed, torch::Device(device), parse_dtype(dtype)));
+          [](const ArchSpec& config, uint64_t seed, const std::string& device, const std::string& dtype,
+             const std::string& quantize, int64_t group_size) {
+            return std::make_shared<CausalLM>(CausalLM::random(config, seed, torch::Device(device), parse_dtype(dtype),
+                                                               weight_format(quantize, group_size)));
           },
-          py::arg("config"), py::arg("seed") = 0, py::arg("device") = "cpu",
-          py::arg("dtype") = "float32")
+          py::arg("config"), py::arg("seed") = 0, py::arg("device") = "cpu", py::arg("dtype") = "float32",
+          py::arg("quantize") = "none", py::arg("group_size") = 0)
+      .def_property_readonly("quantized", &CausalLM::quantized, "projection weights kept quantized")
+      .def_property_readonly("projection_bytes", &CausalLM::projection_bytes,
+                             "bytes the frozen projection weights take as held")
       .def("attach_adapters", &CausalLM::attach_adapters, py::arg("options"))
       .def_property("layer_kernels", &CausalLM::layer_kernels, &CausalLM::set_layer_kernels,
                     "fused CUDA RoPE / SwiGLU kernels (CUDA builds); False: the ATen path")

@@ -280,7 +280,18 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
 
   RunConfig c;
   const auto model = section_of(root, "model");
-  reader.check_keys(model, "model", {"name", "dtype", "device"});
+  reader.check_keys(model, "model", {"name", "dtype", "device", "quantize", "group_size"});
+  reader.read_choice(model, "model", "quantize", [&](const std::string& v) {
+    if (v != "none" && v != "dense" && v != "int8" && v != "int4") {
+      throw std::invalid_argument("allowed: none, dense, int8, int4");
+    }
+    c.model.quantize = v;
+  });
+  reader.read(model, "model", "group_size", c.model.group_size);
+  if (c.model.group_size < 0 || (c.model.group_size > 0 && c.model.quantize != "int8" && c.model.quantize != "int4")) {
+    reader.fail(model["group_size"], "model.group_size",
+                "a positive group of columns per scale, with model.quantize int8 or int4");
+  }
   reader.read(model, "model", "name", c.model.name);
   reader.read_choice(model, "model", "dtype", [&](const std::string& v) {
     parse_dtype(v);
@@ -542,6 +553,9 @@ std::string RunConfig::to_yaml() const {
   std::string y;
   y += fmt::format("model:\n  name: {}\n  dtype: {}\n  device: {}\n", yaml_string(model.name),
                    model.dtype, yaml_string(model.device));
+  if (model.quantize != "none") {  // written only when set, so configs stored before the key read the same
+    y += fmt::format("  quantize: {}\n  group_size: {}\n", model.quantize, model.group_size);
+  }
   if (use_adapter) {
     std::vector<std::string> targets;
     for (const auto& t : adapter.targets) targets.push_back(yaml_string(t));

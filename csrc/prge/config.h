@@ -20,6 +20,12 @@ struct ModelOptions {
   std::string name = "smollm2-135m";  // registry name or a directory with config.json + *.safetensors
   std::string dtype = "float32";
   std::string device = "cpu";
+  // Frozen projection weights: none (as the checkpoint stores them: a GGUF's quantized blocks stay
+  // quantized), dense (dequantized at load), or a dense checkpoint quantized at load, round to
+  // nearest: int8 (one scale per output channel, or per group_size) | int4 (asymmetric,
+  // group-wise, group_size 64 by default).
+  std::string quantize = "none";
+  int64_t group_size = 0;  // 0: int8 per channel, int4 64
 };
 
 struct DataOptions {

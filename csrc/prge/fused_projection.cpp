@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace prge {
@@ -12,7 +13,17 @@ FusedLoraFaProjection::FusedLoraFaProjection(const std::vector<torch::Tensor>& w
   if (weights.empty() || weights.size() != names.size() || (!biases.empty() && biases.size() != weights.size())) {
     throw std::invalid_argument("fused projection needs one name (and bias, if any) per weight");
   }
-  weight_ = torch::cat(weights, 0);
+  // Weights kept quantized elsewhere arrive as expanded zeros (shape only): keep the fused one so.
+  const bool shapes_only = std::all_of(weights.begin(), weights.end(), [](const torch::Tensor& w) {
+    return w.dim() == 2 && w.stride(0) == 0 && w.stride(1) == 0;
+  });
+  if (shapes_only) {
+    int64_t rows = 0;
+    for (const auto& w : weights) rows += w.size(0);
+    weight_ = torch::zeros({1, 1}, weights.front().options()).expand({rows, weights.front().size(1)});
+  } else {
+    weight_ = torch::cat(weights, 0);
+  }
   if (!biases.empty()) bias_ = torch::cat(biases, 0);
   int64_t offset = 0;
   for (size_t i = 0; i < weights.size(); ++i) {

@@ -61,6 +61,13 @@ Trainer::Trainer(std::shared_ptr<CausalLM> model, EstimatorOptions estimator,
       stream_(seed, estimator.distribution,
               resolve_noise_rng(estimator.rng, model_->device(), estimator.kind != EstimatorKind::Mezo)),
       options_(options) {
+  if (estimator.kind == EstimatorKind::Mezo && model_->quantized()) {
+    throw std::invalid_argument(
+        "estimator.kind: mezo perturbs and updates every weight, and this model keeps its projection weights "
+        "quantized (model.quantize, or a GGUF's own blocks): there is no dense weight to perturb. Train LoRA-FA "
+        "adapters (estimator.kind: prge or fzoo) on the quantized base, or load it dense (model.quantize: dense, "
+        "or none with a dense checkpoint)");
+  }
   if (estimator.kind != EstimatorKind::FirstOrder) estimator_ = make_zo_estimator(estimator);
   trained_parameters();  // fail now, not at the first step, if nothing can be trained
 #ifdef PRGE_WITH_CUDA

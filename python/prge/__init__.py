@@ -20,6 +20,8 @@ from prge._core import (  # noqa: F401
     derive_seed,
     load_run_config,
     parse_run_config,
+    quantize_weight,
+    quantized_weight_dequantize,
     scheduled_lr,
     supported_model_types,
 )

@@ -138,7 +138,8 @@ def setup_model(config, data: DataSetup | None = None, *, model_dir: str | Path 
     if data is not None:
         model_dir = data.model_dir
     model_dir = Path(model_dir) if model_dir is not None else resolve_model(config.model.name)
-    model = CausalLM.from_pretrained(str(model_dir), device or config.model.device, config.model.dtype)
+    model = CausalLM.from_pretrained(str(model_dir), device or config.model.device, config.model.dtype,
+                                     config.model.quantize, config.model.group_size)
     if data is not None:
         check_token_ids(model_dir, model.spec.vocab_size, data.train + data.dev + data.eval)
     if config.use_adapter:

@@ -127,8 +127,12 @@ std::vector<Role> CausalLM::gate_up_roles() const {
   return spec_.fused_checkpoint ? std::vector<Role>{Role::GateUp} : std::vector<Role>{Role::Gate, Role::Up};
 }
 
-CausalLM::CausalLM(ArchSpec spec, io::TensorMap weights, const torch::Device& device, torch::ScalarType dtype)
+CausalLM::CausalLM(ArchSpec spec, io::TensorMap weights, const torch::Device& device, torch::ScalarType dtype,
+                   WeightFormat format)
     : spec_(std::move(spec)), table_(spec_.weights()), device_(device), dtype_(dtype) {
+  if (format.bits != 0 && format.bits != 4 && format.bits != 8 && format.bits != WeightFormat::kDense) {
+    throw std::invalid_argument(fmt::format("model.quantize: {} bits (allowed: int8, int4)", format.bits));
+  }
   spec_.validate();
   const auto& s = spec_;
   for (size_t k = 0; k < table_.layer.size(); ++k) offsets_[table_.layer[k].role] = static_cast<int64_t>(k);
@@ -156,8 +160,37 @@ CausalLM::CausalLM(ArchSpec spec, io::TensorMap weights, const torch::Device& de
     auto& layer = layers_[static_cast<size_t>(i)];
     std::map<Role, torch::Tensor> loaded;
     for (const auto& entry : table_.layer) {
-      loaded[entry.role] = take(weights, fmt::format("model.layers.{}.{}", i, entry.name), s.shape(entry.role),
-                                device, dtype);
+      const auto name = fmt::format("model.layers.{}.{}", i, entry.name);
+      const auto shape = s.shape(entry.role);
+      const auto stored = quantized_tensor_names(name);
+      if (weights.count(stored[0])) {  // kept quantized as the checkpoint stores it (a GGUF's blocks)
+        auto get = [&](const std::string& n) {
+          auto it = weights.find(n);
+          if (it == weights.end()) return torch::Tensor();
+          auto t = it->second;
+          weights.erase(it);
+          return t;
+        };
+        auto q = get(stored[0]), scales = get(stored[1]), offsets = get(stored[2]), f = get(stored[3]);
+        if (!scales.defined() || !f.defined() || shape.size() != 2) {
+          throw std::runtime_error(fmt::format("quantized weight '{}': needs .qweight, .scales and .format", name));
+        }
+        auto stored_weight = QuantizedWeight::from_tensors(name, q, scales, offsets, f, shape[0], shape[1]);
+        if (format.bits == WeightFormat::kDense) {
+          loaded[entry.role] = stored_weight.dequantize(dtype).to(device).contiguous();
+        } else {
+          layer.quantized[entry.role] = stored_weight.to(device);
+        }
+      } else {
+        loaded[entry.role] = take(weights, name, shape, device, dtype);
+        if (format.bits > 0 && shape.size() == 2 && !is_norm(entry.role)) {  // quantized at load, round to nearest
+          const int64_t group = format.bits == 8 && format.group_size == 0 ? shape[1] : format.group_size;
+          layer.quantized[entry.role] = quantize(loaded[entry.role], format.bits, group);
+        }
+      }
+      if (layer.quantized.count(entry.role)) {  // the projection keeps only its shape: an expanded zero
+        loaded[entry.role] = torch::zeros({1, 1}, torch::TensorOptions().dtype(dtype).device(device)).expand(shape);
+      }
     }
     auto label = [&](Role role) {
       for (const auto& entry : table_.layer) {
@@ -209,7 +242,8 @@ CausalLM::CausalLM(ArchSpec spec, io::TensorMap weights, const torch::Device& de
   }
 }
 
-CausalLM CausalLM::from_pretrained(const std::string& dir, const torch::Device& device, torch::ScalarType dtype) {
+CausalLM CausalLM::from_pretrained(const std::string& dir, const torch::Device& device, torch::ScalarType dtype,
+                                   WeightFormat format) {
   if (!fs::is_directory(dir)) {
     throw std::runtime_error(fmt::format("{}: model directory not found", dir));
   }
@@ -229,13 +263,14 @@ CausalLM CausalLM::from_pretrained(const std::string& dir, const torch::Device& 
   std::sort(files.begin(), files.end());
   for (const auto& file : files) weights.merge(io::load_safetensors(file.string()));
   try {
-    return CausalLM(std::move(spec), std::move(weights), device, dtype);
+    return CausalLM(std::move(spec), std::move(weights), device, dtype, format);
   } catch (const std::exception& e) {  // a missing, extra or misshapen weight: name the model
     throw std::runtime_error(fmt::format("{}: {}", dir, e.what()));
   }
 }
 
-CausalLM CausalLM::random(const ArchSpec& s, uint64_t seed, const torch::Device& device, torch::ScalarType dtype) {
+CausalLM CausalLM::random(const ArchSpec& s, uint64_t seed, const torch::Device& device, torch::ScalarType dtype,
+                          WeightFormat format) {
   s.validate();
   torch::manual_seed(seed);
   io::TensorMap w;
@@ -256,7 +291,27 @@ CausalLM CausalLM::random(const ArchSpec& s, uint64_t seed, const torch::Device&
   }
   auto spec = s;
   spec.multimodal_wrapper = false;  // the names above are the text model's
-  return CausalLM(spec, std::move(w), device, dtype);
+  return CausalLM(spec, std::move(w), device, dtype, format);
+}
+
+bool CausalLM::quantized() const {
+  return std::any_of(layers_.begin(), layers_.end(), [](const DecoderLayer& l) { return !l.quantized.empty(); });
+}
+
+int64_t CausalLM::projection_bytes() const {
+  int64_t bytes = 0;
+  for (const auto& layer : layers_) {
+    for (const auto& entry : table_.layer) {
+      const auto found = layer.quantized.find(entry.role);
+      if (found != layer.quantized.end()) {
+        bytes += found->second.bytes();
+      } else if (!is_norm(entry.role) && !is_bias(entry.role)) {
+        const auto shape = spec_.shape(entry.role);
+        bytes += shape[0] * shape[1] * torch::elementSize(dtype_);
+      }
+    }
+  }
+  return bytes;
 }
 
 std::string CausalLM::hf_module_name(int64_t layer, const std::string& projection) const {
@@ -359,10 +414,34 @@ torch::Tensor CausalLM::layer_tensor(size_t layer, Role role, const WeightPertur
   return weight(found->second, param_index(layer, role), perturbation);
 }
 
+torch::Tensor CausalLM::projection_weight(size_t layer, Role role, const LoraFaLinear& projection,
+                                          const WeightPerturbation* perturbation) const {
+  const auto& quantized = layers_[layer].quantized;
+  const auto found = quantized.find(role);
+  if (found != quantized.end()) return found->second.dequantize(dtype_);  // MeZO is refused on these
+  return perturbation ? weight(projection.weight(), param_index(layer, role), perturbation) : torch::Tensor();
+}
+
 std::pair<torch::Tensor, torch::Tensor> CausalLM::group_tensors(size_t layer, const FusedLoraFaProjection& group,
                                                                 const std::vector<Role>& weights,
                                                                 const std::vector<Role>& biases,
                                                                 const WeightPerturbation* perturbation) const {
+  const auto& quantized = layers_[layer].quantized;
+  if (!quantized.empty() && quantized.count(weights.front())) {
+    // Each part dequantized into its rows of one temporary (parts may differ in format: a GGUF
+    // stores v_proj with more bits than q_proj), right before the group's GEMM.
+    int64_t rows = 0;
+    for (size_t j = 0; j < group.parts(); ++j) rows += group.part(j).weight().size(0);
+    auto fused = torch::empty({rows, group.part(0).weight().size(1)},
+                              torch::TensorOptions().dtype(dtype_).device(device_));
+    int64_t offset = 0;
+    for (size_t j = 0; j < group.parts(); ++j) {
+      const auto& q = quantized.at(weights.at(j));
+      fused.narrow(0, offset, q.rows).copy_(q.dequantize(dtype_));
+      offset += q.rows;
+    }
+    return {fused, torch::Tensor()};
+  }
   if (!perturbation) return {};
   int64_t rows = 0;
   for (size_t j = 0; j < group.parts(); ++j) rows += group.part(j).weight().size(0);
@@ -452,7 +531,7 @@ torch::Tensor CausalLM::attention_block(size_t i, const torch::Tensor& h, const 
   auto attn = at::scaled_dot_product_attention(q, k, v, mask.defined() ? std::optional<torch::Tensor>(mask) : std::nullopt,
                                                0.0, causal, scale, /*enable_gqa=*/true);
   attn = attn.transpose(1, 2).reshape({n, t, -1});
-  return layer.o_proj.forward(attn, plan, weight(layer.o_proj.weight(), param_index(i, Role::O), perturbation),
+  return layer.o_proj.forward(attn, plan, projection_weight(i, Role::O, layer.o_proj, perturbation),
                               layer_tensor(i, Role::OBias, perturbation));
 }
 
@@ -461,7 +540,7 @@ torch::Tensor CausalLM::mlp_block(size_t i, const torch::Tensor& h, const Materi
   const auto& layer = layers_[i];
   const auto [gate_up_weight, gate_up_bias] =
       group_tensors(i, layer.gate_up, gate_up_roles(), {Role::GateBias, Role::UpBias}, perturbation);
-  const auto down_weight = weight(layer.down_proj.weight(), param_index(i, Role::Down), perturbation);
+  const auto down_weight = projection_weight(i, Role::Down, layer.down_proj, perturbation);
   const auto down_bias = layer_tensor(i, Role::DownBias, perturbation);
   const auto gate_up = layer.gate_up.forward_fused(h, plan, gate_up_weight, gate_up_bias);  // [gate | up]
 #ifdef PRGE_WITH_CUDA
@@ -622,6 +701,12 @@ std::vector<ZoParameter> CausalLM::full_parameters() {
       const auto name = fmt::format("model.layers.{}.{}", i, entry.name);
       if (layer.tensors.count(entry.role)) {
         add(layer.tensors[entry.role], name);
+        continue;
+      }
+      const auto found = layer.quantized.find(entry.role);
+      if (found != layer.quantized.end()) {  // a dense copy: MeZO (which would update it) is refused here
+        auto dense = found->second.dequantize(dtype_);
+        add(dense, name);
         continue;
       }
       const auto module = entry.name.substr(0, entry.name.rfind('.'));

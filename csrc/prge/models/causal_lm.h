@@ -13,6 +13,7 @@
 #include "prge/lora_fa_linear.h"
 #include "prge/models/arch.h"
 #include "prge/perturbation.h"
+#include "prge/quantized_weight.h"
 
 #include <torch/torch.h>
 
@@ -39,8 +40,19 @@ struct KvCache {
   int64_t length() const { return keys.empty() ? 0 : keys.front().size(2); }
 };
 
+// How the frozen projection weights are held: as stored (bits 0: dense, or the quantized
+// tensors a checkpoint holds), dense (kDense: a checkpoint's quantized weights dequantized at
+// load), or quantized at load to int8 (one scale per output channel when group_size is 0) /
+// int4 (group-wise, asymmetric), round to nearest.
+struct WeightFormat {
+  static constexpr int64_t kDense = -1;  // dequantize a checkpoint's own quantized weights at load
+  int64_t bits = 0;
+  int64_t group_size = 0;
+};
+
 struct DecoderLayer {
   std::map<Role, torch::Tensor> tensors;  // norms and biases of the layer, by role
+  std::map<Role, QuantizedWeight> quantized;  // projection weights kept quantized, by role
   FusedLoraFaProjection qkv;      // q_proj, k_proj, v_proj (or Phi-3's qkv_proj): one GEMM
   LoraFaLinear o_proj;
   FusedLoraFaProjection gate_up;  // gate_proj, up_proj (or gate_up_proj): one GEMM
@@ -53,11 +65,18 @@ struct DecoderLayer {
 
 class CausalLM {
  public:
-  CausalLM(ArchSpec spec, io::TensorMap weights, const torch::Device& device, torch::ScalarType dtype);
+  CausalLM(ArchSpec spec, io::TensorMap weights, const torch::Device& device, torch::ScalarType dtype,
+           WeightFormat format = {});
   // Reads config.json and model.safetensors (or model-*.safetensors shards) from `dir`.
-  static CausalLM from_pretrained(const std::string& dir, const torch::Device& device, torch::ScalarType dtype);
+  static CausalLM from_pretrained(const std::string& dir, const torch::Device& device, torch::ScalarType dtype,
+                                  WeightFormat format = {});
   // Random weights at a real shape (speed benchmarks: speed does not depend on values).
-  static CausalLM random(const ArchSpec& spec, uint64_t seed, const torch::Device& device, torch::ScalarType dtype);
+  static CausalLM random(const ArchSpec& spec, uint64_t seed, const torch::Device& device, torch::ScalarType dtype,
+                         WeightFormat format = {});
+  // Whether projection weights are kept quantized (then full-parameter MeZO is refused).
+  bool quantized() const;
+  // Bytes the frozen projection weights take as held (quantized or dense).
+  int64_t projection_bytes() const;
 
   // Attaches LoRA-FA adapters to the targeted projections (options.targets, resolved for the
   // family: Phi-3's qkv_proj when q_proj, k_proj and v_proj are all named). Throws
@@ -123,7 +142,12 @@ class CausalLM {
                        torch::Tensor out = {}) const;
   // A layer tensor by role, perturbed under MeZO (undefined when the layer has none).
   torch::Tensor layer_tensor(size_t layer, Role role, const WeightPerturbation* perturbation) const;
-  // A fused group's weight and bias, perturbed part by part under MeZO (undefined otherwise).
+  // A projection's frozen weight for this forward: dequantized when kept quantized, perturbed
+  // under MeZO, else undefined (the projection's own).
+  torch::Tensor projection_weight(size_t layer, Role role, const LoraFaLinear& projection,
+                                  const WeightPerturbation* perturbation) const;
+  // A fused group's weight and bias: dequantized part by part into one [sum out, in] tensor when
+  // kept quantized, perturbed part by part under MeZO, else undefined.
   std::pair<torch::Tensor, torch::Tensor> group_tensors(size_t layer, const FusedLoraFaProjection& group,
                                                         const std::vector<Role>& weights,
                                                         const std::vector<Role>& biases,

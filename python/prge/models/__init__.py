@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -80,10 +81,17 @@ def smollm2_gguf() -> Path:
 
 
 def converted(gguf: Path, out: Path) -> Path:
-    """`out`, converted from `gguf` unless an earlier conversion finished there."""
-    if (out / "model.safetensors").is_file() and (out / "tokenizer_config.json").is_file():
-        return out
-    from prge.models.gguf_convert import convert_gguf
+    """`out`, converted from `gguf` unless a conversion by this converter finished there (its
+    marker file names the converter's version; older conversions are redone)."""
+    from prge.models.gguf_convert import CONVERTER_VERSION, MARKER, convert_gguf
+
+    marker = out / MARKER
+    if marker.is_file() and (out / "model.safetensors").is_file():
+        try:
+            if json.loads(marker.read_text()).get("converter") == CONVERTER_VERSION:
+                return out
+        except (OSError, json.JSONDecodeError):
+            pass
 
     print(f"[prge] converting {gguf.name} to {out} (once)", flush=True)
     return convert_gguf(gguf, out)

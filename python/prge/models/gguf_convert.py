@@ -18,6 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from prge.models.gguf_blocks import repack
+
+# Written last into a converted directory: a conversion by another version is redone.
+MARKER = "prge_conversion.json"
+CONVERTER_VERSION = 2  # 2: projection weights kept quantized
+
 # GGUF general.architecture -> Hugging Face model_type.
 ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3": "gemma3_text"}
 
@@ -154,9 +160,12 @@ def llama3_from_rope_freqs(rope_freqs: np.ndarray, theta: float, head_dim: int, 
     raise ValueError(f"{gguf_path}: rope_freqs does not follow Llama 3's RoPE scaling; prge cannot express it")
 
 
-def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
-    """Write config.json, model.safetensors (float32) and tokenizer files for `gguf_path` into
-    `out_dir`. Raises ValueError naming the file and the metadata or tensor it cannot express."""
+def convert_gguf(gguf_path: str | Path, out_dir: str | Path, keep_quantized: bool = True) -> Path:
+    """Write config.json, model.safetensors and tokenizer files for `gguf_path` into `out_dir`.
+    With keep_quantized, projection weights stored as Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q4_K / Q6_K stay
+    quantized (prge.models.gguf_blocks: repacked exactly, as NAME.qweight / .scales / .offsets /
+    .format); everything else is float32. Raises ValueError naming the file and the metadata or
+    tensor it cannot express."""
     import gguf
     from safetensors.numpy import save_file
 
@@ -197,10 +206,28 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
             raise ValueError(f"{gguf_path}: no tensor for {hf} (expected {source}.{suffix})")
         source = f"{source}.{suffix}"
         used.add(source)
-        data = dense(source)
+        heads = None
         if arch == "llama" and (".attn_q." in source or ".attn_k." in source):
-            data = unpermute_rotary_rows(data, spec.num_attention_heads if ".attn_q." in source
-                                         else spec.num_key_value_heads)
+            heads = spec.num_attention_heads if ".attn_q." in source else spec.num_key_value_heads
+        t = stored[source]
+        packed = None
+        if keep_quantized and hf.endswith("proj.weight") and len(t.shape) == 2:
+            rows, cols = (int(d) for d in reversed(t.shape))
+            packed = repack(t.tensor_type.name, np.asarray(t.data), rows, cols)
+        if packed is not None:
+            bits, group, qweight, scales, offsets = packed
+            parts = {"qweight": qweight, "scales": scales, "offsets": offsets}
+            for key, value in parts.items():
+                if value is None:
+                    continue
+                if heads is not None:  # the row permutation moves whole rows: codes and scales alike
+                    value = unpermute_rotary_rows(value, heads)
+                tensors[f"{hf}.{key}"] = np.ascontiguousarray(value)
+            tensors[f"{hf}.format"] = np.array([bits, group], dtype=np.int64)
+            continue
+        data = dense(source)
+        if heads is not None:
+            data = unpermute_rotary_rows(data, heads)
         if arch == "gemma3" and hf.endswith("norm.weight"):
             data = data - 1.0  # llama.cpp stores Gemma's gain 1 + w
         tensors[hf] = np.ascontiguousarray(data)
@@ -211,6 +238,8 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     save_file(tensors, str(tmp))
     tmp.replace(out_dir / "model.safetensors")
     _export_tokenizer(gguf_path, out_dir)
+    (out_dir / MARKER).write_text(json.dumps({"converter": CONVERTER_VERSION, "source": str(gguf_path),
+                                              "keep_quantized": keep_quantized}))
     return out_dir
 
 

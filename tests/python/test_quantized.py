@@ -1,0 +1,127 @@
+"""Quantized frozen weights: GGUF blocks repacked exactly; a quantized model computes the
+logits of the same model with its weights dequantized; LoRA-FA estimators train on it, MeZO is
+refused by name; adapters leave it as peft reads them."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import prge
+from conftest import make_batch, make_hf_llama
+from installed import installed_module
+
+gguf = installed_module("gguf", "pip install gguf")
+
+
+def random_blocks(kind: str, rows: int, cols: int, seed: int = 0) -> np.ndarray:
+    """Random bytes of `kind` blocks [rows, bytes per row] whose fp16 scales are finite."""
+    from prge.models.gguf_blocks import BLOCK_BYTES
+
+    g = np.random.default_rng(seed)
+    size = BLOCK_BYTES[kind]
+    per_block = 256 if kind.endswith("_K") else 32
+    blocks = g.integers(0, 256, size=(rows, cols // per_block, size), dtype=np.uint8)
+    half = lambda n: g.uniform(0.01, 0.2, size=(rows, cols // per_block, n)).astype("<f2").view(np.uint8)  # noqa: E731
+    if kind in ("Q8_0", "Q4_0", "Q5_0"):
+        blocks[..., 0:2] = half(1)
+    elif kind == "Q4_1":
+        blocks[..., 0:4] = half(2)
+    elif kind == "Q4_K":
+        blocks[..., 0:4] = half(2)
+    else:  # Q6_K: d last
+        blocks[..., 208:210] = half(1)
+    return blocks.reshape(rows, -1)
+
+
+@pytest.mark.parametrize("kind", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q4_K", "Q6_K"])
+def test_gguf_blocks_repack_exactly(kind):
+    """Repacked codes and float32 scales give gguf's own dequantization bit for bit, in numpy
+    and through the C++ dequantization the model runs."""
+    from prge.models.gguf_blocks import dequantize, repack
+
+    rows, cols = 6, 512
+    data = random_blocks(kind, rows, cols)
+    expected = gguf.quants.dequantize(data, gguf.GGMLQuantizationType[kind]).reshape(rows, cols)
+    bits, group, q, scales, offsets = repack(kind, data, rows, cols)
+    np.testing.assert_array_equal(dequantize(bits, group, q, scales, offsets), expected)
+    model_weight = prge.quantized_weight_dequantize(
+        torch.from_numpy(q), torch.from_numpy(scales), None if offsets is None else torch.from_numpy(offsets),
+        bits, group, rows, cols)
+    np.testing.assert_array_equal(model_weight.numpy(), expected)
+
+
+def dense_twin(quantized, path, tmp_path):
+    """A dense checkpoint of the quantized model's dequantized weights (the reference)."""
+    out = tmp_path / "dense"
+    out.mkdir()
+    tensors = {name: t.contiguous() for name, t in quantized.full_parameters()}
+    save_file(tensors, str(out / "model.safetensors"))
+    (out / "config.json").write_text((path / "config.json").read_text())
+    return prge.CausalLM.from_pretrained(str(out))
+
+
+@pytest.mark.parametrize("quantize,group", [("int8", 0), ("int8", 16), ("int4", 16), ("int4", 48)])
+def test_a_quantized_model_computes_its_dequantized_twins_logits(tmp_path, quantize, group):
+    path, hf = make_hf_llama(tmp_path)
+    dense = prge.CausalLM.from_pretrained(str(path))
+    model = prge.CausalLM.from_pretrained(str(path), quantize=quantize, group_size=group)
+    assert model.quantized and model.projection_bytes < dense.projection_bytes / (3 if quantize == "int8" else 3.5)
+    ids = torch.randint(0, 128, (3, 20), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(model.logits(ids), dense_twin(model, path, tmp_path).logits(ids), rtol=1e-5, atol=1e-5)
+    # Round to nearest stays near the original weights.
+    error = (model.logits(ids) - dense.logits(ids)).abs().max().item() / dense.logits(ids).abs().max().item()
+    assert error < (0.02 if quantize == "int8" else 0.2)
+
+
+@pytest.mark.parametrize("kind", ["prge", "fzoo", "first_order"])
+def test_lora_fa_estimators_train_on_a_quantized_base_and_mezo_is_refused(tmp_path, kind):
+    path, _ = make_hf_llama(tmp_path)
+    model = prge.CausalLM.from_pretrained(str(path), quantize="int4", group_size=16)
+    model.attach_adapters(prge.AdapterOptions(rank=4, alpha=8))
+    twin = dense_twin(model, path, tmp_path)
+    twin.attach_adapters(prge.AdapterOptions(rank=4, alpha=8))
+    queries = 1 if kind == "first_order" else 2
+    trainers = [prge.Trainer(m, prge.EstimatorOptions(kind, queries, 1e-2), prge.OptimizerOptions(lr=1e-2), 3)
+                for m in (model, twin)]
+    for s in range(3):
+        a, b = (t.step(make_batch(128, seed=s)) for t in trainers)
+        assert a.losses == pytest.approx(b.losses, rel=1e-5)
+    b_q = torch.cat([x["lora_b"].flatten() for x in model.adapters()])
+    b_d = torch.cat([x["lora_b"].flatten() for x in twin.adapters()])
+    assert b_q.abs().max() > 0 and torch.allclose(b_q, b_d, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="mezo perturbs and updates every weight.*quantized"):
+        prge.Trainer(prge.CausalLM.from_pretrained(str(path), quantize="int8"),
+                     prge.EstimatorOptions("mezo", 1, parallel="sequential"),
+                     prge.OptimizerOptions(), 0)
+
+
+def test_bad_quantization_settings_are_named(tmp_path):
+    path, _ = make_hf_llama(tmp_path)
+    with pytest.raises(RuntimeError, match="group size 7 does not divide 48 columns"):
+        prge.CausalLM.from_pretrained(str(path), quantize="int4", group_size=7)
+    with pytest.raises(ValueError, match="quantize: none, dense, int8 or int4"):
+        prge.CausalLM.from_pretrained(str(path), quantize="int3")
+    for text, words in (("model: {quantize: nf4}", "model.quantize"),
+                        ("model: {group_size: 32}", "model.group_size")):
+        with pytest.raises(prge.ConfigError, match=words):
+            prge.parse_run_config(text, "test.yaml")
+    assert "quantize: int4" in prge.parse_run_config("model: {quantize: int4, group_size: 32}").to_yaml()
+
+
+def test_smollm2_keeps_its_q4_1_weights_and_computes_the_dequantized_logits():
+    """The default model loads its GGUF's Q4_1 blocks as shipped; its logits equal the dense
+    (dequantize-at-load) path's to float32 rounding."""
+    from installed import registered_model
+
+    path = registered_model("smollm2-135m")
+    quantized = prge.CausalLM.from_pretrained(str(path))
+    dense = prge.CausalLM.from_pretrained(str(path), quantize="dense")
+    assert quantized.quantized and not dense.quantized
+    assert quantized.projection_bytes < dense.projection_bytes / 5
+    ids = torch.randint(0, 49152, (2, 24), generator=torch.Generator().manual_seed(0))
+    expected = dense.logits(ids)
+    assert (quantized.logits(ids) - expected).abs().max().item() <= 1e-5 * expected.abs().max().item()
+    config = json.loads((path / "config.json").read_text())
+    assert config["model_type"] == "llama"
