@@ -223,6 +223,62 @@ def check_layer_kernels(config) -> None:
                f"max |diff| / max |logits| = {relative:.3g} (allowed {tolerance:g})")
 
 
+def family_specs():
+    """(name, prge.ArchSpec) of small random models of every family, read from config.json files
+    transformers writes, with the features that take other code paths switched on."""
+    import tempfile
+    from pathlib import Path
+
+    import transformers as t
+
+    common = dict(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=64, max_position_embeddings=4096)
+    configs = {
+        "llama, biases": t.LlamaConfig(**common, attention_bias=True, mlp_bias=True),
+        "mistral, window 48": t.MistralConfig(**common, sliding_window=48),
+        "qwen2": t.Qwen2Config(**common),
+        "qwen3, window 48 on layers 2-3": t.Qwen3Config(**common, use_sliding_window=True, sliding_window=48,
+                                                        max_window_layers=2),
+        "gemma3_text": t.Gemma3TextConfig(**common, sliding_window=48, query_pre_attn_scalar=48,
+                                          final_logit_softcapping=30.0,
+                                          layer_types=["sliding_attention", "full_attention"] * 2),
+        "phi3": t.Phi3Config(**common, pad_token_id=0),
+        "phi3, partial rotary": t.Phi3Config(**common, pad_token_id=0, partial_rotary_factor=0.5),
+    }
+    for name, config in configs.items():
+        directory = Path(tempfile.mkdtemp())
+        config.save_pretrained(directory)
+        yield name, prge.ArchSpec.from_json_file(str(directory / "config.json"))
+
+
+def check_families() -> None:
+    """Every family's fast paths against its plain paths: fused layer kernels (where the family's
+    norm and activation are the kernels') against ATen, the fused P-RGE step (copy stacks over
+    biased and per-part projections) against the plain step, CUDA-graph replay against the
+    uncaptured step; sequences of 64 tokens, so the 48-token windows take the masked path."""
+    for name, spec in family_specs():
+        ids = random_batch(spec.vocab_size, 4, 64, seed=9).input_ids.cuda()
+        model = prge.CausalLM.random(spec, 0, "cuda", "float32")
+        fused_logits = model.logits(ids)
+        model.layer_kernels = False
+        aten_logits = model.logits(ids)
+        kernels = ((fused_logits - aten_logits).abs().max() / aten_logits.abs().max()).item()
+        fused, fm = trainer(spec, "float32", 4, fused=True, graphs=False)
+        plain, pm = trainer(spec, "float32", 4, fused=False, graphs=False)
+        fr, fb = run(fused, fm, spec, 4, 4, 64)
+        pr, pb = run(plain, pm, spec, 4, 4, 64)
+        loss_diff = max(abs(a - b) for f, p in zip(fr, pr) for a, b in zip(f.losses, p.losses))
+        graphed, gm = trainer(spec, "bfloat16", 4, fused=True, graphs=True)
+        eager, em = trainer(spec, "bfloat16", 4, fused=True, graphs=False)
+        gr, gb = run(graphed, gm, spec, 5, 4, 64)
+        er, eb = run(eager, em, spec, 5, 4, 64)
+        same = all(g.losses == e.losses for g, e in zip(gr, er)) and torch.equal(gb, eb)
+        report(f"family {name}: layer kernels vs ATen (fp32), fused vs plain step (fp32), graphed == uncaptured (bf16)",
+               kernels <= 1e-4 and loss_diff < 1e-4 and (fb - pb).abs().max().item() < 1e-4 * max(1.0, pb.abs().max().item())
+               and same and graphed.uses_cuda_graphs,
+               f"kernels {kernels:.3g}, max loss diff {loss_diff:.3g}, graphed identical {same}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out")
@@ -246,6 +302,7 @@ def main() -> int:
     check_graphs(config, "bfloat16", "queries", 4)
     check_graphs(config, "bfloat16", "sequential", 1)
     check_split_step(config)
+    check_families()
     if args.out:
         with open(args.out, "w") as f:
             f.write(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}\n" + "\n".join(LINES) + "\n")

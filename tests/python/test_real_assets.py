@@ -60,3 +60,29 @@ def test_sst2_loader():
         pytest.skip(f"SST-2 is read from ../shared/data or the user data dir, which no install "
                     f"script fills (prge data copy sst2 --from DIR): {e}")
     assert len(validation) == 872 and {e.label for e in validation} == {0, 1}
+
+
+def test_gemma3_270m_native_matches_transformers_gguf_loading():
+    """The second real family: Gemma 3 270M's Q4_K_M GGUF (PyPI chunks) converted by prge, against
+    transformers loading the very GGUF (its loader keeps what this model needs: default layer
+    pattern, attention scale = head_dim, no RoPE scaling)."""
+    from transformers import AutoModelForCausalLM
+
+    import prge
+    from prge.models import REGISTERED, load_tokenizer
+
+    path = registered_model("gemma3-270m")
+    gguf = REGISTERED["gemma3-270m"].gguf()
+    tokenizer = load_tokenizer(path)
+    ids = torch.tensor([tokenizer("Review: Great coffee, will buy again.\nSentiment:")["input_ids"]])
+    native = prge.CausalLM.from_pretrained(str(path))
+    assert native.spec.model_type == "gemma3_text" and native.spec.layers[5] == (0, 0)  # every 6th layer global
+    hf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = hf(ids).logits
+    scale = expected.abs().max().item()
+    assert (native.logits(ids) - expected).abs().max().item() <= 1e-4 * scale
+    prompt = ids[0].tolist()
+    with torch.no_grad():
+        greedy = hf.generate(ids, max_new_tokens=8, do_sample=False)[0, len(prompt):].tolist()
+    assert native.generate([prompt], max_new_tokens=8, stop_tokens=[])[0] == greedy
