@@ -1,49 +1,149 @@
-"""A run's resumable checkpoint, every run.checkpoint_every steps and on Ctrl-C:
-checkpoint.safetensors (trained tensors, optimizer state, the trainer's step; written
-atomically by the core) and checkpoint.json (step, data-order position, counters; written
-atomically after it). The perturbations need no saved RNG state: z is regenerated from
-(seed, step). Resuming restores all of it and cuts metrics.jsonl back to the checkpoint's step,
-so the resumed run writes what an uninterrupted one would."""
+"""A run's resumable checkpoint, every run.checkpoint_every steps and on Ctrl-C, as one atomic
+unit: the directory checkpoint-<step>/ holds checkpoint.safetensors (trained tensors,
+optimizer state, the trainer's step) and state.json (step, data-order position, counters, the
+data's fingerprint). It is written whole under checkpoint-<step>.tmp/, fsynced, renamed, and
+made current by atomically replacing the pointer checkpoint.json ({"step", "directory"});
+only then is the previous checkpoint removed. A kill at any moment leaves either the previous
+or the new checkpoint current, never a mix of the two.
+
+The perturbations need no saved RNG state: z is regenerated from (seed, step). Resuming
+restores all of it and cuts metrics.jsonl back to the checkpoint's step, so the resumed run
+writes what an uninterrupted one would. A resume on other data than the checkpoint's (a
+training file edited since) is refused unless allowed."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
+from prge import durable
+from prge.durable import boundary
 from prge.run_dir import RunDirError
 
+POINTER = "checkpoint.json"
 TENSORS = "checkpoint.safetensors"
-STATE = "checkpoint.json"
+STATE = "state.json"
+DIRECTORY = re.compile(r"^checkpoint-\d+(\.tmp)?$")
 
 
 def exists(out_dir: Path) -> bool:
-    return (Path(out_dir) / STATE).is_file()
+    return (Path(out_dir) / POINTER).is_file()
+
+
+def data_fingerprint(splits: dict[str, list]) -> dict[str, str]:
+    """sha256 of every split's encoded examples (token ids, labels, options): equal exactly when
+    the run would train and evaluate on the same tokens."""
+    out = {}
+    for name, examples in splits.items():
+        digest = hashlib.sha256()
+        for e in examples:
+            fields = dataclasses.asdict(e) if dataclasses.is_dataclass(e) else vars(e)
+            digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
+            digest.update(b"\n")
+        out[name] = f"{len(examples)}:{digest.hexdigest()}"
+    return out
 
 
 def save(out_dir: Path, trainer, state: dict) -> None:
-    trainer.save_checkpoint(str(out_dir / TENSORS))
-    tmp = out_dir / (STATE + ".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, out_dir / STATE)
+    """Writes the checkpoint of state["step"] and makes it current (see the module's text)."""
+    out_dir = Path(out_dir)
+    name = f"checkpoint-{state['step']}"
+    pointer = _read_pointer(out_dir)
+    if pointer and pointer.get("directory") == name and (out_dir / name).is_dir():
+        return  # this very step is current already
+    boundary(f"{name}: begin")
+    staging, final = out_dir / f"{name}.tmp", out_dir / name
+    durable.remove(staging)
+    try:
+        staging.mkdir()
+    except OSError as e:
+        raise OSError(f"{staging}: cannot write ({e.strerror})") from e
+    trainer.save_checkpoint(str(staging / TENSORS))
+    durable.fsync_file(staging / TENSORS)
+    boundary(f"{name}: {TENSORS} written")
+    durable.write_json(staging / STATE, state)
+    boundary(f"{name}: {STATE} written")
+    durable.fsync_dir(staging)
+    durable.remove(final)  # a leftover of a run killed before its pointer moved
+    os.rename(staging, final)
+    durable.fsync_dir(out_dir)
+    boundary(f"{name}: directory in place")
+    durable.write_json(out_dir / POINTER, {"step": state["step"], "directory": name})
+    boundary(f"{name}: current")
+    _remove_others(out_dir, keep=name)
+    boundary(f"{name}: previous removed")
 
 
-def load(out_dir: Path, trainer) -> dict:
-    if not exists(out_dir):
-        raise RunDirError(f"{out_dir}: nothing to resume (no {STATE}: the run wrote no checkpoint; "
-                          "set run.checkpoint_every)")
-    state = json.loads((out_dir / STATE).read_text())
-    trainer.load_checkpoint(str(out_dir / TENSORS))
+def _remove_others(out_dir: Path, keep: str | None) -> None:
+    for path in out_dir.iterdir():
+        if DIRECTORY.match(path.name) and path.name != keep:
+            durable.remove(path)
+    if keep is not None:
+        durable.remove(out_dir / TENSORS)  # the single-file layout of earlier versions
+
+
+def _read_pointer(out_dir: Path) -> dict | None:
+    path = Path(out_dir) / POINTER
+    if not path.is_file():
+        return None
+    pointer = durable.read_json(path, "checkpoint pointer")
+    if not isinstance(pointer, dict) or not isinstance(pointer.get("step"), int):
+        raise ValueError(f"{path}: not a checkpoint pointer prge wrote (expected an object with an integer step)")
+    return pointer
+
+
+def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_data: bool = False,
+         clean: bool = True) -> dict | None:
+    """The current checkpoint's state, with its tensors loaded into `trainer`; None when the
+    run has written no checkpoint yet. `clean`: remove what a killed save left beside it (the
+    directory's writer only). Raises RunDirError for a checkpoint that cannot be
+    resumed, ValueError / RuntimeError naming the damaged file or tensor."""
+    out_dir = Path(out_dir)
+    pointer = _read_pointer(out_dir)
+    if pointer is None:
+        return None
+    if "directory" in pointer:
+        directory = out_dir / str(pointer["directory"])
+        if not DIRECTORY.match(directory.name) or not directory.is_dir():
+            raise RunDirError(f"{out_dir / POINTER}: names {directory.name}, which is not there")
+        state = durable.read_json(directory / STATE, "checkpoint state")
+    else:  # earlier versions: checkpoint.json is the state, the tensors lie beside it
+        directory, state = out_dir, pointer
+    if not isinstance(state, dict) or state.get("step") != pointer["step"]:
+        raise RunDirError(f"{directory / STATE}: not the state of step {pointer['step']}: the checkpoint is damaged")
+    _check_same_data(out_dir, state.get("data"), fingerprint, allow_changed_data)
+    trainer.load_checkpoint(str(directory / TENSORS))  # non-finite tensors are named there
     if trainer.step_count != state["step"]:
-        raise RunDirError(f"{out_dir}: {TENSORS} is at step {trainer.step_count}, {STATE} at step "
+        raise RunDirError(f"{out_dir}: {directory / TENSORS} is at step {trainer.step_count}, its state at step "
                           f"{state['step']}: the checkpoint is torn, resume is not possible")
+    if clean:
+        _remove_others(out_dir, keep=directory.name if directory != out_dir else None)
     return state
+
+
+def _check_same_data(out_dir: Path, stored: dict | None, fingerprint: dict | None, allow: bool) -> None:
+    if fingerprint is None or stored is None or stored == fingerprint:
+        return
+    changed = [s for s in fingerprint if stored.get(s) != fingerprint[s]] or sorted(stored)
+    if allow:
+        print(f"prge: warning: {out_dir}: the {', '.join(changed)} data changed since the checkpoint; "
+              "continuing on the new data (--resume-changed-data)")
+        return
+    detail = "; ".join(f"{s}: {stored.get(s, 'none')} examples:sha256 then, {fingerprint.get(s, 'none')} now"
+                       for s in changed)
+    raise RunDirError(f"{out_dir}: the {', '.join(changed)} data differ from the checkpoint's ({detail}): a data "
+                      "file was edited or moved since the run started. Resume on the new data with "
+                      "--resume-changed-data, or restore the files")
 
 
 def metrics_until(path: Path, step: int) -> list[dict]:
     """The records of metrics.jsonl up to `step`, with the file cut back to them."""
     records = []
     if path.is_file():
-        for line in path.read_text().splitlines():
+        for line in path.read_text(errors="replace").splitlines():
             if not line.strip():
                 continue
             try:
@@ -53,7 +153,5 @@ def metrics_until(path: Path, step: int) -> list[dict]:
             if record.get("step", 0) > step:
                 break
             records.append(record)
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, path)
+    durable.write_text(path, "".join(json.dumps(r) + "\n" for r in records))
     return records

@@ -20,6 +20,8 @@ process only in rounding."""
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 
@@ -169,6 +171,52 @@ class Communicator:
 
     def barrier(self, what: str) -> None:
         self.gather_objects(None, what)
+
+
+def check_agreement(comm: Communicator, what: str, value) -> None:
+    """Every rank's `what` ("config": its to_yaml() text; "data": its data fingerprint, split ->
+    hash) equals rank 0's, by one all_gather of sha256 digests (the same size on every rank,
+    whatever the values). On a mismatch every rank raises RankFailure naming the ranks and the
+    first differing key, before any collective whose size depends on the config."""
+    import torch.distributed as dist
+
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    digest = torch.tensor(list(hashlib.sha256(text.encode()).digest()), dtype=torch.uint8)
+    if dist.is_initialized() and str(dist.get_backend()) == "nccl":
+        digest = digest.to(f"cuda:{torch.cuda.current_device()}")
+    everyone = comm.all_gather(digest, f"the {what} check")
+    differing = [r for r in range(comm.grid.world) if not torch.equal(everyone[r], everyone[0])]
+    if not differing:
+        return
+    values = comm.gather_objects(value, f"the {what} check")
+    key, mine, theirs = _first_difference(values[0], values[differing[0]])
+    other = "another config" if what == "config" else f"other {what}"
+    raise RankFailure(f"rank(s) {differing} run with {other} than rank 0 (first difference: {key}: "
+                      f"{mine} on rank 0, {theirs} on rank {differing[0]}); every rank must read the same config, "
+                      "--set values and data files; the job stops before training")
+
+
+def _keyed(value) -> dict:
+    """A to_yaml() text or a mapping as {dotted key: value text}."""
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    out, section = {}, ""
+    for line in value.splitlines():
+        key, _, rest = line.strip().partition(":")
+        if line.startswith(" "):
+            out[f"{section}.{key}"] = rest.strip()
+        else:
+            section = key
+            out[key] = rest.strip()
+    return out
+
+
+def _first_difference(a, b) -> tuple[str, str, str]:
+    mine, theirs = _keyed(a), _keyed(b)
+    for key in list(mine) + [k for k in theirs if k not in mine]:
+        if mine.get(key) != theirs.get(key):
+            return key, mine.get(key, "(absent)"), theirs.get(key, "(absent)")
+    return "(the texts differ)", "", ""
 
 
 # After a share's losses, a rank's payload carries these (float64 each).

@@ -1,16 +1,25 @@
 """A run's output directory: written by one process at a time (a lock file), never holding
-two runs' files at once, and finished only by a summary of the very config it stores."""
+two runs' files at once, never inside a directory the run reads (its model), and finished
+only by a summary of the very config it stores. The directories other commands write
+(exports, merged models) are checked here too: empty or new unless --overwrite, and apart from
+what they read."""
 from __future__ import annotations
 
 import difflib
 import fcntl
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
+from prge import durable
+
 # Removed in this order when a directory is reused: the summary first, so that an interrupted
 # clean-up can never leave a "finished" mark beside another run's files.
-RUN_FILES = ("summary.json", "summary.json.tmp", "metrics.jsonl", "trained.safetensors", "config.yaml",
-             "checkpoint.json", "checkpoint.safetensors")
+RUN_FILES = ("summary.json", "summary.json.tmp", "metrics.jsonl", "metrics.jsonl.tmp", "trained.safetensors",
+             "trained.safetensors.tmp", "config.yaml", "config.yaml.tmp", "checkpoint.json", "checkpoint.json.tmp",
+             "checkpoint.safetensors", "checkpoint.safetensors.tmp")
+# Directories a run writes: checkpoints (prge.checkpoints) and `prge train --runtime` exports.
+RUN_DIRECTORIES = re.compile(r"^(checkpoint-\d+(\.tmp)?|export_(onnx|aoti|executorch))$")
 LOCK_FILE = ".prge.lock"
 
 
@@ -79,12 +88,58 @@ def finished(out_dir: str | Path, config_yaml: str) -> bool:
                       "--output-root, or delete that directory")
 
 
+def _inside(path: Path, directory: Path) -> bool:
+    """Whether `path` is `directory` or lies inside it, after resolving links."""
+    path, directory = Path(path).resolve(), Path(directory).resolve()
+    return path == directory or directory in path.parents
+
+
+def check_apart(out: str | Path, option: str, reads: dict[str, str | Path]) -> None:
+    """`out` (written by `option`) is not, and is not inside, any directory the command reads
+    (reads: what -> directory); RunDirError naming both."""
+    for what, directory in reads.items():
+        if directory and _inside(Path(out), Path(directory)):
+            where = "is" if Path(out).resolve() == Path(directory).resolve() else "lies inside"
+            raise RunDirError(f"{option}: {out} {where} {what} {directory}, which this command reads; "
+                              "write somewhere else")
+
+
+def check_output_dir(out: str | Path, option: str, overwrite: bool, reads: dict[str, str | Path]) -> Path:
+    """A directory an export writes: new or empty, unless `overwrite`, and apart from what the
+    command reads."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{option}: {out} is a file, not a directory")
+    check_apart(out, option, reads)
+    present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if present and not overwrite:
+        listed = ", ".join(present[:8]) + (f", ... ({len(present)} entries)" if len(present) > 8 else "")
+        raise RunDirError(f"{option}: {out} is not empty ({listed}); choose a new or empty directory, or pass "
+                          "--overwrite to replace what is there")
+    return out
+
+
+def _run_entries(out_dir: Path) -> tuple[list[str], list[str]]:
+    """(this kind of run's entries, others) in a run directory."""
+    ours, others = [], []
+    for path in out_dir.iterdir():
+        if path.name == LOCK_FILE:
+            continue
+        (ours if path.name in RUN_FILES or RUN_DIRECTORIES.match(path.name) else others).append(path.name)
+    order = {name: i for i, name in enumerate(RUN_FILES)}
+    return sorted(ours, key=lambda n: (order.get(n, len(order)), n)), sorted(others)
+
+
 @contextmanager
-def claim(out_dir: str | Path, config_yaml: str, overwrite: bool = False, resume: bool = False):
+def claim(out_dir: str | Path, config_yaml: str, overwrite: bool = False, resume: bool = False,
+          reads: dict[str, str | Path] | None = None):
     """Lock the directory for this process, clear another run's files (only with overwrite),
     write config.yaml, and yield the directory. With resume, the directory must hold an
-    unfinished run of this very config, and nothing is cleared."""
+    unfinished run of this very config, and nothing is cleared. `reads` (what -> directory,
+    e.g. the model directory): directories the run reads, which it never writes into. Files
+    prge does not write there are refused unless overwrite (and then left alone)."""
     out_dir = Path(out_dir)
+    check_apart(out_dir, "run.output_dir", reads or {})
     if out_dir.exists() and not out_dir.is_dir():
         raise RunDirError(f"run.output_dir: {out_dir} is a file, not a directory")
     try:
@@ -101,13 +156,18 @@ def claim(out_dir: str | Path, config_yaml: str, overwrite: bool = False, resume
             _check_resumable(out_dir, config_yaml)
             yield out_dir
             return
-        present = [name for name in RUN_FILES if (out_dir / name).exists()]
+        present, foreign = _run_entries(out_dir)
         if present and not overwrite:
             raise RunDirError(f"run.output_dir: {out_dir} holds another run ({', '.join(present)}); "
                               "pass --overwrite to replace it, or choose another run.output_dir")
+        if foreign and not overwrite:
+            listed = ", ".join(foreign[:8]) + (f", ... ({len(foreign)} entries)" if len(foreign) > 8 else "")
+            raise RunDirError(f"run.output_dir: {out_dir} holds files prge did not write there ({listed}); "
+                              "choose another run.output_dir, or pass --overwrite to write beside them")
         for name in present:
-            (out_dir / name).unlink()
-        (out_dir / "config.yaml").write_text(config_yaml)
+            durable.remove(out_dir / name)
+        durable.write_text(out_dir / "config.yaml", config_yaml)
+        durable.boundary("config.yaml written")
         yield out_dir
     finally:
         lock.close()  # releases the lock

@@ -4,10 +4,10 @@ fields that name a run) plus its results; it is written atomically and last, so 
 marks a finished run (sweeps skip such runs)."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
+from prge import durable
 from prge._core import canonical_parallelism
 
 SCHEMA = 1
@@ -35,9 +35,7 @@ def write(out_dir: Path, run_identity: dict, results: dict) -> dict:
     if clash:
         raise ValueError(f"summary results repeat identity fields: {clash}")
     summary = {**run_identity, **results, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    tmp = Path(out_dir) / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(Path(out_dir) / "summary.json")
+    durable.write_json(Path(out_dir) / "summary.json", summary)  # whole or not at all, fsynced
     return summary
 
 
@@ -47,9 +45,9 @@ def read(path: Path) -> dict:
     otherwise; the runtime was called "engine", parallel modes single / none."""
     path = Path(path)
     try:
-        summary = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a readable summary.json ({e})") from e
+        summary = durable.read_json(path, "summary.json")
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable summary.json ({e.strerror or e})") from e
     if not isinstance(summary, dict):
         raise ValueError(f"{path}: summary.json must hold an object")
     summary.setdefault("schema", 0)

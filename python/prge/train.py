@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
-from prge import checkpoints, distributed, run_summary
+from prge import checkpoints, distributed, durable, preflight, run_summary
+from prge.interrupts import stop_signals
 from prge.run_dir import claim
 from prge.progress import progress_bar
 from prge._core import RunConfig, Trainer
@@ -20,35 +20,27 @@ from prge.setup import select_examples, setup_data, setup_model, split_protocol 
 
 
 class RunInterrupted(ValueError):
-    """Ctrl-C: the run stopped after a whole step, with a checkpoint to resume from."""
+    """Ctrl-C or SIGTERM (prge.interrupts): the run stopped, and says how to resume it."""
 
 
-# Ctrl-C, and SIGTERM: what torchrun sends every rank on Ctrl-C, and what schedulers send
-# before preempting a job.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+class _Progress:
+    """Where a run is, for the message of a Ctrl-C that stops it at any moment."""
+    out_dir: Path | None = None
+    step = 0  # the last step finished
+    saved: int | None = None  # the step of the current checkpoint
 
-
-@contextmanager
-def stop_on_interrupt():
-    """The first Ctrl-C or SIGTERM asks the loop to stop after the step in flight (a second one
-    stops at once); yields a function telling whether one arrived."""
-    pressed = []
-
-    def handler(signum, frame):
-        if pressed:
-            raise KeyboardInterrupt
-        pressed.append(signum)
-
-    try:
-        previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
-    except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
-        yield lambda: False
-        return
-    try:
-        yield lambda: bool(pressed)
-    finally:
-        for sig, before in previous.items():
-            signal.signal(sig, before)
+    def interrupted(self) -> str:
+        resume = "continue with `prge train CONFIG --resume`"
+        if self.out_dir is None:
+            return ("interrupted before the run wrote anything (while loading data and model): nothing to resume; "
+                    "start it again with `prge train CONFIG`")
+        if self.saved is not None and self.saved == self.step:
+            return f"interrupted after step {self.step}: checkpoint saved in {self.out_dir}; {resume}"
+        if self.saved is not None:
+            return (f"interrupted after step {self.step}: the last checkpoint, of step {self.saved}, is in "
+                    f"{self.out_dir} (the steps after it are redone); {resume}")
+        done = f"after step {self.step}, before any checkpoint" if self.step else "before step 1"
+        return f"interrupted {done}: {resume} (it starts again from step 0 in {self.out_dir})"
 
 
 class DivergenceError(ValueError):
@@ -67,16 +59,29 @@ def check_finite(step: int, result, metrics_path: Path) -> None:
 
 
 def run_training(config: RunConfig, progress: bool = True, log=print, overwrite: bool = False,
-                 resume: bool = False, rank_timeout: float = distributed.DEFAULT_TIMEOUT_SECONDS) -> dict | None:
+                 resume: bool = False, rank_timeout: float = distributed.DEFAULT_TIMEOUT_SECONDS,
+                 resume_changed_data: bool = False) -> dict | None:
     """One run; under torchrun, this process's part of it (see prge.distributed): every rank
-    trains, rank 0 alone writes, and only rank 0 returns the summary."""
+    trains, rank 0 alone writes, and only rank 0 returns the summary. Ctrl-C at any moment
+    ends in RunInterrupted, saying how to resume (prge.interrupts)."""
+    where = _Progress()
+    with stop_signals() as signals:
+        try:
+            return _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_data, signals, where)
+        except KeyboardInterrupt:
+            raise RunInterrupted(where.interrupted()) from None
+
+
+def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_data, signals, where):
     team = None
+    preflight.check_device(config.model.device)
     if distributed.launched():
         if config.estimator.kind == "first_order":
             raise ValueError("estimator.kind: first_order runs in one process; the distributed step is zeroth-order")
         grid = distributed.start(config.run.data_parallel, config.model.device, rank_timeout)
-        grid.check(config.estimator.queries, config.data.batch_size)
         team = distributed.Communicator(grid, rank_timeout)
+        distributed.check_agreement(team, "config", config.to_yaml())  # before anything sized by it
+        grid.check(config.estimator.queries, config.data.batch_size)
     elif config.run.data_parallel != 1:
         raise ValueError(f"run.data_parallel: {config.run.data_parallel} needs as many processes or a multiple "
                          "(torchrun --nproc-per-node N -m prge train CONFIG); this is a single process")
@@ -86,8 +91,12 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
     data = setup_data(config)
     task, encoder, train, dev, evaluation = data.task, data.encoder, data.train, data.dev, data.eval
     kind = task.kind  # what the examples' answers are and how they are evaluated (prge.data.kinds)
+    fingerprint = checkpoints.data_fingerprint({"train": train, "dev": dev, "eval": evaluation})
+    if team:
+        distributed.check_agreement(team, "data", fingerprint)
     device = distributed.device_for(config.model.device)
     model = setup_model(config, data, device=device)
+    preflight.check_positions(config, model, data.model_dir)
     torch.manual_seed(config.run.seed)
     trainer = Trainer(model, config.estimator, config.optimizer, config.run.seed)
     sampler = BatchSampler(len(train), config.data.batch_size, config.run.seed)
@@ -100,9 +109,10 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
                    else [t for _, t in model.full_parameters()])
     # The output directory is claimed only once the config, data and model have loaded: bad
     # input never touches a directory. Rank 0 writes it; the others read a checkpoint from it.
-    owner = claim(config.run.output_dir, config.to_yaml(), overwrite, resume) if writer else \
-        nullcontext(Path(config.run.output_dir))
+    owner = claim(config.run.output_dir, config.to_yaml(), overwrite, resume,
+                  reads={"the model directory": data.model_dir}) if writer else nullcontext(Path(config.run.output_dir))
     with owner as out_dir:
+        where.out_dir = out_dir
 
         primary = kind.primary  # the metric best_checkpoint picks by
 
@@ -134,36 +144,49 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
         baseline = kind.baseline(task, evaluation)  # (log phrase, summary fields) of the trivial answer, or None
         metrics_path = out_dir / "metrics.jsonl"
         step_seconds, passes, sequences, first = [], 0, 0, 1
+        state = None
         if resume:
             if team:  # rank 0 has checked the directory before the others read it
                 team.barrier("resume")
-            state = checkpoints.load(out_dir, trainer)
+            state = checkpoints.load(out_dir, trainer, fingerprint, resume_changed_data, clean=writer)
+            if state is None:
+                log(f"[prge] {out_dir} holds no checkpoint yet: the run starts again from step 0")
+        if state is not None:
             sampler.set_state(state["sampler"])
             passes, sequences, step_seconds = state["forward_passes"], state["sequences"], state["step_seconds"]
             first = state["step"] + 1
+            where.step = where.saved = state["step"]
             history = [r for r in checkpoints.metrics_until(metrics_path, state["step"])
                        if f"eval_{primary}" in r] if writer else []
-            log(f"[prge] resuming after step {state['step']} from {out_dir / checkpoints.STATE}")
+            log(f"[prge] resuming after step {state['step']} from {out_dir / checkpoints.POINTER}")
         else:
             history = [evaluate(0, 0, 0)]
             log(f"[prge] before training: {describe(history[0])}" + (f"; {baseline[0]}" if baseline else ""))
             if writer:
-                metrics_path.write_text(json.dumps(history[0]) + "\n")
+                durable.write_text(metrics_path, json.dumps(history[0]) + "\n")
+                durable.boundary("metrics.jsonl started")
+            if signals.requested() and not team:  # under torchrun the ranks agree in the first step
+                raise RunInterrupted(where.interrupted())
 
         def checkpoint(step: int) -> None:
-            if not writer:
-                return
-            checkpoints.save(out_dir, trainer, {"step": step, "sampler": sampler.state(), "forward_passes": passes,
-                                                "sequences": sequences, "step_seconds": step_seconds})
+            with signals.writing():  # a second Ctrl-C waits for the checkpoint to be whole
+                if writer:
+                    checkpoints.save(out_dir, trainer, {"step": step, "sampler": sampler.state(),
+                                                        "forward_passes": passes, "sequences": sequences,
+                                                        "step_seconds": step_seconds, "data": fingerprint})
+                where.saved = step
 
         bar = progress_bar(config.run.steps, progress, initial=first - 1)
-        with open(metrics_path if writer else os.devnull, "a") as metrics, stop_on_interrupt() as interrupted:
+        with durable.NamedAppend(metrics_path if writer else os.devnull) as metrics:
             if team:
-                step_on.interrupted = interrupted  # the ranks agree on a Ctrl-C through the step's gather
+                step_on.interrupted = signals.requested  # the ranks agree on a Ctrl-C through the step's gather
             for step in range(first, config.run.steps + 1):
                 result = step_on(encoder.batch([train[i] for i in sampler.next()]))
+                where.step = step
+                if step == first:
+                    preflight.check_losses_differ(step, result, config)
                 check_finite(step, result, metrics_path)
-                stopping = result.stop if team else interrupted()
+                stopping = result.stop if team else signals.requested()
                 if team and (step % config.run.log_every == 0 or step == config.run.steps or stopping or
                              (config.run.checkpoint_every and step % config.run.checkpoint_every == 0)):
                     distributed.check_in_step(team, trained, step, device)
@@ -184,15 +207,21 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
                 if stopping or (config.run.checkpoint_every and step % config.run.checkpoint_every == 0):
                     checkpoint(step)
                 if stopping:
-                    raise RunInterrupted(f"interrupted after step {step}: checkpoint saved in {out_dir}; "
-                                         "continue with `prge train CONFIG --resume`")
+                    raise RunInterrupted(where.interrupted())
         if bar:
             bar.close()
         if not writer:
             return None
         before, after = history[0][f"eval_{primary}"], history[-1][f"eval_{primary}"]
         best = best_checkpoint(history, primary, kind.higher_is_better)
-        trainer.save_checkpoint(str(out_dir / "trained.safetensors"))
+        with signals.writing():
+            durable.boundary("trained.safetensors: begin")
+            trainer.save_checkpoint(str(out_dir / "trained.safetensors"))
+            durable.fsync_file(out_dir / "trained.safetensors")
+        durable.boundary("trained.safetensors written")
+        if signals.requested():  # while the final weights were written: resumable at the last step
+            checkpoint(config.run.steps)
+            raise RunInterrupted(where.interrupted())
         results = {f"{primary}_before": before, f"{primary}_after": after,
                    f"{primary}_best": best[f"eval_{primary}"], "best_step": best["step"],
                    **kind.results(metrics_of(history[0]), metrics_of(history[-1])), **(baseline[1] if baseline else {})}
@@ -202,8 +231,9 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
         summary = run_summary.write(out_dir, run_summary.identity(config, mode="train", task=task.name), {
             **results, "forward_passes": passes, "sequences": sequences, "eval_history": history,
             "mean_step_seconds": sum(step_seconds) / len(step_seconds) if step_seconds else None,
-            "step_path": trainer.step_path, "rng": trainer.rng,
+            "step_path": trainer.step_path, "rng": trainer.rng, "data_fingerprint": fingerprint,
         })
+        durable.boundary("summary.json written")
         log(f"[prge] after {config.run.steps} steps: {kind.change(metrics_of(history[0]), metrics_of(history[-1]))}"
             + (f" ({baseline[0]})" if baseline else "") + f"; results in {out_dir}")
         return summary

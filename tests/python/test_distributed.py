@@ -313,3 +313,77 @@ def test_ctrl_c_on_torchrun_checkpoints_every_rank_at_one_step_and_resumes(asset
     assert 4 <= state["step"] < 300 and not (many_dir / "summary.json").exists()
     train(many, 2, "--resume")
     assert_same_run(many_dir, single_dir)
+
+
+# Issue 24: a torchrun job stopped at a write of rank 0 (the writer: PRGE_TEST_SIGNAL_AT_WRITE,
+# prge.durable) resumes under torchrun to the single-process result, bit for bit.
+BOUNDARY_STOPS = ["checkpoint-2: checkpoint.safetensors written", "checkpoint-4: directory in place",
+                  "checkpoint-4: current", "trained.safetensors written",
+                  "checkpoint-4: state.json written@SIGINT2"]  # a second Ctrl-C during the write
+
+
+def test_a_torchrun_job_stopped_at_its_writes_resumes_to_the_single_process_result(assets):
+    from prge.durable import SIGNAL_AT_WRITE
+
+    tmp, model_dir, data_dir = assets
+    over = {"estimator": {"queries": 2}, "run": {"steps": 4, "eval_every": 2, "checkpoint_every": 2}}
+    single, single_dir = config_for(tmp, model_dir, data_dir, "boundary-single", **over)
+    train(single, 1)
+    for i, stop in enumerate(BOUNDARY_STOPS):
+        many, many_dir = config_for(tmp, model_dir, data_dir, f"boundary-{i}", **over)
+        argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                "-m", "prge", "train", str(many), "--no-progress", "--overwrite"]
+        done = subprocess.run(argv, env={**ENV, SIGNAL_AT_WRITE: stop}, capture_output=True, text=True, timeout=600)
+        assert done.returncode != 0 and not (many_dir / "summary.json").exists(), (stop, done.stderr[-3000:])
+        train(many, 2, "--resume")
+        assert_same_run(many_dir, single_dir)
+        assert sorted(p.name for p in many_dir.glob("checkpoint-*")) == ["checkpoint-4"], stop
+
+
+def start_ranks(configs, cwds, timeout=30):
+    """Two ranks started by hand with torchrun's environment, rank r reading configs[r] in cwds[r]."""
+    port = free_port()
+    ranks = []
+    for rank in range(2):
+        env = {**ENV, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        ranks.append(subprocess.Popen([sys.executable, "-m", "prge", "train", str(configs[rank]), "--no-progress",
+                                       "--overwrite", "--rank-timeout", str(timeout)], cwd=cwds[rank],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outcomes = []
+    for process in ranks:
+        try:
+            _, err = process.communicate(timeout=timeout + 120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        outcomes.append((process.returncode, err))
+    return outcomes
+
+
+def test_ranks_with_other_configs_or_data_stop_naming_the_ranks_and_the_key(assets):
+    """A rank with another estimator.queries once aborted the job in gloo (SIGABRT); another
+    data.template trained to other weights with exit 0. Now every rank ends with prge: error."""
+    import shutil
+
+    tmp, model_dir, data_dir = assets
+    first, run_dir = config_for(tmp, model_dir, data_dir, "agree-a", estimator={"queries": 2})
+    second = tmp / "agree-b.yaml"
+    second.write_text(first.read_text().replace("queries: 2", "queries: 4"))
+    for returncode, err in start_ranks([first, second], [tmp, tmp]):
+        assert returncode == 2, err[-3000:]
+        assert ("prge: error: rank(s) [1] run with another config than rank 0 (first difference: "
+                "estimator.queries: 2 on rank 0, 4 on rank 1)") in err, err[-3000:]
+        assert "Traceback" not in err
+    assert not (run_dir / "summary.json").exists()
+    # The same config text, a relative data_dir, each rank in its own working directory whose
+    # copy of the data differs in one review.
+    homes = [tmp / "home0", tmp / "home1"]
+    for home in homes:
+        shutil.copytree(data_dir, home / "food")
+    train_csv = homes[1] / "food" / "train.csv"
+    train_csv.write_text(train_csv.read_text().replace("good", "great", 1))
+    relative, _ = config_for(tmp, model_dir, "food", "agree-data")
+    for returncode, err in start_ranks([relative, relative], homes):
+        assert returncode == 2, err[-3000:]
+        assert "prge: error: rank(s) [1] run with other data than rank 0 (first difference: train: " in err, err[-3000:]

@@ -86,3 +86,155 @@ def test_ctrl_c_checkpoints_and_exits_cleanly(configs, capsys):
     assert main(["train", str(path), "--no-progress", "--resume"]) == 0
     assert main(["train", str(path), "--no-progress", "--resume"]) == 2
     assert "the run finished; nothing to resume" in capsys.readouterr().err
+
+
+# Issue 24: a checkpoint is one atomic unit. A child process stops itself at a write boundary
+# (prge.durable.boundary: PRGE_TEST_SIGNAL_AT_WRITE=WHERE[@SIGNAL]); after every stop, --resume
+# ends with the metrics and final weights of the uninterrupted run, bit for bit.
+from prge import durable  # noqa: E402
+
+SHORT = {"steps": 4, "eval_every": 2, "log_every": 1, "checkpoint_every": 2}
+# Every write of a 4-step run with checkpoints at 2 and 4, in order: a stop at each number is a
+# stop before, between and after each file (a stop inside a file's write leaves only its .tmp).
+BOUNDARIES = ["config.yaml written", "metrics.jsonl started"] + [
+    f"checkpoint-{s}: {what}" for s in (2, 4)
+    for what in ("begin", "checkpoint.safetensors written", "state.json written", "directory in place", "current",
+                 "previous removed")] + ["trained.safetensors: begin", "trained.safetensors written",
+                                         "summary.json written"]
+
+CHILD = """
+import os, signal, sys
+{patch}
+from prge.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+# Ctrl-C (once or twice) while the evaluation before training runs.
+CTRL_C_IN_FIRST_EVALUATION = """
+import prge.train as train
+real, calls = train.evaluate_examples, []
+def settle():
+    pass
+def evaluate(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 1:
+        for _ in range({presses}):
+            os.kill(os.getpid(), signal.SIGINT)
+            settle()
+    return real(*args, **kwargs)
+train.evaluate_examples = evaluate
+"""
+
+
+def run_child(argv, hook=None, patch="", extra_env=None):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent)] + sys.path), **(extra_env or {})}
+    env.pop(durable.SIGNAL_AT_WRITE, None)
+    if hook:
+        env[durable.SIGNAL_AT_WRITE] = hook
+    return subprocess.run([sys.executable, "-c", CHILD.format(patch=patch), *argv], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def trained_tensors(run: Path) -> dict:
+    return load_file(str(run / "trained.safetensors"))
+
+
+def assert_same_run(run: Path, reference: Path) -> None:
+    assert records(run) == records(reference)
+    ours, theirs = trained_tensors(run), trained_tensors(reference)
+    assert ours.keys() == theirs.keys() and all(torch_equal(ours[k], theirs[k]) for k in ours)
+    got, want = (json.loads((d / "summary.json").read_text()) for d in (run, reference))
+    assert got["accuracy_after"] == want["accuracy_after"] and got["eval_history"] == want["eval_history"]
+    assert got["data_fingerprint"] == want["data_fingerprint"]
+
+
+def torch_equal(a, b) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and bool((a == b).all())
+
+
+@pytest.fixture
+def short_configs(tmp_path):
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+
+    def config(name, **run):
+        path = write_config(tmp_path, model_dir, data_dir, optimizer={"lr": 5e-2, "momentum": 0.9},
+                            run={**SHORT, **run, "output_dir": str(tmp_path / name)})
+        return path.rename(tmp_path / f"{name}.yaml")
+    reference = config("reference")
+    durable._boundaries.clear()
+    assert main(["train", str(reference), "--no-progress"]) == 0
+    assert durable._boundaries == BOUNDARIES  # the writes the tests below stop between
+    return tmp_path, config, tmp_path / "reference"
+
+
+def test_a_kill_at_every_write_boundary_resumes_to_the_uninterrupted_result(short_configs):
+    tmp_path, config, reference = short_configs
+    for number, name in enumerate(BOUNDARIES, 1):
+        path = config(f"killed-{number}")
+        run = tmp_path / f"killed-{number}"
+        done = run_child(["train", str(path), "--no-progress"], hook=str(number))
+        assert done.returncode == -signal.SIGKILL, (name, done.stderr[-2000:])
+        assert not list(run.glob("*.tmp")) or name != "summary.json written"
+        if name == "summary.json written":  # the run had finished: nothing to resume, nothing lost
+            assert main(["train", str(path), "--no-progress", "--resume"]) == 2
+        else:
+            assert main(["train", str(path), "--no-progress", "--resume"]) == 0, name
+        assert_same_run(run, reference)
+        # One checkpoint is left, the current one, and no staging directory.
+        assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-4"], (name, list(run.iterdir()))
+    # Past the last boundary nothing stops the child: it finishes.
+    path = config("past-the-end")
+    assert run_child(["train", str(path), "--no-progress"], hook=str(len(BOUNDARIES) + 1)).returncode == 0
+
+
+# (how the child is stopped, what its one error line says)
+CTRL_C_CASES = [
+    ({"patch": CTRL_C_IN_FIRST_EVALUATION.format(presses=1)}, "interrupted before step 1: continue with"),
+    ({"patch": CTRL_C_IN_FIRST_EVALUATION.format(presses=2)}, "interrupted before step 1: continue with"),
+    ({"hook": "metrics.jsonl started@SIGINT"}, "interrupted before step 1: continue with"),
+    # One Ctrl-C while step 2's checkpoint is written: the run stops after the next step, saved.
+    ({"hook": "checkpoint-2: checkpoint.safetensors written@SIGINT"}, "interrupted after step 3: checkpoint saved"),
+    ({"hook": "checkpoint-2: begin@SIGTERM"}, "interrupted after step 3: checkpoint saved"),
+    # A second Ctrl-C during that write: held until the checkpoint is whole, then the run stops.
+    ({"hook": "checkpoint-2: checkpoint.safetensors written@SIGINT2"}, "interrupted after step 2: checkpoint saved"),
+    ({"hook": "checkpoint-4: directory in place@SIGINT2"}, "interrupted after step 4: checkpoint saved"),
+    # Ctrl-C while the final weights are written: they are finished, the run is resumable at its end.
+    ({"hook": "trained.safetensors: begin@SIGINT"}, "interrupted after step 4: checkpoint saved"),
+    ({"hook": "trained.safetensors: begin@SIGINT2"}, "interrupted after step 4: checkpoint saved"),
+]
+
+
+@pytest.mark.parametrize("stop, message", CTRL_C_CASES, ids=[str(i) for i in range(len(CTRL_C_CASES))])
+def test_ctrl_c_at_any_moment_ends_in_one_line_and_resumes_to_the_same_result(short_configs, stop, message):
+    tmp_path, config, reference = short_configs
+    path = config("interrupted")
+    done = run_child(["train", str(path), "--no-progress"], **stop)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("prge: error: ")]
+    assert len(errors) == 1 and message in errors[0], done.stderr[-3000:]
+    assert "prge train CONFIG --resume" in errors[0]
+    assert not (tmp_path / "interrupted" / "summary.json").exists()
+    assert main(["train", str(path), "--no-progress", "--resume"]) == 0
+    assert_same_run(tmp_path / "interrupted", reference)
+
+
+def test_a_sweep_stopped_at_its_writes_resumes_to_the_uninterrupted_runs(short_configs):
+    """Two runs, 17 write boundaries each: the sweep is killed at boundaries of both runs (and
+    between them), then started again as a user would (it resumes or skips each run)."""
+    import yaml
+
+    tmp_path, config, reference = short_configs
+    base = config("sweep-base")
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(yaml.safe_dump({"base": base.name, "variants": [{"name": "a"},
+                                                                     {"name": "b", "optimizer.lr": 0.02}]}))
+    assert main(["sweep", str(spec), "--no-progress", "--output-root", str(tmp_path / "sweep-reference")]) == 0
+    per_run = len(BOUNDARIES)
+    for number in (3, 6, per_run, per_run + 1, per_run + 9, 2 * per_run - 2, 2 * per_run):
+        root = tmp_path / f"sweep-{number}"
+        done = run_child(["sweep", str(spec), "--no-progress", "--output-root", str(root)], hook=str(number))
+        assert done.returncode == -signal.SIGKILL, (number, done.stderr[-2000:])
+        assert main(["sweep", str(spec), "--no-progress", "--output-root", str(root)]) == 0, number
+        for label in ("a", "b"):
+            assert_same_run(root / label, tmp_path / "sweep-reference" / label)

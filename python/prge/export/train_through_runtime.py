@@ -23,7 +23,7 @@ def train_through_runtime(config: RunConfig, runtime: str, progress: bool = True
                           overwrite: bool = False) -> dict:
     check_exportable(config, runtime)
     data = RunData(config)
-    with claim(config.run.output_dir, config.to_yaml(), overwrite) as out:
+    with claim(config.run.output_dir, config.to_yaml(), overwrite, reads={"the model directory": data.model_dir}) as out:
         return _train(config, runtime, data, out, progress, log)
 
 

@@ -1,0 +1,52 @@
+"""Settings that cannot be judged from the config alone, checked against this machine, the
+model and the first step, so that a run never trains silently on nothing:
+
+    check_device(device)            model.device names a device this torch has
+    check_positions(config, model)  data.max_length fits the model's max_position_embeddings
+    check_losses_differ(step, r, c) the ± perturbations of estimator.epsilon move the loss at all
+
+(Settings the config alone decides, such as optimizer.accumulate > run.steps, are errors of
+the config reader, csrc/prge/config.cpp.)"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def check_device(device: str, key: str = "model.device") -> None:
+    """ValueError naming the key when `device` is a CUDA device this torch cannot use."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        why = ("this torch is built without CUDA" if torch.version.cuda is None
+               else "no CUDA GPU is visible (driver, CUDA_VISIBLE_DEVICES)")
+        raise ValueError(f"{key}: {device}: {why} (torch {torch.__version__}); use {key}: cpu")
+    index = device.partition(":")[2]
+    if index and int(index) >= torch.cuda.device_count():
+        raise ValueError(f"{key}: {device}: torch sees {torch.cuda.device_count()} CUDA device(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+
+
+def check_positions(config, model, model_dir: str | Path) -> None:
+    """data.max_length beyond the model's max_position_embeddings trains and scores positions
+    the model never saw (RoPE past its range): an error naming both."""
+    limit = int(model.spec.max_position_embeddings)
+    if limit > 0 and config.data.max_length > limit:
+        raise ValueError(f"data.max_length: {config.data.max_length} exceeds the model's max_position_embeddings "
+                         f"{limit} ({Path(model_dir) / 'config.json'}); set data.max_length <= {limit}")
+
+
+def check_losses_differ(step: int, result, config) -> None:
+    """At a run's first step: when every loss of the step (each query's +ε and −ε points, or θ
+    and θ+εz) is bit-identical, estimator.epsilon moves nothing in model.dtype and every
+    projected gradient is 0: the run would train nothing. An error naming the key and step."""
+    if config.estimator.kind == "first_order":
+        return
+    losses = list(result.losses)
+    if len(losses) < 2 or any(loss != losses[0] for loss in losses[1:]):
+        return
+    raise ValueError(
+        f"estimator.epsilon: {config.estimator.epsilon:g} is too small for model.dtype {config.model.dtype}: at step "
+        f"{step} all {len(losses)} perturbed losses are bit-identical ({losses[0]!r}), so every projected gradient "
+        "is 0 and training would change nothing; raise estimator.epsilon (1e-3 to 1e-2 is usual)")
