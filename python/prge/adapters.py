@@ -126,19 +126,76 @@ def load_run(run_dir: str | Path):
     return config, model_dir, model
 
 
-def export_peft(run_dir: str | Path, out: str | Path) -> Path:
-    config, model_dir, model = load_run(run_dir)
+# Files that make up a set of weights (a model, shards and their index, an adapter) in a Hugging
+# Face directory: an export with --overwrite removes every one it does not write, so that the
+# directory holds exactly one set (transformers and prge would otherwise load different ones).
+WEIGHT_FILES = re.compile(r"^(.*\.safetensors|.*\.safetensors\.index\.json|pytorch_model.*\.bin|.*\.bin\.index\.json|"
+                          r"adapter_config\.json|adapter_model\..*|.*\.gguf|tf_model\.h5|flax_model\.msgpack)$")
+
+
+def check_finite(path: Path, tensors: dict, key: str) -> None:
+    """ValueError naming the file and the first tensor holding a NaN or inf."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"{key}: {path}: tensor {name} holds {bad} non-finite value(s) (NaN or inf); "
+                             "the file is damaged or was saved by a diverged run")
+
+
+def _output_dir(run_dir: str | Path, out: str | Path, overwrite: bool) -> Path:
+    """The export's directory, checked before anything is loaded or written: not the run's
+    directory, not its model's directory nor inside it, new or empty unless `overwrite`; with
+    `overwrite`, every other set of weights there is removed (WEIGHT_FILES)."""
+    from prge._core import load_run_config
+    from prge.models import resolve_model
+    from prge.run_dir import RunDirError, check_output_dir
+
+    run_dir, out = Path(run_dir), Path(out)
+    if out.resolve() == run_dir.resolve():
+        raise RunDirError(f"--out: {out} is the run directory it exports from; write somewhere else")
+    reads = {}
+    if (run_dir / "config.yaml").is_file():
+        reads["the run's model directory"] = resolve_model(load_run_config(str(run_dir / "config.yaml")).model.name)
+    check_output_dir(out, "--out", overwrite, reads)
+    return out
+
+
+def _replace_weights(out: Path, writes: tuple[str, ...]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for path in out.iterdir():
+        if path.is_file() and WEIGHT_FILES.match(path.name) and path.name not in writes:
+            path.unlink()
+
+
+def _save_tensors(tensors: dict, path: Path) -> None:
+    """safetensors written whole or not at all (a temporary name, fsync, rename)."""
+    from prge import durable
+
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+        durable.fsync_file(tmp)
+        tmp.replace(path)
+    except OSError as e:
+        raise OSError(f"{path}: cannot write ({e.strerror or e})") from e
+
+
+def export_peft(run_dir: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """The run's adapters as a PEFT LoRA adapter in `out` (see the module's text)."""
+    from prge import durable
+
+    out = _output_dir(run_dir, out, overwrite)
+    config, model_dir, model = load_run(run_dir)  # a non-finite trained tensor is named here
     modules = module_names(model)
     tensors = {}
     for a in model.adapters():
         module = PEFT_PREFIX + modules[a["name"]]
         tensors[f"{module}.lora_A.weight"] = a["lora_a"].detach().float().contiguous()
         tensors[f"{module}.lora_B.weight"] = a["lora_b"].detach().float().contiguous()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    _replace_weights(out, (ADAPTER_WEIGHTS, ADAPTER_CONFIG))
+    _save_tensors(tensors, out / ADAPTER_WEIGHTS)
     adapter = config.adapter
-    (out / ADAPTER_CONFIG).write_text(json.dumps({
+    durable.write_text(out / ADAPTER_CONFIG, json.dumps({
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": str(model_dir),
         "r": adapter.rank, "lora_alpha": adapter.alpha,
         "target_modules": sorted({a["name"].rsplit(".", 1)[1] for a in model.adapters()}),  # the family's names
@@ -150,8 +207,13 @@ def export_peft(run_dir: str | Path, out: str | Path) -> Path:
     return out
 
 
-def export_merged(run_dir: str | Path, out: str | Path) -> Path:
-    config, model_dir, model = load_run(run_dir)
+def export_merged(run_dir: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """A full Hugging Face model directory `out` with (alpha / r) B A folded into W: exactly one
+    set of weights (model.safetensors), never written into the model directory it reads."""
+    from prge import durable
+
+    out = _output_dir(run_dir, out, overwrite)
+    config, model_dir, model = load_run(run_dir)  # a non-finite trained tensor is named here
     modules = module_names(model)
     low_rank = {}
     for a in model.adapters():
@@ -161,12 +223,12 @@ def export_merged(run_dir: str | Path, out: str | Path) -> Path:
     for name, weight in model.full_parameters():
         merged = weight.double() + low_rank[name] if name in low_rank else weight
         tensors[name] = merged.to(weight.dtype).contiguous()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    check_finite(out / "model.safetensors", tensors, "--merge")
+    _replace_weights(out, ("model.safetensors",))
+    _save_tensors(tensors, out / "model.safetensors")
     hf_config = json.loads((Path(model_dir) / "config.json").read_text())
     hf_config["torch_dtype"] = hf_config["dtype"] = config.model.dtype
-    (out / "config.json").write_text(json.dumps(hf_config, indent=2))
+    durable.write_text(out / "config.json", json.dumps(hf_config, indent=2))
     for name in TOKENIZER_FILES:
         if (Path(model_dir) / name).is_file():
             shutil.copy2(Path(model_dir) / name, out / name)
@@ -210,6 +272,7 @@ def load_peft(model, adapter_dir: str | Path, options) -> None:
                                  f"use_rslora / rank_pattern / alpha_pattern as the adapter has them "
                                  f"({json.dumps(setting)})")
     tensors = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
+    check_finite(adapter_dir / ADAPTER_WEIGHTS, tensors, key)
     with torch.no_grad():
         for a in model.adapters():
             for part, slot in (("lora_A", "lora_a"), ("lora_B", "lora_b")):

@@ -9,7 +9,7 @@
   prge data list                               tasks and where their data is found
   prge check CONFIG                            validate a config, print it with defaults
   prge generate MODEL_OR_RUN_DIR --prompt TEXT  text from a model or a fine-tuned run (KV cache)
-  prge adapters export RUN_DIR --out DIR [--merge]  the run's adapters in PEFT's format (or merged
+  prge adapters export RUN_DIR --out DIR [--merge] [--overwrite]  the run's adapters in PEFT's format (or merged
                                                into a full Hugging Face model directory)
   prge export CONFIG --runtime onnx|aoti|executorch  export the training step for an inference runtime
   prge train CONFIG --runtime onnx|aoti|executorch  fine-tune through that runtime"""
@@ -20,53 +20,47 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
 RUNTIME_CHOICES = ["eager", "onnx", "aoti", "executorch"]
 MAX_MESSAGE = 2000
+# prge generate: the seed is a uint64; more new tokens than this is no request anyone means
+# (and the model's positions bound it anyway).
+MAX_SEED, MAX_NEW_TOKENS = 2**64 - 1, 2**31 - 1
 
 
 def _load_config(path: str, overrides: list[str]):
-    from prge._core import ConfigError, parse_run_config
-    from prge.overrides import REWRITTEN, apply_overrides, parse_assignment, relocate
+    """The config of a file with --set KEY=VALUE applied by the C++ reader to the parsed
+    mapping (never to re-serialised text), so that `prge check`, `prge train` and sweeps read
+    every value the same way (YAML 1.2 scalars: `yes` stays the string yes)."""
+    from prge._core import parse_run_config
+    from prge.overrides import parse_assignment, read_text
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    text = p.read_text()
-    if not overrides:
-        config = parse_run_config(text, path)
-        warnings = list(config.warnings)
-    else:
-        try:
-            tree = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: malformed YAML: {e}") from e
-        assignments = dict(parse_assignment(o) for o in overrides)
-        tree = apply_overrides(tree, assignments, path)
-        rewritten = yaml.safe_dump(tree, sort_keys=False)  # label_words keep their order
-        try:
-            config = parse_run_config(rewritten, REWRITTEN)
-        except ConfigError as e:  # located in the user's file, or at the --set that wrote the key
-            raise ConfigError(relocate(str(e), text, path, assignments)) from None
-        warnings = [relocate(w, text, path, assignments) for w in config.warnings]
-    for warning in warnings:
+    config = parse_run_config(read_text(path, "config file"), path, [parse_assignment(o) for o in overrides])
+    for warning in config.warnings:
         print(f"prge: warning: {warning}", file=sys.stderr)
     return config
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes end as every other error does: one `prge: error:` line, exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"prge: error: {message} (see `{self.prog} --help`)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="prge", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="prge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="run one fine-tuning job from a YAML config")
     train.add_argument("config")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set estimator.queries=4")
     train.add_argument("--no-progress", action="store_true")
-    train.add_argument("--overwrite", action="store_true", help="replace another run's files in run.output_dir")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace another run's files in run.output_dir (files prge did not write stay)")
     train.add_argument("--resume", action="store_true",
                        help="continue the interrupted run in run.output_dir from its last checkpoint")
+    train.add_argument("--resume-changed-data", action="store_true",
+                       help="with --resume: continue even though the data differ from the checkpoint's")
     train.add_argument("--runtime", choices=RUNTIME_CHOICES, default="eager",
                        help="eager: prge's C++ trainer; onnx / aoti / executorch: export the step "
                             "and train through that inference runtime (needs estimator.rng: counter)")
@@ -79,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--runtime", choices=["onnx", "aoti", "executorch"], required=True)
     export.add_argument("--out", help="export directory (default: RUN_OUTPUT_DIR/export_RUNTIME)")
     export.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    export.add_argument("--overwrite", action="store_true", help="write into a directory that is not empty")
     sweep = sub.add_parser("sweep", help="run every configuration of a sweep YAML")
     sweep.add_argument("sweep")
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -119,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     adapters_export.add_argument("--out", required=True, help="directory to write")
     adapters_export.add_argument("--merge", action="store_true",
                                  help="write a full Hugging Face model with (alpha/r) B A folded into W")
+    adapters_export.add_argument("--overwrite", action="store_true",
+                                 help="replace the model or adapter in a directory that is not empty")
     check = sub.add_parser("check", help="validate a config and print it with defaults filled in")
     check.add_argument("config")
     check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -141,9 +138,12 @@ def main(argv: list[str] | None = None) -> int:
                 from prge import distributed
                 from prge.train import run_training
 
+                if args.resume_changed_data and not args.resume:
+                    raise ValueError("--resume-changed-data goes with --resume")
                 try:
                     run_training(config, progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume,
-                                 rank_timeout=args.rank_timeout or distributed.DEFAULT_TIMEOUT_SECONDS)
+                                 rank_timeout=args.rank_timeout or distributed.DEFAULT_TIMEOUT_SECONDS,
+                                 resume_changed_data=args.resume_changed_data)
                 finally:
                     distributed.stop()
             else:
@@ -157,9 +157,16 @@ def main(argv: list[str] | None = None) -> int:
                 train_through_runtime(config, runtime, progress=not args.no_progress, overwrite=args.overwrite)
         elif args.command == "export":
             from prge.export.exporters import export_run
+            from prge.models import resolve_model
+            from prge.preflight import check_device
+            from prge.run_dir import check_output_dir
 
             config = _load_config(args.config, args.set)
-            export_run(config, args.runtime, args.out or Path(config.run.output_dir) / f"export_{args.runtime}")
+            check_device(config.model.device)
+            out = args.out or Path(config.run.output_dir) / f"export_{args.runtime}"
+            check_output_dir(out, "--out" if args.out else "run.output_dir", args.overwrite,
+                             {"the model directory": resolve_model(config.model.name)})
+            export_run(config, args.runtime, out)
         elif args.command == "report":
             _report(args)
         elif args.command == "sweep":
@@ -170,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             from prge.sweep_gpus import parse_gpus
 
             run_sweep(args.sweep, progress=not args.no_progress, output_root=args.output_root,
-                      overrides=dict(parse_assignment(o) for o in args.set),
+                      overrides=[parse_assignment(o) for o in args.set],
                       gpus=parse_gpus(args.gpus) if args.gpus else None)
         elif args.command == "data":
             _data(args)
@@ -179,9 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "adapters":
             from prge.adapters import export_merged, export_peft
 
-            out = (export_merged if args.merge else export_peft)(args.run_dir, args.out)
+            out = (export_merged if args.merge else export_peft)(args.run_dir, args.out, overwrite=args.overwrite)
             what = "merged Hugging Face model" if args.merge else "PEFT adapter"
             print(f"[prge] {what} written to {out}")
+    except KeyboardInterrupt:  # a Ctrl-C outside a training run's own handling
+        if os.environ.get("PRGE_DEBUG"):
+            raise
+        print(f"prge: error: interrupted (Ctrl-C) during prge {args.command}", file=sys.stderr)
+        return 2
     except (ConfigError, ValueError, OSError, KeyError, ImportError, RuntimeError, IndexError) as e:
         # Errors of the C++ core arrive as RuntimeError with the file or key in the message.
         # PRGE_DEBUG=1 shows the traceback for a bug report.
@@ -195,12 +207,38 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _check_generation_options(args) -> None:
+    """Each sampling option in its range, named (not a pybind TypeError)."""
+    import math
+
+    checks = [
+        ("--seed", args.seed, 0 <= args.seed <= MAX_SEED, "an integer from 0 to 2^64-1"),
+        ("--max-new-tokens", args.max_new_tokens, 1 <= args.max_new_tokens <= MAX_NEW_TOKENS,
+         f"an integer from 1 to {MAX_NEW_TOKENS}"),
+        ("--temperature", args.temperature, math.isfinite(args.temperature) and args.temperature >= 0,
+         "a finite number >= 0 (0: greedy)"),
+        ("--top-k", args.top_k, 0 <= args.top_k <= MAX_NEW_TOKENS, "an integer >= 0 (0: no limit)"),
+        ("--top-p", args.top_p, 0 < args.top_p <= 1, "a number in (0, 1]"),
+    ]
+    for option, value, ok, wanted in checks:
+        if not ok:
+            raise ValueError(f"{option} {value}: must be {wanted}")
+
+
 def _generate(args) -> None:
     from prge.generation import generate_text, load_model
     from prge.setup import setup_tokenizer
 
+    _check_generation_options(args)
     model, model_dir = load_model(args.source)
     tokenizer = setup_tokenizer(model_dir)  # transformers' tokenizer, chat template and stop ids
+    longest = max(len(ids) for ids in tokenizer.prompt_ids(args.prompt, chat=args.chat))
+    positions = int(model.spec.max_position_embeddings)
+    if positions > 0 and longest + args.max_new_tokens > positions:
+        raise ValueError(f"--max-new-tokens {args.max_new_tokens}: with the longest prompt's {longest} tokens that "
+                         f"reaches position {longest + args.max_new_tokens}, beyond the model's "
+                         f"max_position_embeddings {positions} ({Path(model_dir) / 'config.json'}); use at most "
+                         f"{max(positions - longest, 0)}")
     stop = list(tokenizer.stop_ids)
     for text in args.stop:
         ids = tokenizer.encode([text], specials=False)[0]

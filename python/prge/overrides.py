@@ -1,76 +1,87 @@
-"""Dotted-key overrides on a YAML config (`estimator.queries=4`), applied before the
-C++ parser validates the result."""
+"""Dotted-key overrides of a config (`--set estimator.queries=4`, a sweep's grid values), handed
+to the C++ reader as (KEY, VALUE text) pairs: it applies each to the parsed YAML mapping, reads
+VALUE as a YAML 1.2 node and names the --set in its errors (csrc/prge/config.cpp). Nothing
+here re-serialises a config.
+
+Sweep files are read with SweepLoader: PyYAML restricted to YAML 1.2's booleans (true / false:
+`yes`, `on`, `no`, `off` stay strings, as the C++ reader reads them) and refusing duplicate keys,
+so a value means the same in a sweep as in a config."""
 from __future__ import annotations
 
-import copy
+import math
 import re
+from pathlib import Path
 
 import yaml
 
-# The source name given to the config text that --set rewrote: its line numbers are not the
-# user's, so relocate() maps every message about it back to the user's file or to the --set.
-REWRITTEN = "<config with --set applied>"
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A UTF-8 text file (a leading BOM dropped); errors name the file, and for bad bytes the
+    line and column."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"{path}: not a file (a directory?); expected a {what}")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ValueError(f"{path}:{line}:{column}: not UTF-8 text (byte {data[e.start]:#04x}); save the "
+                         f"{what} as UTF-8") from e
+    return text[1:] if text.startswith("\ufeff") else text
 
 
-def parse_assignment(text: str) -> tuple[str, object]:
+def parse_assignment(text: str) -> tuple[str, str]:
+    """'section.key=value' -> (key, value text); the value is read by the config reader."""
     if "=" not in text:
         raise ValueError(f"--set {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
     if not key.strip() or not raw.strip():
         raise ValueError(f"--set {text!r}: an empty {'key' if not key.strip() else 'value'} "
                          "(a key left empty would silently fall back to its default)")
+    return key.strip(), raw.strip()
+
+
+class SweepLoader(yaml.SafeLoader):
+    """yaml.SafeLoader with YAML 1.2 booleans and duplicate keys refused (see the module text)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+SweepLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _first in "tTfF":
+    SweepLoader.yaml_implicit_resolvers.setdefault(_first, []).insert(
+        0, ("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")))
+
+
+def load_yaml(text: str, source: str):
+    """A sweep file's YAML (SweepLoader); ValueError naming the file and line."""
     try:
-        return key.strip(), yaml.safe_load(raw)
+        return yaml.load(text, Loader=SweepLoader)
     except yaml.YAMLError as e:
-        raise ValueError(f"--set {text!r}: the value is not valid YAML ({e})") from e
+        raise ValueError(f"{source}: malformed YAML: {e}") from e
 
 
-def apply_overrides(tree: dict | None, overrides: dict[str, object], source: str = "the config") -> dict:
-    if tree is not None and not isinstance(tree, dict):
-        raise ValueError(f"{source}: expected a mapping of sections (model:, estimator:, ...), "
-                         f"got a YAML {type(tree).__name__}")
-    tree = copy.deepcopy(tree) if tree else {}
-    for dotted, value in overrides.items():
-        node = tree
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            if node.get(part) is None:
-                node[part] = {}
-            node = node[part]
-            if not isinstance(node, dict):
-                raise ValueError(f"override '{dotted}': '{part}' is not a section")
-        node[parts[-1]] = value
-    return tree
-
-
-def _key_mark(text: str, dotted: str):
-    """(line, column), 1-based, of a dotted key in a YAML text, or None."""
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    mark = None
-    for part in dotted.split("."):
-        if not isinstance(node, yaml.MappingNode):
-            return None
-        for key, value in node.value:
-            if key.value == part:
-                mark, node = key.start_mark, value
-                break
-        else:
-            return None
-    return (mark.line + 1, mark.column + 1) if mark else None
-
-
-def relocate(message: str, original_text: str, path: str, override_keys) -> str:
-    """A config error or warning about the rewritten text, located in the user's file, or
-    attributed to the --set that wrote the key."""
-    found = re.match(rf"^{re.escape(REWRITTEN)}(?::\d+:\d+)?: (?P<key>[\w.]*): (?P<what>.*)$", message, re.S)
-    if not found:
-        return message.replace(REWRITTEN, path)
-    key, what = found["key"], found["what"]
-    for dotted in override_keys:
-        if key == dotted or key.startswith(dotted + ".") or dotted.startswith(key + "."):
-            return f"{path}: --set {dotted}: {key}: {what}"
-    mark = _key_mark(original_text, key)
-    return f"{path}:{mark[0]}:{mark[1]}: {key}: {what}" if mark else f"{path}: {key}: {what}"
+def value_text(value) -> str:
+    """A value read by SweepLoader as YAML 1.2 text that the config reader reads back to the same
+    value (strings that look like other types quoted)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if value != value else (".inf" if value > 0 else "-.inf")
+    text = yaml.safe_dump(value, default_flow_style=True, width=float("inf"), allow_unicode=True,
+                          sort_keys=False).strip()  # a mapping keeps its order (label_words: the classes)
+    return text[: -len("...")].strip() if text.endswith("\n...") else text

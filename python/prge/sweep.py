@@ -17,9 +17,9 @@ from pathlib import Path
 
 import yaml
 
-from prge._core import parse_run_config
-from prge.overrides import apply_overrides
-from prge import checkpoints
+from prge._core import ConfigError, parse_run_config
+from prge.overrides import load_yaml, read_text, value_text
+from prge import checkpoints, run_summary
 from prge.run_dir import RunInProgress, finished, resumable
 
 SWEEP_KEYS = {"base", "output_root", "grid", "variants", "mode", "speed", "report"}
@@ -28,12 +28,7 @@ MODES = ("train", "speed")
 
 def load_sweep_spec(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"sweep file not found: {path}")
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: malformed YAML: {e}") from e
+    spec = load_yaml(read_text(path, "sweep file"), str(path)) or {}
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: a sweep file is a mapping of {sorted(SWEEP_KEYS)}")
     unknown = set(spec) - SWEEP_KEYS
@@ -49,9 +44,11 @@ def load_sweep_spec(path: str | Path) -> dict:
     return spec
 
 
-def expand_sweep(path: str | Path, overrides: dict | None = None,
+def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | None = None,
                  output_root: str | None = None) -> list[tuple[str, object]]:
-    """(label, RunConfig) of every run; overrides (dotted keys) apply to every run, last."""
+    """(label, RunConfig) of every run; overrides ((dotted key, value text) pairs, from --set, or
+    a dict of values) apply to every run, last. The config reader applies the variant's and the grid point's
+    values and the overrides to the base config's parsed mapping (never re-serialised text)."""
     path = Path(path)
     spec = load_sweep_spec(path)
     base = spec.get("base", {})
@@ -59,7 +56,11 @@ def expand_sweep(path: str | Path, overrides: dict | None = None,
         base_path = (path.parent / base).resolve()
         if not base_path.is_file():
             raise FileNotFoundError(f"{path}: base config not found: {base_path}")
-        base = yaml.safe_load(base_path.read_text()) or {}
+        base_text, base_source = read_text(base_path, "base config"), str(base_path)
+    elif isinstance(base, dict):  # inline: read with YAML 1.2 booleans, written back with strings quoted
+        base_text, base_source = yaml.safe_dump(base, sort_keys=False, allow_unicode=True), f"{path} (base)"
+    else:
+        raise ValueError(f"{path}: base must be a config file name or a mapping")
     grid = spec.get("grid", {}) or {}
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
@@ -73,9 +74,14 @@ def expand_sweep(path: str | Path, overrides: dict | None = None,
         for combo in itertools.product(*grid.values()):
             point = dict(zip(grid.keys(), combo))
             label = "-".join([name] + [f"{k.split('.')[-1]}{v}" for k, v in point.items()])
-            tree = apply_overrides(base, {**variant, **point, **(overrides or {}),
-                                          "run.output_dir": str(root / label)})
-            config = parse_run_config(yaml.safe_dump(tree, sort_keys=False), f"{path} [{label}]")
+            settings = ([(k, value_text(v), f"{path}: variant {name}: {k}") for k, v in variant.items()] +
+                        [(k, value_text(v), f"{path}: grid {k}") for k, v in point.items()] +
+                        [(k, v, f"--set {k}") for k, v in _as_text(overrides)] +
+                        [("run.output_dir", value_text(str(root / label)), "the sweep's output_root")])
+            try:
+                config = parse_run_config(base_text, base_source, settings)
+            except ConfigError as e:
+                raise ConfigError(f"{path} [{label}]: {e}") from None
             for warning in config.warnings:  # once per sweep: "key: message" without the location
                 message = warning.split(": ", 1)[-1]
                 if message not in warned:
@@ -85,13 +91,19 @@ def expand_sweep(path: str | Path, overrides: dict | None = None,
     return runs
 
 
-def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: dict | None = None,
+def _as_text(overrides) -> list[tuple[str, str]]:
+    """--set pairs (key, value text) as they are; a dict of Python values (from a notebook) as text."""
+    if isinstance(overrides, dict):
+        return [(k, value_text(v)) for k, v in overrides.items()]
+    return list(overrides or [])
+
+
+def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: list[tuple[str, str]] | dict | None = None,
               output_root: str | None = None, gpus: list[str] | None = None) -> list[dict]:
     """Every run of the sweep, one after another in this process; with `gpus`, as many at once
     as GPUs are listed, each in its own process on its own GPU (prge.sweep_gpus)."""
     from prge.speed import run_speed
-    from prge.train import run_training
-    import json
+    from prge.train import RunInterrupted, run_training
 
     spec = load_sweep_spec(path)
     speed = spec.get("mode", "train") == "speed"
@@ -103,7 +115,7 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: dic
         out_dir = Path(config.run.output_dir)
         if finished(out_dir, config.to_yaml()):
             log(f"[prge] ({i}/{len(runs)}) {label}: finished earlier, skipping")
-            summaries.append(json.loads((out_dir / "summary.json").read_text()))
+            summaries.append(run_summary.read(out_dir / "summary.json"))
             continue
         # An interrupted run continues from its checkpoint; without one it starts again.
         resume = not speed and checkpoints.exists(out_dir) and resumable(out_dir, config.to_yaml())
@@ -118,6 +130,9 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: dic
                 summaries.append(run_training(config, progress=progress, log=log, overwrite=True, resume=resume))
         except RunInProgress:
             log(f"[prge] ({i}/{len(runs)}) {label}: another process is running it, skipping")
+        except RunInterrupted as e:  # Ctrl-C: the sweep, started again, resumes this run
+            raise RunInterrupted(f"{label}: " + str(e).replace(
+                "`prge train CONFIG --resume`", "the same `prge sweep` command (it resumes this run)")) from None
     if pending:
         from prge.sweep_gpus import run_on_gpus
 

@@ -279,3 +279,242 @@ def test_broken_tokenizer_side_files_are_named(assets, capsys, name, text, messa
     assert main(["generate", str(model_dir), "--prompt", "Review : good", "--chat"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"prge: error: {model_dir}") and message in err, err
+
+
+# Issue 24, "no silent no-op": settings under which training would do nothing or nearly nothing
+# are errors naming the keys and numbers, decided when the config is read (check) or at the
+# first step (train).
+CUSTOM_SAME_WORDS = {"task": "custom", "train_file": "a.csv", "eval_file": "b.csv", "template": "{text}",
+                     "label_words": {"great": " good", "other": " good"}}
+NO_OP_CASES = [
+    ({"optimizer": {"accumulate": 10}}, "check", "optimizer.accumulate: 10 exceeds run.steps = 6"),
+    ({"optimizer": {"warmup_steps": 7}}, "check", "optimizer.warmup_steps: 7 exceeds the run's 6 updates"),
+    ({"data": CUSTOM_SAME_WORDS}, "check",
+     "data.label_words.other: label word ' good' is also the word of label 'great'"),
+    ({"estimator": {"queries": 1000000}}, "check", "estimator.queries: 1000000 exceeds 4096"),
+    ({"data": {"batch_size": 20000}}, "check", "data.batch_size: 20000 x 4 points of estimator.queries 2"),
+    ({"data": {"max_length": 256}}, "train",
+     "data.max_length: 256 exceeds the model's max_position_embeddings 128 ({m}/config.json)"),
+    ({"estimator": {"epsilon": 1e-30}}, "train",
+     "estimator.epsilon: 1e-30 is too small for model.dtype float32: at step 1 all 4 perturbed losses are "
+     "bit-identical"),
+]
+
+
+@pytest.mark.parametrize("overrides, command, message", NO_OP_CASES, ids=[c[2].split(":")[0] + "-" + str(i)
+                                                                          for i, c in enumerate(NO_OP_CASES)])
+def test_settings_that_train_nothing_are_named(assets, capsys, overrides, command, message):
+    tmp_path, model_dir, data_dir = assets
+    path = write_config(tmp_path, model_dir, data_dir, **overrides)
+    argv = [command, str(path)] + (["--no-progress"] if command == "train" else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prge: error: ") and message.format(m=model_dir) in err, err
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+# Issue 24, "files are checked where they are read": a NaN in a file prge reads back is named
+# with the file and the tensor, by every command that reads it.
+@pytest.fixture
+def damaged_run(assets):
+    """A finished run (checkpoints at 2 and 4), its adapter exported, then a NaN written into
+    `what` (trained / checkpoint / adapter)."""
+    from safetensors.torch import load_file, save_file
+
+    tmp_path, model_dir, data_dir = assets
+    config = write_config(tmp_path, model_dir, data_dir, run={"steps": 4, "eval_every": 0, "checkpoint_every": 2})
+    assert main(["train", str(config), "--no-progress"]) == 0
+    run = tmp_path / "run"
+    assert main(["adapters", "export", str(run), "--out", str(tmp_path / "adapter")]) == 0
+
+    def poison(path):
+        tensors = load_file(str(path))
+        name = sorted(k for k in tensors if "lora_b" in k.lower() or "lora_B" in k)[0]
+        tensors[name] = tensors[name].clone()
+        tensors[name].view(-1)[0] = float("nan")
+        save_file(tensors, str(path))
+        return name
+    return tmp_path, config, run, poison
+
+
+NONFINITE_CASES = [
+    ("trained.safetensors", lambda t, c, r: ["generate", str(r), "--prompt", "good"]),
+    ("trained.safetensors", lambda t, c, r: ["adapters", "export", str(r), "--out", str(t / "out")]),
+    ("trained.safetensors", lambda t, c, r: ["adapters", "export", str(r), "--merge", "--out", str(t / "out")]),
+    ("checkpoint-4/checkpoint.safetensors", lambda t, c, r: ["train", str(c), "--no-progress", "--resume"]),
+    ("adapter/adapter_model.safetensors",
+     lambda t, c, r: ["train", str(c), "--no-progress", "--overwrite", "--set", f"adapter.init_from={t / 'adapter'}"]),
+]
+
+
+@pytest.mark.parametrize("damaged, argv", NONFINITE_CASES,
+                         ids=["generate", "adapters-export", "merge", "resume", "init_from"])
+def test_non_finite_tensors_are_named_by_file_and_tensor(damaged_run, capsys, damaged, argv):
+    tmp_path, config, run, poison = damaged_run
+    path = (tmp_path if damaged.startswith("adapter/") else run) / damaged
+    tensor = poison(path)
+    if damaged.startswith("checkpoint"):
+        (run / "summary.json").unlink()  # an unfinished run, resumable from its checkpoint
+    assert main(argv(tmp_path, config, run)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prge: error: ") and str(path) in err and tensor in err and "non-finite" in err, err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_resume_refuses_changed_data_unless_told(damaged_run, capsys):
+    tmp_path, config, run, _ = damaged_run
+    (run / "summary.json").unlink()
+    train_csv = tmp_path / "food" / "train.csv"
+    train_csv.write_text(train_csv.read_text().replace("good", "great", 1))
+    assert main(["train", str(config), "--no-progress", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"prge: error: {run}: the train data differ from the checkpoint's") and \
+        "--resume-changed-data" in err, err
+    assert main(["train", str(config), "--no-progress", "--resume", "--resume-changed-data"]) == 0
+    assert "the train data changed since the checkpoint" in capsys.readouterr().out
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["data_fingerprint"]) == {"train", "dev", "eval"}
+
+
+# Issue 24, "every error names its place": one `prge: error:` line naming the file, key, line
+# or option. (what to set up, argv, what the line must say)
+def _bom_csv(tmp, model_dir):
+    (tmp / "bom.csv").write_bytes("\ufefftext,label\ngood tasty,great\nbad awful,other\n".encode())
+    return ["train", str(_custom(tmp, model_dir, "bom.csv")), "--no-progress"]
+
+
+def _custom(tmp, model_dir, train_file):
+    import yaml
+
+    path = tmp / "custom.yaml"
+    path.write_text(yaml.safe_dump({"model": {"name": str(model_dir)}, "data": {
+        "task": "custom", "train_file": str(tmp / train_file), "eval_file": str(tmp / train_file), "template": "{text}",
+        "label_words": {"great": " good", "other": " bad"}, "train_examples": 2, "eval_examples": 2, "batch_size": 1},
+        "run": {"steps": 1, "output_dir": str(tmp / "custom-run")}}))
+    return path
+
+
+def _bytes_in(name, data):
+    def setup(tmp, model_dir):
+        (tmp / name).write_bytes(data)
+        if name.endswith(".yaml"):
+            return ["check", str(tmp / name)]
+        return ["train", str(_custom(tmp, model_dir, name)), "--no-progress"]
+    return setup
+
+
+PLACE_CASES = [
+    ("seed", lambda t, m: ["generate", str(m), "--prompt", "good", "--seed", "-1"],
+     "--seed -1: must be an integer from 0 to 2^64-1"),
+    ("huge max-new-tokens", lambda t, m: ["generate", str(m), "--prompt", "good", "--max-new-tokens", str(10**20)],
+     f"--max-new-tokens {10**20}: must be an integer from 1 to 2147483647"),
+    ("max-new-tokens beyond positions", lambda t, m: ["generate", str(m), "--prompt", "good", "--max-new-tokens", "500"],
+     "--max-new-tokens 500: with the longest prompt's"),
+    ("top-p", lambda t, m: ["generate", str(m), "--prompt", "good", "--top-p", "0"], "--top-p 0.0: must be"),
+    ("non-UTF-8 config", _bytes_in("latin1.yaml", "run:\n  output_dir: caf\xe9\n".encode("latin-1")),
+     "latin1.yaml:2:18: not UTF-8 text (byte 0xe9)"),
+    ("non-UTF-8 JSONL", _bytes_in("train.jsonl", b'{"text": "good", "label": "great"}\n{"text": "caf\xe9"}\n'),
+     "train.jsonl:2: not UTF-8 text (byte 0xe9"),
+    ("non-UTF-8 CSV", _bytes_in("train.csv", b"text,label\ncaf\xe9,great\n"), "train.csv: not UTF-8 text (byte 0xe9"),
+    ("non-UTF-8 TSV of a built-in task", lambda t, m: _sst2_latin1(t, m), "train.tsv: not UTF-8 text (byte 0xe9"),
+    ("a CSV with a byte-order mark reads", _bom_csv, None),
+    ("empty config with --set", lambda t, m: ["check", str(_write(t / "empty.yaml", "# nothing\n")), "--set",
+                                              "run.steps=3"], "empty.yaml: the config is empty"),
+    ("duplicate key", lambda t, m: ["check", str(_write(t / "dup.yaml", "run:\n  steps: 3\n  steps: 4\n"))],
+     "dup.yaml:3:3: run.steps: duplicate key: it is also at line 2"),
+]
+
+
+def _sst2_latin1(tmp, model_dir):
+    import yaml
+
+    (tmp / "sst2").mkdir()
+    (tmp / "sst2" / "train.tsv").write_bytes("sentence\tlabel\nun caf\xe9\t1\n".encode("latin-1"))
+    (tmp / "sst2" / "validation.tsv").write_text("sentence\tlabel\ngood\t1\n")
+    path = _write(tmp / "sst2.yaml", yaml.safe_dump({"model": {"name": str(model_dir)},
+                                                     "data": {"task": "sst2", "data_dir": str(tmp / "sst2")},
+                                                     "run": {"output_dir": str(tmp / "sst2-run")}}))
+    return ["train", str(path), "--no-progress"]
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name, setup, message", PLACE_CASES, ids=[c[0] for c in PLACE_CASES])
+def test_every_error_names_its_place(assets, capsys, name, setup, message):
+    tmp_path, model_dir, _ = assets
+    argv = setup(tmp_path, model_dir)
+    code = main(argv)
+    err = capsys.readouterr().err
+    if message is None:
+        assert code == 0, err
+        return
+    assert code == 2 and err.startswith("prge: error: ") and message in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_an_unparseable_option_value_is_one_error_line(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["generate", "m", "--prompt", "x", "--max-new-tokens", "10^20"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prge: error: argument --max-new-tokens: invalid int value: '10^20'"), err
+
+
+def test_damaged_run_files_are_named(assets, capsys):
+    """A cut-off checkpoint pointer and an empty summary.json name their file."""
+    tmp_path, model_dir, data_dir = assets
+    config = write_config(tmp_path, model_dir, data_dir, run={"steps": 4, "eval_every": 0, "checkpoint_every": 2})
+    assert main(["train", str(config), "--no-progress"]) == 0
+    run = tmp_path / "run"
+    (run / "summary.json").write_text("")
+    assert main(["report", str(tmp_path)]) == 2
+    assert f"prge: error: {run / 'summary.json'}: empty" in capsys.readouterr().err
+    (run / "summary.json").unlink()
+    (run / "checkpoint.json").write_text('{"step": 4, "direc')
+    assert main(["train", str(config), "--no-progress", "--resume"]) == 2
+    assert f"prge: error: {run / 'checkpoint.json'}: malformed at line 1" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a torch without CUDA")
+def test_a_cuda_device_on_a_cpu_only_torch_names_the_key(assets, capsys):
+    tmp_path, model_dir, data_dir = assets
+    path = write_config(tmp_path, model_dir, data_dir, model={"device": "cuda"})
+    for argv in (["train", str(path), "--no-progress"], ["export", str(path), "--runtime", "onnx"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("prge: error: model.device: cuda: ") and len(err.strip().splitlines()) == 1, err
+
+
+FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a write past the limit fails (EFBIG) instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+from prge.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("limit, checkpoint_every", [(4000, 2), (4000, 0)])
+def test_a_full_disk_names_the_file(assets, limit, checkpoint_every):
+    """Every file over `limit` bytes fails to write, as on a full disk (RLIMIT_FSIZE in a child):
+    the checkpoint (or, without checkpoints, the final weights) is named."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tmp_path, model_dir, data_dir = assets
+    path = write_config(tmp_path, model_dir, data_dir, run={"steps": 2, "eval_every": 0,
+                                                            "checkpoint_every": checkpoint_every})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent)] + sys.path)}
+    done = subprocess.run([sys.executable, "-c", FULL_DISK.format(limit=limit), "train", str(path), "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("prge: error: ")]
+    wanted = "checkpoint.safetensors" if checkpoint_every else "trained.safetensors"
+    assert len(errors) == 1 and str(tmp_path / "run") in errors[0] and wanted in errors[0], done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "summary.json").exists()

@@ -153,3 +153,48 @@ def test_an_epsilon_below_the_dtypes_rounding_is_warned_about(dtype, epsilon, wa
     assert bool(warnings) == warned
     if warned:
         assert warnings[0].startswith("test.yaml:3:") and "mostly noise" in warnings[0]
+
+
+# Issue 24: a config is read once and means one thing on every path (check, train with or
+# without --set, sweeps): --set edits the parsed mapping in the C++ reader (YAML 1.2 scalars).
+YES_NO = ("data:\n  task: custom\n  train_file: a.csv\n  eval_file: b.csv\n  template: '{text}'\n"
+          "  label_words: {positive: yes, negative: no}\n")
+
+
+def test_a_value_means_the_same_with_and_without_set_and_in_a_sweep(tmp_path, capsys):
+    path = tmp_path / "yes.yaml"
+    path.write_text(YES_NO)
+    shown = []
+    for extra in ([], ["--set", "run.steps=3"], ["--set", "data.label_words={positive: yes, negative: off}"]):
+        assert main(["check", str(path), *extra]) == 0
+        shown.append(yaml.safe_load(capsys.readouterr().out)["data"]["label_words"])
+    assert shown[0] == shown[1] == {"positive": "yes", "negative": "no"}
+    assert shown[2] == {"positive": "yes", "negative": "off"}
+    from prge.sweep import expand_sweep
+
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("base: yes.yaml\ngrid:\n  data.template: ['{text} on', yes]\n"
+                     "variants:\n  - {name: a, data.label_words: {positive: on, negative: no}}\n")
+    runs = expand_sweep(sweep, [("run.steps", "2")])
+    assert [c.data.template for _, c in runs] == ["{text} on", "yes"]
+    assert all(c.data.label_words == [("positive", "on"), ("negative", "no")] and c.run.steps == 2 for _, c in runs)
+
+
+def test_duplicate_keys_and_empty_configs_are_errors_on_every_path(tmp_path, capsys):
+    duplicate = tmp_path / "dup.yaml"
+    duplicate.write_text("optimizer:\n  lr: 0.1\nrun: {steps: 2}\noptimizer:\n  lr: 0.5\n")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# a comment, nothing else\n")
+    for path, message in ((duplicate, f"{duplicate}:4:1: optimizer: duplicate key: it is also at line 1"),
+                          (empty, f"{empty}: the config is empty")):
+        for extra in ([], ["--set", "optimizer.lr=0.2"]):
+            assert main(["check", str(path), *extra]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("prge: error: ") and message in err, err
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("base: dup.yaml\n")
+    assert main(["sweep", str(sweep)]) == 2
+    assert "dup.yaml:4:1: optimizer: duplicate key" in capsys.readouterr().err
+    sweep.write_text("base: {run: {steps: 1}}\ngrid: {run.seed: [1]}\ngrid: {run.seed: [2]}\n")
+    assert main(["sweep", str(sweep)]) == 2
+    assert "duplicate key 'grid' (first at line 2)" in capsys.readouterr().err

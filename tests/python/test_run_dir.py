@@ -77,3 +77,86 @@ def test_a_run_stored_before_rng_auto_is_the_same_run_on_its_device(tmp_path):
     (tmp_path / "config.yaml").write_text(config.to_yaml().replace("rng: auto", "rng: counter"))
     with pytest.raises(RunDirError, match="rng: counter"):
         finished(tmp_path, config.to_yaml())
+
+
+# Issue 24: outputs never clobber. Every command that writes a directory refuses one holding
+# something it did not write there (unless --overwrite) and never writes where it reads its model.
+@pytest.fixture(scope="module")
+def a_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("clobber")
+    model_dir, data_dir = make_tiny_assets(tmp)
+    config = write_config(tmp, model_dir, data_dir, run={"steps": 2, "eval_every": 0})
+    assert main(["train", str(config), "--no-progress"]) == 0
+    return tmp, model_dir, config, tmp / "run"
+
+
+def _tree(directory):
+    return {p.relative_to(directory): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+# (name, argv from (tmp, model_dir, config, run), a file put in the target first, what the error says)
+CLOBBER_CASES = [
+    ("train into the model directory", lambda t, m, c, r: ["train", str(c), "--set", f"run.output_dir={m}"],
+     None, "run.output_dir: {m} is the model directory {m}, which this command reads"),
+    ("train inside the model directory", lambda t, m, c, r: ["train", str(c), "--set", f"run.output_dir={m}/runs/a"],
+     None, "run.output_dir: {m}/runs/a lies inside the model directory {m}"),
+    ("train into a directory with a user's file", lambda t, m, c, r: ["train", str(c), "--set",
+                                                                       f"run.output_dir={t}/mine"],
+     "mine/notes.txt", "run.output_dir: {t}/mine holds files prge did not write there (notes.txt)"),
+    ("adapters export into the run directory", lambda t, m, c, r: ["adapters", "export", str(r), "--out", str(r)],
+     None, "--out: {r} is the run directory it exports from"),
+    ("adapters export into the model directory",
+     lambda t, m, c, r: ["adapters", "export", str(r), "--out", str(m)], None,
+     "--out: {m} is the run's model directory {m}"),
+    ("adapters export over another export", lambda t, m, c, r: ["adapters", "export", str(r), "--out", f"{t}/peft"],
+     "peft/adapter_model.safetensors", "--out: {t}/peft is not empty (adapter_model.safetensors)"),
+    ("--merge into the model directory",
+     lambda t, m, c, r: ["adapters", "export", str(r), "--merge", "--out", str(m)], None,
+     "--out: {m} is the run's model directory {m}"),
+    ("--merge into a directory of shards", lambda t, m, c, r: ["adapters", "export", str(r), "--merge", "--out",
+                                                               f"{t}/merged"],
+     "merged/model-00001-of-00002.safetensors", "--out: {t}/merged is not empty (model-00001-of-00002.safetensors)"),
+    ("export into the model directory", lambda t, m, c, r: ["export", str(c), "--runtime", "onnx", "--out", str(m)],
+     None, "--out: {m} is the model directory {m}"),
+    ("export into a directory with a user's file",
+     lambda t, m, c, r: ["export", str(c), "--runtime", "onnx", "--out", f"{t}/onnx"],
+     "onnx/notes.txt", "--out: {t}/onnx is not empty (notes.txt)"),
+]
+
+
+@pytest.mark.parametrize("name, argv, present, message", CLOBBER_CASES, ids=[c[0] for c in CLOBBER_CASES])
+def test_no_command_writes_over_what_it_did_not_write_or_reads(a_run, capsys, name, argv, present, message):
+    tmp, model_dir, config, run = a_run
+    if present:
+        (tmp / present).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / present).write_text("theirs")
+    model_before, run_before = _tree(model_dir), _tree(run)
+    args = argv(tmp, model_dir, config, run)
+    assert main(args + (["--no-progress"] if args[0] == "train" else [])) == 2
+    err = capsys.readouterr().err
+    expected = message.format(t=tmp, m=model_dir, r=run)
+    assert err.startswith("prge: error: ") and expected in err, (expected, err)
+    assert _tree(model_dir) == model_before and _tree(run) == run_before  # nothing written
+    if present:
+        assert (tmp / present).read_text() == "theirs"
+
+
+def test_overwrite_leaves_exactly_one_set_of_weights_and_the_users_files(a_run):
+    tmp, model_dir, config, run = a_run
+    stale = tmp / "stale"
+    stale.mkdir()
+    for name in ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json",
+                 "pytorch_model.bin", "adapter_config.json", "adapter_model.safetensors", "README.md"):
+        (stale / name).write_text("old")
+    assert main(["adapters", "export", str(run), "--merge", "--out", str(stale), "--overwrite"]) == 0
+    weights = sorted(p.name for p in stale.iterdir() if p.suffix in (".safetensors", ".bin") or "index" in p.name
+                     or p.name.startswith("adapter_"))
+    assert weights == ["model.safetensors"]
+    assert (stale / "README.md").read_text() == "old"  # not prge's to delete
+    assert main(["adapters", "export", str(run), "--out", str(stale), "--overwrite"]) == 0  # an adapter replaces it
+    assert not (stale / "model.safetensors").exists() and (stale / "adapter_model.safetensors").is_file()
+    mine = tmp / "mine2"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    assert main(["train", str(config), "--no-progress", "--overwrite", "--set", f"run.output_dir={mine}"]) == 0
+    assert (mine / "notes.txt").read_text() == "mine" and (mine / "summary.json").is_file()

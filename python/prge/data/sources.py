@@ -87,7 +87,11 @@ def read_split(root: str | Path, split: str, files: dict[str, str], task: str) -
     if not path.is_file():
         raise MissingSplit(f"{task}: {path} not found (expected {files[split]}, "
                            "or a datasets.save_to_disk directory)")
-    records = READERS[path.suffix](path)
+    try:
+        records = READERS[path.suffix](path)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{task}: {path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                         "save the file as UTF-8") from e
     if not records:
         raise ValueError(f"{task}: {path} holds no records")
     return records
