@@ -497,10 +497,12 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("limit, checkpoint_every", [(4000, 2), (4000, 0)])
-def test_a_full_disk_names_the_file(assets, limit, checkpoint_every):
+@pytest.mark.parametrize("limit, checkpoint_every, wanted", [(4000, 2, "checkpoint.safetensors"),
+                                                              (4000, 0, "trained.safetensors"),
+                                                              (300, 0, "config.yaml")])
+def test_a_full_disk_names_the_file(assets, limit, checkpoint_every, wanted):
     """Every file over `limit` bytes fails to write, as on a full disk (RLIMIT_FSIZE in a child):
-    the checkpoint (or, without checkpoints, the final weights) is named."""
+    the checkpoint, the final weights (C++ writer) or config.yaml (Python's) is named."""
     import os
     import subprocess
     import sys
@@ -514,7 +516,6 @@ def test_a_full_disk_names_the_file(assets, limit, checkpoint_every):
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 2, done.stderr[-3000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("prge: error: ")]
-    wanted = "checkpoint.safetensors" if checkpoint_every else "trained.safetensors"
     assert len(errors) == 1 and str(tmp_path / "run") in errors[0] and wanted in errors[0], done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "run" / "summary.json").exists()
