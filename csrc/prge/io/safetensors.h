@@ -3,6 +3,7 @@
 // length, JSON header, raw little-endian tensor bytes).
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -10,9 +11,10 @@ namespace prge::io {
 
 using TensorMap = std::map<std::string, torch::Tensor>;
 
-// Reads every tensor of `path` onto the CPU. Throws std::runtime_error naming the file
-// and the problem for a missing, truncated or malformed file.
-TensorMap load_safetensors(const std::string& path);
+// Reads the tensors of `path` onto the CPU (those `wanted` accepts, when given; the header is
+// checked whole). Throws std::runtime_error naming the file and the problem for a missing,
+// truncated or malformed file.
+TensorMap load_safetensors(const std::string& path, const std::function<bool(const std::string&)>& wanted = {});
 
 // Writes atomically: the data goes to `path + ".tmp"` and is renamed over `path` only
 // once complete, so an interrupted save never leaves a corrupt checkpoint.

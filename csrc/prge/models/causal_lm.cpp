@@ -13,6 +13,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
 #include <stdexcept>
 
 namespace prge {
@@ -257,11 +258,26 @@ CausalLM CausalLM::from_pretrained(const std::string& dir, const torch::Device& 
   io::TensorMap weights;
   std::vector<fs::path> files;
   for (const auto& entry : fs::directory_iterator(dir)) {
-    if (entry.path().extension() == ".safetensors") files.push_back(entry.path());
+    if (entry.path().extension() == ".safetensors" && entry.path().filename() != kQuantizedWeightsFile) {
+      files.push_back(entry.path());
+    }
   }
   if (files.empty()) throw std::runtime_error(fmt::format("{}: no *.safetensors weights", dir));
   std::sort(files.begin(), files.end());
-  for (const auto& file : files) weights.merge(io::load_safetensors(file.string()));
+  // Beside a dense checkpoint, the quantized projections a GGUF conversion keeps: read instead
+  // of their dense copies unless the weights are asked for dense.
+  const auto quantized_file = fs::path(dir) / kQuantizedWeightsFile;
+  std::set<std::string> replaced;
+  if (format.bits != WeightFormat::kDense && fs::exists(quantized_file)) {
+    weights = io::load_safetensors(quantized_file.string());
+    for (const auto& [name, _] : weights) {
+      const auto dot = name.rfind(".qweight");
+      if (dot != std::string::npos && dot + 8 == name.size()) replaced.insert(name.substr(0, dot));
+    }
+  }
+  for (const auto& file : files) {
+    weights.merge(io::load_safetensors(file.string(), [&](const std::string& n) { return !replaced.count(n); }));
+  }
   try {
     return CausalLM(std::move(spec), std::move(weights), device, dtype, format);
   } catch (const std::exception& e) {  // a missing, extra or misshapen weight: name the model

@@ -44,6 +44,10 @@ struct KvCache {
 // tensors a checkpoint holds), dense (kDense: a checkpoint's quantized weights dequantized at
 // load), or quantized at load to int8 (one scale per output channel when group_size is 0) /
 // int4 (group-wise, asymmetric), round to nearest.
+// A GGUF conversion's quantized projection weights (NAME.qweight / .scales / .offsets / .format),
+// written beside its dense, Hugging Face loadable model.safetensors.
+inline constexpr const char* kQuantizedWeightsFile = "prge_quantized.safetensors";
+
 struct WeightFormat {
   static constexpr int64_t kDense = -1;  // dequantize a checkpoint's own quantized weights at load
   int64_t bits = 0;

@@ -22,7 +22,7 @@ from prge.models.gguf_blocks import repack
 
 # Written last into a converted directory: a conversion by another version is redone.
 MARKER = "prge_conversion.json"
-CONVERTER_VERSION = 2  # 2: projection weights kept quantized
+CONVERTER_VERSION = 3  # 3: projection weights also kept quantized, beside the float32 checkpoint
 
 # GGUF general.architecture -> Hugging Face model_type.
 ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3": "gemma3_text"}
@@ -162,14 +162,16 @@ def llama3_from_rope_freqs(rope_freqs: np.ndarray, theta: float, head_dim: int, 
 
 def convert_gguf(gguf_path: str | Path, out_dir: str | Path, keep_quantized: bool = True) -> Path:
     """Write config.json, model.safetensors and tokenizer files for `gguf_path` into `out_dir`.
-    With keep_quantized, projection weights stored as Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q4_K / Q6_K stay
-    quantized (prge.models.gguf_blocks: repacked exactly, as NAME.qweight / .scales / .offsets /
-    .format); everything else is float32. Raises ValueError naming the file and the metadata or
-    tensor it cannot express."""
+    model.safetensors holds every weight in float32 (what transformers and peft load); with
+    keep_quantized, projection weights stored as Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q4_K / Q6_K are also
+    kept quantized beside it (prge.QUANTIZED_WEIGHTS_FILE: repacked exactly by
+    prge.models.gguf_blocks, as NAME.qweight / .scales / .offsets / .format), which prge loads
+    instead of their float32 copies. Raises ValueError naming the file and the metadata or tensor
+    it cannot express."""
     import gguf
     from safetensors.numpy import save_file
 
-    from prge._core import ArchSpec
+    from prge._core import QUANTIZED_WEIGHTS_FILE, ArchSpec
 
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     if not gguf_path.is_file():
@@ -197,7 +199,8 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, keep_quantized: boo
     if not spec.tie_word_embeddings:
         wanted.add("lm_head.weight")
     wanted |= {f"model.layers.{i}.{n}" for i in range(spec.num_hidden_layers) for n in spec.layer_weight_names}
-    tensors: dict[str, np.ndarray] = {}
+    tensors: dict[str, np.ndarray] = {}  # dense float32: what transformers loads
+    quantized: dict[str, np.ndarray] = {}  # what prge loads instead, beside it
     used = {"rope_freqs.weight"}
     for hf in sorted(wanted):
         base, suffix = hf.rsplit(".", 1)
@@ -222,9 +225,8 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, keep_quantized: boo
                     continue
                 if heads is not None:  # the row permutation moves whole rows: codes and scales alike
                     value = unpermute_rotary_rows(value, heads)
-                tensors[f"{hf}.{key}"] = np.ascontiguousarray(value)
-            tensors[f"{hf}.format"] = np.array([bits, group], dtype=np.int64)
-            continue
+                quantized[f"{hf}.{key}"] = np.ascontiguousarray(value)
+            quantized[f"{hf}.format"] = np.array([bits, group], dtype=np.int64)
         data = dense(source)
         if heads is not None:
             data = unpermute_rotary_rows(data, heads)
@@ -234,9 +236,11 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, keep_quantized: boo
     unused = sorted(set(stored) - used)
     if unused:
         raise ValueError(f"{gguf_path}: tensors {', '.join(unused[:5])} have no place in a {arch} model")
-    tmp = out_dir / "model.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(out_dir / "model.safetensors")
+    for name, content in (("model.safetensors", tensors), (QUANTIZED_WEIGHTS_FILE, quantized)):
+        if content:
+            tmp = out_dir / f"{name}.tmp"
+            save_file(content, str(tmp))
+            tmp.replace(out_dir / name)
     _export_tokenizer(gguf_path, out_dir)
     (out_dir / MARKER).write_text(json.dumps({"converter": CONVERTER_VERSION, "source": str(gguf_path),
                                               "keep_quantized": keep_quantized}))
