@@ -167,13 +167,13 @@ def _replace_weights(out: Path, writes: tuple[str, ...]) -> None:
             path.unlink()
 
 
-def _save_tensors(tensors: dict, path: Path) -> None:
+def _save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> None:
     """safetensors written whole or not at all (a temporary name, fsync, rename)."""
     from prge import durable
 
     tmp = path.with_name(path.name + ".tmp")
     try:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
+        save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
         durable.fsync_file(tmp)
         tmp.replace(path)
     except OSError as e:
@@ -193,7 +193,7 @@ def export_peft(run_dir: str | Path, out: str | Path, overwrite: bool = False) -
         tensors[f"{module}.lora_A.weight"] = a["lora_a"].detach().float().contiguous()
         tensors[f"{module}.lora_B.weight"] = a["lora_b"].detach().float().contiguous()
     _replace_weights(out, (ADAPTER_WEIGHTS, ADAPTER_CONFIG))
-    _save_tensors(tensors, out / ADAPTER_WEIGHTS)
+    _save_tensors(tensors, out / ADAPTER_WEIGHTS, base_weights_metadata(config, model))
     adapter = config.adapter
     durable.write_text(out / ADAPTER_CONFIG, json.dumps({
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": str(model_dir),
@@ -207,13 +207,25 @@ def export_peft(run_dir: str | Path, out: str | Path, overwrite: bool = False) -
     return out
 
 
-def export_merged(run_dir: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+def base_weights_metadata(config, model) -> dict:
+    """How the run's base held its frozen weights, for the adapter file's metadata (the adapter
+    itself is the same PEFT LoRA adapter whatever the base's format)."""
+    stored = "quantized as stored (GGUF blocks)" if model.quantized and config.model.quantize == "none" else \
+        ("dense" if not model.quantized else f"{config.model.quantize}, group_size {config.model.group_size or 'default'}")
+    return {"prge.base_model": config.model.name, "prge.base_weights": stored}
+
+
+def export_merged(run_dir: str | Path, out: str | Path, overwrite: bool = False, log=print) -> Path:
     """A full Hugging Face model directory `out` with (alpha / r) B A folded into W: exactly one
     set of weights (model.safetensors), never written into the model directory it reads."""
     from prge import durable
 
     out = _output_dir(run_dir, out, overwrite)
     config, model_dir, model = load_run(run_dir)  # a non-finite trained tensor is named here
+    if model.quantized:
+        held = base_weights_metadata(config, model)["prge.base_weights"]
+        log(f"[prge] note: the base keeps its projection weights quantized ({held}); the merged model holds them "
+            "dequantized, with (alpha / r) B A folded in: a dense model")
     modules = module_names(model)
     low_rank = {}
     for a in model.adapters():

@@ -126,3 +126,31 @@ def test_smollm2_keeps_its_q4_1_weights_and_computes_the_dequantized_logits():
     config = json.loads((path / "config.json").read_text())
     assert config["model_type"] == "llama"
 
+
+
+def test_adapters_of_a_run_on_a_quantized_base(tmp_path, capsys):
+    """The exported PEFT adapter is the same whatever the base's format, and says how the base
+    held its weights; --merge dequantizes the base, says so, and loads in transformers with prge's
+    logits."""
+    from safetensors import safe_open
+    from transformers import LlamaForCausalLM
+
+    from conftest import make_tiny_assets, write_config
+    from prge.adapters import load_run
+    from prge.cli import main
+
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    config = write_config(tmp_path, model_dir, data_dir, model={"quantize": "int4", "group_size": 16},
+                          optimizer={"lr": 0.5}, run={"steps": 3, "eval_every": 0})
+    assert main(["train", str(config), "--no-progress"]) == 0
+    assert main(["adapters", "export", str(tmp_path / "run"), "--out", str(tmp_path / "peft")]) == 0
+    with safe_open(str(tmp_path / "peft" / "adapter_model.safetensors"), "pt") as f:
+        assert f.metadata()["prge.base_weights"] == "int4, group_size 16"
+    assert main(["adapters", "export", str(tmp_path / "run"), "--out", str(tmp_path / "merged"), "--merge"]) == 0
+    assert "the merged model holds them dequantized" in capsys.readouterr().out
+    _, _, model = load_run(tmp_path / "run")
+    assert model.quantized
+    ids = torch.randint(1, 15, (2, 9), generator=torch.Generator().manual_seed(3))
+    merged = LlamaForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, model.logits(ids), rtol=1e-4, atol=1e-4)
