@@ -48,6 +48,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `prge` command; returns its exit status (a torchrun rank ends here instead:
+    prge.distributed.end_process)."""
+    code = _command(argv)
+    if "prge.distributed" in sys.modules:
+        sys.modules["prge.distributed"].end_process(code)
+    return code
+
+
+def _command(argv: list[str] | None) -> int:
     parser = _Parser(prog="prge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="run one fine-tuning job from a YAML config")

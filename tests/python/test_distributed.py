@@ -47,7 +47,7 @@ def train(config, processes: int, *extra) -> subprocess.CompletedProcess:
         argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                 "-m", "prge", "train", str(config), "--no-progress", *extra]
     done = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-2000:] + "\n" + done.stderr[-6000:]
     return done
 
 
