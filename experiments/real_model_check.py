@@ -50,7 +50,7 @@ def check(name: str, new_tokens: int) -> dict:
                      "argmax_agreement": (got.argmax(-1) == expected.argmax(-1)).float().mean().item(),
                      "greedy_equal": ours == greedy, "greedy_prge": tokenizer.decode(ours),
                      "greedy_transformers": tokenizer.decode(greedy)})
-    return {"model": name, "model_type": native.spec.model_type, "gguf": gguf.name,
+    return {"model": name, "model_type": native.spec.model_type, "gguf": gguf.name, "new_tokens": new_tokens,
             "seconds": time.perf_counter() - started, "prompts": rows}
 
 
@@ -59,7 +59,8 @@ def markdown(result: dict) -> str:
              f"prge's conversion of `{result['gguf']}` and `AutoModelForCausalLM.from_pretrained(..., gguf_file=...)`, "
              "both fp32 on the CPU; made by `python experiments/real_model_check.py "
              f"{result['model']} --out DIR`.", "",
-             "| prompt | tokens | max abs logit error / max abs logit | argmax agreement | greedy 8 tokens equal |",
+             f"| prompt | tokens | max abs logit error / max abs logit | argmax agreement "
+             f"| greedy {result.get('new_tokens', 8)} tokens equal |",
              "|---|---|---|---|---|"]
     for row in result["prompts"]:
         prompt = row["prompt"].replace("\n", "\\n").replace("|", "\\|")

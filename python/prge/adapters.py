@@ -210,8 +210,12 @@ def export_peft(run_dir: str | Path, out: str | Path, overwrite: bool = False) -
 def base_weights_metadata(config, model) -> dict:
     """How the run's base held its frozen weights, for the adapter file's metadata (the adapter
     itself is the same PEFT LoRA adapter whatever the base's format)."""
-    stored = "quantized as stored (GGUF blocks)" if model.quantized and config.model.quantize == "none" else \
-        ("dense" if not model.quantized else f"{config.model.quantize}, group_size {config.model.group_size or 'default'}")
+    if not model.quantized:
+        stored = "dense"
+    elif config.model.quantize == "none":  # kept as the checkpoint stores it
+        stored = "quantized as stored (GGUF blocks)"
+    else:
+        stored = f"{config.model.quantize}, group_size {config.model.group_size or 'default'}"
     return {"prge.base_model": config.model.name, "prge.base_weights": stored}
 
 
