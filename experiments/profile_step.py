@@ -1,6 +1,7 @@
 """Where a P-RGE step's GPU time goes: torch.profiler's kernel table for prge's inference
-forward of the 32 sequences and for the fused P-RGE dual step (uncaptured, so each kernel is
-listed), at one bench_step.py shape. A diagnosis tool beside the benchmark, not a benchmark:
+forward of the 32 sequences, for the fused P-RGE dual step (uncaptured, so each kernel is
+listed) and, with --peer, for the torch.compile'd transformers forward of the same sequences
+(the benchmark's floor), at one bench_step.py shape. A diagnosis tool beside the benchmark, not a benchmark:
 the profiler adds its own overhead, so read the shares, not the totals.
 
     python experiments/profile_step.py --shape tinyllama-1.1b --seq-len 256 --out DIR
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=4)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument("--peer", action="store_true", help="also profile the compiled transformers forward")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     config = shape_config(args.shape)
@@ -66,6 +68,14 @@ def main() -> None:
             f"prge cuda kernels: {prge.cuda_built}\n\n"
             f"## prge inference forward, {2 * QB} sequences\n\n{kernel_table(lambda: model.hidden_states(ids), args.steps, args.rows)}\n\n"
             f"## P-RGE dual q = {args.queries} step, uncaptured\n\n{kernel_table(lambda: trainer.step(batch), args.steps, args.rows)}\n")
+    if args.peer:
+        from peers import TransformersForward, transformers_model
+
+        hf = transformers_model(config, getattr(torch, args.dtype), "cuda")
+        targets = random_batch(config.vocab_size, 2 * QB, args.seq_len).targets.cuda()
+        floor = TransformersForward(hf, ids, targets, "default")
+        text += f"\n## transformers forward, torch.compile (default mode), {2 * QB} sequences\n\n" \
+                f"{kernel_table(floor, args.steps, args.rows)}\n"
     print(text)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

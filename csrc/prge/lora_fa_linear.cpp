@@ -76,15 +76,23 @@ torch::Tensor linear_plus_low_rank(const torch::Tensor& x, const torch::Tensor& 
   }
   auto y = at::empty(sizes, x.options());
   auto y2 = y.view({rows, out});
-  // beta = 0: y's uninitialised contents are never read.
-  if (copies == 1) {
-    at::addmm_out(y2, y2, ax.reshape({rows, r}), b_stack.select(0, 0).t(), 0.0, scaling);
+  const auto add_low_rank = [&](double beta) {  // y = beta * y + scaling * (A x) B_cᵀ
+    if (copies == 1) {
+      at::addmm_out(y2, y2, ax.reshape({rows, r}), b_stack.select(0, 0).t(), beta, scaling);
+    } else {
+      auto y3 = y.view({copies, rows / copies, out});
+      at::baddbmm_out(y3, y3, ax.reshape({copies, rows / copies, r}), b_stack.transpose(1, 2), beta, scaling);
+    }
+  };
+  if (bias.defined()) {
+    // The frozen GEMM writes y with the bias added in its epilogue (on CUDA ATen takes
+    // cuBLASLt's bias epilogue for a 1-D bias, as at::linear does), the low-rank term adds into it.
+    at::addmm_out(y2, bias, x2, weight.t());
+    add_low_rank(1.0);
   } else {
-    auto y3 = y.view({copies, rows / copies, out});
-    at::baddbmm_out(y3, y3, ax.reshape({copies, rows / copies, r}), b_stack.transpose(1, 2), 0.0, scaling);
+    add_low_rank(0.0);  // beta = 0: y's uninitialised contents are never read
+    y2.addmm_(x2, weight.t(), 1.0, 1.0);
   }
-  y2.addmm_(x2, weight.t(), 1.0, 1.0);
-  if (bias.defined()) y2.add_(bias);
   return y;
 }
 

@@ -63,7 +63,8 @@ class LoraFaLinear {
 // y = x Wᵀ + scaling * B_c (A x) (+ bias) for each copy c of the batch (Eq. P-RGE outer loop):
 // x [N, T, in] is viewed as [copies, N/copies * T, in]. The low-rank term is written first
 // (one bmm, K = r) and the big GEMM adds into it in its epilogue (beta = 1), so the output
-// is written, read and written once each instead of an extra read-modify-write pass.
+// is written, read and written once each instead of an extra read-modify-write pass. With a
+// bias the order turns: the GEMM writes y with the bias in its epilogue, the bmm adds into it.
 // b_stack: [copies, out, r] in x's dtype; ax: [N, T, r]; bias: [out] or undefined.
 torch::Tensor linear_plus_low_rank(const torch::Tensor& x, const torch::Tensor& weight,
                                    const torch::Tensor& ax, const torch::Tensor& b_stack,
