@@ -9,17 +9,6 @@ namespace py = pybind11;
 
 namespace prge::bindings {
 
-namespace {
-// model.quantize's words as a WeightFormat (int4 groups of 64 unless told).
-WeightFormat weight_format(const std::string& quantize, int64_t group_size) {
-  if (quantize == "none") return {};
-  if (quantize == "dense") return {WeightFormat::kDense, 0};
-  if (quantize == "int8") return {8, group_size};
-  if (quantize == "int4") return {4, group_size ? group_size : 64};
-  throw std::invalid_argument("quantize: none, dense, int8 or int4, got '" + quantize + "'");
-}
-}  // namespace
-
 void bind_model(py::module_& m) {
   m.attr("IGNORE_INDEX") = kIgnoreIndex;  // target value of positions that are not scored
   m.attr("QUANTIZED_WEIGHTS_FILE") = kQuantizedWeightsFile;  // a conversion's quantized projections

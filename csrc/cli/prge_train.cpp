@@ -18,7 +18,8 @@ int main(int argc, char** argv) {
     std::cout << config.to_yaml();
     if (argc < 3) return 0;
     auto model = std::make_shared<prge::CausalLM>(prge::CausalLM::from_pretrained(
-        argv[2], torch::Device(config.model.device), prge::parse_dtype(config.model.dtype)));
+        argv[2], torch::Device(config.model.device), prge::parse_dtype(config.model.dtype),
+        prge::weight_format(config.model.quantize, config.model.group_size)));
     if (config.use_adapter) model->attach_adapters(config.adapter);
     prge::Trainer trainer(model, config.estimator, config.optimizer, config.run.seed);
     const int64_t b = config.data.batch_size, t = config.data.max_length;

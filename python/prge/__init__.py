@@ -26,7 +26,7 @@ from prge._core import (  # noqa: F401
     supported_model_types,
 )
 from prge._core import cuda_built  # noqa: F401  (CUDA kernels and graphs compiled in)
-from prge._core import IGNORE_INDEX, PROJECTIONS  # noqa: F401  (one source: the C++ core)
+from prge._core import IGNORE_INDEX, PROJECTIONS, QUANTIZED_WEIGHTS_FILE  # noqa: F401  (one source: the C++ core)
 
 from prge._core import LlamaConfig, LlamaModel  # noqa: F401  (names from before the model seam)
 

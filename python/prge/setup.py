@@ -15,6 +15,7 @@ them as `prge: error: ...`)."""
 from __future__ import annotations
 
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,6 +128,21 @@ def check_token_ids(model_dir, vocab_size: int, examples: list[EncodedExample]) 
                          f"(vocab_size {vocab_size} in config.json): tokenizer and weights do not belong together")
 
 
+def weight_format(config, model_dir: Path) -> str:
+    """config.model.quantize, except that full-parameter MeZO on a checkpoint that stores its
+    projection weights quantized (a GGUF's blocks, kept as shipped under `quantize: none`) loads
+    them dequantized, with a note on stderr: MeZO perturbs every weight, so it needs them dense.
+    An explicit int8 / int4 with MeZO stays refused (by the trainer)."""
+    from prge._core import QUANTIZED_WEIGHTS_FILE
+
+    if (config.estimator.kind == "mezo" and config.model.quantize == "none"
+            and (model_dir / QUANTIZED_WEIGHTS_FILE).exists()):
+        print(f"[prge] note: estimator.kind: mezo perturbs every weight, so {model_dir.name}'s quantized projection "
+              "weights are loaded dequantized (as model.quantize: dense)", file=sys.stderr)
+        return "dense"
+    return config.model.quantize
+
+
 def setup_model(config, data: DataSetup | None = None, *, model_dir: str | Path | None = None,
                 device: str | None = None):
     """prge.CausalLM of config.model (on `device` when given, e.g. a distributed rank's GPU),
@@ -139,7 +155,7 @@ def setup_model(config, data: DataSetup | None = None, *, model_dir: str | Path 
         model_dir = data.model_dir
     model_dir = Path(model_dir) if model_dir is not None else resolve_model(config.model.name)
     model = CausalLM.from_pretrained(str(model_dir), device or config.model.device, config.model.dtype,
-                                     config.model.quantize, config.model.group_size)
+                                     weight_format(config, model_dir), config.model.group_size)
     if data is not None:
         check_token_ids(model_dir, model.spec.vocab_size, data.train + data.dev + data.eval)
     if config.use_adapter:

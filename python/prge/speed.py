@@ -38,7 +38,8 @@ def build_model(config: RunConfig, shape: str | None) -> CausalLM:
         from prge.setup import setup_model
 
         return setup_model(config)
-    model = CausalLM.random(shape_config(shape), 0, config.model.device, config.model.dtype)
+    model = CausalLM.random(shape_config(shape), 0, config.model.device, config.model.dtype,
+                            config.model.quantize, config.model.group_size)
     if config.use_adapter:
         model.attach_adapters(config.adapter)
     return model

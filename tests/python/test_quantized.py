@@ -2,6 +2,7 @@
 logits of the same model with its weights dequantized; LoRA-FA estimators train on it, MeZO is
 refused by name; adapters leave it as peft reads them."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +155,43 @@ def test_adapters_of_a_run_on_a_quantized_base(tmp_path, capsys):
     merged = LlamaForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32).eval()
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, model.logits(ids), rtol=1e-4, atol=1e-4)
+
+
+def checkpoint_storing_quantized_blocks(tmp_path):
+    """A tiny Llama whose projection weights are also stored quantized beside model.safetensors,
+    as prge's GGUF conversion of the default model stores them (int4 groups of 16 here)."""
+    from safetensors.torch import load_file
+
+    path, _ = make_hf_llama(tmp_path)
+    stored = {}
+    for name, weight in load_file(str(path / "model.safetensors")).items():
+        if name.endswith("proj.weight"):
+            q = prge.quantize_weight(weight, 4, 16)
+            stored.update({f"{name}.qweight": q.qweight, f"{name}.scales": q.scales, f"{name}.offsets": q.offsets,
+                           f"{name}.format": torch.tensor([4, 16], dtype=torch.int64)})
+    save_file(stored, str(path / prge.QUANTIZED_WEIGHTS_FILE))
+    assert prge.CausalLM.from_pretrained(str(path)).quantized
+    return path
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_every_shipped_run_builds_its_trainer_on_a_base_stored_quantized(tmp_path, capsys):
+    """Each run of every config and sweep in configs/ sets up its model and trainer on a checkpoint
+    that stores its projections quantized, as the default model's does: full-parameter MeZO loads
+    those dequantized and says so; the LoRA-FA runs keep them quantized (unless the run says dense)."""
+    from prge.setup import setup_model
+    from prge.sweep import expand_sweep
+
+    path = checkpoint_storing_quantized_blocks(tmp_path)
+    runs = [(p.name, prge.load_run_config(str(p))) for p in sorted(SHIPPED.glob("*.yaml"))]
+    for sweep in sorted((SHIPPED / "sweeps").glob("*.yaml")):
+        runs += [(f"{sweep.name} [{label}]", config) for label, config in expand_sweep(sweep, output_root=str(tmp_path))]
+    assert len(runs) > 50 and any(config.estimator.kind == "mezo" for _, config in runs)
+    for label, config in runs:
+        model = setup_model(config, model_dir=path, device="cpu")
+        prge.Trainer(model, config.estimator, config.optimizer, config.run.seed)  # raises if it cannot train
+        mezo = config.estimator.kind == "mezo"
+        assert model.quantized == (not mezo and config.model.quantize != "dense"), label
+        assert ("mezo perturbs every weight" in capsys.readouterr().err) == mezo, label

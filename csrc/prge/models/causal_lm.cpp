@@ -243,6 +243,14 @@ CausalLM::CausalLM(ArchSpec spec, io::TensorMap weights, const torch::Device& de
   }
 }
 
+WeightFormat weight_format(const std::string& quantize, int64_t group_size) {
+  if (quantize == "none") return {};
+  if (quantize == "dense") return {WeightFormat::kDense, 0};
+  if (quantize == "int8") return {8, group_size};
+  if (quantize == "int4") return {4, group_size ? group_size : 64};
+  throw std::invalid_argument("quantize: none, dense, int8 or int4, got '" + quantize + "'");
+}
+
 CausalLM CausalLM::from_pretrained(const std::string& dir, const torch::Device& device, torch::ScalarType dtype,
                                    WeightFormat format) {
   if (!fs::is_directory(dir)) {

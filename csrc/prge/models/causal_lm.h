@@ -54,6 +54,10 @@ struct WeightFormat {
   int64_t group_size = 0;
 };
 
+// model.quantize's word (none | dense | int8 | int4) and model.group_size as a WeightFormat
+// (int4 in groups of 64 unless told); std::invalid_argument for any other word.
+WeightFormat weight_format(const std::string& quantize, int64_t group_size);
+
 struct DecoderLayer {
   std::map<Role, torch::Tensor> tensors;  // norms and biases of the layer, by role
   std::map<Role, QuantizedWeight> quantized;  // projection weights kept quantized, by role
