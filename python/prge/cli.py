@@ -7,7 +7,7 @@
   prge report SWEEP.yaml|RUNS_DIR [--out DIR]  Markdown/CSV tables and figures of finished runs
   prge data copy TASK [--from DIR] [--to DIR]  copy a task's files into the user data dir
   prge data list                               tasks and where their data is found
-  prge check CONFIG                            validate a config, print it with defaults
+  prge check CONFIG                            validate a config, print every key's effective value
   prge generate MODEL_OR_RUN_DIR --prompt TEXT  text from a model or a fine-tuned run (KV cache)
   prge adapters export RUN_DIR --out DIR [--merge] [--overwrite]  the run's adapters in PEFT's format (or merged
                                                into a full Hugging Face model directory)
@@ -50,10 +50,37 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     """The `prge` command; returns its exit status (a torchrun rank ends here instead:
     prge.distributed.end_process)."""
-    code = _command(argv)
+    try:
+        code = _command(argv)
+        sys.stdout.flush()  # a reader gone (`prge data list | head -1`) shows here, not at exit
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        code = _quiet_after_closed_stdout()
     if "prge.distributed" in sys.modules:
         sys.modules["prge.distributed"].end_process(code)
     return code
+
+
+def _stdout_closed() -> bool:
+    """True when stdout is a pipe whose reader has gone (poll reports POLLERR on its write end)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no poll, or stdout is no file
+        return False
+
+
+def _quiet_after_closed_stdout() -> int:
+    """The reader of stdout stopped reading: end quietly, as `yes | head -1` does (exit status
+    128 + SIGPIPE), with stdout pointed at /dev/null so the interpreter's final flush is silent."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + 13
 
 
 def _command(argv: list[str] | None) -> int:
@@ -125,7 +152,7 @@ def _command(argv: list[str] | None) -> int:
                                  help="write a full Hugging Face model with (alpha/r) B A folded into W")
     adapters_export.add_argument("--overwrite", action="store_true",
                                  help="replace the model or adapter in a directory that is not empty")
-    check = sub.add_parser("check", help="validate a config and print it with defaults filled in")
+    check = sub.add_parser("check", help="validate a config and print every key's effective value")
     check.add_argument("config")
     check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
@@ -134,7 +161,8 @@ def _command(argv: list[str] | None) -> int:
 
     try:
         if args.command == "check":
-            print(_load_config(args.config, args.set).to_yaml(), end="")
+            # Every key with its effective value (run directories store the shorter to_yaml()).
+            print(_load_config(args.config, args.set).to_yaml(every_key=True), end="")
         elif args.command == "train":
             config = _load_config(args.config, args.set)
             runtime = args.runtime
@@ -166,7 +194,7 @@ def _command(argv: list[str] | None) -> int:
                 train_through_runtime(config, runtime, progress=not args.no_progress, overwrite=args.overwrite)
         elif args.command == "export":
             from prge.export.exporters import export_run
-            from prge.models import resolve_model
+            from prge.models import config_model_dir
             from prge.preflight import check_device
             from prge.run_dir import check_output_dir
 
@@ -174,7 +202,7 @@ def _command(argv: list[str] | None) -> int:
             check_device(config.model.device)
             out = args.out or Path(config.run.output_dir) / f"export_{args.runtime}"
             check_output_dir(out, "--out" if args.out else "run.output_dir", args.overwrite,
-                             {"the model directory": resolve_model(config.model.name)})
+                             {"the model directory": config_model_dir(config)})
             export_run(config, args.runtime, out)
         elif args.command == "report":
             _report(args)
@@ -206,6 +234,8 @@ def _command(argv: list[str] | None) -> int:
     except (ConfigError, ValueError, OSError, KeyError, ImportError, RuntimeError, IndexError) as e:
         # Errors of the C++ core arrive as RuntimeError with the file or key in the message.
         # PRGE_DEBUG=1 shows the traceback for a bug report.
+        if isinstance(e, BrokenPipeError) and _stdout_closed():
+            raise  # the reader of stdout has gone: main() ends quietly
         if os.environ.get("PRGE_DEBUG"):
             raise
         message = str(e)
@@ -286,7 +316,7 @@ def _data(args) -> None:
 
     if args.data_command == "copy":
         task = get_task(args.task)  # unknown task names fail here
-        target = copy_task_data(task.data_folder, args.source, args.destination)
+        target = copy_task_data(task.data_folder, args.source, args.destination, check=task.check_files)
         print(f"[prge] copied {args.task} to {target}")
         return
     print(f"user data dir: {user_data_dir()}")

@@ -6,6 +6,12 @@ from pathlib import Path
 
 
 def read_jsonl(path: str | Path) -> list:
+    return [record for _, record in read_jsonl_numbered(path)]
+
+
+def read_jsonl_numbered(path: str | Path) -> list[tuple[int, object]]:
+    """(line number, value) of each non-blank line; ValueError naming the file and line of a
+    line that is not UTF-8 or not JSON."""
     records = []
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
@@ -17,7 +23,7 @@ def read_jsonl(path: str | Path) -> list:
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                records.append((number, json.loads(line)))
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{number}: malformed JSON ({e.msg})") from e
     return records

@@ -23,7 +23,7 @@ from prge.data.batching import EncodedExample, PromptEncoder
 from prge.data.examples import MissingSplit, Task
 from prge.data.tasks import task_for
 from prge.data.tokens import ModelTokenizer
-from prge.models import resolve_model
+from prge.models import config_model_dir
 
 
 @dataclass
@@ -107,13 +107,15 @@ def setup_data(config, model_dir: str | Path | None = None) -> DataSetup:
     from prge._core import ArchSpec
 
     task = task_for(config.data)
-    model_dir = Path(model_dir) if model_dir is not None else resolve_model(config.model.name)
+    model_dir = Path(model_dir) if model_dir is not None else config_model_dir(config)
     # config.json as the model loader reads it, first: transformers' tokenizer reads it too,
     # and prge's loader names a bad key by file and key.
     ArchSpec.from_json_file(str(model_dir / "config.json"))
     tokenizer = setup_tokenizer(model_dir)
     encoder = PromptEncoder(task, tokenizer, config.data.max_length)
     train, dev, evaluation = (encoder.encode_all(split) for split in split_protocol(task, config.data, config.run.seed))
+    if encoder.truncation_report():
+        print(encoder.truncation_report(), file=sys.stderr)
     return DataSetup(task, model_dir, tokenizer, encoder, train, dev, evaluation)
 
 
@@ -153,7 +155,7 @@ def setup_model(config, data: DataSetup | None = None, *, model_dir: str | Path 
 
     if data is not None:
         model_dir = data.model_dir
-    model_dir = Path(model_dir) if model_dir is not None else resolve_model(config.model.name)
+    model_dir = Path(model_dir) if model_dir is not None else config_model_dir(config)
     model = CausalLM.from_pretrained(str(model_dir), device or config.model.device, config.model.dtype,
                                      weight_format(config, model_dir), config.model.group_size)
     if data is not None:

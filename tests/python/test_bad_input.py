@@ -75,7 +75,7 @@ def test_a_label_outside_the_label_words_is_named_at_load(tmp_path, label):
     from prge.data.tasks import get_task
 
     (tmp_path / "train.tsv").write_text(f"sentence\tlabel\ngood film\t1\nbad film\t{label}\n")
-    with pytest.raises(ValueError, match=rf"^sst2: train split in {tmp_path}: record 2: label {label} is outside 0..1"):
+    with pytest.raises(ValueError, match=rf"^sst2: train split: {tmp_path}/train.tsv: record 2 \(line 3\): label {label} is outside 0..1"):
         get_task("sst2").load("train", tmp_path)
 
 
@@ -223,13 +223,13 @@ def _jsonl(path, records):
 # (what goes wrong in the custom task's train file / config, what the error must say)
 DATA_CASES = [
     ({"records": [{"text": "good", "sentiment": "positive"}, {"text": "", "sentiment": "negative"}]},
-     "train.jsonl: record 2: field 'text' is empty"),
-    ({"records": [{"text": "   ", "sentiment": "positive"}]}, "train.jsonl: record 1: field 'text' is empty"),
-    ({"template": "  \n"}, "train.jsonl: record 1: the template renders to nothing (only whitespace)"),
+     "train.jsonl: record 2 (line 2): field 'text' is empty"),
+    ({"records": [{"text": "   ", "sentiment": "positive"}]}, "train.jsonl: record 1 (line 1): field 'text' is empty"),
+    ({"template": "  \n"}, "train.jsonl: record 1 (line 1): the template renders to nothing (only whitespace)"),
     ({"label_words": {"positive": " ", "negative": " negative"}},
-     "train.jsonl: record 1: label word ' ' (data.label_words) tokenizes to no tokens after the prompt"),
+     "train.jsonl: record 1 (line 1): label word ' ' (data.label_words) tokenizes to no tokens after the prompt"),
     ({"response": True, "records": [{"text": "good", "answer": "positive"}, {"text": "bad", "answer": ""}]},
-     "train.jsonl: record 2: field 'answer' (data.response_field) is empty"),
+     "train.jsonl: record 2 (line 2): field 'answer' (data.response_field) is empty"),
 ]
 
 
@@ -263,7 +263,7 @@ def test_a_built_in_tasks_empty_field_names_task_split_and_record(tmp_path):
     from prge.data.tasks import get_task
 
     (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood film\t1\n \t0\n")
-    with pytest.raises(ValueError, match=rf"^sst2: train split in {tmp_path}: record 2: field 'text' is empty"):
+    with pytest.raises(ValueError, match=rf"^sst2: train split: {tmp_path}/train.tsv: record 2 \(line 3\): field 'text' is empty"):
         get_task("sst2").load("train", tmp_path)
 
 
@@ -519,3 +519,84 @@ def test_a_full_disk_names_the_file(assets, limit, checkpoint_every, wanted):
     assert len(errors) == 1 and str(tmp_path / "run") in errors[0] and wanted in errors[0], done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+# (built-in task, file and its text, what the error must say): a row that does not parse as the
+# published format is an error naming the file, record and line, never a record trained on.
+LONG = "x" * 200_000
+FILE_CASES = [
+    ("fine_food", "train.csv", 'review,score\nlovely tea,great\n"unclosed quote,other\nfine,other\n',
+     "train.csv:3: malformed CSV"),
+    ("fine_food", "train.csv", f'review,score\nlovely tea,great\n"{LONG}",great\n',
+     "train.csv:3: malformed CSV (field larger than field limit"),
+    ("fine_food", "train.csv", "review,score\nlovely tea,great\ntruncated row\n",
+     "train.csv:3: 1 fields where the header line has 2 (review, score)"),
+    ("fine_food", "train.csv", "review,score\nlovely tea,great,extra\n",
+     "train.csv:2: 3 fields where the header line has 2"),
+    ("fine_food", "train.csv", "review,score\nlovely tea,great\ngood,excellent\n",
+     "train.csv: record 2 (line 3): score 'excellent' is not 'great' or 'other'"),
+    ("fine_food", "train.csv", "review,stars\nlovely tea,great\n",
+     "train.csv: record 1 (line 2): no field 'score' (it has: review, stars)"),
+    ("sst2", "train.tsv", "sentence\tlabel\ngood film\t1\nbad film\n",
+     "train.tsv:3: 1 fields where the header line has 2 (sentence, label)"),
+    ("rte", "train.jsonl", '{"premise": "p", "hypothesis": "h", "label": "entailment"}\n\n'
+                           '{"premise": null, "hypothesis": "h", "label": "entailment"}\n',
+     "train.jsonl: record 2 (line 3): field 'premise' is null"),
+    ("sst2", "train.tsv", "sentence\tlabel\ngood film\tpositive\n",
+     "train.tsv: record 1 (line 2): label 'positive' is not a class index (0, 1, ...)"),
+    ("boolq", "train.jsonl", '{"question": "q", "passage": "p", "label": null}\n',
+     "train.jsonl: record 1 (line 1): field 'label' is null"),
+]
+
+
+@pytest.mark.parametrize("task, file, text, message", FILE_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(FILE_CASES)])
+def test_malformed_rows_of_a_built_in_tasks_files_are_named(tmp_path, task, file, text, message):
+    from prge.data.tasks import get_task
+
+    (tmp_path / file).write_text(text)
+    with pytest.raises(ValueError) as error:
+        get_task(task).load("train", tmp_path)
+    assert message in str(error.value) and str(tmp_path / file) in str(error.value), str(error.value)
+
+
+# The same mistakes in a custom task's file, through the CLI: `prge: error:` naming key, file and line.
+CUSTOM_FILE_CASES = [
+    ("train.csv", 'text,sentiment\ngood,positive\n"unclosed,negative\nbad,negative\n', "train.csv:3: malformed CSV"),
+    ("train.csv", "text,sentiment\ngood,positive\nbad\n", "train.csv:3: 1 fields where the header line has 2"),
+    ("train.jsonl", '{"text": "good", "sentiment": "positive"}\n{"text": "bad", "sentiment": null}\n',
+     "train.jsonl: record 2 (line 2): field 'sentiment' is null"),
+    ("train.jsonl", '{"text": "good", "sentiment": "positive"}\n\n{"sentiment": "negative"}\n',
+     "train.jsonl: record 2 (line 3) has no field 'text'"),
+]
+
+
+@pytest.mark.parametrize("file, text, message", CUSTOM_FILE_CASES)
+def test_malformed_rows_of_a_custom_tasks_file_are_named(assets, capsys, file, text, message):
+    tmp_path, model_dir, _ = assets
+    (tmp_path / file).write_text(text)
+    (tmp_path / "test.jsonl").write_text('{"text": "fine", "sentiment": "positive"}\n')
+    config = write_config(tmp_path, model_dir, None, data={
+        "task": "custom", "data_dir": str(tmp_path), "train_file": file, "eval_file": "test.jsonl",
+        "template": "{text}", "label_field": "sentiment",
+        "label_words": {"positive": " positive", "negative": " negative"}})
+    assert main(["train", str(config), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prge: error: data.train_file: ") and message in err, err
+
+
+def test_prompts_cut_to_fit_max_length_are_reported(assets, capsys):
+    """A max_length that cuts most prompts is a warning with the counts, not a silent run on
+    the prompts' last tokens; one that cuts none says nothing."""
+    from prge import parse_run_config
+    from prge.setup import setup_data
+
+    tmp_path, model_dir, data_dir = assets
+    for length, expected in ((4, "prge: warning: data.max_length=4: "), (64, None)):
+        config = parse_run_config(write_config(tmp_path, model_dir, data_dir, data={"max_length": length}).read_text())
+        data = setup_data(config)
+        err = capsys.readouterr().err
+        if expected is None:
+            assert "were cut" not in err, err
+        else:
+            assert expected in err and f"of {data.encoder.fitted} prompts were cut" in err, err
+            assert 2 * data.encoder.cut > data.encoder.fitted

@@ -65,9 +65,9 @@ def test_custom_csv_tsv_and_generation(assets):
 @pytest.mark.parametrize("mutate, message", [
     (lambda p: p.write_text(""), "holds no records"),
     (lambda p: write_jsonl(p, [{"text": "good", "sentiment": "neutral"}]),
-     "record 1: sentiment = 'neutral' is not one of data.label_words (positive, negative)"),
+     "test.jsonl: record 1 (line 1): sentiment = 'neutral' is not one of data.label_words (positive, negative)"),
     (lambda p: write_jsonl(p, [{"text": "good", "sentiment": "positive"}, {"sentiment": "negative"}]),
-     "record 2 has no field 'text'"),
+     "test.jsonl: record 2 (line 2) has no field 'text'"),
     (lambda p: p.write_text('{"text": "good", "sentiment": "positive"}\n{not json\n'), "test.jsonl:2: malformed JSON"),
     (lambda p: p.unlink(), "data.eval_file: "),
 ])
@@ -86,6 +86,9 @@ def test_template_placeholder_without_field_and_bad_template(assets, capsys):
     assert "data.train_file: " in capsys.readouterr().err  # record 1 has no field 'title'
     assert main(["train", str(custom_config(tmp_path, model_dir, template="{text")), "--no-progress"]) == 2
     assert "data.template:" in capsys.readouterr().err
+    for template in ("{text!z}", "{text:d}"):  # a conversion or format spec would fail (or format) mid-run
+        assert main(["train", str(custom_config(tmp_path, model_dir, template=template)), "--no-progress"]) == 2
+        assert f"prge: error: data.template: {template} in " in capsys.readouterr().err
 
 
 def test_chat_template_wraps_the_prompt(assets):

@@ -64,6 +64,7 @@ class PromptEncoder:
 
     def __init__(self, task: Task, tokenizer: ModelTokenizer, max_length: int, pad_id: int = 0):
         self.task, self.tokenizer, self.max_length, self.pad_id = task, tokenizer, max_length, pad_id
+        self.fitted, self.cut, self.longest = 0, 0, 0  # prompts fitted, cut to fit, longest in tokens
         self.chat = bool(task.chat_template)
         if self.chat:
             tokenizer.require_chat_template("data.chat_template: true")
@@ -164,9 +165,21 @@ class PromptEncoder:
         if room < 1 + bos:
             raise ValueError(f"{self._where(example)}: data.max_length={self.max_length} leaves no room for the prompt "
                              f"beside its {answer_length}-token answer")
+        self.fitted += 1
+        self.longest = max(self.longest, len(prompt))
         if len(prompt) <= room:
             return prompt
+        self.cut += 1
         return prompt[:1] + prompt[len(prompt) - room + 1:] if bos else prompt[-room:]
+
+    def truncation_report(self) -> str | None:
+        """A line on the prompts cut to fit data.max_length so far (None if none were): a
+        'warning' when most were, so a too small max_length is not trained on silently."""
+        if not self.cut:
+            return None
+        level = "prge: warning:" if 2 * self.cut > self.fitted else "[prge] note:"
+        return (f"{level} data.max_length={self.max_length}: {self.cut} of {self.fitted} prompts were cut to fit "
+                f"beside their answers (their start dropped; the longest has {self.longest} tokens)")
 
     def answer(self, e: EncodedExample, label: int | None = None) -> list[int]:
         """The answer tokens a batch puts after e's prompt: the response, or option `label`

@@ -25,14 +25,13 @@ response that yields no token. Errors name the config key, the file, the record 
 the field."""
 from __future__ import annotations
 
-import csv
 import json
 import string
 from pathlib import Path
 
 from prge.data.examples import Example, Task
 from prge.data.kinds import CLASSIFICATION, GENERATION, MULTIPLE_CHOICE
-from prge.jsonl import read_jsonl
+from prge.data.sources import Located, read_delimited, read_hf, read_jsonl_objects
 
 SPLIT_KEYS = {"train": "train_file", "eval": "eval_file"}
 HF_SPLIT_NAMES = {"train": ("train",), "eval": ("validation", "test")}
@@ -41,9 +40,15 @@ HF_SPLIT_NAMES = {"train": ("train",), "eval": ("validation", "test")}
 def template_fields(template: str) -> list[str]:
     """The {placeholders} of a template, in order, each once."""
     try:
-        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        parsed = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
     except ValueError as e:
         raise ValueError(f"data.template: {e} in {template!r} (write {{{{ and }}}} for literal braces)") from e
+    for name, spec, conversion in parsed:
+        if spec or conversion:
+            raise ValueError(f"data.template: {{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}} "
+                             f"in {template!r}: a placeholder is a field name only, like {{{name}}}")
+    names = [name for name, _, _ in parsed]
     if any(not n or not n.isidentifier() for n in names):
         raise ValueError(f"data.template: placeholders must be field names like {{text}}, got {template!r}")
     return list(dict.fromkeys(names))
@@ -58,48 +63,26 @@ def _label_key(value) -> str:
     return str(value)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    records = read_jsonl(path)
-    for number, record in enumerate(records, 1):
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}: record {number}: expected a JSON object per line")
-    return records
-
-
-def _read_delimited(path: Path, delimiter: str) -> list[dict]:
-    try:  # utf-8-sig: a byte-order mark (Excel's CSVs) is not part of the first field's name
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            return list(csv.DictReader(f, delimiter=delimiter))
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
-                         "save the file as UTF-8") from e
-
-
-def _read_disk_dataset(path: Path, split: str) -> list[dict]:
-    try:
-        import datasets
-    except ImportError as e:
-        raise ImportError(f"{path}: reading a datasets.save_to_disk directory needs `pip install datasets`") from e
-    loaded = datasets.load_from_disk(str(path))
-    if isinstance(loaded, datasets.DatasetDict):
-        names = [n for n in HF_SPLIT_NAMES[split] if n in loaded]
-        if not names:
-            raise ValueError(f"{path}: no {' or '.join(HF_SPLIT_NAMES[split])} split (has {list(loaded)})")
-        loaded = loaded[names[0]]
-    return [dict(row) for row in loaded]
-
-
-def read_records(path: Path, split: str) -> list[dict]:
+def read_records(path: Path, split: str) -> Located:
+    """(where, record) of each record of data.train_file / eval_file: JSON lines, CSV, TSV (both
+    quoted, with a header line) or a datasets.save_to_disk directory ('train'; 'validation' or
+    'test' for eval)."""
     key = f"data.{SPLIT_KEYS[split]}"
     if path.is_dir():
-        return _read_disk_dataset(path, split)
+        try:
+            return read_hf(path, split, HF_SPLIT_NAMES[split])
+        except ImportError as e:
+            raise ImportError(f"{key}: {path}: {e}") from e
     if not path.is_file():
         raise FileNotFoundError(f"{key}: {path} not found")
     suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        records = _read_jsonl(path)
-    elif suffix in (".csv", ".tsv"):
-        records = _read_delimited(path, "," if suffix == ".csv" else "\t")
+    readers = {".jsonl": read_jsonl_objects, ".json": read_jsonl_objects,
+               ".csv": lambda p: read_delimited(p, ","), ".tsv": lambda p: read_delimited(p, "\t")}
+    if suffix in readers:
+        try:
+            records = readers[suffix](path)
+        except ValueError as e:
+            raise ValueError(f"{key}: {e}") from e
     else:
         raise ValueError(f"{key}: {path}: unknown format '{suffix}' (allowed: .jsonl, .csv, .tsv, "
                          "or a datasets.save_to_disk directory)")
@@ -118,6 +101,8 @@ def _choices(value, where: str, key: str) -> tuple[str, ...]:
                              'list such as ["Paris", "Rome"])') from None
     if not isinstance(value, (list, tuple)) or not all(isinstance(c, (str, int, float)) for c in value):
         raise ValueError(f"{where}: {key} must be a list of candidate texts, got {value!r}")
+    if len(value) < 2:
+        raise ValueError(f"{where}: {key} holds {len(value)} candidate(s); multiple choice needs at least 2")
     return tuple(str(c) if str(c)[:1].isspace() else " " + str(c) for c in value)
 
 
@@ -155,9 +140,12 @@ def custom_task(data) -> Task:
         kind, answer_fields = CLASSIFICATION, [data.label_field]
 
     def parse(record: dict, where: str) -> Example:
-        missing = [f for f in fields + answer_fields if f not in record or record[f] is None]
+        missing = [f for f in fields + answer_fields if f not in record]
         if missing:
             raise ValueError(f"{where} has no field {missing[0]!r} (it has: {', '.join(map(str, record))})")
+        null = [f for f in fields + answer_fields if record[f] is None]
+        if null:
+            raise ValueError(f"{where}: field {null[0]!r} is null")
         values = {f: str(record[f]) for f in fields}
         if kind is GENERATION:
             return Example(values, -1, response=str(record[data.response_field]), where=where)
@@ -172,9 +160,8 @@ def custom_task(data) -> Task:
         return Example(values, labels.index(label), where=where)
 
     def load(split: str) -> list[Example]:
-        records = read_records(paths[split], split)
         key = f"data.{SPLIT_KEYS[split]}"
-        return [parse(r, f"{key}: {paths[split]}: record {i}") for i, r in enumerate(records, 1)]
+        return [parse(r, f"{key}: {located}") for located, r in read_records(paths[split], split)]
 
     return Task("custom", f"custom {kind.name} task from {paths['train']}",
                 tuple(word for _, word in data.label_words),

@@ -9,7 +9,7 @@ from typing import Callable
 
 from prge.data.kinds import CLASSIFICATION, TaskKind
 from prge.data.locations import find_task_dir
-from prge.data.sources import MissingSplit, read_split
+from prge.data.sources import MissingField, MissingSplit, NullField, read_split
 
 SPLITS = ("train", "eval")
 
@@ -82,6 +82,8 @@ class Task:
         task's kind requires of an answer (TaskKind.check)."""
         where = example.where or f"{self.name}: an example"
         for name, value in example.fields.items():
+            if value is None:
+                raise ValueError(f"{where}: field {name!r} is null")
             if not str(value).strip():
                 raise ValueError(f"{where}: field {name!r} is empty")
         if not self.prompt(example).strip():
@@ -90,19 +92,36 @@ class Task:
 
     def _load_files(self, split: str, data_dir) -> list[Example]:
         root = data_dir or find_task_dir(self.data_folder, self.name)
-        records = read_split(root, split, self.files, self.name)
         examples = []
-        for i, record in enumerate(records, 1):
-            where = f"{self.name}: {split} split in {root}: record {i}"
+        for located, record in read_split(root, split, self.files, self.name):
+            where = f"{self.name}: {split} split: {located}"
             try:
-                parsed = self.parse(record)
-            except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+                parsed = self.parse(NullField(record))
+            except MissingField as e:
+                raise ValueError(f"{where}: no field {e} (it has: {', '.join(map(str, record))})") from e
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from e
+            except (KeyError, TypeError, IndexError, AttributeError) as e:
                 raise ValueError(f"{where} does not have the expected fields: {type(e).__name__}: {e}") from e
             if isinstance(parsed, Example):
                 examples.append(replace(parsed, where=where))
             else:
                 examples += [replace(e, where=f"{where}, item {j}") for j, e in enumerate(parsed, 1)]
         return examples
+
+    def check_files(self, folder: Path) -> None:
+        """Every split `folder` holds reads as this task's (ValueError naming file, record and
+        field otherwise); FileNotFoundError when it holds none of the task's files."""
+        found = 0
+        for split in SPLITS:
+            try:
+                self.load(split, folder)
+                found += 1
+            except MissingSplit:
+                pass
+        if not found:
+            raise FileNotFoundError(f"{self.name}: {folder} holds none of its files "
+                                    f"({', '.join(self.files.values())}, or a datasets.save_to_disk directory)")
 
     def prompt(self, example: Example) -> str:
         return self.template(example.fields)

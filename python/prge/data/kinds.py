@@ -142,9 +142,14 @@ class MultipleChoice(TaskKind):
     def check(self, task, example, where):
         if len(example.choices) < 2:
             raise ValueError(f"{where}: {len(example.choices)} candidate(s); multiple choice needs at least 2")
+        seen = {}
         for i, choice in enumerate(example.choices):
-            if not str(choice).strip():
+            text = str(choice).strip()
+            if not text:
                 raise ValueError(f"{where}: candidate {i} is empty")
+            if text in seen:  # equal scores: the argmax would pick by position, not by the model
+                raise ValueError(f"{where}: candidates {seen[text]} and {i} are the same text {text!r}")
+            seen[text] = i
         if not 0 <= example.label < len(example.choices):
             raise ValueError(f"{where}: the answer index {example.label} is outside 0..{len(example.choices) - 1} "
                              "(its candidates)")

@@ -40,9 +40,10 @@ def find_task_dir(task_dir: str, task: str | None = None) -> Path:
 
 
 def copy_task_data(task_dir: str, source: str | Path | None = None,
-                   destination: str | Path | None = None) -> Path:
+                   destination: str | Path | None = None, check=None) -> Path:
     """Copy a task's published files (default: ../shared/data/<task_dir>) into the user data dir
-    (<user_data_dir()>/<task_dir>); the files of the folder only, not its subfolders."""
+    (<user_data_dir()>/<task_dir>); the files of the folder only, not its subfolders. check(source),
+    when given, runs first and raises for files that are not the task's."""
     if source is None:
         found = [c for c in shared_candidates(task_dir) if c.is_dir()]
         if not found:
@@ -53,6 +54,8 @@ def copy_task_data(task_dir: str, source: str | Path | None = None,
     source = Path(source)
     if not source.is_dir():
         raise FileNotFoundError(f"source directory not found: {source}")
+    if check is not None:
+        check(source)
     target = Path(destination) if destination else user_data_dir() / task_dir
     target.mkdir(parents=True, exist_ok=True)
     for f in sorted(source.iterdir()):

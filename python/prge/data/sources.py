@@ -7,7 +7,7 @@ import csv
 import json
 from pathlib import Path
 
-from prge.jsonl import read_jsonl
+from prge.jsonl import read_jsonl_numbered
 
 HF_SPLITS = {"train": "train", "eval": "validation"}
 
@@ -16,30 +16,90 @@ class MissingSplit(FileNotFoundError):
     """The data holds no such split (e.g. BoolQ's published files: validation only)."""
 
 
-def read_tsv(path: Path) -> list[dict]:
-    # GLUE's TSVs are not quoted (MRPC has unbalanced '"') and may start with a byte-order mark.
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+Located = list[tuple[str, dict]]  # (where: "FILE: record N (line L)" or "FILE: record N", record)
 
 
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        return list(csv.DictReader(f))
+class MissingField(KeyError):
+    """A task read a field its record does not have."""
 
 
-def read_json_array(path: Path) -> list[dict]:
+class NullField(dict):
+    """A record whose null values are errors when a task reads them (read as text, a null would
+    become the word 'None', and a row shorter than its header would train on it silently)."""
+
+    def __getitem__(self, key):
+        if key not in self:
+            raise MissingField(key)
+        value = super().__getitem__(key)
+        if value is None:
+            raise ValueError(f"field {key!r} is null")
+        if isinstance(value, dict):
+            return NullField(value)
+        if isinstance(value, list):
+            if any(v is None for v in value):
+                raise ValueError(f"field {key!r} holds a null")
+            return [NullField(v) if isinstance(v, dict) else v for v in value]
+        return value
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+
+def read_delimited(path: Path, delimiter: str, quoted: bool = True) -> Located:
+    """Rows of a CSV / TSV with a header line as records. quoted=False reads GLUE's TSVs, which
+    are not quoted (MRPC has unbalanced '"'). A byte-order mark is dropped; blank lines are
+    skipped. ValueError naming the file and line for a malformed quote (an unclosed one would
+    swallow the rows after it) or a row whose field count differs from the header's."""
+    kind = "CSV" if delimiter == "," else "TSV"
+    located = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, delimiter=delimiter, strict=quoted,
+                                quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
+            header = next(reader, None)
+            start = reader.line_num + 1
+            for row in reader:
+                if row:
+                    if len(row) != len(header):
+                        raise ValueError(
+                            f"{path}:{start}: {len(row)} fields where the header line has {len(header)} "
+                            f"({', '.join(header)}): a missing or extra {kind} field, or an unclosed quote")
+                    located.append((f"{path}: record {len(located) + 1} (line {start})", dict(zip(header, row))))
+                start = reader.line_num + 1
+    except csv.Error as e:
+        raise ValueError(f"{path}:{start}: malformed {kind} ({e}); a quoted field must end with a quote") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                         "save the file as UTF-8") from e
+    return located
+
+
+def read_jsonl_objects(path: Path) -> Located:
+    located = []
+    for number, record in read_jsonl_numbered(path):
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object per line")
+        located.append((f"{path}: record {len(located) + 1} (line {number})", record))
+    return located
+
+
+def read_json_array(path: Path) -> Located:
     """A file holding one JSON array of objects (Hugging Face `to_list()` dumps, e.g. ARC-Easy).
     ValueError naming the file for anything else."""
     try:
-        records = json.loads(Path(path).read_text(encoding="utf-8"))
+        records = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                         "save the file as UTF-8") from e
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from e
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise ValueError(f"{path}: expected one JSON array of objects")
-    return records
+    return [(f"{path}: record {i}", r) for i, r in enumerate(records, 1)]
 
 
-READERS = {".tsv": read_tsv, ".csv": read_csv, ".jsonl": read_jsonl, ".json": read_json_array}
+READERS = {".tsv": lambda p: read_delimited(p, "\t", quoted=False), ".csv": lambda p: read_delimited(p, ","),
+           ".jsonl": read_jsonl_objects, ".json": read_json_array}
 
 
 def is_hf_spec(data_dir: str | Path | None) -> bool:
@@ -58,24 +118,31 @@ def _datasets():
     return datasets
 
 
-def read_hf(location: str | Path, split: str) -> list[dict]:
-    """Rows of split ('train' or 'eval' -> HF 'validation') as plain dicts. MissingSplit when a
-    save_to_disk directory has no such split."""
+def read_hf(location: str | Path, split: str, names: tuple[str, ...] | None = None) -> Located:
+    """Rows of split ('train' or 'eval') of a save_to_disk directory (or hf:NAME[/CONFIG] from
+    the hub), from the first of `names` it has (default: train, or validation for eval).
+    MissingSplit when a save_to_disk directory has none of them."""
     datasets = _datasets()
+    names = names or (HF_SPLITS[split],)
     if is_hf_spec(location):
         name, _, config = str(location)[3:].partition("/")
-        dataset = datasets.load_dataset(name, config or None, split=HF_SPLITS[split])
+        dataset, found = datasets.load_dataset(name, config or None, split=names[0]), names[0]
     else:
-        dataset_dict = datasets.load_from_disk(str(location))
-        if HF_SPLITS[split] not in dataset_dict:
-            raise MissingSplit(f"{location}: no '{HF_SPLITS[split]}' split (has {list(dataset_dict)})")
-        dataset = dataset_dict[HF_SPLITS[split]]
-    return [dict(row) for row in dataset]
+        loaded = datasets.load_from_disk(str(location))
+        if isinstance(loaded, datasets.DatasetDict):
+            present = [n for n in names if n in loaded]
+            if not present:
+                raise MissingSplit(f"{location}: no {' or '.join(repr(n) for n in names)} split (has {list(loaded)})")
+            loaded, found = loaded[present[0]], present[0]
+        else:
+            found = "its only"
+        dataset = loaded
+    return [(f"{location} ({found} split): record {i}", dict(row)) for i, row in enumerate(dataset, 1)]
 
 
-def read_split(root: str | Path, split: str, files: dict[str, str], task: str) -> list[dict]:
-    """Records of a split from root, whatever its format. MissingSplit when the split's file (or
-    the save_to_disk split) is not there."""
+def read_split(root: str | Path, split: str, files: dict[str, str], task: str) -> Located:
+    """(where, record) of each record of a split from root, whatever its format. MissingSplit
+    when the split's file (or the save_to_disk split) is not there."""
     if is_hf_spec(root):
         return read_hf(root, split)
     root = Path(root)
@@ -89,9 +156,8 @@ def read_split(root: str | Path, split: str, files: dict[str, str], task: str) -
                            "or a datasets.save_to_disk directory)")
     try:
         records = READERS[path.suffix](path)
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{task}: {path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
-                         "save the file as UTF-8") from e
+    except ValueError as e:
+        raise ValueError(f"{task}: {split} split: {e}") from e
     if not records:
         raise ValueError(f"{task}: {path} holds no records")
     return records

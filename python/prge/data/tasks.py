@@ -33,6 +33,8 @@ def _index(value, names: dict[str, int], what: str = "label") -> int:
         return names[text.lower()]
     if text.lstrip("-").isdigit():
         return int(text)
+    if not names:
+        raise ValueError(f"{what} {value!r} is not a class index (0, 1, ...)")
     raise ValueError(f"{what} {value!r} is not one of {', '.join(names)} (or a class index)")
 
 
@@ -42,7 +44,11 @@ def _yes_no(value) -> int:
 
 
 def _fine_food_record(r: dict) -> Example:
-    return Example({"text": " ".join(str(r["review"]).split())}, 0 if r["score"] == "great" else 1)
+    """small_fine_foods' columns: review (text) and score, 'great' (five stars) or 'other'."""
+    score = r["score"]
+    if score not in ("great", "other"):
+        raise ValueError(f"score {score!r} is not 'great' or 'other'")
+    return Example({"text": " ".join(str(r["review"]).split())}, 0 if score == "great" else 1)
 
 
 def _fine_food_builtin(split: str) -> list[Example]:
@@ -130,7 +136,10 @@ def _qnli_record(r: dict) -> Example:
 def _copa_record(r: dict) -> Example:
     """MeZO's COPA: the premise without its full stop, "because" (cause) or "so" (effect), and
     each choice with its first word in lower case (unless it is "I")."""
-    connective = {"cause": "because", "effect": "so"}[r["question"]]
+    connectives = {"cause": "because", "effect": "so"}
+    if r["question"] not in connectives:
+        raise ValueError(f"question {r['question']!r} is not 'cause' or 'effect'")
+    connective = connectives[r["question"]]
     premise = str(r["premise"]).rstrip()
     premise = premise[:-1] if premise.endswith(".") else premise
 
