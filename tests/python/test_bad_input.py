@@ -585,8 +585,8 @@ def test_malformed_rows_of_a_custom_tasks_file_are_named(assets, capsys, file, t
 
 
 def test_prompts_cut_to_fit_max_length_are_reported(assets, capsys):
-    """A max_length that cuts most prompts is a warning with the counts, not a silent run on
-    the prompts' last tokens; one that cuts none says nothing."""
+    """A max_length that cuts prompts to a few tokens is a warning with the counts, not a silent
+    run on the prompts' last tokens; one that cuts none says nothing."""
     from prge import parse_run_config
     from prge.setup import setup_data
 
@@ -599,4 +599,4 @@ def test_prompts_cut_to_fit_max_length_are_reported(assets, capsys):
             assert "were cut" not in err, err
         else:
             assert expected in err and f"of {data.encoder.fitted} prompts were cut" in err, err
-            assert 2 * data.encoder.cut > data.encoder.fitted
+            assert data.encoder.cut > 0 and "to as few as 3 tokens" in err

@@ -53,6 +53,9 @@ class EncodedExample:
     options: list[list[int]] | None = None    # label words / candidates: each one's tokens after prompt_ids
 
 
+MIN_KEPT_PROMPT_TOKENS = 8  # a prompt cut shorter than this is warned about
+
+
 class PromptEncoder:
     """Encodes a task's examples with a model's tokenizer (see the module docstring).
 
@@ -64,7 +67,8 @@ class PromptEncoder:
 
     def __init__(self, task: Task, tokenizer: ModelTokenizer, max_length: int, pad_id: int = 0):
         self.task, self.tokenizer, self.max_length, self.pad_id = task, tokenizer, max_length, pad_id
-        self.fitted, self.cut, self.longest = 0, 0, 0  # prompts fitted, cut to fit, longest in tokens
+        # prompts fitted, cut to fit, the longest and the fewest tokens a cut one kept
+        self.fitted, self.cut, self.longest, self.fewest_kept = 0, 0, 0, max_length
         self.chat = bool(task.chat_template)
         if self.chat:
             tokenizer.require_chat_template("data.chat_template: true")
@@ -170,16 +174,19 @@ class PromptEncoder:
         if len(prompt) <= room:
             return prompt
         self.cut += 1
+        self.fewest_kept = min(self.fewest_kept, room)
         return prompt[:1] + prompt[len(prompt) - room + 1:] if bos else prompt[-room:]
 
     def truncation_report(self) -> str | None:
         """A line on the prompts cut to fit data.max_length so far (None if none were): a
-        'warning' when most were, so a too small max_length is not trained on silently."""
+        'warning' when one kept fewer than MIN_KEPT_PROMPT_TOKENS, so a too small max_length is
+        not trained on silently."""
         if not self.cut:
             return None
-        level = "prge: warning:" if 2 * self.cut > self.fitted else "[prge] note:"
+        level = "prge: warning:" if self.fewest_kept < MIN_KEPT_PROMPT_TOKENS else "[prge] note:"
         return (f"{level} data.max_length={self.max_length}: {self.cut} of {self.fitted} prompts were cut to fit "
-                f"beside their answers (their start dropped; the longest has {self.longest} tokens)")
+                f"beside their answers, to as few as {self.fewest_kept} tokens (their start dropped; the longest "
+                f"has {self.longest})")
 
     def answer(self, e: EncodedExample, label: int | None = None) -> list[int]:
         """The answer tokens a batch puts after e's prompt: the response, or option `label`
