@@ -109,6 +109,7 @@ class Reader {
   template <typename T>
   static const char* type_name() {
     if constexpr (std::is_same_v<T, bool>) return "true or false";
+    else if constexpr (std::is_integral_v<T> && std::is_unsigned_v<T>) return "a non-negative integer";
     else if constexpr (std::is_integral_v<T>) return "an integer";
     else if constexpr (std::is_floating_point_v<T>) return "a finite number";
     else return "a string";

@@ -198,3 +198,21 @@ def test_duplicate_keys_and_empty_configs_are_errors_on_every_path(tmp_path, cap
     sweep.write_text("base: {run: {steps: 1}}\ngrid: {run.seed: [1]}\ngrid: {run.seed: [2]}\n")
     assert main(["sweep", str(sweep)]) == 2
     assert "duplicate key 'grid' (first at line 2)" in capsys.readouterr().err
+
+
+# A value of the right type but out of range says what range.
+VALUE_MESSAGES = [
+    ("run.seed=-1", "run.seed: expected a non-negative integer, got '-1'"),
+    ("adapter.init_seed=-3", "adapter.init_seed: expected a non-negative integer, got '-3'"),
+    ("run.steps=many", "run.steps: expected an integer, got 'many'"),
+]
+
+
+@pytest.mark.parametrize("assignment,message", VALUE_MESSAGES)
+def test_a_bad_value_names_the_range_it_must_be_in(tmp_path, capsys, assignment, message):
+    path = tmp_path / "run.yaml"
+    path.write_text("run: {steps: 2}\n")
+    assert main(["check", str(path), "--set", assignment]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"prge: error: {path}: --set {assignment.split('=')[0]}: ") and message in err, err
+
