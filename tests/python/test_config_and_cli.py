@@ -200,7 +200,8 @@ def test_duplicate_keys_and_empty_configs_are_errors_on_every_path(tmp_path, cap
     assert "duplicate key 'grid' (first at line 2)" in capsys.readouterr().err
 
 
-# A value of the right type but out of range says what range.
+# A value of the right type but out of range says what range; a message about a mode says what
+# the code does (MeZO forms θ ± εz inside the forward; it never perturbs in place).
 VALUE_MESSAGES = [
     ("run.seed=-1", "run.seed: expected a non-negative integer, got '-1'"),
     ("adapter.init_seed=-3", "adapter.init_seed: expected a non-negative integer, got '-3'"),
@@ -215,4 +216,13 @@ def test_a_bad_value_names_the_range_it_must_be_in(tmp_path, capsys, assignment,
     assert main(["check", str(path), "--set", assignment]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"prge: error: {path}: --set {assignment.split('=')[0]}: ") and message in err, err
+
+
+
+def test_the_mezo_parallel_error_says_what_mezo_does():
+    with pytest.raises(prge.ConfigError) as error:
+        prge.parse_run_config("estimator: {kind: mezo, parallel: dual}\n", "run.yaml")
+    message = str(error.value)
+    assert "must be 'sequential' for mezo" in message and "one point per forward" in message
+    assert "in place" not in message  # README: prge forms θ ± εz inside the forward
 

@@ -61,8 +61,8 @@ void EstimatorOptions::validate() const {
   }
   if (kind == EstimatorKind::Mezo && parallel != Parallelism::Sequential) {
     throw std::invalid_argument(
-        "estimator.parallel must be 'sequential' for mezo: full-parameter MeZO perturbs the weights in "
-        "place, one point at a time");
+        "estimator.parallel must be 'sequential' for mezo: full-parameter MeZO evaluates one point per "
+        "forward (each layer forms its weights' θ ± εz inside that forward; there are no adapter copies to batch)");
   }
   if (kind == EstimatorKind::Fzoo) {
     if (difference != Difference::Forward || distribution != NoiseDistribution::Rademacher) {
