@@ -14,7 +14,9 @@ void bind_config(py::module_& m) {
       .def_readonly("dtype", &ModelOptions::dtype)
       .def_readonly("device", &ModelOptions::device)
       .def_readonly("quantize", &ModelOptions::quantize)
-      .def_readonly("group_size", &ModelOptions::group_size);
+      .def_readonly("group_size", &ModelOptions::group_size)
+      .def_property_readonly("effective_group_size", &ModelOptions::effective_group_size,
+                             "columns per scale quantizing at load uses (int4 unset: 64; 0: per channel / none)");
   py::class_<DataOptions>(m, "DataOptions")
       .def_readonly("task", &DataOptions::task)
       .def_readonly("data_dir", &DataOptions::data_dir)
@@ -50,7 +52,8 @@ void bind_config(py::module_& m) {
       .def_readonly("data", &RunConfig::data)
       .def_readonly("run", &RunConfig::run)
       .def_readonly("warnings", &RunConfig::warnings)
-      .def("to_yaml", &RunConfig::to_yaml);
+      .def("to_yaml", &RunConfig::to_yaml, py::arg("every_key") = false,
+           "config.yaml's text; every_key: also keys at their defaults (prge check)");
   m.def(
       "parse_run_config",
       [](const std::string& yaml_text, const std::string& source, const std::vector<py::tuple>& overrides) {

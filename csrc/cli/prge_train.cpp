@@ -15,7 +15,7 @@ int main(int argc, char** argv) {
   }
   try {
     const auto config = prge::load_run_config(argv[1]);
-    std::cout << config.to_yaml();
+    std::cout << config.to_yaml(/*every_key=*/true);
     if (argc < 3) return 0;
     auto model = std::make_shared<prge::CausalLM>(prge::CausalLM::from_pretrained(
         argv[2], torch::Device(config.model.device), prge::parse_dtype(config.model.dtype),

@@ -2,6 +2,7 @@
 
 #include "prge/io/yaml_scalars.h"
 #include "prge/models/causal_lm.h"
+#include "prge/perturbation.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -513,6 +514,8 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   return c;
 }
 
+int64_t ModelOptions::effective_group_size() const { return weight_format(quantize, group_size).group_size; }
+
 RunConfig load_run_config(const std::string& path) {
   if (!std::filesystem::exists(path)) throw ConfigError(fmt::format("{}: config file not found", path));
   std::ifstream in(path);
@@ -550,11 +553,13 @@ std::string yaml_double(double v) {
 }
 }  // namespace
 
-std::string RunConfig::to_yaml() const {
+std::string RunConfig::to_yaml(bool every_key) const {
   std::string y;
   y += fmt::format("model:\n  name: {}\n  dtype: {}\n  device: {}\n", yaml_string(model.name),
                    model.dtype, yaml_string(model.device));
-  if (model.quantize != "none") {  // written only when set, so configs stored before the key read the same
+  if (every_key) {
+    y += fmt::format("  quantize: {}\n  group_size: {}\n", model.quantize, model.effective_group_size());
+  } else if (model.quantize != "none") {  // written only when set, so configs stored before the key read the same
     y += fmt::format("  quantize: {}\n  group_size: {}\n", model.quantize, model.group_size);
   }
   if (use_adapter) {
@@ -562,14 +567,14 @@ std::string RunConfig::to_yaml() const {
     for (const auto& t : adapter.targets) targets.push_back(yaml_string(t));
     y += fmt::format("adapter:\n  rank: {}\n  alpha: {}\n  targets: [{}]\n  init_seed: {}\n",
                      adapter.rank, yaml_double(adapter.alpha), fmt::join(targets, ", "), adapter.init_seed);
-    if (!adapter.init_from.empty()) y += fmt::format("  init_from: {}\n", yaml_string(adapter.init_from));
-    if (adapter.use_rslora) y += "  use_rslora: true\n";
-    if (!adapter.rank_pattern.empty()) {
+    if (every_key || !adapter.init_from.empty()) y += fmt::format("  init_from: {}\n", yaml_string(adapter.init_from));
+    if (every_key || adapter.use_rslora) y += fmt::format("  use_rslora: {}\n", adapter.use_rslora ? "true" : "false");
+    if (every_key || !adapter.rank_pattern.empty()) {
       std::vector<std::string> items;
       for (const auto& [k, v] : adapter.rank_pattern) items.push_back(fmt::format("{}: {}", yaml_string(k), v));
       y += fmt::format("  rank_pattern: {{{}}}\n", fmt::join(items, ", "));
     }
-    if (!adapter.alpha_pattern.empty()) {
+    if (every_key || !adapter.alpha_pattern.empty()) {
       std::vector<std::string> items;
       for (const auto& [k, v] : adapter.alpha_pattern) items.push_back(fmt::format("{}: {}", yaml_string(k), yaml_double(v)));
       y += fmt::format("  alpha_pattern: {{{}}}\n", fmt::join(items, ", "));
@@ -583,6 +588,11 @@ std::string RunConfig::to_yaml() const {
       to_string(estimator.kind), estimator.queries, yaml_double(estimator.epsilon),
       to_string(estimator.difference), to_string(estimator.parallel),
       to_string(estimator.distribution), to_string(estimator.rng));
+  if (every_key && estimator.rng == NoiseRng::Auto) {  // what auto means for this device and estimator
+    const auto resolved = resolve_noise_rng(estimator.rng, torch::Device(model.device),
+                                            estimator.kind != EstimatorKind::Mezo);
+    y.insert(y.size() - 1, fmt::format("  # {} on {}", to_string(resolved), model.device));
+  }
   y += fmt::format(
       "optimizer:\n  kind: {}\n  lr: {}\n  momentum: {}\n  betas: [{}, {}]\n  eps: {}\n  weight_decay: {}\n"
       "  schedule: {}\n  warmup_steps: {}\n  accumulate: {}\n",
@@ -599,9 +609,14 @@ std::string RunConfig::to_yaml() const {
     y += fmt::format("  train_file: {}\n  eval_file: {}\n  template: {}\n  label_field: {}\n",
                      yaml_string(data.train_file), yaml_string(data.eval_file),
                      yaml_string(data.prompt_template), yaml_string(data.label_field));
-    if (!data.label_words.empty()) {
-      std::vector<std::string> words;
-      for (const auto& [label, word] : data.label_words) words.push_back(yaml_string(label) + ": " + yaml_string(word));
+    std::vector<std::string> words;
+    for (const auto& [label, word] : data.label_words) words.push_back(yaml_string(label) + ": " + yaml_string(word));
+    if (every_key) {  // the kind's key with its value, the other two empty (null: no label words)
+      y += words.empty() ? std::string("  label_words: null\n")
+                         : fmt::format("  label_words: {{{}}}\n", fmt::join(words, ", "));
+      y += fmt::format("  response_field: {}\n  choices_field: {}\n", yaml_string(data.response_field),
+                       yaml_string(data.choices_field));
+    } else if (!words.empty()) {
       y += fmt::format("  label_words: {{{}}}\n", fmt::join(words, ", "));
     } else if (!data.choices_field.empty()) {
       y += fmt::format("  choices_field: {}\n", yaml_string(data.choices_field));

@@ -26,6 +26,10 @@ struct ModelOptions {
   // group-wise, group_size 64 by default).
   std::string quantize = "none";
   int64_t group_size = 0;  // 0: int8 per channel, int4 64
+
+  // The columns per scale that quantizing at load uses (models/causal_lm.cpp's weight_format):
+  // group_size, else 64 for int4; 0 for int8 per output channel and for none / dense.
+  int64_t effective_group_size() const;
 };
 
 struct DataOptions {
@@ -83,8 +87,12 @@ struct RunConfig {
   // Accepted but deprecated spellings, each "file:line:col: key: message"; not in to_yaml().
   std::vector<std::string> warnings;
 
-  // Normalised YAML with every default filled in (stored beside results).
-  std::string to_yaml() const;
+  // Normalised YAML, stored beside results as config.yaml; finished and resumable runs are
+  // recognised by this text, so keys added after the first release (model.quantize, the
+  // adapter's init_from, use_rslora and patterns) are written only when set.
+  // every_key: also those keys at their defaults, and model.group_size as quantizing uses it
+  // (`prge check`); it parses back to the same config.
+  std::string to_yaml(bool every_key = false) const;
 };
 
 // One `--set KEY=VALUE` (or a sweep's grid / variant value): applied to the parsed mapping

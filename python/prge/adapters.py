@@ -214,8 +214,9 @@ def base_weights_metadata(config, model) -> dict:
         stored = "dense"
     elif config.model.quantize == "none":  # kept as the checkpoint stores it
         stored = "quantized as stored (GGUF blocks)"
-    else:
-        stored = f"{config.model.quantize}, group_size {config.model.group_size or 'default'}"
+    else:  # the group size quantizing at load used (int4 unset: 64)
+        group = config.model.effective_group_size
+        stored = f"{config.model.quantize}, " + (f"group_size {group}" if group else "one scale per output channel")
     return {"prge.base_model": config.model.name, "prge.base_weights": stored}
 
 

@@ -226,3 +226,40 @@ def test_the_mezo_parallel_error_says_what_mezo_does():
     assert "must be 'sequential' for mezo" in message and "one point per forward" in message
     assert "in place" not in message  # README: prge forms θ ± εz inside the forward
 
+
+
+# prge check lists every key with the value a run uses, defaults included; run directories keep
+# the shorter to_yaml() (finished and resumable runs are recognised by that text).
+CHECK_CASES = [
+    ("model: {dtype: float32}\n",
+     {("model", "quantize"): "none", ("model", "group_size"): 0, ("adapter", "init_from"): "",
+      ("adapter", "use_rslora"): False, ("adapter", "rank_pattern"): {}, ("adapter", "alpha_pattern"): {},
+      ("estimator", "rng"): "auto"}),
+    ("model: {quantize: int4}\n", {("model", "quantize"): "int4", ("model", "group_size"): 64}),
+    ("model: {quantize: int8}\n", {("model", "group_size"): 0}),  # one scale per output channel
+    ("model: {quantize: int4, group_size: 32}\nadapter: {use_rslora: true, rank_pattern: {q_proj: 8}}\n",
+     {("model", "group_size"): 32, ("adapter", "use_rslora"): True, ("adapter", "rank_pattern"): {"q_proj": 8}}),
+    (YES_NO, {("data", "label_words"): {"positive": "yes", "negative": "no"}, ("data", "response_field"): "",
+              ("data", "choices_field"): "", ("data", "chat_template"): False}),
+    ("data: {task: custom, train_file: a.jsonl, eval_file: b.jsonl, template: '{q}', response_field: a}\n",
+     {("data", "label_words"): None, ("data", "response_field"): "a", ("data", "choices_field"): ""}),
+]
+
+
+@pytest.mark.parametrize("text,expected", CHECK_CASES)
+def test_check_shows_every_effective_value(tmp_path, capsys, text, expected):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    assert main(["check", str(path)]) == 0
+    shown = capsys.readouterr().out
+    tree = yaml.safe_load(shown)
+    for (section, key), value in expected.items():
+        assert tree[section][key] == value, (section, key, shown)
+    config = prge.parse_run_config(text)
+    again = prge.parse_run_config(shown)  # the listing is a config meaning the same
+    assert again.to_yaml(every_key=True) == shown and again.model.effective_group_size == config.model.effective_group_size
+    stored = config.to_yaml()  # what run directories hold is unchanged by the listing
+    assert ("quantize" in stored) == (config.model.quantize != "none") and "use_rslora" not in stored.replace(
+        "use_rslora: true", "")
+    assert "rng: auto  # torch on cpu" in prge.parse_run_config("model: {}\n").to_yaml(every_key=True)
+

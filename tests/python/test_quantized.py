@@ -195,3 +195,26 @@ def test_every_shipped_run_builds_its_trainer_on_a_base_stored_quantized(tmp_pat
         mezo = config.estimator.kind == "mezo"
         assert model.quantized == (not mezo and config.model.quantize != "dense"), label
         assert ("mezo perturbs every weight" in capsys.readouterr().err) == mezo, label
+
+
+@pytest.mark.parametrize("model,stored", [
+    ("{quantize: int4}", "int4, group_size 64"),  # unset: the 64 weight_format uses
+    ("{quantize: int4, group_size: 32}", "int4, group_size 32"),
+    ("{quantize: int8}", "int8, one scale per output channel"),
+    ("{quantize: int8, group_size: 16}", "int8, group_size 16"),
+])
+def test_the_reported_group_size_is_the_one_quantizing_used(tmp_path, model, stored):
+    """The adapter's metadata and `prge check` report the group size the load used, never a
+    'default'; with group_size unset, int4's groups are what the loader applies (its error on a
+    48-column model names them)."""
+    from types import SimpleNamespace
+
+    from prge.adapters import base_weights_metadata
+
+    config = prge.parse_run_config(f"model: {model}\n")
+    held = base_weights_metadata(config, SimpleNamespace(quantized=True))["prge.base_weights"]
+    assert held == stored
+    if config.model.quantize == "int4" and config.model.group_size == 0:
+        path, _ = make_hf_llama(tmp_path)
+        with pytest.raises(RuntimeError, match=f"group size {config.model.effective_group_size} does not divide 48"):
+            prge.CausalLM.from_pretrained(str(path), quantize="int4")
