@@ -52,6 +52,7 @@ void bind_config(py::module_& m) {
       .def_readonly("data", &RunConfig::data)
       .def_readonly("run", &RunConfig::run)
       .def_readonly("warnings", &RunConfig::warnings)
+      .def_readonly("places", &RunConfig::places, "dotted key -> 'file:line:col: key' of every key the text gave")
       .def("to_yaml", &RunConfig::to_yaml, py::arg("every_key") = false,
            "config.yaml's text; every_key: also keys at their defaults (prge check)");
   m.def(

@@ -43,16 +43,24 @@ class Reader {
   // "file:line:col: key: what" for a node of the file; "file: --set KEY: key: what" for a value
   // an override wrote (or a key below it, or a section it created).
   std::string located(const YAML::Node& node, const std::string& key, const std::string& what) const {
+    return fmt::format("{}: {}", place(node, key), what);
+  }
+
+  // "file:line:col: key", or "file: --set KEY: key" (the override's origin).
+  std::string place(const YAML::Node& node, const std::string& key) const {
     const auto mark = node.IsDefined() ? node.Mark() : YAML::Mark::null_mark();
     for (const auto& o : applied_) {
       const bool wrote = (node.IsDefined() && node.is(o.value)) || key == o.key || key.rfind(o.key + ".", 0) == 0 ||
                          (mark.line < 0 && o.key.rfind(key + ".", 0) == 0);
-      if (wrote) return fmt::format("{}: {}: {}: {}", source_, o.origin, key, what);
+      if (wrote) return fmt::format("{}: {}: {}", source_, o.origin, key);
     }
     const auto where = mark.line >= 0 ? fmt::format("{}:{}:{}", source_, mark.line + 1, mark.column + 1)
                                       : source_;
-    return fmt::format("{}: {}: {}", where, key, what);
+    return fmt::format("{}: {}", where, key);
   }
+
+  // The place of every key read with read(), for RunConfig::places.
+  const std::map<std::string, std::string>& places() const { return places_; }
 
   const std::string& source() const { return source_; }
   void applied(AppliedOverride o) { applied_.push_back(std::move(o)); }
@@ -74,6 +82,7 @@ class Reader {
     const auto node = section[key];
     if (!node || node.IsNull()) return;
     const auto path = section_name + "." + key;
+    places_[path] = place(node, path);
     if (!node.IsScalar()) fail(node, path, "expected a single value");
     try {
       out = io::scalar_as<T>(node);
@@ -119,6 +128,7 @@ class Reader {
  private:
   std::string source_;
   std::vector<AppliedOverride> applied_;
+  mutable std::map<std::string, std::string> places_;
 };
 
 std::string position(const std::string& source, const YAML::Mark& mark) {
@@ -511,6 +521,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
                             "would never reach optimizer.lr",
                             c.optimizer.warmup_steps, c.optimizer.total_updates()));
   }
+  c.places = reader.places();
   return c;
 }
 

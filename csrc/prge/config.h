@@ -6,6 +6,7 @@
 #include "prge/adapter_options.h"
 #include "prge/optim/optimizer.h"
 
+#include <map>
 #include <stdexcept>
 #include <string>
 
@@ -86,6 +87,10 @@ struct RunConfig {
   RunOptions run;
   // Accepted but deprecated spellings, each "file:line:col: key: message"; not in to_yaml().
   std::vector<std::string> warnings;
+  // Where each key given in the text (or by an override) was read: dotted key ->
+  // "file:line:col: key", or "file: --set key: key" for a value an override wrote; for messages
+  // about a value that only later turns out wrong (a model name that names nothing).
+  std::map<std::string, std::string> places;
 
   // Normalised YAML, stored beside results as config.yaml; finished and resumable runs are
   // recognised by this text, so keys added after the first release (model.quantize, the

@@ -108,7 +108,7 @@ def module_names(model) -> dict[str, str]:
 def load_run(run_dir: str | Path):
     """(config, model directory, model with the run's trained adapters) of a finished run."""
     from prge._core import Trainer, load_run_config
-    from prge.models import resolve_model
+    from prge.models import config_model_dir
     from prge.setup import setup_model
 
     run_dir = Path(run_dir)
@@ -119,7 +119,7 @@ def load_run(run_dir: str | Path):
     if not config.use_adapter:
         raise ValueError(f"{run_dir}: the run trained full weights (estimator {config.estimator.kind}), "
                          "not adapters")
-    model_dir = resolve_model(config.model.name)
+    model_dir = config_model_dir(config)
     model = setup_model(config, model_dir=model_dir, device="cpu")  # the run's model, adapters and start
     Trainer(model, config.estimator, config.optimizer, config.run.seed).load_checkpoint(
         str(run_dir / "trained.safetensors"))
@@ -147,7 +147,7 @@ def _output_dir(run_dir: str | Path, out: str | Path, overwrite: bool) -> Path:
     directory, not its model's directory nor inside it, new or empty unless `overwrite`; with
     `overwrite`, every other set of weights there is removed (WEIGHT_FILES)."""
     from prge._core import load_run_config
-    from prge.models import resolve_model
+    from prge.models import config_model_dir
     from prge.run_dir import RunDirError, check_output_dir
 
     run_dir, out = Path(run_dir), Path(out)
@@ -155,7 +155,7 @@ def _output_dir(run_dir: str | Path, out: str | Path, overwrite: bool) -> Path:
         raise RunDirError(f"--out: {out} is the run directory it exports from; write somewhere else")
     reads = {}
     if (run_dir / "config.yaml").is_file():
-        reads["the run's model directory"] = resolve_model(load_run_config(str(run_dir / "config.yaml")).model.name)
+        reads["the run's model directory"] = config_model_dir(load_run_config(str(run_dir / "config.yaml")))
     check_output_dir(out, "--out", overwrite, reads)
     return out
 

@@ -263,3 +263,19 @@ def test_check_shows_every_effective_value(tmp_path, capsys, text, expected):
         "use_rslora: true", "")
     assert "rng: auto  # torch on cpu" in prge.parse_run_config("model: {}\n").to_yaml(every_key=True)
 
+
+@pytest.mark.parametrize("how", ["file", "set"])
+def test_an_unknown_model_name_names_the_key_and_the_config_file(tmp_path, capsys, how):
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    missing = str(tmp_path / "no-such-model")
+    config = write_config(tmp_path, missing if how == "file" else model_dir, data_dir)
+    extra = ["--set", f"model.name={missing}"] if how == "set" else []
+    capsys.readouterr()
+    assert main(["train", str(config), "--no-progress", *extra]) == 2
+    err = capsys.readouterr().err
+    if how == "file":
+        line = next(i for i, text in enumerate(config.read_text().splitlines(), 1) if "no-such-model" in text)
+        where = f"{config}:{line}:"
+    else:
+        where = f"{config}: --set model.name: model.name"
+    assert err.startswith(f"prge: error: {where}") and "model.name" in err and f"unknown model '{missing}'" in err, err

@@ -32,9 +32,9 @@ def unexported_features(config: RunConfig) -> list[str]:
     """What the model's family has that the exported step (step_module.py: a Llama block) does
     not compute, read from its config.json through the family registry."""
     from prge._core import ArchSpec
-    from prge.models import resolve_model
+    from prge.models import config_model_dir
 
-    spec = ArchSpec.from_json_file(str(resolve_model(config.model.name) / "config.json"))
+    spec = ArchSpec.from_json_file(str(config_model_dir(config) / "config.json"))
     features = {
         "biases": spec.qkv_bias or spec.o_bias or spec.mlp_bias, "q/k norms": spec.qk_norm,
         "Gemma's norms": spec.norm == "gemma" or spec.sandwich_norms, "an embedding scale": spec.scale_embeddings,

@@ -142,21 +142,33 @@ def shape_config(name: str) -> ArchSpec:
     return config
 
 
-def resolve_model(name: str) -> Path:
+def resolve_model(name: str, where: str = "") -> Path:
     """A registered name (REGISTERED), a .gguf file, or a directory holding config.json and
-    *.safetensors. Raises FileNotFoundError / ValueError naming what is missing."""
+    *.safetensors. Raises FileNotFoundError / ValueError naming what is missing, after `where`
+    (e.g. "run.yaml:2:9: model.name") when given."""
+    at = f"{where}: " if where else ""
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"model directory {path} has no config.json")
+            raise FileNotFoundError(f"{at}model directory {path} has no config.json")
         return path
     if path.suffix == ".gguf" and path.is_file():
         return gguf_model(path)
     if name in REGISTERED:
-        return converted(REGISTERED[name].gguf(), cache_dir() / "models" / name)
+        try:
+            gguf = REGISTERED[name].gguf()
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{at}{e}") from None
+        return converted(gguf, cache_dir() / "models" / name)
     raise ValueError(
-        f"unknown model '{name}': not a directory, not a .gguf file and not a registered name "
+        f"{at}unknown model '{name}': not a directory, not a .gguf file and not a registered name "
         f"(registered: {', '.join(REGISTERED)})")
+
+
+def config_model_dir(config) -> Path:
+    """resolve_model(config.model.name), its errors naming the config's file, line and key
+    (or only the key when model.name is the default)."""
+    return resolve_model(config.model.name, config.places.get("model.name", "model.name"))
 
 
 def load_tokenizer(model_dir: Path):
