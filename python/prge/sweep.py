@@ -66,14 +66,26 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
         if not isinstance(values, list) or not values:
             raise ValueError(f"{path}: grid.{key} must be a non-empty list")
     variants = spec.get("variants") or [{"name": "run"}]
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise ValueError(f"{path}: variants must be a list of mappings, each {{name: ..., key: value, ...}}")
+    names = [str(v.get("name", "run")) for v in variants]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ValueError(f"{path}: variants {names.index(name) + 1} and {i + 1} are both named '{name}': each "
+                             "variant's runs go to directories named after it, so the names must differ"
+                             + (" (a variant without name: is named run)" if name == "run" else ""))
     root = Path(output_root or spec.get("output_root", f"runs/{path.stem}"))
-    runs, warned = [], set()
+    runs, warned, labels = [], set(), {}
     for variant in variants:
         variant = dict(variant)
         name = str(variant.pop("name", "run"))
         for combo in itertools.product(*grid.values()):
             point = dict(zip(grid.keys(), combo))
             label = "-".join([name] + [f"{k.split('.')[-1]}{v}" for k, v in point.items()])
+            if label in labels:  # grid values 1 and '1', or keys ending alike (estimator.kind, optimizer.kind)
+                raise ValueError(f"{path}: two runs would share the directory {root / label} "
+                                 f"({labels[label]} and {dict(point)}): make the grid values or keys distinct")
+            labels[label] = dict(point)
             settings = ([(k, value_text(v), f"{path}: variant {name}: {k}") for k, v in variant.items()] +
                         [(k, value_text(v), f"{path}: grid {k}") for k, v in point.items()] +
                         [(k, v, f"--set {k}") for k, v in _as_text(overrides)] +

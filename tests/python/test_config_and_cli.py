@@ -264,6 +264,35 @@ def test_check_shows_every_effective_value(tmp_path, capsys, text, expected):
     assert "rng: auto  # torch on cpu" in prge.parse_run_config("model: {}\n").to_yaml(every_key=True)
 
 
+# A sweep whose runs would share a directory is refused when it is expanded, naming the file.
+SWEEP_COLLISIONS = [
+    ("variants:\n  - {name: a, run.steps: 1}\n  - {name: b}\n  - {name: a, run.steps: 2}\n",
+     "variants 1 and 3 are both named 'a'"),
+    ("variants:\n  - {run.steps: 1}\n  - {run.steps: 2}\n", "(a variant without name: is named run)"),
+    ("grid:\n  run.seed: [1, '1']\n", "two runs would share the directory"),
+    ("grid:\n  estimator.kind: [prge]\n  optimizer.kind: [sgd, adam]\n  run.seed: [1]\n"
+     "variants:\n  - {name: x-kindprge}\n  - {name: x}\n", None),  # distinct labels: accepted
+    ("variants: {name: a}\n", "variants must be a list of mappings"),
+]
+
+
+@pytest.mark.parametrize("body,message", SWEEP_COLLISIONS)
+def test_sweep_runs_that_would_share_a_directory_are_refused_at_expansion(tmp_path, capsys, body, message):
+    from prge.sweep import expand_sweep
+
+    (tmp_path / "base.yaml").write_text(f"run: {{steps: 1, output_dir: {tmp_path / 'unused'}}}\n")
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"base: base.yaml\noutput_root: {tmp_path / 'runs'}\n" + body)
+    if message is None:
+        labels = [label for label, _ in expand_sweep(sweep)]
+        assert len(set(labels)) == len(labels)
+        return
+    assert main(["sweep", str(sweep), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"prge: error: {sweep}: ") and message in err, err
+    assert not (tmp_path / "runs").exists()  # refused before any run started
+
+
 @pytest.mark.parametrize("how", ["file", "set"])
 def test_an_unknown_model_name_names_the_key_and_the_config_file(tmp_path, capsys, how):
     model_dir, data_dir = make_tiny_assets(tmp_path)
