@@ -218,14 +218,12 @@ def test_a_bad_value_names_the_range_it_must_be_in(tmp_path, capsys, assignment,
     assert err.startswith(f"prge: error: {path}: --set {assignment.split('=')[0]}: ") and message in err, err
 
 
-
 def test_the_mezo_parallel_error_says_what_mezo_does():
     with pytest.raises(prge.ConfigError) as error:
         prge.parse_run_config("estimator: {kind: mezo, parallel: dual}\n", "run.yaml")
     message = str(error.value)
     assert "must be 'sequential' for mezo" in message and "one point per forward" in message
     assert "in place" not in message  # README: prge forms θ ± εz inside the forward
-
 
 
 # prge check lists every key with the value a run uses, defaults included; run directories keep
@@ -262,6 +260,32 @@ def test_check_shows_every_effective_value(tmp_path, capsys, text, expected):
     assert ("quantize" in stored) == (config.model.quantize != "none") and "use_rslora" not in stored.replace(
         "use_rslora: true", "")
     assert "rng: auto  # torch on cpu" in prge.parse_run_config("model: {}\n").to_yaml(every_key=True)
+
+
+def _run_with_stdout_closed(args):
+    """`prge ARGS` with its stdout a pipe whose reader has already gone (as `| head -1` leaves it)."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([sys.executable, "-m", "prge", *args], stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(write)
+
+
+@pytest.mark.parametrize("args", [["data", "list"], ["check", "configs/quickstart.yaml"]])
+def test_a_closed_stdout_ends_quietly(args):
+    """`prge data list | head -1`: no traceback, no error line; the exit status of a command
+    stopped by SIGPIPE (128 + 13), as `yes | head -1` gives."""
+    from pathlib import Path
+
+    args = [str(Path(__file__).parents[2] / a) if a.endswith(".yaml") else a for a in args]
+    result = _run_with_stdout_closed(args)
+    assert result.returncode == 141 and result.stderr == "", result.stderr
 
 
 # A sweep whose runs would share a directory is refused when it is expanded, naming the file.
