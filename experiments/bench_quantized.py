@@ -54,7 +54,7 @@ def one_row(args) -> dict:
     if args.row == "peft":
         return peft_row(args, spec, batch)
     quantize, group = {"bf16": ("none", 0), "fp32": ("none", 0), "int8": ("int8", 0),
-                       "int4": ("int4", 64)}[args.row]
+                       "int4": ("int4", 64), "int4g128": ("int4", 128)}[args.row]
     dtype = "float32" if args.row == "fp32" or (args.device == "cpu" and args.row != "bf16") else args.dtype
     model = prge.CausalLM.random(spec, 0, args.device, dtype, quantize, group)
     model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
@@ -64,7 +64,8 @@ def one_row(args) -> dict:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     seconds = timed(lambda: trainer.step(batch), args.warmup, args.steps, args.device)
-    return {"row": f"P-RGE dual, {args.row} base", "queries": queries, "ms": 1e3 * seconds,
+    base = f"{quantize} group {group}" if quantize == "int4" else args.row
+    return {"row": f"P-RGE dual, {base} base", "queries": queries, "ms": 1e3 * seconds,
             "peak_gib": peak_gib(args.device), "projection_gib": model.projection_bytes / 2**30,
             "step_path": trainer.step_path}
 
@@ -114,7 +115,13 @@ def gemm_rows(args) -> list[dict]:
         for bits, group in ((4, 64), (8, in_f)):
             q = prge.quantize_weight(w, bits, group)
             name = str(dtype).removeprefix("torch.")
-            row[f"int{bits}_dequant_gemm_ms"] = 1e3 * timed(lambda: x @ q.dequantize(name).t(), 3, 20, args.device)
+            row[f"int{bits}_aten_dequant_gemm_ms"] = 1e3 * timed(lambda: x @ q.dequantize(name).t(), 3, 20, args.device)
+            if args.device.startswith("cuda") and prge.cuda_built:  # what prge runs on the GPU: one kernel, one buffer
+                buffer = torch.empty_like(w)
+                row[f"int{bits}_dequant_gemm_ms"] = 1e3 * timed(
+                    lambda: x @ prge._core.layer_kernels.dequantize(q, buffer).t(), 3, 20, args.device)
+            else:
+                row[f"int{bits}_dequant_gemm_ms"] = row[f"int{bits}_aten_dequant_gemm_ms"]
             try:
                 row[f"int{bits}_aten_ms"] = 1e3 * timed(aten_weight_only(x, w, bits, group), 3, 20, args.device)
             except (RuntimeError, NotImplementedError, AttributeError) as e:
@@ -152,7 +159,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--queries", default="4,16")
-    parser.add_argument("--rows", default="bf16,int8,int4,peft")
+    parser.add_argument("--rows", default="bf16,int8,int4,int4g128,peft")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--out", type=Path)
@@ -183,13 +190,17 @@ def main() -> None:
         else:
             lines.append(f"| {r['row']} | {r['queries'] or '-'} | {r['ms']:.1f} | {r['peak_gib']:.2f} | "
                          f"{r['projection_gib']:.2f} | {r['step_path']} |")
-    lines += ["", "Frozen GEMM of one MLP projection (ms): dense, dequantize + dense GEMM (prge), ATen weight-only",
-              "", "| tokens | shape | dense | int4 dequant+GEMM | int4 ATen | int8 dequant+GEMM | int8 ATen |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "Frozen GEMM of one MLP projection (ms): dense; dequantize + dense GEMM, as prge runs it (one "
+              "kernel into a buffer on the GPU) and with ATen's elementwise ops; ATen's weight-only kernels",
+              "", "| tokens | shape | dense | int4 dequant+GEMM | int4 ATen dequant+GEMM | int4 ATen weight-only "
+              "| int8 dequant+GEMM | int8 ATen dequant+GEMM | int8 ATen weight-only |",
+              "|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
     for g in gemm:
-        lines.append(f"| {g['tokens']} | {g['shape']} | {fmt(g['dense_ms'])} | {fmt(g['int4_dequant_gemm_ms'])} | "
-                     f"{fmt(g['int4_aten_ms'])} | {fmt(g['int8_dequant_gemm_ms'])} | {fmt(g['int8_aten_ms'])} |")
+        cells = [g["tokens"], g["shape"], fmt(g["dense_ms"])]
+        for bits in (4, 8):
+            cells += [fmt(g[f"int{bits}_{k}_ms"]) for k in ("dequant_gemm", "aten_dequant_gemm", "aten")]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     table = "\n".join(lines) + "\n"
     print(table)
     if args.out:

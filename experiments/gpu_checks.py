@@ -55,8 +55,8 @@ def check_noise_kernel() -> None:
 
 
 def trainer(config, dtype, queries, *, fused, graphs, rng="counter", seed=5, parallel="dual", difference="central",
-            distribution="gaussian", adapter=None):
-    model = prge.CausalLM.random(config, 0, "cuda", dtype)
+            distribution="gaussian", adapter=None, quantize="none"):
+    model = prge.CausalLM.random(config, 0, "cuda", dtype, quantize)
     model.attach_adapters(adapter or prge.AdapterOptions(rank=16, alpha=32, init_seed=3))
     g = torch.Generator().manual_seed(1)
     for a in model.adapters():  # a trained point, so B + eps z is not just eps z
@@ -89,14 +89,15 @@ def check_fused_vs_plain(config) -> None:
                f"max loss diff {loss_diff:.3g}, max B diff {b_diff:.3g} (max |B| {pb.abs().max().item():.3g})")
 
 
-def check_graphs(config, dtype, parallel="dual", queries=4) -> None:
-    graphed, gm = trainer(config, dtype, queries, fused=True, graphs=True, parallel=parallel)
-    eager, em = trainer(config, dtype, queries, fused=True, graphs=False, parallel=parallel)
+def check_graphs(config, dtype, parallel="dual", queries=4, quantize="none") -> None:
+    graphed, gm = trainer(config, dtype, queries, fused=True, graphs=True, parallel=parallel, quantize=quantize)
+    eager, em = trainer(config, dtype, queries, fused=True, graphs=False, parallel=parallel, quantize=quantize)
     assert graphed.uses_cuda_graphs and not eager.uses_cuda_graphs
     gr, gb = run(graphed, gm, config, 6, 4, 64)
     er, eb = run(eager, em, config, 6, 4, 64)
     same_losses = all(g.losses == e.losses for g, e in zip(gr, er))
-    report(f"CUDA graph replay == uncaptured fused step, {parallel} q={queries}, {dtype}, 6 steps",
+    base = "" if quantize == "none" else f", {quantize} base"
+    report(f"CUDA graph replay == uncaptured fused step, {parallel} q={queries}, {dtype}{base}, 6 steps",
            same_losses and torch.equal(gb, eb) and graphed.cuda_graphs_captured == 2,
            f"losses identical: {same_losses}, B identical: {torch.equal(gb, eb)}, "
            f"graphs captured: {graphed.cuda_graphs_captured} (two batch shapes)")
@@ -211,6 +212,34 @@ def check_kernels_vs_aten() -> None:
                    f"{(got == want).float().mean().item():.4f})")
 
 
+def check_dequantize_kernel(config) -> None:
+    """The one-pass dequantize kernel against QuantizedWeight.dequantize (ATen's ops): each
+    format alone, then the logits of int4 / int8 models with the kernels on against the same
+    models with them off (main() also replays a graphed step on an int4 base)."""
+    kernels = prge._core.layer_kernels
+    w = torch.randn(96, 256, generator=torch.Generator().manual_seed(0)).cuda()
+    for bits, group in ((4, 32), (4, 64), (4, 128), (8, 256), (8, 16)):
+        q = prge.quantize_weight(w, bits, group)
+        for dtype in ("float32", "bfloat16", "float16"):
+            want = q.dequantize(dtype)
+            got = kernels.dequantize(q, torch.empty_like(want))
+            relative = ((got.float() - want.float()).abs().max() / want.float().abs().max()).item()
+            allowed = 1e-6 if dtype == "float32" else 1e-2  # one float32 rounding; one rounding of the dtype
+            report(f"dequantize kernel vs ATen, int{bits} group {group}, {dtype}", relative <= allowed,
+                   f"max |diff| / max |w| = {relative:.3g} (allowed {allowed:g}; equal elements "
+                   f"{(got == want).float().mean().item():.4f})")
+    ids = random_batch(config.vocab_size, 4, 64, seed=9).input_ids.cuda()
+    for quantize in ("int4", "int8"):
+        for dtype, tolerance in (("float32", 1e-5), ("bfloat16", 3e-2)):
+            model = prge.CausalLM.random(config, 0, "cuda", dtype, quantize)
+            fused = model.logits(ids)
+            model.layer_kernels = False
+            aten = model.logits(ids)
+            relative = ((fused - aten).abs().max() / aten.abs().max()).item()
+            report(f"{quantize} base, kernels vs ATen path, {dtype} logits", relative <= tolerance,
+                   f"max |diff| / max |logits| = {relative:.3g} (allowed {tolerance:g})")
+
+
 def check_layer_kernels(config) -> None:
     ids = random_batch(config.vocab_size, 4, 64, seed=9).input_ids.cuda()
     for dtype, tolerance in (("float32", 1e-4), ("bfloat16", 3e-2)):
@@ -299,6 +328,8 @@ def main() -> int:
     check_mezo_no_drift(config)
     check_kernels_vs_aten()
     check_layer_kernels(config)
+    check_dequantize_kernel(config)
+    check_graphs(config, "bfloat16", quantize="int4")
     check_graphs(config, "bfloat16", "queries", 4)
     check_graphs(config, "bfloat16", "sequential", 1)
     check_split_step(config)

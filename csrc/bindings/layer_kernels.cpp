@@ -5,6 +5,7 @@
 
 #ifdef PRGE_WITH_CUDA
 #include "prge/cuda/layer_kernels.h"
+#include "prge/cuda/quantized_kernels.h"
 #endif
 
 namespace py = pybind11;
@@ -22,6 +23,13 @@ void bind_layer_kernels(py::module_& m) {
         return cuda::add_rms_norm_(residual, delta, weight, eps);
       },
       py::arg("residual"), py::arg("delta"), py::arg("weight"), py::arg("eps"));
+  k.def(
+      "dequantize",
+      [](const QuantizedWeight& weight, torch::Tensor out) {
+        cuda::dequantize_into(weight, out);
+        return out;
+      },
+      py::arg("weight"), py::arg("out"));
 #endif
 }
 

@@ -2,6 +2,7 @@
 
 #ifdef PRGE_WITH_CUDA
 #include "prge/cuda/layer_kernels.h"
+#include "prge/cuda/quantized_kernels.h"
 #endif
 
 #include <fmt/format.h>
@@ -438,11 +439,26 @@ torch::Tensor CausalLM::layer_tensor(size_t layer, Role role, const WeightPertur
   return weight(found->second, param_index(layer, role), perturbation);
 }
 
+torch::Tensor CausalLM::dequantize(const QuantizedWeight& weight, torch::Tensor out) const {
+#ifdef PRGE_WITH_CUDA
+  if (use_layer_kernels()) {
+    if (!out.defined()) out = torch::empty({weight.rows, weight.cols}, torch::TensorOptions().dtype(dtype_).device(device_));
+    if (cuda::can_dequantize_into(weight, out)) {
+      cuda::dequantize_into(weight, out);
+      return out;
+    }
+  }
+#endif
+  if (!out.defined()) return weight.dequantize(dtype_);
+  out.copy_(weight.dequantize(dtype_));
+  return out;
+}
+
 torch::Tensor CausalLM::projection_weight(size_t layer, Role role, const LoraFaLinear& projection,
                                           const WeightPerturbation* perturbation) const {
   const auto& quantized = layers_[layer].quantized;
   const auto found = quantized.find(role);
-  if (found != quantized.end()) return found->second.dequantize(dtype_);  // MeZO is refused on these
+  if (found != quantized.end()) return dequantize(found->second);  // MeZO is refused on these
   return perturbation ? weight(projection.weight(), param_index(layer, role), perturbation) : torch::Tensor();
 }
 
@@ -461,7 +477,7 @@ std::pair<torch::Tensor, torch::Tensor> CausalLM::group_tensors(size_t layer, co
     int64_t offset = 0;
     for (size_t j = 0; j < group.parts(); ++j) {
       const auto& q = quantized.at(weights.at(j));
-      fused.narrow(0, offset, q.rows).copy_(q.dequantize(dtype_));
+      dequantize(q, fused.narrow(0, offset, q.rows));
       offset += q.rows;
     }
     return {fused, torch::Tensor()};
@@ -530,9 +546,12 @@ torch::Tensor CausalLM::attention_block(size_t i, const torch::Tensor& h, const 
   const auto& layer = layers_[i];
   const int64_t n = h.size(0), t = h.size(1), hd = s.head_dim;
   const int64_t q_width = s.num_attention_heads * hd, kv_width = s.num_key_value_heads * hd;
-  const auto [qkv_weight, qkv_bias] = group_tensors(i, layer.qkv, qkv_roles(), {Role::QBias, Role::KBias, Role::VBias},
-                                                    perturbation);
-  const auto qkv = layer.qkv.forward_fused(h, plan, qkv_weight, qkv_bias);  // [n, t, q + 2 kv]
+  torch::Tensor qkv;  // [n, t, q + 2 kv]; the group's weight for this forward released once used (see mlp_block)
+  {
+    const auto [weight, bias] = group_tensors(i, layer.qkv, qkv_roles(), {Role::QBias, Role::KBias, Role::VBias},
+                                              perturbation);
+    qkv = layer.qkv.forward_fused(h, plan, weight, bias);
+  }
   auto q = qkv.narrow(-1, 0, q_width).view({n, t, -1, hd});
   auto k = qkv.narrow(-1, q_width, kv_width).view({n, t, -1, hd});
   auto v = qkv.narrow(-1, q_width + kv_width, kv_width).view({n, t, -1, hd}).transpose(1, 2);
@@ -562,20 +581,27 @@ torch::Tensor CausalLM::attention_block(size_t i, const torch::Tensor& h, const 
 torch::Tensor CausalLM::mlp_block(size_t i, const torch::Tensor& h, const MaterializedPlan* plan,
                                   const WeightPerturbation* perturbation) const {
   const auto& layer = layers_[i];
-  const auto [gate_up_weight, gate_up_bias] =
-      group_tensors(i, layer.gate_up, gate_up_roles(), {Role::GateBias, Role::UpBias}, perturbation);
-  const auto down_weight = projection_weight(i, Role::Down, layer.down_proj, perturbation);
-  const auto down_bias = layer_tensor(i, Role::DownBias, perturbation);
-  const auto gate_up = layer.gate_up.forward_fused(h, plan, gate_up_weight, gate_up_bias);  // [gate | up]
-#ifdef PRGE_WITH_CUDA
-  if (use_layer_kernels() && spec_.activation == Activation::Silu) {
-    return layer.down_proj.forward(cuda::swiglu(gate_up), plan, down_weight, down_bias);
+  // Each frozen weight made for this forward (dequantized, or perturbed under MeZO) and each
+  // intermediate is released as soon as it is used, so at most one of them is held at a time
+  // beside the activations: the MLP's peak is what a quantized base adds to the step's memory.
+  torch::Tensor gate_up;  // [gate | up]
+  {
+    const auto [weight, bias] = group_tensors(i, layer.gate_up, gate_up_roles(), {Role::GateBias, Role::UpBias},
+                                              perturbation);
+    gate_up = layer.gate_up.forward_fused(h, plan, weight, bias);
   }
+  torch::Tensor activated;
+#ifdef PRGE_WITH_CUDA
+  if (use_layer_kernels() && spec_.activation == Activation::Silu) activated = cuda::swiglu(gate_up);
 #endif
-  const int64_t f = spec_.intermediate_size;
-  const auto gate = gate_up.narrow(-1, 0, f), up = gate_up.narrow(-1, f, f);
-  const auto act = spec_.activation == Activation::Silu ? at::silu(gate) : at::gelu(gate, "tanh");
-  return layer.down_proj.forward(act * up, plan, down_weight, down_bias);
+  if (!activated.defined()) {
+    const int64_t f = spec_.intermediate_size;
+    const auto gate = gate_up.narrow(-1, 0, f), up = gate_up.narrow(-1, f, f);
+    activated = (spec_.activation == Activation::Silu ? at::silu(gate) : at::gelu(gate, "tanh")) * up;
+  }
+  gate_up.reset();
+  return layer.down_proj.forward(activated, plan, projection_weight(i, Role::Down, layer.down_proj, perturbation),
+                                 layer_tensor(i, Role::DownBias, perturbation));
 }
 
 torch::Tensor CausalLM::rope_frequencies(int64_t length, int64_t rope) const {

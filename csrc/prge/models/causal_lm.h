@@ -150,6 +150,9 @@ class CausalLM {
                        torch::Tensor out = {}) const;
   // A layer tensor by role, perturbed under MeZO (undefined when the layer has none).
   torch::Tensor layer_tensor(size_t layer, Role role, const WeightPerturbation* perturbation) const;
+  // A quantized weight dense in the model's dtype, written into `out` when given (else a new
+  // tensor): one fused kernel on the GPU with the layer kernels on, ATen's ops otherwise.
+  torch::Tensor dequantize(const QuantizedWeight& weight, torch::Tensor out = {}) const;
   // A projection's frozen weight for this forward: dequantized when kept quantized, perturbed
   // under MeZO, else undefined (the projection's own).
   torch::Tensor projection_weight(size_t layer, Role role, const LoraFaLinear& projection,
