@@ -228,28 +228,21 @@ def check_dequantize_kernel(config) -> None:
             report(f"dequantize kernel vs ATen, int{bits} group {group}, {dtype}", relative <= allowed,
                    f"max |diff| / max |w| = {relative:.3g} (allowed {allowed:g}; equal elements "
                    f"{(got == want).float().mean().item():.4f})")
-    ids = random_batch(config.vocab_size, 4, 64, seed=9).input_ids.cuda()
     for quantize in ("int4", "int8"):
-        for dtype, tolerance in (("float32", 1e-5), ("bfloat16", 3e-2)):
-            model = prge.CausalLM.random(config, 0, "cuda", dtype, quantize)
-            fused = model.logits(ids)
-            model.layer_kernels = False
-            aten = model.logits(ids)
-            relative = ((fused - aten).abs().max() / aten.abs().max()).item()
-            report(f"{quantize} base, kernels vs ATen path, {dtype} logits", relative <= tolerance,
-                   f"max |diff| / max |logits| = {relative:.3g} (allowed {tolerance:g})")
+        check_layer_kernels(config, quantize)
 
 
-def check_layer_kernels(config) -> None:
+def check_layer_kernels(config, quantize="none") -> None:
     ids = random_batch(config.vocab_size, 4, 64, seed=9).input_ids.cuda()
-    for dtype, tolerance in (("float32", 1e-4), ("bfloat16", 3e-2)):
-        model = prge.CausalLM.random(config, 0, "cuda", dtype)
+    for dtype, tolerance in (("float32", 1e-4 if quantize == "none" else 1e-5), ("bfloat16", 3e-2)):
+        model = prge.CausalLM.random(config, 0, "cuda", dtype, quantize)
         fused = model.logits(ids)
         model.layer_kernels = False
         aten = model.logits(ids)
         relative = ((fused - aten).abs().max() / aten.abs().max()).item()
-        report(f"fused layer kernels vs ATen path, {dtype} logits of a forward", relative <= tolerance,
-               f"max |diff| / max |logits| = {relative:.3g} (allowed {tolerance:g})")
+        name = (f"fused layer kernels vs ATen path, {dtype} logits of a forward" if quantize == "none"
+                else f"{quantize} base, kernels vs ATen path, {dtype} logits")
+        report(name, relative <= tolerance, f"max |diff| / max |logits| = {relative:.3g} (allowed {tolerance:g})")
 
 
 def family_specs():
