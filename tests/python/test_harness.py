@@ -1,6 +1,7 @@
 """Reproduction harness: data locations and formats (published files, HF `datasets`),
 the MeZO protocol with best-checkpoint selection on dev, speed sweeps and their report."""
 import csv
+from pathlib import Path
 import json
 
 import pytest
@@ -175,3 +176,22 @@ def test_summaries_from_before_the_rename_read_with_current_names(tmp_path):
         path = tmp_path / f"{old}.json"
         path.write_text(json.dumps({"parallel": old, "accuracy_after": 0.5}))
         assert run_summary.read(path)["parallel"] == new
+
+
+def test_runs_that_differ_in_any_setting_are_different_methods(tmp_path):
+    """Seeds of one method differ only in run.seed (and their directories): two runs whose
+    summaries agree but whose configs differ elsewhere (model.quantize here) are two methods,
+    never averaged together."""
+
+    from prge.reporting.collect import collect
+
+    summary = {"mode": "train", "task": "fine_food", "estimator": "prge", "queries": 4, "accuracy_after": 0.8}
+    for quantize in ("none", "dense"):
+        for seed in (1, 2):
+            run = tmp_path / f"prge-quantize{quantize}-seed{seed}"
+            run.mkdir()
+            (run / "summary.json").write_text(json.dumps({**summary, "seed": seed}))
+            (run / "config.yaml").write_text(f"model: {{quantize: {quantize}}}\nrun: {{seed: {seed}, output_dir: {run}}}\n")
+    methods = {Path(r["run"]).name: r["method"] for r in collect(tmp_path)}
+    assert methods == {"prge-quantizedense-seed1": "prge-quantizedense", "prge-quantizedense-seed2": "prge-quantizedense",
+                       "prge-quantizenone-seed1": "prge-quantizenone", "prge-quantizenone-seed2": "prge-quantizenone"}

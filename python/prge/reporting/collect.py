@@ -1,8 +1,11 @@
 """Finished runs (every summary.json below a directory) with their metrics.jsonl."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+
+import yaml
 
 from prge import run_summary
 from prge.jsonl import read_jsonl
@@ -15,18 +18,31 @@ def method_of(run_name: str) -> str:
     return SEED_SUFFIX.sub("", run_name)
 
 
-# The summary fields that name a method: runs equal in all of them are seeds of one method,
-# whatever their directories are called.
+# The summary fields that name a method where a run directory keeps no config.yaml: runs equal
+# in all of them are seeds of one method, whatever their directories are called.
 IDENTITY = ("mode", "runtime", "task", "model", "device", "dtype", "estimator", "queries", "parallel",
             "epsilon", "optimizer", "lr", "batch_size", "steps", "protocol")
 
 
-def group_methods(runs: list[dict]) -> None:
-    """Sets each run's "method": runs whose identity (run_summary.identity without the seed)
-    is equal share one, named after the first such run's label without -seedN."""
-    names: dict[tuple, str] = {}
+def method_key(run: dict, run_dir: Path | None = None) -> str:
+    """What makes runs seeds of one method: the run's whole config.yaml without run.seed and
+    run.output_dir (so any setting that differs, e.g. model.quantize or adapter.rank, makes
+    another method), or the summary's identity fields when the run directory has no config."""
+    config = run_dir / "config.yaml" if run_dir is not None else None
+    if config is not None and config.is_file():
+        mapping = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        if isinstance(mapping, dict):
+            mapping["run"] = {k: v for k, v in (mapping.get("run") or {}).items() if k not in ("seed", "output_dir")}
+            return json.dumps(mapping, sort_keys=True, default=str)
+    return json.dumps([str(run.get(field)) for field in IDENTITY])
+
+
+def group_methods(runs: list[dict], root: Path | None = None) -> None:
+    """Sets each run's "method": runs equal in method_key share one, named after the first
+    such run's label without -seedN."""
+    names: dict[str, str] = {}
     for run in runs:
-        key = tuple(str(run.get(field)) for field in IDENTITY)
+        key = method_key(run, root / run["run"] if root is not None else None)
         run["method"] = names.setdefault(key, method_of(Path(run["run"]).name))
 
 
@@ -48,5 +64,5 @@ def collect(root: str | Path) -> list[dict]:
         runs.append(summary)
     if not runs:
         raise FileNotFoundError(f"no finished runs (summary.json) under {root}")
-    group_methods(runs)
+    group_methods(runs, root)
     return runs
