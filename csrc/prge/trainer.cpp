@@ -64,9 +64,9 @@ Trainer::Trainer(std::shared_ptr<CausalLM> model, EstimatorOptions estimator,
   if (estimator.kind == EstimatorKind::Mezo && model_->quantized()) {
     throw std::invalid_argument(
         "estimator.kind: mezo perturbs and updates every weight, and this model keeps its projection weights "
-        "quantized (model.quantize, or a GGUF's own blocks): there is no dense weight to perturb. Train LoRA-FA "
-        "adapters (estimator.kind: prge or fzoo) on the quantized base, or load it dense (model.quantize: dense, "
-        "or none with a dense checkpoint)");
+        "quantized (model.quantize int8 / int4, or a model loaded with its own quantized blocks): there is no dense "
+        "weight to perturb. Train LoRA-FA adapters (estimator.kind: prge or fzoo) on the quantized base, or load it "
+        "dense (model.quantize: none or dense)");
   }
   if (estimator.kind != EstimatorKind::FirstOrder) estimator_ = make_zo_estimator(estimator);
   trained_parameters();  // fail now, not at the first step, if nothing can be trained

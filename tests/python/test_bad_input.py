@@ -523,12 +523,12 @@ def test_a_full_disk_names_the_file(assets, limit, checkpoint_every, wanted):
 
 # (built-in task, file and its text, what the error must say): a row that does not parse as the
 # published format is an error naming the file, record and line, never a record trained on.
-LONG = "x" * 200_000
 FILE_CASES = [
     ("fine_food", "train.csv", 'review,score\nlovely tea,great\n"unclosed quote,other\nfine,other\n',
      "train.csv:3: malformed CSV"),
-    ("fine_food", "train.csv", f'review,score\nlovely tea,great\n"{LONG}",great\n',
-     "train.csv:3: malformed CSV (field larger than field limit"),
+    ("fine_food", "train.csv", '"review,score\nlovely tea,great\n', "train.csv:1: malformed CSV"),
+    ("fine_food", "train.csv", "review,review\nlovely tea,great\n", "train.csv:1: the header line names a column twice: review"),
+    ("fine_food", "train.csv", "\nreview,\nlovely tea,great\n", "train.csv:2: the header line names a column with an empty name"),
     ("fine_food", "train.csv", "review,score\nlovely tea,great\ntruncated row\n",
      "train.csv:3: 1 fields where the header line has 2 (review, score)"),
     ("fine_food", "train.csv", "review,score\nlovely tea,great,extra\n",
@@ -547,6 +547,17 @@ FILE_CASES = [
     ("boolq", "train.jsonl", '{"question": "q", "passage": "p", "label": null}\n',
      "train.jsonl: record 1 (line 1): field 'label' is null"),
 ]
+
+
+def test_a_long_field_and_blank_lines_read_as_published(tmp_path):
+    """A field longer than the csv module's default limit (128 Ki characters) is a review like any
+    other, and blank lines (before the header too) are skipped with the line numbers kept."""
+    from prge.data.tasks import get_task
+
+    (tmp_path / "train.csv").write_text(f'\nreview,score\n"{"good " * 40_000}",great\n\nfine,other\n')
+    examples = get_task("fine_food").load("train", tmp_path)
+    assert [e.label for e in examples] == [0, 1] and len(examples[0].fields["text"]) > 150_000
+    assert examples[1].where.endswith("train.csv: record 2 (line 5)")
 
 
 @pytest.mark.parametrize("task, file, text, message", FILE_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(FILE_CASES)])

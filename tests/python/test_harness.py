@@ -195,3 +195,25 @@ def test_runs_that_differ_in_any_setting_are_different_methods(tmp_path):
     methods = {Path(r["run"]).name: r["method"] for r in collect(tmp_path)}
     assert methods == {"prge-quantizedense-seed1": "prge-quantizedense", "prge-quantizedense-seed2": "prge-quantizedense",
                        "prge-quantizenone-seed1": "prge-quantizenone", "prge-quantizenone-seed2": "prge-quantizenone"}
+
+
+def test_methods_with_one_folder_name_stay_apart_and_bad_configs_are_named(tmp_path):
+    """Runs named alike in other folders, but configured differently, are two methods with two
+    names (tables group by name); a run config that does not parse is an error naming it."""
+    import json
+
+    import pytest
+
+    from prge.reporting.collect import collect
+
+    for folder, quantize, seed in (("a", "none", 1), ("a", "none", 2), ("b", "dense", 1), ("c", "dense", 2)):
+        run = tmp_path / folder / f"prge-seed{seed}"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({"mode": "train", "seed": seed, "accuracy_after": 0.8}))
+        (run / "config.yaml").write_text(f"model: {{quantize: {quantize}}}\nrun: {{seed: {seed}}}\n")
+    methods = {r["run"]: r["method"] for r in collect(tmp_path)}
+    assert methods == {"a/prge-seed1": "a/prge", "a/prge-seed2": "a/prge", "b/prge-seed1": "b/prge",
+                       "c/prge-seed2": "b/prge"}
+    (tmp_path / "c" / "prge-seed2" / "config.yaml").write_text("model: [unclosed\n")
+    with pytest.raises(ValueError, match=r"c/prge-seed2/config.yaml: not a readable run config"):
+        collect(tmp_path)

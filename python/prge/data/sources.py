@@ -45,25 +45,37 @@ class NullField(dict):
         return self[key] if key in self else default
 
 
+FIELD_LIMIT = 1 << 26  # characters a CSV / TSV field may hold (the csv module's default is 128 Ki)
+
+
 def read_delimited(path: Path, delimiter: str, quoted: bool = True) -> Located:
     """Rows of a CSV / TSV with a header line as records. quoted=False reads GLUE's TSVs, which
     are not quoted (MRPC has unbalanced '"'). A byte-order mark is dropped; blank lines are
     skipped. ValueError naming the file and line for a malformed quote (an unclosed one would
-    swallow the rows after it) or a row whose field count differs from the header's."""
+    swallow the rows after it), a header with an empty or repeated name, or a row whose field
+    count differs from the header's."""
     kind = "CSV" if delimiter == "," else "TSV"
-    located = []
+    csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
+    located, start, header = [], 1, None
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=delimiter, strict=quoted,
                                 quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
-            header = next(reader, None)
-            start = reader.line_num + 1
             for row in reader:
-                if row:
-                    if len(row) != len(header):
-                        raise ValueError(
-                            f"{path}:{start}: {len(row)} fields where the header line has {len(header)} "
-                            f"({', '.join(header)}): a missing or extra {kind} field, or an unclosed quote")
+                if not row:  # a blank line
+                    start = reader.line_num + 1
+                    continue
+                if header is None:
+                    repeated = sorted({name for name in row if row.count(name) > 1})
+                    if "" in row or repeated:
+                        raise ValueError(f"{path}:{start}: the header line names a column "
+                                         f"{'with an empty name' if '' in row else 'twice: ' + ', '.join(repeated)}")
+                    header = row
+                elif len(row) != len(header):
+                    raise ValueError(
+                        f"{path}:{start}: {len(row)} fields where the header line has {len(header)} "
+                        f"({', '.join(header)}): a missing or extra {kind} field, or an unclosed quote")
+                else:
                     located.append((f"{path}: record {len(located) + 1} (line {start})", dict(zip(header, row))))
                 start = reader.line_num + 1
     except csv.Error as e:

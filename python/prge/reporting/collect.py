@@ -30,20 +30,30 @@ def method_key(run: dict, run_dir: Path | None = None) -> str:
     another method), or the summary's identity fields when the run directory has no config."""
     config = run_dir / "config.yaml" if run_dir is not None else None
     if config is not None and config.is_file():
-        mapping = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        if isinstance(mapping, dict):
-            mapping["run"] = {k: v for k, v in (mapping.get("run") or {}).items() if k not in ("seed", "output_dir")}
-            return json.dumps(mapping, sort_keys=True, default=str)
+        try:
+            mapping = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ValueError(f"{config}: not a readable run config ({type(e).__name__}: {e})".split("\n")[0]) from e
+        if not isinstance(mapping, dict) or not isinstance(mapping.get("run") or {}, dict):
+            raise ValueError(f"{config}: not a run config (a mapping with a 'run' mapping)")
+        mapping["run"] = {k: v for k, v in (mapping.get("run") or {}).items() if k not in ("seed", "output_dir")}
+        return json.dumps(mapping, sort_keys=True, default=str)
     return json.dumps([str(run.get(field)) for field in IDENTITY])
 
 
 def group_methods(runs: list[dict], root: Path | None = None) -> None:
     """Sets each run's "method": runs equal in method_key share one, named after the first
-    such run's label without -seedN."""
+    such run's path below the runs directory without -seedN; a name that another method
+    already has gets " (2)", " (3)", ... so that tables never merge two methods by name."""
     names: dict[str, str] = {}
     for run in runs:
         key = method_key(run, root / run["run"] if root is not None else None)
-        run["method"] = names.setdefault(key, method_of(Path(run["run"]).name))
+        if key not in names:
+            name, taken, n = method_of(run["run"]), set(names.values()), 1
+            while (name if n == 1 else f"{name} ({n})") in taken:
+                n += 1
+            names[key] = name if n == 1 else f"{name} ({n})"
+        run["method"] = names[key]
 
 
 def read_metrics(path: Path) -> list[dict]:
