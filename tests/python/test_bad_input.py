@@ -611,3 +611,17 @@ def test_prompts_cut_to_fit_max_length_are_reported(assets, capsys):
         else:
             assert expected in err and f"of {data.encoder.fitted} prompts were cut" in err, err
             assert data.encoder.cut > 0 and "to as few as 3 tokens" in err
+
+
+def test_a_missing_data_folder_lists_each_place_looked_in_once(tmp_path, monkeypatch):
+    """From the checkout, ../shared beside it and beside the working directory are one place."""
+    from pathlib import Path
+
+    from prge.data.locations import find_task_dir
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    monkeypatch.setenv("PRGE_DATA", str(tmp_path / "user"))
+    with pytest.raises(FileNotFoundError) as error:
+        find_task_dir("no-such-task")
+    looked = str(error.value).split("looked in ")[1].split(")")[0].split(", ")
+    assert len(looked) == len(set(looked)), looked

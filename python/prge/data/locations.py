@@ -23,7 +23,9 @@ def user_data_dir() -> Path:
 
 
 def shared_candidates(task_dir: str) -> list[Path]:
-    return [PROJECT_SHARED.resolve() / task_dir, Path.cwd().parent / "shared" / "data" / task_dir]
+    """../shared/data/<task_dir> beside the checkout and beside the working directory (once each)."""
+    places = [PROJECT_SHARED.resolve() / task_dir, Path.cwd().resolve().parent / "shared" / "data" / task_dir]
+    return list(dict.fromkeys(places))
 
 
 def find_task_dir(task_dir: str, task: str | None = None) -> Path:
