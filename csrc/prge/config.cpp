@@ -577,6 +577,9 @@ std::string RunConfig::to_yaml(bool every_key) const {
                    model.dtype, yaml_string(model.device));
   if (every_key) {
     y += fmt::format("  quantize: {}\n  group_size: {}\n", model.quantize, model.effective_group_size());
+    if (estimator.kind == EstimatorKind::Mezo && model.quantize == "none") {  // see prge.setup.weight_format
+      y.insert(y.find("  group_size:") - 1, "  # mezo: a checkpoint's own quantized blocks load dequantized");
+    }
   } else if (model.quantize != "none") {  // written only when set, so configs stored before the key read the same
     y += fmt::format("  quantize: {}\n  group_size: {}\n", model.quantize, model.group_size);
   }

@@ -260,6 +260,8 @@ def test_check_shows_every_effective_value(tmp_path, capsys, text, expected):
     assert ("quantize" in stored) == (config.model.quantize != "none") and "use_rslora" not in stored.replace(
         "use_rslora: true", "")
     assert "rng: auto  # torch on cpu" in prge.parse_run_config("model: {}\n").to_yaml(every_key=True)
+    mezo = prge.parse_run_config("estimator: {kind: mezo, parallel: sequential}").to_yaml(every_key=True)
+    assert "quantize: none  # mezo: a checkpoint's own quantized blocks load dequantized" in mezo
 
 
 def _run_with_stdout_closed(args):
