@@ -53,6 +53,9 @@ void bind_config(py::module_& m) {
       .def_readonly("run", &RunConfig::run)
       .def_readonly("warnings", &RunConfig::warnings)
       .def_readonly("places", &RunConfig::places, "dotted key -> 'file:line:col: key' of every key the text gave")
+      .def_property_readonly("load_quantize", &RunConfig::load_quantize,
+                             "model.quantize as loading uses it: 'dense' for MeZO under 'none' (MeZO perturbs "
+                             "every weight, so a checkpoint's own quantized blocks load dequantized)")
       .def("to_yaml", &RunConfig::to_yaml, py::arg("every_key") = false,
            "config.yaml's text; every_key: also keys at their defaults (prge check)");
   m.def(

@@ -17,12 +17,7 @@ int main(int argc, char** argv) {
     const auto config = prge::load_run_config(argv[1]);
     std::cout << config.to_yaml(/*every_key=*/true);
     if (argc < 3) return 0;
-    auto format = prge::weight_format(config.model.quantize, config.model.group_size);
-    // As prge.setup.weight_format: MeZO perturbs every weight, so a checkpoint's own quantized
-    // blocks are loaded dequantized for it (an explicit int8 / int4 stays refused by the trainer).
-    if (config.estimator.kind == prge::EstimatorKind::Mezo && config.model.quantize == "none") {
-      format = {prge::WeightFormat::kDense, 0};
-    }
+    const auto format = prge::weight_format(config.load_quantize(), config.model.group_size);
     auto model = std::make_shared<prge::CausalLM>(prge::CausalLM::from_pretrained(
         argv[2], torch::Device(config.model.device), prge::parse_dtype(config.model.dtype), format));
     if (config.use_adapter) model->attach_adapters(config.adapter);

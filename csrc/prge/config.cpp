@@ -571,13 +571,17 @@ std::string yaml_double(double v) {
 }
 }  // namespace
 
+std::string RunConfig::load_quantize() const {
+  return estimator.kind == EstimatorKind::Mezo && model.quantize == "none" ? "dense" : model.quantize;
+}
+
 std::string RunConfig::to_yaml(bool every_key) const {
   std::string y;
   y += fmt::format("model:\n  name: {}\n  dtype: {}\n  device: {}\n", yaml_string(model.name),
                    model.dtype, yaml_string(model.device));
   if (every_key) {
     y += fmt::format("  quantize: {}\n  group_size: {}\n", model.quantize, model.effective_group_size());
-    if (estimator.kind == EstimatorKind::Mezo && model.quantize == "none") {  // see prge.setup.weight_format
+    if (load_quantize() != model.quantize) {
       y.insert(y.find("  group_size:") - 1, "  # mezo: a checkpoint's own quantized blocks load dequantized");
     }
   } else if (model.quantize != "none") {  // written only when set, so configs stored before the key read the same

@@ -98,6 +98,12 @@ struct RunConfig {
   // every_key: also those keys at their defaults, and model.group_size as quantizing uses it
   // (`prge check`); it parses back to the same config.
   std::string to_yaml(bool every_key = false) const;
+
+  // The model.quantize that loading uses: model.quantize, except "dense" for full-parameter
+  // MeZO under "none" (MeZO perturbs every weight, so a checkpoint's own quantized blocks load
+  // dequantized; an explicit int8 / int4 with MeZO stays refused by the trainer). The one
+  // place this rule lives: the binding, prge_train and to_yaml(every_key) all read it.
+  std::string load_quantize() const;
 };
 
 // One `--set KEY=VALUE` (or a sweep's grid / variant value): applied to the parsed mapping

@@ -131,18 +131,16 @@ def check_token_ids(model_dir, vocab_size: int, examples: list[EncodedExample]) 
 
 
 def weight_format(config, model_dir: Path) -> str:
-    """config.model.quantize, except that full-parameter MeZO on a checkpoint that stores its
-    projection weights quantized (a GGUF's blocks, kept as shipped under `quantize: none`) loads
-    them dequantized, with a note on stderr: MeZO perturbs every weight, so it needs them dense.
-    An explicit int8 / int4 with MeZO stays refused (by the trainer)."""
+    """The model.quantize that loading uses (RunConfig.load_quantize: 'dense' for full-parameter
+    MeZO under 'none', since MeZO perturbs every weight), with a note on stderr when that
+    turns a checkpoint's own quantized blocks (a GGUF's, kept as shipped) dense."""
     from prge._core import QUANTIZED_WEIGHTS_FILE
 
-    if (config.estimator.kind == "mezo" and config.model.quantize == "none"
-            and (model_dir / QUANTIZED_WEIGHTS_FILE).exists()):
+    quantize = config.load_quantize
+    if quantize != config.model.quantize and (model_dir / QUANTIZED_WEIGHTS_FILE).exists():
         print(f"[prge] note: estimator.kind: mezo perturbs every weight, so {model_dir.name}'s quantized projection "
               "weights are loaded dequantized (as model.quantize: dense)", file=sys.stderr)
-        return "dense"
-    return config.model.quantize
+    return quantize
 
 
 def setup_model(config, data: DataSetup | None = None, *, model_dir: str | Path | None = None,

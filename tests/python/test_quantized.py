@@ -197,6 +197,35 @@ def test_every_shipped_run_builds_its_trainer_on_a_base_stored_quantized(tmp_pat
         assert ("mezo perturbs every weight" in capsys.readouterr().err) == mezo, label
 
 
+@pytest.mark.parametrize("kind,quantize,loads", [
+    ("mezo", "none", "dense"), ("mezo", "int4", "int4"), ("mezo", "dense", "dense"),
+    ("prge", "none", "none"), ("prge", "int8", "int8"), ("first_order", "none", "none")])
+def test_the_quantize_loading_uses_is_one_rule(kind, quantize, loads):
+    """RunConfig.load_quantize: only full-parameter MeZO under 'none' loads dense (an explicit
+    int4 with MeZO is kept, to be refused by the trainer by name)."""
+    config = prge.parse_run_config(f"model: {{quantize: {quantize}}}\nestimator: {{kind: {kind}}}\n")
+    assert config.load_quantize == loads
+
+
+def test_the_cpp_prge_train_trains_mezo_on_a_base_stored_quantized(tmp_path):
+    """prge_train (no Python) reads the same rule: MeZO on a checkpoint keeping its projections
+    quantized loads them dense and steps; an explicit int4 with MeZO is refused by name."""
+    import subprocess
+
+    path = checkpoint_storing_quantized_blocks(tmp_path)
+    binary = Path(prge._core.__file__).parent / "bin" / "prge_train"  # installed beside the extension
+    for quantize, ok in (("none", True), ("int4", False)):
+        config = tmp_path / f"mezo_{quantize}.yaml"
+        config.write_text(f"model: {{quantize: {quantize}}}\nestimator: {{kind: mezo, parallel: sequential}}\n"
+                          "data: {batch_size: 2, max_length: 8}\nrun: {steps: 2}\n")
+        done = subprocess.run([str(binary), str(config), str(path)], capture_output=True, text=True, timeout=300)
+        if ok:
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.count("loss") == 2 and "# mezo: a checkpoint's own quantized blocks" in done.stdout
+        else:
+            assert done.returncode == 1 and "mezo" in done.stderr.lower() and "int4" in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize("model,stored", [
     ("{quantize: int4}", "int4, group_size 64"),  # unset: the 64 weight_format uses
     ("{quantize: int4, group_size: 32}", "int4, group_size 32"),
