@@ -5,7 +5,8 @@ machine; CI has no GPU). Each line prints PASS/FAIL with the measured difference
    float32 Box-Muller through the same CUDA math library, so bit-identical;
 2. fused step (copy-stack kernel, direction kernel, answer-layout losses) vs the plain path
    (ATen noise per matrix, host-side estimate) for every copy layout (dual, queries, forward
-   difference, Rademacher), 5 steps, fp32: close (summation order);
+   difference, Rademacher), 5 steps, fp32: close (summation order); also q = 12 and q = 720 at
+   rank 1, the kernels' other work splits;
 3. CUDA-graph replay vs the same fused step uncaptured, fp32 and bf16, 6 steps (steps 1-2
    warm up and capture): bit-identical losses and B;
 4. the torch RNG on CUDA falls back to the uncaptured fused step, and still trains;
@@ -85,6 +86,23 @@ def check_fused_vs_plain(config) -> None:
         loss_diff = max(abs(a - b) for f, p in zip(fr, pr) for a, b in zip(f.losses, p.losses))
         b_diff = (fb - pb).abs().max().item()
         report(f"fused step (CUDA kernels) vs plain path, {parallel} {difference} {distribution}, fp32, 5 steps",
+               loss_diff < 1e-4 and b_diff < 1e-4 * max(1.0, pb.abs().max().item()),
+               f"max loss diff {loss_diff:.3g}, max B diff {b_diff:.3g} (max |B| {pb.abs().max().item():.3g})")
+
+
+def check_query_counts(config) -> None:
+    """The kernels' work splits that q = 4 does not reach: q = 12 fills one group of 8 noise rows
+    per stack thread and part of the next; q = 720 at rank 1 makes a direction block span more
+    (segment, query) stream keys than its shared-memory table holds, so each thread hashes its own."""
+    for queries, rank in ((12, 16), (720, 1)):
+        adapter = prge.AdapterOptions(rank=rank, alpha=2 * rank, init_seed=3)
+        fused, fm = trainer(config, "float32", queries, fused=True, graphs=False, adapter=adapter)
+        plain, pm = trainer(config, "float32", queries, fused=False, graphs=False, adapter=adapter)
+        fr, fb = run(fused, fm, config, 2, 1, 64)
+        pr, pb = run(plain, pm, config, 2, 1, 64)
+        loss_diff = max(abs(a - b) for f, p in zip(fr, pr) for a, b in zip(f.losses, p.losses))
+        b_diff = (fb - pb).abs().max().item()
+        report(f"fused step (CUDA kernels) vs plain path, dual q={queries} rank {rank}, fp32, 2 steps",
                loss_diff < 1e-4 and b_diff < 1e-4 * max(1.0, pb.abs().max().item()),
                f"max loss diff {loss_diff:.3g}, max B diff {b_diff:.3g} (max |B| {pb.abs().max().item():.3g})")
 
@@ -313,6 +331,7 @@ def main() -> int:
     config.num_hidden_layers = 4  # every code path, a fraction of the time
     check_noise_kernel()
     check_fused_vs_plain(config)
+    check_query_counts(config)
     check_graphs(config, "float32")
     check_graphs(config, "bfloat16")
     check_torch_rng_fallback(config)

@@ -8,7 +8,8 @@
 # Needs PRGE_MODEL (source experiments/device/model.sh join) and the task data: .device/a/data.tgz
 # (experiments/device/stage_data.sh; `model.sh stage` copies it to /tmp/prge-carry) or a carried
 # .device/data/<task folder> tree.
-# TASKS="sst2 rte" / SEEDS="42": a part of the grid (same run names, so the parts add up).
+# TASKS="sst2 rte" / SEEDS="42" / VARIANTS="lora_fa_q1 prge_q4_dual": a part of the grid and of
+# the methods, in that order (same run names, so the parts add up).
 # Usage: bash experiments/device/paper_accuracy.sh OUT_DIR [prge sweep options: --gpus 0,1, --set KEY=VALUE]
 set -uo pipefail
 out=${1:?output dir}; shift
@@ -28,7 +29,7 @@ if [ -n "${RUNS_TGZ:-}" ] && [ ! -d "$root" ]; then
   mkdir -p /tmp/runs && tar xzf "$RUNS_TGZ" -C /tmp/runs
 fi
 sweep=configs/sweeps/paper_accuracy.yaml
-if [ -n "${TASKS:-}${SEEDS:-}" ]; then  # the same sweep with a smaller grid, beside it (base path)
+if [ -n "${TASKS:-}${SEEDS:-}${VARIANTS:-}" ]; then  # the same sweep with a smaller grid, beside it (base path)
   sweep=configs/sweeps/paper_accuracy_part.yaml
   python3 - "$sweep" <<'PY'
 import os, sys
@@ -38,6 +39,12 @@ if os.environ.get("TASKS"):
     spec["grid"]["data.task"] = os.environ["TASKS"].split()
 if os.environ.get("SEEDS"):
     spec["grid"]["run.seed"] = [int(s) for s in os.environ["SEEDS"].split()]
+if os.environ.get("VARIANTS"):
+    by_name = {v["name"]: v for v in spec["variants"]}
+    unknown = [n for n in os.environ["VARIANTS"].split() if n not in by_name]
+    if unknown:
+        sys.exit(f"VARIANTS: unknown {unknown} (the sweep's: {', '.join(by_name)})")
+    spec["variants"] = [by_name[n] for n in os.environ["VARIANTS"].split()]
 yaml.safe_dump(spec, open(sys.argv[1], "w"), sort_keys=False)
 PY
 fi

@@ -30,20 +30,39 @@ __device__ __forceinline__ uint32_t stream_key(uint32_t step_key, int64_t param,
   return mix32(mix32(step_key) ^ mix32(coordinate));
 }
 
-__device__ __forceinline__ float uniform(uint32_t key, int64_t j) {
-  const uint32_t bits = mix32(mix32(static_cast<uint32_t>(j)) ^ key);
-  return __fmul_rn(__fadd_rn(static_cast<float>(bits >> 8), 0.5f), 1.0f / 16777216.0f);
+// float(x) for x < 2^24, exactly as the I2F conversion gives it, without the conversion unit
+// (a quarter-rate instruction): 2^23 + (x mod 2^23) read from its bits, less 2^23 unless bit 23
+// was set. Every step is exact.
+__device__ __forceinline__ float float_of_24_bits(uint32_t x) {
+  const float v = __uint_as_float(0x4B000000u | (x & 0x7FFFFFu));
+  return (x & 0x800000u) ? v : __fsub_rn(v, 8388608.0f);
 }
 
-// z_k of a stream of n values: Box-Muller over (u_k, u_{n+k}), or a Rademacher sign.
-__device__ __forceinline__ float noise(uint32_t key, int64_t k, int64_t n, bool gaussian) {
-  if (!gaussian) {
-    const uint32_t bits = mix32(mix32(static_cast<uint32_t>(k)) ^ key);
-    return 1.0f - 2.0f * static_cast<float>(bits >> 31);
-  }
-  const float u1 = uniform(key, k), u2 = uniform(key, n + k);
+// u of counter j of a stream, from mix32(j) (the part of the draw that depends on j alone).
+__device__ __forceinline__ float uniform_of(uint32_t key, uint32_t mixed_counter) {
+  const uint32_t bits = mix32(mixed_counter ^ key);
+  return __fmul_rn(__fadd_rn(float_of_24_bits(bits >> 8), 0.5f), 1.0f / 16777216.0f);
+}
+
+// Box-Muller over two uniforms (float32, the ATen ops' rounding).
+__device__ __forceinline__ float box_muller(float u1, float u2) {
   const float radius = sqrtf(__fmul_rn(logf(u1), -2.0f));
   return __fmul_rn(radius, cosf(__fmul_rn(u2, static_cast<float>(2.0 * M_PI))));
+}
+
+// z_k of a stream of n values from the counter hashes mix32(k) and mix32(n + k): Box-Muller over
+// (u_k, u_{n+k}), or a Rademacher sign from counter k. Callers hoist the two hashes out of their
+// loops over streams, since they do not depend on the key.
+__device__ __forceinline__ float noise_of(uint32_t key, uint32_t mixed_k, uint32_t mixed_n_plus_k, bool gaussian) {
+  if (!gaussian) {
+    const uint32_t bits = mix32(mixed_k ^ key);
+    return 1.0f - 2.0f * static_cast<float>(bits >> 31);
+  }
+  return box_muller(uniform_of(key, mixed_k), uniform_of(key, mixed_n_plus_k));
+}
+
+__device__ __forceinline__ float noise(uint32_t key, int64_t k, int64_t n, bool gaussian) {
+  return noise_of(key, mix32(static_cast<uint32_t>(k)), mix32(static_cast<uint32_t>(n + k)), gaussian);
 }
 
 template <typename T>
@@ -58,24 +77,35 @@ __device__ __forceinline__ __half from_float<__half>(float v) { return __float2h
 struct Parts {
   StackPart part[kMaxStackParts];
   uint32_t elements[kMaxStackParts];  // rows * rank of each part, 0 past `count`
+  int count;
   uint32_t total;
 };
 
-// Noise rows one thread draws for its element: enough work per thread to hide the loads
-// before the first draw, enough threads (elements x rows / this) to fill the GPU.
-constexpr int kRowsPerThread = 4;
+// Noise rows one thread draws for its element: enough work per thread to spread the per-element
+// work (finding its part and place, loading B, hashing its counters) over several draws, enough
+// threads (elements x rows / this) to fill the GPU.
+constexpr int kRowsPerThread = 8;
 
 // Grid: x over the elements of every part's block, y over groups of kRowsPerThread noise rows
 // (distinct queries). Per row, a thread draws z once and writes B + scale[c] * z into every
 // copy c of that row (the +eps and -eps copies of a query share z), leaving the zeros around
-// the blocks as they are. 32-bit index arithmetic (each stack has < 2^31 elements, checked at
+// the blocks as they are. The stream keys of the block's (part, row) pairs are hashed once per
+// block into shared memory. 32-bit index arithmetic (each stack has < 2^31 elements, checked at
 // launch): 64-bit division per element cost more than the noise itself.
 template <typename T>
 __global__ void fill_copy_stacks_kernel(Parts parts, const int64_t* row_query, int num_rows, const int64_t* row_copies,
                                         int copies_per_row, const float* scale, const int64_t* step_key,
                                         bool gaussian) {
-  const auto key = static_cast<uint32_t>(*step_key);
+  __shared__ uint32_t keys[kMaxStackParts][kRowsPerThread];
   const int first_row = static_cast<int>(blockIdx.y) * kRowsPerThread;
+  const int rows = min(kRowsPerThread, num_rows - first_row);
+  if (threadIdx.x < kMaxStackParts * kRowsPerThread) {
+    const int p = threadIdx.x / kRowsPerThread, j = threadIdx.x % kRowsPerThread;
+    if (p < parts.count && j < rows) {
+      keys[p][j] = stream_key(static_cast<uint32_t>(*step_key), parts.part[p].param_index, row_query[first_row + j]);
+    }
+  }
+  __syncthreads();
   for (uint32_t e = blockIdx.x * blockDim.x + threadIdx.x; e < parts.total; e += gridDim.x * blockDim.x) {
     uint32_t k = e;
     int p = 0;
@@ -92,12 +122,13 @@ __global__ void fill_copy_stacks_kernel(Parts parts, const int64_t* row_query, i
     const auto cols = static_cast<uint32_t>(g.out_cols);
     const uint32_t per_copy = static_cast<uint32_t>(g.out_rows) * cols;
     const uint32_t at = (static_cast<uint32_t>(g.row_offset) + k / rank) * cols + static_cast<uint32_t>(g.col_offset) + k % rank;
+    const uint32_t mixed_k = mix32(k), mixed_n_plus_k = mix32(parts.elements[p] + k);
     T* out = static_cast<T*>(g.out);
 #pragma unroll
     for (int j = 0; j < kRowsPerThread; ++j) {
+      if (j >= rows) break;
+      const float z = noise_of(keys[p][j], mixed_k, mixed_n_plus_k, gaussian);
       const int u = first_row + j;
-      if (u >= num_rows) break;
-      const float z = noise(stream_key(key, g.param_index, row_query[u]), k, g.rows * g.rank, gaussian);
       for (int s = 0; s < copies_per_row; ++s) {
         const int64_t c = row_copies[u * copies_per_row + s];
         if (c < 0) break;
@@ -107,24 +138,47 @@ __global__ void fill_copy_stacks_kernel(Parts parts, const int64_t* row_query, i
   }
 }
 
+// Stream keys a block of the direction kernel keeps in shared memory: (segments it spans) x q.
+constexpr int kDirectionKeys = 2048;
+
+// One thread per element j of the flat buffer (a block: kThreads consecutive elements). The
+// block hashes the stream keys of the segments it spans once into shared memory (when they fit;
+// otherwise each thread hashes its own), so a draw costs only its two counter hashes.
 __global__ void rge_direction_kernel(const int64_t* segments, int64_t num_segments, const float* g,
                                      int64_t queries, const int64_t* step_key, bool gaussian,
                                      int64_t total, float* out) {
+  __shared__ uint32_t keys[kDirectionKeys];
   const auto key = static_cast<uint32_t>(*step_key);
-  for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < total;
-       j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    int64_t lo = 0, hi = num_segments - 1;  // last segment whose offset <= j
+  auto segment_of = [&](int64_t j) {  // last segment whose offset <= j
+    int64_t lo = 0, hi = num_segments - 1;
     while (lo < hi) {
       const int64_t mid = (lo + hi + 1) / 2;
       if (segments[3 * mid] <= j) lo = mid; else hi = mid - 1;
     }
-    const int64_t k = j - segments[3 * lo], n = segments[3 * lo + 1], param = segments[3 * lo + 2];
-    float acc = 0.0f;
-    for (int64_t i = 0; i < queries; ++i) {
-      acc = __fadd_rn(acc, __fmul_rn(g[i], noise(stream_key(key, param, i), k, n, gaussian)));
+    return lo;
+  };
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x;
+  const int64_t last = min(first + blockDim.x, total) - 1;
+  const int64_t s0 = segment_of(first), span = segment_of(last) - s0 + 1;
+  const bool shared = span * queries <= kDirectionKeys;
+  if (shared) {
+    for (int64_t t = threadIdx.x; t < span * queries; t += blockDim.x) {
+      keys[t] = stream_key(key, segments[3 * (s0 + t / queries) + 2], t % queries);
     }
-    out[j] = __fdiv_rn(acc, static_cast<float>(queries));
   }
+  __syncthreads();
+  const int64_t j = first + threadIdx.x;
+  if (j > last) return;
+  const int64_t s = segment_of(j);
+  const int64_t k = j - segments[3 * s], n = segments[3 * s + 1], param = segments[3 * s + 2];
+  const uint32_t mixed_k = mix32(static_cast<uint32_t>(k)), mixed_n_plus_k = mix32(static_cast<uint32_t>(n + k));
+  const uint32_t* row = keys + (s - s0) * queries;
+  float acc = 0.0f;
+  for (int64_t i = 0; i < queries; ++i) {
+    const uint32_t stream = shared ? row[i] : stream_key(key, param, i);
+    acc = __fadd_rn(acc, __fmul_rn(g[i], noise_of(stream, mixed_k, mixed_n_plus_k, gaussian)));
+  }
+  out[j] = __fdiv_rn(acc, static_cast<float>(queries));
 }
 
 __global__ void noise_rows_kernel(const int64_t* keys, int64_t rows, int64_t n, bool gaussian, float* out) {
@@ -176,6 +230,7 @@ void fill_copy_stacks(const std::vector<StackPart>& parts, const torch::Tensor& 
       packed.elements[p - first] = static_cast<uint32_t>(part.rows * part.rank);
       total += part.rows * part.rank;
     }
+    packed.count = static_cast<int>(std::min(parts.size(), first + kMaxStackParts) - first);
     packed.total = static_cast<uint32_t>(total);
     const int num_rows = static_cast<int>(row_query.size(0));
     const dim3 grid(blocks_for(total), static_cast<unsigned>((num_rows + kRowsPerThread - 1) / kRowsPerThread));
@@ -206,7 +261,10 @@ void rge_direction(const torch::Tensor& segments, const torch::Tensor& g, const 
   check_device_tensor(step_key, torch::kInt64, "step_key");
   check_device_tensor(out, torch::kFloat32, "out");
   auto stream = c10::cuda::getCurrentCUDAStream();
-  rge_direction_kernel<<<blocks_for(out.numel()), kThreads, 0, stream>>>(
+  if (out.numel() == 0) return;
+  const int64_t blocks = (out.numel() + kThreads - 1) / kThreads;  // one thread per element
+  if (blocks > 0x7FFFFFFF) throw std::invalid_argument("rge_direction: buffer too large for one launch");
+  rge_direction_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
       segments.data_ptr<int64_t>(), segments.size(0), g.data_ptr<float>(), g.size(0),
       step_key.data_ptr<int64_t>(), gaussian, out.numel(), out.data_ptr<float>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
