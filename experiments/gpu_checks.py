@@ -92,8 +92,8 @@ def check_fused_vs_plain(config) -> None:
 
 def check_query_counts(config) -> None:
     """The kernels' work splits that q = 4 does not reach: q = 12 fills one group of 8 noise rows
-    per stack thread and part of the next; q = 720 at rank 1 makes a direction block span more
-    (segment, query) stream keys than its shared-memory table holds, so each thread hashes its own."""
+    per stack thread and part of the next; q = 720 at rank 1 gives the direction kernel many
+    queries over short segments (its stream-key table: segments x queries)."""
     for queries, rank in ((12, 16), (720, 1)):
         adapter = prge.AdapterOptions(rank=rank, alpha=2 * rank, init_seed=3)
         fused, fm = trainer(config, "float32", queries, fused=True, graphs=False, adapter=adapter)

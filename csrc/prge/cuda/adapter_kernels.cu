@@ -138,47 +138,35 @@ __global__ void fill_copy_stacks_kernel(Parts parts, const int64_t* row_query, i
   }
 }
 
-// Stream keys a block of the direction kernel keeps in shared memory: (segments it spans) x q.
-constexpr int kDirectionKeys = 2048;
+// keys[s * q + i]: the stream key of segment s's parameter and query i (the direction kernel's
+// draws then hash only their counters).
+__global__ void segment_stream_keys_kernel(const int64_t* segments, int64_t num_segments, int64_t queries,
+                                           const int64_t* step_key, uint32_t* keys) {
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (t < num_segments * queries) {
+    keys[t] = stream_key(static_cast<uint32_t>(*step_key), segments[3 * (t / queries) + 2], t % queries);
+  }
+}
 
-// One thread per element j of the flat buffer (a block: kThreads consecutive elements). The
-// block hashes the stream keys of the segments it spans once into shared memory (when they fit;
-// otherwise each thread hashes its own), so a draw costs only its two counter hashes.
 __global__ void rge_direction_kernel(const int64_t* segments, int64_t num_segments, const float* g,
-                                     int64_t queries, const int64_t* step_key, bool gaussian,
-                                     int64_t total, float* out) {
-  __shared__ uint32_t keys[kDirectionKeys];
-  const auto key = static_cast<uint32_t>(*step_key);
-  auto segment_of = [&](int64_t j) {  // last segment whose offset <= j
-    int64_t lo = 0, hi = num_segments - 1;
+                                     int64_t queries, const uint32_t* keys, bool gaussian, int64_t total,
+                                     float* out) {
+  for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < total;
+       j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    int64_t lo = 0, hi = num_segments - 1;  // last segment whose offset <= j
     while (lo < hi) {
       const int64_t mid = (lo + hi + 1) / 2;
       if (segments[3 * mid] <= j) lo = mid; else hi = mid - 1;
     }
-    return lo;
-  };
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x;
-  const int64_t last = min(first + blockDim.x, total) - 1;
-  const int64_t s0 = segment_of(first), span = segment_of(last) - s0 + 1;
-  const bool shared = span * queries <= kDirectionKeys;
-  if (shared) {
-    for (int64_t t = threadIdx.x; t < span * queries; t += blockDim.x) {
-      keys[t] = stream_key(key, segments[3 * (s0 + t / queries) + 2], t % queries);
+    const int64_t k = j - segments[3 * lo], n = segments[3 * lo + 1];
+    const uint32_t mixed_k = mix32(static_cast<uint32_t>(k)), mixed_n_plus_k = mix32(static_cast<uint32_t>(n + k));
+    const uint32_t* row = keys + lo * queries;
+    float acc = 0.0f;
+    for (int64_t i = 0; i < queries; ++i) {
+      acc = __fadd_rn(acc, __fmul_rn(g[i], noise_of(row[i], mixed_k, mixed_n_plus_k, gaussian)));
     }
+    out[j] = __fdiv_rn(acc, static_cast<float>(queries));
   }
-  __syncthreads();
-  const int64_t j = first + threadIdx.x;
-  if (j > last) return;
-  const int64_t s = segment_of(j);
-  const int64_t k = j - segments[3 * s], n = segments[3 * s + 1], param = segments[3 * s + 2];
-  const uint32_t mixed_k = mix32(static_cast<uint32_t>(k)), mixed_n_plus_k = mix32(static_cast<uint32_t>(n + k));
-  const uint32_t* row = keys + (s - s0) * queries;
-  float acc = 0.0f;
-  for (int64_t i = 0; i < queries; ++i) {
-    const uint32_t stream = shared ? row[i] : stream_key(key, param, i);
-    acc = __fadd_rn(acc, __fmul_rn(g[i], noise_of(stream, mixed_k, mixed_n_plus_k, gaussian)));
-  }
-  out[j] = __fdiv_rn(acc, static_cast<float>(queries));
 }
 
 __global__ void noise_rows_kernel(const int64_t* keys, int64_t rows, int64_t n, bool gaussian, float* out) {
@@ -261,12 +249,15 @@ void rge_direction(const torch::Tensor& segments, const torch::Tensor& g, const 
   check_device_tensor(step_key, torch::kInt64, "step_key");
   check_device_tensor(out, torch::kFloat32, "out");
   auto stream = c10::cuda::getCurrentCUDAStream();
-  if (out.numel() == 0) return;
-  const int64_t blocks = (out.numel() + kThreads - 1) / kThreads;  // one thread per element
-  if (blocks > 0x7FFFFFFF) throw std::invalid_argument("rge_direction: buffer too large for one launch");
-  rge_direction_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-      segments.data_ptr<int64_t>(), segments.size(0), g.data_ptr<float>(), g.size(0),
-      step_key.data_ptr<int64_t>(), gaussian, out.numel(), out.data_ptr<float>());
+  const int64_t num_segments = segments.size(0), queries = g.size(0);
+  auto keys = torch::empty({num_segments * queries}, segments.options().dtype(torch::kInt32));
+  segment_stream_keys_kernel<<<blocks_for(keys.numel()), kThreads, 0, stream>>>(
+      segments.data_ptr<int64_t>(), num_segments, queries, step_key.data_ptr<int64_t>(),
+      reinterpret_cast<uint32_t*>(keys.data_ptr<int32_t>()));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  rge_direction_kernel<<<blocks_for(out.numel()), kThreads, 0, stream>>>(
+      segments.data_ptr<int64_t>(), num_segments, g.data_ptr<float>(), queries,
+      reinterpret_cast<const uint32_t*>(keys.data_ptr<int32_t>()), gaussian, out.numel(), out.data_ptr<float>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
