@@ -217,3 +217,32 @@ def test_methods_with_one_folder_name_stay_apart_and_bad_configs_are_named(tmp_p
     (tmp_path / "c" / "prge-seed2" / "config.yaml").write_text("model: [unclosed\n")
     with pytest.raises(ValueError, match=r"c/prge-seed2/config.yaml: not a readable run config"):
         collect(tmp_path)
+
+
+def test_a_sweep_over_tasks_reports_a_task_by_method_table(tmp_path):
+    """Runs of a sweep over tasks: one row per task with its zero-shot accuracy, one column per
+    method across tasks (the sweep's variant, found from the configs less data.task), cells mean
+    ± std over seeds, a last row of means over the tasks each method ran; methods stay apart by
+    config even when their names agree."""
+    from prge.reporting.collect import collect
+    from prge.reporting.tables import write_report
+
+    best = {("prge_q4", "rte", 1): 0.50, ("prge_q4", "rte", 2): 0.60, ("prge_q4", "sst2", 1): 0.70,
+            ("prge_q4", "sst2", 2): 0.90, ("mezo", "sst2", 1): 0.55}
+    for (variant, task, seed), accuracy in best.items():
+        run = tmp_path / f"{variant}-task{task}-seed{seed}"
+        run.mkdir()
+        kind = "mezo" if variant == "mezo" else "prge"
+        (run / "summary.json").write_text(json.dumps({
+            "mode": "train", "task": task, "seed": seed, "estimator": kind, "queries": 4, "parallel": "dual", "steps": 9,
+            "accuracy_before": 0.5, "accuracy_best": accuracy, "accuracy_after": accuracy}))
+        (run / "config.yaml").write_text(f"estimator: {{kind: {kind}}}\ndata: {{task: {task}}}\nrun: {{seed: {seed}}}\n")
+    runs = collect(tmp_path)
+    assert {r["variant"] for r in runs} == {"prge_q4", "mezo"}
+    markdown = write_report(runs, "t", tmp_path / "report", "paper", figures=False)
+    assert "| task | zero-shot | mezo | prge_q4 |" in markdown or "| task | zero-shot | prge_q4 | mezo |" in markdown
+    rows = {r["task"]: r for r in csv.DictReader(open(tmp_path / "report" / "paper_by_task.csv"))}
+    assert rows["rte"]["prge_q4"] == "0.550 ± 0.071 (2)" and rows["rte"]["mezo"] == ""
+    assert rows["sst2"]["prge_q4"] == "0.800 ± 0.141 (2)" and rows["sst2"]["mezo"] == "0.550 ± 0.000 (1)"
+    assert rows["mean over tasks"]["prge_q4"] == "0.675 (2 tasks)" and rows["mean over tasks"]["mezo"] == "0.550 (1 tasks)"
+    assert list(rows)[:2] == ["rte", "sst2"] and rows["sst2"]["zero-shot"] == "0.500"

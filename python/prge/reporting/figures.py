@@ -39,33 +39,62 @@ def _smooth(values: list[float], window: int) -> list[float]:
     return out
 
 
-def accuracy_figures(runs: list[dict], out: Path, name: str) -> list[str]:
+def _panels(runs: list[dict]):
+    """(figure, [(axes, title, {label: members})]): one panel when the runs share a task (a
+    line per method); with several tasks, one small panel per task, a line per method across
+    tasks (its "variant"), so that each method keeps one colour."""
     plt = _pyplot()
-    groups = _by_method(runs)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, members in groups.items():
-        steps, losses = _mean_curve(members, "step", "loss")
-        if steps:
-            ax.plot(steps, _smooth(losses, max(1, len(steps) // 20)), label=method)
-    ax.set(xlabel="step", ylabel="training loss (moving average)", title="Loss vs step")
-    ax.legend(fontsize=7)
+    tasks = list(dict.fromkeys(str(r.get("task")) for r in runs))
+    if len(tasks) == 1:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        return fig, [(ax, "", _by_method(runs))]
+    columns = min(4, len(tasks))
+    rows = (len(tasks) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
+    for ax in axes.flat[len(tasks):]:
+        ax.axis("off")
+    panels = []
+    for ax, task in zip(axes.flat, tasks):
+        groups: dict[str, list[dict]] = defaultdict(list)
+        for r in runs:
+            if str(r.get("task")) == task:
+                groups[r.get("variant", r["method"])].append(r)
+        panels.append((ax, task, groups))
+    return fig, panels
+
+
+def _plot(runs: list[dict], x_key: str, y_key: str, smooth: bool, labels: dict, title: str, path: Path) -> None:
+    plt = _pyplot()
+    fig, panels = _panels(runs)
+    colours = {}
+    for ax, task, groups in panels:
+        for label, members in groups.items():
+            x, y = _mean_curve(members, x_key, y_key)
+            if not x:
+                continue
+            colour = colours.setdefault(label, f"C{len(colours) % 10}")
+            ax.plot(x, _smooth(y, max(1, len(x) // 20)) if smooth else y, marker=None if smooth else "o",
+                    markersize=3, color=colour, label=label)
+        ax.set(xlabel=labels[x_key], ylabel=labels[y_key], title=task or title)
+        ax.tick_params(labelsize=7)
+        if len(panels) == 1:
+            ax.legend(fontsize=7)
+    if len(panels) > 1:
+        handles = [plt.Line2D([], [], color=c, label=label) for label, c in colours.items()]
+        fig.legend(handles=handles, loc="lower right", fontsize=8)
+        fig.suptitle(title)
     fig.tight_layout()
-    loss_file = f"{name}_loss_vs_step.png"
-    fig.savefig(out / loss_file, dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, members in groups.items():
-        work, acc = _mean_curve(members, "sequences", "eval_accuracy")
-        if work:
-            ax.plot(work, acc, marker="o", label=method)
-    ax.set(xlabel="sequences forwarded (forward-pass work)", ylabel="eval accuracy",
-           title="Accuracy vs forward passes")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    acc_file = f"{name}_accuracy_vs_forward_passes.png"
-    fig.savefig(out / acc_file, dpi=120)
-    plt.close(fig)
+
+def accuracy_figures(runs: list[dict], out: Path, name: str) -> list[str]:
+    labels = {"step": "step", "loss": "training loss (moving average)",
+              "sequences": "sequences forwarded", "eval_accuracy": "eval accuracy"}
+    loss_file, acc_file = f"{name}_loss_vs_step.png", f"{name}_accuracy_vs_forward_passes.png"
+    _plot(runs, "step", "loss", True, labels, "Loss vs step", out / loss_file)
+    _plot(runs, "sequences", "eval_accuracy", False, labels, "Accuracy vs forward passes (sequences forwarded)",
+          out / acc_file)
     return [loss_file, acc_file]
 
 

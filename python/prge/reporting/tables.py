@@ -41,6 +41,38 @@ def accuracy_rows(runs: list[dict]) -> list[dict]:
     return rows
 
 
+ZERO_SHOT = "zero-shot"
+
+
+def task_rows(runs: list[dict]) -> tuple[list[str], list[dict]]:
+    """The paper's table layout: one row per task, its zero-shot accuracy (accuracy_before, mean
+    over the task's runs), then one column per variant (a method across tasks), each cell the
+    best accuracy's mean ± std over the variant's seeds on that task; a last row with each
+    column's mean over the tasks where it has runs (and how many)."""
+    variants = list(dict.fromkeys(r["variant"] for r in runs))
+    widest = max(variants, key=lambda v: len({str(r.get("task")) for r in runs if r["variant"] == v}))
+    tasks = list(dict.fromkeys([str(r.get("task")) for r in runs if r["variant"] == widest] +
+                               [str(r.get("task")) for r in runs]))  # the widest method's order first
+    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in runs:
+        cells[(str(r.get("task")), r["variant"])].append(r["accuracy_best"])
+        cells[(str(r.get("task")), ZERO_SHOT)].append(r["accuracy_before"])
+    rows = []
+    for task in tasks:
+        row = {"task": task, ZERO_SHOT: f"{statistics.fmean(cells[(task, ZERO_SHOT)]):.3f}"}
+        for v in variants:
+            values = cells.get((task, v))
+            if values:
+                mean, std = _mean_std(values)
+                row[v] = f"{mean:.3f} ± {std:.3f} ({len(values)})"
+        rows.append(row)
+    means = {"task": "mean over tasks", ZERO_SHOT: f"{statistics.fmean(float(r[ZERO_SHOT]) for r in rows):.3f}"}
+    for v in variants:
+        per_task = [statistics.fmean(cells[(t, v)]) for t in tasks if cells.get((t, v))]
+        means[v] = f"{statistics.fmean(per_task):.3f} ({len(per_task)} tasks)"
+    return ["task", ZERO_SHOT, *variants], rows + [means]
+
+
 def speed_rows(runs: list[dict]) -> list[dict]:
     """One row per method with its speed-up over the sequential (parallel: sequential) run of
     the same estimator kind and q, measured in the same sweep."""
@@ -92,12 +124,19 @@ def write_report(runs: list[dict], title: str, out_dir: str | Path | None, name:
         method_columns = ["method", "estimator", "queries", "parallel", "batch_size", "steps",
                           "seeds", "accuracy_before", "best_mean", "best_std", "final_mean",
                           "final_std"]
+        tables = []
+        if len({str(r.get("task")) for r in runs}) > 1:
+            task_columns, by_task = task_rows(runs)
+            lines += ["Best accuracy by task: mean ± std over seeds (number of seeds); the last row is each "
+                      "method's mean over the tasks it ran.", ""]
+            lines += _markdown(task_columns, by_task) + [""]
+            tables.append((f"{name}_by_task.csv", task_columns, by_task))
         lines += ["Accuracy over seeds (mean ± std): best checkpoint and final.", ""]
         lines += _markdown(method_columns, per_method)
         lines += ["", "## Runs", ""]
         lines += _markdown(RUN_COLUMNS, runs)
-        tables = [(f"{name}_methods.csv", method_columns, per_method),
-                  (f"{name}_runs.csv", RUN_COLUMNS, runs)]
+        tables += [(f"{name}_methods.csv", method_columns, per_method),
+                   (f"{name}_runs.csv", RUN_COLUMNS, runs)]
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
