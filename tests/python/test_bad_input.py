@@ -578,6 +578,10 @@ CUSTOM_FILE_CASES = [
      "train.jsonl: record 2 (line 2): field 'sentiment' is null"),
     ("train.jsonl", '{"text": "good", "sentiment": "positive"}\n\n{"sentiment": "negative"}\n',
      "train.jsonl: record 2 (line 3) has no field 'text'"),
+    ("train.csv", "text,sentiment\ngood,positive\nba\x00d,negative\n",
+     "NUL character"),  # 3.11+: "train.csv: record 2 (line 3): field 'text' holds ..."; 3.10's csv: "train.csv:3: ..."
+    ("train.jsonl", '{"text": "good", "sentiment": "positive"}\n{"text": "ba\\u0000d", "sentiment": "negative"}\n',
+     "train.jsonl: record 2 (line 2): field 'text' holds a NUL character"),
 ]
 
 
@@ -593,6 +597,33 @@ def test_malformed_rows_of_a_custom_tasks_file_are_named(assets, capsys, file, t
     assert main(["train", str(config), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("prge: error: data.train_file: ") and message in err, err
+
+
+def test_a_quoted_field_over_several_lines_is_read_and_noted(tmp_path, capsys):
+    """Valid CSV whose quoted field spans lines (a review with a line break, or a stray quote that
+    a later quote closed) is read as CSV reads it, with a note naming where, so that rows merged
+    by a stray quote do not pass unseen; a file without one says nothing."""
+    from prge.data.sources import read_delimited
+
+    path = tmp_path / "train.csv"
+    path.write_text('text,sentiment\ngood,positive\n"stray,negative\nbad,negative\nfine",positive\nok,positive\n')
+    records = read_delimited(path, ",")
+    assert [r["sentiment"] for _, r in records] == ["positive", "positive", "positive"]
+    assert records[1][1]["text"] == "stray,negative\nbad,negative\nfine"
+    err = capsys.readouterr().err
+    assert f"{path}: record 2 (line 3): a quoted field spans lines 3-5 (1 record(s)" in err
+    path.write_text("text,sentiment\ngood,positive\n")
+    read_delimited(path, ",")
+    assert capsys.readouterr().err == ""
+
+
+def test_a_nul_character_in_a_json_array_is_named(tmp_path):
+    from prge.data.sources import read_json_array
+
+    path = tmp_path / "train.json"
+    path.write_text('[{"question": "q", "choices": {"text": ["a", "b\\u0000"]}}]')
+    with pytest.raises(ValueError, match=r"train.json: record 1: field 'choices.text' holds a NUL character"):
+        read_json_array(path)
 
 
 def test_prompts_cut_to_fit_max_length_are_reported(assets, capsys):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from prge.data.examples import Example, Task
 from prge.data.kinds import CLASSIFICATION, GENERATION, MULTIPLE_CHOICE
-from prge.data.sources import Located, read_delimited, read_hf, read_jsonl_objects
+from prge.data.sources import CUSTOM_READERS, Located, read_hf
 
 SPLIT_KEYS = {"train": "train_file", "eval": "eval_file"}
 HF_SPLIT_NAMES = {"train": ("train",), "eval": ("validation", "test")}
@@ -76,15 +76,13 @@ def read_records(path: Path, split: str) -> Located:
     if not path.is_file():
         raise FileNotFoundError(f"{key}: {path} not found")
     suffix = path.suffix.lower()
-    readers = {".jsonl": read_jsonl_objects, ".json": read_jsonl_objects,
-               ".csv": lambda p: read_delimited(p, ","), ".tsv": lambda p: read_delimited(p, "\t")}
-    if suffix in readers:
+    if suffix in CUSTOM_READERS:
         try:
-            records = readers[suffix](path)
+            records = CUSTOM_READERS[suffix](path)
         except ValueError as e:
             raise ValueError(f"{key}: {e}") from e
     else:
-        raise ValueError(f"{key}: {path}: unknown format '{suffix}' (allowed: .jsonl, .csv, .tsv, "
+        raise ValueError(f"{key}: {path}: unknown format '{suffix}' (allowed: {', '.join(CUSTOM_READERS)}, "
                          "or a datasets.save_to_disk directory)")
     if not records:
         raise ValueError(f"{key}: {path} holds no records")

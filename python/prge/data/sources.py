@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 from prge.jsonl import read_jsonl_numbered
@@ -45,6 +46,23 @@ class NullField(dict):
         return self[key] if key in self else default
 
 
+def _refuse_nul(where: str, record) -> None:
+    """ValueError naming the record and field when a text value holds a NUL character (a binary
+    file read as text, or a broken export: the tokenizer would train on it silently)."""
+    def walk(value, field):
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError(f"{where}: field {field!r} holds a NUL character (\\x00): not text; "
+                                 "remove it or fix the export that wrote it")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{field}.{k}" if field else k)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, field)
+    walk(record, "")
+
+
 FIELD_LIMIT = 1 << 26  # characters a CSV / TSV field may hold (the csv module's default is 128 Ki)
 
 
@@ -56,7 +74,7 @@ def read_delimited(path: Path, delimiter: str, quoted: bool = True) -> Located:
     count differs from the header's."""
     kind = "CSV" if delimiter == "," else "TSV"
     csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
-    located, start, header = [], 1, None
+    located, start, header, spanning = [], 1, None, None
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=delimiter, strict=quoted,
@@ -76,13 +94,27 @@ def read_delimited(path: Path, delimiter: str, quoted: bool = True) -> Located:
                         f"{path}:{start}: {len(row)} fields where the header line has {len(header)} "
                         f"({', '.join(header)}): a missing or extra {kind} field, or an unclosed quote")
                 else:
-                    located.append((f"{path}: record {len(located) + 1} (line {start})", dict(zip(header, row))))
+                    where = f"{path}: record {len(located) + 1} (line {start})"
+                    record = dict(zip(header, row))
+                    _refuse_nul(where, record)
+                    if reader.line_num > start and spanning is None:
+                        spanning = (where, start, reader.line_num)
+                    located.append((where, record))
                 start = reader.line_num + 1
     except csv.Error as e:
+        if "NUL" in str(e):  # Python 3.10's csv refuses the character itself
+            raise ValueError(f"{path}:{start}: a NUL character (\\x00): not text; remove it or fix the export "
+                             "that wrote it") from None
         raise ValueError(f"{path}:{start}: malformed {kind} ({e}); a quoted field must end with a quote") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
                          "save the file as UTF-8") from e
+    if spanning is not None:  # valid CSV, but also what a stray quote closed by a later one reads as
+        where, first, last = spanning
+        many = sum(1 for w, r in located if any("\n" in v or "\r" in v for v in r.values()))
+        print(f"[prge] note: {where}: a quoted field spans lines {first}-{last} ({many} record(s) of {path.name} "
+              "hold line breaks); if a quote was left open there, rows after it were read into that field",
+              file=sys.stderr)
     return located
 
 
@@ -91,7 +123,9 @@ def read_jsonl_objects(path: Path) -> Located:
     for number, record in read_jsonl_numbered(path):
         if not isinstance(record, dict):
             raise ValueError(f"{path}:{number}: expected a JSON object per line")
-        located.append((f"{path}: record {len(located) + 1} (line {number})", record))
+        where = f"{path}: record {len(located) + 1} (line {number})"
+        _refuse_nul(where, record)
+        located.append((where, record))
     return located
 
 
@@ -107,11 +141,19 @@ def read_json_array(path: Path) -> Located:
         raise ValueError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from e
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise ValueError(f"{path}: expected one JSON array of objects")
-    return [(f"{path}: record {i}", r) for i, r in enumerate(records, 1)]
+    located = [(f"{path}: record {i}", r) for i, r in enumerate(records, 1)]
+    for where, record in located:
+        _refuse_nul(where, record)
+    return located
 
 
+# File suffix -> reader. Built-in tasks read their published files: GLUE's TSVs unquoted (MRPC
+# has unbalanced '"'), .json as one array (Hugging Face to_list() dumps). A custom task's files
+# are the user's own: TSV quoted as CSV is, .json as JSON lines (the common export).
 READERS = {".tsv": lambda p: read_delimited(p, "\t", quoted=False), ".csv": lambda p: read_delimited(p, ","),
            ".jsonl": read_jsonl_objects, ".json": read_json_array}
+CUSTOM_READERS = {".jsonl": read_jsonl_objects, ".json": read_jsonl_objects,
+                  ".csv": lambda p: read_delimited(p, ","), ".tsv": lambda p: read_delimited(p, "\t")}
 
 
 def is_hf_spec(data_dir: str | Path | None) -> bool:
