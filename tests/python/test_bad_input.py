@@ -618,12 +618,19 @@ def test_a_quoted_field_over_several_lines_is_read_and_noted(tmp_path, capsys):
 
 
 def test_a_nul_character_in_a_json_array_is_named(tmp_path):
-    from prge.data.sources import read_json_array
+    from prge.data.sources import read_delimited, read_json_array
 
     path = tmp_path / "train.json"
     path.write_text('[{"question": "q", "choices": {"text": ["a", "b\\u0000"]}}]')
     with pytest.raises(ValueError, match=r"train.json: record 1: field 'choices.text' holds a NUL character"):
         read_json_array(path)
+    path.write_text('[{"question": "q", "choi\\u0000ces": {"text": ["a", "b"]}}]')
+    with pytest.raises(ValueError, match=r"train.json: record 1: the field name 'choi\\x00ces' holds a NUL"):
+        read_json_array(path)
+    path = tmp_path / "train.tsv"
+    path.write_text("te\x00xt\tlabel\ngood\t1\n")
+    with pytest.raises(ValueError, match=r"train.tsv:1: (the header line holds a NUL character|a NUL character)"):
+        read_delimited(path, "\t", quoted=False)
 
 
 def test_prompts_cut_to_fit_max_length_are_reported(assets, capsys):

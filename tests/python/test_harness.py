@@ -220,10 +220,10 @@ def test_methods_with_one_folder_name_stay_apart_and_bad_configs_are_named(tmp_p
 
 
 def test_a_sweep_over_tasks_reports_a_task_by_method_table(tmp_path):
-    """Runs of a sweep over tasks: one row per task with its zero-shot accuracy, one column per
-    method across tasks (the sweep's variant, found from the configs less data.task), cells mean
-    ± std over seeds, a last row of means over the tasks each method ran; methods stay apart by
-    config even when their names agree."""
+    """Runs of a sweep over tasks: one row per task with its zero-shot accuracy (per model dtype)
+    and majority-class accuracy, one column per method across tasks (the sweep's variant, found
+    from the configs less data.task), cells mean ± std over seeds (a single seed: its value and
+    (1)), a last row of means over the tasks each column has."""
     from prge.reporting.collect import collect
     from prge.reporting.tables import write_report
 
@@ -235,14 +235,34 @@ def test_a_sweep_over_tasks_reports_a_task_by_method_table(tmp_path):
         kind = "mezo" if variant == "mezo" else "prge"
         (run / "summary.json").write_text(json.dumps({
             "mode": "train", "task": task, "seed": seed, "estimator": kind, "queries": 4, "parallel": "dual", "steps": 9,
-            "accuracy_before": 0.5, "accuracy_best": accuracy, "accuracy_after": accuracy}))
+            "dtype": "float32" if kind == "mezo" else "bfloat16", "accuracy_before": 0.5 if kind == "mezo" else 0.4,
+            "majority_accuracy": 0.52, "accuracy_best": accuracy, "accuracy_after": accuracy}))
         (run / "config.yaml").write_text(f"estimator: {{kind: {kind}}}\ndata: {{task: {task}}}\nrun: {{seed: {seed}}}\n")
     runs = collect(tmp_path)
     assert {r["variant"] for r in runs} == {"prge_q4", "mezo"}
     markdown = write_report(runs, "t", tmp_path / "report", "paper", figures=False)
-    assert "| task | zero-shot | mezo | prge_q4 |" in markdown or "| task | zero-shot | prge_q4 | mezo |" in markdown
+    assert "| task | zero-shot bfloat16 | zero-shot float32 | majority class | mezo | prge_q4 |" in markdown
     rows = {r["task"]: r for r in csv.DictReader(open(tmp_path / "report" / "paper_by_task.csv"))}
     assert rows["rte"]["prge_q4"] == "0.550 ± 0.071 (2)" and rows["rte"]["mezo"] == ""
-    assert rows["sst2"]["prge_q4"] == "0.800 ± 0.141 (2)" and rows["sst2"]["mezo"] == "0.550 ± 0.000 (1)"
+    assert rows["sst2"]["prge_q4"] == "0.800 ± 0.141 (2)" and rows["sst2"]["mezo"] == "0.550 (1)"
+    assert rows["sst2"]["zero-shot bfloat16"] == "0.400" and rows["sst2"]["zero-shot float32"] == "0.500"
+    assert rows["rte"]["zero-shot float32"] == "" and rows["rte"]["majority class"] == "0.520"
     assert rows["mean over tasks"]["prge_q4"] == "0.675 (2 tasks)" and rows["mean over tasks"]["mezo"] == "0.550 (1 tasks)"
-    assert list(rows)[:2] == ["rte", "sst2"] and rows["sst2"]["zero-shot"] == "0.500"
+    assert list(rows)[:2] == ["rte", "sst2"]
+
+
+def test_methods_across_tasks_are_named_by_what_their_runs_share(tmp_path):
+    """A method whose runs carry the task in their names some other way than -task<name> (rte/prge,
+    sst2/prge) is named by estimator, q and parallel mode, never after one of its tasks; two such
+    methods alike in those stay apart ("(2)")."""
+    from prge.reporting.collect import collect
+
+    for folder, task, lr in (("rte", "rte", 1), ("sst2", "sst2", 1), ("rte", "rte", 2), ("sst2", "sst2", 2)):
+        run = tmp_path / folder / f"prge-lr{lr}-seed1"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({"mode": "train", "task": task, "seed": 1, "estimator": "prge",
+                                                      "queries": 4, "parallel": "dual", "accuracy_best": 0.5}))
+        (run / "config.yaml").write_text(f"optimizer: {{lr: {lr}}}\ndata: {{task: {task}}}\nrun: {{seed: 1}}\n")
+    variants = {r["run"]: r["variant"] for r in collect(tmp_path)}
+    assert variants == {"rte/prge-lr1-seed1": "prge q=4 dual", "sst2/prge-lr1-seed1": "prge q=4 dual",
+                        "rte/prge-lr2-seed1": "prge q=4 dual (2)", "sst2/prge-lr2-seed1": "prge q=4 dual (2)"}

@@ -85,6 +85,7 @@ struct Parts {
 // work (finding its part and place, loading B, hashing its counters) over several draws, enough
 // threads (elements x rows / this) to fill the GPU.
 constexpr int kRowsPerThread = 8;
+static_assert(kMaxStackParts * kRowsPerThread <= kThreads, "the stack kernel's threads fill its key table in one pass");
 
 // Grid: x over the elements of every part's block, y over groups of kRowsPerThread noise rows
 // (distinct queries). Per row, a thread draws z once and writes B + scale[c] * z into every
@@ -142,8 +143,8 @@ __global__ void fill_copy_stacks_kernel(Parts parts, const int64_t* row_query, i
 // draws then hash only their counters).
 __global__ void segment_stream_keys_kernel(const int64_t* segments, int64_t num_segments, int64_t queries,
                                            const int64_t* step_key, uint32_t* keys) {
-  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (t < num_segments * queries) {
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < num_segments * queries;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {  // grid-stride: blocks_for caps the grid
     keys[t] = stream_key(static_cast<uint32_t>(*step_key), segments[3 * (t / queries) + 2], t % queries);
   }
 }
@@ -201,6 +202,7 @@ void fill_copy_stacks(const std::vector<StackPart>& parts, const torch::Tensor& 
   if (row_copies.dim() != 2 || row_copies.size(0) != row_query.size(0)) {
     throw std::invalid_argument("fill_copy_stacks: row_copies must be [rows of noise, copies per row]");
   }
+  if (row_query.size(0) == 0) return;  // no noise rows: nothing to write (and no empty grid)
   const int64_t copies = scale.size(0);
   const int copies_per_row = static_cast<int>(row_copies.size(1));
   const auto* query = row_query.data_ptr<int64_t>();

@@ -56,7 +56,11 @@ def _refuse_nul(where: str, record) -> None:
                                  "remove it or fix the export that wrote it")
         elif isinstance(value, dict):
             for k, v in value.items():
-                walk(v, f"{field}.{k}" if field else k)
+                name = f"{field}.{k}" if field else str(k)
+                if "\x00" in str(k):
+                    raise ValueError(f"{where}: the field name {name!r} holds a NUL character (\\x00): not text; "
+                                     "remove it or fix the export that wrote it")
+                walk(v, name)
         elif isinstance(value, list):
             for v in value:
                 walk(v, field)
@@ -84,6 +88,8 @@ def read_delimited(path: Path, delimiter: str, quoted: bool = True) -> Located:
                     start = reader.line_num + 1
                     continue
                 if header is None:
+                    if any("\x00" in name for name in row):
+                        raise ValueError(f"{path}:{start}: the header line holds a NUL character (\\x00): not text")
                     repeated = sorted({name for name in row if row.count(name) > 1})
                     if "" in row or repeated:
                         raise ValueError(f"{path}:{start}: the header line names a column "
@@ -191,7 +197,10 @@ def read_hf(location: str | Path, split: str, names: tuple[str, ...] | None = No
         else:
             found = "its only"
         dataset = loaded
-    return [(f"{location} ({found} split): record {i}", dict(row)) for i, row in enumerate(dataset, 1)]
+    located = [(f"{location} ({found} split): record {i}", dict(row)) for i, row in enumerate(dataset, 1)]
+    for where, record in located:
+        _refuse_nul(where, record)
+    return located
 
 
 def read_split(root: str | Path, split: str, files: dict[str, str], task: str) -> Located:

@@ -46,33 +46,45 @@ def method_key(run: dict, run_dir: Path | None = None, *, across_tasks: bool = F
 
 
 def _unique_names(runs: list[dict], key_of, name_of, field: str) -> None:
-    """run[field] = a name per distinct key_of(run), from name_of of the key's first run; a name
-    another key already has gets " (2)", " (3)", ... so that tables never merge two by name."""
-    names: dict[str, str] = {}
+    """run[field] = a name per distinct key_of(run), from name_of(the key's runs); a name another
+    key already has gets " (2)", " (3)", ... so that tables never merge two by name."""
+    members: dict[str, list[dict]] = {}
     for run in runs:
-        key = key_of(run)
-        if key not in names:
-            name, taken, n = name_of(run), set(names.values()), 1
-            while (name if n == 1 else f"{name} ({n})") in taken:
-                n += 1
-            names[key] = name if n == 1 else f"{name} ({n})"
-        run[field] = names[key]
+        members.setdefault(key_of(run), []).append(run)
+    taken: set[str] = set()
+    for group in members.values():
+        name, n = name_of(group), 1
+        while (name if n == 1 else f"{name} ({n})") in taken:
+            n += 1
+        name = name if n == 1 else f"{name} ({n})"
+        taken.add(name)
+        for run in group:
+            run[field] = name
 
 
-def _without_task(run: dict) -> str:
-    """The run's method name without the sweep's "-task<name>" part (prge_q4_dual-taskrte -> prge_q4_dual)."""
-    name, task = run["method"], str(run.get("task") or "")
-    return re.sub(rf"-task{re.escape(task)}(?=-|$)", "", name) if task else name
+def _variant_name(group: list[dict]) -> str:
+    """A method across tasks: its runs' names without -seedN and the sweep's "-task<name>" part
+    (prge_q4_dual-taskrte -> prge_q4_dual) when they all agree on that; otherwise (names that
+    carry the task some other way, e.g. rte/prge and sst2/prge) what the runs share:
+    estimator, q and parallel mode."""
+    def short(run):
+        name, task = method_of(run["run"]), str(run.get("task") or "")
+        return re.sub(rf"-task{re.escape(task)}(?=-|$)", "", name) if task else name
+    names = {short(run) for run in group}
+    if len(names) == 1:
+        return names.pop()
+    first = group[0]
+    return f"{first.get('estimator')} q={first.get('queries')} {first.get('parallel')}"
 
 
 def group_methods(runs: list[dict], root: Path | None = None) -> None:
     """Sets each run's "method": runs equal in method_key share one, named after the first
     such run's path below the runs directory without -seedN (made unique as _unique_names
-    does); and its "variant": the same across tasks (method_key without data.task), named
-    after the method without its "-task<name>" part, for the task x method table."""
+    does); and its "variant": the same across tasks (method_key without data.task), named as
+    _variant_name says, for the task x method table."""
     run_dir = (lambda run: root / run["run"]) if root is not None else (lambda run: None)  # noqa: E731
-    _unique_names(runs, lambda run: method_key(run, run_dir(run)), lambda run: method_of(run["run"]), "method")
-    _unique_names(runs, lambda run: method_key(run, run_dir(run), across_tasks=True), _without_task, "variant")
+    _unique_names(runs, lambda run: method_key(run, run_dir(run)), lambda group: method_of(group[0]["run"]), "method")
+    _unique_names(runs, lambda run: method_key(run, run_dir(run), across_tasks=True), _variant_name, "variant")
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -41,36 +41,55 @@ def accuracy_rows(runs: list[dict]) -> list[dict]:
     return rows
 
 
-ZERO_SHOT = "zero-shot"
+def _cell(values: list[float]) -> str:
+    """mean ± std (seeds), or the value and (1) for one seed: a single run has no spread."""
+    if len(values) == 1:
+        return f"{values[0]:.3f} (1)"
+    mean, std = _mean_std(values)
+    return f"{mean:.3f} ± {std:.3f} ({len(values)})"
 
 
 def task_rows(runs: list[dict]) -> tuple[list[str], list[dict]]:
-    """The paper's table layout: one row per task, its zero-shot accuracy (accuracy_before, mean
-    over the task's runs), then one column per variant (a method across tasks), each cell the
-    best accuracy's mean ± std over the variant's seeds on that task; a last row with each
-    column's mean over the tasks where it has runs (and how many)."""
+    """The paper's table layout: one row per task (runs with an accuracy); its zero-shot accuracy
+    (accuracy_before) per model dtype, since a bfloat16 and a float32 model start apart; the
+    majority-class accuracy where the task has one; then one column per variant (a method
+    across tasks), each cell the best accuracy's mean ± std over the variant's seeds on that
+    task; a last row with each column's mean over the tasks where it has values (and how many)."""
+    runs = [r for r in runs if isinstance(r.get("accuracy_best"), (int, float))]
+    if not runs:
+        return [], []
+    task_of = lambda r: str(r.get("task") or "-")  # noqa: E731
     variants = list(dict.fromkeys(r["variant"] for r in runs))
-    widest = max(variants, key=lambda v: len({str(r.get("task")) for r in runs if r["variant"] == v}))
-    tasks = list(dict.fromkeys([str(r.get("task")) for r in runs if r["variant"] == widest] +
-                               [str(r.get("task")) for r in runs]))  # the widest method's order first
+    widest = max(variants, key=lambda v: len({task_of(r) for r in runs if r["variant"] == v}))
+    tasks = list(dict.fromkeys([task_of(r) for r in runs if r["variant"] == widest] + [task_of(r) for r in runs]))
+    dtypes = list(dict.fromkeys([str(r.get("dtype") or "") for r in runs if r["variant"] == widest] +
+                                [str(r.get("dtype") or "") for r in runs]))
+    zero_shot = {d: (f"zero-shot {d}" if len(dtypes) > 1 else "zero-shot") for d in dtypes}
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in runs:
-        cells[(str(r.get("task")), r["variant"])].append(r["accuracy_best"])
-        cells[(str(r.get("task")), ZERO_SHOT)].append(r["accuracy_before"])
+        cells[(task_of(r), r["variant"])].append(r["accuracy_best"])
+        if isinstance(r.get("accuracy_before"), (int, float)):
+            cells[(task_of(r), zero_shot[str(r.get("dtype") or "")])].append(r["accuracy_before"])
+        if isinstance(r.get("majority_accuracy"), (int, float)):
+            cells[(task_of(r), MAJORITY)].append(r["majority_accuracy"])
+    columns = [*zero_shot.values(), MAJORITY, *variants]
     rows = []
     for task in tasks:
-        row = {"task": task, ZERO_SHOT: f"{statistics.fmean(cells[(task, ZERO_SHOT)]):.3f}"}
-        for v in variants:
-            values = cells.get((task, v))
-            if values:
-                mean, std = _mean_std(values)
-                row[v] = f"{mean:.3f} ± {std:.3f} ({len(values)})"
+        row = {"task": task}
+        for c in columns:
+            if cells.get((task, c)):
+                row[c] = (f"{statistics.fmean(cells[(task, c)]):.3f}" if c not in variants
+                          else _cell(cells[(task, c)]))
         rows.append(row)
-    means = {"task": "mean over tasks", ZERO_SHOT: f"{statistics.fmean(float(r[ZERO_SHOT]) for r in rows):.3f}"}
-    for v in variants:
-        per_task = [statistics.fmean(cells[(t, v)]) for t in tasks if cells.get((t, v))]
-        means[v] = f"{statistics.fmean(per_task):.3f} ({len(per_task)} tasks)"
-    return ["task", ZERO_SHOT, *variants], rows + [means]
+    means = {"task": "mean over tasks"}
+    for c in columns:
+        per_task = [statistics.fmean(cells[(t, c)]) for t in tasks if cells.get((t, c))]
+        if per_task:
+            means[c] = f"{statistics.fmean(per_task):.3f} ({len(per_task)} tasks)"
+    return ["task", *columns], rows + [means]
+
+
+MAJORITY = "majority class"
 
 
 def speed_rows(runs: list[dict]) -> list[dict]:
@@ -125,10 +144,11 @@ def write_report(runs: list[dict], title: str, out_dir: str | Path | None, name:
                           "seeds", "accuracy_before", "best_mean", "best_std", "final_mean",
                           "final_std"]
         tables = []
-        if len({str(r.get("task")) for r in runs}) > 1:
-            task_columns, by_task = task_rows(runs)
-            lines += ["Best accuracy by task: mean ± std over seeds (number of seeds); the last row is each "
-                      "method's mean over the tasks it ran.", ""]
+        task_columns, by_task = task_rows(runs) if len({str(r.get("task")) for r in runs}) > 1 else ([], [])
+        if by_task:
+            lines += ["Best accuracy by task: mean ± std over seeds (number of seeds); zero-shot is the "
+                      "accuracy before training (per model dtype), majority class that of always answering "
+                      "the most frequent label; the last row is each column's mean over the tasks it has.", ""]
             lines += _markdown(task_columns, by_task) + [""]
             tables.append((f"{name}_by_task.csv", task_columns, by_task))
         lines += ["Accuracy over seeds (mean ± std): best checkpoint and final.", ""]
