@@ -266,3 +266,26 @@ def test_methods_across_tasks_are_named_by_what_their_runs_share(tmp_path):
     variants = {r["run"]: r["variant"] for r in collect(tmp_path)}
     assert variants == {"rte/prge-lr1-seed1": "prge q=4 dual", "sst2/prge-lr1-seed1": "prge q=4 dual",
                         "rte/prge-lr2-seed1": "prge q=4 dual (2)", "sst2/prge-lr2-seed1": "prge q=4 dual (2)"}
+
+
+def test_a_report_names_each_runs_primary_metric_and_leaves_out_what_has_none(tmp_path, capsys):
+    """Generation runs (primary metric perplexity) get their own tables and figures beside the
+    accuracy runs' (whose files keep their names); a summary without a best metric is listed as
+    left out, not a KeyError."""
+    common = {"mode": "train", "seed": 1, "estimator": "prge", "queries": 4, "parallel": "dual", "steps": 5}
+    runs = {"cls-seed1": {"task": "sst2", "accuracy_before": 0.5, "accuracy_best": 0.7, "accuracy_after": 0.6},
+            "gen-seed1": {"task": "custom", "perplexity_before": 30.0, "perplexity_best": 20.0,
+                          "perplexity_after": 21.0},
+            "odd-seed1": {"task": "sst2"}}
+    for name, fields in runs.items():
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "summary.json").write_text(json.dumps({**common, **fields}))
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "Left out: 1 run(s) without a best metric (not training runs): odd-seed1" in out
+    assert "## accuracy" in out and "## perplexity" in out and "| perplexity_before | best_mean |" in out
+    files = {p.name for p in (tmp_path / "report").iterdir()}
+    assert {"runs_methods.csv", "runs_accuracy_vs_forward_passes.png", "runs_perplexity_methods.csv",
+            "runs_perplexity_vs_forward_passes.png", "runs_perplexity_loss_vs_step.png"} <= files
+    rows = list(csv.DictReader(open(tmp_path / "report" / "runs_perplexity_methods.csv")))
+    assert rows[0]["method"] == "gen" and float(rows[0]["best_mean"]) == 20.0

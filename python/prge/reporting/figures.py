@@ -77,7 +77,7 @@ def _plot(runs: list[dict], x_key: str, y_key: str, smooth: bool, labels: dict, 
                     markersize=3, color=colour, label=label)
         ax.set(xlabel=labels[x_key], ylabel=labels[y_key], title=task or title)
         ax.tick_params(labelsize=7)
-        if len(panels) == 1:
+        if len(panels) == 1 and ax.get_lines():
             ax.legend(fontsize=7)
     if len(panels) > 1:
         handles = [plt.Line2D([], [], color=c, label=label) for label, c in colours.items()]
@@ -88,13 +88,15 @@ def _plot(runs: list[dict], x_key: str, y_key: str, smooth: bool, labels: dict, 
     plt.close(fig)
 
 
-def accuracy_figures(runs: list[dict], out: Path, name: str) -> list[str]:
+def accuracy_figures(runs: list[dict], out: Path, name: str, metric: str = "accuracy") -> list[str]:
+    """Training loss vs step and eval `metric` (the runs' primary metric) vs sequences forwarded."""
     labels = {"step": "step", "loss": "training loss (moving average)",
-              "sequences": "sequences forwarded", "eval_accuracy": "eval accuracy"}
-    loss_file, acc_file = f"{name}_loss_vs_step.png", f"{name}_accuracy_vs_forward_passes.png"
+              "sequences": "sequences forwarded", f"eval_{metric}": f"eval {metric}"}
+    loss_file = f"{name}_loss_vs_step.png" if metric == "accuracy" else f"{name}_{metric}_loss_vs_step.png"
+    acc_file = f"{name}_{metric}_vs_forward_passes.png"
     _plot(runs, "step", "loss", True, labels, "Loss vs step", out / loss_file)
-    _plot(runs, "sequences", "eval_accuracy", False, labels, "Accuracy vs forward passes (sequences forwarded)",
-          out / acc_file)
+    _plot(runs, "sequences", f"eval_{metric}", False, labels,
+          f"{metric[0].upper() + metric[1:]} vs forward passes (sequences forwarded)", out / acc_file)
     return [loss_file, acc_file]
 
 

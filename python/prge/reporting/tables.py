@@ -12,6 +12,22 @@ RUN_COLUMNS = ["run", "method", "estimator", "queries", "parallel", "batch_size"
                "protocol", "forward_passes", "sequences", "accuracy_before", "accuracy_best",
                "best_step", "accuracy_after", "macro_f1_before", "macro_f1_after", "majority_accuracy",
                "mean_step_seconds"]
+
+
+def metric_of(run: dict) -> str | None:
+    """A training run's primary metric (what its best checkpoint was picked by): X of its numeric
+    X_best field (accuracy for classification and multiple choice, perplexity for generation)."""
+    for key, value in run.items():
+        if key.endswith("_best") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return key[:-len("_best")]
+    return None
+
+
+def run_columns(metric: str) -> list[str]:
+    """RUN_COLUMNS for runs whose primary metric is `metric` (accuracy's own: RUN_COLUMNS)."""
+    if metric == "accuracy":
+        return RUN_COLUMNS
+    return [c.replace("accuracy", metric) for c in RUN_COLUMNS if c != "majority_accuracy"]
 SPEED_COLUMNS = ["method", "estimator", "queries", "parallel", "batch_size", "seq_len",
                  "forward_passes_per_step", "sequences_per_step", "step_seconds",
                  "tokens_per_second", "peak_memory_gib", "speedup_vs_sequential"]
@@ -21,20 +37,20 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def accuracy_rows(runs: list[dict]) -> list[dict]:
-    """One row per method: mean and std over its seeds of best and final accuracy."""
+def accuracy_rows(runs: list[dict], metric: str = "accuracy") -> list[dict]:
+    """One row per method: mean and std over its seeds of best and final `metric`."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in runs:
         groups[r["method"]].append(r)
     rows = []
     for method, members in groups.items():
         first = members[0]
-        best = _mean_std([m["accuracy_best"] for m in members])
-        final = _mean_std([m["accuracy_after"] for m in members])
+        best = _mean_std([m[f"{metric}_best"] for m in members])
+        final = _mean_std([m[f"{metric}_after"] for m in members])
         rows.append({"method": method, "estimator": first["estimator"], "queries": first["queries"],
                      "parallel": first["parallel"], "batch_size": first.get("batch_size"),
                      "steps": first["steps"], "seeds": " ".join(str(m["seed"]) for m in members),
-                     "accuracy_before": statistics.fmean(m["accuracy_before"] for m in members),
+                     f"{metric}_before": statistics.fmean(m[f"{metric}_before"] for m in members),
                      "best_mean": best[0], "best_std": best[1],
                      "final_mean": final[0], "final_std": final[1],
                      "sequences": first.get("sequences")})
@@ -49,13 +65,13 @@ def _cell(values: list[float]) -> str:
     return f"{mean:.3f} ± {std:.3f} ({len(values)})"
 
 
-def task_rows(runs: list[dict]) -> tuple[list[str], list[dict]]:
-    """The paper's table layout: one row per task (runs with an accuracy); its zero-shot accuracy
-    (accuracy_before) per model dtype, since a bfloat16 and a float32 model start apart; the
+def task_rows(runs: list[dict], metric: str = "accuracy") -> tuple[list[str], list[dict]]:
+    """The paper's table layout: one row per task (runs with a best `metric`); its zero-shot value
+    (<metric>_before) per model dtype, since a bfloat16 and a float32 model start apart; the
     majority-class accuracy where the task has one; then one column per variant (a method
     across tasks), each cell the best accuracy's mean ± std over the variant's seeds on that
     task; a last row with each column's mean over the tasks where it has values (and how many)."""
-    runs = [r for r in runs if isinstance(r.get("accuracy_best"), (int, float))]
+    runs = [r for r in runs if isinstance(r.get(f"{metric}_best"), (int, float))]
     if not runs:
         return [], []
     task_of = lambda r: str(r.get("task") or "-")  # noqa: E731
@@ -67,12 +83,12 @@ def task_rows(runs: list[dict]) -> tuple[list[str], list[dict]]:
     zero_shot = {d: (f"zero-shot {d}" if len(dtypes) > 1 else "zero-shot") for d in dtypes}
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in runs:
-        cells[(task_of(r), r["variant"])].append(r["accuracy_best"])
-        if isinstance(r.get("accuracy_before"), (int, float)):
-            cells[(task_of(r), zero_shot[str(r.get("dtype") or "")])].append(r["accuracy_before"])
-        if isinstance(r.get("majority_accuracy"), (int, float)):
+        cells[(task_of(r), r["variant"])].append(r[f"{metric}_best"])
+        if isinstance(r.get(f"{metric}_before"), (int, float)):
+            cells[(task_of(r), zero_shot[str(r.get("dtype") or "")])].append(r[f"{metric}_before"])
+        if metric == "accuracy" and isinstance(r.get("majority_accuracy"), (int, float)):
             cells[(task_of(r), MAJORITY)].append(r["majority_accuracy"])
-    columns = [*zero_shot.values(), MAJORITY, *variants]
+    columns = [*zero_shot.values(), *([MAJORITY] if metric == "accuracy" else []), *variants]
     rows = []
     for task in tasks:
         row = {"task": task}
@@ -139,24 +155,19 @@ def write_report(runs: list[dict], title: str, out_dir: str | Path | None, name:
         lines += _markdown(SPEED_COLUMNS, rows)
         tables = [(f"{name}_speed.csv", SPEED_COLUMNS, rows)]
     else:
-        per_method = accuracy_rows(runs)
-        method_columns = ["method", "estimator", "queries", "parallel", "batch_size", "steps",
-                          "seeds", "accuracy_before", "best_mean", "best_std", "final_mean",
-                          "final_std"]
-        tables = []
-        task_columns, by_task = task_rows(runs) if len({str(r.get("task")) for r in runs}) > 1 else ([], [])
-        if by_task:
-            lines += ["Best accuracy by task: mean ± std over seeds (number of seeds); zero-shot is the "
-                      "accuracy before training (per model dtype), majority class that of always answering "
-                      "the most frequent label; the last row is each column's mean over the tasks it has.", ""]
-            lines += _markdown(task_columns, by_task) + [""]
-            tables.append((f"{name}_by_task.csv", task_columns, by_task))
-        lines += ["Accuracy over seeds (mean ± std): best checkpoint and final.", ""]
-        lines += _markdown(method_columns, per_method)
-        lines += ["", "## Runs", ""]
-        lines += _markdown(RUN_COLUMNS, runs)
-        tables += [(f"{name}_methods.csv", method_columns, per_method),
-                   (f"{name}_runs.csv", RUN_COLUMNS, runs)]
+        tables, by_metric = [], defaultdict(list)
+        for r in runs:
+            by_metric[metric_of(r)].append(r)
+        left_out = by_metric.pop(None, [])
+        if left_out:
+            lines += [f"Left out: {len(left_out)} run(s) without a best metric (not training runs): "
+                      + ", ".join(r["run"] for r in left_out), ""]
+        for metric, members in by_metric.items():
+            stem = name if metric == "accuracy" else f"{name}_{metric}"
+            if len(by_metric) > 1:
+                lines += [f"## {metric}", ""]
+            lines += _metric_section(members, metric, stem, tables, "###" if len(by_metric) > 1 else "##") + [""]
+        lines = lines[:-1]
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -164,10 +175,37 @@ def write_report(runs: list[dict], title: str, out_dir: str | Path | None, name:
             _write_csv(out / file_name, columns, rows)
             written.append(file_name)
         if figures:
-            written += (figures_module.speed_figures(speed_rows(runs), out, name) if speed
-                        else figures_module.accuracy_figures(runs, out, name))
+            if speed:
+                written += figures_module.speed_figures(speed_rows(runs), out, name)
+            else:
+                for metric, members in by_metric.items():
+                    written += figures_module.accuracy_figures(members, out, name, metric)
         lines += ["", "Files: " + ", ".join(written)]
     markdown = "\n".join(lines) + "\n"
     if out_dir is not None:
         (Path(out_dir) / f"{name}.md").write_text(markdown)
     return markdown
+
+
+def _metric_section(runs: list[dict], metric: str, stem: str, tables: list, heading: str) -> list[str]:
+    """Markdown of one primary metric's tables (by task when the runs span tasks, by method, by
+    run); appends their (file name, columns, rows) to `tables`."""
+    lines = []
+    per_method = accuracy_rows(runs, metric)
+    method_columns = ["method", "estimator", "queries", "parallel", "batch_size", "steps",
+                      "seeds", f"{metric}_before", "best_mean", "best_std", "final_mean", "final_std"]
+    task_columns, by_task = task_rows(runs, metric) if len({str(r.get("task")) for r in runs}) > 1 else ([], [])
+    if by_task:
+        majority = (", majority class that of always answering the most frequent label"
+                    if metric == "accuracy" else "")
+        lines += [f"Best {metric} by task: mean ± std over seeds (number of seeds); zero-shot is the "
+                  f"{metric} before training (per model dtype){majority}; the last row is each column's "
+                  "mean over the tasks it has.", ""]
+        lines += _markdown(task_columns, by_task) + [""]
+        tables.append((f"{stem}_by_task.csv", task_columns, by_task))
+    lines += [f"{metric[0].upper() + metric[1:]} over seeds (mean ± std): best checkpoint and final.", ""]
+    lines += _markdown(method_columns, per_method)
+    lines += ["", f"{heading} Runs", ""]
+    lines += _markdown(run_columns(metric), runs)
+    tables += [(f"{stem}_methods.csv", method_columns, per_method), (f"{stem}_runs.csv", run_columns(metric), runs)]
+    return lines
