@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
 
 
 def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_data, signals, where):
+    started = time.monotonic()  # the summary's wall_seconds: this process, load and evaluations included
     team = None
     preflight.check_device(config.model.device)
     if distributed.launched():
@@ -232,6 +234,7 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
             **results, "forward_passes": passes, "sequences": sequences, "eval_history": history,
             "mean_step_seconds": sum(step_seconds) / len(step_seconds) if step_seconds else None,
             "step_path": trainer.step_path, "rng": trainer.rng, "data_fingerprint": fingerprint,
+            "wall_seconds": time.monotonic() - started, "resumed_after_step": state["step"] if state else 0,
         })
         durable.boundary("summary.json written")
         log(f"[prge] after {config.run.steps} steps: {kind.change(metrics_of(history[0]), metrics_of(history[-1]))}"

@@ -74,7 +74,11 @@ def test_killed_run_resumes_bit_identically(configs):
     ours, theirs = (load_file(str(tmp_path / d / "trained.safetensors")) for d in ("killed", "reference"))
     assert ours.keys() == theirs.keys() and all((ours[k] == theirs[k]).all() for k in ours)
     summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
-    assert summary["accuracy_after"] == json.loads((tmp_path / "reference" / "summary.json").read_text())["accuracy_after"]
+    uninterrupted = json.loads((tmp_path / "reference" / "summary.json").read_text())
+    assert summary["accuracy_after"] == uninterrupted["accuracy_after"]
+    # the wall time is the finishing process's own, and the summary says where it took over
+    assert summary["resumed_after_step"] == 4 and uninterrupted["resumed_after_step"] == 0
+    assert 0 < summary["wall_seconds"] and 0 < uninterrupted["wall_seconds"]
 
 
 def test_ctrl_c_checkpoints_and_exits_cleanly(configs, capsys):

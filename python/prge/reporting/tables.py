@@ -11,7 +11,7 @@ from prge.reporting import figures as figures_module
 RUN_COLUMNS = ["run", "method", "estimator", "queries", "parallel", "batch_size", "steps", "seed",
                "protocol", "forward_passes", "sequences", "accuracy_before", "accuracy_best",
                "best_step", "accuracy_after", "macro_f1_before", "macro_f1_after", "majority_accuracy",
-               "mean_step_seconds"]
+               "mean_step_seconds", "wall_seconds"]
 
 
 def metric_of(run: dict) -> str | None:
