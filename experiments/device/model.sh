@@ -5,6 +5,9 @@
 # carries .device/b (second half); the halves are joined and converted once, in /tmp.
 #   bash experiments/device/model.sh stage     # call 1: keep the first half on the machine
 #   source experiments/device/model.sh join    # call 2: join, convert; exports PRGE_MODEL, PRGE_FINE_FOOD
+# The machine is given back after ~30 s idle: send call 2 as soon as call 1 returns. Converting
+# needs the gguf package: carry .whl (build.sh installs it into /tmp/site, on PYTHONPATH). Source
+# join without a pipe after it (`source ... | tail` runs in a subshell and exports nothing).
 set -uo pipefail
 carry=/tmp/prge-carry
 case "${1:?stage|join}" in
@@ -14,6 +17,7 @@ case "${1:?stage|join}" in
     [ -f "$carry/smollm2.gguf.part1" ] || { echo "the machine went cold: stage the first half again"; return 3 2>/dev/null || exit 3; }
     export PRGE_MODEL=/tmp/prge-cache/models/smollm2-135m PRGE_FINE_FOOD=$carry/fine_food
     if [ ! -f "$PRGE_MODEL/model.safetensors" ]; then
+      python3 -c "import gguf" 2>/dev/null || { echo "no gguf package: carry .whl and source build.sh first"; return 4 2>/dev/null || exit 4; }
       cat "$carry/smollm2.gguf.part1" .device/b/smollm2.gguf.part2 > "$carry/smollm2.gguf"
       mkdir -p "$PRGE_MODEL" && cp "$carry"/model_files/* "$PRGE_MODEL/"
       python3 - <<'PY'
