@@ -9,8 +9,23 @@
 #include <iostream>
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::cerr << "usage: prge_train CONFIG.yaml [MODEL_DIR]\n";
+  const char* usage =
+      "usage: prge_train CONFIG.yaml [MODEL_DIR]\n"
+      "  validates CONFIG and prints every key's effective value; with MODEL_DIR, times run.steps steps\n"
+      "  on a synthetic batch. No options: overrides (--set) belong to `prge train`.\n";
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      std::cout << usage;
+      return 0;
+    }
+    if (!arg.empty() && arg[0] == '-') {
+      std::cerr << "prge_train: error: unknown option '" << arg << "'\n" << usage;
+      return 2;
+    }
+  }
+  if (argc < 2 || argc > 3) {
+    std::cerr << usage;
     return 2;
   }
   try {

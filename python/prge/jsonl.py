@@ -22,6 +22,9 @@ def read_jsonl_numbered(path: str | Path) -> list[tuple[int, object]]:
                                  "save the file as UTF-8") from e
             if not line.strip():
                 continue
+            if "\x00" in line:
+                raise ValueError(f"{path}:{number}: a NUL character (\\x00) at column {line.index(chr(0)) + 1}: "
+                                 "not text; remove it or fix the export that wrote it")
             try:
                 records.append((number, json.loads(line)))
             except json.JSONDecodeError as e:

@@ -582,6 +582,8 @@ CUSTOM_FILE_CASES = [
      "NUL character"),  # 3.11+: "train.csv: record 2 (line 3): field 'text' holds ..."; 3.10's csv: "train.csv:3: ..."
     ("train.jsonl", '{"text": "good", "sentiment": "positive"}\n{"text": "ba\\u0000d", "sentiment": "negative"}\n',
      "train.jsonl: record 2 (line 2): field 'text' holds a NUL character"),
+    ("train.jsonl", '{"text": "good", "sentiment": "positive"}\n{"text": "ba\x00d", "sentiment": "negative"}\n',
+     "train.jsonl:2: a NUL character (\\x00) at column 13"),
 ]
 
 

@@ -247,25 +247,30 @@ def test_a_sweep_over_tasks_reports_a_task_by_method_table(tmp_path):
     assert rows["sst2"]["prge_q4"] == "0.800 ± 0.141 (2)" and rows["sst2"]["mezo"] == "0.550 (1)"
     assert rows["sst2"]["zero-shot bfloat16"] == "0.400" and rows["sst2"]["zero-shot float32"] == "0.500"
     assert rows["rte"]["zero-shot float32"] == "" and rows["rte"]["majority class"] == "0.520"
-    assert rows["mean over tasks"]["prge_q4"] == "0.675 (2 tasks)" and rows["mean over tasks"]["mezo"] == "0.550 (1 tasks)"
+    assert rows["mean over tasks"]["prge_q4"] == "0.675 (2 tasks)" and rows["mean over tasks"]["mezo"] == "0.550 (1 task)"
     assert list(rows)[:2] == ["rte", "sst2"]
 
 
 def test_methods_across_tasks_are_named_by_what_their_runs_share(tmp_path):
-    """A method whose runs carry the task in their names some other way than -task<name> (rte/prge,
-    sst2/prge) is named by estimator, q and parallel mode, never after one of its tasks; two such
-    methods alike in those stay apart ("(2)")."""
+    """A method whose runs carry the task in their folder (rte/prge-lr1, sst2/prge-lr1) is named by
+    the folder name they share, never after one of its tasks; runs with nothing in common in
+    their names are named by estimator, q and parallel mode; names stay unique ("(2)")."""
     from prge.reporting.collect import collect
 
-    for folder, task, lr in (("rte", "rte", 1), ("sst2", "sst2", 1), ("rte", "rte", 2), ("sst2", "sst2", 2)):
-        run = tmp_path / folder / f"prge-lr{lr}-seed1"
+    runs = (("rte/prge-lr1", "rte", 1), ("sst2/prge-lr1", "sst2", 1), ("rte/prge-lr2", "rte", 2),
+            ("sst2/prge-lr2", "sst2", 2), ("rte/first", "rte", 3), ("sst2/second", "sst2", 3),
+            ("rte/third", "rte", 4), ("sst2/fourth", "sst2", 4))
+    for name, task, lr in runs:
+        run = tmp_path / f"{name}-seed1"
         run.mkdir(parents=True)
         (run / "summary.json").write_text(json.dumps({"mode": "train", "task": task, "seed": 1, "estimator": "prge",
                                                       "queries": 4, "parallel": "dual", "accuracy_best": 0.5}))
         (run / "config.yaml").write_text(f"optimizer: {{lr: {lr}}}\ndata: {{task: {task}}}\nrun: {{seed: 1}}\n")
     variants = {r["run"]: r["variant"] for r in collect(tmp_path)}
-    assert variants == {"rte/prge-lr1-seed1": "prge q=4 dual", "sst2/prge-lr1-seed1": "prge q=4 dual",
-                        "rte/prge-lr2-seed1": "prge q=4 dual (2)", "sst2/prge-lr2-seed1": "prge q=4 dual (2)"}
+    assert variants == {"rte/prge-lr1-seed1": "prge-lr1", "sst2/prge-lr1-seed1": "prge-lr1",
+                        "rte/prge-lr2-seed1": "prge-lr2", "sst2/prge-lr2-seed1": "prge-lr2",
+                        "rte/first-seed1": "prge q=4 dual", "sst2/second-seed1": "prge q=4 dual",
+                        "rte/third-seed1": "prge q=4 dual (2)", "sst2/fourth-seed1": "prge q=4 dual (2)"}
 
 
 def test_a_report_names_each_runs_primary_metric_and_leaves_out_what_has_none(tmp_path, capsys):
@@ -289,3 +294,31 @@ def test_a_report_names_each_runs_primary_metric_and_leaves_out_what_has_none(tm
             "runs_perplexity_vs_forward_passes.png", "runs_perplexity_loss_vs_step.png"} <= files
     rows = list(csv.DictReader(open(tmp_path / "report" / "runs_perplexity_methods.csv")))
     assert rows[0]["method"] == "gen" and float(rows[0]["best_mean"]) == 20.0
+
+
+def test_tasks_line_up_however_their_data_is_found(tmp_path):
+    """Runs whose configs differ in where their task's data is (data.data_dir) or in what makes a
+    custom task (its files, template, label words) are one method across tasks; custom tasks are
+    told apart by their training file; TASK/METHOD folders name the method by the folder."""
+    from prge.reporting.collect import collect
+    from prge.reporting.tables import write_report
+
+    tasks = {"fine_food": "data: {task: fine_food}",
+             "sst2": "data: {task: sst2, data_dir: /data/sst2}",
+             "custom": "data: {task: custom, train_file: reviews.csv, template: '{text}'}"}
+    for task, data in tasks.items():
+        for q in (1, 4):
+            run = tmp_path / "runs" / task / f"prge_q{q}-seed1"
+            run.mkdir(parents=True)
+            (run / "summary.json").write_text(json.dumps({
+                "mode": "train", "task": task, "seed": 1, "estimator": "prge", "queries": q, "parallel": "dual",
+                "steps": 5, "accuracy_before": 0.5, "accuracy_best": 0.5 + q / 10, "accuracy_after": 0.5}))
+            (run / "config.yaml").write_text(f"estimator: {{queries: {q}}}\n{data}\nrun: {{seed: 1}}\n")
+    runs = collect(tmp_path / "runs")
+    assert {r["variant"] for r in runs} == {"prge_q1", "prge_q4"}
+    assert {r["task"] for r in runs} == {"fine_food", "sst2", "custom: reviews"}
+    write_report(runs, "t", tmp_path / "report", "r", figures=False)
+    rows = {r["task"]: r for r in csv.DictReader(open(tmp_path / "report" / "r_by_task.csv"))}
+    assert rows["custom: reviews"]["prge_q4"] == "0.900 (1)" and rows["sst2"]["prge_q1"] == "0.600 (1)"
+    assert rows["mean over tasks"]["prge_q4"] == "0.900 (3 tasks)"
+    assert "task" in next(csv.DictReader(open(tmp_path / "report" / "r_runs.csv")))

@@ -24,6 +24,12 @@ IDENTITY = ("mode", "runtime", "task", "model", "device", "dtype", "estimator", 
             "epsilon", "optimizer", "lr", "batch_size", "steps", "protocol")
 
 
+# The data settings that belong to a method rather than to its task (the rest of `data:` names the
+# task, its files, template and label words, or where its data is found).
+METHOD_DATA_KEYS = ("batch_size", "max_length", "protocol", "train_examples", "dev_examples", "eval_examples",
+                    "train_from")
+
+
 def method_key(run: dict, run_dir: Path | None = None, *, across_tasks: bool = False) -> str:
     """What makes runs seeds of one method: the run's whole config.yaml without run.seed and
     run.output_dir (so any setting that differs, e.g. model.quantize or adapter.rank, makes
@@ -38,8 +44,8 @@ def method_key(run: dict, run_dir: Path | None = None, *, across_tasks: bool = F
         if not isinstance(mapping, dict) or not isinstance(mapping.get("run") or {}, dict):
             raise ValueError(f"{config}: not a run config (a mapping with a 'run' mapping)")
         mapping["run"] = {k: v for k, v in (mapping.get("run") or {}).items() if k not in ("seed", "output_dir")}
-        if across_tasks and isinstance(mapping.get("data"), dict):
-            mapping["data"] = {k: v for k, v in mapping["data"].items() if k != "task"}
+        if across_tasks and isinstance(mapping.get("data"), dict):  # what makes the task, and where its data is, go
+            mapping["data"] = {k: v for k, v in mapping["data"].items() if k in METHOD_DATA_KEYS}
         return json.dumps(mapping, sort_keys=True, default=str)
     fields = [f for f in IDENTITY if not (across_tasks and f == "task")]
     return json.dumps([str(run.get(field)) for field in fields])
@@ -65,14 +71,17 @@ def _unique_names(runs: list[dict], key_of, name_of, field: str) -> None:
 def _variant_name(group: list[dict]) -> str:
     """A method across tasks: its runs' names without -seedN and the sweep's "-task<name>" part
     (prge_q4_dual-taskrte -> prge_q4_dual) when they all agree on that; otherwise (names that
-    carry the task some other way, e.g. rte/prge and sst2/prge) what the runs share:
-    estimator, q and parallel mode."""
+    carry the task some other way) the folder name they share (rte/prge and sst2/prge -> prge),
+    else what the runs share: estimator, q and parallel mode."""
     def short(run):
         name, task = method_of(run["run"]), str(run.get("task") or "")
         return re.sub(rf"-task{re.escape(task)}(?=-|$)", "", name) if task else name
     names = {short(run) for run in group}
     if len(names) == 1:
         return names.pop()
+    basenames = {name.rsplit("/", 1)[-1] for name in names}  # TASK/METHOD folders
+    if len(basenames) == 1:
+        return basenames.pop()
     first = group[0]
     return f"{first.get('estimator')} q={first.get('queries')} {first.get('parallel')}"
 
@@ -85,6 +94,20 @@ def group_methods(runs: list[dict], root: Path | None = None) -> None:
     run_dir = (lambda run: root / run["run"]) if root is not None else (lambda run: None)  # noqa: E731
     _unique_names(runs, lambda run: method_key(run, run_dir(run)), lambda group: method_of(group[0]["run"]), "method")
     _unique_names(runs, lambda run: method_key(run, run_dir(run), across_tasks=True), _variant_name, "variant")
+
+
+def task_label(summary: dict, config: Path) -> str | None:
+    """The task a report files a run under: the summary's task, and for a custom task also its
+    training file's name (every custom task is called "custom"), "custom: reviews"."""
+    task = summary.get("task")
+    if task != "custom" or not config.is_file():
+        return task
+    try:
+        data = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("data") or {}
+    except (yaml.YAMLError, UnicodeDecodeError, AttributeError):
+        return task  # method_key names the unreadable config
+    source = data.get("train_file") or data.get("data_dir") if isinstance(data, dict) else None
+    return f"custom: {Path(str(source)).stem}" if source else task
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -102,6 +125,7 @@ def collect(root: str | Path) -> list[dict]:
         summary = run_summary.read(path)
         summary["run"] = path.parent.relative_to(root).as_posix()
         summary["metrics"] = read_metrics(path.parent / "metrics.jsonl")
+        summary["task"] = task_label(summary, path.parent / "config.yaml")
         runs.append(summary)
     if not runs:
         raise FileNotFoundError(f"no finished runs (summary.json) under {root}")

@@ -79,11 +79,15 @@ def _plot(runs: list[dict], x_key: str, y_key: str, smooth: bool, labels: dict, 
         ax.tick_params(labelsize=7)
         if len(panels) == 1 and ax.get_lines():
             ax.legend(fontsize=7)
-    if len(panels) > 1:
+    if len(panels) > 1:  # one legend below the panels, clear of every axis
         handles = [plt.Line2D([], [], color=c, label=label) for label, c in colours.items()]
-        fig.legend(handles=handles, loc="lower right", fontsize=8)
+        columns = min(4, max(1, len(handles)))
+        rows = (len(handles) + columns - 1) // columns
+        fig.legend(handles=handles, loc="lower center", ncol=columns, fontsize=8, frameon=False)
         fig.suptitle(title)
-    fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.04 + 0.3 * rows / fig.get_size_inches()[1], 1, 1))
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prge.reporting import figures as figures_module
 
-RUN_COLUMNS = ["run", "method", "estimator", "queries", "parallel", "batch_size", "steps", "seed",
+RUN_COLUMNS = ["run", "method", "task", "estimator", "queries", "parallel", "batch_size", "steps", "seed",
                "protocol", "forward_passes", "sequences", "accuracy_before", "accuracy_best",
                "best_step", "accuracy_after", "macro_f1_before", "macro_f1_after", "majority_accuracy",
                "mean_step_seconds", "wall_seconds"]
@@ -101,7 +101,7 @@ def task_rows(runs: list[dict], metric: str = "accuracy") -> tuple[list[str], li
     for c in columns:
         per_task = [statistics.fmean(cells[(t, c)]) for t in tasks if cells.get((t, c))]
         if per_task:
-            means[c] = f"{statistics.fmean(per_task):.3f} ({len(per_task)} tasks)"
+            means[c] = f"{statistics.fmean(per_task):.3f} ({len(per_task)} task{'s' if len(per_task) > 1 else ''})"
     return ["task", *columns], rows + [means]
 
 
