@@ -83,7 +83,11 @@ class Reader {
     if (!node || node.IsNull()) return;
     const auto path = section_name + "." + key;
     places_[path] = place(node, path);
-    if (!node.IsScalar()) fail(node, path, "expected a single value");
+    if (!node.IsScalar()) {
+      fail(node, path, node.IsMap() ? "expected a single value, got a mapping (YAML reads {...} unquoted as one: "
+                                      "quote the text, e.g. '\"{question}\"')"
+                                    : "expected a single value");
+    }
     try {
       out = io::scalar_as<T>(node);
     } catch (const std::invalid_argument&) {

@@ -344,3 +344,10 @@ def test_mezo_with_the_counter_rng_is_warned_about():
     mezo = "estimator: {kind: mezo, parallel: sequential, rng: %s}"
     assert any("counter with estimator.kind mezo" in w for w in prge.parse_run_config(mezo % "counter").warnings)
     assert not prge.parse_run_config(mezo % "auto").warnings
+
+
+def test_a_template_yaml_read_as_a_mapping_says_to_quote_it():
+    """`--set data.template={question}` (or the same unquoted in a file) is a YAML mapping: the
+    error says so and how to quote it, not only that one value was expected."""
+    with pytest.raises(ValueError, match=r"data.template: expected a single value, got a mapping .*quote the text"):
+        prge.parse_run_config("data: {task: custom, template: {question}}\n")
