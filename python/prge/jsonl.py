@@ -5,6 +5,9 @@ import json
 from pathlib import Path
 
 
+NUL_ADVICE = "not text; remove it or fix the export that wrote it"  # every reader's NUL message ends so
+
+
 def read_jsonl(path: str | Path) -> list:
     return [record for _, record in read_jsonl_numbered(path)]
 
@@ -24,7 +27,7 @@ def read_jsonl_numbered(path: str | Path) -> list[tuple[int, object]]:
                 continue
             if "\x00" in line:
                 raise ValueError(f"{path}:{number}: a NUL character (\\x00) at column {line.index(chr(0)) + 1}: "
-                                 "not text; remove it or fix the export that wrote it")
+                                 f"{NUL_ADVICE}")
             try:
                 records.append((number, json.loads(line)))
             except json.JSONDecodeError as e:

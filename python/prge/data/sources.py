@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from prge.jsonl import read_jsonl_numbered
+from prge.jsonl import NUL_ADVICE, read_jsonl_numbered
 
 HF_SPLITS = {"train": "train", "eval": "validation"}
 
@@ -52,14 +52,12 @@ def _refuse_nul(where: str, record) -> None:
     def walk(value, field):
         if isinstance(value, str):
             if "\x00" in value:
-                raise ValueError(f"{where}: field {field!r} holds a NUL character (\\x00): not text; "
-                                 "remove it or fix the export that wrote it")
+                raise ValueError(f"{where}: field {field!r} holds a NUL character (\\x00): {NUL_ADVICE}")
         elif isinstance(value, dict):
             for k, v in value.items():
                 name = f"{field}.{k}" if field else str(k)
                 if "\x00" in str(k):
-                    raise ValueError(f"{where}: the field name {name!r} holds a NUL character (\\x00): not text; "
-                                     "remove it or fix the export that wrote it")
+                    raise ValueError(f"{where}: the field name {name!r} holds a NUL character (\\x00): {NUL_ADVICE}")
                 walk(v, name)
         elif isinstance(value, list):
             for v in value:
@@ -89,7 +87,7 @@ def read_delimited(path: Path, delimiter: str, quoted: bool = True) -> Located:
                     continue
                 if header is None:
                     if any("\x00" in name for name in row):
-                        raise ValueError(f"{path}:{start}: the header line holds a NUL character (\\x00): not text")
+                        raise ValueError(f"{path}:{start}: the header line holds a NUL character (\\x00): {NUL_ADVICE}")
                     repeated = sorted({name for name in row if row.count(name) > 1})
                     if "" in row or repeated:
                         raise ValueError(f"{path}:{start}: the header line names a column "
@@ -109,8 +107,7 @@ def read_delimited(path: Path, delimiter: str, quoted: bool = True) -> Located:
                 start = reader.line_num + 1
     except csv.Error as e:
         if "NUL" in str(e):  # Python 3.10's csv refuses the character itself
-            raise ValueError(f"{path}:{start}: a NUL character (\\x00): not text; remove it or fix the export "
-                             "that wrote it") from None
+            raise ValueError(f"{path}:{start}: a NUL character (\\x00): {NUL_ADVICE}") from None
         raise ValueError(f"{path}:{start}: malformed {kind} ({e}); a quoted field must end with a quote") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "

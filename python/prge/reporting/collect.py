@@ -34,7 +34,7 @@ def method_key(run: dict, run_dir: Path | None = None, *, across_tasks: bool = F
     """What makes runs seeds of one method: the run's whole config.yaml without run.seed and
     run.output_dir (so any setting that differs, e.g. model.quantize or adapter.rank, makes
     another method), or the summary's identity fields when the run directory has no config.
-    across_tasks: data.task left out too, so one method's runs on several tasks share a key."""
+    across_tasks: of `data:` only METHOD_DATA_KEYS kept, so one method's runs on several tasks share a key."""
     config = run_dir / "config.yaml" if run_dir is not None else None
     if config is not None and config.is_file():
         try:
