@@ -224,7 +224,7 @@ def main():
     parser.add_argument("--skip-peers", action="store_true",
                         help="skip the transformers forward and paper P-RGE peers")
     parser.add_argument("--peer-queries", default=None,
-                        help="queries of the paper P-RGE peer rows (default: --queries)")
+                        help="queries of the paper P-RGE peer rows (default: --queries; none: no such rows)")
     parser.add_argument("--compile-modes", default=None,
                         help="torch.compile modes for the peers (default: default,reduce-overhead "
                              "on CUDA, default on the CPU)")
@@ -265,7 +265,10 @@ def main():
                               args.warmup + (3 if mode else 0), args.steps)
             record(name, "none", 0, "-", s, m)
             forward_rows.append(name)
-        peer_qs = [int(q) for q in args.peer_queries.split(",")] if args.peer_queries else qs
+        if args.peer_queries == "none":
+            peer_qs = []
+        else:
+            peer_qs = [int(q) for q in args.peer_queries.split(",")] if args.peer_queries else qs
         for compiled in (False, True):
             for q in peer_qs:
                 small = random_batch(config.vocab_size, QB // q, args.seq_len)

@@ -293,6 +293,7 @@ def _generate(args) -> None:
 
 def _report(args) -> None:
     from prge.reporting import collect, write_report
+    from prge.reporting.collect import unfinished
 
     source = Path(args.source)
     if source.is_file():
@@ -306,7 +307,8 @@ def _report(args) -> None:
         name = source.stem
     else:
         runs_dir, title, out, name = source, args.title or source.name, args.out, source.name
-    markdown = write_report(collect(runs_dir), title, out, name, figures=not args.no_figures)
+    markdown = write_report(collect(runs_dir), title, out, name, figures=not args.no_figures,
+                            unfinished=unfinished(runs_dir))
     print(markdown, end="")
 
 

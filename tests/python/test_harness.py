@@ -276,7 +276,7 @@ def test_methods_across_tasks_are_named_by_what_their_runs_share(tmp_path):
 def test_a_report_names_each_runs_primary_metric_and_leaves_out_what_has_none(tmp_path, capsys):
     """Generation runs (primary metric perplexity) get their own tables and figures beside the
     accuracy runs' (whose files keep their names); a summary without a best metric is listed as
-    left out, not a KeyError."""
+    left out, not a KeyError; a run directory without a summary is named as not finished."""
     common = {"mode": "train", "seed": 1, "estimator": "prge", "queries": 4, "parallel": "dual", "steps": 5}
     runs = {"cls-seed1": {"task": "sst2", "accuracy_before": 0.5, "accuracy_best": 0.7, "accuracy_after": 0.6},
             "gen-seed1": {"task": "custom", "perplexity_before": 30.0, "perplexity_best": 20.0,
@@ -285,9 +285,12 @@ def test_a_report_names_each_runs_primary_metric_and_leaves_out_what_has_none(tm
     for name, fields in runs.items():
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / "summary.json").write_text(json.dumps({**common, **fields}))
+    (tmp_path / "runs" / "stopped-seed1").mkdir()  # a run stopped before its last step
+    (tmp_path / "runs" / "stopped-seed1" / "config.yaml").write_text("run: {seed: 1}\n")
     assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
     out = capsys.readouterr().out
     assert "Left out: 1 run(s) without a best metric (not training runs): odd-seed1" in out
+    assert "not in the tables: 1 run(s): stopped-seed1" in out
     assert "## accuracy" in out and "## perplexity" in out and "| perplexity_before | best_mean |" in out
     files = {p.name for p in (tmp_path / "report").iterdir()}
     assert {"runs_methods.csv", "runs_accuracy_vs_forward_passes.png", "runs_perplexity_methods.csv",

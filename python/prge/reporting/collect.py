@@ -131,3 +131,11 @@ def collect(root: str | Path) -> list[dict]:
         raise FileNotFoundError(f"no finished runs (summary.json) under {root}")
     group_methods(runs, root)
     return runs
+
+
+def unfinished(root: str | Path) -> list[str]:
+    """Run directories under `root` (holding the config.yaml a run writes first) without a
+    summary.json: runs stopped before their last step (a sweep resumes them), as paths below root."""
+    root = Path(root)
+    return sorted(path.parent.relative_to(root).as_posix() for path in root.rglob("config.yaml")
+                  if not (path.parent / "summary.json").exists())

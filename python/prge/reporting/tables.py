@@ -143,10 +143,14 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
 
 
 def write_report(runs: list[dict], title: str, out_dir: str | Path | None, name: str,
-                 figures: bool = True) -> str:
-    """Markdown of the report; with out_dir, also <name>.md, CSVs and figures there."""
+                 figures: bool = True, unfinished: list[str] = ()) -> str:
+    """Markdown of the report; with out_dir, also <name>.md, CSVs and figures there.
+    unfinished: run directories without a summary (collect.unfinished), named, not counted."""
     speed = all(r.get("mode") == "speed" for r in runs)
     lines = [f"# {title}", ""]
+    if unfinished:
+        lines += [f"Not finished (no summary.json; the sweep resumes or restarts them), not in the tables: "
+                  f"{len(unfinished)} run(s): " + ", ".join(unfinished), ""]
     written = []
     if speed:
         rows = speed_rows(runs)
