@@ -162,7 +162,13 @@ def _command(argv: list[str] | None) -> int:
     try:
         if args.command == "check":
             # Every key with its effective value (run directories store the shorter to_yaml()).
-            print(_load_config(args.config, args.set).to_yaml(every_key=True), end="")
+            from prge.preflight import learning_rate_note
+
+            config = _load_config(args.config, args.set)
+            print(config.to_yaml(every_key=True), end="")
+            note = learning_rate_note(config)
+            if note:
+                print(note, file=sys.stderr)
         elif args.command == "train":
             config = _load_config(args.config, args.set)
             runtime = args.runtime

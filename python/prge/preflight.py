@@ -4,6 +4,7 @@ model and the first step, so that a run never trains silently on nothing:
     check_device(device)            model.device names a device this torch has
     check_positions(config, model)  data.max_length fits the model's max_position_embeddings
     check_losses_differ(step, r, c) the ± perturbations of estimator.epsilon move the loss at all
+    learning_rate_note(config)      full-parameter MeZO at an adapter-sized optimizer.lr (a note)
 
 (Settings the config alone decides, such as optimizer.accumulate > run.steps, are errors of
 the config reader, csrc/prge/config.cpp.)"""
@@ -50,3 +51,21 @@ def check_losses_differ(step: int, result, config) -> None:
         f"estimator.epsilon: {config.estimator.epsilon:g} is too small for model.dtype {config.model.dtype}: at step "
         f"{step} all {len(losses)} perturbed losses are bit-identical ({losses[0]!r}), so every projected gradient "
         "is 0 and training would change nothing; raise estimator.epsilon (1e-3 to 1e-2 is usual)")
+
+
+# Full-parameter MeZO's learning rates: its paper's grid for full-parameter runs is 1e-7 / 1e-6
+# (Malladi et al., 2023), configs/sweeps/paper_accuracy.yaml's 1e-6. Above this, a note.
+MEZO_LR_NOTE_ABOVE = 1e-5
+
+
+def learning_rate_note(config) -> str | None:
+    """A note (not an error: the user may mean it) when estimator.kind mezo, which moves every
+    weight by lr * g * z each step, runs at a learning rate sized for LoRA-FA's B: measured on
+    SmolLM2-135M / Fine Food at the quickstart's lr 1e-3, the training loss went 17.9 -> 2179 in
+    14 steps."""
+    lr = config.optimizer.lr
+    if config.estimator.kind != "mezo" or lr <= MEZO_LR_NOTE_ABOVE:
+        return None
+    return (f"[prge] note: optimizer.lr: {lr:g} with estimator.kind: mezo: full-parameter MeZO moves every weight "
+            f"by lr * g * z each step, and at adapter-sized learning rates its loss diverges (SmolLM2-135M at lr "
+            f"1e-3: 17.9 -> 2179 in 14 steps); MeZO's full-parameter runs use lr 1e-7 to 1e-6")

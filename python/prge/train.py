@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -90,6 +91,9 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
     writer = team is None or team.grid.rank == 0
     if not writer:
         log, progress = (lambda *args, **kwargs: None), False
+    note = preflight.learning_rate_note(config)
+    if note and writer:
+        print(note, file=sys.stderr)
     data = setup_data(config)
     task, encoder, train, dev, evaluation = data.task, data.encoder, data.train, data.dev, data.eval
     kind = task.kind  # what the examples' answers are and how they are evaluated (prge.data.kinds)

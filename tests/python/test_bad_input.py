@@ -614,6 +614,10 @@ def test_a_quoted_field_over_several_lines_is_read_and_noted(tmp_path, capsys):
     assert records[1][1]["text"] == "stray,negative\nbad,negative\nfine"
     err = capsys.readouterr().err
     assert f"{path}: record 2 (line 3): a quoted field spans lines 3-5 (1 record(s)" in err
+    from prge.data.custom import read_records
+
+    read_records(path, "train")  # a custom task's file: the note names the config key too
+    assert f"[prge] note: data.train_file: {path}: record 2 (line 3)" in capsys.readouterr().err
     path.write_text("text,sentiment\ngood,positive\n")
     read_delimited(path, ",")
     assert capsys.readouterr().err == ""

@@ -351,3 +351,17 @@ def test_a_template_yaml_read_as_a_mapping_says_to_quote_it():
     error says so and how to quote it, not only that one value was expected."""
     with pytest.raises(ValueError, match=r"data.template: expected a single value, got a mapping .*quote the text"):
         prge.parse_run_config("data: {task: custom, template: {question}}\n")
+
+
+@pytest.mark.parametrize("estimator,lr,noted", [("{kind: mezo, parallel: sequential}", "1.0e-3", True),
+                                                ("{kind: mezo, parallel: sequential}", "1.0e-6", False),
+                                                ("{kind: prge}", "1.0e-3", False)])
+def test_full_parameter_mezo_at_an_adapter_sized_lr_is_noted(tmp_path, capsys, estimator, lr, noted):
+    """MeZO moves every weight by lr * g * z: at LoRA-FA's learning rates its loss diverges, so
+    prge check (and prge train) say so on stderr, naming the key; adapters at that lr say nothing."""
+    path = tmp_path / "run.yaml"
+    path.write_text(f"estimator: {estimator}\noptimizer: {{lr: {lr}}}\n")
+    assert main(["check", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert ("[prge] note: optimizer.lr: 0.001 with estimator.kind: mezo" in err) == noted, err
+    assert noted or err == ""

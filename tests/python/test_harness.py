@@ -153,9 +153,11 @@ def test_paper_sweeps_expand_to_equal_forward_passes():
 
 
 def test_every_committed_sweep_expands():
-    """Each sweep under configs/sweeps parses and every run's config validates."""
+    """Each sweep under configs/sweeps parses and every run's config validates, with no MeZO run
+    at an adapter-sized learning rate."""
     from pathlib import Path
 
+    from prge.preflight import learning_rate_note
     from prge.sweep import expand_sweep
 
     sweeps = sorted((Path(__file__).resolve().parents[2] / "configs" / "sweeps").glob("*.yaml"))
@@ -164,6 +166,7 @@ def test_every_committed_sweep_expands():
         runs = expand_sweep(sweep)
         assert runs and len({label for label, _ in runs}) == len(runs), sweep.name
         assert not [w for _, config in runs for w in config.warnings], f"{sweep.name}: deprecated spelling"
+        assert not [label for label, config in runs if learning_rate_note(config)], f"{sweep.name}: MeZO lr"
 
 
 def test_summaries_from_before_the_rename_read_with_current_names(tmp_path):

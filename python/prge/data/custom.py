@@ -78,7 +78,7 @@ def read_records(path: Path, split: str) -> Located:
     suffix = path.suffix.lower()
     if suffix in CUSTOM_READERS:
         try:
-            records = CUSTOM_READERS[suffix](path)
+            records = CUSTOM_READERS[suffix](path, key)
         except ValueError as e:
             raise ValueError(f"{key}: {e}") from e
     else:

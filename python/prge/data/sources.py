@@ -68,10 +68,11 @@ def _refuse_nul(where: str, record) -> None:
 FIELD_LIMIT = 1 << 26  # characters a CSV / TSV field may hold (the csv module's default is 128 Ki)
 
 
-def read_delimited(path: Path, delimiter: str, quoted: bool = True) -> Located:
+def read_delimited(path: Path, delimiter: str, quoted: bool = True, key: str = "") -> Located:
     """Rows of a CSV / TSV with a header line as records. quoted=False reads GLUE's TSVs, which
     are not quoted (MRPC has unbalanced '"'). A byte-order mark is dropped; blank lines are
-    skipped. ValueError naming the file and line for a malformed quote (an unclosed one would
+    skipped. key: the config key that named the file (data.train_file), put before the note on a
+    field over several lines. ValueError naming the file and line for a malformed quote (an unclosed one would
     swallow the rows after it), a header with an empty or repeated name, or a row whose field
     count differs from the header's."""
     kind = "CSV" if delimiter == "," else "TSV"
@@ -115,7 +116,7 @@ def read_delimited(path: Path, delimiter: str, quoted: bool = True) -> Located:
     if spanning is not None:  # valid CSV, but also what a stray quote closed by a later one reads as
         where, first, last = spanning
         many = sum(1 for w, r in located if any("\n" in v or "\r" in v for v in r.values()))
-        print(f"[prge] note: {where}: a quoted field spans lines {first}-{last} ({many} record(s) of {path.name} "
+        print(f"[prge] note: {key + ': ' if key else ''}{where}: a quoted field spans lines {first}-{last} ({many} record(s) of {path.name} "
               "hold line breaks); if a quote was left open there, rows after it were read into that field",
               file=sys.stderr)
     return located
@@ -155,8 +156,10 @@ def read_json_array(path: Path) -> Located:
 # are the user's own: TSV quoted as CSV is, .json as JSON lines (the common export).
 READERS = {".tsv": lambda p: read_delimited(p, "\t", quoted=False), ".csv": lambda p: read_delimited(p, ","),
            ".jsonl": read_jsonl_objects, ".json": read_json_array}
-CUSTOM_READERS = {".jsonl": read_jsonl_objects, ".json": read_jsonl_objects,
-                  ".csv": lambda p: read_delimited(p, ","), ".tsv": lambda p: read_delimited(p, "\t")}
+# A custom task's readers take the config key that named the file, for their notes.
+CUSTOM_READERS = {".jsonl": lambda p, key: read_jsonl_objects(p), ".json": lambda p, key: read_jsonl_objects(p),
+                  ".csv": lambda p, key: read_delimited(p, ",", key=key),
+                  ".tsv": lambda p, key: read_delimited(p, "\t", key=key)}
 
 
 def is_hf_spec(data_dir: str | Path | None) -> bool:
