@@ -30,19 +30,30 @@ METHOD_DATA_KEYS = ("batch_size", "max_length", "protocol", "train_examples", "d
                     "train_from")
 
 
-def method_key(run: dict, run_dir: Path | None = None, *, across_tasks: bool = False) -> str:
-    """What makes runs seeds of one method: the run's whole config.yaml without run.seed and
-    run.output_dir (so any setting that differs, e.g. model.quantize or adapter.rank, makes
-    another method), or the summary's identity fields when the run directory has no config.
-    across_tasks: of `data:` only METHOD_DATA_KEYS kept, so one method's runs on several tasks share a key."""
-    config = run_dir / "config.yaml" if run_dir is not None else None
-    if config is not None and config.is_file():
-        try:
-            mapping = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise ValueError(f"{config}: not a readable run config ({type(e).__name__}: {e})".split("\n")[0]) from e
-        if not isinstance(mapping, dict) or not isinstance(mapping.get("run") or {}, dict):
-            raise ValueError(f"{config}: not a run config (a mapping with a 'run' mapping)")
+def read_run_config(run_dir: Path) -> dict | None:
+    """A run directory's config.yaml as a mapping, None where it has none; ValueError naming the
+    file when it is unreadable or not a run config (a mapping with a 'run' mapping)."""
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        return None
+    try:
+        mapping = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{config}: not a readable run config ({type(e).__name__}: {e})".split("\n")[0]) from e
+    if not isinstance(mapping, dict) or not isinstance(mapping.get("run") or {}, dict):
+        raise ValueError(f"{config}: not a run config (a mapping with a 'run' mapping)")
+    return mapping
+
+
+def method_key(run: dict, *, across_tasks: bool = False) -> str:
+    """What makes runs seeds of one method: the run's whole config (run["run_config"], from
+    read_run_config) without run.seed and run.output_dir (so any setting that differs, e.g.
+    model.quantize or adapter.rank, makes another method), or the summary's identity fields when
+    the run directory has no config. across_tasks: of `data:` only METHOD_DATA_KEYS kept, so one
+    method's runs on several tasks share a key."""
+    config = run.get("run_config")
+    if config is not None:
+        mapping = dict(config)
         mapping["run"] = {k: v for k, v in (mapping.get("run") or {}).items() if k not in ("seed", "output_dir")}
         if across_tasks and isinstance(mapping.get("data"), dict):  # what makes the task, and where its data is, go
             mapping["data"] = {k: v for k, v in mapping["data"].items() if k in METHOD_DATA_KEYS}
@@ -86,27 +97,24 @@ def _variant_name(group: list[dict]) -> str:
     return f"{first.get('estimator')} q={first.get('queries')} {first.get('parallel')}"
 
 
-def group_methods(runs: list[dict], root: Path | None = None) -> None:
+def group_methods(runs: list[dict]) -> None:
     """Sets each run's "method": runs equal in method_key share one, named after the first
     such run's path below the runs directory without -seedN (made unique as _unique_names
     does); and its "variant": the same across tasks (method_key without data.task), named as
     _variant_name says, for the task x method table."""
-    run_dir = (lambda run: root / run["run"]) if root is not None else (lambda run: None)  # noqa: E731
-    _unique_names(runs, lambda run: method_key(run, run_dir(run)), lambda group: method_of(group[0]["run"]), "method")
-    _unique_names(runs, lambda run: method_key(run, run_dir(run), across_tasks=True), _variant_name, "variant")
+    _unique_names(runs, method_key, lambda group: method_of(group[0]["run"]), "method")
+    _unique_names(runs, lambda run: method_key(run, across_tasks=True), _variant_name, "variant")
 
 
-def task_label(summary: dict, config: Path) -> str | None:
+def task_label(summary: dict) -> str | None:
     """The task a report files a run under: the summary's task, and for a custom task also its
-    training file's name (every custom task is called "custom"), "custom: reviews"."""
+    training file's name from the run's config (every custom task is called "custom"),
+    "custom: reviews"."""
     task = summary.get("task")
-    if task != "custom" or not config.is_file():
+    data = (summary.get("run_config") or {}).get("data")
+    if task != "custom" or not isinstance(data, dict):
         return task
-    try:
-        data = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("data") or {}
-    except (yaml.YAMLError, UnicodeDecodeError, AttributeError):
-        return task  # method_key names the unreadable config
-    source = data.get("train_file") or data.get("data_dir") if isinstance(data, dict) else None
+    source = data.get("train_file") or data.get("data_dir")
     return f"custom: {Path(str(source)).stem}" if source else task
 
 
@@ -125,11 +133,12 @@ def collect(root: str | Path) -> list[dict]:
         summary = run_summary.read(path)
         summary["run"] = path.parent.relative_to(root).as_posix()
         summary["metrics"] = read_metrics(path.parent / "metrics.jsonl")
-        summary["task"] = task_label(summary, path.parent / "config.yaml")
+        summary["run_config"] = read_run_config(path.parent)  # read once: method_key, task_label
+        summary["task"] = task_label(summary)
         runs.append(summary)
     if not runs:
         raise FileNotFoundError(f"no finished runs (summary.json) under {root}")
-    group_methods(runs, root)
+    group_methods(runs)
     return runs
 
 
