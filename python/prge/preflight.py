@@ -53,19 +53,19 @@ def check_losses_differ(step: int, result, config) -> None:
         "is 0 and training would change nothing; raise estimator.epsilon (1e-3 to 1e-2 is usual)")
 
 
-# Full-parameter MeZO's learning rates: its paper's grid for full-parameter runs is 1e-7 / 1e-6
-# (Malladi et al., 2023), configs/sweeps/paper_accuracy.yaml's 1e-6. Above this, a note.
+# Full-parameter MeZO's learning rates: its paper's grid for OPT is 1e-7 / 1e-6 and reaches 1e-5
+# for RoBERTa (Malladi et al., 2023); this repository's MeZO sweeps use 1e-6 to 1e-5. Above: a note.
 MEZO_LR_NOTE_ABOVE = 1e-5
 
 
 def learning_rate_note(config) -> str | None:
-    """A note (not an error: the user may mean it) when estimator.kind mezo, which moves every
-    weight by lr * g * z each step, runs at a learning rate sized for LoRA-FA's B: measured on
-    SmolLM2-135M / Fine Food at the quickstart's lr 1e-3, the training loss went 17.9 -> 2179 in
-    14 steps."""
+    """A note (not an error: the user may mean it) when estimator.kind mezo, which updates every
+    weight of the model each step, runs at a learning rate like LoRA-FA's (1e-4 to 1e-3).
+    Measured (experiments/results/NOTES.md, session 12): SmolLM2-135M on Fine Food, MeZO with
+    SGD at the quickstart's lr 1e-3, mean training loss 17.9 at steps 1-2 and 2179 at steps 13-14."""
     lr = config.optimizer.lr
     if config.estimator.kind != "mezo" or lr <= MEZO_LR_NOTE_ABOVE:
         return None
-    return (f"[prge] note: optimizer.lr: {lr:g} with estimator.kind: mezo: full-parameter MeZO moves every weight "
-            f"by lr * g * z each step, and at adapter-sized learning rates its loss diverges (SmolLM2-135M at lr "
-            f"1e-3: 17.9 -> 2179 in 14 steps); MeZO's full-parameter runs use lr 1e-7 to 1e-6")
+    return (f"[prge] note: optimizer.lr: {lr:g} with estimator.kind: mezo: full-parameter MeZO updates every weight "
+            f"of the model each step (SGD: by lr * g * z), and at learning rates like LoRA-FA's its loss diverges "
+            f"(SmolLM2-135M at lr 1e-3: 17.9 -> 2179 in 14 steps); MeZO's full-parameter runs use lr 1e-7 to 1e-5")

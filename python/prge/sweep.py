@@ -110,6 +110,20 @@ def _as_text(overrides) -> list[tuple[str, str]]:
     return list(overrides or [])
 
 
+def run_notes(runs: list[tuple[str, object]]) -> list[str]:
+    """Each distinct note of preflight.learning_rate_note over a sweep's (label, RunConfig) runs,
+    once, with the runs it concerns."""
+    from prge.preflight import learning_rate_note
+
+    notes: dict[str, list[str]] = {}
+    for label, config in runs:
+        note = learning_rate_note(config)
+        if note:
+            notes.setdefault(note, []).append(label)
+    return [f"{note} ({len(labels)} run(s) of this sweep: {', '.join(labels[:3])}{' ...' if len(labels) > 3 else ''})"
+            for note, labels in notes.items()]
+
+
 def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: list[tuple[str, str]] | dict | None = None,
               output_root: str | None = None, gpus: list[str] | None = None) -> list[dict]:
     """Every run of the sweep, one after another in this process; with `gpus`, as many at once
@@ -123,6 +137,8 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
         raise ValueError(f"{path}: mode: speed measures one run at a time; run it without --gpus")
     summaries, pending = [], []
     runs = expand_sweep(path, overrides, output_root)
+    for note in run_notes(runs):  # here too: under --gpus each run's own stderr goes to its log
+        print(note, file=sys.stderr)
     for i, (label, config) in enumerate(runs, 1):
         out_dir = Path(config.run.output_dir)
         if finished(out_dir, config.to_yaml()):

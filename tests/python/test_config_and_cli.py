@@ -354,6 +354,8 @@ def test_a_template_yaml_read_as_a_mapping_says_to_quote_it():
 
 
 @pytest.mark.parametrize("estimator,lr,noted", [("{kind: mezo, parallel: sequential}", "1.0e-3", True),
+                                                ("{kind: mezo, parallel: sequential}", "2.0e-5", True),
+                                                ("{kind: mezo, parallel: sequential}", "1.0e-5", False),
                                                 ("{kind: mezo, parallel: sequential}", "1.0e-6", False),
                                                 ("{kind: prge}", "1.0e-3", False)])
 def test_full_parameter_mezo_at_an_adapter_sized_lr_is_noted(tmp_path, capsys, estimator, lr, noted):
@@ -363,5 +365,5 @@ def test_full_parameter_mezo_at_an_adapter_sized_lr_is_noted(tmp_path, capsys, e
     path.write_text(f"estimator: {estimator}\noptimizer: {{lr: {lr}}}\n")
     assert main(["check", str(path)]) == 0
     err = capsys.readouterr().err
-    assert ("[prge] note: optimizer.lr: 0.001 with estimator.kind: mezo" in err) == noted, err
+    assert (f"[prge] note: optimizer.lr: {float(lr):g} with estimator.kind: mezo" in err) == noted, err
     assert noted or err == ""

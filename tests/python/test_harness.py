@@ -169,6 +169,21 @@ def test_every_committed_sweep_expands():
         assert not [label for label, config in runs if learning_rate_note(config)], f"{sweep.name}: MeZO lr"
 
 
+def test_a_sweep_names_mezo_at_an_adapter_sized_lr_once(tmp_path):
+    """prge sweep prints the MeZO learning-rate note itself (under --gpus a run's stderr goes to its
+    log file), once per distinct note, with the runs it concerns."""
+    from prge.sweep import expand_sweep, run_notes
+
+    (tmp_path / "s.yaml").write_text("grid: {run.seed: [1, 2]}\nvariants:\n"
+                                     "  - {name: mezo, estimator.kind: mezo, estimator.parallel: sequential}\n"
+                                     "  - {name: prge, estimator.kind: prge}\n"
+                                     "  - {name: mezo_small, estimator.kind: mezo, estimator.parallel: sequential, "
+                                     "optimizer.lr: 1.0e-6}\n")
+    notes = run_notes(expand_sweep(tmp_path / "s.yaml"))
+    assert len(notes) == 1 and "with estimator.kind: mezo" in notes[0], notes
+    assert notes[0].endswith("(2 run(s) of this sweep: mezo-seed1, mezo-seed2)"), notes[0]
+
+
 def test_summaries_from_before_the_rename_read_with_current_names(tmp_path):
     """Committed results say parallel: single / none; reports group them with queries / sequential."""
     import json
@@ -293,7 +308,7 @@ def test_a_report_names_each_runs_primary_metric_and_leaves_out_what_has_none(tm
     assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
     out = capsys.readouterr().out
     assert "Left out: 1 run(s) without a best metric (not training runs): odd-seed1" in out
-    assert "not in the tables: 1 run(s): stopped-seed1" in out
+    assert "Not in the tables: 1 run(s) without a summary.json (stopped, failed or still running): stopped-seed1" in out
     assert "## accuracy" in out and "## perplexity" in out and "| perplexity_before | best_mean |" in out
     files = {p.name for p in (tmp_path / "report").iterdir()}
     assert {"runs_methods.csv", "runs_accuracy_vs_forward_passes.png", "runs_perplexity_methods.csv",

@@ -71,10 +71,10 @@ FIELD_LIMIT = 1 << 26  # characters a CSV / TSV field may hold (the csv module's
 def read_delimited(path: Path, delimiter: str, quoted: bool = True, key: str = "") -> Located:
     """Rows of a CSV / TSV with a header line as records. quoted=False reads GLUE's TSVs, which
     are not quoted (MRPC has unbalanced '"'). A byte-order mark is dropped; blank lines are
-    skipped. key: the config key that named the file (data.train_file), put before the note on a
-    field over several lines. ValueError naming the file and line for a malformed quote (an unclosed one would
-    swallow the rows after it), a header with an empty or repeated name, or a row whose field
-    count differs from the header's."""
+    skipped. key: the config key that named the file (data.train_file), put before the note on
+    a field over several lines. ValueError naming the file and line for a malformed quote (an
+    unclosed one would swallow the rows after it), a header with an empty or repeated name, or a
+    row whose field count differs from the header's."""
     kind = "CSV" if delimiter == "," else "TSV"
     csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
     located, start, header, spanning = [], 1, None, None
@@ -116,9 +116,10 @@ def read_delimited(path: Path, delimiter: str, quoted: bool = True, key: str = "
     if spanning is not None:  # valid CSV, but also what a stray quote closed by a later one reads as
         where, first, last = spanning
         many = sum(1 for w, r in located if any("\n" in v or "\r" in v for v in r.values()))
-        print(f"[prge] note: {key + ': ' if key else ''}{where}: a quoted field spans lines {first}-{last} ({many} record(s) of {path.name} "
-              "hold line breaks); if a quote was left open there, rows after it were read into that field",
-              file=sys.stderr)
+        named = f"{key}: " if key else ""
+        print(f"[prge] note: {named}{where}: a quoted field spans lines {first}-{last} ({many} record(s) of "
+              f"{path.name} hold line breaks); if a quote was left open there, rows after it were read into that "
+              "field", file=sys.stderr)
     return located
 
 

@@ -1,4 +1,5 @@
-"""Finished runs (every summary.json below a directory) with their metrics.jsonl."""
+"""Finished runs (every summary.json below a directory) with their metrics.jsonl and config.yaml,
+and the run directories that have no summary (unfinished)."""
 from __future__ import annotations
 
 import json
@@ -39,7 +40,7 @@ def read_run_config(run_dir: Path) -> dict | None:
     try:
         mapping = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ValueError(f"{config}: not a readable run config ({type(e).__name__}: {e})".split("\n")[0]) from e
+        raise ValueError(f"{config}: not a readable run config ({type(e).__name__}: {' '.join(str(e).split())})") from e
     if not isinstance(mapping, dict) or not isinstance(mapping.get("run") or {}, dict):
         raise ValueError(f"{config}: not a run config (a mapping with a 'run' mapping)")
     return mapping
@@ -137,14 +138,18 @@ def collect(root: str | Path) -> list[dict]:
         summary["task"] = task_label(summary)
         runs.append(summary)
     if not runs:
-        raise FileNotFoundError(f"no finished runs (summary.json) under {root}")
+        left = unfinished(root)
+        raise FileNotFoundError(f"no finished runs (summary.json) under {root}"
+                                + (f"; {len(left)} without one: {', '.join(left[:5])}{' ...' if len(left) > 5 else ''}"
+                                   if left else ""))
     group_methods(runs)
     return runs
 
 
 def unfinished(root: str | Path) -> list[str]:
     """Run directories under `root` (holding the config.yaml a run writes first) without a
-    summary.json: runs stopped before their last step (a sweep resumes them), as paths below root."""
+    summary.json, as paths below root: runs stopped before their last step (a sweep resumes or
+    restarts them), runs that failed (a diverged run writes no summary) or still running."""
     root = Path(root)
     return sorted(path.parent.relative_to(root).as_posix() for path in root.rglob("config.yaml")
                   if not (path.parent / "summary.json").exists())

@@ -149,8 +149,8 @@ def write_report(runs: list[dict], title: str, out_dir: str | Path | None, name:
     speed = all(r.get("mode") == "speed" for r in runs)
     lines = [f"# {title}", ""]
     if unfinished:
-        lines += [f"Not finished (no summary.json; the sweep resumes or restarts them), not in the tables: "
-                  f"{len(unfinished)} run(s): " + ", ".join(unfinished), ""]
+        lines += [f"Not in the tables: {len(unfinished)} run(s) without a summary.json (stopped, failed or still "
+                  "running): " + ", ".join(unfinished), ""]
     written = []
     if speed:
         rows = speed_rows(runs)
