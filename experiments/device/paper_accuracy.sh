@@ -15,15 +15,7 @@ set -uo pipefail
 out=${1:?output dir}; shift
 mkdir -p "$out"
 : "${PRGE_MODEL:?source experiments/device/model.sh join first}"
-data=/tmp/prge-carry/data
-if [ -d .device/data ]; then
-  data=$PWD/.device/data
-elif [ ! -d "$data" ]; then
-  archive=$(ls .device/a/data.tgz /tmp/prge-carry/data.tgz 2>/dev/null | head -1)
-  [ -n "$archive" ] || { echo "no task data: run experiments/device/stage_data.sh here and carry .device/a"; exit 3; }
-  mkdir -p /tmp/prge-carry && tar xzf "$archive" -C /tmp/prge-carry
-fi
-export PRGE_DATA=$data  # every task finds $PRGE_DATA/<its folder>
+source experiments/device/task_data.sh || exit 3
 root=/tmp/runs/paper_accuracy
 if [ -n "${RUNS_TGZ:-}" ] && [ ! -d "$root" ]; then
   mkdir -p /tmp/runs && tar xzf "$RUNS_TGZ" -C /tmp/runs
