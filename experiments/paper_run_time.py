@@ -111,7 +111,10 @@ def main() -> int:
     from prge.sweep import expand_sweep, run_sweep
 
     model = make_model(args.shape, args.tokenizer_from, args.model_dir, args.device)
-    work = Path(tempfile.mkdtemp(prefix="paper_run_time-"))
+    # A fixed place per shape, so that a second call (a device call's time limit) skips the
+    # methods whose short runs finished and resumes the one in flight.
+    work = Path(tempfile.gettempdir()) / "paper_run_time" / f"{args.shape}-{args.task}-{args.steps}"
+    work.mkdir(parents=True, exist_ok=True)
     planned = short_sweep(args.task, args.seed, args.steps, work / "sweep.yaml")
     overrides = [("model.name", str(model)), ("model.device", args.device)]
     overrides += [tuple(item.split("=", 1)) for item in args.set]
