@@ -108,7 +108,7 @@ def main() -> int:
     parser.add_argument("--out")
     args = parser.parse_args()
 
-    from prge.sweep import expand_sweep, run_sweep
+    from prge.sweep import run_sweep
 
     model = make_model(args.shape, args.tokenizer_from, args.model_dir, args.device)
     # A fixed place per shape, so that a second call (a device call's time limit) skips the
@@ -118,11 +118,8 @@ def main() -> int:
     planned = short_sweep(args.task, args.seed, args.steps, work / "sweep.yaml")
     overrides = [("model.name", str(model)), ("model.device", args.device)]
     overrides += [tuple(item.split("=", 1)) for item in args.set]
-    labels = [label for label, _ in expand_sweep(work / "sweep.yaml", overrides, str(work / "runs"))]
     summaries = run_sweep(work / "sweep.yaml", progress=False, overrides=overrides, output_root=str(work / "runs"))
-    by_variant = {}  # one task and seed: the sweep's labels are VARIANT-task<task>-seed<seed>, in variant order
-    for label, summary in zip(labels, summaries):
-        by_variant[next(v for v in planned if label.startswith(f"{v}-"))] = summary
+    by_variant = dict(zip(planned, summaries))  # one task and seed: one run per variant, in the sweep's order
     lines = [f"# GPU time per run of configs/sweeps/paper_accuracy.yaml at the {args.shape} shape (random weights)", "",
              f"`python experiments/paper_run_time.py --shape {args.shape} --task {args.task} --steps {args.steps}"
              f"{''.join(' --set ' + s for s in args.set)}`, device {args.device}. Each method ran its short run "

@@ -137,8 +137,9 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
         raise ValueError(f"{path}: mode: speed measures one run at a time; run it without --gpus")
     summaries, pending = [], []
     runs = expand_sweep(path, overrides, output_root)
-    for note in run_notes(runs):  # here too: under --gpus each run's own stderr goes to its log
-        print(note, file=sys.stderr)
+    if gpus:  # each run's own stderr goes to its log there; in this process, prge train prints them
+        for note in run_notes(runs):
+            print(note, file=sys.stderr)
     for i, (label, config) in enumerate(runs, 1):
         out_dir = Path(config.run.output_dir)
         if finished(out_dir, config.to_yaml()):

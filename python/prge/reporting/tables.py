@@ -12,6 +12,10 @@ RUN_COLUMNS = ["run", "method", "task", "estimator", "queries", "parallel", "bat
                "protocol", "forward_passes", "sequences", "accuracy_before", "accuracy_best",
                "best_step", "accuracy_after", "macro_f1_before", "macro_f1_after", "majority_accuracy",
                "mean_step_seconds", "wall_seconds"]
+SPEED_COLUMNS = ["method", "estimator", "queries", "parallel", "batch_size", "seq_len",
+                 "forward_passes_per_step", "sequences_per_step", "step_seconds",
+                 "tokens_per_second", "peak_memory_gib", "speedup_vs_sequential"]
+MAJORITY = "majority class"  # the by-task table's column of always answering the most frequent label
 
 
 def metric_of(run: dict) -> str | None:
@@ -28,9 +32,6 @@ def run_columns(metric: str) -> list[str]:
     if metric == "accuracy":
         return RUN_COLUMNS
     return [c.replace("accuracy", metric) for c in RUN_COLUMNS if c != "majority_accuracy"]
-SPEED_COLUMNS = ["method", "estimator", "queries", "parallel", "batch_size", "seq_len",
-                 "forward_passes_per_step", "sequences_per_step", "step_seconds",
-                 "tokens_per_second", "peak_memory_gib", "speedup_vs_sequential"]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -104,8 +105,6 @@ def task_rows(runs: list[dict], metric: str = "accuracy") -> tuple[list[str], li
             means[c] = f"{statistics.fmean(per_task):.3f} ({len(per_task)} task{'s' if len(per_task) > 1 else ''})"
     return ["task", *columns], rows + [means]
 
-
-MAJORITY = "majority class"
 
 
 def speed_rows(runs: list[dict]) -> list[dict]:
