@@ -10,7 +10,9 @@ machine; CI has no GPU). Each line prints PASS/FAIL with the measured difference
 3. CUDA-graph replay vs the same fused step uncaptured, fp32 and bf16, 6 steps (steps 1-2
    warm up and capture): bit-identical losses and B;
 4. the torch RNG on CUDA falls back to the uncaptured fused step, and still trains;
-5. full-parameter MeZO in bf16 with lr = 0: weights bit-identical after 20 steps;
+5. full-parameter MeZO in bf16 with lr = 0: weights bit-identical after 20 steps; MeZO's device
+   step (kernel-drawn perturbed weights and directions, CUDA graphs) == uncaptured, close to
+   the plain ATen path, and its update == w - lr g z with the ATen counter RNG's z;
 6. each fused layer kernel (RoPE, SwiGLU, residual add + RMSNorm) vs the ATen ops it
    replaces, on random tensors in fp32 / bf16 / fp16, and the logits of a whole forward
    with the kernels on and off (the kernels round where ATen rounds, apart from RMSNorm's
@@ -156,9 +158,11 @@ def check_default_path(config) -> None:
     results, _ = run(t, model, config, 3, 4, 64)
     mezo = prge.Trainer(prge.CausalLM.random(config, 0, "cuda", "bfloat16"), prge.EstimatorOptions("mezo", 1, parallel="sequential"),
                         prge.OptimizerOptions(lr=0.0), 0)
-    report("default estimator options on CUDA: rng auto -> counter, CUDA-graphed fused step (MeZO: torch)",
-           t.rng == "counter" and t.uses_cuda_graphs and t.cuda_graphs_captured >= 1 and mezo.rng == "torch",
-           f"rng {t.rng}, step path: {t.step_path}, graphs captured {t.cuda_graphs_captured}; MeZO rng {mezo.rng}")
+    report("default estimator options on CUDA: rng auto -> counter, CUDA-graphed device step (P-RGE and MeZO)",
+           t.rng == "counter" and t.uses_cuda_graphs and t.cuda_graphs_captured >= 1 and mezo.rng == "counter"
+           and mezo.uses_cuda_graphs,
+           f"rng {t.rng}, step path: {t.step_path}, graphs captured {t.cuda_graphs_captured}; MeZO rng {mezo.rng}, "
+           f"step path: {mezo.step_path}")
 
 
 def check_patterned_adapters(config) -> None:
@@ -199,6 +203,56 @@ def check_mezo_no_drift(config) -> None:
     same = all(torch.equal(a, b) for a, (_, b) in zip(before, model.full_parameters()))
     report("MeZO bf16, lr = 0, 20 steps: weights bit-identical", same and all(g != 0 for g in grads),
            f"identical: {same}, non-zero projected gradients: {all(g != 0 for g in grads)}")
+
+
+def mezo_trainer(config, *, fused, graphs, kernels=True, difference="central", queries=1, lr=1e-3, momentum=0.0):
+    model = prge.CausalLM.random(config, 0, "cuda", "float32")
+    model.layer_kernels = kernels
+    options = prge.EstimatorOptions("mezo", queries, 1e-3, difference, "sequential", rng="counter")
+    return prge.Trainer(model, options, prge.OptimizerOptions(lr=lr, momentum=momentum), 5, fused_step=fused,
+                        cuda_graphs=graphs), model
+
+
+def all_weights(model):
+    return torch.cat([t.flatten() for _, t in model.full_parameters()]).cpu()
+
+
+def check_mezo_device_step(config) -> None:
+    """Full-parameter MeZO's device step (each perturbed weight and each weight's direction drawn
+    by one kernel, captured as a CUDA graph) against the same step uncaptured (bit-identical) and
+    against the plain path (ATen counter noise per weight, layer kernels off; close: the forwards
+    round differently), fp32, 5 steps of alternating lengths; and one update against
+    w - lr g z with z from the ATen counter RNG."""
+    for difference, queries in (("central", 1), ("central", 3), ("forward", 2)):
+        kw = dict(difference=difference, queries=queries, momentum=0.9)
+        graphed, gm = mezo_trainer(config, fused=True, graphs=True, **kw)
+        eager, em = mezo_trainer(config, fused=True, graphs=False, **kw)
+        plain, pm = mezo_trainer(config, fused=False, graphs=False, kernels=False, **kw)
+        start = all_weights(pm)
+        paths = (graphed.uses_cuda_graphs, eager.uses_fused_step and not eager.uses_cuda_graphs,
+                 not plain.uses_fused_step)
+        batches = [random_batch(config.vocab_size, 4, 64 - (s % 2) * 40, seed=s) for s in range(5)]
+        gr, er, pr = ([t.step(b) for b in batches] for t in (graphed, eager, plain))
+        gw, ew, pw = all_weights(gm), all_weights(em), all_weights(pm)
+        same = all(g.losses == e.losses for g, e in zip(gr, er)) and torch.equal(gw, ew)
+        loss_diff = max(abs(a - b) for e, p in zip(er, pr) for a, b in zip(e.losses, p.losses))
+        moved = (pw - start).abs().max().item()
+        w_diff = (ew - pw).abs().max().item()
+        report(f"MeZO device step: graphed == uncaptured, vs plain path, {difference} q={queries}, fp32, 5 steps",
+               all(paths) and same and graphed.cuda_graphs_captured == 2 and loss_diff < 1e-4 and w_diff < 0.05 * moved,
+               f"paths {paths}, graphed identical: {same}, graphs {graphed.cuda_graphs_captured}; vs plain: max loss "
+               f"diff {loss_diff:.3g}, max weight diff {w_diff:.3g} (weights moved up to {moved:.3g})")
+    lr = 1e-2
+    t, model = mezo_trainer(config, fused=True, graphs=True, lr=lr)
+    before = [w.clone() for _, w in model.full_parameters()]
+    g = t.step(random_batch(config.vocab_size, 4, 64, seed=0)).projected_grads[0]
+    stream = prge.PerturbationStream(5, "gaussian", "counter")
+    worst = 0.0
+    for index, ((_, w), w0) in enumerate(zip(model.full_parameters(), before)):
+        z = stream.noise(0, index, 0, list(w.shape), "cuda")  # the ATen counter ops
+        worst = max(worst, ((w - (w0 - lr * g * z)).abs().max() / (lr * abs(g) * z.abs().max())).item())
+    report("MeZO device step's update == w - lr g z, z from the ATen counter RNG (relative to the largest step)",
+           g != 0 and worst < 1e-5, f"g {g:.4g}, worst relative diff {worst:.3g} over {len(before)} weights")
 
 
 def check_kernels_vs_aten() -> None:
@@ -336,6 +390,7 @@ def main() -> int:
     check_default_path(config)
     check_patterned_adapters(config)
     check_mezo_no_drift(config)
+    check_mezo_device_step(config)
     check_kernels_vs_aten()
     check_layer_kernels(config)
     check_dequantize_kernel(config)

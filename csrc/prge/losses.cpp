@@ -76,12 +76,12 @@ AnswerLayout AnswerLayout::to(const torch::Device& device) const {
 }
 
 torch::Tensor copy_losses(const CausalLM& model, const torch::Tensor& hidden,
-                          const AnswerLayout& layout, int64_t copies) {
+                          const AnswerLayout& layout, int64_t copies, const WeightPerturbation* perturbation) {
   const int64_t rows_per_copy = hidden.size(0) / copies * hidden.size(1);
   auto offsets = torch::arange(copies, layout.positions.options()).mul_(rows_per_copy).unsqueeze(1);
   auto rows = (offsets + layout.positions.unsqueeze(0)).reshape({-1});  // [copies * capacity]
   auto selected = hidden.reshape({-1, hidden.size(-1)}).index_select(0, rows);
-  auto logits = model.project_to_vocab(selected);  // [copies * capacity, V] float32
+  auto logits = model.project_to_vocab(selected, perturbation);  // [copies * capacity, V] float32
   auto nll = at::cross_entropy_loss(logits, layout.tokens.repeat({copies}), {}, at::Reduction::None);
   return nll.view({copies, -1}).mul(layout.weights.unsqueeze(0)).sum(1);
 }

@@ -44,8 +44,9 @@ struct AnswerLayout {
 };
 
 // [copies] float32 on the device: the answer-token loss of each copy of a batch repeated
-// `copies` times (hidden: [copies * b, T, d]).
+// `copies` times (hidden: [copies * b, T, d]). `perturbation`: MeZO's, for the lm_head too.
 torch::Tensor copy_losses(const CausalLM& model, const torch::Tensor& hidden,
-                          const AnswerLayout& layout, int64_t copies);
+                          const AnswerLayout& layout, int64_t copies,
+                          const WeightPerturbation* perturbation = nullptr);
 
 }  // namespace prge

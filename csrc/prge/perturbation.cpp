@@ -2,6 +2,10 @@
 
 #include "prge/counter_rng.h"
 
+#ifdef PRGE_WITH_CUDA
+#include "prge/cuda/weight_noise_kernels.h"
+#endif
+
 #include <ATen/Context.h>
 #include <fmt/format.h>
 
@@ -39,7 +43,12 @@ std::string to_string(NoiseRng rng) {
 
 NoiseRng resolve_noise_rng(NoiseRng rng, const torch::Device& device, bool lora_fa) {
   if (rng != NoiseRng::Auto) return rng;
-  return device.is_cuda() && lora_fa ? NoiseRng::Counter : NoiseRng::Torch;
+#ifdef PRGE_WITH_CUDA
+  constexpr bool kKernels = true;  // MeZO's weight-sized z drawn by one kernel per weight
+#else
+  constexpr bool kKernels = false;
+#endif
+  return device.is_cuda() && (lora_fa || kKernels) ? NoiseRng::Counter : NoiseRng::Torch;
 }
 
 PerturbationStream::PerturbationStream(uint64_t seed, NoiseDistribution distribution, NoiseRng rng)
@@ -117,11 +126,32 @@ torch::Tensor PerturbationStream::combine(const ZoParameter& param, int64_t step
     // One contraction over the query axis instead of q axpys.
     return at::tensordot(g, z, {0}, {0}).div_(static_cast<double>(queries));
   }
+#ifdef PRGE_WITH_CUDA
+  if (rng_ == NoiseRng::Counter && v.is_cuda()) {  // one kernel draws every z_i of the weight
+    auto g = torch::tensor(projected_grads, torch::kFloat64).to(torch::kFloat32).to(v.device());
+    return cuda::weight_direction(v.numel(), {counter_rng::step_key(seed_, step), {}}, param.index, g,
+                                  distribution_ == NoiseDistribution::Gaussian)
+        .view(v.sizes());
+  }
+#endif
   auto direction = torch::zeros(v.sizes(), v.options().dtype(torch::kFloat32));
   for (int64_t i = 0; i < queries; ++i) {
     direction.add_(noise(step, param.index, i, v.sizes(), v.device()), projected_grads[i]);
   }
   return direction.div_(static_cast<double>(queries));
+}
+
+torch::Tensor PerturbationStream::combine_on_device(const ZoParameter& param, const torch::Tensor& projected_grads,
+                                                   const torch::Tensor& step_key) const {
+#ifdef PRGE_WITH_CUDA
+  const auto& v = param.value;
+  if (rng_ == NoiseRng::Counter && v.is_cuda()) {
+    return cuda::weight_direction(v.numel(), {0, step_key}, param.index, projected_grads,
+                                  distribution_ == NoiseDistribution::Gaussian)
+        .view(v.sizes());
+  }
+#endif
+  throw std::invalid_argument("combine_on_device needs the counter RNG on a CUDA device (CUDA build)");
 }
 
 }  // namespace prge

@@ -1,6 +1,7 @@
 #include "prge/trainer.h"
 
 #include "prge/counter_rng.h"
+#include "prge/estimators/mezo_estimator.h"
 #include "prge/first_order_gradient.h"
 #include "prge/io/safetensors.h"
 
@@ -80,9 +81,12 @@ Trainer::Trainer(std::shared_ptr<CausalLM> model, EstimatorOptions estimator,
 
 Trainer::~Trainer() = default;
 
+bool Trainer::mezo() const { return estimator_options_.kind == EstimatorKind::Mezo; }
+
 bool Trainer::uses_fused_step() const {
-  return options_.fused_step && runs_on_device(estimator_options_) &&
-         !model_->adapter_buffer().empty();
+  if (!options_.fused_step) return false;
+  if (mezo()) return mezo_runs_on_device(*model_, stream_);
+  return runs_on_device(estimator_options_) && !model_->adapter_buffer().empty();
 }
 
 bool Trainer::uses_cuda_graphs() const {
@@ -130,7 +134,7 @@ void Trainer::update_adapters(const torch::Tensor& g, torch::Tensor step_key) {
 
 void Trainer::apply_estimate(const ZoEstimate& estimate) {
   optimizer_.begin_step(model_->device());
-  if (runs_on_device(estimator_options_) && !model_->adapter_buffer().empty()) {
+  if (!mezo() && runs_on_device(estimator_options_) && !model_->adapter_buffer().empty()) {
     update_adapters(torch::tensor(estimate.projected_grads, torch::kFloat64).to(torch::kFloat32).to(model_->device()));
   } else {
     optimizer_.apply(estimator_->parameters(*model_), stream_, estimate);
@@ -154,7 +158,8 @@ PointLosses Trainer::evaluate_share(const TokenBatch& batch, QueryRange range) {
   if (!estimator_) throw std::invalid_argument("a distributed step needs a zeroth-order estimator, not first_order");
   batch.validate();
   c10::InferenceMode guard;
-  if (!uses_fused_step()) return estimator_->evaluate_share(*model_, batch, step_, stream_, range);
+  // MeZO's shares stay on the estimator's path (its device step is the whole step).
+  if (!uses_fused_step() || mezo()) return estimator_->evaluate_share(*model_, batch, step_, stream_, range);
   const auto plans = device_step_plans(estimator_options_, stream_, step_, range);
   // The share's forwards only (captured on CUDA); the update after the gather runs eagerly.
   const auto losses = on_device(shaped_for_device(batch), plans, share_graphs_.get(),
@@ -188,8 +193,16 @@ StepResult Trainer::apply_losses(const std::vector<double>& losses) {
 
 DeviceEstimate Trainer::run_fused(const torch::Tensor& input_ids, const AnswerLayout& layout,
                                   const std::vector<MaterializedPlan>& plans) {
+  const auto& step_key = plans.front().step_key;
+  if (mezo()) {  // every weight updated in place by its own direction, z drawn again in a kernel
+    auto estimate = mezo_estimate_on_device(*model_, input_ids, layout, stream_, step_, step_key, estimator_options_);
+    for (const auto& p : trained_parameters()) {
+      optimizer_.update(p.index, p.value, stream_.combine_on_device(p, estimate.projected_grads, step_key));
+    }
+    return estimate;
+  }
   auto estimate = estimate_on_device(*model_, input_ids, layout, plans, estimator_options_);
-  update_adapters(estimate.projected_grads, plans.front().step_key);
+  update_adapters(estimate.projected_grads, step_key);
   return estimate;
 }
 
@@ -198,7 +211,9 @@ StepResult Trainer::fused_step(const TokenBatch& batch) {
   batch.validate();
   c10::InferenceMode guard;
   optimizer_.begin_step(model_->device());
-  const auto plans = device_step_plans(estimator_options_, stream_, step_);
+  // MeZO: one unperturbed plan, which only carries the step key to the device.
+  const auto plans = mezo() ? std::vector<PerturbationPlan>{PerturbationPlan::unperturbed(stream_, step_, 1)}
+                            : device_step_plans(estimator_options_, stream_, step_);
   const auto estimate = on_device(shaped_for_device(batch), plans, graphs_.get(),
                                   [this](const torch::Tensor& ids, const AnswerLayout& layout,
                                          const std::vector<MaterializedPlan>& materialized) {
@@ -210,9 +225,10 @@ StepResult Trainer::fused_step(const TokenBatch& batch) {
   auto result = result_of(estimate_from_losses(
       estimator_options_, step_, std::vector<double>(losses.data_ptr<double>(), losses.data_ptr<double>() + losses.numel())));
   result.projected_grads.assign(grads.data_ptr<double>(), grads.data_ptr<double>() + grads.numel());
-  result.forward_passes = static_cast<int64_t>(plans.size());
+  result.forward_passes = mezo() ? losses.numel() : static_cast<int64_t>(plans.size());  // MeZO: one per point
   result.sequences = 0;
   for (const auto& plan : plans) result.sequences += plan.copies() * batch.size();
+  if (mezo()) result.sequences = result.forward_passes * batch.size();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ++step_;
   return result;

@@ -29,9 +29,11 @@ struct StepResult {
 };
 
 struct TrainerOptions {
-  // P-RGE as one device-side step: its forwards (one for dual), the RGE direction over the
-  // flat adapter buffer, no host sync until the losses are read (the plain path estimates on
-  // the host and updates through per-matrix ATen ops; it stays for MeZO and as reference).
+  // The step as device work alone, no host sync until the losses are read: P-RGE's forwards
+  // (one for dual) and the RGE direction over the flat adapter buffer; MeZO's forwards with
+  // each perturbed weight and each weight's direction drawn by one kernel (counter RNG, CUDA
+  // layer kernels). The plain path estimates on the host and updates through per-matrix ATen
+  // ops; it stays as the reference and where these do not apply.
   bool fused_step = true;
   // On CUDA with the counter RNG, capture that step as a CUDA graph per batch shape (T
   // rounded up to kGraphLengthMultiple) and replay it.
@@ -80,6 +82,7 @@ class Trainer {
 
  private:
   std::vector<ZoParameter> trained_parameters() const;
+  bool mezo() const;  // full-parameter MeZO
   StepResult fused_step(const TokenBatch& batch);
   // The device work of one fused step (estimate + update); no host sync.
   DeviceEstimate run_fused(const torch::Tensor& input_ids, const AnswerLayout& layout,

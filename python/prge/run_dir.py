@@ -68,8 +68,11 @@ def normalized(config_yaml: str) -> str:
         config = parse_run_config(config_yaml)
     except ConfigError:
         return config_yaml
-    lora_fa = config.estimator.kind != "mezo"  # resolve_noise_rng in csrc/prge/perturbation.cpp
-    resolved = "counter" if config.model.device.startswith("cuda") and lora_fa else "torch"
+    from prge._core import cuda_built
+
+    # resolve_noise_rng in csrc/prge/perturbation.cpp: MeZO takes the counter RNG on CUDA where its kernels are built
+    lora_fa = config.estimator.kind != "mezo"
+    resolved = "counter" if config.model.device.startswith("cuda") and (lora_fa or cuda_built) else "torch"
     return config.to_yaml().replace("\n  rng: auto\n", f"\n  rng: {resolved}\n")
 
 

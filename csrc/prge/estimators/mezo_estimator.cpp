@@ -39,4 +39,31 @@ PointLosses MezoEstimator::evaluate_share(CausalLM& model, const TokenBatch& bat
   return out;
 }
 
+bool mezo_runs_on_device(const CausalLM& model, const PerturbationStream& stream) {
+  return stream.rng() == NoiseRng::Counter && model.use_layer_kernels();
+}
+
+DeviceEstimate mezo_estimate_on_device(const CausalLM& model, const torch::Tensor& input_ids,
+                                       const AnswerLayout& layout, const PerturbationStream& stream,
+                                       int64_t step, const torch::Tensor& step_key,
+                                       const EstimatorOptions& options) {
+  if (!mezo_runs_on_device(model, stream)) {
+    throw std::invalid_argument("MeZO's device step needs the counter RNG and the CUDA layer kernels");
+  }
+  std::vector<torch::Tensor> losses;
+  auto loss_at = [&](int64_t query, double scale) {
+    const WeightPerturbation perturbation{&stream, step, query, scale, step_key};
+    const auto* p = scale != 0.0 ? &perturbation : nullptr;
+    losses.push_back(copy_losses(model, model.hidden_states(input_ids, nullptr, p), layout, 1, p));
+  };
+  const bool central = options.difference == Difference::Central;
+  if (!central) loss_at(0, 0.0);  // L(θ), shared by every query
+  for (int64_t i = 0; i < options.queries; ++i) loss_at(i, options.epsilon);
+  for (int64_t i = 0; central && i < options.queries; ++i) loss_at(i, -options.epsilon);
+  DeviceEstimate out;
+  out.losses = torch::cat(losses);
+  out.projected_grads = projected_grads_on_device(out.losses, options);
+  return out;
+}
+
 }  // namespace prge

@@ -69,13 +69,9 @@ torch::Tensor losses_on_device(const CausalLM& model, const torch::Tensor& input
   return losses.size() == 1 ? losses.front() : torch::cat(losses);
 }
 
-DeviceEstimate estimate_on_device(const CausalLM& model, const torch::Tensor& input_ids,
-                                  const AnswerLayout& layout, const std::vector<MaterializedPlan>& plans,
-                                  const EstimatorOptions& options) {
+torch::Tensor projected_grads_on_device(const torch::Tensor& losses, const EstimatorOptions& options) {
   const int64_t q = options.queries;
-  DeviceEstimate out;
-  out.losses = losses_on_device(model, input_ids, layout, plans);
-  const auto l = out.losses.to(torch::kFloat64);
+  const auto l = losses.to(torch::kFloat64);
   const auto g = options.difference == Difference::Central
                      ? (l.narrow(0, 0, q) - l.narrow(0, q, q)) / (2.0 * options.epsilon)
                      : (l.narrow(0, 1, q) - l.narrow(0, 0, 1)) / options.epsilon;
@@ -86,7 +82,15 @@ DeviceEstimate estimate_on_device(const CausalLM& model, const torch::Tensor& in
     const auto sigma = l.narrow(0, 1, q).std(/*unbiased=*/false);
     normalized = torch::where(sigma > 0, g / sigma, torch::zeros_like(g));
   }
-  out.projected_grads = normalized.to(torch::kFloat32);
+  return normalized.to(torch::kFloat32);
+}
+
+DeviceEstimate estimate_on_device(const CausalLM& model, const torch::Tensor& input_ids,
+                                  const AnswerLayout& layout, const std::vector<MaterializedPlan>& plans,
+                                  const EstimatorOptions& options) {
+  DeviceEstimate out;
+  out.losses = losses_on_device(model, input_ids, layout, plans);
+  out.projected_grads = projected_grads_on_device(out.losses, options);
   return out;
 }
 

@@ -47,6 +47,11 @@ struct DeviceEstimate {
 torch::Tensor losses_on_device(const CausalLM& model, const torch::Tensor& input_ids,
                                const AnswerLayout& layout, const std::vector<MaterializedPlan>& plans);
 
+// g ([q] float32) from a step's losses ([points] float32 on the device, in the order above):
+// (L+ - L-) / 2 eps (central) or (L+ - L(θ)) / eps (forward), in float64 as estimate() does;
+// FZOO's divided by the standard deviation of its perturbed losses.
+torch::Tensor projected_grads_on_device(const torch::Tensor& losses, const EstimatorOptions& options);
+
 DeviceEstimate estimate_on_device(const CausalLM& model, const torch::Tensor& input_ids,
                                   const AnswerLayout& layout, const std::vector<MaterializedPlan>& plans,
                                   const EstimatorOptions& options);

@@ -1,8 +1,11 @@
 #include "prge/models/causal_lm.h"
 
+#include "prge/counter_rng.h"
+
 #ifdef PRGE_WITH_CUDA
 #include "prge/cuda/layer_kernels.h"
 #include "prge/cuda/quantized_kernels.h"
+#include "prge/cuda/weight_noise_kernels.h"
 #endif
 
 #include <fmt/format.h>
@@ -424,8 +427,15 @@ torch::Tensor CausalLM::weight(const torch::Tensor& w, int64_t index, const Weig
                                torch::Tensor out) const {
   if (!perturbation || !w.defined()) return w;
   const auto& p = *perturbation;
-  auto z = p.stream->noise(p.step, index, p.query, w.sizes(), w.device());  // float32
   if (!out.defined()) out = torch::empty_like(w);
+#ifdef PRGE_WITH_CUDA
+  if (p.stream->rng() == NoiseRng::Counter && use_layer_kernels() && w.is_contiguous() && out.is_contiguous()) {
+    const cuda::StepKey key{counter_rng::step_key(p.stream->seed(), p.step), p.step_key};
+    cuda::perturbed_weight(w, key, index, p.query, p.scale, p.stream->distribution() == NoiseDistribution::Gaussian, out);
+    return out;
+  }
+#endif
+  auto z = p.stream->noise(p.step, index, p.query, w.sizes(), w.device());  // float32
   // w + scale * z computed in float32 (type promotion) and rounded once into w's dtype: one
   // pass, written straight where the forward reads it.
   at::add_out(out, w, z, p.scale);

@@ -26,12 +26,16 @@ namespace prge {
 // Full-parameter MeZO's perturbation, applied inside the forward: each weight w is used as
 // w + scale * z(step, param, query), formed as a temporary one layer at a time (z regenerated
 // from the seed, added in float32, rounded once to the model dtype). The stored weights are
-// never perturbed, so no restore can drift in bf16 / fp16.
+// never perturbed, so no restore can drift in bf16 / fp16. With the counter RNG on a CUDA
+// device (layer kernels on) one kernel draws z and writes w + scale * z; `step_key`, when
+// defined ([1] int64 on the device, counter_rng::step_key(seed, step)), is where that kernel
+// reads the step's key, so that a CUDA graph of the forward serves every step.
 struct WeightPerturbation {
   const PerturbationStream* stream = nullptr;
   int64_t step = 0;
   int64_t query = 0;
   double scale = 0.0;
+  torch::Tensor step_key;
 };
 
 // Keys and values of every layer for incremental decoding: [N, kv_heads, length, head_dim].
@@ -122,6 +126,10 @@ class CausalLM {
   // they replace (tests compare the two).
   void set_layer_kernels(bool enabled) { layer_kernels_ = enabled; }
   bool layer_kernels() const { return layer_kernels_; }
+  // True where this forward takes the layer kernels (layer_kernels() on, CUDA build and device,
+  // no autograd, shapes the vectorized kernels take); MeZO's perturbed weights then come from
+  // one kernel each under the counter RNG.
+  bool use_layer_kernels() const;
 
   const ArchSpec& spec() const { return spec_; }
   const torch::Device& device() const { return device_; }
@@ -166,7 +174,6 @@ class CausalLM {
   int64_t param_index(size_t layer, Role role) const;  // in full_parameters() order
   int64_t final_norm_index() const;
   torch::Tensor embed(const torch::Tensor& ids, const WeightPerturbation* perturbation) const;
-  bool use_layer_kernels() const;
   std::vector<Role> qkv_roles() const;
   std::vector<Role> gate_up_roles() const;
 
