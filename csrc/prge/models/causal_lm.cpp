@@ -411,17 +411,19 @@ int64_t CausalLM::param_index(size_t layer, Role role) const {
 
 int64_t CausalLM::final_norm_index() const { return param_index(layers_.size(), Role::AttnInNorm) - offsets_.at(Role::AttnInNorm); }
 
-bool CausalLM::use_layer_kernels() const {
+bool CausalLM::layer_kernels_apply() const {
 #ifdef PRGE_WITH_CUDA
   // The kernels move 16 bytes per access: every row length a multiple of 8 elements (head_dim
   // of 16, so that each RoPE half is too).
   const auto& s = spec_;
   const bool vectorizable = s.head_dim % 16 == 0 && s.hidden_size % 8 == 0 && s.intermediate_size % 8 == 0;
-  return layer_kernels_ && vectorizable && device_.is_cuda() && !at::GradMode::is_enabled();
+  return layer_kernels_ && vectorizable && device_.is_cuda();
 #else
   return false;
 #endif
 }
+
+bool CausalLM::use_layer_kernels() const { return layer_kernels_apply() && !at::GradMode::is_enabled(); }
 
 torch::Tensor CausalLM::weight(const torch::Tensor& w, int64_t index, const WeightPerturbation* perturbation,
                                torch::Tensor out) const {

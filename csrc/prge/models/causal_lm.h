@@ -126,9 +126,11 @@ class CausalLM {
   // they replace (tests compare the two).
   void set_layer_kernels(bool enabled) { layer_kernels_ = enabled; }
   bool layer_kernels() const { return layer_kernels_; }
-  // True where this forward takes the layer kernels (layer_kernels() on, CUDA build and device,
-  // no autograd, shapes the vectorized kernels take); MeZO's perturbed weights then come from
-  // one kernel each under the counter RNG.
+  // True where the layer kernels serve this model's forwards without autograd (layer_kernels()
+  // on, CUDA build and device, shapes the vectorized kernels take); MeZO's perturbed weights
+  // then come from one kernel each under the counter RNG.
+  bool layer_kernels_apply() const;
+  // The same for this forward: layer_kernels_apply() and no autograd recording.
   bool use_layer_kernels() const;
 
   const ArchSpec& spec() const { return spec_; }
