@@ -26,6 +26,13 @@ SWEEP_KEYS = {"base", "output_root", "grid", "variants", "mode", "speed", "repor
 MODES = ("train", "speed")
 
 
+def grid_label(key: str, value) -> str:
+    """The part of a run's directory name that one grid point's setting adds: the key's last
+    part and the value (data.task: rte -> taskrte); a run is VARIANT-PART-PART... (prge report
+    strips the task's part to name a method across tasks)."""
+    return f"{key.split('.')[-1]}{value}"
+
+
 def load_sweep_spec(path: str | Path) -> dict:
     path = Path(path)
     spec = load_yaml(read_text(path, "sweep file"), str(path)) or {}
@@ -81,7 +88,7 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
         name = str(variant.pop("name", "run"))
         for combo in itertools.product(*grid.values()):
             point = dict(zip(grid.keys(), combo))
-            label = "-".join([name] + [f"{k.split('.')[-1]}{v}" for k, v in point.items()])
+            label = "-".join([name] + [grid_label(k, v) for k, v in point.items()])
             if label in labels:  # grid values 1 and '1', or keys ending alike (estimator.kind, optimizer.kind)
                 raise ValueError(f"{path}: two runs would share the directory {root / label} "
                                  f"({labels[label]} and {dict(point)}): make the grid values or keys distinct")

@@ -244,11 +244,12 @@ def test_a_sweep_over_tasks_reports_a_task_by_method_table(tmp_path):
     (1)), a last row of means over the tasks each column has."""
     from prge.reporting.collect import collect
     from prge.reporting.tables import write_report
+    from prge.sweep import grid_label
 
     best = {("prge_q4", "rte", 1): 0.50, ("prge_q4", "rte", 2): 0.60, ("prge_q4", "sst2", 1): 0.70,
             ("prge_q4", "sst2", 2): 0.90, ("mezo", "sst2", 1): 0.55}
     for (variant, task, seed), accuracy in best.items():
-        run = tmp_path / f"{variant}-task{task}-seed{seed}"
+        run = tmp_path / f"{variant}-{grid_label('data.task', task)}-seed{seed}"  # as prge sweep names it
         run.mkdir()
         kind = "mezo" if variant == "mezo" else "prge"
         (run / "summary.json").write_text(json.dumps({

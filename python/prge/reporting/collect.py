@@ -10,6 +10,7 @@ import yaml
 
 from prge import run_summary
 from prge.jsonl import read_jsonl
+from prge.sweep import grid_label
 
 SEED_SUFFIX = re.compile(r"-seed\d+$")
 
@@ -81,13 +82,13 @@ def _unique_names(runs: list[dict], key_of, name_of, field: str) -> None:
 
 
 def _variant_name(group: list[dict]) -> str:
-    """A method across tasks: its runs' names without -seedN and the sweep's "-task<name>" part
-    (prge_q4_dual-taskrte -> prge_q4_dual) when they all agree on that; otherwise (names that
+    """A method across tasks: its runs' names without -seedN and the task's part of a sweep's
+    run name (sweep.grid_label: prge_q4_dual-taskrte -> prge_q4_dual) when they all agree on that; otherwise (names that
     carry the task some other way) the folder name they share (rte/prge and sst2/prge -> prge),
     else what the runs share: estimator, q and parallel mode."""
     def short(run):
         name, task = method_of(run["run"]), str(run.get("task") or "")
-        return re.sub(rf"-task{re.escape(task)}(?=-|$)", "", name) if task else name
+        return re.sub(rf"-{re.escape(grid_label('data.task', task))}(?=-|$)", "", name) if task else name
     names = {short(run) for run in group}
     if len(names) == 1:
         return names.pop()
