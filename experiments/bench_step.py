@@ -282,10 +282,10 @@ def main():
             for q in (1, max(qs)):
                 s, m = bench_mezo_eager_torch(args, config, q, 1, max(2, args.steps // (2 * q)))
                 record(f"mezo_eager_torch q={q}", "mezo", q, "sequential", s, m)
-        s, m = bench_prge(args, config, "mezo", 1, "sequential", 1, args.steps)
+        s, m = bench_prge(args, config, "mezo", 1, "sequential", args.warmup, args.steps)
         record("mezo_cpp q=1", "mezo", 1, "sequential", s, m)
         if args.device.startswith("cuda") and prge.cuda_built:  # MeZO's earlier default: Philox, uncaptured
-            s, m = bench_prge(args, config, "mezo", 1, "sequential", 1, args.steps, rng="torch")
+            s, m = bench_prge(args, config, "mezo", 1, "sequential", args.warmup, args.steps, rng="torch")
             record("mezo_cpp q=1 (rng torch)", "mezo", 1, "sequential", s, m)
         s, m = bench_prge(args, config, "prge", 1, "sequential", args.warmup, args.steps)
         record("zo_lora_fa q=1", "prge", 1, "sequential", s, m)

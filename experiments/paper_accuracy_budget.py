@@ -36,7 +36,7 @@ METHODS = {"fo_sgd_lora_fa": (16, 1, 1000), "mezo": (16, 2, 5000), "lora_fa_q1":
 STEP_MS = {
     ("fo_sgd_lora_fa", "bfloat16"): (25.0, 0.0),   # not measured: a guess (~3 eager forwards of 16)
     ("fo_sgd_lora_fa", "float32"): (118.0, 0.0),   # H200, SST-2, Nov 24 (before the fused kernels): an upper bound
-    ("mezo", "bfloat16"): (46.0, 41.0),            # 45.7 ms (README, rng torch): weight-sized noise + 2 forwards
+    ("mezo", "bfloat16"): (46.0, 41.0),            # 45.7 ms (bench, rng torch, before MeZO's device step): noise + 2 forwards
     ("mezo", "float32"): (56.0, 47.0),             # H200, SST-2, Nov 24 (paper_accuracy_sst2_short)
     ("lora_fa_q1", "bfloat16"): (7.0, 0.0),        # bench_step_smollm2-135m_cuda_bfloat16_T128: zo_lora_fa q=1
     ("lora_fa_q1", "float32"): (29.3, 0.0),        # scaled by P-RGE's float32 / bfloat16 ratio, 17.6 / 4.2

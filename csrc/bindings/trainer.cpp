@@ -101,6 +101,8 @@ void bind_trainer(py::module_& m) {
       .def_property_readonly("rng", [](const Trainer& t) { return to_string(t.rng()); },
                              "the generator z is drawn from (estimator.rng resolved for the device)")
       .def_property_readonly("step_path", &Trainer::step_path, "which code runs a step, in words")
+      .def_property_readonly("share_path", &Trainer::share_path,
+                             "which code runs a distributed step's share (evaluate_share), in words")
       .def("step", &Trainer::step, py::arg("batch"), py::call_guard<py::gil_scoped_release>())
       .def("evaluate_share",
            [](Trainer& t, const TokenBatch& batch, int64_t begin, int64_t end, bool center) {

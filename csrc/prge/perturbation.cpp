@@ -145,6 +145,7 @@ torch::Tensor PerturbationStream::combine_on_device(const ZoParameter& param, co
                                                    const torch::Tensor& step_key) const {
 #ifdef PRGE_WITH_CUDA
   const auto& v = param.value;
+  // Either layout: under the counter RNG row i of a Block draw is the PerQuery stream i.
   if (rng_ == NoiseRng::Counter && v.is_cuda()) {
     return cuda::weight_direction(v.numel(), {0, step_key}, param.index, projected_grads,
                                   distribution_ == NoiseDistribution::Gaussian)

@@ -111,6 +111,11 @@ std::string Trainer::step_path() const {
   return fmt::format("ATen step (rng {})", rng);
 }
 
+std::string Trainer::share_path() const {
+  if (mezo() || !uses_fused_step()) return fmt::format("ATen step (rng {})", to_string(stream_.rng()));
+  return step_path();
+}
+
 int64_t Trainer::cuda_graphs_captured() const {
 #ifdef PRGE_WITH_CUDA
   return graphs_ ? graphs_->captured() + share_graphs_->captured() : 0;

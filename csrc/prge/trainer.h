@@ -71,6 +71,9 @@ class Trainer {
   NoiseRng rng() const { return stream_.rng(); }
   // Which code runs a step, in words (logged by prge train, stored in summary.json).
   std::string step_path() const;
+  // The same for a distributed run's steps (evaluate_share + apply_losses): MeZO's shares take
+  // the estimator's path (its device step is a whole step).
+  std::string share_path() const;
   int64_t cuda_graphs_captured() const;
   void set_step_count(int64_t step) { step_ = step; }
   std::shared_ptr<CausalLM> model_ptr() { return model_; }

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 from prge import durable
@@ -119,6 +120,13 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
     if trainer.step_count != state["step"]:
         raise RunDirError(f"{out_dir}: {directory / TENSORS} is at step {trainer.step_count}, its state at step "
                           f"{state['step']}: the checkpoint is torn, resume is not possible")
+    stored_rng = state.get("rng")
+    if stored_rng is not None and stored_rng != trainer.rng:
+        # estimator.rng: auto resolves by version, device and estimator (MeZO on CUDA took the torch
+        # generator before its device step): the estimate keeps its distribution, its z stream changes.
+        print(f"prge: note: {directory}: steps 1-{state['step']} drew z from the {stored_rng} generator, the "
+              f"steps from here on draw from {trainer.rng}; set estimator.rng: {stored_rng} to continue "
+              f"the same stream", file=sys.stderr)
     if clean:
         _remove_others(out_dir, keep=directory.name if directory != out_dir else None)
     return state

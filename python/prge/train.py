@@ -143,7 +143,8 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
             f"parallel={config.estimator.parallel} on {task.name} ({kind.name}) with {config.model.name}: "
             f"{len(train)} train / {len(dev)} dev / {len(evaluation)} eval examples "
             f"({config.data.protocol} protocol), {config.run.steps} steps")
-        log(f"[prge] step: {trainer.step_path}")
+        step_path = trainer.share_path if team else trainer.step_path
+        log(f"[prge] step: {step_path}")
         if team:
             log(f"[prge] distributed: {team.grid.world} processes = {team.grid.query_groups} query group(s) x "
                 f"{team.grid.data_parallel} data group(s), backend {distributed.backend()}")
@@ -179,7 +180,8 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
                 if writer:
                     checkpoints.save(out_dir, trainer, {"step": step, "sampler": sampler.state(),
                                                         "forward_passes": passes, "sequences": sequences,
-                                                        "step_seconds": step_seconds, "data": fingerprint})
+                                                        "step_seconds": step_seconds, "data": fingerprint,
+                                                        "rng": trainer.rng})
                 where.saved = step
 
         bar = progress_bar(config.run.steps, progress, initial=first - 1)
@@ -237,7 +239,7 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
         summary = run_summary.write(out_dir, run_summary.identity(config, mode="train", task=task.name), {
             **results, "forward_passes": passes, "sequences": sequences, "eval_history": history,
             "mean_step_seconds": sum(step_seconds) / len(step_seconds) if step_seconds else None,
-            "step_path": trainer.step_path, "rng": trainer.rng, "data_fingerprint": fingerprint,
+            "step_path": step_path, "rng": trainer.rng, "data_fingerprint": fingerprint,
             "wall_seconds": time.monotonic() - started, "resumed_after_step": state["step"] if state else 0,
         })
         durable.boundary("summary.json written")

@@ -48,6 +48,22 @@ TEST(Perturbation, CombineIsTheMeanOfProjectedDirections) {
   }
 }
 
+TEST(Perturbation, AutoResolvesPerDeviceAndEstimator) {
+  using prge::NoiseRng;
+  using prge::resolve_noise_rng;
+  const torch::Device cpu(torch::kCPU), cuda("cuda");
+  EXPECT_EQ(resolve_noise_rng(NoiseRng::Auto, cpu, true), NoiseRng::Torch);
+  EXPECT_EQ(resolve_noise_rng(NoiseRng::Auto, cpu, false), NoiseRng::Torch);
+  EXPECT_EQ(resolve_noise_rng(NoiseRng::Auto, cuda, true), NoiseRng::Counter);
+#ifdef PRGE_WITH_CUDA
+  EXPECT_EQ(resolve_noise_rng(NoiseRng::Auto, cuda, false), NoiseRng::Counter);  // MeZO: its kernels draw z
+#else
+  EXPECT_EQ(resolve_noise_rng(NoiseRng::Auto, cuda, false), NoiseRng::Torch);
+#endif
+  EXPECT_EQ(resolve_noise_rng(NoiseRng::Torch, cuda, false), NoiseRng::Torch);
+  EXPECT_EQ(resolve_noise_rng(NoiseRng::Counter, cpu, false), NoiseRng::Counter);
+}
+
 TEST(PerturbationPlan, CentralDualListsPlusThenMinus) {
   PerturbationStream s(0, NoiseDistribution::Gaussian);
   auto plan = prge::PerturbationPlan::central_dual(s, 0, 3, 0.01);

@@ -337,13 +337,19 @@ def test_an_unknown_model_name_names_the_key_and_the_config_file(tmp_path, capsy
 
 
 def test_mezo_with_the_counter_rng_is_warned_about():
-    """MeZO draws weight-sized noise: the counter RNG makes that about 5-11x slower than the
-    torch generator that rng: auto takes for it, so an explicit counter is a warning."""
+    """MeZO draws weight-sized noise: off CUDA (no kernel draws it) the counter RNG's ATen ops make
+    that about 11x slower than the torch generator that rng: auto takes there, so an explicit
+    counter on the CPU is a warning; on CUDA a kernel draws it and auto takes counter itself."""
     import prge
 
     mezo = "estimator: {kind: mezo, parallel: sequential, rng: %s}"
     assert any("counter with estimator.kind mezo" in w for w in prge.parse_run_config(mezo % "counter").warnings)
     assert not prge.parse_run_config(mezo % "auto").warnings
+    on = "model: {device: %s}\nestimator: {kind: mezo, parallel: sequential, rng: counter}\n"
+    cpu = [w for w in prge.parse_run_config(on % "cpu").warnings if "estimator.rng" in w]
+    assert len(cpu) == 1 and "counter with estimator.kind mezo on cpu" in cpu[0]
+    for device in ("cuda", "cuda:1"):  # a kernel draws it there
+        assert not [w for w in prge.parse_run_config(on % device).warnings if "estimator.rng" in w]
 
 
 def test_a_template_yaml_read_as_a_mapping_says_to_quote_it():

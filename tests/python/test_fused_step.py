@@ -53,7 +53,9 @@ def test_adapters_are_views_of_one_flat_buffer(tiny_llama):
     assert not trainer.uses_cuda_graphs  # CPU: graphs never apply
 
 
-def test_mezo_keeps_the_plain_path(tiny_llama):
+def test_mezo_keeps_the_plain_path_on_the_cpu(tiny_llama):
+    """MeZO's device step needs the CUDA kernels (its perturbed weights drawn in a kernel that reads
+    the step key from device memory); on the CPU it takes the plain path."""
     path, _ = tiny_llama
     trainer = prge.Trainer(prge.CausalLM.from_pretrained(str(path)), prge.EstimatorOptions("mezo", 1, EPS, "central", "sequential"),
                            prge.OptimizerOptions(lr=LR), SEED)

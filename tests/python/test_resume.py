@@ -92,6 +92,28 @@ def test_ctrl_c_checkpoints_and_exits_cleanly(configs, capsys):
     assert "the run finished; nothing to resume" in capsys.readouterr().err
 
 
+def test_a_resume_under_another_generator_says_so(configs, capsys):
+    """A checkpoint records the generator its steps drew z from; resuming where estimator.rng
+    resolves to another one (rng: auto for MeZO on CUDA changed from torch to counter) goes on
+    with a note naming both and how to keep the stream."""
+    from prge import checkpoints
+
+    tmp_path, config = configs
+    path = config("other_rng")
+    done = child(["train", str(path), "--no-progress"], sig="SIGINT", kill_at=3)
+    assert done.returncode == 2, done.stderr
+    pointer = json.loads((tmp_path / "other_rng" / checkpoints.POINTER).read_text())
+    state_path = tmp_path / "other_rng" / pointer["directory"] / checkpoints.STATE
+    state = json.loads(state_path.read_text())
+    assert state["rng"] == "torch"  # this CPU run's generator
+    state_path.write_text(json.dumps({**state, "rng": "counter"}))
+    capsys.readouterr()
+    assert main(["train", str(path), "--no-progress", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert ("steps 1-3 drew z from the counter generator, the steps from here on draw from torch; set "
+            "estimator.rng: counter to continue the same stream") in err, err
+
+
 # Issue 24: a checkpoint is one atomic unit. A child process stops itself at a write boundary
 # (prge.durable.boundary: PRGE_TEST_SIGNAL_AT_WRITE=WHERE[@SIGNAL]); after every stop, --resume
 # ends with the metrics and final weights of the uninterrupted run, bit for bit.

@@ -79,6 +79,26 @@ def test_a_run_stored_before_rng_auto_is_the_same_run_on_its_device(tmp_path):
         finished(tmp_path, config.to_yaml())
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_a_mezo_run_with_rng_auto_is_the_run_of_the_generator_auto_resolves_to(tmp_path, device):
+    """For MeZO, auto resolves to counter on CUDA in a CUDA build (its kernels draw the noise) and
+    to torch elsewhere; the run directory check and the config's own comment agree with that."""
+    import prge
+    from prge.run_dir import RunDirError, finished
+
+    config = prge.parse_run_config(f"model: {{device: {device}}}\nestimator: {{kind: mezo, parallel: sequential}}\n"
+                                   "run: {steps: 1}\n")
+    resolved = "counter" if device == "cuda" and prge.cuda_built else "torch"
+    other = {"counter": "torch", "torch": "counter"}[resolved]
+    (tmp_path / "summary.json").write_text("{}")
+    (tmp_path / "config.yaml").write_text(config.to_yaml().replace("rng: auto", f"rng: {resolved}"))
+    assert finished(tmp_path, config.to_yaml())
+    (tmp_path / "config.yaml").write_text(config.to_yaml().replace("rng: auto", f"rng: {other}"))
+    with pytest.raises(RunDirError, match=f"rng: {other}"):
+        finished(tmp_path, config.to_yaml())
+    assert f"# {resolved} on {device}" in config.to_yaml(True)
+
+
 # Issue 24: outputs never clobber. Every command that writes a directory refuses one holding
 # something it did not write there (unless --overwrite) and never writes where it reads its model.
 @pytest.fixture(scope="module")

@@ -21,7 +21,11 @@ __global__ void perturbed_weight_kernel(const T* w, T* out, uint32_t n, const in
   }
 }
 
-constexpr int kMaxKeysInShared = 64;
+constexpr int kMaxKeysInShared = 64;  // more queries: each thread hashes its keys itself
+static_assert(kThreads >= kMaxKeysInShared, "one pass of a block's threads fills the key table");
+
+// As PerturbationStream::combine's ATen ops compute it: direction.add_(z_i, g_i) from zeros (a
+// multiply-add each), then div_(q) (ATen multiplies by the float reciprocal of a scalar divisor).
 
 __global__ void weight_direction_kernel(uint32_t n, const int64_t* device_key, uint32_t key_value,
                                         int64_t param_index, const float* g, int queries, bool gaussian,
@@ -29,6 +33,7 @@ __global__ void weight_direction_kernel(uint32_t n, const int64_t* device_key, u
   __shared__ uint32_t keys[kMaxKeysInShared];
   const uint32_t step = step_key_of(device_key, key_value);
   const bool shared_keys = queries <= kMaxKeysInShared;
+  const float inverse_queries = 1.0f / static_cast<float>(queries);
   if (shared_keys && static_cast<int>(threadIdx.x) < queries) keys[threadIdx.x] = stream_key(step, param_index, threadIdx.x);
   __syncthreads();
   for (uint32_t j = blockIdx.x * blockDim.x + threadIdx.x; j < n; j += gridDim.x * blockDim.x) {
@@ -36,9 +41,9 @@ __global__ void weight_direction_kernel(uint32_t n, const int64_t* device_key, u
     float acc = 0.0f;
     for (int i = 0; i < queries; ++i) {
       const uint32_t key = shared_keys ? keys[i] : stream_key(step, param_index, i);
-      acc = __fadd_rn(acc, __fmul_rn(g[i], noise_of(key, mixed_k, mixed_n_plus_k, gaussian)));
+      acc = __fmaf_rn(g[i], noise_of(key, mixed_k, mixed_n_plus_k, gaussian), acc);
     }
-    out[j] = __fdiv_rn(acc, static_cast<float>(queries));
+    out[j] = __fmul_rn(acc, inverse_queries);
   }
 }
 

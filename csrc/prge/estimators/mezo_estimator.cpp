@@ -40,7 +40,7 @@ PointLosses MezoEstimator::evaluate_share(CausalLM& model, const TokenBatch& bat
 }
 
 bool mezo_runs_on_device(const CausalLM& model, const PerturbationStream& stream) {
-  return stream.rng() == NoiseRng::Counter && model.layer_kernels_apply();
+  return stream.rng() == NoiseRng::Counter && model.kernels_apply();
 }
 
 DeviceEstimate mezo_estimate_on_device(const CausalLM& model, const torch::Tensor& input_ids,

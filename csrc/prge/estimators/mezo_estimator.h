@@ -24,7 +24,7 @@ class MezoEstimator final : public ZoEstimator {
 
 // MeZO's step as device work alone, for the trainer to capture as a CUDA graph: true when every
 // perturbed weight comes from one kernel reading the step key from device memory (counter RNG,
-// CUDA build and device, the model's layer kernels on).
+// CUDA build and device, the model's kernels on: CausalLM::kernels_apply).
 bool mezo_runs_on_device(const CausalLM& model, const PerturbationStream& stream);
 
 // The losses of one MeZO step in zo_estimator.h's order (central [+εz_0.., −εz_0..], forward

@@ -411,19 +411,21 @@ int64_t CausalLM::param_index(size_t layer, Role role) const {
 
 int64_t CausalLM::final_norm_index() const { return param_index(layers_.size(), Role::AttnInNorm) - offsets_.at(Role::AttnInNorm); }
 
-bool CausalLM::layer_kernels_apply() const {
+bool CausalLM::kernels_apply() const {
 #ifdef PRGE_WITH_CUDA
-  // The kernels move 16 bytes per access: every row length a multiple of 8 elements (head_dim
-  // of 16, so that each RoPE half is too).
-  const auto& s = spec_;
-  const bool vectorizable = s.head_dim % 16 == 0 && s.hidden_size % 8 == 0 && s.intermediate_size % 8 == 0;
-  return layer_kernels_ && vectorizable && device_.is_cuda();
+  return layer_kernels_ && device_.is_cuda();
 #else
   return false;
 #endif
 }
 
-bool CausalLM::use_layer_kernels() const { return layer_kernels_apply() && !at::GradMode::is_enabled(); }
+bool CausalLM::use_layer_kernels() const {
+  // The layer kernels move 16 bytes per access: every row length a multiple of 8 elements
+  // (head_dim of 16, so that each RoPE half is too).
+  const auto& s = spec_;
+  const bool vectorizable = s.head_dim % 16 == 0 && s.hidden_size % 8 == 0 && s.intermediate_size % 8 == 0;
+  return kernels_apply() && vectorizable && !at::GradMode::is_enabled();
+}
 
 torch::Tensor CausalLM::weight(const torch::Tensor& w, int64_t index, const WeightPerturbation* perturbation,
                                torch::Tensor out) const {
@@ -431,7 +433,8 @@ torch::Tensor CausalLM::weight(const torch::Tensor& w, int64_t index, const Weig
   const auto& p = *perturbation;
   if (!out.defined()) out = torch::empty_like(w);
 #ifdef PRGE_WITH_CUDA
-  if (p.stream->rng() == NoiseRng::Counter && use_layer_kernels() && w.is_contiguous() && out.is_contiguous()) {
+  if (p.stream->rng() == NoiseRng::Counter && kernels_apply() && !at::GradMode::is_enabled() && w.is_contiguous() &&
+      out.is_contiguous()) {
     const cuda::StepKey key{counter_rng::step_key(p.stream->seed(), p.step), p.step_key};
     cuda::perturbed_weight(w, key, index, p.query, p.scale, p.stream->distribution() == NoiseDistribution::Gaussian, out);
     return out;

@@ -126,11 +126,12 @@ class CausalLM {
   // they replace (tests compare the two).
   void set_layer_kernels(bool enabled) { layer_kernels_ = enabled; }
   bool layer_kernels() const { return layer_kernels_; }
-  // True where the layer kernels serve this model's forwards without autograd (layer_kernels()
-  // on, CUDA build and device, shapes the vectorized kernels take); MeZO's perturbed weights
-  // then come from one kernel each under the counter RNG.
-  bool layer_kernels_apply() const;
-  // The same for this forward: layer_kernels_apply() and no autograd recording.
+  // True where prge's CUDA kernels may serve this model's forwards (layer_kernels() on, CUDA
+  // build and device); without autograd, MeZO's perturbed weights then come from one kernel
+  // each under the counter RNG, whatever the shapes.
+  bool kernels_apply() const;
+  // The fused layer kernels for this forward: kernels_apply(), no autograd recording, and row
+  // lengths the 16-byte vectorized kernels take.
   bool use_layer_kernels() const;
 
   const ArchSpec& spec() const { return spec_; }
