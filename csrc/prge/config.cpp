@@ -410,14 +410,16 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
                     "0.49 at 1e-3 in bfloat16); use epsilon >= {:g} or float32",
                     c.estimator.epsilon, c.model.dtype, c.model.dtype, floor)));
   }
+  // MeZO's weight-sized noise under the counter RNG: one kernel per weight in a CUDA build on a
+  // CUDA device, many ATen ops elsewhere.
   if (c.estimator.kind == EstimatorKind::Mezo && c.estimator.rng == NoiseRng::Counter &&
-      !torch::Device(c.model.device).is_cuda()) {
+      (!torch::Device(c.model.device).is_cuda() || !cuda_kernels_built())) {
     c.warnings.push_back(reader.located(
         est["rng"] ? est["rng"] : est, "estimator.rng",
-        fmt::format("counter with estimator.kind mezo on {}: off CUDA the counter RNG draws MeZO's weight-sized "
-                    "noise with many ATen ops, measured about 11x slower than the torch generator on a CPU (rng: "
-                    "auto takes torch there)",
-                    c.model.device)));
+        fmt::format("counter with estimator.kind mezo on {}{}: without prge's CUDA kernels the counter RNG draws "
+                    "MeZO's weight-sized noise with many ATen ops, measured about 11x slower than the torch "
+                    "generator on a CPU (rng: auto takes torch there)",
+                    c.model.device, torch::Device(c.model.device).is_cuda() ? " (a build without CUDA kernels)" : "")));
   }
   if (c.estimator.kind == EstimatorKind::Mezo) {
     c.use_adapter = false;  // MeZO tunes every weight; adapters would only slow it down
@@ -622,7 +624,9 @@ std::string RunConfig::to_yaml(bool every_key) const {
   if (every_key && estimator.rng == NoiseRng::Auto) {  // what auto means for this device and estimator
     const auto resolved = resolve_noise_rng(estimator.rng, torch::Device(model.device),
                                             estimator.kind != EstimatorKind::Mezo);
-    y.insert(y.size() - 1, fmt::format("  # {} on {}", to_string(resolved), model.device));
+    const bool no_kernels = torch::Device(model.device).is_cuda() && !cuda_kernels_built();
+    y.insert(y.size() - 1, fmt::format("  # {} on {}{}", to_string(resolved), model.device,
+                                       no_kernels ? " (this build has no CUDA kernels)" : ""));
   }
   y += fmt::format(
       "optimizer:\n  kind: {}\n  lr: {}\n  momentum: {}\n  betas: [{}, {}]\n  eps: {}\n  weight_decay: {}\n"

@@ -41,14 +41,18 @@ std::string to_string(NoiseRng rng) {
   return "?";
 }
 
+bool cuda_kernels_built() {
+#ifdef PRGE_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
 NoiseRng resolve_noise_rng(NoiseRng rng, const torch::Device& device, bool lora_fa) {
   if (rng != NoiseRng::Auto) return rng;
-#ifdef PRGE_WITH_CUDA
-  constexpr bool kKernels = true;  // MeZO's weight-sized z drawn by one kernel per weight
-#else
-  constexpr bool kKernels = false;
-#endif
-  return device.is_cuda() && (lora_fa || kKernels) ? NoiseRng::Counter : NoiseRng::Torch;
+  // MeZO's weight-sized z: one kernel per weight where the build has them.
+  return device.is_cuda() && (lora_fa || cuda_kernels_built()) ? NoiseRng::Counter : NoiseRng::Torch;
 }
 
 PerturbationStream::PerturbationStream(uint64_t seed, NoiseDistribution distribution, NoiseRng rng)

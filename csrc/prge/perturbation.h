@@ -33,6 +33,8 @@ std::string to_string(NoiseRng rng);
 // The generator `rng` means on `device` for an estimator that perturbs LoRA-FA B (true) or
 // every weight (false); Torch and Counter are returned as they are.
 NoiseRng resolve_noise_rng(NoiseRng rng, const torch::Device& device, bool lora_fa = true);
+// Whether this build has prge's CUDA kernels (PRGE_WITH_CUDA: a CUDA torch and nvcc at build time).
+bool cuda_kernels_built();
 
 // Marks a draw that yields all q queries of one parameter at once ([q, ...]).
 constexpr int64_t kQueryBlock = -1;

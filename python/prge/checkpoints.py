@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 from prge import durable
@@ -120,16 +119,27 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
     if trainer.step_count != state["step"]:
         raise RunDirError(f"{out_dir}: {directory / TENSORS} is at step {trainer.step_count}, its state at step "
                           f"{state['step']}: the checkpoint is torn, resume is not possible")
-    stored_rng = state.get("rng")
-    if stored_rng is not None and stored_rng != trainer.rng:
-        # estimator.rng: auto resolves by version, device and estimator (MeZO on CUDA took the torch
-        # generator before its device step): the estimate keeps its distribution, its z stream changes.
-        print(f"prge: note: {directory}: steps 1-{state['step']} drew z from the {stored_rng} generator, the "
-              f"steps from here on draw from {trainer.rng}; set estimator.rng: {stored_rng} to continue "
-              f"the same stream", file=sys.stderr)
     if clean:
         _remove_others(out_dir, keep=directory.name if directory != out_dir else None)
     return state
+
+
+def generator_note(state: dict, trainer, config) -> str | None:
+    """A note when a checkpoint's steps drew z from another generator than `trainer` draws from:
+    estimator.rng: auto resolves by version, device and estimator. A checkpoint written before
+    checkpoints recorded their generator is taken to have drawn a MeZO run's z on CUDA under auto
+    from the torch generator (auto's meaning then). The estimate keeps its distribution; only
+    the stream of z changes."""
+    stored = state.get("rng")
+    if stored is None and config.estimator.kind == "mezo" and config.estimator.rng == "auto" \
+            and config.model.device.startswith("cuda"):
+        stored = "torch"
+    if stored is None or stored == trainer.rng:
+        return None
+    return (f"[prge] note: steps 1-{state['step']} drew z from the {stored} generator (estimator.rng: "
+            f"{config.estimator.rng} then), the steps from here on draw from {trainer.rng}: the estimate is the "
+            f"same in distribution, the stream of z is another. For one stream throughout, start the run "
+            f"again with estimator.rng: {stored}")
 
 
 def _check_same_data(out_dir: Path, stored: dict | None, fingerprint: dict | None, allow: bool) -> None:

@@ -166,6 +166,8 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
             history = [r for r in checkpoints.metrics_until(metrics_path, state["step"])
                        if f"eval_{primary}" in r] if writer else []
             log(f"[prge] resuming after step {state['step']} from {out_dir / checkpoints.POINTER}")
+            if note := checkpoints.generator_note(state, trainer, config):
+                log(note)
         else:
             history = [evaluate(0, 0, 0)]
             log(f"[prge] before training: {describe(history[0])}" + (f"; {baseline[0]}" if baseline else ""))

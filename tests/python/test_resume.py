@@ -109,9 +109,28 @@ def test_a_resume_under_another_generator_says_so(configs, capsys):
     state_path.write_text(json.dumps({**state, "rng": "counter"}))
     capsys.readouterr()
     assert main(["train", str(path), "--no-progress", "--resume"]) == 0
-    err = capsys.readouterr().err
-    assert ("steps 1-3 drew z from the counter generator, the steps from here on draw from torch; set "
-            "estimator.rng: counter to continue the same stream") in err, err
+    out = capsys.readouterr().out
+    assert ("[prge] note: steps 1-3 drew z from the counter generator (estimator.rng: auto then), the steps from "
+            "here on draw from torch") in out and "start the run again with estimator.rng: counter" in out, out
+
+
+def test_a_checkpoint_from_before_generators_were_recorded():
+    """A checkpoint without "rng" (written before checkpoints recorded it) of a MeZO run on CUDA
+    under rng: auto drew from the torch generator, auto's meaning then; other runs get no note."""
+    from types import SimpleNamespace as NS
+
+    from prge.checkpoints import generator_note
+
+    def config(kind, device, rng="auto"):
+        return NS(estimator=NS(kind=kind, rng=rng), model=NS(device=device))
+
+    counter, torch_rng = NS(rng="counter"), NS(rng="torch")
+    note = generator_note({"step": 7}, counter, config("mezo", "cuda"))
+    assert note and "steps 1-7 drew z from the torch generator" in note and "draw from counter" in note
+    assert generator_note({"step": 7}, counter, config("mezo", "cuda", "counter")) is None
+    assert generator_note({"step": 7}, torch_rng, config("mezo", "cpu")) is None
+    assert generator_note({"step": 7}, counter, config("prge", "cuda")) is None
+    assert generator_note({"step": 7, "rng": "counter"}, counter, config("mezo", "cuda")) is None
 
 
 # Issue 24: a checkpoint is one atomic unit. A child process stops itself at a write boundary

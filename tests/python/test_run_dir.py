@@ -97,6 +97,7 @@ def test_a_mezo_run_with_rng_auto_is_the_run_of_the_generator_auto_resolves_to(t
     with pytest.raises(RunDirError, match=f"rng: {other}"):
         finished(tmp_path, config.to_yaml())
     assert f"# {resolved} on {device}" in config.to_yaml(True)
+    assert ("(this build has no CUDA kernels)" in config.to_yaml(True)) == (device == "cuda" and not prge.cuda_built)
 
 
 # Issue 24: outputs never clobber. Every command that writes a directory refuses one holding
