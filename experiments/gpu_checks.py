@@ -260,6 +260,32 @@ def check_mezo_device_step(config) -> None:
                f"g {[round(x, 4) for x in g]}, worst relative diff {worst:.3g} over {len(before)} weights")
 
 
+def check_first_order_device_step(config) -> None:
+    """First order (backpropagation to every B, then the update) as one CUDA graph against the
+    same device step uncaptured (bit-identical) and against the plain path (its unpadded batch,
+    host loss; close: padding to 32 tokens changes the GEMM shapes), fp32, 5 steps of two
+    lengths."""
+    def first_order(fused, graphs):
+        model = prge.CausalLM.random(config, 0, "cuda", "float32")
+        model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32, init_seed=3))
+        return prge.Trainer(model, prge.EstimatorOptions("first_order", 1), prge.OptimizerOptions(lr=1e-2, momentum=0.9),
+                            5, fused_step=fused, cuda_graphs=graphs), model
+
+    (graphed, gm), (eager, em), (plain, pm) = first_order(True, True), first_order(True, False), first_order(False, False)
+    paths = (graphed.uses_cuda_graphs, eager.uses_fused_step and not eager.uses_cuda_graphs, not plain.uses_fused_step)
+    gr, gb = run(graphed, gm, config, 5, 4, 64)
+    er, eb = run(eager, em, config, 5, 4, 64)
+    pr, pb = run(plain, pm, config, 5, 4, 64)
+    same = all(g.losses == e.losses for g, e in zip(gr, er)) and torch.equal(gb, eb)
+    loss_diff = max(abs(e.loss - p.loss) for e, p in zip(er, pr))
+    b_diff = (eb - pb).abs().max().item()
+    report("first-order device step: graphed == uncaptured, vs plain path, fp32, 5 steps",
+           all(paths) and same and graphed.cuda_graphs_captured == 2 and loss_diff < 1e-4
+           and b_diff < 1e-4 * max(1.0, pb.abs().max().item()),
+           f"paths {paths}, graphed identical: {same}, graphs {graphed.cuda_graphs_captured}; vs plain: max loss "
+           f"diff {loss_diff:.3g}, max B diff {b_diff:.3g} (max |B| {pb.abs().max().item():.3g})")
+
+
 def check_kernels_vs_aten() -> None:
     kernels = prge._core.layer_kernels
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -396,6 +422,7 @@ def main() -> int:
     check_patterned_adapters(config)
     check_mezo_no_drift(config)
     check_mezo_device_step(config)
+    check_first_order_device_step(config)
     check_kernels_vs_aten()
     check_layer_kernels(config)
     check_dequantize_kernel(config)

@@ -28,4 +28,22 @@ FirstOrderResult lora_fa_gradient(CausalLM& model, const TokenBatch& batch) {
   return out;
 }
 
+FirstOrderOnDevice lora_fa_gradient_on_device(CausalLM& model, const torch::Tensor& input_ids,
+                                              const AnswerLayout& layout) {
+  if (c10::InferenceMode::is_enabled()) {
+    throw std::logic_error("lora_fa_gradient_on_device needs autograd: call it outside InferenceMode");
+  }
+  torch::AutoGradMode autograd(true);
+  auto params = model.adapter_parameters();
+  if (params.empty()) throw std::invalid_argument("first_order needs LoRA-FA adapters");
+  std::vector<torch::Tensor> leaves;
+  for (auto& p : params) leaves.push_back(p.value.requires_grad_(true));
+  auto loss = copy_losses(model, model.hidden_states(input_ids), layout, 1);  // [1]
+  auto grads = torch::autograd::grad({loss.sum()}, leaves);
+  for (auto& p : params) p.value.requires_grad_(false);
+  std::vector<torch::Tensor> flat;
+  for (auto& g : grads) flat.push_back(g.detach().to(torch::kFloat32).flatten());
+  return {loss.detach(), torch::cat(flat)};
+}
+
 }  // namespace prge

@@ -83,16 +83,20 @@ Trainer::~Trainer() = default;
 
 bool Trainer::mezo() const { return estimator_options_.kind == EstimatorKind::Mezo; }
 
+bool Trainer::first_order() const { return estimator_options_.kind == EstimatorKind::FirstOrder; }
+
 bool Trainer::uses_fused_step() const {
   if (!options_.fused_step) return false;
   if (mezo()) return mezo_runs_on_device(*model_, stream_);
+  if (first_order()) return model_->kernels_apply() && !model_->adapter_buffer().empty();
   return runs_on_device(estimator_options_) && !model_->adapter_buffer().empty();
 }
 
 bool Trainer::uses_cuda_graphs() const {
 #ifdef PRGE_WITH_CUDA
+  // First order draws no z: its graph does not depend on the generator.
   return uses_fused_step() && options_.cuda_graphs && !optimizer_.needs_host_control() &&
-         use_cuda_kernels(model_->device(), stream_.rng());
+         (first_order() || use_cuda_kernels(model_->device(), stream_.rng()));
 #else
   return false;
 #endif
@@ -199,6 +203,12 @@ StepResult Trainer::apply_losses(const std::vector<double>& losses) {
 DeviceEstimate Trainer::run_fused(const torch::Tensor& input_ids, const AnswerLayout& layout,
                                   const std::vector<MaterializedPlan>& plans) {
   const auto& step_key = plans.front().step_key;
+  if (first_order()) {  // backpropagation (outside InferenceMode), then the update as for RGE's direction
+    auto fo = lora_fa_gradient_on_device(*model_, input_ids, layout);
+    c10::InferenceMode guard;
+    optimizer_.update(kAdapterBufferKey, model_->adapter_buffer().values(), fo.flat_grad);
+    return DeviceEstimate{fo.loss, torch::Tensor()};
+  }
   if (mezo()) {  // every weight updated in place by its own direction, z drawn again in a kernel
     auto estimate = mezo_estimate_on_device(*model_, input_ids, layout, stream_, step_, step_key, estimator_options_);
     for (const auto& p : trained_parameters()) {
@@ -214,17 +224,31 @@ DeviceEstimate Trainer::run_fused(const torch::Tensor& input_ids, const AnswerLa
 StepResult Trainer::fused_step(const TokenBatch& batch) {
   const auto start = std::chrono::steady_clock::now();
   batch.validate();
-  c10::InferenceMode guard;
+  // First order backpropagates: no InferenceMode around it, and the graph's static inputs are
+  // ordinary tensors (autograd refuses inference tensors).
+  c10::InferenceMode guard(!first_order());
   optimizer_.begin_step(model_->device());
-  // MeZO: one unperturbed plan, which only carries the step key to the device.
-  const auto plans = mezo() ? std::vector<PerturbationPlan>{PerturbationPlan::unperturbed(stream_, step_, 1)}
-                            : device_step_plans(estimator_options_, stream_, step_);
+  // MeZO and first order: one unperturbed plan, which only carries the step key to the device.
+  const auto plans = mezo() || first_order()
+                         ? std::vector<PerturbationPlan>{PerturbationPlan::unperturbed(stream_, step_, 1)}
+                         : device_step_plans(estimator_options_, stream_, step_);
   const auto estimate = on_device(shaped_for_device(batch), plans, graphs_.get(),
                                   [this](const torch::Tensor& ids, const AnswerLayout& layout,
                                          const std::vector<MaterializedPlan>& materialized) {
                                     return run_fused(ids, layout, materialized);
                                   });
   const auto losses = estimate.losses.to(torch::kCPU, torch::kFloat64).contiguous();
+  if (first_order()) {
+    StepResult result;
+    result.step = step_;
+    result.loss = losses.data_ptr<double>()[0];
+    result.losses = {result.loss};
+    result.forward_passes = 1;
+    result.sequences = batch.size();
+    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ++step_;
+    return result;
+  }
   const auto grads = estimate.projected_grads.to(torch::kCPU, torch::kFloat64).contiguous();
   // The reported loss from the losses as every path computes it; g as the device applied it.
   auto result = result_of(estimate_from_losses(

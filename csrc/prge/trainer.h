@@ -32,8 +32,9 @@ struct TrainerOptions {
   // The step as device work alone, no host sync until the losses are read: P-RGE's forwards
   // (one for dual) and the RGE direction over the flat adapter buffer; MeZO's forwards with
   // each perturbed weight and each weight's direction drawn by one kernel (counter RNG, CUDA
-  // layer kernels). The plain path estimates on the host and updates through per-matrix ATen
-  // ops; it stays as the reference and where these do not apply.
+  // layer kernels); first order's forward, backward to every B and update (CUDA device). The
+  // plain path estimates on the host and updates through per-matrix ATen ops; it stays as the
+  // reference and where these do not apply.
   bool fused_step = true;
   // On CUDA with the counter RNG, capture that step as a CUDA graph per batch shape (T
   // rounded up to kGraphLengthMultiple) and replay it.
@@ -86,6 +87,7 @@ class Trainer {
  private:
   std::vector<ZoParameter> trained_parameters() const;
   bool mezo() const;  // full-parameter MeZO
+  bool first_order() const;  // backpropagation to B (FO-SGD on LoRA-FA)
   StepResult fused_step(const TokenBatch& batch);
   // The device work of one fused step (estimate + update); no host sync.
   DeviceEstimate run_fused(const torch::Tensor& input_ids, const AnswerLayout& layout,
