@@ -286,6 +286,50 @@ def check_first_order_device_step(config) -> None:
            f"diff {loss_diff:.3g}, max B diff {b_diff:.3g} (max |B| {pb.abs().max().item():.3g})")
 
 
+def task_like_batch(vocab: int, step: int) -> prge.TokenBatch:
+    """A batch as multiple-choice and generation tasks make them: one of three lengths, each
+    sequence's answer 1-11 tokens ending 0-7 tokens before the end (so the answer count, and with
+    it the layout's capacity bucket, changes from batch to batch)."""
+    g = torch.Generator().manual_seed(100 + step)
+    n, t = 4, (40, 64, 100)[step % 3]
+    ids = torch.randint(1, vocab, (n, t), generator=g)
+    targets = torch.full((n, t), -100, dtype=torch.int64)
+    for i in range(n):
+        answer = int(torch.randint(1, 12, (1,), generator=g))
+        end = t - int(torch.randint(0, 8, (1,), generator=g))
+        targets[i, end - answer - 1:end - 1] = ids[i, end - answer:end]
+    return prge.TokenBatch(ids, targets)
+
+
+def check_device_steps_many_shapes(config) -> None:
+    """Every device step over 24 task-like batches (three lengths, answer counts that change the
+    layout's bucket), so each captured graph is replayed many times with new contents: graphed ==
+    uncaptured bit for bit, and close to the plain path (fp32)."""
+    def make(kind, fused, graphs):
+        model = prge.CausalLM.random(config, 0, "cuda", "float32")
+        if kind != "mezo":
+            model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32, init_seed=3))
+        options = {"first_order": prge.EstimatorOptions("first_order", 1),
+                   "prge": prge.EstimatorOptions("prge", 4, 1e-2, "central", "dual", rng="counter"),
+                   "mezo": prge.EstimatorOptions("mezo", 1, 1e-3, "central", "sequential", rng="counter")}[kind]
+        lr = {"first_order": 1e-2, "prge": 1e-3, "mezo": 1e-5}[kind]
+        return prge.Trainer(model, options, prge.OptimizerOptions(lr=lr), 5, fused_step=fused, cuda_graphs=graphs)
+
+    for kind in ("first_order", "prge", "mezo"):
+        trainers = [make(kind, True, True), make(kind, True, False), make(kind, False, False)]
+        losses = [[t.step(task_like_batch(config.vocab_size, s)).loss for s in range(24)] for t in trainers]
+        graphed, eager, plain = losses
+        worst = max(abs(e - p) / abs(p) for e, p in zip(eager, plain))
+        first_apart = next((s for s, (e, p) in enumerate(zip(eager, plain)) if abs(e - p) > 1e-4 * abs(p)), None)
+        report(f"{kind} device step, 24 task-like batches (graph replays with new contents): graphed == uncaptured, "
+               "vs plain path, fp32",
+               trainers[0].uses_cuda_graphs and graphed == eager and worst < 1e-3,
+               f"graphs {trainers[0].cuda_graphs_captured}, graphed identical {graphed == eager}; vs plain: worst "
+               f"relative loss diff {worst:.3g}, first step apart by > 1e-4: {first_apart}; losses (graphed / plain) "
+               f"at steps 0, 12, 23: {graphed[0]:.5g}/{plain[0]:.5g}, {graphed[12]:.5g}/{plain[12]:.5g}, "
+               f"{graphed[23]:.5g}/{plain[23]:.5g}")
+
+
 def check_kernels_vs_aten() -> None:
     kernels = prge._core.layer_kernels
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -423,6 +467,7 @@ def main() -> int:
     check_mezo_no_drift(config)
     check_mezo_device_step(config)
     check_first_order_device_step(config)
+    check_device_steps_many_shapes(config)
     check_kernels_vs_aten()
     check_layer_kernels(config)
     check_dequantize_kernel(config)
