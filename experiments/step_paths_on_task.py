@@ -1,0 +1,70 @@
+"""Where do a run's step paths part on real task batches? (issue 26: the paper protocol's ARC
+runs diverged on the GPU and not on the CPU, experiments/results/NOTES.md session 14)
+
+Builds the data and model of a `prge train` config as `prge train` does, then runs the same
+batches (the run's sampler) through one fresh model per step path and prints each path's loss
+every --log-every steps side by side:
+
+  graphed   the device step captured as a CUDA graph per batch shape (the default on CUDA)
+  fused     the same device step, uncaptured
+  plain     the plain ATen path (host-side estimate, per-matrix update)
+  cpu       the plain path on the CPU (--cpu; slow: one core-second or more a step at 135M)
+
+A path whose losses leave the others' is where to look. No evaluations, nothing written.
+
+Usage (GPU machine, after `source experiments/device/model.sh join`):
+  python experiments/step_paths_on_task.py CONFIG.yaml --steps 60 [--cpu] [--set KEY=VALUE ...]
+e.g. the FO-SGD ARC-Easy run of the paper sweep, from the config.yaml its run directory holds
+(the sweep writes one per run):
+  python experiments/step_paths_on_task.py RUN_DIR/config.yaml --steps 60 --cpu \
+    --set model.name=$PRGE_MODEL --set model.device=cuda
+Checked on the CPU: the paths' first two losses equal `prge train`'s on that config (6.17448,
+6.80562).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from prge._core import Trainer
+from prge.cli import _load_config
+from prge.data.batching import BatchSampler
+from prge.setup import setup_data, setup_model
+
+PATHS = {"graphed": (True, True), "fused": (True, False), "plain": (False, False)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument("--cpu", action="store_true", help="also the plain path on the CPU")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    config = _load_config(args.config, args.set)
+    data = setup_data(config)
+    sampler = BatchSampler(len(data.train), config.data.batch_size, config.run.seed)
+    batches = [data.encoder.batch([data.train[i] for i in sampler.next()]) for _ in range(args.steps)]
+    paths = dict(PATHS)
+    devices = {name: config.model.device for name in paths}
+    if args.cpu:
+        paths["cpu"], devices["cpu"] = (False, False), "cpu"
+    losses = {}
+    for name, (fused, graphs) in paths.items():
+        model = setup_model(config, data, device=devices[name])
+        torch.manual_seed(config.run.seed)
+        trainer = Trainer(model, config.estimator, config.optimizer, config.run.seed, fused_step=fused,
+                          cuda_graphs=graphs)
+        print(f"{name}: {trainer.step_path}", flush=True)
+        losses[name] = [trainer.step(batch).loss for batch in batches]
+    print("step | " + " | ".join(paths))
+    for s in range(args.log_every - 1, args.steps, args.log_every):
+        print(f"{s + 1} | " + " | ".join(f"{losses[name][s]:.6g}" for name in paths), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
