@@ -29,8 +29,14 @@ MODES = ("train", "speed")
 def grid_label(key: str, value) -> str:
     """The part of a run's directory name that one grid point's setting adds: the key's last
     part and the value (data.task: rte -> taskrte); a run is VARIANT-PART-PART... (prge report
-    strips the task's part to name a method across tasks)."""
-    return f"{key.split('.')[-1]}{value}"
+    strips the task's part to name a method across tasks). A value that is a path adds its last
+    part (model.name: /models/qwen2.5 -> nameqwen2.5), so that every run's directory is one level
+    under the sweep's output_root; two values with the same last part are refused at expansion."""
+    text = str(value)
+    if "/" in text or "\\" in text:
+        parts = [p for p in text.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+        text = parts[-1] if parts else "root"
+    return f"{key.split('.')[-1]}{text}"
 
 
 def load_sweep_spec(path: str | Path) -> dict:
@@ -77,6 +83,9 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
         raise ValueError(f"{path}: variants must be a list of mappings, each {{name: ..., key: value, ...}}")
     names = [str(v.get("name", "run")) for v in variants]
     for i, name in enumerate(names):
+        if "/" in name or "\\" in name or name in (".", ".."):
+            raise ValueError(f"{path}: variant {i + 1} is named {name!r}: a variant's name starts its runs' "
+                             "directory names, so it cannot hold / or \\ or be . or ..")
         if name in names[:i]:
             raise ValueError(f"{path}: variants {names.index(name) + 1} and {i + 1} are both named '{name}': each "
                              "variant's runs go to directories named after it, so the names must differ"

@@ -2,6 +2,7 @@
 tiny model + tokenizer + labelled CSV made here, writes results and resumes sweeps."""
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -299,6 +300,9 @@ SWEEP_COLLISIONS = [
     ("grid:\n  estimator.kind: [prge]\n  optimizer.kind: [sgd, adam]\n  run.seed: [1]\n"
      "variants:\n  - {name: x-kindprge}\n  - {name: x}\n", None),  # distinct labels: accepted
     ("variants: {name: a}\n", "variants must be a list of mappings"),
+    ("grid:\n  model.name: [/x/alpha, /y/alpha]\n", "two runs would share the directory"),
+    ("variants:\n  - {name: ../out}\n", "variant 1 is named '../out'"),
+    ("variants:\n  - {name: a}\n  - {name: ..}\n", "variant 2 is named '..'"),
 ]
 
 
@@ -317,6 +321,22 @@ def test_sweep_runs_that_would_share_a_directory_are_refused_at_expansion(tmp_pa
     err = capsys.readouterr().err
     assert err.startswith(f"prge: error: {sweep}: ") and message in err, err
     assert not (tmp_path / "runs").exists()  # refused before any run started
+
+
+def test_grid_values_that_are_paths_name_runs_by_their_last_part_inside_the_output_root(tmp_path):
+    """A grid over model directories (or any path) must not put a run's directory outside the
+    sweep's output_root or nest it (model.name: ../beta once named the run run-name../beta)."""
+    from prge.sweep import expand_sweep
+
+    (tmp_path / "base.yaml").write_text(f"run: {{steps: 1, output_dir: {tmp_path / 'unused'}}}\n")
+    sweep = tmp_path / "sweep.yaml"
+    root = tmp_path / "runs"
+    sweep.write_text(f"base: base.yaml\noutput_root: {root}\ngrid:\n  model.name: [{tmp_path}/models/alpha, ../beta]\n")
+    runs = expand_sweep(sweep)
+    assert [label for label, _ in runs] == ["run-namealpha", "run-namebeta"]
+    for label, config in runs:
+        assert Path(config.run.output_dir) == root / label
+    assert runs[1][1].model.name == "../beta"  # the value itself is unchanged
 
 
 @pytest.mark.parametrize("how", ["file", "set"])
