@@ -237,11 +237,13 @@ def test_methods_with_one_folder_name_stay_apart_and_bad_configs_are_named(tmp_p
         collect(tmp_path)
 
 
-def test_a_sweep_over_tasks_reports_a_task_by_method_table(tmp_path):
+@pytest.mark.parametrize("seed_last", [True, False])
+def test_a_sweep_over_tasks_reports_a_task_by_method_table(tmp_path, seed_last):
     """Runs of a sweep over tasks: one row per task with its zero-shot accuracy (per model dtype)
     and majority-class accuracy, one column per method across tasks (the sweep's variant, found
     from the configs less data.task), cells mean ± std over seeds (a single seed: its value and
-    (1)), a last row of means over the tasks each column has."""
+    (1)), a last row of means over the tasks each column has. The same names whether the grid
+    lists run.seed after data.task (VARIANT-taskT-seedN) or before it (VARIANT-seedN-taskT)."""
     from prge.reporting.collect import collect
     from prge.reporting.tables import write_report
     from prge.sweep import grid_label
@@ -249,7 +251,8 @@ def test_a_sweep_over_tasks_reports_a_task_by_method_table(tmp_path):
     best = {("prge_q4", "rte", 1): 0.50, ("prge_q4", "rte", 2): 0.60, ("prge_q4", "sst2", 1): 0.70,
             ("prge_q4", "sst2", 2): 0.90, ("mezo", "sst2", 1): 0.55}
     for (variant, task, seed), accuracy in best.items():
-        run = tmp_path / f"{variant}-{grid_label('data.task', task)}-seed{seed}"  # as prge sweep names it
+        parts = [grid_label("data.task", task), grid_label("run.seed", seed)]
+        run = tmp_path / "-".join([variant] + (parts if seed_last else parts[::-1]))  # as prge sweep names it
         run.mkdir()
         kind = "mezo" if variant == "mezo" else "prge"
         (run / "summary.json").write_text(json.dumps({
@@ -259,6 +262,7 @@ def test_a_sweep_over_tasks_reports_a_task_by_method_table(tmp_path):
         (run / "config.yaml").write_text(f"estimator: {{kind: {kind}}}\ndata: {{task: {task}}}\nrun: {{seed: {seed}}}\n")
     runs = collect(tmp_path)
     assert {r["variant"] for r in runs} == {"prge_q4", "mezo"}
+    assert {r["method"] for r in runs} == {"prge_q4-taskrte", "prge_q4-tasksst2", "mezo-tasksst2"}
     markdown = write_report(runs, "t", tmp_path / "report", "paper", figures=False)
     assert "| task | zero-shot bfloat16 | zero-shot float32 | majority class | mezo | prge_q4 |" in markdown
     rows = {r["task"]: r for r in csv.DictReader(open(tmp_path / "report" / "paper_by_task.csv"))}

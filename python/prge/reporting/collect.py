@@ -12,12 +12,13 @@ from prge import run_summary
 from prge.jsonl import read_jsonl
 from prge.sweep import grid_label
 
-SEED_SUFFIX = re.compile(r"-seed\d+$")
+SEED_PART = re.compile(r"-seed\d+(?=-|$)")  # sweep.grid_label's run.seed part, wherever the grid put it
 
 
 def method_of(run_name: str) -> str:
-    """A run's label without its -seedN suffix."""
-    return SEED_SUFFIX.sub("", run_name)
+    """A run's label without its -seedN part (last when run.seed is the grid's last key, as in the
+    shipped sweeps; anywhere otherwise: v-seed42-taskrte -> v-taskrte)."""
+    return SEED_PART.sub("", run_name)
 
 
 # The summary fields that name a method where a run directory keeps no config.yaml: runs equal
