@@ -95,6 +95,10 @@ def _read_pointer(out_dir: Path) -> dict | None:
     return pointer
 
 
+# What estimator.rng resolves to (Trainer.rng; auto is never stored): csrc/prge/perturbation.cpp's NoiseRng.
+RESOLVED_GENERATORS = ("torch", "counter")
+
+
 def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_data: bool = False,
          clean: bool = True) -> dict | None:
     """The current checkpoint's state, with its tensors loaded into `trainer`; None when the
@@ -114,6 +118,9 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
         directory, state = out_dir, pointer
     if not isinstance(state, dict) or state.get("step") != pointer["step"]:
         raise RunDirError(f"{directory / STATE}: not the state of step {pointer['step']}: the checkpoint is damaged")
+    if state.get("rng", "torch") not in RESOLVED_GENERATORS:
+        raise RunDirError(f"{directory / STATE}: rng: {state['rng']!r} is not a generator a step draws from "
+                          f"({' or '.join(RESOLVED_GENERATORS)}): the checkpoint state is damaged or was edited")
     _check_same_data(out_dir, state.get("data"), fingerprint, allow_changed_data)
     trainer.load_checkpoint(str(directory / TENSORS))  # non-finite tensors are named there
     if trainer.step_count != state["step"]:

@@ -114,6 +114,24 @@ def test_a_resume_under_another_generator_says_so(configs, capsys):
             "here on draw from torch") in out and "start the run again with estimator.rng: counter" in out, out
 
 
+def test_a_checkpoint_naming_no_generator_prge_draws_from_is_refused(configs, capsys):
+    """A state.json whose rng is not torch or counter (edited or damaged) is refused by name,
+    not echoed into a note."""
+    from prge import checkpoints
+
+    tmp_path, config = configs
+    path = config("bad_rng")
+    done = child(["train", str(path), "--no-progress"], sig="SIGINT", kill_at=3)
+    assert done.returncode == 2, done.stderr
+    pointer = json.loads((tmp_path / "bad_rng" / checkpoints.POINTER).read_text())
+    state_path = tmp_path / "bad_rng" / pointer["directory"] / checkpoints.STATE
+    state_path.write_text(json.dumps({**json.loads(state_path.read_text()), "rng": "banana"}))
+    capsys.readouterr()
+    assert main(["train", str(path), "--no-progress", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"prge: error: {state_path}: rng: 'banana' is not a generator") and "damaged" in err, err
+
+
 def test_a_checkpoint_from_before_generators_were_recorded():
     """A checkpoint without "rng" (written before checkpoints recorded it) of a MeZO run on CUDA
     under rng: auto drew from the torch generator, auto's meaning then; other runs get no note."""
