@@ -286,15 +286,19 @@ def check_first_order_device_step(config) -> None:
            f"diff {loss_diff:.3g}, max B diff {b_diff:.3g} (max |B| {pb.abs().max().item():.3g})")
 
 
-TASK_LIKE_LENGTHS = (40, 64, 100, 150, 230, 300)
+TASK_LIKE_LENGTHS = (40, 64, 100, 150)
 
 
 def task_like_batch(vocab: int, step: int) -> prge.TokenBatch:
-    """A batch as multiple-choice tasks (ARC) make them: one of six lengths up to 300 tokens, each
-    of 8 sequences' answers 1-19 tokens long and ending 0-7 tokens before the end, so that the
-    answer count, and with it the layout's capacity bucket, changes from batch to batch."""
+    """A batch as multiple-choice tasks (ARC) make them: a length drawn from four up to 150
+    tokens, each of 8 sequences' answers 1-19 tokens long and ending 0-7 tokens before the end, so
+    that the answer count, and with it the layout's capacity bucket, changes from batch to batch;
+    shapes come in no fixed order, so new ones are first met (eagerly) after others were captured,
+    as in the paper protocol's ARC runs (there: 3 shapes met in steps 1-3, captures at steps 4, 9
+    and 11, new shapes at 13, 18 and 19, replays between)."""
     g = torch.Generator().manual_seed(100 + step)
-    n, t = 8, TASK_LIKE_LENGTHS[step % len(TASK_LIKE_LENGTHS)]
+    n = 8
+    t = TASK_LIKE_LENGTHS[int(torch.randint(0, len(TASK_LIKE_LENGTHS), (1,), generator=g))]
     ids = torch.randint(1, vocab, (n, t), generator=g)
     targets = torch.full((n, t), -100, dtype=torch.int64)
     for i in range(n):
@@ -304,11 +308,13 @@ def task_like_batch(vocab: int, step: int) -> prge.TokenBatch:
     return prge.TokenBatch(ids, targets)
 
 
-def check_device_steps_many_shapes(config, steps: int = 36) -> None:
-    """Every device step over task-like batches of six lengths and changing answer buckets, so
-    each captured graph is replayed several times with new contents (the paper protocol's ARC runs
-    diverged on the GPU only, session 14): graphed == uncaptured bit for bit, and close to the
-    plain path on the GPU and on the CPU (fp32). Prints the first step where the paths part."""
+def check_device_steps_many_shapes(config, steps: int = 48) -> None:
+    """Every device step over task-like batches of several lengths and answer buckets in no fixed
+    order, so that graphs are captured, replayed with new contents and met anew between each
+    other (the paper protocol's ARC runs diverged on the GPU only, from about the first replays
+    of the second and third captured graphs; NOTES.md, session 14): graphed == uncaptured bit for
+    bit, and close to the plain path on the GPU and on the CPU (fp32). Prints the first step where
+    the paths part, and the batch shapes (T padded to 32 / answer capacity) in order."""
     import tempfile
 
     import transformers
@@ -335,6 +341,12 @@ def check_device_steps_many_shapes(config, steps: int = 36) -> None:
     def part(a, b):
         return next((s for s, (x, y) in enumerate(zip(a, b)) if abs(x - y) > 1e-4 * abs(y)), None)
 
+    def shape(batch):  # the graph entry's T and answer capacity (cuda/step_graphs.cpp)
+        answers = int((batch.targets != -100).sum())
+        return f"{(batch.input_ids.shape[1] + 31) // 32 * 32}/{1 << max(0, answers - 1).bit_length()}"
+
+    print("task-like batch shapes in order: " + " ".join(shape(task_like_batch(config.vocab_size, s))
+                                                         for s in range(steps)), flush=True)
     for kind in ("first_order", "prge", "mezo"):
         trainers = [make(kind, "cuda", True, True), make(kind, "cuda", True, False), make(kind, "cuda", False, False),
                     make(kind, "cpu", False, False)]
@@ -342,7 +354,7 @@ def check_device_steps_many_shapes(config, steps: int = 36) -> None:
         graphed, eager, plain, cpu = losses
         worst = max(abs(e - p) / abs(p) for e, p in zip(eager, plain))
         worst_cpu = max(abs(p - c) / abs(c) for p, c in zip(plain, cpu))
-        report(f"{kind} device step, {steps} task-like batches (six lengths, changing answer buckets): graphed == "
+        report(f"{kind} device step, {steps} task-like batches (lengths and answer buckets in no fixed order): graphed == "
                "uncaptured, vs plain path on the GPU and on the CPU, fp32",
                trainers[0].uses_cuda_graphs and graphed == eager and worst < 1e-3 and worst_cpu < 1e-3,
                f"graphs {trainers[0].cuda_graphs_captured}, graphed identical {graphed == eager} (first apart "

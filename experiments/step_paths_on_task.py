@@ -10,7 +10,10 @@ every --log-every steps side by side:
   plain     the plain ATen path (host-side estimate, per-matrix update)
   cpu       the plain path on the CPU (--cpu; slow: one core-second or more a step at 135M)
 
-A path whose losses leave the others' is where to look. No evaluations, nothing written.
+A path whose losses leave the others' is where to look. estimator.rng: auto is pinned to counter
+for every path (auto draws from torch on the CPU and from counter on CUDA, which would part the
+CPU column from the first step for a zeroth-order config); --eval-first evaluates each model on
+the eval split before its first step, as `prge train` does. Nothing is written.
 
 Usage (GPU machine, after `source experiments/device/model.sh join`):
   python experiments/step_paths_on_task.py CONFIG.yaml --steps 60 [--cpu] [--set KEY=VALUE ...]
@@ -18,8 +21,8 @@ e.g. the FO-SGD ARC-Easy run of the paper sweep, from the config.yaml its run di
 (the sweep writes one per run):
   python experiments/step_paths_on_task.py RUN_DIR/config.yaml --steps 60 --cpu \
     --set model.name=$PRGE_MODEL --set model.device=cuda
-Checked on the CPU: the paths' first two losses equal `prge train`'s on that config (6.17448,
-6.80562).
+Checked on the CPU with the FO-SGD ARC-Easy run's config: the paths' first two losses equal
+`prge train`'s on it (6.17448, 6.80562).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import torch
 from prge._core import Trainer
 from prge.cli import _load_config
 from prge.data.batching import BatchSampler
+from prge.evaluation import evaluate
 from prge.setup import setup_data, setup_model
 
 PATHS = {"graphed": (True, True), "fused": (True, False), "plain": (False, False)}
@@ -42,9 +46,15 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--cpu", action="store_true", help="also the plain path on the CPU")
+    parser.add_argument("--eval-first", action="store_true", help="evaluate before the first step, as prge train does")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     config = _load_config(args.config, args.set)
+    if config.estimator.rng == "auto":
+        config = _load_config(args.config, args.set + ["estimator.rng=counter"])
+        print("estimator.rng: auto pinned to counter on every path (the same z on the CPU as on CUDA)")
+    if args.log_every > args.steps:
+        parser.error(f"--log-every {args.log_every} is more than --steps {args.steps}: nothing would be printed")
     data = setup_data(config)
     sampler = BatchSampler(len(data.train), config.data.batch_size, config.run.seed)
     batches = [data.encoder.batch([data.train[i] for i in sampler.next()]) for _ in range(args.steps)]
@@ -59,6 +69,9 @@ def main() -> int:
         trainer = Trainer(model, config.estimator, config.optimizer, config.run.seed, fused_step=fused,
                           cuda_graphs=graphs)
         print(f"{name}: {trainer.step_path}", flush=True)
+        if args.eval_first:
+            metrics = evaluate(trainer, data.encoder, data.eval, model=model)
+            print(f"{name}: before training {metrics}", flush=True)
         losses[name] = [trainer.step(batch).loss for batch in batches]
     print("step | " + " | ".join(paths))
     for s in range(args.log_every - 1, args.steps, args.log_every):

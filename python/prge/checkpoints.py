@@ -119,7 +119,7 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
     if not isinstance(state, dict) or state.get("step") != pointer["step"]:
         raise RunDirError(f"{directory / STATE}: not the state of step {pointer['step']}: the checkpoint is damaged")
     if state.get("rng", "torch") not in RESOLVED_GENERATORS:
-        raise RunDirError(f"{directory / STATE}: rng: {state['rng']!r} is not a generator a step draws from "
+        raise RunDirError(f"{directory / STATE}: rng: {json.dumps(state['rng'])} is not a generator a step draws from "
                           f"({' or '.join(RESOLVED_GENERATORS)}): the checkpoint state is damaged or was edited")
     _check_same_data(out_dir, state.get("data"), fingerprint, allow_changed_data)
     trainer.load_checkpoint(str(directory / TENSORS))  # non-finite tensors are named there

@@ -83,9 +83,9 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
         raise ValueError(f"{path}: variants must be a list of mappings, each {{name: ..., key: value, ...}}")
     names = [str(v.get("name", "run")) for v in variants]
     for i, name in enumerate(names):
-        if "/" in name or "\\" in name or name in (".", ".."):
+        if not name.strip() or "/" in name or "\\" in name or "\0" in name or name in (".", ".."):
             raise ValueError(f"{path}: variant {i + 1} is named {name!r}: a variant's name starts its runs' "
-                             "directory names, so it cannot hold / or \\ or be . or ..")
+                             "directory names, so it cannot be empty, hold / or \\ or a NUL, or be . or ..")
         if name in names[:i]:
             raise ValueError(f"{path}: variants {names.index(name) + 1} and {i + 1} are both named '{name}': each "
                              "variant's runs go to directories named after it, so the names must differ"
@@ -100,7 +100,9 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
             label = "-".join([name] + [grid_label(k, v) for k, v in point.items()])
             if label in labels:  # grid values 1 and '1', or keys ending alike (estimator.kind, optimizer.kind)
                 raise ValueError(f"{path}: two runs would share the directory {root / label} "
-                                 f"({labels[label]} and {dict(point)}): make the grid values or keys distinct")
+                                 f"({labels[label]} and {dict(point)}): make the grid values or keys distinct (a "
+                                 "value that is a path is named by its last part: for paths that end alike, give "
+                                 "each its own variant with a name)")
             labels[label] = dict(point)
             settings = ([(k, value_text(v), f"{path}: variant {name}: {k}") for k, v in variant.items()] +
                         [(k, value_text(v), f"{path}: grid {k}") for k, v in point.items()] +

@@ -303,6 +303,7 @@ SWEEP_COLLISIONS = [
     ("grid:\n  model.name: [/x/alpha, /y/alpha]\n", "two runs would share the directory"),
     ("variants:\n  - {name: ../out}\n", "variant 1 is named '../out'"),
     ("variants:\n  - {name: a}\n  - {name: ..}\n", "variant 2 is named '..'"),
+    ("variants:\n  - {name: ''}\n  - {name: b}\n", "variant 1 is named ''"),
 ]
 
 

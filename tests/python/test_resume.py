@@ -129,7 +129,7 @@ def test_a_checkpoint_naming_no_generator_prge_draws_from_is_refused(configs, ca
     capsys.readouterr()
     assert main(["train", str(path), "--no-progress", "--resume"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"prge: error: {state_path}: rng: 'banana' is not a generator") and "damaged" in err, err
+    assert err.startswith(f'prge: error: {state_path}: rng: "banana" is not a generator') and "damaged" in err, err
 
 
 def test_a_checkpoint_from_before_generators_were_recorded():

@@ -12,13 +12,21 @@ from prge import run_summary
 from prge.jsonl import read_jsonl
 from prge.sweep import grid_label
 
-SEED_PART = re.compile(r"-seed\d+(?=-|$)")  # sweep.grid_label's run.seed part, wherever the grid put it
+SEED_SUFFIX = re.compile(r"-seed\d+$")
 
 
-def method_of(run_name: str) -> str:
-    """A run's label without its -seedN part (last when run.seed is the grid's last key, as in the
-    shipped sweeps; anywhere otherwise: v-seed42-taskrte -> v-taskrte)."""
-    return SEED_PART.sub("", run_name)
+def method_of(run_name: str, seed=None) -> str:
+    """A run's label without its seed's part: the last -seedN of the name for the run's own seed
+    (sweep.grid_label's run.seed part, wherever the grid put it: v-seed42-taskrte -> v-taskrte;
+    a model directory named ...-seed1 keeps its name), or a trailing -seedN when the seed is not
+    known."""
+    if seed is None:
+        return SEED_SUFFIX.sub("", run_name)
+    part = f"-seed{seed}"
+    at = run_name.rfind(part)
+    while at >= 0 and not (at + len(part) == len(run_name) or run_name[at + len(part)] == "-"):
+        at = run_name.rfind(part, 0, at)
+    return run_name if at < 0 else run_name[:at] + run_name[at + len(part):]
 
 
 # The summary fields that name a method where a run directory keeps no config.yaml: runs equal
@@ -88,7 +96,7 @@ def _variant_name(group: list[dict]) -> str:
     carry the task some other way) the folder name they share (rte/prge and sst2/prge -> prge),
     else what the runs share: estimator, q and parallel mode."""
     def short(run):
-        name, task = method_of(run["run"]), str(run.get("task") or "")
+        name, task = method_of(run["run"], run.get("seed")), str(run.get("task") or "")
         return re.sub(rf"-{re.escape(grid_label('data.task', task))}(?=-|$)", "", name) if task else name
     names = {short(run) for run in group}
     if len(names) == 1:
@@ -105,7 +113,7 @@ def group_methods(runs: list[dict]) -> None:
     such run's path below the runs directory without -seedN (made unique as _unique_names
     does); and its "variant": the same across tasks (method_key without data.task), named as
     _variant_name says, for the task x method table."""
-    _unique_names(runs, method_key, lambda group: method_of(group[0]["run"]), "method")
+    _unique_names(runs, method_key, lambda group: method_of(group[0]["run"], group[0].get("seed")), "method")
     _unique_names(runs, lambda run: method_key(run, across_tasks=True), _variant_name, "variant")
 
 
