@@ -28,6 +28,7 @@ machine; CI has no GPU). Each line prints PASS/FAIL with the measured difference
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 
 import torch
@@ -483,13 +484,24 @@ def check_families() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out")
+    parser.add_argument("--only", nargs="+", metavar="CHECK",
+                        help="run only these check functions (e.g. check_device_steps_many_shapes)")
     args = parser.parse_args()
+    checks = {name: fn for name, fn in globals().items() if name.startswith("check_") and callable(fn)}
+    unknown = [name for name in args.only or [] if name not in checks]
+    if unknown:
+        parser.error(f"unknown check(s) {unknown}; the checks: {', '.join(sorted(checks))}")
     if not prge.cuda_built or not torch.cuda.is_available():
         print("prge was built without CUDA or no GPU is visible: nothing to check")
         return 2
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     config = shape_config("smollm2-135m")
     config.num_hidden_layers = 4  # every code path, a fraction of the time
+    if args.only:
+        for name in args.only:
+            fn = checks[name]
+            fn(config) if inspect.signature(fn).parameters else fn()
+        return 0 if all(line.startswith("PASS") for line in LINES) else 1
     check_noise_kernel()
     check_fused_vs_plain(config)
     check_query_counts(config)
