@@ -49,12 +49,12 @@ def main() -> int:
     parser.add_argument("--eval-first", action="store_true", help="evaluate before the first step, as prge train does")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
+    if args.log_every > args.steps:
+        parser.error(f"--log-every {args.log_every} is more than --steps {args.steps}: nothing would be printed")
     config = _load_config(args.config, args.set)
     if config.estimator.rng == "auto":
         config = _load_config(args.config, args.set + ["estimator.rng=counter"])
         print("estimator.rng: auto pinned to counter on every path (the same z on the CPU as on CUDA)")
-    if args.log_every > args.steps:
-        parser.error(f"--log-every {args.log_every} is more than --steps {args.steps}: nothing would be printed")
     data = setup_data(config)
     sampler = BatchSampler(len(data.train), config.data.batch_size, config.run.seed)
     batches = [data.encoder.batch([data.train[i] for i in sampler.next()]) for _ in range(args.steps)]

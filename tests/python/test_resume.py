@@ -92,18 +92,24 @@ def test_ctrl_c_checkpoints_and_exits_cleanly(configs, capsys):
     assert "the run finished; nothing to resume" in capsys.readouterr().err
 
 
+def interrupted_at_step_3(configs, name):
+    """A run of the `configs` fixture stopped by SIGINT after step 3: (its config path, the path
+    of its checkpoint's state.json)."""
+    from prge import checkpoints
+
+    tmp_path, config = configs
+    path = config(name)
+    done = child(["train", str(path), "--no-progress"], sig="SIGINT", kill_at=3)
+    assert done.returncode == 2, done.stderr
+    pointer = json.loads((tmp_path / name / checkpoints.POINTER).read_text())
+    return path, tmp_path / name / pointer["directory"] / checkpoints.STATE
+
+
 def test_a_resume_under_another_generator_says_so(configs, capsys):
     """A checkpoint records the generator its steps drew z from; resuming where estimator.rng
     resolves to another one (rng: auto for MeZO on CUDA changed from torch to counter) goes on
     with a note naming both and how to keep the stream."""
-    from prge import checkpoints
-
-    tmp_path, config = configs
-    path = config("other_rng")
-    done = child(["train", str(path), "--no-progress"], sig="SIGINT", kill_at=3)
-    assert done.returncode == 2, done.stderr
-    pointer = json.loads((tmp_path / "other_rng" / checkpoints.POINTER).read_text())
-    state_path = tmp_path / "other_rng" / pointer["directory"] / checkpoints.STATE
+    path, state_path = interrupted_at_step_3(configs, "other_rng")
     state = json.loads(state_path.read_text())
     assert state["rng"] == "torch"  # this CPU run's generator
     state_path.write_text(json.dumps({**state, "rng": "counter"}))
@@ -117,14 +123,7 @@ def test_a_resume_under_another_generator_says_so(configs, capsys):
 def test_a_checkpoint_naming_no_generator_prge_draws_from_is_refused(configs, capsys):
     """A state.json whose rng is not torch or counter (edited or damaged) is refused by name,
     not echoed into a note."""
-    from prge import checkpoints
-
-    tmp_path, config = configs
-    path = config("bad_rng")
-    done = child(["train", str(path), "--no-progress"], sig="SIGINT", kill_at=3)
-    assert done.returncode == 2, done.stderr
-    pointer = json.loads((tmp_path / "bad_rng" / checkpoints.POINTER).read_text())
-    state_path = tmp_path / "bad_rng" / pointer["directory"] / checkpoints.STATE
+    path, state_path = interrupted_at_step_3(configs, "bad_rng")
     state_path.write_text(json.dumps({**json.loads(state_path.read_text()), "rng": "banana"}))
     capsys.readouterr()
     assert main(["train", str(path), "--no-progress", "--resume"]) == 2
