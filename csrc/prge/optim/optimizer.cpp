@@ -1,5 +1,6 @@
 #include "prge/optim/optimizer.h"
 
+#include "prge/devices.h"
 #include "prge/optim/transforms.h"
 
 #include <fmt/format.h>
@@ -80,7 +81,8 @@ Optimizer::Optimizer(OptimizerOptions options) : options_(options) { options_.va
 bool Optimizer::begin_step(const torch::Device& device) {
   applying_ = (steps_ + 1) % options_.accumulate == 0;
   ++steps_;
-  if (!scalars_.defined() || scalars_.device() != device) {
+  // Made once: captured CUDA graphs read lr_t at this tensor's address on every replay.
+  if (!scalars_.defined() || !already_on(scalars_.device(), device)) {
     scalars_ = torch::zeros({3}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
   }
   if (applying_) {

@@ -63,6 +63,9 @@ class Optimizer {
   // cannot be replayed from one captured CUDA graph.
   bool needs_host_control() const { return options_.accumulate > 1; }
   const OptimizerOptions& options() const { return options_; }
+  // The step's device scalars [3] float32 (-lr_t, 1 - β1^t, 1 - β2^t): one tensor for the whole
+  // run, so that a captured CUDA graph reads each step's values (undefined before begin_step).
+  const torch::Tensor& step_scalars() const { return scalars_; }
 
   // State as named tensors ("optimizer.<key>.<slot>", plus "optimizer.updates"), and back.
   std::map<std::string, torch::Tensor> state() const;
@@ -77,7 +80,7 @@ class Optimizer {
   int64_t steps_ = 0;    // trainer steps seen (begin_step calls)
   int64_t updates_ = 0;  // updates applied
   bool applying_ = true;
-  torch::Tensor scalars_;  // device [3] float32: -lr_t, 1 - β1^t, 1 - β2^t
+  torch::Tensor scalars_;  // device [3] float32: -lr_t, 1 - β1^t, 1 - β2^t (one tensor for the run)
 };
 
 }  // namespace prge
