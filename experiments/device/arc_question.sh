@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Issue 26: why the paper protocol's ARC runs diverge on the GPU and not on the CPU
-# (experiments/results/NOTES.md, session 14). On the GPU machine, after
+# Issue 26: the paper protocol's ARC runs diverged on the GPU and not on the CPU (NOTES.md,
+# session 14). Cause, found with this script's first part (session 15): the optimizer made its
+# step scalars anew every step, so a CUDA graph replayed after other captures read lr_t from a
+# freed tensor (csrc/prge/devices.h). The script stays as the check that the step paths agree on
+# task-like and on ARC's own batches. On the GPU machine, after
 # `source experiments/device/model.sh join` (PRGE_MODEL, task data), with the finished runs'
 # archive carried (.device/runs/paper_accuracy_runs.tgz, which holds each run's config.yaml):
-#   1. gpu_checks' many-shapes check: first order, ZO q = 1 and MeZO over task-like batches of
-#      shapes in no fixed order, graphed / uncaptured / GPU plain / CPU plain on the same weights;
+#   1. gpu_checks' many-shapes and lr-0 checks: first order, ZO q = 1 and MeZO over task-like
+#      batches of shapes in no fixed order, graphed / uncaptured / GPU plain / CPU plain on the same
+#      weights, and at lr 0 nothing trained may move;
 #   2. the FO-SGD and ZO LoRA-FA q = 1 ARC-Easy seed-42 runs' own batches through every step path
 #      (experiments/step_paths_on_task.py), 60 steps, with the CPU's plain path beside them.
 # Usage: bash experiments/device/arc_question.sh OUT_DIR
@@ -13,7 +17,7 @@ out=${1:?output dir}
 mkdir -p "$out"
 : "${PRGE_MODEL:?source experiments/device/model.sh join first}"
 source experiments/device/task_data.sh || exit 3
-python3 experiments/gpu_checks.py --only check_device_steps_many_shapes 2>&1 | grep -v Warning \
+python3 experiments/gpu_checks.py --only check_device_steps_many_shapes check_replays_keep_weights_at_lr_zero 2>&1 | grep -v Warning \
   | tee "$out/many_shapes.txt"
 runs=/tmp/arc_question_runs
 mkdir -p "$runs" && tar xzf .device/runs/paper_accuracy_runs.tgz -C "$runs" --wildcards '*taskarc_easy-seed42/config.yaml'
