@@ -236,13 +236,16 @@ def check_mezo_device_step(config) -> None:
         gr, er, pr = ([t.step(b) for b in batches] for t in (graphed, eager, plain))
         gw, ew, pw = all_weights(gm), all_weights(em), all_weights(pm)
         same = all(g.losses == e.losses for g, e in zip(gr, er)) and torch.equal(gw, ew)
+        counts = all((g.forward_passes, g.sequences) == (p.forward_passes, p.sequences) for g, p in zip(gr, pr))
         loss_diff = max(abs(a - b) for e, p in zip(er, pr) for a, b in zip(e.losses, p.losses))
         first_diff = max(abs(a - b) for a, b in zip(er[0].losses, pr[0].losses))
         moved = (pw - start).abs().max().item()
         w_diff = (ew - pw).abs().max().item()
         report(f"MeZO device step: graphed == uncaptured, vs plain path, {difference} q={queries}, fp32, 5 steps",
-               all(paths) and same and graphed.cuda_graphs_captured == 2 and loss_diff < 1e-4 and w_diff < 0.05 * moved,
-               f"paths {paths}, graphed identical: {same}, graphs {graphed.cuda_graphs_captured}; vs plain: max loss "
+               all(paths) and same and counts and graphed.cuda_graphs_captured == 2 and loss_diff < 1e-4
+               and w_diff < 0.05 * moved,
+               f"paths {paths}, graphed identical: {same}, graphs {graphed.cuda_graphs_captured}; forwards and sequences "
+               f"as the plain path's: {counts} ({gr[0].forward_passes}, {gr[0].sequences}); vs plain: max loss "
                f"diff {loss_diff:.3g} (step 1: {first_diff:.3g}), max weight diff {w_diff:.3g} (weights moved up to "
                f"{moved:.3g})")
     lr = 1e-2
@@ -278,12 +281,14 @@ def check_first_order_device_step(config) -> None:
     er, eb = run(eager, em, config, 5, 4, 64)
     pr, pb = run(plain, pm, config, 5, 4, 64)
     same = all(g.losses == e.losses for g, e in zip(gr, er)) and torch.equal(gb, eb)
+    counts = all((g.forward_passes, g.sequences) == (p.forward_passes, p.sequences) for g, p in zip(gr, pr))
     loss_diff = max(abs(e.loss - p.loss) for e, p in zip(er, pr))
     b_diff = (eb - pb).abs().max().item()
     report("first-order device step: graphed == uncaptured, vs plain path, fp32, 5 steps",
-           all(paths) and same and graphed.cuda_graphs_captured == 2 and loss_diff < 1e-4
+           all(paths) and same and counts and graphed.cuda_graphs_captured == 2 and loss_diff < 1e-4
            and b_diff < 1e-4 * max(1.0, pb.abs().max().item()),
-           f"paths {paths}, graphed identical: {same}, graphs {graphed.cuda_graphs_captured}; vs plain: max loss "
+           f"paths {paths}, graphed identical: {same}, graphs {graphed.cuda_graphs_captured}; forwards and sequences as "
+           f"the plain path's: {counts}; vs plain: max loss "
            f"diff {loss_diff:.3g}, max B diff {b_diff:.3g} (max |B| {pb.abs().max().item():.3g})")
 
 

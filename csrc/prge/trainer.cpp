@@ -22,9 +22,6 @@ class StepGraphs {};  // CPU build: never constructed
 namespace prge {
 
 namespace {
-// The flat adapter buffer's optimizer state key (per-matrix keys are parameter indices >= 0).
-constexpr int64_t kAdapterBufferKey = -1;
-
 // Right-pads a batch to a multiple of `multiple` tokens (pad id 0, ignored targets).
 TokenBatch padded_to_multiple(const TokenBatch& batch, int64_t multiple) {
   const int64_t t = batch.input_ids.size(1);
@@ -238,26 +235,28 @@ StepResult Trainer::fused_step(const TokenBatch& batch) {
                                     return run_fused(ids, layout, materialized);
                                   });
   const auto losses = estimate.losses.to(torch::kCPU, torch::kFloat64).contiguous();
+  const std::vector<double> loss_values(losses.data_ptr<double>(), losses.data_ptr<double>() + losses.numel());
+  StepResult result;
   if (first_order()) {
-    StepResult result;
     result.step = step_;
-    result.loss = losses.data_ptr<double>()[0];
-    result.losses = {result.loss};
+    result.loss = loss_values.front();
+    result.losses = loss_values;
     result.forward_passes = 1;
     result.sequences = batch.size();
-    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    ++step_;
-    return result;
+  } else {
+    // The reported loss from the losses as every path computes it; g as the device applied it.
+    result = result_of(estimate_from_losses(estimator_options_, step_, loss_values));
+    const auto grads = estimate.projected_grads.to(torch::kCPU, torch::kFloat64).contiguous();
+    result.projected_grads.assign(grads.data_ptr<double>(), grads.data_ptr<double>() + grads.numel());
+    if (mezo()) {  // one forward per point, each over the batch once
+      result.forward_passes = losses.numel();
+      result.sequences = result.forward_passes * batch.size();
+    } else {  // one forward per plan, each over its copies of the batch
+      result.forward_passes = static_cast<int64_t>(plans.size());
+      result.sequences = 0;
+      for (const auto& plan : plans) result.sequences += plan.copies() * batch.size();
+    }
   }
-  const auto grads = estimate.projected_grads.to(torch::kCPU, torch::kFloat64).contiguous();
-  // The reported loss from the losses as every path computes it; g as the device applied it.
-  auto result = result_of(estimate_from_losses(
-      estimator_options_, step_, std::vector<double>(losses.data_ptr<double>(), losses.data_ptr<double>() + losses.numel())));
-  result.projected_grads.assign(grads.data_ptr<double>(), grads.data_ptr<double>() + grads.numel());
-  result.forward_passes = mezo() ? losses.numel() : static_cast<int64_t>(plans.size());  // MeZO: one per point
-  result.sequences = 0;
-  for (const auto& plan : plans) result.sequences += plan.copies() * batch.size();
-  if (mezo()) result.sequences = result.forward_passes * batch.size();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ++step_;
   return result;

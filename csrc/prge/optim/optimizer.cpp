@@ -141,7 +141,7 @@ void Optimizer::apply(const std::vector<ZoParameter>& params, const Perturbation
 std::map<std::string, torch::Tensor> Optimizer::state() const {
   std::map<std::string, torch::Tensor> out;
   auto name = [](int64_t key, const char* slot) {
-    return fmt::format("optimizer.{}.{}", key < 0 ? "adapter_buffer" : fmt::format("param{}", key), slot);
+    return fmt::format("optimizer.{}.{}", key == kAdapterBufferKey ? "adapter_buffer" : fmt::format("param{}", key), slot);
   };
   for (const auto& [key, s] : slots_) {
     if (s.m.defined()) out[name(key, "m")] = s.m;
@@ -163,10 +163,16 @@ void Optimizer::load_state(const std::map<std::string, torch::Tensor>& tensors, 
     const auto rest = name.substr(std::string("optimizer.").size());
     const auto dot = rest.rfind('.');
     const auto owner = rest.substr(0, dot), slot = rest.substr(dot + 1);
-    const int64_t key = owner == "adapter_buffer" ? -1 : std::stoll(owner.substr(std::string("param").size()));
+    const int64_t key = owner == "adapter_buffer" ? kAdapterBufferKey : std::stoll(owner.substr(std::string("param").size()));
     auto& s = slots_[key];
     auto& target = slot == "m" ? s.m : slot == "v" ? s.v : s.accumulated;
-    target = tensor.to(device, torch::kFloat32).clone();
+    // Into the tensor already held, where there is one: CUDA graphs captured before a load read
+    // the state at its address.
+    if (target.defined() && target.sizes() == tensor.sizes() && already_on(target.device(), device)) {
+      target.copy_(tensor);
+    } else {
+      target = tensor.to(device, torch::kFloat32).clone();
+    }
   }
 }
 

@@ -18,6 +18,10 @@ LrSchedule parse_lr_schedule(const std::string& name);
 std::string to_string(OptimizerKind kind);
 std::string to_string(LrSchedule schedule);
 
+// The flat adapter buffer's state key ("optimizer.adapter_buffer.<slot>" in checkpoints);
+// per-matrix keys are parameter indices >= 0 ("optimizer.param<i>.<slot>").
+constexpr int64_t kAdapterBufferKey = -1;
+
 // Above these a config value is no setting anyone means (lr 1e40 overflows at the first
 // update): rejected when the config is read.
 constexpr double kMaxLearningRate = 10.0;

@@ -3,11 +3,12 @@
 
 #include <gtest/gtest.h>
 
+// What a captured CUDA graph reads at a fixed address must stay at that address for the run.
 namespace prge {
 
 // The optimizer's step scalars were made anew every step on "cuda" (held on "cuda:0"), and a
 // captured graph replayed later read freed memory as lr_t (session 15).
-TEST(Devices, UnindexedNameMeansTheDeviceAlreadyHeld) {
+TEST(PersistentState, UnindexedNameMeansTheDeviceAlreadyHeld) {
   EXPECT_TRUE(already_on(torch::Device("cuda:0"), torch::Device("cuda")));
   EXPECT_TRUE(already_on(torch::Device("cuda:1"), torch::Device("cuda:1")));
   EXPECT_FALSE(already_on(torch::Device("cuda:1"), torch::Device("cuda:0")));
@@ -16,7 +17,7 @@ TEST(Devices, UnindexedNameMeansTheDeviceAlreadyHeld) {
   EXPECT_TRUE(already_on(torch::Device("cpu"), torch::Device("cpu")));
 }
 
-TEST(Devices, OptimizerKeepsOneScalarTensorAcrossSteps) {
+TEST(PersistentState, OptimizerKeepsOneScalarTensorAcrossSteps) {
   Optimizer optimizer(OptimizerOptions{});
   auto value = torch::ones({4});
   optimizer.begin_step(torch::Device("cpu"));
@@ -28,6 +29,25 @@ TEST(Devices, OptimizerKeepsOneScalarTensorAcrossSteps) {
     EXPECT_EQ(optimizer.step_scalars().data_ptr(), first);
   }
   EXPECT_NEAR(value[0].item<double>(), 1.0 - 4 * 1e-4, 1e-7);
+}
+
+TEST(PersistentState, LoadingOptimizerStateWritesIntoTheSlotsAlreadyHeld) {
+  OptimizerOptions options;
+  options.momentum = 0.9;
+  Optimizer optimizer(options), saved(options);
+  auto value = torch::zeros({4}), other = torch::zeros({4});
+  optimizer.begin_step(torch::Device("cpu"));
+  optimizer.update(kAdapterBufferKey, value, torch::ones({4}));
+  for (int step = 0; step < 3; ++step) {
+    saved.begin_step(torch::Device("cpu"));
+    saved.update(kAdapterBufferKey, other, torch::full({4}, 2.0));
+  }
+  const auto held = optimizer.state().at("optimizer.adapter_buffer.m");
+  optimizer.load_state(saved.state(), torch::Device("cpu"));
+  const auto loaded = optimizer.state();
+  EXPECT_EQ(loaded.at("optimizer.adapter_buffer.m").data_ptr(), held.data_ptr());
+  EXPECT_TRUE(torch::equal(loaded.at("optimizer.adapter_buffer.m"), saved.state().at("optimizer.adapter_buffer.m")));
+  EXPECT_TRUE(torch::equal(loaded.at("optimizer.steps"), saved.state().at("optimizer.steps")));
 }
 
 }  // namespace prge
