@@ -17,18 +17,26 @@ TEST(PersistentState, UnindexedNameMeansTheDeviceAlreadyHeld) {
   EXPECT_TRUE(already_on(torch::Device("cpu"), torch::Device("cpu")));
 }
 
-TEST(PersistentState, OptimizerKeepsOneScalarTensorAcrossSteps) {
-  Optimizer optimizer(OptimizerOptions{});
-  auto value = torch::ones({4});
-  optimizer.begin_step(torch::Device("cpu"));
-  optimizer.update(0, value, torch::ones({4}));
-  const auto first = optimizer.step_scalars().data_ptr();
-  for (int step = 0; step < 3; ++step) {
+// A zeroth-order step runs in InferenceMode, first order's device step outside it (autograd):
+// the optimizer's tensors, made once, must take in-place writes in both.
+TEST(PersistentState, OptimizerStateTakesStepsInAndOutOfInferenceMode) {
+  OptimizerOptions options;
+  options.momentum = 0.9;
+  Optimizer optimizer(options);
+  auto value = torch::zeros({4});
+  {
+    c10::InferenceMode guard;
     optimizer.begin_step(torch::Device("cpu"));
-    optimizer.update(0, value, torch::ones({4}));
-    EXPECT_EQ(optimizer.step_scalars().data_ptr(), first);
+    optimizer.update(kAdapterBufferKey, value, torch::ones({4}));
   }
-  EXPECT_NEAR(value[0].item<double>(), 1.0 - 4 * 1e-4, 1e-7);
+  const auto scalars = optimizer.step_scalars().data_ptr();
+  EXPECT_NO_THROW({
+    optimizer.begin_step(torch::Device("cpu"));
+    optimizer.update(kAdapterBufferKey, value, torch::ones({4}));
+  });
+  EXPECT_EQ(optimizer.step_scalars().data_ptr(), scalars);
+  // momentum traces 1 and 0.9 * 1 + 1: value = -lr (1 + 1.9)
+  EXPECT_NEAR(value[0].item<double>(), -options.lr * 2.9, 1e-9);
 }
 
 TEST(PersistentState, LoadingOptimizerStateWritesIntoTheSlotsAlreadyHeld) {
@@ -48,6 +56,23 @@ TEST(PersistentState, LoadingOptimizerStateWritesIntoTheSlotsAlreadyHeld) {
   EXPECT_EQ(loaded.at("optimizer.adapter_buffer.m").data_ptr(), held.data_ptr());
   EXPECT_TRUE(torch::equal(loaded.at("optimizer.adapter_buffer.m"), saved.state().at("optimizer.adapter_buffer.m")));
   EXPECT_TRUE(torch::equal(loaded.at("optimizer.steps"), saved.state().at("optimizer.steps")));
+}
+
+TEST(PersistentState, LoadingAStateLessCheckpointLeavesFreshStateInPlace) {
+  OptimizerOptions options;
+  options.momentum = 0.9;
+  Optimizer optimizer(options);
+  auto value = torch::zeros({4});
+  for (int step = 0; step < 2; ++step) {
+    optimizer.begin_step(torch::Device("cpu"));
+    optimizer.update(kAdapterBufferKey, value, torch::ones({4}));
+  }
+  const auto held = optimizer.state().at("optimizer.adapter_buffer.m");
+  optimizer.load_state({}, torch::Device("cpu"));
+  const auto loaded = optimizer.state();
+  EXPECT_EQ(loaded.at("optimizer.adapter_buffer.m").data_ptr(), held.data_ptr());
+  EXPECT_TRUE(torch::equal(loaded.at("optimizer.adapter_buffer.m"), torch::zeros({4})));
+  EXPECT_TRUE(torch::equal(loaded.at("optimizer.steps"), torch::tensor({0, 0}, torch::kInt64)));
 }
 
 }  // namespace prge

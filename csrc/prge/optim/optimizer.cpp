@@ -76,6 +76,17 @@ double scheduled_lr(const OptimizerOptions& o, int64_t t) {
   return o.lr * 0.5 * (1.0 + std::cos(M_PI * progress));
 }
 
+namespace {
+// The optimizer's tensors (step scalars, moments, accumulated direction) live for the whole run
+// and are written in place by steps inside InferenceMode (the zeroth-order ones) and outside it
+// (first order's device step, for autograd): always made as normal tensors, since an inference
+// tensor cannot be written outside InferenceMode.
+torch::Tensor state_zeros(at::IntArrayRef sizes, const torch::Device& device) {
+  c10::InferenceMode normal_tensors(false);
+  return torch::zeros(sizes, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+}
+}  // namespace
+
 Optimizer::Optimizer(OptimizerOptions options) : options_(options) { options_.validate(); }
 
 bool Optimizer::begin_step(const torch::Device& device) {
@@ -83,7 +94,7 @@ bool Optimizer::begin_step(const torch::Device& device) {
   ++steps_;
   // Made once: captured CUDA graphs read lr_t at this tensor's address on every replay.
   if (!scalars_.defined() || !already_on(scalars_.device(), device)) {
-    scalars_ = torch::zeros({3}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+    scalars_ = state_zeros({3}, device);
   }
   if (applying_) {
     const int64_t t = updates_ + 1;  // Adam's bias-correction count of this update
@@ -101,7 +112,7 @@ void Optimizer::update(int64_t key, const torch::Tensor& value, torch::Tensor d)
     throw std::logic_error("Optimizer::update before begin_step");
   }
   auto& s = slots_[key];
-  auto zeros = [&] { return torch::zeros(value.sizes(), value.options().dtype(torch::kFloat32)); };
+  auto zeros = [&] { return state_zeros(value.sizes(), value.device()); };
   if (options_.accumulate > 1) {
     if (!s.accumulated.defined()) s.accumulated = zeros();
     s.accumulated.add_(d);
@@ -153,8 +164,17 @@ std::map<std::string, torch::Tensor> Optimizer::state() const {
 }
 
 void Optimizer::load_state(const std::map<std::string, torch::Tensor>& tensors, const torch::Device& device) {
+  // Fresh state first, written in place (CUDA graphs captured before a load read these tensors
+  // at their address): a checkpoint without optimizer state, or without one of the slots held
+  // here, leaves it fresh (zero moments are a fresh optimizer's).
+  for (auto& [key, s] : slots_) {
+    for (auto* slot : {&s.m, &s.v, &s.accumulated}) {
+      if (slot->defined()) slot->zero_();
+    }
+  }
+  steps_ = updates_ = 0;
   auto counts = tensors.find("optimizer.steps");
-  if (counts == tensors.end()) return;  // a checkpoint without optimizer state: fresh state
+  if (counts == tensors.end()) return;
   const auto c = counts->second.to(torch::kCPU, torch::kInt64).contiguous();
   steps_ = c.data_ptr<int64_t>()[0];
   updates_ = c.data_ptr<int64_t>()[1];
@@ -171,7 +191,8 @@ void Optimizer::load_state(const std::map<std::string, torch::Tensor>& tensors, 
     if (target.defined() && target.sizes() == tensor.sizes() && already_on(target.device(), device)) {
       target.copy_(tensor);
     } else {
-      target = tensor.to(device, torch::kFloat32).clone();
+      target = state_zeros(tensor.sizes(), device);
+      target.copy_(tensor);
     }
   }
 }
