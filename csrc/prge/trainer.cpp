@@ -58,7 +58,8 @@ Trainer::Trainer(std::shared_ptr<CausalLM> model, EstimatorOptions estimator,
       optimizer_(optimizer),
       stream_(seed, estimator.distribution,
               resolve_noise_rng(estimator.rng, model_->device(), estimator.kind != EstimatorKind::Mezo)),
-      options_(options) {
+      options_(options),
+      adapter_generation_(model_->adapter_generation()) {
   if (estimator.kind == EstimatorKind::Mezo && model_->quantized()) {
     throw std::invalid_argument(
         "estimator.kind: mezo perturbs and updates every weight, and this model keeps its projection weights "
@@ -77,6 +78,14 @@ Trainer::Trainer(std::shared_ptr<CausalLM> model, EstimatorOptions estimator,
 }
 
 Trainer::~Trainer() = default;
+
+void Trainer::check_adapters_unchanged() const {
+  if (model_->adapter_generation() != adapter_generation_) {
+    throw std::invalid_argument(
+        "the model's adapters were attached again after this Trainer was made: its optimizer state and captured "
+        "steps belong to the adapters it was made with. Make a new Trainer for the new adapters");
+  }
+}
 
 bool Trainer::mezo() const { return estimator_options_.kind == EstimatorKind::Mezo; }
 
@@ -161,6 +170,7 @@ DeviceEstimate Trainer::on_device(const TokenBatch& shaped, const std::vector<Pe
 }
 
 PointLosses Trainer::evaluate_share(const TokenBatch& batch, QueryRange range) {
+  check_adapters_unchanged();
   if (!estimator_) throw std::invalid_argument("a distributed step needs a zeroth-order estimator, not first_order");
   batch.validate();
   c10::InferenceMode guard;
@@ -183,6 +193,7 @@ PointLosses Trainer::evaluate_share(const TokenBatch& batch, QueryRange range) {
 }
 
 StepResult Trainer::apply_losses(const std::vector<double>& losses) {
+  check_adapters_unchanged();
   if (!estimator_) throw std::invalid_argument("a distributed step needs a zeroth-order estimator, not first_order");
   const auto start = std::chrono::steady_clock::now();
   const auto estimate = estimate_from_losses(estimator_options_, step_, losses);
@@ -270,6 +281,7 @@ std::vector<ZoParameter> Trainer::trained_parameters() const {
 }
 
 StepResult Trainer::step(const TokenBatch& batch) {
+  check_adapters_unchanged();
   if (uses_fused_step()) return fused_step(batch);
   const auto start = std::chrono::steady_clock::now();
   StepResult result;

@@ -86,6 +86,8 @@ class Trainer {
 
  private:
   std::vector<ZoParameter> trained_parameters() const;
+  // Throws when the model's adapters were attached again after this Trainer was made.
+  void check_adapters_unchanged() const;
   bool mezo() const;  // full-parameter MeZO
   bool first_order() const;  // backpropagation to B (FO-SGD on LoRA-FA)
   StepResult fused_step(const TokenBatch& batch);
@@ -117,6 +119,7 @@ class Trainer {
   // never replayed for a whole step of the same shape.
   std::unique_ptr<cuda::StepGraphs> share_graphs_;
   int64_t step_ = 0;
+  int64_t adapter_generation_ = 0;  // the model's, when this Trainer was made
 };
 
 }  // namespace prge

@@ -53,6 +53,21 @@ def test_adapters_are_views_of_one_flat_buffer(tiny_llama):
     assert not trainer.uses_cuda_graphs  # CPU: graphs never apply
 
 
+def test_a_trainer_refuses_adapters_attached_after_it(tiny_llama):
+    """attach_adapters again (a notebook cell run twice) makes new B tensors and a new flat buffer;
+    the trainer's optimizer state and captured steps belong to the old ones, so stepping would
+    update memory that is gone (CUDA graphs) or fail on a slot of another size: refused by name."""
+    path, _ = tiny_llama
+    native = make_native(path)
+    trainer = prge.Trainer(native, prge.EstimatorOptions("prge", 2, EPS), prge.OptimizerOptions(lr=LR), SEED)
+    trainer.step(make_batch(128))
+    native.attach_adapters(prge.AdapterOptions(rank=4, alpha=8, init_seed=1))
+    with pytest.raises(ValueError, match="adapters were attached again after this Trainer was made"):
+        trainer.step(make_batch(128))
+    fresh = prge.Trainer(native, prge.EstimatorOptions("prge", 2, EPS), prge.OptimizerOptions(lr=LR), SEED)
+    assert fresh.step(make_batch(128)).loss > 0
+
+
 def test_mezo_keeps_the_plain_path_on_the_cpu(tiny_llama):
     """MeZO's device step needs the CUDA kernels (its perturbed weights drawn in a kernel that reads
     the step key from device memory); on the CPU it takes the plain path."""

@@ -403,6 +403,7 @@ void CausalLM::attach_adapters(const AdapterOptions& options) {
     layer.gate_up.refresh_adapters();
   }
   adapter_buffer_ = AdapterBuffer(adapted_layers());
+  ++adapter_generation_;
 }
 
 int64_t CausalLM::param_index(size_t layer, Role role) const {

@@ -94,6 +94,9 @@ class CausalLM {
   // family: Phi-3's qkv_proj when q_proj, k_proj and v_proj are all named). Throws
   // std::invalid_argument naming a target the family has no projection for.
   void attach_adapters(const AdapterOptions& options);
+  // attach_adapters calls so far: a Trainer made before the last one holds state (optimizer
+  // slots, captured CUDA graphs) of adapters that are gone.
+  int64_t adapter_generation() const { return adapter_generation_; }
 
   // ids: [N, T] int64 (right-padded). Returns the final-normed hidden states [N, T, d].
   torch::Tensor hidden_states(const torch::Tensor& input_ids, const MaterializedPlan* plan = nullptr,
@@ -192,6 +195,7 @@ class CausalLM {
   std::vector<DecoderLayer> layers_;
   std::vector<torch::Tensor> rope_inv_freq_;  // per RoPE set
   AdapterBuffer adapter_buffer_;
+  int64_t adapter_generation_ = 0;
   bool layer_kernels_ = true;
 };
 
