@@ -6,6 +6,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/cuda.h>
 
+#include <cstring>
+
 namespace prge::cuda {
 namespace {
 int64_t next_power_of_two(int64_t n) {
@@ -26,12 +28,19 @@ DeviceEstimate StepGraphs::run(const TokenBatch& batch, const std::vector<Pertur
   const int64_t answers = (batch.targets != kIgnoreIndex).sum().item<int64_t>();
   const auto host_layout = AnswerLayout::from_targets(batch.targets, next_power_of_two(answers));
   const int64_t capacity = host_layout.capacity();
-  std::vector<int64_t> copies;  // and which queries: a share of the queries is a graph of its own
+  // Per plan: its copies, their queries (a share of the queries is a graph of its own) and their
+  // scales (a graph keeps the scales it was materialized with), the scales as their bits.
+  std::vector<int64_t> plan_key;
   for (const auto& plan : plans) {
-    copies.push_back(plan.copies());
-    copies.insert(copies.end(), plan.copy_query.begin(), plan.copy_query.end());
+    plan_key.push_back(plan.copies());
+    plan_key.insert(plan_key.end(), plan.copy_query.begin(), plan.copy_query.end());
+    for (const double scale : plan.copy_scale) {
+      int64_t bits = 0;
+      std::memcpy(&bits, &scale, sizeof bits);
+      plan_key.push_back(bits);
+    }
   }
-  const Key key{batch.size(), batch.input_ids.size(1), capacity, copies};
+  const Key key{batch.size(), batch.input_ids.size(1), capacity, plan_key};
   auto& slot = entries_[key];
   if (!slot) {
     slot = std::make_unique<Entry>();

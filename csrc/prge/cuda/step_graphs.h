@@ -43,7 +43,7 @@ class StepGraphs {
     DeviceEstimate outputs;
     int64_t runs = 0;
   };
-  // b, T, answer capacity, per plan: its copies and their queries
+  // b, T, answer capacity, per plan: its copies, their queries and their scales' bits
   using Key = std::tuple<int64_t, int64_t, int64_t, std::vector<int64_t>>;
   std::map<Key, std::unique_ptr<Entry>> entries_;
   at::cuda::MempoolId_t pool_{0, 0};
