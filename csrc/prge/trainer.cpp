@@ -332,6 +332,7 @@ torch::Tensor Trainer::answer_logprobs(const TokenBatch& batch, const torch::Ten
 }
 
 void Trainer::save_checkpoint(const std::string& path) const {
+  check_adapters_unchanged();
   io::TensorMap tensors;
   for (const auto& p : trained_parameters()) tensors[p.name] = p.value;
   for (const auto& [name, tensor] : optimizer_.state()) tensors[name] = tensor;
@@ -344,6 +345,7 @@ void Trainer::save_checkpoint(const std::string& path) const {
 }
 
 void Trainer::load_checkpoint(const std::string& path) {
+  check_adapters_unchanged();
   auto tensors = io::load_safetensors(path);
   c10::InferenceMode guard;
   // A NaN or inf saved by a diverged run or written by a damaged disk would train and
@@ -358,7 +360,10 @@ void Trainer::load_checkpoint(const std::string& path) {
                                            path, name, bad, tensor.numel()));
     }
   }
-  for (auto& p : trained_parameters()) {
+  // Everything is checked before anything is written: a file refused leaves the model and the
+  // optimizer as they were.
+  const auto params = trained_parameters();
+  for (const auto& p : params) {
     auto it = tensors.find(p.name);
     if (it == tensors.end()) {
       throw std::runtime_error(fmt::format("{}: checkpoint has no tensor '{}'", path, p.name));
@@ -368,12 +373,31 @@ void Trainer::load_checkpoint(const std::string& path) {
                                            p.name, fmt::join(it->second.sizes(), "x"),
                                            fmt::join(p.value.sizes(), "x")));
     }
-    p.value.copy_(it->second);
   }
   std::map<std::string, torch::Tensor> state;
   for (const auto& [name, tensor] : tensors) {
     if (name.rfind("optimizer.", 0) == 0) state[name] = tensor;
   }
+  const auto& buffer = model_->adapter_buffer();
+  try {
+    optimizer_.check_state(state, [&](int64_t key) -> std::optional<std::vector<int64_t>> {
+      if (key == kAdapterBufferKey) {
+        if (buffer.empty()) return std::nullopt;
+        return buffer.values().sizes().vec();
+      }
+      for (const auto& p : params) {
+        if (p.index == key) return p.value.sizes().vec();
+      }
+      return std::nullopt;
+    });
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(fmt::format("{}: {}", path, e.what()));
+  }
+  if (auto it = tensors.find("trainer.step"); it != tensors.end() && it->second.numel() != 1) {
+    throw std::runtime_error(fmt::format("{}: tensor 'trainer.step' must hold 1 integer, it holds {}", path,
+                                         it->second.numel()));
+  }
+  for (const auto& p : params) p.value.copy_(tensors.at(p.name));
   optimizer_.load_state(state, model_->device());
   if (auto it = tensors.find("trainer.step"); it != tensors.end()) {
     step_ = it->second.to(torch::kCPU, torch::kInt64).item<int64_t>();

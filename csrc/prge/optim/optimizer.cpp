@@ -4,6 +4,7 @@
 #include "prge/optim/transforms.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cmath>
 #include <stdexcept>
@@ -85,6 +86,33 @@ torch::Tensor state_zeros(at::IntArrayRef sizes, const torch::Device& device) {
   c10::InferenceMode normal_tensors(false);
   return torch::zeros(sizes, torch::TensorOptions().dtype(torch::kFloat32).device(device));
 }
+
+constexpr const char* kStepsName = "optimizer.steps";
+
+// "optimizer.<owner>.<slot>" -> (key, slot); owner "adapter_buffer" or "param<i>", slot m / v /
+// accumulated, as state() writes them. Throws std::invalid_argument for any other name.
+std::pair<int64_t, std::string> parse_state_name(const std::string& name) {
+  const auto bad = [&] {
+    return std::invalid_argument(fmt::format(
+        "tensor '{}' is not optimizer state prge writes (optimizer.adapter_buffer.<slot>, "
+        "optimizer.param<i>.<slot>, slot m, v or accumulated; or {})", name, kStepsName));
+  };
+  const std::string prefix = "optimizer.";
+  if (name.rfind(prefix, 0) != 0) throw bad();
+  const auto rest = name.substr(prefix.size());
+  const auto dot = rest.rfind('.');
+  if (dot == std::string::npos) throw bad();
+  const auto owner = rest.substr(0, dot), slot = rest.substr(dot + 1);
+  if (slot != "m" && slot != "v" && slot != "accumulated") throw bad();
+  if (owner == "adapter_buffer") return {kAdapterBufferKey, slot};
+  const std::string param = "param";
+  const auto digits = owner.substr(std::min(owner.size(), param.size()));
+  if (owner.rfind(param, 0) != 0 || digits.empty() || digits.size() > 9 ||
+      digits.find_first_not_of("0123456789") != std::string::npos) {
+    throw bad();
+  }
+  return {std::stoll(digits), slot};
+}
 }  // namespace
 
 Optimizer::Optimizer(OptimizerOptions options) : options_(options) { options_.validate(); }
@@ -159,8 +187,30 @@ std::map<std::string, torch::Tensor> Optimizer::state() const {
     if (s.v.defined()) out[name(key, "v")] = s.v;
     if (s.accumulated.defined()) out[name(key, "accumulated")] = s.accumulated;
   }
-  out["optimizer.steps"] = torch::tensor({steps_, updates_}, torch::kInt64);
+  out[kStepsName] = torch::tensor({steps_, updates_}, torch::kInt64);
   return out;
+}
+
+void Optimizer::check_state(const std::map<std::string, torch::Tensor>& tensors,
+                            const std::function<std::optional<std::vector<int64_t>>(int64_t key)>& shape_of) const {
+  for (const auto& [name, tensor] : tensors) {
+    if (name == kStepsName) {
+      if (tensor.is_floating_point() || tensor.is_complex() || tensor.numel() != 2) {
+        throw std::invalid_argument(fmt::format("tensor '{}' must hold 2 integers (steps, updates), it holds {} {}",
+                                                name, tensor.numel(), c10::toString(tensor.scalar_type())));
+      }
+      continue;
+    }
+    const auto [key, slot] = parse_state_name(name);
+    const auto shape = shape_of(key);
+    if (!shape) {
+      throw std::invalid_argument(fmt::format("tensor '{}' is state of a parameter this model does not train", name));
+    }
+    if (tensor.sizes().vec() != *shape) {
+      throw std::invalid_argument(fmt::format("tensor '{}' has shape {}, the parameter it belongs to {}", name,
+                                              fmt::join(tensor.sizes(), "x"), fmt::join(*shape, "x")));
+    }
+  }
 }
 
 void Optimizer::load_state(const std::map<std::string, torch::Tensor>& tensors, const torch::Device& device) {
@@ -173,19 +223,16 @@ void Optimizer::load_state(const std::map<std::string, torch::Tensor>& tensors, 
     }
   }
   steps_ = updates_ = 0;
-  auto counts = tensors.find("optimizer.steps");
+  auto counts = tensors.find(kStepsName);
   if (counts == tensors.end()) return;
   const auto c = counts->second.to(torch::kCPU, torch::kInt64).contiguous();
   steps_ = c.data_ptr<int64_t>()[0];
   updates_ = c.data_ptr<int64_t>()[1];
   for (const auto& [name, tensor] : tensors) {
-    if (name.rfind("optimizer.", 0) != 0 || name == "optimizer.steps") continue;
-    const auto rest = name.substr(std::string("optimizer.").size());
-    const auto dot = rest.rfind('.');
-    const auto owner = rest.substr(0, dot), slot = rest.substr(dot + 1);
-    const int64_t key = owner == "adapter_buffer" ? kAdapterBufferKey : std::stoll(owner.substr(std::string("param").size()));
+    if (name == kStepsName) continue;
+    const auto [key, slot_name] = parse_state_name(name);
     auto& s = slots_[key];
-    auto& target = slot == "m" ? s.m : slot == "v" ? s.v : s.accumulated;
+    auto& target = slot_name == "m" ? s.m : slot_name == "v" ? s.v : s.accumulated;
     // Into the tensor already held, where there is one: CUDA graphs captured before a load read
     // the state at its address.
     if (target.defined() && target.sizes() == tensor.sizes() && already_on(target.device(), device)) {

@@ -6,8 +6,11 @@
 #include "prge/estimators/zo_estimator.h"
 #include "prge/perturbation.h"
 
+#include <functional>
 #include <map>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace prge {
 
@@ -73,6 +76,12 @@ class Optimizer {
 
   // State as named tensors ("optimizer.<key>.<slot>", plus "optimizer.updates"), and back.
   std::map<std::string, torch::Tensor> state() const;
+  // Throws std::invalid_argument naming the tensor when `tensors` is not a state this optimizer
+  // can load: an "optimizer.*" name it does not write, "optimizer.steps" not 2 integers, or a
+  // slot whose shape is not `shape_of(key)` (nullopt: no such key). Nothing is changed.
+  void check_state(const std::map<std::string, torch::Tensor>& tensors,
+                   const std::function<std::optional<std::vector<int64_t>>(int64_t key)>& shape_of) const;
+  // Loads a state check_state accepts (slots it lacks are left fresh).
   void load_state(const std::map<std::string, torch::Tensor>& tensors, const torch::Device& device);
 
  private:

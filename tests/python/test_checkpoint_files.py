@@ -1,0 +1,81 @@
+"""Trainer.load_checkpoint on files that are not what this trainer saves: each refused by name
+(file and tensor) before anything is written, so a refused file leaves the model and the
+optimizer as they were; and a trainer whose model's adapters were attached again refuses to save
+or load (its state belongs to the old adapters)."""
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import prge
+from conftest import make_batch
+from test_prge_reference import EPS, LR, SEED, make_native
+
+
+@pytest.fixture
+def trained(tiny_llama, tmp_path):
+    path, _ = tiny_llama
+    native = make_native(path)
+    trainer = prge.Trainer(native, prge.EstimatorOptions("prge", 2, EPS), prge.OptimizerOptions(lr=LR, momentum=0.9),
+                           SEED)
+    for s in range(2):
+        trainer.step(make_batch(128, seed=s))
+    good = tmp_path / "good.safetensors"
+    trainer.save_checkpoint(str(good))
+    return native, trainer, load_file(str(good)), tmp_path
+
+
+def b_tensors(native):
+    return [a["lora_b"].clone() for a in native.adapters()]
+
+
+def edited(tmp_path, tensors, name="bad.safetensors"):
+    path = tmp_path / name
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    return str(path)
+
+
+def test_a_wrong_shape_in_one_adapter_writes_none_of_them(trained):
+    native, trainer, tensors, tmp_path = trained
+    trainer.step(make_batch(128, seed=5))  # B now differs from the file's
+    before = b_tensors(native)
+    last = [k for k in tensors if k.endswith("lora_b")][-1]
+    tensors[last] = torch.zeros(tensors[last].shape[0], tensors[last].shape[1] * 2)
+    with pytest.raises(RuntimeError, match=rf"bad.safetensors: tensor '{last}' has shape"):
+        trainer.load_checkpoint(edited(tmp_path, tensors))
+    assert all(torch.equal(a, b) for a, b in zip(b_tensors(native), before))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t.update({"optimizer.adapter_buffer.m": t["optimizer.adapter_buffer.m"][: t["optimizer.adapter_buffer.m"].numel() // 2]}),
+     r"tensor 'optimizer.adapter_buffer.m' has shape \d+, the parameter it belongs to \d+"),
+    (lambda t: t.update({"optimizer.steps": torch.tensor([2])}), r"'optimizer.steps' must hold 2 integers"),
+    (lambda t: t.update({"optimizer.bogus.m": torch.zeros(3)}), r"'optimizer.bogus.m' is not optimizer state prge writes"),
+    (lambda t: t.update({"optimizer.param9999.m": torch.zeros(3)}), r"'optimizer.param9999.m' is state of a parameter this model does not train"),
+    (lambda t: t.update({"trainer.step": torch.tensor([1, 2])}), r"'trainer.step' must hold 1 integer"),
+])
+def test_optimizer_state_that_does_not_fit_is_refused_before_anything_is_written(trained, change, message):
+    native, trainer, tensors, tmp_path = trained
+    trainer.step(make_batch(128, seed=5))
+    before, step = b_tensors(native), trainer.step_count
+    change(tensors)
+    with pytest.raises(RuntimeError, match=r"bad.safetensors: .*" + message):
+        trainer.load_checkpoint(edited(tmp_path, tensors))
+    assert all(torch.equal(a, b) for a, b in zip(b_tensors(native), before))
+    assert trainer.step_count == step
+
+
+def test_the_file_it_saved_loads_and_the_run_repeats(trained):
+    native, trainer, tensors, tmp_path = trained
+    after_save = [trainer.step(make_batch(128, seed=s)).loss for s in range(3, 5)]
+    trainer.load_checkpoint(str(tmp_path / "good.safetensors"))
+    assert trainer.step_count == 2
+    assert [trainer.step(make_batch(128, seed=s)).loss for s in range(3, 5)] == after_save
+
+
+def test_a_trainer_of_adapters_attached_again_neither_saves_nor_loads(trained):
+    native, trainer, tensors, tmp_path = trained
+    native.attach_adapters(prge.AdapterOptions(rank=4, alpha=8, init_seed=1))
+    with pytest.raises(ValueError, match="adapters were attached again"):
+        trainer.save_checkpoint(str(tmp_path / "stale.safetensors"))
+    with pytest.raises(ValueError, match="adapters were attached again"):
+        trainer.load_checkpoint(str(tmp_path / "good.safetensors"))
