@@ -314,6 +314,18 @@ def task_like_batch(vocab: int, step: int) -> prge.TokenBatch:
     return prge.TokenBatch(ids, targets)
 
 
+def device_step_setup(kind: str, model) -> tuple:
+    """The many-shapes checks' estimator options and learning rate for one device step (first
+    order, P-RGE q = 1 as the paper's ZO LoRA-FA runs it, MeZO), LoRA-FA adapters attached to
+    `model` unless MeZO."""
+    if kind != "mezo":
+        model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32, init_seed=3))
+    options = {"first_order": prge.EstimatorOptions("first_order", 1),
+               "prge": prge.EstimatorOptions("prge", 1, 1e-2, "central", "sequential", rng="counter"),
+               "mezo": prge.EstimatorOptions("mezo", 1, 1e-3, "central", "sequential", rng="counter")}[kind]
+    return options, {"first_order": 5e-3, "prge": 1e-3, "mezo": 1e-5}[kind]
+
+
 def check_device_steps_many_shapes(config, steps: int = 48) -> None:
     """Every device step over task-like batches of several lengths and answer buckets in no fixed
     order, so that graphs are captured, replayed with new contents and met anew between each
@@ -338,12 +350,7 @@ def check_device_steps_many_shapes(config, steps: int = 48) -> None:
 
     def make(kind, device, fused, graphs):
         model = prge.CausalLM.from_pretrained(directory, device, "float32")
-        if kind != "mezo":
-            model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32, init_seed=3))
-        options = {"first_order": prge.EstimatorOptions("first_order", 1),
-                   "prge": prge.EstimatorOptions("prge", 1, 1e-2, "central", "sequential", rng="counter"),
-                   "mezo": prge.EstimatorOptions("mezo", 1, 1e-3, "central", "sequential", rng="counter")}[kind]
-        lr = {"first_order": 5e-3, "prge": 1e-3, "mezo": 1e-5}[kind]
+        options, lr = device_step_setup(kind, model)
         return prge.Trainer(model, options, prge.OptimizerOptions(lr=lr), 5, fused_step=fused, cuda_graphs=graphs)
 
     def part(a, b):
@@ -381,11 +388,7 @@ def check_replays_keep_weights_at_lr_zero(config, steps: int = 24) -> None:
     changed B (by up to 0.1 in P-RGE, and to 1e20 in first order) at lr 0."""
     for kind in ("first_order", "prge", "mezo"):
         model = prge.CausalLM.random(config, seed=4, device="cuda")
-        if kind != "mezo":
-            model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32, init_seed=3))
-        options = {"first_order": prge.EstimatorOptions("first_order", 1),
-                   "prge": prge.EstimatorOptions("prge", 1, 1e-2, "central", "sequential", rng="counter"),
-                   "mezo": prge.EstimatorOptions("mezo", 1, 1e-3, "central", "sequential", rng="counter")}[kind]
+        options, _ = device_step_setup(kind, model)
         trainer = prge.Trainer(model, options, prge.OptimizerOptions(lr=0.0), 5, fused_step=True, cuda_graphs=True)
         trained = ([a["lora_b"] for a in model.adapters()] if kind != "mezo"
                    else [value for _, value in model.full_parameters()])

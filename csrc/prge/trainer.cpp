@@ -393,15 +393,14 @@ void Trainer::load_checkpoint(const std::string& path) {
   } catch (const std::invalid_argument& e) {
     throw std::runtime_error(fmt::format("{}: {}", path, e.what()));
   }
-  if (auto it = tensors.find("trainer.step"); it != tensors.end() && it->second.numel() != 1) {
+  const auto saved_step = tensors.find("trainer.step");
+  if (saved_step != tensors.end() && saved_step->second.numel() != 1) {
     throw std::runtime_error(fmt::format("{}: tensor 'trainer.step' must hold 1 integer, it holds {}", path,
-                                         it->second.numel()));
+                                         saved_step->second.numel()));
   }
   for (const auto& p : params) p.value.copy_(tensors.at(p.name));
   optimizer_.load_state(state, model_->device());
-  if (auto it = tensors.find("trainer.step"); it != tensors.end()) {
-    step_ = it->second.to(torch::kCPU, torch::kInt64).item<int64_t>();
-  }
+  if (saved_step != tensors.end()) step_ = saved_step->second.to(torch::kCPU, torch::kInt64).item<int64_t>();
 }
 
 }  // namespace prge

@@ -235,12 +235,10 @@ void Optimizer::load_state(const std::map<std::string, torch::Tensor>& tensors, 
     auto& target = slot_name == "m" ? s.m : slot_name == "v" ? s.v : s.accumulated;
     // Into the tensor already held, where there is one: CUDA graphs captured before a load read
     // the state at its address.
-    if (target.defined() && target.sizes() == tensor.sizes() && already_on(target.device(), device)) {
-      target.copy_(tensor);
-    } else {
+    if (!target.defined() || target.sizes() != tensor.sizes() || !already_on(target.device(), device)) {
       target = state_zeros(tensor.sizes(), device);
-      target.copy_(tensor);
     }
+    target.copy_(tensor);
   }
 }
 

@@ -74,7 +74,7 @@ class Optimizer {
   // run, so that a captured CUDA graph reads each step's values (undefined before begin_step).
   const torch::Tensor& step_scalars() const { return scalars_; }
 
-  // State as named tensors ("optimizer.<key>.<slot>", plus "optimizer.updates"), and back.
+  // State as named tensors ("optimizer.<key>.<slot>", plus "optimizer.steps"), and back.
   std::map<std::string, torch::Tensor> state() const;
   // Throws std::invalid_argument naming the tensor when `tensors` is not a state this optimizer
   // can load: an "optimizer.*" name it does not write, "optimizer.steps" not 2 integers, or a
