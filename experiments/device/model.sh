@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# SmolLM2-135M on the GPU machine. It reaches no registry and a call carries at most 64 MiB,
+# SmolLM2-135M on the GPU machine (experiments/device/stage_model.sh makes what it carries, here).
+# It reaches no registry and a call carries at most 64 MiB,
 # so the GGUF (94 MiB) travels in two halves: call 1 carries .device/a (first half, fine_food
 # CSVs, the converted model's tokenizer files), call 2 (within the machine's warm window)
 # carries .device/b (second half); the halves are joined and converted once, in /tmp.
