@@ -3,8 +3,10 @@
 # 11 tasks x 5 methods x 3 seeds) on SmolLM2-135M, resumable across calls: each call runs the sweep
 # for at most SWEEP_SECONDS (default 540: a call may run 10 minutes); the run in flight stops after
 # a step with a checkpoint (SIGTERM), and the next call skips the finished runs and resumes that
-# one, while the machine stays warm (/tmp/runs holds them). Each call sends the finished runs back
-# in $OUT (no weights); carry that archive and name it in RUNS_TGZ to go on from a fresh machine.
+# one, while the machine stays warm (/tmp/runs holds them). Each call sends the runs back in $OUT
+# (no weights); `bash experiments/device/keep_runs.sh ARCHIVE` here keeps the finished ones in
+# experiments/results/paper_accuracy/runs/, where a fresh machine's sweep starts from (carry the
+# archive and name it in RUNS_TGZ to resume the part-way ones too).
 # Needs PRGE_MODEL (source experiments/device/model.sh join) and the task data: .device/a/data.tgz
 # (experiments/device/stage_data.sh; `model.sh stage` copies it to /tmp/prge-carry) or a carried
 # .device/data/<task folder> tree.
@@ -17,8 +19,9 @@ mkdir -p "$out"
 : "${PRGE_MODEL:?source experiments/device/model.sh join first}"
 source experiments/device/task_data.sh || exit 3
 root=/tmp/runs/paper_accuracy
-if [ -n "${RUNS_TGZ:-}" ] && [ ! -d "$root" ]; then
-  mkdir -p /tmp/runs && tar xzf "$RUNS_TGZ" -C /tmp/runs
+if [ ! -d "$root" ]; then  # a cold machine: the committed finished runs, then the carried archive's part-way ones
+  mkdir -p "$root" && cp -r experiments/results/paper_accuracy/runs/. "$root/"
+  [ -z "${RUNS_TGZ:-}" ] || tar xzf "$RUNS_TGZ" -C /tmp/runs
 fi
 sweep=configs/sweeps/paper_accuracy.yaml
 if [ -n "${TASKS:-}${SEEDS:-}${VARIANTS:-}" ]; then  # the same sweep with a smaller grid, beside it (base path)
