@@ -135,8 +135,12 @@ void bind_trainer(py::module_& m) {
            "[N, C] log p(candidate) at each sequence's single answer position")
       .def_property("step_count", &Trainer::step_count, &Trainer::set_step_count)
       .def_property_readonly("model", &Trainer::model_ptr)
-      .def("save_checkpoint", &Trainer::save_checkpoint, py::arg("path"))
-      .def("load_checkpoint", &Trainer::load_checkpoint, py::arg("path"));
+      .def("save_checkpoint", &Trainer::save_checkpoint, py::arg("path"),
+           "safetensors file of the trained tensors (B), the optimizer state and 'trainer.step'")
+      .def("load_checkpoint", &Trainer::load_checkpoint, py::arg("path"),
+           "the trainer's state becomes the file's: trained tensors (required, by name and shape), optimizer "
+           "state (absent: fresh) and 'trainer.step' (absent: 0). Raises RuntimeError naming the file and "
+           "tensor, before anything is written, for a tensor missing, misshapen or non-finite");
 }
 
 }  // namespace prge::bindings

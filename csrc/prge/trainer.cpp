@@ -393,14 +393,21 @@ void Trainer::load_checkpoint(const std::string& path) {
   } catch (const std::invalid_argument& e) {
     throw std::runtime_error(fmt::format("{}: {}", path, e.what()));
   }
-  const auto saved_step = tensors.find("trainer.step");
-  if (saved_step != tensors.end() && saved_step->second.numel() != 1) {
-    throw std::runtime_error(fmt::format("{}: tensor 'trainer.step' must hold 1 integer, it holds {}", path,
-                                         saved_step->second.numel()));
+  // The trainer's state becomes the file's: what the file lacks starts fresh (optimizer state
+  // and, without 'trainer.step', the step count, which also picks each step's z seed).
+  int64_t step = 0;
+  if (const auto saved = tensors.find("trainer.step"); saved != tensors.end()) {
+    const auto& t = saved->second;
+    if (t.numel() != 1 || t.is_floating_point() || t.is_complex() || t.scalar_type() == torch::kBool) {
+      throw std::runtime_error(fmt::format("{}: tensor 'trainer.step' must hold 1 integer, it holds {} value(s) of {}",
+                                           path, t.numel(), c10::toString(t.scalar_type())));
+    }
+    step = t.to(torch::kCPU, torch::kInt64).item<int64_t>();
+    if (step < 0) throw std::runtime_error(fmt::format("{}: tensor 'trainer.step' is {}, not a step count", path, step));
   }
   for (const auto& p : params) p.value.copy_(tensors.at(p.name));
   optimizer_.load_state(state, model_->device());
-  if (saved_step != tensors.end()) step_ = saved_step->second.to(torch::kCPU, torch::kInt64).item<int64_t>();
+  step_ = step;
 }
 
 }  // namespace prge

@@ -52,6 +52,8 @@ def test_a_wrong_shape_in_one_adapter_writes_none_of_them(trained):
     (lambda t: t.update({"optimizer.bogus.m": torch.zeros(3)}), r"'optimizer.bogus.m' is not optimizer state prge writes"),
     (lambda t: t.update({"optimizer.param9999.m": torch.zeros(3)}), r"'optimizer.param9999.m' is state of a parameter this model does not train"),
     (lambda t: t.update({"trainer.step": torch.tensor([1, 2])}), r"'trainer.step' must hold 1 integer"),
+    (lambda t: t.update({"trainer.step": torch.tensor([2.5])}), r"'trainer.step' must hold 1 integer, it holds 1 value\(s\) of Float"),
+    (lambda t: t.update({"trainer.step": torch.tensor([-1])}), r"'trainer.step' is -1, not a step count"),
 ])
 def test_optimizer_state_that_does_not_fit_is_refused_before_anything_is_written(trained, change, message):
     native, trainer, tensors, tmp_path = trained
@@ -70,6 +72,24 @@ def test_the_file_it_saved_loads_and_the_run_repeats(trained):
     trainer.load_checkpoint(str(tmp_path / "good.safetensors"))
     assert trainer.step_count == 2
     assert [trainer.step(make_batch(128, seed=s)).loss for s in range(3, 5)] == after_save
+
+
+def test_a_file_of_adapters_alone_starts_the_trainer_fresh_at_them(trained, tiny_llama):
+    """No optimizer state and no 'trainer.step' in the file: fresh optimizer state and step 0
+    (the step count picks each step's z), so the next step is a fresh trainer's first step from
+    the file's B."""
+    native, trainer, tensors, tmp_path = trained
+    trainer.step(make_batch(128, seed=5))
+    adapters_only = {k: v for k, v in tensors.items() if k.endswith("lora_b")}
+    trainer.load_checkpoint(edited(tmp_path, adapters_only, "adapters.safetensors"))
+    assert trainer.step_count == 0
+    got = trainer.step(make_batch(128, seed=7)).loss
+    fresh_native = make_native(tiny_llama[0])  # a brand-new trainer, given the same file
+    fresh = prge.Trainer(fresh_native, prge.EstimatorOptions("prge", 2, EPS),
+                         prge.OptimizerOptions(lr=LR, momentum=0.9), SEED)
+    fresh.load_checkpoint(edited(tmp_path, adapters_only, "adapters.safetensors"))
+    assert fresh.step(make_batch(128, seed=7)).loss == got
+    assert all(torch.equal(a, b) for a, b in zip(b_tensors(native), b_tensors(fresh_native)))
 
 
 def test_a_trainer_of_adapters_attached_again_neither_saves_nor_loads(trained):
