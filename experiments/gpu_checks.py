@@ -356,12 +356,11 @@ def check_device_steps_many_shapes(config, steps: int = 48) -> None:
     def part(a, b):
         return next((s for s, (x, y) in enumerate(zip(a, b)) if abs(x - y) > 1e-4 * abs(y)), None)
 
-    def shape(batch):  # the graph entry's T and answer capacity (cuda/step_graphs.cpp)
-        answers = int((batch.targets != -100).sum())
-        return f"{(batch.input_ids.shape[1] + 31) // 32 * 32}/{1 << max(0, answers - 1).bit_length()}"
+    def shape(batch):  # as given; the graphs' own buckets are cuda/step_graphs.cpp's (the count is reported)
+        return f"{batch.input_ids.shape[1]}/{int((batch.targets != -100).sum())}"
 
-    print("task-like batch shapes in order: " + " ".join(shape(task_like_batch(config.vocab_size, s))
-                                                         for s in range(steps)), flush=True)
+    print("task-like batches in order (length / answer tokens): " + " ".join(
+        shape(task_like_batch(config.vocab_size, s)) for s in range(steps)), flush=True)
     for kind in ("first_order", "prge", "mezo"):
         trainers = [make(kind, "cuda", True, True), make(kind, "cuda", True, False), make(kind, "cuda", False, False),
                     make(kind, "cpu", False, False)]
