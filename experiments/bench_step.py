@@ -230,6 +230,9 @@ def main():
                              "on CUDA, default on the CPU)")
     parser.add_argument("--dual-only", action="store_true",
                         help="of prge's rows only the default P-RGE dual step (a family's check against its floor)")
+    parser.add_argument("--first-order", action="store_true",
+                        help="also first order on the adapters (QB sequences, forward and backward): prge's "
+                             "step beside peft LoRA-FA + backprop, eager and torch.compile'd")
     parser.add_argument("--out", default="experiments/results")
     args = parser.parse_args()
     if args.device == "cpu":
@@ -238,10 +241,10 @@ def main():
     qs = [int(q) for q in args.queries.split(",")]
     rows = []
 
-    def record(name, kind, queries, parallel, seconds, peak):
-        sequences = 2 * QB
-        flops = forward_flops(config, sequences, args.seq_len)
-        rows.append(dict(method=name, estimator=kind, queries=queries, batch=QB // queries if queries else 2 * QB,
+    def record(name, kind, queries, parallel, seconds, peak, sequences=2 * QB):
+        flops = forward_flops(config, sequences, args.seq_len)  # forward only (first order's backward not counted)
+        rows.append(dict(method=name, estimator=kind, queries=queries,
+                         batch=sequences if kind == "first_order" else QB // queries if queries else 2 * QB,
                          parallel=parallel, ms_per_step=1e3 * seconds,
                          tokens_per_s=sequences * args.seq_len / seconds,
                          tflops=flops / seconds / 1e12, peak_gib=peak))
@@ -304,6 +307,20 @@ def main():
             s, m = bench_prge(args, config, "prge", q, "dual", args.warmup, args.steps, rng="torch")
             record(f"prge_dual q={q} (rng torch)", "prge", q, "dual", s, m)
 
+    if args.first_order:
+        s, m = bench_prge(args, config, "first_order", 1, "dual", args.warmup, args.steps)
+        record(f"first_order ({QB} seqs)", "first_order", 0, "-", s, m, sequences=QB)
+        if not args.skip_peers:
+            from peers import LoraFaBackpropStep
+
+            batch = random_batch(config.vocab_size, QB, args.seq_len)
+            ids, targets = batch.input_ids.to(args.device), batch.targets.to(args.device)
+            for mode in [None] + modes:
+                s, m = bench_peer(args, config, lambda model, c: LoraFaBackpropStep(model, ids, targets, 5e-5, mode),
+                                  args.warmup + (3 if mode else 0), args.steps)
+                record(f"peft LoRA-FA backprop {mode or 'eager'} ({QB} seqs)", "first_order", 0, "-", s, m,
+                       sequences=QB)
+
     by = {r["method"]: r for r in rows}
     base_eager = by.get("mezo_eager_torch q=1")
     base_cpp = by.get("mezo_cpp q=1")
@@ -326,7 +343,8 @@ def main():
                 date=time.strftime("%Y-%m-%d"), params=config.parameter_count())
     (out / f"bench_step_{tag}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
     lines = [f"# Step time: {args.shape} shape (random weights), {device_name}, {args.dtype}, "
-             f"seq len {args.seq_len}, q*b = {QB} (every row evaluates {2 * QB} sequences per step)",
+             f"seq len {args.seq_len}, q*b = {QB} (every row evaluates {2 * QB} sequences per step"
+             + (f"; first-order rows {QB}, forward and backward)" if args.first_order else ")"),
              "", f"torch {torch.__version__}; matmul peak measured in the same run: "
              f"{peak_flops / 1e12:.1f} TFLOP/s. Ratios are against rows of this same run; "
              f"'best forward' is the fastest inference forward of the same {2 * QB} sequences "

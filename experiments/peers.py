@@ -7,8 +7,12 @@
   in a LoRA-FA layer whose [2q, out, r] copies of B (B + eps z_i, B - eps z_i) are applied
   to the repeated batch with one bmm; z from torch.randn per layer; the RGE update of B.
   Eager, or with its forward torch.compile'd.
+- `LoraFaBackpropStep`: first order on the same adapters as a PyTorch user trains them: peft
+  LoRA (rank 16, alpha 32) on the 7 projections with A frozen (LoRA-FA), the loss at the answer
+  rows, backward, SGD on B; eager, or with the loss (forward and backward) and the optimizer
+  step torch.compile'd.
 
-Both use random weights at the benchmark's shape (speed does not depend on values)."""
+All use random weights at the benchmark's shape (speed does not depend on values)."""
 from __future__ import annotations
 
 import torch
@@ -125,3 +129,39 @@ class PaperPrgeStep:
         for layer, z in zip(self.layers, noise):
             layer.lora_b.sub_(torch.tensordot(g, z, dims=1), alpha=self.lr / q)
         return losses
+
+
+class LoraFaBackpropStep:
+    """One first-order step on LoRA-FA adapters: peft's LoRA layers, lora_A frozen, mean
+    cross-entropy at the answer rows, loss.backward(), SGD on lora_B."""
+
+    def __init__(self, model, ids: torch.Tensor, targets: torch.Tensor, lr: float, compile_mode: str | None):
+        from peft import LoraConfig, get_peft_model
+
+        get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=list(TARGETS)))  # in place
+        trained = []
+        for name, p in model.named_parameters():
+            p.requires_grad_("lora_B" in name)
+            if "lora_B" in name:
+                trained.append(p)
+        self.model, self.ids = model, ids
+        self.rows = answer_rows(targets).to(ids.device)
+        self.answer_targets = targets.to(ids.device).reshape(-1).index_select(0, self.rows)
+        self.optimizer = torch.optim.SGD(trained, lr=lr)
+        self.loss, self.update = self._loss, self.optimizer.step
+        if compile_mode is not None:
+            mode = None if compile_mode == "default" else compile_mode
+            self.loss = torch.compile(self._loss, mode=mode)
+            self.update = torch.compile(self.optimizer.step, mode=mode)
+
+    def _loss(self, ids, rows, answer_targets):
+        hidden = self.model.model(ids).last_hidden_state
+        logits = self.model.lm_head(hidden.reshape(-1, hidden.size(-1)).index_select(0, rows)).float()
+        return nn.functional.cross_entropy(logits, answer_targets)
+
+    def __call__(self):
+        loss = self.loss(self.ids, self.rows, self.answer_targets)
+        loss.backward()
+        self.update()
+        self.optimizer.zero_grad(set_to_none=False)  # the gradients stay where a CUDA graph reads them
+        return loss.detach()
