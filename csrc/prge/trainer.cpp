@@ -344,6 +344,13 @@ void Trainer::save_checkpoint(const std::string& path) const {
                         {"seed", std::to_string(stream_.seed())}});
 }
 
+void Trainer::set_step_count(int64_t step) {
+  if (step < 0 || step > kMaxStepCount) {
+    throw std::invalid_argument(fmt::format("step_count {}: a step count is 0 to {}", step, kMaxStepCount));
+  }
+  step_ = step;
+}
+
 void Trainer::load_checkpoint(const std::string& path) {
   check_adapters_unchanged();
   auto tensors = io::load_safetensors(path);
@@ -394,7 +401,8 @@ void Trainer::load_checkpoint(const std::string& path) {
     throw std::runtime_error(fmt::format("{}: {}", path, e.what()));
   }
   // The trainer's state becomes the file's: what the file lacks starts fresh (optimizer state
-  // and, without 'trainer.step', the step count, which also picks each step's z seed).
+  // and, without 'trainer.step', the step count, which also picks each step's z seed). Optimizer
+  // state without the trainer's step would pair one run's moments with another's step count.
   int64_t step = 0;
   if (const auto saved = tensors.find("trainer.step"); saved != tensors.end()) {
     const auto& t = saved->second;
@@ -403,7 +411,12 @@ void Trainer::load_checkpoint(const std::string& path) {
                                            path, t.numel(), c10::toString(t.scalar_type())));
     }
     step = t.to(torch::kCPU, torch::kInt64).item<int64_t>();
-    if (step < 0) throw std::runtime_error(fmt::format("{}: tensor 'trainer.step' is {}, not a step count", path, step));
+    if (step < 0 || step > kMaxStepCount) {
+      throw std::runtime_error(fmt::format("{}: tensor 'trainer.step' is {}, not a step count (0 to {})", path, step,
+                                           kMaxStepCount));
+    }
+  } else if (!state.empty()) {
+    throw std::runtime_error(fmt::format("{}: optimizer state ('{}') without 'trainer.step'", path, state.begin()->first));
   }
   for (const auto& p : params) p.value.copy_(tensors.at(p.name));
   optimizer_.load_state(state, model_->device());

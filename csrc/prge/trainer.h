@@ -76,7 +76,8 @@ class Trainer {
   // the estimator's path (its device step is a whole step).
   std::string share_path() const;
   int64_t cuda_graphs_captured() const;
-  void set_step_count(int64_t step) { step_ = step; }
+  // Throws std::invalid_argument outside 0..kMaxStepCount.
+  void set_step_count(int64_t step);
   std::shared_ptr<CausalLM> model_ptr() { return model_; }
 
   // LoRA-FA B (or, for MeZO, every weight), the optimizer's state and the step count;

@@ -54,6 +54,11 @@ def test_a_wrong_shape_in_one_adapter_writes_none_of_them(trained):
     (lambda t: t.update({"trainer.step": torch.tensor([1, 2])}), r"'trainer.step' must hold 1 integer"),
     (lambda t: t.update({"trainer.step": torch.tensor([2.5])}), r"'trainer.step' must hold 1 integer, it holds 1 value\(s\) of Float"),
     (lambda t: t.update({"trainer.step": torch.tensor([-1])}), r"'trainer.step' is -1, not a step count"),
+    (lambda t: t.update({"trainer.step": torch.tensor([2**63 - 1])}), r"'trainer.step' is 9223372036854775807, not a step count"),
+    (lambda t: t.update({"optimizer.steps": torch.tensor([-4, -4])}), r"'optimizer.steps' holds \(-4, -4\); step counts are 0 to"),
+    (lambda t: t.update({"optimizer.steps": torch.tensor([True, True])}), r"'optimizer.steps' must hold 2 integers"),
+    (lambda t: t.pop("optimizer.steps"), r"comes without 'optimizer.steps'"),
+    (lambda t: t.pop("trainer.step"), r"optimizer state \('optimizer\..*'\) without 'trainer.step'"),
 ])
 def test_optimizer_state_that_does_not_fit_is_refused_before_anything_is_written(trained, change, message):
     native, trainer, tensors, tmp_path = trained
@@ -64,6 +69,14 @@ def test_optimizer_state_that_does_not_fit_is_refused_before_anything_is_written
         trainer.load_checkpoint(edited(tmp_path, tensors))
     assert all(torch.equal(a, b) for a, b in zip(b_tensors(native), before))
     assert trainer.step_count == step
+
+
+def test_a_step_count_outside_what_a_run_reaches_is_refused(trained):
+    _, trainer, _, _ = trained
+    for bad in (-5, 2**62):
+        with pytest.raises(ValueError, match=rf"step_count {bad}: a step count is 0 to"):
+            trainer.step_count = bad
+    assert trainer.step_count == 2
 
 
 def test_the_file_it_saved_loads_and_the_run_repeats(trained):

@@ -193,11 +193,22 @@ std::map<std::string, torch::Tensor> Optimizer::state() const {
 
 void Optimizer::check_state(const std::map<std::string, torch::Tensor>& tensors,
                             const std::function<std::optional<std::vector<int64_t>>(int64_t key)>& shape_of) const {
+  if (!tensors.empty() && !tensors.count(kStepsName)) {  // moments without their counts would be dropped
+    throw std::invalid_argument(fmt::format("tensor '{}' comes without '{}' (the optimizer's step counts)",
+                                            tensors.begin()->first, kStepsName));
+  }
   for (const auto& [name, tensor] : tensors) {
     if (name == kStepsName) {
-      if (tensor.is_floating_point() || tensor.is_complex() || tensor.numel() != 2) {
+      if (tensor.is_floating_point() || tensor.is_complex() || tensor.scalar_type() == torch::kBool ||
+          tensor.numel() != 2) {
         throw std::invalid_argument(fmt::format("tensor '{}' must hold 2 integers (steps, updates), it holds {} {}",
                                                 name, tensor.numel(), c10::toString(tensor.scalar_type())));
+      }
+      const auto counts = tensor.to(torch::kCPU, torch::kInt64).contiguous();
+      const auto steps = counts.data_ptr<int64_t>()[0], updates = counts.data_ptr<int64_t>()[1];
+      if (steps < 0 || updates < 0 || steps > kMaxStepCount || updates > kMaxStepCount) {
+        throw std::invalid_argument(fmt::format("tensor '{}' holds ({}, {}); step counts are 0 to {}", name, steps,
+                                                updates, kMaxStepCount));
       }
       continue;
     }

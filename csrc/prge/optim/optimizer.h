@@ -25,6 +25,10 @@ std::string to_string(LrSchedule schedule);
 // per-matrix keys are parameter indices >= 0 ("optimizer.param<i>.<slot>").
 constexpr int64_t kAdapterBufferKey = -1;
 
+// The largest step count a checkpoint may hold (trainer.step, optimizer.steps): far past any
+// run, far below where a count + 1 or a schedule's arithmetic on it overflows.
+constexpr int64_t kMaxStepCount = int64_t{1} << 48;
+
 // Above these a config value is no setting anyone means (lr 1e40 overflows at the first
 // update): rejected when the config is read.
 constexpr double kMaxLearningRate = 10.0;
