@@ -1,8 +1,8 @@
 """A sweep's runs spread over the GPUs of a machine: one run per GPU at a time, each a
 `prge train` process that sees only its GPU (CUDA_VISIBLE_DEVICES), so that its config
 (model.device: cuda) and results are those of the same run in a sequential sweep. Each run's
-output goes to RUN_DIR.log beside its directory; a failed run is named at the end, after the
-others have finished."""
+output goes to RUN_DIR.log beside its directory (a resumed run's is appended to); a failed run is
+named at the end, after the others have finished."""
 from __future__ import annotations
 
 import os
@@ -49,7 +49,7 @@ def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print
         gpu = free.get()
         try:
             log(f"[prge] {label}: started on GPU {gpu} (output in {log_path})")
-            with open(log_path, "w") as out:
+            with open(log_path, "a" if resume else "w") as out:  # a resumed run's log goes on
                 code = subprocess.run(argv, env={**os.environ, "CUDA_VISIBLE_DEVICES": gpu},
                                       stdout=out, stderr=subprocess.STDOUT).returncode
         finally:

@@ -387,3 +387,26 @@ def test_ranks_with_other_configs_or_data_stop_naming_the_ranks_and_the_key(asse
     for returncode, err in start_ranks([relative, relative], homes):
         assert returncode == 2, err[-3000:]
         assert "prge: error: rank(s) [1] run with other data than rank 0 (first difference: train: " in err, err[-3000:]
+
+
+def test_a_resumed_run_on_a_gpu_appends_to_its_log(tmp_path, monkeypatch):
+    """`prge sweep --gpus` writes each run's output to RUN_DIR.log: a fresh run starts it anew,
+    a resumed run goes on after what the interrupted part wrote."""
+    import subprocess
+    from types import SimpleNamespace
+
+    import prge.sweep_gpus as sweep_gpus
+
+    def fake_train(argv, env, stdout, stderr):
+        stdout.write(f"{'resumed' if '--resume' in argv else 'started'} on GPU {env['CUDA_VISIBLE_DEVICES']}\n")
+        return SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(subprocess, "run", fake_train)
+    monkeypatch.setattr(sweep_gpus, "read_summary", lambda path: {"path": str(path)})
+    config = SimpleNamespace(run=SimpleNamespace(output_dir=str(tmp_path / "run-a")), to_yaml=lambda: "run: {}\n")
+    log = tmp_path / "run-a.log"
+    log.write_text("step 1000 before the interruption\n")
+    sweep_gpus.run_on_gpus([("(1/1) run-a", config, True)], ["0"], log=lambda *a: None)
+    assert log.read_text() == "step 1000 before the interruption\nresumed on GPU 0\n"
+    sweep_gpus.run_on_gpus([("(1/1) run-a", config, False)], ["1"], log=lambda *a: None)
+    assert log.read_text() == "started on GPU 1\n"
