@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Issue 26 item 3 on the GPU machine: the paper accuracy sweep (configs/sweeps/paper_accuracy.yaml:
 # 11 tasks x 5 methods x 3 seeds) on SmolLM2-135M, resumable across calls: each call runs the sweep
-# for at most SWEEP_SECONDS (default 540: a call may run 10 minutes); the run in flight stops after
-# a step with a checkpoint (SIGTERM), and the next call skips the finished runs and resumes that
-# one, while the machine stays warm (/tmp/runs holds them). Each call sends the runs back in $OUT
-# (no weights); `bash experiments/device/keep_runs.sh ARCHIVE` here keeps the finished ones in
-# experiments/results/paper_accuracy/runs/, where a fresh machine's sweep starts from (carry the
-# archive and name it in RUNS_TGZ to resume the part-way ones too).
+# for at most SWEEP_SECONDS (default 540: a call may run 10 minutes); the runs in flight stop after
+# a step with a checkpoint (SIGTERM), and the next call skips the finished runs and resumes those,
+# while the machine stays warm (/tmp/runs holds them). A cold machine starts from the finished runs
+# committed in experiments/results/paper_accuracy/runs.tgz; runs stopped part-way start again there
+# (checkpoints do not travel back). Each call sends its runs back in $OUT (no weights or
+# checkpoints); `python experiments/device/keep_runs.py OUT/paper_accuracy_runs.tgz` here adds the
+# finished ones to runs.tgz and regenerates the report.
 # Needs PRGE_MODEL (source experiments/device/model.sh join) and the task data: .device/a/data.tgz
-# (experiments/device/stage_data.sh; `model.sh stage` copies it to /tmp/prge-carry) or a carried
-# .device/data/<task folder> tree.
+# (experiments/device/stage_model.sh; `model.sh stage` copies it to /tmp/prge-carry).
 # TASKS="sst2 rte" / SEEDS="42" / VARIANTS="lora_fa_q1 prge_q4_dual": a part of the grid and of
 # the methods, in that order (same run names, so the parts add up).
 # Usage: bash experiments/device/paper_accuracy.sh OUT_DIR [prge sweep options: --gpus 0,1, --set KEY=VALUE]
@@ -19,9 +19,8 @@ mkdir -p "$out"
 : "${PRGE_MODEL:?source experiments/device/model.sh join first}"
 source experiments/device/task_data.sh || exit 3
 root=/tmp/runs/paper_accuracy
-if [ ! -d "$root" ]; then  # a cold machine: the committed finished runs, then the carried archive's part-way ones
-  mkdir -p "$root" && cp -r experiments/results/paper_accuracy/runs/. "$root/"
-  [ -z "${RUNS_TGZ:-}" ] || tar xzf "$RUNS_TGZ" -C /tmp/runs
+if [ ! -d "$root" ]; then  # a cold machine: the committed finished runs
+  mkdir -p /tmp/runs && tar xzf experiments/results/paper_accuracy/runs.tgz -C /tmp/runs
 fi
 sweep=configs/sweeps/paper_accuracy.yaml
 if [ -n "${TASKS:-}${SEEDS:-}${VARIANTS:-}" ]; then  # the same sweep with a smaller grid, beside it (base path)

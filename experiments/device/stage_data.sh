@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Task data for the GPU machine, which has no ../shared: the files the tasks of a sweep read
 # (each task's published train and validation files, nothing else) packed into .device/a/data.tgz
-# (git-ignored), which travels with .device/a in `model.sh stage` (call 1; SmolLM2's first half
-# is 53 MiB of a call's 64 MiB, so the 12 MiB of plain files would not fit beside it, the
-# 4 MiB archive does). experiments/device/paper_accuracy.sh unpacks it on the machine.
+# (git-ignored), which travels with .device/a in `model.sh stage` (call 1, beside SmolLM2's first
+# part: a call carries 64 MiB, so the data travels packed, 4 MiB instead of 12;
+# experiments/device/stage_model.sh runs this and sizes the parts). experiments/device/paper_accuracy.sh
+# unpacks it on the machine.
 # Usage (repository root, here): bash experiments/device/stage_data.sh [SWEEP.yaml]
 #   default: configs/sweeps/paper_accuracy.yaml
 set -euo pipefail

@@ -1,0 +1,123 @@
+"""Keeps the finished runs a device call of experiments/device/paper_accuracy.sh sent back.
+
+    python experiments/device/keep_runs.py OUT/paper_accuracy_runs.tgz [--no-report]
+
+A run is kept only when it is a run of configs/sweeps/paper_accuracy.yaml exactly as the device
+sweep expands it (its own model.name and output root, model.device cuda; prge.run_dir.finished
+compares the whole config), so a smoke run (`--set run.steps=3`) or another sweep's run is
+refused by name. Each kept run's config.yaml, summary.json, metrics.jsonl and log (no weights)
+go into the committed experiments/results/paper_accuracy/runs.tgz, replacing an earlier copy of
+the same run, and a cold machine's sweep starts from that archive. The archive is unpacked into
+runs/device/paper_accuracy (not the sweep's own local output root), and `prge report` writes the
+tables and figures from there into experiments/results/paper_accuracy/. Runs stopped part-way
+are not kept: the device archive carries no checkpoints, so they start again on a cold machine.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import shutil
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from prge.run_dir import RunDirError, finished
+from prge.sweep import expand_sweep
+
+ROOT = Path(__file__).resolve().parents[2]
+SWEEP = ROOT / "configs/sweeps/paper_accuracy.yaml"
+KEPT = ROOT / "experiments/results/paper_accuracy/runs.tgz"
+LOCAL = ROOT / "runs/device/paper_accuracy"
+REPORT_OUT = ROOT / "experiments/results/paper_accuracy"
+RUN_FILES = ("config.yaml", "summary.json", "metrics.jsonl")
+NAME = "paper_accuracy"  # the folder inside both archives, and the report's file names
+
+
+def unpack(archive: Path, into: Path) -> Path:
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return into / NAME
+
+
+def why_not_a_sweep_run(run: Path) -> str | None:
+    """None when `run` is a finished run of the sweep as the device expands it, else the reason."""
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    output_dir = Path(config["run"]["output_dir"])
+    overrides = [("model.name", str(config["model"]["name"])), ("model.device", "cuda")]
+    expected = {Path(c.run.output_dir).name: c for _, c in expand_sweep(SWEEP, overrides, str(output_dir.parent))}
+    if run.name not in expected:
+        return f"no run of {SWEEP.name} is named {run.name}"
+    try:
+        return None if finished(run, expected[run.name].to_yaml()) else "no summary.json"
+    except RunDirError as e:
+        return str(e).split(" holds ", 1)[-1]
+
+
+def pack(folder: Path, archive: Path) -> None:
+    """The same runs give the same bytes: sorted members, no times or owners."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path in sorted(folder.rglob("*")):
+            info = tar.gettarinfo(str(path), arcname=f"{NAME}/{path.relative_to(folder).as_posix()}")
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            info.mode = 0o755 if path.is_dir() else 0o644
+            tar.addfile(info, path.open("rb") if path.is_file() else None)
+    tmp = archive.with_suffix(".tmp")
+    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+        out.write(buffer.getvalue())
+    tmp.replace(archive)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("archive", type=Path, help="paper_accuracy_runs.tgz from a device call")
+    parser.add_argument("--no-report", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        kept = unpack(KEPT, Path(tmp) / "kept") if KEPT.is_file() else Path(tmp) / "kept" / NAME
+        kept.mkdir(parents=True, exist_ok=True)
+        new = unpack(args.archive, Path(tmp) / "new")
+        added, refused, part_way = [], [], []
+        for run in sorted(p for p in new.iterdir() if p.is_dir()):
+            if not (run / "summary.json").is_file():
+                part_way.append(run.name)
+                continue
+            reason = why_not_a_sweep_run(run)
+            if reason:
+                refused.append(f"{run.name}: {reason}")
+                continue
+            shutil.rmtree(kept / run.name, ignore_errors=True)
+            (kept / run.name).mkdir()
+            for name in RUN_FILES:
+                shutil.copy2(run / name, kept / run.name / name)
+            log = run.with_name(run.name + ".log")
+            if log.is_file():
+                shutil.copy2(log, kept / log.name)
+            added.append(run.name)
+        pack(kept, KEPT)
+        shutil.rmtree(LOCAL, ignore_errors=True)
+        shutil.copytree(kept, LOCAL)
+    total = len(expand_sweep(SWEEP))
+    count = sum(1 for p in LOCAL.iterdir() if p.is_dir())
+    print(f"{len(added)} finished runs taken from {args.archive}; {count} of {total} kept in "
+          f"{KEPT.relative_to(ROOT)} ({KEPT.stat().st_size / 2**20:.2f} MiB)")
+    if part_way:
+        print(f"not kept, stopped part-way ({len(part_way)}): {', '.join(part_way)}")
+    for line in refused:
+        print(f"refused: {line}", file=sys.stderr)
+    if not args.no_report:
+        from prge.cli import main as prge_main
+
+        code = prge_main(["report", str(LOCAL), "--out", str(REPORT_OUT), "--title",
+                          f"Paper accuracy protocol, part done so far: {count} of {total} runs, SmolLM2-135M, H200 x2"])
+        if code:
+            return code
+    return 1 if refused else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
