@@ -58,6 +58,10 @@ def test_a_wrong_shape_in_one_adapter_writes_none_of_them(trained):
     (lambda t: t.update({"optimizer.steps": torch.tensor([-4, -4])}), r"'optimizer.steps' holds \(-4, -4\); step counts are 0 to"),
     (lambda t: t.update({"optimizer.steps": torch.tensor([True, True])}), r"'optimizer.steps' must hold 2 integers"),
     (lambda t: t.pop("optimizer.steps"), r"comes without 'optimizer.steps'"),
+    (lambda t: t.update({"optimizer.steps": torch.tensor([3, 2])}),
+     r"holds \(3, 2\): 3 steps at accumulate 1 make 3 updates"),
+    (lambda t: t.update({"optimizer.adapter_buffer.v": t["optimizer.adapter_buffer.m"].clone()}),
+     r"'optimizer.adapter_buffer.v' is state this optimizer \(sgd, momentum 0.9, accumulate 1\) does not keep"),
     (lambda t: t.pop("trainer.step"), r"optimizer state \('optimizer\..*'\) without 'trainer.step'"),
 ])
 def test_optimizer_state_that_does_not_fit_is_refused_before_anything_is_written(trained, change, message):
@@ -69,6 +73,27 @@ def test_optimizer_state_that_does_not_fit_is_refused_before_anything_is_written
         trainer.load_checkpoint(edited(tmp_path, tensors))
     assert all(torch.equal(a, b) for a, b in zip(b_tensors(native), before))
     assert trainer.step_count == step
+
+
+def test_adam_state_loads_only_into_adam_and_whole(trained, tiny_llama):
+    """An Adam trainer's file into an SGD trainer (its v has no place there), and a file with one
+    of Adam's moments and not the other, are refused; the whole file loads into Adam."""
+    native, _, _, tmp_path = trained
+    adam = prge.Trainer(native, prge.EstimatorOptions("prge", 2, EPS), prge.OptimizerOptions(kind="adam", lr=LR), SEED)
+    adam.step(make_batch(128, seed=0))
+    path = tmp_path / "adam.safetensors"
+    adam.save_checkpoint(str(path))
+    sgd = prge.Trainer(make_native(tiny_llama[0]), prge.EstimatorOptions("prge", 2, EPS), prge.OptimizerOptions(lr=LR),
+                       SEED)
+    with pytest.raises(RuntimeError, match=r"adam.safetensors: tensor 'optimizer.adapter_buffer.m' is state this "
+                                           r"optimizer \(sgd, momentum 0, accumulate 1\) does not keep"):
+        sgd.load_checkpoint(str(path))
+    tensors = load_file(str(path))
+    tensors.pop("optimizer.adapter_buffer.v")
+    with pytest.raises(RuntimeError, match=r"'optimizer.adapter_buffer.m' comes without 'optimizer.adapter_buffer.v'"):
+        adam.load_checkpoint(edited(tmp_path, tensors))
+    adam.load_checkpoint(str(path))
+    assert adam.step_count == 1
 
 
 def test_a_step_count_outside_what_a_run_reaches_is_refused(trained):

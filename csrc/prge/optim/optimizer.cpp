@@ -210,9 +210,29 @@ void Optimizer::check_state(const std::map<std::string, torch::Tensor>& tensors,
         throw std::invalid_argument(fmt::format("tensor '{}' holds ({}, {}); step counts are 0 to {}", name, steps,
                                                 updates, kMaxStepCount));
       }
+      if (updates != steps / options_.accumulate) {  // an update closes every accumulate-th step
+        throw std::invalid_argument(fmt::format("tensor '{}' holds ({}, {}): {} steps at accumulate {} make {} updates",
+                                                name, steps, updates, steps, options_.accumulate,
+                                                steps / options_.accumulate));
+      }
       continue;
     }
     const auto [key, slot] = parse_state_name(name);
+    // Only the slots this optimizer keeps (update()): state of another kind or setting would
+    // load into nothing (Adam's v into SGD) or half (momentum's m into Adam, v left zero).
+    const bool adam = options_.kind == OptimizerKind::Adam;
+    const bool keeps = slot == "m" ? adam || options_.momentum > 0.0 : slot == "v" ? adam : options_.accumulate > 1;
+    if (!keeps) {
+      throw std::invalid_argument(fmt::format("tensor '{}' is state this optimizer ({}, momentum {}, accumulate {}) "
+                                              "does not keep", name, to_string(options_.kind), options_.momentum,
+                                              options_.accumulate));
+    }
+    if (adam && slot != "accumulated") {
+      const auto pair = name.substr(0, name.size() - 1) + (slot == "m" ? "v" : "m");
+      if (!tensors.count(pair)) {
+        throw std::invalid_argument(fmt::format("tensor '{}' comes without '{}' (Adam keeps both moments)", name, pair));
+      }
+    }
     const auto shape = shape_of(key);
     if (!shape) {
       throw std::invalid_argument(fmt::format("tensor '{}' is state of a parameter this model does not train", name));
