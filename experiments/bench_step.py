@@ -374,8 +374,9 @@ def main():
     if first_order and peers:
         ours = next(r for r in first_order if r["method"].startswith("first_order"))
         best = min(peers, key=lambda r: r["ms_per_step"])
-        lines += ["", f"First order ({QB} sequences, forward and backward; its rows' FLOP and ratio columns are left "
-                  f"empty, they count a forward of {2 * QB}): prge's step {ours['ms_per_step']:.1f} ms = "
+        lines += ["", f"First order ({QB} sequences, forward and backward; its rows leave the FLOP columns, which "
+                  f"would count the forward only, and the ratio columns, which compare with the {2 * QB}-sequence "
+                  f"forward, empty): prge's step {ours['ms_per_step']:.1f} ms = "
                   f"{ours['ms_per_step'] / best['ms_per_step']:.2f} x the fastest peer, {best['method']} "
                   f"({best['ms_per_step']:.1f} ms)."]
     (out / f"bench_step_{tag}.md").write_text("\n".join(lines) + "\n")

@@ -2,10 +2,10 @@
 
     python experiments/device/keep_runs.py OUT/paper_accuracy_runs.tgz [--no-report]
 
-A run is kept only when it is a run of configs/sweeps/paper_accuracy.yaml exactly as the device
-sweep expands it (its own model.name and output root, model.device cuda; prge.run_dir.finished
-compares the whole config), so a smoke run (`--set run.steps=3`) or another sweep's run is
-refused by name. Each kept run's config.yaml, summary.json, metrics.jsonl and log (no weights)
+A run is kept only when it is a whole finished run of configs/sweeps/paper_accuracy.yaml exactly
+as the device sweep expands it (DEVICE_OVERRIDES, DEVICE_ROOT; prge.run_dir.finished compares the
+whole config) and its summary and metrics read, so a smoke run (`--set run.steps=3`), another
+sweep's or model's run, or a damaged one is refused by name and the kept copy stays. Each kept run's config.yaml, summary.json, metrics.jsonl and log (no weights)
 go into the committed experiments/results/paper_accuracy/runs.tgz, replacing an earlier copy of
 the same run, and a cold machine's sweep starts from that archive. The archive is unpacked into
 runs/device/paper_accuracy (not the sweep's own local output root), and `prge report` writes the
@@ -25,10 +25,16 @@ from pathlib import Path
 
 import yaml
 
+from prge import run_summary
+from prge.jsonl import read_jsonl
 from prge.run_dir import RunDirError, finished
 from prge.sweep import expand_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
+# The device sweep's settings, as experiments/device/model.sh (PRGE_MODEL) and paper_accuracy.sh
+# (its root, and --set model.device=cuda) give them: a kept run must be one that sweep skips.
+DEVICE_OVERRIDES = [("model.name", "/tmp/prge-cache/models/smollm2-135m"), ("model.device", "cuda")]
+DEVICE_ROOT = "/tmp/runs/paper_accuracy"
 SWEEP = ROOT / "configs/sweeps/paper_accuracy.yaml"
 KEPT = ROOT / "experiments/results/paper_accuracy/runs.tgz"
 LOCAL = ROOT / "runs/device/paper_accuracy"
@@ -37,24 +43,43 @@ RUN_FILES = ("config.yaml", "summary.json", "metrics.jsonl")
 NAME = "paper_accuracy"  # the folder inside both archives, and the report's file names
 
 
+class KeepError(Exception):
+    """An input this script cannot take: the message names the file."""
+
+
 def unpack(archive: Path, into: Path) -> Path:
-    with tarfile.open(archive) as tar:
-        tar.extractall(into, filter="data")
+    """The archive's paper_accuracy/ folder, unpacked into `into`; KeepError naming the archive."""
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(into, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise KeepError(f"{archive}: not a readable .tgz of runs ({e})") from None
+    if not (into / NAME).is_dir():
+        raise KeepError(f"{archive}: holds no {NAME}/ folder of runs (as paper_accuracy.sh packs them)")
     return into / NAME
 
 
-def why_not_a_sweep_run(run: Path) -> str | None:
-    """None when `run` is a finished run of the sweep as the device expands it, else the reason."""
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    output_dir = Path(config["run"]["output_dir"])
-    overrides = [("model.name", str(config["model"]["name"])), ("model.device", "cuda")]
-    expected = {Path(c.run.output_dir).name: c for _, c in expand_sweep(SWEEP, overrides, str(output_dir.parent))}
+def expected_runs() -> dict:
+    return {Path(c.run.output_dir).name: c for _, c in expand_sweep(SWEEP, DEVICE_OVERRIDES, DEVICE_ROOT)}
+
+
+def why_not_kept(run: Path, expected: dict) -> str | None:
+    """None when `run` is a whole finished run of the sweep as the device runs it, else why not."""
     if run.name not in expected:
         return f"no run of {SWEEP.name} is named {run.name}"
+    for name in RUN_FILES:
+        if not (run / name).is_file() or (run / name).stat().st_size == 0:
+            return f"{name} is missing or empty"
     try:
-        return None if finished(run, expected[run.name].to_yaml()) else "no summary.json"
-    except RunDirError as e:
-        return str(e).split(" holds ", 1)[-1]
+        run_summary.read(run / "summary.json")
+        read_jsonl(run / "metrics.jsonl")
+        if not finished(run, expected[run.name].to_yaml()):
+            return "no summary.json"
+    except RunDirError as e:  # another config: name its first difference
+        return "other settings than the sweep's" + str(e).split("other settings", 1)[-1].split(";")[0]
+    except (ValueError, OSError) as e:
+        return str(e)
+    return None
 
 
 def pack(folder: Path, archive: Path) -> None:
@@ -77,20 +102,26 @@ def main() -> int:
     parser.add_argument("archive", type=Path, help="paper_accuracy_runs.tgz from a device call")
     parser.add_argument("--no-report", action="store_true")
     args = parser.parse_args()
+    expected = expected_runs()
     with tempfile.TemporaryDirectory() as tmp:
-        kept = unpack(KEPT, Path(tmp) / "kept") if KEPT.is_file() else Path(tmp) / "kept" / NAME
+        try:
+            new = unpack(args.archive, Path(tmp) / "new")
+            kept = unpack(KEPT, Path(tmp) / "kept") if KEPT.is_file() else Path(tmp) / "kept" / NAME
+        except KeepError as e:
+            print(f"keep_runs: error: {e}", file=sys.stderr)
+            return 2
         kept.mkdir(parents=True, exist_ok=True)
-        new = unpack(args.archive, Path(tmp) / "new")
         added, refused, part_way = [], [], []
         for run in sorted(p for p in new.iterdir() if p.is_dir()):
-            if not (run / "summary.json").is_file():
+            if not (run / "summary.json").exists():
                 part_way.append(run.name)
                 continue
-            reason = why_not_a_sweep_run(run)
-            if reason:
-                refused.append(f"{run.name}: {reason}")
+            reason = why_not_kept(run, expected)
+            if reason:  # paths inside the unpacked archive named as the archive's members
+                refused.append(f"{run.name}: {reason.replace(str(new.parent) + '/', f'{args.archive}:')}")
                 continue
             shutil.rmtree(kept / run.name, ignore_errors=True)
+            (kept / f"{run.name}.log").unlink(missing_ok=True)
             (kept / run.name).mkdir()
             for name in RUN_FILES:
                 shutil.copy2(run / name, kept / run.name / name)
@@ -101,19 +132,19 @@ def main() -> int:
         pack(kept, KEPT)
         shutil.rmtree(LOCAL, ignore_errors=True)
         shutil.copytree(kept, LOCAL)
-    total = len(expand_sweep(SWEEP))
     count = sum(1 for p in LOCAL.iterdir() if p.is_dir())
-    print(f"{len(added)} finished runs taken from {args.archive}; {count} of {total} kept in "
+    print(f"{len(added)} finished runs taken from {args.archive}; {count} of {len(expected)} kept in "
           f"{KEPT.relative_to(ROOT)} ({KEPT.stat().st_size / 2**20:.2f} MiB)")
     if part_way:
         print(f"not kept, stopped part-way ({len(part_way)}): {', '.join(part_way)}")
     for line in refused:
-        print(f"refused: {line}", file=sys.stderr)
+        print(f"keep_runs: refused {line}", file=sys.stderr)
     if not args.no_report:
         from prge.cli import main as prge_main
 
         code = prge_main(["report", str(LOCAL), "--out", str(REPORT_OUT), "--title",
-                          f"Paper accuracy protocol, part done so far: {count} of {total} runs, SmolLM2-135M, H200 x2"])
+                          f"Paper accuracy protocol, part done so far: {count} of {len(expected)} runs, "
+                          "SmolLM2-135M, H200 x2"])
         if code:
             return code
     return 1 if refused else 0

@@ -5,10 +5,11 @@
 # part: a call carries 64 MiB, so the data travels packed, 4 MiB instead of 12;
 # experiments/device/stage_model.sh runs this and sizes the parts). experiments/device/paper_accuracy.sh
 # unpacks it on the machine.
-# Usage (repository root, here): bash experiments/device/stage_data.sh [SWEEP.yaml]
-#   default: configs/sweeps/paper_accuracy.yaml
+# Usage (repository root, here): bash experiments/device/stage_data.sh [SWEEP.yaml [OUT.tgz]]
+#   defaults: configs/sweeps/paper_accuracy.yaml, .device/a/data.tgz
 set -euo pipefail
 sweep=${1:-configs/sweeps/paper_accuracy.yaml}
+archive=${2:-.device/a/data.tgz}
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 python3 - "$sweep" "$stage" <<'PY'
@@ -32,7 +33,6 @@ for name in names:
             shutil.copy2(source / file, target / file)
     print(f"{name:14s} {source} -> {', '.join(sorted(p.name for p in target.iterdir()))}")
 PY
-mkdir -p .device/a
-tar czf .device/a/data.tgz -C "$stage" data
-du -h .device/a/data.tgz
-du -sh .device/a
+mkdir -p "$(dirname "$archive")"
+tar czf "$archive" -C "$stage" data
+du -h "$archive"

@@ -12,15 +12,16 @@
 # carry the same, and this stops when they would not fit (run it again when the tree has grown). Usage (repository root, here): bash experiments/device/stage_model.sh
 set -euo pipefail
 limit=$((64 << 20)); headroom=$((1 << 20))
-rm -rf .device/a .device/b && mkdir -p .device/a/model_files .device/a/fine_food .device/b .whl
+# Staged in .device/new first: a staging that does not fit leaves the previous one in place.
+rm -rf .device/new && mkdir -p .device/new/a/model_files .device/new/a/fine_food .device/new/b .whl
 read -r gguf model_dir < <(python3 - <<'PY' | tail -1  # converting first prints a line
 from prge.models import REGISTERED, resolve_model
 model_dir = resolve_model("smollm2-135m")
 print(REGISTERED["smollm2-135m"].gguf(), model_dir)
 PY
 )
-find "$model_dir" -maxdepth 1 -type f ! -name '*.safetensors' -exec cp {} .device/a/model_files/ \;
-python3 - .device/a/fine_food <<'PY'
+find "$model_dir" -maxdepth 1 -type f ! -name '*.safetensors' -exec cp {} .device/new/a/model_files/ \;
+python3 - .device/new/a/fine_food <<'PY'
 import csv, sys
 from pathlib import Path
 
@@ -35,18 +36,20 @@ for split, name in (("train.csv", "training_data"), ("test.csv", "testing_data")
         writer.writerows(zip(frame["review"].tolist(), frame["score"].tolist()))
 PY
 python3 -m pip download -q --no-deps --dest .whl "gguf==$(python3 -c 'import importlib.metadata as m; print(m.version("gguf"))')"
-bash experiments/device/stage_data.sh > /dev/null
+bash experiments/device/stage_data.sh configs/sweeps/paper_accuracy.yaml .device/new/a/data.tgz > /dev/null
 bytes() { du -sb "$@" | awk '{s += $1} END {print s}'; }
 tree=$(git ls-files -z --cached --others --exclude-standard | python3 -c '
 import os, sys
 print(sum(os.path.getsize(p) for p in sys.stdin.read().split("\0") if os.path.isfile(p)))')
 size=$(stat -c %s "$gguf")
-first=$(( (size - $(bytes .device/a)) / 2 ))  # both calls carry the same, so both keep room for the tree to grow
-if [ $((tree + $(bytes .device/a .whl) + first)) -gt $((limit - headroom)) ]; then
+first=$(( (size - $(bytes .device/new/a)) / 2 ))  # both calls carry the same, so both keep room for the tree to grow
+if [ $((tree + $(bytes .device/new/a .whl) + first)) -gt $((limit - headroom)) ]; then
   echo "stage_model: the working tree ($((tree >> 20)) MiB) leaves too little room in two calls for the model" >&2
+  rm -rf .device/new
   exit 1
 fi
-head -c "$first" "$gguf" > .device/a/smollm2.gguf.part1
-tail -c +$((first + 1)) "$gguf" > .device/b/smollm2.gguf.part2
-cmp <(cat .device/a/smollm2.gguf.part1 .device/b/smollm2.gguf.part2) "$gguf"
+head -c "$first" "$gguf" > .device/new/a/smollm2.gguf.part1
+tail -c +$((first + 1)) "$gguf" > .device/new/b/smollm2.gguf.part2
+cmp <(cat .device/new/a/smollm2.gguf.part1 .device/new/b/smollm2.gguf.part2) "$gguf"
+rm -rf .device/a .device/b && mv .device/new/a .device/new/b .device/ && rmdir .device/new
 echo "call 1 carries $(( (tree + $(bytes .device/a .whl)) >> 20 )) MiB, call 2 $(( (tree + $(bytes .device/b .whl)) >> 20 )) MiB (the tree $((tree >> 20)) MiB in each)"
