@@ -418,6 +418,9 @@ void Trainer::load_checkpoint(const std::string& path) {
   } else if (!state.empty()) {
     throw std::runtime_error(fmt::format("{}: optimizer state ('{}') without 'trainer.step'", path, state.begin()->first));
   }
+  if (tensors.count("trainer.step") && state.empty()) {  // save_checkpoint writes both, always
+    throw std::runtime_error(fmt::format("{}: 'trainer.step' without the optimizer's 'optimizer.steps'", path));
+  }
   for (const auto& p : params) p.value.copy_(tensors.at(p.name));
   optimizer_.load_state(state, model_->device());
   step_ = step;
