@@ -401,25 +401,23 @@ void Trainer::load_checkpoint(const std::string& path) {
     throw std::runtime_error(fmt::format("{}: {}", path, e.what()));
   }
   // The trainer's state becomes the file's: what the file lacks starts fresh (optimizer state
-  // and, without 'trainer.step', the step count, which also picks each step's z seed). Optimizer
-  // state without the trainer's step would pair one run's moments with another's step count.
-  int64_t step = 0;
-  if (const auto saved = tensors.find("trainer.step"); saved != tensors.end()) {
-    const auto& t = saved->second;
-    if (t.numel() != 1 || t.is_floating_point() || t.is_complex() || t.scalar_type() == torch::kBool) {
-      throw std::runtime_error(fmt::format("{}: tensor 'trainer.step' must hold 1 integer, it holds {} value(s) of {}",
-                                           path, t.numel(), c10::toString(t.scalar_type())));
-    }
-    step = t.to(torch::kCPU, torch::kInt64).item<int64_t>();
-    if (step < 0 || step > kMaxStepCount) {
-      throw std::runtime_error(fmt::format("{}: tensor 'trainer.step' is {}, not a step count (0 to {})", path, step,
-                                           kMaxStepCount));
-    }
-  } else if (!state.empty()) {
+  // and, without 'trainer.step', the step count, which also picks each step's z seed).
+  // save_checkpoint writes the trainer's step and the optimizer's counts together, always: one
+  // without the other would pair one run's moments with another's step count.
+  const auto saved = tensors.find("trainer.step");
+  if (saved == tensors.end() && !state.empty()) {
     throw std::runtime_error(fmt::format("{}: optimizer state ('{}') without 'trainer.step'", path, state.begin()->first));
   }
-  if (tensors.count("trainer.step") && state.empty()) {  // save_checkpoint writes both, always
+  if (saved != tensors.end() && state.empty()) {
     throw std::runtime_error(fmt::format("{}: 'trainer.step' without the optimizer's 'optimizer.steps'", path));
+  }
+  int64_t step = 0;
+  if (saved != tensors.end()) {
+    try {
+      step = read_step_counts(saved->first, saved->second, 1)[0];
+    } catch (const std::invalid_argument& e) {
+      throw std::runtime_error(fmt::format("{}: {}", path, e.what()));
+    }
   }
   for (const auto& p : params) p.value.copy_(tensors.at(p.name));
   optimizer_.load_state(state, model_->device());

@@ -73,8 +73,7 @@ def why_not_kept(run: Path, expected: dict) -> str | None:
     try:
         run_summary.read(run / "summary.json")
         read_jsonl(run / "metrics.jsonl")
-        if not finished(run, expected[run.name].to_yaml()):
-            return "no summary.json"
+        finished(run, expected[run.name].to_yaml())  # True here (summary.json is there), or raises
     except RunDirError as e:  # another config: name its first difference
         return "other settings than the sweep's" + str(e).split("other settings", 1)[-1].split(";")[0]
     except (ValueError, OSError) as e:
@@ -90,7 +89,11 @@ def pack(folder: Path, archive: Path) -> None:
             info = tar.gettarinfo(str(path), arcname=f"{NAME}/{path.relative_to(folder).as_posix()}")
             info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
             info.mode = 0o755 if path.is_dir() else 0o644
-            tar.addfile(info, path.open("rb") if path.is_file() else None)
+            if path.is_file():
+                with path.open("rb") as data:
+                    tar.addfile(info, data)
+            else:
+                tar.addfile(info)
     tmp = archive.with_suffix(".tmp")
     with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
         out.write(buffer.getvalue())

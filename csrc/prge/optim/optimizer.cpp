@@ -115,6 +115,25 @@ std::pair<int64_t, std::string> parse_state_name(const std::string& name) {
 }
 }  // namespace
 
+std::vector<int64_t> read_step_counts(const std::string& name, const torch::Tensor& tensor, int64_t n) {
+  if (tensor.is_floating_point() || tensor.is_complex() || tensor.scalar_type() == torch::kBool ||
+      tensor.numel() != n) {
+    throw std::invalid_argument(fmt::format("tensor '{}' must hold {} integer{}, it holds {} value(s) of {}", name, n,
+                                            n == 1 ? "" : "s", tensor.numel(), c10::toString(tensor.scalar_type())));
+  }
+  const auto flat = tensor.to(torch::kCPU, torch::kInt64).contiguous();
+  std::vector<int64_t> counts(flat.data_ptr<int64_t>(), flat.data_ptr<int64_t>() + n);
+  for (const auto count : counts) {
+    if (count < 0 || count > kMaxStepCount) {
+      throw std::invalid_argument(
+          n == 1 ? fmt::format("tensor '{}' is {}, not a step count (0 to {})", name, count, kMaxStepCount)
+                 : fmt::format("tensor '{}' holds ({}); step counts are 0 to {}", name, fmt::join(counts, ", "),
+                               kMaxStepCount));
+    }
+  }
+  return counts;
+}
+
 Optimizer::Optimizer(OptimizerOptions options) : options_(options) { options_.validate(); }
 
 bool Optimizer::begin_step(const torch::Device& device) {
@@ -199,17 +218,8 @@ void Optimizer::check_state(const std::map<std::string, torch::Tensor>& tensors,
   }
   for (const auto& [name, tensor] : tensors) {
     if (name == kStepsName) {
-      if (tensor.is_floating_point() || tensor.is_complex() || tensor.scalar_type() == torch::kBool ||
-          tensor.numel() != 2) {
-        throw std::invalid_argument(fmt::format("tensor '{}' must hold 2 integers (steps, updates), it holds {} {}",
-                                                name, tensor.numel(), c10::toString(tensor.scalar_type())));
-      }
-      const auto counts = tensor.to(torch::kCPU, torch::kInt64).contiguous();
-      const auto steps = counts.data_ptr<int64_t>()[0], updates = counts.data_ptr<int64_t>()[1];
-      if (steps < 0 || updates < 0 || steps > kMaxStepCount || updates > kMaxStepCount) {
-        throw std::invalid_argument(fmt::format("tensor '{}' holds ({}, {}); step counts are 0 to {}", name, steps,
-                                                updates, kMaxStepCount));
-      }
+      const auto counts = read_step_counts(name, tensor, 2);
+      const auto steps = counts[0], updates = counts[1];
       if (updates != steps / options_.accumulate) {  // an update closes every accumulate-th step
         throw std::invalid_argument(fmt::format("tensor '{}' holds ({}, {}): {} steps at accumulate {} make {} updates",
                                                 name, steps, updates, steps, options_.accumulate,
@@ -256,9 +266,9 @@ void Optimizer::load_state(const std::map<std::string, torch::Tensor>& tensors, 
   steps_ = updates_ = 0;
   auto counts = tensors.find(kStepsName);
   if (counts == tensors.end()) return;
-  const auto c = counts->second.to(torch::kCPU, torch::kInt64).contiguous();
-  steps_ = c.data_ptr<int64_t>()[0];
-  updates_ = c.data_ptr<int64_t>()[1];
+  const auto c = read_step_counts(kStepsName, counts->second, 2);
+  steps_ = c[0];
+  updates_ = c[1];
   for (const auto& [name, tensor] : tensors) {
     if (name == kStepsName) continue;
     const auto [key, slot_name] = parse_state_name(name);

@@ -29,6 +29,10 @@ constexpr int64_t kAdapterBufferKey = -1;
 // run, far below where a count + 1 or a schedule's arithmetic on it overflows.
 constexpr int64_t kMaxStepCount = int64_t{1} << 48;
 
+// A checkpoint's count tensor ('trainer.step', 'optimizer.steps'): `n` integers, each 0 to
+// kMaxStepCount. Throws std::invalid_argument naming the tensor otherwise.
+std::vector<int64_t> read_step_counts(const std::string& name, const torch::Tensor& tensor, int64_t n);
+
 // Above these a config value is no setting anyone means (lr 1e40 overflows at the first
 // update): rejected when the config is read.
 constexpr double kMaxLearningRate = 10.0;
@@ -81,8 +85,10 @@ class Optimizer {
   // State as named tensors ("optimizer.<key>.<slot>", plus "optimizer.steps"), and back.
   std::map<std::string, torch::Tensor> state() const;
   // Throws std::invalid_argument naming the tensor when `tensors` is not a state this optimizer
-  // can load: an "optimizer.*" name it does not write, "optimizer.steps" not 2 integers, or a
-  // slot whose shape is not `shape_of(key)` (nullopt: no such key). Nothing is changed.
+  // can load: an "optimizer.*" name it does not write, slots without "optimizer.steps", counts
+  // that are not read_step_counts' 2 or whose updates are not steps / accumulate, a slot this
+  // optimizer does not keep (or Adam's moments unpaired), or a slot whose shape is not
+  // `shape_of(key)` (nullopt: no such key). Nothing is changed.
   void check_state(const std::map<std::string, torch::Tensor>& tensors,
                    const std::function<std::optional<std::vector<int64_t>>(int64_t key)>& shape_of) const;
   // Loads a state check_state accepts (slots it lacks are left fresh).
