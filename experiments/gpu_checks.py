@@ -23,7 +23,7 @@ machine; CI has no GPU). Each line prints PASS/FAIL with the measured difference
    trainer, whose graphs are kept apart from the shares'); two shares on two trainers
    (two ranks, losses gathered by hand) equal to rounding (their forwards batch fewer copies).
 
-    python experiments/gpu_checks.py [--out experiments/results/gpu_checks.txt]
+    python experiments/gpu_checks.py [--out experiments/results/gpu_checks.txt] [--start-at CHECK]
 """
 from __future__ import annotations
 
@@ -524,6 +524,8 @@ def main() -> int:
     parser.add_argument("--out")
     parser.add_argument("--only", nargs="+", metavar="CHECK",
                         help="run only these check functions (e.g. check_device_steps_many_shapes)")
+    parser.add_argument("--start-at", metavar="CHECK",
+                        help="run the whole sequence from the first call of this check on (the rest of a cut run)")
     args = parser.parse_args()
     checks = {name: fn for name, fn in globals().items() if name.startswith("check_") and callable(fn)}
     unknown = [name for name in args.only or [] if name not in checks]
@@ -540,27 +542,37 @@ def main() -> int:
             fn = checks[name]
             fn(config) if inspect.signature(fn).parameters else fn()
         return 0 if all(line.startswith("PASS") for line in LINES) else 1
-    check_noise_kernel()
-    check_fused_vs_plain(config)
-    check_query_counts(config)
-    check_graphs(config, "float32")
-    check_graphs(config, "bfloat16")
-    check_torch_rng_fallback(config)
-    check_default_path(config)
-    check_patterned_adapters(config)
-    check_mezo_no_drift(config)
-    check_mezo_device_step(config)
-    check_first_order_device_step(config)
-    check_device_steps_many_shapes(config)
-    check_replays_keep_weights_at_lr_zero(config)
-    check_kernels_vs_aten()
-    check_layer_kernels(config)
-    check_dequantize_kernel(config)
-    check_graphs(config, "bfloat16", quantize="int4")
-    check_graphs(config, "bfloat16", "queries", 4)
-    check_graphs(config, "bfloat16", "sequential", 1)
-    check_split_step(config)
-    check_families()
+    sequence = [  # every check, in order
+        lambda: check_noise_kernel(),
+        lambda: check_fused_vs_plain(config),
+        lambda: check_query_counts(config),
+        lambda: check_graphs(config, "float32"),
+        lambda: check_graphs(config, "bfloat16"),
+        lambda: check_torch_rng_fallback(config),
+        lambda: check_default_path(config),
+        lambda: check_patterned_adapters(config),
+        lambda: check_mezo_no_drift(config),
+        lambda: check_mezo_device_step(config),
+        lambda: check_first_order_device_step(config),
+        lambda: check_device_steps_many_shapes(config),
+        lambda: check_replays_keep_weights_at_lr_zero(config),
+        lambda: check_kernels_vs_aten(),
+        lambda: check_layer_kernels(config),
+        lambda: check_dequantize_kernel(config),
+        lambda: check_graphs(config, "bfloat16", quantize="int4"),
+        lambda: check_graphs(config, "bfloat16", "queries", 4),
+        lambda: check_graphs(config, "bfloat16", "sequential", 1),
+        lambda: check_split_step(config),
+        lambda: check_families(),
+    ]
+    first = 0
+    if args.start_at:
+        named = [i for i, fn in enumerate(sequence) if args.start_at in fn.__code__.co_names]
+        if not named:
+            parser.error(f"--start-at {args.start_at}: no such check in the sequence")
+        first = named[0]
+    for fn in sequence[first:]:
+        fn()
     if args.out:
         with open(args.out, "w") as f:
             f.write(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}\n" + "\n".join(LINES) + "\n")
