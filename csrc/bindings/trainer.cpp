@@ -1,6 +1,9 @@
+#include "prge/optim/optimizer.h"
 #include "prge/trainer.h"
 
 #include <torch/extension.h>
+
+#include <string>
 
 namespace py = pybind11;
 
@@ -133,7 +136,22 @@ void bind_trainer(py::module_& m) {
       .def("answer_logprobs", &Trainer::answer_logprobs, py::arg("batch"), py::arg("candidates"),
            py::call_guard<py::gil_scoped_release>(),
            "[N, C] log p(candidate) at each sequence's single answer position")
-      .def_property("step_count", &Trainer::step_count, &Trainer::set_step_count)
+      .def_property(
+          "step_count", &Trainer::step_count,
+          [](Trainer& t, const py::object& step) {
+            // bool is an int to Python (and to pybind11's int64 cast): True would set step 1.
+            if (py::isinstance<py::bool_>(step) || !py::isinstance<py::int_>(step)) {
+              throw py::type_error("step_count: an int (0 to 2^48), not " +
+                                   std::string(py::str(py::type::of(step).attr("__name__"))));
+            }
+            const py::int_ count(step);
+            if (count < py::int_(0) || count > py::int_(kMaxStepCount)) {  // past int64 too: no cast
+              throw py::value_error("step_count " + std::string(py::str(count)) + ": a step count is 0 to " +
+                                    std::to_string(kMaxStepCount));
+            }
+            t.set_step_count(count.cast<int64_t>());
+          },
+          "steps taken (the step index that seeds the next step's z): an int, 0 to 2^48")
       .def_property_readonly("model", &Trainer::model_ptr)
       .def("save_checkpoint", &Trainer::save_checkpoint, py::arg("path"),
            "safetensors file of the trained tensors (B), the optimizer state and 'trainer.step'")

@@ -99,9 +99,12 @@ def test_adam_state_loads_only_into_adam_and_whole(trained, tiny_llama):
 
 def test_a_step_count_outside_what_a_run_reaches_is_refused(trained):
     _, trainer, _, _ = trained
-    for bad in (-5, 2**62):
+    for bad in (-5, 2**62, 2**70, -2**70):
         with pytest.raises(ValueError, match=rf"step_count {bad}: a step count is 0 to"):
             trainer.step_count = bad
+    for not_a_count in (True, False, 3.0, "3", None):  # True is an int to Python; it used to set step 1
+        with pytest.raises(TypeError, match="step_count: an int"):
+            trainer.step_count = not_a_count
     assert trainer.step_count == 2
 
 
