@@ -1,0 +1,125 @@
+"""experiments/device/keep_runs.py: what a device call sends back is kept only when it is a whole
+finished run of the paper sweep as the device expands it; everything else is refused by name, and
+the kept archive packs to the same bytes from the same runs."""
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMITTED = ROOT / "experiments/results/paper_accuracy/runs.tgz"
+
+
+def load_keep_runs(tmp_path: Path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("keep_runs", ROOT / "experiments/device/keep_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # Write into the test's folder, never into the repository's results.
+    monkeypatch.setattr(module, "KEPT", tmp_path / "kept.tgz")
+    monkeypatch.setattr(module, "LOCAL", tmp_path / "local")
+    monkeypatch.setattr(module, "REPORT_OUT", tmp_path / "report")
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    return module
+
+
+def one_committed_run() -> dict[str, bytes]:
+    """Member name (under paper_accuracy/) -> bytes of the first finished run in the committed archive."""
+    with tarfile.open(COMMITTED) as tar:
+        names = tar.getnames()
+        run = sorted(n.split("/")[1] for n in names if n.endswith("/summary.json"))[0]
+        files = {}
+        for name in names:
+            tail = name.split("/", 1)[1] if "/" in name else ""
+            if tail.startswith(run + "/") or tail == run + ".log":
+                member = tar.getmember(name)
+                if member.isfile():
+                    files[tail] = tar.extractfile(member).read()
+    return files
+
+
+def make_archive(path: Path, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"paper_accuracy/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def run_main(module, monkeypatch, *args) -> int:
+    monkeypatch.setattr(sys, "argv", ["keep_runs.py", *map(str, args)])
+    return module.main()
+
+
+def test_a_finished_run_is_kept_and_everything_else_refused_by_name(tmp_path, monkeypatch, capsys):
+    keep = load_keep_runs(tmp_path, monkeypatch)
+    good = one_committed_run()
+    run = next(iter(good)).split("/")[0]
+    config = good[f"{run}/config.yaml"].decode()
+    other = "lora_fa_q1-taskcopa-seed2025" if not run.startswith("lora_fa_q1-taskcopa") else "mezo-taskcopa-seed2025"
+    files = dict(good)
+    # a smoke run of another sweep run's name: the same files with three steps
+    smoke_config = config.replace("steps: 5000", "steps: 3").replace("steps: 1000", "steps: 3")
+    assert smoke_config != config
+    files.update({f"{other}/{k.split('/', 1)[1]}": v for k, v in good.items() if "/" in k})
+    files[f"{other}/config.yaml"] = smoke_config.replace(run, other).encode()
+    files["damaged-run/config.yaml"] = b"x"  # not a run of the sweep at all
+    files["damaged-run/summary.json"] = b""
+    files["mezo-taskrte-seed1337/config.yaml"] = b"stopped part-way: no summary.json"
+    archive = make_archive(tmp_path / "device.tgz", files)
+
+    assert run_main(keep, monkeypatch, archive, "--no-report") == 1  # something was refused
+    out, err = capsys.readouterr()
+    assert f"1 finished runs taken from {archive}" in out
+    assert "not kept, stopped part-way (1): mezo-taskrte-seed1337" in out
+    assert f"keep_runs: refused {other}: other settings than the sweep's" in err
+    assert "keep_runs: refused damaged-run: no run of paper_accuracy.yaml is named damaged-run" in err
+    with tarfile.open(tmp_path / "kept.tgz") as tar:
+        kept = {n for n in tar.getnames()}
+    assert f"paper_accuracy/{run}/summary.json" in kept and f"paper_accuracy/{run}.log" in kept
+    assert not any(other in n or "damaged" in n or "seed1337" in n for n in kept)
+    summary = json.loads((tmp_path / "local" / run / "summary.json").read_text())
+    assert summary == json.loads(good[f"{run}/summary.json"])
+
+
+def test_the_same_runs_pack_to_the_same_bytes(tmp_path, monkeypatch):
+    keep = load_keep_runs(tmp_path, monkeypatch)
+    archive = make_archive(tmp_path / "device.tgz", one_committed_run())
+    assert run_main(keep, monkeypatch, archive, "--no-report") == 0
+    first = (tmp_path / "kept.tgz").read_bytes()
+    assert run_main(keep, monkeypatch, archive, "--no-report") == 0  # the run again, over its kept copy
+    assert (tmp_path / "kept.tgz").read_bytes() == first
+
+
+def test_an_unreadable_archive_is_an_error_naming_it(tmp_path, monkeypatch, capsys):
+    keep = load_keep_runs(tmp_path, monkeypatch)
+    bad = tmp_path / "truncated.tgz"
+    bad.write_bytes(COMMITTED.read_bytes()[:300])
+    assert run_main(keep, monkeypatch, bad, "--no-report") == 2
+    assert f"keep_runs: error: {bad}: not a readable .tgz of runs" in capsys.readouterr().err
+    assert not (tmp_path / "kept.tgz").exists()
+    elsewhere = tmp_path / "elsewhere.tgz"
+    with tarfile.open(elsewhere, "w:gz") as tar:
+        tar.addfile(tarfile.TarInfo("other/file"), io.BytesIO(b""))
+    assert run_main(keep, monkeypatch, elsewhere, "--no-report") == 2
+    assert "holds no paper_accuracy/ folder of runs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["summary", "metrics"])
+def test_a_run_whose_files_do_not_read_is_refused(tmp_path, monkeypatch, capsys, damage):
+    keep = load_keep_runs(tmp_path, monkeypatch)
+    files = one_committed_run()
+    run = next(iter(files)).split("/")[0]
+    target = f"{run}/summary.json" if damage == "summary" else f"{run}/metrics.jsonl"
+    files[target] = b"{not json"
+    assert run_main(keep, monkeypatch, make_archive(tmp_path / "device.tgz", files), "--no-report") == 1
+    err = capsys.readouterr().err
+    assert f"keep_runs: refused {run}:" in err
+    with tarfile.open(tmp_path / "kept.tgz") as tar:
+        assert not any(run in n for n in tar.getnames())
