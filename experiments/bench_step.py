@@ -93,12 +93,15 @@ def forward_flops(config, sequences, seq_len):
     return 2 * per_layer * c.num_hidden_layers * tokens + attention
 
 
-def bench_prge(args, config, kind, queries, parallel, warmup, steps, graphs=True, rng="auto"):
+def bench_prge(args, config, kind, queries, parallel, warmup, steps, graphs=True, rng="auto", fold=None):
     """prge's trainer as a user builds it: estimator.rng defaults to auto, the counter RNG on
-    CUDA (what the CUDA kernels and graph capture need); rng="torch" is the earlier default."""
+    CUDA (what the CUDA kernels and graph capture need); rng="torch" is the earlier default.
+    fold: CausalLM.fold_lora_a (None: the default, off)."""
     leftover = leftover_memory(args.device)
     batch_size = QB // queries
     model = prge.CausalLM.random(config, 0, args.device, args.dtype)
+    if fold is not None:
+        model.fold_lora_a = fold
     if kind != "mezo":
         model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
     eps = 1e-3 if kind == "mezo" else 1e-2
@@ -301,6 +304,10 @@ def main():
         for q in qs:
             s, m = bench_prge(args, config, "prge", q, parallel, args.warmup, args.steps)
             record(f"prge_{parallel} q={q}", "prge", q, parallel, s, m)
+    if args.device.startswith("cuda"):
+        for q in qs:  # what folding A under W gives: one GEMM for x W^T and A x (o, down, q/k/v)
+            s, m = bench_prge(args, config, "prge", q, "dual", args.warmup, args.steps, fold=True)
+            record(f"prge_dual q={q} (fold_lora_a)", "prge", q, "dual", s, m)
     if args.device.startswith("cuda") and prge.cuda_built and not args.dual_only:
         for q in qs:  # what the CUDA graph adds: the same fused step, uncaptured
             s, m = bench_prge(args, config, "prge", q, "dual", args.warmup, args.steps, graphs=False)

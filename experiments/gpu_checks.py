@@ -70,6 +70,13 @@ def trainer(config, dtype, queries, *, fused, graphs, rng="counter", seed=5, par
                         cuda_graphs=graphs), model
 
 
+def trainer_for(model, dtype, queries, *, graphs=True):
+    """A fused-step trainer for an existing model (after a change that refuses older trainers)."""
+    options = prge.EstimatorOptions("prge", queries, 1e-2, "central", "dual", rng="counter")
+    return prge.Trainer(model, options, prge.OptimizerOptions(lr=1e-3, momentum=0.9), 5, fused_step=True,
+                        cuda_graphs=graphs), model
+
+
 def run(t, model, config, steps, batch_size, seq_len):
     results = [t.step(random_batch(config.vocab_size, batch_size, seq_len - (s % 2) * 40, seed=s))
                for s in range(steps)]
@@ -422,12 +429,42 @@ def check_kernels_vs_aten() -> None:
         aten_x = residual + delta
         aten_norm = torch.rms_norm(aten_x, (576,), weight, 1e-5)
         norm = kernels.add_rms_norm_(residual, delta, weight, 1e-5)
+        # a delta whose rows lie 592 apart: a projection's output beside A x (fold_lora_a)
+        residual2, wide = randn(3, 40, 576), randn(3, 40, 592)
+        aten_x2 = residual2 + wide[..., :576]
+        aten_norm2 = torch.rms_norm(aten_x2, (576,), weight, 1e-5)
+        norm2 = kernels.add_rms_norm_(residual2, wide[..., :576], weight, 1e-5)
         for name, got, want in (("RoPE", rope, aten), ("SwiGLU", swiglu, aten_swiglu),
-                                ("residual add", residual, aten_x), ("RMSNorm", norm, aten_norm)):
+                                ("residual add", residual, aten_x), ("RMSNorm", norm, aten_norm),
+                                ("residual add, strided delta", residual2, aten_x2),
+                                ("RMSNorm, strided delta", norm2, aten_norm2)):
             relative = ((got.float() - want.float()).abs().max() / want.float().abs().max()).item()
             report(f"{name} kernel vs ATen, {str(dtype).split('.')[1]}", relative <= tolerance,
                    f"max |diff| / max |ATen| = {relative:.3g} (allowed {tolerance:g}; equal elements "
                    f"{(got == want).float().mean().item():.4f})")
+
+
+def check_fold_lora_a(config) -> None:
+    """A folded under W (o, down, q/k/v: one GEMM for x W^T and A x; fold_lora_a, off by default)
+    against the same model unfolded: the logits of a forward and the losses and B of P-RGE steps,
+    fp32 and bf16, layer kernels on (the residual-add kernel then reads o's and down's strided
+    outputs)."""
+    ids = random_batch(config.vocab_size, 4, 64, seed=9).input_ids.cuda()
+    for dtype, tolerance in (("float32", 1e-5), ("bfloat16", 3e-2)):
+        plain, pm = trainer(config, dtype, 4, fused=True, graphs=True)
+        _, fm = trainer(config, dtype, 4, fused=True, graphs=True)
+        fm.fold_lora_a = True
+        folded, fm = trainer_for(fm, dtype, 4)  # a new trainer after the storage change
+        names = fm.lora_a_folded
+        relative = ((fm.logits(ids).float() - pm.logits(ids).float()).abs().max() / pm.logits(ids).float().abs().max()).item()
+        fr, fb = run(folded, fm, config, 4, 4, 64)
+        pr, pb = run(plain, pm, config, 4, 4, 64)
+        loss_diff = max(abs(a - b) / abs(b) for x, y in zip(fr, pr) for a, b in zip(x.losses, y.losses))
+        report(f"fold_lora_a vs unfolded on CUDA, {dtype}: logits, and losses of 4 graphed P-RGE steps",
+               len(names) == 3 * config.num_hidden_layers and not pm.lora_a_folded and relative <= tolerance
+               and loss_diff <= tolerance,
+               f"{len(names)} projections folded; max |diff| / max |logits| = {relative:.3g}, max relative loss "
+               f"diff {loss_diff:.3g} (allowed {tolerance:g}); max B diff {(fb - pb).abs().max().item():.3g}")
 
 
 def check_dequantize_kernel(config) -> None:
@@ -558,6 +595,7 @@ def main() -> int:
         lambda: check_replays_keep_weights_at_lr_zero(config),
         lambda: check_kernels_vs_aten(),
         lambda: check_layer_kernels(config),
+        lambda: check_fold_lora_a(config),
         lambda: check_dequantize_kernel(config),
         lambda: check_graphs(config, "bfloat16", quantize="int4"),
         lambda: check_graphs(config, "bfloat16", "queries", 4),

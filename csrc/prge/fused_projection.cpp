@@ -37,6 +37,7 @@ FusedLoraFaProjection::FusedLoraFaProjection(const std::vector<torch::Tensor>& w
 }
 
 void FusedLoraFaProjection::refresh_adapters() {
+  weight_and_a_ = torch::Tensor();  // new A tensors: fold again to stack them under W
   adapted_.clear();
   a_offsets_.clear();
   one_scaling_ = true;
@@ -56,6 +57,23 @@ void FusedLoraFaProjection::refresh_adapters() {
     auto& p = parts_[adapted_[j]];
     p.share_storage(p.weight(), lora_a_.narrow(0, a_offsets_[j], p.lora_a().size(0)), p.bias());
   }
+}
+
+bool FusedLoraFaProjection::fold_lora_a(bool on) {
+  if (!on) {
+    weight_and_a_ = torch::Tensor();
+  } else if (!weight_and_a_.defined() && one_scaling_ && lora_a_foldable(weight_, lora_a_, bias_)) {
+    weight_and_a_ = fold_into_one(weight_, lora_a_);
+    for (size_t i = 0; i < parts_.size(); ++i) {
+      auto& p = parts_[i];
+      const auto a = std::find(adapted_.begin(), adapted_.end(), i);
+      const auto a_view = a == adapted_.end()
+                              ? torch::Tensor()
+                              : lora_a_.narrow(0, a_offsets_[a - adapted_.begin()], p.lora_a().size(0));
+      p.share_storage(weight_.narrow(0, offsets_[i], sizes_[i]), a_view, p.bias());
+    }
+  }
+  return weight_and_a_.defined();
 }
 
 CopyStackRequest FusedLoraFaProjection::fused_request() const {
@@ -93,8 +111,11 @@ torch::Tensor FusedLoraFaProjection::forward_fused(const torch::Tensor& x, const
   const auto request = fused_request();
   const auto blocks = perturbed ? plan->group_copies(request, x.scalar_type())
                                 : request.assemble(1, x.options(), [](const GroupMember& m) { return *m.lora_b; });
-  return linear_plus_low_rank(x, w, at::linear(x, lora_a_), blocks, parts_[adapted_.front()].scaling(),
-                              parts_[adapted_.front()].name(), b_frozen);
+  const auto& first = parts_[adapted_.front()];
+  if (weight_and_a_.defined() && !weight.defined() && !b_frozen.defined() && !at::GradMode::is_enabled()) {
+    return folded_linear_plus_low_rank(x, weight_and_a_, weight_.size(0), blocks, first.scaling(), first.name());
+  }
+  return linear_plus_low_rank(x, w, at::linear(x, lora_a_), blocks, first.scaling(), first.name(), b_frozen);
 }
 
 }  // namespace prge

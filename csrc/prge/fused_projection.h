@@ -26,6 +26,11 @@ class FusedLoraFaProjection {
 
   // Re-fuse A after adapters were attached to some parts.
   void refresh_adapters();
+  // As LoraFaLinear::fold_lora_a for the group: the fused A stacked under the fused W, every
+  // part's W and A views of it. Only without biases, with one scaling, dense W; returns
+  // whether the group is folded now.
+  bool fold_lora_a(bool on);
+  bool lora_a_folded() const { return weight_and_a_.defined(); }
   bool adapted() const { return !adapted_.empty(); }
   // The copy stacks forward asks a perturbing plan for: one block-diagonal stack (rows of
   // part p, columns of its rank-slice of A x) when every adapted part has the same scaling,
@@ -42,6 +47,7 @@ class FusedLoraFaProjection {
   torch::Tensor weight_;              // [sum out, in]
   torch::Tensor bias_;                // [sum out] or undefined
   torch::Tensor lora_a_;              // [adapted * r, in]
+  torch::Tensor weight_and_a_;        // [sum out + adapted * r, in] (fold_lora_a), or undefined
   std::vector<LoraFaLinear> parts_;
   std::vector<int64_t> sizes_;        // out features per part
   std::vector<int64_t> offsets_;      // first row of each part in weight_

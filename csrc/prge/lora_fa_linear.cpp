@@ -32,6 +32,7 @@ void LoraFaLinear::attach_adapter(int64_t rank, double scaling, uint64_t init_se
                 .to(weight_.device(), weight_.scalar_type());
   lora_b_ = torch::zeros({out_features, rank},
                          torch::TensorOptions().dtype(torch::kFloat32).device(weight_.device()));
+  weight_and_a_ = torch::Tensor();  // a new A: fold again to stack it under W
   scaling_ = scaling;
   param_index_ = param_index;
 }
@@ -45,6 +46,31 @@ void LoraFaLinear::share_storage(torch::Tensor weight_view, torch::Tensor lora_a
 void LoraFaLinear::set_lora_b(torch::Tensor view) {
   if (view.sizes() != lora_b_.sizes()) throw std::invalid_argument("set_lora_b: shape mismatch");
   lora_b_ = std::move(view);
+}
+
+bool lora_a_foldable(const torch::Tensor& weight, const torch::Tensor& lora_a, const torch::Tensor& bias) {
+  if (!lora_a.defined() || bias.defined() || weight.dim() != 2 || weight.stride(0) == 0) return false;
+  // On CUDA, rows of [out + r] elements 16 bytes apart in every dtype: the layer kernels' vector
+  // accesses (the ATen ops take any row stride).
+  return lora_a.scalar_type() == weight.scalar_type() && lora_a.size(1) == weight.size(1) &&
+         (!weight.is_cuda() || (weight.size(0) + lora_a.size(0)) % 8 == 0);
+}
+
+torch::Tensor fold_into_one(torch::Tensor& weight, torch::Tensor& lora_a) {
+  auto both = torch::cat({weight, lora_a}, 0);
+  const int64_t out = weight.size(0);
+  weight = both.narrow(0, 0, out);
+  lora_a = both.narrow(0, out, lora_a.size(0));
+  return both;
+}
+
+bool LoraFaLinear::fold_lora_a(bool on) {
+  if (!on) {
+    weight_and_a_ = torch::Tensor();
+  } else if (!weight_and_a_.defined() && lora_a_foldable(weight_, lora_a_, bias_)) {
+    weight_and_a_ = fold_into_one(weight_, lora_a_);
+  }
+  return weight_and_a_.defined();
 }
 
 GroupMember LoraFaLinear::as_member(int64_t row_offset, int64_t col_offset) const {
@@ -96,6 +122,27 @@ torch::Tensor linear_plus_low_rank(const torch::Tensor& x, const torch::Tensor& 
   return y;
 }
 
+torch::Tensor folded_linear_plus_low_rank(const torch::Tensor& x, const torch::Tensor& weight_and_a, int64_t out,
+                                          const torch::Tensor& b_stack, double scaling, const std::string& name) {
+  const int64_t copies = b_stack.size(0), width = weight_and_a.size(0), r = width - out;
+  const int64_t rows = x.numel() / x.size(-1);
+  if (rows % copies != 0) {
+    throw std::invalid_argument(fmt::format(
+        "layer '{}': {} rows cannot be split into {} perturbation copies", name, rows, copies));
+  }
+  auto both = at::linear(x, weight_and_a);  // [..., out + r] = [x Wᵀ | A x]
+  if (copies == 1) {
+    auto both2 = both.view({rows, width});
+    auto y2 = both2.narrow(1, 0, out);
+    at::addmm_out(y2, y2, both2.narrow(1, out, r), b_stack.select(0, 0).t(), 1.0, scaling);
+  } else {
+    auto both3 = both.view({copies, rows / copies, width});
+    auto y3 = both3.narrow(2, 0, out);
+    at::baddbmm_out(y3, y3, both3.narrow(2, out, r), b_stack.transpose(1, 2), 1.0, scaling);
+  }
+  return both.narrow(-1, 0, out);
+}
+
 torch::Tensor LoraFaLinear::forward(const torch::Tensor& x, const MaterializedPlan* plan,
                                     const torch::Tensor& weight, const torch::Tensor& bias) const {
   const auto& w = weight.defined() ? weight : weight_;
@@ -104,6 +151,9 @@ torch::Tensor LoraFaLinear::forward(const torch::Tensor& x, const MaterializedPl
   const bool perturbed = plan && plan->plan->perturbs();
   // Unperturbed copies all share B: one plain GEMM serves every row.
   auto b = perturbed ? plan->group_copies(copy_request(), x.scalar_type()) : lora_b_.unsqueeze(0).to(x.scalar_type());
+  if (weight_and_a_.defined() && !weight.defined() && !b_frozen.defined() && !at::GradMode::is_enabled()) {
+    return folded_linear_plus_low_rank(x, weight_and_a_, weight_.size(0), b, scaling_, name_);
+  }
   return linear_plus_low_rank(x, w, at::linear(x, lora_a_), b, scaling_, name_, b_frozen);
 }
 

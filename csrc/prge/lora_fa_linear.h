@@ -26,6 +26,12 @@ class LoraFaLinear {
   void share_storage(torch::Tensor weight_view, torch::Tensor lora_a_view, torch::Tensor bias_view = {});
   // Point B at its view of the model's flat adapter buffer (AdapterBuffer).
   void set_lora_b(torch::Tensor view);
+  // Stack A under W in one [out + r, in] storage (W and A become its views), so that one GEMM
+  // gives [x Wᵀ | A x] and x is read once; `false` goes back to two GEMMs over the same views.
+  // Only for an adapted layer without a bias whose W is stored dense and, on CUDA, whose rows
+  // stay 16-byte aligned (out + r a multiple of 8); returns whether the layer is folded now.
+  bool fold_lora_a(bool on);
+  bool lora_a_folded() const { return weight_and_a_.defined(); }
 
   bool has_adapter() const { return lora_a_.defined(); }
   const torch::Tensor& weight() const { return weight_; }
@@ -55,6 +61,7 @@ class LoraFaLinear {
   torch::Tensor bias_;    // [out], model dtype, or undefined
   torch::Tensor lora_a_;  // [r, in], model dtype
   torch::Tensor lora_b_;  // [out, r], float32 master copy
+  torch::Tensor weight_and_a_;  // [out + r, in] whose views W and A are (fold_lora_a), or undefined
   double scaling_ = 0.0;
   int64_t param_index_ = -1;
   std::string name_;
@@ -69,5 +76,16 @@ class LoraFaLinear {
 torch::Tensor linear_plus_low_rank(const torch::Tensor& x, const torch::Tensor& weight,
                                    const torch::Tensor& ax, const torch::Tensor& b_stack,
                                    double scaling, const std::string& name, const torch::Tensor& bias = {});
+
+// The same with A folded under W (`weight_and_a` [out + r, in], no bias): one GEMM writes
+// [x Wᵀ | A x], then the low-rank term adds into its first `out` columns (beta = 1; the same
+// traffic on y as above, and x read once instead of twice). Returns the [..., out] view of
+// that output (rows `out + r` apart). Inference only (no autograd).
+torch::Tensor folded_linear_plus_low_rank(const torch::Tensor& x, const torch::Tensor& weight_and_a, int64_t out,
+                                          const torch::Tensor& b_stack, double scaling, const std::string& name);
+// Whether W [out, in] and A [r, in] may be folded into one storage (see fold_lora_a).
+bool lora_a_foldable(const torch::Tensor& weight, const torch::Tensor& lora_a, const torch::Tensor& bias);
+// W and A stacked into one new [out + r, in] tensor; `weight` and `lora_a` become its views.
+torch::Tensor fold_into_one(torch::Tensor& weight, torch::Tensor& lora_a);
 
 }  // namespace prge

@@ -82,8 +82,9 @@ Trainer::~Trainer() = default;
 void Trainer::check_adapters_unchanged() const {
   if (model_->adapter_generation() != adapter_generation_) {
     throw std::invalid_argument(
-        "the model's adapters were attached again after this Trainer was made: its optimizer state and captured "
-        "steps belong to the adapters it was made with. Make a new Trainer for the new adapters");
+        "the model's adapters were attached again after this Trainer was made (or fold_lora_a moved them into new "
+        "storage): its optimizer state and captured steps belong to the adapters it was made with. Make a new "
+        "Trainer for the new adapters");
   }
 }
 

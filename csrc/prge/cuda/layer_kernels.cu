@@ -73,15 +73,15 @@ __global__ void swiglu_kernel(const T* gate_up, int64_t f, int64_t items, T* out
 // One warp per row: x = residual + delta (rounded), stored back; the sum of squares of the
 // rounded x reduced over the warp in float32; then out = x * rstd * weight.
 template <typename T>
-__global__ void add_rms_norm_kernel(T* residual, const T* delta, const T* weight, int64_t rows, int d, float eps,
-                                    T* out) {
+__global__ void add_rms_norm_kernel(T* residual, const T* delta, int64_t delta_stride, const T* weight, int64_t rows,
+                                    int d, float eps, T* out) {
   using C = Convert<T>;
   constexpr int V = Vec<T>::kSize;
   const int lane = threadIdx.x % kWarp;
   const int64_t row = blockIdx.x * static_cast<int64_t>(blockDim.x / kWarp) + threadIdx.x / kWarp;
   if (row >= rows) return;
   T* x = residual + row * d;
-  const T* dx = delta + row * d;
+  const T* dx = delta + row * delta_stride;
   float sum = 0.0f;
   for (int i = lane * V; i < d; i += kWarp * V) {
     auto a = load(x + i);
@@ -160,14 +160,21 @@ torch::Tensor swiglu(const torch::Tensor& gate_up) {
 torch::Tensor add_rms_norm_(torch::Tensor& residual, const torch::Tensor& delta, const torch::Tensor& weight,
                             double eps) {
   const int64_t d = residual.size(-1);
-  if (!residual.is_cuda() || !residual.is_contiguous() || !delta.is_contiguous() ||
-      delta.sizes() != residual.sizes() || delta.scalar_type() != residual.scalar_type() ||
+  // delta's rows may lie further apart than d (a projection's output viewed out of a wider one,
+  // LoraFaLinear::fold_lora_a): one row stride for all of them, the last dim contiguous.
+  const int64_t delta_stride = delta.dim() > 1 ? delta.stride(-2) : d;
+  bool rows_evenly_apart = delta.dim() >= 1 && delta.stride(-1) == 1;
+  for (int64_t i = 0; rows_evenly_apart && i + 2 < delta.dim(); ++i) {
+    rows_evenly_apart = delta.size(i) == 1 || delta.stride(i) == delta.stride(i + 1) * delta.size(i + 1);
+  }
+  const int v = vector_width(residual.scalar_type());
+  if (!residual.is_cuda() || !residual.is_contiguous() || !rows_evenly_apart || delta_stride < d ||
+      delta_stride % v != 0 || delta.sizes() != residual.sizes() || delta.scalar_type() != residual.scalar_type() ||
       !weight.is_contiguous() || weight.numel() != d || weight.scalar_type() != residual.scalar_type() ||
-      d % vector_width(residual.scalar_type()) != 0 || !aligned(residual.data_ptr()) ||
-      !aligned(delta.data_ptr()) || !aligned(weight.data_ptr())) {
+      d % v != 0 || !aligned(residual.data_ptr()) || !aligned(delta.data_ptr()) || !aligned(weight.data_ptr())) {
     throw std::invalid_argument(
-        "add_rms_norm_: contiguous, 16-byte aligned CUDA residual and delta [..., d], weight [d], one dtype, "
-        "d a multiple of 16 / element size");
+        "add_rms_norm_: 16-byte aligned CUDA residual (contiguous) and delta [..., d] (rows evenly apart, 16-byte "
+        "aligned), weight [d], one dtype, d a multiple of 16 / element size");
   }
   auto out = torch::empty_like(residual);
   const int64_t rows = residual.numel() / d;
@@ -177,7 +184,7 @@ torch::Tensor add_rms_norm_(torch::Tensor& residual, const torch::Tensor& delta,
   dispatch(residual.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     add_rms_norm_kernel<T><<<static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, stream>>>(
-        reinterpret_cast<T*>(residual.data_ptr()), reinterpret_cast<const T*>(delta.data_ptr()),
+        reinterpret_cast<T*>(residual.data_ptr()), reinterpret_cast<const T*>(delta.data_ptr()), delta_stride,
         reinterpret_cast<const T*>(weight.data_ptr()), rows, static_cast<int>(d), static_cast<float>(eps),
         reinterpret_cast<T*>(out.data_ptr()));
   });

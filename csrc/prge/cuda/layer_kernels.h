@@ -18,7 +18,8 @@ torch::Tensor swiglu(const torch::Tensor& gate_up);
 
 // Residual add and RMSNorm in one pass over each row: residual += delta (in place, rounded
 // to the dtype as x + delta is), then returns residual * rsqrt(mean(residual^2) + eps) * weight
-// (statistics in float32, one rounding). residual, delta: contiguous [..., d] of one dtype;
+// (statistics in float32, one rounding). residual: contiguous [..., d]; delta: [..., d] of the
+// same dtype with its rows evenly apart (contiguous, or a column slice of a wider output);
 // weight [d] of that dtype.
 torch::Tensor add_rms_norm_(torch::Tensor& residual, const torch::Tensor& delta, const torch::Tensor& weight,
                             double eps);

@@ -402,8 +402,41 @@ void CausalLM::attach_adapters(const AdapterOptions& options) {
     layer.qkv.refresh_adapters();
     layer.gate_up.refresh_adapters();
   }
+  apply_lora_a_fold();
   adapter_buffer_ = AdapterBuffer(adapted_layers());
   ++adapter_generation_;
+}
+
+bool CausalLM::apply_lora_a_fold() {
+  // gate/up stays apart: its term must be in place before the frozen GEMM's epilogue.
+  const bool on = fold_lora_a();
+  bool made = false;
+  for (auto& layer : layers_) {
+    const bool before = layer.qkv.lora_a_folded();
+    made |= layer.qkv.fold_lora_a(on) && !before;
+    for (auto* p : {&layer.o_proj, &layer.down_proj}) {
+      const bool was = p->lora_a_folded();
+      made |= p->fold_lora_a(on) && !was;
+    }
+  }
+  return made;
+}
+
+std::vector<std::string> CausalLM::lora_a_folded() const {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const auto& layer = layers_[i];
+    if (layer.qkv.lora_a_folded()) names.push_back(layer.qkv.part(0).name());
+    for (const auto* p : {&layer.o_proj, &layer.down_proj}) {
+      if (p->lora_a_folded()) names.push_back(p->name());
+    }
+  }
+  return names;
+}
+
+void CausalLM::set_fold_lora_a(bool on) {
+  fold_lora_a_ = on;
+  if (apply_lora_a_fold()) ++adapter_generation_;  // W and A live in new storage now
 }
 
 int64_t CausalLM::param_index(size_t layer, Role role) const {

@@ -129,6 +129,14 @@ class CausalLM {
   // they replace (tests compare the two).
   void set_layer_kernels(bool enabled) { layer_kernels_ = enabled; }
   bool layer_kernels() const { return layer_kernels_; }
+  // A stacked under W for o, down and q/k/v (LoraFaLinear::fold_lora_a: one GEMM reads x once
+  // for x Wᵀ and A x). Off by default until a GPU measures it (the wider GEMM may lose to tile
+  // rounding what it saves in reads). Folding makes new storage for W and A, so a Trainer made
+  // before refuses to step (as after attach_adapters).
+  void set_fold_lora_a(bool on);
+  bool fold_lora_a() const { return fold_lora_a_; }
+  // The projections folded now, as layers.N.o_proj (a q/k/v group once, as its q_proj).
+  std::vector<std::string> lora_a_folded() const;
   // True where prge's CUDA kernels may serve this model's forwards (layer_kernels() on, CUDA
   // build and device); without autograd, MeZO's perturbed weights then come from one kernel
   // each under the counter RNG, whatever the shapes.
@@ -136,6 +144,8 @@ class CausalLM {
   // The fused layer kernels for this forward: kernels_apply(), no autograd recording, and row
   // lengths the 16-byte vectorized kernels take.
   bool use_layer_kernels() const;
+  // Folds or unfolds o, down and q/k/v as fold_lora_a() says; true when any fold made new storage.
+  bool apply_lora_a_fold();
 
   const ArchSpec& spec() const { return spec_; }
   const torch::Device& device() const { return device_; }
@@ -196,6 +206,7 @@ class CausalLM {
   std::vector<torch::Tensor> rope_inv_freq_;  // per RoPE set
   AdapterBuffer adapter_buffer_;
   int64_t adapter_generation_ = 0;
+  bool fold_lora_a_ = false;
   bool layer_kernels_ = true;
 };
 
