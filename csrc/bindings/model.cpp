@@ -172,10 +172,10 @@ void bind_model(py::module_& m) {
       .def_property("fold_lora_a", &CausalLM::fold_lora_a, &CausalLM::set_fold_lora_a,
                     "A stacked under W for o, down and q/k/v, so one GEMM gives x W^T and A x (x read once); off "
                     "by default. Turning it on with adapters attached moves W and A into new storage: a Trainer "
-                    "made before refuses to step")
+                    "made before refuses to step, and tensors taken before (adapters()' lora_a, "
+                    "full_parameters()) keep the old storage; take them again")
       .def_property_readonly("lora_a_folded", &CausalLM::lora_a_folded,
-                             "the projections whose A is folded under W now, as layers.N.o_proj (a q/k/v group as its "
-                             "q_proj)")
+                             "the adapted projections whose A is folded under W now, as layers.N.o_proj")
       .def_property_readonly("spec", &CausalLM::spec, "the architecture spec read from config.json")
       .def_property_readonly("config", &CausalLM::spec, "the spec (its name before the model seam)")
       .def("rope_frequencies", &CausalLM::rope_frequencies, py::arg("length"), py::arg("rope") = 0,

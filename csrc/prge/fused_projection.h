@@ -37,8 +37,9 @@ class FusedLoraFaProjection {
   // else one stack per adapted part (each part then runs as its own LoRA-FA layer).
   std::vector<CopyStackRequest> copy_requests() const;
 
-  // The fused output [N, T, sum out] contiguous (parts side by side). `weight` / `bias`, when
-  // defined, replace the fused W / bias for this call (MeZO's perturbed temporaries).
+  // The fused output [N, T, sum out] (parts side by side; contiguous, or with A folded a view
+  // whose rows are sum out + R apart). `weight` / `bias`, when defined, replace the fused W /
+  // bias for this call (MeZO's perturbed temporaries).
   torch::Tensor forward_fused(const torch::Tensor& x, const MaterializedPlan* plan,
                               const torch::Tensor& weight = {}, const torch::Tensor& bias = {}) const;
   const torch::Tensor& bias() const { return bias_; }  // [sum out] or undefined

@@ -67,6 +67,15 @@ Trainer::Trainer(std::shared_ptr<CausalLM> model, EstimatorOptions estimator,
         "weight to perturb. Train LoRA-FA adapters (estimator.kind: prge or fzoo) on the quantized base, or load it "
         "dense (model.quantize: none or dense)");
   }
+  if (estimator.kind == EstimatorKind::Mezo && estimator.difference == Difference::Forward &&
+      !model_->lora_a_folded().empty()) {
+    // θ's own loss would take the folded GEMMs and θ + εz's (a perturbed W for the call) the plain
+    // ones: the two round differently, and g = ΔL / ε scales that by 1 / ε.
+    throw std::invalid_argument(
+        "estimator.kind: mezo with a forward difference on a model with fold_lora_a on: the loss at θ and the "
+        "losses at θ + εz would run different GEMMs and round differently, which g = ΔL / ε magnifies. Set "
+        "model.fold_lora_a = False (or use a central difference)");
+  }
   if (estimator.kind != EstimatorKind::FirstOrder) estimator_ = make_zo_estimator(estimator);
   trained_parameters();  // fail now, not at the first step, if nothing can be trained
 #ifdef PRGE_WITH_CUDA

@@ -19,8 +19,9 @@ def adapted(path, rank=8, dtype="float32", **settings):
 
 
 def trainer_of(model, estimator="prge", queries=3):
-    options = prge.EstimatorOptions(estimator, queries, 1e-3, "central", "dual", rng="counter")
-    return prge.Trainer(model, options, prge.OptimizerOptions(lr=1e-3, momentum=0.9), 7)
+    mezo = estimator == "mezo"
+    options = prge.EstimatorOptions(estimator, queries, 1e-3, "central", "sequential" if mezo else "dual", rng="counter")
+    return prge.Trainer(model, options, prge.OptimizerOptions(lr=1e-5 if mezo else 1e-3, momentum=0.9), 7)
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def test_off_by_default_and_folds_o_down_and_qkv(tiny):
     model = adapted(tiny)
     assert model.fold_lora_a is False and model.lora_a_folded == []
     model.fold_lora_a = True
-    assert model.lora_a_folded == [f"layers.{i}.{p}" for i in range(2) for p in ("q_proj", "o_proj", "down_proj")]
+    assert model.lora_a_folded == [f"layers.{i}.{p}" for i in range(2) for p in ("q_proj", "k_proj", "v_proj", "o_proj", "down_proj")]
     model.fold_lora_a = False
     assert model.lora_a_folded == []
 
@@ -51,13 +52,15 @@ def test_logits_and_adapters_are_unchanged(tiny, dtype, tolerance):
             assert torch.equal(value, new[key]), key  # A moved storage, not value
 
 
-@pytest.mark.parametrize("estimator", ["prge", "first_order"])
+@pytest.mark.parametrize("estimator", ["prge", "first_order", "mezo"])
 def test_steps_train_as_unfolded(tiny, estimator):
+    # first_order runs under autograd and MeZO's central difference passes a perturbed W: both take
+    # the plain GEMMs, so these check that W and A moving into one storage leaves them as they were.
     runs = []
     for fold in (False, True):
         model = adapted(tiny)
         model.fold_lora_a = fold
-        trainer = trainer_of(model, estimator, queries=1 if estimator == "first_order" else 3)
+        trainer = trainer_of(model, estimator, queries=3 if estimator == "prge" else 1)
         losses = [trainer.step(make_batch(128, seed=s)).loss for s in range(3)]
         runs.append((losses, torch.cat([a["lora_b"].flatten() for a in model.adapters()])))
     (plain_losses, plain_b), (folded_losses, folded_b) = runs
@@ -94,7 +97,7 @@ def test_any_rank_folds_on_the_cpu(tiny):
     ids = make_batch(128, batch=2, length=9).input_ids
     before = model.logits(ids)
     model.fold_lora_a = True
-    assert len(model.lora_a_folded) == 6
+    assert len(model.lora_a_folded) == 10
     torch.testing.assert_close(model.logits(ids), before, rtol=1e-5, atol=1e-5)
 
 
@@ -118,10 +121,41 @@ def test_attaching_again_folds_the_new_adapters(tiny):
     model = adapted(tiny)
     model.fold_lora_a = True
     model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32, init_seed=9))
-    assert len(model.lora_a_folded) == 6
+    assert len(model.lora_a_folded) == 10
     unfolded = prge.CausalLM.from_pretrained(str(tiny))
     unfolded.attach_adapters(prge.AdapterOptions(rank=16, alpha=32, init_seed=9))
     for a in list(model.adapters()) + list(unfolded.adapters()):
         a["lora_b"].fill_(0.01)
     ids = make_batch(128, batch=2, length=8).input_ids
     torch.testing.assert_close(model.logits(ids), unfolded.logits(ids), rtol=1e-5, atol=1e-5)
+
+
+def test_mezo_forward_difference_on_a_folded_model_is_refused(tiny):
+    # θ's loss would take the folded GEMMs, θ + εz's (a perturbed W) the plain ones: g = ΔL / ε
+    # would magnify their different rounding.
+    model = adapted(tiny)
+    model.fold_lora_a = True
+    options = prge.EstimatorOptions("mezo", 1, 1e-3, "forward", "sequential")
+    with pytest.raises(ValueError, match="mezo with a forward difference on a model with fold_lora_a on"):
+        prge.Trainer(model, options, prge.OptimizerOptions(lr=1e-5), 7)
+    model.fold_lora_a = False
+    prge.Trainer(model, options, prge.OptimizerOptions(lr=1e-5), 7).step(make_batch(128))
+
+
+def test_greedy_generation_is_unchanged(tiny):
+    model = adapted(tiny)
+    prompts = [[5, 9, 17, 3], [44, 2, 8]]
+    before = model.generate(prompts, max_new_tokens=12)
+    model.fold_lora_a = True
+    assert model.generate(prompts, max_new_tokens=12) == before
+
+
+def test_a_quantized_base_does_not_fold(tiny):
+    # Its W is dequantized for each call (passed as the call's weight): nothing to stack A under.
+    model = prge.CausalLM.from_pretrained(str(tiny), quantize="int8")
+    model.attach_adapters(prge.AdapterOptions(rank=8, alpha=16, init_seed=3))
+    ids = make_batch(128, batch=2, length=9).input_ids
+    before = model.logits(ids)
+    model.fold_lora_a = True
+    assert model.lora_a_folded == []
+    assert torch.equal(model.logits(ids), before)

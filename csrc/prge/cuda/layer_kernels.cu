@@ -162,10 +162,18 @@ torch::Tensor add_rms_norm_(torch::Tensor& residual, const torch::Tensor& delta,
   const int64_t d = residual.size(-1);
   // delta's rows may lie further apart than d (a projection's output viewed out of a wider one,
   // LoraFaLinear::fold_lora_a): one row stride for all of them, the last dim contiguous.
-  const int64_t delta_stride = delta.dim() > 1 ? delta.stride(-2) : d;
+  // Row r of the flattened [rows, d] at r * delta_stride: outward from dim -2, the first dim of
+  // more than one element sets the stride, and every later one must follow on from it.
+  int64_t delta_stride = d, next = -1;
   bool rows_evenly_apart = delta.dim() >= 1 && delta.stride(-1) == 1;
-  for (int64_t i = 0; rows_evenly_apart && i + 2 < delta.dim(); ++i) {
-    rows_evenly_apart = delta.size(i) == 1 || delta.stride(i) == delta.stride(i + 1) * delta.size(i + 1);
+  for (int64_t i = delta.dim() - 2; rows_evenly_apart && i >= 0; --i) {
+    if (delta.size(i) == 1) continue;
+    if (next < 0) {
+      delta_stride = delta.stride(i);
+    } else {
+      rows_evenly_apart = delta.stride(i) == next;
+    }
+    next = delta.stride(i) * delta.size(i);
   }
   const int v = vector_width(residual.scalar_type());
   if (!residual.is_cuda() || !residual.is_contiguous() || !rows_evenly_apart || delta_stride < d ||

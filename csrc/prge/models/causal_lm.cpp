@@ -426,7 +426,9 @@ std::vector<std::string> CausalLM::lora_a_folded() const {
   std::vector<std::string> names;
   for (size_t i = 0; i < layers_.size(); ++i) {
     const auto& layer = layers_[i];
-    if (layer.qkv.lora_a_folded()) names.push_back(layer.qkv.part(0).name());
+    for (size_t j = 0; layer.qkv.lora_a_folded() && j < layer.qkv.parts(); ++j) {
+      if (layer.qkv.part(j).has_adapter()) names.push_back(layer.qkv.part(j).name());
+    }
     for (const auto* p : {&layer.o_proj, &layer.down_proj}) {
       if (p->lora_a_folded()) names.push_back(p->name());
     }

@@ -135,7 +135,7 @@ class CausalLM {
   // before refuses to step (as after attach_adapters).
   void set_fold_lora_a(bool on);
   bool fold_lora_a() const { return fold_lora_a_; }
-  // The projections folded now, as layers.N.o_proj (a q/k/v group once, as its q_proj).
+  // The adapted projections whose A is folded now, as layers.N.o_proj.
   std::vector<std::string> lora_a_folded() const;
   // True where prge's CUDA kernels may serve this model's forwards (layer_kernels() on, CUDA
   // build and device); without autograd, MeZO's perturbed weights then come from one kernel
