@@ -112,7 +112,7 @@ torch::Tensor FusedLoraFaProjection::forward_fused(const torch::Tensor& x, const
   const auto blocks = perturbed ? plan->group_copies(request, x.scalar_type())
                                 : request.assemble(1, x.options(), [](const GroupMember& m) { return *m.lora_b; });
   const auto& first = parts_[adapted_.front()];
-  if (weight_and_a_.defined() && !weight.defined() && !b_frozen.defined() && !at::GradMode::is_enabled()) {
+  if (takes_folded_path(weight_and_a_, weight, b_frozen)) {
     return folded_linear_plus_low_rank(x, weight_and_a_, weight_.size(0), blocks, first.scaling(), first.name());
   }
   return linear_plus_low_rank(x, w, at::linear(x, lora_a_), blocks, first.scaling(), first.name(), b_frozen);

@@ -56,6 +56,10 @@ bool lora_a_foldable(const torch::Tensor& weight, const torch::Tensor& lora_a, c
          (!weight.is_cuda() || (weight.size(0) + lora_a.size(0)) % 8 == 0);
 }
 
+bool takes_folded_path(const torch::Tensor& weight_and_a, const torch::Tensor& weight, const torch::Tensor& bias) {
+  return weight_and_a.defined() && !weight.defined() && !bias.defined() && !at::GradMode::is_enabled();
+}
+
 torch::Tensor fold_into_one(torch::Tensor& weight, torch::Tensor& lora_a) {
   auto both = torch::cat({weight, lora_a}, 0);
   const int64_t out = weight.size(0);
@@ -81,16 +85,24 @@ CopyStackRequest LoraFaLinear::copy_request() const {
   return {{as_member(0, 0)}, lora_b_.size(0), lora_b_.size(1)};
 }
 
+namespace {
+// The rows of x ([..., in]) split into the copies of the plan; std::invalid_argument otherwise.
+int64_t rows_in_copies(const torch::Tensor& x, int64_t copies, const std::string& name) {
+  const int64_t rows = x.numel() / x.size(-1);
+  if (rows % copies != 0) {
+    throw std::invalid_argument(fmt::format(
+        "layer '{}': {} rows cannot be split into {} perturbation copies", name, rows, copies));
+  }
+  return rows;
+}
+}  // namespace
+
 torch::Tensor linear_plus_low_rank(const torch::Tensor& x, const torch::Tensor& weight,
                                    const torch::Tensor& ax, const torch::Tensor& b_stack,
                                    double scaling, const std::string& name, const torch::Tensor& bias) {
   const int64_t copies = b_stack.size(0), r = ax.size(-1);
   const int64_t in = x.size(-1), out = weight.size(0);
-  const int64_t rows = x.numel() / in;
-  if (rows % copies != 0) {
-    throw std::invalid_argument(fmt::format(
-        "layer '{}': {} rows cannot be split into {} perturbation copies", name, rows, copies));
-  }
+  const int64_t rows = rows_in_copies(x, copies, name);
   auto sizes = x.sizes().vec();
   sizes.back() = out;
   const auto x2 = x.reshape({rows, in});
@@ -125,11 +137,7 @@ torch::Tensor linear_plus_low_rank(const torch::Tensor& x, const torch::Tensor& 
 torch::Tensor folded_linear_plus_low_rank(const torch::Tensor& x, const torch::Tensor& weight_and_a, int64_t out,
                                           const torch::Tensor& b_stack, double scaling, const std::string& name) {
   const int64_t copies = b_stack.size(0), width = weight_and_a.size(0), r = width - out;
-  const int64_t rows = x.numel() / x.size(-1);
-  if (rows % copies != 0) {
-    throw std::invalid_argument(fmt::format(
-        "layer '{}': {} rows cannot be split into {} perturbation copies", name, rows, copies));
-  }
+  const int64_t rows = rows_in_copies(x, copies, name);
   auto both = at::linear(x, weight_and_a);  // [..., out + r] = [x Wᵀ | A x]
   if (copies == 1) {
     auto both2 = both.view({rows, width});
@@ -151,7 +159,7 @@ torch::Tensor LoraFaLinear::forward(const torch::Tensor& x, const MaterializedPl
   const bool perturbed = plan && plan->plan->perturbs();
   // Unperturbed copies all share B: one plain GEMM serves every row.
   auto b = perturbed ? plan->group_copies(copy_request(), x.scalar_type()) : lora_b_.unsqueeze(0).to(x.scalar_type());
-  if (weight_and_a_.defined() && !weight.defined() && !b_frozen.defined() && !at::GradMode::is_enabled()) {
+  if (takes_folded_path(weight_and_a_, weight, b_frozen)) {
     return folded_linear_plus_low_rank(x, weight_and_a_, weight_.size(0), b, scaling_, name_);
   }
   return linear_plus_low_rank(x, w, at::linear(x, lora_a_), b, scaling_, name_, b_frozen);

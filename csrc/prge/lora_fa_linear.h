@@ -85,6 +85,9 @@ torch::Tensor folded_linear_plus_low_rank(const torch::Tensor& x, const torch::T
                                           const torch::Tensor& b_stack, double scaling, const std::string& name);
 // Whether W [out, in] and A [r, in] may be folded into one storage (see fold_lora_a).
 bool lora_a_foldable(const torch::Tensor& weight, const torch::Tensor& lora_a, const torch::Tensor& bias);
+// Whether a forward call takes the folded GEMM: A folded (`weight_and_a` defined), neither W nor
+// a bias given for the call (MeZO's perturbed W, a dequantized base), and no autograd.
+bool takes_folded_path(const torch::Tensor& weight_and_a, const torch::Tensor& weight, const torch::Tensor& bias);
 // W and A stacked into one new [out + r, in] tensor; `weight` and `lora_a` become its views.
 torch::Tensor fold_into_one(torch::Tensor& weight, torch::Tensor& lora_a);
 

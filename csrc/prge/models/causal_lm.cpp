@@ -411,13 +411,14 @@ bool CausalLM::apply_lora_a_fold() {
   // gate/up stays apart: its term must be in place before the frozen GEMM's epilogue.
   const bool on = fold_lora_a();
   bool made = false;
+  const auto fold = [&](auto& projection) {
+    const bool was = projection.lora_a_folded();
+    made |= projection.fold_lora_a(on) && !was;
+  };
   for (auto& layer : layers_) {
-    const bool before = layer.qkv.lora_a_folded();
-    made |= layer.qkv.fold_lora_a(on) && !before;
-    for (auto* p : {&layer.o_proj, &layer.down_proj}) {
-      const bool was = p->lora_a_folded();
-      made |= p->fold_lora_a(on) && !was;
-    }
+    fold(layer.qkv);
+    fold(layer.o_proj);
+    fold(layer.down_proj);
   }
   return made;
 }
