@@ -3,7 +3,6 @@
   prge train CONFIG [--set KEY=VALUE ...]      one fine-tuning run
   prge sweep SWEEP.yaml [--set KEY=VALUE]      every run of a sweep (finished runs are skipped)
   prge sweep SWEEP.yaml --gpus 0,1,...         the same, one run per GPU at a time
-                        [--runs-per-gpu N]     (or N, for models too small to fill a GPU)
   torchrun --nproc-per-node N -m prge train CONFIG  one run over N processes (prge/distributed.py)
   prge report SWEEP.yaml|RUNS_DIR [--out DIR]  Markdown/CSV tables and figures of finished runs
   prge data copy TASK [--from DIR] [--to DIR]  copy a task's files into the user data dir
@@ -119,9 +118,6 @@ def _command(argv: list[str] | None) -> int:
     sweep.add_argument("--no-progress", action="store_true")
     sweep.add_argument("--gpus", metavar="0,1,...|all",
                        help="run one run per listed GPU at a time, each in its own process")
-    sweep.add_argument("--runs-per-gpu", type=int, default=1, metavar="N",
-                       help="with --gpus: N runs share each GPU at once (small models leave a GPU idle "
-                            "between their kernels; step times then include the other runs' work)")
     report = sub.add_parser("report", help="tables (Markdown, CSV) and figures of finished runs")
     report.add_argument("source", help="a sweep YAML (its output_root and report: section) or a runs directory")
     report.add_argument("--title")
@@ -225,7 +221,7 @@ def _command(argv: list[str] | None) -> int:
 
             run_sweep(args.sweep, progress=not args.no_progress, output_root=args.output_root,
                       overrides=[parse_assignment(o) for o in args.set],
-                      gpus=parse_gpus(args.gpus) if args.gpus else None, runs_per_gpu=args.runs_per_gpu)
+                      gpus=parse_gpus(args.gpus) if args.gpus else None)
         elif args.command == "data":
             _data(args)
         elif args.command == "generate":

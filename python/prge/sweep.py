@@ -8,7 +8,7 @@ is refused, naming the difference; a run another process is writing is left to i
     mode: train (default) | speed             speed: {warmup, steps, shape}
     report: {title: ..., out: DIR}            (where `prge report` writes tables/figures)
 
-`prge sweep FILE --gpus 0,1,... [--runs-per-gpu N]` runs one (or N) run(s) per listed GPU at a time."""
+`prge sweep FILE --gpus 0,1,...` runs one run per listed GPU at a time."""
 from __future__ import annotations
 
 import itertools
@@ -21,7 +21,6 @@ from prge._core import ConfigError, parse_run_config
 from prge.overrides import load_yaml, read_text, value_text
 from prge import checkpoints, run_summary
 from prge.run_dir import RunInProgress, finished, resumable
-from prge.sweep_gpus import check_runs_per_gpu, run_on_gpus
 
 SWEEP_KEYS = {"base", "output_root", "grid", "variants", "mode", "speed", "report"}
 MODES = ("train", "speed")
@@ -144,11 +143,9 @@ def run_notes(runs: list[tuple[str, object]]) -> list[str]:
 
 
 def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: list[tuple[str, str]] | dict | None = None,
-              output_root: str | None = None, gpus: list[str] | None = None,
-              runs_per_gpu: int = 1) -> list[dict]:
+              output_root: str | None = None, gpus: list[str] | None = None) -> list[dict]:
     """Every run of the sweep, one after another in this process; with `gpus`, as many at once
-    as GPUs are listed (times `runs_per_gpu`), each in its own process on its own GPU
-    (prge.sweep_gpus)."""
+    as GPUs are listed, each in its own process on its own GPU (prge.sweep_gpus)."""
     from prge.speed import run_speed
     from prge.train import RunInterrupted, run_training
 
@@ -156,9 +153,6 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
     speed = spec.get("mode", "train") == "speed"
     if gpus and speed:
         raise ValueError(f"{path}: mode: speed measures one run at a time; run it without --gpus")
-    check_runs_per_gpu(runs_per_gpu)
-    if runs_per_gpu != 1 and not gpus:
-        raise ValueError("--runs-per-gpu needs --gpus (without it, runs go one after another in this process)")
     summaries, pending = [], []
     runs = expand_sweep(path, overrides, output_root)
     if gpus:  # each run's own stderr goes to its log there; in this process, prge train prints them
@@ -187,6 +181,7 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
             raise RunInterrupted(f"{label}: " + str(e).replace(
                 "`prge train CONFIG --resume`", "the same `prge sweep` command (it resumes this run)")) from None
     if pending:
+        from prge.sweep_gpus import run_on_gpus
 
-        summaries += run_on_gpus(pending, gpus, log, runs_per_gpu)
+        summaries += run_on_gpus(pending, gpus, log)
     return summaries

@@ -1,10 +1,8 @@
-"""A sweep's runs spread over the GPUs of a machine: one run per GPU at a time (or
-`runs_per_gpu` at a time, for models too small to fill a GPU), each a `prge train` process that
-sees only its GPU (CUDA_VISIBLE_DEVICES), so that its config (model.device: cuda) and results are
-those of the same run in a sequential sweep. Runs that share a GPU share its time: their
-`mean_step_seconds` include each other's work. Each run's output goes to RUN_DIR.log beside its
-directory (a resumed run's is appended to); a failed run is named at the end, after the others
-have finished."""
+"""A sweep's runs spread over the GPUs of a machine: one run per GPU at a time, each a
+`prge train` process that sees only its GPU (CUDA_VISIBLE_DEVICES), so that its config
+(model.device: cuda) and results are those of the same run in a sequential sweep. Each run's
+output goes to RUN_DIR.log beside its directory (a resumed run's is appended to); a failed run is
+named at the end, after the others have finished."""
 from __future__ import annotations
 
 import os
@@ -33,21 +31,11 @@ def parse_gpus(text: str) -> list[str]:
     return gpus
 
 
-def check_runs_per_gpu(runs_per_gpu) -> None:
-    """Raises ValueError unless runs_per_gpu is an int >= 1."""
-    if isinstance(runs_per_gpu, bool) or not isinstance(runs_per_gpu, int) or runs_per_gpu < 1:
-        raise ValueError(f"--runs-per-gpu {runs_per_gpu!r}: expected a whole number >= 1")
-
-
-def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print,
-                runs_per_gpu: int = 1) -> list[dict]:
-    """jobs: (label, RunConfig, resume); at most `runs_per_gpu` (>= 1) processes on each GPU at
-    once. Returns the finished runs' summaries in job order."""
-    check_runs_per_gpu(runs_per_gpu)
+def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print) -> list[dict]:
+    """jobs: (label, RunConfig, resume). Returns the finished runs' summaries in job order."""
     free: queue.Queue[str] = queue.Queue()
-    for _ in range(runs_per_gpu):  # GPU by GPU in each round: the first runs spread over all GPUs
-        for gpu in gpus:
-            free.put(gpu)
+    for gpu in gpus:
+        free.put(gpu)
 
     def run(job, config_dir: Path):
         label, config, resume = job
@@ -70,7 +58,7 @@ def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print
         return code, log_path
 
     with tempfile.TemporaryDirectory(prefix="prge-sweep-") as config_dir, \
-            ThreadPoolExecutor(max_workers=len(gpus) * runs_per_gpu) as pool:
+            ThreadPoolExecutor(max_workers=len(gpus)) as pool:
         outcomes = list(pool.map(lambda job: run(job, Path(config_dir)), jobs))
     failed = [f"{label} (exit {code}; see {log_path})"
               for (label, _, _), (code, log_path) in zip(jobs, outcomes) if code != 0]

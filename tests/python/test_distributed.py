@@ -222,8 +222,6 @@ def test_distributed_input_mistakes_are_named(assets, capsys):
         (["train", str(config), "--no-progress", "--rank-timeout", "0"], "--rank-timeout 0: must be a number"),
         (["check", str(config), "--set", "run.data_parallel=0"], "run.data_parallel: must be >= 1"),
         (["sweep", str(spec), "--gpus", "0,x"], "--gpus '0,x': expected distinct GPU indices"),
-        (["sweep", str(spec), "--gpus", "0", "--runs-per-gpu", "0"], "--runs-per-gpu 0: expected a whole number >= 1"),
-        (["sweep", str(spec), "--runs-per-gpu", "2"], "--runs-per-gpu needs --gpus"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
@@ -412,43 +410,3 @@ def test_a_resumed_run_on_a_gpu_appends_to_its_log(tmp_path, monkeypatch):
     assert log.read_text() == "step 1000 before the interruption\nresumed on GPU 0\n"
     sweep_gpus.run_on_gpus([("(1/1) run-a", config, False)], ["1"], log=lambda *a: None)
     assert log.read_text() == "started on GPU 1\n"
-
-
-def test_runs_per_gpu_puts_that_many_runs_on_each_gpu_at_once(tmp_path, monkeypatch):
-    """`--gpus 0,1 --runs-per-gpu 2`: four runs at once, two on each GPU, never three on one;
-    two runs go to different GPUs; summaries come back in job order."""
-    import subprocess
-    import threading
-    import time
-    from types import SimpleNamespace
-
-    import prge.sweep_gpus as sweep_gpus
-
-    lock, running, most, gpus_taken, started = threading.Lock(), {"0": 0, "1": 0}, {"0": 0, "1": 0}, [], [0]
-    four_at_once = threading.Barrier(4, timeout=30)  # the first four runs pass only when all four are in flight
-
-    def fake_train(argv, env, stdout, stderr):
-        gpu = env["CUDA_VISIBLE_DEVICES"]
-        with lock:
-            gpus_taken.append(gpu)
-            started[0] += 1
-            among_first_four = started[0] <= 4
-            running[gpu] += 1
-            most[gpu] = max(most[gpu], running[gpu])
-        if among_first_four:
-            four_at_once.wait()
-        time.sleep(0.01)
-        with lock:
-            running[gpu] -= 1
-        return SimpleNamespace(returncode=0)
-
-    monkeypatch.setattr(subprocess, "run", fake_train)
-    monkeypatch.setattr(sweep_gpus, "read_summary", lambda path: {"path": str(path)})
-    jobs = [(f"({i}/8) run-{i}", SimpleNamespace(run=SimpleNamespace(output_dir=str(tmp_path / f"run-{i}")),
-                                                 to_yaml=lambda: "run: {}\n"), False) for i in range(8)]
-    summaries = sweep_gpus.run_on_gpus(jobs, ["0", "1"], log=lambda *a: None, runs_per_gpu=2)
-    assert [s["path"] for s in summaries] == [str(tmp_path / f"run-{i}" / "summary.json") for i in range(8)]
-    assert most == {"0": 2, "1": 2}
-    gpus_taken.clear()  # two runs take the queue's first two places: one on each GPU
-    sweep_gpus.run_on_gpus(jobs[:2], ["0", "1"], log=lambda *a: None, runs_per_gpu=2)
-    assert sorted(gpus_taken) == ["0", "1"]
