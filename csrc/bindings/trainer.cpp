@@ -142,11 +142,11 @@ void bind_trainer(py::module_& m) {
             // bool is an int to Python (and to pybind11's int64 cast): True would set step 1.
             if (py::isinstance<py::bool_>(step) || !py::isinstance<py::int_>(step)) {
               throw py::type_error("step_count: an int (0 to 2^48), not " +
-                                   std::string(py::str(py::type::of(step).attr("__name__"))));
+                                   py::type::of(step).attr("__name__").cast<std::string>());
             }
             const py::int_ count(step);
             if (count < py::int_(0) || count > py::int_(kMaxStepCount)) {  // past int64 too: no cast
-              throw py::value_error("step_count " + std::string(py::str(count)) + ": a step count is 0 to " +
+              throw py::value_error("step_count " + py::str(step).cast<std::string>() + ": a step count is 0 to " +
                                     std::to_string(kMaxStepCount));
             }
             t.set_step_count(count.cast<int64_t>());
