@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Issue 26 item 3 on the GPU machine: the paper accuracy sweep (configs/sweeps/paper_accuracy.yaml:
 # 11 tasks x 5 methods x 3 seeds) on SmolLM2-135M, resumable across calls: each call runs the sweep
-# for at most SWEEP_SECONDS (default 540: a call may run 10 minutes); the runs in flight stop after
-# a step with a checkpoint (SIGTERM), and the next call skips the finished runs and resumes those,
-# while the machine stays warm (/tmp/runs holds them). A cold machine starts from the finished runs
+# for at most SWEEP_SECONDS (default 540: a call may run 10 minutes), starting only the runs
+# estimated to end by then (PLAN, below); runs still in flight stop after a step with a checkpoint
+# (SIGTERM), and the next call skips the finished runs and resumes those, while the machine stays
+# warm (/tmp/runs holds them). A cold machine starts from the finished runs
 # committed in experiments/results/paper_accuracy/runs.tgz; runs stopped part-way start again there
 # (checkpoints do not travel back). Each call sends its runs back in $OUT (no weights or
 # checkpoints); `python experiments/device/keep_runs.py OUT/paper_accuracy_runs.tgz` here adds the
@@ -42,10 +43,26 @@ if os.environ.get("VARIANTS"):
 yaml.safe_dump(spec, open(sys.argv[1], "w"), sort_keys=False)
 PY
 fi
+# PLAN=1 (the default): only the unfinished runs that are estimated to end within the call
+# (experiments/device/plan_runs.py), so that no run is cut; PLAN=0: every unfinished run, in order.
+only=()
+if [ "${PLAN:-1}" = 1 ]; then
+  gpus=1 previous=""
+  for arg in "$@"; do
+    [ "$previous" = --gpus ] && gpus=$(( $(tr -cd , <<< "$arg" | wc -c) + 1 ))
+    previous=$arg
+  done
+  mapfile -t planned < <(python3 experiments/device/plan_runs.py "$sweep" "$root" "${SWEEP_SECONDS:-540}" --gpus "$gpus")
+  for run in "${planned[@]}"; do [ -n "$run" ] && only+=(--only "$run"); done
+fi
 start=$(date +%s)
-timeout --signal=TERM --kill-after=60 "${SWEEP_SECONDS:-540}" \
-  prge sweep "$sweep" --no-progress --output-root "$root" \
-  --set model.name="$PRGE_MODEL" --set model.device=cuda "$@" 2>&1 | grep -v Warning
+if [ "${PLAN:-1}" = 1 ] && [ ${#only[@]} -eq 0 ]; then
+  echo "paper_accuracy: no unfinished run is estimated to fit in ${SWEEP_SECONDS:-540} s (PLAN=0 runs them in order)"
+else
+  timeout --signal=TERM --kill-after=60 "${SWEEP_SECONDS:-540}" \
+    prge sweep "$sweep" --no-progress --output-root "$root" \
+    --set model.name="$PRGE_MODEL" --set model.device=cuda "${only[@]}" "$@" 2>&1 | grep -v Warning
+fi
 echo "sweep call: $(( $(date +%s) - start )) s"
 tar czf "$out/paper_accuracy_runs.tgz" --exclude='*.safetensors' --exclude='checkpoint*' -C /tmp/runs paper_accuracy
 python3 - "$root" <<'PY' | tee "$out/paper_accuracy_times.txt"

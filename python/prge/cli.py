@@ -3,6 +3,7 @@
   prge train CONFIG [--set KEY=VALUE ...]      one fine-tuning run
   prge sweep SWEEP.yaml [--set KEY=VALUE]      every run of a sweep (finished runs are skipped)
   prge sweep SWEEP.yaml --gpus 0,1,...         the same, one run per GPU at a time
+  prge sweep SWEEP.yaml --only 'mezo-*'        the runs whose directory names match (repeatable)
   torchrun --nproc-per-node N -m prge train CONFIG  one run over N processes (prge/distributed.py)
   prge report SWEEP.yaml|RUNS_DIR [--out DIR]  Markdown/CSV tables and figures of finished runs
   prge data copy TASK [--from DIR] [--to DIR]  copy a task's files into the user data dir
@@ -118,6 +119,9 @@ def _command(argv: list[str] | None) -> int:
     sweep.add_argument("--no-progress", action="store_true")
     sweep.add_argument("--gpus", metavar="0,1,...|all",
                        help="run one run per listed GPU at a time, each in its own process")
+    sweep.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                       help="only the runs whose directory names match this shell pattern (repeatable), "
+                            "e.g. --only 'mezo-*-seed42'")
     report = sub.add_parser("report", help="tables (Markdown, CSV) and figures of finished runs")
     report.add_argument("source", help="a sweep YAML (its output_root and report: section) or a runs directory")
     report.add_argument("--title")
@@ -221,7 +225,7 @@ def _command(argv: list[str] | None) -> int:
 
             run_sweep(args.sweep, progress=not args.no_progress, output_root=args.output_root,
                       overrides=[parse_assignment(o) for o in args.set],
-                      gpus=parse_gpus(args.gpus) if args.gpus else None)
+                      gpus=parse_gpus(args.gpus) if args.gpus else None, only=args.only)
         elif args.command == "data":
             _data(args)
         elif args.command == "generate":

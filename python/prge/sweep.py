@@ -8,9 +8,11 @@ is refused, naming the difference; a run another process is writing is left to i
     mode: train (default) | speed             speed: {warmup, steps, shape}
     report: {title: ..., out: DIR}            (where `prge report` writes tables/figures)
 
-`prge sweep FILE --gpus 0,1,...` runs one run per listed GPU at a time."""
+`prge sweep FILE --gpus 0,1,...` runs one run per listed GPU at a time; `--only PATTERN` runs
+the runs whose directory names match (shell patterns, e.g. 'mezo-*-seed42')."""
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import sys
 from pathlib import Path
@@ -121,6 +123,16 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
     return runs
 
 
+def select_runs(path, runs: list[tuple[str, object]], patterns: list[str]) -> list[tuple[str, object]]:
+    """The (label, RunConfig) runs whose directory name matches one of the shell patterns, in order."""
+    names = [Path(config.run.output_dir).name for _, config in runs]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            raise ValueError(f"{path}: --only {pattern!r} matches none of the sweep's {len(names)} runs "
+                             f"(their names look like {', '.join(names[:3])})")
+    return [run for run, name in zip(runs, names) if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+
+
 def _as_text(overrides) -> list[tuple[str, str]]:
     """--set pairs (key, value text) as they are; a dict of Python values (from a notebook) as text."""
     if isinstance(overrides, dict):
@@ -143,9 +155,12 @@ def run_notes(runs: list[tuple[str, object]]) -> list[str]:
 
 
 def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: list[tuple[str, str]] | dict | None = None,
-              output_root: str | None = None, gpus: list[str] | None = None) -> list[dict]:
+              output_root: str | None = None, gpus: list[str] | None = None,
+              only: list[str] | None = None) -> list[dict]:
     """Every run of the sweep, one after another in this process; with `gpus`, as many at once
-    as GPUs are listed, each in its own process on its own GPU (prge.sweep_gpus)."""
+    as GPUs are listed, each in its own process on its own GPU (prge.sweep_gpus). `only`: shell
+    patterns (fnmatch) on run directory names; the runs that match one, in the sweep's order.
+    Raises ValueError for a pattern that matches no run."""
     from prge.speed import run_speed
     from prge.train import RunInterrupted, run_training
 
@@ -155,6 +170,8 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
         raise ValueError(f"{path}: mode: speed measures one run at a time; run it without --gpus")
     summaries, pending = [], []
     runs = expand_sweep(path, overrides, output_root)
+    if only:
+        runs = select_runs(path, runs, only)
     if gpus:  # each run's own stderr goes to its log there; in this process, prge train prints them
         for note in run_notes(runs):
             print(note, file=sys.stderr)

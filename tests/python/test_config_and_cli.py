@@ -117,6 +117,13 @@ def test_sweep_resumes(tmp_path, capsys):
     for figure in ("sweep_loss_vs_step.png", "sweep_accuracy_vs_forward_passes.png"):
         assert (tmp_path / "report" / figure).read_bytes()[:4] == b"\x89PNG"
     assert main(["report", str(tmp_path / "empty")]) == 2
+    capsys.readouterr()  # --only: the matching runs, in the sweep's order; a pattern matching none is named
+    assert main(["sweep", str(sweep), "--only", "*-queries2", "--only", "dual-queries1"]) == 0
+    assert [line.split(") ", 1)[1].split(":")[0] for line in capsys.readouterr().out.splitlines()
+            if "skipping" in line] == ["dual-queries1", "dual-queries2", "queries-queries2"]
+    assert main(["sweep", str(sweep), "--only", "dual-queries3"]) == 2
+    err = capsys.readouterr().err
+    assert "prge: error: " in err and "--only 'dual-queries3' matches none of the sweep's 4 runs" in err
     sweep.write_text(yaml.safe_dump({"base": base.name, "grids": {}}))
     assert main(["sweep", str(sweep)]) == 2
 

@@ -71,19 +71,19 @@ def test_a_finished_run_is_kept_and_everything_else_refused_by_name(tmp_path, mo
     files[f"{other}/config.yaml"] = smoke_config.replace(run, other).encode()
     files["damaged-run/config.yaml"] = b"x"  # not a run of the sweep at all
     files["damaged-run/summary.json"] = b""
-    files["mezo-taskrte-seed1337/config.yaml"] = b"stopped part-way: no summary.json"
+    files["mezo-taskrte-seed2025/config.yaml"] = b"stopped part-way: no summary.json"
     archive = make_archive(tmp_path / "device.tgz", files)
 
     assert run_main(keep, monkeypatch, archive, "--no-report") == 1  # something was refused
     out, err = capsys.readouterr()
     assert f"1 finished runs taken from {archive}" in out
-    assert "not kept, stopped part-way (1): mezo-taskrte-seed1337" in out
+    assert "not kept, stopped part-way (1): mezo-taskrte-seed2025" in out
     assert f"keep_runs: refused {other}: other settings than the sweep's" in err
     assert "keep_runs: refused damaged-run: no run of paper_accuracy.yaml is named damaged-run" in err
     with tarfile.open(tmp_path / "kept.tgz") as tar:
         kept = {n for n in tar.getnames()}
     assert f"paper_accuracy/{run}/summary.json" in kept and f"paper_accuracy/{run}.log" in kept
-    assert not any(other in n or "damaged" in n or "seed1337" in n for n in kept)
+    assert not any(other in n or "damaged" in n or "mezo-taskrte-seed2025" in n for n in kept)
     summary = json.loads((tmp_path / "local" / run / "summary.json").read_text())
     assert summary == json.loads(good[f"{run}/summary.json"])
 
