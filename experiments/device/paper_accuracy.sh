@@ -44,20 +44,29 @@ yaml.safe_dump(spec, open(sys.argv[1], "w"), sort_keys=False)
 PY
 fi
 # PLAN=1 (the default): only the unfinished runs that are estimated to end within the call
-# (experiments/device/plan_runs.py), so that no run is cut; PLAN=0: every unfinished run, in order.
+# (experiments/device/plan_runs.py, given the same --set values), so that no run is cut; PLAN=0:
+# every unfinished run, in order (for runs longer than a call, on a machine that stays warm).
+settings=(--set model.name="$PRGE_MODEL" --set model.device=cuda)
 only=()
 if [ "${PLAN:-1}" = 1 ]; then
   gpus=1 previous=""
   for arg in "$@"; do
-    [ "$previous" = --gpus ] && gpus=$(( $(tr -cd , <<< "$arg" | wc -c) + 1 ))
+    case "$previous|$arg" in
+      --gpus\|*) gpus=$arg ;;
+      *\|--gpus=*) gpus=${arg#--gpus=} ;;
+      --set\|*) settings+=(--set "$arg") ;;
+      *\|--only*|*\|--output-root*) echo "paper_accuracy: $arg with PLAN=1: the plan picks the runs; use PLAN=0" >&2; exit 2 ;;
+    esac
     previous=$arg
   done
-  mapfile -t planned < <(python3 experiments/device/plan_runs.py "$sweep" "$root" "${SWEEP_SECONDS:-540}" --gpus "$gpus")
-  for run in "${planned[@]}"; do [ -n "$run" ] && only+=(--only "$run"); done
+  if [ "$gpus" = all ]; then gpus=$(nvidia-smi -L | wc -l); else gpus=$(( $(tr -cd , <<< "$gpus" | wc -c) + 1 )); fi
+  planned=$(python3 experiments/device/plan_runs.py "$sweep" "$root" "${SWEEP_SECONDS:-540}" --gpus "$gpus" \
+    "${settings[@]}") || { echo "paper_accuracy: plan_runs.py failed (above)" >&2; exit 4; }
+  while read -r run; do [ -n "$run" ] && only+=(--only "$run"); done <<< "$planned"
 fi
 start=$(date +%s)
 if [ "${PLAN:-1}" = 1 ] && [ ${#only[@]} -eq 0 ]; then
-  echo "paper_accuracy: no unfinished run is estimated to fit in ${SWEEP_SECONDS:-540} s (PLAN=0 runs them in order)"
+  echo "paper_accuracy: no run to start in ${SWEEP_SECONDS:-540} s (see plan_runs above)"
 else
   timeout --signal=TERM --kill-after=60 "${SWEEP_SECONDS:-540}" \
     prge sweep "$sweep" --no-progress --output-root "$root" \

@@ -2,17 +2,24 @@
 every run it started finished (a run cut by a call's end is lost: its checkpoint stays on the
 machine).
 
-    python experiments/device/plan_runs.py SWEEP.yaml RUNS_ROOT SECONDS [--gpus N]
+    python experiments/device/plan_runs.py SWEEP.yaml RUNS_ROOT SECONDS [--gpus N] [--set KEY=VALUE ...]
 
-prints the chosen run names, one per line, for `prge sweep SWEEP.yaml --only NAME ...`, and a
-line on stderr with their number and estimated length. A run's time is estimated from the
-finished runs under RUNS_ROOT: the shortest run of the same method and task with any seed
-(a resumed run's part scaled to its steps, where no whole run is there), plus START_SECONDS for the process start, which wall_seconds does not count; a
-method that has not run a task yet is scaled from ZO LoRA-FA q = 1's run of it by the largest
-ratio between the two over the tasks both have run (times EXTRAPOLATION_MARGIN). Runs are taken
-seed by seed (the grid's first seed first, so seeds complete in order), then in the sweep's
-order; each is kept if the sweep's own schedule (in its order, each run on the first GPU free)
-still ends within FILL of SECONDS."""
+prints the chosen run names, one per line, for `prge sweep SWEEP.yaml --only NAME ...`, and on
+stderr their number and estimated length, and the runs it cannot plan (no estimate, or longer
+than a call). `--set`: the overrides the device sweep runs with, so that a finished run counts
+only with the same settings (a finished run of other settings is an error, as in `prge sweep`).
+
+A run's time is estimated from the finished runs under RUNS_ROOT (any seed) of the same method
+and task: the shortest, preferring runs that had a GPU to themselves (SHARED_GPU_RUNS had not:
+their times, divided by SHARED_SLOWDOWN, are used only where nothing else is there), a resumed run's
+wall time plus its steps before the resume at its mean step time; plus START_SECONDS for the
+process start, which wall_seconds does not count. A method that has not run a task yet is
+scaled from its reference method's run of it (EXTRAPOLATE_FROM): that run's time outside its
+steps, plus this run's steps at the reference's step time times the largest step-time ratio of
+the two methods over the tasks where both ran alone, times EXTRAPOLATION_MARGIN. Runs are taken
+seed by seed (the grid's first seed first), then in the sweep's order; each is kept if the
+sweep's own schedule (in its order, each run on the first GPU free) still ends within FILL of
+SECONDS."""
 from __future__ import annotations
 
 import argparse
@@ -22,12 +29,28 @@ import sys
 from pathlib import Path
 
 from prge import run_summary
+from prge.overrides import parse_assignment
+from prge.run_dir import finished
 from prge.sweep import expand_sweep
 
 START_SECONDS = 20.0  # python start, model load and data reading before a run's clock starts
 EXTRAPOLATION_MARGIN = 1.25
 FILL = 0.85  # of the call's sweep time: room for the sweep's own start and uneven runs
-REFERENCE_METHOD = "lora_fa_q1"
+# MeZO runs float32 full forwards as FO-SGD does (its step took 0.70-0.71 x FO-SGD's on the five
+# tasks both ran alone); the bfloat16 LoRA-FA methods scale from ZO LoRA-FA q = 1.
+EXTRAPOLATE_FROM = {"mezo": "fo_sgd_lora_fa"}
+DEFAULT_REFERENCE = "lora_fa_q1"
+# Runs that shared their GPU with two others (experiments/results/paper_accuracy/README.md):
+# session 16's six ZO q = 1 runs and session 18's seventeen. Their times are divided by
+# SHARED_SLOWDOWN, the smallest slowdown measured against the same runs alone (wall 2.4-3.8 x,
+# step 2.75-4.2 x), so that what is left still over-estimates.
+SHARED_SLOWDOWN = 2.4
+SHARED_GPU_RUNS = frozenset(
+    [f"lora_fa_q1-task{t}-seed42" for t in ("sst2", "rte", "wsc", "copa", "cb", "wic")]
+    + [f"fo_sgd_lora_fa-task{t}-seed42" for t in ("arc_easy", "arc_challenge", "mrpc", "multirc", "wnli")]
+    + [f"fo_sgd_lora_fa-task{t}-seed1337" for t in ("arc_easy", "arc_challenge", "cb", "copa", "mrpc", "rte",
+                                                    "sst2", "wic", "wnli", "wsc")]
+    + ["mezo-taskcopa-seed1337", "mezo-tasksst2-seed1337"])
 LABEL = re.compile(r"^(?P<method>.+)-task(?P<task>.+)-seed(?P<seed>\d+)$")
 
 
@@ -39,32 +62,53 @@ def parts(label: str) -> tuple[str, str, int]:
     return match["method"], match["task"], int(match["seed"])
 
 
-def run_seconds(done: dict[str, dict]) -> dict[tuple[str, str], float]:
-    """(method, task) -> the shortest wall_seconds of its whole finished runs (summaries by label).
-    A method and task with only resumed runs (whose wall time covers the part after the resume)
-    get that part's time scaled to all the steps."""
-    whole: dict[tuple[str, str], float] = {}
-    resumed: dict[tuple[str, str], float] = {}
+class Timing:
+    """A finished run's time: `wall` seconds in all (a resumed run's part before the resume
+    added back at its mean step time), `step` seconds a step, `fixed` = wall - steps * step;
+    a run that shared its GPU has all three divided by `slowdown`."""
+
+    def __init__(self, summary: dict, slowdown: float = 1.0):
+        steps, step = summary.get("steps"), summary.get("mean_step_seconds")
+        wall, resumed_after = summary.get("wall_seconds"), summary.get("resumed_after_step") or 0
+        if not (isinstance(steps, int) and steps > 0 and isinstance(step, (int, float)) and step > 0
+                and isinstance(wall, (int, float)) and wall > 0 and 0 <= resumed_after < steps):
+            raise ValueError("no usable steps, mean_step_seconds and wall_seconds")
+        self.step = float(step) / slowdown
+        self.wall = (float(wall) + resumed_after * float(step)) / slowdown
+        self.fixed = max(self.wall - steps * self.step, 0.0)
+
+
+def timings(done: dict[str, dict]) -> dict[tuple[str, str], Timing]:
+    """(method, task) -> the shortest of its finished runs (summaries by label), runs that had a
+    GPU to themselves first."""
+    best: dict[tuple[str, str], tuple[bool, float, Timing]] = {}
     for label, summary in done.items():
-        wall, steps, after = summary.get("wall_seconds"), summary.get("steps"), summary.get("resumed_after_step") or 0
-        if not wall or not steps or after >= steps:
-            continue
-        method, task, _ = parts(label)
-        into = resumed if after else whole
-        into[method, task] = min(into.get((method, task), float("inf")), float(wall) * steps / (steps - after))
-    return {**resumed, **whole}
+        try:
+            method, task, _ = parts(label)
+            timing = Timing(summary, SHARED_SLOWDOWN if label in SHARED_GPU_RUNS else 1.0)
+        except ValueError:
+            continue  # not a run of this layout, or one without times: nothing to go by
+        key = (label in SHARED_GPU_RUNS, timing.wall)
+        if (method, task) not in best or key < best[method, task][:2]:
+            best[method, task] = (*key, timing)
+    return {k: v[2] for k, v in best.items()}
 
 
-def estimate(label: str, seconds: dict[tuple[str, str], float]) -> float | None:
-    """Estimated seconds of a run, START_SECONDS included; None when nothing to go by."""
+def estimate(label: str, steps: int, times: dict[tuple[str, str], Timing],
+             alone_pairs: set[tuple[str, str]]) -> float | None:
+    """Estimated seconds of a run of `steps` steps, START_SECONDS included; None when nothing to
+    go by. alone_pairs: the (method, task) whose timing is from a run alone on its GPU."""
     method, task, _ = parts(label)
-    if (method, task) in seconds:
-        return seconds[method, task] + START_SECONDS
-    ratios = [s / seconds[REFERENCE_METHOD, t] for (m, t), s in seconds.items()
-              if m == method and (REFERENCE_METHOD, t) in seconds]
-    if not ratios or (REFERENCE_METHOD, task) not in seconds:
+    if (method, task) in times:
+        own = times[method, task]
+        return own.fixed + steps * own.step + START_SECONDS
+    reference = EXTRAPOLATE_FROM.get(method, DEFAULT_REFERENCE)
+    ratios = [times[method, t].step / times[reference, t].step for (m, t) in times
+              if m == method and {(method, t), (reference, t)} <= alone_pairs]
+    if not ratios or (reference, task) not in times:
         return None
-    return seconds[REFERENCE_METHOD, task] * max(ratios) * EXTRAPOLATION_MARGIN + START_SECONDS
+    ref = times[reference, task]
+    return ref.fixed + steps * ref.step * max(ratios) * EXTRAPOLATION_MARGIN + START_SECONDS
 
 
 def schedule_length(durations: list[float], gpus: int) -> float:
@@ -95,20 +139,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", help="the sweep's output root (its finished runs)")
     parser.add_argument("seconds", type=float, help="the call's sweep time")
     parser.add_argument("--gpus", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    root = Path(args.root)
-    labels = [Path(config.run.output_dir).name for _, config in expand_sweep(args.sweep, output_root=str(root))]
-    done = {label: run_summary.read(root / label / "summary.json")
-            for label in labels if (root / label / "summary.json").is_file()}
+    try:
+        if args.gpus < 1 or args.seconds <= 0:
+            raise ValueError(f"--gpus {args.gpus}, seconds {args.seconds:g}: both must be positive")
+        root = Path(args.root)
+        runs = expand_sweep(args.sweep, [parse_assignment(s) for s in args.set], output_root=str(root))
+        labels = [Path(config.run.output_dir).name for _, config in runs]
+        steps = {Path(config.run.output_dir).name: config.run.steps for _, config in runs}
+        done = {label: run_summary.read(root / label / "summary.json")
+                for (_, config), label in zip(runs, labels) if finished(root / label, config.to_yaml())}
+    except ValueError as e:  # RunDirError and ConfigError among them
+        print(f"plan_runs: error: {e}", file=sys.stderr)
+        return 2
     pending = [label for label in labels if label not in done]
-    seconds = run_seconds({**done, **{p.parent.name: run_summary.read(p) for p in root.glob("*/summary.json")}})
-    estimates = {label: e for label in pending if (e := estimate(label, seconds)) is not None}
+    times = timings(done)
+    alone_pairs = {parts(label)[:2] for label in done if label not in SHARED_GPU_RUNS}
+    estimates = {label: e for label in pending if (e := estimate(label, steps[label], times, alone_pairs)) is not None}
     seed_order = list(dict.fromkeys(parts(label)[2] for label in labels))  # the grid's order
     chosen = plan(pending, estimates, args.seconds, args.gpus, seed_order)
     unknown = [label for label in pending if label not in estimates]
-    print(f"plan_runs: {len(chosen)} of {len(pending)} unfinished runs, estimated "
-          f"{schedule_length([estimates[r] for r in chosen], args.gpus) if chosen else 0:.0f} s of {args.seconds:.0f} "
-          f"on {args.gpus} GPU(s)" + (f"; no estimate for {', '.join(unknown)}" if unknown else ""), file=sys.stderr)
+    too_long = [label for label in pending if estimates.get(label, 0) > FILL * args.seconds]
+    length = schedule_length([estimates[r] for r in chosen], args.gpus) if chosen else 0
+    print(f"plan_runs: {len(chosen)} of {len(pending)} unfinished runs ({len(done)} finished), estimated "
+          f"{length:.0f} s of {args.seconds:.0f} on {args.gpus} GPU(s)", file=sys.stderr)
+    if too_long:
+        print(f"plan_runs: longer than a call (run them with PLAN=0 on a machine that stays warm, so "
+              f"they resume): " + ", ".join(f"{r} ({estimates[r]:.0f} s)" for r in too_long), file=sys.stderr)
+    if unknown:
+        print(f"plan_runs: no estimate (no finished run to go by): {', '.join(unknown)}", file=sys.stderr)
     print("\n".join(chosen))
     return 0
 

@@ -120,8 +120,8 @@ def _command(argv: list[str] | None) -> int:
     sweep.add_argument("--gpus", metavar="0,1,...|all",
                        help="run one run per listed GPU at a time, each in its own process")
     sweep.add_argument("--only", action="append", default=[], metavar="PATTERN",
-                       help="only the runs whose directory names match this shell pattern (repeatable), "
-                            "e.g. --only 'mezo-*-seed42'")
+                       help="only the runs whose directory names match this shell pattern (repeatable, "
+                            "case-sensitive; a pattern matching no run is an error), e.g. --only 'mezo-*-seed42'")
     report = sub.add_parser("report", help="tables (Markdown, CSV) and figures of finished runs")
     report.add_argument("source", help="a sweep YAML (its output_root and report: section) or a runs directory")
     report.add_argument("--title")

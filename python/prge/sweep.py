@@ -171,7 +171,7 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
     summaries, pending = [], []
     runs = expand_sweep(path, overrides, output_root)
     if only:
-        runs = select_runs(path, runs, only)
+        runs = select_runs(path, runs, [only] if isinstance(only, str) else list(only))
     if gpus:  # each run's own stderr goes to its log there; in this process, prge train prints them
         for note in run_notes(runs):
             print(note, file=sys.stderr)

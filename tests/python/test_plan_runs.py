@@ -18,26 +18,51 @@ def plan_runs():
     return module
 
 
-def test_estimates_come_from_whole_runs_resumed_runs_scaled_and_other_methods_extrapolated(plan_runs):
+def test_estimates_come_from_runs_alone_resumed_runs_filled_in_and_other_methods_extrapolated(plan_runs, monkeypatch):
+    monkeypatch.setattr(plan_runs, "SHARED_GPU_RUNS", frozenset({"mezo-taskcopa-seed1337", "fo_sgd_lora_fa-taskcb-seed42"}))
+    monkeypatch.setattr(plan_runs, "SHARED_SLOWDOWN", 2.0)
+
+    def run(wall, step, steps=5000, resumed_after=None):
+        return {"wall_seconds": wall, "mean_step_seconds": step, "steps": steps, "resumed_after_step": resumed_after}
+
     done = {
-        "lora_fa_q1-taskcb-seed42": {"wall_seconds": 100.0, "steps": 5000},
-        "lora_fa_q1-taskrte-seed42": {"wall_seconds": 40.0, "steps": 5000, "resumed_after_step": 4000},
-        "lora_fa_q1-taskcopa-seed42": {"wall_seconds": 50.0, "steps": 5000},
-        "mezo-taskcopa-seed42": {"wall_seconds": 150.0, "steps": 5000},      # 3 x q1
-        "mezo-taskcopa-seed1337": {"wall_seconds": 450.0, "steps": 5000},    # a shared GPU's: the shorter counts
-        "mezo-taskrte-seed42": {"wall_seconds": 400.0, "steps": 5000},       # 2 x q1's scaled 200
+        "fo_sgd_lora_fa-taskcopa-seed42": run(40.0, 0.02, steps=1000),          # 20 s of steps, 20 s fixed
+        "fo_sgd_lora_fa-taskrte-seed42": run(40.0, 0.03, steps=1000, resumed_after=800),  # 40 s after the resume
+        "fo_sgd_lora_fa-taskcb-seed42": run(200.0, 0.1, steps=1000),            # shared: 100 s, 0.05 s a step
+        "mezo-taskcopa-seed42": run(170.0, 0.03),                               # 1.5 x FO-SGD's step on COPA
+        "mezo-taskcopa-seed1337": run(400.0, 0.07),                             # shared; a run alone is there
+        "mezo-taskrte-seed42": run(140.0, 0.024, resumed_after=1000),           # 0.8 x FO-SGD's step
+        "not-a-run": run(1.0, 0.001),
+        "mezo-taskwic-seed42": {"steps": 5000},                                 # no times: nothing to go by
     }
-    seconds = plan_runs.run_seconds(done)
-    assert seconds["lora_fa_q1", "rte"] == pytest.approx(200.0)  # 40 s for the last 1000 of 5000 steps
-    assert seconds["mezo", "copa"] == 150.0
+    times = plan_runs.timings(done)
+    assert times["fo_sgd_lora_fa", "rte"].wall == pytest.approx(40.0 + 800 * 0.03)
+    assert times["fo_sgd_lora_fa", "cb"].step == pytest.approx(0.05) and times["fo_sgd_lora_fa", "cb"].wall == 100.0
+    assert times["mezo", "copa"].wall == 170.0 and times["mezo", "copa"].fixed == pytest.approx(20.0)
+    assert ("mezo", "wic") not in times
+    alone = {("fo_sgd_lora_fa", "copa"), ("fo_sgd_lora_fa", "rte"), ("mezo", "copa"), ("mezo", "rte")}  # as main finds
     start, margin = plan_runs.START_SECONDS, plan_runs.EXTRAPOLATION_MARGIN
-    assert plan_runs.estimate("mezo-taskcopa-seed2025", seconds) == 150.0 + start
-    # CB: q1's 100 s times MeZO's largest ratio to q1 (3, on COPA), with the margin
-    assert plan_runs.estimate("mezo-taskcb-seed42", seconds) == pytest.approx(100.0 * 3 * margin + start)
-    assert plan_runs.estimate("mezo-taskwic-seed42", seconds) is None  # nothing to go by
-    assert plan_runs.estimate("fo_sgd_lora_fa-taskcb-seed42", seconds) is None
+    assert plan_runs.estimate("mezo-taskcopa-seed2025", 5000, times, alone) == pytest.approx(20.0 + 5000 * 0.03 + start)
+    # CB: MeZO has not run it; FO-SGD's CB (a shared run, halved) fixed part, then 5000 steps at
+    # its step time times MeZO's largest step ratio to FO-SGD where both ran alone (1.5, COPA)
+    want = 100.0 - 1000 * 0.05 + 5000 * 0.05 * 1.5 * margin + start
+    assert plan_runs.estimate("mezo-taskcb-seed42", 5000, times, alone) == pytest.approx(want)
+    assert plan_runs.estimate("mezo-taskwnli-seed42", 5000, times, alone) is None   # FO-SGD has no WNLI
+    assert plan_runs.estimate("lora_fa_q1-taskcb-seed42", 5000, times, alone) is None  # no q = 1 runs at all
     with pytest.raises(ValueError, match="expected METHOD-taskTASK-seedSEED"):
         plan_runs.parts("mezo-cb-42")
+
+
+def test_bad_arguments_and_other_settings_are_named(plan_runs, tmp_path, capsys):
+    sweep = ROOT / "configs/sweeps/paper_accuracy.yaml"
+    assert plan_runs.main([str(sweep), str(tmp_path), "540", "--gpus", "0"]) == 2
+    assert "plan_runs: error: --gpus 0" in capsys.readouterr().err
+    run = tmp_path / "mezo-taskcb-seed42"
+    run.mkdir()
+    (run / "summary.json").write_text("{}")
+    (run / "config.yaml").write_text("run:\n  steps: 3\n")
+    assert plan_runs.main([str(sweep), str(tmp_path), "540", "--gpus", "2"]) == 2
+    assert "holds a finished run of other settings" in capsys.readouterr().err
 
 
 def test_a_plan_fits_the_call_and_takes_the_first_seed_first(plan_runs):
