@@ -65,15 +65,15 @@ def trainer(config, dtype, queries, *, fused, graphs, rng="counter", seed=5, par
     g = torch.Generator().manual_seed(1)
     for a in model.adapters():  # a trained point, so B + eps z is not just eps z
         a["lora_b"].copy_(0.01 * torch.randn(a["lora_b"].shape, generator=g))
+    return trainer_for(model, queries, fused=fused, graphs=graphs, rng=rng, seed=seed, parallel=parallel,
+                       difference=difference, distribution=distribution)
+
+
+def trainer_for(model, queries, *, fused=True, graphs=True, rng="counter", seed=5, parallel="dual",
+                difference="central", distribution="gaussian"):
+    """A P-RGE trainer for an existing model (also after a change that refuses older trainers)."""
     options = prge.EstimatorOptions("prge", queries, 1e-2, difference, parallel, rng=rng, distribution=distribution)
     return prge.Trainer(model, options, prge.OptimizerOptions(lr=1e-3, momentum=0.9), seed, fused_step=fused,
-                        cuda_graphs=graphs), model
-
-
-def trainer_for(model, dtype, queries, *, graphs=True):
-    """A fused-step trainer for an existing model (after a change that refuses older trainers)."""
-    options = prge.EstimatorOptions("prge", queries, 1e-2, "central", "dual", rng="counter")
-    return prge.Trainer(model, options, prge.OptimizerOptions(lr=1e-3, momentum=0.9), 5, fused_step=True,
                         cuda_graphs=graphs), model
 
 
@@ -463,7 +463,7 @@ def check_fold_lora_a(config) -> None:
         plain, pm = trainer(config, dtype, 4, fused=True, graphs=True)
         _, fm = trainer(config, dtype, 4, fused=True, graphs=True)
         fm.fold_lora_a = True
-        folded, fm = trainer_for(fm, dtype, 4)  # a new trainer after the storage change
+        folded, fm = trainer_for(fm, 4)  # a new trainer after the storage change
         names = fm.lora_a_folded
         relative = ((fm.logits(ids).float() - pm.logits(ids).float()).abs().max() / pm.logits(ids).float().abs().max()).item()
         fr, fb = run(folded, fm, config, 4, 4, 64)

@@ -46,7 +46,8 @@ fi
 # PLAN=1 (the default): only the unfinished runs that are estimated to end within the call
 # (experiments/device/plan_runs.py, given the same --set values), so that no run is cut; PLAN=0:
 # every unfinished run, in order (for runs longer than a call, on a machine that stays warm).
-settings=(--set model.name="$PRGE_MODEL" --set model.device=cuda)
+device_settings=(--set model.name="$PRGE_MODEL" --set model.device=cuda)
+settings=("${device_settings[@]}")  # and the caller's --set values: what the plan expands the sweep with
 only=()
 if [ "${PLAN:-1}" = 1 ]; then
   gpus=1 previous=""
@@ -70,7 +71,7 @@ if [ "${PLAN:-1}" = 1 ] && [ ${#only[@]} -eq 0 ]; then
 else
   timeout --signal=TERM --kill-after=60 "${SWEEP_SECONDS:-540}" \
     prge sweep "$sweep" --no-progress --output-root "$root" \
-    --set model.name="$PRGE_MODEL" --set model.device=cuda "${only[@]}" "$@" 2>&1 | grep -v Warning
+    "${device_settings[@]}" "${only[@]}" "$@" 2>&1 | grep -v Warning
 fi
 echo "sweep call: $(( $(date +%s) - start )) s"
 tar czf "$out/paper_accuracy_runs.tgz" --exclude='*.safetensors' --exclude='checkpoint*' -C /tmp/runs paper_accuracy

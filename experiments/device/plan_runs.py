@@ -65,14 +65,16 @@ def parts(label: str) -> tuple[str, str, int]:
 class Timing:
     """A finished run's time: `wall` seconds in all (a resumed run's part before the resume
     added back at its mean step time), `step` seconds a step, `fixed` = wall - steps * step;
-    a run that shared its GPU has all three divided by `slowdown`."""
+    a run that shared its GPU (`shared`) has all three divided by SHARED_SLOWDOWN."""
 
-    def __init__(self, summary: dict, slowdown: float = 1.0):
+    def __init__(self, summary: dict, shared: bool = False):
         steps, step = summary.get("steps"), summary.get("mean_step_seconds")
         wall, resumed_after = summary.get("wall_seconds"), summary.get("resumed_after_step") or 0
         if not (isinstance(steps, int) and steps > 0 and isinstance(step, (int, float)) and step > 0
                 and isinstance(wall, (int, float)) and wall > 0 and 0 <= resumed_after < steps):
             raise ValueError("no usable steps, mean_step_seconds and wall_seconds")
+        self.shared = shared
+        slowdown = SHARED_SLOWDOWN if shared else 1.0
         self.step = float(step) / slowdown
         self.wall = (float(wall) + resumed_after * float(step)) / slowdown
         self.fixed = max(self.wall - steps * self.step, 0.0)
@@ -85,26 +87,26 @@ def timings(done: dict[str, dict]) -> dict[tuple[str, str], Timing]:
     for label, summary in done.items():
         try:
             method, task, _ = parts(label)
-            timing = Timing(summary, SHARED_SLOWDOWN if label in SHARED_GPU_RUNS else 1.0)
+            timing = Timing(summary, shared=label in SHARED_GPU_RUNS)
         except ValueError:
             continue  # not a run of this layout, or one without times: nothing to go by
-        key = (label in SHARED_GPU_RUNS, timing.wall)
+        key = (timing.shared, timing.wall)
         if (method, task) not in best or key < best[method, task][:2]:
             best[method, task] = (*key, timing)
     return {k: v[2] for k, v in best.items()}
 
 
-def estimate(label: str, steps: int, times: dict[tuple[str, str], Timing],
-             alone_pairs: set[tuple[str, str]]) -> float | None:
+def estimate(label: str, steps: int, times: dict[tuple[str, str], Timing]) -> float | None:
     """Estimated seconds of a run of `steps` steps, START_SECONDS included; None when nothing to
-    go by. alone_pairs: the (method, task) whose timing is from a run alone on its GPU."""
+    go by."""
     method, task, _ = parts(label)
     if (method, task) in times:
         own = times[method, task]
         return own.fixed + steps * own.step + START_SECONDS
     reference = EXTRAPOLATE_FROM.get(method, DEFAULT_REFERENCE)
     ratios = [times[method, t].step / times[reference, t].step for (m, t) in times
-              if m == method and {(method, t), (reference, t)} <= alone_pairs]
+              if m == method and (reference, t) in times
+              and not times[method, t].shared and not times[reference, t].shared]
     if not ratios or (reference, task) not in times:
         return None
     ref = times[reference, task]
@@ -146,17 +148,16 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--gpus {args.gpus}, seconds {args.seconds:g}: both must be positive")
         root = Path(args.root)
         runs = expand_sweep(args.sweep, [parse_assignment(s) for s in args.set], output_root=str(root))
-        labels = [Path(config.run.output_dir).name for _, config in runs]
-        steps = {Path(config.run.output_dir).name: config.run.steps for _, config in runs}
+        labels = [label for label, _ in runs]  # each run's directory name
+        steps = {label: config.run.steps for label, config in runs}
         done = {label: run_summary.read(root / label / "summary.json")
-                for (_, config), label in zip(runs, labels) if finished(root / label, config.to_yaml())}
+                for label, config in runs if finished(root / label, config.to_yaml())}
     except ValueError as e:  # RunDirError and ConfigError among them
         print(f"plan_runs: error: {e}", file=sys.stderr)
         return 2
     pending = [label for label in labels if label not in done]
     times = timings(done)
-    alone_pairs = {parts(label)[:2] for label in done if label not in SHARED_GPU_RUNS}
-    estimates = {label: e for label in pending if (e := estimate(label, steps[label], times, alone_pairs)) is not None}
+    estimates = {label: e for label in pending if (e := estimate(label, steps[label], times)) is not None}
     seed_order = list(dict.fromkeys(parts(label)[2] for label in labels))  # the grid's order
     chosen = plan(pending, estimates, args.seconds, args.gpus, seed_order)
     unknown = [label for label in pending if label not in estimates]

@@ -124,8 +124,9 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
 
 
 def select_runs(path, runs: list[tuple[str, object]], patterns: list[str]) -> list[tuple[str, object]]:
-    """The (label, RunConfig) runs whose directory name matches one of the shell patterns, in order."""
-    names = [Path(config.run.output_dir).name for _, config in runs]
+    """The (label, RunConfig) runs whose directory name (the label) matches one of the shell
+    patterns, in order."""
+    names = [label for label, _ in runs]
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
             raise ValueError(f"{path}: --only {pattern!r} matches none of the sweep's {len(names)} runs "

@@ -40,15 +40,14 @@ def test_estimates_come_from_runs_alone_resumed_runs_filled_in_and_other_methods
     assert times["fo_sgd_lora_fa", "cb"].step == pytest.approx(0.05) and times["fo_sgd_lora_fa", "cb"].wall == 100.0
     assert times["mezo", "copa"].wall == 170.0 and times["mezo", "copa"].fixed == pytest.approx(20.0)
     assert ("mezo", "wic") not in times
-    alone = {("fo_sgd_lora_fa", "copa"), ("fo_sgd_lora_fa", "rte"), ("mezo", "copa"), ("mezo", "rte")}  # as main finds
     start, margin = plan_runs.START_SECONDS, plan_runs.EXTRAPOLATION_MARGIN
-    assert plan_runs.estimate("mezo-taskcopa-seed2025", 5000, times, alone) == pytest.approx(20.0 + 5000 * 0.03 + start)
+    assert plan_runs.estimate("mezo-taskcopa-seed2025", 5000, times) == pytest.approx(20.0 + 5000 * 0.03 + start)
     # CB: MeZO has not run it; FO-SGD's CB (a shared run, halved) fixed part, then 5000 steps at
     # its step time times MeZO's largest step ratio to FO-SGD where both ran alone (1.5, COPA)
     want = 100.0 - 1000 * 0.05 + 5000 * 0.05 * 1.5 * margin + start
-    assert plan_runs.estimate("mezo-taskcb-seed42", 5000, times, alone) == pytest.approx(want)
-    assert plan_runs.estimate("mezo-taskwnli-seed42", 5000, times, alone) is None   # FO-SGD has no WNLI
-    assert plan_runs.estimate("lora_fa_q1-taskcb-seed42", 5000, times, alone) is None  # no q = 1 runs at all
+    assert plan_runs.estimate("mezo-taskcb-seed42", 5000, times) == pytest.approx(want)
+    assert plan_runs.estimate("mezo-taskwnli-seed42", 5000, times) is None   # FO-SGD has no WNLI
+    assert plan_runs.estimate("lora_fa_q1-taskcb-seed42", 5000, times) is None  # no q = 1 runs at all
     with pytest.raises(ValueError, match="expected METHOD-taskTASK-seedSEED"):
         plan_runs.parts("mezo-cb-42")
 
