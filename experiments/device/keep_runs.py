@@ -31,10 +31,19 @@ from prge.run_dir import RunDirError, finished
 from prge.sweep import expand_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def device_paths(env_file: Path = ROOT / "experiments/device/paths.env") -> dict[str, str]:
+    """The KEY=VALUE lines of the device scripts' paths file (comments and blank lines skipped)."""
+    lines = (line.strip() for line in env_file.read_text().splitlines())
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
 # The device sweep's settings, as experiments/device/model.sh (PRGE_MODEL) and paper_accuracy.sh
 # (its root, and --set model.device=cuda) give them: a kept run must be one that sweep skips.
-DEVICE_OVERRIDES = [("model.name", "/tmp/prge-cache/models/smollm2-135m"), ("model.device", "cuda")]
-DEVICE_ROOT = "/tmp/runs/paper_accuracy"
+DEVICE_PATHS = device_paths()
+DEVICE_OVERRIDES = [("model.name", DEVICE_PATHS["DEVICE_MODEL_DIR"]), ("model.device", "cuda")]
+DEVICE_ROOT = f"{DEVICE_PATHS['DEVICE_RUNS']}/paper_accuracy"
 SWEEP = ROOT / "configs/sweeps/paper_accuracy.yaml"
 KEPT = ROOT / "experiments/results/paper_accuracy/runs.tgz"
 LOCAL = ROOT / "runs/device/paper_accuracy"
@@ -147,7 +156,7 @@ def main() -> int:
 
         code = prge_main(["report", str(LOCAL), "--out", str(REPORT_OUT), "--title",
                           f"Paper accuracy protocol, part done so far: {count} of {len(expected)} runs, "
-                          "SmolLM2-135M, H200 x2"])
+                          "SmolLM2-135M, one or two H200s"])
         if code:
             return code
     return 1 if refused else 0

@@ -16,7 +16,8 @@ case "${1:?stage|join}" in
     mkdir -p "$carry" && cp -r .device/a/. "$carry/" && ls "$carry" ;;
   join)
     [ -f "$carry/smollm2.gguf.part1" ] || { echo "the machine went cold: stage the first part again"; return 3 2>/dev/null || exit 3; }
-    export PRGE_MODEL=/tmp/prge-cache/models/smollm2-135m PRGE_FINE_FOOD=$carry/fine_food
+    source experiments/device/paths.env
+    export PRGE_MODEL=$DEVICE_MODEL_DIR PRGE_FINE_FOOD=$carry/fine_food
     if [ ! -f "$PRGE_MODEL/model.safetensors" ]; then
       python3 -c "import gguf" 2>/dev/null || { echo "no gguf package: carry .whl and source build.sh first"; return 4 2>/dev/null || exit 4; }
       cat "$carry/smollm2.gguf.part1" .device/b/smollm2.gguf.part2 > "$carry/smollm2.gguf"

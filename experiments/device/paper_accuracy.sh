@@ -4,7 +4,7 @@
 # for at most SWEEP_SECONDS (default 540: a call may run 10 minutes), starting only the runs
 # estimated to end by then (PLAN, below); runs still in flight stop after a step with a checkpoint
 # (SIGTERM), and the next call skips the finished runs and resumes those, while the machine stays
-# warm (/tmp/runs holds them). A cold machine starts from the finished runs
+# warm (DEVICE_RUNS, experiments/device/paths.env, holds them). A cold machine starts from the finished runs
 # committed in experiments/results/paper_accuracy/runs.tgz; runs stopped part-way start again there
 # (checkpoints do not travel back). Each call sends its runs back in $OUT (no weights or
 # checkpoints); `python experiments/device/keep_runs.py OUT/paper_accuracy_runs.tgz` here adds the
@@ -19,9 +19,10 @@ out=${1:?output dir}; shift
 mkdir -p "$out"
 : "${PRGE_MODEL:?source experiments/device/model.sh join first}"
 source experiments/device/task_data.sh || exit 3
-root=/tmp/runs/paper_accuracy
+source experiments/device/paths.env
+root=$DEVICE_RUNS/paper_accuracy
 if [ ! -d "$root" ]; then  # a cold machine: the committed finished runs
-  mkdir -p /tmp/runs && tar xzf experiments/results/paper_accuracy/runs.tgz -C /tmp/runs
+  mkdir -p "$DEVICE_RUNS" && tar xzf experiments/results/paper_accuracy/runs.tgz -C "$DEVICE_RUNS"
 fi
 sweep=configs/sweeps/paper_accuracy.yaml
 if [ -n "${TASKS:-}${SEEDS:-}${VARIANTS:-}" ]; then  # the same sweep with a smaller grid, beside it (base path)
@@ -74,7 +75,7 @@ else
     "${device_settings[@]}" "${only[@]}" "$@" 2>&1 | grep -v Warning
 fi
 echo "sweep call: $(( $(date +%s) - start )) s"
-tar czf "$out/paper_accuracy_runs.tgz" --exclude='*.safetensors' --exclude='checkpoint*' -C /tmp/runs paper_accuracy
+tar czf "$out/paper_accuracy_runs.tgz" --exclude='*.safetensors' --exclude='checkpoint*' -C "$DEVICE_RUNS" paper_accuracy
 python3 - "$root" <<'PY' | tee "$out/paper_accuracy_times.txt"
 import json, sys
 from pathlib import Path

@@ -33,7 +33,10 @@ from prge.overrides import parse_assignment
 from prge.run_dir import finished
 from prge.sweep import expand_sweep
 
-START_SECONDS = 20.0  # python start, model load and data reading before a run's clock starts
+# Python start, model load and data reading before a run's clock starts: session 19's calls ran
+# 565 and 285 s for runs whose wall_seconds summed to ~490 and ~230 (10 and 6 runs started), so
+# 7-10 s a run (20 before that, when the estimates came out 20-40 s long a run).
+START_SECONDS = 10.0
 EXTRAPOLATION_MARGIN = 1.25
 FILL = 0.85  # of the call's sweep time: room for the sweep's own start and uneven runs
 # MeZO runs float32 full forwards as FO-SGD does (its step took 0.70-0.71 x FO-SGD's on the five

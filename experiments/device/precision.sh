@@ -7,8 +7,9 @@
 set -uo pipefail
 out=${1:?output dir}; shift
 mkdir -p "$out"
+source experiments/device/paths.env
 python3 experiments/precision_soundness.py --model "$PRGE_MODEL" --data-dir "$PRGE_FINE_FOOD" --out "$out" 2>&1 | tail -8
 timeout "${SWEEP_SECONDS:-420}" prge sweep configs/sweeps/precision_fine_food.yaml --no-progress "$@" \
-  --output-root /tmp/runs/precision_fine_food --set model.name="$PRGE_MODEL" --set data.data_dir="$PRGE_FINE_FOOD"
-tar czf "$out/precision_fine_food_runs.tgz" --exclude='*.safetensors' -C /tmp/runs precision_fine_food
-ls /tmp/runs/precision_fine_food/*/summary.json | wc -l
+  --output-root "$DEVICE_RUNS/precision_fine_food" --set model.name="$PRGE_MODEL" --set data.data_dir="$PRGE_FINE_FOOD"
+tar czf "$out/precision_fine_food_runs.tgz" --exclude='*.safetensors' -C "$DEVICE_RUNS" precision_fine_food
+ls "$DEVICE_RUNS"/precision_fine_food/*/summary.json | wc -l
