@@ -443,7 +443,18 @@ def check_kernels_vs_aten() -> None:
             refused = True
         report(f"residual add + RMSNorm kernel refuses a delta whose rows are not evenly apart, "
                f"{str(dtype).split('.')[1]}", refused, f"refused: {refused}")
+        # a layer's sizes (Qwen2.5-1.5B's MLP and q heads, 32 sequences of 256 tokens): the kernels'
+        # 32-bit work-item dividers at divisors of real models (1120 chunks a row; 8 x 256 x 12)
+        big_gate_up = randn(32 * 256, 2 * 8960)
+        big_swiglu = kernels.swiglu(big_gate_up)
+        aten_big_swiglu = torch.nn.functional.silu(big_gate_up[:, :8960]) * big_gate_up[:, 8960:]
+        big_x = randn(32, 256, 12, 128).transpose(1, 2)
+        big_cos, big_sin = randn(256, 128), randn(256, 128)
+        big_rope = kernels.rope(big_x, big_cos, big_sin)
+        aten_big_rope = torch.addcmul(big_x * big_cos, torch.cat([big_x[..., 64:], big_x[..., :64]], -1), big_sin)
         for name, got, want in (("RoPE", rope, aten), ("SwiGLU", swiglu, aten_swiglu),
+                                ("RoPE, [32, 12, 256, 128]", big_rope, aten_big_rope),
+                                ("SwiGLU, [8192, 2 x 8960]", big_swiglu, aten_big_swiglu),
                                 ("residual add", residual, aten_x), ("RMSNorm", norm, aten_norm),
                                 ("residual add, strided delta", residual2, aten_x2),
                                 ("RMSNorm, strided delta", norm2, aten_norm2)):

@@ -1,15 +1,31 @@
 #include "prge/cuda/layer_kernels.h"
 #include "prge/cuda/vector_access.cuh"
 
+#include <ATen/cuda/detail/IntegerDivider.cuh>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
+#include <limits>
 #include <stdexcept>
 
 namespace prge::cuda {
 namespace {
+
+using at::cuda::detail::IntDivider;
+
+// Calls launch(Index{}) with the narrowest index type a kernel over `items` work items can use:
+// uint32_t (IntDivider's multiply-high division needs dividends <= INT32_MAX) or int64_t.
+template <typename Launch>
+void with_index_type(int64_t items, const Launch& launch) {
+  if (items <= std::numeric_limits<int32_t>::max()) {
+    launch(uint32_t{});
+  } else {
+    launch(int64_t{});
+  }
+}
 
 // As ATen rounds: x * cos rounded to the dtype, then + swapped * sin in float, rounded once.
 template <typename T>
@@ -20,18 +36,21 @@ __device__ __forceinline__ T rope_value(T x, T cos, T swapped, T sin) {
 }
 
 // One work item: V elements of each half of one (n, head, pos) row of hd values, so the
-// rotate-half partner sits in the same thread.
-template <typename T>
+// rotate-half partner sits in the same thread. Index: uint32_t (ATen's IntDivider, a multiply-high
+// per division) when there are at most INT32_MAX items, else int64_t (plain division).
+template <typename T, typename Index>
 __global__ void rope_kernel(const T* x, int64_t stride_n, int64_t stride_h, int64_t stride_t,
-                            const T* cos, const T* sin, int heads, int t, int hd, int64_t items, T* out) {
+                            const T* cos, const T* sin, IntDivider<Index> chunks, IntDivider<Index> t,
+                            IntDivider<Index> heads, Index items, T* out) {
   constexpr int V = Vec<T>::kSize;
-  const int half = hd / 2, chunks = half / V;
-  for (int64_t item = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; item < items;
-       item += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int chunk = static_cast<int>(item % chunks);
-    const int64_t row = item / chunks;
-    const int pos = static_cast<int>(row % t);
-    const int64_t head = (row / t) % heads, n = row / (static_cast<int64_t>(t) * heads);
+  const int hd = static_cast<int>(chunks.divisor) * 2 * V, half = hd / 2;
+  for (Index item = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x; item < items;
+       item += static_cast<Index>(gridDim.x) * blockDim.x) {
+    const auto row_chunk = chunks.divmod(item);      // row: (n, head, pos) in x's [n, h, t] order
+    const auto rest_pos = t.divmod(row_chunk.div);
+    const auto n_head = heads.divmod(rest_pos.div);
+    const int chunk = static_cast<int>(row_chunk.mod), pos = static_cast<int>(rest_pos.mod);
+    const int64_t head = n_head.mod, n = n_head.div;
     const T* in = x + n * stride_n + head * stride_h + pos * stride_t;
     const int i = chunk * V;
     const auto x1 = load(in + i), x2 = load(in + half + i);
@@ -43,21 +62,23 @@ __global__ void rope_kernel(const T* x, int64_t stride_n, int64_t stride_h, int6
       o1.v[k] = rope_value(x1.v[k], c1.v[k], x2.v[k], s1.v[k]);
       o2.v[k] = rope_value(x2.v[k], c2.v[k], x1.v[k], s2.v[k]);
     }
-    T* dst = out + ((n * t + pos) * heads + head) * hd;  // out is [n, t, h, hd] in memory
+    T* dst = out + ((n * t.divisor + pos) * heads.divisor + head) * hd;  // out is [n, t, h, hd] in memory
     store(dst + i, o1);
     store(dst + half + i, o2);
   }
 }
 
-// As ATen rounds: silu(gate) = g / (1 + exp(-g)) rounded to the dtype, then * up rounded.
-template <typename T>
-__global__ void swiglu_kernel(const T* gate_up, int64_t f, int64_t items, T* out) {
+// As ATen rounds: silu(gate) = g / (1 + exp(-g)) rounded to the dtype, then * up rounded. One
+// work item: V columns of one row; Index as for rope_kernel.
+template <typename T, typename Index>
+__global__ void swiglu_kernel(const T* gate_up, IntDivider<Index> chunks, Index items, T* out) {
   using C = Convert<T>;
   constexpr int V = Vec<T>::kSize;
-  const int64_t chunks = f / V;
-  for (int64_t item = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; item < items;
-       item += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t row = item / chunks, col = (item % chunks) * V;
+  const int64_t f = static_cast<int64_t>(chunks.divisor) * V;
+  for (Index item = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x; item < items;
+       item += static_cast<Index>(gridDim.x) * blockDim.x) {
+    const auto row_chunk = chunks.divmod(item);
+    const int64_t row = row_chunk.div, col = static_cast<int64_t>(row_chunk.mod) * V;
     const auto g = load(gate_up + row * 2 * f + col), u = load(gate_up + row * 2 * f + f + col);
     Vec<T> o;
 #pragma unroll
@@ -123,14 +144,19 @@ torch::Tensor rope(const torch::Tensor& x, const torch::Tensor& cos, const torch
   // output in the same layout, so merging the heads back into [n, t, h * hd] is free.
   auto out = torch::empty({x.size(0), x.size(2), x.size(1), x.size(3)}, x.options());
   const int64_t items = out.numel() / (2 * v);
+  if (items == 0) return out.transpose(1, 2);  // (and no divider by a zero size)
   auto stream = c10::cuda::getCurrentCUDAStream();
   dispatch(x.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    rope_kernel<T><<<blocks_for(items), kThreads, 0, stream>>>(
-        reinterpret_cast<const T*>(x.data_ptr()), x.stride(0), x.stride(1), x.stride(2),
-        reinterpret_cast<const T*>(cos.data_ptr()), reinterpret_cast<const T*>(signed_sin.data_ptr()),
-        static_cast<int>(x.size(1)), static_cast<int>(x.size(2)), static_cast<int>(x.size(3)), items,
-        reinterpret_cast<T*>(out.data_ptr()));
+    with_index_type(items, [&](auto index_tag) {
+      using Index = decltype(index_tag);
+      rope_kernel<T, Index><<<blocks_for(items), kThreads, 0, stream>>>(
+          reinterpret_cast<const T*>(x.data_ptr()), x.stride(0), x.stride(1), x.stride(2),
+          reinterpret_cast<const T*>(cos.data_ptr()), reinterpret_cast<const T*>(signed_sin.data_ptr()),
+          IntDivider<Index>(static_cast<Index>(x.size(3) / (2 * v))), IntDivider<Index>(static_cast<Index>(x.size(2))),
+          IntDivider<Index>(static_cast<Index>(x.size(1))), static_cast<Index>(items),
+          reinterpret_cast<T*>(out.data_ptr()));
+    });
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out.transpose(1, 2);
@@ -147,11 +173,16 @@ torch::Tensor swiglu(const torch::Tensor& gate_up) {
   sizes.back() = f;
   auto out = torch::empty(sizes, gate_up.options());
   const int64_t items = out.numel() / v;
+  if (items == 0) return out;  // (and no divider by a zero size)
   auto stream = c10::cuda::getCurrentCUDAStream();
   dispatch(gate_up.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    swiglu_kernel<T><<<blocks_for(items), kThreads, 0, stream>>>(
-        reinterpret_cast<const T*>(gate_up.data_ptr()), f, items, reinterpret_cast<T*>(out.data_ptr()));
+    with_index_type(items, [&](auto index_tag) {
+      using Index = decltype(index_tag);
+      swiglu_kernel<T, Index><<<blocks_for(items), kThreads, 0, stream>>>(
+          reinterpret_cast<const T*>(gate_up.data_ptr()), IntDivider<Index>(static_cast<Index>(f / v)),
+          static_cast<Index>(items), reinterpret_cast<T*>(out.data_ptr()));
+    });
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
