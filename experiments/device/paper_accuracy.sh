@@ -17,9 +17,12 @@
 set -uo pipefail
 out=${1:?output dir}; shift
 mkdir -p "$out"
-: "${PRGE_MODEL:?source experiments/device/model.sh join first}"
-source experiments/device/task_data.sh || exit 3
 source experiments/device/paths.env
+if [ -z "${PRGE_MODEL:-}" ] && [ -f "$DEVICE_MODEL_DIR/model.safetensors" ]; then
+  PRGE_MODEL=$DEVICE_MODEL_DIR  # joined by an earlier call on this machine
+fi
+: "${PRGE_MODEL:?source experiments/device/model.sh join first (no model joined on this machine yet)}"
+source experiments/device/task_data.sh || exit 3
 root=$DEVICE_RUNS/paper_accuracy
 if [ ! -d "$root" ]; then  # a cold machine: the committed finished runs
   mkdir -p "$DEVICE_RUNS" && tar xzf experiments/results/paper_accuracy/runs.tgz -C "$DEVICE_RUNS"
