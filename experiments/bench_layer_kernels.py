@@ -6,9 +6,9 @@ and against the same bytes copied by one device-to-device copy (the memory bound
     python experiments/bench_layer_kernels.py --shape qwen2.5-1.5b --shape llama3.2-1b --out DIR
 
 Prints, and writes to DIR/bench_layer_kernels.md, one table row per kernel and implementation:
-microseconds a call (median over repeats of the mean over --iters calls, CUDA events), GB/s of
-the bytes the op must move, time / prge's, time / the copy of the same bytes, and the fraction of
-output elements equal to ATen eager's. A benchmark, not a check: experiments/gpu_checks.py
+microseconds a call (median over repeats of the mean over --iters calls captured in one CUDA
+graph, CUDA events), GB/s of the bytes the op must move, time / prge's, time / the copy of the same
+bytes, and the fraction of output elements equal to ATen eager's. A benchmark, not a check: experiments/gpu_checks.py
 (check_kernels_vs_aten) holds the tolerances.
 """
 from __future__ import annotations
@@ -26,21 +26,37 @@ from prge.models import SHAPES
 SEQUENCES = 32
 
 
-def time_call(fn, iters: int, repeats: int) -> float:
-    """Median over `repeats` of the mean microseconds of `iters` back-to-back calls of fn."""
+def time_call(fn, iters: int, repeats: int) -> tuple[float, bool]:
+    """Median over `repeats` of the mean microseconds of `iters` calls of fn, and whether they ran
+    as one CUDA graph (the GPU's time alone, no launch or torch.compile guard overhead; a kernel of
+    ~15 us is as short as those); fn's own calls, timed with CUDA events, where capture fails."""
     for _ in range(3):
         fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            for _ in range(iters):
+                fn()
+        run, graphed = graph.replay, True
+    except RuntimeError:
+        torch.cuda.synchronize()
+        graph, graphed = None, False
+
+        def run():
+            for _ in range(iters):
+                fn()
+    run()
     torch.cuda.synchronize()
     means = []
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        for _ in range(iters):
-            fn()
+        run()
         end.record()
         end.synchronize()
         means.append(start.elapsed_time(end) * 1e3 / iters)
-    return statistics.median(means)
+    return statistics.median(means), graphed
 
 
 def copy_of(nbytes: int):
@@ -51,7 +67,7 @@ def copy_of(nbytes: int):
 
 
 def cases(shape: dict, seq_len: int, dtype: torch.dtype, generator: torch.Generator):
-    """(kernel, bytes moved, {implementation: fn}, output of each implementation's fn) per kernel."""
+    """(kernel, bytes moved, {implementation: fn}) per kernel; torch.compile with static shapes."""
     kernels = prge._core.layer_kernels
     rows, d, f = SEQUENCES * seq_len, shape["hidden_size"], shape["intermediate_size"]
     heads = shape["num_attention_heads"]
@@ -68,7 +84,7 @@ def cases(shape: dict, seq_len: int, dtype: torch.dtype, generator: torch.Genera
 
     yield ("SwiGLU", rows * 3 * f * size,
            {"prge": lambda: kernels.swiglu(gate_up), "ATen eager": swiglu_eager,
-            "torch.compile": torch.compile(swiglu_eager)})
+            "torch.compile": torch.compile(swiglu_eager, dynamic=False)})
 
     x = randn(SEQUENCES, seq_len, heads, hd).transpose(1, 2)  # [n, h, t, hd], as the model's q
     cos, sin = randn(seq_len, hd), randn(seq_len, hd)
@@ -79,7 +95,7 @@ def cases(shape: dict, seq_len: int, dtype: torch.dtype, generator: torch.Genera
 
     yield ("RoPE (q)", 2 * x.numel() * size,
            {"prge": lambda: kernels.rope(x, cos, sin), "ATen eager": rope_eager,
-            "torch.compile": torch.compile(rope_eager)})
+            "torch.compile": torch.compile(rope_eager, dynamic=False)})
 
     residual, delta, weight = randn(rows, d), randn(rows, d), randn(d)
 
@@ -89,7 +105,7 @@ def cases(shape: dict, seq_len: int, dtype: torch.dtype, generator: torch.Genera
 
     yield ("residual add + RMSNorm", 4 * rows * d * size,
            {"prge": lambda: kernels.add_rms_norm_(residual, delta, weight, 1e-6), "ATen eager": norm_eager,
-            "torch.compile": torch.compile(norm_eager)})
+            "torch.compile": torch.compile(norm_eager, dynamic=False)})
 
 
 def main() -> None:
@@ -108,21 +124,24 @@ def main() -> None:
     generator = torch.Generator(device="cuda").manual_seed(0)
     lines = [f"# prge layer kernels against ATen and torch.compile, {torch.cuda.get_device_name()}, {args.dtype}, "
              f"{SEQUENCES} sequences x {args.seq_len} tokens", "",
-             f"torch {torch.__version__}; median of {args.repeats} means of {args.iters} calls; 'copy' is one "
-             "device-to-device copy moving the op's bytes (its read plus its write).", "",
+             f"torch {torch.__version__}; median of {args.repeats} means of {args.iters} calls replayed as one CUDA "
+             "graph; 'copy' is one device-to-device copy moving the op's bytes (its read plus its write).", "",
              "| shape | kernel | implementation | us / call | GB/s | time / prge | time / copy | equal to ATen eager |",
              "|---|---|---|---|---|---|---|---|"]
     for shape_name in args.shape or ["qwen2.5-1.5b"]:
+        torch._dynamo.reset()  # each shape compiles its own static-shape kernels
         for kernel, nbytes, fns in cases(SHAPES[shape_name], args.seq_len, dtype, generator):
-            copy_us = time_call(copy_of(nbytes), args.iters, args.repeats)
-            times = {name: time_call(fn, args.iters, args.repeats) for name, fn in fns.items()}
+            copy_us, _ = time_call(copy_of(nbytes), args.iters, args.repeats)
+            timed = {name: time_call(fn, args.iters, args.repeats) for name, fn in fns.items()}
+            times = {name: us for name, (us, _) in timed.items()}
             if kernel.startswith("residual"):
                 equal = {name: "-" for name in fns}  # in place: each call adds delta again
             else:
                 want = fns["ATen eager"]()
                 equal = {name: f"{(fn() == want).float().mean().item():.4f}" for name, fn in fns.items()}
             for name, us in times.items():
-                lines.append(f"| {shape_name} | {kernel} | {name} | {us:.1f} | {nbytes / us / 1e3:.0f} | "
+                label = name if timed[name][1] else f"{name} (not graphed: launch overhead included)"
+                lines.append(f"| {shape_name} | {kernel} | {label} | {us:.1f} | {nbytes / us / 1e3:.0f} | "
                              f"{us / times['prge']:.2f} | {us / copy_us:.2f} | {equal[name]} |")
             lines.append(f"| {shape_name} | {kernel} | copy of the same bytes | {copy_us:.1f} | "
                          f"{nbytes / copy_us / 1e3:.0f} | {copy_us / times['prge']:.2f} | 1.00 | - |")

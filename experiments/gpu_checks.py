@@ -444,7 +444,8 @@ def check_kernels_vs_aten() -> None:
         report(f"residual add + RMSNorm kernel refuses a delta whose rows are not evenly apart, "
                f"{str(dtype).split('.')[1]}", refused, f"refused: {refused}")
         # a layer's sizes (Qwen2.5-1.5B's MLP and q heads, 32 sequences of 256 tokens): the kernels'
-        # 32-bit work-item dividers at divisors of real models (1120 chunks a row; 8 x 256 x 12)
+        # 32-bit work-item dividers at divisors of real models (16-bit types: 1120 chunks a row, RoPE
+        # 8 x 256 x 12; float32 2240 and 16 x 256 x 12)
         big_gate_up = randn(32 * 256, 2 * 8960)
         big_swiglu = kernels.swiglu(big_gate_up)
         aten_big_swiglu = torch.nn.functional.silu(big_gate_up[:, :8960]) * big_gate_up[:, 8960:]
