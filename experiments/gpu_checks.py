@@ -465,6 +465,26 @@ def check_kernels_vs_aten() -> None:
                    f"{(got == want).float().mean().item():.4f})")
 
 
+def check_swiglu_every_bf16_gate() -> None:
+    """SwiGLU's bfloat16 path (approximate intrinsics wherever the rounding is certain, else the
+    precise computation: layer_kernels.cu's silu_rounded) against ATen for every one of the 65536
+    bfloat16 gate values, bit for bit (NaN as NaN): with up = 1 (the rounded silu itself) and with
+    random up values."""
+    kernels = prge._core.layer_kernels
+    every = torch.arange(-32768, 32768, dtype=torch.int32, device="cuda").to(torch.int16).view(torch.bfloat16)
+    gate = every.reshape(256, 256)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for what, up in (("up = 1", torch.ones_like(gate)),
+                     ("random up", torch.randn(256, 256, generator=g, device="cuda").to(torch.bfloat16))):
+        got = kernels.swiglu(torch.cat([gate, up], -1))
+        want = torch.nn.functional.silu(gate) * up
+        same = (got.view(torch.int16) == want.view(torch.int16)) | (got.isnan() & want.isnan())
+        differing = (~same).flatten().nonzero().flatten().tolist()[:4]
+        report(f"SwiGLU kernel, bfloat16, all 65536 gate values, {what}: bit for bit equal to ATen",
+               bool(same.all()), f"{int((~same).sum())} differ (first gates: "
+               f"{[float(gate.flatten()[i]) for i in differing] or 'none'})")
+
+
 def check_fold_lora_a(config) -> None:
     """A folded under W (o, down, q/k/v: one GEMM for x W^T and A x; fold_lora_a, off by default)
     against the same model unfolded: the logits of a forward and the losses and B of P-RGE steps,
@@ -616,6 +636,7 @@ def main() -> int:
         lambda: check_device_steps_many_shapes(config),
         lambda: check_replays_keep_weights_at_lr_zero(config),
         lambda: check_kernels_vs_aten(),
+        lambda: check_swiglu_every_bf16_gate(),
         lambda: check_layer_kernels(config),
         lambda: check_fold_lora_a(config),
         lambda: check_dequantize_kernel(config),

@@ -68,8 +68,44 @@ __global__ void rope_kernel(const T* x, int64_t stride_n, int64_t stride_h, int6
   }
 }
 
-// As ATen rounds: silu(gate) = g / (1 + exp(-g)) rounded to the dtype, then * up rounded. One
-// work item: V columns of one row; Index as for rope_kernel.
+// silu(g) = g / (1 + exp(-g)) as ATen computes it (float32: expf, IEEE add and division), rounded
+// to T, returned as float.
+template <typename T>
+__device__ __forceinline__ float silu_rounded(float gate) {
+  using C = Convert<T>;
+  return C::in(C::out(__fdiv_rn(gate, __fadd_rn(1.0f, expf(-gate)))));
+}
+
+// bfloat16: the same value from the approximate intrinsics where that is certain. For 2^-120 <=
+// |g| <= 64, CUDA's programming guide gives __expf(x) within 2 + floor(1.173 |x|) ulp (<= 77),
+// __fdividef within 2 ulp and expf within 2 ulp, so the fast and the precise float32 quotients lie
+// within ~160 ulp of each other (the denominator's relative error carries into the quotient, which
+// can double it in ulps). Rounding to bfloat16 keeps the top 16 bits and rounds on the low 16
+// (ties at 0x8000, to even) and is monotone in the bit pattern, so the two round alike whenever the
+// fast quotient's low 16 bits lie more than kSiluTieMargin steps from 0x8000 (crossing a binade,
+// where a step is half the size, happens with the low bits near 0, far from the tie); otherwise
+// (about 0.1 % of the gates), and outside that range of g (zero, subnormal, large, inf, NaN), the
+// precise computation runs. bfloat16 has float32's exponent range, so the rounding position never
+// moves. NVIDIA states those bounds from extensive tests, not proofs: what makes the path exact
+// on a GPU is gpu_checks.py's comparison of all 65536 bfloat16 gates with ATen, bit for bit (the
+// rounded silu depends on the gate alone).
+constexpr uint32_t kSiluTieMargin = 256;
+
+template <>
+__device__ __forceinline__ float silu_rounded<__nv_bfloat16>(float gate) {
+  const float magnitude = fabsf(gate);
+  if (magnitude >= 0x1p-120f && magnitude <= 64.0f) {
+    const float fast = __fdividef(gate, __fadd_rn(1.0f, __expf(-gate)));
+    const uint32_t low = __float_as_uint(fast) & 0xFFFFu;
+    if (low - (0x8000u - kSiluTieMargin) > 2 * kSiluTieMargin) {  // outside [tie - margin, tie + margin]
+      return __bfloat162float(__float2bfloat16_rn(fast));
+    }
+  }
+  return __bfloat162float(__float2bfloat16_rn(__fdiv_rn(gate, __fadd_rn(1.0f, expf(-gate)))));
+}
+
+// As ATen rounds: silu(gate) rounded to the dtype, then * up rounded. One work item: V columns of
+// one row; Index as for rope_kernel.
 template <typename T, typename Index>
 __global__ void swiglu_kernel(const T* gate_up, IntDivider<Index> chunks, Index items, T* out) {
   using C = Convert<T>;
@@ -83,9 +119,7 @@ __global__ void swiglu_kernel(const T* gate_up, IntDivider<Index> chunks, Index 
     Vec<T> o;
 #pragma unroll
     for (int k = 0; k < V; ++k) {
-      const float gate = C::in(g.v[k]);
-      const float activated = C::in(C::out(__fdiv_rn(gate, __fadd_rn(1.0f, expf(-gate)))));
-      o.v[k] = C::out(__fmul_rn(activated, C::in(u.v[k])));
+      o.v[k] = C::out(__fmul_rn(silu_rounded<T>(C::in(g.v[k])), C::in(u.v[k])));
     }
     store(out + row * f + col, o);
   }
