@@ -620,7 +620,7 @@ def main() -> int:
         for name in args.only:
             fn = checks[name]
             fn(config) if inspect.signature(fn).parameters else fn()
-        return 0 if all(line.startswith("PASS") for line in LINES) else 1
+        return write_and_exit(args.out)
     sequence = [  # every check, in order
         lambda: check_noise_kernel(),
         lambda: check_fused_vs_plain(config),
@@ -654,8 +654,13 @@ def main() -> int:
         first = named[0]
     for fn in sequence[first:]:
         fn()
-    if args.out:
-        with open(args.out, "w") as f:
+    return write_and_exit(args.out)
+
+
+def write_and_exit(out: str | None) -> int:
+    """The report's lines into `out` (when given); 0 when every check passed, else 1."""
+    if out:
+        with open(out, "w") as f:
             f.write(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}\n" + "\n".join(LINES) + "\n")
     return 0 if all(line.startswith("PASS") for line in LINES) else 1
 

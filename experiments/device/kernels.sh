@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# prge's layer kernels on the GPU machine, before anything trains with them: their checks against
+# ATen (experiments/gpu_checks.py: small and layer-sized cases, every bfloat16 SwiGLU gate, a
+# model's logits with the kernels on and off), then their timing against ATen eager,
+# torch.compile and a copy of the same bytes (experiments/bench_layer_kernels.py).
+# Usage: bash experiments/device/kernels.sh OUT_DIR [SHAPE ...]   (default qwen2.5-1.5b llama3.2-1b)
+set -uo pipefail
+out=${1:?output dir}; shift
+mkdir -p "$out"
+shapes=("${@:-qwen2.5-1.5b}"); [ $# -eq 0 ] && shapes=(qwen2.5-1.5b llama3.2-1b)
+python3 -X faulthandler experiments/gpu_checks.py --out "$out/gpu_checks_kernels.txt" \
+  --only check_kernels_vs_aten check_swiglu_every_bf16_gate check_layer_kernels 2>&1 | tail -3
+echo "kernel checks: $(grep -c '^PASS' "$out/gpu_checks_kernels.txt") PASS, $(grep -c '^FAIL' "$out/gpu_checks_kernels.txt") FAIL"
+grep '^FAIL' "$out/gpu_checks_kernels.txt"
+shape_args=(); for s in "${shapes[@]}"; do shape_args+=(--shape "$s"); done
+python3 experiments/bench_layer_kernels.py "${shape_args[@]}" --out "$out" 2>&1 | grep -v Warning | tail -30
