@@ -7,7 +7,7 @@
 set -uo pipefail
 out=${1:?output dir}; shift
 mkdir -p "$out"
-shapes=("${@:-qwen2.5-1.5b}"); [ $# -eq 0 ] && shapes=(qwen2.5-1.5b llama3.2-1b)
+if [ $# -eq 0 ]; then shapes=(qwen2.5-1.5b llama3.2-1b); else shapes=("$@"); fi
 python3 -X faulthandler experiments/gpu_checks.py --out "$out/gpu_checks_kernels.txt" \
   --only check_kernels_vs_aten check_swiglu_every_bf16_gate check_layer_kernels 2>&1 | tail -3
 echo "kernel checks: $(grep -c '^PASS' "$out/gpu_checks_kernels.txt") PASS, $(grep -c '^FAIL' "$out/gpu_checks_kernels.txt") FAIL"
