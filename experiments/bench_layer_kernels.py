@@ -39,7 +39,7 @@ def time_call(fn, iters: int, repeats: int) -> tuple[float, bool]:
             for _ in range(iters):
                 fn()
         run, graphed = graph.replay, True
-    except RuntimeError:
+    except Exception:  # capture refused (an op that syncs, a compiled graph that will not record)
         torch.cuda.synchronize()
         graph, graphed = None, False
 
