@@ -480,9 +480,10 @@ def check_swiglu_every_bf16_gate() -> None:
         want = torch.nn.functional.silu(gate) * up
         same = (got.view(torch.int16) == want.view(torch.int16)) | (got.isnan() & want.isnan())
         differing = (~same).flatten().nonzero().flatten().tolist()[:4]
+        bits = gate.flatten().view(torch.int16)
         report(f"SwiGLU kernel, bfloat16, all 65536 gate values, {what}: bit for bit equal to ATen",
                bool(same.all()), f"{int((~same).sum())} differ (first gates: "
-               f"{[float(gate.flatten()[i]) for i in differing] or 'none'})")
+               f"{[f'{float(gate.flatten()[i]):g} (0x{int(bits[i]) & 0xFFFF:04x})' for i in differing] or 'none'})")
 
 
 def check_fold_lora_a(config) -> None:
