@@ -18,9 +18,9 @@ import statistics
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 import prge
+from gpu_checks import aten_rope, aten_swiglu  # the ATen forms the kernels are checked against
 from prge.models import SHAPES
 
 SEQUENCES = 32
@@ -80,7 +80,7 @@ def cases(shape: dict, seq_len: int, dtype: torch.dtype, generator: torch.Genera
     gate_up = randn(rows, 2 * f)
 
     def swiglu_eager():
-        return F.silu(gate_up[:, :f]) * gate_up[:, f:]
+        return aten_swiglu(gate_up)
 
     yield ("SwiGLU", rows * 3 * f * size,
            {"prge": lambda: kernels.swiglu(gate_up), "ATen eager": swiglu_eager,
@@ -90,8 +90,7 @@ def cases(shape: dict, seq_len: int, dtype: torch.dtype, generator: torch.Genera
     cos, sin = randn(seq_len, hd), randn(seq_len, hd)
 
     def rope_eager():
-        swapped = torch.cat([x[..., hd // 2:], x[..., :hd // 2]], -1)
-        return torch.addcmul(x * cos, swapped, sin)
+        return aten_rope(x, cos, sin)
 
     yield ("RoPE (q)", 2 * x.numel() * size,
            {"prge": lambda: kernels.rope(x, cos, sin), "ATen eager": rope_eager,

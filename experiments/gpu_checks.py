@@ -410,6 +410,18 @@ def check_replays_keep_weights_at_lr_zero(config, steps: int = 24) -> None:
                f"graphs {trainer.cuda_graphs_captured}; steps that changed them (step, max |change|): {moved[:4] or 'none'}")
 
 
+def aten_rope(x, cos, signed_sin):
+    """RoPE as the layer kernel computes it (rotate-half with the sign folded into sin), in ATen."""
+    half = x.shape[-1] // 2
+    return torch.addcmul(x * cos, torch.cat([x[..., half:], x[..., :half]], -1), signed_sin)
+
+
+def aten_swiglu(gate_up):
+    """silu(gate) * up on a [..., 2f] gate | up tensor, in ATen."""
+    f = gate_up.shape[-1] // 2
+    return torch.nn.functional.silu(gate_up[..., :f]) * gate_up[..., f:]
+
+
 def check_kernels_vs_aten() -> None:
     kernels = prge._core.layer_kernels
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -419,11 +431,9 @@ def check_kernels_vs_aten() -> None:
         # RoPE on the model's [n, t, h, hd] -> [n, h, t, hd] transposed view
         x = randn(3, 40, 5, 64).transpose(1, 2)
         cos, sin = randn(40, 64), randn(40, 64)
-        swapped = torch.cat([x[..., 32:], x[..., :32]], -1)
-        aten = torch.addcmul(x * cos, swapped, sin)
+        aten = aten_rope(x, cos, sin)
         rope = kernels.rope(x, cos, sin)
         gate_up = randn(3, 40, 2 * 96)
-        aten_swiglu = torch.nn.functional.silu(gate_up[..., :96]) * gate_up[..., 96:]
         swiglu = kernels.swiglu(gate_up)
         residual, delta, weight = randn(3, 40, 576), randn(3, 40, 576), randn(576)
         aten_x = residual + delta
@@ -447,15 +457,12 @@ def check_kernels_vs_aten() -> None:
         # 32-bit work-item dividers at divisors of real models (16-bit types: 1120 chunks a row, RoPE
         # 8 x 256 x 12; float32 2240 and 16 x 256 x 12)
         big_gate_up = randn(32 * 256, 2 * 8960)
-        big_swiglu = kernels.swiglu(big_gate_up)
-        aten_big_swiglu = torch.nn.functional.silu(big_gate_up[:, :8960]) * big_gate_up[:, 8960:]
         big_x = randn(32, 256, 12, 128).transpose(1, 2)
         big_cos, big_sin = randn(256, 128), randn(256, 128)
-        big_rope = kernels.rope(big_x, big_cos, big_sin)
-        aten_big_rope = torch.addcmul(big_x * big_cos, torch.cat([big_x[..., 64:], big_x[..., :64]], -1), big_sin)
-        for name, got, want in (("RoPE", rope, aten), ("SwiGLU", swiglu, aten_swiglu),
-                                ("RoPE, [32, 12, 256, 128]", big_rope, aten_big_rope),
-                                ("SwiGLU, [8192, 2 x 8960]", big_swiglu, aten_big_swiglu),
+        for name, got, want in (("RoPE", rope, aten), ("SwiGLU", swiglu, aten_swiglu(gate_up)),
+                                ("RoPE, [32, 12, 256, 128]", kernels.rope(big_x, big_cos, big_sin),
+                                 aten_rope(big_x, big_cos, big_sin)),
+                                ("SwiGLU, [8192, 2 x 8960]", kernels.swiglu(big_gate_up), aten_swiglu(big_gate_up)),
                                 ("residual add", residual, aten_x), ("RMSNorm", norm, aten_norm),
                                 ("residual add, strided delta", residual2, aten_x2),
                                 ("RMSNorm, strided delta", norm2, aten_norm2)):
@@ -476,8 +483,8 @@ def check_swiglu_every_bf16_gate() -> None:
     g = torch.Generator(device="cuda").manual_seed(0)
     for what, up in (("up = 1", torch.ones_like(gate)),
                      ("random up", torch.randn(256, 256, generator=g, device="cuda").to(torch.bfloat16))):
-        got = kernels.swiglu(torch.cat([gate, up], -1))
-        want = torch.nn.functional.silu(gate) * up
+        gate_up = torch.cat([gate, up], -1)
+        got, want = kernels.swiglu(gate_up), aten_swiglu(gate_up)
         same = (got.view(torch.int16) == want.view(torch.int16)) | (got.isnan() & want.isnan())
         differing = (~same).flatten().nonzero().flatten().tolist()[:4]
         bits = gate.flatten().view(torch.int16)
