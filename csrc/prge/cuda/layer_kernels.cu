@@ -68,12 +68,14 @@ __global__ void rope_kernel(const T* x, int64_t stride_n, int64_t stride_h, int6
   }
 }
 
-// silu(g) = g / (1 + exp(-g)) as ATen computes it (float32: expf, IEEE add and division), rounded
-// to T, returned as float.
+// silu(g) = g / (1 + exp(-g)) as ATen computes it in float32: expf, IEEE add and division.
+__device__ __forceinline__ float precise_silu(float gate) { return __fdiv_rn(gate, __fadd_rn(1.0f, expf(-gate))); }
+
+// silu(g) rounded to T, returned as float.
 template <typename T>
 __device__ __forceinline__ float silu_rounded(float gate) {
   using C = Convert<T>;
-  return C::in(C::out(__fdiv_rn(gate, __fadd_rn(1.0f, expf(-gate)))));
+  return C::in(C::out(precise_silu(gate)));
 }
 
 // bfloat16: the same value from the approximate intrinsics where that is certain. For 2^-120 <=
@@ -101,7 +103,7 @@ __device__ __forceinline__ float silu_rounded<__nv_bfloat16>(float gate) {
       return __bfloat162float(__float2bfloat16_rn(fast));
     }
   }
-  return __bfloat162float(__float2bfloat16_rn(__fdiv_rn(gate, __fadd_rn(1.0f, expf(-gate)))));
+  return __bfloat162float(__float2bfloat16_rn(precise_silu(gate)));
 }
 
 // As ATen rounds: silu(gate) rounded to the dtype, then * up rounded. One work item: V columns of
