@@ -296,7 +296,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
 
   RunConfig c;
   const auto model = section_of(root, "model");
-  reader.check_keys(model, "model", {"name", "dtype", "device", "quantize", "group_size"});
+  reader.check_keys(model, "model", {"name", "dtype", "device", "quantize", "group_size", "fold_lora_a"});
   reader.read_choice(model, "model", "quantize", [&](const std::string& v) {
     if (v != "none" && v != "dense" && v != "int8" && v != "int4") {
       throw std::invalid_argument("allowed: none, dense, int8, int4");
@@ -308,6 +308,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
     reader.fail(model["group_size"], "model.group_size",
                 "a positive group of columns per scale, with model.quantize int8 or int4");
   }
+  reader.read(model, "model", "fold_lora_a", c.model.fold_lora_a);
   reader.read(model, "model", "name", c.model.name);
   reader.read_choice(model, "model", "dtype", [&](const std::string& v) {
     parse_dtype(v);
@@ -426,6 +427,10 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   } else if (!c.use_adapter || c.adapter.targets.empty()) {
     reader.fail(est, "estimator.kind",
                 fmt::format("'{}' trains LoRA-FA B and needs adapter targets", to_string(c.estimator.kind)));
+  }
+  if (c.model.fold_lora_a && !c.use_adapter) {
+    reader.fail(model["fold_lora_a"], "model.fold_lora_a",
+                "true folds LoRA-FA's A under W, and estimator.kind mezo trains every weight without adapters");
   }
 
   const auto opt = section_of(root, "optimizer");
@@ -595,6 +600,7 @@ std::string RunConfig::to_yaml(bool every_key) const {
   } else if (model.quantize != "none") {  // written only when set, so configs stored before the key read the same
     y += fmt::format("  quantize: {}\n  group_size: {}\n", model.quantize, model.group_size);
   }
+  if (every_key || model.fold_lora_a) y += fmt::format("  fold_lora_a: {}\n", model.fold_lora_a ? "true" : "false");
   if (use_adapter) {
     std::vector<std::string> targets;
     for (const auto& t : adapter.targets) targets.push_back(yaml_string(t));

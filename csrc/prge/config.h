@@ -27,6 +27,9 @@ struct ModelOptions {
   // group-wise, group_size 64 by default).
   std::string quantize = "none";
   int64_t group_size = 0;  // 0: int8 per channel, int4 64
+  // LoRA-FA's A stacked under W for o, down and q/k/v (CausalLM::set_fold_lora_a): one GEMM reads
+  // x once for x Wᵀ and A x. Off by default; needs adapters.
+  bool fold_lora_a = false;
 
   // The columns per scale that quantizing at load uses (models/causal_lm.cpp's weight_format):
   // group_size, else 64 for int4; 0 for int8 per output channel and for none / dense.

@@ -147,7 +147,8 @@ def setup_model(config, data: DataSetup | None = None, *, model_dir: str | Path 
                 device: str | None = None):
     """prge.CausalLM of config.model (on `device` when given, e.g. a distributed rank's GPU),
     in config.model.dtype, with config.adapter's LoRA-FA adapters attached when the config
-    trains adapters, loaded from adapter.init_from (a PEFT adapter) when set. With `data`, the
+    trains adapters, loaded from adapter.init_from (a PEFT adapter) when set, and A folded under W
+    when config.model.fold_lora_a is true. With `data`, the
     model is data.model_dir's and the encoded examples' ids are checked against its vocabulary."""
     from prge._core import CausalLM
 
@@ -164,4 +165,5 @@ def setup_model(config, data: DataSetup | None = None, *, model_dir: str | Path 
             from prge.adapters import load_peft
 
             load_peft(model, config.adapter.init_from, config.adapter)
+        model.fold_lora_a = config.model.fold_lora_a
     return model

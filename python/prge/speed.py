@@ -42,6 +42,7 @@ def build_model(config: RunConfig, shape: str | None) -> CausalLM:
                             config.model.quantize, config.model.group_size)
     if config.use_adapter:
         model.attach_adapters(config.adapter)
+        model.fold_lora_a = config.model.fold_lora_a
     return model
 
 

@@ -112,3 +112,30 @@ def test_train_through_a_runtime_starts_from_init_from(run):
     for name, b in start_b.items():  # two steps at lr 1e-6 move B by far less than its size (0.1)
         assert (trained[f"{name}.lora_b"] - b).abs().max().item() < 1e-3
     assert max(b.abs().max().item() for b in start_b.values()) > 0.1
+
+
+def test_model_fold_lora_a_folds_the_model_every_entry_point_builds(run, capsys):
+    """model.fold_lora_a: true reaches the model prge train and speed sweeps build (A stacked
+    under W, B still init_from's), changes the logits only by GEMM rounding, is written back into
+    the run's config, and is refused by name where there are no adapters to fold."""
+    from prge.setup import setup_data, setup_model
+    from prge.speed import build_model
+
+    tmp_path, path, model_dir, start_b = run
+    plain = prge.load_run_config(str(path))
+    data = setup_data(plain)
+    text = path.read_text().replace("model:\n", "model:\n  fold_lora_a: true\n", 1)
+    folded_config = prge.parse_run_config(text, str(path))
+    assert folded_config.model.fold_lora_a and "  fold_lora_a: true\n" in folded_config.to_yaml()
+    assert "fold_lora_a:" not in plain.to_yaml()  # configs stored before the key read the same
+    ids = torch.tensor([e.prompt_ids[:8] for e in data.train[:2]])
+    reference = setup_model(plain, data)
+    assert not reference.fold_lora_a and reference.lora_a_folded == []
+    for model in (setup_model(folded_config, data), build_model(folded_config, None)):
+        assert model.fold_lora_a and len(model.lora_a_folded) > 0
+        for a in model.adapters():
+            torch.testing.assert_close(a["lora_b"], start_b[a["name"]], rtol=0, atol=0)
+        torch.testing.assert_close(model.logits(ids), reference.logits(ids), rtol=1e-5, atol=1e-5)
+    mezo = text.replace("kind: prge", "kind: mezo").replace("parallel: dual", "parallel: sequential")
+    with pytest.raises(prge.ConfigError, match=r"run\.yaml:2:\d+: model\.fold_lora_a: true folds LoRA-FA's A under W"):
+        prge.parse_run_config(mezo, str(path))
