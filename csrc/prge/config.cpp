@@ -430,7 +430,13 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   }
   if (c.model.fold_lora_a && !c.use_adapter) {
     reader.fail(model["fold_lora_a"], "model.fold_lora_a",
-                "true folds LoRA-FA's A under W, and estimator.kind mezo trains every weight without adapters");
+                "true folds LoRA-FA's A under W, and estimator.kind mezo trains every weight without adapters "
+                "(set it false or leave it out)");
+  }
+  if (c.model.fold_lora_a && c.estimator.kind == EstimatorKind::FirstOrder) {
+    c.warnings.push_back(reader.located(model["fold_lora_a"], "model.fold_lora_a",
+                                        "true with estimator.kind first_order: its steps run under autograd, where "
+                                        "the projections take the unfolded path, so the fold serves evaluation only"));
   }
 
   const auto opt = section_of(root, "optimizer");

@@ -166,4 +166,8 @@ def setup_model(config, data: DataSetup | None = None, *, model_dir: str | Path 
 
             load_peft(model, config.adapter.init_from, config.adapter)
         model.fold_lora_a = config.model.fold_lora_a
+        if config.model.fold_lora_a and not model.lora_a_folded:
+            print(f"[prge] note: model.fold_lora_a: true folds nothing in {model_dir.name}: A folds only under a "
+                  "dense W (quantized projection weights do not fold: model.quantize: dense loads them dense) and "
+                  "only for adapted o_proj, down_proj and q/k/v without biases", file=sys.stderr)
     return model

@@ -117,7 +117,8 @@ def test_train_through_a_runtime_starts_from_init_from(run):
 def test_model_fold_lora_a_folds_the_model_every_entry_point_builds(run, capsys):
     """model.fold_lora_a: true reaches the model prge train and speed sweeps build (A stacked
     under W, B still init_from's), changes the logits only by GEMM rounding, is written back into
-    the run's config, and is refused by name where there are no adapters to fold."""
+    the run's config, is refused by name where there are no adapters to fold, and is reported
+    where it folds nothing (a quantized base) or serves evaluation only (first order)."""
     from prge.setup import setup_data, setup_model
     from prge.speed import build_model
 
@@ -136,6 +137,12 @@ def test_model_fold_lora_a_folds_the_model_every_entry_point_builds(run, capsys)
         for a in model.adapters():
             torch.testing.assert_close(a["lora_b"], start_b[a["name"]], rtol=0, atol=0)
         torch.testing.assert_close(model.logits(ids), reference.logits(ids), rtol=1e-5, atol=1e-5)
+    capsys.readouterr()
+    quantized = prge.parse_run_config(text.replace("model:\n", "model:\n  quantize: int8\n", 1), str(path))
+    assert setup_model(quantized, data).lora_a_folded == []  # a quantized W does not fold, and prge says so
+    assert "model.fold_lora_a: true folds nothing" in capsys.readouterr().err
+    first_order = prge.parse_run_config(text.replace("kind: prge", "kind: first_order"), str(path))
+    assert any("model.fold_lora_a: true with estimator.kind first_order" in w for w in first_order.warnings)
     mezo = text.replace("kind: prge", "kind: mezo").replace("parallel: dual", "parallel: sequential")
     with pytest.raises(prge.ConfigError, match=r"run\.yaml:2:\d+: model\.fold_lora_a: true folds LoRA-FA's A under W"):
         prge.parse_run_config(mezo, str(path))

@@ -13,6 +13,7 @@ with `estimator.rng: counter`."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -128,6 +129,9 @@ def export_executorch(step: MutableBufferStep, path: str | Path) -> Path:
 def build_model(config: RunConfig, data: RunData) -> CausalLM:
     """The run's model as `prge train` builds it (prge.setup.setup_model: adapters attached and
     started from adapter.init_from when set, token ids checked against the vocabulary)."""
+    if config.model.fold_lora_a:
+        print("[prge] note: model.fold_lora_a changes nothing in an exported step: the exported module computes "
+              "each A x on its own", file=sys.stderr)
     return setup_model(config, data.setup)
 
 
