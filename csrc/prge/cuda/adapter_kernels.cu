@@ -85,20 +85,27 @@ static_assert(kMaxStackParts * kRowsPerThread <= kThreads, "the stack kernel's t
 // Grid: x over the elements of every part's block, y over groups of kRowsPerThread noise rows
 // (distinct queries). Per row, a thread draws z once and writes B + scale[c] * z into every
 // copy c of that row (the +eps and -eps copies of a query share z), leaving the zeros around
-// the blocks as they are. The stream keys of the block's (part, row) pairs are hashed once per
-// block into shared memory. 32-bit index arithmetic (each stack has < 2^31 elements, checked at
+// the blocks as they are. The stream keys of the block's (part, row) pairs and each row's count
+// of copies are found once per block, into shared memory. 32-bit index arithmetic (each stack has < 2^31 elements, checked at
 // launch): 64-bit division per element cost more than the noise itself.
 template <typename T>
 __global__ void fill_copy_stacks_kernel(Parts parts, const int64_t* row_query, int num_rows, const int64_t* row_copies,
                                         int copies_per_row, const float* scale, const int64_t* step_key,
                                         bool gaussian, bool certify) {
   __shared__ uint32_t keys[kMaxStackParts][kRowsPerThread];
+  __shared__ int copy_counts[kRowsPerThread];  // row j's copies: row_copies up to its -1 padding
   const int first_row = static_cast<int>(blockIdx.y) * kRowsPerThread;
   const int rows = min(kRowsPerThread, num_rows - first_row);
   if (threadIdx.x < kMaxStackParts * kRowsPerThread) {
     const int p = threadIdx.x / kRowsPerThread, j = threadIdx.x % kRowsPerThread;
     if (p < parts.count && j < rows) {
       keys[p][j] = stream_key(static_cast<uint32_t>(*step_key), parts.part[p].param_index, row_query[first_row + j]);
+    }
+    if (p == 0 && j < rows) {
+      const int64_t* copies = row_copies + (first_row + j) * copies_per_row;
+      int count = 0;
+      while (count < copies_per_row && copies[count] >= 0) ++count;
+      copy_counts[j] = count;
     }
   }
   __syncthreads();
@@ -125,19 +132,17 @@ __global__ void fill_copy_stacks_kernel(Parts parts, const int64_t* row_query, i
       if (j >= rows) break;
       const int u = first_row + j;
       const int64_t* copies = row_copies + u * copies_per_row;
+      const int count = copy_counts[j];
       float z;
       if (kCertifiable<T> && certify && gaussian) {
-        int count = 0;
-        while (count < copies_per_row && copies[count] >= 0) ++count;
         bool certain;
         z = gaussian_for_copies<T>(uniform_of(keys[p][j], mixed_k), uniform_of(keys[p][j], mixed_n_plus_k), b, count,
                                    [&](int s) { return scale[copies[s]]; }, certain);
       } else {
         z = noise_of(keys[p][j], mixed_k, mixed_n_plus_k, gaussian);
       }
-      for (int s = 0; s < copies_per_row; ++s) {
-        const int64_t c = row_copies[u * copies_per_row + s];
-        if (c < 0) break;
+      for (int s = 0; s < count; ++s) {
+        const int64_t c = copies[s];
         out[static_cast<uint32_t>(c) * per_copy + at] = perturbed<T>(b, scale[c], z);
       }
     }
