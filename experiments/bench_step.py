@@ -308,6 +308,15 @@ def main():
         for q in qs:  # what folding A under W gives: one GEMM for x W^T and A x (o, down, q/k/v)
             s, m = bench_prge(args, config, "prge", q, "dual", args.warmup, args.steps, fold=True)
             record(f"prge_dual q={q} (fold_lora_a)", "prge", q, "dual", s, m)
+    if args.device.startswith("cuda") and prge.cuda_built and args.dtype == "bfloat16":
+        # What the bf16 fill's approximate draw (taken where it is certified to write the same
+        # values) gains: the largest q's step again with the precise draw everywhere.
+        prge._core.set_approximate_noise(False)
+        try:
+            s, m = bench_prge(args, config, "prge", max(qs), "dual", args.warmup, args.steps)
+        finally:
+            prge._core.set_approximate_noise(True)
+        record(f"prge_dual q={max(qs)} (precise draw)", "prge", max(qs), "dual", s, m)
     if args.device.startswith("cuda") and prge.cuda_built and not args.dual_only:
         for q in qs:  # what the CUDA graph adds: the same fused step, uncaptured
             s, m = bench_prge(args, config, "prge", q, "dual", args.warmup, args.steps, graphs=False)

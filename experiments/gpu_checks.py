@@ -115,6 +115,24 @@ def check_noise_certificate() -> None:
                        bool(same.all()), f"{int((~same).sum())} of {same.numel()} values differ")
 
 
+def check_approximate_noise_in_step(config) -> None:
+    """The certified approximate draw inside training: graphed bf16 P-RGE steps (q = 16, dual)
+    with it allowed (the default) against the same steps with the precise draw everywhere
+    (prge._core.set_approximate_noise(False)): losses and B equal bit for bit."""
+    default, dm = trainer(config, "bfloat16", 16, fused=True, graphs=True)
+    dr, db = run(default, dm, config, 4, 1, 64)
+    prge._core.set_approximate_noise(False)
+    try:
+        precise, pm = trainer(config, "bfloat16", 16, fused=True, graphs=True)
+        pr, pb = run(precise, pm, config, 4, 1, 64)
+    finally:
+        prge._core.set_approximate_noise(True)
+    same_losses = all(a.losses == b.losses for a, b in zip(dr, pr))
+    report("bf16 P-RGE q=16 steps, approximate draw allowed == precise draw only, 4 graphed steps",
+           same_losses and torch.equal(db, pb),
+           f"losses identical: {same_losses}, B identical: {torch.equal(db, pb)}")
+
+
 def trainer(config, dtype, queries, *, fused, graphs, rng="counter", seed=5, parallel="dual", difference="central",
             distribution="gaussian", adapter=None, quantize="none"):
     model = prge.CausalLM.random(config, 0, "cuda", dtype, quantize)
@@ -689,6 +707,7 @@ def main() -> int:
     sequence = [  # every check, in order
         lambda: check_noise_kernel(),
         lambda: check_noise_certificate(),
+        lambda: check_approximate_noise_in_step(config),
         lambda: check_fused_vs_plain(config),
         lambda: check_query_counts(config),
         lambda: check_graphs(config, "float32"),

@@ -66,6 +66,11 @@ void bind_perturbation(py::module_& m) {
       py::arg("device") = "cuda",
       "The gaussian draw's approximate factors against the precise ones over all 2^24 values each "
       "takes (CUDA builds): values outside their bound and the worst |approximate - precise| / bound");
+  m.def("set_approximate_noise", &cuda::set_approximate_noise, py::arg("allowed"),
+        "Whether the bfloat16 copy-stack fill may draw z with the approximate functions where that "
+        "is certified to write the same values (default True; CUDA builds). False takes the precise "
+        "draw everywhere: the same values, for timing the two (experiments/bench_step.py). A CUDA graph "
+        "keeps the choice in force when it was captured.");
   m.def(
       "counter_perturbed_rows",
       [](const std::vector<uint32_t>& keys, const torch::Tensor& b, const torch::Tensor& scale, bool certify) {

@@ -9,6 +9,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -270,11 +271,16 @@ NoiseBounds check_noise_bounds(const torch::Device& device) {
   return {o[0].item<int64_t>(), o[1].item<int64_t>(), w[0].item<float>(), w[1].item<float>()};
 }
 
+static std::atomic<bool> approximate_noise_allowed{true};
+
+void set_approximate_noise(bool allowed) { approximate_noise_allowed = allowed; }
+
 // Whether the fill may use the approximate draw on this stream's device: check_noise_bounds found
 // every value within its bounds. Checked once per device, at the first fill outside a CUDA graph
 // capture (a capture cannot wait for the check); fills before that, and any captured by then, take
-// the precise draw, which writes the same values.
+// the precise draw, which writes the same values; so do all fills while set_approximate_noise(false).
 static bool noise_bounds_hold(const c10::cuda::CUDAStream& stream) {
+  if (!approximate_noise_allowed) return false;
   static std::mutex mutex;
   static std::map<c10::DeviceIndex, bool> verdicts;
   const std::lock_guard<std::mutex> lock(mutex);

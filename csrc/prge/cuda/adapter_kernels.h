@@ -58,6 +58,12 @@ struct NoiseBounds {
 };
 NoiseBounds check_noise_bounds(const torch::Device& device);
 
+// Whether fill_copy_stacks may take the approximate draw where it is certified (default true).
+// The values written are the same either way; false forces the precise draw everywhere, for
+// timing the two against each other (experiments/bench_step.py). Read at each fill outside a
+// CUDA graph capture: a captured graph keeps the choice made when it was captured.
+void set_approximate_noise(bool allowed);
+
 // The fill's per-value arithmetic, for the GPU checks: [rows, copies, n] bfloat16 values
 // b[k] + scale[c] z_k(key of row), z from the approximate draw where the rounding is certain
 // (certify) or from the precise draw; with the number of draws that took the approximate one.
