@@ -93,10 +93,11 @@ def forward_flops(config, sequences, seq_len):
     return 2 * per_layer * c.num_hidden_layers * tokens + attention
 
 
-def bench_prge(args, config, kind, queries, parallel, warmup, steps, graphs=True, rng="auto", fold=None):
+def bench_prge(args, config, kind, queries, parallel, warmup, steps, graphs=True, rng="auto", fold=None,
+               distribution="gaussian"):
     """prge's trainer as a user builds it: estimator.rng defaults to auto, the counter RNG on
     CUDA (what the CUDA kernels and graph capture need); rng="torch" is the earlier default.
-    fold: CausalLM.fold_lora_a (None: the default, off)."""
+    fold: CausalLM.fold_lora_a (None: the default, off). distribution: of z (estimator.distribution)."""
     leftover = leftover_memory(args.device)
     batch_size = QB // queries
     model = prge.CausalLM.random(config, 0, args.device, args.dtype)
@@ -105,7 +106,8 @@ def bench_prge(args, config, kind, queries, parallel, warmup, steps, graphs=True
     if kind != "mezo":
         model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
     eps = 1e-3 if kind == "mezo" else 1e-2
-    trainer = prge.Trainer(model, prge.EstimatorOptions(kind, queries, eps, "central", parallel, rng=rng),
+    trainer = prge.Trainer(model, prge.EstimatorOptions(kind, queries, eps, "central", parallel, rng=rng,
+                                                        distribution=distribution),
                            prge.OptimizerOptions(lr=1e-6 if kind == "mezo" else 5e-5), 0,
                            cuda_graphs=graphs)
     batch = random_batch(config.vocab_size, batch_size, args.seq_len)
@@ -317,6 +319,11 @@ def main():
         finally:
             prge._core.set_approximate_noise(True)
         record(f"prge_dual q={max(qs)} (precise draw)", "prge", max(qs), "dual", s, m)
+    if args.device.startswith("cuda") and prge.cuda_built:
+        # What drawing gaussian z costs at the largest q: Rademacher z (a hash and a sign, no
+        # log / sqrt / cos; estimator.distribution: rademacher) in the same step.
+        s, m = bench_prge(args, config, "prge", max(qs), "dual", args.warmup, args.steps, distribution="rademacher")
+        record(f"prge_dual q={max(qs)} (rademacher z)", "prge", max(qs), "dual", s, m)
     if args.device.startswith("cuda") and prge.cuda_built and not args.dual_only:
         for q in qs:  # what the CUDA graph adds: the same fused step, uncaptured
             s, m = bench_prge(args, config, "prge", q, "dual", args.warmup, args.steps, graphs=False)
