@@ -93,13 +93,11 @@ def forward_flops(config, sequences, seq_len):
     return 2 * per_layer * c.num_hidden_layers * tokens + attention
 
 
-def bench_prge(args, config, kind, queries, parallel, warmup, steps, graphs=True, rng="auto", fold=None,
-               distribution="gaussian"):
-    """prge's trainer as a user builds it: estimator.rng defaults to auto, the counter RNG on
-    CUDA (what the CUDA kernels and graph capture need); rng="torch" is the earlier default.
-    fold: CausalLM.fold_lora_a (None: the default, off). distribution: of z (estimator.distribution)."""
-    leftover = leftover_memory(args.device)
-    batch_size = QB // queries
+def prge_step(args, config, kind, queries, parallel, graphs=True, rng="auto", fold=None, distribution="gaussian"):
+    """One step of prge's trainer as a user builds it, as a function of nothing: estimator.rng
+    defaults to auto, the counter RNG on CUDA (what the CUDA kernels and graph capture need);
+    rng="torch" is the earlier default. fold: CausalLM.fold_lora_a (None: the default, off).
+    distribution: of z (estimator.distribution)."""
     model = prge.CausalLM.random(config, 0, args.device, args.dtype)
     if fold is not None:
         model.fold_lora_a = fold
@@ -110,12 +108,49 @@ def bench_prge(args, config, kind, queries, parallel, warmup, steps, graphs=True
                                                         distribution=distribution),
                            prge.OptimizerOptions(lr=1e-6 if kind == "mezo" else 5e-5), 0,
                            cuda_graphs=graphs)
-    batch = random_batch(config.vocab_size, batch_size, args.seq_len)
+    batch = random_batch(config.vocab_size, QB // queries, args.seq_len)
+    return lambda: trainer.step(batch)
+
+
+def bench_prge(args, config, kind, queries, parallel, warmup, steps, **options):
+    """Seconds a step (median) and the step's own peak GiB of prge_step(..., **options)."""
+    leftover = leftover_memory(args.device)
+    step = prge_step(args, config, kind, queries, parallel, **options)
     reset_memory(args.device)
-    seconds = timed(lambda: trainer.step(batch), warmup, steps, args.device)
+    seconds = timed(step, warmup, steps, args.device)
     peak = peak_memory_gib(args.device, leftover)
-    del trainer, model
+    del step
     return seconds, peak
+
+
+def interleaved_ratios(args, config, qs, rounds):
+    """The P-RGE dual step (each q, unfolded and with fold_lora_a) over the torch.compile'd
+    (reduce-overhead) transformers forward of the same 32 sequences, each ratio against the
+    forward timed just before it, over `rounds` rounds, every step and the forward built once:
+    drift of the machine between rows (about 1 ms in a 45 ms step between runs) cancels.
+    Returns {row name: [ratio per round]}."""
+    from peers import TransformersForward, transformers_model
+
+    batch = random_batch(config.vocab_size, 2 * QB, args.seq_len)
+    ids, targets = batch.input_ids.to(args.device), batch.targets.to(args.device)
+    forward = TransformersForward(transformers_model(config, getattr(torch, args.dtype), args.device), ids, targets,
+                                  "reduce-overhead")
+    steps = {}
+    for fold in (False, True):
+        for q in qs:
+            steps[f"prge_dual q={q}" + (" (fold_lora_a)" if fold else "")] = prge_step(
+                args, config, "prge", q, "dual", fold=fold)
+    timed(forward, args.warmup + 3, 1, args.device)
+    for step in steps.values():
+        timed(step, args.warmup, 1, args.device)
+    ratios = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            floor = timed(forward, 1, args.steps, args.device)
+            ratios[name].append(timed(step, 1, args.steps, args.device) / floor)
+    del forward, steps
+    torch._dynamo.reset()
+    return ratios
 
 
 def bench_inference(args, config, warmup, steps):
@@ -240,6 +275,9 @@ def main():
     parser.add_argument("--first-order", action="store_true",
                         help="also first order on the adapters (QB sequences, forward and backward): prge's "
                              "step beside peft LoRA-FA + backprop, eager and torch.compile'd")
+    parser.add_argument("--interleave", type=int, default=0, metavar="ROUNDS",
+                        help="also the P-RGE dual rows (unfolded and folded) as ratios to the compiled "
+                             "transformers forward timed just before each, over ROUNDS rounds (CUDA)")
     parser.add_argument("--out", default="experiments/results")
     args = parser.parse_args()
     if args.device == "cpu":
@@ -346,6 +384,13 @@ def main():
                 record(f"peft LoRA-FA backprop {mode or 'eager'} ({QB} seqs)", "first_order", 0, "-", s, m,
                        sequences=QB)
 
+    interleaved = {}
+    if args.interleave > 0 and args.device.startswith("cuda"):
+        interleaved = interleaved_ratios(args, config, qs, args.interleave)
+        for name, values in interleaved.items():
+            print(f"{name:32s} {statistics.median(values):.3f} x the compiled forward "
+                  f"({min(values):.3f}-{max(values):.3f} over {len(values)} rounds)", flush=True)
+
     by = {r["method"]: r for r in rows}
     base_eager = by.get("mezo_eager_torch q=1")
     base_cpp = by.get("mezo_cpp q=1")
@@ -402,6 +447,13 @@ def main():
                   f"forward, empty): prge's step {ours['ms_per_step']:.1f} ms = "
                   f"{ours['ms_per_step'] / best['ms_per_step']:.2f} x the fastest peer, {best['method']} "
                   f"({best['ms_per_step']:.1f} ms)."]
+    if interleaved:
+        lines += ["", f"Interleaved, the same process after the rows above: each P-RGE dual step against the "
+                  f"transformers forward (torch.compile reduce-overhead) timed just before it, both built once, "
+                  f"median of {args.steps} steps each, {args.interleave} rounds: the median ratio and its range.", "",
+                  "| method | time / compiled forward, median | min | max |", "|---|---|---|---|"]
+        lines += [f"| {name} | {statistics.median(v):.3f} | {min(v):.3f} | {max(v):.3f} |"
+                  for name, v in interleaved.items()]
     (out / f"bench_step_{tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
