@@ -156,7 +156,8 @@ def _command(argv: list[str] | None) -> int:
                                  help="write a full Hugging Face model with (alpha/r) B A folded into W")
     adapters_export.add_argument("--overwrite", action="store_true",
                                  help="replace the model or adapter in a directory that is not empty")
-    check = sub.add_parser("check", help="validate a config and print every key's effective value")
+    check = sub.add_parser("check", help="validate a config (with its task, model and device on this machine) "
+                                         "and print every key's effective value")
     check.add_argument("config")
     check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
@@ -166,15 +167,19 @@ def _command(argv: list[str] | None) -> int:
     try:
         if args.command == "check":
             # Every key with its effective value (run directories store the shorter to_yaml()).
-            from prge.preflight import learning_rate_note
+            from prge.preflight import check_names, learning_rate_note
 
             config = _load_config(args.config, args.set)
+            check_names(config)  # what `prge train` would refuse here before loading anything
             print(config.to_yaml(every_key=True), end="")
             note = learning_rate_note(config)
             if note:
                 print(note, file=sys.stderr)
         elif args.command == "train":
+            from prge.preflight import check_names
+
             config = _load_config(args.config, args.set)
+            check_names(config)  # before anything is loaded, on every runtime
             runtime = args.runtime
             if args.engine:
                 print(f"prge: warning: --engine is now spelled --runtime (--runtime {args.engine})", file=sys.stderr)
@@ -205,11 +210,11 @@ def _command(argv: list[str] | None) -> int:
         elif args.command == "export":
             from prge.export.exporters import export_run
             from prge.models import config_model_dir
-            from prge.preflight import check_device
+            from prge.preflight import check_names
             from prge.run_dir import check_output_dir
 
             config = _load_config(args.config, args.set)
-            check_device(config.model.device)
+            check_names(config)
             out = args.out or Path(config.run.output_dir) / f"export_{args.runtime}"
             check_output_dir(out, "--out" if args.out else "run.output_dir", args.overwrite,
                              {"the model directory": config_model_dir(config)})

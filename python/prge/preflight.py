@@ -1,6 +1,7 @@
 """Settings that cannot be judged from the config alone, checked against this machine, the
 model and the first step, so that a run never trains silently on nothing:
 
+    check_names(config)             data.task, model.name and model.device name things that exist here
     check_device(device)            model.device names a device this torch has
     check_positions(config, model)  data.max_length fits the model's max_position_embeddings
     check_losses_differ(step, r, c) the ± perturbations of estimator.epsilon move the loss at all
@@ -13,19 +14,39 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def check_device(device: str, key: str = "model.device") -> None:
-    """ValueError naming the key when `device` is a CUDA device this torch cannot use."""
+def check_names(config) -> None:
+    """Before anything is loaded: data.task is a built-in task (or custom), model.name a model
+    directory, a .gguf file or a registered model with its packages installed, and model.device
+    a device this torch has. ValueError / FileNotFoundError naming the config file, line and key
+    (the key alone when the config left it at its default). Shared by `prge check` and `prge train`."""
+    from prge.data.tasks import get_task
+    from prge.models import check_model_name
+
+    places = config.places
+    if config.data.task != "custom":
+        try:
+            get_task(config.data.task)
+        except ValueError as e:
+            raise ValueError(f"{places.get('data.task', 'data.task')}: {e}") from None
+    check_model_name(config.model.name, places.get("model.name", "model.name"))
+    check_device(config.model.device, "model.device", places.get("model.device"))
+
+
+def check_device(device: str, key: str = "model.device", where: str | None = None) -> None:
+    """ValueError naming the key (after `where`, e.g. "run.yaml:3:11: model.device", when
+    given) when `device` is a CUDA device this torch cannot use."""
     if not device.startswith("cuda"):
         return
     import torch
 
+    at = where or key
     if not torch.cuda.is_available():
         why = ("this torch is built without CUDA" if torch.version.cuda is None
                else "no CUDA GPU is visible (driver, CUDA_VISIBLE_DEVICES)")
-        raise ValueError(f"{key}: {device}: {why} (torch {torch.__version__}); use {key}: cpu")
+        raise ValueError(f"{at}: {device}: {why} (torch {torch.__version__}); use {key}: cpu")
     index = device.partition(":")[2]
     if index and int(index) >= torch.cuda.device_count():
-        raise ValueError(f"{key}: {device}: torch sees {torch.cuda.device_count()} CUDA device(s), "
+        raise ValueError(f"{at}: {device}: torch sees {torch.cuda.device_count()} CUDA device(s), "
                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
 
 

@@ -482,10 +482,38 @@ def test_damaged_run_files_are_named(assets, capsys):
 def test_a_cuda_device_on_a_cpu_only_torch_names_the_key(assets, capsys):
     tmp_path, model_dir, data_dir = assets
     path = write_config(tmp_path, model_dir, data_dir, model={"device": "cuda"})
-    for argv in (["train", str(path), "--no-progress"], ["export", str(path), "--runtime", "onnx"]):
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "device: cuda" in text)
+    for argv in (["check", str(path)], ["train", str(path), "--no-progress"],
+                 ["export", str(path), "--runtime", "onnx"]):
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert err.startswith("prge: error: model.device: cuda: ") and len(err.strip().splitlines()) == 1, err
+        assert err.startswith(f"prge: error: {path}:{line}:") and "model.device: cuda: " in err, err
+        assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("section, value, wanted", [
+    ("data", {"task": "finefood"}, "data.task: unknown task 'finefood' (known: "),
+    ("model", {"name": "nosuchmodel"}, "model.name: unknown model 'nosuchmodel': not a directory"),
+    ("model", {"name": "/"}, "model.name: model directory / has no config.json"),
+])
+def test_check_refuses_what_train_would_naming_file_line_and_key(assets, capsys, section, value, wanted):
+    """`prge check` refuses a config whose task, model or device `prge train` would refuse
+    before loading anything, with the same one-line error naming the file, line and key; a
+    --set value is named as the override it came from."""
+    tmp_path, model_dir, data_dir = assets
+    path = write_config(tmp_path, model_dir, data_dir, **{section: value})
+    key = next(iter(value))
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if text.strip().startswith(f"{key}:")
+                and str(value[key]) in text)
+    for command in ("check", "train"):
+        assert main([command, str(path)] + (["--no-progress"] if command == "train" else [])) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"prge: error: {path}:{line}:") and wanted in err and len(err.strip().splitlines()) == 1, err
+    (tmp_path / "good").mkdir(exist_ok=True)
+    good = write_config(tmp_path / "good", model_dir, data_dir)
+    assert main(["check", str(good), "--set", f"{section}.{key}={value[key]}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"prge: error: {good}: --set {section}.{key}") and wanted in err, err
 
 
 FULL_DISK = """

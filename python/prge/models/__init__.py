@@ -40,13 +40,18 @@ class RegisteredModel:
     licence: str
     default: bool     # installed by scripts/install_deps.sh (else on request)
 
-    def gguf(self) -> Path:
-        """The GGUF file: the package's own, or its chunks joined once into the cache."""
+    def installed_files(self) -> list[Path]:
+        """Its packages' files, in order; FileNotFoundError naming the packages not installed."""
         found = [installed_package_file(package, filename) for package, filename in self.chunks]
         missing = [package for (package, _), f in zip(self.chunks, found) if f is None]
         if missing:
             raise FileNotFoundError(f"model '{self.name}' needs the PyPI package(s) {', '.join(missing[:3])}"
                                     f"{' ...' if len(missing) > 3 else ''} ({self.install})")
+        return found
+
+    def gguf(self) -> Path:
+        """The GGUF file: the package's own, or its chunks joined once into the cache."""
+        found = self.installed_files()
         if len(found) == 1:
             return found[0]
         joined = cache_dir() / "gguf" / f"{self.name}.gguf"
@@ -142,27 +147,42 @@ def shape_config(name: str) -> ArchSpec:
     return config
 
 
-def resolve_model(name: str, where: str = "") -> Path:
-    """A registered name (REGISTERED), a .gguf file, or a directory holding config.json and
-    *.safetensors. Raises FileNotFoundError / ValueError naming what is missing, after `where`
-    (e.g. "run.yaml:2:9: model.name") when given."""
+def check_model_name(name: str, where: str = "") -> str:
+    """What model.name is here, without reading or converting any weights: "directory",
+    "gguf" or "registered". Raises what resolve_model would: FileNotFoundError for a
+    directory without config.json or a registered model whose packages are not installed,
+    ValueError for a name that is none of the three; after `where` (e.g. "run.yaml:2:9:
+    model.name") when given."""
     at = f"{where}: " if where else ""
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{at}model directory {path} has no config.json")
-        return path
+        return "directory"
     if path.suffix == ".gguf" and path.is_file():
-        return gguf_model(path)
+        return "gguf"
     if name in REGISTERED:
         try:
-            gguf = REGISTERED[name].gguf()
+            REGISTERED[name].installed_files()
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{at}{e}") from None
-        return converted(gguf, cache_dir() / "models" / name)
+        return "registered"
     raise ValueError(
         f"{at}unknown model '{name}': not a directory, not a .gguf file and not a registered name "
         f"(registered: {', '.join(REGISTERED)})")
+
+
+def resolve_model(name: str, where: str = "") -> Path:
+    """A registered name (REGISTERED), a .gguf file, or a directory holding config.json and
+    *.safetensors. Raises FileNotFoundError / ValueError naming what is missing, after `where`
+    (e.g. "run.yaml:2:9: model.name") when given (check_model_name)."""
+    kind = check_model_name(name, where)
+    path = Path(name).expanduser()
+    if kind == "directory":
+        return path
+    if kind == "gguf":
+        return gguf_model(path)
+    return converted(REGISTERED[name].gguf(), cache_dir() / "models" / name)
 
 
 def config_model_dir(config) -> Path:
