@@ -303,7 +303,10 @@ def _generate(args) -> None:
                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                             stop=stop, chat=args.chat)
     for prompt, output in zip(args.prompt, outputs):
-        print(f"{prompt}{output}" if len(args.prompt) == 1 else f"--- {prompt!r}\n{output}")
+        if len(args.prompt) > 1:
+            print(f"--- {prompt!r}\n{output}")
+        else:  # a continuation reads on from its prompt; a chat reply stands on its own
+            print(output if args.chat else f"{prompt}{output}")
 
 
 def _report(args) -> None:

@@ -82,3 +82,21 @@ def test_generate_cli_from_a_run_and_generation_task_metrics(tmp_path, capsys):
     assert main(["generate", str(tmp_path / "run"), "--prompt", "Review : good Sentiment :",
                  "--max-new-tokens", "3"]) == 0
     assert capsys.readouterr().out.startswith("Review : good Sentiment :")
+
+
+def test_generate_chat_prints_the_reply_alone(tmp_path, capsys):
+    """`prge generate --chat` with one prompt prints the model's reply, not the prompt run into
+    it (a plain prompt's continuation still follows its prompt); several prompts each get a
+    header line."""
+    model_dir, _ = make_tiny_assets(tmp_path)
+    (model_dir / "chat_template.jinja").write_text(
+        "<u>{{ messages[0]['content'] }}</u>{% if add_generation_prompt %}A:{% endif %}")
+    args = ["generate", str(model_dir), "--max-new-tokens", "3", "--chat"]
+    assert main(args + ["--prompt", "What is 2+2?"]) == 0
+    reply = capsys.readouterr().out
+    assert "What is 2+2?" not in reply
+    assert main(args + ["--prompt", "What is 2+2?", "--prompt", "Hi"]) == 0
+    both = capsys.readouterr().out.splitlines()
+    assert both[0] == "--- 'What is 2+2?'" and "--- 'Hi'" in both
+    assert main(["generate", str(model_dir), "--max-new-tokens", "3", "--prompt", "What is"]) == 0
+    assert capsys.readouterr().out.startswith("What is")
