@@ -77,7 +77,7 @@ def run_training(config: RunConfig, progress: bool = True, log=print, overwrite:
 def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_data, signals, where):
     started = time.monotonic()  # the summary's wall_seconds: this process, load and evaluations included
     team = None
-    preflight.check_device(config.model.device)
+    preflight.check_names(config)
     if distributed.launched():
         if config.estimator.kind == "first_order":
             raise ValueError("estimator.kind: first_order runs in one process; the distributed step is zeroth-order")
@@ -209,7 +209,8 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
                 if step == config.run.steps or (config.run.eval_every and step % config.run.eval_every == 0):
                     history.append(evaluate(step, passes, sequences))
                     metrics.write(json.dumps(history[-1]) + "\n")
-                    log(f"[prge] step {step}: {describe(history[-1])}")
+                    if step != config.run.steps or stopping:  # else the closing "after N steps" line has it
+                        log(f"[prge] step {step}: {describe(history[-1])}")
                 metrics.flush()
                 if bar:
                     bar.set_postfix(loss=f"{result.loss:.4f}")
