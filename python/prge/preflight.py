@@ -34,12 +34,15 @@ def check_names(config) -> None:
 
 def check_device(device: str, key: str = "model.device", where: str | None = None) -> None:
     """ValueError naming the key (after `where`, e.g. "run.yaml:3:11: model.device", when
-    given) when `device` is a CUDA device this torch cannot use."""
+    given) when `device` is neither cpu nor cuda (mps, xpu, meta: never tested, so refused) or a
+    CUDA device this torch cannot use."""
+    at = where or key
+    if device != "cpu" and device.partition(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"{at}: {device!r}: prge runs on cpu and cuda devices (cuda, cuda:N)")
     if not device.startswith("cuda"):
         return
     import torch
 
-    at = where or key
     if not torch.cuda.is_available():
         why = ("this torch is built without CUDA" if torch.version.cuda is None
                else "no CUDA GPU is visible (driver, CUDA_VISIBLE_DEVICES)")

@@ -155,6 +155,22 @@ def run_notes(runs: list[tuple[str, object]]) -> list[str]:
             for note, labels in notes.items()]
 
 
+def check_runs(runs: list[tuple[str, object]], speed: bool, shape: str | None = None) -> None:
+    """Every run's task, model and device (prge.preflight.check_names; a speed run's device, and
+    its model unless it times a named shape), before the first run starts: a bad grid value fails
+    the sweep at once, not after the runs before it have trained."""
+    from prge.models import check_model_name
+    from prge.preflight import check_device, check_names
+
+    for _, config in runs:
+        if not speed:
+            check_names(config)
+            continue
+        check_device(config.model.device, "model.device", config.places.get("model.device"))
+        if not shape:
+            check_model_name(config.model.name, config.places.get("model.name", "model.name"))
+
+
 def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: list[tuple[str, str]] | dict | None = None,
               output_root: str | None = None, gpus: list[str] | None = None,
               only: list[str] | None = None) -> list[dict]:
@@ -173,6 +189,7 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
     runs = expand_sweep(path, overrides, output_root)
     if only:
         runs = select_runs(path, runs, [only] if isinstance(only, str) else list(only))
+    check_runs(runs, speed, (spec.get("speed") or {}).get("shape"))
     if gpus:  # each run's own stderr goes to its log there; in this process, prge train prints them
         for note in run_notes(runs):
             print(note, file=sys.stderr)

@@ -494,7 +494,7 @@ def test_a_cuda_device_on_a_cpu_only_torch_names_the_key(assets, capsys):
 @pytest.mark.parametrize("section, value, wanted", [
     ("data", {"task": "finefood"}, "data.task: unknown task 'finefood' (known: "),
     ("model", {"name": "nosuchmodel"}, "model.name: unknown model 'nosuchmodel': not a directory"),
-    ("model", {"name": "/"}, "model.name: model directory / has no config.json"),
+    ("model", {"name": "/"}, "model.name: model directory '/' has no config.json"),
 ])
 def test_check_refuses_what_train_would_naming_file_line_and_key(assets, capsys, section, value, wanted):
     """`prge check` refuses a config whose task, model or device `prge train` would refuse

@@ -348,3 +348,30 @@ def test_tasks_line_up_however_their_data_is_found(tmp_path):
     assert rows["custom: reviews"]["prge_q4"] == "0.900 (1)" and rows["sst2"]["prge_q1"] == "0.600 (1)"
     assert rows["mean over tasks"]["prge_q4"] == "0.900 (3 tasks)"
     assert "task" in next(csv.DictReader(open(tmp_path / "report" / "r_runs.csv")))
+
+
+def test_a_sweep_checks_every_run_before_the_first_trains(tmp_path, capsys):
+    """A bad grid value (an unknown task, a device this torch lacks) fails the sweep before any
+    run starts, naming the sweep's key; a speed sweep refuses a device prge does not run on the
+    same way instead of failing inside its measurement."""
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    base = {"model": {"name": str(model_dir)}, "adapter": {"rank": 4, "alpha": 8},
+            "data": {"task": "fine_food", "data_dir": str(data_dir), "train_examples": 8, "eval_examples": 4,
+                     "batch_size": 2, "max_length": 16},
+            "run": {"steps": 1, "eval_every": 0}}
+    sweep = tmp_path / "bad_task.yaml"
+    sweep.write_text(yaml.safe_dump({"base": base, "output_root": str(tmp_path / "runs"),
+                                     "grid": {"data.task": ["fine_food", "Fine_Food"]}}))
+    assert main(["sweep", str(sweep), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "bad_task.yaml: grid data.task" in err and "unknown task 'Fine_Food'" in err, err
+    assert not (tmp_path / "runs").exists()  # the valid first run did not start either
+    speed = tmp_path / "speed_device.yaml"
+    speed.write_text(yaml.safe_dump({"mode": "speed", "speed": {"warmup": 1, "steps": 1, "shape": "tiny-debug"},
+                                     "base": {"adapter": {"rank": 4, "alpha": 8}},
+                                     "output_root": str(tmp_path / "speed_runs"),
+                                     "grid": {"model.device": ["cpu", "mps"]}}))
+    assert main(["sweep", str(speed)]) == 2
+    err = capsys.readouterr().err
+    assert "speed_device.yaml: grid model.device" in err and "prge runs on cpu and cuda devices" in err, err
+    assert not (tmp_path / "speed_runs").exists()

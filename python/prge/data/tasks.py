@@ -240,7 +240,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
 
 def get_task(name: str) -> Task:
     if name not in TASKS:
-        raise ValueError(f"unknown task '{name}' (known: {', '.join(sorted(TASKS))}, or custom "
+        raise ValueError(f"unknown task {name!r} (known: {', '.join(sorted(TASKS))}, or custom "
                          "with data.train_file / eval_file / template)")
     return TASKS[name]
 

@@ -157,9 +157,13 @@ def check_model_name(name: str, where: str = "") -> str:
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{at}model directory {path} has no config.json")
+            shadows = (f" (a directory here takes precedence over the registered model {name!r}; run from "
+                       "another directory or give the directory's full path)") if name in REGISTERED else ""
+            raise FileNotFoundError(f"{at}model directory {str(path)!r} has no config.json{shadows}")
         return "directory"
-    if path.suffix == ".gguf" and path.is_file():
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"{at}no such .gguf file: {str(path)!r}")
         return "gguf"
     if name in REGISTERED:
         try:
@@ -168,7 +172,7 @@ def check_model_name(name: str, where: str = "") -> str:
             raise FileNotFoundError(f"{at}{e}") from None
         return "registered"
     raise ValueError(
-        f"{at}unknown model '{name}': not a directory, not a .gguf file and not a registered name "
+        f"{at}unknown model {name!r}: not a directory, not a .gguf file and not a registered name "
         f"(registered: {', '.join(REGISTERED)})")
 
 
