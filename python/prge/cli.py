@@ -176,10 +176,7 @@ def _command(argv: list[str] | None) -> int:
             if note:
                 print(note, file=sys.stderr)
         elif args.command == "train":
-            from prge.preflight import check_names
-
             config = _load_config(args.config, args.set)
-            check_names(config)  # before anything is loaded, on every runtime
             runtime = args.runtime
             if args.engine:
                 print(f"prge: warning: --engine is now spelled --runtime (--runtime {args.engine})", file=sys.stderr)

@@ -14,21 +14,23 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def check_names(config) -> None:
+def check_names(config, task: bool = True, model: bool = True) -> None:
     """Before anything is loaded: data.task is a built-in task (or custom), model.name a model
     directory, a .gguf file or a registered model with its packages installed, and model.device
-    a device this torch has. ValueError / FileNotFoundError naming the config file, line and key
-    (the key alone when the config left it at its default). Shared by `prge check` and `prge train`."""
+    a device this torch has (task / model False: those two not checked, e.g. for a speed run of
+    random weights). ValueError / FileNotFoundError naming the config file, line and key (the key
+    alone when the config left it at its default). Shared by check, train, export and sweeps."""
     from prge.data.tasks import get_task
     from prge.models import check_model_name
 
     places = config.places
-    if config.data.task != "custom":
+    if task and config.data.task != "custom":
         try:
             get_task(config.data.task)
         except ValueError as e:
             raise ValueError(f"{places.get('data.task', 'data.task')}: {e}") from None
-    check_model_name(config.model.name, places.get("model.name", "model.name"))
+    if model:
+        check_model_name(config.model.name, places.get("model.name", "model.name"))
     check_device(config.model.device, "model.device", places.get("model.device"))
 
 
@@ -37,7 +39,7 @@ def check_device(device: str, key: str = "model.device", where: str | None = Non
     given) when `device` is neither cpu nor cuda (mps, xpu, meta: never tested, so refused) or a
     CUDA device this torch cannot use."""
     at = where or key
-    if device != "cpu" and device.partition(":")[0] not in ("cpu", "cuda"):
+    if device.partition(":")[0] not in ("cpu", "cuda"):
         raise ValueError(f"{at}: {device!r}: prge runs on cpu and cuda devices (cuda, cuda:N)")
     if not device.startswith("cuda"):
         return

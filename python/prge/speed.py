@@ -48,9 +48,9 @@ def build_model(config: RunConfig, shape: str | None) -> CausalLM:
 
 def run_speed(config: RunConfig, warmup: int = 2, steps: int = 5, shape: str | None = None,
               log=print, overwrite: bool = False) -> dict:
-    from prge.preflight import check_device
+    from prge.preflight import check_names
 
-    check_device(config.model.device, "model.device", config.places.get("model.device"))  # before the run directory
+    check_names(config, task=False, model=not shape)  # before the run directory
     with claim(config.run.output_dir, config.to_yaml(), overwrite) as out_dir:
         return _measure(config, out_dir, warmup, steps, shape, log)
 

@@ -159,16 +159,10 @@ def check_runs(runs: list[tuple[str, object]], speed: bool, shape: str | None = 
     """Every run's task, model and device (prge.preflight.check_names; a speed run's device, and
     its model unless it times a named shape), before the first run starts: a bad grid value fails
     the sweep at once, not after the runs before it have trained."""
-    from prge.models import check_model_name
-    from prge.preflight import check_device, check_names
+    from prge.preflight import check_names
 
     for _, config in runs:
-        if not speed:
-            check_names(config)
-            continue
-        check_device(config.model.device, "model.device", config.places.get("model.device"))
-        if not shape:
-            check_model_name(config.model.name, config.places.get("model.name", "model.name"))
+        check_names(config, task=not speed, model=not (speed and shape))
 
 
 def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: list[tuple[str, str]] | dict | None = None,

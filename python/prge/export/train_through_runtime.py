@@ -15,12 +15,14 @@ from prge.export.exporters import build_model, check_exportable, export_run
 from prge.export.run_data import RunData
 from prge.export.runners import open_runner
 from prge.evaluation import accuracy
+from prge.preflight import check_names
 from prge.progress import progress_bar
 from prge.run_dir import claim
 
 
 def train_through_runtime(config: RunConfig, runtime: str, progress: bool = True, log=print,
                           overwrite: bool = False) -> dict:
+    check_names(config)  # before anything is loaded, as run_training does
     check_exportable(config, runtime)
     data = RunData(config)
     with claim(config.run.output_dir, config.to_yaml(), overwrite, reads={"the model directory": data.model_dir}) as out:
