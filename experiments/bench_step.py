@@ -34,7 +34,7 @@ import torch
 
 import prge
 from prge.models import SHAPES, shape_config
-from prge.speed import random_batch
+from prge.speed import precise_noise_draw, random_batch
 
 QB = 16  # queries * batch, the paper's setting
 
@@ -351,11 +351,8 @@ def main():
     if args.device.startswith("cuda") and prge.cuda_built and args.dtype == "bfloat16":
         # What the bf16 fill's approximate draw (taken where it is certified to write the same
         # values) gains: the largest q's step again with the precise draw everywhere.
-        prge._core.set_approximate_noise(False)
-        try:
+        with precise_noise_draw():
             s, m = bench_prge(args, config, "prge", max(qs), "dual", args.warmup, args.steps)
-        finally:
-            prge._core.set_approximate_noise(True)
         record(f"prge_dual q={max(qs)} (precise draw)", "prge", max(qs), "dual", s, m)
     if args.device.startswith("cuda") and prge.cuda_built:
         # What drawing gaussian z costs at the largest q: Rademacher z (a hash and a sign, no

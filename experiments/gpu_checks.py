@@ -35,7 +35,7 @@ import torch
 
 import prge
 from prge.models import shape_config
-from prge.speed import random_batch
+from prge.speed import precise_noise_draw, random_batch
 
 LINES: list[str] = []
 
@@ -121,12 +121,9 @@ def check_approximate_noise_in_step(config) -> None:
     (prge._core.set_approximate_noise(False)): losses and B equal bit for bit."""
     default, dm = trainer(config, "bfloat16", 16, fused=True, graphs=True)
     dr, db = run(default, dm, config, 4, 1, 64)
-    prge._core.set_approximate_noise(False)
-    try:
+    with precise_noise_draw():
         precise, pm = trainer(config, "bfloat16", 16, fused=True, graphs=True)
         pr, pb = run(precise, pm, config, 4, 1, 64)
-    finally:
-        prge._core.set_approximate_noise(True)
     same_losses = all(a.losses == b.losses for a, b in zip(dr, pr))
     report("bf16 P-RGE q=16 steps, approximate draw allowed == precise draw only, 4 graphed steps",
            same_losses and torch.equal(db, pb),

@@ -16,7 +16,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import prge
 from prge.models import SHAPES, shape_config
-from prge.speed import random_batch
+from prge.speed import precise_noise_draw, random_batch
 
 QB = 16
 
@@ -71,11 +71,8 @@ def main() -> None:
     if args.dtype == "bfloat16" and prge.cuda_built:
         # The bf16 fill takes the approximate draw where it is certified to write the same values;
         # the same step with the precise draw everywhere shows what that saves, kernel by kernel.
-        prge._core.set_approximate_noise(False)
-        try:
+        with precise_noise_draw():
             table = kernel_table(lambda: trainer.step(batch), args.steps, args.rows)
-        finally:
-            prge._core.set_approximate_noise(True)
         text += f"\n## the same step with the precise draw everywhere (set_approximate_noise(False))\n\n{table}\n"
     if args.peer:
         from peers import TransformersForward, transformers_model
