@@ -34,7 +34,7 @@ import torch
 
 import prge
 from prge.models import SHAPES, shape_config
-from prge.speed import precise_noise_draw, random_batch
+from prge.speed import random_batch
 
 QB = 16  # queries * batch, the paper's setting
 
@@ -348,12 +348,6 @@ def main():
         for q in qs:  # what folding A under W gives: one GEMM for x W^T and A x (o, down, q/k/v)
             s, m = bench_prge(args, config, "prge", q, "dual", args.warmup, args.steps, fold=True)
             record(f"prge_dual q={q} (fold_lora_a)", "prge", q, "dual", s, m)
-    if args.device.startswith("cuda") and prge.cuda_built and args.dtype == "bfloat16":
-        # What the bf16 fill's approximate draw (taken where it is certified to write the same
-        # values) gains: the largest q's step again with the precise draw everywhere.
-        with precise_noise_draw():
-            s, m = bench_prge(args, config, "prge", max(qs), "dual", args.warmup, args.steps)
-        record(f"prge_dual q={max(qs)} (precise draw)", "prge", max(qs), "dual", s, m)
     if args.device.startswith("cuda") and prge.cuda_built:
         # What drawing gaussian z costs at the largest q: Rademacher z (a hash and a sign, no
         # log / sqrt / cos; estimator.distribution: rademacher) in the same step.

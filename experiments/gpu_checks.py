@@ -35,7 +35,7 @@ import torch
 
 import prge
 from prge.models import shape_config
-from prge.speed import precise_noise_draw, random_batch
+from prge.speed import random_batch
 
 LINES: list[str] = []
 
@@ -56,78 +56,6 @@ def check_noise_kernel() -> None:
         report(f"counter noise kernel == ATen on CUDA ({'gaussian' if gaussian else 'rademacher'})",
                torch.equal(aten, kernel), f"max |diff| {diff:.3g} over {aten.numel()} values; "
                f"vs CPU ATen max |diff| {(cpu - kernel.cpu()).abs().max().item():.3g}")
-
-
-def check_noise_certificate() -> None:
-    """The bfloat16 copy-stack fill's approximate draw (counter_noise.cuh: approx_box_muller,
-    adapter_kernels.cu: gaussian_for_copies). First its factors' bounds over all 2^24 values each
-    takes; then the fill's values, b + scale z rounded to bfloat16, with the approximate draw where
-    its rounding is certain against the precise draw and against ATen (b + scale * z in float32
-    from the ATen noise, then rounded), bit for bit, over 16 streams of 2^20 values for B at zero,
-    at trained-like sizes and spread over 30 decades with zeros, infinities and NaN, and scales
-    from 1e-5 to 1e3 of either sign; for finite B most draws must take the approximate z. Last,
-    the fill kernel itself (PerturbationPlan.copy_stack): its bfloat16 stacks against its float32
-    stacks rounded, for the plans a step uses and a block-diagonal group."""
-    bounds = prge._core.counter_noise_bounds("cuda")
-    report("approximate Box-Muller factors within their bounds, all 2^24 values of u1 and of u2",
-           bounds["radius_outside"] == 0 and bounds["cosine_outside"] == 0,
-           f"outside: radius {bounds['radius_outside']}, cosine {bounds['cosine_outside']}; worst |approx - precise| "
-           f"/ bound: radius {bounds['radius_worst']:.3g}, cosine {bounds['cosine_worst']:.3g}")
-    n = 1 << 20
-    keys = [prge.counter_stream_key(prge.counter_step_key(11, s), p, i) for s in range(2) for p in range(4) for i in range(2)]
-    z = prge.counter_noise_rows(keys, n, True, "cuda", kernel=False)  # [keys, n], the ATen draw
-    g = torch.Generator(device="cuda").manual_seed(2)
-    spread = torch.randn(n, generator=g, device="cuda") * torch.pow(10.0, torch.rand(n, generator=g, device="cuda") * 30 - 20)
-    spread[:8] = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), 1e-40, -1e-45, 3.4e38])
-    bs = {"B = 0": torch.zeros(n, device="cuda"),
-          "B ~ 0.01 N(0, 1)": 0.01 * torch.randn(n, generator=g, device="cuda"),
-          "B ~ 1e-4 N(0, 1)": 1e-4 * torch.randn(n, generator=g, device="cuda"),
-          "B over 30 decades": spread}
-    for scales in ([1e-3, -1e-3], [1e-2, -1e-2], [1e-5], [1.0, -1.0, 0.5], [1e3, -1e3]):
-        scale = torch.tensor(scales, device="cuda")
-        for name, b in bs.items():
-            fast, certified = prge._core.counter_perturbed_rows(keys, b, scale, True)
-            precise, _ = prge._core.counter_perturbed_rows(keys, b, scale, False)
-            aten = (b[None, None, :] + scale[None, :, None] * z[:, None, :]).to(torch.bfloat16)
-            same = fast.view(torch.int16) == precise.view(torch.int16)
-            as_aten = (precise.view(torch.int16) == aten.view(torch.int16)) | (precise.isnan() & aten.isnan())
-            taken = certified / z.numel()
-            enough = name == "B over 30 decades" or taken > 0.9  # the fast path is in use, not just harmless
-            report(f"bf16 fill, approximate draw where certain == precise draw, {name}, scales {scales}",
-                   bool(same.all()) and bool(as_aten.all()) and enough,
-                   f"{int((~same).sum())} of {same.numel()} values differ from the precise draw's, "
-                   f"{int((~as_aten).sum())} of the precise draw's from ATen's; "
-                   f"approximate draw taken by {taken:.4f} of draws")
-    stream = prge.PerturbationStream(13, "gaussian", "counter")
-    g = torch.Generator(device="cuda").manual_seed(4)
-    for plan_name, plan in (("central_dual q=16", prge.PerturbationPlan.central_dual(stream, 3, 16, 1e-3)),
-                            ("forward_difference q=4", prge.PerturbationPlan.forward_difference(stream, 3, 4, 1e-2)),
-                            ("one_sided q=12", prge.PerturbationPlan.one_sided(stream, 3, 12, -1e-3))):
-        for b_name, scale_b in (("B = 0", 0.0), ("B ~ 0.01 N(0, 1)", 0.01)):
-            q = scale_b * torch.randn(8960, 16, generator=g, device="cuda")
-            k = scale_b * torch.randn(256, 16, generator=g, device="cuda")
-            for layout, members, rows, cols in (("one projection", [(q, 5, 0, 0)], 8960, 16),
-                                                ("q/k group", [(q, 5, 0, 0), (k, 6, 8960, 16)], 9216, 32)):
-                bf16 = plan.copy_stack(members, rows, cols, "bfloat16")
-                want = plan.copy_stack(members, rows, cols, "float32").to(torch.bfloat16)
-                same = bf16.view(torch.int16) == want.view(torch.int16)
-                report(f"bf16 fill kernel == its float32 fill rounded, {plan_name}, {layout}, {b_name}",
-                       bool(same.all()), f"{int((~same).sum())} of {same.numel()} values differ")
-
-
-def check_approximate_noise_in_step(config) -> None:
-    """The certified approximate draw inside training: graphed bf16 P-RGE steps (q = 16, dual)
-    with it allowed (the default) against the same steps with the precise draw everywhere
-    (prge._core.set_approximate_noise(False)): losses and B equal bit for bit."""
-    default, dm = trainer(config, "bfloat16", 16, fused=True, graphs=True)
-    dr, db = run(default, dm, config, 4, 1, 64)
-    with precise_noise_draw():
-        precise, pm = trainer(config, "bfloat16", 16, fused=True, graphs=True)
-        pr, pb = run(precise, pm, config, 4, 1, 64)
-    same_losses = all(a.losses == b.losses for a, b in zip(dr, pr))
-    report("bf16 P-RGE q=16 steps, approximate draw allowed == precise draw only, 4 graphed steps",
-           same_losses and torch.equal(db, pb),
-           f"losses identical: {same_losses}, B identical: {torch.equal(db, pb)}")
 
 
 def trainer(config, dtype, queries, *, fused, graphs, rng="counter", seed=5, parallel="dual", difference="central",
@@ -703,8 +631,6 @@ def main() -> int:
         return write_and_exit(args.out)
     sequence = [  # every check, in order
         lambda: check_noise_kernel(),
-        lambda: check_noise_certificate(),
-        lambda: check_approximate_noise_in_step(config),
         lambda: check_fused_vs_plain(config),
         lambda: check_query_counts(config),
         lambda: check_graphs(config, "float32"),

@@ -1,6 +1,6 @@
 """Where a P-RGE step's GPU time goes: torch.profiler's kernel table for prge's inference
 forward of the 32 sequences, for the fused P-RGE dual step (uncaptured, so each kernel is
-listed; in bfloat16 also with the fill's precise draw everywhere) and, with --peer, for the torch.compile'd transformers forward of the same sequences
+listed) and, with --peer, for the torch.compile'd transformers forward of the same sequences
 (the benchmark's floor), at one bench_step.py shape. A diagnosis tool beside the benchmark, not a benchmark:
 the profiler adds its own overhead, so read the shares, not the totals.
 
@@ -16,7 +16,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import prge
 from prge.models import SHAPES, shape_config
-from prge.speed import precise_noise_draw, random_batch
+from prge.speed import random_batch
 
 QB = 16
 
@@ -68,12 +68,6 @@ def main() -> None:
             f"prge cuda kernels: {prge.cuda_built}\n\n"
             f"## prge inference forward, {2 * QB} sequences\n\n{kernel_table(lambda: model.hidden_states(ids), args.steps, args.rows)}\n\n"
             f"## P-RGE dual q = {args.queries} step, uncaptured\n\n{kernel_table(lambda: trainer.step(batch), args.steps, args.rows)}\n")
-    if args.dtype == "bfloat16" and prge.cuda_built:
-        # The bf16 fill takes the approximate draw where it is certified to write the same values;
-        # the same step with the precise draw everywhere shows what that saves, kernel by kernel.
-        with precise_noise_draw():
-            table = kernel_table(lambda: trainer.step(batch), args.steps, args.rows)
-        text += f"\n## the same step with the precise draw everywhere (set_approximate_noise(False))\n\n{table}\n"
     if args.peer:
         from peers import TransformersForward, transformers_model
 
@@ -85,8 +79,7 @@ def main() -> None:
     print(text)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        suffix = "" if args.queries == 4 else f"_q{args.queries}"  # the default's files have none
-        (args.out / f"profile_{args.shape}_T{args.seq_len}{suffix}.md").write_text(text)
+        (args.out / f"profile_{args.shape}_T{args.seq_len}.md").write_text(text)
 
 
 if __name__ == "__main__":

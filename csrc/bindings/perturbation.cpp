@@ -1,6 +1,5 @@
 #include "prge/adapter_buffer.h"
 #include "prge/counter_rng.h"
-#include "prge/models/causal_lm.h"
 #include "prge/perturbation.h"
 #include "prge/perturbation_plan.h"
 
@@ -51,39 +50,6 @@ void bind_perturbation(py::module_& m) {
       "[keys, n] counter-RNG noise through ATen ops, or the CUDA kernel (kernel=True): the GPU "
       "test checks that they agree");
 
-#ifdef PRGE_WITH_CUDA
-  m.def(
-      "counter_noise_bounds",
-      [](const std::string& device) {
-        const cuda::NoiseBounds b = cuda::check_noise_bounds(torch::Device(device));
-        py::dict out;
-        out["radius_outside"] = b.radius_outside;
-        out["cosine_outside"] = b.cosine_outside;
-        out["radius_worst"] = b.radius_worst;
-        out["cosine_worst"] = b.cosine_worst;
-        return out;
-      },
-      py::arg("device") = "cuda",
-      "The gaussian draw's approximate factors against the precise ones over all 2^24 values each "
-      "takes (CUDA builds): values outside their bound and the worst |approximate - precise| / bound");
-  m.def("set_approximate_noise", &cuda::set_approximate_noise, py::arg("allowed"),
-        "Whether the bfloat16 copy-stack fill may draw z with the approximate functions where that "
-        "is certified to write the same values (default True; CUDA builds). False takes the precise "
-        "draw everywhere: the same values, for timing the two (experiments/bench_step.py). A CUDA graph "
-        "keeps the choice in force when it was captured.");
-  m.def(
-      "counter_perturbed_rows",
-      [](const std::vector<uint32_t>& keys, const torch::Tensor& b, const torch::Tensor& scale, bool certify) {
-        std::vector<int64_t> values(keys.begin(), keys.end());
-        return cuda::perturbed_rows(torch::tensor(values, torch::kInt64).to(b.device()), b.numel(), b, scale,
-                                    torch::kBFloat16, certify);
-      },
-      py::arg("stream_keys"), py::arg("b"), py::arg("scale"), py::arg("certify"),
-      "[keys, copies, n] bfloat16 b + scale[c] z (CUDA builds): the copy-stack fill's values with the "
-      "approximate draw where its rounding is certain (certify) or the precise draw, and how many "
-      "draws took the approximate one");
-#endif
-
   py::class_<PerturbationStream>(m, "PerturbationStream")
       .def(py::init([](uint64_t seed, const std::string& distribution, const std::string& rng) {
              return PerturbationStream(seed, parse_noise_distribution(distribution),
@@ -116,26 +82,7 @@ void bind_perturbation(py::module_& m) {
       .def_readonly("copy_scale", &PerturbationPlan::copy_scale)
       .def_readonly("queries", &PerturbationPlan::queries)
       .def_readonly("step", &PerturbationPlan::step)
-      .def("copies", &PerturbationPlan::copies)
-      .def(
-          "copy_stack",
-          [](const PerturbationPlan& plan, const std::vector<std::tuple<torch::Tensor, int64_t, int64_t, int64_t>>& members,
-             int64_t rows, int64_t cols, const std::string& dtype) {
-            if (members.empty()) throw std::invalid_argument("copy_stack: no members");
-            std::vector<torch::Tensor> b;
-            for (const auto& member : members) b.push_back(std::get<0>(member).contiguous());
-            CopyStackRequest request{{}, rows, cols};
-            for (size_t i = 0; i < members.size(); ++i) {
-              request.members.push_back({&b[i], std::get<1>(members[i]), std::get<2>(members[i]), std::get<3>(members[i])});
-            }
-            c10::InferenceMode guard;
-            return MaterializedPlan::build(plan, b.front().device()).group_copies(request, parse_dtype(dtype));
-          },
-          py::arg("members"), py::arg("rows"), py::arg("cols"), py::arg("dtype") = "float32",
-          "[copies, rows, cols] of dtype: copy c holds each member's B + copy_scale[c] z in its block "
-          "(members: (B [rows_m, r] float32, param_index, row_offset, col_offset)), zeros elsewhere; the "
-          "stack a LoRA-FA forward multiplies by, from the CUDA fill kernel where the model would use it "
-          "(CUDA build and device, counter RNG), else from ATen ops");
+      .def("copies", &PerturbationPlan::copies);
 }
 
 }  // namespace prge::bindings

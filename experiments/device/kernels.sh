@@ -1,10 +1,7 @@
 #!/usr/bin/env bash
-# prge's layer kernels and the noise kernels' approximate draw on the GPU machine, before anything
-# trains with them: their checks (experiments/gpu_checks.py: the counter noise kernel against ATen,
-# the approximate Box-Muller factors over all 2^24 values and the bf16 fill's values against the
-# precise draw's, graphed bf16 steps with and without the approximate draw, the layer kernels'
-# small and layer-sized cases, every bfloat16 SwiGLU gate, a model's logits with the kernels on
-# and off), then the layer kernels' timing against ATen eager,
+# prge's layer kernels on the GPU machine, before anything trains with them: their checks against
+# ATen (experiments/gpu_checks.py: small and layer-sized cases, every bfloat16 SwiGLU gate, a
+# model's logits with the kernels on and off), then their timing against ATen eager,
 # torch.compile and a copy of the same bytes (experiments/bench_layer_kernels.py).
 # Usage: [KERNEL_BENCH=0] bash experiments/device/kernels.sh OUT_DIR [SHAPE ...]   (default qwen2.5-1.5b
 # llama3.2-1b; KERNEL_BENCH=0: the checks without the timing)
@@ -13,7 +10,7 @@ out=${1:?output dir}; shift
 mkdir -p "$out"
 if [ $# -eq 0 ]; then shapes=(qwen2.5-1.5b llama3.2-1b); else shapes=("$@"); fi
 python3 -X faulthandler experiments/gpu_checks.py --out "$out/gpu_checks_kernels.txt" \
-  --only check_noise_kernel check_noise_certificate check_approximate_noise_in_step check_kernels_vs_aten check_swiglu_every_bf16_gate check_layer_kernels 2>&1 | tail -3
+  --only check_kernels_vs_aten check_swiglu_every_bf16_gate check_layer_kernels 2>&1 | tail -3
 echo "kernel checks: $(grep -c '^PASS' "$out/gpu_checks_kernels.txt") PASS, $(grep -c '^FAIL' "$out/gpu_checks_kernels.txt") FAIL"
 grep '^FAIL' "$out/gpu_checks_kernels.txt"
 [ "${KERNEL_BENCH:-1}" = 0 ] && exit 0  # the checks only

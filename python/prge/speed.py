@@ -8,7 +8,6 @@ import gc
 import json
 import statistics
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -24,20 +23,6 @@ SPEED_KEYS = {"warmup", "steps", "shape"}
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-@contextmanager
-def precise_noise_draw():
-    """Within it, the bf16 copy-stack fill draws z precisely everywhere (prge._core.
-    set_approximate_noise(False); the same values, for timing the two). CUDA builds only; a
-    CUDA graph captured within it keeps the precise draw."""
-    from prge import _core
-
-    _core.set_approximate_noise(False)
-    try:
-        yield
-    finally:
-        _core.set_approximate_noise(True)
 
 
 def random_batch(vocab: int, batch: int, seq_len: int, seed: int = 0) -> TokenBatch:

@@ -94,30 +94,6 @@ def test_noise_matches_python_regeneration():
     assert torch.equal(stream.noise_block(4, 2, 5, [7, 3]), expected)
 
 
-@pytest.mark.parametrize("rng", ["torch", "counter"])
-@pytest.mark.parametrize("factory", ["central_dual", "forward_difference", "one_sided"])
-def test_copy_stack_holds_b_plus_scale_z_in_each_members_block(rng, factory):
-    """The stack a LoRA-FA forward multiplies by (PerturbationPlan.copy_stack, the ATen path here;
-    gpu_checks.py compares the CUDA fill's with it): copy c holds B + copy_scale[c] z_{copy_query[c]}
-    of each member, drawn for its parameter index, in its block of a block-diagonal group stack,
-    zeros elsewhere, rounded once to the stack's dtype."""
-    stream = prge.PerturbationStream(11, "gaussian", rng)
-    make = getattr(prge.PerturbationPlan, factory)
-    plan = make(stream, 4, 3, 1e-2) if factory != "one_sided" else make(stream, 4, 3, -1e-2)
-    g = torch.Generator().manual_seed(0)
-    q, k = 0.1 * torch.randn(6, 4, generator=g), 0.1 * torch.randn(2, 4, generator=g)
-    members = [(q, 7, 0, 0), (k, 8, 6, 4)]  # q's block at rows 0-5, cols 0-3; k's at rows 6-7, cols 4-7
-    for dtype, to in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-        stack = plan.copy_stack(members, 8, 8, dtype)
-        assert stack.shape == (plan.copies(), 8, 8) and stack.dtype == to
-        want = torch.zeros(plan.copies(), 8, 8)
-        for c, (query, scale) in enumerate(zip(plan.copy_query, plan.copy_scale)):
-            for b, index, row, col in members:
-                z = stream.noise_block(4, index, plan.queries, list(b.shape), "cpu")[query]
-                want[c, row:row + b.shape[0], col:col + b.shape[1]] = b + scale * z
-        assert torch.equal(stack, want.to(to))
-
-
 def test_same_seed_runs_are_bit_identical(tiny_llama):
     path, _ = tiny_llama
     finals = []

@@ -7,7 +7,6 @@
 #include <torch/torch.h>
 
 #include <cstdint>
-#include <utility>
 #include <vector>
 
 namespace prge::cuda {
@@ -44,31 +43,5 @@ void rge_direction(const torch::Tensor& segments, const torch::Tensor& g,
 
 // [rows, n] float32 noise of the given stream keys (the kernel twin of counter_rng::noise_rows).
 torch::Tensor counter_noise_rows(const torch::Tensor& stream_keys, int64_t n, bool gaussian);
-
-// The gaussian draw's approximate factors (counter_noise.cuh: approx_radius, approx_cosine) against
-// the precise ones over all 2^24 values each can take: how many lie outside their stated bound
-// (0 where the bounds hold) and the largest |approximate - precise| / bound. fill_copy_stacks runs
-// this once per device and writes bfloat16 stacks from the approximate draw, where its rounding is
-// certain, only if both counts are 0.
-struct NoiseBounds {
-  int64_t radius_outside = 0;
-  int64_t cosine_outside = 0;
-  float radius_worst = 0.0f;
-  float cosine_worst = 0.0f;
-};
-NoiseBounds check_noise_bounds(const torch::Device& device);
-
-// Whether fill_copy_stacks may take the approximate draw where it is certified (default true).
-// The values written are the same either way; false forces the precise draw everywhere, for
-// timing the two against each other (experiments/bench_step.py). Read at each fill outside a
-// CUDA graph capture: a captured graph keeps the choice made when it was captured.
-void set_approximate_noise(bool allowed);
-
-// The fill's per-value arithmetic, for the GPU checks: [rows, copies, n] bfloat16 values
-// b[k] + scale[c] z_k(key of row), z from the approximate draw where the rounding is certain
-// (certify) or from the precise draw; with the number of draws that took the approximate one.
-// stream_keys [rows] int64, b [n] and scale [copies] float32, all on one CUDA device.
-std::pair<torch::Tensor, int64_t> perturbed_rows(const torch::Tensor& stream_keys, int64_t n, const torch::Tensor& b,
-                                                 const torch::Tensor& scale, torch::ScalarType dtype, bool certify);
 
 }  // namespace prge::cuda
