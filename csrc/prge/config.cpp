@@ -59,6 +59,14 @@ class Reader {
     return fmt::format("{}: {}", where, key);
   }
 
+  // The key's own node in a mapping (an empty value's mark points past it, to the next line).
+  static YAML::Node key_of(const YAML::Node& section, const char* key) {
+    for (const auto& item : section) {
+      if (item.first.IsScalar() && item.first.Scalar() == key) return item.first;
+    }
+    return section[key];
+  }
+
   // The place of every key read with read(), for RunConfig::places.
   const std::map<std::string, std::string>& places() const { return places_; }
 
@@ -80,9 +88,12 @@ class Reader {
   template <typename T>
   void read(const YAML::Node& section, const std::string& section_name, const char* key, T& out) const {
     const auto node = section[key];
-    if (!node || node.IsNull()) return;
+    if (!node) return;
     const auto path = section_name + "." + key;
     places_[path] = place(node, path);
+    // `key:`, `key: ~` and `key: null` are YAML's null: not the default, which leaving the key out
+    // gives, and no value of any scalar key here.
+    if (node.IsNull()) fail(key_of(section, key), path, "no value (YAML reads an empty value, ~ and null as null); leave the key out for its default");
     if (!node.IsScalar()) {
       fail(node, path, node.IsMap() ? "expected a single value, got a mapping (YAML reads {...} unquoted as one: "
                                       "quote the text, e.g. '\"{question}\"')"

@@ -422,6 +422,15 @@ PLACE_CASES = [
                                               "run.steps=3"], "empty.yaml: the config is empty"),
     ("duplicate key", lambda t, m: ["check", str(_write(t / "dup.yaml", "run:\n  steps: 3\n  steps: 4\n"))],
      "dup.yaml:3:3: run.steps: duplicate key: it is also at line 2"),
+    # YAML's null (an empty value, ~, null) is no value: never silently the key's default.
+    ("empty value", lambda t, m: ["check", str(_write(t / "null.yaml", "optimizer:\n  lr:\n  momentum: 0.9\n"))],
+     "null.yaml:2:3: optimizer.lr: no value (YAML reads an empty value, ~ and null as null); leave the key out"),
+    ("tilde in a flow mapping", lambda t, m: ["check", str(_write(t / "null.yaml", "run: {steps: ~}\n"))],
+     "null.yaml:1:7: run.steps: no value"),
+    ("null choice", lambda t, m: ["check", str(_write(t / "null.yaml", "estimator:\n  parallel: null\n"))],
+     "null.yaml:2:3: estimator.parallel: no value"),
+    ("--set null", lambda t, m: ["check", str(_write(t / "ok.yaml", "run: {steps: 3}\n")), "--set", "optimizer.lr=null"],
+     "ok.yaml: --set optimizer.lr: optimizer.lr: no value"),
 ]
 
 
