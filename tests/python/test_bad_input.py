@@ -429,6 +429,11 @@ PLACE_CASES = [
      "null.yaml:1:7: run.steps: no value"),
     ("null choice", lambda t, m: ["check", str(_write(t / "null.yaml", "estimator:\n  parallel: null\n"))],
      "null.yaml:2:3: estimator.parallel: no value"),
+    # A .gguf that is none: refused by check from its first bytes; one cut short, by train, naming the key.
+    ("not a GGUF file", lambda t, m: _gguf_run(t, "check", b"abc"),
+     "gguf.yaml:1:15: model.name: '" + "{tmp}/m.gguf' is not a GGUF file (it does not begin with the bytes 'GGUF')"),
+    ("a GGUF file cut short", lambda t, m: _gguf_run(t, "train", b"GGUF\x03\x00\x00\x00"),
+     "gguf.yaml:1:15: model.name: {tmp}/m.gguf: not a readable GGUF file"),
     ("--set null", lambda t, m: ["check", str(_write(t / "ok.yaml", "run: {steps: 3}\n")), "--set", "optimizer.lr=null"],
      "ok.yaml: --set optimizer.lr: optimizer.lr: no value"),
 ]
@@ -446,6 +451,12 @@ def _sst2_latin1(tmp, model_dir):
     return ["train", str(path), "--no-progress"]
 
 
+def _gguf_run(tmp, command, data):
+    (tmp / "m.gguf").write_bytes(data)
+    config = _write(tmp / "gguf.yaml", f"model: {{name: {tmp / 'm.gguf'}}}\nrun: {{output_dir: {tmp / 'run'}}}\n")
+    return [command, str(config)] + (["--no-progress"] if command == "train" else [])
+
+
 def _write(path, text):
     path.write_text(text)
     return path
@@ -460,6 +471,7 @@ def test_every_error_names_its_place(assets, capsys, name, setup, message):
     if message is None:
         assert code == 0, err
         return
+    message = message.replace("{tmp}", str(tmp_path))
     assert code == 2 and err.startswith("prge: error: ") and message in err, err
     assert len(err.strip().splitlines()) == 1, err
 

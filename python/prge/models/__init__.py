@@ -164,6 +164,13 @@ def check_model_name(name: str, where: str = "") -> str:
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise FileNotFoundError(f"{at}no such .gguf file: {str(path)!r}")
+        try:
+            from gguf import GGUF_MAGIC
+        except ImportError:
+            raise ImportError(f"{at}reading a .gguf file needs the gguf package (pip install gguf)") from None
+        with path.open("rb") as f:
+            if int.from_bytes(f.read(4), "little") != GGUF_MAGIC:
+                raise ValueError(f"{at}{str(path)!r} is not a GGUF file (it does not begin with the bytes 'GGUF')")
         return "gguf"
     if name in REGISTERED:
         try:
@@ -185,7 +192,10 @@ def resolve_model(name: str, where: str = "") -> Path:
     if kind == "directory":
         return path
     if kind == "gguf":
-        return gguf_model(path)
+        try:
+            return gguf_model(path)
+        except ValueError as e:  # the converter names the file and what it cannot read; add the key
+            raise ValueError(f"{where}: {e}" if where else str(e)) from None
     return converted(REGISTERED[name].gguf(), cache_dir() / "models" / name)
 
 

@@ -176,7 +176,10 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, keep_quantized: boo
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     if not gguf_path.is_file():
         raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
-    reader = gguf.GGUFReader(str(gguf_path))
+    try:
+        reader = gguf.GGUFReader(str(gguf_path))
+    except (ValueError, IndexError, KeyError, TypeError) as e:  # gguf's reader on a cut or damaged file
+        raise ValueError(f"{gguf_path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
     arch = _field(reader, "general.architecture")
     if arch not in ARCHITECTURES:
         raise ValueError(f"{gguf_path}: architecture '{arch}' is not supported ({', '.join(ARCHITECTURES)})")
