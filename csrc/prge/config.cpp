@@ -272,14 +272,21 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
       d.label_words.emplace_back(item.first.Scalar(), item.second.Scalar());
     }
   }
+  // What is missing is blamed on `task: custom`, in the file or the --set that wrote it.
+  std::vector<std::string> missing;
   for (const auto& [key, value] : {std::pair{"train_file", &d.train_file}, {"eval_file", &d.eval_file},
                                    {"template", &d.prompt_template}}) {
-    if (value->empty()) reader.fail(data, std::string("data.") + key, "task: custom needs it");
+    if (value->empty()) missing.push_back(std::string("data.") + key);
   }
-  if (!d.label_words.empty() + !d.response_field.empty() + !d.choices_field.empty() != 1) {
-    reader.fail(data, "data.label_words",
-                "task: custom needs exactly one of label_words (classification), response_field (generation) or "
-                "choices_field (multiple choice)");
+  if (!missing.empty()) {
+    reader.fail(data["task"], "data.task", fmt::format("task: custom needs {}", fmt::join(missing, ", ")));
+  }
+  const int kinds = !d.label_words.empty() + !d.response_field.empty() + !d.choices_field.empty();
+  if (kinds != 1) {
+    const char* key = kinds == 0 ? "task" : !d.choices_field.empty() ? "choices_field" : "response_field";
+    reader.fail(data[key], std::string("data.") + key,
+                "task: custom needs exactly one of data.label_words (classification), data.response_field "
+                "(generation) or data.choices_field (multiple choice)");
   }
 }
 

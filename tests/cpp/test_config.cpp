@@ -4,14 +4,16 @@
 #include <gtest/gtest.h>
 
 namespace {
-std::string error_of(const std::string& yaml) {
+std::string error_with(const std::string& yaml, const std::vector<prge::ConfigOverride>& overrides) {
   try {
-    prge::parse_run_config(yaml, "test.yaml");
+    prge::parse_run_config(yaml, "test.yaml", overrides);
   } catch (const prge::ConfigError& e) {
     return e.what();
   }
   return "";
 }
+
+std::string error_of(const std::string& yaml) { return error_with(yaml, {}); }
 }  // namespace
 
 TEST(Config, DefaultsAndOverrides) {
@@ -92,26 +94,27 @@ TEST(Config, CustomTaskFromConfigAlone) {
 TEST(Config, CustomTaskErrorsNameTheKey) {
   EXPECT_NE(error_of("data: {task: sst2, train_file: a.jsonl}").find("data.train_file: applies to task: custom only"),
             std::string::npos);
-  EXPECT_NE(error_of("data: {task: custom, eval_file: b, template: x, response_field: a}").find("data.train_file: task: custom needs it"),
+  EXPECT_NE(error_of("data: {task: custom, eval_file: b, template: x, response_field: a}").find("data.task: task: custom needs data.train_file"),
             std::string::npos);
-  EXPECT_NE(error_of("data: {task: custom, train_file: a, eval_file: b, template: x}").find("exactly one of label_words"),
+  EXPECT_NE(error_of("data: {task: custom, train_file: a, eval_file: b, template: x}")
+                .find("data.task: task: custom needs exactly one of data.label_words"),
             std::string::npos);
+  EXPECT_NE(error_of("data: {task: custom, train_file: a, eval_file: b, template: x, response_field: r, "
+                     "choices_field: c}")
+                .find("data.choices_field: task: custom needs exactly one of"),
+            std::string::npos);
+  // A --set that made the task custom is named, not the file's line.
+  EXPECT_NE(error_with("data: {task: sst2}\n", {{"data.task", "custom", ""}})
+                .find("test.yaml: --set data.task: data.task: task: custom needs data.train_file, data.eval_file, "
+                      "data.template"),
+            std::string::npos)
+      << error_with("data: {task: sst2}\n", {{"data.task", "custom", ""}});
   EXPECT_NE(error_of("data: {task: custom, train_file: a, eval_file: b, template: x, label_words: [a, b]}")
                 .find("data.label_words: expected a mapping"),
             std::string::npos);
 }
 
 // Issue 24: a config is read once and means one thing.
-namespace {
-std::string error_with(const std::string& yaml, const std::vector<prge::ConfigOverride>& overrides) {
-  try {
-    prge::parse_run_config(yaml, "test.yaml", overrides);
-  } catch (const prge::ConfigError& e) {
-    return e.what();
-  }
-  return "";
-}
-}  // namespace
 
 TEST(Config, OverridesEditTheParsedMappingAsYaml12) {
   const std::string custom =
