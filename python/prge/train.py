@@ -14,7 +14,7 @@ import torch
 from prge import checkpoints, distributed, durable, preflight, run_summary
 from prge.interrupts import stop_signals
 from prge.run_dir import claim
-from prge.progress import progress_bar
+from prge.progress import above, progress_bar
 from prge._core import RunConfig, Trainer
 from prge.data.batching import BatchSampler
 from prge.evaluation import evaluate as evaluate_examples
@@ -206,21 +206,26 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
                 if step % config.run.log_every == 0:
                     metrics.write(json.dumps({"step": step, "loss": result.loss, "seconds": result.seconds,
                                               "forward_passes": passes, "sequences": sequences}) + "\n")
+                if bar:  # before an evaluation: its own bar follows a finished step, the last one's a closed bar
+                    bar.set_postfix(loss=f"{result.loss:.4f}")
+                    bar.update(1)
+                    if step == config.run.steps:
+                        bar.close()
+                        bar = None
                 if step == config.run.steps or (config.run.eval_every and step % config.run.eval_every == 0):
                     history.append(evaluate(step, passes, sequences))
                     metrics.write(json.dumps(history[-1]) + "\n")
                     if step != config.run.steps or stopping:  # else the closing "after N steps" line has it
-                        log(f"[prge] step {step}: {describe(history[-1])}")
+                        with above(bar):
+                            log(f"[prge] step {step}: {describe(history[-1])}")
                 metrics.flush()
-                if bar:
-                    bar.set_postfix(loss=f"{result.loss:.4f}")
-                    bar.update(1)
                 if stopping or (config.run.checkpoint_every and step % config.run.checkpoint_every == 0):
                     checkpoint(step)
                 if stopping:
                     raise RunInterrupted(where.interrupted())
         if bar:
             bar.close()
+            bar = None
         if not writer:
             return None
         before, after = history[0][f"eval_{primary}"], history[-1][f"eval_{primary}"]

@@ -403,3 +403,23 @@ def test_full_parameter_mezo_at_an_adapter_sized_lr_is_noted(tmp_path, capsys, e
     err = capsys.readouterr().err
     assert (f"[prge] note: optimizer.lr: {float(lr):g} with estimator.kind: mezo" in err) == noted, err
     assert noted or err == ""
+
+
+def test_train_prints_each_evaluation_once_and_the_last_one_below_a_finished_bar(tmp_path, capsys):
+    """With progress bars on: the evaluation every 3 steps prints one line above the bar, the last
+    step's only in the closing 'after 6 steps' line, and the last evaluation's bar comes after the
+    training bar reached 6/6 and closed (not nested under a bar at 5/6)."""
+    pytest.importorskip("tqdm")
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    (data_dir / "test.csv").write_text((data_dir / "train.csv").read_text())  # 40: three evaluation batches
+    config = write_config(tmp_path, model_dir, data_dir, data={"eval_examples": 40})
+    assert main(["train", str(config)]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert sum(line.startswith("[prge] step 3: ") for line in lines) == 1, captured.out
+    assert not any(line.startswith("[prge] step 6: ") for line in lines), captured.out
+    assert sum(line.startswith("[prge] after 6 steps: ") for line in lines) == 1, captured.out
+    err = captured.err.replace("\r", "\n")
+    last_train = err.rindex("train:")
+    assert "6/6" in err[last_train:].splitlines()[0], err
+    assert "eval:" in err[last_train:] and "train:" not in err[err.index("eval:", last_train):], err
