@@ -32,6 +32,20 @@ struct AppliedOverride {
   YAML::Node value;
 };
 
+// What a key with YAML's null (an empty value, ~, null) is told: it is no value, and not the
+// default, which leaving the key out gives.
+constexpr const char* kNoValue =
+    "no value (YAML reads an empty value, ~ and null as null); leave the key out for its default";
+
+// The key's own node in a mapping, for messages about its value (an empty value's mark points
+// past the key, to the next line).
+YAML::Node key_of(const YAML::Node& mapping, const char* key) {
+  for (const auto& item : mapping) {
+    if (item.first.IsScalar() && item.first.Scalar() == key) return item.first;
+  }
+  return mapping[key];
+}
+
 class Reader {
  public:
   explicit Reader(std::string source) : source_(std::move(source)) {}
@@ -59,14 +73,6 @@ class Reader {
     return fmt::format("{}: {}", where, key);
   }
 
-  // The key's own node in a mapping (an empty value's mark points past it, to the next line).
-  static YAML::Node key_of(const YAML::Node& section, const char* key) {
-    for (const auto& item : section) {
-      if (item.first.IsScalar() && item.first.Scalar() == key) return item.first;
-    }
-    return section[key];
-  }
-
   // The place of every key read with read(), for RunConfig::places.
   const std::map<std::string, std::string>& places() const { return places_; }
 
@@ -91,9 +97,7 @@ class Reader {
     if (!node) return;
     const auto path = section_name + "." + key;
     places_[path] = place(node, path);
-    // `key:`, `key: ~` and `key: null` are YAML's null: not the default, which leaving the key out
-    // gives, and no value of any scalar key here.
-    if (node.IsNull()) fail(key_of(section, key), path, "no value (YAML reads an empty value, ~ and null as null); leave the key out for its default");
+    if (node.IsNull()) fail(key_of(section, key), path, kNoValue);
     if (!node.IsScalar()) {
       fail(node, path, node.IsMap() ? "expected a single value, got a mapping (YAML reads {...} unquoted as one: "
                                       "quote the text, e.g. '\"{question}\"')"
@@ -110,6 +114,7 @@ class Reader {
                  std::vector<std::string>& out) const {
     const auto node = section[key];
     if (!node) return;
+    if (node.IsNull()) fail(key_of(section, key), section_name + "." + key, kNoValue);
     if (!node.IsSequence()) fail(node, section_name + "." + key, "expected a list");
     out.clear();
     for (const auto& item : node) {
@@ -121,9 +126,10 @@ class Reader {
   template <typename Parse>
   void read_choice(const YAML::Node& section, const std::string& section_name, const char* key,
                    Parse parse) const {
+    if (!section[key]) return;
     std::string value;
     read(section, section_name, key, value);
-    if (value.empty()) return;
+    if (value.empty()) fail(section[key], section_name + "." + key, "empty; leave the key out for its default");
     try {
       parse(value);
     } catch (const std::invalid_argument& e) {
@@ -210,20 +216,21 @@ void apply_override(YAML::Node& root, const ConfigOverride& override_, Reader& r
   reader.applied({override_.key, origin, value});
 }
 
-YAML::Node section_of(const YAML::Node& root, const char* name) {
-  return root[name] ? root[name] : YAML::Node(YAML::NodeType::Map);
+// A section of the file; left out, an empty mapping (its keys' defaults). Null is no section.
+YAML::Node section_of(const Reader& reader, const YAML::Node& root, const char* name) {
+  if (!root[name]) return YAML::Node(YAML::NodeType::Map);
+  if (root[name].IsNull()) reader.fail(key_of(root, name), name, kNoValue);
+  return root[name];
 }
 
-// The keys of `task: custom`: only with that task, and then a complete description of it.
-// What needs the data itself (fields present, labels inside label_words) is checked when
-// the files are read.
 // adapter.rank_pattern / alpha_pattern: a mapping of PEFT module patterns to values, in order.
 template <typename T, typename Parse>
 void read_pattern(const Reader& reader, const YAML::Node& adapter, const char* key,
                   std::vector<std::pair<std::string, T>>& out, Parse parse) {
   const auto node = adapter[key];
-  if (!node || node.IsNull()) return;
+  if (!node) return;
   const auto name = std::string("adapter.") + key;
+  if (node.IsNull()) reader.fail(key_of(adapter, key), name, kNoValue);
   if (!node.IsMap()) reader.fail(node, name, "expected a mapping of module pattern -> value, e.g. {q_proj: 8}");
   for (const auto& item : node) {
     T value{};
@@ -232,11 +239,17 @@ void read_pattern(const Reader& reader, const YAML::Node& adapter, const char* k
       ok = item.second.IsScalar() && parse(item.second, value);
     } catch (const std::invalid_argument&) {
     }
+    if (!item.first.IsScalar() || item.first.IsNull() || item.first.Scalar().empty()) {
+      reader.fail(item.first, name, "a module pattern may not be empty");
+    }
     if (!ok) reader.fail(item.second, name + "." + item.first.Scalar(), "expected a positive number (rank >= 1)");
     out.emplace_back(item.first.Scalar(), value);
   }
 }
 
+// The keys of `task: custom`: only with that task, and then a complete description of it.
+// What needs the data itself (fields present, labels inside label_words) is checked when
+// the files are read.
 void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions& d) {
   const std::vector<std::string> keys = {"train_file", "eval_file", "template", "label_field",
                                          "label_words", "response_field", "choices_field", "chat_template"};
@@ -281,10 +294,17 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
   if (!missing.empty()) {
     reader.fail(data["task"], "data.task", fmt::format("task: custom needs {}", fmt::join(missing, ", ")));
   }
-  const int kinds = !d.label_words.empty() + !d.response_field.empty() + !d.choices_field.empty();
-  if (kinds != 1) {
-    const char* key = kinds == 0 ? "task" : !d.choices_field.empty() ? "choices_field" : "response_field";
-    reader.fail(data[key], std::string("data.") + key,
+  // None given is blamed on the task; two, on the second as the mapping orders them (a --set's
+  // new key comes last).
+  std::vector<std::string> kinds;
+  for (const auto& item : data) {
+    const auto key = item.first.Scalar();
+    const bool given = key == "label_words" ? !item.second.IsNull() : !item.second.IsNull() && !item.second.Scalar().empty();
+    if (given && (key == "label_words" || key == "response_field" || key == "choices_field")) kinds.push_back(key);
+  }
+  if (kinds.size() != 1) {
+    const auto key = kinds.empty() ? std::string("task") : kinds[1];
+    reader.fail(data[key], "data." + key,
                 "task: custom needs exactly one of data.label_words (classification), data.response_field "
                 "(generation) or data.choices_field (multiple choice)");
   }
@@ -313,7 +333,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   reader.check_keys(root, "", {"model", "adapter", "estimator", "optimizer", "data", "run"});
 
   RunConfig c;
-  const auto model = section_of(root, "model");
+  const auto model = section_of(reader, root, "model");
   reader.check_keys(model, "model", {"name", "dtype", "device", "quantize", "group_size", "fold_lora_a"});
   reader.read_choice(model, "model", "quantize", [&](const std::string& v) {
     if (v != "none" && v != "dense" && v != "int8" && v != "int4") {
@@ -344,7 +364,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   if (root["adapter"] && root["adapter"].IsNull()) {
     c.use_adapter = false;
   } else {
-    const auto adapter = section_of(root, "adapter");
+    const auto adapter = section_of(reader, root, "adapter");
     reader.check_keys(adapter, "adapter", {"rank", "alpha", "targets", "init_seed", "init_from", "use_rslora",
                                            "rank_pattern", "alpha_pattern"});
     reader.read(adapter, "adapter", "rank", c.adapter.rank);
@@ -378,7 +398,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
     }
   }
 
-  const auto est = section_of(root, "estimator");
+  const auto est = section_of(reader, root, "estimator");
   reader.check_keys(est, "estimator",
                     {"kind", "queries", "epsilon", "difference", "parallel", "distribution", "rng"});
   reader.read_choice(est, "estimator", "kind",
@@ -442,9 +462,14 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   }
   if (c.estimator.kind == EstimatorKind::Mezo) {
     c.use_adapter = false;  // MeZO tunes every weight; adapters would only slow it down
-  } else if (!c.use_adapter || c.adapter.targets.empty()) {
-    reader.fail(est, "estimator.kind",
-                fmt::format("'{}' trains LoRA-FA B and needs adapter targets", to_string(c.estimator.kind)));
+  } else if (!c.use_adapter) {
+    reader.fail(key_of(root, "adapter"), "adapter",
+                fmt::format("null (no adapters) is for estimator.kind mezo; '{}' trains LoRA-FA B",
+                            to_string(c.estimator.kind)));
+  } else if (c.adapter.targets.empty()) {
+    reader.fail(section_of(reader, root, "adapter")["targets"], "adapter.targets",
+                fmt::format("empty; estimator.kind '{}' trains LoRA-FA B of these projections",
+                            to_string(c.estimator.kind)));
   }
   if (c.model.fold_lora_a && !c.use_adapter) {
     reader.fail(model["fold_lora_a"], "model.fold_lora_a",
@@ -457,7 +482,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
                                         "the projections take the unfolded path, so the fold serves evaluation only"));
   }
 
-  const auto opt = section_of(root, "optimizer");
+  const auto opt = section_of(reader, root, "optimizer");
   reader.check_keys(opt, "optimizer", {"kind", "lr", "momentum", "betas", "eps", "weight_decay", "schedule",
                                        "warmup_steps", "accumulate"});
   reader.read_choice(opt, "optimizer", "kind",
@@ -487,7 +512,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
     reader.fail(opt, "optimizer", e.what());
   }
 
-  const auto data = section_of(root, "data");
+  const auto data = section_of(reader, root, "data");
   reader.check_keys(data, "data", {"task", "data_dir", "protocol", "train_examples", "dev_examples",
                                    "eval_examples", "batch_size", "max_length", "train_from", "train_file",
                                    "eval_file", "template", "label_field", "label_words", "response_field",
@@ -534,7 +559,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
     }
   }
 
-  const auto run = section_of(root, "run");
+  const auto run = section_of(reader, root, "run");
   reader.check_keys(run, "run", {"steps", "seed", "eval_every", "log_every", "checkpoint_every", "data_parallel",
                                    "output_dir"});
   reader.read(run, "run", "steps", c.run.steps);

@@ -281,7 +281,7 @@ def test_config_keys_of_the_kinds_and_train_from():
         ("data: {task: boolq, train_from: test}", "data.train_from: unknown train_from 'test' (allowed: train, validation)"),
         ("data: {task: sst2, choices_field: options}", "data.choices_field: applies to task: custom only"),
         ("data: {task: custom, train_file: a, eval_file: b, template: '{q}', choices_field: o, response_field: r}",
-         "data.choices_field: task: custom needs exactly one of data.label_words (classification), "
+         "data.response_field: task: custom needs exactly one of data.label_words (classification), "
          "data.response_field (generation) or data.choices_field"),
     ]:
         with pytest.raises(prge.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
