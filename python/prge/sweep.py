@@ -49,6 +49,12 @@ def load_sweep_spec(path: str | Path) -> dict:
     unknown = set(spec) - SWEEP_KEYS
     if unknown:
         raise ValueError(f"{path}: unknown sweep key(s) {sorted(unknown)} (allowed: {sorted(SWEEP_KEYS)})")
+    for key, value in spec.items():  # as in a config: null is no value, not the default
+        if value is None:
+            raise ValueError(f"{path}: {key}: no value (YAML reads an empty value, ~ and null as null); "
+                             "leave the key out for its default")
+    if not isinstance(spec.get("output_root", ""), str):
+        raise ValueError(f"{path}: output_root: expected a directory name, got {spec['output_root']!r}")
     if spec.get("mode", "train") not in MODES:
         raise ValueError(f"{path}: mode must be one of {MODES}, got {spec['mode']!r}")
     from prge.speed import SPEED_KEYS
@@ -83,6 +89,9 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
     variants = spec.get("variants") or [{"name": "run"}]
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         raise ValueError(f"{path}: variants must be a list of mappings, each {{name: ..., key: value, ...}}")
+    for i, variant in enumerate(variants):
+        if "name" in variant and (variant["name"] is None or isinstance(variant["name"], (dict, list))):
+            raise ValueError(f"{path}: variant {i + 1}: name: expected a name, got {variant['name']!r}")
     names = [str(v.get("name", "run")) for v in variants]
     for i, name in enumerate(names):
         if not name.strip() or "/" in name or "\\" in name or "\0" in name or name in (".", ".."):

@@ -375,3 +375,19 @@ def test_a_sweep_checks_every_run_before_the_first_trains(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "speed_device.yaml: grid model.device" in err and "prge runs on cpu and cuda devices" in err, err
     assert not (tmp_path / "speed_runs").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("base: {run: {steps: 2}}\noutput_root:\n", "output_root: no value"),
+    ("base: {run: {steps: 2}}\noutput_root: 5\n", "output_root: expected a directory name, got 5"),
+    ("base: {run: {steps: 2}}\ngrid: ~\n", "grid: no value"),
+    ("base: {run: {steps: 2}}\nvariants: [{name: ~, optimizer.lr: 0.1}]\n", "variant 1: name: expected a name, got None"),
+])
+def test_a_sweep_key_without_a_value_is_named(tmp_path, text, message):
+    """A sweep's own keys, as a config's: null is no value (not the default, not a run named None)."""
+    from prge.sweep import expand_sweep
+
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"^{path}: {message}"):
+        expand_sweep(path)
