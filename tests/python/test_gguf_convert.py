@@ -131,3 +131,24 @@ def test_gguf_of_other_families_converts_to_the_source_models_logits(tmp_path, k
     with torch.no_grad():
         expected = hf(ids).logits
     torch.testing.assert_close(native.logits(ids), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_damaged_gguf_is_named_and_leaves_no_conversion_behind(tmp_path, monkeypatch):
+    """A GGUF whose weights hold NaN, or that lacks the tensors its metadata promises, fails to
+    convert with an error naming the file; nothing is left in the cache to be used or redone."""
+    from prge.models import gguf_model
+
+    monkeypatch.setenv("PRGE_CACHE", str(tmp_path / "cache"))
+    hf = hf_llama(ROPES["default"], 16)
+    hf.save_pretrained(tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    state = {k: v.clone() for k, v in hf.state_dict().items()}
+    state["model.layers.1.mlp.down_proj.weight"][3, 5] = float("nan")
+    write_llama_gguf(tmp_path / "nan.gguf", config, state, tokens=TOKENS)
+    with pytest.raises(ValueError, match=r"nan\.gguf: tensor blk\.1\.ffn_down\.weight holds NaN or infinite values"):
+        gguf_model(tmp_path / "nan.gguf")
+    state = {k: v for k, v in hf.state_dict().items() if k != "model.layers.0.self_attn.o_proj.weight"}
+    write_llama_gguf(tmp_path / "short.gguf", config, state, tokens=TOKENS)
+    with pytest.raises(ValueError, match=r"short\.gguf: "):
+        gguf_model(tmp_path / "short.gguf")
+    assert not any((tmp_path / "cache" / "models").iterdir())

@@ -14,6 +14,7 @@ and Gemma's norm weights as 1 + w, from which 1 is subtracted.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -177,8 +178,10 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, keep_quantized: boo
     if not gguf_path.is_file():
         raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
     try:
-        reader = gguf.GGUFReader(str(gguf_path))
-    except (ValueError, IndexError, KeyError, TypeError) as e:  # gguf's reader on a cut or damaged file
+        with warnings.catch_warnings():  # an offset or size that overflows numpy is a damaged file, not a warning
+            warnings.simplefilter("error", RuntimeWarning)
+            reader = gguf.GGUFReader(str(gguf_path))
+    except (ValueError, IndexError, KeyError, TypeError, RuntimeWarning) as e:  # a cut or damaged file
         raise ValueError(f"{gguf_path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
     arch = _field(reader, "general.architecture")
     if arch not in ARCHITECTURES:
@@ -231,6 +234,8 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, keep_quantized: boo
                 quantized[f"{hf}.{key}"] = np.ascontiguousarray(value)
             quantized[f"{hf}.format"] = np.array([bits, group], dtype=np.int64)
         data = dense(source)
+        if not np.isfinite(data).all():
+            raise ValueError(f"{gguf_path}: tensor {source} holds NaN or infinite values (a damaged file?)")
         if heads is not None:
             data = unpermute_rotary_rows(data, heads)
         if arch == "gemma3" and hf.endswith("norm.weight"):
