@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from prge._core import ConfigError, parse_run_config
-from prge.overrides import load_yaml, read_text, value_text
+from prge.overrides import SweepLoader, load_yaml, read_text, value_text
 from prge import checkpoints, run_summary
 from prge.run_dir import RunInProgress, finished, resumable
 
@@ -65,6 +65,26 @@ def load_sweep_spec(path: str | Path) -> dict:
     return spec
 
 
+def inline_base_text(path: Path, base: dict) -> str:
+    """The text of a sweep file's inline `base:` mapping as the file holds it, after as many blank
+    lines and spaces as precede it there, so that the config reader's line:column of a key is
+    the sweep file's. When that text alone does not read back to `base` (an alias of an anchor
+    elsewhere in the file), the mapping written out again (its positions then the written text's)."""
+    text = read_text(path, "sweep file")
+    root = yaml.compose(text, Loader=SweepLoader)
+    node = next((value for key, value in root.value if key.value == "base"), None) if root else None
+    if node is None:  # no base: every key its default
+        return yaml.safe_dump(base)
+    start, end = node.start_mark, node.end_mark
+    placed = "\n" * start.line + " " * start.column + text[start.index:end.index]
+    try:
+        if load_yaml(placed, str(path)) == base:
+            return placed
+    except ValueError:
+        pass
+    return yaml.safe_dump(base, sort_keys=False, allow_unicode=True)
+
+
 def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | None = None,
                  output_root: str | None = None) -> list[tuple[str, object]]:
     """(label, RunConfig) of every run; overrides ((dotted key, value text) pairs, from --set, or
@@ -78,8 +98,8 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
         if not base_path.is_file():
             raise FileNotFoundError(f"{path}: base config not found: {base_path}")
         base_text, base_source = read_text(base_path, "base config"), str(base_path)
-    elif isinstance(base, dict):  # inline: read with YAML 1.2 booleans, written back with strings quoted
-        base_text, base_source = yaml.safe_dump(base, sort_keys=False, allow_unicode=True), f"{path} (base)"
+    elif isinstance(base, dict):  # inline: its own text, placed where it stands so errors give the file's lines
+        base_text, base_source = inline_base_text(path, base), str(path)
     else:
         raise ValueError(f"{path}: base must be a config file name or a mapping")
     grid = spec.get("grid", {}) or {}

@@ -391,3 +391,16 @@ def test_a_sweep_key_without_a_value_is_named(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ValueError, match=f"^{path}: {message}"):
         expand_sweep(path)
+
+
+def test_an_inline_base_error_gives_the_sweep_files_line(tmp_path):
+    """A key of an inline base is placed at its line and column in the sweep file, block or flow."""
+    from prge.sweep import expand_sweep
+
+    path = tmp_path / "s.yaml"
+    path.write_text("# a sweep\nbase:\n  run:\n    steps: 2\n  optimizer:\n    lr:\n")
+    with pytest.raises(ValueError, match=f"{path}:6:5: optimizer.lr: no value"):
+        expand_sweep(path)
+    path.write_text("base: {run: {steps: 2, seed: x}}\n")
+    with pytest.raises(ValueError, match=f"{path}:1:30: run.seed: expected a non-negative integer"):
+        expand_sweep(path)
