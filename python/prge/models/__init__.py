@@ -177,7 +177,7 @@ def check_model_name(name: str, where: str = "") -> str:
         with path.open("rb") as f:
             if int.from_bytes(f.read(4), "little") != GGUF_MAGIC:
                 raise ValueError(f"{at}{str(path)!r} is not a GGUF file (it does not begin with the bytes 'GGUF')")
-        return "gguf"
+        return "gguf"  # its metadata is read when it is converted (gguf's reader takes ~15 s on Gemma 3 270M's)
     if name in REGISTERED:
         try:
             REGISTERED[name].installed_files()

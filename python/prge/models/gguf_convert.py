@@ -161,6 +161,26 @@ def llama3_from_rope_freqs(rope_freqs: np.ndarray, theta: float, head_dim: int, 
     raise ValueError(f"{gguf_path}: rope_freqs does not follow Llama 3's RoPE scaling; prge cannot express it")
 
 
+def read_gguf(gguf_path: Path):
+    """(gguf.GGUFReader, architecture) of a GGUF file: its metadata and tensor directory read (the
+    weights stay mapped, unread). Raises FileNotFoundError, or ValueError naming the file when it
+    is cut short or damaged or holds an architecture the converter does not know."""
+    import gguf
+
+    if not gguf_path.is_file():
+        raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
+    try:
+        with warnings.catch_warnings():  # an offset or size that overflows numpy is a damaged file, not a warning
+            warnings.simplefilter("error", RuntimeWarning)
+            reader = gguf.GGUFReader(str(gguf_path))
+        arch = _field(reader, "general.architecture")
+    except (ValueError, IndexError, KeyError, TypeError, RuntimeWarning) as e:  # a cut or damaged file
+        raise ValueError(f"{gguf_path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"{gguf_path}: architecture '{arch}' is not supported ({', '.join(ARCHITECTURES)})")
+    return reader, arch
+
+
 def convert_gguf(gguf_path: str | Path, out_dir: str | Path, keep_quantized: bool = True) -> Path:
     """Write config.json, model.safetensors and tokenizer files for `gguf_path` into `out_dir`.
     model.safetensors holds every weight in float32 (what transformers and peft load); with
@@ -175,17 +195,7 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, keep_quantized: boo
     from prge._core import QUANTIZED_WEIGHTS_FILE, ArchSpec
 
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
-    if not gguf_path.is_file():
-        raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
-    try:
-        with warnings.catch_warnings():  # an offset or size that overflows numpy is a damaged file, not a warning
-            warnings.simplefilter("error", RuntimeWarning)
-            reader = gguf.GGUFReader(str(gguf_path))
-    except (ValueError, IndexError, KeyError, TypeError, RuntimeWarning) as e:  # a cut or damaged file
-        raise ValueError(f"{gguf_path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
-    arch = _field(reader, "general.architecture")
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"{gguf_path}: architecture '{arch}' is not supported ({', '.join(ARCHITECTURES)})")
+    reader, arch = read_gguf(gguf_path)
     stored = {t.name: t for t in reader.tensors}
 
     def dense(name: str) -> np.ndarray:
