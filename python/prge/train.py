@@ -219,6 +219,8 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
                         if step != config.run.steps or stopping:  # else the closing "after N steps" line has it
                             with above(bar):
                                 log(f"[prge] step {step}: {describe(history[-1])}")
+                        if bar:
+                            bar.unpause()  # the evaluation's time out of the steps' rate and the ETA
                     metrics.flush()
                     if stopping or (config.run.checkpoint_every and step % config.run.checkpoint_every == 0):
                         checkpoint(step)
