@@ -37,6 +37,12 @@ struct AppliedOverride {
 constexpr const char* kNoValue =
     "no value (YAML reads an empty value, ~ and null as null); leave the key out for its default";
 
+// YAML's null: an empty value, ~, null (any case yaml-cpp reads), and a value tagged !!null,
+// which yaml-cpp keeps as a tagged empty scalar.
+bool is_null(const YAML::Node& node) {
+  return node.IsNull() || (node.IsScalar() && (node.Tag() == "tag:yaml.org,2002:null" || node.Tag() == "!!null"));
+}
+
 // The key's own node in a mapping, for messages about its value (an empty value's mark points
 // past the key, to the next line).
 YAML::Node key_of(const YAML::Node& mapping, const char* key) {
@@ -97,7 +103,7 @@ class Reader {
     if (!node) return;
     const auto path = section_name + "." + key;
     places_[path] = place(node, path);
-    if (node.IsNull()) fail(key_of(section, key), path, kNoValue);
+    if (is_null(node)) fail(key_of(section, key), path, kNoValue);
     if (!node.IsScalar()) {
       fail(node, path, node.IsMap() ? "expected a single value, got a mapping (YAML reads {...} unquoted as one: "
                                       "quote the text, e.g. '\"{question}\"')"
@@ -114,10 +120,11 @@ class Reader {
                  std::vector<std::string>& out) const {
     const auto node = section[key];
     if (!node) return;
-    if (node.IsNull()) fail(key_of(section, key), section_name + "." + key, kNoValue);
+    if (is_null(node)) fail(key_of(section, key), section_name + "." + key, kNoValue);
     if (!node.IsSequence()) fail(node, section_name + "." + key, "expected a list");
     out.clear();
     for (const auto& item : node) {
+      if (is_null(item)) fail(key_of(section, key), section_name + "." + key, "an empty item (YAML reads '-' alone as null)");
       if (!item.IsScalar()) fail(item, section_name + "." + key, "expected a list of names");
       out.push_back(item.Scalar());
     }
@@ -199,12 +206,17 @@ void apply_override(YAML::Node& root, const ConfigOverride& override_, Reader& r
   } catch (const YAML::ParserException& e) {
     throw ConfigError(fmt::format("{}: '{}': the value is not valid YAML ({})", where, override_.value, e.msg));
   }
+  try {
+    check_duplicate_keys(value, override_.key, "the value");
+  } catch (const ConfigError& e) {
+    throw ConfigError(fmt::format("{}: '{}': {}", where, override_.value, e.what()));
+  }
   YAML::Node node(root);  // rebound with reset(), never assigned: assignment would write the tree
   std::string prefix;
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
     prefix += (i ? "." : "") + parts[i];
     YAML::Node child(node[parts[i]]);
-    if (!child.IsDefined() || child.IsNull()) {
+    if (!child.IsDefined() || is_null(child)) {
       node[parts[i]] = YAML::Node(YAML::NodeType::Map);
       child.reset(node[parts[i]]);
     } else if (!child.IsMap()) {
@@ -219,18 +231,18 @@ void apply_override(YAML::Node& root, const ConfigOverride& override_, Reader& r
 // A section of the file; left out, an empty mapping (its keys' defaults). Null is no section.
 YAML::Node section_of(const Reader& reader, const YAML::Node& root, const char* name) {
   if (!root[name]) return YAML::Node(YAML::NodeType::Map);
-  if (root[name].IsNull()) reader.fail(key_of(root, name), name, kNoValue);
+  if (is_null(root[name])) reader.fail(key_of(root, name), name, kNoValue);
   return root[name];
 }
 
 // adapter.rank_pattern / alpha_pattern: a mapping of PEFT module patterns to values, in order.
 template <typename T, typename Parse>
 void read_pattern(const Reader& reader, const YAML::Node& adapter, const char* key,
-                  std::vector<std::pair<std::string, T>>& out, Parse parse) {
+                  std::vector<std::pair<std::string, T>>& out, const char* expected, Parse parse) {
   const auto node = adapter[key];
   if (!node) return;
   const auto name = std::string("adapter.") + key;
-  if (node.IsNull()) reader.fail(key_of(adapter, key), name, kNoValue);
+  if (is_null(node)) reader.fail(key_of(adapter, key), name, kNoValue);
   if (!node.IsMap()) reader.fail(node, name, "expected a mapping of module pattern -> value, e.g. {q_proj: 8}");
   for (const auto& item : node) {
     T value{};
@@ -239,10 +251,11 @@ void read_pattern(const Reader& reader, const YAML::Node& adapter, const char* k
       ok = item.second.IsScalar() && parse(item.second, value);
     } catch (const std::invalid_argument&) {
     }
-    if (!item.first.IsScalar() || item.first.IsNull() || item.first.Scalar().empty()) {
+    if (!item.first.IsScalar() || is_null(item.first) || item.first.Scalar().empty()) {
       reader.fail(item.first, name, "a module pattern may not be empty");
     }
-    if (!ok) reader.fail(item.second, name + "." + item.first.Scalar(), "expected a positive number (rank >= 1)");
+    if (is_null(item.second)) reader.fail(item.first, name + "." + item.first.Scalar(), kNoValue);
+    if (!ok) reader.fail(item.second, name + "." + item.first.Scalar(), expected);
     out.emplace_back(item.first.Scalar(), value);
   }
 }
@@ -266,11 +279,15 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
   reader.read(data, "data", "response_field", d.response_field);
   reader.read(data, "data", "choices_field", d.choices_field);
   reader.read(data, "data", "chat_template", d.chat_template);
-  if (const auto words = data["label_words"]; words && !words.IsNull()) {
+  if (const auto words = data["label_words"]; words && !is_null(words)) {
     if (!words.IsMap() || words.size() == 0) {
       reader.fail(words, "data.label_words", "expected a mapping of label value -> label word, e.g. {positive: \" positive\"}");
     }
     for (const auto& item : words) {
+      if (!item.first.IsScalar() || is_null(item.first) || item.first.Scalar().empty()) {
+        reader.fail(item.first, "data.label_words", "a label value may not be empty");
+      }
+      if (is_null(item.second)) reader.fail(item.first, "data.label_words." + item.first.Scalar(), kNoValue);
       if (!item.second.IsScalar() || item.second.Scalar().empty()) {
         reader.fail(item.second, "data.label_words." + item.first.Scalar(), "expected a non-empty label word");
       }
@@ -299,7 +316,7 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
   std::vector<std::string> kinds;
   for (const auto& item : data) {
     const auto key = item.first.Scalar();
-    const bool given = key == "label_words" ? !item.second.IsNull() : !item.second.IsNull() && !item.second.Scalar().empty();
+    const bool given = key == "label_words" ? !is_null(item.second) : !is_null(item.second) && !item.second.Scalar().empty();
     if (given && (key == "label_words" || key == "response_field" || key == "choices_field")) kinds.push_back(key);
   }
   if (kinds.size() != 1) {
@@ -316,19 +333,29 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
                            const std::vector<ConfigOverride>& overrides) {
   Reader reader(source);
   YAML::Node root;
+  std::vector<YAML::Node> documents;
   try {
-    root = YAML::Load(yaml_text);
+    documents = YAML::LoadAll(yaml_text);
+    root = documents.empty() ? YAML::Node() : documents[0];
   } catch (const YAML::ParserException& e) {
     throw ConfigError(fmt::format("{}:{}:{}: malformed YAML: {}", source, e.mark.line + 1,
                                   e.mark.column + 1, e.msg));
   }
   // Empty (or only comments) is an error with or without overrides: it is never the file meant.
   if (!root || root.IsNull()) throw ConfigError(fmt::format("{}: the config is empty", source));
+  if (documents.size() > 1) {
+    throw ConfigError(fmt::format("{}: a second YAML document (after '---'): a config is one document, and the "
+                                  "reader would ignore what follows",
+                                  position(source, documents[1].Mark())));
+  }
   if (!root.IsMap()) {
     throw ConfigError(fmt::format("{}: expected a mapping of sections (model:, estimator:, ...), got a YAML {}",
                                   position(source, root.Mark()), root.IsSequence() ? "list" : "scalar"));
   }
   check_duplicate_keys(root, "", source);
+  for (const auto& item : root) {  // a null section is no section (adapter: null is none), overridden or not
+    if (item.first.Scalar() != "adapter" && is_null(item.second)) reader.fail(item.first, item.first.Scalar(), kNoValue);
+  }
   for (const auto& o : overrides) apply_override(root, o, reader);
   reader.check_keys(root, "", {"model", "adapter", "estimator", "optimizer", "data", "run"});
 
@@ -361,7 +388,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
                 fmt::format("'{}' is not a device (examples: cpu, cuda, cuda:1)", c.model.device));
   }
 
-  if (root["adapter"] && root["adapter"].IsNull()) {
+  if (root["adapter"] && is_null(root["adapter"])) {
     c.use_adapter = false;
   } else {
     const auto adapter = section_of(reader, root, "adapter");
@@ -373,11 +400,14 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
     reader.read(adapter, "adapter", "init_seed", c.adapter.init_seed);
     reader.read(adapter, "adapter", "init_from", c.adapter.init_from);
     reader.read(adapter, "adapter", "use_rslora", c.adapter.use_rslora);
-    read_pattern(reader, adapter, "rank_pattern", c.adapter.rank_pattern, [&](const YAML::Node& node, auto& value) {
+    read_pattern(reader, adapter, "rank_pattern", c.adapter.rank_pattern, "expected an integer rank >= 1",
+                 [&](const YAML::Node& node, auto& value) {
       value = io::scalar_as<int64_t>(node);
       return value >= 1;
     });
-    read_pattern(reader, adapter, "alpha_pattern", c.adapter.alpha_pattern, [&](const YAML::Node& node, auto& value) {
+    const auto alpha_range = fmt::format("expected a number in (0, {:g}]", kMaxAdapterAlpha);
+    read_pattern(reader, adapter, "alpha_pattern", c.adapter.alpha_pattern, alpha_range.c_str(),
+                 [&](const YAML::Node& node, auto& value) {
       value = io::scalar_as<double>(node);
       return value > 0.0 && value <= kMaxAdapterAlpha;
     });
