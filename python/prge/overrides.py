@@ -3,9 +3,10 @@ to the C++ reader as (KEY, VALUE text) pairs: it applies each to the parsed YAML
 VALUE as a YAML 1.2 node and names the --set in its errors (csrc/prge/config.cpp). Nothing
 here re-serialises a config.
 
-Sweep files are read with SweepLoader: PyYAML restricted to YAML 1.2's booleans (true / false:
-`yes`, `on`, `no`, `off` stay strings, as the C++ reader reads them) and refusing duplicate keys,
-so a value means the same in a sweep as in a config."""
+Sweep files are read with SweepLoader: PyYAML with YAML 1.2's booleans (true / false: `yes`,
+`on`, `no`, `off` stay strings), integers (017 is seventeen; 1_000 and 1:30 are strings) and
+floats (1e-3 is a number), as the C++ reader reads a config, and refusing duplicate keys, so a
+value means the same in a sweep as in a config."""
 from __future__ import annotations
 
 import math
@@ -59,18 +60,36 @@ class SweepLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+_YAML_1_1_ONLY = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
 SweepLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML_1_1_ONLY]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-for _first in "tTfF":
-    SweepLoader.yaml_implicit_resolvers.setdefault(_first, []).insert(
-        0, ("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")))
+for _tag, _pattern, _firsts in (  # YAML 1.2's core schema; an int before a float, which also matches it
+        ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+        ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+        ("tag:yaml.org,2002:float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                                    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+.0123456789")):
+    for _first in _firsts:
+        SweepLoader.yaml_implicit_resolvers.setdefault(_first, []).append((_tag, re.compile(_pattern)))
+
+
+def _construct_int(loader, node):
+    """A YAML 1.2 integer: decimal (a leading 0 is not octal), 0o octal or 0x hexadecimal."""
+    text = loader.construct_scalar(node)
+    return int(text, 0) if text[:2] in ("0o", "0x") else int(text, 10)
+
+
+SweepLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def load_yaml(text: str, source: str):
     """A sweep file's YAML (SweepLoader); ValueError naming the file and line."""
     try:
         return yaml.load(text, Loader=SweepLoader)
+    except yaml.MarkedYAMLError as e:  # one line: the place, then what PyYAML found
+        mark = e.problem_mark or e.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise ValueError(f"{where}: malformed YAML: {e.problem or e.context}") from e
     except yaml.YAMLError as e:
         raise ValueError(f"{source}: malformed YAML: {e}") from e
 

@@ -53,8 +53,18 @@ def load_sweep_spec(path: str | Path) -> dict:
         if value is None:
             raise ValueError(f"{path}: {key}: no value (YAML reads an empty value, ~ and null as null); "
                              "leave the key out for its default")
-    if not isinstance(spec.get("output_root", ""), str):
+    if not isinstance(spec.get("output_root", "runs"), str) or not spec.get("output_root", "runs").strip():
         raise ValueError(f"{path}: output_root: expected a directory name, got {spec['output_root']!r}")
+    for key in ("grid", "speed", "report"):
+        if not isinstance(spec.get(key, {}), dict):
+            raise ValueError(f"{path}: {key}: expected a mapping of keys, got {spec[key]!r}")
+    for key in spec.get("grid", {}):
+        if not isinstance(key, str) or not key.strip():
+            raise ValueError(f"{path}: grid: {key!r} is not a key (expected section.key, e.g. estimator.queries)")
+    for i, variant in enumerate(spec.get("variants") or []):
+        for key in variant if isinstance(variant, dict) else ():
+            if not isinstance(key, str) or not key.strip():
+                raise ValueError(f"{path}: variant {i + 1}: {key!r} is not a key (expected name or section.key)")
     if spec.get("mode", "train") not in MODES:
         raise ValueError(f"{path}: mode must be one of {MODES}, got {spec['mode']!r}")
     from prge.speed import SPEED_KEYS
@@ -65,24 +75,25 @@ def load_sweep_spec(path: str | Path) -> dict:
     return spec
 
 
-def inline_base_text(path: Path, base: dict) -> str:
+def inline_base_text(path: Path, base: dict) -> tuple[str, str]:
     """The text of a sweep file's inline `base:` mapping as the file holds it, after as many blank
     lines and spaces as precede it there, so that the config reader's line:column of a key is
     the sweep file's. When that text alone does not read back to `base` (an alias of an anchor
-    elsewhere in the file), the mapping written out again (its positions then the written text's)."""
+    elsewhere in the file), the mapping written out again, named "PATH (base)" since its positions
+    are then the written text's. Returns (text, source name)."""
     text = read_text(path, "sweep file")
     root = yaml.compose(text, Loader=SweepLoader)
     node = next((value for key, value in root.value if key.value == "base"), None) if root else None
     if node is None:  # no base: every key its default
-        return yaml.safe_dump(base)
+        return yaml.safe_dump(base), str(path)
     start, end = node.start_mark, node.end_mark
     placed = "\n" * start.line + " " * start.column + text[start.index:end.index]
     try:
         if load_yaml(placed, str(path)) == base:
-            return placed
+            return placed, str(path)
     except ValueError:
         pass
-    return yaml.safe_dump(base, sort_keys=False, allow_unicode=True)
+    return yaml.safe_dump(base, sort_keys=False, allow_unicode=True), f"{path} (base)"
 
 
 def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | None = None,
@@ -99,7 +110,7 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
             raise FileNotFoundError(f"{path}: base config not found: {base_path}")
         base_text, base_source = read_text(base_path, "base config"), str(base_path)
     elif isinstance(base, dict):  # inline: its own text, placed where it stands so errors give the file's lines
-        base_text, base_source = inline_base_text(path, base), str(path)
+        base_text, base_source = inline_base_text(path, base)
     else:
         raise ValueError(f"{path}: base must be a config file name or a mapping")
     grid = spec.get("grid", {}) or {}
@@ -121,6 +132,8 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
             raise ValueError(f"{path}: variants {names.index(name) + 1} and {i + 1} are both named '{name}': each "
                              "variant's runs go to directories named after it, so the names must differ"
                              + (" (a variant without name: is named run)" if name == "run" else ""))
+    if output_root is not None and not str(output_root).strip():
+        raise ValueError(f"{path}: --output-root: an empty directory name")
     root = Path(output_root or spec.get("output_root", f"runs/{path.stem}"))
     runs, warned, labels = [], set(), {}
     for variant in variants:

@@ -382,6 +382,12 @@ def test_a_sweep_checks_every_run_before_the_first_trains(tmp_path, capsys):
     ("base: {run: {steps: 2}}\noutput_root: 5\n", "output_root: expected a directory name, got 5"),
     ("base: {run: {steps: 2}}\ngrid: ~\n", "grid: no value"),
     ("base: {run: {steps: 2}}\nvariants: [{name: ~, optimizer.lr: 0.1}]\n", "variant 1: name: expected a name, got None"),
+    ("base: {run: {steps: 2}}\noutput_root: ''\n", "output_root: expected a directory name, got ''"),
+    ("base: {run: {steps: 2}}\ngrid: [1]\n", "grid: expected a mapping of keys, got \\[1\\]"),
+    ("base: {run: {steps: 2}}\ngrid: {~: [1]}\n", "grid: None is not a key"),
+    ("base: {run: {steps: 2}}\nspeed: abc\n", "speed: expected a mapping of keys"),
+    ("base: {run: {steps: 2}}\nvariants: [{name: a, ~: 3}]\n", "variant 1: None is not a key"),
+    ("base: {run: {steps: 2}}\ngrid: {run.seed: [1]}\ngrid: {run.seed: [2]}\n", "3:1: malformed YAML: duplicate key 'grid'"),
 ])
 def test_a_sweep_key_without_a_value_is_named(tmp_path, text, message):
     """A sweep's own keys, as a config's: null is no value (not the default, not a run named None)."""
@@ -389,7 +395,7 @@ def test_a_sweep_key_without_a_value_is_named(tmp_path, text, message):
 
     path = tmp_path / "s.yaml"
     path.write_text(text)
-    with pytest.raises(ValueError, match=f"^{path}: {message}"):
+    with pytest.raises(ValueError, match=f"^{path}:( |){message}"):
         expand_sweep(path)
 
 
@@ -404,3 +410,13 @@ def test_an_inline_base_error_gives_the_sweep_files_line(tmp_path):
     path.write_text("base: {run: {steps: 2, seed: x}}\n")
     with pytest.raises(ValueError, match=f"{path}:1:30: run.seed: expected a non-negative integer"):
         expand_sweep(path)
+
+
+def test_a_sweep_reads_numbers_as_a_config_does(tmp_path):
+    """YAML 1.2 in the grid as in the base: 017 is seventeen (not octal 15), 1e-3 a number."""
+    from prge.sweep import expand_sweep
+
+    path = tmp_path / "s.yaml"
+    path.write_text("base: {run: {steps: 2, seed: 017}}\ngrid: {run.eval_every: [017], optimizer.lr: [1e-3]}\n")
+    (_, config), = expand_sweep(path)
+    assert (config.run.seed, config.run.eval_every, config.optimizer.lr) == (17, 17, 1e-3)
