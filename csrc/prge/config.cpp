@@ -69,7 +69,8 @@ class Reader {
   // "file:line:col: key", or "file: --set KEY: key" (the override's origin).
   std::string place(const YAML::Node& node, const std::string& key) const {
     const auto mark = node.IsDefined() ? node.Mark() : YAML::Mark::null_mark();
-    for (const auto& o : applied_) {
+    for (auto it = applied_.rbegin(); it != applied_.rend(); ++it) {  // the last one to write a key wrote its value
+      const auto& o = *it;
       const bool wrote = (node.IsDefined() && node.is(o.value)) || key == o.key || key.rfind(o.key + ".", 0) == 0 ||
                          (mark.line < 0 && o.key.rfind(key + ".", 0) == 0);
       if (wrote) return fmt::format("{}: {}: {}", source_, o.origin, key);

@@ -91,6 +91,12 @@ TEST(Config, CustomTaskFromConfigAlone) {
   EXPECT_EQ(prge::parse_run_config(g.to_yaml()).to_yaml(), g.to_yaml());
 }
 
+TEST(Config, AnErrorNamesTheLastOverrideThatWroteTheKey) {
+  const auto msg = error_with("run: {steps: 2}\n", {{"run.seed", "5", "variant a"}, {"run.seed", "abc", "grid run.seed"}});
+  EXPECT_NE(msg.find("test.yaml: grid run.seed: run.seed: expected a non-negative integer, got 'abc'"), std::string::npos)
+      << msg;
+}
+
 TEST(Config, CustomTaskErrorsNameTheKey) {
   EXPECT_NE(error_of("data: {task: sst2, train_file: a.jsonl}").find("data.train_file: applies to task: custom only"),
             std::string::npos);

@@ -101,9 +101,9 @@ def converted(gguf: Path, out: Path) -> Path:
     print(f"[prge] converting {gguf.name} to {out} (once)", flush=True)
     try:
         return convert_gguf(gguf, out)
-    except Exception as e:  # noqa: BLE001 -- whatever a damaged file makes gguf or transformers raise
+    except BaseException as e:  # noqa: BLE001 -- whatever a damaged file makes gguf or transformers raise, or Ctrl-C
         shutil.rmtree(out, ignore_errors=True)  # no half-written conversion left to reconvert or fill the disk
-        if isinstance(e, (ValueError, FileNotFoundError)) and str(gguf) in str(e):
+        if not isinstance(e, Exception) or (isinstance(e, (ValueError, FileNotFoundError)) and str(gguf) in str(e)):
             raise  # the converter's own message names the file and what it cannot express
         raise ValueError(f"{gguf}: cannot be converted ({type(e).__name__}: {e})") from e
 
