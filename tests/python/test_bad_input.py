@@ -458,6 +458,8 @@ PLACE_CASES = [
      "two.yaml:4:1: a second YAML document"),
     ("duplicate key in a --set", lambda t, m: ["check", str(_write(t / "ok.yaml", "run: {steps: 3}\n")), "--set",
                                                "run={steps: 3, steps: 5}"], "run.steps: duplicate key"),
+    ("empty model name", lambda t, m: ["check", str(_write(t / "ok.yaml", "model: {name: ''}\n"))],
+     "ok.yaml:1:15: model.name: empty (a model directory, a .gguf file or a registered name"),
     ("--set null", lambda t, m: ["check", str(_write(t / "ok.yaml", "run: {steps: 3}\n")), "--set", "optimizer.lr=null"],
      "ok.yaml: --set optimizer.lr: optimizer.lr: no value"),
 ]

@@ -160,6 +160,8 @@ def check_model_name(name: str, where: str = "") -> str:
     ValueError for a name that is none of the three; after `where` (e.g. "run.yaml:2:9:
     model.name") when given."""
     at = f"{where}: " if where else ""
+    if not name.strip():  # Path('') is the working directory
+        raise ValueError(f"{at}empty (a model directory, a .gguf file or a registered name: {', '.join(REGISTERED)})")
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
