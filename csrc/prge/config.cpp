@@ -303,6 +303,12 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
       d.label_words.emplace_back(item.first.Scalar(), item.second.Scalar());
     }
   }
+  // Present and empty: never what the task means (the kind fields not chosen may be "", as every-key output writes them).
+  for (const auto& key : {"train_file", "eval_file", "template", "label_field"}) {
+    if (data[key] && data[key].IsScalar() && data[key].Scalar().empty() && !is_null(data[key])) {
+      reader.fail(data[key], std::string("data.") + key, "empty (task: custom reads a file, template or field name here)");
+    }
+  }
   // What is missing is blamed on `task: custom`, in the file or the --set that wrote it.
   std::vector<std::string> missing;
   for (const auto& [key, value] : {std::pair{"train_file", &d.train_file}, {"eval_file", &d.eval_file},

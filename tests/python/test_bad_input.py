@@ -465,6 +465,9 @@ PLACE_CASES = [
      "run.steps: duplicate key"),
     ("empty model name", _check("ok.yaml", "model: {name: ''}\n"),
      "ok.yaml:1:15: model.name: empty (a model directory, a .gguf file or a registered name"),
+    ("empty custom-task field", _check("c.yaml", "data: {task: custom, train_file: a, eval_file: b, template: x, "
+                                                 "label_field: '', label_words: {a: b}}\n"),
+     "c.yaml:1:77: data.label_field: empty (task: custom reads a file, template or field name here)"),
     ("--set null", _check("ok.yaml", "run: {steps: 3}\n", "--set", "optimizer.lr=null"),
      "ok.yaml: --set optimizer.lr: optimizer.lr: no value"),
 ]
