@@ -52,9 +52,27 @@ YAML::Node key_of(const YAML::Node& mapping, const char* key) {
   return mapping[key];
 }
 
+// A config's text and the name its messages give it; a place in it as "name:line:column", the
+// column in characters, as an editor counts them (yaml-cpp's marks count bytes).
+struct Source {
+  std::string name, text;
+
+  std::string where(const YAML::Mark& mark) const {
+    if (mark.line < 0) return name;
+    int64_t column = mark.column;
+    if (mark.pos >= mark.column && static_cast<size_t>(mark.pos) <= text.size()) {
+      column = 0;  // UTF-8 continuation bytes (10xxxxxx) do not start a character
+      for (auto i = static_cast<size_t>(mark.pos - mark.column); i < static_cast<size_t>(mark.pos); ++i) {
+        column += (static_cast<unsigned char>(text[i]) & 0xC0) != 0x80;
+      }
+    }
+    return fmt::format("{}:{}:{}", name, mark.line + 1, column + 1);
+  }
+};
+
 class Reader {
  public:
-  explicit Reader(std::string source) : source_(std::move(source)) {}
+  explicit Reader(Source source) : source_(std::move(source)) {}
 
   [[noreturn]] void fail(const YAML::Node& node, const std::string& key, const std::string& what) const {
     throw ConfigError(located(node, key, what));
@@ -73,17 +91,16 @@ class Reader {
       const auto& o = *it;
       const bool wrote = (node.IsDefined() && node.is(o.value)) || key == o.key || key.rfind(o.key + ".", 0) == 0 ||
                          (mark.line < 0 && o.key.rfind(key + ".", 0) == 0);
-      if (wrote) return fmt::format("{}: {}: {}", source_, o.origin, key);
+      if (wrote) return fmt::format("{}: {}: {}", source_.name, o.origin, key);
     }
-    const auto where = mark.line >= 0 ? fmt::format("{}:{}:{}", source_, mark.line + 1, mark.column + 1)
-                                      : source_;
+    const auto where = source_.where(mark);
     return fmt::format("{}: {}", where, key);
   }
 
   // The place of every key read with read(), for RunConfig::places.
   const std::map<std::string, std::string>& places() const { return places_; }
 
-  const std::string& source() const { return source_; }
+  const std::string& source() const { return source_.name; }
   void applied(AppliedOverride o) { applied_.push_back(std::move(o)); }
 
   void check_keys(const YAML::Node& node, const std::string& section,
@@ -155,18 +172,15 @@ class Reader {
   }
 
  private:
-  std::string source_;
+  Source source_;
   std::vector<AppliedOverride> applied_;
   mutable std::map<std::string, std::string> places_;
 };
 
-std::string position(const std::string& source, const YAML::Mark& mark) {
-  return mark.line >= 0 ? fmt::format("{}:{}:{}", source, mark.line + 1, mark.column + 1) : source;
-}
 
 // yaml-cpp keeps both entries of a repeated key and looks up the first: a second one would be
 // ignored without a word. Every mapping of the file is checked, nested ones too.
-void check_duplicate_keys(const YAML::Node& node, const std::string& path, const std::string& source) {
+void check_duplicate_keys(const YAML::Node& node, const std::string& path, const Source& source) {
   if (node.IsMap()) {
     std::map<std::string, YAML::Mark> seen;
     for (const auto& item : node) {
@@ -177,7 +191,7 @@ void check_duplicate_keys(const YAML::Node& node, const std::string& path, const
         if (!inserted) {
           throw ConfigError(fmt::format("{}: {}: duplicate key: it is also at line {} (a key may appear once; "
                                         "which value would count is not what the file says)",
-                                        position(source, item.first.Mark()), dotted, first->second.line + 1));
+                                        source.where(item.first.Mark()), dotted, first->second.line + 1));
         }
       }
       check_duplicate_keys(item.second, dotted, source);
@@ -208,7 +222,7 @@ void apply_override(YAML::Node& root, const ConfigOverride& override_, Reader& r
     throw ConfigError(fmt::format("{}: '{}': the value is not valid YAML ({})", where, override_.value, e.msg));
   }
   try {
-    check_duplicate_keys(value, override_.key, "the value");
+    check_duplicate_keys(value, override_.key, Source{"the value", override_.value});
   } catch (const ConfigError& e) {
     throw ConfigError(fmt::format("{}: '{}': {}", where, override_.value, e.what()));
   }
@@ -338,28 +352,28 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
 
 RunConfig parse_run_config(const std::string& yaml_text, const std::string& source,
                            const std::vector<ConfigOverride>& overrides) {
-  Reader reader(source);
+  const Source text{source, yaml_text};
+  Reader reader(text);
   YAML::Node root;
   std::vector<YAML::Node> documents;
   try {
     documents = YAML::LoadAll(yaml_text);
     root = documents.empty() ? YAML::Node() : documents[0];
   } catch (const YAML::ParserException& e) {
-    throw ConfigError(fmt::format("{}:{}:{}: malformed YAML: {}", source, e.mark.line + 1,
-                                  e.mark.column + 1, e.msg));
+    throw ConfigError(fmt::format("{}: malformed YAML: {}", text.where(e.mark), e.msg));
   }
   // Empty (or only comments) is an error with or without overrides: it is never the file meant.
   if (!root || root.IsNull()) throw ConfigError(fmt::format("{}: the config is empty", source));
   if (documents.size() > 1) {
     throw ConfigError(fmt::format("{}: a second YAML document (after '---'): a config is one document, and the "
                                   "reader would ignore what follows",
-                                  position(source, documents[1].Mark())));
+                                  text.where(documents[1].Mark())));
   }
   if (!root.IsMap()) {
     throw ConfigError(fmt::format("{}: expected a mapping of sections (model:, estimator:, ...), got a YAML {}",
-                                  position(source, root.Mark()), root.IsSequence() ? "list" : "scalar"));
+                                  text.where(root.Mark()), root.IsSequence() ? "list" : "scalar"));
   }
-  check_duplicate_keys(root, "", source);
+  check_duplicate_keys(root, "", text);
   for (const auto& item : root) {  // a null section is no section (adapter: null is none), overridden or not
     if (item.first.Scalar() != "adapter" && is_null(item.second)) reader.fail(item.first, item.first.Scalar(), kNoValue);
   }

@@ -468,6 +468,7 @@ PLACE_CASES = [
     ("empty custom-task field", _check("c.yaml", "data: {task: custom, train_file: a, eval_file: b, template: x, "
                                                  "label_field: '', label_words: {a: b}}\n"),
      "c.yaml:1:77: data.label_field: empty (task: custom reads a file, template or field name here)"),
+    ("a column counts characters", _check("u.yaml", "model: {name: \"\u00e9\u00e9\", dtype: ''}\n"), "u.yaml:1:28: model.dtype: empty"),
     ("--set null", _check("ok.yaml", "run: {steps: 3}\n", "--set", "optimizer.lr=null"),
      "ok.yaml: --set optimizer.lr: optimizer.lr: no value"),
 ]
