@@ -8,6 +8,7 @@ namespace prge::bindings {
 
 void bind_config(py::module_& m) {
   py::register_exception<ConfigError>(m, "ConfigError", PyExc_ValueError);
+  m.attr("NO_VALUE") = kNoValue;  // what a key with YAML's null is told (sweep files too)
 
   py::class_<ModelOptions>(m, "ModelOptions")
       .def_readonly("name", &ModelOptions::name)

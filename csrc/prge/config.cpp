@@ -32,11 +32,6 @@ struct AppliedOverride {
   YAML::Node value;
 };
 
-// What a key with YAML's null (an empty value, ~, null) is told: it is no value, and not the
-// default, which leaving the key out gives.
-constexpr const char* kNoValue =
-    "no value (YAML reads an empty value, ~ and null as null); leave the key out for its default";
-
 // YAML's null: an empty value, ~, null (any case yaml-cpp reads), and a value tagged !!null,
 // which yaml-cpp keeps as a tagged empty scalar.
 bool is_null(const YAML::Node& node) {

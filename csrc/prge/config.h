@@ -17,6 +17,11 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// What a key with YAML's null (an empty value, ~, null) is told, in a config and a sweep file: it
+// is no value, and not the default, which leaving the key out gives.
+inline constexpr const char* kNoValue =
+    "no value (YAML reads an empty value, ~ and null as null); leave the key out for its default";
+
 struct ModelOptions {
   std::string name = "smollm2-135m";  // registry name or a directory with config.json + *.safetensors
   std::string dtype = "float32";

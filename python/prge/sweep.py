@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from prge._core import ConfigError, parse_run_config
+from prge._core import NO_VALUE, ConfigError, parse_run_config
 from prge.overrides import SweepLoader, load_yaml, read_text, value_text
 from prge import checkpoints, run_summary
 from prge.run_dir import RunInProgress, finished, resumable
@@ -51,8 +51,7 @@ def load_sweep_spec(path: str | Path) -> dict:
         raise ValueError(f"{path}: unknown sweep key(s) {sorted(unknown)} (allowed: {sorted(SWEEP_KEYS)})")
     for key, value in spec.items():  # as in a config: null is no value, not the default
         if value is None:
-            raise ValueError(f"{path}: {key}: no value (YAML reads an empty value, ~ and null as null); "
-                             "leave the key out for its default")
+            raise ValueError(f"{path}: {key}: {NO_VALUE}")
     if not isinstance(spec.get("output_root", "runs"), str) or not spec.get("output_root", "runs").strip():
         raise ValueError(f"{path}: output_root: expected a directory name, got {spec['output_root']!r}")
     for key in ("grid", "speed", "report"):
@@ -65,6 +64,9 @@ def load_sweep_spec(path: str | Path) -> dict:
         for key in variant if isinstance(variant, dict) else ():
             if not isinstance(key, str) or not key.strip():
                 raise ValueError(f"{path}: variant {i + 1}: {key!r} is not a key (expected name or section.key)")
+        if isinstance(variant, dict) and "name" in variant and (variant["name"] is None or
+                                                                isinstance(variant["name"], (dict, list))):
+            raise ValueError(f"{path}: variant {i + 1}: name: expected a name, got {variant['name']!r}")
     if spec.get("mode", "train") not in MODES:
         raise ValueError(f"{path}: mode must be one of {MODES}, got {spec['mode']!r}")
     from prge.speed import SPEED_KEYS
@@ -120,9 +122,6 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
     variants = spec.get("variants") or [{"name": "run"}]
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         raise ValueError(f"{path}: variants must be a list of mappings, each {{name: ..., key: value, ...}}")
-    for i, variant in enumerate(variants):
-        if "name" in variant and (variant["name"] is None or isinstance(variant["name"], (dict, list))):
-            raise ValueError(f"{path}: variant {i + 1}: name: expected a name, got {variant['name']!r}")
     names = [str(v.get("name", "run")) for v in variants]
     for i, name in enumerate(names):
         if not name.strip() or "/" in name or "\\" in name or "\0" in name or name in (".", ".."):
