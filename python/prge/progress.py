@@ -20,3 +20,9 @@ def above(bar):
     if bar is None:
         return contextlib.nullcontext()
     return bar.external_write_mode()
+
+
+def closed_at_exit(bar):
+    """A context that closes `bar` (a progress_bar, or None) however it is left, so that an
+    interruption's or error's message starts its own line."""
+    return contextlib.nullcontext() if bar is None else contextlib.closing(bar)

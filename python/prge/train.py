@@ -14,7 +14,7 @@ import torch
 from prge import checkpoints, distributed, durable, preflight, run_summary
 from prge.interrupts import stop_signals
 from prge.run_dir import claim
-from prge.progress import above, progress_bar
+from prge.progress import above, closed_at_exit, progress_bar
 from prge._core import RunConfig, Trainer
 from prge.data.batching import BatchSampler
 from prge.evaluation import evaluate as evaluate_examples
@@ -187,48 +187,44 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
                 where.saved = step
 
         bar = progress_bar(config.run.steps, progress, initial=first - 1)
-        try:
-            with durable.NamedAppend(metrics_path if writer else os.devnull) as metrics:
-                if team:
-                    step_on.interrupted = signals.requested  # the ranks agree on a Ctrl-C through the step's gather
-                for step in range(first, config.run.steps + 1):
-                    result = step_on(encoder.batch([train[i] for i in sampler.next()]))
-                    where.step = step
-                    if step == first:
-                        preflight.check_losses_differ(step, result, config)
-                    check_finite(step, result, metrics_path)
-                    stopping = result.stop if team else signals.requested()
-                    if team and (step % config.run.log_every == 0 or step == config.run.steps or stopping or
-                                 (config.run.checkpoint_every and step % config.run.checkpoint_every == 0)):
-                        distributed.check_in_step(team, trained, step, device)
-                    step_seconds.append(result.seconds)
-                    passes += result.forward_passes
-                    sequences += result.sequences
-                    if step % config.run.log_every == 0:
-                        metrics.write(json.dumps({"step": step, "loss": result.loss, "seconds": result.seconds,
-                                                  "forward_passes": passes, "sequences": sequences}) + "\n")
-                    if bar:  # before an evaluation: its own bar follows a finished step, the last one's a closed bar
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{result.loss:.4f}")
-                        if step == config.run.steps:
-                            bar.close()
-                            bar = None
-                    if step == config.run.steps or (config.run.eval_every and step % config.run.eval_every == 0):
-                        history.append(evaluate(step, passes, sequences))
-                        metrics.write(json.dumps(history[-1]) + "\n")
-                        if step != config.run.steps or stopping:  # else the closing "after N steps" line has it
-                            with above(bar):
-                                log(f"[prge] step {step}: {describe(history[-1])}")
-                        if bar:
-                            bar.unpause()  # the evaluation's time out of the steps' rate and the ETA
-                    metrics.flush()
-                    if stopping or (config.run.checkpoint_every and step % config.run.checkpoint_every == 0):
-                        checkpoint(step)
-                    if stopping:
-                        raise RunInterrupted(where.interrupted())
-        finally:  # an interruption or error leaves no bar open under its message
-            if bar:
-                bar.close()
+        with durable.NamedAppend(metrics_path if writer else os.devnull) as metrics, closed_at_exit(bar):
+            if team:
+                step_on.interrupted = signals.requested  # the ranks agree on a Ctrl-C through the step's gather
+            for step in range(first, config.run.steps + 1):
+                result = step_on(encoder.batch([train[i] for i in sampler.next()]))
+                where.step = step
+                if step == first:
+                    preflight.check_losses_differ(step, result, config)
+                check_finite(step, result, metrics_path)
+                stopping = result.stop if team else signals.requested()
+                if team and (step % config.run.log_every == 0 or step == config.run.steps or stopping or
+                             (config.run.checkpoint_every and step % config.run.checkpoint_every == 0)):
+                    distributed.check_in_step(team, trained, step, device)
+                step_seconds.append(result.seconds)
+                passes += result.forward_passes
+                sequences += result.sequences
+                if step % config.run.log_every == 0:
+                    metrics.write(json.dumps({"step": step, "loss": result.loss, "seconds": result.seconds,
+                                              "forward_passes": passes, "sequences": sequences}) + "\n")
+                if bar:  # before an evaluation: its own bar follows a finished step, the last one's a closed bar
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{result.loss:.4f}")
+                    if step == config.run.steps:
+                        bar.close()
+                        bar = None
+                if step == config.run.steps or (config.run.eval_every and step % config.run.eval_every == 0):
+                    history.append(evaluate(step, passes, sequences))
+                    metrics.write(json.dumps(history[-1]) + "\n")
+                    if step != config.run.steps or stopping:  # else the closing "after N steps" line has it
+                        with above(bar):
+                            log(f"[prge] step {step}: {describe(history[-1])}")
+                    if bar:
+                        bar.unpause()  # the evaluation's time out of the steps' rate and the ETA
+                metrics.flush()
+                if stopping or (config.run.checkpoint_every and step % config.run.checkpoint_every == 0):
+                    checkpoint(step)
+                if stopping:
+                    raise RunInterrupted(where.interrupted())
         if not writer:
             return None
         before, after = history[0][f"eval_{primary}"], history[-1][f"eval_{primary}"]
