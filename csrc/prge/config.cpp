@@ -172,7 +172,6 @@ class Reader {
   mutable std::map<std::string, std::string> places_;
 };
 
-
 // yaml-cpp keeps both entries of a repeated key and looks up the first: a second one would be
 // ignored without a word. Every mapping of the file is checked, nested ones too.
 void check_duplicate_keys(const YAML::Node& node, const std::string& path, const Source& source) {
@@ -314,7 +313,7 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
   }
   // Present and empty: never what the task means (the kind fields not chosen may be "", as every-key output writes them).
   for (const auto& key : {"train_file", "eval_file", "template", "label_field"}) {
-    if (data[key] && data[key].IsScalar() && data[key].Scalar().empty() && !is_null(data[key])) {
+    if (data[key] && data[key].Scalar().empty()) {  // read() above refused a null or a non-scalar
       reader.fail(data[key], std::string("data.") + key, "empty (task: custom reads a file, template or field name here)");
     }
   }
