@@ -3,7 +3,8 @@
 # 11 tasks x 5 methods x 3 seeds) on SmolLM2-135M, resumable across calls: each call runs the sweep
 # for at most SWEEP_SECONDS (default 540: a call may run 10 minutes), starting only the runs
 # estimated to end by then (PLAN, below); runs still in flight stop after a step with a checkpoint
-# (SIGTERM), and the next call skips the finished runs and resumes those, while the machine stays
+# (SIGTERM; the sweep ends only after they have written it: a call's leftover processes do not
+# outlive it), and the next call skips the finished runs and resumes those, while the machine stays
 # warm (DEVICE_RUNS, experiments/device/paths.env, holds them). A cold machine starts from the finished runs
 # committed in experiments/results/paper_accuracy/runs.tgz; runs stopped part-way start again there
 # (checkpoints do not travel back). Each call sends its runs back in $OUT (no weights or

@@ -18,10 +18,11 @@ class StopNow(KeyboardInterrupt):
 
 
 class StopSignals:
-    def __init__(self):
+    def __init__(self, on_repeat=None):
         self.count = 0
         self._writing = 0
         self._held = False
+        self._on_repeat = on_repeat  # called with the signal number instead of StopNow
 
     def requested(self) -> bool:
         """Whether a Ctrl-C or SIGTERM arrived."""
@@ -30,6 +31,9 @@ class StopSignals:
     def _handle(self, signum, frame) -> None:
         self.count += 1
         if self.count < 2:
+            return
+        if self._on_repeat:
+            self._on_repeat(signum)
             return
         if self._writing:
             self._held = True
@@ -51,10 +55,12 @@ class StopSignals:
 
 
 @contextmanager
-def stop_signals():
+def stop_signals(on_repeat=None):
     """Installs the handlers for the body (main thread only; elsewhere signals behave as
-    usual and nothing is ever requested) and yields the StopSignals."""
-    signals = StopSignals()
+    usual and nothing is ever requested) and yields the StopSignals. `on_repeat(signum)`, when
+    given, takes every signal after the first instead of StopNow (a sweep passes it on to its
+    runs: prge.sweep_gpus)."""
+    signals = StopSignals(on_repeat)
     try:
         previous = {sig: signal.signal(sig, signals._handle) for sig in STOP_SIGNALS}
     except ValueError:  # not the main thread

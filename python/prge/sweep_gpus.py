@@ -2,17 +2,21 @@
 `prge train` process that sees only its GPU (CUDA_VISIBLE_DEVICES), so that its config
 (model.device: cuda) and results are those of the same run in a sequential sweep. Each run's
 output goes to RUN_DIR.log beside its directory (a resumed run's is appended to); a failed run is
-named at the end, after the others have finished."""
+named at the end, after the others have finished; an interrupted sweep waits for its runs to
+checkpoint (run_on_gpus)."""
 from __future__ import annotations
 
 import os
 import queue
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from prge.interrupts import stop_signals
 from prge.run_summary import read as read_summary
 
 
@@ -32,10 +36,28 @@ def parse_gpus(text: str) -> list[str]:
 
 
 def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print) -> list[dict]:
-    """jobs: (label, RunConfig, resume). Returns the finished runs' summaries in job order."""
+    """jobs: (label, RunConfig, resume). Returns the finished runs' summaries in job order.
+
+    A Ctrl-C or SIGTERM starts no further run and waits for the runs in flight: they got the
+    signal too (a terminal, `timeout` and job schedulers signal the whole process group) and stop
+    after their step with a checkpoint. Each signal after the first is passed on to them, so a
+    sweep signalled alone (`kill PID`, twice) stops its runs as well, and a second Ctrl-C stops
+    them at once (prge.interrupts). Then RunInterrupted names the runs the same sweep resumes.
+    The sweep never ends while a run of it is still writing."""
+    from prge import checkpoints
+    from prge.train import RunInterrupted
+
     free: queue.Queue[str] = queue.Queue()
     for gpu in gpus:
         free.put(gpu)
+    running: list[subprocess.Popen] = []
+    guard = threading.RLock()  # the runs in flight; no run starts once a stop is requested (a handler may nest)
+
+    def pass_on(signum) -> None:
+        with guard:
+            for process in running:
+                if process.poll() is None:
+                    process.send_signal(signum)
 
     def run(job, config_dir: Path):
         label, config, resume = job
@@ -48,18 +70,37 @@ def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print
         log_path.parent.mkdir(parents=True, exist_ok=True)
         gpu = free.get()
         try:
-            log(f"[prge] {label}: started on GPU {gpu} (output in {log_path})")
-            with open(log_path, "a" if resume else "w") as out:  # a resumed run's log goes on
-                code = subprocess.run(argv, env={**os.environ, "CUDA_VISIBLE_DEVICES": gpu},
-                                      stdout=out, stderr=subprocess.STDOUT).returncode
+            with guard:
+                if signals.requested():
+                    return None, log_path  # not started
+                log(f"[prge] {label}: started on GPU {gpu} (output in {log_path})")
+                with open(log_path, "a" if resume else "w") as out:  # a resumed run's log goes on
+                    process = subprocess.Popen(argv, env={**os.environ, "CUDA_VISIBLE_DEVICES": gpu},
+                                               stdout=out, stderr=subprocess.STDOUT)
+                running.append(process)
+                if signals.requested():  # the signal may have come before the process existed
+                    process.send_signal(signal.SIGTERM)
+            code = process.wait()
         finally:
             free.put(gpu)
-        log(f"[prge] {label}: {'finished' if code == 0 else f'failed (exit {code})'} on GPU {gpu}")
+        outcome = "finished" if code == 0 else "stopped" if signals.requested() else f"failed (exit {code})"
+        log(f"[prge] {label}: {outcome} on GPU {gpu}")
         return code, log_path
 
-    with tempfile.TemporaryDirectory(prefix="prge-sweep-") as config_dir, \
+    with stop_signals(on_repeat=pass_on) as signals, \
+            tempfile.TemporaryDirectory(prefix="prge-sweep-") as config_dir, \
             ThreadPoolExecutor(max_workers=len(gpus)) as pool:
         outcomes = list(pool.map(lambda job: run(job, Path(config_dir)), jobs))
+    if signals.requested():
+        def after(config) -> str:
+            return "resumes from its checkpoint" if checkpoints.exists(config.run.output_dir) else "starts again"
+
+        stopped = [f"{label} ({after(config)}; see {log_path})"
+                   for (label, config, _), (code, log_path) in zip(jobs, outcomes) if code not in (None, 0)]
+        waiting = sum(code is None for code, _ in outcomes)
+        raise RunInterrupted(f"sweep interrupted: {len(stopped)} run(s) in flight stopped"
+                             + (f" ({'; '.join(stopped)})" if stopped else "")
+                             + f", {waiting} not started; continue with the same `prge sweep` command")
     failed = [f"{label} (exit {code}; see {log_path})"
               for (label, _, _), (code, log_path) in zip(jobs, outcomes) if code != 0]
     if failed:

@@ -399,9 +399,9 @@ def test_a_resumed_run_on_a_gpu_appends_to_its_log(tmp_path, monkeypatch):
 
     def fake_train(argv, env, stdout, stderr):
         stdout.write(f"{'resumed' if '--resume' in argv else 'started'} on GPU {env['CUDA_VISIBLE_DEVICES']}\n")
-        return SimpleNamespace(returncode=0)
+        return SimpleNamespace(wait=lambda: 0, poll=lambda: 0)
 
-    monkeypatch.setattr(subprocess, "run", fake_train)
+    monkeypatch.setattr(subprocess, "Popen", fake_train)
     monkeypatch.setattr(sweep_gpus, "read_summary", lambda path: {"path": str(path)})
     config = SimpleNamespace(run=SimpleNamespace(output_dir=str(tmp_path / "run-a")), to_yaml=lambda: "run: {}\n")
     log = tmp_path / "run-a.log"
@@ -410,3 +410,61 @@ def test_a_resumed_run_on_a_gpu_appends_to_its_log(tmp_path, monkeypatch):
     assert log.read_text() == "step 1000 before the interruption\nresumed on GPU 0\n"
     sweep_gpus.run_on_gpus([("(1/1) run-a", config, False)], ["1"], log=lambda *a: None)
     assert log.read_text() == "started on GPU 1\n"
+
+
+SWEEP_CHILD = """
+import sys
+from prge.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("signalled", ["group", "sweep alone, twice"])
+def test_a_signalled_gpu_sweep_waits_for_its_run_to_checkpoint_then_resumes_it(assets, signalled):
+    """SIGTERM to a `prge sweep --gpus` (as `timeout`, a terminal or a scheduler sends it to the
+    process group, or `kill PID` twice to the sweep alone, the second passed on to its run): the
+    run in flight stops after its step with a checkpoint *before* the sweep exits (a machine
+    that ends the job when the sweep ends keeps it), the run not started is named, and the same
+    sweep command resumes the first and runs the second."""
+    import fcntl
+
+    import yaml
+
+    tmp, model_dir, data_dir = assets
+    name = "sigterm-sweep-" + signalled.split()[0]
+    base, _ = config_for(tmp, model_dir, data_dir, name, run={"steps": 4000, "eval_every": 0, "log_every": 1})
+    spec = tmp / name / "sweep.yaml"
+    spec.write_text(yaml.safe_dump({"base": str(base), "grid": {"optimizer.lr": [0.01, 0.02]}}))
+    root = tmp / name / "runs"
+    argv = [sys.executable, "-c", SWEEP_CHILD, "sweep", str(spec), "--no-progress", "--gpus", "0",
+            "--output-root", str(root)]
+    sweep = subprocess.Popen(argv, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)  # its own process group, as under `timeout`
+    first = root / "run-lr0.01"
+    deadline = time.monotonic() + 300
+    while not ((first / "metrics.jsonl").is_file() and len((first / "metrics.jsonl").read_text().splitlines()) > 20):
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
+        time.sleep(0.2)
+    if signalled == "group":
+        os.killpg(sweep.pid, signal.SIGTERM)
+    else:
+        sweep.send_signal(signal.SIGTERM)  # the sweep alone: it waits for the run...
+        time.sleep(1.0)
+        assert sweep.poll() is None
+        sweep.send_signal(signal.SIGTERM)  # ...and passes the second on to it
+    out, err = sweep.communicate(timeout=300)
+    # The sweep has ended: its run has ended before it (no process holds the run directory's
+    # lock), with its checkpoint whole.
+    with open(first / ".prge.lock") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while the run still runs
+    assert sweep.returncode != 0 and (first / "checkpoint.json").is_file(), err[-3000:]
+    assert not (first / "summary.json").exists()
+    assert ("prge: error: sweep interrupted: 1 run(s) in flight stopped ((1/2) run-lr0.01 (resumes from its "
+            "checkpoint; see") in err, err[-3000:]
+    assert "1 not started; continue with the same `prge sweep` command" in err, err[-3000:]
+    assert "checkpoint saved" in (root / "run-lr0.01.log").read_text()
+    again = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = (root / "run-lr0.01.log").read_text()
+    assert "checkpoint saved" in log and "resuming after step" in log, log[-3000:]
+    assert (first / "summary.json").is_file() and (root / "run-lr0.02" / "summary.json").is_file()
