@@ -26,7 +26,7 @@ constexpr int64_t kMaxQueries = 4096;
 constexpr int64_t kMaxSequencesPerForward = 65536;
 namespace {
 
-// An override as applied: the node it wrote, and how messages name it.
+// An override as applied: the node it wrote, and how messages name it (its whole place).
 struct AppliedOverride {
   std::string key, origin;
   YAML::Node value;
@@ -79,14 +79,15 @@ class Reader {
     return fmt::format("{}: {}", place(node, key), what);
   }
 
-  // "file:line:col: key", or "file: --set KEY: key" (the override's origin).
+  // "file:line:col: key", or the override's origin that wrote it ("file: --set KEY", a sweep's
+  // "sweep:line:col: grid KEY"), followed by the key when it lies below the override's.
   std::string place(const YAML::Node& node, const std::string& key) const {
     const auto mark = node.IsDefined() ? node.Mark() : YAML::Mark::null_mark();
     for (auto it = applied_.rbegin(); it != applied_.rend(); ++it) {  // the last one to write a key wrote its value
       const auto& o = *it;
       const bool wrote = (node.IsDefined() && node.is(o.value)) || key == o.key || key.rfind(o.key + ".", 0) == 0 ||
                          (mark.line < 0 && o.key.rfind(key + ".", 0) == 0);
-      if (wrote) return fmt::format("{}: {}: {}", source_.name, o.origin, key);
+      if (wrote) return key == o.key ? o.origin : fmt::format("{}: {}", o.origin, key);
     }
     const auto where = source_.where(mark);
     return fmt::format("{}: {}", where, key);
@@ -198,8 +199,8 @@ void check_duplicate_keys(const YAML::Node& node, const std::string& path, const
 // Applies `KEY=VALUE` to the parsed mapping: sections on the way are created (or replace a
 // null), VALUE is read as YAML 1.2 by yaml-cpp.
 void apply_override(YAML::Node& root, const ConfigOverride& override_, Reader& reader) {
-  const auto origin = override_.origin.empty() ? "--set " + override_.key : override_.origin;
-  const auto where = fmt::format("{}: {}", reader.source(), origin);
+  const auto where =
+      override_.origin.empty() ? fmt::format("{}: --set {}", reader.source(), override_.key) : override_.origin;
   std::vector<std::string> parts;
   std::string part;
   std::istringstream dotted(override_.key);
@@ -234,7 +235,7 @@ void apply_override(YAML::Node& root, const ConfigOverride& override_, Reader& r
     node.reset(child);
   }
   node[parts.back()] = value;
-  reader.applied({override_.key, origin, value});
+  reader.applied({override_.key, where, value});
 }
 
 // A section of the file; left out, an empty mapping (its keys' defaults). Null is no section.

@@ -119,7 +119,8 @@ struct RunConfig {
 struct ConfigOverride {
   std::string key;     // dotted: estimator.queries
   std::string value;   // YAML text
-  std::string origin;  // how messages name it; empty: "--set KEY"
+  std::string origin;  // how messages name it, as a place (a sweep's "FILE:LINE:COL: grid KEY");
+                      // empty: "CONFIG: --set KEY"
 };
 
 // The config of one YAML text, read once: duplicate keys and an empty text are errors, the

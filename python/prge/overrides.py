@@ -84,14 +84,24 @@ SweepLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 def load_yaml(text: str, source: str):
     """A sweep file's YAML (SweepLoader); ValueError naming the file and line."""
+    return compose_yaml(text, source)[0]
+
+
+def compose_yaml(text: str, source: str):
+    """(data, node) of one parse of a sweep file's YAML (SweepLoader): the node tree keeps each
+    value's line and column for messages; ValueError naming the file and line."""
+    loader = SweepLoader(text)
     try:
-        return yaml.load(text, Loader=SweepLoader)
+        node = loader.get_single_node()
+        return (loader.construct_document(node) if node is not None else None), node
     except yaml.MarkedYAMLError as e:  # one line: the place, then what PyYAML found
         mark = e.problem_mark or e.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         raise ValueError(f"{where}: malformed YAML: {e.problem or e.context}") from e
     except yaml.YAMLError as e:
         raise ValueError(f"{source}: malformed YAML: {e}") from e
+    finally:
+        loader.dispose()
 
 
 def value_text(value) -> str:

@@ -15,12 +15,13 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from prge._core import NO_VALUE, ConfigError, parse_run_config
-from prge.overrides import SweepLoader, load_yaml, read_text, value_text
+from prge.overrides import compose_yaml, load_yaml, read_text, value_text
 from prge import checkpoints, run_summary
 from prge.run_dir import RunInProgress, finished, resumable
 
@@ -41,55 +42,91 @@ def grid_label(key: str, value) -> str:
     return f"{key.split('.')[-1]}{text}"
 
 
-def load_sweep_spec(path: str | Path) -> dict:
+@dataclass
+class SweepFile:
+    """A sweep file read and parsed once: its mapping, and the node tree that places its values."""
+    path: Path
+    text: str
+    spec: dict
+    node: yaml.Node | None
+
+    def where(self, *keys) -> str:
+        """'PATH:LINE:COL' of what `keys` reach (mapping keys: the key itself, where the config
+        reader places a key too; list indices: the item), or 'PATH' where the file holds none."""
+        node, mark = self.node, None
+        for key in keys:
+            if isinstance(node, yaml.MappingNode):
+                found = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and
+                              (k.value == str(key) or key is None and k.value in ("", "~", "null", "Null", "NULL"))),
+                             None)
+                node, mark = (found[1], found[0].start_mark) if found else (None, None)
+            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
+                node = node.value[key]
+                mark = node.start_mark
+            else:
+                node, mark = None, None
+        return f"{self.path}:{mark.line + 1}:{mark.column + 1}" if mark else str(self.path)
+
+
+def read_sweep(path: str | Path) -> SweepFile:
+    """The sweep file, checked: its keys, their types, no null values; ValueError naming the place."""
     path = Path(path)
-    spec = load_yaml(read_text(path, "sweep file"), str(path)) or {}
+    text = read_text(path, "sweep file")
+    spec, node = compose_yaml(text, str(path))
+    sweep = SweepFile(path, text, spec or {}, node)
+    spec, where = sweep.spec, sweep.where
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: a sweep file is a mapping of {sorted(SWEEP_KEYS)}")
-    unknown = set(spec) - SWEEP_KEYS
+    unknown = [key for key in spec if key not in SWEEP_KEYS]
     if unknown:
-        raise ValueError(f"{path}: unknown sweep key(s) {sorted(unknown)} (allowed: {sorted(SWEEP_KEYS)})")
+        raise ValueError(f"{where(unknown[0])}: unknown sweep key(s) {sorted(map(str, unknown))} "
+                         f"(allowed: {sorted(SWEEP_KEYS)})")
     for key, value in spec.items():  # as in a config: null is no value, not the default
         if value is None:
-            raise ValueError(f"{path}: {key}: {NO_VALUE}")
+            raise ValueError(f"{where(key)}: {key}: {NO_VALUE}")
     if not isinstance(spec.get("output_root", "runs"), str) or not spec.get("output_root", "runs").strip():
-        raise ValueError(f"{path}: output_root: expected a directory name, got {spec['output_root']!r}")
+        raise ValueError(f"{where('output_root')}: output_root: expected a directory name, got {spec['output_root']!r}")
     for key in ("grid", "speed", "report"):
         if not isinstance(spec.get(key, {}), dict):
-            raise ValueError(f"{path}: {key}: expected a mapping of keys, got {spec[key]!r}")
+            raise ValueError(f"{where(key)}: {key}: expected a mapping of keys, got {spec[key]!r}")
     for key in spec.get("grid", {}):
         if not isinstance(key, str) or not key.strip():
-            raise ValueError(f"{path}: grid: {key!r} is not a key (expected section.key, e.g. estimator.queries)")
+            raise ValueError(f"{where('grid', key)}: grid: {key!r} is not a key (expected section.key, e.g. "
+                             "estimator.queries)")
     for i, variant in enumerate(spec.get("variants") or []):
         for key in variant if isinstance(variant, dict) else ():
             if not isinstance(key, str) or not key.strip():
-                raise ValueError(f"{path}: variant {i + 1}: {key!r} is not a key (expected name or section.key)")
+                raise ValueError(f"{where('variants', i, key)}: variant {i + 1}: {key!r} is not a key (expected name "
+                                 "or section.key)")
         if isinstance(variant, dict) and "name" in variant and (variant["name"] is None or
                                                                 isinstance(variant["name"], (dict, list))):
-            raise ValueError(f"{path}: variant {i + 1}: name: expected a name, got {variant['name']!r}")
+            raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1}: name: expected a name, got "
+                             f"{variant['name']!r}")
     if spec.get("mode", "train") not in MODES:
-        raise ValueError(f"{path}: mode must be one of {MODES}, got {spec['mode']!r}")
+        raise ValueError(f"{where('mode')}: mode must be one of {MODES}, got {spec['mode']!r}")
     from prge.speed import SPEED_KEYS
 
     unknown = set(spec.get("speed") or {}) - SPEED_KEYS
     if unknown:
-        raise ValueError(f"{path}: unknown speed key(s) {sorted(unknown)} (allowed: {sorted(SPEED_KEYS)})")
-    return spec
+        raise ValueError(f"{where('speed')}: unknown speed key(s) {sorted(unknown)} (allowed: {sorted(SPEED_KEYS)})")
+    return sweep
 
 
-def inline_base_text(path: Path, base: dict) -> tuple[str, str]:
+def load_sweep_spec(path: str | Path) -> dict:
+    """The sweep file's mapping, checked (read_sweep)."""
+    return read_sweep(path).spec
+
+
+def inline_base_text(sweep: SweepFile) -> tuple[str, str]:
     """The text of a sweep file's inline `base:` mapping as the file holds it, after as many blank
     lines and spaces as precede it there, so that the config reader's line:column of a key is
-    the sweep file's. When that text alone does not read back to `base` (an alias of an anchor
-    elsewhere in the file), the mapping written out again, named "PATH (base)" since its positions
-    are then the written text's. Returns (text, source name)."""
-    text = read_text(path, "sweep file")
-    root = yaml.compose(text, Loader=SweepLoader)
-    node = next((value for key, value in root.value if key.value == "base"), None) if root else None
-    if node is None:  # no base: every key its default
-        return yaml.safe_dump(base), str(path)
+    the sweep file's. When that text alone does not read back to the mapping (an alias of an
+    anchor elsewhere in the file), the mapping written out again, named "PATH (base)" since its
+    positions are then the written text's. Returns (text, source name)."""
+    base, root, path = sweep.spec["base"], sweep.node, sweep.path
+    node = next((value for key, value in root.value if key.value == "base"), None)
     start, end = node.start_mark, node.end_mark
-    placed = "\n" * start.line + " " * start.column + text[start.index:end.index]
+    placed = "\n" * start.line + " " * start.column + sweep.text[start.index:end.index]
     try:
         if load_yaml(placed, str(path)) == base:
             return placed, str(path)
@@ -104,42 +141,50 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
     a dict of values) apply to every run, last. The config reader applies the variant's and the grid point's
     values and the overrides to the base config's parsed mapping (never re-serialised text)."""
     path = Path(path)
-    spec = load_sweep_spec(path)
+    sweep = read_sweep(path)
+    spec, where = sweep.spec, sweep.where
     base = spec.get("base", {})
     if isinstance(base, str):
         base_path = (path.parent / base).resolve()
         if not base_path.is_file():
-            raise FileNotFoundError(f"{path}: base config not found: {base_path}")
+            raise FileNotFoundError(f"{where('base')}: base config not found: {base_path}")
         base_text, base_source = read_text(base_path, "base config"), str(base_path)
-    elif isinstance(base, dict):  # inline: its own text, placed where it stands so errors give the file's lines
-        base_text, base_source = inline_base_text(path, base)
+    elif isinstance(base, dict) and "base" in spec:  # inline: its own text, placed where it stands (the file's lines)
+        base_text, base_source = inline_base_text(sweep)
+    elif isinstance(base, dict):  # no base: every key its default
+        base_text, base_source = "{}", str(path)
     else:
-        raise ValueError(f"{path}: base must be a config file name or a mapping")
+        raise ValueError(f"{where('base')}: base must be a config file name or a mapping")
     grid = spec.get("grid", {}) or {}
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise ValueError(f"{path}: grid.{key} must be a non-empty list")
+            raise ValueError(f"{where('grid', key)}: grid.{key} must be a non-empty list")
     variants = spec.get("variants") or [{"name": "run"}]
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
-        raise ValueError(f"{path}: variants must be a list of mappings, each {{name: ..., key: value, ...}}")
+        raise ValueError(f"{where('variants')}: variants must be a list of mappings, each "
+                         "{name: ..., key: value, ...}")
     names = [str(v.get("name", "run")) for v in variants]
     for i, name in enumerate(names):
         if not name.strip() or "/" in name or "\\" in name or "\0" in name or name in (".", ".."):
-            raise ValueError(f"{path}: variant {i + 1} is named {name!r}: a variant's name starts its runs' "
-                             "directory names, so it cannot be empty, hold / or \\ or a NUL, or be . or ..")
+            raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named {name!r}: a variant's name "
+                             "starts its runs' directory names, so it cannot be empty, hold / or \\ or a NUL, or be "
+                             ". or ..")
         if name in names[:i]:
-            raise ValueError(f"{path}: variants {names.index(name) + 1} and {i + 1} are both named '{name}': each "
+            raise ValueError(f"{where('variants', i, 'name')}: variants {names.index(name) + 1} and {i + 1} are both "
+                             f"named '{name}': each "
                              "variant's runs go to directories named after it, so the names must differ"
                              + (" (a variant without name: is named run)" if name == "run" else ""))
     if output_root is not None and not str(output_root).strip():
         raise ValueError(f"{path}: --output-root: an empty directory name")
     root = Path(output_root or spec.get("output_root", f"runs/{path.stem}"))
+    root_origin = ("--output-root" if output_root else f"{where('output_root')}: output_root" if "output_root" in spec
+                   else f"{path}: output_root (by default runs/{path.stem})")
     runs, warned, labels = [], set(), {}
-    for variant in variants:
+    for vi, variant in enumerate(variants):
         variant = dict(variant)
         name = str(variant.pop("name", "run"))
-        for combo in itertools.product(*grid.values()):
-            point = dict(zip(grid.keys(), combo))
+        for combo in itertools.product(*(list(enumerate(values)) for values in grid.values())):
+            point = {k: value for k, (_, value) in zip(grid.keys(), combo)}
             label = "-".join([name] + [grid_label(k, v) for k, v in point.items()])
             if label in labels:  # grid values 1 and '1', or keys ending alike (estimator.kind, optimizer.kind)
                 raise ValueError(f"{path}: two runs would share the directory {root / label} "
@@ -147,14 +192,17 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
                                  "value that is a path is named by its last part: for paths that end alike, give "
                                  "each its own variant with a name)")
             labels[label] = dict(point)
-            settings = ([(k, value_text(v), f"{path}: variant {name}: {k}") for k, v in variant.items()] +
-                        [(k, value_text(v), f"{path}: grid {k}") for k, v in point.items()] +
-                        [(k, v, f"--set {k}") for k, v in _as_text(overrides)] +
-                        [("run.output_dir", value_text(str(root / label)), "the sweep's output_root")])
+            # Each value named by its place in the sweep file (the config reader's messages start with it).
+            settings = ([(k, value_text(x), f"{where('variants', vi, k)}: variant {name}: {k}")
+                         for k, x in variant.items()]
+                        + [(k, value_text(x), f"{where('grid', k, i)}: grid {k}") for k, (i, x) in zip(grid, combo)]
+                        + [(k, x, f"--set {k}") for k, x in _as_text(overrides)]
+                        + [("run.output_dir", value_text(str(root / label)), root_origin)])
             try:
                 config = parse_run_config(base_text, base_source, settings)
             except ConfigError as e:
-                raise ConfigError(f"{path} [{label}]: {e}") from None
+                named = str(e).startswith(str(path))  # a grid or variant value: its place names the sweep
+                raise ConfigError(f"{e} (run {label}{'' if named else f' of {path}'})") from None
             for warning in config.warnings:  # once per sweep: "key: message" without the location
                 message = warning.split(": ", 1)[-1]
                 if message not in warned:

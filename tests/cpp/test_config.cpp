@@ -92,9 +92,11 @@ TEST(Config, CustomTaskFromConfigAlone) {
 }
 
 TEST(Config, AnErrorNamesTheLastOverrideThatWroteTheKey) {
-  const auto msg = error_with("run: {steps: 2}\n", {{"run.seed", "5", "variant a"}, {"run.seed", "abc", "grid run.seed"}});
-  EXPECT_NE(msg.find("test.yaml: grid run.seed: run.seed: expected a non-negative integer, got 'abc'"), std::string::npos)
-      << msg;
+  // An origin is the override's whole place (a sweep's "FILE:LINE:COL: grid KEY"): no config file
+  // name before it, and the key only when it lies below the override's.
+  const auto msg = error_with("run: {steps: 2}\n", {{"run.seed", "5", "s.yaml:3:5: variant a: run.seed"},
+                                                   {"run.seed", "abc", "s.yaml:5:9: grid run.seed"}});
+  EXPECT_EQ(msg, "s.yaml:5:9: grid run.seed: expected a non-negative integer, got 'abc'");
 }
 
 TEST(Config, CustomTaskErrorsNameTheKey) {
@@ -111,7 +113,7 @@ TEST(Config, CustomTaskErrorsNameTheKey) {
             std::string::npos);
   // A --set that made the task custom is named, not the file's line.
   EXPECT_NE(error_with("data: {task: sst2}\n", {{"data.task", "custom", ""}})
-                .find("test.yaml: --set data.task: data.task: task: custom needs data.train_file, data.eval_file, "
+                .find("test.yaml: --set data.task: task: custom needs data.train_file, data.eval_file, "
                       "data.template"),
             std::string::npos)
       << error_with("data: {task: sst2}\n", {{"data.task", "custom", ""}});
@@ -149,7 +151,7 @@ TEST(Config, OverridesEditTheParsedMappingAsYaml12) {
 
 TEST(Config, OverrideErrorsNameTheSet) {
   auto msg = error_with("optimizer: {lr: 0.1}\n", {{"optimizer.lr", "fast", ""}});
-  EXPECT_NE(msg.find("test.yaml: --set optimizer.lr: optimizer.lr: expected a finite number, got 'fast'"),
+  EXPECT_NE(msg.find("test.yaml: --set optimizer.lr: expected a finite number, got 'fast'"),
             std::string::npos) << msg;
   msg = error_with("optimizer:\n  lr: fast\n", {{"run.steps", "3", ""}});  // the file's own mistake: its line
   EXPECT_NE(msg.find("test.yaml:2:7: optimizer.lr"), std::string::npos) << msg;
@@ -157,8 +159,8 @@ TEST(Config, OverrideErrorsNameTheSet) {
   EXPECT_NE(msg.find("--set estimator.queries: '[1': the value is not valid YAML"), std::string::npos) << msg;
   msg = error_with("model: {name: x}\n", {{"model.name.deep", "1", ""}});
   EXPECT_NE(msg.find("'model.name' is not a section"), std::string::npos) << msg;
-  msg = error_with("run: {steps: 1}\n", {{"runs.steps", "1", "grid runs.steps"}});
-  EXPECT_NE(msg.find("test.yaml: grid runs.steps: runs: unknown key"), std::string::npos) << msg;
+  msg = error_with("run: {steps: 1}\n", {{"runs.steps", "1", "s.yaml:2:3: grid runs.steps"}});
+  EXPECT_NE(msg.find("s.yaml:2:3: grid runs.steps: runs: unknown key"), std::string::npos) << msg;
 }
 
 TEST(Config, DuplicateKeysNameBothLines) {

@@ -3,6 +3,7 @@ the MeZO protocol with best-checkpoint selection on dev, speed sweeps and their 
 import csv
 from pathlib import Path
 import json
+import re
 
 import pytest
 import yaml
@@ -364,7 +365,9 @@ def test_a_sweep_checks_every_run_before_the_first_trains(tmp_path, capsys):
                                      "grid": {"data.task": ["fine_food", "Fine_Food"]}}))
     assert main(["sweep", str(sweep), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "bad_task.yaml: grid data.task" in err and "unknown task 'Fine_Food'" in err, err
+    line, text = next((i, t) for i, t in enumerate(sweep.read_text().splitlines(), 1) if "Fine_Food" in t)
+    where = f"bad_task.yaml:{line}:{text.index('Fine_Food') + 1}: grid data.task: "  # the value's own place
+    assert where in err and "unknown task 'Fine_Food'" in err and err.count("bad_task.yaml") == 1, err
     assert not (tmp_path / "runs").exists()  # the valid first run did not start either
     speed = tmp_path / "speed_device.yaml"
     speed.write_text(yaml.safe_dump({"mode": "speed", "speed": {"warmup": 1, "steps": 1, "shape": "tiny-debug"},
@@ -373,30 +376,66 @@ def test_a_sweep_checks_every_run_before_the_first_trains(tmp_path, capsys):
                                      "grid": {"model.device": ["cpu", "mps"]}}))
     assert main(["sweep", str(speed)]) == 2
     err = capsys.readouterr().err
-    assert "speed_device.yaml: grid model.device" in err and "prge runs on cpu and cuda devices" in err, err
+    line, text = next((i, t) for i, t in enumerate(speed.read_text().splitlines(), 1) if "mps" in t)
+    where = f"speed_device.yaml:{line}:{text.index('mps') + 1}: grid model.device: "
+    assert where in err and "prge runs on cpu and cuda devices" in err, err
     assert not (tmp_path / "speed_runs").exists()
 
 
-@pytest.mark.parametrize("text, message", [
-    ("base: {run: {steps: 2}}\noutput_root:\n", "output_root: no value"),
-    ("base: {run: {steps: 2}}\noutput_root: 5\n", "output_root: expected a directory name, got 5"),
-    ("base: {run: {steps: 2}}\ngrid: ~\n", "grid: no value"),
-    ("base: {run: {steps: 2}}\nvariants: [{name: ~, optimizer.lr: 0.1}]\n", "variant 1: name: expected a name, got None"),
-    ("base: {run: {steps: 2}}\noutput_root: ''\n", "output_root: expected a directory name, got ''"),
-    ("base: {run: {steps: 2}}\ngrid: [1]\n", "grid: expected a mapping of keys, got \\[1\\]"),
-    ("base: {run: {steps: 2}}\ngrid: {~: [1]}\n", "grid: None is not a key"),
-    ("base: {run: {steps: 2}}\nspeed: abc\n", "speed: expected a mapping of keys"),
-    ("base: {run: {steps: 2}}\nvariants: [{name: a, ~: 3}]\n", "variant 1: None is not a key"),
-    ("base: {run: {steps: 2}}\ngrid: {run.seed: [1]}\ngrid: {run.seed: [2]}\n", "3:1: malformed YAML: duplicate key 'grid'"),
+@pytest.mark.parametrize("text, where, message", [
+    ("base: {run: {steps: 2}}\noutput_root:\n", "2:1", "output_root: no value"),
+    ("base: {run: {steps: 2}}\noutput_root: 5\n", "2:1", "output_root: expected a directory name, got 5"),
+    ("base: {run: {steps: 2}}\ngrid: ~\n", "2:1", "grid: no value"),
+    ("base: {run: {steps: 2}}\nvariants: [{name: ~, optimizer.lr: 0.1}]\n", "2:13",
+     "variant 1: name: expected a name, got None"),
+    ("base: {run: {steps: 2}}\noutput_root: ''\n", "2:1", "output_root: expected a directory name, got ''"),
+    ("base: {run: {steps: 2}}\ngrid: [1]\n", "2:1", "grid: expected a mapping of keys, got [1]"),
+    ("base: {run: {steps: 2}}\ngrid: {~: [1]}\n", "2:8", "grid: None is not a key"),
+    ("base: {run: {steps: 2}}\nspeed: abc\n", "2:1", "speed: expected a mapping of keys"),
+    ("base: {run: {steps: 2}}\nvariants: [{name: a, ~: 3}]\n", "2:22", "variant 1: None is not a key"),
+    ("base: {run: {steps: 2}}\ngrid: {run.seed: [1]}\ngrid: {run.seed: [2]}\n", "3:1",
+     "malformed YAML: duplicate key 'grid'"),
+    ("base: {run: {steps: 2}}\nbogus: 1\n", "2:1", "unknown sweep key(s) ['bogus']"),
+    ("base: {run: {steps: 2}}\ngrid: {run.seed: []}\n", "2:8", "grid.run.seed must be a non-empty list"),
 ])
-def test_a_sweep_key_without_a_value_is_named(tmp_path, text, message):
-    """A sweep's own keys, as a config's: null is no value (not the default, not a run named None)."""
+def test_a_sweep_key_without_a_value_is_named(tmp_path, text, where, message):
+    """A sweep's own keys, as a config's: null is no value (not the default, not a run named None);
+    each error gives the key's line and column in the sweep file."""
     from prge.sweep import expand_sweep
 
     path = tmp_path / "s.yaml"
     path.write_text(text)
-    with pytest.raises(ValueError, match=f"^{path}:( |){message}"):
+    with pytest.raises(ValueError, match="^" + re.escape(f"{path}:{where}: {message}")):
         expand_sweep(path)
+
+
+def test_a_grid_or_variant_value_error_names_its_place_in_the_sweep_once(tmp_path, capsys):
+    """A bad grid or variant value is placed at its own line and column in the sweep file (block
+    or flow lists, inline or file base), named once, with the run it made; a --set value by its
+    option."""
+    (tmp_path / "base.yaml").write_text("run: {steps: 2}\n")
+    cases = [
+        ("base: base.yaml\ngrid:\n  optimizer.lr: [0.1, abc]\n", "3:23: grid optimizer.lr: expected a finite "
+         "number, got 'abc' (run run-lrabc)"),
+        ("base: {run: {steps: 2}}\ngrid:\n  optimizer.lr:\n    - 0.1\n    - abc\n",
+         "5:7: grid optimizer.lr: expected a finite number, got 'abc' (run run-lrabc)"),
+        ("base: base.yaml\nvariants:\n  - {name: a}\n  - {name: b, optimizer.lr: xyz}\n",
+         "4:15: variant b: optimizer.lr: expected a finite number, got 'xyz' (run b)"),
+        ("base: base.yaml\ngrid: {run.seed: [1, 2]}\nvariants:\n  - name: a\n    adapter: {rank: x}\n",
+         "5:5: variant a: adapter: adapter.rank: expected an integer, got 'x' (run a-seed1)"),
+    ]
+    for text, wanted in cases:
+        path = tmp_path / "s.yaml"
+        path.write_text(text)
+        assert main(["sweep", str(path), "--no-progress", "--output-root", str(tmp_path / "runs")]) == 2
+        err = capsys.readouterr().err
+        assert err == f"prge: error: {path}:{wanted}\n", err
+    path.write_text("base: base.yaml\ngrid: {run.seed: [1, 2]}\n")
+    assert main(["sweep", str(path), "--no-progress", "--output-root", str(tmp_path / "runs"),
+                 "--set", "optimizer.lr=zz"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"prge: error: --set optimizer.lr: expected a finite number, got 'zz' (run run-seed1 of {path})\n", err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_an_inline_base_error_gives_the_sweep_files_line(tmp_path):
