@@ -12,7 +12,10 @@ import json
 import os
 import signal
 import shutil
+import time
 from pathlib import Path
+
+from prge.interrupts import REPEAT_WINDOW_SECONDS
 
 SIGNAL_AT_WRITE = "PRGE_TEST_SIGNAL_AT_WRITE"
 _boundaries: list[str] = []
@@ -31,6 +34,7 @@ def boundary(what: str) -> None:
     if name == "SIGINT2":  # a second Ctrl-C arriving while the first one's checkpoint is written
         os.kill(os.getpid(), signal.SIGINT)
         _let_handlers_run()
+        time.sleep(REPEAT_WINDOW_SECONDS + 0.05)  # a second press, not the first one delivered twice
         name = "SIGINT"
     os.kill(os.getpid(), getattr(signal, name))
     _let_handlers_run()

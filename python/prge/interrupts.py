@@ -4,13 +4,18 @@ schedulers send before preempting a job.
 The first one asks the run to stop at the next safe point (after the step or evaluation in
 flight, with a checkpoint); a second one stops at once (StopNow), except while a file is being
 written (`writing()`): it is held until the file is complete, so no Ctrl-C ever leaves a
-half-written checkpoint or final weights."""
+half-written checkpoint or final weights. A repeat within REPEAT_WINDOW_SECONDS of the first is
+that same stop delivered twice, not a second one: `timeout` signals its command and then the
+command's whole process group, and a terminal's Ctrl-C reaches a process that a parent may pass
+it on to as well."""
 from __future__ import annotations
 
 import signal
+import time
 from contextlib import contextmanager
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+REPEAT_WINDOW_SECONDS = 0.25
 
 
 class StopNow(KeyboardInterrupt):
@@ -18,22 +23,28 @@ class StopNow(KeyboardInterrupt):
 
 
 class StopSignals:
-    def __init__(self, on_repeat=None):
+    def __init__(self, on_signal=None):
         self.count = 0
+        self.first_at: float | None = None  # time.monotonic() of the first signal
         self._writing = 0
         self._held = False
-        self._on_repeat = on_repeat  # called with the signal number instead of StopNow
+        self._on_signal = on_signal  # called with (signal number, count) instead of StopNow
 
     def requested(self) -> bool:
         """Whether a Ctrl-C or SIGTERM arrived."""
         return self.count > 0
 
     def _handle(self, signum, frame) -> None:
+        now = time.monotonic()
+        if self.count == 1 and now - self.first_at < REPEAT_WINDOW_SECONDS:
+            return  # the first stop, delivered twice
         self.count += 1
-        if self.count < 2:
+        if self.count == 1:
+            self.first_at = now
+        if self._on_signal:
+            self._on_signal(signum, self.count)
             return
-        if self._on_repeat:
-            self._on_repeat(signum)
+        if self.count < 2:
             return
         if self._writing:
             self._held = True
@@ -55,12 +66,12 @@ class StopSignals:
 
 
 @contextmanager
-def stop_signals(on_repeat=None):
+def stop_signals(on_signal=None):
     """Installs the handlers for the body (main thread only; elsewhere signals behave as
-    usual and nothing is ever requested) and yields the StopSignals. `on_repeat(signum)`, when
-    given, takes every signal after the first instead of StopNow (a sweep passes it on to its
-    runs: prge.sweep_gpus)."""
-    signals = StopSignals(on_repeat)
+    usual and nothing is ever requested) and yields the StopSignals. `on_signal(signum, count)`,
+    when given, is called for every signal counted, and no StopNow is raised (a sweep reports the
+    first and passes later ones on to its runs: prge.sweep_gpus)."""
+    signals = StopSignals(on_signal)
     try:
         previous = {sig: signal.signal(sig, signals._handle) for sig in STOP_SIGNALS}
     except ValueError:  # not the main thread

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,11 +40,12 @@ def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print
     """jobs: (label, RunConfig, resume). Returns the finished runs' summaries in job order.
 
     A Ctrl-C or SIGTERM starts no further run and waits for the runs in flight: they got the
-    signal too (a terminal, `timeout` and job schedulers signal the whole process group) and stop
-    after their step with a checkpoint. Each signal after the first is passed on to them, so a
-    sweep signalled alone (`kill PID`, twice) stops its runs as well, and a second Ctrl-C stops
-    them at once (prge.interrupts). Then RunInterrupted names the runs the same sweep resumes.
-    The sweep never ends while a run of it is still writing."""
+    signal too (a terminal, `timeout` without --foreground and job schedulers signal the whole
+    process group) and stop after their step with a checkpoint. Each later signal is passed on to
+    them, so a sweep signalled alone (`kill PID`, twice) stops its runs as well, and a second
+    Ctrl-C stops them at once (prge.interrupts). Then RunInterrupted names the runs the same sweep
+    resumes, and any run that had failed before. The sweep never ends while a run of it is still
+    writing."""
     from prge import checkpoints
     from prge.train import RunInterrupted
 
@@ -53,11 +55,28 @@ def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print
     running: list[subprocess.Popen] = []
     guard = threading.RLock()  # the runs in flight; no run starts once a stop is requested (a handler may nest)
 
-    def pass_on(signum) -> None:
+    def say(message: str) -> None:  # stdout's reader may be gone (`| tee`, stopped by the same Ctrl-C)
+        try:
+            log(message)
+        except BrokenPipeError:
+            pass
+
+    def on_signal(signum, count: int) -> None:
         with guard:
-            for process in running:
-                if process.poll() is None:
+            in_flight = [process for process in running if process.poll() is None]
+            if count > 1:
+                for process in in_flight:
                     process.send_signal(signum)
+        what = signal.Signals(signum).name
+        try:
+            if count == 1:
+                print(f"prge: {what}: no further run starts; the {len(in_flight)} run(s) in flight stop after their "
+                      "step with a checkpoint (a signal sent to the sweep alone: send it again to pass it on)",
+                      file=sys.stderr, flush=True)
+            else:
+                print(f"prge: {what} passed on to the {len(in_flight)} run(s) in flight", file=sys.stderr, flush=True)
+        except (OSError, ValueError):  # stderr gone
+            pass
 
     def run(job, config_dir: Path):
         label, config, resume = job
@@ -72,8 +91,8 @@ def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print
         try:
             with guard:
                 if signals.requested():
-                    return None, log_path  # not started
-                log(f"[prge] {label}: started on GPU {gpu} (output in {log_path})")
+                    return None, log_path, None  # not started
+                say(f"[prge] {label}: started on GPU {gpu} (output in {log_path})")
                 with open(log_path, "a" if resume else "w") as out:  # a resumed run's log goes on
                     process = subprocess.Popen(argv, env={**os.environ, "CUDA_VISIBLE_DEVICES": gpu},
                                                stdout=out, stderr=subprocess.STDOUT)
@@ -81,28 +100,35 @@ def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print
                 if signals.requested():  # the signal may have come before the process existed
                     process.send_signal(signal.SIGTERM)
             code = process.wait()
+            ended = time.monotonic()
         finally:
             free.put(gpu)
-        outcome = "finished" if code == 0 else "stopped" if signals.requested() else f"failed (exit {code})"
-        log(f"[prge] {label}: {outcome} on GPU {gpu}")
-        return code, log_path
+        if code != 0 and (out_dir / "summary.json").is_file():  # finished, then stopped on its way out
+            code = 0
+        failed = code != 0 and not (signals.first_at is not None and ended >= signals.first_at)
+        outcome = "finished" if code == 0 else f"failed (exit {code})" if failed else "stopped"
+        say(f"[prge] {label}: {outcome} on GPU {gpu}")
+        return code, log_path, failed
 
-    with stop_signals(on_repeat=pass_on) as signals, \
+    with stop_signals(on_signal) as signals, \
             tempfile.TemporaryDirectory(prefix="prge-sweep-") as config_dir, \
             ThreadPoolExecutor(max_workers=len(gpus)) as pool:
         outcomes = list(pool.map(lambda job: run(job, Path(config_dir)), jobs))
-    if signals.requested():
+    failed = [f"{label} (exit {code}; see {log_path})"
+              for (label, _, _), (code, log_path, failure) in zip(jobs, outcomes) if failure]
+    stopped = [(label, config, log_path)
+               for (label, config, _), (code, log_path, failure) in zip(jobs, outcomes) if code and not failure]
+    waiting = sum(code is None for code, _, _ in outcomes)
+    if stopped or waiting:
         def after(config) -> str:
             return "resumes from its checkpoint" if checkpoints.exists(config.run.output_dir) else "starts again"
 
-        stopped = [f"{label} ({after(config)}; see {log_path})"
-                   for (label, config, _), (code, log_path) in zip(jobs, outcomes) if code not in (None, 0)]
-        waiting = sum(code is None for code, _ in outcomes)
-        raise RunInterrupted(f"sweep interrupted: {len(stopped)} run(s) in flight stopped"
-                             + (f" ({'; '.join(stopped)})" if stopped else "")
-                             + f", {waiting} not started; continue with the same `prge sweep` command")
-    failed = [f"{label} (exit {code}; see {log_path})"
-              for (label, _, _), (code, log_path) in zip(jobs, outcomes) if code != 0]
+        raise RunInterrupted(
+            f"sweep interrupted: {len(stopped)} run(s) in flight stopped"
+            + (f" ({'; '.join(f'{label} ({after(config)}; see {log_path})' for label, config, log_path in stopped)})"
+               if stopped else "")
+            + f", {waiting} not started" + (f"; {len(failed)} had failed before: {'; '.join(failed)}" if failed else "")
+            + "; continue with the same `prge sweep` command")
     if failed:
         raise ValueError(f"{len(failed)} of {len(jobs)} runs failed: " + "; ".join(failed))
     return [read_summary(Path(config.run.output_dir) / "summary.json") for _, config, _ in jobs]

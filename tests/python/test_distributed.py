@@ -419,7 +419,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("signalled", ["group", "sweep alone, twice"])
+@pytest.mark.parametrize("signalled", ["group", "sweep then group (as timeout sends it)", "sweep alone, twice"])
 def test_a_signalled_gpu_sweep_waits_for_its_run_to_checkpoint_then_resumes_it(assets, signalled):
     """SIGTERM to a `prge sweep --gpus` (as `timeout`, a terminal or a scheduler sends it to the
     process group, or `kill PID` twice to the sweep alone, the second passed on to its run): the
@@ -431,7 +431,7 @@ def test_a_signalled_gpu_sweep_waits_for_its_run_to_checkpoint_then_resumes_it(a
     import yaml
 
     tmp, model_dir, data_dir = assets
-    name = "sigterm-sweep-" + signalled.split()[0]
+    name = "sigterm-sweep-" + "-".join(signalled.split()[:2])
     base, _ = config_for(tmp, model_dir, data_dir, name, run={"steps": 4000, "eval_every": 0, "log_every": 1})
     spec = tmp / name / "sweep.yaml"
     spec.write_text(yaml.safe_dump({"base": str(base), "grid": {"optimizer.lr": [0.01, 0.02]}}))
@@ -446,6 +446,9 @@ def test_a_signalled_gpu_sweep_waits_for_its_run_to_checkpoint_then_resumes_it(a
         assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
         time.sleep(0.2)
     if signalled == "group":
+        os.killpg(sweep.pid, signal.SIGTERM)
+    elif signalled.startswith("sweep then group"):  # one stop, twice at the sweep: not passed on as a second
+        os.kill(sweep.pid, signal.SIGTERM)
         os.killpg(sweep.pid, signal.SIGTERM)
     else:
         sweep.send_signal(signal.SIGTERM)  # the sweep alone: it waits for the run...
@@ -468,3 +471,54 @@ def test_a_signalled_gpu_sweep_waits_for_its_run_to_checkpoint_then_resumes_it(a
     log = (root / "run-lr0.01.log").read_text()
     assert "checkpoint saved" in log and "resuming after step" in log, log[-3000:]
     assert (first / "summary.json").is_file() and (root / "run-lr0.02" / "summary.json").is_file()
+
+
+def test_a_signalled_gpu_sweep_tells_failed_finished_stopped_and_unstarted_runs_apart(tmp_path, monkeypatch):
+    """Runs as processes faked in this process: one that failed before the signal is a failure,
+    one that wrote its summary and was stopped on its way out is finished, the one the signal
+    stopped is named with what resuming does, the last one did not start."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import prge.sweep_gpus as sweep_gpus
+    from prge.train import RunInterrupted
+
+    def ending(name, code, signal_first=False, summary=False):
+        def wait():
+            if signal_first:
+                os.kill(os.getpid(), signal.SIGTERM)  # the handler runs in the main thread
+                time.sleep(0.5)
+            if summary:
+                (tmp_path / name / "summary.json").write_text("{}")
+            return code
+        return wait
+
+    waits = {"a": ending("a", 1), "b": ending("b", -15, signal_first=True, summary=True), "c": ending("c", 0),
+             "e": ending("e", 2, signal_first=True)}
+
+    def fake_popen(argv, env, stdout, stderr):
+        return SimpleNamespace(wait=waits[Path(argv[4]).stem], poll=lambda: 0, send_signal=lambda sig: None)
+
+    def jobs(names):
+        out = []
+        for i, name in enumerate(names, 1):
+            (tmp_path / name).mkdir(exist_ok=True)
+            config = SimpleNamespace(run=SimpleNamespace(output_dir=str(tmp_path / name)), to_yaml=lambda: "run: {}\n")
+            out.append((f"({i}/{len(names)}) {name}", config, False))
+        return out
+
+    monkeypatch.setattr(subprocess, "Popen", fake_popen)
+    lines = []
+    with pytest.raises(RunInterrupted) as e:
+        sweep_gpus.run_on_gpus(jobs("abc"), ["0"], log=lines.append)
+    assert str(e.value).startswith("sweep interrupted: 0 run(s) in flight stopped, 1 not started; 1 had failed "
+                                   "before: (1/3) a (exit 1; see "), str(e.value)
+    assert [line.split(": ", 1)[1] for line in lines if "started" not in line] == [
+        "failed (exit 1) on GPU 0", "finished on GPU 0"], lines
+    (tmp_path / "e" / "checkpoint.json").parent.mkdir(exist_ok=True)
+    (tmp_path / "e" / "checkpoint.json").write_text("{}")
+    with pytest.raises(RunInterrupted) as e:
+        sweep_gpus.run_on_gpus(jobs("e"), ["0"], log=lines.append)
+    assert str(e.value) == (f"sweep interrupted: 1 run(s) in flight stopped ((1/1) e (resumes from its checkpoint; see "
+                            f"{tmp_path / 'e.log'})), 0 not started; continue with the same `prge sweep` command")
+    assert lines[-1] == "[prge] (1/1) e: stopped on GPU 0"
