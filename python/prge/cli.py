@@ -351,5 +351,17 @@ def _data(args) -> None:
         print(f"  {name:14s} {task.kind.name:16s} {where}  - {task.description}")
 
 
+def entry() -> None:
+    """The `prge` process (console script, `python -m prge`): main(), then the exit with its status.
+    Ctrl-C or SIGTERM after a stopped run, or after the command returned, is ignored: only the
+    exit is left (prge.interrupts.ignore_signals_after_a_stop)."""
+    from prge.interrupts import ignore_signals_after_a_stop, ignore_stop_signals
+
+    ignore_signals_after_a_stop()
+    code = main()
+    ignore_stop_signals()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 REPEAT_WINDOW_SECONDS = 0.25
+_exit_follows_a_stop = False  # set by the prge command's process (ignore_signals_after_a_stop)
 
 
 class StopNow(KeyboardInterrupt):
@@ -80,5 +81,27 @@ def stop_signals(on_signal=None):
     try:
         yield signals
     finally:
+        ignore = _exit_follows_a_stop and signals.requested()
         for sig, before in previous.items():
-            signal.signal(sig, before)
+            signal.signal(sig, signal.SIG_IGN if ignore else before)
+
+
+def ignore_signals_after_a_stop() -> None:
+    """For the prge command's own process (prge.cli.entry), where a stopped run or sweep is
+    followed only by the process's exit: from the end of a stop_signals body that was signalled,
+    SIGINT and SIGTERM are ignored, so that another Ctrl-C during the second or so of the exit
+    (freeing the model, the interpreter's shutdown) cannot end the process by SIGINT with a
+    traceback instead of its one `prge: error:` line and status 2. The checkpoint is written
+    by then. A Python session that calls prge keeps its handlers: it never calls this."""
+    global _exit_follows_a_stop
+    _exit_follows_a_stop = True
+
+
+def ignore_stop_signals() -> None:
+    """SIGINT and SIGTERM ignored from here on (main thread; elsewhere nothing changes): the
+    prge command's exit once its command has returned."""
+    try:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass

@@ -92,6 +92,55 @@ def test_ctrl_c_checkpoints_and_exits_cleanly(configs, capsys):
     assert "the run finished; nothing to resume" in capsys.readouterr().err
 
 
+# `prge train` as its console script runs it (prge.cli.entry), stopped by Ctrl-C in step 3; then
+# two more Ctrl-C and a SIGTERM while it exits: after its command returned, and in the
+# interpreter's shutdown.
+SIGNALS_WHILE_EXITING = """
+import atexit, os, signal, sys, time
+import prge._core as core
+import prge.cli as cli
+step, calls = core.Trainer.step, []
+def stopping_step(self, batch):
+    calls.append(1)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGINT)
+    return step(self, batch)
+core.Trainer.step = stopping_step
+def more_signals():
+    for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM):
+        os.kill(os.getpid(), sig)
+        time.sleep(0.3)  # each past the repeat window: a new stop, not the first delivered twice
+command = cli._command
+def command_then_signals(argv):
+    code = command(argv)
+    more_signals()
+    return code
+cli._command = command_then_signals
+atexit.register(more_signals)
+cli.{entry}()
+"""
+
+
+@pytest.mark.parametrize("entry", ["entry", "main"])
+def test_ctrl_c_while_a_stopped_run_exits_changes_nothing(configs, entry):
+    """The command's process ignores stop signals once its run has stopped (or its command has
+    returned); prge.cli.main, for Python sessions, leaves their handlers alone."""
+    tmp_path, config = configs
+    path = config("interrupted")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent)] + sys.path)}
+    done = subprocess.run([sys.executable, "-c", SIGNALS_WHILE_EXITING.format(entry=entry), "train", str(path),
+                           "--no-progress"], capture_output=True, text=True, env=env, timeout=600)
+    assert json.loads((tmp_path / "interrupted" / "checkpoint.json").read_text())["step"] == 3
+    if entry == "main":  # sys.exit(main()) is never reached: the next Ctrl-C ends the process
+        assert done.returncode != 2 and "KeyboardInterrupt" in done.stderr, done.stderr[-3000:]
+        return
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr, done.stderr[-3000:]
+    assert [line for line in done.stderr.splitlines() if line.startswith("prge: error: ")] == [
+        "prge: error: interrupted after step 3: checkpoint saved in " + str(tmp_path / "interrupted")
+        + "; continue with `prge train CONFIG --resume`"], done.stderr[-3000:]
+
+
 def interrupted_at_step_3(configs, name):
     """A run of the `configs` fixture stopped by SIGINT after step 3: (its config path, the path
     of its checkpoint's state.json)."""
