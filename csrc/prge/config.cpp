@@ -111,6 +111,9 @@ class Reader {
     }
   }
 
+  // Records where a key that read() does not read was written (a mapping such as adapter.rank_pattern).
+  void note_place(const YAML::Node& node, const std::string& path) const { places_[path] = place(node, path); }
+
   template <typename T>
   void read(const YAML::Node& section, const std::string& section_name, const char* key, T& out) const {
     const auto node = section[key];
@@ -252,6 +255,7 @@ void read_pattern(const Reader& reader, const YAML::Node& adapter, const char* k
   const auto node = adapter[key];
   if (!node) return;
   const auto name = std::string("adapter.") + key;
+  reader.note_place(node, name);
   if (is_null(node)) reader.fail(key_of(adapter, key), name, kNoValue);
   if (!node.IsMap()) reader.fail(node, name, "expected a mapping of module pattern -> value, e.g. {q_proj: 8}");
   for (const auto& item : node) {
@@ -507,6 +511,12 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
                     c.model.device, torch::Device(c.model.device).is_cuda() ? " (a build without CUDA kernels)" : "")));
   }
   if (c.estimator.kind == EstimatorKind::Mezo) {
+    if (!c.adapter.init_from.empty()) {
+      reader.fail(section_of(reader, root, "adapter")["init_from"], "adapter.init_from",
+                  "a PEFT adapter to start from, and estimator.kind mezo trains every weight without adapters "
+                  "(start MeZO from a merged model instead: prge adapters export RUN --merge, or PEFT's "
+                  "merge_and_unload, then model.name: that directory)");
+    }
     c.use_adapter = false;  // MeZO tunes every weight; adapters would only slow it down
   } else if (!c.use_adapter) {
     reader.fail(key_of(root, "adapter"), "adapter",
@@ -629,6 +639,14 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
     reader.fail(opt["accumulate"], "optimizer.accumulate",
                 fmt::format("{} exceeds run.steps = {}: no update would ever be applied", c.optimizer.accumulate,
                             c.run.steps));
+  }
+  if (c.run.steps > 0 && c.run.steps % c.optimizer.accumulate != 0) {
+    const auto left = c.run.steps % c.optimizer.accumulate;
+    reader.fail(opt["accumulate"], "optimizer.accumulate",
+                fmt::format("{} does not divide run.steps = {}: the last {} step(s) would spend forward passes on "
+                            "estimates that no update applies (run.steps {} or {})",
+                            c.optimizer.accumulate, c.run.steps, left, c.run.steps - left,
+                            c.run.steps - left + c.optimizer.accumulate));
   }
   if (c.run.steps > 0 && c.optimizer.warmup_steps > c.optimizer.total_updates()) {
     reader.fail(opt["warmup_steps"], "optimizer.warmup_steps",

@@ -18,6 +18,7 @@ describe training or initialisation are accepted (PEFT_WITHOUT_EFFECT); any othe
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -28,8 +29,11 @@ from safetensors.torch import load_file, save_file
 PEFT_PREFIX = "base_model.model."
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
-                   "special_tokens_map.json", "generation_config.json")
+# What transformers reads a tokenizer (and generation defaults) from: every one the model
+# directory has goes into a merged export (a SentencePiece tokenizer.model alone makes a tokenizer).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json",
+                   "special_tokens_map.json", "added_tokens.json", "tokenizer.model", "spiece.model",
+                   "vocab.json", "merges.txt", "vocab.txt", "generation_config.json")
 
 
 # Fields that leave PeftModel's forward of a saved LoRA adapter unchanged: bookkeeping, and
@@ -37,10 +41,16 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jin
 # training).
 PEFT_WITHOUT_EFFECT = {
     "task_type", "peft_type", "auto_mapping", "peft_version", "base_model_name_or_path", "revision",
-    "inference_mode", "lora_dropout", "init_lora_weights", "loftq_config", "eva_config", "corda_config",
+    "inference_mode", "lora_dropout", "loftq_config", "eva_config", "corda_config",
     "lora_ga_config", "megatron_core", "qalora_group_size", "runtime_config"}
-# Fields prge reads: the adapter's modules, ranks and scalings.
-PEFT_READ = {"r", "lora_alpha", "target_modules", "use_rslora", "rank_pattern", "alpha_pattern"}
+# Fields prge reads: the adapter's modules, ranks and scalings, and how it was initialised.
+PEFT_READ = {"r", "lora_alpha", "target_modules", "use_rslora", "rank_pattern", "alpha_pattern", "init_lora_weights"}
+# init_lora_weights values whose saved adapter PeftModel.from_pretrained puts on the base model
+# unchanged (the saved A and B replace the initial ones; lora_ga without its gradients falls back
+# to gaussian). The others change the forward: pissa / pissa_niter_N, olora and corda run their
+# initialisation again on load and subtract its B A from the base weight W, loftq replaces W by
+# its quantized approximation, and mica is a LoRA variant of its own.
+PEFT_INIT_WITHOUT_EFFECT = (True, False, "gaussian", "orthogonal", "eva", "lora_ga")
 # Fields that change the forward and that prge does not implement: accepted only at these
 # (PEFT's default) values.
 PEFT_REFUSED = {
@@ -74,7 +84,103 @@ def read_peft_config(adapter_dir: Path, key: str = "adapter.init_from") -> dict:
                              f"plain LoRA; accepted: {' or '.join(json.dumps(v) for v in PEFT_REFUSED[field])})")
     if "r" not in peft or "lora_alpha" not in peft or not peft.get("target_modules"):
         raise ValueError(f"{key}: {path}: needs r, lora_alpha and target_modules")
+    check_peft_values(peft, f"{key}: {path}")
     return peft
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_rank(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_peft_values(peft: dict, where: str) -> None:
+    """ValueError naming the field (and pattern key) of an adapter_config.json value that is not
+    what PEFT's LoraConfig takes: r and rank_pattern values integers >= 1, lora_alpha and
+    alpha_pattern values finite numbers, target_modules a regular expression or a list of names,
+    patterns Python regular expressions (PEFT matches with `re`), use_rslora true or false,
+    init_lora_weights one of PEFT_INIT_WITHOUT_EFFECT."""
+    def fail(field: str, value, expected: str):
+        raise ValueError(f"{where}: {field} = {json.dumps(value)}: expected {expected}")
+
+    def regex(field: str, pattern: str) -> None:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"{where}: {field}: {pattern!r} is not a Python regular expression, as PEFT reads "
+                             f"it: {e}") from None
+
+    if not _is_rank(peft["r"]):
+        fail("r", peft["r"], "an integer rank >= 1")
+    if not _is_number(peft["lora_alpha"]):
+        fail("lora_alpha", peft["lora_alpha"], "a number")
+    targets = peft["target_modules"]
+    if isinstance(targets, str):
+        if targets != "all-linear":
+            regex("target_modules", targets)
+    elif not isinstance(targets, list) or not all(isinstance(t, str) and t for t in targets):
+        fail("target_modules", targets, "a regular expression or a list of module names")
+    if peft.get("use_rslora") not in (None, True, False):
+        fail("use_rslora", peft["use_rslora"], "true or false")
+    for field, valid, expected in (("rank_pattern", _is_rank, "an integer rank >= 1"),
+                                   ("alpha_pattern", _is_number, "a number")):
+        patterns = peft.get(field)
+        if patterns is None:
+            continue
+        if not isinstance(patterns, dict):
+            fail(field, patterns, "an object of module pattern -> value")
+        for pattern, value in patterns.items():
+            regex(f"{field} key", pattern)
+            if not valid(value):
+                fail(f"{field}[{json.dumps(pattern)}]", value, expected)
+    init = peft.get("init_lora_weights", True)
+    if not (init is True or init is False or (isinstance(init, str) and init in PEFT_INIT_WITHOUT_EFFECT)):
+        raise ValueError(f"{where}: init_lora_weights = {json.dumps(init)} is not supported: PeftModel recomputes "
+                         "that initialisation when it loads the adapter and changes the base weights with it "
+                         "(pissa, olora, corda, loftq) or is a LoRA variant (mica); convert the adapter to plain "
+                         "LoRA first (PEFT: save_pretrained(..., path_initial_model_for_weight_conversion=...)) "
+                         "or merge it (merge_and_unload)")
+
+
+def peft_rank_and_scaling(peft: dict, module: str) -> tuple[int, float]:
+    """A module's LoRA rank and scaling as PEFT computes them from adapter_config.json's values:
+    the first rank_pattern / alpha_pattern key K (in order) whose `(.*\\.)?(K)$` matches the module
+    name from its start (peft.utils.other.get_pattern_key, Python's re), else r / lora_alpha;
+    scaling lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora."""
+    def pattern_value(patterns, default):
+        return next((value for pattern, value in (patterns or {}).items()
+                     if re.match(rf"(.*\.)?({pattern})$", module)), default)
+
+    rank = pattern_value(peft.get("rank_pattern"), peft["r"])
+    alpha = pattern_value(peft.get("alpha_pattern"), peft["lora_alpha"])
+    return rank, alpha / math.sqrt(rank) if peft.get("use_rslora") else alpha / rank
+
+
+def check_patterns_read_as_peft(model, options, where: str) -> None:
+    """The config's adapter.rank / alpha / rank_pattern / alpha_pattern give every adapted module
+    the rank and scaling PEFT gives it from the same values (prge matches the patterns with
+    C++'s ECMAScript regular expressions, PEFT with Python's re: a pattern the two dialects read
+    differently, such as a POSIX class [[:digit:]], would make an exported adapter load in PEFT
+    with other scalings). ValueError naming the pattern's module and both readings."""
+    if not options.rank_pattern and not options.alpha_pattern:
+        return
+    peft = {"r": options.rank, "lora_alpha": options.alpha, "use_rslora": options.use_rslora,
+            "rank_pattern": dict(options.rank_pattern), "alpha_pattern": dict(options.alpha_pattern)}
+    check_peft_values({**peft, "target_modules": "all-linear"}, where)
+    modules = module_names(model)
+    for a in model.adapters():
+        module = modules[a["name"]]
+        try:
+            mine = (options.rank_of(module), options.scaling_of(module))
+        except (ValueError, RuntimeError) as e:
+            raise ValueError(f"{where}: {e}") from None
+        theirs = peft_rank_and_scaling(peft, module)
+        if mine[0] != theirs[0] or abs(mine[1] - theirs[1]) > 1e-12 * abs(theirs[1]):
+            raise ValueError(f"{where}: module {module}: rank {mine[0]}, scaling {mine[1]:g} as prge matches the "
+                             f"patterns, rank {theirs[0]}, scaling {theirs[1]:g} as PEFT (Python's re) matches them; "
+                             "write the patterns so that both read them alike (no POSIX classes such as [[:digit:]])")
 
 
 def peft_targets(peft: dict, modules: dict[str, str], projections: list[str], where: str) -> list[str]:
@@ -270,17 +376,14 @@ def load_peft(model, adapter_dir: str | Path, options) -> None:
     if set(targets) != adapted:
         raise ValueError(f"{where}: target_modules select {targets}, the config's adapter.targets "
                          f"{list(options.targets)} adapt {sorted(adapted)}: set adapter.targets to match")
-    from prge._core import AdapterOptions
-
-    theirs = AdapterOptions(rank=int(peft["r"]), alpha=float(peft["lora_alpha"]), targets=targets,
-                            use_rslora=bool(peft.get("use_rslora", False)),
-                            rank_pattern=dict(peft.get("rank_pattern") or {}),
-                            alpha_pattern=dict(peft.get("alpha_pattern") or {}))
     for name, module in sorted(modules.items()):
         if name.rsplit(".", 1)[1] not in targets:
             continue
-        for what in ("rank_of", "scaling_of"):
-            mine, peft_value = getattr(options, what)(module), getattr(theirs, what)(module)
+        for what, peft_value in zip(("rank_of", "scaling_of"), peft_rank_and_scaling(peft, module)):
+            try:
+                mine = getattr(options, what)(module)
+            except (ValueError, RuntimeError) as e:
+                raise ValueError(f"adapter: {e}") from None
             if abs(mine - peft_value) > 1e-12 * abs(peft_value):
                 setting = {k: peft.get(k) for k in ("r", "lora_alpha", "use_rslora", "rank_pattern", "alpha_pattern")
                            if peft.get(k) not in (None, {}, False)}
@@ -290,13 +393,18 @@ def load_peft(model, adapter_dir: str | Path, options) -> None:
                                  f"({json.dumps(setting)})")
     tensors = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
     check_finite(adapter_dir / ADAPTER_WEIGHTS, tensors, key)
+    wanted = {f"{PEFT_PREFIX}{modules[a['name']]}.{part}.weight": (a, slot)
+              for a in model.adapters() for part, slot in (("lora_A", "lora_a"), ("lora_B", "lora_b"))}
+    unused = sorted(set(tensors) - set(wanted))
+    if unused:  # PeftModel would apply them: a LoRA on lm_head or embed_tokens, or on other modules
+        raise ValueError(f"{key}: {adapter_dir / ADAPTER_WEIGHTS} holds {len(unused)} tensor(s) outside the "
+                         f"projections prge adapts ({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}); "
+                         f"prge trains LoRA on {', '.join(model.spec.projections)} only")
     with torch.no_grad():
-        for a in model.adapters():
-            for part, slot in (("lora_A", "lora_a"), ("lora_B", "lora_b")):
-                name = f"{PEFT_PREFIX}{modules[a['name']]}.{part}.weight"
-                if name not in tensors:
-                    raise ValueError(f"{key}: {adapter_dir / ADAPTER_WEIGHTS} has no tensor {name}")
-                if tensors[name].shape != a[slot].shape:
-                    raise ValueError(f"{key}: {name} has shape {tuple(tensors[name].shape)}, "
-                                     f"the model expects {tuple(a[slot].shape)}")
-                a[slot].copy_(tensors[name].to(a[slot].dtype))
+        for name, (a, slot) in wanted.items():
+            if name not in tensors:
+                raise ValueError(f"{key}: {adapter_dir / ADAPTER_WEIGHTS} has no tensor {name}")
+            if tensors[name].shape != a[slot].shape:
+                raise ValueError(f"{key}: {name} has shape {tuple(tensors[name].shape)}, "
+                                 f"the model expects {tuple(a[slot].shape)}")
+            a[slot].copy_(tensors[name].to(a[slot].dtype))

@@ -29,7 +29,21 @@ def read_jsonl_numbered(path: str | Path) -> list[tuple[int, object]]:
                 raise ValueError(f"{path}:{number}: a NUL character (\\x00) at column {line.index(chr(0)) + 1}: "
                                  f"{NUL_ADVICE}")
             try:
-                records.append((number, json.loads(line)))
+                value = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{number}: malformed JSON ({e.msg})") from e
+            if "\\u" in line and not _is_text(value):
+                raise ValueError(f"{path}:{number}: a \\uD800-\\uDFFF escape that is not half of a surrogate pair "
+                                 f"(a lone UTF-16 surrogate) encodes no character: {NUL_ADVICE}")
+            records.append((number, value))
     return records
+
+
+def _is_text(value) -> bool:
+    """Whether every string in a parsed JSON value is Unicode text: JSON's \\u escapes can
+    spell a lone UTF-16 surrogate, which no tokenizer or UTF-8 file can hold."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False

@@ -193,16 +193,32 @@ REFUSED_PEFT = [
     ({"some_new_peft_field": 1}, "field 'some_new_peft_field'"),
     ({"target_modules": ["model.layers.0.self_attn.q_proj"]}, "some layers only"),
     ({"peft_type": "IA3"}, "IA3"),
+    # Initialisations PeftModel runs again on load, changing the base weights (or a LoRA variant).
+    ({"init_lora_weights": "pissa"}, 'init_lora_weights = "pissa" is not supported'),
+    ({"init_lora_weights": "pissa_niter_4"}, 'init_lora_weights = "pissa_niter_4"'),
+    ({"init_lora_weights": "olora"}, 'init_lora_weights = "olora"'),
+    ({"init_lora_weights": "corda"}, 'init_lora_weights = "corda"'),
+    ({"init_lora_weights": "loftq"}, 'init_lora_weights = "loftq"'),
+    ({"init_lora_weights": "mica"}, 'init_lora_weights = "mica"'),
+    # Values LoraConfig would not take: named, not a traceback.
+    ({"r": None}, "r = null: expected an integer rank >= 1"),
+    ({"r": 4.5}, "r = 4.5: expected an integer rank >= 1"),
+    ({"lora_alpha": "eight"}, 'lora_alpha = "eight": expected a number'),
+    ({"target_modules": 5}, "target_modules = 5: expected a regular expression or a list"),
+    ({"target_modules": ["q_proj", None]}, 'target_modules = ["q_proj", null]'),
+    ({"rank_pattern": ["q_proj"]}, 'rank_pattern = ["q_proj"]: expected an object'),
+    ({"rank_pattern": {"q_proj": "four"}}, 'rank_pattern["q_proj"] = "four": expected an integer rank'),
+    ({"alpha_pattern": {"q_proj(": 4}}, "alpha_pattern key: 'q_proj(' is not a Python regular expression"),
 ]
 
 
-@pytest.mark.parametrize("change,words", REFUSED_PEFT, ids=[w for _, w in REFUSED_PEFT])
+@pytest.mark.parametrize("change,words", REFUSED_PEFT, ids=[f"{i}-{w[:24]}" for i, (_, w) in enumerate(REFUSED_PEFT)])
 def test_peft_fields_that_change_the_forward_are_refused_by_name(trained, capsys, change, words):
     tmp, model_dir, _, _ = trained
     source = tmp / "peft_rslora"
     if not source.is_dir():
         peft_adapter(model_dir, source, PEFT_SETTINGS["rslora"][0])
-    edited = tmp / f"refused_{words.split()[0].strip(chr(39))}"
+    edited = tmp / f"refused_{REFUSED_PEFT.index((change, words))}"
     edited.mkdir(exist_ok=True)
     config = json.loads((source / "adapter_config.json").read_text())
     config.update(change)
@@ -213,3 +229,40 @@ def test_peft_fields_that_change_the_forward_are_refused_by_name(trained, capsys
     assert main(["train", str(run_config), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "prge: error: adapter.init_from:" in err and words in err, err
+
+
+@pytest.mark.parametrize("target", ["lm_head", "embed_tokens"])
+def test_a_peft_lora_on_modules_prge_does_not_adapt_is_refused(trained, capsys, target):
+    """PeftModel applies a LoRA on lm_head or embed_tokens; prge adapts the projections only, so
+    such an adapter is refused, naming its tensors, not loaded without them."""
+    tmp, model_dir, _, _ = trained
+    peft_adapter(model_dir, tmp / f"with_{target}", dict(r=4, lora_alpha=8, target_modules=["q_proj", target]))
+    config = write_config(tmp, model_dir, tmp / "food", adapter={"targets": ["q_proj"],
+                                                                  "init_from": str(tmp / f"with_{target}")},
+                          run={"steps": 1, "eval_every": 0, "output_dir": str(tmp / f"with_{target}_run")})
+    assert main(["train", str(config), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "adapter_model.safetensors holds" in err and f"{target}." in err and "outside the projections" in err, err
+
+
+@pytest.mark.parametrize("init", ["gaussian", "eva", "lora_ga", "orthogonal"])
+def test_initialisations_that_leave_the_base_unchanged_are_read(trained, init):
+    """Adapters saved after these initialisations load onto an unchanged base in PeftModel, so
+    prge starts from them (their logits equal PeftModel's)."""
+    import prge
+    from prge.adapters import load_peft
+
+    from peft import PeftModel
+
+    tmp, model_dir, _, ids = trained
+    source = tmp / f"init_{init}"
+    peft_adapter(model_dir, source, dict(r=4, lora_alpha=8, target_modules=ALL))
+    config = json.loads((source / "adapter_config.json").read_text())
+    (source / "adapter_config.json").write_text(json.dumps({**config, "init_lora_weights": init}))
+    peft_model = PeftModel.from_pretrained(hf_model(model_dir), str(source)).eval()
+    native = prge.CausalLM.from_pretrained(str(model_dir))
+    options = prge.AdapterOptions(rank=4, alpha=8)
+    native.attach_adapters(options)
+    load_peft(native, source, options)
+    with torch.no_grad():
+        assert_same_logits(native.logits(ids), peft_model(ids).logits)

@@ -267,6 +267,20 @@ def test_a_built_in_tasks_empty_field_names_task_split_and_record(tmp_path):
         get_task("sst2").load("train", tmp_path)
 
 
+def test_a_tokenizer_that_cannot_encode_is_named(assets, capsys):
+    """transformers loads a word-level tokenizer whose unk token is not in its vocabulary, and
+    encoding any unknown word then raises the tokenizers library's plain Exception."""
+    from tokenizers import Tokenizer
+
+    tmp_path, model_dir, data_dir = assets
+    spec = json.loads(Tokenizer.from_file(str(model_dir / "tokenizer.json")).to_str())
+    spec["model"]["vocab"].pop(spec["model"]["unk_token"])
+    (model_dir / "tokenizer.json").write_text(json.dumps(spec))
+    assert main(["train", str(write_config(tmp_path, model_dir, data_dir)), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"prge: error: {model_dir}: its tokenizer cannot encode the text ") and "Traceback" not in err
+
+
 @pytest.mark.parametrize("name, text, message", [
     ("generation_config.json", "{oops", "generation_config.json: cannot read the generation settings"),
     ("generation_config.json", '{"eos_token_id": "x"}', "generation_config.json: eos_token_id must be a token id"),
@@ -289,6 +303,14 @@ CUSTOM_SAME_WORDS = {"task": "custom", "train_file": "a.csv", "eval_file": "b.cs
 NO_OP_CASES = [
     ({"optimizer": {"accumulate": 10}}, "check", "optimizer.accumulate: 10 exceeds run.steps = 6"),
     ({"optimizer": {"warmup_steps": 7}}, "check", "optimizer.warmup_steps: 7 exceeds the run's 6 updates"),
+    ({"optimizer": {"accumulate": 4}}, "check",
+     "optimizer.accumulate: 4 does not divide run.steps = 6: the last 2 step(s) would spend forward passes on "
+     "estimates that no update applies (run.steps 4 or 8)"),
+    ({"estimator": {"kind": "mezo", "parallel": "sequential"}, "adapter": {"init_from": "/somewhere"}}, "check",
+     "adapter.init_from: a PEFT adapter to start from, and estimator.kind mezo trains every weight without adapters"),
+    ({"adapter": {"alpha_pattern": {"layers\\.[[:digit:]]\\.self_attn\\.q_proj": 32}}}, "train",
+     "adapter.alpha_pattern: module model.layers.0.self_attn.q_proj: rank 4, scaling 8 as prge matches the patterns, "
+     "rank 4, scaling 2 as PEFT (Python's re) matches them"),
     ({"data": CUSTOM_SAME_WORDS}, "check",
      "data.label_words.other: label word ' good' is also the word of label 'great'"),
     ({"estimator": {"queries": 1000000}}, "check", "estimator.queries: 1000000 exceeds 4096"),
@@ -668,6 +690,8 @@ CUSTOM_FILE_CASES = [
      "train.jsonl: record 2 (line 2): field 'text' holds a NUL character"),
     ("train.jsonl", '{"text": "good", "sentiment": "positive"}\n{"text": "ba\x00d", "sentiment": "negative"}\n',
      "train.jsonl:2: a NUL character (\\x00) at column 13"),
+    ("train.jsonl", '{"text": "good \\ud83d\\ude00", "sentiment": "positive"}\n{"text": "ba\\ud800d", '
+     '"sentiment": "negative"}\n', "train.jsonl:2: a \\uD800-\\uDFFF escape that is not half of a surrogate pair"),
 ]
 
 

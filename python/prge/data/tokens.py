@@ -126,12 +126,28 @@ class ModelTokenizer:
         (a quarter of the time on 4000 reviews); any other tokenizer goes through the call."""
         if not texts:
             return []
+        try:
+            return self._encode(list(texts), specials)
+        except Exception as e:  # tokenizers raises a plain Exception (e.g. for an unk token not in its vocabulary)
+            failing = next((t for t in texts if not self._encodes(t, specials)), texts[0])
+            excerpt = failing if len(failing) <= 80 else failing[:80] + "..."
+            raise ValueError(f"{self.model_dir}: its tokenizer cannot encode the text {excerpt!r}: "
+                             f"{type(e).__name__}: {e}") from e
+
+    def _encodes(self, text: str, specials: bool) -> bool:
+        try:
+            self._encode([text], specials)
+            return True
+        except Exception:
+            return False
+
+    def _encode(self, texts: list[str], specials: bool) -> list[list[int]]:
         backend = getattr(self.tokenizer, "backend_tokenizer", None) if self.tokenizer.is_fast else None
         if (backend is not None and hasattr(backend, "encode_batch_fast") and backend.truncation is None
                 and backend.padding is None and not getattr(self.tokenizer, "split_special_tokens", False)
                 and not getattr(backend, "encode_special_tokens", False)):
-            return [e.ids for e in backend.encode_batch_fast(list(texts), add_special_tokens=specials)]
-        return list(self.tokenizer(list(texts), add_special_tokens=specials, return_attention_mask=False,
+            return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=specials)]
+        return list(self.tokenizer(texts, add_special_tokens=specials, return_attention_mask=False,
                                    verbose=False)["input_ids"])
 
     def decode(self, ids: list[int]) -> str:
