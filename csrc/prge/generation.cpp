@@ -79,6 +79,9 @@ std::vector<std::vector<int64_t>> generate(const CausalLM& model,
     std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_current_seed(options.seed);
   }
+  const int64_t recompute_at = model.spec().recompute_cache_at_length;
+  auto sequence = ids;  // [N, columns so far], with its positions: what a recomputed cache is made of
+  auto sequence_positions = positions;
   std::vector<bool> done(prompts.size(), false);
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
     const auto chosen = choose(logits, options, generator).to(torch::kCPU);
@@ -97,9 +100,19 @@ std::vector<std::vector<int64_t>> generate(const CausalLM& model,
     }
     if (all_done || step + 1 == options.max_new_tokens) break;
     mask = torch::cat({mask, torch::ones({n, 1}, mask.options())}, 1);
-    hidden = model.forward_cached(chosen.unsqueeze(1).to(device), next_position.to(device), mask, cache);
+    if (recompute_at > 0) {
+      sequence = torch::cat({sequence, chosen.unsqueeze(1)}, 1);
+      sequence_positions = torch::cat({sequence_positions, next_position}, 1);
+    }
+    if (recompute_at > 0 && sequence.size(1) == recompute_at) {  // the cache holds the columns before it
+      cache = KvCache{};
+      hidden = model.forward_cached(sequence.to(device), sequence_positions.to(device), mask, cache);
+      logits = model.project_to_vocab(hidden.select(1, sequence.size(1) - 1));
+    } else {
+      hidden = model.forward_cached(chosen.unsqueeze(1).to(device), next_position.to(device), mask, cache);
+      logits = model.project_to_vocab(hidden.select(1, 0));
+    }
     next_position = next_position + 1;
-    logits = model.project_to_vocab(hidden.select(1, 0));
   }
   return out;
 }

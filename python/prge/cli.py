@@ -277,7 +277,7 @@ def _check_generation_options(args) -> None:
 
 
 def _generate(args) -> None:
-    from prge.generation import generate_text, load_model
+    from prge.generation import generate_text, load_model, unapplied_generation_settings
     from prge.setup import setup_tokenizer
 
     _check_generation_options(args)
@@ -290,6 +290,11 @@ def _generate(args) -> None:
                          f"reaches position {longest + args.max_new_tokens}, beyond the model's "
                          f"max_position_embeddings {positions} ({Path(model_dir) / 'config.json'}); use at most "
                          f"{max(positions - longest, 0)}")
+    unapplied = unapplied_generation_settings(model_dir)
+    if unapplied:
+        print(f"[prge] note: {Path(model_dir)}: transformers' generate() would apply {', '.join(unapplied)} from the "
+              "model's generation settings; prge generate applies none of them (greedy, or sampling with "
+              "--temperature / --top-k / --top-p), so its text can differ", file=sys.stderr)
     stop = list(tokenizer.stop_ids)
     for text in args.stop:
         ids = tokenizer.encode([text], specials=False)[0]

@@ -35,6 +35,38 @@ def stop_ids(model_dir) -> list[int]:
     return stop_token_ids(model_dir)
 
 
+# generation_config.json fields that change what transformers' generate() returns and that prge's
+# decoder does not apply (it decodes greedily, or samples with --temperature / --top-k / --top-p).
+UNAPPLIED_GENERATION_FIELDS = (
+    "repetition_penalty", "no_repeat_ngram_size", "encoder_repetition_penalty", "encoder_no_repeat_ngram_size",
+    "bad_words_ids", "sequence_bias", "suppress_tokens", "begin_suppress_tokens", "forced_bos_token_id",
+    "forced_eos_token_id", "min_length", "min_new_tokens", "num_beams", "typical_p", "epsilon_cutoff",
+    "eta_cutoff", "min_p", "exponential_decay_length_penalty", "renormalize_logits", "guidance_scale")
+
+
+def unapplied_generation_settings(model_dir) -> list[str]:
+    """The model's generation defaults (generation_config.json, else config.json, as transformers
+    reads them) that transformers' generate() applies and `prge generate` does not, as
+    "name value" strings: UNAPPLIED_GENERATION_FIELDS away from GenerationConfig's defaults, and
+    do_sample (prge samples only when --temperature is given)."""
+    from prge.data.tokens import _transformers
+
+    generation = _transformers().GenerationConfig
+    model_dir = Path(model_dir)
+    own = model_dir / "generation_config.json"
+    try:
+        config = (generation.from_pretrained(str(model_dir), local_files_only=True) if own.is_file() else
+                  generation.from_pretrained(str(model_dir), config_file_name="config.json", local_files_only=True))
+    except (OSError, ValueError, TypeError):
+        return []  # no readable settings (a malformed file is named where its stop ids are read)
+    default = generation()
+    out = [f"{name} {getattr(config, name)!r}" for name in UNAPPLIED_GENERATION_FIELDS
+           if getattr(config, name, None) != getattr(default, name, None)]
+    if getattr(config, "do_sample", False):
+        out.append(f"do_sample true (temperature {config.temperature}, top_k {config.top_k}, top_p {config.top_p})")
+    return out
+
+
 def generate_text(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 32, temperature: float = 0.0,
                   top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop: list[int] | None = None,
                   chat: bool = False) -> list[str]:

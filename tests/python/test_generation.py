@@ -100,3 +100,24 @@ def test_generate_chat_prints_the_reply_alone(tmp_path, capsys):
     assert both[0] == "--- 'What is 2+2?'" and "--- 'Hi'" in both
     assert main(["generate", str(model_dir), "--max-new-tokens", "3", "--prompt", "What is"]) == 0
     assert capsys.readouterr().out.startswith("What is")
+
+
+@pytest.mark.parametrize("where", ["generation_config.json", "config.json"])
+def test_generation_settings_prge_does_not_apply_are_named(tmp_path, capsys, where):
+    """transformers' generate() applies a model's repetition_penalty, no_repeat_ngram_size and
+    do_sample by default (from generation_config.json, else config.json); prge's decoder does
+    not, and says so instead of printing other text without a word."""
+    model_dir, _ = make_tiny_assets(tmp_path)
+    if where == "config.json":  # transformers reads config.json's only without a generation_config.json
+        (model_dir / "generation_config.json").unlink(missing_ok=True)
+    path = model_dir / where
+    values = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps({**values, "repetition_penalty": 3.0, "no_repeat_ngram_size": 1, "do_sample": True}))
+    assert main(["generate", str(model_dir), "--max-new-tokens", "3", "--prompt", "Review :"]) == 0
+    err = capsys.readouterr().err
+    assert "note:" in err and "repetition_penalty 3.0" in err and "no_repeat_ngram_size 1" in err, err
+    assert "do_sample true" in err
+    # A model without such settings generates without the note.
+    path.write_text(json.dumps(values)) if values else path.unlink()
+    assert main(["generate", str(model_dir), "--max-new-tokens", "3", "--prompt", "Review :"]) == 0
+    assert "note:" not in capsys.readouterr().err

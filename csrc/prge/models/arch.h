@@ -81,6 +81,10 @@ struct ArchSpec {
   double query_pre_attn_scalar = 0;   // attention scale 1 / sqrt(this); 0: head_dim (Gemma sets it)
   double final_logit_softcapping = 0; // 0: none; c: logits = c * tanh(logits / c) (Gemma 3)
   double partial_rotary_factor = 1.0; // RoPE rotates the first head_dim * this dims (Phi-4-mini: 0.75)
+  // > 0: generation recomputes the KV cache once, when the sequence reaches this length
+  // (Phi3ForCausalLM with LongRoPE: original_max_position_embeddings + 1, where the long factors
+  // take over, so that every key is rotated with them).
+  int64_t recompute_cache_at_length = 0;
   std::vector<RopeParameters> ropes{RopeParameters{}};  // one per attention kind
   std::vector<LayerAttention> layers;                    // one per layer (empty: all full, rope 0)
 

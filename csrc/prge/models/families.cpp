@@ -100,6 +100,27 @@ RopeParameters read_rope(ConfigJson& c, const ArchSpec& s, double default_theta,
                               layer_type, options);
 }
 
+// layer_types as transformers validates it: one entry per layer, each full_attention or
+// sliding_attention; empty when config.json has none.
+std::vector<std::string> read_layer_types(ConfigJson& c, const ArchSpec& s) {
+  std::vector<std::string> types;
+  const auto node = c.node("layer_types");
+  if (!node || node.IsNull()) return types;
+  if (!node.IsSequence()) c.fail("layer_types", "expected a list with one attention type per layer");
+  for (const auto& t : node) {
+    const auto type = t.IsScalar() ? t.Scalar() : std::string("(not a string)");
+    if (type != "full_attention" && type != "sliding_attention") {
+      c.fail("layer_types", fmt::format("layer {}: attention type '{}' is not supported (full_attention, "
+                                        "sliding_attention)", types.size(), type));
+    }
+    types.push_back(type);
+  }
+  if (static_cast<int64_t>(types.size()) != s.num_hidden_layers) {
+    c.fail("layer_types", fmt::format("{} entries for num_hidden_layers {}", types.size(), s.num_hidden_layers));
+  }
+  return types;
+}
+
 // Sliding windows of the Qwen families: only with use_sliding_window, only on the layers from
 // max_window_layers on (or those layer_types names "sliding_attention").
 void read_qwen_windows(ConfigJson& c, ArchSpec& s) {
@@ -108,10 +129,7 @@ void read_qwen_windows(ConfigJson& c, ArchSpec& s) {
   const bool null = !absent && c.root()["sliding_window"].IsNull();
   const int64_t window = c.get<int64_t>("sliding_window", 4096);
   const int64_t first = c.get<int64_t>("max_window_layers", 28);
-  std::vector<std::string> types;
-  if (const auto node = c.node("layer_types"); node && !node.IsNull()) {
-    for (const auto& t : node) types.push_back(io::scalar_as<std::string>(t));
-  }
+  const auto types = read_layer_types(c, s);
   if (c.get<bool>("use_mrope", false)) c.fail("use_mrope", "multimodal RoPE is not supported");
   if (!use || null) return;  // transformers sets sliding_window to None: every layer full
   s.layers.assign(static_cast<size_t>(s.num_hidden_layers), LayerAttention{});
@@ -141,8 +159,19 @@ ArchSpec read_llama(ConfigJson& c) {
 ArchSpec read_mistral(ConfigJson& c) {
   auto s = read_decoder(c, "mistral", defaults([](Defaults& d) { d.num_key_value_heads = 8; d.max_position_embeddings = 131072; }));
   read_activation(c, s, "hidden_act", "silu");
-  c.accept({"attention_bias", "mlp_bias", "layer_types"});  // MistralAttention has no biases; layer_types unread
+  c.accept({"attention_bias", "mlp_bias"});  // MistralAttention has no biases
   read_window_on_all_layers(c, s, 4096);
+  // transformers loads a mistral config that has layer_types as ministral: the window only on
+  // the layers it names sliding_attention.
+  if (const auto types = read_layer_types(c, s); !types.empty()) {
+    const bool windowed = !s.layers.empty();
+    for (int64_t i = 0; i < s.num_hidden_layers; ++i) {
+      if (types[static_cast<size_t>(i)] == "full_attention" && windowed) s.layers[static_cast<size_t>(i)] = {};
+      if (types[static_cast<size_t>(i)] == "sliding_attention" && !windowed) {
+        c.fail("layer_types", fmt::format("layer {} is sliding_attention and sliding_window is null", i));
+      }
+    }
+  }
   s.ropes = {read_rope(c, s, 10000.0)};
   return s;
 }
@@ -167,6 +196,54 @@ ArchSpec read_qwen3(ConfigJson& c) {
   return s;
 }
 
+// Gemma 3's two RoPE sets, full-attention layers first, as Gemma3TextConfig builds them:
+// rope_parameters per layer type (a set it lacks is default RoPE), the legacy rope_scaling
+// merged into the full-attention set only, rope_theta (default 1e6) and rope_local_base_freq
+// (1e4) where a set names no theta, original_max_position_embeddings from inside a set or
+// max_position_embeddings (a top-level one is not read).
+std::vector<RopeParameters> read_gemma3_ropes(ConfigJson& c, const ArchSpec& s) {
+  c.accept({"rope_parameters", "rope_scaling", "rope_theta", "rope_local_base_freq",
+            "original_max_position_embeddings"});
+  const YAML::Node& root = c.root();
+  YAML::Node given = root["rope_parameters"];
+  if (given && !given.IsNull() && !given.IsMap()) c.fail("rope_parameters", "expected a mapping");
+  const char* kinds[] = {"full_attention", "sliding_attention"};
+  if (given && given.IsMap()) {
+    for (const auto& entry : given) {
+      const auto key = entry.first.as<std::string>();
+      if (key != kinds[0] && key != kinds[1]) {
+        c.fail("rope_parameters", fmt::format("'{}' outside full_attention / sliding_attention: Gemma3TextConfig "
+                                              "reads RoPE per layer type and would ignore it", key));
+      }
+    }
+  }
+  YAML::Node nested(YAML::NodeType::Map);
+  for (const char* kind : kinds) {
+    YAML::Node set(YAML::NodeType::Map);
+    if (given && given.IsMap() && given[kind] && !given[kind].IsNull()) set = YAML::Clone(given[kind]);
+    if (!set.IsMap()) c.fail("rope_parameters", fmt::format("{}: expected a mapping", kind));
+    if (std::string(kind) == "full_attention" && root["rope_scaling"] && !root["rope_scaling"].IsNull()) {
+      if (!root["rope_scaling"].IsMap()) c.fail("rope_scaling", "expected a mapping");
+      for (const auto& entry : root["rope_scaling"]) set[entry.first.as<std::string>()] = YAML::Clone(entry.second);
+    }
+    if (!set["rope_theta"] || set["rope_theta"].IsNull()) {
+      const auto theta = std::string(kind) == "full_attention" ? c.get<double>("rope_theta", 1e6)
+                                                               : c.get<double>("rope_local_base_freq", 1e4);
+      set["rope_theta"] = theta;
+    }
+    if (set["truncate"] && set["truncate"].IsScalar() && set["truncate"].Scalar() == "false") {
+      c.fail("rope_parameters", fmt::format("{}: truncate false is not supported: transformers 5.24 reads "
+                                            "truncate from the outer rope_parameters for per-layer RoPE, so it "
+                                            "would truncate", kind));
+    }
+    nested[kind] = set;
+  }
+  YAML::Node config(YAML::NodeType::Map);
+  config["rope_parameters"] = nested;
+  return {read_rope_parameters(config, c.path(), s.rotary_dim(), s.max_position_embeddings, 1e6, kinds[0]),
+          read_rope_parameters(config, c.path(), s.rotary_dim(), s.max_position_embeddings, 1e4, kinds[1])};
+}
+
 ArchSpec read_gemma3_text(ConfigJson& c) {
   auto s = read_decoder(c, "gemma3_text",
                         defaults([](Defaults& d) { d.vocab_size = 262208; d.hidden_size = 2304; d.intermediate_size = 9216; d.num_hidden_layers = 26; d.num_attention_heads = 8; d.num_key_value_heads = 4; d.head_dim = 256; d.max_position_embeddings = 131072; d.tie_word_embeddings = true; }));
@@ -182,25 +259,10 @@ ArchSpec read_gemma3_text(ConfigJson& c) {
     c.fail("use_bidirectional_attention", "bidirectional attention (EmbeddingGemma) is not supported");
   }
   const int64_t window = c.get<int64_t>("sliding_window", 4096);
-  std::vector<std::string> types;
-  if (const auto node = c.node("layer_types"); node && !node.IsNull()) {
-    for (const auto& t : node) types.push_back(io::scalar_as<std::string>(t));
-  }
+  const auto types = read_layer_types(c, s);
   const int64_t pattern = c.get<int64_t>("sliding_window_pattern", 6);
   c.accept({"_sliding_window_pattern"});  // written back by transformers, not read
-  // Two RoPE sets: full-attention layers (theta 1e6, scaled), sliding layers (rope_local_base_freq, never scaled).
-  const auto& root = c.root();
-  const bool nested = root["rope_parameters"] && root["rope_parameters"].IsMap() &&
-                      root["rope_parameters"]["full_attention"];
-  if (nested) {
-    s.ropes = {read_rope(c, s, 1e6, "full_attention"), read_rope(c, s, 1e4, "sliding_attention")};
-  } else {
-    RopeParameters local;
-    local.theta = c.get<double>("rope_local_base_freq", 1e4);
-    local.max_position_embeddings = s.max_position_embeddings;
-    s.ropes = {read_rope(c, s, 1e6), local};
-  }
-  c.accept({"rope_local_base_freq"});
+  s.ropes = read_gemma3_ropes(c, s);
   s.layers.assign(static_cast<size_t>(s.num_hidden_layers), LayerAttention{});
   for (int64_t i = 0; i < s.num_hidden_layers; ++i) {
     const bool sliding = types.empty() ? (i + 1) % pattern != 0 : types.at(static_cast<size_t>(i)) == "sliding_attention";
@@ -225,10 +287,14 @@ ArchSpec read_phi3(ConfigJson& c) {
   RopeOptions options;
   options.aliases = {{"su", "longrope"}, {"yarn", "longrope"}};  // Phi3Config renames them
   options.allow_partial_rotation = true;
+  options.class_original_max_position_embeddings = 4096;  // Phi3Config's, above the one inside rope_parameters
   s.ropes = {read_rope(c, s, 10000.0, "", options)};
   if (s.ropes[0].type != RopeType::Default && s.ropes[0].type != RopeType::LongRope) {
     c.fail("rope_parameters", fmt::format("rope type '{}' is not one Phi-3 reads (default, longrope)",
                                           to_string(s.ropes[0].type)));
+  }
+  if (s.ropes[0].type == RopeType::LongRope) {  // Phi3ForCausalLM.prepare_inputs_for_generation
+    s.recompute_cache_at_length = s.ropes[0].original_max_position_embeddings + 1;
   }
   return s;
 }

@@ -81,10 +81,12 @@ torch::Tensor plain_inverse_frequencies(double base, int64_t dim) {
 RopeParameters read_rope_parameters(const YAML::Node& config, const std::string& path, int64_t head_dim,
                                     int64_t max_position_embeddings, double default_theta,
                                     const std::string& layer_type, const RopeOptions& options) {
-  // transformers reads the legacy rope_scaling first when both are present.
-  const char* section = present(config, "rope_scaling") ? "rope_scaling"
-                        : present(config, "rope_parameters") ? "rope_parameters"
-                                                              : nullptr;
+  // transformers reads the legacy rope_scaling first when both are present (`rope_scaling or
+  // rope_parameters`: an empty mapping counts as none).
+  auto given = [&](const char* key) {
+    return present(config, key) && !(config[key].IsMap() && config[key].size() == 0);
+  };
+  const char* section = given("rope_scaling") ? "rope_scaling" : given("rope_parameters") ? "rope_parameters" : nullptr;
   YAML::Node dict;
   std::string where = path;
   if (section) {
@@ -159,6 +161,8 @@ RopeParameters read_rope_parameters(const YAML::Node& config, const std::string&
     if (present(config, "original_max_position_embeddings")) {
       rope.original_max_position_embeddings =
           static_cast<int64_t>(number(config, "original_max_position_embeddings", path));
+    } else if (options.class_original_max_position_embeddings > 0) {
+      rope.original_max_position_embeddings = options.class_original_max_position_embeddings;
     } else if (present(dict, "original_max_position_embeddings")) {
       rope.original_max_position_embeddings =
           static_cast<int64_t>(number(dict, "original_max_position_embeddings", where));

@@ -50,6 +50,9 @@ struct RopeParameters {
 struct RopeOptions {
   std::vector<std::pair<std::string, std::string>> aliases;
   bool allow_partial_rotation = false;
+  // > 0: the config class's own original_max_position_embeddings (Phi3Config: 4096), which
+  // transformers puts above the one inside rope_parameters when config.json has none at top level.
+  int64_t class_original_max_position_embeddings = 0;
 };
 
 // RoPE of one attention kind, read from the parsed config.json `config` (the file `path`,

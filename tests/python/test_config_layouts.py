@@ -1,0 +1,140 @@
+"""config.json layouts that transformers reads in a family's own way (its config class's
+defaults and conversions), each loaded by transformers and by prge from the same directory:
+the logits agree, or prge refuses the layout by name. Tiny random float32 models made here."""
+import json
+
+import pytest
+import torch
+
+import prge
+
+V = 97
+COMMON = dict(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.2)
+LONGROPE = {"rope_type": "longrope", "rope_theta": 1e4, "short_factor": [1.0 + 0.1 * i for i in range(8)],
+            "long_factor": [1.5 + 0.5 * i for i in range(8)]}
+GEMMA = dict(COMMON, num_hidden_layers=4, head_dim=16, query_pre_attn_scalar=20, sliding_window=24,
+             layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"])
+GEMMA_DEFAULT_ROPE = {"full_attention": {"rope_type": "default", "rope_theta": 1e4},
+                      "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}
+
+
+def gemma_rope(full: dict) -> dict:
+    return {"full_attention": {**full, "rope_theta": 1e4}, "sliding_attention": {"rope_type": "default",
+                                                                                 "rope_theta": 1e4}}
+
+
+def saved(tmp_path, config, edit=None):
+    """A random model of the transformers `config`, saved; `edit(dict)` then rewrites config.json."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).float().eval()
+    model.save_pretrained(tmp_path / "model")
+    if edit:
+        path = tmp_path / "model" / "config.json"
+        values = json.loads(path.read_text())
+        edit(values)
+        path.write_text(json.dumps(values))
+    return tmp_path / "model"
+
+
+def transformers_config(kind: str, **values):
+    import transformers
+
+    return getattr(transformers, kind)(**values)
+
+
+# name -> (transformers config class, its values, edit of the saved config.json)
+MATCHING = {
+    # A mistral config with layer_types is a ministral model to transformers: the window on
+    # the sliding_attention layers only.
+    "mistral_layer_types": ("MistralConfig", dict(COMMON, num_hidden_layers=3, sliding_window=12),
+                            lambda c: c.update(layer_types=["sliding_attention", "full_attention",
+                                                            "sliding_attention"])),
+    "mistral_layer_types_all_full": ("MistralConfig", dict(COMMON, num_hidden_layers=3, sliding_window=12),
+                                     lambda c: c.update(layer_types=["full_attention"] * 3)),
+    # Phi3Config's own original_max_position_embeddings (4096) is put above the one inside rope_parameters.
+    "phi3_original_max_only_in_rope_parameters": (
+        "Phi3Config", dict(COMMON, pad_token_id=0, original_max_position_embeddings=64, rope_parameters=LONGROPE),
+        lambda c: (c.pop("original_max_position_embeddings"),
+                   c["rope_parameters"].update(original_max_position_embeddings=64))),
+    # `rope_scaling or rope_parameters`: an empty rope_scaling counts as none.
+    "llama_empty_rope_scaling": ("LlamaConfig", dict(COMMON, rope_parameters={"rope_type": "linear", "factor": 4.0,
+                                                                               "rope_theta": 500.0}),
+                                 lambda c: c.update(rope_scaling={})),
+    # Gemma 3: a set without rope_theta takes rope_theta (full) or rope_local_base_freq (sliding).
+    "gemma3_sets_without_theta": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
+                                  lambda c: c.update(rope_parameters={"full_attention": {"rope_type": "default"},
+                                                                      "sliding_attention": {"rope_type": "default"}},
+                                                     rope_theta=5e4, rope_local_base_freq=200.0)),
+    # Gemma 3: a set's own original_max_position_embeddings, not a top-level one.
+    "gemma3_top_level_original_max": (
+        "Gemma3TextConfig", dict(GEMMA, rope_parameters=gemma_rope({"rope_type": "llama3", "factor": 8.0,
+                                                                    "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                                    "original_max_position_embeddings": 128})),
+        lambda c: c.update(original_max_position_embeddings=16)),
+    # Gemma 3: a legacy rope_scaling beside per-type rope_parameters scales the full-attention set only.
+    "gemma3_rope_scaling_beside_sets": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
+                                        lambda c: c.update(rope_scaling={"rope_type": "linear", "factor": 8.0})),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MATCHING))
+def test_layouts_read_as_transformers_reads_them(tmp_path, case):
+    from transformers import AutoModelForCausalLM
+
+    kind, values, edit = MATCHING[case]
+    model_dir = saved(tmp_path, transformers_config(kind, **values), edit)
+    hf = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    native = prge.CausalLM.from_pretrained(str(model_dir))
+    ids = torch.randint(0, V, (1, 100), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = hf(ids).logits
+    scale = expected.abs().max().item()
+    assert (native.logits(ids) - expected).abs().max().item() <= 1e-4 * scale, case
+
+
+# name -> (config class, values, edit, words of the refusal)
+REFUSED = {
+    "layer_types_too_short": ("Qwen2Config", dict(COMMON, use_sliding_window=True, sliding_window=8),
+                              lambda c: c.update(layer_types=["full_attention"]), "layer_types: 1 entries for"),
+    "layer_types_unknown_kind": ("Qwen3Config", dict(COMMON, head_dim=16),
+                                 lambda c: c.update(layer_types=["full_attention", "chunked_attention"]),
+                                 "layer_types: layer 1: attention type 'chunked_attention' is not supported"),
+    "gemma3_flat_rope_parameters": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
+                                    lambda c: c.update(rope_parameters={"rope_type": "linear", "factor": 8.0,
+                                                                        "rope_theta": 1e4}),
+                                    "rope_parameters: 'rope_type' outside full_attention / sliding_attention"),
+    "gemma3_yarn_truncate_false": (
+        "Gemma3TextConfig", dict(GEMMA, rope_parameters=gemma_rope({"rope_type": "yarn", "factor": 4.0,
+                                                                    "original_max_position_embeddings": 64,
+                                                                    "truncate": False})),
+        None, "full_attention: truncate false is not supported"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_layouts_transformers_reads_otherwise_or_refuses_are_refused_by_name(tmp_path, case):
+    kind, values, edit, words = REFUSED[case]
+    model_dir = saved(tmp_path, transformers_config(kind, **values), edit)
+    with pytest.raises(RuntimeError) as error:
+        prge.CausalLM.from_pretrained(str(model_dir))
+    assert words in str(error.value) and "config.json" in str(error.value), str(error.value)
+
+
+def test_phi3_longrope_generation_recomputes_its_cache_where_transformers_does(tmp_path):
+    """Phi3ForCausalLM drops the KV cache when the sequence first reaches
+    original_max_position_embeddings + 1 and recomputes every key with LongRoPE's long factors."""
+    from transformers import AutoModelForCausalLM
+
+    config = transformers_config("Phi3Config", **dict(COMMON, pad_token_id=0, original_max_position_embeddings=64,
+                                                      rope_parameters=LONGROPE))
+    model_dir = saved(tmp_path, config)
+    hf = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    prompt = torch.randint(1, V, (1, 56), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = hf.generate(prompt, max_new_tokens=20, do_sample=False, pad_token_id=0,
+                               eos_token_id=None)[0, 56:].tolist()
+    native = prge.CausalLM.from_pretrained(str(model_dir))
+    assert native.generate([prompt[0].tolist()], max_new_tokens=20)[0] == expected
