@@ -221,15 +221,17 @@ void bind_model(py::module_& m) {
           "generate",
           [](const CausalLM& m, const std::vector<std::vector<int64_t>>& prompts, int64_t max_new_tokens,
              double temperature, int64_t top_k, double top_p, uint64_t seed, std::vector<int64_t> stop_tokens,
-             int64_t pad_id) {
-            GenerationOptions o{max_new_tokens, temperature, top_k, top_p, seed, std::move(stop_tokens), pad_id};
+             int64_t pad_id, double repetition_penalty, int64_t no_repeat_ngram_size) {
+            GenerationOptions o{max_new_tokens, temperature, top_k, top_p, seed, std::move(stop_tokens), pad_id,
+                                repetition_penalty, no_repeat_ngram_size};
             py::gil_scoped_release release;
             return generate(m, prompts, o);
           },
           py::arg("prompts"), py::arg("max_new_tokens") = 32, py::arg("temperature") = 0.0, py::arg("top_k") = 0,
           py::arg("top_p") = 1.0, py::arg("seed") = 0, py::arg("stop_tokens") = std::vector<int64_t>{},
-          py::arg("pad_id") = 0,
-          "New token ids for each prompt (lists of ids), with a KV cache: greedy at temperature 0.")
+          py::arg("pad_id") = 0, py::arg("repetition_penalty") = 1.0, py::arg("no_repeat_ngram_size") = 0,
+          "New token ids for each prompt (lists of ids), with a KV cache: greedy at temperature 0; "
+          "repetition_penalty and no_repeat_ngram_size as transformers' generate() applies them.")
       .def("full_parameters",
            [](CausalLM& m) {
              py::list out;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <mutex>
 #include <stdexcept>
@@ -14,9 +15,44 @@ void GenerationOptions::validate() const {
   if (!(temperature >= 0.0)) throw std::invalid_argument("temperature must be >= 0");
   if (top_k < 0) throw std::invalid_argument("top_k must be >= 0");
   if (!(top_p > 0.0 && top_p <= 1.0)) throw std::invalid_argument("top_p must be in (0, 1]");
+  if (!(repetition_penalty > 0.0) || !std::isfinite(repetition_penalty)) {
+    throw std::invalid_argument("repetition_penalty must be a number > 0");
+  }
+  if (no_repeat_ngram_size < 0) throw std::invalid_argument("no_repeat_ngram_size must be >= 0");
 }
 
 namespace {
+
+// repetition_penalty and no_repeat_ngram_size on the next-token logits [N, V] (float32) of
+// sequences `tokens` (each row's prompt and new tokens), as transformers' processors do.
+torch::Tensor process(torch::Tensor logits, const std::vector<std::vector<int64_t>>& tokens,
+                      const GenerationOptions& o) {
+  if (o.repetition_penalty == 1.0 && o.no_repeat_ngram_size == 0) return logits;
+  auto host = logits.to(torch::kCPU).contiguous();
+  auto* rows = host.data_ptr<float>();
+  const auto vocab = host.size(1);
+  const auto n = o.no_repeat_ngram_size;
+  for (size_t row = 0; row < tokens.size(); ++row) {
+    float* score = rows + static_cast<int64_t>(row) * vocab;
+    const auto& seq = tokens[row];
+    if (o.repetition_penalty != 1.0) {
+      std::vector<int64_t> seen(seq);
+      std::sort(seen.begin(), seen.end());
+      seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+      const auto penalty = static_cast<float>(o.repetition_penalty);
+      for (auto id : seen) score[id] = score[id] < 0 ? score[id] * penalty : score[id] / penalty;
+    }
+    const auto length = static_cast<int64_t>(seq.size());
+    if (n > 0 && length + 1 >= n) {  // every n-gram of seq whose first n - 1 tokens end seq bans its last
+      for (int64_t start = 0; start + n <= length; ++start) {
+        if (std::equal(seq.begin() + start, seq.begin() + start + n - 1, seq.end() - (n - 1))) {
+          score[seq[static_cast<size_t>(start + n - 1)]] = -std::numeric_limits<float>::infinity();
+        }
+      }
+    }
+  }
+  return host.to(logits.device());
+}
 
 // Next token of every row from its logits [N, V] (float32).
 torch::Tensor choose(torch::Tensor logits, const GenerationOptions& o, at::Generator& generator) {
@@ -83,8 +119,9 @@ std::vector<std::vector<int64_t>> generate(const CausalLM& model,
   auto sequence = ids;  // [N, columns so far], with its positions: what a recomputed cache is made of
   auto sequence_positions = positions;
   std::vector<bool> done(prompts.size(), false);
+  std::vector<std::vector<int64_t>> tokens(prompts);  // each sequence so far, for the processors
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
-    const auto chosen = choose(logits, options, generator).to(torch::kCPU);
+    const auto chosen = choose(process(logits, tokens, options), options, generator).to(torch::kCPU);
     const auto* token = chosen.data_ptr<int64_t>();
     bool all_done = true;
     for (int64_t i = 0; i < n; ++i) {
@@ -95,6 +132,7 @@ std::vector<std::vector<int64_t>> generate(const CausalLM& model,
         done[row] = true;
       } else {
         out[row].push_back(token[i]);
+        tokens[row].push_back(token[i]);
       }
       all_done = all_done && done[row];
     }

@@ -142,6 +142,10 @@ def _command(argv: list[str] | None) -> int:
     gen.add_argument("--top-k", type=int, default=0)
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--repetition-penalty", type=float, default=None,
+                     help="> 0, 1: none (default: the model's generation_config.json, as transformers' generate)")
+    gen.add_argument("--no-repeat-ngram-size", type=int, default=None,
+                     help="0: none (default: the model's generation_config.json, as transformers' generate)")
     gen.add_argument("--stop", action="append", default=[],
                      help="also stop at this token (always: the ids transformers' generate stops on for the model, "
                           "from generation_config.json or config.json)")
@@ -271,13 +275,20 @@ def _check_generation_options(args) -> None:
         ("--top-k", args.top_k, 0 <= args.top_k <= MAX_NEW_TOKENS, "an integer >= 0 (0: no limit)"),
         ("--top-p", args.top_p, 0 < args.top_p <= 1, "a number in (0, 1]"),
     ]
+    if args.repetition_penalty is not None:
+        penalty = args.repetition_penalty
+        checks.append(("--repetition-penalty", penalty, math.isfinite(penalty) and penalty > 0, "a number > 0 (1: none)"))
+    if args.no_repeat_ngram_size is not None:
+        checks.append(("--no-repeat-ngram-size", args.no_repeat_ngram_size,
+                       0 <= args.no_repeat_ngram_size <= MAX_NEW_TOKENS, "an integer >= 0 (0: none)"))
     for option, value, ok, wanted in checks:
         if not ok:
             raise ValueError(f"{option} {value}: must be {wanted}")
 
 
 def _generate(args) -> None:
-    from prge.generation import generate_text, load_model, unapplied_generation_settings
+    from prge.generation import (applied_generation_settings, generate_text, load_model, model_generation_config,
+                                 unapplied_generation_settings)
     from prge.setup import setup_tokenizer
 
     _check_generation_options(args)
@@ -290,11 +301,16 @@ def _generate(args) -> None:
                          f"reaches position {longest + args.max_new_tokens}, beyond the model's "
                          f"max_position_embeddings {positions} ({Path(model_dir) / 'config.json'}); use at most "
                          f"{max(positions - longest, 0)}")
-    unapplied = unapplied_generation_settings(model_dir)
+    settings = model_generation_config(model_dir)
+    unapplied = unapplied_generation_settings(settings)
     if unapplied:
         print(f"[prge] note: {Path(model_dir)}: transformers' generate() would apply {', '.join(unapplied)} from the "
               "model's generation settings; prge generate applies none of them (greedy, or sampling with "
               "--temperature / --top-k / --top-p), so its text can differ", file=sys.stderr)
+    applied = applied_generation_settings(settings)
+    for name in applied:
+        if getattr(args, name) is not None:
+            applied[name] = getattr(args, name)
     stop = list(tokenizer.stop_ids)
     for text in args.stop:
         ids = tokenizer.encode([text], specials=False)[0]
@@ -303,7 +319,7 @@ def _generate(args) -> None:
         stop.append(ids[0])
     outputs = generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                            stop=stop, chat=args.chat)
+                            stop=stop, chat=args.chat, **applied)
     for prompt, output in zip(args.prompt, outputs):
         if len(args.prompt) > 1:
             print(f"--- {prompt!r}\n{output}")

@@ -2,7 +2,8 @@
 decoder (CausalLM.generate), and the SQuAD-style answer metrics of generation tasks.
 
     prge generate MODEL_OR_RUN_DIR --prompt "..." [--prompt ...] [--max-new-tokens 32]
-                  [--temperature 0] [--top-k 0] [--top-p 1] [--seed 0] [--stop TEXT] [--chat]"""
+                  [--temperature 0] [--top-k 0] [--top-p 1] [--seed 0] [--stop TEXT] [--chat]
+                  [--repetition-penalty P] [--no-repeat-ngram-size N]"""
 from __future__ import annotations
 
 import collections
@@ -35,31 +36,50 @@ def stop_ids(model_dir) -> list[int]:
     return stop_token_ids(model_dir)
 
 
-# generation_config.json fields that change what transformers' generate() returns and that prge's
-# decoder does not apply (it decodes greedily, or samples with --temperature / --top-k / --top-p).
+# generation_config.json settings prge's decoder applies as transformers' generate() does, with
+# the value that means "off" (the CLI's --repetition-penalty / --no-repeat-ngram-size override them).
+APPLIED_GENERATION_FIELDS = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
+# Settings that change what transformers' generate() returns and that prge's decoder does not
+# apply (it decodes greedily, or samples with --temperature / --top-k / --top-p).
 UNAPPLIED_GENERATION_FIELDS = (
-    "repetition_penalty", "no_repeat_ngram_size", "encoder_repetition_penalty", "encoder_no_repeat_ngram_size",
-    "bad_words_ids", "sequence_bias", "suppress_tokens", "begin_suppress_tokens", "forced_bos_token_id",
-    "forced_eos_token_id", "min_length", "min_new_tokens", "num_beams", "typical_p", "epsilon_cutoff",
-    "eta_cutoff", "min_p", "exponential_decay_length_penalty", "renormalize_logits", "guidance_scale")
+    "encoder_repetition_penalty", "encoder_no_repeat_ngram_size", "bad_words_ids", "sequence_bias",
+    "suppress_tokens", "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id", "min_length",
+    "min_new_tokens", "num_beams", "typical_p", "epsilon_cutoff", "eta_cutoff", "min_p",
+    "exponential_decay_length_penalty", "renormalize_logits", "guidance_scale")
 
 
-def unapplied_generation_settings(model_dir) -> list[str]:
-    """The model's generation defaults (generation_config.json, else config.json, as transformers
-    reads them) that transformers' generate() applies and `prge generate` does not, as
-    "name value" strings: UNAPPLIED_GENERATION_FIELDS away from GenerationConfig's defaults, and
-    do_sample (prge samples only when --temperature is given)."""
+def model_generation_config(model_dir):
+    """transformers' GenerationConfig of the model (generation_config.json, else config.json, as
+    from_pretrained reads them), or None when neither can be read (a malformed file is named
+    where its stop ids are read: prge.data.tokens.stop_token_ids)."""
     from prge.data.tokens import _transformers
 
     generation = _transformers().GenerationConfig
     model_dir = Path(model_dir)
-    own = model_dir / "generation_config.json"
     try:
-        config = (generation.from_pretrained(str(model_dir), local_files_only=True) if own.is_file() else
-                  generation.from_pretrained(str(model_dir), config_file_name="config.json", local_files_only=True))
+        if (model_dir / "generation_config.json").is_file():
+            return generation.from_pretrained(str(model_dir), local_files_only=True)
+        return generation.from_pretrained(str(model_dir), config_file_name="config.json", local_files_only=True)
     except (OSError, ValueError, TypeError):
-        return []  # no readable settings (a malformed file is named where its stop ids are read)
-    default = generation()
+        return None
+
+
+def applied_generation_settings(config) -> dict:
+    """APPLIED_GENERATION_FIELDS with the model's values (their "off" values where it has none)."""
+    values = {}
+    for name, off in APPLIED_GENERATION_FIELDS.items():
+        value = getattr(config, name, None) if config is not None else None
+        values[name] = off if value is None else value
+    return values
+
+
+def unapplied_generation_settings(config) -> list[str]:
+    """The model's generation defaults that transformers' generate() applies and `prge generate`
+    does not, as "name value" strings: UNAPPLIED_GENERATION_FIELDS away from GenerationConfig's
+    defaults, and do_sample (prge samples only when --temperature is given)."""
+    if config is None:
+        return []
+    default = type(config)()
     out = [f"{name} {getattr(config, name)!r}" for name in UNAPPLIED_GENERATION_FIELDS
            if getattr(config, name, None) != getattr(default, name, None)]
     if getattr(config, "do_sample", False):
@@ -69,17 +89,19 @@ def unapplied_generation_settings(model_dir) -> list[str]:
 
 def generate_text(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 32, temperature: float = 0.0,
                   top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop: list[int] | None = None,
-                  chat: bool = False) -> list[str]:
+                  chat: bool = False, repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0) -> list[str]:
     """The new text after each prompt. `tokenizer`: a prge.data.tokens.ModelTokenizer; prompts are
     encoded as transformers encodes them (BOS where the tokenizer adds it), or rendered by the
     model's chat template with the generation prompt when `chat` (as training with
     data.chat_template renders them). `stop`: the ids that end a sequence (default: the model's
-    stop ids). Raises ValueError for a prompt that encodes to no tokens."""
+    stop ids). repetition_penalty / no_repeat_ngram_size: as transformers' generate() applies them
+    (1 / 0: off). Raises ValueError for a prompt that encodes to no tokens."""
     ids = tokenizer.prompt_ids(prompts, chat=chat)
     if any(not x for x in ids):
         raise ValueError("a prompt encodes to no tokens")
     new = model.generate(ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                         top_p=top_p, seed=seed, stop_tokens=tokenizer.stop_ids if stop is None else stop)
+                         top_p=top_p, seed=seed, stop_tokens=tokenizer.stop_ids if stop is None else stop,
+                         repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
     return [tokenizer.decode(t) for t in new]
 
 

@@ -103,21 +103,38 @@ def test_generate_chat_prints_the_reply_alone(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("where", ["generation_config.json", "config.json"])
-def test_generation_settings_prge_does_not_apply_are_named(tmp_path, capsys, where):
-    """transformers' generate() applies a model's repetition_penalty, no_repeat_ngram_size and
-    do_sample by default (from generation_config.json, else config.json); prge's decoder does
-    not, and says so instead of printing other text without a word."""
+def test_the_models_generation_settings_apply_as_in_transformers(tmp_path, capsys, where):
+    """transformers' generate() applies a model's repetition_penalty and no_repeat_ngram_size by
+    default (from generation_config.json, else config.json); so does prge generate, and it names
+    the settings it does not apply (do_sample, min_length, ...) instead of printing other text
+    without a word."""
+    from transformers import AutoModelForCausalLM
+
+    from prge.data.tokens import ModelTokenizer
+
     model_dir, _ = make_tiny_assets(tmp_path)
     if where == "config.json":  # transformers reads config.json's only without a generation_config.json
         (model_dir / "generation_config.json").unlink(missing_ok=True)
     path = model_dir / where
     values = json.loads(path.read_text()) if path.is_file() else {}
-    path.write_text(json.dumps({**values, "repetition_penalty": 3.0, "no_repeat_ngram_size": 1, "do_sample": True}))
-    assert main(["generate", str(model_dir), "--max-new-tokens", "3", "--prompt", "Review :"]) == 0
+    path.write_text(json.dumps({**values, "repetition_penalty": 3.0, "no_repeat_ngram_size": 1}))
+    prompt = "Review : great tasty Sentiment :"
+    ids = ModelTokenizer(model_dir).prompt_ids([prompt])[0]
+    hf = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = hf.generate(torch.tensor([ids]), max_new_tokens=8, min_new_tokens=8, pad_token_id=0,
+                               eos_token_id=None)[0, len(ids):].tolist()
+        plain = hf.generate(torch.tensor([ids]), max_new_tokens=8, min_new_tokens=8, pad_token_id=0,
+                            eos_token_id=None, repetition_penalty=1.0, no_repeat_ngram_size=0)[0, len(ids):].tolist()
+    assert expected != plain  # the settings matter on this model
+    import prge
+
+    native = prge.CausalLM.from_pretrained(str(model_dir))
+    assert native.generate([ids], max_new_tokens=8, repetition_penalty=3.0, no_repeat_ngram_size=1)[0] == expected
+    assert native.generate([ids], max_new_tokens=8)[0] == plain
+    assert main(["generate", str(model_dir), "--max-new-tokens", "3", "--prompt", prompt]) == 0
+    assert "note:" not in capsys.readouterr().err  # both applied: nothing to name
+    path.write_text(json.dumps({**values, "do_sample": True, "min_length": 2}))
+    assert main(["generate", str(model_dir), "--max-new-tokens", "3", "--prompt", prompt]) == 0
     err = capsys.readouterr().err
-    assert "note:" in err and "repetition_penalty 3.0" in err and "no_repeat_ngram_size 1" in err, err
-    assert "do_sample true" in err
-    # A model without such settings generates without the note.
-    path.write_text(json.dumps(values)) if values else path.unlink()
-    assert main(["generate", str(model_dir), "--max-new-tokens", "3", "--prompt", "Review :"]) == 0
-    assert "note:" not in capsys.readouterr().err
+    assert "note:" in err and "min_length 2" in err and "do_sample true" in err, err
