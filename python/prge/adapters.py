@@ -34,6 +34,7 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json",
                    "special_tokens_map.json", "added_tokens.json", "tokenizer.model", "spiece.model",
                    "vocab.json", "merges.txt", "vocab.txt", "generation_config.json")
+CHAT_TEMPLATES_DIR = "additional_chat_templates"  # transformers' folder of named chat templates
 
 
 # Fields that leave PeftModel's forward of a saved LoRA adapter unchanged: bookkeeping, and
@@ -159,19 +160,22 @@ def peft_rank_and_scaling(peft: dict, module: str) -> tuple[int, float]:
 
 
 def check_patterns_read_as_peft(model, options, where: str) -> None:
-    """The config's adapter.rank / alpha / rank_pattern / alpha_pattern give every adapted module
-    the rank and scaling PEFT gives it from the same values (prge matches the patterns with
-    C++'s ECMAScript regular expressions, PEFT with Python's re: a pattern the two dialects read
-    differently, such as a POSIX class [[:digit:]], would make an exported adapter load in PEFT
-    with other scalings). ValueError naming the pattern's module and both readings."""
+    """The config's adapter.rank / alpha / rank_pattern / alpha_pattern give every module of
+    adapter.targets the rank and scaling PEFT gives it from the same values (prge matches the
+    patterns with C++'s ECMAScript regular expressions, PEFT with Python's re: a pattern the two
+    dialects read differently, such as a POSIX class [[:digit:]], would make an exported adapter
+    load in PEFT with other scalings). Called before the adapters are attached, so that a pattern
+    either dialect cannot read is named with its place. ValueError naming the pattern's module and
+    both readings."""
     if not options.rank_pattern and not options.alpha_pattern:
         return
     peft = {"r": options.rank, "lora_alpha": options.alpha, "use_rslora": options.use_rslora,
             "rank_pattern": dict(options.rank_pattern), "alpha_pattern": dict(options.alpha_pattern)}
     check_peft_values({**peft, "target_modules": "all-linear"}, where)
-    modules = module_names(model)
-    for a in model.adapters():
-        module = modules[a["name"]]
+    targets = set(options.targets)
+    for name, module in module_names(model).items():
+        if name.rsplit(".", 1)[1] not in targets:
+            continue
         try:
             mine = (options.rank_of(module), options.scaling_of(module))
         except (ValueError, RuntimeError) as e:
@@ -355,6 +359,9 @@ def export_merged(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     for name in TOKENIZER_FILES:
         if (Path(model_dir) / name).is_file():
             shutil.copy2(Path(model_dir) / name, out / name)
+    templates = Path(model_dir) / CHAT_TEMPLATES_DIR  # named chat templates, as save_pretrained writes them
+    if templates.is_dir():
+        shutil.copytree(templates, out / CHAT_TEMPLATES_DIR, dirs_exist_ok=True)
     return out
 
 

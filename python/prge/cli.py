@@ -277,7 +277,8 @@ def _check_generation_options(args) -> None:
     ]
     if args.repetition_penalty is not None:
         penalty = args.repetition_penalty
-        checks.append(("--repetition-penalty", penalty, math.isfinite(penalty) and penalty > 0, "a number > 0 (1: none)"))
+        checks.append(("--repetition-penalty", penalty, math.isfinite(penalty) and penalty > 0,
+                       "a number > 0 (1: none)"))
     if args.no_repeat_ngram_size is not None:
         checks.append(("--no-repeat-ngram-size", args.no_repeat_ngram_size,
                        0 <= args.no_repeat_ngram_size <= MAX_NEW_TOKENS, "an integer >= 0 (0: none)"))

@@ -40,12 +40,15 @@ def stop_ids(model_dir) -> list[int]:
 # the value that means "off" (the CLI's --repetition-penalty / --no-repeat-ngram-size override them).
 APPLIED_GENERATION_FIELDS = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
 # Settings that change what transformers' generate() returns and that prge's decoder does not
-# apply (it decodes greedily, or samples with --temperature / --top-k / --top-p).
-UNAPPLIED_GENERATION_FIELDS = (
-    "encoder_repetition_penalty", "encoder_no_repeat_ngram_size", "bad_words_ids", "sequence_bias",
-    "suppress_tokens", "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id", "min_length",
-    "min_new_tokens", "num_beams", "typical_p", "epsilon_cutoff", "eta_cutoff", "min_p",
-    "exponential_decay_length_penalty", "renormalize_logits", "guidance_scale")
+# apply (it decodes greedily, or samples with --temperature / --top-k / --top-p), each with the
+# values under which transformers applies nothing for it.
+UNAPPLIED_GENERATION_FIELDS = {
+    "encoder_repetition_penalty": (None, 1.0), "encoder_no_repeat_ngram_size": (None, 0),
+    "bad_words_ids": (None, []), "sequence_bias": (None, {}), "suppress_tokens": (None, []),
+    "begin_suppress_tokens": (None, []), "forced_bos_token_id": (None,), "forced_eos_token_id": (None,),
+    "min_length": (None, 0), "min_new_tokens": (None, 0), "num_beams": (None, 1), "typical_p": (None, 1.0),
+    "epsilon_cutoff": (None, 0.0), "eta_cutoff": (None, 0.0), "min_p": (None, 0.0),
+    "exponential_decay_length_penalty": (None,), "renormalize_logits": (None, False), "guidance_scale": (None, 1.0)}
 
 
 def model_generation_config(model_dir):
@@ -75,13 +78,12 @@ def applied_generation_settings(config) -> dict:
 
 def unapplied_generation_settings(config) -> list[str]:
     """The model's generation defaults that transformers' generate() applies and `prge generate`
-    does not, as "name value" strings: UNAPPLIED_GENERATION_FIELDS away from GenerationConfig's
-    defaults, and do_sample (prge samples only when --temperature is given)."""
+    does not, as "name value" strings: UNAPPLIED_GENERATION_FIELDS at a value that does something,
+    and do_sample (prge samples only when --temperature is given)."""
     if config is None:
         return []
-    default = type(config)()
-    out = [f"{name} {getattr(config, name)!r}" for name in UNAPPLIED_GENERATION_FIELDS
-           if getattr(config, name, None) != getattr(default, name, None)]
+    out = [f"{name} {getattr(config, name, None)!r}" for name, off in UNAPPLIED_GENERATION_FIELDS.items()
+           if getattr(config, name, None) not in off]
     if getattr(config, "do_sample", False):
         out.append(f"do_sample true (temperature {config.temperature}, top_k {config.top_k}, top_p {config.top_p})")
     return out

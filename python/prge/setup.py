@@ -160,11 +160,11 @@ def setup_model(config, data: DataSetup | None = None, *, model_dir: str | Path 
     if data is not None:
         check_token_ids(model_dir, model.spec.vocab_size, data.train + data.dev + data.eval)
     if config.use_adapter:
-        model.attach_adapters(config.adapter)
         from prge.adapters import check_patterns_read_as_peft
 
         check_patterns_read_as_peft(model, config.adapter, config.places.get("adapter.rank_pattern")
                                     or config.places.get("adapter.alpha_pattern") or "adapter")
+        model.attach_adapters(config.adapter)
         if config.adapter.init_from:  # a PEFT adapter as the starting point
             from prge.adapters import load_peft
 

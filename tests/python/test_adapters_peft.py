@@ -52,9 +52,12 @@ def test_peft_loads_the_exported_adapter(trained):
 
 
 def test_merged_model_loads_in_transformers(trained):
-    tmp, _, model, ids = trained
+    tmp, model_dir, model, ids = trained
+    (model_dir / "additional_chat_templates").mkdir(exist_ok=True)  # named chat templates, as transformers saves them
+    (model_dir / "additional_chat_templates" / "tool_use.jinja").write_text("TOOLS {{ messages[0]['content'] }}")
     assert main(["adapters", "export", str(tmp / "run"), "--out", str(tmp / "merged"), "--merge"]) == 0
     assert (tmp / "merged" / "tokenizer.json").is_file()
+    assert (tmp / "merged" / "additional_chat_templates" / "tool_use.jinja").is_file()
     with torch.no_grad():
         theirs = hf_model(tmp / "merged")(ids).logits
     assert_same_logits(model.logits(ids), theirs)

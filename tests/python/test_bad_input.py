@@ -308,6 +308,8 @@ NO_OP_CASES = [
      "estimates that no update applies (run.steps 4 or 8)"),
     ({"estimator": {"kind": "mezo", "parallel": "sequential"}, "adapter": {"init_from": "/somewhere"}}, "check",
      "adapter.init_from: a PEFT adapter to start from, and estimator.kind mezo trains every weight without adapters"),
+    ({"adapter": {"alpha_pattern": {"(?P<x>q_proj)": 16}}}, "train",
+     "adapter.alpha_pattern: adapter pattern '(?P<x>q_proj)' is not a regular expression"),
     ({"adapter": {"alpha_pattern": {"layers\\.[[:digit:]]\\.self_attn\\.q_proj": 32}}}, "train",
      "adapter.alpha_pattern: module model.layers.0.self_attn.q_proj: rank 4, scaling 8 as prge matches the patterns, "
      "rank 4, scaling 2 as PEFT (Python's re) matches them"),

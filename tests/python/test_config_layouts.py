@@ -74,6 +74,17 @@ MATCHING = {
                                                                     "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                                                     "original_max_position_embeddings": 128})),
         lambda c: c.update(original_max_position_embeddings=16)),
+    # Gemma 3 as transformers 4.x saved it: rope_scaling, rope_theta, rope_local_base_freq. Its
+    # full-attention set starts as {rope_type: default}, so a rope_scaling spelled with "type"
+    # (not "rope_type") scales nothing in transformers 5.24.
+    "gemma3_legacy_rope_scaling": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
+                                   lambda c: (c.pop("rope_parameters"),
+                                              c.update(rope_scaling={"factor": 8.0, "rope_type": "linear"},
+                                                       rope_theta=1e4, rope_local_base_freq=100.0))),
+    "gemma3_legacy_rope_scaling_with_type": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
+                                             lambda c: (c.pop("rope_parameters"),
+                                                        c.update(rope_scaling={"factor": 8.0, "type": "linear"},
+                                                                 rope_theta=1e4, rope_local_base_freq=100.0))),
     # Gemma 3: a legacy rope_scaling beside per-type rope_parameters scales the full-attention set only.
     "gemma3_rope_scaling_beside_sets": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
                                         lambda c: c.update(rope_scaling={"rope_type": "linear", "factor": 8.0})),

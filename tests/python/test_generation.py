@@ -138,3 +138,16 @@ def test_the_models_generation_settings_apply_as_in_transformers(tmp_path, capsy
     assert main(["generate", str(model_dir), "--max-new-tokens", "3", "--prompt", prompt]) == 0
     err = capsys.readouterr().err
     assert "note:" in err and "min_length 2" in err and "do_sample true" in err, err
+
+
+def test_settings_at_values_that_do_nothing_are_not_named():
+    """A generation_config.json that spells out the neutral values (as older transformers wrote
+    every field) changes nothing in transformers' generate(), so nothing is named."""
+    from transformers import GenerationConfig
+
+    from prge.generation import unapplied_generation_settings
+
+    neutral = GenerationConfig(min_length=0, num_beams=1, typical_p=1.0, encoder_repetition_penalty=1.0,
+                               epsilon_cutoff=0.0, renormalize_logits=False, do_sample=False)
+    assert unapplied_generation_settings(neutral) == []
+    assert unapplied_generation_settings(GenerationConfig(num_beams=4)) == ["num_beams 4"]

@@ -141,6 +141,14 @@ def test_ctrl_c_while_a_stopped_run_exits_changes_nothing(configs, entry):
         + "; continue with `prge train CONFIG --resume`"], done.stderr[-3000:]
 
 
+def test_the_console_script_is_the_process_entry():
+    """`prge` (the installed console script) runs prge.cli.entry, which ignores the signals after a
+    stop; prge.cli.main would not."""
+    from importlib.metadata import entry_points
+
+    assert [e.value for e in entry_points(group="console_scripts", name="prge")] == ["prge.cli:entry"]
+
+
 def interrupted_at_step_3(configs, name):
     """A run of the `configs` fixture stopped by SIGINT after step 3: (its config path, the path
     of its checkpoint's state.json)."""

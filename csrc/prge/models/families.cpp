@@ -197,8 +197,9 @@ ArchSpec read_qwen3(ConfigJson& c) {
 }
 
 // Gemma 3's two RoPE sets, full-attention layers first, as Gemma3TextConfig builds them:
-// rope_parameters per layer type (a set it lacks is default RoPE), the legacy rope_scaling
-// merged into the full-attention set only, rope_theta (default 1e6) and rope_local_base_freq
+// rope_parameters per layer type (a set it lacks is {rope_type: default}), the legacy
+// rope_scaling merged into the full-attention set only (so a legacy "type" beside that set's
+// rope_type is not read, as in transformers), rope_theta (default 1e6) and rope_local_base_freq
 // (1e4) where a set names no theta, original_max_position_embeddings from inside a set or
 // max_position_embeddings (a top-level one is not read).
 std::vector<RopeParameters> read_gemma3_ropes(ConfigJson& c, const ArchSpec& s) {
@@ -220,6 +221,7 @@ std::vector<RopeParameters> read_gemma3_ropes(ConfigJson& c, const ArchSpec& s) 
   YAML::Node nested(YAML::NodeType::Map);
   for (const char* kind : kinds) {
     YAML::Node set(YAML::NodeType::Map);
+    set["rope_type"] = "default";  // a set config.json does not give starts as transformers' default one
     if (given && given.IsMap() && given[kind] && !given[kind].IsNull()) set = YAML::Clone(given[kind]);
     if (!set.IsMap()) c.fail("rope_parameters", fmt::format("{}: expected a mapping", kind));
     if (std::string(kind) == "full_attention" && root["rope_scaling"] && !root["rope_scaling"].IsNull()) {
