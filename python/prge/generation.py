@@ -52,18 +52,14 @@ UNAPPLIED_GENERATION_FIELDS = {
 
 
 def model_generation_config(model_dir):
-    """transformers' GenerationConfig of the model (generation_config.json, else config.json, as
-    from_pretrained reads them), or None when neither can be read (a malformed file is named
-    where its stop ids are read: prge.data.tokens.stop_token_ids)."""
-    from prge.data.tokens import _transformers
+    """transformers' GenerationConfig of the model (prge.data.tokens.read_generation_config), or
+    None when there is none or it cannot be read (a malformed file is named where its stop ids
+    are read: prge.data.tokens.stop_token_ids)."""
+    from prge.data.tokens import read_generation_config
 
-    generation = _transformers().GenerationConfig
-    model_dir = Path(model_dir)
     try:
-        if (model_dir / "generation_config.json").is_file():
-            return generation.from_pretrained(str(model_dir), local_files_only=True)
-        return generation.from_pretrained(str(model_dir), config_file_name="config.json", local_files_only=True)
-    except (OSError, ValueError, TypeError):
+        return read_generation_config(model_dir)[0]
+    except ValueError:
         return None
 
 

@@ -47,24 +47,32 @@ def load_tokenizer(model_dir: str | Path):
         raise ValueError(f"{model_dir}: transformers cannot read the tokenizer files: {e}") from e
 
 
-def stop_token_ids(model_dir: str | Path) -> list[int]:
-    """Every token id transformers' `generate` stops on for this model, sorted: the eos_token_id
-    (an int or a list) of generation_config.json, or of config.json when there is no
-    generation_config.json (transformers' from_pretrained reads the model config then); an empty
-    list when neither names one. Raises ValueError naming a malformed file."""
+def read_generation_config(model_dir: str | Path):
+    """(transformers' GenerationConfig, the file it came from) of the model: generation_config.json,
+    or config.json when there is none (transformers' from_pretrained reads the model config then);
+    (None, None) when neither exists. Raises ValueError naming a malformed file."""
     model_dir = Path(model_dir)
     generation = _transformers().GenerationConfig
     own = model_dir / "generation_config.json"
     source = own if own.is_file() else model_dir / "config.json"
     if not source.is_file():
-        return []
+        return None, None
     try:
         if own.is_file():
-            config = generation.from_pretrained(str(model_dir), local_files_only=True)
-        else:
-            config = generation.from_pretrained(str(model_dir), config_file_name="config.json", local_files_only=True)
+            return generation.from_pretrained(str(model_dir), local_files_only=True), source
+        return generation.from_pretrained(str(model_dir), config_file_name="config.json",
+                                          local_files_only=True), source
     except (OSError, ValueError, TypeError) as e:
         raise ValueError(f"{source}: cannot read the generation settings: {e}") from e
+
+
+def stop_token_ids(model_dir: str | Path) -> list[int]:
+    """Every token id transformers' `generate` stops on for this model, sorted: the eos_token_id
+    (an int or a list) of its generation settings (read_generation_config); an empty list when
+    they name none. Raises ValueError naming a malformed file."""
+    config, source = read_generation_config(model_dir)
+    if config is None:
+        return []
     eos = config.eos_token_id
     if eos is None:
         return []
