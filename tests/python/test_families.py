@@ -24,6 +24,8 @@ def family_model(kind: str):
         "llama_biases": lambda: t.LlamaConfig(**common, head_dim=24, attention_bias=True, mlp_bias=True),
         "mistral_window": lambda: t.MistralConfig(**common, sliding_window=24),
         "mistral_full": lambda: t.MistralConfig(**common, sliding_window=None, tie_word_embeddings=True),
+        "ministral": lambda: t.MinistralConfig(**common, head_dim=24, sliding_window=24,
+                                               layer_types=["sliding_attention", "full_attention", "sliding_attention"]),
         "qwen2": lambda: t.Qwen2Config(**common, tie_word_embeddings=True),
         "qwen2_window": lambda: t.Qwen2Config(**common, use_sliding_window=True, sliding_window=20,
                                               max_window_layers=1),
@@ -54,8 +56,8 @@ def family_model(kind: str):
     return model, config.model_type
 
 
-FAMILIES = ["llama_biases", "mistral_window", "mistral_full", "qwen2", "qwen2_window", "qwen3", "qwen3_bias_window",
-            "gemma3_text", "phi3", "phi3_partial_longrope"]
+FAMILIES = ["llama_biases", "mistral_window", "mistral_full", "ministral", "qwen2", "qwen2_window", "qwen3",
+            "qwen3_bias_window", "gemma3_text", "phi3", "phi3_partial_longrope"]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

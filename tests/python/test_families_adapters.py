@@ -39,7 +39,7 @@ def family_run(tmp_path, kind):
 # (Not qwen2 here: transformers 5 rebuilds a Qwen2 model directory's tokenizer as its own byte-level
 # BPE whatever tokenizer_config.json says, which the word-level test tokenizer is not; qwen3 has
 # the same layout, and llama_biases the biased projections.)
-@pytest.mark.parametrize("kind", ["qwen3", "gemma3_text", "phi3", "mistral_window", "llama_biases"])
+@pytest.mark.parametrize("kind", ["qwen3", "gemma3_text", "phi3", "mistral_window", "ministral", "llama_biases"])
 def test_exported_adapters_and_merged_models_load_in_peft_and_transformers(tmp_path, kind):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

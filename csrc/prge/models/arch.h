@@ -103,8 +103,8 @@ struct ArchSpec {
   bool operator==(const ArchSpec& o) const;
 };
 
-// The families the registry knows, by model_type (llama, mistral, qwen2, qwen3, gemma3_text,
-// gemma3, phi3).
+// The families the registry knows, by model_type (llama, mistral, ministral, qwen2, qwen3,
+// gemma3_text, gemma3, phi3).
 std::vector<std::string> supported_model_types();
 
 // config.json read key by key: each read marks its key; finish() refuses every key neither

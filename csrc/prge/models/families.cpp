@@ -156,13 +156,14 @@ ArchSpec read_llama(ConfigJson& c) {
   return s;
 }
 
-ArchSpec read_mistral(ConfigJson& c) {
-  auto s = read_decoder(c, "mistral", defaults([](Defaults& d) { d.num_key_value_heads = 8; d.max_position_embeddings = 131072; }));
+// Mistral, and Ministral (MinistralConfig: the same model with layer_types; without them every
+// layer slides when sliding_window is set). transformers also loads a mistral config that has
+// layer_types as ministral: the window only on the layers it names sliding_attention.
+ArchSpec read_mistral(ConfigJson& c, const std::string& model_type) {
+  auto s = read_decoder(c, model_type, defaults([](Defaults& d) { d.num_key_value_heads = 8; d.max_position_embeddings = 131072; }));
   read_activation(c, s, "hidden_act", "silu");
-  c.accept({"attention_bias", "mlp_bias"});  // MistralAttention has no biases
+  c.accept({"attention_bias", "mlp_bias"});  // MistralAttention / MinistralAttention have no biases
   read_window_on_all_layers(c, s, 4096);
-  // transformers loads a mistral config that has layer_types as ministral: the window only on
-  // the layers it names sliding_attention.
   if (const auto types = read_layer_types(c, s); !types.empty()) {
     const bool windowed = !s.layers.empty();
     for (int64_t i = 0; i < s.num_hidden_layers; ++i) {
@@ -320,8 +321,13 @@ struct Family {
 
 const std::map<std::string, Family>& registry() {
   static const std::map<std::string, Family> families{
-      {"llama", {read_llama}},   {"mistral", {read_mistral}},         {"qwen2", {read_qwen2}},
-      {"qwen3", {read_qwen3}},   {"gemma3_text", {read_gemma3_text}}, {"gemma3", {read_gemma3}},
+      {"llama", {read_llama}},
+      {"mistral", {[](ConfigJson& c) { return read_mistral(c, "mistral"); }}},
+      {"ministral", {[](ConfigJson& c) { return read_mistral(c, "ministral"); }}},
+      {"qwen2", {read_qwen2}},
+      {"qwen3", {read_qwen3}},
+      {"gemma3_text", {read_gemma3_text}},
+      {"gemma3", {read_gemma3}},
       {"phi3", {read_phi3}},
   };
   return families;
