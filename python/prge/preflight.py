@@ -2,6 +2,7 @@
 model and the first step, so that a run never trains silently on nothing:
 
     check_names(config)             data.task, model.name and model.device name things that exist here
+    check_model_config(config)      a model directory's config.json read as the loader reads it (prge check)
     check_device(device)            model.device names a device this torch has
     check_positions(config, model)  data.max_length fits the model's max_position_embeddings
     check_losses_differ(step, r, c) the ± perturbations of estimator.epsilon move the loss at all
@@ -12,6 +13,7 @@ the config reader, csrc/prge/config.cpp.)"""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 
 def check_names(config, task: bool = True, model: bool = True) -> None:
@@ -32,6 +34,21 @@ def check_names(config, task: bool = True, model: bool = True) -> None:
     if model:
         check_model_name(config.model.name, places.get("model.name", "model.name"))
     check_device(config.model.device, "model.device", places.get("model.device"))
+
+
+def check_model_config(config) -> None:
+    """For a model.name that is a model directory: its config.json read as the model loader
+    reads it (an unsupported model_type, RoPE type or key is refused naming the file and key,
+    RuntimeError), and data.max_length against its max_position_embeddings (check_positions,
+    ValueError). Reads no weights; a .gguf file or a registered name is read when converted."""
+    from prge._core import ArchSpec
+    from prge.models import check_model_name
+
+    if check_model_name(config.model.name) != "directory":
+        return
+    model_dir = Path(config.model.name).expanduser()
+    spec = ArchSpec.from_json_file(str(model_dir / "config.json"))
+    check_positions(config, SimpleNamespace(spec=spec), model_dir)
 
 
 def check_device(device: str, key: str = "model.device", where: str | None = None) -> None:

@@ -319,6 +319,8 @@ NO_OP_CASES = [
     ({"data": {"batch_size": 20000}}, "check", "data.batch_size: 20000 x 4 points of estimator.queries 2"),
     ({"data": {"max_length": 256}}, "train",
      "data.max_length: 256 exceeds the model's max_position_embeddings 128 ({m}/config.json)"),
+    ({"data": {"max_length": 256}}, "check",
+     "data.max_length: 256 exceeds the model's max_position_embeddings 128 ({m}/config.json)"),
     ({"estimator": {"epsilon": 1e-30}}, "train",
      "estimator.epsilon: 1e-30 is too small for model.dtype float32: at step 1 all 4 perturbed losses are "
      "bit-identical"),
@@ -594,6 +596,29 @@ def test_check_refuses_what_train_would_naming_file_line_and_key(assets, capsys,
     assert main(["check", str(good), "--set", f"{section}.{key}={value[key]}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"prge: error: {good}: --set {section}.{key}") and wanted in err, err
+
+
+@pytest.mark.parametrize("change, wanted", [
+    ({"model_type": "mamba"}, "model_type 'mamba' is not supported"),
+    ({"rope_scaling": {"rope_type": "su_yarn", "factor": 2.0}}, "rope_scaling"),
+    ({"hidden_activation": "relu"}, "key 'hidden_activation' is not supported for model_type 'llama'"),
+])
+def test_check_reads_a_model_directorys_config_as_the_loader_does(assets, capsys, change, wanted):
+    """`prge check` reads a model directory's config.json as train's loader would and refuses
+    what it refuses, naming the file (no weights read)."""
+    import shutil
+
+    tmp_path, model_dir, data_dir = assets
+    changed = tmp_path / "changed_model"
+    shutil.copytree(model_dir, changed)
+    config_json = json.loads((changed / "config.json").read_text())
+    (changed / "config.json").write_text(json.dumps({**config_json, **change}))
+    path = write_config(tmp_path, changed, data_dir)
+    for command in ("check", "train"):
+        assert main([command, str(path)] + (["--no-progress"] if command == "train" else [])) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"prge: error: {changed / 'config.json'}: ") and wanted in err, err
+        assert len(err.strip().splitlines()) == 1, err
 
 
 FULL_DISK = """
