@@ -24,8 +24,9 @@ def family_model(kind: str):
         "llama_biases": lambda: t.LlamaConfig(**common, head_dim=24, attention_bias=True, mlp_bias=True),
         "mistral_window": lambda: t.MistralConfig(**common, sliding_window=24),
         "mistral_full": lambda: t.MistralConfig(**common, sliding_window=None, tie_word_embeddings=True),
-        "ministral": lambda: t.MinistralConfig(**common, head_dim=24, sliding_window=24,
-                                               layer_types=["sliding_attention", "full_attention", "sliding_attention"]),
+        "ministral": lambda: t.MinistralConfig(
+            **common, head_dim=24, sliding_window=24,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"]),
         "qwen2": lambda: t.Qwen2Config(**common, tie_word_embeddings=True),
         "qwen2_window": lambda: t.Qwen2Config(**common, use_sliding_window=True, sliding_window=20,
                                               max_window_layers=1),
