@@ -2,7 +2,7 @@
 model and the first step, so that a run never trains silently on nothing:
 
     check_names(config)             data.task, model.name and model.device name things that exist here
-    check_model_config(config)      a model directory's config.json read as the loader reads it (prge check)
+    check_model_config(config)      the model's config.json read as the loader reads it (prge check)
     check_device(device)            model.device names a device this torch has
     check_positions(config, model)  data.max_length fits the model's max_position_embeddings
     check_losses_differ(step, r, c) the ± perturbations of estimator.epsilon move the loss at all
@@ -37,16 +37,17 @@ def check_names(config, task: bool = True, model: bool = True) -> None:
 
 
 def check_model_config(config) -> None:
-    """For a model.name that is a model directory: its config.json read as the model loader
-    reads it (an unsupported model_type, RoPE type or key is refused naming the file and key,
-    RuntimeError), and data.max_length against its max_position_embeddings (check_positions,
-    ValueError). Reads no weights; a .gguf file or a registered name is read when converted."""
+    """The model's config.json read as the model loader reads it (an unsupported model_type,
+    RoPE type or key is refused naming the file and key, RuntimeError), and data.max_length
+    against its max_position_embeddings (check_positions, ValueError). Reads no weights: a
+    model directory, or a registered model / .gguf file already converted into the cache; one
+    not converted yet is read when it is."""
     from prge._core import ArchSpec
-    from prge.models import check_model_name
+    from prge.models import model_dir_without_converting
 
-    if check_model_name(config.model.name) != "directory":
+    model_dir = model_dir_without_converting(config.model.name)
+    if model_dir is None:
         return
-    model_dir = Path(config.model.name).expanduser()
     spec = ArchSpec.from_json_file(str(model_dir / "config.json"))
     check_positions(config, SimpleNamespace(spec=spec), model_dir)
 
@@ -77,7 +78,8 @@ def check_positions(config, model, model_dir: str | Path) -> None:
     the model never saw (RoPE past its range): an error naming both."""
     limit = int(model.spec.max_position_embeddings)
     if limit > 0 and config.data.max_length > limit:
-        raise ValueError(f"data.max_length: {config.data.max_length} exceeds the model's max_position_embeddings "
+        at = config.places.get("data.max_length", "data.max_length")
+        raise ValueError(f"{at}: {config.data.max_length} exceeds the model's max_position_embeddings "
                          f"{limit} ({Path(model_dir) / 'config.json'}); set data.max_length <= {limit}")
 
 

@@ -621,6 +621,32 @@ def test_check_reads_a_model_directorys_config_as_the_loader_does(assets, capsys
         assert len(err.strip().splitlines()) == 1, err
 
 
+def test_check_reads_a_converted_models_config_without_converting(assets, capsys, monkeypatch):
+    """A .gguf file (or registered name) already converted into the cache: `prge check` reads the
+    conversion's config.json; one not converted yet is left to train (nothing converted here)."""
+    import shutil
+
+    from prge.models import gguf_cache_dir
+    from prge.models.gguf_convert import CONVERTER_VERSION, MARKER
+
+    tmp_path, model_dir, data_dir = assets
+    monkeypatch.setenv("PRGE_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(60))  # only its first bytes are read by check
+    path = write_config(tmp_path, gguf, data_dir)
+    assert main(["check", str(path)]) == 0
+    capsys.readouterr()
+    assert not (tmp_path / "cache").exists()
+    out = gguf_cache_dir(gguf)
+    shutil.copytree(model_dir, out)
+    (out / MARKER).write_text(json.dumps({"converter": CONVERTER_VERSION}))
+    config_json = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config_json, "rope_scaling": {"rope_type": "su_yarn"}}))
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"prge: error: {out / 'config.json'}: rope_scaling") and "su_yarn" in err, err
+
+
 FULL_DISK = """
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a write past the limit fails (EFBIG) instead of killing

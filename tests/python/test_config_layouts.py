@@ -122,6 +122,16 @@ REFUSED = {
                                                                     "original_max_position_embeddings": 64,
                                                                     "truncate": False})),
         None, "full_attention: truncate false is not supported"),
+    # A window of 0 or less (transformers fails on it; prge read it as no window) and Gemma 3
+    # without a window for its sliding layers (transformers fails; prge took 4096).
+    "mistral_window_zero": ("MistralConfig", dict(COMMON, sliding_window=8),
+                            lambda c: c.update(sliding_window=0), "sliding_window: 0 is not a window"),
+    "ministral_window_negative": ("MinistralConfig", dict(COMMON, head_dim=16, sliding_window=8),
+                                  lambda c: c.update(sliding_window=-5), "sliding_window: -5 is not a window"),
+    "qwen2_window_zero": ("Qwen2Config", dict(COMMON, use_sliding_window=True, sliding_window=8),
+                          lambda c: c.update(sliding_window=0), "sliding_window: 0 is not a window"),
+    "gemma3_window_null": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
+                           lambda c: c.update(sliding_window=None), "sliding_window: null: Gemma 3's sliding"),
 }
 
 

@@ -121,17 +121,29 @@ std::vector<std::string> read_layer_types(ConfigJson& c, const ArchSpec& s) {
   return types;
 }
 
+// sliding_window in tokens: `fallback` when config.json has no such key, 0 (no window) when it
+// is null; 0 or less given as a number is refused (transformers fails on it).
+int64_t read_sliding_window(ConfigJson& c, int64_t fallback) {
+  const YAML::Node node = c.node("sliding_window");
+  if (node && node.IsNull()) return 0;
+  const int64_t window = c.get<int64_t>("sliding_window", fallback);
+  if (node && window <= 0) {
+    c.fail("sliding_window", fmt::format("{} is not a window (a number of tokens > 0, or null for none)", window));
+  }
+  return window;
+}
+
 // Sliding windows of the Qwen families: only with use_sliding_window, only on the layers from
 // max_window_layers on (or those layer_types names "sliding_attention").
 void read_qwen_windows(ConfigJson& c, ArchSpec& s) {
   const bool use = c.get<bool>("use_sliding_window", false);
-  const bool absent = !c.root()["sliding_window"];
-  const bool null = !absent && c.root()["sliding_window"].IsNull();
-  const int64_t window = c.get<int64_t>("sliding_window", 4096);
   const int64_t first = c.get<int64_t>("max_window_layers", 28);
   const auto types = read_layer_types(c, s);
   if (c.get<bool>("use_mrope", false)) c.fail("use_mrope", "multimodal RoPE is not supported");
-  if (!use || null) return;  // transformers sets sliding_window to None: every layer full
+  c.accept({"sliding_window"});
+  if (!use) return;  // transformers sets sliding_window to None: every layer full
+  const int64_t window = read_sliding_window(c, 4096);
+  if (window == 0) return;  // null: every layer full
   s.layers.assign(static_cast<size_t>(s.num_hidden_layers), LayerAttention{});
   for (int64_t i = 0; i < s.num_hidden_layers; ++i) {
     const bool sliding = types.empty() ? i >= first : types.at(static_cast<size_t>(i)) == "sliding_attention";
@@ -141,8 +153,7 @@ void read_qwen_windows(ConfigJson& c, ArchSpec& s) {
 
 // Sliding window on every layer when config.json gives one (Mistral, Phi-3).
 void read_window_on_all_layers(ConfigJson& c, ArchSpec& s, int64_t fallback) {
-  const bool absent = !c.root()["sliding_window"];
-  const int64_t window = c.get<int64_t>("sliding_window", absent ? fallback : 0);  // null: none
+  const int64_t window = read_sliding_window(c, fallback);
   if (window > 0) s.layers.assign(static_cast<size_t>(s.num_hidden_layers), LayerAttention{window, 0});
 }
 
@@ -261,7 +272,8 @@ ArchSpec read_gemma3_text(ConfigJson& c) {
   if (c.get<bool>("use_bidirectional_attention", false)) {
     c.fail("use_bidirectional_attention", "bidirectional attention (EmbeddingGemma) is not supported");
   }
-  const int64_t window = c.get<int64_t>("sliding_window", 4096);
+  const int64_t window = read_sliding_window(c, 4096);
+  if (window == 0) c.fail("sliding_window", "null: Gemma 3's sliding layers need a window (transformers fails on it)");
   const auto types = read_layer_types(c, s);
   const int64_t pattern = c.get<int64_t>("sliding_window_pattern", 6);
   c.accept({"_sliding_window_pattern"});  // written back by transformers, not read

@@ -85,19 +85,26 @@ def smollm2_gguf() -> Path:
     return REGISTERED["smollm2-135m"].gguf()
 
 
-def converted(gguf: Path, out: Path) -> Path:
-    """`out`, converted from `gguf` unless a conversion by this converter finished there (its
-    marker file names the converter's version; older conversions are redone)."""
-    from prge.models.gguf_convert import CONVERTER_VERSION, MARKER, convert_gguf
+def conversion_finished(out: Path) -> bool:
+    """Whether a conversion by this converter finished in `out` (its marker file names the
+    converter's version; older conversions are redone)."""
+    from prge.models.gguf_convert import CONVERTER_VERSION, MARKER
 
     marker = out / MARKER
     if marker.is_file() and (out / "model.safetensors").is_file():
         try:
-            if json.loads(marker.read_text()).get("converter") == CONVERTER_VERSION:
-                return out
+            return json.loads(marker.read_text()).get("converter") == CONVERTER_VERSION
         except (OSError, json.JSONDecodeError):
             pass
+    return False
 
+
+def converted(gguf: Path, out: Path) -> Path:
+    """`out`, converted from `gguf` unless a conversion by this converter finished there."""
+    from prge.models.gguf_convert import convert_gguf
+
+    if conversion_finished(out):
+        return out
     print(f"[prge] converting {gguf.name} to {out} (once)", flush=True)
     try:
         return convert_gguf(gguf, out)
@@ -108,12 +115,17 @@ def converted(gguf: Path, out: Path) -> Path:
         raise ValueError(f"{gguf}: cannot be converted ({type(e).__name__}: {e})") from e
 
 
-def gguf_model(path: Path) -> Path:
-    """A GGUF file given as model.name, converted once into the cache (keyed by its path, size
-    and modification time, so an edited file is converted again)."""
+def gguf_cache_dir(path: Path) -> Path:
+    """Where a GGUF file given as model.name is converted to (keyed by its path, size and
+    modification time, so an edited file is converted again)."""
     stat = path.stat()
     key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    return converted(path, cache_dir() / "models" / f"{path.stem}-{key}")
+    return cache_dir() / "models" / f"{path.stem}-{key}"
+
+
+def gguf_model(path: Path) -> Path:
+    """A GGUF file given as model.name, converted once into the cache (gguf_cache_dir)."""
+    return converted(path, gguf_cache_dir(path))
 
 
 # Real architecture shapes (values random): speed depends on shape, not weights.
@@ -205,6 +217,18 @@ def resolve_model(name: str, where: str = "") -> Path:
         except ValueError as e:  # the converter names the file and what it cannot read; add the key
             raise ValueError(f"{where}: {e}" if where else str(e)) from None
     return converted(REGISTERED[name].gguf(), cache_dir() / "models" / name)
+
+
+def model_dir_without_converting(name: str) -> Path | None:
+    """The directory model.name resolves to when that converts nothing: the directory itself,
+    or the cache's finished conversion of a registered model or a .gguf file; None when
+    resolve_model would convert first. Raises what check_model_name raises."""
+    kind = check_model_name(name)
+    path = Path(name).expanduser()
+    if kind == "directory":
+        return path
+    out = gguf_cache_dir(path) if kind == "gguf" else cache_dir() / "models" / name
+    return out if conversion_finished(out) else None
 
 
 def config_model_dir(config) -> Path:
