@@ -645,6 +645,10 @@ def test_check_reads_a_converted_models_config_without_converting(assets, capsys
     assert main(["check", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"prge: error: {out / 'config.json'}: rope_scaling") and "su_yarn" in err, err
+    for marker in ("null", "[]", b"\xff\xfe"):  # a damaged marker: not a finished conversion, left to train
+        (out / MARKER).write_bytes(marker if isinstance(marker, bytes) else marker.encode())
+        assert main(["check", str(path)]) == 0, marker
+    capsys.readouterr()
 
 
 FULL_DISK = """

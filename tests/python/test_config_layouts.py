@@ -130,6 +130,17 @@ REFUSED = {
                                   lambda c: c.update(sliding_window=-5), "sliding_window: -5 is not a window"),
     "qwen2_window_zero": ("Qwen2Config", dict(COMMON, use_sliding_window=True, sliding_window=8),
                           lambda c: c.update(sliding_window=0), "sliding_window: 0 is not a window"),
+    # Qwen layer_types naming a sliding layer where no window applies (transformers fails; prge
+    # read every layer as full).
+    "qwen2_sliding_layer_without_window": ("Qwen2Config", dict(COMMON, use_sliding_window=True, sliding_window=8,
+                                                               max_window_layers=1),
+                                           lambda c: c.update(sliding_window=None),
+                                           "layer_types: layer 1 is sliding_attention and no window applies "
+                                           "(sliding_window is null)"),
+    "qwen3_sliding_layer_window_off": ("Qwen3Config", dict(COMMON, head_dim=16),
+                                       lambda c: c.update(layer_types=["full_attention", "sliding_attention"]),
+                                       "layer_types: layer 1 is sliding_attention and no window applies "
+                                       "(use_sliding_window is false)"),
     "gemma3_window_null": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
                            lambda c: c.update(sliding_window=None), "sliding_window: null: Gemma 3's sliding"),
 }
@@ -159,3 +170,9 @@ def test_phi3_longrope_generation_recomputes_its_cache_where_transformers_does(t
                                eos_token_id=None)[0, 56:].tolist()
     native = prge.CausalLM.from_pretrained(str(model_dir))
     assert native.generate([prompt[0].tolist()], max_new_tokens=20)[0] == expected
+
+
+def test_a_config_json_that_is_a_directory_is_named(tmp_path):
+    (tmp_path / "config.json").mkdir()
+    with pytest.raises(RuntimeError, match="config.json: is a directory, not a model config file"):
+        prge.CausalLM.from_pretrained(str(tmp_path))

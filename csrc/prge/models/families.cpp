@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <functional>
@@ -122,7 +123,8 @@ std::vector<std::string> read_layer_types(ConfigJson& c, const ArchSpec& s) {
 }
 
 // sliding_window in tokens: `fallback` when config.json has no such key, 0 (no window) when it
-// is null; 0 or less given as a number is refused (transformers fails on it).
+// is null; 0 or less given as a number is refused (transformers fails on it, or in the gemma3
+// wrapper computes a mask without meaning).
 int64_t read_sliding_window(ConfigJson& c, int64_t fallback) {
   const YAML::Node node = c.node("sliding_window");
   if (node && node.IsNull()) return 0;
@@ -141,9 +143,17 @@ void read_qwen_windows(ConfigJson& c, ArchSpec& s) {
   const auto types = read_layer_types(c, s);
   if (c.get<bool>("use_mrope", false)) c.fail("use_mrope", "multimodal RoPE is not supported");
   c.accept({"sliding_window"});
-  if (!use) return;  // transformers sets sliding_window to None: every layer full
-  const int64_t window = read_sliding_window(c, 4096);
-  if (window == 0) return;  // null: every layer full
+  // Without use_sliding_window transformers sets sliding_window to None; null: no window either.
+  const int64_t window = use ? read_sliding_window(c, 4096) : 0;
+  if (window == 0) {  // every layer full, unless layer_types names a sliding one (transformers fails)
+    const auto sliding = std::find(types.begin(), types.end(), "sliding_attention");
+    if (sliding != types.end()) {
+      c.fail("layer_types", fmt::format("layer {} is sliding_attention and no window applies ({})",
+                                        sliding - types.begin(),
+                                        use ? "sliding_window is null" : "use_sliding_window is false"));
+    }
+    return;
+  }
   s.layers.assign(static_cast<size_t>(s.num_hidden_layers), LayerAttention{});
   for (int64_t i = 0; i < s.num_hidden_layers; ++i) {
     const bool sliding = types.empty() ? i >= first : types.at(static_cast<size_t>(i)) == "sliding_attention";
@@ -423,6 +433,9 @@ void ConfigJson::finish(const std::string& family) const {
 
 ArchSpec ArchSpec::from_json_file(const std::string& path) {
   if (!std::filesystem::exists(path)) throw std::runtime_error(fmt::format("{}: model config not found", path));
+  if (std::filesystem::is_directory(path)) {
+    throw std::runtime_error(fmt::format("{}: is a directory, not a model config file", path));
+  }
   YAML::Node json;
   try {
     json = YAML::LoadFile(path);

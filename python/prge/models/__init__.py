@@ -93,9 +93,10 @@ def conversion_finished(out: Path) -> bool:
     marker = out / MARKER
     if marker.is_file() and (out / "model.safetensors").is_file():
         try:
-            return json.loads(marker.read_text()).get("converter") == CONVERTER_VERSION
-        except (OSError, json.JSONDecodeError):
-            pass
+            written = json.loads(marker.read_text())
+        except (OSError, ValueError):  # unreadable, not UTF-8 or not JSON: convert again
+            return False
+        return isinstance(written, dict) and written.get("converter") == CONVERTER_VERSION
     return False
 
 
