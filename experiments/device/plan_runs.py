@@ -16,7 +16,9 @@ wall time plus its steps before the resume at its mean step time; plus START_SEC
 process start, which wall_seconds does not count. A method that has not run a task yet is
 scaled from its reference method's run of it (EXTRAPOLATE_FROM): that run's time outside its
 steps, plus this run's steps at the reference's step time times the largest step-time ratio of
-the two methods over the tasks where both ran alone, times EXTRAPOLATION_MARGIN. Runs are taken
+the two methods over the tasks where both ran alone, times EXTRAPOLATION_MARGIN. A run stopped
+part-way under RUNS_ROOT (a warm machine's earlier call) is estimated for the steps after its
+checkpoint, where the sweep resumes it. Runs are taken
 seed by seed (the grid's first seed first), then in the sweep's order; each is kept if the
 sweep's own schedule (in its order, each run on the first GPU free) still ends within FILL of
 SECONDS."""
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import json
 import re
 import sys
 from pathlib import Path
@@ -116,6 +119,17 @@ def estimate(label: str, steps: int, times: dict[tuple[str, str], Timing]) -> fl
     return ref.fixed + steps * ref.step * max(ratios) * EXTRAPOLATION_MARGIN + START_SECONDS
 
 
+def remaining_steps(run_dir: Path, steps: int) -> int:
+    """The steps of a `steps`-step run left after the checkpoint in `run_dir` (its pointer
+    checkpoint.json's step, where the sweep resumes it); all of them when it has none or the
+    pointer does not read."""
+    try:
+        done = json.loads((run_dir / "checkpoint.json").read_text()).get("step")
+    except (OSError, ValueError, AttributeError):
+        return steps
+    return steps - done if isinstance(done, int) and 0 <= done <= steps else steps
+
+
 def schedule_length(durations: list[float], gpus: int) -> float:
     """When the last of these runs ends, started in this order each on the first GPU free."""
     free = [0.0] * gpus
@@ -160,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pending = [label for label in labels if label not in done]
     times = timings(done)
-    estimates = {label: e for label in pending if (e := estimate(label, steps[label], times)) is not None}
+    estimates = {label: e for label in pending
+                 if (e := estimate(label, remaining_steps(root / label, steps[label]), times)) is not None}
     seed_order = list(dict.fromkeys(parts(label)[2] for label in labels))  # the grid's order
     chosen = plan(pending, estimates, args.seconds, args.gpus, seed_order)
     unknown = [label for label in pending if label not in estimates]

@@ -77,3 +77,13 @@ def test_a_plan_fits_the_call_and_takes_the_first_seed_first(plan_runs):
     durations = [estimates[run] for run in chosen]
     assert plan_runs.schedule_length(durations, 2) <= plan_runs.FILL * seconds
     assert plan_runs.plan(pending, estimates, 10.0, gpus=2, seed_order=[42, 1337]) == []
+
+
+def test_a_run_stopped_part_way_is_estimated_for_the_steps_after_its_checkpoint(plan_runs, tmp_path):
+    run = tmp_path / "mezo-taskmultirc-seed2025"
+    assert plan_runs.remaining_steps(run, 5000) == 5000  # not started
+    run.mkdir()
+    for text, left in (('{"step": 3684, "directory": "checkpoint-3684"}', 1316), ("null", 5000), ("{", 5000),
+                       ('{"step": 9000}', 5000), ('{"step": "3684"}', 5000)):
+        (run / "checkpoint.json").write_text(text)
+        assert plan_runs.remaining_steps(run, 5000) == left, text
