@@ -563,6 +563,8 @@ def family_specs():
     configs = {
         "llama, biases": t.LlamaConfig(**common, attention_bias=True, mlp_bias=True),
         "mistral, window 48": t.MistralConfig(**common, sliding_window=48),
+        "ministral, window 48 on layers 0 and 2": t.MinistralConfig(
+            **common, sliding_window=48, layer_types=["sliding_attention", "full_attention"] * 2),
         "qwen2": t.Qwen2Config(**common),
         "qwen3, window 48 on layers 2-3": t.Qwen3Config(**common, use_sliding_window=True, sliding_window=48,
                                                         max_window_layers=2),
