@@ -369,6 +369,15 @@ def test_a_sweep_checks_every_run_before_the_first_trains(tmp_path, capsys):
     where = f"bad_task.yaml:{line}:{text.index('Fine_Food') + 1}: grid data.task: "  # the value's own place
     assert where in err and "unknown task 'Fine_Food'" in err and err.count("bad_task.yaml") == 1, err
     assert not (tmp_path / "runs").exists()  # the valid first run did not start either
+    long = tmp_path / "too_long.yaml"  # the tiny model has max_position_embeddings 128
+    long.write_text(yaml.safe_dump({"base": base, "output_root": str(tmp_path / "runs"),
+                                    "grid": {"data.max_length": [16, 4096]}}))
+    assert main(["sweep", str(long), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    line, text = next((i, t) for i, t in enumerate(long.read_text().splitlines(), 1) if "4096" in t)
+    where = f"too_long.yaml:{line}:{text.index('4096') + 1}: grid data.max_length: 4096 exceeds"
+    assert where in err and "max_position_embeddings 128" in err, err
+    assert not (tmp_path / "runs").exists()
     speed = tmp_path / "speed_device.yaml"
     speed.write_text(yaml.safe_dump({"mode": "speed", "speed": {"warmup": 1, "steps": 1, "shape": "tiny-debug"},
                                      "base": {"adapter": {"rank": 4, "alpha": 8}},
