@@ -37,19 +37,30 @@ def check_names(config, task: bool = True, model: bool = True) -> None:
 
 
 def check_model_config(config) -> None:
-    """The model's config.json read as the model loader reads it (an unsupported model_type,
-    RoPE type or key is refused naming the file and key, RuntimeError), and data.max_length
-    against its max_position_embeddings (check_positions, ValueError). Reads no weights: a
-    model directory, or a registered model / .gguf file already converted into the cache; one
-    not converted yet is read when it is."""
-    from prge._core import ArchSpec
+    """The model's config.json read as the model loader reads it (read_model_config: an
+    unsupported model_type, RoPE type or key is a RuntimeError naming the file and key), and
+    data.max_length against its max_position_embeddings (check_positions, ValueError). Reads no
+    weights: a model directory, or a registered model / .gguf file already converted into the
+    cache; one not converted yet is read when it is."""
     from prge.models import model_dir_without_converting
 
     model_dir = model_dir_without_converting(config.model.name)
     if model_dir is None:
         return
-    spec = ArchSpec.from_json_file(str(model_dir / "config.json"))
+    spec = read_model_config(config, model_dir)
     check_positions(config, SimpleNamespace(spec=spec), model_dir)
+
+
+def read_model_config(config, model_dir: str | Path):
+    """prge.ArchSpec of model_dir/config.json, as the model loader reads it; its RuntimeError
+    (naming the file and key) after where model.name was set, when the config set it."""
+    from prge._core import ArchSpec
+
+    try:
+        return ArchSpec.from_json_file(str(Path(model_dir) / "config.json"))
+    except RuntimeError as e:
+        place = config.places.get("model.name")
+        raise RuntimeError(f"{place}: {e}" if place else str(e)) from None
 
 
 def check_device(device: str, key: str = "model.device", where: str | None = None) -> None:

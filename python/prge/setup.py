@@ -104,13 +104,13 @@ def setup_tokenizer(model_dir: str | Path) -> ModelTokenizer:
 def setup_data(config, model_dir: str | Path | None = None) -> DataSetup:
     """The task of config.data, its splits under config.data.protocol (seeded by run.seed) and
     their encodings with the model's tokenizer (config.model.name unless `model_dir`)."""
-    from prge._core import ArchSpec
+    from prge.preflight import read_model_config
 
     task = task_for(config.data)
     model_dir = Path(model_dir) if model_dir is not None else config_model_dir(config)
     # config.json as the model loader reads it, first: transformers' tokenizer reads it too,
     # and prge's loader names a bad key by file and key.
-    ArchSpec.from_json_file(str(model_dir / "config.json"))
+    read_model_config(config, model_dir)
     tokenizer = setup_tokenizer(model_dir)
     encoder = PromptEncoder(task, tokenizer, config.data.max_length)
     train, dev, evaluation = (encoder.encode_all(split) for split in split_protocol(task, config.data, config.run.seed))

@@ -246,14 +246,14 @@ def run_notes(runs: list[tuple[str, object]]) -> list[str]:
 
 def check_runs(runs: list[tuple[str, object]], speed: bool, shape: str | None = None) -> None:
     """Every run's task, model and device (prge.preflight.check_names; a speed run's device, and
-    its model unless it times a named shape), and a training run's model config.json and
-    data.max_length (check_model_config), before the first run starts: a bad grid value fails
+    its model unless it times a named shape), and that model's config.json and data.max_length
+    (check_model_config), before the first run starts: a bad grid value fails
     the sweep at once, not after the runs before it have trained."""
     from prge.preflight import check_model_config, check_names
 
     for _, config in runs:
         check_names(config, task=not speed, model=not (speed and shape))
-        if not speed:
+        if not (speed and shape):
             check_model_config(config)
 
 

@@ -614,11 +614,12 @@ def test_check_reads_a_model_directorys_config_as_the_loader_does(assets, capsys
     config_json = json.loads((changed / "config.json").read_text())
     (changed / "config.json").write_text(json.dumps({**config_json, **change}))
     path = write_config(tmp_path, changed, data_dir)
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "changed_model" in text)
     for command in ("check", "train"):
         assert main([command, str(path)] + (["--no-progress"] if command == "train" else [])) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"prge: error: {changed / 'config.json'}: ") and wanted in err, err
-        assert len(err.strip().splitlines()) == 1, err
+        assert err.startswith(f"prge: error: {path}:{line}:") and f"model.name: {changed / 'config.json'}: " in err, err
+        assert wanted in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_check_reads_a_converted_models_config_without_converting(assets, capsys, monkeypatch):
@@ -644,7 +645,8 @@ def test_check_reads_a_converted_models_config_without_converting(assets, capsys
     (out / "config.json").write_text(json.dumps({**config_json, "rope_scaling": {"rope_type": "su_yarn"}}))
     assert main(["check", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"prge: error: {out / 'config.json'}: rope_scaling") and "su_yarn" in err, err
+    assert err.startswith(f"prge: error: {path}:") and f"model.name: {out / 'config.json'}: rope_scaling" in err, err
+    assert "su_yarn" in err, err
     for marker in ("null", "[]", b"\xff\xfe"):  # a damaged marker: not a finished conversion, left to train
         (out / MARKER).write_bytes(marker if isinstance(marker, bytes) else marker.encode())
         assert main(["check", str(path)]) == 0, marker

@@ -378,6 +378,20 @@ def test_a_sweep_checks_every_run_before_the_first_trains(tmp_path, capsys):
     where = f"too_long.yaml:{line}:{text.index('4096') + 1}: grid data.max_length: 4096 exceeds"
     assert where in err and "max_position_embeddings 128" in err, err
     assert not (tmp_path / "runs").exists()
+    other = tmp_path / "other_model"  # a model directory whose config.json the loader refuses
+    other.mkdir()
+    config_json = json.loads((model_dir / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config_json, "model_type": "foobar"}))
+    for mode in ({}, {"mode": "speed", "speed": {"warmup": 1, "steps": 1}}):
+        bad_model = tmp_path / "bad_model.yaml"
+        bad_model.write_text(yaml.safe_dump({**mode, "base": base, "output_root": str(tmp_path / "runs"),
+                                             "grid": {"model.name": [str(model_dir), str(other)]}}))
+        assert main(["sweep", str(bad_model), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        line, text = next((i, t) for i, t in enumerate(bad_model.read_text().splitlines(), 1) if "other_model" in t)
+        where = f"bad_model.yaml:{line}:{text.index(str(other)) + 1}: grid model.name: {other / 'config.json'}: "
+        assert where in err and "model_type 'foobar' is not supported" in err, (mode, err)
+        assert not (tmp_path / "runs").exists(), mode
     speed = tmp_path / "speed_device.yaml"
     speed.write_text(yaml.safe_dump({"mode": "speed", "speed": {"warmup": 1, "steps": 1, "shape": "tiny-debug"},
                                      "base": {"adapter": {"rank": 4, "alpha": 8}},
