@@ -135,6 +135,15 @@ int64_t read_sliding_window(ConfigJson& c, int64_t fallback) {
   return window;
 }
 
+// A layer_types entry sliding_attention where no window applies (`why`): transformers fails on it.
+void refuse_sliding_layers_without_window(ConfigJson& c, const std::vector<std::string>& types, const char* why) {
+  const auto sliding = std::find(types.begin(), types.end(), "sliding_attention");
+  if (sliding != types.end()) {
+    c.fail("layer_types", fmt::format("layer {} is sliding_attention and no window applies ({})",
+                                      sliding - types.begin(), why));
+  }
+}
+
 // Sliding windows of the Qwen families: only with use_sliding_window, only on the layers from
 // max_window_layers on (or those layer_types names "sliding_attention").
 void read_qwen_windows(ConfigJson& c, ArchSpec& s) {
@@ -145,13 +154,8 @@ void read_qwen_windows(ConfigJson& c, ArchSpec& s) {
   c.accept({"sliding_window"});
   // Without use_sliding_window transformers sets sliding_window to None; null: no window either.
   const int64_t window = use ? read_sliding_window(c, 4096) : 0;
-  if (window == 0) {  // every layer full, unless layer_types names a sliding one (transformers fails)
-    const auto sliding = std::find(types.begin(), types.end(), "sliding_attention");
-    if (sliding != types.end()) {
-      c.fail("layer_types", fmt::format("layer {} is sliding_attention and no window applies ({})",
-                                        sliding - types.begin(),
-                                        use ? "sliding_window is null" : "use_sliding_window is false"));
-    }
+  if (window == 0) {  // every layer full
+    refuse_sliding_layers_without_window(c, types, use ? "sliding_window is null" : "use_sliding_window is false");
     return;
   }
   s.layers.assign(static_cast<size_t>(s.num_hidden_layers), LayerAttention{});
@@ -186,12 +190,9 @@ ArchSpec read_mistral(ConfigJson& c, const std::string& model_type) {
   c.accept({"attention_bias", "mlp_bias"});  // MistralAttention / MinistralAttention have no biases
   read_window_on_all_layers(c, s, 4096);
   if (const auto types = read_layer_types(c, s); !types.empty()) {
-    const bool windowed = !s.layers.empty();
-    for (int64_t i = 0; i < s.num_hidden_layers; ++i) {
-      if (types[static_cast<size_t>(i)] == "full_attention" && windowed) s.layers[static_cast<size_t>(i)] = {};
-      if (types[static_cast<size_t>(i)] == "sliding_attention" && !windowed) {
-        c.fail("layer_types", fmt::format("layer {} is sliding_attention and sliding_window is null", i));
-      }
+    if (s.layers.empty()) refuse_sliding_layers_without_window(c, types, "sliding_window is null");
+    for (size_t i = 0; i < s.layers.size(); ++i) {
+      if (types[i] == "full_attention") s.layers[i] = {};
     }
   }
   s.ropes = {read_rope(c, s, 10000.0)};

@@ -217,7 +217,12 @@ def resolve_model(name: str, where: str = "") -> Path:
             return gguf_model(path)
         except ValueError as e:  # the converter names the file and what it cannot read; add the key
             raise ValueError(f"{where}: {e}" if where else str(e)) from None
-    return converted(REGISTERED[name].gguf(), cache_dir() / "models" / name)
+    return converted(REGISTERED[name].gguf(), conversion_dir(name, kind))
+
+
+def conversion_dir(name: str, kind: str) -> Path:
+    """Where model.name `name` of check_model_name's `kind` "gguf" or "registered" is converted to."""
+    return gguf_cache_dir(Path(name).expanduser()) if kind == "gguf" else cache_dir() / "models" / name
 
 
 def model_dir_without_converting(name: str) -> Path | None:
@@ -225,10 +230,9 @@ def model_dir_without_converting(name: str) -> Path | None:
     or the cache's finished conversion of a registered model or a .gguf file; None when
     resolve_model would convert first. Raises what check_model_name raises."""
     kind = check_model_name(name)
-    path = Path(name).expanduser()
     if kind == "directory":
-        return path
-    out = gguf_cache_dir(path) if kind == "gguf" else cache_dir() / "models" / name
+        return Path(name).expanduser()
+    out = conversion_dir(name, kind)
     return out if conversion_finished(out) else None
 
 
