@@ -68,7 +68,8 @@ if [ "${PLAN:-1}" = 1 ]; then
   done
   if [ "$gpus" = all ]; then gpus=$(nvidia-smi -L | wc -l); else gpus=$(( $(tr -cd , <<< "$gpus" | wc -c) + 1 )); fi
   planned=$(python3 experiments/device/plan_runs.py "$sweep" "$root" "${SWEEP_SECONDS:-540}" --gpus "$gpus" \
-    "${settings[@]}") || { echo "paper_accuracy: plan_runs.py failed (above)" >&2; exit 4; }
+    --timings-from configs/sweeps/paper_accuracy.yaml "${settings[@]}") ||
+    { echo "paper_accuracy: plan_runs.py failed (above)" >&2; exit 4; }
   while read -r run; do [ -n "$run" ] && only+=(--only "$run"); done <<< "$planned"
 fi
 start=$(date +%s)

@@ -3,11 +3,14 @@ every run it started finished (a run cut by a call's end is lost: its checkpoint
 machine).
 
     python experiments/device/plan_runs.py SWEEP.yaml RUNS_ROOT SECONDS [--gpus N] [--set KEY=VALUE ...]
+        [--timings-from FULL_SWEEP.yaml]
 
 prints the chosen run names, one per line, for `prge sweep SWEEP.yaml --only NAME ...`, and on
 stderr their number and estimated length, and the runs it cannot plan (no estimate, or longer
 than a call). `--set`: the overrides the device sweep runs with, so that a finished run counts
 only with the same settings (a finished run of other settings is an error, as in `prge sweep`).
+`--timings-from`: a larger sweep with the same output root whose finished runs are also estimated
+from (a part of the grid, as paper_accuracy.sh's VARIANTS=mezo, lacks the reference method's runs).
 
 A run's time is estimated from the finished runs under RUNS_ROOT (any seed) of the same method
 and task: the shortest, preferring runs that had a GPU to themselves (SHARED_GPU_RUNS had not:
@@ -152,6 +155,13 @@ def plan(pending: list[str], estimates: dict[str, float], seconds: float, gpus: 
     return [run for run in pending if run in chosen]
 
 
+def finished_runs(root: Path, runs: list) -> dict[str, dict]:
+    """Summaries (by label) of the runs of an expanded sweep finished under `root`. Raises
+    RunDirError for a finished run of other settings."""
+    return {label: run_summary.read(root / label / "summary.json")
+            for label, config in runs if finished(root / label, config.to_yaml())}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep")
@@ -159,21 +169,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("seconds", type=float, help="the call's sweep time")
     parser.add_argument("--gpus", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--timings-from", metavar="SWEEP", help="a sweep over the same root whose finished runs "
+                        "the estimates also go by (default: SWEEP's alone)")
     args = parser.parse_args(argv)
     try:
         if args.gpus < 1 or args.seconds <= 0:
             raise ValueError(f"--gpus {args.gpus}, seconds {args.seconds:g}: both must be positive")
         root = Path(args.root)
-        runs = expand_sweep(args.sweep, [parse_assignment(s) for s in args.set], output_root=str(root))
+        overrides = [parse_assignment(s) for s in args.set]
+        runs = expand_sweep(args.sweep, overrides, output_root=str(root))
         labels = [label for label, _ in runs]  # each run's directory name
         steps = {label: config.run.steps for label, config in runs}
-        done = {label: run_summary.read(root / label / "summary.json")
-                for label, config in runs if finished(root / label, config.to_yaml())}
+        done = finished_runs(root, runs)
+        timed = finished_runs(root, expand_sweep(args.timings_from, overrides, output_root=str(root))) \
+            if args.timings_from else {}
     except ValueError as e:  # RunDirError and ConfigError among them
         print(f"plan_runs: error: {e}", file=sys.stderr)
         return 2
     pending = [label for label in labels if label not in done]
-    times = timings(done)
+    times = timings({**timed, **done})
     estimates = {label: e for label in pending
                  if (e := estimate(label, remaining_steps(root / label, steps[label]), times)) is not None}
     seed_order = list(dict.fromkeys(parts(label)[2] for label in labels))  # the grid's order

@@ -3,6 +3,7 @@ estimated from finished runs, seed by seed."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,39 @@ def test_a_run_stopped_part_way_is_estimated_for_the_steps_after_its_checkpoint(
                        ('{"step": 9000}', 5000), ('{"step": "3684"}', 5000)):
         (run / "checkpoint.json").write_text(text)
         assert plan_runs.remaining_steps(run, 5000) == left, text
+
+
+def test_a_part_of_the_grid_is_estimated_from_the_full_sweeps_runs(plan_runs, tmp_path, capsys):
+    """paper_accuracy.sh's VARIANTS=mezo sweeps a part of the grid; MeZO's first run of a task
+    is scaled from FO-SGD's, which only the full sweep (--timings-from) holds."""
+    import yaml
+    from prge.sweep import expand_sweep
+    spec = yaml.safe_load((ROOT / "configs/sweeps/paper_accuracy.yaml").read_text())
+    spec["base"] = str(ROOT / "configs/paper/base.yaml")
+    spec["grid"] = {"data.task": ["sst2", "rte"], "run.seed": [42]}
+    spec["variants"] = [v for v in spec["variants"] if v["name"] in ("fo_sgd_lora_fa", "mezo")]
+    for variant in spec["variants"]:
+        variant["run.steps"] = 100
+    full, part = tmp_path / "full.yaml", tmp_path / "part.yaml"
+    full.write_text(yaml.safe_dump(spec, sort_keys=False))
+    spec["variants"] = [v for v in spec["variants"] if v["name"] == "mezo"]
+    part.write_text(yaml.safe_dump(spec, sort_keys=False))
+    root = tmp_path / "runs"
+    times = {"fo_sgd_lora_fa-tasksst2-seed42": (12.0, 0.1), "fo_sgd_lora_fa-taskrte-seed42": (22.0, 0.2),
+             "mezo-tasksst2-seed42": (7.0, 0.05)}  # wall, step: MeZO's step 0.5 x FO-SGD's on SST-2
+    for label, config in expand_sweep(str(full), [], output_root=str(root)):
+        if label in times:
+            (root / label).mkdir(parents=True)
+            (root / label / "config.yaml").write_text(config.to_yaml())
+            wall, step = times[label]
+            (root / label / "summary.json").write_text(
+                json.dumps({"wall_seconds": wall, "mean_step_seconds": step, "steps": 100}))
+    capsys.readouterr()
+    assert plan_runs.main([str(part), str(root), "1000"]) == 0
+    out = capsys.readouterr()
+    assert out.out.split() == [] and "no estimate (no finished run to go by): mezo-taskrte-seed42" in out.err
+    assert plan_runs.main([str(part), str(root), "1000", "--timings-from", str(full)]) == 0
+    out = capsys.readouterr()
+    assert out.out.split() == ["mezo-taskrte-seed42"]
+    want = 2.0 + 100 * 0.2 * 0.5 * plan_runs.EXTRAPOLATION_MARGIN + plan_runs.START_SECONDS
+    assert f"estimated {want:.0f} s of 1000" in out.err
