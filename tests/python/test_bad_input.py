@@ -113,7 +113,7 @@ def _damage(kind, model_dir):
     ("huge header length", "truncated or not a safetensors file"),
     ("malformed config.json", "malformed config.json"),
     ("config.json shape mismatch", "shape"),
-    ("config.json value of the wrong type", "config.json: hidden_size: not a number: wide"),
+    ("config.json value of the wrong type", "config.json: hidden_size: the string \"wide\" where a number is expected"),
     ("tokenizer beyond the vocabulary", "is outside the model's vocabulary"),
 ])
 def test_broken_model_files_are_named_not_tracebacks(assets, capsys, kind, message):

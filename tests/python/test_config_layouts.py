@@ -143,6 +143,24 @@ REFUSED = {
                                        "(use_sliding_window is false)"),
     "gemma3_window_null": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
                            lambda c: c.update(sliding_window=None), "sliding_window: null: Gemma 3's sliding"),
+    # A JSON string where a number or boolean belongs: transformers' strict config classes refuse
+    # it (or fail in the forward, rope_theta); prge read the text as the number.
+    "mistral_window_string": ("MistralConfig", dict(COMMON, sliding_window=8), lambda c: c.update(sliding_window="8"),
+                              'sliding_window: the string "8" where a number is expected'),
+    "llama_eps_string": ("LlamaConfig", dict(COMMON), lambda c: c.update(rms_norm_eps="1e-5"),
+                         'rms_norm_eps: the string "1e-5" where a number is expected'),
+    "llama_rope_theta_string": ("LlamaConfig", dict(COMMON),
+                                lambda c: c.update(rope_parameters={"rope_type": "default", "rope_theta": "10000"}),
+                                'rope_parameters: rope_theta: the string "10000" where a number is expected'),
+    "llama_tie_string": ("LlamaConfig", dict(COMMON), lambda c: c.update(tie_word_embeddings="false"),
+                         'tie_word_embeddings: the string "false" where a boolean is expected'),
+    "phi3_partial_rotary_string": ("Phi3Config", dict(COMMON, pad_token_id=0),
+                                   lambda c: c.update(partial_rotary_factor="0.5"),
+                                   'partial_rotary_factor: the string "0.5" where a number is expected'),
+    "phi3_longrope_factor_string": ("Phi3Config", dict(COMMON, pad_token_id=0, original_max_position_embeddings=64,
+                                                       rope_parameters=LONGROPE),
+                                    lambda c: c["rope_parameters"].update(short_factor=["1.0"] * 8),
+                                    'rope_parameters: short_factor: entry 0: the string "1.0" where a number'),
 }
 
 

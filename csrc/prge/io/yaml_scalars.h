@@ -47,4 +47,18 @@ T scalar_as(const YAML::Node& node) {
   }
 }
 
+// A JSON value (config.json, read as YAML): as scalar_as, but a JSON string such as "8" where a
+// number or boolean is expected is refused, as Python's json and transformers keep it a str
+// (yaml-cpp tags a quoted scalar "!", a plain one "?").
+template <typename T>
+T json_scalar_as(const YAML::Node& node) {
+  if constexpr (!std::is_same_v<T, std::string>) {
+    if (node.IsScalar() && node.Tag() == "!") {
+      throw std::invalid_argument("the string \"" + node.Scalar() + "\" where a " +
+                                  (std::is_same_v<T, bool> ? "boolean" : "number") + " is expected");
+    }
+  }
+  return scalar_as<T>(node);
+}
+
 }  // namespace prge::io

@@ -305,10 +305,17 @@ ArchSpec read_phi3(ConfigJson& c) {
   c.accept({"attention_bias", "resid_pdrop", "embd_pdrop"});  // no biases; dropout: training only
   read_window_on_all_layers(c, s, 0);
   const auto& root = c.root();
-  auto prf = [&](const YAML::Node& n) { return n && !n.IsNull() ? io::scalar_as<double>(n) : 1.0; };
-  s.partial_rotary_factor = prf(root["partial_rotary_factor"]);
+  auto prf = [&](const YAML::Node& n, const char* key) {
+    try {
+      return n && !n.IsNull() ? io::json_scalar_as<double>(n) : 1.0;
+    } catch (const std::exception& e) {
+      c.fail(key, e.what());
+    }
+  };
+  s.partial_rotary_factor = prf(root["partial_rotary_factor"], "partial_rotary_factor");
   if (root["rope_parameters"] && root["rope_parameters"].IsMap() && root["rope_parameters"]["partial_rotary_factor"]) {
-    s.partial_rotary_factor = prf(root["rope_parameters"]["partial_rotary_factor"]);
+    s.partial_rotary_factor = prf(root["rope_parameters"]["partial_rotary_factor"],
+                                  "rope_parameters: partial_rotary_factor");
   }
   RopeOptions options;
   options.aliases = {{"su", "longrope"}, {"yarn", "longrope"}};  // Phi3Config renames them
@@ -392,7 +399,7 @@ T ConfigJson::get(const std::string& key, T fallback) {
   if (!has(key)) return fallback;
   const YAML::Node& root = root_;
   try {
-    return io::scalar_as<T>(root[key]);
+    return io::json_scalar_as<T>(root[key]);
   } catch (const std::exception& e) {
     fail(key, e.what());
   }

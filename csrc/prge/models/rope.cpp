@@ -111,7 +111,7 @@ RopeParameters read_rope_parameters(const YAML::Node& config, const std::string&
   }
   auto number = [&](const YAML::Node& node, const char* key, const std::string& at) {
     try {
-      return io::scalar_as<double>(node[key]);
+      return io::json_scalar_as<double>(node[key]);
     } catch (const std::exception& e) {
       throw std::runtime_error(fmt::format("{}: {}: {}", at, key, e.what()));
     }
@@ -121,7 +121,13 @@ RopeParameters read_rope_parameters(const YAML::Node& config, const std::string&
     if (!present(dict, key) || !dict[key].IsSequence()) {
       throw std::runtime_error(fmt::format("{}: longrope needs a list '{}'", where, key));
     }
-    for (const auto& v : dict[key]) out.push_back(io::scalar_as<double>(v));
+    for (const auto& v : dict[key]) {
+      try {
+        out.push_back(io::json_scalar_as<double>(v));
+      } catch (const std::exception& e) {
+        throw std::runtime_error(fmt::format("{}: {}: entry {}: {}", where, key, out.size(), e.what()));
+      }
+    }
     return out;
   };
 
@@ -197,7 +203,13 @@ RopeParameters read_rope_parameters(const YAML::Node& config, const std::string&
                         : static_cast<double>(max_position_embeddings) / rope.original_max_position_embeddings;
       if (present(dict, "beta_fast")) rope.beta_fast = number(dict, "beta_fast", where);
       if (present(dict, "beta_slow")) rope.beta_slow = number(dict, "beta_slow", where);
-      if (present(dict, "truncate")) rope.truncate = io::scalar_as<bool>(dict["truncate"]);
+      if (present(dict, "truncate")) {
+        try {
+          rope.truncate = io::json_scalar_as<bool>(dict["truncate"]);
+        } catch (const std::exception& e) {
+          throw std::runtime_error(fmt::format("{}: truncate: {}", where, e.what()));
+        }
+      }
       if (present(dict, "attention_factor")) {
         rope.attention_factor = number(dict, "attention_factor", where);
       } else {
