@@ -88,6 +88,11 @@ MATCHING = {
     # Gemma 3: a legacy rope_scaling beside per-type rope_parameters scales the full-attention set only.
     "gemma3_rope_scaling_beside_sets": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
                                         lambda c: c.update(rope_scaling={"rope_type": "linear", "factor": 8.0})),
+    # json.dumps (as transformers saves) writes a character outside the BMP as a surrogate pair,
+    # "\ud83d\ude00", which yaml-cpp alone refuses; an underflowing number reads as Python reads it.
+    "llama_emoji_written_as_surrogates": ("LlamaConfig", dict(COMMON),
+                                          lambda c: c.update(_name_or_path="tiny \U0001F600 llama")),
+    "llama_eps_subnormal": ("LlamaConfig", dict(COMMON), lambda c: c.update(rms_norm_eps=1e-310)),
 }
 
 
@@ -157,6 +162,13 @@ REFUSED = {
     "phi3_partial_rotary_string": ("Phi3Config", dict(COMMON, pad_token_id=0),
                                    lambda c: c.update(partial_rotary_factor="0.5"),
                                    'partial_rotary_factor: the string "0.5" where a number is expected'),
+    # A fractional position count: transformers computes llama3's wavelengths with 64.5; prge's
+    # integer count would have cut it to 64.
+    "llama3_fractional_original_max": ("LlamaConfig", dict(COMMON, rope_parameters={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64, "rope_theta": 1e4}),
+        lambda c: c["rope_parameters"].update(original_max_position_embeddings=64.5),
+        "original_max_position_embeddings: 64.5 is not a whole number of positions"),
     "phi3_longrope_factor_string": ("Phi3Config", dict(COMMON, pad_token_id=0, original_max_position_embeddings=64,
                                                        rope_parameters=LONGROPE),
                                     lambda c: c["rope_parameters"].update(short_factor=["1.0"] * 8),
@@ -188,6 +200,20 @@ def test_phi3_longrope_generation_recomputes_its_cache_where_transformers_does(t
                                eos_token_id=None)[0, 56:].tolist()
     native = prge.CausalLM.from_pretrained(str(model_dir))
     assert native.generate([prompt[0].tolist()], max_new_tokens=20)[0] == expected
+
+
+def test_a_key_given_twice_is_refused_by_name(tmp_path):
+    """Python's json (transformers) takes a repeated key's last value, yaml-cpp's lookup its first:
+    a config.json with one is refused, naming the key and the object it is in."""
+    model_dir = saved(tmp_path, transformers_config("MistralConfig", **dict(COMMON, sliding_window=8)))
+    path = model_dir / "config.json"
+    text = path.read_text()
+    path.write_text(text.replace('"sliding_window": 8', '"sliding_window": 16, "sliding_window": 8'))
+    with pytest.raises(RuntimeError, match="config.json: key 'sliding_window' appears twice"):
+        prge.CausalLM.from_pretrained(str(model_dir))
+    path.write_text(text.replace('"rope_theta": 10000.0', '"rope_theta": 10000.0, "rope_theta": 500.0'))
+    with pytest.raises(RuntimeError, match="key 'rope_theta' appears twice in rope_parameters"):
+        prge.CausalLM.from_pretrained(str(model_dir))
 
 
 def test_a_config_json_that_is_a_directory_is_named(tmp_path):

@@ -37,7 +37,10 @@ T scalar_as(const YAML::Node& node) {
       if (text.front() == '-') throw std::invalid_argument("negative value: " + text);
       value = static_cast<T>(std::strtoull(text.c_str(), &end, 10));
     }
-    if (errno != 0 || end == text.c_str() || *end != '\0') {
+    // strtod's ERANGE on underflow (1e-310, 1e-400) comes with the nearest subnormal or zero, as
+    // Python reads it; on overflow it comes with HUGE_VAL, refused below.
+    const bool underflow = std::is_floating_point_v<T> && errno == ERANGE && std::fabs(static_cast<double>(value)) < 1;
+    if ((errno != 0 && !underflow) || end == text.c_str() || *end != '\0') {
       throw std::invalid_argument("not a number: " + text);
     }
     if constexpr (std::is_floating_point_v<T>) {

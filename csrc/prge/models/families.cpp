@@ -4,6 +4,7 @@
 //
 // Add a family: one reader below (start from read_decoder, set what differs, read or accept
 // every key its config class writes) and one row in registry().
+#include "prge/io/json_file.h"
 #include "prge/io/yaml_scalars.h"
 #include "prge/models/arch.h"
 
@@ -256,7 +257,8 @@ std::vector<RopeParameters> read_gemma3_ropes(ConfigJson& c, const ArchSpec& s) 
                                                                : c.get<double>("rope_local_base_freq", 1e4);
       set["rope_theta"] = theta;
     }
-    if (set["truncate"] && set["truncate"].IsScalar() && set["truncate"].Scalar() == "false") {
+    if (set["truncate"] && set["truncate"].IsScalar() && set["truncate"].Tag() != "!" &&
+        set["truncate"].Scalar() == "false") {  // a quoted "false" is refused as a string by the RoPE reader
       c.fail("rope_parameters", fmt::format("{}: truncate false is not supported: transformers 5.24 reads "
                                             "truncate from the outer rope_parameters for per-layer RoPE, so it "
                                             "would truncate", kind));
@@ -440,17 +442,7 @@ void ConfigJson::finish(const std::string& family) const {
 }
 
 ArchSpec ArchSpec::from_json_file(const std::string& path) {
-  if (!std::filesystem::exists(path)) throw std::runtime_error(fmt::format("{}: model config not found", path));
-  if (std::filesystem::is_directory(path)) {
-    throw std::runtime_error(fmt::format("{}: is a directory, not a model config file", path));
-  }
-  YAML::Node json;
-  try {
-    json = YAML::LoadFile(path);
-  } catch (const YAML::Exception& e) {
-    throw std::runtime_error(fmt::format("{}: malformed config.json: {}", path, e.what()));
-  }
-  ConfigJson config(json, path);
+  ConfigJson config(io::load_json_file(path), path);
   const auto model_type = config.get<std::string>("model_type", "llama");
   const auto& families = registry();
   const auto family = families.find(model_type);

@@ -164,14 +164,23 @@ RopeParameters read_rope_parameters(const YAML::Node& config, const std::string&
                              rope.type == RopeType::LongRope;
   if (uses_original) {
     // As transformers: a top-level original_max_position_embeddings (Phi-3 writes one) wins.
+    // A position count: a fraction or a value past 2^53 would be cut by the cast (transformers
+    // computes with 64.5 as given), so it is refused.
+    auto positions = [&](const YAML::Node& node, const std::string& at) {
+      const double value = number(node, "original_max_position_embeddings", at);
+      if (value != std::floor(value) || std::fabs(value) > 9007199254740992.0) {
+        throw std::runtime_error(fmt::format("{}: original_max_position_embeddings: {} is not a whole number "
+                                             "of positions", at, io::scalar_as<std::string>(
+                                                                     node["original_max_position_embeddings"])));
+      }
+      return static_cast<int64_t>(value);
+    };
     if (present(config, "original_max_position_embeddings")) {
-      rope.original_max_position_embeddings =
-          static_cast<int64_t>(number(config, "original_max_position_embeddings", path));
+      rope.original_max_position_embeddings = positions(config, path);
     } else if (options.class_original_max_position_embeddings > 0) {
       rope.original_max_position_embeddings = options.class_original_max_position_embeddings;
     } else if (present(dict, "original_max_position_embeddings")) {
-      rope.original_max_position_embeddings =
-          static_cast<int64_t>(number(dict, "original_max_position_embeddings", where));
+      rope.original_max_position_embeddings = positions(dict, where);
     } else {
       rope.original_max_position_embeddings = max_position_embeddings;
     }

@@ -1,0 +1,97 @@
+#include "prge/io/json_file.h"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+namespace prge::io {
+namespace {
+
+// The code unit of a \uXXXX escape starting at json[at] (the backslash); -1 when there is none.
+int32_t escaped_unit(const std::string& json, size_t at) {
+  if (at + 6 > json.size() || json[at] != '\\' || json[at + 1] != 'u') return -1;
+  int32_t unit = 0;
+  for (size_t i = at + 2; i < at + 6; ++i) {
+    const char c = json[i];
+    const int digit = c >= '0' && c <= '9'   ? c - '0'
+                      : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                      : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                             : -1;
+    if (digit < 0) return -1;
+    unit = unit * 16 + digit;
+  }
+  return unit;
+}
+
+void append_utf8(std::string& out, uint32_t code_point) {  // code_point in [0x10000, 0x10FFFF]
+  out += static_cast<char>(0xF0 | (code_point >> 18));
+  out += static_cast<char>(0x80 | ((code_point >> 12) & 0x3F));
+  out += static_cast<char>(0x80 | ((code_point >> 6) & 0x3F));
+  out += static_cast<char>(0x80 | (code_point & 0x3F));
+}
+
+void refuse_repeated_keys(const YAML::Node& node, const std::string& path, const std::string& where) {
+  if (node.IsSequence()) {
+    for (size_t i = 0; i < node.size(); ++i) refuse_repeated_keys(node[i], path, fmt::format("{}[{}]", where, i));
+  }
+  if (!node.IsMap()) return;
+  std::set<std::string> seen;
+  for (const auto& entry : node) {
+    const auto key = entry.first.Scalar();
+    if (!seen.insert(key).second) {
+      throw std::runtime_error(fmt::format("{}: key '{}' appears twice{} (Python's json, and so transformers, "
+                                           "would take the last)",
+                                           path, key, where.empty() ? "" : " in " + where));
+    }
+    refuse_repeated_keys(entry.second, path, where.empty() ? key : where + "." + key);
+  }
+}
+
+}  // namespace
+
+std::string decode_surrogate_pairs(const std::string& json) {
+  std::string out;
+  out.reserve(json.size());
+  for (size_t i = 0; i < json.size();) {
+    if (json[i] != '\\' || i + 1 >= json.size()) {
+      out += json[i++];
+      continue;
+    }
+    const int32_t high = escaped_unit(json, i);
+    const int32_t low = high >= 0xD800 && high <= 0xDBFF ? escaped_unit(json, i + 6) : -1;
+    if (low >= 0xDC00 && low <= 0xDFFF) {
+      const auto code_point = 0x10000 + ((static_cast<uint32_t>(high) - 0xD800) << 10);
+      append_utf8(out, code_point + (static_cast<uint32_t>(low) - 0xDC00));
+      i += 12;
+    } else {  // any other escape, whole, so that an escaped backslash is never read as one's start
+      out.append(json, i, 2);
+      i += 2;
+    }
+  }
+  return out;
+}
+
+YAML::Node load_json_file(const std::string& path) {
+  if (!std::filesystem::exists(path)) throw std::runtime_error(fmt::format("{}: model config not found", path));
+  if (std::filesystem::is_directory(path)) {
+    throw std::runtime_error(fmt::format("{}: is a directory, not a model config file", path));
+  }
+  std::ifstream file(path, std::ios::binary);
+  std::stringstream text;
+  text << file.rdbuf();
+  if (!file) throw std::runtime_error(fmt::format("{}: cannot be read", path));
+  YAML::Node json;
+  try {
+    json = YAML::Load(decode_surrogate_pairs(text.str()));
+  } catch (const YAML::Exception& e) {
+    throw std::runtime_error(fmt::format("{}: malformed config.json: {}", path, e.what()));
+  }
+  refuse_repeated_keys(json, path, "");
+  return json;
+}
+
+}  // namespace prge::io
