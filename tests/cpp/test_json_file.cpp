@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "prge/io/json_file.h"
 
@@ -27,18 +29,45 @@ std::string error_of(const std::string& path) {
 }  // namespace
 
 TEST(JsonFile, SurrogatePairsAreDecodedAndEveryOtherEscapeKept) {
-  using prge::io::decode_surrogate_pairs;
-  EXPECT_EQ(decode_surrogate_pairs(R"("a\ud83d\ude00b")"), "\"a\xF0\x9F\x98\x80" "b\"");  // U+1F600
-  EXPECT_EQ(decode_surrogate_pairs(R"("\uDBFF\uDFFF")"), "\"\xF4\x8F\xBF\xBF\"");        // U+10FFFF
-  for (const std::string kept : {R"("\\ud83d\ude00")",  // an escaped backslash, then text
-                                 R"("\ud83d")", R"("\ud83d\u0041")", R"("\ude00\ud83d")", R"("\u00e9\n\"")",
-                                 R"("\ud83d\ude0")", "\"\\"}) {
-    EXPECT_EQ(decode_surrogate_pairs(kept), kept);
+  using prge::io::json_text_for_yaml;
+  EXPECT_EQ(json_text_for_yaml(R"("a\ud83d\ude00b")"), "\"a\xF0\x9F\x98\x80" "b\"");  // U+1F600
+  EXPECT_EQ(json_text_for_yaml(R"("\uDBFF\uDFFF")"), "\"\xF4\x8F\xBF\xBF\"");        // U+10FFFF
+  for (const std::string kept : {R"("\\ud83d")",  // an escaped backslash, then text
+                                 R"("\u00e9\n\"")", R"({"a": [1, -2.5e-3, true, null, NaN, -Infinity]})"}) {
+    EXPECT_EQ(json_text_for_yaml(kept), kept);
   }
   const auto path = written("prge_json_file_emoji.json", R"({"id2label": {"0": "\ud83d\ude00"}, "n": 2})");
   const YAML::Node json = prge::io::load_json_file(path);
   EXPECT_EQ(json["id2label"]["0"].Scalar(), "\xF0\x9F\x98\x80");
   EXPECT_EQ(json["n"].Scalar(), "2");
+}
+
+TEST(JsonFile, YamlThatIsNotJsonIsRefusedWithItsPlace) {
+  // What yaml-cpp reads and Python's json refuses: an alias (a self-referential one crashed a
+  // walk of the tree), a tag, a comment, `~`, bare words, numbers JSON does not write, single
+  // quotes, a BOM; inside a string a raw control character or a lone surrogate escape.
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {R"({"a": &x {"b": *x}})", "line 1, column 7: '&' is not JSON"},
+      {R"({"a": !!str 1e-5})", "column 7: '!' is not JSON"},
+      {"{\"a\": 1 # two\n}", "line 1, column 9: '#' is not JSON"},
+      {"{\"a\": 1,\n \"b\": ~}", "line 2, column 7: '~' is not JSON"},
+      {R"({"a": silu})", "'silu' is not a JSON value"},
+      {R"({"a": True})", "'True' is not a JSON value"},
+      {R"({"a": 064})", "'064' is not a JSON value"},
+      {R"({"a": .5})", "'.5' is not a JSON value"},
+      {R"({"a": +1})", "'+1' is not a JSON value"},
+      {R"({"a": 'b'})", "''' is not JSON"},
+      {std::string("{\"a\": 1}\0", 9), "byte 0x00 is not JSON"},
+      {"{\"a\": \"b\tc\"}", "a control character inside a string"},
+      {R"({"a": "\ud83d"})", R"(a lone surrogate escape \ud83d)"},
+      {R"({"a": "\ude00\ud83d"})", R"(a lone surrogate escape \ude00)"},
+      {"\xEF\xBB\xBF{}", "byte 0xef is not JSON"},
+  };
+  for (const auto& [text, words] : cases) {
+    const auto error = error_of(written("prge_json_not_json.json", text));
+    EXPECT_NE(error.find("prge_json_not_json.json: not JSON: "), std::string::npos) << text << " -> " << error;
+    EXPECT_NE(error.find(words), std::string::npos) << text << " -> " << error;
+  }
 }
 
 TEST(JsonFile, AKeyGivenTwiceIsNamedWithItsObject) {
@@ -51,6 +80,8 @@ TEST(JsonFile, AKeyGivenTwiceIsNamedWithItsObject) {
             std::string::npos);
   EXPECT_NE(error_of(written("prge_json_twice_list.json", R"({"l": [{"a": 1}, {"a": 1, "a": 2}]})"))
                 .find("key 'a' appears twice in l[1]"),
+            std::string::npos);
+  EXPECT_NE(error_of(written("prge_json_twice_escaped.json", R"({"a": 1, "\u0061": 2})")).find("key 'a' appears twice"),
             std::string::npos);
   EXPECT_EQ(error_of(written("prge_json_once.json", R"({"a": {"a": 1}, "b": [{"a": 1}, {"a": 2}]})")), "");
 }

@@ -2,8 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <cctype>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -53,24 +56,63 @@ void refuse_repeated_keys(const YAML::Node& node, const std::string& path, const
 
 }  // namespace
 
-std::string decode_surrogate_pairs(const std::string& json) {
+std::string json_text_for_yaml(const std::string& json) {
   std::string out;
   out.reserve(json.size());
+  int64_t line = 1;
+  size_t line_start = 0;
+  auto fail = [&](size_t at, const std::string& what) {
+    throw std::invalid_argument(fmt::format("line {}, column {}: {}", line, at - line_start + 1, what));
+  };
+  bool in_string = false;
   for (size_t i = 0; i < json.size();) {
-    if (json[i] != '\\' || i + 1 >= json.size()) {
-      out += json[i++];
+    const char c = json[i];
+    if (in_string) {
+      if (c == '"') in_string = false;
+      if (static_cast<unsigned char>(c) < 0x20) fail(i, "a control character inside a string");
+      if (c != '\\' || i + 1 >= json.size()) {
+        out += json[i++];
+        continue;
+      }
+      const int32_t high = escaped_unit(json, i);
+      const int32_t low = high >= 0xD800 && high <= 0xDBFF ? escaped_unit(json, i + 6) : -1;
+      if (low >= 0xDC00 && low <= 0xDFFF) {
+        const auto code_point = 0x10000 + ((static_cast<uint32_t>(high) - 0xD800) << 10);
+        append_utf8(out, code_point + (static_cast<uint32_t>(low) - 0xDC00));
+        i += 12;
+      } else if (high >= 0xD800 && high <= 0xDFFF) {
+        fail(i, fmt::format("a lone surrogate escape \\u{:04x} (no UTF-8 character)", high));
+      } else {  // any other escape, whole, so that an escaped backslash is never read as one's start
+        out.append(json, i, 2);
+        i += 2;
+      }
       continue;
     }
-    const int32_t high = escaped_unit(json, i);
-    const int32_t low = high >= 0xD800 && high <= 0xDBFF ? escaped_unit(json, i + 6) : -1;
-    if (low >= 0xDC00 && low <= 0xDFFF) {
-      const auto code_point = 0x10000 + ((static_cast<uint32_t>(high) - 0xD800) << 10);
-      append_utf8(out, code_point + (static_cast<uint32_t>(low) - 0xDC00));
-      i += 12;
-    } else {  // any other escape, whole, so that an escaped backslash is never read as one's start
-      out.append(json, i, 2);
-      i += 2;
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '\n') {
+      ++line;
+      line_start = i + 1;
+    } else if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '+' || c == '.') {
+      size_t end = i;
+      while (end < json.size() && (std::isalnum(static_cast<unsigned char>(json[end])) || json[end] == '-' ||
+                                   json[end] == '+' || json[end] == '.')) {
+        ++end;
+      }
+      const std::string word = json.substr(i, end - i);
+      static const std::regex number(R"(-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?)");
+      static const std::set<std::string> literals{"true", "false", "null", "NaN", "Infinity", "-Infinity"};
+      if (!literals.count(word) && !std::regex_match(word, number)) fail(i, fmt::format("'{}' is not a JSON value", word));
+      out.append(word);
+      i = end;
+      continue;
+    } else if (c == '\0' || !std::strchr("{}[],: \t\r", c)) {
+      const auto shown = std::isprint(static_cast<unsigned char>(c))
+                             ? fmt::format("'{}'", c)
+                             : fmt::format("byte 0x{:02x}", static_cast<unsigned char>(c));
+      fail(i, fmt::format("{} is not JSON (YAML's anchors, aliases, tags, comments and quotes are not read)", shown));
     }
+    out += json[i++];
   }
   return out;
 }
@@ -86,7 +128,9 @@ YAML::Node load_json_file(const std::string& path) {
   if (!file) throw std::runtime_error(fmt::format("{}: cannot be read", path));
   YAML::Node json;
   try {
-    json = YAML::Load(decode_surrogate_pairs(text.str()));
+    json = YAML::Load(json_text_for_yaml(text.str()));
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(fmt::format("{}: not JSON: {}", path, e.what()));
   } catch (const YAML::Exception& e) {
     throw std::runtime_error(fmt::format("{}: malformed config.json: {}", path, e.what()));
   }
