@@ -1,6 +1,7 @@
 // io::load_json_file: config.json read as Python's json reads it, or refused by name.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -62,12 +63,27 @@ TEST(JsonFile, YamlThatIsNotJsonIsRefusedWithItsPlace) {
       {R"({"a": "\ud83d"})", R"(a lone surrogate escape \ud83d)"},
       {R"({"a": "\ude00\ud83d"})", R"(a lone surrogate escape \ude00)"},
       {"\xEF\xBB\xBF{}", "byte 0xef is not JSON"},
+      {R"({"a": "\x41"})", R"('\x' is not a JSON escape)"},
+      {R"({"a": "\U0001F600"})", R"('\U' is not a JSON escape)"},
+      {"{\"a\": \"b\\\nc\"}", "a backslash before byte 0x0a is not a JSON escape"},
+      {"{\"a\": " + std::string(100000, '1') + "a}", "'1111111111111111111111111111111111111111...' is not a JSON"},
   };
   for (const auto& [text, words] : cases) {
     const auto error = error_of(written("prge_json_not_json.json", text));
     EXPECT_NE(error.find("prge_json_not_json.json: not JSON: "), std::string::npos) << text << " -> " << error;
     EXPECT_NE(error.find(words), std::string::npos) << text << " -> " << error;
   }
+}
+
+TEST(JsonFile, WhatJsonReadsLoads) {
+  // A lone \r is a line end to JSON, none to yaml-cpp; a 30000-digit number (std::regex's
+  // recursion overflowed the stack on it) reads as Python reads it, 0.
+  const auto path = written("prge_json_cr.json", "{\"a\": 1,\r\"b\": [0." + std::string(30000, '0') + "1]\r}");
+  const YAML::Node json = prge::io::load_json_file(path);
+  EXPECT_EQ(json["a"].Scalar(), "1");
+  EXPECT_EQ(std::strtod(json["b"][0].Scalar().c_str(), nullptr), 0.0);
+  EXPECT_NE(error_of(written("prge_json_cr_bad.json", "{\"a\": 1,\r\"b\": ~}")).find("line 2, column 6: '~'"),
+            std::string::npos);
 }
 
 TEST(JsonFile, AKeyGivenTwiceIsNamedWithItsObject) {

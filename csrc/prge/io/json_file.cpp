@@ -6,7 +6,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -35,6 +34,29 @@ void append_utf8(std::string& out, uint32_t code_point) {  // code_point in [0x1
   out += static_cast<char>(0x80 | ((code_point >> 12) & 0x3F));
   out += static_cast<char>(0x80 | ((code_point >> 6) & 0x3F));
   out += static_cast<char>(0x80 | (code_point & 0x3F));
+}
+
+// JSON's number grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+bool is_json_number(const std::string& w) {
+  size_t i = 0;
+  const auto digits = [&] {
+    const size_t start = i;
+    while (i < w.size() && std::isdigit(static_cast<unsigned char>(w[i]))) ++i;
+    return i > start;
+  };
+  if (i < w.size() && w[i] == '-') ++i;
+  if (i < w.size() && w[i] == '0') {
+    ++i;
+  } else if (!digits()) {
+    return false;
+  }
+  if (i < w.size() && w[i] == '.' && (++i, !digits())) return false;
+  if (i < w.size() && (w[i] == 'e' || w[i] == 'E')) {
+    ++i;
+    if (i < w.size() && (w[i] == '+' || w[i] == '-')) ++i;
+    if (!digits()) return false;
+  }
+  return i == w.size();
 }
 
 void refuse_repeated_keys(const YAML::Node& node, const std::string& path, const std::string& where) {
@@ -82,17 +104,24 @@ std::string json_text_for_yaml(const std::string& json) {
         i += 12;
       } else if (high >= 0xD800 && high <= 0xDFFF) {
         fail(i, fmt::format("a lone surrogate escape \\u{:04x} (no UTF-8 character)", high));
-      } else {  // any other escape, whole, so that an escaped backslash is never read as one's start
-        out.append(json, i, 2);
+      } else if (std::strchr("\"\\/bfnrtu", json[i + 1]) && json[i + 1] != '\0') {
+        out.append(json, i, 2);  // whole, so that an escaped backslash is never read as one's start
         i += 2;
+      } else {  // YAML's own escapes (\x41, \U0001F600, \0, a backslash before a line break) are not JSON's
+        const auto escaped = static_cast<unsigned char>(json[i + 1]);
+        fail(i, std::isprint(escaped) ? fmt::format("'\\{}' is not a JSON escape", json[i + 1])
+                                      : fmt::format("a backslash before byte 0x{:02x} is not a JSON escape", escaped));
       }
       continue;
     }
     if (c == '"') {
       in_string = true;
-    } else if (c == '\n') {
-      ++line;
+    } else if (c == '\n' || (c == '\r' && (i + 1 == json.size() || json[i + 1] != '\n'))) {
+      ++line;  // a lone \r ends a line for JSON and is no line end to yaml-cpp: given as \n
       line_start = i + 1;
+      out += '\n';
+      ++i;
+      continue;
     } else if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '+' || c == '.') {
       size_t end = i;
       while (end < json.size() && (std::isalnum(static_cast<unsigned char>(json[end])) || json[end] == '-' ||
@@ -100,9 +129,10 @@ std::string json_text_for_yaml(const std::string& json) {
         ++end;
       }
       const std::string word = json.substr(i, end - i);
-      static const std::regex number(R"(-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?)");
       static const std::set<std::string> literals{"true", "false", "null", "NaN", "Infinity", "-Infinity"};
-      if (!literals.count(word) && !std::regex_match(word, number)) fail(i, fmt::format("'{}' is not a JSON value", word));
+      if (!literals.count(word) && !is_json_number(word)) {
+        fail(i, fmt::format("'{}' is not a JSON value", word.size() > 40 ? word.substr(0, 40) + "..." : word));
+      }
       out.append(word);
       i = end;
       continue;
