@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         done = finished_runs(root, runs)
         timed = finished_runs(root, expand_sweep(args.timings_from, overrides, output_root=str(root))) \
             if args.timings_from else {}
-    except ValueError as e:  # RunDirError and ConfigError among them
+    except (ValueError, OSError) as e:  # RunDirError and ConfigError among them; a sweep file not found
         print(f"plan_runs: error: {e}", file=sys.stderr)
         return 2
     pending = [label for label in labels if label not in done]

@@ -19,8 +19,10 @@ def plan_runs():
     return module
 
 
-def test_estimates_come_from_runs_alone_resumed_runs_filled_in_and_other_methods_extrapolated(plan_runs, monkeypatch):
-    monkeypatch.setattr(plan_runs, "SHARED_GPU_RUNS", frozenset({"mezo-taskcopa-seed1337", "fo_sgd_lora_fa-taskcb-seed42"}))
+def test_estimates_come_from_runs_alone_resumed_runs_filled_in_and_other_methods_extrapolated(
+        plan_runs, monkeypatch):
+    monkeypatch.setattr(plan_runs, "SHARED_GPU_RUNS",
+                        frozenset({"mezo-taskcopa-seed1337", "fo_sgd_lora_fa-taskcb-seed42"}))
     monkeypatch.setattr(plan_runs, "SHARED_SLOWDOWN", 2.0)
 
     def run(wall, step, steps=5000, resumed_after=None):
@@ -63,6 +65,8 @@ def test_bad_arguments_and_other_settings_are_named(plan_runs, tmp_path, capsys)
     (run / "config.yaml").write_text("run:\n  steps: 3\n")
     assert plan_runs.main([str(sweep), str(tmp_path), "540", "--gpus", "2"]) == 2
     assert "holds a finished run of other settings" in capsys.readouterr().err
+    assert plan_runs.main([str(sweep), str(tmp_path / "none"), "540", "--timings-from", str(tmp_path / "no.yaml")]) == 2
+    assert f"plan_runs: error: sweep file not found: {tmp_path / 'no.yaml'}" in capsys.readouterr().err
 
 
 def test_a_plan_fits_the_call_and_takes_the_first_seed_first(plan_runs):
