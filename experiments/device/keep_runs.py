@@ -154,8 +154,9 @@ def main() -> int:
     if not args.no_report:
         from prge.cli import main as prge_main
 
+        done = "all" if count == len(expected) else "part done so far:"
         code = prge_main(["report", str(LOCAL), "--out", str(REPORT_OUT), "--title",
-                          f"Paper accuracy protocol, part done so far: {count} of {len(expected)} runs, "
+                          f"Paper accuracy protocol, {done} {count} of {len(expected)} runs, "
                           "SmolLM2-135M, one or two H200s"])
         if code:
             return code
