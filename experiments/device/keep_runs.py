@@ -1,16 +1,19 @@
 """Keeps the finished runs a device call of experiments/device/paper_accuracy.sh sent back.
 
-    python experiments/device/keep_runs.py OUT/paper_accuracy_runs.tgz [--no-report]
+    python experiments/device/keep_runs.py OUT/NAME_runs.tgz [--model MODEL] [--no-report]
 
-A run is kept only when it is a whole finished run of configs/sweeps/paper_accuracy.yaml exactly
-as the device sweep expands it (DEVICE_OVERRIDES, DEVICE_ROOT; prge.run_dir.finished compares the
-whole config) and its summary and metrics read, so a smoke run (`--set run.steps=3`), another
-sweep's or model's run, or a damaged one is refused by name and the kept copy stays. Each kept run's config.yaml, summary.json, metrics.jsonl and log (no weights)
-go into the committed experiments/results/paper_accuracy/runs.tgz, replacing an earlier copy of
-the same run, and a cold machine's sweep starts from that archive. The archive is unpacked into
-runs/device/paper_accuracy (not the sweep's own local output root), and `prge report` writes the
-tables and figures from there into experiments/results/paper_accuracy/. Runs stopped part-way
-are not kept: the device archive carries no checkpoints, so they start again on a cold machine.
+NAME is paper_accuracy for paths.env's DEFAULT_MODEL (SmolLM2-135M) and paper_accuracy_MODEL for
+another registered model (MODEL=gemma3-270m on the device: --model gemma3-270m here). A run is
+kept only when it is a whole finished run of configs/sweeps/paper_accuracy.yaml exactly as the
+device sweep expands it for that model (Target.overrides and device_root; prge.run_dir.finished
+compares the whole config) and its summary and metrics read, so a smoke run (`--set
+run.steps=3`), another sweep's or model's run, or a damaged one is refused by name and the kept
+copy stays. Each kept run's config.yaml, summary.json, metrics.jsonl and log (no weights) go into
+the committed experiments/results/NAME/runs.tgz, replacing an earlier copy of the same run, and a
+cold machine's sweep starts from that archive. The archive is unpacked into runs/device/NAME (not
+the sweep's own local output root), and `prge report` writes the tables and figures from there
+into experiments/results/NAME/. Runs stopped part-way are not kept: the device archive carries no
+checkpoints, so they start again on a cold machine.
 """
 from __future__ import annotations
 
@@ -21,11 +24,13 @@ import shutil
 import sys
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from prge import run_summary
+from prge.models import REGISTERED
 from prge.jsonl import read_jsonl
 from prge.run_dir import RunDirError, finished
 from prge.sweep import expand_sweep
@@ -39,37 +44,54 @@ def device_paths(env_file: Path = ROOT / "experiments/device/paths.env") -> dict
     return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
-# The device sweep's settings, as experiments/device/model.sh (PRGE_MODEL) and paper_accuracy.sh
-# (its root, and --set model.device=cuda) give them: a kept run must be one that sweep skips.
 DEVICE_PATHS = device_paths()
-DEVICE_OVERRIDES = [("model.name", DEVICE_PATHS["DEVICE_MODEL_DIR"]), ("model.device", "cuda")]
-DEVICE_ROOT = f"{DEVICE_PATHS['DEVICE_RUNS']}/paper_accuracy"
 SWEEP = ROOT / "configs/sweeps/paper_accuracy.yaml"
-KEPT = ROOT / "experiments/results/paper_accuracy/runs.tgz"
-LOCAL = ROOT / "runs/device/paper_accuracy"
-REPORT_OUT = ROOT / "experiments/results/paper_accuracy"
 RUN_FILES = ("config.yaml", "summary.json", "metrics.jsonl")
-NAME = "paper_accuracy"  # the folder inside both archives, and the report's file names
+MODEL_TITLES = {"smollm2-135m": "SmolLM2-135M", "gemma3-270m": "Gemma 3 270M"}  # the report's title
+
+
+@dataclass(frozen=True)
+class Target:
+    """One model's runs of the sweep: as the device runs them (experiments/device/model.sh puts
+    the model in DEVICE_MODELS/<model>, paper_accuracy.sh gives --set model.device=cuda and its
+    root: a kept run must be one that sweep skips), and where they are kept here."""
+
+    model: str
+    name: str  # the folder inside both archives and under experiments/results/, the report's file names
+    overrides: tuple
+    device_root: str
+    kept: Path
+    local: Path
+    report_out: Path
+
+
+def target(model: str, root: Path) -> Target:
+    name = "paper_accuracy" if model == DEVICE_PATHS["DEFAULT_MODEL"] else f"paper_accuracy_{model}"
+    return Target(model=model, name=name,
+                  overrides=(("model.name", f"{DEVICE_PATHS['DEVICE_MODELS']}/{model}"), ("model.device", "cuda")),
+                  device_root=f"{DEVICE_PATHS['DEVICE_RUNS']}/{name}",
+                  kept=root / "experiments/results" / name / "runs.tgz", local=root / "runs/device" / name,
+                  report_out=root / "experiments/results" / name)
 
 
 class KeepError(Exception):
     """An input this script cannot take: the message names the file."""
 
 
-def unpack(archive: Path, into: Path) -> Path:
-    """The archive's paper_accuracy/ folder, unpacked into `into`; KeepError naming the archive."""
+def unpack(archive: Path, into: Path, name: str) -> Path:
+    """The archive's `name`/ folder, unpacked into `into`; KeepError naming the archive."""
     try:
         with tarfile.open(archive) as tar:
             tar.extractall(into, filter="data")
     except (tarfile.TarError, OSError, EOFError) as e:
         raise KeepError(f"{archive}: not a readable .tgz of runs ({e})") from None
-    if not (into / NAME).is_dir():
-        raise KeepError(f"{archive}: holds no {NAME}/ folder of runs (as paper_accuracy.sh packs them)")
-    return into / NAME
+    if not (into / name).is_dir():
+        raise KeepError(f"{archive}: holds no {name}/ folder of runs (as paper_accuracy.sh packs them)")
+    return into / name
 
 
-def expected_runs() -> dict:
-    return {Path(c.run.output_dir).name: c for _, c in expand_sweep(SWEEP, DEVICE_OVERRIDES, DEVICE_ROOT)}
+def expected_runs(where: Target) -> dict:
+    return {Path(c.run.output_dir).name: c for _, c in expand_sweep(SWEEP, list(where.overrides), where.device_root)}
 
 
 def why_not_kept(run: Path, expected: dict) -> str | None:
@@ -90,12 +112,14 @@ def why_not_kept(run: Path, expected: dict) -> str | None:
     return None
 
 
-def pack(folder: Path, archive: Path) -> None:
-    """The same runs give the same bytes: sorted members, no times or owners."""
+def pack(folder: Path, archive: Path, name: str) -> None:
+    """The same runs give the same bytes: sorted members, no times or owners; the folder itself
+    first, so that an archive of no runs yet still unpacks to its (empty) folder."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for path in sorted(folder.rglob("*")):
-            info = tar.gettarinfo(str(path), arcname=f"{NAME}/{path.relative_to(folder).as_posix()}")
+        for path in [folder, *sorted(folder.rglob("*"))]:
+            member = path.relative_to(folder).as_posix()
+            info = tar.gettarinfo(str(path), arcname=name if member == "." else f"{name}/{member}")
             info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
             info.mode = 0o755 if path.is_dir() else 0o644
             if path.is_file():
@@ -111,14 +135,22 @@ def pack(folder: Path, archive: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("archive", type=Path, help="paper_accuracy_runs.tgz from a device call")
+    parser.add_argument("archive", type=Path, help="NAME_runs.tgz from a device call")
+    parser.add_argument("--model", default=DEVICE_PATHS["DEFAULT_MODEL"],
+                        help="the registered model the device sweep ran (MODEL there; default %(default)s)")
     parser.add_argument("--no-report", action="store_true")
     args = parser.parse_args()
-    expected = expected_runs()
+    if args.model not in REGISTERED:
+        print(f"keep_runs: error: --model {args.model}: not a registered model ({', '.join(REGISTERED)})",
+              file=sys.stderr)
+        return 2
+    where = target(args.model, ROOT)
+    expected = expected_runs(where)
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            new = unpack(args.archive, Path(tmp) / "new")
-            kept = unpack(KEPT, Path(tmp) / "kept") if KEPT.is_file() else Path(tmp) / "kept" / NAME
+            new = unpack(args.archive, Path(tmp) / "new", where.name)
+            kept = (unpack(where.kept, Path(tmp) / "kept", where.name) if where.kept.is_file()
+                    else Path(tmp) / "kept" / where.name)
         except KeepError as e:
             print(f"keep_runs: error: {e}", file=sys.stderr)
             return 2
@@ -141,12 +173,13 @@ def main() -> int:
             if log.is_file():
                 shutil.copy2(log, kept / log.name)
             added.append(run.name)
-        pack(kept, KEPT)
-        shutil.rmtree(LOCAL, ignore_errors=True)
-        shutil.copytree(kept, LOCAL)
-    count = sum(1 for p in LOCAL.iterdir() if p.is_dir())
+        where.kept.parent.mkdir(parents=True, exist_ok=True)
+        pack(kept, where.kept, where.name)
+        shutil.rmtree(where.local, ignore_errors=True)
+        shutil.copytree(kept, where.local)
+    count = sum(1 for p in where.local.iterdir() if p.is_dir())
     print(f"{len(added)} finished runs taken from {args.archive}; {count} of {len(expected)} kept in "
-          f"{KEPT.relative_to(ROOT)} ({KEPT.stat().st_size / 2**20:.2f} MiB)")
+          f"{where.kept.relative_to(ROOT)} ({where.kept.stat().st_size / 2**20:.2f} MiB)")
     if part_way:
         print(f"not kept, stopped part-way ({len(part_way)}): {', '.join(part_way)}")
     for line in refused:
@@ -155,9 +188,9 @@ def main() -> int:
         from prge.cli import main as prge_main
 
         done = "all" if count == len(expected) else "part done so far:"
-        code = prge_main(["report", str(LOCAL), "--out", str(REPORT_OUT), "--title",
+        code = prge_main(["report", str(where.local), "--out", str(where.report_out), "--title",
                           f"Paper accuracy protocol, {done} {count} of {len(expected)} runs, "
-                          "SmolLM2-135M, one or two H200s"])
+                          f"{MODEL_TITLES.get(args.model, args.model)}, one or two H200s"])
         if code:
             return code
     return 1 if refused else 0

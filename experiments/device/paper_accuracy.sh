@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Issue 26 item 3 on the GPU machine: the paper accuracy sweep (configs/sweeps/paper_accuracy.yaml:
-# 11 tasks x 5 methods x 3 seeds) on SmolLM2-135M, resumable across calls: each call runs the sweep
+# 11 tasks x 5 methods x 3 seeds) on a registered model (MODEL, default paths.env's DEFAULT_MODEL,
+# SmolLM2-135M; its runs are paper_accuracy/, another model's paper_accuracy_MODEL/, both on the
+# machine and in experiments/results/), resumable across calls: each call runs the sweep
 # for at most SWEEP_SECONDS (default 540: a call may run 10 minutes), starting only the runs
 # estimated to end by then (PLAN, below); runs still in flight stop after a step with a checkpoint
 # (SIGTERM; the sweep ends only after they have written it: a call's leftover processes do not
 # outlive it), and the next call skips the finished runs and resumes those, while the machine stays
 # warm (DEVICE_RUNS, experiments/device/paths.env, holds them). A cold machine starts from the finished runs
-# committed in experiments/results/paper_accuracy/runs.tgz; runs stopped part-way start again there
+# committed in experiments/results/<that name>/runs.tgz; runs stopped part-way start again there
 # (checkpoints do not travel back). Each call sends its runs back in $OUT (no weights or
-# checkpoints); `python experiments/device/keep_runs.py OUT/paper_accuracy_runs.tgz` here adds the
-# finished ones to runs.tgz and regenerates the report.
-# Needs PRGE_MODEL (source experiments/device/model.sh join) and the task data: .device/a/data.tgz
-# (experiments/device/stage_model.sh; `model.sh stage` copies it to /tmp/prge-carry).
+# checkpoints); `python experiments/device/keep_runs.py OUT/<name>_runs.tgz [--model MODEL]` here
+# adds the finished ones to runs.tgz and regenerates the report.
+# Needs the model (MODEL=M source experiments/device/model.sh join, in this call or an earlier one
+# of this warm machine) and the task data (the data.tgz `model.sh stage` copies to /tmp/prge-carry).
 # TASKS="sst2 rte" / SEEDS="42" / VARIANTS="lora_fa_q1 prge_q4_dual": a part of the grid and of
 # the methods, in that order (same run names, so the parts add up).
 # Usage: bash experiments/device/paper_accuracy.sh OUT_DIR [prge sweep options: --gpus 0,1, --set KEY=VALUE]
@@ -19,14 +21,18 @@ set -uo pipefail
 out=${1:?output dir}; shift
 mkdir -p "$out"
 source experiments/device/paths.env
-if [ -z "${PRGE_MODEL:-}" ] && [ -f "$DEVICE_MODEL_DIR/model.safetensors" ]; then
-  PRGE_MODEL=$DEVICE_MODEL_DIR  # joined by an earlier call on this machine
-fi
-: "${PRGE_MODEL:?source experiments/device/model.sh join first (no model joined on this machine yet)}"
+model=${MODEL:-$DEFAULT_MODEL}
+PRGE_MODEL=$DEVICE_MODELS/$model  # joined by model.sh in this call or an earlier one on this machine
+[ -f "$PRGE_MODEL/model.safetensors" ] ||
+  { echo "paper_accuracy: no $model on this machine yet: MODEL=$model source experiments/device/model.sh join" >&2; exit 3; }
 source experiments/device/task_data.sh || exit 3
-root=$DEVICE_RUNS/paper_accuracy
-if [ ! -d "$root" ]; then  # a cold machine: the committed finished runs
-  mkdir -p "$DEVICE_RUNS" && tar xzf experiments/results/paper_accuracy/runs.tgz -C "$DEVICE_RUNS"
+name=paper_accuracy
+[ "$model" = "$DEFAULT_MODEL" ] || name=paper_accuracy_$model
+root=$DEVICE_RUNS/$name
+if [ ! -d "$root" ]; then  # a cold machine: the committed finished runs, if any
+  mkdir -p "$root"
+  committed=experiments/results/$name/runs.tgz
+  [ ! -f "$committed" ] || tar xzf "$committed" -C "$DEVICE_RUNS"
 fi
 sweep=configs/sweeps/paper_accuracy.yaml
 if [ -n "${TASKS:-}${SEEDS:-}${VARIANTS:-}" ]; then  # the same sweep with a smaller grid, beside it (base path)
@@ -81,8 +87,8 @@ else
     "${device_settings[@]}" "${only[@]}" "$@" 2>&1 | grep -v Warning
 fi
 echo "sweep call: $(( $(date +%s) - start )) s"
-tar czf "$out/paper_accuracy_runs.tgz" --exclude='*.safetensors' --exclude='checkpoint*' -C "$DEVICE_RUNS" paper_accuracy
-python3 - "$root" <<'PY' | tee "$out/paper_accuracy_times.txt"
+tar czf "$out/${name}_runs.tgz" --exclude='*.safetensors' --exclude='checkpoint*' -C "$DEVICE_RUNS" "$name"
+python3 - "$root" <<'PY' | tee "$out/${name}_times.txt"
 import json, sys
 from pathlib import Path
 runs = sorted(Path(sys.argv[1]).glob("*/summary.json"))

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Task data for the GPU machine, which has no ../shared: the files the tasks of a sweep read
-# (each task's published train and validation files, nothing else) packed into .device/a/data.tgz
-# (git-ignored), which travels with .device/a in `model.sh stage` (call 1, beside SmolLM2's first
-# part: a call carries 64 MiB, so the data travels packed, 4 MiB instead of 12;
-# experiments/device/stage_model.sh runs this and sizes the parts). experiments/device/paper_accuracy.sh
-# unpacks it on the machine.
+# (each task's published train and validation files, nothing else) packed into a .tgz
+# (git-ignored), which experiments/device/stage_model.sh puts in .device/MODEL/a, so that it
+# travels in `model.sh stage`'s first call beside the model's first part (a call carries 64 MiB,
+# so the data travels packed, 4 MiB instead of 12). experiments/device/task_data.sh unpacks it
+# on the machine.
 # Usage (repository root, here): bash experiments/device/stage_data.sh [SWEEP.yaml [OUT.tgz]]
-#   defaults: configs/sweeps/paper_accuracy.yaml, .device/a/data.tgz
+#   defaults: configs/sweeps/paper_accuracy.yaml, .device/data.tgz
 set -euo pipefail
 sweep=${1:-configs/sweeps/paper_accuracy.yaml}
-archive=${2:-.device/a/data.tgz}
+archive=${2:-.device/data.tgz}
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 python3 - "$sweep" "$stage" <<'PY'

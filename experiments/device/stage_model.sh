@@ -1,27 +1,35 @@
 #!/usr/bin/env bash
 # Makes, here, what the device scripts carry to the GPU machine (all git-ignored), from what
-# scripts/install_deps.sh installed:
-#   .device/a/smollm2.gguf.part1   SmolLM2-135M's GGUF, the first part
-#   .device/a/model_files/         the converted model's files other than its weights (tokenizer, config)
-#   .device/a/data.tgz             the paper tasks' data (experiments/device/stage_data.sh)
-#   .device/a/fine_food/           Amazon Fine Food as train.csv / test.csv (precision.sh, multi_gpu.sh)
-#   .device/b/smollm2.gguf.part2   the GGUF's rest
-#   .whl/                          wheels the machine lacks (gguf, for the conversion there)
-# then experiments/device/model.sh stage / join put the model together there. Every call also
-# carries the working tree, and a call carries at most 64 MiB: the GGUF is split so that both calls
-# carry the same, and this stops when they would not fit (run it again when the tree has grown). Usage (repository root, here): bash experiments/device/stage_model.sh
+# scripts/install_deps.sh installed, for one registered model (default: paths.env's DEFAULT_MODEL):
+#   .device/MODEL/a/MODEL.gguf.part1     the model's GGUF, the first part
+#   .device/MODEL/a/MODEL.files.tgz      the converted model's files other than its weights (tokenizer, config)
+#   .device/MODEL/a/MODEL.parts          how many parts, and the whole GGUF's sha256
+#   .device/MODEL/a/data.tgz             the paper tasks' data (experiments/device/stage_data.sh)
+#   .device/MODEL/a/fine_food/           Amazon Fine Food as train.csv / test.csv (precision.sh, multi_gpu.sh)
+#   .device/MODEL/b/MODEL.gguf.part2     the GGUF's next part; c, d, ... as many as it takes
+#   .whl/                                wheels the machine lacks (gguf, for the conversion there)
+# then experiments/device/model.sh stage / join put the model together there: one call per part
+# (SmolLM2-135M: 2, Gemma 3 270M: 5). Every call also carries the working tree, and a call carries
+# at most 64 MiB: the parts are sized so that every call carries about the same, leaving the tree
+# room to grow, and this stops when they would not fit (run it again when the tree has grown).
+# Usage (repository root, here): bash experiments/device/stage_model.sh [MODEL]
 set -euo pipefail
+source experiments/device/paths.env
+model=${1:-$DEFAULT_MODEL}
 limit=$((64 << 20)); headroom=$((1 << 20))
 # Staged in .device/new first: a staging that does not fit leaves the previous one in place.
-rm -rf .device/new && mkdir -p .device/new/a/model_files .device/new/a/fine_food .device/new/b .whl
-read -r gguf model_dir < <(python3 - <<'PY' | tail -1  # converting first prints a line
+new=.device/new-$model
+rm -rf "$new" && mkdir -p "$new/a/fine_food" "$new/files" .whl
+read -r gguf model_dir < <(python3 - "$model" <<'PY' | tail -1  # converting first prints a line
+import sys
 from prge.models import REGISTERED, resolve_model
-model_dir = resolve_model("smollm2-135m")
-print(REGISTERED["smollm2-135m"].gguf(), model_dir)
+model_dir = resolve_model(sys.argv[1])
+print(REGISTERED[sys.argv[1]].gguf(), model_dir)
 PY
 )
-find "$model_dir" -maxdepth 1 -type f ! -name '*.safetensors' -exec cp {} .device/new/a/model_files/ \;
-python3 - .device/new/a/fine_food <<'PY'
+find "$model_dir" -maxdepth 1 -type f ! -name '*.safetensors' -exec cp {} "$new/files/" \;
+tar czf "$new/a/$model.files.tgz" -C "$new/files" . && rm -rf "$new/files"
+python3 - "$new/a/fine_food" <<'PY'
 import csv, sys
 from pathlib import Path
 
@@ -36,20 +44,37 @@ for split, name in (("train.csv", "training_data"), ("test.csv", "testing_data")
         writer.writerows(zip(frame["review"].tolist(), frame["score"].tolist()))
 PY
 python3 -m pip download -q --no-deps --dest .whl "gguf==$(python3 -c 'import importlib.metadata as m; print(m.version("gguf"))')"
-bash experiments/device/stage_data.sh configs/sweeps/paper_accuracy.yaml .device/new/a/data.tgz > /dev/null
+bash experiments/device/stage_data.sh configs/sweeps/paper_accuracy.yaml "$new/a/data.tgz" > /dev/null
 bytes() { du -sb "$@" | awk '{s += $1} END {print s}'; }
 tree=$(git ls-files -z --cached --others --exclude-standard | python3 -c '
 import os, sys
 print(sum(os.path.getsize(p) for p in sys.stdin.read().split("\0") if os.path.isfile(p)))')
 size=$(stat -c %s "$gguf")
-first=$(( (size - $(bytes .device/new/a)) / 2 ))  # both calls carry the same, so both keep room for the tree to grow
-if [ $((tree + $(bytes .device/new/a .whl) + first)) -gt $((limit - headroom)) ]; then
-  echo "stage_model: the working tree ($((tree >> 20)) MiB) leaves too little room in two calls for the model" >&2
-  rm -rf .device/new
+extras=$(( $(bytes "$new/a") + 4096 ))  # part a's other files, and its .parts line
+room=$(( limit - headroom - tree - $(bytes .whl) ))
+parts=$(( (size + extras + room - 1) / room ))
+[ "$parts" -le 26 ] || { echo "stage_model: $model needs $parts calls (over 26): the tree is too large" >&2; rm -rf "$new"; exit 1; }
+share=$(( (size + extras + parts - 1) / parts ))  # what each call carries besides the tree
+if [ $(( share - extras )) -le 0 ]; then
+  echo "stage_model: the working tree ($((tree >> 20)) MiB) leaves too little room in a call for the model" >&2
+  rm -rf "$new"
   exit 1
 fi
-head -c "$first" "$gguf" > .device/new/a/smollm2.gguf.part1
-tail -c +$((first + 1)) "$gguf" > .device/new/b/smollm2.gguf.part2
-cmp <(cat .device/new/a/smollm2.gguf.part1 .device/new/b/smollm2.gguf.part2) "$gguf"
-rm -rf .device/a .device/b && mv .device/new/a .device/new/b .device/ && rmdir .device/new
-echo "call 1 carries $(( (tree + $(bytes .device/a .whl)) >> 20 )) MiB, call 2 $(( (tree + $(bytes .device/b .whl)) >> 20 )) MiB (the tree $((tree >> 20)) MiB in each)"
+letters=(a b c d e f g h i j k l m n o p q r s t u v w x y z)
+offset=0
+for ((k = 1; k <= parts; k++)); do
+  dir=$new/${letters[k - 1]}
+  mkdir -p "$dir"
+  take=$share
+  [ "$k" -eq 1 ] && take=$(( share - extras ))
+  dd if="$gguf" of="$dir/$model.gguf.part$k" bs=1M iflag=skip_bytes,count_bytes skip="$offset" count="$take" status=none
+  offset=$(( offset + $(stat -c %s "$dir/$model.gguf.part$k") ))
+done
+[ "$offset" -eq "$size" ] || { echo "stage_model: split $offset of $size bytes" >&2; rm -rf "$new"; exit 1; }
+echo "$parts $(sha256sum "$gguf" | cut -d' ' -f1)" > "$new/a/$model.parts"
+rm -rf ".device/$model" && mv "$new" ".device/$model"
+for ((k = 1; k <= parts; k++)); do
+  part=.device/$model/${letters[k - 1]}
+  extra=""; [ "$k" -eq 1 ] && extra=.whl
+  echo "call $k carries $part: $(( (tree + $(bytes "$part" $extra)) >> 20 )) MiB with the tree ($((tree >> 20)) MiB)"
+done

@@ -19,13 +19,15 @@ COMMITTED = ROOT / "experiments/results/paper_accuracy/runs.tgz"
 def load_keep_runs(tmp_path: Path, monkeypatch):
     spec = importlib.util.spec_from_file_location("keep_runs", ROOT / "experiments/device/keep_runs.py")
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "keep_runs", module)  # its dataclass looks itself up there
     spec.loader.exec_module(module)
     # Write into the test's folder, never into the repository's results.
-    monkeypatch.setattr(module, "KEPT", tmp_path / "kept.tgz")
-    monkeypatch.setattr(module, "LOCAL", tmp_path / "local")
-    monkeypatch.setattr(module, "REPORT_OUT", tmp_path / "report")
     monkeypatch.setattr(module, "ROOT", tmp_path)
     return module
+
+
+def kept_archive(tmp_path: Path, name: str = "paper_accuracy") -> Path:
+    return tmp_path / "experiments/results" / name / "runs.tgz"
 
 
 def one_committed_run() -> dict[str, bytes]:
@@ -43,10 +45,10 @@ def one_committed_run() -> dict[str, bytes]:
     return files
 
 
-def make_archive(path: Path, files: dict[str, bytes]) -> Path:
+def make_archive(path: Path, files: dict[str, bytes], folder: str = "paper_accuracy") -> Path:
     with tarfile.open(path, "w:gz") as tar:
         for name, data in files.items():
-            info = tarfile.TarInfo(f"paper_accuracy/{name}")
+            info = tarfile.TarInfo(f"{folder}/{name}")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return path
@@ -80,11 +82,11 @@ def test_a_finished_run_is_kept_and_everything_else_refused_by_name(tmp_path, mo
     assert "not kept, stopped part-way (1): mezo-taskrte-seed2025" in out
     assert f"keep_runs: refused {other}: other settings than the sweep's" in err
     assert "keep_runs: refused damaged-run: no run of paper_accuracy.yaml is named damaged-run" in err
-    with tarfile.open(tmp_path / "kept.tgz") as tar:
+    with tarfile.open(kept_archive(tmp_path)) as tar:
         kept = {n for n in tar.getnames()}
     assert f"paper_accuracy/{run}/summary.json" in kept and f"paper_accuracy/{run}.log" in kept
     assert not any(other in n or "damaged" in n or "mezo-taskrte-seed2025" in n for n in kept)
-    summary = json.loads((tmp_path / "local" / run / "summary.json").read_text())
+    summary = json.loads((tmp_path / "runs/device/paper_accuracy" / run / "summary.json").read_text())
     assert summary == json.loads(good[f"{run}/summary.json"])
 
 
@@ -92,9 +94,9 @@ def test_the_same_runs_pack_to_the_same_bytes(tmp_path, monkeypatch):
     keep = load_keep_runs(tmp_path, monkeypatch)
     archive = make_archive(tmp_path / "device.tgz", one_committed_run())
     assert run_main(keep, monkeypatch, archive, "--no-report") == 0
-    first = (tmp_path / "kept.tgz").read_bytes()
+    first = kept_archive(tmp_path).read_bytes()
     assert run_main(keep, monkeypatch, archive, "--no-report") == 0  # the run again, over its kept copy
-    assert (tmp_path / "kept.tgz").read_bytes() == first
+    assert kept_archive(tmp_path).read_bytes() == first
 
 
 def test_an_unreadable_archive_is_an_error_naming_it(tmp_path, monkeypatch, capsys):
@@ -103,7 +105,7 @@ def test_an_unreadable_archive_is_an_error_naming_it(tmp_path, monkeypatch, caps
     bad.write_bytes(COMMITTED.read_bytes()[:300])
     assert run_main(keep, monkeypatch, bad, "--no-report") == 2
     assert f"keep_runs: error: {bad}: not a readable .tgz of runs" in capsys.readouterr().err
-    assert not (tmp_path / "kept.tgz").exists()
+    assert not kept_archive(tmp_path).exists()
     elsewhere = tmp_path / "elsewhere.tgz"
     with tarfile.open(elsewhere, "w:gz") as tar:
         tar.addfile(tarfile.TarInfo("other/file"), io.BytesIO(b""))
@@ -121,5 +123,29 @@ def test_a_run_whose_files_do_not_read_is_refused(tmp_path, monkeypatch, capsys,
     assert run_main(keep, monkeypatch, make_archive(tmp_path / "device.tgz", files), "--no-report") == 1
     err = capsys.readouterr().err
     assert f"keep_runs: refused {run}:" in err
-    with tarfile.open(tmp_path / "kept.tgz") as tar:
+    with tarfile.open(kept_archive(tmp_path)) as tar:
         assert not any(run in n for n in tar.getnames())
+
+
+def test_another_models_runs_are_kept_apart_and_must_be_that_models(tmp_path, monkeypatch, capsys):
+    # --model gemma3-270m: the device packs its runs as paper_accuracy_gemma3-270m/; a SmolLM2 run
+    # put there is refused by its model.name, and nothing lands in SmolLM2's archive.
+    keep = load_keep_runs(tmp_path, monkeypatch)
+    good = one_committed_run()
+    run = next(iter(good)).split("/")[0]
+    name = "paper_accuracy_gemma3-270m"
+    smollm2_run = make_archive(tmp_path / "device.tgz", good, folder=name)
+    assert run_main(keep, monkeypatch, smollm2_run, "--model", "gemma3-270m", "--no-report") == 1
+    err = capsys.readouterr().err
+    assert f"keep_runs: refused {run}: other settings than the sweep's (first difference: -  name: \"/tmp/prge-cache/models/smollm2-135m\")" in err
+    assert not kept_archive(tmp_path).exists()
+    gemma = {k: v.replace(b"/tmp/prge-cache/models/smollm2-135m", b"/tmp/prge-cache/models/gemma3-270m")
+              .replace(b"/tmp/runs/paper_accuracy/", f"/tmp/runs/{name}/".encode()) for k, v in good.items()}
+    assert gemma != good
+    archive = make_archive(tmp_path / "gemma.tgz", gemma, folder=name)
+    assert run_main(keep, monkeypatch, archive, "--model", "gemma3-270m", "--no-report") == 0
+    with tarfile.open(kept_archive(tmp_path, name)) as tar:
+        assert f"{name}/{run}/summary.json" in tar.getnames()
+    assert not kept_archive(tmp_path).exists()
+    assert run_main(keep, monkeypatch, archive, "--model", "llama-9b", "--no-report") == 2
+    assert "keep_runs: error: --model llama-9b: not a registered model" in capsys.readouterr().err
