@@ -24,3 +24,30 @@ TEST(Safetensors, RoundTripAndTruncation) {
   EXPECT_THROW(prge::io::load_safetensors(path + ".missing"), std::runtime_error);
   fs::remove(path);
 }
+
+// The header is JSON read as Python's safetensors reads it: not JSON, or a tensor named twice
+// (Python would keep the last entry, prge had kept the first), is refused naming the file.
+TEST(Safetensors, AHeaderThatIsNotJsonOrNamesATensorTwiceIsRefused) {
+  const auto path = (fs::temp_directory_path() / "prge_test_header.safetensors").string();
+  const auto error_for = [&](const std::string& header) {
+    std::ofstream file(path, std::ios::binary);
+    const uint64_t size = header.size();
+    file.write(reinterpret_cast<const char*>(&size), 8);
+    file << header << std::string(4, '\0');
+    file.close();
+    try {
+      prge::io::load_safetensors(path);
+    } catch (const std::runtime_error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  const std::string w = R"({"dtype": "F32", "shape": [1], "data_offsets": [0, 4]})";
+  EXPECT_EQ(error_for(R"({"w": )" + w + "}  "), "");  // padded with spaces, as the format allows
+  EXPECT_NE(error_for(R"({"w": )" + w + R"(, "w": {"dtype": "I32", "shape": [1], "data_offsets": [0, 4]}})")
+                .find("prge_test_header.safetensors: key 'w' appears twice"),
+            std::string::npos);
+  EXPECT_NE(error_for(R"({"w": )" + w + ",}").find("safetensors header is not JSON: line 1, column 62: '}' where"),
+            std::string::npos);
+  fs::remove(path);
+}

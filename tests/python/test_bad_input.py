@@ -111,7 +111,7 @@ def _damage(kind, model_dir):
     ("empty weights", "truncated or not a safetensors file"),
     ("truncated weights", "model.safetensors"),
     ("huge header length", "truncated or not a safetensors file"),
-    ("malformed config.json", "malformed config.json"),
+    ("malformed config.json", "not JSON: line 1, column 2: the file ends where JSON expects a key"),
     ("config.json shape mismatch", "shape"),
     ("config.json value of the wrong type", "config.json: hidden_size: the string \"wide\" where a number is expected"),
     ("tokenizer beyond the vocabulary", "is outside the model's vocabulary"),

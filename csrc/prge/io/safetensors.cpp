@@ -1,5 +1,6 @@
 #include "prge/io/safetensors.h"
 
+#include "prge/io/json_file.h"
 #include "prge/io/yaml_scalars.h"
 
 #include <fmt/format.h>
@@ -82,11 +83,14 @@ TensorMap load_safetensors(const std::string& path, const std::function<bool(con
   }
   YAML::Node root;
   try {
-    root = YAML::Load(header);  // JSON is valid YAML flow syntax
+    root = YAML::Load(json_text_for_yaml(header));
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(fmt::format("{}: safetensors header is not JSON: {}", path, printable(e.what())));
   } catch (const YAML::Exception& e) {
     throw std::runtime_error(fmt::format("{}: malformed safetensors header: {}", path, printable(e.what())));
   }
   if (!root.IsMap()) throw std::runtime_error(fmt::format("{}: malformed safetensors header (not an object)", path));
+  refuse_repeated_keys(root, path);  // Python's safetensors would take a repeated tensor's last entry
   const uint64_t data_size = file_size - 8 - header_size;
   TensorMap tensors;
   for (const auto& entry : root) {
