@@ -86,7 +86,8 @@ def unpack(archive: Path, into: Path, name: str) -> Path:
     except (tarfile.TarError, OSError, EOFError) as e:
         raise KeepError(f"{archive}: not a readable .tgz of runs ({e})") from None
     if not (into / name).is_dir():
-        raise KeepError(f"{archive}: holds no {name}/ folder of runs (as paper_accuracy.sh packs them)")
+        raise KeepError(f"{archive}: holds no {name}/ folder of runs (as paper_accuracy.sh packs them; "
+                        "another model's runs need --model)")
     return into / name
 
 

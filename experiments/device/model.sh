@@ -4,47 +4,72 @@
 # registry and a call carries at most 64 MiB, so the GGUF travels in parts, one call each: call 1
 # carries .device/MODEL/a (the first part, task data, fine_food CSVs, the converted model's
 # tokenizer files) and .whl, each later call the next part (.device/MODEL/b, c, ...), all within
-# the machine's warm window; the parts are joined, checked and converted once, in /tmp.
+# the machine's warm window; the parts are checked, joined and converted once, in /tmp.
 #   MODEL=M bash experiments/device/model.sh stage     # every call: keep the part it carries
-#   MODEL=M source experiments/device/model.sh join    # the last call, after stage: join, check,
+#   MODEL=M source experiments/device/model.sh join    # the last call, after stage: check, join,
 #                                                      # convert; exports PRGE_MODEL, PRGE_FINE_FOOD
 # The machine is given back after ~30 s idle: send each call as soon as the one before returns.
 # Converting needs the gguf package: carry .whl in call 1 and source build.sh there (it installs
 # it into /tmp/site; later calls `export PYTHONPATH=/tmp/site`). Source join without a pipe after
-# it (`source ... | tail` runs in a subshell and exports nothing).
-set -uo pipefail
-source experiments/device/paths.env
-model=${MODEL:-$DEFAULT_MODEL}
-carry=/tmp/prge-carry
-case "${1:?stage|join}" in
-  stage)
-    mkdir -p "$carry"
-    found=0
-    for part in .device/"$model"/*/; do
-      [ -d "$part" ] && cp -r "$part". "$carry/" && found=1
-    done
-    [ "$found" = 1 ] || { echo "model.sh: no .device/$model/<part> carried (stage_model.sh $model here)"; exit 3; }
-    ls "$carry" ;;
-  join)
-    export PRGE_MODEL=$DEVICE_MODELS/$model PRGE_FINE_FOOD=$carry/fine_food
-    if [ ! -f "$PRGE_MODEL/model.safetensors" ]; then
-      [ -f "$carry/$model.parts" ] || { echo "the machine went cold: stage every part again"; return 3 2>/dev/null || exit 3; }
-      read -r parts sha < "$carry/$model.parts"
-      missing=""
-      for ((k = 1; k <= parts; k++)); do [ -f "$carry/$model.gguf.part$k" ] || missing+=" $k"; done
-      [ -z "$missing" ] || { echo "model.sh: parts not staged:$missing of $parts"; return 3 2>/dev/null || exit 3; }
-      python3 -c "import gguf" 2>/dev/null || { echo "no gguf package: carry .whl and source build.sh first"; return 4 2>/dev/null || exit 4; }
-      for ((k = 1; k <= parts; k++)); do cat "$carry/$model.gguf.part$k"; done > "$carry/$model.gguf"
-      echo "$sha  $carry/$model.gguf" | sha256sum --quiet -c - ||
-        { echo "model.sh: $model.gguf differs from the one staged"; return 5 2>/dev/null || exit 5; }
-      mkdir -p "$PRGE_MODEL" && tar xzf "$carry/$model.files.tgz" -C "$PRGE_MODEL"
-      python3 - "$carry/$model.gguf" <<'PY'
-import os
+# it (`source ... | tail` runs in a subshell and exports nothing). Errors go to stderr with a
+# nonzero status; sourcing leaves the caller's shell options as they were. PRGE_CARRY (default
+# /tmp/prge-carry) is where the parts are kept.
+(
+  set -uo pipefail
+  source experiments/device/paths.env
+  model=${MODEL:-$DEFAULT_MODEL}
+  carry=${PRGE_CARRY:-/tmp/prge-carry}
+  fail() { echo "model.sh: $1" >&2; exit "$2"; }
+  case "${1:-}" in
+    stage)
+      mkdir -p "$carry" || fail "cannot make $carry" 3
+      found=0
+      for part in .device/"$model"/*/; do
+        [ -d "$part" ] || continue
+        cp -r "$part". "$carry/" || fail "could not copy $part to $carry" 3
+        found=1
+      done
+      [ "$found" = 1 ] || fail "no .device/$model/<part> carried (bash experiments/device/stage_model.sh $model here)" 3
+      ls "$carry" ;;
+    join)
+      target=$DEVICE_MODELS/$model
+      [ -f "$target/prge_conversion.json" ] && exit 0  # converted by an earlier call on this machine
+      if [ ! -f "$carry/$model.parts" ]; then
+        staged=$(cd "$carry" 2>/dev/null && ls -- *.parts 2>/dev/null | sed 's/\.parts$//' | tr '\n' ' ')
+        fail "$model is not staged on this machine (staged: ${staged:-nothing}; a cold machine: stage every part again)" 3
+      fi
+      # MODEL.parts: "N SHA256" of the whole GGUF, then "K LETTER BYTES SHA256" for each part.
+      { read -r parts sha && [[ "$parts" =~ ^[1-9][0-9]*$ && "$sha" =~ ^[0-9a-f]{64}$ ]]; } < "$carry/$model.parts" ||
+        fail "$carry/$model.parts is damaged: stage every part again" 5
+      while read -r k letter size part_sha; do
+        file=$carry/$model.gguf.part$k
+        [ -f "$file" ] || fail "part $k of $parts not staged: carry .device/$model/$letter and run stage" 3
+        [ "$(stat -c %s "$file")" = "$size" ] && echo "$part_sha  $file" | sha256sum --quiet -c - 2>/dev/null ||
+          fail "part $k of $parts differs from the one staged here: carry .device/$model/$letter again" 5
+      done < <(tail -n +2 "$carry/$model.parts")
+      python3 -c "import gguf" 2>/dev/null || fail "no gguf package: carry .whl and source build.sh first" 4
+      for ((k = 1; k <= parts; k++)); do cat "$carry/$model.gguf.part$k"; done > "$carry/$model.gguf" ||
+        fail "could not join the parts (disk full?)" 5
+      echo "$sha  $carry/$model.gguf" | sha256sum --quiet -c - 2>/dev/null || fail "$model.gguf differs from the one staged" 5
+      # Converted beside the target and moved into place whole: a conversion cut short leaves no
+      # directory that a later call would take for a converted model.
+      rm -rf "$target.tmp" && mkdir -p "$target.tmp" && tar xzf "$carry/$model.files.tgz" -C "$target.tmp" ||
+        fail "could not unpack $model.files.tgz" 5
+      python3 - "$carry/$model.gguf" "$target.tmp" <<'PY' || fail "converting $model.gguf failed (above)" 6
 import sys
 import prge.models.gguf_convert as g
 g._export_tokenizer = lambda gguf, out: None  # the tokenizer files were converted here and carried
-g.convert_gguf(sys.argv[1], os.environ["PRGE_MODEL"])
+g.convert_gguf(sys.argv[1], sys.argv[2])
 PY
-    fi
-    ls "$PRGE_MODEL" ;;
-esac
+      rm -rf "$target" && mv "$target.tmp" "$target" || fail "could not move the converted model to $target" 6
+      ls "$target" ;;
+    *)
+      fail "usage: MODEL=M bash experiments/device/model.sh stage | MODEL=M source experiments/device/model.sh join" 2 ;;
+  esac
+)
+model_sh_status=$?
+if [ "$model_sh_status" = 0 ] && [ "${1:-}" = join ]; then
+  export PRGE_MODEL=$(source experiments/device/paths.env && echo "$DEVICE_MODELS/${MODEL:-$DEFAULT_MODEL}")
+  export PRGE_FINE_FOOD=${PRGE_CARRY:-/tmp/prge-carry}/fine_food
+fi
+return "$model_sh_status" 2>/dev/null || exit "$model_sh_status"

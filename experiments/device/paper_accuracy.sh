@@ -30,9 +30,9 @@ name=paper_accuracy
 [ "$model" = "$DEFAULT_MODEL" ] || name=paper_accuracy_$model
 root=$DEVICE_RUNS/$name
 if [ ! -d "$root" ]; then  # a cold machine: the committed finished runs, if any
-  mkdir -p "$root"
   committed=experiments/results/$name/runs.tgz
-  [ ! -f "$committed" ] || tar xzf "$committed" -C "$DEVICE_RUNS"
+  mkdir -p "$root" && { [ ! -f "$committed" ] || tar xzf "$committed" -C "$DEVICE_RUNS"; } ||
+    { rm -rf "$root"; echo "paper_accuracy: could not unpack $committed into $DEVICE_RUNS" >&2; exit 3; }
 fi
 sweep=configs/sweeps/paper_accuracy.yaml
 if [ -n "${TASKS:-}${SEEDS:-}${VARIANTS:-}" ]; then  # the same sweep with a smaller grid, beside it (base path)

@@ -3,7 +3,8 @@
 # scripts/install_deps.sh installed, for one registered model (default: paths.env's DEFAULT_MODEL):
 #   .device/MODEL/a/MODEL.gguf.part1     the model's GGUF, the first part
 #   .device/MODEL/a/MODEL.files.tgz      the converted model's files other than its weights (tokenizer, config)
-#   .device/MODEL/a/MODEL.parts          how many parts, and the whole GGUF's sha256
+#   .device/MODEL/a/MODEL.parts          how many parts and the whole GGUF's sha256, then each part's
+#                                        number, folder letter, size and sha256 (model.sh join checks them)
 #   .device/MODEL/a/data.tgz             the paper tasks' data (experiments/device/stage_data.sh)
 #   .device/MODEL/a/fine_food/           Amazon Fine Food as train.csv / test.csv (precision.sh, multi_gpu.sh)
 #   .device/MODEL/b/MODEL.gguf.part2     the GGUF's next part; c, d, ... as many as it takes
@@ -16,18 +17,24 @@
 set -euo pipefail
 source experiments/device/paths.env
 model=${1:-$DEFAULT_MODEL}
+python3 -c "import sys; from prge.models import REGISTERED; sys.exit(sys.argv[1] not in REGISTERED and
+  f'stage_model: {sys.argv[1]} is not a registered model ({\", \".join(REGISTERED)})')" "$model"
 limit=$((64 << 20)); headroom=$((1 << 20))
-# Staged in .device/new first: a staging that does not fit leaves the previous one in place.
+# Staged in .device/new-MODEL first: a staging that does not fit leaves the previous one in place.
 new=.device/new-$model
+trap 'rm -rf "$new"' EXIT
 rm -rf "$new" && mkdir -p "$new/a/fine_food" "$new/files" .whl
-read -r gguf model_dir < <(python3 - "$model" <<'PY' | tail -1  # converting first prints a line
+{ read -r gguf && read -r model_dir; } < <(python3 - "$model" <<'PY' | tail -2  # converting first prints a line
 import sys
 from prge.models import REGISTERED, resolve_model
 model_dir = resolve_model(sys.argv[1])
-print(REGISTERED[sys.argv[1]].gguf(), model_dir)
+print(REGISTERED[sys.argv[1]].gguf(), model_dir, sep="\n")
 PY
 )
-find "$model_dir" -maxdepth 1 -type f ! -name '*.safetensors' -exec cp {} "$new/files/" \;
+# The tokenizer and config files (not the weights, a leftover temporary or the conversion marker:
+# the device writes its own when its conversion is complete).
+find "$model_dir" -maxdepth 1 -type f ! -name '*.safetensors' ! -name '*.tmp' ! -name prge_conversion.json \
+  -exec cp {} "$new/files/" \;
 tar czf "$new/a/$model.files.tgz" -C "$new/files" . && rm -rf "$new/files"
 python3 - "$new/a/fine_food" <<'PY'
 import csv, sys
@@ -43,6 +50,7 @@ for split, name in (("train.csv", "training_data"), ("test.csv", "testing_data")
         writer.writerow(["review", "score"])
         writer.writerows(zip(frame["review"].tolist(), frame["score"].tolist()))
 PY
+rm -f .whl/gguf-*.whl  # one version only: two stop the install there
 python3 -m pip download -q --no-deps --dest .whl "gguf==$(python3 -c 'import importlib.metadata as m; print(m.version("gguf"))')"
 bash experiments/device/stage_data.sh configs/sweeps/paper_accuracy.yaml "$new/a/data.tgz" > /dev/null
 bytes() { du -sb "$@" | awk '{s += $1} END {print s}'; }
@@ -52,26 +60,28 @@ print(sum(os.path.getsize(p) for p in sys.stdin.read().split("\0") if os.path.is
 size=$(stat -c %s "$gguf")
 extras=$(( $(bytes "$new/a") + 4096 ))  # part a's other files, and its .parts line
 room=$(( limit - headroom - tree - $(bytes .whl) ))
+[ "$room" -gt 0 ] || { echo "stage_model: the working tree ($((tree >> 20)) MiB) leaves no room in a call" >&2; exit 1; }
 parts=$(( (size + extras + room - 1) / room ))
-[ "$parts" -le 26 ] || { echo "stage_model: $model needs $parts calls (over 26): the tree is too large" >&2; rm -rf "$new"; exit 1; }
+[ "$parts" -le 26 ] || { echo "stage_model: $model needs $parts calls (over 26): the tree is too large" >&2; exit 1; }
 share=$(( (size + extras + parts - 1) / parts ))  # what each call carries besides the tree
 if [ $(( share - extras )) -le 0 ]; then
   echo "stage_model: the working tree ($((tree >> 20)) MiB) leaves too little room in a call for the model" >&2
-  rm -rf "$new"
   exit 1
 fi
 letters=(a b c d e f g h i j k l m n o p q r s t u v w x y z)
 offset=0
+echo "$parts $(sha256sum "$gguf" | cut -d' ' -f1)" > "$new/a/$model.parts"
 for ((k = 1; k <= parts; k++)); do
   dir=$new/${letters[k - 1]}
   mkdir -p "$dir"
   take=$share
   [ "$k" -eq 1 ] && take=$(( share - extras ))
   dd if="$gguf" of="$dir/$model.gguf.part$k" bs=1M iflag=skip_bytes,count_bytes skip="$offset" count="$take" status=none
-  offset=$(( offset + $(stat -c %s "$dir/$model.gguf.part$k") ))
+  part_size=$(stat -c %s "$dir/$model.gguf.part$k")
+  echo "$k ${letters[k - 1]} $part_size $(sha256sum "$dir/$model.gguf.part$k" | cut -d' ' -f1)" >> "$new/a/$model.parts"
+  offset=$(( offset + part_size ))
 done
-[ "$offset" -eq "$size" ] || { echo "stage_model: split $offset of $size bytes" >&2; rm -rf "$new"; exit 1; }
-echo "$parts $(sha256sum "$gguf" | cut -d' ' -f1)" > "$new/a/$model.parts"
+[ "$offset" -eq "$size" ] || { echo "stage_model: split $offset of $size bytes" >&2; exit 1; }
 rm -rf ".device/$model" && mv "$new" ".device/$model"
 for ((k = 1; k <= parts; k++)); do
   part=.device/$model/${letters[k - 1]}

@@ -1,0 +1,94 @@
+"""experiments/device/model.sh, the GPU machine's side of staging a model in parts (one carry call
+each): every part is checked by size and sha256 before the parts are joined, a missing or changed
+part is named by the folder to carry again, a failed conversion is an error that leaves no model
+directory behind, and sourcing it leaves the caller's shell options alone. Run here on a fake GGUF
+in a scratch directory laid out as the repository is on that machine."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "fake-model"
+
+
+@pytest.fixture
+def machine(tmp_path: Path) -> Path:
+    """A scratch 'repository root' with model.sh, paths.env pointing into tmp_path, and the three
+    carried part folders of a 300-byte fake GGUF in the layout stage_model.sh writes."""
+    repo = tmp_path / "repo"
+    (repo / "experiments/device").mkdir(parents=True)
+    shutil.copy(ROOT / "experiments/device/model.sh", repo / "experiments/device/model.sh")
+    (repo / "experiments/device/paths.env").write_text(
+        f"DEFAULT_MODEL={MODEL}\nDEVICE_MODELS={tmp_path}/models\nDEVICE_RUNS={tmp_path}/runs\n")
+    gguf = bytes(range(256)) + b"tail of the fake gguf" * 2
+    cuts = [0, 120, 240, len(gguf)]
+    lines = [f"3 {hashlib.sha256(gguf).hexdigest()}"]
+    for k, letter in enumerate("abc", start=1):
+        part = gguf[cuts[k - 1]:cuts[k]]
+        folder = repo / ".device" / MODEL / letter
+        folder.mkdir(parents=True)
+        (folder / f"{MODEL}.gguf.part{k}").write_bytes(part)
+        lines.append(f"{k} {letter} {len(part)} {hashlib.sha256(part).hexdigest()}")
+    (repo / ".device" / MODEL / "a" / f"{MODEL}.parts").write_text("\n".join(lines) + "\n")
+    subprocess.run(["tar", "czf", str(repo / ".device" / MODEL / "a" / f"{MODEL}.files.tgz"), "-C",
+                    str(ROOT / "configs"), "sweeps"], check=True)  # any small archive stands for the tokenizer files
+    return repo
+
+
+def sh(repo: Path, script: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MODEL": MODEL, "PRGE_CARRY": str(repo.parent / "carry")}
+    return subprocess.run(["bash", "-c", script], cwd=repo, env=env, capture_output=True, text=True)
+
+
+def carry_only(repo: Path, letter: str) -> None:
+    """As a carry call leaves the machine: this part's folder there, the others not."""
+    stash = repo.parent / "stash"
+    stash.mkdir(exist_ok=True)
+    for folder in [*(repo / ".device" / MODEL).iterdir(), *stash.iterdir()]:
+        target = (repo / ".device" / MODEL if folder.name == letter else stash) / folder.name
+        if folder != target:
+            shutil.move(folder, target)
+
+
+def test_parts_are_checked_and_named_before_they_are_joined(machine):
+    carry_only(machine, "a")
+    assert sh(machine, "bash experiments/device/model.sh stage").returncode == 0
+    carry_only(machine, "c")
+    assert sh(machine, "bash experiments/device/model.sh stage").returncode == 0
+    missing = sh(machine, "source experiments/device/model.sh join")
+    assert missing.returncode == 3
+    assert f"part 2 of 3 not staged: carry .device/{MODEL}/b and run stage" in missing.stderr
+    carry_only(machine, "b")
+    assert sh(machine, "bash experiments/device/model.sh stage").returncode == 0
+    part3 = machine.parent / "carry" / f"{MODEL}.gguf.part3"
+    good = part3.read_bytes()
+    part3.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # same size, one bit changed
+    changed = sh(machine, "source experiments/device/model.sh join")
+    assert changed.returncode == 5
+    assert f"part 3 of 3 differs from the one staged here: carry .device/{MODEL}/c again" in changed.stderr
+    part3.write_bytes(good)
+    # All parts good: joined and whole, then the fake GGUF fails to convert, which is an error,
+    # and no model directory is left for a later call to take as converted. The caller's shell
+    # options are as they were.
+    joined = sh(machine, "set +u; source experiments/device/model.sh join; echo rc=$?; echo opts=$-")
+    assert "rc=6" in joined.stdout and f"converting {MODEL}.gguf failed" in joined.stderr, joined
+    assert "u" not in joined.stdout.split("opts=")[1]
+    carry = machine.parent / "carry"
+    whole = (carry / f"{MODEL}.parts").read_text().split()[1]
+    assert hashlib.sha256((carry / f"{MODEL}.gguf").read_bytes()).hexdigest() == whole
+    assert not (machine.parent / "models" / MODEL).exists()
+
+
+def test_wrong_use_is_an_error_not_silence(machine):
+    assert sh(machine, "bash experiments/device/model.sh jion").returncode == 2
+    cold = sh(machine, "source experiments/device/model.sh join")
+    assert cold.returncode == 3 and f"{MODEL} is not staged on this machine (staged: nothing" in cold.stderr
+    shutil.rmtree(machine / ".device")
+    nothing = sh(machine, "bash experiments/device/model.sh stage")
+    assert nothing.returncode == 3 and f"no .device/{MODEL}/<part> carried" in nothing.stderr
