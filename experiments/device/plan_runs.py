@@ -3,7 +3,7 @@ every run it started finished (a run cut by a call's end is lost: its checkpoint
 machine).
 
     python experiments/device/plan_runs.py SWEEP.yaml RUNS_ROOT SECONDS [--gpus N] [--set KEY=VALUE ...]
-        [--timings-from FULL_SWEEP.yaml]
+        [--timings-from FULL_SWEEP.yaml] [--scale-from OTHER_MODELS_RUNS]
 
 prints the chosen run names, one per line, for `prge sweep SWEEP.yaml --only NAME ...`, and on
 stderr their number and estimated length, and the runs it cannot plan (no estimate, or longer
@@ -11,6 +11,8 @@ than a call). `--set`: the overrides the device sweep runs with, so that a finis
 only with the same settings (a finished run of other settings is an error, as in `prge sweep`).
 `--timings-from`: a larger sweep with the same output root whose finished runs are also estimated
 from (a part of the grid, as paper_accuracy.sh's VARIANTS=mezo, lacks the reference method's runs).
+`--scale-from`: the finished runs of the same sweep on another model (a folder of run folders,
+e.g. SmolLM2's for a Gemma sweep), for runs nothing under RUNS_ROOT goes by (below).
 
 A run's time is estimated from the finished runs under RUNS_ROOT (any seed) of the same method
 and task: the shortest, preferring runs that had a GPU to themselves (SHARED_GPU_RUNS had not:
@@ -21,7 +23,10 @@ scaled from its reference method's run of it (EXTRAPOLATE_FROM): that run's time
 steps, plus this run's steps at the reference's step time times the largest step-time ratio of
 the two methods over the tasks where both ran alone, times EXTRAPOLATION_MARGIN. A run stopped
 part-way under RUNS_ROOT (a warm machine's earlier call) is estimated for the steps after its
-checkpoint, where the sweep resumes it. Runs are taken
+checkpoint, where the sweep resumes it. Where neither goes, the other model's run of the same
+method and task (`--scale-from`) is scaled by the largest ratio of this model's wall time to the
+other's over the runs of that method both have finished alone, times EXTRAPOLATION_MARGIN (a
+method this model has not finished once is not planned). Runs are taken
 seed by seed (the grid's first seed first), then in the sweep's order; each is kept if the
 sweep's own schedule (in its order, each run on the first GPU free) still ends within FILL of
 SECONDS."""
@@ -122,6 +127,28 @@ def estimate(label: str, steps: int, times: dict[tuple[str, str], Timing]) -> fl
     return ref.fixed + steps * ref.step * max(ratios) * EXTRAPOLATION_MARGIN + START_SECONDS
 
 
+def model_ratios(times: dict[tuple[str, str], Timing], other: dict[tuple[str, str], Timing]) -> dict[str, float]:
+    """method -> the largest ratio of this model's wall time to the other model's over the tasks
+    on which both have run the method alone."""
+    ratios: dict[str, float] = {}
+    for (method, task), own in times.items():
+        theirs = other.get((method, task))
+        if theirs is not None and not own.shared and not theirs.shared:
+            ratios[method] = max(ratios.get(method, 0.0), own.wall / theirs.wall)
+    return ratios
+
+
+def scaled_estimate(label: str, steps: int, other: dict[tuple[str, str], Timing],
+                    ratios: dict[str, float]) -> float | None:
+    """Estimated seconds of a run from the other model's run of its method and task (see the
+    module's text); None when there is none or no ratio for the method."""
+    method, task, _ = parts(label)
+    if (method, task) not in other or method not in ratios:
+        return None
+    theirs = other[method, task]
+    return (theirs.fixed + steps * theirs.step) * ratios[method] * EXTRAPOLATION_MARGIN + START_SECONDS
+
+
 def remaining_steps(run_dir: Path, steps: int) -> int:
     """The steps of a `steps`-step run left after the checkpoint in `run_dir` (its pointer
     checkpoint.json's step, where the sweep resumes it); all of them when it has none or the
@@ -171,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--timings-from", metavar="SWEEP", help="a sweep over the same root whose finished runs "
                         "the estimates also go by (default: SWEEP's alone)")
+    parser.add_argument("--scale-from", metavar="DIR", type=Path, help="another model's finished runs of the sweep "
+                        "(run folders), scaled for runs nothing under root goes by")
     args = parser.parse_args(argv)
     try:
         if args.gpus < 1 or args.seconds <= 0:
@@ -183,13 +212,25 @@ def main(argv: list[str] | None = None) -> int:
         done = finished_runs(root, runs)
         timed = finished_runs(root, expand_sweep(args.timings_from, overrides, output_root=str(root))) \
             if args.timings_from else {}
+        if args.scale_from and not args.scale_from.is_dir():
+            raise ValueError(f"--scale-from {args.scale_from}: not a folder of runs")
+        # The other model's runs were checked when they were kept (keep_runs.py): read as they are.
+        other = {path.parent.name: run_summary.read(path)
+                 for path in sorted(args.scale_from.glob("*/summary.json"))} if args.scale_from else {}
     except (ValueError, OSError) as e:  # RunDirError and ConfigError among them; a sweep file not found
         print(f"plan_runs: error: {e}", file=sys.stderr)
         return 2
     pending = [label for label in labels if label not in done]
     times = timings({**timed, **done})
-    estimates = {label: e for label in pending
-                 if (e := estimate(label, remaining_steps(root / label, steps[label]), times)) is not None}
+    other_times = timings(other)
+    ratios = model_ratios(times, other_times)
+    estimates = {}
+    for label in pending:
+        left = remaining_steps(root / label, steps[label])
+        e = estimate(label, left, times)
+        e = e if e is not None else scaled_estimate(label, left, other_times, ratios)
+        if e is not None:
+            estimates[label] = e
     seed_order = list(dict.fromkeys(parts(label)[2] for label in labels))  # the grid's order
     chosen = plan(pending, estimates, args.seconds, args.gpus, seed_order)
     unknown = [label for label in pending if label not in estimates]

@@ -128,3 +128,44 @@ def test_a_part_of_the_grid_is_estimated_from_the_full_sweeps_runs(plan_runs, tm
     assert out.out.split() == ["mezo-taskrte-seed42"]
     want = 2.0 + 100 * 0.2 * 0.5 * plan_runs.EXTRAPOLATION_MARGIN + plan_runs.START_SECONDS
     assert f"estimated {want:.0f} s of 1000" in out.err
+
+
+def test_another_models_runs_are_scaled_by_this_models_ratio_for_the_same_method(plan_runs, tmp_path, capsys):
+    """A Gemma sweep's first runs: a run nothing under its root goes by is estimated from
+    SmolLM2's run of the same method and task (--scale-from), times the largest Gemma / SmolLM2
+    wall-time ratio of that method; a method Gemma has not finished once is not planned."""
+    import yaml
+    from prge.sweep import expand_sweep
+    spec = yaml.safe_load((ROOT / "configs/sweeps/paper_accuracy.yaml").read_text())
+    spec["base"] = str(ROOT / "configs/paper/base.yaml")
+    spec["grid"] = {"data.task": ["sst2", "rte", "wsc"], "run.seed": [42]}
+    spec["variants"] = [v for v in spec["variants"] if v["name"] in ("prge_q4_dual", "mezo")]
+    for variant in spec["variants"]:
+        variant["run.steps"] = 100
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump(spec, sort_keys=False))
+
+    def summary(wall, step):
+        return json.dumps({"wall_seconds": wall, "mean_step_seconds": step, "steps": 100})
+
+    other = tmp_path / "smollm2"  # run folders as keep_runs.py keeps them
+    for label, (wall, step) in {"prge_q4_dual-tasksst2-seed42": (20.0, 0.1), "prge_q4_dual-taskrte-seed42": (30.0, 0.2),
+                                "prge_q4_dual-taskwsc-seed42": (50.0, 0.3), "mezo-taskrte-seed42": (40.0, 0.3)}.items():
+        (other / label).mkdir(parents=True)
+        (other / label / "summary.json").write_text(summary(wall, step))
+    root = tmp_path / "gemma"
+    for label, config in expand_sweep(str(sweep), [], output_root=str(root)):
+        if label in ("prge_q4_dual-tasksst2-seed42", "prge_q4_dual-taskwsc-seed42"):
+            (root / label).mkdir(parents=True)
+            (root / label / "config.yaml").write_text(config.to_yaml())
+            wall = {"prge_q4_dual-tasksst2-seed42": 30.0, "prge_q4_dual-taskwsc-seed42": 60.0}[label]
+            (root / label / "summary.json").write_text(summary(wall, 0.2))
+    capsys.readouterr()
+    assert plan_runs.main([str(sweep), str(root), "1000", "--scale-from", str(other)]) == 0
+    out = capsys.readouterr()
+    assert out.out.split() == ["prge_q4_dual-taskrte-seed42"]  # MeZO: no Gemma run to take a ratio from
+    want = (10.0 + 100 * 0.2) * 1.5 * plan_runs.EXTRAPOLATION_MARGIN + plan_runs.START_SECONDS  # ratio max(1.5, 1.2)
+    assert f"estimated {want:.0f} s of 1000" in out.err
+    assert "no estimate (no finished run to go by): mezo-tasksst2-seed42, mezo-taskrte-seed42" in out.err
+    assert plan_runs.main([str(sweep), str(root), "1000", "--scale-from", str(tmp_path / "none")]) == 2
+    assert "plan_runs: error: --scale-from" in capsys.readouterr().err
