@@ -220,3 +220,46 @@ def test_a_config_json_that_is_a_directory_is_named(tmp_path):
     (tmp_path / "config.json").mkdir()
     with pytest.raises(RuntimeError, match="config.json: is a directory, not a model config file"):
         prge.CausalLM.from_pretrained(str(tmp_path))
+
+
+@pytest.mark.parametrize("saved_tied, outer, inner", [(True, None, False), (True, True, False), (False, False, True)])
+def test_the_gemma3_wrapper_ties_by_its_own_key_as_transformers_does(tmp_path, saved_tied, outer, inner):
+    """Gemma3ForConditionalGeneration ties lm_head by the wrapper's tie_word_embeddings (default
+    true), not text_config's: a tied checkpoint whose text_config says false is tied, and a stored
+    lm_head is used whatever text_config says."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                  patch_size=14)
+    config = Gemma3Config(text_config=dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE, tie_word_embeddings=saved_tied),
+                          vision_config=vision, tie_word_embeddings=saved_tied, mm_tokens_per_image=4,
+                          image_token_index=V - 1, boi_token_index=V - 2, eoi_token_index=V - 3)
+    torch.manual_seed(0)
+    Gemma3ForConditionalGeneration(config).float().eval().save_pretrained(tmp_path / "model")
+    path = tmp_path / "model" / "config.json"
+    values = json.loads(path.read_text())
+    values.pop("tie_word_embeddings") if outer is None else values.update(tie_word_embeddings=outer)
+    values["text_config"]["tie_word_embeddings"] = inner
+    path.write_text(json.dumps(values))
+    hf = Gemma3ForConditionalGeneration.from_pretrained(str(tmp_path / "model"), dtype=torch.float32).eval()
+    native = prge.CausalLM.from_pretrained(str(tmp_path / "model"))
+    ids = torch.randint(0, V - 3, (1, 60), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = hf(input_ids=ids).logits
+    assert (native.logits(ids) - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
+
+
+def test_a_gemma3_wrapper_untied_without_its_lm_head_is_refused(tmp_path):
+    # transformers would start such a head from random values; prge names the missing weight.
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                  patch_size=14)
+    config = Gemma3Config(text_config=dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE), vision_config=vision,
+                          mm_tokens_per_image=4, image_token_index=V - 1, boi_token_index=V - 2, eoi_token_index=V - 3)
+    torch.manual_seed(0)
+    Gemma3ForConditionalGeneration(config).save_pretrained(tmp_path / "model")
+    path = tmp_path / "model" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "tie_word_embeddings": False}))
+    with pytest.raises(RuntimeError, match="lm_head.weight"):
+        prge.CausalLM.from_pretrained(str(tmp_path / "model"))

@@ -341,8 +341,11 @@ ArchSpec read_gemma3(ConfigJson& c) {
   ConfigJson text(c.node("text_config"), c.path() + ": text_config");
   auto s = read_gemma3_text(text);
   text.finish("gemma3_text");
+  // Gemma3ForConditionalGeneration ties lm_head by the wrapper's own key (Gemma3Config: true),
+  // whatever text_config says (transformers 5.24: a wrapper tied with text_config false ties).
+  s.tie_word_embeddings = c.get<bool>("tie_word_embeddings", true);
   c.accept({"vision_config", "mm_tokens_per_image", "boi_token_index", "eoi_token_index", "image_token_index",
-            "image_token_id", "boi_token_id", "eoi_token_id", "tie_word_embeddings"});
+            "image_token_id", "boi_token_id", "eoi_token_id"});
   s.multimodal_wrapper = true;
   return s;
 }
