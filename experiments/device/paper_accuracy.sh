@@ -75,8 +75,8 @@ if [ "${PLAN:-1}" = 1 ]; then
   if [ "$gpus" = all ]; then gpus=$(nvidia-smi -L | wc -l); else gpus=$(( $(tr -cd , <<< "$gpus" | wc -c) + 1 )); fi
   scale=()  # another model's runs are first estimated from the default model's committed ones
   if [ "$model" != "$DEFAULT_MODEL" ] && [ -f experiments/results/paper_accuracy/runs.tgz ]; then
-    mkdir -p "$DEVICE_RUNS/scale_from" &&
-      tar xzf experiments/results/paper_accuracy/runs.tgz -C "$DEVICE_RUNS/scale_from" &&
+    [ -d "$DEVICE_RUNS/scale_from/paper_accuracy" ] || { mkdir -p "$DEVICE_RUNS/scale_from" &&
+      tar xzf experiments/results/paper_accuracy/runs.tgz -C "$DEVICE_RUNS/scale_from"; } &&
       scale=(--scale-from "$DEVICE_RUNS/scale_from/paper_accuracy")
   fi
   planned=$(python3 experiments/device/plan_runs.py "$sweep" "$root" "${SWEEP_SECONDS:-540}" --gpus "$gpus" \

@@ -216,6 +216,10 @@ std::string json_text_for_yaml(const std::string& json) {
     const auto expected = grammar.take(token);
     if (!expected.empty()) fail(at, fmt::format("{} where JSON expects {}", shown, expected));
   };
+  // A bare word (a number, true, NaN, ...) runs over these; whether it is JSON's is checked whole.
+  const auto word_char = [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '+' || ch == '.';
+  };
   bool in_string = false;
   size_t string_start = 0;
   for (size_t i = 0; i < json.size();) {
@@ -267,12 +271,9 @@ std::string json_text_for_yaml(const std::string& json) {
       out += '\n';
       ++i;
       continue;
-    } else if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '+' || c == '.') {
+    } else if (word_char(c)) {
       size_t end = i;
-      while (end < json.size() && (std::isalnum(static_cast<unsigned char>(json[end])) || json[end] == '-' ||
-                                   json[end] == '+' || json[end] == '.')) {
-        ++end;
-      }
+      while (end < json.size() && word_char(json[end])) ++end;
       const std::string word = json.substr(i, end - i);
       const std::string shown = fmt::format("'{}'", word.size() > 40 ? word.substr(0, 40) + "..." : word);
       static const std::set<std::string> literals{"true", "false", "null", "NaN", "Infinity", "-Infinity"};
@@ -282,9 +283,10 @@ std::string json_text_for_yaml(const std::string& json) {
       i = end;
       continue;
     } else if (c == '\0' || !std::strchr("{}[],: \t\r", c)) {
-      const auto shown = c == '\''                                  ? std::string("a single quote")
-                         : std::isprint(static_cast<unsigned char>(c)) ? fmt::format("'{}'", c)
-                                                                       : fmt::format("byte 0x{:02x}", static_cast<unsigned char>(c));
+      const auto byte = static_cast<unsigned char>(c);
+      const auto shown = c == '\''          ? std::string("a single quote")
+                         : std::isprint(byte) ? fmt::format("'{}'", c)
+                                              : fmt::format("byte 0x{:02x}", byte);
       const bool yaml = c != '\0' && std::strchr("&*!#~'|>%@`", c);
       fail(i, shown + (yaml ? " is not JSON (YAML's anchors, aliases, tags, comments and quotes are not read)"
                             : " is not JSON"));
@@ -310,13 +312,18 @@ YAML::Node load_json_file(const std::string& path) {
   std::stringstream text;
   text << file.rdbuf();
   if (!file) throw std::runtime_error(fmt::format("{}: cannot be read", path));
+  return parse_json(text.str(), path);
+}
+
+YAML::Node parse_json(const std::string& text, const std::string& path, const std::string& what) {
   YAML::Node json;
   try {
-    json = YAML::Load(json_text_for_yaml(text.str()));
+    json = YAML::Load(json_text_for_yaml(text));
   } catch (const std::invalid_argument& e) {
-    throw std::runtime_error(fmt::format("{}: not JSON: {}", path, e.what()));
+    throw std::runtime_error(what.empty() ? fmt::format("{}: not JSON: {}", path, e.what())
+                                          : fmt::format("{}: {} is not JSON: {}", path, what, e.what()));
   } catch (const YAML::Exception& e) {
-    throw std::runtime_error(fmt::format("{}: malformed config.json: {}", path, e.what()));
+    throw std::runtime_error(fmt::format("{}: malformed {}: {}", path, what.empty() ? "config.json" : what, e.what()));
   }
   refuse_repeated_keys(json, path, "");
   return json;

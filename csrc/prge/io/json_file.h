@@ -32,4 +32,9 @@ void refuse_repeated_keys(const YAML::Node& node, const std::string& path, const
 // malformed, or a key repeated (with the object it is in).
 YAML::Node load_json_file(const std::string& path);
 
+// The parsed JSON `text`, read from `path`; `what` names it in messages when it is a part of the
+// file ("safetensors header"), "" for a whole file. Raises std::runtime_error naming `path`: not
+// JSON (line and column in `text`), malformed, or a key repeated.
+YAML::Node parse_json(const std::string& text, const std::string& path, const std::string& what = "");
+
 }  // namespace prge::io

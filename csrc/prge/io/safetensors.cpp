@@ -82,15 +82,12 @@ TensorMap load_safetensors(const std::string& path, const std::function<bool(con
     throw std::runtime_error(fmt::format("{}: truncated safetensors header", path));
   }
   YAML::Node root;
-  try {
-    root = YAML::Load(json_text_for_yaml(header));
-  } catch (const std::invalid_argument& e) {
-    throw std::runtime_error(fmt::format("{}: safetensors header is not JSON: {}", path, printable(e.what())));
-  } catch (const YAML::Exception& e) {
-    throw std::runtime_error(fmt::format("{}: malformed safetensors header: {}", path, printable(e.what())));
+  try {  // a tensor named twice is refused there: Python's safetensors would take its last entry
+    root = parse_json(header, path, "safetensors header");
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(printable(e.what()));  // the header's bytes may be anything
   }
   if (!root.IsMap()) throw std::runtime_error(fmt::format("{}: malformed safetensors header (not an object)", path));
-  refuse_repeated_keys(root, path);  // Python's safetensors would take a repeated tensor's last entry
   const uint64_t data_size = file_size - 8 - header_size;
   TensorMap tensors;
   for (const auto& entry : root) {

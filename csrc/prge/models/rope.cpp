@@ -109,12 +109,16 @@ RopeParameters read_rope_parameters(const YAML::Node& config, const std::string&
       }
     }
   }
-  auto number = [&](const YAML::Node& node, const char* key, const std::string& at) {
+  // A config value as T, or a runtime_error prefixed with `label` (where it is).
+  auto value_as = [](auto type, const YAML::Node& node, const std::string& label) {
     try {
-      return io::json_scalar_as<double>(node[key]);
+      return io::json_scalar_as<decltype(type)>(node);
     } catch (const std::exception& e) {
-      throw std::runtime_error(fmt::format("{}: {}: {}", at, key, e.what()));
+      throw std::runtime_error(fmt::format("{}: {}", label, e.what()));
     }
+  };
+  auto number = [&](const YAML::Node& node, const char* key, const std::string& at) {
+    return value_as(0.0, node[key], fmt::format("{}: {}", at, key));
   };
   auto numbers = [&](const char* key) {
     std::vector<double> out;
@@ -122,11 +126,7 @@ RopeParameters read_rope_parameters(const YAML::Node& config, const std::string&
       throw std::runtime_error(fmt::format("{}: longrope needs a list '{}'", where, key));
     }
     for (const auto& v : dict[key]) {
-      try {
-        out.push_back(io::json_scalar_as<double>(v));
-      } catch (const std::exception& e) {
-        throw std::runtime_error(fmt::format("{}: {}: entry {}: {}", where, key, out.size(), e.what()));
-      }
+      out.push_back(value_as(0.0, v, fmt::format("{}: {}: entry {}", where, key, out.size())));
     }
     return out;
   };
@@ -212,13 +212,7 @@ RopeParameters read_rope_parameters(const YAML::Node& config, const std::string&
                         : static_cast<double>(max_position_embeddings) / rope.original_max_position_embeddings;
       if (present(dict, "beta_fast")) rope.beta_fast = number(dict, "beta_fast", where);
       if (present(dict, "beta_slow")) rope.beta_slow = number(dict, "beta_slow", where);
-      if (present(dict, "truncate")) {
-        try {
-          rope.truncate = io::json_scalar_as<bool>(dict["truncate"]);
-        } catch (const std::exception& e) {
-          throw std::runtime_error(fmt::format("{}: truncate: {}", where, e.what()));
-        }
-      }
+      if (present(dict, "truncate")) rope.truncate = value_as(false, dict["truncate"], where + ": truncate");
       if (present(dict, "attention_factor")) {
         rope.attention_factor = number(dict, "attention_factor", where);
       } else {
