@@ -47,7 +47,6 @@ def device_paths(env_file: Path = ROOT / "experiments/device/paths.env") -> dict
 DEVICE_PATHS = device_paths()
 SWEEP = ROOT / "configs/sweeps/paper_accuracy.yaml"
 RUN_FILES = ("config.yaml", "summary.json", "metrics.jsonl")
-MODEL_TITLES = {"smollm2-135m": "SmolLM2-135M", "gemma3-270m": "Gemma 3 270M"}  # the report's title
 
 
 @dataclass(frozen=True)
@@ -65,8 +64,14 @@ class Target:
     report_out: Path
 
 
+def results_name(model: str) -> str:
+    """The folder a model's runs are kept in, on the machine and here (paper_accuracy.sh asks
+    `keep_runs.py --print-name`): paper_accuracy for the default model, paper_accuracy_MODEL else."""
+    return "paper_accuracy" if model == DEVICE_PATHS["DEFAULT_MODEL"] else f"paper_accuracy_{model}"
+
+
 def target(model: str, root: Path) -> Target:
-    name = "paper_accuracy" if model == DEVICE_PATHS["DEFAULT_MODEL"] else f"paper_accuracy_{model}"
+    name = results_name(model)
     return Target(model=model, name=name,
                   overrides=(("model.name", f"{DEVICE_PATHS['DEVICE_MODELS']}/{model}"), ("model.device", "cuda")),
                   device_root=f"{DEVICE_PATHS['DEVICE_RUNS']}/{name}",
@@ -136,15 +141,21 @@ def pack(folder: Path, archive: Path, name: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("archive", type=Path, help="NAME_runs.tgz from a device call")
+    parser.add_argument("archive", type=Path, nargs="?", help="NAME_runs.tgz from a device call")
     parser.add_argument("--model", default=DEVICE_PATHS["DEFAULT_MODEL"],
                         help="the registered model the device sweep ran (MODEL there; default %(default)s)")
     parser.add_argument("--no-report", action="store_true")
+    parser.add_argument("--print-name", action="store_true", help="print NAME for --model and stop")
     args = parser.parse_args()
     if args.model not in REGISTERED:
         print(f"keep_runs: error: --model {args.model}: not a registered model ({', '.join(REGISTERED)})",
               file=sys.stderr)
         return 2
+    if args.print_name:
+        print(results_name(args.model))
+        return 0
+    if args.archive is None:
+        parser.error("the archive (NAME_runs.tgz) is required")
     where = target(args.model, ROOT)
     expected = expected_runs(where)
     with tempfile.TemporaryDirectory() as tmp:
@@ -191,7 +202,7 @@ def main() -> int:
         done = "all" if count == len(expected) else "part done so far:"
         code = prge_main(["report", str(where.local), "--out", str(where.report_out), "--title",
                           f"Paper accuracy protocol, {done} {count} of {len(expected)} runs, "
-                          f"{MODEL_TITLES.get(args.model, args.model)}, one or two H200s"])
+                          f"{REGISTERED[args.model].title}, one or two H200s"])
         if code:
             return code
     return 1 if refused else 0

@@ -38,7 +38,7 @@
         staged=$(cd "$carry" 2>/dev/null && ls -- *.parts 2>/dev/null | sed 's/\.parts$//' | tr '\n' ' ')
         fail "$model is not staged on this machine (staged: ${staged:-nothing}; a cold machine: stage every part again)" 3
       fi
-      # MODEL.parts: "N SHA256" of the whole GGUF, then "K LETTER BYTES SHA256" for each part.
+      # MODEL.parts, as experiments/device/split_gguf.sh writes it.
       { read -r parts sha && [[ "$parts" =~ ^[1-9][0-9]*$ && "$sha" =~ ^[0-9a-f]{64}$ ]]; } < "$carry/$model.parts" ||
         fail "$carry/$model.parts is damaged: stage every part again" 5
       while read -r k letter size part_sha; do

@@ -26,8 +26,7 @@ PRGE_MODEL=$DEVICE_MODELS/$model  # joined by model.sh in this call or an earlie
 [ -f "$PRGE_MODEL/model.safetensors" ] ||
   { echo "paper_accuracy: no $model on this machine yet: MODEL=$model source experiments/device/model.sh join" >&2; exit 3; }
 source experiments/device/task_data.sh || exit 3
-name=paper_accuracy
-[ "$model" = "$DEFAULT_MODEL" ] || name=paper_accuracy_$model
+name=$(python3 experiments/device/keep_runs.py --print-name --model "$model") || exit 3
 root=$DEVICE_RUNS/$name
 if [ ! -d "$root" ]; then  # a cold machine: the committed finished runs, if any
   committed=experiments/results/$name/runs.tgz
@@ -74,10 +73,11 @@ if [ "${PLAN:-1}" = 1 ]; then
   done
   if [ "$gpus" = all ]; then gpus=$(nvidia-smi -L | wc -l); else gpus=$(( $(tr -cd , <<< "$gpus" | wc -c) + 1 )); fi
   scale=()  # another model's runs are first estimated from the default model's committed ones
-  if [ "$model" != "$DEFAULT_MODEL" ] && [ -f experiments/results/paper_accuracy/runs.tgz ]; then
-    [ -d "$DEVICE_RUNS/scale_from/paper_accuracy" ] || { mkdir -p "$DEVICE_RUNS/scale_from" &&
-      tar xzf experiments/results/paper_accuracy/runs.tgz -C "$DEVICE_RUNS/scale_from"; } &&
-      scale=(--scale-from "$DEVICE_RUNS/scale_from/paper_accuracy")
+  base=$(python3 experiments/device/keep_runs.py --print-name --model "$DEFAULT_MODEL") || exit 3
+  if [ "$model" != "$DEFAULT_MODEL" ] && [ -f "experiments/results/$base/runs.tgz" ]; then
+    [ -d "$DEVICE_RUNS/scale_from/$base" ] || { mkdir -p "$DEVICE_RUNS/scale_from" &&
+      tar xzf "experiments/results/$base/runs.tgz" -C "$DEVICE_RUNS/scale_from"; } &&
+      scale=(--scale-from "$DEVICE_RUNS/scale_from/$base")
   fi
   planned=$(python3 experiments/device/plan_runs.py "$sweep" "$root" "${SWEEP_SECONDS:-540}" --gpus "$gpus" \
     --timings-from configs/sweeps/paper_accuracy.yaml "${scale[@]}" "${settings[@]}") ||

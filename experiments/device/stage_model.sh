@@ -4,7 +4,8 @@
 #   .device/MODEL/a/MODEL.gguf.part1     the model's GGUF, the first part
 #   .device/MODEL/a/MODEL.files.tgz      the converted model's files other than its weights (tokenizer, config)
 #   .device/MODEL/a/MODEL.parts          how many parts and the whole GGUF's sha256, then each part's
-#                                        number, folder letter, size and sha256 (model.sh join checks them)
+#                                        number, folder letter, size and sha256 (split_gguf.sh writes
+#                                        it, model.sh join checks them)
 #   .device/MODEL/a/data.tgz             the paper tasks' data (experiments/device/stage_data.sh)
 #   .device/MODEL/a/fine_food/           Amazon Fine Food as train.csv / test.csv (precision.sh, multi_gpu.sh)
 #   .device/MODEL/b/MODEL.gguf.part2     the GGUF's next part; c, d, ... as many as it takes
@@ -68,23 +69,11 @@ if [ $(( share - extras )) -le 0 ]; then
   echo "stage_model: the working tree ($((tree >> 20)) MiB) leaves too little room in a call for the model" >&2
   exit 1
 fi
-letters=(a b c d e f g h i j k l m n o p q r s t u v w x y z)
-offset=0
-echo "$parts $(sha256sum "$gguf" | cut -d' ' -f1)" > "$new/a/$model.parts"
-for ((k = 1; k <= parts; k++)); do
-  dir=$new/${letters[k - 1]}
-  mkdir -p "$dir"
-  take=$share
-  [ "$k" -eq 1 ] && take=$(( share - extras ))
-  dd if="$gguf" of="$dir/$model.gguf.part$k" bs=1M iflag=skip_bytes,count_bytes skip="$offset" count="$take" status=none
-  part_size=$(stat -c %s "$dir/$model.gguf.part$k")
-  echo "$k ${letters[k - 1]} $part_size $(sha256sum "$dir/$model.gguf.part$k" | cut -d' ' -f1)" >> "$new/a/$model.parts"
-  offset=$(( offset + part_size ))
-done
-[ "$offset" -eq "$size" ] || { echo "stage_model: split $offset of $size bytes" >&2; exit 1; }
+bash experiments/device/split_gguf.sh "$gguf" "$model" "$new" $(( share - extras )) "$share"
 rm -rf ".device/$model" && mv "$new" ".device/$model"
-for ((k = 1; k <= parts; k++)); do
-  part=.device/$model/${letters[k - 1]}
+k=0
+for part in .device/"$model"/*/; do
+  part=${part%/}; k=$((k + 1))
   extra=""; [ "$k" -eq 1 ] && extra=.whl
   echo "call $k carries $part: $(( (tree + $(bytes "$part" $extra)) >> 20 )) MiB with the tree ($((tree >> 20)) MiB)"
 done

@@ -20,22 +20,16 @@ MODEL = "fake-model"
 @pytest.fixture
 def machine(tmp_path: Path) -> Path:
     """A scratch 'repository root' with model.sh, paths.env pointing into tmp_path, and the three
-    carried part folders of a 300-byte fake GGUF in the layout stage_model.sh writes."""
+    carried part folders of a 298-byte fake GGUF as stage_model.sh cuts them (split_gguf.sh)."""
     repo = tmp_path / "repo"
     (repo / "experiments/device").mkdir(parents=True)
     shutil.copy(ROOT / "experiments/device/model.sh", repo / "experiments/device/model.sh")
     (repo / "experiments/device/paths.env").write_text(
         f"DEFAULT_MODEL={MODEL}\nDEVICE_MODELS={tmp_path}/models\nDEVICE_RUNS={tmp_path}/runs\n")
-    gguf = bytes(range(256)) + b"tail of the fake gguf" * 2
-    cuts = [0, 120, 240, len(gguf)]
-    lines = [f"3 {hashlib.sha256(gguf).hexdigest()}"]
-    for k, letter in enumerate("abc", start=1):
-        part = gguf[cuts[k - 1]:cuts[k]]
-        folder = repo / ".device" / MODEL / letter
-        folder.mkdir(parents=True)
-        (folder / f"{MODEL}.gguf.part{k}").write_bytes(part)
-        lines.append(f"{k} {letter} {len(part)} {hashlib.sha256(part).hexdigest()}")
-    (repo / ".device" / MODEL / "a" / f"{MODEL}.parts").write_text("\n".join(lines) + "\n")
+    gguf = tmp_path / "fake.gguf"
+    gguf.write_bytes(bytes(range(256)) + b"tail of the fake gguf" * 2)
+    subprocess.run(["bash", str(ROOT / "experiments/device/split_gguf.sh"), str(gguf), MODEL,
+                    str(repo / ".device" / MODEL), "120", "120"], check=True)  # three parts: 120, 120, 58 bytes
     subprocess.run(["tar", "czf", str(repo / ".device" / MODEL / "a" / f"{MODEL}.files.tgz"), "-C",
                     str(ROOT / "configs"), "sweeps"], check=True)  # any small archive stands for the tokenizer files
     return repo

