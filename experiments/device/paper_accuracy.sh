@@ -73,11 +73,13 @@ if [ "${PLAN:-1}" = 1 ]; then
   done
   if [ "$gpus" = all ]; then gpus=$(nvidia-smi -L | wc -l); else gpus=$(( $(tr -cd , <<< "$gpus" | wc -c) + 1 )); fi
   scale=()  # another model's runs are first estimated from the default model's committed ones
-  base=$(python3 experiments/device/keep_runs.py --print-name --model "$DEFAULT_MODEL") || exit 3
-  if [ "$model" != "$DEFAULT_MODEL" ] && [ -f "experiments/results/$base/runs.tgz" ]; then
-    [ -d "$DEVICE_RUNS/scale_from/$base" ] || { mkdir -p "$DEVICE_RUNS/scale_from" &&
-      tar xzf "experiments/results/$base/runs.tgz" -C "$DEVICE_RUNS/scale_from"; } &&
-      scale=(--scale-from "$DEVICE_RUNS/scale_from/$base")
+  if [ "$model" != "$DEFAULT_MODEL" ]; then
+    base=$(python3 experiments/device/keep_runs.py --print-name --model "$DEFAULT_MODEL") || exit 3
+    if [ -f "experiments/results/$base/runs.tgz" ]; then
+      [ -d "$DEVICE_RUNS/scale_from/$base" ] || { mkdir -p "$DEVICE_RUNS/scale_from" &&
+        tar xzf "experiments/results/$base/runs.tgz" -C "$DEVICE_RUNS/scale_from"; } &&
+        scale=(--scale-from "$DEVICE_RUNS/scale_from/$base")
+    fi
   fi
   planned=$(python3 experiments/device/plan_runs.py "$sweep" "$root" "${SWEEP_SECONDS:-540}" --gpus "$gpus" \
     --timings-from configs/sweeps/paper_accuracy.yaml "${scale[@]}" "${settings[@]}") ||
