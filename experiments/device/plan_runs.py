@@ -54,11 +54,14 @@ FILL = 0.85  # of the call's sweep time: room for the sweep's own start and unev
 # tasks both ran alone); the bfloat16 LoRA-FA methods scale from ZO LoRA-FA q = 1.
 EXTRAPOLATE_FROM = {"mezo": "fo_sgd_lora_fa"}
 DEFAULT_REFERENCE = "lora_fa_q1"
-# Runs that shared their GPU with two others (experiments/results/paper_accuracy/README.md):
-# session 16's six ZO q = 1 runs and session 18's seventeen. Their times are divided by
+# SmolLM2-135M's runs that shared their GPU with two others (experiments/results/paper_accuracy/
+# README.md): session 16's six ZO q = 1 runs and session 18's seventeen; another model's runs of the
+# same names ran alone (session 29's Gemma plan took its FO-SGD MRPC as shared, under-estimated
+# MeZO MRPC by a quarter and cut it 65 steps before its end). Their times are divided by
 # SHARED_SLOWDOWN, the smallest slowdown measured against the same runs alone (wall 2.4-3.8 x,
 # step 2.75-4.2 x), so that what is left still over-estimates.
 SHARED_SLOWDOWN = 2.4
+SHARED_GPU_MODEL = "smollm2-135m"  # prge.models.REGISTERED's name; a run's model is its summary's model folder
 SHARED_GPU_RUNS = frozenset(
     [f"lora_fa_q1-task{t}-seed42" for t in ("sst2", "rte", "wsc", "copa", "cb", "wic")]
     + [f"fo_sgd_lora_fa-task{t}-seed42" for t in ("arc_easy", "arc_challenge", "mrpc", "multirc", "wnli")]
@@ -94,6 +97,11 @@ class Timing:
         self.fixed = max(self.wall - steps * self.step, 0.0)
 
 
+def shared_gpu(label: str, summary: dict) -> bool:
+    """Whether the run `label` (its summary) shared its GPU: one of SHARED_GPU_RUNS of SHARED_GPU_MODEL."""
+    return label in SHARED_GPU_RUNS and Path(str(summary.get("model") or "")).name == SHARED_GPU_MODEL
+
+
 def timings(done: dict[str, dict]) -> dict[tuple[str, str], Timing]:
     """(method, task) -> the shortest of its finished runs (summaries by label), runs that had a
     GPU to themselves first."""
@@ -101,7 +109,7 @@ def timings(done: dict[str, dict]) -> dict[tuple[str, str], Timing]:
     for label, summary in done.items():
         try:
             method, task, _ = parts(label)
-            timing = Timing(summary, shared=label in SHARED_GPU_RUNS)
+            timing = Timing(summary, shared=shared_gpu(label, summary))
         except ValueError:
             continue  # not a run of this layout, or one without times: nothing to go by
         key = (timing.shared, timing.wall)

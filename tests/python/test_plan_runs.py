@@ -25,8 +25,11 @@ def test_estimates_come_from_runs_alone_resumed_runs_filled_in_and_other_methods
                         frozenset({"mezo-taskcopa-seed1337", "fo_sgd_lora_fa-taskcb-seed42"}))
     monkeypatch.setattr(plan_runs, "SHARED_SLOWDOWN", 2.0)
 
-    def run(wall, step, steps=5000, resumed_after=None):
-        return {"wall_seconds": wall, "mean_step_seconds": step, "steps": steps, "resumed_after_step": resumed_after}
+    smollm2 = f"/tmp/prge-cache/models/{plan_runs.SHARED_GPU_MODEL}"
+
+    def run(wall, step, steps=5000, resumed_after=None, model=smollm2):
+        return {"wall_seconds": wall, "mean_step_seconds": step, "steps": steps, "resumed_after_step": resumed_after,
+                "model": model}
 
     done = {
         "fo_sgd_lora_fa-taskcopa-seed42": run(40.0, 0.02, steps=1000),          # 20 s of steps, 20 s fixed
@@ -51,6 +54,12 @@ def test_estimates_come_from_runs_alone_resumed_runs_filled_in_and_other_methods
     assert plan_runs.estimate("mezo-taskcb-seed42", 5000, times) == pytest.approx(want)
     assert plan_runs.estimate("mezo-taskwnli-seed42", 5000, times) is None   # FO-SGD has no WNLI
     assert plan_runs.estimate("lora_fa_q1-taskcb-seed42", 5000, times) is None  # no q = 1 runs at all
+    # another model's run of a shared run's name ran alone: its times are its own
+    gemma = plan_runs.timings({"fo_sgd_lora_fa-taskcb-seed42": run(200.0, 0.1, steps=1000,
+                                                                    model="/tmp/prge-cache/models/gemma3-270m")})
+    assert gemma["fo_sgd_lora_fa", "cb"].step == 0.1 and not gemma["fo_sgd_lora_fa", "cb"].shared
+    from prge.models import REGISTERED
+    assert plan_runs.SHARED_GPU_MODEL in REGISTERED
     with pytest.raises(ValueError, match="expected METHOD-taskTASK-seedSEED"):
         plan_runs.parts("mezo-cb-42")
 
