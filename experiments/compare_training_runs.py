@@ -1,0 +1,81 @@
+"""Two or more training runs side by side: the mean training loss over windows of steps and the
+evaluations, from each run folder's metrics.jsonl (as `prge train` writes it).
+
+    python experiments/compare_training_runs.py NAME=RUN_DIR NAME=RUN_DIR ... [--window 500]
+
+prints a markdown table per quantity: rows are step windows (loss: the mean of the logged losses
+with step in (end - window, end]) or evaluation steps (accuracy), columns the named runs; '-' where
+a run has no value. Used for session 29's bfloat16 / float32 check of Gemma 3 270M's P-RGE q = 4
+SST-2 run (experiments/results/gemma3_fp32_check/)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl's records. Raises ValueError naming the file and line of a bad one."""
+    path = run_dir / "metrics.jsonl"
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{number}: not JSON ({e.msg})") from None
+    return records
+
+
+def loss_windows(records: list[dict], window: int) -> dict[int, float]:
+    """window end step -> mean training loss of the records with step in (end - window, end]."""
+    sums: dict[int, list[float]] = {}
+    for r in records:
+        if "loss" in r and isinstance(r.get("step"), int) and r["step"] > 0:
+            end = -(-r["step"] // window) * window
+            sums.setdefault(end, []).append(float(r["loss"]))
+    return {end: sum(v) / len(v) for end, v in sorted(sums.items())}
+
+
+def evaluations(records: list[dict]) -> dict[int, float]:
+    """step -> eval_accuracy."""
+    return {r["step"]: float(r["eval_accuracy"]) for r in records if "eval_accuracy" in r}
+
+
+def table(title: str, columns: dict[str, dict[int, float]]) -> str:
+    steps = sorted({step for values in columns.values() for step in values})
+    lines = [f"| {title} | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for step in steps:
+        cells = [f"{values[step]:.3f}" if step in values else "-" for values in columns.values()]
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", metavar="NAME=RUN_DIR")
+    parser.add_argument("--window", type=int, default=500, help="steps a loss window spans (default %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        if args.window < 1:
+            raise ValueError(f"--window {args.window}: must be positive")
+        runs = {}
+        for spec in args.runs:
+            name, sep, folder = spec.partition("=")
+            if not sep or not name or not folder:
+                raise ValueError(f"{spec!r}: expected NAME=RUN_DIR")
+            runs[name] = read_metrics(Path(folder))
+    except (ValueError, OSError) as e:
+        print(f"compare_training_runs: error: {e}", file=sys.stderr)
+        return 2
+    print(table(f"training loss, mean over {args.window} steps ending at",
+                {n: loss_windows(r, args.window) for n, r in runs.items()}))
+    print()
+    print(table("eval accuracy at step", {n: evaluations(r) for n, r in runs.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
