@@ -56,8 +56,8 @@ EXTRAPOLATE_FROM = {"mezo": "fo_sgd_lora_fa"}
 DEFAULT_REFERENCE = "lora_fa_q1"
 # SmolLM2-135M's runs that shared their GPU with two others (experiments/results/paper_accuracy/
 # README.md): session 16's six ZO q = 1 runs and session 18's seventeen; another model's runs of the
-# same names ran alone (session 29's Gemma plan took its FO-SGD MRPC as shared, under-estimated
-# MeZO MRPC by a quarter and cut it 65 steps before its end). Their times are divided by
+# same names ran alone (session 29's Gemma plan took its FO-SGD MRPC as shared, estimated MeZO MRPC
+# at 130 s where it needed ~200, and the call's end cut it 65 steps before its end). Their times are divided by
 # SHARED_SLOWDOWN, the smallest slowdown measured against the same runs alone (wall 2.4-3.8 x,
 # step 2.75-4.2 x), so that what is left still over-estimates.
 SHARED_SLOWDOWN = 2.4
