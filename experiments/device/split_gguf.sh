@@ -7,12 +7,16 @@
 # Part 1 takes FIRST bytes (its folder carries other files too), every later part SHARE bytes, the
 # last what is left. Usage: bash experiments/device/split_gguf.sh GGUF MODEL DEST FIRST SHARE
 set -euo pipefail
+[ $# -eq 5 ] || { echo "split_gguf: error: expected GGUF MODEL DEST FIRST SHARE, got $# argument(s)" >&2; exit 2; }
 gguf=$1 model=$2 dest=$3 first=$4 share=$5
+[ -f "$gguf" ] || { echo "split_gguf: error: $gguf: no such file" >&2; exit 2; }
+[[ "$first" =~ ^[0-9]+$ && "$share" =~ ^[0-9]+$ ]] && [ "$first" -gt 0 ] && [ "$share" -gt 0 ] ||
+  { echo "split_gguf: error: FIRST $first, SHARE $share: both must be positive byte counts" >&2; exit 2; }
 size=$(stat -c %s "$gguf")
-[ "$first" -gt 0 ] && [ "$share" -gt 0 ] || { echo "split_gguf: FIRST and SHARE must be positive" >&2; exit 2; }
 parts=$(( size <= first ? 1 : 1 + (size - first + share - 1) / share ))
 letters=(a b c d e f g h i j k l m n o p q r s t u v w x y z)
-[ "$parts" -le ${#letters[@]} ] || { echo "split_gguf: $parts parts (over ${#letters[@]})" >&2; exit 1; }
+[ "$parts" -le ${#letters[@]} ] ||
+  { echo "split_gguf: error: $gguf would take $parts parts (at most ${#letters[@]}): raise FIRST or SHARE" >&2; exit 1; }
 mkdir -p "$dest/a"
 manifest=$dest/a/$model.parts
 echo "$parts $(sha256sum "$gguf" | cut -d' ' -f1)" > "$manifest"
@@ -27,4 +31,4 @@ for ((k = 1; k <= parts; k++)); do
   echo "$k ${letters[k - 1]} $part_size $(sha256sum "$dir/$model.gguf.part$k" | cut -d' ' -f1)" >> "$manifest"
   offset=$(( offset + part_size ))
 done
-[ "$offset" -eq "$size" ] || { echo "split_gguf: split $offset of $size bytes" >&2; exit 1; }
+[ "$offset" -eq "$size" ] || { echo "split_gguf: error: split $offset of $size bytes" >&2; exit 1; }

@@ -86,3 +86,26 @@ def test_wrong_use_is_an_error_not_silence(machine):
     shutil.rmtree(machine / ".device")
     nothing = sh(machine, "bash experiments/device/model.sh stage")
     assert nothing.returncode == 3 and f"no .device/{MODEL}/<part> carried" in nothing.stderr
+
+
+def test_split_gguf_refuses_bad_arguments_by_name(tmp_path):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"x" * 100)
+
+    def split(*args):
+        return subprocess.run(["bash", str(ROOT / "experiments/device/split_gguf.sh"), *map(str, args)],
+                              capture_output=True, text=True)
+
+    for args, rc, message in [((gguf, MODEL, tmp_path / "d"), 2, "expected GGUF MODEL DEST FIRST SHARE, got 3"),
+                              ((tmp_path / "none.gguf", MODEL, tmp_path / "d", 10, 10), 2, "none.gguf: no such file"),
+                              ((gguf, MODEL, tmp_path / "d", "10k", 10), 2, "FIRST 10k, SHARE 10: both must be"),
+                              ((gguf, MODEL, tmp_path / "d", 10, 0), 2, "both must be positive"),
+                              ((gguf, MODEL, tmp_path / "d", 1, 3), 1, "would take 34 parts (at most 26)")]:
+        result = split(*args)
+        assert result.returncode == rc and "split_gguf: error: " in result.stderr, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+    assert not (tmp_path / "d").exists()  # nothing written before a refusal
+    assert split(gguf, MODEL, tmp_path / "d", 40, 30).returncode == 0  # 40 + 30 + 30: three parts, whole again
+    parts = [tmp_path / "d" / letter / f"{MODEL}.gguf.part{k}" for k, letter in enumerate("abc", 1)]
+    assert b"".join(p.read_bytes() for p in parts) == gguf.read_bytes()
+    assert (tmp_path / "d/a" / f"{MODEL}.parts").read_text().split()[0] == "3"
