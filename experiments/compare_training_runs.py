@@ -11,21 +11,40 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 
+def number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
-    """metrics.jsonl's records. Raises ValueError naming the file and line of a bad one."""
+    """metrics.jsonl's records: each a JSON object with an integer step, and a finite loss and
+    eval_accuracy where it has them. Raises ValueError naming the file and line of a bad one, or the
+    file when it has no record."""
     path = run_dir / "metrics.jsonl"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number_, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{number}: not JSON ({e.msg})") from None
+            raise ValueError(f"{path}:{number_}: not JSON ({e.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int) or isinstance(record["step"], bool):
+            raise ValueError(f"{path}:{number_}: expected an object with an integer step")
+        for key in ("loss", "eval_accuracy"):
+            if key in record and not number(record[key]):
+                raise ValueError(f"{path}:{number_}: {key} {record[key]!r} is not a finite number")
+        records.append(record)
+    if not records:
+        raise ValueError(f"{path}: no records")
     return records
 
 
@@ -33,7 +52,7 @@ def loss_windows(records: list[dict], window: int) -> dict[int, float]:
     """window end step -> mean training loss of the records with step in (end - window, end]."""
     sums: dict[int, list[float]] = {}
     for r in records:
-        if "loss" in r and isinstance(r.get("step"), int) and r["step"] > 0:
+        if "loss" in r and r["step"] > 0:
             end = -(-r["step"] // window) * window
             sums.setdefault(end, []).append(float(r["loss"]))
     return {end: sum(v) / len(v) for end, v in sorted(sums.items())}
@@ -66,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             name, sep, folder = spec.partition("=")
             if not sep or not name or not folder:
                 raise ValueError(f"{spec!r}: expected NAME=RUN_DIR")
+            if name in runs:
+                raise ValueError(f"{name!r} named twice")
             runs[name] = read_metrics(Path(folder))
     except (ValueError, OSError) as e:
         print(f"compare_training_runs: error: {e}", file=sys.stderr)

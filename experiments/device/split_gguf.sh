@@ -10,9 +10,13 @@ set -euo pipefail
 [ $# -eq 5 ] || { echo "split_gguf: error: expected GGUF MODEL DEST FIRST SHARE, got $# argument(s)" >&2; exit 2; }
 gguf=$1 model=$2 dest=$3 first=$4 share=$5
 [ -f "$gguf" ] || { echo "split_gguf: error: $gguf: no such file" >&2; exit 2; }
-[[ "$first" =~ ^[0-9]+$ && "$share" =~ ^[0-9]+$ ]] && [ "$first" -gt 0 ] && [ "$share" -gt 0 ] ||
+[[ "$model" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] ||
+  { echo "split_gguf: error: MODEL '$model': expected a registered model's name (letters, digits, . _ -)" >&2; exit 2; }
+# Decimal byte counts below 10^15 (a leading zero is not octal here: 10# below).
+[[ "$first" =~ ^[0-9]{1,15}$ && "$share" =~ ^[0-9]{1,15}$ ]] && first=$((10#$first)) share=$((10#$share)) &&
+  [ "$first" -gt 0 ] && [ "$share" -gt 0 ] ||
   { echo "split_gguf: error: FIRST $first, SHARE $share: both must be positive byte counts" >&2; exit 2; }
-size=$(stat -c %s "$gguf")
+size=$(stat -L -c %s "$gguf")  # -L: the file a link (the Hugging Face cache's) points to
 parts=$(( size <= first ? 1 : 1 + (size - first + share - 1) / share ))
 letters=(a b c d e f g h i j k l m n o p q r s t u v w x y z)
 [ "$parts" -le ${#letters[@]} ] ||

@@ -9,8 +9,15 @@ data=/tmp/prge-carry/data
 if [ -d .device/data ]; then
   data=$PWD/.device/data
 elif [ ! -d "$data" ]; then
-  archive=$(ls /tmp/prge-carry/data.tgz .device/*/a/data.tgz .device/data.tgz 2>/dev/null | head -1)
-  [ -n "$archive" ] || { echo "no task data: run experiments/device/stage_model.sh here and carry .device/MODEL/a (or stage_data.sh and carry .device/data.tgz)"; return 3; }
-  mkdir -p /tmp/prge-carry && tar xzf "$archive" -C /tmp/prge-carry
+  archive=""
+  for candidate in /tmp/prge-carry/data.tgz .device/*/a/data.tgz .device/data.tgz; do  # the first found
+    [ -f "$candidate" ] && { archive=$candidate; break; }
+  done
+  [ -n "$archive" ] || { echo "no task data: run experiments/device/stage_model.sh here and carry .device/MODEL/a (or stage_data.sh and carry .device/data.tgz)" >&2; return 3; }
+  # Unpacked beside and moved into place whole: a damaged archive leaves no folder a later call would take.
+  rm -rf /tmp/prge-carry/data.tmp && mkdir -p /tmp/prge-carry/data.tmp &&
+    tar xzf "$archive" -C /tmp/prge-carry/data.tmp && [ -d /tmp/prge-carry/data.tmp/data ] &&
+    mv /tmp/prge-carry/data.tmp/data "$data" && rm -rf /tmp/prge-carry/data.tmp ||
+    { rm -rf /tmp/prge-carry/data.tmp; echo "task data: could not unpack $archive (no data/ folder in it, or damaged)" >&2; return 3; }
 fi
 export PRGE_DATA=$data

@@ -46,3 +46,21 @@ def test_bad_input_is_named(compare, tmp_path, capsys):
     assert compare.main([f"x={tmp_path / 'none'}"]) == 2
     assert "compare_training_runs: error:" in capsys.readouterr().err
     assert compare.main([f"x={bad}", "--window", "0"]) == 2
+    for line, message in [('{"step": 1, "loss": "high"}', "loss 'high' is not a finite number"),
+                          ('{"step": 1, "loss": null}', "loss None is not a finite number"),
+                          ('{"step": 1, "eval_accuracy": NaN}', "eval_accuracy nan is not a finite number"),
+                          ('{"eval_accuracy": 0.5}', "expected an object with an integer step"),
+                          ('{"step": "3", "loss": 1.0}', "expected an object with an integer step"),
+                          ('"loss"', "expected an object with an integer step")]:
+        (bad / "metrics.jsonl").write_text('{"step": 0, "eval_accuracy": 0.5}\n' + line + "\n")
+        assert compare.main([f"x={bad}"]) == 2
+        assert f"metrics.jsonl:2: {message}" in capsys.readouterr().err, line
+    (bad / "metrics.jsonl").write_bytes(b"\xff\xfe")
+    assert compare.main([f"x={bad}"]) == 2
+    assert f"{bad / 'metrics.jsonl'}: not UTF-8 text" in capsys.readouterr().err
+    (bad / "metrics.jsonl").write_text("")
+    assert compare.main([f"x={bad}"]) == 2
+    assert f"{bad / 'metrics.jsonl'}: no records" in capsys.readouterr().err
+    (bad / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    assert compare.main([f"x={bad}", f"x={bad}"]) == 2
+    assert "'x' named twice" in capsys.readouterr().err

@@ -100,12 +100,19 @@ def test_split_gguf_refuses_bad_arguments_by_name(tmp_path):
                               ((tmp_path / "none.gguf", MODEL, tmp_path / "d", 10, 10), 2, "none.gguf: no such file"),
                               ((gguf, MODEL, tmp_path / "d", "10k", 10), 2, "FIRST 10k, SHARE 10: both must be"),
                               ((gguf, MODEL, tmp_path / "d", 10, 0), 2, "both must be positive"),
+                              ((gguf, "", tmp_path / "d", 10, 10), 2, "MODEL '': expected a registered model's"),
+                              ((gguf, "a/b", tmp_path / "d", 10, 10), 2, "MODEL 'a/b': expected"),
+                              ((gguf, MODEL, tmp_path / "d", "1" * 16, 10), 2, "both must be positive"),
                               ((gguf, MODEL, tmp_path / "d", 1, 3), 1, "would take 34 parts (at most 26)")]:
         result = split(*args)
         assert result.returncode == rc and "split_gguf: error: " in result.stderr, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
     assert not (tmp_path / "d").exists()  # nothing written before a refusal
-    assert split(gguf, MODEL, tmp_path / "d", 40, 30).returncode == 0  # 40 + 30 + 30: three parts, whole again
+    # Through a link (as the Hugging Face cache holds files), sizes with a leading zero read as decimal:
+    # 40 + 30 + 30, three parts, whole again.
+    (tmp_path / "link.gguf").symlink_to(gguf)
+    assert split(tmp_path / "link.gguf", MODEL, tmp_path / "d", "040", "030").returncode == 0
     parts = [tmp_path / "d" / letter / f"{MODEL}.gguf.part{k}" for k, letter in enumerate("abc", 1)]
+    assert [p.stat().st_size for p in parts] == [40, 30, 30]
     assert b"".join(p.read_bytes() for p in parts) == gguf.read_bytes()
     assert (tmp_path / "d/a" / f"{MODEL}.parts").read_text().split()[0] == "3"
