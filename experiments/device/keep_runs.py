@@ -12,8 +12,11 @@ copy stays. Each kept run's config.yaml, summary.json, metrics.jsonl and log (no
 the committed experiments/results/NAME/runs.tgz, replacing an earlier copy of the same run, and a
 cold machine's sweep starts from that archive. The archive is unpacked into runs/device/NAME (not
 the sweep's own local output root), and `prge report` writes the tables and figures from there
-into experiments/results/NAME/. Runs stopped part-way are not kept: the device archive carries no
-checkpoints, so they start again on a cold machine.
+into experiments/results/NAME/. Runs stopped part-way are not kept in runs.tgz. The call's
+NAME_stopped.tgz beside the archive (experiments/device/stopped_runs.py: the stopped runs whose
+checkpoints came back) goes to .device/stopped/ (git-ignored), which the next session's first
+sweep call carries so that paper_accuracy.sh resumes them; when the call sent none back, an
+earlier one there is removed (it is out of date: keep each call's archive in the order of the calls).
 """
 from __future__ import annotations
 
@@ -139,6 +142,21 @@ def pack(folder: Path, archive: Path, name: str) -> None:
     tmp.replace(archive)
 
 
+def keep_stopped_runs(archive: Path, carried: Path) -> None:
+    """Copies a call's stopped-runs archive into `carried` (what the next session carries), or
+    removes the one there when the call sent none back."""
+    target = carried / archive.name
+    if archive.is_file():
+        carried.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(archive, target)
+        print(f"stopped runs' checkpoints kept in {target} ({archive.stat().st_size / 2**20:.2f} MiB): carry "
+              f"{carried.relative_to(ROOT) if carried.is_relative_to(ROOT) else carried} in the next session's "
+              "first sweep call")
+    elif target.is_file():
+        target.unlink()
+        print(f"no stopped runs came back with this call: removed the earlier {target}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("archive", type=Path, nargs="?", help="NAME_runs.tgz from a device call")
@@ -189,6 +207,7 @@ def main() -> int:
         pack(kept, where.kept, where.name)
         shutil.rmtree(where.local, ignore_errors=True)
         shutil.copytree(kept, where.local)
+    keep_stopped_runs(args.archive.with_name(f"{where.name}_stopped.tgz"), ROOT / ".device/stopped")
     count = sum(1 for p in where.local.iterdir() if p.is_dir())
     print(f"{len(added)} finished runs taken from {args.archive}; {count} of {len(expected)} kept in "
           f"{where.kept.relative_to(ROOT)} ({where.kept.stat().st_size / 2**20:.2f} MiB)")

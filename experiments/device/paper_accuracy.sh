@@ -8,10 +8,13 @@
 # (SIGTERM; the sweep ends only after they have written it: a call's leftover processes do not
 # outlive it), and the next call skips the finished runs and resumes those, while the machine stays
 # warm (DEVICE_RUNS, experiments/device/paths.env, holds them). A cold machine starts from the finished runs
-# committed in experiments/results/<that name>/runs.tgz; runs stopped part-way start again there
-# (checkpoints do not travel back). Each call sends its runs back in $OUT (no weights or
-# checkpoints); `python experiments/device/keep_runs.py OUT/<name>_runs.tgz [--model MODEL]` here
-# adds the finished ones to runs.tgz and regenerates the report.
+# committed in experiments/results/<that name>/runs.tgz, and resumes the runs an earlier session's
+# last call stopped where their checkpoints came back: OUT/<name>_stopped.tgz
+# (experiments/device/stopped_runs.py; the LoRA-FA methods' checkpoints fit, MeZO's do not), which
+# keep_runs.py puts in .device/stopped/ here; carry .device/stopped in the first sweep call. Each
+# call sends its runs back in $OUT (no weights or checkpoints);
+# `python experiments/device/keep_runs.py OUT/<name>_runs.tgz [--model MODEL]` here adds the
+# finished ones to runs.tgz, regenerates the report and keeps the stopped runs' archive.
 # Needs the model (MODEL=M source experiments/device/model.sh join, in this call or an earlier one
 # of this warm machine) and the task data (the data.tgz `model.sh stage` copies to /tmp/prge-carry).
 # TASKS="sst2 rte" / SEEDS="42" / VARIANTS="lora_fa_q1 prge_q4_dual": a part of the grid and of
@@ -33,6 +36,8 @@ if [ ! -d "$root" ]; then  # a cold machine: the committed finished runs, if any
   mkdir -p "$root" && { [ ! -f "$committed" ] || tar xzf "$committed" -C "$DEVICE_RUNS"; } ||
     { rm -rf "$root"; echo "paper_accuracy: could not unpack $committed into $DEVICE_RUNS" >&2; exit 3; }
 fi
+stopped=.device/stopped/${name}_stopped.tgz  # an earlier session's last call's stopped runs, carried
+[ ! -f "$stopped" ] || python3 experiments/device/stopped_runs.py unpack "$stopped" "$root" || exit 3
 sweep=configs/sweeps/paper_accuracy.yaml
 if [ -n "${TASKS:-}${SEEDS:-}${VARIANTS:-}" ]; then  # the same sweep with a smaller grid, beside it (base path)
   sweep=configs/sweeps/paper_accuracy_part.yaml
@@ -96,6 +101,7 @@ else
 fi
 echo "sweep call: $(( $(date +%s) - start )) s"
 tar czf "$out/${name}_runs.tgz" --exclude='*.safetensors' --exclude='checkpoint*' -C "$DEVICE_RUNS" "$name"
+python3 experiments/device/stopped_runs.py pack "$root" "$out/${name}_stopped.tgz"
 python3 - "$root" <<'PY' | tee "$out/${name}_times.txt"
 import json, sys
 from pathlib import Path

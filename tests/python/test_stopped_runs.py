@@ -1,0 +1,162 @@
+"""experiments/device/stopped_runs.py: a sweep run stopped by a call's end travels to the next
+machine with its checkpoint and resumes there to the uninterrupted result; runs too large, finished
+or without a checkpoint stay behind; a folder already there wins; a bad archive is named."""
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from conftest import make_tiny_assets, write_config
+from prge.cli import main
+from test_resume import child, records
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"experiments/device/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # keep_runs' dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def stopped_runs():
+    return load("stopped_runs")
+
+
+def sweep_file(tmp_path: Path, model_dir: Path, data_dir: Path, root: Path) -> Path:
+    base = write_config(tmp_path, model_dir, data_dir, optimizer={"lr": 5e-2},
+                        run={"steps": 8, "eval_every": 4, "log_every": 1, "checkpoint_every": 2})
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"base": base.name, "output_root": str(root), "grid": {"run.seed": [1]},
+                                     "variants": [{"name": "prge"}]}))
+    return sweep
+
+
+def test_a_stopped_run_resumes_on_the_next_machine_to_the_uninterrupted_result(stopped_runs, tmp_path):
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    root = tmp_path / "machine" / "paper"
+    sweep = sweep_file(tmp_path, model_dir, data_dir, root)
+    done = child(["sweep", str(sweep), "--no-progress"], sig="SIGINT", kill_at=5)  # a call's end: stop, checkpoint
+    assert done.returncode == 2 and "resumes this run" in done.stderr, done.stderr
+    run = root / "prge-seed1"
+    assert json.loads((run / "checkpoint.json").read_text())["step"] == 5
+    archive = tmp_path / "out" / "paper_stopped.tgz"
+    assert stopped_runs.main(["pack", str(root), str(archive)]) == 0
+    names = tarfile.open(archive).getnames()
+    assert "paper/prge-seed1/checkpoint.json" in names and "paper/prge-seed1/checkpoint-5/checkpoint.safetensors" in names
+    assert not any("checkpoint-4" in n or "summary" in n for n in names)
+    # The machine is given back; the next one has none of it until the archive is unpacked.
+    (tmp_path / "machine").rename(tmp_path / "given_back")
+    assert stopped_runs.main(["unpack", str(archive), str(root)]) == 0
+    assert main(["sweep", str(sweep), "--no-progress"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed_after_step"] == 5
+    # The same sweep uninterrupted, into another root: the same weights and records, bit for bit.
+    reference_root = tmp_path / "reference" / "paper"
+    reference = sweep_file(tmp_path, model_dir, data_dir, reference_root)
+    assert main(["sweep", str(reference), "--no-progress"]) == 0
+    ours, theirs = (load_file(str(d / "prge-seed1" / "trained.safetensors")) for d in (root, reference_root))
+    assert ours.keys() == theirs.keys() and all((ours[k] == theirs[k]).all() for k in ours)
+    assert records(run) == records(reference_root / "prge-seed1")
+    # Finished now: nothing to pack, and no file written.
+    assert stopped_runs.main(["pack", str(root), str(tmp_path / "out" / "again.tgz")]) == 0
+    assert not (tmp_path / "out" / "again.tgz").exists()
+
+
+def fake_run(root: Path, name: str, step: int, checkpoint_bytes: int, finished: bool = False) -> Path:
+    run = root / name
+    (run / f"checkpoint-{step}").mkdir(parents=True)
+    (run / f"checkpoint-{step - 2}").mkdir()  # an older checkpoint: never packed
+    (run / f"checkpoint-{step - 2}" / "checkpoint.safetensors").write_bytes(b"old")
+    (run / f"checkpoint-{step}" / "checkpoint.safetensors").write_bytes(b"b" * checkpoint_bytes)
+    (run / f"checkpoint-{step}" / "state.json").write_text("{}")
+    (run / "checkpoint.json").write_text(json.dumps({"step": step, "directory": f"checkpoint-{step}"}))
+    (run / "config.yaml").write_text(f"name: {name}\n")
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    root.joinpath(f"{name}.log").write_text(f"log of {name}\n")
+    if finished:
+        (run / "summary.json").write_text("{}")
+    return run
+
+
+def test_only_stopped_runs_that_fit_are_packed_and_a_folder_already_there_wins(stopped_runs, tmp_path, capsys):
+    root = tmp_path / "paper"
+    fake_run(root, "lora_fa_q1-taskrte-seed42", 4, 1000)
+    fake_run(root, "mezo-taskcopa-seed42", 4, 3 << 20)       # a full-parameter checkpoint: too large
+    fake_run(root, "prge_q4_dual-tasksst2-seed42", 6, 1000, finished=True)
+    (root / "no_pointer").mkdir()
+    (root / "no_pointer" / "config.yaml").write_text("x")
+    archive = tmp_path / "stopped.tgz"
+    assert stopped_runs.main(["pack", str(root), str(archive), "--max-mib", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "packed into" in out and "lora_fa_q1-taskrte-seed42" in out.split("\n")[0]
+    assert "left behind (over 1 MiB" in out and "mezo-taskcopa-seed42 (3.0 MiB)" in out
+    assert sorted(tarfile.open(archive).getnames()) == sorted(
+        f"paper/{p}" for p in ["lora_fa_q1-taskrte-seed42.log", "lora_fa_q1-taskrte-seed42/config.yaml",
+                               "lora_fa_q1-taskrte-seed42/metrics.jsonl", "lora_fa_q1-taskrte-seed42/checkpoint.json",
+                               "lora_fa_q1-taskrte-seed42/checkpoint-4/checkpoint.safetensors",
+                               "lora_fa_q1-taskrte-seed42/checkpoint-4/state.json"])
+    warm = tmp_path / "warm" / "paper"  # the run is there already, further on: left as it is
+    (warm / "lora_fa_q1-taskrte-seed42").mkdir(parents=True)
+    (warm / "lora_fa_q1-taskrte-seed42" / "checkpoint.json").write_text('{"step": 9}')
+    assert stopped_runs.main(["unpack", str(archive), str(warm)]) == 0
+    assert "resuming none; already here: lora_fa_q1-taskrte-seed42" in capsys.readouterr().out
+    assert json.loads((warm / "lora_fa_q1-taskrte-seed42" / "checkpoint.json").read_text())["step"] == 9
+    cold = tmp_path / "cold" / "paper"
+    assert stopped_runs.main(["unpack", str(archive), str(cold)]) == 0
+    assert (cold / "lora_fa_q1-taskrte-seed42" / "checkpoint-4" / "checkpoint.safetensors").read_bytes() == b"b" * 1000
+    assert (cold / "lora_fa_q1-taskrte-seed42.log").read_text() == "log of lora_fa_q1-taskrte-seed42\n"
+    assert sorted(p.name for p in cold.parent.iterdir()) == ["paper"]  # no temporary folder left
+
+
+def test_bad_archives_and_arguments_are_named(stopped_runs, tmp_path, capsys):
+    root = tmp_path / "paper"
+    evil = tmp_path / "evil.tgz"
+    with tarfile.open(evil, "w:gz") as tar:
+        data = b"x"
+        info = tarfile.TarInfo("paper/../../escaped")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    assert stopped_runs.main(["unpack", str(evil), str(root)]) == 2
+    assert "member 'paper/../../escaped' is not a file under paper/RUN/" in capsys.readouterr().err
+    assert not (tmp_path.parent / "escaped").exists()
+    other = tmp_path / "other.tgz"
+    with tarfile.open(other, "w:gz") as tar:
+        info = tarfile.TarInfo("paper_gemma/run/config.yaml")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    assert stopped_runs.main(["unpack", str(other), str(root)]) == 2  # another model's runs
+    assert "not a file under paper/RUN/" in capsys.readouterr().err
+    damaged = tmp_path / "damaged.tgz"
+    damaged.write_bytes(b"\x1f\x8b\x08\x00not gzip at all")
+    assert stopped_runs.main(["unpack", str(damaged), str(root)]) == 2
+    assert f"stopped_runs: error: {damaged}" in capsys.readouterr().err
+    assert stopped_runs.main(["unpack", str(tmp_path / "none.tgz"), str(root)]) == 2
+    assert "none.tgz: no such archive" in capsys.readouterr().err
+    assert stopped_runs.main(["pack", str(tmp_path / "nowhere"), str(tmp_path / "o.tgz")]) == 2
+    assert "no such folder of runs" in capsys.readouterr().err
+    root.mkdir(exist_ok=True)
+    assert stopped_runs.main(["pack", str(root), str(tmp_path / "o.tgz"), "--max-mib", "0"]) == 2
+
+
+def test_keep_runs_keeps_the_latest_calls_stopped_runs_for_the_next_session(tmp_path, capsys):
+    keep_runs = load("keep_runs")
+    carried = tmp_path / ".device" / "stopped"
+    archive = tmp_path / "out7" / "paper_accuracy_stopped.tgz"
+    archive.parent.mkdir()
+    archive.write_bytes(b"stopped runs")
+    keep_runs.keep_stopped_runs(archive, carried)
+    assert (carried / archive.name).read_bytes() == b"stopped runs" and "carry" in capsys.readouterr().out
+    keep_runs.keep_stopped_runs(tmp_path / "out8" / "paper_accuracy_stopped.tgz", carried)  # none came back
+    assert not (carried / archive.name).exists() and "removed the earlier" in capsys.readouterr().out
