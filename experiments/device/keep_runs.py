@@ -38,6 +38,8 @@ from prge.jsonl import read_jsonl
 from prge.run_dir import RunDirError, finished
 from prge.sweep import expand_sweep
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # stopped_runs.py, when imported by the tests
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -143,10 +145,18 @@ def pack(folder: Path, archive: Path, name: str) -> None:
 
 
 def keep_stopped_runs(archive: Path, carried: Path) -> None:
-    """Copies a call's stopped-runs archive into `carried` (what the next session carries), or
-    removes the one there when the call sent none back."""
+    """Copies a call's stopped-runs archive into `carried` (what the next session carries) once it
+    unpacks whole here (stopped_runs.unpack: checksum, members, each run's files), or removes the one
+    there when the call sent none back. Raises KeepError for an archive that does not unpack."""
+    from stopped_runs import unpack  # experiments/device/stopped_runs.py, beside this script
+
     target = carried / archive.name
     if archive.is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                unpack(archive, Path(tmp) / archive.name.removesuffix("_stopped.tgz"))
+            except ValueError as e:
+                raise KeepError(f"stopped runs not kept: {e}") from None
         carried.mkdir(parents=True, exist_ok=True)
         shutil.copy2(archive, target)
         print(f"stopped runs' checkpoints kept in {target} ({archive.stat().st_size / 2**20:.2f} MiB): carry "
@@ -207,7 +217,10 @@ def main() -> int:
         pack(kept, where.kept, where.name)
         shutil.rmtree(where.local, ignore_errors=True)
         shutil.copytree(kept, where.local)
-    keep_stopped_runs(args.archive.with_name(f"{where.name}_stopped.tgz"), ROOT / ".device/stopped")
+    try:
+        keep_stopped_runs(args.archive.with_name(f"{where.name}_stopped.tgz"), ROOT / ".device/stopped")
+    except KeepError as e:
+        refused.append(str(e))
     count = sum(1 for p in where.local.iterdir() if p.is_dir())
     print(f"{len(added)} finished runs taken from {args.archive}; {count} of {len(expected)} kept in "
           f"{where.kept.relative_to(ROOT)} ({where.kept.stat().st_size / 2**20:.2f} MiB)")

@@ -37,7 +37,8 @@ if [ ! -d "$root" ]; then  # a cold machine: the committed finished runs, if any
     { rm -rf "$root"; echo "paper_accuracy: could not unpack $committed into $DEVICE_RUNS" >&2; exit 3; }
 fi
 stopped=.device/stopped/${name}_stopped.tgz  # an earlier session's last call's stopped runs, carried
-[ ! -f "$stopped" ] || python3 experiments/device/stopped_runs.py unpack "$stopped" "$root" || exit 3
+[ ! -f "$stopped" ] || python3 experiments/device/stopped_runs.py unpack "$stopped" "$root" ||
+  echo "paper_accuracy: the runs in $stopped start again instead (above)" >&2
 sweep=configs/sweeps/paper_accuracy.yaml
 if [ -n "${TASKS:-}${SEEDS:-}${VARIANTS:-}" ]; then  # the same sweep with a smaller grid, beside it (base path)
   sweep=configs/sweeps/paper_accuracy_part.yaml

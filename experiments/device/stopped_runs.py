@@ -16,43 +16,63 @@ when nothing is packed. Prints what it packed and what it left.
 
 unpack (on the next machine, before the sweep): the archive's runs whose folder ROOT lacks. A
 folder already there (the warm machine's own copy, further on, or a run finished and kept since)
-always wins. The sweep resumes a run from its checkpoint only when its config.yaml is the one the
-sweep expands (prge.sweep; otherwise it starts the run again), so an archive older than the tree
-costs nothing but its unpacking. Members outside ROOT's name/RUN/ are refused.
+always wins. The whole archive is read and its gzip checksum checked first, every run must bring
+its config.yaml and checkpoint.json, and members other than ROOT's name/RUN/... files and
+ROOT's name/RUN.log are refused, all before anything moves into ROOT. The sweep resumes a run from
+its checkpoint only when its config.yaml is the one the sweep expands (prge.sweep; otherwise it
+starts the run again); a run whose task data changed since is refused by `prge train`'s own check
+(it names the run: delete .device/stopped/NAME_stopped.tgz here, or ROOT/RUN there).
 
 Exit status 0, or 2 with `stopped_runs: error: ...` naming the file."""
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import math
+import re
 import sys
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.json")
+CHECKPOINT_DIRECTORY = re.compile(r"checkpoint-\d+")  # as prge.checkpoints names them
+
+
+def regular_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
 
 
 def stopped_run_files(run: Path) -> list[Path] | None:
     """The files that carry a stopped run (see pack), or None when `run` is not one: finished, no
-    readable checkpoint pointer, or the folder it names missing."""
-    if (run / "summary.json").exists() or not all((run / name).is_file() for name in RUN_FILES):
+    readable checkpoint pointer, the folder it names missing or not a checkpoint-STEP folder, or a
+    link among its files (unpack takes regular files only)."""
+    if (run / "summary.json").exists() or not all(regular_file(run / name) for name in RUN_FILES):
         return None
     try:
         folder = json.loads((run / "checkpoint.json").read_text())["directory"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         return None
-    checkpoint = run / str(folder)
-    if Path(str(folder)).name != str(folder) or not checkpoint.is_dir():
+    if not isinstance(folder, str) or not CHECKPOINT_DIRECTORY.fullmatch(folder):
         return None
-    files = [run / name for name in RUN_FILES] + sorted(p for p in checkpoint.rglob("*") if p.is_file())
+    checkpoint = run / folder
+    if not checkpoint.is_dir() or checkpoint.is_symlink():
+        return None
+    inside = sorted(checkpoint.rglob("*"))
+    if any(p.is_symlink() or not (p.is_file() or p.is_dir()) for p in inside):
+        return None
+    files = [run / name for name in RUN_FILES] + [p for p in inside if p.is_file()]
     log = run.with_name(run.name + ".log")
-    return files + [log] if log.is_file() else files
+    return files + [log] if regular_file(log) else files
 
 
 def pack(root: Path, archive: Path, max_bytes: int) -> tuple[list[str], list[str]]:
-    """Packs the stopped runs under `root` that fit in `max_bytes` (in the sweep's folder order);
-    returns (packed, left) run names."""
+    """Packs the stopped runs under `root` that fit in `max_bytes` (in the sweep's folder order)
+    into `archive`, written under a temporary name and renamed (a call cut short leaves no
+    half-written archive); removes an earlier `archive` when nothing is packed. Returns (packed,
+    left) run names."""
     packed, left, total = [], [], 0
     members: list[Path] = []
     for run in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -66,31 +86,61 @@ def pack(root: Path, archive: Path, max_bytes: int) -> tuple[list[str], list[str
         total += size
         members += files
         packed.append(run.name)
+    archive.unlink(missing_ok=True)
     if members:
         archive.parent.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(archive, "w:gz") as tar:
+        partial = archive.with_name(archive.name + ".tmp")
+        with tarfile.open(partial, "w:gz") as tar:
             for f in members:
                 tar.add(f, arcname=str(f.relative_to(root.parent)), recursive=False)
+        partial.replace(archive)
     return packed, left
+
+
+def check_whole(archive: Path) -> None:
+    """Reads the gzip stream to its end, so that its checksum and length are checked (tar stops at
+    its own end marker and would miss a damaged or cut tail). Raises ValueError naming the file."""
+    try:
+        with gzip.open(archive, "rb") as stream:
+            while stream.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"{archive}: damaged or cut short ({e})") from None
+
+
+def run_of(member: tarfile.TarInfo, root_name: str, archive: Path) -> str:
+    """The run a member belongs to: ROOT/RUN/... (files) or ROOT/RUN.log. Raises ValueError otherwise."""
+    parts = member.name.split("/")
+    ok = (member.isfile() and len(parts) >= 2 and parts[0] == root_name
+          and all(part not in ("", ".", "..") for part in parts)
+          and (len(parts) >= 3 or parts[1].endswith(".log")))
+    if not ok:
+        raise ValueError(f"{archive}: member {member.name!r} is not a file under {root_name}/RUN/ "
+                         f"or {root_name}/RUN.log")
+    return parts[1][:-len(".log")] if len(parts) == 2 else parts[1]
 
 
 def unpack(archive: Path, root: Path) -> tuple[list[str], list[str]]:
     """Unpacks the archive's runs that `root` lacks; returns (unpacked, kept as they were) run
-    names. Raises ValueError for a member outside root's name/RUN/ or a damaged archive."""
+    names. Raises ValueError for a damaged archive, a member outside root's name/RUN/ or a run
+    without its config.yaml and checkpoint.json, before anything is moved into `root`."""
+    check_whole(archive)
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            members = tar.getmembers()
             runs: dict[str, list[tarfile.TarInfo]] = {}
-            for m in members:
-                parts = Path(m.name).parts
-                if (m.name.startswith("/") or ".." in parts or len(parts) < 2 or parts[0] != root.name
-                        or not (m.isfile() or m.isdir())):
-                    raise ValueError(f"{archive}: member {m.name!r} is not a file under {root.name}/RUN/")
-                run = parts[1][:-len(".log")] if len(parts) == 2 and parts[1].endswith(".log") else parts[1]
-                runs.setdefault(run, []).append(m)
+            for m in tar.getmembers():
+                runs.setdefault(run_of(m, root.name, archive), []).append(m)
+            for run, members in runs.items():
+                names = {m.name for m in members}
+                missing = [f for f in ("config.yaml", "checkpoint.json") if f"{root.name}/{run}/{f}" not in names]
+                if missing:
+                    raise ValueError(f"{archive}: run {run!r} comes without its {' and '.join(missing)}")
             new = [run for run in sorted(runs) if not (root / run).exists()]
+            root.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
                 tar.extractall(tmp, members=[m for run in new for m in runs[run]], filter="data")
+                if new:
+                    root.mkdir(exist_ok=True)
                 for run in new:
                     (Path(tmp) / root.name / run).rename(root / run)
                     log = Path(tmp) / root.name / f"{run}.log"
@@ -116,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "pack":
             if not args.root.is_dir():
                 raise ValueError(f"{args.root}: no such folder of runs")
-            if args.max_mib <= 0:
-                raise ValueError(f"--max-mib {args.max_mib:g}: must be positive")
+            if not (math.isfinite(args.max_mib) and args.max_mib > 0):
+                raise ValueError(f"--max-mib {args.max_mib:g}: must be a positive number of MiB")
             packed, left = pack(args.root, args.archive, int(args.max_mib * 2**20))
             print(f"stopped runs packed into {args.archive}: {', '.join(packed)}" if packed
                   else "stopped runs: none to pack")
@@ -127,7 +177,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if not args.archive.is_file():
                 raise ValueError(f"{args.archive}: no such archive")
-            args.root.mkdir(parents=True, exist_ok=True)
             new, kept = unpack(args.archive, args.root)
             print(f"stopped runs from {args.archive}: resuming {', '.join(new) or 'none'}"
                   + (f"; already here: {', '.join(kept)}" if kept else ""))

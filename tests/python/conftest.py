@@ -11,6 +11,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 from installed import installed_module  # noqa: E402
 
 transformers = installed_module("transformers", "pip install transformers")  # the logits reference
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load_script(path_in_repo: str, name: str | None = None):
+    """A script of the repository (experiments/..., build_backend/...) imported as a module under
+    `name` (default: its file name), registered in sys.modules as dataclasses need."""
+    import importlib.util
+
+    path = REPO / path_in_repo
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_hf_llama(tmp_path: Path, *, tie: bool = False, seed: int = 0, vocab: int = 128):

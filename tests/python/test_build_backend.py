@@ -6,14 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_script
+
 BACKEND = Path(__file__).resolve().parents[2] / "build_backend" / "prge_build_backend.py"
 
 
 def load_backend():
-    spec = importlib.util.spec_from_file_location("prge_build_backend_under_test", BACKEND)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("build_backend/prge_build_backend.py", "prge_build_backend_under_test")
 
 
 def test_build_without_torch_stops_with_the_install_hint(monkeypatch):

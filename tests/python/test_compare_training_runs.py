@@ -1,21 +1,16 @@
 """experiments/compare_training_runs.py: windowed training loss and evaluations of runs side by side."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
+from conftest import load_script
 
 @pytest.fixture(scope="module")
 def compare():
-    spec = importlib.util.spec_from_file_location("compare_training_runs", ROOT / "experiments/compare_training_runs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/compare_training_runs.py")
 
 
 def write_run(folder: Path, records: list[dict]) -> Path:

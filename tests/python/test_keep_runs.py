@@ -3,7 +3,6 @@ finished run of the paper sweep as the device expands it; everything else is ref
 the kept archive packs to the same bytes from the same runs."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import sys
@@ -12,15 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "experiments/results/paper_accuracy/runs.tgz"
 
 
 def load_keep_runs(tmp_path: Path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("keep_runs", ROOT / "experiments/device/keep_runs.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "keep_runs", module)  # its dataclass looks itself up there
-    spec.loader.exec_module(module)
+    module = load_script("experiments/device/keep_runs.py")
     # Write into the test's folder, never into the repository's results.
     monkeypatch.setattr(module, "ROOT", tmp_path)
     return module

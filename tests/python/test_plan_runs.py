@@ -2,21 +2,19 @@
 estimated from finished runs, seed by seed."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def plan_runs():
-    spec = importlib.util.spec_from_file_location("plan_runs", ROOT / "experiments/device/plan_runs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/device/plan_runs.py")
 
 
 def test_estimates_come_from_runs_alone_resumed_runs_filled_in_and_other_methods_extrapolated(

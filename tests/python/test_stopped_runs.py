@@ -3,10 +3,8 @@ machine with its checkpoint and resumes there to the uninterrupted result; runs 
 or without a checkpoint stay behind; a folder already there wins; a bad archive is named."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
-import sys
 import tarfile
 from pathlib import Path
 
@@ -14,24 +12,13 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from conftest import make_tiny_assets, write_config
+from conftest import load_script, make_tiny_assets, write_config
 from prge.cli import main
 from test_resume import child, records
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / f"experiments/device/{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # keep_runs' dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def stopped_runs():
-    return load("stopped_runs")
+    return load_script("experiments/device/stopped_runs.py")
 
 
 def sweep_file(tmp_path: Path, model_dir: Path, data_dir: Path, root: Path) -> Path:
@@ -120,24 +107,42 @@ def test_only_stopped_runs_that_fit_are_packed_and_a_folder_already_there_wins(s
     assert sorted(p.name for p in cold.parent.iterdir()) == ["paper"]  # no temporary folder left
 
 
-def test_bad_archives_and_arguments_are_named(stopped_runs, tmp_path, capsys):
-    root = tmp_path / "paper"
-    evil = tmp_path / "evil.tgz"
-    with tarfile.open(evil, "w:gz") as tar:
-        data = b"x"
-        info = tarfile.TarInfo("paper/../../escaped")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    assert stopped_runs.main(["unpack", str(evil), str(root)]) == 2
-    assert "member 'paper/../../escaped' is not a file under paper/RUN/" in capsys.readouterr().err
+def archive_of(path: Path, names: list[str]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    return path
+
+
+def test_bad_archives_and_arguments_are_named_before_anything_moves(stopped_runs, tmp_path, capsys):
+    root = tmp_path / "dest" / "paper"  # not there yet: a refused archive must not leave it behind
+    whole = ["paper/a/config.yaml", "paper/a/checkpoint.json"]
+    for names, message in [(["paper/../../escaped"], "member 'paper/../../escaped' is not a file under paper/RUN/"),
+                           (["paper_gemma/run/config.yaml"], "not a file under paper/RUN/"),  # another model's
+                           (["paper/stray"], "member 'paper/stray' is not a file"),
+                           (["paper/./config.yaml"], "member 'paper/./config.yaml' is not a file"),
+                           (whole + ["paper/zz.log"], "run 'zz' comes without its config.yaml and checkpoint.json"),
+                           (whole + ["paper/b/config.yaml"], "run 'b' comes without its checkpoint.json")]:
+        bad = archive_of(tmp_path / "bad.tgz", names)
+        assert stopped_runs.main(["unpack", str(bad), str(root)]) == 2, names
+        assert message in capsys.readouterr().err, names
+        assert not root.exists() and (not root.parent.exists() or not any(root.parent.iterdir()))
     assert not (tmp_path.parent / "escaped").exists()
-    other = tmp_path / "other.tgz"
-    with tarfile.open(other, "w:gz") as tar:
-        info = tarfile.TarInfo("paper_gemma/run/config.yaml")
-        info.size = 1
-        tar.addfile(info, io.BytesIO(b"x"))
-    assert stopped_runs.main(["unpack", str(other), str(root)]) == 2  # another model's runs
-    assert "not a file under paper/RUN/" in capsys.readouterr().err
+    # A damaged checkpoint byte, or the archive's tail cut: the gzip checksum or length tells.
+    source = tmp_path / "src" / "paper"
+    fake_run(source, "lora_fa_q1-taskrte-seed42", 4, 200_000)
+    good = tmp_path / "good.tgz"
+    assert stopped_runs.main(["pack", str(source), str(good)]) == 0
+    data = good.read_bytes()
+    for name, damaged_bytes in [("flipped", data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 0xFF])
+                                 + data[len(data) // 2 + 1:]), ("cut", data[:-20])]:
+        damaged = tmp_path / f"{name}.tgz"
+        damaged.write_bytes(damaged_bytes)
+        assert stopped_runs.main(["unpack", str(damaged), str(root)]) == 2, name
+        assert f"stopped_runs: error: {damaged}" in capsys.readouterr().err
+        assert not root.exists()
     damaged = tmp_path / "damaged.tgz"
     damaged.write_bytes(b"\x1f\x8b\x08\x00not gzip at all")
     assert stopped_runs.main(["unpack", str(damaged), str(root)]) == 2
@@ -146,17 +151,39 @@ def test_bad_archives_and_arguments_are_named(stopped_runs, tmp_path, capsys):
     assert "none.tgz: no such archive" in capsys.readouterr().err
     assert stopped_runs.main(["pack", str(tmp_path / "nowhere"), str(tmp_path / "o.tgz")]) == 2
     assert "no such folder of runs" in capsys.readouterr().err
-    root.mkdir(exist_ok=True)
-    assert stopped_runs.main(["pack", str(root), str(tmp_path / "o.tgz"), "--max-mib", "0"]) == 2
+    root.mkdir(parents=True, exist_ok=True)
+    for bad in ("0", "inf", "nan"):
+        assert stopped_runs.main(["pack", str(root), str(tmp_path / "o.tgz"), "--max-mib", bad]) == 2
+        assert "--max-mib" in capsys.readouterr().err
 
 
-def test_keep_runs_keeps_the_latest_calls_stopped_runs_for_the_next_session(tmp_path, capsys):
-    keep_runs = load("keep_runs")
+def test_pack_leaves_runs_it_cannot_carry_and_no_stale_or_partial_archive(stopped_runs, tmp_path):
+    root = tmp_path / "paper"
+    dots = fake_run(root, "dots", 4, 10)
+    (dots / "checkpoint.json").write_text('{"step": 4, "directory": ".."}')  # would pack all of root
+    linked = fake_run(root, "linked", 4, 10)
+    (linked / "checkpoint-4" / "state.json").unlink()
+    (linked / "checkpoint-4" / "state.json").symlink_to(tmp_path / "elsewhere.json")
+    archive = tmp_path / "out" / "paper_stopped.tgz"
+    archive.parent.mkdir()
+    archive.write_bytes(b"an earlier call's")
+    assert stopped_runs.main(["pack", str(root), str(archive)]) == 0
+    assert not archive.exists() and sorted(p.name for p in archive.parent.iterdir()) == []
+
+
+def test_keep_runs_keeps_the_latest_calls_stopped_runs_for_the_next_session(stopped_runs, tmp_path, capsys):
+    keep_runs = load_script("experiments/device/keep_runs.py")
     carried = tmp_path / ".device" / "stopped"
     archive = tmp_path / "out7" / "paper_accuracy_stopped.tgz"
-    archive.parent.mkdir()
-    archive.write_bytes(b"stopped runs")
+    fake_run(tmp_path / "machine" / "paper_accuracy", "lora_fa_q1-taskrte-seed42", 4, 100)
+    assert stopped_runs.main(["pack", str(tmp_path / "machine" / "paper_accuracy"), str(archive)]) == 0
     keep_runs.keep_stopped_runs(archive, carried)
-    assert (carried / archive.name).read_bytes() == b"stopped runs" and "carry" in capsys.readouterr().out
+    assert (carried / archive.name).read_bytes() == archive.read_bytes() and "carry" in capsys.readouterr().out
+    cut = tmp_path / "out7b" / archive.name  # a damaged one is refused, the kept one stays
+    cut.parent.mkdir()
+    cut.write_bytes(archive.read_bytes()[:-20])
+    with pytest.raises(keep_runs.KeepError, match="stopped runs not kept: .*damaged or cut short"):
+        keep_runs.keep_stopped_runs(cut, carried)
+    assert (carried / archive.name).read_bytes() == archive.read_bytes()
     keep_runs.keep_stopped_runs(tmp_path / "out8" / "paper_accuracy_stopped.tgz", carried)  # none came back
     assert not (carried / archive.name).exists() and "removed the earlier" in capsys.readouterr().out
