@@ -59,10 +59,11 @@ if os.environ.get("VARIANTS"):
 yaml.safe_dump(spec, open(sys.argv[1], "w"), sort_keys=False)
 PY
 fi
-# PLAN=1 (the default): only the unfinished runs that are estimated to end within the call
+# PLAN=1 (the default): the unfinished runs that are estimated to end within the call
 # (experiments/device/plan_runs.py, given the same --set values; a run an earlier call of this warm
-# machine stopped counts for the steps after its checkpoint), so that no run is cut; PLAN=0:
-# every unfinished run, in order (for runs longer than a call, on a machine that stays warm).
+# machine stopped counts for the steps after its checkpoint), so that no run is cut that cannot
+# resume elsewhere, then on a GPU they leave free a run whose checkpoint travels (not MeZO's),
+# stopped at the call's end; PLAN=0: every unfinished run, in order (on a machine that stays warm).
 device_settings=(--set model.name="$PRGE_MODEL" --set model.device=cuda)
 settings=("${device_settings[@]}")  # and the caller's --set values: what the plan expands the sweep with
 only=()

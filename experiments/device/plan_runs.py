@@ -29,7 +29,11 @@ other's over the runs of that method both have finished alone, times EXTRAPOLATI
 method this model has not finished once is not planned). Runs are taken
 seed by seed (the grid's first seed first), then in the sweep's order; each is kept if the
 sweep's own schedule (in its order, each run on the first GPU free) still ends within FILL of
-SECONDS."""
+SECONDS. Then, where the chosen runs leave a GPU free before the call's end, the plan adds one
+more run per GPU that is not expected to end in time but whose checkpoint travels (stopped_runs.py:
+every method but MeZO, whose full-parameter checkpoint stays on the machine): unfinished runs that
+come after every chosen one in the sweep's order (so that they start last), seed by seed, with or
+without an estimate. They stop at the call's end and resume in the next call or session."""
 from __future__ import annotations
 
 import argparse
@@ -168,12 +172,17 @@ def remaining_steps(run_dir: Path, steps: int) -> int:
     return steps - done if isinstance(done, int) and 0 <= done <= steps else steps
 
 
-def schedule_length(durations: list[float], gpus: int) -> float:
-    """When the last of these runs ends, started in this order each on the first GPU free."""
+def gpu_ends(durations: list[float], gpus: int) -> list[float]:
+    """When each GPU's last run ends, these runs started in this order each on the first GPU free."""
     free = [0.0] * gpus
     for duration in durations:
         heapq.heappush(free, heapq.heappop(free) + duration)
-    return max(free)
+    return free
+
+
+def schedule_length(durations: list[float], gpus: int) -> float:
+    """When the last of these runs ends, started in this order each on the first GPU free."""
+    return max(gpu_ends(durations, gpus))
 
 
 def plan(pending: list[str], estimates: dict[str, float], seconds: float, gpus: int,
@@ -188,6 +197,24 @@ def plan(pending: list[str], estimates: dict[str, float], seconds: float, gpus: 
         if schedule_length([estimates[run] for run in trial], gpus) <= FILL * seconds:
             chosen.add(label)
     return [run for run in pending if run in chosen]
+
+
+def travels(config) -> bool:
+    """Whether a run's checkpoint comes back from the machine (stopped_runs.py packs ~10 MiB at
+    most a run): adapters only, not MeZO's full-parameter weights."""
+    return config.estimator.kind != "mezo"
+
+
+def fill(pending: list[str], chosen: list[str], estimates: dict[str, float], seconds: float, gpus: int,
+         seed_order: list[int], traveling: set[str]) -> list[str]:
+    """Runs of `traveling` to start after `chosen` on the GPUs its schedule leaves free before
+    `seconds` (see the module's text), in the sweep's order."""
+    free = max(0, gpus - sum(1 for end in gpu_ends([estimates[r] for r in chosen], gpus) if end >= seconds))
+    after = pending.index(chosen[-1]) + 1 if chosen else 0
+    candidates = sorted((run for run in pending[after:] if run in traveling),
+                        key=lambda run: seed_order.index(parts(run)[2]))
+    added = set(candidates[:free])
+    return [run for run in pending if run in added]
 
 
 def finished_runs(root: Path, runs: list) -> dict[str, dict]:
@@ -217,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = expand_sweep(args.sweep, overrides, output_root=str(root))
         labels = [label for label, _ in runs]  # each run's directory name
         steps = {label: config.run.steps for label, config in runs}
+        traveling = {label for label, config in runs if travels(config)}
         done = finished_runs(root, runs)
         timed = finished_runs(root, expand_sweep(args.timings_from, overrides, output_root=str(root))) \
             if args.timings_from else {}
@@ -241,17 +269,21 @@ def main(argv: list[str] | None = None) -> int:
             estimates[label] = e
     seed_order = list(dict.fromkeys(parts(label)[2] for label in labels))  # the grid's order
     chosen = plan(pending, estimates, args.seconds, args.gpus, seed_order)
+    filled = fill(pending, chosen, estimates, args.seconds, args.gpus, seed_order, traveling)
     unknown = [label for label in pending if label not in estimates]
     too_long = [label for label in pending if estimates.get(label, 0) > FILL * args.seconds]
     length = schedule_length([estimates[r] for r in chosen], args.gpus) if chosen else 0
     print(f"plan_runs: {len(chosen)} of {len(pending)} unfinished runs ({len(done)} finished), estimated "
           f"{length:.0f} s of {args.seconds:.0f} on {args.gpus} GPU(s)", file=sys.stderr)
+    if filled:
+        print(f"plan_runs: then, until the call's end (they stop with a checkpoint that travels): "
+              f"{', '.join(filled)}", file=sys.stderr)
     if too_long:
         print(f"plan_runs: longer than a call (run them with PLAN=0 on a machine that stays warm, so "
               f"they resume): " + ", ".join(f"{r} ({estimates[r]:.0f} s)" for r in too_long), file=sys.stderr)
     if unknown:
         print(f"plan_runs: no estimate (no finished run to go by): {', '.join(unknown)}", file=sys.stderr)
-    print("\n".join(chosen))
+    print("\n".join(run for run in pending if run in set(chosen) | set(filled)))
     return 0
 
 

@@ -91,6 +91,24 @@ def test_a_plan_fits_the_call_and_takes_the_first_seed_first(plan_runs):
     assert plan_runs.plan(pending, estimates, 10.0, gpus=2, seed_order=[42, 1337]) == []
 
 
+def test_a_gpu_left_free_takes_a_run_whose_checkpoint_travels_after_the_chosen_ones(plan_runs):
+    pending = ["a-taskx-seed42", "mezo-taskx-seed42", "a-tasky-seed42", "a-taskz-seed1337", "mezo-tasky-seed42",
+               "a-taskw-seed42"]
+    traveling = {run for run in pending if not run.startswith("mezo")}
+    estimates = {"mezo-taskx-seed42": 50.0}
+    # two GPUs, both free before the call's end: the first two traveling runs after the chosen one
+    # (seed 42 first; a-taskx comes before it in the sweep's order and would start first: not taken)
+    assert plan_runs.fill(pending, ["mezo-taskx-seed42"], estimates, 100.0, 2, [42, 1337], traveling) == [
+        "a-tasky-seed42", "a-taskw-seed42"]
+    assert plan_runs.fill(pending, ["mezo-taskx-seed42"], estimates, 100.0, 1, [42, 1337], traveling) == [
+        "a-tasky-seed42"]
+    assert plan_runs.fill(pending, ["mezo-taskx-seed42"], estimates, 50.0, 1, [42, 1337], traveling) == []  # busy
+    assert plan_runs.fill(pending, [], estimates, 100.0, 1, [42, 1337], traveling) == ["a-taskx-seed42"]
+    assert plan_runs.fill(pending, ["a-taskw-seed42"], {"a-taskw-seed42": 1.0}, 100.0, 1, [42, 1337],
+                          traveling) == []  # nothing after the last chosen run
+    assert plan_runs.fill(["mezo-tasky-seed42"], [], {}, 100.0, 1, [42], set()) == []
+
+
 def test_a_run_stopped_part_way_is_estimated_for_the_steps_after_its_checkpoint(plan_runs, tmp_path):
     run = tmp_path / "mezo-taskmultirc-seed2025"
     assert plan_runs.remaining_steps(run, 5000) == 5000  # not started
@@ -176,3 +194,19 @@ def test_another_models_runs_are_scaled_by_this_models_ratio_for_the_same_method
     assert "no estimate (no finished run to go by): mezo-tasksst2-seed42, mezo-taskrte-seed42" in out.err
     assert plan_runs.main([str(sweep), str(root), "1000", "--scale-from", str(tmp_path / "none")]) == 2
     assert "plan_runs: error: --scale-from" in capsys.readouterr().err
+
+
+def test_a_call_with_nothing_to_go_by_still_starts_a_run_whose_checkpoint_travels(plan_runs, tmp_path, capsys):
+    sweep = ROOT / "configs/sweeps/paper_accuracy.yaml"
+    assert plan_runs.main([str(sweep), str(tmp_path / "runs"), "540", "--gpus", "2"]) == 0
+    out = capsys.readouterr()
+    assert out.out.split() == ["fo_sgd_lora_fa-tasksst2-seed42", "fo_sgd_lora_fa-taskrte-seed42"]
+    assert "then, until the call's end (they stop with a checkpoint that travels): fo_sgd_lora_fa-tasksst2" in out.err
+    mezo_only = tmp_path / "mezo.yaml"  # MeZO's full-parameter checkpoints do not travel: nothing to start
+    import yaml
+    spec = yaml.safe_load(sweep.read_text())
+    spec["base"] = str(ROOT / "configs/paper/base.yaml")
+    spec["variants"] = [v for v in spec["variants"] if v["name"] == "mezo"]
+    mezo_only.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert plan_runs.main([str(mezo_only), str(tmp_path / "runs"), "540"]) == 0
+    assert capsys.readouterr().out.split() == []
