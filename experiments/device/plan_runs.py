@@ -1,13 +1,15 @@
-"""Which of the paper sweep's unfinished runs fit in one device call, so that a call ends with
-every run it started finished (a run cut by a call's end is lost: its checkpoint stays on the
-machine).
+"""Which of the paper sweep's unfinished runs to start in one device call: those estimated to end
+within it (a MeZO run cut by a call's end restarts on the next machine: its full-parameter
+checkpoint stays on this one), then, on the GPU time they leave, one run whose checkpoint travels
+(experiments/device/stopped_runs.py), stopped by the call's end.
 
     python experiments/device/plan_runs.py SWEEP.yaml RUNS_ROOT SECONDS [--gpus N] [--set KEY=VALUE ...]
         [--timings-from FULL_SWEEP.yaml] [--scale-from OTHER_MODELS_RUNS]
 
-prints the chosen run names, one per line, for `prge sweep SWEEP.yaml --only NAME ...`, and on
-stderr their number and estimated length, and the runs it cannot plan (no estimate, or longer
-than a call). `--set`: the overrides the device sweep runs with, so that a finished run counts
+prints the run names to start (the chosen ones and the one filled in), one per line in the sweep's
+order, for `prge sweep SWEEP.yaml --only NAME ...`, and on stderr the chosen runs' number and
+estimated length, the run filled in, and the runs it cannot plan (no estimate, or longer than a
+call). `--set`: the overrides the device sweep runs with, so that a finished run counts
 only with the same settings (a finished run of other settings is an error, as in `prge sweep`).
 `--timings-from`: a larger sweep with the same output root whose finished runs are also estimated
 from (a part of the grid, as paper_accuracy.sh's VARIANTS=mezo, lacks the reference method's runs).
@@ -29,11 +31,13 @@ other's over the runs of that method both have finished alone, times EXTRAPOLATI
 method this model has not finished once is not planned). Runs are taken
 seed by seed (the grid's first seed first), then in the sweep's order; each is kept if the
 sweep's own schedule (in its order, each run on the first GPU free) still ends within FILL of
-SECONDS. Then, where the chosen runs leave a GPU free before the call's end, the plan adds one
-more run per GPU that is not expected to end in time but whose checkpoint travels (stopped_runs.py:
-every method but MeZO, whose full-parameter checkpoint stays on the machine): unfinished runs that
-come after every chosen one in the sweep's order (so that they start last), seed by seed, with or
-without an estimate. They stop at the call's end and resume in the next call or session."""
+SECONDS. Then, where the chosen runs leave a GPU free FILL_MARGIN seconds or more before the
+call's end, the plan adds one more run, not expected to end in time, whose checkpoint travels
+(stopped_runs.py: every method but MeZO): among the unfinished runs that come after every chosen
+one in the sweep's order (so that it starts last and delays none of them), one stopped part-way
+first (a checkpoint here already), else the first by seed, with or without an estimate. It stops at
+the call's end and resumes in the next call or session. One only: stopped_runs.py sends back
+15 MiB, about one LoRA-FA checkpoint at SmolLM2's or Gemma 3 270M's size."""
 from __future__ import annotations
 
 import argparse
@@ -54,6 +58,9 @@ from prge.sweep import expand_sweep
 START_SECONDS = 10.0
 EXTRAPOLATION_MARGIN = 1.25
 FILL = 0.85  # of the call's sweep time: room for the sweep's own start and uneven runs
+# The least time left on a GPU for a run filled in to start, evaluate at step 0 and write a
+# checkpoint (a run stopped before its first step writes none).
+FILL_MARGIN = 60.0
 # MeZO runs float32 full forwards as FO-SGD does (its step took 0.70-0.71 x FO-SGD's on the five
 # tasks both ran alone); the bfloat16 LoRA-FA methods scale from ZO LoRA-FA q = 1.
 EXTRAPOLATE_FROM = {"mezo": "fo_sgd_lora_fa"}
@@ -206,15 +213,16 @@ def travels(config) -> bool:
 
 
 def fill(pending: list[str], chosen: list[str], estimates: dict[str, float], seconds: float, gpus: int,
-         seed_order: list[int], traveling: set[str]) -> list[str]:
-    """Runs of `traveling` to start after `chosen` on the GPUs its schedule leaves free before
-    `seconds` (see the module's text), in the sweep's order."""
-    free = max(0, gpus - sum(1 for end in gpu_ends([estimates[r] for r in chosen], gpus) if end >= seconds))
+         seed_order: list[int], traveling: set[str], stopped: set[str] = frozenset()) -> list[str]:
+    """The run of `traveling` to start after `chosen` when a GPU is free FILL_MARGIN before
+    `seconds` (see the module's text; `stopped`: runs with a checkpoint already, taken first), as a
+    list of at most one."""
+    if min(gpu_ends([estimates[r] for r in chosen], gpus)) > seconds - FILL_MARGIN:
+        return []
     after = pending.index(chosen[-1]) + 1 if chosen else 0
     candidates = sorted((run for run in pending[after:] if run in traveling),
-                        key=lambda run: seed_order.index(parts(run)[2]))
-    added = set(candidates[:free])
-    return [run for run in pending if run in added]
+                        key=lambda run: (run not in stopped, seed_order.index(parts(run)[2])))
+    return candidates[:1]
 
 
 def finished_runs(root: Path, runs: list) -> dict[str, dict]:
@@ -269,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             estimates[label] = e
     seed_order = list(dict.fromkeys(parts(label)[2] for label in labels))  # the grid's order
     chosen = plan(pending, estimates, args.seconds, args.gpus, seed_order)
-    filled = fill(pending, chosen, estimates, args.seconds, args.gpus, seed_order, traveling)
+    stopped = {label for label in pending if remaining_steps(root / label, steps[label]) < steps[label]}
+    filled = fill(pending, chosen, estimates, args.seconds, args.gpus, seed_order, traveling, stopped)
     unknown = [label for label in pending if label not in estimates]
     too_long = [label for label in pending if estimates.get(label, 0) > FILL * args.seconds]
     length = schedule_length([estimates[r] for r in chosen], args.gpus) if chosen else 0

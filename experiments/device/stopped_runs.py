@@ -9,9 +9,10 @@ it, but the machine, checkpoint and all, is given back when the session ends.
 pack (on the machine, after a sweep call): every run folder under ROOT with a checkpoint pointer
 (checkpoint.json) and no summary.json goes into OUT.tgz: its config.yaml, metrics.jsonl,
 checkpoint.json, the checkpoint folder the pointer names and its log (ROOT/RUN.log), with paths
-ROOT's name/RUN/... as in the runs archive. Runs are taken while the archive stays within
---max-mib (a call sends back files of at most 16 MiB): the LoRA-FA methods' checkpoints (B only)
-fit; MeZO's full-parameter ones do not and start again on the next machine. No file is written
+ROOT's name/RUN/... as in the runs archive. Runs are taken, the furthest on first, while the
+archive stays within --max-mib (a call sends back files of at most 16 MiB): one LoRA-FA
+checkpoint (B only, float32: ~8 MiB at Gemma 3 270M, ~10 at SmolLM2-135M) fits; MeZO's
+full-parameter ones do not, and what is left starts again on the next machine. No file is written
 when nothing is packed. Prints what it packed and what it left.
 
 unpack (on the next machine, before the sweep): the archive's runs whose folder ROOT lacks. A
@@ -68,17 +69,21 @@ def stopped_run_files(run: Path) -> list[Path] | None:
     return files + [log] if regular_file(log) else files
 
 
+def checkpoint_step(run: Path) -> int:
+    step = json.loads((run / "checkpoint.json").read_text()).get("step")
+    return step if isinstance(step, int) else 0
+
+
 def pack(root: Path, archive: Path, max_bytes: int) -> tuple[list[str], list[str]]:
-    """Packs the stopped runs under `root` that fit in `max_bytes` (in the sweep's folder order)
-    into `archive`, written under a temporary name and renamed (a call cut short leaves no
-    half-written archive); removes an earlier `archive` when nothing is packed. Returns (packed,
-    left) run names."""
+    """Packs the stopped runs under `root` that fit in `max_bytes`, the furthest on (checkpoint
+    step) first, into `archive`, written under a temporary name and renamed (a call cut short
+    leaves no half-written archive); removes an earlier `archive` when nothing is packed. Returns
+    (packed, left) run names."""
     packed, left, total = [], [], 0
     members: list[Path] = []
-    for run in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = stopped_run_files(run)
-        if files is None:
-            continue
+    stopped = [(run, files) for run in sorted(p for p in root.iterdir() if p.is_dir())
+               if (files := stopped_run_files(run)) is not None]
+    for run, files in sorted(stopped, key=lambda item: -checkpoint_step(item[0])):
         size = sum(f.stat().st_size for f in files)
         if total + size > max_bytes:
             left.append(f"{run.name} ({size / 2**20:.1f} MiB)")

@@ -92,20 +92,24 @@ def test_a_plan_fits_the_call_and_takes_the_first_seed_first(plan_runs):
 
 
 def test_a_gpu_left_free_takes_a_run_whose_checkpoint_travels_after_the_chosen_ones(plan_runs):
-    pending = ["a-taskx-seed42", "mezo-taskx-seed42", "a-tasky-seed42", "a-taskz-seed1337", "mezo-tasky-seed42",
+    pending = ["a-taskx-seed42", "mezo-taskx-seed42", "a-taskz-seed1337", "a-tasky-seed42", "mezo-tasky-seed42",
                "a-taskw-seed42"]
     traveling = {run for run in pending if not run.startswith("mezo")}
-    estimates = {"mezo-taskx-seed42": 50.0}
-    # two GPUs, both free before the call's end: the first two traveling runs after the chosen one
-    # (seed 42 first; a-taskx comes before it in the sweep's order and would start first: not taken)
-    assert plan_runs.fill(pending, ["mezo-taskx-seed42"], estimates, 100.0, 2, [42, 1337], traveling) == [
-        "a-tasky-seed42", "a-taskw-seed42"]
-    assert plan_runs.fill(pending, ["mezo-taskx-seed42"], estimates, 100.0, 1, [42, 1337], traveling) == [
-        "a-tasky-seed42"]
-    assert plan_runs.fill(pending, ["mezo-taskx-seed42"], estimates, 50.0, 1, [42, 1337], traveling) == []  # busy
-    assert plan_runs.fill(pending, [], estimates, 100.0, 1, [42, 1337], traveling) == ["a-taskx-seed42"]
-    assert plan_runs.fill(pending, ["a-taskw-seed42"], {"a-taskw-seed42": 1.0}, 100.0, 1, [42, 1337],
-                          traveling) == []  # nothing after the last chosen run
+    estimates = {"mezo-taskx-seed42": 50.0, "a-taskw-seed42": 1.0}
+    margin = plan_runs.FILL_MARGIN
+
+    def fill(chosen, seconds, gpus=1, stopped=frozenset()):
+        return plan_runs.fill(pending, chosen, estimates, seconds, gpus, [42, 1337], traveling, stopped)
+
+    # the first traveling run after the chosen one, seed 42 first (a-taskx comes before the chosen
+    # run in the sweep's order and would start first, delaying it: not taken)
+    assert fill(["mezo-taskx-seed42"], 50.0 + margin) == ["a-tasky-seed42"]
+    assert fill(["mezo-taskx-seed42"], 50.0 + margin - 1) == []  # too little left for a checkpoint
+    assert fill(["mezo-taskx-seed42"], 50.0 + margin - 1, gpus=2) == ["a-tasky-seed42"]  # the other GPU is free
+    # a run stopped part-way (a checkpoint on the machine already) goes first, so they do not pile up
+    assert fill(["mezo-taskx-seed42"], 200.0, stopped={"a-taskz-seed1337"}) == ["a-taskz-seed1337"]
+    assert fill([], 100.0) == ["a-taskx-seed42"]
+    assert fill(["a-taskw-seed42"], 100.0) == []  # nothing after the last chosen run
     assert plan_runs.fill(["mezo-tasky-seed42"], [], {}, 100.0, 1, [42], set()) == []
 
 
@@ -200,7 +204,7 @@ def test_a_call_with_nothing_to_go_by_still_starts_a_run_whose_checkpoint_travel
     sweep = ROOT / "configs/sweeps/paper_accuracy.yaml"
     assert plan_runs.main([str(sweep), str(tmp_path / "runs"), "540", "--gpus", "2"]) == 0
     out = capsys.readouterr()
-    assert out.out.split() == ["fo_sgd_lora_fa-tasksst2-seed42", "fo_sgd_lora_fa-taskrte-seed42"]
+    assert out.out.split() == ["fo_sgd_lora_fa-tasksst2-seed42"]  # one: stopped_runs.py sends back ~one checkpoint
     assert "then, until the call's end (they stop with a checkpoint that travels): fo_sgd_lora_fa-tasksst2" in out.err
     mezo_only = tmp_path / "mezo.yaml"  # MeZO's full-parameter checkpoints do not travel: nothing to start
     import yaml
@@ -210,3 +214,5 @@ def test_a_call_with_nothing_to_go_by_still_starts_a_run_whose_checkpoint_travel
     mezo_only.write_text(yaml.safe_dump(spec, sort_keys=False))
     assert plan_runs.main([str(mezo_only), str(tmp_path / "runs"), "540"]) == 0
     assert capsys.readouterr().out.split() == []
+    assert plan_runs.main([str(sweep), str(tmp_path / "runs"), str(plan_runs.FILL_MARGIN - 1)]) == 0
+    assert capsys.readouterr().out.split() == []  # a call too short to reach a checkpoint starts nothing

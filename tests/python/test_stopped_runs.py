@@ -187,3 +187,13 @@ def test_keep_runs_keeps_the_latest_calls_stopped_runs_for_the_next_session(stop
     assert (carried / archive.name).read_bytes() == archive.read_bytes()
     keep_runs.keep_stopped_runs(tmp_path / "out8" / "paper_accuracy_stopped.tgz", carried)  # none came back
     assert not (carried / archive.name).exists() and "removed the earlier" in capsys.readouterr().out
+
+
+def test_the_furthest_on_goes_first_when_not_all_fit(stopped_runs, tmp_path, capsys):
+    root = tmp_path / "paper"
+    fake_run(root, "a-early", 4, 600_000)
+    fake_run(root, "b-later", 4000, 600_000)
+    archive = tmp_path / "s.tgz"
+    assert stopped_runs.main(["pack", str(root), str(archive), "--max-mib", "1"]) == 0
+    assert "packed into" in capsys.readouterr().out
+    assert {Path(n).parts[1] for n in tarfile.open(archive).getnames()} == {"b-later", "b-later.log"}
