@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
+import sys
+from pathlib import Path
 
 import torch
 import triton
@@ -142,24 +143,11 @@ def check(device, dtype, cases) -> float:
 
 
 def time_us(fn, iters: int, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(iters):
-            fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    means = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        means.append(start.elapsed_time(end) * 1e3 / iters)
-    return statistics.median(means)
+    """Median microseconds a call, over a CUDA graph of `iters` calls (experiments/bench_layer_kernels.py's timer)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # experiments/
+    from bench_layer_kernels import time_call
+
+    return time_call(fn, iters, repeats)[0]
 
 
 def main() -> int:
