@@ -161,7 +161,7 @@ def keep_stopped_runs(archive: Path, carried: Path) -> None:
         shutil.copy2(archive, target)
         print(f"stopped runs' checkpoints kept in {target} ({archive.stat().st_size / 2**20:.2f} MiB): carry "
               f"{carried.relative_to(ROOT) if carried.is_relative_to(ROOT) else carried} in the next session's "
-              "first sweep call")
+              "first sweep call (not with a model part: that call has no room for it)")
     elif target.is_file():
         target.unlink()
         print(f"no stopped runs came back with this call: removed the earlier {target}")

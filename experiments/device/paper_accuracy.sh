@@ -11,7 +11,8 @@
 # committed in experiments/results/<that name>/runs.tgz, and resumes the runs an earlier session's
 # last call stopped where their checkpoints came back: OUT/<name>_stopped.tgz
 # (experiments/device/stopped_runs.py; the LoRA-FA methods' checkpoints fit, MeZO's do not), which
-# keep_runs.py puts in .device/stopped/ here; carry .device/stopped in the first sweep call. Each
+# keep_runs.py puts in .device/stopped/ here; carry .device/stopped in the first sweep call (a
+# call of its own: the model's part calls have no room left for it). Each
 # call sends its runs back in $OUT (no weights or checkpoints);
 # `python experiments/device/keep_runs.py OUT/<name>_runs.tgz [--model MODEL]` here adds the
 # finished ones to runs.tgz, regenerates the report and keeps the stopped runs' archive.
