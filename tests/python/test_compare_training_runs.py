@@ -20,7 +20,8 @@ def write_run(folder: Path, records: list[dict]) -> Path:
 
 
 def test_losses_are_averaged_over_windows_ending_at_multiples_and_missing_values_show(compare, tmp_path, capsys):
-    a = write_run(tmp_path / "a", [{"step": 0, "eval_accuracy": 0.5}, {"step": 1, "loss": 4.0}, {"step": 2, "loss": 2.0},
+    a = write_run(tmp_path / "a", [{"step": 0, "eval_accuracy": 0.5}, {"step": 1, "loss": 4.0},
+                                   {"step": 2, "loss": 2.0},
                                    {"step": 3, "loss": 1.0}, {"step": 2, "eval_accuracy": 0.75}])
     b = write_run(tmp_path / "b", [{"step": 2, "loss": 3.0}])
     assert compare.main([f"bf16={a}", f"fp32={b}", "--window", "2"]) == 0

@@ -41,7 +41,8 @@ def test_a_stopped_run_resumes_on_the_next_machine_to_the_uninterrupted_result(s
     archive = tmp_path / "out" / "paper_stopped.tgz"
     assert stopped_runs.main(["pack", str(root), str(archive)]) == 0
     names = tarfile.open(archive).getnames()
-    assert "paper/prge-seed1/checkpoint.json" in names and "paper/prge-seed1/checkpoint-5/checkpoint.safetensors" in names
+    assert "paper/prge-seed1/checkpoint.json" in names
+    assert "paper/prge-seed1/checkpoint-5/checkpoint.safetensors" in names
     assert not any("checkpoint-4" in n or "summary" in n for n in names)
     # The machine is given back; the next one has none of it until the archive is unpacked.
     (tmp_path / "machine").rename(tmp_path / "given_back")
