@@ -5,8 +5,8 @@
 # machine and in experiments/results/), resumable across calls: each call runs the sweep
 # for at most SWEEP_SECONDS (default 540: a call may run 10 minutes), starting the runs estimated
 # to end by then and one whose checkpoint travels (PLAN, below); runs still in flight stop after a
-# step with a checkpoint (SIGTERM; the sweep ends only after they have written it: a call's leftover processes do not
-# outlive it), and the next call skips the finished runs and resumes those, while the machine stays
+# step with a checkpoint (SIGTERM; the sweep ends only after they have written it: a call's
+# leftover processes do not outlive it), and the next call skips the finished runs and resumes those, while the machine stays
 # warm (DEVICE_RUNS, experiments/device/paths.env, holds them). A cold machine starts from the finished runs
 # committed in experiments/results/<that name>/runs.tgz, and resumes the runs an earlier session's
 # last call stopped where their checkpoints came back: OUT/<name>_stopped.tgz

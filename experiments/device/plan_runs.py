@@ -42,12 +42,11 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
 import re
 import sys
 from pathlib import Path
 
-from prge import run_summary
+from prge import checkpoints, run_summary
 from prge.overrides import parse_assignment
 from prge.run_dir import finished
 from prge.sweep import expand_sweep
@@ -173,10 +172,11 @@ def remaining_steps(run_dir: Path, steps: int) -> int:
     checkpoint.json's step, where the sweep resumes it); all of them when it has none or the
     pointer does not read."""
     try:
-        done = json.loads((run_dir / "checkpoint.json").read_text()).get("step")
-    except (OSError, ValueError, AttributeError):
+        pointer = checkpoints.read_pointer(run_dir)
+    except (OSError, ValueError):
         return steps
-    return steps - done if isinstance(done, int) and 0 <= done <= steps else steps
+    done = pointer["step"] if pointer else None
+    return steps - done if done is not None and 0 <= done <= steps else steps
 
 
 def gpu_ends(durations: list[float], gpus: int) -> list[float]:

@@ -29,34 +29,34 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import math
-import re
 import sys
 import tarfile
 import tempfile
 import zlib
 from pathlib import Path
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.json")
-CHECKPOINT_DIRECTORY = re.compile(r"checkpoint-\d+")  # as prge.checkpoints names them
+from prge import checkpoints
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", checkpoints.POINTER)
 
 
 def regular_file(path: Path) -> bool:
     return path.is_file() and not path.is_symlink()
 
 
-def stopped_run_files(run: Path) -> list[Path] | None:
-    """The files that carry a stopped run (see pack), or None when `run` is not one: finished, no
-    readable checkpoint pointer, the folder it names missing or not a checkpoint-STEP folder, or a
-    link among its files (unpack takes regular files only)."""
+def stopped_run(run: Path) -> tuple[list[Path], int] | None:
+    """The files that carry a stopped run (see pack) and its checkpoint's step, or None when `run`
+    is not one: finished, no readable checkpoint pointer, the folder it names missing or not a
+    checkpoint-STEP folder, or a link among its files (unpack takes regular files only)."""
     if (run / "summary.json").exists() or not all(regular_file(run / name) for name in RUN_FILES):
         return None
     try:
-        folder = json.loads((run / "checkpoint.json").read_text())["directory"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        pointer = checkpoints.read_pointer(run)
+    except (OSError, ValueError):
         return None
-    if not isinstance(folder, str) or not CHECKPOINT_DIRECTORY.fullmatch(folder):
+    folder = pointer.get("directory")
+    if not isinstance(folder, str) or not checkpoints.DIRECTORY.match(folder) or folder.endswith(".tmp"):
         return None
     checkpoint = run / folder
     if not checkpoint.is_dir() or checkpoint.is_symlink():
@@ -66,12 +66,7 @@ def stopped_run_files(run: Path) -> list[Path] | None:
         return None
     files = [run / name for name in RUN_FILES] + [p for p in inside if p.is_file()]
     log = run.with_name(run.name + ".log")
-    return files + [log] if regular_file(log) else files
-
-
-def checkpoint_step(run: Path) -> int:
-    step = json.loads((run / "checkpoint.json").read_text()).get("step")
-    return step if isinstance(step, int) else 0
+    return (files + [log] if regular_file(log) else files), pointer["step"]
 
 
 def pack(root: Path, archive: Path, max_bytes: int) -> tuple[list[str], list[str]]:
@@ -81,9 +76,9 @@ def pack(root: Path, archive: Path, max_bytes: int) -> tuple[list[str], list[str
     (packed, left) run names."""
     packed, left, total = [], [], 0
     members: list[Path] = []
-    stopped = [(run, files) for run in sorted(p for p in root.iterdir() if p.is_dir())
-               if (files := stopped_run_files(run)) is not None]
-    for run, files in sorted(stopped, key=lambda item: -checkpoint_step(item[0])):
+    stopped = [(run, *found) for run in sorted(p for p in root.iterdir() if p.is_dir())
+               if (found := stopped_run(run)) is not None]
+    for run, files, _ in sorted(stopped, key=lambda item: -item[2]):  # the furthest on first
         size = sum(f.stat().st_size for f in files)
         if total + size > max_bytes:
             left.append(f"{run.name} ({size / 2**20:.1f} MiB)")

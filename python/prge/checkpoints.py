@@ -51,7 +51,7 @@ def save(out_dir: Path, trainer, state: dict) -> None:
     """Writes the checkpoint of state["step"] and makes it current (see the module's text)."""
     out_dir = Path(out_dir)
     name = f"checkpoint-{state['step']}"
-    pointer = _read_pointer(out_dir)
+    pointer = read_pointer(out_dir)
     if pointer and pointer.get("directory") == name and (out_dir / name).is_dir():
         return  # this very step is current already
     boundary(f"{name}: begin")
@@ -85,7 +85,9 @@ def _remove_others(out_dir: Path, keep: str | None) -> None:
         durable.remove(out_dir / TENSORS)  # the single-file layout of earlier versions
 
 
-def _read_pointer(out_dir: Path) -> dict | None:
+def read_pointer(out_dir: Path) -> dict | None:
+    """The run folder's checkpoint pointer ({"step", "directory"}), or None without one. Raises
+    ValueError naming the file when it does not read as one."""
     path = Path(out_dir) / POINTER
     if not path.is_file():
         return None
@@ -106,7 +108,7 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
     directory's writer only). Raises RunDirError for a checkpoint that cannot be
     resumed, ValueError / RuntimeError naming the damaged file or tensor."""
     out_dir = Path(out_dir)
-    pointer = _read_pointer(out_dir)
+    pointer = read_pointer(out_dir)
     if pointer is None:
         return None
     if "directory" in pointer:
