@@ -93,14 +93,18 @@ def forward_flops(config, sequences, seq_len):
     return 2 * per_layer * c.num_hidden_layers * tokens + attention
 
 
-def prge_step(args, config, kind, queries, parallel, graphs=True, rng="auto", fold=None, distribution="gaussian"):
+def prge_step(args, config, kind, queries, parallel, graphs=True, rng="auto", fold=None, distribution="gaussian",
+              gated=None):
     """One step of prge's trainer as a user builds it, as a function of nothing: estimator.rng
     defaults to auto, the counter RNG on CUDA (what the CUDA kernels and graph capture need);
     rng="torch" is the earlier default. fold: CausalLM.fold_lora_a (None: the default, off).
-    distribution: of z (estimator.distribution)."""
+    distribution: of z (estimator.distribution). gated: CausalLM.gated_low_rank_kernel (None: the
+    default, off; True: gate/up's term inside the gated activation where a compiled variant fits)."""
     model = prge.CausalLM.random(config, 0, args.device, args.dtype)
     if fold is not None:
         model.fold_lora_a = fold
+    if gated is not None:
+        model.gated_low_rank_kernel = gated
     if kind != "mezo":
         model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32))
     eps = 1e-3 if kind == "mezo" else 1e-2
@@ -124,7 +128,8 @@ def bench_prge(args, config, kind, queries, parallel, warmup, steps, **options):
 
 
 def interleaved_ratios(args, config, qs, rounds):
-    """The P-RGE dual step (each q, unfolded and with fold_lora_a) over the torch.compile'd
+    """The P-RGE dual step (each q: as built by default, with fold_lora_a, and with the gated
+    low-rank kernel) over the torch.compile'd
     (reduce-overhead) transformers forward of the same 32 sequences, each ratio against the
     forward timed just before it, over `rounds` rounds, every step and the forward built once:
     drift of the machine between rows (about 1 ms in a 45 ms step between runs) cancels.
@@ -136,10 +141,10 @@ def interleaved_ratios(args, config, qs, rounds):
     forward = TransformersForward(transformers_model(config, getattr(torch, args.dtype), args.device), ids, targets,
                                   "reduce-overhead")
     steps = {}
-    for fold in (False, True):
+    variants = (("", {}), (" (fold_lora_a)", {"fold": True}), (" (gated low-rank kernel)", {"gated": True}))
+    for variant, options in variants:
         for q in qs:
-            steps[f"prge_dual q={q}" + (" (fold_lora_a)" if fold else "")] = prge_step(
-                args, config, "prge", q, "dual", fold=fold)
+            steps[f"prge_dual q={q}{variant}"] = prge_step(args, config, "prge", q, "dual", **options)
     timed(forward, args.warmup + 3, 1, args.device)
     for step in steps.values():
         timed(step, args.warmup, 1, args.device)
@@ -349,6 +354,9 @@ def main():
             s, m = bench_prge(args, config, "prge", q, "dual", args.warmup, args.steps, fold=True)
             record(f"prge_dual q={q} (fold_lora_a)", "prge", q, "dual", s, m)
     if args.device.startswith("cuda") and prge.cuda_built:
+        for q in qs:  # what the Triton gated activation with gate/up's term inside saves (opt-in)
+            s, m = bench_prge(args, config, "prge", q, "dual", args.warmup, args.steps, gated=True)
+            record(f"prge_dual q={q} (gated low-rank kernel)", "prge", q, "dual", s, m)
         # What drawing gaussian z costs at the largest q: Rademacher z (a hash and a sign, no
         # log / sqrt / cos; estimator.distribution: rademacher) in the same step.
         s, m = bench_prge(args, config, "prge", max(qs), "dual", args.warmup, args.steps, distribution="rademacher")

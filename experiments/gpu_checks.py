@@ -17,6 +17,9 @@ machine; CI has no GPU). Each line prints PASS/FAIL with the measured difference
    replaces, on random tensors in fp32 / bf16 / fp16, and the logits of a whole forward
    with the kernels on and off (the kernels round where ATen rounds, apart from RMSNorm's
    single rounding of x * rstd * w and ATen's possible multiply-add contraction);
+   the Triton gated activation with gate/up's LoRA-FA term (compiled ahead of time) vs ATen's
+   term GEMM and activation on awkward shapes, and in a bf16 P-RGE step against the GEMM path
+   (both measured against float32), graphed == uncaptured;
 7. every P-RGE mode (dual, single, none) runs the device step, graphed == uncaptured;
 8. the distributed step's halves (evaluate_share, captured per share, + apply_losses) vs
    trainer.step: the whole range on one trainer bit-identical (then whole steps on that same
@@ -517,6 +520,111 @@ def check_fold_lora_a(config) -> None:
                f"diff {loss_diff:.3g} (allowed {tolerance:g}); max B diff {b_diff:.3g} (fp32: allowed 1e-5 x max |B|)")
 
 
+def aten_gated_low_rank(gate_up, ax, b_stack, scaling, activation):
+    """What the gated low-rank kernel replaces, in ATen: each copy's term added to the frozen output
+    (float32, one rounding to the dtype, as the beta = 1 GEMM does), then the activation as ATen
+    rounds it (act(gate) rounded, times up, rounded)."""
+    f, copies = gate_up.shape[-1] // 2, b_stack.shape[0]
+    rows = gate_up.numel() // gate_up.shape[-1]
+    term = torch.bmm(ax.reshape(copies, rows // copies, -1).float(), b_stack.float().transpose(1, 2))
+    y = (gate_up.reshape(rows, -1).float() + scaling * term.reshape(rows, -1)).to(gate_up.dtype)
+    gate = y[:, :f]
+    act = torch.nn.functional.silu(gate) if activation == "silu" else torch.nn.functional.gelu(gate, approximate="tanh")
+    return (act * y[:, f:]).reshape(*gate_up.shape[:-1], f)
+
+
+def check_gated_low_rank_kernel() -> None:
+    """The Triton gated activation with the LoRA-FA term (compiled ahead of time) against ATen's
+    ops on awkward shapes: tiles that straddle two copies (rows per copy not a multiple of 64),
+    f not a multiple of the 128-column tile, one copy with ragged rows, operands read out of a
+    wider [x W^T | A x] output (strided rows), every dtype, activation and rank compiled, and
+    Qwen2.5-1.5B's MLP at 32 copies; and a refusal where a copy is shorter than a tile."""
+    kernels = prge._core.layer_kernels
+    compiled = kernels.triton_kernels()
+    arch = "%d%d" % torch.cuda.get_device_capability()
+    here = sorted(key for key, sm in compiled if str(sm) == arch)
+    report(f"Triton kernels compiled for this GPU (sm_{arch})", bool(here), f"{len(here)} variants: {', '.join(here)}")
+    if not here:
+        return
+    g = torch.Generator(device="cuda").manual_seed(0)
+    cases = [  # dtype, activation, rank, rows per copy, copies, f, strided
+        (torch.bfloat16, "silu", 16, 100, 3, 96, False), (torch.bfloat16, "gelu_tanh", 16, 100, 3, 96, True),
+        (torch.float16, "silu", 32, 64, 4, 160, False), (torch.float16, "gelu_tanh", 64, 130, 2, 48, True),
+        (torch.bfloat16, "silu", 64, 37, 1, 272, False), (torch.bfloat16, "gelu_tanh", 32, 96, 5, 1536, True),
+        (torch.bfloat16, "silu", 16, 256, 32, 8960, False)]
+    for dtype, activation, rank, per_copy, copies, f, strided in cases:
+        rows = per_copy * copies
+        width = 2 * f + 2 * rank + (16 if strided else 0)
+        wide = torch.randn(rows, width, generator=g, device="cuda").to(dtype)
+        gate_up, ax = (wide[:, :2 * f], wide[:, width - 2 * rank:]) if strided else \
+            (wide[:, :2 * f].contiguous(), wide[:, 2 * f:2 * f + 2 * rank].contiguous())
+        stack = torch.zeros(copies, 2 * f, 2 * rank, device="cuda")
+        stack[:, :f, :rank] = 0.3 * torch.randn(copies, f, rank, generator=g, device="cuda")
+        stack[:, f:, rank:] = 0.3 * torch.randn(copies, f, rank, generator=g, device="cuda")
+        stack = stack.to(dtype)
+        got = kernels.gated_low_rank(gate_up.view(copies, per_copy, -1), ax.view(copies, per_copy, -1) if not strided
+                                     else ax, stack, 2.0, activation)
+        want = aten_gated_low_rank(gate_up, ax, stack, 2.0, activation).view(copies, per_copy, f)
+        wrong = aten_gated_low_rank(gate_up, ax, stack.roll(1, 0), 2.0, activation).view(copies, per_copy, f)
+        scale = want.float().abs().max()
+        relative = ((got.float() - want.float()).abs().max() / scale).item()
+        wrong_b = ((wrong.float() - want.float()).abs().max() / scale).item()
+        tolerance = 1.6e-2 if dtype == torch.bfloat16 else 2e-3  # about four ulps of the largest output
+        name = str(dtype).split(".")[1]
+        report(f"gated low-rank kernel vs ATen, {name} {activation} r {rank}, {copies} copies of {per_copy} rows, "
+               f"f {f}{', strided rows' if strided else ''}", relative <= tolerance and (copies == 1 or wrong_b > 0.1),
+               f"max |diff| / max |ATen| = {relative:.3g} (allowed {tolerance:g}; equal elements "
+               f"{(got == want).float().mean().item():.4f}; with each copy given its neighbour's B: {wrong_b:.3g})")
+    try:
+        kernels.gated_low_rank(*(torch.zeros(4 * 32, n, device="cuda", dtype=torch.bfloat16) for n in (192, 32)),
+                               torch.zeros(4, 192, 32, device="cuda", dtype=torch.bfloat16), 2.0)
+        refused = False
+    except ValueError:
+        refused = True
+    report("gated low-rank kernel refuses copies shorter than a tile (4 copies of 32 rows)", refused,
+           f"refused: {refused}")
+
+
+def check_gated_low_rank_model(config) -> None:
+    """A bf16 model's P-RGE steps with gate/up's term in the Triton gated activation against the
+    same model with the term's GEMM (gated_low_rank_kernel off), both against float32 (where the
+    kernel has no variant): the kernel's distance from float32 is within the GEMM path's, the
+    kernel ran (profiler), and its graphed step equals its uncaptured one bit for bit."""
+    results, b_last, ran = {}, {}, False
+    runs = (("kernel", "bfloat16", True, False), ("gemm", "bfloat16", False, False),
+            ("fp32", "float32", False, False), ("kernel, graphed", "bfloat16", True, True))
+    for label, dtype, kernel, graphs in runs:
+        model = prge.CausalLM.random(config, 0, "cuda", dtype)
+        model.gated_low_rank_kernel = kernel
+        model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32, init_seed=3))
+        g = torch.Generator().manual_seed(1)
+        for a in model.adapters():
+            a["lora_b"].copy_(0.01 * torch.randn(a["lora_b"].shape, generator=g))
+        t, _ = trainer_for(model, 4, graphs=graphs)
+        steps = []
+        for s in range(4):
+            batch = random_batch(config.vocab_size, 4, 64 - (s % 2) * 40, seed=s)
+            if s == 0 and label == "kernel":
+                from torch.profiler import ProfilerActivity, profile
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    steps.append(t.step(batch))
+                    torch.cuda.synchronize()
+                ran = any("gated_low_rank" in e.key for e in prof.key_averages())
+            else:
+                steps.append(t.step(batch))
+        results[label] = steps
+        b_last[label] = torch.cat([a["lora_b"].flatten() for a in model.adapters()]).cpu()
+    def distance(label):
+        return max(abs(a - b) for x, y in zip(results[label], results["fp32"]) for a, b in zip(x.losses, y.losses))
+    kernel_d, gemm_d = distance("kernel"), distance("gemm")
+    same = all(x.losses == y.losses for x, y in zip(results["kernel, graphed"], results["kernel"])) and \
+        torch.equal(b_last["kernel, graphed"], b_last["kernel"])
+    report("gated low-rank kernel in a bf16 P-RGE step: ran, as close to fp32 as the GEMM path, graphed == uncaptured",
+           ran and kernel_d <= 2 * gemm_d + 1e-3 and same,
+           f"kernel ran: {ran}; max |loss - fp32 loss| kernel {kernel_d:.3g}, GEMM path {gemm_d:.3g}; "
+           f"graphed identical: {same}")
+
+
 def check_dequantize_kernel(config) -> None:
     """The one-pass dequantize kernel against QuantizedWeight.dequantize (ATen's ops): each
     format alone, then the logits of int4 / int8 models with the kernels on against the same
@@ -647,6 +755,8 @@ def main() -> int:
         lambda: check_replays_keep_weights_at_lr_zero(config),
         lambda: check_kernels_vs_aten(),
         lambda: check_swiglu_every_bf16_gate(),
+        lambda: check_gated_low_rank_kernel(),
+        lambda: check_gated_low_rank_model(config),
         lambda: check_layer_kernels(config),
         lambda: check_fold_lora_a(config),
         lambda: check_dequantize_kernel(config),

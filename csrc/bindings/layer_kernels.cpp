@@ -4,9 +4,16 @@
 #include <torch/extension.h>
 
 #ifdef PRGE_WITH_CUDA
+#include "prge/cuda/gated_low_rank.h"
 #include "prge/cuda/layer_kernels.h"
 #include "prge/cuda/quantized_kernels.h"
+#include "prge/cuda/triton_kernels.h"
 #endif
+
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace py = pybind11;
 
@@ -17,6 +24,28 @@ void bind_layer_kernels(py::module_& m) {
 #ifdef PRGE_WITH_CUDA
   k.def("rope", &cuda::rope, py::arg("x"), py::arg("cos"), py::arg("signed_sin"));
   k.def("swiglu", &cuda::swiglu, py::arg("gate_up"));
+  k.def(
+      "gated_low_rank",
+      [](const torch::Tensor& gate_up, const torch::Tensor& ax, const torch::Tensor& b_stack, double scaling,
+         const std::string& activation) {
+        if (activation != "silu" && activation != "gelu_tanh") {
+          throw std::invalid_argument("gated_low_rank: activation is 'silu' or 'gelu_tanh', not '" + activation + "'");
+        }
+        return cuda::gated_low_rank(gate_up, ax, b_stack, scaling,
+                                    activation == "silu" ? Activation::Silu : Activation::GeluTanh);
+      },
+      py::arg("gate_up"), py::arg("ax"), py::arg("b_stack"), py::arg("scaling"), py::arg("activation") = "silu");
+  k.def(
+      "triton_kernels",
+      [] {
+        std::vector<std::pair<std::string, int>> out;
+        for (size_t i = 0; i < cuda::triton_kernels::kCompiledKernelCount; ++i) {
+          const auto& kernel = cuda::triton_kernels::kCompiledKernels[i];
+          out.emplace_back(kernel.key, kernel.arch);
+        }
+        return out;
+      },
+      "(key, sm) of every Triton kernel variant compiled into this build");
   k.def(
       "add_rms_norm_",
       [](torch::Tensor residual, const torch::Tensor& delta, const torch::Tensor& weight, double eps) {

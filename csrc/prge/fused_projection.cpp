@@ -106,16 +106,46 @@ torch::Tensor FusedLoraFaProjection::forward_fused(const torch::Tensor& x, const
     }
     return torch::cat(outputs, -1);
   }
-  const bool perturbed = plan && plan->plan->perturbs();
-  // Unperturbed, every row shares one B (a size-1 stack: one plain GEMM).
-  const auto request = fused_request();
-  const auto blocks = perturbed ? plan->group_copies(request, x.scalar_type())
-                                : request.assemble(1, x.options(), [](const GroupMember& m) { return *m.lora_b; });
+  const auto blocks = fused_copies(plan, x);
   const auto& first = parts_[adapted_.front()];
   if (takes_folded_path(weight_and_a_, weight, b_frozen)) {
     return folded_linear_plus_low_rank(x, weight_and_a_, weight_.size(0), blocks, first.scaling(), first.name());
   }
   return linear_plus_low_rank(x, w, at::linear(x, lora_a_), blocks, first.scaling(), first.name(), b_frozen);
+}
+
+torch::Tensor FusedLoraFaProjection::fused_copies(const MaterializedPlan* plan, const torch::Tensor& x) const {
+  const auto request = fused_request();
+  // Unperturbed, every row shares one B (a size-1 stack: one plain GEMM).
+  if (plan && plan->plan->perturbs()) return plan->group_copies(request, x.scalar_type());
+  return request.assemble(1, x.options(), [](const GroupMember& m) { return *m.lora_b; });
+}
+
+bool FusedLoraFaProjection::splits_low_rank_term() const {
+  if (adapted_.size() != parts_.size() || !one_scaling_) return false;
+  return std::all_of(parts_.begin(), parts_.end(),
+                     [&](const LoraFaLinear& p) { return p.lora_a().size(0) == parts_.front().lora_a().size(0); });
+}
+
+int64_t FusedLoraFaProjection::rank() const { return splits_low_rank_term() ? parts_.front().lora_a().size(0) : 0; }
+
+torch::Tensor FusedLoraFaProjection::forward_frozen(const torch::Tensor& x, const MaterializedPlan* plan,
+                                                    LowRankTerm& term, const torch::Tensor& weight,
+                                                    const torch::Tensor& bias) const {
+  if (!splits_low_rank_term()) {
+    throw std::logic_error("forward_frozen: the projection's parts are not all adapted with one rank and scaling");
+  }
+  const auto& b_frozen = bias.defined() ? bias : bias_;
+  term.b_stack = fused_copies(plan, x);
+  term.scaling = parts_.front().scaling();
+  if (takes_folded_path(weight_and_a_, weight, b_frozen)) {  // one GEMM: [x W^T | A x]
+    const int64_t out = weight_.size(0);
+    auto both = at::linear(x, weight_and_a_);
+    term.ax = both.narrow(-1, out, lora_a_.size(0));
+    return both.narrow(-1, 0, out);
+  }
+  term.ax = at::linear(x, lora_a_);
+  return at::linear(x, weight.defined() ? weight : weight_, b_frozen);
 }
 
 }  // namespace prge

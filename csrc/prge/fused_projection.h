@@ -44,6 +44,23 @@ class FusedLoraFaProjection {
                               const torch::Tensor& weight = {}, const torch::Tensor& bias = {}) const;
   const torch::Tensor& bias() const { return bias_; }  // [sum out] or undefined
 
+  // forward_fused's low-rank term, left for the consumer to add (the gated activation kernel
+  // adds gate/up's inside its own pass): A x of the parts side by side [N, T, sum r], the copies
+  // of their B [copies, sum out, sum r] (block-diagonal, x's dtype) and the shared scaling.
+  struct LowRankTerm {
+    torch::Tensor ax;
+    torch::Tensor b_stack;
+    double scaling = 0.0;
+  };
+  // Whether forward_frozen applies: every part adapted, one rank and one scaling.
+  bool splits_low_rank_term() const;
+  int64_t rank() const;  // each part's r when splits_low_rank_term(), else 0
+  // The frozen output x W^T (+ bias) [N, T, sum out] alone; `term` receives the rest, so that
+  // forward_fused's output is this plus scaling * ax b_stack[c]^T on copy c's rows (each sum
+  // rounded to x's dtype). Throws std::logic_error unless splits_low_rank_term().
+  torch::Tensor forward_frozen(const torch::Tensor& x, const MaterializedPlan* plan, LowRankTerm& term,
+                               const torch::Tensor& weight = {}, const torch::Tensor& bias = {}) const;
+
  private:
   torch::Tensor weight_;              // [sum out, in]
   torch::Tensor bias_;                // [sum out] or undefined
@@ -57,6 +74,8 @@ class FusedLoraFaProjection {
   bool one_scaling_ = true;           // adapted parts share a scaling: fused low-rank term
 
   CopyStackRequest fused_request() const;
+  // B's copies for `plan` in one stack of x's dtype (one copy when the plan does not perturb).
+  torch::Tensor fused_copies(const MaterializedPlan* plan, const torch::Tensor& x) const;
 };
 
 }  // namespace prge

@@ -3,6 +3,7 @@
 #include "prge/counter_rng.h"
 
 #ifdef PRGE_WITH_CUDA
+#include "prge/cuda/gated_low_rank.h"
 #include "prge/cuda/layer_kernels.h"
 #include "prge/cuda/quantized_kernels.h"
 #include "prge/cuda/weight_noise_kernels.h"
@@ -464,6 +465,19 @@ bool CausalLM::use_layer_kernels() const {
   return kernels_apply() && vectorizable && !at::GradMode::is_enabled();
 }
 
+bool CausalLM::gated_kernel_adds_term(const FusedLoraFaProjection& gate_up, const torch::Tensor& h,
+                                      const MaterializedPlan* plan) const {
+#ifdef PRGE_WITH_CUDA
+  if (!gated_low_rank_kernel_ || !use_layer_kernels() || !gate_up.splits_low_rank_term()) return false;
+  const int64_t copies = plan && plan->plan->perturbs() ? plan->plan->copies() : 1;
+  return cuda::gated_low_rank_supported(dtype_, h.numel() / h.size(-1), spec_.intermediate_size, gate_up.rank(),
+                                        copies, spec_.activation);
+#else
+  (void)gate_up, (void)h, (void)plan;
+  return false;
+#endif
+}
+
 torch::Tensor CausalLM::weight(const torch::Tensor& w, int64_t index, const WeightPerturbation* perturbation,
                                torch::Tensor out) const {
   if (!perturbation || !w.defined()) return w;
@@ -637,14 +651,21 @@ torch::Tensor CausalLM::mlp_block(size_t i, const torch::Tensor& h, const Materi
   // intermediate is released as soon as it is used, so at most one of them is held at a time
   // beside the activations: the MLP's peak is what a quantized base adds to the step's memory.
   torch::Tensor gate_up;  // [gate | up]
+  FusedLoraFaProjection::LowRankTerm term;  // gate/up's LoRA-FA term, when the activation kernel adds it
   {
     const auto [weight, bias] = group_tensors(i, layer.gate_up, gate_up_roles(), {Role::GateBias, Role::UpBias},
                                               perturbation);
-    gate_up = layer.gate_up.forward_fused(h, plan, weight, bias);
+    gate_up = gated_kernel_adds_term(layer.gate_up, h, plan) ? layer.gate_up.forward_frozen(h, plan, term, weight, bias)
+                                                             : layer.gate_up.forward_fused(h, plan, weight, bias);
   }
   torch::Tensor activated;
 #ifdef PRGE_WITH_CUDA
-  if (use_layer_kernels() && spec_.activation == Activation::Silu) activated = cuda::swiglu(gate_up);
+  if (term.ax.defined()) {
+    activated = cuda::gated_low_rank(gate_up, term.ax, term.b_stack, term.scaling, spec_.activation);
+    term = {};
+  } else if (use_layer_kernels() && spec_.activation == Activation::Silu) {
+    activated = cuda::swiglu(gate_up);
+  }
 #endif
   if (!activated.defined()) {
     const int64_t f = spec_.intermediate_size;

@@ -129,6 +129,12 @@ class CausalLM {
   // they replace (tests compare the two).
   void set_layer_kernels(bool enabled) { layer_kernels_ = enabled; }
   bool layer_kernels() const { return layer_kernels_; }
+  // Within the layer kernels, gate/up's LoRA-FA term added inside the gated activation (a Triton
+  // kernel compiled ahead of time: cuda/gated_low_rank.h) where a compiled variant fits; off (the
+  // default until a GPU has checked and timed it): the term's batched GEMM into the frozen
+  // output, then the activation.
+  void set_gated_low_rank_kernel(bool enabled) { gated_low_rank_kernel_ = enabled; }
+  bool gated_low_rank_kernel() const { return gated_low_rank_kernel_; }
   // A stacked under W for o, down and q/k/v (LoraFaLinear::fold_lora_a: one GEMM reads x once
   // for x Wᵀ and A x). Off by default until a GPU measures it (the wider GEMM may lose to tile
   // rounding what it saves in reads). Folding makes new storage for W and A, so a Trainer made
@@ -144,6 +150,10 @@ class CausalLM {
   // The fused layer kernels for this forward: kernels_apply(), no autograd recording, and row
   // lengths the 16-byte vectorized kernels take.
   bool use_layer_kernels() const;
+  // Whether the gated activation kernel adds gate/up's LoRA-FA term for this forward of `h`
+  // (use_layer_kernels(), every gate/up part adapted alike, a compiled variant that fits).
+  bool gated_kernel_adds_term(const FusedLoraFaProjection& gate_up, const torch::Tensor& h,
+                              const MaterializedPlan* plan) const;
   // Folds or unfolds o, down and q/k/v as fold_lora_a() says; true when any fold made new storage.
   bool apply_lora_a_fold();
 
@@ -208,6 +218,7 @@ class CausalLM {
   int64_t adapter_generation_ = 0;
   bool fold_lora_a_ = false;
   bool layer_kernels_ = true;
+  bool gated_low_rank_kernel_ = false;
 };
 
 torch::ScalarType parse_dtype(const std::string& name);

@@ -1,0 +1,75 @@
+"""The build step that compiles prge's Triton kernels ahead of time (csrc/prge/cuda/triton/
+compile_kernels.py). CI has no GPU and no Triton: what runs here is what every CPU build and a
+CUDA build without Triton take (an empty table, said on stderr), and the agreement between the
+compiled specializations and the kernel's own arguments. The kernels themselves are checked on
+the GPU against ATen (experiments/gpu_checks.py: check_gated_low_rank_kernel / _model)."""
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+
+from conftest import REPO, load_script
+
+SCRIPT = REPO / "csrc/prge/cuda/triton/compile_kernels.py"
+
+
+def run_script(tmp_path, archs, blocked=True):
+    env = dict(os.environ)
+    if blocked:  # a `triton` that cannot be imported, whatever this machine has installed
+        blocker = tmp_path / "block" / "triton"
+        blocker.mkdir(parents=True)
+        (blocker / "__init__.py").write_text("raise ImportError('no triton here (test)')\n")
+        env["PYTHONPATH"] = str(tmp_path / "block")
+    out = tmp_path / "triton_cubins.cpp"
+    result = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--archs", archs], env=env,
+                            capture_output=True, text=True, timeout=120)
+    return result, out.read_text() if out.exists() else None
+
+
+def test_without_triton_the_table_is_empty_and_the_build_goes_on(tmp_path):
+    result, text = run_script(tmp_path, "80;90")
+    assert result.returncode == 0, result.stderr
+    assert "kCompiledKernelCount = 0;" in text
+    assert "no triton here (test)" in text  # the reason, in the generated source's header
+    assert "the Triton kernels are left out" in result.stderr and "no triton here (test)" in result.stderr
+    assert "kCubin" not in text
+    assert not list(tmp_path.glob("*.tmp"))  # written through a temporary file, moved into place
+
+
+def test_no_numbered_architecture_is_said(tmp_path):
+    result, text = run_script(tmp_path, "none", blocked=False)
+    assert result.returncode == 0
+    assert "kCompiledKernelCount = 0;" in text
+    assert "no numbered GPU architecture in 'none'" in result.stderr
+
+
+def test_specializations_name_every_kernel_argument_in_order():
+    compile_kernels = load_script("csrc/prge/cuda/triton/compile_kernels.py", "prge_compile_kernels")
+    assert compile_kernels.SPECIALIZATIONS
+    for spec in compile_kernels.SPECIALIZATIONS:
+        source = (SCRIPT.parent / spec.source).read_text()
+        kernel = next(node for node in ast.walk(ast.parse(source))
+                      if isinstance(node, ast.FunctionDef) and node.name == spec.kernel)
+        assert [name for name, _ in spec.signature] == [a.arg for a in kernel.args.args], spec.key
+        constexprs = {a.arg for a in kernel.args.args
+                      if a.annotation is not None and ast.unparse(a.annotation) == "tl.constexpr"}
+        given = {name for name, kind in spec.signature if isinstance(kind, int)}
+        assert given == constexprs, spec.key  # every constexpr fixed, nothing else
+    keys = [spec.key for spec in compile_kernels.SPECIALIZATIONS]
+    assert len(keys) == len(set(keys))
+    # the C++ side looks variants up by dtype, rank (16, 32, 64) and activation
+    assert {k.split("/", 1)[1] for k in keys} == {f"{d}/r{r}/{a}" for d in ("bf16", "fp16") for r in (16, 32, 64)
+                                                  for a in ("silu", "gelu_tanh")}
+
+
+def test_generated_source_lists_each_compiled_variant():
+    compile_kernels = load_script("csrc/prge/cuda/triton/compile_kernels.py", "prge_compile_kernels")
+    spec = compile_kernels.SPECIALIZATIONS[0]
+    fake = compile_kernels.Compiled(spec, 90, bytes([0, 255, 16]), "gated_low_rank", 8192, 13, 2)
+    text = compile_kernels.cpp_source([fake], "test")
+    assert "const unsigned char kCubin0[] = {0x00, 0xff, 0x10};" in text
+    assert (f'{{"{spec.key}", 90, kCubin0, sizeof(kCubin0), "gated_low_rank", {spec.num_warps}, 8192, 13, 2, '
+            f"{spec.block_m}, {spec.block_n}}}," in text)
+    assert "kCompiledKernelCount = 1;" in text
