@@ -127,6 +127,11 @@ def bench_prge(args, config, kind, queries, parallel, warmup, steps, **options):
     return seconds, peak
 
 
+def triton_kernels_built() -> bool:
+    """Whether this build compiled the Triton kernels (CausalLM.gated_low_rank_kernel has any effect)."""
+    return prge.cuda_built and bool(prge._core.layer_kernels.triton_kernels())
+
+
 def interleaved_ratios(args, config, qs, rounds):
     """The P-RGE dual step (each q: as built by default, with fold_lora_a, and with the gated
     low-rank kernel) over the torch.compile'd
@@ -141,7 +146,9 @@ def interleaved_ratios(args, config, qs, rounds):
     forward = TransformersForward(transformers_model(config, getattr(torch, args.dtype), args.device), ids, targets,
                                   "reduce-overhead")
     steps = {}
-    variants = (("", {}), (" (fold_lora_a)", {"fold": True}), (" (gated low-rank kernel)", {"gated": True}))
+    variants = [("", {}), (" (fold_lora_a)", {"fold": True})]
+    if triton_kernels_built():
+        variants.append((" (gated low-rank kernel)", {"gated": True}))
     for variant, options in variants:
         for q in qs:
             steps[f"prge_dual q={q}{variant}"] = prge_step(args, config, "prge", q, "dual", **options)
@@ -353,7 +360,10 @@ def main():
         for q in qs:  # what folding A under W gives: one GEMM for x W^T and A x (o, down, q/k/v)
             s, m = bench_prge(args, config, "prge", q, "dual", args.warmup, args.steps, fold=True)
             record(f"prge_dual q={q} (fold_lora_a)", "prge", q, "dual", s, m)
-    if args.device.startswith("cuda") and prge.cuda_built:
+    gated_built = args.device.startswith("cuda") and triton_kernels_built()
+    if args.device.startswith("cuda") and prge.cuda_built and not gated_built:
+        print("no Triton kernels in this build: the gated low-rank kernel's rows are left out", flush=True)
+    if gated_built:
         for q in qs:  # what the Triton gated activation with gate/up's term inside saves (opt-in)
             s, m = bench_prge(args, config, "prge", q, "dual", args.warmup, args.steps, gated=True)
             record(f"prge_dual q={q} (gated low-rank kernel)", "prge", q, "dual", s, m)

@@ -2,6 +2,7 @@
 
 #include "prge/cuda/triton_kernels.h"
 
+#include <c10/cuda/CUDAGuard.h>
 #include <fmt/format.h>
 
 #include <cstdint>
@@ -19,15 +20,21 @@ const triton_kernels::CompiledKernel* variant(torch::ScalarType dtype, int64_t r
                                           activation == Activation::Silu ? "silu" : "gelu_tanh"));
 }
 
-// The tensor as [rows, width] rows evenly apart, its last dimension contiguous and every row start
-// 16-byte aligned (what the kernel's divisibility hints promise), copied when it is not.
+bool aligned(const torch::Tensor& t) { return reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 == 0; }
+
+// What the kernel's divisibility hints promise: the last dimension contiguous, the other strides
+// multiples of 16 elements, the start 16-byte aligned; else a fresh contiguous copy (contiguous()
+// alone keeps a contiguous tensor's misaligned start). A fresh [.., w] copy has strides w and 1:
+// callers check w.
+torch::Tensor meets_hints(const torch::Tensor& t) {
+  bool fits = t.stride(-1) == 1 && aligned(t);
+  for (int64_t d = 0; d + 1 < t.dim(); ++d) fits = fits && t.stride(d) % 16 == 0;
+  return fits ? t : t.clone(at::MemoryFormat::Contiguous);
+}
+
+// The tensor as [rows, width], rows evenly apart (a view when the leading dims merge).
 torch::Tensor as_rows(const torch::Tensor& t) {
-  const int64_t width = t.size(-1);
-  auto rows = t.dim() == 2 ? t : t.reshape({-1, width});  // a view when the leading dims merge
-  const int64_t element = rows.element_size();
-  const bool fits = rows.stride(1) == 1 && (rows.stride(0) * element) % 16 == 0 &&
-                    reinterpret_cast<std::uintptr_t>(rows.data_ptr()) % 16 == 0;
-  return fits ? rows : rows.contiguous();
+  return meets_hints(t.dim() == 2 ? t : t.reshape({-1, t.size(-1)}));
 }
 
 }  // namespace
@@ -50,9 +57,11 @@ torch::Tensor gated_low_rank(const torch::Tensor& gate_up, const torch::Tensor& 
   if (ax.scalar_type() != gate_up.scalar_type() || b_stack.scalar_type() != gate_up.scalar_type()) {
     throw bad("gate_up, ax and b_stack must have one dtype");
   }
-  if (gate_up.dim() < 2 || gate_up.size(-1) % 2 != 0 || ax.size(-1) % 2 != 0 || b_stack.dim() != 3) {
-    throw bad("gate_up [..., 2f], ax [..., 2r] and b_stack [copies, 2f, 2r] expected");
+  if (gate_up.dim() < 2 || ax.dim() < 1 || b_stack.dim() != 3 || gate_up.size(-1) < 2 || ax.size(-1) < 2 ||
+      gate_up.size(-1) % 2 != 0 || ax.size(-1) % 2 != 0 || b_stack.size(0) < 1) {
+    throw bad("gate_up [..., 2f], ax [..., 2r] and b_stack [copies, 2f, 2r] expected, f, r and copies >= 1");
   }
+  const c10::cuda::CUDAGuard on_device(gate_up.device());
   const int64_t f = gate_up.size(-1) / 2, rank = ax.size(-1) / 2, copies = b_stack.size(0);
   const int64_t rows = gate_up.numel() / gate_up.size(-1);
   if (ax.numel() / ax.size(-1) != rows || b_stack.size(1) != 2 * f || b_stack.size(2) != 2 * rank) {
@@ -64,9 +73,8 @@ torch::Tensor gated_low_rank(const torch::Tensor& gate_up, const torch::Tensor& 
     throw bad(fmt::format("no compiled variant for {} rows, f {}, rank {}, {} copies in {} here", rows, f, rank, copies,
                           c10::toString(gate_up.scalar_type())));
   }
-  const auto g = as_rows(gate_up), u = as_rows(ax);
-  auto b = b_stack;
-  if (b.stride(2) != 1 || reinterpret_cast<std::uintptr_t>(b.data_ptr()) % 16 != 0) b = b.contiguous();
+  // Fresh copies meet the hints too: 2f, 2r, 2r and 4fr are multiples of 16 (f % 16 == 0, r >= 16).
+  const auto g = as_rows(gate_up), u = as_rows(ax), b = meets_hints(b_stack);
   auto sizes = gate_up.sizes().vec();
   sizes.back() = f;
   auto out = torch::empty(sizes, gate_up.options());

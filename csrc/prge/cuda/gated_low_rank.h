@@ -16,7 +16,9 @@ bool gated_low_rank_supported(torch::ScalarType dtype, int64_t rows, int64_t f, 
                               Activation activation);
 
 // act(gate + scaling U_g B_c,gate^T) * (up + scaling U_u B_c,up^T) for the rows of each copy c,
-// each sum rounded to the dtype first, as the plain path's GEMM output is.
+// each sum rounded to the dtype first: round(round(x W^T) + scaling * term), as the plain path
+// computes it with a bias or A folded under W; without either the plain path rounds the term first
+// (round(x W^T + round(scaling * term))), within one ulp of this.
 //   gate_up  [..., 2f]  the frozen projection's output x W^T (+ bias), gate columns first
 //   ax       [..., 2r]  A x of gate's adapter (first r columns), then up's
 //   b_stack  [copies, 2f, 2r]  block-diagonal: gate's rows use columns [0, r), up's [r, 2r)

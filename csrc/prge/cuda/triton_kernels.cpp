@@ -14,6 +14,7 @@ namespace {
 
 void check(cudaError_t status, const CompiledKernel& kernel, const char* what) {
   if (status != cudaSuccess) {
+    (void)cudaGetLastError();  // not left pending for the next, unrelated launch check
     throw std::runtime_error(fmt::format("Triton kernel {} (sm_{}): {} failed: {}", kernel.key, kernel.arch, what,
                                          cudaGetErrorString(status)));
   }

@@ -36,8 +36,8 @@ class Specialization:
 
 
 # gated_low_rank: one tile shape for every variant (64 rows x 128 columns, 4 warps); the pointers
-# (16-byte aligned), f and the row strides of gate_up, U and out are promised divisible by 16 (the
-# C++ side makes them so before it launches).
+# are promised 16-byte aligned, f and every stride divisible by 16 elements (the C++ side,
+# gated_low_rank.cpp's meets_hints, makes them so before it launches).
 GATED_BLOCK_M, GATED_BLOCK_N, GATED_WARPS, GATED_STAGES = 64, 128, 4, 2
 
 
@@ -45,8 +45,8 @@ def gated_low_rank(dtype: str, rank: int, gelu: bool) -> Specialization:
     pointer = f"*{dtype}:16"
     signature = (("gate_up_ptr", pointer), ("u_ptr", pointer), ("b_ptr", pointer), ("out_ptr", pointer),
                  ("rows", "i32"), ("f", "i32:16"), ("rows_per_copy", "i32"), ("scaling", "fp32"),
-                 ("stride_gate_up", "i32:16"), ("stride_u", "i32:16"), ("stride_b_copy", "i32"),
-                 ("stride_b_row", "i32"), ("stride_out", "i32:16"),
+                 ("stride_gate_up", "i32:16"), ("stride_u", "i32:16"), ("stride_b_copy", "i32:16"),
+                 ("stride_b_row", "i32:16"), ("stride_out", "i32:16"),
                  ("R", rank), ("GELU", int(gelu)), ("BLOCK_M", GATED_BLOCK_M), ("BLOCK_N", GATED_BLOCK_N))
     return Specialization(f"gated_low_rank/{dtype}/r{rank}/{'gelu_tanh' if gelu else 'silu'}", "gated_low_rank.py",
                           "gated_low_rank", signature, GATED_BLOCK_M, GATED_BLOCK_N, GATED_WARPS, GATED_STAGES)
@@ -144,6 +144,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="the C++ source to write")
     parser.add_argument("--archs", default="90", help="CMAKE_CUDA_ARCHITECTURES, e.g. '80;90' or '90-real'")
+    parser.add_argument("--triton-version", default=None,
+                        help="the version CMake found when it configured (on the command line so that the build "
+                             "re-runs this step when Triton changes); a different one here is said")
     args = parser.parse_args()
     archs = sorted({int(re.match(r"\d+", a).group()) for a in re.split(r"[;, ]+", args.archs) if re.match(r"\d+", a)})
     compiled: list[Compiled] = []
@@ -152,6 +155,9 @@ def main() -> int:
             raise RuntimeError(f"no numbered GPU architecture in '{args.archs}'")
         import triton
         note = f"triton {triton.__version__}, sm {', '.join(map(str, archs))}"
+        if args.triton_version not in (None, triton.__version__):
+            print(f"prge: note: CMake configured with triton {args.triton_version}, this is {triton.__version__} "
+                  "(reconfigure to record it)", file=sys.stderr)
         for arch in archs:
             for spec in SPECIALIZATIONS:
                 compiled.append(compile_one(spec, arch))

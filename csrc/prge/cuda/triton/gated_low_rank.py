@@ -47,8 +47,9 @@ def gated_low_rank(gate_up_ptr, u_ptr, b_ptr, out_ptr, rows, f, rows_per_copy, s
     gate_up [rows, 2f] (gate then up; rows stride_gate_up apart), U = A x [rows, 2R] (gate's R
     columns, then up's), B [copies, 2f, 2R] block-diagonal (rows stride_b_row apart, copies
     stride_b_copy), out [rows, f]; last dims contiguous; rows_per_copy >= BLOCK_M when copies > 1.
-    The term's dot products accumulate in float32; each sum is rounded to the dtype before the
-    activation, as the plain path's GEMM output is. The activation uses Triton's exp and division
+    The term's dot products accumulate in float32; each sum is rounded to the dtype once before the
+    activation, as the plain path's beta = 1 GEMM rounds it with a bias or A folded under W (without
+    either it rounds scaling * term first: within one ulp of this). The activation uses Triton's exp and division
     (a few float32 ulp from ATen's expf and IEEE division), so a rounded act(g) may differ from
     the plain path's by one ulp of the dtype where it lies next to a rounding tie."""
     pid_m = tl.program_id(0)
