@@ -10,7 +10,7 @@
 #                                                      # convert; exports PRGE_MODEL, PRGE_FINE_FOOD
 # The machine is given back after ~30 s idle: send each call as soon as the one before returns.
 # Converting needs the gguf package: carry .whl in call 1 and source build.sh there (it installs
-# it into /tmp/site; later calls `export PYTHONPATH=/tmp/site`). Source join without a pipe after
+# it into /tmp/site, which join looks in). Source join without a pipe after
 # it (`source ... | tail` runs in a subshell and exports nothing). Errors go to stderr with a
 # nonzero status; sourcing leaves the caller's shell options as they were. PRGE_CARRY (default
 # /tmp/prge-carry) is where the parts are kept.
@@ -47,6 +47,9 @@
         [ "$(stat -c %s "$file")" = "$size" ] && echo "$part_sha  $file" | sha256sum --quiet -c - 2>/dev/null ||
           fail "part $k of $parts differs from the one staged here: carry .device/$model/$letter again" 5
       done < <(tail -n +2 "$carry/$model.parts")
+      # build.sh installed the carried wheels into /tmp/site in an earlier call: a new call's shell
+      # does not have it on its path unless told, so look there too.
+      if ! python3 -c "import gguf" 2>/dev/null && [ -d /tmp/site ]; then export PYTHONPATH=/tmp/site:${PYTHONPATH:-}; fi
       python3 -c "import gguf" 2>/dev/null || fail "no gguf package: carry .whl and source build.sh first" 4
       for ((k = 1; k <= parts; k++)); do cat "$carry/$model.gguf.part$k"; done > "$carry/$model.gguf" ||
         fail "could not join the parts (disk full?)" 5
