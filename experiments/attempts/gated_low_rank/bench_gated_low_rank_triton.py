@@ -179,8 +179,9 @@ def main() -> int:
         hidden, f, layers = dims["hidden_size"], dims["intermediate_size"], dims["num_hidden_layers"]
         print(f"## {shape} MLP, {rows} rows, hidden {hidden}, f {f}, bf16, microseconds a call")
         print("| q | frozen GEMM + SwiGLU | present path | frozen GEMM + fused | prge SwiGLU | Triton plain | "
-              "Triton fused | fused / present | fused - frozen | saved a step, x layers (ms) |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "Triton fused | fused / present | fused - frozen | saved a step, x layers (ms) | "
+              "prge's compiled kernel (session 30) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         x = torch.randn(rows, hidden, generator=g).to(device="cuda", dtype=dtype)
         w = (torch.randn(2 * f, hidden, generator=g) * hidden ** -0.5).to(device="cuda", dtype=dtype)
         u = torch.randn(rows, 2 * RANK, generator=g).to(device="cuda", dtype=dtype)
@@ -200,8 +201,13 @@ def main() -> int:
                      time_us(lambda: swiglu(frozen), args.iters, args.repeats),
                      time_us(lambda: fused(frozen), args.iters, args.repeats),
                      time_us(lambda: fused(frozen, u, stack, per_copy), args.iters, args.repeats)]
+            aot = "-"
+            if hasattr(prge._core.layer_kernels, "triton_kernels") and prge._core.layer_kernels.triton_kernels():
+                # the same fusion as prge now builds it (one fixed tile, compiled ahead of time), alone
+                compiled = prge._core.layer_kernels.gated_low_rank
+                aot = f"{time_us(lambda: compiled(frozen, u, stack, SCALING), args.iters, args.repeats):.1f}"
             print(f"| {q} | " + " | ".join(f"{t:.1f}" for t in times) + f" | {times[2] / times[1]:.3f} | "
-                  f"{times[2] - times[0]:+.1f} | {(times[1] - times[2]) * layers / 1e3:.2f} |")
+                  f"{times[2] - times[0]:+.1f} | {(times[1] - times[2]) * layers / 1e3:.2f} | {aot} |")
         print()
     return 0
 
