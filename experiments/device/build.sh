@@ -10,10 +10,11 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
 build_start=$(date +%s)
-# The kernels for the machine's own GPUs only (every kind lent is an H200, sm_90): half the nvcc work
-# of the default 80;90 (csrc/CMakeLists.txt). PRGE_CUDA_ARCHS overrides it (e.g. "80;90").
+# The kernels (CUDA and Triton) for the machine's own GPUs only (every kind lent is an H200, sm_90).
+# torch's CMake chooses the architectures from TORCH_CUDA_ARCH_LIST (csrc/CMakeLists.txt); set it to
+# e.g. "8.0;9.0" for more.
+export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
 python3 -m pip install -q --no-build-isolation --no-deps --no-cache-dir \
-  -C build-dir=/tmp/prge-build -C cmake.define.PRGE_BUILD_TESTS=OFF \
-  -C cmake.define.CMAKE_CUDA_ARCHITECTURES="${PRGE_CUDA_ARCHS:-90}" . 2>&1 | tail -20
-python3 -c "import torch, prge; print('torch', torch.__version__, torch.cuda.device_count(), 'x', torch.cuda.get_device_name(), '| prge cuda:', prge.cuda_built)"
+  -C build-dir=/tmp/prge-build -C cmake.define.PRGE_BUILD_TESTS=OFF . 2>&1 | tail -20
+python3 -c "import torch, prge; print('torch', torch.__version__, torch.cuda.device_count(), 'x', torch.cuda.get_device_name(), '| prge cuda:', prge.cuda_built, '| Triton kernel variants:', len(prge._core.layer_kernels.triton_kernels()) if prge.cuda_built else 0)"
 echo "build: $(( $(date +%s) - build_start )) s"
