@@ -17,6 +17,7 @@ void bind_config(py::module_& m) {
       .def_readonly("quantize", &ModelOptions::quantize)
       .def_readonly("group_size", &ModelOptions::group_size)
       .def_readonly("fold_lora_a", &ModelOptions::fold_lora_a)
+      .def_readonly("gated_low_rank_kernel", &ModelOptions::gated_low_rank_kernel)
       .def_property_readonly("effective_group_size", &ModelOptions::effective_group_size,
                              "columns per scale quantizing at load uses (int4 unset: 64; 0: per channel / none)");
   py::class_<DataOptions>(m, "DataOptions")

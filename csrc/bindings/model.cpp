@@ -171,9 +171,9 @@ void bind_model(py::module_& m) {
                     "fused CUDA RoPE / SwiGLU kernels (CUDA builds); False: the ATen path")
       .def_property("gated_low_rank_kernel", &CausalLM::gated_low_rank_kernel, &CausalLM::set_gated_low_rank_kernel,
                     "with layer_kernels: gate/up's LoRA-FA term added inside the gated activation (a Triton kernel "
-                    "compiled ahead of time, bf16 / fp16, ranks 16, 32, 64) where one fits; False (the default until a "
-                    "GPU has checked and timed it): the term's batched GEMM, then the activation. Set it before a "
-                    "Trainer captures its CUDA graphs")
+                    "compiled ahead of time, bf16 / fp16, ranks 16, 32, 64, SiLU or GELU-tanh) where one fits (the "
+                    "default); False: the term's batched GEMM, then the activation. Set it before a Trainer "
+                    "captures its CUDA graphs")
       .def_property("fold_lora_a", &CausalLM::fold_lora_a, &CausalLM::set_fold_lora_a,
                     "A stacked under W for o, down and q/k/v, so one GEMM gives x W^T and A x (x read once); off "
                     "by default. Turning it on with adapters attached moves W and A into new storage: a Trainer "

@@ -381,7 +381,8 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
 
   RunConfig c;
   const auto model = section_of(reader, root, "model");
-  reader.check_keys(model, "model", {"name", "dtype", "device", "quantize", "group_size", "fold_lora_a"});
+  reader.check_keys(model, "model", {"name", "dtype", "device", "quantize", "group_size", "fold_lora_a",
+                                      "gated_low_rank_kernel"});
   reader.read_choice(model, "model", "quantize", [&](const std::string& v) {
     if (v != "none" && v != "dense" && v != "int8" && v != "int4") {
       throw std::invalid_argument("allowed: none, dense, int8, int4");
@@ -394,6 +395,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
                 "a positive group of columns per scale, with model.quantize int8 or int4");
   }
   reader.read(model, "model", "fold_lora_a", c.model.fold_lora_a);
+  reader.read(model, "model", "gated_low_rank_kernel", c.model.gated_low_rank_kernel);
   reader.read(model, "model", "name", c.model.name);
   reader.read_choice(model, "model", "dtype", [&](const std::string& v) {
     parse_dtype(v);
@@ -714,6 +716,9 @@ std::string RunConfig::to_yaml(bool every_key) const {
     y += fmt::format("  quantize: {}\n  group_size: {}\n", model.quantize, model.group_size);
   }
   if (every_key || model.fold_lora_a) y += fmt::format("  fold_lora_a: {}\n", model.fold_lora_a ? "true" : "false");
+  if (every_key || !model.gated_low_rank_kernel) {  // written when off, so configs stored before the key read the same
+    y += fmt::format("  gated_low_rank_kernel: {}\n", model.gated_low_rank_kernel ? "true" : "false");
+  }
   if (use_adapter) {
     std::vector<std::string> targets;
     for (const auto& t : adapter.targets) targets.push_back(yaml_string(t));

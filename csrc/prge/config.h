@@ -35,6 +35,10 @@ struct ModelOptions {
   // LoRA-FA's A stacked under W for o, down and q/k/v (CausalLM::set_fold_lora_a): one GEMM reads
   // x once for x Wᵀ and A x. Off by default; needs adapters.
   bool fold_lora_a = false;
+  // Gate/up's LoRA-FA term added inside the gated activation by a Triton kernel where one fits
+  // (CausalLM::set_gated_low_rank_kernel; CUDA, bf16 / fp16). On by default; false: the term's
+  // batched GEMM, as every run before session 31 (results equal to rounding).
+  bool gated_low_rank_kernel = true;
 
   // The columns per scale that quantizing at load uses (models/causal_lm.cpp's weight_format):
   // group_size, else 64 for int4; 0 for int8 per output channel and for none / dense.

@@ -147,8 +147,9 @@ def setup_model(config, data: DataSetup | None = None, *, model_dir: str | Path 
                 device: str | None = None):
     """prge.CausalLM of config.model (on `device` when given, e.g. a distributed rank's GPU),
     in config.model.dtype, with config.adapter's LoRA-FA adapters attached when the config
-    trains adapters, loaded from adapter.init_from (a PEFT adapter) when set, and A folded under W
-    when config.model.fold_lora_a is true. With `data`, the
+    trains adapters, loaded from adapter.init_from (a PEFT adapter) when set, A folded under W
+    when config.model.fold_lora_a is true, and the gated low-rank kernel as
+    config.model.gated_low_rank_kernel says. With `data`, the
     model is data.model_dir's and the encoded examples' ids are checked against its vocabulary."""
     from prge._core import CausalLM
 
@@ -157,6 +158,7 @@ def setup_model(config, data: DataSetup | None = None, *, model_dir: str | Path 
     model_dir = Path(model_dir) if model_dir is not None else config_model_dir(config)
     model = CausalLM.from_pretrained(str(model_dir), device or config.model.device, config.model.dtype,
                                      weight_format(config, model_dir), config.model.group_size)
+    model.gated_low_rank_kernel = config.model.gated_low_rank_kernel
     if data is not None:
         check_token_ids(model_dir, model.spec.vocab_size, data.train + data.dev + data.eval)
     if config.use_adapter:

@@ -40,6 +40,7 @@ def build_model(config: RunConfig, shape: str | None) -> CausalLM:
         return setup_model(config)
     model = CausalLM.random(shape_config(shape), 0, config.model.device, config.model.dtype,
                             config.model.quantize, config.model.group_size)
+    model.gated_low_rank_kernel = config.model.gated_low_rank_kernel
     if config.use_adapter:
         model.attach_adapters(config.adapter)
         model.fold_lora_a = config.model.fold_lora_a

@@ -147,3 +147,25 @@ def test_model_fold_lora_a_folds_the_model_every_entry_point_builds(run, capsys)
     mezo = "".join(line for line in mezo.splitlines(keepends=True) if "init_from:" not in line)  # refused for MeZO
     with pytest.raises(prge.ConfigError, match=r"run\.yaml:2:\d+: model\.fold_lora_a: true folds LoRA-FA's A under W"):
         prge.parse_run_config(mezo, str(path))
+
+
+def test_model_gated_low_rank_kernel_reaches_every_entry_point_and_reads_as_written(run):
+    """model.gated_low_rank_kernel defaults to true and is left out of a stored config (configs
+    stored before the key read the same); false reaches the model prge train and speed sweeps
+    build, is written back, and refuses a value that is not a boolean by file, line and key."""
+    from prge.setup import setup_data, setup_model
+    from prge.speed import build_model
+
+    tmp_path, path, model_dir, start_b = run
+    plain = prge.load_run_config(str(path))
+    assert plain.model.gated_low_rank_kernel is True and "gated_low_rank_kernel" not in plain.to_yaml()
+    data = setup_data(plain)
+    assert setup_model(plain, data).gated_low_rank_kernel is True
+    text = path.read_text().replace("model:\n", "model:\n  gated_low_rank_kernel: false\n", 1)
+    off = prge.parse_run_config(text, str(path))
+    assert off.model.gated_low_rank_kernel is False and "  gated_low_rank_kernel: false\n" in off.to_yaml()
+    assert prge.parse_run_config(off.to_yaml(), str(path)).to_yaml() == off.to_yaml()
+    for model in (setup_model(off, data), build_model(off, None)):
+        assert model.gated_low_rank_kernel is False
+    with pytest.raises(prge.ConfigError, match=r"run\.yaml:2:\d+: model\.gated_low_rank_kernel"):
+        prge.parse_run_config(text.replace("gated_low_rank_kernel: false", "gated_low_rank_kernel: maybe"), str(path))

@@ -50,14 +50,24 @@ bool is_loaded(const CompiledKernel& kernel) {
   return handles().count(&kernel) > 0;
 }
 
-}  // namespace
-
-const CompiledKernel* find(const std::string& key) {
-  const int device = c10::cuda::current_device();
+// The device's compute capability as one number (90 for sm_90), asked of the driver once per device.
+int device_arch(int device) {
+  static std::mutex mutex;
+  static std::map<int, int> archs;
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto found = archs.find(device);
+  if (found != archs.end()) return found->second;
   int major = 0, minor = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-  const int arch = major * 10 + minor;
+  return archs[device] = major * 10 + minor;
+}
+
+}  // namespace
+
+const CompiledKernel* find(const std::string& key) {
+  if (kCompiledKernelCount == 0) return nullptr;
+  const int arch = device_arch(c10::cuda::current_device());
   for (size_t i = 0; i < kCompiledKernelCount; ++i) {
     const auto& kernel = kCompiledKernels[i];
     if (kernel.arch != arch || key != kernel.key) continue;

@@ -130,9 +130,10 @@ class CausalLM {
   void set_layer_kernels(bool enabled) { layer_kernels_ = enabled; }
   bool layer_kernels() const { return layer_kernels_; }
   // Within the layer kernels, gate/up's LoRA-FA term added inside the gated activation (a Triton
-  // kernel compiled ahead of time: cuda/gated_low_rank.h) where a compiled variant fits; off (the
-  // default until a GPU has checked and timed it): the term's batched GEMM into the frozen
-  // output, then the activation.
+  // kernel compiled ahead of time: cuda/gated_low_rank.h) where a compiled variant fits (bf16 /
+  // fp16, rank 16 / 32 / 64, SiLU or GELU-tanh; on by default: 0.96-0.99x the step on an H200,
+  // experiments/results/NOTES.md); off: the term's batched GEMM into the frozen output, then the
+  // activation.
   void set_gated_low_rank_kernel(bool enabled) { gated_low_rank_kernel_ = enabled; }
   bool gated_low_rank_kernel() const { return gated_low_rank_kernel_; }
   // A stacked under W for o, down and q/k/v (LoraFaLinear::fold_lora_a: one GEMM reads x once
@@ -218,7 +219,7 @@ class CausalLM {
   int64_t adapter_generation_ = 0;
   bool fold_lora_a_ = false;
   bool layer_kernels_ = true;
-  bool gated_low_rank_kernel_ = false;
+  bool gated_low_rank_kernel_ = true;
 };
 
 torch::ScalarType parse_dtype(const std::string& name);
