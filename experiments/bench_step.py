@@ -368,7 +368,7 @@ def main():
         for q in qs:  # what the Triton gated activation with gate/up's term inside (the default) saves
             s, m = bench_prge(args, config, "prge", q, "dual", args.warmup, args.steps, gated=False)
             record(f"prge_dual q={q} (no gated low-rank kernel)", "prge", q, "dual", s, m)
-    if args.device.startswith("cuda"):
+    if args.device.startswith("cuda") and prge.cuda_built:
         # What drawing gaussian z costs at the largest q: Rademacher z (a hash and a sign, no
         # log / sqrt / cos; estimator.distribution: rademacher) in the same step.
         s, m = bench_prge(args, config, "prge", max(qs), "dual", args.warmup, args.steps, distribution="rademacher")

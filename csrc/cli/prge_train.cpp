@@ -35,7 +35,11 @@ int main(int argc, char** argv) {
     const auto format = prge::weight_format(config.load_quantize(), config.model.group_size);
     auto model = std::make_shared<prge::CausalLM>(prge::CausalLM::from_pretrained(
         argv[2], torch::Device(config.model.device), prge::parse_dtype(config.model.dtype), format));
-    if (config.use_adapter) model->attach_adapters(config.adapter);
+    model->set_gated_low_rank_kernel(config.model.gated_low_rank_kernel);
+    if (config.use_adapter) {
+      model->attach_adapters(config.adapter);
+      model->set_fold_lora_a(config.model.fold_lora_a);
+    }
     prge::Trainer trainer(model, config.estimator, config.optimizer, config.run.seed);
     const int64_t b = config.data.batch_size, t = config.data.max_length;
     auto ids = torch::randint(model->spec().vocab_size, {b, t}, torch::kInt64);

@@ -92,3 +92,29 @@ def test_gated_low_rank_kernel_is_on_by_default_and_leaves_cpu_forwards_alone(tm
     model.gated_low_rank_kernel = False
     assert model.gated_low_rank_kernel is False
     assert torch.equal(model.logits(ids), on)
+
+
+def test_an_architecture_that_fails_leaves_the_others_in_the_table(tmp_path, monkeypatch, capsys):
+    """One architecture whose kernels do not compile (or one below sm_80) is left out, said on
+    stderr and in the generated source; the others' variants stay (the runtime matches exactly)."""
+    import types
+
+    compile_kernels = load_script("csrc/prge/cuda/triton/compile_kernels.py", "prge_compile_kernels")
+    monkeypatch.setitem(sys.modules, "triton", types.SimpleNamespace(__version__="9.9.9"))
+
+    def compile_one(spec, arch):
+        if arch == 100:
+            raise RuntimeError("no such target (test)")
+        return compile_kernels.Compiled(spec, arch, bytes([arch]), "gated_low_rank", 0, 13, 2)
+
+    monkeypatch.setattr(compile_kernels, "compile_one", compile_one)
+    out = tmp_path / "triton_cubins.cpp"
+    monkeypatch.setattr(sys, "argv", ["compile_kernels.py", "--out", str(out), "--archs", "75;90;100"])
+    assert compile_kernels.main() == 0
+    text = out.read_text()
+    count = len(compile_kernels.SPECIALIZATIONS)
+    assert f"kCompiledKernelCount = {count};" in text
+    assert text.count(", 90, kCubin") == count and ", 100, kCubin" not in text and ", 75, kCubin" not in text
+    err = capsys.readouterr().err
+    for said in (err, text):
+        assert "sm_75: below sm_80" in said and "sm_100: RuntimeError: no such target (test)" in said

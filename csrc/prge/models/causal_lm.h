@@ -131,7 +131,7 @@ class CausalLM {
   bool layer_kernels() const { return layer_kernels_; }
   // Within the layer kernels, gate/up's LoRA-FA term added inside the gated activation (a Triton
   // kernel compiled ahead of time: cuda/gated_low_rank.h) where a compiled variant fits (bf16 /
-  // fp16, rank 16 / 32 / 64, SiLU or GELU-tanh; on by default: 0.96-0.99x the step on an H200,
+  // fp16, rank 16 / 32 / 64, SiLU or GELU-tanh; on by default: 0.96-1.00x the step on an H200,
   // experiments/results/NOTES.md); off: the term's batched GEMM into the frozen output, then the
   // activation.
   void set_gated_low_rank_kernel(bool enabled) { gated_low_rank_kernel_ = enabled; }
