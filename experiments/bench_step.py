@@ -129,8 +129,12 @@ def bench_prge(args, config, kind, queries, parallel, warmup, steps, **options):
 
 
 def triton_kernels_built() -> bool:
-    """Whether this build compiled the Triton kernels (CausalLM.gated_low_rank_kernel has any effect)."""
-    return prge.cuda_built and bool(prge._core.layer_kernels.triton_kernels())
+    """Whether this build compiled the Triton kernels for this GPU (CausalLM.gated_low_rank_kernel has
+    any effect on it)."""
+    if not (prge.cuda_built and torch.cuda.is_available()):
+        return False
+    major, minor = torch.cuda.get_device_capability()
+    return any(sm == 10 * major + minor for _, sm in prge._core.layer_kernels.triton_kernels())
 
 
 def interleaved_ratios(args, config, qs, rounds):
