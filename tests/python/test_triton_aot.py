@@ -118,3 +118,17 @@ def test_an_architecture_that_fails_leaves_the_others_in_the_table(tmp_path, mon
     err = capsys.readouterr().err
     for said in (err, text):
         assert "sm_75: below sm_80" in said and "sm_100: RuntimeError: no such target (test)" in said
+
+
+def test_architectures_are_read_in_cmake_and_torch_forms():
+    compile_kernels = load_script("csrc/prge/cuda/triton/compile_kernels.py", "prge_compile_kernels")
+    assert compile_kernels.parse_archs("80;90") == ([80, 90], [])
+    assert compile_kernels.parse_archs("9.0;8.6+PTX 90-real, sm_90a compute_100") == ([86, 90, 100], [])
+    assert compile_kernels.parse_archs("") == ([], [])
+    assert compile_kernels.parse_archs("sm_86;8.6(8.0);x") == ([86], ["8.6(8.0)", "x"])
+
+
+def test_a_token_that_names_no_architecture_is_said(tmp_path):
+    result, text = run_script(tmp_path, "90;ampere", blocked=False)
+    assert result.returncode == 0 and "kCompiledKernelCount = 0;" in text
+    assert "not a GPU architecture: 'ampere'" in result.stderr

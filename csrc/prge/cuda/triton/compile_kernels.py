@@ -126,6 +126,19 @@ def compile_one(spec: Specialization, arch: int) -> Compiled:
 MIN_ARCH = 80  # bf16 tensor-core dots: Ampere and later
 
 
+def parse_archs(text: str) -> tuple[list[int], list[str]]:
+    """The architectures of a list such as '80;90', '90-real', 'sm_90a', '8.6' or '9.0+PTX' (as
+    CMake's or TORCH_CUDA_ARCH_LIST's), as sorted numbers (86), and the tokens that are none."""
+    archs, unread = set(), []
+    for token in filter(None, re.split(r"[;, ]+", text.strip())):
+        match = re.fullmatch(r"(?:sm_|compute_)?(\d+)(?:\.(\d))?[a-z]?(?:-real|-virtual|\+PTX)?", token)
+        if match:
+            archs.add(int(match[1]) * 10 + int(match[2]) if match[2] else int(match[1]))
+        else:
+            unread.append(token)
+    return sorted(archs), unread
+
+
 def left_out(where: str, error: Exception) -> str:
     """One line saying why `where` (an architecture, or "" for all) has no kernels."""
     reason = " ".join(str(error).split())[:300]
@@ -158,9 +171,12 @@ def main() -> int:
                         help="the version CMake found when it configured (on the command line so that the build "
                              "re-runs this step when Triton changes); a different one here is said")
     args = parser.parse_args()
-    archs = sorted({int(re.match(r"\d+", a).group()) for a in re.split(r"[;, ]+", args.archs) if re.match(r"\d+", a)})
+    archs, unread = parse_archs(args.archs)
     compiled: list[Compiled] = []
     try:
+        if unread and args.archs.strip().lower() not in ("none", "off"):  # none: CMake's PRGE_TRITON=OFF
+            raise RuntimeError(f"not a GPU architecture: {', '.join(repr(a) for a in unread)} (give e.g. '80;90', "
+                               "'8.6' or 'sm_90a')")
         if not archs:
             raise RuntimeError(f"no numbered GPU architecture in '{args.archs}'")
         import triton
