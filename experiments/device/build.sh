@@ -16,5 +16,10 @@ build_start=$(date +%s)
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
 python3 -m pip install -q --no-build-isolation --no-deps --no-cache-dir \
   -C build-dir=/tmp/prge-build -C cmake.define.PRGE_BUILD_TESTS=OFF . 2>&1 | tail -20
-python3 -c "import torch, prge; print('torch', torch.__version__, torch.cuda.device_count(), 'x', torch.cuda.get_device_name(), '| prge cuda:', prge.cuda_built, '| Triton kernel variants:', len(prge._core.layer_kernels.triton_kernels()) if prge.cuda_built else 0)"
+python3 - <<'PY'
+import torch, prge
+variants = len(prge._core.layer_kernels.triton_kernels()) if prge.cuda_built else 0
+print("torch", torch.__version__, torch.cuda.device_count(), "x", torch.cuda.get_device_name(), "| prge cuda:",
+      prge.cuda_built, "| Triton kernel variants:", variants)
+PY
 echo "build: $(( $(date +%s) - build_start )) s"

@@ -166,7 +166,8 @@ def cpp_source(compiled: list[Compiled], note: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="the C++ source to write")
-    parser.add_argument("--archs", default="90", help="GPU architectures, e.g. '80;90' (CMake passes those of torch's -gencode flags)")
+    parser.add_argument("--archs", default="90",
+                        help="GPU architectures, e.g. '80;90' (CMake passes those of torch's -gencode flags)")
     parser.add_argument("--triton-version", default=None,
                         help="the version CMake found when it configured (on the command line so that the build "
                              "re-runs this step when Triton changes); a different one here is said")
