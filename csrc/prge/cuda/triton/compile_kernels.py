@@ -181,8 +181,9 @@ def main() -> int:
         if not archs:
             raise RuntimeError(f"no numbered GPU architecture in '{args.archs}'")
         import triton
-        if args.triton_version not in (None, triton.__version__):
-            print(f"prge: note: CMake configured with triton {args.triton_version}, this is {triton.__version__} "
+        version = triton.__version__
+        if args.triton_version not in (None, version):
+            print(f"prge: note: CMake configured with triton {args.triton_version}, this is {version} "
                   "(reconfigure to record it)", file=sys.stderr)
     except Exception as error:  # noqa: BLE001 - any failure leaves the plain path, said out loud
         archs, failed = [], [left_out("", error)]
@@ -195,8 +196,7 @@ def main() -> int:
         except Exception as error:  # noqa: BLE001
             failed.append(left_out(f"sm_{arch}", error))
     done = sorted({c.arch for c in compiled})
-    note = (f"triton {sys.modules['triton'].__version__}, sm {', '.join(map(str, done))}" if done
-            else "no Triton kernels")
+    note = f"triton {version}, sm {', '.join(map(str, done))}" if done else "no Triton kernels"
     if failed:
         note += "; left out: " + "; ".join(failed)
         print(f"prge: note: the Triton kernels are left out ({'; '.join(failed)}); the plain path runs there "
