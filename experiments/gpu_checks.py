@@ -717,6 +717,30 @@ def check_families() -> None:
                kernels <= 1e-4 and loss_diff < 1e-4 and (fb - pb).abs().max().item() < 1e-4 * max(1.0, pb.abs().max().item())
                and same and graphed.uses_cuda_graphs,
                f"kernels {kernels:.3g}, max loss diff {loss_diff:.3g}, graphed identical {same}")
+        check_gated_kernel_on_off(name, spec)
+
+
+def check_gated_kernel_on_off(name, spec) -> None:
+    """bf16 P-RGE steps with the gated low-rank kernel on (the default) and off, LoRA rank 32.
+    Phi-3's one fused gate_up_proj has a single A: the kernel, which reads gate's and up's terms
+    as two rank-r halves of A x, must not run there (identical losses); elsewhere it does, and
+    the losses agree to bf16 rounding."""
+    losses = {}
+    for kernel in (True, False):
+        model = prge.CausalLM.random(spec, 0, "cuda", "bfloat16")
+        model.gated_low_rank_kernel = kernel
+        model.attach_adapters(prge.AdapterOptions(rank=32, alpha=64, init_seed=3))
+        g = torch.Generator().manual_seed(1)
+        for a in model.adapters():
+            a["lora_b"].copy_(0.01 * torch.randn(a["lora_b"].shape, generator=g))
+        t, _ = trainer_for(model, 4, graphs=False)
+        results, _ = run(t, model, spec, 3, 4, 64)
+        losses[kernel] = [x for step in results for x in step.losses]
+    diff = max(abs(a - b) for a, b in zip(losses[True], losses[False]))
+    fused_gate_up = name.startswith("phi3")
+    report(f"family {name}: gated low-rank kernel on vs off, bf16, rank 32",
+           diff == 0 if fused_gate_up else diff < 0.05,
+           f"max loss diff {diff:.3g} ({'identical expected: fused gate_up_proj' if fused_gate_up else 'bf16 rounding'})")
 
 
 def main() -> int:

@@ -468,7 +468,11 @@ bool CausalLM::use_layer_kernels() const {
 bool CausalLM::gated_kernel_adds_term(const FusedLoraFaProjection& gate_up, const torch::Tensor& h,
                                       const MaterializedPlan* plan) const {
 #ifdef PRGE_WITH_CUDA
-  if (!gated_low_rank_kernel_ || !use_layer_kernels() || !gate_up.splits_low_rank_term()) return false;
+  // The kernel reads gate's term from A x's first r columns and up's from the last r: two parts,
+  // each with its own A. Phi-3's one fused gate_up_proj has a single A whose B spans both halves.
+  if (!gated_low_rank_kernel_ || !use_layer_kernels() || gate_up.parts() != 2 || !gate_up.splits_low_rank_term()) {
+    return false;
+  }
   const int64_t copies = plan && plan->plan->perturbs() ? plan->plan->copies() : 1;
   return cuda::gated_low_rank_supported(dtype_, h.numel() / h.size(-1), spec_.intermediate_size, gate_up.rank(),
                                         copies, spec_.activation);

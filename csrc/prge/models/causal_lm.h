@@ -152,7 +152,7 @@ class CausalLM {
   // lengths the 16-byte vectorized kernels take.
   bool use_layer_kernels() const;
   // Whether the gated activation kernel adds gate/up's LoRA-FA term for this forward of `h`
-  // (use_layer_kernels(), every gate/up part adapted alike, a compiled variant that fits).
+  // (use_layer_kernels(), gate and up two parts adapted alike, a compiled variant that fits).
   bool gated_kernel_adds_term(const FusedLoraFaProjection& gate_up, const torch::Tensor& h,
                               const MaterializedPlan* plan) const;
   // Folds or unfolds o, down and q/k/v as fold_lora_a() says; true when any fold made new storage.
