@@ -591,7 +591,7 @@ def check_gated_low_rank_model(config) -> None:
     same model with the term's GEMM (gated_low_rank_kernel off), both against float32 (where the
     kernel has no variant): the kernel's distance from float32 is within the GEMM path's, the
     kernel ran (profiler), and its graphed step equals its uncaptured one bit for bit."""
-    results, b_last, ran = {}, {}, False
+    results, b_last, counted, ran = {}, {}, {}, False
     runs = (("kernel", "bfloat16", True, False), ("gemm", "bfloat16", False, False),
             ("fp32", "float32", False, False), ("kernel, graphed", "bfloat16", True, True))
     for label, dtype, kernel, graphs in runs:
@@ -615,6 +615,7 @@ def check_gated_low_rank_model(config) -> None:
                 steps.append(t.step(batch))
         results[label] = steps
         b_last[label] = torch.cat([a["lora_b"].flatten() for a in model.adapters()]).cpu()
+        counted[label] = model.gated_low_rank_kernel_calls
     def distance(label):
         return max(abs(a - b) for x, y in zip(results[label], results["fp32"]) for a, b in zip(x.losses, y.losses))
     kernel_d, gemm_d = distance("kernel"), distance("gemm")
@@ -622,10 +623,11 @@ def check_gated_low_rank_model(config) -> None:
     differs = any(x.losses != y.losses for x, y in zip(results["kernel"], results["gemm"]))
     same = all(x.losses == y.losses for x, y in zip(results["kernel, graphed"], results["kernel"])) and \
         torch.equal(b_last["kernel, graphed"], b_last["kernel"])
+    counts_agree = counted["kernel"] > 0 and counted["kernel, graphed"] > 0 and counted["gemm"] == counted["fp32"] == 0
     report("gated low-rank kernel in a bf16 P-RGE step: ran, as close to fp32 as the GEMM path, graphed == uncaptured",
-           ran and kernel_d <= 2 * gemm_d + 1e-3 and same and differs,
-           f"kernel ran: {ran}; max |loss - fp32 loss| kernel {kernel_d:.3g}, GEMM path {gemm_d:.3g}; "
-           f"graphed identical: {same}; kernel's losses differ from the GEMM path's: {differs}")
+           ran and counts_agree and kernel_d <= 2 * gemm_d + 1e-3 and same and differs,
+           f"kernel ran: {ran} (model's count: {counted}); max |loss - fp32 loss| kernel {kernel_d:.3g}, GEMM path "
+           f"{gemm_d:.3g}; graphed identical: {same}; kernel's losses differ from the GEMM path's: {differs}")
 
 
 def check_dequantize_kernel(config) -> None:
@@ -725,7 +727,7 @@ def check_gated_kernel_on_off(name, spec) -> None:
     Phi-3's one fused gate_up_proj has a single A: the kernel, which reads gate's and up's terms
     as two rank-r halves of A x, must not run there (identical losses); elsewhere it does, and
     the losses agree to bf16 rounding."""
-    losses = {}
+    losses, calls = {}, {}
     for kernel in (True, False):
         model = prge.CausalLM.random(spec, 0, "cuda", "bfloat16")
         model.gated_low_rank_kernel = kernel
@@ -736,11 +738,13 @@ def check_gated_kernel_on_off(name, spec) -> None:
         t, _ = trainer_for(model, 4, graphs=False)
         results, _ = run(t, model, spec, 3, 4, 64)
         losses[kernel] = [x for step in results for x in step.losses]
+        calls[kernel] = model.gated_low_rank_kernel_calls
     diff = max(abs(a - b) for a, b in zip(losses[True], losses[False]))
     fused_gate_up = name.startswith("phi3")
-    report(f"family {name}: gated low-rank kernel on vs off, bf16, rank 32",
-           diff == 0 if fused_gate_up else diff < 0.05,
-           f"max loss diff {diff:.3g} ({'identical expected: fused gate_up_proj' if fused_gate_up else 'bf16 rounding'})")
+    expected = (diff == 0 and calls[True] == 0) if fused_gate_up else (diff < 0.05 and calls[True] > 0)
+    why = "identical expected: fused gate_up_proj" if fused_gate_up else "bf16 rounding"
+    report(f"family {name}: gated low-rank kernel on vs off, bf16, rank 32", calls[False] == 0 and expected,
+           f"max loss diff {diff:.3g} ({why}); MLP blocks through the kernel, on / off: {calls[True]} / {calls[False]}")
 
 
 def main() -> int:

@@ -174,6 +174,9 @@ void bind_model(py::module_& m) {
                     "compiled ahead of time, bf16 / fp16, ranks 16, 32, 64, SiLU or GELU-tanh) where one fits (the "
                     "default); False: the term's batched GEMM, then the activation. Set it before a Trainer "
                     "captures its CUDA graphs")
+      .def_property_readonly("gated_low_rank_kernel_calls", &CausalLM::gated_low_rank_kernel_calls,
+                             "MLP blocks that took the gated low-rank kernel since the model was made (a CUDA "
+                             "graph's capture counts, its replays do not): > 0 means the kernel ran")
       .def_property("fold_lora_a", &CausalLM::fold_lora_a, &CausalLM::set_fold_lora_a,
                     "A stacked under W for o, down and q/k/v, so one GEMM gives x W^T and A x (x read once); off "
                     "by default. Turning it on with adapters attached moves W and A into new storage: a Trainer "

@@ -247,6 +247,7 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
             **results, "forward_passes": passes, "sequences": sequences, "eval_history": history,
             "mean_step_seconds": sum(step_seconds) / len(step_seconds) if step_seconds else None,
             "step_path": step_path, "rng": trainer.rng, "data_fingerprint": fingerprint,
+            "gated_low_rank_kernel_ran": model.gated_low_rank_kernel_calls > 0,  # in this process's part
             "wall_seconds": time.monotonic() - started, "resumed_after_step": state["step"] if state else 0,
         })
         durable.boundary("summary.json written")

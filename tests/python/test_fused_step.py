@@ -107,3 +107,4 @@ def test_prge_train_says_which_step_path_runs(tmp_path, capsys):
     assert "[prge] step: fused device step, no CUDA graphs (not a CUDA device; rng torch)" in capsys.readouterr().out
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["rng"] == "torch" and summary["step_path"].startswith("fused device step")
+    assert summary["gated_low_rank_kernel_ran"] is False  # a CPU run: no variant applies

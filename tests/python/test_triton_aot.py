@@ -89,6 +89,7 @@ def test_gated_low_rank_kernel_is_on_by_default_and_leaves_cpu_forwards_alone(tm
     assert model.gated_low_rank_kernel is True
     ids = make_batch(model.spec.vocab_size).input_ids
     on = model.logits(ids)
+    assert model.gated_low_rank_kernel_calls == 0  # nothing took the kernel: the count says so
     model.gated_low_rank_kernel = False
     assert model.gated_low_rank_kernel is False
     assert torch.equal(model.logits(ids), on)

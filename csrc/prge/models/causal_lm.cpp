@@ -667,6 +667,7 @@ torch::Tensor CausalLM::mlp_block(size_t i, const torch::Tensor& h, const Materi
   if (term.ax.defined()) {
     activated = cuda::gated_low_rank(gate_up, term.ax, term.b_stack, term.scaling, spec_.activation);
     term = {};
+    gated_kernel_calls_.value.fetch_add(1, std::memory_order_relaxed);
   } else if (use_layer_kernels() && spec_.activation == Activation::Silu) {
     activated = cuda::swiglu(gate_up);
   }

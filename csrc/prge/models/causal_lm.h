@@ -17,6 +17,8 @@
 
 #include <torch/torch.h>
 
+#include <atomic>
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -136,6 +138,9 @@ class CausalLM {
   // activation.
   void set_gated_low_rank_kernel(bool enabled) { gated_low_rank_kernel_ = enabled; }
   bool gated_low_rank_kernel() const { return gated_low_rank_kernel_; }
+  // How many MLP blocks took the gated low-rank kernel since the model was made: a CUDA graph's
+  // capture counts, its replays do not, so > 0 says the kernel ran, not how often.
+  int64_t gated_low_rank_kernel_calls() const { return gated_kernel_calls_.value.load(std::memory_order_relaxed); }
   // A stacked under W for o, down and q/k/v (LoraFaLinear::fold_lora_a: one GEMM reads x once
   // for x Wᵀ and A x). Off by default until a GPU measures it (the wider GEMM may lose to tile
   // rounding what it saves in reads). Folding makes new storage for W and A, so a Trainer made
@@ -220,6 +225,16 @@ class CausalLM {
   bool fold_lora_a_ = false;
   bool layer_kernels_ = true;
   bool gated_low_rank_kernel_ = true;
+  struct Counter {  // bumped by const forwards, on any thread; a copy starts from the value copied
+    std::atomic<int64_t> value{0};
+    Counter() = default;
+    Counter(const Counter& other) : value(other.value.load()) {}
+    Counter& operator=(const Counter& other) {
+      value = other.value.load();
+      return *this;
+    }
+  };
+  mutable Counter gated_kernel_calls_;
 };
 
 torch::ScalarType parse_dtype(const std::string& name);
