@@ -62,8 +62,9 @@ def check_noise_kernel() -> None:
 
 
 def trainer(config, dtype, queries, *, fused, graphs, rng="counter", seed=5, parallel="dual", difference="central",
-            distribution="gaussian", adapter=None, quantize="none"):
+            distribution="gaussian", adapter=None, quantize="none", gated_kernel=True):
     model = prge.CausalLM.random(config, 0, "cuda", dtype, quantize)
+    model.gated_low_rank_kernel = gated_kernel
     model.attach_adapters(adapter or prge.AdapterOptions(rank=16, alpha=32, init_seed=3))
     g = torch.Generator().manual_seed(1)
     for a in model.adapters():  # a trained point, so B + eps z is not just eps z
@@ -595,13 +596,7 @@ def check_gated_low_rank_model(config) -> None:
     runs = (("kernel", "bfloat16", True, False), ("gemm", "bfloat16", False, False),
             ("fp32", "float32", False, False), ("kernel, graphed", "bfloat16", True, True))
     for label, dtype, kernel, graphs in runs:
-        model = prge.CausalLM.random(config, 0, "cuda", dtype)
-        model.gated_low_rank_kernel = kernel
-        model.attach_adapters(prge.AdapterOptions(rank=16, alpha=32, init_seed=3))
-        g = torch.Generator().manual_seed(1)
-        for a in model.adapters():
-            a["lora_b"].copy_(0.01 * torch.randn(a["lora_b"].shape, generator=g))
-        t, _ = trainer_for(model, 4, graphs=graphs)
+        t, model = trainer(config, dtype, 4, fused=True, graphs=graphs, gated_kernel=kernel)
         steps = []
         for s in range(4):
             batch = random_batch(config.vocab_size, 4, 64 - (s % 2) * 40, seed=s)
@@ -729,13 +724,8 @@ def check_gated_kernel_on_off(name, spec) -> None:
     the losses agree to bf16 rounding."""
     losses, calls = {}, {}
     for kernel in (True, False):
-        model = prge.CausalLM.random(spec, 0, "cuda", "bfloat16")
-        model.gated_low_rank_kernel = kernel
-        model.attach_adapters(prge.AdapterOptions(rank=32, alpha=64, init_seed=3))
-        g = torch.Generator().manual_seed(1)
-        for a in model.adapters():
-            a["lora_b"].copy_(0.01 * torch.randn(a["lora_b"].shape, generator=g))
-        t, _ = trainer_for(model, 4, graphs=False)
+        t, model = trainer(spec, "bfloat16", 4, fused=True, graphs=False, gated_kernel=kernel,
+                           adapter=prge.AdapterOptions(rank=32, alpha=64, init_seed=3))
         results, _ = run(t, model, spec, 3, 4, 64)
         losses[kernel] = [x for step in results for x in step.losses]
         calls[kernel] = model.gated_low_rank_kernel_calls
