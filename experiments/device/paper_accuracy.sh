@@ -20,8 +20,6 @@
 # of this warm machine) and the task data (the data.tgz `model.sh stage` copies to /tmp/prge-carry).
 # TASKS="sst2 rte" / SEEDS="42" / VARIANTS="lora_fa_q1 prge_q4_dual": a part of the grid and of
 # the methods, in that order (same run names, so the parts add up).
-# PLAN=0 ... --gpus 0 --runs-per-gpu 3: three runs at a time on one GPU (a small model leaves most
-# of an H200 idle); their step times are then a shared GPU's.
 # Usage: bash experiments/device/paper_accuracy.sh OUT_DIR [prge sweep options: --gpus 0,1, --set KEY=VALUE]
 set -uo pipefail
 out=${1:?output dir}; shift
@@ -78,8 +76,6 @@ if [ "${PLAN:-1}" = 1 ]; then
       *\|--gpus=*) gpus=${arg#--gpus=} ;;
       --set\|*) settings+=(--set "$arg") ;;
       *\|--only*|*\|--output-root*) echo "paper_accuracy: $arg with PLAN=1: the plan picks the runs; use PLAN=0" >&2; exit 2 ;;
-      *\|--runs-per-gpu*) echo "paper_accuracy: $arg with PLAN=1: the plan's times are those of a GPU per run; use PLAN=0" >&2
-        exit 2 ;;
     esac
     previous=$arg
   done

@@ -3,7 +3,6 @@
   prge train CONFIG [--set KEY=VALUE ...]      one fine-tuning run
   prge sweep SWEEP.yaml [--set KEY=VALUE]      every run of a sweep (finished runs are skipped)
   prge sweep SWEEP.yaml --gpus 0,1,...         the same, one run per GPU at a time
-  prge sweep SWEEP.yaml --gpus 0 --runs-per-gpu 3   three runs at a time on one GPU
   prge sweep SWEEP.yaml --only 'mezo-*'        the runs whose directory names match (repeatable)
   torchrun --nproc-per-node N -m prge train CONFIG  one run over N processes (prge/distributed.py)
   prge report SWEEP.yaml|RUNS_DIR [--out DIR]  Markdown/CSV tables and figures of finished runs
@@ -120,9 +119,6 @@ def _command(argv: list[str] | None) -> int:
     sweep.add_argument("--no-progress", action="store_true")
     sweep.add_argument("--gpus", metavar="0,1,...|all",
                        help="run one run per listed GPU at a time, each in its own process")
-    sweep.add_argument("--runs-per-gpu", type=int, default=1, metavar="N",
-                       help="with --gpus: N runs at a time on each GPU (small models leave most of a large GPU "
-                            "idle; each run's step times are then those of a shared GPU)")
     sweep.add_argument("--only", action="append", default=[], metavar="PATTERN",
                        help="only the runs whose directory names match this shell pattern (repeatable, "
                             "case-sensitive; a pattern matching no run is an error), e.g. --only 'mezo-*-seed42'")
@@ -234,12 +230,9 @@ def _command(argv: list[str] | None) -> int:
 
             from prge.sweep_gpus import parse_gpus
 
-            if args.runs_per_gpu < 1 or (args.runs_per_gpu != 1 and not args.gpus):
-                raise ValueError(f"--runs-per-gpu {args.runs_per_gpu}: expected a whole number >= 1, used with --gpus")
             run_sweep(args.sweep, progress=not args.no_progress, output_root=args.output_root,
                       overrides=[parse_assignment(o) for o in args.set],
-                      gpus=parse_gpus(args.gpus) if args.gpus else None, only=args.only,
-                      runs_per_gpu=args.runs_per_gpu)
+                      gpus=parse_gpus(args.gpus) if args.gpus else None, only=args.only)
         elif args.command == "data":
             _data(args)
         elif args.command == "generate":

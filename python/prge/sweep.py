@@ -259,9 +259,9 @@ def check_runs(runs: list[tuple[str, object]], speed: bool, shape: str | None = 
 
 def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: list[tuple[str, str]] | dict | None = None,
               output_root: str | None = None, gpus: list[str] | None = None,
-              only: list[str] | None = None, runs_per_gpu: int = 1) -> list[dict]:
-    """Every run of the sweep, one after another in this process; with `gpus`, `runs_per_gpu`
-    at once on each listed GPU, each in its own process (prge.sweep_gpus). `only`: shell
+              only: list[str] | None = None) -> list[dict]:
+    """Every run of the sweep, one after another in this process; with `gpus`, as many at once
+    as GPUs are listed, each in its own process on its own GPU (prge.sweep_gpus). `only`: shell
     patterns (fnmatch) on run directory names; the runs that match one, in the sweep's order.
     Raises ValueError for a pattern that matches no run."""
     from prge.speed import run_speed
@@ -304,5 +304,5 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
     if pending:
         from prge.sweep_gpus import run_on_gpus
 
-        summaries += run_on_gpus(pending, gpus, log, runs_per_gpu)
+        summaries += run_on_gpus(pending, gpus, log)
     return summaries

@@ -1,5 +1,4 @@
-"""A sweep's runs spread over the GPUs of a machine: one run per GPU at a time (or
-`runs_per_gpu`, for models too small to fill a GPU alone), each a
+"""A sweep's runs spread over the GPUs of a machine: one run per GPU at a time, each a
 `prge train` process that sees only its GPU (CUDA_VISIBLE_DEVICES), so that its config
 (model.device: cuda) and results are those of the same run in a sequential sweep. Each run's
 output goes to RUN_DIR.log beside its directory (a resumed run's is appended to); a failed run is
@@ -37,9 +36,8 @@ def parse_gpus(text: str) -> list[str]:
     return gpus
 
 
-def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print, runs_per_gpu: int = 1) -> list[dict]:
-    """jobs: (label, RunConfig, resume); at most `runs_per_gpu` (>= 1) of them at a time on each
-    GPU. Returns the finished runs' summaries in job order. Raises ValueError for runs_per_gpu < 1.
+def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print) -> list[dict]:
+    """jobs: (label, RunConfig, resume). Returns the finished runs' summaries in job order.
 
     A Ctrl-C or SIGTERM starts no further run and waits for the runs in flight: they got the
     signal too (a terminal, `timeout` without --foreground and job schedulers signal the whole
@@ -51,12 +49,9 @@ def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print
     from prge import checkpoints
     from prge.train import RunInterrupted
 
-    if runs_per_gpu < 1:
-        raise ValueError(f"runs_per_gpu {runs_per_gpu}: expected a whole number >= 1")
-    free: queue.Queue[str] = queue.Queue()  # one entry per run slot
-    for _ in range(runs_per_gpu):
-        for gpu in gpus:
-            free.put(gpu)
+    free: queue.Queue[str] = queue.Queue()
+    for gpu in gpus:
+        free.put(gpu)
     running: list[subprocess.Popen] = []
     guard = threading.RLock()  # the runs in flight; no run starts once a stop is requested (a handler may nest)
 
@@ -117,7 +112,7 @@ def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print
 
     with stop_signals(on_signal) as signals, \
             tempfile.TemporaryDirectory(prefix="prge-sweep-") as config_dir, \
-            ThreadPoolExecutor(max_workers=len(gpus) * runs_per_gpu) as pool:
+            ThreadPoolExecutor(max_workers=len(gpus)) as pool:
         outcomes = list(pool.map(lambda job: run(job, Path(config_dir)), jobs))
     failed = [f"{label} (exit {code}; see {log_path})"
               for (label, _, _), (code, log_path, failure) in zip(jobs, outcomes) if failure]

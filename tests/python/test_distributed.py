@@ -222,16 +222,9 @@ def test_distributed_input_mistakes_are_named(assets, capsys):
         (["train", str(config), "--no-progress", "--rank-timeout", "0"], "--rank-timeout 0: must be a number"),
         (["check", str(config), "--set", "run.data_parallel=0"], "run.data_parallel: must be >= 1"),
         (["sweep", str(spec), "--gpus", "0,x"], "--gpus '0,x': expected distinct GPU indices"),
-        (["sweep", str(spec), "--runs-per-gpu", "2"], "--runs-per-gpu 2: expected a whole number >= 1, used with --gpus"),
-        (["sweep", str(spec), "--gpus", "0", "--runs-per-gpu", "0"], "--runs-per-gpu 0: expected a whole number >= 1"),
-        (["sweep", str(spec), "--gpus", "0", "--runs-per-gpu", "two"], "argument --runs-per-gpu: invalid int value"),
     ]
     for argv, message in cases:
-        try:
-            code = main(argv)
-        except SystemExit as e:  # argparse's own mistakes
-            code = e.code
-        assert code == 2, argv
+        assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("prge: error: ") and message in err, (argv, err)
 
@@ -269,11 +262,10 @@ def test_the_weights_check_stops_ranks_that_went_out_of_step():
         assert "step 5: the trained weights of rank(s) [1] differ from rank 0's" in results[rank], results
 
 
-@pytest.mark.parametrize("gpus, runs_per_gpu", [(["0", "1"], 1), (["0"], 2)])
-def test_a_sweep_spreads_its_runs_over_the_listed_gpus_with_the_sequential_results(assets, gpus, runs_per_gpu):
-    """`--gpus 0,1`, or `--gpus 0 --runs-per-gpu 2`: two runs at once, each its own process with
-    CUDA_VISIBLE_DEVICES set (on this CPU machine the runs are CPU runs; the scheduling is the
-    same); each run's summary and weights equal those of the sequential sweep."""
+def test_a_sweep_spreads_its_runs_over_the_listed_gpus_with_the_sequential_results(assets):
+    """`--gpus 0,1`: two runs at once, each its own process with CUDA_VISIBLE_DEVICES set (on
+    this CPU machine the runs are CPU runs; the scheduling is the same); each run's summary and
+    weights equal those of the sequential sweep."""
     import yaml
 
     from prge.sweep import run_sweep
@@ -282,19 +274,18 @@ def test_a_sweep_spreads_its_runs_over_the_listed_gpus_with_the_sequential_resul
     base, _ = config_for(tmp, model_dir, data_dir, "sweep-base")
     spec = tmp / "sweep.yaml"
     spec.write_text(yaml.safe_dump({"base": str(base), "grid": {"optimizer.lr": [0.01, 0.02]}}))
-    lines, parallel_root = [], tmp / f"sweep-gpus-{len(gpus)}x{runs_per_gpu}"
-    parallel = run_sweep(spec, log=lines.append, progress=False, output_root=str(parallel_root), gpus=gpus,
-                         runs_per_gpu=runs_per_gpu)
+    lines = []
+    parallel = run_sweep(spec, log=lines.append, progress=False, output_root=str(tmp / "sweep-gpus"), gpus=["0", "1"])
     sequential = run_sweep(spec, log=lambda *a: None, progress=False, output_root=str(tmp / "sweep-seq"))
     started = [i for i, line in enumerate(lines) if "started on GPU" in line]
     done = [i for i, line in enumerate(lines) if line.endswith(("finished on GPU 0", "finished on GPU 1"))]
     assert len(started) == 2 and len(done) == 2 and max(started) < min(done), lines  # both ran at once
-    assert {line.split("started on GPU ")[1][0] for line in lines if "started on GPU" in line} == set(gpus)
+    assert {line.split("started on GPU ")[1][0] for line in lines if "started on GPU" in line} == {"0", "1"}
     for p, s in zip(parallel, sequential):
         assert p["accuracy_after"] == s["accuracy_after"] and p["lr"] == s["lr"]
     for label in ("run-lr0.01", "run-lr0.02"):
-        assert records(parallel_root / label) == records(tmp / "sweep-seq" / label)
-        got, want = trained(parallel_root / label), trained(tmp / "sweep-seq" / label)
+        assert records(tmp / "sweep-gpus" / label) == records(tmp / "sweep-seq" / label)
+        got, want = trained(tmp / "sweep-gpus" / label), trained(tmp / "sweep-seq" / label)
         assert all(torch.equal(got[k], want[k]) for k in want)
 
 
@@ -419,42 +410,6 @@ def test_a_resumed_run_on_a_gpu_appends_to_its_log(tmp_path, monkeypatch):
     assert log.read_text() == "step 1000 before the interruption\nresumed on GPU 0\n"
     sweep_gpus.run_on_gpus([("(1/1) run-a", config, False)], ["1"], log=lambda *a: None)
     assert log.read_text() == "started on GPU 1\n"
-
-
-@pytest.mark.parametrize("gpus, runs_per_gpu", [(["0"], 3), (["0", "1"], 2), (["0", "1"], 1)])
-def test_runs_per_gpu_sets_how_many_runs_share_each_gpu(tmp_path, monkeypatch, gpus, runs_per_gpu):
-    """`--runs-per-gpu N`: up to N runs in flight on each listed GPU, never more; every run ends."""
-    import threading
-    from types import SimpleNamespace
-
-    import prge.sweep_gpus as sweep_gpus
-
-    guard, in_flight, most = threading.Lock(), {}, {}
-
-    def fake_popen(argv, env, stdout, stderr):
-        gpu = env["CUDA_VISIBLE_DEVICES"]
-        with guard:
-            in_flight[gpu] = in_flight.get(gpu, 0) + 1
-            most[gpu] = max(most.get(gpu, 0), in_flight[gpu])
-
-        def wait():
-            time.sleep(0.3)  # long enough for every free slot to start a run meanwhile
-            with guard:
-                in_flight[gpu] -= 1
-            return 0
-        return SimpleNamespace(wait=wait, poll=lambda: 0)
-
-    monkeypatch.setattr(subprocess, "Popen", fake_popen)
-    monkeypatch.setattr(sweep_gpus, "read_summary", lambda path: {"path": str(path)})
-    jobs = [(f"({i}/8) run-{i}", SimpleNamespace(run=SimpleNamespace(output_dir=str(tmp_path / f"run-{i}")),
-                                                  to_yaml=lambda: "run: {}\n"), False) for i in range(1, 9)]
-    lines = []
-    summaries = sweep_gpus.run_on_gpus(jobs, gpus, log=lines.append, runs_per_gpu=runs_per_gpu)
-    assert [s["path"] for s in summaries] == [str(tmp_path / f"run-{i}" / "summary.json") for i in range(1, 9)]
-    assert most == {gpu: runs_per_gpu for gpu in gpus}, (most, lines)
-    assert sum("finished on GPU" in line for line in lines) == 8, lines
-    with pytest.raises(ValueError, match="runs_per_gpu 0: expected a whole number >= 1"):
-        sweep_gpus.run_on_gpus(jobs, gpus, runs_per_gpu=0)
 
 
 SWEEP_CHILD = """
