@@ -714,10 +714,10 @@ def check_families() -> None:
                kernels <= 1e-4 and loss_diff < 1e-4 and (fb - pb).abs().max().item() < 1e-4 * max(1.0, pb.abs().max().item())
                and same and graphed.uses_cuda_graphs,
                f"kernels {kernels:.3g}, max loss diff {loss_diff:.3g}, graphed identical {same}")
-        check_gated_kernel_on_off(name, spec)
+        compare_gated_kernel_on_off(name, spec)
 
 
-def check_gated_kernel_on_off(name, spec) -> None:
+def compare_gated_kernel_on_off(name, spec) -> None:
     """bf16 P-RGE steps with the gated low-rank kernel on (the default) and off, LoRA rank 32.
     Phi-3's one fused gate_up_proj has a single A: the kernel, which reads gate's and up's terms
     as two rank-r halves of A x, must not run there (identical losses); elsewhere it does, and
@@ -745,7 +745,13 @@ def main() -> int:
     parser.add_argument("--start-at", metavar="CHECK",
                         help="run the whole sequence from the first call of this check on (the rest of a cut run)")
     args = parser.parse_args()
-    checks = {name: fn for name, fn in globals().items() if name.startswith("check_") and callable(fn)}
+    def required(fn) -> int:
+        return sum(p.default is p.empty and p.kind is not p.VAR_POSITIONAL
+                   for p in inspect.signature(fn).parameters.values())
+
+    # the checks --only can call: check_* taking nothing or the shape's config
+    checks = {name: fn for name, fn in globals().items()
+              if name.startswith("check_") and callable(fn) and required(fn) <= 1}
     unknown = [name for name in args.only or [] if name not in checks]
     if unknown:
         parser.error(f"unknown check(s) {unknown}; the checks: {', '.join(sorted(checks))}")
@@ -758,7 +764,7 @@ def main() -> int:
     if args.only:
         for name in args.only:
             fn = checks[name]
-            fn(config) if inspect.signature(fn).parameters else fn()
+            fn(config) if required(fn) else fn()
         return write_and_exit(args.out)
     sequence = [  # every check, in order
         lambda: check_noise_kernel(),
