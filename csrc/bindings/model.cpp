@@ -171,8 +171,8 @@ void bind_model(py::module_& m) {
                     "fused CUDA RoPE / SwiGLU kernels (CUDA builds); False: the ATen path")
       .def_property("gated_low_rank_kernel", &CausalLM::gated_low_rank_kernel, &CausalLM::set_gated_low_rank_kernel,
                     "with layer_kernels: gate/up's LoRA-FA term added inside the gated activation (a Triton kernel "
-                    "compiled ahead of time, bf16 / fp16, ranks 16, 32, 64, SiLU or GELU-tanh) where one fits (the "
-                    "default); False: the term's batched GEMM, then the activation. Set it before a Trainer "
+                    "compiled ahead of time, bf16 / fp16, ranks 16, 32, 64, SiLU or GELU-tanh, gate and up separate "
+                    "projections) where one fits (the default); False: the term's batched GEMM, then the activation. Set it before a Trainer "
                     "captures its CUDA graphs")
       .def_property_readonly("gated_low_rank_kernel_calls", &CausalLM::gated_low_rank_kernel_calls,
                              "MLP blocks that took the gated low-rank kernel since the model was made (a CUDA "

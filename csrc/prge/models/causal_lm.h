@@ -133,9 +133,9 @@ class CausalLM {
   bool layer_kernels() const { return layer_kernels_; }
   // Within the layer kernels, gate/up's LoRA-FA term added inside the gated activation (a Triton
   // kernel compiled ahead of time: cuda/gated_low_rank.h) where a compiled variant fits (bf16 /
-  // fp16, rank 16 / 32 / 64, SiLU or GELU-tanh; on by default: 0.96-1.00x the step on an H200,
-  // experiments/results/NOTES.md); off: the term's batched GEMM into the frozen output, then the
-  // activation.
+  // fp16, rank 16 / 32 / 64, SiLU or GELU-tanh, gate and up separate projections; on by default:
+  // 0.96-1.00x the step on an H200, experiments/results/NOTES.md); off: the term's batched GEMM
+  // into the frozen output, then the activation.
   void set_gated_low_rank_kernel(bool enabled) { gated_low_rank_kernel_ = enabled; }
   bool gated_low_rank_kernel() const { return gated_low_rank_kernel_; }
   // How many MLP blocks took the gated low-rank kernel since the model was made: a CUDA graph's
