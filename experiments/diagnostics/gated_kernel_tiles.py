@@ -1,0 +1,113 @@
+"""The gated low-rank kernel's own time at a bench_step.py shape, for each tile configuration.
+
+prge compiles csrc/prge/cuda/triton/gated_low_rank.py ahead of time with one tile (compile_kernels.py's
+GATED_BLOCK_M, GATED_BLOCK_N, GATED_WARPS, GATED_STAGES). Session 33's profile of a Qwen2.5-1.5B
+P-RGE step showed that compiled kernel at 203 us a call with one copy of B and 251 us with 32,
+where session 30's autotuned probe of the same computation took 141-144 us. This times, at the
+shape's MLP (32 sequences x T rows, the shape's f, rank 16 per part, as bench_step.py):
+  - the compiled variant, through prge._core.layer_kernels.gated_low_rank;
+  - the same source, compiled here by Triton's JIT, at each tile configuration below (its output
+    compared with the compiled variant's: the same source must give the same bits at its tile);
+  - prge's SwiGLU kernel (no term) and torch.compile's silu(gate) * up, as floors.
+Prints microseconds a call (CUDA events, median) and the bandwidth each reaches over the bytes the
+kernel must move (gate_up read, output written).
+
+    python experiments/diagnostics/gated_kernel_tiles.py --shape qwen2.5-1.5b [--seq-len 256]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+from pathlib import Path
+
+import torch
+
+import prge
+from prge.models import SHAPES
+
+SOURCE = Path(__file__).resolve().parents[2] / "csrc/prge/cuda/triton/gated_low_rank.py"
+SEQUENCES, RANK, SCALING = 32, 16, 2.0
+TILES = [  # BLOCK_M, BLOCK_N, num_warps, num_stages; the first is compile_kernels.py's
+    (64, 128, 4, 2), (64, 128, 8, 2), (64, 64, 4, 2), (64, 256, 4, 2), (64, 256, 8, 2), (32, 128, 4, 2),
+    (32, 256, 4, 2), (128, 64, 4, 2), (128, 128, 8, 2), (128, 128, 4, 2), (64, 128, 4, 1), (64, 64, 2, 1)]
+
+
+def timed(fn, repeats: int = 50) -> float:
+    for _ in range(5):
+        fn()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+    for start, end in zip(starts, ends):
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) * 1e3
+
+
+def load_source():
+    spec = importlib.util.spec_from_file_location("prge_gated_low_rank_source", SOURCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.gated_low_rank
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen2.5-1.5b")
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--copies", default="1,32", help="copies of B (1: unperturbed, 32: P-RGE dual q = 16)")
+    args = parser.parse_args()
+    f = SHAPES[args.shape]["intermediate_size"]
+    rows = SEQUENCES * args.seq_len
+    kernel = load_source()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    opts = dict(device="cuda", dtype=torch.bfloat16)
+    gate_up = torch.randn(rows, 2 * f, generator=gen, **opts)
+    ax = torch.randn(rows, 2 * RANK, generator=gen, **opts)
+    moved = (gate_up.numel() + rows * f) * gate_up.element_size()
+    print(f"{args.shape}: {rows} rows, f {f}, rank {RANK} per part, bf16; {torch.cuda.get_device_name()}, "
+          f"torch {torch.__version__}; bytes a call must move: {moved / 1e6:.0f} MB")
+    print("| copies | kernel | tile (M, N, warps, stages) | us | TB/s | same bits as compiled |")
+    print("|---|---|---|---|---|---|")
+
+    def row(copies, name, tile, us, same="-"):
+        print(f"| {copies} | {name} | {tile} | {us:.1f} | {moved / us / 1e6:.2f} | {same} |")
+
+    swiglu = prge._core.layer_kernels.swiglu
+    row("-", "prge SwiGLU (no term)", "-", timed(lambda: swiglu(gate_up)))
+    compiled_silu = torch.compile(lambda gu: torch.nn.functional.silu(gu[:, :f]) * gu[:, f:])
+    row("-", "torch.compile silu(gate) * up (no term)", "-", timed(lambda: compiled_silu(gate_up)))
+    for copies in (int(c) for c in args.copies.split(",")):
+        stack = torch.zeros(copies, 2 * f, 2 * RANK, device="cuda")
+        stack[:, :f, :RANK] = 0.02 * torch.randn(copies, f, RANK, generator=gen, device="cuda")
+        stack[:, f:, RANK:] = 0.02 * torch.randn(copies, f, RANK, generator=gen, device="cuda")
+        stack = stack.to(torch.bfloat16)
+        aot = prge._core.layer_kernels.gated_low_rank
+        per_copy = rows // copies
+        want = aot(gate_up.view(copies, per_copy, -1), ax.view(copies, per_copy, -1), stack, SCALING, "silu")
+        row(copies, "compiled variant (prge)", "build's", timed(lambda: aot(gate_up.view(copies, per_copy, -1),
+                                                                           ax.view(copies, per_copy, -1), stack,
+                                                                           SCALING, "silu")))
+        out = torch.empty(rows, f, **opts)
+        for bm, bn, warps, stages in TILES:
+            if copies > 1 and per_copy < bm:
+                continue
+
+            def launch(bm=bm, bn=bn, warps=warps, stages=stages):
+                grid = (triton_cdiv(rows, bm), triton_cdiv(f, bn))
+                kernel[grid](gate_up, ax, stack, out, rows, f, per_copy, SCALING, gate_up.stride(0), ax.stride(0),
+                             stack.stride(0), stack.stride(1), out.stride(0), R=RANK, GELU=0, BLOCK_M=bm, BLOCK_N=bn,
+                             num_warps=warps, num_stages=stages)
+            us = timed(launch)
+            same = bool(torch.equal(out.view_as(want), want))
+            row(copies, "the source, Triton JIT", (bm, bn, warps, stages), us, same)
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+if __name__ == "__main__":
+    main()
