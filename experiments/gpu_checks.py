@@ -578,12 +578,12 @@ def check_gated_low_rank_kernel() -> None:
                f"max |diff| / max |ATen| = {relative:.3g} (allowed {tolerance:g}; equal elements "
                f"{(got == want).float().mean().item():.4f}; with each copy given its neighbour's B: {wrong_b:.3g})")
     try:
-        kernels.gated_low_rank(*(torch.zeros(4 * 32, n, device="cuda", dtype=torch.bfloat16) for n in (192, 32)),
+        kernels.gated_low_rank(*(torch.zeros(4 * 8, n, device="cuda", dtype=torch.bfloat16) for n in (192, 32)),
                                torch.zeros(4, 192, 32, device="cuda", dtype=torch.bfloat16), 2.0)
         refused = False
     except ValueError as error:
         refused = "no compiled variant" in str(error)
-    report("gated low-rank kernel refuses copies shorter than a tile (4 copies of 32 rows)", refused,
+    report("gated low-rank kernel refuses copies shorter than a tile (4 copies of 8 rows)", refused,
            f"refused by name: {refused}")
 
 

@@ -8,6 +8,8 @@ shape's MLP (32 sequences x T rows, the shape's f, rank 16 per part, as bench_st
   - the compiled variant, through prge._core.layer_kernels.gated_low_rank;
   - the same source, compiled here by Triton's JIT, at each tile configuration below (its output
     compared with the compiled variant's: the same source must give the same bits at its tile);
+  - session 30's probe (experiments/attempts/gated_low_rank/, no masks, autotuned over its own
+    seven tiles), with the tile its autotuning chose;
   - prge's SwiGLU kernel (no term) and torch.compile's silu(gate) * up, as floors.
 Prints microseconds a call (CUDA events, median) and the bandwidth each reaches over the bytes the
 kernel must move (gate_up read, output written).
@@ -26,11 +28,15 @@ import torch
 import prge
 from prge.models import SHAPES
 
-SOURCE = Path(__file__).resolve().parents[2] / "csrc/prge/cuda/triton/gated_low_rank.py"
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE = ROOT / "csrc/prge/cuda/triton/gated_low_rank.py"
+PROBE = ROOT / "experiments/attempts/gated_low_rank/bench_gated_low_rank_triton.py"  # session 30's, autotuned
 SEQUENCES, RANK, SCALING = 32, 16, 2.0
-TILES = [  # BLOCK_M, BLOCK_N, num_warps, num_stages; the first is compile_kernels.py's
-    (64, 128, 4, 2), (64, 128, 8, 2), (64, 64, 4, 2), (64, 256, 4, 2), (64, 256, 8, 2), (32, 128, 4, 2),
-    (32, 256, 4, 2), (128, 64, 4, 2), (128, 128, 8, 2), (128, 128, 4, 2), (64, 128, 4, 1), (64, 64, 2, 1)]
+TILES = [  # BLOCK_M, BLOCK_N, num_warps, num_stages; the first is compile_kernels.py's. Registers a thread
+    # (ptxas for sm_90, Triton 3.6): 64 x 128 / 4 warps 255 with a spill (8 warps an SM can hold);
+    # 16 x 64 / 4: 48, 32 x 64 / 8: 40, 16 x 128 / 8: 55, 32 x 64 / 4: 72, 32 x 128 / 8: 78.
+    (64, 128, 4, 2), (64, 128, 8, 1), (64, 64, 4, 1), (64, 64, 8, 1), (32, 128, 8, 1), (32, 128, 4, 1),
+    (32, 64, 8, 1), (32, 64, 4, 1), (16, 128, 8, 1), (16, 128, 4, 1), (16, 64, 4, 1), (16, 256, 8, 1)]
 
 
 def timed(fn, repeats: int = 50) -> float:
@@ -46,11 +52,11 @@ def timed(fn, repeats: int = 50) -> float:
     return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) * 1e3
 
 
-def load_source():
-    spec = importlib.util.spec_from_file_location("prge_gated_low_rank_source", SOURCE)
+def load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.gated_low_rank
+    return module
 
 
 def main() -> None:
@@ -58,10 +64,12 @@ def main() -> None:
     parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen2.5-1.5b")
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--copies", default="1,32", help="copies of B (1: unperturbed, 32: P-RGE dual q = 16)")
+    parser.add_argument("--ttgir", type=Path, help="write each JIT tile's Triton GPU IR here (its layouts)")
     args = parser.parse_args()
     f = SHAPES[args.shape]["intermediate_size"]
     rows = SEQUENCES * args.seq_len
-    kernel = load_source()
+    kernel = load(SOURCE, "prge_gated_low_rank_source").gated_low_rank
+    probe = load(PROBE, "prge_gated_low_rank_probe")
     gen = torch.Generator(device="cuda").manual_seed(0)
     opts = dict(device="cuda", dtype=torch.bfloat16)
     gate_up = torch.randn(rows, 2 * f, generator=gen, **opts)
@@ -69,11 +77,11 @@ def main() -> None:
     moved = (gate_up.numel() + rows * f) * gate_up.element_size()
     print(f"{args.shape}: {rows} rows, f {f}, rank {RANK} per part, bf16; {torch.cuda.get_device_name()}, "
           f"torch {torch.__version__}; bytes a call must move: {moved / 1e6:.0f} MB")
-    print("| copies | kernel | tile (M, N, warps, stages) | us | TB/s | same bits as compiled |")
-    print("|---|---|---|---|---|---|")
+    print("| copies | kernel | tile (M, N, warps, stages) | registers, spills | us | TB/s | same bits as compiled |")
+    print("|---|---|---|---|---|---|---|")
 
-    def row(copies, name, tile, us, same="-"):
-        print(f"| {copies} | {name} | {tile} | {us:.1f} | {moved / us / 1e6:.2f} | {same} |")
+    def row(copies, name, tile, us, same="-", registers="-"):
+        print(f"| {copies} | {name} | {tile} | {registers} | {us:.1f} | {moved / us / 1e6:.2f} | {same} |")
 
     swiglu = prge._core.layer_kernels.swiglu
     row("-", "prge SwiGLU (no term)", "-", timed(lambda: swiglu(gate_up)))
@@ -90,6 +98,12 @@ def main() -> None:
         row(copies, "compiled variant (prge)", "build's", timed(lambda: aot(gate_up.view(copies, per_copy, -1),
                                                                            ax.view(copies, per_copy, -1), stack,
                                                                            SCALING, "silu")))
+        if rows % 128 == 0 and f % 256 == 0 and per_copy % 128 == 0:  # what the probe's tiles need
+            us = timed(lambda: probe.fused(gate_up, ax, stack, per_copy))
+            best = probe.gated_low_rank.best_config
+            tile = (best.kwargs["BLOCK_M"], best.kwargs["BLOCK_N"], best.num_warps, best.num_stages)
+            same = bool(torch.equal(probe.fused(gate_up, ax, stack, per_copy).view_as(want), want))
+            row(copies, "session 30's probe, autotuned", tile, us, same)
         out = torch.empty(rows, f, **opts)
         for bm, bn, warps, stages in TILES:
             if copies > 1 and per_copy < bm:
@@ -97,12 +111,17 @@ def main() -> None:
 
             def launch(bm=bm, bn=bn, warps=warps, stages=stages):
                 grid = (triton_cdiv(rows, bm), triton_cdiv(f, bn))
-                kernel[grid](gate_up, ax, stack, out, rows, f, per_copy, SCALING, gate_up.stride(0), ax.stride(0),
-                             stack.stride(0), stack.stride(1), out.stride(0), R=RANK, GELU=0, BLOCK_M=bm, BLOCK_N=bn,
-                             num_warps=warps, num_stages=stages)
+                return kernel[grid](gate_up, ax, stack, out, rows, f, per_copy, SCALING, gate_up.stride(0),
+                                    ax.stride(0), stack.stride(0), stack.stride(1), out.stride(0), R=RANK, GELU=0,
+                                    BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages)
             us = timed(launch)
+            compiled = launch()
+            if args.ttgir:
+                args.ttgir.mkdir(parents=True, exist_ok=True)
+                (args.ttgir / f"gated_low_rank_{bm}x{bn}_w{warps}_s{stages}.ttgir").write_text(compiled.asm["ttgir"])
             same = bool(torch.equal(out.view_as(want), want))
-            row(copies, "the source, Triton JIT", (bm, bn, warps, stages), us, same)
+            row(copies, "the source, Triton JIT", (bm, bn, warps, stages), us, same,
+                f"{compiled.n_regs}, {compiled.n_spills}")
 
 
 def triton_cdiv(a: int, b: int) -> int:
