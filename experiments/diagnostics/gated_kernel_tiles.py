@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
 from pathlib import Path
 
 import torch
 
 import prge
 from prge.models import SHAPES
+
+from gemm_shapes import timed  # this folder's: CUDA events, median, in ms
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "csrc/prge/cuda/triton/gated_low_rank.py"
@@ -39,17 +40,8 @@ TILES = [  # BLOCK_M, BLOCK_N, num_warps, num_stages; the first is compile_kerne
     (32, 64, 8, 1), (32, 64, 4, 1), (16, 128, 8, 1), (16, 128, 4, 1), (16, 64, 4, 1), (16, 256, 8, 1)]
 
 
-def timed(fn, repeats: int = 50) -> float:
-    for _ in range(5):
-        fn()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
-    for start, end in zip(starts, ends):
-        start.record()
-        fn()
-        end.record()
-    torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) * 1e3
+def timed_us(fn) -> float:
+    return timed(fn, repeats=50) * 1e3
 
 
 def load(path: Path, name: str):
@@ -84,9 +76,9 @@ def main() -> None:
         print(f"| {copies} | {name} | {tile} | {registers} | {us:.1f} | {moved / us / 1e6:.2f} | {same} |")
 
     swiglu = prge._core.layer_kernels.swiglu
-    row("-", "prge SwiGLU (no term)", "-", timed(lambda: swiglu(gate_up)))
+    row("-", "prge SwiGLU (no term)", "-", timed_us(lambda: swiglu(gate_up)))
     compiled_silu = torch.compile(lambda gu: torch.nn.functional.silu(gu[:, :f]) * gu[:, f:])
-    row("-", "torch.compile silu(gate) * up (no term)", "-", timed(lambda: compiled_silu(gate_up)))
+    row("-", "torch.compile silu(gate) * up (no term)", "-", timed_us(lambda: compiled_silu(gate_up)))
     for copies in (int(c) for c in args.copies.split(",")):
         stack = torch.zeros(copies, 2 * f, 2 * RANK, device="cuda")
         stack[:, :f, :RANK] = 0.02 * torch.randn(copies, f, RANK, generator=gen, device="cuda")
@@ -94,12 +86,11 @@ def main() -> None:
         stack = stack.to(torch.bfloat16)
         aot = prge._core.layer_kernels.gated_low_rank
         per_copy = rows // copies
-        want = aot(gate_up.view(copies, per_copy, -1), ax.view(copies, per_copy, -1), stack, SCALING, "silu")
-        row(copies, "compiled variant (prge)", "build's", timed(lambda: aot(gate_up.view(copies, per_copy, -1),
-                                                                           ax.view(copies, per_copy, -1), stack,
-                                                                           SCALING, "silu")))
+        gate_up3, ax3 = gate_up.view(copies, per_copy, -1), ax.view(copies, per_copy, -1)
+        want = aot(gate_up3, ax3, stack, SCALING, "silu")
+        row(copies, "compiled variant (prge)", "build's", timed_us(lambda: aot(gate_up3, ax3, stack, SCALING, "silu")))
         if rows % 128 == 0 and f % 256 == 0 and per_copy % 128 == 0:  # what the probe's tiles need
-            us = timed(lambda: probe.fused(gate_up, ax, stack, per_copy))
+            us = timed_us(lambda: probe.fused(gate_up, ax, stack, per_copy))
             best = probe.gated_low_rank.best_config
             tile = (best.kwargs["BLOCK_M"], best.kwargs["BLOCK_N"], best.num_warps, best.num_stages)
             same = bool(torch.equal(probe.fused(gate_up, ax, stack, per_copy).view_as(want), want))
@@ -114,7 +105,7 @@ def main() -> None:
                 return kernel[grid](gate_up, ax, stack, out, rows, f, per_copy, SCALING, gate_up.stride(0),
                                     ax.stride(0), stack.stride(0), stack.stride(1), out.stride(0), R=RANK, GELU=0,
                                     BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages)
-            us = timed(launch)
+            us = timed_us(launch)
             compiled = launch()
             if args.ttgir:
                 args.ttgir.mkdir(parents=True, exist_ok=True)
