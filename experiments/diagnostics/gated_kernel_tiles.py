@@ -15,16 +15,22 @@ Prints microseconds a call (CUDA events around 10 calls, median) and the bandwid
 the bytes the kernel must move (gate_up read, output written; with 32 copies each tile also reads
 its copy's B, mostly from L2, which the figure leaves out).
 
-    python experiments/diagnostics/gated_kernel_tiles.py --shape qwen2.5-1.5b [--seq-len 256]
+    python experiments/diagnostics/gated_kernel_tiles.py --shape qwen2.5-1.5b [--seq-len 256] [--json T.json]
+    python experiments/diagnostics/gated_kernel_tiles.py --choose T1.json T2.json   # prints "M N WARPS STAGES"
+
+--choose picks, from the JSON files of several shapes, the JIT tile with the least summed time at the
+most copies measured (the P-RGE step's case), the summed one-copy time breaking ties; only tiles
+measured at every shape take part. compile_kernels.py's GATED_* constants are where a choice lands.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import sys
 from pathlib import Path
 
 import torch
-import triton
 
 import prge
 from prge.models import SHAPES
@@ -59,7 +65,19 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--copies", default="1,32", help="copies of B (1: unperturbed, 32: P-RGE dual q = 16)")
     parser.add_argument("--ttgir", type=Path, help="write each JIT tile's Triton GPU IR here (its layouts)")
+    parser.add_argument("--json", type=Path, help="also write each JIT tile's time here, for --choose")
+    parser.add_argument("--choose", type=Path, nargs="+", metavar="JSON",
+                        help="print the tile to compile, chosen from these files' times (nothing is run)")
     args = parser.parse_args()
+    if args.choose:
+        try:
+            shapes = [json.loads(path.read_text()) for path in args.choose]
+        except (OSError, ValueError) as error:
+            sys.exit(f"gated_kernel_tiles: error: {error}")
+        print(*choose(shapes))
+        return
+    import triton  # here: --choose runs where Triton is not installed
+
     f = SHAPES[args.shape]["intermediate_size"]
     rows = SEQUENCES * args.seq_len
     # As the build compiles it: rows and rows_per_copy without the JIT's divisibility specialization.
@@ -76,7 +94,11 @@ def main() -> None:
     print("| copies | kernel | tile (M, N, warps, stages) | registers, spills | us | TB/s | same bits as compiled |")
     print("|---|---|---|---|---|---|---|")
 
+    timings = {"shape": args.shape, "seq_len": args.seq_len, "tiles": []}  # JIT tiles, for --choose
+
     def row(copies, name, tile, us, same="-", registers="-"):
+        if name == "the source, Triton JIT":
+            timings["tiles"].append({"copies": copies, "tile": list(tile), "us": us})
         print(f"| {copies} | {name} | {tile} | {registers} | {us:.1f} | {moved / us / 1e6:.2f} | {same} |")
 
     swiglu = prge._core.layer_kernels.swiglu
@@ -116,6 +138,30 @@ def main() -> None:
             same = bool(torch.equal(out.view_as(want), want))
             row(copies, "the source, Triton JIT", (bm, bn, warps, stages), us, same,
                 f"{compiled.n_regs}, {compiled.n_spills}")
+    if args.json:
+        args.json.write_text(json.dumps(timings, indent=1))
+
+
+def choose(shapes: list[dict]) -> tuple[int, ...]:
+    """The tile (M, N, warps, stages) with the least time summed over `shapes` at the largest copy
+    count every shape measured, ties broken by the summed time at one copy. Exits with a message
+    when no tile was measured at every shape."""
+    most = min(max(t["copies"] for t in shape["tiles"]) for shape in shapes if shape["tiles"]) if all(
+        shape["tiles"] for shape in shapes) else None
+    totals: dict[tuple, list[float]] = {}
+    for shape in shapes:
+        for t in shape["tiles"]:
+            if t["copies"] in (most, 1):
+                totals.setdefault(tuple(t["tile"]), []).append((t["copies"] == most, t["us"]))
+    scored = []
+    for tile, times in totals.items():
+        at_most = [us for is_most, us in times if is_most]
+        at_one = [us for is_most, us in times if not is_most]
+        if len(at_most) == len(shapes):
+            scored.append((sum(at_most), sum(at_one) if len(at_one) == len(shapes) else float("inf"), tile))
+    if not scored:
+        sys.exit("gated_kernel_tiles: error: no tile was measured at every shape given to --choose")
+    return min(scored)[2]
 
 
 def triton_cdiv(a: int, b: int) -> int:
