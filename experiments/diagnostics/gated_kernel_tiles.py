@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "csrc/prge/cuda/triton/gated_low_rank.py"
 PROBE = ROOT / "experiments/attempts/gated_low_rank/bench_gated_low_rank_triton.py"  # session 30's, autotuned
 SEQUENCES, RANK, SCALING = 32, 16, 2.0
-TILES = [  # BLOCK_M, BLOCK_N, num_warps, num_stages; the first is compile_kernels.py's. Registers a thread
+TILES = [  # BLOCK_M, BLOCK_N, num_warps, num_stages; the first was the build's until session 34. Registers a thread
     # (ptxas for sm_90, Triton 3.6): 64 x 128 / 4 warps 255 with a spill (8 warps an SM can hold);
     # 16 x 64 / 4: 48, 32 x 64 / 8: 40, 16 x 128 / 8: 55, 32 x 64 / 4: 72, 32 x 128 / 8: 78.
     (64, 128, 4, 2), (64, 128, 8, 1), (64, 64, 4, 1), (64, 64, 8, 1), (32, 128, 8, 1), (32, 128, 4, 1),
