@@ -134,7 +134,7 @@ def triton_kernels_built() -> bool:
     if not (prge.cuda_built and torch.cuda.is_available()):
         return False
     major, minor = torch.cuda.get_device_capability()
-    return any(sm == 10 * major + minor for _, sm in prge._core.layer_kernels.triton_kernels())
+    return any(sm == 10 * major + minor for _, sm, *_ in prge._core.layer_kernels.triton_kernels())
 
 
 def interleaved_ratios(args, config, qs, rounds):

@@ -537,15 +537,18 @@ def aten_gated_low_rank(gate_up, ax, b_stack, scaling, activation):
 
 def check_gated_low_rank_kernel() -> None:
     """The Triton gated activation with the LoRA-FA term (compiled ahead of time) against ATen's
-    ops on awkward shapes: tiles that straddle two copies (rows per copy not a multiple of 64),
-    f not a multiple of the 128-column tile, one copy with ragged rows, operands read out of a
+    ops on awkward shapes: tiles that straddle two copies (rows per copy not a multiple of the
+    tile's rows, 32 since session 34; 64 before), copies of exactly one tile, f not a multiple of
+    the 128-column tile, one copy with ragged rows, operands read out of a
     wider [x W^T | A x] output (strided rows), every dtype, activation and rank compiled, and
     Qwen2.5-1.5B's MLP at 32 copies; and a refusal where a copy is shorter than a tile."""
     kernels = prge._core.layer_kernels
     compiled = kernels.triton_kernels()
     arch = "%d%d" % torch.cuda.get_device_capability()
-    here = sorted(key for key, sm in compiled if str(sm) == arch)
-    report(f"Triton kernels compiled for this GPU (sm_{arch})", bool(here), f"{len(here)} variants: {', '.join(here)}")
+    here = sorted(key for key, sm, *_ in compiled if str(sm) == arch)
+    tiles = sorted({f"{m} x {n}" for key, sm, m, n in compiled if str(sm) == arch})
+    report(f"Triton kernels compiled for this GPU (sm_{arch})", bool(here),
+           f"{len(here)} variants, tile {' / '.join(tiles) or '-'} (rows x columns): {', '.join(here)}")
     if not here:
         return
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -553,7 +556,8 @@ def check_gated_low_rank_kernel() -> None:
         (torch.bfloat16, "silu", 16, 100, 3, 96, False), (torch.bfloat16, "gelu_tanh", 16, 100, 3, 96, True),
         (torch.float16, "silu", 32, 64, 4, 160, False), (torch.float16, "gelu_tanh", 64, 130, 2, 48, True),
         (torch.bfloat16, "silu", 64, 37, 1, 272, False), (torch.bfloat16, "gelu_tanh", 32, 96, 5, 1536, True),
-        (torch.bfloat16, "silu", 16, 256, 32, 8960, False)]
+        (torch.bfloat16, "silu", 16, 256, 32, 8960, False), (torch.bfloat16, "silu", 16, 33, 4, 96, False),
+        (torch.float16, "gelu_tanh", 32, 32, 3, 160, True)]
     for dtype, activation, rank, per_copy, copies, f, strided in cases:
         rows = per_copy * copies
         width = 2 * f + 2 * rank + (16 if strided else 0)

@@ -12,6 +12,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -38,14 +39,15 @@ void bind_layer_kernels(py::module_& m) {
   k.def(
       "triton_kernels",
       [] {
-        std::vector<std::pair<std::string, int>> out;
+        std::vector<std::tuple<std::string, int, int, int>> out;
         for (size_t i = 0; i < cuda::triton_kernels::kCompiledKernelCount; ++i) {
           const auto& kernel = cuda::triton_kernels::kCompiledKernels[i];
-          out.emplace_back(kernel.key, kernel.arch);
+          out.emplace_back(kernel.key, kernel.arch, kernel.block_m, kernel.block_n);
         }
         return out;
       },
-      "(key, sm) of every Triton kernel variant compiled into this build");
+      "(key, sm, block_m, block_n) of every Triton kernel variant compiled into this build (the "
+      "tile: rows and columns one program covers)");
   k.def(
       "add_rms_norm_",
       [](torch::Tensor residual, const torch::Tensor& delta, const torch::Tensor& weight, double eps) {

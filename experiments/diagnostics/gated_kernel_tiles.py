@@ -2,8 +2,9 @@
 
 prge compiles csrc/prge/cuda/triton/gated_low_rank.py ahead of time with one tile (compile_kernels.py's
 GATED_BLOCK_M, GATED_BLOCK_N, GATED_WARPS, GATED_STAGES). Session 33's profile of a Qwen2.5-1.5B
-P-RGE step showed that compiled kernel at 203 us a call with one copy of B and 251 us with 32,
-where session 30's autotuned probe of the same computation took 141-144 us. This times, at the
+P-RGE step showed the then-compiled tile (64 x 128) at 203 us a call with one copy of B and 251 us
+with 32, where session 30's autotuned probe of the same computation took 141-144 us; session 34
+ran this and compiled the tile it chose (32 x 128) instead. This times, at the
 shape's MLP (32 sequences x T rows, the shape's f, rank 16 per part, as bench_step.py):
   - the compiled variant, through prge._core.layer_kernels.gated_low_rank;
   - the same source, compiled here by Triton's JIT, at each tile configuration below (its output
@@ -19,8 +20,9 @@ its copy's B, mostly from L2, which the figure leaves out).
     python experiments/diagnostics/gated_kernel_tiles.py --choose T1.json T2.json   # prints "M N WARPS STAGES"
 
 --choose picks, from the JSON files of several shapes, the JIT tile with the least summed time at the
-most copies measured (the P-RGE step's case), the summed one-copy time breaking ties; only tiles
-measured at every shape take part. compile_kernels.py's GATED_* constants are where a choice lands.
+largest copy count all of them measured (the P-RGE step's case; it says which on stderr), the summed
+one-copy time breaking ties; only tiles measured at every shape take part. compile_kernels.py's
+GATED_* constants are where a choice lands (session 34: 32 128 4 1, from bf16, rank 16, SiLU).
 """
 from __future__ import annotations
 
@@ -43,7 +45,8 @@ PROBE = ROOT / "experiments/attempts/gated_low_rank/bench_gated_low_rank_triton.
 SEQUENCES, RANK, SCALING = 32, 16, 2.0
 TILES = [  # BLOCK_M, BLOCK_N, num_warps, num_stages; the first was the build's until session 34. Registers a thread
     # (ptxas for sm_90, Triton 3.6): 64 x 128 / 4 warps 255 with a spill (8 warps an SM can hold);
-    # 16 x 64 / 4: 48, 32 x 64 / 8: 40, 16 x 128 / 8: 55, 32 x 64 / 4: 72, 32 x 128 / 8: 78.
+    # 16 x 64 / 4: 48, 32 x 64 / 8: 40, 16 x 128 / 8: 55, 32 x 64 / 4: 72, 32 x 128 / 8: 78, 32 x 128 / 4
+    # (the build's since session 34): 126.
     (64, 128, 4, 2), (64, 128, 8, 1), (64, 64, 4, 1), (64, 64, 8, 1), (32, 128, 8, 1), (32, 128, 4, 1),
     (32, 64, 8, 1), (32, 64, 4, 1), (16, 128, 8, 1), (16, 128, 4, 1), (16, 64, 4, 1), (16, 256, 8, 1),
     (32, 128, 4, 2), (32, 128, 8, 2)]  # the last two added after session 34 (the probe's pick has 2 stages)
@@ -75,7 +78,7 @@ def main() -> None:
             shapes = [json.loads(path.read_text()) for path in args.choose]
         except (OSError, ValueError) as error:
             sys.exit(f"gated_kernel_tiles: error: {error}")
-        print(*choose(shapes))
+        print(*choose(shapes, [str(path) for path in args.choose]))
         return
     import triton  # here: --choose runs where Triton is not installed
 
@@ -140,28 +143,42 @@ def main() -> None:
             row(copies, "the source, Triton JIT", (bm, bn, warps, stages), us, same,
                 f"{compiled.n_regs}, {compiled.n_spills}")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(timings, indent=1))
 
 
-def choose(shapes: list[dict]) -> tuple[int, ...]:
-    """The tile (M, N, warps, stages) with the least time summed over `shapes` at the largest copy
-    count every shape measured, ties broken by the summed time at one copy. Exits with a message
-    when no tile was measured at every shape."""
-    most = min(max(t["copies"] for t in shape["tiles"]) for shape in shapes if shape["tiles"]) if all(
-        shape["tiles"] for shape in shapes) else None
-    totals: dict[tuple, list[float]] = {}
-    for shape in shapes:
-        for t in shape["tiles"]:
-            if t["copies"] in (most, 1):
-                totals.setdefault(tuple(t["tile"]), []).append((t["copies"] == most, t["us"]))
+def choose(shapes: list[dict], names: list[str]) -> tuple[int, ...]:
+    """The tile (M, N, warps, stages) with the least time summed over `shapes` (the --json files'
+    contents, `names` their paths) at the largest copy count that every shape measured, ties broken
+    by the summed one-copy time, then by the tile. Says on stderr which copy count decided. Exits
+    with a message naming the file when one holds no tile times, and when no tile was measured at
+    that count at every shape."""
+    times: dict[tuple, dict[tuple[int, int], float]] = {}  # tile -> (shape index, copies) -> us
+    counts = []
+    for index, (shape, name) in enumerate(zip(shapes, names)):
+        tiles = shape.get("tiles") if isinstance(shape, dict) else None
+        if not isinstance(tiles, list) or not tiles:
+            sys.exit(f"gated_kernel_tiles: error: {name}: no tile times (expected --json's output)")
+        try:
+            for t in tiles:
+                times.setdefault(tuple(t["tile"]), {})[(index, int(t["copies"]))] = float(t["us"])
+        except (KeyError, TypeError, ValueError) as error:
+            sys.exit(f"gated_kernel_tiles: error: {name}: a tile entry without tile / copies / us ({error!r})")
+        counts.append({int(t["copies"]) for t in tiles})
+    common = set.intersection(*counts)
+    if not common:
+        sys.exit("gated_kernel_tiles: error: the files share no copy count: " +
+                 "; ".join(f"{name}: {sorted(c)}" for name, c in zip(names, counts)))
+    most = max(common)
     scored = []
-    for tile, times in totals.items():
-        at_most = [us for is_most, us in times if is_most]
-        at_one = [us for is_most, us in times if not is_most]
-        if len(at_most) == len(shapes):
-            scored.append((sum(at_most), sum(at_one) if len(at_one) == len(shapes) else float("inf"), tile))
+    for tile, by in times.items():
+        if all((i, most) in by for i in range(len(shapes))):
+            at_one = sum(by[(i, 1)] for i in range(len(shapes))) if all((i, 1) in by for i in range(len(shapes))) \
+                else float("inf")
+            scored.append((sum(by[(i, most)] for i in range(len(shapes))), at_one, tile))
     if not scored:
-        sys.exit("gated_kernel_tiles: error: no tile was measured at every shape given to --choose")
+        sys.exit(f"gated_kernel_tiles: error: no tile was measured with {most} copies at every shape given to --choose")
+    print(f"gated_kernel_tiles: chosen at {most} copies of B over {len(shapes)} shape(s)", file=sys.stderr)
     return min(scored)[2]
 
 
