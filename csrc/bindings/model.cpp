@@ -1,6 +1,7 @@
 #include "prge/generation.h"
 #include "prge/estimators/prge_estimator.h"
 #include "prge/models/causal_lm.h"
+#include "prge/models/weight_files.h"
 #include "prge/token_batch.h"
 
 #include <torch/extension.h>
@@ -71,9 +72,16 @@ void bind_model(py::module_& m) {
       }, "a layer's checkpoint names (after model.layers.N.), in MeZO's parameter order")
       .def_property_readonly("projections", [](const ArchSpec& s) { return s.weights().projections; },
                              "the projections LoRA-FA may target, in adapter order")
+      .def_readonly("multimodal_wrapper", &ArchSpec::multimodal_wrapper,
+                    "the text model of a multimodal wrapper's checkpoint (gemma3), its vision tower not loaded")
       .def_static("from_json_file", &ArchSpec::from_json_file)
       .def("parameter_count", &ArchSpec::parameter_count);
   m.def("supported_model_types", &supported_model_types, "model_type values the family registry knows");
+  m.def("weight_files", &weight_files, py::arg("model_dir"),
+        "the safetensors files a model directory's checkpoint is read from, as transformers picks them "
+        "(csrc/prge/models/weight_files.h); RuntimeError naming what is missing");
+  m.def("wrapper_text_weight_name", &wrapper_text_weight_name, py::arg("name"),
+        "a gemma3 wrapper checkpoint's tensor name as the text model's; '' for vision tensors");
   py::class_<QuantizedWeight>(m, "QuantizedWeight", "a frozen weight kept quantized (csrc/prge/quantized_weight.h)")
       .def_readonly("bits", &QuantizedWeight::bits)
       .def_readonly("group_size", &QuantizedWeight::group_size)

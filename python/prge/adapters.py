@@ -201,7 +201,7 @@ def peft_targets(peft: dict, modules: dict[str, str], projections: list[str], wh
     else:
         chosen = {n for n in names if any(n == t or n.endswith("." + t) for t in wanted)}
     projections = sorted({n.rsplit(".", 1)[1] for n in chosen}, key=projections.index)
-    layers = {n.split(".")[2] for n in names}
+    layers = {re.search(r"\.layers\.(\d+)\.", n).group(1) for n in names}
     if len(chosen) != len(projections) * len(layers):
         raise ValueError(f"{where}: target_modules {json.dumps(wanted)} selects projections in some layers only; "
                          "prge adapts the same projections in every layer")
@@ -308,13 +308,26 @@ def export_peft(run_dir: str | Path, out: str | Path, overwrite: bool = False) -
     durable.write_text(out / ADAPTER_CONFIG, json.dumps({
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": str(model_dir),
         "r": adapter.rank, "lora_alpha": adapter.alpha,
-        "target_modules": sorted({a["name"].rsplit(".", 1)[1] for a in model.adapters()}),  # the family's names
+        "target_modules": peft_target_modules(model),
         "use_rslora": adapter.use_rslora, "rank_pattern": adapter.rank_pattern,
         "alpha_pattern": adapter.alpha_pattern,
         "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False, "inference_mode": True,
         "init_lora_weights": True, "use_dora": False, "modules_to_save": None,
     }, indent=2))
     return out
+
+
+def peft_target_modules(model) -> list[str] | str:
+    """adapter_config.json's target_modules for the model's adapted projections: their names in
+    the family's table (PEFT matches a name as a module-name suffix); for a multimodal wrapper
+    (gemma3), a regular expression PEFT matches against the whole module name, so that the vision
+    tower's projections of the same names get no LoRA layers."""
+    adapted = sorted({a["name"].rsplit(".", 1)[1] for a in model.adapters()})
+    if not model.spec.multimodal_wrapper:
+        return adapted
+    # model.language_model.layers.0.self_attn.q_proj -> model\.language_model\.layers\.\d+\.self_attn\.q_proj
+    modules = (re.escape(model.hf_module_name(0, p)).replace(r"layers\.0\.", r"layers\.\d+\.", 1) for p in adapted)
+    return "(" + "|".join(modules) + ")"
 
 
 def base_weights_metadata(config, model) -> dict:
@@ -341,15 +354,21 @@ def export_merged(run_dir: str | Path, out: str | Path, overwrite: bool = False,
         held = base_weights_metadata(config, model)["prge.base_weights"]
         log(f"[prge] note: the base keeps its projection weights quantized ({held}); the merged model holds them "
             "dequantized, with (alpha / r) B A folded in: a dense model")
+    from prge._core import wrapper_text_weight_name
+
     modules = module_names(model)
     low_rank = {}
-    for a in model.adapters():
+    for a in model.adapters():  # under full_parameters' (text-model) names: a wrapper's mapped
         delta = a["scaling"] * (a["lora_b"].double() @ a["lora_a"].double())
-        low_rank[modules[a["name"]] + ".weight"] = delta
+        low_rank[wrapper_text_weight_name(modules[a["name"]] + ".weight")] = delta
     tensors = {}
     for name, weight in model.full_parameters():
-        merged = weight.double() + low_rank[name] if name in low_rank else weight
+        merged = weight.double() + low_rank.pop(name) if name in low_rank else weight
         tensors[name] = merged.to(weight.dtype).contiguous()
+    if low_rank:  # a name the two tables spell differently: nothing may go unmerged silently
+        raise RuntimeError(f"--merge: no weight {sorted(low_rank)[0]} to fold the adapter into")
+    if model.spec.multimodal_wrapper:
+        tensors = wrapper_checkpoint(Path(model_dir), tensors)
     check_finite(out / "model.safetensors", tensors, "--merge")
     _replace_weights(out, ("model.safetensors",))
     _save_tensors(tensors, out / "model.safetensors")
@@ -362,6 +381,30 @@ def export_merged(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     templates = Path(model_dir) / CHAT_TEMPLATES_DIR  # named chat templates, as save_pretrained writes them
     if templates.is_dir():
         shutil.copytree(templates, out / CHAT_TEMPLATES_DIR, dirs_exist_ok=True)
+    return out
+
+
+def wrapper_checkpoint(model_dir: Path, text: dict) -> dict:
+    """A multimodal wrapper's (gemma3) whole checkpoint with its text weights replaced by `text`
+    (text-model names, as full_parameters gives them): every tensor of the model directory's
+    checkpoint under its own name, so that the vision tower and projector stay and transformers
+    loads the merged model with the wrapper's config.json. The core reads the same files and
+    maps the same names (weight_files, wrapper_text_weight_name). ValueError naming a text
+    weight the checkpoint lacks."""
+    from prge._core import weight_files, wrapper_text_weight_name
+
+    out, left = {}, dict(text)
+    dtype = next(iter(text.values())).dtype
+    for file in weight_files(str(model_dir)):
+        for name, tensor in load_file(file).items():
+            mapped = wrapper_text_weight_name(name)
+            if mapped in left:
+                out[name] = left.pop(mapped)
+            else:  # the vision tower and projector, converted to the export's dtype as the text is
+                out[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+    if left:
+        raise ValueError(f"--merge: {model_dir}: the checkpoint has no tensor for {sorted(left)[0]} "
+                         f"({len(left)} text weight(s) in all)")
     return out
 
 

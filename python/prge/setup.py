@@ -14,6 +14,7 @@ Bad input raises ValueError / FileNotFoundError naming the key, file or record (
 them as `prge: error: ...`)."""
 from __future__ import annotations
 
+import json
 import random
 import sys
 from dataclasses import dataclass, field
@@ -143,6 +144,20 @@ def weight_format(config, model_dir: Path) -> str:
     return quantize
 
 
+def note_custom_code(model_dir: Path, model_type: str) -> None:
+    """A note when config.json's auto_map names modeling code shipped with the model: prge runs
+    its own implementation of the model_type, the class transformers loads for a model_type it
+    has unless trust_remote_code=True (the core accepts the key for a supported model_type)."""
+    config_json = model_dir / "config.json"
+    try:
+        has_auto_map = "auto_map" in json.loads(config_json.read_text())
+    except (OSError, ValueError):  # the core has read it already; nothing to note
+        return
+    if has_auto_map:
+        print(f"[prge] note: {config_json}: auto_map names modeling code shipped with the model; prge runs its "
+              f"native {model_type}, the class transformers loads without trust_remote_code=True", file=sys.stderr)
+
+
 def setup_model(config, data: DataSetup | None = None, *, model_dir: str | Path | None = None,
                 device: str | None = None):
     """prge.CausalLM of config.model (on `device` when given, e.g. a distributed rank's GPU),
@@ -159,6 +174,7 @@ def setup_model(config, data: DataSetup | None = None, *, model_dir: str | Path 
     model = CausalLM.from_pretrained(str(model_dir), device or config.model.device, config.model.dtype,
                                      weight_format(config, model_dir), config.model.group_size)
     model.gated_low_rank_kernel = config.model.gated_low_rank_kernel
+    note_custom_code(model_dir, model.spec.model_type)
     if data is not None:
         check_token_ids(model_dir, model.spec.vocab_size, data.train + data.dev + data.eval)
     if config.use_adapter:

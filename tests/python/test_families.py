@@ -39,6 +39,12 @@ def family_model(kind: str):
             final_logit_softcapping=5.0,
             rope_parameters={"full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1e5},
                              "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}),
+        "gemma3": lambda: t.Gemma3Config(  # the multimodal wrapper, with a vision tower of its own
+            text_config=dict(**{**common, "num_hidden_layers": 2}, head_dim=16, sliding_window=24,
+                             layer_types=["sliding_attention", "full_attention"]),
+            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                               image_size=28, patch_size=14),
+            mm_tokens_per_image=4, image_token_index=V - 1, boi_token_index=V - 2, eoi_token_index=V - 3),
         "phi3": lambda: t.Phi3Config(**common, sliding_window=40, pad_token_id=0),
         "phi3_partial_longrope": lambda: t.Phi3Config(
             **{**common, "max_position_embeddings": 1024}, pad_token_id=0, partial_rotary_factor=0.5,
@@ -176,3 +182,29 @@ def test_phi3_targets_its_fused_projections(tmp_path):
                                                          "layers.0.gate_up_proj", "layers.0.down_proj"]
     with pytest.raises(ValueError, match="target all of q_proj, k_proj, v_proj or qkv_proj"):
         prge.CausalLM.from_pretrained(str(tmp_path)).attach_adapters(prge.AdapterOptions(targets=["q_proj"]))
+
+
+# Keys Phi-4-mini's config.json carries for its own modeling code, at the values it ships.
+PHI4_MINI_KEYS = {"full_attn_mod": 1, "interpolate_factor": 1, "lm_head_bias": False, "mlp_bias": False}
+
+
+def test_phi4_mini_keys_are_accepted_at_their_plain_values(tmp_path):
+    hf, _ = family_model("phi3")
+    hf.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, **PHI4_MINI_KEYS}))
+    ids = torch.randint(0, V, (2, 40), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = hf(ids).logits
+    assert_logits_close(prge.CausalLM.from_pretrained(str(tmp_path)).logits(ids), expected, "phi-4-mini keys")
+
+
+@pytest.mark.parametrize("key,value", [("full_attn_mod", 2), ("interpolate_factor", 2.0), ("lm_head_bias", True),
+                                       ("mlp_bias", True)])
+def test_phi4_mini_keys_at_other_values_are_refused_by_name(tmp_path, key, value):
+    hf, _ = family_model("phi3")
+    hf.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, **PHI4_MINI_KEYS, key: value}))
+    with pytest.raises(RuntimeError, match=f"config.json: {key}: .* is not supported"):
+        prge.CausalLM.from_pretrained(str(tmp_path))

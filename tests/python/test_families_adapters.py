@@ -39,7 +39,8 @@ def family_run(tmp_path, kind):
 # (Not qwen2 here: transformers 5 rebuilds a Qwen2 model directory's tokenizer as its own byte-level
 # BPE whatever tokenizer_config.json says, which the word-level test tokenizer is not; qwen3 has
 # the same layout, and llama_biases the biased projections.)
-@pytest.mark.parametrize("kind", ["qwen3", "gemma3_text", "phi3", "mistral_window", "ministral", "llama_biases"])
+@pytest.mark.parametrize("kind", ["qwen3", "gemma3_text", "gemma3", "phi3", "mistral_window", "ministral",
+                                  "llama_biases"])
 def test_exported_adapters_and_merged_models_load_in_peft_and_transformers(tmp_path, kind):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -52,15 +53,28 @@ def test_exported_adapters_and_merged_models_load_in_peft_and_transformers(tmp_p
     ids = torch.randint(1, 15, (2, 9), generator=torch.Generator().manual_seed(3))
     ours = model.logits(ids)
     assert main(["adapters", "export", str(run_dir), "--out", str(tmp_path / "peft")]) == 0
-    exported = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
-    assert sorted(exported["target_modules"]) == sorted(model.spec.projections)
     base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    peft_model = PeftModel.from_pretrained(base, str(tmp_path / "peft")).eval()
+    # PEFT wraps exactly the modules prge adapts (for the gemma3 wrapper: not the vision tower's).
+    wrapped = {name.removeprefix("base_model.model.") for name, m in peft_model.named_modules()
+               if hasattr(m, "lora_A") and "default" in m.lora_A}
+    assert wrapped == {model.hf_module_name(i, p) for i in range(model.spec.num_hidden_layers)
+                       for p in model.spec.projections}
     with torch.no_grad():
-        theirs = PeftModel.from_pretrained(base, str(tmp_path / "peft")).eval()(ids).logits
+        theirs = peft_model(ids).logits
     scale = theirs.abs().max().item()
     assert (ours - theirs).abs().max().item() <= TOL * scale
     assert main(["adapters", "export", str(run_dir), "--out", str(tmp_path / "merged"), "--merge"]) == 0
     merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32).eval()
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)  # PEFT changed the first
+    assert type(merged) is type(base)
+    # Every tensor of the base checkpoint is in the merged one under its own name (a wrapper's
+    # vision tower too), the adapted projections changed, the rest equal.
+    base_state, merged_state = base.state_dict(), merged.state_dict()
+    assert base_state.keys() == merged_state.keys()
+    adapted = {name + ".weight" for name in wrapped}
+    for name, tensor in base_state.items():
+        assert torch.equal(tensor, merged_state[name]) != (name in adapted), name
     with torch.no_grad():
         assert (ours - merged(ids).logits).abs().max().item() <= TOL * scale
 

@@ -113,11 +113,11 @@ REFUSED = [
      "partial_rotary_factor"),
     ({"hidden_act": "gelu"}, "hidden_act: activation 'gelu' is not supported"),
     ({"quantization_config": {"quant_method": "bitsandbytes"}}, "quantization_config"),
-    ({"auto_map": {"AutoModelForCausalLM": "modeling.Model"}}, "auto_map"),
     ({"sliding_window": 32}, "key 'sliding_window'"),
     ({"attn_logit_softcapping": 50.0}, "key 'attn_logit_softcapping'"),
     ({"some_future_field": 1}, "key 'some_future_field'"),
     ({"model_type": "mamba"}, "model_type 'mamba' is not supported"),
+    ({"model_type": DELETE}, "model_type: missing"),
 ]
 
 
@@ -138,6 +138,9 @@ ACCEPTED = [
      "torch_dtype": "bfloat16", "architectures": ["LlamaForCausalLM"], "num_beams": 4, "temperature": 0.7},
     {"hidden_act": "swish"},  # the same function as silu
     {"partial_rotary_factor": 1.0, "attention_bias": False, "mlp_bias": False},
+    # Code shipped with the model runs in transformers only with trust_remote_code=True; the
+    # attention implementation it chose gives the same result.
+    {"auto_map": {"AutoModelForCausalLM": "modeling.Model"}, "_attn_implementation_autoset": True},
 ]
 
 

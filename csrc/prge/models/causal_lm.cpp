@@ -1,4 +1,5 @@
 #include "prge/models/causal_lm.h"
+#include "prge/models/weight_files.h"
 
 #include "prge/counter_rng.h"
 
@@ -105,20 +106,13 @@ bool is_norm(Role role) {
   }
 }
 
-// A gemma3 wrapper checkpoint's text weights under Gemma3ForCausalLM's names (either of the
-// two layouts transformers has written); its vision weights dropped.
+// A gemma3 wrapper checkpoint's text weights under Gemma3ForCausalLM's names; its vision
+// weights dropped.
 io::TensorMap text_weights_of_wrapper(io::TensorMap weights) {
   io::TensorMap out;
   for (auto& [name, tensor] : weights) {
-    std::string text = name;
-    for (const char* prefix : {"language_model.model.", "model.language_model."}) {
-      if (name.rfind(prefix, 0) == 0) text = "model." + name.substr(std::string(prefix).size());
-    }
-    if (name.rfind("language_model.lm_head.", 0) == 0) text = name.substr(std::string("language_model.").size());
-    if (text.find("vision_tower") != std::string::npos || text.find("multi_modal_projector") != std::string::npos) {
-      continue;
-    }
-    out[text] = tensor;
+    const auto text = wrapper_text_weight_name(name);
+    if (!text.empty()) out[text] = tensor;
   }
   return out;
 }
@@ -268,17 +262,9 @@ CausalLM CausalLM::from_pretrained(const std::string& dir, const torch::Device& 
   } catch (const std::invalid_argument& e) {  // a value of the wrong type: name the file
     throw std::runtime_error(fmt::format("{}: {}", config_path, e.what()));
   }
-  io::TensorMap weights;
-  std::vector<fs::path> files;
-  for (const auto& entry : fs::directory_iterator(dir)) {
-    if (entry.path().extension() == ".safetensors" && entry.path().filename() != kQuantizedWeightsFile) {
-      files.push_back(entry.path());
-    }
-  }
-  if (files.empty()) throw std::runtime_error(fmt::format("{}: no *.safetensors weights", dir));
-  std::sort(files.begin(), files.end());
   // Beside a dense checkpoint, the quantized projections a GGUF conversion keeps: read instead
   // of their dense copies unless the weights are asked for dense.
+  io::TensorMap weights;
   const auto quantized_file = fs::path(dir) / kQuantizedWeightsFile;
   std::set<std::string> replaced;
   if (format.bits != WeightFormat::kDense && fs::exists(quantized_file)) {
@@ -288,9 +274,7 @@ CausalLM CausalLM::from_pretrained(const std::string& dir, const torch::Device& 
       if (dot != std::string::npos && dot + 8 == name.size()) replaced.insert(name.substr(0, dot));
     }
   }
-  for (const auto& file : files) {
-    weights.merge(io::load_safetensors(file.string(), [&](const std::string& n) { return !replaced.count(n); }));
-  }
+  weights.merge(load_weight_files(dir, [&](const std::string& n) { return !replaced.count(n); }));
   try {
     return CausalLM(std::move(spec), std::move(weights), device, dtype, format);
   } catch (const std::exception& e) {  // a missing, extra or misshapen weight: name the model
@@ -348,7 +332,9 @@ std::string CausalLM::hf_module_name(int64_t layer, const std::string& projectio
     const auto module = entry.name.substr(0, entry.name.rfind('.'));  // self_attn.q_proj
     if (module.substr(module.rfind('.') + 1) == projection && entry.name.size() > 7 &&
         entry.name.compare(entry.name.size() - 7, 7, ".weight") == 0) {
-      return fmt::format("model.layers.{}.{}", layer, module);
+      // Gemma3ForConditionalGeneration holds the text model as model.language_model.
+      return fmt::format("{}.layers.{}.{}", spec_.multimodal_wrapper ? "model.language_model" : "model", layer,
+                         module);
     }
   }
   throw std::invalid_argument(fmt::format("model_type '{}' has no projection '{}'", spec_.model_type, projection));

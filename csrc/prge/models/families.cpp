@@ -22,8 +22,11 @@ namespace {
 
 // Keys of any config.json that change nothing prge computes: token ids (generation reads
 // them), bookkeeping, generation defaults older transformers wrote into every config,
-// initialisation, and training-only dropout (zeroth-order forwards are inference forwards,
-// as in MeZO).
+// initialisation, training-only dropout (zeroth-order forwards are inference forwards, as in
+// MeZO), the attention implementation transformers chose (eager / sdpa / flash: one result),
+// and auto_map: modeling code shipped with the model, which transformers runs only when told
+// trust_remote_code=True; for a model_type it has, it loads its own class, which prge matches
+// (the Python side notes the key).
 const std::vector<std::string>& keys_without_effect() {
   static const std::vector<std::string> keys{
       "_name_or_path", "architectures", "transformers_version", "torch_dtype", "dtype", "bos_token_id",
@@ -37,7 +40,7 @@ const std::vector<std::string>& keys_without_effect() {
       "forced_eos_token_id", "length_penalty", "max_length", "min_length", "no_repeat_ngram_size",
       "num_beam_groups", "num_beams", "num_return_sequences", "output_scores", "remove_invalid_values",
       "repetition_penalty", "return_dict_in_generate", "temperature", "top_k", "top_p", "typical_p",
-      "model_type"};
+      "model_type", "_attn_implementation_autoset", "_attn_implementation", "auto_map"};
   return keys;
 }
 
@@ -304,6 +307,19 @@ ArchSpec read_phi3(ConfigJson& c) {
   s.fused_checkpoint = true;
   read_activation(c, s, "hidden_act", "silu");
   c.accept({"attention_bias", "resid_pdrop", "embd_pdrop"});  // no biases; dropout: training only
+  // Keys Phi-4-mini's config.json carries for its own modeling code (auto_map), which
+  // transformers' Phi3 does not read: accepted at the values that code reads as plain Phi-3.
+  const auto no_op = [&](const char* key, auto plain) {
+    if (c.has(key) && c.get<decltype(plain)>(key, plain) != plain) {
+      c.fail(key, fmt::format("{} is not supported (transformers' Phi3 ignores the key; the model's own code "
+                              "reads it; prge accepts only {})", c.get<decltype(plain)>(key, plain), plain));
+    }
+    c.accept({key});
+  };
+  no_op("full_attn_mod", int64_t{1});
+  no_op("interpolate_factor", 1.0);
+  no_op("lm_head_bias", false);
+  no_op("mlp_bias", false);
   read_window_on_all_layers(c, s, 0);
   const auto& root = c.root();
   auto prf = [&](const YAML::Node& n, const char* key) {
@@ -434,10 +450,6 @@ void ConfigJson::finish(const std::string& family) const {
       throw std::runtime_error(fmt::format("{}: quantization_config: quantized Hugging Face checkpoints are not "
                                            "supported (load a dense checkpoint or a GGUF file)", path_));
     }
-    if (key == "auto_map") {
-      throw std::runtime_error(fmt::format("{}: auto_map: the model ships its own modeling code, which prge cannot "
-                                           "check against its native {}", path_, family));
-    }
     throw std::runtime_error(fmt::format("{}: key '{}' is not supported for model_type '{}' (prge implements or "
                                          "refuses every field that may change the forward)", path_, key, family));
   }
@@ -445,7 +457,11 @@ void ConfigJson::finish(const std::string& family) const {
 
 ArchSpec ArchSpec::from_json_file(const std::string& path) {
   ConfigJson config(io::load_json_file(path), path);
-  const auto model_type = config.get<std::string>("model_type", "llama");
+  if (!config.has("model_type")) {  // transformers' AutoConfig refuses such a file too
+    config.fail("model_type", fmt::format("missing (it names the model's family: one of {})",
+                                          fmt::join(supported_model_types(), ", ")));
+  }
+  const auto model_type = config.get<std::string>("model_type", "");
   const auto& families = registry();
   const auto family = families.find(model_type);
   if (family == families.end()) {
