@@ -35,6 +35,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jin
                    "special_tokens_map.json", "added_tokens.json", "tokenizer.model", "spiece.model",
                    "vocab.json", "merges.txt", "vocab.txt", "generation_config.json")
 CHAT_TEMPLATES_DIR = "additional_chat_templates"  # transformers' folder of named chat templates
+# What AutoProcessor / AutoImageProcessor read beside them (a multimodal wrapper's, gemma3's):
+# a merged wrapper keeps its vision tower, and these with it.
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json")
 
 
 # Fields that leave PeftModel's forward of a saved LoRA adapter unchanged: bookkeeping, and
@@ -375,7 +378,7 @@ def export_merged(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     hf_config = json.loads((Path(model_dir) / "config.json").read_text())
     hf_config["torch_dtype"] = hf_config["dtype"] = config.model.dtype
     durable.write_text(out / "config.json", json.dumps(hf_config, indent=2))
-    for name in TOKENIZER_FILES:
+    for name in TOKENIZER_FILES + PROCESSOR_FILES:
         if (Path(model_dir) / name).is_file():
             shutil.copy2(Path(model_dir) / name, out / name)
     templates = Path(model_dir) / CHAT_TEMPLATES_DIR  # named chat templates, as save_pretrained writes them

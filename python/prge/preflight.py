@@ -39,8 +39,9 @@ def check_names(config, task: bool = True, model: bool = True) -> None:
 def check_model_config(config) -> None:
     """The model's config.json read as the model loader reads it (read_model_config: an
     unsupported model_type, RoPE type or key is a RuntimeError naming the file and key), and
-    data.max_length against its max_position_embeddings (check_positions, ValueError). Reads no
-    weights: a model directory, or a registered model / .gguf file already converted into the
+    data.max_length against its max_position_embeddings (check_positions, ValueError), and the
+    files its weights would be read from (weight_files: a missing shard, an unreadable index or
+    no model.safetensors is a RuntimeError naming them). Reads no weights: a model directory, or a registered model / .gguf file already converted into the
     cache; one not converted yet is read when it is."""
     from prge.models import model_dir_without_converting
 
@@ -52,12 +53,15 @@ def check_model_config(config) -> None:
 
 
 def read_model_config(config, model_dir: str | Path):
-    """prge.ArchSpec of model_dir/config.json, as the model loader reads it; its RuntimeError
-    (naming the file and key) after where model.name was set, when the config set it."""
-    from prge._core import ArchSpec
+    """prge.ArchSpec of model_dir/config.json, as the model loader reads it, after checking that
+    the loader finds the directory's weight files (weight_files; no weights read); its
+    RuntimeError (naming the file and key) after where model.name was set, when the config set it."""
+    from prge._core import ArchSpec, weight_files
 
     try:
-        return ArchSpec.from_json_file(str(Path(model_dir) / "config.json"))
+        spec = ArchSpec.from_json_file(str(Path(model_dir) / "config.json"))
+        weight_files(str(model_dir))
+        return spec
     except RuntimeError as e:
         place = config.places.get("model.name")
         raise RuntimeError(f"{place}: {e}" if place else str(e)) from None

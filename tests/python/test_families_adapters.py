@@ -64,7 +64,10 @@ def test_exported_adapters_and_merged_models_load_in_peft_and_transformers(tmp_p
         theirs = peft_model(ids).logits
     scale = theirs.abs().max().item()
     assert (ours - theirs).abs().max().item() <= TOL * scale
+    processor = model_dir / "preprocessor_config.json"  # a wrapper's image processor, kept with its vision tower
+    processor.write_text(json.dumps({"image_processor_type": "Gemma3ImageProcessor"}))
     assert main(["adapters", "export", str(run_dir), "--out", str(tmp_path / "merged"), "--merge"]) == 0
+    assert (tmp_path / "merged" / processor.name).read_text() == processor.read_text()
     merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32).eval()
     base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)  # PEFT changed the first
     assert type(merged) is type(base)

@@ -1,5 +1,5 @@
 """The weights of a model directory are read from the files transformers reads them from:
-model.safetensors.index.json's shards when it exists, else model.safetensors; other
+model.safetensors when it exists, else model.safetensors.index.json's shards; other
 *.safetensors files beside them (a consolidated.safetensors, a stray copy) are never read, and
 what transformers could not load either is refused naming the files."""
 import json
@@ -52,13 +52,37 @@ def test_a_sharded_checkpoint_is_read_through_its_index_only(tmp_path):
     logits_equal_transformers(model_dir, hf)
 
 
-def test_a_shard_the_index_names_but_the_directory_lacks_is_named(tmp_path):
+def test_model_safetensors_is_read_before_an_index_beside_it(tmp_path):
+    """save_pretrained of the whole model over a sharded save removes the shards and leaves the
+    index; transformers then reads model.safetensors, and so does prge."""
+    model_dir, _, _ = sharded(tmp_path)
+    _, hf = make_hf_llama(tmp_path / "other", seed=1)
+    hf.save_pretrained(model_dir)
+    assert (model_dir / "model.safetensors.index.json").exists()
+    assert weight_files(str(model_dir)) == [str(model_dir / "model.safetensors")]
+    logits_equal_transformers(model_dir, hf)
+
+
+def test_a_shard_the_index_names_but_the_directory_lacks_is_named(tmp_path, capsys):
+    import shutil
+
+    from conftest import make_tiny_assets, write_config
+    from prge.cli import main
+
     model_dir, _, index = sharded(tmp_path)
+    assets_dir, data_dir = make_tiny_assets(tmp_path / "assets")
+    shutil.copy(assets_dir / "tokenizer.json", model_dir / "tokenizer.json")
+    config = write_config(tmp_path, model_dir, data_dir)
+    assert main(["check", str(config)]) == 0
     missing = sorted(set(index["weight_map"].values()))[-1]
     (model_dir / missing).unlink()
-    with pytest.raises(RuntimeError, match=f"model.safetensors.index.json: weight_map: tensor .* is in {missing}, "
-                                           "which .* does not have"):
+    words = f"model.safetensors.index.json: weight_map: tensor .* is in {missing}, which .* does not have"
+    with pytest.raises(RuntimeError, match=words):
         prge.CausalLM.from_pretrained(str(model_dir))
+    # `prge check` finds it too, reading no weights.
+    capsys.readouterr()
+    assert main(["check", str(config)]) != 0
+    assert missing in capsys.readouterr().err
 
 
 def test_a_tensor_in_two_shards_is_refused_naming_both(tmp_path):

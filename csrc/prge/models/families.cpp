@@ -316,7 +316,7 @@ ArchSpec read_phi3(ConfigJson& c) {
     }
     c.accept({key});
   };
-  no_op("full_attn_mod", int64_t{1});
+  no_op("full_attn_mod", 1.0);  // a number either way (1 or 1.0), as Python compares it
   no_op("interpolate_factor", 1.0);
   no_op("lm_head_bias", false);
   no_op("mlp_bias", false);

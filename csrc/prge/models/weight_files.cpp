@@ -25,6 +25,9 @@ bool starts_with(const std::string& s, const std::string& prefix) { return s.rfi
 
 std::vector<std::string> weight_files(const std::string& dir) {
   const fs::path root(dir);
+  // transformers looks for the single file first: an index beside it (left behind when a
+  // sharded save was saved over whole) is not read.
+  if (fs::is_regular_file(root / kSingleFile)) return {(root / kSingleFile).string()};
   const auto index = root / kIndexFile;
   if (fs::exists(index)) {
     const auto parsed = io::load_json_file(index.string());
@@ -48,7 +51,6 @@ std::vector<std::string> weight_files(const std::string& dir) {
     }
     return {shards.begin(), shards.end()};
   }
-  if (fs::is_regular_file(root / kSingleFile)) return {(root / kSingleFile).string()};
   std::vector<std::string> others;
   for (const auto& entry : fs::directory_iterator(root)) {
     if (entry.path().extension() == ".safetensors" && entry.path().filename() != kQuantizedWeightsFile) {

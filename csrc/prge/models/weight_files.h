@@ -9,9 +9,9 @@
 
 namespace prge {
 
-// The checkpoint files of model directory `dir`, as transformers picks them: the shards
-// model.safetensors.index.json's weight_map names (each once, sorted) when the index exists,
-// else model.safetensors. Other *.safetensors files (a consolidated.safetensors beside the
+// The checkpoint files of model directory `dir`, as transformers picks them: model.safetensors
+// when it exists, else the shards model.safetensors.index.json's weight_map names (each once,
+// sorted). Other *.safetensors files (a consolidated.safetensors beside the
 // shards, a stray copy) are not read, as transformers does not read them. Raises
 // std::runtime_error naming the directory or the index: no model.safetensors nor index (with the
 // *.safetensors files there, which transformers would not load either), an index without a
