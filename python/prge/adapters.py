@@ -350,6 +350,7 @@ def export_merged(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     """A full Hugging Face model directory `out` with (alpha / r) B A folded into W: exactly one
     set of weights (model.safetensors), never written into the model directory it reads."""
     from prge import durable
+    from prge._core import wrapper_text_weight_name
 
     out = _output_dir(run_dir, out, overwrite)
     config, model_dir, model = load_run(run_dir)  # a non-finite trained tensor is named here
@@ -357,8 +358,6 @@ def export_merged(run_dir: str | Path, out: str | Path, overwrite: bool = False,
         held = base_weights_metadata(config, model)["prge.base_weights"]
         log(f"[prge] note: the base keeps its projection weights quantized ({held}); the merged model holds them "
             "dequantized, with (alpha / r) B A folded in: a dense model")
-    from prge._core import wrapper_text_weight_name
-
     modules = module_names(model)
     low_rank = {}
     for a in model.adapters():  # under full_parameters' (text-model) names: a wrapper's mapped

@@ -41,8 +41,9 @@ def check_model_config(config) -> None:
     unsupported model_type, RoPE type or key is a RuntimeError naming the file and key), and
     data.max_length against its max_position_embeddings (check_positions, ValueError), and the
     files its weights would be read from (weight_files: a missing shard, an unreadable index or
-    no model.safetensors is a RuntimeError naming them). Reads no weights: a model directory, or a registered model / .gguf file already converted into the
-    cache; one not converted yet is read when it is."""
+    no model.safetensors is a RuntimeError naming them). Reads no weights: a model directory, or
+    a registered model / .gguf file already converted into the cache; one not converted yet is
+    read when it is."""
     from prge.models import model_dir_without_converting
 
     model_dir = model_dir_without_converting(config.model.name)

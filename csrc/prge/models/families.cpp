@@ -310,11 +310,11 @@ ArchSpec read_phi3(ConfigJson& c) {
   // Keys Phi-4-mini's config.json carries for its own modeling code (auto_map), which
   // transformers' Phi3 does not read: accepted at the values that code reads as plain Phi-3.
   const auto no_op = [&](const char* key, auto plain) {
-    if (c.has(key) && c.get<decltype(plain)>(key, plain) != plain) {
+    const auto value = c.get<decltype(plain)>(key, plain);
+    if (value != plain) {
       c.fail(key, fmt::format("{} is not supported (transformers' Phi3 ignores the key; the model's own code "
-                              "reads it; prge accepts only {})", c.get<decltype(plain)>(key, plain), plain));
+                              "reads it; prge accepts only {})", value, plain));
     }
-    c.accept({key});
   };
   no_op("full_attn_mod", 1.0);  // a number either way (1 or 1.0), as Python compares it
   no_op("interpolate_factor", 1.0);
