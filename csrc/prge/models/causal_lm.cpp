@@ -74,8 +74,25 @@ torch::Tensor take(io::TensorMap& weights, const std::string& name, const std::v
     throw std::runtime_error(fmt::format("weight '{}' has shape {}, expected {}", name,
                                          fmt::join(t.sizes(), "x"), fmt::join(shape, "x")));
   }
+  if (!t.is_floating_point()) {  // torch would convert the integers silently
+    throw std::runtime_error(fmt::format("weight '{}' has dtype {}; a model's weights are floating point "
+                                         "(float32, bfloat16 or float16)", name, c10::toString(t.scalar_type())));
+  }
   weights.erase(it);
-  return t.to(device, dtype).contiguous();
+  auto out = t.to(device, dtype).contiguous();
+  // A NaN or inf would only show as a NaN loss at the first evaluation; one made by the
+  // conversion (float32 values past float16's 65504) has a fix the message can give.
+  if (!torch::isfinite(out).all().item<bool>()) {
+    const auto bad = out.numel() - torch::isfinite(out).sum().item<int64_t>();
+    const bool stored = !torch::isfinite(t).all().item<bool>();
+    throw std::runtime_error(fmt::format(
+        "weight '{}' holds {} non-finite value(s) (NaN or inf) of {}{}", name, bad, out.numel(),
+        stored ? " in the file: it is damaged or was saved by a diverged run"
+               : fmt::format(" after conversion from {} to {}: its values exceed {}'s range (model.dtype: "
+                             "float32 or bfloat16 keeps them)", c10::toString(t.scalar_type()),
+                             dtype_name(dtype), dtype_name(dtype))));
+  }
+  return out;
 }
 
 // x*cos + swap_halves(x)*signed_sin: HF's x*cos + rotate_half(x)*sin with a sign-folded sin
