@@ -219,7 +219,9 @@ def module_names(model) -> dict[str, str]:
 
 
 def load_run(run_dir: str | Path):
-    """(config, model directory, model with the run's trained adapters) of a finished run."""
+    """(config, model directory, model) of a finished run: the base with the run's trained
+    adapters, or, for a run that trained full weights (estimator.kind mezo), with its trained
+    weights. FileNotFoundError without config.yaml or trained.safetensors."""
     from prge._core import Trainer, load_run_config
     from prge.models import config_model_dir
     from prge.setup import setup_model
@@ -229,9 +231,6 @@ def load_run(run_dir: str | Path):
         if not (run_dir / needed).is_file():
             raise FileNotFoundError(f"{run_dir}: no {needed} (a run directory of `prge train` holds both)")
     config = load_run_config(str(run_dir / "config.yaml"))
-    if not config.use_adapter:
-        raise ValueError(f"{run_dir}: the run trained full weights (estimator {config.estimator.kind}), "
-                         "not adapters")
     model_dir = config_model_dir(config)
     model = setup_model(config, model_dir=model_dir, device="cpu")  # the run's model, adapters and start
     Trainer(model, config.estimator, config.optimizer, config.run.seed).load_checkpoint(
@@ -297,6 +296,12 @@ def export_peft(run_dir: str | Path, out: str | Path, overwrite: bool = False) -
     """The run's adapters as a PEFT LoRA adapter in `out` (see the module's text)."""
     from prge import durable
 
+    from prge._core import load_run_config
+
+    run_config = Path(run_dir) / "config.yaml"
+    if run_config.is_file() and not load_run_config(str(run_config)).use_adapter:
+        raise ValueError(f"{run_dir}: the run trained full weights (MeZO), not adapters: there is no PEFT adapter "
+                         "to write; --merge writes its trained model as a Hugging Face model directory")
     out = _output_dir(run_dir, out, overwrite)
     config, model_dir, model = load_run(run_dir)  # a non-finite trained tensor is named here
     modules = module_names(model)
@@ -347,8 +352,10 @@ def base_weights_metadata(config, model) -> dict:
 
 
 def export_merged(run_dir: str | Path, out: str | Path, overwrite: bool = False, log=print) -> Path:
-    """A full Hugging Face model directory `out` with (alpha / r) B A folded into W: exactly one
-    set of weights (model.safetensors), never written into the model directory it reads."""
+    """A full Hugging Face model directory `out` with (alpha / r) B A folded into W, or, for a
+    run that trained full weights (MeZO), its trained weights: exactly one set of weights
+    (model.safetensors, in the run's model.dtype), never written into the model directory it
+    reads."""
     from prge import durable
     from prge._core import wrapper_text_weight_name
 

@@ -11,7 +11,8 @@
   prge check CONFIG                            validate a config, print every key's effective value
   prge generate MODEL_OR_RUN_DIR --prompt TEXT  text from a model or a fine-tuned run (KV cache)
   prge adapters export RUN_DIR --out DIR [--merge] [--overwrite]  the run's adapters in PEFT's format (or merged
-                                               into a full Hugging Face model directory)
+                                               into a full Hugging Face model directory; a MeZO
+                                               run's trained model with --merge)
   prge export CONFIG --runtime onnx|aoti|executorch  export the training step for an inference runtime
   prge train CONFIG --runtime onnx|aoti|executorch  fine-tune through that runtime"""
 from __future__ import annotations
@@ -135,7 +136,8 @@ def _command(argv: list[str] | None) -> int:
     copy.add_argument("--to", dest="destination", help="target directory (default: user data dir / <task folder>)")
     data_sub.add_parser("list", help="known tasks, their kinds and where their data is found")
     gen = sub.add_parser("generate", help="generate text from a model or a fine-tuned run")
-    gen.add_argument("source", help="a run directory (its trained adapters), a model directory or a registry name")
+    gen.add_argument("source", help="a run directory (its trained adapters, or a MeZO run's trained weights), a model "
+                          "directory or a registry name")
     gen.add_argument("--prompt", action="append", required=True, help="repeat for a batch")
     gen.add_argument("--max-new-tokens", type=int, default=32)
     gen.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
@@ -157,7 +159,8 @@ def _command(argv: list[str] | None) -> int:
     adapters_export.add_argument("run_dir", help="a directory `prge train` wrote (config.yaml, trained.safetensors)")
     adapters_export.add_argument("--out", required=True, help="directory to write")
     adapters_export.add_argument("--merge", action="store_true",
-                                 help="write a full Hugging Face model with (alpha/r) B A folded into W")
+                                 help="write a full Hugging Face model with (alpha/r) B A folded into W (a MeZO run: "
+                                      "its trained weights)")
     adapters_export.add_argument("--overwrite", action="store_true",
                                  help="replace the model or adapter in a directory that is not empty")
     check = sub.add_parser("check", help="validate a config (with its task, model and device on this machine) "
@@ -241,7 +244,7 @@ def _command(argv: list[str] | None) -> int:
             from prge.adapters import export_merged, export_peft
 
             out = (export_merged if args.merge else export_peft)(args.run_dir, args.out, overwrite=args.overwrite)
-            what = "merged Hugging Face model" if args.merge else "PEFT adapter"
+            what = "Hugging Face model" if args.merge else "PEFT adapter"
             print(f"[prge] {what} written to {out}")
     except KeyboardInterrupt:  # a Ctrl-C outside a training run's own handling
         if os.environ.get("PRGE_DEBUG"):

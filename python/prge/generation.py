@@ -13,8 +13,8 @@ from pathlib import Path
 
 
 def load_model(source: str):
-    """(model, model directory) of a run directory (its trained adapters applied) or of a
-    model name / directory."""
+    """(model, model directory) of a run directory (its trained adapters applied, or a MeZO
+    run's trained weights) or of a model name / directory."""
     from prge._core import CausalLM
     from prge.models import resolve_model
 

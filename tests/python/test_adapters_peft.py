@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from conftest import make_tiny_assets, write_config
 from installed import installed_module
@@ -61,6 +62,40 @@ def test_merged_model_loads_in_transformers(trained):
     with torch.no_grad():
         theirs = hf_model(tmp / "merged")(ids).logits
     assert_same_logits(model.logits(ids), theirs)
+
+
+def test_a_mezo_run_exports_its_trained_weights_as_a_hugging_face_model(tmp_path, capsys):
+    """MeZO trains every weight and has no adapter: --merge writes the trained model (bit for
+    bit what the run saved), `prge generate` reads the run, and a PEFT export is refused by name."""
+    from safetensors.torch import load_file
+
+    from prge.adapters import load_run
+    from prge.generation import load_model
+
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    config = write_config(tmp_path, model_dir, data_dir, optimizer={"lr": 0.05}, run={"steps": 3, "eval_every": 0})
+    settings = yaml.safe_load(config.read_text())
+    settings.update(adapter=None, estimator={"kind": "mezo", "queries": 1, "parallel": "sequential"})
+    config.write_text(yaml.safe_dump(settings))
+    assert main(["train", str(config), "--no-progress"]) == 0
+    run = tmp_path / "run"
+    assert main(["adapters", "export", str(run), "--out", str(tmp_path / "peft")]) == 2
+    assert ("the run trained full weights (MeZO), not adapters: there is no PEFT adapter to write; --merge writes "
+            "its trained model") in capsys.readouterr().err
+    assert not (tmp_path / "peft").exists()
+    assert main(["adapters", "export", str(run), "--out", str(tmp_path / "full"), "--merge"]) == 0
+    trained, written = load_file(str(run / "trained.safetensors")), load_file(str(tmp_path / "full" / "model.safetensors"))
+    base = load_file(str(model_dir / "model.safetensors"))
+    assert set(written) == set(base)
+    for name, tensor in written.items():
+        assert torch.equal(tensor, trained[name]), name
+    assert any(not torch.equal(written[n], base[n]) for n in base)  # the run moved the weights
+    ids = torch.randint(1, 15, (2, 9), generator=torch.Generator().manual_seed(3))
+    _, _, model = load_run(run)
+    with torch.no_grad():
+        theirs = hf_model(tmp_path / "full")(ids).logits
+    assert_same_logits(model.logits(ids), theirs)
+    assert torch.equal(load_model(str(run))[0].logits(ids), model.logits(ids))
 
 
 def test_a_peft_adapter_is_a_starting_point(trained, capsys):

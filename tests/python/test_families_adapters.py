@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+import yaml
 
 import prge
 from conftest import make_tiny_assets, write_config
@@ -18,8 +19,9 @@ peft = installed_module("peft", "pip install peft")
 TOL = 1e-4  # of max |logits|, float32
 
 
-def family_run(tmp_path, kind):
-    """A model dir of the family with make_tiny_assets' tokenizer, and a finished 3-step run."""
+def family_run(tmp_path, kind, mezo=False):
+    """A model dir of the family with make_tiny_assets' tokenizer, and a finished 3-step run
+    (of P-RGE's LoRA-FA adapters, or with `mezo` of MeZO on every weight)."""
     llama_dir, data_dir = make_tiny_assets(tmp_path)
     hf, _ = family_model(kind)
     vocab = json.loads((llama_dir / "tokenizer.json").read_text())["model"]["vocab"]
@@ -32,6 +34,11 @@ def family_run(tmp_path, kind):
     (model_dir / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "TokenizersBackend"}))
     config = write_config(tmp_path, model_dir, data_dir, optimizer={"lr": 0.5},
                           run={"steps": 3, "eval_every": 0, "output_dir": str(tmp_path / "run")})
+    if mezo:
+        settings = yaml.safe_load(config.read_text())
+        settings.update(adapter=None, estimator={"kind": "mezo", "queries": 1, "parallel": "sequential"},
+                        optimizer={"lr": 0.05})
+        config.write_text(yaml.safe_dump(settings))
     assert main(["train", str(config), "--no-progress"]) == 0
     return model_dir, tmp_path / "run"
 
@@ -80,6 +87,32 @@ def test_exported_adapters_and_merged_models_load_in_peft_and_transformers(tmp_p
         assert torch.equal(tensor, merged_state[name]) != (name in adapted), name
     with torch.no_grad():
         assert (ours - merged(ids).logits).abs().max().item() <= TOL * scale
+
+
+@pytest.mark.parametrize("kind", ["gemma3", "phi3"])
+def test_a_mezo_run_exports_its_trained_model_under_the_checkpoints_own_names(tmp_path, kind):
+    """MeZO's trained weights written whole as the family's checkpoint (Phi-3's fused projections,
+    the gemma3 wrapper's language-model names with its vision tower kept as it was): transformers
+    loads them with prge's logits, and every text weight moved."""
+    from transformers import AutoModelForCausalLM
+
+    from prge.adapters import load_run
+
+    model_dir, run_dir = family_run(tmp_path, kind, mezo=True)
+    _, _, model = load_run(run_dir)
+    assert main(["adapters", "export", str(run_dir), "--out", str(tmp_path / "full"), "--merge"]) == 0
+    trained = AutoModelForCausalLM.from_pretrained(str(tmp_path / "full"), dtype=torch.float32).eval()
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    assert type(trained) is type(base)
+    base_state, trained_state = base.state_dict(), trained.state_dict()
+    assert base_state.keys() == trained_state.keys()
+    for name, tensor in base_state.items():
+        text = "vision_tower" not in name and "multi_modal_projector" not in name
+        assert torch.equal(tensor, trained_state[name]) != text, name
+    ids = torch.randint(1, 15, (2, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        theirs = trained(ids).logits
+    assert (model.logits(ids) - theirs).abs().max().item() <= TOL * theirs.abs().max().item()
 
 
 def test_a_gguf_file_is_a_model_name(tmp_path):
