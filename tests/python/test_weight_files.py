@@ -125,36 +125,33 @@ def test_wrapper_names_map_to_the_text_models(name, text):
     assert wrapper_text_weight_name(name) == text
 
 
-def rewrite_weight(model_dir, name, change):
+# (tensor, how the file's copy is changed, model.dtype, the error after the model directory's name)
+BAD_WEIGHTS = {
+    "integer": ("model.norm.weight", lambda t: t.round().to(torch.int32), "float32",
+                r"weight 'model.norm.weight' has dtype Int; a model's weights are floating point"),
+    "nan in the file": ("model.layers.1.mlp.down_proj.weight",
+                        lambda t: t.index_put_((torch.tensor([0]), torch.tensor([3])), torch.tensor(float("nan"))),
+                        "bfloat16", r"weight 'model.layers.1.mlp.down_proj.weight' holds 1 non-finite value\(s\) "
+                                    r"\(NaN or inf\) of \d+ in the file: it is damaged"),
+    "past float16's range": ("model.layers.0.self_attn.q_proj.weight",
+                             lambda t: torch.cat([torch.full_like(t[:1], 7e4), t[1:]]), "float16",
+                             r"weight 'model.layers.0.self_attn.q_proj.weight' holds \d+ non-finite value\(s\) "
+                             r"\(NaN or inf\) of \d+ after conversion from Float to float16: its values exceed "
+                             r"float16's range \(model.dtype: float32 or bfloat16 keeps them\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_WEIGHTS))
+def test_a_weight_that_is_not_a_finite_float_in_the_dtype_is_named_at_load(tmp_path, case):
+    """torch would convert an integer weight silently, and a NaN or inf would only show as a NaN
+    loss at the first evaluation: both are named when the model loads."""
+    name, change, dtype, message = BAD_WEIGHTS[case]
+    model_dir, _ = make_hf_llama(tmp_path)
     tensors = load_file(str(model_dir / "model.safetensors"))
     tensors[name] = change(tensors[name])
     save_file(tensors, str(model_dir / "model.safetensors"))
-
-
-def test_an_integer_weight_is_refused_not_converted(tmp_path):
-    model_dir, _ = make_hf_llama(tmp_path)
-    rewrite_weight(model_dir, "model.norm.weight", lambda t: t.round().to(torch.int32))
-    with pytest.raises(RuntimeError, match=r"weight 'model.norm.weight' has dtype Int; a model's weights are "
-                                           r"floating point"):
-        prge.CausalLM.from_pretrained(str(model_dir))
-
-
-def test_a_nan_in_the_file_is_named_at_load(tmp_path):
-    model_dir, _ = make_hf_llama(tmp_path)
-    name = "model.layers.1.mlp.down_proj.weight"
-    rewrite_weight(model_dir, name, lambda t: t.index_put_((torch.tensor([0]), torch.tensor([3])), torch.tensor(float("nan"))))
-    with pytest.raises(RuntimeError, match=rf"{model_dir}: weight '{name}' holds 1 non-finite value\(s\) \(NaN or inf\) "
-                                           r"of \d+ in the file"):
-        prge.CausalLM.from_pretrained(str(model_dir))
-
-
-def test_a_value_past_float16s_range_is_named_with_the_dtype_that_keeps_it(tmp_path):
-    model_dir, _ = make_hf_llama(tmp_path)
-    name = "model.layers.0.self_attn.q_proj.weight"
-    rewrite_weight(model_dir, name, lambda t: torch.cat([torch.full_like(t[:1], 7e4), t[1:]]))
-    for dtype in ("float32", "bfloat16"):
+    with pytest.raises(RuntimeError, match=rf"^{model_dir}: {message}"):
         prge.CausalLM.from_pretrained(str(model_dir), dtype=dtype)
-    with pytest.raises(RuntimeError, match=rf"weight '{name}' holds \d+ non-finite value\(s\) \(NaN or inf\) of \d+ "
-                                           r"after conversion from Float to float16: its values exceed float16's "
-                                           r"range \(model.dtype: float32 or bfloat16 keeps them\)"):
-        prge.CausalLM.from_pretrained(str(model_dir), dtype="float16")
+    if case == "past float16's range":
+        for kept in ("float32", "bfloat16"):
+            prge.CausalLM.from_pretrained(str(model_dir), dtype=kept)
