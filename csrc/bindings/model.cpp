@@ -22,7 +22,15 @@ void bind_model(py::module_& m) {
       .def_readonly("original_max_position_embeddings", &RopeParameters::original_max_position_embeddings)
       .def_readonly("attention_factor", &RopeParameters::attention_factor);
 
-  py::class_<ArchSpec>(m, "ArchSpec")
+  py::class_<ArchSpec>(m, "ArchSpec",
+                       "A decoder's architecture as its config.json gives it (from_json_file reads it the way "
+                       "transformers' config class of the model_type does; supported_model_types lists them). "
+                       "The fields keep config.json's names and meanings; the ones config.json does not name "
+                       "say how the family computes (qk_norm: RMSNorm on q and k per head; sandwich_norms: norms "
+                       "on the attention and MLP outputs, Gemma 3; scale_embeddings: embeddings times "
+                       "sqrt(hidden_size) rounded to the dtype, Gemma; fused_checkpoint: q/k/v and gate/up stored "
+                       "as one tensor each, Phi-3; norm 'llama' w·x̂ or 'gemma' (1 + w)·x̂). from_json_file raises "
+                       "ValueError naming a key it refuses or a value of the wrong type")
       .def(py::init<>())
       .def_readwrite("vocab_size", &ArchSpec::vocab_size)
       .def_readwrite("hidden_size", &ArchSpec::hidden_size)
@@ -74,8 +82,9 @@ void bind_model(py::module_& m) {
                              "the projections LoRA-FA may target, in adapter order")
       .def_readonly("multimodal_wrapper", &ArchSpec::multimodal_wrapper,
                     "the text model of a multimodal wrapper's checkpoint (gemma3), its vision tower not loaded")
-      .def_static("from_json_file", &ArchSpec::from_json_file)
-      .def("parameter_count", &ArchSpec::parameter_count);
+      .def_static("from_json_file", &ArchSpec::from_json_file, py::arg("path"),
+                  "the spec of a config.json (see the class); ValueError naming the key it refuses")
+      .def("parameter_count", &ArchSpec::parameter_count, "weights in the text model (tied embeddings once)");
   m.def("supported_model_types", &supported_model_types, "model_type values the family registry knows");
   m.def("weight_files", &weight_files, py::arg("model_dir"),
         "the safetensors files a model directory's checkpoint is read from, as transformers picks them "
@@ -119,12 +128,13 @@ void bind_model(py::module_& m) {
            py::arg("init_seed") = 0, py::arg("use_rslora") = false, py::arg("rank_pattern") = py::dict(),
            py::arg("alpha_pattern") = py::dict(),
            "LoRA settings in PEFT's terms (rank_pattern / alpha_pattern keys match module names as PEFT's do)")
-      .def_readonly("rank", &AdapterOptions::rank)
-      .def_readonly("alpha", &AdapterOptions::alpha)
-      .def_readonly("targets", &AdapterOptions::targets)
-      .def_readonly("init_seed", &AdapterOptions::init_seed)
-      .def_readonly("init_from", &AdapterOptions::init_from)
-      .def_readonly("use_rslora", &AdapterOptions::use_rslora)
+      .def_readonly("rank", &AdapterOptions::rank, "r, the adapters' rank (rank_pattern overrides it per module)")
+      .def_readonly("alpha", &AdapterOptions::alpha, "lora_alpha: the scaling is alpha / r (alpha / sqrt(r) with "
+                    "use_rslora)")
+      .def_readonly("targets", &AdapterOptions::targets, "the projections adapted (q_proj ... down_proj)")
+      .def_readonly("init_seed", &AdapterOptions::init_seed, "seed of the frozen random A (LoRA-FA), B starts at 0")
+      .def_readonly("init_from", &AdapterOptions::init_from, "a PEFT LoRA adapter directory to start from, or ''")
+      .def_readonly("use_rslora", &AdapterOptions::use_rslora, "scaling alpha / sqrt(r) (rank-stabilised LoRA)")
       .def_property_readonly("rank_pattern", [](const AdapterOptions& o) {
         py::dict d;
         for (const auto& [k, v] : o.rank_pattern) d[py::str(k)] = v;
@@ -135,10 +145,16 @@ void bind_model(py::module_& m) {
         for (const auto& [k, v] : o.alpha_pattern) d[py::str(k)] = v;
         return d;
       })
-      .def("rank_of", &AdapterOptions::rank_of, py::arg("module"))
-      .def("scaling_of", &AdapterOptions::scaling_of, py::arg("module"));
+      .def("rank_of", &AdapterOptions::rank_of, py::arg("module"),
+           "r of a module (its Hugging Face name), rank_pattern applied as PEFT applies it")
+      .def("scaling_of", &AdapterOptions::scaling_of, py::arg("module"),
+           "the scaling of a module's B A (alpha / r, or alpha / sqrt(r)), patterns applied as PEFT applies them");
 
-  py::class_<TokenBatch>(m, "TokenBatch")
+  py::class_<TokenBatch>(m, "TokenBatch",
+                         "A right-padded batch in MeZO's prompt format. input_ids: [b, T] int64. targets: [b, T] "
+                         "int64, targets[i, t] the token position t must predict (an answer token) or IGNORE_INDEX "
+                         "(-100: prompt and padding); every sequence needs at least one answer token. Raises "
+                         "ValueError for other dtypes or shapes, an empty batch, or a sequence without an answer")
       .def(py::init([](torch::Tensor ids, torch::Tensor targets) {
              TokenBatch b{std::move(ids), std::move(targets)};
              b.validate();
@@ -148,7 +164,12 @@ void bind_model(py::module_& m) {
       .def_readonly("input_ids", &TokenBatch::input_ids)
       .def_readonly("targets", &TokenBatch::targets);
 
-  py::class_<CausalLM, std::shared_ptr<CausalLM>>(m, "CausalLM")
+  py::class_<CausalLM, std::shared_ptr<CausalLM>>(m, "CausalLM",
+                                                  "A decoder-only language model of a supported family (ArchSpec), "
+                                                  "computed in prge's C++ core as transformers' class of that "
+                                                  "model_type computes it, with optional LoRA-FA adapters. "
+                                                  "Weights are held in the model's dtype on its device; "
+                                                  "every method runs without autograd")
       .def_static(
           "from_pretrained",
           [](const std::string& dir, const std::string& device, const std::string& dtype, const std::string& quantize,
@@ -170,11 +191,16 @@ void bind_model(py::module_& m) {
                                                                weight_format(quantize, group_size)));
           },
           py::arg("config"), py::arg("seed") = 0, py::arg("device") = "cpu", py::arg("dtype") = "float32",
-          py::arg("quantize") = "none", py::arg("group_size") = 0)
+          py::arg("quantize") = "none", py::arg("group_size") = 0,
+          "a model of `config` with random weights (normal, std 0.02; norm gains 1) from `seed`: for tests and speed "
+          "measurements at real shapes")
       .def_property_readonly("quantized", &CausalLM::quantized, "projection weights kept quantized")
       .def_property_readonly("projection_bytes", &CausalLM::projection_bytes,
                              "bytes the frozen projection weights take as held")
-      .def("attach_adapters", &CausalLM::attach_adapters, py::arg("options"))
+      .def("attach_adapters", &CausalLM::attach_adapters, py::arg("options"),
+           "LoRA-FA adapters (AdapterOptions) on the targeted projections: A [r, in] random and frozen, B [out, r] "
+           "zero and trained, y = W x + scaling · B A x. Attaching again replaces them. ValueError naming a target "
+           "the family has no projection for")
       .def_property("layer_kernels", &CausalLM::layer_kernels, &CausalLM::set_layer_kernels,
                     "fused CUDA RoPE / SwiGLU kernels (CUDA builds); False: the ATen path")
       .def_property("gated_low_rank_kernel", &CausalLM::gated_low_rank_kernel, &CausalLM::set_gated_low_rank_kernel,
@@ -198,18 +224,25 @@ void bind_model(py::module_& m) {
            "RoPE inverse frequencies [rotary_dim / 2] float32 of RoPE set `rope` for a forward of `length` positions")
       .def("hf_module_name", &CausalLM::hf_module_name, py::arg("layer"), py::arg("projection"),
            "the Hugging Face module name of a layer's projection (model.layers.N.self_attn.q_proj)")
-      .def_property_readonly("device", [](const CausalLM& m) { return m.device().str(); })
+      .def_property_readonly("device", [](const CausalLM& m) { return m.device().str(); },
+                             "where the weights are ('cpu', 'cuda:0')")
       .def("hidden_states",
            [](const CausalLM& m, const torch::Tensor& ids) {
              c10::InferenceMode guard;
              return m.hidden_states(ids);
-           })
+           },
+           py::arg("input_ids"),
+           "the final-normed hidden states [N, T, hidden_size] (the model's dtype) of input_ids [N, T] int64, "
+           "right-padded (causal attention: padding at the end changes no earlier position)")
       .def("logits",
            [](const CausalLM& m, const torch::Tensor& ids) {
              py::gil_scoped_release release;
              c10::InferenceMode guard;
              return m.logits(ids);
-           })
+           },
+           py::arg("input_ids"),
+           "logits [N, T, vocab_size] float32 of input_ids [N, T] int64 (right-padded), adapters applied, "
+           "final_logit_softcapping too where the family has it")
       .def("plan_losses",
            [](const CausalLM& m, const TokenBatch& batch, const PerturbationPlan& plan) {
              py::gil_scoped_release release;

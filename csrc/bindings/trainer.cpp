@@ -10,7 +10,21 @@ namespace py = pybind11;
 namespace prge::bindings {
 
 void bind_trainer(py::module_& m) {
-  py::class_<EstimatorOptions>(m, "EstimatorOptions")
+  py::class_<EstimatorOptions>(m, "EstimatorOptions",
+                                "How a step estimates the gradient (the config's estimator section).\n\n"
+                                "kind: 'prge' (RGE over LoRA-FA's B, Gao et al. 2024, arXiv 2409.15520), 'fzoo' "
+                                "(one-sided Rademacher queries, g divided by the losses' standard deviation, Dang "
+                                "et al. 2025), 'mezo' (every weight, Malladi et al. 2023), 'first_order' "
+                                "(backpropagation to B, the reference).\n"
+                                "queries: q, the directions z_i averaged per step. epsilon: ε, the perturbation "
+                                "scale (units of z). difference: 'central' g_i = (L(θ+εz_i) − L(θ−εz_i)) / 2ε, "
+                                "'forward' g_i = (L(θ+εz_i) − L(θ)) / ε (default: central, fzoo forward).\n"
+                                "parallel: 'dual' (every ±ε point of every query in one forward: P-RGE's inner "
+                                "and outer loop), 'queries' (the q queries in one forward, + and − in two), "
+                                "'sequential' (one forward per point). distribution: 'gaussian' or 'rademacher' "
+                                "(default: gaussian, fzoo rademacher). rng: 'auto', 'torch' (the device's "
+                                "generator) or 'counter' (integer-hash noise, the same z on every device and "
+                                "runtime). Raises ValueError for an unknown name or a value out of range.")
       .def(py::init([](const std::string& kind, int64_t queries, double epsilon,
                        std::optional<std::string> difference, const std::string& parallel,
                        std::optional<std::string> distribution, const std::string& rng) {
@@ -33,8 +47,8 @@ void bind_trainer(py::module_& m) {
            py::arg("difference") = py::none(), py::arg("parallel") = "dual",
            py::arg("distribution") = py::none(), py::arg("rng") = "auto")
       .def_property_readonly("kind", [](const EstimatorOptions& o) { return to_string(o.kind); })
-      .def_readonly("queries", &EstimatorOptions::queries)
-      .def_readonly("epsilon", &EstimatorOptions::epsilon)
+      .def_readonly("queries", &EstimatorOptions::queries, "q, directions per step")
+      .def_readonly("epsilon", &EstimatorOptions::epsilon, "ε, the perturbation scale")
       .def_property_readonly("difference",
                              [](const EstimatorOptions& o) { return to_string(o.difference); })
       .def_property_readonly("parallel",
@@ -43,7 +57,15 @@ void bind_trainer(py::module_& m) {
                              [](const EstimatorOptions& o) { return to_string(o.distribution); })
       .def_property_readonly("rng", [](const EstimatorOptions& o) { return to_string(o.rng); });
 
-  py::class_<OptimizerOptions>(m, "OptimizerOptions")
+  py::class_<OptimizerOptions>(m, "OptimizerOptions",
+                                "The update θ ← θ − lr_t · chain(d) of a step's direction d (RGE's (1/q) Σ g_i z_i, "
+                                "or the gradient), as the config's optimizer section.\n\n"
+                                "kind: 'sgd' (momentum: heavy ball), 'adam' (betas, eps) or 'sign' (signSGD; with "
+                                "momentum, signum). weight_decay: added as weight_decay · θ to d. lr: the peak "
+                                "learning rate; schedule 'constant', 'linear' or 'cosine' over total_steps (0: no "
+                                "decay), after warmup_steps updates of linear warm-up (scheduled_lr gives lr_t). "
+                                "accumulate: d averaged over this many steps per update (schedules count updates). "
+                                "Raises ValueError for an unknown name or a value out of range.")
       .def(py::init([](double lr, double momentum, double weight_decay, const std::string& kind,
                        std::pair<double, double> betas, double eps, const std::string& schedule,
                        int64_t warmup_steps, int64_t total_steps, int64_t accumulate) {
@@ -79,16 +101,26 @@ void bind_trainer(py::module_& m) {
   m.def("scheduled_lr", &scheduled_lr, py::arg("options"), py::arg("update"),
         "lr · schedule at update t (0-based), as the optimizer applies it");
 
-  py::class_<StepResult>(m, "StepResult")
-      .def_readonly("step", &StepResult::step)
-      .def_readonly("loss", &StepResult::loss)
-      .def_readonly("projected_grads", &StepResult::projected_grads)
-      .def_readonly("losses", &StepResult::losses)
-      .def_readonly("forward_passes", &StepResult::forward_passes)
-      .def_readonly("sequences", &StepResult::sequences)
-      .def_readonly("seconds", &StepResult::seconds);
+  py::class_<StepResult>(m, "StepResult", "What one Trainer.step did")
+      .def_readonly("step", &StepResult::step, "the step's index (0-based; with the seed, it selects z)")
+      .def_readonly("loss", &StepResult::loss,
+                    "mean answer-token cross-entropy (nats) at θ, estimated from the step's points")
+      .def_readonly("projected_grads", &StepResult::projected_grads,
+                    "g_i of each query (list of q floats); empty for first_order")
+      .def_readonly("losses", &StepResult::losses,
+                    "the loss at every evaluated point: central [θ+εz_0..θ+εz_{q−1}, θ−εz_0..θ−εz_{q−1}], "
+                    "forward [θ, θ+εz_0..θ+εz_{q−1}]")
+      .def_readonly("forward_passes", &StepResult::forward_passes, "batched forward calls made")
+      .def_readonly("sequences", &StepResult::sequences, "sequences pushed through the model, over every forward")
+      .def_readonly("seconds", &StepResult::seconds, "wall time of the step, device work included");
 
-  py::class_<Trainer>(m, "Trainer")
+  py::class_<Trainer>(m, "Trainer",
+                       "Steps a model's trained tensors (LoRA-FA's B, or every weight for mezo) with an estimator and "
+                       "an optimizer. seed: with the step index, it regenerates every z (MeZO's seed trick: z is "
+                       "never stored). fused_step / cuda_graphs: on a CUDA device, the whole step as device work and "
+                       "its replay as a CUDA graph where the estimator allows (step_path says which ran); the "
+                       "results equal the plain path's. Raises ValueError when the model has nothing this "
+                       "estimator can train (no adapters for prge / fzoo / first_order, a quantized base for mezo)")
       .def(py::init([](std::shared_ptr<CausalLM> model, EstimatorOptions estimator,
                        OptimizerOptions optimizer, uint64_t seed, bool fused_step, bool cuda_graphs) {
              return std::make_unique<Trainer>(std::move(model), estimator, optimizer, seed,
@@ -100,13 +132,17 @@ void bind_trainer(py::module_& m) {
                              "P-RGE dual runs as one device-side step (single forward, flat update)")
       .def_property_readonly("uses_cuda_graphs", &Trainer::uses_cuda_graphs,
                              "that step is captured and replayed as a CUDA graph")
-      .def_property_readonly("cuda_graphs_captured", &Trainer::cuda_graphs_captured)
+      .def_property_readonly("cuda_graphs_captured", &Trainer::cuda_graphs_captured,
+                             "CUDA graphs captured so far (one per batch shape)")
       .def_property_readonly("rng", [](const Trainer& t) { return to_string(t.rng()); },
                              "the generator z is drawn from (estimator.rng resolved for the device)")
       .def_property_readonly("step_path", &Trainer::step_path, "which code runs a step, in words")
       .def_property_readonly("share_path", &Trainer::share_path,
                              "which code runs a distributed step's share (evaluate_share), in words")
-      .def("step", &Trainer::step, py::arg("batch"), py::call_guard<py::gil_scoped_release>())
+      .def("step", &Trainer::step, py::arg("batch"), py::call_guard<py::gil_scoped_release>(),
+           "One training step on a TokenBatch: the estimator's losses at θ ± εz_i (P-RGE: one batched forward "
+           "for dual), g_i, and the update (Gao et al. 2024, arXiv 2409.15520). Returns a StepResult. Raises ValueError for "
+           "a malformed batch, or when the model's adapters were attached again since the Trainer was made")
       .def("evaluate_share",
            [](Trainer& t, const TokenBatch& batch, int64_t begin, int64_t end, bool center) {
              PointLosses points;
@@ -152,7 +188,7 @@ void bind_trainer(py::module_& m) {
             t.set_step_count(count.cast<int64_t>());
           },
           "steps taken (the step index that seeds the next step's z): an int, 0 to 2^48")
-      .def_property_readonly("model", &Trainer::model_ptr)
+      .def_property_readonly("model", &Trainer::model_ptr, "the CausalLM it trains (shared, not a copy)")
       .def("save_checkpoint", &Trainer::save_checkpoint, py::arg("path"),
            "safetensors file of the trained tensors (B), the optimizer state and 'trainer.step'")
       .def("load_checkpoint", &Trainer::load_checkpoint, py::arg("path"),
