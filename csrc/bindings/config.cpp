@@ -10,7 +10,8 @@ void bind_config(py::module_& m) {
   py::register_exception<ConfigError>(m, "ConfigError", PyExc_ValueError);
   m.attr("NO_VALUE") = kNoValue;  // what a key with YAML's null is told (sweep files too)
 
-  py::class_<ModelOptions>(m, "ModelOptions")
+  py::class_<ModelOptions>(m, "ModelOptions",
+                           "The config's model section (the README's key table gives each key, its values and default)")
       .def_readonly("name", &ModelOptions::name)
       .def_readonly("dtype", &ModelOptions::dtype)
       .def_readonly("device", &ModelOptions::device)
@@ -20,7 +21,8 @@ void bind_config(py::module_& m) {
       .def_readonly("gated_low_rank_kernel", &ModelOptions::gated_low_rank_kernel)
       .def_property_readonly("effective_group_size", &ModelOptions::effective_group_size,
                              "columns per scale quantizing at load uses (int4 unset: 64; 0: per channel / none)");
-  py::class_<DataOptions>(m, "DataOptions")
+  py::class_<DataOptions>(m, "DataOptions",
+                          "The config's data section (the README's key table gives each key, its values and default)")
       .def_readonly("task", &DataOptions::task)
       .def_readonly("data_dir", &DataOptions::data_dir)
       .def_readonly("protocol", &DataOptions::protocol)
@@ -38,7 +40,8 @@ void bind_config(py::module_& m) {
       .def_readonly("response_field", &DataOptions::response_field)
       .def_readonly("choices_field", &DataOptions::choices_field)
       .def_readonly("chat_template", &DataOptions::chat_template);
-  py::class_<RunOptions>(m, "RunOptions")
+  py::class_<RunOptions>(m, "RunOptions",
+                         "The config's run section (the README's key table gives each key, its values and default)")
       .def_readonly("steps", &RunOptions::steps)
       .def_readonly("seed", &RunOptions::seed)
       .def_readonly("eval_every", &RunOptions::eval_every)
@@ -46,7 +49,10 @@ void bind_config(py::module_& m) {
       .def_readonly("checkpoint_every", &RunOptions::checkpoint_every)
       .def_readonly("data_parallel", &RunOptions::data_parallel)
       .def_readonly("output_dir", &RunOptions::output_dir);
-  py::class_<RunConfig>(m, "RunConfig")
+  py::class_<RunConfig>(m, "RunConfig",
+                        "A run's whole config as parse_run_config / load_run_config read it: its sections (adapter: "
+                        "AdapterOptions, estimator: EstimatorOptions, optimizer: OptimizerOptions), warnings, and "
+                        "where each key was given")
       .def_readonly("model", &RunConfig::model)
       .def_readonly("adapter", &RunConfig::adapter)
       .def_readonly("use_adapter", &RunConfig::use_adapter)
@@ -75,7 +81,9 @@ void bind_config(py::module_& m) {
       py::arg("yaml_text"), py::arg("source") = "<string>", py::arg("overrides") = std::vector<py::tuple>{},
       "The RunConfig of a YAML text; overrides: (dotted key, YAML value text[, origin]) applied to the parsed "
       "mapping in order (--set), errors naming the override.");
-  m.def("load_run_config", &load_run_config, py::arg("path"));
+  m.def("load_run_config", &load_run_config, py::arg("path"),
+        "The RunConfig of a YAML file (a run directory's config.yaml); ConfigError (a ValueError) naming the file, "
+        "line and key of a value it refuses");
   m.def(
       "canonical_parallelism", [](const std::string& name) { return to_string(parse_parallelism(name)); },
       py::arg("name"), "The current spelling of a parallel mode (old spellings: single, none).");

@@ -50,7 +50,12 @@ void bind_perturbation(py::module_& m) {
       "[keys, n] counter-RNG noise through ATen ops, or the CUDA kernel (kernel=True): the GPU "
       "test checks that they agree");
 
-  py::class_<PerturbationStream>(m, "PerturbationStream")
+  py::class_<PerturbationStream>(m, "PerturbationStream",
+                                  "The directions z of every step, regenerated from (seed, step, parameter, query) "
+                                  "and never stored (MeZO's seed trick, Malladi et al. 2023). distribution: "
+                                  "'gaussian' N(0, 1) or 'rademacher' ±1; rng: 'torch' (the device's generator "
+                                  "seeded per draw) or 'counter' (integer-hash noise, the same z on every device "
+                                  "and runtime). ValueError for another name")
       .def(py::init([](uint64_t seed, const std::string& distribution, const std::string& rng) {
              return PerturbationStream(seed, parse_noise_distribution(distribution),
                                        parse_noise_rng(rng));
@@ -63,26 +68,39 @@ void bind_perturbation(py::module_& m) {
              return s.noise(step, param, query, shape, torch::Device(device));
            },
            py::arg("step"), py::arg("param_index"), py::arg("query"), py::arg("shape"),
-           py::arg("device") = "cpu")
+           py::arg("device") = "cpu", "z of one query of one parameter: float32 of `shape` on `device`")
       .def("noise_block",
            [](const PerturbationStream& s, int64_t step, int64_t param, int64_t queries,
               std::vector<int64_t> shape, const std::string& device) {
              return s.noise_block(step, param, queries, shape, torch::Device(device));
            },
            py::arg("step"), py::arg("param_index"), py::arg("queries"), py::arg("shape"),
-           py::arg("device") = "cpu");
+           py::arg("device") = "cpu",
+           "z of all q queries of one parameter in one draw: float32 [queries, *shape] on `device` (LoRA-FA's "
+           "B: the q copies that feed one bmm)");
 
   // Plans keep a pointer to their stream: keep_alive ties the stream's lifetime to the plan.
-  py::class_<PerturbationPlan>(m, "PerturbationPlan")
-      .def_static("central_dual", &PerturbationPlan::central_dual, py::keep_alive<0, 1>())
-      .def_static("one_sided", &PerturbationPlan::one_sided, py::keep_alive<0, 1>())
-      .def_static("single_query", &PerturbationPlan::single_query, py::keep_alive<0, 1>())
-      .def_static("forward_difference", &PerturbationPlan::forward_difference, py::keep_alive<0, 1>())
-      .def_readonly("copy_query", &PerturbationPlan::copy_query)
-      .def_readonly("copy_scale", &PerturbationPlan::copy_scale)
-      .def_readonly("queries", &PerturbationPlan::queries)
-      .def_readonly("step", &PerturbationPlan::step)
-      .def("copies", &PerturbationPlan::copies);
+  py::class_<PerturbationPlan>(m, "PerturbationPlan",
+                                "The perturbed copies of LoRA-FA's B one batched forward evaluates (P-RGE, Gao et "
+                                "al. 2024): copy c is B + copy_scale[c] · z_{copy_query[c]}, and the batch is "
+                                "repeated once per copy (CausalLM.plan_losses)")
+      .def_static("central_dual", &PerturbationPlan::central_dual, py::keep_alive<0, 1>(), py::arg("stream"),
+                  py::arg("step"), py::arg("queries"), py::arg("epsilon"),
+                  "P-RGE's inner and outer loop: [+εz_0..+εz_{q−1}, −εz_0..−εz_{q−1}], 2q copies")
+      .def_static("one_sided", &PerturbationPlan::one_sided, py::keep_alive<0, 1>(), py::arg("stream"),
+                  py::arg("step"), py::arg("queries"), py::arg("scale"),
+                  "the outer loop alone: q copies, all at `scale` (+ε or −ε)")
+      .def_static("single_query", &PerturbationPlan::single_query, py::keep_alive<0, 1>(), py::arg("stream"),
+                  py::arg("step"), py::arg("queries"), py::arg("query"), py::arg("scale"),
+                  "one copy, query `query` at `scale` (sequential evaluation, as ZO LoRA-FA)")
+      .def_static("forward_difference", &PerturbationPlan::forward_difference, py::keep_alive<0, 1>(),
+                  py::arg("stream"), py::arg("step"), py::arg("queries"), py::arg("epsilon"),
+                  "[θ, θ+εz_0 .. θ+εz_{q−1}] in one forward: q + 1 copies")
+      .def_readonly("copy_query", &PerturbationPlan::copy_query, "the query whose z each copy adds")
+      .def_readonly("copy_scale", &PerturbationPlan::copy_scale, "the scale of each copy's z (0: θ itself)")
+      .def_readonly("queries", &PerturbationPlan::queries, "q of the step")
+      .def_readonly("step", &PerturbationPlan::step, "the step whose z the copies use")
+      .def("copies", &PerturbationPlan::copies, "number of copies (the batch is repeated this many times)");
 }
 
 }  // namespace prge::bindings
