@@ -8,13 +8,28 @@ from pathlib import Path
 NUL_ADVICE = "not text; remove it or fix the export that wrote it"  # every reader's NUL message ends so
 
 
+class DuplicateKey(ValueError):
+    """A JSON object that gives one key twice: JSON leaves which value counts to the reader
+    (Python's json keeps the last), so it is refused instead of guessed."""
+
+
+def unique_keys(pairs: list) -> dict:
+    """json.loads' object_pairs_hook: the object, or DuplicateKey naming the key given twice."""
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DuplicateKey(f"the key {key!r} is given twice in one object")
+        seen[key] = value
+    return seen
+
+
 def read_jsonl(path: str | Path) -> list:
     return [record for _, record in read_jsonl_numbered(path)]
 
 
 def read_jsonl_numbered(path: str | Path) -> list[tuple[int, object]]:
     """(line number, value) of each non-blank line; ValueError naming the file and line of a
-    line that is not UTF-8 or not JSON."""
+    line that is not UTF-8 or not JSON, or whose objects give a key twice."""
     records = []
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
@@ -29,9 +44,11 @@ def read_jsonl_numbered(path: str | Path) -> list[tuple[int, object]]:
                 raise ValueError(f"{path}:{number}: a NUL character (\\x00) at column {line.index(chr(0)) + 1}: "
                                  f"{NUL_ADVICE}")
             try:
-                value = json.loads(line)
+                value = json.loads(line, object_pairs_hook=unique_keys)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{number}: malformed JSON ({e.msg})") from e
+            except DuplicateKey as e:
+                raise ValueError(f"{path}:{number}: {e}") from None
             if "\\u" in line and not _is_text(value):
                 raise ValueError(f"{path}:{number}: a \\uD800-\\uDFFF escape that is not half of a surrogate pair "
                                  f"(a lone UTF-16 surrogate) encodes no character: {NUL_ADVICE}")

@@ -164,6 +164,11 @@ def test_multi_token_label_words_are_scored_in_one_forward_as_transformers_score
     ({"text": "good", "options": [], "answer": 0}, "holds 0 candidate(s); multiple choice needs at least 2"),
     ({"text": "good", "answer": 0}, "has no field 'options'"),
     ({"text": "good", "options": {"a": 1}, "answer": 0}, "must be a list of candidate texts"),
+    ({"text": "good", "options": ["yes", True], "answer": 0}, "must be a list of candidate texts"),
+    ({"text": ["good", "bad"], "options": ["positive", "negative"], "answer": 0},
+     "field 'text' = ['good', 'bad'] is not text (a string or a number)"),
+    ({"text": {"a": 1}, "options": ["positive", "negative"], "answer": 0}, "field 'text' = {'a': 1} is not text"),
+    ({"text": True, "options": ["positive", "negative"], "answer": 0}, "field 'text' = True is not text"),
 ])
 def test_custom_multiple_choice_mistakes_name_file_record_and_key(tmp_path, record, message):
     write_jsonl(tmp_path / "train.jsonl", [RECORDS[0], record])
@@ -177,6 +182,35 @@ def test_custom_csv_candidates_as_a_json_list(tmp_path):
     (tmp_path / "train.csv").write_text('text,options,answer\ngood,"[""positive"", ""negative""]",negative\n')
     example = custom_task(data_section(tmp_path, train_file="train.csv")).load("train")[0]
     assert example.choices == (" positive", " negative") and example.label == 1
+
+
+def test_a_label_among_numeric_candidates_is_read_by_its_json_type_and_refused_in_csv_where_both_readings_fit(tmp_path):
+    """The answer "2" among candidates "1", "2", "3": in JSON lines a string is the candidate's
+    text (index 1) and a number an index; in CSV, where every value is text, either could be
+    meant, so the record is named rather than one reading guessed."""
+    options = ["1", "2", "3"]
+    write_jsonl(tmp_path / "train.jsonl", [{"text": "one plus one", "options": options, "answer": "2"},
+                                           {"text": "two plus one", "options": options, "answer": 2},
+                                           {"text": "zero plus one", "options": options, "answer": "1"},
+                                           {"text": "one plus two", "options": ["x", "y", "z"], "answer": "2"}])
+    assert [e.label for e in custom_task(data_section(tmp_path)).load("train")] == [1, 2, 0, 2]
+    (tmp_path / "train.csv").write_text('text,options,answer\nindex one,"[""7"", ""8"", ""9""]",1\n'
+                                        'one plus one,"[""1"", ""2"", ""3""]",2\n')
+    with pytest.raises(ValueError) as error:
+        custom_task(data_section(tmp_path, train_file="train.csv")).load("train")
+    assert str(error.value).startswith(f"data.train_file: {tmp_path / 'train.csv'}: record 2 (line 3): data.label_field "
+                                       "'answer' = '2' is candidate 1's text and also the index of candidate 2 ('3')")
+    (tmp_path / "train.csv").write_text('text,options,answer\nindex one,"[""7"", ""8"", ""9""]",1\n'
+                                        'four plus one,"[""a"", ""b""]",1\n')
+    assert [e.label for e in custom_task(data_section(tmp_path, train_file="train.csv")).load("train")] == [1, 1]
+
+
+def test_a_json_object_giving_a_key_twice_is_refused_naming_the_line(tmp_path):
+    (tmp_path / "train.jsonl").write_text(json.dumps(RECORDS[0]) + "\n"
+                                          '{"text": "good", "text": "bad", "options": ["a", "b"], "answer": 0}\n')
+    with pytest.raises(ValueError, match=rf"^data.train_file: {tmp_path / 'train.jsonl'}:2: the key 'text' is given "
+                                         "twice in one object"):
+        custom_task(data_section(tmp_path)).load("train")
 
 
 def test_custom_kind_follows_the_keys(tmp_path):

@@ -97,28 +97,48 @@ def _choices(value, where: str, key: str) -> tuple[str, ...]:
         except json.JSONDecodeError:
             raise ValueError(f"{where}: {key} = {value!r} is not a list of candidates (in CSV / TSV, write a JSON "
                              'list such as ["Paris", "Rome"])') from None
-    if not isinstance(value, (list, tuple)) or not all(isinstance(c, (str, int, float)) for c in value):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(c, (str, int, float)) and not isinstance(c, bool)
+                                                       for c in value):
         raise ValueError(f"{where}: {key} must be a list of candidate texts, got {value!r}")
     if len(value) < 2:
         raise ValueError(f"{where}: {key} holds {len(value)} candidate(s); multiple choice needs at least 2")
     return tuple(str(c) if str(c)[:1].isspace() else " " + str(c) for c in value)
 
 
-def _choice_index(value, choices: tuple[str, ...], where: str, key: str) -> int:
-    """The gold candidate: an index (an integer, also as text) or the candidate's own text."""
+def _choice_index(value, choices: tuple[str, ...], where: str, key: str, typed: bool) -> int:
+    """The gold candidate: a number is an index; a string is the candidate with that text, or,
+    when no candidate has it, the index it spells. A string that is one candidate's text and
+    spells another's index (candidates "1", "2", "3", label "2") is that text in JSON lines and
+    datasets (`typed`: their strings and numbers differ), and refused in CSV / TSV, where every
+    value is text and either reading could be meant."""
     if isinstance(value, bool):
         raise ValueError(f"{where}: {key} = {value!r} is neither a candidate index nor a candidate's text")
-    text = str(value).strip()
-    if isinstance(value, int) or text.lstrip("-").isdigit():
-        index = int(text)
-        if not 0 <= index < len(choices):
-            raise ValueError(f"{where}: {key} = {index} is outside 0..{len(choices) - 1} "
-                             f"(its {len(choices)} candidates)")
-        return index
     stripped = [c.strip() for c in choices]
-    if text not in stripped:
+    text = str(value).strip()
+    index = int(text) if isinstance(value, int) or text.lstrip("-").isdigit() else None
+    if not isinstance(value, int) and text in stripped:
+        match = stripped.index(text)
+        if not typed and index is not None and index != match and 0 <= index < len(choices):
+            raise ValueError(f"{where}: {key} = {value!r} is candidate {match}'s text and also the index of candidate "
+                             f"{index} ({stripped[index]!r}); in CSV / TSV every value is text, so either reading "
+                             "could be meant. Use JSON lines, with the index as a number or the text as a string")
+        return match
+    if index is None:
         raise ValueError(f"{where}: {key} = {value!r} is not one of its candidates ({', '.join(stripped)})")
-    return stripped.index(text)
+    if not 0 <= index < len(choices):
+        raise ValueError(f"{where}: {key} = {index} is outside 0..{len(choices) - 1} "
+                         f"(its {len(choices)} candidates)")
+    return index
+
+
+def _field_text(value, where: str, field: str) -> str:
+    """A record's field as prompt or response text: a string, or a number as written; a list,
+    object or boolean is refused (its Python spelling is no text the file holds)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"{where}: field {field!r} = {value!r} is not text (a string or a number)")
 
 
 def custom_task(data) -> Task:
@@ -137,19 +157,21 @@ def custom_task(data) -> Task:
     else:
         kind, answer_fields = CLASSIFICATION, [data.label_field]
 
-    def parse(record: dict, where: str) -> Example:
+    def parse(record: dict, where: str, typed: bool = True) -> Example:
         missing = [f for f in fields + answer_fields if f not in record]
         if missing:
             raise ValueError(f"{where} has no field {missing[0]!r} (it has: {', '.join(map(str, record))})")
         null = [f for f in fields + answer_fields if record[f] is None]
         if null:
             raise ValueError(f"{where}: field {null[0]!r} is null")
-        values = {f: str(record[f]) for f in fields}
+        values = {f: _field_text(record[f], where, f) for f in fields}
         if kind is GENERATION:
-            return Example(values, -1, response=str(record[data.response_field]), where=where)
+            return Example(values, -1, response=_field_text(record[data.response_field], where, data.response_field),
+                           where=where)
         if kind is MULTIPLE_CHOICE:
             choices = _choices(record[choices_field], where, f"data.choices_field {choices_field!r}")
-            label = _choice_index(record[data.label_field], choices, where, f"data.label_field {data.label_field!r}")
+            label = _choice_index(record[data.label_field], choices, where, f"data.label_field {data.label_field!r}",
+                                  typed=typed)
             return Example(values, label, choices=choices, where=where)
         label = _label_key(record[data.label_field])
         if label not in labels:
@@ -159,7 +181,8 @@ def custom_task(data) -> Task:
 
     def load(split: str) -> list[Example]:
         key = f"data.{SPLIT_KEYS[split]}"
-        return [parse(r, f"{key}: {located}") for located, r in read_records(paths[split], split)]
+        typed = paths[split].suffix.lower() not in (".csv", ".tsv")  # JSON lines and datasets keep numbers
+        return [parse(r, f"{key}: {located}", typed) for located, r in read_records(paths[split], split)]
 
     return Task("custom", f"custom {kind.name} task from {paths['train']}",
                 tuple(word for _, word in data.label_words),

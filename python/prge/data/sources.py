@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from prge.jsonl import NUL_ADVICE, read_jsonl_numbered
+from prge.jsonl import NUL_ADVICE, DuplicateKey, read_jsonl_numbered, unique_keys
 
 HF_SPLITS = {"train": "train", "eval": "validation"}
 
@@ -138,12 +138,14 @@ def read_json_array(path: Path) -> Located:
     """A file holding one JSON array of objects (Hugging Face `to_list()` dumps, e.g. ARC-Easy).
     ValueError naming the file for anything else."""
     try:
-        records = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+        records = json.loads(Path(path).read_text(encoding="utf-8-sig"), object_pairs_hook=unique_keys)
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
                          "save the file as UTF-8") from e
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from e
+    except DuplicateKey as e:
+        raise ValueError(f"{path}: {e}") from None
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise ValueError(f"{path}: expected one JSON array of objects")
     located = [(f"{path}: record {i}", r) for i, r in enumerate(records, 1)]
