@@ -181,8 +181,10 @@ void bind_model(py::module_& m) {
           },
           py::arg("path"), py::arg("device") = "cpu", py::arg("dtype") = "float32", py::arg("quantize") = "none",
           py::arg("group_size") = 0,
-          "config.json + safetensors of a directory; quantize: none | int8 | int4 (frozen projections, round to "
-          "nearest, group_size columns per scale; a checkpoint's own quantized weights are kept as stored)")
+          "config.json + safetensors of a directory; quantize: none | dense | int8 | int4 (frozen projections, round to "
+          "nearest, group_size columns per scale). A checkpoint's own quantized weights (a GGUF conversion's) are "
+          "kept as stored under none, dequantized under dense, and their dequantized copy quantized again under "
+          "int8 / int4")
       .def_static(
           "random",
           [](const ArchSpec& config, uint64_t seed, const std::string& device, const std::string& dtype,

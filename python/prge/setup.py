@@ -134,13 +134,17 @@ def check_token_ids(model_dir, vocab_size: int, examples: list[EncodedExample]) 
 def weight_format(config, model_dir: Path) -> str:
     """The model.quantize that loading uses (RunConfig.load_quantize: 'dense' for full-parameter
     MeZO under 'none', since MeZO perturbs every weight), with a note on stderr when that
-    turns a checkpoint's own quantized blocks (a GGUF's, kept as shipped) dense."""
+    turns a checkpoint's own quantized blocks (a GGUF's, kept as shipped) dense, or when int8 /
+    int4 quantize their dequantized copy again instead of keeping them."""
     from prge._core import QUANTIZED_WEIGHTS_FILE
 
     quantize = config.load_quantize
     if quantize != config.model.quantize and (model_dir / QUANTIZED_WEIGHTS_FILE).exists():
         print(f"[prge] note: estimator.kind: mezo perturbs every weight, so {model_dir.name}'s quantized projection "
               "weights are loaded dequantized (as model.quantize: dense)", file=sys.stderr)
+    elif quantize in ("int8", "int4") and (model_dir / QUANTIZED_WEIGHTS_FILE).exists():
+        print(f"[prge] note: model.quantize: {quantize} quantizes {model_dir.name}'s dequantized copy again at load "
+              "(round to nearest); model.quantize: none keeps its own quantized blocks as shipped", file=sys.stderr)
     return quantize
 
 

@@ -174,6 +174,34 @@ def checkpoint_storing_quantized_blocks(tmp_path):
     return path
 
 
+@pytest.mark.parametrize("quantize,group", [("int8", 0), ("int4", 24)])
+def test_int8_and_int4_on_a_checkpoint_with_its_own_blocks_quantize_its_dense_copy_as_asked(tmp_path, capsys,
+                                                                                         quantize, group):
+    """model.quantize int8 / int4 quantize the dequantized copy at load, exactly as on the same
+    checkpoint without its blocks, and say so; only 'none' keeps the blocks as stored."""
+    import shutil
+
+    from prge.setup import weight_format
+
+    path = checkpoint_storing_quantized_blocks(tmp_path / "stored")
+    plain = tmp_path / "plain"
+    shutil.copytree(path, plain)
+    (plain / prge.QUANTIZED_WEIGHTS_FILE).unlink()
+    ids = torch.randint(1, 100, (2, 9), generator=torch.Generator().manual_seed(3))
+    asked = prge.CausalLM.from_pretrained(str(path), quantize=quantize, group_size=group)
+    expected = prge.CausalLM.from_pretrained(str(plain), quantize=quantize, group_size=group)
+    assert asked.quantized and asked.projection_bytes == expected.projection_bytes
+    assert torch.equal(asked.logits(ids), expected.logits(ids))
+    as_stored = prge.CausalLM.from_pretrained(str(path))
+    assert as_stored.projection_bytes != asked.projection_bytes and not torch.equal(as_stored.logits(ids),
+                                                                                    asked.logits(ids))
+    config = prge.parse_run_config(f"model: {{quantize: {quantize}, group_size: {group}}}\n")
+    assert weight_format(config, path) == quantize
+    assert (f"model.quantize: {quantize} quantizes {path.name}'s dequantized copy again at load"
+            in capsys.readouterr().err)
+    assert weight_format(config, plain) == quantize and capsys.readouterr().err == ""
+
+
 SHIPPED = Path(__file__).resolve().parents[2] / "configs"
 
 
@@ -216,7 +244,8 @@ def test_the_cpp_prge_train_trains_mezo_on_a_base_stored_quantized(tmp_path):
     binary = Path(prge._core.__file__).parent / "bin" / "prge_train"  # installed beside the extension
     for quantize, ok in (("none", True), ("int4", False)):
         config = tmp_path / f"mezo_{quantize}.yaml"
-        config.write_text(f"model: {{quantize: {quantize}}}\nestimator: {{kind: mezo, parallel: sequential}}\n"
+        group = ", group_size: 16" if quantize == "int4" else ""  # the tiny model's 48 columns
+        config.write_text(f"model: {{quantize: {quantize}{group}}}\nestimator: {{kind: mezo, parallel: sequential}}\n"
                           "data: {batch_size: 2, max_length: 8}\nrun: {steps: 2}\n")
         done = subprocess.run([str(binary), str(config), str(path)], capture_output=True, text=True, timeout=300)
         if ok:

@@ -280,11 +280,12 @@ CausalLM CausalLM::from_pretrained(const std::string& dir, const torch::Device& 
     throw std::runtime_error(fmt::format("{}: {}", config_path, e.what()));
   }
   // Beside a dense checkpoint, the quantized projections a GGUF conversion keeps: read instead
-  // of their dense copies unless the weights are asked for dense.
+  // of their dense copies under quantize none (as stored); dense loads the copies, and int8 /
+  // int4 quantize the copies at load as asked, as for any dense checkpoint.
   io::TensorMap weights;
   const auto quantized_file = fs::path(dir) / kQuantizedWeightsFile;
   std::set<std::string> replaced;
-  if (format.bits != WeightFormat::kDense && fs::exists(quantized_file)) {
+  if (format.bits == 0 && fs::exists(quantized_file)) {
     weights = io::load_safetensors(quantized_file.string());
     for (const auto& [name, _] : weights) {
       const auto dot = name.rfind(".qweight");
