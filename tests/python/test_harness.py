@@ -4,6 +4,7 @@ import csv
 from pathlib import Path
 import json
 import re
+import sys
 
 import pytest
 import yaml
@@ -482,3 +483,19 @@ def test_a_sweep_reads_numbers_as_a_config_does(tmp_path):
     path.write_text("base: {run: {steps: 2, seed: 017}}\ngrid: {run.eval_every: [017], optimizer.lr: [1e-3]}\n")
     (_, config), = expand_sweep(path)
     assert (config.run.seed, config.run.eval_every, config.optimizer.lr) == (17, 17, 1e-3)
+
+
+def test_a_report_without_matplotlib_says_how_to_get_it_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    """matplotlib is an extra (prge[report]): without it the report stops before its first file,
+    saying what to install or to pass --no-figures, which then writes the tables."""
+    summary = {"mode": "train", "seed": 1, "estimator": "prge", "queries": 4, "parallel": "dual", "steps": 5,
+               "task": "sst2", "accuracy_before": 0.5, "accuracy_best": 0.7, "accuracy_after": 0.6}
+    (tmp_path / "runs" / "a-seed1").mkdir(parents=True)
+    (tmp_path / "runs" / "a-seed1" / "summary.json").write_text(json.dumps(summary))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 2
+    assert ("prge: error: prge report draws its figures with matplotlib, which is not installed: pip install "
+            "matplotlib (or prge[report]), or pass --no-figures") in capsys.readouterr().err
+    assert not (tmp_path / "report").exists() or not any((tmp_path / "report").iterdir())
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report"), "--no-figures"]) == 0
+    assert {p.suffix for p in (tmp_path / "report").iterdir()} == {".md", ".csv"}

@@ -6,8 +6,13 @@ from collections import defaultdict
 from pathlib import Path
 
 
-def _pyplot():
-    import matplotlib
+def pyplot():
+    """matplotlib's pyplot (Agg); ImportError saying how to get it, or to go without figures."""
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError("prge report draws its figures with matplotlib, which is not installed: "
+                          "pip install matplotlib (or prge[report]), or pass --no-figures") from e
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -43,7 +48,7 @@ def _panels(runs: list[dict]):
     """(figure, [(axes, title, {label: members})]): one panel when the runs share a task (a
     line per method); with several tasks, one small panel per task, a line per method across
     tasks (its "variant"), so that each method keeps one colour."""
-    plt = _pyplot()
+    plt = pyplot()
     tasks = list(dict.fromkeys(str(r.get("task")) for r in runs))
     if len(tasks) == 1:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -64,7 +69,7 @@ def _panels(runs: list[dict]):
 
 
 def _plot(runs: list[dict], x_key: str, y_key: str, smooth: bool, labels: dict, title: str, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, panels = _panels(runs)
     colours = {}
     for ax, task, groups in panels:
@@ -106,7 +111,7 @@ def accuracy_figures(runs: list[dict], out: Path, name: str, metric: str = "accu
 
 def speed_figures(speed_rows: list[dict], out: Path, name: str) -> list[str]:
     """speed_rows: tables.speed_rows(runs)."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [r for r in speed_rows if r["speedup_vs_sequential"] and r["parallel"] != "sequential"]
     fig, ax = plt.subplots(figsize=(6, 4))
     for parallel in ("queries", "dual"):

@@ -145,6 +145,8 @@ def write_report(runs: list[dict], title: str, out_dir: str | Path | None, name:
                  figures: bool = True, unfinished: list[str] = ()) -> str:
     """Markdown of the report; with out_dir, also <name>.md, CSVs and figures there.
     unfinished: run directories without a summary (collect.unfinished), named, not counted."""
+    if out_dir is not None and figures:
+        figures_module.pyplot()  # before any file is written: a missing matplotlib leaves no half a report
     speed = all(r.get("mode") == "speed" for r in runs)
     lines = [f"# {title}", ""]
     if unfinished:
