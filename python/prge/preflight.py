@@ -51,6 +51,23 @@ def check_model_config(config) -> None:
         return
     spec = read_model_config(config, model_dir)
     check_positions(config, SimpleNamespace(spec=spec), model_dir)
+    check_group_size(config, spec, model_dir)
+
+
+def check_group_size(config, spec, model_dir: str | Path) -> None:
+    """ValueError naming model.group_size when quantizing at load (int8 / int4) would split a
+    projection's input columns unevenly, as loading would find (prge check reads no weights)."""
+    group = config.model.effective_group_size
+    if config.load_quantize not in ("int8", "int4") or group <= 0:
+        return
+    widths = {"q/k/v and gate/up projections (hidden_size)": spec.hidden_size,
+              "o_proj (num_attention_heads x head_dim)": spec.num_attention_heads * spec.head_dim,
+              "down_proj (intermediate_size)": spec.intermediate_size}
+    for what, columns in widths.items():
+        if columns % group:
+            place = config.places.get("model.group_size") or config.places.get("model.quantize") or "model.group_size"
+            raise ValueError(f"{place}: group size {group} does not divide the {columns} input columns of the "
+                             f"{what} in {Path(model_dir) / 'config.json'}; choose a divisor of {columns}")
 
 
 def read_model_config(config, model_dir: str | Path):

@@ -111,6 +111,25 @@ def test_bad_quantization_settings_are_named(tmp_path):
     assert "quantize: int4" in prge.parse_run_config("model: {quantize: int4, group_size: 32}").to_yaml()
 
 
+def test_prge_check_names_a_group_size_the_projections_cannot_take(tmp_path, capsys):
+    """prge check reads no weights, yet finds what loading would: a group size that does not
+    divide a projection's input columns (the tiny model's hidden_size 48, intermediate_size 96)."""
+    from prge.cli import main
+
+    path, _ = make_hf_llama(tmp_path)
+    config = tmp_path / "q.yaml"
+    for group, bad in ((32, "48 input columns of the q/k/v and gate/up projections (hidden_size)"), (16, None),
+                       (0, None)):
+        config.write_text(f"model: {{name: {path}, quantize: int8, group_size: {group}}}\n" if group else
+                          f"model: {{name: {path}, quantize: int8}}\n")
+        assert main(["check", str(config)]) == (2 if bad else 0)
+        err = capsys.readouterr().err
+        if bad:
+            assert f"prge: error: {config}:1:" in err and f"model.group_size: group size {group} does not divide the {bad}" in err
+    config.write_text(f"model: {{name: {path}, quantize: int4, group_size: 96}}\n")  # divides 96, not 48
+    assert main(["check", str(config)]) == 2 and "does not divide the 48 input columns" in capsys.readouterr().err
+
+
 def test_smollm2_keeps_its_q4_1_weights_and_computes_the_dequantized_logits():
     """The default model loads its GGUF's Q4_1 blocks as shipped; its logits equal the dense
     (dequantize-at-load) path's to float32 rounding."""
