@@ -171,7 +171,8 @@ void bind_trainer(py::module_& m) {
            py::arg("batch"), "(-sum log p(answer), answer token count) per sequence")
       .def("answer_logprobs", &Trainer::answer_logprobs, py::arg("batch"), py::arg("candidates"),
            py::call_guard<py::gil_scoped_release>(),
-           "[N, C] log p(candidate) at each sequence's single answer position")
+           "[N, C] float32 log p(candidate) at each sequence's single answer position; candidates: [C] int64 token "
+           "ids (1-D), batch: one answer position per sequence")
       .def_property(
           "step_count", &Trainer::step_count,
           [](Trainer& t, const py::object& step) {

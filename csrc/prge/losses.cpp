@@ -22,6 +22,9 @@ SequenceScores score_sequences(const CausalLM& model, const torch::Tensor& hidde
 
 torch::Tensor answer_logprobs(const CausalLM& model, const torch::Tensor& hidden,
                               const torch::Tensor& targets, const torch::Tensor& candidates) {
+  if (candidates.dim() != 1 || candidates.is_floating_point()) {
+    throw std::invalid_argument("answer_logprobs: candidates are a 1-D tensor [C] of token ids");
+  }
   const int64_t n = hidden.size(0), t = hidden.size(1);
   auto mask = targets.to(hidden.device()) != kIgnoreIndex;
   if (!(mask.sum(1) == 1).all().item<bool>()) {

@@ -166,9 +166,13 @@ def test_multi_token_label_words_are_scored_in_one_forward_as_transformers_score
     ({"text": "good", "options": {"a": 1}, "answer": 0}, "must be a list of candidate texts"),
     ({"text": "good", "options": ["yes", True], "answer": 0}, "must be a list of candidate texts"),
     ({"text": ["good", "bad"], "options": ["positive", "negative"], "answer": 0},
-     "field 'text' = ['good', 'bad'] is not text (a string or a number)"),
+     "field 'text' = ['good', 'bad'] is not text (a string or a finite number)"),
     ({"text": {"a": 1}, "options": ["positive", "negative"], "answer": 0}, "field 'text' = {'a': 1} is not text"),
     ({"text": True, "options": ["positive", "negative"], "answer": 0}, "field 'text' = True is not text"),
+    ({"text": float("nan"), "options": ["positive", "negative"], "answer": 0}, "field 'text' = nan is not text"),
+    ({"text": "good", "options": ["yes", float("nan")], "answer": 0}, "must be a list of candidate texts"),
+    ({"text": "good", "options": ["a", "b", "c"], "answer": "²"}, "answer' = '²' is not one of its candidates"),
+    ({"text": "good", "options": ["a", "b", "c"], "answer": 1.5}, "answer' = 1.5 is not an integer index (0..2)"),
 ])
 def test_custom_multiple_choice_mistakes_name_file_record_and_key(tmp_path, record, message):
     write_jsonl(tmp_path / "train.jsonl", [RECORDS[0], record])
@@ -192,8 +196,10 @@ def test_a_label_among_numeric_candidates_is_read_by_its_json_type_and_refused_i
     write_jsonl(tmp_path / "train.jsonl", [{"text": "one plus one", "options": options, "answer": "2"},
                                            {"text": "two plus one", "options": options, "answer": 2},
                                            {"text": "zero plus one", "options": options, "answer": "1"},
-                                           {"text": "one plus two", "options": ["x", "y", "z"], "answer": "2"}])
-    assert [e.label for e in custom_task(data_section(tmp_path)).load("train")] == [1, 2, 0, 2]
+                                           {"text": "one plus two", "options": ["x", "y", "z"], "answer": "2"},
+                                           {"text": "as pandas writes it", "options": ["1.0", "x"], "answer": 1.0},
+                                           {"text": "a dash", "options": ["--1", "b"], "answer": "--1"}])
+    assert [e.label for e in custom_task(data_section(tmp_path)).load("train")] == [1, 2, 0, 2, 1, 0]
     (tmp_path / "train.csv").write_text('text,options,answer\nindex one,"[""7"", ""8"", ""9""]",1\n'
                                         'one plus one,"[""1"", ""2"", ""3""]",2\n')
     with pytest.raises(ValueError) as error:
@@ -344,3 +350,14 @@ def test_prge_train_with_train_from_validation_and_without(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
     assert main(["train", str(config), "--no-progress", "--set", "data.train_from=validation"]) == 0
     assert "6 train / 0 dev / 4 eval examples" in capsys.readouterr().out
+
+
+def test_answer_logprobs_names_candidates_that_are_not_one_row_of_token_ids(tmp_path):
+    model_dir, _ = make_tiny_assets(tmp_path)
+    trainer = trainer_of(model_dir)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    batch = prge.TokenBatch(ids, torch.tensor([[-100, -100, -100, 5]]))
+    assert trainer.answer_logprobs(batch, torch.tensor([4, 5])).shape == (1, 2)
+    for candidates in (torch.tensor([[4, 5]]), torch.tensor([4.0, 5.0])):
+        with pytest.raises(ValueError, match=r"answer_logprobs: candidates are a 1-D tensor \[C\] of token ids"):
+            trainer.answer_logprobs(batch, candidates)

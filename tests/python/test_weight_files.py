@@ -128,7 +128,7 @@ def test_wrapper_names_map_to_the_text_models(name, text):
 # (tensor, how the file's copy is changed, model.dtype, the error after the model directory's name)
 BAD_WEIGHTS = {
     "integer": ("model.norm.weight", lambda t: t.round().to(torch.int32), "float32",
-                r"weight 'model.norm.weight' has dtype Int; a model's weights are floating point"),
+                r"weight 'model.norm.weight' has dtype int32; a model's weights are floating point"),
     "nan in the file": ("model.layers.1.mlp.down_proj.weight",
                         lambda t: t.index_put_((torch.tensor([0]), torch.tensor([3])), torch.tensor(float("nan"))),
                         "bfloat16", r"weight 'model.layers.1.mlp.down_proj.weight' holds 1 non-finite value\(s\) "
@@ -136,7 +136,7 @@ BAD_WEIGHTS = {
     "past float16's range": ("model.layers.0.self_attn.q_proj.weight",
                              lambda t: torch.cat([torch.full_like(t[:1], 7e4), t[1:]]), "float16",
                              r"weight 'model.layers.0.self_attn.q_proj.weight' holds \d+ non-finite value\(s\) "
-                             r"\(NaN or inf\) of \d+ after conversion from Float to float16: its values exceed "
+                             r"\(NaN or inf\) of \d+ after conversion from float32 to float16: its values exceed "
                              r"float16's range \(model.dtype: float32 or bfloat16 keeps them\)"),
 }
 

@@ -76,7 +76,8 @@ torch::Tensor take(io::TensorMap& weights, const std::string& name, const std::v
   }
   if (!t.is_floating_point()) {  // torch would convert the integers silently
     throw std::runtime_error(fmt::format("weight '{}' has dtype {}; a model's weights are floating point "
-                                         "(float32, bfloat16 or float16)", name, c10::toString(t.scalar_type())));
+                                         "(float32, bfloat16 or float16)", name,
+                                         c10::getDtypeNames(t.scalar_type()).first));
   }
   weights.erase(it);
   auto out = t.to(device, dtype).contiguous();
@@ -85,12 +86,15 @@ torch::Tensor take(io::TensorMap& weights, const std::string& name, const std::v
   if (!torch::isfinite(out).all().item<bool>()) {
     const auto bad = out.numel() - torch::isfinite(out).sum().item<int64_t>();
     const bool stored = !torch::isfinite(t).all().item<bool>();
+    const std::string wider = dtype == torch::kFloat16    ? " (model.dtype: float32 or bfloat16 keeps them)"
+                              : dtype == torch::kBFloat16 ? " (model.dtype: float32 may keep them)"
+                                                          : "";
     throw std::runtime_error(fmt::format(
         "weight '{}' holds {} non-finite value(s) (NaN or inf) of {}{}", name, bad, out.numel(),
         stored ? " in the file: it is damaged or was saved by a diverged run"
-               : fmt::format(" after conversion from {} to {}: its values exceed {}'s range (model.dtype: "
-                             "float32 or bfloat16 keeps them)", c10::toString(t.scalar_type()),
-                             dtype_name(dtype), dtype_name(dtype))));
+               : fmt::format(" after conversion from {} to {}: its values exceed {}'s range{}",
+                             c10::getDtypeNames(t.scalar_type()).first, dtype_name(dtype), dtype_name(dtype),
+                             wider)));
   }
   return out;
 }

@@ -26,6 +26,8 @@ the field."""
 from __future__ import annotations
 
 import json
+import math
+import re
 import string
 from pathlib import Path
 
@@ -97,27 +99,39 @@ def _choices(value, where: str, key: str) -> tuple[str, ...]:
         except json.JSONDecodeError:
             raise ValueError(f"{where}: {key} = {value!r} is not a list of candidates (in CSV / TSV, write a JSON "
                              'list such as ["Paris", "Rome"])') from None
-    if not isinstance(value, (list, tuple)) or not all(isinstance(c, (str, int, float)) and not isinstance(c, bool)
-                                                       for c in value):
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(c, str) or isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c)
+            for c in value):
         raise ValueError(f"{where}: {key} must be a list of candidate texts, got {value!r}")
     if len(value) < 2:
         raise ValueError(f"{where}: {key} holds {len(value)} candidate(s); multiple choice needs at least 2")
     return tuple(str(c) if str(c)[:1].isspace() else " " + str(c) for c in value)
 
 
+INTEGER = re.compile(r"-?[0-9]+")  # an index spelled as text (ASCII digits only: int() reads others too)
+
+
 def _choice_index(value, choices: tuple[str, ...], where: str, key: str, typed: bool) -> int:
-    """The gold candidate: a number is an index; a string is the candidate with that text, or,
-    when no candidate has it, the index it spells. A string that is one candidate's text and
-    spells another's index (candidates "1", "2", "3", label "2") is that text in JSON lines and
-    datasets (`typed`: their strings and numbers differ), and refused in CSV / TSV, where every
-    value is text and either reading could be meant."""
-    if isinstance(value, bool):
+    """The gold candidate: a number is an index (a float only when integral: 1.0 as pandas writes
+    it); a string is the candidate with that text, or, when no candidate has it and it spells an
+    integer, that index. A string that is one candidate's text and spells another's index
+    (candidates "1", "2", "3", label "2") is that text in JSON lines and datasets (`typed`:
+    their strings and numbers differ), and refused in CSV / TSV, where every value is text and
+    either reading could be meant."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ValueError(f"{where}: {key} = {value!r} is neither a candidate index nor a candidate's text")
     stripped = [c.strip() for c in choices]
-    text = str(value).strip()
-    index = int(text) if isinstance(value, int) or text.lstrip("-").isdigit() else None
-    if not isinstance(value, int) and text in stripped:
-        match = stripped.index(text)
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"{where}: {key} = {value!r} is not an integer index (0..{len(choices) - 1})")
+        value = int(value)
+    if isinstance(value, int):
+        index, match = value, None
+    else:
+        text = value.strip()
+        index = int(text) if INTEGER.fullmatch(text) else None
+        match = stripped.index(text) if text in stripped else None
+    if match is not None:
         if not typed and index is not None and index != match and 0 <= index < len(choices):
             raise ValueError(f"{where}: {key} = {value!r} is candidate {match}'s text and also the index of candidate "
                              f"{index} ({stripped[index]!r}); in CSV / TSV every value is text, so either reading "
@@ -132,13 +146,14 @@ def _choice_index(value, choices: tuple[str, ...], where: str, key: str, typed: 
 
 
 def _field_text(value, where: str, field: str) -> str:
-    """A record's field as prompt or response text: a string, or a number as written; a list,
-    object or boolean is refused (its Python spelling is no text the file holds)."""
+    """A record's field as prompt or response text: a string, or a finite number as Python
+    writes it (JSON's 1.50 reads as 1.5); a list, object, boolean, NaN or infinity is refused
+    (its Python spelling is no text the file holds)."""
     if isinstance(value, str):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and math.isfinite(value):
         return str(value)
-    raise ValueError(f"{where}: field {field!r} = {value!r} is not text (a string or a number)")
+    raise ValueError(f"{where}: field {field!r} = {value!r} is not text (a string or a finite number)")
 
 
 def custom_task(data) -> Task:
@@ -181,7 +196,8 @@ def custom_task(data) -> Task:
 
     def load(split: str) -> list[Example]:
         key = f"data.{SPLIT_KEYS[split]}"
-        typed = paths[split].suffix.lower() not in (".csv", ".tsv")  # JSON lines and datasets keep numbers
+        # JSON lines and datasets directories keep numbers apart from strings; CSV / TSV do not.
+        typed = not (paths[split].is_file() and paths[split].suffix.lower() in (".csv", ".tsv"))
         return [parse(r, f"{key}: {located}", typed) for located, r in read_records(paths[split], split)]
 
     return Task("custom", f"custom {kind.name} task from {paths['train']}",
