@@ -295,7 +295,6 @@ def _save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> No
 def export_peft(run_dir: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """The run's adapters as a PEFT LoRA adapter in `out` (see the module's text)."""
     from prge import durable
-
     from prge._core import load_run_config
 
     run_config = Path(run_dir) / "config.yaml"

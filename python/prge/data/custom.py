@@ -99,13 +99,12 @@ def _choices(value, where: str, key: str) -> tuple[str, ...]:
         except json.JSONDecodeError:
             raise ValueError(f"{where}: {key} = {value!r} is not a list of candidates (in CSV / TSV, write a JSON "
                              'list such as ["Paris", "Rome"])') from None
-    if not isinstance(value, (list, tuple)) or not all(
-            isinstance(c, str) or isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c)
-            for c in value):
+    if not isinstance(value, (list, tuple)) or any(_text_of(c) is None for c in value):
         raise ValueError(f"{where}: {key} must be a list of candidate texts, got {value!r}")
     if len(value) < 2:
         raise ValueError(f"{where}: {key} holds {len(value)} candidate(s); multiple choice needs at least 2")
-    return tuple(str(c) if str(c)[:1].isspace() else " " + str(c) for c in value)
+    texts = [_text_of(c) for c in value]
+    return tuple(t if t[:1].isspace() else " " + t for t in texts)
 
 
 INTEGER = re.compile(r"-?[0-9]+")  # an index spelled as text (ASCII digits only: int() reads others too)
@@ -145,15 +144,23 @@ def _choice_index(value, choices: tuple[str, ...], where: str, key: str, typed: 
     return index
 
 
-def _field_text(value, where: str, field: str) -> str:
-    """A record's field as prompt or response text: a string, or a finite number as Python
-    writes it (JSON's 1.50 reads as 1.5); a list, object, boolean, NaN or infinity is refused
-    (its Python spelling is no text the file holds)."""
+def _text_of(value) -> str | None:
+    """A field's value as text: a string, or a finite number as Python writes it (JSON's 1.50
+    reads as 1.5); None for a list, object, boolean, NaN or infinity, whose Python spelling is no
+    text the file holds."""
     if isinstance(value, str):
         return value
     if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and math.isfinite(value):
         return str(value)
-    raise ValueError(f"{where}: field {field!r} = {value!r} is not text (a string or a finite number)")
+    return None
+
+
+def _field_text(value, where: str, field: str) -> str:
+    """A record's field as prompt or response text (_text_of); ValueError naming the field."""
+    text = _text_of(value)
+    if text is None:
+        raise ValueError(f"{where}: field {field!r} = {value!r} is not text (a string or a finite number)")
+    return text
 
 
 def custom_task(data) -> Task:
