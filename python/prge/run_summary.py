@@ -15,7 +15,10 @@ MODES = ("train", "speed")
 
 
 def identity(config, *, mode: str, runtime: str = "eager", task: str | None = None, model: str | None = None) -> dict:
-    """The fields every summary carries, from the run's config."""
+    """The fields every summary carries, from the run's config. quantize is the weight format
+    loading used (RunConfig.load_quantize: 'dense' where full-parameter MeZO loads a checkpoint's
+    own quantized blocks dequantized), group_size its group of input columns per scale (int8 /
+    int4 only: 0 is one scale per output channel; None for the other formats)."""
     if mode not in MODES:
         raise ValueError(f"summary mode must be one of {MODES}, got {mode!r}")
     e, o = config.estimator, config.optimizer
@@ -27,6 +30,8 @@ def identity(config, *, mode: str, runtime: str = "eager", task: str | None = No
         "estimator": e.kind, "queries": e.queries, "parallel": e.parallel, "epsilon": e.epsilon,
         "optimizer": o.kind, "lr": o.lr, "batch_size": config.data.batch_size,
         "steps": config.run.steps, "seed": config.run.seed, "protocol": config.data.protocol,
+        "quantize": config.load_quantize,
+        "group_size": config.model.effective_group_size if config.load_quantize in ("int8", "int4") else None,
     }
 
 

@@ -32,7 +32,7 @@ def method_of(run_name: str, seed=None) -> str:
 # The summary fields that name a method where a run directory keeps no config.yaml: runs equal
 # in all of them are seeds of one method, whatever their directories are called.
 IDENTITY = ("mode", "runtime", "task", "model", "device", "dtype", "estimator", "queries", "parallel",
-            "epsilon", "optimizer", "lr", "batch_size", "steps", "protocol")
+            "epsilon", "optimizer", "lr", "batch_size", "steps", "protocol", "quantize", "group_size")
 
 
 # The data settings that belong to a method rather than to its task (the rest of `data:` names the
