@@ -174,14 +174,13 @@ def _command(argv: list[str] | None) -> int:
     try:
         if args.command == "check":
             # Every key with its effective value (run directories store the shorter to_yaml()).
-            from prge.preflight import check_model_config, check_names, learning_rate_note
+            from prge.preflight import check_model_config, check_names, notes
 
             config = _load_config(args.config, args.set)
             check_names(config)  # what `prge train` would refuse here before loading anything
             check_model_config(config)  # and what it would refuse on reading the model's config.json
             print(config.to_yaml(every_key=True), end="")
-            note = learning_rate_note(config)
-            if note:
+            for note in notes(config):  # and the notes it would print before its first step
                 print(note, file=sys.stderr)
         elif args.command == "train":
             config = _load_config(args.config, args.set)

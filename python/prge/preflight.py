@@ -7,6 +7,9 @@ model and the first step, so that a run never trains silently on nothing:
     check_positions(config, model)  data.max_length fits the model's max_position_embeddings
     check_losses_differ(step, r, c) the ± perturbations of estimator.epsilon move the loss at all
     learning_rate_note(config)      full-parameter MeZO at an adapter-sized optimizer.lr (a note)
+    weight_format_note(config, d)   how loading turns the checkpoint's own quantized blocks (a note)
+    custom_code_note(d, type)       config.json's auto_map names code prge does not run (a note)
+    notes(config)                   every note above that the config and its model call for (prge check)
 
 (Settings the config alone decides, such as optimizer.accumulate > run.steps, are errors of
 the config reader, csrc/prge/config.cpp.)"""
@@ -134,6 +137,64 @@ def check_losses_differ(step: int, result, config) -> None:
 # Full-parameter MeZO's learning rates: its paper's grid for OPT is 1e-7 / 1e-6 and reaches 1e-5
 # for RoBERTa (Malladi et al., 2023); this repository's MeZO sweeps use 1e-6 to 1e-5. Above: a note.
 MEZO_LR_NOTE_ABOVE = 1e-5
+
+
+def weight_format_note(config, model_dir: str | Path) -> str | None:
+    """A note where the weight format loading uses (RunConfig.load_quantize) is not how the
+    checkpoint keeps its projections: full-parameter MeZO loads a checkpoint's own quantized blocks
+    (a GGUF's, kept as shipped) dense, and int8 / int4 quantize their dequantized copy again."""
+    from prge._core import QUANTIZED_WEIGHTS_FILE
+
+    model_dir = Path(model_dir)
+    if not (model_dir / QUANTIZED_WEIGHTS_FILE).exists():
+        return None
+    quantize = config.load_quantize
+    if quantize != config.model.quantize:
+        return (f"[prge] note: estimator.kind: mezo perturbs every weight, so {model_dir.name}'s quantized projection "
+                "weights are loaded dequantized (as model.quantize: dense)")
+    if quantize in ("int8", "int4"):
+        return (f"[prge] note: model.quantize: {quantize} quantizes {model_dir.name}'s dequantized copy again at load "
+                "(round to nearest); model.quantize: none keeps its own quantized blocks as shipped")
+    return None
+
+
+def custom_code_note(model_dir: str | Path, model_type: str) -> str | None:
+    """A note when config.json's auto_map names modeling code shipped with the model: prge runs
+    its own implementation of the model_type, the class transformers loads for a model_type it
+    has unless trust_remote_code=True (the core accepts the key for a supported model_type)."""
+    import json
+
+    config_json = Path(model_dir) / "config.json"
+    try:
+        has_auto_map = "auto_map" in json.loads(config_json.read_text())
+    except (OSError, ValueError):  # the core has read it already; nothing to note
+        return None
+    if not has_auto_map:
+        return None
+    return (f"[prge] note: {config_json}: auto_map names modeling code shipped with the model; prge runs its "
+            f"native {model_type}, the class transformers loads without trust_remote_code=True")
+
+
+def notes(config) -> list[str]:
+    """The notes `prge train` would print for this config before its first step, as far as the
+    config and the model's files decide them (no weights read): learning_rate_note, and for a model
+    directory (or a registered model / .gguf file already converted) weight_format_note and
+    custom_code_note. Those that need the loaded model (model.fold_lora_a folding nothing) are
+    left to training."""
+    from prge._core import ArchSpec
+    from prge.models import model_dir_without_converting
+
+    found = [learning_rate_note(config)]
+    model_dir = model_dir_without_converting(config.model.name)
+    if model_dir is not None:
+        found.append(weight_format_note(config, model_dir))
+        try:
+            model_type = ArchSpec.from_json_file(str(Path(model_dir) / "config.json")).model_type
+        except RuntimeError:  # check_model_config names it
+            model_type = None
+        if model_type is not None:
+            found.append(custom_code_note(model_dir, model_type))
+    return [note for note in found if note]
 
 
 def learning_rate_note(config) -> str | None:

@@ -14,7 +14,6 @@ Bad input raises ValueError / FileNotFoundError naming the key, file or record (
 them as `prge: error: ...`)."""
 from __future__ import annotations
 
-import json
 import random
 import sys
 from dataclasses import dataclass, field
@@ -132,34 +131,23 @@ def check_token_ids(model_dir, vocab_size: int, examples: list[EncodedExample]) 
 
 
 def weight_format(config, model_dir: Path) -> str:
-    """The model.quantize that loading uses (RunConfig.load_quantize: 'dense' for full-parameter
-    MeZO under 'none', since MeZO perturbs every weight), with a note on stderr when that
-    turns a checkpoint's own quantized blocks (a GGUF's, kept as shipped) dense, or when int8 /
-    int4 quantize their dequantized copy again instead of keeping them."""
-    from prge._core import QUANTIZED_WEIGHTS_FILE
+    """The model.quantize that loading uses (RunConfig.load_quantize), printing
+    preflight.weight_format_note's note on stderr where there is one."""
+    from prge.preflight import weight_format_note
 
-    quantize = config.load_quantize
-    if quantize != config.model.quantize and (model_dir / QUANTIZED_WEIGHTS_FILE).exists():
-        print(f"[prge] note: estimator.kind: mezo perturbs every weight, so {model_dir.name}'s quantized projection "
-              "weights are loaded dequantized (as model.quantize: dense)", file=sys.stderr)
-    elif quantize in ("int8", "int4") and (model_dir / QUANTIZED_WEIGHTS_FILE).exists():
-        print(f"[prge] note: model.quantize: {quantize} quantizes {model_dir.name}'s dequantized copy again at load "
-              "(round to nearest); model.quantize: none keeps its own quantized blocks as shipped", file=sys.stderr)
-    return quantize
+    note = weight_format_note(config, model_dir)
+    if note:
+        print(note, file=sys.stderr)
+    return config.load_quantize
 
 
 def note_custom_code(model_dir: Path, model_type: str) -> None:
-    """A note when config.json's auto_map names modeling code shipped with the model: prge runs
-    its own implementation of the model_type, the class transformers loads for a model_type it
-    has unless trust_remote_code=True (the core accepts the key for a supported model_type)."""
-    config_json = model_dir / "config.json"
-    try:
-        has_auto_map = "auto_map" in json.loads(config_json.read_text())
-    except (OSError, ValueError):  # the core has read it already; nothing to note
-        return
-    if has_auto_map:
-        print(f"[prge] note: {config_json}: auto_map names modeling code shipped with the model; prge runs its "
-              f"native {model_type}, the class transformers loads without trust_remote_code=True", file=sys.stderr)
+    """preflight.custom_code_note's note on stderr, where config.json has an auto_map."""
+    from prge.preflight import custom_code_note
+
+    note = custom_code_note(model_dir, model_type)
+    if note:
+        print(note, file=sys.stderr)
 
 
 def setup_model(config, data: DataSetup | None = None, *, model_dir: str | Path | None = None,

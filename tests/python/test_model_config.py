@@ -153,3 +153,22 @@ def test_fields_without_effect_are_accepted(tmp_path, changes):
         expected = hf(ids).logits
     torch.testing.assert_close(prge.CausalLM.from_pretrained(str(model_dir)).logits(ids), expected,
                                rtol=1e-4, atol=1e-4)
+
+
+def test_modeling_code_shipped_with_the_model_is_noted_by_check_and_train(tmp_path, capsys):
+    """config.json's auto_map names code prge does not run: `prge check` notes it, as loading
+    for training does (prge runs its native model_type, as transformers without
+    trust_remote_code=True)."""
+    from prge.cli import main
+    from prge.setup import setup_model
+
+    model_dir, _ = save_llama(tmp_path, {"rope_type": "default"})
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model: {{name: {model_dir}}}\n")
+    assert main(["check", str(config)]) == 0 and "auto_map" not in capsys.readouterr().err
+    edit_config(model_dir, auto_map={"AutoModelForCausalLM": "modeling.Model"})
+    assert main(["check", str(config)]) == 0
+    note = "auto_map names modeling code shipped with the model; prge runs its native llama"
+    assert note in capsys.readouterr().err
+    setup_model(prge.parse_run_config(config.read_text()), model_dir=model_dir)
+    assert note in capsys.readouterr().err

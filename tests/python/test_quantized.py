@@ -163,6 +163,8 @@ def test_adapters_of_a_run_on_a_quantized_base(tmp_path, capsys):
     config = write_config(tmp_path, model_dir, data_dir, model={"quantize": "int4", "group_size": 16},
                           optimizer={"lr": 0.5}, run={"steps": 3, "eval_every": 0})
     assert main(["train", str(config), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (summary["quantize"], summary["group_size"]) == ("int4", 16)
     assert main(["adapters", "export", str(tmp_path / "run"), "--out", str(tmp_path / "peft")]) == 0
     with safe_open(str(tmp_path / "peft" / "adapter_model.safetensors"), "pt") as f:
         assert f.metadata()["prge.base_weights"] == "int4, group_size 16"
@@ -221,6 +223,24 @@ def test_int8_and_int4_on_a_checkpoint_with_its_own_blocks_quantize_its_dense_co
     assert weight_format(config, plain) == quantize and capsys.readouterr().err == ""
 
 
+def test_prge_check_prints_the_weight_format_notes_training_prints(tmp_path, capsys):
+    """prge check says, as prge train does before its first step, that MeZO loads a checkpoint's
+    own quantized blocks dense and that int8 re-quantizes their dequantized copy; 'none' under
+    P-RGE keeps them as shipped and gets no note."""
+    from prge.cli import main
+
+    path = checkpoint_storing_quantized_blocks(tmp_path / "stored")
+    config = tmp_path / "c.yaml"
+    for settings, note in (("model: {{name: {p}}}\nestimator: {{kind: mezo, parallel: sequential}}\n"
+                            "optimizer: {{lr: 1.0e-6}}\n", "loaded dequantized (as model.quantize: dense)"),
+                           ("model: {{name: {p}, quantize: int8}}\n", f"model.quantize: int8 quantizes {path.name}'s"),
+                           ("model: {{name: {p}}}\n", None)):
+        config.write_text(settings.format(p=path))
+        assert main(["check", str(config)]) == 0
+        err = capsys.readouterr().err
+        assert (note in err) if note else "[prge] note" not in err, err
+
+
 SHIPPED = Path(__file__).resolve().parents[2] / "configs"
 
 
@@ -250,8 +270,13 @@ def test_every_shipped_run_builds_its_trainer_on_a_base_stored_quantized(tmp_pat
 def test_the_quantize_loading_uses_is_one_rule(kind, quantize, loads):
     """RunConfig.load_quantize: only full-parameter MeZO under 'none' loads dense (an explicit
     int4 with MeZO is kept, to be refused by the trainer by name)."""
+    from prge import run_summary
+
     config = prge.parse_run_config(f"model: {{quantize: {quantize}}}\nestimator: {{kind: {kind}}}\n")
     assert config.load_quantize == loads
+    identity = run_summary.identity(config, mode="train")  # what summary.json records
+    assert identity["quantize"] == loads
+    assert identity["group_size"] == (config.model.effective_group_size if loads in ("int8", "int4") else None)
 
 
 def test_the_cpp_prge_train_trains_mezo_on_a_base_stored_quantized(tmp_path):
