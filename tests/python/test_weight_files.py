@@ -3,6 +3,7 @@ model.safetensors when it exists, else model.safetensors.index.json's shards; ot
 *.safetensors files beside them (a consolidated.safetensors, a stray copy) are never read, and
 what transformers could not load either is refused naming the files."""
 import json
+import re
 
 import pytest
 import torch
@@ -155,3 +156,17 @@ def test_a_weight_that_is_not_a_finite_float_in_the_dtype_is_named_at_load(tmp_p
     if case == "past float16's range":
         for kept in ("float32", "bfloat16"):
             prge.CausalLM.from_pretrained(str(model_dir), dtype=kept)
+
+
+def test_a_bad_weight_in_a_sharded_checkpoint_names_its_shard(tmp_path):
+    """Where the weights come from several files, the error names the one that holds the bad
+    tensor, not only the directory."""
+    model_dir, _, index = sharded(tmp_path)
+    name = "model.layers.1.mlp.down_proj.weight"
+    shard = index["weight_map"][name]
+    tensors = load_file(str(model_dir / shard))
+    tensors[name][0, 3] = float("nan")
+    save_file(tensors, str(model_dir / shard), metadata={"format": "pt"})
+    with pytest.raises(RuntimeError, match=rf"^{model_dir}: weight '{name}' holds 1 non-finite value.* "
+                                           rf"\(in {re.escape(shard)}\)$"):
+        prge.CausalLM.from_pretrained(str(model_dir))

@@ -65,17 +65,24 @@ std::vector<CopyStackRequest> DecoderLayer::copy_requests() const {
 
 namespace {
 
+// A weight that is there but unusable (misshapen, integer, non-finite): its name travels with
+// the error so that from_pretrained can name the file (a shard) that holds it.
+struct BadWeight : std::runtime_error {
+  BadWeight(std::string weight, const std::string& what) : std::runtime_error(what), name(std::move(weight)) {}
+  std::string name;
+};
+
 torch::Tensor take(io::TensorMap& weights, const std::string& name, const std::vector<int64_t>& shape,
                    const torch::Device& device, torch::ScalarType dtype) {
   auto it = weights.find(name);
   if (it == weights.end()) throw std::runtime_error(fmt::format("missing weight '{}'", name));
   auto t = it->second;
   if (t.sizes() != at::IntArrayRef(shape)) {
-    throw std::runtime_error(fmt::format("weight '{}' has shape {}, expected {}", name,
+    throw BadWeight(name, fmt::format("weight '{}' has shape {}, expected {}", name,
                                          fmt::join(t.sizes(), "x"), fmt::join(shape, "x")));
   }
   if (!t.is_floating_point()) {  // torch would convert the integers silently
-    throw std::runtime_error(fmt::format("weight '{}' has dtype {}; a model's weights are floating point "
+    throw BadWeight(name, fmt::format("weight '{}' has dtype {}; a model's weights are floating point "
                                          "(float32, bfloat16 or float16)", name,
                                          c10::getDtypeNames(t.scalar_type()).first));
   }
@@ -89,7 +96,7 @@ torch::Tensor take(io::TensorMap& weights, const std::string& name, const std::v
     const std::string wider = dtype == torch::kFloat16    ? " (model.dtype: float32 or bfloat16 keeps them)"
                               : dtype == torch::kBFloat16 ? " (model.dtype: float32 may keep them)"
                                                           : "";
-    throw std::runtime_error(fmt::format(
+    throw BadWeight(name, fmt::format(
         "weight '{}' holds {} non-finite value(s) (NaN or inf) of {}{}", name, bad, out.numel(),
         stored ? " in the file: it is damaged or was saved by a diverged run"
                : fmt::format(" after conversion from {} to {}: its values exceed {}'s range{}",
@@ -296,10 +303,24 @@ CausalLM CausalLM::from_pretrained(const std::string& dir, const torch::Device& 
       if (dot != std::string::npos && dot + 8 == name.size()) replaced.insert(name.substr(0, dot));
     }
   }
-  weights.merge(load_weight_files(dir, [&](const std::string& n) { return !replaced.count(n); }));
+  std::map<std::string, std::string> file_of;
+  for (const auto& [name, _] : weights) file_of.emplace(name, quantized_file.string());
+  weights.merge(load_weight_files(dir, [&](const std::string& n) { return !replaced.count(n); }, &file_of));
   try {
     return CausalLM(std::move(spec), std::move(weights), device, dtype, format);
-  } catch (const std::exception& e) {  // a missing, extra or misshapen weight: name the model
+  } catch (const BadWeight& e) {  // where more than one file was read, the one that holds it
+    std::set<std::string> files;
+    for (const auto& [_, file] : file_of) files.insert(file);
+    auto it = file_of.find(e.name);
+    if (it == file_of.end()) {  // a gemma3 wrapper's text weight, taken under its text model's name
+      it = std::find_if(file_of.begin(), file_of.end(),
+                        [&](const auto& entry) { return wrapper_text_weight_name(entry.first) == e.name; });
+    }
+    const bool name_file = files.size() > 1 && it != file_of.end();
+    throw std::runtime_error(fmt::format("{}: {}{}", dir, e.what(),
+                                         name_file ? fmt::format(" (in {})", fs::path(it->second).filename().string())
+                                                   : ""));
+  } catch (const std::exception& e) {  // a missing or extra weight: name the model
     throw std::runtime_error(fmt::format("{}: {}", dir, e.what()));
   }
 }

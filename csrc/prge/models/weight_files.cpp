@@ -65,7 +65,8 @@ std::vector<std::string> weight_files(const std::string& dir) {
       "be renamed model.safetensors)", dir, kIndexFile, fmt::join(others, ", ")));
 }
 
-io::TensorMap load_weight_files(const std::string& dir, const std::function<bool(const std::string&)>& wanted) {
+io::TensorMap load_weight_files(const std::string& dir, const std::function<bool(const std::string&)>& wanted,
+                                std::map<std::string, std::string>* file_of_out) {
   io::TensorMap weights;
   std::map<std::string, std::string> file_of;
   for (const auto& file : weight_files(dir)) {
@@ -79,6 +80,7 @@ io::TensorMap load_weight_files(const std::string& dir, const std::function<bool
       weights.emplace(name, std::move(tensor));
     }
   }
+  if (file_of_out) file_of_out->merge(file_of);
   return weights;
 }
 

@@ -4,6 +4,7 @@
 #include "prge/io/safetensors.h"
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -18,10 +19,12 @@ namespace prge {
 // weight_map object, or a shard it names that is not in the directory.
 std::vector<std::string> weight_files(const std::string& dir);
 
-// Every tensor of weight_files(dir) for which `wanted(name)` is true (all when empty).
-// Raises std::runtime_error naming both files when two hold a tensor of the same name (which one
-// transformers would load depends on the order it reads them in).
-io::TensorMap load_weight_files(const std::string& dir, const std::function<bool(const std::string&)>& wanted = {});
+// Every tensor of weight_files(dir) for which `wanted(name)` is true (all when empty); with
+// `file_of`, also each tensor's file (its path) by name, so that an error found later can name
+// the shard. Raises std::runtime_error naming both files when two hold a tensor of the same name
+// (which one transformers would load depends on the order it reads them in).
+io::TensorMap load_weight_files(const std::string& dir, const std::function<bool(const std::string&)>& wanted = {},
+                                std::map<std::string, std::string>* file_of = nullptr);
 
 // A gemma3 wrapper checkpoint's tensor name as Gemma3ForCausalLM's (text model) name, from
 // either layout transformers has written (model.language_model.X or language_model.model.X ->
