@@ -166,6 +166,38 @@ def test_truncation_keeps_bos_first_and_the_end_of_the_prompt(tmp_path):
     assert cut.prompt_ids == full.prompt_ids[-7:]
 
 
+@pytest.mark.parametrize("layout", ["llama3", "gemma", "smollm2"], indirect=True)
+def test_chat_truncation_keeps_the_templates_own_tokens_and_drops_the_start_of_the_user_text(layout):
+    """With a chat template, a prompt cut to fit keeps what the template writes before the
+    user's text (BOS, SmolLM2's default system prompt, the user turn's opening) and the
+    generation prompt after it: the model still reads a conversation, missing only the start of
+    the user's text. A max_length that leaves no room beside the template's own tokens is refused."""
+    name, tokens, hf = layout
+    labels = (" positive", " negative")
+    t = task("Review: {text}\nSentiment:", labels, chat=True)
+    long_text = " ".join(["The movie was great, a positive surprise."] * 20)
+    content = f"Review: {long_text}\nSentiment:"
+    rendered = hf.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
+    before, after = rendered.split(content)  # the template's own text around the user's
+    header = hf(before, add_special_tokens=False)["input_ids"]
+    closing = hf(after, add_special_tokens=False)["input_ids"]
+    full = PromptEncoder(t, tokens, 4096).encode(Example({"text": long_text}, 0))
+    length = len(header) + len(closing) + 12
+    cut = PromptEncoder(t, tokens, length).encode(Example({"text": long_text}, 0))
+    room = length - max(len(o) for o in cut.options)
+    assert len(cut.prompt_ids) == room < len(full.prompt_ids) and cut.options == full.options
+    # the header's tokens (its last one may merge with the user's first character), then the end
+    kept = next(h for h in (len(header), len(header) - 1) if full.prompt_ids[:h] == header[:h])
+    assert cut.prompt_ids in ([*full.prompt_ids[:h], *full.prompt_ids[len(full.prompt_ids) - (room - h):]]
+                              for h in (kept, kept + 1))
+    assert cut.prompt_ids[-len(closing):] == closing  # the generation prompt
+    if name == "smollm2":  # its template's default system prompt stays
+        assert "You are a helpful AI assistant" in hf.decode(cut.prompt_ids)
+    with pytest.raises(ValueError, match=r"data.max_length=\d+ leaves no room for the prompt beside the chat "
+                                         r"template's \d+ tokens before and \d+ after the user's text"):
+        PromptEncoder(t, tokens, len(header) + len(closing) + 1).encode(Example({"text": long_text}, 0))
+
+
 def test_a_prompt_and_label_that_merge_at_the_boundary_share_one_prompt(tmp_path):
     """A prompt ending in a space: byte-level BPE writes ' positive' as one token, so enc(prompt)
     (ending in 'Ġ') is not a prefix of enc(prompt + label). The sequence stays enc(prompt +

@@ -29,8 +29,11 @@ Answers (which ones is the task kind's choice, prge.data.kinds):
                         whitespace after the turn is not a target
 
 Truncation to data.max_length keeps the end of the prompt (the question the answer answers)
-and, where the sequence starts with BOS, keeps BOS first; responses keep at most
-max_length // 2 tokens."""
+and its start: BOS where the sequence starts with it, and with a chat template everything the
+template writes before the user's text (BOS, a system prompt, the user turn's opening: the
+tokens the prompt shares with the template's rendering of an empty user turn), so that only
+the start of the user's text is dropped and the model still reads a well-formed conversation;
+responses keep at most max_length // 2 tokens."""
 from __future__ import annotations
 
 import random
@@ -70,8 +73,10 @@ class PromptEncoder:
         # prompts fitted, cut to fit, the longest and the fewest tokens a cut one kept
         self.fitted, self.cut, self.longest, self.fewest_kept = 0, 0, 0, max_length
         self.chat = bool(task.chat_template)
+        self._empty_turn: list[int] | None = None  # the chat template's rendering of an empty user turn
         if self.chat:
             tokenizer.require_chat_template("data.chat_template: true")
+            self._empty_turn = tokenizer.encode([tokenizer.chat_prompt("")], specials=False)[0]
         # Evaluation scores all label words in one forward read off the answer position where
         # each is one token after the same prompt (False: every option as its own sequence; the
         # same numbers, for tests).
@@ -162,20 +167,26 @@ class PromptEncoder:
         return EncodedExample(self._fit(example, context[:k], len(answer)), -1, answer_ids=answer)
 
     def _fit(self, example: Example, prompt: list[int], answer_length: int) -> list[int]:
-        """The prompt cut to fit data.max_length beside the answer: its end kept, and BOS first
-        where the sequence starts with it."""
+        """The prompt cut to fit data.max_length beside the answer: its end kept, and its start
+        (BOS, or the chat template's header) kept first, the tokens between dropped."""
         room = self.max_length - answer_length
-        bos = self.tokenizer.bos_id is not None and prompt[0] == self.tokenizer.bos_id
-        if room < 1 + bos:
+        if self.chat:  # the template's header and its closing (the generation prompt) frame the user's text
+            start = common_prefix(prompt, self._empty_turn)
+            end = common_prefix(prompt[start:][::-1], self._empty_turn[start:][::-1])
+        else:
+            start, end = int(self.tokenizer.bos_id is not None and prompt[0] == self.tokenizer.bos_id), 0
+        if room < start + end + 1:
+            framed = (f"the chat template's {start} tokens before and {end} after the user's text and "
+                      if self.chat else "")
             raise ValueError(f"{self._where(example)}: data.max_length={self.max_length} leaves no room for the prompt "
-                             f"beside its {answer_length}-token answer")
+                             f"beside {framed}its {answer_length}-token answer")
         self.fitted += 1
         self.longest = max(self.longest, len(prompt))
         if len(prompt) <= room:
             return prompt
         self.cut += 1
         self.fewest_kept = min(self.fewest_kept, room)
-        return prompt[:1] + prompt[len(prompt) - room + 1:] if bos else prompt[-room:]
+        return prompt[:start] + prompt[len(prompt) - (room - start):]
 
     def truncation_report(self) -> str | None:
         """A line on the prompts cut to fit data.max_length so far (None if none were): a
@@ -185,8 +196,9 @@ class PromptEncoder:
             return None
         level = "prge: warning:" if self.fewest_kept < MIN_KEPT_PROMPT_TOKENS else "[prge] note:"
         return (f"{level} data.max_length={self.max_length}: {self.cut} of {self.fitted} prompts were cut to fit "
-                f"beside their answers, to as few as {self.fewest_kept} tokens (their start dropped; the longest "
-                f"has {self.longest})")
+                f"beside their answers, to as few as {self.fewest_kept} tokens ("
+                + ("the start of their user text dropped, the chat template's own tokens kept" if self.chat
+                   else "their start dropped") + f"; the longest has {self.longest})")
 
     def answer(self, e: EncodedExample, label: int | None = None) -> list[int]:
         """The answer tokens a batch puts after e's prompt: the response, or option `label`
