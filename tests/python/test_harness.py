@@ -499,3 +499,18 @@ def test_a_report_without_matplotlib_says_how_to_get_it_and_writes_nothing(tmp_p
     assert not (tmp_path / "report").exists() or not any((tmp_path / "report").iterdir())
     assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report"), "--no-figures"]) == 0
     assert {p.suffix for p in (tmp_path / "report").iterdir()} == {".md", ".csv"}
+
+
+@pytest.mark.parametrize("data,label", [
+    ({"train_file": "reviews.csv"}, "custom: reviews"),
+    ({"train_file": "my/reviews/train.jsonl"}, "custom: reviews"),  # a file named after its split: its folder
+    ({"data_dir": "/d/reviews", "train_file": "train.jsonl"}, "custom: reviews"),
+    ({"data_dir": "/d/my.reviews"}, "custom: my.reviews"),  # a folder's name whole
+    ({"train_file": "train.jsonl"}, "custom: train"),  # nothing better to go by
+    ({}, "custom"),
+])
+def test_a_custom_task_is_reported_under_its_datas_name(data, label):
+    from prge.reporting.collect import task_label
+
+    assert task_label({"task": "custom", "run_config": {"data": data}}) == label
+    assert task_label({"task": "sst2", "run_config": {"data": data}}) == "sst2"

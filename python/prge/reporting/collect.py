@@ -117,16 +117,27 @@ def group_methods(runs: list[dict]) -> None:
     _unique_names(runs, lambda run: method_key(run, across_tasks=True), _variant_name, "variant")
 
 
+# Stems of a training file named after its split rather than its data (train.jsonl, training.csv).
+SPLIT_FILE_STEMS = ("train", "training", "train_data", "data", "dataset")
+
+
 def task_label(summary: dict) -> str | None:
     """The task a report files a run under: the summary's task, and for a custom task also its
     training file's name from the run's config (every custom task is called "custom"),
-    "custom: reviews"."""
+    "custom: reviews", or its folder's where the file is named after its split
+    (reviews/train.jsonl: "custom: reviews")."""
     task = summary.get("task")
     data = (summary.get("run_config") or {}).get("data")
     if task != "custom" or not isinstance(data, dict):
         return task
-    source = data.get("train_file") or data.get("data_dir")
-    return f"custom: {Path(str(source)).stem}" if source else task
+    folder = Path(str(data["data_dir"])) if data.get("data_dir") else Path()
+    name = folder.name
+    if data.get("train_file"):
+        train_file = folder / str(data["train_file"])
+        # a file named after its split is named by its folder: reviews/train.jsonl -> reviews
+        split_named = train_file.stem.lower() in SPLIT_FILE_STEMS and train_file.parent.name
+        name = train_file.parent.name if split_named else train_file.stem
+    return f"custom: {name}" if name else task
 
 
 def read_metrics(path: Path) -> list[dict]:
