@@ -47,6 +47,7 @@ void bind_config(py::module_& m) {
       .def_readonly("eval_every", &RunOptions::eval_every)
       .def_readonly("log_every", &RunOptions::log_every)
       .def_readonly("checkpoint_every", &RunOptions::checkpoint_every)
+      .def_readonly("checkpoint_format", &RunOptions::checkpoint_format)
       .def_readonly("data_parallel", &RunOptions::data_parallel)
       .def_readonly("output_dir", &RunOptions::output_dir);
   py::class_<RunConfig>(m, "RunConfig",

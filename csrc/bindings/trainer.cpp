@@ -190,6 +190,13 @@ void bind_trainer(py::module_& m) {
           },
           "steps taken (the step index that seeds the next step's z): an int, 0 to 2^48")
       .def_property_readonly("model", &Trainer::model_ptr, "the CausalLM it trains (shared, not a copy)")
+      .def("replay_step", &Trainer::replay_step, py::arg("projected_grads"), py::call_guard<py::gil_scoped_release>(),
+           "full-parameter MeZO: the update of step step_count from its projected gradients (list of q floats, "
+           "StepResult.projected_grads), exactly as step() applied it in one process, then step_count + 1; "
+           "MeZO's seed trick (Malladi et al. 2023, sec. 2). Raises ValueError for another estimator or q")
+      .def("weights_fingerprint", &Trainer::weights_fingerprint, py::call_guard<py::gil_scoped_release>(),
+           "16 hex digits from the trained weights' bits (B, or every weight for MeZO): equal for bit-identical "
+           "weights")
       .def("save_checkpoint", &Trainer::save_checkpoint, py::arg("path"),
            "safetensors file of the trained tensors (B), the optimizer state and 'trainer.step'")
       .def("load_checkpoint", &Trainer::load_checkpoint, py::arg("path"),

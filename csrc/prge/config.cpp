@@ -618,13 +618,14 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   }
 
   const auto run = section_of(reader, root, "run");
-  reader.check_keys(run, "run", {"steps", "seed", "eval_every", "log_every", "checkpoint_every", "data_parallel",
-                                   "output_dir"});
+  reader.check_keys(run, "run", {"steps", "seed", "eval_every", "log_every", "checkpoint_every", "checkpoint_format",
+                                   "data_parallel", "output_dir"});
   reader.read(run, "run", "steps", c.run.steps);
   reader.read(run, "run", "seed", c.run.seed);
   reader.read(run, "run", "eval_every", c.run.eval_every);
   reader.read(run, "run", "log_every", c.run.log_every);
   reader.read(run, "run", "checkpoint_every", c.run.checkpoint_every);
+  reader.read(run, "run", "checkpoint_format", c.run.checkpoint_format);
   reader.read(run, "run", "data_parallel", c.run.data_parallel);
   reader.read(run, "run", "output_dir", c.run.output_dir);
   if (c.run.steps < 0) reader.fail(run["steps"], "run.steps", "must be >= 0");
@@ -632,6 +633,15 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   if (c.run.log_every < 1) reader.fail(run["log_every"], "run.log_every", "must be >= 1");
   if (c.run.checkpoint_every < 0) reader.fail(run["checkpoint_every"], "run.checkpoint_every", "must be >= 0");
   if (c.run.data_parallel < 1) reader.fail(run["data_parallel"], "run.data_parallel", "must be >= 1");
+  if (c.run.checkpoint_format != "weights" && c.run.checkpoint_format != "updates") {
+    reader.fail(run["checkpoint_format"], "run.checkpoint_format",
+                fmt::format("weights or updates, got '{}'", c.run.checkpoint_format));
+  }
+  if (c.run.checkpoint_format == "updates" && c.estimator.kind != EstimatorKind::Mezo) {
+    reader.fail(run["checkpoint_format"], "run.checkpoint_format",
+                "updates replays full-parameter MeZO's steps (estimator.kind: mezo); the adapters other estimators "
+                "train are small enough to store: weights");
+  }
   if (c.run.output_dir.empty()) {
     reader.fail(run["output_dir"], "run.output_dir", "must name a directory (empty would write into the working directory)");
   }
@@ -789,6 +799,8 @@ std::string RunConfig::to_yaml(bool every_key) const {
       "  output_dir: {}\n",
       run.steps, run.seed, run.eval_every, run.log_every, run.checkpoint_every, run.data_parallel,
       yaml_string(run.output_dir));
+  // written when set, so configs stored before the key read the same
+  if (every_key || run.checkpoint_format != "weights") y += fmt::format("  checkpoint_format: {}\n", run.checkpoint_format);
   return y;
 }
 

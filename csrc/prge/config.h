@@ -83,6 +83,10 @@ struct RunOptions {
   int64_t eval_every = 0;  // 0: evaluate only before and after
   int64_t log_every = 10;
   int64_t checkpoint_every = 0;  // 0: only the final weights; N: a resumable checkpoint every N steps
+  // What a checkpoint holds: "weights" (the trained tensors and the optimizer state) or, for
+  // full-parameter MeZO, "updates" (every step's projected gradients, replayed on the base
+  // weights at resume: MeZO's seed trick; bytes per step instead of the model's size).
+  std::string checkpoint_format = "weights";
   // Under torchrun: processes that split each batch (the rest split the queries); see
   // python/prge/distributed.py. 1 in a single process.
   int64_t data_parallel = 1;

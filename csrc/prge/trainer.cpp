@@ -229,14 +229,60 @@ DeviceEstimate Trainer::run_fused(const torch::Tensor& input_ids, const AnswerLa
   }
   if (mezo()) {  // every weight updated in place by its own direction, z drawn again in a kernel
     auto estimate = mezo_estimate_on_device(*model_, input_ids, layout, stream_, step_, step_key, estimator_options_);
-    for (const auto& p : trained_parameters()) {
-      optimizer_.update(p.index, p.value, stream_.combine_on_device(p, estimate.projected_grads, step_key));
-    }
+    update_weights_on_device(estimate.projected_grads, step_key);
     return estimate;
   }
   auto estimate = estimate_on_device(*model_, input_ids, layout, plans, estimator_options_);
   update_adapters(estimate.projected_grads, step_key);
   return estimate;
+}
+
+void Trainer::update_weights_on_device(const torch::Tensor& g, const torch::Tensor& step_key) {
+  for (const auto& p : trained_parameters()) {
+    optimizer_.update(p.index, p.value, stream_.combine_on_device(p, g, step_key));
+  }
+}
+
+void Trainer::replay_step(const std::vector<double>& projected_grads) {
+  check_adapters_unchanged();
+  if (!mezo()) throw std::invalid_argument("replaying a step's update is for full-parameter MeZO (estimator.kind: mezo)");
+  if (static_cast<int64_t>(projected_grads.size()) != estimator_options_.queries) {
+    throw std::invalid_argument(fmt::format("step {}: {} projected gradients to replay, estimator.queries is {}",
+                                            step_ + 1, projected_grads.size(), estimator_options_.queries));
+  }
+  c10::InferenceMode guard;
+  if (uses_fused_step()) {  // as run_fused: g as float32 on the device (StepResult's doubles hold it exactly)
+    optimizer_.begin_step(model_->device());
+    const auto g = torch::tensor(projected_grads, torch::kFloat64).to(torch::kFloat32).to(model_->device());
+    const auto step_key = torch::tensor({static_cast<int64_t>(counter_rng::step_key(stream_.seed(), step_))},
+                                        torch::kInt64)
+                              .to(model_->device());
+    update_weights_on_device(g, step_key);
+  } else {  // as step(): the host estimate through the optimizer
+    ZoEstimate estimate;
+    estimate.step = step_;
+    estimate.projected_grads = projected_grads;
+    apply_estimate(estimate);
+  }
+  if (model_->device().is_cuda()) torch::cuda::synchronize();
+  ++step_;
+}
+
+std::string Trainer::weights_fingerprint() const {
+  c10::InferenceMode guard;
+  constexpr int64_t kChunk = int64_t{1} << 24;  // 16-bit words per chunk: the sum stays below 2^63
+  uint64_t fingerprint = 0;
+  for (const auto& p : trained_parameters()) {
+    const auto words = p.value.contiguous().view({-1}).view(torch::kInt16);
+    uint64_t sum = 0;
+    for (int64_t start = 0; start < words.numel(); start += kChunk) {
+      const auto part = words.slice(0, start, std::min(start + kChunk, words.numel())).to(torch::kInt64).bitwise_and(0xFFFF);
+      const auto position = torch::arange(start, start + part.numel(), part.options()).remainder(65521).add_(1);
+      sum += static_cast<uint64_t>(part.mul(position).sum().item<int64_t>());
+    }
+    fingerprint = fingerprint * 1000003u + sum + static_cast<uint64_t>(p.index);
+  }
+  return fmt::format("{:016x}", fingerprint);
 }
 
 StepResult Trainer::fused_step(const TokenBatch& batch) {

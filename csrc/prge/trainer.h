@@ -80,6 +80,17 @@ class Trainer {
   void set_step_count(int64_t step);
   std::shared_ptr<CausalLM> model_ptr() { return model_; }
 
+  // The update of step step_count() from its projected gradients g ([q], as StepResult gave
+  // them), exactly as step() applied it in a single process (the same kernels on the same
+  // path), then the step count advanced: a run's weights rebuilt from the base model and every
+  // step's g (MeZO's seed trick, Malladi et al. 2023, sec. 2: z regenerated from (seed, step)).
+  // Full-parameter MeZO only (std::invalid_argument otherwise, or for g of the wrong length).
+  void replay_step(const std::vector<double>& projected_grads);
+  // A 64-bit fingerprint of the trained weights' bits (LoRA-FA B, or for MeZO every weight),
+  // as 16 hex digits: equal for bit-identical weights in the same order, and, in practice,
+  // for nothing else (a position-weighted integer sum of their 16-bit words, exact on any device).
+  std::string weights_fingerprint() const;
+
   // LoRA-FA B (or, for MeZO, every weight), the optimizer's state and the step count;
   // atomic write. Loading restores all three.
   void save_checkpoint(const std::string& path) const;
@@ -98,6 +109,9 @@ class Trainer {
   // The update from projected gradients g ([q] float32, on the model's device); step_key: the
   // counter RNG's key on the device (a captured graph's own tensor), else computed here.
   void update_adapters(const torch::Tensor& g, torch::Tensor step_key = {});
+  // MeZO's fused update: every weight by its own direction from g ([q] float32 on the device),
+  // z drawn again in a kernel keyed by step_key.
+  void update_weights_on_device(const torch::Tensor& g, const torch::Tensor& step_key);
   // The update from a host-side estimate (the flat adapter buffer, or MeZO's parameters).
   void apply_estimate(const ZoEstimate& estimate);
   // The batch as the device step takes it: on CUDA right-padded to kGraphLengthMultiple.

@@ -6,6 +6,11 @@ made current by atomically replacing the pointer checkpoint.json ({"step", "dire
 only then is the previous checkpoint removed. A kill at any moment leaves either the previous
 or the new checkpoint current, never a mix of the two.
 
+Under run.checkpoint_format: updates (full-parameter MeZO), checkpoint.safetensors is not
+written: state.json's "updates" holds every step's projected gradients and fingerprints of the
+base weights and of the weights at the checkpoint, and resuming replays the steps' updates on the
+base weights (replay; MeZO's seed trick, Malladi et al. 2023, sec. 2), checked bit for bit.
+
 The perturbations need no saved RNG state: z is regenerated from (seed, step). Resuming
 restores all of it and cuts metrics.jsonl back to the checkpoint's step, so the resumed run
 writes what an uninterrupted one would. A resume on other data than the checkpoint's (a
@@ -61,8 +66,9 @@ def save(out_dir: Path, trainer, state: dict) -> None:
         staging.mkdir()
     except OSError as e:
         raise OSError(f"{staging}: cannot write ({e.strerror})") from e
-    trainer.save_checkpoint(str(staging / TENSORS))
-    durable.fsync_file(staging / TENSORS)
+    if state.get("updates") is None:  # else the steps' updates in the state rebuild the weights
+        trainer.save_checkpoint(str(staging / TENSORS))
+        durable.fsync_file(staging / TENSORS)
     boundary(f"{name}: {TENSORS} written")
     durable.write_json(staging / STATE, state)
     boundary(f"{name}: {STATE} written")
@@ -124,13 +130,52 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
         raise RunDirError(f"{directory / STATE}: rng: {json.dumps(state['rng'])} is not a generator a step draws from "
                           f"({' or '.join(RESOLVED_GENERATORS)}): the checkpoint state is damaged or was edited")
     _check_same_data(out_dir, state.get("data"), fingerprint, allow_changed_data)
-    trainer.load_checkpoint(str(directory / TENSORS))  # non-finite tensors are named there
+    if state.get("updates") is not None and not (directory / TENSORS).exists():
+        replay(directory / STATE, state, trainer)
+    else:
+        trainer.load_checkpoint(str(directory / TENSORS))  # non-finite tensors are named there
     if trainer.step_count != state["step"]:
         raise RunDirError(f"{out_dir}: {directory / TENSORS} is at step {trainer.step_count}, its state at step "
                           f"{state['step']}: the checkpoint is torn, resume is not possible")
     if clean:
         _remove_others(out_dir, keep=directory.name if directory != out_dir else None)
     return state
+
+
+def replay(path: Path, state: dict, trainer, log=print) -> None:
+    """The weights of a run.checkpoint_format: updates checkpoint (state.json at `path`, read as
+    `state`): the trainer's model must hold the base weights the run started from (its
+    fingerprint, state["updates"]["base"]); Trainer.replay_step applies each stored step's update
+    from its projected gradients, as the step applied it; the result must be the checkpoint's
+    weights bit for bit (state["updates"]["weights"]). RunDirError naming the file otherwise:
+    another base model, damaged updates, or a device, build or torch version that computes the
+    update differently (resume there, or start again)."""
+    updates = state["updates"]
+    grads = updates.get("projected_grads") if isinstance(updates, dict) else None
+    if not isinstance(grads, list) or len(grads) != state["step"] or not all(
+            isinstance(g, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in g)
+            for g in grads):
+        raise RunDirError(f"{path}: updates.projected_grads is not a list of {state['step']} steps' projected "
+                          "gradients (lists of numbers): the checkpoint is damaged")
+    if trainer.step_count != 0:
+        raise RunDirError(f"{path}: updates replay on the base weights, and this trainer is at step {trainer.step_count}")
+    base = trainer.weights_fingerprint()
+    if base != updates.get("base"):
+        raise RunDirError(f"{path}: the model's weights are not the ones this run started from (fingerprint {base}, "
+                          f"the run's {updates.get('base')}): model.name names another checkpoint, or its files "
+                          "changed; a checkpoint of updates is replayed on the same base weights")
+    log(f"[prge] replaying the updates of steps 1-{state['step']} on the base weights")
+    try:
+        for g in grads:
+            trainer.replay_step([float(x) for x in g])
+    except ValueError as e:
+        raise RunDirError(f"{path}: {e}: the checkpoint's updates do not fit this run") from None
+    weights = trainer.weights_fingerprint()
+    if weights != updates.get("weights"):
+        raise RunDirError(f"{path}: replaying {state['step']} steps' updates gave weights with fingerprint {weights}, "
+                          f"the checkpoint's are {updates.get('weights')}: this device, build or torch version "
+                          "computes the update differently from the one that wrote it (resume there), or the "
+                          "checkpoint is damaged")
 
 
 def generator_note(state: dict, trainer, config) -> str | None:

@@ -13,7 +13,7 @@ import torch
 
 from prge import checkpoints, distributed, durable, preflight, run_summary
 from prge.interrupts import stop_signals
-from prge.run_dir import claim
+from prge.run_dir import RunDirError, claim
 from prge.progress import above, closed_at_exit, progress_bar
 from prge._core import RunConfig, Trainer
 from prge.data.batching import BatchSampler
@@ -85,6 +85,9 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
         team = distributed.Communicator(grid, rank_timeout)
         distributed.check_agreement(team, "config", config.to_yaml())  # before anything sized by it
         grid.check(config.estimator.queries, config.data.batch_size)
+        if config.run.checkpoint_format == "updates":  # its steps apply the host estimate; a replay would not
+            raise ValueError(f"{config.places.get('run.checkpoint_format', 'run.checkpoint_format')}: updates is "
+                             "replayed as one process applies them; under torchrun, checkpoint weights")
     elif config.run.data_parallel != 1:
         raise ValueError(f"run.data_parallel: {config.run.data_parallel} needs as many processes or a multiple "
                          "(torchrun --nproc-per-node N -m prge train CONFIG); this is a single process")
@@ -151,6 +154,10 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
         baseline = kind.baseline(task, evaluation)  # (log phrase, summary fields) of the trivial answer, or None
         metrics_path = out_dir / "metrics.jsonl"
         step_seconds, passes, sequences, first = [], 0, 0, 1
+        # run.checkpoint_format updates: every step's projected gradients, and the fingerprint of
+        # the weights they are replayed on (checkpoints.replay)
+        updates = {"base": trainer.weights_fingerprint(), "projected_grads": []} \
+            if config.run.checkpoint_format == "updates" else None
         state = None
         if resume:
             if team:  # rank 0 has checked the directory before the others read it
@@ -162,6 +169,12 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
             sampler.set_state(state["sampler"])
             passes, sequences, step_seconds = state["forward_passes"], state["sequences"], state["step_seconds"]
             first = state["step"] + 1
+            if updates is not None:  # steps 1..first-1 as the checkpoint held them (either format)
+                updates["projected_grads"] = list(state.get("updates", {}).get("projected_grads") or [])
+                if len(updates["projected_grads"]) != state["step"]:
+                    raise RunDirError(f"{out_dir}: run.checkpoint_format: updates needs every step's update, and its "
+                                      f"checkpoint at step {state['step']} holds the weights: resume with "
+                                      "checkpoint_format: weights, or start the run again")
             where.step = where.saved = state["step"]
             history = [r for r in checkpoints.metrics_until(metrics_path, state["step"])
                        if f"eval_{primary}" in r] if writer else []
@@ -180,10 +193,12 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
         def checkpoint(step: int) -> None:
             with signals.writing():  # a second Ctrl-C waits for the checkpoint to be whole
                 if writer:
-                    checkpoints.save(out_dir, trainer, {"step": step, "sampler": sampler.state(),
-                                                        "forward_passes": passes, "sequences": sequences,
-                                                        "step_seconds": step_seconds, "data": fingerprint,
-                                                        "rng": trainer.rng})
+                    state = {"step": step, "sampler": sampler.state(), "forward_passes": passes,
+                             "sequences": sequences, "step_seconds": step_seconds, "data": fingerprint,
+                             "rng": trainer.rng}
+                    if updates is not None:
+                        state["updates"] = {**updates, "weights": trainer.weights_fingerprint()}
+                    checkpoints.save(out_dir, trainer, state)
                 where.saved = step
 
         bar = progress_bar(config.run.steps, progress, initial=first - 1)
@@ -193,6 +208,8 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
             for step in range(first, config.run.steps + 1):
                 result = step_on(encoder.batch([train[i] for i in sampler.next()]))
                 where.step = step
+                if updates is not None:
+                    updates["projected_grads"].append(list(result.projected_grads))
                 if step == first:
                     preflight.check_losses_differ(step, result, config)
                 check_finite(step, result, metrics_path)

@@ -58,14 +58,15 @@ def read_run_config(run_dir: Path) -> dict | None:
 
 def method_key(run: dict, *, across_tasks: bool = False) -> str:
     """What makes runs seeds of one method: the run's whole config (run["run_config"], from
-    read_run_config) without run.seed and run.output_dir (so any setting that differs, e.g.
+    read_run_config) without run.seed, run.output_dir and run.checkpoint_format (so any setting that differs, e.g.
     model.quantize or adapter.rank, makes another method), or the summary's identity fields when
     the run directory has no config. across_tasks: of `data:` only METHOD_DATA_KEYS kept, so one
     method's runs on several tasks share a key."""
     config = run.get("run_config")
     if config is not None:
         mapping = dict(config)
-        mapping["run"] = {k: v for k, v in (mapping.get("run") or {}).items() if k not in ("seed", "output_dir")}
+        mapping["run"] = {k: v for k, v in (mapping.get("run") or {}).items()
+                          if k not in ("seed", "output_dir", "checkpoint_format")}  # the last: how, not what
         if across_tasks and isinstance(mapping.get("data"), dict):  # what makes the task, and where its data is, go
             mapping["data"] = {k: v for k, v in mapping["data"].items() if k in METHOD_DATA_KEYS}
         return json.dumps(mapping, sort_keys=True, default=str)

@@ -1,0 +1,123 @@
+"""run.checkpoint_format: updates. A full-parameter MeZO checkpoint holds every step's projected
+gradients instead of the model's weights (MeZO's seed trick, Malladi et al. 2023, sec. 2); a
+killed run resumed from it replays them on the base weights and ends bit for bit where an
+uninterrupted run ends. Replayed weights that are not the checkpoint's (another base model,
+edited updates) are refused by name, never trained on."""
+import json
+import signal
+
+import pytest
+from safetensors.torch import load_file
+
+import prge
+from conftest import make_tiny_assets, write_config
+from prge.cli import main
+from test_resume import child, records
+
+STEPS = 8  # checkpoints at 2 and 4; the child is killed inside step 6
+
+
+def mezo_config(tmp_path, model_dir, data_dir, name, optimizer=None, estimator=None, fmt="updates"):
+    path = write_config(tmp_path, model_dir, data_dir,
+                        estimator={"kind": "mezo", "queries": 2, "parallel": "sequential", "epsilon": 1e-3,
+                                   **(estimator or {})},
+                        optimizer=optimizer or {"lr": 2e-3, "momentum": 0.9},
+                        run={"steps": STEPS, "eval_every": 3, "log_every": 1, "checkpoint_every": 2,
+                             "checkpoint_format": fmt, "output_dir": str(tmp_path / name)})
+    return path.rename(tmp_path / f"{name}.yaml")
+
+
+def weights(run):
+    return load_file(str(run / "trained.safetensors"))
+
+
+@pytest.mark.parametrize("rng,optimizer", [("torch", {"lr": 2e-3, "momentum": 0.9}),
+                                           ("counter", {"lr": 2e-3, "momentum": 0.9, "accumulate": 8}),
+                                           ("torch", {"kind": "adam", "lr": 1e-4})])
+def test_a_killed_mezo_run_resumes_from_its_updates_bit_identically(tmp_path, rng, optimizer):
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    settings = {"optimizer": optimizer, "estimator": {"rng": rng}}
+    reference = mezo_config(tmp_path, model_dir, data_dir, "reference", fmt="weights", **settings)
+    assert main(["train", str(reference), "--no-progress"]) == 0
+    killed = mezo_config(tmp_path, model_dir, data_dir, "killed", **settings)
+    assert child(["train", str(killed), "--no-progress"]).returncode == -signal.SIGKILL
+    run = tmp_path / "killed"
+    checkpoint = run / json.loads((run / "checkpoint.json").read_text())["directory"]
+    assert checkpoint.name == "checkpoint-4" and not (checkpoint / "checkpoint.safetensors").exists()
+    updates = json.loads((checkpoint / "state.json").read_text())["updates"]
+    assert len(updates["projected_grads"]) == 4 and all(len(g) == 2 for g in updates["projected_grads"])
+    # the steps moved the weights, or (accumulating over all 8) only the optimizer's sum, which replays too
+    assert (updates["base"] == updates["weights"]) == ("accumulate" in optimizer)
+    assert main(["train", str(killed), "--no-progress", "--resume"]) == 0
+    assert records(run) == records(tmp_path / "reference")
+    ours, theirs = weights(run), weights(tmp_path / "reference")
+    assert ours.keys() == theirs.keys() and all((ours[k] == theirs[k]).all() for k in ours)
+
+
+def test_updates_replayed_on_other_weights_or_edited_are_refused_by_name(tmp_path, capsys):
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    killed = mezo_config(tmp_path, model_dir, data_dir, "killed")
+    assert child(["train", str(killed), "--no-progress"]).returncode == -signal.SIGKILL
+    state_path = tmp_path / "killed" / "checkpoint-4" / "state.json"
+    state = json.loads(state_path.read_text())
+    capsys.readouterr()
+    # edited updates: the replay does not reach the checkpoint's weights
+    edited = json.loads(json.dumps(state))
+    edited["updates"]["projected_grads"][2][1] *= 1.5
+    state_path.write_text(json.dumps(edited))
+    assert main(["train", str(killed), "--no-progress", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"prge: error: {state_path}: replaying 4 steps' updates gave weights with fingerprint" in err, err
+    # a step's update missing: named before anything is replayed
+    edited["updates"]["projected_grads"] = edited["updates"]["projected_grads"][:3]
+    state_path.write_text(json.dumps(edited))
+    assert main(["train", str(killed), "--no-progress", "--resume"]) == 2
+    assert "updates.projected_grads is not a list of 4 steps' projected gradients" in capsys.readouterr().err
+    # another base model under the same name
+    state_path.write_text(json.dumps(state))
+    from safetensors.torch import save_file
+
+    tensors = load_file(str(model_dir / "model.safetensors"))
+    tensors["model.norm.weight"] = tensors["model.norm.weight"] * 1.01
+    save_file(tensors, str(model_dir / "model.safetensors"))
+    assert main(["train", str(killed), "--no-progress", "--resume"]) == 2
+    assert "the model's weights are not the ones this run started from" in capsys.readouterr().err
+
+
+def test_checkpoint_format_is_read_and_refused_where_it_does_not_apply(tmp_path):
+    config = prge.parse_run_config("estimator: {kind: mezo}\nrun: {checkpoint_format: updates}\n")
+    assert config.run.checkpoint_format == "updates" and "checkpoint_format: updates" in config.to_yaml()
+    assert "checkpoint_format" not in prge.parse_run_config("run: {steps: 3}\n").to_yaml()  # stored configs read the same
+    assert "checkpoint_format: weights" in prge.parse_run_config("run: {steps: 3}\n").to_yaml(every_key=True)
+    for text, message in (("estimator: {kind: mezo}\nrun: {checkpoint_format: seeds}\n", "weights or updates, got 'seeds'"),
+                          ("run: {checkpoint_format: updates}\n", "updates replays full-parameter MeZO's steps")):
+        with pytest.raises(prge.ConfigError, match=f"run.checkpoint_format: .*{message}"):
+            prge.parse_run_config(text)
+
+
+def test_replay_step_is_the_steps_update(tmp_path):
+    """Trainer.replay_step from a step's projected gradients gives the weights the step gave."""
+    import torch
+
+    from conftest import make_batch, make_hf_llama
+
+    path, _ = make_hf_llama(tmp_path)
+    estimator = prge.EstimatorOptions("mezo", 2, 1e-3, parallel="sequential")
+    optimizer = prge.OptimizerOptions(lr=1e-3, momentum=0.9)
+    stepped = prge.Trainer(prge.CausalLM.from_pretrained(str(path)), estimator, optimizer, 7)
+    replayed = prge.Trainer(prge.CausalLM.from_pretrained(str(path)), estimator, optimizer, 7)
+    assert stepped.weights_fingerprint() == replayed.weights_fingerprint()
+    for step in range(3):
+        result = stepped.step(make_batch(128, seed=step))
+        replayed.replay_step(result.projected_grads)
+        assert replayed.step_count == stepped.step_count == step + 1
+        assert stepped.weights_fingerprint() == replayed.weights_fingerprint()
+    for (name, a), (_, b) in zip(stepped.model.full_parameters(), replayed.model.full_parameters()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="3 projected gradients to replay, estimator.queries is 2"):
+        replayed.replay_step([0.1, 0.2, 0.3])
+    native = prge.CausalLM.from_pretrained(str(path))
+    native.attach_adapters(prge.AdapterOptions(rank=4, alpha=8, init_seed=1))
+    lora = prge.Trainer(native, prge.EstimatorOptions("prge", 1, 1e-3), optimizer, 7)
+    with pytest.raises(ValueError, match="for full-parameter MeZO"):
+        lora.replay_step([0.1])
