@@ -81,13 +81,13 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
     if distributed.launched():
         if config.estimator.kind == "first_order":
             raise ValueError("estimator.kind: first_order runs in one process; the distributed step is zeroth-order")
+        if config.run.checkpoint_format == "updates":  # its steps apply the host estimate; a replay would not
+            raise ValueError(f"{config.places.get('run.checkpoint_format', 'run.checkpoint_format')}: updates is "
+                             "replayed as one process applies the steps; under torchrun, checkpoint weights")
         grid = distributed.start(config.run.data_parallel, config.model.device, rank_timeout)
         team = distributed.Communicator(grid, rank_timeout)
         distributed.check_agreement(team, "config", config.to_yaml())  # before anything sized by it
         grid.check(config.estimator.queries, config.data.batch_size)
-        if config.run.checkpoint_format == "updates":  # its steps apply the host estimate; a replay would not
-            raise ValueError(f"{config.places.get('run.checkpoint_format', 'run.checkpoint_format')}: updates is "
-                             "replayed as one process applies them; under torchrun, checkpoint weights")
     elif config.run.data_parallel != 1:
         raise ValueError(f"run.data_parallel: {config.run.data_parallel} needs as many processes or a multiple "
                          "(torchrun --nproc-per-node N -m prge train CONFIG); this is a single process")

@@ -121,3 +121,15 @@ def test_replay_step_is_the_steps_update(tmp_path):
     lora = prge.Trainer(native, prge.EstimatorOptions("prge", 1, 1e-3), optimizer, 7)
     with pytest.raises(ValueError, match="for full-parameter MeZO"):
         lora.replay_step([0.1])
+
+
+def test_updates_are_refused_under_torchrun_before_anything_starts(tmp_path, capsys, monkeypatch):
+    """A distributed step applies the host estimate, which a single-process replay would not
+    reproduce bit for bit: refused by name, before any process group is made."""
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    config = mezo_config(tmp_path, model_dir, data_dir, "dist")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", str(config), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"prge: error: {config}:" in err and "run.checkpoint_format: updates is replayed as one process" in err, err
+    assert not (tmp_path / "dist").exists()
