@@ -198,6 +198,47 @@ def test_chat_truncation_keeps_the_templates_own_tokens_and_drops_the_start_of_t
         PromptEncoder(t, tokens, len(header) + len(closing) + 1).encode(Example({"text": long_text}, 0))
 
 
+@pytest.mark.parametrize("layout", ["llama3", "gemma", "smollm2"], indirect=True)
+def test_chat_truncation_keeps_the_closing_when_the_response_merges_with_it(layout):
+    """An SFT response starting with newlines can merge with the generation prompt's last token
+    (that token then counts as answer): the rest of the closing still ends every cut prompt, after
+    at least one token of the user's text, or the length is refused naming data.max_length; a cut
+    keeping fewer than 8 tokens of user text is a warning, counting the user's text only."""
+    name, tokens, hf = layout
+    t = task("Q: {q}", response="a", chat=True)
+    question = " ".join(["What is the capital of France, and why?"] * 20)
+    example = Example({"q": question}, -1, "\n\nParis")
+    full = PromptEncoder(t, tokens, 4096).encode(example)
+    rendered = hf.apply_chat_template([{"role": "user", "content": f"Q: {question}"}], tokenize=False,
+                                      add_generation_prompt=True)
+    before, after = rendered.split(f"Q: {question}")
+    header = hf(before, add_special_tokens=False)["input_ids"]
+    closing = hf(after, add_special_tokens=False)["input_ids"]
+    present = next(n for n in range(len(closing), -1, -1)  # the closing tokens the prompt keeps (not merged)
+                   if full.prompt_ids[len(full.prompt_ids) - n:] == closing[:n])
+    assert present >= len(closing) - 1
+    smallest = len(header) + len(closing) + len(full.answer_ids)
+    for length in range(smallest - 2, smallest + 12):
+        encoder = PromptEncoder(t, tokens, length)
+        try:
+            cut = encoder.encode(example)
+        except ValueError as e:
+            assert f"data.max_length={length} leaves no room" in str(e) and length < smallest + 2, (length, e)
+            continue
+        room = length - len(cut.answer_ids)
+        assert cut.answer_ids == full.answer_ids and len(cut.prompt_ids) == room
+        assert cut.prompt_ids[room - present:] == full.prompt_ids[len(full.prompt_ids) - present:], length
+        kept = next(h for h in (len(header), len(header) - 1) if full.prompt_ids[:h] == header[:h])
+        assert cut.prompt_ids[:kept] == full.prompt_ids[:kept]
+        user_tokens = room - present - kept
+        assert user_tokens >= 1, length
+        report = encoder.truncation_report()
+        assert report.startswith("prge: warning:" if encoder.fewest_kept < 8 else "[prge] note:"), report
+        assert "tokens of user text" in report
+        if name == "smollm2":
+            assert hf.decode(cut.prompt_ids).endswith("<|im_end|>\n<|im_start|>assistant"), hf.decode(cut.prompt_ids)
+
+
 def test_a_prompt_and_label_that_merge_at_the_boundary_share_one_prompt(tmp_path):
     """A prompt ending in a space: byte-level BPE writes ' positive' as one token, so enc(prompt)
     (ending in 'Ġ') is not a prefix of enc(prompt + label). The sequence stays enc(prompt +

@@ -30,9 +30,9 @@ Answers (which ones is the task kind's choice, prge.data.kinds):
 
 Truncation to data.max_length keeps the end of the prompt (the question the answer answers)
 and its start: BOS where the sequence starts with it, and with a chat template everything the
-template writes before the user's text (BOS, a system prompt, the user turn's opening: the
-tokens the prompt shares with the template's rendering of an empty user turn), so that only
-the start of the user's text is dropped and the model still reads a well-formed conversation;
+template writes before and after the user's text (BOS, a system prompt, the turn markers, the
+generation prompt: found where the user's text lies in the rendered prompt), so that only the
+start of the user's text is dropped and the model still reads a well-formed conversation;
 responses keep at most max_length // 2 tokens."""
 from __future__ import annotations
 
@@ -73,10 +73,8 @@ class PromptEncoder:
         # prompts fitted, cut to fit, the longest and the fewest tokens a cut one kept
         self.fitted, self.cut, self.longest, self.fewest_kept = 0, 0, 0, max_length
         self.chat = bool(task.chat_template)
-        self._empty_turn: list[int] | None = None  # the chat template's rendering of an empty user turn
         if self.chat:
             tokenizer.require_chat_template("data.chat_template: true")
-            self._empty_turn = tokenizer.encode([tokenizer.chat_prompt("")], specials=False)[0]
         # Evaluation scores all label words in one forward read off the answer position where
         # each is one token after the same prompt (False: every option as its own sequence; the
         # same numbers, for tests).
@@ -141,7 +139,7 @@ class PromptEncoder:
         for text, tokens in zip(texts, options):
             if not tokens:
                 raise ValueError(f"{self._where(example)}: {what.format(text)} tokenizes to no tokens after the prompt")
-        prompt = self._fit(example, context[:k], max(len(o) for o in options))
+        prompt = self._fit(example, context, k, max(len(o) for o in options))
         return EncodedExample(prompt, example.label, options=options)
 
     def _generation(self, example: Example, context: list[int], whole: list[int]) -> EncodedExample:
@@ -164,29 +162,47 @@ class PromptEncoder:
         if k == 0:
             raise ValueError(f"{self._where(example)}: the prompt leaves no token before the response")
         answer = answer[: self.max_length // 2]
-        return EncodedExample(self._fit(example, context[:k], len(answer)), -1, answer_ids=answer)
+        return EncodedExample(self._fit(example, context, k, len(answer)), -1, answer_ids=answer)
 
-    def _fit(self, example: Example, prompt: list[int], answer_length: int) -> list[int]:
-        """The prompt cut to fit data.max_length beside the answer: its end kept, and its start
-        (BOS, or the chat template's header) kept first, the tokens between dropped."""
+    def _fit(self, example: Example, context: list[int], k: int, answer_length: int) -> list[int]:
+        """The prompt (context[:k], the tokens before the answer) cut to fit data.max_length
+        beside the answer: its end kept, and its start (BOS, or what the chat template writes
+        before the user's text) kept first, the tokens between dropped."""
+        prompt = context[:k]
         room = self.max_length - answer_length
-        if self.chat:  # the template's header and its closing (the generation prompt) frame the user's text
-            start = common_prefix(prompt, self._empty_turn)
-            end = common_prefix(prompt[start:][::-1], self._empty_turn[start:][::-1])
-        else:
-            start, end = int(self.tokenizer.bos_id is not None and prompt[0] == self.tokenizer.bos_id), 0
-        if room < start + end + 1:
-            framed = (f"the chat template's {start} tokens before and {end} after the user's text and "
-                      if self.chat else "")
+        bos = self.tokenizer.bos_id is not None and prompt[0] == self.tokenizer.bos_id
+        if room < 1 + bos:
             raise ValueError(f"{self._where(example)}: data.max_length={self.max_length} leaves no room for the prompt "
-                             f"beside {framed}its {answer_length}-token answer")
+                             f"beside its {answer_length}-token answer")
         self.fitted += 1
         self.longest = max(self.longest, len(prompt))
         if len(prompt) <= room:
             return prompt
+        start, end = self._template_frame(example, context, k) if self.chat else (int(bos), 0)
+        if room < start + end + 1:
+            framed = f"the chat template's {start} tokens before and {end} after the user's text and " if self.chat else ""
+            raise ValueError(f"{self._where(example)}: data.max_length={self.max_length} leaves no room for the prompt "
+                             f"beside {framed}its {answer_length}-token answer")
         self.cut += 1
-        self.fewest_kept = min(self.fewest_kept, room)
+        self.fewest_kept = min(self.fewest_kept, room - start - end if self.chat else room)
         return prompt[:start] + prompt[len(prompt) - (room - start):]
+
+    def _template_frame(self, example: Example, context: list[int], k: int) -> tuple[int, int]:
+        """(tokens the chat template writes before the user's text, tokens of its closing, the
+        generation prompt, that are among context[:k]), from where the user's text lies in the
+        rendered prompt; a closing token merged into the answer is the answer's. ValueError naming
+        the record where the template writes the user's text changed (it cannot be found)."""
+        text = self.task.prompt(example).strip()  # templates commonly trim the content
+        rendered = self.tokenizer.chat_prompt(self.task.prompt(example))
+        at = rendered.rfind(text) if text else -1  # the user's turn is the conversation's last
+        if at < 0:
+            raise ValueError(f"{self._where(example)}: data.max_length={self.max_length} cuts the prompt, and the chat "
+                             "template writes the user's text changed, so its own tokens cannot be told from the "
+                             "user's; raise data.max_length")
+        before, after = self.tokenizer.encode([rendered[:at], rendered[at + len(text):]], specials=False)
+        start = common_prefix(context, before)
+        closing = common_prefix(context[::-1], after[::-1])
+        return start, max(0, closing - (len(context) - k))
 
     def truncation_report(self) -> str | None:
         """A line on the prompts cut to fit data.max_length so far (None if none were): a
@@ -196,9 +212,9 @@ class PromptEncoder:
             return None
         level = "prge: warning:" if self.fewest_kept < MIN_KEPT_PROMPT_TOKENS else "[prge] note:"
         return (f"{level} data.max_length={self.max_length}: {self.cut} of {self.fitted} prompts were cut to fit "
-                f"beside their answers, to as few as {self.fewest_kept} tokens ("
-                + ("the start of their user text dropped, the chat template's own tokens kept" if self.chat
-                   else "their start dropped") + f"; the longest has {self.longest})")
+                f"beside their answers, to as few as {self.fewest_kept} tokens"
+                + (" of user text (its start dropped, the chat template's own tokens kept" if self.chat
+                   else " (their start dropped") + f"; the longest prompt has {self.longest})")
 
     def answer(self, e: EncodedExample, label: int | None = None) -> list[int]:
         """The answer tokens a batch puts after e's prompt: the response, or option `label`
