@@ -287,13 +287,13 @@ def check_mezo_replay(config) -> None:
                                 cuda_graphs=graphs), model
         stepped, sm = fresh()
         replayed, rm = fresh()
-        base = replayed.weights_fingerprint()
+        base = replayed.state_fingerprint()
         grads = [stepped.step(random_batch(config.vocab_size, 4, 64 - (s % 2) * 40, seed=s)).projected_grads
                  for s in range(6)]
         for g in grads:
             replayed.replay_step(g)
         same = all(torch.equal(a, b) for (_, a), (_, b) in zip(sm.full_parameters(), rm.full_parameters()))
-        fingerprints = (stepped.weights_fingerprint(), replayed.weights_fingerprint())
+        fingerprints = (stepped.state_fingerprint(), replayed.state_fingerprint())
         report(f"MeZO replay_step == the steps' updates, {dtype}, graphs {graphs}, 6 steps: weights bit-identical",
                stepped.uses_fused_step and stepped.uses_cuda_graphs == graphs and same
                and fingerprints[0] == fingerprints[1] != base,

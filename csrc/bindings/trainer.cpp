@@ -194,9 +194,9 @@ void bind_trainer(py::module_& m) {
            "full-parameter MeZO: the update of step step_count from its projected gradients (list of q floats, "
            "StepResult.projected_grads), exactly as step() applied it in one process, then step_count + 1; "
            "MeZO's seed trick (Malladi et al. 2023, sec. 2). Raises ValueError for another estimator or q")
-      .def("weights_fingerprint", &Trainer::weights_fingerprint, py::call_guard<py::gil_scoped_release>(),
-           "16 hex digits from the trained weights' bits (B, or every weight for MeZO): equal for bit-identical "
-           "weights")
+      .def("state_fingerprint", &Trainer::state_fingerprint, py::call_guard<py::gil_scoped_release>(),
+           "16 hex digits from the bits of the trained weights (B, or every weight for MeZO) and the optimizer's "
+           "state: equal for bit-identical state")
       .def("save_checkpoint", &Trainer::save_checkpoint, py::arg("path"),
            "safetensors file of the trained tensors (B), the optimizer state and 'trainer.step'")
       .def("load_checkpoint", &Trainer::load_checkpoint, py::arg("path"),

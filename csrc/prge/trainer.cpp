@@ -268,19 +268,26 @@ void Trainer::replay_step(const std::vector<double>& projected_grads) {
   ++step_;
 }
 
-std::string Trainer::weights_fingerprint() const {
+std::string Trainer::state_fingerprint() const {
   c10::InferenceMode guard;
   constexpr int64_t kChunk = int64_t{1} << 24;  // 16-bit words per chunk: the sum stays below 2^63
   uint64_t fingerprint = 0;
-  for (const auto& p : trained_parameters()) {
-    const auto words = p.value.contiguous().view({-1}).view(torch::kInt16);
+  auto add = [&](const torch::Tensor& tensor, uint64_t tag) {
+    const auto words = tensor.contiguous().view({-1}).view(torch::kInt16);
     uint64_t sum = 0;
     for (int64_t start = 0; start < words.numel(); start += kChunk) {
       const auto part = words.slice(0, start, std::min(start + kChunk, words.numel())).to(torch::kInt64).bitwise_and(0xFFFF);
       const auto position = torch::arange(start, start + part.numel(), part.options()).remainder(65521).add_(1);
       sum += static_cast<uint64_t>(part.mul(position).sum().item<int64_t>());
     }
-    fingerprint = fingerprint * 1000003u + sum + static_cast<uint64_t>(p.index);
+    fingerprint = fingerprint * 1000003u + sum + tag;
+  };
+  for (const auto& p : trained_parameters()) add(p.value, static_cast<uint64_t>(p.index));
+  // the optimizer's moments, accumulated direction and step counts: replayed steps rebuild them too
+  for (const auto& [name, tensor] : optimizer_.state()) {
+    uint64_t tag = 14695981039346656037u;  // FNV-1a of the name: the same on every build, unlike std::hash
+    for (const unsigned char c : name) tag = (tag ^ c) * 1099511628211u;
+    add(tensor, tag);
   }
   return fmt::format("{:016x}", fingerprint);
 }

@@ -86,10 +86,11 @@ class Trainer {
   // step's g (MeZO's seed trick, Malladi et al. 2023, sec. 2: z regenerated from (seed, step)).
   // Full-parameter MeZO only (std::invalid_argument otherwise, or for g of the wrong length).
   void replay_step(const std::vector<double>& projected_grads);
-  // A 64-bit fingerprint of the trained weights' bits (LoRA-FA B, or for MeZO every weight),
-  // as 16 hex digits: equal for bit-identical weights in the same order, and, in practice,
-  // for nothing else (a position-weighted integer sum of their 16-bit words, exact on any device).
-  std::string weights_fingerprint() const;
+  // A 64-bit fingerprint of the trained weights' bits (LoRA-FA B, or for MeZO every weight)
+  // and of the optimizer's state (moments, accumulated direction, step counts), as 16 hex digits:
+  // equal for bit-identical state, and, in practice, for nothing else (position-weighted
+  // integer sums of their 16-bit words, exact on any device).
+  std::string state_fingerprint() const;
 
   // LoRA-FA B (or, for MeZO, every weight), the optimizer's state and the step count;
   // atomic write. Loading restores all three.

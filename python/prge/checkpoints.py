@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -130,7 +131,9 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
         raise RunDirError(f"{directory / STATE}: rng: {json.dumps(state['rng'])} is not a generator a step draws from "
                           f"({' or '.join(RESOLVED_GENERATORS)}): the checkpoint state is damaged or was edited")
     _check_same_data(out_dir, state.get("data"), fingerprint, allow_changed_data)
-    if state.get("updates") is not None and not (directory / TENSORS).exists():
+    if not (directory / TENSORS).exists() and directory != out_dir:  # run.checkpoint_format: updates
+        if "updates" not in state:
+            raise RunDirError(f"{directory}: neither {TENSORS} nor the updates of {STATE}: the checkpoint is damaged")
         replay(directory / STATE, state, trainer)
     else:
         trainer.load_checkpoint(str(directory / TENSORS))  # non-finite tensors are named there
@@ -142,40 +145,65 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
     return state
 
 
+def stored_updates(path: Path, state: dict) -> tuple[list[list[float]], str, str]:
+    """(projected gradients of steps 1..state["step"], base fingerprint, checkpoint fingerprint)
+    of a run.checkpoint_format: updates checkpoint's state (state.json at `path`); RunDirError
+    naming the file where they are missing or not what prge wrote (lists of finite numbers that
+    float32 holds, 16-hex-digit fingerprints)."""
+    damaged = f"{path}: the checkpoint is damaged or was edited"
+    updates = state.get("updates")
+    if not isinstance(updates, dict):
+        raise RunDirError(f"{damaged}: updates is not the object of steps and fingerprints prge writes")
+    fingerprints = [updates.get(key) for key in ("base", "weights")]
+    if not all(isinstance(f, str) and re.fullmatch(r"[0-9a-f]{16}", f) for f in fingerprints):
+        raise RunDirError(f"{damaged}: updates.base and updates.weights must be 16-hex-digit fingerprints")
+    grads = updates.get("projected_grads")
+    if not isinstance(grads, list) or len(grads) != state["step"]:
+        raise RunDirError(f"{damaged}: updates.projected_grads is not a list of {state['step']} steps' projected "
+                          "gradients (lists of numbers)")
+    out = []
+    for step, g in enumerate(grads, 1):
+        try:
+            values = [float(x) for x in g if isinstance(x, (int, float)) and not isinstance(x, bool)]
+        except OverflowError:
+            values = []
+        if not isinstance(g, list) or len(values) != len(g) or not all(
+                math.isfinite(x) and abs(x) <= FLOAT32_MAX for x in values):
+            raise RunDirError(f"{damaged}: updates.projected_grads, step {step}: not a list of finite numbers "
+                              "(float32 range)")
+        out.append(values)
+    return out, fingerprints[0], fingerprints[1]
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def replay(path: Path, state: dict, trainer, log=print) -> None:
-    """The weights of a run.checkpoint_format: updates checkpoint (state.json at `path`, read as
-    `state`): the trainer's model must hold the base weights the run started from (its
-    fingerprint, state["updates"]["base"]); Trainer.replay_step applies each stored step's update
-    from its projected gradients, as the step applied it; the result must be the checkpoint's
-    weights bit for bit (state["updates"]["weights"]). RunDirError naming the file otherwise:
-    another base model, damaged updates, or a device, build or torch version that computes the
-    update differently (resume there, or start again)."""
-    updates = state["updates"]
-    grads = updates.get("projected_grads") if isinstance(updates, dict) else None
-    if not isinstance(grads, list) or len(grads) != state["step"] or not all(
-            isinstance(g, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in g)
-            for g in grads):
-        raise RunDirError(f"{path}: updates.projected_grads is not a list of {state['step']} steps' projected "
-                          "gradients (lists of numbers): the checkpoint is damaged")
+    """The weights and optimizer state of a run.checkpoint_format: updates checkpoint (state.json
+    at `path`, read as `state`): the trainer's model must hold the base weights the run started
+    from (Trainer.state_fingerprint, stored as updates.base); Trainer.replay_step applies each
+    stored step's update from its projected gradients, as the step applied it; the result must
+    be the checkpoint's state bit for bit (updates.weights). RunDirError naming the file
+    otherwise: another base model, damaged updates, or a device, build or torch version that
+    computes the update differently (resume there, or start again)."""
+    grads, base, reached = stored_updates(path, state)
     if trainer.step_count != 0:
         raise RunDirError(f"{path}: updates replay on the base weights, and this trainer is at step {trainer.step_count}")
-    base = trainer.weights_fingerprint()
-    if base != updates.get("base"):
-        raise RunDirError(f"{path}: the model's weights are not the ones this run started from (fingerprint {base}, "
-                          f"the run's {updates.get('base')}): model.name names another checkpoint, or its files "
-                          "changed; a checkpoint of updates is replayed on the same base weights")
+    if trainer.state_fingerprint() != base:
+        raise RunDirError(f"{path}: the model's weights are not the ones this run started from (fingerprint "
+                          f"{trainer.state_fingerprint()}, the run's {base}): model.name names another checkpoint, or "
+                          "its files changed; a checkpoint of updates is replayed on the same base weights")
     log(f"[prge] replaying the updates of steps 1-{state['step']} on the base weights")
     try:
         for g in grads:
-            trainer.replay_step([float(x) for x in g])
+            trainer.replay_step(g)
     except ValueError as e:
         raise RunDirError(f"{path}: {e}: the checkpoint's updates do not fit this run") from None
-    weights = trainer.weights_fingerprint()
-    if weights != updates.get("weights"):
-        raise RunDirError(f"{path}: replaying {state['step']} steps' updates gave weights with fingerprint {weights}, "
-                          f"the checkpoint's are {updates.get('weights')}: this device, build or torch version "
-                          "computes the update differently from the one that wrote it (resume there), or the "
-                          "checkpoint is damaged")
+    if trainer.state_fingerprint() != reached:
+        raise RunDirError(f"{path}: replaying {state['step']} steps' updates gave weights and optimizer state with "
+                          f"fingerprint {trainer.state_fingerprint()}, the checkpoint's are {reached}: the updates were "
+                          "edited or damaged, or this device, build or torch version computes the update differently "
+                          "from the one that wrote them (resume there, or start the run again)")
 
 
 def generator_note(state: dict, trainer, config) -> str | None:

@@ -156,7 +156,7 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
         step_seconds, passes, sequences, first = [], 0, 0, 1
         # run.checkpoint_format updates: every step's projected gradients, and the fingerprint of
         # the weights they are replayed on (checkpoints.replay)
-        updates = {"base": trainer.weights_fingerprint(), "projected_grads": []} \
+        updates = {"base": trainer.state_fingerprint(), "projected_grads": []} \
             if config.run.checkpoint_format == "updates" else None
         state = None
         if resume:
@@ -169,12 +169,13 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
             sampler.set_state(state["sampler"])
             passes, sequences, step_seconds = state["forward_passes"], state["sequences"], state["step_seconds"]
             first = state["step"] + 1
-            if updates is not None:  # steps 1..first-1 as the checkpoint held them (either format)
-                updates["projected_grads"] = list(state.get("updates", {}).get("projected_grads") or [])
-                if len(updates["projected_grads"]) != state["step"]:
+            if updates is not None:  # steps 1..first-1 as the checkpoint held them
+                if "updates" not in state:
                     raise RunDirError(f"{out_dir}: run.checkpoint_format: updates needs every step's update, and its "
                                       f"checkpoint at step {state['step']} holds the weights: resume with "
                                       "checkpoint_format: weights, or start the run again")
+                directory = out_dir / str(checkpoints.read_pointer(out_dir).get("directory", ""))
+                updates["projected_grads"] = checkpoints.stored_updates(directory / checkpoints.STATE, state)[0]
             where.step = where.saved = state["step"]
             history = [r for r in checkpoints.metrics_until(metrics_path, state["step"])
                        if f"eval_{primary}" in r] if writer else []
@@ -197,7 +198,7 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
                              "sequences": sequences, "step_seconds": step_seconds, "data": fingerprint,
                              "rng": trainer.rng}
                     if updates is not None:
-                        state["updates"] = {**updates, "weights": trainer.weights_fingerprint()}
+                        state["updates"] = {**updates, "weights": trainer.state_fingerprint()}
                     checkpoints.save(out_dir, trainer, state)
                 where.saved = step
 

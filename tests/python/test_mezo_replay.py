@@ -46,8 +46,8 @@ def test_a_killed_mezo_run_resumes_from_its_updates_bit_identically(tmp_path, rn
     assert checkpoint.name == "checkpoint-4" and not (checkpoint / "checkpoint.safetensors").exists()
     updates = json.loads((checkpoint / "state.json").read_text())["updates"]
     assert len(updates["projected_grads"]) == 4 and all(len(g) == 2 for g in updates["projected_grads"])
-    # the steps moved the weights, or (accumulating over all 8) only the optimizer's sum, which replays too
-    assert (updates["base"] == updates["weights"]) == ("accumulate" in optimizer)
+    # the steps moved the weights, or (accumulating over all 8) only the optimizer's sum: both fingerprinted
+    assert updates["base"] != updates["weights"]
     assert main(["train", str(killed), "--no-progress", "--resume"]) == 0
     assert records(run) == records(tmp_path / "reference")
     ours, theirs = weights(run), weights(tmp_path / "reference")
@@ -67,7 +67,7 @@ def test_updates_replayed_on_other_weights_or_edited_are_refused_by_name(tmp_pat
     state_path.write_text(json.dumps(edited))
     assert main(["train", str(killed), "--no-progress", "--resume"]) == 2
     err = capsys.readouterr().err
-    assert f"prge: error: {state_path}: replaying 4 steps' updates gave weights with fingerprint" in err, err
+    assert f"prge: error: {state_path}: replaying 4 steps' updates gave weights and optimizer state with fingerprint" in err, err
     # a step's update missing: named before anything is replayed
     edited["updates"]["projected_grads"] = edited["updates"]["projected_grads"][:3]
     state_path.write_text(json.dumps(edited))
@@ -106,12 +106,12 @@ def test_replay_step_is_the_steps_update(tmp_path):
     optimizer = prge.OptimizerOptions(lr=1e-3, momentum=0.9)
     stepped = prge.Trainer(prge.CausalLM.from_pretrained(str(path)), estimator, optimizer, 7)
     replayed = prge.Trainer(prge.CausalLM.from_pretrained(str(path)), estimator, optimizer, 7)
-    assert stepped.weights_fingerprint() == replayed.weights_fingerprint()
+    assert stepped.state_fingerprint() == replayed.state_fingerprint()
     for step in range(3):
         result = stepped.step(make_batch(128, seed=step))
         replayed.replay_step(result.projected_grads)
         assert replayed.step_count == stepped.step_count == step + 1
-        assert stepped.weights_fingerprint() == replayed.weights_fingerprint()
+        assert stepped.state_fingerprint() == replayed.state_fingerprint()
     for (name, a), (_, b) in zip(stepped.model.full_parameters(), replayed.model.full_parameters()):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="3 projected gradients to replay, estimator.queries is 2"):
@@ -133,3 +133,44 @@ def test_updates_are_refused_under_torchrun_before_anything_starts(tmp_path, cap
     err = capsys.readouterr().err
     assert f"prge: error: {config}:" in err and "run.checkpoint_format: updates is replayed as one process" in err, err
     assert not (tmp_path / "dist").exists()
+
+
+def test_edited_updates_are_refused_while_the_optimizer_accumulates(tmp_path, capsys):
+    """Inside an optimizer.accumulate window the weights have not moved: the fingerprint covers the
+    optimizer's accumulated direction too, so an edited step is still refused."""
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    killed = mezo_config(tmp_path, model_dir, data_dir, "killed", optimizer={"lr": 2e-3, "accumulate": 8})
+    assert child(["train", str(killed), "--no-progress"]).returncode == -signal.SIGKILL
+    state_path = tmp_path / "killed" / "checkpoint-4" / "state.json"
+    state = json.loads(state_path.read_text())
+    state["updates"]["projected_grads"][2][1] *= 50
+    state_path.write_text(json.dumps(state))
+    capsys.readouterr()
+    assert main(["train", str(killed), "--no-progress", "--resume"]) == 2
+    assert "replaying 4 steps' updates gave weights and optimizer state with fingerprint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda u: u["projected_grads"][0].__setitem__(0, 10 ** 400), "step 1: not a list of finite numbers"),
+    (lambda u: u["projected_grads"][1].__setitem__(1, 1e300), "step 2: not a list of finite numbers"),
+    (lambda u: u["projected_grads"][3].__setitem__(0, "0.5"), "step 4: not a list of finite numbers"),
+    (lambda u: u.pop("base"), "updates.base and updates.weights must be 16-hex-digit fingerprints"),
+    (lambda u: u.__setitem__("weights", None), "updates.base and updates.weights must be 16-hex-digit"),
+])
+def test_a_damaged_updates_checkpoint_is_named_not_a_traceback(tmp_path, capsys, edit, message):
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    killed = mezo_config(tmp_path, model_dir, data_dir, "killed")
+    assert child(["train", str(killed), "--no-progress"]).returncode == -signal.SIGKILL
+    state_path = tmp_path / "killed" / "checkpoint-4" / "state.json"
+    state = json.loads(state_path.read_text())
+    edit(state["updates"])
+    state_path.write_text(json.dumps(state))
+    capsys.readouterr()
+    assert main(["train", str(killed), "--no-progress", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"prge: error: {state_path}: the checkpoint is damaged or was edited" in err and message in err, err
+    # updates gone altogether (and no checkpoint.safetensors in this format): named as such
+    state.pop("updates")
+    state_path.write_text(json.dumps(state))
+    assert main(["train", str(killed), "--no-progress", "--resume"]) == 2
+    assert "neither checkpoint.safetensors nor the updates of state.json" in capsys.readouterr().err
