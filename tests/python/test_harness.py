@@ -514,3 +514,20 @@ def test_a_custom_task_is_reported_under_its_datas_name(data, label):
 
     assert task_label({"task": "custom", "run_config": {"data": data}}) == label
     assert task_label({"task": "sst2", "run_config": {"data": data}}) == "sst2"
+
+
+def test_two_custom_tasks_whose_files_share_a_name_are_reported_apart(tmp_path):
+    """x/reviews/train.jsonl and y/reviews.jsonl are both "reviews": two tasks, two rows, never
+    one mean over both."""
+    from prge.reporting.collect import collect
+
+    for name, train_file, accuracy in (("a", "x/reviews/train.jsonl", 0.9), ("b", "y/reviews.jsonl", 0.1)):
+        run = tmp_path / "runs" / name / "prge_q4-seed1"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({
+            "mode": "train", "task": "custom", "seed": 1, "estimator": "prge", "queries": 4, "parallel": "dual",
+            "steps": 5, "accuracy_before": 0.5, "accuracy_best": accuracy, "accuracy_after": accuracy}))
+        (run / "config.yaml").write_text(f"data: {{task: custom, train_file: {train_file}, template: '{{text}}'}}\n"
+                                         "run: {seed: 1}\n")
+    runs = collect(tmp_path / "runs")
+    assert sorted(r["task"] for r in runs) == ["custom: reviews", "custom: reviews (2)"]

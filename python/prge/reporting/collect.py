@@ -58,15 +58,14 @@ def read_run_config(run_dir: Path) -> dict | None:
 
 def method_key(run: dict, *, across_tasks: bool = False) -> str:
     """What makes runs seeds of one method: the run's whole config (run["run_config"], from
-    read_run_config) without run.seed, run.output_dir and run.checkpoint_format (so any setting that differs, e.g.
+    read_run_config) without run.seed and run.output_dir (so any setting that differs, e.g.
     model.quantize or adapter.rank, makes another method), or the summary's identity fields when
     the run directory has no config. across_tasks: of `data:` only METHOD_DATA_KEYS kept, so one
     method's runs on several tasks share a key."""
     config = run.get("run_config")
     if config is not None:
         mapping = dict(config)
-        mapping["run"] = {k: v for k, v in (mapping.get("run") or {}).items()
-                          if k not in ("seed", "output_dir", "checkpoint_format")}  # the last: how, not what
+        mapping["run"] = {k: v for k, v in (mapping.get("run") or {}).items() if k not in ("seed", "output_dir")}
         if across_tasks and isinstance(mapping.get("data"), dict):  # what makes the task, and where its data is, go
             mapping["data"] = {k: v for k, v in mapping["data"].items() if k in METHOD_DATA_KEYS}
         return json.dumps(mapping, sort_keys=True, default=str)
@@ -122,11 +121,21 @@ def group_methods(runs: list[dict]) -> None:
 SPLIT_FILE_STEMS = ("train", "training", "train_data", "data", "dataset")
 
 
+def task_source(summary: dict) -> str:
+    """What makes a run's task one task in a report: a built-in task's name (wherever its files
+    are), a custom task's training data as its config names it (data_dir / train_file)."""
+    data = (summary.get("run_config") or {}).get("data")
+    if summary.get("task") != "custom" or not isinstance(data, dict):
+        return json.dumps(["task", str(summary.get("task"))])
+    return json.dumps(["custom", str(data.get("data_dir") or ""), str(data.get("train_file") or "")])
+
+
 def task_label(summary: dict) -> str | None:
     """The task a report files a run under: the summary's task, and for a custom task also its
     training file's name from the run's config (every custom task is called "custom"),
     "custom: reviews", or its folder's where the file is named after its split
-    (reviews/train.jsonl: "custom: reviews")."""
+    (reviews/train.jsonl: "custom: reviews"); collect makes two tasks' equal labels unique
+    ("custom: reviews (2)")."""
     task = summary.get("task")
     data = (summary.get("run_config") or {}).get("data")
     if task != "custom" or not isinstance(data, dict):
@@ -157,13 +166,14 @@ def collect(root: str | Path) -> list[dict]:
         summary["run"] = path.parent.relative_to(root).as_posix()
         summary["metrics"] = read_metrics(path.parent / "metrics.jsonl")
         summary["run_config"] = read_run_config(path.parent)  # read once: method_key, task_label
-        summary["task"] = task_label(summary)
         runs.append(summary)
     if not runs:
         left = unfinished(root)
         raise FileNotFoundError(f"no finished runs (summary.json) under {root}"
                                 + (f"; {len(left)} without one: {', '.join(left[:5])}{' ...' if len(left) > 5 else ''}"
                                    if left else ""))
+    # one label per task and data: two custom tasks whose files share a name are told apart
+    _unique_names(runs, task_source, lambda group: task_label(group[0]), "task")
     group_methods(runs)
     return runs
 
