@@ -3,6 +3,7 @@ model and the first step, so that a run never trains silently on nothing:
 
     check_names(config)             data.task, model.name and model.device name things that exist here
     check_model_config(config)      the model's config.json read as the loader reads it (prge check)
+    check_mezo_weight_format(config) full-parameter MeZO on projections quantized at load (refused)
     check_device(device)            model.device names a device this torch has
     check_positions(config, model)  data.max_length fits the model's max_position_embeddings
     check_losses_differ(step, r, c) the ± perturbations of estimator.epsilon move the loss at all
@@ -49,12 +50,24 @@ def check_model_config(config) -> None:
     read when it is."""
     from prge.models import model_dir_without_converting
 
+    check_mezo_weight_format(config)
     model_dir = model_dir_without_converting(config.model.name)
     if model_dir is None:
         return
     spec = read_model_config(config, model_dir)
     check_positions(config, SimpleNamespace(spec=spec), model_dir)
     check_group_size(config, spec, model_dir)
+
+
+def check_mezo_weight_format(config) -> None:
+    """ValueError naming model.quantize for full-parameter MeZO on projections quantized at load
+    (int8 / int4): the trainer refuses it (there is no dense weight to perturb); prge check and a
+    sweep's preflight say so before anything runs."""
+    if config.estimator.kind == "mezo" and config.load_quantize in ("int8", "int4"):
+        place = config.places.get("model.quantize", "model.quantize")
+        raise ValueError(f"{place}: {config.load_quantize} with estimator.kind: mezo: MeZO perturbs and updates every "
+                         "weight, and quantized projections have no dense weight to perturb; train LoRA-FA adapters "
+                         "(estimator.kind: prge or fzoo) on the quantized base, or load it dense (none or dense)")
 
 
 def check_group_size(config, spec, model_dir: str | Path) -> None:

@@ -241,6 +241,35 @@ def test_prge_check_prints_the_weight_format_notes_training_prints(tmp_path, cap
         assert (note in err) if note else "[prge] note" not in err, err
 
 
+def test_a_damaged_quantized_block_names_its_file(tmp_path):
+    """The quantized blocks beside model.safetensors live in a file of their own: a NaN scale
+    names it, as a bad weight of a sharded checkpoint names its shard."""
+    from safetensors.torch import load_file
+
+    path = checkpoint_storing_quantized_blocks(tmp_path)
+    stored = load_file(str(path / prge.QUANTIZED_WEIGHTS_FILE))
+    name = next(n for n in stored if n.endswith(".scales"))
+    stored[name][0, 0] = float("nan")
+    save_file(stored, str(path / prge.QUANTIZED_WEIGHTS_FILE))
+    with pytest.raises(RuntimeError, match=rf"non-finite scales or offsets \(in {prge.QUANTIZED_WEIGHTS_FILE}\)$"):
+        prge.CausalLM.from_pretrained(str(path))
+
+
+@pytest.mark.parametrize("quantize", ["int8", "int4"])
+def test_prge_check_refuses_mezo_on_projections_quantized_at_load(tmp_path, capsys, quantize):
+    """The trainer refuses MeZO on a quantized base; prge check says so first, naming the key,
+    instead of a note about keeping blocks as shipped."""
+    from prge.cli import main
+
+    path, _ = make_hf_llama(tmp_path)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model: {{name: {path}, quantize: {quantize}, group_size: 16}}\n"
+                      "estimator: {kind: mezo, parallel: sequential}\noptimizer: {lr: 1.0e-6}\n")
+    assert main(["check", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"prge: error: {config}:1:" in err and f"model.quantize: {quantize} with estimator.kind: mezo" in err, err
+
+
 SHIPPED = Path(__file__).resolve().parents[2] / "configs"
 
 

@@ -201,9 +201,15 @@ CausalLM::CausalLM(ArchSpec spec, io::TensorMap weights, const torch::Device& de
         };
         auto q = get(stored[0]), scales = get(stored[1]), offsets = get(stored[2]), f = get(stored[3]);
         if (!scales.defined() || !f.defined() || shape.size() != 2) {
-          throw std::runtime_error(fmt::format("quantized weight '{}': needs .qweight, .scales and .format", name));
+          throw BadWeight(stored[0], fmt::format("quantized weight '{}': needs .qweight, .scales and .format", name));
         }
-        auto stored_weight = QuantizedWeight::from_tensors(name, q, scales, offsets, f, shape[0], shape[1]);
+        auto stored_weight = [&] {  // a damaged block names the file that holds it (from_pretrained)
+          try {
+            return QuantizedWeight::from_tensors(name, q, scales, offsets, f, shape[0], shape[1]);
+          } catch (const std::exception& e) {
+            throw BadWeight(stored[0], e.what());
+          }
+        }();
         if (format.bits == WeightFormat::kDense) {
           loaded[entry.role] = stored_weight.dequantize(dtype).to(device).contiguous();
         } else {
