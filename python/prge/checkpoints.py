@@ -130,6 +130,8 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
     if state.get("rng", "torch") not in RESOLVED_GENERATORS:
         raise RunDirError(f"{directory / STATE}: rng: {json.dumps(state['rng'])} is not a generator a step draws from "
                           f"({' or '.join(RESOLVED_GENERATORS)}): the checkpoint state is damaged or was edited")
+    state_path = directory / STATE if directory != out_dir else out_dir / POINTER
+    check_state(state_path, state)
     _check_same_data(out_dir, state.get("data"), fingerprint, allow_changed_data)
     if not (directory / TENSORS).exists() and directory != out_dir:  # run.checkpoint_format: updates
         if "updates" not in state:
@@ -137,12 +139,47 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
         replay(directory / STATE, state, trainer)
     else:
         trainer.load_checkpoint(str(directory / TENSORS))  # non-finite tensors are named there
+        if "updates" in state:  # the steps' updates go on from these weights: they must be the ones they reached
+            reached = stored_updates(state_path, state)[2]
+            if trainer.state_fingerprint() != reached:
+                raise RunDirError(f"{state_path}: the updates reach weights and optimizer state with fingerprint "
+                                  f"{reached}, {directory / TENSORS} holds {trainer.state_fingerprint()}: the "
+                                  "checkpoint is damaged or was edited")
     if trainer.step_count != state["step"]:
         raise RunDirError(f"{out_dir}: {directory / TENSORS} is at step {trainer.step_count}, its state at step "
                           f"{state['step']}: the checkpoint is torn, resume is not possible")
     if clean:
         _remove_others(out_dir, keep=directory.name if directory != out_dir else None)
     return state
+
+
+def check_state(path: Path, state: dict) -> None:
+    """RunDirError naming `path` (the checkpoint's state file) where the fields a resume takes
+    over are not what prge writes: step, forward_passes and sequences (integers >= 0),
+    step_seconds (at most `step` finite numbers >= 0, seconds), data (the fingerprint: an object
+    of strings). The sampler's state is checked where it is restored (BatchSampler.set_state)."""
+    damaged = f"{path}: the checkpoint is damaged or was edited"
+    for key in ("step", "forward_passes", "sequences"):
+        value = state.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise RunDirError(f"{damaged}: {key} is {json.dumps(value)}, not a count (an integer >= 0)")
+    seconds = state.get("step_seconds")
+    if not isinstance(seconds, list) or len(seconds) > state["step"] or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0 for x in seconds):
+        raise RunDirError(f"{damaged}: step_seconds is not a list of at most {state['step']} steps' times "
+                          "(numbers >= 0, seconds)")
+    data = state.get("data")
+    if data is not None and not (isinstance(data, dict) and all(isinstance(v, str) for v in data.values())):
+        raise RunDirError(f"{damaged}: data is not the data's fingerprint prge writes (an object of strings)")
+    if "sampler" not in state:
+        raise RunDirError(f"{damaged}: it has no sampler (the data order's position)")
+
+
+def state_file(out_dir: Path) -> Path:
+    """The current checkpoint's state file (for messages): checkpoint-<step>/state.json, or
+    checkpoint.json in the single-file layout of earlier versions."""
+    pointer = read_pointer(out_dir) or {}
+    return Path(out_dir) / str(pointer["directory"]) / STATE if "directory" in pointer else Path(out_dir) / POINTER
 
 
 def stored_updates(path: Path, state: dict) -> tuple[list[list[float]], str, str]:

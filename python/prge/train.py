@@ -78,6 +78,7 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
     started = time.monotonic()  # the summary's wall_seconds: this process, load and evaluations included
     team = None
     preflight.check_names(config)
+    preflight.check_mezo_weight_format(config)  # before the load that would find it
     if distributed.launched():
         if config.estimator.kind == "first_order":
             raise ValueError("estimator.kind: first_order runs in one process; the distributed step is zeroth-order")
@@ -166,7 +167,11 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
             if state is None:
                 log(f"[prge] {out_dir} holds no checkpoint yet: the run starts again from step 0")
         if state is not None:
-            sampler.set_state(state["sampler"])
+            try:
+                sampler.set_state(state["sampler"])
+            except ValueError as e:
+                raise RunDirError(f"{checkpoints.state_file(out_dir)}: sampler: {e}: the checkpoint is damaged or "
+                                  "was edited") from None
             passes, sequences, step_seconds = state["forward_passes"], state["sequences"], state["step_seconds"]
             first = state["step"] + 1
             if updates is not None:  # steps 1..first-1 as the checkpoint held them
@@ -174,8 +179,7 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
                     raise RunDirError(f"{out_dir}: run.checkpoint_format: updates needs every step's update, and its "
                                       f"checkpoint at step {state['step']} holds the weights: resume with "
                                       "checkpoint_format: weights, or start the run again")
-                directory = out_dir / str(checkpoints.read_pointer(out_dir).get("directory", ""))
-                updates["projected_grads"] = checkpoints.stored_updates(directory / checkpoints.STATE, state)[0]
+                updates["projected_grads"] = checkpoints.stored_updates(checkpoints.state_file(out_dir), state)[0]
             where.step = where.saved = state["step"]
             history = [r for r in checkpoints.metrics_until(metrics_path, state["step"])
                        if f"eval_{primary}" in r] if writer else []

@@ -174,3 +174,30 @@ def test_a_damaged_updates_checkpoint_is_named_not_a_traceback(tmp_path, capsys,
     state_path.write_text(json.dumps(state))
     assert main(["train", str(killed), "--no-progress", "--resume"]) == 2
     assert "neither checkpoint.safetensors nor the updates of state.json" in capsys.readouterr().err
+
+
+def test_weights_beside_updates_must_be_the_ones_the_updates_reach(tmp_path, capsys):
+    """A checkpoint.safetensors found beside the updates (copied in by hand) is loaded only when it
+    holds the state the updates reach: the run goes on appending to those updates."""
+    from safetensors.torch import save_file
+
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    reference = mezo_config(tmp_path, model_dir, data_dir, "reference", fmt="weights")
+    assert child(["train", str(reference), "--no-progress"]).returncode == -signal.SIGKILL
+    killed = mezo_config(tmp_path, model_dir, data_dir, "killed")
+    assert child(["train", str(killed), "--no-progress"]).returncode == -signal.SIGKILL
+    tensors = load_file(str(tmp_path / "reference" / "checkpoint-4" / "checkpoint.safetensors"))
+    beside = tmp_path / "killed" / "checkpoint-4" / "checkpoint.safetensors"
+    name = next(k for k, v in tensors.items() if v.is_floating_point() and v.numel() > 1)
+    edited = {**tensors, name: tensors[name] * 1.01}
+    save_file(edited, str(beside))
+    capsys.readouterr()
+    assert main(["train", str(killed), "--no-progress", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"prge: error: {beside.parent / 'state.json'}: the updates reach weights and optimizer state" in err, err
+    save_file(tensors, str(beside))  # the weights the updates reach (the same steps, the weights format)
+    assert main(["train", str(killed), "--no-progress", "--resume"]) == 0
+    assert main(["train", str(reference), "--no-progress", "--resume"]) == 0
+    assert records(tmp_path / "killed") == records(tmp_path / "reference")
+    ours, theirs = weights(tmp_path / "killed"), weights(tmp_path / "reference")
+    assert all((ours[k] == theirs[k]).all() for k in ours)

@@ -268,6 +268,11 @@ def test_prge_check_refuses_mezo_on_projections_quantized_at_load(tmp_path, caps
     assert main(["check", str(config)]) == 2
     err = capsys.readouterr().err
     assert f"prge: error: {config}:1:" in err and f"model.quantize: {quantize} with estimator.kind: mezo" in err, err
+    # prge train says the same before loading anything, even where the group size would not fit
+    config.write_text(config.read_text().replace("group_size: 16", "group_size: 7"))
+    assert main(["train", str(config), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"prge: error: {config}:1:" in err and f"model.quantize: {quantize} with estimator.kind: mezo" in err, err
 
 
 SHIPPED = Path(__file__).resolve().parents[2] / "configs"

@@ -188,6 +188,39 @@ def test_a_checkpoint_naming_no_generator_prge_draws_from_is_refused(configs, ca
     assert err.startswith(f'prge: error: {state_path}: rng: "banana" is not a generator') and "damaged" in err, err
 
 
+@pytest.mark.parametrize("field,value,message", [
+    ("forward_passes", "12", "forward_passes is \"12\", not a count"),
+    ("sequences", -4, "sequences is -4, not a count"),
+    ("step_seconds", [0.1, None, 0.1], "step_seconds is not a list of at most 3 steps' times"),
+    ("step_seconds", [0.1] * 4, "step_seconds is not a list of at most 3 steps' times"),
+    ("data", ["train"], "data is not the data's fingerprint"),
+    ("sampler", None, "sampler: not the sampler state prge writes"),
+    ("sampler", {"rng": [3, [1] * 3, None], "order": []}, "sampler: rng is not a generator state"),
+    ("sampler", "order:duplicate", "sampler: order is not a list of distinct example indices below"),
+    ("sampler", "order:outside", "sampler: order is not a list of distinct example indices below"),
+    ("sampler", "gauss", "sampler: rng is not a generator state (its gauss value"),
+])
+def test_a_damaged_checkpoint_state_is_named_not_a_traceback(configs, capsys, field, value, message):
+    """Every field a resume takes over from state.json is checked: a damaged or edited one is
+    named with its file, never a traceback or a run that goes on from nonsense."""
+    path, state_path = interrupted_at_step_3(configs, "damaged_" + field)
+    state = json.loads(state_path.read_text())
+    sampler = state["sampler"]
+    if value == "order:duplicate":
+        value = {**sampler, "order": [0, 0] + sampler["order"][2:]}
+    elif value == "order:outside":
+        value = {**sampler, "order": [10 ** 6] + sampler["order"][1:]}
+    elif value == "gauss":
+        value = {**sampler, "rng": sampler["rng"][:2] + ["x"]}
+    state[field] = value
+    state_path.write_text(json.dumps(state))
+    capsys.readouterr()
+    assert main(["train", str(path), "--no-progress", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"prge: error: {state_path}: ") and message in err and "damaged or was edited" in err, err
+    assert "Traceback" not in err
+
+
 def test_a_checkpoint_from_before_generators_were_recorded():
     """A checkpoint without "rng" (written before checkpoints recorded it) of a MeZO run on CUDA
     under rng: auto drew from the torch generator, auto's meaning then; other runs get no note."""

@@ -36,6 +36,7 @@ start of the user's text is dropped and the model still reads a well-formed conv
 responses keep at most max_length // 2 tokens."""
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -261,9 +262,29 @@ class BatchSampler:
         return {"rng": [version, list(internal), gauss], "order": list(self.order)}
 
     def set_state(self, state: dict) -> None:
+        """Restores a position state() gave; ValueError saying what is wrong when `state` is not
+        one (a damaged or edited checkpoint): the generator's state, or an order naming an example
+        twice or one outside the n training examples."""
+        if not isinstance(state, dict) or not isinstance(state.get("rng"), list) or len(state["rng"]) != 3 \
+                or not isinstance(state.get("order"), list):
+            raise ValueError("not the sampler state prge writes (an object with rng [version, state, gauss] "
+                             "and order, a list)")
         version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
-        self.order = list(state["order"])
+        try:
+            if not isinstance(internal, list) or not all(
+                    isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2 ** 32 for x in internal):
+                raise TypeError("the generator's state is not a list of 32-bit unsigned integers")
+            if not (gauss is None or isinstance(gauss, float) and math.isfinite(gauss)):
+                raise TypeError("its gauss value is neither null nor a finite number")
+            self.rng.setstate((version, tuple(internal), gauss))
+        except (TypeError, ValueError, OverflowError) as e:
+            raise ValueError(f"rng is not a generator state ({e})") from None
+        order = state["order"]
+        if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.n for i in order) \
+                or len(set(order)) != len(order):
+            raise ValueError(f"order is not a list of distinct example indices below {self.n} (the training "
+                             "examples)")
+        self.order = list(order)
 
     def next(self) -> list[int]:
         if len(self.order) < self.batch_size:
