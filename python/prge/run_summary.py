@@ -18,11 +18,13 @@ def identity(config, *, mode: str, runtime: str = "eager", task: str | None = No
     """The fields every summary carries, from the run's config. quantize is the weight format
     loading used (RunConfig.load_quantize: 'dense' where full-parameter MeZO loads a checkpoint's
     own quantized blocks dequantized), group_size its group of input columns per scale (int8 /
-    int4 only: 0 is one scale per output channel; None for the other formats)."""
+    int4 only: 0 is one scale per output channel; None for the other formats). A training run
+    of a custom task also records its data_files (prge.data.custom.data_files: each split's path
+    and content sha256), by which a report tells custom tasks apart."""
     if mode not in MODES:
         raise ValueError(f"summary mode must be one of {MODES}, got {mode!r}")
     e, o = config.estimator, config.optimizer
-    return {
+    fields = {
         "schema": SCHEMA, "mode": mode, "runtime": runtime,
         "task": task if task is not None else config.data.task,
         "model": model if model is not None else config.model.name,
@@ -33,6 +35,11 @@ def identity(config, *, mode: str, runtime: str = "eager", task: str | None = No
         "quantize": config.load_quantize,
         "group_size": config.model.effective_group_size if config.load_quantize in ("int8", "int4") else None,
     }
+    if mode == "train" and config.data.task == "custom":
+        from prge.data.custom import data_files
+
+        fields["data_files"] = data_files(config.data)
+    return fields
 
 
 def write(out_dir: Path, run_identity: dict, results: dict) -> dict:

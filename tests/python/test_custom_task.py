@@ -107,3 +107,37 @@ def test_chat_template_wraps_the_prompt(assets):
     encoder = PromptEncoder(task, ModelTokenizer(model_dir), 16)
     example = task.load("train")[0]
     assert encoder.prompt_text(example) == "<u>Review : good tasty great love good Sentiment :</u>A:"
+
+
+def test_a_report_tells_custom_tasks_apart_by_their_data_not_by_its_spelling(assets, monkeypatch):
+    """The summary records each split's path and content sha256: one file reached by a relative
+    path from its folder and by its absolute path is one task (seeds of one method); another file
+    under the same relative spelling, from another folder, is another task."""
+    import hashlib
+
+    from prge.reporting.collect import collect
+
+    tmp_path, model_dir = assets
+    other = tmp_path / "other"
+    other.mkdir()
+    rows = [{"text": REVIEWS[(i + 1) % 2][0], "sentiment": REVIEWS[i % 2][1], "id": i} for i in range(24)]
+    write_jsonl(other / "train.jsonl", rows)
+    write_jsonl(other / "test.jsonl", rows[:8])
+    runs = tmp_path / "runs"
+    for name, folder, spelled, seed in (("rel", tmp_path, "train.jsonl", 1), ("abs", other.parent, None, 2),
+                                        ("other", other, "train.jsonl", 1)):
+        monkeypatch.chdir(folder)
+        train = spelled or str(tmp_path / "train.jsonl")
+        config = custom_config(tmp_path, model_dir, train_file=train, eval_file=train.replace("train", "test"))
+        tree = yaml.safe_load(config.read_text())
+        tree["run"].update(seed=seed, output_dir=str(runs / name / f"prge-seed{seed}"))
+        config.write_text(yaml.safe_dump(tree, sort_keys=False))
+        assert main(["train", str(config), "--no-progress"]) == 0
+    summary = json.loads((runs / "rel" / "prge-seed1" / "summary.json").read_text())
+    digest = hashlib.sha256((tmp_path / "train.jsonl").read_bytes()).hexdigest()
+    assert summary["data_files"]["train"] == {"path": str((tmp_path / "train.jsonl").resolve()), "sha256": digest}
+    by_run = {r["run"].split("/")[0]: r for r in collect(runs)}
+    # (named after the first run's spelling: the absolute path's folder)
+    assert by_run["rel"]["task"] == by_run["abs"]["task"] == f"custom: {tmp_path.name}"
+    assert by_run["other"]["task"] == "custom: train"
+    assert by_run["rel"]["method"] == by_run["abs"]["method"] != by_run["other"]["method"]

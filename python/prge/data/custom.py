@@ -33,7 +33,7 @@ from pathlib import Path
 
 from prge.data.examples import Example, Task
 from prge.data.kinds import CLASSIFICATION, GENERATION, MULTIPLE_CHOICE
-from prge.data.sources import CUSTOM_READERS, Located, read_hf
+from prge.data.sources import CUSTOM_READERS, Located, content_sha256, read_hf
 
 SPLIT_KEYS = {"train": "train_file", "eval": "eval_file"}
 HF_SPLIT_NAMES = {"train": ("train",), "eval": ("validation", "test")}
@@ -163,13 +163,32 @@ def _field_text(value, where: str, field: str) -> str:
     return text
 
 
+def split_paths(data) -> dict[str, Path]:
+    """Where a custom task's splits are read from: data.train_file / data.eval_file under
+    data.data_dir, or under the working directory without one (split -> path)."""
+    base = Path(data.data_dir) if data.data_dir else Path.cwd()
+    return {split: base / getattr(data, key) for split, key in SPLIT_KEYS.items()}
+
+
+def data_files(data) -> dict[str, dict]:
+    """What a custom task's data is, for its run's summary: split -> {"path": the absolute path,
+    "sha256": its content's digest (sources.content_sha256)}, for the splits that are there. A
+    report tells tasks apart by it: the same file however a config spells its path is one task,
+    two files of one name are two."""
+    out = {}
+    for split, path in split_paths(data).items():
+        digest = content_sha256(path)
+        if digest is not None:
+            out[split] = {"path": str(path.resolve()), "sha256": digest}
+    return out
+
+
 def custom_task(data) -> Task:
     """The Task a config's data section describes (data.task == 'custom'): classification with
     label_words, generation with response_field, multiple choice with choices_field. Raises
     ValueError naming data.template for a malformed template."""
     fields = template_fields(data.template)
-    base = Path(data.data_dir) if data.data_dir else Path.cwd()
-    paths = {split: base / getattr(data, key) for split, key in SPLIT_KEYS.items()}
+    paths = split_paths(data)
     labels = [label for label, _ in data.label_words]
     choices_field = getattr(data, "choices_field", "")  # absent from extensions built before it
     if choices_field:

@@ -4,6 +4,7 @@ directory written by save_to_disk, or hf:NAME[/CONFIG] loaded from the hub (need
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -11,6 +12,27 @@ from pathlib import Path
 from prge.jsonl import NUL_ADVICE, DuplicateKey, read_jsonl_numbered, unique_keys
 
 HF_SPLITS = {"train": "train", "eval": "validation"}
+
+
+def content_sha256(path: Path) -> str | None:
+    """Hex sha256 of a data file's bytes, or of a `datasets` directory's files (each one's path
+    below it, then its bytes, in path order); None where nothing is at `path` (a split the data
+    lacks, or hf:NAME on the hub)."""
+    path = Path(path)
+    if path.is_file():
+        files = [(path.name, path)]
+    elif path.is_dir():
+        files = sorted((f.relative_to(path).as_posix(), f) for f in path.rglob("*") if f.is_file())
+    else:
+        return None
+    digest = hashlib.sha256()
+    for name, file in files:
+        if path.is_dir():
+            digest.update(f"{name}\0{file.stat().st_size}\0".encode())
+        with file.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 class MissingSplit(FileNotFoundError):

@@ -41,6 +41,10 @@ METHOD_DATA_KEYS = ("batch_size", "max_length", "protocol", "train_examples", "d
                     "train_from")
 
 
+# Where a custom task's files are, as its config spells it (data_files says what they hold).
+DATA_LOCATION_KEYS = ("data_dir", "train_file", "eval_file")
+
+
 def read_run_config(run_dir: Path) -> dict | None:
     """A run directory's config.yaml as a mapping, None where it has none; ValueError naming the
     file when it is unreadable or not a run config (a mapping with a 'run' mapping)."""
@@ -59,8 +63,9 @@ def read_run_config(run_dir: Path) -> dict | None:
 def method_key(run: dict, *, across_tasks: bool = False) -> str:
     """What makes runs seeds of one method: the run's whole config (run["run_config"], from
     read_run_config) without run.seed and run.output_dir (so any setting that differs, e.g.
-    model.quantize or adapter.rank, makes another method), or the summary's identity fields when
-    the run directory has no config. across_tasks: of `data:` only METHOD_DATA_KEYS kept, so one
+    model.quantize or adapter.rank, makes another method), a custom task's file paths replaced
+    by their contents' digests (data_digests), or the summary's identity fields when the run
+    directory has no config. across_tasks: of `data:` only METHOD_DATA_KEYS kept, so one
     method's runs on several tasks share a key."""
     config = run.get("run_config")
     if config is not None:
@@ -68,9 +73,14 @@ def method_key(run: dict, *, across_tasks: bool = False) -> str:
         mapping["run"] = {k: v for k, v in (mapping.get("run") or {}).items() if k not in ("seed", "output_dir")}
         if across_tasks and isinstance(mapping.get("data"), dict):  # what makes the task, and where its data is, go
             mapping["data"] = {k: v for k, v in mapping["data"].items() if k in METHOD_DATA_KEYS}
+        elif isinstance(mapping.get("data"), dict) and (digests := data_digests(run)) is not None:
+            # a custom task's files by content, not by how the config spelled their paths
+            mapping["data"] = {**{k: v for k, v in mapping["data"].items() if k not in DATA_LOCATION_KEYS},
+                               "data_files": digests}
         return json.dumps(mapping, sort_keys=True, default=str)
     fields = [f for f in IDENTITY if not (across_tasks and f == "task")]
-    return json.dumps([str(run.get(field)) for field in fields])
+    digests = None if across_tasks else data_digests(run)
+    return json.dumps([str(run.get(field)) for field in fields] + ([digests] if digests else []))
 
 
 def _unique_names(runs: list[dict], key_of, name_of, field: str) -> None:
@@ -121,9 +131,22 @@ def group_methods(runs: list[dict]) -> None:
 SPLIT_FILE_STEMS = ("train", "training", "train_data", "data", "dataset")
 
 
+def data_digests(summary: dict) -> dict[str, str] | None:
+    """A custom task's data by content (the summary's data_files: split -> sha256), None for a
+    built-in task (its summary has none) or a summary written before summaries recorded it."""
+    files = summary.get("data_files")
+    if not isinstance(files, dict) or not files:
+        return None
+    return {split: str((entry or {}).get("sha256")) for split, entry in sorted(files.items())}
+
+
 def task_source(summary: dict) -> str:
     """What makes a run's task one task in a report: a built-in task's name (wherever its files
-    are), a custom task's training data as its config names it (data_dir / train_file)."""
+    are), a custom task's data by content (data_digests: one file however its path is spelled,
+    two files of one name apart), or for summaries without data_files its data as the config
+    names it (data_dir / train_file)."""
+    if (digests := data_digests(summary)) is not None:
+        return json.dumps(["custom", digests])
     data = (summary.get("run_config") or {}).get("data")
     if summary.get("task") != "custom" or not isinstance(data, dict):
         return json.dumps(["task", str(summary.get("task"))])
