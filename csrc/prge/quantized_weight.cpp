@@ -76,6 +76,9 @@ void QuantizedWeight::validate(const std::string& name) const {
       (offsets.defined() && (offsets.sizes() != at::IntArrayRef(want_s) || offsets.scalar_type() != torch::kFloat32))) {
     fail("scales / offsets of the wrong shape or type");
   }
+  if (bits == 4 && !offsets.defined()) {  // the nibbles are unsigned (0..15): without offsets every weight is >= 0
+    fail("4-bit codes need their .offsets (the codes are unsigned), and there are none");
+  }
   if (!torch::isfinite(scales).all().item<bool>() || (offsets.defined() && !torch::isfinite(offsets).all().item<bool>())) {
     fail("non-finite scales or offsets");
   }

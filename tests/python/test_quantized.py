@@ -255,6 +255,38 @@ def test_a_damaged_quantized_block_names_its_file(tmp_path):
         prge.CausalLM.from_pretrained(str(path))
 
 
+def _dense_name_added(stored):
+    stored["model.embed_tokens.weight"] = torch.zeros(3, 3)
+    return r"tensor 'model.embed_tokens.weight' is not part of a quantized projection \(NAME.qweight"
+
+
+def _offsets_removed(stored):
+    stored.pop(next(n for n in stored if n.endswith(".offsets")))
+    return (r"4-bit codes need their .offsets \(the codes are unsigned\), and there are none "
+            rf"\(in {prge.QUANTIZED_WEIGHTS_FILE}\)$")
+
+
+def _codes_removed(stored):  # its scales, offsets and format are left over
+    stored.pop(next(n for n in stored if n.endswith(".qweight")))
+    return rf"unexpected weight '.*proj.weight.(format|offsets|scales)' .*\(in {prge.QUANTIZED_WEIGHTS_FILE}\)$"
+
+
+@pytest.mark.parametrize("edit", [_dense_name_added, _offsets_removed, _codes_removed])
+def test_a_quantized_weights_file_holding_what_it_should_not_is_named(tmp_path, edit):
+    """prge's quantized-weights file holds only projections' blocks: a dense tensor there would
+    silently stand in for model.safetensors' own, a 4-bit block without offsets would read every
+    weight as >= 0, and a block's parts without its codes are leftovers; each is refused naming
+    the file, never loaded."""
+    from safetensors.torch import load_file
+
+    path = checkpoint_storing_quantized_blocks(tmp_path)
+    stored = load_file(str(path / prge.QUANTIZED_WEIGHTS_FILE))
+    message = edit(stored)
+    save_file(stored, str(path / prge.QUANTIZED_WEIGHTS_FILE))
+    with pytest.raises(RuntimeError, match=message):
+        prge.CausalLM.from_pretrained(str(path))
+
+
 @pytest.mark.parametrize("quantize", ["int8", "int4"])
 def test_prge_check_refuses_mezo_on_projections_quantized_at_load(tmp_path, capsys, quantize):
     """The trainer refuses MeZO on a quantized base; prge check says so first, naming the key,

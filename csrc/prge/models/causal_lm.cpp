@@ -270,8 +270,8 @@ CausalLM::CausalLM(ArchSpec spec, io::TensorMap weights, const torch::Device& de
     if (layer.down_proj.bias().defined()) layer.tensors[Role::DownBias] = layer.down_proj.bias();
   }
   for (const auto& [name, tensor] : weights) {
-    if (name.find("rotary_emb") == std::string::npos) {
-      throw std::runtime_error(fmt::format("unexpected weight '{}' in checkpoint (model_type {})", name, s.model_type));
+    if (name.find("rotary_emb") == std::string::npos) {  // BadWeight: from_pretrained names the file holding it
+      throw BadWeight(name, fmt::format("unexpected weight '{}' in checkpoint (model_type {})", name, s.model_type));
     }
   }
 }
@@ -305,8 +305,17 @@ CausalLM CausalLM::from_pretrained(const std::string& dir, const torch::Device& 
   if (format.bits == 0 && fs::exists(quantized_file)) {
     weights = io::load_safetensors(quantized_file.string());
     for (const auto& [name, _] : weights) {
-      const auto dot = name.rfind(".qweight");
-      if (dot != std::string::npos && dot + 8 == name.size()) replaced.insert(name.substr(0, dot));
+      // Only a projection's blocks: any other name would silently stand in for the dense file's tensor.
+      const auto dot = name.rfind('.');
+      const auto part = dot == std::string::npos ? std::string() : name.substr(dot);
+      const auto parts = quantized_tensor_names("");
+      if (std::find(parts.begin(), parts.end(), part) == parts.end()) {
+        throw std::runtime_error(fmt::format(
+            "{}: tensor '{}' is not part of a quantized projection (NAME{}): this file holds only the "
+            "projections a conversion kept quantized; a model's other weights belong in its model.safetensors",
+            quantized_file.string(), name, fmt::join(parts, ", NAME")));
+      }
+      if (part == parts[0]) replaced.insert(name.substr(0, dot));
     }
   }
   std::map<std::string, std::string> file_of;
