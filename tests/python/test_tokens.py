@@ -153,6 +153,12 @@ def test_truncation_keeps_bos_first_and_the_end_of_the_prompt(tmp_path):
     assert len(cut.prompt_ids) == room and cut.prompt_ids[0] == tokens.bos_id
     assert cut.prompt_ids[1:] == full.prompt_ids[-(room - 1):]  # the end of the prompt: "... It was"
     assert cut.options == full.options
+    encoder = PromptEncoder(task("{text} It was", labels), tokens, 9)  # BOS and 8 tokens or fewer: a warning
+    short = encoder.encode(Example({"text": long_text}, 0))
+    assert short.prompt_ids[0] == tokens.bos_id and len(short.prompt_ids) <= 8
+    assert encoder.truncation_report().startswith(  # the prompt's own tokens are counted, BOS is not
+        "prge: warning: data.max_length=9: 1 of 1 prompts were cut to fit beside their answers, to as few as "
+        f"{len(short.prompt_ids) - 1} tokens of prompt text"), encoder.truncation_report()
     # without BOS (SmolLM2's case), the last tokens only
     from conftest import make_tiny_assets
 

@@ -185,7 +185,7 @@ class PromptEncoder:
             raise ValueError(f"{self._where(example)}: data.max_length={self.max_length} leaves no room for the prompt "
                              f"beside {framed}its {answer_length}-token answer")
         self.cut += 1
-        self.fewest_kept = min(self.fewest_kept, room - start - end if self.chat else room)
+        self.fewest_kept = min(self.fewest_kept, room - start - end)  # the prompt's own tokens, BOS not counted
         return prompt[:start] + prompt[len(prompt) - (room - start):]
 
     def _template_frame(self, example: Example, context: list[int], k: int) -> tuple[int, int]:
@@ -215,7 +215,8 @@ class PromptEncoder:
         return (f"{level} data.max_length={self.max_length}: {self.cut} of {self.fitted} prompts were cut to fit "
                 f"beside their answers, to as few as {self.fewest_kept} tokens"
                 + (" of user text (its start dropped, the chat template's own tokens kept" if self.chat
-                   else " (their start dropped") + f"; the longest prompt has {self.longest})")
+                   else " of prompt text (their start dropped, BOS kept where the tokenizer writes one")
+                + f"; the longest prompt has {self.longest})")
 
     def answer(self, e: EncodedExample, label: int | None = None) -> list[int]:
         """The answer tokens a batch puts after e's prompt: the response, or option `label`
