@@ -27,6 +27,7 @@ from pathlib import Path
 
 from prge import durable
 from prge.durable import boundary
+from prge.jsonl import is_json_int
 from prge.run_dir import RunDirError
 
 POINTER = "checkpoint.json"
@@ -109,34 +110,41 @@ RESOLVED_GENERATORS = ("torch", "counter")
 
 
 def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_data: bool = False,
-         clean: bool = True) -> dict | None:
-    """The current checkpoint's state, with its tensors loaded into `trainer`; None when the
-    run has written no checkpoint yet. `clean`: remove what a killed save left beside it (the
-    directory's writer only). Raises RunDirError for a checkpoint that cannot be
-    resumed, ValueError / RuntimeError naming the damaged file or tensor."""
+         clean: bool = True, sampler=None) -> dict | None:
+    """The current checkpoint's state, with its tensors loaded into `trainer` and its data-order
+    position into `sampler` (a BatchSampler; restored first, before a MeZO replay); None when
+    the run has written no checkpoint yet. `clean`: remove what a killed save left beside it
+    (the directory's writer only). Raises RunDirError for a checkpoint that cannot be resumed
+    or whose state is damaged (naming its file), ValueError / RuntimeError naming a damaged
+    tensor."""
     out_dir = Path(out_dir)
     pointer = read_pointer(out_dir)
     if pointer is None:
         return None
+    state_path = _state_path(out_dir, pointer)
     if "directory" in pointer:
-        directory = out_dir / str(pointer["directory"])
+        directory = state_path.parent
         if not DIRECTORY.match(directory.name) or not directory.is_dir():
             raise RunDirError(f"{out_dir / POINTER}: names {directory.name}, which is not there")
-        state = durable.read_json(directory / STATE, "checkpoint state")
+        state = durable.read_json(state_path, "checkpoint state")
     else:  # earlier versions: checkpoint.json is the state, the tensors lie beside it
         directory, state = out_dir, pointer
     if not isinstance(state, dict) or state.get("step") != pointer["step"]:
-        raise RunDirError(f"{directory / STATE}: not the state of step {pointer['step']}: the checkpoint is damaged")
-    if state.get("rng", "torch") not in RESOLVED_GENERATORS:
-        raise RunDirError(f"{directory / STATE}: rng: {json.dumps(state['rng'])} is not a generator a step draws from "
-                          f"({' or '.join(RESOLVED_GENERATORS)}): the checkpoint state is damaged or was edited")
-    state_path = directory / STATE if directory != out_dir else out_dir / POINTER
-    check_state(state_path, state)
+        raise RunDirError(f"{state_path}: not the state of step {pointer['step']}: the checkpoint is damaged")
+    check_state(state_path, state, needs_data=directory != out_dir)
     _check_same_data(out_dir, state.get("data"), fingerprint, allow_changed_data)
+    if sampler is not None:
+        try:
+            dropped = sampler.set_state(state["sampler"], changed_data=allow_changed_data)
+        except ValueError as e:
+            raise RunDirError(f"{state_path}: {DAMAGED}: sampler: {e}") from None
+        if dropped:
+            print(f"prge: warning: {out_dir}: the training data has {sampler.n} examples now; the {dropped} of "
+                  "this epoch's order past them are skipped (--resume-changed-data)")
     if not (directory / TENSORS).exists() and directory != out_dir:  # run.checkpoint_format: updates
         if "updates" not in state:
             raise RunDirError(f"{directory}: neither {TENSORS} nor the updates of {STATE}: the checkpoint is damaged")
-        replay(directory / STATE, state, trainer)
+        replay(state_path, state, trainer)
     else:
         trainer.load_checkpoint(str(directory / TENSORS))  # non-finite tensors are named there
         if "updates" in state:  # the steps' updates go on from these weights: they must be the ones they reached
@@ -153,33 +161,49 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
     return state
 
 
-def check_state(path: Path, state: dict) -> None:
+DAMAGED = "the checkpoint is damaged or was edited"
+INT64_MAX = 2 ** 63 - 1
+DIGEST = re.compile(r"\d+:[0-9a-f]{64}")  # data_fingerprint's "examples:sha256"
+
+
+def check_state(path: Path, state: dict, needs_data: bool = True) -> None:
     """RunDirError naming `path` (the checkpoint's state file) where the fields a resume takes
-    over are not what prge writes: step, forward_passes and sequences (integers >= 0),
-    step_seconds (at most `step` finite numbers >= 0, seconds), data (the fingerprint: an object
-    of strings). The sampler's state is checked where it is restored (BatchSampler.set_state)."""
-    damaged = f"{path}: the checkpoint is damaged or was edited"
+    over are not what prge writes: rng (a generator a step draws from), step, forward_passes and
+    sequences (integers >= 0 that int64 holds), step_seconds (at most `step` finite times >= 0,
+    seconds, with a finite sum), data (data_fingerprint's split -> "examples:sha256"; may be
+    absent only where not `needs_data`: the single-file checkpoints of earlier versions), a
+    sampler (its content is checked where it is restored: BatchSampler.set_state)."""
+    damaged = f"{path}: {DAMAGED}"
+    if state.get("rng", "torch") not in RESOLVED_GENERATORS:
+        raise RunDirError(f"{damaged}: rng: {json.dumps(state['rng'])} is not a generator a step draws from "
+                          f"({' or '.join(RESOLVED_GENERATORS)})")
     for key in ("step", "forward_passes", "sequences"):
         value = state.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise RunDirError(f"{damaged}: {key} is {json.dumps(value)}, not a count (an integer >= 0)")
+        if not is_json_int(value) or not 0 <= value <= INT64_MAX:
+            raise RunDirError(f"{damaged}: {key} is {json.dumps(value)}, not a count (an integer >= 0 that int64 holds)")
     seconds = state.get("step_seconds")
     if not isinstance(seconds, list) or len(seconds) > state["step"] or not all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0 for x in seconds):
+            isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < math.inf for x in seconds) \
+            or not math.isfinite(sum(seconds)):
         raise RunDirError(f"{damaged}: step_seconds is not a list of at most {state['step']} steps' times "
-                          "(numbers >= 0, seconds)")
+                          "(numbers >= 0, seconds, with a finite sum)")
     data = state.get("data")
-    if data is not None and not (isinstance(data, dict) and all(isinstance(v, str) for v in data.values())):
-        raise RunDirError(f"{damaged}: data is not the data's fingerprint prge writes (an object of strings)")
+    if (data is not None or needs_data) and not (isinstance(data, dict) and data and all(
+            isinstance(v, str) and DIGEST.fullmatch(v) for v in data.values())):
+        raise RunDirError(f"{damaged}: data is {'missing' if data is None else 'not'} the data's fingerprint prge "
+                          "writes (split -> \"examples:sha256\")")
     if "sampler" not in state:
         raise RunDirError(f"{damaged}: it has no sampler (the data order's position)")
 
 
-def state_file(out_dir: Path) -> Path:
-    """The current checkpoint's state file (for messages): checkpoint-<step>/state.json, or
-    checkpoint.json in the single-file layout of earlier versions."""
-    pointer = read_pointer(out_dir) or {}
+def _state_path(out_dir: Path, pointer: dict) -> Path:
     return Path(out_dir) / str(pointer["directory"]) / STATE if "directory" in pointer else Path(out_dir) / POINTER
+
+
+def state_file(out_dir: Path) -> Path:
+    """The current checkpoint's state file: checkpoint-<step>/state.json, or checkpoint.json in
+    the single-file layout of earlier versions."""
+    return _state_path(out_dir, read_pointer(out_dir) or {})
 
 
 def stored_updates(path: Path, state: dict) -> tuple[list[list[float]], str, str]:
@@ -187,7 +211,7 @@ def stored_updates(path: Path, state: dict) -> tuple[list[list[float]], str, str
     of a run.checkpoint_format: updates checkpoint's state (state.json at `path`); RunDirError
     naming the file where they are missing or not what prge wrote (lists of finite numbers that
     float32 holds, 16-hex-digit fingerprints)."""
-    damaged = f"{path}: the checkpoint is damaged or was edited"
+    damaged = f"{path}: {DAMAGED}"
     updates = state.get("updates")
     if not isinstance(updates, dict):
         raise RunDirError(f"{damaged}: updates is not the object of steps and fingerprints prge writes")

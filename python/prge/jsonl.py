@@ -8,6 +8,11 @@ from pathlib import Path
 NUL_ADVICE = "not text; remove it or fix the export that wrote it"  # every reader's NUL message ends so
 
 
+def is_json_int(value) -> bool:
+    """Whether a parsed JSON value is an integer (Python's bool is an int; JSON's true is not)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class DuplicateKey(ValueError):
     """A JSON object that gives one key twice: JSON leaves which value counts to the reader
     (Python's json keeps the last), so it is refused instead of guessed."""

@@ -163,15 +163,10 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
         if resume:
             if team:  # rank 0 has checked the directory before the others read it
                 team.barrier("resume")
-            state = checkpoints.load(out_dir, trainer, fingerprint, resume_changed_data, clean=writer)
+            state = checkpoints.load(out_dir, trainer, fingerprint, resume_changed_data, clean=writer, sampler=sampler)
             if state is None:
                 log(f"[prge] {out_dir} holds no checkpoint yet: the run starts again from step 0")
         if state is not None:
-            try:
-                sampler.set_state(state["sampler"])
-            except ValueError as e:
-                raise RunDirError(f"{checkpoints.state_file(out_dir)}: sampler: {e}: the checkpoint is damaged or "
-                                  "was edited") from None
             passes, sequences, step_seconds = state["forward_passes"], state["sequences"], state["step_seconds"]
             first = state["step"] + 1
             if updates is not None:  # steps 1..first-1 as the checkpoint held them

@@ -137,7 +137,16 @@ def test_a_report_tells_custom_tasks_apart_by_their_data_not_by_its_spelling(ass
     digest = hashlib.sha256((tmp_path / "train.jsonl").read_bytes()).hexdigest()
     assert summary["data_files"]["train"] == {"path": str((tmp_path / "train.jsonl").resolve()), "sha256": digest}
     by_run = {r["run"].split("/")[0]: r for r in collect(runs)}
-    # (named after the first run's spelling: the absolute path's folder)
+    # named after the files' folders (train.jsonl is named after its split), however the path was spelled
     assert by_run["rel"]["task"] == by_run["abs"]["task"] == f"custom: {tmp_path.name}"
-    assert by_run["other"]["task"] == "custom: train"
+    assert by_run["other"]["task"] == "custom: other"
+    # a damaged data_files is named, not a traceback or a silent merge
+    from prge.cli import main as cli
+
+    damaged = runs / "other" / "prge-seed1" / "summary.json"
+    for value in ({"train": "abc"}, {"train": {"path": "x", "sha256": None}}, ["x"]):
+        damaged.write_text(json.dumps({**json.loads(damaged.read_text()), "data_files": value}))
+        with pytest.raises(ValueError, match=rf"^{damaged}: data_files is not what prge writes"):
+            collect(runs)
+    assert cli(["report", str(runs), "--out", str(tmp_path / "report"), "--no-figures"]) == 2
     assert by_run["rel"]["method"] == by_run["abs"]["method"] != by_run["other"]["method"]

@@ -257,7 +257,12 @@ def test_a_damaged_quantized_block_names_its_file(tmp_path):
 
 def _dense_name_added(stored):
     stored["model.embed_tokens.weight"] = torch.zeros(3, 3)
-    return r"tensor 'model.embed_tokens.weight' is not part of a quantized projection \(NAME.qweight"
+    return r"tensor 'model.embed_tokens.weight' is not part of a quantized projection \(a projection weight's NAME.qweight"
+
+
+def _norm_block_added(stored):  # passes for a block by its suffix, but names no projection
+    stored["model.norm.weight.qweight"] = torch.zeros(3, 3, dtype=torch.int8)
+    return rf"{prge.QUANTIZED_WEIGHTS_FILE}: tensor 'model.norm.weight.qweight' is not part of a quantized projection"
 
 
 def _offsets_removed(stored):
@@ -271,7 +276,7 @@ def _codes_removed(stored):  # its scales, offsets and format are left over
     return rf"unexpected weight '.*proj.weight.(format|offsets|scales)' .*\(in {prge.QUANTIZED_WEIGHTS_FILE}\)$"
 
 
-@pytest.mark.parametrize("edit", [_dense_name_added, _offsets_removed, _codes_removed])
+@pytest.mark.parametrize("edit", [_dense_name_added, _norm_block_added, _offsets_removed, _codes_removed])
 def test_a_quantized_weights_file_holding_what_it_should_not_is_named(tmp_path, edit):
     """prge's quantized-weights file holds only projections' blocks: a dense tensor there would
     silently stand in for model.safetensors' own, a 4-bit block without offsets would read every

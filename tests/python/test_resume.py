@@ -185,7 +185,8 @@ def test_a_checkpoint_naming_no_generator_prge_draws_from_is_refused(configs, ca
     capsys.readouterr()
     assert main(["train", str(path), "--no-progress", "--resume"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f'prge: error: {state_path}: rng: "banana" is not a generator') and "damaged" in err, err
+    assert err.startswith(f'prge: error: {state_path}: the checkpoint is damaged or was edited: rng: "banana" is not '
+                          'a generator'), err
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -193,12 +194,18 @@ def test_a_checkpoint_naming_no_generator_prge_draws_from_is_refused(configs, ca
     ("sequences", -4, "sequences is -4, not a count"),
     ("step_seconds", [0.1, None, 0.1], "step_seconds is not a list of at most 3 steps' times"),
     ("step_seconds", [0.1] * 4, "step_seconds is not a list of at most 3 steps' times"),
+    ("step_seconds", [1e308] * 3, "with a finite sum"),
+    ("forward_passes", 10 ** 40, "forward_passes is 10000000000000000000000000000000000000000, not a count"),
     ("data", ["train"], "data is not the data's fingerprint"),
+    ("data", {}, "data is not the data's fingerprint"),
+    ("data", "pop", "data is missing the data's fingerprint"),
+    ("sampler", "pop", "it has no sampler"),
     ("sampler", None, "sampler: not the sampler state prge writes"),
     ("sampler", {"rng": [3, [1] * 3, None], "order": []}, "sampler: rng is not a generator state"),
     ("sampler", "order:duplicate", "sampler: order is not a list of distinct example indices below"),
-    ("sampler", "order:outside", "sampler: order is not a list of distinct example indices below"),
+    ("sampler", "order:outside", "sampler: order names example 1000000, and there are 40 training examples"),
     ("sampler", "gauss", "sampler: rng is not a generator state (its gauss value"),
+    ("sampler", "version", "sampler: rng is not a generator state (its version \"3\" is not an integer)"),
 ])
 def test_a_damaged_checkpoint_state_is_named_not_a_traceback(configs, capsys, field, value, message):
     """Every field a resume takes over from state.json is checked: a damaged or edited one is
@@ -212,13 +219,39 @@ def test_a_damaged_checkpoint_state_is_named_not_a_traceback(configs, capsys, fi
         value = {**sampler, "order": [10 ** 6] + sampler["order"][1:]}
     elif value == "gauss":
         value = {**sampler, "rng": sampler["rng"][:2] + ["x"]}
-    state[field] = value
+    elif value == "version":
+        value = {**sampler, "rng": ["3"] + sampler["rng"][1:]}
+    if value == "pop":
+        state.pop(field)
+    else:
+        state[field] = value
     state_path.write_text(json.dumps(state))
     capsys.readouterr()
     assert main(["train", str(path), "--no-progress", "--resume"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"prge: error: {state_path}: ") and message in err and "damaged or was edited" in err, err
     assert "Traceback" not in err
+
+
+def test_a_resume_on_a_shrunk_training_set_skips_the_examples_gone(configs, capsys):
+    """--resume-changed-data after training examples were removed: the saved epoch order's
+    examples past the new end are skipped, with a warning; without the flag the changed data is
+    refused (the checkpoint is not blamed)."""
+    path, state_path = interrupted_at_step_3(configs, "shrunk")
+    state = json.loads(state_path.read_text())
+    state["sampler"]["order"] = state["sampler"]["order"] + [39] if 39 not in state["sampler"]["order"] else \
+        state["sampler"]["order"]
+    state_path.write_text(json.dumps(state))
+    train = configs[0] / "food" / "train.csv"
+    train.write_text("".join(train.read_text().splitlines(keepends=True)[:31]))  # header and 30 of 40 examples
+    capsys.readouterr()
+    assert main(["train", str(path), "--no-progress", "--resume"]) == 2
+    assert "the train data differ from the checkpoint's" in capsys.readouterr().err
+    assert main(["train", str(path), "--no-progress", "--resume", "--resume-changed-data"]) == 0
+    out = capsys.readouterr()
+    skipped = sum(i >= 30 for i in state["sampler"]["order"])
+    assert (f"the training data has 30 examples now; the {skipped} of this epoch's order past them are skipped"
+            in out.out + out.err)
 
 
 def test_a_checkpoint_from_before_generators_were_recorded():

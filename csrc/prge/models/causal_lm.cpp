@@ -304,18 +304,28 @@ CausalLM CausalLM::from_pretrained(const std::string& dir, const torch::Device& 
   std::set<std::string> replaced;
   if (format.bits == 0 && fs::exists(quantized_file)) {
     weights = io::load_safetensors(quantized_file.string());
+    // Only the blocks of the model's projections: any other name would stand in for (or drop)
+    // the dense file's own tensor.
+    std::set<std::string> projections;
+    for (int64_t i = 0; i < spec.num_hidden_layers; ++i) {
+      for (const auto& entry : spec.weights().layer) {
+        if (!is_norm(entry.role) && !is_bias(entry.role)) projections.insert(fmt::format("model.layers.{}.{}", i, entry.name));
+      }
+    }
+    const auto parts = quantized_tensor_names("");
     for (const auto& [name, _] : weights) {
-      // Only a projection's blocks: any other name would silently stand in for the dense file's tensor.
       const auto dot = name.rfind('.');
       const auto part = dot == std::string::npos ? std::string() : name.substr(dot);
-      const auto parts = quantized_tensor_names("");
-      if (std::find(parts.begin(), parts.end(), part) == parts.end()) {
+      const auto weight = dot == std::string::npos ? name : name.substr(0, dot);
+      const bool block_part = std::find(parts.begin(), parts.end(), part) != parts.end();
+      if (!block_part || !(projections.count(weight) || projections.count(wrapper_text_weight_name(weight)))) {
         throw std::runtime_error(fmt::format(
-            "{}: tensor '{}' is not part of a quantized projection (NAME{}): this file holds only the "
-            "projections a conversion kept quantized; a model's other weights belong in its model.safetensors",
+            "{}: tensor '{}' is not part of a quantized projection (a projection weight's NAME{}): this file holds "
+            "only the projections a conversion kept quantized; a model's other weights belong in its "
+            "model.safetensors",
             quantized_file.string(), name, fmt::join(parts, ", NAME")));
       }
-      if (part == parts[0]) replaced.insert(name.substr(0, dot));
+      if (part == parts[0]) replaced.insert(weight);
     }
   }
   std::map<std::string, std::string> file_of;

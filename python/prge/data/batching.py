@@ -36,6 +36,7 @@ start of the user's text is dropped and the model still reads a well-formed conv
 responses keep at most max_length // 2 tokens."""
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ import torch
 from prge._core import IGNORE_INDEX, TokenBatch
 from prge.data.examples import Example, Task
 from prge.data.tokens import ModelTokenizer, common_prefix
+from prge.jsonl import is_json_int
 
 IGNORE = IGNORE_INDEX
 
@@ -216,7 +218,7 @@ class PromptEncoder:
                 f"beside their answers, to as few as {self.fewest_kept} tokens"
                 + (" of user text (its start dropped, the chat template's own tokens kept" if self.chat
                    else " of prompt text (their start dropped, BOS kept where the tokenizer writes one")
-                + f"; the longest prompt has {self.longest})")
+                + f"; the longest whole prompt has {self.longest} tokens)")
 
     def answer(self, e: EncodedExample, label: int | None = None) -> list[int]:
         """The answer tokens a batch puts after e's prompt: the response, or option `label`
@@ -262,30 +264,37 @@ class BatchSampler:
         version, internal, gauss = self.rng.getstate()
         return {"rng": [version, list(internal), gauss], "order": list(self.order)}
 
-    def set_state(self, state: dict) -> None:
+    def set_state(self, state: dict, changed_data: bool = False) -> int:
         """Restores a position state() gave; ValueError saying what is wrong when `state` is not
         one (a damaged or edited checkpoint): the generator's state, or an order naming an example
-        twice or one outside the n training examples."""
+        twice or one outside the n training examples. changed_data (a resume the user allowed on
+        changed data): examples past n are dropped from the order instead (the training set
+        shrank); returns how many were."""
         if not isinstance(state, dict) or not isinstance(state.get("rng"), list) or len(state["rng"]) != 3 \
                 or not isinstance(state.get("order"), list):
             raise ValueError("not the sampler state prge writes (an object with rng [version, state, gauss] "
                              "and order, a list)")
         version, internal, gauss = state["rng"]
         try:
-            if not isinstance(internal, list) or not all(
-                    isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2 ** 32 for x in internal):
+            if not is_json_int(version):
+                raise TypeError(f"its version {json.dumps(version)} is not an integer")
+            if not isinstance(internal, list) or not all(is_json_int(x) and 0 <= x < 2 ** 32 for x in internal):
                 raise TypeError("the generator's state is not a list of 32-bit unsigned integers")
             if not (gauss is None or isinstance(gauss, float) and math.isfinite(gauss)):
                 raise TypeError("its gauss value is neither null nor a finite number")
-            self.rng.setstate((version, tuple(internal), gauss))
+            rng = random.Random()
+            rng.setstate((version, tuple(internal), gauss))
         except (TypeError, ValueError, OverflowError) as e:
             raise ValueError(f"rng is not a generator state ({e})") from None
         order = state["order"]
-        if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.n for i in order) \
-                or len(set(order)) != len(order):
+        if not all(is_json_int(i) and i >= 0 for i in order) or len(set(order)) != len(order):
             raise ValueError(f"order is not a list of distinct example indices below {self.n} (the training "
                              "examples)")
-        self.order = list(order)
+        kept = [i for i in order if i < self.n]
+        if len(kept) < len(order) and not changed_data:
+            raise ValueError(f"order names example {max(order)}, and there are {self.n} training examples")
+        self.rng, self.order = rng, kept
+        return len(order) - len(kept)
 
     def next(self) -> list[int]:
         if len(self.order) < self.batch_size:

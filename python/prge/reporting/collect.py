@@ -131,13 +131,27 @@ def group_methods(runs: list[dict]) -> None:
 SPLIT_FILE_STEMS = ("train", "training", "train_data", "data", "dataset")
 
 
-def data_digests(summary: dict) -> dict[str, str] | None:
-    """A custom task's data by content (the summary's data_files: split -> sha256), None for a
-    built-in task (its summary has none) or a summary written before summaries recorded it."""
+def check_data_files(path: Path, summary: dict) -> None:
+    """ValueError naming the summary at `path` when its data_files (prge.data.custom.data_files)
+    is not what prge writes: split -> {"path": text, "sha256": 64 hex digits}."""
     files = summary.get("data_files")
-    if not isinstance(files, dict) or not files:
+    if files is None:
+        return
+    if not isinstance(files, dict) or not files or not all(
+            isinstance(e, dict) and isinstance(e.get("path"), str) and isinstance(e.get("sha256"), str)
+            and re.fullmatch(r"[0-9a-f]{64}", e["sha256"]) for e in files.values()):
+        raise ValueError(f"{path}: data_files is not what prge writes (split -> {{\"path\": ..., \"sha256\": 64 hex "
+                         "digits}): the summary is damaged or was edited")
+
+
+def data_digests(summary: dict) -> dict[str, str] | None:
+    """A custom task's data by content (the summary's data_files, checked by check_data_files:
+    split -> sha256), None for a built-in task (its summary has none) or a summary written
+    before summaries recorded it."""
+    files = summary.get("data_files")
+    if not files:
         return None
-    return {split: str((entry or {}).get("sha256")) for split, entry in sorted(files.items())}
+    return {split: entry["sha256"] for split, entry in sorted(files.items())}
 
 
 def task_source(summary: dict) -> str:
@@ -155,18 +169,21 @@ def task_source(summary: dict) -> str:
 
 def task_label(summary: dict) -> str | None:
     """The task a report files a run under: the summary's task, and for a custom task also its
-    training file's name from the run's config (every custom task is called "custom"),
+    training file's name, from the path the summary's data_files recorded (resolved) or else the
+    run's config (every custom task is called "custom"),
     "custom: reviews", or its folder's where the file is named after its split
     (reviews/train.jsonl: "custom: reviews"); collect makes two tasks' equal labels unique
     ("custom: reviews (2)")."""
     task = summary.get("task")
     data = (summary.get("run_config") or {}).get("data")
-    if task != "custom" or not isinstance(data, dict):
+    recorded = (summary.get("data_files") or {}).get("train")  # where it was, resolved
+    if task != "custom" or not (isinstance(data, dict) or recorded):
         return task
+    data = data if isinstance(data, dict) else {}
     folder = Path(str(data["data_dir"])) if data.get("data_dir") else Path()
     name = folder.name
-    if data.get("train_file"):
-        train_file = folder / str(data["train_file"])
+    if recorded or data.get("train_file"):
+        train_file = Path(recorded["path"]) if recorded else folder / str(data["train_file"])
         # a file named after its split is named by its folder: reviews/train.jsonl -> reviews
         split_named = train_file.stem.lower() in SPLIT_FILE_STEMS and train_file.parent.name
         name = train_file.parent.name if split_named else train_file.stem
@@ -186,6 +203,7 @@ def collect(root: str | Path) -> list[dict]:
     runs = []
     for path in sorted(root.rglob("summary.json")):
         summary = run_summary.read(path)
+        check_data_files(path, summary)
         summary["run"] = path.parent.relative_to(root).as_posix()
         summary["metrics"] = read_metrics(path.parent / "metrics.jsonl")
         summary["run_config"] = read_run_config(path.parent)  # read once: method_key, task_label
