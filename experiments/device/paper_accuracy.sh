@@ -10,7 +10,7 @@
 # warm (DEVICE_RUNS, experiments/device/paths.env, holds them). A cold machine starts from the finished runs
 # committed in experiments/results/<that name>/runs.tgz, and resumes the runs an earlier session's
 # last call stopped where their checkpoints came back: OUT/<name>_stopped.tgz
-# (experiments/device/stopped_runs.py; the LoRA-FA methods' checkpoints fit, MeZO's do not), which
+# (experiments/device/stopped_runs.py; the LoRA-FA methods' checkpoints fit, and MeZO's updates), which
 # keep_runs.py puts in .device/stopped/ here; carry .device/stopped in the first sweep call (a
 # call of its own: the model's part calls have no room left for it). Each
 # call sends its runs back in $OUT (no weights or checkpoints);
@@ -63,7 +63,7 @@ fi
 # PLAN=1 (the default): the unfinished runs that are estimated to end within the call
 # (experiments/device/plan_runs.py, given the same --set values; a run an earlier call of this warm
 # machine stopped counts for the steps after its checkpoint), so that no run is cut that cannot
-# resume elsewhere, then on a GPU they leave free a run whose checkpoint travels (not MeZO's),
+# resume elsewhere, then on a GPU they leave free a run whose checkpoint travels (plan_runs.py's travels),
 # stopped at the call's end; PLAN=0: every unfinished run, in order (on a machine that stays warm).
 device_settings=(--set model.name="$PRGE_MODEL" --set model.device=cuda)
 settings=("${device_settings[@]}")  # and the caller's --set values: what the plan expands the sweep with

@@ -1,6 +1,6 @@
 """Which of the paper sweep's unfinished runs to start in one device call: those estimated to end
-within it (a MeZO run cut by a call's end restarts on the next machine: its full-parameter
-checkpoint stays on this one), then, on the GPU time they leave, one run whose checkpoint travels
+within it (a run cut by a call's end whose checkpoint does not travel, MeZO's full-parameter
+weights under run.checkpoint_format: weights, restarts on the next machine), then, on the GPU time they leave, one run whose checkpoint travels
 (experiments/device/stopped_runs.py), stopped by the call's end.
 
     python experiments/device/plan_runs.py SWEEP.yaml RUNS_ROOT SECONDS [--gpus N] [--set KEY=VALUE ...]
@@ -33,7 +33,7 @@ seed by seed (the grid's first seed first), then in the sweep's order; each is k
 sweep's own schedule (in its order, each run on the first GPU free) still ends within FILL of
 SECONDS. Then, where the chosen runs leave a GPU free FILL_MARGIN seconds or more before the
 call's end, the plan adds one more run, not expected to end in time, whose checkpoint travels
-(stopped_runs.py: every method but MeZO): among the unfinished runs that come after every chosen
+(travels: the LoRA-FA methods, and MeZO under run.checkpoint_format: updates): among the unfinished runs that come after every chosen
 one in the sweep's order (so that it starts last and delays none of them), one stopped part-way
 first (a checkpoint here already), else the first by seed, with or without an estimate. It stops at
 the call's end and resumes in the next call or session. One only: stopped_runs.py sends back
@@ -208,8 +208,9 @@ def plan(pending: list[str], estimates: dict[str, float], seconds: float, gpus: 
 
 def travels(config) -> bool:
     """Whether a run's checkpoint comes back from the machine (stopped_runs.py packs ~10 MiB at
-    most a run): adapters only, not MeZO's full-parameter weights."""
-    return config.estimator.kind != "mezo"
+    most a run): adapters, or MeZO's steps' updates (run.checkpoint_format: updates), not MeZO's
+    full-parameter weights."""
+    return config.estimator.kind != "mezo" or config.run.checkpoint_format == "updates"
 
 
 def fill(pending: list[str], chosen: list[str], estimates: dict[str, float], seconds: float, gpus: int,

@@ -11,8 +11,9 @@ pack (on the machine, after a sweep call): every run folder under ROOT with a ch
 checkpoint.json, the checkpoint folder the pointer names and its log (ROOT/RUN.log), with paths
 ROOT's name/RUN/... as in the runs archive. Runs are taken, the furthest on first, while the
 archive stays within --max-mib (a call sends back files of at most 16 MiB): one LoRA-FA
-checkpoint (B only, float32: ~8 MiB at Gemma 3 270M, ~10 at SmolLM2-135M) fits; MeZO's
-full-parameter ones do not, and what is left starts again on the next machine. No file is written
+checkpoint (B only, float32: ~8 MiB at Gemma 3 270M, ~10 at SmolLM2-135M) fits, and MeZO's
+under run.checkpoint_format: updates (its steps' projected gradients, well under 1 MiB); MeZO's
+full-parameter weights do not, and what is left starts again on the next machine. No file is written
 when nothing is packed. Prints what it packed and what it left.
 
 unpack (on the next machine, before the sweep): the archive's runs whose folder ROOT lacks. A

@@ -57,11 +57,17 @@ def first_difference(stored: str, wanted: str) -> str:
     return ""
 
 
+# Run settings that change how a run's checkpoints are stored, never a number the run produces
+# (a resume from either checkpoint format is checked bit for bit: prge.checkpoints): runs that
+# differ only in them are one run to a sweep (normalized) and seeds of one method to a report.
+STORAGE_SETTINGS = ("checkpoint_format",)
+
+
 def normalized(config_yaml: str) -> str:
     """A config.yaml as this version writes it (keys added since get their defaults), with
     estimator.rng: auto written as the generator it resolves to on the config's device (and
-    estimator), so a
-    run stored before `auto` became the default (rng: torch on the CPU) is the same run."""
+    estimator), so a run stored before `auto` became the default (rng: torch on the CPU) is the
+    same run, and without STORAGE_SETTINGS."""
     from prge._core import ConfigError, parse_run_config
 
     try:
@@ -73,7 +79,14 @@ def normalized(config_yaml: str) -> str:
     # resolve_noise_rng in csrc/prge/perturbation.cpp: MeZO takes the counter RNG on CUDA where its kernels are built
     lora_fa = config.estimator.kind != "mezo"
     resolved = "counter" if config.model.device.startswith("cuda") and (lora_fa or cuda_built) else "torch"
-    return config.to_yaml().replace("\n  rng: auto\n", f"\n  rng: {resolved}\n")
+    text = config.to_yaml().replace("\n  rng: auto\n", f"\n  rng: {resolved}\n")
+    section, kept = None, []
+    for line in text.splitlines(keepends=True):
+        if line[:1] not in (" ", ""):
+            section = line.split(":", 1)[0]
+        if not (section == "run" and line.startswith("  ") and line.strip().split(":", 1)[0] in STORAGE_SETTINGS):
+            kept.append(line)
+    return "".join(kept)
 
 
 def finished(out_dir: str | Path, config_yaml: str) -> bool:

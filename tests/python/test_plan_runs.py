@@ -151,7 +151,9 @@ def test_a_part_of_the_grid_is_estimated_from_the_full_sweeps_runs(plan_runs, tm
     capsys.readouterr()
     assert plan_runs.main([str(part), str(root), "1000"]) == 0
     out = capsys.readouterr()
-    assert out.out.split() == [] and "no estimate (no finished run to go by): mezo-taskrte-seed42" in out.err
+    assert "no estimate (no finished run to go by): mezo-taskrte-seed42" in out.err
+    # (only started to be stopped at the call's end: MeZO's updates checkpoint travels)
+    assert out.out.split() == ["mezo-taskrte-seed42"] and "they stop with a checkpoint that travels" in out.err
     assert plan_runs.main([str(part), str(root), "1000", "--timings-from", str(full)]) == 0
     out = capsys.readouterr()
     assert out.out.split() == ["mezo-taskrte-seed42"]
@@ -206,13 +208,15 @@ def test_a_call_with_nothing_to_go_by_still_starts_a_run_whose_checkpoint_travel
     out = capsys.readouterr()
     assert out.out.split() == ["fo_sgd_lora_fa-tasksst2-seed42"]  # one: stopped_runs.py sends back ~one checkpoint
     assert "then, until the call's end (they stop with a checkpoint that travels): fo_sgd_lora_fa-tasksst2" in out.err
-    mezo_only = tmp_path / "mezo.yaml"  # MeZO's full-parameter checkpoints do not travel: nothing to start
+    mezo_only = tmp_path / "mezo.yaml"  # MeZO's updates travel; its full-parameter weights do not
     import yaml
     spec = yaml.safe_load(sweep.read_text())
     spec["base"] = str(ROOT / "configs/paper/base.yaml")
     spec["variants"] = [v for v in spec["variants"] if v["name"] == "mezo"]
     mezo_only.write_text(yaml.safe_dump(spec, sort_keys=False))
     assert plan_runs.main([str(mezo_only), str(tmp_path / "runs"), "540"]) == 0
+    assert capsys.readouterr().out.split() == ["mezo-tasksst2-seed42"]
+    assert plan_runs.main([str(mezo_only), str(tmp_path / "runs"), "540", "--set", "run.checkpoint_format=weights"]) == 0
     assert capsys.readouterr().out.split() == []
     assert plan_runs.main([str(sweep), str(tmp_path / "runs"), str(plan_runs.FILL_MARGIN - 1)]) == 0
     assert capsys.readouterr().out.split() == []  # a call too short to reach a checkpoint starts nothing

@@ -198,3 +198,49 @@ def test_the_furthest_on_goes_first_when_not_all_fit(stopped_runs, tmp_path, cap
     assert stopped_runs.main(["pack", str(root), str(archive), "--max-mib", "1"]) == 0
     assert "packed into" in capsys.readouterr().out
     assert {Path(n).parts[1] for n in tarfile.open(archive).getnames()} == {"b-later", "b-later.log"}
+
+
+def test_a_stopped_mezo_run_travels_as_its_updates_and_is_the_same_run_as_under_weights(stopped_runs, tmp_path):
+    """run.checkpoint_format: updates (the paper sweep's MeZO): a MeZO run stopped by a call's end
+    travels as its steps' projected gradients (no weights) and resumes on the next machine, by
+    replay, to the run checkpointing weights; runs that differ only in how their checkpoints are
+    stored are one run to a sweep and one method to a report."""
+    from prge.reporting.collect import collect
+
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+
+    def mezo_sweep(root: Path, fmt: str) -> Path:
+        sweep = sweep_file(tmp_path, model_dir, data_dir, root)
+        spec = yaml.safe_load(sweep.read_text())
+        spec["variants"] = [{"name": "mezo", "estimator.kind": "mezo", "estimator.parallel": "sequential",
+                             "estimator.epsilon": 1.0e-3, "optimizer.lr": 2.0e-3, "run.checkpoint_format": fmt}]
+        path = tmp_path / f"sweep-{fmt}.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        return path
+
+    root = tmp_path / "machine" / "paper"
+    sweep = mezo_sweep(root, "updates")
+    done = child(["sweep", str(sweep), "--no-progress"], sig="SIGINT", kill_at=5)
+    assert done.returncode == 2 and "resumes this run" in done.stderr, done.stderr
+    archive = tmp_path / "out" / "paper_stopped.tgz"
+    assert stopped_runs.main(["pack", str(root), str(archive)]) == 0
+    names = tarfile.open(archive).getnames()
+    assert "paper/mezo-seed1/checkpoint-5/state.json" in names and not any(n.endswith(".safetensors") for n in names)
+    assert archive.stat().st_size < 64 << 10
+    (tmp_path / "machine").rename(tmp_path / "given_back")
+    assert stopped_runs.main(["unpack", str(archive), str(root)]) == 0
+    assert main(["sweep", str(sweep), "--no-progress"]) == 0
+    run = root / "mezo-seed1"
+    assert json.loads((run / "summary.json").read_text())["resumed_after_step"] == 5
+    reference_root = tmp_path / "reference" / "paper"
+    assert main(["sweep", str(mezo_sweep(reference_root, "weights")), "--no-progress"]) == 0
+    ours, theirs = (load_file(str(d / "mezo-seed1" / "trained.safetensors")) for d in (root, reference_root))
+    assert all((ours[k] == theirs[k]).all() for k in ours) and records(run) == records(reference_root / "mezo-seed1")
+    # the run finished under weights is the run the updates sweep asks for: skipped, not refused or run again
+    before = (reference_root / "mezo-seed1" / "summary.json").read_text()
+    assert main(["sweep", str(mezo_sweep(reference_root, "updates")), "--no-progress"]) == 0
+    assert (reference_root / "mezo-seed1" / "summary.json").read_text() == before
+    (tmp_path / "both").mkdir()
+    for name, source in (("a", root), ("b", reference_root)):
+        (source / "mezo-seed1").rename(tmp_path / "both" / name)
+    assert len({r["method"] for r in collect(tmp_path / "both")}) == 1

@@ -10,6 +10,7 @@ import yaml
 
 from prge import run_summary
 from prge.jsonl import read_jsonl
+from prge.run_dir import STORAGE_SETTINGS
 from prge.sweep import grid_label
 
 SEED_SUFFIX = re.compile(r"-seed\d+$")
@@ -62,15 +63,17 @@ def read_run_config(run_dir: Path) -> dict | None:
 
 def method_key(run: dict, *, across_tasks: bool = False) -> str:
     """What makes runs seeds of one method: the run's whole config (run["run_config"], from
-    read_run_config) without run.seed and run.output_dir (so any setting that differs, e.g.
-    model.quantize or adapter.rank, makes another method), a custom task's file paths replaced
+    read_run_config) without run.seed, run.output_dir and the settings of how checkpoints are
+    stored (prge.run_dir.STORAGE_SETTINGS: they change no number), so that any other setting that
+    differs (e.g. model.quantize or adapter.rank) makes another method; a custom task's file paths replaced
     by their contents' digests (data_digests), or the summary's identity fields when the run
     directory has no config. across_tasks: of `data:` only METHOD_DATA_KEYS kept, so one
     method's runs on several tasks share a key."""
     config = run.get("run_config")
     if config is not None:
         mapping = dict(config)
-        mapping["run"] = {k: v for k, v in (mapping.get("run") or {}).items() if k not in ("seed", "output_dir")}
+        mapping["run"] = {k: v for k, v in (mapping.get("run") or {}).items()
+                          if k not in ("seed", "output_dir", *STORAGE_SETTINGS)}
         if across_tasks and isinstance(mapping.get("data"), dict):  # what makes the task, and where its data is, go
             mapping["data"] = {k: v for k, v in mapping["data"].items() if k in METHOD_DATA_KEYS}
         elif isinstance(mapping.get("data"), dict) and (digests := data_digests(run)) is not None:
