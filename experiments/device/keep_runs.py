@@ -6,7 +6,7 @@ NAME is paper_accuracy for paths.env's DEFAULT_MODEL (SmolLM2-135M) and paper_ac
 another registered model (MODEL=gemma3-270m on the device: --model gemma3-270m here). A run is
 kept only when it is a whole finished run of configs/sweeps/paper_accuracy.yaml exactly as the
 device sweep expands it for that model (Target.overrides and device_root; prge.run_dir.finished
-compares the whole config) and its summary and metrics read, so a smoke run (`--set
+compares the whole config but how checkpoints are stored) and its summary and metrics read, so a smoke run (`--set
 run.steps=3`), another sweep's or model's run, or a damaged one is refused by name and the kept
 copy stays. Each kept run's config.yaml, summary.json, metrics.jsonl and log (no weights) go into
 the committed experiments/results/NAME/runs.tgz, replacing an earlier copy of the same run, and a

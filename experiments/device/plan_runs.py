@@ -206,11 +206,19 @@ def plan(pending: list[str], estimates: dict[str, float], seconds: float, gpus: 
     return [run for run in pending if run in chosen]
 
 
-def travels(config) -> bool:
+def travels(config, run_dir: Path | None = None) -> bool:
     """Whether a run's checkpoint comes back from the machine (stopped_runs.py packs ~10 MiB at
     most a run): adapters, or MeZO's steps' updates (run.checkpoint_format: updates), not MeZO's
-    full-parameter weights."""
-    return config.estimator.kind != "mezo" or config.run.checkpoint_format == "updates"
+    full-parameter weights, as a MeZO run stopped in `run_dir` before its sweep asked for updates
+    keeps checkpointing them."""
+    if config.estimator.kind != "mezo":
+        return True
+    try:
+        pointer = checkpoints.read_pointer(run_dir) if run_dir is not None else None
+    except (OSError, ValueError):
+        pointer = None
+    weights = pointer is not None and (Path(run_dir) / str(pointer.get("directory", "")) / checkpoints.TENSORS).exists()
+    return config.run.checkpoint_format == "updates" and not weights
 
 
 def fill(pending: list[str], chosen: list[str], estimates: dict[str, float], seconds: float, gpus: int,
@@ -253,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = expand_sweep(args.sweep, overrides, output_root=str(root))
         labels = [label for label, _ in runs]  # each run's directory name
         steps = {label: config.run.steps for label, config in runs}
-        traveling = {label for label, config in runs if travels(config)}
+        traveling = {label for label, config in runs if travels(config, root / label)}
         done = finished_runs(root, runs)
         timed = finished_runs(root, expand_sweep(args.timings_from, overrides, output_root=str(root))) \
             if args.timings_from else {}
@@ -281,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     stopped = {label for label in pending if remaining_steps(root / label, steps[label]) < steps[label]}
     filled = fill(pending, chosen, estimates, args.seconds, args.gpus, seed_order, traveling, stopped)
     unknown = [label for label in pending if label not in estimates]
-    too_long = [label for label in pending if estimates.get(label, 0) > FILL * args.seconds]
+    too_long = [label for label in pending  # a run whose checkpoint travels goes on in the next call anyway
+                if estimates.get(label, 0) > FILL * args.seconds and label not in traveling]
     length = schedule_length([estimates[r] for r in chosen], args.gpus) if chosen else 0
     print(f"plan_runs: {len(chosen)} of {len(pending)} unfinished runs ({len(done)} finished), estimated "
           f"{length:.0f} s of {args.seconds:.0f} on {args.gpus} GPU(s)", file=sys.stderr)
@@ -289,8 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plan_runs: then, until the call's end (they stop with a checkpoint that travels): "
               f"{', '.join(filled)}", file=sys.stderr)
     if too_long:
-        print(f"plan_runs: longer than a call (run them with PLAN=0 on a machine that stays warm, so "
-              f"they resume): " + ", ".join(f"{r} ({estimates[r]:.0f} s)" for r in too_long), file=sys.stderr)
+        print(f"plan_runs: longer than a call, and their checkpoints do not travel (run them with PLAN=0 on a "
+              f"machine that stays warm, so they resume): " + ", ".join(f"{r} ({estimates[r]:.0f} s)" for r in too_long), file=sys.stderr)
     if unknown:
         print(f"plan_runs: no estimate (no finished run to go by): {', '.join(unknown)}", file=sys.stderr)
     print("\n".join(run for run in pending if run in set(chosen) | set(filled)))

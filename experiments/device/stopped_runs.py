@@ -21,8 +21,9 @@ folder already there (the warm machine's own copy, further on, or a run finished
 always wins. The whole archive is read and its gzip checksum checked first, every run must bring
 its config.yaml and checkpoint.json, and members other than ROOT's name/RUN/... files and
 ROOT's name/RUN.log are refused, all before anything moves into ROOT. The sweep resumes a run from
-its checkpoint only when its config.yaml is the one the sweep expands (prge.sweep; otherwise it
-starts the run again); a run whose task data changed since is refused by `prge train`'s own check
+its checkpoint only when its config.yaml is the one the sweep expands, how checkpoints are stored
+aside (prge.sweep, prge.run_dir.normalized; otherwise it starts the run again; a MeZO run stopped
+with weights under a sweep now asking for updates goes on checkpointing weights, which stay here); a run whose task data changed since is refused by `prge train`'s own check
 (it names the run: delete .device/stopped/NAME_stopped.tgz here, or ROOT/RUN there).
 
 Exit status 0, or 2 with `stopped_runs: error: ...` naming the file."""

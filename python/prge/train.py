@@ -13,7 +13,7 @@ import torch
 
 from prge import checkpoints, distributed, durable, preflight, run_summary
 from prge.interrupts import stop_signals
-from prge.run_dir import RunDirError, claim
+from prge.run_dir import claim
 from prge.progress import above, closed_at_exit, progress_bar
 from prge._core import RunConfig, Trainer
 from prge.data.batching import BatchSampler
@@ -169,11 +169,11 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
         if state is not None:
             passes, sequences, step_seconds = state["forward_passes"], state["sequences"], state["step_seconds"]
             first = state["step"] + 1
-            if updates is not None:  # steps 1..first-1 as the checkpoint held them
-                if "updates" not in state:
-                    raise RunDirError(f"{out_dir}: run.checkpoint_format: updates needs every step's update, and its "
-                                      f"checkpoint at step {state['step']} holds the weights: resume with "
-                                      "checkpoint_format: weights, or start the run again")
+            if updates is not None and "updates" not in state:  # the same numbers either way: go on as stored
+                log(f"[prge] note: the checkpoint at step {state['step']} holds the weights, not every step's update "
+                    "(it was written under run.checkpoint_format: weights): this run goes on checkpointing weights")
+                updates = None
+            elif updates is not None:  # steps 1..first-1 as the checkpoint held them
                 updates["projected_grads"] = checkpoints.stored_updates(checkpoints.state_file(out_dir), state)[0]
             where.step = where.saved = state["step"]
             history = [r for r in checkpoints.metrics_until(metrics_path, state["step"])

@@ -216,6 +216,12 @@ def test_a_call_with_nothing_to_go_by_still_starts_a_run_whose_checkpoint_travel
     mezo_only.write_text(yaml.safe_dump(spec, sort_keys=False))
     assert plan_runs.main([str(mezo_only), str(tmp_path / "runs"), "540"]) == 0
     assert capsys.readouterr().out.split() == ["mezo-tasksst2-seed42"]
+    stopped = tmp_path / "runs" / "mezo-tasksst2-seed42"  # stopped with weights before the sweep said updates
+    (stopped / "checkpoint-10").mkdir(parents=True)
+    (stopped / "checkpoint-10" / "checkpoint.safetensors").write_bytes(b"")
+    (stopped / "checkpoint.json").write_text('{"step": 10, "directory": "checkpoint-10"}')
+    assert plan_runs.main([str(mezo_only), str(tmp_path / "runs"), "540"]) == 0
+    assert capsys.readouterr().out.split() == ["mezo-taskrte-seed42"]  # its weights stay: the next one travels
     assert plan_runs.main([str(mezo_only), str(tmp_path / "runs"), "540", "--set", "run.checkpoint_format=weights"]) == 0
     assert capsys.readouterr().out.split() == []
     assert plan_runs.main([str(sweep), str(tmp_path / "runs"), str(plan_runs.FILL_MARGIN - 1)]) == 0

@@ -244,3 +244,35 @@ def test_a_stopped_mezo_run_travels_as_its_updates_and_is_the_same_run_as_under_
     for name, source in (("a", root), ("b", reference_root)):
         (source / "mezo-seed1").rename(tmp_path / "both" / name)
     assert len({r["method"] for r in collect(tmp_path / "both")}) == 1
+
+
+def test_a_run_stopped_under_weights_goes_on_checkpointing_weights_under_a_sweep_of_updates(tmp_path, capsys):
+    """A MeZO run stopped with a weights checkpoint (before its sweep said updates) resumes, with
+    a note, and goes on checkpointing weights: the same numbers either way, and the sweep's other
+    runs still run."""
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    root = tmp_path / "paper"
+
+    def mezo_sweep(fmt: str) -> Path:
+        sweep = sweep_file(tmp_path, model_dir, data_dir, root)
+        spec = yaml.safe_load(sweep.read_text())
+        spec["grid"] = {"run.seed": [1, 2]}
+        spec["variants"] = [{"name": "mezo", "estimator.kind": "mezo", "estimator.parallel": "sequential",
+                             "estimator.epsilon": 1.0e-3, "optimizer.lr": 2.0e-3, "run.checkpoint_format": fmt}]
+        path = tmp_path / f"sweep-{fmt}.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        return path
+
+    done = child(["sweep", str(mezo_sweep("weights")), "--no-progress"], sig="SIGINT", kill_at=5)
+    assert done.returncode == 2 and (root / "mezo-seed1" / "checkpoint-5" / "checkpoint.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["sweep", str(mezo_sweep("updates")), "--no-progress"]) == 0
+    out = capsys.readouterr()
+    assert "the checkpoint at step 5 holds the weights, not every step's update" in out.out + out.err
+    assert all((root / f"mezo-seed{s}" / "summary.json").is_file() for s in (1, 2))
+    reference = tmp_path / "reference"
+    config = yaml.safe_load((root / "mezo-seed1" / "config.yaml").read_text())
+    config["run"]["output_dir"] = str(reference)
+    (tmp_path / "reference.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", str(tmp_path / "reference.yaml"), "--no-progress"]) == 0
+    assert records(root / "mezo-seed1") == records(reference)
