@@ -333,7 +333,7 @@ def _generate(args) -> None:
 
 def _report(args) -> None:
     from prge.reporting import collect, write_report
-    from prge.reporting.collect import unfinished
+    from prge.reporting.collect import data_files_note, unfinished
 
     source = Path(args.source)
     if source.is_file():
@@ -347,8 +347,10 @@ def _report(args) -> None:
         name = source.stem
     else:
         runs_dir, title, out, name = source, args.title or source.name, args.out, source.name
-    markdown = write_report(collect(runs_dir), title, out, name, figures=not args.no_figures,
-                            unfinished=unfinished(runs_dir))
+    runs = collect(runs_dir)
+    if note := data_files_note(runs):
+        print(note, file=sys.stderr)
+    markdown = write_report(runs, title, out, name, figures=not args.no_figures, unfinished=unfinished(runs_dir))
     print(markdown, end="")
 
 

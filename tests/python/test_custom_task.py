@@ -140,6 +140,20 @@ def test_a_report_tells_custom_tasks_apart_by_their_data_not_by_its_spelling(ass
     # named after the files' folders (train.jsonl is named after its split), however the path was spelled
     assert by_run["rel"]["task"] == by_run["abs"]["task"] == f"custom: {tmp_path.name}"
     assert by_run["other"]["task"] == "custom: other"
+    # a run from before summaries recorded data_files: filed by its config's path, and the report says so
+    import shutil
+
+    from prge.reporting.collect import data_files_note
+
+    assert data_files_note(collect(runs)) is None
+    older = runs / "older" / "prge-seed3"
+    shutil.copytree(runs / "rel" / "prge-seed1", older)
+    summary = json.loads((older / "summary.json").read_text())
+    del summary["data_files"]
+    (older / "summary.json").write_text(json.dumps(summary))
+    assert "1 custom-task run(s) (older/prge-seed3) have summaries from before prge recorded data_files" in \
+        data_files_note(collect(runs))
+    shutil.rmtree(runs / "older")
     # a damaged data_files is named, not a traceback or a silent merge
     from prge.cli import main as cli
 

@@ -222,6 +222,19 @@ def collect(root: str | Path) -> list[dict]:
     return runs
 
 
+def data_files_note(runs: list[dict]) -> str | None:
+    """A note where custom-task runs with data_files (told apart by content) meet runs whose
+    summaries predate it (told apart by their configs' paths): the same data is then filed as
+    two tasks, and the note says why."""
+    custom = [run for run in runs if run.get("data_files") or str(run.get("task", "")).startswith("custom")]
+    old = [run["run"] for run in custom if not run.get("data_files")]
+    if not old or len(old) == len(custom):
+        return None
+    return (f"[prge] note: {len(old)} custom-task run(s) ({', '.join(old[:3])}{', ...' if len(old) > 3 else ''}) "
+            "have summaries from before prge recorded data_files: they are told apart by their configs' paths, "
+            "the newer runs by their data's content, so the same data may be filed as two tasks")
+
+
 def unfinished(root: str | Path) -> list[str]:
     """Run directories under `root` (holding the config.yaml a run writes first) without a
     summary.json, as paths below root: runs stopped before their last step (a sweep resumes or
