@@ -9,6 +9,7 @@
   prge data copy TASK [--from DIR] [--to DIR]  copy a task's files into the user data dir
   prge data list                               tasks and where their data is found
   prge check CONFIG                            validate a config, print every key's effective value
+  prge check SWEEP.yaml                        validate every run of a sweep, one line each
   prge generate MODEL_OR_RUN_DIR --prompt TEXT  text from a model or a fine-tuned run (KV cache)
   prge adapters export RUN_DIR --out DIR [--merge] [--overwrite]  the run's adapters in PEFT's format (or merged
                                                into a full Hugging Face model directory; a MeZO
@@ -164,7 +165,8 @@ def _command(argv: list[str] | None) -> int:
     adapters_export.add_argument("--overwrite", action="store_true",
                                  help="replace the model or adapter in a directory that is not empty")
     check = sub.add_parser("check", help="validate a config (with its task, model and device on this machine) "
-                                         "and print every key's effective value")
+                                         "and print every key's effective value; a sweep file: every run "
+                                         "checked as prge sweep checks them, one line each")
     check.add_argument("config")
     check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
@@ -172,7 +174,11 @@ def _command(argv: list[str] | None) -> int:
     from prge._core import ConfigError
 
     try:
-        if args.command == "check":
+        if args.command == "check" and _is_sweep_file(args.config):
+            from prge.overrides import parse_assignment
+
+            _check_sweep(args.config, [parse_assignment(s) for s in args.set])
+        elif args.command == "check":
             # Every key with its effective value (run directories store the shorter to_yaml()).
             from prge.preflight import check_model_config, check_names, notes
 
@@ -329,6 +335,40 @@ def _generate(args) -> None:
             print(f"--- {prompt!r}\n{output}")
         else:  # a continuation reads on from its prompt; a chat reply stands on its own
             print(output if args.chat else f"{prompt}{output}")
+
+
+def _is_sweep_file(path: str) -> bool:
+    """Whether `path` reads as a sweep (a mapping with base, grid or variants, keys only a sweep
+    file has) rather than a run config; False where it does not read (the config reader says why)."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(spec, dict) and bool({"base", "grid", "variants"} & set(spec))  # read_sweep names the rest
+
+
+def _check_sweep(path: str, overrides: list[tuple[str, str]]) -> None:
+    """prge check SWEEP.yaml: every run expanded (with --set last) and checked as `prge sweep`
+    checks them before its first run (prge.sweep.check_runs: task, model, device, the model's
+    config.json); one line per run, and each distinct note once."""
+    from prge.preflight import notes
+    from prge.sweep import check_runs, expand_sweep, load_sweep_spec
+
+    spec = load_sweep_spec(path)
+    runs = expand_sweep(path, overrides)
+    check_runs(runs, spec.get("mode", "train") == "speed", (spec.get("speed") or {}).get("shape"))
+    for label, config in runs:
+        print(f"{label}: {config.run.output_dir}")
+    seen: dict[str, list[str]] = {}
+    for label, config in runs:
+        for note in notes(config):
+            seen.setdefault(note, []).append(label)
+    for note, labels in seen.items():
+        print(f"{note} ({len(labels)} run(s): {', '.join(labels[:3])}{' ...' if len(labels) > 3 else ''})",
+              file=sys.stderr)
+    print(f"[prge] {path}: {len(runs)} runs checked", file=sys.stderr)
 
 
 def _report(args) -> None:

@@ -13,6 +13,8 @@ import prge
 from prge.cli import main
 from conftest import make_tiny_assets, write_config
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def test_config_errors_name_the_key():
     with pytest.raises(prge.ConfigError, match=r"run.yaml:2:3: estimator.querys: unknown key"):
@@ -427,3 +429,21 @@ def test_train_prints_each_evaluation_once_and_the_last_one_below_a_finished_bar
     last_train = err.rindex("train:")
     assert "6/6" in err[last_train:].splitlines()[0], err
     assert "eval:" in err[last_train:] and "train:" not in err[err.index("eval:", last_train):], err
+
+
+def test_prge_check_on_a_sweep_checks_every_run_as_the_sweep_would(tmp_path, capsys):
+    """prge check SWEEP.yaml: every run expanded and checked before anything trains (one line
+    each, each note once), a bad grid value named as prge sweep names it; not 'base: unknown key'."""
+    sweep = ROOT / "configs" / "sweeps" / "paper_accuracy.yaml"
+    assert main(["check", str(sweep)]) == 0
+    out = capsys.readouterr()
+    assert len(out.out.splitlines()) == 165 and out.out.startswith("fo_sgd_lora_fa-tasksst2-seed42: ")
+    assert out.err.count("[prge] note: estimator.kind: mezo perturbs every weight") == 1, out.err
+    assert f"[prge] {sweep}: 165 runs checked" in out.err
+    assert main(["check", str(sweep), "--set", "data.task=nope"]) == 2
+    assert "prge: error: --set data.task: unknown task 'nope'" in capsys.readouterr().err
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(f"base: {ROOT / 'configs' / 'paper' / 'base.yaml'}\ngrdi: {{run.seed: [1]}}\n")
+    assert main(["check", str(typo)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prge: error: ") and "grdi" in err and "base: unknown key" not in err, err
