@@ -354,20 +354,15 @@ def _check_sweep(path: str, overrides: list[tuple[str, str]]) -> None:
     checks them before its first run (prge.sweep.check_runs: task, model, device, the model's
     config.json); one line per run, and each distinct note once."""
     from prge.preflight import notes
-    from prge.sweep import check_runs, expand_sweep, load_sweep_spec
+    from prge.sweep import check_runs, expand_sweep, load_sweep_spec, run_notes
 
     spec = load_sweep_spec(path)
     runs = expand_sweep(path, overrides)
     check_runs(runs, spec.get("mode", "train") == "speed", (spec.get("speed") or {}).get("shape"))
     for label, config in runs:
         print(f"{label}: {config.run.output_dir}")
-    seen: dict[str, list[str]] = {}
-    for label, config in runs:
-        for note in notes(config):
-            seen.setdefault(note, []).append(label)
-    for note, labels in seen.items():
-        print(f"{note} ({len(labels)} run(s): {', '.join(labels[:3])}{' ...' if len(labels) > 3 else ''})",
-              file=sys.stderr)
+    for note in run_notes(runs, notes):
+        print(note, file=sys.stderr)
     print(f"[prge] {path}: {len(runs)} runs checked", file=sys.stderr)
 
 

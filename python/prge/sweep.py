@@ -230,16 +230,17 @@ def _as_text(overrides) -> list[tuple[str, str]]:
     return list(overrides or [])
 
 
-def run_notes(runs: list[tuple[str, object]]) -> list[str]:
-    """Each distinct note of preflight.learning_rate_note over a sweep's (label, RunConfig) runs,
-    once, with the runs it concerns."""
+def run_notes(runs: list[tuple[str, object]], notes_of=None) -> list[str]:
+    """Each distinct note over a sweep's (label, RunConfig) runs, once, with the runs it
+    concerns; notes_of(config) -> the config's notes (default: preflight.learning_rate_note's)."""
     from prge.preflight import learning_rate_note
 
+    notes_of = notes_of or (lambda config: [learning_rate_note(config)])
     notes: dict[str, list[str]] = {}
     for label, config in runs:
-        note = learning_rate_note(config)
-        if note:
-            notes.setdefault(note, []).append(label)
+        for note in notes_of(config):
+            if note:
+                notes.setdefault(note, []).append(label)
     return [f"{note} ({len(labels)} run(s) of this sweep: {', '.join(labels[:3])}{' ...' if len(labels) > 3 else ''})"
             for note, labels in notes.items()]
 

@@ -307,8 +307,9 @@ CausalLM CausalLM::from_pretrained(const std::string& dir, const torch::Device& 
     // Only the blocks of the model's projections: any other name would stand in for (or drop)
     // the dense file's own tensor.
     std::set<std::string> projections;
+    const auto table = spec.weights();
     for (int64_t i = 0; i < spec.num_hidden_layers; ++i) {
-      for (const auto& entry : spec.weights().layer) {
+      for (const auto& entry : table.layer) {
         if (!is_norm(entry.role) && !is_bias(entry.role)) projections.insert(fmt::format("model.layers.{}.{}", i, entry.name));
       }
     }
