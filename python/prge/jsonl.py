@@ -28,13 +28,33 @@ def unique_keys(pairs: list) -> dict:
     return seen
 
 
+class WrittenFloat(float):
+    """A JSON number with a fraction or exponent, as a float that prints as the file wrote it:
+    str(1.50) is '1.50', not Python's '1.5', so a price, version or score placed into a prompt
+    is the text the user's file holds. Arithmetic and json.dumps see the plain float."""
+
+    def __new__(cls, text: str):
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    def __str__(self) -> str:
+        return self.text
+
+    __repr__ = __str__
+
+    def __reduce__(self):
+        return WrittenFloat, (self.text,)
+
+
 def read_jsonl(path: str | Path) -> list:
     return [record for _, record in read_jsonl_numbered(path)]
 
 
-def read_jsonl_numbered(path: str | Path) -> list[tuple[int, object]]:
+def read_jsonl_numbered(path: str | Path, as_written: bool = False) -> list[tuple[int, object]]:
     """(line number, value) of each non-blank line; ValueError naming the file and line of a
-    line that is not UTF-8 or not JSON, or whose objects give a key twice."""
+    line that is not UTF-8 or not JSON, or whose objects give a key twice. `as_written`: numbers
+    with a fraction or exponent are WrittenFloat (data files, whose values become prompt text)."""
     records = []
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
@@ -49,7 +69,7 @@ def read_jsonl_numbered(path: str | Path) -> list[tuple[int, object]]:
                 raise ValueError(f"{path}:{number}: a NUL character (\\x00) at column {line.index(chr(0)) + 1}: "
                                  f"{NUL_ADVICE}")
             try:
-                value = json.loads(line, object_pairs_hook=unique_keys)
+                value = json.loads(line, object_pairs_hook=unique_keys, parse_float=WrittenFloat if as_written else None)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{number}: malformed JSON ({e.msg})") from e
             except DuplicateKey as e:

@@ -211,6 +211,28 @@ def test_a_label_among_numeric_candidates_is_read_by_its_json_type_and_refused_i
     assert [e.label for e in custom_task(data_section(tmp_path, train_file="train.csv")).load("train")] == [1, 1]
 
 
+def test_numbers_reach_the_prompt_as_the_file_wrote_them_and_labels_match_by_value(tmp_path):
+    """JSON's 1.50 and 2e3 are prompt text "1.50" and "2e3" (not Python's 1.5 and 2000.0), in
+    a field, a candidate of a CSV row's JSON list and a JSON lines candidate; a label 1.50
+    still matches the label_words key 1.5."""
+    (tmp_path / "train.jsonl").write_text('{"text": 1.50, "options": [2e3, "b"], "answer": 0}\n'
+                                          '{"text": "x", "options": ["a", 0.10], "answer": 1.0}\n')
+    task = custom_task(data_section(tmp_path, template="Price : {text}"))
+    first, second = task.load("train")
+    assert task.template(first.fields) == "Price : 1.50" and first.choices == (" 2e3", " b")
+    assert second.choices == (" a", " 0.10") and second.label == 1
+    (tmp_path / "train.csv").write_text('text,options,answer\nx,"[1.50, 7]",0\n')
+    assert custom_task(data_section(tmp_path, train_file="train.csv")).load("train")[0].choices == (" 1.50", " 7")
+    write = lambda label: (tmp_path / "cls.jsonl").write_text(f'{{"text": 3.250, "answer": {label}}}\n')
+    classify = lambda: custom_task(data_section(tmp_path, train_file="cls.jsonl", choices_field="", template="{text}",
+                                                label_words=[("1.5", " low"), ("2", " high")])).load("train")[0]
+    write("1.50")
+    example = classify()
+    assert example.label == 0 and example.fields == {"text": "3.250"}
+    write("2.0")
+    assert classify().label == 1
+
+
 def test_a_json_object_giving_a_key_twice_is_refused_naming_the_line(tmp_path):
     (tmp_path / "train.jsonl").write_text(json.dumps(RECORDS[0]) + "\n"
                                           '{"text": "good", "text": "bad", "options": ["a", "b"], "answer": 0}\n')

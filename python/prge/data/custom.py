@@ -34,6 +34,7 @@ from pathlib import Path
 from prge.data.examples import Example, Task
 from prge.data.kinds import CLASSIFICATION, GENERATION, MULTIPLE_CHOICE
 from prge.data.sources import CUSTOM_READERS, Located, content_sha256, read_hf
+from prge.jsonl import WrittenFloat
 
 SPLIT_KEYS = {"train": "train_file", "eval": "eval_file"}
 HF_SPLIT_NAMES = {"train": ("train",), "eval": ("validation", "test")}
@@ -60,8 +61,8 @@ def _label_key(value) -> str:
     """Label values as the YAML keys of label_words spell them (true, 1, positive)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    if isinstance(value, float):  # by value: JSON's 1.50 is the key 1.5
+        return str(int(value)) if value.is_integer() else float.__repr__(value)
     return str(value)
 
 
@@ -95,7 +96,7 @@ def _choices(value, where: str, key: str) -> tuple[str, ...]:
     """A record's candidates: a list of strings, or a string holding a JSON list (CSV / TSV)."""
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = json.loads(value, parse_float=WrittenFloat)
         except json.JSONDecodeError:
             raise ValueError(f"{where}: {key} = {value!r} is not a list of candidates (in CSV / TSV, write a JSON "
                              'list such as ["Paris", "Rome"])') from None
@@ -145,9 +146,10 @@ def _choice_index(value, choices: tuple[str, ...], where: str, key: str, typed: 
 
 
 def _text_of(value) -> str | None:
-    """A field's value as text: a string, or a finite number as Python writes it (JSON's 1.50
-    reads as 1.5); None for a list, object, boolean, NaN or infinity, whose Python spelling is no
-    text the file holds."""
+    """A field's value as text: a string, or a finite number as the file wrote it (JSON lines'
+    1.50 stays 1.50: jsonl.WrittenFloat; a datasets directory's floats as Python writes them);
+    None for a list, object, boolean, NaN or infinity, whose Python spelling is no text the file
+    holds."""
     if isinstance(value, str):
         return value
     if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and math.isfinite(value):

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from prge.jsonl import NUL_ADVICE, DuplicateKey, read_jsonl_numbered, unique_keys
+from prge.jsonl import NUL_ADVICE, DuplicateKey, WrittenFloat, read_jsonl_numbered, unique_keys
 
 HF_SPLITS = {"train": "train", "eval": "validation"}
 
@@ -147,7 +147,7 @@ def read_delimited(path: Path, delimiter: str, quoted: bool = True, key: str = "
 
 def read_jsonl_objects(path: Path) -> Located:
     located = []
-    for number, record in read_jsonl_numbered(path):
+    for number, record in read_jsonl_numbered(path, as_written=True):
         if not isinstance(record, dict):
             raise ValueError(f"{path}:{number}: expected a JSON object per line")
         where = f"{path}: record {len(located) + 1} (line {number})"
@@ -160,7 +160,8 @@ def read_json_array(path: Path) -> Located:
     """A file holding one JSON array of objects (Hugging Face `to_list()` dumps, e.g. ARC-Easy).
     ValueError naming the file for anything else."""
     try:
-        records = json.loads(Path(path).read_text(encoding="utf-8-sig"), object_pairs_hook=unique_keys)
+        records = json.loads(Path(path).read_text(encoding="utf-8-sig"), object_pairs_hook=unique_keys,
+                             parse_float=WrittenFloat)
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
                          "save the file as UTF-8") from e
