@@ -23,8 +23,10 @@ its config.yaml and checkpoint.json, and members other than ROOT's name/RUN/... 
 ROOT's name/RUN.log are refused, all before anything moves into ROOT. The sweep resumes a run from
 its checkpoint only when its config.yaml is the one the sweep expands, how checkpoints are stored
 aside (prge.sweep, prge.run_dir.normalized; otherwise it starts the run again; a MeZO run stopped
-with weights under a sweep now asking for updates goes on checkpointing weights, which stay here); a run whose task data changed since is refused by `prge train`'s own check
-(it names the run: delete .device/stopped/NAME_stopped.tgz here, or ROOT/RUN there).
+with weights under a sweep now asking for updates goes on checkpointing weights, which stay here); a run whose task data changed since, or a MeZO run
+whose updates replay differently there, is refused by `prge train`'s own check: the sweep names
+it and goes on with its other runs (delete .device/stopped/NAME_stopped.tgz here, or ROOT/RUN
+there, and it starts again).
 
 Exit status 0, or 2 with `stopped_runs: error: ...` naming the file."""
 from __future__ import annotations

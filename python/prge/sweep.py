@@ -1,7 +1,8 @@
 """Sweeps: a base config crossed with a grid (and optional named variants). Each run
 gets its own directory; a run finished with the same config (its stored config.yaml) is
 skipped, so an interrupted sweep resumes where it stopped; one finished with other settings
-is refused, naming the difference; a run another process is writing is left to it.
+is refused, naming the difference; a run another process is writing is left to it; a run that
+fails is named, the runs after it go on, and the sweep ends with an error naming each failed run.
 
     base: CONFIG.yaml or an inline config     grid: {key: [values]}   (crossed)
     variants: [{name: ..., key: value}]       output_root: runs/NAME
@@ -264,7 +265,10 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
     """Every run of the sweep, one after another in this process; with `gpus`, as many at once
     as GPUs are listed, each in its own process on its own GPU (prge.sweep_gpus). `only`: shell
     patterns (fnmatch) on run directory names; the runs that match one, in the sweep's order.
-    Raises ValueError for a pattern that matches no run."""
+    Raises ValueError for a pattern that matches no run, for a run finished earlier with other
+    settings (when the sweep reaches it), and, once the other runs have ended, naming each run
+    that failed (a refused resume, one task's damaged data file): one run's error does not stop
+    the runs after it, as with `gpus`."""
     from prge.speed import run_speed
     from prge.train import RunInterrupted, run_training
 
@@ -272,7 +276,7 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
     speed = spec.get("mode", "train") == "speed"
     if gpus and speed:
         raise ValueError(f"{path}: mode: speed measures one run at a time; run it without --gpus")
-    summaries, pending = [], []
+    summaries, pending, failed = [], [], []
     runs = expand_sweep(path, overrides, output_root)
     if only:
         runs = select_runs(path, runs, [only] if isinstance(only, str) else list(only))
@@ -301,9 +305,23 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
             log(f"[prge] ({i}/{len(runs)}) {label}: another process is running it, skipping")
         except RunInterrupted as e:  # Ctrl-C: the sweep, started again, resumes this run
             raise RunInterrupted(f"{label}: " + str(e).replace(
-                "`prge train CONFIG --resume`", "the same `prge sweep` command (it resumes this run)")) from None
+                "`prge train CONFIG --resume`", "the same `prge sweep` command (it resumes this run)")
+                + (f"; {len(failed)} run(s) had failed before: {'; '.join(failed)}" if failed else "")) from None
+        except BrokenPipeError:  # stdout's reader is gone: no run after this one could say anything
+            raise
+        except RUN_ERRORS as e:
+            failed.append(f"({i}/{len(runs)}) {label}")
+            print(f"prge: error: ({i}/{len(runs)}) {label}: {e}\n[prge] the sweep goes on with its other runs; "
+                  "this one is named again at the end", file=sys.stderr, flush=True)
     if pending:
         from prge.sweep_gpus import run_on_gpus
 
         summaries += run_on_gpus(pending, gpus, log)
+    if failed:
+        raise ValueError(f"{len(failed)} of {len(runs)} runs failed (each error above): {'; '.join(failed)}")
     return summaries
+
+
+# What a run raises for its own input (the errors `prge train` reports as `prge: error:`): a sweep
+# names the run and goes on with the others.
+RUN_ERRORS = (ConfigError, ValueError, OSError, KeyError, ImportError, RuntimeError, IndexError)

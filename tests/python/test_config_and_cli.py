@@ -1,6 +1,7 @@
 """Bad input gets a readable error naming the problem; the CLI trains end to end on a
 tiny model + tokenizer + labelled CSV made here, writes results and resumes sweeps."""
 import csv
+import shutil
 import json
 import re
 from pathlib import Path
@@ -129,6 +130,30 @@ def test_sweep_resumes(tmp_path, capsys):
     assert "prge: error: " in err and "--only 'dual-queries3' matches none of the sweep's 4 runs" in err
     sweep.write_text(yaml.safe_dump({"base": base.name, "grids": {}}))
     assert main(["sweep", str(sweep)]) == 2
+
+
+def test_a_failed_run_is_named_and_the_sweep_goes_on_with_the_others(tmp_path, capsys):
+    """One run's data file is damaged: the sweep names that run's error as it happens, trains
+    the runs after it, and ends with an error (exit 2) naming the failed run; started again, it
+    skips the finished runs and names the failed one again."""
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(data_dir, broken)
+    with open(broken / "train.csv", "a") as f:
+        f.write("P99,a review with no score\n")
+    base = write_config(tmp_path, model_dir, data_dir, run={"steps": 2, "eval_every": 0})
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"base": base.name, "output_root": str(tmp_path / "sweep"),
+                                     "variants": [{"name": "a"}, {"name": "b", "data.data_dir": str(broken)},
+                                                  {"name": "c", "estimator.queries": 1}]}))
+    for again in (False, True):
+        assert main(["sweep", str(sweep), "--no-progress"]) == 2
+        captured = capsys.readouterr()
+        assert f"prge: error: (2/3) b: fine_food: train split: {broken / 'train.csv'}:42: 2 fields" in captured.err, \
+            captured.err
+        assert captured.err.rstrip().endswith("prge: error: 1 of 3 runs failed (each error above): (2/3) b"), captured.err
+        assert [(tmp_path / "sweep" / name / "summary.json").is_file() for name in "abc"] == [True, False, True]
+        assert captured.out.count("finished earlier, skipping") == (2 if again else 0)
 
 
 def test_single_forward_option_scores_match_per_option_scoring(tmp_path):
