@@ -47,14 +47,38 @@ class WrittenFloat(float):
         return WrittenFloat, (self.text,)
 
 
+class WrittenInt(int):
+    """A JSON integer that prints as the file wrote it (-0 stays -0); see WrittenFloat. An
+    integer of more digits than Python converts (sys.get_int_max_str_digits) is a ValueError."""
+
+    def __new__(cls, text: str):
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    def __str__(self) -> str:
+        return self.text
+
+    __repr__ = __str__
+
+    def __reduce__(self):
+        return WrittenInt, (self.text,)
+
+
+def as_written_json(text: str, **hooks):
+    """json.loads with numbers as WrittenFloat / WrittenInt (data files, whose values become
+    prompt text); ValueError for an integer too long to convert, besides json's own errors."""
+    return json.loads(text, parse_float=WrittenFloat, parse_int=WrittenInt, **hooks)
+
+
 def read_jsonl(path: str | Path) -> list:
     return [record for _, record in read_jsonl_numbered(path)]
 
 
-def read_jsonl_numbered(path: str | Path, as_written: bool = False) -> list[tuple[int, object]]:
+def read_jsonl_numbered(path: str | Path, written: bool = False) -> list[tuple[int, object]]:
     """(line number, value) of each non-blank line; ValueError naming the file and line of a
-    line that is not UTF-8 or not JSON, or whose objects give a key twice. `as_written`: numbers
-    with a fraction or exponent are WrittenFloat (data files, whose values become prompt text)."""
+    line that is not UTF-8 or not JSON, or whose objects give a key twice. `written`: numbers as
+    the file wrote them (as_written_json: data files, whose values become prompt text)."""
     records = []
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
@@ -69,10 +93,10 @@ def read_jsonl_numbered(path: str | Path, as_written: bool = False) -> list[tupl
                 raise ValueError(f"{path}:{number}: a NUL character (\\x00) at column {line.index(chr(0)) + 1}: "
                                  f"{NUL_ADVICE}")
             try:
-                value = json.loads(line, object_pairs_hook=unique_keys, parse_float=WrittenFloat if as_written else None)
+                value = (as_written_json if written else json.loads)(line, object_pairs_hook=unique_keys)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{number}: malformed JSON ({e.msg})") from e
-            except DuplicateKey as e:
+            except ValueError as e:  # a key given twice, or an integer too long for Python
                 raise ValueError(f"{path}:{number}: {e}") from None
             if "\\u" in line and not _is_text(value):
                 raise ValueError(f"{path}:{number}: a \\uD800-\\uDFFF escape that is not half of a surrogate pair "

@@ -5,6 +5,7 @@ gold candidate's tokens; a custom task picks its kind from its keys; data.train_
 validation splits the validation split in two disjoint seeded parts and is never implied."""
 import json
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -168,11 +169,14 @@ def test_multi_token_label_words_are_scored_in_one_forward_as_transformers_score
     ({"text": ["good", "bad"], "options": ["positive", "negative"], "answer": 0},
      "field 'text' = ['good', 'bad'] is not text (a string or a finite number)"),
     ({"text": {"a": 1}, "options": ["positive", "negative"], "answer": 0}, "field 'text' = {'a': 1} is not text"),
-    ({"text": True, "options": ["positive", "negative"], "answer": 0}, "field 'text' = True is not text"),
+    ({"text": True, "options": ["positive", "negative"], "answer": 0}, "field 'text' = true is not text"),
     ({"text": float("nan"), "options": ["positive", "negative"], "answer": 0}, "field 'text' = nan is not text"),
     ({"text": "good", "options": ["yes", float("nan")], "answer": 0}, "must be a list of candidate texts"),
     ({"text": "good", "options": ["a", "b", "c"], "answer": "²"}, "answer' = '²' is not one of its candidates"),
     ({"text": "good", "options": ["a", "b", "c"], "answer": 1.5}, "answer' = 1.5 is not an integer index (0..2)"),
+    ({"text": "good", "options": [1.0, 2.0], "answer": 1.0},
+     "answer' = 1.0 is candidate 0's value and also the index of candidate 1 ('2.0')"),
+    ({"text": "good", "options": [1, 2, 3], "answer": 2}, "answer' = 2 is candidate 1's value and also the index of"),
 ])
 def test_custom_multiple_choice_mistakes_name_file_record_and_key(tmp_path, record, message):
     write_jsonl(tmp_path / "train.jsonl", [RECORDS[0], record])
@@ -231,6 +235,50 @@ def test_numbers_reach_the_prompt_as_the_file_wrote_them_and_labels_match_by_val
     assert example.label == 0 and example.fields == {"text": "3.250"}
     write("2.0")
     assert classify().label == 1
+
+
+def test_a_label_matches_its_label_words_key_by_value_in_every_format(tmp_path):
+    """1, 1.0, "1.0" and 1e0 are one label; JSON's true and a CSV's TRUE are the key true; a
+    record's label is named as its file spells it when it matches no key; two keys of one value
+    and a label that is not a finite number are refused."""
+    words = [("1.0", " yes"), ("0", " no"), ("true", " maybe")]
+    classify = lambda name: [e.label for e in custom_task(data_section(
+        tmp_path, train_file=name, choices_field="", template="{text}", label_words=words)).load("train")]
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "x", "answer": a} for a in (1, 1.0, "1.0", 0.0, "0", True, "1e0")])
+    assert classify("a.jsonl") == [0, 0, 0, 1, 1, 2, 0]
+    (tmp_path / "a.csv").write_text("text,answer\nx,1.0\nx,1\nx,0.0\nx,TRUE\nx,True\n")
+    assert classify("a.csv") == [0, 0, 1, 2, 2]
+    (tmp_path / "b.jsonl").write_text('{"text": "x", "answer": 1.50}\n')
+    with pytest.raises(ValueError, match=r"record 1 \(line 1\): answer = 1.50 is not one of data.label_words "
+                                         r"\(1.0, 0, true\)"):
+        classify("b.jsonl")
+    (tmp_path / "c.jsonl").write_text('{"text": "x", "answer": 1e400}\n')
+    with pytest.raises(ValueError, match=r"answer = 1e400 is no label \(a finite number or text\)"):
+        classify("c.jsonl")
+    for keys, message in (([("1", " a"), ("1.0", " b")], "the labels 1 and 1.0 are one value (1)"),
+                          ([("true", " a"), ("True", " b")], "the labels true and True are one value (true)"),
+                          ([("1e400", " a"), ("2", " b")], "the label 1e400 is not a finite number")):
+        with pytest.raises(ValueError, match=re.escape(f"data.label_words: {message}")):
+            custom_task(data_section(tmp_path, train_file="a.jsonl", choices_field="", label_words=keys))
+
+
+def test_a_custom_json_file_is_an_array_or_json_lines_and_integers_keep_their_spelling(tmp_path):
+    """pandas' to_json(orient="records") writes one array, to_json(lines=True) JSON lines: a
+    custom task's .json reads either. -0 reaches the prompt as -0; an integer too long for
+    Python is named with its file and line."""
+    records = [{"text": -0, "options": ["a", "b"], "answer": 1}, {"text": "y", "options": ["c", "d"], "answer": 0}]
+    (tmp_path / "array.json").write_text(json.dumps(records, indent=2).replace('"text": 0', '"text": -0'))
+    write_jsonl(tmp_path / "lines.json", records)
+    for name in ("array.json", "lines.json"):
+        task = custom_task(data_section(tmp_path, train_file=name, template="n = {text}"))
+        first, second = task.load("train")
+        assert [first.label, second.label] == [1, 0] and second.choices == (" c", " d")
+    assert task.template(custom_task(data_section(tmp_path, train_file="array.json", template="n = {text}"))
+                         .load("train")[0].fields) == "n = -0"
+    (tmp_path / "huge.jsonl").write_text('{"text": "x", "options": ["a", "b"], "answer": 0}\n'
+                                         '{"text": ' + "9" * 5000 + ', "options": ["a", "b"], "answer": 0}\n')
+    with pytest.raises(ValueError, match=r"huge\.jsonl:2: Exceeds the limit"):
+        custom_task(data_section(tmp_path, train_file="huge.jsonl")).load("train")
 
 
 def test_a_json_object_giving_a_key_twice_is_refused_naming_the_line(tmp_path):

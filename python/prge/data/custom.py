@@ -3,7 +3,7 @@ is the key that says where the answer is:
 
     data:
       task: custom
-      train_file: my/train.jsonl      # JSONL, CSV, TSV, or a datasets.save_to_disk directory
+      train_file: my/train.jsonl      # JSON lines, .json (an array or lines), CSV, TSV, or a datasets.save_to_disk directory
       eval_file: my/test.jsonl
       template: "Review: {text}\\nSentiment:"
       label_field: label
@@ -34,7 +34,7 @@ from pathlib import Path
 from prge.data.examples import Example, Task
 from prge.data.kinds import CLASSIFICATION, GENERATION, MULTIPLE_CHOICE
 from prge.data.sources import CUSTOM_READERS, Located, content_sha256, read_hf
-from prge.jsonl import WrittenFloat
+from prge.jsonl import as_written_json
 
 SPLIT_KEYS = {"train": "train_file", "eval": "eval_file"}
 HF_SPLIT_NAMES = {"train": ("train",), "eval": ("validation", "test")}
@@ -57,13 +57,56 @@ def template_fields(template: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _label_key(value) -> str:
-    """Label values as the YAML keys of label_words spell them (true, 1, positive)."""
+# A number as YAML keys and CSV / TSV cells spell it (sign, digits, fraction, exponent).
+NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+BOOLEAN_TEXT = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+
+
+def label_value(value) -> str | None:
+    """A class label as one key whatever its spelling, so that a record's label and a
+    data.label_words key match by value: booleans as true / false (JSON's true, YAML's True, a
+    CSV's TRUE); a number by its value (1, 1.0, "1.0" and 1e0 are '1'; 1.50 and "1.5" are '1.5');
+    other text as it is. None for what is no label: a non-finite number (JSON's 1e400, NaN), a
+    list, an object, null."""
+    if isinstance(value, str):
+        if value in BOOLEAN_TEXT:
+            value = BOOLEAN_TEXT[value]
+        elif NUMBER.fullmatch(value):
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        else:
+            return value
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float):  # by value: JSON's 1.50 is the key 1.5
-        return str(int(value)) if value.is_integer() else float.__repr__(value)
-    return str(value)
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float) and math.isfinite(value):
+        return str(int(value)) if value.is_integer() else float.__repr__(float(value))
+    return None
+
+
+def shown(value) -> str:
+    """A record's value as its file spells it, for messages: JSON's true and null, a number as
+    written (jsonl.WrittenFloat / WrittenInt), text quoted."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return str(value) if isinstance(value, (int, float)) else repr(value)
+
+
+def label_keys(data) -> dict[str, int]:
+    """label_value(key) -> class index of data.label_words; ValueError naming data.label_words
+    for a key that is no label (a non-finite number) or two keys of one value (1 and 1.0, true
+    and True), which a record's label would match both of."""
+    keys: dict[str, int] = {}
+    for index, (label, _) in enumerate(data.label_words):
+        key = label_value(label)
+        if key is None:
+            raise ValueError(f"data.label_words: the label {label} is not a finite number")
+        if key in keys:
+            first = data.label_words[keys[key]][0]
+            raise ValueError(f"data.label_words: the labels {first} and {label} are one value ({key}), which a "
+                             "record's label would match both of; give each class one label")
+        keys[key] = index
+    return keys
 
 
 def read_records(path: Path, split: str) -> Located:
@@ -92,11 +135,12 @@ def read_records(path: Path, split: str) -> Located:
     return records
 
 
-def _choices(value, where: str, key: str) -> tuple[str, ...]:
-    """A record's candidates: a list of strings, or a string holding a JSON list (CSV / TSV)."""
+def _choices(value, where: str, key: str) -> tuple[tuple[str, ...], list]:
+    """A record's candidates: a list of strings, or a string holding a JSON list (CSV / TSV), as
+    (their texts, the values the file holds)."""
     if isinstance(value, str):
         try:
-            value = json.loads(value, parse_float=WrittenFloat)
+            value = as_written_json(value)
         except json.JSONDecodeError:
             raise ValueError(f"{where}: {key} = {value!r} is not a list of candidates (in CSV / TSV, write a JSON "
                              'list such as ["Paris", "Rome"])') from None
@@ -105,28 +149,36 @@ def _choices(value, where: str, key: str) -> tuple[str, ...]:
     if len(value) < 2:
         raise ValueError(f"{where}: {key} holds {len(value)} candidate(s); multiple choice needs at least 2")
     texts = [_text_of(c) for c in value]
-    return tuple(t if t[:1].isspace() else " " + t for t in texts)
+    return tuple(t if t[:1].isspace() else " " + t for t in texts), list(value)
 
 
 INTEGER = re.compile(r"-?[0-9]+")  # an index spelled as text (ASCII digits only: int() reads others too)
 
 
-def _choice_index(value, choices: tuple[str, ...], where: str, key: str, typed: bool) -> int:
+def _choice_index(value, choices: tuple[str, ...], where: str, key: str, typed: bool, values: list = ()) -> int:
     """The gold candidate: a number is an index (a float only when integral: 1.0 as pandas writes
     it); a string is the candidate with that text, or, when no candidate has it and it spells an
     integer, that index. A string that is one candidate's text and spells another's index
     (candidates "1", "2", "3", label "2") is that text in JSON lines and datasets (`typed`:
     their strings and numbers differ), and refused in CSV / TSV, where every value is text and
-    either reading could be meant."""
+    either reading could be meant. A number among candidates that are numbers (`values`, as the
+    file holds them: [1.0, 2.0] with label 1.0) that is one candidate's value and another's
+    index is refused in every format."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ValueError(f"{where}: {key} = {value!r} is neither a candidate index nor a candidate's text")
     stripped = [c.strip() for c in choices]
+    original = value
     if isinstance(value, float):
         if not value.is_integer():
             raise ValueError(f"{where}: {key} = {value!r} is not an integer index (0..{len(choices) - 1})")
         value = int(value)
     if isinstance(value, int):
         index, match = value, None
+        same = [i for i, c in enumerate(values) if isinstance(c, (int, float)) and not isinstance(c, bool) and c == value]
+        if same and same[0] != index and 0 <= index < len(choices):
+            raise ValueError(f"{where}: {key} = {shown(original)} is candidate {same[0]}'s value and also the index of "
+                             f"candidate {index} ({stripped[index]!r}); either reading could be meant. Give the index "
+                             "of the gold candidate with candidates written as text (strings), or its text as a string")
     else:
         text = value.strip()
         index = int(text) if INTEGER.fullmatch(text) else None
@@ -161,7 +213,7 @@ def _field_text(value, where: str, field: str) -> str:
     """A record's field as prompt or response text (_text_of); ValueError naming the field."""
     text = _text_of(value)
     if text is None:
-        raise ValueError(f"{where}: field {field!r} = {value!r} is not text (a string or a finite number)")
+        raise ValueError(f"{where}: field {field!r} = {shown(value)} is not text (a string or a finite number)")
     return text
 
 
@@ -191,7 +243,7 @@ def custom_task(data) -> Task:
     ValueError naming data.template for a malformed template."""
     fields = template_fields(data.template)
     paths = split_paths(data)
-    labels = [label for label, _ in data.label_words]
+    labels = label_keys(data)
     choices_field = getattr(data, "choices_field", "")  # absent from extensions built before it
     if choices_field:
         kind, answer_fields = MULTIPLE_CHOICE, [choices_field, data.label_field]
@@ -212,15 +264,17 @@ def custom_task(data) -> Task:
             return Example(values, -1, response=_field_text(record[data.response_field], where, data.response_field),
                            where=where)
         if kind is MULTIPLE_CHOICE:
-            choices = _choices(record[choices_field], where, f"data.choices_field {choices_field!r}")
+            choices, held = _choices(record[choices_field], where, f"data.choices_field {choices_field!r}")
             label = _choice_index(record[data.label_field], choices, where, f"data.label_field {data.label_field!r}",
-                                  typed=typed)
+                                  typed=typed, values=held)
             return Example(values, label, choices=choices, where=where)
-        label = _label_key(record[data.label_field])
+        value = record[data.label_field]
+        label = label_value(value)
         if label not in labels:
-            raise ValueError(f"{where}: {data.label_field} = {label!r} is not one of data.label_words "
-                             f"({', '.join(labels)})")
-        return Example(values, labels.index(label), where=where)
+            what = "is no label (a finite number or text)" if label is None else "is not one of data.label_words"
+            raise ValueError(f"{where}: {data.label_field} = {shown(value)} {what} "
+                             f"({', '.join(key for key, _ in data.label_words)})")
+        return Example(values, labels[label], where=where)
 
     def load(split: str) -> list[Example]:
         key = f"data.{SPLIT_KEYS[split]}"

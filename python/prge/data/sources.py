@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from prge.jsonl import NUL_ADVICE, DuplicateKey, WrittenFloat, read_jsonl_numbered, unique_keys
+from prge.jsonl import NUL_ADVICE, as_written_json, read_jsonl_numbered, unique_keys
 
 HF_SPLITS = {"train": "train", "eval": "validation"}
 
@@ -147,7 +147,7 @@ def read_delimited(path: Path, delimiter: str, quoted: bool = True, key: str = "
 
 def read_jsonl_objects(path: Path) -> Located:
     located = []
-    for number, record in read_jsonl_numbered(path, as_written=True):
+    for number, record in read_jsonl_numbered(path, written=True):
         if not isinstance(record, dict):
             raise ValueError(f"{path}:{number}: expected a JSON object per line")
         where = f"{path}: record {len(located) + 1} (line {number})"
@@ -160,14 +160,13 @@ def read_json_array(path: Path) -> Located:
     """A file holding one JSON array of objects (Hugging Face `to_list()` dumps, e.g. ARC-Easy).
     ValueError naming the file for anything else."""
     try:
-        records = json.loads(Path(path).read_text(encoding="utf-8-sig"), object_pairs_hook=unique_keys,
-                             parse_float=WrittenFloat)
+        records = as_written_json(Path(path).read_text(encoding="utf-8-sig"), object_pairs_hook=unique_keys)
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
                          "save the file as UTF-8") from e
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from e
-    except DuplicateKey as e:
+    except ValueError as e:  # a key given twice, or an integer too long for Python
         raise ValueError(f"{path}: {e}") from None
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise ValueError(f"{path}: expected one JSON array of objects")
@@ -177,13 +176,21 @@ def read_json_array(path: Path) -> Located:
     return located
 
 
+def read_json_records(path: Path) -> Located:
+    """A custom task's .json file: one JSON array of objects when it starts with '[' (pandas'
+    to_json(orient="records"), Hugging Face to_list() dumps), else JSON lines (to_json(lines=True))."""
+    with open(path, "rb") as f:
+        start = f.read(4096).decode("utf-8-sig", errors="replace").lstrip()
+    return read_json_array(path) if start.startswith("[") else read_jsonl_objects(path)
+
+
 # File suffix -> reader. Built-in tasks read their published files: GLUE's TSVs unquoted (MRPC
 # has unbalanced '"'), .json as one array (Hugging Face to_list() dumps). A custom task's files
-# are the user's own: TSV quoted as CSV is, .json as JSON lines (the common export).
+# are the user's own: TSV quoted as CSV is, .json as an array or JSON lines (read_json_records).
 READERS = {".tsv": lambda p: read_delimited(p, "\t", quoted=False), ".csv": lambda p: read_delimited(p, ","),
            ".jsonl": read_jsonl_objects, ".json": read_json_array}
 # A custom task's readers take the config key that named the file, for their notes.
-CUSTOM_READERS = {".jsonl": lambda p, key: read_jsonl_objects(p), ".json": lambda p, key: read_jsonl_objects(p),
+CUSTOM_READERS = {".jsonl": lambda p, key: read_jsonl_objects(p), ".json": lambda p, key: read_json_records(p),
                   ".csv": lambda p, key: read_delimited(p, ",", key=key),
                   ".tsv": lambda p, key: read_delimited(p, "\t", key=key)}
 
