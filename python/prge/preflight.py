@@ -35,9 +35,29 @@ def check_names(config, task: bool = True, model: bool = True) -> None:
             get_task(config.data.task)
         except ValueError as e:
             raise ValueError(f"{places.get('data.task', 'data.task')}: {e}") from None
+    if task:
+        check_data_paths(config)
     if model:
         check_model_name(config.model.name, places.get("model.name", "model.name"))
     check_device(config.model.device, "model.device", places.get("model.device"))
+
+
+def check_data_paths(config) -> None:
+    """A custom task's template and label_words (custom_task) and its files, and a built-in task's
+    data.data_dir, exist: FileNotFoundError / ValueError naming the config's file, line and key, so
+    that `prge check` and a sweep's preflight find them before anything trains."""
+    from prge.data.custom import SPLIT_KEYS, custom_task, split_paths
+    from prge.data.sources import is_hf_spec
+
+    places, data = config.places, config.data
+    if data.task == "custom":
+        custom_task(data)
+        for split, path in split_paths(data).items():
+            key = f"data.{SPLIT_KEYS[split]}"
+            if not path.exists():
+                raise FileNotFoundError(f"{places.get(key, key)}: {path} not found")
+    elif data.data_dir and not is_hf_spec(data.data_dir) and not Path(data.data_dir).exists():
+        raise FileNotFoundError(f"{places.get('data.data_dir', 'data.data_dir')}: {data.data_dir} not found")
 
 
 def check_model_config(config) -> None:

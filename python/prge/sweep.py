@@ -24,7 +24,7 @@ import yaml
 from prge._core import NO_VALUE, ConfigError, parse_run_config
 from prge.overrides import compose_yaml, load_yaml, read_text, value_text
 from prge import checkpoints, run_summary
-from prge.run_dir import RunInProgress, finished, resumable
+from prge.run_dir import RunDirError, RunInProgress, finished, resumable
 
 SWEEP_KEYS = {"base", "output_root", "grid", "variants", "mode", "speed", "report"}
 MODES = ("train", "speed")
@@ -35,12 +35,14 @@ def grid_label(key: str, value) -> str:
     part and the value (data.task: rte -> taskrte); a run is VARIANT-PART-PART... (prge report
     strips the task's part to name a method across tasks). A value that is a path adds its last
     part (model.name: /models/qwen2.5 -> nameqwen2.5), so that every run's directory is one level
-    under the sweep's output_root; two values with the same last part are refused at expansion."""
+    under the sweep's output_root; two values with the same last part are refused at expansion.
+    A character that is not printable (a template's line break or tab) becomes '_', so that a
+    directory name stays one line."""
     text = str(value)
     if "/" in text or "\\" in text:
         parts = [p for p in text.replace("\\", "/").split("/") if p not in ("", ".", "..")]
         text = parts[-1] if parts else "root"
-    return f"{key.split('.')[-1]}{text}"
+    return f"{key.split('.')[-1]}{''.join(c if c.isprintable() else '_' for c in text)}"
 
 
 @dataclass
@@ -259,6 +261,26 @@ def check_runs(runs: list[tuple[str, object]], speed: bool, shape: str | None = 
             check_model_config(config)
 
 
+def check_same_data(out_dir: Path, config) -> None:
+    """A finished custom-task run is the sweep's run only on the data it trained on: RunDirError
+    naming the file when a split's file (summary.json's data_files) holds other content now, as
+    a finished run of other settings is refused (prge.run_dir.finished). Summaries written before
+    data_files are taken as they are."""
+    from prge.data.custom import data_files
+
+    if config.data.task != "custom":
+        return
+    stored = run_summary.read(out_dir / "summary.json").get("data_files") or {}
+    now = data_files(config.data)
+    for split, entry in stored.items():
+        current = now.get(split)
+        if current is None or not isinstance(entry, dict) or current["sha256"] != entry.get("sha256"):
+            path = current["path"] if current else (entry.get("path") if isinstance(entry, dict) else split)
+            raise RunDirError(f"{out_dir} holds a finished run on other data: its {split} file {path} "
+                              f"{'holds other content now' if current else 'is gone'}; run into another "
+                              "--output-root, or delete that directory to train on the data as it is")
+
+
 def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: list[tuple[str, str]] | dict | None = None,
               output_root: str | None = None, gpus: list[str] | None = None,
               only: list[str] | None = None) -> list[dict]:
@@ -287,6 +309,7 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
     for i, (label, config) in enumerate(runs, 1):
         out_dir = Path(config.run.output_dir)
         if finished(out_dir, config.to_yaml()):
+            check_same_data(out_dir, config)
             log(f"[prge] ({i}/{len(runs)}) {label}: finished earlier, skipping")
             summaries.append(run_summary.read(out_dir / "summary.json"))
             continue

@@ -156,6 +156,22 @@ def test_a_failed_run_is_named_and_the_sweep_goes_on_with_the_others(tmp_path, c
         assert captured.out.count("finished earlier, skipping") == (2 if again else 0)
 
 
+def test_a_report_refuses_to_count_one_seed_twice(tmp_path, capsys):
+    """A copied run directory is one method, task and seed twice: the report names both rather
+    than averaging a seed with itself (a narrower ± and a doubled weight)."""
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    config = write_config(tmp_path, model_dir, data_dir, run={"steps": 2, "eval_every": 0,
+                                                              "output_dir": str(tmp_path / "runs" / "full")})
+    assert main(["train", str(config), "--no-progress"]) == 0
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    shutil.copytree(tmp_path / "runs" / "full", tmp_path / "runs" / "copy")
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report2")]) == 2
+    err = capsys.readouterr().err
+    assert "copy and full are one method on one task with one seed (1): a copy, or a run trained twice" in err, err
+    assert not (tmp_path / "report2").exists()
+
+
 def test_single_forward_option_scores_match_per_option_scoring(tmp_path):
     """The one-forward evaluation path must score label words exactly as scoring each
     prompt + label word sequence separately does (mean answer log-likelihood)."""
@@ -197,9 +213,12 @@ YES_NO = ("data:\n  task: custom\n  train_file: a.csv\n  eval_file: b.csv\n  tem
           "  label_words: {positive: yes, negative: no}\n")
 
 
-def test_a_value_means_the_same_with_and_without_set_and_in_a_sweep(tmp_path, capsys):
+def test_a_value_means_the_same_with_and_without_set_and_in_a_sweep(tmp_path, capsys, monkeypatch):
     path = tmp_path / "yes.yaml"
     path.write_text(YES_NO)
+    monkeypatch.chdir(tmp_path)  # its data files, which prge check finds
+    for name in ("a.csv", "b.csv"):
+        (tmp_path / name).write_text("text,label\ngood,positive\n")
     shown = []
     for extra in ([], ["--set", "run.steps=3"], ["--set", "data.label_words={positive: yes, negative: off}"]):
         assert main(["check", str(path), *extra]) == 0
@@ -281,9 +300,12 @@ CHECK_CASES = [
 
 
 @pytest.mark.parametrize("text,expected", CHECK_CASES)
-def test_check_shows_every_effective_value(tmp_path, capsys, text, expected):
+def test_check_shows_every_effective_value(tmp_path, capsys, monkeypatch, text, expected):
     path = tmp_path / "run.yaml"
     path.write_text(text)
+    monkeypatch.chdir(tmp_path)  # a custom task's files, which prge check finds
+    for name in ("a.csv", "b.csv", "a.jsonl", "b.jsonl"):
+        (tmp_path / name).write_text("")
     assert main(["check", str(path)]) == 0
     shown = capsys.readouterr().out
     tree = yaml.safe_load(shown)

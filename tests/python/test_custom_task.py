@@ -164,3 +164,45 @@ def test_a_report_tells_custom_tasks_apart_by_their_data_not_by_its_spelling(ass
             collect(runs)
     assert cli(["report", str(runs), "--out", str(tmp_path / "report"), "--no-figures"]) == 2
     assert by_run["rel"]["method"] == by_run["abs"]["method"] != by_run["other"]["method"]
+
+
+def test_a_sweep_refuses_a_finished_run_whose_data_file_changed_since(assets, capsys):
+    """A finished custom-task run is skipped only while its files hold what it trained on: an
+    edited training file makes the sweep name the run and the file, as a finished run of other
+    settings is refused; the file restored, the run is skipped again."""
+    tmp_path, model_dir = assets
+    base = custom_config(tmp_path, model_dir)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"base": base.name, "output_root": str(tmp_path / "s"),
+                                     "grid": {"run.seed": [1, 2]}}))
+    assert main(["sweep", str(sweep), "--no-progress", "--only", "*seed1"]) == 0
+    original = (tmp_path / "train.jsonl").read_bytes()
+    (tmp_path / "train.jsonl").write_bytes(original.replace(b'"id": 3}', b'"id": 33}'))
+    capsys.readouterr()
+    assert main(["sweep", str(sweep), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"holds a finished run on other data: its train file {(tmp_path / 'train.jsonl').resolve()} holds other " \
+           "content now" in err, err
+    assert not (tmp_path / "s" / "seed2").exists()
+    (tmp_path / "train.jsonl").write_bytes(original)
+    assert main(["sweep", str(sweep), "--no-progress"]) == 0
+    assert "seed1: finished earlier, skipping" in capsys.readouterr().out
+
+
+def test_prge_check_finds_a_missing_data_file_or_folder_before_anything_trains(assets, capsys):
+    """prge check, and a sweep before its first run, name a custom task's missing file and a
+    missing data.data_dir with the config's file and line, as reading them would later."""
+    tmp_path, model_dir = assets
+    config = custom_config(tmp_path, model_dir, eval_file=str(tmp_path / "nope.jsonl"))
+    assert main(["check", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"prge: error: {config}:" in err and f"data.eval_file: {tmp_path / 'nope.jsonl'} not found" in err, err
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"base": custom_config(tmp_path, model_dir).name,
+                                     "output_root": str(tmp_path / "s"),
+                                     "grid": {"data.train_file": [str(tmp_path / "train.jsonl"), "missing.jsonl"]}}))
+    assert main(["sweep", str(sweep), "--no-progress"]) == 2
+    assert "missing.jsonl not found" in capsys.readouterr().err and not (tmp_path / "s").exists()
+    builtin = write_config(tmp_path, model_dir, tmp_path / "no-such-folder")
+    assert main(["check", str(builtin)]) == 2
+    assert f"data.data_dir: {tmp_path / 'no-such-folder'} not found" in capsys.readouterr().err
