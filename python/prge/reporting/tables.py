@@ -128,9 +128,14 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def markdown_cell(text: str) -> str:
+    """A table cell's text that keeps the row whole: a line break as <br>, '|' escaped."""
+    return "<br>".join(text.replace("\\", "\\\\").replace("|", "\\|").splitlines()) if text else text
+
+
 def _markdown(columns: list[str], rows: list[dict]) -> list[str]:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    lines = ["| " + " | ".join(map(markdown_cell, columns)) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(markdown_cell(_fmt(r.get(c))) for c in columns) + " |" for r in rows]
     return lines
 
 
