@@ -286,6 +286,7 @@ def _save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> No
     tmp = path.with_name(path.name + ".tmp")
     try:
         save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
+        durable.usual_mode(tmp)
         durable.fsync_file(tmp)
         tmp.replace(path)
     except OSError as e:

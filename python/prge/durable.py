@@ -48,6 +48,17 @@ def _failed(path: Path, error: OSError) -> OSError:
     return OSError(f"{path}: cannot write ({error.strerror or error})")
 
 
+def usual_mode(path: Path) -> None:
+    """The permissions open() would give a new file (0666 less the umask) on one that safetensors
+    created, which it makes 0600: an exported model or adapter is as readable as the rest."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    try:
+        os.chmod(path, 0o666 & ~mask)
+    except OSError as e:
+        raise _failed(Path(path), e) from e
+
+
 def fsync_file(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)

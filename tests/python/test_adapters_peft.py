@@ -59,6 +59,9 @@ def test_merged_model_loads_in_transformers(trained):
     assert main(["adapters", "export", str(tmp / "run"), "--out", str(tmp / "merged"), "--merge"]) == 0
     assert (tmp / "merged" / "tokenizer.json").is_file()
     assert (tmp / "merged" / "additional_chat_templates" / "tool_use.jinja").is_file()
+    # the weights as readable as the files beside them (safetensors itself creates 0600)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp / "merged").iterdir() if p.is_file()}
+    assert modes["model.safetensors"] == modes["tokenizer.json"], modes
     with torch.no_grad():
         theirs = hf_model(tmp / "merged")(ids).logits
     assert_same_logits(model.logits(ids), theirs)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from prge import durable
 from prge._core import IGNORE_INDEX, CausalLM, RunConfig
 from prge.export.run_data import RunData
 from prge.export.step_module import FunctionalStep, MutableBufferStep, StepSpec
@@ -161,6 +162,8 @@ def export_run(config: RunConfig, runtime: str, out_dir: str | Path, data: RunDa
               str(out / "initial_b.safetensors"))
     save_file({"input_ids": data.input_ids.contiguous(), "targets": data.targets.contiguous()},
               str(out / "batches.safetensors"))
+    for name in ("initial_b.safetensors", "batches.safetensors"):
+        durable.usual_mode(out / name)
     manifest = {
         "runtime": runtime, "model": MODEL_FILES[runtime], "initial_b": "initial_b.safetensors",
         "batches": "batches.safetensors", "lr": config.optimizer.lr, "epsilon": config.estimator.epsilon,

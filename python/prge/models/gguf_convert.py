@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prge import durable
 from prge.models.gguf_blocks import repack
 
 # Written last into a converted directory: a conversion by another version is redone.
@@ -258,6 +259,7 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, keep_quantized: boo
         if content:
             tmp = out_dir / f"{name}.tmp"
             save_file(content, str(tmp))
+            durable.usual_mode(tmp)
             tmp.replace(out_dir / name)
     _export_tokenizer(gguf_path, out_dir)
     (out_dir / MARKER).write_text(json.dumps({"converter": CONVERTER_VERSION, "source": str(gguf_path),
