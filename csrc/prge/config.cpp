@@ -73,6 +73,22 @@ class Reader {
     throw ConfigError(located(node, key, what));
   }
 
+  // A section's validate() error ("optimizer.lr must be >= 0") at the key it names, where the
+  // section has that key (so that a value --set or a sweep's grid wrote is named as theirs); at
+  // the section otherwise.
+  [[noreturn]] void fail_invalid(const YAML::Node& section, const std::string& section_name, const std::string& what) const {
+    const auto prefix = section_name + ".";
+    if (what.rfind(prefix, 0) == 0 && section.IsMap()) {
+      const auto end = what.find_first_not_of("abcdefghijklmnopqrstuvwxyz_", prefix.size());
+      const auto key = what.substr(prefix.size(), end == std::string::npos ? std::string::npos : end - prefix.size());
+      if (!key.empty() && section[key]) {
+        const auto start = end == std::string::npos ? end : what.find_first_not_of(" :", end);
+        fail(section[key], prefix + key, start == std::string::npos ? what : what.substr(start));
+      }
+    }
+    fail(section, section_name, what);
+  }
+
   // "file:line:col: key: what" for a node of the file; "file: --set KEY: key: what" for a value
   // an override wrote (or a key below it, or a section it created).
   std::string located(const YAML::Node& node, const std::string& key, const std::string& what) const {
@@ -477,7 +493,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   try {
     c.estimator.validate();
   } catch (const std::invalid_argument& e) {
-    reader.fail(est, "estimator", e.what());
+    reader.fail_invalid(est, "estimator", e.what());
   }
   if (c.estimator.queries > kMaxQueries) {
     reader.fail(est["queries"], "estimator.queries",
@@ -567,7 +583,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   try {
     c.optimizer.validate();
   } catch (const std::invalid_argument& e) {
-    reader.fail(opt, "optimizer", e.what());
+    reader.fail_invalid(opt, "optimizer", e.what());
   }
 
   const auto data = section_of(reader, root, "data");

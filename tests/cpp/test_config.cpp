@@ -38,7 +38,7 @@ TEST(Config, UnknownKeyNamesKeyAndAllowed) {
 TEST(Config, BadValues) {
   EXPECT_NE(error_of("estimator: {queries: many}").find("expected an integer, got 'many'"), std::string::npos);
   EXPECT_NE(error_of("estimator: {kind: sgd}").find("allowed: prge, fzoo, mezo, first_order"), std::string::npos);
-  EXPECT_NE(error_of("estimator: {queries: 0}").find("queries must be >= 1"), std::string::npos);
+  EXPECT_NE(error_of("estimator: {queries: 0}").find("estimator.queries: must be >= 1"), std::string::npos);
   EXPECT_NE(error_of("model: {dtype: int8}").find("model.dtype"), std::string::npos);
   EXPECT_NE(error_of("adapter: {targets: [q_proj, qkv]}").find("unknown projection 'qkv'"), std::string::npos);
   EXPECT_NE(error_of("model: [1, 2]").find("expected a mapping"), std::string::npos);

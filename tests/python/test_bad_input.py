@@ -15,9 +15,9 @@ CONFIG_CASES = [
     ({"adapter": {"alpha": "nan"}}, "adapter.alpha: expected a finite number, got 'nan'"),
     ({"optimizer": {"lr": "1e400"}}, "optimizer.lr: expected a finite number, got '1e400'"),
     # finite but absurd: no setting anyone means, rejected before anything runs
-    ({"optimizer": {"lr": 1e40}}, "optimizer.lr must be <= 10"),
-    ({"optimizer": {"weight_decay": 1e6}}, "optimizer.weight_decay must be <= 10"),
-    ({"estimator": {"epsilon": 1e3}}, "estimator.epsilon must be <= 10"),
+    ({"optimizer": {"lr": 1e40}}, "optimizer.lr: must be <= 10"),
+    ({"optimizer": {"weight_decay": 1e6}}, "optimizer.weight_decay: must be <= 10"),
+    ({"estimator": {"epsilon": 1e3}}, "estimator.epsilon: must be <= 10"),
     ({"adapter": {"alpha": 0}}, "adapter.alpha: must be in (0, 10000]"),
     ({"adapter": {"alpha": 1e9}}, "adapter.alpha: must be in (0, 10000]"),
 ]

@@ -235,6 +235,23 @@ def test_a_value_means_the_same_with_and_without_set_and_in_a_sweep(tmp_path, ca
     assert all(c.data.label_words == [("positive", "on"), ("negative", "no")] and c.run.steps == 2 for _, c in runs)
 
 
+def test_a_range_error_names_the_key_and_the_place_that_wrote_its_value(tmp_path, capsys):
+    """optimizer.lr and estimator.epsilon out of range are named at their own line, or as the
+    --set or the sweep's grid value that wrote them, not at their section's first key."""
+    path = tmp_path / "run.yaml"
+    path.write_text("estimator:\n  kind: prge\n  epsilon: 1.0e-3\noptimizer:\n  kind: sgd\n  lr: -1\n")
+    assert main(["check", str(path)]) == 2
+    assert f"prge: error: {path}:6:7: optimizer.lr: must be >= 0" in capsys.readouterr().err
+    path.write_text("estimator:\n  kind: prge\n  epsilon: 1.0e-3\noptimizer:\n  kind: sgd\n  lr: 1.0e-3\n")
+    assert main(["check", str(path), "--set", "estimator.epsilon=-1"]) == 2
+    assert f"prge: error: {path}: --set estimator.epsilon: must be > 0" in capsys.readouterr().err
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("base: run.yaml\ngrid:\n  optimizer.lr: [1.0e-3, -1]\n")
+    assert main(["check", str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert f"{sweep}:3:26: grid optimizer.lr: must be >= 0 (run run-lr-1)" in err, err
+
+
 def test_duplicate_keys_and_empty_configs_are_errors_on_every_path(tmp_path, capsys):
     duplicate = tmp_path / "dup.yaml"
     duplicate.write_text("optimizer:\n  lr: 0.1\nrun: {steps: 2}\noptimizer:\n  lr: 0.5\n")
