@@ -682,6 +682,11 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
                             "would never reach optimizer.lr",
                             c.optimizer.warmup_steps, c.optimizer.total_updates()));
   }
+  if (c.run.steps > 0 && c.optimizer.lr == 0.0) {
+    reader.fail(opt["lr"], "optimizer.lr",
+                fmt::format("0 with run.steps = {}: no update would change a weight; for a run that only "
+                            "evaluates, set run.steps: 0", c.run.steps));
+  }
   c.places = reader.places();
   return c;
 }

@@ -303,6 +303,7 @@ CUSTOM_SAME_WORDS = {"task": "custom", "train_file": "a.csv", "eval_file": "b.cs
 NO_OP_CASES = [
     ({"optimizer": {"accumulate": 10}}, "check", "optimizer.accumulate: 10 exceeds run.steps = 6"),
     ({"optimizer": {"warmup_steps": 7}}, "check", "optimizer.warmup_steps: 7 exceeds the run's 6 updates"),
+    ({"optimizer": {"lr": 0}}, "check", "optimizer.lr: 0 with run.steps = 6: no update would change a weight"),
     ({"optimizer": {"accumulate": 4}}, "check",
      "optimizer.accumulate: 4 does not divide run.steps = 6: the last 2 step(s) would spend forward passes on "
      "estimates that no update applies (run.steps 4 or 8)"),
