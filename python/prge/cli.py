@@ -371,8 +371,9 @@ def _report(args) -> None:
     from prge.reporting.collect import data_files_note, unfinished
 
     source = Path(args.source)
+    not_started = []
     if source.is_file():
-        from prge.sweep import load_sweep_spec
+        from prge.sweep import load_sweep_spec, not_started_runs
 
         spec = load_sweep_spec(source)
         runs_dir = Path(spec.get("output_root", f"runs/{source.stem}"))
@@ -380,12 +381,14 @@ def _report(args) -> None:
         title = args.title or settings.get("title", source.stem)
         out = args.out or settings.get("out")
         name = source.stem
+        not_started = not_started_runs(source, runs_dir)
     else:
         runs_dir, title, out, name = source, args.title or source.name, args.out, source.name
     runs = collect(runs_dir)
     if note := data_files_note(runs):
         print(note, file=sys.stderr)
-    markdown = write_report(runs, title, out, name, figures=not args.no_figures, unfinished=unfinished(runs_dir))
+    markdown = write_report(runs, title, out, name, figures=not args.no_figures, unfinished=unfinished(runs_dir),
+                            not_started=not_started)
     print(markdown, end="")
 
 

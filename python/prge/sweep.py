@@ -261,6 +261,20 @@ def check_runs(runs: list[tuple[str, object]], speed: bool, shape: str | None = 
             check_model_config(config)
 
 
+def not_started_runs(path: str | Path, runs_dir: Path) -> list[str]:
+    """The sweep's runs (expand_sweep) whose directory under runs_dir holds no run yet (no
+    config.yaml, which a run writes first), as paths below runs_dir, for `prge report SWEEP`;
+    with a note on stderr and none listed when the sweep no longer expands (its base moved)."""
+    try:
+        runs = expand_sweep(path, output_root=str(runs_dir))
+    except (ConfigError, ValueError, OSError) as e:
+        print(f"[prge] note: {path} does not expand ({e}): its runs not started yet are not listed", file=sys.stderr)
+        return []
+    dirs = [Path(config.run.output_dir) for _, config in runs]
+    return [d.relative_to(runs_dir).as_posix() if d.is_relative_to(runs_dir) else str(d)
+            for d in dirs if not (d / "config.yaml").exists()]
+
+
 def check_same_data(out_dir: Path, config) -> None:
     """A finished custom-task run is the sweep's run only on the data it trained on: RunDirError
     naming the file when a split's file (summary.json's data_files) holds other content now, as

@@ -156,6 +156,21 @@ def test_a_failed_run_is_named_and_the_sweep_goes_on_with_the_others(tmp_path, c
         assert captured.out.count("finished earlier, skipping") == (2 if again else 0)
 
 
+def test_a_sweeps_report_names_its_runs_not_started(tmp_path, capsys):
+    """`prge report SWEEP` after `prge sweep --only`: the runs the sweep has not started are
+    named, so a table over part of a sweep does not pass for the whole."""
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    base = write_config(tmp_path, model_dir, data_dir, run={"steps": 2, "eval_every": 0})
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"base": base.name, "output_root": str(tmp_path / "s"),
+                                     "variants": [{"name": "a"}, {"name": "b", "estimator.queries": 1},
+                                                  {"name": "c", "estimator.queries": 3}]}))
+    assert main(["sweep", str(sweep), "--no-progress", "--only", "a"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(sweep), "--out", str(tmp_path / "report"), "--no-figures"]) == 0
+    assert "Not started: 2 of the sweep's runs: b, c" in capsys.readouterr().out
+
+
 def test_a_report_refuses_to_count_one_seed_twice(tmp_path, capsys):
     """A copied run directory is one method, task and seed twice: the report names both rather
     than averaging a seed with itself (a narrower ± and a doubled weight)."""

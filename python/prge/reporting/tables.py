@@ -147,9 +147,10 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
 
 
 def write_report(runs: list[dict], title: str, out_dir: str | Path | None, name: str,
-                 figures: bool = True, unfinished: list[str] = ()) -> str:
+                 figures: bool = True, unfinished: list[str] = (), not_started: list[str] = ()) -> str:
     """Markdown of the report; with out_dir, also <name>.md, CSVs and figures there.
-    unfinished: run directories without a summary (collect.unfinished), named, not counted."""
+    unfinished: run directories without a summary (collect.unfinished), named, not counted;
+    not_started: a sweep's runs with no directory yet (sweep.not_started_runs), named."""
     if out_dir is not None and figures:
         figures_module.pyplot()  # before any file is written: a missing matplotlib leaves no half a report
     speed = all(r.get("mode") == "speed" for r in runs)
@@ -157,6 +158,8 @@ def write_report(runs: list[dict], title: str, out_dir: str | Path | None, name:
     if unfinished:
         lines += [f"Not in the tables: {len(unfinished)} run(s) without a summary.json (stopped, failed or still "
                   "running): " + ", ".join(unfinished), ""]
+    if not_started:
+        lines += [f"Not started: {len(not_started)} of the sweep's runs: " + ", ".join(not_started), ""]
     written = []
     if speed:
         rows = speed_rows(runs)
