@@ -1,7 +1,7 @@
 """A run's resumable checkpoint, every run.checkpoint_every steps and on Ctrl-C, as one atomic
 unit: the directory checkpoint-<step>/ holds checkpoint.safetensors (trained tensors,
 optimizer state, the trainer's step) and state.json (step, data-order position, counters, the
-data's fingerprint). It is written whole under checkpoint-<step>.tmp/, fsynced, renamed, and
+data's fingerprint, and a sha256 of those fields, so that an edited value is refused). It is written whole under checkpoint-<step>.tmp/, fsynced, renamed, and
 made current by atomically replacing the pointer checkpoint.json ({"step", "directory"});
 only then is the previous checkpoint removed. A kill at any moment leaves either the previous
 or the new checkpoint current, never a mix of the two.
@@ -72,7 +72,7 @@ def save(out_dir: Path, trainer, state: dict) -> None:
         trainer.save_checkpoint(str(staging / TENSORS))
         durable.fsync_file(staging / TENSORS)
     boundary(f"{name}: {TENSORS} written")
-    durable.write_json(staging / STATE, state)
+    durable.write_json(staging / STATE, {**state, DIGEST_KEY: state_digest(state)})
     boundary(f"{name}: {STATE} written")
     durable.fsync_dir(staging)
     durable.remove(final)  # a leftover of a run killed before its pointer moved
@@ -133,17 +133,22 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
         raise RunDirError(f"{state_path}: not the state of step {pointer['step']}: the checkpoint is damaged")
     check_state(state_path, state, needs_data=directory != out_dir)
     _check_same_data(out_dir, state.get("data"), fingerprint, allow_changed_data)
+    dropped = 0
     if sampler is not None:
         try:
             dropped = sampler.set_state(state["sampler"], changed_data=allow_changed_data)
         except ValueError as e:
             raise RunDirError(f"{state_path}: {DAMAGED}: sampler: {e}") from None
-        if dropped:
-            print(f"prge: warning: {out_dir}: the training data has {sampler.n} examples now; the {dropped} of "
-                  "this epoch's order past them are skipped (--resume-changed-data)")
-    if not (directory / TENSORS).exists() and directory != out_dir:  # run.checkpoint_format: updates
-        if "updates" not in state:
-            raise RunDirError(f"{directory}: neither {TENSORS} nor the updates of {STATE}: the checkpoint is damaged")
+    replays = not (directory / TENSORS).exists() and directory != out_dir  # run.checkpoint_format: updates
+    if replays and "updates" not in state:
+        raise RunDirError(f"{directory}: neither {TENSORS} nor the updates of {STATE}: the checkpoint is damaged")
+    if "updates" in state:
+        stored_updates(state_path, state)  # their form named first, then whether they are the ones written
+    check_digest(state_path, state)
+    if dropped:
+        print(f"prge: warning: {out_dir}: the training data has {sampler.n} examples now; the {dropped} of "
+              "this epoch's order past them are skipped (--resume-changed-data)")
+    if replays:
         replay(state_path, state, trainer)
     else:
         trainer.load_checkpoint(str(directory / TENSORS))  # non-finite tensors are named there
@@ -194,6 +199,24 @@ def check_state(path: Path, state: dict, needs_data: bool = True) -> None:
                           "writes (split -> \"examples:sha256\")")
     if "sampler" not in state:
         raise RunDirError(f"{damaged}: it has no sampler (the data order's position)")
+
+
+DIGEST_KEY = "sha256"  # state.json's digest of its other fields, written last
+
+
+def state_digest(state: dict) -> str:
+    """sha256 of a checkpoint state's fields but DIGEST_KEY, as sorted compact JSON."""
+    fields = {k: v for k, v in state.items() if k != DIGEST_KEY}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def check_digest(path: Path, state: dict) -> None:
+    """RunDirError naming `path` when state.json's fields are not the ones it was written with (a
+    valid-looking edit check_state cannot see: another data order, other counters, other
+    updates). States of earlier versions, written without one, are taken as they are."""
+    if DIGEST_KEY in state and state[DIGEST_KEY] != state_digest(state):
+        raise RunDirError(f"{path}: {DAMAGED}: its fields do not match the sha256 written with them (a value was "
+                          "changed after the checkpoint was saved); resume from an intact copy, or start again")
 
 
 def _state_path(out_dir: Path, pointer: dict) -> Path:

@@ -106,3 +106,14 @@ def write_config(tmp_path, model_dir, data_dir, **over):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def write_state(path, state: dict) -> None:
+    """A checkpoint's state.json with its sha256 made anew: a state prge would take as written
+    (another version's, or what another device's run wrote), not a damaged one."""
+    import json
+
+    from prge import checkpoints
+
+    fields = {k: v for k, v in state.items() if k != checkpoints.DIGEST_KEY}
+    Path(path).write_text(json.dumps({**fields, checkpoints.DIGEST_KEY: checkpoints.state_digest(fields)}))

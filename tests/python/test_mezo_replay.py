@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 import prge
-from conftest import make_tiny_assets, write_config
+from conftest import make_tiny_assets, write_config, write_state
 from prge.cli import main
 from test_resume import child, records
 
@@ -61,10 +61,16 @@ def test_updates_replayed_on_other_weights_or_edited_are_refused_by_name(tmp_pat
     state_path = tmp_path / "killed" / "checkpoint-4" / "state.json"
     state = json.loads(state_path.read_text())
     capsys.readouterr()
-    # edited updates: the replay does not reach the checkpoint's weights
+    # edited updates: state.json's sha256 no longer matches
     edited = json.loads(json.dumps(state))
     edited["updates"]["projected_grads"][2][1] *= 1.5
     state_path.write_text(json.dumps(edited))
+    assert main(["train", str(killed), "--no-progress", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"prge: error: {state_path}: the checkpoint is damaged or was edited: its fields do not match the sha256" in err
+    # the same with its sha256 made anew (what a device computing the update differently leaves): the
+    # replay does not reach the checkpoint's weights
+    write_state(state_path, edited)
     assert main(["train", str(killed), "--no-progress", "--resume"]) == 2
     err = capsys.readouterr().err
     assert f"prge: error: {state_path}: replaying 4 steps' updates gave weights and optimizer state with fingerprint" in err, err
@@ -144,7 +150,7 @@ def test_edited_updates_are_refused_while_the_optimizer_accumulates(tmp_path, ca
     state_path = tmp_path / "killed" / "checkpoint-4" / "state.json"
     state = json.loads(state_path.read_text())
     state["updates"]["projected_grads"][2][1] *= 50
-    state_path.write_text(json.dumps(state))
+    write_state(state_path, state)  # past state.json's own sha256: the replay's check
     capsys.readouterr()
     assert main(["train", str(killed), "--no-progress", "--resume"]) == 2
     assert "replaying 4 steps' updates gave weights and optimizer state with fingerprint" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import make_tiny_assets, write_config
+from conftest import make_tiny_assets, write_config, write_state
 from prge.cli import main
 
 STEPS, KILL_AT = 8, 6  # checkpoints at 2 and 4 (and 6, never written: killed inside step 6)
@@ -169,7 +169,7 @@ def test_a_resume_under_another_generator_says_so(configs, capsys):
     path, state_path = interrupted_at_step_3(configs, "other_rng")
     state = json.loads(state_path.read_text())
     assert state["rng"] == "torch"  # this CPU run's generator
-    state_path.write_text(json.dumps({**state, "rng": "counter"}))
+    write_state(state_path, {**state, "rng": "counter"})  # as a run on CUDA would have written it
     capsys.readouterr()
     assert main(["train", str(path), "--no-progress", "--resume"]) == 0
     out = capsys.readouterr().out
@@ -187,6 +187,23 @@ def test_a_checkpoint_naming_no_generator_prge_draws_from_is_refused(configs, ca
     err = capsys.readouterr().err
     assert err.startswith(f'prge: error: {state_path}: the checkpoint is damaged or was edited: rng: "banana" is not '
                           'a generator'), err
+
+
+def test_a_state_edited_to_other_valid_values_is_refused_by_its_sha256(configs, capsys):
+    """Another order of the same examples, or other counts, read as a state prge could write;
+    state.json's sha256 of its fields tells them from what was written. A state of an earlier
+    version, written without one, is taken as it is."""
+    path, state_path = interrupted_at_step_3(configs, "edited")
+    state = json.loads(state_path.read_text())
+    for edited in ({**state, "sampler": {**state["sampler"], "order": state["sampler"]["order"][::-1]}},
+                   {**state, "forward_passes": state["forward_passes"] + 1000}):
+        state_path.write_text(json.dumps(edited))
+        capsys.readouterr()
+        assert main(["train", str(path), "--no-progress", "--resume"]) == 2
+        assert capsys.readouterr().err.startswith(
+            f"prge: error: {state_path}: the checkpoint is damaged or was edited: its fields do not match the sha256")
+    state_path.write_text(json.dumps({k: v for k, v in state.items() if k != "sha256"}))
+    assert main(["train", str(path), "--no-progress", "--resume"]) == 0
 
 
 @pytest.mark.parametrize("field,value,message", [
