@@ -13,7 +13,8 @@
 # (experiments/device/stopped_runs.py; the LoRA-FA methods' checkpoints fit, and MeZO's updates), which
 # keep_runs.py puts in .device/stopped/ here; carry .device/stopped in the first sweep call (a
 # call of its own: the model's part calls have no room left for it). Each
-# call sends its runs back in $OUT (no weights or checkpoints);
+# call sends its runs back in $OUT (no weights or checkpoints), and the sweep's whole output in
+# OUT/<name>_sweep.log (a resume's replay lines, which the call's output tail may have lost);
 # `python experiments/device/keep_runs.py OUT/<name>_runs.tgz [--model MODEL]` here adds the
 # finished ones to runs.tgz, regenerates the report and keeps the stopped runs' archive.
 # Needs the model (MODEL=M source experiments/device/model.sh join, in this call or an earlier one
@@ -100,7 +101,7 @@ if [ "${PLAN:-1}" = 1 ] && [ ${#only[@]} -eq 0 ]; then
 else
   timeout --signal=TERM --kill-after=60 "${SWEEP_SECONDS:-540}" \
     prge sweep "$sweep" --no-progress --output-root "$root" \
-    "${device_settings[@]}" "${only[@]}" "$@" 2>&1 | grep -v Warning
+    "${device_settings[@]}" "${only[@]}" "$@" 2>&1 | grep -v Warning | tee "$out/${name}_sweep.log"
 fi
 echo "sweep call: $(( $(date +%s) - start )) s"
 tar czf "$out/${name}_runs.tgz" --exclude='*.safetensors' --exclude='checkpoint*' -C "$DEVICE_RUNS" "$name"

@@ -29,7 +29,9 @@ checkpoint, where the sweep resumes it. Where neither goes, the other model's ru
 method and task (`--scale-from`) is scaled by the largest ratio of this model's wall time to the
 other's over the runs of that method both have finished alone, times EXTRAPOLATION_MARGIN (a
 method this model has not finished once is not planned). Runs are taken
-seed by seed (the grid's first seed first), then in the sweep's order; each is kept if the
+in this order: those stopped part-way first (a checkpoint here: their steps partly spent, and a checkpoint that
+travels is not carried from call to call unfinished), then seed by seed (the grid's first seed
+first), then in the sweep's order; each is kept if the
 sweep's own schedule (in its order, each run on the first GPU free) still ends within FILL of
 SECONDS. Then, where the chosen runs leave a GPU free FILL_MARGIN seconds or more before the
 call's end, the plan adds one more run, not expected to end in time, whose checkpoint travels
@@ -193,11 +195,12 @@ def schedule_length(durations: list[float], gpus: int) -> float:
 
 
 def plan(pending: list[str], estimates: dict[str, float], seconds: float, gpus: int,
-         seed_order: list[int]) -> list[str]:
-    """The runs of `pending` (in the sweep's order) to start in a call of `seconds` on `gpus`,
-    seed by seed in `seed_order`."""
+         seed_order: list[int], stopped: set[str] = frozenset()) -> list[str]:
+    """The runs of `pending` (in the sweep's order) to start in a call of `seconds` on `gpus`:
+    the runs stopped part-way first (`stopped`: a checkpoint here already, their steps partly
+    spent), then seed by seed in `seed_order`."""
     by_priority = sorted((label for label in pending if label in estimates),
-                         key=lambda label: seed_order.index(parts(label)[2]))
+                         key=lambda label: (label not in stopped, seed_order.index(parts(label)[2])))
     chosen: set[str] = set()
     for label in by_priority:
         trial = [run for run in pending if run in chosen or run == label]
@@ -285,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         if e is not None:
             estimates[label] = e
     seed_order = list(dict.fromkeys(parts(label)[2] for label in labels))  # the grid's order
-    chosen = plan(pending, estimates, args.seconds, args.gpus, seed_order)
     stopped = {label for label in pending if remaining_steps(root / label, steps[label]) < steps[label]}
+    chosen = plan(pending, estimates, args.seconds, args.gpus, seed_order, stopped)
     filled = fill(pending, chosen, estimates, args.seconds, args.gpus, seed_order, traveling, stopped)
     unknown = [label for label in pending if label not in estimates]
     too_long = [label for label in pending  # a run whose checkpoint travels goes on in the next call anyway

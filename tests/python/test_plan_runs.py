@@ -89,6 +89,9 @@ def test_a_plan_fits_the_call_and_takes_the_first_seed_first(plan_runs):
     durations = [estimates[run] for run in chosen]
     assert plan_runs.schedule_length(durations, 2) <= plan_runs.FILL * seconds
     assert plan_runs.plan(pending, estimates, 10.0, gpus=2, seed_order=[42, 1337]) == []
+    # a run stopped part-way (its checkpoint here) is taken before the first seed's runs
+    assert plan_runs.plan(pending, estimates, seconds, gpus=2, seed_order=[42, 1337],
+                          stopped={"a-taskx-seed1337"}) == ["a-taskx-seed1337", "a-tasky-seed42", "b-tasky-seed1337"]
 
 
 def test_a_gpu_left_free_takes_a_run_whose_checkpoint_travels_after_the_chosen_ones(plan_runs):
