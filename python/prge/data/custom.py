@@ -62,26 +62,31 @@ NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 BOOLEAN_TEXT = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 
 
-def label_value(value) -> str | None:
-    """A class label as one key whatever its spelling, so that a record's label and a
-    data.label_words key match by value: booleans as true / false (JSON's true, YAML's True, a
-    CSV's TRUE); a number by its value (1, 1.0, "1.0" and 1e0 are '1'; 1.50 and "1.5" are '1.5');
-    other text as it is. None for what is no label: a non-finite number (JSON's 1e400, NaN), a
-    list, an object, null."""
-    if isinstance(value, str):
-        if value in BOOLEAN_TEXT:
-            value = BOOLEAN_TEXT[value]
-        elif NUMBER.fullmatch(value):
-            value = float(value) if any(c in value for c in ".eE") else int(value)
-        else:
-            return value
+def label_value(text: str) -> str | None:
+    """The value a label's text spells, where it spells a boolean or a number: true / false
+    (JSON's true, YAML's True, a CSV's TRUE); a number's value (1, 1.0, "1.0" and 1e0 are '1';
+    1.50 and "1.5" are '1.5'); None for other text, a non-finite number, or digits too many to
+    read."""
+    if text in BOOLEAN_TEXT:
+        return "true" if BOOLEAN_TEXT[text] else "false"
+    if not NUMBER.fullmatch(text):
+        return None
+    try:
+        number = float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:  # over sys.get_int_max_str_digits digits
+        return None
+    if isinstance(number, int):
+        return str(number)
+    return (str(int(number)) if number.is_integer() else repr(number)) if math.isfinite(number) else None
+
+
+def label_text(value) -> str | None:
+    """A record's label as text: a string as it is, JSON's true / false, a finite number as the
+    file wrote it (jsonl.WrittenFloat / WrittenInt; a datasets directory's as Python writes it);
+    None for what is no label (a non-finite number, a list, an object)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(int(value))
-    if isinstance(value, float) and math.isfinite(value):
-        return str(int(value)) if value.is_integer() else float.__repr__(float(value))
-    return None
+    return _text_of(value)
 
 
 def shown(value) -> str:
@@ -92,21 +97,26 @@ def shown(value) -> str:
     return str(value) if isinstance(value, (int, float)) else repr(value)
 
 
-def label_keys(data) -> dict[str, int]:
-    """label_value(key) -> class index of data.label_words; ValueError naming data.label_words
-    for a key that is no label (a non-finite number) or two keys of one value (1 and 1.0, true
-    and True), which a record's label would match both of."""
-    keys: dict[str, int] = {}
-    for index, (label, _) in enumerate(data.label_words):
-        key = label_value(label)
-        if key is None:
-            raise ValueError(f"data.label_words: the label {label} is not a finite number")
-        if key in keys:
-            first = data.label_words[keys[key]][0]
-            raise ValueError(f"data.label_words: the labels {first} and {label} are one value ({key}), which a "
-                             "record's label would match both of; give each class one label")
-        keys[key] = index
-    return keys
+def label_index(value, data, where: str) -> int:
+    """The class of a record's label: the data.label_words key spelled as the label is (keys
+    "01" and "1" stay two classes), else the one key of the same value (label_value: JSON's 1.0
+    or a CSV's "1.0" is the key 1, true the key True); ValueError naming the record for a label
+    that matches no key, or two keys by value only ("001" with keys "01" and "1")."""
+    keys = [label for label, _ in data.label_words]
+    text = label_text(value)
+    if text is None:
+        raise ValueError(f"{where}: {data.label_field} = {shown(value)} is no label (a finite number or text)")
+    if text in keys:
+        return keys.index(text)
+    wanted = label_value(text)
+    same = [i for i, key in enumerate(keys) if wanted is not None and label_value(key) == wanted]
+    if len(same) > 1:
+        raise ValueError(f"{where}: {data.label_field} = {shown(value)} is the value of data.label_words "
+                         f"{' and '.join(keys[i] for i in same)}, and the spelling of neither; write it as one of them")
+    if not same:
+        raise ValueError(f"{where}: {data.label_field} = {shown(value)} is not one of data.label_words "
+                         f"({', '.join(keys)})")
+    return same[0]
 
 
 def read_records(path: Path, split: str) -> Located:
@@ -135,9 +145,8 @@ def read_records(path: Path, split: str) -> Located:
     return records
 
 
-def _choices(value, where: str, key: str) -> tuple[tuple[str, ...], list]:
-    """A record's candidates: a list of strings, or a string holding a JSON list (CSV / TSV), as
-    (their texts, the values the file holds)."""
+def _choices(value, where: str, key: str) -> tuple[str, ...]:
+    """A record's candidates: a list of strings, or a string holding a JSON list (CSV / TSV)."""
     if isinstance(value, str):
         try:
             value = as_written_json(value)
@@ -149,36 +158,29 @@ def _choices(value, where: str, key: str) -> tuple[tuple[str, ...], list]:
     if len(value) < 2:
         raise ValueError(f"{where}: {key} holds {len(value)} candidate(s); multiple choice needs at least 2")
     texts = [_text_of(c) for c in value]
-    return tuple(t if t[:1].isspace() else " " + t for t in texts), list(value)
+    return tuple(t if t[:1].isspace() else " " + t for t in texts)
 
 
 INTEGER = re.compile(r"-?[0-9]+")  # an index spelled as text (ASCII digits only: int() reads others too)
 
 
-def _choice_index(value, choices: tuple[str, ...], where: str, key: str, typed: bool, values: list = ()) -> int:
+def _choice_index(value, choices: tuple[str, ...], where: str, key: str, typed: bool) -> int:
     """The gold candidate: a number is an index (a float only when integral: 1.0 as pandas writes
     it); a string is the candidate with that text, or, when no candidate has it and it spells an
     integer, that index. A string that is one candidate's text and spells another's index
     (candidates "1", "2", "3", label "2") is that text in JSON lines and datasets (`typed`:
     their strings and numbers differ), and refused in CSV / TSV, where every value is text and
-    either reading could be meant. A number among candidates that are numbers (`values`, as the
-    file holds them: [1.0, 2.0] with label 1.0) that is one candidate's value and another's
-    index is refused in every format."""
+    either reading could be meant. A number is an index also among candidates that are numbers
+    ([1.0, 2.0] with label 1.0 is the second), as JSON lines' numbers always are."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ValueError(f"{where}: {key} = {value!r} is neither a candidate index nor a candidate's text")
     stripped = [c.strip() for c in choices]
-    original = value
     if isinstance(value, float):
         if not value.is_integer():
             raise ValueError(f"{where}: {key} = {value!r} is not an integer index (0..{len(choices) - 1})")
         value = int(value)
     if isinstance(value, int):
         index, match = value, None
-        same = [i for i, c in enumerate(values) if isinstance(c, (int, float)) and not isinstance(c, bool) and c == value]
-        if same and same[0] != index and 0 <= index < len(choices):
-            raise ValueError(f"{where}: {key} = {shown(original)} is candidate {same[0]}'s value and also the index of "
-                             f"candidate {index} ({stripped[index]!r}); either reading could be meant. Give the index "
-                             "of the gold candidate with candidates written as text (strings), or its text as a string")
     else:
         text = value.strip()
         index = int(text) if INTEGER.fullmatch(text) else None
@@ -243,7 +245,6 @@ def custom_task(data) -> Task:
     ValueError naming data.template for a malformed template."""
     fields = template_fields(data.template)
     paths = split_paths(data)
-    labels = label_keys(data)
     choices_field = getattr(data, "choices_field", "")  # absent from extensions built before it
     if choices_field:
         kind, answer_fields = MULTIPLE_CHOICE, [choices_field, data.label_field]
@@ -264,17 +265,11 @@ def custom_task(data) -> Task:
             return Example(values, -1, response=_field_text(record[data.response_field], where, data.response_field),
                            where=where)
         if kind is MULTIPLE_CHOICE:
-            choices, held = _choices(record[choices_field], where, f"data.choices_field {choices_field!r}")
+            choices = _choices(record[choices_field], where, f"data.choices_field {choices_field!r}")
             label = _choice_index(record[data.label_field], choices, where, f"data.label_field {data.label_field!r}",
-                                  typed=typed, values=held)
+                                  typed=typed)
             return Example(values, label, choices=choices, where=where)
-        value = record[data.label_field]
-        label = label_value(value)
-        if label not in labels:
-            what = "is no label (a finite number or text)" if label is None else "is not one of data.label_words"
-            raise ValueError(f"{where}: {data.label_field} = {shown(value)} {what} "
-                             f"({', '.join(key for key, _ in data.label_words)})")
-        return Example(values, labels[label], where=where)
+        return Example(values, label_index(record[data.label_field], data, where), where=where)
 
     def load(split: str) -> list[Example]:
         key = f"data.{SPLIT_KEYS[split]}"
