@@ -20,11 +20,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 
-def check_names(config, task: bool = True, model: bool = True) -> None:
+def check_names(config, task: bool = True, model: bool = True, data: bool = True) -> None:
     """Before anything is loaded: data.task is a built-in task (or custom), model.name a model
     directory, a .gguf file or a registered model with its packages installed, and model.device
     a device this torch has (task / model False: those two not checked, e.g. for a speed run of
-    random weights). ValueError / FileNotFoundError naming the config file, line and key (the key
+    random weights), and the task's data files are there (check_data_paths; data False: not, for
+    a sweep's run finished already). ValueError / FileNotFoundError naming the config file, line and key (the key
     alone when the config left it at its default). Shared by check, train, export and sweeps."""
     from prge.data.tasks import get_task
     from prge.models import check_model_name
@@ -35,7 +36,7 @@ def check_names(config, task: bool = True, model: bool = True) -> None:
             get_task(config.data.task)
         except ValueError as e:
             raise ValueError(f"{places.get('data.task', 'data.task')}: {e}") from None
-    if task:
+    if task and data:
         check_data_paths(config)
     if model:
         check_model_name(config.model.name, places.get("model.name", "model.name"))

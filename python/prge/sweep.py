@@ -36,13 +36,13 @@ def grid_label(key: str, value) -> str:
     strips the task's part to name a method across tasks). A value that is a path adds its last
     part (model.name: /models/qwen2.5 -> nameqwen2.5), so that every run's directory is one level
     under the sweep's output_root; two values with the same last part are refused at expansion.
-    A character that is not printable (a template's line break or tab) becomes '_', so that a
-    directory name stays one line."""
+    Other characters stay as they are (a template's line break too: finished runs keep their
+    directories; `prge report` writes such a name on one line)."""
     text = str(value)
     if "/" in text or "\\" in text:
         parts = [p for p in text.replace("\\", "/").split("/") if p not in ("", ".", "..")]
         text = parts[-1] if parts else "root"
-    return f"{key.split('.')[-1]}{''.join(c if c.isprintable() else '_' for c in text)}"
+    return f"{key.split('.')[-1]}{text}"
 
 
 @dataclass
@@ -248,6 +248,15 @@ def run_notes(runs: list[tuple[str, object]], notes_of=None) -> list[str]:
             for note, labels in notes.items()]
 
 
+def _finished(config) -> bool:
+    """Whether the run is finished with this config (its data files need not be there any more);
+    False for one of other settings, which the sweep refuses when it reaches it."""
+    try:
+        return finished(config.run.output_dir, config.to_yaml())
+    except RunDirError:
+        return False
+
+
 def check_runs(runs: list[tuple[str, object]], speed: bool, shape: str | None = None) -> None:
     """Every run's task, model and device (prge.preflight.check_names; a speed run's device, and
     its model unless it times a named shape), and that model's config.json and data.max_length
@@ -256,7 +265,7 @@ def check_runs(runs: list[tuple[str, object]], speed: bool, shape: str | None = 
     from prge.preflight import check_model_config, check_names
 
     for _, config in runs:
-        check_names(config, task=not speed, model=not (speed and shape))
+        check_names(config, task=not speed, model=not (speed and shape), data=not _finished(config))
         if not (speed and shape):
             check_model_config(config)
 
@@ -278,8 +287,9 @@ def not_started_runs(path: str | Path, runs_dir: Path) -> list[str]:
 def check_same_data(out_dir: Path, config) -> None:
     """A finished custom-task run is the sweep's run only on the data it trained on: RunDirError
     naming the file when a split's file (summary.json's data_files) holds other content now, as
-    a finished run of other settings is refused (prge.run_dir.finished). Summaries written before
-    data_files are taken as they are."""
+    a finished run of other settings is refused (prge.run_dir.finished). A file gone since (moved,
+    deleted) leaves the run as it finished, with a note; summaries written before data_files are
+    taken as they are."""
     from prge.data.custom import data_files
 
     if config.data.task != "custom":
@@ -288,11 +298,13 @@ def check_same_data(out_dir: Path, config) -> None:
     now = data_files(config.data)
     for split, entry in stored.items():
         current = now.get(split)
-        if current is None or not isinstance(entry, dict) or current["sha256"] != entry.get("sha256"):
-            path = current["path"] if current else (entry.get("path") if isinstance(entry, dict) else split)
-            raise RunDirError(f"{out_dir} holds a finished run on other data: its {split} file {path} "
-                              f"{'holds other content now' if current else 'is gone'}; run into another "
-                              "--output-root, or delete that directory to train on the data as it is")
+        if current is None:
+            print(f"[prge] note: {out_dir}: its {split} file is gone since it finished; the run stands as it finished",
+                  file=sys.stderr)
+        elif not isinstance(entry, dict) or current["sha256"] != entry.get("sha256"):
+            raise RunDirError(f"{out_dir} holds a finished run on other data: its {split} file {current['path']} "
+                              "holds other content now; run into another --output-root, or delete that directory "
+                              "to train on the data as it is")
 
 
 def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: list[tuple[str, str]] | dict | None = None,
@@ -323,7 +335,13 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
     for i, (label, config) in enumerate(runs, 1):
         out_dir = Path(config.run.output_dir)
         if finished(out_dir, config.to_yaml()):
-            check_same_data(out_dir, config)
+            try:
+                check_same_data(out_dir, config)
+            except RunDirError as e:
+                failed.append(f"({i}/{len(runs)}) {label}")
+                print(f"prge: error: ({i}/{len(runs)}) {label}: {e}\n[prge] the sweep goes on with its other runs; "
+                      "this one is named again at the end", file=sys.stderr, flush=True)
+                continue
             log(f"[prge] ({i}/{len(runs)}) {label}: finished earlier, skipping")
             summaries.append(run_summary.read(out_dir / "summary.json"))
             continue

@@ -169,7 +169,9 @@ def test_a_report_tells_custom_tasks_apart_by_their_data_not_by_its_spelling(ass
 def test_a_sweep_refuses_a_finished_run_whose_data_file_changed_since(assets, capsys):
     """A finished custom-task run is skipped only while its files hold what it trained on: an
     edited training file makes the sweep name the run and the file, as a finished run of other
-    settings is refused; the file restored, the run is skipped again."""
+    settings is refused, and go on with its other runs; the file restored, the run is skipped
+    again. A file moved away since leaves the run as it finished, with a note, and the sweep's
+    preflight does not ask for it."""
     tmp_path, model_dir = assets
     base = custom_config(tmp_path, model_dir)
     sweep = tmp_path / "sweep.yaml"
@@ -182,11 +184,22 @@ def test_a_sweep_refuses_a_finished_run_whose_data_file_changed_since(assets, ca
     assert main(["sweep", str(sweep), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert f"holds a finished run on other data: its train file {(tmp_path / 'train.jsonl').resolve()} holds other " \
-           "content now" in err, err
-    assert not (tmp_path / "s" / "seed2").exists()
+           "content now" in err and err.rstrip().endswith("1 of 2 runs failed (each error above): (1/2) run-seed1"), err
+    assert (tmp_path / "s" / "run-seed2" / "summary.json").is_file()  # the sweep went on
     (tmp_path / "train.jsonl").write_bytes(original)
-    assert main(["sweep", str(sweep), "--no-progress"]) == 0
+    assert main(["sweep", str(sweep), "--no-progress", "--only", "*seed1"]) == 0
     assert "seed1: finished earlier, skipping" in capsys.readouterr().out
+    other = custom_config(tmp_path, model_dir, train_file=str(tmp_path / "moved.jsonl"))
+    (tmp_path / "moved.jsonl").write_bytes(original)
+    sweep.write_text(yaml.safe_dump({"base": other.name, "output_root": str(tmp_path / "m"),
+                                     "grid": {"run.seed": [1]}}))
+    assert main(["sweep", str(sweep), "--no-progress"]) == 0
+    (tmp_path / "moved.jsonl").rename(tmp_path / "elsewhere.jsonl")
+    capsys.readouterr()
+    assert main(["sweep", str(sweep), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "seed1: finished earlier, skipping" in captured.out and "its train file is gone since it finished" in \
+        captured.err, captured
 
 
 def test_prge_check_finds_a_missing_data_file_or_folder_before_anything_trains(assets, capsys):

@@ -533,18 +533,10 @@ def test_two_custom_tasks_whose_files_share_a_name_are_reported_apart(tmp_path):
     assert sorted(r["task"] for r in runs) == ["custom: reviews", "custom: reviews (2)"]
 
 
-def test_a_template_with_a_line_break_names_a_one_line_directory_and_a_whole_table_row(tmp_path):
-    """A grid over data.template ("Review: {text}\\nSentiment:") names each run's directory on
-    one line, and a report cell holding a line break or '|' keeps its table row whole."""
+def test_a_report_cell_with_a_line_break_keeps_its_table_row_whole():
+    """A run named after a grid value with a line break (a template "Q:\n{text}") or a '|' keeps
+    its Markdown table row whole."""
     from prge.reporting.tables import _markdown
-    from prge.sweep import expand_sweep, grid_label
 
-    assert grid_label("data.template", "Q:\n{text}\tA:") == "templateQ:_{text}_A:"
-    sweep = tmp_path / "sweep.yaml"
-    base = {"run": {"steps": 1}, "data": {"task": "custom", "train_file": "a.jsonl", "eval_file": "a.jsonl",
-                                          "template": "{text}", "response_field": "answer"}}
-    sweep.write_text(yaml.safe_dump({"base": base, "output_root": str(tmp_path / "s"),
-                                     "grid": {"data.template": ["Q:\n{text}", "A {text}"]}}))
-    assert [Path(c.run.output_dir).name for _, c in expand_sweep(sweep)] == ["run-templateQ:_{text}", "run-templateA {text}"]
     assert _markdown(["run", "a|b"], [{"run": "x\ny|z", "a|b": 1.0}]) == [
         "| run | a\\|b |", "|---|---|", "| x<br>y\\|z | 1 |"]
