@@ -171,9 +171,9 @@ def test_a_sweeps_report_names_its_runs_not_started(tmp_path, capsys):
     assert "Not started: 2 of the sweep's runs: b, c" in capsys.readouterr().out
 
 
-def test_a_report_refuses_to_count_one_seed_twice(tmp_path, capsys):
-    """A copied run directory is one method, task and seed twice: the report names both rather
-    than averaging a seed with itself (a narrower ± and a doubled weight)."""
+def test_a_report_counts_one_seed_once(tmp_path, capsys):
+    """A copied run directory is one method, task and seed twice: the report counts the seed once
+    (not a narrower ± and a doubled weight) and names the run it leaves out."""
     model_dir, data_dir = make_tiny_assets(tmp_path)
     config = write_config(tmp_path, model_dir, data_dir, run={"steps": 2, "eval_every": 0,
                                                               "output_dir": str(tmp_path / "runs" / "full")})
@@ -181,10 +181,14 @@ def test_a_report_refuses_to_count_one_seed_twice(tmp_path, capsys):
     assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
     shutil.copytree(tmp_path / "runs" / "full", tmp_path / "runs" / "copy")
     capsys.readouterr()
-    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report2")]) == 2
-    err = capsys.readouterr().err
-    assert "copy and full are one method on one task with one seed (1): a copy, or a run trained twice" in err, err
-    assert not (tmp_path / "report2").exists()
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report2")]) == 0
+    out = capsys.readouterr().out
+    assert "Left out: 1 run(s) repeating an earlier run's method, task and seed (each seed counts once): full (as " \
+           "copy)" in out, out
+    with open(tmp_path / "report2" / "runs_runs.csv") as f:
+        assert [r["run"] for r in csv.DictReader(f)] == ["copy"]
+    with open(tmp_path / "report2" / "runs_methods.csv") as f:
+        assert [r["seeds"] for r in csv.DictReader(f)] == ["1"]
 
 
 def test_single_forward_option_scores_match_per_option_scoring(tmp_path):

@@ -219,15 +219,17 @@ def collect(root: str | Path) -> list[dict]:
     # one label per task and data: two custom tasks whose files share a name are told apart
     _unique_names(runs, task_source, lambda group: task_label(group[0]), "task")
     group_methods(runs)
-    check_one_run_per_seed(root, runs)
+    mark_repeated_seeds(runs)
     return runs
 
 
-def check_one_run_per_seed(root: Path, runs: list[dict]) -> None:
-    """ValueError naming two runs of one method (group_methods) and task with the same seed: a
-    copied run directory, or one run trained twice. mean ± std are over seeds, and a seed counted
-    twice would narrow the spread and weigh that seed double. Runs the tables leave out (no best
-    metric: not training runs) are not counted."""
+def mark_repeated_seeds(runs: list[dict]) -> None:
+    """Sets run["repeats"] to the earlier run (in path order) of the same method (group_methods),
+    task and seed, on each later one: a copied run directory, or one run trained again (resumed
+    beside an uninterrupted copy, repeated to see a GPU's nondeterminism). The tables count each
+    seed once (mean ± std are over seeds: a seed twice would narrow the spread and weigh it
+    double) and name the runs they leave out. Runs without a best metric (not training runs)
+    are not compared."""
     from prge.reporting.tables import metric_of
 
     seen: dict[tuple, str] = {}
@@ -236,10 +238,9 @@ def check_one_run_per_seed(root: Path, runs: list[dict]) -> None:
             continue
         key = (run["method"], run.get("task"), str(run.get("seed")))
         if key in seen:
-            raise ValueError(f"{root}: {seen[key]} and {run['run']} are one method on one task with one seed "
-                             f"({run.get('seed')}): a copy, or a run trained twice; a report counts each seed once, "
-                             "so move one of them out of the runs directory")
-        seen[key] = run["run"]
+            run["repeats"] = seen[key]
+        else:
+            seen[key] = run["run"]
 
 
 def data_files_note(runs: list[dict]) -> str | None:

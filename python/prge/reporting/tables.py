@@ -160,6 +160,11 @@ def write_report(runs: list[dict], title: str, out_dir: str | Path | None, name:
                   "running): " + ", ".join(unfinished), ""]
     if not_started:
         lines += [f"Not started: {len(not_started)} of the sweep's runs: " + ", ".join(not_started), ""]
+    repeats = [r for r in runs if r.get("repeats")]
+    if repeats:
+        lines += [f"Left out: {len(repeats)} run(s) repeating an earlier run's method, task and seed (each seed counts "
+                  "once): " + ", ".join(f"{r['run']} (as {r['repeats']})" for r in repeats), ""]
+        runs = [r for r in runs if not r.get("repeats")]
     written = []
     if speed:
         rows = speed_rows(runs)
