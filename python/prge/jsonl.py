@@ -28,41 +28,32 @@ def unique_keys(pairs: list) -> dict:
     return seen
 
 
-class WrittenFloat(float):
+class _Written:
+    """A JSON number that prints as the file wrote it (float or int beside it in the bases)."""
+
+    def __new__(cls, text: str):
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    def __str__(self) -> str:
+        return self.text
+
+    __repr__ = __str__
+
+    def __reduce__(self):
+        return type(self), (self.text,)
+
+
+class WrittenFloat(_Written, float):
     """A JSON number with a fraction or exponent, as a float that prints as the file wrote it:
     str(1.50) is '1.50', not Python's '1.5', so a price, version or score placed into a prompt
     is the text the user's file holds. Arithmetic and json.dumps see the plain float."""
 
-    def __new__(cls, text: str):
-        number = super().__new__(cls, text)
-        number.text = text
-        return number
 
-    def __str__(self) -> str:
-        return self.text
-
-    __repr__ = __str__
-
-    def __reduce__(self):
-        return WrittenFloat, (self.text,)
-
-
-class WrittenInt(int):
+class WrittenInt(_Written, int):
     """A JSON integer that prints as the file wrote it (-0 stays -0); see WrittenFloat. An
     integer of more digits than Python converts (sys.get_int_max_str_digits) is a ValueError."""
-
-    def __new__(cls, text: str):
-        number = super().__new__(cls, text)
-        number.text = text
-        return number
-
-    def __str__(self) -> str:
-        return self.text
-
-    __repr__ = __str__
-
-    def __reduce__(self):
-        return WrittenInt, (self.text,)
 
 
 def as_written_json(text: str, **hooks):
