@@ -142,18 +142,18 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
     replays = not (directory / TENSORS).exists() and directory != out_dir  # run.checkpoint_format: updates
     if replays and "updates" not in state:
         raise RunDirError(f"{directory}: neither {TENSORS} nor the updates of {STATE}: the checkpoint is damaged")
-    if "updates" in state:
-        stored_updates(state_path, state)  # their form named first, then whether they are the ones written
+    # their form named first, then whether they are the ones written
+    updates = stored_updates(state_path, state) if "updates" in state else None
     check_digest(state_path, state)
     if dropped:
         print(f"prge: warning: {out_dir}: the training data has {sampler.n} examples now; the {dropped} of "
               "this epoch's order past them are skipped (--resume-changed-data)")
     if replays:
-        replay(state_path, state, trainer)
+        replay(state_path, state, trainer, updates)
     else:
         trainer.load_checkpoint(str(directory / TENSORS))  # non-finite tensors are named there
-        if "updates" in state:  # the steps' updates go on from these weights: they must be the ones they reached
-            reached = stored_updates(state_path, state)[2]
+        if updates is not None:  # the steps' updates go on from these weights: they must be the ones they reached
+            reached = updates[2]
             if trainer.state_fingerprint() != reached:
                 raise RunDirError(f"{state_path}: the updates reach weights and optimizer state with fingerprint "
                                   f"{reached}, {directory / TENSORS} holds {trainer.state_fingerprint()}: the "
@@ -262,15 +262,16 @@ def stored_updates(path: Path, state: dict) -> tuple[list[list[float]], str, str
 FLOAT32_MAX = 3.4028234663852886e38
 
 
-def replay(path: Path, state: dict, trainer, log=print) -> None:
+def replay(path: Path, state: dict, trainer, updates: tuple | None = None, log=print) -> None:
     """The weights and optimizer state of a run.checkpoint_format: updates checkpoint (state.json
     at `path`, read as `state`): the trainer's model must hold the base weights the run started
     from (Trainer.state_fingerprint, stored as updates.base); Trainer.replay_step applies each
     stored step's update from its projected gradients, as the step applied it; the result must
     be the checkpoint's state bit for bit (updates.weights). RunDirError naming the file
     otherwise: another base model, damaged updates, or a device, build or torch version that
-    computes the update differently (resume there, or start again)."""
-    grads, base, reached = stored_updates(path, state)
+    computes the update differently (resume there, or start again). `updates`: stored_updates'
+    reading of them, where the caller has it already."""
+    grads, base, reached = updates or stored_updates(path, state)
     if trainer.step_count != 0:
         raise RunDirError(f"{path}: updates replay on the base weights, and this trainer is at step {trainer.step_count}")
     if trainer.state_fingerprint() != base:

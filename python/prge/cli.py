@@ -171,7 +171,7 @@ def _command(argv: list[str] | None) -> int:
     check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
 
-    from prge._core import ConfigError
+    from prge.sweep import RUN_ERRORS  # what `prge` reports as `prge: error:`
 
     try:
         if args.command == "check" and _is_sweep_file(args.config):
@@ -256,7 +256,7 @@ def _command(argv: list[str] | None) -> int:
             raise
         print(f"prge: error: interrupted (Ctrl-C) during prge {args.command}", file=sys.stderr)
         return 2
-    except (ConfigError, ValueError, OSError, KeyError, ImportError, RuntimeError, IndexError) as e:
+    except RUN_ERRORS as e:
         # Errors of the C++ core arrive as RuntimeError with the file or key in the message.
         # PRGE_DEBUG=1 shows the traceback for a bug report.
         if isinstance(e, BrokenPipeError) and _stdout_closed():

@@ -338,9 +338,7 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
             try:
                 check_same_data(out_dir, config)
             except RunDirError as e:
-                failed.append(f"({i}/{len(runs)}) {label}")
-                print(f"prge: error: ({i}/{len(runs)}) {label}: {e}\n[prge] the sweep goes on with its other runs; "
-                      "this one is named again at the end", file=sys.stderr, flush=True)
+                failed.append(_named_failure(f"({i}/{len(runs)}) {label}", e))
                 continue
             log(f"[prge] ({i}/{len(runs)}) {label}: finished earlier, skipping")
             summaries.append(run_summary.read(out_dir / "summary.json"))
@@ -365,9 +363,7 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
         except BrokenPipeError:  # stdout's reader is gone: no run after this one could say anything
             raise
         except RUN_ERRORS as e:
-            failed.append(f"({i}/{len(runs)}) {label}")
-            print(f"prge: error: ({i}/{len(runs)}) {label}: {e}\n[prge] the sweep goes on with its other runs; "
-                  "this one is named again at the end", file=sys.stderr, flush=True)
+            failed.append(_named_failure(f"({i}/{len(runs)}) {label}", e))
     if pending:
         from prge.sweep_gpus import run_on_gpus
 
@@ -377,6 +373,13 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
     return summaries
 
 
-# What a run raises for its own input (the errors `prge train` reports as `prge: error:`): a sweep
-# names the run and goes on with the others.
+def _named_failure(run: str, error: Exception) -> str:
+    """Says on stderr that `run` failed with `error` and that the sweep goes on; returns `run`."""
+    print(f"prge: error: {run}: {error}\n[prge] the sweep goes on with its other runs; this one is named again at "
+          "the end", file=sys.stderr, flush=True)
+    return run
+
+
+# What a command raises for its own input, which `prge` reports as `prge: error:` (prge.cli); a
+# sweep names the run that raised it and goes on with the others.
 RUN_ERRORS = (ConfigError, ValueError, OSError, KeyError, ImportError, RuntimeError, IndexError)
