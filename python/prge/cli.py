@@ -368,7 +368,7 @@ def _check_sweep(path: str, overrides: list[tuple[str, str]]) -> None:
 
 def _report(args) -> None:
     from prge.reporting import collect, write_report
-    from prge.reporting.collect import data_files_note, unfinished
+    from prge.reporting.collect import data_files_note, failed, unfinished
 
     source = Path(args.source)
     not_started = []
@@ -388,7 +388,7 @@ def _report(args) -> None:
     if note := data_files_note(runs):
         print(note, file=sys.stderr)
     markdown = write_report(runs, title, out, name, figures=not args.no_figures, unfinished=unfinished(runs_dir),
-                            not_started=not_started)
+                            not_started=not_started, failed=failed(runs_dir))
     print(markdown, end="")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import fcntl
 import re
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +22,8 @@ RUN_FILES = ("summary.json", "summary.json.tmp", "metrics.jsonl", "metrics.jsonl
 # Directories a run writes: checkpoints (prge.checkpoints) and `prge train --runtime` exports.
 RUN_DIRECTORIES = re.compile(r"^(checkpoint-\d+(\.tmp)?|export_(onnx|aoti|executorch))$")
 LOCK_FILE = ".prge.lock"
+# Why a sweep's run failed (mark_failed), for `prge report`; removed when a run claims the directory.
+FAILED_FILE = ".prge.failed"
 
 
 class RunDirError(ValueError):
@@ -104,6 +107,34 @@ def finished(out_dir: str | Path, config_yaml: str) -> bool:
                       "--output-root, or delete that directory")
 
 
+def mark_failed(out_dir: str | Path, message: str) -> None:
+    """Writes FAILED_FILE in a sweep's run directory, holding `message` (why the run failed), so
+    that `prge report` names the run as failed, not as not started (a run that fails while loading
+    its data has written nothing else there). A directory holding a finished run or files prge does
+    not write is left alone; a write that fails is a note on stderr, never a second error."""
+    out_dir = Path(out_dir)
+    try:
+        if out_dir.is_dir():
+            ours, others = _run_entries(out_dir)
+            if others or "summary.json" in ours:
+                return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        durable.write_text(out_dir / FAILED_FILE, message.rstrip("\n") + "\n")
+    except OSError as e:
+        print(f"[prge] note: cannot record the failure in {out_dir} ({e})", file=sys.stderr)
+
+
+def failure_of(out_dir: str | Path) -> str | None:
+    """The first line of a run directory's failure mark (mark_failed), or None without one."""
+    path = Path(out_dir) / FAILED_FILE
+    if not path.is_file():
+        return None
+    try:
+        return (path.read_text(errors="replace").splitlines() or [""])[0]
+    except OSError as e:
+        return f"(its {FAILED_FILE} is unreadable: {e.strerror})"
+
+
 def _inside(path: Path, directory: Path) -> bool:
     """Whether `path` is `directory` or lies inside it, after resolving links."""
     path, directory = Path(path).resolve(), Path(directory).resolve()
@@ -139,7 +170,7 @@ def _run_entries(out_dir: Path) -> tuple[list[str], list[str]]:
     """(this kind of run's entries, others) in a run directory."""
     ours, others = [], []
     for path in out_dir.iterdir():
-        if path.name == LOCK_FILE:
+        if path.name in (LOCK_FILE, FAILED_FILE):
             continue
         (ours if path.name in RUN_FILES or RUN_DIRECTORIES.match(path.name) else others).append(path.name)
     order = {name: i for i, name in enumerate(RUN_FILES)}
@@ -168,6 +199,7 @@ def claim(out_dir: str | Path, config_yaml: str, overwrite: bool = False, resume
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
             raise RunInProgress(f"run.output_dir: another prge process is writing {out_dir}") from e
+        durable.remove(out_dir / FAILED_FILE)  # the run starts again
         if resume:
             _check_resumable(out_dir, config_yaml)
             yield out_dir

@@ -2,7 +2,8 @@
 gets its own directory; a run finished with the same config (its stored config.yaml) is
 skipped, so an interrupted sweep resumes where it stopped; one finished with other settings
 is refused, naming the difference; a run another process is writing is left to it; a run that
-fails is named, the runs after it go on, and the sweep ends with an error naming each failed run.
+fails is named (and marked in its directory for `prge report`), the runs after it go on, and the
+sweep ends with an error naming each failed run.
 
     base: CONFIG.yaml or an inline config     grid: {key: [values]}   (crossed)
     variants: [{name: ..., key: value}]       output_root: runs/NAME
@@ -24,7 +25,7 @@ import yaml
 from prge._core import NO_VALUE, ConfigError, parse_run_config
 from prge.overrides import compose_yaml, load_yaml, read_text, value_text
 from prge import checkpoints, run_summary
-from prge.run_dir import RunDirError, RunInProgress, finished, resumable
+from prge.run_dir import FAILED_FILE, RunDirError, RunInProgress, finished, mark_failed, resumable
 
 SWEEP_KEYS = {"base", "output_root", "grid", "variants", "mode", "speed", "report"}
 MODES = ("train", "speed")
@@ -272,7 +273,8 @@ def check_runs(runs: list[tuple[str, object]], speed: bool, shape: str | None = 
 
 def not_started_runs(path: str | Path, runs_dir: Path) -> list[str]:
     """The sweep's runs (expand_sweep) whose directory under runs_dir holds no run yet (no
-    config.yaml, which a run writes first), as paths below runs_dir, for `prge report SWEEP`;
+    config.yaml, which a run writes first, and no failure mark, run_dir.mark_failed), as paths
+    below runs_dir, for `prge report SWEEP`;
     with a note on stderr and none listed when the sweep no longer expands (its base moved)."""
     try:
         runs = expand_sweep(path, output_root=str(runs_dir))
@@ -281,7 +283,7 @@ def not_started_runs(path: str | Path, runs_dir: Path) -> list[str]:
         return []
     dirs = [Path(config.run.output_dir) for _, config in runs]
     return [d.relative_to(runs_dir).as_posix() if d.is_relative_to(runs_dir) else str(d)
-            for d in dirs if not (d / "config.yaml").exists()]
+            for d in dirs if not (d / "config.yaml").exists() and not (d / FAILED_FILE).exists()]
 
 
 def check_same_data(out_dir: Path, config) -> None:
@@ -338,7 +340,7 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
             try:
                 check_same_data(out_dir, config)
             except RunDirError as e:
-                failed.append(_named_failure(f"({i}/{len(runs)}) {label}", e))
+                failed.append(_named_failure(f"({i}/{len(runs)}) {label}", e, out_dir))
                 continue
             log(f"[prge] ({i}/{len(runs)}) {label}: finished earlier, skipping")
             summaries.append(run_summary.read(out_dir / "summary.json"))
@@ -363,7 +365,7 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
         except BrokenPipeError:  # stdout's reader is gone: no run after this one could say anything
             raise
         except RUN_ERRORS as e:
-            failed.append(_named_failure(f"({i}/{len(runs)}) {label}", e))
+            failed.append(_named_failure(f"({i}/{len(runs)}) {label}", e, out_dir))
     if pending:
         from prge.sweep_gpus import run_on_gpus
 
@@ -373,10 +375,12 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
     return summaries
 
 
-def _named_failure(run: str, error: Exception) -> str:
-    """Says on stderr that `run` failed with `error` and that the sweep goes on; returns `run`."""
+def _named_failure(run: str, error: Exception, out_dir: Path) -> str:
+    """Says on stderr that `run` failed with `error` and that the sweep goes on, marks out_dir as
+    failed (run_dir.mark_failed); returns `run`."""
     print(f"prge: error: {run}: {error}\n[prge] the sweep goes on with its other runs; this one is named again at "
           "the end", file=sys.stderr, flush=True)
+    mark_failed(out_dir, str(error))
     return run
 
 

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from prge.interrupts import stop_signals
+from prge.run_dir import mark_failed
 from prge.run_summary import read as read_summary
 
 
@@ -34,6 +35,19 @@ def parse_gpus(text: str) -> list[str]:
     if not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
         raise ValueError(f"--gpus {text!r}: expected distinct GPU indices like 0,1,2,3, or all")
     return gpus
+
+
+def last_error(log_path: Path, start: int = 0) -> str | None:
+    """The last `prge: error:` line of a run's log from byte `start` on (where this attempt's
+    output begins), without that prefix; None without one."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(start)
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [line.removeprefix("prge: error: ") for line in lines if line.startswith("prge: error: ")]
+    return errors[-1] if errors else None
 
 
 def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print) -> list[dict]:
@@ -94,6 +108,7 @@ def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print
                     return None, log_path, None  # not started
                 say(f"[prge] {label}: started on GPU {gpu} (output in {log_path})")
                 with open(log_path, "a" if resume else "w") as out:  # a resumed run's log goes on
+                    start = out.tell()
                     process = subprocess.Popen(argv, env={**os.environ, "CUDA_VISIBLE_DEVICES": gpu},
                                                stdout=out, stderr=subprocess.STDOUT)
                 running.append(process)
@@ -108,6 +123,8 @@ def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print
         failed = code != 0 and not (signals.first_at is not None and ended >= signals.first_at)
         outcome = "finished" if code == 0 else f"failed (exit {code})" if failed else "stopped"
         say(f"[prge] {label}: {outcome} on GPU {gpu}")
+        if failed:
+            mark_failed(out_dir, f"{last_error(log_path, start) or f'exit {code}'} (see {log_path})")
         return code, log_path, failed
 
     with stop_signals(on_signal) as signals, \

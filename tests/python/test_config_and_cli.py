@@ -154,6 +154,16 @@ def test_a_failed_run_is_named_and_the_sweep_goes_on_with_the_others(tmp_path, c
         assert captured.err.rstrip().endswith("prge: error: 1 of 3 runs failed (each error above): (2/3) b"), captured.err
         assert [(tmp_path / "sweep" / name / "summary.json").is_file() for name in "abc"] == [True, False, True]
         assert captured.out.count("finished earlier, skipping") == (2 if again else 0)
+    # the report names the failed run with its error, not as not started; mended, the run trains
+    assert main(["report", str(sweep), "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    assert "Failed: 1 run(s): b (fine_food: train split: " in out and ":42: 2 fields" in out, out
+    assert "Not started" not in out and "Not in the tables" not in out, out
+    shutil.copy(data_dir / "train.csv", broken / "train.csv")
+    assert main(["sweep", str(sweep), "--no-progress"]) == 0
+    assert not (tmp_path / "sweep" / "b" / ".prge.failed").exists()
+    assert main(["report", str(sweep), "--no-figures"]) == 0
+    assert "Failed" not in capsys.readouterr().out
 
 
 def test_a_sweeps_report_names_its_runs_not_started(tmp_path, capsys):

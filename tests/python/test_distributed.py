@@ -412,6 +412,33 @@ def test_a_resumed_run_on_a_gpu_appends_to_its_log(tmp_path, monkeypatch):
     assert log.read_text() == "started on GPU 1\n"
 
 
+def test_a_failed_run_on_a_gpu_is_marked_with_its_error(tmp_path, monkeypatch):
+    """A run that fails under `prge sweep --gpus` is marked in its directory with the last
+    `prge: error:` line this attempt wrote to its log (an earlier attempt's error is not taken
+    for it), which `prge report` names."""
+    import subprocess
+    from types import SimpleNamespace
+
+    import prge.sweep_gpus as sweep_gpus
+    from prge.reporting.collect import failed
+
+    endings = iter([("prge: error: train split: data.csv:3: 2 fields\n", 2), ("Segmentation fault\n", -11)])
+
+    def fake_train(argv, env, stdout, stderr):
+        text, code = next(endings)
+        stdout.write("step 1\n" + text)
+        stdout.flush()
+        return SimpleNamespace(wait=lambda: code, poll=lambda: code)
+
+    monkeypatch.setattr(subprocess, "Popen", fake_train)
+    config = SimpleNamespace(run=SimpleNamespace(output_dir=str(tmp_path / "run-a")), to_yaml=lambda: "run: {}\n")
+    log = tmp_path / "run-a.log"
+    for resume, why in ((False, "train split: data.csv:3: 2 fields"), (True, "exit -11")):
+        with pytest.raises(ValueError, match="1 of 1 runs failed"):
+            sweep_gpus.run_on_gpus([("(1/1) run-a", config, resume)], ["0"], log=lambda *a: None)
+        assert failed(tmp_path) == [f"run-a ({why} (see {log}))"]
+
+
 SWEEP_CHILD = """
 import sys
 from prge.cli import main

@@ -6,7 +6,7 @@ import yaml
 
 from conftest import make_tiny_assets, write_config
 from prge.cli import main
-from prge.run_dir import claim
+from prge.run_dir import FAILED_FILE, claim, failure_of, mark_failed
 
 
 @pytest.fixture
@@ -34,6 +34,20 @@ def test_overwrite_removes_the_old_summary_before_anything_else(tmp_path):
     with claim(tmp_path, "new: config\n", overwrite=True):
         assert not (tmp_path / "summary.json").exists()  # a kill now leaves no finished mark
         assert (tmp_path / "config.yaml").read_text() == "new: config\n"
+
+
+def test_a_failure_mark_is_left_only_in_a_runs_own_directory_and_gone_once_it_runs_again(tmp_path):
+    mark_failed(tmp_path / "new" / "run", "train split: a.csv:3: 2 fields\nsecond line")
+    assert failure_of(tmp_path / "new" / "run") == "train split: a.csv:3: 2 fields"
+    with claim(tmp_path / "new" / "run", "a: config\n"):  # no --overwrite needed for the mark alone
+        assert failure_of(tmp_path / "new" / "run") is None
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the user's")
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "summary.json").write_text("{}")
+    for kept in ("mine", "done"):  # files prge did not write, a finished run: left as they are
+        mark_failed(tmp_path / kept, "why")
+        assert not (tmp_path / kept / FAILED_FILE).exists()
 
 
 def test_a_locked_directory_is_refused_and_a_sweep_leaves_it(run_config, capsys):

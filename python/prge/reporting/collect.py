@@ -1,5 +1,6 @@
 """Finished runs (every summary.json below a directory) with their metrics.jsonl and config.yaml,
-and the run directories that have no summary (unfinished)."""
+and the run directories that have no summary: still running or stopped (unfinished), or marked as
+failed by a sweep (failed)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import yaml
 
 from prge import run_summary
 from prge.jsonl import read_jsonl
-from prge.run_dir import STORAGE_SETTINGS
+from prge.run_dir import FAILED_FILE, STORAGE_SETTINGS, failure_of
 from prge.sweep import grid_label
 
 SEED_SUFFIX = re.compile(r"-seed\d+$")
@@ -212,7 +213,7 @@ def collect(root: str | Path) -> list[dict]:
         summary["run_config"] = read_run_config(path.parent)  # read once: method_key, task_label
         runs.append(summary)
     if not runs:
-        left = unfinished(root)
+        left = unfinished(root) + failed(root)
         raise FileNotFoundError(f"no finished runs (summary.json) under {root}"
                                 + (f"; {len(left)} without one: {', '.join(left[:5])}{' ...' if len(left) > 5 else ''}"
                                    if left else ""))
@@ -262,4 +263,12 @@ def unfinished(root: str | Path) -> list[str]:
     restarts them), runs that failed (a diverged run writes no summary) or still running."""
     root = Path(root)
     return sorted(path.parent.relative_to(root).as_posix() for path in root.rglob("config.yaml")
-                  if not (path.parent / "summary.json").exists())
+                  if not (path.parent / "summary.json").exists() and failure_of(path.parent) is None)
+
+
+def failed(root: str | Path) -> list[str]:
+    """Run directories under `root` that a sweep marked as failed (prge.run_dir.mark_failed) and
+    that hold no summary.json, as 'path below root (why)'."""
+    root = Path(root)
+    return [f"{path.parent.relative_to(root).as_posix()} ({failure_of(path.parent)})"
+            for path in sorted(root.rglob(FAILED_FILE)) if not (path.parent / "summary.json").exists()]

@@ -147,9 +147,11 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
 
 
 def write_report(runs: list[dict], title: str, out_dir: str | Path | None, name: str,
-                 figures: bool = True, unfinished: list[str] = (), not_started: list[str] = ()) -> str:
+                 figures: bool = True, unfinished: list[str] = (), not_started: list[str] = (),
+                 failed: list[str] = ()) -> str:
     """Markdown of the report; with out_dir, also <name>.md, CSVs and figures there.
     unfinished: run directories without a summary (collect.unfinished), named, not counted;
+    failed: runs a sweep marked as failed, with why (collect.failed), named;
     not_started: a sweep's runs with no directory yet (sweep.not_started_runs), named."""
     if out_dir is not None and figures:
         figures_module.pyplot()  # before any file is written: a missing matplotlib leaves no half a report
@@ -158,6 +160,8 @@ def write_report(runs: list[dict], title: str, out_dir: str | Path | None, name:
     if unfinished:
         lines += [f"Not in the tables: {len(unfinished)} run(s) without a summary.json (stopped, failed or still "
                   "running): " + ", ".join(unfinished), ""]
+    if failed:
+        lines += [f"Failed: {len(failed)} run(s): " + "; ".join(failed), ""]
     if not_started:
         lines += [f"Not started: {len(not_started)} of the sweep's runs: " + ", ".join(not_started), ""]
     repeats = [r for r in runs if r.get("repeats")]
