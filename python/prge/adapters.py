@@ -384,12 +384,14 @@ def export_merged(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     hf_config = json.loads((Path(model_dir) / "config.json").read_text())
     hf_config["torch_dtype"] = hf_config["dtype"] = config.model.dtype
     durable.write_text(out / "config.json", json.dumps(hf_config, indent=2))
+    # contents only: each copy is a new file with the mode the umask gives, as the weights are
+    # (a read-only model store's 0444 would make the export read-only)
     for name in TOKENIZER_FILES + PROCESSOR_FILES:
         if (Path(model_dir) / name).is_file():
-            shutil.copy2(Path(model_dir) / name, out / name)
+            shutil.copyfile(Path(model_dir) / name, out / name)
     templates = Path(model_dir) / CHAT_TEMPLATES_DIR  # named chat templates, as save_pretrained writes them
     if templates.is_dir():
-        shutil.copytree(templates, out / CHAT_TEMPLATES_DIR, dirs_exist_ok=True)
+        shutil.copytree(templates, out / CHAT_TEMPLATES_DIR, dirs_exist_ok=True, copy_function=shutil.copyfile)
     return out
 
 

@@ -1,6 +1,7 @@
 """Adapters out (PEFT's LoRA format, or merged into a Hugging Face model) and in (a PEFT
 adapter as a run's starting point): transformers + peft must compute the logits prge does."""
 import json
+import os
 
 import pytest
 import torch
@@ -56,12 +57,20 @@ def test_merged_model_loads_in_transformers(trained):
     tmp, model_dir, model, ids = trained
     (model_dir / "additional_chat_templates").mkdir(exist_ok=True)  # named chat templates, as transformers saves them
     (model_dir / "additional_chat_templates" / "tool_use.jinja").write_text("TOOLS {{ messages[0]['content'] }}")
-    assert main(["adapters", "export", str(tmp / "run"), "--out", str(tmp / "merged"), "--merge"]) == 0
+    # every file written with the mode the umask gives: the weights (safetensors itself creates
+    # 0600) and the copies alike (not the source's, here a read-only store's 0444)
+    (model_dir / "tokenizer.json").chmod(0o444)
+    mask = os.umask(0o077)
+    try:
+        assert main(["adapters", "export", str(tmp / "run"), "--out", str(tmp / "merged"), "--merge"]) == 0
+    finally:
+        os.umask(mask)
+        (model_dir / "tokenizer.json").chmod(0o644)
     assert (tmp / "merged" / "tokenizer.json").is_file()
     assert (tmp / "merged" / "additional_chat_templates" / "tool_use.jinja").is_file()
-    # the weights as readable as the files beside them (safetensors itself creates 0600)
-    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp / "merged").iterdir() if p.is_file()}
-    assert modes["model.safetensors"] == modes["tokenizer.json"], modes
+    modes = {p.relative_to(tmp / "merged").as_posix(): p.stat().st_mode & 0o777
+             for p in (tmp / "merged").rglob("*") if p.is_file() and p.name != ".prge.lock"}
+    assert "model.safetensors" in modes and set(modes.values()) == {0o600}, modes
     with torch.no_grad():
         theirs = hf_model(tmp / "merged")(ids).logits
     assert_same_logits(model.logits(ids), theirs)

@@ -27,8 +27,10 @@ def write_sst2_files(root, n_train=30, n_eval=10):
 def test_data_copy_then_tasks_read_the_user_data_dir(tmp_path, monkeypatch, capsys):
     write_sst2_files(tmp_path / "published")
     monkeypatch.setenv("PRGE_DATA", str(tmp_path / "userdata"))
+    (tmp_path / "published" / "train.tsv").chmod(0o444)  # a read-only store: the copies are the user's own files
     assert main(["data", "copy", "sst2", "--from", str(tmp_path / "published")]) == 0
-    assert (tmp_path / "userdata" / "sst2" / "train.tsv").is_file()
+    assert (tmp_path / "userdata" / "sst2" / "train.tsv").stat().st_mode & 0o200
+    assert main(["data", "copy", "sst2", "--from", str(tmp_path / "published")]) == 0  # copied again over them
     train = get_task("sst2").load("train")  # no data_dir: found in $PRGE_DATA/sst2
     assert len(train) == 30 and train[3].fields["text"] == "sentence number 3" and train[3].label == 1
     assert main(["data", "list"]) == 0

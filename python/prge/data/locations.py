@@ -62,5 +62,5 @@ def copy_task_data(task_dir: str, source: str | Path | None = None,
     target.mkdir(parents=True, exist_ok=True)
     for f in sorted(source.iterdir()):
         if f.is_file():
-            shutil.copy2(f, target / f.name)
+            shutil.copyfile(f, target / f.name)  # a new file, writable: a read-only source copies again
     return target
