@@ -215,19 +215,41 @@ void check_duplicate_keys(const YAML::Node& node, const std::string& path, const
   }
 }
 
+// The keys of a dotted path: `data.label_words."1.5"` -> data, label_words, 1.5 (a key that
+// holds a dot is written in double quotes); empty for a path with an empty key or an open quote.
+std::vector<std::string> key_path(const std::string& dotted) {
+  std::vector<std::string> parts;
+  size_t at = 0;
+  while (true) {
+    std::string part;
+    if (at < dotted.size() && dotted[at] == '"') {
+      const auto close = dotted.find('"', at + 1);
+      if (close == std::string::npos) return {};
+      part = dotted.substr(at + 1, close - at - 1);
+      at = close + 1;
+      if (at < dotted.size() && dotted[at] != '.') return {};
+    } else {
+      const auto dot = std::min(dotted.find('.', at), dotted.size());
+      part = dotted.substr(at, dot - at);
+      at = dot;
+    }
+    if (part.empty()) return {};
+    parts.push_back(part);
+    if (at == dotted.size()) return parts;
+    ++at;  // the dot
+  }
+}
+
 // Applies `KEY=VALUE` to the parsed mapping: sections on the way are created (or replace a
 // null), VALUE is read as YAML 1.2 by yaml-cpp.
 void apply_override(YAML::Node& root, const ConfigOverride& override_, Reader& reader) {
   const auto where =
       override_.origin.empty() ? fmt::format("{}: --set {}", reader.source(), override_.key) : override_.origin;
-  std::vector<std::string> parts;
-  std::string part;
-  std::istringstream dotted(override_.key);
-  while (std::getline(dotted, part, '.')) parts.push_back(part);
-  if (parts.empty() || std::any_of(parts.begin(), parts.end(), [](const auto& p) { return p.empty(); }) ||
-      override_.key.back() == '.') {
-    throw ConfigError(fmt::format("{}: '{}' is not a key (expected section.key, e.g. estimator.queries)", where,
-                                  override_.key));
+  const auto parts = key_path(override_.key);
+  if (parts.empty()) {
+    throw ConfigError(fmt::format("{}: '{}' is not a key (expected section.key, e.g. estimator.queries; a key "
+                                  "that holds a dot in double quotes: data.label_words.\"1.5\")",
+                                  where, override_.key));
   }
   YAML::Node value;
   try {
@@ -254,7 +276,7 @@ void apply_override(YAML::Node& root, const ConfigOverride& override_, Reader& r
     node.reset(child);
   }
   node[parts.back()] = value;
-  reader.applied({override_.key, where, value});
+  reader.applied({fmt::format("{}", fmt::join(parts, ".")), where, value});  // as the reader spells keys
 }
 
 // A section of the file; left out, an empty mapping (its keys' defaults). Null is no section.
@@ -319,7 +341,10 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
       }
       if (is_null(item.second)) reader.fail(item.first, "data.label_words." + item.first.Scalar(), kNoValue);
       if (!item.second.IsScalar() || item.second.Scalar().empty()) {
-        reader.fail(item.second, "data.label_words." + item.first.Scalar(), "expected a non-empty label word");
+        reader.fail(item.second, "data.label_words." + item.first.Scalar(),
+                    item.second.IsMap() ? "expected a non-empty label word, got a mapping (a --set or grid path "
+                                          "to a label that holds a dot quotes it: data.label_words.\"1.5\")"
+                                        : "expected a non-empty label word");
       }
       for (const auto& [label, word] : d.label_words) {
         if (word == item.second.Scalar()) {

@@ -46,6 +46,12 @@ def parse_assignment(text: str) -> tuple[str, str]:
     return key.strip(), raw.strip()
 
 
+def key_parts(key: str) -> list[str]:
+    """The keys of a dotted path, as the config reader splits it (key_path in
+    csrc/prge/config.cpp): 'data.label_words."1.5"' -> ['data', 'label_words', '1.5']."""
+    return [part[1:-1] if part.startswith('"') else part for part in re.findall(r'"[^"]*"|[^.]+', key)]
+
+
 class SweepLoader(yaml.SafeLoader):
     """yaml.SafeLoader with YAML 1.2 booleans and duplicate keys refused (see the module text)."""
 

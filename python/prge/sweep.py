@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from prge._core import NO_VALUE, ConfigError, parse_run_config
-from prge.overrides import compose_yaml, load_yaml, read_text, value_text
+from prge.overrides import compose_yaml, key_parts, load_yaml, read_text, value_text
 from prge import checkpoints, run_summary
 from prge.run_dir import FAILED_FILE, RunDirError, RunInProgress, finished, mark_failed, resumable
 
@@ -33,7 +33,7 @@ MODES = ("train", "speed")
 
 def grid_label(key: str, value) -> str:
     """The part of a run's directory name that one grid point's setting adds: the key's last
-    part and the value (data.task: rte -> taskrte); a run is VARIANT-PART-PART... (prge report
+    part and the value (data.task: rte -> taskrte; data.label_words."1.5": good -> 1.5good); a run is VARIANT-PART-PART... (prge report
     strips the task's part to name a method across tasks). A value that is a path adds its last
     part (model.name: /models/qwen2.5 -> nameqwen2.5), so that every run's directory is one level
     under the sweep's output_root; two values with the same last part are refused at expansion.
@@ -43,7 +43,7 @@ def grid_label(key: str, value) -> str:
     if "/" in text or "\\" in text:
         parts = [p for p in text.replace("\\", "/").split("/") if p not in ("", ".", "..")]
         text = parts[-1] if parts else "root"
-    return f"{key.split('.')[-1]}{text}"
+    return f"{key_parts(key)[-1]}{text}"
 
 
 @dataclass

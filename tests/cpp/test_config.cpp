@@ -163,6 +163,23 @@ TEST(Config, OverrideErrorsNameTheSet) {
   EXPECT_NE(msg.find("s.yaml:2:3: grid runs.steps: runs: unknown key"), std::string::npos) << msg;
 }
 
+TEST(Config, AKeyHoldingADotIsQuotedInAnOverridePath) {
+  const std::string yaml =
+      "data:\n  task: custom\n  train_file: t.csv\n  eval_file: e.csv\n  template: \"{text}\"\n"
+      "  label_words: {'1.5': fine, '2': great}\n";
+  auto c = prge::parse_run_config(yaml, "test.yaml", {{"data.label_words.\"1.5\"", "good", ""}});
+  ASSERT_EQ(c.data.label_words.size(), 2u);
+  EXPECT_EQ(c.data.label_words[0], (std::pair<std::string, std::string>{"1.5", "good"}));
+  EXPECT_EQ(c.data.label_words[1], (std::pair<std::string, std::string>{"2", "great"}));
+  auto msg = error_with(yaml, {{"data.label_words.\"1.5\"", "''", ""}});  // named as typed, its key unquoted
+  EXPECT_NE(msg.find("test.yaml: --set data.label_words.\"1.5\": expected a non-empty label word"), std::string::npos)
+      << msg;
+  for (const auto* bad : {"data.label_words.\"1.5", "data.\"label_words\"x", "data..x", "data.\"\"", "data."}) {
+    msg = error_with(yaml, {{bad, "1", ""}});
+    EXPECT_NE(msg.find("is not a key"), std::string::npos) << bad << ": " << msg;
+  }
+}
+
 TEST(Config, DuplicateKeysNameBothLines) {
   auto msg = error_of("optimizer:\n  lr: 0.1\n  momentum: 0.9\n  lr: 0.5\n");
   EXPECT_NE(msg.find("test.yaml:4:3: optimizer.lr: duplicate key: it is also at line 2"), std::string::npos) << msg;

@@ -42,6 +42,21 @@ def test_normalised_yaml_round_trips():
     assert prge.parse_run_config("adapter: null\nestimator: {kind: mezo, parallel: sequential}\n").to_yaml().count("adapter: null") == 1
 
 
+def test_a_key_holding_a_dot_is_quoted_in_set_and_grid_paths():
+    """--set data.label_words."1.5"=good reaches the label 1.5 (unquoted, the path would be
+    1 then 5); a sweep's grid key names its runs by the key it reaches."""
+    from prge.sweep import grid_label
+
+    text = "data: {task: custom, train_file: t.csv, eval_file: e.csv, template: '{text}', label_words: {'1.5': a, '2': b}}\n"
+    config = prge.parse_run_config(text, "c.yaml", [('data.label_words."1.5"', "good")])
+    assert yaml.safe_load(config.to_yaml())["data"]["label_words"] == {"1.5": "good", "2": "b"}
+    with pytest.raises(prge.ConfigError, match=r'--set data.label_words.1.5: data.label_words.1: expected a non-empty '
+                       r'label word, got a mapping \(a --set or grid path to a label that holds a dot quotes it'):
+        prge.parse_run_config(text, "c.yaml", [("data.label_words.1.5", "good")])
+    assert grid_label('data.label_words."1.5"', "good") == "1.5good"
+    assert grid_label("estimator.queries", 4) == "queries4"
+
+
 def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("estimator: {kind: adam}\n")
