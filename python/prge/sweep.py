@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,19 +33,26 @@ SWEEP_KEYS = {"base", "output_root", "grid", "variants", "mode", "speed", "repor
 MODES = ("train", "speed")
 
 
-def grid_label(key: str, value) -> str:
+# Characters a directory name cannot hold or a shell listing shows badly (line breaks, tabs, NUL):
+# a grid value's run of them names its run as one _.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]+")
+NAME_MAX = 255  # bytes in a directory name (Linux, macOS)
+
+
+def grid_label(key: str, value, as_before: bool = False) -> str:
     """The part of a run's directory name that one grid point's setting adds: the key's last
-    part and the value (data.task: rte -> taskrte; data.label_words."1.5": good -> 1.5good); a run is VARIANT-PART-PART... (prge report
-    strips the task's part to name a method across tasks). A value that is a path adds its last
-    part (model.name: /models/qwen2.5 -> nameqwen2.5), so that every run's directory is one level
-    under the sweep's output_root; two values with the same last part are refused at expansion.
-    Other characters stay as they are (a template's line break too: finished runs keep their
-    directories; `prge report` writes such a name on one line)."""
+    part and the value (data.task: rte -> taskrte; data.label_words."1.5": good -> 1.5good);
+    a run is VARIANT-PART-PART... (prge report strips the task's part to name a method across
+    tasks). A value that is a path adds its last part (model.name: /models/qwen2.5 ->
+    nameqwen2.5), so that every run's directory is one level under the sweep's output_root; two
+    values with the same last part are refused at expansion. A run of control characters (a
+    template's line break) is one _; as_before: the name before that was so, which a run started
+    then keeps (expand_sweep)."""
     text = str(value)
     if "/" in text or "\\" in text:
         parts = [p for p in text.replace("\\", "/").split("/") if p not in ("", ".", "..")]
         text = parts[-1] if parts else "root"
-    return f"{key_parts(key)[-1]}{text}"
+    return f"{key_parts(key)[-1]}{text if as_before else CONTROL_CHARACTERS.sub('_', text)}"
 
 
 @dataclass
@@ -190,11 +199,18 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
         for combo in itertools.product(*(list(enumerate(values)) for values in grid.values())):
             point = {k: value for k, (_, value) in zip(grid.keys(), combo)}
             label = "-".join([name] + [grid_label(k, v) for k, v in point.items()])
+            before = "-".join([name] + [grid_label(k, v, as_before=True) for k, v in point.items()])
+            if before != label and (root / before / "config.yaml").is_file() and not (root / label).exists():
+                label = before  # a run started before control characters were replaced keeps its directory
             if label in labels:  # grid values 1 and '1', or keys ending alike (estimator.kind, optimizer.kind)
                 raise ValueError(f"{path}: two runs would share the directory {root / label} "
                                  f"({labels[label]} and {dict(point)}): make the grid values or keys distinct (a "
                                  "value that is a path is named by its last part: for paths that end alike, give "
                                  "each its own variant with a name)")
+            if len(os.fsencode(label)) > NAME_MAX:
+                raise ValueError(f"{path}: the run {dict(point)} would be named {label[:60]}... ({len(os.fsencode(label))} "
+                                 f"bytes), longer than a directory name may be ({NAME_MAX}): give a long grid value its "
+                                 "own variant with a short name")
             labels[label] = dict(point)
             # Each value named by its place in the sweep file (the config reader's messages start with it).
             settings = ([(k, value_text(x), f"{where('variants', vi, k)}: variant {name}: {k}")

@@ -57,6 +57,28 @@ def test_a_key_holding_a_dot_is_quoted_in_set_and_grid_paths():
     assert grid_label("estimator.queries", 4) == "queries4"
 
 
+def test_a_grid_value_with_line_breaks_names_its_run_on_one_line(tmp_path):
+    """Prompt templates as grid values: a run of control characters is one _ in the run's
+    directory name; a run started when the name kept them keeps its directory; a name longer than
+    a directory name may be is refused at expansion, naming the run."""
+    from prge.sweep import expand_sweep
+
+    base = {"data": {"task": "custom", "train_file": "t.csv", "eval_file": "e.csv",
+                     "label_words": {"0": " no", "1": " yes"}}}
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"base": base, "output_root": str(tmp_path / "runs"),
+                                     "grid": {"data.template": ["Review:\n\n{text}\tSentiment:", "{text} Good?"]}}))
+    labels = [label for label, _ in expand_sweep(sweep)]
+    assert labels == ["run-templateReview:_{text}_Sentiment:", "run-template{text} Good?"]
+    (tmp_path / "runs" / "run-templateReview:\n\n{text}\tSentiment:").mkdir(parents=True)
+    (tmp_path / "runs" / "run-templateReview:\n\n{text}\tSentiment:" / "config.yaml").write_text("")
+    assert [label for label, _ in expand_sweep(sweep)][0] == "run-templateReview:\n\n{text}\tSentiment:"
+    sweep.write_text(yaml.safe_dump({"base": base, "grid": {"data.template": ["{text} " + "very " * 60 + "good?"]}}))
+    with pytest.raises(ValueError, match=r"would be named run-template\{text\} very .* longer than a directory name "
+                                         r"may be \(255\): give a long grid value its own variant with a short name"):
+        expand_sweep(sweep)
+
+
 def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("estimator: {kind: adam}\n")
