@@ -41,13 +41,19 @@ def exists(out_dir: Path) -> bool:
 
 
 def data_fingerprint(splits: dict[str, list]) -> dict[str, str]:
-    """sha256 of every split's encoded examples (token ids, labels, options): equal exactly when
-    the run would train and evaluate on the same tokens."""
+    """sha256 of every split's encoded examples (token ids, labels, options, and a response's
+    whole text where data.max_length cut its tokens): equal exactly when the run would train and
+    evaluate on the same tokens and references. A response that was not cut is its tokens, as
+    fingerprints written before references were kept have it."""
     out = {}
     for name, examples in splits.items():
         digest = hashlib.sha256()
         for e in examples:
-            fields = dataclasses.asdict(e) if dataclasses.is_dataclass(e) else vars(e)
+            fields = dict(dataclasses.asdict(e) if dataclasses.is_dataclass(e) else vars(e))
+            cut = fields.get("answer_ids") is not None and fields.get("answer_length", 0) > len(fields["answer_ids"])
+            if not cut:
+                fields.pop("reference", None)
+                fields.pop("answer_length", None)
             digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
             digest.update(b"\n")
         out[name] = f"{len(examples)}:{digest.hexdigest()}"

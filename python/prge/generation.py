@@ -103,6 +103,11 @@ def generate_text(model, tokenizer, prompts: list[str], *, max_new_tokens: int =
     return [tokenizer.decode(t) for t in new]
 
 
+def first_lines(text: str, count: int) -> str:
+    """The first `count` lines of text, its surrounding whitespace stripped first."""
+    return "\n".join(text.strip().split("\n")[:count])
+
+
 def normalize_answer(text: str) -> str:
     """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
     text = "".join(c for c in text.lower() if c not in set(string.punctuation))
@@ -127,20 +132,22 @@ def token_f1(prediction: str, reference: str) -> float:
 def answer_metrics(model, encoder, examples, stop: list[int], batch_size: int = 16, shard=None) -> dict:
     """Greedy answers to the encoded prompts (the same prompt tokens training and the answer
     perplexity use: chat-rendered with the generation prompt under data.chat_template), stopping
-    at `stop` (the model's stop ids), first line only, scored against the reference responses
-    (their EOS / end-of-turn token not included): mean exact match and token F1 (`shard`: split
-    over a distributed run's ranks)."""
+    at `stop` (the model's stop ids), scored against the whole reference responses as the data
+    writes them (EncodedExample.reference; never cut by data.max_length): mean exact match and
+    token F1 (SQuAD's normalisation; `shard`: split over a distributed run's ranks). A prediction
+    is taken up to as many lines as its reference holds (MeZO's first line for one-line answers,
+    where a model without a chat template runs on past its answer)."""
     from prge.evaluation import per_chunk
 
-    max_new = max(len(e.answer_ids) for e in examples) + 8
+    max_new = max(e.answer_length or len(e.answer_ids) for e in examples) + 8
 
     def scores(start: int) -> list[tuple[float, float]]:
         chunk = examples[start: start + batch_size]
         new = model.generate([e.prompt_ids for e in chunk], max_new_tokens=max_new, stop_tokens=stop)
         out = []
         for e, tokens in zip(chunk, new):
-            prediction = encoder.tokenizer.decode(tokens).strip().split("\n")[0]
-            reference = encoder.tokenizer.decode(e.answer_ids)
+            reference = e.reference if e.reference is not None else encoder.tokenizer.decode(e.answer_ids)
+            prediction = first_lines(encoder.tokenizer.decode(tokens), len(reference.strip().split("\n")))
             out.append((exact_match(prediction, reference), token_f1(prediction, reference)))
         return out
 

@@ -84,6 +84,32 @@ def test_generate_cli_from_a_run_and_generation_task_metrics(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("Review : good Sentiment :")
 
 
+def test_exact_match_takes_as_many_lines_as_the_reference_and_the_whole_reference():
+    """A model that answers each reference exactly scores exact match 1 on a multi-line answer;
+    on a one-line answer the prediction's first line counts (a model without a chat template runs
+    on); a reference that data.max_length cut is scored whole, and generation runs long enough."""
+    from types import SimpleNamespace
+
+    from prge.data.batching import EncodedExample
+    from prge.generation import answer_metrics
+
+    replies = ["blue\nred", "positive\nReview : bad", "good " * 30]  # token i decodes to replies[i]
+    references = ["blue\nred", "positive", "good " * 30]
+    asked = []
+
+    def generate(prompts, max_new_tokens, stop_tokens):
+        asked.append(max_new_tokens)
+        return [[p[0]] for p in prompts]
+
+    tokenizer = SimpleNamespace(decode=lambda ids: replies[ids[0]])
+    examples = [EncodedExample([0], -1, answer_ids=[5], reference=references[0], answer_length=1),
+                EncodedExample([1], -1, answer_ids=[5], reference=references[1], answer_length=1),
+                EncodedExample([2], -1, answer_ids=[5] * 4, reference=references[2], answer_length=31)]
+    metrics = answer_metrics(SimpleNamespace(generate=generate), SimpleNamespace(tokenizer=tokenizer), examples, [])
+    assert metrics == {"exact_match": 1.0, "token_f1": 1.0}
+    assert asked == [31 + 8]
+
+
 def test_generate_chat_prints_the_reply_alone(tmp_path, capsys):
     """`prge generate --chat` with one prompt prints the model's reply, not the prompt run into
     it (a plain prompt's continuation still follows its prompt); several prompts each get a

@@ -172,6 +172,28 @@ def test_truncation_keeps_bos_first_and_the_end_of_the_prompt(tmp_path):
     assert cut.prompt_ids == full.prompt_ids[-7:]
 
 
+def test_a_long_response_is_cut_to_half_of_max_length_with_a_warning_and_kept_whole_as_the_reference(tmp_path):
+    """data.max_length cuts a response to its first max_length // 2 tokens (its EOS with it):
+    a warning says how many and how long the longest is; the whole text stays the reference
+    that exact match and token F1 compare with, and its length sets how far generation runs."""
+    tokens = ModelTokenizer(LAYOUTS["llama2"](tmp_path / "llama2"))
+    t = task("Question: {q}\nAnswer:", response="a")
+    long_answer = " ".join(["a long answer that goes on"] * 8)
+    examples = [Example({"q": "Say something long"}, -1, long_answer), Example({"q": "Say hi"}, -1, " hi")]
+    whole = PromptEncoder(t, tokens, 4096).encode_all(examples)
+    encoder = PromptEncoder(t, tokens, 32)
+    cut, short = encoder.encode_all(examples)
+    assert cut.answer_ids == whole[0].answer_ids[:16] and cut.answer_ids[-1] != tokens.eos_id
+    assert cut.answer_length == len(whole[0].answer_ids) > 16 and cut.reference == long_answer
+    assert short.answer_ids == whole[1].answer_ids and short.answer_ids[-1] == tokens.eos_id
+    assert encoder.truncation_report().splitlines()[-1] == (  # after the line on the prompt cut beside it
+        "prge: warning: data.max_length=32: 1 of 2 responses were cut to their first 16 tokens (half of max_length), "
+        "so their end and their EOS token are neither trained nor in the answer perplexity (exact match and token F1 "
+        f"compare with the whole response); the longest response has {len(whole[0].answer_ids)} tokens: raise "
+        "data.max_length to train on them whole")
+    assert PromptEncoder(t, tokens, 4096).truncation_report() is None
+
+
 @pytest.mark.parametrize("layout", ["llama3", "gemma", "smollm2"], indirect=True)
 def test_chat_truncation_keeps_the_templates_own_tokens_and_drops_the_start_of_the_user_text(layout):
     """With a chat template, a prompt cut to fit keeps what the template writes before the

@@ -56,6 +56,8 @@ class EncodedExample:
     prompt_ids: list[int]
     label: int                                # gold option; -1 for generation tasks
     answer_ids: list[int] | None = None       # generation: the response tokens (+ EOS / end of turn)
+    reference: str | None = None              # generation: the response as the data writes it (EM / F1)
+    answer_length: int = 0                    # generation: len(answer_ids) before data.max_length cut it
     options: list[list[int]] | None = None    # label words / candidates: each one's tokens after prompt_ids
 
 
@@ -75,6 +77,8 @@ class PromptEncoder:
         self.task, self.tokenizer, self.max_length, self.pad_id = task, tokenizer, max_length, pad_id
         # prompts fitted, cut to fit, the longest and the fewest tokens a cut one kept
         self.fitted, self.cut, self.longest, self.fewest_kept = 0, 0, 0, max_length
+        # responses encoded, cut to fit (their first max_length // 2 tokens kept), the longest
+        self.responses, self.responses_cut, self.longest_response = 0, 0, 0
         self.chat = bool(task.chat_template)
         if self.chat:
             tokenizer.require_chat_template("data.chat_template: true")
@@ -164,8 +168,14 @@ class PromptEncoder:
                              "tokenizes to no tokens after the prompt")
         if k == 0:
             raise ValueError(f"{self._where(example)}: the prompt leaves no token before the response")
-        answer = answer[: self.max_length // 2]
-        return EncodedExample(self._fit(example, context, k, len(answer)), -1, answer_ids=answer)
+        whole_length = len(answer)
+        self.responses += 1
+        self.longest_response = max(self.longest_response, whole_length)
+        if whole_length > self.max_length // 2:
+            self.responses_cut += 1
+            answer = answer[: self.max_length // 2]
+        return EncodedExample(self._fit(example, context, k, len(answer)), -1, answer_ids=answer,
+                              reference=example.response, answer_length=whole_length)
 
     def _fit(self, example: Example, context: list[int], k: int, answer_length: int) -> list[int]:
         """The prompt (context[:k], the tokens before the answer) cut to fit data.max_length
@@ -208,17 +218,27 @@ class PromptEncoder:
         return start, max(0, closing - (len(context) - k))
 
     def truncation_report(self) -> str | None:
-        """A line on the prompts cut to fit data.max_length so far (None if none were): a
-        'warning' when one kept fewer than MIN_KEPT_PROMPT_TOKENS, so a too small max_length is
-        not trained on silently."""
-        if not self.cut:
-            return None
-        level = "prge: warning:" if self.fewest_kept < MIN_KEPT_PROMPT_TOKENS else "[prge] note:"
-        return (f"{level} data.max_length={self.max_length}: {self.cut} of {self.fitted} prompts were cut to fit "
+        """Lines on the prompts and responses cut to fit data.max_length so far (None if none
+        were): a 'warning' when a prompt kept fewer than MIN_KEPT_PROMPT_TOKENS, so a too small
+        max_length is not trained on silently, and whenever a response was cut, since its end
+        (its EOS or end-of-turn token too) is then neither trained nor scored by perplexity."""
+        lines = []
+        if self.cut:
+            level = "prge: warning:" if self.fewest_kept < MIN_KEPT_PROMPT_TOKENS else "[prge] note:"
+            lines.append(
+                f"{level} data.max_length={self.max_length}: {self.cut} of {self.fitted} prompts were cut to fit "
                 f"beside their answers, to as few as {self.fewest_kept} tokens"
                 + (" of user text (its start dropped, the chat template's own tokens kept" if self.chat
                    else " of prompt text (their start dropped, BOS kept where the tokenizer writes one")
                 + f"; the longest whole prompt has {self.longest} tokens)")
+        if self.responses_cut:
+            lines.append(
+                f"prge: warning: data.max_length={self.max_length}: {self.responses_cut} of {self.responses} responses "
+                f"were cut to their first {self.max_length // 2} tokens (half of max_length), so their end and their "
+                f"{'end-of-turn' if self.chat else 'EOS'} token are neither trained nor in the answer perplexity "
+                "(exact match and token F1 compare with the whole response); the longest response has "
+                f"{self.longest_response} tokens: raise data.max_length to train on them whole")
+        return "\n".join(lines) or None
 
     def answer(self, e: EncodedExample, label: int | None = None) -> list[int]:
         """The answer tokens a batch puts after e's prompt: the response, or option `label`
