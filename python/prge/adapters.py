@@ -26,6 +26,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from prge import durable, run_summary
+from prge.model_identity import check_same_model
+
 PEFT_PREFIX = "base_model.model."
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -221,7 +224,8 @@ def module_names(model) -> dict[str, str]:
 def load_run(run_dir: str | Path):
     """(config, model directory, model) of a finished run: the base with the run's trained
     adapters, or, for a run that trained full weights (estimator.kind mezo), with its trained
-    weights. FileNotFoundError without config.yaml or trained.safetensors."""
+    weights. FileNotFoundError without config.yaml or trained.safetensors; ValueError when the
+    model directory holds another model than the run trained on (prge.model_identity)."""
     from prge._core import Trainer, load_run_config
     from prge.models import config_model_dir
     from prge.setup import setup_model
@@ -232,6 +236,9 @@ def load_run(run_dir: str | Path):
             raise FileNotFoundError(f"{run_dir}: no {needed} (a run directory of `prge train` holds both)")
     config = load_run_config(str(run_dir / "config.yaml"))
     model_dir = config_model_dir(config)
+    if (run_dir / "summary.json").is_file():  # the trained weights belong to the model the run trained on
+        check_same_model(run_summary.read(run_dir / "summary.json").get("model_fingerprint"), model_dir,
+                         str(run_dir / "summary.json"))
     model = setup_model(config, model_dir=model_dir, device="cpu")  # the run's model, adapters and start
     Trainer(model, config.estimator, config.optimizer, config.run.seed).load_checkpoint(
         str(run_dir / "trained.safetensors"))
@@ -281,7 +288,6 @@ def _replace_weights(out: Path, writes: tuple[str, ...]) -> None:
 
 def _save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> None:
     """safetensors written whole or not at all (a temporary name, fsync, rename)."""
-    from prge import durable
 
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -295,7 +301,6 @@ def _save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> No
 
 def export_peft(run_dir: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """The run's adapters as a PEFT LoRA adapter in `out` (see the module's text)."""
-    from prge import durable
     from prge._core import load_run_config
 
     run_config = Path(run_dir) / "config.yaml"
@@ -356,7 +361,6 @@ def export_merged(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     run that trained full weights (MeZO), its trained weights: exactly one set of weights
     (model.safetensors, in the run's model.dtype), never written into the model directory it
     reads."""
-    from prge import durable
     from prge._core import wrapper_text_weight_name
 
     out = _output_dir(run_dir, out, overwrite)

@@ -28,6 +28,7 @@ from pathlib import Path
 from prge import durable
 from prge.durable import boundary
 from prge.jsonl import is_json_int
+from prge.model_identity import check_same_model
 from prge.run_dir import RunDirError
 
 POINTER = "checkpoint.json"
@@ -116,13 +117,15 @@ RESOLVED_GENERATORS = ("torch", "counter")
 
 
 def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_data: bool = False,
-         clean: bool = True, sampler=None) -> dict | None:
+         clean: bool = True, sampler=None, model: tuple | None = None) -> dict | None:
     """The current checkpoint's state, with its tensors loaded into `trainer` and its data-order
     position into `sampler` (a BatchSampler; restored first, before a MeZO replay); None when
     the run has written no checkpoint yet. `clean`: remove what a killed save left beside it
-    (the directory's writer only). Raises RunDirError for a checkpoint that cannot be resumed
-    or whose state is damaged (naming its file), ValueError / RuntimeError naming a damaged
-    tensor."""
+    (the directory's writer only). `model`: (model directory, its model_identity fingerprint),
+    which must be the model the checkpoint's run trained on (where the state stores one).
+    Raises RunDirError for a checkpoint that cannot be resumed or whose state is damaged
+    (naming its file), ValueError naming the state file for another model, ValueError /
+    RuntimeError naming a damaged tensor."""
     out_dir = Path(out_dir)
     pointer = read_pointer(out_dir)
     if pointer is None:
@@ -151,6 +154,8 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
     # their form named first, then whether they are the ones written
     updates = stored_updates(state_path, state) if "updates" in state else None
     check_digest(state_path, state)
+    if model is not None:
+        check_same_model(state.get("model"), model[0], str(state_path), current=model[1])
     if dropped:
         print(f"prge: warning: {out_dir}: the training data has {sampler.n} examples now; the {dropped} of "
               "this epoch's order past them are skipped (--resume-changed-data)")
@@ -183,7 +188,8 @@ def check_state(path: Path, state: dict, needs_data: bool = True) -> None:
     sequences (integers >= 0 that int64 holds), step_seconds (at most `step` finite times >= 0,
     seconds, with a finite sum), data (data_fingerprint's split -> "examples:sha256"; may be
     absent only where not `needs_data`: the single-file checkpoints of earlier versions), a
-    sampler (its content is checked where it is restored: BatchSampler.set_state)."""
+    sampler (its content is checked where it is restored: BatchSampler.set_state), and a model
+    fingerprint where present (64 hex digits: prge.model_identity; absent in earlier versions')."""
     damaged = f"{path}: {DAMAGED}"
     if state.get("rng", "torch") not in RESOLVED_GENERATORS:
         raise RunDirError(f"{damaged}: rng: {json.dumps(state['rng'])} is not a generator a step draws from "
@@ -205,6 +211,8 @@ def check_state(path: Path, state: dict, needs_data: bool = True) -> None:
                           "writes (split -> \"examples:sha256\")")
     if "sampler" not in state:
         raise RunDirError(f"{damaged}: it has no sampler (the data order's position)")
+    if "model" in state and not (isinstance(state["model"], str) and re.fullmatch(r"[0-9a-f]{64}", state["model"])):
+        raise RunDirError(f"{damaged}: model is not the model's fingerprint prge writes (64 hex digits)")
 
 
 DIGEST_KEY = "sha256"  # state.json's digest of its other fields, written last

@@ -14,12 +14,18 @@ from pathlib import Path
 
 def load_model(source: str):
     """(model, model directory) of a run directory (its trained adapters applied, or a MeZO
-    run's trained weights) or of a model name / directory."""
+    run's trained weights) or of a model name / directory. FileNotFoundError for a run that has
+    not finished; ValueError for a run whose model directory holds another model now."""
     from prge._core import CausalLM
     from prge.models import resolve_model
 
     path = Path(source)
-    if (path / "config.yaml").is_file() and (path / "trained.safetensors").is_file():
+    if (path / "config.yaml").is_file() and not (path / "config.json").is_file():  # a run's directory
+        if not (path / "trained.safetensors").is_file():
+            raise FileNotFoundError(
+                f"{path}: the run there has not finished (no trained.safetensors)"
+                + (f": it has a checkpoint; finish it with `prge train {path / 'config.yaml'} --resume`"
+                   if any(path.glob("checkpoint*")) else ""))
         from prge.adapters import load_run
 
         _, model_dir, model = load_run(path)

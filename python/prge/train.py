@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from prge import checkpoints, distributed, durable, preflight, run_summary
+from prge import checkpoints, distributed, durable, model_identity, preflight, run_summary
 from prge.interrupts import stop_signals
 from prge.run_dir import claim
 from prge.progress import above, closed_at_exit, progress_bar
@@ -102,6 +102,7 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
     task, encoder, train, dev, evaluation = data.task, data.encoder, data.train, data.dev, data.eval
     kind = task.kind  # what the examples' answers are and how they are evaluated (prge.data.kinds)
     fingerprint = checkpoints.data_fingerprint({"train": train, "dev": dev, "eval": evaluation})
+    model_fingerprint = model_identity.model_fingerprint(data.model_dir)  # stored with checkpoints and the summary
     if team:
         distributed.check_agreement(team, "data", fingerprint)
     device = distributed.device_for(config.model.device)
@@ -163,7 +164,8 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
         if resume:
             if team:  # rank 0 has checked the directory before the others read it
                 team.barrier("resume")
-            state = checkpoints.load(out_dir, trainer, fingerprint, resume_changed_data, clean=writer, sampler=sampler)
+            state = checkpoints.load(out_dir, trainer, fingerprint, resume_changed_data, clean=writer, sampler=sampler,
+                                     model=(data.model_dir, model_fingerprint))
             if state is None:
                 log(f"[prge] {out_dir} holds no checkpoint yet: the run starts again from step 0")
         if state is not None:
@@ -195,7 +197,7 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
                 if writer:
                     state = {"step": step, "sampler": sampler.state(), "forward_passes": passes,
                              "sequences": sequences, "step_seconds": step_seconds, "data": fingerprint,
-                             "rng": trainer.rng}
+                             "model": model_fingerprint, "rng": trainer.rng}
                     if updates is not None:
                         state["updates"] = {**updates, "weights": trainer.state_fingerprint()}
                     checkpoints.save(out_dir, trainer, state)
@@ -264,6 +266,7 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
             **results, "forward_passes": passes, "sequences": sequences, "eval_history": history,
             "mean_step_seconds": sum(step_seconds) / len(step_seconds) if step_seconds else None,
             "step_path": step_path, "rng": trainer.rng, "data_fingerprint": fingerprint,
+            "model_fingerprint": model_fingerprint,
             "gated_low_rank_kernel_ran": model.gated_low_rank_kernel_calls > 0,  # in this process's part
             "wall_seconds": time.monotonic() - started, "resumed_after_step": state["step"] if state else 0,
         })

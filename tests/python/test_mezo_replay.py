@@ -86,7 +86,10 @@ def test_updates_replayed_on_other_weights_or_edited_are_refused_by_name(tmp_pat
     tensors = load_file(str(model_dir / "model.safetensors"))
     tensors["model.norm.weight"] = tensors["model.norm.weight"] * 1.01
     save_file(tensors, str(model_dir / "model.safetensors"))
-    assert main(["train", str(killed), "--no-progress", "--resume"]) == 2
+    assert main(["train", str(killed), "--no-progress", "--resume"]) == 2  # named by the model's fingerprint
+    assert f"{state_path}: the run trained on another model than {model_dir} holds now" in capsys.readouterr().err
+    write_state(state_path, {k: v for k, v in state.items() if k != "model"})  # a state written before it was stored
+    assert main(["train", str(killed), "--no-progress", "--resume"]) == 2  # the replay's own check of its base
     assert "the model's weights are not the ones this run started from" in capsys.readouterr().err
 
 

@@ -250,6 +250,51 @@ def test_a_damaged_checkpoint_state_is_named_not_a_traceback(configs, capsys, fi
     assert "Traceback" not in err
 
 
+def test_a_run_on_a_model_saved_over_since_is_refused_by_resume_export_and_generate(configs, capsys):
+    """The model directory's weights regenerated after the run started (same config, other
+    weights): --resume, `prge adapters export` and `prge generate` on the run refuse it, naming
+    the file that stored the model's fingerprint, instead of pairing the trained adapters with
+    another base. A checkpoint written before fingerprints were stored resumes as before; an
+    unfinished run is named as such by `prge generate`."""
+    import shutil
+
+    import torch
+    import yaml
+    from safetensors.torch import save_file
+
+    path, state_path = interrupted_at_step_3(configs, "other_model")
+    run = state_path.parent.parent
+    model_dir = Path(yaml.safe_load(path.read_text())["model"]["name"])
+    weights = model_dir / "model.safetensors"
+    shutil.copy(weights, configs[0] / "original.safetensors")
+
+    def regenerate():
+        save_file({k: torch.randn_like(v) for k, v in load_file(weights).items()}, weights)
+
+    capsys.readouterr()
+    assert main(["generate", str(run), "--prompt", "good"]) == 2
+    assert (f"prge: error: {run}: the run there has not finished (no trained.safetensors): it has a checkpoint; finish "
+            f"it with `prge train {run / 'config.yaml'} --resume`") in capsys.readouterr().err
+    regenerate()
+    assert main(["train", str(path), "--no-progress", "--resume"]) == 2
+    assert f"prge: error: {state_path}: the run trained on another model than {model_dir} holds now (its config.json " \
+           "or weights differ" in capsys.readouterr().err
+    state = json.loads(state_path.read_text())
+    write_state(state_path, {k: v for k, v in state.items() if k != "model"})  # as an earlier version wrote it
+    assert main(["train", str(path), "--no-progress", "--resume"]) == 0
+    shutil.copy(configs[0] / "original.safetensors", weights)
+    assert main(["train", str(path), "--no-progress", "--overwrite"]) == 0
+    capsys.readouterr()
+    regenerate()
+    for argv in (["adapters", "export", str(run), "--out", str(configs[0] / "peft")],
+                 ["generate", str(run), "--prompt", "good"]):
+        assert main(argv) == 2
+        assert f"prge: error: {run / 'summary.json'}: the run trained on another model than {model_dir} holds " \
+               "now" in capsys.readouterr().err
+    shutil.copy(configs[0] / "original.safetensors", weights)
+    assert main(["generate", str(run), "--prompt", "good", "--max-new-tokens", "2"]) == 0
+
+
 def test_a_resume_on_a_shrunk_training_set_skips_the_examples_gone(configs, capsys):
     """--resume-changed-data after training examples were removed: the saved epoch order's
     examples past the new end are skipped, with a warning; without the flag the changed data is
