@@ -225,7 +225,6 @@ DATA_CASES = [
     ({"records": [{"text": "good", "sentiment": "positive"}, {"text": "", "sentiment": "negative"}]},
      "train.jsonl: record 2 (line 2): field 'text' is empty"),
     ({"records": [{"text": "   ", "sentiment": "positive"}]}, "train.jsonl: record 1 (line 1): field 'text' is empty"),
-    ({"template": "  \n"}, "train.jsonl: record 1 (line 1): the template renders to nothing (only whitespace)"),
     ({"label_words": {"positive": " ", "negative": " negative"}},
      "train.jsonl: record 1 (line 1): label word ' ' (data.label_words) tokenizes to no tokens after the prompt"),
     ({"response": True, "records": [{"text": "good", "answer": "positive"}, {"text": "bad", "answer": ""}]},

@@ -89,6 +89,18 @@ def test_template_placeholder_without_field_and_bad_template(assets, capsys):
     for template in ("{text!z}", "{text:d}"):  # a conversion or format spec would fail (or format) mid-run
         assert main(["train", str(custom_config(tmp_path, model_dir, template=template)), "--no-progress"]) == 2
         assert f"prge: error: data.template: {template} in " in capsys.readouterr().err
+    # prompts that hold their own answer, or that are all one text, are refused before anything runs
+    for data, message in (({"template": "Review : {text} {sentiment}"}, "writes {sentiment}, the field of the answer "
+                           "(data.label_field): every prompt would show its own answer"),
+                          ({"template": "Q : {text} A : {answer}", "label_words": None, "response_field": "answer"},
+                           "writes {answer}, the field of the answer (data.response_field)"),
+                          ({"template": "Review :"}, "has no {field} placeholder, so every example's prompt is the "
+                           "same text"),
+                          ({"template": "  \n"}, "has no {field} placeholder")):
+        for command in ("check", "train"):
+            assert main([command, str(custom_config(tmp_path, model_dir, **data))]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("prge: error: ") and message in err, err
 
 
 def test_chat_template_wraps_the_prompt(assets):

@@ -56,9 +56,9 @@ class EncodedExample:
     prompt_ids: list[int]
     label: int                                # gold option; -1 for generation tasks
     answer_ids: list[int] | None = None       # generation: the response tokens (+ EOS / end of turn)
+    options: list[list[int]] | None = None    # label words / candidates: each one's tokens after prompt_ids
     reference: str | None = None              # generation: the response as the data writes it (EM / F1)
     answer_length: int = 0                    # generation: len(answer_ids) before data.max_length cut it
-    options: list[list[int]] | None = None    # label words / candidates: each one's tokens after prompt_ids
 
 
 MIN_KEPT_PROMPT_TOKENS = 8  # a prompt cut shorter than this is warned about

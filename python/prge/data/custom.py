@@ -239,10 +239,27 @@ def data_files(data) -> dict[str, dict]:
     return out
 
 
+def check_template_fields(template: str, fields: list[str], kind, data) -> None:
+    """ValueError naming data.template when its prompts could not tell examples apart (no
+    placeholder: every prompt is one text) or would hold their own answers (the label field, or
+    a generation task's response field: accuracy would measure copying). A multiple-choice
+    prompt may list its candidates (choices_field); only the gold one's index is the answer."""
+    if not fields:
+        raise ValueError(f"data.template: {template!r} has no {{field}} placeholder, so every example's prompt is the "
+                         "same text and the model cannot tell them apart; put the fields it reads in braces, like "
+                         "{text}")
+    answer, key = (data.response_field, "data.response_field") if kind is GENERATION else (data.label_field,
+                                                                                          "data.label_field")
+    if answer in fields:
+        raise ValueError(f"data.template: {template!r} writes {{{answer}}}, the field of the answer ({key}): every "
+                         "prompt would show its own answer; leave it out of the template")
+
+
 def custom_task(data) -> Task:
     """The Task a config's data section describes (data.task == 'custom'): classification with
     label_words, generation with response_field, multiple choice with choices_field. Raises
-    ValueError naming data.template for a malformed template."""
+    ValueError naming data.template for a malformed template, one without a placeholder and
+    one that writes the answer's field (check_template_fields)."""
     fields = template_fields(data.template)
     paths = split_paths(data)
     choices_field = getattr(data, "choices_field", "")  # absent from extensions built before it
@@ -252,6 +269,7 @@ def custom_task(data) -> Task:
         kind, answer_fields = GENERATION, [data.response_field]
     else:
         kind, answer_fields = CLASSIFICATION, [data.label_field]
+    check_template_fields(data.template, fields, kind, data)
 
     def parse(record: dict, where: str, typed: bool = True) -> Example:
         missing = [f for f in fields + answer_fields if f not in record]
