@@ -278,6 +278,30 @@ def test_a_sweep_over_tasks_reports_a_task_by_method_table(tmp_path, seed_last):
     assert list(rows)[:2] == ["rte", "sst2"]
 
 
+def test_a_report_over_two_models_keeps_their_zero_shot_and_methods_apart(tmp_path):
+    """model.name as a grid key: each model's zero-shot is its own column (not their mean), a
+    method named by what its runs share says which model, and the runs table has a model column."""
+    from prge.reporting.collect import collect
+    from prge.reporting.tables import write_report
+
+    for model, before in (("/models/llama-tiny", 0.5), ("/models/phi3-tiny", 0.25)):
+        for task, name in (("rte", "first"), ("sst2", "second")):
+            run = tmp_path / f"{model.rsplit('/', 1)[1]}-{name}-seed1"
+            run.mkdir()
+            (run / "summary.json").write_text(json.dumps({
+                "mode": "train", "task": task, "model": model, "seed": 1, "estimator": "prge", "queries": 2,
+                "parallel": "dual", "steps": 9, "dtype": "float32", "accuracy_before": before,
+                "accuracy_best": before + 0.1,
+                "accuracy_after": before + 0.1}))
+            (run / "config.yaml").write_text(f"model: {{name: {model}}}\ndata: {{task: {task}}}\nrun: {{seed: 1}}\n")
+    runs = collect(tmp_path)
+    assert {r["variant"] for r in runs} == {"prge q=2 dual llama-tiny", "prge q=2 dual phi3-tiny"}
+    markdown = write_report(runs, "t", tmp_path / "report", "models", figures=False)
+    rows = {r["task"]: r for r in csv.DictReader(open(tmp_path / "report" / "models_by_task.csv"))}
+    assert rows["rte"]["zero-shot llama-tiny"] == "0.500" and rows["rte"]["zero-shot phi3-tiny"] == "0.250"
+    assert "| run | method | task | model |" in markdown
+
+
 def test_methods_across_tasks_are_named_by_what_their_runs_share(tmp_path):
     """A method whose runs carry the task in their folder (rte/prge-lr1, sst2/prge-lr1) is named by
     the folder name they share, never after one of its tasks; runs with nothing in common in

@@ -12,6 +12,7 @@ import yaml
 from prge import run_summary
 from prge.jsonl import read_jsonl
 from prge.run_dir import FAILED_FILE, STORAGE_SETTINGS, failure_of
+from prge.reporting.tables import model_name
 from prge.sweep import grid_label
 
 SEED_SUFFIX = re.compile(r"-seed\d+$")
@@ -104,11 +105,12 @@ def _unique_names(runs: list[dict], key_of, name_of, field: str) -> None:
             run[field] = name
 
 
-def _variant_name(group: list[dict]) -> str:
+def _variant_name(group: list[dict], several_models: bool = False) -> str:
     """A method across tasks: its runs' names without -seedN and the task's part of a sweep's
     run name (sweep.grid_label: prge_q4_dual-taskrte -> prge_q4_dual) when they all agree on that; otherwise (names that
     carry the task some other way) the folder name they share (rte/prge and sst2/prge -> prge),
-    else what the runs share: estimator, q and parallel mode."""
+    else what the runs share: estimator, q and parallel mode, and the model where the report
+    holds `several_models`."""
     def short(run):
         name, task = method_of(run["run"], run.get("seed")), str(run.get("task") or "")
         return re.sub(rf"-{re.escape(grid_label('data.task', task))}(?=-|$)", "", name) if task else name
@@ -119,7 +121,8 @@ def _variant_name(group: list[dict]) -> str:
     if len(basenames) == 1:
         return basenames.pop()
     first = group[0]
-    return f"{first.get('estimator')} q={first.get('queries')} {first.get('parallel')}"
+    return (f"{first.get('estimator')} q={first.get('queries')} {first.get('parallel')}"
+            + (f" {model_name(first)}" if several_models else ""))
 
 
 def group_methods(runs: list[dict]) -> None:
@@ -128,7 +131,9 @@ def group_methods(runs: list[dict]) -> None:
     does); and its "variant": the same across tasks (method_key without data.task), named as
     _variant_name says, for the task x method table."""
     _unique_names(runs, method_key, lambda group: method_of(group[0]["run"], group[0].get("seed")), "method")
-    _unique_names(runs, lambda run: method_key(run, across_tasks=True), _variant_name, "variant")
+    several_models = len({model_name(run) for run in runs}) > 1
+    _unique_names(runs, lambda run: method_key(run, across_tasks=True),
+                  lambda group: _variant_name(group, several_models), "variant")
 
 
 # Stems of a training file named after its split rather than its data (train.jsonl, training.csv).

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prge.reporting import figures as figures_module
 
-RUN_COLUMNS = ["run", "method", "task", "estimator", "queries", "parallel", "batch_size", "steps", "seed",
+RUN_COLUMNS = ["run", "method", "task", "model", "estimator", "queries", "parallel", "batch_size", "steps", "seed",
                "protocol", "forward_passes", "sequences", "accuracy_before", "accuracy_best",
                "best_step", "accuracy_after", "macro_f1_before", "macro_f1_after", "majority_accuracy",
                "mean_step_seconds", "wall_seconds"]
@@ -32,6 +32,12 @@ def run_columns(metric: str) -> list[str]:
     if metric == "accuracy":
         return RUN_COLUMNS
     return [c.replace("accuracy", metric) for c in RUN_COLUMNS if c != "majority_accuracy"]
+
+
+def model_name(run: dict) -> str:
+    """A run's model as a report names it: the last part of its model.name (a directory or
+    .gguf path, or a registered name)."""
+    return str(run.get("model") or "").replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or "-"
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -68,7 +74,8 @@ def _cell(values: list[float]) -> str:
 
 def task_rows(runs: list[dict], metric: str = "accuracy") -> tuple[list[str], list[dict]]:
     """The paper's table layout: one row per task (runs with a best `metric`); its zero-shot value
-    (<metric>_before) per model dtype, since a bfloat16 and a float32 model start apart; the
+    (<metric>_before) per model and dtype (each named where the runs have several), since two
+    models, or a bfloat16 and a float32 copy of one, start apart; the
     majority-class accuracy where the task has one; then one column per variant (a method
     across tasks), each cell the best accuracy's mean ± std over the variant's seeds on that
     task; a last row with each column's mean over the tasks where it has values (and how many)."""
@@ -79,14 +86,16 @@ def task_rows(runs: list[dict], metric: str = "accuracy") -> tuple[list[str], li
     variants = list(dict.fromkeys(r["variant"] for r in runs))
     widest = max(variants, key=lambda v: len({task_of(r) for r in runs if r["variant"] == v}))
     tasks = list(dict.fromkeys([task_of(r) for r in runs if r["variant"] == widest] + [task_of(r) for r in runs]))
-    dtypes = list(dict.fromkeys([str(r.get("dtype") or "") for r in runs if r["variant"] == widest] +
-                                [str(r.get("dtype") or "") for r in runs]))
-    zero_shot = {d: (f"zero-shot {d}" if len(dtypes) > 1 else "zero-shot") for d in dtypes}
+    start_of = lambda r: (model_name(r), str(r.get("dtype") or ""))  # noqa: E731  (a model as loaded)
+    starts = list(dict.fromkeys([start_of(r) for r in runs if r["variant"] == widest] + [start_of(r) for r in runs]))
+    varies = [len({start[i] for start in starts}) > 1 for i in range(2)]  # model, dtype
+    zero_shot = {start: " ".join(["zero-shot", *(part for part, named in zip(start, varies) if named)])
+                 for start in starts}
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in runs:
         cells[(task_of(r), r["variant"])].append(r[f"{metric}_best"])
         if isinstance(r.get(f"{metric}_before"), (int, float)):
-            cells[(task_of(r), zero_shot[str(r.get("dtype") or "")])].append(r[f"{metric}_before"])
+            cells[(task_of(r), zero_shot[start_of(r)])].append(r[f"{metric}_before"])
         if metric == "accuracy" and isinstance(r.get("majority_accuracy"), (int, float)):
             cells[(task_of(r), MAJORITY)].append(r["majority_accuracy"])
     columns = [*zero_shot.values(), *([MAJORITY] if metric == "accuracy" else []), *variants]
@@ -221,7 +230,7 @@ def _metric_section(runs: list[dict], metric: str, stem: str, tables: list, head
         majority = (", majority class that of always answering the most frequent label"
                     if metric == "accuracy" else "")
         lines += [f"Best {metric} by task: mean ± std over seeds (number of seeds); zero-shot is the "
-                  f"{metric} before training (per model dtype){majority}; the last row is each column's "
+                  f"{metric} before training (per model and dtype){majority}; the last row is each column's "
                   "mean over the tasks it has.", ""]
         lines += _markdown(task_columns, by_task) + [""]
         tables.append((f"{stem}_by_task.csv", task_columns, by_task))
