@@ -118,6 +118,10 @@ REFUSED = [
     ({"some_future_field": 1}, "key 'some_future_field'"),
     ({"model_type": "mamba"}, "model_type 'mamba' is not supported"),
     ({"model_type": DELETE}, "model_type: missing"),
+    ({"rms_norm_eps": -1.0}, "rms_norm_eps: -1 is not a finite number > 0"),
+    ({"rms_norm_eps": 0}, "rms_norm_eps: 0 is not a finite number > 0"),
+    ({"tie_word_embeddings": None}, "tie_word_embeddings: null: transformers 4 reads it as untied and transformers 5 "
+                                    "refuses it"),
 ]
 
 
@@ -172,3 +176,23 @@ def test_modeling_code_shipped_with_the_model_is_noted_by_check_and_train(tmp_pa
     assert note in capsys.readouterr().err
     setup_model(prge.parse_run_config(config.read_text()), model_dir=model_dir)
     assert note in capsys.readouterr().err
+
+
+def test_a_config_value_transformers_refuses_is_named_in_config_json_not_the_tokenizer(tmp_path):
+    """AutoTokenizer reads config.json to pick the tokenizer class: a value transformers' config
+    class refuses (transformers 5: an integer rms_norm_eps) is named in config.json, not blamed
+    on the tokenizer files."""
+    import transformers
+    from conftest import make_tiny_assets
+    from prge.data.tokens import load_tokenizer
+
+    model_dir, _ = make_tiny_assets(tmp_path)
+    edit_config(model_dir, rms_norm_eps=1)
+    try:
+        transformers.AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+    except Exception:
+        with pytest.raises(ValueError, match=rf"^{model_dir / 'config.json'}: transformers cannot read it \(its "
+                                             r"tokenizer is picked through it\): .*rms_norm_eps"):
+            load_tokenizer(model_dir)
+    else:  # a transformers that takes it: so does the tokenizer
+        assert load_tokenizer(model_dir) is not None

@@ -60,6 +60,17 @@ Defaults defaults(const std::function<void(Defaults&)>& set) {
   return d;
 }
 
+// tie_word_embeddings, refused when null: transformers 4 keeps None, which unties even where the
+// family's default ties (Gemma), and transformers 5 refuses it; no reading of it is safe.
+bool read_tie_word_embeddings(ConfigJson& c, bool fallback) {
+  const auto node = c.node("tie_word_embeddings");
+  if (node && node.IsNull()) {
+    c.fail("tie_word_embeddings", "null: transformers 4 reads it as untied and transformers 5 refuses it; write true "
+                                  "or false");
+  }
+  return c.get<bool>("tie_word_embeddings", fallback);
+}
+
 int64_t sized(ConfigJson& c, const char* key, int64_t fallback) {
   if (!c.has(key) && fallback == 0) throw std::runtime_error(fmt::format("{}: missing key '{}'", c.path(), key));
   return c.get<int64_t>(key, fallback);
@@ -78,8 +89,12 @@ ArchSpec read_decoder(ConfigJson& c, const std::string& model_type, const Defaul
   s.head_dim = c.get<int64_t>(
       "head_dim", d.head_dim ? d.head_dim : (s.num_attention_heads > 0 ? s.hidden_size / s.num_attention_heads : 0));
   s.rms_norm_eps = c.get<double>("rms_norm_eps", d.rms_norm_eps);
+  if (!(s.rms_norm_eps > 0) || !std::isfinite(s.rms_norm_eps)) {
+    c.fail("rms_norm_eps", fmt::format("{} is not a finite number > 0 (each norm divides by sqrt(mean(x^2) + eps))",
+                                       s.rms_norm_eps));
+  }
   s.max_position_embeddings = c.get<int64_t>("max_position_embeddings", d.max_position_embeddings);
-  s.tie_word_embeddings = c.get<bool>("tie_word_embeddings", d.tie_word_embeddings);
+  s.tie_word_embeddings = read_tie_word_embeddings(c, d.tie_word_embeddings);
   return s;
 }
 
@@ -302,8 +317,7 @@ ArchSpec read_gemma3_text(ConfigJson& c) {
 }
 
 ArchSpec read_phi3(ConfigJson& c) {
-  auto s = read_decoder(c, "phi3", defaults([](Defaults& d) { d.max_position_embeddings = 4096; }));
-  s.rms_norm_eps = c.get<double>("rms_norm_eps", 1e-5);
+  auto s = read_decoder(c, "phi3", defaults([](Defaults& d) { d.max_position_embeddings = 4096; d.rms_norm_eps = 1e-5; }));
   s.fused_checkpoint = true;
   read_activation(c, s, "hidden_act", "silu");
   c.accept({"attention_bias", "resid_pdrop", "embd_pdrop"});  // no biases; dropout: training only
@@ -358,7 +372,7 @@ ArchSpec read_gemma3(ConfigJson& c) {
   text.finish("gemma3_text");
   // Gemma3ForConditionalGeneration ties lm_head by the wrapper's own key (Gemma3Config: true),
   // whatever text_config says (transformers 5.24: a wrapper tied with text_config false ties).
-  s.tie_word_embeddings = c.get<bool>("tie_word_embeddings", true);
+  s.tie_word_embeddings = read_tie_word_embeddings(c, true);
   c.accept({"vision_config", "mm_tokens_per_image", "boi_token_index", "eoi_token_index", "image_token_index",
             "image_token_id", "boi_token_id", "eoi_token_id"});
   s.multimodal_wrapper = true;

@@ -28,11 +28,12 @@ def _transformers():
 
 def load_tokenizer(model_dir: str | Path):
     """transformers' tokenizer of a model directory (local files only). Raises FileNotFoundError
-    when the directory has no tokenizer.json (nor tokenizer.model), ValueError naming the
-    directory when transformers cannot read it."""
+    when the directory has no tokenizer.json (nor tokenizer.model), ValueError naming config.json
+    when transformers cannot read that (a value its config class refuses), else the directory."""
     model_dir = Path(model_dir)
     if not (model_dir / "tokenizer.json").is_file() and not (model_dir / "tokenizer.model").is_file():
-        raise FileNotFoundError(f"{model_dir / 'tokenizer.json'} not found: the model directory needs a tokenizer.json")
+        raise FileNotFoundError(f"{model_dir / 'tokenizer.json'} not found: the model directory needs a tokenizer.json "
+                                "(or a SentencePiece tokenizer.model)")
     for name in ("config.json", "tokenizer_config.json"):  # transformers reads both to pick the tokenizer class
         path = model_dir / name
         if path.is_file():
@@ -40,10 +41,16 @@ def load_tokenizer(model_dir: str | Path):
                 json.loads(path.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise ValueError(f"{path}: malformed {name}: {e}") from e
-    auto = _transformers().AutoTokenizer
+    transformers = _transformers()
     try:
-        return auto.from_pretrained(str(model_dir), local_files_only=True)
+        return transformers.AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     except Exception as e:  # transformers' and huggingface_hub's own error types: named by directory
+        if (model_dir / "config.json").is_file():  # which file it was: AutoTokenizer reads config.json too
+            try:
+                transformers.AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+            except Exception as config_error:
+                raise ValueError(f"{model_dir / 'config.json'}: transformers cannot read it (its tokenizer is picked "
+                                 f"through it): {config_error}") from e
         raise ValueError(f"{model_dir}: transformers cannot read the tokenizer files: {e}") from e
 
 
