@@ -294,6 +294,11 @@ def _check_generation_options(args) -> None:
     for option, value, ok, wanted in checks:
         if not ok:
             raise ValueError(f"{option} {value}: must be {wanted}")
+    if args.temperature == 0:  # greedy decoding takes the top token: a sampling limit would change nothing
+        for option, value, off in (("--top-k", args.top_k, 0), ("--top-p", args.top_p, 1)):
+            if value != off:
+                raise ValueError(f"{option} {value} limits sampling, and without --temperature (> 0) decoding is "
+                                 "greedy, so it would change nothing; pass --temperature T to sample")
 
 
 def _generate(args) -> None:
@@ -306,6 +311,10 @@ def _generate(args) -> None:
     tokenizer = setup_tokenizer(model_dir)  # transformers' tokenizer, chat template and stop ids
     longest = max(len(ids) for ids in tokenizer.prompt_ids(args.prompt, chat=args.chat))
     positions = int(model.spec.max_position_embeddings)
+    if positions > 0 and longest >= positions:
+        raise ValueError(f"--prompt: the longest prompt is {longest} tokens, which leaves no position to generate at "
+                         f"within the model's max_position_embeddings {positions} "
+                         f"({Path(model_dir) / 'config.json'}); shorten it")
     if positions > 0 and longest + args.max_new_tokens > positions:
         raise ValueError(f"--max-new-tokens {args.max_new_tokens}: with the longest prompt's {longest} tokens that "
                          f"reaches position {longest + args.max_new_tokens}, beyond the model's "

@@ -2,7 +2,7 @@
 decoder (CausalLM.generate), and the SQuAD-style answer metrics of generation tasks.
 
     prge generate MODEL_OR_RUN_DIR --prompt "..." [--prompt ...] [--max-new-tokens 32]
-                  [--temperature 0] [--top-k 0] [--top-p 1] [--seed 0] [--stop TEXT] [--chat]
+                  [--temperature 0] [--top-k 0] [--top-p 1] [--seed 0] [--stop TOKEN] [--chat]
                   [--repetition-penalty P] [--no-repeat-ngram-size N]"""
 from __future__ import annotations
 

@@ -144,8 +144,9 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
             text = kind.describe(metrics_of(record))
             return text + (f" (dev {primary} {record[f'dev_{primary}']:.4f})" if dev else "")
 
-        log(f"[prge] {config.estimator.kind} q={config.estimator.queries} "
-            f"parallel={config.estimator.parallel} on {task.name} ({kind.name}) with {config.model.name}: "
+        method = (f"{config.estimator.kind} (backpropagation)" if config.estimator.kind == "first_order" else
+                  f"{config.estimator.kind} q={config.estimator.queries} parallel={config.estimator.parallel}")
+        log(f"[prge] {method} on {task.name} ({kind.name}) with {config.model.name}: "
             f"{len(train)} train / {len(dev)} dev / {len(evaluation)} eval examples "
             f"({config.data.protocol} protocol), {config.run.steps} steps")
         step_path = trainer.share_path if team else trainer.step_path
