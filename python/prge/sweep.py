@@ -302,17 +302,30 @@ def not_started_runs(path: str | Path, runs_dir: Path) -> list[str]:
             for d in dirs if not (d / "config.yaml").exists() and not (d / FAILED_FILE).exists()]
 
 
-def check_same_data(out_dir: Path, config) -> None:
-    """A finished custom-task run is the sweep's run only on the data it trained on: RunDirError
-    naming the file when a split's file (summary.json's data_files) holds other content now, as
-    a finished run of other settings is refused (prge.run_dir.finished). A file gone since (moved,
-    deleted) leaves the run as it finished, with a note; summaries written before data_files are
+def check_same_inputs(out_dir: Path, config, fingerprints: dict) -> None:
+    """A finished run is the sweep's run only on the model and data it trained on: RunDirError
+    naming summary.json when the model directory holds another model now (its model_fingerprint;
+    `fingerprints`: model directory -> fingerprint, computed once per sweep), or naming the file
+    when a custom task's split file (data_files) holds other content now, as a finished run of
+    other settings is refused (prge.run_dir.finished). A data file gone since (moved, deleted)
+    leaves the run as it finished, with a note; summaries written before either was stored are
     taken as they are."""
     from prge.data.custom import data_files
+    from prge.model_identity import model_fingerprint
+    from prge.models import config_model_dir
 
+    summary = run_summary.read(out_dir / "summary.json")
+    if stored_model := summary.get("model_fingerprint"):
+        model_dir = config_model_dir(config)
+        if model_dir not in fingerprints:
+            fingerprints[model_dir] = model_fingerprint(model_dir)
+        if fingerprints[model_dir] != stored_model:
+            raise RunDirError(f"{out_dir / 'summary.json'}: a finished run on another model than {model_dir} holds now "
+                              "(its config.json or weights differ); run into another --output-root, or delete that "
+                              "directory to train on the model as it is")
     if config.data.task != "custom":
         return
-    stored = run_summary.read(out_dir / "summary.json").get("data_files") or {}
+    stored = summary.get("data_files") or {}
     now = data_files(config.data)
     for split, entry in stored.items():
         current = now.get(split)
@@ -342,7 +355,7 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
     speed = spec.get("mode", "train") == "speed"
     if gpus and speed:
         raise ValueError(f"{path}: mode: speed measures one run at a time; run it without --gpus")
-    summaries, pending, failed = [], [], []
+    summaries, pending, failed, fingerprints = [], [], [], {}
     runs = expand_sweep(path, overrides, output_root)
     if only:
         runs = select_runs(path, runs, [only] if isinstance(only, str) else list(only))
@@ -354,7 +367,7 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
         out_dir = Path(config.run.output_dir)
         if finished(out_dir, config.to_yaml()):
             try:
-                check_same_data(out_dir, config)
+                check_same_inputs(out_dir, config, fingerprints)
             except RunDirError as e:
                 failed.append(_named_failure(f"({i}/{len(runs)}) {label}", e, out_dir))
                 continue

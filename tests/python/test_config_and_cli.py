@@ -203,6 +203,29 @@ def test_a_failed_run_is_named_and_the_sweep_goes_on_with_the_others(tmp_path, c
     assert "Failed" not in capsys.readouterr().out
 
 
+def test_a_finished_run_on_a_model_saved_over_since_is_named_not_skipped(tmp_path, capsys):
+    """The model directory's weights regenerated after a sweep's run finished: the sweep names
+    that run (its results are another model's), as it names a custom task's changed data, and
+    skips it again once the model is the one it trained on."""
+    from safetensors.torch import load_file, save_file
+
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    base = write_config(tmp_path, model_dir, data_dir, run={"steps": 2, "eval_every": 0})
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"base": base.name, "output_root": str(tmp_path / "s"), "variants": [{"name": "a"}]}))
+    assert main(["sweep", str(sweep), "--no-progress"]) == 0
+    weights = model_dir / "model.safetensors"
+    original = weights.read_bytes()
+    save_file({k: torch.randn_like(v) for k, v in load_file(weights).items()}, weights)
+    capsys.readouterr()
+    assert main(["sweep", str(sweep), "--no-progress"]) == 2
+    assert f"prge: error: (1/1) a: {tmp_path / 's' / 'a' / 'summary.json'}: a finished run on another model than " \
+           f"{model_dir} holds now" in capsys.readouterr().err
+    weights.write_bytes(original)
+    assert main(["sweep", str(sweep), "--no-progress"]) == 0
+    assert "finished earlier, skipping" in capsys.readouterr().out
+
+
 def test_a_sweeps_report_names_its_runs_not_started(tmp_path, capsys):
     """`prge report SWEEP` after `prge sweep --only`: the runs the sweep has not started are
     named, so a table over part of a sweep does not pass for the whole."""
