@@ -101,6 +101,9 @@ def test_train_through_runtime_cli(setup, capsys):
                  "--set", f"run.output_dir={tmp / 'engine_run'}"]) == 0
     summary = json.loads((tmp / "engine_run" / "summary.json").read_text())
     assert summary["runtime"] == "onnx" and summary["steps"] == STEPS
+    from prge.model_identity import model_fingerprint  # export and generate check it, as for prge's own runs
+
+    assert summary["model_fingerprint"] == model_fingerprint(config.model.name)
     records = [json.loads(x) for x in (tmp / "engine_run" / "metrics.jsonl").read_text().splitlines()]
     assert_matches([r["loss"] for r in records], ref_b, ref_losses, ref_b)
     # the trained checkpoint holds the engine's B
