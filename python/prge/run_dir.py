@@ -107,12 +107,30 @@ def finished(out_dir: str | Path, config_yaml: str) -> bool:
                       "--output-root, or delete that directory")
 
 
+def held_by_another(out_dir: str | Path) -> bool:
+    """Whether another process holds the run directory's lock (claim): a run in progress."""
+    path = Path(out_dir) / LOCK_FILE
+    try:
+        with open(path, "r") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    except OSError:  # no lock file: no run has claimed the directory
+        pass
+    return False
+
+
 def mark_failed(out_dir: str | Path, message: str) -> None:
     """Writes FAILED_FILE in a sweep's run directory, holding `message` (why the run failed), so
     that `prge report` names the run as failed, not as not started (a run that fails while loading
-    its data has written nothing else there). A directory holding a finished run or files prge does
-    not write is left alone; a write that fails is a note on stderr, never a second error."""
+    its data has written nothing else there). A directory holding a finished run, files prge does
+    not write, or a run another process is writing is left alone; a write that fails is a note on
+    stderr, never a second error."""
     out_dir = Path(out_dir)
+    if held_by_another(out_dir):  # its run is in progress there, not failed
+        return
     try:
         if out_dir.is_dir():
             ours, others = _run_entries(out_dir)

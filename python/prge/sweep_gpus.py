@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from prge.interrupts import stop_signals
-from prge.run_dir import mark_failed
+from prge.run_dir import held_by_another, mark_failed
 from prge.run_summary import read as read_summary
 
 
@@ -35,6 +35,9 @@ def parse_gpus(text: str) -> list[str]:
     if not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
         raise ValueError(f"--gpus {text!r}: expected distinct GPU indices like 0,1,2,3, or all")
     return gpus
+
+
+BUSY = "busy"  # a run's outcome when another process holds its directory: left to it
 
 
 def last_error(log_path: Path, start: int = 0) -> str | None:
@@ -101,6 +104,9 @@ def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print
                 "--resume" if resume else "--overwrite"]
         log_path = out_dir.with_name(out_dir.name + ".log")
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        if held_by_another(out_dir):  # as the sequential sweep: left to that process, its log untouched
+            say(f"[prge] {label}: another process is running it, skipping")
+            return BUSY, log_path, False
         gpu = free.get()
         try:
             with guard:
@@ -120,6 +126,9 @@ def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print
             free.put(gpu)
         if code != 0 and (out_dir / "summary.json").is_file():  # finished, then stopped on its way out
             code = 0
+        if code != 0 and held_by_another(out_dir):  # another process claimed it first
+            say(f"[prge] {label}: another process is running it, skipping")
+            return BUSY, log_path, False
         failed = code != 0 and not (signals.first_at is not None and ended >= signals.first_at)
         outcome = "finished" if code == 0 else f"failed (exit {code})" if failed else "stopped"
         say(f"[prge] {label}: {outcome} on GPU {gpu}")
@@ -134,7 +143,8 @@ def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print
     failed = [f"{label} (exit {code}; see {log_path})"
               for (label, _, _), (code, log_path, failure) in zip(jobs, outcomes) if failure]
     stopped = [(label, config, log_path)
-               for (label, config, _), (code, log_path, failure) in zip(jobs, outcomes) if code and not failure]
+               for (label, config, _), (code, log_path, failure) in zip(jobs, outcomes)
+               if code and code != BUSY and not failure]
     waiting = sum(code is None for code, _, _ in outcomes)
     if stopped or waiting:
         def after(config) -> str:
@@ -148,4 +158,5 @@ def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print
             + "; continue with the same `prge sweep` command")
     if failed:
         raise ValueError(f"{len(failed)} of {len(jobs)} runs failed: " + "; ".join(failed))
-    return [read_summary(Path(config.run.output_dir) / "summary.json") for _, config, _ in jobs]
+    return [read_summary(Path(config.run.output_dir) / "summary.json")
+            for (_, config, _), (code, _, _) in zip(jobs, outcomes) if code == 0]

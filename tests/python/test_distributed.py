@@ -439,6 +439,31 @@ def test_a_failed_run_on_a_gpu_is_marked_with_its_error(tmp_path, monkeypatch):
         assert failed(tmp_path) == [f"run-a ({why} (see {log}))"]
 
 
+def test_a_run_another_process_is_writing_is_left_to_it_under_gpus(tmp_path, monkeypatch):
+    """As the sequential sweep: a run directory whose lock another process holds is skipped,
+    its log untouched and no failure marked there, and the sweep does not fail for it."""
+    import fcntl
+    import subprocess
+    from types import SimpleNamespace
+
+    import prge.sweep_gpus as sweep_gpus
+    from prge.reporting.collect import failed
+    from prge.run_dir import LOCK_FILE
+
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(a) or None)
+    out = tmp_path / "run-a"
+    out.mkdir()
+    (tmp_path / "run-a.log").write_text("the other process's output\n")
+    config = SimpleNamespace(run=SimpleNamespace(output_dir=str(out)), to_yaml=lambda: "run: {}\n")
+    lines = []
+    with open(out / LOCK_FILE, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as claim() holds it while that run writes
+        assert sweep_gpus.run_on_gpus([("(1/1) run-a", config, False)], ["0"], log=lines.append) == []
+    assert lines == ["[prge] (1/1) run-a: another process is running it, skipping"] and not started
+    assert (tmp_path / "run-a.log").read_text() == "the other process's output\n" and failed(tmp_path) == []
+
+
 SWEEP_CHILD = """
 import sys
 from prge.cli import main
