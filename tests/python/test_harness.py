@@ -282,7 +282,7 @@ def test_a_report_over_two_models_keeps_their_zero_shot_and_methods_apart(tmp_pa
     """model.name as a grid key: each model's zero-shot is its own column (not their mean), a
     method named by what its runs share says which model, and the runs table has a model column."""
     from prge.reporting.collect import collect
-    from prge.reporting.tables import write_report
+    from prge.reporting.tables import task_rows, write_report
 
     for model, before in (("/models/llama-tiny", 0.5), ("/models/phi3-tiny", 0.25)):
         for task, name in (("rte", "first"), ("sst2", "second")):
@@ -300,6 +300,11 @@ def test_a_report_over_two_models_keeps_their_zero_shot_and_methods_apart(tmp_pa
     rows = {r["task"]: r for r in csv.DictReader(open(tmp_path / "report" / "models_by_task.csv"))}
     assert rows["rte"]["zero-shot llama-tiny"] == "0.500" and rows["rte"]["zero-shot phi3-tiny"] == "0.250"
     assert "| run | method | task | model |" in markdown
+    # two models whose paths end alike are two models, named by their whole paths
+    for run in runs:
+        run["model"] = run["model"].replace("/models/llama-tiny", "/a/tiny").replace("/models/phi3-tiny", "/b/tiny")
+    rows = {r["task"]: r for r in task_rows(runs)[1]}
+    assert rows["rte"]["zero-shot /a/tiny"] == "0.500" and rows["rte"]["zero-shot /b/tiny"] == "0.250"
 
 
 def test_methods_across_tasks_are_named_by_what_their_runs_share(tmp_path):

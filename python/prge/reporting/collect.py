@@ -12,7 +12,7 @@ import yaml
 from prge import run_summary
 from prge.jsonl import read_jsonl
 from prge.run_dir import FAILED_FILE, STORAGE_SETTINGS, failure_of
-from prge.reporting.tables import model_name
+from prge.reporting.tables import model_labels
 from prge.sweep import grid_label
 
 SEED_SUFFIX = re.compile(r"-seed\d+$")
@@ -105,12 +105,12 @@ def _unique_names(runs: list[dict], key_of, name_of, field: str) -> None:
             run[field] = name
 
 
-def _variant_name(group: list[dict], several_models: bool = False) -> str:
+def _variant_name(group: list[dict], models: dict[str, str] | None = None) -> str:
     """A method across tasks: its runs' names without -seedN and the task's part of a sweep's
     run name (sweep.grid_label: prge_q4_dual-taskrte -> prge_q4_dual) when they all agree on that; otherwise (names that
     carry the task some other way) the folder name they share (rte/prge and sst2/prge -> prge),
-    else what the runs share: estimator, q and parallel mode, and the model where the report
-    holds `several_models`."""
+    else what the runs share: estimator, q and parallel mode, and the model's label where the
+    report holds several (`models`: tables.model_labels)."""
     def short(run):
         name, task = method_of(run["run"], run.get("seed")), str(run.get("task") or "")
         return re.sub(rf"-{re.escape(grid_label('data.task', task))}(?=-|$)", "", name) if task else name
@@ -122,7 +122,7 @@ def _variant_name(group: list[dict], several_models: bool = False) -> str:
         return basenames.pop()
     first = group[0]
     return (f"{first.get('estimator')} q={first.get('queries')} {first.get('parallel')}"
-            + (f" {model_name(first)}" if several_models else ""))
+            + (f" {models[str(first.get('model') or '-')]}" if models and len(models) > 1 else ""))
 
 
 def group_methods(runs: list[dict]) -> None:
@@ -131,9 +131,9 @@ def group_methods(runs: list[dict]) -> None:
     does); and its "variant": the same across tasks (method_key without data.task), named as
     _variant_name says, for the task x method table."""
     _unique_names(runs, method_key, lambda group: method_of(group[0]["run"], group[0].get("seed")), "method")
-    several_models = len({model_name(run) for run in runs}) > 1
-    _unique_names(runs, lambda run: method_key(run, across_tasks=True),
-                  lambda group: _variant_name(group, several_models), "variant")
+    models = model_labels(runs)
+    _unique_names(runs, lambda run: method_key(run, across_tasks=True), lambda group: _variant_name(group, models),
+                  "variant")
 
 
 # Stems of a training file named after its split rather than its data (train.jsonl, training.csv).

@@ -34,10 +34,13 @@ def run_columns(metric: str) -> list[str]:
     return [c.replace("accuracy", metric) for c in RUN_COLUMNS if c != "majority_accuracy"]
 
 
-def model_name(run: dict) -> str:
-    """A run's model as a report names it: the last part of its model.name (a directory or
-    .gguf path, or a registered name)."""
-    return str(run.get("model") or "").replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or "-"
+def model_labels(runs: list[dict]) -> dict[str, str]:
+    """Each model the runs name (their model.name: a directory, a .gguf path or a registered
+    name) -> how a report labels it: the last part of its path, or the whole name where two
+    models' paths end alike (/a/llama-7b and /b/llama-7b)."""
+    names = list(dict.fromkeys(str(r.get("model") or "-") for r in runs))
+    short = {n: n.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or n for n in names}
+    return {n: short[n] if list(short.values()).count(short[n]) == 1 else n for n in names}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -86,11 +89,12 @@ def task_rows(runs: list[dict], metric: str = "accuracy") -> tuple[list[str], li
     variants = list(dict.fromkeys(r["variant"] for r in runs))
     widest = max(variants, key=lambda v: len({task_of(r) for r in runs if r["variant"] == v}))
     tasks = list(dict.fromkeys([task_of(r) for r in runs if r["variant"] == widest] + [task_of(r) for r in runs]))
-    start_of = lambda r: (model_name(r), str(r.get("dtype") or ""))  # noqa: E731  (a model as loaded)
+    labels = model_labels(runs)
+    start_of = lambda r: (str(r.get("model") or "-"), str(r.get("dtype") or ""))  # noqa: E731  (a model as loaded)
     starts = list(dict.fromkeys([start_of(r) for r in runs if r["variant"] == widest] + [start_of(r) for r in runs]))
     varies = [len({start[i] for start in starts}) > 1 for i in range(2)]  # model, dtype
-    zero_shot = {start: " ".join(["zero-shot", *(part for part, named in zip(start, varies) if named)])
-                 for start in starts}
+    zero_shot = {start: " ".join(["zero-shot", *(part for part, named in zip((labels[start[0]], start[1]), varies)
+                                                 if named)]) for start in starts}
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in runs:
         cells[(task_of(r), r["variant"])].append(r[f"{metric}_best"])
