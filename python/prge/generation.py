@@ -138,17 +138,22 @@ def token_f1(prediction: str, reference: str) -> float:
 def answer_metrics(model, encoder, examples, stop: list[int], batch_size: int = 16, shard=None) -> dict:
     """Greedy answers to the encoded prompts (the same prompt tokens training and the answer
     perplexity use: chat-rendered with the generation prompt under data.chat_template), stopping
-    at `stop` (the model's stop ids), scored against the whole reference responses as the data
+    at `stop` (the model's stop ids) or after as many tokens as the chunk's longest reference
+    (+ 8, within the model's max_position_embeddings), scored against the whole references as the data
     writes them (EncodedExample.reference; never cut by data.max_length): mean exact match and
     token F1 (SQuAD's normalisation; `shard`: split over a distributed run's ranks). A prediction
     is taken up to as many lines as its reference holds (MeZO's first line for one-line answers,
     where a model without a chat template runs on past its answer)."""
     from prge.evaluation import per_chunk
 
-    max_new = max(e.answer_length or len(e.answer_ids) for e in examples) + 8
+    positions = int(getattr(getattr(model, "spec", None), "max_position_embeddings", 0) or 0)
 
     def scores(start: int) -> list[tuple[float, float]]:
         chunk = examples[start: start + batch_size]
+        # as long as the chunk's longest whole reference, and never past the model's positions
+        max_new = max(e.answer_length or len(e.answer_ids) for e in chunk) + 8
+        if positions > 0:
+            max_new = max(1, min(max_new, positions - max(len(e.prompt_ids) for e in chunk)))
         new = model.generate([e.prompt_ids for e in chunk], max_new_tokens=max_new, stop_tokens=stop)
         out = []
         for e, tokens in zip(chunk, new):

@@ -108,6 +108,11 @@ def test_exact_match_takes_as_many_lines_as_the_reference_and_the_whole_referenc
     metrics = answer_metrics(SimpleNamespace(generate=generate), SimpleNamespace(tokenizer=tokenizer), examples, [])
     assert metrics == {"exact_match": 1.0, "token_f1": 1.0}
     assert asked == [31 + 8]
+    # each chunk generates as far as its own longest reference, within the model's positions
+    asked.clear()
+    model = SimpleNamespace(generate=generate, spec=SimpleNamespace(max_position_embeddings=30))
+    answer_metrics(model, SimpleNamespace(tokenizer=tokenizer), examples, [], batch_size=2)
+    assert asked == [1 + 8, 30 - 1]
 
 
 def test_generate_chat_prints_the_reply_alone(tmp_path, capsys):

@@ -190,7 +190,7 @@ def test_a_long_response_is_cut_to_half_of_max_length_with_a_warning_and_kept_wh
         "prge: warning: data.max_length=32: 1 of 2 responses were cut to their first 16 tokens (half of max_length), "
         "so their end and their EOS token are neither trained nor in the answer perplexity (exact match and token F1 "
         f"compare with the whole response); the longest response has {len(whole[0].answer_ids)} tokens: raise "
-        "data.max_length to train on them whole")
+        "data.max_length (at most the model's max_position_embeddings) to train on more of them")
     assert PromptEncoder(t, tokens, 4096).truncation_report() is None
 
 

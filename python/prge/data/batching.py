@@ -237,7 +237,8 @@ class PromptEncoder:
                 f"were cut to their first {self.max_length // 2} tokens (half of max_length), so their end and their "
                 f"{'end-of-turn' if self.chat else 'EOS'} token are neither trained nor in the answer perplexity "
                 "(exact match and token F1 compare with the whole response); the longest response has "
-                f"{self.longest_response} tokens: raise data.max_length to train on them whole")
+                f"{self.longest_response} tokens: raise data.max_length (at most the model's max_position_embeddings) "
+                "to train on more of them")
         return "\n".join(lines) or None
 
     def answer(self, e: EncodedExample, label: int | None = None) -> list[int]:
