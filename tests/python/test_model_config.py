@@ -120,6 +120,7 @@ REFUSED = [
     ({"model_type": DELETE}, "model_type: missing"),
     ({"rms_norm_eps": -1.0}, "rms_norm_eps: -1 is not a finite number > 0"),
     ({"rms_norm_eps": 0}, "rms_norm_eps: 0 is not a finite number > 0"),
+    ({"rms_norm_eps": None}, "rms_norm_eps: null: transformers refuses it"),
     ({"tie_word_embeddings": None}, "tie_word_embeddings: null: transformers 4 reads it as untied and transformers 5 "
                                     "refuses it"),
 ]

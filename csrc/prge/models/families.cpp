@@ -88,6 +88,8 @@ ArchSpec read_decoder(ConfigJson& c, const std::string& model_type, const Defaul
                                          d.num_key_value_heads ? d.num_key_value_heads : s.num_attention_heads);
   s.head_dim = c.get<int64_t>(
       "head_dim", d.head_dim ? d.head_dim : (s.num_attention_heads > 0 ? s.hidden_size / s.num_attention_heads : 0));
+  const auto eps = c.node("rms_norm_eps");
+  if (eps && eps.IsNull()) c.fail("rms_norm_eps", "null: transformers refuses it; write a number > 0, or leave the key out");
   s.rms_norm_eps = c.get<double>("rms_norm_eps", d.rms_norm_eps);
   if (!(s.rms_norm_eps > 0) || !std::isfinite(s.rms_norm_eps)) {
     c.fail("rms_norm_eps", fmt::format("{} is not a finite number > 0 (each norm divides by sqrt(mean(x^2) + eps))",
