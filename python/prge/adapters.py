@@ -392,10 +392,10 @@ def export_merged(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     # (a read-only model store's 0444 would make the export read-only)
     for name in TOKENIZER_FILES + PROCESSOR_FILES:
         if (Path(model_dir) / name).is_file():
-            shutil.copyfile(Path(model_dir) / name, out / name)
+            durable.copy_contents(Path(model_dir) / name, out / name)
     templates = Path(model_dir) / CHAT_TEMPLATES_DIR  # named chat templates, as save_pretrained writes them
     if templates.is_dir():
-        shutil.copytree(templates, out / CHAT_TEMPLATES_DIR, dirs_exist_ok=True, copy_function=shutil.copyfile)
+        shutil.copytree(templates, out / CHAT_TEMPLATES_DIR, dirs_exist_ok=True, copy_function=durable.copy_contents)
     return out
 
 

@@ -120,6 +120,14 @@ def read_json(path: Path, what: str = "JSON"):
         raise ValueError(f"{path}: {reason}; not a complete {what} (cut off by a crash or edited?)") from e
 
 
+def copy_contents(source: Path, target: Path) -> Path:
+    """Copies a file's contents to a new file `target` (a file there first removed: one left
+    read-only cannot block it), which gets the mode the umask gives, not the source's."""
+    remove(target)
+    shutil.copyfile(source, target)
+    return Path(target)
+
+
 def remove(path: Path) -> None:
     """Deletes a file or a directory tree, if present."""
     path = Path(path)

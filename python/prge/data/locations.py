@@ -8,8 +8,9 @@ arc_easy). Data is never committed into the project."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
+
+from prge import durable
 
 PROJECT_SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 
@@ -62,5 +63,5 @@ def copy_task_data(task_dir: str, source: str | Path | None = None,
     target.mkdir(parents=True, exist_ok=True)
     for f in sorted(source.iterdir()):
         if f.is_file():
-            shutil.copyfile(f, target / f.name)  # a new file, writable: a read-only source copies again
+            durable.copy_contents(f, target / f.name)  # a new file, writable: a read-only source copies again
     return target
