@@ -28,7 +28,7 @@ from pathlib import Path
 from prge import durable
 from prge.durable import boundary
 from prge.jsonl import is_json_int
-from prge.model_identity import check_same_model
+from prge.model_identity import FINGERPRINT, check_same_model
 from prge.run_dir import RunDirError
 
 POINTER = "checkpoint.json"
@@ -211,7 +211,7 @@ def check_state(path: Path, state: dict, needs_data: bool = True) -> None:
                           "writes (split -> \"examples:sha256\")")
     if "sampler" not in state:
         raise RunDirError(f"{damaged}: it has no sampler (the data order's position)")
-    if "model" in state and not (isinstance(state["model"], str) and re.fullmatch(r"[0-9a-f]{64}", state["model"])):
+    if "model" in state and not (isinstance(state["model"], str) and FINGERPRINT.fullmatch(state["model"])):
         raise RunDirError(f"{damaged}: model is not the model's fingerprint prge writes (64 hex digits)")
 
 

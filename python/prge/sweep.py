@@ -368,7 +368,7 @@ def run_sweep(path: str | Path, log=print, progress: bool = True, overrides: lis
         if finished(out_dir, config.to_yaml()):
             try:
                 check_same_inputs(out_dir, config, fingerprints)
-            except RunDirError as e:
+            except RUN_ERRORS as e:  # other inputs, or ones that cannot be read
                 failed.append(_named_failure(f"({i}/{len(runs)}) {label}", e, out_dir))
                 continue
             log(f"[prge] ({i}/{len(runs)}) {label}: finished earlier, skipping")
