@@ -93,7 +93,12 @@ def check_same_model(stored, model_dir: str | Path, where: str, current: str | N
                          "damaged or was edited")
     current = current or model_fingerprint(model_dir)
     if stored != current:
+        from prge.models.gguf_convert import MARKER
+
+        converted = (Path(model_dir) / MARKER).is_file()  # prge's conversion of a GGUF file, in its cache
         raise ValueError(f"{where}: the run trained on another model than {model_dir} holds now (its config.json or "
-                         f"weights differ: model fingerprint {stored[:12]}..., now {current[:12]}...); point "
-                         "model.name at the model the run trained on, or start the run again on this one "
+                         f"weights differ: model fingerprint {stored[:12]}..., now {current[:12]}..."
+                         + ("; it is prge's conversion of a GGUF file, which a prge version converting otherwise "
+                            "also changes" if converted else "")
+                         + "); point model.name at the model the run trained on, or start the run again on this one "
                          "(--overwrite, or delete its directory)")
