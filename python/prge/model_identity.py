@@ -9,7 +9,8 @@ dtype, shape and place) and, of every tensor, SAMPLE bytes at its start, middle 
 a 7B model's fingerprint reads a few MB. Every tensor is sampled: weights regenerated, retrained,
 merged with an adapter or replaced change it; an edit confined to bytes between the samples does
 not. config.json counts by content (its keys sorted), so a moved or copied directory, or one
-saved with other spacing, is the same model."""
+saved with other spacing, is the same model; the same weights saved in another layout (other
+shards, another header) count as another model, as the files differ."""
 from __future__ import annotations
 
 import hashlib
@@ -35,7 +36,8 @@ def weight_paths(model_dir: str | Path) -> list[Path]:
 
 def _add_safetensors(digest, path: Path) -> None:
     """The file's header whole, then SAMPLE bytes at each tensor's start, middle and end (all of a
-    tensor up to 3 * SAMPLE bytes); a file that is not safetensors is read whole."""
+    tensor up to 3 * SAMPLE bytes); a file that is not safetensors, or whose header gives a tensor
+    offsets outside its data, is read whole (the weights' loader names what is wrong with it)."""
     size = path.stat().st_size
     digest.update(f"{path.name}\0{size}\0".encode())
     with open(path, "rb") as f:
@@ -52,10 +54,16 @@ def _add_safetensors(digest, path: Path) -> None:
                 digest.update(chunk)
             return
         digest.update(header)
-        spans = sorted(tuple(entry["data_offsets"]) for name, entry in tensors.items()
-                       if name != "__metadata__" and isinstance(entry, dict)
-                       and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2)
         base = 8 + length
+        spans = [entry.get("data_offsets") if isinstance(entry, dict) else None
+                 for name, entry in tensors.items() if name != "__metadata__"]
+        if not all(isinstance(span, list) and len(span) == 2 and all(type(x) is int for x in span)
+                   and 0 <= span[0] <= span[1] <= size - base for span in spans):
+            f.seek(0)  # offsets the loader will name as damaged; here, the file's bytes count
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+            return
+        spans = sorted(tuple(span) for span in spans)
         for begin, end in spans:
             starts = ([begin] if end - begin <= 3 * SAMPLE else
                       [begin, begin + (end - begin - SAMPLE) // 2, end - SAMPLE])

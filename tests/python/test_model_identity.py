@@ -41,3 +41,20 @@ def test_a_stored_fingerprint_prge_did_not_write_is_named_as_damaged(tmp_path, s
         check_same_model(stored, model_dir, "run/summary.json")
     check_same_model(None, model_dir, "run/summary.json")  # written before fingerprints were stored
     check_same_model(model_fingerprint(model_dir), model_dir, "run/summary.json")
+
+
+@pytest.mark.parametrize("offsets", [["0", "10"], [None, 8], [0, 100000.5], [-100000, 8], [0, 10 ** 30], [8, 0]])
+def test_a_header_with_offsets_outside_the_data_is_read_whole_not_a_traceback(tmp_path, offsets):
+    """A damaged safetensors header is the loader's to name (file and tensor); the fingerprint,
+    computed before the model loads, reads such a file whole instead of seeking where it says."""
+    model_dir, _ = make_hf_llama(tmp_path, vocab=64)
+    weights = model_dir / "model.safetensors"
+    data = weights.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8: 8 + length])
+    name = next(k for k in header if k != "__metadata__")
+    header[name]["data_offsets"] = offsets
+    text = json.dumps(header).encode()
+    weights.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + length:])
+    first = model_fingerprint(model_dir)
+    assert len(first) == 64 and model_fingerprint(model_dir) == first
