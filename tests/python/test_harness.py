@@ -305,6 +305,16 @@ def test_a_report_over_two_models_keeps_their_zero_shot_and_methods_apart(tmp_pa
         run["model"] = run["model"].replace("/models/llama-tiny", "/a/tiny").replace("/models/phi3-tiny", "/b/tiny")
     rows = {r["task"]: r for r in task_rows(runs)[1]}
     assert rows["rte"]["zero-shot /a/tiny"] == "0.500" and rows["rte"]["zero-shot /b/tiny"] == "0.250"
+    # MODEL/TASK/METHOD folders: a method name the two models' runs share says which model
+    for model in ("llama", "phi3"):
+        for task in ("rte", "sst2"):
+            run = tmp_path / "folders" / model / task / "prge-seed1"
+            run.mkdir(parents=True)
+            (run / "summary.json").write_text(json.dumps({
+                "mode": "train", "task": task, "model": f"/m/{model}", "seed": 1, "estimator": "prge", "queries": 2,
+                "parallel": "dual", "steps": 9, "accuracy_best": 0.5}))
+            (run / "config.yaml").write_text(f"model: {{name: /m/{model}}}\ndata: {{task: {task}}}\nrun: {{seed: 1}}\n")
+    assert {r["variant"] for r in collect(tmp_path / "folders")} == {"prge llama", "prge phi3"}
 
 
 def test_methods_across_tasks_are_named_by_what_their_runs_share(tmp_path):

@@ -3,6 +3,7 @@ and the run directories that have no summary: still running or stopped (unfinish
 failed by a sweep (failed)."""
 from __future__ import annotations
 
+import collections
 import json
 import re
 from pathlib import Path
@@ -129,11 +130,22 @@ def group_methods(runs: list[dict]) -> None:
     """Sets each run's "method": runs equal in method_key share one, named after the first
     such run's path below the runs directory without -seedN (made unique as _unique_names
     does); and its "variant": the same across tasks (method_key without data.task), named as
-    _variant_name says, for the task x method table."""
+    _variant_name says (with the model's label where two models' methods would share a name), for
+    the task x method table."""
     _unique_names(runs, method_key, lambda group: method_of(group[0]["run"], group[0].get("seed")), "method")
     models = model_labels(runs)
-    _unique_names(runs, lambda run: method_key(run, across_tasks=True), lambda group: _variant_name(group, models),
-                  "variant")
+    groups: dict[str, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(method_key(run, across_tasks=True), []).append(run)
+    names = {key: _variant_name(group, models) for key, group in groups.items()}
+    shared = collections.Counter(names.values())
+
+    def variant_name(group: list[dict]) -> str:  # a name two models' methods share says which model
+        name = names[method_key(group[0], across_tasks=True)]
+        label = models[str(group[0].get("model") or "-")]
+        return f"{name} {label}" if len(models) > 1 and shared[name] > 1 and label not in name else name
+
+    _unique_names(runs, lambda run: method_key(run, across_tasks=True), variant_name, "variant")
 
 
 # Stems of a training file named after its split rather than its data (train.jsonl, training.csv).
