@@ -224,16 +224,22 @@ def module_names(model) -> dict[str, str]:
 def load_run(run_dir: str | Path):
     """(config, model directory, model) of a finished run: the base with the run's trained
     adapters, or, for a run that trained full weights (estimator.kind mezo), with its trained
-    weights. FileNotFoundError without config.yaml or trained.safetensors; ValueError when the
+    weights. FileNotFoundError without config.yaml, or for a run that has not finished (no
+    trained.safetensors); ValueError when the
     model directory holds another model than the run trained on (prge.model_identity)."""
     from prge._core import Trainer, load_run_config
     from prge.models import config_model_dir
     from prge.setup import setup_model
 
     run_dir = Path(run_dir)
-    for needed in ("config.yaml", "trained.safetensors"):
-        if not (run_dir / needed).is_file():
-            raise FileNotFoundError(f"{run_dir}: no {needed} (a run directory of `prge train` holds both)")
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir}: no config.yaml (a run directory of `prge train` holds it and "
+                                "trained.safetensors)")
+    if not (run_dir / "trained.safetensors").is_file():
+        raise FileNotFoundError(
+            f"{run_dir}: the run there has not finished (no trained.safetensors)"
+            + (f": it has a checkpoint; finish it with `prge train {run_dir / 'config.yaml'} --resume`"
+               if any(run_dir.glob("checkpoint*")) else ""))
     config = load_run_config(str(run_dir / "config.yaml"))
     model_dir = config_model_dir(config)
     if (run_dir / "summary.json").is_file():  # the trained weights belong to the model the run trained on

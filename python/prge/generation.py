@@ -21,12 +21,7 @@ def load_model(source: str):
 
     path = Path(source)
     if (path / "config.yaml").is_file() and not (path / "config.json").is_file():  # a run's directory
-        if not (path / "trained.safetensors").is_file():
-            raise FileNotFoundError(
-                f"{path}: the run there has not finished (no trained.safetensors)"
-                + (f": it has a checkpoint; finish it with `prge train {path / 'config.yaml'} --resume`"
-                   if any(path.glob("checkpoint*")) else ""))
-        from prge.adapters import load_run
+        from prge.adapters import load_run  # names a run that has not finished
 
         _, model_dir, model = load_run(path)
         return model, model_dir

@@ -34,42 +34,50 @@ def weight_paths(model_dir: str | Path) -> list[Path]:
     return files + ([quantized] if quantized.is_file() else [])
 
 
+def _tensor_spans(f, size: int) -> tuple[bytes, int, list[tuple[int, int]]] | None:
+    """(header, where the data starts, every tensor's (begin, end) in the data, sorted) of a
+    safetensors file open at its start; None for a file that is not safetensors or whose header
+    gives a tensor offsets outside its data (the weights' loader names what is wrong)."""
+    prefix = f.read(8)
+    length = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else size
+    header = f.read(length) if 8 + length <= size else b""
+    try:
+        tensors = json.loads(header) if header else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(tensors, dict):
+        return None
+    base = 8 + length
+    spans = [entry.get("data_offsets") if isinstance(entry, dict) else None
+             for name, entry in tensors.items() if name != "__metadata__"]
+    if not all(isinstance(span, list) and len(span) == 2 and all(type(x) is int for x in span)
+               and 0 <= span[0] <= span[1] <= size - base for span in spans):
+        return None
+    return header, base, sorted(tuple(span) for span in spans)
+
+
 def _add_safetensors(digest, path: Path) -> None:
     """The file's header whole, then SAMPLE bytes at each tensor's start, middle and end (all of a
-    tensor up to 3 * SAMPLE bytes); a file that is not safetensors, or whose header gives a tensor
-    offsets outside its data, is read whole (the weights' loader names what is wrong with it)."""
+    tensor up to 3 * SAMPLE bytes); a file _tensor_spans cannot read is read whole."""
     size = path.stat().st_size
     digest.update(f"{path.name}\0{size}\0".encode())
     with open(path, "rb") as f:
-        prefix = f.read(8)
-        length = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else size
-        header = f.read(length) if 8 + length <= size else b""
-        try:
-            tensors = json.loads(header) if header else None
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            tensors = None
-        if not isinstance(tensors, dict):  # the loader names what is wrong with it; here, its bytes count
+        parsed = _tensor_spans(f, size)
+        if parsed is None:  # here, its bytes count
             f.seek(0)
             while chunk := f.read(1 << 24):
                 digest.update(chunk)
             return
+        header, base, spans = parsed
         digest.update(header)
-        base = 8 + length
-        spans = [entry.get("data_offsets") if isinstance(entry, dict) else None
-                 for name, entry in tensors.items() if name != "__metadata__"]
-        if not all(isinstance(span, list) and len(span) == 2 and all(type(x) is int for x in span)
-                   and 0 <= span[0] <= span[1] <= size - base for span in spans):
-            f.seek(0)  # offsets the loader will name as damaged; here, the file's bytes count
-            while chunk := f.read(1 << 24):
-                digest.update(chunk)
-            return
-        spans = sorted(tuple(span) for span in spans)
         for begin, end in spans:
-            starts = ([begin] if end - begin <= 3 * SAMPLE else
-                      [begin, begin + (end - begin - SAMPLE) // 2, end - SAMPLE])
-            for at in starts:
+            if end - begin <= 3 * SAMPLE:
+                samples = [(begin, end - begin)]
+            else:
+                samples = [(at, SAMPLE) for at in (begin, begin + (end - begin - SAMPLE) // 2, end - SAMPLE)]
+            for at, count in samples:
                 f.seek(base + at)
-                digest.update(f.read(min(SAMPLE if len(starts) > 1 else end - begin, max(end - at, 0))))
+                digest.update(f.read(count))
 
 
 def model_fingerprint(model_dir: str | Path) -> str:
