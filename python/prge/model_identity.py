@@ -97,11 +97,17 @@ def model_fingerprint(model_dir: str | Path) -> str:
     return digest.hexdigest()
 
 
-def check_same_model(stored, model_dir: str | Path, where: str, current: str | None = None) -> None:
+START_AGAIN = ("point model.name at the model the run trained on, or start the run again on this one (--overwrite, "
+               "or delete its directory)")
+
+
+def check_same_model(stored, model_dir: str | Path, where: str, current: str | None = None,
+                     remedy: str = START_AGAIN) -> None:
     """ValueError naming `where` (the file that stored the fingerprint) and model_dir when the
     directory holds another model than the stored fingerprint's, or when what is stored is not a
     fingerprint (a damaged or edited file); a run written before prge stored one (None) is taken
-    as it is. `current`: model_dir's fingerprint, when computed."""
+    as it is. `current`: model_dir's fingerprint, when computed; `remedy`: what the message
+    tells the user to do about another model."""
     if stored is None:
         return
     if not isinstance(stored, str) or not FINGERPRINT.fullmatch(stored):
@@ -116,5 +122,4 @@ def check_same_model(stored, model_dir: str | Path, where: str, current: str | N
                          f"weights differ: model fingerprint {stored[:12]}..., now {current[:12]}..."
                          + ("; it is prge's conversion of a GGUF file, which a prge version converting otherwise "
                             "also changes" if converted else "")
-                         + "); point model.name at the model the run trained on, or start the run again on this one "
-                         "(--overwrite, or delete its directory)")
+                         + f"); {remedy}")

@@ -311,18 +311,20 @@ def check_same_inputs(out_dir: Path, config, fingerprints: dict) -> None:
     leaves the run as it finished, with a note; summaries written before either was stored are
     taken as they are."""
     from prge.data.custom import data_files
-    from prge.model_identity import model_fingerprint
+    from prge.model_identity import check_same_model, model_fingerprint
     from prge.models import config_model_dir
 
     summary = run_summary.read(out_dir / "summary.json")
-    if stored_model := summary.get("model_fingerprint"):
+    if (stored_model := summary.get("model_fingerprint")) is not None:
         model_dir = config_model_dir(config)
         if model_dir not in fingerprints:
             fingerprints[model_dir] = model_fingerprint(model_dir)
-        if fingerprints[model_dir] != stored_model:
-            raise RunDirError(f"{out_dir / 'summary.json'}: a finished run on another model than {model_dir} holds now "
-                              "(its config.json or weights differ); run into another --output-root, or delete that "
-                              "directory to train on the model as it is")
+        try:
+            check_same_model(stored_model, model_dir, str(out_dir / "summary.json"), current=fingerprints[model_dir],
+                             remedy="run into another --output-root, or delete that directory to train on the model "
+                                    "as it is")
+        except ValueError as e:
+            raise RunDirError(str(e)) from None
     if config.data.task != "custom":
         return
     stored = summary.get("data_files") or {}

@@ -219,11 +219,17 @@ def test_a_finished_run_on_a_model_saved_over_since_is_named_not_skipped(tmp_pat
     save_file({k: torch.randn_like(v) for k, v in load_file(weights).items()}, weights)
     capsys.readouterr()
     assert main(["sweep", str(sweep), "--no-progress"]) == 2
-    assert f"prge: error: (1/1) a: {tmp_path / 's' / 'a' / 'summary.json'}: a finished run on another model than " \
-           f"{model_dir} holds now" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"prge: error: (1/1) a: {tmp_path / 's' / 'a' / 'summary.json'}: the run trained on another model than " \
+           f"{model_dir} holds now" in err and "run into another --output-root" in err
     weights.write_bytes(original)
     assert main(["sweep", str(sweep), "--no-progress"]) == 0
     assert "finished earlier, skipping" in capsys.readouterr().out
+    summary_path = tmp_path / "s" / "a" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary_path.write_text(json.dumps({**summary, "model_fingerprint": "not one"}))
+    assert main(["sweep", str(sweep), "--no-progress"]) == 2  # a damaged summary is named as such
+    assert f"(1/1) a: {summary_path}: its model fingerprint is not what prge writes" in capsys.readouterr().err
 
 
 def test_a_sweeps_report_names_its_runs_not_started(tmp_path, capsys):
