@@ -215,30 +215,6 @@ void check_duplicate_keys(const YAML::Node& node, const std::string& path, const
   }
 }
 
-// The keys of a dotted path: `data.label_words."1.5"` -> data, label_words, 1.5 (a key that
-// holds a dot is written in double quotes); empty for a path with an empty key or an open quote.
-std::vector<std::string> key_path(const std::string& dotted) {
-  std::vector<std::string> parts;
-  size_t at = 0;
-  while (true) {
-    std::string part;
-    if (at < dotted.size() && dotted[at] == '"') {
-      const auto close = dotted.find('"', at + 1);
-      if (close == std::string::npos) return {};
-      part = dotted.substr(at + 1, close - at - 1);
-      at = close + 1;
-      if (at < dotted.size() && dotted[at] != '.') return {};
-    } else {
-      const auto dot = std::min(dotted.find('.', at), dotted.size());
-      part = dotted.substr(at, dot - at);
-      at = dot;
-    }
-    if (part.empty()) return {};
-    parts.push_back(part);
-    if (at == dotted.size()) return parts;
-    ++at;  // the dot
-  }
-}
 
 // Applies `KEY=VALUE` to the parsed mapping: sections on the way are created (or replace a
 // null), VALUE is read as YAML 1.2 by yaml-cpp.
@@ -389,6 +365,29 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
 }
 
 }  // namespace
+
+std::vector<std::string> key_path(const std::string& dotted) {
+  std::vector<std::string> parts;
+  size_t at = 0;
+  while (true) {
+    std::string part;
+    if (at < dotted.size() && dotted[at] == '"') {
+      const auto close = dotted.find('"', at + 1);
+      if (close == std::string::npos) return {};
+      part = dotted.substr(at + 1, close - at - 1);
+      at = close + 1;
+      if (at < dotted.size() && dotted[at] != '.') return {};
+    } else {
+      const auto dot = std::min(dotted.find('.', at), dotted.size());
+      part = dotted.substr(at, dot - at);
+      at = dot;
+    }
+    if (part.empty()) return {};
+    parts.push_back(part);
+    if (at == dotted.size()) return parts;
+    ++at;  // the dot
+  }
+}
 
 RunConfig parse_run_config(const std::string& yaml_text, const std::string& source,
                            const std::vector<ConfigOverride>& overrides) {

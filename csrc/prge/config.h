@@ -131,6 +131,11 @@ struct ConfigOverride {
                       // empty: "CONFIG: --set KEY"
 };
 
+// The keys of an override's dotted path: `data.label_words."1.5"` -> data, label_words, 1.5 (a
+// key that holds a dot is written in double quotes); empty for a path with an empty key or an
+// open quote.
+std::vector<std::string> key_path(const std::string& dotted);
+
 // The config of one YAML text, read once: duplicate keys and an empty text are errors, the
 // overrides are applied to the parsed mapping in order, and every error names the file, line
 // and key, or the override that wrote the key.

@@ -47,9 +47,15 @@ def parse_assignment(text: str) -> tuple[str, str]:
 
 
 def key_parts(key: str) -> list[str]:
-    """The keys of a dotted path, as the config reader splits it (key_path in
-    csrc/prge/config.cpp): 'data.label_words."1.5"' -> ['data', 'label_words', '1.5']."""
-    return [part[1:-1] if part.startswith('"') else part for part in re.findall(r'"[^"]*"|[^.]+', key)]
+    """The keys of a dotted path, split by the config reader itself (key_path in
+    csrc/prge/config.cpp): 'data.label_words."1.5"' -> ['data', 'label_words', '1.5']; ValueError
+    for a path it refuses (an empty key, an open quote)."""
+    from prge._core import config_key_path
+
+    if not (parts := config_key_path(key)):
+        raise ValueError(f"'{key}' is not a key (expected section.key; a key that holds a dot in double quotes: "
+                         'data.label_words."1.5")')
+    return parts
 
 
 class SweepLoader(yaml.SafeLoader):

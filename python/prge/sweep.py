@@ -170,6 +170,10 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
         raise ValueError(f"{where('base')}: base must be a config file name or a mapping")
     grid = spec.get("grid", {}) or {}
     for key, values in grid.items():
+        try:  # its last key names the runs (grid_label), so it is read before any config is
+            key_parts(str(key))
+        except ValueError as e:
+            raise ValueError(f"{where('grid', key)}: grid: {e}") from None
         if not isinstance(values, list) or not values:
             raise ValueError(f"{where('grid', key)}: grid.{key} must be a non-empty list")
     variants = spec.get("variants") or [{"name": "run"}]

@@ -55,6 +55,17 @@ def test_a_key_holding_a_dot_is_quoted_in_set_and_grid_paths():
         prge.parse_run_config(text, "c.yaml", [("data.label_words.1.5", "good")])
     assert grid_label('data.label_words."1.5"', "good") == "1.5good"
     assert grid_label("estimator.queries", 4) == "queries4"
+    assert grid_label('data."a"', 1) == "a1"  # the config reader's own split (key_path), not a second grammar
+
+
+def test_a_grid_key_the_reader_refuses_is_named_where_the_sweep_writes_it(tmp_path, capsys):
+    """A grid key with an empty part or an open quote: refused at its line in the sweep file
+    before any run is named after it."""
+    sweep = tmp_path / "sweep.yaml"
+    for key in ("data..task", 'data."task'):
+        sweep.write_text(f"base: {{}}\ngrid:\n  '{key}': [sst2]\n")
+        assert main(["sweep", str(sweep), "--no-progress"]) == 2
+        assert f"prge: error: {sweep}:3:3: grid: '{key}' is not a key" in capsys.readouterr().err
 
 
 def test_a_grid_value_with_line_breaks_names_its_run_on_one_line(tmp_path):
