@@ -93,6 +93,28 @@ MATCHING = {
     "llama_emoji_written_as_surrogates": ("LlamaConfig", dict(COMMON),
                                           lambda c: c.update(_name_or_path="tiny \U0001F600 llama")),
     "llama_eps_subnormal": ("LlamaConfig", dict(COMMON), lambda c: c.update(rms_norm_eps=1e-310)),
+    # YaRN's betas as transformers reads them (`get("beta_fast") or 32`): 0 is the default.
+    "llama_yarn_betas_zero": ("LlamaConfig", dict(COMMON, rope_parameters={
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32, "rope_theta": 1e4}),
+        lambda c: c["rope_parameters"].update(beta_fast=0, beta_slow=0.0)),
+    # num_key_value_heads null: every config class but Gemma 3's reads it as num_attention_heads
+    # (Qwen2's default for a missing key is 32).
+    "qwen2_kv_heads_null": ("Qwen2Config", dict(COMMON, num_key_value_heads=4),
+                            lambda c: c.update(num_key_value_heads=None)),
+    # MistralConfig does not read use_sliding_window: the window follows sliding_window alone.
+    "mistral_use_sliding_window_false": ("MistralConfig", dict(COMMON, sliding_window=12),
+                                         lambda c: c.update(use_sliding_window=False)),
+    # Gemma3ForConditionalGeneration does not apply text_config's final_logit_softcapping.
+    "gemma3_wrapper_soft_cap": ("Gemma3Config", dict(
+        text_config=dict(GEMMA, num_hidden_layers=2, layer_types=["sliding_attention", "full_attention"],
+                         final_logit_softcapping=4.0),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=28, patch_size=14),
+        mm_tokens_per_image=4, image_token_index=V - 1, boi_token_index=V - 2, eoi_token_index=V - 3), None),
+    # A generation setting (google/gemma-3-1b-it's) and re-uploaders' bookkeeping.
+    "gemma3_cache_implementation": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
+                                    lambda c: c.update(cache_implementation="hybrid", unsloth_fixed=True,
+                                                       unsloth_version="2025.3.1")),
 }
 
 
@@ -146,6 +168,35 @@ REFUSED = {
                                        lambda c: c.update(layer_types=["full_attention", "sliding_attention"]),
                                        "layer_types: layer 1 is sliding_attention and no window applies "
                                        "(use_sliding_window is false)"),
+    # Values without meaning: transformers fails on them, divides by zero or computes NaN.
+    "gemma3_window_pattern_zero": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
+                                   lambda c: (c.pop("layer_types"), c.update(sliding_window_pattern=0)),
+                                   "sliding_window_pattern: 0 is not a number of layers > 0"),
+    "gemma3_soft_cap_zero": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
+                             lambda c: c.update(final_logit_softcapping=0), "final_logit_softcapping: 0 is not a cap > 0"),
+    "gemma3_soft_cap_negative": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
+                                 lambda c: c.update(final_logit_softcapping=-5.0),
+                                 "final_logit_softcapping: -5 is not a cap > 0"),
+    "gemma3_query_scalar_zero": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
+                                 lambda c: c.update(query_pre_attn_scalar=0), "query_pre_attn_scalar: 0 is not a number > 0"),
+    "gemma3_kv_heads_null": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
+                             lambda c: c.update(num_key_value_heads=None), "num_key_value_heads: null"),
+    "llama_yarn_beta_negative": ("LlamaConfig", dict(COMMON), lambda c: c.update(rope_parameters={
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32, "rope_theta": 1e4, "beta_fast": -1}),
+        "beta_fast -1 is not a number of rotations >= 0"),
+    "llama_rope_theta_zero": ("LlamaConfig", dict(COMMON),
+                              lambda c: c.update(rope_parameters={"rope_type": "default", "rope_theta": 0}),
+                              "rope_theta 0 is not a number > 0"),
+    "llama_no_positions": ("LlamaConfig", dict(COMMON), lambda c: c.update(max_position_embeddings=0),
+                           "max_position_embeddings: 0 is not a number of positions > 0"),
+    "llama_layers_beyond_any_model": ("LlamaConfig", dict(COMMON), lambda c: c.update(num_hidden_layers=10**13),
+                                      "num_hidden_layers: 10000000000000 is larger than any model's"),
+    "llama_hidden_size_real": ("LlamaConfig", dict(COMMON), lambda c: c.update(hidden_size=64.0),
+                               "hidden_size: not an integer: 64.0"),
+    "phi3_legacy_linear_rope": ("Phi3Config", dict(COMMON, pad_token_id=0),
+                                lambda c: (c.pop("rope_parameters"), c.update(rope_theta=1e4, rope_scaling={
+                                    "type": "linear", "factor": 2.0})),
+                                "rope_scaling: rope type 'linear' is not one Phi-3 reads"),
     "gemma3_window_null": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
                            lambda c: c.update(sliding_window=None), "sliding_window: null: Gemma 3's sliding"),
     # A JSON string where a number or boolean belongs: transformers' strict config classes refuse

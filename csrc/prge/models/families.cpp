@@ -40,7 +40,9 @@ const std::vector<std::string>& keys_without_effect() {
       "forced_eos_token_id", "length_penalty", "max_length", "min_length", "no_repeat_ngram_size",
       "num_beam_groups", "num_beams", "num_return_sequences", "output_scores", "remove_invalid_values",
       "repetition_penalty", "return_dict_in_generate", "temperature", "top_k", "top_p", "typical_p",
-      "model_type", "_attn_implementation_autoset", "_attn_implementation", "auto_map"};
+      "model_type", "_attn_implementation_autoset", "_attn_implementation", "auto_map",
+      "cache_implementation",  // which KV cache generate() builds (Gemma 3's "hybrid"): the same attention
+      "unsloth_fixed", "unsloth_version"};  // bookkeeping of Unsloth's re-uploads
   return keys;
 }
 
@@ -71,9 +73,16 @@ bool read_tie_word_embeddings(ConfigJson& c, bool fallback) {
   return c.get<bool>("tie_word_embeddings", fallback);
 }
 
+// A size no checkpoint reaches (2^24 layers, heads or hidden units; 2^31 vocabulary entries):
+// refused by name before per-layer tables are built for it.
+constexpr int64_t kLargestSize = int64_t{1} << 24, kLargestVocabulary = int64_t{1} << 31;
+
 int64_t sized(ConfigJson& c, const char* key, int64_t fallback) {
   if (!c.has(key) && fallback == 0) throw std::runtime_error(fmt::format("{}: missing key '{}'", c.path(), key));
-  return c.get<int64_t>(key, fallback);
+  const auto value = c.get<int64_t>(key, fallback);
+  const auto largest = std::string(key) == "vocab_size" ? kLargestVocabulary : kLargestSize;
+  if (value > largest) c.fail(key, fmt::format("{} is larger than any model's (at most {})", value, largest));
+  return value;
 }
 
 ArchSpec read_decoder(ConfigJson& c, const std::string& model_type, const Defaults& d) {
@@ -84,8 +93,13 @@ ArchSpec read_decoder(ConfigJson& c, const std::string& model_type, const Defaul
   s.intermediate_size = sized(c, "intermediate_size", d.intermediate_size);
   s.num_hidden_layers = sized(c, "num_hidden_layers", d.num_hidden_layers);
   s.num_attention_heads = sized(c, "num_attention_heads", d.num_attention_heads);
-  s.num_key_value_heads = c.get<int64_t>("num_key_value_heads",
-                                         d.num_key_value_heads ? d.num_key_value_heads : s.num_attention_heads);
+  // Missing: the family's default; null: num_attention_heads, as every config class here but
+  // Gemma 3's reads None (read_gemma3_text refuses it).
+  const auto kv = c.node("num_key_value_heads");
+  s.num_key_value_heads = kv && kv.IsNull() ? s.num_attention_heads
+                                            : c.get<int64_t>("num_key_value_heads", d.num_key_value_heads
+                                                                                        ? d.num_key_value_heads
+                                                                                        : s.num_attention_heads);
   s.head_dim = c.get<int64_t>(
       "head_dim", d.head_dim ? d.head_dim : (s.num_attention_heads > 0 ? s.hidden_size / s.num_attention_heads : 0));
   const auto eps = c.node("rms_norm_eps");
@@ -96,6 +110,9 @@ ArchSpec read_decoder(ConfigJson& c, const std::string& model_type, const Defaul
                                        s.rms_norm_eps));
   }
   s.max_position_embeddings = c.get<int64_t>("max_position_embeddings", d.max_position_embeddings);
+  if (s.max_position_embeddings <= 0) {
+    c.fail("max_position_embeddings", fmt::format("{} is not a number of positions > 0", s.max_position_embeddings));
+  }
   s.tie_word_embeddings = read_tie_word_embeddings(c, d.tie_word_embeddings);
   return s;
 }
@@ -207,7 +224,8 @@ ArchSpec read_llama(ConfigJson& c) {
 ArchSpec read_mistral(ConfigJson& c, const std::string& model_type) {
   auto s = read_decoder(c, model_type, defaults([](Defaults& d) { d.num_key_value_heads = 8; d.max_position_embeddings = 131072; }));
   read_activation(c, s, "hidden_act", "silu");
-  c.accept({"attention_bias", "mlp_bias"});  // MistralAttention / MinistralAttention have no biases
+  c.accept({"attention_bias", "mlp_bias",  // MistralAttention / MinistralAttention have no biases
+            "use_sliding_window"});       // not read by MistralConfig: the window follows sliding_window alone
   read_window_on_all_layers(c, s, 4096);
   if (const auto types = read_layer_types(c, s); !types.empty()) {
     if (s.layers.empty()) refuse_sliding_layers_without_window(c, types, "sliding_window is null");
@@ -291,6 +309,9 @@ std::vector<RopeParameters> read_gemma3_ropes(ConfigJson& c, const ArchSpec& s) 
 }
 
 ArchSpec read_gemma3_text(ConfigJson& c) {
+  if (const auto kv = c.node("num_key_value_heads"); kv && kv.IsNull()) {
+    c.fail("num_key_value_heads", "null: Gemma3TextConfig has no reading of it (transformers fails); write a number");
+  }
   auto s = read_decoder(c, "gemma3_text",
                         defaults([](Defaults& d) { d.vocab_size = 262208; d.hidden_size = 2304; d.intermediate_size = 9216; d.num_hidden_layers = 26; d.num_attention_heads = 8; d.num_key_value_heads = 4; d.head_dim = 256; d.max_position_embeddings = 131072; d.tie_word_embeddings = true; }));
   s.norm = NormKind::Gemma;
@@ -300,7 +321,13 @@ ArchSpec read_gemma3_text(ConfigJson& c) {
   c.accept({"hidden_act",                // Gemma3TextConfig reads hidden_activation
             "attn_logit_softcapping"});  // stored, not applied by transformers 5.24
   s.query_pre_attn_scalar = c.get<double>("query_pre_attn_scalar", 256.0);
+  if (!(s.query_pre_attn_scalar > 0)) {  // attention scores are scaled by its inverse square root
+    c.fail("query_pre_attn_scalar", fmt::format("{} is not a number > 0", s.query_pre_attn_scalar));
+  }
   s.final_logit_softcapping = c.get<double>("final_logit_softcapping", 0.0);  // null: none
+  if (c.has("final_logit_softcapping") && !(s.final_logit_softcapping > 0)) {  // transformers: cap * tanh(x / cap)
+    c.fail("final_logit_softcapping", fmt::format("{} is not a cap > 0 (null for none)", s.final_logit_softcapping));
+  }
   if (c.get<bool>("use_bidirectional_attention", false)) {
     c.fail("use_bidirectional_attention", "bidirectional attention (EmbeddingGemma) is not supported");
   }
@@ -309,6 +336,9 @@ ArchSpec read_gemma3_text(ConfigJson& c) {
   const auto types = read_layer_types(c, s);
   const int64_t pattern = c.get<int64_t>("sliding_window_pattern", 6);
   c.accept({"_sliding_window_pattern"});  // written back by transformers, not read
+  if (types.empty() && pattern <= 0) {  // every pattern-th layer is a full-attention one
+    c.fail("sliding_window_pattern", fmt::format("{} is not a number of layers > 0", pattern));
+  }
   s.ropes = read_gemma3_ropes(c, s);
   s.layers.assign(static_cast<size_t>(s.num_hidden_layers), LayerAttention{});
   for (int64_t i = 0; i < s.num_hidden_layers; ++i) {
@@ -356,7 +386,7 @@ ArchSpec read_phi3(ConfigJson& c) {
   options.class_original_max_position_embeddings = 4096;  // Phi3Config's, above the one inside rope_parameters
   s.ropes = {read_rope(c, s, 10000.0, "", options)};
   if (s.ropes[0].type != RopeType::Default && s.ropes[0].type != RopeType::LongRope) {
-    c.fail("rope_parameters", fmt::format("rope type '{}' is not one Phi-3 reads (default, longrope)",
+    c.fail(c.has("rope_parameters") ? "rope_parameters" : "rope_scaling", fmt::format("rope type '{}' is not one Phi-3 reads (default, longrope)",
                                           to_string(s.ropes[0].type)));
   }
   if (s.ropes[0].type == RopeType::LongRope) {  // Phi3ForCausalLM.prepare_inputs_for_generation
@@ -375,6 +405,9 @@ ArchSpec read_gemma3(ConfigJson& c) {
   // Gemma3ForConditionalGeneration ties lm_head by the wrapper's own key (Gemma3Config: true),
   // whatever text_config says (transformers 5.24: a wrapper tied with text_config false ties).
   s.tie_word_embeddings = read_tie_word_embeddings(c, true);
+  // Gemma3ForConditionalGeneration, the class transformers loads for this model_type, does not
+  // apply text_config's final_logit_softcapping (Gemma3ForCausalLM does); released configs set null.
+  s.final_logit_softcapping = 0.0;
   c.accept({"vision_config", "mm_tokens_per_image", "boi_token_index", "eoi_token_index", "image_token_index",
             "image_token_id", "boi_token_id", "eoi_token_id"});
   s.multimodal_wrapper = true;

@@ -144,6 +144,9 @@ RopeParameters read_rope_parameters(const YAML::Node& config, const std::string&
   rope.theta = default_theta;
   if (present(config, "rope_theta")) rope.theta = number(config, "rope_theta", path);
   if (dict && present(dict, "rope_theta")) rope.theta = number(dict, "rope_theta", where);
+  if (!(rope.theta > 0.0)) {  // every inverse frequency is theta^(-2i/d)
+    throw std::runtime_error(fmt::format("{}: rope_theta {} is not a number > 0", where, rope.theta));
+  }
   for (const auto& [node, at] : {std::pair{config, path}, std::pair{dict, where}}) {
     if (!options.allow_partial_rotation && node && present(node, "partial_rotary_factor") &&
         number(node, "partial_rotary_factor", at) != 1.0) {
@@ -210,8 +213,13 @@ RopeParameters read_rope_parameters(const YAML::Node& config, const std::string&
       rope.factor = present(dict, "factor")
                         ? number(dict, "factor", where)
                         : static_cast<double>(max_position_embeddings) / rope.original_max_position_embeddings;
-      if (present(dict, "beta_fast")) rope.beta_fast = number(dict, "beta_fast", where);
-      if (present(dict, "beta_slow")) rope.beta_slow = number(dict, "beta_slow", where);
+      // As transformers reads them (`get("beta_fast") or 32`): 0 means the default; a rotation
+      // count below 0 has no correction dimension (a log of a negative number).
+      for (auto [key, beta] : {std::pair{"beta_fast", &rope.beta_fast}, std::pair{"beta_slow", &rope.beta_slow}}) {
+        const double value = present(dict, key) ? number(dict, key, where) : 0.0;
+        if (value < 0.0) throw std::runtime_error(fmt::format("{}: {} {} is not a number of rotations >= 0", where, key, value));
+        if (value != 0.0) *beta = value;
+      }
       if (present(dict, "truncate")) rope.truncate = value_as(false, dict["truncate"], where + ": truncate");
       if (present(dict, "attention_factor")) {
         rope.attention_factor = number(dict, "attention_factor", where);
