@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from prge import durable, run_summary
-from prge.model_identity import check_same_model
+from prge.model_identity import check_same_model, starting_adapter
 
 PEFT_PREFIX = "base_model.model."
 ADAPTER_CONFIG = "adapter_config.json"
@@ -244,7 +244,7 @@ def load_run(run_dir: str | Path):
     model_dir = config_model_dir(config)
     if (run_dir / "summary.json").is_file():  # the trained weights belong to the model the run trained on
         check_same_model(run_summary.read(run_dir / "summary.json").get("model_fingerprint"), model_dir,
-                         str(run_dir / "summary.json"))
+                         str(run_dir / "summary.json"), adapter_dir=starting_adapter(config))
     model = setup_model(config, model_dir=model_dir, device="cpu")  # the run's model, adapters and start
     Trainer(model, config.estimator, config.optimizer, config.run.seed).load_checkpoint(
         str(run_dir / "trained.safetensors"))

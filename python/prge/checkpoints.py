@@ -121,7 +121,8 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
     """The current checkpoint's state, with its tensors loaded into `trainer` and its data-order
     position into `sampler` (a BatchSampler; restored first, before a MeZO replay); None when
     the run has written no checkpoint yet. `clean`: remove what a killed save left beside it
-    (the directory's writer only). `model`: (model directory, its model_identity fingerprint),
+    (the directory's writer only). `model`: (model directory, its model_identity fingerprint,
+    the adapter.init_from the run starts from or None),
     which must be the model the checkpoint's run trained on (where the state stores one).
     Raises RunDirError for a checkpoint that cannot be resumed or whose state is damaged
     (naming its file), ValueError naming the state file for another model, ValueError /
@@ -155,7 +156,7 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
     updates = stored_updates(state_path, state) if "updates" in state else None
     check_digest(state_path, state)
     if model is not None:
-        check_same_model(state.get("model"), model[0], str(state_path), current=model[1])
+        check_same_model(state.get("model"), model[0], str(state_path), current=model[1], adapter_dir=model[2])
     if dropped:
         print(f"prge: warning: {out_dir}: the training data has {sampler.n} examples now; the {dropped} of "
               "this epoch's order past them are skipped (--resume-changed-data)")

@@ -10,7 +10,13 @@ a 7B model's fingerprint reads a few MB. Every tensor is sampled: weights regene
 merged with an adapter or replaced change it; an edit confined to bytes between the samples does
 not. config.json counts by content (its keys sorted), so a moved or copied directory, or one
 saved with other spacing, is the same model; the same weights saved in another layout (other
-shards, another header) count as another model, as the files differ."""
+shards, another header) count as another model, as the files differ.
+
+A run started from a PEFT adapter (adapter.init_from) trains on the base plus that adapter, and
+only its B is stored with the run (A is read from the adapter again on every load): its
+fingerprint also covers the adapter's adapter_config.json (by content) and its weights (whole),
+so that an adapter saved over since is refused as another model too. Runs written before the
+adapter counted, whose fingerprint is the base's alone, are taken as they are."""
 from __future__ import annotations
 
 import hashlib
@@ -80,21 +86,46 @@ def _add_safetensors(digest, path: Path) -> None:
                 digest.update(f.read(count))
 
 
-def model_fingerprint(model_dir: str | Path) -> str:
+def _json_content(path: Path) -> bytes:
+    """A JSON file's content, keys sorted; its text where it is not JSON (its loader names that)."""
+    text = path.read_text()
+    try:
+        return json.dumps(json.loads(text), sort_keys=True).encode()
+    except json.JSONDecodeError:
+        return text.encode()
+
+
+def model_fingerprint(model_dir: str | Path, adapter_dir: str | Path | None = None) -> str:
     """64 hex digits: sha256 over config.json's content (keys sorted) and each weight file's
-    header and samples of every tensor (see the module's text), each under its file name.
-    Raises OSError naming a file that cannot be read."""
+    header and samples of every tensor (see the module's text), each under its file name; with
+    `adapter_dir` (the run's adapter.init_from), also over that adapter's config's content and
+    its weights. Raises OSError naming a file that cannot be read."""
     model_dir = Path(model_dir)
     digest = hashlib.sha256()
-    config = (model_dir / "config.json").read_text()
-    try:
-        config = json.dumps(json.loads(config), sort_keys=True)
-    except json.JSONDecodeError:  # the loader names it; here, its text counts
-        pass
-    digest.update(b"config.json\0" + config.encode())
+    digest.update(b"config.json\0" + _json_content(model_dir / "config.json"))
     for path in weight_paths(model_dir):
         _add_safetensors(digest, path)
+    if adapter_dir is not None:
+        from prge.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+        for path in (Path(adapter_dir) / ADAPTER_CONFIG, Path(adapter_dir) / ADAPTER_WEIGHTS):
+            if not path.is_file():  # loading the adapter names what is missing
+                digest.update(f"adapter {path.name}\0absent".encode())
+            elif path.name == ADAPTER_CONFIG:
+                digest.update(f"adapter {path.name}\0".encode() + _json_content(path))
+            else:
+                digest.update(f"adapter {path.name}\0".encode() + path.read_bytes())
     return digest.hexdigest()
+
+
+def starting_adapter(config) -> str | None:
+    """The PEFT adapter a run's config starts from (adapter.init_from), None when it has none."""
+    return config.adapter.init_from if config.use_adapter and config.adapter.init_from else None
+
+
+def run_model_fingerprint(config, model_dir: str | Path) -> str:
+    """The fingerprint of what a run of `config` trains on: model_dir, and its starting adapter."""
+    return model_fingerprint(model_dir, starting_adapter(config))
 
 
 START_AGAIN = ("point model.name at the model the run trained on, or start the run again on this one (--overwrite, "
@@ -102,24 +133,31 @@ START_AGAIN = ("point model.name at the model the run trained on, or start the r
 
 
 def check_same_model(stored, model_dir: str | Path, where: str, current: str | None = None,
-                     remedy: str = START_AGAIN) -> None:
+                     remedy: str = START_AGAIN, adapter_dir: str | Path | None = None) -> None:
     """ValueError naming `where` (the file that stored the fingerprint) and model_dir when the
-    directory holds another model than the stored fingerprint's, or when what is stored is not a
-    fingerprint (a damaged or edited file); a run written before prge stored one (None) is taken
-    as it is. `current`: model_dir's fingerprint, when computed; `remedy`: what the message
-    tells the user to do about another model."""
+    directory holds another model than the stored fingerprint's (with `adapter_dir`, the run's
+    adapter.init_from: or that adapter differs), or when what is stored is not a fingerprint (a
+    damaged or edited file); a run written before prge stored one (None), or before the
+    starting adapter counted (the base's alone), is taken as it is. `current`: the fingerprint
+    of model_dir (and adapter_dir), when computed; `remedy`: what the message tells the user to
+    do about another model."""
     if stored is None:
         return
     if not isinstance(stored, str) or not FINGERPRINT.fullmatch(stored):
         raise ValueError(f"{where}: its model fingerprint is not what prge writes (64 hex digits): the file is "
                          "damaged or was edited")
-    current = current or model_fingerprint(model_dir)
+    current = current or model_fingerprint(model_dir, adapter_dir)
     if stored != current:
+        if adapter_dir is not None and stored == model_fingerprint(model_dir):
+            return  # written before the starting adapter counted
         from prge.models.gguf_convert import MARKER
 
         converted = (Path(model_dir) / MARKER).is_file()  # prge's conversion of a GGUF file, in its cache
-        raise ValueError(f"{where}: the run trained on another model than {model_dir} holds now (its config.json or "
-                         f"weights differ: model fingerprint {stored[:12]}..., now {current[:12]}..."
+        what = f"{model_dir} holds now (its config.json or weights differ" if adapter_dir is None else (
+            f"{model_dir} with the adapter.init_from adapter {adapter_dir} make now (the model's config.json or "
+            "weights, or the adapter's, differ")
+        raise ValueError(f"{where}: the run trained on another model than {what}: model fingerprint "
+                         f"{stored[:12]}..., now {current[:12]}..."
                          + ("; it is prge's conversion of a GGUF file, which a prge version converting otherwise "
                             "also changes" if converted else "")
                          + f"); {remedy}")

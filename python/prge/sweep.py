@@ -309,22 +309,23 @@ def not_started_runs(path: str | Path, runs_dir: Path) -> list[str]:
 def check_same_inputs(out_dir: Path, config, fingerprints: dict) -> None:
     """A finished run is the sweep's run only on the model and data it trained on: RunDirError
     naming summary.json when the model directory holds another model now (its model_fingerprint;
-    `fingerprints`: model directory -> fingerprint, computed once per sweep), or naming the file
+    `fingerprints`: (model directory, adapter.init_from) -> fingerprint, computed once per sweep), or naming the file
     when a custom task's split file (data_files) holds other content now, as a finished run of
     other settings is refused (prge.run_dir.finished). A data file gone since (moved, deleted)
     leaves the run as it finished, with a note; summaries written before either was stored are
     taken as they are."""
     from prge.data.custom import data_files
-    from prge.model_identity import check_same_model, model_fingerprint
+    from prge.model_identity import check_same_model, model_fingerprint, starting_adapter
     from prge.models import config_model_dir
 
     summary = run_summary.read(out_dir / "summary.json")
     if (stored_model := summary.get("model_fingerprint")) is not None:
-        model_dir = config_model_dir(config)
-        if model_dir not in fingerprints:
-            fingerprints[model_dir] = model_fingerprint(model_dir)
+        model_dir, adapter_dir = config_model_dir(config), starting_adapter(config)
+        if (model_dir, adapter_dir) not in fingerprints:
+            fingerprints[model_dir, adapter_dir] = model_fingerprint(model_dir, adapter_dir)
         try:
-            check_same_model(stored_model, model_dir, str(out_dir / "summary.json"), current=fingerprints[model_dir],
+            check_same_model(stored_model, model_dir, str(out_dir / "summary.json"),
+                             current=fingerprints[model_dir, adapter_dir], adapter_dir=adapter_dir,
                              remedy="run into another --output-root, or delete that directory to train on the model "
                                     "as it is")
         except ValueError as e:

@@ -102,7 +102,8 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
     task, encoder, train, dev, evaluation = data.task, data.encoder, data.train, data.dev, data.eval
     kind = task.kind  # what the examples' answers are and how they are evaluated (prge.data.kinds)
     fingerprint = checkpoints.data_fingerprint({"train": train, "dev": dev, "eval": evaluation})
-    model_fingerprint = model_identity.model_fingerprint(data.model_dir)  # stored with checkpoints and the summary
+    # stored with checkpoints and the summary: the model, and the adapter the run starts from
+    model_fingerprint = model_identity.run_model_fingerprint(config, data.model_dir)
     if team:
         distributed.check_agreement(team, "data", fingerprint)
     device = distributed.device_for(config.model.device)
@@ -166,7 +167,8 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
             if team:  # rank 0 has checked the directory before the others read it
                 team.barrier("resume")
             state = checkpoints.load(out_dir, trainer, fingerprint, resume_changed_data, clean=writer, sampler=sampler,
-                                     model=(data.model_dir, model_fingerprint))
+                                     model=(data.model_dir, model_fingerprint,
+                                            model_identity.starting_adapter(config)))
             if state is None:
                 log(f"[prge] {out_dir} holds no checkpoint yet: the run starts again from step 0")
         if state is not None:

@@ -138,6 +138,47 @@ def test_a_peft_adapter_is_a_starting_point(trained, capsys):
     assert "adapter.init_from:" in capsys.readouterr().err
 
 
+def test_a_run_from_a_peft_adapter_saved_over_since_is_refused(trained, capsys):
+    """A run started from adapter.init_from stores only B; A is read from that adapter on every
+    load, so an adapter saved over since (PEFT trains A too) would pair the trained B with
+    another A: export and --resume refuse it by name, and take it again once restored. A run
+    whose summary holds the base's fingerprint alone (written before the adapter counted) is
+    taken as it is."""
+    import shutil
+
+    from prge.model_identity import model_fingerprint
+
+    tmp, model_dir, _, _ = trained
+    start = tmp / "start_saved_over"
+    peft_adapter(model_dir, start, dict(r=4, lora_alpha=8, target_modules=ALL), seed=1)
+    original = tmp / "start_saved_over_original"
+    shutil.copytree(start, original)
+    run = tmp / "from_start_saved_over"
+    config = write_config(tmp, model_dir, tmp / "food", adapter={"init_from": str(start)},
+                          run={"steps": 4, "eval_every": 0, "checkpoint_every": 2, "output_dir": str(run)})
+    assert main(["train", str(config), "--no-progress"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["model_fingerprint"] == model_fingerprint(model_dir, start) != model_fingerprint(model_dir)
+    peft_adapter(model_dir, start, dict(r=4, lora_alpha=8, target_modules=ALL), seed=2)  # saved over
+    capsys.readouterr()
+    assert main(["adapters", "export", str(run), "--out", str(tmp / "out_saved_over")]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'summary.json'}: the run trained on another model than {model_dir} with the adapter.init_from " \
+           f"adapter {start} make now" in err, err
+    for finished in ("trained.safetensors", "summary.json"):  # as if stopped after its last checkpoint
+        (run / finished).rename(tmp / finished)
+    assert main(["train", str(config), "--resume", "--no-progress"]) == 2
+    assert f"{run / 'checkpoint-4' / 'state.json'}: the run trained on another model than {model_dir} with the " \
+           "adapter.init_from adapter" in capsys.readouterr().err
+    shutil.rmtree(start)
+    shutil.copytree(original, start)
+    assert main(["train", str(config), "--resume", "--no-progress"]) == 0
+    assert main(["adapters", "export", str(run), "--out", str(tmp / "out_restored")]) == 0
+    (run / "summary.json").write_text(json.dumps({**summary, "model_fingerprint": model_fingerprint(model_dir)}))
+    peft_adapter(model_dir, start, dict(r=4, lora_alpha=8, target_modules=ALL), seed=2)
+    assert main(["adapters", "export", str(run), "--out", str(tmp / "out_old_summary")]) == 0
+
+
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # PEFT settings that change the forward and that prge implements: each as a LoraConfig and
 # the prge adapter settings that must reproduce PeftModel's logits.

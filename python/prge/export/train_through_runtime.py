@@ -15,7 +15,7 @@ from prge.export.exporters import build_model, check_exportable, export_run
 from prge.export.run_data import RunData
 from prge.export.runners import open_runner
 from prge.evaluation import accuracy
-from prge.model_identity import model_fingerprint
+from prge.model_identity import run_model_fingerprint
 from prge.preflight import check_names
 from prge.progress import progress_bar
 from prge.run_dir import claim
@@ -65,7 +65,7 @@ def _train(config: RunConfig, runtime: str, data: RunData, out: Path, progress: 
                "eval_history": [{"step": 0, "eval_accuracy": acc_before},
                                 {"step": config.run.steps, "eval_accuracy": acc_after}],
                "mean_step_seconds": sum(times) / len(times) if times else None,
-               "model_fingerprint": model_fingerprint(data.model_dir)})
+               "model_fingerprint": run_model_fingerprint(config, data.model_dir)})
     log(f"[prge] {runtime}: accuracy after {config.run.steps} steps {acc_after:.4f} "
         f"(before {acc_before:.4f}); results in {out}")
     return summary
