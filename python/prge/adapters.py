@@ -221,10 +221,11 @@ def module_names(model) -> dict[str, str]:
             for i in range(model.spec.num_hidden_layers) for p in model.spec.projections}
 
 
-def load_run(run_dir: str | Path):
+def load_run(run_dir: str | Path, dtype: str | None = None):
     """(config, model directory, model) of a finished run: the base with the run's trained
     adapters, or, for a run that trained full weights (estimator.kind mezo), with its trained
-    weights. FileNotFoundError without config.yaml, or for a run that has not finished (no
+    weights; `dtype`: the base loaded in this dtype instead of the run's model.dtype (the trained
+    tensors are cast to it). FileNotFoundError without config.yaml, or for a run that has not finished (no
     trained.safetensors); ValueError when the
     model directory holds another model than the run trained on (prge.model_identity)."""
     from prge._core import Trainer, load_run_config
@@ -241,6 +242,11 @@ def load_run(run_dir: str | Path):
             + (f": it has a checkpoint; finish it with `prge train {run_dir / 'config.yaml'} --resume`"
                if any(run_dir.glob("checkpoint*")) else ""))
     config = load_run_config(str(run_dir / "config.yaml"))
+    if dtype is not None and dtype != config.model.dtype:  # the base loaded in another dtype (--merge)
+        from prge._core import parse_run_config
+
+        config = parse_run_config((run_dir / "config.yaml").read_text(), str(run_dir / "config.yaml"),
+                                  [("model.dtype", dtype)])
     model_dir = config_model_dir(config)
     if (run_dir / "summary.json").is_file():  # the trained weights belong to the model the run trained on
         check_same_model(run_summary.read(run_dir / "summary.json").get("model_fingerprint"), model_dir,
@@ -362,23 +368,60 @@ def base_weights_metadata(config, model) -> dict:
     return {"prge.base_model": config.model.name, "prge.base_weights": stored}
 
 
+STORED_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}  # safetensors' names -> model.dtype's
+
+
+def stored_dtype(model_dir: str | Path) -> str | None:
+    """The dtype (a model.dtype name) of most floating-point tensors of a model directory's
+    checkpoint, from the safetensors headers alone; None where none is float32, bfloat16 or
+    float16."""
+    from collections import Counter
+
+    from safetensors import safe_open
+
+    from prge._core import weight_files
+
+    counts = Counter()
+    for file in weight_files(str(model_dir)):
+        with safe_open(file, "pt") as f:
+            counts.update(STORED_DTYPES.get(f.get_slice(name).get_dtype()) for name in f.keys())
+    counts.pop(None, None)
+    return counts.most_common(1)[0][0] if counts else None
+
+
 def export_merged(run_dir: str | Path, out: str | Path, overwrite: bool = False, log=print) -> Path:
     """A full Hugging Face model directory `out` with (alpha / r) B A folded into W, or, for a
     run that trained full weights (MeZO), its trained weights: exactly one set of weights
-    (model.safetensors, in the run's model.dtype), never written into the model directory it
-    reads."""
-    from prge._core import wrapper_text_weight_name
+    (model.safetensors), never written into the model directory it reads. The adapters fold
+    into W as the base checkpoint stores it (float64 sums, then its dtype): a bfloat16 run on a
+    float32 checkpoint merges into float32 weights, where bfloat16 would round away most of a
+    small (alpha / r) B A. A MeZO run's weights are written in its model.dtype."""
+    from prge._core import load_run_config, wrapper_text_weight_name
 
     out = _output_dir(run_dir, out, overwrite)
-    config, model_dir, model = load_run(run_dir)  # a non-finite trained tensor is named here
+    run_config = load_run_config(str(Path(run_dir) / "config.yaml")) if (Path(run_dir) / "config.yaml").is_file() else None
+    dtype = None
+    if run_config is not None and run_config.use_adapter:
+        from prge.models import config_model_dir
+
+        dtype = stored_dtype(config_model_dir(run_config)) or run_config.model.dtype
+        if dtype != run_config.model.dtype:
+            log(f"[prge] note: the run trained in {run_config.model.dtype}; its base checkpoint stores {dtype}, so "
+                f"the adapters are folded into {dtype} weights (in {run_config.model.dtype} most of a small "
+                "(alpha / r) B A would round away)")
+    config, model_dir, model = load_run(run_dir, dtype)  # a non-finite trained tensor is named here
     if model.quantized:
         held = base_weights_metadata(config, model)["prge.base_weights"]
         log(f"[prge] note: the base keeps its projection weights quantized ({held}); the merged model holds them "
             "dequantized, with (alpha / r) B A folded in: a dense model")
     modules = module_names(model)
     low_rank = {}
+    # A as the run used it: drawn (or read from adapter.init_from) in float32, then held in the
+    # run's dtype; so in a base loaded otherwise, A is rounded to the run's dtype as it was.
+    trained_a = getattr(torch, run_config.model.dtype) if run_config is not None else None
     for a in model.adapters():  # under full_parameters' (text-model) names: a wrapper's mapped
-        delta = a["scaling"] * (a["lora_b"].double() @ a["lora_a"].double())
+        lora_a = a["lora_a"] if trained_a is None else a["lora_a"].to(trained_a)
+        delta = a["scaling"] * (a["lora_b"].double() @ lora_a.double())
         low_rank[wrapper_text_weight_name(modules[a["name"]] + ".weight")] = delta
     tensors = {}
     for name, weight in model.full_parameters():

@@ -76,6 +76,36 @@ def test_merged_model_loads_in_transformers(trained):
     assert_same_logits(model.logits(ids), theirs)
 
 
+def test_a_bfloat16_run_merges_into_its_float32_checkpoints_dtype(trained, capsys):
+    """A bfloat16 run on a float32 checkpoint: --merge folds (alpha / r) B A into the float32
+    weights as stored, so the merged weights differ from the base by the adapters' product to
+    float32 rounding (bfloat16 weights would round most of a small product away)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from prge.adapters import load_run
+
+    tmp, model_dir, _, _ = trained
+    run = tmp / "bf16_run"
+    config = write_config(tmp, model_dir, tmp / "food", model={"dtype": "bfloat16"}, optimizer={"lr": 1e-3},
+                          run={"steps": 3, "eval_every": 0, "output_dir": str(run)})
+    assert main(["train", str(config), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["adapters", "export", str(run), "--out", str(tmp / "bf16_merged"), "--merge"]) == 0
+    assert "the run trained in bfloat16; its base checkpoint stores float32" in capsys.readouterr().out
+    merged_file = tmp / "bf16_merged" / "model.safetensors"
+    with safe_open(str(merged_file), "pt") as f:
+        assert {f.get_slice(name).get_dtype() for name in f.keys()} == {"F32"}
+    assert json.loads((tmp / "bf16_merged" / "config.json").read_text())["dtype"] == "float32"
+    _, _, model = load_run(run)
+    base, merged = load_file(str(model_dir / "model.safetensors")), load_file(str(merged_file))
+    a = next(a for a in model.adapters() if a["name"].endswith("layers.0.q_proj"))
+    delta = a["scaling"] * (a["lora_b"].double() @ a["lora_a"].double())
+    assert delta.abs().max() > 0
+    moved = merged["model.layers.0.self_attn.q_proj.weight"].double() - base["model.layers.0.self_attn.q_proj.weight"].double()
+    assert (moved - delta).abs().max() <= 1e-6 * base["model.layers.0.self_attn.q_proj.weight"].abs().max()
+
+
 def test_a_mezo_run_exports_its_trained_weights_as_a_hugging_face_model(tmp_path, capsys):
     """MeZO trains every weight and has no adapter: --merge writes the trained model (bit for
     bit what the run saved), `prge generate` reads the run, and a PEFT export is refused by name."""
