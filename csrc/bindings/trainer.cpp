@@ -62,8 +62,9 @@ void bind_trainer(py::module_& m) {
                                 "or the gradient), as the config's optimizer section.\n\n"
                                 "kind: 'sgd' (momentum: heavy ball), 'adam' (betas, eps) or 'sign' (signSGD; with "
                                 "momentum, signum). weight_decay: added as weight_decay · θ to d. lr: the peak "
-                                "learning rate; schedule 'constant', 'linear' or 'cosine' over total_steps (0: no "
-                                "decay), after warmup_steps updates of linear warm-up (scheduled_lr gives lr_t). "
+                                "learning rate; schedule 'constant', 'linear' or 'cosine' over total_steps (trainer "
+                                "steps; required by linear and cosine), after warmup_steps updates of linear warm-up "
+                                "(scheduled_lr gives lr_t). "
                                 "accumulate: d averaged over this many steps per update (schedules count updates). "
                                 "Raises ValueError for an unknown name or a value out of range.")
       .def(py::init([](double lr, double momentum, double weight_decay, const std::string& kind,
@@ -82,6 +83,10 @@ void bind_trainer(py::module_& m) {
              o.total_steps = total_steps;
              o.accumulate = accumulate;
              o.validate();
+             if (o.schedule != LrSchedule::Constant && total_steps == 0) {  // a config sets it from run.steps
+               throw std::invalid_argument("schedule '" + schedule +
+                                           "' decays over total_steps: give total_steps (the run's steps)");
+             }
              return o;
            }),
            py::arg("lr") = 1e-4, py::arg("momentum") = 0.0, py::arg("weight_decay") = 0.0,

@@ -153,6 +153,18 @@ def first_order_run(path, options, steps=3):
     return torch.cat([a["lora_b"].flatten() for a in native.adapters()])
 
 
+@pytest.mark.parametrize("settings,words", [
+    (dict(schedule="cosine"), "schedule 'cosine' decays over total_steps: give total_steps"),
+    (dict(warmup_steps=10, total_steps=5), "optimizer.warmup_steps 10 exceeds the 5 updates"),
+    (dict(accumulate=4, total_steps=6), "optimizer.accumulate 4 does not divide the 6 total steps"),
+])
+def test_the_python_api_refuses_schedules_the_config_refuses(settings, words):
+    """OptimizerOptions made in Python: a decaying schedule without its length, a warm-up longer
+    than the updates, steps no update applies; the config reader refuses each at its key."""
+    with pytest.raises(ValueError, match=words):
+        prge.OptimizerOptions(lr=1e-3, **settings)
+
+
 def test_first_order_momentum_is_applied(tiny_llama):
     """FO-SGD with momentum equals torch.optim.SGD on the autograd gradients of the same steps."""
     path = tiny_llama[0]

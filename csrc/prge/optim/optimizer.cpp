@@ -66,6 +66,18 @@ void OptimizerOptions::validate() const {
   if (warmup_steps < 0) throw std::invalid_argument("optimizer.warmup_steps must be >= 0");
   if (accumulate < 1) throw std::invalid_argument("optimizer.accumulate must be >= 1");
   if (total_steps < 0) throw std::invalid_argument("optimizer total steps must be >= 0");
+  // Over a known number of steps (the config reader checks these again at its own keys, naming
+  // run.steps): an update applied at all, none left unapplied, a warm-up that ends.
+  if (total_steps > 0 && total_steps % accumulate != 0) {
+    throw std::invalid_argument(fmt::format("optimizer.accumulate {} does not divide the {} total steps: the last {} "
+                                            "step(s) would be applied by no update",
+                                            accumulate, total_steps, total_steps % accumulate));
+  }
+  if (total_steps > 0 && warmup_steps > total_updates()) {
+    throw std::invalid_argument(fmt::format("optimizer.warmup_steps {} exceeds the {} updates of the total steps: the "
+                                            "learning rate would never reach optimizer.lr",
+                                            warmup_steps, total_updates()));
+  }
 }
 
 double scheduled_lr(const OptimizerOptions& o, int64_t t) {
