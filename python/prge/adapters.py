@@ -24,10 +24,12 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from prge import durable, run_summary
 from prge.model_identity import check_same_model, starting_adapter
+from prge.overrides import read_text
 
 PEFT_PREFIX = "base_model.model."
 ADAPTER_CONFIG = "adapter_config.json"
@@ -73,13 +75,16 @@ def read_peft_config(adapter_dir: Path, key: str = "adapter.init_from") -> dict:
     """adapter_config.json of a PEFT LoRA adapter, checked field by field (see PEFT_*)."""
     path = adapter_dir / ADAPTER_CONFIG
     try:
-        peft = json.loads(path.read_text())
+        peft = json.loads(read_text(path, ADAPTER_CONFIG))
     except json.JSONDecodeError as e:
         raise ValueError(f"{key}: {path}: malformed JSON: {e}") from e
+    except ValueError as e:  # not UTF-8: read_text names the line and byte
+        raise ValueError(f"{key}: {e}") from None
     if not isinstance(peft, dict):
         raise ValueError(f"{key}: {path}: expected a JSON object")
-    if peft.get("peft_type", "LORA") != "LORA":
-        raise ValueError(f"{key}: {path}: a {peft.get('peft_type')} adapter; prge loads LoRA")
+    if peft.get("peft_type", "LORA") != "LORA":  # PEFT's PeftType names are upper case: "lora" is none of them
+        raise ValueError(f"{key}: {path}: peft_type = {json.dumps(peft.get('peft_type'))}: prge loads LoRA adapters "
+                         '(peft_type "LORA")')
     for field, value in peft.items():
         if field in PEFT_WITHOUT_EFFECT or field in PEFT_READ:
             continue
@@ -143,6 +148,8 @@ def check_peft_values(peft: dict, where: str) -> None:
             if not valid(value):
                 fail(f"{field}[{json.dumps(pattern)}]", value, expected)
     init = peft.get("init_lora_weights", True)
+    if not isinstance(init, (bool, str)):
+        fail("init_lora_weights", init, f"true, false or one of {', '.join(PEFT_INIT_WITHOUT_EFFECT[2:])}")
     if not (init is True or init is False or (isinstance(init, str) and init in PEFT_INIT_WITHOUT_EFFECT)):
         raise ValueError(f"{where}: init_lora_weights = {json.dumps(init)} is not supported: PeftModel recomputes "
                          "that initialisation when it loads the adapter and changes the base weights with it "
@@ -191,6 +198,23 @@ def check_patterns_read_as_peft(model, options, where: str) -> None:
             raise ValueError(f"{where}: module {module}: rank {mine[0]}, scaling {mine[1]:g} as prge matches the "
                              f"patterns, rank {theirs[0]}, scaling {theirs[1]:g} as PEFT (Python's re) matches them; "
                              "write the patterns so that both read them alike (no POSIX classes such as [[:digit:]])")
+    adapted = [module for name, module in module_names(model).items() if name.rsplit(".", 1)[1] in targets]
+    for field in ("rank_pattern", "alpha_pattern"):
+        patterns = peft[field]
+        matches = {key: [m for m in adapted if re.match(rf"(.*\.)?({key})$", m)] for key in patterns}
+        for key, modules in matches.items():
+            if not modules:  # PEFT warns and goes on; here a typo would train at the default silently
+                raise ValueError(f"{where}: adapter.{field} key {key!r} matches none of the adapted modules "
+                                 f"(adapter.targets {sorted(targets)}, e.g. {adapted[0] if adapted else 'none'}): "
+                                 "correct it or remove it")
+        for module in adapted:  # PEFT takes the first key in the file's order, and its save sorts the keys
+            hits = [key for key in patterns if module in matches[key]]
+            if len({patterns[key] for key in hits}) > 1:
+                raise ValueError(f"{where}: module {module} matches adapter.{field} keys "
+                                 f"{', '.join(f'{k!r} ({patterns[k]:g})' for k in hits)}: PEFT takes the first "
+                                 "key in adapter_config.json's order and its save_pretrained sorts the keys, so the "
+                                 "value would change with a save; write keys that match each module once (e.g. "
+                                 "'layers\\.1\\.mlp\\.up_proj' and 'layers\\.(?!1\\.)\\d+\\.mlp\\.up_proj')")
 
 
 def peft_targets(peft: dict, modules: dict[str, str], projections: list[str], where: str) -> list[str]:
@@ -505,7 +529,10 @@ def load_peft(model, adapter_dir: str | Path, options) -> None:
                                  f"{mine:g} under the config's adapter section: set adapter.rank / alpha / "
                                  f"use_rslora / rank_pattern / alpha_pattern as the adapter has them "
                                  f"({json.dumps(setting)})")
-    tensors = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
+    try:
+        tensors = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
+    except (SafetensorError, OSError) as e:  # a truncated or damaged file
+        raise ValueError(f"{key}: {adapter_dir / ADAPTER_WEIGHTS}: not a readable safetensors file ({e})") from None
     check_finite(adapter_dir / ADAPTER_WEIGHTS, tensors, key)
     wanted = {f"{PEFT_PREFIX}{modules[a['name']]}.{part}.weight": (a, slot)
               for a in model.adapters() for part, slot in (("lora_A", "lora_a"), ("lora_B", "lora_b"))}

@@ -87,12 +87,12 @@ def _add_safetensors(digest, path: Path) -> None:
 
 
 def _json_content(path: Path) -> bytes:
-    """A JSON file's content, keys sorted; its text where it is not JSON (its loader names that)."""
-    text = path.read_text()
+    """A JSON file's content, keys sorted; its bytes where it is not JSON (its loader names that)."""
+    data = path.read_bytes()
     try:
-        return json.dumps(json.loads(text), sort_keys=True).encode()
-    except json.JSONDecodeError:
-        return text.encode()
+        return json.dumps(json.loads(data), sort_keys=True).encode()
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return data
 
 
 def model_fingerprint(model_dir: str | Path, adapter_dir: str | Path | None = None) -> str:

@@ -313,7 +313,9 @@ REFUSED_PEFT = [
     ({"exclude_modules": ["q_proj"]}, "exclude_modules"),
     ({"some_new_peft_field": 1}, "field 'some_new_peft_field'"),
     ({"target_modules": ["model.layers.0.self_attn.q_proj"]}, "some layers only"),
-    ({"peft_type": "IA3"}, "IA3"),
+    ({"peft_type": "IA3"}, 'peft_type = "IA3": prge loads LoRA adapters'),
+    ({"peft_type": "lora"}, 'peft_type = "lora": prge loads LoRA adapters (peft_type "LORA")'),
+    ({"init_lora_weights": 1}, "init_lora_weights = 1: expected true, false or one of"),
     # Initialisations PeftModel runs again on load, changing the base weights (or a LoRA variant).
     ({"init_lora_weights": "pissa"}, 'init_lora_weights = "pissa" is not supported'),
     ({"init_lora_weights": "pissa_niter_4"}, 'init_lora_weights = "pissa_niter_4"'),
@@ -350,6 +352,50 @@ def test_peft_fields_that_change_the_forward_are_refused_by_name(trained, capsys
     assert main(["train", str(run_config), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "prge: error: adapter.init_from:" in err and words in err, err
+
+
+@pytest.mark.parametrize("damage,words", [
+    (lambda weights: weights[:len(weights) // 2], "not a readable safetensors file"),
+    (lambda weights: b"", "not a readable safetensors file"),
+    ("config", "adapter_config.json:1:1: not UTF-8 text (byte 0xff)"),
+])
+def test_a_damaged_peft_adapter_is_named(trained, capsys, damage, words):
+    """A truncated or empty adapter_model.safetensors, an adapter_config.json that is not
+    UTF-8: `prge: error:` naming adapter.init_from and the file, not a traceback."""
+    tmp, model_dir, _, _ = trained
+    source = tmp / "peft_rslora"
+    if not source.is_dir():
+        peft_adapter(model_dir, source, PEFT_SETTINGS["rslora"][0])
+    damaged = tmp / f"damaged_{words[:8]}_{len(list(tmp.glob('damaged_*')))}"
+    damaged.mkdir()
+    config, weights = (source / "adapter_config.json").read_bytes(), (source / "adapter_model.safetensors").read_bytes()
+    (damaged / "adapter_config.json").write_bytes(b"\xff" + config if damage == "config" else config)
+    (damaged / "adapter_model.safetensors").write_bytes(weights if damage == "config" else damage(weights))
+    run_config = write_config(tmp, model_dir, tmp / "food", adapter={"use_rslora": True, "init_from": str(damaged)},
+                              run={"steps": 1, "eval_every": 0, "output_dir": str(tmp / "damaged_run")})
+    assert main(["train", str(run_config), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"prge: error: adapter.init_from: {damaged}" in err and words in err, err
+
+
+def test_config_patterns_that_match_nothing_or_a_module_twice_are_refused(tmp_path, capsys):
+    """adapter.rank_pattern / alpha_pattern: a key that matches no adapted module (a typo; PEFT
+    only warns) and keys that give one module two values (PEFT takes the first in the file's
+    order, and its save_pretrained sorts the keys) are refused by name."""
+    model_dir, data_dir = make_tiny_assets(tmp_path)
+    for adapter, words in [
+        ({"rank_pattern": {"q_porj": 2}}, "adapter.rank_pattern key 'q_porj' matches none of the adapted modules"),
+        ({"targets": ["q_proj", "v_proj"], "alpha_pattern": {"k_proj": 2}},
+         "adapter.alpha_pattern key 'k_proj' matches none of the adapted modules"),
+        ({"alpha_pattern": {"up_proj": 2, "layers.1.mlp.up_proj": 32}},
+         "module model.layers.1.mlp.up_proj matches adapter.alpha_pattern keys ")]:
+        config = write_config(tmp_path, model_dir, data_dir, adapter=adapter, run={"steps": 1, "eval_every": 0})
+        assert main(["train", str(config), "--no-progress", "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert words in err and ("'up_proj' (2)" in err) == ("alpha_pattern keys" in words), err
+    config = write_config(tmp_path, model_dir, data_dir, run={"steps": 1, "eval_every": 0},
+                          adapter={"alpha_pattern": {"layers\\.1\\.mlp\\.up_proj": 32, "layers\\.(?!1\\.)\\d+\\.mlp\\.up_proj": 2}})
+    assert main(["train", str(config), "--no-progress", "--overwrite"]) == 0  # each module matched once
 
 
 @pytest.mark.parametrize("target", ["lm_head", "embed_tokens"])
