@@ -434,3 +434,18 @@ def test_answer_logprobs_names_candidates_that_are_not_one_row_of_token_ids(tmp_
     for candidates in (torch.tensor([[4, 5]]), torch.tensor([4.0, 5.0])):
         with pytest.raises(ValueError, match=r"answer_logprobs: candidates are a 1-D tensor \[C\] of token ids"):
             trainer.answer_logprobs(batch, candidates)
+
+
+def test_macro_f1_averages_over_the_classes_labels_or_predictions_hold():
+    """Hand-computed: a label word neither the labels nor the predictions hold is not an F1 of
+    0 (sklearn's f1_score(average='macro') without `labels`)."""
+    from prge.data.kinds import classification_metrics
+
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    perfect = classification_metrics(labels.clone(), labels, classes=3)  # class 2 nowhere
+    assert perfect == {"accuracy": 1.0, "macro_f1": 1.0}
+    # class 0: TP 1, FP 1, FN 1 -> 0.5; class 1: TP 2, FP 0, FN 1 -> 0.8; class 2: TP 0, FP 1 -> 0
+    mixed = classification_metrics(torch.tensor([0, 2, 0, 1, 1]), labels, classes=3)
+    assert mixed["accuracy"] == 0.6 and abs(mixed["macro_f1"] - (0.5 + 0.8 + 0.0) / 3) < 1e-12
+    majority = classification_metrics(torch.ones(5, dtype=torch.long), labels, classes=3)
+    assert abs(majority["macro_f1"] - (0.0 + 0.75) / 2) < 1e-12  # class 1: 2·3 / (2·3 + 2)

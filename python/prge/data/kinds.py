@@ -46,15 +46,18 @@ def check_finite_scores(scores: torch.Tensor, split: str, valid: torch.Tensor | 
 
 
 def classification_metrics(predicted: torch.Tensor, labels: torch.Tensor, classes: int) -> dict:
-    """Accuracy and macro-F1 (mean over classes of 2·TP / (2·TP + FP + FN)) of predicted [n]
-    against labels [n]; macro-F1 does not reward always answering the majority class (at most
-    1 / classes for it)."""
+    """Accuracy and macro-F1 (mean of 2·TP / (2·TP + FP + FN) over the classes among the labels
+    or the predictions, as sklearn's f1_score(average="macro") without `labels`: a class of
+    data.label_words that neither holds is not counted as an F1 of 0) of predicted [n] against
+    labels [n] (class ids below `classes`); macro-F1 does not reward always answering the
+    majority class."""
     f1 = []
     for c in range(classes):
         tp = ((predicted == c) & (labels == c)).sum().item()
         wrong = ((predicted == c) != (labels == c)).sum().item()  # FP + FN
-        f1.append(2 * tp / (2 * tp + wrong) if tp + wrong else 0.0)
-    return {"accuracy": (predicted == labels).double().mean().item(), "macro_f1": sum(f1) / classes}
+        if tp + wrong:
+            f1.append(2 * tp / (2 * tp + wrong))
+    return {"accuracy": (predicted == labels).double().mean().item(), "macro_f1": sum(f1) / len(f1) if f1 else 0.0}
 
 
 def _labels(encoded) -> torch.Tensor:
