@@ -297,3 +297,67 @@ def test_batch_targets_are_the_answer_tokens(tmp_path):
         assert batch.input_ids[row, : n + len(e.answer_ids)].tolist() == e.prompt_ids + e.answer_ids
         scored = batch.targets[row][batch.targets[row] != -100].tolist()
         assert scored == e.answer_ids and batch.targets[row, n - 1].item() == e.answer_ids[0]
+
+
+def test_label_words_do_not_take_the_eos_a_tokenizer_appends(tmp_path):
+    """A tokenizer that appends EOS to every text (add_eos_token: true): each label word is its
+    own tokens, scored and trained without that EOS (lm-evaluation-harness's continuation)."""
+    from tokenizers import Tokenizer, processors
+
+    model_dir = LAYOUTS["llama2-fast"](tmp_path / "llama2")  # tokenizer.json's own post-processor
+    raw = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    bos, eos = raw.token_to_id("<s>"), raw.token_to_id("</s>")
+    raw.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", bos), ("</s>", eos)])
+    raw.save(str(model_dir / "tokenizer.json"))
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    (model_dir / "tokenizer_config.json").write_text(json.dumps({**config, "add_eos_token": True}))
+    tokens = ModelTokenizer(model_dir)
+    hf = tokens.tokenizer
+    assert hf("It was")["input_ids"][-1] == hf.eos_token_id  # the layout appends it
+    assert tokens.end_specials == [hf.eos_token_id]
+    encoder = PromptEncoder(task("{text} It was", (" positive", " negative")), tokens, 64)
+    e = encoder.encode(Example({"text": "The movie was great."}, 0))
+    assert [hf.convert_ids_to_tokens(o) for o in e.options] == [["▁positive"], ["▁negative"]]
+    assert hf.eos_token_id not in e.prompt_ids
+
+
+def _llama3_with_template(tmp_path, template: str):
+    model_dir = LAYOUTS["llama3"](tmp_path / "llama3")
+    (model_dir / "chat_template.jinja").write_text(template)
+    hf = ModelTokenizer(model_dir).tokenizer
+    (model_dir / "generation_config.json").write_text(json.dumps(
+        {"eos_token_id": [hf.convert_tokens_to_ids(t) for t in STOPS["llama3"]]}))
+    return ModelTokenizer(model_dir)
+
+
+def test_a_chat_template_that_leaves_out_the_users_text_is_refused(tmp_path):
+    """A template that renders only list-of-parts content (Idefics3 / SmolVLM style) writes the
+    same prompt for every example: refused, naming the record."""
+    template = ("{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+                "{% if m['content'] is not string %}{{ m['content'][0]['text'] }}{% endif %}<|eot_id|>{% endfor %}"
+                "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+    tokens = _llama3_with_template(tmp_path, template)
+    encoder = PromptEncoder(task("Review: {text}\nSentiment:", (" positive", " negative"), chat=True), tokens, 128)
+    with pytest.raises(ValueError, match="does not write the user's text into the conversation"):
+        encoder.encode(Example({"text": TEXTS[0]}, 0, where="r.jsonl:1"))
+
+
+def test_a_templates_own_text_before_the_reply_is_prompt_not_answer(tmp_path):
+    """Qwen3's template writes an empty <think></think> block before the reply: the block is
+    part of the prompt, the answer is the reply and its end of turn, so a model that writes
+    exactly the reply scores exact match 1."""
+    from prge.generation import exact_match, first_lines
+
+    template = ("{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+                "{% if m['role'] == 'assistant' %}<think>\n\n</think>\n\n{% endif %}{{ m['content'] | trim }}"
+                "<|eot_id|>{% endfor %}"
+                "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+    tokens = _llama3_with_template(tmp_path, template)
+    hf = tokens.tokenizer
+    encoder = PromptEncoder(task("{q}", response="a", chat=True), tokens, 256)
+    for (q, a), e in zip(QUESTIONS, encoder.encode_all([Example({"q": q}, -1, a) for q, a in QUESTIONS])):
+        conversation = chat_ids(hf, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], False)
+        assert e.prompt_ids + e.answer_ids == conversation[: len(e.prompt_ids) + len(e.answer_ids)]
+        assert "</think>" in hf.decode(e.prompt_ids) and "think" not in hf.decode(e.answer_ids)
+        assert e.answer_ids[-1] == hf.convert_tokens_to_ids("<|eot_id|>")
+        assert exact_match(first_lines(tokens.decode(e.answer_ids), 1), a) == 1.0

@@ -20,13 +20,16 @@ their log-likelihoods compare.
 
 Answers (which ones is the task kind's choice, prge.data.kinds):
   options               each option text, appended to the prompt as written (" positive",
-                        " the sun was rising.")
+                        " the sun was rising."); an EOS the tokenizer appends to every text
+                        (add_eos_token) is not an option's token
   generation, plain     the response, then the tokenizer's EOS token (none when the tokenizer
                         defines none; not twice when its post-processor appends one)
   generation, chat      what the chat template writes for the assistant turn after the
                         generation prompt, up to and including the first of the model's stop
                         ids (its end-of-turn token, e.g. SmolLM2's '4<|im_end|>'); trailing
-                        whitespace after the turn is not a target
+                        whitespace after the turn is not a target, and what the template writes
+                        in the turn before the reply (Qwen3's empty <think></think>) is prompt.
+                        A template that leaves out the user's text or the reply is refused.
 
 Truncation to data.max_length keeps the end of the prompt (the question the answer answers)
 and its start: BOS where the sequence starts with it, and with a chat template everything the
@@ -91,18 +94,35 @@ class PromptEncoder:
         """The prompt as the model reads it: the task's template, wrapped in one user turn and
         the assistant's generation prompt by the chat template when data.chat_template is set."""
         text = self.task.prompt(example)
-        return self.tokenizer.chat_prompt(text) if self.chat else text
-
-    def _whole_text(self, example: Example, prompt: str) -> str:
-        """Prompt + response as one text (generation tasks)."""
         if not self.chat:
-            return prompt + example.response
+            return text
+        rendered = self.tokenizer.chat_prompt(text)
+        if text.strip() not in rendered:  # e.g. a template that renders only a list of content parts
+            raise ValueError(f"{self._where(example)}: the chat template of {self.tokenizer.model_dir} does not write "
+                             "the user's text into the conversation (it renders the prompt without it), so the model "
+                             "would read the same prompt for every example")
+        return rendered
+
+    def _prompt_and_whole(self, example: Example, prompt: str) -> tuple[str, str]:
+        """(prompt, prompt + response) as texts (generation tasks). With a chat template, what the
+        template writes in the assistant's turn before the reply (Qwen3's empty <think></think>
+        block) belongs to the prompt: the reply alone, then its end of turn, is the answer."""
+        if not self.chat:
+            return prompt, prompt + example.response
         full = self.tokenizer.chat_turn(self.task.prompt(example), example.response).rstrip()
         if not full.startswith(prompt):
             raise ValueError(f"{self.tokenizer.model_dir}: the chat template does not write the conversation with the "
                              "assistant's turn as a continuation of its generation prompt, so the response tokens "
                              f"cannot be told apart ({example.where or 'an example'})")
-        return full
+        found = [i for i in (full.find(example.response, len(prompt)), full.find(example.response.strip(), len(prompt)))
+                 if i >= 0]
+        if not found:
+            raise ValueError(f"{self._where(example)}: the chat template of {self.tokenizer.model_dir} does not write "
+                             f"the assistant's reply (field {self.task.response_field!r}) as the data gives it, so it "
+                             "cannot be trained on or scored")
+        at = min(found)
+        # whitespace the template writes before the reply stays the reply's (it merges with its first word)
+        return (prompt if not full[len(prompt):at].strip() else full[:at]), full
 
     def encode(self, example: Example) -> EncodedExample:
         return self.encode_all([example])[0]
@@ -120,6 +140,9 @@ class PromptEncoder:
         wholes = [p + text for p, texts in zip(prompts, options) for text in texts]
         ids = self.tokenizer.encode(prompts + wholes, specials=not self.chat)
         contexts, whole_ids = ids[: len(prompts)], ids[len(prompts):]
+        suffix = [] if self.chat else self.tokenizer.end_specials
+        if suffix:  # an EOS the tokenizer appends to every text (add_eos_token) is no option's own token
+            whole_ids = [w[: -len(suffix)] if w[-len(suffix):] == suffix else w for w in whole_ids]
         out, start = [], 0
         for example, context, texts in zip(examples, contexts, options):
             out.append(self._with_options(example, context, whole_ids[start: start + len(texts)], texts, what))
@@ -129,8 +152,8 @@ class PromptEncoder:
     def encode_responses(self, examples: list[Example]) -> list[EncodedExample]:
         """Generation examples: prompt + response (see the module docstring), one batched
         tokenizer call."""
-        prompts = [self.prompt_text(e) for e in examples]
-        wholes = [self._whole_text(e, p) for e, p in zip(examples, prompts)]
+        pairs = [self._prompt_and_whole(e, self.prompt_text(e)) for e in examples]
+        prompts, wholes = [p for p, _ in pairs], [w for _, w in pairs]
         ids = self.tokenizer.encode(prompts + wholes, specials=not self.chat)
         return [self._generation(e, c, w) for e, c, w in zip(examples, ids[: len(prompts)], ids[len(prompts):])]
 

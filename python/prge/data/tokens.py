@@ -165,6 +165,17 @@ class ModelTokenizer:
         return list(self.tokenizer(texts, add_special_tokens=specials, return_attention_mask=False,
                                    verbose=False)["input_ids"])
 
+    @property
+    def end_specials(self) -> list[int]:
+        """The special tokens the tokenizer's post-processor appends after a text (an EOS under
+        add_eos_token: true; usually none)."""
+        if not hasattr(self, "_end_specials"):
+            probe = "Hello world"
+            plain, full = self.encode([probe], specials=False)[0], self.encode([probe], specials=True)[0]
+            at = next((i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain), None)
+            self._end_specials = [] if at is None else full[at + len(plain):]
+        return self._end_specials
+
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
