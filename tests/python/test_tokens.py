@@ -187,11 +187,18 @@ def test_a_long_response_is_cut_to_half_of_max_length_with_a_warning_and_kept_wh
     assert cut.answer_length == len(whole[0].answer_ids) > 16 and cut.reference == long_answer
     assert short.answer_ids == whole[1].answer_ids and short.answer_ids[-1] == tokens.eos_id
     assert encoder.truncation_report().splitlines()[-1] == (  # after the line on the prompt cut beside it
-        "prge: warning: data.max_length=32: 1 of 2 responses were cut to their first 16 tokens (half of max_length), "
-        "so their end and their EOS token are neither trained nor in the answer perplexity (exact match and token F1 "
+        "prge: warning: data.max_length=32: 1 of 2 responses did not fit whole beside their prompts and were cut (each "
+        "keeping at least its first 16 tokens, half of max_length), so their end and their EOS token are neither trained nor in the answer perplexity (exact match and token F1 "
         f"compare with the whole response); the longest response has {len(whole[0].answer_ids)} tokens: raise "
         "data.max_length (at most the model's max_position_embeddings) to train on more of them")
     assert PromptEncoder(t, tokens, 4096).truncation_report() is None
+    # A response longer than half of max_length that fits beside its prompt is kept whole; one
+    # that does not keeps what fits beside the whole prompt when that is more than half.
+    prompt_length = len(whole[0].prompt_ids)
+    fits = PromptEncoder(t, tokens, prompt_length + len(whole[0].answer_ids)).encode(examples[0])
+    assert fits.answer_ids == whole[0].answer_ids
+    tight = PromptEncoder(t, tokens, prompt_length + len(whole[0].answer_ids) - 1)
+    assert tight.encode(examples[0]).answer_ids == whole[0].answer_ids[:-1] and tight.responses_cut == 1
 
 
 @pytest.mark.parametrize("layout", ["llama3", "gemma", "smollm2"], indirect=True)

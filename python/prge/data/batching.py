@@ -36,7 +36,8 @@ and its start: BOS where the sequence starts with it, and with a chat template e
 template writes before and after the user's text (BOS, a system prompt, the turn markers, the
 generation prompt: found where the user's text lies in the rendered prompt), so that only the
 start of the user's text is dropped and the model still reads a well-formed conversation;
-responses keep at most max_length // 2 tokens."""
+a response that does not fit whole beside its prompt keeps its first max(max_length // 2,
+max_length - prompt tokens) tokens."""
 from __future__ import annotations
 
 import json
@@ -80,7 +81,7 @@ class PromptEncoder:
         self.task, self.tokenizer, self.max_length, self.pad_id = task, tokenizer, max_length, pad_id
         # prompts fitted, cut to fit, the longest and the fewest tokens a cut one kept
         self.fitted, self.cut, self.longest, self.fewest_kept = 0, 0, 0, max_length
-        # responses encoded, cut to fit (their first max_length // 2 tokens kept), the longest
+        # responses encoded, cut to fit (at least their first max_length // 2 tokens kept), the longest
         self.responses, self.responses_cut, self.longest_response = 0, 0, 0
         self.chat = bool(task.chat_template)
         if self.chat:
@@ -194,9 +195,9 @@ class PromptEncoder:
         whole_length = len(answer)
         self.responses += 1
         self.longest_response = max(self.longest_response, whole_length)
-        if whole_length > self.max_length // 2:
+        if k + whole_length > self.max_length and whole_length > self.max_length // 2:  # it does not fit whole
             self.responses_cut += 1
-            answer = answer[: self.max_length // 2]
+            answer = answer[: max(self.max_length // 2, self.max_length - k)]
         return EncodedExample(self._fit(example, context, k, len(answer)), -1, answer_ids=answer,
                               reference=example.response, answer_length=whole_length)
 
@@ -257,7 +258,8 @@ class PromptEncoder:
         if self.responses_cut:
             lines.append(
                 f"prge: warning: data.max_length={self.max_length}: {self.responses_cut} of {self.responses} responses "
-                f"were cut to their first {self.max_length // 2} tokens (half of max_length), so their end and their "
+                f"did not fit whole beside their prompts and were cut (each keeping at least its first "
+                f"{self.max_length // 2} tokens, half of max_length), so their end and their "
                 f"{'end-of-turn' if self.chat else 'EOS'} token are neither trained nor in the answer perplexity "
                 "(exact match and token F1 compare with the whole response); the longest response has "
                 f"{self.longest_response} tokens: raise data.max_length (at most the model's max_position_embeddings) "
