@@ -322,6 +322,10 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
                                           "to a label that holds a dot quotes it: data.label_words.\"1.5\")"
                                         : "expected a non-empty label word");
       }
+      if (item.second.Scalar().find_first_not_of(" \t\r\n") == std::string::npos) {
+        reader.fail(item.second, "data.label_words." + item.first.Scalar(),
+                    "a label word of whitespace only scores the space after the prompt, not a class");
+      }
       for (const auto& [label, word] : d.label_words) {
         if (word == item.second.Scalar()) {
           reader.fail(item.second, "data.label_words." + item.first.Scalar(),
@@ -331,6 +335,9 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
         }
       }
       d.label_words.emplace_back(item.first.Scalar(), item.second.Scalar());
+    }
+    if (d.label_words.size() == 1) {  // accuracy 1 by construction
+      reader.fail(words, "data.label_words", "one label word: classification picks among at least two");
     }
   }
   // Present and empty: never what the task means (the kind fields not chosen may be "", as every-key output writes them).

@@ -315,6 +315,16 @@ NO_OP_CASES = [
      "rank 4, scaling 2 as PEFT (Python's re) matches them"),
     ({"data": CUSTOM_SAME_WORDS}, "check",
      "data.label_words.other: label word ' good' is also the word of label 'great'"),
+    ({"data": {**CUSTOM_SAME_WORDS, "label_words": {"great": " good"}}}, "check",
+     "data.label_words: one label word: classification picks among at least two"),
+    ({"data": {**CUSTOM_SAME_WORDS, "label_words": {"great": " good", "other": " "}}}, "check",
+     "data.label_words.other: a label word of whitespace only scores the space after the prompt"),
+    # Two words the word-level tokenizer does not know: both [UNK], every score tied.
+    ({"data": {"task": "custom", "train_file": "{d}/train.csv", "eval_file": "{d}/test.csv",
+               "template": "Review : {review} Sentiment :", "label_field": "score",
+               "label_words": {"great": " wonderful", "other": " dreadful"}}}, "train",
+     "label word ' dreadful' (data.label_words) and label word ' wonderful' (data.label_words) tokenize to the "
+     "same tokens after the prompt ([0])"),
     ({"estimator": {"queries": 1000000}}, "check", "estimator.queries: 1000000 exceeds 4096"),
     ({"data": {"batch_size": 20000}}, "check", "data.batch_size: 20000 x 4 points of estimator.queries 2"),
     ({"data": {"max_length": 256}}, "train",
@@ -331,6 +341,7 @@ NO_OP_CASES = [
                                                                           for i, c in enumerate(NO_OP_CASES)])
 def test_settings_that_train_nothing_are_named(assets, capsys, overrides, command, message):
     tmp_path, model_dir, data_dir = assets
+    overrides = json.loads(json.dumps(overrides).replace("{d}", str(data_dir)))
     path = write_config(tmp_path, model_dir, data_dir, **overrides)
     argv = [command, str(path)] + (["--no-progress"] if command == "train" else [])
     assert main(argv) == 2

@@ -410,6 +410,10 @@ def test_prge_train_with_train_from_validation_and_without(tmp_path, capsys):
 
     model_dir, _ = make_tiny_assets(tmp_path)
     capsys.readouterr()  # what writing the tiny model printed
+    tokenizer = json.loads((model_dir / "tokenizer.json").read_text())  # BoolQ's label words known (else tied)
+    vocab = tokenizer["model"]["vocab"]
+    vocab["Yes"], vocab["No"] = vocab.pop("love"), vocab.pop("hate")
+    (model_dir / "tokenizer.json").write_text(json.dumps(tokenizer))
     boolq = tmp_path / "boolq"
     boolq.mkdir()
     write_jsonl(boolq / "val.jsonl", [{"question": "good", "passage": f"tasty {i}", "label": i % 2 == 0, "idx": i}

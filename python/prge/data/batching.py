@@ -167,9 +167,13 @@ class PromptEncoder:
             raise ValueError(f"{self._where(example)}: the prompt leaves no token before the answers "
                              "(the template renders to text that merges with them)")
         options = [w[k:] for w in wholes]
-        for text, tokens in zip(texts, options):
+        for i, (text, tokens) in enumerate(zip(texts, options)):
             if not tokens:
                 raise ValueError(f"{self._where(example)}: {what.format(text)} tokenizes to no tokens after the prompt")
+            if tokens in options[:i]:  # e.g. both unknown to the vocabulary: every score would tie
+                raise ValueError(f"{self._where(example)}: {what.format(text)} and {what.format(texts[options.index(tokens)])} "
+                                 f"tokenize to the same tokens after the prompt ({tokens}), so they can never be told "
+                                 "apart")
         prompt = self._fit(example, context, k, max(len(o) for o in options))
         return EncodedExample(prompt, example.label, options=options)
 
