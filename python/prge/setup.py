@@ -66,9 +66,10 @@ def split_protocol(task, data, seed: int) -> tuple[list, list, list]:
     try:
         train_all = task.load("train", data_dir)
     except MissingSplit as e:
+        where = ("point data.train_file at a file or a directory with one" if task.name == "custom"
+                 else "give data.data_dir a directory with the training split")
         raise MissingSplit(f"{e}. {task.name} has no training split there: set data.train_from: validation to train "
-                           "on a seeded part of its validation split (the rest is evaluated), or give data.data_dir "
-                           "a directory with the training split") from e
+                           f"on a seeded part of its validation split (the rest is evaluated), or {where}") from e
     eval_all = task.load("eval", data_dir)
     if data.protocol == "paper":
         return (select_examples(train_all, data.train_examples, seed, shuffle=True), [],

@@ -231,3 +231,24 @@ def test_prge_check_finds_a_missing_data_file_or_folder_before_anything_trains(a
     builtin = write_config(tmp_path, model_dir, tmp_path / "no-such-folder")
     assert main(["check", str(builtin)]) == 2
     assert f"data.data_dir: {tmp_path / 'no-such-folder'} not found" in capsys.readouterr().err
+
+
+def test_a_data_directory_that_is_not_a_saved_dataset_or_lacks_the_split_names_its_key(assets, capsys):
+    """data.train_file naming a plain directory, or a datasets.save_to_disk directory without a
+    training split: the key to fix is named (not datasets' own message, not data.data_dir)."""
+    from installed import installed_module
+
+    datasets = installed_module("datasets", "pip install datasets")
+    tmp_path, model_dir = assets
+    (tmp_path / "plain").mkdir()
+    config = custom_config(tmp_path, model_dir, train_file=str(tmp_path / "plain"))
+    assert main(["train", str(config), "--no-progress"]) == 2
+    assert f"prge: error: data.train_file: {tmp_path / 'plain'} is a directory but not one datasets.save_to_disk " \
+           "writes" in capsys.readouterr().err
+    rows = [{"text": REVIEWS[i % 2][0], "sentiment": REVIEWS[i % 2][1]} for i in range(8)]
+    datasets.DatasetDict({"validation": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "saved"))
+    config = custom_config(tmp_path, model_dir, train_file=str(tmp_path / "saved"))
+    assert main(["train", str(config), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"prge: error: data.train_file: {tmp_path / 'saved'}: no 'train' split" in err and \
+        "point data.train_file at a file or a directory with one" in err, err

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from prge.data.examples import Example, Task
 from prge.data.kinds import CLASSIFICATION, GENERATION, MULTIPLE_CHOICE
-from prge.data.sources import CUSTOM_READERS, Located, content_sha256, read_hf
+from prge.data.sources import CUSTOM_READERS, Located, MissingSplit, content_sha256, read_hf
 from prge.jsonl import as_written_json
 
 SPLIT_KEYS = {"train": "train_file", "eval": "eval_file"}
@@ -125,10 +125,15 @@ def read_records(path: Path, split: str) -> Located:
     'test' for eval)."""
     key = f"data.{SPLIT_KEYS[split]}"
     if path.is_dir():
+        if not any((path / name).is_file() for name in ("dataset_dict.json", "state.json")):
+            raise ValueError(f"{key}: {path} is a directory but not one datasets.save_to_disk writes (it has no "
+                             "dataset_dict.json or state.json); name a data file or such a directory")
         try:
             return read_hf(path, split, HF_SPLIT_NAMES[split])
         except ImportError as e:
             raise ImportError(f"{key}: {path}: {e}") from e
+        except MissingSplit as e:
+            raise MissingSplit(f"{key}: {e}") from None
     if not path.is_file():
         raise FileNotFoundError(f"{key}: {path} not found")
     suffix = path.suffix.lower()
