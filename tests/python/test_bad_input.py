@@ -766,6 +766,8 @@ CUSTOM_FILE_CASES = [
      "train.jsonl:2: a NUL character (\\x00) at column 13"),
     ("train.jsonl", '{"text": "good \\ud83d\\ude00", "sentiment": "positive"}\n{"text": "ba\\ud800d", '
      '"sentiment": "negative"}\n', "train.jsonl:2: a \\uD800-\\uDFFF escape that is not half of a surrogate pair"),
+    ("train.json", '[{"text": "good", "sentiment": "positive"}, {"text": "ba\\ud800d", "sentiment": "negative"}]',
+     "train.json: record 2: field 'text' holds a lone UTF-16 surrogate"),
 ]
 
 

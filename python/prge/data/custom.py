@@ -163,6 +163,12 @@ def _choices(value, where: str, key: str) -> tuple[str, ...]:
     if len(value) < 2:
         raise ValueError(f"{where}: {key} holds {len(value)} candidate(s); multiple choice needs at least 2")
     texts = [_text_of(c) for c in value]
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a JSON \uD800-\uDFFF escape without its other half
+            raise ValueError(f"{where}: {key}: candidate {i} holds a lone UTF-16 surrogate, which encodes no "
+                             "character: not text; remove it or fix the export that wrote it") from None
     return tuple(t if t[:1].isspace() else " " + t for t in texts)
 
 

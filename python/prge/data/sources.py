@@ -75,6 +75,12 @@ def _refuse_nul(where: str, record) -> None:
         if isinstance(value, str):
             if "\x00" in value:
                 raise ValueError(f"{where}: field {field!r} holds a NUL character (\\x00): {NUL_ADVICE}")
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:  # a JSON \uD800-\uDFFF escape without its other half
+                    raise ValueError(f"{where}: field {field!r} holds a lone UTF-16 surrogate, which encodes no "
+                                     f"character: {NUL_ADVICE}") from None
         elif isinstance(value, dict):
             for k, v in value.items():
                 name = f"{field}.{k}" if field else str(k)
