@@ -616,6 +616,19 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   } catch (const std::invalid_argument& e) {
     reader.fail_invalid(opt, "optimizer", e.what());
   }
+  const OptimizerOptions plain;  // Adam's own settings set for another kind: named, not applied
+  if (c.optimizer.kind != OptimizerKind::Adam) {
+    if (opt["betas"] && (c.optimizer.beta1 != plain.beta1 || c.optimizer.beta2 != plain.beta2)) {
+      c.warnings.push_back(reader.located(opt["betas"], "optimizer.betas",
+                                          fmt::format("applies to kind adam; kind {} does not read it",
+                                                      to_string(c.optimizer.kind))));
+    }
+    if (opt["eps"] && c.optimizer.adam_eps != plain.adam_eps) {
+      c.warnings.push_back(reader.located(opt["eps"], "optimizer.eps",
+                                          fmt::format("applies to kind adam; kind {} does not read it",
+                                                      to_string(c.optimizer.kind))));
+    }
+  }
 
   const auto data = section_of(reader, root, "data");
   reader.check_keys(data, "data", {"task", "data_dir", "protocol", "train_examples", "dev_examples",

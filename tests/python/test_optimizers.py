@@ -241,3 +241,12 @@ def test_adapter_patterns_round_trip_through_the_saved_config():
     assert again.adapter.alpha_pattern == {"q_proj": 4.5}
     module = "model.layers.1.self_attn.k_proj"
     assert again.adapter.rank_of(module) == 2 and again.adapter.scaling_of(module) == pytest.approx(32 / 2 ** 0.5)
+
+
+def test_adams_settings_under_another_kind_are_warned_about():
+    """optimizer.betas / eps set for sgd or sign: not read, so said (momentum under adam is refused)."""
+    config = prge.parse_run_config("optimizer: {kind: sign, betas: [0.5, 0.9], eps: 1.0e-6}\n", "c.yaml")
+    assert config.warnings == ["c.yaml:1:32: optimizer.betas: applies to kind adam; kind sign does not read it",
+                               "c.yaml:1:49: optimizer.eps: applies to kind adam; kind sign does not read it"]
+    assert prge.parse_run_config("optimizer: {kind: adam, betas: [0.5, 0.9], eps: 1.0e-6}\n").warnings == []
+    assert prge.parse_run_config("optimizer: {kind: sgd}\n").warnings == []  # the defaults to_yaml writes
