@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from prge._core import TokenBatch
+from prge.run_dir import keyed_difference
 
 # The seconds a rank waits for the others before the job ends with an error (`--rank-timeout`).
 DEFAULT_TIMEOUT_SECONDS = 300
@@ -209,34 +210,11 @@ def check_agreement(comm: Communicator, what: str, value) -> None:
     if not differing:
         return
     values = comm.gather_objects(value, f"the {what} check")
-    key, mine, theirs = _first_difference(values[0], values[differing[0]])
+    key, mine, theirs = keyed_difference(values[0], values[differing[0]])
     other = "another config" if what == "config" else f"other {what}"
     raise RankFailure(f"rank(s) {differing} run with {other} than rank 0 (first difference: {key}: "
                       f"{mine} on rank 0, {theirs} on rank {differing[0]}); every rank must read the same config, "
                       "--set values and data files; the job stops before training")
-
-
-def _keyed(value) -> dict:
-    """A to_yaml() text or a mapping as {dotted key: value text}."""
-    if isinstance(value, dict):
-        return {str(k): str(v) for k, v in value.items()}
-    out, section = {}, ""
-    for line in value.splitlines():
-        key, _, rest = line.strip().partition(":")
-        if line.startswith(" "):
-            out[f"{section}.{key}"] = rest.strip()
-        else:
-            section = key
-            out[key] = rest.strip()
-    return out
-
-
-def _first_difference(a, b) -> tuple[str, str, str]:
-    mine, theirs = _keyed(a), _keyed(b)
-    for key in list(mine) + [k for k in theirs if k not in mine]:
-        if mine.get(key) != theirs.get(key):
-            return key, mine.get(key, "(absent)"), theirs.get(key, "(absent)")
-    return "(the texts differ)", "", ""
 
 
 # After a share's losses, a rank's payload carries these (float64 each).

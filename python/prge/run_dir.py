@@ -5,7 +5,6 @@ only by a summary of the very config it stores. The directories other commands w
 what they read."""
 from __future__ import annotations
 
-import difflib
 import fcntl
 import re
 import sys
@@ -53,11 +52,44 @@ def resumable(out_dir: Path, config_yaml: str) -> bool:
         return False
 
 
+def keyed(value) -> dict[str, str]:
+    """A config's to_yaml() text (block mappings, two spaces a level) or a flat mapping as
+    {dotted key: value text}; a line that is not `key: value` keeps its text under its parent."""
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    out, path = {}, []  # path: (indent, key) of the mappings the line is inside
+    for line in value.splitlines():
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        while path and path[-1][0] >= indent:
+            path.pop()
+        key, colon, rest = line.strip().partition(":")
+        if not colon:  # a list item or a continued scalar
+            parent = ".".join(k for _, k in path)
+            out[parent] = f"{out.get(parent, '')} {line.strip()}".strip()
+            continue
+        dotted = ".".join([k for _, k in path] + [key.strip()])
+        out[dotted] = rest.strip()
+        path.append((indent, key.strip()))
+    return out
+
+
+def keyed_difference(a, b) -> tuple[str, str, str]:
+    """(dotted key, a's value, b's value) of the first key whose values differ between two
+    configs (keyed); '(absent)' for a key one lacks."""
+    mine, theirs = keyed(a), keyed(b)
+    for key in list(mine) + [k for k in theirs if k not in mine]:
+        if mine.get(key) != theirs.get(key):
+            return key, mine.get(key, "(absent)"), theirs.get(key, "(absent)")
+    return "(the texts differ)", "", ""
+
+
 def first_difference(stored: str, wanted: str) -> str:
-    for line in difflib.unified_diff(stored.splitlines(), wanted.splitlines(), lineterm="", n=0):
-        if line.startswith(("+", "-")) and not line.startswith(("+++", "---")):
-            return line
-    return ""
+    """'KEY: VALUE in the run there, VALUE now' for the first setting a run's stored config.yaml
+    and this one give differently."""
+    key, before, now = keyed_difference(stored, wanted)
+    return f"{key}: {before or '(empty)'} in the run there, {now or '(empty)'} now"
 
 
 # Run settings that change how a run's checkpoints are stored, never a number the run produces
@@ -103,7 +135,7 @@ def finished(out_dir: str | Path, config_yaml: str) -> bool:
     if stored == config_yaml:
         return True
     raise RunDirError(f"{out_dir} holds a finished run of other settings (first difference: "
-                      f"{first_difference(stored, config_yaml) or 'no config.yaml'}); run into another "
+                      f"{first_difference(stored, config_yaml) if stored else 'no config.yaml'}); run into another "
                       "--output-root, or delete that directory")
 
 

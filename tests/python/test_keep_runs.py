@@ -135,7 +135,8 @@ def test_another_models_runs_are_kept_apart_and_must_be_that_models(tmp_path, mo
     smollm2_run = make_archive(tmp_path / "device.tgz", good, folder=name)
     assert run_main(keep, monkeypatch, smollm2_run, "--model", "gemma3-270m", "--no-report") == 1
     err = capsys.readouterr().err
-    first_difference = '(first difference: -  name: "/tmp/prge-cache/models/smollm2-135m")'
+    first_difference = ('(first difference: model.name: "/tmp/prge-cache/models/smollm2-135m" in the run there, '
+                        '"/tmp/prge-cache/models/gemma3-270m" now)')
     assert f"keep_runs: refused {run}: other settings than the sweep's {first_difference}" in err
     assert not kept_archive(tmp_path).exists()
     gemma = {k: v.replace(b"/tmp/prge-cache/models/smollm2-135m", b"/tmp/prge-cache/models/gemma3-270m")

@@ -74,7 +74,7 @@ def test_a_sweep_rerun_with_other_settings_is_refused_naming_the_difference(run_
     assert "finished earlier, skipping" in capsys.readouterr().out
     assert main(["sweep", str(sweep), "--set", "optimizer.lr=0.5"]) == 2
     err = capsys.readouterr().err
-    assert "holds a finished run of other settings (first difference: -  lr: 0.01)" in err, err
+    assert "holds a finished run of other settings (first difference: optimizer.lr: 0.01 in the run there, 0.5 now)" in err, err
 
 
 def test_a_run_stored_before_rng_auto_is_the_same_run_on_its_device(tmp_path):
