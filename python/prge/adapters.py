@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -312,6 +313,11 @@ def _output_dir(run_dir: str | Path, out: str | Path, overwrite: bool) -> Path:
     if (run_dir / "config.yaml").is_file():
         reads["the run's model directory"] = config_model_dir(load_run_config(str(run_dir / "config.yaml")))
     check_output_dir(out, "--out", overwrite, reads)
+    existing = next(p for p in [out, *out.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        raise RunDirError(f"--out: {out}: {existing} is a file, so the directory cannot be made there")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(f"--out: {out}: {existing} is not writable by this user")
     return out
 
 

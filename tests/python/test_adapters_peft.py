@@ -433,3 +433,11 @@ def test_initialisations_that_leave_the_base_unchanged_are_read(trained, init):
     load_peft(native, source, options)
     with torch.no_grad():
         assert_same_logits(native.logits(ids), peft_model(ids).logits)
+
+
+def test_an_out_under_a_file_is_named_before_anything_is_written(trained, capsys):
+    tmp, _, _, _ = trained
+    (tmp / "a_file").write_text("mine")
+    assert main(["adapters", "export", str(tmp / "run"), "--out", str(tmp / "a_file" / "sub")]) == 2
+    assert f"prge: error: --out: {tmp / 'a_file' / 'sub'}: {tmp / 'a_file'} is a file" in capsys.readouterr().err
+    assert (tmp / "a_file").read_text() == "mine"
