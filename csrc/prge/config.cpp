@@ -155,6 +155,7 @@ class Reader {
     if (!node) return;
     if (is_null(node)) fail(key_of(section, key), section_name + "." + key, kNoValue);
     if (!node.IsSequence()) fail(node, section_name + "." + key, "expected a list");
+    note_place(node, section_name + "." + key);
     out.clear();
     for (const auto& item : node) {
       if (is_null(item)) fail(key_of(section, key), section_name + "." + key, "an empty item (YAML reads '-' alone as null)");

@@ -175,7 +175,10 @@ def setup_model(config, data: DataSetup | None = None, *, model_dir: str | Path 
 
         check_patterns_read_as_peft(model, config.adapter, config.places.get("adapter.rank_pattern")
                                     or config.places.get("adapter.alpha_pattern") or "adapter")
-        model.attach_adapters(config.adapter)
+        try:
+            model.attach_adapters(config.adapter)
+        except ValueError as e:  # a target the model's family does not have: named at adapter.targets
+            raise ValueError(f"{config.places.get('adapter.targets') or 'adapter.targets'}: {e}") from None
         if config.adapter.init_from:  # a PEFT adapter as the starting point
             from prge.adapters import load_peft
 
