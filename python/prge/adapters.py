@@ -22,6 +22,7 @@ import math
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -101,6 +102,14 @@ def read_peft_config(adapter_dir: Path, key: str = "adapter.init_from") -> dict:
     return peft
 
 
+def _peft_regex(pattern: str) -> re.Pattern:
+    """A module pattern compiled as PEFT compiles it (Python's re), without re's FutureWarning
+    on a POSIX class such as [[:digit:]] (prge names what such a pattern does instead)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return re.compile(pattern)
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -120,7 +129,7 @@ def check_peft_values(peft: dict, where: str) -> None:
 
     def regex(field: str, pattern: str) -> None:
         try:
-            re.compile(pattern)
+            _peft_regex(pattern)
         except re.error as e:
             raise ValueError(f"{where}: {field}: {pattern!r} is not a Python regular expression, as PEFT reads "
                              f"it: {e}") from None
@@ -166,7 +175,7 @@ def peft_rank_and_scaling(peft: dict, module: str) -> tuple[int, float]:
     scaling lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora."""
     def pattern_value(patterns, default):
         return next((value for pattern, value in (patterns or {}).items()
-                     if re.match(rf"(.*\.)?({pattern})$", module)), default)
+                     if _peft_regex(rf"(.*\.)?({pattern})$").match(module)), default)
 
     rank = pattern_value(peft.get("rank_pattern"), peft["r"])
     alpha = pattern_value(peft.get("alpha_pattern"), peft["lora_alpha"])
@@ -202,7 +211,7 @@ def check_patterns_read_as_peft(model, options, where: str) -> None:
     adapted = [module for name, module in module_names(model).items() if name.rsplit(".", 1)[1] in targets]
     for field in ("rank_pattern", "alpha_pattern"):
         patterns = peft[field]
-        matches = {key: [m for m in adapted if re.match(rf"(.*\.)?({key})$", m)] for key in patterns}
+        matches = {key: [m for m in adapted if _peft_regex(rf"(.*\.)?({key})$").match(m)] for key in patterns}
         for key, modules in matches.items():
             if not modules:  # PEFT warns and goes on; here a typo would train at the default silently
                 raise ValueError(f"{where}: adapter.{field} key {key!r} matches none of the adapted modules "
@@ -228,7 +237,7 @@ def peft_targets(peft: dict, modules: dict[str, str], projections: list[str], wh
     if wanted == "all-linear":
         chosen = set(names)
     elif isinstance(wanted, str):
-        chosen = {n for n in names if re.fullmatch(wanted, n)}
+        chosen = {n for n in names if _peft_regex(wanted).fullmatch(n)}
     else:
         chosen = {n for n in names if any(n == t or n.endswith("." + t) for t in wanted)}
     projections = sorted({n.rsplit(".", 1)[1] for n in chosen}, key=projections.index)
