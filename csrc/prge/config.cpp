@@ -560,6 +560,18 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
                     "generator on a CPU (rng: auto takes torch there)",
                     c.model.device, torch::Device(c.model.device).is_cuda() ? " (a build without CUDA kernels)" : "")));
   }
+  // MeZO adds lr · g · z to every weight in place in model.dtype: at MeZO's learning rates most of
+  // these updates are below half a bfloat16 / float16 step of the weight (measured on a tiny random
+  // Llama, 3 steps: 5 % of the weights changed at lr 1e-6, 42 % at 1e-5, 93 % at 1e-4 in bfloat16;
+  // all of them in float32).
+  if (c.estimator.kind == EstimatorKind::Mezo && floor > 0.0) {
+    c.warnings.push_back(reader.located(
+        model["dtype"] ? model["dtype"] : model, "model.dtype",
+        fmt::format("{} with estimator.kind mezo: MeZO updates every weight in place in this dtype, and at its "
+                    "learning rates most updates lr * g * z are smaller than half the dtype's rounding step and are "
+                    "lost (measured: 5 % of weights changed at lr 1e-6, 42 % at 1e-5, 93 % at 1e-4; all in "
+                    "float32); train MeZO in float32", c.model.dtype)));
+  }
   if (c.estimator.kind == EstimatorKind::Mezo) {
     if (!c.adapter.init_from.empty()) {
       reader.fail(section_of(reader, root, "adapter")["init_from"], "adapter.init_from",

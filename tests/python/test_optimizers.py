@@ -250,3 +250,12 @@ def test_adams_settings_under_another_kind_are_warned_about():
                                "c.yaml:1:49: optimizer.eps: applies to kind adam; kind sign does not read it"]
     assert prge.parse_run_config("optimizer: {kind: adam, betas: [0.5, 0.9], eps: 1.0e-6}\n").warnings == []
     assert prge.parse_run_config("optimizer: {kind: sgd}\n").warnings == []  # the defaults to_yaml writes
+
+
+def test_mezo_in_half_precision_is_warned_about():
+    """MeZO's in-place updates at its learning rates mostly round away in bfloat16 / float16."""
+    mezo = "adapter: null\nestimator: {kind: mezo, parallel: sequential}\n"
+    config = prge.parse_run_config("model: {dtype: bfloat16}\n" + mezo, "c.yaml")
+    assert len(config.warnings) == 1 and config.warnings[0].startswith(
+        "c.yaml:1:16: model.dtype: bfloat16 with estimator.kind mezo: MeZO updates every weight in place")
+    assert prge.parse_run_config("model: {dtype: float32}\n" + mezo).warnings == []
