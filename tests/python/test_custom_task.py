@@ -47,7 +47,7 @@ def test_custom_classification_trains_from_config_alone(assets):
     assert 0.0 <= summary["accuracy_after"] <= 1.0 and summary["majority_accuracy"] == 0.5
 
 
-def test_custom_csv_tsv_and_generation(assets):
+def test_custom_csv_tsv_and_generation(assets, capsys):
     tmp_path, model_dir = assets
     for name, sep in (("train.csv", ","), ("train.tsv", "\t")):
         (tmp_path / name).write_text(f"text{sep}answer\n" + "".join(
@@ -58,6 +58,10 @@ def test_custom_csv_tsv_and_generation(assets):
     assert main(["train", str(config), "--no-progress"]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["perplexity_after"] > 1.0 and "accuracy_after" not in summary
+    # the closing line says what the summary holds: exact match and token F1 too
+    out = capsys.readouterr().out
+    assert f"-> {summary['exact_match_after']:.4f}, token F1 " in out and \
+        f"-> {summary['token_f1_after']:.4f}; results in" in out, out
     history = summary["eval_history"]
     assert history[0]["eval_answer_nll"] > 0 and history[-1]["step"] == 4
 

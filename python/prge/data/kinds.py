@@ -213,7 +213,11 @@ class Generation(TaskKind):
         return text
 
     def change(self, before, after):
-        return f"answer perplexity {before['perplexity']:.4f} -> {after['perplexity']:.4f}"
+        text = f"answer perplexity {before['perplexity']:.4f} -> {after['perplexity']:.4f}"
+        for key, name in (("exact_match", "exact match"), ("token_f1", "token F1")):
+            if key in after:
+                text += f", {name} " + (f"{before[key]:.4f} -> " if key in before else "") + f"{after[key]:.4f}"
+        return text
 
     def results(self, before, after):
         return {"exact_match_after": after["exact_match"], "token_f1_after": after["token_f1"]}
