@@ -71,6 +71,13 @@ def split_protocol(task, data, seed: int) -> tuple[list, list, list]:
         raise MissingSplit(f"{e}. {task.name} has no training split there: set data.train_from: validation to train "
                            f"on a seeded part of its validation split (the rest is evaluated), or {where}") from e
     eval_all = task.load("eval", data_dir)
+    if task.name == "custom":
+        from prge.data.custom import split_paths
+
+        paths = split_paths(data)
+        if paths["train"].resolve() == paths["eval"].resolve():
+            print(f"[prge] note: data.train_file and data.eval_file are one file ({paths['train']}): the evaluation "
+                  "scores examples the run trains on, so it measures fitting, not generalisation", file=sys.stderr)
     if data.protocol == "paper":
         return (select_examples(train_all, data.train_examples, seed, shuffle=True), [],
                 select_examples(eval_all, data.eval_examples, seed, shuffle=False))

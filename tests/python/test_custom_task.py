@@ -93,6 +93,16 @@ def test_template_placeholder_without_field_and_bad_template(assets, capsys):
     for template in ("{text!z}", "{text:d}"):  # a conversion or format spec would fail (or format) mid-run
         assert main(["train", str(custom_config(tmp_path, model_dir, template=template)), "--no-progress"]) == 2
         assert f"prge: error: data.template: {template} in " in capsys.readouterr().err
+    for template in ("{text.upper}", "{0}", "{text[0]}"):  # a lookup or a position, not a field name
+        assert main(["train", str(custom_config(tmp_path, model_dir, template=template)), "--no-progress"]) == 2
+        assert "a placeholder is a field name (spaces and dashes allowed" in capsys.readouterr().err
+    # a CSV header with a space: its field is a placeholder as written
+    (tmp_path / "spaced.csv").write_text("review text,sentiment\n" + "".join(
+        f"{REVIEWS[i % 2][0]},{REVIEWS[i % 2][1]}\n" for i in range(8)))
+    spaced = custom_config(tmp_path, model_dir, template="Review : {review text} Sentiment :",
+                           train_file=str(tmp_path / "spaced.csv"), eval_file=str(tmp_path / "spaced.csv"))
+    assert main(["train", str(spaced), "--no-progress", "--overwrite"]) == 0
+    assert "data.train_file and data.eval_file are one file" in capsys.readouterr().err  # trains on what it scores
     # prompts that hold their own answer, or that are all one text, are refused before anything runs
     for data, message in (({"template": "Review : {text} {sentiment}"}, "writes {sentiment}, the field of the answer "
                            "(data.label_field): every prompt would show its own answer"),

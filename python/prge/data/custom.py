@@ -52,8 +52,13 @@ def template_fields(template: str) -> list[str]:
             raise ValueError(f"data.template: {{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}} "
                              f"in {template!r}: a placeholder is a field name only, like {{{name}}}")
     names = [name for name, _, _ in parsed]
-    if any(not n or not n.isidentifier() for n in names):
-        raise ValueError(f"data.template: placeholders must be field names like {{text}}, got {template!r}")
+    # a field name as a record holds it ("review text", "item-id"); '.' and '[' would be read as
+    # attribute and index lookups, and a number as a position
+    bad = next((n for n in names if not n.strip() or n.isdigit() or any(c in n for c in ".[]")), None)
+    if bad is not None:
+        raise ValueError(f"data.template: placeholder {{{bad}}} in {template!r}: a placeholder is a field name "
+                         "(spaces and dashes allowed; no '.', '[' or ']', and not a number), like {text}; rename a "
+                         "field that holds such characters")
     return list(dict.fromkeys(names))
 
 
@@ -184,7 +189,7 @@ def _choice_index(value, choices: tuple[str, ...], where: str, key: str, typed: 
     either reading could be meant. A number is an index also among candidates that are numbers
     ([1.0, 2.0] with label 1.0 is the second), as JSON lines' numbers always are."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError(f"{where}: {key} = {value!r} is neither a candidate index nor a candidate's text")
+        raise ValueError(f"{where}: {key} = {shown(value)} is neither a candidate index nor a candidate's text")
     stripped = [c.strip() for c in choices]
     if isinstance(value, float):
         if not value.is_integer():
