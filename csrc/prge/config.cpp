@@ -9,6 +9,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -292,7 +293,7 @@ void read_pattern(const Reader& reader, const YAML::Node& adapter, const char* k
 // The keys of `task: custom`: only with that task, and then a complete description of it.
 // What needs the data itself (fields present, labels inside label_words) is checked when
 // the files are read.
-void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions& d) {
+void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions& d, std::vector<std::string>& warnings) {
   const std::vector<std::string> keys = {"train_file", "eval_file", "template", "label_field",
                                          "label_words", "response_field", "choices_field", "chat_template"};
   if (!d.custom()) {
@@ -339,6 +340,22 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
     }
     if (d.label_words.size() == 1) {  // accuracy 1 by construction
       reader.fail(words, "data.label_words", "one label word: classification picks among at least two");
+    }
+  }
+  // A label word glued to the template's last character ("Sentiment:" + "positive"): almost always
+  // a missing space (MeZO's words start with one); said, not refused (a template may mean it).
+  if (!d.chat_template && !d.prompt_template.empty() && !std::isspace(static_cast<unsigned char>(d.prompt_template.back())) &&
+      d.prompt_template.back() != '}' && data["label_words"]) {
+    for (const auto& item : data["label_words"]) {
+      const auto& word = item.second.Scalar();
+      if (!std::isspace(static_cast<unsigned char>(word.front()))) {
+        warnings.push_back(reader.located(
+            item.second, "data.label_words." + item.first.Scalar(),
+            fmt::format("'{}' follows the template's last character '{}' without a space, so the model reads "
+                        "'...{}{}'; label words usually start with one (' {}')", word, d.prompt_template.back(),
+                        d.prompt_template.back(), word, word)));
+        break;
+      }
     }
   }
   // Present and empty: never what the task means (the kind fields not chosen may be "", as every-key output writes them).
@@ -672,7 +689,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
                             {"max_length", c.data.max_length}}) {
     if (value < 1) reader.fail(data[key], std::string("data.") + key, "must be >= 1");
   }
-  read_custom_task(reader, data, c.data);
+  read_custom_task(reader, data, c.data, c.warnings);
   {  // sequences of one batched forward: the batch repeated for every point evaluated at once
     const int64_t q = c.estimator.queries;
     const bool central = c.estimator.difference == Difference::Central;

@@ -266,3 +266,23 @@ def test_a_data_directory_that_is_not_a_saved_dataset_or_lacks_the_split_names_i
     err = capsys.readouterr().err
     assert f"prge: error: data.train_file: {tmp_path / 'saved'}: no 'train' split" in err and \
         "point data.train_file at a file or a directory with one" in err, err
+
+
+def test_a_label_word_glued_to_the_template_is_warned_about():
+    """'Sentiment:' + 'positive' reads '...:positive' (MeZO's words start with a space): said at
+    the word's place; a word with its space, a template ending in a placeholder or whitespace,
+    and chat prompts (the template ends the turn) say nothing."""
+    import prge
+
+    def warnings(template, words, chat=False):
+        text = yaml.safe_dump({"data": {"task": "custom", "train_file": "a", "eval_file": "b", "template": template,
+                                        "label_field": "s", "label_words": words, "chat_template": chat}})
+        return prge.parse_run_config(text, "c.yaml").warnings
+
+    glued = warnings("Review: {text} Sentiment:", {"p": "positive", "n": "negative"})
+    assert len(glued) == 1 and "data.label_words.n: 'negative' follows the template's last character ':' without a " \
+        "space, so the model reads '...:negative'" in glued[0]  # the first word (safe_dump sorts the keys)
+    assert warnings("Review: {text} Sentiment:", {"p": " positive", "n": " negative"}) == []
+    assert warnings("Review: {text}", {"p": "positive", "n": "negative"}) == []
+    assert warnings("Review: {text} Sentiment:\n", {"p": "positive", "n": "negative"}) == []
+    assert warnings("Review: {text} Sentiment:", {"p": "positive", "n": "negative"}, chat=True) == []
