@@ -408,6 +408,7 @@ def base_weights_metadata(config, model) -> dict:
 
 
 STORED_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}  # safetensors' names -> model.dtype's
+DTYPE_WIDTH = {"float32": 2, "bfloat16": 1, "float16": 1}  # float32 holds both half formats' values
 
 
 def stored_dtype(model_dir: str | Path) -> str | None:
@@ -432,9 +433,10 @@ def export_merged(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     """A full Hugging Face model directory `out` with (alpha / r) B A folded into W, or, for a
     run that trained full weights (MeZO), its trained weights: exactly one set of weights
     (model.safetensors), never written into the model directory it reads. The adapters fold
-    into W as the base checkpoint stores it (float64 sums, then its dtype): a bfloat16 run on a
-    float32 checkpoint merges into float32 weights, where bfloat16 would round away most of a
-    small (alpha / r) B A. A MeZO run's weights are written in its model.dtype."""
+    into W in the wider of the run's model.dtype and the dtype the base checkpoint stores
+    (float64 sums, then that dtype): a bfloat16 run on a float32 checkpoint, and a float32 run on
+    a bfloat16 one, merge into float32 weights, where bfloat16 would round away most of a small
+    (alpha / r) B A. A MeZO run's weights are written in its model.dtype."""
     from prge._core import load_run_config, wrapper_text_weight_name
 
     out = _output_dir(run_dir, out, overwrite)
@@ -443,7 +445,9 @@ def export_merged(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     if run_config is not None and run_config.use_adapter:
         from prge.models import config_model_dir
 
-        dtype = stored_dtype(config_model_dir(run_config)) or run_config.model.dtype
+        stored = stored_dtype(config_model_dir(run_config)) or run_config.model.dtype
+        # the wider of the two: a float32 run on a bfloat16 checkpoint merges into float32 too
+        dtype = stored if DTYPE_WIDTH[stored] > DTYPE_WIDTH[run_config.model.dtype] else run_config.model.dtype
         if dtype != run_config.model.dtype:
             log(f"[prge] note: the run trained in {run_config.model.dtype}; its base checkpoint stores {dtype}, so "
                 f"the adapters are folded into {dtype} weights (in {run_config.model.dtype} most of a small "

@@ -106,6 +106,28 @@ def test_a_bfloat16_run_merges_into_its_float32_checkpoints_dtype(trained, capsy
     assert (moved - delta).abs().max() <= 1e-6 * base["model.layers.0.self_attn.q_proj.weight"].abs().max()
 
 
+def test_a_float32_run_on_a_bfloat16_checkpoint_merges_into_float32(trained):
+    """The wider dtype of run and checkpoint: a float32 run's small B A on bfloat16 weights is
+    folded into float32, not rounded away."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    tmp, model_dir, _, _ = trained
+    half = tmp / "tiny_bf16"
+    shutil.copytree(model_dir, half)
+    save_file({k: v.to(torch.bfloat16) for k, v in load_file(str(model_dir / "model.safetensors")).items()},
+              str(half / "model.safetensors"), metadata={"format": "pt"})
+    run = tmp / "f32_on_bf16"
+    config = write_config(tmp, half, tmp / "food", optimizer={"lr": 1e-3},
+                          run={"steps": 3, "eval_every": 0, "output_dir": str(run)})
+    assert main(["train", str(config), "--no-progress"]) == 0
+    assert main(["adapters", "export", str(run), "--out", str(tmp / "f32_on_bf16_merged"), "--merge"]) == 0
+    with safe_open(str(tmp / "f32_on_bf16_merged" / "model.safetensors"), "pt") as f:
+        assert {f.get_slice(name).get_dtype() for name in f.keys()} == {"F32"}
+
+
 def test_a_mezo_run_exports_its_trained_weights_as_a_hugging_face_model(tmp_path, capsys):
     """MeZO trains every weight and has no adapter: --merge writes the trained model (bit for
     bit what the run saved), `prge generate` reads the run, and a PEFT export is refused by name."""
