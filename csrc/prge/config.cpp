@@ -344,11 +344,13 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
   }
   // A label word glued to the template's last character ("Sentiment:" + "positive"): almost always
   // a missing space (MeZO's words start with one); said, not refused (a template may mean it).
-  if (!d.chat_template && !d.prompt_template.empty() && !std::isspace(static_cast<unsigned char>(d.prompt_template.back())) &&
-      d.prompt_template.back() != '}' && data["label_words"]) {
+  // ASCII on both sides only: a template ending in a field ('}') ends in unknown text, and words
+  // of scripts written without spaces (Chinese, Japanese) follow their prompt directly.
+  const auto last = d.prompt_template.empty() ? 0 : static_cast<unsigned char>(d.prompt_template.back());
+  if (!d.chat_template && last > 0x20 && last < 0x80 && last != '}' && data["label_words"]) {
     for (const auto& item : data["label_words"]) {
       const auto& word = item.second.Scalar();
-      if (!std::isspace(static_cast<unsigned char>(word.front()))) {
+      if (std::isalnum(static_cast<unsigned char>(word.front()))) {
         warnings.push_back(reader.located(
             item.second, "data.label_words." + item.first.Scalar(),
             fmt::format("'{}' follows the template's last character '{}' without a space, so the model reads "

@@ -286,3 +286,5 @@ def test_a_label_word_glued_to_the_template_is_warned_about():
     assert warnings("Review: {text}", {"p": "positive", "n": "negative"}) == []
     assert warnings("Review: {text} Sentiment:\n", {"p": "positive", "n": "negative"}) == []
     assert warnings("Review: {text} Sentiment:", {"p": "positive", "n": "negative"}, chat=True) == []
+    assert warnings("评论：{text}\n情感：", {"p": "正面", "n": "负面"}) == []  # written without spaces
+    assert warnings("Review: {text} Sentiment:", {"p": "正面", "n": "负面"}) == []

@@ -119,6 +119,8 @@ REFUSED = [
     ({"model_type": "mamba"}, "model_type 'mamba' is not supported"),
     ({"model_type": DELETE}, "model_type: missing"),
     ({"rms_norm_eps": -1.0}, "rms_norm_eps: -1 is not a finite number > 0"),
+    ({"rope_interleaved": True}, "rope_interleaved: true"),
+    ({"head_dim": 10**12}, "head_dim: 1000000000000 is larger than any model's"),
     ({"rms_norm_eps": 0}, "rms_norm_eps: 0 is not a finite number > 0"),
     ({"rms_norm_eps": None}, "rms_norm_eps: null: transformers refuses it"),
     ({"tie_word_embeddings": None}, "tie_word_embeddings: null: transformers 4 reads it as untied and transformers 5 "
@@ -146,6 +148,8 @@ ACCEPTED = [
     # Code shipped with the model runs in transformers only with trust_remote_code=True; the
     # attention implementation it chose gives the same result.
     {"auto_map": {"AutoModelForCausalLM": "modeling.Model"}, "_attn_implementation_autoset": True},
+    # SmolLM2's released config.json (written by nanotron, read by transformers.js)
+    {"is_llama_config": True, "rope_interleaved": False, "transformers.js_config": {"kv_cache_dtype": {"q4f16": "float16"}}},
 ]
 
 

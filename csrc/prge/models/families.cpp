@@ -42,7 +42,8 @@ const std::vector<std::string>& keys_without_effect() {
       "repetition_penalty", "return_dict_in_generate", "temperature", "top_k", "top_p", "typical_p",
       "model_type", "_attn_implementation_autoset", "_attn_implementation", "auto_map",
       "cache_implementation",  // which KV cache generate() builds (Gemma 3's "hybrid"): the same attention
-      "unsloth_fixed", "unsloth_version"};  // bookkeeping of Unsloth's re-uploads
+      "unsloth_fixed", "unsloth_version",  // bookkeeping of Unsloth's re-uploads
+      "is_llama_config", "transformers.js_config"};  // SmolLM2's: nanotron's marker, transformers.js' settings
   return keys;
 }
 
@@ -102,6 +103,9 @@ ArchSpec read_decoder(ConfigJson& c, const std::string& model_type, const Defaul
                                                                                         : s.num_attention_heads);
   s.head_dim = c.get<int64_t>(
       "head_dim", d.head_dim ? d.head_dim : (s.num_attention_heads > 0 ? s.hidden_size / s.num_attention_heads : 0));
+  for (const auto& [key, value] : {std::pair{"head_dim", s.head_dim}, {"num_key_value_heads", s.num_key_value_heads}}) {
+    if (value > kLargestSize) c.fail(key, fmt::format("{} is larger than any model's (at most {})", value, kLargestSize));
+  }
   const auto eps = c.node("rms_norm_eps");
   if (eps && eps.IsNull()) c.fail("rms_norm_eps", "null: transformers refuses it; write a number > 0, or leave the key out");
   s.rms_norm_eps = c.get<double>("rms_norm_eps", d.rms_norm_eps);
@@ -214,6 +218,11 @@ ArchSpec read_llama(ConfigJson& c) {
   s.mlp_bias = c.get<bool>("mlp_bias", false);
   read_activation(c, s, "hidden_act", "silu");
   c.accept({"pretraining_tp"});  // a sliced matmul with the same result; unused since transformers 5
+  // SmolLM2's (nanotron) config writes rope_interleaved: false, transformers' rotation; true would
+  // mean another pairing of the dimensions, which transformers does not read either.
+  if (c.get<bool>("rope_interleaved", false)) {
+    c.fail("rope_interleaved", "true: interleaved RoPE pairs is not what transformers' Llama computes (it ignores the key)");
+  }
   s.ropes = {read_rope(c, s, 10000.0)};
   return s;
 }
