@@ -146,6 +146,14 @@ def check_same_model(stored, model_dir: str | Path, where: str, current: str | N
     if not isinstance(stored, str) or not FINGERPRINT.fullmatch(stored):
         raise ValueError(f"{where}: its model fingerprint is not what prge writes (64 hex digits): the file is "
                          "damaged or was edited")
+    if adapter_dir is not None and not Path(adapter_dir).is_dir():
+        from prge.adapters import ADAPTER_CONFIG
+
+        relative = "" if Path(adapter_dir).is_absolute() else f", read from the current directory {Path.cwd()}"
+        raise FileNotFoundError(f"{where}: the run started from the PEFT adapter adapter.init_from: {adapter_dir}, "
+                                f"which is not there{relative} (its {ADAPTER_CONFIG} and weights are needed: only B "
+                                "is stored with the run); run from the directory the run was started in, or put the "
+                                "adapter back")
     current = current or model_fingerprint(model_dir, adapter_dir)
     if stored != current:
         if adapter_dir is not None and stored == model_fingerprint(model_dir):

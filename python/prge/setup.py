@@ -75,7 +75,7 @@ def split_protocol(task, data, seed: int) -> tuple[list, list, list]:
         from prge.data.custom import split_paths
 
         paths = split_paths(data)
-        if paths["train"].resolve() == paths["eval"].resolve():
+        if paths["train"].is_file() and paths["train"].resolve() == paths["eval"].resolve():  # a saved dataset has splits
             print(f"[prge] note: data.train_file and data.eval_file are one file ({paths['train']}): the evaluation "
                   "scores examples the run trains on, so it measures fitting, not generalisation", file=sys.stderr)
     if data.protocol == "paper":

@@ -226,6 +226,11 @@ def test_a_run_from_a_peft_adapter_saved_over_since_is_refused(trained, capsys):
     shutil.copytree(original, start)
     assert main(["train", str(config), "--resume", "--no-progress"]) == 0
     assert main(["adapters", "export", str(run), "--out", str(tmp / "out_restored")]) == 0
+    start.rename(tmp / "start_moved")  # gone: named as missing, not as another model
+    assert main(["adapters", "export", str(run), "--out", str(tmp / "out_moved")]) == 2
+    assert f"the run started from the PEFT adapter adapter.init_from: {start}, which is not there" in \
+        capsys.readouterr().err
+    (tmp / "start_moved").rename(start)
     (run / "summary.json").write_text(json.dumps({**summary, "model_fingerprint": model_fingerprint(model_dir)}))
     peft_adapter(model_dir, start, dict(r=4, lora_alpha=8, target_modules=ALL), seed=2)
     assert main(["adapters", "export", str(run), "--out", str(tmp / "out_old_summary")]) == 0

@@ -362,9 +362,32 @@ def test_a_templates_own_text_before_the_reply_is_prompt_not_answer(tmp_path):
     tokens = _llama3_with_template(tmp_path, template)
     hf = tokens.tokenizer
     encoder = PromptEncoder(task("{q}", response="a", chat=True), tokens, 256)
-    for (q, a), e in zip(QUESTIONS, encoder.encode_all([Example({"q": q}, -1, a) for q, a in QUESTIONS])):
+    # "in" and "think" also occur inside the block: found where the template writes the reply
+    questions = QUESTIONS + [("Where?", "in"), ("Verb?", "think")]
+    for (q, a), e in zip(questions, encoder.encode_all([Example({"q": q}, -1, a) for q, a in questions])):
         conversation = chat_ids(hf, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], False)
         assert e.prompt_ids + e.answer_ids == conversation[: len(e.prompt_ids) + len(e.answer_ids)]
-        assert "</think>" in hf.decode(e.prompt_ids) and "think" not in hf.decode(e.answer_ids)
+        assert hf.decode(e.prompt_ids).endswith("</think>\n\n") and "</think>" not in hf.decode(e.answer_ids)
         assert e.answer_ids[-1] == hf.convert_tokens_to_ids("<|eot_id|>")
         assert exact_match(first_lines(tokens.decode(e.answer_ids), 1), a) == 1.0
+
+
+def test_a_reply_the_template_rewrites_is_answer_as_written(tmp_path):
+    """A reasoning reply that a Qwen3-like template re-renders ('<think>X</think>Paris' written
+    as '<think>\\nX\\n</think>\\n\\nParis'): trained on the template's rendering, not refused."""
+    template = ("{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+                "{% if m['role'] == 'assistant' %}{% if '</think>' in m['content'] %}"
+                "{% set r = m['content'].split('</think>')[0].split('<think>')[-1].strip() %}"
+                "{% set c = m['content'].split('</think>')[-1].strip() %}"
+                "<think>\n{{ r }}\n</think>\n\n{{ c }}{% else %}<think>\n\n</think>\n\n{{ m['content'] | trim }}"
+                "{% endif %}{% else %}{{ m['content'] | trim }}{% endif %}<|eot_id|>{% endfor %}"
+                "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+    tokens = _llama3_with_template(tmp_path, template)
+    hf = tokens.tokenizer
+    encoder = PromptEncoder(task("{q}", response="a", chat=True), tokens, 256)
+    reply = "<think>It is in France.</think>Paris"
+    e = encoder.encode(Example({"q": "Capital?"}, -1, reply))
+    conversation = chat_ids(hf, [{"role": "user", "content": "Capital?"}, {"role": "assistant", "content": reply}], False)
+    assert e.prompt_ids == chat_ids(hf, [{"role": "user", "content": "Capital?"}], True)
+    assert e.prompt_ids + e.answer_ids == conversation[: len(e.prompt_ids) + len(e.answer_ids)]
+    assert hf.decode(e.answer_ids).startswith("<think>\nIt is in France.\n</think>\n\nParis")

@@ -29,7 +29,7 @@ Answers (which ones is the task kind's choice, prge.data.kinds):
                         ids (its end-of-turn token, e.g. SmolLM2's '4<|im_end|>'); trailing
                         whitespace after the turn is not a target, and what the template writes
                         in the turn before the reply (Qwen3's empty <think></think>) is prompt.
-                        A template that leaves out the user's text or the reply is refused.
+                        A template that leaves out the user's text is refused.
 
 Truncation to data.max_length keeps the end of the prompt (the question the answer answers)
 and its start: BOS where the sequence starts with it, and with a chat template everything the
@@ -66,6 +66,7 @@ class EncodedExample:
 
 
 MIN_KEPT_PROMPT_TOKENS = 8  # a prompt cut shorter than this is warned about
+REPLY_MARKER = "prge-reply-marker"  # a reply that finds where a chat template writes the assistant's text
 
 
 class PromptEncoder:
@@ -115,15 +116,15 @@ class PromptEncoder:
             raise ValueError(f"{self.tokenizer.model_dir}: the chat template does not write the conversation with the "
                              "assistant's turn as a continuation of its generation prompt, so the response tokens "
                              f"cannot be told apart ({example.where or 'an example'})")
-        found = [i for i in (full.find(example.response, len(prompt)), full.find(example.response.strip(), len(prompt)))
-                 if i >= 0]
-        if not found:
-            raise ValueError(f"{self._where(example)}: the chat template of {self.tokenizer.model_dir} does not write "
-                             f"the assistant's reply (field {self.task.response_field!r}) as the data gives it, so it "
-                             "cannot be trained on or scored")
-        at = min(found)
-        # whitespace the template writes before the reply stays the reply's (it merges with its first word)
-        return (prompt if not full[len(prompt):at].strip() else full[:at]), full
+        # The template's own text before the reply: where it writes a marker reply (the same for
+        # every example). When the real conversation starts with it, it is prompt; a template that
+        # rewrites the reply itself (Qwen3 splitting a <think> block off it) keeps it as answer.
+        marked = self.tokenizer.chat_turn(self.task.prompt(example), REPLY_MARKER)
+        at = marked.find(REPLY_MARKER, len(prompt)) if marked.startswith(prompt) else -1
+        preamble = marked[len(prompt):at] if at >= 0 else ""
+        if preamble.strip() and full.startswith(prompt + preamble):
+            return prompt + preamble, full
+        return prompt, full
 
     def encode(self, example: Example) -> EncodedExample:
         return self.encode_all([example])[0]
