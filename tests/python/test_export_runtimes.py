@@ -114,3 +114,33 @@ def test_train_through_runtime_cli(setup, capsys):
     assert "estimator.rng must be 'counter'" in capsys.readouterr().err
     assert main(["export", str(path), "--runtime", "onnx", "--set", "estimator.parallel=queries"]) == 2
     assert "prge / dual / central" in capsys.readouterr().err
+    # what the runtime loop would silently not do (review): refused by name
+    for setting, words in (("model.dtype=bfloat16", "model.dtype must be float32"),
+                           ("data.protocol=mezo", "data.protocol must be paper"),
+                           ("run.checkpoint_every=2", "run.checkpoint_every: 2 is the C++ trainer's"),
+                           ("run.eval_every=2", "run.eval_every: 2 is the C++ trainer's")):
+        assert main(["export", str(path), "--runtime", "onnx", "--set", setting]) == 2
+        assert words in capsys.readouterr().err, setting
+    assert main(["train", str(path), "--runtime", "onnx", "--resume", "--no-progress"]) == 2
+    assert "nothing to --resume" in capsys.readouterr().err
+
+
+def test_longrope_switching_below_max_length_is_not_exported(setup):
+    """The exported step builds RoPE once for data.max_length (LongRoPE's long factors), the C++
+    trainer per batch (its short factors for short batches): refused rather than trained apart."""
+    import shutil
+
+    from prge.export.exporters import unexported_features
+
+    tmp, _, config, _, _, _ = setup
+    model_dir = tmp / "tiny_longrope"
+    shutil.copytree(config.model.name, model_dir)
+    values = json.loads((model_dir / "config.json").read_text())
+    head = values["hidden_size"] // values["num_attention_heads"]
+    values["rope_parameters"] = {"rope_type": "longrope", "rope_theta": 1e4, "original_max_position_embeddings": 12,
+                                 "short_factor": [1.0] * (head // 2), "long_factor": [2.0] * (head // 2)}
+    (model_dir / "config.json").write_text(json.dumps(values))
+    longrope = prge.parse_run_config(config.to_yaml(), "c.yaml", [("model.name", str(model_dir))])
+    assert any("LongRoPE switching factors below data.max_length" in p for p in unexported_features(longrope))
+    fits = prge.parse_run_config(config.to_yaml(), "c.yaml", [("model.name", str(model_dir)), ("data.max_length", "12")])
+    assert unexported_features(fits) == []

@@ -44,6 +44,11 @@ def unexported_features(config: RunConfig) -> list[str]:
         "partial rotary embeddings": spec.partial_rotary_factor != 1.0, "fused checkpoint tensors": spec.fused_checkpoint,
         "logit soft-capping": spec.final_logit_softcapping > 0, "GeGLU": spec.activation != "silu",
         "two RoPE sets": len(spec.ropes) > 1,
+        # its tables are built once for data.max_length; the C++ trainer's per batch length picks
+        # the short factors for batches up to original_max_position_embeddings
+        "LongRoPE switching factors below data.max_length": any(
+            r.type == "longrope" and r.original_max_position_embeddings < config.data.max_length for r in spec.ropes),
+        "max_position_embeddings below data.max_length": 0 < spec.max_position_embeddings < config.data.max_length,
     }
     return [f"model_type '{spec.model_type}' has {name}, which the exported step does not compute (train it with "
             "the C++ trainer)" for name, present in features.items() if present]
@@ -65,6 +70,18 @@ def check_exportable(config: RunConfig, runtime: str) -> None:
         problems.append("the exported step scores label words: train generation tasks with the C++ trainer")
     if not config.use_adapter:
         problems.append("LoRA-FA adapters are required (adapter: null given)")
+    if config.model.dtype != "float32":
+        problems.append(f"model.dtype must be float32 (got {config.model.dtype}): the exported step holds its weights "
+                        "and B in float32")
+    if config.data.protocol != "paper":
+        problems.append("data.protocol must be paper: the runtime loop evaluates before and after on the test split "
+                        "(mezo's choice of the best dev checkpoint is the C++ trainer's)")
+    run = config.run
+    for key, value in (("run.data_parallel", run.data_parallel), ("run.checkpoint_every", run.checkpoint_every),
+                       ("run.eval_every", run.eval_every)):
+        if value not in (0, 1) or (key != "run.data_parallel" and value):
+            problems.append(f"{key}: {value} is the C++ trainer's (the runtime loop runs one process, evaluates before "
+                            "and after only and writes no checkpoints): leave it at its default")
     if runtime in ("onnx", "executorch") and config.model.device != "cpu":
         problems.append(f"the {runtime} runner runs on the CPU: set model.device: cpu")
     problems += unexported_features(config)
