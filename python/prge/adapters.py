@@ -196,9 +196,8 @@ def check_patterns_read_as_peft(model, options, where: str) -> None:
             "rank_pattern": dict(options.rank_pattern), "alpha_pattern": dict(options.alpha_pattern)}
     check_peft_values({**peft, "target_modules": "all-linear"}, where)
     targets = set(options.targets)
-    for name, module in module_names(model).items():
-        if name.rsplit(".", 1)[1] not in targets:
-            continue
+    adapted = [module for name, module in module_names(model).items() if name.rsplit(".", 1)[1] in targets]
+    for module in adapted:
         try:
             mine = (options.rank_of(module), options.scaling_of(module))
         except (ValueError, RuntimeError) as e:
@@ -208,7 +207,6 @@ def check_patterns_read_as_peft(model, options, where: str) -> None:
             raise ValueError(f"{where}: module {module}: rank {mine[0]}, scaling {mine[1]:g} as prge matches the "
                              f"patterns, rank {theirs[0]}, scaling {theirs[1]:g} as PEFT (Python's re) matches them; "
                              "write the patterns so that both read them alike (no POSIX classes such as [[:digit:]])")
-    adapted = [module for name, module in module_names(model).items() if name.rsplit(".", 1)[1] in targets]
     for field in ("rank_pattern", "alpha_pattern"):
         patterns = peft[field]
         matches = {key: [m for m in adapted if _peft_regex(rf"(.*\.)?({key})$").match(m)] for key in patterns}

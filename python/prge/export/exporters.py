@@ -76,10 +76,9 @@ def check_exportable(config: RunConfig, runtime: str) -> None:
     if config.data.protocol != "paper":
         problems.append("data.protocol must be paper: the runtime loop evaluates before and after on the test split "
                         "(mezo's choice of the best dev checkpoint is the C++ trainer's)")
-    run = config.run
-    for key, value in (("run.data_parallel", run.data_parallel), ("run.checkpoint_every", run.checkpoint_every),
-                       ("run.eval_every", run.eval_every)):
-        if value not in (0, 1) or (key != "run.data_parallel" and value):
+    for key, default in (("data_parallel", 1), ("checkpoint_every", 0), ("eval_every", 0)):
+        if (value := getattr(config.run, key)) != default:
+            key = f"run.{key}"
             problems.append(f"{key}: {value} is the C++ trainer's (the runtime loop runs one process, evaluates before "
                             "and after only and writes no checkpoints): leave it at its default")
     if runtime in ("onnx", "executorch") and config.model.device != "cpu":
