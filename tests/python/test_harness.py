@@ -223,6 +223,24 @@ def test_runs_that_differ_in_any_setting_are_different_methods(tmp_path):
                        "prge-quantizenone-seed1": "prge-quantizenone", "prge-quantizenone-seed2": "prge-quantizenone"}
 
 
+def test_one_config_trained_through_a_runtime_is_another_method(tmp_path):
+    """config.yaml does not say which runtime trained it (`prge train --runtime` is a flag): runs
+    of one config through prge's trainer and through ONNX Runtime are two methods, whose seeds
+    are averaged apart (a report merged them)."""
+    from prge.reporting.collect import collect
+
+    summary = {"mode": "train", "task": "fine_food", "estimator": "prge", "queries": 4, "accuracy_after": 0.8}
+    for runtime in ("eager", "onnx"):
+        for seed in (1, 2):
+            run = tmp_path / runtime / f"prge-seed{seed}"
+            run.mkdir(parents=True)
+            (run / "summary.json").write_text(json.dumps({**summary, "seed": seed, "runtime": runtime}))
+            (run / "config.yaml").write_text(f"run: {{seed: {seed}, output_dir: {run}}}\n")
+    methods = {r["run"]: r["method"] for r in collect(tmp_path)}
+    assert len(set(methods.values())) == 2
+    assert methods["eager/prge-seed1"] == methods["eager/prge-seed2"] != methods["onnx/prge-seed1"] == methods["onnx/prge-seed2"]
+
+
 def test_methods_with_one_folder_name_stay_apart_and_bad_configs_are_named(tmp_path):
     """Runs named alike in other folders, but configured differently, are two methods with two
     names (tables group by name); a run config that does not parse is an error naming it."""

@@ -67,14 +67,18 @@ def read_run_config(run_dir: Path) -> dict | None:
 def method_key(run: dict, *, across_tasks: bool = False) -> str:
     """What makes runs seeds of one method: the run's whole config (run["run_config"], from
     read_run_config) without run.seed, run.output_dir and the settings of how checkpoints are
-    stored (prge.run_dir.STORAGE_SETTINGS: they change no number), so that any other setting that
-    differs (e.g. model.quantize or adapter.rank) makes another method; a custom task's file paths replaced
+    stored (prge.run_dir.STORAGE_SETTINGS: they change no number), with the summary's mode and
+    runtime (a config trained through an inference runtime is another method), so that any other
+    setting that differs (e.g. model.quantize or adapter.rank) makes another method; a custom task's file paths replaced
     by their contents' digests (data_digests), or the summary's identity fields when the run
     directory has no config. across_tasks: of `data:` only METHOD_DATA_KEYS kept, so one
     method's runs on several tasks share a key."""
     config = run.get("run_config")
     if config is not None:
         mapping = dict(config)
+        # what ran the config, which config.yaml does not say: a speed measurement or training,
+        # prge's trainer or an inference runtime (`prge train --runtime`)
+        mapping["summary"] = {"mode": run.get("mode", "train"), "runtime": run.get("runtime", "eager")}
         mapping["run"] = {k: v for k, v in (mapping.get("run") or {}).items()
                           if k not in ("seed", "output_dir", *STORAGE_SETTINGS)}
         if across_tasks and isinstance(mapping.get("data"), dict):  # what makes the task, and where its data is, go
