@@ -6,6 +6,7 @@ what they read."""
 from __future__ import annotations
 
 import fcntl
+import os
 import re
 import sys
 from contextlib import contextmanager
@@ -98,15 +99,28 @@ def first_difference(stored: str, wanted: str) -> str:
 STORAGE_SETTINGS = ("checkpoint_format",)
 
 
+# The settings that name a file or directory (model.name may also be a registered name).
+PATH_SETTINGS = ("model.name", "adapter.init_from", "data.data_dir", "data.train_file", "data.eval_file")
+
+
+def _setting(config, key: str) -> str:
+    section, name = key.split(".")
+    return str(getattr(getattr(config, section), name))
+
+
 def normalized(config_yaml: str) -> str:
-    """A config.yaml as this version writes it (keys added since get their defaults), with
-    estimator.rng: auto written as the generator it resolves to on the config's device (and
+    """A config.yaml as this version writes it (keys added since get their defaults), its paths
+    (PATH_SETTINGS) as os.path.normpath writes them, with estimator.rng: auto written as the generator it resolves to on the config's device (and
     estimator), so a run stored before `auto` became the default (rng: torch on the CPU) is the
     same run, and without STORAGE_SETTINGS."""
     from prge._core import ConfigError, parse_run_config
 
     try:
         config = parse_run_config(config_yaml)
+        # paths spelled two ways name one file ("./adapter" and "adapter"): as os.path.normpath writes them
+        spelled = [(key, value) for key in PATH_SETTINGS if (value := _setting(config, key))]
+        if any(os.path.normpath(value) != value for _, value in spelled):
+            config = parse_run_config(config_yaml, "config.yaml", [(k, os.path.normpath(v)) for k, v in spelled])
     except ConfigError:
         return config_yaml
     from prge._core import cuda_built

@@ -111,6 +111,16 @@ MATCHING = {
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                            image_size=28, patch_size=14),
         mm_tokens_per_image=4, image_token_index=V - 1, boi_token_index=V - 2, eoi_token_index=V - 3), None),
+    # ... whatever its value: 0.0 too (Gemma3ForCausalLM would divide by it; prge refused it).
+    "gemma3_wrapper_soft_cap_zero": ("Gemma3Config", dict(
+        text_config=dict(GEMMA, num_hidden_layers=2, layer_types=["sliding_attention", "full_attention"]),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=28, patch_size=14),
+        mm_tokens_per_image=4, image_token_index=V - 1, boi_token_index=V - 2, eoi_token_index=V - 3),
+        lambda c: c["text_config"].update(final_logit_softcapping=0.0)),
+    # A whole number written as a float: Python's (i + 1) % 2.0 reads it as 2 (prge refused it).
+    "gemma3_window_pattern_float": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
+                                    lambda c: (c.pop("layer_types"), c.update(sliding_window_pattern=2.0))),
     # A generation setting (google/gemma-3-1b-it's) and re-uploaders' bookkeeping.
     "gemma3_cache_implementation": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
                                     lambda c: c.update(cache_implementation="hybrid", unsloth_fixed=True,
@@ -191,6 +201,17 @@ REFUSED = {
                            "max_position_embeddings: 0 is not a number of positions > 0"),
     "llama_layers_beyond_any_model": ("LlamaConfig", dict(COMMON), lambda c: c.update(num_hidden_layers=10**13),
                                       "num_hidden_layers: 10000000000000 is larger than any model's"),
+    "llama_layers_twenty_digits": ("LlamaConfig", dict(COMMON), lambda c: c.update(num_hidden_layers=10**20),
+                                   "num_hidden_layers: out of range of a 64-bit integer: 100000000000000000000"),
+    "gemma3_window_pattern_fractional": ("Gemma3TextConfig", dict(GEMMA, rope_parameters=GEMMA_DEFAULT_ROPE),
+                                         lambda c: (c.pop("layer_types"), c.update(sliding_window_pattern=2.5)),
+                                         "sliding_window_pattern: 2.5 is not a whole number of layers"),
+    # A top-level rope_theta beside rope_scaling: named where it is (the message named rope_scaling).
+    "llama_top_level_rope_theta_zero": ("LlamaConfig", dict(COMMON),
+                                        lambda c: (c.pop("rope_parameters"),
+                                                   c.update(rope_theta=0, rope_scaling={"rope_type": "linear",
+                                                                                        "factor": 2.0})),
+                                        "config.json: rope_theta 0 is not a number > 0"),
     "llama_hidden_size_real": ("LlamaConfig", dict(COMMON), lambda c: c.update(hidden_size=64.0),
                                "hidden_size: not an integer: 64.0"),
     "phi3_legacy_linear_rope": ("Phi3Config", dict(COMMON, pad_token_id=0),

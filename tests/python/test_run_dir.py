@@ -93,6 +93,24 @@ def test_a_run_stored_before_rng_auto_is_the_same_run_on_its_device(tmp_path):
         finished(tmp_path, config.to_yaml())
 
 
+def test_a_path_spelled_another_way_is_the_same_run(tmp_path):
+    """"./adapter" and "adapter/" name the directory "adapter" names: --resume and a sweep take
+    the run stored under one spelling as the same run (it was "another setting"); another
+    directory is still another run."""
+    import prge
+    from prge.run_dir import RunDirError, finished
+
+    def config(init_from, model):
+        return prge.parse_run_config(f"model: {{name: {model}}}\nadapter: {{init_from: {init_from}}}\n",
+                                     "test.yaml").to_yaml()
+
+    (tmp_path / "summary.json").write_text("{}")
+    (tmp_path / "config.yaml").write_text(config("./adapter", "models/../models/tiny"))
+    assert finished(tmp_path, config("adapter/", "models/tiny"))
+    with pytest.raises(RunDirError, match="init_from"):
+        finished(tmp_path, config("other_adapter", "models/tiny"))
+
+
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_a_mezo_run_with_rng_auto_is_the_run_of_the_generator_auto_resolves_to(tmp_path, device):
     """For MeZO, auto resolves to counter on CUDA in a CUDA build (its kernels draw the noise) and

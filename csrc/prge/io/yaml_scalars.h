@@ -42,6 +42,9 @@ T scalar_as(const YAML::Node& node) {
     const bool underflow = std::is_floating_point_v<T> && errno == ERANGE && std::fabs(static_cast<double>(value)) < 1;
     if ((errno != 0 && !underflow) || end == text.c_str() || *end != '\0') {
       if constexpr (std::is_integral_v<T>) {  // 64.0 or 1e3 where a count is expected
+        if (errno == ERANGE && end != text.c_str() && *end == '\0') {
+          throw std::invalid_argument("out of range of a 64-bit integer: " + text);
+        }
         char* real_end = nullptr;
         std::strtod(text.c_str(), &real_end);
         if (real_end != text.c_str() && *real_end == '\0') throw std::invalid_argument("not an integer: " + text);

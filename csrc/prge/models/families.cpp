@@ -317,7 +317,9 @@ std::vector<RopeParameters> read_gemma3_ropes(ConfigJson& c, const ArchSpec& s) 
           read_rope_parameters(config, c.path(), s.rotary_dim(), s.max_position_embeddings, 1e4, kinds[1])};
 }
 
-ArchSpec read_gemma3_text(ConfigJson& c) {
+// Gemma3TextConfig; `in_wrapper`: text_config of the multimodal wrapper, whose class applies no
+// final_logit_softcapping (so its value is not read).
+ArchSpec read_gemma3_text_model(ConfigJson& c, bool in_wrapper) {
   if (const auto kv = c.node("num_key_value_heads"); kv && kv.IsNull()) {
     c.fail("num_key_value_heads", "null: Gemma3TextConfig has no reading of it (transformers fails); write a number");
   }
@@ -333,8 +335,10 @@ ArchSpec read_gemma3_text(ConfigJson& c) {
   if (!(s.query_pre_attn_scalar > 0)) {  // attention scores are scaled by its inverse square root
     c.fail("query_pre_attn_scalar", fmt::format("{} is not a number > 0", s.query_pre_attn_scalar));
   }
-  s.final_logit_softcapping = c.get<double>("final_logit_softcapping", 0.0);  // null: none
-  if (c.has("final_logit_softcapping") && !(s.final_logit_softcapping > 0)) {  // transformers: cap * tanh(x / cap)
+  s.final_logit_softcapping = in_wrapper ? 0.0 : c.get<double>("final_logit_softcapping", 0.0);  // null: none
+  if (in_wrapper) {
+    c.accept({"final_logit_softcapping"});
+  } else if (c.has("final_logit_softcapping") && !(s.final_logit_softcapping > 0)) {  // transformers: cap * tanh(x / cap)
     c.fail("final_logit_softcapping", fmt::format("{} is not a cap > 0 (null for none)", s.final_logit_softcapping));
   }
   if (c.get<bool>("use_bidirectional_attention", false)) {
@@ -343,7 +347,12 @@ ArchSpec read_gemma3_text(ConfigJson& c) {
   const int64_t window = read_sliding_window(c, 4096);
   if (window == 0) c.fail("sliding_window", "null: Gemma 3's sliding layers need a window (transformers fails on it)");
   const auto types = read_layer_types(c, s);
-  const int64_t pattern = c.get<int64_t>("sliding_window_pattern", 6);
+  // Python's (i + 1) % pattern takes 6.0 as 6: a whole number written as a float is read so
+  const double pattern_value = c.get<double>("sliding_window_pattern", 6.0);
+  if (pattern_value != std::floor(pattern_value) || std::fabs(pattern_value) > 1e9) {
+    c.fail("sliding_window_pattern", fmt::format("{} is not a whole number of layers", pattern_value));
+  }
+  const auto pattern = static_cast<int64_t>(pattern_value);
   c.accept({"_sliding_window_pattern"});  // written back by transformers, not read
   if (types.empty() && pattern <= 0) {  // every pattern-th layer is a full-attention one
     c.fail("sliding_window_pattern", fmt::format("{} is not a number of layers > 0", pattern));
@@ -356,6 +365,8 @@ ArchSpec read_gemma3_text(ConfigJson& c) {
   }
   return s;
 }
+
+ArchSpec read_gemma3_text(ConfigJson& c) { return read_gemma3_text_model(c, /*in_wrapper=*/false); }
 
 ArchSpec read_phi3(ConfigJson& c) {
   auto s = read_decoder(c, "phi3", defaults([](Defaults& d) { d.max_position_embeddings = 4096; d.rms_norm_eps = 1e-5; }));
@@ -409,14 +420,13 @@ ArchSpec read_phi3(ConfigJson& c) {
 ArchSpec read_gemma3(ConfigJson& c) {
   if (!c.has("text_config")) c.fail("text_config", "missing (a gemma3 config holds its text model there)");
   ConfigJson text(c.node("text_config"), c.path() + ": text_config");
-  auto s = read_gemma3_text(text);
+  auto s = read_gemma3_text_model(text, /*in_wrapper=*/true);
   text.finish("gemma3_text");
   // Gemma3ForConditionalGeneration ties lm_head by the wrapper's own key (Gemma3Config: true),
   // whatever text_config says (transformers 5.24: a wrapper tied with text_config false ties).
   s.tie_word_embeddings = read_tie_word_embeddings(c, true);
-  // Gemma3ForConditionalGeneration, the class transformers loads for this model_type, does not
-  // apply text_config's final_logit_softcapping (Gemma3ForCausalLM does); released configs set null.
-  s.final_logit_softcapping = 0.0;
+  // (read_gemma3_text_model) Gemma3ForConditionalGeneration, the class transformers loads for this
+  // model_type, does not apply text_config's final_logit_softcapping (Gemma3ForCausalLM does).
   c.accept({"vision_config", "mm_tokens_per_image", "boi_token_index", "eoi_token_index", "image_token_index",
             "image_token_id", "boi_token_id", "eoi_token_id"});
   s.multimodal_wrapper = true;

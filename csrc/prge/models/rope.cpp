@@ -142,10 +142,11 @@ RopeParameters read_rope_parameters(const YAML::Node& config, const std::string&
   rope.type = parse_rope_type(type, fmt::format("{}: rope_type", where));
 
   rope.theta = default_theta;
-  if (present(config, "rope_theta")) rope.theta = number(config, "rope_theta", path);
-  if (dict && present(dict, "rope_theta")) rope.theta = number(dict, "rope_theta", where);
+  std::string theta_at = where;  // the place its value came from, for the message below
+  if (present(config, "rope_theta")) rope.theta = number(config, "rope_theta", theta_at = path);
+  if (dict && present(dict, "rope_theta")) rope.theta = number(dict, "rope_theta", theta_at = where);
   if (!(rope.theta > 0.0)) {  // every inverse frequency is theta^(-2i/d)
-    throw std::runtime_error(fmt::format("{}: rope_theta {} is not a number > 0", where, rope.theta));
+    throw std::runtime_error(fmt::format("{}: rope_theta {} is not a number > 0", theta_at, rope.theta));
   }
   for (const auto& [node, at] : {std::pair{config, path}, std::pair{dict, where}}) {
     if (!options.allow_partial_rotation && node && present(node, "partial_rotary_factor") &&
