@@ -14,6 +14,9 @@
 #include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 
+#include <c10/util/Exception.h>
+
+#include <charconv>
 #include <chrono>
 #include <filesystem>
 #include <iostream>
@@ -32,6 +35,22 @@ T field(const YAML::Node& root, const char* key, const fs::path& file) {
   }
 }
 
+// --steps N: a whole number of steps >= 1 (std::stoll would take "12abc" and say only "stoll").
+int64_t parse_steps(const std::string& text) {
+  int64_t value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || end != text.data() + text.size() || value < 1) {
+    throw std::runtime_error("--steps " + text + ": give a whole number of steps >= 1");
+  }
+  return value;
+}
+
+const torch::Tensor& named_tensor(const prge::io::TensorMap& tensors, const std::string& name, const fs::path& file) {
+  const auto it = tensors.find(name);
+  if (it == tensors.end()) throw std::runtime_error(fmt::format("{}: no tensor '{}' (`prge export` writes it)", file.string(), name));
+  return it->second;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -45,12 +64,15 @@ int main(int argc, char** argv) {
     std::string out;
     for (int i = 2; i < argc; ++i) {
       const std::string arg = argv[i];
-      if (arg == "--steps" && i + 1 < argc) {
-        steps = std::stoll(argv[++i]);
-      } else if (arg == "--out" && i + 1 < argc) {
+      if ((arg == "--steps" || arg == "--out") && i + 1 >= argc) {
+        throw std::runtime_error(arg + " needs a value");
+      } else if (arg == "--steps") {
+        steps = parse_steps(argv[++i]);
+      } else if (arg == "--out") {
         out = argv[++i];
       } else {
-        throw std::runtime_error("unknown argument: " + arg);
+        throw std::runtime_error("unknown argument: " + arg +
+                                 " (usage: prge_run_exported EXPORT_DIR [--steps N] [--out FILE.safetensors])");
       }
     }
     const fs::path manifest = dir / "export.json";
@@ -61,25 +83,40 @@ int main(int argc, char** argv) {
     const auto epsilon = field<double>(root, "epsilon", manifest);
     const auto seed = field<uint64_t>(root, "seed", manifest);
     const auto device = field<std::string>(root, "device", manifest);
-    auto batches = prge::io::load_safetensors((dir / field<std::string>(root, "batches", manifest)).string());
-    auto initial = prge::io::load_safetensors((dir / field<std::string>(root, "initial_b", manifest)).string());
+    const fs::path batches_file = dir / field<std::string>(root, "batches", manifest);
+    const fs::path initial_file = dir / field<std::string>(root, "initial_b", manifest);
+    auto batches = prge::io::load_safetensors(batches_file.string());
+    auto initial = prge::io::load_safetensors(initial_file.string());
     std::vector<torch::Tensor> initial_b;
-    for (size_t i = 0; i < initial.size(); ++i) {
-      auto it = initial.find(fmt::format("b_{}", i));
-      if (it == initial.end()) throw std::runtime_error(fmt::format("initial B file lacks b_{}", i));
-      initial_b.push_back(it->second);
+    for (size_t i = 0; i < initial.size(); ++i) initial_b.push_back(named_tensor(initial, fmt::format("b_{}", i), initial_file));
+    // [S, b, T]: the shape the step was exported for, which a runtime does not check
+    const auto ids = named_tensor(batches, "input_ids", batches_file);
+    const auto targets = named_tensor(batches, "targets", batches_file);
+    const std::vector<int64_t> shape{field<int64_t>(root, "batch_size", manifest), field<int64_t>(root, "seq_len", manifest)};
+    for (const auto* t : {&ids, &targets}) {
+      if (t->dim() != 3 || t->size(1) != shape[0] || t->size(2) != shape[1] || t->size(0) != ids.size(0)) {
+        throw std::runtime_error(fmt::format("{}: batches of shape {}, the step was exported for [steps, {}, {}] ({})",
+                                             batches_file.string(), t->sizes(), shape[0], shape[1], manifest.string()));
+      }
     }
-    const auto ids = batches.at("input_ids"), targets = batches.at("targets");  // [S, b, T]
     if (steps < 0) steps = ids.size(0);
+    if (steps == 0) throw std::runtime_error(fmt::format("{}: holds no batches (an export of run.steps: 0)", batches_file.string()));
     if (steps > ids.size(0)) {
       throw std::runtime_error(fmt::format("{} steps asked, the batches file holds {}", steps, ids.size(0)));
     }
     const auto model_file = (dir / field<std::string>(root, "model", manifest)).string();
-    std::unique_ptr<prge::runtimes::ExportedStep> step =
-        runtime == "aoti" ? prge::runtimes::open_aoti_step(model_file, device)
-        : runtime == "onnx"
-            ? prge::runtimes::open_onnx_step(model_file, initial_b)
-            : throw std::runtime_error("unknown runtime '" + runtime + "' (allowed: aoti, onnx)");
+    if (runtime != "aoti" && runtime != "onnx") {
+      throw std::runtime_error(fmt::format("{}: runtime '{}': this runner runs aoti and onnx", manifest.string(), runtime));
+    }
+    std::unique_ptr<prge::runtimes::ExportedStep> step;
+    try {  // a damaged or foreign model file: named, with the runtime's own reason
+      step = runtime == "aoti" ? prge::runtimes::open_aoti_step(model_file, device)
+                               : prge::runtimes::open_onnx_step(model_file, initial_b);
+    } catch (const c10::Error& e) {
+      throw std::runtime_error(fmt::format("{}: not loadable by {} ({})", model_file, runtime, e.what_without_backtrace()));
+    } catch (const std::exception& e) {
+      throw std::runtime_error(fmt::format("{}: not loadable by {} ({})", model_file, runtime, e.what()));
+    }
     prge::runtimes::ExportedStepResult result;
     for (int64_t s = 0; s < steps; ++s) {
       const auto start = std::chrono::steady_clock::now();
@@ -94,6 +131,9 @@ int main(int argc, char** argv) {
     if (!trained.empty()) prge::io::save_safetensors(out, trained, {{"runtime", runtime}});
     std::cerr << "[prge_run_exported] " << steps << " steps through " << step->runtime()
               << "; trained B saved to " << out << "\n";
+  } catch (const c10::Error& e) {  // LibTorch's (the AOTInductor loader's): the message, not its C++ frames
+    std::cerr << "prge_run_exported: error: " << e.what_without_backtrace() << "\n";
+    return 1;
   } catch (const std::exception& e) {
     std::cerr << "prge_run_exported: error: " << e.what() << "\n";
     return 1;

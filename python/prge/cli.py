@@ -214,14 +214,15 @@ def _command(argv: list[str] | None) -> int:
                 if distributed.launched():
                     raise ValueError(f"--runtime {runtime}: training through an inference runtime runs in one "
                                      "process; start it without torchrun")
-                if args.resume or args.resume_changed_data:
-                    raise ValueError(f"--runtime {runtime}: the runtime loop writes no checkpoints, so there is "
-                                     "nothing to --resume; run it again with --overwrite")
+                if args.resume_changed_data:
+                    raise ValueError(f"--runtime {runtime}: the exported step holds the run's batches, so a resume "
+                                     "through it continues on the data it was exported with (no --resume-changed-data)")
                 if args.engine and args.runtime != "eager" and args.runtime != args.engine:
                     raise ValueError(f"--engine {args.engine} and --runtime {args.runtime}: give one (--runtime)")
                 from prge.export.train_through_runtime import train_through_runtime
 
-                train_through_runtime(config, runtime, progress=not args.no_progress, overwrite=args.overwrite)
+                train_through_runtime(config, runtime, progress=not args.no_progress, overwrite=args.overwrite,
+                                      resume=args.resume)
         elif args.command == "export":
             from prge.export.exporters import export_run
             from prge.models import config_model_dir

@@ -31,11 +31,14 @@ class _Progress:
     step = 0  # the last step finished
     saved: int | None = None  # the step of the current checkpoint
 
+    def __init__(self, command: str = "prge train CONFIG"):
+        self.command = command  # the run's command, which --resume continues
+
     def interrupted(self) -> str:
-        resume = "continue with `prge train CONFIG --resume`"
+        resume = f"continue with `{self.command} --resume`"
         if self.out_dir is None:
             return ("interrupted before the run wrote anything (while loading data and model): nothing to resume; "
-                    "start it again with `prge train CONFIG`")
+                    f"start it again with `{self.command}`")
         if self.saved is not None and self.saved == self.step:
             return f"interrupted after step {self.step}: checkpoint saved in {self.out_dir}; {resume}"
         if self.saved is not None:
@@ -129,17 +132,7 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
         primary = kind.primary  # the metric best_checkpoint picks by
 
         def evaluate(step: int, passes: int, sequences: int) -> dict:
-            metrics = evaluate_examples(trainer, encoder, evaluation, progress=progress, shard=shard, split="eval",
-                                        full=True, model=model)
-            record = {"step": step, "forward_passes": passes, "sequences": sequences,
-                      **{f"eval_{k}": v for k, v in metrics.items()}}
-            if dev:
-                record[f"dev_{primary}"] = evaluate_examples(trainer, encoder, dev, progress=progress,
-                                                             shard=shard, split="dev")[primary]
-            return record
-
-        def metrics_of(record: dict) -> dict:
-            return {k[len("eval_"):]: v for k, v in record.items() if k.startswith("eval_")}
+            return evaluation_record(trainer, encoder, evaluation, dev, step, passes, sequences, progress, shard, model)
 
         def describe(record: dict) -> str:
             text = kind.describe(metrics_of(record))
@@ -249,8 +242,6 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
                     raise RunInterrupted(where.interrupted())
         if not writer:
             return None
-        before, after = history[0][f"eval_{primary}"], history[-1][f"eval_{primary}"]
-        best = best_checkpoint(history, primary, kind.higher_is_better)
         with signals.writing():
             durable.boundary("trained.safetensors: begin")
             trainer.save_checkpoint(str(out_dir / "trained.safetensors"))
@@ -259,9 +250,7 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
         if signals.requested():  # while the final weights were written: resumable at the last step
             checkpoint(config.run.steps)
             raise RunInterrupted(where.interrupted())
-        results = {f"{primary}_before": before, f"{primary}_after": after,
-                   f"{primary}_best": best[f"eval_{primary}"], "best_step": best["step"],
-                   **kind.results(metrics_of(history[0]), metrics_of(history[-1])), **(baseline[1] if baseline else {})}
+        results = training_results(kind, history, baseline)
         if team:
             results.update({"processes": team.grid.world, "data_parallel": team.grid.data_parallel,
                             "bytes_gathered_per_step": step_on.bytes_per_step})
@@ -277,6 +266,38 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
         log(f"[prge] after {config.run.steps} steps: {kind.change(metrics_of(history[0]), metrics_of(history[-1]))}"
             + (f" ({baseline[0]})" if baseline else "") + f"; results in {out_dir}")
         return summary
+
+
+def evaluation_record(trainer, encoder, evaluation: list, dev: list, step: int, passes: int, sequences: int,
+                      progress: bool = False, shard=None, model=None) -> dict:
+    """metrics.jsonl's evaluation record of `step`: the task kind's metrics on the eval split as
+    eval_<metric> (prge.evaluation.evaluate, full), and the primary one on the dev split as
+    dev_<metric> where the run has one; with the forward passes and sequences so far."""
+    primary = encoder.task.kind.primary
+    metrics = evaluate_examples(trainer, encoder, evaluation, progress=progress, shard=shard, split="eval",
+                                full=True, model=model)
+    record = {"step": step, "forward_passes": passes, "sequences": sequences,
+              **{f"eval_{k}": v for k, v in metrics.items()}}
+    if dev:
+        record[f"dev_{primary}"] = evaluate_examples(trainer, encoder, dev, progress=progress,
+                                                     shard=shard, split="dev")[primary]
+    return record
+
+
+def metrics_of(record: dict) -> dict:
+    """An evaluation record's eval_<metric> values as {metric: value}."""
+    return {k[len("eval_"):]: v for k, v in record.items() if k.startswith("eval_")}
+
+
+def training_results(kind, history: list[dict], baseline: tuple | None) -> dict:
+    """summary.json's results of a run's evaluation history (evaluation_record's, step 0 first):
+    <primary>_before / _after / _best and best_step (best_checkpoint), the task kind's own
+    (kind.results) and the trivial answer's (kind.baseline's fields, where it has one)."""
+    primary = kind.primary
+    best = best_checkpoint(history, primary, kind.higher_is_better)
+    return {f"{primary}_before": history[0][f"eval_{primary}"], f"{primary}_after": history[-1][f"eval_{primary}"],
+            f"{primary}_best": best[f"eval_{primary}"], "best_step": best["step"],
+            **kind.results(metrics_of(history[0]), metrics_of(history[-1])), **(baseline[1] if baseline else {})}
 
 
 def best_checkpoint(history: list[dict], metric: str = "accuracy", higher_is_better: bool = True) -> dict:

@@ -91,8 +91,80 @@ def test_runtime_matches_eager_trainer(setup, runtime):
                                       config.estimator.epsilon, prge.counter_step_key(config.run.seed, s))
         losses.append(loss)
     assert_matches(losses, lora_b, ref_losses, ref_b)  # the runtime's Python API
+    if runtime != "executorch":  # a resumed run: a fresh runner given the B of step 10 goes on to the same B
+        again, half = open_runner(export_dir), STEPS // 2
+        for s in range(half):
+            _, _, b_half = again.step(data.input_ids[s], data.targets[s], config.optimizer.lr,
+                                      config.estimator.epsilon, prge.counter_step_key(config.run.seed, s))
+        resumed = open_runner(export_dir)
+        resumed.set_b(b_half)
+        for s in range(half, STEPS):
+            _, _, b_end = resumed.step(data.input_ids[s], data.targets[s], config.optimizer.lr,
+                                       config.estimator.epsilon, prge.counter_step_key(config.run.seed, s))
+        assert all(torch.equal(x, y) for x, y in zip(b_end, lora_b))
+    with pytest.raises(ValueError, match=r"exported for batches of \[batch_size, seq_len\]"):
+        runner.step(data.input_ids[0][:, :-1], data.targets[0][:, :-1], 1e-3, 1e-2, 0)
     if runtime != "executorch":  # prge_run_exported drives ONNX Runtime and AOTInductor from C++
         assert_matches(*run_cpp(export_dir), ref_losses, ref_b)
+        check_cpp_runner_errors(export_dir, tmp / f"damaged_{runtime}")
+
+
+def check_cpp_runner_errors(export_dir, damaged):
+    """prge_run_exported's bad input: one line naming the argument or file, status 1."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from prge.export.runners import runner_binary
+
+    def error(directory, *args):
+        done = subprocess.run([str(runner_binary()), str(directory), *args], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 1 and done.stderr.startswith("prge_run_exported: error: "), done.stderr
+        assert len(done.stderr.splitlines()) == 1, done.stderr  # no C++ frames
+        return done.stderr
+
+    assert "--steps 12abc: give a whole number of steps >= 1" in error(export_dir, "--steps", "12abc")
+    assert "--steps 0: give a whole number" in error(export_dir, "--steps", "0")
+    assert "--out needs a value" in error(export_dir, "--out")
+    manifest = json.loads((export_dir / "export.json").read_text())
+    shutil.copytree(export_dir, damaged)
+    model = damaged / manifest["model"]
+    model.write_bytes(model.read_bytes()[:1000])
+    assert f"{model}: not loadable by {manifest['runtime']}" in error(damaged)
+    batches = load_file(str(damaged / "batches.safetensors"))
+    save_file({k: v[:, :, :-1].contiguous() for k, v in batches.items()}, str(damaged / "batches.safetensors"))
+    assert f"the step was exported for [steps, {manifest['batch_size']}, {manifest['seq_len']}]" in error(damaged)
+
+
+@pytest.mark.parametrize("runtime", ["aoti", "executorch"])
+def test_the_exported_step_starts_from_the_models_b(setup, runtime):
+    """A run from adapter.init_from starts from a B that is not 0: the exported program keeps it
+    (ExecuTorch left a mutated buffer's values out of the program, so it started from zeros)."""
+    from prge.export.exporters import build_model, export_aoti, export_executorch
+    from prge.export.runners import AotiRunner, EagerRunner, ExecuTorchRunner
+    from prge.export.step_module import MutableBufferStep, StepSpec
+
+    if runtime == "executorch":
+        installed_module("executorch", "pip install --no-deps executorch==1.5.1")
+    tmp, _, config, data, _, _ = setup
+    model = build_model(config, data)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for adapter in model.adapters():
+            adapter["lora_b"].copy_(0.05 * torch.randn_like(adapter["lora_b"]))
+    spec = StepSpec(config.estimator.queries, config.data.batch_size, config.data.max_length, data.answer_tokens,
+                    config.estimator.distribution == "gaussian", "divide" if runtime == "executorch" else "shift")
+    reference = EagerRunner(MutableBufferStep(model, spec))
+    path = tmp / f"nonzero_b_{runtime}"
+    if runtime == "aoti":
+        runner = AotiRunner(export_aoti(MutableBufferStep(model, spec), path / "step.pt2"))
+    else:
+        runner = ExecuTorchRunner(export_executorch(MutableBufferStep(model, spec), path / "step.pte"))
+    args = (data.input_ids[0], data.targets[0], config.optimizer.lr, config.estimator.epsilon,
+            prge.counter_step_key(config.run.seed, 0))
+    (want_loss, _, want_b), (loss, _, b) = reference.step(*args), runner.step(*args)
+    assert loss == pytest.approx(want_loss, rel=1e-5)
+    assert max((x - y).abs().max().item() for x, y in zip(b, want_b)) <= 1e-5 * max(y.abs().max().item() for y in want_b)
 
 
 def test_train_through_runtime_cli(setup, capsys):
@@ -101,11 +173,20 @@ def test_train_through_runtime_cli(setup, capsys):
                  "--set", f"run.output_dir={tmp / 'engine_run'}"]) == 0
     summary = json.loads((tmp / "engine_run" / "summary.json").read_text())
     assert summary["runtime"] == "onnx" and summary["steps"] == STEPS
+    # the summary of prge's own trainer, field for field but what only it measures
+    assert main(["train", str(path), "--no-progress", "--set", f"run.output_dir={tmp / 'eager_run'}"]) == 0
+    eager = json.loads((tmp / "eager_run" / "summary.json").read_text())
+    assert set(eager) - set(summary) == {"gated_low_rank_kernel_ran"}
+    for key in ("forward_passes", "sequences", "data_fingerprint", "model_fingerprint", "rng", "accuracy_before",
+                "macro_f1_before"):
+        assert summary[key] == eager[key], key
+    assert summary["accuracy_after"] == eager["accuracy_after"]
     from prge.model_identity import model_fingerprint  # export and generate check it, as for prge's own runs
 
     assert summary["model_fingerprint"] == model_fingerprint(config.model.name)
     records = [json.loads(x) for x in (tmp / "engine_run" / "metrics.jsonl").read_text().splitlines()]
-    assert_matches([r["loss"] for r in records], ref_b, ref_losses, ref_b)
+    assert [r["step"] for r in records if "eval_accuracy" in r] == [0, STEPS]  # as the C++ trainer records them
+    assert_matches([r["loss"] for r in records if "loss" in r], ref_b, ref_losses, ref_b)
     # the trained checkpoint holds the engine's B
     saved = load_file(str(tmp / "engine_run" / "trained.safetensors"))
     assert len([k for k in saved if "lora_b" in k]) == len(ref_b)
@@ -117,12 +198,90 @@ def test_train_through_runtime_cli(setup, capsys):
     # what the runtime loop would silently not do (review): refused by name
     for setting, words in (("model.dtype=bfloat16", "model.dtype must be float32"),
                            ("data.protocol=mezo", "data.protocol must be paper"),
-                           ("run.checkpoint_every=2", "run.checkpoint_every: 2 is the C++ trainer's"),
                            ("run.eval_every=2", "run.eval_every: 2 is the C++ trainer's")):
         assert main(["export", str(path), "--runtime", "onnx", "--set", setting]) == 2
         assert words in capsys.readouterr().err, setting
-    assert main(["train", str(path), "--runtime", "onnx", "--resume", "--no-progress"]) == 2
-    assert "nothing to --resume" in capsys.readouterr().err
+    assert main(["export", str(path), "--runtime", "executorch", "--set", "run.checkpoint_every=2"]) == 2
+    assert "a run through executorch cannot continue from a checkpoint" in capsys.readouterr().err
+    assert main(["train", str(path), "--runtime", "executorch", "--resume", "--no-progress"]) == 2
+    assert "executorch --resume: its Python bindings cannot set the program's B" in capsys.readouterr().err
+
+
+def test_a_runtime_run_stopped_by_ctrl_c_resumes_to_the_uninterrupted_run(setup, capsys, monkeypatch):
+    """Ctrl-C during step 7 of a run through ONNX Runtime: it stops after that step with a
+    checkpoint, and --resume goes on to the uninterrupted run's losses and B."""
+    import os
+    import signal
+
+    from prge.export import runners
+
+    tmp, path, config, _, ref_losses, ref_b = setup
+    run = ["train", str(path), "--runtime", "onnx", "--no-progress", "--set", f"run.output_dir={tmp / 'stopped'}"]
+    real, calls = runners.CheckedRunner.step, []
+
+    def step(self, *args):
+        calls.append(1)
+        if len(calls) == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, *args)
+
+    monkeypatch.setattr(runners.CheckedRunner, "step", step)
+    assert main(run) == 2
+    err = capsys.readouterr().err
+    assert "interrupted after step 7: checkpoint saved" in err and "--runtime onnx --resume" in err, err
+    assert not (tmp / "stopped" / "summary.json").exists()
+    assert main(run + ["--resume"]) == 0
+    assert len(calls) == STEPS
+    records = [json.loads(x) for x in (tmp / "stopped" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, STEPS + 1))
+    saved = load_file(str(tmp / "stopped" / "trained.safetensors"))
+    names = json.loads((tmp / "stopped" / "export_onnx" / "export.json").read_text())["adapters"]  # adapter order
+    assert_matches([r["loss"] for r in records if "loss" in r], [saved[f"{n}.lora_b"] for n in names],
+                   ref_losses, ref_b)
+    summary = json.loads((tmp / "stopped" / "summary.json").read_text())
+    assert summary["resumed_after_step"] == 7 and summary["forward_passes"] == STEPS
+
+
+def test_a_quantized_base_is_exported_dequantized(setup, capsys):
+    """model.quantize int4 through a runtime: the step computes the int4 model's loss (its weights
+    dequantized), and says that it holds them dequantized."""
+    from prge.export.exporters import build_model
+    from prge.export.run_data import RunData
+
+    tmp, path, config, _, ref_losses, _ = setup
+    out = tmp / "int4_run"
+    assert main(["train", str(path), "--runtime", "onnx", "--no-progress", "--set", f"run.output_dir={out}",
+                 "--set", "model.quantize=int4", "--set", "model.group_size=16", "--set", "run.steps=1"]) == 0
+    assert "the exported step holds the base weights dequantized to float32" in capsys.readouterr().err
+    int4 = prge.parse_run_config(config.to_yaml(), "c.yaml", [("model.quantize", "int4"), ("model.group_size", "16"),
+                                                                ("run.steps", "1")])
+    data = RunData(int4)
+    trainer = prge.Trainer(build_model(int4, data), int4.estimator, int4.optimizer, int4.run.seed)
+    want = trainer.step(prge.TokenBatch(data.input_ids[0], data.targets[0])).loss
+    got = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x][0]["loss"]
+    assert got == pytest.approx(want, rel=1e-6)
+    assert abs(want - ref_losses[0]) > 1e-4 * abs(want)  # the int4 model's loss, not the dense model's
+
+
+def test_a_failed_export_leaves_no_run_behind(setup, capsys, monkeypatch):
+    """An export that fails (here: its exporter raises) takes the run's config.yaml and partial
+    export with it: the same command runs again without --overwrite."""
+    from prge.export import exporters
+
+    tmp, path, _, _, _, _ = setup
+    run = ["train", str(path), "--runtime", "onnx", "--no-progress", "--set", f"run.output_dir={tmp / 'failed_export'}",
+           "--set", "run.steps=2"]
+
+    def broken(step, out):
+        (out.parent / "partial").write_text("")
+        raise RuntimeError("the exporter failed")
+
+    monkeypatch.setattr(exporters, "export_onnx", broken)
+    assert main(run) == 2
+    assert "the exporter failed" in capsys.readouterr().err
+    assert [p.name for p in (tmp / "failed_export").iterdir() if not p.name.startswith(".")] == []
+    monkeypatch.undo()
+    assert main(run) == 0
 
 
 def test_longrope_switching_below_max_length_is_not_exported(setup):

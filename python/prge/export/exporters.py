@@ -28,6 +28,26 @@ from prge.setup import setup_model
 
 RUNTIMES = ("onnx", "aoti", "executorch")
 MODEL_FILES = {"onnx": "step.onnx", "aoti": "step.pt2", "executorch": "step.pte"}
+_EXECUTORCH = "--no-deps executorch==1.5.1 (see scripts/install_deps.sh)"
+# The packages beyond prge's own that a runtime needs, (import name, pip install argument):
+# to export its step, and to run it from Python.
+RUNTIME_PACKAGES = {
+    "onnx": {"export": [("onnxscript", "onnxscript")], "run": [("onnxruntime", "onnxruntime")]},
+    "aoti": {"export": [], "run": []},
+    "executorch": {"export": [("executorch", _EXECUTORCH)], "run": [("executorch", _EXECUTORCH)]},
+}
+
+
+def check_installed(runtime: str, run: bool = False) -> None:
+    """ImportError naming the `pip install` that exporting (and with `run`, running) the step
+    for `runtime` still needs, before anything is loaded or written."""
+    import importlib.util
+
+    needed = RUNTIME_PACKAGES[runtime]["export"] + (RUNTIME_PACKAGES[runtime]["run"] if run else [])
+    missing = list(dict.fromkeys(pip for module, pip in needed if importlib.util.find_spec(module) is None))
+    if missing:
+        raise ImportError(f"--runtime {runtime}: {'training through' if run else 'exporting for'} it needs "
+                          + " and ".join(f"pip install {pip}" for pip in missing))
 
 
 def unexported_features(config: RunConfig) -> list[str]:
@@ -54,9 +74,12 @@ def unexported_features(config: RunConfig) -> list[str]:
             "the C++ trainer)" for name, present in features.items() if present]
 
 
-def check_exportable(config: RunConfig, runtime: str) -> None:
+def check_exportable(config: RunConfig, runtime: str, run: bool = False) -> None:
+    """ValueError listing what of the config the exported step cannot express (or, with `run`,
+    the runtime loop would not do); ImportError for a package the runtime needs (check_installed)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime '{runtime}' (allowed: {', '.join(RUNTIMES)})")
+    check_installed(runtime, run)
     e, o = config.estimator, config.optimizer
     problems = []
     if e.kind != "prge" or e.parallel != "dual" or e.difference != "central":
@@ -76,11 +99,14 @@ def check_exportable(config: RunConfig, runtime: str) -> None:
     if config.data.protocol != "paper":
         problems.append("data.protocol must be paper: the runtime loop evaluates before and after on the test split "
                         "(mezo's choice of the best dev checkpoint is the C++ trainer's)")
-    for key, default in (("data_parallel", 1), ("checkpoint_every", 0), ("eval_every", 0)):
+    for key, default in (("data_parallel", 1), ("eval_every", 0)):
         if (value := getattr(config.run, key)) != default:
             key = f"run.{key}"
-            problems.append(f"{key}: {value} is the C++ trainer's (the runtime loop runs one process, evaluates before "
-                            "and after only and writes no checkpoints): leave it at its default")
+            problems.append(f"{key}: {value} is the C++ trainer's (the runtime loop runs one process and evaluates "
+                            "before and after only): leave it at its default")
+    if runtime == "executorch" and config.run.checkpoint_every:
+        problems.append(f"run.checkpoint_every: {config.run.checkpoint_every}: a run through executorch cannot continue "
+                        "from a checkpoint (its Python bindings cannot set the program's B): leave it at 0")
     if runtime in ("onnx", "executorch") and config.model.device != "cpu":
         problems.append(f"the {runtime} runner runs on the CPU: set model.device: cpu")
     problems += unexported_features(config)
@@ -132,13 +158,17 @@ def export_executorch(step: MutableBufferStep, path: str | Path) -> Path:
     if step.spec.shift_mode != "divide":
         raise ValueError("ExecuTorch's core ATen opset has no right shift: build the step with shift_mode='divide'")
     try:
-        from executorch.exir import to_edge_transform_and_lower
+        from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+        from executorch.exir.passes.init_mutable_pass import InitializedMutableBufferPass
     except ImportError as e:
         raise ImportError("the executorch runtime needs `pip install --no-deps executorch` "
                           "(see scripts/install_deps.sh)") from e
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    program = to_edge_transform_and_lower(export_program(step)).to_executorch()
+    # ExecuTorch serializes a buffer the program mutates without its values (it would start from
+    # zeros) unless marked: B must start where the run starts (adapter.init_from's B)
+    program = to_edge_transform_and_lower(export_program(step)).to_executorch(
+        ExecutorchBackendConfig(passes=[InitializedMutableBufferPass(["lora_b_"])]))
     path.write_bytes(program.buffer)
     return path
 
@@ -164,6 +194,10 @@ def export_run(config: RunConfig, runtime: str, out_dir: str | Path, data: RunDa
                     "divide" if runtime == "executorch" else "shift")
     log(f"[prge] exporting the P-RGE step (q={spec.queries}, b={spec.batch_size}, T={spec.seq_len}) "
         f"for {runtime} into {out}")
+    if config.load_quantize != "dense":
+        print(f"[prge] note: model.quantize {config.load_quantize}: the exported step holds the base weights "
+              "dequantized to float32 (it computes what the quantized model computes, in the dense model's memory)",
+              file=sys.stderr)
     start = time.perf_counter()
     if runtime == "onnx":
         step = FunctionalStep(model, spec)

@@ -27,9 +27,17 @@ class RunData:
         self.train, self.dev, self.eval = self.setup.train, self.setup.dev, self.setup.eval
         # K of the exported loss: the most answer tokens a training sequence has (its gold label word)
         self.answer_tokens = max(len(self.encoder.answer(e)) for e in self.train)
-        sampler = BatchSampler(len(self.train), config.data.batch_size, config.run.seed)
+        self._sampler_args = (len(self.train), config.data.batch_size, config.run.seed)
+        sampler = BatchSampler(*self._sampler_args)
         batches = [pad_to(self.encoder.batch([self.train[i] for i in sampler.next()]), config.data.max_length)
                    for _ in range(config.run.steps)]
         shape = (0, config.data.batch_size, config.data.max_length)
         self.input_ids = torch.stack([b[0] for b in batches]) if batches else torch.zeros(shape, dtype=torch.int64)
         self.targets = torch.stack([b[1] for b in batches]) if batches else torch.zeros(shape, dtype=torch.int64)
+
+    def sampler_state(self, step: int) -> dict:
+        """The data order's position after `step` batches (BatchSampler.state), for a checkpoint."""
+        sampler = BatchSampler(*self._sampler_args)
+        for _ in range(step):
+            sampler.next()
+        return sampler.state()

@@ -1,7 +1,9 @@
 """Run an exported step from Python, one training step a call:
   OnnxRunner / AotiRunner / ExecuTorchRunner / EagerRunner
       .step(ids, targets, lr, eps, step_key) -> (loss, projected_grads, [B ...])
-open_runner(export_dir) picks one from export.json; runner_binary() finds the pure C++ one."""
+      .set_b([B ...])   continue from other B (a resumed run); ExecuTorch cannot
+open_runner(export_dir) picks one from export.json and checks every step's batch against the
+exported shape; runner_binary() finds the pure C++ one."""
 from __future__ import annotations
 
 import json
@@ -24,7 +26,10 @@ class OnnxRunner:
     runtime = "onnx"
 
     def __init__(self, path: str | Path, initial_b: list[torch.Tensor], providers=None):
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ImportError("the onnx runtime needs ONNX Runtime: pip install onnxruntime") from e
 
         if not Path(path).is_file():
             raise FileNotFoundError(f"ONNX model not found: {path}")
@@ -39,6 +44,9 @@ class OnnxRunner:
         feeds.update({f"b_{i}": b for i, b in enumerate(self.b)})
         loss, grads, *self.b = self.session.run(self.output_names, feeds)
         return float(loss), torch.from_numpy(np.asarray(grads)).double(), [torch.from_numpy(b) for b in self.b]
+
+    def set_b(self, bs: list[torch.Tensor]) -> None:
+        self.b = [b.detach().cpu().float().numpy() for b in bs]
 
 
 class AotiRunner:
@@ -57,6 +65,11 @@ class AotiRunner:
                                          *_scalars(lr, epsilon, step_key, self.device))
         return float(loss), grads.double().cpu(), [x.cpu() for x in b]
 
+    def set_b(self, bs: list[torch.Tensor]) -> None:
+        """The package's B buffers (MutableBufferStep.lora_b_i), replaced in place."""
+        self.model.load_constants({f"lora_b_{i}": b.detach().to(self.device, torch.float32).contiguous()
+                                   for i, b in enumerate(bs)}, check_full_update=False)
+
 
 class ExecuTorchRunner:
     """ExecuTorch program (.pte) run by its portable-kernel runtime (Python bindings)."""
@@ -74,6 +87,10 @@ class ExecuTorchRunner:
             "forward", (input_ids.cpu().contiguous(), targets.cpu().contiguous(), *_scalars(lr, epsilon, step_key)))
         return float(loss), grads.double(), [x.clone() for x in b]
 
+    def set_b(self, bs: list[torch.Tensor]) -> None:
+        raise ValueError("the executorch runtime keeps B inside the program, and its Python bindings cannot set it: "
+                         "a run through it cannot continue from a checkpoint (start it again with --overwrite)")
+
 
 class EagerRunner:
     """The exportable module itself, run eagerly by PyTorch (reference for the runtimes)."""
@@ -89,19 +106,57 @@ class EagerRunner:
                                           *_scalars(lr, epsilon, step_key, device))
         return float(loss), grads.double().cpu(), [x.cpu() for x in b]
 
+    def set_b(self, bs: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for buffer, b in zip(self.module.lora_b(), bs):
+                buffer.copy_(b)
 
-def open_runner(export_dir: str | Path):
+
+class CheckedRunner:
+    """A runner whose every step's batch is checked against the exported static shape first
+    (export.json's batch_size, seq_len): a runtime given another shape crashes (AOTInductor) or
+    computes something else."""
+
+    def __init__(self, runner, manifest_path: Path, manifest: dict):
+        self.runner, self.runtime = runner, runner.runtime
+        self.manifest_path, self.shape = manifest_path, (manifest["batch_size"], manifest["seq_len"])
+
+    def step(self, input_ids, targets, lr, epsilon, step_key):
+        for name, t in (("input_ids", input_ids), ("targets", targets)):
+            if tuple(t.shape) != self.shape:
+                raise ValueError(f"{name} of shape {list(t.shape)}: the step in {self.manifest_path.parent} was exported "
+                                 f"for batches of [batch_size, seq_len] = {list(self.shape)} ({self.manifest_path})")
+        return self.runner.step(input_ids, targets, lr, epsilon, step_key)
+
+    def set_b(self, bs: list[torch.Tensor]) -> None:
+        self.runner.set_b(bs)
+
+
+def open_runner(export_dir: str | Path) -> CheckedRunner:
+    """The runner export_dir/export.json names, loaded. Raises FileNotFoundError for a missing
+    file, ImportError naming the package a runtime needs, ValueError for a damaged export.json."""
     export_dir = Path(export_dir)
-    manifest = json.loads((export_dir / "export.json").read_text())
-    path = export_dir / manifest["model"]
-    if manifest["runtime"] == "onnx":
+    manifest_path = export_dir / "export.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        path = export_dir / manifest["model"]
+        runtime, shape = manifest["runtime"], (int(manifest["batch_size"]), int(manifest["seq_len"]))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{manifest_path}: not found (an export directory of `prge export` holds it)") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{manifest_path}: not an export.json prge writes ({type(e).__name__}: {e})") from None
+    if runtime == "onnx":
         from safetensors.torch import load_file
 
         initial = load_file(str(export_dir / manifest["initial_b"]))
-        return OnnxRunner(path, [initial[f"b_{i}"] for i in range(len(initial))])
-    if manifest["runtime"] == "executorch":
-        return ExecuTorchRunner(path)
-    return AotiRunner(path, manifest["device"])
+        runner = OnnxRunner(path, [initial[f"b_{i}"] for i in range(len(initial))])
+    elif runtime == "executorch":
+        runner = ExecuTorchRunner(path)
+    elif runtime == "aoti":
+        runner = AotiRunner(path, manifest["device"])
+    else:
+        raise ValueError(f"{manifest_path}: runtime {runtime!r} is none of onnx, aoti, executorch")
+    return CheckedRunner(runner, manifest_path, {**manifest, "batch_size": shape[0], "seq_len": shape[1]})
 
 
 def runner_binary() -> Path:
