@@ -31,13 +31,14 @@ class _Progress:
     step = 0  # the last step finished
     saved: int | None = None  # the step of the current checkpoint
 
-    def __init__(self, command: str = "prge train CONFIG"):
+    def __init__(self, command: str = "prge train CONFIG", preparing: str = "loading data and model"):
         self.command = command  # the run's command, which --resume continues
+        self.preparing = preparing  # what the run does before it writes anything
 
     def interrupted(self) -> str:
         resume = f"continue with `{self.command} --resume`"
         if self.out_dir is None:
-            return ("interrupted before the run wrote anything (while loading data and model): nothing to resume; "
+            return (f"interrupted before the run wrote anything (while {self.preparing}): nothing to resume; "
                     f"start it again with `{self.command}`")
         if self.saved is not None and self.saved == self.step:
             return f"interrupted after step {self.step}: checkpoint saved in {self.out_dir}; {resume}"

@@ -280,6 +280,13 @@ def test_a_failed_export_leaves_no_run_behind(setup, capsys, monkeypatch):
     assert main(run) == 2
     assert "the exporter failed" in capsys.readouterr().err
     assert [p.name for p in (tmp / "failed_export").iterdir() if not p.name.startswith(".")] == []
+    def interrupted(step, out):
+        raise KeyboardInterrupt  # Ctrl-C while exporting
+
+    monkeypatch.setattr(exporters, "export_onnx", interrupted)
+    assert main(run) == 2
+    assert "nothing to resume; start it again with `prge train CONFIG --runtime onnx`" in capsys.readouterr().err
+    assert [p.name for p in (tmp / "failed_export").iterdir() if not p.name.startswith(".")] == []
     monkeypatch.undo()
     assert main(run) == 0
 

@@ -39,7 +39,7 @@ def train_through_runtime(config: RunConfig, runtime: str, progress: bool = True
         raise ValueError(f"--runtime executorch --resume: its Python bindings cannot set the program's B, so a run "
                          f"through it cannot continue; start it again: {command} --overwrite")
     data = RunData(config)
-    where = _Progress(command)
+    where = _Progress(command, preparing="loading data and model, or exporting the step")
     with stop_signals() as signals:
         try:
             with claim(config.run.output_dir, config.to_yaml(), overwrite, resume,
@@ -53,7 +53,7 @@ def train_through_runtime(config: RunConfig, runtime: str, progress: bool = True
             raise RunInterrupted(where.interrupted()) from None
 
 
-def _export(config: RunConfig, runtime: str, data: RunData, out: Path, resume: bool, log) -> Path:
+def _export(config: RunConfig, runtime: str, data: RunData, out: Path, resume: bool, log, where) -> Path:
     """The run's export directory: the one a resumed run made (export.json is written last),
     else a new export; a failed new export takes the run's files with it, so that the
     directory is as if the run had not started (no --overwrite needed to try again)."""
@@ -67,13 +67,14 @@ def _export(config: RunConfig, runtime: str, data: RunData, out: Path, resume: b
         if not resume:
             for name in ("config.yaml", export_dir.name):
                 durable.remove(out / name)
+            where.out_dir = None  # a Ctrl-C's message: nothing to resume
         raise
 
 
 def _train(config: RunConfig, runtime: str, data: RunData, out: Path, progress: bool, log, resume: bool,
            signals, where) -> dict:
     started = time.monotonic()
-    runner = open_runner(_export(config, runtime, data, out, resume, log))
+    runner = open_runner(_export(config, runtime, data, out, resume, log, where))
     model = build_model(config, data)
     trainer = Trainer(model, config.estimator, config.optimizer, config.run.seed)  # evaluates and checkpoints B
     kind, encoder = data.task.kind, data.encoder
