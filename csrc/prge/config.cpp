@@ -360,6 +360,22 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
       }
     }
   }
+  // The other way round: a template ending in a space before candidates appended after one (README,
+  // lm-evaluation-harness's target delimiter) or label words that start with one: two spaces.
+  if (!d.chat_template && !d.prompt_template.empty() && (d.prompt_template.back() == ' ' || d.prompt_template.back() == '\t')) {
+    std::string doubled;
+    if (!d.choices_field.empty()) doubled = "each multiple-choice candidate is appended after a space";
+    for (const auto& [label, word] : d.label_words) {
+      if (doubled.empty() && !word.empty() && std::isspace(static_cast<unsigned char>(word.front()))) {
+        doubled = fmt::format("label word '{}' starts with whitespace", word);
+      }
+    }
+    if (!doubled.empty()) {
+      warnings.push_back(reader.located(data["template"], "data.template",
+                                        fmt::format("ends in whitespace and {}, so the model reads two spaces before "
+                                                    "the answer; end the template without it", doubled)));
+    }
+  }
   // Present and empty: never what the task means (the kind fields not chosen may be "", as every-key output writes them).
   for (const auto& key : {"train_file", "eval_file", "template", "label_field"}) {
     if (data[key] && data[key].Scalar().empty()) {  // read() above refused a null or a non-scalar

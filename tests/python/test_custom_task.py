@@ -288,3 +288,25 @@ def test_a_label_word_glued_to_the_template_is_warned_about():
     assert warnings("Review: {text} Sentiment:", {"p": "positive", "n": "negative"}, chat=True) == []
     assert warnings("评论：{text}\n情感：", {"p": "正面", "n": "负面"}) == []  # written without spaces
     assert warnings("Review: {text} Sentiment:", {"p": "正面", "n": "负面"}) == []
+
+
+def test_a_template_ending_in_a_space_before_spaced_answers_is_warned_about():
+    """'Sentiment: ' + ' positive' reads '...:  positive', and a multiple-choice candidate is
+    appended after a space of its own: said at data.template; a template without the space,
+    answers without one, and chat prompts say nothing."""
+    import prge
+
+    def warnings(template, **answers):
+        data = {"task": "custom", "train_file": "a", "eval_file": "b", "template": template, "label_field": "s"}
+        text = yaml.safe_dump({"data": {**data, **answers}})
+        return prge.parse_run_config(text, "c.yaml").warnings
+
+    doubled = warnings("Review: {text} Sentiment: ", label_words={"p": " positive", "n": " negative"})
+    assert len(doubled) == 1 and "data.template: ends in whitespace and label word ' negative' starts with " \
+        "whitespace, so the model reads two spaces before the answer" in doubled[0], doubled
+    choices = warnings("Question: {q} Answer: ", choices_field="options")
+    assert len(choices) == 1 and "each multiple-choice candidate is appended after a space" in choices[0], choices
+    assert warnings("Review: {text} Sentiment:", label_words={"p": " positive", "n": " negative"}) == []
+    assert warnings("Review: {text} Sentiment: ", label_words={"p": "positive", "n": "negative"}) == []
+    assert warnings("Question: {q} Answer:", choices_field="options") == []
+    assert warnings("Question: {q} Answer: ", choices_field="options", chat_template=True) == []
