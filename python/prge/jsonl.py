@@ -6,6 +6,17 @@ from pathlib import Path
 
 
 NUL_ADVICE = "not text; remove it or fix the export that wrote it"  # every reader's NUL message ends so
+LONE_SURROGATE = "a lone UTF-16 surrogate, which encodes no character"  # an unpaired JSON \uD800-\uDFFF escape
+
+
+def is_unicode_text(text: str) -> bool:
+    """Whether a str encodes as UTF-8, that is, holds no lone UTF-16 surrogate (JSON's \\u escapes
+    can spell one, and Python reads it into a str no tokenizer or UTF-8 file can hold)."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def is_json_int(value) -> bool:
@@ -99,8 +110,4 @@ def read_jsonl_numbered(path: str | Path, written: bool = False) -> list[tuple[i
 def _is_text(value) -> bool:
     """Whether every string in a parsed JSON value is Unicode text: JSON's \\u escapes can
     spell a lone UTF-16 surrogate, which no tokenizer or UTF-8 file can hold."""
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
+    return is_unicode_text(json.dumps(value, ensure_ascii=False))

@@ -785,6 +785,23 @@ def test_malformed_rows_of_a_custom_tasks_file_are_named(assets, capsys, file, t
     assert err.startswith("prge: error: data.train_file: ") and message in err, err
 
 
+def test_a_multiple_choice_cell_spelling_a_lone_surrogate_is_named(tmp_path):
+    """A CSV cell holding the candidates as a JSON list is text to the file reader; the list's own
+    \\uD800 escape is found when the candidates are read, named by record and candidate."""
+    import types
+
+    from prge.data.custom import custom_task
+
+    (tmp_path / "train.csv").write_text('q,options,answer\nWhich?,"[""fine"", ""b\\ud800d""]",0\n')
+    data = types.SimpleNamespace(task="custom", data_dir=str(tmp_path), train_file="train.csv", eval_file="",
+                                 template="Q: {q} A:", label_field="answer", label_words=[], response_field="",
+                                 choices_field="options", chat_template=False, train_from="")
+    with pytest.raises(ValueError) as error:
+        custom_task(data).load("train")
+    assert "record 1 (line 2): data.choices_field 'options': candidate 1 holds a lone UTF-16 surrogate, which " \
+        "encodes no character" in str(error.value), str(error.value)
+
+
 def test_a_quoted_field_over_several_lines_is_read_and_noted(tmp_path, capsys):
     """Valid CSV whose quoted field spans lines (a review with a line break, or a stray quote that
     a later quote closed) is read as CSV reads it, with a note naming where, so that rows merged

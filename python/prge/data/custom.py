@@ -34,7 +34,7 @@ from pathlib import Path
 from prge.data.examples import Example, Task
 from prge.data.kinds import CLASSIFICATION, GENERATION, MULTIPLE_CHOICE
 from prge.data.sources import CUSTOM_READERS, Located, MissingSplit, content_sha256, read_hf
-from prge.jsonl import as_written_json
+from prge.jsonl import LONE_SURROGATE, NUL_ADVICE, as_written_json, is_unicode_text
 
 SPLIT_KEYS = {"train": "train_file", "eval": "eval_file"}
 HF_SPLIT_NAMES = {"train": ("train",), "eval": ("validation", "test")}
@@ -169,11 +169,8 @@ def _choices(value, where: str, key: str) -> tuple[str, ...]:
         raise ValueError(f"{where}: {key} holds {len(value)} candidate(s); multiple choice needs at least 2")
     texts = [_text_of(c) for c in value]
     for i, text in enumerate(texts):
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:  # a JSON \uD800-\uDFFF escape without its other half
-            raise ValueError(f"{where}: {key}: candidate {i} holds a lone UTF-16 surrogate, which encodes no "
-                             "character: not text; remove it or fix the export that wrote it") from None
+        if not is_unicode_text(text):
+            raise ValueError(f"{where}: {key}: candidate {i} holds {LONE_SURROGATE}: {NUL_ADVICE}")
     return tuple(t if t[:1].isspace() else " " + t for t in texts)
 
 

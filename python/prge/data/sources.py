@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from prge.jsonl import NUL_ADVICE, as_written_json, read_jsonl_numbered, unique_keys
+from prge.jsonl import LONE_SURROGATE, NUL_ADVICE, as_written_json, is_unicode_text, read_jsonl_numbered, unique_keys
 
 HF_SPLITS = {"train": "train", "eval": "validation"}
 
@@ -75,12 +75,8 @@ def _refuse_nul(where: str, record) -> None:
         if isinstance(value, str):
             if "\x00" in value:
                 raise ValueError(f"{where}: field {field!r} holds a NUL character (\\x00): {NUL_ADVICE}")
-            if not value.isascii():
-                try:
-                    value.encode("utf-8")
-                except UnicodeEncodeError:  # a JSON \uD800-\uDFFF escape without its other half
-                    raise ValueError(f"{where}: field {field!r} holds a lone UTF-16 surrogate, which encodes no "
-                                     f"character: {NUL_ADVICE}") from None
+            if not value.isascii() and not is_unicode_text(value):
+                raise ValueError(f"{where}: field {field!r} holds {LONE_SURROGATE}: {NUL_ADVICE}")
         elif isinstance(value, dict):
             for k, v in value.items():
                 name = f"{field}.{k}" if field else str(k)
