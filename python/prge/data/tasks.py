@@ -3,7 +3,11 @@ a template renders the prompt and the answer follows it: a label word (classific
 one of the example's candidates (multiple choice); prge.data.kinds says how each kind trains
 and evaluates. MRPC, WNLI and QNLI, which MeZO's large-model code does not have, use the
 questions of the paper's own code (MobiZO) with MeZO's answer format (the word right after the
-newline). Adding a task of an existing kind is one entry in TASKS (and, when its records need
+newline; MobiZO writes a space before it); QNLI's entailment answers "Yes" (MobiZO's code maps
+GLUE's label 0, entailment, to "No"). ARC's prompt is lm-evaluation-harness's (MeZO's released
+templates have none for ARC or WinoGrande). WSC reads SuperGLUE's spans as published (without
+Hugging Face's wsc.fixed correction, which MeZO loads) and BoolQ SuperGLUE's passages (with their
+titles, which Hugging Face's boolq leaves out): the README lists these differences. Adding a task of an existing kind is one entry in TASKS (and, when its records need
 more than a field lookup, a record function beside it).
 
 Every task reads data.data_dir, $PRGE_DATA/<folder>, the user data dir or ../shared/data/<folder>
@@ -165,8 +169,10 @@ def _arc_record(r: dict) -> Example:
 
 def _winogrande_record(r: dict) -> Example:
     """The sentence up to the blank is the prompt; each candidate is an option followed by the
-    rest of the sentence (MeZO scores the whole sentence with the option filled in: the words
-    before the blank score the same for both options, so only their part is scored here)."""
+    rest of the sentence. The words before the blank add the same log-likelihood to both
+    options' sums, so `accuracy_raw` picks as the whole filled-in sentence's sum does; the
+    per-token mean (`accuracy`) is over the candidate's tokens only, which is neither MeZO's mean
+    over the whole sentence nor lm-evaluation-harness's score of the words after the blank."""
     sentence = str(r["sentence"])
     if sentence.count("_") != 1:
         raise ValueError(f"sentence has {sentence.count('_')} blanks '_', expected 1: {sentence!r}")
