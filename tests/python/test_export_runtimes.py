@@ -291,6 +291,19 @@ def test_a_failed_export_leaves_no_run_behind(setup, capsys, monkeypatch):
     assert main(run) == 0
 
 
+def test_max_length_beyond_the_models_positions_is_refused_as_prge_train_refuses_it(setup):
+    """data.max_length past max_position_embeddings: the C++ trainer refuses it too, so the
+    runtime path names the key and the model's config.json as prge train does."""
+    from prge.export.exporters import check_exportable
+
+    _, _, config, _, _, _ = setup
+    positions = json.load(open(f"{config.model.name}/config.json"))["max_position_embeddings"]
+    longer = prge.parse_run_config(config.to_yaml(), "c.yaml", [("data.max_length", str(2 * positions))])
+    with pytest.raises(ValueError, match=f"data.max_length: {2 * positions} exceeds the model's "
+                                         f"max_position_embeddings {positions} "):
+        check_exportable(longer, "onnx")
+
+
 def test_longrope_switching_below_max_length_is_not_exported(setup):
     """The exported step builds RoPE once for data.max_length (LongRoPE's long factors), the C++
     trainer per batch (its short factors for short batches): refused rather than trained apart."""

@@ -16,6 +16,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from safetensors.torch import save_file
@@ -24,6 +25,7 @@ from prge import durable
 from prge._core import IGNORE_INDEX, CausalLM, RunConfig
 from prge.export.run_data import RunData
 from prge.export.step_module import FunctionalStep, MutableBufferStep, StepSpec
+from prge.preflight import check_positions
 from prge.setup import setup_model
 
 RUNTIMES = ("onnx", "aoti", "executorch")
@@ -50,13 +52,20 @@ def check_installed(runtime: str, run: bool = False) -> None:
                           + " and ".join(f"pip install {pip}" for pip in missing))
 
 
-def unexported_features(config: RunConfig) -> list[str]:
-    """What the model's family has that the exported step (step_module.py: a Llama block) does
-    not compute, read from its config.json through the family registry."""
+def model_spec(config: RunConfig):
+    """(ArchSpec, model directory) of the config's model: its config.json read through the family
+    registry (a registered name or .gguf file converted into the cache first)."""
     from prge._core import ArchSpec
     from prge.models import config_model_dir
 
-    spec = ArchSpec.from_json_file(str(config_model_dir(config) / "config.json"))
+    model_dir = config_model_dir(config)
+    return ArchSpec.from_json_file(str(model_dir / "config.json")), model_dir
+
+
+def unexported_features(config: RunConfig, spec=None) -> list[str]:
+    """What the model's family has that the exported step (step_module.py: a Llama block) does
+    not compute, read from its config.json through the family registry (`spec`: model_spec's)."""
+    spec = spec or model_spec(config)[0]
     features = {
         "biases": spec.qkv_bias or spec.o_bias or spec.mlp_bias, "q/k norms": spec.qk_norm,
         "Gemma's norms": spec.norm == "gemma" or spec.sandwich_norms, "an embedding scale": spec.scale_embeddings,
@@ -68,7 +77,6 @@ def unexported_features(config: RunConfig) -> list[str]:
         # the short factors for batches up to original_max_position_embeddings
         "LongRoPE switching factors below data.max_length": any(
             r.type == "longrope" and r.original_max_position_embeddings < config.data.max_length for r in spec.ropes),
-        "max_position_embeddings below data.max_length": 0 < spec.max_position_embeddings < config.data.max_length,
     }
     return [f"model_type '{spec.model_type}' has {name}, which the exported step does not compute (train it with "
             "the C++ trainer)" for name, present in features.items() if present]
@@ -80,6 +88,8 @@ def check_exportable(config: RunConfig, runtime: str, run: bool = False) -> None
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime '{runtime}' (allowed: {', '.join(RUNTIMES)})")
     check_installed(runtime, run)
+    spec, model_dir = model_spec(config)
+    check_positions(config, SimpleNamespace(spec=spec), model_dir)  # as prge train refuses it
     e, o = config.estimator, config.optimizer
     problems = []
     if e.kind != "prge" or e.parallel != "dual" or e.difference != "central":
@@ -109,7 +119,7 @@ def check_exportable(config: RunConfig, runtime: str, run: bool = False) -> None
                         "from a checkpoint (its Python bindings cannot set the program's B): leave it at 0")
     if runtime in ("onnx", "executorch") and config.model.device != "cpu":
         problems.append(f"the {runtime} runner runs on the CPU: set model.device: cpu")
-    problems += unexported_features(config)
+    problems += unexported_features(config, spec)
     if problems:
         raise ValueError("cannot export this config: " + "; ".join(problems))
 
