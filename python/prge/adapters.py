@@ -253,27 +253,20 @@ def module_names(model) -> dict[str, str]:
             for i in range(model.spec.num_hidden_layers) for p in model.spec.projections}
 
 
-def load_run(run_dir: str | Path, dtype: str | None = None):
+def load_run(run_dir: str | Path, dtype: str | None = None, config=None):
     """(config, model directory, model) of a finished run: the base with the run's trained
     adapters, or, for a run that trained full weights (estimator.kind mezo), with its trained
     weights; `dtype`: the base loaded in this dtype instead of the run's model.dtype (the trained
-    tensors are cast to it). FileNotFoundError without config.yaml, or for a run that has not finished (no
+    tensors are cast to it); `config`: finished_run_config's, when the caller has read it.
+    FileNotFoundError without config.yaml, or for a run that has not finished (no
     trained.safetensors); ValueError when the
     model directory holds another model than the run trained on (prge.model_identity)."""
-    from prge._core import Trainer, load_run_config
+    from prge._core import Trainer
     from prge.models import config_model_dir
     from prge.setup import setup_model
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir}: no config.yaml (a run directory of `prge train` holds it and "
-                                "trained.safetensors)")
-    if not (run_dir / "trained.safetensors").is_file():
-        raise FileNotFoundError(
-            f"{run_dir}: the run there has not finished (no trained.safetensors)"
-            + (f": it has a checkpoint; finish it with `prge train {run_dir / 'config.yaml'} --resume`"
-               if any(run_dir.glob("checkpoint*")) else ""))
-    config = load_run_config(str(run_dir / "config.yaml"))
+    config = config or finished_run_config(run_dir)
     if dtype is not None and dtype != config.model.dtype:  # the base loaded in another dtype (--merge)
         from prge._core import parse_run_config
 
@@ -287,6 +280,22 @@ def load_run(run_dir: str | Path, dtype: str | None = None):
     Trainer(model, config.estimator, config.optimizer, config.run.seed).load_checkpoint(
         str(run_dir / "trained.safetensors"))
     return config, model_dir, model
+
+
+def finished_run_config(run_dir: Path):
+    """The RunConfig of a finished run's config.yaml. FileNotFoundError without config.yaml, or for
+    a run that has not finished (no trained.safetensors)."""
+    from prge._core import load_run_config
+
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir}: no config.yaml (a run directory of `prge train` holds it and "
+                                "trained.safetensors)")
+    if not (run_dir / "trained.safetensors").is_file():
+        raise FileNotFoundError(
+            f"{run_dir}: the run there has not finished (no trained.safetensors)"
+            + (f": it has a checkpoint; finish it with `prge train {run_dir / 'config.yaml'} --resume`"
+               if any(run_dir.glob("checkpoint*")) else ""))
+    return load_run_config(str(run_dir / "config.yaml"))
 
 
 # Files that make up a set of weights (a model, shards and their index, an adapter) in a Hugging
@@ -305,21 +314,18 @@ def check_finite(path: Path, tensors: dict, key: str) -> None:
                              "the file is damaged or was saved by a diverged run")
 
 
-def _output_dir(run_dir: str | Path, out: str | Path, overwrite: bool) -> Path:
+def _output_dir(run_dir: str | Path, out: str | Path, overwrite: bool, config) -> Path:
     """The export's directory, checked before anything is loaded or written: not the run's
-    directory, not its model's directory nor inside it, new or empty unless `overwrite`; with
-    `overwrite`, every other set of weights there is removed (WEIGHT_FILES)."""
-    from prge._core import load_run_config
+    directory, not its model's directory (that of `config`, the run's) nor inside it, new or
+    empty unless `overwrite`; with `overwrite`, every other set of weights there is removed
+    (WEIGHT_FILES)."""
     from prge.models import config_model_dir
     from prge.run_dir import RunDirError, check_output_dir
 
     run_dir, out = Path(run_dir), Path(out)
     if out.resolve() == run_dir.resolve():
         raise RunDirError(f"--out: {out} is the run directory it exports from; write somewhere else")
-    reads = {}
-    if (run_dir / "config.yaml").is_file():
-        reads["the run's model directory"] = config_model_dir(load_run_config(str(run_dir / "config.yaml")))
-    check_output_dir(out, "--out", overwrite, reads)
+    check_output_dir(out, "--out", overwrite, {"the run's model directory": config_model_dir(config)})
     existing = next(p for p in [out, *out.absolute().parents] if p.exists())
     if not existing.is_dir():
         raise RunDirError(f"--out: {out}: {existing} is a file, so the directory cannot be made there")
@@ -350,14 +356,12 @@ def _save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> No
 
 def export_peft(run_dir: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """The run's adapters as a PEFT LoRA adapter in `out` (see the module's text)."""
-    from prge._core import load_run_config
-
-    run_config = Path(run_dir) / "config.yaml"
-    if run_config.is_file() and not load_run_config(str(run_config)).use_adapter:
+    run_config = finished_run_config(Path(run_dir))
+    if not run_config.use_adapter:
         raise ValueError(f"{run_dir}: the run trained full weights (MeZO), not adapters: there is no PEFT adapter "
                          "to write; --merge writes its trained model as a Hugging Face model directory")
-    out = _output_dir(run_dir, out, overwrite)
-    config, model_dir, model = load_run(run_dir)  # a non-finite trained tensor is named here
+    out = _output_dir(run_dir, out, overwrite, run_config)
+    config, model_dir, model = load_run(run_dir, config=run_config)  # a non-finite trained tensor is named here
     modules = module_names(model)
     tensors = {}
     for a in model.adapters():
@@ -435,12 +439,12 @@ def export_merged(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     (float64 sums, then that dtype): a bfloat16 run on a float32 checkpoint, and a float32 run on
     a bfloat16 one, merge into float32 weights, where bfloat16 would round away most of a small
     (alpha / r) B A. A MeZO run's weights are written in its model.dtype."""
-    from prge._core import load_run_config, wrapper_text_weight_name
+    from prge._core import wrapper_text_weight_name
 
-    out = _output_dir(run_dir, out, overwrite)
-    run_config = load_run_config(str(Path(run_dir) / "config.yaml")) if (Path(run_dir) / "config.yaml").is_file() else None
+    run_config = finished_run_config(Path(run_dir))  # an unfinished run is named before the base is read
+    out = _output_dir(run_dir, out, overwrite, run_config)
     dtype = None
-    if run_config is not None and run_config.use_adapter:
+    if run_config.use_adapter:
         from prge.models import config_model_dir
 
         stored = stored_dtype(config_model_dir(run_config)) or run_config.model.dtype
@@ -450,7 +454,7 @@ def export_merged(run_dir: str | Path, out: str | Path, overwrite: bool = False,
             log(f"[prge] note: the run trained in {run_config.model.dtype}; its base checkpoint stores {dtype}, so "
                 f"the adapters are folded into {dtype} weights (in {run_config.model.dtype} most of a small "
                 "(alpha / r) B A would round away)")
-    config, model_dir, model = load_run(run_dir, dtype)  # a non-finite trained tensor is named here
+    config, model_dir, model = load_run(run_dir, dtype, run_config)  # a non-finite trained tensor is named here
     if model.quantized:
         held = base_weights_metadata(config, model)["prge.base_weights"]
         log(f"[prge] note: the base keeps its projection weights quantized ({held}); the merged model holds them "
