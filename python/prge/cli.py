@@ -169,6 +169,9 @@ def _command(argv: list[str] | None) -> int:
                                          "checked as prge sweep checks them, one line each")
     check.add_argument("config")
     check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    check.add_argument("--data", action="store_true",
+                       help="also read the task's files and tokenize every split as prge train does (a .gguf or "
+                            "registered model is converted first, for its tokenizer); loads no weights")
     args = parser.parse_args(argv)
 
     from prge.sweep import RUN_ERRORS  # what `prge` reports as `prge: error:`
@@ -185,6 +188,8 @@ def _command(argv: list[str] | None) -> int:
             config = _load_config(args.config, args.set)
             check_names(config)  # what `prge train` would refuse here before loading anything
             check_model_config(config)  # and what it would refuse on reading the model's config.json
+            if args.data:
+                _check_data(config)
             print(config.to_yaml(every_key=True), end="")
             for note in notes(config):  # and the notes it would print before its first step
                 print(note, file=sys.stderr)
@@ -305,6 +310,21 @@ def _check_generation_options(args) -> None:
             if value != off:
                 raise ValueError(f"{option} {value} limits sampling, and without --temperature (> 0) decoding is "
                                  "greedy, so it would change nothing; pass --temperature T to sample")
+
+
+def _check_data(config) -> None:
+    """`prge check --data`: the splits prge train would read and encode (setup_data: a missing
+    file or field, a label outside the task's, an answer that yields no token, ... named as it
+    names them) and their token ids against the model's vocabulary; counts on stderr."""
+    from prge.preflight import read_model_config
+    from prge.setup import check_token_ids, setup_data
+
+    data = setup_data(config)
+    check_token_ids(data.model_dir, read_model_config(config, data.model_dir).vocab_size,
+                    data.train + data.dev + data.eval)
+    counts = ", ".join(f"{len(split)} {name}" for name, split in
+                       (("training", data.train), ("dev", data.dev), ("evaluation", data.eval)) if split)
+    print(f"[prge] data: {data.task.description}: {counts} examples read and tokenized", file=sys.stderr)
 
 
 def _generate(args) -> None:

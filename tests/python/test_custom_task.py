@@ -247,6 +247,27 @@ def test_prge_check_finds_a_missing_data_file_or_folder_before_anything_trains(a
     assert f"data.data_dir: {tmp_path / 'no-such-folder'} not found" in capsys.readouterr().err
 
 
+def test_prge_check_data_reads_and_tokenizes_the_splits_as_train_would(assets, capsys):
+    """prge check --data: a record's mistake (a label outside label_words) is named as prge train
+    names it, before any weight loads; clean files print their example counts; without --data
+    the files are only looked for."""
+    tmp_path, model_dir = assets
+    config = custom_config(tmp_path, model_dir)
+    assert main(["check", str(config), "--data"]) == 0
+    assert "[prge] data: custom classification task from " in capsys.readouterr().err
+    with open(tmp_path / "test.jsonl", "a") as f:
+        f.write(json.dumps({"text": "fine", "sentiment": "neutral"}) + "\n")
+    assert main(["check", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["check", str(config), "--data"]) == 2
+    checked = capsys.readouterr().err
+    assert main(["train", str(config), "--no-progress"]) == 2
+    trained = capsys.readouterr().err
+    assert "test.jsonl: record 9 (line 9)" in checked and "neutral" in checked, checked
+    assert checked.splitlines()[-1] == trained.splitlines()[-1], (checked, trained)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_data_directory_that_is_not_a_saved_dataset_or_lacks_the_split_names_its_key(assets, capsys):
     """data.train_file naming a plain directory, or a datasets.save_to_disk directory without a
     training split: the key to fix is named (not datasets' own message, not data.data_dir)."""
