@@ -180,6 +180,10 @@ def _command(argv: list[str] | None) -> int:
         if args.command == "check" and _is_sweep_file(args.config):
             from prge.overrides import parse_assignment
 
+            if args.data:
+                raise ValueError(f"--data with a sweep file ({args.config}): it checks one run's data; pass a run's "
+                                 "config (its base config, with --set for the grid's data keys)")
+
             _check_sweep(args.config, [parse_assignment(s) for s in args.set])
         elif args.command == "check":
             # Every key with its effective value (run directories store the shorter to_yaml()).

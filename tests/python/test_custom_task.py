@@ -266,6 +266,11 @@ def test_prge_check_data_reads_and_tokenizes_the_splits_as_train_would(assets, c
     assert "test.jsonl: record 9 (line 9)" in checked and "neutral" in checked, checked
     assert checked.splitlines()[-1] == trained.splitlines()[-1], (checked, trained)
     assert not (tmp_path / "run").exists()
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"base": config.name, "output_root": str(tmp_path / "s"),
+                                     "grid": {"run.seed": [1, 2]}}))
+    assert main(["check", str(sweep), "--data"]) == 2
+    assert f"prge: error: --data with a sweep file ({sweep})" in capsys.readouterr().err
 
 
 def test_a_data_directory_that_is_not_a_saved_dataset_or_lacks_the_split_names_its_key(assets, capsys):
