@@ -117,13 +117,15 @@ RESOLVED_GENERATORS = ("torch", "counter")
 
 
 def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_data: bool = False,
-         clean: bool = True, sampler=None, model: tuple | None = None) -> dict | None:
+         clean: bool = True, sampler=None, model: tuple | None = None,
+         changed_data_option: str | None = "--resume-changed-data") -> dict | None:
     """The current checkpoint's state, with its tensors loaded into `trainer` and its data-order
     position into `sampler` (a BatchSampler; restored first, before a MeZO replay); None when
     the run has written no checkpoint yet. `clean`: remove what a killed save left beside it
     (the directory's writer only). `model`: (model directory, its model_identity fingerprint,
     the adapter.init_from the run starts from or None),
     which must be the model the checkpoint's run trained on (where the state stores one).
+    `changed_data_option`: what the changed-data error offers (None where the command has none).
     Raises RunDirError for a checkpoint that cannot be resumed or whose state is damaged
     (naming its file), ValueError naming the state file for another model, ValueError /
     RuntimeError naming a damaged tensor."""
@@ -142,7 +144,7 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
     if not isinstance(state, dict) or state.get("step") != pointer["step"]:
         raise RunDirError(f"{state_path}: not the state of step {pointer['step']}: the checkpoint is damaged")
     check_state(state_path, state, needs_data=directory != out_dir)
-    _check_same_data(out_dir, state.get("data"), fingerprint, allow_changed_data)
+    _check_same_data(out_dir, state.get("data"), fingerprint, allow_changed_data, changed_data_option)
     dropped = 0
     if sampler is not None:
         try:
@@ -324,7 +326,8 @@ def generator_note(state: dict, trainer, config) -> str | None:
             f"again with estimator.rng: {stored}")
 
 
-def _check_same_data(out_dir: Path, stored: dict | None, fingerprint: dict | None, allow: bool) -> None:
+def _check_same_data(out_dir: Path, stored: dict | None, fingerprint: dict | None, allow: bool,
+                     option: str | None) -> None:
     if fingerprint is None or stored is None or stored == fingerprint:
         return
     changed = [s for s in fingerprint if stored.get(s) != fingerprint[s]] or sorted(stored)
@@ -335,8 +338,9 @@ def _check_same_data(out_dir: Path, stored: dict | None, fingerprint: dict | Non
     detail = "; ".join(f"{s}: {stored.get(s, 'none')} examples:sha256 then, {fingerprint.get(s, 'none')} now"
                        for s in changed)
     raise RunDirError(f"{out_dir}: the {', '.join(changed)} data differ from the checkpoint's ({detail}): a data "
-                      "file was edited or moved since the run started. Resume on the new data with "
-                      "--resume-changed-data, or restore the files")
+                      "file was edited or moved since the run started. "
+                      + (f"Resume on the new data with {option}, or restore the files" if option else
+                         "Restore the files, or start the run again with --overwrite"))
 
 
 def metrics_until(path: Path, step: int) -> list[dict]:

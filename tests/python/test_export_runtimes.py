@@ -97,7 +97,12 @@ def test_runtime_matches_eager_trainer(setup, runtime):
             _, _, b_half = again.step(data.input_ids[s], data.targets[s], config.optimizer.lr,
                                       config.estimator.epsilon, prge.counter_step_key(config.run.seed, s))
         resumed = open_runner(export_dir)
-        resumed.set_b(b_half)
+        # as a resumed run gives them: views of one flat buffer (the model's B), which the caller
+        # writes again afterwards, so set_b must take copies
+        flat = torch.cat([b.flatten() for b in b_half])
+        offsets = [0, *torch.tensor([b.numel() for b in b_half]).cumsum(0).tolist()]
+        resumed.set_b([flat[o:o + b.numel()].view_as(b) for o, b in zip(offsets, b_half)])
+        flat.fill_(float("nan"))
         for s in range(half, STEPS):
             _, _, b_end = resumed.step(data.input_ids[s], data.targets[s], config.optimizer.lr,
                                        config.estimator.epsilon, prge.counter_step_key(config.run.seed, s))
@@ -173,6 +178,7 @@ def test_train_through_runtime_cli(setup, capsys):
                  "--set", f"run.output_dir={tmp / 'engine_run'}"]) == 0
     summary = json.loads((tmp / "engine_run" / "summary.json").read_text())
     assert summary["runtime"] == "onnx" and summary["steps"] == STEPS
+    assert "dequantized" not in capsys.readouterr().err  # a dense base gets no note on quantized weights
     # the summary of prge's own trainer, field for field but what only it measures
     assert main(["train", str(path), "--no-progress", "--set", f"run.output_dir={tmp / 'eager_run'}"]) == 0
     eager = json.loads((tmp / "eager_run" / "summary.json").read_text())
@@ -230,6 +236,15 @@ def test_a_runtime_run_stopped_by_ctrl_c_resumes_to_the_uninterrupted_run(setup,
     err = capsys.readouterr().err
     assert "interrupted after step 7: checkpoint saved" in err and "--runtime onnx --resume" in err, err
     assert not (tmp / "stopped" / "summary.json").exists()
+    from prge import checkpoints
+
+    real_fingerprint = checkpoints.data_fingerprint  # a data file edited since: named, with what can be done here
+    monkeypatch.setattr(checkpoints, "data_fingerprint", lambda splits: {**real_fingerprint(splits), "train": "edited"})
+    assert main(run + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "the train data differ from the checkpoint's" in err and "Restore the files, or start the run again " \
+        "with --overwrite" in err and "--resume-changed-data" not in err, err
+    monkeypatch.setattr(checkpoints, "data_fingerprint", real_fingerprint)
     assert main(run + ["--resume"]) == 0
     assert len(calls) == STEPS
     records = [json.loads(x) for x in (tmp / "stopped" / "metrics.jsonl").read_text().splitlines()]
@@ -252,7 +267,8 @@ def test_a_quantized_base_is_exported_dequantized(setup, capsys):
     out = tmp / "int4_run"
     assert main(["train", str(path), "--runtime", "onnx", "--no-progress", "--set", f"run.output_dir={out}",
                  "--set", "model.quantize=int4", "--set", "model.group_size=16", "--set", "run.steps=1"]) == 0
-    assert "the exported step holds the base weights dequantized to float32" in capsys.readouterr().err
+    assert "the base's projections are quantized, and the exported step holds them dequantized to float32" in \
+        capsys.readouterr().err
     int4 = prge.parse_run_config(config.to_yaml(), "c.yaml", [("model.quantize", "int4"), ("model.group_size", "16"),
                                                                 ("run.steps", "1")])
     data = RunData(int4)

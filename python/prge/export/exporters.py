@@ -204,10 +204,10 @@ def export_run(config: RunConfig, runtime: str, out_dir: str | Path, data: RunDa
                     "divide" if runtime == "executorch" else "shift")
     log(f"[prge] exporting the P-RGE step (q={spec.queries}, b={spec.batch_size}, T={spec.seq_len}) "
         f"for {runtime} into {out}")
-    if config.load_quantize != "dense":
-        print(f"[prge] note: model.quantize {config.load_quantize}: the exported step holds the base weights "
-              "dequantized to float32 (it computes what the quantized model computes, in the dense model's memory)",
-              file=sys.stderr)
+    if model.quantized:  # int8 / int4 at load, or a checkpoint's quantized projections kept as stored
+        print(f"[prge] note: model.quantize {config.load_quantize}: the base's projections are quantized, and the "
+              "exported step holds them dequantized to float32 (it computes what the quantized model computes, in "
+              "the dense model's memory)", file=sys.stderr)
     start = time.perf_counter()
     if runtime == "onnx":
         step = FunctionalStep(model, spec)

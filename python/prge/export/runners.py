@@ -46,7 +46,8 @@ class OnnxRunner:
         return float(loss), torch.from_numpy(np.asarray(grads)).double(), [torch.from_numpy(b) for b in self.b]
 
     def set_b(self, bs: list[torch.Tensor]) -> None:
-        self.b = [b.detach().cpu().float().numpy() for b in bs]
+        """The next step's B: copies of `bs` (.numpy() would share the caller's memory)."""
+        self.b = [b.detach().cpu().float().numpy().copy() for b in bs]
 
 
 class AotiRunner:
@@ -66,9 +67,13 @@ class AotiRunner:
         return float(loss), grads.double().cpu(), [x.cpu() for x in b]
 
     def set_b(self, bs: list[torch.Tensor]) -> None:
-        """The package's B buffers (MutableBufferStep.lora_b_i), replaced in place."""
-        self.model.load_constants({f"lora_b_{i}": b.detach().to(self.device, torch.float32).contiguous()
-                                   for i, b in enumerate(bs)}, check_full_update=False)
+        """The package's B buffers (MutableBufferStep.lora_b_i), replaced by copies of `bs`: the
+        package steps on the tensors it is given, so a caller's own tensors (a model's B, which a
+        resumed run writes again) would be stepped on and overwritten under it. The copies are
+        held here for as long as the package uses them."""
+        self.b = {f"lora_b_{i}": b.detach().to(self.device, torch.float32, copy=True).contiguous()
+                  for i, b in enumerate(bs)}
+        self.model.load_constants(self.b, check_full_update=False)
 
 
 class ExecuTorchRunner:

@@ -83,7 +83,8 @@ def _train(config: RunConfig, runtime: str, data: RunData, out: Path, progress: 
     metrics_path, steps = out / "metrics.jsonl", config.run.steps
     sequences_per_step = 2 * config.estimator.queries * config.data.batch_size  # the dual step's ±ε copies
     state = checkpoints.load(out, trainer, fingerprint, model=(data.model_dir, model_fingerprint,
-                                                              starting_adapter(config))) if resume else None
+                                                              starting_adapter(config)),
+                             changed_data_option=None) if resume else None  # --resume-changed-data: not here
     if resume and state is None:
         log(f"[prge] {out} holds no checkpoint yet: the run starts again from step 0")
     baseline = kind.baseline(data.task, data.eval)
