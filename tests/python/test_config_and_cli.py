@@ -601,9 +601,24 @@ def test_train_prints_each_evaluation_once_and_the_last_one_below_a_finished_bar
     assert "eval:" in err[last_train:] and "train:" not in err[err.index("eval:", last_train):], err
 
 
-def test_prge_check_on_a_sweep_checks_every_run_as_the_sweep_would(tmp_path, capsys):
+def test_prge_check_on_a_sweep_checks_every_run_as_the_sweep_would(tmp_path, capsys, monkeypatch):
     """prge check SWEEP.yaml: every run expanded and checked before anything trains (one line
-    each, each note once), a bad grid value named as prge sweep names it; not 'base: unknown key'."""
+    each, each note once), a bad grid value named as prge sweep names it; not 'base: unknown key'.
+    The sweep's model is converted in a cache of the test's own (a tiny model in its place, with
+    the file of quantized projections whose presence the MeZO note reads), so that what check
+    reads does not depend on what this machine's cache holds."""
+    from prge._core import QUANTIZED_WEIGHTS_FILE
+    from prge.models import check_model_name, conversion_dir
+    from prge.models.gguf_convert import CONVERTER_VERSION, MARKER
+
+    monkeypatch.setenv("PRGE_CACHE", str(tmp_path / "cache"))
+    converted = conversion_dir("smollm2-135m", check_model_name("smollm2-135m"))
+    model_dir, _ = make_tiny_assets(tmp_path)
+    shutil.copytree(model_dir, converted)
+    config_json = json.loads((converted / "config.json").read_text())  # SmolLM2's 8192 positions
+    (converted / "config.json").write_text(json.dumps({**config_json, "max_position_embeddings": 8192}))
+    (converted / MARKER).write_text(json.dumps({"converter": CONVERTER_VERSION}))
+    (converted / QUANTIZED_WEIGHTS_FILE).write_bytes(b"")
     sweep = ROOT / "configs" / "sweeps" / "paper_accuracy.yaml"
     assert main(["check", str(sweep)]) == 0
     out = capsys.readouterr()
