@@ -236,9 +236,13 @@ def test_one_config_trained_through_a_runtime_is_another_method(tmp_path):
             run.mkdir(parents=True)
             (run / "summary.json").write_text(json.dumps({**summary, "seed": seed, "runtime": runtime}))
             (run / "config.yaml").write_text(f"run: {{seed: {seed}, output_dir: {run}}}\n")
-    methods = {r["run"]: r["method"] for r in collect(tmp_path)}
+    runs = collect(tmp_path)
+    methods = {r["run"]: r["method"] for r in runs}
     assert len(set(methods.values())) == 2
     assert methods["eager/prge-seed1"] == methods["eager/prge-seed2"] != methods["onnx/prge-seed1"] == methods["onnx/prge-seed2"]
+    # and their names say which is which (folders need not: "prge" in both)
+    assert methods["onnx/prge-seed1"].endswith("(onnx)") and "(" not in methods["eager/prge-seed1"], methods
+    assert {r["variant"] for r in runs if r["run"].startswith("onnx/")} == {"onnx/prge (onnx)"}, runs
 
 
 def test_methods_with_one_folder_name_stay_apart_and_bad_configs_are_named(tmp_path):

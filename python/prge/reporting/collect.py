@@ -136,7 +136,8 @@ def group_methods(runs: list[dict]) -> None:
     does); and its "variant": the same across tasks (method_key without data.task), named as
     _variant_name says (with the model's label where two models' methods would share a name), for
     the task x method table."""
-    _unique_names(runs, method_key, lambda group: method_of(group[0]["run"], group[0].get("seed")), "method")
+    _unique_names(runs, method_key,
+                  lambda group: _with_runtime(method_of(group[0]["run"], group[0].get("seed")), group), "method")
     models = model_labels(runs)
     groups: dict[str, list[dict]] = {}
     for run in runs:
@@ -149,7 +150,15 @@ def group_methods(runs: list[dict]) -> None:
         label = models[str(group[0].get("model") or "-")]
         return f"{name} {label}" if len(models) > 1 and shared[name] > 1 and label not in name else name
 
-    _unique_names(runs, lambda run: method_key(run, across_tasks=True), variant_name, "variant")
+    _unique_names(runs, lambda run: method_key(run, across_tasks=True),
+                  lambda group: _with_runtime(variant_name(group), group), "variant")
+
+
+def _with_runtime(name: str, group: list[dict]) -> str:
+    """A method trained through an inference runtime (`prge train --runtime`) says which, so that it
+    is told from the same config's eager runs by name: "prge_q4 (onnx)"."""
+    runtime = str(group[0].get("runtime") or "eager")
+    return name if runtime == "eager" or f"({runtime})" in name else f"{name} ({runtime})"
 
 
 # Stems of a training file named after its split rather than its data (train.jsonl, training.csv).
