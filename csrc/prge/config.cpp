@@ -372,8 +372,8 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
     }
     if (!doubled.empty()) {
       warnings.push_back(reader.located(data["template"], "data.template",
-                                        fmt::format("ends in whitespace and {}, so the model reads two spaces before "
-                                                    "the answer; end the template without it", doubled)));
+                                        fmt::format("ends in whitespace and {}, so the model reads whitespace twice "
+                                                    "before the answer; end the template without it", doubled)));
     }
   }
   // Present and empty: never what the task means (the kind fields not chosen may be "", as every-key output writes them).

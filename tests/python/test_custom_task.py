@@ -329,7 +329,7 @@ def test_a_template_ending_in_a_space_before_spaced_answers_is_warned_about():
 
     doubled = warnings("Review: {text} Sentiment: ", label_words={"p": " positive", "n": " negative"})
     assert len(doubled) == 1 and "data.template: ends in whitespace and label word ' negative' starts with " \
-        "whitespace, so the model reads two spaces before the answer" in doubled[0], doubled
+        "whitespace, so the model reads whitespace twice before the answer" in doubled[0], doubled
     choices = warnings("Question: {q} Answer: ", choices_field="options")
     assert len(choices) == 1 and "each multiple-choice candidate is appended after a space" in choices[0], choices
     assert warnings("Review: {text} Sentiment:", label_words={"p": " positive", "n": " negative"}) == []
