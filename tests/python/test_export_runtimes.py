@@ -131,8 +131,31 @@ def check_cpp_runner_errors(export_dir, damaged):
     assert "--steps 12abc: give a whole number of steps >= 1" in error(export_dir, "--steps", "12abc")
     assert "--steps 0: give a whole number" in error(export_dir, "--steps", "0")
     assert "--out needs a value" in error(export_dir, "--out")
+    # --out is checked before any step runs (a bad one lost the trained B after all of them)
+    assert "--out needs a file path" in error(export_dir, "--out", "")
+    assert f"--out {export_dir}: is a directory" in error(export_dir, "--out", str(export_dir))
+    assert f"--out {export_dir / 'no' / 'b.safetensors'}: {export_dir / 'no'} is not a directory" in \
+        error(export_dir, "--out", str(export_dir / "no" / "b.safetensors"))
+    assert not list(export_dir.parent.glob("*.tmp"))
+    usage = subprocess.run([str(runner_binary()), "--help"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: prge_run_exported EXPORT_DIR"), usage
+    out = export_dir / "options_first.safetensors"  # options may come before the directory
+    done = subprocess.run([str(runner_binary()), "--steps", "1", "--out", str(out), str(export_dir)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 1 and out.is_file(), done.stderr
     manifest = json.loads((export_dir / "export.json").read_text())
     shutil.copytree(export_dir, damaged)
+    (damaged / "export.json").write_text('{"runtime": ')
+    assert f"{damaged / 'export.json'}: not readable JSON" in error(damaged)
+    (damaged / "export.json").write_text(json.dumps(manifest))
+    initial = load_file(str(damaged / manifest["initial_b"]))
+    save_file({k: v for k, v in initial.items() if k != f"b_{len(initial) - 1}"}, str(damaged / manifest["initial_b"]))
+    assert f"{damaged / manifest['initial_b']}: holds {len(initial) - 1} tensors, export.json names " \
+        f"{len(initial)} adapters" in error(damaged)
+    if manifest["runtime"] == "onnx":  # an AOTInductor package holds its B; ONNX Runtime is given it
+        save_file({**initial, "b_0": initial["b_0"][:, :-1].contiguous()}, str(damaged / manifest["initial_b"]))
+        assert f"(its inputs: {damaged / 'batches.safetensors'}, {damaged / manifest['initial_b']})" in error(damaged)
+    save_file(initial, str(damaged / manifest["initial_b"]))
     model = damaged / manifest["model"]
     model.write_bytes(model.read_bytes()[:1000])
     assert f"{model}: not loadable by {manifest['runtime']}" in error(damaged)

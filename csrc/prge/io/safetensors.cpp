@@ -175,9 +175,18 @@ void save_safetensors(const std::string& path, const TensorMap& tensors,
       out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
     }
     out.flush();
-    if (!out) throw std::runtime_error(fmt::format("{}: write failed (disk full?)", tmp));
+    if (!out) {
+      out.close();
+      std::filesystem::remove(tmp);
+      throw std::runtime_error(fmt::format("{}: write failed (disk full?)", tmp));
+    }
   }
-  std::filesystem::rename(tmp, path);
+  std::error_code error;
+  std::filesystem::rename(tmp, path, error);
+  if (error) {  // e.g. path is a directory: the error names it, and no .tmp stays behind
+    std::filesystem::remove(tmp);
+    throw std::runtime_error(fmt::format("{}: cannot write ({})", path, error.message()));
+  }
 }
 
 }  // namespace prge::io
