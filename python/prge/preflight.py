@@ -162,10 +162,15 @@ def check_losses_differ(step: int, result, config) -> None:
     losses = list(result.losses)
     if len(losses) < 2 or any(loss != losses[0] for loss in losses[1:]):
         return
-    raise ValueError(
+    raise epsilon_too_small(config, step, f"all {len(losses)} perturbed losses are bit-identical ({losses[0]!r}): "
+                                          "every projected gradient is 0")
+
+
+def epsilon_too_small(config, step: int, seen: str) -> ValueError:
+    """The error for a step whose perturbations moved no loss (`seen`: what showed it)."""
+    return ValueError(
         f"estimator.epsilon: {config.estimator.epsilon:g} is too small for model.dtype {config.model.dtype}: at step "
-        f"{step} all {len(losses)} perturbed losses are bit-identical ({losses[0]!r}), so every projected gradient "
-        "is 0 and training would change nothing; raise estimator.epsilon (1e-3 to 1e-2 is usual)")
+        f"{step} {seen}, so training would change nothing; raise estimator.epsilon (1e-3 to 1e-2 is usual)")
 
 
 # Full-parameter MeZO's learning rates: its paper's grid for OPT is 1e-7 / 1e-6 and reaches 1e-5

@@ -280,6 +280,16 @@ def test_a_runtime_run_stopped_by_ctrl_c_resumes_to_the_uninterrupted_run(setup,
     assert summary["resumed_after_step"] == 7 and summary["forward_passes"] == STEPS
 
 
+def test_an_epsilon_that_moves_no_loss_stops_a_runtime_run_at_step_1(setup, capsys):
+    """As prge train refuses it (preflight.check_losses_differ): every projected gradient of step 1
+    exactly 0 names estimator.epsilon and the dtype."""
+    tmp, path, _, _, _, _ = setup
+    assert main(["train", str(path), "--runtime", "onnx", "--no-progress", "--set", f"run.output_dir={tmp / 'eps'}",
+                 "--set", "estimator.epsilon=1e-30", "--set", "run.steps=2"]) == 2
+    assert "estimator.epsilon: 1e-30 is too small for model.dtype float32: at step 1 every projected gradient is " \
+        "exactly 0" in capsys.readouterr().err
+
+
 def test_a_quantized_base_is_exported_dequantized(setup, capsys):
     """model.quantize int4 through a runtime: the step computes the int4 model's loss (its weights
     dequantized), and says that it holds them dequantized."""

@@ -20,7 +20,7 @@ from prge.export.run_data import RunData
 from prge.export.runners import open_runner
 from prge.interrupts import stop_signals
 from prge.model_identity import run_model_fingerprint, starting_adapter
-from prge.preflight import check_names
+from prge.preflight import check_names, epsilon_too_small
 from prge.progress import closed_at_exit, progress_bar
 from prge.run_dir import claim
 from prge.train import RunInterrupted, _Progress, check_finite, evaluation_record, metrics_of, training_results
@@ -167,7 +167,4 @@ def _check_step(step: int, loss: float, grads, config: RunConfig, metrics_path: 
     values = grads.tolist()
     check_finite(step, SimpleNamespace(loss=loss, projected_grads=values), metrics_path)
     if step == 1 and all(g == 0 for g in values):
-        raise ValueError(
-            f"estimator.epsilon: {config.estimator.epsilon:g} is too small for model.dtype {config.model.dtype}: at "
-            "step 1 every projected gradient is exactly 0 (the ±ε losses are equal), so training would change "
-            "nothing; raise estimator.epsilon (1e-3 to 1e-2 is usual)")
+        raise epsilon_too_small(config, step, "every projected gradient is exactly 0 (the ±ε losses are equal)")
