@@ -84,7 +84,13 @@ void bind_model(py::module_& m) {
                     "the text model of a multimodal wrapper's checkpoint (gemma3), its vision tower not loaded")
       .def_static("from_json_file", &ArchSpec::from_json_file, py::arg("path"),
                   "the spec of a config.json (see the class); ValueError naming the key it refuses")
-      .def("parameter_count", &ArchSpec::parameter_count, "weights in the text model (tied embeddings once)");
+      .def("parameter_count", &ArchSpec::parameter_count, "weights in the text model (tied embeddings once)")
+      .def("hf_module_name", &ArchSpec::hf_module_name, py::arg("layer"), py::arg("projection"),
+           "Hugging Face's module name of a layer's projection (model.layers.3.self_attn.q_proj); ValueError "
+           "for a projection the family lacks")
+      .def("adapter_targets", &ArchSpec::adapter_targets, py::arg("targets"),
+           "the projections (in adapter order) that adapter.targets adapt in this family; ValueError naming an "
+           "unknown target");
   m.def("supported_model_types", &supported_model_types, "model_type values the family registry knows");
   m.def("weight_files", &weight_files, py::arg("model_dir"),
         "the safetensors files a model directory's checkpoint is read from, as transformers picks them "

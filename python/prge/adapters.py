@@ -7,6 +7,8 @@
                                into every adapted W (config, safetensors, tokenizer files)
   load_peft(model, dir, opts)  a PEFT LoRA adapter's A and B as a model's starting point
                                (adapter.init_from)
+  check_peft_adapter(dir, spec, opts)  the same adapter's config against the model's family
+                               and the adapter options, without reading a tensor (prge check)
 
 PEFT names a LoRA pair after the module it wraps:
 base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight ([r, in]) and .lora_B.weight
@@ -196,7 +198,7 @@ def check_patterns_read_as_peft(model, options, where: str) -> None:
             "rank_pattern": dict(options.rank_pattern), "alpha_pattern": dict(options.alpha_pattern)}
     check_peft_values({**peft, "target_modules": "all-linear"}, where)
     targets = set(options.targets)
-    adapted = [module for name, module in module_names(model).items() if name.rsplit(".", 1)[1] in targets]
+    adapted = [module for name, module in module_names(model.spec).items() if name.rsplit(".", 1)[1] in targets]
     for module in adapted:
         try:
             mine = (options.rank_of(module), options.scaling_of(module))
@@ -246,11 +248,12 @@ def peft_targets(peft: dict, modules: dict[str, str], projections: list[str], wh
     return projections
 
 
-def module_names(model) -> dict[str, str]:
+def module_names(spec) -> dict[str, str]:
     """prge adapter name (layers.N.q_proj) -> Hugging Face module (model.layers.N.self_attn.q_proj)
-    for every projection of the model's family (its checkpoint-name table, through the core)."""
-    return {f"layers.{i}.{p}": model.hf_module_name(i, p)
-            for i in range(model.spec.num_hidden_layers) for p in model.spec.projections}
+    for every projection of a model's family (`spec`: its prge.ArchSpec, model.spec; the family's
+    checkpoint-name table, through the core)."""
+    return {f"layers.{i}.{p}": spec.hf_module_name(i, p)
+            for i in range(spec.num_hidden_layers) for p in spec.projections}
 
 
 def load_run(run_dir: str | Path, dtype: str | None = None, config=None):
@@ -287,15 +290,22 @@ def finished_run_config(run_dir: Path):
     a run that has not finished (no trained.safetensors)."""
     from prge._core import load_run_config
 
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: {'not a directory' if run_dir.exists() else 'not found'} (a run "
+                                "directory of `prge train`, holding config.yaml and trained.safetensors)")
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir}: no config.yaml (a run directory of `prge train` holds it and "
                                 "trained.safetensors)")
+    config = load_run_config(str(run_dir / "config.yaml"))
     if not (run_dir / "trained.safetensors").is_file():
-        raise FileNotFoundError(
-            f"{run_dir}: the run there has not finished (no trained.safetensors)"
-            + (f": it has a checkpoint; finish it with `prge train {run_dir / 'config.yaml'} --resume`"
-               if any(run_dir.glob("checkpoint*")) else ""))
-    return load_run_config(str(run_dir / "config.yaml"))
+        resume = ""
+        if any(run_dir.glob("checkpoint*")):
+            resume = f": it has a checkpoint; finish it with `prge train {run_dir / 'config.yaml'} --resume`"
+            if Path(config.run.output_dir).resolve() != run_dir.resolve():  # the run's paths are relative
+                resume += (f" from the directory it was started in (its run.output_dir, {config.run.output_dir}, "
+                           "is relative to it)")
+        raise FileNotFoundError(f"{run_dir}: the run there has not finished (no trained.safetensors){resume}")
+    return config
 
 
 # Files that make up a set of weights (a model, shards and their index, an adapter) in a Hugging
@@ -362,7 +372,7 @@ def export_peft(run_dir: str | Path, out: str | Path, overwrite: bool = False) -
                          "to write; --merge writes its trained model as a Hugging Face model directory")
     out = _output_dir(run_dir, out, overwrite, run_config)
     config, model_dir, model = load_run(run_dir, config=run_config)  # a non-finite trained tensor is named here
-    modules = module_names(model)
+    modules = module_names(model.spec)
     tensors = {}
     for a in model.adapters():
         module = PEFT_PREFIX + modules[a["name"]]
@@ -459,7 +469,7 @@ def export_merged(run_dir: str | Path, out: str | Path, overwrite: bool = False,
         held = base_weights_metadata(config, model)["prge.base_weights"]
         log(f"[prge] note: the base keeps its projection weights quantized ({held}); the merged model holds them "
             "dequantized, with (alpha / r) B A folded in: a dense model")
-    modules = module_names(model)
+    modules = module_names(model.spec)
     low_rank = {}
     # A as the run used it: drawn (or read from adapter.init_from) in float32, then held in the
     # run's dtype; so in a base loaded otherwise, A is rounded to the run's dtype as it was.
@@ -517,21 +527,31 @@ def wrapper_checkpoint(model_dir: Path, text: dict) -> dict:
     return out
 
 
-def load_peft(model, adapter_dir: str | Path, options) -> None:
-    """Copy a PEFT LoRA adapter's A and B into a model whose adapters were attached with
-    `options`; the adapter's modules, ranks and scalings (r, lora_alpha, target_modules,
-    use_rslora, rank_pattern, alpha_pattern, as PEFT computes them) must be the options'.
-    Raises ValueError naming the field or module that differs, FileNotFoundError when the
-    directory holds no adapter."""
+def read_peft_adapter(adapter_dir: str | Path, place: str | None = None) -> dict:
+    """read_peft_config of the adapter in `adapter_dir` (adapter.init_from, set at `place`),
+    after checking that it holds a PEFT adapter's two files (FileNotFoundError naming both)."""
+    adapter_dir, key = Path(adapter_dir), "adapter.init_from"
+    if not (adapter_dir / ADAPTER_CONFIG).is_file() or not (adapter_dir / ADAPTER_WEIGHTS).is_file():
+        raise FileNotFoundError(f"{place or key}: {adapter_dir} has no {ADAPTER_CONFIG} + {ADAPTER_WEIGHTS} "
+                                "(a PEFT adapter)")
+    return read_peft_config(adapter_dir, key)
+
+
+def check_peft_adapter(adapter_dir: str | Path, spec, options, place: str | None = None) -> dict:
+    """The adapter_config.json of the PEFT LoRA adapter in `adapter_dir` against a model of
+    `spec` (prge.ArchSpec) with adapters attached by `options` (config.adapter): its modules,
+    ranks and scalings (r, lora_alpha, target_modules, use_rslora, rank_pattern, alpha_pattern,
+    as PEFT computes them) must be the options'. Reads no tensors: `prge check` runs it before
+    any weight is loaded, load_peft before copying them. Returns the adapter's config; raises
+    FileNotFoundError when the directory holds no adapter, ValueError naming the field or module
+    that differs. `place`: where the config set adapter.init_from (file:line), for the message."""
     adapter_dir = Path(adapter_dir)
     key = "adapter.init_from"
-    if not (adapter_dir / ADAPTER_CONFIG).is_file() or not (adapter_dir / ADAPTER_WEIGHTS).is_file():
-        raise FileNotFoundError(f"{key}: {adapter_dir} has no {ADAPTER_CONFIG} + {ADAPTER_WEIGHTS} (a PEFT adapter)")
-    peft = read_peft_config(adapter_dir, key)
-    modules = module_names(model)
+    peft = read_peft_adapter(adapter_dir, place)
+    modules = module_names(spec)
     where = f"{key}: {adapter_dir / ADAPTER_CONFIG}"
-    targets = peft_targets(peft, modules, list(model.spec.projections), where)
-    adapted = {a["name"].rsplit(".", 1)[1] for a in model.adapters()}
+    targets = peft_targets(peft, modules, list(spec.projections), where)
+    adapted = set(spec.adapter_targets(list(options.targets)))
     if set(targets) != adapted:
         raise ValueError(f"{where}: target_modules select {targets}, the config's adapter.targets "
                          f"{list(options.targets)} adapt {sorted(adapted)}: set adapter.targets to match")
@@ -550,6 +570,17 @@ def load_peft(model, adapter_dir: str | Path, options) -> None:
                                  f"{mine:g} under the config's adapter section: set adapter.rank / alpha / "
                                  f"use_rslora / rank_pattern / alpha_pattern as the adapter has them "
                                  f"({json.dumps(setting)})")
+    return peft
+
+
+def load_peft(model, adapter_dir: str | Path, options, place: str | None = None) -> None:
+    """Copy a PEFT LoRA adapter's A and B into a model whose adapters were attached with
+    `options`, after check_peft_adapter (its FileNotFoundError / ValueError); ValueError naming a
+    tensor that is missing, of another shape, not finite, or outside the adapted projections."""
+    adapter_dir = Path(adapter_dir)
+    key = "adapter.init_from"
+    check_peft_adapter(adapter_dir, model.spec, options, place)
+    modules = module_names(model.spec)
     try:
         tensors = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
     except (SafetensorError, OSError) as e:  # a truncated or damaged file

@@ -2,7 +2,8 @@
 model and the first step, so that a run never trains silently on nothing:
 
     check_names(config)             data.task, model.name and model.device name things that exist here
-    check_model_config(config)      the model's config.json read as the loader reads it (prge check)
+    check_model_config(config)      the model's config.json read as the loader reads it, and the
+                                    adapters against it (prge check)
     check_mezo_weight_format(config) full-parameter MeZO on projections quantized at load (refused)
     check_device(device)            model.device names a device this torch has
     check_positions(config, model)  data.max_length fits the model's max_position_embeddings
@@ -73,11 +74,36 @@ def check_model_config(config) -> None:
 
     check_mezo_weight_format(config)
     model_dir = model_dir_without_converting(config.model.name)
-    if model_dir is None:
+    spec = None if model_dir is None else read_model_config(config, model_dir)
+    if spec is not None:
+        check_positions(config, SimpleNamespace(spec=spec), model_dir)
+        check_group_size(config, spec, model_dir)
+    check_adapters(config, spec)
+
+
+def check_adapters(config, spec) -> None:
+    """adapter.targets against the model's family (`spec`: its prge.ArchSpec), and the PEFT
+    adapter adapter.init_from starts from against both (check_peft_adapter: its files, fields,
+    modules, ranks and scalings), as setup_model finds them, reading no tensor. Without a spec
+    (a model not converted yet) only the adapter's own files are checked. ValueError /
+    FileNotFoundError naming the key's place."""
+    from prge.adapters import check_peft_adapter, read_peft_adapter
+
+    if not config.use_adapter:
         return
-    spec = read_model_config(config, model_dir)
-    check_positions(config, SimpleNamespace(spec=spec), model_dir)
-    check_group_size(config, spec, model_dir)
+    if spec is not None:
+        try:
+            spec.adapter_targets(list(config.adapter.targets))
+        except ValueError as e:  # worded as setup_model words it
+            raise ValueError(f"{config.places.get('adapter.targets') or 'adapter.targets'}: {e}") from None
+    adapter_dir = config.adapter.init_from
+    if not adapter_dir:
+        return
+    place = config.places.get("adapter.init_from")
+    if spec is None:
+        read_peft_adapter(adapter_dir, place)
+    else:
+        check_peft_adapter(adapter_dir, spec, config.adapter, place)
 
 
 def check_mezo_weight_format(config) -> None:

@@ -122,9 +122,19 @@ def setup_data(config, model_dir: str | Path | None = None) -> DataSetup:
     tokenizer = setup_tokenizer(model_dir)
     encoder = PromptEncoder(task, tokenizer, config.data.max_length)
     train, dev, evaluation = (encoder.encode_all(split) for split in split_protocol(task, config.data, config.run.seed))
+    check_batch_size(config, task, len(train))
     if encoder.truncation_report():
         print(encoder.truncation_report(), file=sys.stderr)
     return DataSetup(task, model_dir, tokenizer, encoder, train, dev, evaluation)
+
+
+def check_batch_size(config, task: Task, examples: int) -> None:
+    """data.batch_size at most the training examples a step draws from (the sampler draws a
+    batch without replacement): ValueError naming the key's place and the task's data."""
+    if config.data.batch_size > examples:
+        place = config.places.get("data.batch_size", "data.batch_size")
+        raise ValueError(f"{place}: {config.data.batch_size} exceeds the {examples} training examples of "
+                         f"{task.description}; lower data.batch_size or give the task more training examples")
 
 
 def check_token_ids(model_dir, vocab_size: int, examples: list[EncodedExample]) -> None:
@@ -189,7 +199,7 @@ def setup_model(config, data: DataSetup | None = None, *, model_dir: str | Path 
         if config.adapter.init_from:  # a PEFT adapter as the starting point
             from prge.adapters import load_peft
 
-            load_peft(model, config.adapter.init_from, config.adapter)
+            load_peft(model, config.adapter.init_from, config.adapter, config.places.get("adapter.init_from"))
         model.fold_lora_a = config.model.fold_lora_a
         if config.model.fold_lora_a and not model.lora_a_folded:
             print(f"[prge] note: model.fold_lora_a: true folds nothing in {model_dir.name}: A folds only under a "

@@ -2,6 +2,7 @@
 adapter as a run's starting point): transformers + peft must compute the logits prge does."""
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -187,7 +188,17 @@ def test_a_peft_adapter_is_a_starting_point(trained, capsys):
     assert main(["train", str(config), "--no-progress"]) == 0
     config = write_config(tmp, model_dir, tmp / "food", adapter={"rank": 2, "init_from": str(tmp / "start")})
     assert main(["train", str(config), "--no-progress"]) == 2
-    assert "adapter.init_from:" in capsys.readouterr().err
+    refused = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "adapter.init_from:" in refused and "has rank 4 there, 2 under the config's adapter section" in refused
+    # prge check finds what prge train would refuse, without loading a tensor, in the same words;
+    # a directory without an adapter is named at its place in the config.
+    assert main(["check", str(config)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == refused
+    config = write_config(tmp, model_dir, tmp / "food", adapter={"init_from": str(tmp / "nothing_here")})
+    for command in (["check", str(config)], ["train", str(config), "--no-progress"]):
+        assert main(command) == 2
+        assert re.search(r"run\.yaml:\d+:\d+: adapter\.init_from: .*nothing_here has no adapter_config\.json",
+                         capsys.readouterr().err)
 
 
 def test_a_run_from_a_peft_adapter_saved_over_since_is_refused(trained, capsys):
@@ -294,7 +305,7 @@ def load_peft_unchecked(model, adapter_dir):
 
     from prge.adapters import PEFT_PREFIX, module_names
 
-    tensors, modules = load_file(str(adapter_dir / "adapter_model.safetensors")), module_names(model)
+    tensors, modules = load_file(str(adapter_dir / "adapter_model.safetensors")), module_names(model.spec)
     with torch.no_grad():
         for a in model.adapters():
             a["lora_a"].copy_(tensors[f"{PEFT_PREFIX}{modules[a['name']]}.lora_A.weight"])

@@ -48,11 +48,12 @@ def family_run(tmp_path, kind, mezo=False):
 # the same layout, and llama_biases the biased projections.)
 @pytest.mark.parametrize("kind", ["qwen3", "gemma3_text", "gemma3", "phi3", "mistral_window", "ministral",
                                   "llama_biases"])
-def test_exported_adapters_and_merged_models_load_in_peft_and_transformers(tmp_path, kind):
+def test_exported_adapters_and_merged_models_load_in_peft_and_transformers(tmp_path, kind, capsys):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from prge.adapters import load_run
+    import prge
+    from prge.adapters import load_run, module_names
 
     model_dir, run_dir = family_run(tmp_path, kind)
     _, _, model = load_run(run_dir)
@@ -67,6 +68,13 @@ def test_exported_adapters_and_merged_models_load_in_peft_and_transformers(tmp_p
                if hasattr(m, "lora_A") and "default" in m.lora_A}
     assert wrapped == {model.hf_module_name(i, p) for i in range(model.spec.num_hidden_layers)
                        for p in model.spec.projections}
+    # The same names from config.json alone (prge check compares an adapter.init_from with them,
+    # reading no weights): the exported adapter is a starting point it accepts, at its rank only.
+    assert wrapped == set(module_names(prge.ArchSpec.from_json_file(str(model_dir / "config.json"))).values())
+    start = ["--set", f"adapter.init_from={tmp_path / 'peft'}"]
+    assert main(["check", str(run_dir / "config.yaml"), *start]) == 0
+    assert main(["check", str(run_dir / "config.yaml"), *start, "--set", "adapter.rank=3"]) == 2
+    assert "rank 4 there, 3 under the config's adapter section" in capsys.readouterr().err
     with torch.no_grad():
         theirs = peft_model(ids).logits
     scale = theirs.abs().max().item()

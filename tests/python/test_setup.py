@@ -25,7 +25,7 @@ def write_peft_adapter(out, model_dir, rank=4, alpha=8):
 
     model = prge.CausalLM.from_pretrained(str(model_dir))
     model.attach_adapters(prge.AdapterOptions(rank=rank, alpha=alpha))
-    modules, tensors, b = module_names(model), {}, {}
+    modules, tensors, b = module_names(model.spec), {}, {}
     g = torch.Generator().manual_seed(3)
     for a in model.adapters():
         module = PEFT_PREFIX + modules[a["name"]]

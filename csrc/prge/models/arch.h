@@ -95,6 +95,15 @@ struct ArchSpec {
   int64_t parameter_count() const;
   // The family's checkpoint-name table for this spec's flags.
   WeightTable weights() const;
+  // Hugging Face's module name of layer `layer`'s projection (model.layers.3.self_attn.q_proj,
+  // model.language_model.layers.3... under a multimodal wrapper); std::invalid_argument for a
+  // projection the family does not have.
+  std::string hf_module_name(int64_t layer, const std::string& projection) const;
+  // The projections (weights().projections, in adapter order) that adapter.targets adapt: a
+  // fused projection (Phi-3's qkv_proj, gate_up_proj) is named by itself or by all of its parts'
+  // Llama names. std::invalid_argument naming an unknown target or a fused projection's parts
+  // named in part.
+  std::vector<std::string> adapter_targets(const std::vector<std::string>& targets) const;
   // Layer i's attention (full causal, rope 0, when `layers` is empty).
   LayerAttention attention(int64_t layer) const;
   int64_t rotary_dim() const;

@@ -397,55 +397,12 @@ int64_t CausalLM::projection_bytes() const {
 }
 
 std::string CausalLM::hf_module_name(int64_t layer, const std::string& projection) const {
-  for (const auto& entry : table_.layer) {
-    const auto module = entry.name.substr(0, entry.name.rfind('.'));  // self_attn.q_proj
-    if (module.substr(module.rfind('.') + 1) == projection && entry.name.size() > 7 &&
-        entry.name.compare(entry.name.size() - 7, 7, ".weight") == 0) {
-      // Gemma3ForConditionalGeneration holds the text model as model.language_model.
-      return fmt::format("{}.layers.{}.{}", spec_.multimodal_wrapper ? "model.language_model" : "model", layer,
-                         module);
-    }
-  }
-  throw std::invalid_argument(fmt::format("model_type '{}' has no projection '{}'", spec_.model_type, projection));
+  return spec_.hf_module_name(layer, projection);
 }
 
 void CausalLM::attach_adapters(const AdapterOptions& options) {
-  // Resolve the targets for the family: a fused projection (Phi-3) is targeted by its own name
-  // or by all of its parts' Llama names.
-  const std::map<std::string, std::vector<std::string>> fused_parts{
-      {"qkv_proj", {"q_proj", "k_proj", "v_proj"}}, {"gate_up_proj", {"gate_proj", "up_proj"}}};
   const auto& projections = table_.projections;
-  auto named = [&](const std::string& p) {
-    return std::find(options.targets.begin(), options.targets.end(), p) != options.targets.end();
-  };
-  std::vector<std::string> targets;
-  for (const auto& p : projections) {
-    const auto parts = fused_parts.find(p);
-    if (named(p)) {
-      targets.push_back(p);
-    } else if (parts != fused_parts.end()) {
-      const auto count = std::count_if(parts->second.begin(), parts->second.end(), named);
-      if (count == static_cast<int64_t>(parts->second.size())) targets.push_back(p);
-      if (count > 0 && count < static_cast<int64_t>(parts->second.size())) {
-        throw std::invalid_argument(fmt::format(
-            "adapter.targets: model_type '{}' stores {} as one tensor, {}: target all of {} or {} itself",
-            spec_.model_type, fmt::join(parts->second, ", "), p, fmt::join(parts->second, ", "), p));
-      }
-    }
-  }
-  for (const auto& t : options.targets) {
-    bool known = std::find(projections.begin(), projections.end(), t) != projections.end();
-    for (const auto& [fused, parts] : fused_parts) {
-      if (std::find(projections.begin(), projections.end(), fused) != projections.end() &&
-          std::find(parts.begin(), parts.end(), t) != parts.end()) {
-        known = true;
-      }
-    }
-    if (!known) {
-      throw std::invalid_argument(fmt::format("unknown adapter target '{}' (allowed for model_type '{}': {})", t,
-                                              spec_.model_type, fmt::join(projections, ", ")));
-    }
-  }
+  const auto targets = spec_.adapter_targets(options.targets);
   int64_t index = 0;
   for (size_t i = 0; i < layers_.size(); ++i) {
     auto& layer = layers_[i];
