@@ -1,6 +1,7 @@
 """`data.task: custom`: a user's own files, described by the config alone, train end to end;
 every mistake in the files is reported when they are read, naming key, file and record."""
 import json
+import re
 
 import pytest
 import yaml
@@ -271,6 +272,24 @@ def test_prge_check_data_reads_and_tokenizes_the_splits_as_train_would(assets, c
                                      "grid": {"run.seed": [1, 2]}}))
     assert main(["check", str(sweep), "--data"]) == 2
     assert f"prge: error: --data with a sweep file ({sweep})" in capsys.readouterr().err
+
+
+def test_prge_check_data_refuses_what_train_refuses_after_reading_the_data(assets, capsys):
+    """Limits that need the read examples: data.batch_size beyond the training examples (the
+    sampler draws a batch without replacement), and a label word that leaves the prompt no room
+    in data.max_length, which is named (every example has it; the record is only the first).
+    prge check --data and prge train refuse each in the same words, and nothing is written."""
+    tmp_path, model_dir = assets
+    long_word = " positive" * 20
+    for data, wanted in (({"batch_size": 30}, r"data\.batch_size: 30 exceeds the 24 training examples of custom"),
+                         ({"label_words": {"positive": long_word, "negative": " negative"}},
+                          r"leaves no room for the prompt beside its 20-token answer, label word ' positive")):
+        config = custom_config(tmp_path, model_dir, **data)
+        assert main(["check", str(config), "--data"]) == 2
+        checked = capsys.readouterr().err.strip().splitlines()[-1]
+        assert main(["train", str(config), "--no-progress"]) == 2
+        assert re.search(wanted, checked) and capsys.readouterr().err.strip().splitlines()[-1] == checked, checked
+        assert not (tmp_path / "run").exists()
 
 
 def test_a_data_directory_that_is_not_a_saved_dataset_or_lacks_the_split_names_its_key(assets, capsys):

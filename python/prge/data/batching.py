@@ -175,7 +175,8 @@ class PromptEncoder:
                 raise ValueError(f"{self._where(example)}: {what.format(text)} and {what.format(texts[options.index(tokens)])} "
                                  f"tokenize to the same tokens after the prompt ({tokens}), so they can never be told "
                                  "apart")
-        prompt = self._fit(example, context, k, max(len(o) for o in options))
+        longest = max(range(len(options)), key=lambda i: len(options[i]))
+        prompt = self._fit(example, context, k, len(options[longest]), what.format(texts[longest]))
         return EncodedExample(prompt, example.label, options=options)
 
     def _generation(self, example: Example, context: list[int], whole: list[int]) -> EncodedExample:
@@ -206,16 +207,19 @@ class PromptEncoder:
         return EncodedExample(self._fit(example, context, k, len(answer)), -1, answer_ids=answer,
                               reference=example.response, answer_length=whole_length)
 
-    def _fit(self, example: Example, context: list[int], k: int, answer_length: int) -> list[int]:
+    def _fit(self, example: Example, context: list[int], k: int, answer_length: int, answer: str = "") -> list[int]:
         """The prompt (context[:k], the tokens before the answer) cut to fit data.max_length
         beside the answer: its end kept, and its start (BOS, or what the chat template writes
-        before the user's text) kept first, the tokens between dropped."""
+        before the user's text) kept first, the tokens between dropped. `answer`: the longest
+        option, named in errors (a label word is every example's: the record is only the first
+        that met it)."""
         prompt = context[:k]
         room = self.max_length - answer_length
         bos = self.tokenizer.bos_id is not None and prompt[0] == self.tokenizer.bos_id
+        named = f", {answer}" if answer else ""
         if room < 1 + bos:
             raise ValueError(f"{self._where(example)}: data.max_length={self.max_length} leaves no room for the prompt "
-                             f"beside its {answer_length}-token answer")
+                             f"beside its {answer_length}-token answer{named}")
         self.fitted += 1
         self.longest = max(self.longest, len(prompt))
         if len(prompt) <= room:
@@ -224,7 +228,7 @@ class PromptEncoder:
         if room < start + end + 1:
             framed = f"the chat template's {start} tokens before and {end} after the user's text and " if self.chat else ""
             raise ValueError(f"{self._where(example)}: data.max_length={self.max_length} leaves no room for the prompt "
-                             f"beside {framed}its {answer_length}-token answer")
+                             f"beside {framed}its {answer_length}-token answer{named}")
         self.cut += 1
         self.fewest_kept = min(self.fewest_kept, room - start - end)  # the prompt's own tokens, BOS not counted
         return prompt[:start] + prompt[len(prompt) - (room - start):]
