@@ -241,6 +241,23 @@ def _run_entries(out_dir: Path) -> tuple[list[str], list[str]]:
     return sorted(ours, key=lambda n: (order.get(n, len(order)), n)), sorted(others)
 
 
+def _check_claimable(out_dir: Path, config_yaml: str, overwrite: bool, resume: bool) -> list[str]:
+    """claim's refusals (RunDirError); the run files it would replace."""
+    if resume:
+        _check_resumable(out_dir, config_yaml)
+        return []
+    present, foreign = _run_entries(out_dir)
+    if present and not overwrite:
+        what = "an export" if all(RUN_DIRECTORIES.match(n) and n.startswith("export_") for n in present) else "another run"
+        raise RunDirError(f"run.output_dir: {out_dir} holds {what} ({', '.join(present)}); "
+                          "pass --overwrite to replace it, or choose another run.output_dir")
+    if foreign and not overwrite:
+        listed = ", ".join(foreign[:8]) + (f", ... ({len(foreign)} entries)" if len(foreign) > 8 else "")
+        raise RunDirError(f"run.output_dir: {out_dir} holds files prge did not write there ({listed}); "
+                          "choose another run.output_dir, or pass --overwrite to write beside them")
+    return present
+
+
 @contextmanager
 def claim(out_dir: str | Path, config_yaml: str, overwrite: bool = False, resume: bool = False,
           reads: dict[str, str | Path] | None = None):
@@ -253,6 +270,8 @@ def claim(out_dir: str | Path, config_yaml: str, overwrite: bool = False, resume
     check_apart(out_dir, "run.output_dir", reads or {})
     if out_dir.exists() and not out_dir.is_dir():
         raise RunDirError(f"run.output_dir: {out_dir} is a file, not a directory")
+    created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # what a refused claim removes again
+    lock_existed = (out_dir / LOCK_FILE).exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         lock = open(out_dir / LOCK_FILE, "w")
@@ -263,19 +282,21 @@ def claim(out_dir: str | Path, config_yaml: str, overwrite: bool = False, resume
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
             raise RunInProgress(f"run.output_dir: another prge process is writing {out_dir}") from e
+        try:
+            present = _check_claimable(out_dir, config_yaml, overwrite, resume)
+        except RunDirError:  # refused: the command leaves nothing behind (the lock, directories it made)
+            if not lock_existed:
+                durable.remove(out_dir / LOCK_FILE)
+            for directory in created:
+                try:
+                    directory.rmdir()
+                except OSError:
+                    break
+            raise
         durable.remove(out_dir / FAILED_FILE)  # the run starts again
         if resume:
-            _check_resumable(out_dir, config_yaml)
             yield out_dir
             return
-        present, foreign = _run_entries(out_dir)
-        if present and not overwrite:
-            raise RunDirError(f"run.output_dir: {out_dir} holds another run ({', '.join(present)}); "
-                              "pass --overwrite to replace it, or choose another run.output_dir")
-        if foreign and not overwrite:
-            listed = ", ".join(foreign[:8]) + (f", ... ({len(foreign)} entries)" if len(foreign) > 8 else "")
-            raise RunDirError(f"run.output_dir: {out_dir} holds files prge did not write there ({listed}); "
-                              "choose another run.output_dir, or pass --overwrite to write beside them")
         for name in present:
             durable.remove(out_dir / name)
         durable.write_text(out_dir / "config.yaml", config_yaml)

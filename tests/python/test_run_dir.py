@@ -50,6 +50,26 @@ def test_a_failure_mark_is_left_only_in_a_runs_own_directory_and_gone_once_it_ru
         assert not (tmp_path / kept / FAILED_FILE).exists()
 
 
+def test_a_refused_claim_leaves_nothing_behind(run_config, capsys):
+    """A refused command creates nothing: --resume of a directory that holds no run leaves neither
+    the directories it would have made nor a lock file (which `prge adapters export --out` would
+    then count as content), and a refused claim keeps a sweep's failure mark."""
+    tmp_path, config = run_config
+    assert main(["train", str(config), "--no-progress", "--resume", "--set",
+                 f"run.output_dir={tmp_path / 'new' / 'run'}"]) == 2
+    assert "no run to resume" in capsys.readouterr().err and not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()
+    assert main(["train", str(config), "--no-progress", "--resume", "--set",
+                 f"run.output_dir={tmp_path / 'empty'}"]) == 2
+    assert list((tmp_path / "empty").iterdir()) == []
+    mark_failed(tmp_path / "failed", "why")
+    (tmp_path / "failed" / "mine.txt").write_text("the user's")
+    with pytest.raises(ValueError, match="holds files prge did not write"):
+        with claim(tmp_path / "failed", "a: config\n"):
+            pass
+    assert sorted(p.name for p in (tmp_path / "failed").iterdir()) == [FAILED_FILE, "mine.txt"]
+
+
 def test_a_locked_directory_is_refused_and_a_sweep_leaves_it(run_config, capsys):
     tmp_path, config = run_config
     with claim(tmp_path / "run", "x: 1\n"):
@@ -213,3 +233,22 @@ def test_overwrite_leaves_exactly_one_set_of_weights_and_the_users_files(a_run):
     (mine / "notes.txt").write_text("mine")
     assert main(["train", str(config), "--no-progress", "--overwrite", "--set", f"run.output_dir={mine}"]) == 0
     assert (mine / "notes.txt").read_text() == "mine" and (mine / "summary.json").is_file()
+
+
+def test_exporting_what_is_no_finished_run_says_what_it_is(run_config, capsys):
+    """`prge adapters export` of a path that is not there or not a directory says so; of an
+    unfinished run whose run.output_dir is relative (and so names another directory from here),
+    the --resume hint says where to run it from."""
+    tmp_path, config = run_config
+    for path, what in ((tmp_path / "absent", "not found"), (config, "not a directory")):
+        assert main(["adapters", "export", str(path), "--out", str(tmp_path / "peft")]) == 2
+        assert f"prge: error: {path}: {what} (a run directory of `prge train`" in capsys.readouterr().err
+    run = tmp_path / "moved"
+    (run / "checkpoint-1").mkdir(parents=True)
+    tree = yaml.safe_load(config.read_text())
+    tree["run"]["output_dir"] = "runs/a"  # relative to where it was started
+    (run / "config.yaml").write_text(yaml.safe_dump(tree))
+    assert main(["adapters", "export", str(run), "--out", str(tmp_path / "peft")]) == 2
+    assert (f"finish it with `prge train {run / 'config.yaml'} --resume` from the directory it was started in "
+            "(its run.output_dir, runs/a, is relative to it)") in capsys.readouterr().err
+    assert not (tmp_path / "peft").exists()
