@@ -4,6 +4,7 @@ fields that name a run) plus its results; it is written atomically and last, so 
 marks a finished run (sweeps skip such runs)."""
 from __future__ import annotations
 
+import platform
 import time
 from pathlib import Path
 
@@ -42,11 +43,28 @@ def identity(config, *, mode: str, runtime: str = "eager", task: str | None = No
     return fields
 
 
+def device_name(device: str) -> str:
+    """The card or processor behind a run's `device` ("cuda", "cuda:1", "cpu"), so that step times
+    measured on different machines are told apart: torch.cuda.get_device_name for a CUDA device
+    (e.g. "NVIDIA H100 80GB HBM3"), else the processor platform.processor() names (its machine
+    type where that is empty, e.g. "x86_64")."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(torch.device(device))
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def write(out_dir: Path, run_identity: dict, results: dict) -> dict:
+    """Writes summary.json (run_identity, results, device_name(run_identity["device"]) and
+    finished_at) into out_dir and returns it. Raises ValueError where results repeat an identity
+    field."""
     clash = sorted(set(run_identity) & set(results))
     if clash:
         raise ValueError(f"summary results repeat identity fields: {clash}")
-    summary = {**run_identity, **results, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    summary = {**run_identity, **results, "device_name": device_name(run_identity["device"]),
+               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     durable.write_json(Path(out_dir) / "summary.json", summary)  # whole or not at all, fsynced
     return summary
 

@@ -3,6 +3,7 @@ tiny model + tokenizer + labelled CSV made here, writes results and resumes swee
 import csv
 import shutil
 import json
+import platform
 import re
 from pathlib import Path
 
@@ -120,6 +121,8 @@ def test_train_end_to_end(tmp_path):
     assert all(x["forward_passes"] == x["step"] and x["sequences"] == 16 * x["step"]
                for x in lines if "step" in x)
     assert summary["best_step"] in (0, 3, 6) and summary["sequences"] == 96
+    # which processor the step times were measured on (a CUDA run names its card)
+    assert summary["device"] == "cpu" and summary["device_name"] == (platform.processor() or platform.machine())
     # The checkpoint holds the trained B and loads back into a fresh trainer.
     cfg = prge.load_run_config(str(config))
     model = prge.CausalLM.from_pretrained(str(model_dir))

@@ -288,7 +288,8 @@ def test_a_sweep_over_tasks_reports_a_task_by_method_table(tmp_path, seed_last):
         (run / "summary.json").write_text(json.dumps({
             "mode": "train", "task": task, "seed": seed, "estimator": kind, "queries": 4, "parallel": "dual", "steps": 9,
             "dtype": "float32" if kind == "mezo" else "bfloat16", "accuracy_before": 0.5 if kind == "mezo" else 0.4,
-            "majority_accuracy": 0.52, "accuracy_best": accuracy, "accuracy_after": accuracy}))
+            "majority_accuracy": 0.52, "accuracy_best": accuracy, "accuracy_after": accuracy,
+            **({"device_name": "NVIDIA H100 80GB HBM3"} if seed == 2 else {})}))  # older summaries name none
         (run / "config.yaml").write_text(f"estimator: {{kind: {kind}}}\ndata: {{task: {task}}}\nrun: {{seed: {seed}}}\n")
     runs = collect(tmp_path)
     assert {r["variant"] for r in runs} == {"prge_q4", "mezo"}
@@ -302,6 +303,8 @@ def test_a_sweep_over_tasks_reports_a_task_by_method_table(tmp_path, seed_last):
     assert rows["rte"]["zero-shot float32"] == "" and rows["rte"]["majority class"] == "0.520"
     assert rows["mean over tasks"]["prge_q4"] == "0.675 (2 tasks)" and rows["mean over tasks"]["mezo"] == "0.550 (1 task)"
     assert list(rows)[:2] == ["rte", "sst2"]
+    cards = {r["run"]: r["device_name"] for r in csv.DictReader(open(tmp_path / "report" / "paper_runs.csv"))}
+    assert sorted(cards.values()) == [""] * 3 + ["NVIDIA H100 80GB HBM3"] * 2
 
 
 def test_a_report_over_two_models_keeps_their_zero_shot_and_methods_apart(tmp_path):

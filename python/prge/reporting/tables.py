@@ -11,7 +11,7 @@ from prge.reporting import figures as figures_module
 RUN_COLUMNS = ["run", "method", "task", "model", "estimator", "queries", "parallel", "batch_size", "steps", "seed",
                "protocol", "forward_passes", "sequences", "accuracy_before", "accuracy_best",
                "best_step", "accuracy_after", "macro_f1_before", "macro_f1_after", "majority_accuracy",
-               "mean_step_seconds", "wall_seconds"]
+               "mean_step_seconds", "wall_seconds", "device_name"]  # the card the step times are of
 SPEED_COLUMNS = ["method", "estimator", "queries", "parallel", "batch_size", "seq_len",
                  "forward_passes_per_step", "sequences_per_step", "step_seconds",
                  "tokens_per_second", "peak_memory_gib", "speedup_vs_sequential"]
