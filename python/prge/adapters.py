@@ -528,28 +528,37 @@ def wrapper_checkpoint(model_dir: Path, text: dict) -> dict:
 
 
 def read_peft_adapter(adapter_dir: str | Path, place: str | None = None) -> dict:
-    """read_peft_config of the adapter in `adapter_dir` (adapter.init_from, set at `place`),
-    after checking that it holds a PEFT adapter's two files (FileNotFoundError naming both)."""
-    adapter_dir, key = Path(adapter_dir), "adapter.init_from"
+    """read_peft_config of the adapter in `adapter_dir` (adapter.init_from, set at `place`: the
+    config's file:line:column, named in every message), after checking that it is a directory
+    holding a PEFT adapter's two files (FileNotFoundError naming a missing path, a file, or the
+    two files)."""
+    adapter_dir, where = Path(adapter_dir), place or "adapter.init_from"
+    if not adapter_dir.exists():
+        raise FileNotFoundError(f"{where}: {adapter_dir} not found (a PEFT adapter's directory)")
+    if not adapter_dir.is_dir():
+        raise FileNotFoundError(f"{where}: {adapter_dir} is a file; expected a PEFT adapter's directory "
+                                f"({ADAPTER_CONFIG} + {ADAPTER_WEIGHTS})")
     if not (adapter_dir / ADAPTER_CONFIG).is_file() or not (adapter_dir / ADAPTER_WEIGHTS).is_file():
-        raise FileNotFoundError(f"{place or key}: {adapter_dir} has no {ADAPTER_CONFIG} + {ADAPTER_WEIGHTS} "
+        raise FileNotFoundError(f"{where}: {adapter_dir} has no {ADAPTER_CONFIG} + {ADAPTER_WEIGHTS} "
                                 "(a PEFT adapter)")
-    return read_peft_config(adapter_dir, key)
+    return read_peft_config(adapter_dir, where)
 
 
 def check_peft_adapter(adapter_dir: str | Path, spec, options, place: str | None = None) -> dict:
     """The adapter_config.json of the PEFT LoRA adapter in `adapter_dir` against a model of
     `spec` (prge.ArchSpec) with adapters attached by `options` (config.adapter): its modules,
     ranks and scalings (r, lora_alpha, target_modules, use_rslora, rank_pattern, alpha_pattern,
-    as PEFT computes them) must be the options'. Reads no tensors: `prge check` runs it before
-    any weight is loaded, load_peft before copying them. Returns the adapter's config; raises
-    FileNotFoundError when the directory holds no adapter, ValueError naming the field or module
-    that differs. `place`: where the config set adapter.init_from (file:line), for the message."""
+    as PEFT computes them) must be the options', and adapter_model.safetensors's header must
+    hold the adapted modules' lora_A / lora_B tensors of those ranks and nothing else
+    (check_peft_weights_header). Reads no tensor data: `prge check` runs it before any weight is
+    loaded, load_peft before copying them. Returns the adapter's config; raises
+    FileNotFoundError when the directory holds no adapter, ValueError naming the field, module
+    or tensor that differs. `place`: where the config set adapter.init_from (file:line:column
+    and key), for the message."""
     adapter_dir = Path(adapter_dir)
-    key = "adapter.init_from"
     peft = read_peft_adapter(adapter_dir, place)
     modules = module_names(spec)
-    where = f"{key}: {adapter_dir / ADAPTER_CONFIG}"
+    where = f"{place or 'adapter.init_from'}: {adapter_dir / ADAPTER_CONFIG}"
     targets = peft_targets(peft, modules, list(spec.projections), where)
     adapted = set(spec.adapter_targets(list(options.targets)))
     if set(targets) != adapted:
@@ -570,34 +579,58 @@ def check_peft_adapter(adapter_dir: str | Path, spec, options, place: str | None
                                  f"{mine:g} under the config's adapter section: set adapter.rank / alpha / "
                                  f"use_rslora / rank_pattern / alpha_pattern as the adapter has them "
                                  f"({json.dumps(setting)})")
+    check_peft_weights_header(adapter_dir, spec, {m: options.rank_of(m) for n, m in modules.items()
+                                                if n.rsplit(".", 1)[1] in targets}, place)
     return peft
+
+
+def check_peft_weights_header(adapter_dir: Path, spec, ranks: dict, place: str | None = None) -> None:
+    """adapter_model.safetensors's header (no tensor data read) against the adapted modules
+    (`ranks`: Hugging Face module name -> its rank): readable (a truncated or damaged file is
+    named), a lora_A.weight of rank rows and a lora_B.weight of rank columns for each module,
+    and no tensor outside them (PeftModel would apply a LoRA on lm_head or embed_tokens that
+    prge does not train). ValueError naming the file and the tensor."""
+    from safetensors import safe_open
+
+    path, where = Path(adapter_dir) / ADAPTER_WEIGHTS, place or "adapter.init_from"
+    try:
+        with safe_open(str(path), "pt") as f:
+            shapes = {name: f.get_slice(name).get_shape() for name in f.keys()}
+    except (SafetensorError, OSError) as e:  # a truncated or damaged file
+        raise ValueError(f"{where}: {path}: not a readable safetensors file ({e})") from None
+    wanted = {f"{PEFT_PREFIX}{module}.{part}.weight": (rank, axis)
+              for module, rank in ranks.items() for part, axis in (("lora_A", 0), ("lora_B", 1))}
+    unused = sorted(set(shapes) - set(wanted))
+    if unused:
+        raise ValueError(f"{where}: {path} holds {len(unused)} tensor(s) outside the projections prge adapts "
+                         f"({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}); prge trains LoRA on "
+                         f"{', '.join(spec.projections)} only")
+    for name, (rank, axis) in sorted(wanted.items()):
+        if name not in shapes:
+            raise ValueError(f"{where}: {path} has no tensor {name}")
+        shape = shapes[name]
+        if len(shape) != 2 or shape[axis] != rank:
+            raise ValueError(f"{where}: {name} has shape {tuple(shape)}, expected 2 dimensions with rank {rank} "
+                             f"in dimension {axis}")
 
 
 def load_peft(model, adapter_dir: str | Path, options, place: str | None = None) -> None:
     """Copy a PEFT LoRA adapter's A and B into a model whose adapters were attached with
     `options`, after check_peft_adapter (its FileNotFoundError / ValueError); ValueError naming a
     tensor that is missing, of another shape, not finite, or outside the adapted projections."""
-    adapter_dir = Path(adapter_dir)
-    key = "adapter.init_from"
-    check_peft_adapter(adapter_dir, model.spec, options, place)
+    adapter_dir, where = Path(adapter_dir), place or "adapter.init_from"
+    check_peft_adapter(adapter_dir, model.spec, options, place)  # the header's tensor names too
     modules = module_names(model.spec)
     try:
         tensors = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
-    except (SafetensorError, OSError) as e:  # a truncated or damaged file
-        raise ValueError(f"{key}: {adapter_dir / ADAPTER_WEIGHTS}: not a readable safetensors file ({e})") from None
-    check_finite(adapter_dir / ADAPTER_WEIGHTS, tensors, key)
+    except (SafetensorError, OSError) as e:  # damaged past its header
+        raise ValueError(f"{where}: {adapter_dir / ADAPTER_WEIGHTS}: not a readable safetensors file ({e})") from None
+    check_finite(adapter_dir / ADAPTER_WEIGHTS, tensors, where)
     wanted = {f"{PEFT_PREFIX}{modules[a['name']]}.{part}.weight": (a, slot)
               for a in model.adapters() for part, slot in (("lora_A", "lora_a"), ("lora_B", "lora_b"))}
-    unused = sorted(set(tensors) - set(wanted))
-    if unused:  # PeftModel would apply them: a LoRA on lm_head or embed_tokens, or on other modules
-        raise ValueError(f"{key}: {adapter_dir / ADAPTER_WEIGHTS} holds {len(unused)} tensor(s) outside the "
-                         f"projections prge adapts ({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}); "
-                         f"prge trains LoRA on {', '.join(model.spec.projections)} only")
     with torch.no_grad():
         for name, (a, slot) in wanted.items():
-            if name not in tensors:
-                raise ValueError(f"{key}: {adapter_dir / ADAPTER_WEIGHTS} has no tensor {name}")
             if tensors[name].shape != a[slot].shape:
-                raise ValueError(f"{key}: {name} has shape {tuple(tensors[name].shape)}, "
+                raise ValueError(f"{where}: {name} has shape {tuple(tensors[name].shape)}, "
                                  f"the model expects {tuple(a[slot].shape)}")
             a[slot].copy_(tensors[name].to(a[slot].dtype))

@@ -189,16 +189,21 @@ def test_a_peft_adapter_is_a_starting_point(trained, capsys):
     config = write_config(tmp, model_dir, tmp / "food", adapter={"rank": 2, "init_from": str(tmp / "start")})
     assert main(["train", str(config), "--no-progress"]) == 2
     refused = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "adapter.init_from:" in refused and "has rank 4 there, 2 under the config's adapter section" in refused
+    assert re.search(r"run\.yaml:\d+:\d+: adapter\.init_from: ", refused)  # where the config names it
+    assert "has rank 4 there, 2 under the config's adapter section" in refused
     # prge check finds what prge train would refuse, without loading a tensor, in the same words;
     # a directory without an adapter is named at its place in the config.
     assert main(["check", str(config)]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == refused
-    config = write_config(tmp, model_dir, tmp / "food", adapter={"init_from": str(tmp / "nothing_here")})
-    for command in (["check", str(config)], ["train", str(config), "--no-progress"]):
-        assert main(command) == 2
-        assert re.search(r"run\.yaml:\d+:\d+: adapter\.init_from: .*nothing_here has no adapter_config\.json",
-                         capsys.readouterr().err)
+    (tmp / "empty_dir").mkdir()
+    (tmp / "a_file").write_text("")
+    for path, words in [("nothing_here", "not found"), ("empty_dir", "has no adapter_config.json"),
+                        ("a_file", "is a file; expected a PEFT adapter's directory")]:
+        config = write_config(tmp, model_dir, tmp / "food", adapter={"init_from": str(tmp / path)})
+        for command in (["check", str(config)], ["train", str(config), "--no-progress"]):
+            assert main(command) == 2
+            assert re.search(rf"run\.yaml:\d+:\d+: adapter\.init_from: .*{path} {re.escape(words)}",
+                             capsys.readouterr().err)
 
 
 def test_a_run_from_a_peft_adapter_saved_over_since_is_refused(trained, capsys):
@@ -389,7 +394,9 @@ def test_peft_fields_that_change_the_forward_are_refused_by_name(trained, capsys
                               run={"steps": 1, "eval_every": 0, "output_dir": str(tmp / "refused_run")})
     assert main(["train", str(run_config), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "prge: error: adapter.init_from:" in err and words in err, err
+    assert re.search(r"prge: error: \S*run\.yaml:\d+:\d+: adapter\.init_from: ", err) and words in err, err
+    assert main(["check", str(run_config)]) == 2  # found before any weight is loaded, in the same words
+    assert capsys.readouterr().err == err
 
 
 @pytest.mark.parametrize("damage,words", [
@@ -399,7 +406,8 @@ def test_peft_fields_that_change_the_forward_are_refused_by_name(trained, capsys
 ])
 def test_a_damaged_peft_adapter_is_named(trained, capsys, damage, words):
     """A truncated or empty adapter_model.safetensors, an adapter_config.json that is not
-    UTF-8: `prge: error:` naming adapter.init_from and the file, not a traceback."""
+    UTF-8: `prge: error:` naming adapter.init_from's place and the file, not a traceback; prge
+    check finds it too (it reads the safetensors header)."""
     tmp, model_dir, _, _ = trained
     source = tmp / "peft_rslora"
     if not source.is_dir():
@@ -411,9 +419,45 @@ def test_a_damaged_peft_adapter_is_named(trained, capsys, damage, words):
     (damaged / "adapter_model.safetensors").write_bytes(weights if damage == "config" else damage(weights))
     run_config = write_config(tmp, model_dir, tmp / "food", adapter={"use_rslora": True, "init_from": str(damaged)},
                               run={"steps": 1, "eval_every": 0, "output_dir": str(tmp / "damaged_run")})
-    assert main(["train", str(run_config), "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert f"prge: error: adapter.init_from: {damaged}" in err and words in err, err
+    for command in (["train", str(run_config), "--no-progress"], ["check", str(run_config)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert re.search(rf"prge: error: \S*run\.yaml:\d+:\d+: adapter\.init_from: {re.escape(str(damaged))}", err)
+        assert words in err, err
+
+
+@pytest.mark.parametrize("edit,words", [
+    ("drop", "has no tensor base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"),
+    ("rank", "lora_A.weight has shape (3, "),
+])
+def test_an_adapter_whose_tensors_are_not_its_configs_is_refused_by_check_and_train(trained, capsys, edit, words):
+    """adapter_model.safetensors must hold each adapted module's lora_A / lora_B at
+    adapter_config.json's rank: a missing tensor or another rank is named by prge check (from the
+    file's header) as by prge train."""
+    from safetensors.torch import load_file, save_file
+
+    tmp, model_dir, _, _ = trained
+    source = tmp / "peft_rslora"
+    if not source.is_dir():
+        peft_adapter(model_dir, source, PEFT_SETTINGS["rslora"][0])
+    edited = tmp / f"tensors_{edit}"
+    edited.mkdir()
+    (edited / "adapter_config.json").write_bytes((source / "adapter_config.json").read_bytes())
+    tensors = load_file(str(source / "adapter_model.safetensors"))
+    if edit == "drop":
+        tensors.pop("base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight")
+    else:
+        name = "base_model.model.model.layers.0.mlp.up_proj.lora_A.weight"
+        tensors[name] = tensors[name][:3].clone()
+    save_file(tensors, str(edited / "adapter_model.safetensors"))
+    run_config = write_config(tmp, model_dir, tmp / "food", adapter={"use_rslora": True, "init_from": str(edited)},
+                              run={"steps": 1, "eval_every": 0, "output_dir": str(tmp / f"tensors_{edit}_run")})
+    errors = []
+    for command in (["check", str(run_config)], ["train", str(run_config), "--no-progress"]):
+        assert main(command) == 2
+        errors.append(capsys.readouterr().err.strip().splitlines()[-1])  # after transformers' progress bars
+    assert errors[0] == errors[1] and words in errors[0] and "adapter.init_from:" in errors[0], errors
+    assert not (tmp / f"tensors_{edit}_run" / "summary.json").exists()
 
 
 def test_config_patterns_that_match_nothing_or_a_module_twice_are_refused(tmp_path, capsys):
@@ -446,8 +490,10 @@ def test_a_peft_lora_on_modules_prge_does_not_adapt_is_refused(trained, capsys, 
                                                                   "init_from": str(tmp / f"with_{target}")},
                           run={"steps": 1, "eval_every": 0, "output_dir": str(tmp / f"with_{target}_run")})
     assert main(["train", str(config), "--no-progress"]) == 2
-    err = capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after transformers' progress bars
     assert "adapter_model.safetensors holds" in err and f"{target}." in err and "outside the projections" in err, err
+    assert main(["check", str(config)]) == 2  # from the header alone, in the same words
+    assert capsys.readouterr().err.strip().splitlines()[-1] == err
 
 
 @pytest.mark.parametrize("init", ["gaussian", "eva", "lora_ga", "orthogonal"])
