@@ -88,6 +88,9 @@ void bind_model(py::module_& m) {
       .def("hf_module_name", &ArchSpec::hf_module_name, py::arg("layer"), py::arg("projection"),
            "Hugging Face's module name of a layer's projection (model.layers.3.self_attn.q_proj); ValueError "
            "for a projection the family lacks")
+      .def("projection_shape", &ArchSpec::projection_shape, py::arg("projection"),
+           "a projection's weight shape [out_features, in_features] (every layer's); ValueError for a "
+           "projection the family lacks")
       .def("adapter_targets", &ArchSpec::adapter_targets, py::arg("targets"),
            "the projections (in adapter order) that adapter.targets adapt in this family; ValueError naming an "
            "unknown target");

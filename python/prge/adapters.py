@@ -7,8 +7,9 @@
                                into every adapted W (config, safetensors, tokenizer files)
   load_peft(model, dir, opts)  a PEFT LoRA adapter's A and B as a model's starting point
                                (adapter.init_from)
-  check_peft_adapter(dir, spec, opts)  the same adapter's config against the model's family
-                               and the adapter options, without reading a tensor (prge check)
+  check_peft_adapter(dir, spec, opts)  the same adapter's config and tensors against the
+                               model's family and the adapter options, from config.json
+                               alone, without the base weights (prge check)
 
 PEFT names a LoRA pair after the module it wraps:
 base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight ([r, in]) and .lora_B.weight
@@ -530,31 +531,38 @@ def wrapper_checkpoint(model_dir: Path, text: dict) -> dict:
 def read_peft_adapter(adapter_dir: str | Path, place: str | None = None) -> dict:
     """read_peft_config of the adapter in `adapter_dir` (adapter.init_from, set at `place`: the
     config's file:line:column, named in every message), after checking that it is a directory
-    holding a PEFT adapter's two files (FileNotFoundError naming a missing path, a file, or the
-    two files)."""
+    holding a PEFT adapter's two files (FileNotFoundError naming a missing path, a file, an
+    unreadable directory, or the file that is missing)."""
     adapter_dir, where = Path(adapter_dir), place or "adapter.init_from"
-    if not adapter_dir.exists():
-        raise FileNotFoundError(f"{where}: {adapter_dir} not found (a PEFT adapter's directory)")
-    if not adapter_dir.is_dir():
-        raise FileNotFoundError(f"{where}: {adapter_dir} is a file; expected a PEFT adapter's directory "
-                                f"({ADAPTER_CONFIG} + {ADAPTER_WEIGHTS})")
-    if not (adapter_dir / ADAPTER_CONFIG).is_file() or not (adapter_dir / ADAPTER_WEIGHTS).is_file():
-        raise FileNotFoundError(f"{where}: {adapter_dir} has no {ADAPTER_CONFIG} + {ADAPTER_WEIGHTS} "
-                                "(a PEFT adapter)")
-    return read_peft_config(adapter_dir, where)
+    relative = "" if adapter_dir.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+    try:
+        if not adapter_dir.exists():
+            raise FileNotFoundError(f"{where}: {adapter_dir} not found{relative}; expected a PEFT adapter's directory")
+        if not adapter_dir.is_dir():
+            raise FileNotFoundError(f"{where}: {adapter_dir} is a file; expected a PEFT adapter's directory "
+                                    f"({ADAPTER_CONFIG} + {ADAPTER_WEIGHTS})")
+        missing = [name for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (adapter_dir / name).is_file()]
+    except PermissionError as e:
+        raise FileNotFoundError(f"{where}: {adapter_dir}: cannot be read ({e.strerror})") from None
+    if missing:
+        raise FileNotFoundError(f"{where}: {adapter_dir} has no {' or '.join(missing)} as a file "
+                                f"(a PEFT adapter holds {ADAPTER_CONFIG} + {ADAPTER_WEIGHTS})")
+    try:
+        return read_peft_config(adapter_dir, where)
+    except PermissionError as e:
+        raise FileNotFoundError(f"{where}: {adapter_dir / ADAPTER_CONFIG}: cannot be read ({e.strerror})") from None
 
 
-def check_peft_adapter(adapter_dir: str | Path, spec, options, place: str | None = None) -> dict:
-    """The adapter_config.json of the PEFT LoRA adapter in `adapter_dir` against a model of
-    `spec` (prge.ArchSpec) with adapters attached by `options` (config.adapter): its modules,
-    ranks and scalings (r, lora_alpha, target_modules, use_rslora, rank_pattern, alpha_pattern,
-    as PEFT computes them) must be the options', and adapter_model.safetensors's header must
-    hold the adapted modules' lora_A / lora_B tensors of those ranks and nothing else
-    (check_peft_weights_header). Reads no tensor data: `prge check` runs it before any weight is
-    loaded, load_peft before copying them. Returns the adapter's config; raises
-    FileNotFoundError when the directory holds no adapter, ValueError naming the field, module
-    or tensor that differs. `place`: where the config set adapter.init_from (file:line:column
-    and key), for the message."""
+def check_peft_adapter(adapter_dir: str | Path, spec, options, place: str | None = None) -> tuple[dict, dict]:
+    """The PEFT LoRA adapter in `adapter_dir` against a model of `spec` (prge.ArchSpec) with
+    adapters attached by `options` (config.adapter): its adapter_config.json's modules, ranks and
+    scalings (r, lora_alpha, target_modules, use_rslora, rank_pattern, alpha_pattern, as PEFT
+    computes them) must be the options', and its adapter_model.safetensors must hold exactly the
+    adapted modules' lora_A / lora_B (read_peft_weights). Needs config.json alone (no base
+    weights): `prge check` runs it as load_peft does, so both refuse the same adapters in the same
+    words. Returns (the adapter's config, its tensors); raises FileNotFoundError when the directory
+    holds no adapter, ValueError naming the field, module or tensor that differs. `place`: where
+    the config set adapter.init_from (file:line:column and key), for the message."""
     adapter_dir = Path(adapter_dir)
     peft = read_peft_adapter(adapter_dir, place)
     modules = module_names(spec)
@@ -564,6 +572,7 @@ def check_peft_adapter(adapter_dir: str | Path, spec, options, place: str | None
     if set(targets) != adapted:
         raise ValueError(f"{where}: target_modules select {targets}, the config's adapter.targets "
                          f"{list(options.targets)} adapt {sorted(adapted)}: set adapter.targets to match")
+    ranks = {}
     for name, module in sorted(modules.items()):
         if name.rsplit(".", 1)[1] not in targets:
             continue
@@ -579,58 +588,65 @@ def check_peft_adapter(adapter_dir: str | Path, spec, options, place: str | None
                                  f"{mine:g} under the config's adapter section: set adapter.rank / alpha / "
                                  f"use_rslora / rank_pattern / alpha_pattern as the adapter has them "
                                  f"({json.dumps(setting)})")
-    check_peft_weights_header(adapter_dir, spec, {m: options.rank_of(m) for n, m in modules.items()
-                                                if n.rsplit(".", 1)[1] in targets}, place)
-    return peft
+            if what == "rank_of":
+                ranks[module] = int(peft_value)
+    return peft, read_peft_weights(adapter_dir, spec, ranks, place)
 
 
-def check_peft_weights_header(adapter_dir: Path, spec, ranks: dict, place: str | None = None) -> None:
-    """adapter_model.safetensors's header (no tensor data read) against the adapted modules
-    (`ranks`: Hugging Face module name -> its rank): readable (a truncated or damaged file is
-    named), a lora_A.weight of rank rows and a lora_B.weight of rank columns for each module,
-    and no tensor outside them (PeftModel would apply a LoRA on lm_head or embed_tokens that
-    prge does not train). ValueError naming the file and the tensor."""
-    from safetensors import safe_open
+def read_peft_weights(adapter_dir: Path, spec, ranks: dict, place: str | None = None) -> dict:
+    """adapter_model.safetensors's tensors, checked against the adapted modules (`ranks`: Hugging
+    Face module name -> its rank) of a model of `spec`: readable (a truncated or damaged file is
+    named), for each module a floating-point lora_A.weight of shape [rank, in_features] and
+    lora_B.weight of [out_features, rank] (spec.projection_shape), finite, and no tensor besides
+    them (PeftModel would apply a LoRA on lm_head or embed_tokens, which prge does not train).
+    A LoRA's A and B are small (rank x the projections), so `prge check` reads them as train
+    does. ValueError naming the file and the tensor."""
+    from safetensors.torch import load as load_bytes
 
     path, where = Path(adapter_dir) / ADAPTER_WEIGHTS, place or "adapter.init_from"
     try:
-        with safe_open(str(path), "pt") as f:
-            shapes = {name: f.get_slice(name).get_shape() for name in f.keys()}
-    except (SafetensorError, OSError) as e:  # a truncated or damaged file
+        tensors = load_bytes(path.read_bytes())
+    except OSError as e:
+        raise ValueError(f"{where}: {path}: cannot be read ({e.strerror or e})") from None
+    except SafetensorError as e:  # a truncated or damaged file
         raise ValueError(f"{where}: {path}: not a readable safetensors file ({e})") from None
-    wanted = {f"{PEFT_PREFIX}{module}.{part}.weight": (rank, axis)
-              for module, rank in ranks.items() for part, axis in (("lora_A", 0), ("lora_B", 1))}
-    unused = sorted(set(shapes) - set(wanted))
+    wanted = {}
+    for module, rank in ranks.items():
+        out_features, in_features = spec.projection_shape(module.rsplit(".", 1)[1])
+        wanted[f"{PEFT_PREFIX}{module}.lora_A.weight"] = (rank, in_features)
+        wanted[f"{PEFT_PREFIX}{module}.lora_B.weight"] = (out_features, rank)
+    unused = sorted(set(tensors) - set(wanted))
     if unused:
-        raise ValueError(f"{where}: {path} holds {len(unused)} tensor(s) outside the projections prge adapts "
-                         f"({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}); prge trains LoRA on "
-                         f"{', '.join(spec.projections)} only")
-    for name, (rank, axis) in sorted(wanted.items()):
-        if name not in shapes:
+        adapted = sorted({m.rsplit(".", 1)[1] for m in ranks}, key=list(spec.projections).index)
+        raise ValueError(f"{where}: {path} holds {len(unused)} tensor(s) besides the LoRA of the adapted "
+                         f"projections ({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}); this "
+                         f"run adapts {', '.join(adapted)} (adapter.targets; prge can adapt "
+                         f"{', '.join(spec.projections)})")
+    for name, shape in wanted.items():
+        if name not in tensors:
             raise ValueError(f"{where}: {path} has no tensor {name}")
-        shape = shapes[name]
-        if len(shape) != 2 or shape[axis] != rank:
-            raise ValueError(f"{where}: {name} has shape {tuple(shape)}, expected 2 dimensions with rank {rank} "
-                             f"in dimension {axis}")
+        tensor = tensors[name]
+        if not tensor.is_floating_point():
+            raise ValueError(f"{where}: {path}: tensor {name} holds {str(tensor.dtype).removeprefix('torch.')} "
+                             "values; a LoRA weight is floating point")
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"{where}: {path}: tensor {name} has shape {tuple(tensor.shape)}, the model "
+                             f"and adapter_config.json expect {shape}")
+    check_finite(path, tensors, where)
+    return tensors
 
 
 def load_peft(model, adapter_dir: str | Path, options, place: str | None = None) -> None:
     """Copy a PEFT LoRA adapter's A and B into a model whose adapters were attached with
-    `options`, after check_peft_adapter (its FileNotFoundError / ValueError); ValueError naming a
-    tensor that is missing, of another shape, not finite, or outside the adapted projections."""
-    adapter_dir, where = Path(adapter_dir), place or "adapter.init_from"
-    check_peft_adapter(adapter_dir, model.spec, options, place)  # the header's tensor names too
+    `options`, after check_peft_adapter (its FileNotFoundError / ValueError: the adapter's
+    config, and its tensors' names, shapes, dtypes and values)."""
+    _, tensors = check_peft_adapter(adapter_dir, model.spec, options, place)
     modules = module_names(model.spec)
-    try:
-        tensors = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
-    except (SafetensorError, OSError) as e:  # damaged past its header
-        raise ValueError(f"{where}: {adapter_dir / ADAPTER_WEIGHTS}: not a readable safetensors file ({e})") from None
-    check_finite(adapter_dir / ADAPTER_WEIGHTS, tensors, where)
     wanted = {f"{PEFT_PREFIX}{modules[a['name']]}.{part}.weight": (a, slot)
               for a in model.adapters() for part, slot in (("lora_A", "lora_a"), ("lora_B", "lora_b"))}
     with torch.no_grad():
         for name, (a, slot) in wanted.items():
-            if tensors[name].shape != a[slot].shape:
-                raise ValueError(f"{where}: {name} has shape {tuple(tensors[name].shape)}, "
-                                 f"the model expects {tuple(a[slot].shape)}")
+            if tensors[name].shape != a[slot].shape:  # the spec's shapes are the model's: a bug if not
+                raise RuntimeError(f"{name}: shape {tuple(tensors[name].shape)} passed the adapter check, "
+                                   f"the model holds {tuple(a[slot].shape)}")
             a[slot].copy_(tensors[name].to(a[slot].dtype))

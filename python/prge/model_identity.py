@@ -109,12 +109,15 @@ def model_fingerprint(model_dir: str | Path, adapter_dir: str | Path | None = No
         from prge.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
         for path in (Path(adapter_dir) / ADAPTER_CONFIG, Path(adapter_dir) / ADAPTER_WEIGHTS):
-            if not path.is_file():  # loading the adapter names what is missing
-                digest.update(f"adapter {path.name}\0absent".encode())
-            elif path.name == ADAPTER_CONFIG:
-                digest.update(f"adapter {path.name}\0".encode() + _json_content(path))
-            else:
-                digest.update(f"adapter {path.name}\0".encode() + path.read_bytes())
+            try:
+                if not path.is_file():  # loading the adapter names what is missing
+                    digest.update(f"adapter {path.name}\0absent".encode())
+                elif path.name == ADAPTER_CONFIG:
+                    digest.update(f"adapter {path.name}\0".encode() + _json_content(path))
+                else:
+                    digest.update(f"adapter {path.name}\0".encode() + path.read_bytes())
+            except PermissionError:  # loading the adapter names it, at adapter.init_from's place
+                digest.update(f"adapter {path.name}\0unreadable".encode())
     return digest.hexdigest()
 
 

@@ -46,13 +46,20 @@ def identity(config, *, mode: str, runtime: str = "eager", task: str | None = No
 def device_name(device: str) -> str:
     """The card or processor behind a run's `device` ("cuda", "cuda:1", "cpu"), so that step times
     measured on different machines are told apart: torch.cuda.get_device_name for a CUDA device
-    (e.g. "NVIDIA H100 80GB HBM3"), else the processor platform.processor() names (its machine
-    type where that is empty, e.g. "x86_64")."""
+    (e.g. "NVIDIA H100 80GB HBM3"), else the CPU's model name (Linux's /proc/cpuinfo "model
+    name", else platform.processor(), else the machine type, e.g. "x86_64")."""
     if str(device).startswith("cuda"):
         import torch
 
         if torch.cuda.is_available():
             return torch.cuda.get_device_name(torch.device(device))
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:  # not Linux
+        pass
     return platform.processor() or platform.machine() or "unknown"
 
 

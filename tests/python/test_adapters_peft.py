@@ -204,6 +204,11 @@ def test_a_peft_adapter_is_a_starting_point(trained, capsys):
             assert main(command) == 2
             assert re.search(rf"run\.yaml:\d+:\d+: adapter\.init_from: .*{path} {re.escape(words)}",
                              capsys.readouterr().err)
+    # a relative path is read from the working directory, which the message names
+    config = write_config(tmp, model_dir, tmp / "food", adapter={"init_from": "nothing_here"})
+    assert main(["check", str(config)]) == 2
+    assert f"adapter.init_from: nothing_here not found (relative to the working directory {os.getcwd()})" \
+        in capsys.readouterr().err
 
 
 def test_a_run_from_a_peft_adapter_saved_over_since_is_refused(trained, capsys):
@@ -346,6 +351,14 @@ def test_patterned_adapters_train_and_export_as_peft_reads_them(trained):
     assert main(["train", str(config), "--no-progress"]) == 2
 
 
+def rslora_adapter(tmp, model_dir):
+    """The module's PEFT adapter with rsLoRA on every projection (made once), to edit copies of."""
+    source = tmp / "peft_rslora"
+    if not source.is_dir():
+        peft_adapter(model_dir, source, PEFT_SETTINGS["rslora"][0])
+    return source
+
+
 REFUSED_PEFT = [
     ({"use_dora": True}, "use_dora"),
     ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
@@ -381,9 +394,7 @@ REFUSED_PEFT = [
 @pytest.mark.parametrize("change,words", REFUSED_PEFT, ids=[f"{i}-{w[:24]}" for i, (_, w) in enumerate(REFUSED_PEFT)])
 def test_peft_fields_that_change_the_forward_are_refused_by_name(trained, capsys, change, words):
     tmp, model_dir, _, _ = trained
-    source = tmp / "peft_rslora"
-    if not source.is_dir():
-        peft_adapter(model_dir, source, PEFT_SETTINGS["rslora"][0])
+    source = rslora_adapter(tmp, model_dir)
     edited = tmp / f"refused_{REFUSED_PEFT.index((change, words))}"
     edited.mkdir(exist_ok=True)
     config = json.loads((source / "adapter_config.json").read_text())
@@ -409,9 +420,7 @@ def test_a_damaged_peft_adapter_is_named(trained, capsys, damage, words):
     UTF-8: `prge: error:` naming adapter.init_from's place and the file, not a traceback; prge
     check finds it too (it reads the safetensors header)."""
     tmp, model_dir, _, _ = trained
-    source = tmp / "peft_rslora"
-    if not source.is_dir():
-        peft_adapter(model_dir, source, PEFT_SETTINGS["rslora"][0])
+    source = rslora_adapter(tmp, model_dir)
     damaged = tmp / f"damaged_{words[:8]}_{len(list(tmp.glob('damaged_*')))}"
     damaged.mkdir()
     config, weights = (source / "adapter_config.json").read_bytes(), (source / "adapter_model.safetensors").read_bytes()
@@ -428,27 +437,36 @@ def test_a_damaged_peft_adapter_is_named(trained, capsys, damage, words):
 
 @pytest.mark.parametrize("edit,words", [
     ("drop", "has no tensor base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"),
-    ("rank", "lora_A.weight has shape (3, "),
+    ("rank", "lora_A.weight has shape (3, 48), the model and adapter_config.json expect (4, 48)"),
+    ("features", "lora_B.weight has shape (47, 4), the model and adapter_config.json expect (48, 4)"),
+    ("integers", "lora_A.weight holds int32 values; a LoRA weight is floating point"),
+    ("nan", "lora_A.weight holds 192 non-finite value(s)"),
 ])
 def test_an_adapter_whose_tensors_are_not_its_configs_is_refused_by_check_and_train(trained, capsys, edit, words):
-    """adapter_model.safetensors must hold each adapted module's lora_A / lora_B at
-    adapter_config.json's rank: a missing tensor or another rank is named by prge check (from the
-    file's header) as by prge train."""
+    """adapter_model.safetensors must hold each adapted module's lora_A / lora_B, floating point,
+    finite, of the shapes the model and adapter_config.json's rank give: a missing tensor, another
+    rank or number of features, integers or NaN are named by prge check (from config.json and the
+    adapter alone) as by prge train."""
     from safetensors.torch import load_file, save_file
 
     tmp, model_dir, _, _ = trained
-    source = tmp / "peft_rslora"
-    if not source.is_dir():
-        peft_adapter(model_dir, source, PEFT_SETTINGS["rslora"][0])
+    source = rslora_adapter(tmp, model_dir)
     edited = tmp / f"tensors_{edit}"
     edited.mkdir()
     (edited / "adapter_config.json").write_bytes((source / "adapter_config.json").read_bytes())
     tensors = load_file(str(source / "adapter_model.safetensors"))
+    up_a = "base_model.model.model.layers.0.mlp.up_proj.lora_A.weight"  # [4, 48]
     if edit == "drop":
         tensors.pop("base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight")
+    elif edit == "rank":
+        tensors[up_a] = tensors[up_a][:3].clone()
+    elif edit == "features":
+        name = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"  # [48, 4]
+        tensors[name] = tensors[name][:47].clone()
+    elif edit == "integers":
+        tensors[up_a] = tensors[up_a].to(torch.int32)
     else:
-        name = "base_model.model.model.layers.0.mlp.up_proj.lora_A.weight"
-        tensors[name] = tensors[name][:3].clone()
+        tensors[up_a] = torch.full_like(tensors[up_a], float("nan"))
     save_file(tensors, str(edited / "adapter_model.safetensors"))
     run_config = write_config(tmp, model_dir, tmp / "food", adapter={"use_rslora": True, "init_from": str(edited)},
                               run={"steps": 1, "eval_every": 0, "output_dir": str(tmp / f"tensors_{edit}_run")})
@@ -458,6 +476,32 @@ def test_an_adapter_whose_tensors_are_not_its_configs_is_refused_by_check_and_tr
         errors.append(capsys.readouterr().err.strip().splitlines()[-1])  # after transformers' progress bars
     assert errors[0] == errors[1] and words in errors[0] and "adapter.init_from:" in errors[0], errors
     assert not (tmp / f"tensors_{edit}_run" / "summary.json").exists()
+
+
+def test_an_adapter_file_that_cannot_be_read_is_named_by_check_and_train(trained, capsys, monkeypatch):
+    """An adapter_model.safetensors without read permission (simulated: these tests may run as
+    root, whom permissions do not stop) is named at adapter.init_from's place by both commands,
+    not a bare "[Errno 13]" from the run's fingerprint."""
+    from pathlib import Path
+
+    tmp, model_dir, _, _ = trained
+    source = rslora_adapter(tmp, model_dir)
+    run_config = write_config(tmp, model_dir, tmp / "food", adapter={"use_rslora": True, "init_from": str(source)},
+                              run={"steps": 1, "eval_every": 0, "output_dir": str(tmp / "unreadable_run")})
+    read_bytes = Path.read_bytes
+
+    def denied(path):
+        if path.name == "adapter_model.safetensors":
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    for command in (["check", str(run_config)], ["train", str(run_config), "--no-progress"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert re.fullmatch(rf"prge: error: \S*run\.yaml:\d+:\d+: adapter\.init_from: "
+                            rf"{re.escape(str(source / 'adapter_model.safetensors'))}: cannot be read \(Permission denied\)",
+                            err), err
 
 
 def test_config_patterns_that_match_nothing_or_a_module_twice_are_refused(tmp_path, capsys):
@@ -491,7 +535,8 @@ def test_a_peft_lora_on_modules_prge_does_not_adapt_is_refused(trained, capsys, 
                           run={"steps": 1, "eval_every": 0, "output_dir": str(tmp / f"with_{target}_run")})
     assert main(["train", str(config), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after transformers' progress bars
-    assert "adapter_model.safetensors holds" in err and f"{target}." in err and "outside the projections" in err, err
+    assert "adapter_model.safetensors holds" in err and f"{target}." in err, err
+    assert "besides the LoRA of the adapted projections" in err and "this run adapts q_proj (adapter.targets" in err
     assert main(["check", str(config)]) == 2  # from the header alone, in the same words
     assert capsys.readouterr().err.strip().splitlines()[-1] == err
 

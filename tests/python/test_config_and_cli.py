@@ -12,6 +12,7 @@ import torch
 import yaml
 
 import prge
+from prge import run_summary
 from prge.cli import main
 from conftest import make_tiny_assets, write_config
 
@@ -122,7 +123,12 @@ def test_train_end_to_end(tmp_path):
                for x in lines if "step" in x)
     assert summary["best_step"] in (0, 3, 6) and summary["sequences"] == 96
     # which processor the step times were measured on (a CUDA run names its card)
-    assert summary["device"] == "cpu" and summary["device_name"] == (platform.processor() or platform.machine())
+    assert summary["device"] == "cpu" and summary["device_name"] == run_summary.device_name("cpu")
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if "model name" in cpuinfo:  # Linux: the CPU's model, not only its architecture
+        assert f": {summary['device_name']}\n" in cpuinfo
+    else:
+        assert summary["device_name"] in (platform.processor(), platform.machine())
     # The checkpoint holds the trained B and loads back into a fresh trainer.
     cfg = prge.load_run_config(str(config))
     model = prge.CausalLM.from_pretrained(str(model_dir))

@@ -70,7 +70,12 @@ def test_exported_adapters_and_merged_models_load_in_peft_and_transformers(tmp_p
                        for p in model.spec.projections}
     # The same names from config.json alone (prge check compares an adapter.init_from with them,
     # reading no weights): the exported adapter is a starting point it accepts, at its rank only.
-    assert wrapped == set(module_names(prge.ArchSpec.from_json_file(str(model_dir / "config.json"))).values())
+    spec = prge.ArchSpec.from_json_file(str(model_dir / "config.json"))
+    assert wrapped == set(module_names(spec).values())
+    # and each projection's [out, in] (prge check's expected lora_A / lora_B shapes): the modules' own
+    for name, module in peft_model.named_modules():
+        if hasattr(module, "lora_A") and "default" in module.lora_A:
+            assert list(module.base_layer.weight.shape) == spec.projection_shape(name.rsplit(".", 1)[1]), name
     start = ["--set", f"adapter.init_from={tmp_path / 'peft'}"]
     assert main(["check", str(run_dir / "config.yaml"), *start]) == 0
     assert main(["check", str(run_dir / "config.yaml"), *start, "--set", "adapter.rank=3"]) == 2

@@ -127,6 +127,7 @@ def test_speed_sweep_and_report(tmp_path):
     with open(tmp_path / "report" / "speed_speed.csv") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
     assert float(rows["sequential-queries4"]["speedup_vs_sequential"]) == 1.0
+    assert rows["sequential-queries4"]["device_name"] == summary["device_name"] != ""  # whose step times
     expected = float(rows["sequential-queries4"]["step_seconds"]) / float(rows["dual-queries4"]["step_seconds"])
     assert float(rows["dual-queries4"]["speedup_vs_sequential"]) == pytest.approx(expected, rel=1e-3)
     assert (tmp_path / "report" / "speed_speedup_vs_q.png").read_bytes()[:4] == b"\x89PNG"

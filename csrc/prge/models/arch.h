@@ -99,6 +99,9 @@ struct ArchSpec {
   // model.language_model.layers.3... under a multimodal wrapper); std::invalid_argument for a
   // projection the family does not have.
   std::string hf_module_name(int64_t layer, const std::string& projection) const;
+  // A projection's weight shape {out_features, in_features} (the same in every layer; Phi-3's
+  // qkv_proj: {q + 2 kv, hidden}); std::invalid_argument for a projection the family lacks.
+  std::vector<int64_t> projection_shape(const std::string& projection) const;
   // The projections (weights().projections, in adapter order) that adapter.targets adapt: a
   // fused projection (Phi-3's qkv_proj, gate_up_proj) is named by itself or by all of its parts'
   // Llama names. std::invalid_argument naming an unknown target or a fused projection's parts
@@ -110,6 +113,9 @@ struct ArchSpec {
   double attention_scale() const;
   std::vector<int64_t> shape(Role role) const;  // of a layer tensor in this spec
   bool operator==(const ArchSpec& o) const;
+
+ private:
+  WeightEntry projection_weight(const std::string& projection) const;  // its layer weight entry
 };
 
 // The families the registry knows, by model_type (llama, mistral, ministral, qwen2, qwen3,

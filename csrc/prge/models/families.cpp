@@ -594,16 +594,26 @@ WeightTable ArchSpec::weights() const {
   return t;
 }
 
-std::string ArchSpec::hf_module_name(int64_t layer, const std::string& projection) const {
+WeightEntry ArchSpec::projection_weight(const std::string& projection) const {
   for (const auto& entry : weights().layer) {
     const auto module = entry.name.substr(0, entry.name.rfind('.'));  // self_attn.q_proj
     if (module.substr(module.rfind('.') + 1) == projection && entry.name.size() > 7 &&
         entry.name.compare(entry.name.size() - 7, 7, ".weight") == 0) {
-      // Gemma3ForConditionalGeneration holds the text model as model.language_model.
-      return fmt::format("{}.layers.{}.{}", multimodal_wrapper ? "model.language_model" : "model", layer, module);
+      return entry;
     }
   }
   throw std::invalid_argument(fmt::format("model_type '{}' has no projection '{}'", model_type, projection));
+}
+
+std::string ArchSpec::hf_module_name(int64_t layer, const std::string& projection) const {
+  const auto name = projection_weight(projection).name;
+  // Gemma3ForConditionalGeneration holds the text model as model.language_model.
+  return fmt::format("{}.layers.{}.{}", multimodal_wrapper ? "model.language_model" : "model", layer,
+                     name.substr(0, name.rfind('.')));
+}
+
+std::vector<int64_t> ArchSpec::projection_shape(const std::string& projection) const {
+  return shape(projection_weight(projection).role);
 }
 
 std::vector<std::string> ArchSpec::adapter_targets(const std::vector<std::string>& targets) const {

@@ -14,7 +14,7 @@ RUN_COLUMNS = ["run", "method", "task", "model", "estimator", "queries", "parall
                "mean_step_seconds", "wall_seconds", "device_name"]  # the card the step times are of
 SPEED_COLUMNS = ["method", "estimator", "queries", "parallel", "batch_size", "seq_len",
                  "forward_passes_per_step", "sequences_per_step", "step_seconds",
-                 "tokens_per_second", "peak_memory_gib", "speedup_vs_sequential"]
+                 "tokens_per_second", "peak_memory_gib", "speedup_vs_sequential", "device_name"]
 MAJORITY = "majority class"  # the by-task table's column of always answering the most frequent label
 
 
