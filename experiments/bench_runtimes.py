@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 
 import prge
+from prge import run_summary
 from prge.export import exporters, runners
 from prge.export.step_module import FunctionalStep, MutableBufferStep, StepSpec
 from prge.models import shape_config
@@ -136,7 +136,7 @@ def main():
     base = rows[0]["step_ms"]
     for r in rows:
         r["ratio_vs_eager_engine"] = r["step_ms"] / base
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    device_name = run_summary.device_name(args.device)
     shape_tag = args.shape + (f"-{args.layers}layers" if args.layers else "")
     tag = f"{shape_tag}_{args.device.split(':')[0]}_q{args.queries}_b{args.batch}_T{args.seq_len}"
     meta = {"shape": shape_tag, "device": args.device, "device_name": device_name, "dtype": "float32",

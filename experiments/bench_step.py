@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import torch
 
 import prge
+from prge import run_summary
 from prge.models import SHAPES, shape_config
 from prge.speed import random_batch
 
@@ -411,7 +411,7 @@ def main():
     base_cpp = by.get("mezo_cpp q=1")
     infer = by["inference (2*16 seqs)"]
     best_forward = min((by[n] for n in forward_rows), key=lambda r: r["ms_per_step"], default=infer)
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    device_name = run_summary.device_name(args.device)
     for r in rows:
         if r["estimator"] == "first_order":  # other work than the 32-sequence forward: compared with each other only
             r.update(speedup_vs_mezo_eager_q1=None, speedup_vs_mezo_cpp_q1=None, time_vs_inference=None,

@@ -39,6 +39,7 @@ from prge.overrides import read_text
 PEFT_PREFIX = "base_model.model."
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
 # What transformers reads a tokenizer (and generation defaults) from: every one the model
 # directory has goes into a merged export (a SentencePiece tokenizer.model alone makes a tokenizer).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json",
@@ -74,6 +75,12 @@ PEFT_REFUSED = {
     "use_qalora": (False,), "layer_replication": (None,), "lora_bias": (False,), "target_parameters": (None, []),
     "use_bdlora": (None, False), "arrow_config": (None,), "kasa_config": (None,), "velora_config": (None,),
     "monteclora_config": (None,), "ensure_weight_tying": (False,)}
+
+
+def peft_weight_name(module: str, part: str) -> str:
+    """PEFT's tensor name of a LoRA `part` ("lora_A" / "lora_B") of a Hugging Face module
+    (base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight)."""
+    return f"{PEFT_PREFIX}{module}.{part}.weight"
 
 
 def read_peft_config(adapter_dir: Path, key: str = "adapter.init_from") -> dict:
@@ -376,9 +383,8 @@ def export_peft(run_dir: str | Path, out: str | Path, overwrite: bool = False) -
     modules = module_names(model.spec)
     tensors = {}
     for a in model.adapters():
-        module = PEFT_PREFIX + modules[a["name"]]
-        tensors[f"{module}.lora_A.weight"] = a["lora_a"].detach().float().contiguous()
-        tensors[f"{module}.lora_B.weight"] = a["lora_b"].detach().float().contiguous()
+        tensors[peft_weight_name(modules[a["name"]], "lora_A")] = a["lora_a"].detach().float().contiguous()
+        tensors[peft_weight_name(modules[a["name"]], "lora_B")] = a["lora_b"].detach().float().contiguous()
     _replace_weights(out, (ADAPTER_WEIGHTS, ADAPTER_CONFIG))
     _save_tensors(tensors, out / ADAPTER_WEIGHTS, base_weights_metadata(config, model))
     adapter = config.adapter
@@ -613,8 +619,8 @@ def read_peft_weights(adapter_dir: Path, spec, ranks: dict, place: str | None = 
     wanted = {}
     for module, rank in ranks.items():
         out_features, in_features = spec.projection_shape(module.rsplit(".", 1)[1])
-        wanted[f"{PEFT_PREFIX}{module}.lora_A.weight"] = (rank, in_features)
-        wanted[f"{PEFT_PREFIX}{module}.lora_B.weight"] = (out_features, rank)
+        wanted[peft_weight_name(module, "lora_A")] = (rank, in_features)
+        wanted[peft_weight_name(module, "lora_B")] = (out_features, rank)
     unused = sorted(set(tensors) - set(wanted))
     if unused:
         adapted = sorted({m.rsplit(".", 1)[1] for m in ranks}, key=list(spec.projections).index)
@@ -642,7 +648,7 @@ def load_peft(model, adapter_dir: str | Path, options, place: str | None = None)
     config, and its tensors' names, shapes, dtypes and values)."""
     _, tensors = check_peft_adapter(adapter_dir, model.spec, options, place)
     modules = module_names(model.spec)
-    wanted = {f"{PEFT_PREFIX}{modules[a['name']]}.{part}.weight": (a, slot)
+    wanted = {peft_weight_name(modules[a["name"]], part): (a, slot)
               for a in model.adapters() for part, slot in (("lora_A", "lora_a"), ("lora_B", "lora_b"))}
     with torch.no_grad():
         for name, (a, slot) in wanted.items():
