@@ -6,6 +6,7 @@
 # tokenizer files) and .whl, each later call the next part (.device/MODEL/b, c, ...), all within
 # the machine's warm window; the parts are checked, joined and converted once, in /tmp.
 #   MODEL=M bash experiments/device/model.sh stage     # every call: keep the part it carries
+#                                                      # (and .device/stopped, if carried)
 #   MODEL=M source experiments/device/model.sh join    # the last call, after stage: check, join,
 #                                                      # convert; exports PRGE_MODEL, PRGE_FINE_FOOD
 # The machine is given back after ~30 s idle: send each call as soon as the one before returns.
@@ -29,7 +30,14 @@
         cp -r "$part". "$carry/" || fail "could not copy $part to $carry" 3
         found=1
       done
-      [ "$found" = 1 ] || fail "no .device/$model/<part> carried (bash experiments/device/stage_model.sh $model here)" 3
+      # An earlier session's stopped runs (keep_runs.py's .device/stopped/), carried in a call of
+      # their own when they and a part pass 64 MiB: kept in CARRY/stopped for paper_accuracy.sh.
+      for archive in .device/stopped/*_stopped.tgz; do
+        [ -f "$archive" ] || continue
+        mkdir -p "$carry/stopped" && cp "$archive" "$carry/stopped/" || fail "could not copy $archive to $carry/stopped" 3
+        found=1
+      done
+      [ "$found" = 1 ] || fail "no .device/$model/<part> or .device/stopped carried (bash experiments/device/stage_model.sh $model here)" 3
       ls "$carry" ;;
     join)
       target=$DEVICE_MODELS/$model

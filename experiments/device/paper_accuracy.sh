@@ -11,8 +11,8 @@
 # committed in experiments/results/<that name>/runs.tgz, and resumes the runs an earlier session's
 # last call stopped where their checkpoints came back: OUT/<name>_stopped.tgz
 # (experiments/device/stopped_runs.py; the LoRA-FA methods' checkpoints fit, and MeZO's updates), which
-# keep_runs.py puts in .device/stopped/ here; carry .device/stopped in the first sweep call (a
-# call of its own: the model's part calls have no room left for it). Each
+# keep_runs.py puts in .device/stopped/ here; carry .device/stopped in a call of its own (with a
+# model part it passes 64 MiB) that runs `model.sh stage`, which keeps it for this script. Each
 # call sends its runs back in $OUT (no weights or checkpoints), and the sweep's whole output in
 # OUT/<name>_sweep.log (a resume's replay lines, which the call's output tail may have lost);
 # `python experiments/device/keep_runs.py OUT/<name>_runs.tgz [--model MODEL]` here adds the
@@ -38,7 +38,10 @@ if [ ! -d "$root" ]; then  # a cold machine: the committed finished runs, if any
   mkdir -p "$root" && { [ ! -f "$committed" ] || tar xzf "$committed" -C "$DEVICE_RUNS"; } ||
     { rm -rf "$root"; echo "paper_accuracy: could not unpack $committed into $DEVICE_RUNS" >&2; exit 3; }
 fi
-stopped=.device/stopped/${name}_stopped.tgz  # an earlier session's last call's stopped runs, carried
+# An earlier session's last call's stopped runs: carried in this call, or kept by `model.sh stage`
+# in an earlier call on this machine. Unpacking skips the runs already here (resumed or finished).
+stopped=.device/stopped/${name}_stopped.tgz
+[ -f "$stopped" ] || stopped=${PRGE_CARRY:-/tmp/prge-carry}/stopped/${name}_stopped.tgz
 [ ! -f "$stopped" ] || python3 experiments/device/stopped_runs.py unpack "$stopped" "$root" ||
   echo "paper_accuracy: the runs in $stopped start again instead (above)" >&2
 sweep=configs/sweeps/paper_accuracy.yaml

@@ -79,13 +79,27 @@ def test_parts_are_checked_and_named_before_they_are_joined(machine):
     assert not (machine.parent / "models" / MODEL).exists()
 
 
+def test_stopped_runs_carried_alone_are_kept_for_the_sweep(machine):
+    """.device/stopped carried in a call of its own (no model part): stage keeps the archive in
+    CARRY/stopped, where paper_accuracy.sh looks when the checkout has none."""
+    shutil.rmtree(machine / ".device" / MODEL)
+    (machine / ".device/stopped").mkdir(parents=True)
+    archive = machine / ".device/stopped/paper_accuracy_fake_stopped.tgz"
+    archive.write_bytes(b"stands for an archive")
+    staged = sh(machine, "bash experiments/device/model.sh stage")
+    assert staged.returncode == 0, staged.stderr
+    assert (machine.parent / "carry/stopped" / archive.name).read_bytes() == archive.read_bytes()
+    sweep = (ROOT / "experiments/device/paper_accuracy.sh").read_text()
+    assert "${PRGE_CARRY:-/tmp/prge-carry}/stopped/${name}_stopped.tgz" in sweep
+
+
 def test_wrong_use_is_an_error_not_silence(machine):
     assert sh(machine, "bash experiments/device/model.sh jion").returncode == 2
     cold = sh(machine, "source experiments/device/model.sh join")
     assert cold.returncode == 3 and f"{MODEL} is not staged on this machine (staged: nothing" in cold.stderr
     shutil.rmtree(machine / ".device")
     nothing = sh(machine, "bash experiments/device/model.sh stage")
-    assert nothing.returncode == 3 and f"no .device/{MODEL}/<part> carried" in nothing.stderr
+    assert nothing.returncode == 3 and f"no .device/{MODEL}/<part> or .device/stopped carried" in nothing.stderr
 
 
 def test_split_gguf_refuses_bad_arguments_by_name(tmp_path):
