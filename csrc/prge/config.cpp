@@ -7,9 +7,14 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
+#ifndef _WIN32
+#include <pwd.h>
+#include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -37,6 +42,27 @@ struct AppliedOverride {
 // which yaml-cpp keeps as a tagged empty scalar.
 bool is_null(const YAML::Node& node) {
   return node.IsNull() || (node.IsScalar() && (node.Tag() == "tag:yaml.org,2002:null" || node.Tag() == "!!null"));
+}
+
+// A path as a shell reads it: a leading "~" is the user's home directory ($HOME, else the account's)
+// and "~name" that account's, as Python's os.path.expanduser does; any other path is returned as it
+// is. An empty result means the home directory is unknown (the caller names the key).
+std::string expand_home(const std::string& path) {
+  if (path.empty() || path[0] != '~') return path;
+  const auto slash = path.find('/');
+  const auto user = path.substr(1, slash == std::string::npos ? std::string::npos : slash - 1);
+  const auto rest = slash == std::string::npos ? std::string() : path.substr(slash);
+  std::string home;
+  if (const char* env = std::getenv("HOME"); user.empty() && env != nullptr && *env != '\0') home = env;
+#ifndef _WIN32
+  if (home.empty()) {
+    const passwd* entry = user.empty() ? getpwuid(getuid()) : getpwnam(user.c_str());
+    if (entry != nullptr && entry->pw_dir != nullptr) home = entry->pw_dir;
+  }
+#endif
+  if (home.empty()) return {};
+  while (home.size() > 1 && home.back() == '/') home.pop_back();
+  return home + rest;
 }
 
 // The key's own node in a mapping, for messages about its value (an empty value's mark points
@@ -148,6 +174,25 @@ class Reader {
     } catch (const std::invalid_argument&) {
       fail(node, path, fmt::format("expected {}, got '{}'", type_name<T>(), node.Scalar()));
     }
+  }
+
+  // A file or directory key: read() and then a leading "~" expanded (expand_home); a value of
+  // only spaces is refused (it would name a file of spaces, shown invisibly in every message).
+  void read_path(const YAML::Node& section, const std::string& section_name, const char* key,
+                 std::string& out) const {
+    read(section, section_name, key, out);
+    const auto node = section[key];
+    if (!node) return;
+    const auto path = section_name + "." + key;
+    if (!out.empty() && out.find_first_not_of(" \t\r\n") == std::string::npos) {
+      fail(node, path, fmt::format("'{}' is only spaces: name a path, or leave the key out", out));
+    }
+    const auto expanded = expand_home(out);
+    if (expanded.empty() && !out.empty()) {
+      fail(node, path, fmt::format("'{}': {} (the path starts with ~)", out,
+                                   out.size() > 1 && out[1] != '/' ? "no such user" : "the home directory is unknown (HOME is not set)"));
+    }
+    out = expanded;
   }
 
   void read_list(const YAML::Node& section, const std::string& section_name, const char* key,
@@ -302,8 +347,8 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
     }
     return;
   }
-  reader.read(data, "data", "train_file", d.train_file);
-  reader.read(data, "data", "eval_file", d.eval_file);
+  reader.read_path(data, "data", "train_file", d.train_file);
+  reader.read_path(data, "data", "eval_file", d.eval_file);
   reader.read(data, "data", "template", d.prompt_template);
   reader.read(data, "data", "label_field", d.label_field);
   reader.read(data, "data", "response_field", d.response_field);
@@ -479,7 +524,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   }
   reader.read(model, "model", "fold_lora_a", c.model.fold_lora_a);
   reader.read(model, "model", "gated_low_rank_kernel", c.model.gated_low_rank_kernel);
-  reader.read(model, "model", "name", c.model.name);
+  reader.read_path(model, "model", "name", c.model.name);
   reader.read_choice(model, "model", "dtype", [&](const std::string& v) {
     parse_dtype(v);
     c.model.dtype = dtype_name(parse_dtype(v));
@@ -503,7 +548,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
     reader.read(adapter, "adapter", "alpha", c.adapter.alpha);
     reader.read_list(adapter, "adapter", "targets", c.adapter.targets);
     reader.read(adapter, "adapter", "init_seed", c.adapter.init_seed);
-    reader.read(adapter, "adapter", "init_from", c.adapter.init_from);
+    reader.read_path(adapter, "adapter", "init_from", c.adapter.init_from);
     reader.read(adapter, "adapter", "use_rslora", c.adapter.use_rslora);
     read_pattern(reader, adapter, "rank_pattern", c.adapter.rank_pattern, "expected an integer rank >= 1",
                  [&](const YAML::Node& node, auto& value) {
@@ -685,7 +730,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
                                    "eval_file", "template", "label_field", "label_words", "response_field",
                                    "choices_field", "chat_template"});
   reader.read(data, "data", "task", c.data.task);
-  reader.read(data, "data", "data_dir", c.data.data_dir);
+  reader.read_path(data, "data", "data_dir", c.data.data_dir);
   reader.read_choice(data, "data", "protocol", [&](const std::string& v) {
     if (v != "paper" && v != "mezo") throw std::invalid_argument(fmt::format("unknown protocol '{}' (allowed: paper, mezo)", v));
     c.data.protocol = v;
@@ -736,7 +781,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   reader.read(run, "run", "checkpoint_every", c.run.checkpoint_every);
   reader.read(run, "run", "checkpoint_format", c.run.checkpoint_format);
   reader.read(run, "run", "data_parallel", c.run.data_parallel);
-  reader.read(run, "run", "output_dir", c.run.output_dir);
+  reader.read_path(run, "run", "output_dir", c.run.output_dir);
   if (c.run.steps < 0) reader.fail(run["steps"], "run.steps", "must be >= 0");
   if (c.run.eval_every < 0) reader.fail(run["eval_every"], "run.eval_every", "must be >= 0");
   if (c.run.log_every < 1) reader.fail(run["log_every"], "run.log_every", "must be >= 1");

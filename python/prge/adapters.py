@@ -537,8 +537,8 @@ def wrapper_checkpoint(model_dir: Path, text: dict) -> dict:
 def read_peft_adapter(adapter_dir: str | Path, place: str | None = None) -> dict:
     """read_peft_config of the adapter in `adapter_dir` (adapter.init_from, set at `place`: the
     config's file:line:column, named in every message), after checking that it is a directory
-    holding a PEFT adapter's two files (FileNotFoundError naming a missing path, a file, an
-    unreadable directory, or the file that is missing)."""
+    holding a PEFT adapter's two files (FileNotFoundError naming a missing path, a file, or the
+    file that is missing; PermissionError naming the directory or file that cannot be read)."""
     adapter_dir, where = Path(adapter_dir), place or "adapter.init_from"
     relative = "" if adapter_dir.is_absolute() else f" (relative to the working directory {Path.cwd()})"
     try:
@@ -549,14 +549,14 @@ def read_peft_adapter(adapter_dir: str | Path, place: str | None = None) -> dict
                                     f"({ADAPTER_CONFIG} + {ADAPTER_WEIGHTS})")
         missing = [name for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (adapter_dir / name).is_file()]
     except PermissionError as e:
-        raise FileNotFoundError(f"{where}: {adapter_dir}: cannot be read ({e.strerror})") from None
+        raise PermissionError(f"{where}: {adapter_dir}: cannot be read ({e.strerror})") from None
     if missing:
         raise FileNotFoundError(f"{where}: {adapter_dir} has no {' or '.join(missing)} as a file "
                                 f"(a PEFT adapter holds {ADAPTER_CONFIG} + {ADAPTER_WEIGHTS})")
     try:
         return read_peft_config(adapter_dir, where)
     except PermissionError as e:
-        raise FileNotFoundError(f"{where}: {adapter_dir / ADAPTER_CONFIG}: cannot be read ({e.strerror})") from None
+        raise PermissionError(f"{where}: {adapter_dir / ADAPTER_CONFIG}: cannot be read ({e.strerror})") from None
 
 
 def check_peft_adapter(adapter_dir: str | Path, spec, options, place: str | None = None) -> tuple[dict, dict]:
@@ -567,7 +567,7 @@ def check_peft_adapter(adapter_dir: str | Path, spec, options, place: str | None
     adapted modules' lora_A / lora_B (read_peft_weights). Needs config.json alone (no base
     weights): `prge check` runs it as load_peft does, so both refuse the same adapters in the same
     words. Returns (the adapter's config, its tensors); raises FileNotFoundError when the directory
-    holds no adapter, ValueError naming the field, module or tensor that differs. `place`: where
+    holds no adapter, PermissionError when it cannot be read, ValueError naming the field, module or tensor that differs. `place`: where
     the config set adapter.init_from (file:line:column and key), for the message."""
     adapter_dir = Path(adapter_dir)
     peft = read_peft_adapter(adapter_dir, place)

@@ -2,6 +2,9 @@
 #include "prge/config.h"
 
 #include <gtest/gtest.h>
+#include <pwd.h>
+
+#include <cstdlib>
 
 namespace {
 std::string error_with(const std::string& yaml, const std::vector<prge::ConfigOverride>& overrides) {
@@ -208,4 +211,34 @@ TEST(Config, SettingsThatTrainNothingAreErrors) {
   EXPECT_NE(error_of("estimator: {queries: 4096}\ndata: {batch_size: 64}").find("sequences in one forward"),
             std::string::npos);
   EXPECT_EQ(error_of("estimator: {queries: 4096, parallel: sequential}\ndata: {batch_size: 64}"), "");
+}
+
+// A path key reads a leading ~ as a shell does; a path of spaces is refused by name.
+TEST(Config, PathKeysExpandHomeAndRefuseBlanks) {
+  const char* saved = std::getenv("HOME");
+  const std::string old_home = saved ? saved : "";
+  setenv("HOME", "/home/tester/", 1);
+  auto c = prge::parse_run_config(
+      "model: {name: ~/models/m}\nadapter: {init_from: ~/adapters/a}\nrun: {output_dir: '~'}\n"
+      "data: {task: custom, data_dir: ~/data, train_file: ~/t.csv, eval_file: e~/v.csv, template: '{t}',\n"
+      "       label_words: {a: x, b: y}}\n",
+      "test.yaml");
+  EXPECT_EQ(c.model.name, "/home/tester/models/m");
+  EXPECT_EQ(c.adapter.init_from, "/home/tester/adapters/a");
+  EXPECT_EQ(c.run.output_dir, "/home/tester");
+  EXPECT_EQ(c.data.data_dir, "/home/tester/data");
+  EXPECT_EQ(c.data.train_file, "/home/tester/t.csv");
+  EXPECT_EQ(c.data.eval_file, "e~/v.csv");  // only a leading ~ is the home directory
+  EXPECT_EQ(prge::parse_run_config("run: {output_dir: runs/a}\n", "t").run.output_dir, "runs/a");
+  // ~name is that account's home (root's exists wherever the tests run); an unknown one is named.
+  const passwd* root = getpwnam("root");
+  ASSERT_NE(root, nullptr);
+  EXPECT_EQ(prge::parse_run_config("run: {output_dir: ~root/x}\n", "t").run.output_dir, std::string(root->pw_dir) + "/x");
+  auto msg = error_of("run: {output_dir: ~no_such_user_prge/x}");
+  EXPECT_NE(msg.find("run.output_dir: '~no_such_user_prge/x': no such user"), std::string::npos) << msg;
+  msg = error_of("adapter: {init_from: '  '}");
+  EXPECT_NE(msg.find("adapter.init_from: '  ' is only spaces"), std::string::npos) << msg;
+  msg = error_with("run: {steps: 1}\n", {{"run.output_dir", "' '", ""}});
+  EXPECT_NE(msg.find("--set run.output_dir: ' ' is only spaces"), std::string::npos) << msg;
+  if (saved) setenv("HOME", old_home.c_str(), 1); else unsetenv("HOME");
 }

@@ -7,6 +7,7 @@ import re
 import pytest
 import torch
 import yaml
+from pathlib import Path
 
 from conftest import make_tiny_assets, write_config
 from installed import installed_module
@@ -482,8 +483,6 @@ def test_an_adapter_file_that_cannot_be_read_is_named_by_check_and_train(trained
     """An adapter_model.safetensors without read permission (simulated: these tests may run as
     root, whom permissions do not stop) is named at adapter.init_from's place by both commands,
     not a bare "[Errno 13]" from the run's fingerprint."""
-    from pathlib import Path
-
     tmp, model_dir, _, _ = trained
     source = rslora_adapter(tmp, model_dir)
     run_config = write_config(tmp, model_dir, tmp / "food", adapter={"use_rslora": True, "init_from": str(source)},
@@ -502,6 +501,34 @@ def test_an_adapter_file_that_cannot_be_read_is_named_by_check_and_train(trained
         assert re.fullmatch(rf"prge: error: \S*run\.yaml:\d+:\d+: adapter\.init_from: "
                             rf"{re.escape(str(source / 'adapter_model.safetensors'))}: cannot be read \(Permission denied\)",
                             err), err
+
+
+def test_paths_starting_with_a_tilde_are_the_home_directory(trained, capsys, monkeypatch):
+    """adapter.init_from, model.name, data.data_dir and run.output_dir written with a leading ~
+    (as a shell would take them) name the home directory's files for check and train alike, and
+    check ends with an OK line; a path of spaces is refused at its line, not looked up."""
+    tmp, model_dir, _, _ = trained
+    source = rslora_adapter(tmp, model_dir)
+    monkeypatch.setenv("HOME", str(tmp))
+
+    def home(path):
+        return "~/" + str(Path(path).relative_to(tmp))
+
+    run_config = write_config(tmp, home(model_dir), home(tmp / "food"),
+                              adapter={"use_rslora": True, "init_from": home(source)},
+                              run={"steps": 1, "eval_every": 0, "output_dir": "~/tilde_run"})
+    assert main(["check", str(run_config)]) == 0
+    out, err = capsys.readouterr()
+    shown = yaml.safe_load(out)
+    assert shown["adapter"]["init_from"] == str(source) and shown["model"]["name"] == str(model_dir)
+    assert shown["run"]["output_dir"] == str(tmp / "tilde_run")
+    assert err.strip().splitlines()[-1].startswith(f"[prge] {run_config}: OK: the config, model and device pass")
+    assert main(["train", str(run_config), "--no-progress"]) == 0
+    assert (tmp / "tilde_run" / "summary.json").is_file() and not Path("~").exists()
+    blank = write_config(tmp, model_dir, tmp / "food", adapter={"init_from": "   "})
+    assert main(["check", str(blank)]) == 2
+    assert re.search(r"prge: error: \S*run\.yaml:\d+:\d+: adapter\.init_from: '   ' is only spaces",
+                     capsys.readouterr().err)
 
 
 def test_config_patterns_that_match_nothing_or_a_module_twice_are_refused(tmp_path, capsys):

@@ -584,8 +584,11 @@ def test_full_parameter_mezo_at_an_adapter_sized_lr_is_noted(tmp_path, capsys, e
     assert main(["check", str(path)]) == 0
     err = capsys.readouterr().err
     assert (f"[prge] note: optimizer.lr: {float(lr):g} with estimator.kind: mezo" in err) == noted, err
-    # besides, only the note that MeZO loads the default model's quantized projections dense
-    others = [line for line in err.splitlines() if "its quantized projection weights are loaded dequantized" not in
+    # besides, only the note that MeZO loads the default model's quantized projections dense, and
+    # check's last line, its OK
+    *lines, ok = err.splitlines()
+    assert ok.startswith(f"[prge] {path}: OK: the config, model and device pass what prge train checks"), err
+    others = [line for line in lines if "its quantized projection weights are loaded dequantized" not in
               line.replace("smollm2-135m's", "its")]
     assert noted or others == [], err
 
