@@ -15,9 +15,11 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -44,25 +46,33 @@ bool is_null(const YAML::Node& node) {
   return node.IsNull() || (node.IsScalar() && (node.Tag() == "tag:yaml.org,2002:null" || node.Tag() == "!!null"));
 }
 
-// A path as a shell reads it: a leading "~" is the user's home directory ($HOME, else the account's)
-// and "~name" that account's, as Python's os.path.expanduser does; any other path is returned as it
-// is. An empty result means the home directory is unknown (the caller names the key).
+// A path as Python's os.path.expanduser reads it: a leading "~" is the user's home directory ($HOME
+// when set, else the account's) and "~name" that account's; any other path is returned as it is.
+// An empty result means that home directory is unknown (the caller names the key).
 std::string expand_home(const std::string& path) {
   if (path.empty() || path[0] != '~') return path;
   const auto slash = path.find('/');
   const auto user = path.substr(1, slash == std::string::npos ? std::string::npos : slash - 1);
   const auto rest = slash == std::string::npos ? std::string() : path.substr(slash);
-  std::string home;
-  if (const char* env = std::getenv("HOME"); user.empty() && env != nullptr && *env != '\0') home = env;
+  std::optional<std::string> home;
+  if (const char* env = std::getenv("HOME"); user.empty() && env != nullptr) home = env;
 #ifndef _WIN32
-  if (home.empty()) {
+  if (!home) {
     const passwd* entry = user.empty() ? getpwuid(getuid()) : getpwnam(user.c_str());
     if (entry != nullptr && entry->pw_dir != nullptr) home = entry->pw_dir;
   }
 #endif
-  if (home.empty()) return {};
-  while (home.size() > 1 && home.back() == '/') home.pop_back();
-  return home + rest;
+  if (!home) return {};
+  while (!home->empty() && home->back() == '/') home->pop_back();
+  const auto expanded = *home + rest;
+  return expanded.empty() ? "/" : expanded;
+}
+
+// A value as a message shows it: tabs and line breaks written as \t, \n, \r.
+std::string visible(const std::string& text) {
+  std::string out;
+  for (const char ch : text) out += ch == '\t' ? "\\t" : ch == '\n' ? "\\n" : ch == '\r' ? "\\r" : std::string(1, ch);
+  return out;
 }
 
 // The key's own node in a mapping, for messages about its value (an empty value's mark points
@@ -176,21 +186,28 @@ class Reader {
     }
   }
 
-  // A file or directory key: read() and then a leading "~" expanded (expand_home); a value of
-  // only spaces is refused (it would name a file of spaces, shown invisibly in every message).
+  // A file or directory key: read() and then a leading "~" expanded (expand_home); a value of only
+  // whitespace, or with whitespace before or after it, is refused (it would name a file whose
+  // spaces no message shows).
   void read_path(const YAML::Node& section, const std::string& section_name, const char* key,
                  std::string& out) const {
     read(section, section_name, key, out);
     const auto node = section[key];
-    if (!node) return;
+    if (!node || out.empty()) return;
     const auto path = section_name + "." + key;
-    if (!out.empty() && out.find_first_not_of(" \t\r\n") == std::string::npos) {
-      fail(node, path, fmt::format("'{}' is only spaces: name a path, or leave the key out", out));
+    constexpr const char* kSpace = " \t\r\n";
+    if (out.find_first_not_of(kSpace) == std::string::npos) {
+      fail(node, path, fmt::format("'{}' is only whitespace: name a path, or leave the key out", visible(out)));
+    }
+    if (std::strchr(kSpace, out.front()) != nullptr || std::strchr(kSpace, out.back()) != nullptr) {
+      fail(node, path, fmt::format("'{}' starts or ends with whitespace: a path is taken as written, so remove it "
+                                   "(a file name with such spaces is not supported here)", visible(out)));
     }
     const auto expanded = expand_home(out);
-    if (expanded.empty() && !out.empty()) {
+    if (expanded.empty()) {
       fail(node, path, fmt::format("'{}': {} (the path starts with ~)", out,
-                                   out.size() > 1 && out[1] != '/' ? "no such user" : "the home directory is unknown (HOME is not set)"));
+                                   out.size() > 1 && out[1] != '/' ? "no such user"
+                                                                   : "no home directory (HOME is not set and the account has none)"));
     }
     out = expanded;
   }

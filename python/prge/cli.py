@@ -197,10 +197,9 @@ def _command(argv: list[str] | None) -> int:
             print(config.to_yaml(every_key=True), end="")
             for note in notes(config):  # and the notes it would print before its first step
                 print(note, file=sys.stderr)
-            checked = "the config, model and device" + (" and the task's data" if args.data else "")
-            print(f"[prge] {args.config}: OK: {checked} pass what prge train checks before its first step "
-                  f"({'no weights loaded' if args.data else 'add --data to read and tokenize the data too'})",
-                  file=sys.stderr)
+            checked = "the config, model, device and the task's data" if args.data else "the config, model and device"
+            print(f"[prge] {args.config}: OK: {checked} pass prge train's checks that need no weights"
+                  f"{'' if args.data else ' (add --data to read and tokenize the data too)'}", file=sys.stderr)
         elif args.command == "train":
             config = _load_config(args.config, args.set)
             runtime = args.runtime

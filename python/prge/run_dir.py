@@ -6,6 +6,7 @@ what they read."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import sys
@@ -108,6 +109,13 @@ def _setting(config, key: str) -> str:
     return str(getattr(getattr(config, section), name))
 
 
+def _normpath(path: str) -> str:
+    """os.path.normpath's spelling of a relative or absolute path, kept from starting with ~ (the
+    config reader takes a leading ~ for the home directory: ./~/data is a folder named ~ here)."""
+    spelled = os.path.normpath(path)
+    return f"./{spelled}" if spelled.startswith("~") else spelled
+
+
 def normalized(config_yaml: str) -> str:
     """A config.yaml as this version writes it (keys added since get their defaults), its paths
     (PATH_SETTINGS) as os.path.normpath writes them, with estimator.rng: auto written as the generator it resolves to on the config's device (and
@@ -119,8 +127,8 @@ def normalized(config_yaml: str) -> str:
         config = parse_run_config(config_yaml)
         # paths spelled two ways name one file ("./adapter" and "adapter"): as os.path.normpath writes them
         spelled = [(key, value) for key in PATH_SETTINGS if (value := _setting(config, key))]
-        if any(os.path.normpath(value) != value for _, value in spelled):
-            config = parse_run_config(config_yaml, "config.yaml", [(k, os.path.normpath(v)) for k, v in spelled])
+        if any(_normpath(value) != value for _, value in spelled):
+            config = parse_run_config(config_yaml, "config.yaml", [(k, json.dumps(_normpath(v))) for k, v in spelled])
     except ConfigError:
         return config_yaml
     from prge._core import cuda_built

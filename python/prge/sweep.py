@@ -117,12 +117,28 @@ def read_sweep(path: str | Path) -> SweepFile:
                              f"{variant['name']!r}")
     if spec.get("mode", "train") not in MODES:
         raise ValueError(f"{where('mode')}: mode must be one of {MODES}, got {spec['mode']!r}")
+    # The sweep's own paths read a leading ~ as a run config's path keys do (csrc/prge/config.cpp).
+    if isinstance(spec.get("base"), str):
+        spec["base"] = _expand_home(spec["base"], f"{where('base')}: base")
+    if "output_root" in spec:
+        spec["output_root"] = _expand_home(spec["output_root"], f"{where('output_root')}: output_root")
+    if isinstance((spec.get("report") or {}).get("out"), str):
+        spec["report"]["out"] = _expand_home(spec["report"]["out"], f"{where('report', 'out')}: report.out")
     from prge.speed import SPEED_KEYS
 
     unknown = set(spec.get("speed") or {}) - SPEED_KEYS
     if unknown:
         raise ValueError(f"{where('speed')}: unknown speed key(s) {sorted(unknown)} (allowed: {sorted(SPEED_KEYS)})")
     return sweep
+
+
+def _expand_home(value: str, place: str) -> str:
+    """`value` with a leading ~ or ~user as that home directory (os.path.expanduser); ValueError
+    naming `place` for an unknown user (left as it is, it would make a directory named ~user)."""
+    expanded = os.path.expanduser(value)
+    if expanded.startswith("~"):
+        raise ValueError(f"{place}: {value!r}: no such user (the path starts with ~)")
+    return expanded
 
 
 def load_sweep_spec(path: str | Path) -> dict:

@@ -237,8 +237,19 @@ TEST(Config, PathKeysExpandHomeAndRefuseBlanks) {
   auto msg = error_of("run: {output_dir: ~no_such_user_prge/x}");
   EXPECT_NE(msg.find("run.output_dir: '~no_such_user_prge/x': no such user"), std::string::npos) << msg;
   msg = error_of("adapter: {init_from: '  '}");
-  EXPECT_NE(msg.find("adapter.init_from: '  ' is only spaces"), std::string::npos) << msg;
-  msg = error_with("run: {steps: 1}\n", {{"run.output_dir", "' '", ""}});
-  EXPECT_NE(msg.find("--set run.output_dir: ' ' is only spaces"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("adapter.init_from: '  ' is only whitespace"), std::string::npos) << msg;
+  msg = error_with("run: {steps: 1}\n", {{"run.output_dir", "\"\\t\"", ""}});
+  EXPECT_NE(msg.find("--set run.output_dir: '\\t' is only whitespace"), std::string::npos) << msg;
+  msg = error_of("run: {output_dir: ' ~/runs/a'}");  // a directory named " ~" otherwise
+  EXPECT_NE(msg.find("run.output_dir: ' ~/runs/a' starts or ends with whitespace"), std::string::npos) << msg;
+  msg = error_of("model: {name: 'models/m '}");
+  EXPECT_NE(msg.find("model.name: 'models/m ' starts or ends with whitespace"), std::string::npos) << msg;
+  EXPECT_EQ(prge::parse_run_config("run: {output_dir: 'a b'}\n", "t").run.output_dir, "a b");  // inner spaces stay
+  // HOME as Python's expanduser takes it: set but empty, or /, is the root directory.
+  setenv("HOME", "/", 1);
+  EXPECT_EQ(prge::parse_run_config("run: {output_dir: ~/x}\n", "t").run.output_dir, "/x");
+  setenv("HOME", "", 1);
+  EXPECT_EQ(prge::parse_run_config("run: {output_dir: ~/x}\n", "t").run.output_dir, "/x");
+  EXPECT_EQ(prge::parse_run_config("run: {output_dir: '~'}\n", "t").run.output_dir, "/");
   if (saved) setenv("HOME", old_home.c_str(), 1); else unsetenv("HOME");
 }

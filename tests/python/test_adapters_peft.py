@@ -522,12 +522,12 @@ def test_paths_starting_with_a_tilde_are_the_home_directory(trained, capsys, mon
     shown = yaml.safe_load(out)
     assert shown["adapter"]["init_from"] == str(source) and shown["model"]["name"] == str(model_dir)
     assert shown["run"]["output_dir"] == str(tmp / "tilde_run")
-    assert err.strip().splitlines()[-1].startswith(f"[prge] {run_config}: OK: the config, model and device pass")
+    assert err.strip().splitlines()[-1].startswith(f"[prge] {run_config}: OK: the config, model and device pass prge train")
     assert main(["train", str(run_config), "--no-progress"]) == 0
     assert (tmp / "tilde_run" / "summary.json").is_file() and not Path("~").exists()
     blank = write_config(tmp, model_dir, tmp / "food", adapter={"init_from": "   "})
     assert main(["check", str(blank)]) == 2
-    assert re.search(r"prge: error: \S*run\.yaml:\d+:\d+: adapter\.init_from: '   ' is only spaces",
+    assert re.search(r"prge: error: \S*run\.yaml:\d+:\d+: adapter\.init_from: '   ' is only whitespace",
                      capsys.readouterr().err)
 
 

@@ -109,13 +109,16 @@ def test_mezo_protocol_picks_the_best_checkpoint_on_dev(tmp_path):
         prge.parse_run_config("data: {protocol: glue}")
 
 
-def test_speed_sweep_and_report(tmp_path):
+def test_speed_sweep_and_report(tmp_path, monkeypatch):
+    """A speed sweep and its report; the sweep's paths written from the home directory (~)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # no directory named ~ may appear here
     sweep = tmp_path / "speed.yaml"
     sweep.write_text(yaml.safe_dump({
         "mode": "speed", "speed": {"warmup": 1, "steps": 2, "shape": "tiny-debug"},
         "base": {"adapter": {"rank": 4, "alpha": 8}, "data": {"max_length": 12}},
-        "output_root": str(tmp_path / "runs"),
-        "report": {"title": "tiny speed", "out": str(tmp_path / "report")},
+        "output_root": "~/runs",
+        "report": {"title": "tiny speed", "out": "~/report"},
         "grid": {"estimator.queries": [1, 4]},
         "variants": [{"name": "sequential", "estimator.parallel": "sequential"},
                      {"name": "dual", "estimator.parallel": "dual"}]}))
@@ -131,8 +134,32 @@ def test_speed_sweep_and_report(tmp_path):
     expected = float(rows["sequential-queries4"]["step_seconds"]) / float(rows["dual-queries4"]["step_seconds"])
     assert float(rows["dual-queries4"]["speedup_vs_sequential"]) == pytest.approx(expected, rel=1e-3)
     assert (tmp_path / "report" / "speed_speedup_vs_q.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "~").exists()
     sweep.write_text(yaml.safe_dump({"mode": "race"}))
     assert main(["sweep", str(sweep)]) == 2
+
+
+def test_a_sweeps_paths_read_a_tilde_as_the_home_directory(tmp_path, monkeypatch, capsys):
+    """base, output_root and report.out of a sweep file, as a run config's path keys: ~ is the home
+    directory, an unknown ~user is named at its line; a run whose data folder is ./~/data (a folder
+    named ~ here) is not taken for one on ~/data."""
+    from prge.run_dir import normalized
+    from prge.sweep import expand_sweep, load_sweep_spec
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "base.yaml").write_text("run: {steps: 2}\n")
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("base: ~/base.yaml\noutput_root: ~/runs\nreport: {out: ~/report}\n"
+                     "grid: {run.seed: [1]}\n")
+    assert load_sweep_spec(sweep)["report"]["out"] == str(tmp_path / "home" / "report")
+    [(name, config)] = expand_sweep(sweep)
+    assert config.run.steps == 2 and config.run.output_dir == str(tmp_path / "home" / "runs" / name)
+    sweep.write_text("output_root: ~no_such_user_prge/runs\ngrid: {run.seed: [1]}\n")
+    assert main(["check", str(sweep)]) == 2
+    assert f"prge: error: {sweep}:1:1: output_root: '~no_such_user_prge/runs': no such user" in capsys.readouterr().err
+    here, home = (normalized(f"data: {{data_dir: {d}}}\n") for d in ("./~/data", "~/data"))
+    assert here != home and "./~/data" in here and str(tmp_path / "home" / "data") in home
 
 
 def test_paper_sweeps_expand_to_equal_forward_passes():
