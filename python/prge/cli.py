@@ -405,14 +405,18 @@ def _check_sweep(path: str, overrides: list[tuple[str, str]]) -> None:
         print(f"{label}: {config.run.output_dir}")
     for note in run_notes(runs, notes):
         print(note, file=sys.stderr)
-    print(f"[prge] {path}: {len(runs)} runs checked", file=sys.stderr)
+    print(f"[prge] {path}: {len(runs)} run{'' if len(runs) == 1 else 's'} checked", file=sys.stderr)
 
 
 def _report(args) -> None:
     from prge.reporting import collect, write_report
     from prge.reporting.collect import data_files_note, failed, unfinished
 
-    source = Path(args.source)
+    from prge.sweep import expand_home
+
+    # a quoted ~ reaches prge as written (the shell expands it only at a word's start, unquoted)
+    source = Path(expand_home(args.source, "prge report"))
+    args.out = args.out and expand_home(args.out, "prge report --out")
     not_started = []
     if source.is_file():
         from prge.sweep import load_sweep_spec, not_started_runs

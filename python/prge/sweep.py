@@ -119,11 +119,14 @@ def read_sweep(path: str | Path) -> SweepFile:
         raise ValueError(f"{where('mode')}: mode must be one of {MODES}, got {spec['mode']!r}")
     # The sweep's own paths read a leading ~ as a run config's path keys do (csrc/prge/config.cpp).
     if isinstance(spec.get("base"), str):
-        spec["base"] = _expand_home(spec["base"], f"{where('base')}: base")
+        spec["base"] = expand_home(spec["base"], f"{where('base')}: base")
     if "output_root" in spec:
-        spec["output_root"] = _expand_home(spec["output_root"], f"{where('output_root')}: output_root")
-    if isinstance((spec.get("report") or {}).get("out"), str):
-        spec["report"]["out"] = _expand_home(spec["report"]["out"], f"{where('report', 'out')}: report.out")
+        spec["output_root"] = expand_home(spec["output_root"], f"{where('output_root')}: output_root")
+    if "out" in (spec.get("report") or {}):
+        out = spec["report"]["out"]
+        if not isinstance(out, str):
+            raise ValueError(f"{where('report', 'out')}: report.out: expected a directory name, got {out!r}")
+        spec["report"]["out"] = expand_home(out, f"{where('report', 'out')}: report.out")
     from prge.speed import SPEED_KEYS
 
     unknown = set(spec.get("speed") or {}) - SPEED_KEYS
@@ -132,9 +135,16 @@ def read_sweep(path: str | Path) -> SweepFile:
     return sweep
 
 
-def _expand_home(value: str, place: str) -> str:
-    """`value` with a leading ~ or ~user as that home directory (os.path.expanduser); ValueError
-    naming `place` for an unknown user (left as it is, it would make a directory named ~user)."""
+def expand_home(value: str, place: str) -> str:
+    """A path as a run config's path keys read it (read_path in csrc/prge/config.cpp): a leading ~
+    or ~user as that home directory (os.path.expanduser). ValueError naming `place` for a value
+    of only whitespace or with whitespace before or after it (it would name a directory whose
+    spaces no message shows) and for an unknown user (left as it is, it would make ./~user)."""
+    shown = value.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    if not value.strip(" \t\r\n"):
+        raise ValueError(f"{place}: '{shown}' is only whitespace: name a path, or leave the key out")
+    if value != value.strip(" \t\r\n"):
+        raise ValueError(f"{place}: '{shown}' starts or ends with whitespace: a path is taken as written, so remove it")
     expanded = os.path.expanduser(value)
     if expanded.startswith("~"):
         raise ValueError(f"{place}: {value!r}: no such user (the path starts with ~)")

@@ -134,6 +134,8 @@ def test_speed_sweep_and_report(tmp_path, monkeypatch):
     expected = float(rows["sequential-queries4"]["step_seconds"]) / float(rows["dual-queries4"]["step_seconds"])
     assert float(rows["dual-queries4"]["speedup_vs_sequential"]) == pytest.approx(expected, rel=1e-3)
     assert (tmp_path / "report" / "speed_speedup_vs_q.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["report", "~/runs", "--out", "~/report2"]) == 0  # quoted in a shell: prge reads the ~
+    assert (tmp_path / "report2" / "runs_speed.csv").is_file()
     assert not (tmp_path / "~").exists()
     sweep.write_text(yaml.safe_dump({"mode": "race"}))
     assert main(["sweep", str(sweep)]) == 2
@@ -158,6 +160,12 @@ def test_a_sweeps_paths_read_a_tilde_as_the_home_directory(tmp_path, monkeypatch
     sweep.write_text("output_root: ~no_such_user_prge/runs\ngrid: {run.seed: [1]}\n")
     assert main(["check", str(sweep)]) == 2
     assert f"prge: error: {sweep}:1:1: output_root: '~no_such_user_prge/runs': no such user" in capsys.readouterr().err
+    for text, wanted in [("output_root: '~/runs '\n", ":1:1: output_root: '~/runs ' starts or ends with whitespace"),
+                         ("report: {out: \"\\t\"}\n", ":1:10: report.out: '\\t' is only whitespace"),
+                         ("report: {out: 7}\n", ":1:10: report.out: expected a directory name, got 7")]:
+        sweep.write_text(text + "grid: {run.seed: [1]}\n")
+        assert main(["check", str(sweep)]) == 2
+        assert f"prge: error: {sweep}{wanted}" in capsys.readouterr().err
     here, home = (normalized(f"data: {{data_dir: {d}}}\n") for d in ("./~/data", "~/data"))
     assert here != home and "./~/data" in here and str(tmp_path / "home" / "data") in home
 
