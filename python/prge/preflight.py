@@ -135,13 +135,18 @@ def check_group_size(config, spec, model_dir: str | Path) -> None:
 
 def read_model_config(config, model_dir: str | Path):
     """prge.ArchSpec of model_dir/config.json, as the model loader reads it, after checking that
-    the loader finds the directory's weight files (weight_files; no weights read); its
-    RuntimeError (naming the file and key) after where model.name was set, when the config set it."""
+    the loader finds the directory's weight files (weight_files) and may open each (no weights
+    read); its RuntimeError (naming the file and key) after where model.name was set, when the
+    config set it."""
     from prge._core import ArchSpec, weight_files
 
     try:
         spec = ArchSpec.from_json_file(str(Path(model_dir) / "config.json"))
-        weight_files(str(model_dir))
+        for path in weight_files(str(model_dir)):
+            try:
+                open(path, "rb").close()
+            except OSError as e:
+                raise RuntimeError(f"{path}: cannot be read ({e.strerror or e})") from None
         return spec
     except RuntimeError as e:
         place = config.places.get("model.name")

@@ -201,3 +201,27 @@ def test_a_config_value_transformers_refuses_is_named_in_config_json_not_the_tok
             load_tokenizer(model_dir)
     else:  # a transformers that takes it: so does the tokenizer
         assert load_tokenizer(model_dir) is not None
+
+
+def test_a_weight_file_that_cannot_be_read_is_named_by_check_and_train(tmp_path, capsys, monkeypatch):
+    """A model.safetensors without read permission (simulated: these tests may run as root) is
+    named at model.name's place by `prge check` (which read no weights and said OK before) and
+    by `prge train`, in the same words."""
+    import re
+
+    import prge.preflight
+    from prge.cli import main
+
+    model_dir, _ = save_llama(tmp_path, {"rope_type": "default"})
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model: {{name: {model_dir}}}\nrun: {{output_dir: {tmp_path / 'run'}}}\n")
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(prge.preflight, "open", denied, raising=False)
+    for command in (["check", str(config)], ["train", str(config), "--no-progress"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert re.fullmatch(rf"prge: error: \S*c\.yaml:1:15: model\.name: {re.escape(str(model_dir))}/"
+                            r"model\.safetensors: cannot be read \(Permission denied\)", err), err
