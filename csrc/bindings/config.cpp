@@ -85,6 +85,9 @@ void bind_config(py::module_& m) {
   m.def("load_run_config", &load_run_config, py::arg("path"),
         "The RunConfig of a YAML file (a run directory's config.yaml); ConfigError (a ValueError) naming the file, "
         "line and key of a value it refuses");
+  m.def("expand_path", &expand_path, py::arg("value"),
+        "A path value as the config's path keys read it: a leading ~ / ~user as that home directory "
+        "(os.path.expanduser); ValueError for only whitespace, whitespace before or after, or an unknown user");
   m.def("config_key_path", &key_path, py::arg("dotted"),
         "The keys of an override's dotted path as the config reader splits it: 'data.label_words.\"1.5\"' -> "
         "['data', 'label_words', '1.5']; empty for a path with an empty key or an open quote.");

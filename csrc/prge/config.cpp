@@ -49,7 +49,7 @@ bool is_null(const YAML::Node& node) {
 // A path as Python's os.path.expanduser reads it: a leading "~" is the user's home directory ($HOME
 // when set, else the account's) and "~name" that account's; any other path is returned as it is.
 // An empty result means that home directory is unknown (the caller names the key).
-std::string expand_home(const std::string& path) {
+std::string home_expanded(const std::string& path) {
   if (path.empty() || path[0] != '~') return path;
   const auto slash = path.find('/');
   const auto user = path.substr(1, slash == std::string::npos ? std::string::npos : slash - 1);
@@ -186,30 +186,16 @@ class Reader {
     }
   }
 
-  // A file or directory key: read() and then a leading "~" expanded (expand_home); a value of only
-  // whitespace, or with whitespace before or after it, is refused (it would name a file whose
-  // spaces no message shows).
+  // A file or directory key: read() and then expand_path (a leading "~" expanded; whitespace around
+  // or alone refused: it would name a file whose spaces no message shows).
   void read_path(const YAML::Node& section, const std::string& section_name, const char* key,
                  std::string& out) const {
     read(section, section_name, key, out);
-    const auto node = section[key];
-    if (!node || out.empty()) return;
-    const auto path = section_name + "." + key;
-    constexpr const char* kSpace = " \t\r\n";
-    if (out.find_first_not_of(kSpace) == std::string::npos) {
-      fail(node, path, fmt::format("'{}' is only whitespace: name a path, or leave the key out", visible(out)));
+    try {
+      out = expand_path(out);
+    } catch (const std::invalid_argument& e) {
+      fail(section[key], section_name + "." + key, e.what());
     }
-    if (std::strchr(kSpace, out.front()) != nullptr || std::strchr(kSpace, out.back()) != nullptr) {
-      fail(node, path, fmt::format("'{}' starts or ends with whitespace: a path is taken as written, so remove it "
-                                   "(a file name with such spaces is not supported here)", visible(out)));
-    }
-    const auto expanded = expand_home(out);
-    if (expanded.empty()) {
-      fail(node, path, fmt::format("'{}': {} (the path starts with ~)", out,
-                                   out.size() > 1 && out[1] != '/' ? "no such user"
-                                                                   : "no home directory (HOME is not set and the account has none)"));
-    }
-    out = expanded;
   }
 
   void read_list(const YAML::Node& section, const std::string& section_name, const char* key,
@@ -470,6 +456,25 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
 }
 
 }  // namespace
+
+std::string expand_path(const std::string& value) {
+  constexpr const char* kSpace = " \t\r\n";
+  if (value.empty()) return value;
+  if (value.find_first_not_of(kSpace) == std::string::npos) {
+    throw std::invalid_argument(fmt::format("'{}' is only whitespace: name a path, or leave the key out", visible(value)));
+  }
+  if (std::strchr(kSpace, value.front()) != nullptr || std::strchr(kSpace, value.back()) != nullptr) {
+    throw std::invalid_argument(fmt::format("'{}' starts or ends with whitespace: a path is taken as written, so remove "
+                                            "it (a file name with such spaces is not supported here)", visible(value)));
+  }
+  const auto expanded = home_expanded(value);
+  if (expanded.empty()) {
+    throw std::invalid_argument(fmt::format(
+        "'{}': {} (the path starts with ~)", value,
+        value.size() > 1 && value[1] != '/' ? "no such user" : "no home directory (HOME is not set and the account has none)"));
+  }
+  return expanded;
+}
 
 std::vector<std::string> key_path(const std::string& dotted) {
   std::vector<std::string> parts;

@@ -143,4 +143,10 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
                            const std::vector<ConfigOverride>& overrides = {});
 RunConfig load_run_config(const std::string& path);
 
+// A config's path value as every path key reads it: a leading "~" / "~user" as that home
+// directory (as Python's os.path.expanduser: $HOME when set, else the account's); other paths as
+// they are. std::invalid_argument, its message without the key, for a value of only whitespace,
+// one with whitespace before or after it, or an unknown user / home directory.
+std::string expand_path(const std::string& value);
+
 }  // namespace prge

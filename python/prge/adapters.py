@@ -567,8 +567,9 @@ def check_peft_adapter(adapter_dir: str | Path, spec, options, place: str | None
     adapted modules' lora_A / lora_B (read_peft_weights). Needs config.json alone (no base
     weights): `prge check` runs it as load_peft does, so both refuse the same adapters in the same
     words. Returns (the adapter's config, its tensors); raises FileNotFoundError when the directory
-    holds no adapter, PermissionError when it cannot be read, ValueError naming the field, module or tensor that differs. `place`: where
-    the config set adapter.init_from (file:line:column and key), for the message."""
+    holds no adapter, PermissionError when it cannot be read, ValueError naming the field, module
+    or tensor that differs. `place`: where the config set adapter.init_from (file:line:column and
+    key), for the message."""
     adapter_dir = Path(adapter_dir)
     peft = read_peft_adapter(adapter_dir, place)
     modules = module_names(spec)

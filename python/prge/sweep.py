@@ -136,19 +136,15 @@ def read_sweep(path: str | Path) -> SweepFile:
 
 
 def expand_home(value: str, place: str) -> str:
-    """A path as a run config's path keys read it (read_path in csrc/prge/config.cpp): a leading ~
-    or ~user as that home directory (os.path.expanduser). ValueError naming `place` for a value
-    of only whitespace or with whitespace before or after it (it would name a directory whose
-    spaces no message shows) and for an unknown user (left as it is, it would make ./~user)."""
-    shown = value.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    if not value.strip(" \t\r\n"):
-        raise ValueError(f"{place}: '{shown}' is only whitespace: name a path, or leave the key out")
-    if value != value.strip(" \t\r\n"):
-        raise ValueError(f"{place}: '{shown}' starts or ends with whitespace: a path is taken as written, so remove it")
-    expanded = os.path.expanduser(value)
-    if expanded.startswith("~"):
-        raise ValueError(f"{place}: {value!r}: no such user (the path starts with ~)")
-    return expanded
+    """A path as a run config's path keys read it (prge._core.expand_path: a leading ~ / ~user as
+    that home directory); its ValueError (whitespace alone or around, an unknown user) after
+    `place`."""
+    from prge._core import expand_path
+
+    try:
+        return expand_path(value)
+    except ValueError as e:
+        raise ValueError(f"{place}: {e}") from None
 
 
 def load_sweep_spec(path: str | Path) -> dict:
