@@ -27,6 +27,13 @@ LOCK_FILE = ".prge.lock"
 FAILED_FILE = ".prge.failed"
 
 
+def shown(path: str | Path) -> str:
+    """A run's path as messages give it: one that starts with ~ after the config reader expanded
+    ~ (so a folder named ~ here, written ./~/x) keeps its ./, which pathlib drops."""
+    text = str(path)
+    return "./" + text if text.startswith("~") else text
+
+
 class RunDirError(ValueError):
     """The output directory cannot take this run (another run's files, another process)."""
 
@@ -37,12 +44,12 @@ class RunInProgress(RunDirError):
 
 def _check_resumable(out_dir: Path, config_yaml: str) -> None:
     if (out_dir / "summary.json").is_file():
-        raise RunDirError(f"{out_dir}: the run finished; nothing to resume")
+        raise RunDirError(f"{shown(out_dir)}: the run finished; nothing to resume")
     if not (out_dir / "config.yaml").is_file():
-        raise RunDirError(f"{out_dir}: no run to resume (no config.yaml)")
+        raise RunDirError(f"{shown(out_dir)}: no run to resume (no config.yaml)")
     stored, wanted = normalized((out_dir / "config.yaml").read_text()), normalized(config_yaml)
     if stored != wanted:
-        raise RunDirError(f"{out_dir}: the run there has other settings (first difference: "
+        raise RunDirError(f"{shown(out_dir)}: the run there has other settings (first difference: "
                           f"{first_difference(stored, wanted)}); resume needs the same config")
 
 
@@ -156,7 +163,7 @@ def finished(out_dir: str | Path, config_yaml: str) -> bool:
     config_yaml = normalized(config_yaml)
     if stored == config_yaml:
         return True
-    raise RunDirError(f"{out_dir} holds a finished run of other settings (first difference: "
+    raise RunDirError(f"{shown(out_dir)} holds a finished run of other settings (first difference: "
                       f"{first_difference(stored, config_yaml) if stored else 'no config.yaml'}); run into another "
                       "--output-root, or delete that directory")
 
@@ -193,7 +200,7 @@ def mark_failed(out_dir: str | Path, message: str) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         durable.write_text(out_dir / FAILED_FILE, message.rstrip("\n") + "\n")
     except OSError as e:
-        print(f"[prge] note: cannot record the failure in {out_dir} ({e})", file=sys.stderr)
+        print(f"[prge] note: cannot record the failure in {shown(out_dir)} ({e})", file=sys.stderr)
 
 
 def failure_of(out_dir: str | Path) -> str | None:
@@ -219,7 +226,7 @@ def check_apart(out: str | Path, option: str, reads: dict[str, str | Path]) -> N
     for what, directory in reads.items():
         if directory and _inside(Path(out), Path(directory)):
             where = "is" if Path(out).resolve() == Path(directory).resolve() else "lies inside"
-            raise RunDirError(f"{option}: {out} {where} {what} {directory}, which this command reads; "
+            raise RunDirError(f"{option}: {shown(out)} {where} {what} {directory}, which this command reads; "
                               "write somewhere else")
 
 
@@ -228,12 +235,12 @@ def check_output_dir(out: str | Path, option: str, overwrite: bool, reads: dict[
     command reads."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise RunDirError(f"{option}: {out} is a file, not a directory")
+        raise RunDirError(f"{option}: {shown(out)} is a file, not a directory")
     check_apart(out, option, reads)
     present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if present and not overwrite:
         listed = ", ".join(present[:8]) + (f", ... ({len(present)} entries)" if len(present) > 8 else "")
-        raise RunDirError(f"{option}: {out} is not empty ({listed}); choose a new or empty directory, or pass "
+        raise RunDirError(f"{option}: {shown(out)} is not empty ({listed}); choose a new or empty directory, or pass "
                           "--overwrite to replace what is there")
     return out
 
@@ -257,11 +264,11 @@ def _check_claimable(out_dir: Path, config_yaml: str, overwrite: bool, resume: b
     present, foreign = _run_entries(out_dir)
     if present and not overwrite:
         what = "an export" if all(RUN_DIRECTORIES.match(n) and n.startswith("export_") for n in present) else "another run"
-        raise RunDirError(f"run.output_dir: {out_dir} holds {what} ({', '.join(present)}); "
+        raise RunDirError(f"run.output_dir: {shown(out_dir)} holds {what} ({', '.join(present)}); "
                           "pass --overwrite to replace it, or choose another run.output_dir")
     if foreign and not overwrite:
         listed = ", ".join(foreign[:8]) + (f", ... ({len(foreign)} entries)" if len(foreign) > 8 else "")
-        raise RunDirError(f"run.output_dir: {out_dir} holds files prge did not write there ({listed}); "
+        raise RunDirError(f"run.output_dir: {shown(out_dir)} holds files prge did not write there ({listed}); "
                           "choose another run.output_dir, or pass --overwrite to write beside them")
     return present
 
@@ -277,19 +284,19 @@ def claim(out_dir: str | Path, config_yaml: str, overwrite: bool = False, resume
     out_dir = Path(out_dir)
     check_apart(out_dir, "run.output_dir", reads or {})
     if out_dir.exists() and not out_dir.is_dir():
-        raise RunDirError(f"run.output_dir: {out_dir} is a file, not a directory")
+        raise RunDirError(f"run.output_dir: {shown(out_dir)} is a file, not a directory")
     created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # what a refused claim removes again
     lock_existed = (out_dir / LOCK_FILE).exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         lock = open(out_dir / LOCK_FILE, "w")
     except OSError as e:
-        raise RunDirError(f"run.output_dir: cannot write {out_dir} ({e.strerror})") from e
+        raise RunDirError(f"run.output_dir: cannot write {shown(out_dir)} ({e.strerror})") from e
     try:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
-            raise RunInProgress(f"run.output_dir: another prge process is writing {out_dir}") from e
+            raise RunInProgress(f"run.output_dir: another prge process is writing {shown(out_dir)}") from e
         try:
             present = _check_claimable(out_dir, config_yaml, overwrite, resume)
         except RunDirError:  # refused: the command leaves nothing behind (the lock, directories it made)

@@ -27,7 +27,7 @@ import yaml
 from prge._core import NO_VALUE, ConfigError, parse_run_config
 from prge.overrides import compose_yaml, key_parts, load_yaml, read_text, value_text
 from prge import checkpoints, run_summary
-from prge.run_dir import FAILED_FILE, RunDirError, RunInProgress, finished, mark_failed, resumable
+from prge.run_dir import FAILED_FILE, RunDirError, RunInProgress, finished, mark_failed, resumable, shown
 
 SWEEP_KEYS = {"base", "output_root", "grid", "variants", "mode", "speed", "report"}
 MODES = ("train", "speed")
@@ -215,9 +215,18 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
                              + (" (a variant without name: is named run)" if name == "run" else ""))
     if output_root is not None and not str(output_root).strip():
         raise ValueError(f"{path}: --output-root: an empty directory name")
+    if output_root is not None:
+        output_root = expand_home(str(output_root), f"{path}: --output-root")
     root = Path(output_root or spec.get("output_root", f"runs/{path.stem}"))
     root_origin = ("--output-root" if output_root else f"{where('output_root')}: output_root" if "output_root" in spec
                    else f"{path}: output_root (by default runs/{path.stem})")
+    for key, values in grid.items():
+        refuse_output_dir(key, values, f"{where('grid', key)}: grid {key}", root)
+    for vi, variant in enumerate(variants):
+        for key, value in variant.items():
+            refuse_output_dir(key, [value], f"{where('variants', vi, key)}: variant {names[vi]}: {key}", root)
+    for key, value in _as_text(overrides):
+        refuse_output_dir(key, [value], f"{path}: --set {key}", root)
     runs, warned, labels = [], set(), {}
     for vi, variant in enumerate(variants):
         variant = dict(variant)
@@ -243,7 +252,7 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
                          for k, x in variant.items()]
                         + [(k, value_text(x), f"{where('grid', k, i)}: grid {k}") for k, (i, x) in zip(grid, combo)]
                         + [(k, x, f"--set {k}") for k, x in _as_text(overrides)]
-                        + [("run.output_dir", value_text(str(root / label)), root_origin)])
+                        + [("run.output_dir", value_text(shown(root / label)), root_origin)])
             try:
                 config = parse_run_config(base_text, base_source, settings)
             except ConfigError as e:
@@ -267,6 +276,27 @@ def select_runs(path, runs: list[tuple[str, object]], patterns: list[str]) -> li
             raise ValueError(f"{path}: --only {pattern!r} matches none of the sweep's {len(names)} runs "
                              f"(their names look like {', '.join(names[:3])})")
     return [run for run, name in zip(runs, names) if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+
+
+def refuse_output_dir(key, values: list, place: str, root: Path) -> None:
+    """ValueError when a grid, a variant or --set gives run.output_dir (as run.output_dir or in a
+    run: mapping): a sweep puts each run in output_root/<its label>, which would replace it."""
+    try:
+        parts = key_parts(str(key))
+    except ValueError:  # not a key: the config reader names it
+        return
+    def has_output_dir(value) -> bool:  # a run: mapping, or --set run='{output_dir: ...}' as text
+        if isinstance(value, str):
+            try:
+                value = load_yaml(value, place)
+            except ValueError:  # not YAML: the config reader names it
+                return False
+        return isinstance(value, dict) and "output_dir" in value
+
+    if parts == ["run", "output_dir"] or (parts == ["run"] and any(map(has_output_dir, values))):
+        raise ValueError(f"{place}{'' if parts == ['run', 'output_dir'] else '.output_dir'}: a sweep puts each run in output_root/<its label> (here "
+                         f"{root}/...), which would replace this value: set the sweep's output_root (or "
+                         "prge sweep --output-root) instead")
 
 
 def _as_text(overrides) -> list[tuple[str, str]]:

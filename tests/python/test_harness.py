@@ -168,6 +168,19 @@ def test_a_sweeps_paths_read_a_tilde_as_the_home_directory(tmp_path, monkeypatch
         assert f"prge: error: {sweep}{wanted}" in capsys.readouterr().err
     here, home = (normalized(f"data: {{data_dir: {d}}}\n") for d in ("./~/data", "~/data"))
     assert here != home and "./~/data" in here and str(tmp_path / "home" / "data") in home
+    # output_root ./~/runs (a folder named ~ here) stays here: the runs' directories keep the ./
+    # (pathlib drops it, and the reader then took ~/runs/<label> for the home's); --output-root
+    # reads ~ and whitespace as output_root does.
+    sweep.write_text("output_root: ./~/runs\ngrid: {run.seed: [1]}\n")
+    [(name, config)] = expand_sweep(sweep)
+    assert config.run.output_dir == f"./~/runs/{name}"
+    assert expand_sweep(sweep, output_root="./~/r")[0][1].run.output_dir == f"./~/r/{name}"
+    assert expand_sweep(sweep, output_root="~/r")[0][1].run.output_dir == str(tmp_path / "home" / "r" / name)
+    with pytest.raises(ValueError, match=re.escape(f"{sweep}: --output-root: ' r' starts or ends with whitespace")):
+        expand_sweep(sweep, output_root=" r")
+    from prge.run_dir import shown
+
+    assert shown(Path("./~/runs/a")) == "./~/runs/a" and shown(Path("runs/~")) == "runs/~"
 
 
 def test_paper_sweeps_expand_to_equal_forward_passes():
@@ -566,6 +579,32 @@ def test_a_grid_or_variant_value_error_names_its_place_in_the_sweep_once(tmp_pat
     err = capsys.readouterr().err
     assert err == f"prge: error: --set optimizer.lr: expected a finite number, got 'zz' (run run-seed1 of {path})\n", err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_sweep_refuses_a_run_output_dir_it_would_replace(tmp_path, capsys):
+    """Each run of a sweep goes to output_root/<label>: a run.output_dir in the grid, a variant
+    (as a key or in a run: mapping) or --set would be replaced without a word, so it is refused at
+    its place, pointing to output_root; the base config's own run.output_dir is replaced as
+    documented."""
+    cases = [
+        ("grid:\n  run.output_dir: [a, b]\n", [], "s.yaml:3:3: grid run.output_dir: a sweep puts"),
+        ("variants:\n  - {name: x, run: {output_dir: q, seed: 3}}\n", [], "s.yaml:3:15: variant x: run.output_dir:"),
+        ("variants:\n  - {name: x, run.output_dir: q}\n", [], "s.yaml:3:15: variant x: run.output_dir:"),
+        ("", ["--set", "run.output_dir=zz"], "s.yaml: --set run.output_dir: a sweep puts"),
+        ("", ["--set", "run={output_dir: zz}"], "s.yaml: --set run.output_dir: a sweep puts"),
+    ]
+    path = tmp_path / "s.yaml"
+    for text, extra, wanted in cases:
+        path.write_text("base: {run: {steps: 2, output_dir: mine}}\n" + text)
+        assert main(["sweep", str(path), "--no-progress", "--output-root", str(tmp_path / "runs")] + extra) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"prge: error: {tmp_path}/{wanted}") and "set the sweep's output_root" in err, err
+        assert not (tmp_path / "runs").exists() and not (tmp_path / "zz").exists()
+    from prge.sweep import expand_sweep
+
+    path.write_text("base: {run: {steps: 2, output_dir: mine}}\ngrid: {run.seed: [1]}\n")
+    [(label, config)] = expand_sweep(path, output_root=str(tmp_path / "runs"))
+    assert config.run.output_dir == str(tmp_path / "runs" / label)
 
 
 def test_an_inline_base_error_gives_the_sweep_files_line(tmp_path):
