@@ -68,10 +68,42 @@ std::string home_expanded(const std::string& path) {
   return expanded.empty() ? "/" : expanded;
 }
 
-// A value as a message shows it: tabs and line breaks written as \t, \n, \r.
+// Whitespace a path may not start or end with, as UTF-8: ASCII's, and Unicode's space separators
+// and no-break spaces (what Python's str.isspace() takes), with the escape a message shows.
+struct Space {
+  const char* bytes;
+  const char* shown;
+};
+constexpr Space kSpaces[] = {
+    {" ", " "}, {"\t", "\\t"}, {"\n", "\\n"}, {"\r", "\\r"}, {"\v", "\\v"}, {"\f", "\\f"},
+    {"\x1c", "\\x1c"}, {"\x1d", "\\x1d"}, {"\x1e", "\\x1e"}, {"\x1f", "\\x1f"}, {"\xc2\x85", "\\u0085"},
+    {"\xc2\xa0", "\\u00a0"}, {"\xe1\x9a\x80", "\\u1680"}, {"\xe2\x80\x80", "\\u2000"}, {"\xe2\x80\x81", "\\u2001"},
+    {"\xe2\x80\x82", "\\u2002"}, {"\xe2\x80\x83", "\\u2003"}, {"\xe2\x80\x84", "\\u2004"}, {"\xe2\x80\x85", "\\u2005"},
+    {"\xe2\x80\x86", "\\u2006"}, {"\xe2\x80\x87", "\\u2007"}, {"\xe2\x80\x88", "\\u2008"}, {"\xe2\x80\x89", "\\u2009"},
+    {"\xe2\x80\x8a", "\\u200a"}, {"\xe2\x80\xa8", "\\u2028"}, {"\xe2\x80\xa9", "\\u2029"}, {"\xe2\x80\xaf", "\\u202f"},
+    {"\xe2\x81\x9f", "\\u205f"}, {"\xe3\x80\x80", "\\u3000"},
+};
+
+// The whitespace character at `at` in text (nullptr if none there).
+const Space* space_at(const std::string& text, size_t at) {
+  for (const auto& space : kSpaces) {
+    if (text.compare(at, std::strlen(space.bytes), space.bytes) == 0) return &space;
+  }
+  return nullptr;
+}
+
+// Text with its whitespace other than a plain space escaped (\t, \u00a0), for messages.
 std::string visible(const std::string& text) {
   std::string out;
-  for (const char ch : text) out += ch == '\t' ? "\\t" : ch == '\n' ? "\\n" : ch == '\r' ? "\\r" : std::string(1, ch);
+  for (size_t at = 0; at < text.size();) {
+    const auto* space = space_at(text, at);
+    if (space != nullptr && *space->bytes != ' ') {
+      out += space->shown;
+      at += std::strlen(space->bytes);
+    } else {
+      out += text[at++];
+    }
+  }
   return out;
 }
 
@@ -458,12 +490,17 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
 }  // namespace
 
 std::string expand_path(const std::string& value) {
-  constexpr const char* kSpace = " \t\r\n";
   if (value.empty()) return value;
-  if (value.find_first_not_of(kSpace) == std::string::npos) {
+  size_t start = 0;
+  while (const auto* space = space_at(value, start)) start += std::strlen(space->bytes);
+  if (start == value.size()) {
     throw std::invalid_argument(fmt::format("'{}' is only whitespace: name a path, or leave the key out", visible(value)));
   }
-  if (std::strchr(kSpace, value.front()) != nullptr || std::strchr(kSpace, value.back()) != nullptr) {
+  const bool ends_with_space = std::any_of(std::begin(kSpaces), std::end(kSpaces), [&](const Space& space) {
+    const auto n = std::strlen(space.bytes);
+    return value.size() >= n && value.compare(value.size() - n, n, space.bytes) == 0;
+  });
+  if (start > 0 || ends_with_space) {
     throw std::invalid_argument(fmt::format("'{}' starts or ends with whitespace: a path is taken as written, so remove "
                                             "it (a file name with such spaces is not supported here)", visible(value)));
   }

@@ -245,6 +245,17 @@ TEST(Config, PathKeysExpandHomeAndRefuseBlanks) {
   msg = error_of("model: {name: 'models/m '}");
   EXPECT_NE(msg.find("model.name: 'models/m ' starts or ends with whitespace"), std::string::npos) << msg;
   EXPECT_EQ(prge::parse_run_config("run: {output_dir: 'a b'}\n", "t").run.output_dir, "a b");  // inner spaces stay
+  // Unicode's spaces as Python's str.isspace() takes them (a no-break space pasted from a page),
+  // shown escaped; one inside a name, or a character that only starts like one, stays.
+  msg = error_of("data: {data_dir: \"data\xc2\xa0\"}");
+  EXPECT_NE(msg.find("data.data_dir: 'data\\u00a0' starts or ends with whitespace"), std::string::npos) << msg;
+  msg = error_of("adapter: {init_from: \"\xe3\x80\x80" "a\"}");
+  EXPECT_NE(msg.find("adapter.init_from: '\\u3000a' starts or ends with whitespace"), std::string::npos) << msg;
+  msg = error_of("run: {output_dir: \"\xe2\x80\xaf\xc2\xa0\"}");
+  EXPECT_NE(msg.find("run.output_dir: '\\u202f\\u00a0' is only whitespace"), std::string::npos) << msg;
+  EXPECT_EQ(prge::parse_run_config("run: {output_dir: \"a\xc2\xa0" "b\"}\n", "t").run.output_dir, "a\xc2\xa0" "b");
+  EXPECT_EQ(prge::parse_run_config("run: {output_dir: \"r\xc3\xa9\xe2\x80\x8b\"}\n", "t").run.output_dir,
+            "r\xc3\xa9\xe2\x80\x8b");  // é, then a zero-width space, which is not whitespace
   // HOME as Python's expanduser takes it: set but empty, or /, is the root directory.
   setenv("HOME", "/", 1);
   EXPECT_EQ(prge::parse_run_config("run: {output_dir: ~/x}\n", "t").run.output_dir, "/x");

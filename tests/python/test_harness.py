@@ -183,6 +183,25 @@ def test_a_sweeps_paths_read_a_tilde_as_the_home_directory(tmp_path, monkeypatch
     assert shown(Path("./~/runs/a")) == "./~/runs/a" and shown(Path("runs/~")) == "runs/~"
 
 
+def test_a_path_may_not_start_or_end_with_what_python_calls_whitespace():
+    """prge._core.expand_path (every path key, and a sweep's paths) refuses a path that starts or
+    ends with any character str.isspace() takes (a no-break space pasted from a page, an
+    ideographic space) and only those: a zero-width space or an accented letter stays."""
+    from prge._core import expand_path
+
+    wrong = []
+    for code in [*range(1, 0x3100), 0xfeff, 0x1f600]:  # every space Python knows lies below U+3100
+        ch = chr(code)
+        for path in ("a" + ch, ch + "a") if ch != "~" else ("a~",):  # ~a: the account a's home
+            try:
+                refused = expand_path(path) != path
+            except ValueError:
+                refused = True
+            if refused != ch.isspace():
+                wrong.append(f"U+{code:04X} in {path!r}")
+    assert not wrong, wrong[:10]
+
+
 def test_paper_sweeps_expand_to_equal_forward_passes():
     """Every ZO method of the paper tables evaluates 2 * q * batch = 32 sequences a step."""
     from pathlib import Path
