@@ -1,5 +1,6 @@
 #include "prge/config.h"
 
+#include "prge/io/utf8.h"
 #include "prge/io/yaml_scalars.h"
 #include "prge/models/causal_lm.h"
 #include "prge/perturbation.h"
@@ -276,6 +277,37 @@ class Reader {
 
 // yaml-cpp keeps both entries of a repeated key and looks up the first: a second one would be
 // ignored without a word. Every mapping of the file is checked, nested ones too.
+// yaml-cpp reads a double-quoted scalar's escapes \_ (U+00A0, no-break space) and \N (U+0085) as
+// the one byte 0xA0 / 0x85 instead of UTF-8, which Python cannot decode; the text it read is
+// UTF-8 (checked before), so such a byte outside a UTF-8 sequence is one of them: written as
+// UTF-8 in every scalar of the tree (keys too).
+void mend_yaml_escapes(YAML::Node node) {
+  if (node.IsScalar()) {
+    const std::string& text = node.Scalar();
+    std::string out;
+    for (size_t at = 0; at < text.size();) {
+      const auto byte = static_cast<unsigned char>(text[at]);
+      if (byte < 0x80) {
+        out += text[at++];
+      } else if (const auto length = io::utf8_length(text, at)) {
+        out.append(text, at, length);
+        at += length;
+      } else {
+        if (byte == 0xA0 || byte == 0x85) out += '\xC2';
+        out += text[at++];
+      }
+    }
+    if (out != text) node = out;
+  } else if (node.IsMap()) {
+    for (auto item : node) {
+      mend_yaml_escapes(item.first);
+      mend_yaml_escapes(item.second);
+    }
+  } else if (node.IsSequence()) {
+    for (auto item : node) mend_yaml_escapes(item);
+  }
+}
+
 void check_duplicate_keys(const YAML::Node& node, const std::string& path, const Source& source) {
   if (node.IsMap()) {
     std::map<std::string, YAML::Mark> seen;
@@ -312,6 +344,7 @@ void apply_override(YAML::Node& root, const ConfigOverride& override_, Reader& r
   YAML::Node value;
   try {
     value = YAML::Load(override_.value);
+    mend_yaml_escapes(value);
   } catch (const YAML::ParserException& e) {
     throw ConfigError(fmt::format("{}: '{}': the value is not valid YAML ({})", where, override_.value, e.msg));
   }
@@ -545,6 +578,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   try {
     documents = YAML::LoadAll(yaml_text);
     root = documents.empty() ? YAML::Node() : documents[0];
+    mend_yaml_escapes(root);
   } catch (const YAML::ParserException& e) {
     throw ConfigError(fmt::format("{}: malformed YAML: {}", text.where(e.mark), e.msg));
   }

@@ -9,6 +9,7 @@ floats (1e-3 is a number), as the C++ reader reads a config, and refusing duplic
 value means the same in a sweep as in a config."""
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -35,15 +36,18 @@ def read_text(path: str | Path, what: str = "file") -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
+ASCII_SPACE = " \t\r\n\f\v"
+
+
 def parse_assignment(text: str) -> tuple[str, str]:
     """'section.key=value' -> (key, value text); the value is read by the config reader."""
     if "=" not in text:
         raise ValueError(f"--set {text!r} must look like section.key=value")
-    key, raw = text.split("=", 1)
-    if not key.strip() or not raw.strip():
-        raise ValueError(f"--set {text!r}: an empty {'key' if not key.strip() else 'value'} "
+    key, raw = (part.strip(ASCII_SPACE) for part in text.split("=", 1))  # not a no-break space: the reader names it
+    if not key or not raw:
+        raise ValueError(f"--set {text!r}: an empty {'key' if not key else 'value'} "
                          "(a key left empty would silently fall back to its default)")
-    return key.strip(), raw.strip()
+    return key, raw
 
 
 def key_parts(key: str) -> list[str]:
@@ -123,6 +127,12 @@ def value_text(value) -> str:
         return "true" if value else "false"
     if isinstance(value, float) and not math.isfinite(value):
         return ".nan" if value != value else (".inf" if value > 0 else "-.inf")
+    if isinstance(value, str) and any(ch.isspace() and ch not in " \t" for ch in value):
+        # A no-break space or line break: a double-quoted string with \u escapes (JSON's, which
+        # YAML reads), which keeps it where it stands (PyYAML's plain form leaves it at an end,
+        # where it was stripped, and folds U+0085 into spaces), so the reader sees, and refuses
+        # in a path, what the sweep file holds.
+        return json.dumps(value)
     text = yaml.safe_dump(value, default_flow_style=True, width=float("inf"), allow_unicode=True,
-                          sort_keys=False).strip()  # a mapping keeps its order (label_words: the classes)
-    return text[: -len("...")].strip() if text.endswith("\n...") else text
+                          sort_keys=False).rstrip("\n")  # a mapping keeps its order (label_words: the classes)
+    return text[: -len("...")].rstrip("\n") if text.endswith("\n...") else text

@@ -254,6 +254,14 @@ TEST(Config, PathKeysExpandHomeAndRefuseBlanks) {
   msg = error_of("run: {output_dir: \"\xe2\x80\xaf\xc2\xa0\"}");
   EXPECT_NE(msg.find("run.output_dir: '\\u202f\\u00a0' is only whitespace"), std::string::npos) << msg;
   EXPECT_EQ(prge::parse_run_config("run: {output_dir: \"a\xc2\xa0" "b\"}\n", "t").run.output_dir, "a\xc2\xa0" "b");
+  // YAML's escapes \_ (U+00A0) and \N (U+0085), which yaml-cpp reads as one Latin-1 byte, are
+  // UTF-8 in the config, in a file and in a --set value.
+  EXPECT_EQ(prge::parse_run_config("run: {output_dir: \"a\\_b\\N\\x41\"}\n", "t").run.output_dir,
+            "a\xc2\xa0" "b\xc2\x85" "A");
+  EXPECT_EQ(prge::parse_run_config("run: {steps: 1}\n", "t", {{"run.output_dir", "\"x\\_y\"", ""}}).run.output_dir,
+            "x\xc2\xa0" "y");
+  msg = error_with("run: {steps: 1}\n", {{"run.output_dir", "\"x\\_\"", ""}});
+  EXPECT_NE(msg.find("--set run.output_dir: 'x\\u00a0' starts or ends with whitespace"), std::string::npos) << msg;
   EXPECT_EQ(prge::parse_run_config("run: {output_dir: \"r\xc3\xa9\xe2\x80\x8b\"}\n", "t").run.output_dir,
             "r\xc3\xa9\xe2\x80\x8b");  // é, then a zero-width space, which is not whitespace
   // HOME as Python's expanduser takes it: set but empty, or /, is the root directory.

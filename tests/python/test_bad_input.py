@@ -60,6 +60,9 @@ def test_cli_input_mistakes_are_named(assets, capsys):
         (["check", str(path), "--set", "run.steps="], "--set 'run.steps=': an empty value"),
         (["check", str(path), "--set", "estimator.queries=[1"], "the value is not valid YAML"),
         (["check", str(path), "--set", "run.output_dir=''"], "run.output_dir: must name a directory"),
+        # --set strips ASCII whitespace around key and value only: a no-break space reaches the reader
+        (["check", str(path), "--set", "run.output_dir=runs/x\u00a0"],
+         "--set run.output_dir: 'runs/x\\u00a0' starts or ends with whitespace"),
     ]
     listed = tmp_path / "list.yaml"
     listed.write_text("- model\n- data\n")
