@@ -204,6 +204,9 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
                          "{name: ..., key: value, ...}")
     names = [str(v.get("name", "run")) for v in variants]
     for i, name in enumerate(names):
+        if name.strip() and name != name.strip():
+            raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named {name!r}, which starts or "
+                             "ends with whitespace: a variant's name starts its runs' directory names, so remove it")
         if not name.strip() or "/" in name or "\\" in name or "\0" in name or name in (".", ".."):
             raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named {name!r}: a variant's name "
                              "starts its runs' directory names, so it cannot be empty, hold / or \\ or a NUL, or be "
@@ -221,12 +224,20 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
     root_origin = ("--output-root" if output_root else f"{where('output_root')}: output_root" if "output_root" in spec
                    else f"{path}: output_root (by default runs/{path.stem})")
     for key, values in grid.items():
-        refuse_output_dir(key, values, f"{where('grid', key)}: grid {key}", root)
+        check_run_setting(key, values, f"{where('grid', key)}: grid {key}", root)
     for vi, variant in enumerate(variants):
         for key, value in variant.items():
-            refuse_output_dir(key, [value], f"{where('variants', vi, key)}: variant {names[vi]}: {key}", root)
+            check_run_setting(key, [value], f"{where('variants', vi, key)}: variant {names[vi]}: {key}", root)
+    varied = {tuple(key_parts(str(key))): key for key, values in grid.items() if len(values) > 1}
     for key, value in _as_text(overrides):
-        refuse_output_dir(key, [value], f"{path}: --set {key}", root)
+        check_run_setting(key, [value], f"{path}: --set {key}", root)
+        parts = tuple(_parts_or_none(key) or ())  # --set a.b replaces a.b and all below it
+        if parts and (grid_key := next((k for k in varied if k[:len(parts)] == parts), None)):
+            raise ValueError(f"{path}: --set {key}: the grid varies {varied[grid_key]} "
+                             f"({len(grid[varied[grid_key]])} values), which --set would replace in every run"
+                             f"{'' if parts == grid_key else f' (it replaces all of {key})'}, so that the runs "
+                             "named after those values would all be one run: leave it out of --set (--only picks runs by name, "
+                             f"e.g. --only '*{grid_label(varied[grid_key], grid[varied[grid_key]][0])}*')")
     runs, warned, labels = [], set(), {}
     for vi, variant in enumerate(variants):
         variant = dict(variant)
@@ -238,7 +249,7 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
             if before != label and (root / before / "config.yaml").is_file() and not (root / label).exists():
                 label = before  # a run started before control characters were replaced keeps its directory
             if label in labels:  # grid values 1 and '1', or keys ending alike (estimator.kind, optimizer.kind)
-                raise ValueError(f"{path}: two runs would share the directory {root / label} "
+                raise ValueError(f"{path}: two runs would share the directory {shown(root / label)} "
                                  f"({labels[label]} and {dict(point)}): make the grid values or keys distinct (a "
                                  "value that is a path is named by its last part: for paths that end alike, give "
                                  "each its own variant with a name)")
@@ -278,24 +289,36 @@ def select_runs(path, runs: list[tuple[str, object]], patterns: list[str]) -> li
     return [run for run, name in zip(runs, names) if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
 
 
-def refuse_output_dir(key, values: list, place: str, root: Path) -> None:
-    """ValueError when a grid, a variant or --set gives run.output_dir (as run.output_dir or in a
-    run: mapping): a sweep puts each run in output_root/<its label>, which would replace it."""
+def _parts_or_none(key) -> list[str] | None:
     try:
-        parts = key_parts(str(key))
+        return key_parts(str(key))
     except ValueError:  # not a key: the config reader names it
-        return
-    def has_output_dir(value) -> bool:  # a run: mapping, or --set run='{output_dir: ...}' as text
-        if isinstance(value, str):
-            try:
-                value = load_yaml(value, place)
-            except ValueError:  # not YAML: the config reader names it
-                return False
-        return isinstance(value, dict) and "output_dir" in value
+        return None
 
-    if parts == ["run", "output_dir"] or (parts == ["run"] and any(map(has_output_dir, values))):
+
+def check_run_setting(key, values: list, place: str, root: Path) -> None:
+    """ValueError when a grid, a variant or --set gives run.output_dir (as run.output_dir or in a
+    run: mapping): a sweep puts each run in output_root/<its label>, which would replace it; or
+    gives run: a value that is not a mapping (the sweep's own run.output_dir would make it one, so
+    that `--set run=null` left every run at the defaults, and other values were blamed on
+    output_root). --set values come as YAML text."""
+    if (parts := _parts_or_none(key)) is None:
+        return
+
+    def as_value(value):  # --set run='{output_dir: ...}' is text
+        try:
+            return load_yaml(value, place) if isinstance(value, str) else value
+        except ValueError:  # not YAML: the config reader names it
+            return {}
+
+    if parts == ["run"]:
+        for value in map(as_value, values):
+            if not isinstance(value, dict):
+                raise ValueError(f"{place}: " + ("no value (null): a run: section needs its keys" if value is None
+                                                 else f"expected a mapping of run keys (run.steps, ...), got {value!r}"))
+    if parts == ["run", "output_dir"] or (parts == ["run"] and any("output_dir" in as_value(v) for v in values)):
         raise ValueError(f"{place}{'' if parts == ['run', 'output_dir'] else '.output_dir'}: a sweep puts each run in output_root/<its label> (here "
-                         f"{root}/...), which would replace this value: set the sweep's output_root (or "
+                         f"{shown(root)}/...), which would replace this value: set the sweep's output_root (or "
                          "prge sweep --output-root) instead")
 
 
@@ -349,7 +372,7 @@ def not_started_runs(path: str | Path, runs_dir: Path) -> list[str]:
     below runs_dir, for `prge report SWEEP`;
     with a note on stderr and none listed when the sweep no longer expands (its base moved)."""
     try:
-        runs = expand_sweep(path, output_root=str(runs_dir))
+        runs = expand_sweep(path, output_root=shown(runs_dir))  # ./~ stays a folder named ~
     except (ConfigError, ValueError, OSError) as e:
         print(f"[prge] note: {path} does not expand ({e}): its runs not started yet are not listed", file=sys.stderr)
         return []
@@ -389,10 +412,10 @@ def check_same_inputs(out_dir: Path, config, fingerprints: dict) -> None:
     for split, entry in stored.items():
         current = now.get(split)
         if current is None:
-            print(f"[prge] note: {out_dir}: its {split} file is gone since it finished; the run stands as it finished",
+            print(f"[prge] note: {shown(out_dir)}: its {split} file is gone since it finished; the run stands as it finished",
                   file=sys.stderr)
         elif not isinstance(entry, dict) or current["sha256"] != entry.get("sha256"):
-            raise RunDirError(f"{out_dir} holds a finished run on other data: its {split} file {current['path']} "
+            raise RunDirError(f"{shown(out_dir)} holds a finished run on other data: its {split} file {current['path']} "
                               "holds other content now; run into another --output-root, or delete that directory "
                               "to train on the data as it is")
 

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from prge.interrupts import stop_signals
-from prge.run_dir import held_by_another, mark_failed
+from prge.run_dir import held_by_another, mark_failed, shown
 from prge.run_summary import read as read_summary
 
 
@@ -112,7 +112,7 @@ def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print
             with guard:
                 if signals.requested():
                     return None, log_path, None  # not started
-                say(f"[prge] {label}: started on GPU {gpu} (output in {log_path})")
+                say(f"[prge] {label}: started on GPU {gpu} (output in {shown(log_path)})")
                 with open(log_path, "a" if resume else "w") as out:  # a resumed run's log goes on
                     start = out.tell()
                     process = subprocess.Popen(argv, env={**os.environ, "CUDA_VISIBLE_DEVICES": gpu},
@@ -133,14 +133,14 @@ def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print
         outcome = "finished" if code == 0 else f"failed (exit {code})" if failed else "stopped"
         say(f"[prge] {label}: {outcome} on GPU {gpu}")
         if failed:
-            mark_failed(out_dir, f"{last_error(log_path, start) or f'exit {code}'} (see {log_path})")
+            mark_failed(out_dir, f"{last_error(log_path, start) or f'exit {code}'} (see {shown(log_path)})")
         return code, log_path, failed
 
     with stop_signals(on_signal) as signals, \
             tempfile.TemporaryDirectory(prefix="prge-sweep-") as config_dir, \
             ThreadPoolExecutor(max_workers=len(gpus)) as pool:
         outcomes = list(pool.map(lambda job: run(job, Path(config_dir)), jobs))
-    failed = [f"{label} (exit {code}; see {log_path})"
+    failed = [f"{label} (exit {code}; see {shown(log_path)})"
               for (label, _, _), (code, log_path, failure) in zip(jobs, outcomes) if failure]
     stopped = [(label, config, log_path)
                for (label, config, _), (code, log_path, failure) in zip(jobs, outcomes)
@@ -152,7 +152,7 @@ def run_on_gpus(jobs: list[tuple[str, object, bool]], gpus: list[str], log=print
 
         raise RunInterrupted(
             f"sweep interrupted: {len(stopped)} run(s) in flight stopped"
-            + (f" ({'; '.join(f'{label} ({after(config)}; see {log_path})' for label, config, log_path in stopped)})"
+            + (f" ({'; '.join(f'{label} ({after(config)}; see {shown(log_path)})' for label, config, log_path in stopped)})"
                if stopped else "")
             + f", {waiting} not started" + (f"; {len(failed)} had failed before: {'; '.join(failed)}" if failed else "")
             + "; continue with the same `prge sweep` command")

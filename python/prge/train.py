@@ -13,7 +13,7 @@ import torch
 
 from prge import checkpoints, distributed, durable, model_identity, preflight, run_summary
 from prge.interrupts import stop_signals
-from prge.run_dir import claim
+from prge.run_dir import claim, shown
 from prge.progress import above, closed_at_exit, progress_bar
 from prge._core import RunConfig, Trainer
 from prge.data.batching import BatchSampler
@@ -164,7 +164,7 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
                                      model=(data.model_dir, model_fingerprint,
                                             model_identity.starting_adapter(config)))
             if state is None:
-                log(f"[prge] {out_dir} holds no checkpoint yet: the run starts again from step 0")
+                log(f"[prge] {shown(out_dir)} holds no checkpoint yet: the run starts again from step 0")
         if state is not None:
             passes, sequences, step_seconds = state["forward_passes"], state["sequences"], state["step_seconds"]
             first = state["step"] + 1
@@ -177,7 +177,7 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
             where.step = where.saved = state["step"]
             history = [r for r in checkpoints.metrics_until(metrics_path, state["step"])
                        if f"eval_{primary}" in r] if writer else []
-            log(f"[prge] resuming after step {state['step']} from {out_dir / checkpoints.POINTER}")
+            log(f"[prge] resuming after step {state['step']} from {shown(out_dir / checkpoints.POINTER)}")
             if note := checkpoints.generator_note(state, trainer, config):
                 log(note)
         else:
@@ -265,7 +265,7 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
         })
         durable.boundary("summary.json written")
         log(f"[prge] after {config.run.steps} steps: {kind.change(metrics_of(history[0]), metrics_of(history[-1]))}"
-            + (f" ({baseline[0]})" if baseline else "") + f"; results in {out_dir}")
+            + (f" ({baseline[0]})" if baseline else "") + f"; results in {shown(out_dir)}")
         return summary
 
 

@@ -525,6 +525,14 @@ def test_paths_starting_with_a_tilde_are_the_home_directory(trained, capsys, mon
     assert err.strip().splitlines()[-1].startswith(f"[prge] {run_config}: OK: the config, model and device pass prge train")
     assert main(["train", str(run_config), "--no-progress"]) == 0
     assert (tmp / "tilde_run" / "summary.json").is_file() and not Path("~").exists()
+    # ./~/m is a folder named ~ here, not the home directory's m (Path.expanduser took it for that)
+    here = tmp / "here"
+    (here / "~").mkdir(parents=True)
+    (here / "~" / "m").symlink_to(model_dir, target_is_directory=True)
+    monkeypatch.chdir(here)
+    capsys.readouterr()
+    assert main(["check", str(run_config), "--set", "model.name=./~/m"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["model"]["name"] == "./~/m"
     blank = write_config(tmp, model_dir, tmp / "food", adapter={"init_from": "   "})
     assert main(["check", str(blank)]) == 2
     assert re.search(r"prge: error: \S*run\.yaml:\d+:\d+: adapter\.init_from: '   ' is only whitespace",

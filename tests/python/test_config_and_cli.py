@@ -637,8 +637,10 @@ def test_prge_check_on_a_sweep_checks_every_run_as_the_sweep_would(tmp_path, cap
     assert len(out.out.splitlines()) == 165 and out.out.startswith("fo_sgd_lora_fa-tasksst2-seed42: ")
     assert out.err.count("[prge] note: estimator.kind: mezo perturbs every weight") == 1, out.err
     assert f"[prge] {sweep}: 165 runs checked" in out.err
-    assert main(["check", str(sweep), "--set", "data.task=nope"]) == 2
-    assert "prge: error: --set data.task: unknown task 'nope'" in capsys.readouterr().err
+    assert main(["check", str(sweep), "--set", "data.protocol=nope"]) == 2
+    assert "prge: error: --set data.protocol: " in capsys.readouterr().err
+    assert main(["check", str(sweep), "--set", "data.task=sst2"]) == 2  # the grid's tasks: pick runs with --only
+    assert "--set data.task: the grid varies data.task (11 values)" in capsys.readouterr().err
     typo = tmp_path / "typo.yaml"
     typo.write_text(f"base: {ROOT / 'configs' / 'paper' / 'base.yaml'}\ngrdi: {{run.seed: [1]}}\n")
     assert main(["check", str(typo)]) == 2

@@ -179,8 +179,14 @@ def test_a_sweeps_paths_read_a_tilde_as_the_home_directory(tmp_path, monkeypatch
     with pytest.raises(ValueError, match=re.escape(f"{sweep}: --output-root: ' r' starts or ends with whitespace")):
         expand_sweep(sweep, output_root=" r")
     from prge.run_dir import shown
+    from prge.sweep import not_started_runs
 
     assert shown(Path("./~/runs/a")) == "./~/runs/a" and shown(Path("runs/~")) == "runs/~"
+    monkeypatch.chdir(tmp_path)  # prge report SWEEP lists the runs not started in ./~/runs, not in ~/runs
+    assert not_started_runs(sweep, Path("./~/runs")) == [name]
+    (tmp_path / "~" / "runs" / name).mkdir(parents=True)
+    (tmp_path / "~" / "runs" / name / "config.yaml").write_text("run: {}\n")
+    assert not_started_runs(sweep, Path("./~/runs")) == []
 
 
 def test_a_path_may_not_start_or_end_with_what_python_calls_whitespace():
@@ -624,6 +630,33 @@ def test_a_sweep_refuses_a_run_output_dir_it_would_replace(tmp_path, capsys):
     path.write_text("base: {run: {steps: 2, output_dir: mine}}\ngrid: {run.seed: [1]}\n")
     [(label, config)] = expand_sweep(path, output_root=str(tmp_path / "runs"))
     assert config.run.output_dir == str(tmp_path / "runs" / label)
+
+
+def test_a_sweep_refuses_settings_that_would_undo_its_grid_or_run_section(tmp_path, capsys):
+    """--set of a key the grid varies (or of a section above it, which it replaces whole) would
+    make the grid's runs one run; run: given a non-mapping (null left every run at the defaults);
+    a variant name with whitespace around; a no-break space at a path's end in a grid value
+    (PyYAML's text dropped it, so the path check never saw it): each refused at its place."""
+    path = tmp_path / "s.yaml"
+    cases = [
+        ("grid: {run.seed: [1, 2]}\n", ["--set", "run.seed=3"],
+         f"{path}: --set run.seed: the grid varies run.seed (2 values), which --set would replace in every run,"),
+        ("grid: {run.seed: [1, 2]}\n", ["--set", "run={steps: 3}"], f"{path}: --set run: the grid varies run.seed "
+         "(2 values), which --set would replace in every run (it replaces all of run)"),
+        ("", ["--set", "run=null"], f"{path}: --set run: no value (null)"),
+        ("", ["--set", "run=3"], f"{path}: --set run: expected a mapping of run keys (run.steps, ...), got 3"),
+        ("variants: [{name: a, run: 5}]\n", [], f"{path}:2:22: variant a: run: expected a mapping of run keys"),
+        ('variants: [{name: "a "}]\n', [], f"{path}:2:13: variant 1 is named 'a ', which starts or ends with"),
+        ('grid: {model.name: ["m\\u00a0"]}\n', [], f"{path}:2:21: grid model.name: 'm\\u00a0' starts or "
+         "ends with whitespace"),
+    ]
+    for text, extra, wanted in cases:
+        path.write_text("base: {run: {steps: 2}}\n" + text)
+        assert main(["check", str(path)] + extra) == 2, (text, extra)
+        err = capsys.readouterr().err
+        assert err.startswith(f"prge: error: {wanted}"), err
+    path.write_text("base: {run: {steps: 2}}\ngrid: {run.seed: [1, 2], model.device: [cpu]}\n")
+    assert main(["check", str(path), "--set", "run.steps=3", "--set", "model={device: cpu}"]) == 0  # not varied
 
 
 def test_an_inline_base_error_gives_the_sweep_files_line(tmp_path):

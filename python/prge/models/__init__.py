@@ -167,6 +167,18 @@ def shape_config(name: str) -> ArchSpec:
     return config
 
 
+def model_path(name: str, at: str = "") -> Path:
+    """model.name as a path, as the config reader reads it (prge._core.expand_path: a leading ~ is
+    the home directory; ./~/m, a folder named ~ here, stays one, which Path.expanduser would
+    expand once pathlib dropped the ./). ValueError after `at` for a name with whitespace around."""
+    from prge._core import expand_path
+
+    try:
+        return Path(expand_path(name))
+    except ValueError as e:
+        raise ValueError(f"{at}{e}") from None
+
+
 def check_model_name(name: str, where: str = "") -> str:
     """What model.name is here, without reading or converting any weights: "directory",
     "gguf" or "registered". Raises what resolve_model would: FileNotFoundError for a
@@ -176,7 +188,7 @@ def check_model_name(name: str, where: str = "") -> str:
     at = f"{where}: " if where else ""
     if not name.strip():  # Path('') is the working directory
         raise ValueError(f"{at}empty (a model directory, a .gguf file or a registered name: {', '.join(REGISTERED)})")
-    path = Path(name).expanduser()
+    path = model_path(name, at)
     if path.is_dir():
         if not (path / "config.json").is_file():
             shadows = (f" (a directory here takes precedence over the registered model {name!r}; run from "
@@ -210,7 +222,7 @@ def resolve_model(name: str, where: str = "") -> Path:
     *.safetensors. Raises FileNotFoundError / ValueError naming what is missing, after `where`
     (e.g. "run.yaml:2:9: model.name") when given (check_model_name)."""
     kind = check_model_name(name, where)
-    path = Path(name).expanduser()
+    path = model_path(name)
     if kind == "directory":
         return path
     if kind == "gguf":
@@ -223,7 +235,7 @@ def resolve_model(name: str, where: str = "") -> Path:
 
 def conversion_dir(name: str, kind: str) -> Path:
     """Where model.name `name` of check_model_name's `kind` "gguf" or "registered" is converted to."""
-    return gguf_cache_dir(Path(name).expanduser()) if kind == "gguf" else cache_dir() / "models" / name
+    return gguf_cache_dir(model_path(name)) if kind == "gguf" else cache_dir() / "models" / name
 
 
 def model_dir_without_converting(name: str) -> Path | None:
@@ -232,7 +244,7 @@ def model_dir_without_converting(name: str) -> Path | None:
     resolve_model would convert first. Raises what check_model_name raises."""
     kind = check_model_name(name)
     if kind == "directory":
-        return Path(name).expanduser()
+        return model_path(name)
     out = conversion_dir(name, kind)
     return out if conversion_finished(out) else None
 
