@@ -97,7 +97,7 @@ def read_sweep(path: str | Path) -> SweepFile:
     for key, value in spec.items():  # as in a config: null is no value, not the default
         if value is None:
             raise ValueError(f"{where(key)}: {key}: {NO_VALUE}")
-    if not isinstance(spec.get("output_root", "runs"), str) or not spec.get("output_root", "runs").strip():
+    if not isinstance(spec.get("output_root", "runs"), str) or not spec.get("output_root", "runs"):  # spaces: below
         raise ValueError(f"{where('output_root')}: output_root: expected a directory name, got {spec['output_root']!r}")
     for key in ("grid", "speed", "report"):
         if not isinstance(spec.get(key, {}), dict):
@@ -216,7 +216,7 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
                              f"named '{name}': each "
                              "variant's runs go to directories named after it, so the names must differ"
                              + (" (a variant without name: is named run)" if name == "run" else ""))
-    if output_root is not None and not str(output_root).strip():
+    if output_root is not None and not str(output_root):  # only whitespace: expand_home says so
         raise ValueError(f"{path}: --output-root: an empty directory name")
     if output_root is not None:
         output_root = expand_home(str(output_root), f"{path}: --output-root")

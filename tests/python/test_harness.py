@@ -557,6 +557,7 @@ def test_a_sweep_checks_every_run_before_the_first_trains(tmp_path, capsys):
     ("base: {run: {steps: 2}}\nvariants: [{name: ~, optimizer.lr: 0.1}]\n", "2:13",
      "variant 1: name: expected a name, got None"),
     ("base: {run: {steps: 2}}\noutput_root: ''\n", "2:1", "output_root: expected a directory name, got ''"),
+    ("base: {run: {steps: 2}}\noutput_root: \"\\u00a0 \"\n", "2:1", "output_root: '\\u00a0 ' is only whitespace"),
     ("base: {run: {steps: 2}}\ngrid: [1]\n", "2:1", "grid: expected a mapping of keys, got [1]"),
     ("base: {run: {steps: 2}}\ngrid: {~: [1]}\n", "2:8", "grid: None is not a key"),
     ("base: {run: {steps: 2}}\nspeed: abc\n", "2:1", "speed: expected a mapping of keys"),
