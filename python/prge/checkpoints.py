@@ -29,7 +29,7 @@ from prge import durable
 from prge.durable import boundary
 from prge.jsonl import is_json_int
 from prge.model_identity import FINGERPRINT, check_same_model
-from prge.run_dir import RunDirError
+from prge.run_dir import RunDirError, shown
 
 POINTER = "checkpoint.json"
 TENSORS = "checkpoint.safetensors"
@@ -137,12 +137,12 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
     if "directory" in pointer:
         directory = state_path.parent
         if not DIRECTORY.match(directory.name) or not directory.is_dir():
-            raise RunDirError(f"{out_dir / POINTER}: names {directory.name}, which is not there")
+            raise RunDirError(f"{shown(out_dir / POINTER)}: names {directory.name}, which is not there")
         state = durable.read_json(state_path, "checkpoint state")
     else:  # earlier versions: checkpoint.json is the state, the tensors lie beside it
         directory, state = out_dir, pointer
     if not isinstance(state, dict) or state.get("step") != pointer["step"]:
-        raise RunDirError(f"{state_path}: not the state of step {pointer['step']}: the checkpoint is damaged")
+        raise RunDirError(f"{shown(state_path)}: not the state of step {pointer['step']}: the checkpoint is damaged")
     check_state(state_path, state, needs_data=directory != out_dir)
     _check_same_data(out_dir, state.get("data"), fingerprint, allow_changed_data, changed_data_option)
     dropped = 0
@@ -150,17 +150,17 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
         try:
             dropped = sampler.set_state(state["sampler"], changed_data=allow_changed_data)
         except ValueError as e:
-            raise RunDirError(f"{state_path}: {DAMAGED}: sampler: {e}") from None
+            raise RunDirError(f"{shown(state_path)}: {DAMAGED}: sampler: {e}") from None
     replays = not (directory / TENSORS).exists() and directory != out_dir  # run.checkpoint_format: updates
     if replays and "updates" not in state:
-        raise RunDirError(f"{directory}: neither {TENSORS} nor the updates of {STATE}: the checkpoint is damaged")
+        raise RunDirError(f"{shown(directory)}: neither {TENSORS} nor the updates of {STATE}: the checkpoint is damaged")
     # their form named first, then whether they are the ones written
     updates = stored_updates(state_path, state) if "updates" in state else None
     check_digest(state_path, state)
     if model is not None:
         check_same_model(state.get("model"), model[0], str(state_path), current=model[1], adapter_dir=model[2])
     if dropped:
-        print(f"prge: warning: {out_dir}: the training data has {sampler.n} examples now; the {dropped} of "
+        print(f"prge: warning: {shown(out_dir)}: the training data has {sampler.n} examples now; the {dropped} of "
               "this epoch's order past them are skipped (--resume-changed-data)")
     if replays:
         replay(state_path, state, trainer, updates)
@@ -169,12 +169,12 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
         if updates is not None:  # the steps' updates go on from these weights: they must be the ones they reached
             reached = updates[2]
             if trainer.state_fingerprint() != reached:
-                raise RunDirError(f"{state_path}: the updates reach weights and optimizer state with fingerprint "
-                                  f"{reached}, {directory / TENSORS} holds {trainer.state_fingerprint()}: the "
+                raise RunDirError(f"{shown(state_path)}: the updates reach weights and optimizer state with fingerprint "
+                                  f"{reached}, {shown(directory / TENSORS)} holds {trainer.state_fingerprint()}: the "
                                   "checkpoint is damaged or was edited")
     if trainer.step_count != state["step"]:
-        raise RunDirError(f"{out_dir}: {directory / TENSORS} is at step {trainer.step_count}, its state at step "
-                          f"{state['step']}: the checkpoint is torn, resume is not possible")
+        raise RunDirError(f"{shown(out_dir)}: {shown(directory / TENSORS)} is at step {trainer.step_count}, its "
+                          f"state at step {state['step']}: the checkpoint is torn, resume is not possible")
     if clean:
         _remove_others(out_dir, keep=directory.name if directory != out_dir else None)
     return state
@@ -332,12 +332,12 @@ def _check_same_data(out_dir: Path, stored: dict | None, fingerprint: dict | Non
         return
     changed = [s for s in fingerprint if stored.get(s) != fingerprint[s]] or sorted(stored)
     if allow:
-        print(f"prge: warning: {out_dir}: the {', '.join(changed)} data changed since the checkpoint; "
+        print(f"prge: warning: {shown(out_dir)}: the {', '.join(changed)} data changed since the checkpoint; "
               "continuing on the new data (--resume-changed-data)")
         return
     detail = "; ".join(f"{s}: {stored.get(s, 'none')} examples:sha256 then, {fingerprint.get(s, 'none')} now"
                        for s in changed)
-    raise RunDirError(f"{out_dir}: the {', '.join(changed)} data differ from the checkpoint's ({detail}): a data "
+    raise RunDirError(f"{shown(out_dir)}: the {', '.join(changed)} data differ from the checkpoint's ({detail}): a data "
                       "file was edited or moved since the run started. "
                       + (f"Resume on the new data with {option}, or restore the files" if option else
                          "Restore the files, or start the run again with --overwrite"))

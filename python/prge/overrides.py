@@ -120,6 +120,19 @@ def compose_yaml(text: str, source: str):
         loader.dispose()
 
 
+UNICODE_SPACE = re.compile("[%s]" % "".join(ch for ch in map(chr, range(0x80, 0x3100)) if ch.isspace()))
+
+
+def _has_unicode_space(value) -> bool:
+    """Whether a str in value (a key or a value, nested in mappings and lists) holds whitespace
+    beyond ASCII's."""
+    if isinstance(value, str):
+        return UNICODE_SPACE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_unicode_space(k) or _has_unicode_space(v) for k, v in value.items())
+    return isinstance(value, list) and any(map(_has_unicode_space, value))
+
+
 def value_text(value) -> str:
     """A value read by SweepLoader as YAML 1.2 text that the config reader reads back to the same
     value (strings that look like other types quoted)."""
@@ -127,12 +140,12 @@ def value_text(value) -> str:
         return "true" if value else "false"
     if isinstance(value, float) and not math.isfinite(value):
         return ".nan" if value != value else (".inf" if value > 0 else "-.inf")
-    if isinstance(value, str) and any(ch.isspace() and ch not in " \t" for ch in value):
-        # A no-break space or line break: a double-quoted string with \u escapes (JSON's, which
-        # YAML reads), which keeps it where it stands (PyYAML's plain form leaves it at an end,
-        # where it was stripped, and folds U+0085 into spaces), so the reader sees, and refuses
-        # in a path, what the sweep file holds.
-        return json.dumps(value)
+    if _has_unicode_space(value):
+        # A no-break space or U+2028 anywhere in it: written as JSON (which YAML reads) with those
+        # as \u escapes, which keeps them as they are (PyYAML's text folds U+0085 / U+2028 into
+        # spaces and leaves one at a plain value's end, where the reader drops it), so the
+        # reader sees, and refuses in a path, what the sweep file holds.
+        return UNICODE_SPACE.sub(lambda m: f"\\u{ord(m[0]):04x}", json.dumps(value, ensure_ascii=False))
     text = yaml.safe_dump(value, default_flow_style=True, width=float("inf"), allow_unicode=True,
                           sort_keys=False).rstrip("\n")  # a mapping keeps its order (label_words: the classes)
     return text[: -len("...")].rstrip("\n") if text.endswith("\n...") else text

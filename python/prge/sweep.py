@@ -35,7 +35,20 @@ MODES = ("train", "speed")
 
 # Characters a directory name cannot hold or a shell listing shows badly (line breaks, tabs, NUL):
 # a grid value's run of them names its run as one _.
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]+")
+# Control characters and whitespace other than a plain space (what str.isspace() takes: a
+# no-break space, U+2028), which a directory name shows badly or a path may not end with.
+CONTROL_OR_SPACE = re.compile("[%s]+" % re.escape("".join(
+    ch for ch in map(chr, range(0x3100)) if (ch.isspace() and ch != " ") or ord(ch) < 0x20 or ord(ch) == 0x7f)))
+ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\v": "\\v", "\f": "\\f"}
+
+
+def visible(text: str) -> str:
+    """text for a message: control characters and whitespace other than a space escaped (\\t,
+    \\u00a0), as the config reader shows a path's."""
+    return CONTROL_OR_SPACE.sub(lambda m: "".join(
+        ESCAPES.get(ch, f"\\u{ord(ch):04x}" if ord(ch) > 0x7f else f"\\x{ord(ch):02x}") for ch in m[0]), text)
+
+
 NAME_MAX = 255  # bytes in a directory name (Linux, macOS)
 
 
@@ -45,14 +58,17 @@ def grid_label(key: str, value, as_before: bool = False) -> str:
     a run is VARIANT-PART-PART... (prge report strips the task's part to name a method across
     tasks). A value that is a path adds its last part (model.name: /models/qwen2.5 ->
     nameqwen2.5), so that every run's directory is one level under the sweep's output_root; two
-    values with the same last part are refused at expansion. A run of control characters (a
-    template's line break) is one _; as_before: the name before that was so, which a run started
+    values with the same last part are refused at expansion. A run of control characters or
+    whitespace other than a space (a template's line break, a no-break space) is one _, and so
+    are spaces at the end; as_before: the name before that was so, which a run started
     then keeps (expand_sweep)."""
     text = str(value)
     if "/" in text or "\\" in text:
         parts = [p for p in text.replace("\\", "/").split("/") if p not in ("", ".", "..")]
         text = parts[-1] if parts else "root"
-    return f"{key_parts(key)[-1]}{text if as_before else CONTROL_CHARACTERS.sub('_', text)}"
+    if not as_before:
+        text = re.sub(" +$", "_", CONTROL_OR_SPACE.sub("_", text))  # nor a name ending in spaces
+    return f"{key_parts(key)[-1]}{text}"
 
 
 @dataclass
@@ -204,12 +220,13 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
                          "{name: ..., key: value, ...}")
     names = [str(v.get("name", "run")) for v in variants]
     for i, name in enumerate(names):
-        if name.strip() and name != name.strip():
-            raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named {name!r}, which starts or "
-                             "ends with whitespace: a variant's name starts its runs' directory names, so remove it")
-        if not name.strip() or "/" in name or "\\" in name or "\0" in name or name in (".", ".."):
-            raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named {name!r}: a variant's name "
-                             "starts its runs' directory names, so it cannot be empty, hold / or \\ or a NUL, or be "
+        if name.strip() and (name != name.strip() or CONTROL_OR_SPACE.search(name)):
+            raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named '{visible(name)}', which "
+                             f"{'starts or ends with whitespace' if name != name.strip() else 'holds a control character or whitespace other than a space'}"
+                             ": a variant's name starts its runs' directory names, so remove it")
+        if not name.strip() or "/" in name or "\\" in name or name in (".", ".."):
+            raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named '{visible(name)}': a variant's "
+                             "name starts its runs' directory names, so it cannot be empty, hold / or \\, or be "
                              ". or ..")
         if name in names[:i]:
             raise ValueError(f"{where('variants', i, 'name')}: variants {names.index(name) + 1} and {i + 1} are both "
@@ -232,12 +249,15 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
     for key, value in _as_text(overrides):
         check_run_setting(key, [value], f"{path}: --set {key}", root)
         parts = tuple(_parts_or_none(key) or ())  # --set a.b replaces a.b and all below it
-        if parts and (grid_key := next((k for k in varied if k[:len(parts)] == parts), None)):
+        if parts and (grid_key := next((k for k in varied if k[:len(parts)] == parts or (
+                parts[:len(k)] == k and any(_holds(v, parts[len(k):]) for v in grid[varied[k]]))), None)):
+            example = grid_label(varied[grid_key], grid[varied[grid_key]][0])
+            how = ("" if parts == grid_key else f" (it replaces all of {key})" if len(parts) < len(grid_key)
+                   else " (a part of each value)")
             raise ValueError(f"{path}: --set {key}: the grid varies {varied[grid_key]} "
-                             f"({len(grid[varied[grid_key]])} values), which --set would replace in every run"
-                             f"{'' if parts == grid_key else f' (it replaces all of {key})'}, so that the runs "
-                             "named after those values would all be one run: leave it out of --set (--only picks runs by name, "
-                             f"e.g. --only '*{grid_label(varied[grid_key], grid[varied[grid_key]][0])}*')")
+                             f"({len(grid[varied[grid_key]])} values), which --set would replace in every run{how}, "
+                             "so that the runs named after those values would all be one run: leave it out of --set "
+                             f"(--only picks runs by name, e.g. --only '*{example}*')")
     runs, warned, labels = [], set(), {}
     for vi, variant in enumerate(variants):
         variant = dict(variant)
@@ -287,6 +307,15 @@ def select_runs(path, runs: list[tuple[str, object]], patterns: list[str]) -> li
             raise ValueError(f"{path}: --only {pattern!r} matches none of the sweep's {len(names)} runs "
                              f"(their names look like {', '.join(names[:3])})")
     return [run for run, name in zip(runs, names) if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+
+
+def _holds(value, keys: tuple) -> bool:
+    """Whether nested mappings `value` hold the key path `keys`."""
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            return False
+        value = value[key]
+    return True
 
 
 def _parts_or_none(key) -> list[str] | None:

@@ -41,12 +41,12 @@ class _Progress:
             return (f"interrupted before the run wrote anything (while {self.preparing}): nothing to resume; "
                     f"start it again with `{self.command}`")
         if self.saved is not None and self.saved == self.step:
-            return f"interrupted after step {self.step}: checkpoint saved in {self.out_dir}; {resume}"
+            return f"interrupted after step {self.step}: checkpoint saved in {shown(self.out_dir)}; {resume}"
         if self.saved is not None:
             return (f"interrupted after step {self.step}: the last checkpoint, of step {self.saved}, is in "
-                    f"{self.out_dir} (the steps after it are redone); {resume}")
+                    f"{shown(self.out_dir)} (the steps after it are redone); {resume}")
         done = f"after step {self.step}, before any checkpoint" if self.step else "before step 1"
-        return f"interrupted {done}: {resume} (it starts again from step 0 in {self.out_dir})"
+        return f"interrupted {done}: {resume} (it starts again from step 0 in {shown(self.out_dir)})"
 
 
 class DivergenceError(ValueError):

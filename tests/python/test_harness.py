@@ -648,6 +648,10 @@ def test_a_sweep_refuses_settings_that_would_undo_its_grid_or_run_section(tmp_pa
         ("", ["--set", "run=3"], f"{path}: --set run: expected a mapping of run keys (run.steps, ...), got 3"),
         ("variants: [{name: a, run: 5}]\n", [], f"{path}:2:22: variant a: run: expected a mapping of run keys"),
         ('variants: [{name: "a "}]\n', [], f"{path}:2:13: variant 1 is named 'a ', which starts or ends with"),
+        ('variants: [{name: "a\\u00a0"}]\n', [], f"{path}:2:13: variant 1 is named 'a\\u00a0', which starts or"),
+        ('variants: [{name: "a\\nb"}]\n', [], f"{path}:2:13: variant 1 is named 'a\\nb', which holds a control "),
+        ("grid: {run: [{seed: 1}, {seed: 2}]}\n", ["--set", "run.seed=3"], f"{path}: --set run.seed: the grid "
+         "varies run (2 values), which --set would replace in every run (a part of each value)"),
         ('grid: {model.name: ["m\\u00a0"]}\n', [], f"{path}:2:21: grid model.name: 'm\\u00a0' starts or "
          "ends with whitespace"),
     ]
@@ -658,6 +662,34 @@ def test_a_sweep_refuses_settings_that_would_undo_its_grid_or_run_section(tmp_pa
         assert err.startswith(f"prge: error: {wanted}"), err
     path.write_text("base: {run: {steps: 2}}\ngrid: {run.seed: [1, 2], model.device: [cpu]}\n")
     assert main(["check", str(path), "--set", "run.steps=3", "--set", "model={device: cpu}"]) == 0  # not varied
+    path.write_text("base: {run: {steps: 2}}\ngrid: {run: [{seed: 1}, {seed: 2}]}\n")
+    assert main(["check", str(path), "--set", "run.steps=3"]) == 0  # in no grid value
+
+
+def test_a_sweeps_strings_reach_the_reader_as_the_file_holds_them(tmp_path):
+    """Grid and variant strings, nested in mappings too, with a no-break space, U+0085 or U+2028
+    (PyYAML's text folded those into spaces, or dropped one at an end) or an emoji beside a line
+    break (a JSON surrogate pair, which yaml-cpp refuses) reach the config reader unchanged; a
+    run's directory name has _ for such characters and for spaces at its end, so two values that
+    differ only there are refused as sharing a directory."""
+    from prge.sweep import expand_sweep
+
+    path = tmp_path / "s.yaml"
+    base = ('base: {run: {steps: 2}, data: {task: custom, train_file: t.jsonl, eval_file: e.jsonl, '
+            'template: "{text}", label_words: {pos: " p", neg: " n"}}}\n')
+    path.write_text(base + 'grid:\n  data.template: ["Review : {text}\\nSentiment : \\U0001F600", "R: {text} S :\\_"]\n'
+                    'variants:\n  - {name: nel, data.label_words: {pos: " positive\\N", neg: " negative\\_"}}\n'
+                    '  - {name: ls, data.label_words: {pos: "\\Lpositive", neg: " negative"}}\n')
+    runs = {label: config for label, config in expand_sweep(path)}
+    assert sorted(runs) == sorted(["nel-templateReview : {text}_Sentiment : \U0001F600", "nel-templateR: {text} S :_",
+                                   "ls-templateReview : {text}_Sentiment : \U0001F600", "ls-templateR: {text} S :_"])
+    assert runs["nel-templateR: {text} S :_"].data.template == "R: {text} S :\u00a0"
+    assert runs["ls-templateReview : {text}_Sentiment : \U0001F600"].data.template == "Review : {text}\nSentiment : \U0001F600"
+    assert runs["nel-templateR: {text} S :_"].data.label_words == [("pos", " positive\x85"), ("neg", " negative\u00a0")]
+    assert runs["ls-templateR: {text} S :_"].data.label_words == [("pos", "\u2028positive"), ("neg", " negative")]
+    path.write_text(base + 'grid: {data.template: ["R: {text} S :\\_", "R: {text} S : "]}\n')
+    with pytest.raises(ValueError, match="two runs would share the directory runs/s/run-templateR: {text} S :_"):
+        expand_sweep(path)
 
 
 def test_an_inline_base_error_gives_the_sweep_files_line(tmp_path):

@@ -12,7 +12,7 @@ import yaml
 
 from prge import run_summary
 from prge.jsonl import read_jsonl
-from prge.run_dir import FAILED_FILE, STORAGE_SETTINGS, failure_of
+from prge.run_dir import FAILED_FILE, STORAGE_SETTINGS, failure_of, shown
 from prge.reporting.tables import model_labels
 from prge.sweep import grid_label
 
@@ -233,7 +233,7 @@ def read_metrics(path: Path) -> list[dict]:
 def collect(root: str | Path) -> list[dict]:
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"runs directory not found: {root}")
+        raise FileNotFoundError(f"runs directory not found: {shown(root)}")
     runs = []
     for path in sorted(root.rglob("summary.json")):
         summary = run_summary.read(path)
