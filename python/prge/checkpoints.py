@@ -108,7 +108,7 @@ def read_pointer(out_dir: Path) -> dict | None:
         return None
     pointer = durable.read_json(path, "checkpoint pointer")
     if not isinstance(pointer, dict) or not isinstance(pointer.get("step"), int):
-        raise ValueError(f"{path}: not a checkpoint pointer prge wrote (expected an object with an integer step)")
+        raise ValueError(f"{shown(path)}: not a checkpoint pointer prge wrote (expected an object with an integer step)")
     return pointer
 
 
@@ -193,7 +193,7 @@ def check_state(path: Path, state: dict, needs_data: bool = True) -> None:
     absent only where not `needs_data`: the single-file checkpoints of earlier versions), a
     sampler (its content is checked where it is restored: BatchSampler.set_state), and a model
     fingerprint where present (64 hex digits: prge.model_identity; absent in earlier versions')."""
-    damaged = f"{path}: {DAMAGED}"
+    damaged = f"{shown(path)}: {DAMAGED}"
     if state.get("rng", "torch") not in RESOLVED_GENERATORS:
         raise RunDirError(f"{damaged}: rng: {json.dumps(state['rng'])} is not a generator a step draws from "
                           f"({' or '.join(RESOLVED_GENERATORS)})")
@@ -232,7 +232,7 @@ def check_digest(path: Path, state: dict) -> None:
     valid-looking edit check_state cannot see: another data order, other counters, other
     updates). States of earlier versions, written without one, are taken as they are."""
     if DIGEST_KEY in state and state[DIGEST_KEY] != state_digest(state):
-        raise RunDirError(f"{path}: {DAMAGED}: its fields do not match the sha256 written with them (a value was "
+        raise RunDirError(f"{shown(path)}: {DAMAGED}: its fields do not match the sha256 written with them (a value was "
                           "changed after the checkpoint was saved); resume from an intact copy, or start again")
 
 
@@ -251,7 +251,7 @@ def stored_updates(path: Path, state: dict) -> tuple[list[list[float]], str, str
     of a run.checkpoint_format: updates checkpoint's state (state.json at `path`); RunDirError
     naming the file where they are missing or not what prge wrote (lists of finite numbers that
     float32 holds, 16-hex-digit fingerprints)."""
-    damaged = f"{path}: {DAMAGED}"
+    damaged = f"{shown(path)}: {DAMAGED}"
     updates = state.get("updates")
     if not isinstance(updates, dict):
         raise RunDirError(f"{damaged}: updates is not the object of steps and fingerprints prge writes")
@@ -290,9 +290,9 @@ def replay(path: Path, state: dict, trainer, updates: tuple | None = None, log=p
     reading of them, where the caller has it already."""
     grads, base, reached = updates or stored_updates(path, state)
     if trainer.step_count != 0:
-        raise RunDirError(f"{path}: updates replay on the base weights, and this trainer is at step {trainer.step_count}")
+        raise RunDirError(f"{shown(path)}: updates replay on the base weights, and this trainer is at step {trainer.step_count}")
     if trainer.state_fingerprint() != base:
-        raise RunDirError(f"{path}: the model's weights are not the ones this run started from (fingerprint "
+        raise RunDirError(f"{shown(path)}: the model's weights are not the ones this run started from (fingerprint "
                           f"{trainer.state_fingerprint()}, the run's {base}): model.name names another checkpoint, or "
                           "its files changed; a checkpoint of updates is replayed on the same base weights")
     log(f"[prge] replaying the updates of steps 1-{state['step']} on the base weights")
@@ -300,9 +300,9 @@ def replay(path: Path, state: dict, trainer, updates: tuple | None = None, log=p
         for g in grads:
             trainer.replay_step(g)
     except ValueError as e:
-        raise RunDirError(f"{path}: {e}: the checkpoint's updates do not fit this run") from None
+        raise RunDirError(f"{shown(path)}: {e}: the checkpoint's updates do not fit this run") from None
     if trainer.state_fingerprint() != reached:
-        raise RunDirError(f"{path}: replaying {state['step']} steps' updates gave weights and optimizer state with "
+        raise RunDirError(f"{shown(path)}: replaying {state['step']} steps' updates gave weights and optimizer state with "
                           f"fingerprint {trainer.state_fingerprint()}, the checkpoint's are {reached}: the updates were "
                           "edited or damaged, or this device, build or torch version computes the update differently "
                           "from the one that wrote them (resume there, or start the run again)")

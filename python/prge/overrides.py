@@ -133,6 +133,19 @@ def _has_unicode_space(value) -> bool:
     return isinstance(value, list) and any(map(_has_unicode_space, value))
 
 
+def _flow_text(value) -> str:
+    """value as YAML flow text whose strings are all JSON's double-quoted strings (which YAML
+    reads) with whitespace beyond ASCII as \\u escapes; other scalars (numbers, .nan, null,
+    dates) as value_text writes them."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_flow_text(k)}: {_flow_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_flow_text, value)) + "]"
+    if isinstance(value, str):
+        return UNICODE_SPACE.sub(lambda m: f"\\u{ord(m[0]):04x}", json.dumps(value, ensure_ascii=False))
+    return value_text(value)
+
+
 def value_text(value) -> str:
     """A value read by SweepLoader as YAML 1.2 text that the config reader reads back to the same
     value (strings that look like other types quoted)."""
@@ -145,7 +158,7 @@ def value_text(value) -> str:
         # as \u escapes, which keeps them as they are (PyYAML's text folds U+0085 / U+2028 into
         # spaces and leaves one at a plain value's end, where the reader drops it), so the
         # reader sees, and refuses in a path, what the sweep file holds.
-        return UNICODE_SPACE.sub(lambda m: f"\\u{ord(m[0]):04x}", json.dumps(value, ensure_ascii=False))
+        return _flow_text(value)
     text = yaml.safe_dump(value, default_flow_style=True, width=float("inf"), allow_unicode=True,
                           sort_keys=False).rstrip("\n")  # a mapping keeps its order (label_words: the classes)
     return text[: -len("...")].rstrip("\n") if text.endswith("\n...") else text

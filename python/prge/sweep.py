@@ -66,9 +66,11 @@ def grid_label(key: str, value, as_before: bool = False) -> str:
     if "/" in text or "\\" in text:
         parts = [p for p in text.replace("\\", "/").split("/") if p not in ("", ".", "..")]
         text = parts[-1] if parts else "root"
+    name = key_parts(key)[-1]
     if not as_before:
+        name = CONTROL_OR_SPACE.sub("_", name)  # data.label_words."a\nb"
         text = re.sub(" +$", "_", CONTROL_OR_SPACE.sub("_", text))  # nor a name ending in spaces
-    return f"{key_parts(key)[-1]}{text}"
+    return f"{name}{text}"
 
 
 @dataclass
@@ -311,10 +313,11 @@ def select_runs(path, runs: list[tuple[str, object]], patterns: list[str]) -> li
 
 def _holds(value, keys: tuple) -> bool:
     """Whether nested mappings `value` hold the key path `keys`."""
-    for key in keys:
-        if not isinstance(value, dict) or key not in value:
+    for key in keys:  # a key path's parts are text; a mapping's keys may be numbers (label_words: {0: ...})
+        found = next((k for k in value if str(k) == key), None) if isinstance(value, dict) else None
+        if found is None:
             return False
-        value = value[key]
+        value = value[found]
     return True
 
 

@@ -187,6 +187,10 @@ def test_a_sweeps_paths_read_a_tilde_as_the_home_directory(tmp_path, monkeypatch
     (tmp_path / "~" / "runs" / name).mkdir(parents=True)
     (tmp_path / "~" / "runs" / name / "config.yaml").write_text("run: {}\n")
     assert not_started_runs(sweep, Path("./~/runs")) == []
+    from prge.reporting.collect import collect
+
+    with pytest.raises(FileNotFoundError, match=r"no finished runs \(summary.json\) under \./~/runs;"):
+        collect(Path("./~/runs"))
 
 
 def test_a_path_may_not_start_or_end_with_what_python_calls_whitespace():
@@ -690,6 +694,19 @@ def test_a_sweeps_strings_reach_the_reader_as_the_file_holds_them(tmp_path):
     path.write_text(base + 'grid: {data.template: ["R: {text} S :\\_", "R: {text} S : "]}\n')
     with pytest.raises(ValueError, match="two runs would share the directory runs/s/run-templateR: {text} S :_"):
         expand_sweep(path)
+    # Beside such a string, other scalars keep their YAML types (JSON has no .nan, no date, no
+    # null or number keys); a grid key's own part gets the same _ as its values.
+    import datetime
+    from prge.overrides import value_text
+
+    for value in [{"n": float("inf"), "s": "x\u00a0"}, {None: " neg\u00a0", 1: " pos"},
+                  {"d": datetime.date(2024, 1, 1), "s": "a\u00a0", "l": ["b\u2028", 1e-5, True, None]}]:
+        assert yaml.safe_load(value_text(value)) == value
+    path.write_text(base + 'grid: {"data.label_words.\\"x\\ny\\"": [" q\\_"]}\n')
+    assert [label for label, _ in expand_sweep(path)] == ["run-x_y q_"]
+    path.write_text(base + 'grid: {data.label_words: [{0: " a", 1: " b"}, {0: " c", 1: " b"}]}\n')
+    with pytest.raises(ValueError, match=r"--set data.label_words.0: the grid varies data.label_words \(2 values\)"):
+        expand_sweep(path, [("data.label_words.0", "zz")])
 
 
 def test_an_inline_base_error_gives_the_sweep_files_line(tmp_path):

@@ -244,7 +244,7 @@ def collect(root: str | Path) -> list[dict]:
         runs.append(summary)
     if not runs:
         left = unfinished(root) + failed(root)
-        raise FileNotFoundError(f"no finished runs (summary.json) under {root}"
+        raise FileNotFoundError(f"no finished runs (summary.json) under {shown(root)}"
                                 + (f"; {len(left)} without one: {', '.join(left[:5])}{' ...' if len(left) > 5 else ''}"
                                    if left else ""))
     # one label per task and data: two custom tasks whose files share a name are told apart
