@@ -33,10 +33,9 @@ SWEEP_KEYS = {"base", "output_root", "grid", "variants", "mode", "speed", "repor
 MODES = ("train", "speed")
 
 
-# Characters a directory name cannot hold or a shell listing shows badly (line breaks, tabs, NUL):
-# a grid value's run of them names its run as one _.
-# Control characters and whitespace other than a plain space (what str.isspace() takes: a
-# no-break space, U+2028), which a directory name shows badly or a path may not end with.
+# Characters a directory name cannot hold, a shell listing shows badly or a path may not end
+# with: control characters (line breaks, tabs, NUL) and whitespace other than a plain space (what
+# str.isspace() takes: a no-break space, U+2028). A grid value's run of them names its run as one _.
 CONTROL_OR_SPACE = re.compile("[%s]+" % re.escape("".join(
     ch for ch in map(chr, range(0x3100)) if (ch.isspace() and ch != " ") or ord(ch) < 0x20 or ord(ch) == 0x7f)))
 ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\v": "\\v", "\f": "\\f"}
@@ -223,9 +222,10 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
     names = [str(v.get("name", "run")) for v in variants]
     for i, name in enumerate(names):
         if name.strip() and (name != name.strip() or CONTROL_OR_SPACE.search(name)):
+            what = ("starts or ends with whitespace" if name != name.strip()
+                    else "holds a control character or whitespace other than a space")
             raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named '{visible(name)}', which "
-                             f"{'starts or ends with whitespace' if name != name.strip() else 'holds a control character or whitespace other than a space'}"
-                             ": a variant's name starts its runs' directory names, so remove it")
+                             f"{what}: a variant's name starts its runs' directory names, so remove it")
         if not name.strip() or "/" in name or "\\" in name or name in (".", ".."):
             raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named '{visible(name)}': a variant's "
                              "name starts its runs' directory names, so it cannot be empty, hold / or \\, or be "
@@ -349,9 +349,10 @@ def check_run_setting(key, values: list, place: str, root: Path) -> None:
                 raise ValueError(f"{place}: " + ("no value (null): a run: section needs its keys" if value is None
                                                  else f"expected a mapping of run keys (run.steps, ...), got {value!r}"))
     if parts == ["run", "output_dir"] or (parts == ["run"] and any("output_dir" in as_value(v) for v in values)):
-        raise ValueError(f"{place}{'' if parts == ['run', 'output_dir'] else '.output_dir'}: a sweep puts each run in output_root/<its label> (here "
-                         f"{shown(root)}/...), which would replace this value: set the sweep's output_root (or "
-                         "prge sweep --output-root) instead")
+        named = place if parts == ["run", "output_dir"] else f"{place}.output_dir"
+        raise ValueError(f"{named}: a sweep puts each run in output_root/<its label> (here {shown(root)}/...), "
+                         "which would replace this value: set the sweep's output_root (or prge sweep "
+                         "--output-root) instead")
 
 
 def _as_text(overrides) -> list[tuple[str, str]]:
