@@ -165,7 +165,7 @@ class Reader {
     return fmt::format("{}: {}", place(node, key), what);
   }
 
-  // "file:line:col: key", or the override's origin that wrote it ("file: --set KEY", a sweep's
+  // "file:line:col: key" (escaped: visible), or the override's origin that wrote it ("file: --set KEY", a sweep's
   // "sweep:line:col: grid KEY"), followed by the key when it lies below the override's.
   std::string place(const YAML::Node& node, const std::string& key) const {
     const auto mark = node.IsDefined() ? node.Mark() : YAML::Mark::null_mark();
@@ -173,10 +173,10 @@ class Reader {
       const auto& o = *it;
       const bool wrote = (node.IsDefined() && node.is(o.value)) || key == o.key || key.rfind(o.key + ".", 0) == 0 ||
                          (mark.line < 0 && o.key.rfind(key + ".", 0) == 0);
-      if (wrote) return key == o.key ? o.origin : fmt::format("{}: {}", o.origin, key);
+      if (wrote) return key == o.key ? o.origin : fmt::format("{}: {}", o.origin, visible(key));
     }
     const auto where = source_.where(mark);
-    return fmt::format("{}: {}", where, key);
+    return fmt::format("{}: {}", where, visible(key));  // a key's no-break space shown as \u00a0
   }
 
   // The place of every key read with read(), for RunConfig::places.
@@ -334,7 +334,7 @@ void check_duplicate_keys(const YAML::Node& node, const std::string& path, const
 // null), VALUE is read as YAML 1.2 by yaml-cpp.
 void apply_override(YAML::Node& root, const ConfigOverride& override_, Reader& reader) {
   const auto where =
-      override_.origin.empty() ? fmt::format("{}: --set {}", reader.source(), override_.key) : override_.origin;
+      override_.origin.empty() ? fmt::format("{}: --set {}", reader.source(), visible(override_.key)) : override_.origin;
   const auto parts = key_path(override_.key);
   if (parts.empty()) {
     throw ConfigError(fmt::format("{}: '{}' is not a key (expected section.key, e.g. estimator.queries; a key "

@@ -262,6 +262,11 @@ TEST(Config, PathKeysExpandHomeAndRefuseBlanks) {
             "x\xc2\xa0" "y");
   msg = error_with("run: {steps: 1}\n", {{"run.output_dir", "\"x\\_\"", ""}});
   EXPECT_NE(msg.find("--set run.output_dir: 'x\\u00a0' starts or ends with whitespace"), std::string::npos) << msg;
+  // A key with a no-break space is unknown, and shown escaped (it looks like a space prge strips).
+  msg = error_with("run: {steps: 1}\n", {{"run.seed\xc2\xa0", "3", ""}});
+  EXPECT_NE(msg.find("--set run.seed\\u00a0: unknown key"), std::string::npos) << msg;
+  msg = error_of("mod\xc2\xa0" "el: {name: m}");
+  EXPECT_NE(msg.find("mod\\u00a0el: unknown key"), std::string::npos) << msg;
   EXPECT_EQ(prge::parse_run_config("run: {output_dir: \"r\xc3\xa9\xe2\x80\x8b\"}\n", "t").run.output_dir,
             "r\xc3\xa9\xe2\x80\x8b");  // é, then a zero-width space, which is not whitespace
   // HOME as Python's expanduser takes it: set but empty, or /, is the root directory.
