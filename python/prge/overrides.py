@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from prge.whitespace import UNICODE_SPACE, escape_unicode_spaces
+
 
 def read_text(path: str | Path, what: str = "file") -> str:
     """A UTF-8 text file (a leading BOM dropped); errors name the file, and for bad bytes the
@@ -120,9 +122,6 @@ def compose_yaml(text: str, source: str):
         loader.dispose()
 
 
-UNICODE_SPACE = re.compile("[%s]" % "".join(ch for ch in map(chr, range(0x80, 0x3100)) if ch.isspace()))
-
-
 def _has_unicode_space(value) -> bool:
     """Whether a str in value (a key or a value, nested in mappings and lists) holds whitespace
     beyond ASCII's."""
@@ -142,7 +141,7 @@ def _flow_text(value) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(map(_flow_text, value)) + "]"
     if isinstance(value, str):
-        return UNICODE_SPACE.sub(lambda m: f"\\u{ord(m[0]):04x}", json.dumps(value, ensure_ascii=False))
+        return escape_unicode_spaces(json.dumps(value, ensure_ascii=False))
     return value_text(value)
 
 

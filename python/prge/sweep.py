@@ -28,24 +28,10 @@ from prge._core import NO_VALUE, ConfigError, parse_run_config
 from prge.overrides import compose_yaml, key_parts, load_yaml, read_text, value_text
 from prge import checkpoints, run_summary
 from prge.run_dir import FAILED_FILE, RunDirError, RunInProgress, finished, mark_failed, resumable, shown
+from prge.whitespace import CONTROL_OR_SPACE, visible
 
 SWEEP_KEYS = {"base", "output_root", "grid", "variants", "mode", "speed", "report"}
 MODES = ("train", "speed")
-
-
-# Characters a directory name cannot hold, a shell listing shows badly or a path may not end
-# with: control characters (line breaks, tabs, NUL) and whitespace other than a plain space (what
-# str.isspace() takes: a no-break space, U+2028). A grid value's run of them names its run as one _.
-CONTROL_OR_SPACE = re.compile("[%s]+" % re.escape("".join(
-    ch for ch in map(chr, range(0x3100)) if (ch.isspace() and ch != " ") or ord(ch) < 0x20 or ord(ch) == 0x7f)))
-ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\v": "\\v", "\f": "\\f"}
-
-
-def visible(text: str) -> str:
-    """text for a message: control characters and whitespace other than a space escaped (\\t,
-    \\u00a0), as the config reader shows a path's."""
-    return CONTROL_OR_SPACE.sub(lambda m: "".join(
-        ESCAPES.get(ch, f"\\u{ord(ch):04x}" if ord(ch) > 0x7f else f"\\x{ord(ch):02x}") for ch in m[0]), text)
 
 
 NAME_MAX = 255  # bytes in a directory name (Linux, macOS)

@@ -212,6 +212,27 @@ def test_a_path_may_not_start_or_end_with_what_python_calls_whitespace():
     assert not wrong, wrong[:10]
 
 
+def test_whitespace_sets_match_what_python_calls_whitespace_over_all_of_unicode():
+    """prge.whitespace, the one source of the sweep's run-name and message escapes and of the
+    overrides' flow text: UNICODE_SPACE is every character beyond ASCII that str.isspace() takes
+    (its table stops at U+3100: nothing above is whitespace), CONTROL_OR_SPACE adds C0 controls,
+    DEL and ASCII's whitespace but not a plain space, and visible() escapes them as the C++
+    reader's messages do."""
+    import sys
+
+    from prge.whitespace import CONTROL_OR_SPACE, UNICODE_SPACE, visible
+
+    wrong = []
+    for code in range(sys.maxunicode + 1):
+        ch = chr(code)
+        if bool(UNICODE_SPACE.fullmatch(ch)) != (ch.isspace() and code >= 0x80):
+            wrong.append(f"UNICODE_SPACE U+{code:04X}")
+        if bool(CONTROL_OR_SPACE.fullmatch(ch)) != ((ch.isspace() and ch != " ") or code < 0x20 or code == 0x7f):
+            wrong.append(f"CONTROL_OR_SPACE U+{code:04X}")
+    assert not wrong, wrong[:10]
+    assert visible("a b\u00a0c\td\x01e\x7f\u3000") == "a b\\u00a0c\\td\\x01e\\x7f\\u3000"
+
+
 def test_paper_sweeps_expand_to_equal_forward_passes():
     """Every ZO method of the paper tables evaluates 2 * q * batch = 32 sequences a step."""
     from pathlib import Path

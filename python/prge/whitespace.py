@@ -1,0 +1,32 @@
+"""Control characters and whitespace beyond ASCII's: what prge's messages show escaped and what a
+sweep's run names replace. One source for sweep.py and overrides.py; the C++ config reader has its
+own table (kSpaces in csrc/prge/config.cpp), which tests/python compare with str.isspace()."""
+from __future__ import annotations
+
+import re
+
+# What str.isspace() takes beyond ASCII: U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029,
+# U+202F, U+205F and U+3000; Unicode has none above U+3000 (a test checks every code point).
+UNICODE_SPACES = "".join(ch for ch in map(chr, range(0x80, 0x3100)) if ch.isspace())
+# C0 controls and DEL; ASCII's whitespace other than a plain space (\t \n \v \f \r \x1c-\x1f) is
+# among them.
+CONTROLS = "".join(map(chr, range(0x20))) + "\x7f"
+
+UNICODE_SPACE = re.compile(f"[{UNICODE_SPACES}]")
+# A directory name cannot hold them, a shell listing shows them badly, or a path may not end with
+# them; a run of them in a grid value names its run as one _.
+CONTROL_OR_SPACE = re.compile("[%s]+" % re.escape(CONTROLS + UNICODE_SPACES))
+ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\v": "\\v", "\f": "\\f"}
+
+
+def escape_unicode_spaces(text: str) -> str:
+    """text with each whitespace character beyond ASCII's as a \\uXXXX escape (for JSON / YAML
+    double-quoted strings)."""
+    return UNICODE_SPACE.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
+
+
+def visible(text: str) -> str:
+    """text for a message: control characters and whitespace other than a space escaped (\\t,
+    \\x01, \\u00a0), as the config reader shows a path's."""
+    return CONTROL_OR_SPACE.sub(lambda m: "".join(
+        ESCAPES.get(ch, f"\\u{ord(ch):04x}" if ord(ch) > 0x7f else f"\\x{ord(ch):02x}") for ch in m[0]), text)
