@@ -43,12 +43,15 @@ def grid_label(key: str, value, as_before: bool = False) -> str:
     a run is VARIANT-PART-PART... (prge report strips the task's part to name a method across
     tasks). A value that is a path adds its last part (model.name: /models/qwen2.5 ->
     nameqwen2.5), so that every run's directory is one level under the sweep's output_root; two
-    values with the same last part are refused at expansion. A run of control characters or
+    values with the same last part are refused at expansion; a mapping or a list adds its
+    whole Python text, a / in it as _. A run of control characters or
     whitespace other than a space (a template's line break, a no-break space) is one _, and so
-    are spaces at the end; as_before: the name before that was so, which a run started
-    then keeps (expand_sweep)."""
+    are spaces at the end; as_before: the name before that was so (and before a mapping or list
+    was named by all of it), which a run started then keeps (expand_sweep)."""
     text = str(value)
-    if "/" in text or "\\" in text:
+    if isinstance(value, (dict, list)) and not as_before:
+        text = text.replace("/", "_")  # a mapping or list is named by all of it (its repr's \xa0 is no path)
+    elif "/" in text or "\\" in text:
         parts = [p for p in text.replace("\\", "/").split("/") if p not in ("", ".", "..")]
         text = parts[-1] if parts else "root"
     name = key_parts(key)[-1]

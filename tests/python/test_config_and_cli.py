@@ -92,6 +92,28 @@ def test_a_grid_value_with_line_breaks_names_its_run_on_one_line(tmp_path):
         expand_sweep(sweep)
 
 
+def test_a_grid_value_that_is_a_mapping_names_its_run_by_all_of_it(tmp_path):
+    """Label words as grid values: a mapping is named by its whole text, not as a path (its
+    text's \\xa0 for a no-break space or a / in a word made two mappings that end alike one
+    run, refused with a hint about paths); a run started under the old name keeps it."""
+    from prge.sweep import expand_sweep
+
+    base = {"data": {"task": "custom", "train_file": "t.csv", "eval_file": "e.csv", "template": "{text}"}}
+    words = [{"0": "\u00a0no", "1": "\u00a0yes"}, {"0": "\u00a0bad", "1": "\u00a0yes"}, {"0": " n/a", "1": " ok"}]
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"base": base, "output_root": str(tmp_path / "runs"),
+                                     "grid": {"data.label_words": words}}, allow_unicode=True))
+    runs = expand_sweep(sweep)
+    assert [label for label, _ in runs] == ["run-label_words{'0': '\\xa0no', '1': '\\xa0yes'}",
+                                           "run-label_words{'0': '\\xa0bad', '1': '\\xa0yes'}",
+                                           "run-label_words{'0': ' n_a', '1': ' ok'}"]
+    assert [dict(config.data.label_words) for _, config in runs] == words
+    old = tmp_path / "runs" / "run-label_wordsa', '1': ' ok'}"  # the last part after the / in ' n/a'
+    old.mkdir(parents=True)
+    (old / "config.yaml").write_text("")
+    assert [label for label, _ in expand_sweep(sweep)][2] == old.name
+
+
 def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("estimator: {kind: adam}\n")
