@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from prge import durable
+from prge.whitespace import visible
 
 # Removed in this order when a directory is reused: the summary first, so that an interrupted
 # clean-up can never leave a "finished" mark beside another run's files.
@@ -96,8 +97,9 @@ def keyed_difference(a, b) -> tuple[str, str, str]:
 
 def first_difference(stored: str, wanted: str) -> str:
     """'KEY: VALUE in the run there, VALUE now' for the first setting a run's stored config.yaml
-    and this one give differently."""
-    key, before, now = keyed_difference(stored, wanted)
+    and this one give differently, control characters and whitespace other than a space escaped
+    (a no-break space looked like a space)."""
+    key, before, now = map(visible, keyed_difference(stored, wanted))
     return f"{key}: {before or '(empty)'} in the run there, {now or '(empty)'} now"
 
 

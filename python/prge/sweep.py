@@ -15,9 +15,11 @@ the runs whose directory names match (shell patterns, e.g. 'mezo-*-seed42')."""
 from __future__ import annotations
 
 import fnmatch
+import glob
 import itertools
 import os
 import re
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,8 @@ import yaml
 from prge._core import NO_VALUE, ConfigError, parse_run_config
 from prge.overrides import compose_yaml, key_parts, load_yaml, read_text, value_text
 from prge import checkpoints, run_summary
-from prge.run_dir import FAILED_FILE, RunDirError, RunInProgress, finished, mark_failed, resumable, shown
+from prge.run_dir import (FAILED_FILE, PATH_SETTINGS, RunDirError, RunInProgress, finished, mark_failed, normalized,
+                          resumable, shown)
 from prge.whitespace import CONTROL_OR_SPACE, visible
 
 SWEEP_KEYS = {"base", "output_root", "grid", "variants", "mode", "speed", "report"}
@@ -37,25 +40,32 @@ MODES = ("train", "speed")
 NAME_MAX = 255  # bytes in a directory name (Linux, macOS)
 
 
-def grid_label(key: str, value, as_before: bool = False) -> str:
+# How grid_label has named runs: "current"; "paths" (until 2026-12-06: every value holding a / or
+# \ named by its last part, as a path); "raw" (until 2026-12-04: also control characters and
+# whitespace other than a space kept). A run started under an earlier name keeps it (expand_sweep).
+NAMINGS = ("current", "paths", "raw")
+PATH_KEYS = {tuple(key.split(".")) for key in PATH_SETTINGS}
+
+
+def grid_label(key: str, value, naming: str = "current") -> str:
     """The part of a run's directory name that one grid point's setting adds: the key's last
     part and the value (data.task: rte -> taskrte; data.label_words."1.5": good -> 1.5good);
     a run is VARIANT-PART-PART... (prge report strips the task's part to name a method across
-    tasks). A value that is a path adds its last part (model.name: /models/qwen2.5 ->
-    nameqwen2.5), so that every run's directory is one level under the sweep's output_root; two
-    values with the same last part are refused at expansion; a mapping or a list adds its
-    whole Python text, a / in it as _. A run of control characters or
-    whitespace other than a space (a template's line break, a no-break space) is one _, and so
-    are spaces at the end; as_before: the name before that was so (and before a mapping or list
-    was named by all of it), which a run started then keeps (expand_sweep)."""
+    tasks). The value of a path key (run_dir.PATH_SETTINGS) adds its last part (model.name:
+    /models/qwen2.5 -> nameqwen2.5), so that every run's directory is one level under the
+    sweep's output_root; any other value (a template, a mapping of label words as Python writes
+    it) adds all of it, a / as _. A run of control characters or whitespace other than a space (a
+    template's line break, a no-break space) is one _, and so are spaces at the end. Values named
+    alike are refused at expansion. naming: one of NAMINGS, the name a run started under an
+    earlier version got."""
     text = str(value)
-    if isinstance(value, (dict, list)) and not as_before:
-        text = text.replace("/", "_")  # a mapping or list is named by all of it (its repr's \xa0 is no path)
-    elif "/" in text or "\\" in text:
+    as_path = (tuple(key_parts(key)) in PATH_KEYS) if naming == "current" else True
+    if as_path and ("/" in text or "\\" in text):
         parts = [p for p in text.replace("\\", "/").split("/") if p not in ("", ".", "..")]
         text = parts[-1] if parts else "root"
+    text = text.replace("/", "_")
     name = key_parts(key)[-1]
-    if not as_before:
+    if naming != "raw":
         name = CONTROL_OR_SPACE.sub("_", name)  # data.label_words."a\nb"
         text = re.sub(" +$", "_", CONTROL_OR_SPACE.sub("_", text))  # nor a name ending in spaces
     return f"{name}{text}"
@@ -248,38 +258,46 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
             raise ValueError(f"{path}: --set {key}: the grid varies {varied[grid_key]} "
                              f"({len(grid[varied[grid_key]])} values), which --set would replace in every run{how}, "
                              "so that the runs named after those values would all be one run: leave it out of --set "
-                             f"(--only picks runs by name, e.g. --only '*{example}*')")
+                             f"(--only picks runs by name, e.g. --only {shlex.quote('*' + glob.escape(example) + '*')})")
     runs, warned, labels = [], set(), {}
     for vi, variant in enumerate(variants):
         variant = dict(variant)
         name = str(variant.pop("name", "run"))
         for combo in itertools.product(*(list(enumerate(values)) for values in grid.values())):
             point = {k: value for k, (_, value) in zip(grid.keys(), combo)}
+            # Each value named by its place in the sweep file (the config reader's messages start with it).
+            settings = ([(k, value_text(x), f"{where('variants', vi, k)}: variant {name}: {k}")
+                         for k, x in variant.items()]
+                        + [(k, value_text(x), f"{where('grid', k, i)}: grid {k}") for k, (i, x) in zip(grid, combo)]
+                        + [(k, x, f"--set {k}") for k, x in _as_text(overrides)])
+
+            def configured(label):
+                try:
+                    return parse_run_config(base_text, base_source,
+                                            settings + [("run.output_dir", value_text(shown(root / label)), root_origin)])
+                except ConfigError as e:
+                    named = str(e).startswith(str(path))  # a grid or variant value: its place names the sweep
+                    raise ConfigError(f"{e} (run {label}{'' if named else f' of {path}'})") from None
+
             label = "-".join([name] + [grid_label(k, v) for k, v in point.items()])
-            before = "-".join([name] + [grid_label(k, v, as_before=True) for k, v in point.items()])
-            if before != label and (root / before / "config.yaml").is_file() and not (root / label).exists():
-                label = before  # a run started before control characters were replaced keeps its directory
+            config = configured(label)
+            if not (root / label).exists():  # a run started under an earlier version's name keeps its directory
+                for naming in NAMINGS[1:]:
+                    before = "-".join([name] + [grid_label(k, v, naming) for k, v in point.items()])
+                    if before != label and before not in labels and (earlier := _started_as(root / before, configured)):
+                        label, config = before, earlier
+                        break
             if label in labels:  # grid values 1 and '1', or keys ending alike (estimator.kind, optimizer.kind)
                 raise ValueError(f"{path}: two runs would share the directory {shown(root / label)} "
                                  f"({labels[label]} and {dict(point)}): make the grid values or keys distinct (a "
-                                 "value that is a path is named by its last part: for paths that end alike, give "
-                                 "each its own variant with a name)")
+                                 "path is named by its last part, and a / in another value, control characters and "
+                                 "whitespace other than a space are _: for values named alike, give each its own "
+                                 "variant with a name)")
             if len(os.fsencode(label)) > NAME_MAX:
                 raise ValueError(f"{path}: the run {dict(point)} would be named {label[:60]}... ({len(os.fsencode(label))} "
                                  f"bytes), longer than a directory name may be ({NAME_MAX}): give a long grid value its "
                                  "own variant with a short name")
             labels[label] = dict(point)
-            # Each value named by its place in the sweep file (the config reader's messages start with it).
-            settings = ([(k, value_text(x), f"{where('variants', vi, k)}: variant {name}: {k}")
-                         for k, x in variant.items()]
-                        + [(k, value_text(x), f"{where('grid', k, i)}: grid {k}") for k, (i, x) in zip(grid, combo)]
-                        + [(k, x, f"--set {k}") for k, x in _as_text(overrides)]
-                        + [("run.output_dir", value_text(shown(root / label)), root_origin)])
-            try:
-                config = parse_run_config(base_text, base_source, settings)
-            except ConfigError as e:
-                named = str(e).startswith(str(path))  # a grid or variant value: its place names the sweep
-                raise ConfigError(f"{e} (run {label}{'' if named else f' of {path}'})") from None
             for warning in config.warnings:  # once per sweep: "key: message" without the location
                 message = warning.split(": ", 1)[-1]
                 if message not in warned:
@@ -287,6 +305,16 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
                     print(f"prge: warning: {path}: {message}", file=sys.stderr)
             runs.append((label, config))
     return runs
+
+
+def _started_as(out_dir: Path, configured):
+    """The run config (configured(name)) when out_dir holds a run started with this run's settings
+    (its config.yaml, normalized, apart from run.output_dir); None otherwise."""
+    stored = out_dir / "config.yaml"
+    if not stored.is_file():
+        return None
+    config = configured(out_dir.name)
+    return config if normalized(stored.read_text()) == normalized(config.to_yaml()) else None
 
 
 def select_runs(path, runs: list[tuple[str, object]], patterns: list[str]) -> list[tuple[str, object]]:

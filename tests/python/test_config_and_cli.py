@@ -5,6 +5,7 @@ import shutil
 import json
 import platform
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -83,35 +84,76 @@ def test_a_grid_value_with_line_breaks_names_its_run_on_one_line(tmp_path):
                                      "grid": {"data.template": ["Review:\n\n{text}\tSentiment:", "{text} Good?"]}}))
     labels = [label for label, _ in expand_sweep(sweep)]
     assert labels == ["run-templateReview:_{text}_Sentiment:", "run-template{text} Good?"]
-    (tmp_path / "runs" / "run-templateReview:\n\n{text}\tSentiment:").mkdir(parents=True)
-    (tmp_path / "runs" / "run-templateReview:\n\n{text}\tSentiment:" / "config.yaml").write_text("")
-    assert [label for label, _ in expand_sweep(sweep)][0] == "run-templateReview:\n\n{text}\tSentiment:"
+    old = "run-templateReview:\n\n{text}\tSentiment:"
+    start_run_as(tmp_path / "runs" / old, expand_sweep(sweep)[0][1])
+    assert [label for label, _ in expand_sweep(sweep)][0] == old
     sweep.write_text(yaml.safe_dump({"base": base, "grid": {"data.template": ["{text} " + "very " * 60 + "good?"]}}))
     with pytest.raises(ValueError, match=r"would be named run-template\{text\} very .* longer than a directory name "
                                          r"may be \(255\): give a long grid value its own variant with a short name"):
         expand_sweep(sweep)
 
 
-def test_a_grid_value_that_is_a_mapping_names_its_run_by_all_of_it(tmp_path):
-    """Label words as grid values: a mapping is named by its whole text, not as a path (its
-    text's \\xa0 for a no-break space or a / in a word made two mappings that end alike one
-    run, refused with a hint about paths); a run started under the old name keeps it."""
-    from prge.sweep import expand_sweep
+def start_run_as(out_dir: Path, config) -> None:
+    """out_dir as a run of config's settings started there (its config.yaml), as a sweep of an
+    earlier version named it."""
+    out_dir.mkdir(parents=True)
+    stored = prge.parse_run_config(config.to_yaml(), "config.yaml", [("run.output_dir", json.dumps(str(out_dir)))])
+    (out_dir / "config.yaml").write_text(stored.to_yaml())
+
+
+def test_a_grid_value_that_is_not_a_path_names_its_run_by_all_of_it(tmp_path, capsys):
+    """Label words and templates as grid values: a value of a key that is not a path is named by
+    all of its text, a / as _ (named as a path, by its last part, the \\xa0 of a no-break space in
+    a mapping's text or a / in a label word made two values that end alike one run, refused with
+    a hint about paths); a run started under an earlier version's name keeps it when its
+    config.yaml holds this run's settings, and only then; values named alike are refused with a
+    hint that says why; --set of a varied key gives an --only hint that a shell passes as prge
+    needs it (quotes and brackets in the names)."""
+    from prge.sweep import expand_sweep, select_runs
 
     base = {"data": {"task": "custom", "train_file": "t.csv", "eval_file": "e.csv", "template": "{text}"}}
     words = [{"0": "\u00a0no", "1": "\u00a0yes"}, {"0": "\u00a0bad", "1": "\u00a0yes"}, {"0": " n/a", "1": " ok"}]
-    sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(yaml.safe_dump({"base": base, "output_root": str(tmp_path / "runs"),
-                                     "grid": {"data.label_words": words}}, allow_unicode=True))
+    sweep, root = tmp_path / "sweep.yaml", tmp_path / "runs"
+    sweep.write_text(yaml.safe_dump({"base": base, "output_root": str(root), "grid": {"data.label_words": words}},
+                                    allow_unicode=True))
     runs = expand_sweep(sweep)
     assert [label for label, _ in runs] == ["run-label_words{'0': '\\xa0no', '1': '\\xa0yes'}",
                                            "run-label_words{'0': '\\xa0bad', '1': '\\xa0yes'}",
                                            "run-label_words{'0': ' n_a', '1': ' ok'}"]
     assert [dict(config.data.label_words) for _, config in runs] == words
-    old = tmp_path / "runs" / "run-label_wordsa', '1': ' ok'}"  # the last part after the / in ' n/a'
-    old.mkdir(parents=True)
-    (old / "config.yaml").write_text("")
-    assert [label for label, _ in expand_sweep(sweep)][2] == old.name
+
+    # Named as paths before: ' n/a' by what follows its /; the first two mappings both end in \xa0yes'}.
+    start_run_as(root / "run-label_wordsa', '1': ' ok'}", runs[2][1])
+    start_run_as(root / "run-label_wordsxa0yes'}", runs[1][1])  # the second's settings, not the first's
+    assert [label for label, _ in expand_sweep(sweep)] == [
+        runs[0][0], "run-label_wordsxa0yes'}", "run-label_wordsa', '1': ' ok'}"]
+
+    # Named as a path before, with a template's line break already _.
+    sweep.write_text(yaml.safe_dump({"base": base, "output_root": str(root), "grid": {
+        "data.template": ["Review: {text}\nSentiment:"], "data.label_words": words[:1]}}, allow_unicode=True, sort_keys=False))
+    old = "run-templateReview: {text}_Sentiment:-label_wordsxa0yes'}"
+    start_run_as(root / old, expand_sweep(sweep)[0][1])
+    assert expand_sweep(sweep)[0][0] == old
+
+    labelled = {"data": {**base["data"], "label_words": {"0": " no", "1": " yes"}}}
+    sweep.write_text(yaml.safe_dump({"base": labelled, "grid": {"data.template": ["Good/bad? {text}", "Positive/bad? {text}"]}}))
+    assert [label for label, _ in expand_sweep(sweep)] == ["run-templateGood_bad? {text}", "run-templatePositive_bad? {text}"]
+    sweep.write_text(yaml.safe_dump({"base": base, "grid": {
+        "data.label_words": [{"0": "n/a", "1": "ok"}, {"0": "n_a", "1": "ok"}]}}))
+    with pytest.raises(ValueError, match=r"two runs would share the directory .*: make the grid values or keys distinct "
+                                         r"\(a path is named by its last part, and a / in another value, control "
+                                         r"characters and whitespace other than a space are _"):
+        expand_sweep(sweep)
+
+    lists = tmp_path / "lists.yaml"
+    lists.write_text(yaml.safe_dump({"base": base, "output_root": str(root), "grid": {
+        "adapter.targets": [["q_proj"], ["q_proj", "v_proj"]], "data.label_words": words[:2]}}, allow_unicode=True, sort_keys=False))
+    labels = [label for label, _ in expand_sweep(lists)]
+    for option, picked in (("data.label_words={'0': a, '1': b}", [0, 2]), ("adapter.targets=[k_proj]", [0, 1])):
+        assert main(["sweep", str(lists), "--no-progress", "--set", option]) == 2
+        hint = capsys.readouterr().err.split("e.g. --only ")[1].rsplit(")", 1)[0]
+        [pattern] = shlex.split(hint)  # what a shell hands prge
+        assert [label for label, _ in select_runs(lists, expand_sweep(lists), [pattern])] == [labels[i] for i in picked]
 
 
 def test_cli_reports_errors_without_traceback(tmp_path, capsys):

@@ -216,8 +216,8 @@ def test_whitespace_sets_match_what_python_calls_whitespace_over_all_of_unicode(
     """prge.whitespace, the one source of the sweep's run-name and message escapes and of the
     overrides' flow text: UNICODE_SPACE is every character beyond ASCII that str.isspace() takes
     (its table stops at U+3100: nothing above is whitespace), CONTROL_OR_SPACE adds C0 controls,
-    DEL and ASCII's whitespace but not a plain space, and visible() escapes them as the C++
-    reader's messages do."""
+    DEL and ASCII's whitespace but not a plain space, and visible() escapes them (whitespace as
+    the C++ reader's messages do: \\t, \\u00a0)."""
     import sys
 
     from prge.whitespace import CONTROL_OR_SPACE, UNICODE_SPACE, visible

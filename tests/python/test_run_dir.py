@@ -252,3 +252,13 @@ def test_exporting_what_is_no_finished_run_says_what_it_is(run_config, capsys):
     assert (f"finish it with `prge train {run / 'config.yaml'} --resume` from the directory it was started in "
             "(its run.output_dir, runs/a, is relative to it)") in capsys.readouterr().err
     assert not (tmp_path / "peft").exists()
+
+
+def test_a_setting_that_differs_in_a_no_break_space_is_shown_escaped():
+    """'finished run of other settings' names the first difference; a no-break space there was
+    printed as it is, so the two values looked the same."""
+    from prge.run_dir import first_difference
+
+    stored = 'data:\n  label_words:\n    great: " positive"\n'
+    assert (first_difference(stored, stored.replace(" positive", "\u00a0positive"))
+            == 'data.label_words.great: " positive" in the run there, "\\u00a0positive" now')
