@@ -39,6 +39,23 @@ FIXTURES = {
             {"train": [('Mark told Pete many lies. He was sorry.\nIn the previous sentence, does the pronoun "he" '
                         "refer to Mark? Yes or No?\n", "Yes", 1)],
              "eval": [('T\nIn the previous sentence, does the pronoun "her" refer to Ann? Yes or No?\n', "No", 0)]}),
+    # MeZO's WSC (Hugging Face's wsc.fixed): a span the text writes otherwise is cased as the text's word at
+    # its index, without a final "." or a line break; one the text holds, or whose words it separates, stays.
+    "wsc_fixed": ({"train.jsonl": jsonl({"text": "The cat sat on the table because it was flat.", "label": True,
+                                         "idx": 0, "target": {"span1_text": "The table.", "span2_text": "it",
+                                                              "span1_index": 4, "span2_index": 7}},
+                                        {"text": "Kamenev told Zinoviev he would go.", "label": False, "idx": 1,
+                                         "target": {"span1_text": "Kamenev and Zinoviev", "span2_text": "he",
+                                                    "span1_index": 0, "span2_index": 3}}),
+                   "validation.jsonl": jsonl({"text": "Mark told Pete\nmany lies. He was sorry.", "label": False,
+                                              "idx": 0, "target": {"span1_text": "pete\nmany", "span2_text": "He",
+                                                                   "span1_index": 2, "span2_index": 5}})},
+                  {"train": [('The cat sat on the table because it was flat.\nIn the previous sentence, does the '
+                              'pronoun "it" refer to the table? Yes or No?\n', "Yes", 1),
+                             ('Kamenev told Zinoviev he would go.\nIn the previous sentence, does the pronoun "he" '
+                              "refer to Kamenev and Zinoviev? Yes or No?\n", "No", 0)],
+                   "eval": [('Mark told Pete\nmany lies. He was sorry.\nIn the previous sentence, does the pronoun '
+                             '"he" refer to Pete many? Yes or No?\n', "No", 0)]}),
     "cb": ({"train.jsonl": jsonl({"premise": "It rained.", "hypothesis": "it was wet", "label": "neutral", "idx": 0},
                                  {"premise": "A.", "hypothesis": "b", "label": "contradiction", "idx": 1}),
             "val.jsonl": jsonl({"premise": "A.", "hypothesis": "a", "label": "entailment", "idx": 0})},

@@ -6,7 +6,7 @@ questions of the paper's own code (MobiZO) with MeZO's answer format (the word r
 newline; MobiZO writes a space before it); QNLI's entailment answers "Yes" (MobiZO's code maps
 GLUE's label 0, entailment, to "No"). ARC's prompt is lm-evaluation-harness's (MeZO's released
 templates have none for ARC or WinoGrande). WSC reads SuperGLUE's spans as published (without
-Hugging Face's wsc.fixed correction, which MeZO loads) and BoolQ SuperGLUE's passages (with their
+Hugging Face's wsc.fixed correction, which MeZO loads: wsc_fixed applies it) and BoolQ SuperGLUE's passages (with their
 titles, which Hugging Face's boolq leaves out): the README lists these differences. Adding a task of an existing kind is one entry in TASKS (and, when its records need
 more than a field lookup, a record function beside it).
 
@@ -85,6 +85,35 @@ def _wsc_record(r: dict) -> Example:
     spans = r.get("target", r)  # published: nested under target; HF wsc.fixed: top level
     return Example({"text": r["text"], "span1": spans["span1_text"], "span2": spans["span2_text"]},
                    _yes_no(r["label"]))
+
+
+# Spans whose words the text separates ("Kamenev ... and Zinoviev"): no case or punctuation fix
+# makes them substrings, and wsc.fixed leaves them as published.
+WSC_SPLIT_SPANS = ("Kamenev and Zinoviev", "Kamenev, Zinoviev, and Stalin")
+
+
+def _wsc_fixed_span(text: str, spans: dict, k: int) -> str:
+    """Span k (1, 2) of a WSC record as Hugging Face's super_glue `wsc.fixed` (which MeZO loads)
+    corrects one that is not a substring of its text: the first letter cased as the text's word
+    at the span's index ("The table" -> "the table"), a trailing "." dropped, a line break as a
+    space."""
+    span = spans[f"span{k}_text"]
+    if span in text or span in WSC_SPLIT_SPANS:
+        return span
+    word = text.split()[spans[f"span{k}_index"]]
+    span = (span[0].lower() if word[0].islower() else span[0].upper()) + span[1:]
+    return span.rstrip(".").replace("\n", " ")
+
+
+def _wsc_fixed_record(r: dict) -> Example:
+    example, spans = _wsc_record(r), r.get("target", r)
+    return replace(example, fields={**example.fields, "span1": _wsc_fixed_span(r["text"], spans, 1),
+                                    "span2": _wsc_fixed_span(r["text"], spans, 2)})
+
+
+def _wsc_prompt(f: dict) -> str:
+    return (f"{f['text']}\nIn the previous sentence, does the pronoun \"{f['span2'].lower()}\" "
+            f"refer to {f['span1']}? Yes or No?\n")
 
 
 def _cb_record(r: dict) -> Example:
@@ -197,10 +226,10 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("rte", "SuperGLUE RTE entailment", YES_NO,
          lambda f: f"{f['premise']}\nDoes this mean that \"{f['hypothesis']}\" is true? Yes or No?\n",
          _rte_record, {"train": "train.jsonl", "eval": "validation.jsonl"}),
-    Task("wsc", "SuperGLUE WSC coreference", NO_YES,
-         lambda f: f"{f['text']}\nIn the previous sentence, does the pronoun \"{f['span2'].lower()}\" "
-                   f"refer to {f['span1']}? Yes or No?\n",
+    Task("wsc", "SuperGLUE WSC coreference", NO_YES, _wsc_prompt,
          _wsc_record, {"train": "train.jsonl", "eval": "validation.jsonl"}),
+    Task("wsc_fixed", "SuperGLUE WSC with Hugging Face's wsc.fixed spans (as MeZO loads it)", NO_YES, _wsc_prompt,
+         _wsc_fixed_record, {"train": "train.jsonl", "eval": "validation.jsonl"}, folder="wsc"),
     Task("cb", "SuperGLUE CommitmentBank entailment (3 classes)", ("Yes", "No", "Maybe"),
          lambda f: f"Suppose {f['premise']} Can we infer that \"{f['hypothesis']}\"? Yes, No, or Maybe?\n",
          _cb_record, {"train": "train.jsonl", "eval": "val.jsonl"}),
