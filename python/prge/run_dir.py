@@ -68,7 +68,7 @@ def keyed(value) -> dict[str, str]:
     if isinstance(value, dict):
         return {str(k): str(v) for k, v in value.items()}
     out, path = {}, []  # path: (indent, key) of the mappings the line is inside
-    for line in value.splitlines():
+    for line in value.split("\n"):  # not splitlines(): to_yaml writes U+2028, \x1c and such as they are
         if not line.strip():
             continue
         indent = len(line) - len(line.lstrip(" "))

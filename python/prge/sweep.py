@@ -21,6 +21,7 @@ import os
 import re
 import shlex
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from prge.overrides import compose_yaml, key_parts, load_yaml, read_text, value_
 from prge import checkpoints, run_summary
 from prge.run_dir import (FAILED_FILE, PATH_SETTINGS, RunDirError, RunInProgress, finished, mark_failed, normalized,
                           resumable, shown)
-from prge.whitespace import CONTROL_OR_SPACE, visible
+from prge.whitespace import CONTROL_OR_SPACE, CONTROLS, visible
 
 SWEEP_KEYS = {"base", "output_root", "grid", "variants", "mode", "speed", "report"}
 MODES = ("train", "speed")
@@ -40,10 +41,12 @@ MODES = ("train", "speed")
 NAME_MAX = 255  # bytes in a directory name (Linux, macOS)
 
 
-# How grid_label has named runs: "current"; "paths" (until 2026-12-06: every value holding a / or
-# \ named by its last part, as a path); "raw" (until 2026-12-04: also control characters and
-# whitespace other than a space kept). A run started under an earlier name keeps it (expand_sweep).
-NAMINGS = ("current", "paths", "raw")
+# How grid_label has named runs, newest first: "current"; "paths" (2026-12-06, before this
+# version: every value holding a / or \ named by its last part, as a path); "controls" (2026-12-04
+# to 12-06: besides that, only C0 control characters and DEL in the value as _); "raw" (before
+# 2026-12-04: nothing replaced). A run started under an earlier name keeps it (expand_sweep).
+NAMINGS = ("current", "paths", "controls", "raw")
+CONTROL_RUN = re.compile("[%s]+" % re.escape(CONTROLS))
 PATH_KEYS = {tuple(key.split(".")) for key in PATH_SETTINGS}
 
 
@@ -65,9 +68,11 @@ def grid_label(key: str, value, naming: str = "current") -> str:
         text = parts[-1] if parts else "root"
     text = text.replace("/", "_")
     name = key_parts(key)[-1]
-    if naming != "raw":
+    if naming in ("current", "paths"):
         name = CONTROL_OR_SPACE.sub("_", name)  # data.label_words."a\nb"
         text = re.sub(" +$", "_", CONTROL_OR_SPACE.sub("_", text))  # nor a name ending in spaces
+    elif naming == "controls":
+        text = CONTROL_RUN.sub("_", text)
     return f"{name}{text}"
 
 
@@ -259,7 +264,15 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
                              f"({len(grid[varied[grid_key]])} values), which --set would replace in every run{how}, "
                              "so that the runs named after those values would all be one run: leave it out of --set "
                              f"(--only picks runs by name, e.g. --only {shlex.quote('*' + glob.escape(example) + '*')})")
-    runs, warned, labels = [], set(), {}
+    def configured(settings, label):
+        try:
+            return parse_run_config(base_text, base_source,
+                                    settings + [("run.output_dir", value_text(shown(root / label)), root_origin)])
+        except ConfigError as e:
+            named = str(e).startswith(str(path))  # a grid or variant value: its place names the sweep
+            raise ConfigError(f"{e} (run {label}{'' if named else f' of {path}'})") from None
+
+    points = []  # (point, settings, label, the labels earlier versions gave it)
     for vi, variant in enumerate(variants):
         variant = dict(variant)
         name = str(variant.pop("name", "run"))
@@ -270,51 +283,53 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
                          for k, x in variant.items()]
                         + [(k, value_text(x), f"{where('grid', k, i)}: grid {k}") for k, (i, x) in zip(grid, combo)]
                         + [(k, x, f"--set {k}") for k, x in _as_text(overrides)])
-
-            def configured(label):
-                try:
-                    return parse_run_config(base_text, base_source,
-                                            settings + [("run.output_dir", value_text(shown(root / label)), root_origin)])
-                except ConfigError as e:
-                    named = str(e).startswith(str(path))  # a grid or variant value: its place names the sweep
-                    raise ConfigError(f"{e} (run {label}{'' if named else f' of {path}'})") from None
-
             label = "-".join([name] + [grid_label(k, v) for k, v in point.items()])
-            config = configured(label)
-            if not (root / label).exists():  # a run started under an earlier version's name keeps its directory
-                for naming in NAMINGS[1:]:
-                    before = "-".join([name] + [grid_label(k, v, naming) for k, v in point.items()])
-                    if before != label and before not in labels and (earlier := _started_as(root / before, configured)):
-                        label, config = before, earlier
-                        break
-            if label in labels:  # grid values 1 and '1', or keys ending alike (estimator.kind, optimizer.kind)
-                raise ValueError(f"{path}: two runs would share the directory {shown(root / label)} "
-                                 f"({labels[label]} and {dict(point)}): make the grid values or keys distinct (a "
-                                 "path is named by its last part, and a / in another value, control characters and "
-                                 "whitespace other than a space are _: for values named alike, give each its own "
-                                 "variant with a name)")
-            if len(os.fsencode(label)) > NAME_MAX:
-                raise ValueError(f"{path}: the run {dict(point)} would be named {label[:60]}... ({len(os.fsencode(label))} "
-                                 f"bytes), longer than a directory name may be ({NAME_MAX}): give a long grid value its "
-                                 "own variant with a short name")
-            labels[label] = dict(point)
-            for warning in config.warnings:  # once per sweep: "key: message" without the location
-                message = warning.split(": ", 1)[-1]
-                if message not in warned:
-                    warned.add(message)
-                    print(f"prge: warning: {path}: {message}", file=sys.stderr)
-            runs.append((label, config))
+            earlier = dict.fromkeys("-".join([name] + [grid_label(k, v, naming) for k, v in point.items()])
+                                    for naming in NAMINGS[1:])
+            points.append((point, settings, label, [e for e in earlier if e != label and "\0" not in e
+                                                    and len(os.fsencode(e)) <= NAME_MAX]))
+    current = {label for _, _, label, _ in points}
+    owners = Counter(before for *_, earlier in points for before in earlier)
+    runs, warned, labels = [], set(), {}
+    for point, settings, label, earlier in points:
+        if label in labels:  # grid values 1 and '1', or keys ending alike (estimator.kind, optimizer.kind)
+            raise ValueError(f"{path}: two runs would share the directory {shown(root / label)} "
+                             f"({labels[label]} and {dict(point)}): make the grid values or keys distinct (a "
+                             "path is named by its last part, and a / in another value, control characters and "
+                             "whitespace other than a space are _: for values named alike, give each its own "
+                             "variant with a name)")
+        if len(os.fsencode(label)) > NAME_MAX:
+            raise ValueError(f"{path}: the run {dict(point)} would be named {label[:60]}... ({len(os.fsencode(label))} "
+                             f"bytes), longer than a directory name may be ({NAME_MAX}): give a long grid value its "
+                             "own variant with a short name")
+        labels[label] = dict(point)
+        config = None
+        if not (root / label).exists():  # a run started under the name an earlier version gave it keeps it
+            for before in earlier:
+                if not (root / before / "config.yaml").is_file():
+                    continue
+                try:
+                    there = configured(settings, before)
+                except ConfigError:  # a name the reader refuses as a path (one ending in a space) holds no run
+                    continue
+                same = normalized((root / before / "config.yaml").read_text()) == normalized(there.to_yaml())
+                if before in current:
+                    if same:
+                        raise ValueError(f"{path}: {shown(root / before)} holds the run {label} (its settings, "
+                                         "under the name an earlier prge gave it), and that is now another run's "
+                                         f"name in this sweep: rename the directory to {shown(root / label)}, or "
+                                         "delete it")
+                    continue
+                if same or owners[before] == 1:  # other settings: refused by name when the run starts
+                    label, config = before, there
+                    break
+        runs.append((label, config or configured(settings, label)))
+        for warning in runs[-1][1].warnings:  # once per sweep: "key: message" without the location
+            message = warning.split(": ", 1)[-1]
+            if message not in warned:
+                warned.add(message)
+                print(f"prge: warning: {path}: {message}", file=sys.stderr)
     return runs
-
-
-def _started_as(out_dir: Path, configured):
-    """The run config (configured(name)) when out_dir holds a run started with this run's settings
-    (its config.yaml, normalized, apart from run.output_dir); None otherwise."""
-    stored = out_dir / "config.yaml"
-    if not stored.is_file():
-        return None
-    config = configured(out_dir.name)
-    return config if normalized(stored.read_text()) == normalized(config.to_yaml()) else None
 
 
 def select_runs(path, runs: list[tuple[str, object]], patterns: list[str]) -> list[tuple[str, object]]:

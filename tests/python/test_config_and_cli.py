@@ -156,6 +156,53 @@ def test_a_grid_value_that_is_not_a_path_names_its_run_by_all_of_it(tmp_path, ca
         assert [label for label, _ in select_runs(lists, expand_sweep(lists), [pattern])] == [labels[i] for i in picked]
 
 
+def test_a_run_named_by_an_earlier_version_keeps_its_directory_only_where_that_is_safe(tmp_path):
+    """Earlier namings (sweep.NAMINGS): a run whose directory an earlier prge named keeps it when
+    no other run of the sweep could own it (other settings there are refused by name when the run
+    starts, as under the current name) or when its config.yaml holds this run's settings; an old
+    name that is now another run's is refused, saying what to rename; an old name the reader
+    refuses as a path (ending in a space), or one too long, is passed over; a name too long is
+    refused as such even when the output root exists."""
+    from prge.sweep import expand_sweep
+
+    data = {"task": "custom", "train_file": "t.csv", "eval_file": "e.csv", "label_words": {"0": " no", "1": " yes"}}
+    sweep, root = tmp_path / "sweep.yaml", tmp_path / "runs"
+
+    def write(templates, lr=0.01):
+        sweep.write_text(yaml.safe_dump({"base": {"data": data, "optimizer": {"lr": lr}}, "output_root": str(root),
+                                         "grid": {"data.template": templates}}, allow_unicode=True))
+
+    # 2026-12-04 to 12-06 ("controls"): a line break was _, a no-break space kept.
+    write(["Review:\u00a0{text}\nSentiment:"])
+    start_run_as(root / "run-templateReview:\u00a0{text}_Sentiment:", expand_sweep(sweep)[0][1])
+    write(["Review:\u00a0{text}\nSentiment:"], lr=0.02)  # the only run that could be there: kept, refused when it starts
+    assert [label for label, _ in expand_sweep(sweep)] == ["run-templateReview:\u00a0{text}_Sentiment:"]
+
+    # "Good/bad? {text}" was named "bad? {text}", which is now the other value's name.
+    write(["Good/bad? {text}"])
+    start_run_as(root / "run-templatebad? {text}", expand_sweep(sweep)[0][1])
+    write(["Good/bad? {text}", "bad? {text}"])
+    with pytest.raises(ValueError, match=r"runs/run-templatebad\? \{text\} holds the run run-templateGood_bad\? \{text\} "
+                                         r"\(its settings, under the name an earlier prge gave it\), and that is now "
+                                         r"another run's name in this sweep: rename the directory to .*"
+                                         r"runs/run-templateGood_bad\? \{text\}, or delete it"):
+        expand_sweep(sweep)
+
+    # Two values named alike before, a third's settings there: neither takes the directory.
+    write(["A/same {text}", "B/same {text}"])
+    start_run_as(root / "run-templatesame {text}", expand_sweep(sweep)[0][1])
+    write(["C/same {text}", "B/same {text}"])
+    assert [label for label, _ in expand_sweep(sweep)] == ["run-templateC_same {text}", "run-templateB_same {text}"]
+
+    write(["{text} trailing "])  # raw: 'run-template{text} trailing ', which the reader refuses as a path
+    (root / "run-template{text} trailing ").mkdir()
+    (root / "run-template{text} trailing " / "config.yaml").write_text("data: {}\n")
+    assert [label for label, _ in expand_sweep(sweep)] == ["run-template{text} trailing_"]
+    write(["{text} " + "very " * 60 + "good?"])
+    with pytest.raises(ValueError, match=r"longer than a directory name may be \(255\)"):
+        expand_sweep(sweep)
+
+
 def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("estimator: {kind: adam}\n")

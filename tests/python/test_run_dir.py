@@ -262,3 +262,13 @@ def test_a_setting_that_differs_in_a_no_break_space_is_shown_escaped():
     stored = 'data:\n  label_words:\n    great: " positive"\n'
     assert (first_difference(stored, stored.replace(" positive", "\u00a0positive"))
             == 'data.label_words.great: " positive" in the run there, "\\u00a0positive" now')
+
+
+def test_a_setting_holding_a_line_separator_is_one_setting_in_the_difference():
+    """to_yaml writes U+2028 (and \\x1c, U+0085) as they are; str.splitlines broke the line there,
+    so the difference named an empty key and cut the values."""
+    from prge.run_dir import first_difference
+
+    stored = 'data:\n  template: "Review:\u2028{x}"\n  label_field: l\n'
+    assert (first_difference(stored, stored.replace("{x}", "{y}"))
+            == 'data.template: "Review:\\u2028{x}" in the run there, "Review:\\u2028{y}" now')
