@@ -147,12 +147,12 @@ def normalized(config_yaml: str) -> str:
     resolved = "counter" if config.model.device.startswith("cuda") and (lora_fa or cuda_built) else "torch"
     text = config.to_yaml().replace("\n  rng: auto\n", f"\n  rng: {resolved}\n")
     section, kept = None, []
-    for line in text.splitlines(keepends=True):
+    for line in text.split("\n"):  # not splitlines(): a value may hold U+2028, \x1c and such as they are
         if line[:1] not in (" ", ""):
             section = line.split(":", 1)[0]
         if not (section == "run" and line.startswith("  ") and line.strip().split(":", 1)[0] in STORAGE_SETTINGS):
             kept.append(line)
-    return "".join(kept)
+    return "\n".join(kept)
 
 
 def finished(out_dir: str | Path, config_yaml: str) -> bool:

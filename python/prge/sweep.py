@@ -21,7 +21,6 @@ import os
 import re
 import shlex
 import sys
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +56,7 @@ def grid_label(key: str, value, naming: str = "current") -> str:
     tasks). The value of a path key (run_dir.PATH_SETTINGS) adds its last part (model.name:
     /models/qwen2.5 -> nameqwen2.5), so that every run's directory is one level under the
     sweep's output_root; any other value (a template, a mapping of label words as Python writes
-    it) adds all of it, a / as _. A run of control characters or whitespace other than a space (a
+    it) adds all of it, a / as _ (in the key's part too). A run of control characters or whitespace other than a space (a
     template's line break, a no-break space) is one _, and so are spaces at the end. Values named
     alike are refused at expansion. naming: one of NAMINGS, the name a run started under an
     earlier version got."""
@@ -68,6 +67,8 @@ def grid_label(key: str, value, naming: str = "current") -> str:
         text = parts[-1] if parts else "root"
     text = text.replace("/", "_")
     name = key_parts(key)[-1]
+    if naming == "current":
+        name = name.replace("/", "_")  # data.label_words."pos/neg"
     if naming in ("current", "paths"):
         name = CONTROL_OR_SPACE.sub("_", name)  # data.label_words."a\nb"
         text = re.sub(" +$", "_", CONTROL_OR_SPACE.sub("_", text))  # nor a name ending in spaces
@@ -272,7 +273,7 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
             named = str(e).startswith(str(path))  # a grid or variant value: its place names the sweep
             raise ConfigError(f"{e} (run {label}{'' if named else f' of {path}'})") from None
 
-    points = []  # (point, settings, label, the labels earlier versions gave it)
+    points = []  # (variant name, point, settings, label, the labels earlier versions gave it)
     for vi, variant in enumerate(variants):
         variant = dict(variant)
         name = str(variant.pop("name", "run"))
@@ -286,12 +287,11 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
             label = "-".join([name] + [grid_label(k, v) for k, v in point.items()])
             earlier = dict.fromkeys("-".join([name] + [grid_label(k, v, naming) for k, v in point.items()])
                                     for naming in NAMINGS[1:])
-            points.append((point, settings, label, [e for e in earlier if e != label and "\0" not in e
+            points.append((name, point, settings, label, [e for e in earlier if e != label and "\0" not in e
                                                     and len(os.fsencode(e)) <= NAME_MAX]))
-    current = {label for _, _, label, _ in points}
-    owners = Counter(before for *_, earlier in points for before in earlier)
+    current = {label for *_, label, _ in points}
     runs, warned, labels = [], set(), {}
-    for point, settings, label, earlier in points:
+    for name, point, settings, label, earlier in points:
         if label in labels:  # grid values 1 and '1', or keys ending alike (estimator.kind, optimizer.kind)
             raise ValueError(f"{path}: two runs would share the directory {shown(root / label)} "
                              f"({labels[label]} and {dict(point)}): make the grid values or keys distinct (a "
@@ -312,17 +312,17 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
                     there = configured(settings, before)
                 except ConfigError:  # a name the reader refuses as a path (one ending in a space) holds no run
                     continue
-                same = normalized((root / before / "config.yaml").read_text()) == normalized(there.to_yaml())
-                if before in current:
-                    if same:
-                        raise ValueError(f"{path}: {shown(root / before)} holds the run {label} (its settings, "
-                                         "under the name an earlier prge gave it), and that is now another run's "
-                                         f"name in this sweep: rename the directory to {shown(root / label)}, or "
-                                         "delete it")
+                stored = (root / before / "config.yaml").read_text()
+                # This run's there: the same settings, or its grid values with other settings elsewhere
+                # (refused by name when it starts, as under its current name); not another point's run.
+                if not (normalized(stored) == normalized(there.to_yaml()) or _point_label(stored, name, grid) == label):
                     continue
-                if same or owners[before] == 1:  # other settings: refused by name when the run starts
-                    label, config = before, there
-                    break
+                if before in current:
+                    raise ValueError(f"{path}: {shown(root / before)} holds the run {label} (its grid values, "
+                                     "under the name an earlier prge gave it), and that is now another run's name "
+                                     f"in this sweep: rename the directory to {shown(root / label)}, or delete it")
+                label, config = before, there
+                break
         runs.append((label, config or configured(settings, label)))
         for warning in runs[-1][1].warnings:  # once per sweep: "key: message" without the location
             message = warning.split(": ", 1)[-1]
@@ -330,6 +330,21 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
                 warned.add(message)
                 print(f"prge: warning: {path}: {message}", file=sys.stderr)
     return runs
+
+
+def _point_label(stored: str, name: str, keys) -> str | None:
+    """The name the variant `name` gives the grid point whose run a config.yaml (text) holds: its
+    values of the grid's keys as grid_label names them; None when it lacks one."""
+    try:
+        tree, parts = load_yaml(stored, "config.yaml"), []
+        for key in keys:
+            value = tree
+            for part in key_parts(str(key)):
+                value = next(v for k, v in value.items() if str(k) == part)
+            parts.append(grid_label(key, value))
+    except (ValueError, AttributeError, StopIteration):
+        return None
+    return "-".join([name] + parts)
 
 
 def select_runs(path, runs: list[tuple[str, object]], patterns: list[str]) -> list[tuple[str, object]]:

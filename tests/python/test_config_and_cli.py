@@ -158,11 +158,12 @@ def test_a_grid_value_that_is_not_a_path_names_its_run_by_all_of_it(tmp_path, ca
 
 def test_a_run_named_by_an_earlier_version_keeps_its_directory_only_where_that_is_safe(tmp_path):
     """Earlier namings (sweep.NAMINGS): a run whose directory an earlier prge named keeps it when
-    no other run of the sweep could own it (other settings there are refused by name when the run
-    starts, as under the current name) or when its config.yaml holds this run's settings; an old
-    name that is now another run's is refused, saying what to rename; an old name the reader
-    refuses as a path (ending in a space), or one too long, is passed over; a name too long is
-    refused as such even when the output root exists."""
+    its config.yaml holds this run's grid values (other settings there are refused by name when
+    the run starts, as under the current name), never a directory of another grid point (one the
+    current prge named for a value since dropped from the grid); an old name that is now another
+    run's is refused, saying what to rename; an old name the reader refuses as a path (ending in a
+    space), or one too long, is passed over; a name too long is refused as such even when the
+    output root exists; a / in a grid key's part is _ (it made a directory one level down)."""
     from prge.sweep import expand_sweep
 
     data = {"task": "custom", "train_file": "t.csv", "eval_file": "e.csv", "label_words": {"0": " no", "1": " yes"}}
@@ -183,7 +184,7 @@ def test_a_run_named_by_an_earlier_version_keeps_its_directory_only_where_that_i
     start_run_as(root / "run-templatebad? {text}", expand_sweep(sweep)[0][1])
     write(["Good/bad? {text}", "bad? {text}"])
     with pytest.raises(ValueError, match=r"runs/run-templatebad\? \{text\} holds the run run-templateGood_bad\? \{text\} "
-                                         r"\(its settings, under the name an earlier prge gave it\), and that is now "
+                                         r"\(its grid values, under the name an earlier prge gave it\), and that is now "
                                          r"another run's name in this sweep: rename the directory to .*"
                                          r"runs/run-templateGood_bad\? \{text\}, or delete it"):
         expand_sweep(sweep)
@@ -193,6 +194,16 @@ def test_a_run_named_by_an_earlier_version_keeps_its_directory_only_where_that_i
     start_run_as(root / "run-templatesame {text}", expand_sweep(sweep)[0][1])
     write(["C/same {text}", "B/same {text}"])
     assert [label for label, _ in expand_sweep(sweep)] == ["run-templateC_same {text}", "run-templateB_same {text}"]
+
+    # A run the current prge named for "{text} It was", a value since dropped: not the other value's.
+    write(["{text} It was", "Review/{text} It was"])
+    start_run_as(root / "run-template{text} It was", expand_sweep(sweep)[0][1])
+    write(["Review/{text} It was"])
+    assert [label for label, _ in expand_sweep(sweep)] == ["run-templateReview_{text} It was"]
+
+    sweep.write_text(yaml.safe_dump({"base": {"data": {**data, "template": "{text}", "label_words": {"pos/neg": " good", "neg": " bad"}}},
+                                     "grid": {'data.label_words."pos/neg"': [" good", " great"]}}))
+    assert [label for label, _ in expand_sweep(sweep)] == ["run-pos_neg good", "run-pos_neg great"]
 
     write(["{text} trailing "])  # raw: 'run-template{text} trailing ', which the reader refuses as a path
     (root / "run-template{text} trailing ").mkdir()

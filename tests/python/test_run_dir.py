@@ -272,3 +272,15 @@ def test_a_setting_holding_a_line_separator_is_one_setting_in_the_difference():
     stored = 'data:\n  template: "Review:\u2028{x}"\n  label_field: l\n'
     assert (first_difference(stored, stored.replace("{x}", "{y}"))
             == 'data.template: "Review:\\u2028{x}" in the run there, "Review:\\u2028{y}" now')
+
+
+def test_normalized_drops_the_storage_setting_after_a_value_holding_a_line_separator():
+    """normalized() leaves out run.checkpoint_format line by line; splitlines() broke a line at a
+    U+2028 in run.output_dir, so the checkpoint format after it stayed and two runs differing only
+    in it were told apart."""
+    import prge
+    from prge.run_dir import normalized
+
+    stored = prge.parse_run_config('adapter: null\nestimator: {kind: mezo, parallel: sequential}\n'
+                                   'run: {output_dir: "out\u2028x", checkpoint_format: updates}\n').to_yaml()
+    assert normalized(stored) == normalized(stored.replace("checkpoint_format: updates", "checkpoint_format: weights"))
