@@ -275,6 +275,34 @@ class Reader {
   mutable std::map<std::string, std::string> places_;
 };
 
+// A config is a few levels of small mappings. yaml-cpp makes an alias inside the node it names
+// (`a: &x [*x]`) a node that holds itself, and aliases of aliases (`b: &b [*a, *a]`, ...) a tree
+// that doubles with each level: walking either never ends (a stack overflow). Refused before any
+// walk, at the node where the limit is passed.
+constexpr int kMaxYamlDepth = 64;
+constexpr int64_t kMaxYamlNodes = 100000;
+
+void check_yaml_size(const YAML::Node& node, const std::string& where, int depth, int64_t& nodes) {
+  if (depth > kMaxYamlDepth || ++nodes > kMaxYamlNodes) {
+    throw ConfigError(fmt::format("{}: the YAML is nested more than {} levels deep or holds more than {} values "
+                                  "(an alias inside the node it names, or aliases of aliases?)",
+                                  where, kMaxYamlDepth, kMaxYamlNodes));
+  }
+  if (node.IsMap()) {
+    for (const auto& item : node) {
+      check_yaml_size(item.first, where, depth + 1, nodes);
+      check_yaml_size(item.second, where, depth + 1, nodes);
+    }
+  } else if (node.IsSequence()) {
+    for (const auto& item : node) check_yaml_size(item, where, depth + 1, nodes);
+  }
+}
+
+void check_yaml_size(const YAML::Node& node, const std::string& where) {
+  int64_t nodes = 0;
+  check_yaml_size(node, where, 0, nodes);
+}
+
 // yaml-cpp keeps both entries of a repeated key and looks up the first: a second one would be
 // ignored without a word. Every mapping of the file is checked, nested ones too.
 // yaml-cpp reads a double-quoted scalar's escapes \_ (U+00A0, no-break space) and \N (U+0085) as
@@ -344,6 +372,7 @@ void apply_override(YAML::Node& root, const ConfigOverride& override_, Reader& r
   YAML::Node value;
   try {
     value = YAML::Load(override_.value);
+    check_yaml_size(value, fmt::format("{}: '{}'", where, override_.value));
     mend_yaml_escapes(value);
   } catch (const YAML::ParserException& e) {
     throw ConfigError(fmt::format("{}: '{}': the value is not valid YAML ({})", where, override_.value, e.msg));
@@ -578,6 +607,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   try {
     documents = YAML::LoadAll(yaml_text);
     root = documents.empty() ? YAML::Node() : documents[0];
+    check_yaml_size(root, source);
     mend_yaml_escapes(root);
   } catch (const YAML::ParserException& e) {
     throw ConfigError(fmt::format("{}: malformed YAML: {}", text.where(e.mark), e.msg));

@@ -29,8 +29,8 @@ import yaml
 from prge._core import NO_VALUE, ConfigError, parse_run_config
 from prge.overrides import compose_yaml, key_parts, load_yaml, read_text, value_text
 from prge import checkpoints, run_summary
-from prge.run_dir import (FAILED_FILE, PATH_SETTINGS, RunDirError, RunInProgress, finished, mark_failed, normalized,
-                          resumable, shown)
+from prge.run_dir import (FAILED_FILE, PATH_SETTINGS, RunDirError, RunInProgress, finished, keyed, mark_failed,
+                          normalized, resumable, shown)
 from prge.whitespace import CONTROL_OR_SPACE, CONTROLS, visible
 
 SWEEP_KEYS = {"base", "output_root", "grid", "variants", "mode", "speed", "report"}
@@ -273,7 +273,7 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
             named = str(e).startswith(str(path))  # a grid or variant value: its place names the sweep
             raise ConfigError(f"{e} (run {label}{'' if named else f' of {path}'})") from None
 
-    points = []  # (variant name, point, settings, label, the labels earlier versions gave it)
+    points = []  # (point, settings, label, the labels earlier versions gave it)
     for vi, variant in enumerate(variants):
         variant = dict(variant)
         name = str(variant.pop("name", "run"))
@@ -287,11 +287,13 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
             label = "-".join([name] + [grid_label(k, v) for k, v in point.items()])
             earlier = dict.fromkeys("-".join([name] + [grid_label(k, v, naming) for k, v in point.items()])
                                     for naming in NAMINGS[1:])
-            points.append((name, point, settings, label, [e for e in earlier if e != label and "\0" not in e
+            points.append((point, settings, label, [e for e in earlier if e != label and "\0" not in e
                                                     and len(os.fsencode(e)) <= NAME_MAX]))
     current = {label for *_, label, _ in points}
+    grid_keys = [".".join(key_parts(str(k))) for k in grid]
+    kept = set()  # earlier names a run of this sweep keeps
     runs, warned, labels = [], set(), {}
-    for name, point, settings, label, earlier in points:
+    for point, settings, label, earlier in points:
         if label in labels:  # grid values 1 and '1', or keys ending alike (estimator.kind, optimizer.kind)
             raise ValueError(f"{path}: two runs would share the directory {shown(root / label)} "
                              f"({labels[label]} and {dict(point)}): make the grid values or keys distinct (a "
@@ -312,16 +314,21 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
                     there = configured(settings, before)
                 except ConfigError:  # a name the reader refuses as a path (one ending in a space) holds no run
                     continue
-                stored = (root / before / "config.yaml").read_text()
-                # This run's there: the same settings, or its grid values with other settings elsewhere
-                # (refused by name when it starts, as under its current name); not another point's run.
-                if not (normalized(stored) == normalized(there.to_yaml()) or _point_label(stored, name, grid) == label):
+                try:
+                    stored = keyed(normalized((root / before / "config.yaml").read_text(encoding="utf-8")))
+                except (OSError, UnicodeDecodeError):  # unreadable: not a run this sweep can take over
+                    continue
+                # This run's there: its grid values as the reader writes them (other settings are refused by
+                # name when it starts, as under its current name); not another point's run, nor one kept already.
+                wanted = keyed(normalized(there.to_yaml()))
+                if before in kept or any(_below(stored, k) != _below(wanted, k) for k in grid_keys):
                     continue
                 if before in current:
                     raise ValueError(f"{path}: {shown(root / before)} holds the run {label} (its grid values, "
                                      "under the name an earlier prge gave it), and that is now another run's name "
                                      f"in this sweep: rename the directory to {shown(root / label)}, or delete it")
                 label, config = before, there
+                kept.add(before)
                 break
         runs.append((label, config or configured(settings, label)))
         for warning in runs[-1][1].warnings:  # once per sweep: "key: message" without the location
@@ -332,19 +339,9 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
     return runs
 
 
-def _point_label(stored: str, name: str, keys) -> str | None:
-    """The name the variant `name` gives the grid point whose run a config.yaml (text) holds: its
-    values of the grid's keys as grid_label names them; None when it lacks one."""
-    try:
-        tree, parts = load_yaml(stored, "config.yaml"), []
-        for key in keys:
-            value = tree
-            for part in key_parts(str(key)):
-                value = next(v for k, v in value.items() if str(k) == part)
-            parts.append(grid_label(key, value))
-    except (ValueError, AttributeError, StopIteration):
-        return None
-    return "-".join([name] + parts)
+def _below(settings: dict[str, str], key: str) -> dict[str, str]:
+    """The settings (run_dir.keyed) at a dotted key and under it."""
+    return {k: v for k, v in settings.items() if k == key or k.startswith(key + ".")}
 
 
 def select_runs(path, runs: list[tuple[str, object]], patterns: list[str]) -> list[tuple[str, object]]:

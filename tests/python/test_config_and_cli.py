@@ -205,6 +205,24 @@ def test_a_run_named_by_an_earlier_version_keeps_its_directory_only_where_that_i
                                      "grid": {'data.label_words."pos/neg"': [" good", " great"]}}))
     assert [label for label, _ in expand_sweep(sweep)] == ["run-pos_neg good", "run-pos_neg great"]
 
+    # Grid values compared as the reader writes them (label-word keys 0 -> '0'), other settings refused later.
+    sweep.write_text(yaml.safe_dump({"base": {"data": {**data, "template": "{text}"}}, "output_root": str(root),
+                                     "grid": {"data.label_words": [{0: " bad/x", 1: " good"}]}}))
+    run = expand_sweep(sweep, [("run.steps", "7")])[0][1]
+    start_run_as(root / "run-label_wordsx', 1: ' good'}", run)
+    assert [label for label, _ in expand_sweep(sweep)] == ["run-label_wordsx', 1: ' good'}"]
+    # Two runs whose earlier names were one: the directory goes to the run whose values it holds, once.
+    sweep.write_text(yaml.safe_dump({"base": {"data": {**data, "template": "{text}"}}, "output_root": str(root),
+                                     "grid": {"data.label_words": [{0: " x_y", 1: " u/v"}, {"0": " x/y", "1": " u/v"}]}}))
+    start_run_as(root / "run-label_wordsv'}", expand_sweep(sweep)[0][1])
+    assert [label for label, _ in expand_sweep(sweep)] == ["run-label_wordsv'}", "run-label_words{'0': ' x_y', '1': ' u_v'}"]
+    # Values the reader writes alike (keys 0 and '0'): the first run takes the directory, the second its own name.
+    sweep.write_text(yaml.safe_dump({"base": {"data": {**data, "template": "{text}"}}, "output_root": str(root),
+                                     "grid": {"data.label_words": [{0: " x_y", 1: " u/v"}, {"0": " x_y", "1": " u/v"}]}}))
+    assert [label for label, _ in expand_sweep(sweep)] == ["run-label_wordsv'}", "run-label_words{'0': ' x_y', '1': ' u_v'}"]
+    (root / "run-label_wordsv'}" / "config.yaml").write_bytes(b"\xff not UTF-8\n")  # unreadable: passed over
+    assert [label for label, _ in expand_sweep(sweep)][0] == "run-label_words{0: ' x_y', 1: ' u_v'}"
+
     write(["{text} trailing "])  # raw: 'run-template{text} trailing ', which the reader refuses as a path
     (root / "run-template{text} trailing ").mkdir()
     (root / "run-template{text} trailing " / "config.yaml").write_text("data: {}\n")
@@ -768,3 +786,23 @@ def test_prge_check_on_a_sweep_checks_every_run_as_the_sweep_would(tmp_path, cap
     assert main(["check", str(typo)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("prge: error: ") and "grdi" in err and "base: unknown key" not in err, err
+
+
+@pytest.mark.parametrize("text", [
+    "a: &x [*x]\n",  # an alias inside the node it names: yaml-cpp makes a node that holds itself
+    "a: &a [1, 1]\n" + "".join(f"b{i}: &b{i} [*{'a' if i == 0 else f'b{i - 1}'}, *{'a' if i == 0 else f'b{i - 1}'}]\n"
+                               for i in range(40)),  # aliases of aliases: 2^40 values to walk
+])
+def test_a_yaml_alias_that_never_ends_is_refused_not_a_crash(text, tmp_path, capsys):
+    """The reader walked such a tree until the stack overflowed (prge ended with a segmentation
+    fault, a sweep too when a run directory held such a config.yaml); now a named refusal, in a
+    file and in a --set value."""
+    with pytest.raises(prge.ConfigError, match=r"^c\.yaml: the YAML is nested more than 64 levels deep or holds more "
+                                               r"than 100000 values \(an alias inside the node it names"):
+        prge.parse_run_config(text, "c.yaml")
+    with pytest.raises(prge.ConfigError, match=r"--set data.label_words: .* holds more than 100000 values"):
+        prge.parse_run_config("estimator: {queries: 2}\n", "c.yaml", [("data.label_words", "&x {a: *x}")])
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    assert main(["check", str(config)]) == 2
+    assert "the YAML is nested more than 64 levels deep" in capsys.readouterr().err
