@@ -9,6 +9,8 @@ namespace prge::bindings {
 void bind_config(py::module_& m) {
   py::register_exception<ConfigError>(m, "ConfigError", PyExc_ValueError);
   m.attr("NO_VALUE") = kNoValue;  // what a key with YAML's null is told (sweep files too)
+  m.attr("YAML_MAX_DEPTH") = kMaxYamlDepth;  // nesting a config or sweep file may have
+  m.attr("YAML_MAX_VALUES") = kMaxYamlValues;  // values it may hold, aliases counted each time
 
   py::class_<ModelOptions>(m, "ModelOptions",
                            "The config's model section (the README's key table gives each key, its values and default)")

@@ -275,18 +275,14 @@ class Reader {
   mutable std::map<std::string, std::string> places_;
 };
 
-// A config is a few levels of small mappings. yaml-cpp makes an alias inside the node it names
-// (`a: &x [*x]`) a node that holds itself, and aliases of aliases (`b: &b [*a, *a]`, ...) a tree
-// that doubles with each level: walking either never ends (a stack overflow). Refused before any
-// walk, at the node where the limit is passed.
-constexpr int kMaxYamlDepth = 64;
-constexpr int64_t kMaxYamlNodes = 100000;
+// Walking an alias inside the node it names never ends (a stack overflow), nor in practice one of
+// aliases of aliases: refused before any walk (kMaxYamlDepth, kMaxYamlValues in config.h).
 
 void check_yaml_size(const YAML::Node& node, const std::string& where, int depth, int64_t& nodes) {
-  if (depth > kMaxYamlDepth || ++nodes > kMaxYamlNodes) {
+  if (depth > kMaxYamlDepth || ++nodes > kMaxYamlValues) {
     throw ConfigError(fmt::format("{}: the YAML is nested more than {} levels deep or holds more than {} values "
                                   "(an alias inside the node it names, or aliases of aliases?)",
-                                  where, kMaxYamlDepth, kMaxYamlNodes));
+                                  where, kMaxYamlDepth, kMaxYamlValues));
   }
   if (node.IsMap()) {
     for (const auto& item : node) {

@@ -111,6 +111,8 @@ def compose_yaml(text: str, source: str):
     loader = SweepLoader(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            _check_size(node, source)
         return (loader.construct_document(node) if node is not None else None), node
     except yaml.MarkedYAMLError as e:  # one line: the place, then what PyYAML found
         mark = e.problem_mark or e.context_mark
@@ -120,6 +122,41 @@ def compose_yaml(text: str, source: str):
         raise ValueError(f"{source}: malformed YAML: {e}") from e
     finally:
         loader.dispose()
+
+
+def _check_size(root: yaml.Node, source: str) -> None:
+    """ValueError naming the place where a YAML node tree nests deeper than the config reader's
+    limit or holds more values (aliases counted each time they are used): an alias inside the node
+    it names makes a node that holds itself, aliases of aliases a tree that doubles each level,
+    which walking the values never ends (prge._core.YAML_MAX_DEPTH / YAML_MAX_VALUES)."""
+    from prge._core import YAML_MAX_DEPTH, YAML_MAX_VALUES
+
+    sizes: dict[int, int] = {}  # a node's values, once for each node however many aliases use it
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if (known := sizes.get(id(node))) is not None:
+            return known
+        total = 1
+        if depth > YAML_MAX_DEPTH or id(node) in inside:
+            total = YAML_MAX_VALUES + 1
+        elif isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            inside.add(id(node))
+            children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else node.value
+            for child in children:
+                total += size(child, depth + 1)
+                if total > YAML_MAX_VALUES:
+                    break
+            inside.discard(id(node))
+        if total > YAML_MAX_VALUES:
+            mark = node.start_mark
+            raise ValueError(f"{source}:{mark.line + 1}:{mark.column + 1}: the YAML is nested more than "
+                             f"{YAML_MAX_DEPTH} levels deep or holds more than {YAML_MAX_VALUES} values (an alias "
+                             "inside the node it names, or aliases of aliases?)")
+        sizes[id(node)] = total
+        return total
+
+    inside: set[int] = set()  # the nodes being walked: one met again holds itself
+    size(root, 0)
 
 
 def _has_unicode_space(value) -> bool:

@@ -340,8 +340,9 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
 
 
 def _below(settings: dict[str, str], key: str) -> dict[str, str]:
-    """The settings (run_dir.keyed) at a dotted key and under it."""
-    return {k: v for k, v in settings.items() if k == key or k.startswith(key + ".")}
+    """The settings (run_dir.keyed) at a dotted key, under it and above it (label_words is written
+    as one flow mapping: a key inside it, data.label_words."1", is compared as the whole mapping)."""
+    return {k: v for k, v in settings.items() if k == key or k.startswith(key + ".") or key.startswith(k + ".")}
 
 
 def select_runs(path, runs: list[tuple[str, object]], patterns: list[str]) -> list[tuple[str, object]]:

@@ -223,6 +223,15 @@ def test_a_run_named_by_an_earlier_version_keeps_its_directory_only_where_that_i
     (root / "run-label_wordsv'}" / "config.yaml").write_bytes(b"\xff not UTF-8\n")  # unreadable: passed over
     assert [label for label, _ in expand_sweep(sweep)][0] == "run-label_words{0: ' x_y', 1: ' u_v'}"
 
+    # A grid key inside label_words (written as one flow mapping): another value there is another run's.
+    sweep.write_text(yaml.safe_dump({"base": {"data": {**data, "template": "{text}"}}, "output_root": str(root),
+                                     "grid": {'data.label_words."1"': [" A/good"]}}))
+    start_run_as(root / "run-1good", expand_sweep(sweep)[0][1])
+    assert [label for label, _ in expand_sweep(sweep)] == ["run-1good"]
+    sweep.write_text(yaml.safe_dump({"base": {"data": {**data, "template": "{text}"}}, "output_root": str(root),
+                                     "grid": {'data.label_words."1"': [" B/good", " A/good"]}}))
+    assert [label for label, _ in expand_sweep(sweep)] == ["run-1 B_good", "run-1good"]
+
     write(["{text} trailing "])  # raw: 'run-template{text} trailing ', which the reader refuses as a path
     (root / "run-template{text} trailing ").mkdir()
     (root / "run-template{text} trailing " / "config.yaml").write_text("data: {}\n")
@@ -806,3 +815,20 @@ def test_a_yaml_alias_that_never_ends_is_refused_not_a_crash(text, tmp_path, cap
     config.write_text(text)
     assert main(["check", str(config)]) == 2
     assert "the YAML is nested more than 64 levels deep" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("grid", [
+    "  data.label_words: [&x [*x]]\n",  # an alias inside the node it names
+    "  data.label_words:\n    - &a0 [' x', ' y']\n" + "".join(f"    - &a{i} [*a{i - 1}, *a{i - 1}]\n" for i in range(1, 41)),
+])
+def test_a_sweep_file_whose_aliases_never_end_is_refused_at_its_place(grid, tmp_path, capsys):
+    """PyYAML reads a sweep file before the config reader sees a run: a self-holding alias ended
+    in 'maximum recursion depth exceeded' naming nothing, aliases of aliases ran until memory
+    ran out; both are refused at the place, as the config reader refuses them."""
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("base: {data: {task: custom, train_file: t.csv, eval_file: e.csv, template: '{text}'}}\n"
+                     "grid:\n" + grid)
+    assert main(["check", str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"prge: error: {re.escape(str(sweep))}:\d+:\d+: the YAML is nested more than 64 levels deep "
+                     r"or holds more than 100000 values \(an alias inside the node it names", err), err
