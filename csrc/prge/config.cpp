@@ -277,7 +277,6 @@ class Reader {
 
 // Walking an alias inside the node it names never ends (a stack overflow), nor in practice one of
 // aliases of aliases: refused before any walk (kMaxYamlDepth, kMaxYamlValues in config.h).
-
 void check_yaml_size(const YAML::Node& node, const std::string& where, int depth, int64_t& nodes) {
   if (depth > kMaxYamlDepth || ++nodes > kMaxYamlValues) {
     throw ConfigError(fmt::format("{}: the YAML is nested more than {} levels deep or holds more than {} values "

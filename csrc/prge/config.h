@@ -18,14 +18,14 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// What a key with YAML's null (an empty value, ~, null) is told, in a config and a sweep file: it
-// is no value, and not the default, which leaving the key out gives.
 // A config (or sweep file) is a few levels of small mappings; YAML nested deeper, or holding more
 // values, is refused before any walk: yaml-cpp and PyYAML make an alias inside the node it names
 // (`a: &x [*x]`) a node that holds itself, and aliases of aliases a tree that doubles each level.
 inline constexpr int kMaxYamlDepth = 64;
 inline constexpr int64_t kMaxYamlValues = 100000;
 
+// What a key with YAML's null (an empty value, ~, null) is told, in a config and a sweep file: it
+// is no value, and not the default, which leaving the key out gives.
 inline constexpr const char* kNoValue =
     "no value (YAML reads an empty value, ~ and null as null); leave the key out for its default";
 

@@ -131,15 +131,14 @@ def _check_size(root: yaml.Node, source: str) -> None:
     which walking the values never ends (prge._core.YAML_MAX_DEPTH / YAML_MAX_VALUES)."""
     from prge._core import YAML_MAX_DEPTH, YAML_MAX_VALUES
 
-    sizes: dict[int, int] = {}  # a node's values, once for each node however many aliases use it
+    sizes: dict[int, int] = {}  # a node's values, counted once however many aliases use it
+    inside: set[int] = set()  # the nodes being walked: one met again holds itself
 
     def size(node: yaml.Node, depth: int) -> int:
-        if (known := sizes.get(id(node))) is not None:
-            return known
-        total = 1
-        if depth > YAML_MAX_DEPTH or id(node) in inside:
-            total = YAML_MAX_VALUES + 1
-        elif isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        if id(node) in sizes:
+            return sizes[id(node)]
+        total = YAML_MAX_VALUES + 1 if depth > YAML_MAX_DEPTH or id(node) in inside else 1
+        if total == 1 and isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
             inside.add(id(node))
             children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else node.value
             for child in children:
@@ -155,7 +154,6 @@ def _check_size(root: yaml.Node, source: str) -> None:
         sizes[id(node)] = total
         return total
 
-    inside: set[int] = set()  # the nodes being walked: one met again holds itself
     size(root, 0)
 
 

@@ -56,8 +56,9 @@ def grid_label(key: str, value, naming: str = "current") -> str:
     tasks). The value of a path key (run_dir.PATH_SETTINGS) adds its last part (model.name:
     /models/qwen2.5 -> nameqwen2.5), so that every run's directory is one level under the
     sweep's output_root; any other value (a template, a mapping of label words as Python writes
-    it) adds all of it, a / as _ (in the key's part too). A run of control characters or whitespace other than a space (a
-    template's line break, a no-break space) is one _, and so are spaces at the end. Values named
+    it) adds all of it, a / as _ (in the key's part too). A run of control characters or
+    whitespace other than a space (a template's line break, a no-break space) is one _, and so are
+    spaces at the end. Values named
     alike are refused at expansion. naming: one of NAMINGS, the name a run started under an
     earlier version got."""
     text = str(value)
@@ -265,6 +266,7 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
                              f"({len(grid[varied[grid_key]])} values), which --set would replace in every run{how}, "
                              "so that the runs named after those values would all be one run: leave it out of --set "
                              f"(--only picks runs by name, e.g. --only {shlex.quote('*' + glob.escape(example) + '*')})")
+
     def configured(settings, label):
         try:
             return parse_run_config(base_text, base_source,
