@@ -123,6 +123,21 @@ def why_not_kept(run: Path, expected: dict) -> str | None:
     return None
 
 
+def cards(root: Path) -> str:
+    """The GPUs the runs under `root` name in their summaries (device_name), for the report's
+    title: "NVIDIA H200", "NVIDIA H100 80GB HBM3 and NVIDIA H200", with how many name none
+    (summaries older than the field)."""
+    named, unnamed = set(), 0
+    for summary in sorted(root.glob("*/summary.json")):
+        name = run_summary.read(summary).get("device_name")
+        if name:
+            named.add(str(name))
+        else:
+            unnamed += 1
+    text = " and ".join(sorted(named)) or "no card named"
+    return text + (f" ({unnamed} runs name no card)" if named and unnamed else "")
+
+
 def pack(folder: Path, archive: Path, name: str) -> None:
     """The same runs give the same bytes: sorted members, no times or owners; the folder itself
     first, so that an archive of no runs yet still unpacks to its (empty) folder."""
@@ -234,7 +249,7 @@ def main() -> int:
         done = "all" if count == len(expected) else "part done so far:"
         code = prge_main(["report", str(where.local), "--out", str(where.report_out), "--title",
                           f"Paper accuracy protocol, {done} {count} of {len(expected)} runs, "
-                          f"{REGISTERED[args.model].title}, one or two H200s"])
+                          f"{REGISTERED[args.model].title}, on {cards(where.local)}"])
         if code:
             return code
     return 1 if refused else 0

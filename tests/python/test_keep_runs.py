@@ -149,3 +149,18 @@ def test_another_models_runs_are_kept_apart_and_must_be_that_models(tmp_path, mo
     assert not kept_archive(tmp_path).exists()
     assert run_main(keep, monkeypatch, archive, "--model", "llama-9b", "--no-report") == 2
     assert "keep_runs: error: --model llama-9b: not a registered model" in capsys.readouterr().err
+
+
+def test_the_report_title_names_the_cards_the_runs_name(tmp_path, monkeypatch):
+    keep = load_keep_runs(tmp_path, monkeypatch)
+    for run, card in [("a", "NVIDIA H200"), ("b", "NVIDIA H100 80GB HBM3"), ("c", "NVIDIA H200"), ("d", None)]:
+        (tmp_path / run).mkdir()
+        summary = {"steps": 1} | ({"device_name": card} if card else {})
+        (tmp_path / run / "summary.json").write_text(json.dumps(summary))
+    assert keep.cards(tmp_path) == "NVIDIA H100 80GB HBM3 and NVIDIA H200 (1 runs name no card)"
+    (tmp_path / "d/summary.json").write_text(json.dumps({"steps": 1, "device_name": "cpu"}))
+    (tmp_path / "b/summary.json").unlink()
+    assert keep.cards(tmp_path) == "NVIDIA H200 and cpu"
+    for run in "acd":
+        (tmp_path / run / "summary.json").write_text("{}")
+    assert keep.cards(tmp_path) == "no card named"
