@@ -55,13 +55,17 @@ class Scorer:
         return per_chunk(len(examples), self.batch_size, self.progress,
                          lambda start: compute(examples[start: start + self.batch_size]), self.shard)
 
-    def option_logliks(self, examples: list[EncodedExample]) -> tuple[torch.Tensor, torch.Tensor]:
+    def option_logliks(self, examples: list[EncodedExample], partial: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(sums [n, K] float64: summed log-probability of each option's tokens after its
         example's prompt, -inf where an example has fewer than K options; counts [n, K] float64:
-        the option's token count, 0 there); K the most options an example has."""
+        the option's token count, 0 there); K the most options an example has. partial: of each
+        option's continuation only, after its own context (EncodedExample.context_lengths)."""
         encoder, trainer = self.encoder, self.trainer
 
         def scores(chunk: list[EncodedExample]) -> tuple[torch.Tensor, torch.Tensor]:
+            if partial:
+                nll, count = trainer.score(encoder.batch_options(chunk, partial=True))
+                return _per_example(-nll.double(), count.double(), [len(e.options) for e in chunk])
             first = chunk[0].options
             shared = all(e.options == first for e in chunk)
             if encoder.single_token_labels and shared and all(len(o) == 1 for o in first):
@@ -124,7 +128,8 @@ def option_scores(trainer, encoder: PromptEncoder, examples: list[EncodedExample
 def evaluate(trainer, encoder: PromptEncoder, examples: list[EncodedExample], batch_size: int = 16,
              progress: bool = False, shard=None, split: str = "eval", full: bool = False, model=None) -> dict:
     """The metrics of the task's kind on the examples (prge.data.kinds): accuracy and macro_f1
-    (classification), accuracy and accuracy_raw (multiple choice), answer_nll and perplexity
+    (classification), accuracy and accuracy_raw (multiple choice; accuracy_partial too where
+    the examples have a shared continuation, WinoGrande), answer_nll and perplexity
     (generation; with `full`, also exact_match and token_f1 of greedy answers by `model`,
     default trainer.model). `shard`: split over the ranks of a distributed run
     (prge.distributed.Shard). Raises ValueError naming `split` when there are no examples or

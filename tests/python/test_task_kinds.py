@@ -453,3 +453,103 @@ def test_macro_f1_averages_over_the_classes_labels_or_predictions_hold():
     assert mixed["accuracy"] == 0.6 and abs(mixed["macro_f1"] - (0.5 + 0.8 + 0.0) / 3) < 1e-12
     majority = classification_metrics(torch.ones(5, dtype=torch.long), labels, classes=3)
     assert abs(majority["macro_f1"] - (0.0 + 0.75) / 2) < 1e-12  # class 1: 2·3 / (2·3 + 2)
+
+
+WINOGRANDE = [  # sentences of the tiny vocabulary; options of one and two tokens
+    {"sentence": "good tasty _ love it", "option1": "great", "option2": "stale", "answer": "1"},
+    {"sentence": "bad it _ hate it awful", "option1": "awful", "option2": "love", "answer": "2"},
+    {"sentence": "love _ good tasty", "option1": "positive it", "option2": "negative", "answer": "1"},
+    {"sentence": "it _ it", "option1": "good", "option2": "bad", "answer": "2"},
+    {"sentence": "Review : _ hate stale", "option1": "great love", "option2": "bad", "answer": "2"},
+]
+
+
+def test_winogrande_partial_scoring_is_lm_evaluation_harness_s_on_transformers(tmp_path):
+    """accuracy_partial: the words after the blank, scored after the sentence up to and including
+    each option, split where the option's context alone ends in tokens (as lm-evaluation-harness
+    splits context and continuation); the log-likelihoods equal transformers' on the same weights.
+    accuracy and accuracy_raw, and the training targets, stay the whole candidate's."""
+    from transformers import LlamaForCausalLM
+
+    from prge.data.tasks import get_task
+
+    model_dir, _ = make_tiny_assets(tmp_path)
+    folder = tmp_path / "winogrande"
+    folder.mkdir()
+    write_jsonl(folder / "dev.jsonl", WINOGRANDE)
+    task = get_task("winogrande")
+    encoder = PromptEncoder(task, ModelTokenizer(model_dir), 32)
+    encoded = encoder.encode_all(task.load("eval", folder))
+    assert [e.context_lengths for e in encoded] == [[1, 1], [1, 1], [2, 1], [1, 1], [2, 1]]
+    trainer = trainer_of(model_dir)
+    partial, counts = Scorer(trainer, encoder, batch_size=2).option_logliks(encoded, partial=True)
+
+    hf_tokens = encoder.tokenizer.tokenizer
+    hf = LlamaForCausalLM.from_pretrained(str(model_dir)).float().eval()
+    reference = []
+    with torch.no_grad():
+        for record in WINOGRANDE:
+            before, after = record["sentence"].split("_")
+            row = []
+            for option in (record["option1"], record["option2"]):
+                context = hf_tokens(before + option)["input_ids"]  # lm-evaluation-harness's request
+                whole = hf_tokens(before + option + " " + after.strip())["input_ids"]
+                logp = torch.log_softmax(hf(torch.tensor([whole])).logits[0].double(), -1)
+                row.append((sum(logp[t - 1, whole[t]].item() for t in range(len(context), len(whole))),
+                            len(whole) - len(context)))
+            reference.append(row)
+    torch.testing.assert_close(partial, torch.tensor([[s for s, _ in r] for r in reference], dtype=torch.float64),
+                               rtol=0, atol=2e-4)
+    assert counts.tolist() == [[n for _, n in r] for r in reference]
+    metrics = evaluate(trainer, encoder, encoded, batch_size=2)
+    labels = [int(r["answer"]) - 1 for r in WINOGRANDE]
+    chosen = [max(range(2), key=lambda k: r[k][0]) for r in reference]
+    assert metrics["accuracy_partial"] == pytest.approx(sum(c == y for c, y in zip(chosen, labels)) / 5)
+    whole = reference_logliks(model_dir, encoded)  # accuracy and accuracy_raw: the whole candidates
+    assert metrics["accuracy_raw"] == pytest.approx(
+        sum(max(range(2), key=lambda k: r[k][0]) == y for r, y in zip(whole, labels)) / 5)
+    assert all(n < len(o) for e in encoded for n, o in zip(e.context_lengths, e.options))
+    batch = encoder.batch(encoded)  # training: the gold candidate's every token
+    for row, e in enumerate(encoded):
+        targets = batch.targets[row]
+        assert targets[targets != IGNORE_INDEX].tolist() == e.options[e.label]
+    assert "(partial)" in task.kind.describe(metrics)
+    assert task.kind.results(metrics, metrics)["accuracy_partial_after"] == metrics["accuracy_partial"]
+
+
+def test_winogrande_without_a_continuation_of_its_own_tokens_is_refused_by_record(tmp_path):
+    from prge.data.tasks import get_task
+
+    model_dir, _ = make_tiny_assets(tmp_path)
+    folder = tmp_path / "winogrande"
+    folder.mkdir()
+    write_jsonl(folder / "dev.jsonl", [WINOGRANDE[0], {"sentence": "good _it", "option1": "love", "option2": "it :",
+                                                       "answer": "1"}])
+    task = get_task("winogrande")
+    encoder = PromptEncoder(task, ModelTokenizer(model_dir), 32)
+    with pytest.raises(ValueError, match=r"record 2 \(line 2\): candidate ' loveit' leaves no continuation tokens for partial "
+                                         r"scoring"):
+        encoder.encode_all(task.load("eval", folder))
+    write_jsonl(folder / "dev.jsonl", [{"sentence": "good tasty _", "option1": "a", "option2": "b", "answer": "1"}])
+    with pytest.raises(ValueError, match="no words after its blank"):
+        task.load("eval", folder)
+
+
+def test_prge_train_on_winogrande_reports_the_partial_accuracy(tmp_path):
+    from conftest import write_config
+    from prge.cli import main
+
+    model_dir, _ = make_tiny_assets(tmp_path)
+    folder = tmp_path / "winogrande"
+    folder.mkdir()
+    write_jsonl(folder / "dev.jsonl", WINOGRANDE * 3)
+    config = write_config(tmp_path, model_dir, folder, data={"task": "winogrande", "train_from": "validation",
+                                                             "train_examples": 8, "eval_examples": 7,
+                                                             "batch_size": 2, "max_length": 16},
+                          run={"steps": 2, "eval_every": 0})
+    assert main(["train", str(config), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert {"accuracy_partial_before", "accuracy_partial_after"} <= set(summary)
+    assert 0 <= summary["accuracy_partial_after"] <= 1
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "eval_accuracy_partial" in r] == [0, 2]

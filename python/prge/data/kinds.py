@@ -9,16 +9,21 @@ the kind of their task (`task.kind`) and never branch on it.
                    (Example.choices)                  tokens                  mean log-likelihood per token (MeZO's
                                                                               score, length-normalised); accuracy_raw:
                                                                               the highest summed log-likelihood
-                                                                              (lm-evaluation-harness's `acc`)
+                                                                              (lm-evaluation-harness's `acc`);
+                                                                              accuracy_partial, where the candidates
+                                                                              share a continuation (WinoGrande): its
+                                                                              summed log-likelihood after each one's
+                                                                              own context (lm-evaluation-harness's
+                                                                              WinoGrande `acc`)
   generation       the response (+ EOS / end of turn)  the response tokens    answer_nll, perplexity; with `full`:
                                                                               exact_match, token_f1 of greedy answers
 
 Answer tokens are what the whole string prompt + answer yields after the prompt's tokens
 (prge.data.batching.PromptEncoder). A kind works on a `scorer` (prge.evaluation.Scorer):
 
-  scorer.option_logliks(encoded) -> (sums [n, K] float64 summed log-probability of each
-          option's tokens, -inf where an example has fewer than K options; counts [n, K]
-          float64 answer tokens of each option, 0 there)
+  scorer.option_logliks(encoded, partial=False) -> (sums [n, K] float64 summed log-probability
+          of each option's tokens (partial: of its continuation's only), -inf where an example
+          has fewer than K options; counts [n, K] float64 tokens summed, 0 there)
   scorer.answer_nll(encoded)     -> (nll [n] float64 summed NLL of the response tokens, counts [n])
   scorer.answer_metrics(encoded) -> {"exact_match", "token_f1"} of greedy answers
 
@@ -156,6 +161,13 @@ class MultipleChoice(TaskKind):
         if not 0 <= example.label < len(example.choices):
             raise ValueError(f"{where}: the answer index {example.label} is outside 0..{len(example.choices) - 1} "
                              "(its candidates)")
+        if example.continuation_at and (len(example.continuation_at) != len(example.choices) or not all(
+                0 < at < len(text) for at, text in zip(example.continuation_at, example.choices))):
+            raise ValueError(f"{where}: continuation_at {example.continuation_at} does not split each of its "
+                             f"{len(example.choices)} candidates into an own context and a continuation")
+        if example.continuation_at and len({text[at:] for at, text in zip(example.continuation_at, example.choices)}) != 1:
+            raise ValueError(f"{where}: its candidates' continuations differ; partial scoring compares one shared "
+                             "continuation")
 
     def encode(self, encoder, examples):
         return encoder.encode_options(examples, [e.choices for e in examples], "candidate {!r}")
@@ -166,23 +178,35 @@ class MultipleChoice(TaskKind):
         mean = torch.where(valid, sums / counts.clamp(min=1), torch.full_like(sums, -math.inf))
         check_finite_scores(mean, split, valid)
         labels = _labels(encoded)
-        return {"accuracy": (mean.argmax(1) == labels).double().mean().item(),
-                "accuracy_raw": (sums.argmax(1) == labels).double().mean().item()}
+        metrics = {"accuracy": (mean.argmax(1) == labels).double().mean().item(),
+                   "accuracy_raw": (sums.argmax(1) == labels).double().mean().item()}
+        if any(e.context_lengths for e in encoded):  # lm-evaluation-harness's WinoGrande score
+            partial, counts = scorer.option_logliks(encoded, partial=True)
+            check_finite_scores(partial, split, counts > 0)
+            metrics["accuracy_partial"] = (partial.argmax(1) == labels).double().mean().item()
+        return metrics
 
     def baseline(self, task, encoded):
         chance = sum(1.0 / len(e.options) for e in encoded) / len(encoded)
         return f"choosing at random: accuracy {chance:.4f}", {"chance_accuracy": chance}
 
     def describe(self, metrics):
+        partial = f", {metrics['accuracy_partial']:.4f} (partial)" if "accuracy_partial" in metrics else ""
         return (f"accuracy {metrics['accuracy']:.4f} (mean log-likelihood per token), "
-                f"{metrics['accuracy_raw']:.4f} (summed)")
+                f"{metrics['accuracy_raw']:.4f} (summed){partial}")
 
     def change(self, before, after):
+        partial = (f"; partial: {before['accuracy_partial']:.4f} -> {after['accuracy_partial']:.4f}"
+                   if "accuracy_partial" in before and "accuracy_partial" in after else "")
         return (f"accuracy {before['accuracy']:.4f} -> {after['accuracy']:.4f} "
-                f"(summed log-likelihood: {before['accuracy_raw']:.4f} -> {after['accuracy_raw']:.4f})")
+                f"(summed log-likelihood: {before['accuracy_raw']:.4f} -> {after['accuracy_raw']:.4f}{partial})")
 
     def results(self, before, after):
-        return {"accuracy_raw_before": before["accuracy_raw"], "accuracy_raw_after": after["accuracy_raw"]}
+        out = {"accuracy_raw_before": before["accuracy_raw"], "accuracy_raw_after": after["accuracy_raw"]}
+        if "accuracy_partial" in before and "accuracy_partial" in after:
+            out |= {"accuracy_partial_before": before["accuracy_partial"],
+                    "accuracy_partial_after": after["accuracy_partial"]}
+        return out
 
 
 class Generation(TaskKind):

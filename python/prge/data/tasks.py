@@ -200,15 +200,19 @@ def _winogrande_record(r: dict) -> Example:
     """The sentence up to the blank is the prompt; each candidate is an option followed by the
     rest of the sentence. The words before the blank add the same log-likelihood to both
     options' sums, so `accuracy_raw` picks as the whole filled-in sentence's sum does; the
-    per-token mean (`accuracy`) is over the candidate's tokens only, which is neither MeZO's mean
-    over the whole sentence nor lm-evaluation-harness's score of the words after the blank."""
+    per-token mean (`accuracy`) is over the candidate's tokens only (neither is MeZO's mean over
+    the whole sentence). `accuracy_partial` is lm-evaluation-harness's score: the words after the
+    blank, given the sentence up to and including each option (continuation_at)."""
     sentence = str(r["sentence"])
     if sentence.count("_") != 1:
         raise ValueError(f"sentence has {sentence.count('_')} blanks '_', expected 1: {sentence!r}")
     before, after = sentence.split("_")
+    if not after.strip():
+        raise ValueError(f"sentence has no words after its blank '_': {sentence!r}")
     space = " " if before.endswith(" ") else ""
+    options = (space + str(r["option1"]), space + str(r["option2"]))
     return Example({"context": before.rstrip(" ")}, _index(r["answer"], {}) - 1,
-                   choices=(space + str(r["option1"]) + after, space + str(r["option2"]) + after))
+                   choices=tuple(o + after for o in options), continuation_at=tuple(len(o) for o in options))
 
 
 YES_NO = ("Yes", "No")
