@@ -124,6 +124,21 @@ def compose_yaml(text: str, source: str):
         loader.dispose()
 
 
+def safe_load_checked(text: str, source: str):
+    """yaml.safe_load (YAML 1.1, as PyYAML reads a run's config.yaml) after the size check the
+    config reader makes (_check_size): ValueError naming `source` and the place for a node that
+    holds itself or aliases of aliases; yaml.YAMLError for malformed YAML, as safe_load raises."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_size(node, source)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def _check_size(root: yaml.Node, source: str) -> None:
     """ValueError naming the place where a YAML node tree nests deeper than the config reader's
     limit or holds more values (aliases counted each time they are used): an alias inside the node

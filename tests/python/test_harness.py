@@ -364,6 +364,12 @@ def test_methods_with_one_folder_name_stay_apart_and_bad_configs_are_named(tmp_p
     (tmp_path / "c" / "prge-seed2" / "config.yaml").write_text("model: [unclosed\n")
     with pytest.raises(ValueError, match=r"c/prge-seed2/config.yaml: not a readable run config"):
         collect(tmp_path)
+    # a node that holds itself, or aliases of aliases: named at their place (they failed naming nothing)
+    doubling = "".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}" if i else "x"] * 9) + "]\n" for i in range(6))
+    for text, line in (("run: {seed: 2}\nmodel: &m [*m]\n", 2), (doubling + "run: {seed: 2}\n", 6)):
+        (tmp_path / "c" / "prge-seed2" / "config.yaml").write_text(text)
+        with pytest.raises(ValueError, match=rf"c/prge-seed2/config.yaml:{line}:\d+: the YAML is nested more than"):
+            collect(tmp_path)
 
 
 @pytest.mark.parametrize("seed_last", [True, False])

@@ -12,6 +12,7 @@ import yaml
 
 from prge import run_summary
 from prge.jsonl import read_jsonl
+from prge.overrides import safe_load_checked
 from prge.run_dir import FAILED_FILE, STORAGE_SETTINGS, failure_of, shown
 from prge.reporting.tables import model_labels
 from prge.sweep import grid_label
@@ -56,7 +57,7 @@ def read_run_config(run_dir: Path) -> dict | None:
     if not config.is_file():
         return None
     try:
-        mapping = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        mapping = safe_load_checked(config.read_text(encoding="utf-8"), str(config)) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ValueError(f"{config}: not a readable run config ({type(e).__name__}: {' '.join(str(e).split())})") from e
     if not isinstance(mapping, dict) or not isinstance(mapping.get("run") or {}, dict):
