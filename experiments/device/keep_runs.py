@@ -1,9 +1,10 @@
 """Keeps the finished runs a device call of experiments/device/paper_accuracy.sh sent back.
 
-    python experiments/device/keep_runs.py OUT/NAME_runs.tgz [--model MODEL] [--no-report]
+    python experiments/device/keep_runs.py OUT/NAME_runs.tgz [--model MODEL] [--steps N] [--no-report]
 
 NAME is paper_accuracy for paths.env's DEFAULT_MODEL (SmolLM2-135M) and paper_accuracy_MODEL for
-another registered model (MODEL=gemma3-270m on the device: --model gemma3-270m here). A run is
+another registered model (MODEL=gemma3-270m on the device: --model gemma3-270m here);
+paper_accuracy_stepsN[_MODEL] for the zeroth-order runs at N steps (STEPS=N there: --steps N). A run is
 kept only when it is a whole finished run of configs/sweeps/paper_accuracy.yaml exactly as the
 device sweep expands it for that model (Target.overrides and device_root; prge.run_dir.finished
 compares the whole config but how checkpoints are stored) and its summary and metrics read, so a smoke run (`--set
@@ -69,16 +70,20 @@ class Target:
     report_out: Path
 
 
-def results_name(model: str) -> str:
+def results_name(model: str, steps: int | None = None) -> str:
     """The folder a model's runs are kept in, on the machine and here (paper_accuracy.sh asks
-    `keep_runs.py --print-name`): paper_accuracy for the default model, paper_accuracy_MODEL else."""
-    return "paper_accuracy" if model == DEVICE_PATHS["DEFAULT_MODEL"] else f"paper_accuracy_{model}"
+    `keep_runs.py --print-name`): paper_accuracy for the default model, paper_accuracy_MODEL else;
+    runs at another step count (paper_accuracy.sh's STEPS) in paper_accuracy_stepsN[_MODEL]."""
+    name = "paper_accuracy" + (f"_steps{steps}" if steps else "")
+    return name if model == DEVICE_PATHS["DEFAULT_MODEL"] else f"{name}_{model}"
 
 
-def target(model: str, root: Path) -> Target:
-    name = results_name(model)
+def target(model: str, root: Path, steps: int | None = None) -> Target:
+    name = results_name(model, steps)
+    steps_setting = (("run.steps", str(steps)),) if steps else ()
     return Target(model=model, name=name,
-                  overrides=(("model.name", f"{DEVICE_PATHS['DEVICE_MODELS']}/{model}"), ("model.device", "cuda")),
+                  overrides=(("model.name", f"{DEVICE_PATHS['DEVICE_MODELS']}/{model}"), ("model.device", "cuda"),
+                             *steps_setting),
                   device_root=f"{DEVICE_PATHS['DEVICE_RUNS']}/{name}",
                   kept=root / "experiments/results" / name / "runs.tgz", local=root / "runs/device" / name,
                   report_out=root / "experiments/results" / name)
@@ -102,7 +107,13 @@ def unpack(archive: Path, into: Path, name: str) -> Path:
 
 
 def expected_runs(where: Target) -> dict:
-    return {Path(c.run.output_dir).name: c for _, c in expand_sweep(SWEEP, list(where.overrides), where.device_root)}
+    """Run name -> RunConfig of every run of the sweep as the device runs it; with a step count
+    of its own (run.steps among the overrides), the zeroth-order runs only (FO-SGD keeps the
+    protocol's 1000 steps: paper_accuracy.sh leaves it out of such a sweep)."""
+    runs = expand_sweep(SWEEP, list(where.overrides), where.device_root)
+    other_steps = any(key == "run.steps" for key, _ in where.overrides)
+    return {Path(c.run.output_dir).name: c for _, c in runs
+            if not (other_steps and c.estimator.kind == "first_order")}
 
 
 def why_not_kept(run: Path, expected: dict) -> str | None:
@@ -187,6 +198,8 @@ def main() -> int:
     parser.add_argument("archive", type=Path, nargs="?", help="NAME_runs.tgz from a device call")
     parser.add_argument("--model", default=DEVICE_PATHS["DEFAULT_MODEL"],
                         help="the registered model the device sweep ran (MODEL there; default %(default)s)")
+    parser.add_argument("--steps", type=int, help="the step count the device sweep's zeroth-order runs took "
+                        "(STEPS there; default: the sweep's)")
     parser.add_argument("--no-report", action="store_true")
     parser.add_argument("--print-name", action="store_true", help="print NAME for --model and stop")
     args = parser.parse_args()
@@ -194,12 +207,15 @@ def main() -> int:
         print(f"keep_runs: error: --model {args.model}: not a registered model ({', '.join(REGISTERED)})",
               file=sys.stderr)
         return 2
+    if args.steps is not None and args.steps < 1:
+        print(f"keep_runs: error: --steps {args.steps}: not a positive step count", file=sys.stderr)
+        return 2
     if args.print_name:
-        print(results_name(args.model))
+        print(results_name(args.model, args.steps))
         return 0
     if args.archive is None:
         parser.error("the archive (NAME_runs.tgz) is required")
-    where = target(args.model, ROOT)
+    where = target(args.model, ROOT, args.steps)
     expected = expected_runs(where)
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -248,7 +264,8 @@ def main() -> int:
 
         done = "all" if count == len(expected) else "part done so far:"
         code = prge_main(["report", str(where.local), "--out", str(where.report_out), "--title",
-                          f"Paper accuracy protocol, {done} {count} of {len(expected)} runs, "
+                          f"Paper accuracy protocol{f' at {args.steps} steps' if args.steps else ''}, "
+                          f"{done} {count} of {len(expected)} runs, "
                           f"{REGISTERED[args.model].title}, on {cards(where.local)}"])
         if code:
             return code

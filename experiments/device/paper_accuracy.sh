@@ -20,7 +20,11 @@
 # Needs the model (MODEL=M source experiments/device/model.sh join, in this call or an earlier one
 # of this warm machine) and the task data (the data.tgz `model.sh stage` copies to /tmp/prge-carry).
 # TASKS="sst2 rte" / SEEDS="42" / VARIANTS="lora_fa_q1 prge_q4_dual": a part of the grid and of
-# the methods, in that order (same run names, so the parts add up).
+# the methods, in that order (same run names, so the parts add up). STEPS=20000: the zeroth-order
+# methods at that many steps (--set run.steps; FO-SGD, at the protocol's 1000, left out), kept
+# apart in paper_accuracy_steps20000[_MODEL] (keep_runs.py --steps 20000), e.g. STEPS=20000
+# TASKS="sst2 rte" for the paper's SST-2 and RTE length (with PLAN=0 until each method has finished
+# one run there: the planner estimates from finished runs).
 # Usage: bash experiments/device/paper_accuracy.sh OUT_DIR [prge sweep options: --gpus 0,1, --set KEY=VALUE]
 set -uo pipefail
 out=${1:?output dir}; shift
@@ -31,7 +35,9 @@ PRGE_MODEL=$DEVICE_MODELS/$model  # joined by model.sh in this call or an earlie
 [ -f "$PRGE_MODEL/model.safetensors" ] ||
   { echo "paper_accuracy: no $model on this machine yet: MODEL=$model source experiments/device/model.sh join" >&2; exit 3; }
 source experiments/device/task_data.sh || exit 3
-name=$(python3 experiments/device/keep_runs.py --print-name --model "$model") || exit 3
+steps=()  # STEPS: another step count, another folder of runs
+[ -z "${STEPS:-}" ] || steps=(--steps "$STEPS")
+name=$(python3 experiments/device/keep_runs.py --print-name --model "$model" "${steps[@]}") || exit 3
 root=$DEVICE_RUNS/$name
 if [ ! -d "$root" ]; then  # a cold machine: the committed finished runs, if any
   committed=experiments/results/$name/runs.tgz
@@ -45,9 +51,9 @@ stopped=.device/stopped/${name}_stopped.tgz
 [ ! -f "$stopped" ] || python3 experiments/device/stopped_runs.py unpack "$stopped" "$root" ||
   echo "paper_accuracy: the runs in $stopped start again instead (above)" >&2
 sweep=configs/sweeps/paper_accuracy.yaml
-if [ -n "${TASKS:-}${SEEDS:-}${VARIANTS:-}" ]; then  # the same sweep with a smaller grid, beside it (base path)
+if [ -n "${TASKS:-}${SEEDS:-}${VARIANTS:-}${STEPS:-}" ]; then  # the same sweep with a smaller grid, beside it (base path)
   sweep=configs/sweeps/paper_accuracy_part.yaml
-  python3 - "$sweep" <<'PY'
+  python3 - "$sweep" <<'PY' || { rm -f "$sweep"; exit 2; }
 import os, sys
 import yaml
 spec = yaml.safe_load(open("configs/sweeps/paper_accuracy.yaml"))
@@ -61,6 +67,11 @@ if os.environ.get("VARIANTS"):
     if unknown:
         sys.exit(f"VARIANTS: unknown {unknown} (the sweep's: {', '.join(by_name)})")
     spec["variants"] = [by_name[n] for n in os.environ["VARIANTS"].split()]
+if os.environ.get("STEPS"):  # FO-SGD keeps the protocol's 1000 steps: not part of such a sweep
+    first_order = [v["name"] for v in spec["variants"] if v.get("estimator.kind") == "first_order"]
+    if os.environ.get("VARIANTS") and first_order:
+        sys.exit(f"VARIANTS: {first_order} with STEPS: FO-SGD runs the protocol's 1000 steps (the sweep without STEPS)")
+    spec["variants"] = [v for v in spec["variants"] if v["name"] not in first_order]
 yaml.safe_dump(spec, open(sys.argv[1], "w"), sort_keys=False)
 PY
 fi
@@ -70,6 +81,7 @@ fi
 # resume elsewhere, then on a GPU they leave free a run whose checkpoint travels (plan_runs.py's travels),
 # stopped at the call's end; PLAN=0: every unfinished run, in order (on a machine that stays warm).
 device_settings=(--set model.name="$PRGE_MODEL" --set model.device=cuda)
+[ -z "${STEPS:-}" ] || device_settings+=(--set run.steps="$STEPS")
 settings=("${device_settings[@]}")  # and the caller's --set values: what the plan expands the sweep with
 only=()
 if [ "${PLAN:-1}" = 1 ]; then
@@ -113,7 +125,7 @@ python3 - "$root" <<'PY' | tee "$out/${name}_times.txt"
 import json, sys
 from pathlib import Path
 runs = sorted(Path(sys.argv[1]).glob("*/summary.json"))
-print(f"finished runs: {len(runs)} of 165")
+print(f"finished runs: {len(runs)} in {sys.argv[1]}")
 for path in runs:
     s = json.loads(path.read_text())
     print(f"{path.parent.name:45s} {s['steps']:5d} steps {1000 * (s.get('mean_step_seconds') or 0):7.2f} ms/step  "

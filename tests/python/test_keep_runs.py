@@ -28,11 +28,13 @@ def kept_archive(tmp_path: Path, name: str = "paper_accuracy") -> Path:
     return tmp_path / "experiments/results" / name / "runs.tgz"
 
 
-def one_committed_run() -> dict[str, bytes]:
-    """Member name (under paper_accuracy/) -> bytes of the first finished run in the committed archive."""
+def one_committed_run(method: str = "") -> dict[str, bytes]:
+    """Member name (under paper_accuracy/) -> bytes of the first finished run in the committed
+    archive (of `method`, where given)."""
     with tarfile.open(COMMITTED) as tar:
         names = tar.getnames()
-        run = sorted(n.split("/")[1] for n in names if n.endswith("/summary.json"))[0]
+        run = sorted(n.split("/")[1] for n in names if n.endswith("/summary.json")
+                     and n.split("/")[1].startswith(method))[0]
         files = {}
         for name in names:
             tail = name.split("/", 1)[1] if "/" in name else ""
@@ -164,3 +166,40 @@ def test_the_report_title_names_the_cards_the_runs_name(tmp_path, monkeypatch):
     for run in "acd":
         (tmp_path / run / "summary.json").write_text("{}")
     assert keep.cards(tmp_path) == "no card named"
+
+
+def test_runs_at_another_step_count_are_kept_apart(tmp_path, monkeypatch, capsys):
+    # STEPS=20000 on the device: the zeroth-order runs with run.steps 20000 under
+    # paper_accuracy_steps20000/; a run of the protocol's 5000 steps is refused there by its steps,
+    # and FO-SGD is no run of such a sweep.
+    keep = load_keep_runs(tmp_path, monkeypatch)
+    good = one_committed_run("prge_q4_dual-")
+    run = next(iter(good)).split("/")[0]
+    name = "paper_accuracy_steps20000"
+    assert run_main(keep, monkeypatch, "--print-name", "--steps", "20000") == 0
+    assert capsys.readouterr().out.strip() == name
+    assert run_main(keep, monkeypatch, "--print-name", "--steps", "20000", "--model", "gemma3-270m") == 0
+    assert capsys.readouterr().out.strip() == f"{name}_gemma3-270m"
+    short = make_archive(tmp_path / "short.tgz", good, folder=name)
+    assert run_main(keep, monkeypatch, short, "--steps", "20000", "--no-report") == 1
+    assert f"keep_runs: refused {run}: other settings than the sweep's (first difference: run.steps" in \
+        capsys.readouterr().err
+    long = {k: v.replace(b"steps: 5000", b"steps: 20000")
+            .replace(b"/tmp/runs/paper_accuracy/", f"/tmp/runs/{name}/".encode()) for k, v in good.items()}
+    assert long[f"{run}/config.yaml"] != good[f"{run}/config.yaml"]
+    assert run_main(keep, monkeypatch, make_archive(tmp_path / "long.tgz", long, folder=name), "--steps", "20000",
+                    "--no-report") == 0
+    out = capsys.readouterr().out
+    assert f"1 finished runs taken from {tmp_path / 'long.tgz'}; 1 of 132 kept in" in out  # 4 methods x 11 x 3
+    with tarfile.open(kept_archive(tmp_path, name)) as tar:
+        assert f"{name}/{run}/summary.json" in tar.getnames()
+    assert not kept_archive(tmp_path).exists()
+    first_order = one_committed_run("fo_sgd_lora_fa-")
+    fo_run = next(iter(first_order)).split("/")[0]
+    fo_long = {k: v.replace(b"steps: 1000", b"steps: 20000")
+               .replace(b"/tmp/runs/paper_accuracy/", f"/tmp/runs/{name}/".encode()) for k, v in first_order.items()}
+    assert run_main(keep, monkeypatch, make_archive(tmp_path / "fo.tgz", fo_long, folder=name), "--steps", "20000",
+                    "--no-report") == 1
+    assert f"keep_runs: refused {fo_run}: no run of paper_accuracy.yaml is named {fo_run}" in capsys.readouterr().err
+    assert run_main(keep, monkeypatch, "--print-name", "--steps", "0") == 2
+    assert "keep_runs: error: --steps 0: not a positive step count" in capsys.readouterr().err
