@@ -136,8 +136,8 @@ def why_not_kept(run: Path, expected: dict) -> str | None:
 
 def cards(root: Path) -> str:
     """The GPUs the runs under `root` name in their summaries (device_name), for the report's
-    title: "NVIDIA H200", "NVIDIA H100 80GB HBM3 and NVIDIA H200", with how many name none
-    (summaries older than the field)."""
+    title: "on NVIDIA H200", "on NVIDIA H100 80GB HBM3 and NVIDIA H200 (card not recorded for
+    3 runs)": summaries older than the field name none."""
     named, unnamed = set(), 0
     for summary in sorted(root.glob("*/summary.json")):
         name = run_summary.read(summary).get("device_name")
@@ -145,8 +145,10 @@ def cards(root: Path) -> str:
             named.add(str(name))
         else:
             unnamed += 1
-    text = " and ".join(sorted(named)) or "no card named"
-    return text + (f" ({unnamed} runs name no card)" if named and unnamed else "")
+    if not named:
+        return "card not recorded"
+    runs = f"{unnamed} run{'s' if unnamed != 1 else ''}"
+    return "on " + " and ".join(sorted(named)) + (f" (card not recorded for {runs})" if unnamed else "")
 
 
 def pack(folder: Path, archive: Path, name: str) -> None:
@@ -266,7 +268,7 @@ def main() -> int:
         code = prge_main(["report", str(where.local), "--out", str(where.report_out), "--title",
                           f"Paper accuracy protocol{f' at {args.steps} steps' if args.steps else ''}, "
                           f"{done} {count} of {len(expected)} runs, "
-                          f"{REGISTERED[args.model].title}, on {cards(where.local)}"])
+                          f"{REGISTERED[args.model].title}, {cards(where.local)}"])
         if code:
             return code
     return 1 if refused else 0

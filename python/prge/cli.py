@@ -384,11 +384,25 @@ def _is_sweep_file(path: str) -> bool:
     file has) rather than a run config; False where it does not read (the config reader says why)."""
     import yaml
 
+    # The top-level keys from PyYAML's event stream: no node tree is built, so neither a deeply
+    # nested value nor a self-holding alias stops it (the readers refuse those by name).
+    keys, depth, items, root_is_mapping = set(), 0, 0, False
     try:
-        spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        for event in yaml.parse(Path(path).read_text(encoding="utf-8")):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                if depth == 0:
+                    root_is_mapping = isinstance(event, yaml.MappingStartEvent)
+                items += depth == 1
+                depth += 1
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+            elif isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)) and depth == 1:
+                if items % 2 == 0 and isinstance(event, yaml.ScalarEvent):  # a key of the root mapping
+                    keys.add(event.value)
+                items += 1
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
-    return isinstance(spec, dict) and bool({"base", "grid", "variants"} & set(spec))  # read_sweep names the rest
+    return root_is_mapping and bool({"base", "grid", "variants"} & keys)  # read_sweep names the rest
 
 
 def _check_sweep(path: str, overrides: list[tuple[str, str]]) -> None:

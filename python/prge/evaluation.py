@@ -59,12 +59,12 @@ class Scorer:
         """(sums [n, K] float64: summed log-probability of each option's tokens after its
         example's prompt, -inf where an example has fewer than K options; counts [n, K] float64:
         the option's token count, 0 there); K the most options an example has. partial: of each
-        option's continuation only, after its own context (EncodedExample.context_lengths)."""
+        candidate's partial-scoring continuation, after its context (EncodedExample.partial)."""
         encoder, trainer = self.encoder, self.trainer
 
         def scores(chunk: list[EncodedExample]) -> tuple[torch.Tensor, torch.Tensor]:
             if partial:
-                nll, count = trainer.score(encoder.batch_options(chunk, partial=True))
+                nll, count = trainer.score(encoder.batch_partial(chunk))
                 return _per_example(-nll.double(), count.double(), [len(e.options) for e in chunk])
             first = chunk[0].options
             shared = all(e.options == first for e in chunk)

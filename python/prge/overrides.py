@@ -120,6 +120,8 @@ def compose_yaml(text: str, source: str):
         raise ValueError(f"{where}: malformed YAML: {e.problem or e.context}") from e
     except yaml.YAMLError as e:
         raise ValueError(f"{source}: malformed YAML: {e}") from e
+    except RecursionError:  # PyYAML composes nested nodes recursively: past Python's limit first
+        raise ValueError(_too_deep(source)) from None
     finally:
         loader.dispose()
 
@@ -135,8 +137,16 @@ def safe_load_checked(text: str, source: str):
             return None
         _check_size(node, source)
         return loader.construct_document(node)
+    except RecursionError:  # PyYAML composes nested nodes recursively: past Python's limit first
+        raise ValueError(_too_deep(source)) from None
     finally:
         loader.dispose()
+
+
+def _too_deep(source: str) -> str:
+    from prge._core import YAML_MAX_DEPTH
+
+    return f"{source}: the YAML is nested more than {YAML_MAX_DEPTH} levels deep (far more: the YAML reader ran out of stack)"
 
 
 def _check_size(root: yaml.Node, source: str) -> None:

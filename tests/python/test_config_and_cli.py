@@ -832,3 +832,19 @@ def test_a_sweep_file_whose_aliases_never_end_is_refused_at_its_place(grid, tmp_
     err = capsys.readouterr().err
     assert re.search(rf"prge: error: {re.escape(str(sweep))}:\d+:\d+: the YAML is nested more than 64 levels deep "
                      r"or holds more than 100000 values \(an alias inside the node it names", err), err
+
+
+def test_yaml_nested_past_the_readers_stack_is_refused_naming_the_file(tmp_path, capsys):
+    """Thousands of nested brackets: PyYAML builds nodes recursively and ran out of Python's stack
+    ('maximum recursion depth exceeded', naming nothing) in `prge check`, `prge sweep` and a
+    report; each names the file now, a sweep file as a sweep, a run config as a run config."""
+    deep = "[" * 3000 + "]" * 3000
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"base: {{data: {{task: sst2}}}}\ngrid:\n  data.label_words: {deep}\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"run: {{steps: 1}}\nmodel: {deep}\n")
+    for command in (["check", str(sweep)], ["sweep", str(sweep)]):
+        assert main(command) == 2
+        assert f"prge: error: {sweep}: the YAML is nested more than 64 levels deep" in capsys.readouterr().err
+    assert main(["check", str(config)]) == 2
+    assert f"prge: error: {config}:2:" in capsys.readouterr().err

@@ -370,6 +370,9 @@ def test_methods_with_one_folder_name_stay_apart_and_bad_configs_are_named(tmp_p
         (tmp_path / "c" / "prge-seed2" / "config.yaml").write_text(text)
         with pytest.raises(ValueError, match=rf"c/prge-seed2/config.yaml:{line}:\d+: the YAML is nested more than"):
             collect(tmp_path)
+    (tmp_path / "c" / "prge-seed2" / "config.yaml").write_text("run: {seed: 2}\nzz: " + "[" * 3000 + "]" * 3000)
+    with pytest.raises(ValueError, match=r"c/prge-seed2/config.yaml: the YAML is nested more than 64 levels deep"):
+        collect(tmp_path)
 
 
 @pytest.mark.parametrize("seed_last", [True, False])

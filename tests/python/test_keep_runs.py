@@ -159,13 +159,17 @@ def test_the_report_title_names_the_cards_the_runs_name(tmp_path, monkeypatch):
         (tmp_path / run).mkdir()
         summary = {"steps": 1} | ({"device_name": card} if card else {})
         (tmp_path / run / "summary.json").write_text(json.dumps(summary))
-    assert keep.cards(tmp_path) == "NVIDIA H100 80GB HBM3 and NVIDIA H200 (1 runs name no card)"
+    assert keep.cards(tmp_path) == "on NVIDIA H100 80GB HBM3 and NVIDIA H200 (card not recorded for 1 run)"
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e/summary.json").write_text(json.dumps({"steps": 1}))
+    assert keep.cards(tmp_path).endswith("(card not recorded for 2 runs)")
+    (tmp_path / "e/summary.json").unlink()
     (tmp_path / "d/summary.json").write_text(json.dumps({"steps": 1, "device_name": "cpu"}))
     (tmp_path / "b/summary.json").unlink()
-    assert keep.cards(tmp_path) == "NVIDIA H200 and cpu"
+    assert keep.cards(tmp_path) == "on NVIDIA H200 and cpu"
     for run in "acd":
         (tmp_path / run / "summary.json").write_text("{}")
-    assert keep.cards(tmp_path) == "no card named"
+    assert keep.cards(tmp_path) == "card not recorded"
 
 
 def test_runs_at_another_step_count_are_kept_apart(tmp_path, monkeypatch, capsys):

@@ -86,3 +86,37 @@ def test_gemma3_270m_native_matches_transformers_gguf_loading():
     with torch.no_grad():
         greedy = hf.generate(ids, max_new_tokens=8, do_sample=False)[0, len(prompt):].tolist()
     assert native.generate([prompt], max_new_tokens=8, stop_tokens=[])[0] == greedy
+
+
+def test_winogrande_partial_scoring_tokens_are_lm_evaluation_harness_s_under_smollm2(tmp_path):
+    """Sentences with two spaces before or after the blank (as WinoGrande's dev set has) and a
+    blank inside a word: the context and continuation tokens are those lm-evaluation-harness
+    requests (context = sentence up to the blank + option, continuation = " " + the rest,
+    stripped; the continuation the tokens of both past the context's), not the candidate's."""
+    import json
+
+    from prge.data.batching import PromptEncoder
+    from prge.data.tokens import ModelTokenizer
+    from prge.models import load_tokenizer
+
+    path = registered_model("smollm2-135m")
+    records = [
+        {"sentence": "Neil told Lawrence he was training.  _ was excited.", "option1": "Neil", "option2": "Lawrence",
+         "answer": "1"},
+        {"sentence": "Mary was helping Patricia but  _ watches tutorials.", "option1": "Mary", "option2": "Patricia",
+         "answer": "2"},
+        {"sentence": "It was _s fault.", "option1": "Sarah", "option2": "Maria", "answer": "1"},
+    ]
+    folder = tmp_path / "winogrande"
+    folder.mkdir()
+    (folder / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    task = get_task("winogrande")
+    encoded = PromptEncoder(task, ModelTokenizer(path), 128).encode_all(task.load("eval", folder))
+    hf = load_tokenizer(path)
+    for record, e in zip(records, encoded):
+        at = record["sentence"].index("_")
+        for option, (context, continuation) in zip((record["option1"], record["option2"]), e.partial):
+            request = record["sentence"][:at] + option, " " + record["sentence"][at + 1:].strip()
+            expected_context = hf(request[0])["input_ids"]
+            assert context == expected_context
+            assert continuation == hf(request[0] + request[1])["input_ids"][len(expected_context):]

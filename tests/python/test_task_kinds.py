@@ -5,6 +5,7 @@ gold candidate's tokens; a custom task picks its kind from its keys; data.train_
 validation splits the validation split in two disjoint seeded parts and is never implied."""
 import json
 import math
+from dataclasses import replace
 import re
 from types import SimpleNamespace
 
@@ -465,10 +466,10 @@ WINOGRANDE = [  # sentences of the tiny vocabulary; options of one and two token
 
 
 def test_winogrande_partial_scoring_is_lm_evaluation_harness_s_on_transformers(tmp_path):
-    """accuracy_partial: the words after the blank, scored after the sentence up to and including
-    each option, split where the option's context alone ends in tokens (as lm-evaluation-harness
-    splits context and continuation); the log-likelihoods equal transformers' on the same weights.
-    accuracy and accuracy_raw, and the training targets, stay the whole candidate's."""
+    """accuracy_partial: lm-evaluation-harness's texts (the sentence up to the blank with each
+    option, then " " + the rest), the continuation the tokens of both past the context's own (as
+    lm-evaluation-harness splits them); the log-likelihoods equal transformers' on the same
+    weights. accuracy and accuracy_raw, and the training targets, stay the whole candidate's."""
     from transformers import LlamaForCausalLM
 
     from prge.data.tasks import get_task
@@ -480,7 +481,7 @@ def test_winogrande_partial_scoring_is_lm_evaluation_harness_s_on_transformers(t
     task = get_task("winogrande")
     encoder = PromptEncoder(task, ModelTokenizer(model_dir), 32)
     encoded = encoder.encode_all(task.load("eval", folder))
-    assert [e.context_lengths for e in encoded] == [[1, 1], [1, 1], [2, 1], [1, 1], [2, 1]]
+    assert [[len(c) for c, _ in e.partial] for e in encoded] == [[3, 3], [3, 3], [3, 2], [2, 2], [4, 3]]
     trainer = trainer_of(model_dir)
     partial, counts = Scorer(trainer, encoder, batch_size=2).option_logliks(encoded, partial=True)
 
@@ -508,7 +509,6 @@ def test_winogrande_partial_scoring_is_lm_evaluation_harness_s_on_transformers(t
     whole = reference_logliks(model_dir, encoded)  # accuracy and accuracy_raw: the whole candidates
     assert metrics["accuracy_raw"] == pytest.approx(
         sum(max(range(2), key=lambda k: r[k][0]) == y for r, y in zip(whole, labels)) / 5)
-    assert all(n < len(o) for e in encoded for n, o in zip(e.context_lengths, e.options))
     batch = encoder.batch(encoded)  # training: the gold candidate's every token
     for row, e in enumerate(encoded):
         targets = batch.targets[row]
@@ -517,22 +517,31 @@ def test_winogrande_partial_scoring_is_lm_evaluation_harness_s_on_transformers(t
     assert task.kind.results(metrics, metrics)["accuracy_partial_after"] == metrics["accuracy_partial"]
 
 
-def test_winogrande_without_a_continuation_of_its_own_tokens_is_refused_by_record(tmp_path):
+def test_partial_scoring_texts_are_all_or_none_one_per_candidate_and_fit(tmp_path):
     from prge.data.tasks import get_task
 
     model_dir, _ = make_tiny_assets(tmp_path)
+    task = get_task("winogrande")
     folder = tmp_path / "winogrande"
     folder.mkdir()
-    write_jsonl(folder / "dev.jsonl", [WINOGRANDE[0], {"sentence": "good _it", "option1": "love", "option2": "it :",
-                                                       "answer": "1"}])
-    task = get_task("winogrande")
+    write_jsonl(folder / "dev.jsonl", WINOGRANDE[:2])
+    examples = task.load("eval", folder)
     encoder = PromptEncoder(task, ModelTokenizer(model_dir), 32)
-    with pytest.raises(ValueError, match=r"record 2 \(line 2\): candidate ' loveit' leaves no continuation tokens for partial "
-                                         r"scoring"):
-        encoder.encode_all(task.load("eval", folder))
-    write_jsonl(folder / "dev.jsonl", [{"sentence": "good tasty _", "option1": "a", "option2": "b", "answer": "1"}])
-    with pytest.raises(ValueError, match="no words after its blank"):
-        task.load("eval", folder)
+    without = replace(examples[1], partial_scoring=(), where="record 2")
+    with pytest.raises(ValueError, match="record 2: has no partial-scoring texts, and other examples of the split have"):
+        encoder.encode_all([examples[0], without])
+    short = replace(examples[1], partial_scoring=examples[1].partial_scoring[:1], where="record 2")
+    with pytest.raises(ValueError, match="record 2: 1 partial-scoring pairs for 2 candidates"):
+        encoder.encode_all([examples[0], short])
+    # a context longer than data.max_length allows beside the continuation: its start dropped
+    whole = encoder.encode_all(examples)[1].partial[0]  # "bad it awful" + " hate it awful": 3 + 3 tokens
+    narrow = PromptEncoder(task, ModelTokenizer(model_dir), 5)
+    context, continuation = narrow.encode_all(examples)[1].partial[0]
+    assert (context, continuation) == (whole[0][1:], whole[1])
+    tiny = PromptEncoder(task, ModelTokenizer(model_dir), 3)
+    with pytest.raises(ValueError, match="data.max_length=3 leaves no room for the context beside its 3-token "
+                                         r"continuation \(partial scoring\)"):
+        tiny.encode_partial(examples, [SimpleNamespace(options=[[1], [2]], partial=None)] * 2)
 
 
 def test_prge_train_on_winogrande_reports_the_partial_accuracy(tmp_path):

@@ -63,8 +63,8 @@ class EncodedExample:
     options: list[list[int]] | None = None    # label words / candidates: each one's tokens after prompt_ids
     reference: str | None = None              # generation: the response as the data writes it (EM / F1)
     answer_length: int = 0                    # generation: len(answer_ids) before data.max_length cut it
-    context_lengths: list[int] | None = None  # partial scoring: each option's first tokens that are its own
-                                              # context, not the shared continuation (Example.continuation_at)
+    partial: list[tuple[list[int], list[int]]] | None = None  # partial scoring: each candidate's
+                                              # (context, continuation) tokens (Example.partial_scoring)
 
 
 MIN_KEPT_PROMPT_TOKENS = 8  # a prompt cut shorter than this is warned about
@@ -77,7 +77,8 @@ class PromptEncoder:
     encode_all(examples) -> [EncodedExample] (through the task kind's `encode`);
     batch(encoded, labels=None) -> TokenBatch [b, T]: one sequence per example (its gold option
     or response), right-padded with pad_id; batch_options(encoded) -> TokenBatch [sum of the
-    examples' option counts, T]: every option of every example. Data mistakes raise ValueError
+    examples' option counts, T]: every option of every example; batch_partial(encoded): every
+    candidate's partial-scoring context and continuation (WinoGrande). Data mistakes raise ValueError
     naming the example's record (Example.where) and the field, label word or candidate."""
 
     def __init__(self, task: Task, tokenizer: ModelTokenizer, max_length: int, pad_id: int = 0):
@@ -142,41 +143,53 @@ class PromptEncoder:
         prompt + option text. `what` names an option in errors ("label word {!r} (data.label_words)")."""
         prompts = [self.prompt_text(e) for e in examples]
         wholes = [p + text for p, texts in zip(prompts, options) for text in texts]
-        # Partial scoring: the prompt and each option's own context, tokenized alone.
-        partial = [p + text[:at] for p, e, texts in zip(prompts, examples, options) for text, at in zip(texts, e.continuation_at)]
-        ids = self.tokenizer.encode(prompts + wholes + partial, specials=not self.chat)
-        contexts, whole_ids = ids[: len(prompts)], ids[len(prompts): len(prompts) + len(wholes)]
-        partial_ids = ids[len(prompts) + len(wholes):]
+        ids = self.tokenizer.encode(prompts + wholes, specials=not self.chat)
+        contexts, whole_ids = ids[: len(prompts)], ids[len(prompts):]
         suffix = [] if self.chat else self.tokenizer.end_specials
         if suffix:  # an EOS the tokenizer appends to every text (add_eos_token) is no option's own token
-            whole_ids, partial_ids = ([w[: -len(suffix)] if w[-len(suffix):] == suffix else w for w in part]
-                                      for part in (whole_ids, partial_ids))
-        out, start, at = [], 0, 0
+            whole_ids = [w[: -len(suffix)] if w[-len(suffix):] == suffix else w for w in whole_ids]
+        out, start = [], 0
         for example, context, texts in zip(examples, contexts, options):
-            encoded = self._with_options(example, context, whole_ids[start: start + len(texts)], texts, what)
+            out.append(self._with_options(example, context, whole_ids[start: start + len(texts)], texts, what))
             start += len(texts)
-            if example.continuation_at:
-                own = partial_ids[at: at + len(texts)]
-                at += len(texts)
-                self._with_continuation(example, encoded, context, whole_ids[start - len(texts): start], own, texts)
-            out.append(encoded)
         return out
 
-    def _with_continuation(self, example: Example, encoded: EncodedExample, context: list[int],
-                           wholes: list[list[int]], own: list[list[int]], texts) -> None:
-        """Sets encoded.context_lengths: as lm-evaluation-harness splits a context and its
-        continuation, the continuation is the whole text's tokens past as many as the context
-        alone tokenizes to; ValueError naming the record when a candidate leaves it no tokens."""
-        k = len(wholes[0]) - len(encoded.options[0])  # the tokens before the options (the prompt)
-        lengths = []
-        for text, whole, alone in zip(texts, wholes, own):
-            n = len(alone) - k
-            if n < 1 or n >= len(whole) - k:
-                raise ValueError(f"{self._where(example)}: candidate {text!r} leaves "
-                                 f"{'no tokens of its own' if n < 1 else 'no continuation tokens'} for partial scoring "
-                                 "(its option and the words after it merge into one token)")
-            lengths.append(n)
-        encoded.context_lengths = lengths
+    def encode_partial(self, examples: list[Example], encoded: list[EncodedExample]) -> None:
+        """Sets each encoded example's `partial` from its Example.partial_scoring: lm-evaluation-
+        harness's request pairs, tokenized as it tokenizes them: the context alone, and the
+        continuation as the tokens of context + continuation past as many as the context alone
+        has (BOS where the tokenizer writes one; never the task's template or chat template).
+        The context's start is dropped (BOS kept) where both pass data.max_length. One batched
+        tokenizer call. ValueError naming the record where a pair is not one per candidate or a
+        continuation has no tokens of its own."""
+        pairs = [pair for e in examples for pair in e.partial_scoring]
+        ids = self.tokenizer.encode([c for c, _ in pairs] + [c + t for c, t in pairs], specials=True)
+        suffix = self.tokenizer.end_specials
+        if suffix:  # an EOS the tokenizer appends to every text (add_eos_token) is neither's
+            ids = [i[: -len(suffix)] if i[-len(suffix):] == suffix else i for i in ids]
+        contexts, wholes = ids[: len(pairs)], ids[len(pairs):]
+        start = 0
+        for example, e in zip(examples, encoded):
+            n = len(example.partial_scoring)
+            if n != len(e.options):
+                raise ValueError(f"{self._where(example)}: {n} partial-scoring pairs for {len(e.options)} candidates")
+            e.partial = [self._fit_partial(example, c, w) for c, w in zip(contexts[start: start + n],
+                                                                          wholes[start: start + n])]
+            start += n
+
+    def _fit_partial(self, example: Example, context: list[int], whole: list[int]) -> tuple[list[int], list[int]]:
+        continuation = whole[len(context):]
+        if not continuation:
+            raise ValueError(f"{self._where(example)}: the words after the blank tokenize to no tokens after the "
+                             "sentence up to the option (partial scoring)")
+        bos = int(self.tokenizer.bos_id is not None and context[:1] == [self.tokenizer.bos_id])
+        room = self.max_length - len(continuation)
+        if room < 1 + bos:
+            raise ValueError(f"{self._where(example)}: data.max_length={self.max_length} leaves no room for the "
+                             f"context beside its {len(continuation)}-token continuation (partial scoring)")
+        if len(context) > room:
+            context = context[:bos] + context[len(context) - (room - bos):]
+        return context, continuation
 
     def encode_responses(self, examples: list[Example]) -> list[EncodedExample]:
         """Generation examples: prompt + response (see the module docstring), one batched
@@ -315,27 +328,25 @@ class PromptEncoder:
         labels = labels if labels is not None else [None] * len(encoded)
         return self._pack([(e.prompt_ids, self.answer(e, y)) for e, y in zip(encoded, labels)])
 
-    def batch_options(self, encoded: list[EncodedExample], partial: bool = False) -> TokenBatch:
+    def batch_options(self, encoded: list[EncodedExample]) -> TokenBatch:
         """Every option of every example, example by example (rows e0o0, e0o1, ..., e1o0, ...):
-        input_ids, targets [sum of len(e.options), T], T the longest; one forward scores them all.
-        partial: the targets are each option's continuation only (its first context_lengths
-        tokens are read, not scored; examples without context_lengths score whole options)."""
-        skips = [(e.context_lengths or [0] * len(e.options)) if partial else [0] * len(e.options) for e in encoded]
-        return self._pack([(e.prompt_ids, option, skip) for e, row in zip(encoded, skips)
-                           for option, skip in zip(e.options, row)])
+        input_ids, targets [sum of len(e.options), T], T the longest; one forward scores them all."""
+        return self._pack([(e.prompt_ids, option) for e in encoded for option in e.options])
 
-    def _pack(self, seqs: list[tuple]) -> TokenBatch:
-        """(prompt, answer[, skip]) per row: the answer's tokens are the targets, but its first
-        `skip`."""
-        width = max(len(p) + len(a) for p, a, *_ in seqs)
+    def batch_partial(self, encoded: list[EncodedExample]) -> TokenBatch:
+        """Every candidate's partial-scoring pair of every example, in batch_options' row order:
+        input_ids [rows, T] its context then continuation; targets the continuation's tokens."""
+        return self._pack([pair for e in encoded for pair in e.partial])
+
+    def _pack(self, seqs: list[tuple[list[int], list[int]]]) -> TokenBatch:
+        width = max(len(p) + len(a) for p, a in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.int64)
         targets = torch.full((len(seqs), width), IGNORE, dtype=torch.int64)
-        for i, (prompt, answer, *skip) in enumerate(seqs):
+        for i, (prompt, answer) in enumerate(seqs):
             full = prompt + answer
             ids[i, : len(full)] = torch.tensor(full)
             # position t predicts token t+1: the answer tokens are predicted from len(prompt)-1 on
-            first = skip[0] if skip else 0
-            targets[i, len(prompt) - 1 + first: len(full) - 1] = torch.tensor(answer[first:])
+            targets[i, len(prompt) - 1: len(full) - 1] = torch.tensor(answer)
         return TokenBatch(ids, targets)
 
 

@@ -23,18 +23,18 @@ class Example:
     response  generation: the answer the loss is taken on
     choices   multiple choice: this example's candidate continuations, each appended to the
               prompt as written (a leading space included where the text needs one)
-    continuation_at  multiple choice with partial scoring (WinoGrande, as lm-evaluation-harness
-              scores it: Trinh & Le 2018, arXiv 1806.02847): for each candidate, where in its
-              text the continuation all candidates share begins; the text before it is the
-              candidate's own context, and `accuracy_partial` compares the continuation's
-              log-likelihood after each. Empty: no partial scoring
+    partial_scoring  multiple choice with partial scoring (WinoGrande, as lm-evaluation-harness
+              scores it: Trinh & Le 2018, arXiv 1806.02847): for each candidate, the (context,
+              continuation) texts lm-evaluation-harness requests, read as they are (no template);
+              the continuation is the same for all, and `accuracy_partial` compares its
+              log-likelihood after each context. Empty: no partial scoring
     where     the record it came from, for error messages ("sst2: train split in DIR: record 3",
               1-based); empty for hand-made examples"""
     fields: dict
     label: int
     response: str | None = None
     choices: tuple[str, ...] = ()
-    continuation_at: tuple[int, ...] = ()
+    partial_scoring: tuple[tuple[str, str], ...] = ()
     where: str = field(default="", compare=False)
 
 

@@ -13,8 +13,9 @@ the kind of their task (`task.kind`) and never branch on it.
                                                                               accuracy_partial, where the candidates
                                                                               share a continuation (WinoGrande): its
                                                                               summed log-likelihood after each one's
-                                                                              own context (lm-evaluation-harness's
-                                                                              WinoGrande `acc`)
+                                                                              own context, on lm-evaluation-harness's
+                                                                              texts (its WinoGrande `acc`; a second
+                                                                              forward)
   generation       the response (+ EOS / end of turn)  the response tokens    answer_nll, perplexity; with `full`:
                                                                               exact_match, token_f1 of greedy answers
 
@@ -22,7 +23,8 @@ Answer tokens are what the whole string prompt + answer yields after the prompt'
 (prge.data.batching.PromptEncoder). A kind works on a `scorer` (prge.evaluation.Scorer):
 
   scorer.option_logliks(encoded, partial=False) -> (sums [n, K] float64 summed log-probability
-          of each option's tokens (partial: of its continuation's only), -inf where an example
+          of each option's tokens (partial: of its partial-scoring continuation's, after its
+          context: EncodedExample.partial), -inf where an example
           has fewer than K options; counts [n, K] float64 tokens summed, 0 there)
   scorer.answer_nll(encoded)     -> (nll [n] float64 summed NLL of the response tokens, counts [n])
   scorer.answer_metrics(encoded) -> {"exact_match", "token_f1"} of greedy answers
@@ -161,16 +163,22 @@ class MultipleChoice(TaskKind):
         if not 0 <= example.label < len(example.choices):
             raise ValueError(f"{where}: the answer index {example.label} is outside 0..{len(example.choices) - 1} "
                              "(its candidates)")
-        if example.continuation_at and (len(example.continuation_at) != len(example.choices) or not all(
-                0 < at < len(text) for at, text in zip(example.continuation_at, example.choices))):
-            raise ValueError(f"{where}: continuation_at {example.continuation_at} does not split each of its "
-                             f"{len(example.choices)} candidates into an own context and a continuation")
-        if example.continuation_at and len({text[at:] for at, text in zip(example.continuation_at, example.choices)}) != 1:
-            raise ValueError(f"{where}: its candidates' continuations differ; partial scoring compares one shared "
-                             "continuation")
+        pairs = example.partial_scoring
+        if pairs and len(pairs) != len(example.choices):
+            raise ValueError(f"{where}: {len(pairs)} partial-scoring pairs for {len(example.choices)} candidates")
+        if pairs and len({continuation for _, continuation in pairs}) != 1:
+            raise ValueError(f"{where}: its partial-scoring continuations differ; partial scoring compares one "
+                             "shared continuation")
 
     def encode(self, encoder, examples):
-        return encoder.encode_options(examples, [e.choices for e in examples], "candidate {!r}")
+        encoded = encoder.encode_options(examples, [e.choices for e in examples], "candidate {!r}")
+        partial = [bool(e.partial_scoring) for e in examples]
+        if any(partial):  # one metric over all examples or none
+            if not all(partial):
+                where = examples[partial.index(False)].where or "an example"
+                raise ValueError(f"{where}: has no partial-scoring texts, and other examples of the split have")
+            encoder.encode_partial(examples, encoded)
+        return encoded
 
     def evaluate(self, scorer, encoded, split, full=False):
         sums, counts = scorer.option_logliks(encoded)
@@ -180,7 +188,7 @@ class MultipleChoice(TaskKind):
         labels = _labels(encoded)
         metrics = {"accuracy": (mean.argmax(1) == labels).double().mean().item(),
                    "accuracy_raw": (sums.argmax(1) == labels).double().mean().item()}
-        if any(e.context_lengths for e in encoded):  # lm-evaluation-harness's WinoGrande score
+        if all(e.partial is not None for e in encoded):  # lm-evaluation-harness's WinoGrande score
             partial, counts = scorer.option_logliks(encoded, partial=True)
             check_finite_scores(partial, split, counts > 0)
             metrics["accuracy_partial"] = (partial.argmax(1) == labels).double().mean().item()

@@ -201,18 +201,18 @@ def _winogrande_record(r: dict) -> Example:
     rest of the sentence. The words before the blank add the same log-likelihood to both
     options' sums, so `accuracy_raw` picks as the whole filled-in sentence's sum does; the
     per-token mean (`accuracy`) is over the candidate's tokens only (neither is MeZO's mean over
-    the whole sentence). `accuracy_partial` is lm-evaluation-harness's score: the words after the
-    blank, given the sentence up to and including each option (continuation_at)."""
+    the whole sentence). `accuracy_partial` is lm-evaluation-harness's score, on its texts: the
+    words after the blank (" " + the rest of the sentence, stripped), given the sentence up to the
+    blank as written with each option in it (partial_scoring)."""
     sentence = str(r["sentence"])
     if sentence.count("_") != 1:
         raise ValueError(f"sentence has {sentence.count('_')} blanks '_', expected 1: {sentence!r}")
     before, after = sentence.split("_")
-    if not after.strip():
-        raise ValueError(f"sentence has no words after its blank '_': {sentence!r}")
     space = " " if before.endswith(" ") else ""
-    options = (space + str(r["option1"]), space + str(r["option2"]))
+    options = (str(r["option1"]), str(r["option2"]))
     return Example({"context": before.rstrip(" ")}, _index(r["answer"], {}) - 1,
-                   choices=tuple(o + after for o in options), continuation_at=tuple(len(o) for o in options))
+                   choices=tuple(space + o + after for o in options),
+                   partial_scoring=tuple((before + o, " " + after.strip()) for o in options))
 
 
 YES_NO = ("Yes", "No")
