@@ -36,7 +36,13 @@ PRGE_MODEL=$DEVICE_MODELS/$model  # joined by model.sh in this call or an earlie
   { echo "paper_accuracy: no $model on this machine yet: MODEL=$model source experiments/device/model.sh join" >&2; exit 3; }
 source experiments/device/task_data.sh || exit 3
 steps=()  # STEPS: another step count, another folder of runs
-[ -z "${STEPS:-}" ] || steps=(--steps "$STEPS")
+if [ -n "${STEPS:-}" ]; then
+  [[ $STEPS =~ ^[1-9][0-9]*$ ]] || { echo "paper_accuracy: STEPS=$STEPS is not a positive whole number" >&2; exit 2; }
+  for arg in "$@"; do
+    case "$arg" in run.steps=*|--set=run.steps=*) echo "paper_accuracy: $arg with STEPS: give the steps as STEPS" >&2; exit 2 ;; esac
+  done
+  steps=(--steps "$STEPS")
+fi
 name=$(python3 experiments/device/keep_runs.py --print-name --model "$model" "${steps[@]}") || exit 3
 root=$DEVICE_RUNS/$name
 if [ ! -d "$root" ]; then  # a cold machine: the committed finished runs, if any

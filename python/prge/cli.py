@@ -386,10 +386,14 @@ def _is_sweep_file(path: str) -> bool:
 
     # The top-level keys from PyYAML's event stream: no node tree is built, so neither a deeply
     # nested value nor a self-holding alias stops it (the readers refuse those by name).
-    keys, depth, items, root_is_mapping = set(), 0, 0, False
+    keys, depth, items, root_is_mapping, documents = set(), 0, 0, False, 0
     try:
         for event in yaml.parse(Path(path).read_text(encoding="utf-8")):
-            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            if isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:  # the config reader refuses a second document by name
+                    return False
+            elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 if depth == 0:
                     root_is_mapping = isinstance(event, yaml.MappingStartEvent)
                 items += depth == 1

@@ -848,3 +848,17 @@ def test_yaml_nested_past_the_readers_stack_is_refused_naming_the_file(tmp_path,
         assert f"prge: error: {sweep}: the YAML is nested more than 64 levels deep" in capsys.readouterr().err
     assert main(["check", str(config)]) == 2
     assert f"prge: error: {config}:2:" in capsys.readouterr().err
+
+
+def test_check_tells_a_sweep_file_from_a_config_as_the_readers_refuse_them(tmp_path, capsys):
+    """A list as a sweep key was a TypeError traceback; a second document goes to the config
+    reader, which names it (the sweep test reads PyYAML's events, every document's)."""
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("base: {data: {task: sst2}}\ngrid:\n  ? [run.seed]\n  : [1, 2]\n")
+    for command in ("check", "sweep"):
+        assert main([command, str(sweep)]) == 2
+        assert f"prge: error: {sweep}:3:5: malformed YAML: found unhashable key" in capsys.readouterr().err
+    config = tmp_path / "config.yaml"
+    config.write_text("run: {steps: 1}\n---\nbase: b.yaml\n")
+    assert main(["check", str(config)]) == 2
+    assert f"prge: error: {config}:3:1: a second YAML document" in capsys.readouterr().err

@@ -106,6 +106,7 @@ def test_winogrande_partial_scoring_tokens_are_lm_evaluation_harness_s_under_smo
         {"sentence": "Mary was helping Patricia but  _ watches tutorials.", "option1": "Mary", "option2": "Patricia",
          "answer": "2"},
         {"sentence": "It was _s fault.", "option1": "Sarah", "option2": "Maria", "answer": "1"},
+        {"sentence": "Ask _ first.", "option1": "Sarah ", "option2": "Maria", "answer": "2"},  # a trailing space
     ]
     folder = tmp_path / "winogrande"
     folder.mkdir()
@@ -117,6 +118,8 @@ def test_winogrande_partial_scoring_tokens_are_lm_evaluation_harness_s_under_smo
         at = record["sentence"].index("_")
         for option, (context, continuation) in zip((record["option1"], record["option2"]), e.partial):
             request = record["sentence"][:at] + option, " " + record["sentence"][at + 1:].strip()
+            spaces = len(request[0]) - len(request[0].rstrip())  # moved to the continuation, as lm-eval does
+            request = (request[0][: len(request[0]) - spaces], request[0][len(request[0]) - spaces:] + request[1])
             expected_context = hf(request[0])["input_ids"]
             assert context == expected_context
             assert continuation == hf(request[0] + request[1])["input_ids"][len(expected_context):]

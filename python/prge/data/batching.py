@@ -71,6 +71,13 @@ MIN_KEPT_PROMPT_TOKENS = 8  # a prompt cut shorter than this is warned about
 REPLY_MARKER = "prge-reply-marker"  # a reply that finds where a chat template writes the assistant's text
 
 
+def _whitespace_to_continuation(context: str, continuation: str) -> tuple[str, str]:
+    """(context, continuation) with the context's trailing whitespace moved to the continuation's
+    start, as lm-evaluation-harness's request encoding moves it."""
+    kept = context.rstrip()
+    return kept, context[len(kept):] + continuation
+
+
 class PromptEncoder:
     """Encodes a task's examples with a model's tokenizer (see the module docstring).
 
@@ -159,10 +166,11 @@ class PromptEncoder:
         harness's request pairs, tokenized as it tokenizes them: the context alone, and the
         continuation as the tokens of context + continuation past as many as the context alone
         has (BOS where the tokenizer writes one; never the task's template or chat template).
-        The context's start is dropped (BOS kept) where both pass data.max_length. One batched
+        A context's trailing whitespace moves to its continuation first, as lm-evaluation-harness
+        moves it. The context's start is dropped (BOS kept) where both pass data.max_length. One batched
         tokenizer call. ValueError naming the record where a pair is not one per candidate or a
         continuation has no tokens of its own."""
-        pairs = [pair for e in examples for pair in e.partial_scoring]
+        pairs = [_whitespace_to_continuation(*pair) for e in examples for pair in e.partial_scoring]
         ids = self.tokenizer.encode([c for c, _ in pairs] + [c + t for c, t in pairs], specials=True)
         suffix = self.tokenizer.end_specials
         if suffix:  # an EOS the tokenizer appends to every text (add_eos_token) is neither's
