@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 #ifndef _WIN32
 #include <pwd.h>
@@ -275,6 +276,14 @@ class Reader {
   mutable std::map<std::string, std::string> places_;
 };
 
+// What yaml-cpp found wrong: its own depth limit's exception carries the message "bad file".
+std::string yaml_problem(const YAML::ParserException& e) {
+  if (dynamic_cast<const YAML::DeepRecursion*>(&e) != nullptr) {
+    return fmt::format("nested more than {} levels deep (the YAML parser stopped at its own limit)", kMaxYamlDepth);
+  }
+  return e.msg;
+}
+
 // Walking an alias inside the node it names never ends (a stack overflow), nor in practice one of
 // aliases of aliases: refused before any walk (kMaxYamlDepth, kMaxYamlValues in config.h).
 void check_yaml_size(const YAML::Node& node, const std::string& where, int depth, int64_t& nodes) {
@@ -370,7 +379,8 @@ void apply_override(YAML::Node& root, const ConfigOverride& override_, Reader& r
     check_yaml_size(value, fmt::format("{}: '{}'", where, override_.value));
     mend_yaml_escapes(value);
   } catch (const YAML::ParserException& e) {
-    throw ConfigError(fmt::format("{}: '{}': the value is not valid YAML ({})", where, override_.value, e.msg));
+    throw ConfigError(
+        fmt::format("{}: '{}': the value is not valid YAML ({})", where, override_.value, yaml_problem(e)));
   }
   try {
     check_duplicate_keys(value, override_.key, Source{"the value", override_.value});
@@ -605,7 +615,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
     check_yaml_size(root, source);
     mend_yaml_escapes(root);
   } catch (const YAML::ParserException& e) {
-    throw ConfigError(fmt::format("{}: malformed YAML: {}", text.where(e.mark), e.msg));
+    throw ConfigError(fmt::format("{}: malformed YAML: {}", text.where(e.mark), yaml_problem(e)));
   }
   // Empty (or only comments) is an error with or without overrides: it is never the file meant.
   if (!root || root.IsNull()) throw ConfigError(fmt::format("{}: the config is empty", source));
