@@ -113,45 +113,41 @@ def load_yaml(text: str, source: str):
 def compose_yaml(text: str, source: str):
     """(data, node) of one parse of a sweep file's YAML (SweepLoader): the node tree keeps each
     value's line and column for messages; ValueError naming the file and line."""
-    loader = SweepLoader(text)
     try:
-        node = loader.get_single_node()
-        if node is not None:
-            _check_size(node, source)
-        return (loader.construct_document(node) if node is not None else None), node
+        return _load_checked(SweepLoader, text, source)
     except yaml.MarkedYAMLError as e:  # one line: the place, then what PyYAML found
         mark = e.problem_mark or e.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         raise ValueError(f"{where}: malformed YAML: {e.problem or e.context}") from e
     except yaml.YAMLError as e:
         raise ValueError(f"{source}: malformed YAML: {e}") from e
-    except RecursionError:  # PyYAML composes nested nodes recursively: past Python's limit first
-        raise ValueError(_too_deep(source)) from None
-    finally:
-        loader.dispose()
 
 
 def safe_load_checked(text: str, source: str):
     """yaml.safe_load (YAML 1.1, as PyYAML reads a run's config.yaml) after the size check the
     config reader makes (_check_size): ValueError naming `source` and the place for a node that
     holds itself or aliases of aliases; yaml.YAMLError for malformed YAML, as safe_load raises."""
-    loader = yaml.SafeLoader(text)
+    return _load_checked(yaml.SafeLoader, text, source)[0]
+
+
+def _load_checked(loader_class, text: str, source: str):
+    """(data, node) of one document read by `loader_class`, its node tree checked by _check_size
+    before anything is constructed; (None, None) for an empty one. ValueError naming `source`
+    where the nesting runs past Python's stack first (PyYAML composes nodes recursively)."""
+    from prge._core import YAML_MAX_DEPTH
+
+    loader = loader_class(text)
     try:
         node = loader.get_single_node()
         if node is None:
-            return None
+            return None, None
         _check_size(node, source)
-        return loader.construct_document(node)
-    except RecursionError:  # PyYAML composes nested nodes recursively: past Python's limit first
-        raise ValueError(_too_deep(source)) from None
+        return loader.construct_document(node), node
+    except RecursionError:
+        raise ValueError(f"{source}: the YAML is nested more than {YAML_MAX_DEPTH} levels deep (far more: the "
+                         "YAML reader ran out of stack)") from None
     finally:
         loader.dispose()
-
-
-def _too_deep(source: str) -> str:
-    from prge._core import YAML_MAX_DEPTH
-
-    return f"{source}: the YAML is nested more than {YAML_MAX_DEPTH} levels deep (far more: the YAML reader ran out of stack)"
 
 
 def _check_size(root: yaml.Node, source: str) -> None:

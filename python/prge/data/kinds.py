@@ -24,8 +24,8 @@ Answer tokens are what the whole string prompt + answer yields after the prompt'
 
   scorer.option_logliks(encoded, partial=False) -> (sums [n, K] float64 summed log-probability
           of each option's tokens (partial: of its partial-scoring continuation's, after its
-          context: EncodedExample.partial), -inf where an example
-          has fewer than K options; counts [n, K] float64 tokens summed, 0 there)
+          context: EncodedExample.partial), -inf where an example has fewer than K options;
+          counts [n, K] float64 tokens summed, 0 there)
   scorer.answer_nll(encoded)     -> (nll [n] float64 summed NLL of the response tokens, counts [n])
   scorer.answer_metrics(encoded) -> {"exact_match", "token_f1"} of greedy answers
 
