@@ -39,7 +39,8 @@ from prge.jsonl import read_jsonl
 from prge.run_dir import RunDirError, finished
 from prge.sweep import expand_sweep
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # stopped_runs.py, when imported by the tests
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its neighbours, also when imported by the tests
+from sweep_part import keeps_protocol_steps  # noqa: E402 (experiments/device/sweep_part.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,11 +110,11 @@ def unpack(archive: Path, into: Path, name: str) -> Path:
 def expected_runs(where: Target) -> dict:
     """Run name -> RunConfig of every run of the sweep as the device runs it; with a step count
     of its own (run.steps among the overrides), the zeroth-order runs only (FO-SGD keeps the
-    protocol's 1000 steps: paper_accuracy.sh leaves it out of such a sweep)."""
+    protocol's 1000 steps: sweep_part.keeps_protocol_steps)."""
     runs = expand_sweep(SWEEP, list(where.overrides), where.device_root)
     other_steps = any(key == "run.steps" for key, _ in where.overrides)
     return {Path(c.run.output_dir).name: c for _, c in runs
-            if not (other_steps and c.estimator.kind == "first_order")}
+            if not (other_steps and keeps_protocol_steps(c.estimator.kind))}
 
 
 def why_not_kept(run: Path, expected: dict) -> str | None:

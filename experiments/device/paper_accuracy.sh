@@ -59,27 +59,7 @@ stopped=.device/stopped/${name}_stopped.tgz
 sweep=configs/sweeps/paper_accuracy.yaml
 if [ -n "${TASKS:-}${SEEDS:-}${VARIANTS:-}${STEPS:-}" ]; then  # the same sweep with a smaller grid, beside it (base path)
   sweep=configs/sweeps/paper_accuracy_part.yaml
-  python3 - "$sweep" <<'PY' || { rm -f "$sweep"; exit 2; }
-import os, sys
-import yaml
-spec = yaml.safe_load(open("configs/sweeps/paper_accuracy.yaml"))
-if os.environ.get("TASKS"):
-    spec["grid"]["data.task"] = os.environ["TASKS"].split()
-if os.environ.get("SEEDS"):
-    spec["grid"]["run.seed"] = [int(s) for s in os.environ["SEEDS"].split()]
-if os.environ.get("VARIANTS"):
-    by_name = {v["name"]: v for v in spec["variants"]}
-    unknown = [n for n in os.environ["VARIANTS"].split() if n not in by_name]
-    if unknown:
-        sys.exit(f"VARIANTS: unknown {unknown} (the sweep's: {', '.join(by_name)})")
-    spec["variants"] = [by_name[n] for n in os.environ["VARIANTS"].split()]
-if os.environ.get("STEPS"):  # FO-SGD keeps the protocol's 1000 steps: not part of such a sweep
-    first_order = [v["name"] for v in spec["variants"] if v.get("estimator.kind") == "first_order"]
-    if os.environ.get("VARIANTS") and first_order:
-        sys.exit(f"VARIANTS: {first_order} with STEPS: FO-SGD runs the protocol's 1000 steps (the sweep without STEPS)")
-    spec["variants"] = [v for v in spec["variants"] if v["name"] not in first_order]
-yaml.safe_dump(spec, open(sys.argv[1], "w"), sort_keys=False)
-PY
+  python3 experiments/device/sweep_part.py "$sweep" || { rm -f "$sweep"; exit 2; }
 fi
 # PLAN=1 (the default): the unfinished runs that are estimated to end within the call
 # (experiments/device/plan_runs.py, given the same --set values; a run an earlier call of this warm
