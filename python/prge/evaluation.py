@@ -128,10 +128,11 @@ def option_scores(trainer, encoder: PromptEncoder, examples: list[EncodedExample
 def evaluate(trainer, encoder: PromptEncoder, examples: list[EncodedExample], batch_size: int = 16,
              progress: bool = False, shard=None, split: str = "eval", full: bool = False, model=None) -> dict:
     """The metrics of the task's kind on the examples (prge.data.kinds): accuracy and macro_f1
-    (classification), accuracy and accuracy_raw (multiple choice; accuracy_partial too where
-    the examples have a shared continuation, WinoGrande), answer_nll and perplexity
+    (classification), accuracy and accuracy_raw (multiple choice; with `full`, accuracy_partial
+    too where the examples have a shared continuation, WinoGrande), answer_nll and perplexity
     (generation; with `full`, also exact_match and token_f1 of greedy answers by `model`,
-    default trainer.model). `shard`: split over the ranks of a distributed run
+    default trainer.model). `full`: the metrics that take a forward or decoding of their own
+    (the eval split's; the dev split's best-checkpoint pick reads the primary one only). `shard`: split over the ranks of a distributed run
     (prge.distributed.Shard). Raises ValueError naming `split` when there are no examples or
     any example's score is NaN or infinite: no metric then."""
     if not examples:

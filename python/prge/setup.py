@@ -121,7 +121,8 @@ def setup_data(config, model_dir: str | Path | None = None) -> DataSetup:
     read_model_config(config, model_dir)
     tokenizer = setup_tokenizer(model_dir)
     encoder = PromptEncoder(task, tokenizer, config.data.max_length)
-    train, dev, evaluation = (encoder.encode_all(split) for split in split_protocol(task, config.data, config.run.seed))
+    train, dev, evaluation = split_protocol(task, config.data, config.run.seed)
+    train, dev, evaluation = encoder.encode_all(train, scored=False), encoder.encode_all(dev), encoder.encode_all(evaluation)
     check_batch_size(config, task, len(train))
     if encoder.truncation_report():
         print(encoder.truncation_report(), file=sys.stderr)
@@ -141,7 +142,8 @@ def check_token_ids(model_dir, vocab_size: int, examples: list[EncodedExample]) 
     """Every id the tokenizer produced for this run indexes the model's vocabulary (ValueError)."""
     top = 0
     for e in examples:
-        for ids in [e.prompt_ids, e.answer_ids or [], *(e.options or [])]:
+        partial = [ids for pair in e.partial or [] for ids in pair]  # partial scoring's contexts, continuations
+        for ids in [e.prompt_ids, e.answer_ids or [], *(e.options or []), *partial]:
             top = max(top, max(ids, default=0))
     if top >= vocab_size:
         raise ValueError(f"{model_dir}/tokenizer.json: token id {top} is outside the model's vocabulary "

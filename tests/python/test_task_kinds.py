@@ -502,7 +502,8 @@ def test_winogrande_partial_scoring_is_lm_evaluation_harness_s_on_transformers(t
     torch.testing.assert_close(partial, torch.tensor([[s for s, _ in r] for r in reference], dtype=torch.float64),
                                rtol=0, atol=2e-4)
     assert counts.tolist() == [[n for _, n in r] for r in reference]
-    metrics = evaluate(trainer, encoder, encoded, batch_size=2)
+    assert "accuracy_partial" not in evaluate(trainer, encoder, encoded, batch_size=2)  # a dev split's pick
+    metrics = evaluate(trainer, encoder, encoded, batch_size=2, full=True)
     labels = [int(r["answer"]) - 1 for r in WINOGRANDE]
     chosen = [max(range(2), key=lambda k: r[k][0]) for r in reference]
     assert metrics["accuracy_partial"] == pytest.approx(sum(c == y for c, y in zip(chosen, labels)) / 5)
@@ -538,6 +539,11 @@ def test_partial_scoring_texts_are_all_or_none_one_per_candidate_and_fit(tmp_pat
     narrow = PromptEncoder(task, ModelTokenizer(model_dir), 5)
     context, continuation = narrow.encode_all(examples)[1].partial[0]
     assert (context, continuation) == (whole[0][1:], whole[1])
+    cut = sum(len(c) + len(t) > 5 for e in encoder.encode_all(examples) for c, t in e.partial)
+    assert cut and (f"prge: warning: data.max_length=5: {cut} of 4 partial-scoring contexts (accuracy_partial's "
+                    "sentence up to each option) were cut to fit beside their continuations, to as few as"
+                    in narrow.truncation_report())
+    assert "partial-scoring" not in (encoder.truncation_report() or "")
     tiny = PromptEncoder(task, ModelTokenizer(model_dir), 3)
     with pytest.raises(ValueError, match="data.max_length=3 leaves no room for the context beside its 3-token "
                                          r"continuation \(partial scoring\)"):
@@ -562,3 +568,34 @@ def test_prge_train_on_winogrande_reports_the_partial_accuracy(tmp_path):
     assert 0 <= summary["accuracy_partial_after"] <= 1
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "eval_accuracy_partial" in r] == [0, 2]
+
+
+def test_partial_scoring_pairs_are_encoded_for_the_scored_splits_only(tmp_path):
+    """The training split's partial-scoring pairs are never read: not encoded, so a pair that could
+    not be (its continuation no tokens of its own) refuses no training record; the dev and eval
+    splits' are, and their token ids are checked against the vocabulary with the rest."""
+    import prge
+    from conftest import write_config
+    from prge.setup import check_token_ids, setup_data
+
+    model_dir, _ = make_tiny_assets(tmp_path)
+    folder = tmp_path / "winogrande"
+    folder.mkdir()
+    write_jsonl(folder / "dev.jsonl", WINOGRANDE * 3)
+    config = prge.load_run_config(str(write_config(tmp_path, model_dir, folder, data={
+        "task": "winogrande", "train_from": "validation", "train_examples": 6, "dev_examples": 4,
+        "eval_examples": 5, "batch_size": 2, "max_length": 16, "protocol": "mezo"})))
+    data = setup_data(config)
+    assert len(data.train) == 6 and all(e.partial is None for e in data.train)
+    assert data.dev and all(e.partial for e in data.dev + data.eval)
+    examples = data.task.load("eval", folder)[:2]
+    broken = replace(examples[0], partial_scoring=tuple((c, "") for c, _ in examples[0].partial_scoring))
+    with pytest.raises(ValueError, match="tokenize to no tokens after the sentence up to the option"):
+        data.encoder.encode_all([broken, examples[1]])
+    assert data.encoder.encode_all([broken, examples[1]], scored=False)[0].options  # trained on as before
+    e = data.eval[0]
+    top = max(i for pair in e.partial for ids in pair for i in ids)
+    only_partial = replace(e, prompt_ids=[0], options=[[0], [0]])  # its largest id in a partial pair
+    check_token_ids(model_dir, top + 1, [only_partial])
+    with pytest.raises(ValueError, match=f"token id {top} is outside the model's vocabulary"):
+        check_token_ids(model_dir, top, [only_partial])

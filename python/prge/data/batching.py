@@ -94,6 +94,8 @@ class PromptEncoder:
         self.fitted, self.cut, self.longest, self.fewest_kept = 0, 0, 0, max_length
         # responses encoded, cut to fit (at least their first max_length // 2 tokens kept), the longest
         self.responses, self.responses_cut, self.longest_response = 0, 0, 0
+        # partial-scoring contexts fitted, cut to fit, the fewest tokens a cut one kept (BOS not counted)
+        self.partial_fitted, self.partial_cut, self.partial_fewest_kept = 0, 0, max_length
         self.chat = bool(task.chat_template)
         if self.chat:
             tokenizer.require_chat_template("data.chat_template: true")
@@ -139,9 +141,10 @@ class PromptEncoder:
     def encode(self, example: Example) -> EncodedExample:
         return self.encode_all([example])[0]
 
-    def encode_all(self, examples: list[Example]) -> list[EncodedExample]:
-        """All examples, encoded as their task's kind says (prge.data.kinds)."""
-        return self.task.kind.encode(self, examples)
+    def encode_all(self, examples: list[Example], scored: bool = True) -> list[EncodedExample]:
+        """All examples, encoded as their task's kind says (prge.data.kinds); scored=False for
+        examples only trained on (what only evaluation reads, partial-scoring pairs, is left out)."""
+        return self.task.kind.encode(self, examples, scored)
 
     def encode_options(self, examples: list[Example], options: list, what: str = "option {!r}") -> list[EncodedExample]:
         """Examples whose answer is one of several texts: options[i] holds example i's option
@@ -195,8 +198,11 @@ class PromptEncoder:
         if room < 1 + bos:
             raise ValueError(f"{self._where(example)}: data.max_length={self.max_length} leaves no room for the "
                              f"context beside its {len(continuation)}-token continuation (partial scoring)")
+        self.partial_fitted += 1
         if len(context) > room:
             context = context[:bos] + context[len(context) - (room - bos):]
+            self.partial_cut += 1
+            self.partial_fewest_kept = min(self.partial_fewest_kept, room - bos)
         return context, continuation
 
     def encode_responses(self, examples: list[Example]) -> list[EncodedExample]:
@@ -299,10 +305,11 @@ class PromptEncoder:
         return start, max(0, closing - (len(context) - k))
 
     def truncation_report(self) -> str | None:
-        """Lines on the prompts and responses cut to fit data.max_length so far (None if none
-        were): a 'warning' when a prompt kept fewer than MIN_KEPT_PROMPT_TOKENS, so a too small
-        max_length is not trained on silently, and whenever a response was cut, since its end
-        (its EOS or end-of-turn token too) is then neither trained nor scored by perplexity."""
+        """Lines on the prompts, partial-scoring contexts and responses cut to fit data.max_length
+        so far (None if none were): a 'warning' when a prompt or context kept fewer than
+        MIN_KEPT_PROMPT_TOKENS, so a too small max_length is not trained or scored on silently, and
+        whenever a response was cut, since its end (its EOS or end-of-turn token too) is then
+        neither trained nor scored by perplexity."""
         lines = []
         if self.cut:
             level = "prge: warning:" if self.fewest_kept < MIN_KEPT_PROMPT_TOKENS else "[prge] note:"
@@ -312,6 +319,13 @@ class PromptEncoder:
                 + (" of user text (its start dropped, the chat template's own tokens kept" if self.chat
                    else " of prompt text (their start dropped, BOS kept where the tokenizer writes one")
                 + f"; the longest whole prompt has {self.longest} tokens)")
+        if self.partial_cut:
+            level = "prge: warning:" if self.partial_fewest_kept < MIN_KEPT_PROMPT_TOKENS else "[prge] note:"
+            lines.append(
+                f"{level} data.max_length={self.max_length}: {self.partial_cut} of {self.partial_fitted} partial-scoring "
+                f"contexts (accuracy_partial's sentence up to each option) were cut to fit beside their continuations, "
+                f"to as few as {self.partial_fewest_kept} tokens (their start dropped, BOS kept where the tokenizer "
+                "writes one)")
         if self.responses_cut:
             lines.append(
                 f"prge: warning: data.max_length={self.max_length}: {self.responses_cut} of {self.responses} responses "

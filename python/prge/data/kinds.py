@@ -10,12 +10,12 @@ the kind of their task (`task.kind`) and never branch on it.
                                                                               score, length-normalised); accuracy_raw:
                                                                               the highest summed log-likelihood
                                                                               (lm-evaluation-harness's `acc`);
-                                                                              accuracy_partial, where the candidates
-                                                                              share a continuation (WinoGrande): its
-                                                                              summed log-likelihood after each one's
-                                                                              own context, on lm-evaluation-harness's
-                                                                              texts (its WinoGrande `acc`; a second
-                                                                              forward)
+                                                                              with `full`, accuracy_partial where the
+                                                                              candidates share a continuation
+                                                                              (WinoGrande): its summed log-likelihood
+                                                                              after each one's own context, on
+                                                                              lm-evaluation-harness's texts (its
+                                                                              WinoGrande `acc`; a second forward)
   generation       the response (+ EOS / end of turn)  the response tokens    answer_nll, perplexity; with `full`:
                                                                               exact_match, token_f1 of greedy answers
 
@@ -82,8 +82,10 @@ class TaskKind:
         """ValueError naming `where` when the example's answer does not fit the kind."""
         raise NotImplementedError
 
-    def encode(self, encoder, examples: list) -> list:
-        """[EncodedExample] of the examples (prge.data.batching.PromptEncoder's encodings)."""
+    def encode(self, encoder, examples: list, scored: bool = True) -> list:
+        """[EncodedExample] of the examples (prge.data.batching.PromptEncoder's encodings). `scored`:
+        whether `evaluate` will score them (False for the training split: only what training
+        reads is encoded)."""
         raise NotImplementedError
 
     def evaluate(self, scorer, encoded: list, split: str, full: bool = False) -> dict:
@@ -117,7 +119,7 @@ class Classification(TaskKind):
             raise ValueError(f"{where}: label {example.label} is outside 0..{len(task.label_words) - 1} "
                              f"({', '.join(map(repr, task.label_words))})")
 
-    def encode(self, encoder, examples):
+    def encode(self, encoder, examples, scored=True):
         return encoder.encode_options(examples, [encoder.task.label_words] * len(examples),
                                       "label word {!r} (data.label_words)")
 
@@ -170,10 +172,10 @@ class MultipleChoice(TaskKind):
             raise ValueError(f"{where}: its partial-scoring continuations differ; partial scoring compares one "
                              "shared continuation")
 
-    def encode(self, encoder, examples):
+    def encode(self, encoder, examples, scored=True):
         encoded = encoder.encode_options(examples, [e.choices for e in examples], "candidate {!r}")
         partial = [bool(e.partial_scoring) for e in examples]
-        if any(partial):  # one metric over all examples or none
+        if scored and any(partial):  # one metric over all examples or none; training reads no pair
             if not all(partial):
                 where = examples[partial.index(False)].where or "an example"
                 raise ValueError(f"{where}: has no partial-scoring texts, and other examples of the split have")
@@ -188,7 +190,7 @@ class MultipleChoice(TaskKind):
         labels = _labels(encoded)
         metrics = {"accuracy": (mean.argmax(1) == labels).double().mean().item(),
                    "accuracy_raw": (sums.argmax(1) == labels).double().mean().item()}
-        if all(e.partial is not None for e in encoded):  # lm-evaluation-harness's WinoGrande score
+        if full and all(e.partial is not None for e in encoded):  # lm-evaluation-harness's WinoGrande score
             partial, counts = scorer.option_logliks(encoded, partial=True)
             check_finite_scores(partial, split, counts > 0)
             metrics["accuracy_partial"] = (partial.argmax(1) == labels).double().mean().item()
@@ -226,7 +228,7 @@ class Generation(TaskKind):
         if example.response is None or not example.response.strip():
             raise ValueError(f"{where}: field {task.response_field or 'response'!r} (data.response_field) is empty")
 
-    def encode(self, encoder, examples):
+    def encode(self, encoder, examples, scored=True):
         return encoder.encode_responses(examples)
 
     def evaluate(self, scorer, encoded, split, full=False):
