@@ -109,6 +109,21 @@ std::string visible(const std::string& text) {
   return out;
 }
 
+// A value (a --set value, a scalar of the wrong type) as a message shows it: visible(), and only its first kShownValueChars
+// characters (a UTF-8 character is not split) with the whole length where it is longer, so that
+// a long value (a file's text pasted by mistake) does not fill the terminal.
+constexpr size_t kShownValueChars = 80;
+std::string shown_value(const std::string& value) {
+  size_t at = 0, chars = 0;
+  while (at < value.size() && chars < kShownValueChars) {
+    ++at;
+    while (at < value.size() && (static_cast<unsigned char>(value[at]) & 0xC0) == 0x80) ++at;  // continuation bytes
+    ++chars;
+  }
+  if (at >= value.size()) return "'" + visible(value) + "'";
+  return fmt::format("'{}...' ({} bytes)", visible(value.substr(0, at)), value.size());
+}
+
 // The key's own node in a mapping, for messages about its value (an empty value's mark points
 // past the key, to the next line).
 YAML::Node key_of(const YAML::Node& mapping, const char* key) {
@@ -216,7 +231,7 @@ class Reader {
     try {
       out = io::scalar_as<T>(node);
     } catch (const std::invalid_argument&) {
-      fail(node, path, fmt::format("expected {}, got '{}'", type_name<T>(), node.Scalar()));
+      fail(node, path, fmt::format("expected {}, got {}", type_name<T>(), shown_value(node.Scalar())));
     }
   }
 
@@ -376,16 +391,16 @@ void apply_override(YAML::Node& root, const ConfigOverride& override_, Reader& r
   YAML::Node value;
   try {
     value = YAML::Load(override_.value);
-    check_yaml_size(value, fmt::format("{}: '{}'", where, override_.value));
+    check_yaml_size(value, fmt::format("{}: {}", where, shown_value(override_.value)));
     mend_yaml_escapes(value);
   } catch (const YAML::ParserException& e) {
     throw ConfigError(
-        fmt::format("{}: '{}': the value is not valid YAML ({})", where, override_.value, yaml_problem(e)));
+        fmt::format("{}: {}: the value is not valid YAML ({})", where, shown_value(override_.value), yaml_problem(e)));
   }
   try {
     check_duplicate_keys(value, override_.key, Source{"the value", override_.value});
   } catch (const ConfigError& e) {
-    throw ConfigError(fmt::format("{}: '{}': {}", where, override_.value, e.what()));
+    throw ConfigError(fmt::format("{}: {}: {}", where, shown_value(override_.value), e.what()));
   }
   YAML::Node node(root);  // rebound with reset(), never assigned: assignment would write the tree
   std::string prefix;

@@ -160,6 +160,16 @@ TEST(Config, OverrideErrorsNameTheSet) {
   EXPECT_NE(msg.find("test.yaml:2:7: optimizer.lr"), std::string::npos) << msg;
   msg = error_with("run: {steps: 1}\n", {{"estimator.queries", "[1", ""}});
   EXPECT_NE(msg.find("--set estimator.queries: '[1': the value is not valid YAML"), std::string::npos) << msg;
+  // A long value is shown by its start and its length, its characters whole (2-byte e-acute).
+  std::string accents;
+  for (int i = 0; i < 300; ++i) accents += "\xc3\xa9";
+  msg = error_with("run: {steps: 1}\n", {{"run.steps", "[" + accents, ""}});
+  EXPECT_NE(msg.find("--set run.steps: '[" + accents.substr(0, 2 * 79) + "...' (601 bytes): the value is not valid YAML"),
+            std::string::npos) << msg;
+  EXPECT_LT(msg.size(), 400u) << msg;
+  msg = error_with("run: {steps: 1}\n", {{"run.steps", accents, ""}});
+  EXPECT_NE(msg.find("run.steps: expected an integer, got '" + accents.substr(0, 2 * 80) + "...' (600 bytes)"),
+            std::string::npos) << msg;
   msg = error_with("model: {name: x}\n", {{"model.name.deep", "1", ""}});
   EXPECT_NE(msg.find("'model.name' is not a section"), std::string::npos) << msg;
   msg = error_with("run: {steps: 1}\n", {{"runs.steps", "1", "s.yaml:2:3: grid runs.steps"}});
