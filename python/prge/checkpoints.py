@@ -42,10 +42,22 @@ def exists(out_dir: Path) -> bool:
 
 
 def data_fingerprint(splits: dict[str, list]) -> dict[str, str]:
-    """sha256 of every split's encoded examples (token ids, labels, options, and a response's
-    whole text where data.max_length cut its tokens): equal exactly when the run would train and
-    evaluate on the same tokens and references. A response that was not cut is its tokens, as
-    fingerprints written before references were kept have it."""
+    """sha256 of every split's encoded examples (token ids, labels, options, partial-scoring
+    pairs, and a response's whole text where data.max_length cut its tokens): equal exactly when
+    the run would train and evaluate on the same tokens and references. A response that was not
+    cut is its tokens, and an example without partial-scoring pairs has no `partial` field, as
+    fingerprints written before references and partial scoring existed have them."""
+    return _fingerprint(splits, null_partial=False)
+
+
+def earlier_data_fingerprints(splits: dict[str, list]) -> list[dict[str, str]]:
+    """The other forms of data_fingerprint(splits) that a checkpoint of the same data may hold,
+    written by earlier prge versions (each accepted on resume as the current one): `partial:
+    null` kept (from 2026-11-29 to 2026-12-06)."""
+    return [_fingerprint(splits, null_partial=True)]
+
+
+def _fingerprint(splits: dict[str, list], null_partial: bool) -> dict[str, str]:
     out = {}
     for name, examples in splits.items():
         digest = hashlib.sha256()
@@ -55,6 +67,8 @@ def data_fingerprint(splits: dict[str, list]) -> dict[str, str]:
             if not cut:
                 fields.pop("reference", None)
                 fields.pop("answer_length", None)
+            if fields.get("partial", ...) is None and not null_partial:
+                del fields["partial"]
             digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
             digest.update(b"\n")
         out[name] = f"{len(examples)}:{digest.hexdigest()}"
@@ -118,7 +132,7 @@ RESOLVED_GENERATORS = ("torch", "counter")
 
 def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_data: bool = False,
          clean: bool = True, sampler=None, model: tuple | None = None,
-         changed_data_option: str | None = "--resume-changed-data") -> dict | None:
+         changed_data_option: str | None = "--resume-changed-data", earlier_fingerprints=None) -> dict | None:
     """The current checkpoint's state, with its tensors loaded into `trainer` and its data-order
     position into `sampler` (a BatchSampler; restored first, before a MeZO replay); None when
     the run has written no checkpoint yet. `clean`: remove what a killed save left beside it
@@ -126,6 +140,8 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
     the adapter.init_from the run starts from or None),
     which must be the model the checkpoint's run trained on (where the state stores one).
     `changed_data_option`: what the changed-data error offers (None where the command has none).
+    `earlier_fingerprints`: a function giving the same data's fingerprints in earlier versions'
+    forms (earlier_data_fingerprints), called only where the stored one is not `fingerprint`.
     Raises RunDirError for a checkpoint that cannot be resumed or whose state is damaged
     (naming its file), ValueError naming the state file for another model, ValueError /
     RuntimeError naming a damaged tensor."""
@@ -144,7 +160,8 @@ def load(out_dir: Path, trainer, fingerprint: dict | None = None, allow_changed_
     if not isinstance(state, dict) or state.get("step") != pointer["step"]:
         raise RunDirError(f"{shown(state_path)}: not the state of step {pointer['step']}: the checkpoint is damaged")
     check_state(state_path, state, needs_data=directory != out_dir)
-    _check_same_data(out_dir, state.get("data"), fingerprint, allow_changed_data, changed_data_option)
+    _check_same_data(out_dir, state.get("data"), fingerprint, allow_changed_data, changed_data_option,
+                     earlier_fingerprints)
     dropped = 0
     if sampler is not None:
         try:
@@ -327,9 +344,14 @@ def generator_note(state: dict, trainer, config) -> str | None:
 
 
 def _check_same_data(out_dir: Path, stored: dict | None, fingerprint: dict | None, allow: bool,
-                     option: str | None) -> None:
+                     option: str | None, earlier=None) -> None:
     if fingerprint is None or stored is None or stored == fingerprint:
         return
+    forms = [fingerprint, *(earlier() if earlier is not None else [])]
+    if stored in forms:  # the same data, fingerprinted by an earlier version
+        return
+    # The splits that changed: against the form the checkpoint's fingerprint shares most splits with.
+    fingerprint = max(forms, key=lambda form: sum(stored.get(s) == form[s] for s in form))
     changed = [s for s in fingerprint if stored.get(s) != fingerprint[s]] or sorted(stored)
     if allow:
         print(f"prge: warning: {shown(out_dir)}: the {', '.join(changed)} data changed since the checkpoint; "

@@ -105,7 +105,8 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
     data = setup_data(config)
     task, encoder, train, dev, evaluation = data.task, data.encoder, data.train, data.dev, data.eval
     kind = task.kind  # what the examples' answers are and how they are evaluated (prge.data.kinds)
-    fingerprint = checkpoints.data_fingerprint({"train": train, "dev": dev, "eval": evaluation})
+    splits = {"train": train, "dev": dev, "eval": evaluation}
+    fingerprint = checkpoints.data_fingerprint(splits)
     # stored with checkpoints and the summary: the model, and the adapter the run starts from
     model_fingerprint = model_identity.run_model_fingerprint(config, data.model_dir)
     if team:
@@ -162,7 +163,8 @@ def _run(config, progress, log, overwrite, resume, rank_timeout, resume_changed_
                 team.barrier("resume")
             state = checkpoints.load(out_dir, trainer, fingerprint, resume_changed_data, clean=writer, sampler=sampler,
                                      model=(data.model_dir, model_fingerprint,
-                                            model_identity.starting_adapter(config)))
+                                            model_identity.starting_adapter(config)),
+                                     earlier_fingerprints=lambda: checkpoints.earlier_data_fingerprints(splits))
             if state is None:
                 log(f"[prge] {shown(out_dir)} holds no checkpoint yet: the run starts again from step 0")
         if state is not None:

@@ -485,3 +485,33 @@ def test_a_sweep_stopped_at_its_writes_resumes_to_the_uninterrupted_runs(short_c
         assert main(["sweep", str(spec), "--no-progress", "--output-root", str(root)]) == 0, number
         for label in ("a", "b"):
             assert_same_run(root / label, tmp_path / "sweep-reference" / label)
+
+
+def test_data_fingerprints_of_earlier_versions_are_the_same_data(tmp_path):
+    """An example without partial-scoring pairs is fingerprinted as before they existed (no
+    `partial` field), and the form prge wrote while it kept `partial: null` is accepted on
+    resume as the same data; other data is still refused by name."""
+    from types import SimpleNamespace
+
+    from prge import checkpoints
+    from prge.data.batching import EncodedExample
+    from prge.run_dir import RunDirError
+
+    examples = [EncodedExample([1, 5, 7], 1, options=[[3], [4]]), EncodedExample([1, 6], 0, options=[[3], [4]])]
+    before_partial = [SimpleNamespace(prompt_ids=e.prompt_ids, label=e.label, answer_ids=None, options=e.options,
+                                      reference=None, answer_length=0) for e in examples]
+    splits = {"train": examples, "dev": [], "eval": examples[:1]}
+    now = checkpoints.data_fingerprint(splits)
+    assert now == checkpoints.data_fingerprint({**splits, "train": before_partial, "eval": before_partial[:1]})
+    (null_form,) = checkpoints.earlier_data_fingerprints(splits)
+    assert null_form["train"] != now["train"] and null_form["dev"] == now["dev"]
+    checkpoints._check_same_data(tmp_path, null_form, now, False, None,
+                                 lambda: checkpoints.earlier_data_fingerprints(splits))
+    other = checkpoints.earlier_data_fingerprints({**splits, "train": examples[:1]})[0]
+    with pytest.raises(RunDirError, match="the train data differ from the checkpoint's"):
+        checkpoints._check_same_data(tmp_path, other, now, False, None,
+                                     lambda: checkpoints.earlier_data_fingerprints(splits))
+    # With pairs, they are part of the fingerprint.
+    scored = [EncodedExample([1, 5], 0, options=[[3], [4]], partial=[([1, 2], [3]), ([1, 4], [3])])]
+    assert checkpoints.data_fingerprint({"eval": scored}) != checkpoints.data_fingerprint(
+        {"eval": [EncodedExample([1, 5], 0, options=[[3], [4]], partial=[([1, 2], [3]), ([1, 9], [3])])]})

@@ -78,13 +78,15 @@ def _train(config: RunConfig, runtime: str, data: RunData, out: Path, progress: 
     model = build_model(config, data)
     trainer = Trainer(model, config.estimator, config.optimizer, config.run.seed)  # evaluates and checkpoints B
     kind, encoder = data.task.kind, data.encoder
-    fingerprint = checkpoints.data_fingerprint({"train": data.train, "dev": data.dev, "eval": data.eval})
+    splits = {"train": data.train, "dev": data.dev, "eval": data.eval}
+    fingerprint = checkpoints.data_fingerprint(splits)
     model_fingerprint = run_model_fingerprint(config, data.model_dir)
     metrics_path, steps = out / "metrics.jsonl", config.run.steps
     sequences_per_step = 2 * config.estimator.queries * config.data.batch_size  # the dual step's ±ε copies
     state = checkpoints.load(out, trainer, fingerprint, model=(data.model_dir, model_fingerprint,
                                                               starting_adapter(config)),
-                             changed_data_option=None) if resume else None  # --resume-changed-data: not here
+                             changed_data_option=None,
+                             earlier_fingerprints=lambda: checkpoints.earlier_data_fingerprints(splits)) if resume else None  # --resume-changed-data: not here
     if resume and state is None:
         log(f"[prge] {out} holds no checkpoint yet: the run starts again from step 0")
     baseline = kind.baseline(data.task, data.eval)
