@@ -67,7 +67,7 @@ def task_data(name: str, tokenizer, seed: int = 42):
                            train_from="train")
     train, _, evaluation = split_protocol(task, data, seed)
     encoder = PromptEncoder(task, tokenizer, 512)
-    train, evaluation = encoder.encode_all(train, scored=False), encoder.encode_all(evaluation)
+    train, evaluation = encoder.encode_all(train, full=False), encoder.encode_all(evaluation)
     return encoder, train, evaluation, time.perf_counter() - start
 
 

@@ -70,7 +70,7 @@ def main() -> int:
                           cuda_graphs=graphs)
         print(f"{name}: {trainer.step_path}", flush=True)
         if args.eval_first:
-            metrics = evaluate(trainer, data.encoder, data.eval, model=model)
+            metrics = evaluate(trainer, data.encoder, data.eval, full=True, model=model)
             print(f"{name}: before training {metrics}", flush=True)
         losses[name] = [trainer.step(batch).loss for batch in batches]
     print("step | " + " | ".join(paths))

@@ -94,7 +94,8 @@ const Space* space_at(const std::string& text, size_t at) {
   return nullptr;
 }
 
-// Text with its whitespace other than a plain space escaped (\t, \u00a0), for messages.
+// Text with its whitespace other than a plain space and its control characters escaped (\t,
+// \u00a0, \x1b), for messages.
 std::string visible(const std::string& text) {
   std::string out;
   for (size_t at = 0; at < text.size();) {
@@ -102,6 +103,9 @@ std::string visible(const std::string& text) {
     if (space != nullptr && *space->bytes != ' ') {
       out += space->shown;
       at += std::strlen(space->bytes);
+    } else if (const auto byte = static_cast<unsigned char>(text[at]); byte < 0x20 || byte == 0x7f) {
+      out += fmt::format("\\x{:02x}", byte);  // another control character (ESC would restyle the terminal)
+      ++at;
     } else {
       out += text[at++];
     }
@@ -109,9 +113,9 @@ std::string visible(const std::string& text) {
   return out;
 }
 
-// A value (a --set value, a scalar of the wrong type) as a message shows it: visible(), and only its first kShownValueChars
-// characters (a UTF-8 character is not split) with the whole length where it is longer, so that
-// a long value (a file's text pasted by mistake) does not fill the terminal.
+// A value (a --set value, a scalar of the wrong type) as a message shows it: visible(), and only its
+// first kShownValueChars characters (a UTF-8 character is not split) with the whole length where it
+// is longer, so that a long value (a file's text pasted by mistake) does not fill the terminal.
 constexpr size_t kShownValueChars = 80;
 std::string shown_value(const std::string& value) {
   size_t at = 0, chars = 0;

@@ -103,8 +103,9 @@ else
   timeout --signal=TERM --kill-after=60 "${SWEEP_SECONDS:-540}" \
     prge sweep "$sweep" --no-progress --output-root "$root" \
     "${device_settings[@]}" "${only[@]}" "$@" 2>&1 | grep -v Warning | tee "$out/${name}_sweep.log"
+  status=${PIPESTATUS[0]}  # 124: the time was up; non-zero also when runs stopped or one failed (its log above)
 fi
-echo "sweep call: $(( $(date +%s) - start )) s"
+echo "sweep call: $(( $(date +%s) - start )) s (prge sweep exit ${status:-none})"
 tar czf "$out/${name}_runs.tgz" --exclude='*.safetensors' --exclude='checkpoint*' -C "$DEVICE_RUNS" "$name"
 python3 experiments/device/stopped_runs.py pack "$root" "$out/${name}_stopped.tgz"
 python3 - "$root" <<'PY' | tee "$out/${name}_times.txt"

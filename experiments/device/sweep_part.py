@@ -6,8 +6,8 @@ count. The one place that decides which methods a sweep at another step count le
     TASKS="sst2 rte" SEEDS="42" VARIANTS="mezo" STEPS=20000 python experiments/device/sweep_part.py OUT.yaml
 
 writes the part to OUT.yaml (the full sweep's keys, its base path unchanged, so OUT.yaml sits beside
-it); a mistake (an unknown method, FO-SGD named with STEPS, a task or seed not in the sweep) exits 2
-naming it, writing nothing."""
+it); a mistake (an unknown method, FO-SGD named with STEPS, a task or seed not in the sweep, a name
+given twice) exits 2 naming it, writing nothing."""
 from __future__ import annotations
 
 import os
@@ -32,9 +32,13 @@ def part(spec: dict, tasks: list[str] | None = None, seeds: list[int] | None = N
          variants: list[str] | None = None, other_steps: bool = False) -> dict:
     """The sweep `spec` (a paper_accuracy.yaml mapping) narrowed to `tasks`, `seeds` and `variants`
     (names, in the order given), and without the methods that keep the protocol's steps where
-    `other_steps`. Raises ValueError naming a task, seed or method the sweep does not have, or a
-    method named in `variants` that a sweep at another step count cannot run."""
+    `other_steps`. Raises ValueError naming a task, seed or method the sweep does not have or that
+    is given twice, or a method named in `variants` that a sweep at another step count cannot run."""
     spec = {**spec, "grid": dict(spec["grid"]), "variants": list(spec["variants"])}
+    for wanted, what in ((tasks, "TASKS"), (seeds, "SEEDS"), (variants, "VARIANTS")):
+        repeated = sorted({w for w in wanted or [] if wanted.count(w) > 1}, key=str)
+        if repeated:  # the sweep would refuse two runs of one name, naming the part file's line
+            raise ValueError(f"{what}: {repeated} given more than once")
     for key, wanted, what in (("data.task", tasks, "TASKS"), ("run.seed", seeds, "SEEDS")):
         if wanted:
             unknown = [w for w in wanted if w not in spec["grid"][key]]

@@ -122,7 +122,9 @@ def setup_data(config, model_dir: str | Path | None = None) -> DataSetup:
     tokenizer = setup_tokenizer(model_dir)
     encoder = PromptEncoder(task, tokenizer, config.data.max_length)
     train, dev, evaluation = split_protocol(task, config.data, config.run.seed)
-    train, dev, evaluation = encoder.encode_all(train, scored=False), encoder.encode_all(dev), encoder.encode_all(evaluation)
+    # The training and dev splits are read for training and the best-checkpoint pick (the primary metric) only.
+    train, dev, evaluation = (encoder.encode_all(train, full=False), encoder.encode_all(dev, full=False),
+                              encoder.encode_all(evaluation))
     check_batch_size(config, task, len(train))
     if encoder.truncation_report():
         print(encoder.truncation_report(), file=sys.stderr)

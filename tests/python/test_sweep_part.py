@@ -47,6 +47,16 @@ def test_a_part_at_another_step_count_is_what_keep_runs_expects(tmp_path):
     assert not any(n.startswith("fo_sgd") for n in expected)
 
 
+def test_the_whole_grid_at_another_step_count_is_exactly_what_keep_runs_expects(tmp_path):
+    # The two read FO-SGD's estimator kind from different places (the variant's key, the expanded
+    # config): on the sweep as committed they must agree run for run.
+    result, out = write_part(tmp_path, STEPS="20000")
+    assert result.returncode == 0, result.stderr
+    keep = load_script("experiments/device/keep_runs.py")
+    expected = keep.expected_runs(keep.target(keep.DEVICE_PATHS["DEFAULT_MODEL"], tmp_path, 20000))
+    assert sorted(run_names(out, [("run.steps", "20000")])) == sorted(expected)
+
+
 def test_a_part_of_the_grid_keeps_the_order_given_and_the_run_names(tmp_path):
     result, out = write_part(tmp_path, TASKS="rte sst2", SEEDS="42", VARIANTS="prge_q4_dual mezo")
     assert result.returncode == 0, result.stderr
@@ -63,7 +73,10 @@ def test_mistakes_stop_it_by_name_and_write_nothing(tmp_path):
                           "VARIANTS: ['fo_sgd_lora_fa'] with STEPS"),
                          ({"TASKS": "sst2 boolq"}, "TASKS: ['boolq'] not in the sweep's data.task"),
                          ({"SEEDS": "7"}, "SEEDS: [7] not in the sweep's run.seed"),
-                         ({"SEEDS": "4x"}, "SEEDS='4x': expected whole numbers")]:
+                         ({"SEEDS": "4x"}, "SEEDS='4x': expected whole numbers"),
+                         ({"TASKS": "sst2 rte sst2"}, "TASKS: ['sst2'] given more than once"),
+                         ({"SEEDS": "42 42"}, "SEEDS: [42] given more than once"),
+                         ({"VARIANTS": "mezo mezo"}, "VARIANTS: ['mezo'] given more than once")]:
         result, out = write_part(tmp_path, **env)
         assert result.returncode == 2 and f"sweep_part: {message}" in result.stderr, (env, result.stderr)
         assert not out.exists()

@@ -570,10 +570,11 @@ def test_prge_train_on_winogrande_reports_the_partial_accuracy(tmp_path):
     assert [r["step"] for r in records if "eval_accuracy_partial" in r] == [0, 2]
 
 
-def test_partial_scoring_pairs_are_encoded_for_the_scored_splits_only(tmp_path):
-    """The training split's partial-scoring pairs are never read: not encoded, so a pair that could
-    not be (its continuation no tokens of its own) refuses no training record; the dev and eval
-    splits' are, and their token ids are checked against the vocabulary with the rest."""
+def test_partial_scoring_pairs_are_encoded_for_the_eval_split_only(tmp_path):
+    """Only the full evaluation (the eval split's) reads partial-scoring pairs: the training and dev
+    splits' are not encoded, so a pair that could not be (its continuation no tokens of its own)
+    refuses no record there; the eval split's are, and their token ids are checked against the
+    vocabulary with the rest."""
     import prge
     from conftest import write_config
     from prge.setup import check_token_ids, setup_data
@@ -586,13 +587,13 @@ def test_partial_scoring_pairs_are_encoded_for_the_scored_splits_only(tmp_path):
         "task": "winogrande", "train_from": "validation", "train_examples": 6, "dev_examples": 4,
         "eval_examples": 5, "batch_size": 2, "max_length": 16, "protocol": "mezo"})))
     data = setup_data(config)
-    assert len(data.train) == 6 and all(e.partial is None for e in data.train)
-    assert data.dev and all(e.partial for e in data.dev + data.eval)
+    assert len(data.train) == 6 and len(data.dev) == 4
+    assert all(e.partial is None for e in data.train + data.dev) and all(e.partial for e in data.eval)
     examples = data.task.load("eval", folder)[:2]
     broken = replace(examples[0], partial_scoring=tuple((c, "") for c, _ in examples[0].partial_scoring))
     with pytest.raises(ValueError, match="tokenize to no tokens after the sentence up to the option"):
         data.encoder.encode_all([broken, examples[1]])
-    assert data.encoder.encode_all([broken, examples[1]], scored=False)[0].options  # trained on as before
+    assert data.encoder.encode_all([broken, examples[1]], full=False)[0].options  # trained on as before
     e = data.eval[0]
     top = max(i for pair in e.partial for ids in pair for i in ids)
     only_partial = replace(e, prompt_ids=[0], options=[[0], [0]])  # its largest id in a partial pair

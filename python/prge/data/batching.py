@@ -141,10 +141,11 @@ class PromptEncoder:
     def encode(self, example: Example) -> EncodedExample:
         return self.encode_all([example])[0]
 
-    def encode_all(self, examples: list[Example], scored: bool = True) -> list[EncodedExample]:
-        """All examples, encoded as their task's kind says (prge.data.kinds); scored=False for
-        examples only trained on (what only evaluation reads, partial-scoring pairs, is left out)."""
-        return self.task.kind.encode(self, examples, scored)
+    def encode_all(self, examples: list[Example], full: bool = True) -> list[EncodedExample]:
+        """All examples, encoded as their task's kind says (prge.data.kinds); full=False for
+        examples trained on or scored by the primary metric only (the training and dev splits):
+        what only a full evaluation reads, partial-scoring pairs, is left out."""
+        return self.task.kind.encode(self, examples, full)
 
     def encode_options(self, examples: list[Example], options: list, what: str = "option {!r}") -> list[EncodedExample]:
         """Examples whose answer is one of several texts: options[i] holds example i's option

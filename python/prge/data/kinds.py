@@ -82,10 +82,10 @@ class TaskKind:
         """ValueError naming `where` when the example's answer does not fit the kind."""
         raise NotImplementedError
 
-    def encode(self, encoder, examples: list, scored: bool = True) -> list:
-        """[EncodedExample] of the examples (prge.data.batching.PromptEncoder's encodings). `scored`:
-        whether `evaluate` will score them (False for the training split: only what training
-        reads is encoded)."""
+    def encode(self, encoder, examples: list, full: bool = True) -> list:
+        """[EncodedExample] of the examples (prge.data.batching.PromptEncoder's encodings). `full`:
+        also what only `evaluate(..., full=True)` reads (False for the training and dev splits:
+        what they are trained on or picked by is encoded)."""
         raise NotImplementedError
 
     def evaluate(self, scorer, encoded: list, split: str, full: bool = False) -> dict:
@@ -119,7 +119,7 @@ class Classification(TaskKind):
             raise ValueError(f"{where}: label {example.label} is outside 0..{len(task.label_words) - 1} "
                              f"({', '.join(map(repr, task.label_words))})")
 
-    def encode(self, encoder, examples, scored=True):
+    def encode(self, encoder, examples, full=True):
         return encoder.encode_options(examples, [encoder.task.label_words] * len(examples),
                                       "label word {!r} (data.label_words)")
 
@@ -172,10 +172,10 @@ class MultipleChoice(TaskKind):
             raise ValueError(f"{where}: its partial-scoring continuations differ; partial scoring compares one "
                              "shared continuation")
 
-    def encode(self, encoder, examples, scored=True):
+    def encode(self, encoder, examples, full=True):
         encoded = encoder.encode_options(examples, [e.choices for e in examples], "candidate {!r}")
         partial = [bool(e.partial_scoring) for e in examples]
-        if scored and any(partial):  # one metric over all examples or none; training reads no pair
+        if full and any(partial):  # one metric over all examples or none; read by full evaluation only
             if not all(partial):
                 where = examples[partial.index(False)].where or "an example"
                 raise ValueError(f"{where}: has no partial-scoring texts, and other examples of the split have")
@@ -228,7 +228,7 @@ class Generation(TaskKind):
         if example.response is None or not example.response.strip():
             raise ValueError(f"{where}: field {task.response_field or 'response'!r} (data.response_field) is empty")
 
-    def encode(self, encoder, examples, scored=True):
+    def encode(self, encoder, examples, full=True):
         return encoder.encode_responses(examples)
 
     def evaluate(self, scorer, encoded, split, full=False):
