@@ -53,7 +53,7 @@ def data_fingerprint(splits: dict[str, list]) -> dict[str, str]:
 def earlier_data_fingerprints(splits: dict[str, list]) -> list[dict[str, str]]:
     """The other forms of data_fingerprint(splits) that a checkpoint of the same data may hold,
     written by earlier prge versions (each accepted on resume as the current one): `partial:
-    null` kept (from 2026-11-29 to 2026-12-06)."""
+    null` kept (commits 295967f, where EncodedExample.partial came, to 3031933)."""
     return [_fingerprint(splits, null_partial=True)]
 
 
