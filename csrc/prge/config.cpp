@@ -682,7 +682,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
     (void)device;
   } catch (const std::exception&) {
     reader.fail(model["device"], "model.device",
-                fmt::format("'{}' is not a device (examples: cpu, cuda, cuda:1)", c.model.device));
+                fmt::format("{} is not a device (examples: cpu, cuda, cuda:1)", shown_value(c.model.device)));
   }
 
   if (root["adapter"] && is_null(root["adapter"])) {
@@ -720,7 +720,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
     for (const auto& t : c.adapter.targets) {
       if (std::find(names.begin(), names.end(), t) == names.end()) {
         reader.fail(adapter["targets"], "adapter.targets",
-                    fmt::format("unknown projection '{}' (allowed: {})", t, fmt::join(names, ", ")));
+                    fmt::format("unknown projection {} (allowed: {})", shown_value(t), fmt::join(names, ", ")));
       }
     }
   }
@@ -879,12 +879,12 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   reader.read(data, "data", "task", c.data.task);
   reader.read_path(data, "data", "data_dir", c.data.data_dir);
   reader.read_choice(data, "data", "protocol", [&](const std::string& v) {
-    if (v != "paper" && v != "mezo") throw std::invalid_argument(fmt::format("unknown protocol '{}' (allowed: paper, mezo)", v));
+    if (v != "paper" && v != "mezo") throw std::invalid_argument(fmt::format("unknown protocol {} (allowed: paper, mezo)", shown_value(v)));
     c.data.protocol = v;
   });
   reader.read_choice(data, "data", "train_from", [&](const std::string& v) {
     if (v != "train" && v != "validation") {
-      throw std::invalid_argument(fmt::format("unknown train_from '{}' (allowed: train, validation)", v));
+      throw std::invalid_argument(fmt::format("unknown train_from {} (allowed: train, validation)", shown_value(v)));
     }
     c.data.train_from = v;
   });
@@ -936,7 +936,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   if (c.run.data_parallel < 1) reader.fail(run["data_parallel"], "run.data_parallel", "must be >= 1");
   if (c.run.checkpoint_format != "weights" && c.run.checkpoint_format != "updates") {
     reader.fail(run["checkpoint_format"], "run.checkpoint_format",
-                fmt::format("weights or updates, got '{}'", c.run.checkpoint_format));
+                fmt::format("weights or updates, got {}", shown_value(c.run.checkpoint_format)));
   }
   if (c.run.checkpoint_format == "updates" && c.estimator.kind != EstimatorKind::Mezo) {
     reader.fail(run["checkpoint_format"], "run.checkpoint_format",

@@ -170,6 +170,9 @@ TEST(Config, OverrideErrorsNameTheSet) {
   msg = error_with("run: {steps: 1}\n", {{"run.steps", accents, ""}});
   EXPECT_NE(msg.find("run.steps: expected an integer, got '" + accents.substr(0, 2 * 80) + "...' (600 bytes)"),
             std::string::npos) << msg;
+  msg = error_with("run: {steps: 1}\n", {{"data.protocol", accents, ""}});  // a value outside a closed set
+  EXPECT_NE(msg.find("unknown protocol '" + accents.substr(0, 2 * 80) + "...' (600 bytes) (allowed: paper, mezo)"),
+            std::string::npos) << msg;
   msg = error_with("run: {steps: 1}\n", {{"run.steps", "\x1b[31mred", ""}});  // a control character escaped
   EXPECT_NE(msg.find("expected an integer, got '\\x1b[31mred'"), std::string::npos) << msg;
   msg = error_with("model: {name: x}\n", {{"model.name.deep", "1", ""}});
