@@ -1,10 +1,13 @@
 """Keeps the finished runs a device call of experiments/device/paper_accuracy.sh sent back.
 
-    python experiments/device/keep_runs.py OUT/NAME_runs.tgz [--model MODEL] [--steps N] [--no-report]
+    python experiments/device/keep_runs.py OUT/NAME_runs.tgz [--model MODEL] [--steps N] [--tasks T ...] [--no-report]
 
 NAME is paper_accuracy for paths.env's DEFAULT_MODEL (SmolLM2-135M) and paper_accuracy_MODEL for
 another registered model (MODEL=gemma3-270m on the device: --model gemma3-270m here);
-paper_accuracy_stepsN[_MODEL] for the zeroth-order runs at N steps (STEPS=N there: --steps N). A run is
+paper_accuracy_stepsN[_MODEL] for the zeroth-order runs at N steps (STEPS=N there: --steps N).
+--tasks names the tasks the folder's runs are of where they are not all of the sweep's (TASKS
+there, e.g. --steps 20000 --tasks sst2 rte for the paper's 20000-step SST-2 and RTE runs): a run of
+another task is refused, and the report's title counts the runs of those tasks. A run is
 kept only when it is a whole finished run of configs/sweeps/paper_accuracy.yaml exactly as the
 device sweep expands it for that model (Target.overrides and device_root; prge.run_dir.finished
 compares the whole config but how checkpoints are stored) and its summary and metrics read, so a smoke run (`--set
@@ -40,7 +43,7 @@ from prge.run_dir import RunDirError, finished
 from prge.sweep import expand_sweep
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its neighbours, also when imported by the tests
-from sweep_part import keeps_protocol_steps  # noqa: E402 (experiments/device/sweep_part.py)
+from sweep_part import keeps_protocol_steps, part  # noqa: E402 (experiments/device/sweep_part.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,10 +120,24 @@ def expected_runs(where: Target) -> dict:
             if not (other_steps and keeps_protocol_steps(c.estimator.kind))}
 
 
-def why_not_kept(run: Path, expected: dict) -> str | None:
-    """None when `run` is a whole finished run of the sweep as the device runs it, else why not."""
+def checked_tasks(tasks: list[str] | None) -> list[str] | None:
+    """`tasks` (--tasks) as given; ValueError naming a task the sweep does not have or one given
+    twice (sweep_part.part's checks of TASKS)."""
+    if tasks:
+        try:
+            part(yaml.safe_load(SWEEP.read_text()), tasks=tasks)
+        except ValueError as e:
+            raise ValueError(str(e).replace("TASKS:", "--tasks:", 1)) from None
+    return tasks
+
+
+def why_not_kept(run: Path, expected: dict, tasks: list[str] | None = None) -> str | None:
+    """None when `run` is a whole finished run of the sweep as the device runs it (of one of
+    `tasks`, where given), else why not."""
     if run.name not in expected:
         return f"no run of {SWEEP.name} is named {run.name}"
+    if tasks and expected[run.name].data.task not in tasks:
+        return f"a run of task {expected[run.name].data.task}, not of --tasks {' '.join(tasks)}"
     for name in RUN_FILES:
         if not (run / name).is_file() or (run / name).stat().st_size == 0:
             return f"{name} is missing or empty"
@@ -203,6 +220,8 @@ def main() -> int:
                         help="the registered model the device sweep ran (MODEL there; default %(default)s)")
     parser.add_argument("--steps", type=int, help="the step count the device sweep's zeroth-order runs took "
                         "(STEPS there; default: the sweep's)")
+    parser.add_argument("--tasks", nargs="+", metavar="TASK", help="the tasks the folder's runs are of "
+                        "(TASKS there; default: all of the sweep's)")
     parser.add_argument("--no-report", action="store_true")
     parser.add_argument("--print-name", action="store_true", help="print NAME for --model and stop")
     args = parser.parse_args()
@@ -213,6 +232,11 @@ def main() -> int:
     if args.steps is not None and args.steps < 1:
         print(f"keep_runs: error: --steps {args.steps}: not a positive step count", file=sys.stderr)
         return 2
+    try:
+        tasks = checked_tasks(args.tasks)
+    except ValueError as e:
+        print(f"keep_runs: error: {e}", file=sys.stderr)
+        return 2
     if args.print_name:
         print(results_name(args.model, args.steps))
         return 0
@@ -220,6 +244,7 @@ def main() -> int:
         parser.error("the archive (NAME_runs.tgz) is required")
     where = target(args.model, ROOT, args.steps)
     expected = expected_runs(where)
+    wanted = {name for name, config in expected.items() if not tasks or config.data.task in tasks}
     with tempfile.TemporaryDirectory() as tmp:
         try:
             new = unpack(args.archive, Path(tmp) / "new", where.name)
@@ -234,7 +259,7 @@ def main() -> int:
             if not (run / "summary.json").exists():
                 part_way.append(run.name)
                 continue
-            reason = why_not_kept(run, expected)
+            reason = why_not_kept(run, expected, tasks)
             if reason:  # paths inside the unpacked archive named as the archive's members
                 refused.append(f"{run.name}: {reason.replace(str(new.parent) + '/', f'{args.archive}:')}")
                 continue
@@ -255,8 +280,8 @@ def main() -> int:
         keep_stopped_runs(args.archive.with_name(f"{where.name}_stopped.tgz"), ROOT / ".device/stopped")
     except KeepError as e:
         refused.append(str(e))
-    count = sum(1 for p in where.local.iterdir() if p.is_dir())
-    print(f"{len(added)} finished runs taken from {args.archive}; {count} of {len(expected)} kept in "
+    count = sum(1 for p in where.local.iterdir() if p.is_dir() and p.name in wanted)
+    print(f"{len(added)} finished runs taken from {args.archive}; {count} of {len(wanted)} kept in "
           f"{where.kept.relative_to(ROOT)} ({where.kept.stat().st_size / 2**20:.2f} MiB)")
     if part_way:
         print(f"not kept, stopped part-way ({len(part_way)}): {', '.join(part_way)}")
@@ -265,10 +290,11 @@ def main() -> int:
     if not args.no_report:
         from prge.cli import main as prge_main
 
-        done = "all" if count == len(expected) else "part done so far:"
+        done = "all" if count == len(wanted) else "part done so far:"
+        on_tasks = f" on {' and '.join(tasks)}" if tasks else ""
         code = prge_main(["report", str(where.local), "--out", str(where.report_out), "--title",
-                          f"Paper accuracy protocol{f' at {args.steps} steps' if args.steps else ''}, "
-                          f"{done} {count} of {len(expected)} runs, "
+                          f"Paper accuracy protocol{f' at {args.steps} steps' if args.steps else ''}{on_tasks}, "
+                          f"{done} {count} of {len(wanted)} runs, "
                           f"{REGISTERED[args.model].title}, {cards(where.local)}"])
         if code:
             return code

@@ -207,3 +207,33 @@ def test_runs_at_another_step_count_are_kept_apart(tmp_path, monkeypatch, capsys
     assert f"keep_runs: refused {fo_run}: no run of paper_accuracy.yaml is named {fo_run}" in capsys.readouterr().err
     assert run_main(keep, monkeypatch, "--print-name", "--steps", "0") == 2
     assert "keep_runs: error: --steps 0: not a positive step count" in capsys.readouterr().err
+
+
+def test_tasks_narrow_the_runs_kept_and_counted(tmp_path, monkeypatch, capsys):
+    # --tasks sst2 rte (TASKS on the device): a run of another task is refused by its task, and the
+    # count (and the report's title) is of those tasks' runs: 4 methods x 2 tasks x 3 seeds.
+    keep = load_keep_runs(tmp_path, monkeypatch)
+    name = "paper_accuracy_steps20000"
+    for method, task in (("prge_q4_dual-", "arc_challenge"), ("mezo-tasksst2-", "sst2")):
+        good = one_committed_run(method)
+        run = next(iter(good)).split("/")[0]
+        assert f"-task{task}-" in run
+        long = {k: v.replace(b"steps: 5000", b"steps: 20000")
+                .replace(b"/tmp/runs/paper_accuracy/", f"/tmp/runs/{name}/".encode()) for k, v in good.items()}
+        archive = make_archive(tmp_path / f"{task}.tgz", long, folder=name)
+        code = run_main(keep, monkeypatch, archive, "--steps", "20000", "--tasks", "sst2", "rte", "--no-report")
+        out, err = capsys.readouterr()
+        if task == "sst2":
+            assert code == 0 and f"1 finished runs taken from {archive}; 1 of 24 kept in" in out
+        else:
+            assert code == 1 and "0 of 24 kept in" in out
+            assert f"keep_runs: refused {run}: a run of task arc_challenge, not of --tasks sst2 rte" in err
+    calls = []
+    monkeypatch.setattr("prge.cli.main", lambda argv: calls.append(argv) or 0)
+    assert run_main(keep, monkeypatch, archive, "--steps", "20000", "--tasks", "sst2", "rte") == 0
+    title = calls[0][calls[0].index("--title") + 1]
+    assert title.startswith("Paper accuracy protocol at 20000 steps on sst2 and rte, part done so far: 1 of 24 runs, ")
+    for bad, message in ((["sst3"], "--tasks: ['sst3'] not in the sweep's data.task"),
+                         (["rte", "rte"], "--tasks: ['rte'] given more than once")):
+        assert run_main(keep, monkeypatch, archive, "--tasks", *bad, "--no-report") == 2
+        assert f"keep_runs: error: {message}" in capsys.readouterr().err
