@@ -1,5 +1,6 @@
 #include "prge/config.h"
 
+#include "prge/io/shown_text.h"
 #include "prge/io/utf8.h"
 #include "prge/io/yaml_scalars.h"
 #include "prge/models/causal_lm.h"
@@ -70,63 +71,10 @@ std::string home_expanded(const std::string& path) {
   return expanded.empty() ? "/" : expanded;
 }
 
-// Whitespace a path may not start or end with, as UTF-8: ASCII's, and Unicode's space separators
-// and no-break spaces (what Python's str.isspace() takes), with the escape a message shows.
-struct Space {
-  const char* bytes;
-  const char* shown;
-};
-constexpr Space kSpaces[] = {
-    {" ", " "}, {"\t", "\\t"}, {"\n", "\\n"}, {"\r", "\\r"}, {"\v", "\\v"}, {"\f", "\\f"},
-    {"\x1c", "\\x1c"}, {"\x1d", "\\x1d"}, {"\x1e", "\\x1e"}, {"\x1f", "\\x1f"}, {"\xc2\x85", "\\u0085"},
-    {"\xc2\xa0", "\\u00a0"}, {"\xe1\x9a\x80", "\\u1680"}, {"\xe2\x80\x80", "\\u2000"}, {"\xe2\x80\x81", "\\u2001"},
-    {"\xe2\x80\x82", "\\u2002"}, {"\xe2\x80\x83", "\\u2003"}, {"\xe2\x80\x84", "\\u2004"}, {"\xe2\x80\x85", "\\u2005"},
-    {"\xe2\x80\x86", "\\u2006"}, {"\xe2\x80\x87", "\\u2007"}, {"\xe2\x80\x88", "\\u2008"}, {"\xe2\x80\x89", "\\u2009"},
-    {"\xe2\x80\x8a", "\\u200a"}, {"\xe2\x80\xa8", "\\u2028"}, {"\xe2\x80\xa9", "\\u2029"}, {"\xe2\x80\xaf", "\\u202f"},
-    {"\xe2\x81\x9f", "\\u205f"}, {"\xe3\x80\x80", "\\u3000"},
-};
-
-// The whitespace character at `at` in text (nullptr if none there).
-const Space* space_at(const std::string& text, size_t at) {
-  for (const auto& space : kSpaces) {
-    if (text.compare(at, std::strlen(space.bytes), space.bytes) == 0) return &space;
-  }
-  return nullptr;
-}
-
-// Text with its whitespace other than a plain space and its control characters escaped (\t,
-// \u00a0, \x1b), for messages.
-std::string visible(const std::string& text) {
-  std::string out;
-  for (size_t at = 0; at < text.size();) {
-    const auto* space = space_at(text, at);
-    if (space != nullptr && *space->bytes != ' ') {
-      out += space->shown;
-      at += std::strlen(space->bytes);
-    } else if (const auto byte = static_cast<unsigned char>(text[at]); byte < 0x20 || byte == 0x7f) {
-      out += fmt::format("\\x{:02x}", byte);  // another control character (ESC would restyle the terminal)
-      ++at;
-    } else {
-      out += text[at++];
-    }
-  }
-  return out;
-}
-
-// A value (a --set value, a scalar of the wrong type) as a message shows it: visible(), and only its
-// first kShownValueChars characters (a UTF-8 character is not split) with the whole length where it
-// is longer, so that a long value (a file's text pasted by mistake) does not fill the terminal.
-constexpr size_t kShownValueChars = 80;
-std::string shown_value(const std::string& value) {
-  size_t at = 0, chars = 0;
-  while (at < value.size() && chars < kShownValueChars) {
-    ++at;
-    while (at < value.size() && (static_cast<unsigned char>(value[at]) & 0xC0) == 0x80) ++at;  // continuation bytes
-    ++chars;
-  }
-  if (at >= value.size()) return "'" + visible(value) + "'";
-  return fmt::format("'{}...' ({} bytes)", visible(value.substr(0, at)), value.size());
-}
+using io::ends_with_space;
+using io::shown_value;
+using io::space_at;
+using io::visible;
 
 // The key's own node in a mapping, for messages about its value (an empty value's mark points
 // past the key, to the next line).
@@ -582,11 +530,7 @@ std::string expand_path(const std::string& value) {
   if (start == value.size()) {
     throw std::invalid_argument(fmt::format("'{}' is only whitespace: name a path, or leave the key out", visible(value)));
   }
-  const bool ends_with_space = std::any_of(std::begin(kSpaces), std::end(kSpaces), [&](const Space& space) {
-    const auto n = std::strlen(space.bytes);
-    return value.size() >= n && value.compare(value.size() - n, n, space.bytes) == 0;
-  });
-  if (start > 0 || ends_with_space) {
+  if (start > 0 || ends_with_space(value)) {
     throw std::invalid_argument(fmt::format("'{}' starts or ends with whitespace: a path is taken as written, so remove "
                                             "it (a file name with such spaces is not supported here)", visible(value)));
   }

@@ -1,6 +1,7 @@
 #include "prge/perturbation.h"
 
 #include "prge/counter_rng.h"
+#include "prge/io/shown_text.h"
 
 #ifdef PRGE_WITH_CUDA
 #include "prge/cuda/weight_noise_kernels.h"
@@ -18,7 +19,7 @@ NoiseDistribution parse_noise_distribution(const std::string& name) {
   if (name == "gaussian") return NoiseDistribution::Gaussian;
   if (name == "rademacher") return NoiseDistribution::Rademacher;
   throw std::invalid_argument(
-      fmt::format("unknown noise distribution '{}' (allowed: gaussian, rademacher)", name));
+      fmt::format("unknown noise distribution {} (allowed: gaussian, rademacher)", io::shown_value(name)));
 }
 
 std::string to_string(NoiseDistribution distribution) {
@@ -29,7 +30,8 @@ NoiseRng parse_noise_rng(const std::string& name) {
   if (name == "torch") return NoiseRng::Torch;
   if (name == "counter") return NoiseRng::Counter;
   if (name == "auto") return NoiseRng::Auto;
-  throw std::invalid_argument(fmt::format("unknown noise rng '{}' (allowed: auto, torch, counter)", name));
+  throw std::invalid_argument(
+      fmt::format("unknown noise rng {} (allowed: auto, torch, counter)", io::shown_value(name)));
 }
 
 std::string to_string(NoiseRng rng) {

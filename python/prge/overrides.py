@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from prge.whitespace import UNICODE_SPACE, escape_unicode_spaces
+from prge.whitespace import UNICODE_SPACE, escape_unicode_spaces, shown_value
 
 
 def read_text(path: str | Path, what: str = "file") -> str:
@@ -44,10 +44,10 @@ ASCII_SPACE = " \t\r\n\f\v"
 def parse_assignment(text: str) -> tuple[str, str]:
     """'section.key=value' -> (key, value text); the value is read by the config reader."""
     if "=" not in text:
-        raise ValueError(f"--set {text!r} must look like section.key=value")
+        raise ValueError(f"--set {shown_value(text)} must look like section.key=value")
     key, raw = (part.strip(ASCII_SPACE) for part in text.split("=", 1))  # not a no-break space: the reader names it
     if not key or not raw:
-        raise ValueError(f"--set {text!r}: an empty {'key' if not key else 'value'} "
+        raise ValueError(f"--set {shown_value(text)}: an empty {'key' if not key else 'value'} "
                          "(a key left empty would silently fall back to its default)")
     return key, raw
 

@@ -31,7 +31,7 @@ from prge.overrides import compose_yaml, key_parts, load_yaml, read_text, value_
 from prge import checkpoints, run_summary
 from prge.run_dir import (FAILED_FILE, PATH_SETTINGS, RunDirError, RunInProgress, finished, keyed, mark_failed,
                           normalized, resumable, shown)
-from prge.whitespace import CONTROL_OR_SPACE, CONTROLS, visible
+from prge.whitespace import CONTROL_OR_SPACE, CONTROLS, shown_value, visible
 
 SWEEP_KEYS = {"base", "output_root", "grid", "variants", "mode", "speed", "report"}
 MODES = ("train", "speed")
@@ -47,6 +47,12 @@ NAME_MAX = 255  # bytes in a directory name (Linux, macOS)
 NAMINGS = ("current", "paths", "controls", "raw")
 CONTROL_RUN = re.compile("[%s]+" % re.escape(CONTROLS))
 PATH_KEYS = {tuple(key.split(".")) for key in PATH_SETTINGS}
+
+
+def shown_point(point: dict) -> str:
+    """A grid point {key: value} for a message, each value as shown_value quotes it (1 and '1'
+    stay apart; a long value is cut)."""
+    return "{" + ", ".join(f"{key!r}: {shown_value(value)}" for key, value in point.items()) + "}"
 
 
 def grid_label(key: str, value, naming: str = "current") -> str:
@@ -298,15 +304,15 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
     for point, settings, label, earlier in points:
         if label in labels:  # grid values 1 and '1', or keys ending alike (estimator.kind, optimizer.kind)
             raise ValueError(f"{path}: two runs would share the directory {shown(root / label)} "
-                             f"({labels[label]} and {dict(point)}): make the grid values or keys distinct (a "
+                             f"({labels[label]} and {shown_point(point)}): make the grid values or keys distinct (a "
                              "path is named by its last part, and a / in another value, control characters and "
                              "whitespace other than a space are _: for values named alike, give each its own "
                              "variant with a name)")
         if len(os.fsencode(label)) > NAME_MAX:
-            raise ValueError(f"{path}: the run {dict(point)} would be named {label[:60]}... ({len(os.fsencode(label))} "
+            raise ValueError(f"{path}: the run {shown_point(point)} would be named {label[:60]}... ({len(os.fsencode(label))} "
                              f"bytes), longer than a directory name may be ({NAME_MAX}): give a long grid value its "
                              "own variant with a short name")
-        labels[label] = dict(point)
+        labels[label] = shown_point(point)
         config = None
         if not (root / label).exists():  # a run started under the name an earlier version gave it keeps it
             for before in earlier:

@@ -1,6 +1,7 @@
 """Control characters and whitespace beyond ASCII's: what prge's messages show escaped and what a
-sweep's run names replace. One source for sweep.py and overrides.py; the C++ config reader has its
-own table (kSpaces in csrc/prge/config.cpp), which tests/python compare with str.isspace()."""
+sweep's run names replace, and how a message quotes a value (shown_value). One source for sweep.py
+and overrides.py; the C++ config reader has its own (csrc/prge/io/shown_text.cpp), which
+tests/python compare with str.isspace()."""
 from __future__ import annotations
 
 import re
@@ -30,3 +31,18 @@ def visible(text: str) -> str:
     \\x01, \\u00a0), as the config reader shows a path's."""
     return CONTROL_OR_SPACE.sub(lambda m: "".join(
         ESCAPES.get(ch, f"\\u{ord(ch):04x}" if ord(ch) > 0x7f else f"\\x{ord(ch):02x}") for ch in m[0]), text)
+
+
+# A value longer than this is shown by its start and its length (as the C++ reader's shown_value).
+SHOWN_VALUE_CHARS = 80
+
+
+def shown_value(value) -> str:
+    """value quoted for a message, as repr() writes it (control characters escaped), but a text
+    longer than SHOWN_VALUE_CHARS characters by its first ones and its length, and any other value
+    whose repr is that long by the start of its repr, so that a file's text pasted as a value does
+    not fill the terminal."""
+    if isinstance(value, str) and len(value) > SHOWN_VALUE_CHARS:
+        return f"{value[:SHOWN_VALUE_CHARS]!r}... ({len(value)} characters)"
+    text = repr(value)
+    return text if len(text) <= SHOWN_VALUE_CHARS else f"{text[:SHOWN_VALUE_CHARS]}... ({len(text)} characters)"

@@ -173,6 +173,12 @@ TEST(Config, OverrideErrorsNameTheSet) {
   msg = error_with("run: {steps: 1}\n", {{"data.protocol", accents, ""}});  // a value outside a closed set
   EXPECT_NE(msg.find("unknown protocol '" + accents.substr(0, 2 * 80) + "...' (600 bytes) (allowed: paper, mezo)"),
             std::string::npos) << msg;
+  msg = error_with("run: {steps: 1}\n", {{"estimator.rng", accents, ""}});  // perturbation.cpp's closed sets
+  EXPECT_NE(msg.find("unknown noise rng '" + accents.substr(0, 2 * 80) + "...' (600 bytes) (allowed: auto, torch, counter)"),
+            std::string::npos) << msg;
+  msg = error_with("run: {steps: 1}\n", {{"estimator.distribution", "\x1b[31mred", ""}});
+  EXPECT_NE(msg.find("unknown noise distribution '\\x1b[31mred' (allowed: gaussian, rademacher)"), std::string::npos)
+      << msg;
   msg = error_with("run: {steps: 1}\n", {{"run.steps", "\x1b[31mred", ""}});  // a control character escaped
   EXPECT_NE(msg.find("expected an integer, got '\\x1b[31mred'"), std::string::npos) << msg;
   msg = error_with("model: {name: x}\n", {{"model.name.deep", "1", ""}});

@@ -233,6 +233,32 @@ def test_whitespace_sets_match_what_python_calls_whitespace_over_all_of_unicode(
     assert visible("a b\u00a0c\td\x01e\x7f\u3000") == "a b\\u00a0c\\td\\x01e\\x7f\\u3000"
 
 
+def test_a_long_value_is_shown_by_its_start_and_length_in_python_messages(tmp_path):
+    """shown_value: repr() for a short value, the first 80 characters and the length for a long
+    one (a file's text pasted as a --set value, a task name, a grid value), so that a message stays
+    a few lines; 1 and '1' stay apart in a grid point."""
+    from prge.overrides import parse_assignment
+    from prge.sweep import expand_sweep, shown_point
+    from prge.whitespace import shown_value
+
+    long = "\x1b[31m" + "é" * 300
+    assert shown_value("sst2") == "'sst2'" and shown_value(1) == "1"
+    assert shown_value(long) == repr(long[:80]) + "... (305 characters)"
+    assert shown_value(list(range(100))).endswith("... (390 characters)")
+    assert shown_point({"run.seed": 1}) != shown_point({"run.seed": "1"})
+    for call in (lambda: parse_assignment(long), lambda: parse_assignment(long + "="), lambda: get_task(long)):
+        with pytest.raises(ValueError) as e:
+            call()
+        assert "... (" in str(e.value) and len(str(e.value)) < 600 and "\x1b" not in str(e.value), str(e.value)
+    (tmp_path / "base.yaml").write_text(f"run: {{steps: 1, output_dir: {tmp_path / 'unused'}}}\n")
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"base: base.yaml\noutput_root: {tmp_path / 'runs'}\n"
+                     f"grid:\n  model.name: [/x/{'a' * 200}, /y/{'a' * 200}]\n")
+    with pytest.raises(ValueError, match="two runs would share the directory") as e:
+        expand_sweep(sweep)
+    assert "... (203 characters)" in str(e.value) and len(re.findall("a{81,}", str(e.value))) == 1, str(e.value)  # the path alone
+
+
 def test_paper_sweeps_expand_to_equal_forward_passes():
     """Every ZO method of the paper tables evaluates 2 * q * batch = 32 sequences a step."""
     from pathlib import Path

@@ -21,6 +21,7 @@ from pathlib import Path
 from prge.data.custom import custom_task
 from prge.data.examples import Example, Task
 from prge.data.kinds import CLASSIFICATION, MULTIPLE_CHOICE
+from prge.whitespace import shown_value
 
 MODELDATA_DIR = Path("/usr/lib/R/site-library/modeldata/data")
 
@@ -279,7 +280,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
 
 def get_task(name: str) -> Task:
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r} (known: {', '.join(sorted(TASKS))}, or custom "
+        raise ValueError(f"unknown task {shown_value(name)} (known: {', '.join(sorted(TASKS))}, or custom "
                          "with data.train_file / eval_file / template)")
     return TASKS[name]
 

@@ -1,0 +1,70 @@
+#include "prge/io/shown_text.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <iterator>
+
+namespace prge::io {
+
+namespace {
+
+constexpr Space kSpaces[] = {
+    {" ", " "}, {"\t", "\\t"}, {"\n", "\\n"}, {"\r", "\\r"}, {"\v", "\\v"}, {"\f", "\\f"},
+    {"\x1c", "\\x1c"}, {"\x1d", "\\x1d"}, {"\x1e", "\\x1e"}, {"\x1f", "\\x1f"}, {"\xc2\x85", "\\u0085"},
+    {"\xc2\xa0", "\\u00a0"}, {"\xe1\x9a\x80", "\\u1680"}, {"\xe2\x80\x80", "\\u2000"}, {"\xe2\x80\x81", "\\u2001"},
+    {"\xe2\x80\x82", "\\u2002"}, {"\xe2\x80\x83", "\\u2003"}, {"\xe2\x80\x84", "\\u2004"}, {"\xe2\x80\x85", "\\u2005"},
+    {"\xe2\x80\x86", "\\u2006"}, {"\xe2\x80\x87", "\\u2007"}, {"\xe2\x80\x88", "\\u2008"}, {"\xe2\x80\x89", "\\u2009"},
+    {"\xe2\x80\x8a", "\\u200a"}, {"\xe2\x80\xa8", "\\u2028"}, {"\xe2\x80\xa9", "\\u2029"}, {"\xe2\x80\xaf", "\\u202f"},
+    {"\xe2\x81\x9f", "\\u205f"}, {"\xe3\x80\x80", "\\u3000"},
+};
+
+// A longer value is shown by its first kShownValueChars characters and its length.
+constexpr size_t kShownValueChars = 80;
+
+}  // namespace
+
+const Space* space_at(const std::string& text, size_t at) {
+  for (const auto& space : kSpaces) {
+    if (text.compare(at, std::strlen(space.bytes), space.bytes) == 0) return &space;
+  }
+  return nullptr;
+}
+
+std::string visible(const std::string& text) {
+  std::string out;
+  for (size_t at = 0; at < text.size();) {
+    const auto* space = space_at(text, at);
+    if (space != nullptr && *space->bytes != ' ') {
+      out += space->shown;
+      at += std::strlen(space->bytes);
+    } else if (const auto byte = static_cast<unsigned char>(text[at]); byte < 0x20 || byte == 0x7f) {
+      out += fmt::format("\\x{:02x}", byte);  // another control character (ESC would restyle the terminal)
+      ++at;
+    } else {
+      out += text[at++];
+    }
+  }
+  return out;
+}
+
+std::string shown_value(const std::string& value) {
+  size_t at = 0, chars = 0;
+  while (at < value.size() && chars < kShownValueChars) {
+    ++at;
+    while (at < value.size() && (static_cast<unsigned char>(value[at]) & 0xC0) == 0x80) ++at;  // continuation bytes
+    ++chars;
+  }
+  if (at >= value.size()) return "'" + visible(value) + "'";
+  return fmt::format("'{}...' ({} bytes)", visible(value.substr(0, at)), value.size());
+}
+
+bool ends_with_space(const std::string& text) {
+  return std::any_of(std::begin(kSpaces), std::end(kSpaces), [&](const Space& space) {
+    const auto n = std::strlen(space.bytes);
+    return text.size() >= n && text.compare(text.size() - n, n, space.bytes) == 0;
+  });
+}
+
+}  // namespace prge::io
