@@ -1,13 +1,14 @@
 """Keeps the finished runs a device call of experiments/device/paper_accuracy.sh sent back.
 
-    python experiments/device/keep_runs.py OUT/NAME_runs.tgz [--model MODEL] [--steps N] [--tasks T ...] [--no-report]
+    python experiments/device/keep_runs.py OUT/NAME_runs.tgz [--model MODEL] [--steps N] [--tasks "T ..."] [--no-report]
 
 NAME is paper_accuracy for paths.env's DEFAULT_MODEL (SmolLM2-135M) and paper_accuracy_MODEL for
 another registered model (MODEL=gemma3-270m on the device: --model gemma3-270m here);
 paper_accuracy_stepsN[_MODEL] for the zeroth-order runs at N steps (STEPS=N there: --steps N).
 --tasks names the tasks the folder's runs are of where they are not all of the sweep's (TASKS
-there, e.g. --steps 20000 --tasks sst2 rte for the paper's 20000-step SST-2 and RTE runs): a run of
-another task is refused, and the report's title counts the runs of those tasks. A run is
+there, e.g. --steps 20000 --tasks "sst2 rte" for the paper's 20000-step SST-2 and RTE runs): a run
+of another task is refused, a folder already holding one is an error, and the report's title
+counts the runs of those tasks. A run is
 kept only when it is a whole finished run of configs/sweeps/paper_accuracy.yaml exactly as the
 device sweep expands it for that model (Target.overrides and device_root; prge.run_dir.finished
 compares the whole config but how checkpoints are stored) and its summary and metrics read, so a smoke run (`--set
@@ -120,15 +121,24 @@ def expected_runs(where: Target) -> dict:
             if not (other_steps and keeps_protocol_steps(c.estimator.kind))}
 
 
-def checked_tasks(tasks: list[str] | None) -> list[str] | None:
-    """`tasks` (--tasks) as given; ValueError naming a task the sweep does not have or one given
-    twice (sweep_part.part's checks of TASKS)."""
-    if tasks:
-        try:
-            part(yaml.safe_load(SWEEP.read_text()), tasks=tasks)
-        except ValueError as e:
-            raise ValueError(str(e).replace("TASKS:", "--tasks:", 1)) from None
-    return tasks
+def checked_tasks(given: list[str] | None) -> list[str] | None:
+    """The tasks --tasks names (each value split at spaces and commas), in the sweep's order;
+    ValueError naming a task the sweep does not have or one given twice (sweep_part.part's checks
+    of TASKS)."""
+    tasks = [t for value in given or [] for t in value.replace(",", " ").split()]
+    if not tasks:
+        return None
+    spec = yaml.safe_load(SWEEP.read_text())
+    try:
+        part(spec, tasks=tasks)
+    except ValueError as e:
+        raise ValueError(str(e).replace("TASKS:", "--tasks:", 1)) from None
+    return [t for t in spec["grid"]["data.task"] if t in tasks]
+
+
+def listed(names: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 def why_not_kept(run: Path, expected: dict, tasks: list[str] | None = None) -> str | None:
@@ -137,7 +147,7 @@ def why_not_kept(run: Path, expected: dict, tasks: list[str] | None = None) -> s
     if run.name not in expected:
         return f"no run of {SWEEP.name} is named {run.name}"
     if tasks and expected[run.name].data.task not in tasks:
-        return f"a run of task {expected[run.name].data.task}, not of --tasks {' '.join(tasks)}"
+        return f"a run of task {expected[run.name].data.task}, not of --tasks \"{' '.join(tasks)}\""
     for name in RUN_FILES:
         if not (run / name).is_file() or (run / name).stat().st_size == 0:
             return f"{name} is missing or empty"
@@ -220,8 +230,8 @@ def main() -> int:
                         help="the registered model the device sweep ran (MODEL there; default %(default)s)")
     parser.add_argument("--steps", type=int, help="the step count the device sweep's zeroth-order runs took "
                         "(STEPS there; default: the sweep's)")
-    parser.add_argument("--tasks", nargs="+", metavar="TASK", help="the tasks the folder's runs are of "
-                        "(TASKS there; default: all of the sweep's)")
+    parser.add_argument("--tasks", action="append", metavar='"TASK ..."', help="the tasks the folder's runs "
+                        "are of (TASKS there, e.g. \"sst2 rte\"; default: all of the sweep's)")
     parser.add_argument("--no-report", action="store_true")
     parser.add_argument("--print-name", action="store_true", help="print NAME for --model and stop")
     args = parser.parse_args()
@@ -254,6 +264,11 @@ def main() -> int:
             print(f"keep_runs: error: {e}", file=sys.stderr)
             return 2
         kept.mkdir(parents=True, exist_ok=True)
+        others = sorted(p.name for p in kept.iterdir() if p.is_dir() and p.name in expected and p.name not in wanted)
+        if others:  # the report would show them under a title that does not count them
+            print(f"keep_runs: error: {where.kept.relative_to(ROOT)} holds runs of other tasks than --tasks "
+                  f"\"{' '.join(tasks)}\" ({', '.join(others)}): give their tasks too", file=sys.stderr)
+            return 2
         added, refused, part_way = [], [], []
         for run in sorted(p for p in new.iterdir() if p.is_dir()):
             if not (run / "summary.json").exists():
@@ -291,7 +306,7 @@ def main() -> int:
         from prge.cli import main as prge_main
 
         done = "all" if count == len(wanted) else "part done so far:"
-        on_tasks = f" on {' and '.join(tasks)}" if tasks else ""
+        on_tasks = f" for {listed(tasks)}" if tasks else ""
         code = prge_main(["report", str(where.local), "--out", str(where.report_out), "--title",
                           f"Paper accuracy protocol{f' at {args.steps} steps' if args.steps else ''}{on_tasks}, "
                           f"{done} {count} of {len(wanted)} runs, "

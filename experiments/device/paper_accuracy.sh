@@ -22,7 +22,7 @@
 # TASKS="sst2 rte" / SEEDS="42" / VARIANTS="lora_fa_q1 prge_q4_dual": a part of the grid and of
 # the methods, in that order (same run names, so the parts add up). STEPS=20000: the zeroth-order
 # methods at that many steps (--set run.steps; FO-SGD, at the protocol's 1000, left out), kept
-# apart in paper_accuracy_steps20000[_MODEL] (keep_runs.py --steps 20000 [--tasks sst2 rte]), e.g. STEPS=20000
+# apart in paper_accuracy_steps20000[_MODEL] (keep_runs.py --steps 20000 [--tasks "sst2 rte"]), e.g. STEPS=20000
 # TASKS="sst2 rte" for the paper's SST-2 and RTE length (with PLAN=0 until each method has finished
 # one run there: the planner estimates from finished runs).
 # Usage: bash experiments/device/paper_accuracy.sh OUT_DIR [prge sweep options: --gpus 0,1, --set KEY=VALUE]

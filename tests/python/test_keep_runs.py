@@ -221,19 +221,27 @@ def test_tasks_narrow_the_runs_kept_and_counted(tmp_path, monkeypatch, capsys):
         long = {k: v.replace(b"steps: 5000", b"steps: 20000")
                 .replace(b"/tmp/runs/paper_accuracy/", f"/tmp/runs/{name}/".encode()) for k, v in good.items()}
         archive = make_archive(tmp_path / f"{task}.tgz", long, folder=name)
-        code = run_main(keep, monkeypatch, archive, "--steps", "20000", "--tasks", "sst2", "rte", "--no-report")
+        code = run_main(keep, monkeypatch, archive, "--steps", "20000", "--tasks", "rte sst2", "--no-report")
         out, err = capsys.readouterr()
         if task == "sst2":
             assert code == 0 and f"1 finished runs taken from {archive}; 1 of 24 kept in" in out
         else:
             assert code == 1 and "0 of 24 kept in" in out
-            assert f"keep_runs: refused {run}: a run of task arc_challenge, not of --tasks sst2 rte" in err
+            assert f'keep_runs: refused {run}: a run of task arc_challenge, not of --tasks "sst2 rte"' in err
     calls = []
     monkeypatch.setattr("prge.cli.main", lambda argv: calls.append(argv) or 0)
-    assert run_main(keep, monkeypatch, archive, "--steps", "20000", "--tasks", "sst2", "rte") == 0
+    assert run_main(keep, monkeypatch, archive, "--steps", "20000", "--tasks", "sst2", "--tasks", "rte") == 0
     title = calls[0][calls[0].index("--title") + 1]
-    assert title.startswith("Paper accuracy protocol at 20000 steps on sst2 and rte, part done so far: 1 of 24 runs, ")
+    assert title.startswith("Paper accuracy protocol at 20000 steps for sst2 and rte, part done so far: 1 of 24 runs, ")
+    assert keep.listed(["a", "b", "c"]) == "a, b and c" and keep.listed(["a"]) == "a"
     for bad, message in ((["sst3"], "--tasks: ['sst3'] not in the sweep's data.task"),
-                         (["rte", "rte"], "--tasks: ['rte'] given more than once")):
-        assert run_main(keep, monkeypatch, archive, "--tasks", *bad, "--no-report") == 2
+                         (["rte,rte"], "--tasks: ['rte'] given more than once")):
+        assert run_main(keep, monkeypatch, "--tasks", *bad, "--no-report") == 2
         assert f"keep_runs: error: {message}" in capsys.readouterr().err
+    # A folder already holding a run of another task (kept without --tasks) is an error with it:
+    # the report would show that run under a title that does not count it.
+    assert run_main(keep, monkeypatch, tmp_path / "arc_challenge.tgz", "--steps", "20000", "--no-report") == 0
+    capsys.readouterr()
+    assert run_main(keep, monkeypatch, archive, "--steps", "20000", "--tasks", "sst2 rte", "--no-report") == 2
+    assert ("keep_runs: error: experiments/results/paper_accuracy_steps20000/runs.tgz holds runs of other tasks "
+            'than --tasks "sst2 rte" (prge_q4_dual-taskarc_challenge-seed') in capsys.readouterr().err
