@@ -338,6 +338,7 @@ def _generate(args) -> None:
     from prge.generation import (applied_generation_settings, generate_text, load_model, model_generation_config,
                                  unapplied_generation_settings)
     from prge.setup import setup_tokenizer
+    from prge.whitespace import shown_value
 
     _check_generation_options(args)
     model, model_dir = load_model(args.source)
@@ -367,7 +368,7 @@ def _generate(args) -> None:
     for text in args.stop:
         ids = tokenizer.encode([text], specials=False)[0]
         if len(ids) != 1:
-            raise ValueError(f"--stop {text!r} is {len(ids)} tokens; a stop must be one token")
+            raise ValueError(f"--stop {shown_value(text)} is {len(ids)} tokens; a stop must be one token")
         stop.append(ids[0])
     outputs = generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,

@@ -127,10 +127,10 @@ def read_sweep(path: str | Path) -> SweepFile:
         if value is None:
             raise ValueError(f"{where(key)}: {key}: {NO_VALUE}")
     if not isinstance(spec.get("output_root", "runs"), str) or not spec.get("output_root", "runs"):  # spaces: below
-        raise ValueError(f"{where('output_root')}: output_root: expected a directory name, got {spec['output_root']!r}")
+        raise ValueError(f"{where('output_root')}: output_root: expected a directory name, got {shown_value(spec['output_root'])}")
     for key in ("grid", "speed", "report"):
         if not isinstance(spec.get(key, {}), dict):
-            raise ValueError(f"{where(key)}: {key}: expected a mapping of keys, got {spec[key]!r}")
+            raise ValueError(f"{where(key)}: {key}: expected a mapping of keys, got {shown_value(spec[key])}")
     for key in spec.get("grid", {}):
         if not isinstance(key, str) or not key.strip():
             raise ValueError(f"{where('grid', key)}: grid: {key!r} is not a key (expected section.key, e.g. "
@@ -145,7 +145,7 @@ def read_sweep(path: str | Path) -> SweepFile:
             raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1}: name: expected a name, got "
                              f"{variant['name']!r}")
     if spec.get("mode", "train") not in MODES:
-        raise ValueError(f"{where('mode')}: mode must be one of {MODES}, got {spec['mode']!r}")
+        raise ValueError(f"{where('mode')}: mode must be one of {MODES}, got {shown_value(spec['mode'])}")
     # The sweep's own paths read a leading ~ as a run config's path keys do (csrc/prge/config.cpp).
     if isinstance(spec.get("base"), str):
         spec["base"] = expand_home(spec["base"], f"{where('base')}: base")
@@ -154,7 +154,7 @@ def read_sweep(path: str | Path) -> SweepFile:
     if "out" in (spec.get("report") or {}):
         out = spec["report"]["out"]
         if not isinstance(out, str):
-            raise ValueError(f"{where('report', 'out')}: report.out: expected a directory name, got {out!r}")
+            raise ValueError(f"{where('report', 'out')}: report.out: expected a directory name, got {shown_value(out)}")
         spec["report"]["out"] = expand_home(out, f"{where('report', 'out')}: report.out")
     from prge.speed import SPEED_KEYS
 
@@ -359,7 +359,7 @@ def select_runs(path, runs: list[tuple[str, object]], patterns: list[str]) -> li
     names = [label for label, _ in runs]
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
-            raise ValueError(f"{path}: --only {pattern!r} matches none of the sweep's {len(names)} runs "
+            raise ValueError(f"{path}: --only {shown_value(pattern)} matches none of the sweep's {len(names)} runs "
                              f"(their names look like {', '.join(names[:3])})")
     return [run for run, name in zip(runs, names) if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
 
@@ -400,7 +400,7 @@ def check_run_setting(key, values: list, place: str, root: Path) -> None:
         for value in map(as_value, values):
             if not isinstance(value, dict):
                 raise ValueError(f"{place}: " + ("no value (null): a run: section needs its keys" if value is None
-                                                 else f"expected a mapping of run keys (run.steps, ...), got {value!r}"))
+                                                 else f"expected a mapping of run keys (run.steps, ...), got {shown_value(value)}"))
     if parts == ["run", "output_dir"] or (parts == ["run"] and any("output_dir" in as_value(v) for v in values)):
         named = place if parts == ["run", "output_dir"] else f"{place}.output_dir"
         raise ValueError(f"{named}: a sweep puts each run in output_root/<its label> (here {shown(root)}/...), "

@@ -38,11 +38,13 @@ SHOWN_VALUE_CHARS = 80
 
 
 def shown_value(value) -> str:
-    """value quoted for a message, as repr() writes it (control characters escaped), but a text
-    longer than SHOWN_VALUE_CHARS characters by its first ones and its length, and any other value
-    whose repr is that long by the start of its repr, so that a file's text pasted as a value does
-    not fill the terminal."""
+    """value quoted for a message, as repr() writes it (control characters escaped); a text longer
+    than SHOWN_VALUE_CHARS characters as the C++ reader shows one, by its first ones and its length
+    in UTF-8 bytes ('abc...' (600 bytes)), and any other value whose repr is that long by the start
+    of its repr and the repr's length, so that a file's text pasted as a value does not fill the
+    terminal."""
     if isinstance(value, str) and len(value) > SHOWN_VALUE_CHARS:
-        return f"{value[:SHOWN_VALUE_CHARS]!r}... ({len(value)} characters)"
+        start = repr(value[:SHOWN_VALUE_CHARS])
+        return f"{start[:-1]}...{start[-1]} ({len(value.encode('utf-8', 'surrogatepass'))} bytes)"
     text = repr(value)
     return text if len(text) <= SHOWN_VALUE_CHARS else f"{text[:SHOWN_VALUE_CHARS]}... ({len(text)} characters)"

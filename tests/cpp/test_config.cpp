@@ -176,6 +176,12 @@ TEST(Config, OverrideErrorsNameTheSet) {
   msg = error_with("run: {steps: 1}\n", {{"estimator.rng", accents, ""}});  // perturbation.cpp's closed sets
   EXPECT_NE(msg.find("unknown noise rng '" + accents.substr(0, 2 * 80) + "...' (600 bytes) (allowed: auto, torch, counter)"),
             std::string::npos) << msg;
+  for (const auto* key : {"estimator.kind", "estimator.difference", "estimator.parallel", "optimizer.kind",
+                          "optimizer.schedule", "model.dtype"}) {  // every closed set's name
+    msg = error_with("run: {steps: 1}\n", {{key, "\x1b[31mred", ""}});
+    EXPECT_NE(msg.find("'\\x1b[31mred'"), std::string::npos) << key << ": " << msg;
+    EXPECT_EQ(msg.find('\x1b'), std::string::npos) << key << ": " << msg;
+  }
   msg = error_with("run: {steps: 1}\n", {{"estimator.distribution", "\x1b[31mred", ""}});
   EXPECT_NE(msg.find("unknown noise distribution '\\x1b[31mred' (allowed: gaussian, rademacher)"), std::string::npos)
       << msg;

@@ -243,20 +243,20 @@ def test_a_long_value_is_shown_by_its_start_and_length_in_python_messages(tmp_pa
 
     long = "\x1b[31m" + "é" * 300
     assert shown_value("sst2") == "'sst2'" and shown_value(1) == "1"
-    assert shown_value(long) == repr(long[:80]) + "... (305 characters)"
+    assert shown_value(long) == repr(long[:80])[:-1] + "...' (605 bytes)"  # as the C++ reader's shown_value
     assert shown_value(list(range(100))).endswith("... (390 characters)")
     assert shown_point({"run.seed": 1}) != shown_point({"run.seed": "1"})
     for call in (lambda: parse_assignment(long), lambda: parse_assignment(long + "="), lambda: get_task(long)):
         with pytest.raises(ValueError) as e:
             call()
-        assert "... (" in str(e.value) and len(str(e.value)) < 600 and "\x1b" not in str(e.value), str(e.value)
+        assert re.search(r"\.\.\.' \(60[56] bytes\)", str(e.value)) and len(str(e.value)) < 600 and "\x1b" not in str(e.value), str(e.value)
     (tmp_path / "base.yaml").write_text(f"run: {{steps: 1, output_dir: {tmp_path / 'unused'}}}\n")
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(f"base: base.yaml\noutput_root: {tmp_path / 'runs'}\n"
                      f"grid:\n  model.name: [/x/{'a' * 200}, /y/{'a' * 200}]\n")
     with pytest.raises(ValueError, match="two runs would share the directory") as e:
         expand_sweep(sweep)
-    assert "... (203 characters)" in str(e.value) and len(re.findall("a{81,}", str(e.value))) == 1, str(e.value)  # the path alone
+    assert "...' (203 bytes)" in str(e.value) and len(re.findall("a{81,}", str(e.value))) == 1, str(e.value)  # the path alone
 
 
 def test_paper_sweeps_expand_to_equal_forward_passes():

@@ -2,6 +2,7 @@
 
 #include "prge/estimators/mezo_estimator.h"
 #include "prge/estimators/prge_estimator.h"
+#include "prge/io/shown_text.h"
 
 #include <fmt/format.h>
 
@@ -16,13 +17,13 @@ EstimatorKind parse_estimator_kind(const std::string& name) {
   if (name == "mezo") return EstimatorKind::Mezo;
   if (name == "first_order") return EstimatorKind::FirstOrder;
   throw std::invalid_argument(
-      fmt::format("unknown estimator '{}' (allowed: prge, fzoo, mezo, first_order)", name));
+      fmt::format("unknown estimator {} (allowed: prge, fzoo, mezo, first_order)", io::shown_value(name)));
 }
 
 Difference parse_difference(const std::string& name) {
   if (name == "central") return Difference::Central;
   if (name == "forward") return Difference::Forward;
-  throw std::invalid_argument(fmt::format("unknown difference '{}' (allowed: central, forward)", name));
+  throw std::invalid_argument(fmt::format("unknown difference {} (allowed: central, forward)", io::shown_value(name)));
 }
 
 Parallelism parse_parallelism(const std::string& name) {
@@ -30,7 +31,7 @@ Parallelism parse_parallelism(const std::string& name) {
   if (name == "queries" || name == "single") return Parallelism::Queries;
   if (name == "sequential" || name == "none") return Parallelism::Sequential;
   throw std::invalid_argument(
-      fmt::format("unknown parallel mode '{}' (allowed: dual, queries, sequential)", name));
+      fmt::format("unknown parallel mode {} (allowed: dual, queries, sequential)", io::shown_value(name)));
 }
 
 std::string deprecated_parallelism(const std::string& name) {

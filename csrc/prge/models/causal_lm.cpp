@@ -2,6 +2,7 @@
 #include "prge/models/weight_files.h"
 
 #include "prge/counter_rng.h"
+#include "prge/io/shown_text.h"
 
 #ifdef PRGE_WITH_CUDA
 #include "prge/cuda/gated_low_rank.h"
@@ -30,7 +31,7 @@ torch::ScalarType parse_dtype(const std::string& name) {
   if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
   if (name == "float16" || name == "fp16") return torch::kFloat16;
   throw std::invalid_argument(
-      fmt::format("unknown dtype '{}' (allowed: float32, bfloat16, float16)", name));
+      fmt::format("unknown dtype {} (allowed: float32, bfloat16, float16)", io::shown_value(name)));
 }
 
 std::string dtype_name(torch::ScalarType dtype) {

@@ -5,6 +5,7 @@
 // Add a family: one reader below (start from read_decoder, set what differs, read or accept
 // every key its config class writes) and one row in registry().
 #include "prge/io/json_file.h"
+#include "prge/io/shown_text.h"
 #include "prge/io/yaml_scalars.h"
 #include "prge/models/arch.h"
 
@@ -645,7 +646,7 @@ std::vector<std::string> ArchSpec::adapter_targets(const std::vector<std::string
       }
     }
     if (!known) {
-      throw std::invalid_argument(fmt::format("unknown adapter target '{}' (allowed for model_type '{}': {})", t,
+      throw std::invalid_argument(fmt::format("unknown adapter target {} (allowed for model_type '{}': {})", io::shown_value(t),
                                               model_type, fmt::join(projections, ", ")));
     }
   }

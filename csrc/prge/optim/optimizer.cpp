@@ -1,6 +1,7 @@
 #include "prge/optim/optimizer.h"
 
 #include "prge/devices.h"
+#include "prge/io/shown_text.h"
 #include "prge/optim/transforms.h"
 
 #include <fmt/format.h>
@@ -15,7 +16,7 @@ OptimizerKind parse_optimizer_kind(const std::string& name) {
   if (name == "sgd") return OptimizerKind::Sgd;
   if (name == "adam") return OptimizerKind::Adam;
   if (name == "sign") return OptimizerKind::Sign;
-  throw std::invalid_argument(fmt::format("unknown optimizer.kind '{}' (allowed: sgd, adam, sign)", name));
+  throw std::invalid_argument(fmt::format("unknown optimizer.kind {} (allowed: sgd, adam, sign)", io::shown_value(name)));
 }
 
 LrSchedule parse_lr_schedule(const std::string& name) {
@@ -23,7 +24,7 @@ LrSchedule parse_lr_schedule(const std::string& name) {
   if (name == "linear") return LrSchedule::Linear;
   if (name == "cosine") return LrSchedule::Cosine;
   throw std::invalid_argument(
-      fmt::format("unknown optimizer.schedule '{}' (allowed: constant, linear, cosine)", name));
+      fmt::format("unknown optimizer.schedule {} (allowed: constant, linear, cosine)", io::shown_value(name)));
 }
 
 std::string to_string(OptimizerKind kind) {

@@ -35,6 +35,7 @@ from prge.data.examples import Example, Task
 from prge.data.kinds import CLASSIFICATION, GENERATION, MULTIPLE_CHOICE
 from prge.data.sources import CUSTOM_READERS, Located, MissingSplit, content_sha256, read_hf
 from prge.jsonl import LONE_SURROGATE, NUL_ADVICE, as_written_json, is_unicode_text
+from prge.whitespace import shown_value
 
 SPLIT_KEYS = {"train": "train_file", "eval": "eval_file"}
 HF_SPLIT_NAMES = {"train": ("train",), "eval": ("validation", "test")}
@@ -46,17 +47,17 @@ def template_fields(template: str) -> list[str]:
         parsed = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
                   if name is not None]
     except ValueError as e:
-        raise ValueError(f"data.template: {e} in {template!r} (write {{{{ and }}}} for literal braces)") from e
+        raise ValueError(f"data.template: {e} in {shown_value(template)} (write {{{{ and }}}} for literal braces)") from e
     for name, spec, conversion in parsed:
         if spec or conversion:
             raise ValueError(f"data.template: {{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}} "
-                             f"in {template!r}: a placeholder is a field name only, like {{{name}}}")
+                             f"in {shown_value(template)}: a placeholder is a field name only, like {{{name}}}")
     names = [name for name, _, _ in parsed]
     # a field name as a record holds it ("review text", "item-id"); '.' and '[' would be read as
     # attribute and index lookups, and a number as a position
     bad = next((n for n in names if not n.strip() or n.isdigit() or any(c in n for c in ".[]")), None)
     if bad is not None:
-        raise ValueError(f"data.template: placeholder {{{bad}}} in {template!r}: a placeholder is a field name "
+        raise ValueError(f"data.template: placeholder {{{bad}}} in {shown_value(template)}: a placeholder is a field name "
                          "(spaces and dashes allowed; no '.', '[' or ']', and not a number), like {text}; rename a "
                          "field that holds such characters")
     return list(dict.fromkeys(names))
@@ -161,10 +162,10 @@ def _choices(value, where: str, key: str) -> tuple[str, ...]:
         try:
             value = as_written_json(value)
         except json.JSONDecodeError:
-            raise ValueError(f"{where}: {key} = {value!r} is not a list of candidates (in CSV / TSV, write a JSON "
+            raise ValueError(f"{where}: {key} = {shown_value(value)} is not a list of candidates (in CSV / TSV, write a JSON "
                              'list such as ["Paris", "Rome"])') from None
     if not isinstance(value, (list, tuple)) or any(_text_of(c) is None for c in value):
-        raise ValueError(f"{where}: {key} must be a list of candidate texts, got {value!r}")
+        raise ValueError(f"{where}: {key} must be a list of candidate texts, got {shown_value(value)}")
     if len(value) < 2:
         raise ValueError(f"{where}: {key} holds {len(value)} candidate(s); multiple choice needs at least 2")
     texts = [_text_of(c) for c in value]
@@ -190,7 +191,7 @@ def _choice_index(value, choices: tuple[str, ...], where: str, key: str, typed: 
     stripped = [c.strip() for c in choices]
     if isinstance(value, float):
         if not value.is_integer():
-            raise ValueError(f"{where}: {key} = {value!r} is not an integer index (0..{len(choices) - 1})")
+            raise ValueError(f"{where}: {key} = {shown_value(value)} is not an integer index (0..{len(choices) - 1})")
         value = int(value)
     if isinstance(value, int):
         index, match = value, None
@@ -200,12 +201,12 @@ def _choice_index(value, choices: tuple[str, ...], where: str, key: str, typed: 
         match = stripped.index(text) if text in stripped else None
     if match is not None:
         if not typed and index is not None and index != match and 0 <= index < len(choices):
-            raise ValueError(f"{where}: {key} = {value!r} is candidate {match}'s text and also the index of candidate "
-                             f"{index} ({stripped[index]!r}); in CSV / TSV every value is text, so either reading "
+            raise ValueError(f"{where}: {key} = {shown_value(value)} is candidate {match}'s text and also the index of candidate "
+                             f"{index} ({shown_value(stripped[index])}); in CSV / TSV every value is text, so either reading "
                              "could be meant. Use JSON lines, with the index as a number or the text as a string")
         return match
     if index is None:
-        raise ValueError(f"{where}: {key} = {value!r} is not one of its candidates ({', '.join(stripped)})")
+        raise ValueError(f"{where}: {key} = {shown_value(value)} is not one of its candidates ({', '.join(stripped)})")
     if not 0 <= index < len(choices):
         raise ValueError(f"{where}: {key} = {index} is outside 0..{len(choices) - 1} "
                          f"(its {len(choices)} candidates)")
@@ -258,13 +259,13 @@ def check_template_fields(template: str, fields: list[str], kind, data) -> None:
     a generation task's response field: accuracy would measure copying). A multiple-choice
     prompt may list its candidates (choices_field); only the gold one's index is the answer."""
     if not fields:
-        raise ValueError(f"data.template: {template!r} has no {{field}} placeholder, so every example's prompt is the "
+        raise ValueError(f"data.template: {shown_value(template)} has no {{field}} placeholder, so every example's prompt is the "
                          "same text and the model cannot tell them apart; put the fields it reads in braces, like "
                          "{text}")
     answer, key = (data.response_field, "data.response_field") if kind is GENERATION else (data.label_field,
                                                                                           "data.label_field")
     if answer in fields:
-        raise ValueError(f"data.template: {template!r} writes {{{answer}}}, the field of the answer ({key}): every "
+        raise ValueError(f"data.template: {shown_value(template)} writes {{{answer}}}, the field of the answer ({key}): every "
                          "prompt would show its own answer; leave it out of the template")
 
 
