@@ -42,6 +42,7 @@ from prge.models import REGISTERED
 from prge.jsonl import read_jsonl
 from prge.run_dir import RunDirError, finished
 from prge.sweep import expand_sweep
+from prge.whitespace import shown_value
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its neighbours, also when imported by the tests
 from sweep_part import keeps_protocol_steps, part  # noqa: E402 (experiments/device/sweep_part.py)
@@ -125,9 +126,11 @@ def checked_tasks(given: list[str] | None) -> list[str] | None:
     """The tasks --tasks names (each value split at spaces and commas), in the sweep's order;
     ValueError naming a task the sweep does not have or one given twice (sweep_part.part's checks
     of TASKS)."""
-    tasks = [t for value in given or [] for t in value.replace(",", " ").split()]
-    if not tasks:
+    if given is None:
         return None
+    tasks = [t for value in given for t in value.replace(",", " ").split()]
+    if not tasks:  # e.g. an unset "$TASKS": all tasks is said by leaving --tasks out
+        raise ValueError(f"--tasks {shown_value(' '.join(given))}: names no task")
     spec = yaml.safe_load(SWEEP.read_text())
     try:
         part(spec, tasks=tasks)

@@ -133,17 +133,17 @@ def read_sweep(path: str | Path) -> SweepFile:
             raise ValueError(f"{where(key)}: {key}: expected a mapping of keys, got {shown_value(spec[key])}")
     for key in spec.get("grid", {}):
         if not isinstance(key, str) or not key.strip():
-            raise ValueError(f"{where('grid', key)}: grid: {key!r} is not a key (expected section.key, e.g. "
+            raise ValueError(f"{where('grid', key)}: grid: {shown_value(key)} is not a key (expected section.key, e.g. "
                              "estimator.queries)")
     for i, variant in enumerate(spec.get("variants") or []):
         for key in variant if isinstance(variant, dict) else ():
             if not isinstance(key, str) or not key.strip():
-                raise ValueError(f"{where('variants', i, key)}: variant {i + 1}: {key!r} is not a key (expected name "
+                raise ValueError(f"{where('variants', i, key)}: variant {i + 1}: {shown_value(key)} is not a key (expected name "
                                  "or section.key)")
         if isinstance(variant, dict) and "name" in variant and (variant["name"] is None or
                                                                 isinstance(variant["name"], (dict, list))):
             raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1}: name: expected a name, got "
-                             f"{variant['name']!r}")
+                             f"{shown_value(variant['name'])}")
     if spec.get("mode", "train") not in MODES:
         raise ValueError(f"{where('mode')}: mode must be one of {MODES}, got {shown_value(spec['mode'])}")
     # The sweep's own paths read a leading ~ as a run config's path keys do (csrc/prge/config.cpp).

@@ -40,10 +40,12 @@ SHOWN_VALUE_CHARS = 80
 def shown_value(value) -> str:
     """value quoted for a message, as repr() writes it (control characters escaped); a text longer
     than SHOWN_VALUE_CHARS characters as the C++ reader shows one, by its first ones and its length
-    in UTF-8 bytes ('abc...' (600 bytes)), and any other value whose repr is that long by the start
+    in UTF-8 bytes ('abc...' (600 bytes)), and another value whose repr is that long by the start
     of its repr and the repr's length, so that a file's text pasted as a value does not fill the
-    terminal."""
-    if isinstance(value, str) and len(value) > SHOWN_VALUE_CHARS:
+    terminal. A text of at most SHOWN_VALUE_CHARS characters is shown whole."""
+    if isinstance(value, str):
+        if len(value) <= SHOWN_VALUE_CHARS:
+            return repr(value)
         start = repr(value[:SHOWN_VALUE_CHARS])
         return f"{start[:-1]}...{start[-1]} ({len(value.encode('utf-8', 'surrogatepass'))} bytes)"
     text = repr(value)

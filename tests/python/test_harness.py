@@ -243,6 +243,9 @@ def test_a_long_value_is_shown_by_its_start_and_length_in_python_messages(tmp_pa
 
     long = "\x1b[31m" + "é" * 300
     assert shown_value("sst2") == "'sst2'" and shown_value(1) == "1"
+    for whole in ("a" * 80, "\x1b" * 30, "it's"):  # up to 80 characters: whole, escapes and quotes intact
+        assert shown_value(whole) == repr(whole)
+    assert shown_value("it's" * 30) == repr("it's" * 20)[:-1] + '..." (120 bytes)'
     assert shown_value(long) == repr(long[:80])[:-1] + "...' (605 bytes)"  # as the C++ reader's shown_value
     assert shown_value(list(range(100))).endswith("... (390 characters)")
     assert shown_point({"run.seed": 1}) != shown_point({"run.seed": "1"})

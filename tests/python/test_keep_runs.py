@@ -235,7 +235,8 @@ def test_tasks_narrow_the_runs_kept_and_counted(tmp_path, monkeypatch, capsys):
     assert title.startswith("Paper accuracy protocol at 20000 steps for sst2 and rte, part done so far: 1 of 24 runs, ")
     assert keep.listed(["a", "b", "c"]) == "a, b and c" and keep.listed(["a"]) == "a"
     for bad, message in ((["sst3"], "--tasks: ['sst3'] not in the sweep's data.task"),
-                         (["rte,rte"], "--tasks: ['rte'] given more than once")):
+                         (["rte,rte"], "--tasks: ['rte'] given more than once"),
+                         ([" , "], "--tasks ' , ': names no task")):
         assert run_main(keep, monkeypatch, "--tasks", *bad, "--no-report") == 2
         assert f"keep_runs: error: {message}" in capsys.readouterr().err
     # A folder already holding a run of another task (kept without --tasks) is an error with it:

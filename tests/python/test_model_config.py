@@ -117,6 +117,9 @@ REFUSED = [
     ({"attn_logit_softcapping": 50.0}, "key 'attn_logit_softcapping'"),
     ({"some_future_field": 1}, "key 'some_future_field'"),
     ({"model_type": "mamba"}, "model_type 'mamba' is not supported"),
+    # A value of config.json is shown escaped, a long one by its start and length (io::shown_value).
+    ({"model_type": "\x1b[31m" + "m" * 200}, "model_type '\\x1b[31m" + "m" * 75 + "...' (205 bytes) is not supported"),
+    ({"hidden_act": "\x1b[31mred"}, "activation '\\x1b[31mred' is not supported"),
     ({"model_type": DELETE}, "model_type: missing"),
     ({"rms_norm_eps": -1.0}, "rms_norm_eps: -1 is not a finite number > 0"),
     ({"rope_interleaved": True}, "rope_interleaved: true"),

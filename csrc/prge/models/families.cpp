@@ -129,7 +129,7 @@ void read_activation(ConfigJson& c, ArchSpec& s, const char* key, const std::str
   } else if (act == "gelu_pytorch_tanh" || act == "gelu_new" || act == "gelu_fast") {
     s.activation = Activation::GeluTanh;
   } else {
-    c.fail(key, fmt::format("activation '{}' is not supported (silu, gelu_pytorch_tanh)", act));
+    c.fail(key, fmt::format("activation {} is not supported (silu, gelu_pytorch_tanh)", io::shown_value(act)));
   }
 }
 
@@ -153,8 +153,8 @@ std::vector<std::string> read_layer_types(ConfigJson& c, const ArchSpec& s) {
   for (const auto& t : node) {
     const auto type = t.IsScalar() ? t.Scalar() : std::string("(not a string)");
     if (type != "full_attention" && type != "sliding_attention") {
-      c.fail("layer_types", fmt::format("layer {}: attention type '{}' is not supported (full_attention, "
-                                        "sliding_attention)", types.size(), type));
+      c.fail("layer_types", fmt::format("layer {}: attention type {} is not supported (full_attention, "
+                                        "sliding_attention)", types.size(), io::shown_value(type)));
     }
     types.push_back(type);
   }
@@ -284,8 +284,8 @@ std::vector<RopeParameters> read_gemma3_ropes(ConfigJson& c, const ArchSpec& s) 
     for (const auto& entry : given) {
       const auto key = entry.first.as<std::string>();
       if (key != kinds[0] && key != kinds[1]) {
-        c.fail("rope_parameters", fmt::format("'{}' outside full_attention / sliding_attention: Gemma3TextConfig "
-                                              "reads RoPE per layer type and would ignore it", key));
+        c.fail("rope_parameters", fmt::format("{} outside full_attention / sliding_attention: Gemma3TextConfig "
+                                              "reads RoPE per layer type and would ignore it", io::shown_value(key)));
       }
     }
   }
@@ -519,8 +519,8 @@ void ConfigJson::finish(const std::string& family) const {
       throw std::runtime_error(fmt::format("{}: quantization_config: quantized Hugging Face checkpoints are not "
                                            "supported (load a dense checkpoint or a GGUF file)", path_));
     }
-    throw std::runtime_error(fmt::format("{}: key '{}' is not supported for model_type '{}' (prge implements or "
-                                         "refuses every field that may change the forward)", path_, key, family));
+    throw std::runtime_error(fmt::format("{}: key {} is not supported for model_type '{}' (prge implements or "
+                                         "refuses every field that may change the forward)", path_, io::shown_value(key), family));
   }
 }
 
@@ -534,8 +534,8 @@ ArchSpec ArchSpec::from_json_file(const std::string& path) {
   const auto& families = registry();
   const auto family = families.find(model_type);
   if (family == families.end()) {
-    throw std::runtime_error(fmt::format("{}: model_type '{}' is not supported (supported: {}; nearest: {})", path,
-                                         model_type, fmt::join(supported_model_types(), ", "),
+    throw std::runtime_error(fmt::format("{}: model_type {} is not supported (supported: {}; nearest: {})", path,
+                                         io::shown_value(model_type), fmt::join(supported_model_types(), ", "),
                                          nearest_family(model_type)));
   }
   auto spec = family->second.read(config);

@@ -97,10 +97,10 @@ def label_text(value) -> str | None:
 
 def shown(value) -> str:
     """A record's value as its file spells it, for messages: JSON's true and null, a number as
-    written (jsonl.WrittenFloat / WrittenInt), text quoted."""
+    written (jsonl.WrittenFloat / WrittenInt), text quoted (a long one cut: shown_value)."""
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
-    return str(value) if isinstance(value, (int, float)) else repr(value)
+    return str(value) if isinstance(value, (int, float)) else shown_value(value)
 
 
 def label_index(value, data, where: str) -> int:
@@ -206,7 +206,7 @@ def _choice_index(value, choices: tuple[str, ...], where: str, key: str, typed: 
                              "could be meant. Use JSON lines, with the index as a number or the text as a string")
         return match
     if index is None:
-        raise ValueError(f"{where}: {key} = {shown_value(value)} is not one of its candidates ({', '.join(stripped)})")
+        raise ValueError(f"{where}: {key} = {shown_value(value)} is not one of its candidates ({', '.join(map(shown_value, stripped))})")
     if not 0 <= index < len(choices):
         raise ValueError(f"{where}: {key} = {index} is outside 0..{len(choices) - 1} "
                          f"(its {len(choices)} candidates)")
