@@ -123,9 +123,9 @@ def expected_runs(where: Target) -> dict:
 
 
 def checked_tasks(given: list[str] | None) -> list[str] | None:
-    """The tasks --tasks names (each value split at spaces and commas), in the sweep's order;
-    ValueError naming a task the sweep does not have or one given twice (sweep_part.part's checks
-    of TASKS)."""
+    """The tasks --tasks names (each value split at spaces and commas), in the sweep's order; None
+    without --tasks; ValueError where its values name no task, or naming a task the sweep does not
+    have or one given twice (sweep_part.part's checks of TASKS)."""
     if given is None:
         return None
     tasks = [t for value in given for t in value.replace(",", " ").split()]

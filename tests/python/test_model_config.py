@@ -120,6 +120,10 @@ REFUSED = [
     # A value of config.json is shown escaped, a long one by its start and length (io::shown_value).
     ({"model_type": "\x1b[31m" + "m" * 200}, "model_type '\\x1b[31m" + "m" * 75 + "...' (205 bytes) is not supported"),
     ({"hidden_act": "\x1b[31mred"}, "activation '\\x1b[31mred' is not supported"),
+    ({"rope_parameters": {"rope_type": "\x1b[31m" + "y" * 200, "rope_theta": 1e4}},
+     "rope type '\\x1b[31m" + "y" * 75 + "...' (205 bytes) is not supported"),
+    ({"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4, "\x1b[31mzz": 1}},
+     "field '\\x1b[31mzz' is not supported"),
     ({"model_type": DELETE}, "model_type: missing"),
     ({"rms_norm_eps": -1.0}, "rms_norm_eps: -1 is not a finite number > 0"),
     ({"rope_interleaved": True}, "rope_interleaved: true"),

@@ -1,5 +1,6 @@
 #include "prge/models/rope.h"
 
+#include "prge/io/shown_text.h"
 #include "prge/io/yaml_scalars.h"
 
 #include <fmt/format.h>
@@ -61,8 +62,8 @@ RopeType parse_rope_type(const std::string& name, const std::string& where) {
   if (name == "yarn") return RopeType::Yarn;
   if (name == "longrope") return RopeType::LongRope;
   throw std::runtime_error(fmt::format(
-      "{}: rope type '{}' is not supported (supported: default, linear, dynamic, llama3, yarn, longrope)", where,
-      name));
+      "{}: rope type {} is not supported (supported: default, linear, dynamic, llama3, yarn, longrope)", where,
+      io::shown_value(name)));
 }
 
 // yarn's attention factor when the config gives none (transformers' get_mscale).
@@ -103,9 +104,9 @@ RopeParameters read_rope_parameters(const YAML::Node& config, const std::string&
     for (const auto& entry : dict) {
       const auto key = entry.first.as<std::string>();
       if (!known_keys().count(key)) {
-        throw std::runtime_error(fmt::format("{}: field '{}' is not supported (prge reads: rope_type, rope_theta, "
+        throw std::runtime_error(fmt::format("{}: field {} is not supported (prge reads: rope_type, rope_theta, "
                                              "factor and the parameters of its rope type)",
-                                             where, key));
+                                             where, io::shown_value(key)));
       }
     }
   }
