@@ -33,7 +33,8 @@ def visible(text: str) -> str:
         ESCAPES.get(ch, f"\\u{ord(ch):04x}" if ord(ch) > 0x7f else f"\\x{ord(ch):02x}") for ch in m[0]), text)
 
 
-# A value longer than this is shown by its start and its length (as the C++ reader's shown_value).
+# A value longer than this is shown by its start and its length, as the C++ reader's shown_value
+# (kShownValueChars); test_harness.py holds the two equal.
 SHOWN_VALUE_CHARS = 80
 
 

@@ -262,6 +262,19 @@ def test_a_long_value_is_shown_by_its_start_and_length_in_python_messages(tmp_pa
     assert "...' (203 bytes)" in str(e.value) and len(re.findall("a{81,}", str(e.value))) == 1, str(e.value)  # the path alone
 
 
+
+def test_python_and_the_cpp_reader_cut_a_long_value_at_the_same_length():
+    """whitespace.SHOWN_VALUE_CHARS and shown_text.cpp's kShownValueChars are one rule written
+    twice: a value the C++ config reader refuses is shown as Python's shown_value shows it (up to
+    80 characters whole, then the start and the length in UTF-8 bytes)."""
+    from prge._core import parse_run_config
+    from prge.whitespace import SHOWN_VALUE_CHARS, shown_value
+
+    for value in ("a" * SHOWN_VALUE_CHARS, "a" * (SHOWN_VALUE_CHARS + 1), "\x1b[31m" + "\u00e9" * 300, "b\tc" * 40):
+        with pytest.raises(Exception, match="unknown estimator") as e:
+            parse_run_config("run: {steps: 3}\n", "c.yaml", [("estimator.kind", value)])
+        assert f"unknown estimator {shown_value(value)} (allowed" in str(e.value), (str(e.value), shown_value(value))
+
 def test_paper_sweeps_expand_to_equal_forward_passes():
     """Every ZO method of the paper tables evaluates 2 * q * batch = 32 sequences a step."""
     from pathlib import Path

@@ -20,7 +20,8 @@ constexpr Space kSpaces[] = {
     {"\xe2\x81\x9f", "\\u205f"}, {"\xe3\x80\x80", "\\u3000"},
 };
 
-// A longer value is shown by its first kShownValueChars characters and its length.
+// A longer value is shown by its first kShownValueChars characters and its length; Python's
+// whitespace.SHOWN_VALUE_CHARS is the same (tests/python/test_harness.py holds them equal).
 constexpr size_t kShownValueChars = 80;
 
 }  // namespace
