@@ -51,3 +51,16 @@ def shown_value(value) -> str:
         return f"{start[:-1]}...{start[-1]} ({len(value.encode('utf-8', 'surrogatepass'))} bytes)"
     text = repr(value)
     return text if len(text) <= SHOWN_VALUE_CHARS else f"{text[:SHOWN_VALUE_CHARS]}... ({len(text)} characters)"
+
+
+# A message lists at most this many names (a record's fields, a file's keys) before "and N more".
+SHOWN_NAMES = 20
+
+
+def shown_names(names) -> str:
+    """names for a message, each as shown_value shows it, comma-separated; past SHOWN_NAMES of
+    them, the rest counted ("'a', 'b', ... and 7 more"), so that a record of a thousand fields
+    does not fill the terminal."""
+    names = list(names)
+    shown = ", ".join(map(shown_value, names[:SHOWN_NAMES]))
+    return shown if len(names) <= SHOWN_NAMES else f"{shown}, ... and {len(names) - SHOWN_NAMES} more"

@@ -73,6 +73,9 @@ def test_custom_csv_tsv_and_generation(assets, capsys):
      "test.jsonl: record 1 (line 1): sentiment = 'neutral' is not one of data.label_words (positive, negative)"),
     (lambda p: write_jsonl(p, [{"text": "good", "sentiment": "positive"}, {"sentiment": "negative"}]),
      "test.jsonl: record 2 (line 2) has no field 'text'"),
+    (lambda p: write_jsonl(p, [{"sentiment": "positive", **{f"f{i}": "x" for i in range(29)}}]),  # names listed up to 20
+     "test.jsonl: record 1 (line 1) has no field 'text' (it has: 'sentiment', 'f0', " + "'f1', 'f2', 'f3', 'f4', 'f5', "
+     "'f6', 'f7', 'f8', 'f9', 'f10', 'f11', 'f12', 'f13', 'f14', 'f15', 'f16', 'f17', 'f18', ... and 10 more)\n"),
     (lambda p: p.write_text('{"text": "good", "sentiment": "positive"}\n{not json\n'), "test.jsonl:2: malformed JSON"),
     (lambda p: p.unlink(), "data.eval_file: "),
 ])
@@ -93,7 +96,11 @@ def test_template_placeholder_without_field_and_bad_template(assets, capsys):
     assert "data.template:" in capsys.readouterr().err
     for template in ("{text!z}", "{text:d}"):  # a conversion or format spec would fail (or format) mid-run
         assert main(["train", str(custom_config(tmp_path, model_dir, template=template)), "--no-progress"]) == 2
-        assert f"prge: error: data.template: {template} in " in capsys.readouterr().err
+        assert f"prge: error: data.template: placeholder '{template}' in " in capsys.readouterr().err
+    # a long placeholder name (a file's text pasted as the template) is shown escaped and cut
+    assert main(["train", str(custom_config(tmp_path, model_dir, template="{\x1b" + "x" * 200 + "}")), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "has no field '\\x1b" + "x" * 79 + "...' (201 bytes) (it has: 'text', 'sentiment', 'id')" in err and "\x1b" not in err, err
     for template in ("{text.upper}", "{0}", "{text[0]}"):  # a lookup or a position, not a field name
         assert main(["train", str(custom_config(tmp_path, model_dir, template=template)), "--no-progress"]) == 2
         assert "a placeholder is a field name (spaces and dashes allowed" in capsys.readouterr().err

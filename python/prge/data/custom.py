@@ -35,7 +35,7 @@ from prge.data.examples import Example, Task
 from prge.data.kinds import CLASSIFICATION, GENERATION, MULTIPLE_CHOICE
 from prge.data.sources import CUSTOM_READERS, Located, MissingSplit, content_sha256, read_hf
 from prge.jsonl import LONE_SURROGATE, NUL_ADVICE, as_written_json, is_unicode_text
-from prge.whitespace import shown_value
+from prge.whitespace import shown_names, shown_value
 
 SPLIT_KEYS = {"train": "train_file", "eval": "eval_file"}
 HF_SPLIT_NAMES = {"train": ("train",), "eval": ("validation", "test")}
@@ -50,14 +50,15 @@ def template_fields(template: str) -> list[str]:
         raise ValueError(f"data.template: {e} in {shown_value(template)} (write {{{{ and }}}} for literal braces)") from e
     for name, spec, conversion in parsed:
         if spec or conversion:
-            raise ValueError(f"data.template: {{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}} "
-                             f"in {shown_value(template)}: a placeholder is a field name only, like {{{name}}}")
+            written = f"{{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
+            raise ValueError(f"data.template: placeholder {shown_value(written)} in {shown_value(template)}: a placeholder "
+                             f"is a field name only, like {shown_value('{' + name + '}')}")
     names = [name for name, _, _ in parsed]
     # a field name as a record holds it ("review text", "item-id"); '.' and '[' would be read as
     # attribute and index lookups, and a number as a position
     bad = next((n for n in names if not n.strip() or n.isdigit() or any(c in n for c in ".[]")), None)
     if bad is not None:
-        raise ValueError(f"data.template: placeholder {{{bad}}} in {shown_value(template)}: a placeholder is a field name "
+        raise ValueError(f"data.template: placeholder {shown_value('{' + bad + '}')} in {shown_value(template)}: a placeholder is a field name "
                          "(spaces and dashes allowed; no '.', '[' or ']', and not a number), like {text}; rename a "
                          "field that holds such characters")
     return list(dict.fromkeys(names))
@@ -229,7 +230,7 @@ def _field_text(value, where: str, field: str) -> str:
     """A record's field as prompt or response text (_text_of); ValueError naming the field."""
     text = _text_of(value)
     if text is None:
-        raise ValueError(f"{where}: field {field!r} = {shown(value)} is not text (a string or a finite number)")
+        raise ValueError(f"{where}: field {shown_value(field)} = {shown(value)} is not text (a string or a finite number)")
     return text
 
 
@@ -288,10 +289,10 @@ def custom_task(data) -> Task:
     def parse(record: dict, where: str, typed: bool = True) -> Example:
         missing = [f for f in fields + answer_fields if f not in record]
         if missing:
-            raise ValueError(f"{where} has no field {missing[0]!r} (it has: {', '.join(map(str, record))})")
+            raise ValueError(f"{where} has no field {shown_value(missing[0])} (it has: {shown_names(record)})")
         null = [f for f in fields + answer_fields if record[f] is None]
         if null:
-            raise ValueError(f"{where}: field {null[0]!r} is null")
+            raise ValueError(f"{where}: field {shown_value(null[0])} is null")
         values = {f: _field_text(record[f], where, f) for f in fields}
         if kind is GENERATION:
             return Example(values, -1, response=_field_text(record[data.response_field], where, data.response_field),
