@@ -1,7 +1,8 @@
 """Control characters and whitespace beyond ASCII's: what prge's messages show escaped and what a
-sweep's run names replace, and how a message quotes a value (shown_value). One source for sweep.py
-and overrides.py; the C++ config reader has its own (csrc/prge/io/shown_text.cpp), which
-tests/python compare with str.isspace()."""
+sweep's run names replace, and how a message quotes a value (shown_value) or writes a name
+(shown_name, shown_names). One source for sweep.py, overrides.py and the data readers; the C++
+config reader has its own (csrc/prge/io/shown_text.cpp), which tests/python compare with
+str.isspace()."""
 from __future__ import annotations
 
 import re
@@ -57,10 +58,20 @@ def shown_value(value) -> str:
 SHOWN_NAMES = 20
 
 
-def shown_names(names) -> str:
-    """names for a message, each as shown_value shows it, comma-separated; past SHOWN_NAMES of
-    them, the rest counted ("'a', 'b', ... and 7 more"), so that a record of a thousand fields
-    does not fill the terminal."""
-    names = list(names)
-    shown = ", ".join(map(shown_value, names[:SHOWN_NAMES]))
+def shown_names(names, show=None) -> str:
+    """names for a message, each as `show` shows it (shown_value, quoted, unless shown_name is
+    given for bare names), comma-separated; past SHOWN_NAMES of them, the rest counted ("'a', 'b',
+    ... and 7 more"), so that a record of a thousand fields does not fill the terminal."""
+    names, show = list(names), show or shown_value
+    shown = ", ".join(map(show, names[:SHOWN_NAMES]))
     return shown if len(names) <= SHOWN_NAMES else f"{shown}, ... and {len(names) - SHOWN_NAMES} more"
+
+
+def shown_name(name) -> str:
+    """A name written bare in a message (a field or column name, a label word's key): control
+    characters and whitespace other than a space escaped (visible), and one longer than
+    SHOWN_VALUE_CHARS characters cut as shown_value cuts a text ('name...' (600 bytes))."""
+    name = str(name)
+    if len(name) <= SHOWN_VALUE_CHARS:
+        return visible(name)
+    return f"{visible(name[:SHOWN_VALUE_CHARS])}... ({len(name.encode('utf-8', 'surrogatepass'))} bytes)"

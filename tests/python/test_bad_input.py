@@ -719,7 +719,7 @@ FILE_CASES = [
     ("fine_food", "train.csv", "review,score\nlovely tea,great\ngood,excellent\n",
      "train.csv: record 2 (line 3): score 'excellent' is not 'great' or 'other'"),
     ("fine_food", "train.csv", "review,stars\nlovely tea,great\n",
-     "train.csv: record 1 (line 2): no field 'score' (it has: review, stars)"),
+     "train.csv: record 1 (line 2): no field 'score' (it has: 'review', 'stars')"),
     ("sst2", "train.tsv", "sentence\tlabel\ngood film\t1\nbad film\n",
      "train.tsv:3: 1 fields where the header line has 2 (sentence, label)"),
     ("rte", "train.jsonl", '{"premise": "p", "hypothesis": "h", "label": "entailment"}\n\n'
@@ -826,6 +826,29 @@ def test_a_quoted_field_over_several_lines_is_read_and_noted(tmp_path, capsys):
     read_delimited(path, ",")
     assert capsys.readouterr().err == ""
 
+
+
+def test_names_from_a_data_file_are_shown_escaped_cut_and_counted(tmp_path):
+    """A column or field name a file holds (a header of a thousand columns, a name with an escape
+    sequence or a line break) is shown in a message escaped (no raw control character, one line),
+    cut past 80 characters, and a list of them past 20 names by its count."""
+    from prge.data.sources import read_delimited
+    from prge.whitespace import shown_name, shown_names
+
+    assert shown_name("a\x1b\nb") == "a\\x1b\\nb" and shown_name("n" * 81) == "n" * 80 + "... (81 bytes)"
+    assert shown_names(["a", "b"]) == "'a', 'b'" and shown_names(range(25)).endswith(", 19, ... and 5 more")
+    path = tmp_path / "train.csv"
+    header = ["h\x1b\nz" + "x" * 100] + [f"c{i}" for i in range(30)]
+    path.write_text(",".join(f'"{h}"' for h in header) + "\n" + "a,b\n")
+    with pytest.raises(ValueError) as e:
+        read_delimited(path, ",")
+    message = str(e.value)
+    assert f"{path}:3: 2 fields where the header line has 31 (h\\x1b\\nz{'x' * 76}... (104 bytes), c0, " in message, message
+    assert message.count(", c") == 19 and ", c18, ... and 11 more): a missing or extra CSV field" in message, message
+    assert "\x1b" not in message and "\n" not in message, message
+    path.write_text("\x1bh,\x1bh,text\nx,y,z\n")
+    with pytest.raises(ValueError, match=r"the header line names a column twice: \\x1bh$"):
+        read_delimited(path, ",")
 
 def test_a_nul_character_in_a_json_array_is_named(tmp_path):
     from prge.data.sources import read_delimited, read_json_array

@@ -172,14 +172,14 @@ def test_multirc_answers_are_examples_named_by_record_and_item(tmp_path):
 
 @pytest.mark.parametrize("name, file, record, message", [
     ("arc_easy", "train.json", [{"question": "Q", "choices": {"text": ["a", "b"], "label": ["A", "B"]},
-                                 "answerKey": "E"}], "answerKey 'E' is not one of the choice labels ['A', 'B']"),
+                                 "answerKey": "E"}], "answerKey 'E' is not one of the choice labels ('A', 'B')"),
     ("copa", "train.jsonl", {"premise": "P.", "choice1": "a", "choice2": "b", "question": "reason", "label": 0},
      "question 'reason' is not 'cause' or 'effect'"),
     ("cb", "train.jsonl", {"premise": "P.", "hypothesis": "h", "label": "maybe"},
      "label 'maybe' is not one of entailment, contradiction, neutral"),
     ("winogrande", "train_xl.jsonl", {"sentence": "No blank here.", "option1": "a", "option2": "b", "answer": "1"},
      "sentence has 0 blanks '_', expected 1"),
-    ("wic", "train.jsonl", {"word": "w", "sentence1": "a", "label": True}, "no field 'sentence2' (it has: word, sentence1, label)"),
+    ("wic", "train.jsonl", {"word": "w", "sentence1": "a", "label": True}, "no field 'sentence2' (it has: 'word', 'sentence1', 'label')"),
 ])
 def test_bad_records_are_named_by_task_split_file_and_record(tmp_path, name, file, record, message):
     text = json.dumps(record) if file.endswith(".json") else jsonl(record)

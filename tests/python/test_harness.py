@@ -71,7 +71,7 @@ def test_wrong_fields_and_unknown_names_are_named(tmp_path, capsys):
     bad.mkdir()
     (bad / "train.tsv").write_text("text\tlabel\nhello\t1\n")
     with pytest.raises(ValueError, match=rf"^sst2: train split: {bad}/train.tsv: record 1 \(line 2\): no field "
-                                         "'sentence' \\(it has: text, label\\)"):
+                                         "'sentence' \\(it has: 'text', 'label'\\)"):
         get_task("sst2").load("train", bad)
     model_dir, data_dir = make_tiny_assets(tmp_path)
     config = write_config(tmp_path, model_dir, data_dir, model={"name": "gpt-17"})
@@ -265,8 +265,9 @@ def test_a_long_value_is_shown_by_its_start_and_length_in_python_messages(tmp_pa
 
 def test_python_and_the_cpp_reader_cut_a_long_value_at_the_same_length():
     """whitespace.SHOWN_VALUE_CHARS and shown_text.cpp's kShownValueChars are one rule written
-    twice: a value the C++ config reader refuses is shown as Python's shown_value shows it (up to
-    80 characters whole, then the start and the length in UTF-8 bytes)."""
+    twice: a long value the C++ config reader refuses is cut where Python's shown_value cuts it (up
+    to 80 characters whole, then the start and the length in UTF-8 bytes). The escapes agree for
+    ASCII controls; beyond ASCII they differ (C++ writes U+00A0 as \\u00a0, repr as \\xa0)."""
     from prge._core import parse_run_config
     from prge.whitespace import SHOWN_VALUE_CHARS, shown_value
 

@@ -51,6 +51,7 @@ from prge._core import IGNORE_INDEX, TokenBatch
 from prge.data.examples import Example, Task
 from prge.data.tokens import ModelTokenizer, common_prefix
 from prge.jsonl import is_json_int
+from prge.whitespace import shown_value
 
 IGNORE = IGNORE_INDEX
 
@@ -147,11 +148,11 @@ class PromptEncoder:
         what only a full evaluation reads, partial-scoring pairs, is left out."""
         return self.task.kind.encode(self, examples, full)
 
-    def encode_options(self, examples: list[Example], options: list, what: str = "option {!r}") -> list[EncodedExample]:
+    def encode_options(self, examples: list[Example], options: list, what: str = "option {}") -> list[EncodedExample]:
         """Examples whose answer is one of several texts: options[i] holds example i's option
         texts (label words, or its candidates), each appended to the prompt as written; the gold
         one is options[i][example.label]. One batched tokenizer call for the prompts and every
-        prompt + option text. `what` names an option in errors ("label word {!r} (data.label_words)")."""
+        prompt + option text. `what` names an option in errors ("label word {} (data.label_words)", the option shown by shown_value)."""
         prompts = [self.prompt_text(e) for e in examples]
         wholes = [p + text for p, texts in zip(prompts, options) for text in texts]
         ids = self.tokenizer.encode(prompts + wholes, specials=not self.chat)
@@ -225,13 +226,13 @@ class PromptEncoder:
         options = [w[k:] for w in wholes]
         for i, (text, tokens) in enumerate(zip(texts, options)):
             if not tokens:
-                raise ValueError(f"{self._where(example)}: {what.format(text)} tokenizes to no tokens after the prompt")
+                raise ValueError(f"{self._where(example)}: {what.format(shown_value(text))} tokenizes to no tokens after the prompt")
             if tokens in options[:i]:  # e.g. both unknown to the vocabulary: every score would tie
-                raise ValueError(f"{self._where(example)}: {what.format(text)} and {what.format(texts[options.index(tokens)])} "
+                raise ValueError(f"{self._where(example)}: {what.format(shown_value(text))} and {what.format(shown_value(texts[options.index(tokens)]))} "
                                  f"tokenize to the same tokens after the prompt ({tokens}), so they can never be told "
                                  "apart")
         longest = max(range(len(options)), key=lambda i: len(options[i]))
-        prompt = self._fit(example, context, k, len(options[longest]), what.format(texts[longest]))
+        prompt = self._fit(example, context, k, len(options[longest]), what.format(shown_value(texts[longest])))
         return EncodedExample(prompt, example.label, options=options)
 
     def _generation(self, example: Example, context: list[int], whole: list[int]) -> EncodedExample:
@@ -249,7 +250,7 @@ class PromptEncoder:
             if eos is not None and (not answer or answer[-1] != eos):
                 answer = answer + [eos]
         if bare:
-            raise ValueError(f"{self._where(example)}: field {self.task.response_field!r} (data.response_field) "
+            raise ValueError(f"{self._where(example)}: field {shown_value(self.task.response_field)} (data.response_field) "
                              "tokenizes to no tokens after the prompt")
         if k == 0:
             raise ValueError(f"{self._where(example)}: the prompt leaves no token before the response")

@@ -35,7 +35,7 @@ from prge.data.examples import Example, Task
 from prge.data.kinds import CLASSIFICATION, GENERATION, MULTIPLE_CHOICE
 from prge.data.sources import CUSTOM_READERS, Located, MissingSplit, content_sha256, read_hf
 from prge.jsonl import LONE_SURROGATE, NUL_ADVICE, as_written_json, is_unicode_text
-from prge.whitespace import shown_names, shown_value
+from prge.whitespace import shown_name, shown_names, shown_value
 
 SPLIT_KEYS = {"train": "train_file", "eval": "eval_file"}
 HF_SPLIT_NAMES = {"train": ("train",), "eval": ("validation", "test")}
@@ -112,17 +112,17 @@ def label_index(value, data, where: str) -> int:
     keys = [label for label, _ in data.label_words]
     text = label_text(value)
     if text is None:
-        raise ValueError(f"{where}: {data.label_field} = {shown(value)} is no label (a finite number or text)")
+        raise ValueError(f"{where}: {shown_name(data.label_field)} = {shown(value)} is no label (a finite number or text)")
     if text in keys:
         return keys.index(text)
     wanted = label_value(text)
     same = [i for i, key in enumerate(keys) if wanted is not None and label_value(key) == wanted]
     if len(same) > 1:
-        raise ValueError(f"{where}: {data.label_field} = {shown(value)} is the value of data.label_words "
-                         f"{' and '.join(keys[i] for i in same)}, and the spelling of neither; write it as one of them")
+        raise ValueError(f"{where}: {shown_name(data.label_field)} = {shown(value)} is the value of data.label_words "
+                         f"{' and '.join(shown_name(keys[i]) for i in same)}, and the spelling of neither; write it as one of them")
     if not same:
-        raise ValueError(f"{where}: {data.label_field} = {shown(value)} is not one of data.label_words "
-                         f"({', '.join(keys)})")
+        raise ValueError(f"{where}: {shown_name(data.label_field)} = {shown(value)} is not one of data.label_words "
+                         f"({shown_names(keys, shown_name)})")
     return same[0]
 
 
@@ -207,7 +207,7 @@ def _choice_index(value, choices: tuple[str, ...], where: str, key: str, typed: 
                              "could be meant. Use JSON lines, with the index as a number or the text as a string")
         return match
     if index is None:
-        raise ValueError(f"{where}: {key} = {shown_value(value)} is not one of its candidates ({', '.join(map(shown_value, stripped))})")
+        raise ValueError(f"{where}: {key} = {shown_value(value)} is not one of its candidates ({shown_names(stripped)})")
     if not 0 <= index < len(choices):
         raise ValueError(f"{where}: {key} = {index} is outside 0..{len(choices) - 1} "
                          f"(its {len(choices)} candidates)")
@@ -266,7 +266,7 @@ def check_template_fields(template: str, fields: list[str], kind, data) -> None:
     answer, key = (data.response_field, "data.response_field") if kind is GENERATION else (data.label_field,
                                                                                           "data.label_field")
     if answer in fields:
-        raise ValueError(f"data.template: {shown_value(template)} writes {{{answer}}}, the field of the answer ({key}): every "
+        raise ValueError(f"data.template: {shown_value(template)} writes {{{shown_name(answer)}}}, the field of the answer ({key}): every "
                          "prompt would show its own answer; leave it out of the template")
 
 
@@ -298,8 +298,8 @@ def custom_task(data) -> Task:
             return Example(values, -1, response=_field_text(record[data.response_field], where, data.response_field),
                            where=where)
         if kind is MULTIPLE_CHOICE:
-            choices = _choices(record[choices_field], where, f"data.choices_field {choices_field!r}")
-            label = _choice_index(record[data.label_field], choices, where, f"data.label_field {data.label_field!r}",
+            choices = _choices(record[choices_field], where, f"data.choices_field {shown_value(choices_field)}")
+            label = _choice_index(record[data.label_field], choices, where, f"data.label_field {shown_value(data.label_field)}",
                                   typed=typed)
             return Example(values, label, choices=choices, where=where)
         return Example(values, label_index(record[data.label_field], data, where), where=where)

@@ -10,6 +10,7 @@ from typing import Callable
 from prge.data.kinds import CLASSIFICATION, TaskKind
 from prge.data.locations import find_task_dir
 from prge.data.sources import MissingField, MissingSplit, NullField, read_split
+from prge.whitespace import shown_names, shown_value
 
 SPLITS = ("train", "eval")
 
@@ -89,9 +90,9 @@ class Task:
         where = example.where or f"{self.name}: an example"
         for name, value in example.fields.items():
             if value is None:
-                raise ValueError(f"{where}: field {name!r} is null")
+                raise ValueError(f"{where}: field {shown_value(name)} is null")
             if not str(value).strip():
-                raise ValueError(f"{where}: field {name!r} is empty")
+                raise ValueError(f"{where}: field {shown_value(name)} is empty")
         if not self.prompt(example).strip():
             raise ValueError(f"{where}: the template renders to nothing (only whitespace)")
         self.kind.check(self, example, where)
@@ -104,7 +105,7 @@ class Task:
             try:
                 parsed = self.parse(NullField(record))
             except MissingField as e:
-                raise ValueError(f"{where}: no field {e} (it has: {', '.join(map(str, record))})") from e
+                raise ValueError(f"{where}: no field {e} (it has: {shown_names(record)})") from e
             except ValueError as e:
                 raise ValueError(f"{where}: {e}") from e
             except (KeyError, TypeError, IndexError, AttributeError) as e:

@@ -36,6 +36,8 @@ import math
 
 import torch
 
+from prge.whitespace import shown_names, shown_value
+
 
 def check_finite_scores(scores: torch.Tensor, split: str, valid: torch.Tensor | None = None) -> None:
     """An evaluation whose per-example scores ([n] or [n, K]; only the entries where `valid`,
@@ -117,11 +119,11 @@ class Classification(TaskKind):
     def check(self, task, example, where):
         if not 0 <= example.label < len(task.label_words):
             raise ValueError(f"{where}: label {example.label} is outside 0..{len(task.label_words) - 1} "
-                             f"({', '.join(map(repr, task.label_words))})")
+                             f"({shown_names(task.label_words)})")
 
     def encode(self, encoder, examples, full=True):
         return encoder.encode_options(examples, [encoder.task.label_words] * len(examples),
-                                      "label word {!r} (data.label_words)")
+                                      "label word {} (data.label_words)")
 
     def evaluate(self, scorer, encoded, split, full=False):
         sums, counts = scorer.option_logliks(encoded)
@@ -160,7 +162,7 @@ class MultipleChoice(TaskKind):
             if not text:
                 raise ValueError(f"{where}: candidate {i} is empty")
             if text in seen:  # equal scores: the argmax would pick by position, not by the model
-                raise ValueError(f"{where}: candidates {seen[text]} and {i} are the same text {text!r}")
+                raise ValueError(f"{where}: candidates {seen[text]} and {i} are the same text {shown_value(text)}")
             seen[text] = i
         if not 0 <= example.label < len(example.choices):
             raise ValueError(f"{where}: the answer index {example.label} is outside 0..{len(example.choices) - 1} "
@@ -173,7 +175,7 @@ class MultipleChoice(TaskKind):
                              "shared continuation")
 
     def encode(self, encoder, examples, full=True):
-        encoded = encoder.encode_options(examples, [e.choices for e in examples], "candidate {!r}")
+        encoded = encoder.encode_options(examples, [e.choices for e in examples], "candidate {}")
         partial = [bool(e.partial_scoring) for e in examples]
         if full and any(partial):  # one metric over all examples or none; read by full evaluation only
             if not all(partial):
@@ -226,7 +228,7 @@ class Generation(TaskKind):
 
     def check(self, task, example, where):
         if example.response is None or not example.response.strip():
-            raise ValueError(f"{where}: field {task.response_field or 'response'!r} (data.response_field) is empty")
+            raise ValueError(f"{where}: field {shown_value(task.response_field or 'response')} (data.response_field) is empty")
 
     def encode(self, encoder, examples, full=True):
         return encoder.encode_responses(examples)

@@ -9,6 +9,8 @@ import lzma
 import zlib
 from pathlib import Path
 
+from prge.whitespace import shown_names, shown_value
+
 
 def read_lazyload_object(data_dir: str | Path, name: str):
     import warnings
@@ -28,7 +30,7 @@ def read_lazyload_object(data_dir: str | Path, name: str):
         rdata.parser.parse_data(gzip.decompress(index_path.read_bytes())))
     variables = index["variables"]
     if name not in variables:
-        raise KeyError(f"{db_path}: no object '{name}' (has: {', '.join(map(str, variables))})")
+        raise KeyError(f"{db_path}: no object {shown_value(name)} (has: {shown_names(variables)})")
     offset, length = (int(x) for x in variables[name])
     with open(db_path, "rb") as f:
         f.seek(offset)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from prge.jsonl import LONE_SURROGATE, NUL_ADVICE, as_written_json, is_unicode_text, read_jsonl_numbered, unique_keys
+from prge.whitespace import shown_name, shown_names, shown_value
 
 HF_SPLITS = {"train": "train", "eval": "validation"}
 
@@ -55,12 +56,12 @@ class NullField(dict):
             raise MissingField(key)
         value = super().__getitem__(key)
         if value is None:
-            raise ValueError(f"field {key!r} is null")
+            raise ValueError(f"field {shown_value(key)} is null")
         if isinstance(value, dict):
             return NullField(value)
         if isinstance(value, list):
             if any(v is None for v in value):
-                raise ValueError(f"field {key!r} holds a null")
+                raise ValueError(f"field {shown_value(key)} holds a null")
             return [NullField(v) if isinstance(v, dict) else v for v in value]
         return value
 
@@ -74,14 +75,14 @@ def _refuse_nul(where: str, record) -> None:
     def walk(value, field):
         if isinstance(value, str):
             if "\x00" in value:
-                raise ValueError(f"{where}: field {field!r} holds a NUL character (\\x00): {NUL_ADVICE}")
+                raise ValueError(f"{where}: field {shown_value(field)} holds a NUL character (\\x00): {NUL_ADVICE}")
             if not value.isascii() and not is_unicode_text(value):
-                raise ValueError(f"{where}: field {field!r} holds {LONE_SURROGATE}: {NUL_ADVICE}")
+                raise ValueError(f"{where}: field {shown_value(field)} holds {LONE_SURROGATE}: {NUL_ADVICE}")
         elif isinstance(value, dict):
             for k, v in value.items():
                 name = f"{field}.{k}" if field else str(k)
                 if "\x00" in str(k):
-                    raise ValueError(f"{where}: the field name {name!r} holds a NUL character (\\x00): {NUL_ADVICE}")
+                    raise ValueError(f"{where}: the field name {shown_value(name)} holds a NUL character (\\x00): {NUL_ADVICE}")
                 walk(v, name)
         elif isinstance(value, list):
             for v in value:
@@ -116,12 +117,12 @@ def read_delimited(path: Path, delimiter: str, quoted: bool = True, key: str = "
                     repeated = sorted({name for name in row if row.count(name) > 1})
                     if "" in row or repeated:
                         raise ValueError(f"{path}:{start}: the header line names a column "
-                                         f"{'with an empty name' if '' in row else 'twice: ' + ', '.join(repeated)}")
+                                         f"{'with an empty name' if '' in row else 'twice: ' + shown_names(repeated, shown_name)}")
                     header = row
                 elif len(row) != len(header):
                     raise ValueError(
                         f"{path}:{start}: {len(row)} fields where the header line has {len(header)} "
-                        f"({', '.join(header)}): a missing or extra {kind} field, or an unclosed quote")
+                        f"({shown_names(header, shown_name)}): a missing or extra {kind} field, or an unclosed quote")
                 else:
                     where = f"{path}: record {len(located) + 1} (line {start})"
                     record = dict(zip(header, row))
@@ -227,7 +228,7 @@ def read_hf(location: str | Path, split: str, names: tuple[str, ...] | None = No
         if isinstance(loaded, datasets.DatasetDict):
             present = [n for n in names if n in loaded]
             if not present:
-                raise MissingSplit(f"{location}: no {' or '.join(repr(n) for n in names)} split (has {list(loaded)})")
+                raise MissingSplit(f"{location}: no {' or '.join(repr(n) for n in names)} split (has {shown_names(loaded)})")
             loaded, found = loaded[present[0]], present[0]
         else:
             found = "its only"

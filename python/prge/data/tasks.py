@@ -21,7 +21,7 @@ from pathlib import Path
 from prge.data.custom import custom_task
 from prge.data.examples import Example, Task
 from prge.data.kinds import CLASSIFICATION, MULTIPLE_CHOICE
-from prge.whitespace import shown_value
+from prge.whitespace import shown_names, shown_value
 
 MODELDATA_DIR = Path("/usr/lib/R/site-library/modeldata/data")
 
@@ -39,8 +39,8 @@ def _index(value, names: dict[str, int], what: str = "label") -> int:
     if text.lstrip("-").isdigit():
         return int(text)
     if not names:
-        raise ValueError(f"{what} {value!r} is not a class index (0, 1, ...)")
-    raise ValueError(f"{what} {value!r} is not one of {', '.join(names)} (or a class index)")
+        raise ValueError(f"{what} {shown_value(value)} is not a class index (0, 1, ...)")
+    raise ValueError(f"{what} {shown_value(value)} is not one of {', '.join(names)} (or a class index)")
 
 
 def _yes_no(value) -> int:
@@ -52,7 +52,7 @@ def _fine_food_record(r: dict) -> Example:
     """small_fine_foods' columns: review (text) and score, 'great' (five stars) or 'other'."""
     score = r["score"]
     if score not in ("great", "other"):
-        raise ValueError(f"score {score!r} is not 'great' or 'other'")
+        raise ValueError(f"score {shown_value(score)} is not 'great' or 'other'")
     return Example({"text": " ".join(str(r["review"]).split())}, 0 if score == "great" else 1)
 
 
@@ -172,7 +172,7 @@ def _copa_record(r: dict) -> Example:
     each choice with its first word in lower case (unless it is "I")."""
     connectives = {"cause": "because", "effect": "so"}
     if r["question"] not in connectives:
-        raise ValueError(f"question {r['question']!r} is not 'cause' or 'effect'")
+        raise ValueError(f"question {shown_value(r['question'])} is not 'cause' or 'effect'")
     connective = connectives[r["question"]]
     premise = str(r["premise"]).rstrip()
     premise = premise[:-1] if premise.endswith(".") else premise
@@ -192,7 +192,7 @@ def _arc_record(r: dict) -> Example:
     """ARC (Hugging Face ai2_arc layout): the gold choice is the one labelled answerKey."""
     texts, labels = list(r["choices"]["text"]), [str(x) for x in r["choices"]["label"]]
     if str(r["answerKey"]) not in labels:
-        raise ValueError(f"answerKey {r['answerKey']!r} is not one of the choice labels {labels}")
+        raise ValueError(f"answerKey {shown_value(r['answerKey'])} is not one of the choice labels ({shown_names(labels)})")
     return Example({"question": str(r["question"]).strip()}, labels.index(str(r["answerKey"])),
                    choices=tuple(" " + str(t).strip() for t in texts))
 
@@ -207,7 +207,7 @@ def _winogrande_record(r: dict) -> Example:
     blank as written with each option in it (partial_scoring)."""
     sentence = str(r["sentence"])
     if sentence.count("_") != 1:
-        raise ValueError(f"sentence has {sentence.count('_')} blanks '_', expected 1: {sentence!r}")
+        raise ValueError(f"sentence has {sentence.count('_')} blanks '_', expected 1: {shown_value(sentence)}")
     before, after = sentence.split("_")
     space = " " if before.endswith(" ") else ""
     options = (str(r["option1"]), str(r["option2"]))

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from prge.whitespace import shown_value
+
 
 def _transformers():
     try:
@@ -85,7 +87,7 @@ def stop_token_ids(model_dir: str | Path) -> list[int]:
         return []
     ids = [eos] if isinstance(eos, int) else list(eos)
     if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
-        raise ValueError(f"{source}: eos_token_id must be a token id or a list of them, got {eos!r}")
+        raise ValueError(f"{source}: eos_token_id must be a token id or a list of them, got {shown_value(eos)}")
     return sorted(set(ids))
 
 
@@ -145,8 +147,7 @@ class ModelTokenizer:
             return self._encode(list(texts), specials)
         except Exception as e:  # tokenizers raises a plain Exception (e.g. for an unk token not in its vocabulary)
             failing = next((t for t in texts if not self._encodes(t, specials)), texts[0])
-            excerpt = failing if len(failing) <= 80 else failing[:80] + "..."
-            raise ValueError(f"{self.model_dir}: its tokenizer cannot encode the text {excerpt!r}: "
+            raise ValueError(f"{self.model_dir}: its tokenizer cannot encode the text {shown_value(failing)}: "
                              f"{type(e).__name__}: {e}") from e
 
     def _encodes(self, text: str, specials: bool) -> bool:
