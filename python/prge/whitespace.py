@@ -19,6 +19,16 @@ UNICODE_SPACE = re.compile(f"[{UNICODE_SPACES}]")
 # them; a run of them in a grid value names its run as one _.
 CONTROL_OR_SPACE = re.compile("[%s]+" % re.escape(CONTROLS + UNICODE_SPACES))
 ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\v": "\\v", "\f": "\\f"}
+# Characters a terminal does not show as themselves that a message escapes besides those: the C1
+# controls (U+0080-U+009F) and the invisible format characters that hide or reorder text (soft
+# hyphen, Arabic letter mark, Mongolian vowel separator, zero-width and bidirectional marks,
+# embeddings, overrides and isolates, word joiner and invisible operators, byte-order mark), so a
+# name cannot look like another (Unicode TR36 / "Trojan Source"). csrc/prge/io/shown_text.cpp has
+# the same list; test_harness.py holds the two equal. Run names (CONTROL_OR_SPACE) keep them.
+HIDDEN = ("".join(map(chr, range(0x80, 0xa0))) + "\u00ad\u061c\u180e" + "".join(map(chr, range(0x200b, 0x2010)))
+          + "".join(map(chr, range(0x202a, 0x202f))) + "".join(map(chr, range(0x2060, 0x2065)))
+          + "".join(map(chr, range(0x2066, 0x2070))) + "\ufeff")
+SHOWN_ESCAPED = re.compile("[%s]+" % re.escape(CONTROLS + UNICODE_SPACES + HIDDEN))
 
 
 def escape_unicode_spaces(text: str) -> str:
@@ -28,9 +38,9 @@ def escape_unicode_spaces(text: str) -> str:
 
 
 def visible(text: str) -> str:
-    """text for a message: control characters and whitespace other than a space escaped (\\t,
-    \\x01, \\u00a0), as the config reader shows a path's."""
-    return CONTROL_OR_SPACE.sub(lambda m: "".join(
+    """text for a message: control characters, whitespace other than a space and the HIDDEN
+    characters escaped (\\t, \\x01, \\u00a0, \\u202e), as the config reader shows a path's."""
+    return SHOWN_ESCAPED.sub(lambda m: "".join(
         ESCAPES.get(ch, f"\\u{ord(ch):04x}" if ord(ch) > 0x7f else f"\\x{ord(ch):02x}") for ch in m[0]), text)
 
 

@@ -233,6 +233,33 @@ def test_whitespace_sets_match_what_python_calls_whitespace_over_all_of_unicode(
     assert visible("a b\u00a0c\td\x01e\x7f\u3000") == "a b\\u00a0c\\td\\x01e\\x7f\\u3000"
 
 
+
+def test_python_and_the_cpp_reader_escape_the_same_characters_in_messages():
+    """visible() (Python) and shown_text.cpp's visible() escape the same characters, each the same
+    way, over every code point where either escapes one (and a few above): C0 and C1 controls,
+    DEL, whitespace other than a space, and HIDDEN's invisible format characters, which are all
+    Unicode controls or format characters and include every bidirectional control (a name
+    cannot be made to read as another: "Trojan Source")."""
+    import unicodedata
+
+    from prge._core import parse_run_config
+    from prge.whitespace import HIDDEN, visible
+
+    assert all(unicodedata.category(ch) in ("Cc", "Cf") for ch in HIDDEN)
+    bidi_controls = {"LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"}
+    assert all(ch in HIDDEN for ch in map(chr, range(0x80, 0x10000)) if unicodedata.bidirectional(ch) in bidi_controls)
+    assert visible("a\u202eb\u200b\x9b") == "a\\u202eb\\u200b\\u009b"
+    wrong = []
+    for code in [*range(1, 0x3100), 0xfeff, 0xfffe, 0x10000, 0x1f600, 0xe0001]:
+        if 0xd800 <= code < 0xe000:  # surrogates: no UTF-8 text holds them
+            continue
+        with pytest.raises(Exception) as e:  # YAML's \U escape puts any code point in the value
+            parse_run_config('estimator: {kind: "a\\U%08x"}\n' % code, "c.yaml", [])
+        shown = str(e.value).split("unknown estimator '", 1)[1].rsplit("' (allowed", 1)[0]
+        if shown != visible("a" + chr(code)):
+            wrong.append(f"U+{code:04X}: C++ {shown!r}, Python {visible('a' + chr(code))!r}")
+    assert not wrong, wrong[:10]
+
 def test_a_long_value_is_shown_by_its_start_and_length_in_python_messages(tmp_path):
     """shown_value: repr() for a short value, the first 80 characters and the length for a long
     one (a file's text pasted as a --set value, a task name, a grid value), so that a message stays

@@ -19,8 +19,9 @@ const Space* space_at(const std::string& text, size_t at);
 // Whether text ends with a whitespace character (space_at's).
 bool ends_with_space(const std::string& text);
 
-// Text with its whitespace other than a plain space and its control characters escaped (\t,
-// \u00a0, \x1b), for messages.
+// Text with its whitespace other than a plain space, its control characters (C0, DEL, C1) and the
+// invisible characters that hide or reorder text (zero-width, bidirectional) escaped (\t,
+// \u00a0, \x1b, \u202e), for messages.
 std::string visible(const std::string& text);
 
 // A value (a --set value, a scalar of the wrong type, a name outside a closed set) as a message
