@@ -22,12 +22,13 @@ ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\v": "\\v", "\f": "\\f"}
 # Characters a terminal does not show as themselves that a message escapes besides those: the C1
 # controls (U+0080-U+009F) and the invisible format characters that hide or reorder text (soft
 # hyphen, Arabic letter mark, Mongolian vowel separator, zero-width and bidirectional marks,
-# embeddings, overrides and isolates, word joiner and invisible operators, byte-order mark), so a
-# name cannot look like another (Unicode TR36 / "Trojan Source"). csrc/prge/io/shown_text.cpp has
+# embeddings, overrides and isolates, word joiner and invisible operators, byte-order mark, tag
+# characters), so a name cannot look like another (Unicode TR36 / "Trojan Source"). csrc/prge/io/shown_text.cpp has
 # the same list; test_harness.py holds the two equal. Run names (CONTROL_OR_SPACE) keep them.
 HIDDEN = ("".join(map(chr, range(0x80, 0xa0))) + "\u00ad\u061c\u180e" + "".join(map(chr, range(0x200b, 0x2010)))
           + "".join(map(chr, range(0x202a, 0x202f))) + "".join(map(chr, range(0x2060, 0x2065)))
-          + "".join(map(chr, range(0x2066, 0x2070))) + "\ufeff")
+          + "".join(map(chr, range(0x2066, 0x2070))) + "\ufeff\U000e0001"
+          + "".join(map(chr, range(0xe0020, 0xe0080))))
 SHOWN_ESCAPED = re.compile("[%s]+" % re.escape(CONTROLS + UNICODE_SPACES + HIDDEN))
 
 
@@ -41,7 +42,8 @@ def visible(text: str) -> str:
     """text for a message: control characters, whitespace other than a space and the HIDDEN
     characters escaped (\\t, \\x01, \\u00a0, \\u202e), as the config reader shows a path's."""
     return SHOWN_ESCAPED.sub(lambda m: "".join(
-        ESCAPES.get(ch, f"\\u{ord(ch):04x}" if ord(ch) > 0x7f else f"\\x{ord(ch):02x}") for ch in m[0]), text)
+        ESCAPES.get(ch, f"\\U{ord(ch):08x}" if ord(ch) > 0xffff else f"\\u{ord(ch):04x}" if ord(ch) > 0x7f
+                    else f"\\x{ord(ch):02x}") for ch in m[0]), text)
 
 
 # A value longer than this is shown by its start and its length, as the C++ reader's shown_value

@@ -248,9 +248,9 @@ def test_python_and_the_cpp_reader_escape_the_same_characters_in_messages():
     assert all(unicodedata.category(ch) in ("Cc", "Cf") for ch in HIDDEN)
     bidi_controls = {"LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"}
     assert all(ch in HIDDEN for ch in map(chr, range(0x80, 0x10000)) if unicodedata.bidirectional(ch) in bidi_controls)
-    assert visible("a\u202eb\u200b\x9b") == "a\\u202eb\\u200b\\u009b"
+    assert visible("a\u202eb\u200b\x9b\U000e0041") == "a\\u202eb\\u200b\\u009b\\U000e0041"
     wrong = []
-    for code in [*range(1, 0x3100), 0xfeff, 0xfffe, 0x10000, 0x1f600, 0xe0001]:
+    for code in [*range(1, 0x3100), 0xfeff, 0xfffe, 0x10000, 0x1f600, *range(0xdffff, 0xe0081), 0x10ffff]:
         if 0xd800 <= code < 0xe000:  # surrogates: no UTF-8 text holds them
             continue
         with pytest.raises(Exception) as e:  # YAML's \U escape puts any code point in the value
@@ -259,6 +259,19 @@ def test_python_and_the_cpp_reader_escape_the_same_characters_in_messages():
         if shown != visible("a" + chr(code)):
             wrong.append(f"U+{code:04X}: C++ {shown!r}, Python {visible('a' + chr(code))!r}")
     assert not wrong, wrong[:10]
+
+
+def test_bytes_that_are_not_utf8_are_shown_as_escapes_in_a_cpp_message(tmp_path):
+    """A config file read by C++ (load_run_config: a run directory's config.yaml) holding bytes
+    that are not UTF-8 (overlong, a lone C1 byte that would start a terminal sequence, a sequence
+    cut short) is refused with a ConfigError whose message shows them as \\xNN."""
+    from prge._core import ConfigError, load_run_config
+
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b'estimator: {kind: "a\xc0\x80b\x9bc\xe2\x80"}\n')
+    with pytest.raises(ConfigError, match=r"unknown estimator 'a\\xc0\\x80b\\x9bc\\xe2\\x80' \(allowed"):
+        load_run_config(str(path))
+
 
 def test_a_long_value_is_shown_by_its_start_and_length_in_python_messages(tmp_path):
     """shown_value: repr() for a short value, the first 80 characters and the length for a long

@@ -1,5 +1,7 @@
 #include "prge/io/shown_text.h"
 
+#include "prge/io/utf8.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -25,26 +27,27 @@ constexpr Space kSpaces[] = {
 // Code points a terminal does not show as themselves that visible() escapes besides the spaces and
 // C0 controls: the C1 controls and the invisible format characters that hide or reorder text (soft
 // hyphen, Arabic letter mark, Mongolian vowel separator, zero-width and bidirectional marks,
-// embeddings, overrides and isolates, word joiner and invisible operators, byte-order mark).
-// Python's whitespace.HIDDEN is the same list (tests/python/test_harness.py holds them equal).
+// embeddings, overrides and isolates, word joiner and invisible operators, byte-order mark, tag
+// characters). Python's whitespace.HIDDEN is the same list (tests/python/test_harness.py holds them equal).
 struct Range {
   char32_t first, last;
 };
 constexpr Range kHidden[] = {
     {0x80, 0x9f}, {0xad, 0xad}, {0x61c, 0x61c}, {0x180e, 0x180e}, {0x200b, 0x200f},
-    {0x202a, 0x202e}, {0x2060, 0x2064}, {0x2066, 0x206f}, {0xfeff, 0xfeff},
+    {0x202a, 0x202e}, {0x2060, 0x2064}, {0x2066, 0x206f}, {0xfeff, 0xfeff}, {0xe0001, 0xe0001}, {0xe0020, 0xe007f},
 };
 
-// The code point of the UTF-8 sequence of two or three bytes at `at` and its length in bytes, or
-// a length of 0 where none starts there (every hidden code point lies below U+10000).
-std::pair<char32_t, size_t> code_point_at(const std::string& text, size_t at) {
+// The code point of the well-formed UTF-8 sequence of `length` bytes (utf8_length's) at `at`.
+char32_t code_point_at(const std::string& text, size_t at, size_t length) {
   const auto byte = [&](size_t i) { return static_cast<unsigned char>(text[at + i]); };
-  const auto continues = [&](size_t i) { return at + i < text.size() && (byte(i) & 0xC0) == 0x80; };
-  if ((byte(0) & 0xE0) == 0xC0 && continues(1)) return {char32_t(byte(0) & 0x1F) << 6 | (byte(1) & 0x3F), 2};
-  if ((byte(0) & 0xF0) == 0xE0 && continues(1) && continues(2)) {
-    return {char32_t(byte(0) & 0x0F) << 12 | char32_t(byte(1) & 0x3F) << 6 | (byte(2) & 0x3F), 3};
-  }
-  return {0, 0};
+  char32_t code = byte(0) & (0x7F >> length);
+  for (size_t i = 1; i < length; ++i) code = code << 6 | (byte(i) & 0x3F);
+  return code;
+}
+
+bool hidden(char32_t code) {
+  return std::any_of(std::begin(kHidden), std::end(kHidden),
+                     [code](const Range& r) { return r.first <= code && code <= r.last; });
 }
 
 // A longer value is shown by its first kShownValueChars characters and its length; Python's
@@ -70,13 +73,17 @@ std::string visible(const std::string& text) {
     } else if (const auto byte = static_cast<unsigned char>(text[at]); byte < 0x20 || byte == 0x7f) {
       out += fmt::format("\\x{:02x}", byte);  // another control character (ESC would restyle the terminal)
       ++at;
-    } else if (const auto [code, length] = code_point_at(text, at);
-               length > 0 && std::any_of(std::begin(kHidden), std::end(kHidden),
-                                         [code = code](const Range& r) { return r.first <= code && code <= r.last; })) {
-      out += fmt::format("\\u{:04x}", static_cast<uint32_t>(code));
+    } else if (byte < 0x80) {
+      out += text[at++];
+    } else if (const auto length = utf8_length(text, at); length == 0) {
+      out += fmt::format("\\x{:02x}", byte);  // not UTF-8 (a lone C1 byte like 0x9b would start a CSI)
+      ++at;
+    } else if (const auto code = code_point_at(text, at, length); hidden(code)) {
+      out += fmt::format(code > 0xffff ? "\\U{:08x}" : "\\u{:04x}", static_cast<uint32_t>(code));
       at += length;
     } else {
-      out += text[at++];
+      out.append(text, at, length);
+      at += length;
     }
   }
   return out;
