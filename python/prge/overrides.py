@@ -59,7 +59,7 @@ def key_parts(key: str) -> list[str]:
     from prge._core import config_key_path
 
     if not (parts := config_key_path(key)):
-        raise ValueError(f"'{key}' is not a key (expected section.key; a key that holds a dot in double quotes: "
+        raise ValueError(f"{shown_value(key)} is not a key (expected section.key; a key that holds a dot in double quotes: "
                          'data.label_words."1.5")')
     return parts
 

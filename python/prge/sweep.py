@@ -31,7 +31,7 @@ from prge.overrides import compose_yaml, key_parts, load_yaml, read_text, value_
 from prge import checkpoints, run_summary
 from prge.run_dir import (FAILED_FILE, PATH_SETTINGS, RunDirError, RunInProgress, finished, keyed, mark_failed,
                           normalized, resumable, shown)
-from prge.whitespace import CONTROL_OR_SPACE, CONTROLS, shown_value, visible
+from prge.whitespace import CONTROL_OR_SPACE, CONTROLS, shown_name, shown_names, shown_value
 
 SWEEP_KEYS = {"base", "output_root", "grid", "variants", "mode", "speed", "report"}
 MODES = ("train", "speed")
@@ -121,7 +121,7 @@ def read_sweep(path: str | Path) -> SweepFile:
         raise ValueError(f"{path}: a sweep file is a mapping of {sorted(SWEEP_KEYS)}")
     unknown = [key for key in spec if key not in SWEEP_KEYS]
     if unknown:
-        raise ValueError(f"{where(unknown[0])}: unknown sweep key(s) {sorted(map(str, unknown))} "
+        raise ValueError(f"{where(unknown[0])}: unknown sweep key(s) {shown_names(sorted(unknown, key=str))} "
                          f"(allowed: {sorted(SWEEP_KEYS)})")
     for key, value in spec.items():  # as in a config: null is no value, not the default
         if value is None:
@@ -160,7 +160,7 @@ def read_sweep(path: str | Path) -> SweepFile:
 
     unknown = set(spec.get("speed") or {}) - SPEED_KEYS
     if unknown:
-        raise ValueError(f"{where('speed')}: unknown speed key(s) {sorted(unknown)} (allowed: {sorted(SPEED_KEYS)})")
+        raise ValueError(f"{where('speed')}: unknown speed key(s) {shown_names(sorted(unknown, key=str))} (allowed: {', '.join(sorted(SPEED_KEYS))})")
     return sweep
 
 
@@ -226,7 +226,7 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
         except ValueError as e:
             raise ValueError(f"{where('grid', key)}: grid: {e}") from None
         if not isinstance(values, list) or not values:
-            raise ValueError(f"{where('grid', key)}: grid.{key} must be a non-empty list")
+            raise ValueError(f"{where('grid', key)}: grid.{shown_name(key)} must be a non-empty list")
     variants = spec.get("variants") or [{"name": "run"}]
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         raise ValueError(f"{where('variants')}: variants must be a list of mappings, each "
@@ -236,15 +236,15 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
         if name.strip() and (name != name.strip() or CONTROL_OR_SPACE.search(name)):
             what = ("starts or ends with whitespace" if name != name.strip()
                     else "holds a control character or whitespace other than a space")
-            raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named '{visible(name)}', which "
+            raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named '{shown_name(name)}', which "
                              f"{what}: a variant's name starts its runs' directory names, so remove it")
         if not name.strip() or "/" in name or "\\" in name or name in (".", ".."):
-            raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named '{visible(name)}': a variant's "
+            raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named '{shown_name(name)}': a variant's "
                              "name starts its runs' directory names, so it cannot be empty, hold / or \\, or be "
                              ". or ..")
         if name in names[:i]:
             raise ValueError(f"{where('variants', i, 'name')}: variants {names.index(name) + 1} and {i + 1} are both "
-                             f"named '{name}': each "
+                             f"named '{shown_name(name)}': each "
                              "variant's runs go to directories named after it, so the names must differ"
                              + (" (a variant without name: is named run)" if name == "run" else ""))
     if output_root is not None and not str(output_root):  # only whitespace: expand_home says so
@@ -268,7 +268,7 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
             example = grid_label(varied[grid_key], grid[varied[grid_key]][0])
             how = ("" if parts == grid_key else f" (it replaces all of {key})" if len(parts) < len(grid_key)
                    else " (a part of each value)")
-            raise ValueError(f"{path}: --set {key}: the grid varies {varied[grid_key]} "
+            raise ValueError(f"{path}: --set {shown_name(key)}: the grid varies {shown_name(varied[grid_key])} "
                              f"({len(grid[varied[grid_key]])} values), which --set would replace in every run{how}, "
                              "so that the runs named after those values would all be one run: leave it out of --set "
                              f"(--only picks runs by name, e.g. --only {shlex.quote('*' + glob.escape(example) + '*')})")

@@ -681,8 +681,10 @@ def test_a_sweep_checks_every_run_before_the_first_trains(tmp_path, capsys):
     ("base: {run: {steps: 2}}\nvariants: [{name: a, ~: 3}]\n", "2:22", "variant 1: None is not a key"),
     ("base: {run: {steps: 2}}\ngrid: {run.seed: [1]}\ngrid: {run.seed: [2]}\n", "3:1",
      "malformed YAML: duplicate key 'grid'"),
-    ("base: {run: {steps: 2}}\nbogus: 1\n", "2:1", "unknown sweep key(s) ['bogus']"),
+    ("base: {run: {steps: 2}}\nbogus: 1\n", "2:1", "unknown sweep key(s) 'bogus' (allowed: "),
     ("base: {run: {steps: 2}}\ngrid: {run.seed: []}\n", "2:8", "grid.run.seed must be a non-empty list"),
+    ("base: {run: {steps: 2}}\ngrid: {\"a\\eb\": 1}\n", "2:8", "grid.a\\x1bb must be a non-empty list"),
+    ("base: {run: {steps: 2}}\nspeed: {1: 2, a: 3}\n", "2:1", "unknown speed key(s) 1, 'a' (allowed: "),  # was a TypeError
 ])
 def test_a_sweep_key_without_a_value_is_named(tmp_path, text, where, message):
     """A sweep's own keys, as a config's: null is no value (not the default, not a run named None);
