@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from prge import durable, run_summary
 from prge.model_identity import check_same_model, starting_adapter
 from prge.overrides import read_text
+from prge.whitespace import shortened, shown_value
 
 PEFT_PREFIX = "base_model.model."
 ADAPTER_CONFIG = "adapter_config.json"
@@ -95,16 +96,16 @@ def read_peft_config(adapter_dir: Path, key: str = "adapter.init_from") -> dict:
     if not isinstance(peft, dict):
         raise ValueError(f"{key}: {path}: expected a JSON object")
     if peft.get("peft_type", "LORA") != "LORA":  # PEFT's PeftType names are upper case: "lora" is none of them
-        raise ValueError(f"{key}: {path}: peft_type = {json.dumps(peft.get('peft_type'))}: prge loads LoRA adapters "
+        raise ValueError(f"{key}: {path}: peft_type = {shortened(json.dumps(peft.get('peft_type')))}: prge loads LoRA adapters "
                          '(peft_type "LORA")')
     for field, value in peft.items():
         if field in PEFT_WITHOUT_EFFECT or field in PEFT_READ:
             continue
         if field not in PEFT_REFUSED:
-            raise ValueError(f"{key}: {path}: field '{field}' is not supported (prge cannot tell whether it changes "
+            raise ValueError(f"{key}: {path}: field {shown_value(field)} is not supported (prge cannot tell whether it changes "
                              "the adapter's forward)")
         if value not in PEFT_REFUSED[field]:
-            raise ValueError(f"{key}: {path}: {field} = {json.dumps(value)} is not supported (prge implements "
+            raise ValueError(f"{key}: {path}: {field} = {shortened(json.dumps(value))} is not supported (prge implements "
                              f"plain LoRA; accepted: {' or '.join(json.dumps(v) for v in PEFT_REFUSED[field])})")
     if "r" not in peft or "lora_alpha" not in peft or not peft.get("target_modules"):
         raise ValueError(f"{key}: {path}: needs r, lora_alpha and target_modules")
@@ -141,7 +142,7 @@ def check_peft_values(peft: dict, where: str) -> None:
         try:
             _peft_regex(pattern)
         except re.error as e:
-            raise ValueError(f"{where}: {field}: {pattern!r} is not a Python regular expression, as PEFT reads "
+            raise ValueError(f"{where}: {field}: {shown_value(pattern)} is not a Python regular expression, as PEFT reads "
                              f"it: {e}") from None
 
     if not _is_rank(peft["r"]):
@@ -222,14 +223,14 @@ def check_patterns_read_as_peft(model, options, where: str) -> None:
         matches = {key: [m for m in adapted if _peft_regex(rf"(.*\.)?({key})$").match(m)] for key in patterns}
         for key, modules in matches.items():
             if not modules:  # PEFT warns and goes on; here a typo would train at the default silently
-                raise ValueError(f"{where}: adapter.{field} key {key!r} matches none of the adapted modules "
+                raise ValueError(f"{where}: adapter.{field} key {shown_value(key)} matches none of the adapted modules "
                                  f"(adapter.targets {sorted(targets)}, e.g. {adapted[0] if adapted else 'none'}): "
                                  "correct it or remove it")
         for module in adapted:  # PEFT takes the first key in the file's order, and its save sorts the keys
             hits = [key for key in patterns if module in matches[key]]
             if len({patterns[key] for key in hits}) > 1:
                 raise ValueError(f"{where}: module {module} matches adapter.{field} keys "
-                                 f"{', '.join(f'{k!r} ({patterns[k]:g})' for k in hits)}: PEFT takes the first "
+                                 f"{', '.join(f'{shown_value(k)} ({patterns[k]:g})' for k in hits)}: PEFT takes the first "
                                  "key in adapter_config.json's order and its save_pretrained sorts the keys, so the "
                                  "value would change with a save; write keys that match each module once (e.g. "
                                  "'layers\\.1\\.mlp\\.up_proj' and 'layers\\.(?!1\\.)\\d+\\.mlp\\.up_proj')")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from prge.whitespace import shown_value
+
 
 NUL_ADVICE = "not text; remove it or fix the export that wrote it"  # every reader's NUL message ends so
 LONE_SURROGATE = "a lone UTF-16 surrogate, which encodes no character"  # an unpaired JSON \uD800-\uDFFF escape
@@ -34,7 +36,7 @@ def unique_keys(pairs: list) -> dict:
     seen = {}
     for key, value in pairs:
         if key in seen:
-            raise DuplicateKey(f"the key {key!r} is given twice in one object")
+            raise DuplicateKey(f"the key {shown_value(key)} is given twice in one object")
         seen[key] = value
     return seen
 

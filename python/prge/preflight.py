@@ -20,6 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+from prge.whitespace import shown_value
+
 
 def check_names(config, task: bool = True, model: bool = True, data: bool = True) -> None:
     """Before anything is loaded: data.task is a built-in task (or custom), model.name a model
@@ -159,7 +161,7 @@ def check_device(device: str, key: str = "model.device", where: str | None = Non
     CUDA device this torch cannot use."""
     at = where or key
     if device.partition(":")[0] not in ("cpu", "cuda"):
-        raise ValueError(f"{at}: {device!r}: prge runs on cpu and cuda devices (cuda, cuda:N)")
+        raise ValueError(f"{at}: {shown_value(device)}: prge runs on cpu and cuda devices (cuda, cuda:N)")
     if not device.startswith("cuda"):
         return
     import torch

@@ -20,6 +20,7 @@ from pathlib import Path
 from prge.interrupts import stop_signals
 from prge.run_dir import held_by_another, mark_failed, shown
 from prge.run_summary import read as read_summary
+from prge.whitespace import shown_value
 
 
 def parse_gpus(text: str) -> list[str]:
@@ -33,7 +34,7 @@ def parse_gpus(text: str) -> list[str]:
         return [str(i) for i in range(count)]
     gpus = [g.strip() for g in text.split(",")]
     if not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
-        raise ValueError(f"--gpus {text!r}: expected distinct GPU indices like 0,1,2,3, or all")
+        raise ValueError(f"--gpus {shown_value(text)}: expected distinct GPU indices like 0,1,2,3, or all")
     return gpus
 
 

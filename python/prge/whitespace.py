@@ -62,7 +62,12 @@ def shown_value(value) -> str:
             return repr(value)
         start = repr(value[:SHOWN_VALUE_CHARS])
         return f"{start[:-1]}...{start[-1]} ({len(value.encode('utf-8', 'surrogatepass'))} bytes)"
-    text = repr(value)
+    return shortened(repr(value))
+
+
+def shortened(text: str) -> str:
+    """A value's written form (its repr, its JSON) for a message: whole up to SHOWN_VALUE_CHARS
+    characters, else its start and its length ('[1, 2, 3... (390 characters)')."""
     return text if len(text) <= SHOWN_VALUE_CHARS else f"{text[:SHOWN_VALUE_CHARS]}... ({len(text)} characters)"
 
 
@@ -70,12 +75,12 @@ def shown_value(value) -> str:
 SHOWN_NAMES = 20
 
 
-def shown_names(names, show=None) -> str:
-    """names for a message, each as `show` shows it (shown_value, quoted, unless shown_name is
-    given for bare names), comma-separated; past SHOWN_NAMES of them, the rest counted ("'a', 'b',
-    ... and 7 more"), so that a record of a thousand fields does not fill the terminal."""
-    names, show = list(names), show or shown_value
-    shown = ", ".join(map(show, names[:SHOWN_NAMES]))
+def shown_names(names) -> str:
+    """names for a message, each as shown_value quotes it (so a name holding ", " stays one),
+    comma-separated; past SHOWN_NAMES of them, the rest counted ("'a', 'b', ... and 7 more"), so
+    that a record of a thousand fields does not fill the terminal."""
+    names = list(names)
+    shown = ", ".join(map(shown_value, names[:SHOWN_NAMES]))
     return shown if len(names) <= SHOWN_NAMES else f"{shown}, ... and {len(names) - SHOWN_NAMES} more"
 
 

@@ -710,10 +710,10 @@ FILE_CASES = [
     ("fine_food", "train.csv", 'review,score\nlovely tea,great\n"unclosed quote,other\nfine,other\n',
      "train.csv:3: malformed CSV"),
     ("fine_food", "train.csv", '"review,score\nlovely tea,great\n', "train.csv:1: malformed CSV"),
-    ("fine_food", "train.csv", "review,review\nlovely tea,great\n", "train.csv:1: the header line names a column twice: review"),
+    ("fine_food", "train.csv", "review,review\nlovely tea,great\n", "train.csv:1: the header line names a column twice: 'review'"),
     ("fine_food", "train.csv", "\nreview,\nlovely tea,great\n", "train.csv:2: the header line names a column with an empty name"),
     ("fine_food", "train.csv", "review,score\nlovely tea,great\ntruncated row\n",
-     "train.csv:3: 1 fields where the header line has 2 (review, score)"),
+     "train.csv:3: 1 fields where the header line has 2 ('review', 'score')"),
     ("fine_food", "train.csv", "review,score\nlovely tea,great,extra\n",
      "train.csv:2: 3 fields where the header line has 2"),
     ("fine_food", "train.csv", "review,score\nlovely tea,great\ngood,excellent\n",
@@ -721,7 +721,7 @@ FILE_CASES = [
     ("fine_food", "train.csv", "review,stars\nlovely tea,great\n",
      "train.csv: record 1 (line 2): no field 'score' (it has: 'review', 'stars')"),
     ("sst2", "train.tsv", "sentence\tlabel\ngood film\t1\nbad film\n",
-     "train.tsv:3: 1 fields where the header line has 2 (sentence, label)"),
+     "train.tsv:3: 1 fields where the header line has 2 ('sentence', 'label')"),
     ("rte", "train.jsonl", '{"premise": "p", "hypothesis": "h", "label": "entailment"}\n\n'
                            '{"premise": null, "hypothesis": "h", "label": "entailment"}\n',
      "train.jsonl: record 2 (line 3): field 'premise' is null"),
@@ -836,18 +836,18 @@ def test_names_from_a_data_file_are_shown_escaped_cut_and_counted(tmp_path):
     from prge.whitespace import shown_name, shown_names
 
     assert shown_name("a\x1b\nb") == "a\\x1b\\nb" and shown_name("n" * 81) == "n" * 80 + "... (81 bytes)"
-    assert shown_names(["a", "b"]) == "'a', 'b'" and shown_names(range(25)).endswith(", 19, ... and 5 more")
+    assert shown_names(["a, b", "c"]) == "'a, b', 'c'" and shown_names(range(25)).endswith(", 19, ... and 5 more")
     path = tmp_path / "train.csv"
     header = ["h\x1b\nz" + "x" * 100] + [f"c{i}" for i in range(30)]
     path.write_text(",".join(f'"{h}"' for h in header) + "\n" + "a,b\n")
     with pytest.raises(ValueError) as e:
         read_delimited(path, ",")
     message = str(e.value)
-    assert f"{path}:3: 2 fields where the header line has 31 (h\\x1b\\nz{'x' * 76}... (104 bytes), c0, " in message, message
-    assert message.count(", c") == 19 and ", c18, ... and 11 more): a missing or extra CSV field" in message, message
+    assert f"{path}:3: 2 fields where the header line has 31 ('h\\x1b\\nz{'x' * 76}...' (104 bytes), 'c0', " in message, message
+    assert message.count(", 'c") == 19 and ", 'c18', ... and 11 more): a missing or extra CSV field" in message, message
     assert "\x1b" not in message and "\n" not in message, message
     path.write_text("\x1bh,\x1bh,text\nx,y,z\n")
-    with pytest.raises(ValueError, match=r"the header line names a column twice: \\x1bh$"):
+    with pytest.raises(ValueError, match=r"the header line names a column twice: '\\x1bh'$"):
         read_delimited(path, ",")
 
 def test_a_nul_character_in_a_json_array_is_named(tmp_path):

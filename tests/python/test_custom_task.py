@@ -70,7 +70,7 @@ def test_custom_csv_tsv_and_generation(assets, capsys):
 @pytest.mark.parametrize("mutate, message", [
     (lambda p: p.write_text(""), "holds no records"),
     (lambda p: write_jsonl(p, [{"text": "good", "sentiment": "neutral"}]),
-     "test.jsonl: record 1 (line 1): sentiment = 'neutral' is not one of data.label_words (positive, negative)"),
+     "test.jsonl: record 1 (line 1): sentiment = 'neutral' is not one of data.label_words ('positive', 'negative')"),
     (lambda p: write_jsonl(p, [{"text": "good", "sentiment": "positive"}, {"sentiment": "negative"}]),
      "test.jsonl: record 2 (line 2) has no field 'text'"),
     (lambda p: write_jsonl(p, [{"sentiment": "positive", **{f"f{i}": "x" for i in range(29)}}]),  # names listed up to 20

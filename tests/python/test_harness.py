@@ -273,6 +273,33 @@ def test_bytes_that_are_not_utf8_are_shown_as_escapes_in_a_cpp_message(tmp_path)
         load_run_config(str(path))
 
 
+
+def test_names_and_values_from_files_and_flags_are_shown_escaped_and_cut(tmp_path):
+    """A device, a --gpus list, a model name or shape, a JSON file's duplicate key and an
+    adapter_config.json field, each as a user or a file may write it (an escape sequence, a
+    bidirectional override, a file's text pasted), are shown escaped and cut in their messages."""
+    import json
+
+    from prge.adapters import read_peft_config
+    from prge.jsonl import unique_keys
+    from prge.models import check_model_name, shape_config
+    from prge.preflight import check_device
+    from prge.sweep_gpus import parse_gpus
+
+    long = "\x1b[31m\u202e" + "z" * 300
+    calls = [lambda: check_device(long), lambda: parse_gpus(long), lambda: check_model_name(long),
+             lambda: shape_config(long), lambda: unique_keys([(long, 1), (long, 2)])]
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", long: 1}))
+    calls.append(lambda: read_peft_config(adapter, "adapter.init_from"))
+    for call in calls:
+        with pytest.raises(Exception) as e:
+            call()
+        message = str(e.value)
+        assert "\\x1b[31m\\u202e" + "z" * 74 + "...' (308 bytes)" in message and "\x1b" not in message \
+            and "\u202e" not in message, message
+
 def test_a_long_value_is_shown_by_its_start_and_length_in_python_messages(tmp_path):
     """shown_value: repr() for a short value, the first 80 characters and the length for a long
     one (a file's text pasted as a --set value, a task name, a grid value), so that a message stays

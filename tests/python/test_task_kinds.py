@@ -255,8 +255,8 @@ def test_a_label_matches_its_label_words_key_as_spelled_else_by_value(tmp_path):
     (tmp_path / "codes.csv").write_text("text,answer\nx,01\nx,1\n")
     assert classify("codes.csv", codes) == [0, 1]
     for label, keys, message in (
-            ("1.50", words, "answer = 1.50 is not one of data.label_words (1, 0, True, 1.10)"),
-            ('"001"', codes, "answer = '001' is the value of data.label_words 01 and 1, and the spelling of neither"),
+            ("1.50", words, "answer = 1.50 is not one of data.label_words ('1', '0', 'True', '1.10')"),
+            ('"001"', codes, "answer = '001' is the value of data.label_words '01' and '1', and the spelling of neither"),
             ("1e400", words, "answer = 1e400 is no label (a finite number or text)")):
         (tmp_path / "b.jsonl").write_text(f'{{"text": "x", "answer": {label}}}\n')
         with pytest.raises(ValueError, match=re.escape(f"record 1 (line 1): {message}")):

@@ -119,10 +119,10 @@ def label_index(value, data, where: str) -> int:
     same = [i for i, key in enumerate(keys) if wanted is not None and label_value(key) == wanted]
     if len(same) > 1:
         raise ValueError(f"{where}: {shown_name(data.label_field)} = {shown(value)} is the value of data.label_words "
-                         f"{' and '.join(shown_name(keys[i]) for i in same)}, and the spelling of neither; write it as one of them")
+                         f"{' and '.join(shown_value(keys[i]) for i in same)}, and the spelling of neither; write it as one of them")
     if not same:
         raise ValueError(f"{where}: {shown_name(data.label_field)} = {shown(value)} is not one of data.label_words "
-                         f"({shown_names(keys, shown_name)})")
+                         f"({shown_names(keys)})")
     return same[0]
 
 
@@ -150,7 +150,7 @@ def read_records(path: Path, split: str) -> Located:
         except ValueError as e:
             raise ValueError(f"{key}: {e}") from e
     else:
-        raise ValueError(f"{key}: {path}: unknown format '{suffix}' (allowed: {', '.join(CUSTOM_READERS)}, "
+        raise ValueError(f"{key}: {path}: unknown format {shown_value(suffix)} (allowed: {', '.join(CUSTOM_READERS)}, "
                          "or a datasets.save_to_disk directory)")
     if not records:
         raise ValueError(f"{key}: {path} holds no records")

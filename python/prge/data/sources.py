@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from prge.jsonl import LONE_SURROGATE, NUL_ADVICE, as_written_json, is_unicode_text, read_jsonl_numbered, unique_keys
-from prge.whitespace import shown_name, shown_names, shown_value
+from prge.whitespace import shown_names, shown_value
 
 HF_SPLITS = {"train": "train", "eval": "validation"}
 
@@ -117,12 +117,12 @@ def read_delimited(path: Path, delimiter: str, quoted: bool = True, key: str = "
                     repeated = sorted({name for name in row if row.count(name) > 1})
                     if "" in row or repeated:
                         raise ValueError(f"{path}:{start}: the header line names a column "
-                                         f"{'with an empty name' if '' in row else 'twice: ' + shown_names(repeated, shown_name)}")
+                                         f"{'with an empty name' if '' in row else 'twice: ' + shown_names(repeated)}")
                     header = row
                 elif len(row) != len(header):
                     raise ValueError(
                         f"{path}:{start}: {len(row)} fields where the header line has {len(header)} "
-                        f"({shown_names(header, shown_name)}): a missing or extra {kind} field, or an unclosed quote")
+                        f"({shown_names(header)}): a missing or extra {kind} field, or an unclosed quote")
                 else:
                     where = f"{path}: record {len(located) + 1} (line {start})"
                     record = dict(zip(header, row))

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from prge.export.step_module import MutableBufferStep
+from prge.whitespace import shown_value
 
 
 def _scalars(lr, epsilon, step_key, device="cpu"):
@@ -160,7 +161,7 @@ def open_runner(export_dir: str | Path) -> CheckedRunner:
     elif runtime == "aoti":
         runner = AotiRunner(path, manifest["device"])
     else:
-        raise ValueError(f"{manifest_path}: runtime {runtime!r} is none of onnx, aoti, executorch")
+        raise ValueError(f"{manifest_path}: runtime {shown_value(runtime)} is none of onnx, aoti, executorch")
     return CheckedRunner(runner, manifest_path, {**manifest, "batch_size": shape[0], "seq_len": shape[1]})
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prge._core import ArchSpec
+from prge.whitespace import shown_value
 
 
 def cache_dir() -> Path:
@@ -157,7 +158,7 @@ SHAPES = {
 
 def shape_config(name: str) -> ArchSpec:
     if name not in SHAPES:
-        raise ValueError(f"unknown model shape '{name}' (known: {', '.join(SHAPES)})")
+        raise ValueError(f"unknown model shape {shown_value(name)} (known: {', '.join(SHAPES)})")
     config = ArchSpec()
     for key, value in SHAPES[name].items():
         if key == "rope_theta":
@@ -189,22 +190,28 @@ def check_model_name(name: str, where: str = "") -> str:
     if not name.strip():  # Path('') is the working directory
         raise ValueError(f"{at}empty (a model directory, a .gguf file or a registered name: {', '.join(REGISTERED)})")
     path = model_path(name, at)
+    try:
+        path.stat()
+    except FileNotFoundError:
+        pass
+    except OSError as e:  # a name past the system's limit (ENAMETOOLONG), a path through a file
+        raise ValueError(f"{at}{shown_value(name)}: {e.strerror}") from None
     if path.is_dir():
         if not (path / "config.json").is_file():
             shadows = (f" (a directory here takes precedence over the registered model {name!r}; run from "
                        "another directory or give the directory's full path)") if name in REGISTERED else ""
-            raise FileNotFoundError(f"{at}model directory {str(path)!r} has no config.json{shadows}")
+            raise FileNotFoundError(f"{at}model directory {shown_value(str(path))} has no config.json{shadows}")
         return "directory"
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
-            raise FileNotFoundError(f"{at}no such .gguf file: {str(path)!r}")
+            raise FileNotFoundError(f"{at}no such .gguf file: {shown_value(str(path))}")
         try:
             from gguf import GGUF_MAGIC
         except ImportError:
             raise ImportError(f"{at}reading a .gguf file needs the gguf package (pip install gguf)") from None
         with path.open("rb") as f:
             if int.from_bytes(f.read(4), "little") != GGUF_MAGIC:
-                raise ValueError(f"{at}{str(path)!r} is not a GGUF file (it does not begin with the bytes 'GGUF')")
+                raise ValueError(f"{at}{shown_value(str(path))} is not a GGUF file (it does not begin with the bytes 'GGUF')")
         return "gguf"  # its metadata is read when it is converted (gguf's reader takes ~15 s on Gemma 3 270M's)
     if name in REGISTERED:
         try:
@@ -213,7 +220,7 @@ def check_model_name(name: str, where: str = "") -> str:
             raise FileNotFoundError(f"{at}{e}") from None
         return "registered"
     raise ValueError(
-        f"{at}unknown model {name!r}: not a directory, not a .gguf file and not a registered name "
+        f"{at}unknown model {shown_value(name)}: not a directory, not a .gguf file and not a registered name "
         f"(registered: {', '.join(REGISTERED)})")
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from prge import durable
 from prge.models.gguf_blocks import repack
+from prge.whitespace import shown_name, shown_names, shown_value
 
 # Written last into a converted directory: a conversion by another version is redone.
 MARKER = "prge_conversion.json"
@@ -111,7 +112,7 @@ def _rope_scaling(reader, gguf_path: Path, arch: str, head_dim: int, rope_freqs)
     theta = float(_field(reader, f"{arch}.rope.freq_base", 10000.0))
     if rope_freqs is not None:
         if kind not in ("none", ""):
-            raise ValueError(f"{gguf_path}: both rope_freqs and rope.scaling.type '{kind}': not supported")
+            raise ValueError(f"{gguf_path}: both rope_freqs and rope.scaling.type {shown_value(kind)}: not supported")
         return llama3_from_rope_freqs(np.asarray(rope_freqs, dtype=np.float64), theta, head_dim, gguf_path)
     if kind in ("none", ""):
         return {"rope_type": "default"}
@@ -121,10 +122,10 @@ def _rope_scaling(reader, gguf_path: Path, arch: str, head_dim: int, rope_freqs)
     if kind == "yarn":
         extra = [k for k in reader.fields if k.startswith(f"{arch}.rope.scaling.yarn")]
         if extra:
-            raise ValueError(f"{gguf_path}: YaRN metadata {', '.join(extra)} is not supported")
+            raise ValueError(f"{gguf_path}: YaRN metadata {shown_names(extra)} is not supported")
         original = int(_field(reader, f"{arch}.rope.scaling.original_context_length"))
         return {"rope_type": "yarn", "factor": factor, "original_max_position_embeddings": original}
-    raise ValueError(f"{gguf_path}: {arch}.rope.scaling.type '{kind}' is not supported (none, linear, yarn, "
+    raise ValueError(f"{gguf_path}: {shown_name(arch)}.rope.scaling.type {shown_value(kind)} is not supported (none, linear, yarn, "
                      "or Llama 3's rope_freqs)")
 
 
@@ -178,7 +179,7 @@ def read_gguf(gguf_path: Path):
     except (ValueError, IndexError, KeyError, TypeError, RuntimeWarning) as e:  # a cut or damaged file
         raise ValueError(f"{gguf_path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
     if arch not in ARCHITECTURES:
-        raise ValueError(f"{gguf_path}: architecture '{arch}' is not supported ({', '.join(ARCHITECTURES)})")
+        raise ValueError(f"{gguf_path}: architecture {shown_value(arch)} is not supported ({', '.join(ARCHITECTURES)})")
     return reader, arch
 
 
