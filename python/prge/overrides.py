@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from prge.whitespace import UNICODE_SPACE, escape_unicode_spaces, shown_value
+from prge.whitespace import UNICODE_SPACE, escape_unicode_spaces, shown_value, visible
 
 
 def read_text(path: str | Path, what: str = "file") -> str:
@@ -24,9 +24,9 @@ def read_text(path: str | Path, what: str = "file") -> str:
     line and column."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {visible(str(path))}")
     if not path.is_file():
-        raise ValueError(f"{path}: not a file (a directory?); expected a {what}")
+        raise ValueError(f"{visible(str(path))}: not a file (a directory?); expected a {what}")
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
@@ -78,7 +78,7 @@ class SweepLoader(yaml.SafeLoader):
                                                         "found unhashable key", key_node.start_mark) from None
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1})", key_node.start_mark)
+                    None, None, f"duplicate key {shown_value(key)} (first at line {seen[key].line + 1})", key_node.start_mark)
             seen[key] = key_node.start_mark
         return super().construct_mapping(node, deep)
 

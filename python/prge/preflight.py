@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from prge.whitespace import shown_value
+from prge.whitespace import shown_value, visible
 
 
 def check_names(config, task: bool = True, model: bool = True, data: bool = True) -> None:
@@ -59,7 +59,7 @@ def check_data_paths(config) -> None:
         for split, path in split_paths(data).items():
             key = f"data.{SPLIT_KEYS[split]}"
             if not path.exists():
-                raise FileNotFoundError(f"{places.get(key, key)}: {path} not found")
+                raise FileNotFoundError(f"{places.get(key, key)}: {visible(str(path))} not found")
     elif data.data_dir and not is_hf_spec(data.data_dir) and not Path(data.data_dir).exists():
         raise FileNotFoundError(f"{places.get('data.data_dir', 'data.data_dir')}: {data.data_dir} not found")
 

@@ -241,7 +241,7 @@ def check_output_dir(out: str | Path, option: str, overwrite: bool, reads: dict[
     check_apart(out, option, reads)
     present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if present and not overwrite:
-        listed = ", ".join(present[:8]) + (f", ... ({len(present)} entries)" if len(present) > 8 else "")
+        listed = ", ".join(map(visible, present[:8])) + (f", ... ({len(present)} entries)" if len(present) > 8 else "")
         raise RunDirError(f"{option}: {shown(out)} is not empty ({listed}); choose a new or empty directory, or pass "
                           "--overwrite to replace what is there")
     return out
@@ -266,10 +266,10 @@ def _check_claimable(out_dir: Path, config_yaml: str, overwrite: bool, resume: b
     present, foreign = _run_entries(out_dir)
     if present and not overwrite:
         what = "an export" if all(RUN_DIRECTORIES.match(n) and n.startswith("export_") for n in present) else "another run"
-        raise RunDirError(f"run.output_dir: {shown(out_dir)} holds {what} ({', '.join(present)}); "
+        raise RunDirError(f"run.output_dir: {shown(out_dir)} holds {what} ({', '.join(map(visible, present))}); "
                           "pass --overwrite to replace it, or choose another run.output_dir")
     if foreign and not overwrite:
-        listed = ", ".join(foreign[:8]) + (f", ... ({len(foreign)} entries)" if len(foreign) > 8 else "")
+        listed = ", ".join(map(visible, foreign[:8])) + (f", ... ({len(foreign)} entries)" if len(foreign) > 8 else "")
         raise RunDirError(f"run.output_dir: {shown(out_dir)} holds files prge did not write there ({listed}); "
                           "choose another run.output_dir, or pass --overwrite to write beside them")
     return present

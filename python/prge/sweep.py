@@ -118,11 +118,11 @@ def read_sweep(path: str | Path) -> SweepFile:
     sweep = SweepFile(path, text, spec or {}, node)
     spec, where = sweep.spec, sweep.where
     if not isinstance(spec, dict):
-        raise ValueError(f"{path}: a sweep file is a mapping of {sorted(SWEEP_KEYS)}")
+        raise ValueError(f"{path}: a sweep file is a mapping of {', '.join(sorted(SWEEP_KEYS))}")
     unknown = [key for key in spec if key not in SWEEP_KEYS]
     if unknown:
         raise ValueError(f"{where(unknown[0])}: unknown sweep key(s) {shown_names(sorted(unknown, key=str))} "
-                         f"(allowed: {sorted(SWEEP_KEYS)})")
+                         f"(allowed: {', '.join(sorted(SWEEP_KEYS))})")
     for key, value in spec.items():  # as in a config: null is no value, not the default
         if value is None:
             raise ValueError(f"{where(key)}: {key}: {NO_VALUE}")
@@ -236,15 +236,15 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
         if name.strip() and (name != name.strip() or CONTROL_OR_SPACE.search(name)):
             what = ("starts or ends with whitespace" if name != name.strip()
                     else "holds a control character or whitespace other than a space")
-            raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named '{shown_name(name)}', which "
+            raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named {shown_name(name, quoted=True)}, which "
                              f"{what}: a variant's name starts its runs' directory names, so remove it")
         if not name.strip() or "/" in name or "\\" in name or name in (".", ".."):
-            raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named '{shown_name(name)}': a variant's "
+            raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named {shown_name(name, quoted=True)}: a variant's "
                              "name starts its runs' directory names, so it cannot be empty, hold / or \\, or be "
                              ". or ..")
         if name in names[:i]:
             raise ValueError(f"{where('variants', i, 'name')}: variants {names.index(name) + 1} and {i + 1} are both "
-                             f"named '{shown_name(name)}': each "
+                             f"named {shown_name(name, quoted=True)}: each "
                              "variant's runs go to directories named after it, so the names must differ"
                              + (" (a variant without name: is named run)" if name == "run" else ""))
     if output_root is not None and not str(output_root):  # only whitespace: expand_home says so
@@ -255,13 +255,13 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
     root_origin = ("--output-root" if output_root else f"{where('output_root')}: output_root" if "output_root" in spec
                    else f"{path}: output_root (by default runs/{path.stem})")
     for key, values in grid.items():
-        check_run_setting(key, values, f"{where('grid', key)}: grid {key}", root)
+        check_run_setting(key, values, f"{where('grid', key)}: grid {shown_name(key)}", root)
     for vi, variant in enumerate(variants):
         for key, value in variant.items():
-            check_run_setting(key, [value], f"{where('variants', vi, key)}: variant {names[vi]}: {key}", root)
+            check_run_setting(key, [value], f"{where('variants', vi, key)}: variant {shown_name(names[vi])}: {shown_name(key)}", root)
     varied = {tuple(key_parts(str(key))): key for key, values in grid.items() if len(values) > 1}
     for key, value in _as_text(overrides):
-        check_run_setting(key, [value], f"{path}: --set {key}", root)
+        check_run_setting(key, [value], f"{path}: --set {shown_name(key)}", root)
         parts = tuple(_parts_or_none(key) or ())  # --set a.b replaces a.b and all below it
         if parts and (grid_key := next((k for k in varied if k[:len(parts)] == parts or (
                 parts[:len(k)] == k and any(_holds(v, parts[len(k):]) for v in grid[varied[k]]))), None)):
@@ -279,7 +279,7 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
                                     settings + [("run.output_dir", value_text(shown(root / label)), root_origin)])
         except ConfigError as e:
             named = str(e).startswith(str(path))  # a grid or variant value: its place names the sweep
-            raise ConfigError(f"{e} (run {label}{'' if named else f' of {path}'})") from None
+            raise ConfigError(f"{e} (run {shown_name(label)}{'' if named else f' of {path}'})") from None
 
     points = []  # (point, settings, label, the labels earlier versions gave it)
     for vi, variant in enumerate(variants):
@@ -288,10 +288,10 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
         for combo in itertools.product(*(list(enumerate(values)) for values in grid.values())):
             point = {k: value for k, (_, value) in zip(grid.keys(), combo)}
             # Each value named by its place in the sweep file (the config reader's messages start with it).
-            settings = ([(k, value_text(x), f"{where('variants', vi, k)}: variant {name}: {k}")
+            settings = ([(k, value_text(x), f"{where('variants', vi, k)}: variant {shown_name(name)}: {shown_name(k)}")
                          for k, x in variant.items()]
-                        + [(k, value_text(x), f"{where('grid', k, i)}: grid {k}") for k, (i, x) in zip(grid, combo)]
-                        + [(k, x, f"--set {k}") for k, x in _as_text(overrides)])
+                        + [(k, value_text(x), f"{where('grid', k, i)}: grid {shown_name(k)}") for k, (i, x) in zip(grid, combo)]
+                        + [(k, x, f"--set {shown_name(k)}") for k, x in _as_text(overrides)])
             label = "-".join([name] + [grid_label(k, v) for k, v in point.items()])
             earlier = dict.fromkeys("-".join([name] + [grid_label(k, v, naming) for k, v in point.items()])
                                     for naming in NAMINGS[1:])
@@ -309,8 +309,7 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
                              "whitespace other than a space are _: for values named alike, give each its own "
                              "variant with a name)")
         if len(os.fsencode(label)) > NAME_MAX:
-            raise ValueError(f"{path}: the run {shown_point(point)} would be named {label[:60]}... ({len(os.fsencode(label))} "
-                             f"bytes), longer than a directory name may be ({NAME_MAX}): give a long grid value its "
+            raise ValueError(f"{path}: the run {shown_point(point)} would be named {shown_name(label)}, longer than a directory name may be ({NAME_MAX}): give a long grid value its "
                              "own variant with a short name")
         labels[label] = shown_point(point)
         config = None

@@ -22,13 +22,14 @@ ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\v": "\\v", "\f": "\\f"}
 # Characters a terminal does not show as themselves that a message escapes besides those: the C1
 # controls (U+0080-U+009F) and the invisible format characters that hide or reorder text (soft
 # hyphen, Arabic letter mark, Mongolian vowel separator, zero-width and bidirectional marks,
-# embeddings, overrides and isolates, word joiner and invisible operators, byte-order mark, tag
-# characters), so a name cannot look like another (Unicode TR36 / "Trojan Source"). csrc/prge/io/shown_text.cpp has
-# the same list; test_harness.py holds the two equal. Run names (CONTROL_OR_SPACE) keep them.
+# embeddings, overrides and isolates, word joiner and invisible operators, byte-order mark,
+# interlinear annotation, musical formatting and tag characters), so a name cannot look like
+# another (Unicode TR36 / "Trojan Source"). csrc/prge/io/shown_text.cpp has the same list;
+# test_harness.py holds the two equal. Run names (CONTROL_OR_SPACE) keep them.
 HIDDEN = ("".join(map(chr, range(0x80, 0xa0))) + "\u00ad\u061c\u180e" + "".join(map(chr, range(0x200b, 0x2010)))
           + "".join(map(chr, range(0x202a, 0x202f))) + "".join(map(chr, range(0x2060, 0x2065)))
-          + "".join(map(chr, range(0x2066, 0x2070))) + "\ufeff\U000e0001"
-          + "".join(map(chr, range(0xe0020, 0xe0080))))
+          + "".join(map(chr, range(0x2066, 0x2070))) + "\ufeff\ufff9\ufffa\ufffb"
+          + "".join(map(chr, range(0x1d173, 0x1d17b))) + "\U000e0001" + "".join(map(chr, range(0xe0020, 0xe0080))))
 SHOWN_ESCAPED = re.compile("[%s]+" % re.escape(CONTROLS + UNICODE_SPACES + HIDDEN))
 
 
@@ -84,11 +85,12 @@ def shown_names(names) -> str:
     return shown if len(names) <= SHOWN_NAMES else f"{shown}, ... and {len(names) - SHOWN_NAMES} more"
 
 
-def shown_name(name) -> str:
-    """A name written bare in a message (a field or column name, a label word's key): control
-    characters and whitespace other than a space escaped (visible), and one longer than
-    SHOWN_VALUE_CHARS characters cut as shown_value cuts a text ('name...' (600 bytes))."""
-    name = str(name)
+def shown_name(name, quoted: bool = False) -> str:
+    """A name written in a message (a field or column name, a grid key, a variant's name): control
+    characters, whitespace other than a space and HIDDEN characters escaped (visible), in single
+    quotes where `quoted`, and one longer than SHOWN_VALUE_CHARS characters cut as shown_value cuts
+    a text (name... (600 bytes); quoted: 'name...' (600 bytes))."""
+    name, quote = str(name), "'" if quoted else ""
     if len(name) <= SHOWN_VALUE_CHARS:
-        return visible(name)
-    return f"{visible(name[:SHOWN_VALUE_CHARS])}... ({len(name.encode('utf-8', 'surrogatepass'))} bytes)"
+        return f"{quote}{visible(name)}{quote}"
+    return f"{quote}{visible(name[:SHOWN_VALUE_CHARS])}...{quote} ({len(name.encode('utf-8', 'surrogatepass'))} bytes)"

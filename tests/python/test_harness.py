@@ -250,7 +250,8 @@ def test_python_and_the_cpp_reader_escape_the_same_characters_in_messages():
     assert all(ch in HIDDEN for ch in map(chr, range(0x80, 0x10000)) if unicodedata.bidirectional(ch) in bidi_controls)
     assert visible("a\u202eb\u200b\x9b\U000e0041") == "a\\u202eb\\u200b\\u009b\\U000e0041"
     wrong = []
-    for code in [*range(1, 0x3100), 0xfeff, 0xfffe, 0x10000, 0x1f600, *range(0xdffff, 0xe0081), 0x10ffff]:
+    for code in [*range(1, 0x3100), *range(0xfeff, 0x10001), *range(0x1d170, 0x1d180), 0x1f600, *range(0xdffff, 0xe0081),
+                 0x10ffff]:
         if 0xd800 <= code < 0xe000:  # surrogates: no UTF-8 text holds them
             continue
         with pytest.raises(Exception) as e:  # YAML's \U escape puts any code point in the value
@@ -270,6 +271,9 @@ def test_bytes_that_are_not_utf8_are_shown_as_escapes_in_a_cpp_message(tmp_path)
     path = tmp_path / "config.yaml"
     path.write_bytes(b'estimator: {kind: "a\xc0\x80b\x9bc\xe2\x80"}\n')
     with pytest.raises(ConfigError, match=r"unknown estimator 'a\\xc0\\x80b\\x9bc\\xe2\\x80' \(allowed"):
+        load_run_config(str(path))
+    path.write_bytes(b'estimator: {kind: "a' + b"\x80" * 300 + b'"}\n')  # cut at 80 characters, each byte one
+    with pytest.raises(ConfigError, match=r"unknown estimator 'a(\\x80){79}\.\.\.' \(301 bytes\) \(allowed"):
         load_run_config(str(path))
 
 
@@ -299,6 +303,24 @@ def test_names_and_values_from_files_and_flags_are_shown_escaped_and_cut(tmp_pat
         message = str(e.value)
         assert "\\x1b[31m\\u202e" + "z" * 74 + "...' (308 bytes)" in message and "\x1b" not in message \
             and "\u202e" not in message, message
+    with pytest.raises(ValueError, match=r"^r.yaml:1:2: model.name: unknown model 'a\\x00b': not a directory"):
+        check_model_name("a\x00b", "r.yaml:1:2: model.name")  # a NUL: no path (was 'embedded null byte', unplaced)
+
+
+def test_a_sweeps_keys_and_names_in_its_messages_are_escaped(tmp_path):
+    """A grid key, a --set key and a variant's name reach the config reader's messages as the
+    place of a value: escaped there too (a bidirectional override in a key is not printed raw)."""
+    from prge.sweep import expand_sweep
+
+    (tmp_path / "base.yaml").write_text("run: {steps: 1}\n")
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text('base: base.yaml\ngrid:\n  "optimizer.l\\u202er": [1, 2]\n')
+    for overrides in (None, [("optim\u202eizer.lr", "1")]):
+        if overrides:
+            sweep.write_text("base: base.yaml\ngrid: {run.seed: [1, 2]}\n")
+        with pytest.raises(ValueError) as e:
+            expand_sweep(sweep, overrides)
+        assert "\u202e" not in str(e.value) and "\\u202e" in str(e.value), str(e.value)
 
 def test_a_long_value_is_shown_by_its_start_and_length_in_python_messages(tmp_path):
     """shown_value: repr() for a short value, the first 80 characters and the length for a long

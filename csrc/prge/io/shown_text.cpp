@@ -27,14 +27,16 @@ constexpr Space kSpaces[] = {
 // Code points a terminal does not show as themselves that visible() escapes besides the spaces and
 // C0 controls: the C1 controls and the invisible format characters that hide or reorder text (soft
 // hyphen, Arabic letter mark, Mongolian vowel separator, zero-width and bidirectional marks,
-// embeddings, overrides and isolates, word joiner and invisible operators, byte-order mark, tag
-// characters). Python's whitespace.HIDDEN is the same list (tests/python/test_harness.py holds them equal).
+// embeddings, overrides and isolates, word joiner and invisible operators, byte-order mark,
+// interlinear annotation, musical formatting and tag characters). Python's whitespace.HIDDEN is
+// the same list (tests/python/test_harness.py holds them equal).
 struct Range {
   char32_t first, last;
 };
 constexpr Range kHidden[] = {
     {0x80, 0x9f}, {0xad, 0xad}, {0x61c, 0x61c}, {0x180e, 0x180e}, {0x200b, 0x200f},
-    {0x202a, 0x202e}, {0x2060, 0x2064}, {0x2066, 0x206f}, {0xfeff, 0xfeff}, {0xe0001, 0xe0001}, {0xe0020, 0xe007f},
+    {0x202a, 0x202e}, {0x2060, 0x2064}, {0x2066, 0x206f}, {0xfeff, 0xfeff}, {0xfff9, 0xfffb}, {0x1d173, 0x1d17a},
+    {0xe0001, 0xe0001}, {0xe0020, 0xe007f},
 };
 
 // The code point of the well-formed UTF-8 sequence of `length` bytes (utf8_length's) at `at`.
@@ -91,9 +93,9 @@ std::string visible(const std::string& text) {
 
 std::string shown_value(const std::string& value) {
   size_t at = 0, chars = 0;
-  while (at < value.size() && chars < kShownValueChars) {
-    ++at;
-    while (at < value.size() && (static_cast<unsigned char>(value[at]) & 0xC0) == 0x80) ++at;  // continuation bytes
+  while (at < value.size() && chars < kShownValueChars) {  // a byte that is not UTF-8 counts as one (visible's \xNN)
+    const auto length = static_cast<unsigned char>(value[at]) < 0x80 ? 1 : utf8_length(value, at);
+    at += std::max<size_t>(length, 1);
     ++chars;
   }
   if (at >= value.size()) return "'" + visible(value) + "'";

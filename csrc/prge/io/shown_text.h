@@ -21,13 +21,13 @@ bool ends_with_space(const std::string& text);
 
 // Text with its whitespace other than a plain space, its control characters (C0, DEL, C1) and the
 // invisible characters that hide or reorder text (zero-width, bidirectional) escaped (\t,
-// \u00a0, \x1b, \u202e), for messages.
+// \u00a0, \x1b, \u202e), and each byte that is not part of well-formed UTF-8 as \xNN, for messages.
 std::string visible(const std::string& text);
 
 // A value (a --set value, a scalar of the wrong type, a name outside a closed set) as a message
-// shows it, quoted: visible(), and only its first 80 characters (a UTF-8 character is not split)
-// with its whole length in bytes where it is longer, so that a long value (a file's text pasted
-// by mistake) does not fill the terminal.
+// shows it, quoted: visible(), and only its first 80 characters (a UTF-8 character is not split;
+// a byte that is not UTF-8 counts as one) with its whole length in bytes where it is longer, so
+// that a long value (a file's text pasted by mistake) does not fill the terminal.
 std::string shown_value(const std::string& value);
 
 }  // namespace prge::io

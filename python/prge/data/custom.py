@@ -35,7 +35,7 @@ from prge.data.examples import Example, Task
 from prge.data.kinds import CLASSIFICATION, GENERATION, MULTIPLE_CHOICE
 from prge.data.sources import CUSTOM_READERS, Located, MissingSplit, content_sha256, read_hf
 from prge.jsonl import LONE_SURROGATE, NUL_ADVICE, as_written_json, is_unicode_text
-from prge.whitespace import shown_name, shown_names, shown_value
+from prge.whitespace import shown_name, shown_names, shown_value, visible
 
 SPLIT_KEYS = {"train": "train_file", "eval": "eval_file"}
 HF_SPLIT_NAMES = {"train": ("train",), "eval": ("validation", "test")}
@@ -142,7 +142,7 @@ def read_records(path: Path, split: str) -> Located:
         except MissingSplit as e:
             raise MissingSplit(f"{key}: {e}") from None
     if not path.is_file():
-        raise FileNotFoundError(f"{key}: {path} not found")
+        raise FileNotFoundError(f"{key}: {visible(str(path))} not found")
     suffix = path.suffix.lower()
     if suffix in CUSTOM_READERS:
         try:

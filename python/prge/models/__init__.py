@@ -192,7 +192,7 @@ def check_model_name(name: str, where: str = "") -> str:
     path = model_path(name, at)
     try:
         path.stat()
-    except FileNotFoundError:
+    except (FileNotFoundError, ValueError):  # none there; a NUL in the name: "unknown model" below
         pass
     except OSError as e:  # a name past the system's limit (ENAMETOOLONG), a path through a file
         raise ValueError(f"{at}{shown_value(name)}: {e.strerror}") from None

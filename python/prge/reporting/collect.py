@@ -16,7 +16,7 @@ from prge.overrides import safe_load_checked
 from prge.run_dir import FAILED_FILE, STORAGE_SETTINGS, failure_of, shown
 from prge.reporting.tables import model_labels
 from prge.sweep import grid_label
-from prge.whitespace import shown_name
+from prge.whitespace import visible
 
 SEED_SUFFIX = re.compile(r"-seed\d+$")
 
@@ -247,7 +247,7 @@ def collect(root: str | Path) -> list[dict]:
     if not runs:
         left = unfinished(root) + failed(root)
         raise FileNotFoundError(f"no finished runs (summary.json) under {shown(root)}"
-                                + (f"; {len(left)} without one: {', '.join(map(shown_name, left[:5]))}{' ...' if len(left) > 5 else ''}"
+                                + (f"; {len(left)} without one: {', '.join(map(visible, left[:5]))}{' ...' if len(left) > 5 else ''}"
                                    if left else ""))
     # one label per task and data: two custom tasks whose files share a name are told apart
     _unique_names(runs, task_source, lambda group: task_label(group[0]), "task")
