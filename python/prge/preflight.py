@@ -61,7 +61,7 @@ def check_data_paths(config) -> None:
             if not path.exists():
                 raise FileNotFoundError(f"{places.get(key, key)}: {visible(str(path))} not found")
     elif data.data_dir and not is_hf_spec(data.data_dir) and not Path(data.data_dir).exists():
-        raise FileNotFoundError(f"{places.get('data.data_dir', 'data.data_dir')}: {data.data_dir} not found")
+        raise FileNotFoundError(f"{places.get('data.data_dir', 'data.data_dir')}: {visible(data.data_dir)} not found")
 
 
 def check_model_config(config) -> None:

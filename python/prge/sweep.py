@@ -31,7 +31,8 @@ from prge.overrides import compose_yaml, key_parts, load_yaml, read_text, value_
 from prge import checkpoints, run_summary
 from prge.run_dir import (FAILED_FILE, PATH_SETTINGS, RunDirError, RunInProgress, finished, keyed, mark_failed,
                           normalized, resumable, shown)
-from prge.whitespace import CONTROL_OR_SPACE, CONTROLS, shown_name, shown_names, shown_value
+from prge.whitespace import (CONTROL_OR_SPACE, CONTROLS, SHOWN_VALUE_CHARS, shown_name, shown_names, shown_value,
+                             visible)
 
 SWEEP_KEYS = {"base", "output_root", "grid", "variants", "mode", "speed", "report"}
 MODES = ("train", "speed")
@@ -211,7 +212,7 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
     if isinstance(base, str):
         base_path = (path.parent / base).resolve()
         if not base_path.is_file():
-            raise FileNotFoundError(f"{where('base')}: base config not found: {base_path}")
+            raise FileNotFoundError(f"{where('base')}: base config not found: {visible(str(base_path))}")
         base_text, base_source = read_text(base_path, "base config"), str(base_path)
     elif isinstance(base, dict) and "base" in spec:  # inline: its own text, placed where it stands (the file's lines)
         base_text, base_source = inline_base_text(sweep)
@@ -279,7 +280,7 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
                                     settings + [("run.output_dir", value_text(shown(root / label)), root_origin)])
         except ConfigError as e:
             named = str(e).startswith(str(path))  # a grid or variant value: its place names the sweep
-            raise ConfigError(f"{e} (run {shown_name(label)}{'' if named else f' of {path}'})") from None
+            raise ConfigError(f"{e} (run {visible(label)}{'' if named else f' of {path}'})") from None
 
     points = []  # (point, settings, label, the labels earlier versions gave it)
     for vi, variant in enumerate(variants):
@@ -308,9 +309,11 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
                              "path is named by its last part, and a / in another value, control characters and "
                              "whitespace other than a space are _: for values named alike, give each its own "
                              "variant with a name)")
-        if len(os.fsencode(label)) > NAME_MAX:
-            raise ValueError(f"{path}: the run {shown_point(point)} would be named {shown_name(label)}, longer than a directory name may be ({NAME_MAX}): give a long grid value its "
-                             "own variant with a short name")
+        if len(os.fsencode(label)) > NAME_MAX:  # a short name of wide characters: its length in bytes too
+            named = (shown_name(label) if len(label) > SHOWN_VALUE_CHARS
+                     else f"{visible(label)} ({len(os.fsencode(label))} bytes)")
+            raise ValueError(f"{path}: the run {shown_point(point)} would be named {named}, longer than a directory "
+                             f"name may be ({NAME_MAX} bytes): give a long grid value its own variant with a short name")
         labels[label] = shown_point(point)
         config = None
         if not (root / label).exists():  # a run started under the name an earlier version gave it keeps it

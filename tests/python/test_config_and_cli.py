@@ -89,8 +89,11 @@ def test_a_grid_value_with_line_breaks_names_its_run_on_one_line(tmp_path):
     assert [label for label, _ in expand_sweep(sweep)][0] == old
     sweep.write_text(yaml.safe_dump({"base": base, "grid": {"data.template": ["{text} " + "very " * 60 + "good?"]}}))
     with pytest.raises(ValueError, match=r"would be named run-template\{text\} very .* longer than a directory name "
-                                         r"may be \(255\): give a long grid value its own variant with a short name"):
+                                         r"may be \(255 bytes\): give a long grid value its own variant with a short name"):
         expand_sweep(sweep)
+    sweep.write_text(yaml.safe_dump({"base": base, "grid": {"data.template": ["{text}" + "\U0001f600" * 62]}}))
+    with pytest.raises(ValueError, match=r"would be named run-template\{text\}\U0001f600{62} \(266 bytes\), longer"):
+        expand_sweep(sweep)  # 80 characters, 266 bytes: shown whole, with its length in bytes
 
 
 def start_run_as(out_dir: Path, config) -> None:
@@ -237,7 +240,7 @@ def test_a_run_named_by_an_earlier_version_keeps_its_directory_only_where_that_i
     (root / "run-template{text} trailing " / "config.yaml").write_text("data: {}\n")
     assert [label for label, _ in expand_sweep(sweep)] == ["run-template{text} trailing_"]
     write(["{text} " + "very " * 60 + "good?"])
-    with pytest.raises(ValueError, match=r"longer than a directory name may be \(255\)"):
+    with pytest.raises(ValueError, match=r"longer than a directory name may be \(255 bytes\)"):
         expand_sweep(sweep)
 
 
