@@ -161,7 +161,8 @@ def read_sweep(path: str | Path) -> SweepFile:
 
     unknown = set(spec.get("speed") or {}) - SPEED_KEYS
     if unknown:
-        raise ValueError(f"{where('speed')}: unknown speed key(s) {shown_names(sorted(unknown, key=str))} (allowed: {', '.join(sorted(SPEED_KEYS))})")
+        raise ValueError(f"{where('speed')}: unknown speed key(s) {shown_names(sorted(unknown, key=str))} "
+                         f"(allowed: {', '.join(sorted(SPEED_KEYS))})")
     return sweep
 
 
@@ -240,7 +241,8 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
             raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named {shown_name(name, quoted=True)}, which "
                              f"{what}: a variant's name starts its runs' directory names, so remove it")
         if not name.strip() or "/" in name or "\\" in name or name in (".", ".."):
-            raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named {shown_name(name, quoted=True)}: a variant's "
+            raise ValueError(f"{where('variants', i, 'name')}: variant {i + 1} is named {shown_name(name, quoted=True)}: "
+                             "a variant's "
                              "name starts its runs' directory names, so it cannot be empty, hold / or \\, or be "
                              ". or ..")
         if name in names[:i]:
@@ -259,7 +261,8 @@ def expand_sweep(path: str | Path, overrides: list[tuple[str, str]] | dict | Non
         check_run_setting(key, values, f"{where('grid', key)}: grid {shown_name(key)}", root)
     for vi, variant in enumerate(variants):
         for key, value in variant.items():
-            check_run_setting(key, [value], f"{where('variants', vi, key)}: variant {shown_name(names[vi])}: {shown_name(key)}", root)
+            check_run_setting(key, [value], f"{where('variants', vi, key)}: variant {shown_name(names[vi])}: "
+                                            f"{shown_name(key)}", root)
     varied = {tuple(key_parts(str(key))): key for key, values in grid.items() if len(values) > 1}
     for key, value in _as_text(overrides):
         check_run_setting(key, [value], f"{path}: --set {shown_name(key)}", root)

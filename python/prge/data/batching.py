@@ -152,7 +152,8 @@ class PromptEncoder:
         """Examples whose answer is one of several texts: options[i] holds example i's option
         texts (label words, or its candidates), each appended to the prompt as written; the gold
         one is options[i][example.label]. One batched tokenizer call for the prompts and every
-        prompt + option text. `what` names an option in errors ("label word {} (data.label_words)", the option shown by shown_value)."""
+        prompt + option text. `what` names an option in errors ("label word {} (data.label_words)",
+        the option shown by shown_value)."""
         prompts = [self.prompt_text(e) for e in examples]
         wholes = [p + text for p, texts in zip(prompts, options) for text in texts]
         ids = self.tokenizer.encode(prompts + wholes, specials=not self.chat)
@@ -226,9 +227,12 @@ class PromptEncoder:
         options = [w[k:] for w in wholes]
         for i, (text, tokens) in enumerate(zip(texts, options)):
             if not tokens:
-                raise ValueError(f"{self._where(example)}: {what.format(shown_value(text))} tokenizes to no tokens after the prompt")
+                raise ValueError(f"{self._where(example)}: {what.format(shown_value(text))} tokenizes to no tokens "
+                                 "after the prompt")
             if tokens in options[:i]:  # e.g. both unknown to the vocabulary: every score would tie
-                raise ValueError(f"{self._where(example)}: {what.format(shown_value(text))} and {what.format(shown_value(texts[options.index(tokens)]))} "
+                other = texts[options.index(tokens)]
+                raise ValueError(f"{self._where(example)}: {what.format(shown_value(text))} and "
+                                 f"{what.format(shown_value(other))} "
                                  f"tokenize to the same tokens after the prompt ({tokens}), so they can never be told "
                                  "apart")
         longest = max(range(len(options)), key=lambda i: len(options[i]))

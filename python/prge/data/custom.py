@@ -58,7 +58,8 @@ def template_fields(template: str) -> list[str]:
     # attribute and index lookups, and a number as a position
     bad = next((n for n in names if not n.strip() or n.isdigit() or any(c in n for c in ".[]")), None)
     if bad is not None:
-        raise ValueError(f"data.template: placeholder {shown_value('{' + bad + '}')} in {shown_value(template)}: a placeholder is a field name "
+        raise ValueError(f"data.template: placeholder {shown_value('{' + bad + '}')} in {shown_value(template)}: a "
+                         "placeholder is a field name "
                          "(spaces and dashes allowed; no '.', '[' or ']', and not a number), like {text}; rename a "
                          "field that holds such characters")
     return list(dict.fromkeys(names))
@@ -119,7 +120,8 @@ def label_index(value, data, where: str) -> int:
     same = [i for i, key in enumerate(keys) if wanted is not None and label_value(key) == wanted]
     if len(same) > 1:
         raise ValueError(f"{where}: {shown_name(data.label_field)} = {shown(value)} is the value of data.label_words "
-                         f"{' and '.join(shown_value(keys[i]) for i in same)}, and the spelling of neither; write it as one of them")
+                         f"{' and '.join(shown_value(keys[i]) for i in same)}, and the spelling of neither; write it as "
+                         "one of them")
     if not same:
         raise ValueError(f"{where}: {shown_name(data.label_field)} = {shown(value)} is not one of data.label_words "
                          f"({shown_names(keys)})")
@@ -266,7 +268,8 @@ def check_template_fields(template: str, fields: list[str], kind, data) -> None:
     answer, key = (data.response_field, "data.response_field") if kind is GENERATION else (data.label_field,
                                                                                           "data.label_field")
     if answer in fields:
-        raise ValueError(f"data.template: {shown_value(template)} writes {{{shown_name(answer)}}}, the field of the answer ({key}): every "
+        raise ValueError(f"data.template: {shown_value(template)} writes {{{shown_name(answer)}}}, the field of the "
+                         f"answer ({key}): every "
                          "prompt would show its own answer; leave it out of the template")
 
 

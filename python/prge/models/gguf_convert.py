@@ -125,7 +125,8 @@ def _rope_scaling(reader, gguf_path: Path, arch: str, head_dim: int, rope_freqs)
             raise ValueError(f"{gguf_path}: YaRN metadata {shown_names(extra)} is not supported")
         original = int(_field(reader, f"{arch}.rope.scaling.original_context_length"))
         return {"rope_type": "yarn", "factor": factor, "original_max_position_embeddings": original}
-    raise ValueError(f"{gguf_path}: {shown_name(arch)}.rope.scaling.type {shown_value(kind)} is not supported (none, linear, yarn, "
+    raise ValueError(f"{gguf_path}: {shown_name(arch)}.rope.scaling.type {shown_value(kind)} is not supported (none, "
+                     "linear, yarn, "
                      "or Llama 3's rope_freqs)")
 
 

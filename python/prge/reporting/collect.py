@@ -247,7 +247,8 @@ def collect(root: str | Path) -> list[dict]:
     if not runs:
         left = unfinished(root) + failed(root)
         raise FileNotFoundError(f"no finished runs (summary.json) under {shown(root)}"
-                                + (f"; {len(left)} without one: {', '.join(map(visible, left[:5]))}{' ...' if len(left) > 5 else ''}"
+                                + (f"; {len(left)} without one: {', '.join(map(visible, left[:5]))}"
+                                   f"{' ...' if len(left) > 5 else ''}"
                                    if left else ""))
     # one label per task and data: two custom tasks whose files share a name are told apart
     _unique_names(runs, task_source, lambda group: task_label(group[0]), "task")
