@@ -59,11 +59,21 @@ def shown_value(value) -> str:
     of its repr and the repr's length, so that a file's text pasted as a value does not fill the
     terminal. A text of at most SHOWN_VALUE_CHARS characters is shown whole."""
     if isinstance(value, str):
-        if len(value) <= SHOWN_VALUE_CHARS:
+        start, length = _cut(value)
+        if not length:
             return repr(value)
-        start = repr(value[:SHOWN_VALUE_CHARS])
-        return f"{start[:-1]}...{start[-1]} ({len(value.encode('utf-8', 'surrogatepass'))} bytes)"
+        quoted = repr(start)
+        return f"{quoted[:-1]}...{quoted[-1]}{length}"
     return shortened(repr(value))
+
+
+def _cut(text: str) -> tuple[str, str]:
+    """(text, "") for a text of at most SHOWN_VALUE_CHARS characters, else (its first ones,
+    " (N bytes)" with its whole length in UTF-8 bytes): the one cut of shown_value and shown_name,
+    as the C++ reader's shown_value cuts."""
+    if len(text) <= SHOWN_VALUE_CHARS:
+        return text, ""
+    return text[:SHOWN_VALUE_CHARS], f" ({len(text.encode('utf-8', 'surrogatepass'))} bytes)"
 
 
 def shortened(text: str) -> str:
@@ -90,7 +100,6 @@ def shown_name(name, quoted: bool = False) -> str:
     characters, whitespace other than a space and HIDDEN characters escaped (visible), in single
     quotes where `quoted`, and one longer than SHOWN_VALUE_CHARS characters cut as shown_value cuts
     a text (name... (600 bytes); quoted: 'name...' (600 bytes))."""
-    name, quote = str(name), "'" if quoted else ""
-    if len(name) <= SHOWN_VALUE_CHARS:
-        return f"{quote}{visible(name)}{quote}"
-    return f"{quote}{visible(name[:SHOWN_VALUE_CHARS])}...{quote} ({len(name.encode('utf-8', 'surrogatepass'))} bytes)"
+    quote = "'" if quoted else ""
+    start, length = _cut(str(name))
+    return f"{quote}{visible(start)}{'...' if length else ''}{quote}{length}"
