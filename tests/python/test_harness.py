@@ -912,6 +912,21 @@ def test_a_report_without_matplotlib_says_how_to_get_it_and_writes_nothing(tmp_p
     assert {p.suffix for p in (tmp_path / "report").iterdir()} == {".md", ".csv"}
 
 
+def test_a_figures_count_axis_has_few_ticks_written_short():
+    """Sequences forwarded reach 10^5-10^6: in a panel 3 inches wide the default ticks (100000,
+    200000, ...) ran into each other; at most 5 ticks, in engineering notation (160k, 1.5M)."""
+    from prge.reporting.figures import _count_axis, pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(3.2, 2.6))
+    ax.plot([0, 320000, 640000], [0.5, 0.6, 0.7])
+    _count_axis(ax.xaxis)
+    fig.canvas.draw()
+    shown = [t.get_text() for t in ax.get_xticklabels() if 0 <= t.get_position()[0] <= 640000]
+    plt.close(fig)
+    assert 2 <= len(shown) <= 6 and "600k" in shown and all(len(t) <= 5 for t in shown), shown
+
+
 @pytest.mark.parametrize("data,label", [
     ({"train_file": "reviews.csv"}, "custom: reviews"),
     ({"train_file": "my/reviews/train.jsonl"}, "custom: reviews"),  # a file named after its split: its folder

@@ -20,6 +20,15 @@ def pyplot():
     return plt
 
 
+def _count_axis(axis) -> None:
+    """At most 5 ticks on an axis of counts (steps, sequences), written 200k, 1.5M: the default
+    ticks of 10^5-10^6 run into each other in a small panel."""
+    from matplotlib.ticker import EngFormatter, MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(5))
+    axis.set_major_formatter(EngFormatter(sep=""))
+
+
 def _by_method(runs: list[dict]) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in runs:
@@ -82,6 +91,7 @@ def _plot(runs: list[dict], x_key: str, y_key: str, smooth: bool, labels: dict, 
                     markersize=3, color=colour, label=label)
         ax.set(xlabel=labels[x_key], ylabel=labels[y_key], title=task or title)
         ax.tick_params(labelsize=7)
+        _count_axis(ax.xaxis)
         if len(panels) == 1 and ax.get_lines():
             ax.legend(fontsize=7)
     if len(panels) > 1:  # one legend below the panels, clear of every axis
@@ -99,11 +109,11 @@ def _plot(runs: list[dict], x_key: str, y_key: str, smooth: bool, labels: dict, 
 
 def accuracy_figures(runs: list[dict], out: Path, name: str, metric: str = "accuracy") -> list[str]:
     """Training loss vs step and eval `metric` (the runs' primary metric) vs sequences forwarded."""
-    labels = {"step": "step", "loss": "training loss (moving average)",
+    labels = {"step": "step", "loss": "training loss",
               "sequences": "sequences forwarded", f"eval_{metric}": f"eval {metric}"}
     loss_file = f"{name}_loss_vs_step.png" if metric == "accuracy" else f"{name}_{metric}_loss_vs_step.png"
     acc_file = f"{name}_{metric}_vs_forward_passes.png"
-    _plot(runs, "step", "loss", True, labels, "Loss vs step", out / loss_file)
+    _plot(runs, "step", "loss", True, labels, "Training loss vs step (moving average)", out / loss_file)
     _plot(runs, "sequences", f"eval_{metric}", False, labels,
           f"{metric[0].upper() + metric[1:]} vs forward passes (sequences forwarded)", out / acc_file)
     return [loss_file, acc_file]
