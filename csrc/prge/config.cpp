@@ -496,11 +496,18 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
       reader.fail(data[key], std::string("data.") + key, "empty (task: custom reads a file, template or field name here)");
     }
   }
+  // train_from: validation trains on a seeded part of the eval file: a training file would not be read.
+  const bool from_validation = d.train_from == "validation";
+  if (from_validation && !d.train_file.empty()) {
+    reader.fail(data["train_file"], "data.train_file",
+                "is not read with data.train_from: validation, which trains on a seeded part of data.eval_file's "
+                "records and evaluates the rest; leave data.train_file out, or train on it with data.train_from: train");
+  }
   // What is missing is blamed on `task: custom`, in the file or the --set that wrote it.
   std::vector<std::string> missing;
   for (const auto& [key, value] : {std::pair{"train_file", &d.train_file}, {"eval_file", &d.eval_file},
                                    {"template", &d.prompt_template}}) {
-    if (value->empty()) missing.push_back(std::string("data.") + key);
+    if (value->empty() && !(from_validation && value == &d.train_file)) missing.push_back(std::string("data.") + key);
   }
   if (!missing.empty()) {
     reader.fail(data["task"], "data.task", fmt::format("task: custom needs {}", fmt::join(missing, ", ")));
@@ -1025,8 +1032,9 @@ std::string RunConfig::to_yaml(bool every_key) const {
       yaml_string(data.task), yaml_string(data.data_dir), data.protocol, data.train_examples,
       data.dev_examples, data.eval_examples, data.batch_size, data.max_length, data.train_from);
   if (data.custom()) {
-    y += fmt::format("  train_file: {}\n  eval_file: {}\n  template: {}\n  label_field: {}\n",
-                     yaml_string(data.train_file), yaml_string(data.eval_file),
+    // no training file under train_from: validation (an empty one would be refused on reading)
+    if (!data.train_file.empty()) y += fmt::format("  train_file: {}\n", yaml_string(data.train_file));
+    y += fmt::format("  eval_file: {}\n  template: {}\n  label_field: {}\n", yaml_string(data.eval_file),
                      yaml_string(data.prompt_template), yaml_string(data.label_field));
     std::vector<std::string> words;
     for (const auto& [label, word] : data.label_words) words.push_back(yaml_string(label) + ": " + yaml_string(word));

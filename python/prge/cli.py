@@ -331,7 +331,8 @@ def _check_data(config) -> None:
                     data.train + data.dev + data.eval)
     counts = ", ".join(f"{len(split)} {name}" for name, split in
                        (("training", data.train), ("dev", data.dev), ("evaluation", data.eval)) if split)
-    print(f"[prge] data: {data.task.description}: {counts} examples read and tokenized", file=sys.stderr)
+    print(f"[prge] data: {data.task.description}: every record read and checked; {counts} examples (the protocol's "
+          "selection: data.train_examples, data.eval_examples) tokenized", file=sys.stderr)
 
 
 def _generate(args) -> None:

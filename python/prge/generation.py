@@ -133,8 +133,9 @@ def token_f1(prediction: str, reference: str) -> float:
 def answer_metrics(model, encoder, examples, stop: list[int], batch_size: int = 16, shard=None) -> dict:
     """Greedy answers to the encoded prompts (the same prompt tokens training and the answer
     perplexity use: chat-rendered with the generation prompt under data.chat_template), stopping
-    at `stop` (the model's stop ids) or after as many tokens as the chunk's longest reference
-    (+ 8, within the model's max_position_embeddings), scored against the whole references as the data
+    at `stop` (the model's stop ids) or after as many tokens as its own reference (+ 8, within the
+    model's max_position_embeddings: a chunk decodes to its longest one's, and each answer is cut
+    to its own, so that an example's score does not depend on the examples beside it), scored against the whole references as the data
     writes them (EncodedExample.reference; never cut by data.max_length): mean exact match and
     token F1 (SQuAD's normalisation; `shard`: split over a distributed run's ranks). A prediction
     is taken up to as many lines as its reference holds (MeZO's first line for one-line answers,
@@ -145,13 +146,15 @@ def answer_metrics(model, encoder, examples, stop: list[int], batch_size: int = 
 
     def scores(start: int) -> list[tuple[float, float]]:
         chunk = examples[start: start + batch_size]
-        # as long as the chunk's longest whole reference, and never past the model's positions
-        max_new = max(e.answer_length or len(e.answer_ids) for e in chunk) + 8
+        # each answer as long as its whole reference (+ 8); no row decoded past the model's positions
+        limits = [(e.answer_length or len(e.answer_ids)) + 8 for e in chunk]
+        steps = max(limits)
         if positions > 0:
-            max_new = max(1, min(max_new, positions - max(len(e.prompt_ids) for e in chunk)))
-        new = model.generate([e.prompt_ids for e in chunk], max_new_tokens=max_new, stop_tokens=stop)
+            steps = max(1, min(steps, positions - max(len(e.prompt_ids) for e in chunk)))
+        new = model.generate([e.prompt_ids for e in chunk], max_new_tokens=steps, stop_tokens=stop)
         out = []
-        for e, tokens in zip(chunk, new):
+        for e, tokens, limit in zip(chunk, new, limits):
+            tokens = tokens[:limit]
             reference = e.reference if e.reference is not None else encoder.tokenizer.decode(e.answer_ids)
             prediction = first_lines(encoder.tokenizer.decode(tokens), len(reference.strip().split("\n")))
             out.append((exact_match(prediction, reference), token_f1(prediction, reference)))

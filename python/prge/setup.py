@@ -73,11 +73,14 @@ def split_protocol(task, data, seed: int) -> tuple[list, list, list]:
     eval_all = task.load("eval", data_dir)
     if task.name == "custom":
         from prge.data.custom import split_paths
+        from prge.data.sources import is_hf_disk_dataset
 
         paths = split_paths(data)
-        if paths["train"].is_file() and paths["train"].resolve() == paths["eval"].resolve():  # a saved dataset has splits
-            print(f"[prge] note: data.train_file and data.eval_file are one file ({paths['train']}): the evaluation "
-                  "scores examples the run trains on, so it measures fitting, not generalisation", file=sys.stderr)
+        # one file, or one single-split datasets directory (a DatasetDict's splits are apart)
+        if paths["train"].resolve() == paths["eval"].resolve() and not is_hf_disk_dataset(paths["train"]):
+            print(f"[prge] note: data.train_file and data.eval_file are one {'file' if paths['train'].is_file() else 'dataset'} "
+                  f"({paths['train']}): the evaluation scores examples the run trains on, so it measures fitting, not "
+                  "generalisation", file=sys.stderr)
     if data.protocol == "paper":
         return (select_examples(train_all, data.train_examples, seed, shuffle=True), [],
                 select_examples(eval_all, data.eval_examples, seed, shuffle=False))

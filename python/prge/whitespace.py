@@ -31,6 +31,13 @@ HIDDEN = ("".join(map(chr, range(0x80, 0xa0))) + "\u00ad\u061c\u180e" + "".join(
           + "".join(map(chr, range(0x2066, 0x2070))) + "\ufeff\ufff9\ufffa\ufffb"
           + "".join(map(chr, range(0x1d173, 0x1d17b))) + "\U000e0001" + "".join(map(chr, range(0xe0020, 0xe0080))))
 SHOWN_ESCAPED = re.compile("[%s]+" % re.escape(CONTROLS + UNICODE_SPACES + HIDDEN))
+_INVISIBLE = frozenset(HIDDEN)
+
+
+def invisible(text: str) -> bool:
+    """Whether a text shows nothing: only whitespace and the HIDDEN format characters (a
+    zero-width space alone, a byte-order mark), or empty."""
+    return all(c.isspace() or c in _INVISIBLE for c in text)
 
 
 def escape_unicode_spaces(text: str) -> str:

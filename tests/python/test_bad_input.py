@@ -230,6 +230,11 @@ DATA_CASES = [
     ({"records": [{"text": "   ", "sentiment": "positive"}]}, "train.jsonl: record 1 (line 1): field 'text' is empty"),
     ({"response": True, "records": [{"text": "good", "answer": "positive"}, {"text": "bad", "answer": ""}]},
      "train.jsonl: record 2 (line 2): field 'answer' (data.response_field) is empty"),
+    # a zero-width space or a byte-order mark alone shows nothing either
+    ({"records": [{"text": "\u200b", "sentiment": "positive"}]},
+     "train.jsonl: record 1 (line 1): field 'text' = '\\u200b' holds only invisible characters"),
+    ({"response": True, "records": [{"text": "good", "answer": " \ufeff"}]},
+     "train.jsonl: record 1 (line 1): field 'answer' (data.response_field) = ' \\ufeff' holds only invisible characters"),
 ]
 
 

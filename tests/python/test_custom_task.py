@@ -362,3 +362,87 @@ def test_a_template_ending_in_a_space_before_spaced_answers_is_warned_about():
     assert warnings("Review: {text} Sentiment: ", label_words={"p": "positive", "n": "negative"}) == []
     assert warnings("Question: {q} Answer:", choices_field="options") == []
     assert warnings("Question: {q} Answer: ", choices_field="options", chat_template=True) == []
+
+
+def test_train_from_validation_needs_no_training_file_and_refuses_one(assets, capsys):
+    """A custom task with only an evaluation file trains on a seeded part of it under
+    data.train_from: validation: no data.train_file is asked for, and one given is refused by name
+    (it would not be read); the summary records the file training really used, and a report files
+    the run under that file's name."""
+    from prge.reporting.collect import task_label
+    from prge.run_dir import finished
+
+    tmp_path, model_dir = assets
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    rows = [{"text": REVIEWS[i % 2][0], "sentiment": REVIEWS[i % 2][1]} for i in range(12)]
+    write_jsonl(folder / "validation.jsonl", rows)
+    given = custom_config(tmp_path, model_dir, eval_file=str(folder / "validation.jsonl"), train_from="validation",
+                          train_examples=6)
+    for command in ("check", "train"):
+        assert main([command, str(given)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("prge: error: ") and "data.train_file: is not read with data.train_from: validation" \
+            in err, err
+    tree = yaml.safe_load(given.read_text())
+    tree["data"].pop("train_file")
+    given.write_text(yaml.safe_dump(tree, sort_keys=False))
+    assert main(["check", str(given)]) == 0
+    assert main(["train", str(given), "--no-progress"]) == 0
+    assert "6 train / 0 dev / 6 eval examples" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert set(summary["data_files"]) == {"eval"}
+    assert summary["data_files"]["eval"]["path"] == str(folder / "validation.jsonl")
+    assert task_label(summary) == "custom: reviews"
+    written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]
+    assert "train_file" not in written and written["train_from"] == "validation"
+    assert finished(tmp_path / "run", given.read_text())  # its config.yaml reads back as the same run (a sweep's resume)
+    # without the key, the missing training file is still asked for
+    tree["data"]["train_from"] = "train"
+    given.write_text(yaml.safe_dump(tree, sort_keys=False))
+    assert main(["check", str(given)]) == 2
+    assert "task: custom needs data.train_file" in capsys.readouterr().err
+
+
+def test_one_single_split_dataset_as_both_files_is_noted_like_one_file(assets, capsys):
+    """A datasets.Dataset directory (one split) named as train_file and eval_file is read whole
+    for both: the run scores what it trains on, said as for one file; a DatasetDict's train and
+    validation splits are apart (no note), and a damaged directory names its key."""
+    from installed import installed_module
+
+    datasets = installed_module("datasets", "pip install datasets")
+    tmp_path, model_dir = assets
+    rows = [{"text": REVIEWS[i % 2][0], "sentiment": REVIEWS[i % 2][1]} for i in range(8)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "single"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
+                          "validation": datasets.Dataset.from_list(rows[:4])}).save_to_disk(str(tmp_path / "dict"))
+    for name, noted in (("single", True), ("dict", False)):
+        config = custom_config(tmp_path, model_dir, train_file=str(tmp_path / name), eval_file=str(tmp_path / name))
+        assert main(["train", str(config), "--no-progress", "--overwrite"]) == 0
+        err = capsys.readouterr().err
+        assert ("data.train_file and data.eval_file are one dataset" in err) == noted, err
+    (tmp_path / "dict" / "dataset_dict.json").write_text("{not json")
+    config = custom_config(tmp_path, model_dir, train_file=str(tmp_path / "dict"), eval_file=str(tmp_path / "single"))
+    assert main(["train", str(config), "--no-progress", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"prge: error: data.train_file: {tmp_path / 'dict'}: not a readable datasets.save_to_disk "
+                          "directory ("), err
+
+
+def test_a_label_that_differs_from_a_key_only_in_unicode_normalisation_is_named_so():
+    """'café' typed as e + combining accent (NFD) and the config's precomposed 'café' (NFC) look
+    alike in a message: refused (the tokenizer reads them apart) with how the two differ."""
+    import unicodedata
+    from types import SimpleNamespace
+
+    from prge.data.custom import label_index
+
+    data = SimpleNamespace(label_field="label", label_words=[("café", " yes"), ("thé", " no")])
+    assert label_index("café", data, "r1") == 0
+    with pytest.raises(ValueError) as raised:
+        label_index(unicodedata.normalize("NFD", "café"), data, "r1")
+    assert str(raised.value).endswith("is not one of data.label_words ('café', 'thé'); it is 'café' written with other "
+                                      "code points (Unicode normalisation: NFD here, NFC in the config), which the "
+                                      "tokenizer reads apart: write both alike"), raised.value
+    with pytest.raises(ValueError, match=r"is not one of data.label_words \('café', 'thé'\)$"):
+        label_index("tea", data, "r1")

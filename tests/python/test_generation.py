@@ -115,6 +115,27 @@ def test_exact_match_takes_as_many_lines_as_the_reference_and_the_whole_referenc
     assert asked == [1 + 8, 30 - 1]
 
 
+def test_an_answers_score_does_not_depend_on_the_examples_beside_it():
+    """A chunk decodes as far as its longest reference needs, and each answer is cut to its own
+    reference's length (+ 8): a short answer scores the same beside a long one as alone (a model
+    that runs on past its answer gained words from a long neighbour before)."""
+    from types import SimpleNamespace
+
+    from prge.data.batching import EncodedExample
+    from prge.generation import answer_metrics
+
+    def generate(prompts, max_new_tokens, stop_tokens):  # every answer runs on: "paris paris paris ..."
+        return [[7] * max_new_tokens for _ in prompts]
+
+    tokenizer = SimpleNamespace(decode=lambda ids: " ".join(["paris"] * len(ids)))
+    short = EncodedExample([1], -1, answer_ids=[7], reference="paris", answer_length=1)
+    long = EncodedExample([2], -1, answer_ids=[7] * 40, reference="paris " * 40, answer_length=40)
+    alone = answer_metrics(SimpleNamespace(generate=generate), SimpleNamespace(tokenizer=tokenizer), [short], [])
+    beside = answer_metrics(SimpleNamespace(generate=generate), SimpleNamespace(tokenizer=tokenizer), [short, long], [])
+    assert alone["token_f1"] == pytest.approx(2 * (1 / 9) / (1 + 1 / 9))  # 9 words against 1
+    assert beside["token_f1"] == pytest.approx((alone["token_f1"] + 2 * 1 * (40 / 48) / (1 + 40 / 48)) / 2)
+
+
 def test_generate_chat_prints_the_reply_alone(tmp_path, capsys):
     """`prge generate --chat` with one prompt prints the model's reply, not the prompt run into
     it (a plain prompt's continuation still follows its prompt); several prompts each get a

@@ -161,6 +161,8 @@ def test_multi_token_label_words_are_scored_in_one_forward_as_transformers_score
     ({"text": "good", "options": ["positive", "negative"], "answer": "great"}, "is not one of its candidates"),
     ({"text": "good", "options": ["positive"], "answer": 0}, "1 candidate(s); multiple choice needs at least 2"),
     ({"text": "good", "options": ["positive", " "], "answer": 0}, "candidate 1 is empty"),
+    ({"text": "good", "options": ["positive", "\u2060"], "answer": 0},
+     "candidate 1 = '\\u2060' holds only invisible characters: no text"),
     ({"text": "good", "options": ["positive", "negative", " positive"], "answer": 0},
      "candidates 0 and 2 are the same text 'positive'"),
     ({"text": "good", "options": [], "answer": 0}, "holds 0 candidate(s); multiple choice needs at least 2"),

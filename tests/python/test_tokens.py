@@ -172,6 +172,26 @@ def test_truncation_keeps_bos_first_and_the_end_of_the_prompt(tmp_path):
     assert cut.prompt_ids == full.prompt_ids[-7:]
 
 
+def test_a_cut_that_keeps_only_the_templates_own_text_is_refused(tmp_path):
+    """A prompt cut to its last tokens where the template writes a long text after its last
+    field keeps none of the example: every long prompt would read the same (as a template with no
+    {field}, which the config check refuses). Refused naming the record; a cut that keeps some of
+    the field's text passes."""
+    from conftest import make_tiny_assets
+
+    model_dir, _ = make_tiny_assets(tmp_path)
+    tokens = ModelTokenizer(model_dir)
+    words = task("{text} Review : good bad it Sentiment :", (" positive", " negative"))
+    tail = len(tokens.encode([" Review : good bad it Sentiment :"], specials=False)[0])
+    example = Example({"text": " ".join(["tasty great love"] * 10)}, 0, where="data.train_file: t.jsonl: record 3")
+    with pytest.raises(ValueError, match=r"data.train_file: t.jsonl: record 3: data.max_length=\d+ leaves \d+ tokens for "
+                                         r"the prompt beside its 1-token answer, .*all of them the template's own text "
+                                         r"after its last field \('Review : good bad it Sentiment :'\)"):
+        PromptEncoder(words, tokens, tail + 1).encode(example)
+    kept = PromptEncoder(words, tokens, tail + 4).encode(example)  # three tokens of the review kept
+    assert tokens.decode(kept.prompt_ids) == "tasty great love Review : good bad it Sentiment :"
+
+
 def test_a_long_response_is_cut_to_half_of_max_length_with_a_warning_and_kept_whole_as_the_reference(tmp_path):
     """data.max_length cuts a response to its first max_length // 2 tokens (its EOS with it):
     a warning says how many and how long the longest is; the whole text stays the reference
@@ -217,7 +237,7 @@ def test_chat_truncation_keeps_the_templates_own_tokens_and_drops_the_start_of_t
     header = hf(before, add_special_tokens=False)["input_ids"]
     closing = hf(after, add_special_tokens=False)["input_ids"]
     full = PromptEncoder(t, tokens, 4096).encode(Example({"text": long_text}, 0))
-    length = len(header) + len(closing) + 12
+    length = len(header) + len(closing) + 40  # room for the end of the review, not only "\nSentiment:"
     cut = PromptEncoder(t, tokens, length).encode(Example({"text": long_text}, 0))
     room = length - max(len(o) for o in cut.options)
     assert len(cut.prompt_ids) == room < len(full.prompt_ids) and cut.options == full.options
@@ -231,6 +251,10 @@ def test_chat_truncation_keeps_the_templates_own_tokens_and_drops_the_start_of_t
     with pytest.raises(ValueError, match=r"data.max_length=\d+ leaves no room for the prompt beside the chat "
                                          r"template's \d+ tokens before and \d+ after the user's text"):
         PromptEncoder(t, tokens, len(header) + len(closing) + 1).encode(Example({"text": long_text}, 0))
+    # room for two tokens of the user's text: both of "\nSentiment:", none of the review
+    with pytest.raises(ValueError, match=r"all of them the template's own text after its last field \('Sentiment:'\)"):
+        PromptEncoder(t, tokens, len(header) + len(closing) + max(len(o) for o in cut.options) + 2).encode(
+            Example({"text": long_text}, 0))
 
 
 @pytest.mark.parametrize("layout", ["llama3", "gemma", "smollm2"], indirect=True)

@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -291,7 +291,26 @@ class PromptEncoder:
                              f"beside {framed}its {answer_length}-token answer{named}")
         self.cut += 1
         self.fewest_kept = min(self.fewest_kept, room - start - end)  # the prompt's own tokens, BOS not counted
+        self._refuse_fieldless_cut(example, prompt[len(prompt) - (room - start): len(prompt) - end], answer_length, named)
         return prompt[:start] + prompt[len(prompt) - (room - start):]
+
+    def _refuse_fieldless_cut(self, example: Example, kept: list[int], answer_length: int, named: str) -> None:
+        """ValueError naming the record when the tokens a cut prompt keeps of its (user) text are
+        all of the template's own text after its last field: every such prompt reads the same, as
+        a template without a {field} would, which the config check refuses. Checked where the
+        task's prompt writes the fields' values as given (a marker put in each is found)."""
+        marker = "\ue000"  # a private-use character: no template or tokenizer writes it
+        marked = self.task.prompt(replace(example, fields={name: marker for name in example.fields}))
+        if marker not in marked:
+            return
+        tail = marked[marked.rfind(marker) + len(marker):].strip()
+        text = self.tokenizer.decode(kept).strip()
+        if not text or tail.endswith(text):
+            raise ValueError(f"{self._where(example)}: data.max_length={self.max_length} leaves {len(kept)} tokens for the "
+                             f"prompt beside its {answer_length}-token answer{named}, all of them the template's own text "
+                             f"after its last field ({shown_value(tail)}), so no text of the example is kept and "
+                             "every long example's prompt reads the same; raise data.max_length (or put the fields "
+                             "nearer the template's end)")
 
     def _template_frame(self, example: Example, context: list[int], k: int) -> tuple[int, int]:
         """(tokens the chat template writes before the user's text, tokens of its closing, the

@@ -29,6 +29,7 @@ import json
 import math
 import re
 import string
+import unicodedata
 from pathlib import Path
 
 from prge.data.examples import Example, Task
@@ -123,9 +124,18 @@ def label_index(value, data, where: str) -> int:
                          f"{' and '.join(shown_value(keys[i]) for i in same)}, and the spelling of neither; write it as "
                          "one of them")
     if not same:
+        composed = [key for key in keys if unicodedata.normalize("NFC", key) == unicodedata.normalize("NFC", text)]
+        hint = (f"; it is {shown_value(composed[0])} written with other code points (Unicode normalisation: "
+                f"{_normal_form(text)} here, {_normal_form(composed[0])} in the config), which the tokenizer reads "
+                "apart: write both alike" if composed else "")
         raise ValueError(f"{where}: {shown_name(data.label_field)} = {shown(value)} is not one of data.label_words "
-                         f"({shown_names(keys)})")
+                         f"({shown_names(keys)}){hint}")
     return same[0]
+
+
+def _normal_form(text: str) -> str:
+    """'NFC', 'NFD' or 'mixed': how a text's accented letters are written."""
+    return next((form for form in ("NFC", "NFD") if unicodedata.is_normalized(form, text)), "mixed")
 
 
 def read_records(path: Path, split: str) -> Located:
@@ -143,6 +153,9 @@ def read_records(path: Path, split: str) -> Located:
             raise ImportError(f"{key}: {path}: {e}") from e
         except MissingSplit as e:
             raise MissingSplit(f"{key}: {e}") from None
+        except (OSError, ValueError) as e:  # datasets' own: a damaged or half-written directory
+            raise ValueError(f"{key}: {visible(str(path))}: not a readable datasets.save_to_disk directory "
+                             f"({type(e).__name__}: {e})") from None
     if not path.is_file():
         raise FileNotFoundError(f"{key}: {visible(str(path))} not found")
     suffix = path.suffix.lower()
@@ -238,9 +251,10 @@ def _field_text(value, where: str, field: str) -> str:
 
 def split_paths(data) -> dict[str, Path]:
     """Where a custom task's splits are read from: data.train_file / data.eval_file under
-    data.data_dir, or under the working directory without one (split -> path)."""
+    data.data_dir, or under the working directory without one (split -> path), for the files the
+    config names (no training file under data.train_from: validation)."""
     base = Path(data.data_dir) if data.data_dir else Path.cwd()
-    return {split: base / getattr(data, key) for split, key in SPLIT_KEYS.items()}
+    return {split: base / getattr(data, key) for split, key in SPLIT_KEYS.items() if getattr(data, key)}
 
 
 def data_files(data) -> dict[str, dict]:
@@ -309,11 +323,15 @@ def custom_task(data) -> Task:
 
     def load(split: str) -> list[Example]:
         key = f"data.{SPLIT_KEYS[split]}"
+        if split not in paths:
+            raise MissingSplit(f"{key}: not given")
         # JSON lines and datasets directories keep numbers apart from strings; CSV / TSV do not.
         typed = not (paths[split].is_file() and paths[split].suffix.lower() in (".csv", ".tsv"))
         return [parse(r, f"{key}: {located}", typed) for located, r in read_records(paths[split], split)]
 
-    return Task("custom", f"custom {kind.name} task from {paths['train']}",
+    source = (str(paths["train"]) if "train" in paths
+              else f"{paths['eval']} (trained on a seeded part of it: data.train_from: validation)")
+    return Task("custom", f"custom {kind.name} task from {source}",
                 tuple(word for _, word in data.label_words),
                 lambda f: data.template.format(**f), lambda record: parse(record, "a record"),
                 reader=load, response_field=data.response_field or None, chat_template=data.chat_template,

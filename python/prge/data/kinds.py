@@ -36,7 +36,7 @@ import math
 
 import torch
 
-from prge.whitespace import shown_names, shown_value
+from prge.whitespace import invisible, shown_names, shown_value
 
 
 def check_finite_scores(scores: torch.Tensor, split: str, valid: torch.Tensor | None = None) -> None:
@@ -159,8 +159,9 @@ class MultipleChoice(TaskKind):
         seen = {}
         for i, choice in enumerate(example.choices):
             text = str(choice).strip()
-            if not text:
-                raise ValueError(f"{where}: candidate {i} is empty")
+            if invisible(text):
+                raise ValueError(f"{where}: candidate {i} is empty" if not text else
+                                 f"{where}: candidate {i} = {shown_value(text)} holds only invisible characters: no text")
             if text in seen:  # equal scores: the argmax would pick by position, not by the model
                 raise ValueError(f"{where}: candidates {seen[text]} and {i} are the same text {shown_value(text)}")
             seen[text] = i
@@ -227,8 +228,11 @@ class Generation(TaskKind):
     higher_is_better = False
 
     def check(self, task, example, where):
-        if example.response is None or not example.response.strip():
-            raise ValueError(f"{where}: field {shown_value(task.response_field or 'response')} (data.response_field) is empty")
+        if example.response is None or invisible(example.response):
+            field = f"field {shown_value(task.response_field or 'response')} (data.response_field)"
+            raise ValueError(f"{where}: {field} is empty" if example.response is None or not example.response.strip()
+                             else f"{where}: {field} = {shown_value(example.response)} holds only invisible characters: "
+                             "no text")
 
     def encode(self, encoder, examples, full=True):
         return encoder.encode_responses(examples)

@@ -164,7 +164,8 @@ def _with_runtime(name: str, group: list[dict]) -> str:
 
 
 # Stems of a training file named after its split rather than its data (train.jsonl, training.csv).
-SPLIT_FILE_STEMS = ("train", "training", "train_data", "data", "dataset")
+SPLIT_FILE_STEMS = ("train", "training", "train_data", "data", "dataset", "validation", "valid", "val", "dev", "eval",
+                    "test")
 
 
 def check_data_files(path: Path, summary: dict) -> None:
@@ -200,29 +201,31 @@ def task_source(summary: dict) -> str:
     data = (summary.get("run_config") or {}).get("data")
     if summary.get("task") != "custom" or not isinstance(data, dict):
         return json.dumps(["task", str(summary.get("task"))])
-    return json.dumps(["custom", str(data.get("data_dir") or ""), str(data.get("train_file") or "")])
+    return json.dumps(["custom", str(data.get("data_dir") or ""), str(data.get("train_file") or data.get("eval_file") or "")])
 
 
 def task_label(summary: dict) -> str | None:
     """The task a report files a run under: the summary's task, and for a custom task also its
-    training file's name, from the path the summary's data_files recorded (resolved) or else the
+    training file's name (its evaluation file's under data.train_from: validation), from the path the summary's data_files recorded (resolved) or else the
     run's config (every custom task is called "custom"),
     "custom: reviews", or its folder's where the file is named after its split
     (reviews/train.jsonl: "custom: reviews"); collect makes two tasks' equal labels unique
     ("custom: reviews (2)")."""
     task = summary.get("task")
     data = (summary.get("run_config") or {}).get("data")
-    recorded = (summary.get("data_files") or {}).get("train")  # where it was, resolved
+    files = summary.get("data_files") or {}
+    recorded = files.get("train") or files.get("eval")  # where it was, resolved (no train file: train_from validation)
     if task != "custom" or not (isinstance(data, dict) or recorded):
         return task
     data = data if isinstance(data, dict) else {}
     folder = Path(str(data["data_dir"])) if data.get("data_dir") else Path()
     name = folder.name
-    if recorded or data.get("train_file"):
-        train_file = Path(recorded["path"]) if recorded else folder / str(data["train_file"])
+    named = data.get("train_file") or data.get("eval_file")
+    if recorded or named:
+        data_file = Path(recorded["path"]) if recorded else folder / str(named)
         # a file named after its split is named by its folder: reviews/train.jsonl -> reviews
-        split_named = train_file.stem.lower() in SPLIT_FILE_STEMS and train_file.parent.name
-        name = train_file.parent.name if split_named else train_file.stem
+        split_named = data_file.stem.lower() in SPLIT_FILE_STEMS and data_file.parent.name
+        name = data_file.parent.name if split_named else data_file.stem
     return f"custom: {name}" if name else task
 
 
