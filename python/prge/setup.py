@@ -21,9 +21,11 @@ from pathlib import Path
 
 from prge.data.batching import EncodedExample, PromptEncoder
 from prge.data.examples import MissingSplit, Task
+from prge.data.kinds import CLASSIFICATION
 from prge.data.tasks import task_for
 from prge.data.tokens import ModelTokenizer
 from prge.models import config_model_dir
+from prge.whitespace import shown_value
 
 
 @dataclass
@@ -50,7 +52,8 @@ def split_protocol(task, data, seed: int) -> tuple[list, list, list]:
     """(train, dev, test) examples of a protocol; dev is empty under the paper protocol.
 
     paper: first train_examples of the seeded-shuffled train split; the first
-           eval_examples of the validation split.
+           eval_examples of the validation split (a warning when they lack a class the split
+           has: warn_missing_classes).
     mezo:  train_examples then dev_examples of the seeded-shuffled train split;
            eval_examples of the seeded-shuffled validation split as the test set.
     data.train_from: validation (for data published without a training split: BoolQ,
@@ -82,8 +85,9 @@ def split_protocol(task, data, seed: int) -> tuple[list, list, list]:
                   f"({paths['train']}): the evaluation scores examples the run trains on, so it measures fitting, not "
                   "generalisation", file=sys.stderr)
     if data.protocol == "paper":
-        return (select_examples(train_all, data.train_examples, seed, shuffle=True), [],
-                select_examples(eval_all, data.eval_examples, seed, shuffle=False))
+        evaluation = select_examples(eval_all, data.eval_examples, seed, shuffle=False)
+        warn_missing_classes(task, evaluation, eval_all, data.eval_examples)
+        return select_examples(train_all, data.train_examples, seed, shuffle=True), [], evaluation
     needed = data.train_examples + data.dev_examples
     if len(train_all) < needed:
         raise ValueError(f"{task.name}: the mezo protocol needs {needed} train examples "
@@ -91,6 +95,22 @@ def split_protocol(task, data, seed: int) -> tuple[list, list, list]:
     shuffled = select_examples(train_all, needed, seed, shuffle=True)
     return (shuffled[:data.train_examples], shuffled[data.train_examples:],
             select_examples(eval_all, data.eval_examples, seed, shuffle=True))
+
+
+def warn_missing_classes(task, taken: list, split: list, eval_examples: int) -> None:
+    """A warning on stderr when the paper protocol's evaluation set (the first eval_examples
+    records, unshuffled) lacks a class the evaluation split has: a file sorted by label would
+    otherwise be scored on one class, its accuracy and majority baseline measuring that class
+    alone. Classification only (a multiple-choice label is a candidate's position)."""
+    if task.kind is not CLASSIFICATION or len(taken) == len(split):
+        return
+    missing = sorted({e.label for e in split} - {e.label for e in taken})
+    if missing:
+        words = ", ".join(shown_value(task.label_words[i]) for i in missing)
+        print(f"prge: warning: data.eval_examples={eval_examples} evaluates the first {len(taken)} of the "
+              f"{len(split)} records of the evaluation split (the paper protocol does not shuffle it), and they "
+              f"hold no example of label word(s) {words}, which the split has: shuffle the file, raise "
+              "data.eval_examples, or take data.protocol: mezo (a seeded shuffle)", file=sys.stderr)
 
 
 def _split_validation(task, data, seed: int, data_dir) -> tuple[list, list, list]:

@@ -446,3 +446,20 @@ def test_a_label_that_differs_from_a_key_only_in_unicode_normalisation_is_named_
                                       "tokenizer reads apart: write both alike"), raised.value
     with pytest.raises(ValueError, match=r"is not one of data.label_words \('café', 'thé'\)$"):
         label_index("tea", data, "r1")
+
+
+def test_an_evaluation_file_sorted_by_label_and_cut_by_eval_examples_is_warned_about(assets, capsys):
+    """The paper protocol evaluates the first data.eval_examples records unshuffled: of a file
+    sorted by label they may hold one class only, whose accuracy would then look like the
+    model's. Warned, naming the missing label word; all records, or every class among them, say
+    nothing."""
+    tmp_path, model_dir = assets
+    rows = [{"text": REVIEWS[i // 4][0], "sentiment": REVIEWS[i // 4][1]} for i in range(8)]  # 4 positive, 4 negative
+    write_jsonl(tmp_path / "sorted.jsonl", rows)
+    for eval_examples, warned in ((4, True), (5, False), (8, False)):
+        config = custom_config(tmp_path, model_dir, eval_file=str(tmp_path / "sorted.jsonl"), eval_examples=eval_examples)
+        assert main(["train", str(config), "--no-progress", "--overwrite"]) == 0
+        err = capsys.readouterr().err
+        assert ("prge: warning: data.eval_examples=4 evaluates the first 4 of the 8 records of the evaluation split "
+                "(the paper protocol does not shuffle it), and they hold no example of label word(s) ' negative', "
+                "which the split has" in err) == warned, err
