@@ -170,8 +170,10 @@ def test_multi_token_label_words_are_scored_in_one_forward_as_transformers_score
     ({"text": "good", "options": {"a": 1}, "answer": 0}, "must be a list of candidate texts"),
     ({"text": "good", "options": ["yes", True], "answer": 0}, "must be a list of candidate texts"),
     ({"text": ["good", "bad"], "options": ["positive", "negative"], "answer": 0},
-     "field 'text' = ['good', 'bad'] is not text (a string or a finite number)"),
-    ({"text": {"a": 1}, "options": ["positive", "negative"], "answer": 0}, "field 'text' = {'a': 1} is not text"),
+     'field \'text\' = ["good", "bad"] is not text (a string or a finite number)'),
+    ({"text": {"a": 1}, "options": ["positive", "negative"], "answer": 0}, "field 'text' = {\"a\": 1} is not text"),
+    ({"text": ["x", None], "options": ["positive", "negative"], "answer": 0},  # as the file spells it: null
+     'field \'text\' = ["x", null] is not text'),
     ({"text": True, "options": ["positive", "negative"], "answer": 0}, "field 'text' = true is not text"),
     ({"text": float("nan"), "options": ["positive", "negative"], "answer": 0}, "field 'text' = nan is not text"),
     ({"text": "good", "options": ["yes", float("nan")], "answer": 0}, "must be a list of candidate texts"),

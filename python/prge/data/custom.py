@@ -36,7 +36,7 @@ from prge.data.examples import Example, Task
 from prge.data.kinds import CLASSIFICATION, GENERATION, MULTIPLE_CHOICE
 from prge.data.sources import CUSTOM_READERS, Located, MissingSplit, content_sha256, read_hf
 from prge.jsonl import LONE_SURROGATE, NUL_ADVICE, as_written_json, is_unicode_text
-from prge.whitespace import shown_name, shown_names, shown_value, visible
+from prge.whitespace import shortened, shown_name, shown_names, shown_value, visible
 
 SPLIT_KEYS = {"train": "train_file", "eval": "eval_file"}
 HF_SPLIT_NAMES = {"train": ("train",), "eval": ("validation", "test")}
@@ -100,9 +100,15 @@ def label_text(value) -> str | None:
 
 def shown(value) -> str:
     """A record's value as its file spells it, for messages: JSON's true and null, a number as
-    written (jsonl.WrittenFloat / WrittenInt), text quoted (a long one cut: shown_value)."""
+    written (jsonl.WrittenFloat / WrittenInt), a list or object as JSON (cut: shortened), text
+    quoted (a long one cut: shown_value)."""
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
+    if isinstance(value, (list, dict)):  # JSON's spelling, as the file has it (null, not None)
+        try:
+            return shortened(json.dumps(value))
+        except (TypeError, ValueError):  # a datasets directory's bytes, dates, ...: Python's
+            return shown_value(value)
     return str(value) if isinstance(value, (int, float)) else shown_value(value)
 
 
