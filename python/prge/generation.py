@@ -135,11 +135,12 @@ def answer_metrics(model, encoder, examples, stop: list[int], batch_size: int = 
     perplexity use: chat-rendered with the generation prompt under data.chat_template), stopping
     at `stop` (the model's stop ids) or after as many tokens as its own reference (+ 8, within the
     model's max_position_embeddings: a chunk decodes to its longest one's, and each answer is cut
-    to its own, so that an example's score does not depend on the examples beside it), scored against the whole references as the data
-    writes them (EncodedExample.reference; never cut by data.max_length): mean exact match and
-    token F1 (SQuAD's normalisation; `shard`: split over a distributed run's ranks). A prediction
-    is taken up to as many lines as its reference holds (MeZO's first line for one-line answers,
-    where a model without a chat template runs on past its answer)."""
+    to its own, so that an example's score does not depend on the examples beside it), scored
+    against the whole references as the data writes them (EncodedExample.reference; never cut by
+    data.max_length): mean exact match and token F1 (SQuAD's normalisation; `shard`: split over a
+    distributed run's ranks). A prediction is taken up to as many lines as its reference holds
+    (MeZO's first line for one-line answers, where a model without a chat template runs on past
+    its answer)."""
     from prge.evaluation import per_chunk
 
     positions = int(getattr(getattr(model, "spec", None), "max_position_embeddings", 0) or 0)

@@ -81,9 +81,9 @@ def split_protocol(task, data, seed: int) -> tuple[list, list, list]:
         paths = split_paths(data)
         # one file, or one single-split datasets directory (a DatasetDict's splits are apart)
         if paths["train"].resolve() == paths["eval"].resolve() and not is_hf_disk_dataset(paths["train"]):
-            print(f"[prge] note: data.train_file and data.eval_file are one {'file' if paths['train'].is_file() else 'dataset'} "
-                  f"({paths['train']}): the evaluation scores examples the run trains on, so it measures fitting, not "
-                  "generalisation", file=sys.stderr)
+            one = "file" if paths["train"].is_file() else "dataset"
+            print(f"[prge] note: data.train_file and data.eval_file are one {one} ({paths['train']}): the evaluation "
+                  "scores examples the run trains on, so it measures fitting, not generalisation", file=sys.stderr)
     if data.protocol == "paper":
         evaluation = select_examples(eval_all, data.eval_examples, seed, shuffle=False)
         warn_missing_classes(task, evaluation, eval_all, data.eval_examples)

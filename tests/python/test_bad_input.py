@@ -234,7 +234,8 @@ DATA_CASES = [
     ({"records": [{"text": "\u200b", "sentiment": "positive"}]},
      "train.jsonl: record 1 (line 1): field 'text' = '\\u200b' holds only invisible characters"),
     ({"response": True, "records": [{"text": "good", "answer": " \ufeff"}]},
-     "train.jsonl: record 1 (line 1): field 'answer' (data.response_field) = ' \\ufeff' holds only invisible characters"),
+     "train.jsonl: record 1 (line 1): field 'answer' (data.response_field) = ' \\ufeff' holds only invisible "
+     "characters"),
 ]
 
 

@@ -396,7 +396,7 @@ def test_train_from_validation_needs_no_training_file_and_refuses_one(assets, ca
     assert task_label(summary) == "custom: reviews"
     written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]
     assert "train_file" not in written and written["train_from"] == "validation"
-    assert finished(tmp_path / "run", given.read_text())  # its config.yaml reads back as the same run (a sweep's resume)
+    assert finished(tmp_path / "run", given.read_text())  # its config.yaml reads back as this run (a sweep resumes)
     # without the key, the missing training file is still asked for
     tree["data"]["train_from"] = "train"
     given.write_text(yaml.safe_dump(tree, sort_keys=False))
@@ -441,9 +441,9 @@ def test_a_label_that_differs_from_a_key_only_in_unicode_normalisation_is_named_
     assert label_index("café", data, "r1") == 0
     with pytest.raises(ValueError) as raised:
         label_index(unicodedata.normalize("NFD", "café"), data, "r1")
-    assert str(raised.value).endswith("is not one of data.label_words ('café', 'thé'); it is 'café' written with other "
-                                      "code points (Unicode normalisation: NFD here, NFC in the config), which the "
-                                      "tokenizer reads apart: write both alike"), raised.value
+    assert str(raised.value).endswith(
+        "is not one of data.label_words ('café', 'thé'); it is 'café' written with other code points (Unicode "
+        "normalisation: NFD here, NFC in the config), which the tokenizer reads apart: write both alike"), raised.value
     with pytest.raises(ValueError, match=r"is not one of data.label_words \('café', 'thé'\)$"):
         label_index("tea", data, "r1")
 
@@ -457,7 +457,8 @@ def test_an_evaluation_file_sorted_by_label_and_cut_by_eval_examples_is_warned_a
     rows = [{"text": REVIEWS[i // 4][0], "sentiment": REVIEWS[i // 4][1]} for i in range(8)]  # 4 positive, 4 negative
     write_jsonl(tmp_path / "sorted.jsonl", rows)
     for eval_examples, warned in ((4, True), (5, False), (8, False)):
-        config = custom_config(tmp_path, model_dir, eval_file=str(tmp_path / "sorted.jsonl"), eval_examples=eval_examples)
+        config = custom_config(tmp_path, model_dir, eval_file=str(tmp_path / "sorted.jsonl"),
+                               eval_examples=eval_examples)
         assert main(["train", str(config), "--no-progress", "--overwrite"]) == 0
         err = capsys.readouterr().err
         assert ("prge: warning: data.eval_examples=4 evaluates the first 4 of the 8 records of the evaluation split "

@@ -184,9 +184,9 @@ def test_a_cut_that_keeps_only_the_templates_own_text_is_refused(tmp_path):
     words = task("{text} Review : good bad it Sentiment :", (" positive", " negative"))
     tail = len(tokens.encode([" Review : good bad it Sentiment :"], specials=False)[0])
     example = Example({"text": " ".join(["tasty great love"] * 10)}, 0, where="data.train_file: t.jsonl: record 3")
-    with pytest.raises(ValueError, match=r"data.train_file: t.jsonl: record 3: data.max_length=\d+ leaves \d+ tokens for "
-                                         r"the prompt beside its 1-token answer, .*all of them the template's own text "
-                                         r"after its last field \('Review : good bad it Sentiment :'\)"):
+    with pytest.raises(ValueError, match=r"data.train_file: t.jsonl: record 3: data.max_length=\d+ leaves \d+ tokens "
+                                         r"for the prompt beside its 1-token answer, .*all of them the template's own "
+                                         r"text after its last field \('Review : good bad it Sentiment :'\)"):
         PromptEncoder(words, tokens, tail + 1).encode(example)
     kept = PromptEncoder(words, tokens, tail + 4).encode(example)  # three tokens of the review kept
     assert tokens.decode(kept.prompt_ids) == "tasty great love Review : good bad it Sentiment :"

@@ -291,7 +291,8 @@ class PromptEncoder:
                              f"beside {framed}its {answer_length}-token answer{named}")
         self.cut += 1
         self.fewest_kept = min(self.fewest_kept, room - start - end)  # the prompt's own tokens, BOS not counted
-        self._refuse_fieldless_cut(example, prompt[len(prompt) - (room - start): len(prompt) - end], answer_length, named)
+        kept = prompt[len(prompt) - (room - start): len(prompt) - end]  # of the (user) text
+        self._refuse_fieldless_cut(example, kept, answer_length, named)
         return prompt[:start] + prompt[len(prompt) - (room - start):]
 
     def _refuse_fieldless_cut(self, example: Example, kept: list[int], answer_length: int, named: str) -> None:
@@ -306,11 +307,11 @@ class PromptEncoder:
         tail = marked[marked.rfind(marker) + len(marker):].strip()
         text = self.tokenizer.decode(kept).strip()
         if not text or tail.endswith(text):
-            raise ValueError(f"{self._where(example)}: data.max_length={self.max_length} leaves {len(kept)} tokens for the "
-                             f"prompt beside its {answer_length}-token answer{named}, all of them the template's own text "
-                             f"after its last field ({shown_value(tail)}), so no text of the example is kept and "
-                             "every long example's prompt reads the same; raise data.max_length (or put the fields "
-                             "nearer the template's end)")
+            raise ValueError(f"{self._where(example)}: data.max_length={self.max_length} leaves {len(kept)} tokens "
+                             f"for the prompt beside its {answer_length}-token answer{named}, all of them the "
+                             f"template's own text after its last field ({shown_value(tail)}), so no text of the "
+                             "example is kept and every long example's prompt reads the same; raise data.max_length "
+                             "(or put the fields nearer the template's end)")
 
     def _template_frame(self, example: Example, context: list[int], k: int) -> tuple[int, int]:
         """(tokens the chat template writes before the user's text, tokens of its closing, the

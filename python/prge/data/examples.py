@@ -85,8 +85,8 @@ class Task:
 
     def check(self, example: Example) -> None:
         """A data mistake in one example is a ValueError naming its record and field: an empty
-        (or whitespace-only, or invisible-only: whitespace.invisible) template field, a prompt that renders to nothing, and what the
-        task's kind requires of an answer (TaskKind.check)."""
+        (or whitespace-only, or invisible-only: whitespace.invisible) template field, a prompt
+        that renders to nothing, and what the task's kind requires of an answer (TaskKind.check)."""
         where = example.where or f"{self.name}: an example"
         for name, value in example.fields.items():
             if value is None:

@@ -160,8 +160,8 @@ class MultipleChoice(TaskKind):
         for i, choice in enumerate(example.choices):
             text = str(choice).strip()
             if invisible(text):
-                raise ValueError(f"{where}: candidate {i} is empty" if not text else
-                                 f"{where}: candidate {i} = {shown_value(text)} holds only invisible characters: no text")
+                raise ValueError(f"{where}: candidate {i} is empty" if not text else f"{where}: candidate {i} = "
+                                 f"{shown_value(text)} holds only invisible characters: no text")
             if text in seen:  # equal scores: the argmax would pick by position, not by the model
                 raise ValueError(f"{where}: candidates {seen[text]} and {i} are the same text {shown_value(text)}")
             seen[text] = i
@@ -230,9 +230,9 @@ class Generation(TaskKind):
     def check(self, task, example, where):
         if example.response is None or invisible(example.response):
             field = f"field {shown_value(task.response_field or 'response')} (data.response_field)"
-            raise ValueError(f"{where}: {field} is empty" if example.response is None or not example.response.strip()
-                             else f"{where}: {field} = {shown_value(example.response)} holds only invisible characters: "
-                             "no text")
+            empty = example.response is None or not example.response.strip()
+            raise ValueError(f"{where}: {field} is empty" if empty else f"{where}: {field} = "
+                             f"{shown_value(example.response)} holds only invisible characters: no text")
 
     def encode(self, encoder, examples, full=True):
         return encoder.encode_responses(examples)

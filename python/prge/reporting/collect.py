@@ -201,13 +201,15 @@ def task_source(summary: dict) -> str:
     data = (summary.get("run_config") or {}).get("data")
     if summary.get("task") != "custom" or not isinstance(data, dict):
         return json.dumps(["task", str(summary.get("task"))])
-    return json.dumps(["custom", str(data.get("data_dir") or ""), str(data.get("train_file") or data.get("eval_file") or "")])
+    data_file = data.get("train_file") or data.get("eval_file")  # no train file: train_from validation
+    return json.dumps(["custom", str(data.get("data_dir") or ""), str(data_file or "")])
 
 
 def task_label(summary: dict) -> str | None:
     """The task a report files a run under: the summary's task, and for a custom task also its
-    training file's name (its evaluation file's under data.train_from: validation), from the path the summary's data_files recorded (resolved) or else the
-    run's config (every custom task is called "custom"),
+    training file's name (its evaluation file's under data.train_from: validation), from the path
+    the summary's data_files recorded (resolved) or else the run's config (every custom task is
+    called "custom"),
     "custom: reviews", or its folder's where the file is named after its split
     (reviews/train.jsonl: "custom: reviews"); collect makes two tasks' equal labels unique
     ("custom: reviews (2)")."""
