@@ -496,12 +496,15 @@ void read_custom_task(const Reader& reader, const YAML::Node& data, DataOptions&
       reader.fail(data[key], std::string("data.") + key, "empty (task: custom reads a file, template or field name here)");
     }
   }
-  // train_from: validation trains on a seeded part of the eval file: a training file would not be read.
+  // train_from: validation trains on a seeded part of the eval file: a training file is not read. Said, and
+  // dropped (not written back), so that a run stored with one (required before) reads as the same run.
   const bool from_validation = d.train_from == "validation";
   if (from_validation && !d.train_file.empty()) {
-    reader.fail(data["train_file"], "data.train_file",
-                "is not read with data.train_from: validation, which trains on a seeded part of data.eval_file's "
-                "records and evaluates the rest; leave data.train_file out, or train on it with data.train_from: train");
+    warnings.push_back(reader.located(
+        data["train_file"], "data.train_file",
+        "is not read with data.train_from: validation, which trains on a seeded part of data.eval_file's records "
+        "and evaluates the rest; leave data.train_file out, or train on it with data.train_from: train"));
+    d.train_file.clear();
   }
   // What is missing is blamed on `task: custom`, in the file or the --set that wrote it.
   std::vector<std::string> missing;

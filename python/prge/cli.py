@@ -332,7 +332,7 @@ def _check_data(config) -> None:
     counts = ", ".join(f"{len(split)} {name}" for name, split in
                        (("training", data.train), ("dev", data.dev), ("evaluation", data.eval)) if split)
     print(f"[prge] data: {data.task.description}: every record read and checked; {counts} examples (the protocol's "
-          "selection: data.train_examples, data.eval_examples) tokenized", file=sys.stderr)
+          "selection: data.train_examples / dev_examples / eval_examples) tokenized", file=sys.stderr)
 
 
 def _generate(args) -> None:

@@ -364,12 +364,14 @@ def test_a_template_ending_in_a_space_before_spaced_answers_is_warned_about():
     assert warnings("Question: {q} Answer: ", choices_field="options", chat_template=True) == []
 
 
-def test_train_from_validation_needs_no_training_file_and_refuses_one(assets, capsys):
+def test_train_from_validation_needs_no_training_file_and_says_one_is_not_read(assets, capsys):
     """A custom task with only an evaluation file trains on a seeded part of it under
-    data.train_from: validation: no data.train_file is asked for, and one given is refused by name
-    (it would not be read); the summary records the file training really used, and a report files
-    the run under that file's name."""
-    from prge.reporting.collect import task_label
+    data.train_from: validation: no data.train_file is asked for; one given (required before, so
+    every such stored run has one) is not read, said in a warning naming its place, and not
+    written back, so the stored run and the config without it are one run (a sweep resumes it);
+    the summary records the file training really used, and a report files the run under that
+    file's name, old summaries (which recorded the unread file too) with the new ones."""
+    from prge.reporting.collect import task_label, task_source
     from prge.run_dir import finished
 
     tmp_path, model_dir = assets
@@ -377,30 +379,39 @@ def test_train_from_validation_needs_no_training_file_and_refuses_one(assets, ca
     folder.mkdir()
     rows = [{"text": REVIEWS[i % 2][0], "sentiment": REVIEWS[i % 2][1]} for i in range(12)]
     write_jsonl(folder / "validation.jsonl", rows)
+    write_jsonl(tmp_path / "train.jsonl", [{"not": "read"}])  # would be refused if it were read
     given = custom_config(tmp_path, model_dir, eval_file=str(folder / "validation.jsonl"), train_from="validation",
                           train_examples=6)
-    for command in ("check", "train"):
-        assert main([command, str(given)]) == 2
-        err = capsys.readouterr().err
-        assert err.startswith("prge: error: ") and "data.train_file: is not read with data.train_from: validation" \
-            in err, err
-    tree = yaml.safe_load(given.read_text())
-    tree["data"].pop("train_file")
-    given.write_text(yaml.safe_dump(tree, sort_keys=False))
     assert main(["check", str(given)]) == 0
+    assert "prge: warning: " in capsys.readouterr().err
     assert main(["train", str(given), "--no-progress"]) == 0
-    assert "6 train / 0 dev / 6 eval examples" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "6 train / 0 dev / 6 eval examples" in captured.out
+    assert "data.train_file: is not read with data.train_from: validation, which trains on a seeded part of " \
+           "data.eval_file's records and evaluates the rest" in captured.err, captured.err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert set(summary["data_files"]) == {"eval"}
     assert summary["data_files"]["eval"]["path"] == str(folder / "validation.jsonl")
     assert task_label(summary) == "custom: reviews"
     written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]
     assert "train_file" not in written and written["train_from"] == "validation"
-    assert finished(tmp_path / "run", given.read_text())  # its config.yaml reads back as this run (a sweep resumes)
-    # without the key, the missing training file is still asked for
+    tree = yaml.safe_load(given.read_text())
+    tree["data"].pop("train_file")
+    without = tmp_path / "without.yaml"
+    without.write_text(yaml.safe_dump(tree, sort_keys=False))
+    assert finished(tmp_path / "run", without.read_text()) and finished(tmp_path / "run", given.read_text())
+    # a run stored before: its config.yaml names the training file, its summary recorded it
+    stored = (tmp_path / "run" / "config.yaml").read_text()
+    (tmp_path / "run" / "config.yaml").write_text(stored.replace("  eval_file:", f"  train_file: {tmp_path / 'train.jsonl'}"
+                                                                 "\n  eval_file:"))
+    assert finished(tmp_path / "run", without.read_text())
+    summary["run_config"] = yaml.safe_load(stored)  # as a report reads it (collect.read_run_config)
+    old = {**summary, "data_files": {**summary["data_files"], "train": {"path": "/x/train.jsonl", "sha256": "0" * 64}}}
+    assert task_source(old) == task_source(summary)
+    # without the key, the missing training file is asked for
     tree["data"]["train_from"] = "train"
-    given.write_text(yaml.safe_dump(tree, sort_keys=False))
-    assert main(["check", str(given)]) == 2
+    without.write_text(yaml.safe_dump(tree, sort_keys=False))
+    assert main(["check", str(without)]) == 2
     assert "task: custom needs data.train_file" in capsys.readouterr().err
 
 
@@ -443,7 +454,7 @@ def test_a_label_that_differs_from_a_key_only_in_unicode_normalisation_is_named_
         label_index(unicodedata.normalize("NFD", "café"), data, "r1")
     assert str(raised.value).endswith(
         "is not one of data.label_words ('café', 'thé'); it is 'café' written with other code points (Unicode "
-        "normalisation: NFD here, NFC in the config), which the tokenizer reads apart: write both alike"), raised.value
+        "normalisation: NFD here, NFC in the config), two different texts: write both alike"), raised.value
     with pytest.raises(ValueError, match=r"is not one of data.label_words \('café', 'thé'\)$"):
         label_index("tea", data, "r1")
 

@@ -186,10 +186,23 @@ def test_a_cut_that_keeps_only_the_templates_own_text_is_refused(tmp_path):
     example = Example({"text": " ".join(["tasty great love"] * 10)}, 0, where="data.train_file: t.jsonl: record 3")
     with pytest.raises(ValueError, match=r"data.train_file: t.jsonl: record 3: data.max_length=\d+ leaves \d+ tokens "
                                          r"for the prompt beside its 1-token answer, .*all of them the template's own "
-                                         r"text after its last field \('Review : good bad it Sentiment :'\)"):
+                                         r"text after its last field \(' Review : good bad it Sentiment :'\)"):
         PromptEncoder(words, tokens, tail + 1).encode(example)
     kept = PromptEncoder(words, tokens, tail + 4).encode(example)  # three tokens of the review kept
     assert tokens.decode(kept.prompt_ids) == "tasty great love Review : good bad it Sentiment :"
+
+
+def test_a_cut_that_keeps_only_a_records_trailing_whitespace_says_so(tmp_path):
+    """A template that ends at its field cuts into the record's own text: refused only where the
+    kept tokens are whitespace (the record's trailing newlines), named as such (not as template
+    text: there is none after the field)."""
+    tokens = ModelTokenizer(LAYOUTS["llama2"](tmp_path / "llama2"))
+    example = Example({"text": "The movie was great, a positive surprise." * 3 + "\n\n\n\n"}, 0)
+    with pytest.raises(ValueError, match=r"leaves \d+ tokens for the prompt beside its 1-token answer, label word "
+                                         r"' positive' \(data.label_words\), which hold only whitespace, so no text"):
+        PromptEncoder(task("{text}", (" positive", " negative")), tokens, 5).encode(example)
+    kept = PromptEncoder(task("{text}", (" positive", " negative")), tokens, 8).encode(example)
+    assert tokens.decode(kept.prompt_ids).endswith("surprise.\n\n\n\n")
 
 
 def test_a_long_response_is_cut_to_half_of_max_length_with_a_warning_and_kept_whole_as_the_reference(tmp_path):
@@ -252,7 +265,7 @@ def test_chat_truncation_keeps_the_templates_own_tokens_and_drops_the_start_of_t
                                          r"template's \d+ tokens before and \d+ after the user's text"):
         PromptEncoder(t, tokens, len(header) + len(closing) + 1).encode(Example({"text": long_text}, 0))
     # room for two tokens of the user's text: both of "\nSentiment:", none of the review
-    with pytest.raises(ValueError, match=r"all of them the template's own text after its last field \('Sentiment:'\)"):
+    with pytest.raises(ValueError, match=r"all of them the template's own text after its last field \('\\nSentiment:'\)"):
         PromptEncoder(t, tokens, len(header) + len(closing) + max(len(o) for o in cut.options) + 2).encode(
             Example({"text": long_text}, 0))
 

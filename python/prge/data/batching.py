@@ -304,14 +304,16 @@ class PromptEncoder:
         marked = self.task.prompt(replace(example, fields={name: marker for name in example.fields}))
         if marker not in marked:
             return
-        tail = marked[marked.rfind(marker) + len(marker):].strip()
+        tail = marked[marked.rfind(marker) + len(marker):]
         text = self.tokenizer.decode(kept).strip()
-        if not text or tail.endswith(text):
-            raise ValueError(f"{self._where(example)}: data.max_length={self.max_length} leaves {len(kept)} tokens "
-                             f"for the prompt beside its {answer_length}-token answer{named}, all of them the "
-                             f"template's own text after its last field ({shown_value(tail)}), so no text of the "
-                             "example is kept and every long example's prompt reads the same; raise data.max_length "
-                             "(or put the fields nearer the template's end)")
+        if text and not tail.strip().endswith(text):
+            return
+        what = (f"all of them the template's own text after its last field ({shown_value(tail)})" if text
+                else "which hold only whitespace")
+        advice = " (or put the fields nearer the template's end)" if self.task.name == "custom" and text else ""
+        raise ValueError(f"{self._where(example)}: data.max_length={self.max_length} leaves {len(kept)} tokens for the "
+                         f"prompt beside its {answer_length}-token answer{named}, {what}, so no text of the example "
+                         f"is kept and every long example's prompt reads the same; raise data.max_length{advice}")
 
     def _template_frame(self, example: Example, context: list[int], k: int) -> tuple[int, int]:
         """(tokens the chat template writes before the user's text, tokens of its closing, the

@@ -132,8 +132,8 @@ def label_index(value, data, where: str) -> int:
     if not same:
         composed = [key for key in keys if unicodedata.normalize("NFC", key) == unicodedata.normalize("NFC", text)]
         hint = (f"; it is {shown_value(composed[0])} written with other code points (Unicode normalisation: "
-                f"{_normal_form(text)} here, {_normal_form(composed[0])} in the config), which the tokenizer reads "
-                "apart: write both alike" if composed else "")
+                f"{_normal_form(text)} here, {_normal_form(composed[0])} in the config), two different texts: write "
+                "both alike" if composed else "")
         raise ValueError(f"{where}: {shown_name(data.label_field)} = {shown(value)} is not one of data.label_words "
                          f"({shown_names(keys)}){hint}")
     return same[0]

@@ -188,6 +188,9 @@ def data_digests(summary: dict) -> dict[str, str] | None:
     files = summary.get("data_files")
     if not files:
         return None
+    data = (summary.get("run_config") or {}).get("data")
+    if isinstance(data, dict) and data.get("train_from") == "validation":  # trained on the eval file's records
+        files = {split: entry for split, entry in files.items() if split == "eval"} or files  # (a train file unread)
     return {split: entry["sha256"] for split, entry in sorted(files.items())}
 
 
