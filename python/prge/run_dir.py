@@ -158,10 +158,18 @@ def normalized(config_yaml: str) -> str:
 def finished(out_dir: str | Path, config_yaml: str) -> bool:
     """True when the directory holds a finished run of this config; a finished run of other
     settings is an error naming the first difference."""
+    from prge._core import ConfigError, parse_run_config
+
     out_dir = Path(out_dir)
     if not (out_dir / "summary.json").is_file():
         return False
-    stored = normalized((out_dir / "config.yaml").read_text()) if (out_dir / "config.yaml").is_file() else ""
+    stored = (out_dir / "config.yaml").read_text() if (out_dir / "config.yaml").is_file() else ""
+    try:
+        parse_run_config(stored) if stored else None
+    except ConfigError as e:  # compared as text, it would name some other line as the difference
+        raise RunDirError(f"{shown(out_dir)} holds a finished run whose config.yaml this version does not read "
+                          f"({e}); run into another --output-root, or delete that directory") from None
+    stored = normalized(stored) if stored else ""
     config_yaml = normalized(config_yaml)
     if stored == config_yaml:
         return True

@@ -95,6 +95,12 @@ def test_a_sweep_rerun_with_other_settings_is_refused_naming_the_difference(run_
     assert main(["sweep", str(sweep), "--set", "optimizer.lr=0.5"]) == 2
     err = capsys.readouterr().err
     assert "holds a finished run of other settings (first difference: optimizer.lr: 0.01 in the run there, 0.5 now)" in err, err
+    # a stored config.yaml this version refuses is named as such (not by a line that differs as text)
+    stored = tmp_path / "s" / "a" / "config.yaml"
+    stored.write_text(stored.read_text().replace("optimizer:\n", "optimizer:\n  nesterov: true\n"))
+    assert main(["sweep", str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a finished run whose config.yaml this version does not read (" in err and "nesterov" in err, err
 
 
 def test_a_run_stored_before_rng_auto_is_the_same_run_on_its_device(tmp_path):
