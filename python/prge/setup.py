@@ -65,7 +65,10 @@ def split_protocol(task, data, seed: int) -> tuple[list, list, list]:
     ValueError when the validation split is too small to leave examples to evaluate."""
     data_dir = data.data_dir or None
     if getattr(data, "train_from", "train") == "validation":  # absent from extensions built before the key
-        return _split_validation(task, data, seed, data_dir)
+        train, dev, evaluation = _split_validation(task, data, seed, data_dir)
+        if task.name == "custom":  # disjoint records; a record written twice in the file may still be in both
+            note_shared_examples(task, train + dev, evaluation)
+        return train, dev, evaluation
     try:
         train_all = task.load("train", data_dir)
     except MissingSplit as e:
@@ -74,27 +77,48 @@ def split_protocol(task, data, seed: int) -> tuple[list, list, list]:
         raise MissingSplit(f"{e}. {task.name} has no training split there: set data.train_from: validation to train "
                            f"on a seeded part of its validation split (the rest is evaluated), or {where}") from e
     eval_all = task.load("eval", data_dir)
+    one_source = False
     if task.name == "custom":
         from prge.data.custom import split_paths
         from prge.data.sources import is_hf_disk_dataset
 
         paths = split_paths(data)
         # one file, or one single-split datasets directory (a DatasetDict's splits are apart)
-        if paths["train"].resolve() == paths["eval"].resolve() and not is_hf_disk_dataset(paths["train"]):
+        one_source = paths["train"].resolve() == paths["eval"].resolve() and not is_hf_disk_dataset(paths["train"])
+        if one_source:
             one = "file" if paths["train"].is_file() else "dataset"
             print(f"[prge] note: data.train_file and data.eval_file are one {one} ({paths['train']}): the evaluation "
                   "scores examples the run trains on, so it measures fitting, not generalisation", file=sys.stderr)
     if data.protocol == "paper":
         evaluation = select_examples(eval_all, data.eval_examples, seed, shuffle=False)
         warn_missing_classes(task, evaluation, eval_all, data.eval_examples)
-        return select_examples(train_all, data.train_examples, seed, shuffle=True), [], evaluation
-    needed = data.train_examples + data.dev_examples
-    if len(train_all) < needed:
-        raise ValueError(f"{task.name}: the mezo protocol needs {needed} train examples "
-                         f"({data.train_examples} train + {data.dev_examples} dev), the split has {len(train_all)}")
-    shuffled = select_examples(train_all, needed, seed, shuffle=True)
-    return (shuffled[:data.train_examples], shuffled[data.train_examples:],
-            select_examples(eval_all, data.eval_examples, seed, shuffle=True))
+        train, dev = select_examples(train_all, data.train_examples, seed, shuffle=True), []
+    else:
+        needed = data.train_examples + data.dev_examples
+        if len(train_all) < needed:
+            raise ValueError(f"{task.name}: the mezo protocol needs {needed} train examples "
+                             f"({data.train_examples} train + {data.dev_examples} dev), the split has {len(train_all)}")
+        shuffled = select_examples(train_all, needed, seed, shuffle=True)
+        train, dev = shuffled[:data.train_examples], shuffled[data.train_examples:]
+        evaluation = select_examples(eval_all, data.eval_examples, seed, shuffle=True)
+    if task.name == "custom" and not one_source:  # one source: noted above
+        note_shared_examples(task, train + dev, evaluation)
+    return train, dev, evaluation
+
+
+def note_shared_examples(task, trained: list, evaluated: list) -> None:
+    """A note on stderr when evaluation examples are also examples the run trains on (or picks
+    its best checkpoint by): the same prompt and answer, a record in both of a custom task's
+    files or twice in one. The evaluation measures those by fitting, not generalisation."""
+    def example(e) -> tuple:
+        return task.prompt(e), e.label, e.response, e.choices
+
+    seen = {example(e) for e in trained}
+    shared = sum(example(e) in seen for e in evaluated)
+    if shared:
+        print(f"[prge] note: {shared} of the {len(evaluated)} evaluation examples are also training examples of this "
+              "run (the same prompt and answer): the evaluation measures those by fitting, not generalisation; "
+              "remove them from one of the files", file=sys.stderr)
 
 
 def warn_missing_classes(task, taken: list, split: list, eval_examples: int) -> None:

@@ -475,3 +475,20 @@ def test_an_evaluation_file_sorted_by_label_and_cut_by_eval_examples_is_warned_a
         assert ("prge: warning: data.eval_examples=4 evaluates the first 4 of the 8 records of the evaluation split "
                 "(the paper protocol does not shuffle it), and they hold no example of label word(s) ' negative', "
                 "which the split has" in err) == warned, err
+
+
+def test_evaluation_examples_that_are_also_training_examples_are_noted(assets, capsys):
+    """A record in both files (the same prompt and answer) is scored by fitting: counted in a
+    note; evaluation records the run never trains on say nothing."""
+    tmp_path, model_dir = assets  # train.jsonl: the two reviews over and over
+    write_jsonl(tmp_path / "shared.jsonl", [{"text": "good tasty great love good", "sentiment": "positive"},
+                                            {"text": "good good good", "sentiment": "positive"},
+                                            {"text": "stale awful bad", "sentiment": "negative"}])
+    write_jsonl(tmp_path / "apart.jsonl", [{"text": "good good good", "sentiment": "positive"},
+                                           {"text": "stale awful bad", "sentiment": "negative"}])
+    for name, note in (("shared", "[prge] note: 1 of the 3 evaluation examples are also training examples of this run "
+                                  "(the same prompt and answer)"), ("apart", None)):
+        config = custom_config(tmp_path, model_dir, eval_file=str(tmp_path / f"{name}.jsonl"))
+        assert main(["train", str(config), "--no-progress", "--overwrite"]) == 0
+        err = capsys.readouterr().err
+        assert (note in err) if note else "also training examples" not in err, err
