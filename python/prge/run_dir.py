@@ -125,11 +125,12 @@ def _normpath(path: str) -> str:
     return f"./{spelled}" if spelled.startswith("~") else spelled
 
 
-def normalized(config_yaml: str) -> str:
+def normalized(config_yaml: str, strict: bool = False) -> str:
     """A config.yaml as this version writes it (keys added since get their defaults), its paths
-    (PATH_SETTINGS) as os.path.normpath writes them, with estimator.rng: auto written as the generator it resolves to on the config's device (and
-    estimator), so a run stored before `auto` became the default (rng: torch on the CPU) is the
-    same run, and without STORAGE_SETTINGS."""
+    (PATH_SETTINGS) as os.path.normpath writes them, with estimator.rng: auto written as the
+    generator it resolves to on the config's device (and estimator), so a run stored before `auto`
+    became the default (rng: torch on the CPU) is the same run, and without STORAGE_SETTINGS. A
+    text this version does not read comes back as it is, or raises its ConfigError if `strict`."""
     from prge._core import ConfigError, parse_run_config
 
     try:
@@ -139,6 +140,8 @@ def normalized(config_yaml: str) -> str:
         if any(_normpath(value) != value for _, value in spelled):
             config = parse_run_config(config_yaml, "config.yaml", [(k, json.dumps(_normpath(v))) for k, v in spelled])
     except ConfigError:
+        if strict:
+            raise
         return config_yaml
     from prge._core import cuda_built
 
@@ -158,18 +161,17 @@ def normalized(config_yaml: str) -> str:
 def finished(out_dir: str | Path, config_yaml: str) -> bool:
     """True when the directory holds a finished run of this config; a finished run of other
     settings is an error naming the first difference."""
-    from prge._core import ConfigError, parse_run_config
+    from prge._core import ConfigError
 
     out_dir = Path(out_dir)
     if not (out_dir / "summary.json").is_file():
         return False
     stored = (out_dir / "config.yaml").read_text() if (out_dir / "config.yaml").is_file() else ""
     try:
-        parse_run_config(stored) if stored else None
+        stored = normalized(stored, strict=True) if stored else ""
     except ConfigError as e:  # compared as text, it would name some other line as the difference
         raise RunDirError(f"{shown(out_dir)} holds a finished run whose config.yaml this version does not read "
                           f"({e}); run into another --output-root, or delete that directory") from None
-    stored = normalized(stored) if stored else ""
     config_yaml = normalized(config_yaml)
     if stored == config_yaml:
         return True

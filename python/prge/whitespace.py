@@ -40,6 +40,14 @@ def invisible(text: str) -> bool:
     return all(c.isspace() or c in _INVISIBLE for c in text)
 
 
+def emptiness(text: str) -> str | None:
+    """What a message says of a text that holds nothing to read ("is empty", or "= '\\u200b'
+    holds only invisible characters: no text"), None for one that does."""
+    if not text.strip():
+        return "is empty"
+    return f"= {shown_value(text)} holds only invisible characters: no text" if invisible(text) else None
+
+
 def escape_unicode_spaces(text: str) -> str:
     """text with each whitespace character beyond ASCII's as a \\uXXXX escape (for JSON / YAML
     double-quoted strings)."""

@@ -10,7 +10,7 @@ from typing import Callable
 from prge.data.kinds import CLASSIFICATION, TaskKind
 from prge.data.locations import find_task_dir
 from prge.data.sources import MissingField, MissingSplit, NullField, read_split
-from prge.whitespace import invisible, shown_names, shown_value
+from prge.whitespace import emptiness, shown_names, shown_value
 
 SPLITS = ("train", "eval")
 
@@ -85,17 +85,14 @@ class Task:
 
     def check(self, example: Example) -> None:
         """A data mistake in one example is a ValueError naming its record and field: an empty
-        (or whitespace-only, or invisible-only: whitespace.invisible) template field, a prompt
+        (or whitespace-only, or invisible-only: whitespace.emptiness) template field, a prompt
         that renders to nothing, and what the task's kind requires of an answer (TaskKind.check)."""
         where = example.where or f"{self.name}: an example"
         for name, value in example.fields.items():
             if value is None:
                 raise ValueError(f"{where}: field {shown_value(name)} is null")
-            if not str(value).strip():
-                raise ValueError(f"{where}: field {shown_value(name)} is empty")
-            if invisible(str(value)):
-                raise ValueError(f"{where}: field {shown_value(name)} = {shown_value(value)} holds only invisible "
-                                 "characters (a zero-width space, a byte-order mark, ...): no text")
+            if why := emptiness(str(value)):
+                raise ValueError(f"{where}: field {shown_value(name)} {why}")
         if not self.prompt(example).strip():
             raise ValueError(f"{where}: the template renders to nothing (only whitespace)")
         self.kind.check(self, example, where)

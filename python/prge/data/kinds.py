@@ -36,7 +36,7 @@ import math
 
 import torch
 
-from prge.whitespace import invisible, shown_names, shown_value
+from prge.whitespace import emptiness, shown_names, shown_value
 
 
 def check_finite_scores(scores: torch.Tensor, split: str, valid: torch.Tensor | None = None) -> None:
@@ -159,9 +159,8 @@ class MultipleChoice(TaskKind):
         seen = {}
         for i, choice in enumerate(example.choices):
             text = str(choice).strip()
-            if invisible(text):
-                raise ValueError(f"{where}: candidate {i} is empty" if not text else f"{where}: candidate {i} = "
-                                 f"{shown_value(text)} holds only invisible characters: no text")
+            if why := emptiness(text):
+                raise ValueError(f"{where}: candidate {i} {why}")
             if text in seen:  # equal scores: the argmax would pick by position, not by the model
                 raise ValueError(f"{where}: candidates {seen[text]} and {i} are the same text {shown_value(text)}")
             seen[text] = i
@@ -228,11 +227,9 @@ class Generation(TaskKind):
     higher_is_better = False
 
     def check(self, task, example, where):
-        if example.response is None or invisible(example.response):
-            field = f"field {shown_value(task.response_field or 'response')} (data.response_field)"
-            empty = example.response is None or not example.response.strip()
-            raise ValueError(f"{where}: {field} is empty" if empty else f"{where}: {field} = "
-                             f"{shown_value(example.response)} holds only invisible characters: no text")
+        if why := "is empty" if example.response is None else emptiness(example.response):
+            field = shown_value(task.response_field or "response")
+            raise ValueError(f"{where}: field {field} (data.response_field) {why}")
 
     def encode(self, encoder, examples, full=True):
         return encoder.encode_responses(examples)

@@ -204,8 +204,13 @@ def task_source(summary: dict) -> str:
     data = (summary.get("run_config") or {}).get("data")
     if summary.get("task") != "custom" or not isinstance(data, dict):
         return json.dumps(["task", str(summary.get("task"))])
-    data_file = data.get("train_file") or data.get("eval_file")  # no train file: train_from validation
-    return json.dumps(["custom", str(data.get("data_dir") or ""), str(data_file or "")])
+    return json.dumps(["custom", str(data.get("data_dir") or ""), str(_named_data_file(data) or "")])
+
+
+def _named_data_file(data: dict):
+    """The file a custom task's config names its data by: its training file, or its evaluation
+    file under data.train_from: validation (no training file)."""
+    return data.get("train_file") or data.get("eval_file")
 
 
 def task_label(summary: dict) -> str | None:
@@ -225,7 +230,7 @@ def task_label(summary: dict) -> str | None:
     data = data if isinstance(data, dict) else {}
     folder = Path(str(data["data_dir"])) if data.get("data_dir") else Path()
     name = folder.name
-    named = data.get("train_file") or data.get("eval_file")
+    named = _named_data_file(data)
     if recorded or named:
         data_file = Path(recorded["path"]) if recorded else folder / str(named)
         # a file named after its split is named by its folder: reviews/train.jsonl -> reviews
